@@ -1,0 +1,23 @@
+//! Host-managed keyed state: fjall on disk behind a per-operator in-memory cache.
+//!
+//! A TaskManager opens one [`StateStore`] (one fjall database in its state directory);
+//! each job gets a keyspace in it, and each subtask a [`TaskState`] that owns a range of
+//! key groups. Every stored key starts with its key group (big-endian u16), so the
+//! state of a key group is one contiguous range: that is what checkpoints, restores and
+//! rescaling will copy.
+//!
+//! - [`ValueCache`]: the value state of one keyed operator, the hot path. Keyed batches
+//!   carry each key's value to the guest and take the new one back; the cache keeps
+//!   them in memory, loads misses from fjall, and writes dirty entries back in batches
+//!   when it outgrows its budget or is flushed.
+//! - Map state ([`TaskState::map_get`] and friends) goes straight to fjall: it is the
+//!   flexible path behind the guest's `keyed-state` imports, not the hot one.
+//!
+//! It is not: a checkpoint format or a distributed store. Durability of a running job
+//! comes from checkpoints, so the journal is not synced on every write.
+
+mod cache;
+mod store;
+
+pub use cache::ValueCache;
+pub use store::{StateError, StateStore, TaskState};

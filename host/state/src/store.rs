@@ -1,0 +1,196 @@
+use std::ops::Range;
+use std::path::Path;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use thiserror::Error;
+use weir_types::keygroup;
+
+use crate::ValueCache;
+
+/// A state operation failed.
+#[derive(Debug, Error)]
+pub enum StateError {
+    /// fjall reported an error (disk full, I/O failure, corruption).
+    #[error("state backend: {0}")]
+    Backend(#[from] fjall::Error),
+    /// A key outside the subtask's key groups; an operator bug or a routing bug.
+    #[error("key group {group} is not owned by this subtask (it owns {owned:?})")]
+    ForeignKeyGroup {
+        /// The key's group.
+        group: u32,
+        /// The subtask's range.
+        owned: Range<u32>,
+    },
+}
+
+/// Tags the kind of state an entry belongs to, so kinds never collide.
+const VALUE_STATE: u8 = 0;
+const MAP_STATE: u8 = 1;
+
+/// The process's state database.
+#[derive(Clone)]
+pub struct StateStore {
+    db: Database,
+}
+
+impl StateStore {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        let db = Database::builder(dir)
+            // Keep the block cache and write buffers small: the value caches in front
+            // hold the hot set, and a TaskManager's memory belongs to its slots.
+            .cache_size(16 << 20)
+            .manual_journal_persist(true)
+            .open()?;
+        Ok(Self { db })
+    }
+
+    /// The state of one subtask of a job, owning `key_groups` of `max_parallelism`.
+    pub fn task(&self, job: &str, max_parallelism: u32, key_groups: Range<u32>) -> Result<TaskState, StateError> {
+        let ks = self.db.keyspace(job, || KeyspaceCreateOptions::default().max_memtable_size(8 << 20))?;
+        Ok(TaskState { db: self.db.clone(), ks, max_parallelism, key_groups })
+    }
+
+    /// Deletes a job's keyspace once nothing will read it again.
+    pub fn drop_job(&self, job: &str) -> Result<(), StateError> {
+        if self.db.keyspace_exists(job) {
+            let ks = self.db.keyspace(job, KeyspaceCreateOptions::default)?;
+            self.db.delete_keyspace(ks)?;
+        }
+        Ok(())
+    }
+}
+
+/// One subtask's view of its job's state: only its own key groups.
+#[derive(Clone)]
+pub struct TaskState {
+    pub(crate) db: Database,
+    pub(crate) ks: Keyspace,
+    max_parallelism: u32,
+    key_groups: Range<u32>,
+}
+
+impl TaskState {
+    /// The key group of `key`, if this subtask owns it.
+    pub fn owned_group(&self, key: &[u8]) -> Result<u16, StateError> {
+        self.owned_group_of_hash(keygroup::key_hash(key))
+    }
+
+    /// As [`Self::owned_group`], from an already computed key hash.
+    #[inline]
+    pub fn owned_group_of_hash(&self, hash: u64) -> Result<u16, StateError> {
+        let group = keygroup::key_group_of_hash(hash, self.max_parallelism);
+        if !self.key_groups.contains(&group) {
+            return Err(StateError::ForeignKeyGroup { group, owned: self.key_groups.clone() });
+        }
+        // Max parallelism is at most 32768, so groups fit in u16.
+        Ok(group as u16)
+    }
+
+    /// A value cache for operator `op` holding at most about `budget_bytes`.
+    pub fn value_cache(&self, op: u32, budget_bytes: usize) -> ValueCache {
+        ValueCache::new(self.clone(), op, budget_bytes)
+    }
+
+    pub(crate) fn value_key(group: u16, op: u32, key: &[u8]) -> Vec<u8> {
+        let mut k = Vec::with_capacity(7 + key.len());
+        k.extend_from_slice(&group.to_be_bytes());
+        k.extend_from_slice(&op.to_be_bytes());
+        k.push(VALUE_STATE);
+        k.extend_from_slice(key);
+        k
+    }
+
+    fn map_prefix(&self, op: u32, name: &str, key: &[u8]) -> Result<Vec<u8>, StateError> {
+        let group = self.owned_group(key)?;
+        let mut k = Vec::with_capacity(13 + name.len() + key.len());
+        k.extend_from_slice(&group.to_be_bytes());
+        k.extend_from_slice(&op.to_be_bytes());
+        k.push(MAP_STATE);
+        // Length prefixes keep (name, key) pairs from aliasing each other.
+        k.extend_from_slice(&(name.len() as u32).to_be_bytes());
+        k.extend_from_slice(name.as_bytes());
+        k.extend_from_slice(&(key.len() as u32).to_be_bytes());
+        k.extend_from_slice(key);
+        Ok(k)
+    }
+
+    /// Reads entry `field` of map state `name` for `key`.
+    pub fn map_get(&self, op: u32, name: &str, key: &[u8], field: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        let mut k = self.map_prefix(op, name, key)?;
+        k.extend_from_slice(field);
+        Ok(self.ks.get(k)?.map(|v| v.to_vec()))
+    }
+
+    /// Writes entry `field` of map state `name` for `key`.
+    pub fn map_put(&self, op: u32, name: &str, key: &[u8], field: &[u8], value: &[u8]) -> Result<(), StateError> {
+        let mut k = self.map_prefix(op, name, key)?;
+        k.extend_from_slice(field);
+        Ok(self.ks.insert(k, value)?)
+    }
+
+    /// Removes entry `field` of map state `name` for `key`.
+    pub fn map_remove(&self, op: u32, name: &str, key: &[u8], field: &[u8]) -> Result<(), StateError> {
+        let mut k = self.map_prefix(op, name, key)?;
+        k.extend_from_slice(field);
+        Ok(self.ks.remove(k)?)
+    }
+
+    /// All entries of map state `name` for `key`, ordered by field.
+    pub fn map_entries(&self, op: u32, name: &str, key: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        let prefix = self.map_prefix(op, name, key)?;
+        let mut out = Vec::new();
+        for guard in self.ks.prefix(&prefix) {
+            let (k, v) = guard.into_inner()?;
+            out.push((k[prefix.len()..].to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Removes all entries of map state `name` for `key`.
+    pub fn map_clear(&self, op: u32, name: &str, key: &[u8]) -> Result<(), StateError> {
+        let prefix = self.map_prefix(op, name, key)?;
+        let mut batch = self.db.batch();
+        for guard in self.ks.prefix(&prefix) {
+            batch.remove(&self.ks, guard.key()?);
+        }
+        Ok(batch.commit()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_state_is_scoped_by_operator_name_and_key() -> Result<(), StateError> {
+        let dir = tempfile::tempdir().map_err(|e| StateError::Backend(e.into()))?;
+        let store = StateStore::open(dir.path())?;
+        let t = store.task("job", 128, 0..128)?;
+        t.map_put(1, "m", b"k", b"a", b"1")?;
+        t.map_put(1, "m", b"k", b"b", b"2")?;
+        t.map_put(1, "m", b"k2", b"a", b"x")?;
+        t.map_put(2, "m", b"k", b"a", b"y")?;
+        t.map_put(1, "n", b"k", b"a", b"z")?;
+        assert_eq!(t.map_get(1, "m", b"k", b"a")?, Some(b"1".to_vec()));
+        assert_eq!(t.map_entries(1, "m", b"k")?, vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"2".to_vec())]);
+        t.map_remove(1, "m", b"k", b"a")?;
+        assert_eq!(t.map_get(1, "m", b"k", b"a")?, None);
+        t.map_clear(1, "m", b"k")?;
+        assert!(t.map_entries(1, "m", b"k")?.is_empty());
+        assert_eq!(t.map_get(1, "m", b"k2", b"a")?, Some(b"x".to_vec()));
+        assert_eq!(t.map_get(2, "m", b"k", b"a")?, Some(b"y".to_vec()));
+        Ok(())
+    }
+
+    #[test]
+    fn foreign_keys_are_refused() -> Result<(), StateError> {
+        let dir = tempfile::tempdir().map_err(|e| StateError::Backend(e.into()))?;
+        let store = StateStore::open(dir.path())?;
+        let group = keygroup::key_group(b"k", 128);
+        let other = if group == 0 { 1..128 } else { 0..group };
+        let t = store.task("job", 128, other)?;
+        assert!(matches!(t.map_put(1, "m", b"k", b"a", b"1"), Err(StateError::ForeignKeyGroup { .. })));
+        Ok(())
+    }
+}

@@ -1,0 +1,209 @@
+//! The per-batch hot path through a subtask's chained guest operators.
+
+use weir_state::{StateError, TaskState, ValueCache};
+use weir_types::batch::{self, Cursor, StateUpdate};
+use weir_types::keygroup::key_hash;
+use weir_wasm::{Instance, KeyedStateAccess, OperatorFailure, StateAccessError};
+
+use crate::deploy::{OperatorStep, TaskError};
+
+/// One operator's output: a guest buffer and where its records lie in it.
+pub(crate) struct ChainOutput {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    pub(crate) count: usize,
+}
+
+impl ChainOutput {
+    pub(crate) fn records(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+}
+
+struct Step {
+    op: OperatorStep,
+    cache: Option<ValueCache>,
+}
+
+/// Reused buffers for building keyed input batches.
+#[derive(Default)]
+struct KeyedScratch {
+    input: Vec<u8>,
+    /// Cache entry of each distinct key of the batch, in key-index order.
+    slots: Vec<usize>,
+    /// For each cache entry: the batch (epoch) it was last seen in, and its key index.
+    entry_slot: Vec<(u32, u32)>,
+    /// Each record's key index, timestamp and value span in the incoming batch.
+    records: Vec<(u32, i64, usize, usize)>,
+    epoch: u32,
+}
+
+pub(crate) struct Chain {
+    instance: Instance,
+    steps: Vec<Step>,
+    scratch: KeyedScratch,
+    fuel_budget: u64,
+    fuel_used: u64,
+}
+
+impl Chain {
+    pub(crate) fn new(mut instance: Instance, ops: Vec<OperatorStep>, state: Option<TaskState>, cache_bytes: usize) -> Result<Self, TaskError> {
+        let keyed_ops: Vec<u32> = ops.iter().filter(|o| o.keyed).map(|o| o.op).collect();
+        let state = match (state, keyed_ops.is_empty()) {
+            (Some(s), _) => Some(s),
+            (None, true) => None,
+            (None, false) => return Err(TaskError::Internal("keyed operator deployed without state".into())),
+        };
+        if let Some(s) = &state {
+            instance.set_state_access(Box::new(MapStateAccess { state: s.clone(), keyed_ops }));
+        }
+        let steps = ops
+            .into_iter()
+            .map(|op| {
+                let cache = match (&state, op.keyed) {
+                    (Some(s), true) => Some(s.value_cache(op.op, cache_bytes)),
+                    _ => None,
+                };
+                Step { op, cache }
+            })
+            .collect();
+        // Fuel budgets are per call; the instance reports what is left after each.
+        let fuel_budget = instance.fuel_budget();
+        Ok(Self { instance, steps, scratch: KeyedScratch::default(), fuel_budget, fuel_used: 0 })
+    }
+
+    /// Runs one plain batch through every operator of the chain.
+    pub(crate) fn run(&mut self, input: &[u8]) -> Result<ChainOutput, TaskError> {
+        let mut current: Option<ChainOutput> = None;
+        for step in &mut self.steps {
+            let data = current.as_ref().map_or(input, ChainOutput::records);
+            let name = &step.op.name;
+            let fail = |failure: OperatorFailure| TaskError::Operator { name: name.clone(), failure };
+            let out = match &mut step.cache {
+                None => {
+                    let buf = self.instance.process(step.op.op, data).map_err(fail)?;
+                    let parsed = batch::parse_output(&buf, None).map_err(|e| fail(e.into()))?;
+                    let (start, count) = (4, parsed.record_count);
+                    let end = start + parsed.records.len();
+                    ChainOutput { buf, start, end, count }
+                }
+                Some(cache) => {
+                    let s = &mut self.scratch;
+                    build_keyed_input(cache, data, s)?;
+                    let buf = self.instance.process(step.op.op, &s.input).map_err(fail)?;
+                    let parsed = batch::parse_output(&buf, Some(s.slots.len())).map_err(|e| fail(e.into()))?;
+                    for (update, &entry) in parsed.states.iter().zip(&s.slots) {
+                        match update {
+                            StateUpdate::Unchanged => {}
+                            StateUpdate::Set(v) => cache.set(entry, Some(v)),
+                            StateUpdate::Cleared => cache.set(entry, None),
+                        }
+                    }
+                    let (start, count) = (4, parsed.record_count);
+                    let end = start + parsed.records.len();
+                    cache.end_batch()?;
+                    ChainOutput { buf, start, end, count }
+                }
+            };
+            self.fuel_used += self.fuel_budget.saturating_sub(self.instance.fuel_left());
+            current = Some(out);
+        }
+        current.ok_or_else(|| TaskError::Internal("empty operator chain".into()))
+    }
+
+    /// Writes back keyed state and closes the operators.
+    pub(crate) fn finish(&mut self) -> Result<(), TaskError> {
+        for step in &mut self.steps {
+            if let Some(cache) = &mut step.cache {
+                cache.flush()?;
+            }
+            let name = step.op.name.clone();
+            self.instance.close(step.op.op).map_err(|failure| TaskError::Operator { name, failure })?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn fuel_used(&self) -> u64 {
+        self.fuel_used
+    }
+}
+
+/// Groups a plain batch by key into the keyed input layout, each distinct key once
+/// with its current value state from the cache.
+fn build_keyed_input(cache: &mut ValueCache, data: &[u8], s: &mut KeyedScratch) -> Result<(), TaskError> {
+    s.epoch = s.epoch.wrapping_add(1);
+    if s.epoch == 0 {
+        // After 2^32 batches the epochs wrap: forget every old marker once.
+        s.entry_slot.iter_mut().for_each(|m| *m = (0, 0));
+        s.epoch = 1;
+    }
+    s.slots.clear();
+    s.records.clear();
+    let mut c = Cursor::new(data);
+    while c.remaining() > 0 {
+        let r = c.record().map_err(|e| TaskError::Internal(format!("keyed input: {e}")))?;
+        let entry = cache.entry(key_hash(r.key), r.key)?;
+        if s.entry_slot.len() <= entry {
+            s.entry_slot.resize(entry + 1, (0, 0));
+        }
+        let slot = match s.entry_slot[entry] {
+            (epoch, slot) if epoch == s.epoch => slot,
+            _ => {
+                let slot = s.slots.len() as u32;
+                s.slots.push(entry);
+                s.entry_slot[entry] = (s.epoch, slot);
+                slot
+            }
+        };
+        let value_end = c.position();
+        s.records.push((slot, r.ts, value_end - r.value.len(), value_end));
+    }
+    s.input.clear();
+    batch::push_key_count(&mut s.input, s.slots.len() as u32);
+    for &entry in &s.slots {
+        batch::push_key_with_state(&mut s.input, cache.key(entry), cache.get(entry));
+    }
+    batch::push_keyed_records_header(&mut s.input, s.records.len() as u32);
+    for &(slot, ts, start, end) in &s.records {
+        batch::push_keyed_record(&mut s.input, slot, ts, &data[start..end]);
+    }
+    Ok(())
+}
+
+/// The guest's `keyed-state` imports, over the subtask's fjall state.
+struct MapStateAccess {
+    state: TaskState,
+    keyed_ops: Vec<u32>,
+}
+
+impl MapStateAccess {
+    fn check(&self, op: u32) -> Result<&TaskState, StateAccessError> {
+        if self.keyed_ops.contains(&op) { Ok(&self.state) } else { Err(StateAccessError::NotKeyed) }
+    }
+}
+
+fn access(e: StateError) -> StateAccessError {
+    match e {
+        StateError::ForeignKeyGroup { .. } => StateAccessError::ForeignKey,
+        other => StateAccessError::Backend(other.to_string()),
+    }
+}
+
+impl KeyedStateAccess for MapStateAccess {
+    fn map_get(&mut self, op: u32, name: &str, key: &[u8], field: &[u8]) -> Result<Option<Vec<u8>>, StateAccessError> {
+        self.check(op)?.map_get(op, name, key, field).map_err(access)
+    }
+    fn map_put(&mut self, op: u32, name: &str, key: &[u8], field: &[u8], value: &[u8]) -> Result<(), StateAccessError> {
+        self.check(op)?.map_put(op, name, key, field, value).map_err(access)
+    }
+    fn map_remove(&mut self, op: u32, name: &str, key: &[u8], field: &[u8]) -> Result<(), StateAccessError> {
+        self.check(op)?.map_remove(op, name, key, field).map_err(access)
+    }
+    fn map_entries(&mut self, op: u32, name: &str, key: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateAccessError> {
+        self.check(op)?.map_entries(op, name, key).map_err(access)
+    }
+    fn map_clear(&mut self, op: u32, name: &str, key: &[u8]) -> Result<(), StateAccessError> {
+        self.check(op)?.map_clear(op, name, key).map_err(access)
+    }
+}

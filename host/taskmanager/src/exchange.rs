@@ -1,0 +1,131 @@
+//! Record exchange between subtasks in one process.
+
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
+use weir_types::batch::{BatchError, Cursor};
+use weir_types::keygroup;
+use weir_types::plan::Partitioning;
+
+use crate::deploy::{Cancel, TaskError};
+
+/// A message on a channel into a subtask.
+#[derive(Debug)]
+pub enum Message {
+    /// A plain record batch.
+    Batch(Vec<u8>),
+    /// One upstream subtask has no more records.
+    End,
+}
+
+/// Batches a channel buffers before its producer blocks. With batches of a few tens
+/// of KB this bounds each channel to about a megabyte.
+pub const CHANNEL_CAPACITY: usize = 16;
+
+/// A router sends a batch once it holds this many bytes.
+pub const BATCH_BYTES: usize = 32 * 1024;
+
+/// How often a blocked send or receive looks at the cancel flag.
+const POLL: Duration = Duration::from_millis(50);
+
+/// A new bounded channel into a subtask.
+pub fn channel() -> (Sender<Message>, Receiver<Message>) {
+    crossbeam_channel::bounded(CHANNEL_CAPACITY)
+}
+
+/// Sends, waiting while the channel is full, until the job is cancelled.
+pub fn send(tx: &Sender<Message>, mut msg: Message, cancel: &Cancel) -> Result<(), TaskError> {
+    loop {
+        match tx.send_timeout(msg, POLL) {
+            Ok(()) => return Ok(()),
+            Err(SendTimeoutError::Timeout(m)) => {
+                if cancel.is_cancelled() {
+                    return Err(TaskError::Cancelled);
+                }
+                msg = m;
+            }
+            // The consumer is gone, which only happens when the job is being torn down.
+            Err(SendTimeoutError::Disconnected(_)) => return Err(TaskError::Cancelled),
+        }
+    }
+}
+
+/// Receives, waiting until a message arrives or the job is cancelled.
+pub fn recv(rx: &Receiver<Message>, cancel: &Cancel) -> Result<Message, TaskError> {
+    loop {
+        match rx.recv_timeout(POLL) {
+            Ok(m) => return Ok(m),
+            Err(RecvTimeoutError::Timeout) if !cancel.is_cancelled() => {}
+            Err(_) => return Err(TaskError::Cancelled),
+        }
+    }
+}
+
+/// Partitions one subtask's output over the subtasks of one downstream vertex.
+pub struct Router {
+    partitioning: Partitioning,
+    targets: Vec<Sender<Message>>,
+    buffers: Vec<Vec<u8>>,
+    max_parallelism: u32,
+    next: usize,
+}
+
+impl Router {
+    /// A router over `targets` (one sender per downstream subtask, in subtask order).
+    /// Forward edges get exactly the one target they feed.
+    pub fn new(partitioning: Partitioning, targets: Vec<Sender<Message>>, max_parallelism: u32) -> Self {
+        let buffers = targets.iter().map(|_| Vec::with_capacity(BATCH_BYTES * 2)).collect();
+        Self { partitioning, targets, buffers, max_parallelism, next: 0 }
+    }
+
+    /// Routes a valid plain batch, sending every buffer that filled up.
+    pub fn push(&mut self, records: &[u8], cancel: &Cancel) -> Result<(), TaskError> {
+        let n = self.targets.len();
+        if n == 1 || self.partitioning == Partitioning::Forward {
+            self.buffers[0].extend_from_slice(records);
+        } else if self.partitioning == Partitioning::Broadcast {
+            for b in &mut self.buffers {
+                b.extend_from_slice(records);
+            }
+        } else {
+            let mut c = Cursor::new(records);
+            while c.remaining() > 0 {
+                let start = c.position();
+                let r = c.record().map_err(|e: BatchError| TaskError::Internal(format!("routing an invalid batch: {e}")))?;
+                let t = match self.partitioning {
+                    Partitioning::KeyBy => {
+                        let group = keygroup::key_group(r.key, self.max_parallelism);
+                        keygroup::subtask_for_key_group(group, self.max_parallelism, n as u32) as usize
+                    }
+                    _ => {
+                        self.next = (self.next + 1) % n;
+                        self.next
+                    }
+                };
+                self.buffers[t].extend_from_slice(&records[start..c.position()]);
+            }
+        }
+        for t in 0..n {
+            if self.buffers[t].len() >= BATCH_BYTES {
+                self.send_buffer(t, cancel)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn send_buffer(&mut self, t: usize, cancel: &Cancel) -> Result<(), TaskError> {
+        let full = std::mem::replace(&mut self.buffers[t], Vec::with_capacity(BATCH_BYTES * 2));
+        send(&self.targets[t], Message::Batch(full), cancel)
+    }
+
+    /// Sends what is buffered and tells every target this producer is done.
+    pub fn finish(&mut self, cancel: &Cancel) -> Result<(), TaskError> {
+        for t in 0..self.targets.len() {
+            if !self.buffers[t].is_empty() {
+                self.send_buffer(t, cancel)?;
+            }
+            send(&self.targets[t], Message::End, cancel)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,15 @@
+//! Weir's shared vocabulary: the job graph, the flat record-batch format, and key groups.
+//!
+//! Everything here is pure data and pure functions: no I/O, no Wasm, no threads. The
+//! JobManager, the TaskManagers and the Wasm runtime all speak these types, so a change
+//! of the wire format or of the graph model happens in one place.
+//!
+//! - [`plan`]: the job graph a component declares, and its validation.
+//! - [`batch`]: the byte layout of record batches (the same bytes cross the Wasm
+//!   boundary, the in-process channels and, later, the network), with a checked reader
+//!   that never trusts a length.
+//! - [`keygroup`]: how keys map to key groups and key groups to subtasks.
+
+pub mod batch;
+pub mod keygroup;
+pub mod plan;

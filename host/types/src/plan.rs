@@ -1,0 +1,365 @@
+//! The job graph as a component declares it (mirrors `plan-types` in the WIT), and the
+//! checks that make it safe to execute. The JobManager turns a checked [`JobPlan`] into
+//! an execution graph; nothing downstream re-validates it.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::keygroup::DEFAULT_MAX_PARALLELISM;
+
+/// Largest parallelism (and max parallelism) a plan may ask for.
+pub const MAX_PARALLELISM_LIMIT: u32 = 32_768;
+
+/// How records travel along an edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Partitioning {
+    /// Subtask i to subtask i.
+    Forward,
+    /// By key group of the record key.
+    KeyBy,
+    /// Round-robin.
+    Rebalance,
+    /// To every downstream subtask.
+    Broadcast,
+}
+
+/// Host-run sources.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SourceKind {
+    /// Lines of a text file; `None` until bound at submission.
+    FileLines(Option<String>),
+    /// Sequence numbers `start..start+count`.
+    Generator {
+        /// First number.
+        start: u64,
+        /// How many.
+        count: u64,
+    },
+}
+
+/// Host-run sinks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SinkKind {
+    /// Text lines on stdout.
+    Stdout,
+    /// Text lines in a file; `None` until bound at submission (stdout if never bound).
+    File(Option<String>),
+    /// Count and drop.
+    Discard,
+}
+
+/// What a node does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeKind {
+    /// A host-run source.
+    Source(SourceKind),
+    /// A guest operator; `keyed` operators get their value state with each batch.
+    Operator {
+        /// Reads keyed state.
+        keyed: bool,
+    },
+    /// A host-run sink.
+    Sink(SinkKind),
+}
+
+/// One vertex of the job graph.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// Stable id, unique in the job.
+    pub uid: String,
+    /// Display name.
+    pub name: String,
+    /// What it does.
+    pub kind: NodeKind,
+    /// Explicit parallelism, or the job default.
+    pub parallelism: Option<u32>,
+}
+
+/// A directed edge by node index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Edge {
+    /// Upstream node index.
+    pub source: u32,
+    /// Downstream node index.
+    pub target: u32,
+    /// Distribution over downstream subtasks.
+    pub partitioning: Partitioning,
+}
+
+/// A job's dataflow graph.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobPlan {
+    /// Job name.
+    pub name: String,
+    /// Vertices; index = operator id.
+    pub nodes: Vec<Node>,
+    /// Edges.
+    pub edges: Vec<Edge>,
+    /// Key groups; `None` = [`DEFAULT_MAX_PARALLELISM`].
+    pub max_parallelism: Option<u32>,
+}
+
+/// Why a plan cannot run.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum PlanError {
+    /// The plan has no nodes.
+    #[error("the job plan has no nodes")]
+    Empty,
+    /// Two nodes share a uid.
+    #[error("two nodes have the uid {0:?}; uids must be unique")]
+    DuplicateUid(String),
+    /// An edge names a node that does not exist.
+    #[error("edge {edge} refers to node {node}, but the plan has {nodes} nodes")]
+    DanglingEdge {
+        /// Edge index.
+        edge: usize,
+        /// Node index it names.
+        node: u32,
+        /// Number of nodes.
+        nodes: usize,
+    },
+    /// A node's inputs or outputs do not fit its kind.
+    #[error("node {uid:?}: {problem}")]
+    BadNode {
+        /// The node.
+        uid: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The graph has a cycle.
+    #[error("the job graph has a cycle through node {0:?}")]
+    Cycle(String),
+    /// A parallelism is zero or too large.
+    #[error("{what} is {value}; it must be between 1 and {MAX_PARALLELISM_LIMIT}")]
+    BadParallelism {
+        /// Which setting.
+        what: String,
+        /// The value.
+        value: u32,
+    },
+    /// A submission-time binding does not fit the plan.
+    #[error("{0}")]
+    Binding(String),
+}
+
+impl JobPlan {
+    /// Number of key groups.
+    pub fn max_parallelism(&self) -> u32 {
+        self.max_parallelism.unwrap_or(DEFAULT_MAX_PARALLELISM)
+    }
+
+    /// Parallelism of node `i` given the job default.
+    pub fn parallelism_of(&self, i: usize, default: u32) -> u32 {
+        self.nodes.get(i).and_then(|n| n.parallelism).unwrap_or(default)
+    }
+
+    /// Indices of the edges into node `i`.
+    pub fn inputs(&self, i: usize) -> impl Iterator<Item = &Edge> {
+        self.edges.iter().filter(move |e| e.target as usize == i)
+    }
+
+    /// Indices of the edges out of node `i`.
+    pub fn outputs(&self, i: usize) -> impl Iterator<Item = &Edge> {
+        self.edges.iter().filter(move |e| e.source as usize == i)
+    }
+
+    /// Checks that the graph is executable at `default_parallelism`.
+    pub fn validate(&self, default_parallelism: u32) -> Result<(), PlanError> {
+        if self.nodes.is_empty() {
+            return Err(PlanError::Empty);
+        }
+        check_parallelism("the max parallelism", self.max_parallelism())?;
+        check_parallelism("the default parallelism", default_parallelism)?;
+        let mut uids = std::collections::HashSet::new();
+        for n in &self.nodes {
+            if !uids.insert(n.uid.as_str()) {
+                return Err(PlanError::DuplicateUid(n.uid.clone()));
+            }
+            if let Some(p) = n.parallelism {
+                check_parallelism(&format!("the parallelism of {:?}", n.uid), p)?;
+            }
+        }
+        for (i, e) in self.edges.iter().enumerate() {
+            for node in [e.source, e.target] {
+                if node as usize >= self.nodes.len() {
+                    return Err(PlanError::DanglingEdge { edge: i, node, nodes: self.nodes.len() });
+                }
+            }
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            let bad = |problem: &str| PlanError::BadNode { uid: n.uid.clone(), problem: problem.to_string() };
+            let ins: Vec<&Edge> = self.inputs(i).collect();
+            let outs = self.outputs(i).count();
+            match &n.kind {
+                NodeKind::Source(_) if !ins.is_empty() => return Err(bad("a source cannot have inputs")),
+                NodeKind::Sink(_) if outs != 0 => return Err(bad("a sink cannot have outputs")),
+                NodeKind::Operator { .. } | NodeKind::Sink(_) if ins.is_empty() => {
+                    return Err(bad("it has no input"));
+                }
+                NodeKind::Operator { keyed: true } if ins.iter().any(|e| e.partitioning != Partitioning::KeyBy) => {
+                    return Err(bad("a keyed operator must only have key-by inputs"));
+                }
+                _ => {}
+            }
+            for e in ins {
+                if e.partitioning == Partitioning::Forward {
+                    let (up, down) = (self.parallelism_of(e.source as usize, default_parallelism), self.parallelism_of(i, default_parallelism));
+                    if up != down {
+                        return Err(bad(&format!(
+                            "a forward edge needs equal parallelism on both ends, but {:?} has {up} and this node {down}",
+                            self.nodes[e.source as usize].uid
+                        )));
+                    }
+                }
+            }
+        }
+        self.topological_order().map(|_| ())
+    }
+
+    /// Node indices with every node after all its inputs.
+    pub fn topological_order(&self) -> Result<Vec<usize>, PlanError> {
+        let n = self.nodes.len();
+        let mut indegree = vec![0usize; n];
+        for e in &self.edges {
+            indegree[e.target as usize] += 1;
+        }
+        let mut ready: Vec<usize> = (0..n).filter(|&i| indegree[i] == 0).rev().collect();
+        let mut order = Vec::with_capacity(n);
+        while let Some(i) = ready.pop() {
+            order.push(i);
+            for e in self.outputs(i) {
+                let t = e.target as usize;
+                indegree[t] -= 1;
+                if indegree[t] == 0 {
+                    ready.push(t);
+                }
+            }
+        }
+        match (0..n).find(|&i| indegree[i] > 0) {
+            Some(i) => Err(PlanError::Cycle(self.nodes[i].uid.clone())),
+            None => Ok(order),
+        }
+    }
+
+    /// Binds the submission's `--input` to every file source without a path, and
+    /// `--output` to every text sink that leaves it to the submitter.
+    pub fn bind_io(&mut self, input: Option<&str>, output: Option<&str>) -> Result<(), PlanError> {
+        let mut used_input = false;
+        for n in &mut self.nodes {
+            match &mut n.kind {
+                NodeKind::Source(SourceKind::FileLines(path)) => {
+                    if path.is_none() {
+                        used_input = true;
+                        match input {
+                            Some(p) => *path = Some(p.to_string()),
+                            None => {
+                                return Err(PlanError::Binding(format!(
+                                    "source {:?} reads the file given at submission, but no input file was given (--input)",
+                                    n.uid
+                                )));
+                            }
+                        }
+                    }
+                }
+                NodeKind::Sink(SinkKind::File(path @ None)) => *path = output.map(str::to_string),
+                _ => {}
+            }
+        }
+        if input.is_some() && !used_input {
+            return Err(PlanError::Binding("an input file was given, but the job has no source that reads one".into()));
+        }
+        Ok(())
+    }
+
+    /// A human-readable rendering of the graph, one node per line.
+    pub fn describe(&self, default_parallelism: u32) -> String {
+        let mut s = format!("job {:?} (max parallelism {})\n", self.name, self.max_parallelism());
+        for (i, n) in self.nodes.iter().enumerate() {
+            let kind = match &n.kind {
+                NodeKind::Source(SourceKind::FileLines(p)) => format!("source file-lines {}", p.as_deref().unwrap_or("<--input>")),
+                NodeKind::Source(SourceKind::Generator { start, count }) => format!("source generator {start}..{}", start.saturating_add(*count)),
+                NodeKind::Operator { keyed: true } => "operator (keyed)".into(),
+                NodeKind::Operator { keyed: false } => "operator".into(),
+                NodeKind::Sink(SinkKind::Stdout) => "sink stdout".into(),
+                NodeKind::Sink(SinkKind::File(p)) => format!("sink file {}", p.as_deref().unwrap_or("<--output or stdout>")),
+                NodeKind::Sink(SinkKind::Discard) => "sink discard".into(),
+            };
+            s += &format!("  [{i}] {} ({}) {kind}, parallelism {}\n", n.uid, n.name, self.parallelism_of(i, default_parallelism));
+            for e in self.outputs(i) {
+                let target = self.nodes.get(e.target as usize).map_or("?", |t| t.uid.as_str());
+                s += &format!("      -> [{}] {target} {:?}\n", e.target, e.partitioning);
+            }
+        }
+        s
+    }
+}
+
+fn check_parallelism(what: &str, value: u32) -> Result<(), PlanError> {
+    if value == 0 || value > MAX_PARALLELISM_LIMIT {
+        return Err(PlanError::BadParallelism { what: what.to_string(), value });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(uid: &str, kind: NodeKind) -> Node {
+        Node { uid: uid.into(), name: uid.into(), kind, parallelism: None }
+    }
+
+    fn wordcount() -> JobPlan {
+        JobPlan {
+            name: "wc".into(),
+            nodes: vec![
+                node("lines", NodeKind::Source(SourceKind::FileLines(None))),
+                node("split", NodeKind::Operator { keyed: false }),
+                node("count", NodeKind::Operator { keyed: true }),
+                node("out", NodeKind::Sink(SinkKind::File(None))),
+            ],
+            edges: vec![
+                Edge { source: 0, target: 1, partitioning: Partitioning::Forward },
+                Edge { source: 1, target: 2, partitioning: Partitioning::KeyBy },
+                Edge { source: 2, target: 3, partitioning: Partitioning::Forward },
+            ],
+            max_parallelism: None,
+        }
+    }
+
+    #[test]
+    fn valid_plan_passes_and_orders() {
+        let p = wordcount();
+        assert_eq!(p.validate(2), Ok(()));
+        assert_eq!(p.topological_order(), Ok(vec![0, 1, 2, 3]));
+    }
+
+    #[test]
+    fn rejects_bad_graphs() {
+        let mut p = wordcount();
+        p.edges[1].partitioning = Partitioning::Forward;
+        assert!(matches!(p.validate(1), Err(PlanError::BadNode { .. })));
+        let mut p = wordcount();
+        p.edges.push(Edge { source: 2, target: 1, partitioning: Partitioning::Rebalance });
+        assert!(matches!(p.validate(1), Err(PlanError::Cycle(_))));
+        let mut p = wordcount();
+        p.nodes[3].uid = "split".into();
+        assert_eq!(p.validate(1), Err(PlanError::DuplicateUid("split".into())));
+        let mut p = wordcount();
+        p.edges[0].target = 9;
+        assert!(matches!(p.validate(1), Err(PlanError::DanglingEdge { .. })));
+        let mut p = wordcount();
+        p.nodes[1].parallelism = Some(3);
+        assert!(matches!(p.validate(2), Err(PlanError::BadNode { .. })));
+        assert!(matches!(wordcount().validate(0), Err(PlanError::BadParallelism { .. })));
+    }
+
+    #[test]
+    fn binds_input_and_output() {
+        let mut p = wordcount();
+        assert!(p.clone().bind_io(None, None).is_err());
+        p.bind_io(Some("in.txt"), Some("out.tsv")).expect("binds");
+        assert_eq!(p.nodes[0].kind, NodeKind::Source(SourceKind::FileLines(Some("in.txt".into()))));
+        assert_eq!(p.nodes[3].kind, NodeKind::Sink(SinkKind::File(Some("out.tsv".into()))));
+    }
+}

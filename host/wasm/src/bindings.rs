@@ -1,0 +1,56 @@
+//! The one place the WIT is bound on the host side: a WIT change touches this file and
+//! the conversions next to it, nothing else.
+
+wasmtime::component::bindgen!({
+    path: "../../wit",
+    world: "job-component",
+});
+
+pub use exports::weir::dataflow::operator::{OperatorError, TaskInfo as WitTaskInfo};
+pub use weir::dataflow::keyed_state::StateError;
+pub use weir::dataflow::log::Level;
+pub use weir::dataflow::plan_types as wit_plan;
+
+use weir_types::plan;
+
+impl From<wit_plan::JobPlan> for plan::JobPlan {
+    fn from(p: wit_plan::JobPlan) -> Self {
+        plan::JobPlan {
+            name: p.name,
+            nodes: p.nodes.into_iter().map(Into::into).collect(),
+            edges: p
+                .edges
+                .into_iter()
+                .map(|e| plan::Edge { source: e.source, target: e.target, partitioning: e.partitioning.into() })
+                .collect(),
+            max_parallelism: p.max_parallelism,
+        }
+    }
+}
+
+impl From<wit_plan::Partitioning> for plan::Partitioning {
+    fn from(p: wit_plan::Partitioning) -> Self {
+        match p {
+            wit_plan::Partitioning::Forward => plan::Partitioning::Forward,
+            wit_plan::Partitioning::KeyBy => plan::Partitioning::KeyBy,
+            wit_plan::Partitioning::Rebalance => plan::Partitioning::Rebalance,
+            wit_plan::Partitioning::Broadcast => plan::Partitioning::Broadcast,
+        }
+    }
+}
+
+impl From<wit_plan::Node> for plan::Node {
+    fn from(n: wit_plan::Node) -> Self {
+        let kind = match n.kind {
+            wit_plan::NodeKind::Source(wit_plan::SourceKind::FileLines(p)) => plan::NodeKind::Source(plan::SourceKind::FileLines(p)),
+            wit_plan::NodeKind::Source(wit_plan::SourceKind::Generator(g)) => {
+                plan::NodeKind::Source(plan::SourceKind::Generator { start: g.start, count: g.count })
+            }
+            wit_plan::NodeKind::Operator(o) => plan::NodeKind::Operator { keyed: o.keyed },
+            wit_plan::NodeKind::Sink(wit_plan::SinkKind::Stdout) => plan::NodeKind::Sink(plan::SinkKind::Stdout),
+            wit_plan::NodeKind::Sink(wit_plan::SinkKind::File(p)) => plan::NodeKind::Sink(plan::SinkKind::File(p)),
+            wit_plan::NodeKind::Sink(wit_plan::SinkKind::Discard) => plan::NodeKind::Sink(plan::SinkKind::Discard),
+        };
+        plan::Node { uid: n.uid, name: n.name, kind, parallelism: n.parallelism }
+    }
+}

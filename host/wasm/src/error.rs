@@ -1,0 +1,100 @@
+use thiserror::Error;
+
+/// Why a component was refused. All of these are the submitter's to fix.
+#[derive(Debug, Error)]
+pub enum LoadError {
+    /// Larger than the configured limit; refused before compiling, since compiling
+    /// untrusted code is itself a denial-of-service risk.
+    #[error("component is {size} bytes, over the limit of {limit} bytes (refused before compiling)")]
+    TooLarge {
+        /// Size of the file.
+        size: u64,
+        /// Configured limit.
+        limit: u64,
+    },
+    /// Does not start with the Wasm magic bytes.
+    #[error("not a WebAssembly file (it does not start with \\0asm)")]
+    NotWasm,
+    /// A core module, not a component.
+    #[error("this is a core WebAssembly module, not a component; build for wasm32-wasip2 or wrap it with `wasm-tools component new`")]
+    CoreModule,
+    /// The component does not validate or compile.
+    #[error("invalid component: {0}")]
+    Invalid(String),
+    /// The component does not implement the `job-component` world this host speaks.
+    #[error("component does not implement weir:dataflow/job-component@{expected}: {detail}")]
+    WrongWorld {
+        /// The WIT version this host implements.
+        expected: &'static str,
+        /// What is missing or mismatched.
+        detail: String,
+    },
+    /// The component's `plan` failed or returned an unusable plan.
+    #[error("the job's plan failed: {0}")]
+    Plan(String),
+    /// The compiled-component cache could not be used (the host's to fix).
+    #[error("component cache at {path}: {source}")]
+    Cache {
+        /// Cache file or directory.
+        path: String,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// The host could not set up the sandbox (internal).
+    #[error("sandbox setup failed: {0}")]
+    Sandbox(String),
+}
+
+/// How an instance trapped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrapKind {
+    /// The call used up its fuel budget: an endless or far too slow loop.
+    FuelExhausted {
+        /// Budget of the call.
+        budget: u64,
+    },
+    /// Linear memory growth past the per-instance limit.
+    MemoryLimit {
+        /// Configured limit in bytes.
+        limit: usize,
+        /// Size the guest asked for.
+        requested: usize,
+    },
+    /// The guest panicked; the message is what the guest SDK reported.
+    Panic(String),
+    /// Any other trap (unreachable, out-of-bounds access, ...).
+    Other(String),
+}
+
+impl std::fmt::Display for TrapKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TrapKind::FuelExhausted { budget } => write!(f, "fuel exhausted (budget {budget} per call): the operator loops forever or is far too slow"),
+            TrapKind::MemoryLimit { limit, requested } => write!(
+                f,
+                "memory limit hit: tried to grow linear memory to {} MiB, limit is {} MiB",
+                requested >> 20,
+                limit >> 20
+            ),
+            TrapKind::Panic(msg) => write!(f, "panicked: {msg}"),
+            TrapKind::Other(msg) => write!(f, "trapped: {msg}"),
+        }
+    }
+}
+
+/// Why an operator call failed. Every variant fails the subtask; none harms the host.
+#[derive(Debug, Error)]
+pub enum OperatorFailure {
+    /// The instance trapped and is poisoned.
+    #[error("{0}")]
+    Trap(TrapKind),
+    /// The operator returned an error value.
+    #[error("{0}")]
+    Reported(String),
+    /// The operator's output broke the batch layout.
+    #[error("returned a malformed output batch: {0}")]
+    MalformedOutput(#[from] weir_types::batch::BatchError),
+    /// The instance trapped earlier and cannot be entered again.
+    #[error("instance is poisoned by an earlier trap")]
+    Poisoned,
+}

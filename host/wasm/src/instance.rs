@@ -1,0 +1,260 @@
+//! One sandboxed instance of a job component and the host side of its imports.
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::bindings::{self, JobComponent as World, Level, OperatorError, StateError};
+use crate::error::{LoadError, OperatorFailure, TrapKind};
+use crate::runtime::{JobComponent, Runtime, one_line};
+use weir_types::plan::JobPlan;
+
+/// Where an operator instance runs, as told to the guest's `open`.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskInfo {
+    /// Subtask index.
+    pub subtask: u32,
+    /// Operator parallelism.
+    pub parallelism: u32,
+    /// Key groups of the job.
+    pub max_parallelism: u32,
+}
+
+/// Why the host refused a keyed-state call.
+#[derive(Debug, Clone)]
+pub enum StateAccessError {
+    /// The key belongs to another subtask's key groups.
+    ForeignKey,
+    /// The calling operator is not keyed.
+    NotKeyed,
+    /// Storage failed.
+    Backend(String),
+}
+
+/// The task's keyed state as the guest's `keyed-state` imports see it. The executor
+/// implements it over its state backend; `op` is the operator being called.
+pub trait KeyedStateAccess: Send {
+    /// Reads a map-state entry.
+    fn map_get(&mut self, op: u32, name: &str, key: &[u8], field: &[u8]) -> Result<Option<Vec<u8>>, StateAccessError>;
+    /// Writes a map-state entry.
+    fn map_put(&mut self, op: u32, name: &str, key: &[u8], field: &[u8], value: &[u8]) -> Result<(), StateAccessError>;
+    /// Removes a map-state entry.
+    fn map_remove(&mut self, op: u32, name: &str, key: &[u8], field: &[u8]) -> Result<(), StateAccessError>;
+    /// All entries of a key's map state, by field.
+    fn map_entries(&mut self, op: u32, name: &str, key: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateAccessError>;
+    /// Removes a key's whole map state.
+    fn map_clear(&mut self, op: u32, name: &str, key: &[u8]) -> Result<(), StateAccessError>;
+}
+
+/// Longest log message kept from a guest; the rest is cut.
+const MAX_LOG_BYTES: usize = 4096;
+
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    label: String,
+    current_op: Option<u32>,
+    last_error_log: Option<String>,
+    state: Option<Box<dyn KeyedStateAccess>>,
+}
+
+struct MemoryLimiter {
+    limit: usize,
+    hit: Option<usize>,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.hit = Some(desired);
+            // Trapping (instead of failing the grow) makes the cause visible: a guest
+            // allocator would otherwise abort with an unrelated-looking trap.
+            return Err(wasmtime::Error::msg("memory limit hit"));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl bindings::weir::dataflow::log::Host for HostState {
+    fn log(&mut self, level: Level, mut message: String) {
+        if message.len() > MAX_LOG_BYTES {
+            let mut cut = MAX_LOG_BYTES;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        let label = &self.label;
+        match level {
+            Level::Debug => tracing::debug!(target: "weir::guest", "{label}: {message}"),
+            Level::Info => tracing::info!(target: "weir::guest", "{label}: {message}"),
+            Level::Warn => tracing::warn!(target: "weir::guest", "{label}: {message}"),
+            Level::Error => {
+                tracing::debug!(target: "weir::guest", "{label}: {message}");
+                self.last_error_log = Some(message);
+            }
+        }
+    }
+}
+
+impl HostState {
+    fn with_state<T>(
+        &mut self,
+        f: impl FnOnce(&mut dyn KeyedStateAccess, u32) -> Result<T, StateAccessError>,
+    ) -> Result<T, StateError> {
+        let (Some(state), Some(op)) = (self.state.as_deref_mut(), self.current_op) else {
+            return Err(StateError::NotKeyed);
+        };
+        f(state, op).map_err(|e| match e {
+            StateAccessError::ForeignKey => StateError::ForeignKey,
+            StateAccessError::NotKeyed => StateError::NotKeyed,
+            StateAccessError::Backend(m) => StateError::Backend(m),
+        })
+    }
+}
+
+impl bindings::weir::dataflow::plan_types::Host for HostState {}
+
+impl bindings::weir::dataflow::keyed_state::Host for HostState {
+    fn map_get(&mut self, name: String, key: Vec<u8>, field: Vec<u8>) -> Result<Option<Vec<u8>>, StateError> {
+        self.with_state(|s, op| s.map_get(op, &name, &key, &field))
+    }
+    fn map_put(&mut self, name: String, key: Vec<u8>, field: Vec<u8>, value: Vec<u8>) -> Result<(), StateError> {
+        self.with_state(|s, op| s.map_put(op, &name, &key, &field, &value))
+    }
+    fn map_remove(&mut self, name: String, key: Vec<u8>, field: Vec<u8>) -> Result<(), StateError> {
+        self.with_state(|s, op| s.map_remove(op, &name, &key, &field))
+    }
+    fn map_entries(&mut self, name: String, key: Vec<u8>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        self.with_state(|s, op| s.map_entries(op, &name, &key))
+    }
+    fn map_clear(&mut self, name: String, key: Vec<u8>) -> Result<(), StateError> {
+        self.with_state(|s, op| s.map_clear(op, &name, &key))
+    }
+}
+
+/// One instance of a job component, owned by one subtask (not shared between threads).
+pub struct Instance {
+    store: Store<HostState>,
+    world: World,
+    fuel_per_call: u64,
+    poisoned: bool,
+}
+
+impl Instance {
+    /// Instantiates `component`. `label` names the instance in logs.
+    pub fn new(runtime: &Runtime, component: &JobComponent, label: &str) -> Result<Self, LoadError> {
+        let limits = runtime.limits();
+        let host = HostState {
+            wasi: WasiCtxBuilder::new().build(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter { limit: limits.max_memory_bytes, hit: None },
+            label: label.to_string(),
+            current_op: None,
+            last_error_log: None,
+            state: None,
+        };
+        let mut store = Store::new(runtime.engine(), host);
+        store.limiter(|s| &mut s.limiter);
+        store.set_fuel(limits.plan_fuel).map_err(|e| LoadError::Sandbox(one_line(&e)))?;
+        let world = component.pre.instantiate(&mut store).map_err(|e| LoadError::Invalid(format!("instantiation failed: {}", one_line(&e))))?;
+        Ok(Self { store, world, fuel_per_call: limits.fuel_per_call, poisoned: false })
+    }
+
+    /// Gives the instance access to the task's keyed state.
+    pub fn set_state_access(&mut self, state: Box<dyn KeyedStateAccess>) {
+        self.store.data_mut().state = Some(state);
+    }
+
+    /// Calls the component's `plan` with the small plan fuel budget.
+    pub fn plan(&mut self, args: &[(String, String)], fuel: u64) -> Result<JobPlan, OperatorFailure> {
+        let r = self.guarded(fuel, None, |w, store| w.weir_dataflow_job().call_plan(store, args))?;
+        r.map(Into::into).map_err(OperatorFailure::Reported)
+    }
+
+    /// Calls `open` for operator `op`.
+    pub fn open(&mut self, op: u32, info: TaskInfo, args: &[(String, String)]) -> Result<(), OperatorFailure> {
+        let info = bindings::WitTaskInfo { subtask: info.subtask, parallelism: info.parallelism, max_parallelism: info.max_parallelism };
+        let fuel = self.fuel_per_call;
+        let r = self.guarded(fuel, Some(op), |w, store| w.weir_dataflow_operator().call_open(store, op, info, args))?;
+        r.map_err(reported)
+    }
+
+    /// Calls `process` for operator `op` on one batch and returns the raw output; the
+    /// caller checks it against the batch layout.
+    pub fn process(&mut self, op: u32, batch: &[u8]) -> Result<Vec<u8>, OperatorFailure> {
+        let fuel = self.fuel_per_call;
+        let r = self.guarded(fuel, Some(op), |w, store| w.weir_dataflow_operator().call_process(store, op, batch))?;
+        r.map_err(reported)
+    }
+
+    /// Calls `close` for operator `op`.
+    pub fn close(&mut self, op: u32) -> Result<(), OperatorFailure> {
+        let fuel = self.fuel_per_call;
+        let r = self.guarded(fuel, Some(op), |w, store| w.weir_dataflow_operator().call_close(store, op))?;
+        r.map_err(reported)
+    }
+
+    /// The fuel budget of each operator call.
+    pub fn fuel_budget(&self) -> u64 {
+        self.fuel_per_call
+    }
+
+    /// Fuel left from the last call's budget (for accounting).
+    pub fn fuel_left(&self) -> u64 {
+        self.store.get_fuel().unwrap_or(0)
+    }
+
+    fn guarded<T>(
+        &mut self,
+        fuel: u64,
+        op: Option<u32>,
+        call: impl FnOnce(&World, &mut Store<HostState>) -> wasmtime::Result<T>,
+    ) -> Result<T, OperatorFailure> {
+        if self.poisoned {
+            return Err(OperatorFailure::Poisoned);
+        }
+        // Fuel is enabled on every engine this crate builds, so this cannot fail.
+        let _ = self.store.set_fuel(fuel);
+        self.store.data_mut().current_op = op;
+        let result = call(&self.world, &mut self.store);
+        self.store.data_mut().current_op = None;
+        result.map_err(|e| {
+            self.poisoned = true;
+            OperatorFailure::Trap(self.classify(&e, fuel))
+        })
+    }
+
+    fn classify(&mut self, e: &wasmtime::Error, budget: u64) -> TrapKind {
+        let host = self.store.data_mut();
+        if let Some(requested) = host.limiter.hit.take() {
+            return TrapKind::MemoryLimit { limit: host.limiter.limit, requested };
+        }
+        if e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) {
+            return TrapKind::FuelExhausted { budget };
+        }
+        if let Some(msg) = host.last_error_log.take() {
+            return TrapKind::Panic(msg.lines().collect::<Vec<_>>().join(" "));
+        }
+        TrapKind::Other(one_line(e))
+    }
+}
+
+fn reported(e: OperatorError) -> OperatorFailure {
+    OperatorFailure::Reported(match e {
+        OperatorError::UnknownOperator(op) => format!("the component has no operator {op}"),
+        OperatorError::BadInput(m) => format!("rejected its input: {m}"),
+        OperatorError::Failed(m) => m,
+    })
+}

@@ -1,0 +1,228 @@
+//! The engine, the linker and the compiled-component cache.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker, types::ComponentItem};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::bindings::{JobComponent as World, JobComponentPre as WorldPre};
+use crate::error::LoadError;
+use crate::instance::HostState;
+
+/// The version of the `weir:dataflow` WIT package this host implements.
+pub const WIT_VERSION: &str = "0.1.0";
+
+/// Resource limits of the sandbox.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest component file accepted, checked before compiling.
+    pub max_component_bytes: u64,
+    /// Largest linear memory of one instance.
+    pub max_memory_bytes: usize,
+    /// Fuel (roughly: Wasm instructions) one operator call may use.
+    pub fuel_per_call: u64,
+    /// Fuel for the `plan` call at submission, which should be cheap.
+    pub plan_fuel: u64,
+    /// Instances the pooling allocator keeps slots for (all jobs of the process).
+    pub max_instances: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_component_bytes: 64 << 20,
+            max_memory_bytes: 256 << 20,
+            fuel_per_call: 2_000_000_000,
+            plan_fuel: 200_000_000,
+            max_instances: 256,
+        }
+    }
+}
+
+/// One Wasm engine per process, shared by every job and subtask.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<RuntimeInner>,
+}
+
+struct RuntimeInner {
+    engine: Engine,
+    linker: Linker<HostState>,
+    limits: Limits,
+    cache_dir: Option<PathBuf>,
+    engine_tag: u64,
+    compiled: Mutex<HashMap<String, JobComponent>>,
+}
+
+/// A compiled component known to implement the `job-component` world.
+#[derive(Clone)]
+pub struct JobComponent {
+    pub(crate) pre: WorldPre<HostState>,
+    /// Hex SHA-256 of the component bytes.
+    pub hash: String,
+    /// Size of the component file.
+    pub size: u64,
+}
+
+impl std::fmt::Debug for JobComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobComponent").field("hash", &self.hash).field("size", &self.size).finish()
+    }
+}
+
+impl Runtime {
+    /// Creates the engine. `cache_dir` keeps compiled components across restarts.
+    pub fn new(limits: Limits, cache_dir: Option<PathBuf>) -> Result<Self, LoadError> {
+        let sandbox = |e: wasmtime::Error| LoadError::Sandbox(format!("{e:#}"));
+        let mut pool = PoolingAllocationConfig::new();
+        // A component instance holds several core instances (the guest plus its WASI
+        // adapter and shims), each with a memory or table; leave room for them.
+        pool.total_component_instances(limits.max_instances)
+            .total_core_instances(limits.max_instances * 8)
+            .total_memories(limits.max_instances * 2)
+            .total_tables(limits.max_instances * 8)
+            .total_stacks(limits.max_instances)
+            .max_memory_size(limits.max_memory_bytes);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .consume_fuel(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(sandbox)?;
+        let mut linker = Linker::<HostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(sandbox)?;
+        World::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s).map_err(sandbox)?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        let engine_tag = h.finish();
+        if let Some(dir) = &cache_dir {
+            std::fs::create_dir_all(dir).map_err(|source| LoadError::Cache { path: dir.display().to_string(), source })?;
+        }
+        Ok(Self {
+            inner: Arc::new(RuntimeInner { engine, linker, limits, cache_dir, engine_tag, compiled: Mutex::new(HashMap::new()) }),
+        })
+    }
+
+    /// The limits every instance runs under.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// Reads and loads a component file, refusing oversized files before reading them.
+    pub fn load_file(&self, path: &Path) -> Result<JobComponent, LoadError> {
+        let io = |source| LoadError::Cache { path: path.display().to_string(), source };
+        let size = std::fs::metadata(path).map_err(io)?.len();
+        self.check_size(size)?;
+        let bytes = std::fs::read(path).map_err(io)?;
+        self.load(&bytes)
+    }
+
+    fn check_size(&self, size: u64) -> Result<(), LoadError> {
+        let limit = self.inner.limits.max_component_bytes;
+        if size > limit {
+            return Err(LoadError::TooLarge { size, limit });
+        }
+        Ok(())
+    }
+
+    /// Checks and compiles a component, or takes it from the cache.
+    pub fn load(&self, bytes: &[u8]) -> Result<JobComponent, LoadError> {
+        self.check_size(bytes.len() as u64)?;
+        match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => return Err(LoadError::CoreModule),
+            Some([0, b'a', b's', b'm', _, _, 1, 0]) => {}
+            Some([0, b'a', b's', b'm', ..]) => return Err(LoadError::Invalid("unknown Wasm binary version or layer".into())),
+            _ => return Err(LoadError::NotWasm),
+        }
+        let hash = hex::encode(Sha256::digest(bytes));
+        if let Some(c) = self.lock_compiled().get(&hash) {
+            return Ok(c.clone());
+        }
+        let component = self.compile_cached(bytes, &hash)?;
+        check_world(&self.inner.engine, &component)?;
+        let instance_pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::WrongWorld { expected: WIT_VERSION, detail: one_line(&e) })?;
+        let pre = WorldPre::new(instance_pre).map_err(|e| LoadError::WrongWorld { expected: WIT_VERSION, detail: one_line(&e) })?;
+        let job = JobComponent { pre, hash: hash.clone(), size: bytes.len() as u64 };
+        self.lock_compiled().insert(hash, job.clone());
+        Ok(job)
+    }
+
+    fn lock_compiled(&self) -> std::sync::MutexGuard<'_, HashMap<String, JobComponent>> {
+        // The map only caches; a panic elsewhere cannot leave it inconsistent.
+        self.inner.compiled.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn compile_cached(&self, bytes: &[u8], hash: &str) -> Result<Component, LoadError> {
+        let engine = &self.inner.engine;
+        let Some(dir) = &self.inner.cache_dir else {
+            return Component::from_binary(engine, bytes).map_err(|e| LoadError::Invalid(one_line(&e)));
+        };
+        let path = dir.join(format!("{hash}-{:016x}.cwasm", self.inner.engine_tag));
+        if path.exists() {
+            // SAFETY: the file was written by `serialize` below from this engine
+            // configuration (the name carries the engine's compatibility hash) into a
+            // directory owned by this host; wasmtime still checks its header.
+            #[allow(unsafe_code)]
+            match unsafe { Component::deserialize_file(engine, &path) } {
+                Ok(c) => return Ok(c),
+                Err(e) => tracing::warn!(path = %path.display(), "discarding unusable compiled component: {e:#}"),
+            }
+        }
+        let component = Component::from_binary(engine, bytes).map_err(|e| LoadError::Invalid(one_line(&e)))?;
+        let serialized = component.serialize().map_err(|e| LoadError::Sandbox(one_line(&e)))?;
+        let io = |source| LoadError::Cache { path: path.display().to_string(), source };
+        // Write then rename, so a crash never leaves a half-written file under the
+        // final name.
+        let tmp = dir.join(format!(".{hash}.{}.tmp", std::process::id()));
+        std::fs::write(&tmp, &serialized).map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        Ok(component)
+    }
+}
+
+/// Names the first export or import that does not match this host's world, with the
+/// version the component was built for when it is another version of our package.
+fn check_world(engine: &Engine, component: &Component) -> Result<(), LoadError> {
+    let ty = component.component_type();
+    let wrong = |detail: String| LoadError::WrongWorld { expected: WIT_VERSION, detail };
+    for iface in ["operator", "job"] {
+        let want = format!("weir:dataflow/{iface}@{WIT_VERSION}");
+        if ty.get_export(engine, &want).is_none() {
+            let other = ty
+                .exports(engine)
+                .map(|(name, _)| name.to_string())
+                .find(|name| name.starts_with(&format!("weir:dataflow/{iface}@")));
+            return Err(wrong(match other {
+                Some(name) => format!("it exports {name}, built against another version of the Weir WIT"),
+                None => format!("it does not export {want}"),
+            }));
+        }
+    }
+    for (name, item) in ty.imports(engine) {
+        let is_instance = matches!(item.ty, ComponentItem::ComponentInstance(_));
+        if is_instance && name.starts_with("weir:dataflow/") && !name.ends_with(&format!("@{WIT_VERSION}")) {
+            return Err(wrong(format!("it imports {name}, built against another version of the Weir WIT")));
+        }
+    }
+    Ok(())
+}
+
+/// A wasmtime error as one line: the outermost message and its root cause.
+pub(crate) fn one_line(e: &wasmtime::Error) -> String {
+    let first = e.to_string();
+    let root = e.root_cause().to_string();
+    let s = if root == first || first.contains(&root) { first } else { format!("{first}: {root}") };
+    s.lines().next().unwrap_or_default().to_string()
+}

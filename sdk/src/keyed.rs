@@ -1,0 +1,425 @@
+//! Keyed operators: the fold family (`count`, `sum`, `reduce`) and the general `process`
+//! with [`KeyedContext`] and [`MapState`].
+//!
+//! A keyed batch arrives grouped by key with the current value state of each key (see
+//! WIT `operator.process`). Each key's state is decoded once per batch, updated in place
+//! by every record of that key, and written back once in the state-update tail, so the
+//! hot path never calls a host import.
+
+use core::any::Any;
+use core::marker::PhantomData;
+
+use serde::Serialize;
+
+use crate::Data;
+use crate::codec::{self, KeyTable, Reader, decode, read_keyed_record, recycle};
+use crate::emit::{Emitter, KeyFn};
+use crate::error::{OpError, StateError};
+use crate::ops::{Operator, install_key};
+use crate::wit::weir::dataflow::keyed_state as host;
+
+/// The per-batch key table shared by keyed operators, reused across batches.
+struct Keys<S> {
+    /// Key bytes, borrowed from the current batch (recycled to `'static` in between).
+    bytes: Vec<&'static [u8]>,
+    /// Value state per key; `None` is "no state".
+    states: Vec<Option<S>>,
+    /// Whether the state of a key was written in this batch.
+    changed: Vec<bool>,
+}
+
+impl<S: Data> Keys<S> {
+    fn new() -> Self {
+        Keys { bytes: Vec::new(), states: Vec::new(), changed: Vec::new() }
+    }
+
+    /// Reads the key table, decoding each key's state; `on_key` sees each key's bytes
+    /// (the process operator decodes the typed key there). Returns the key slices.
+    fn read<'a>(
+        &mut self,
+        r: &mut Reader<'a>,
+        mut on_key: impl FnMut(&'a [u8]) -> Result<(), OpError>,
+    ) -> Result<Vec<&'a [u8]>, OpError> {
+        let mut bytes = recycle(core::mem::take(&mut self.bytes));
+        let states = &mut self.states;
+        states.clear();
+        KeyTable::read(r, |key, state| {
+            on_key(key)?;
+            bytes.push(key);
+            states.push(match state {
+                Some(s) => Some(decode::<S>(s, "key state")?),
+                None => None,
+            });
+            Ok(())
+        })?;
+        self.changed.clear();
+        self.changed.resize(bytes.len(), false);
+        Ok(bytes)
+    }
+
+    /// Appends one state update per key and hands the key-slice table back for reuse.
+    fn finish(&mut self, bytes: Vec<&[u8]>, out: &mut Vec<u8>) -> Result<(), OpError> {
+        for (state, changed) in self.states.iter().zip(&self.changed) {
+            codec::put_state_update(out, *changed, state.as_ref())?;
+        }
+        self.bytes = recycle(bytes);
+        Ok(())
+    }
+}
+
+fn bad_index(index: usize, keys: usize) -> OpError {
+    OpError::BadInput(format!("record names key index {index} but the batch has {keys} keys"))
+}
+
+/// A keyed operator whose state is one accumulator per key and which emits the updated
+/// accumulator after every record. `fold` sees the raw value bytes so `count` need not
+/// decode them at all.
+pub(crate) struct Fold<S, F> {
+    fold: F,
+    key_fn: Option<Box<KeyFn<S>>>,
+    keys: Keys<S>,
+}
+
+impl<S, F> Fold<S, F>
+where
+    S: Data,
+    F: FnMut(&mut Option<S>, &[u8]) -> Result<(), OpError> + 'static,
+{
+    pub(crate) fn boxed(fold: F) -> Box<dyn Operator> {
+        Box::new(Fold { fold, key_fn: None, keys: Keys::new() })
+    }
+}
+
+impl<S, F> Operator for Fold<S, F>
+where
+    S: Data,
+    F: FnMut(&mut Option<S>, &[u8]) -> Result<(), OpError> + 'static,
+{
+    fn process(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), OpError> {
+        let Fold { fold, key_fn, keys } = self;
+        let mut r = Reader::new(input);
+        let bytes = keys.read(&mut r, |_| Ok(()))?;
+        let count = r.u32("record count")?;
+        let at = codec::begin_output(out);
+        let mut em = Emitter::new(out, key_fn.as_deref_mut());
+        for _ in 0..count {
+            let (index, ts, value) = read_keyed_record(&mut r)?;
+            let (Some(key), Some(state), Some(changed)) =
+                (bytes.get(index), keys.states.get_mut(index), keys.changed.get_mut(index))
+            else {
+                return Err(bad_index(index, bytes.len()));
+            };
+            fold(state, value)?;
+            *changed = true;
+            if let Some(acc) = state {
+                em.set_input(ts, key);
+                em.emit_ref(acc);
+                if let Some(e) = em.take_error() {
+                    return Err(e);
+                }
+            }
+        }
+        r.finish()?;
+        drop(em);
+        codec::end_records(out, at)?;
+        keys.finish(bytes, out)
+    }
+
+    fn fuse_key(&mut self, key_fn: Box<dyn Any>) -> Result<(), Box<dyn Any>> {
+        install_key(&mut self.key_fn, key_fn)
+    }
+}
+
+/// Fold for `KeyedStream::count`.
+pub(crate) fn count() -> Box<dyn Operator> {
+    Fold::boxed(|acc: &mut Option<u64>, _value: &[u8]| {
+        *acc = Some(acc.map_or(1, |c| c.wrapping_add(1)));
+        Ok(())
+    })
+}
+
+/// Fold for `KeyedStream::reduce` (and `sum`): the first value of a key is its
+/// accumulator, later values are combined into it.
+pub(crate) fn reduce<V: Data>(mut f: impl FnMut(V, V) -> V + 'static) -> Box<dyn Operator> {
+    Fold::boxed(move |acc: &mut Option<V>, value: &[u8]| {
+        let value: V = decode(value, "record value")?;
+        *acc = Some(match acc.take() {
+            Some(prev) => f(prev, value),
+            None => value,
+        });
+        Ok(())
+    })
+}
+
+/// What a keyed `process` function sees of the current record's key: the key itself,
+/// its value state, its map states, and the record's timestamp.
+///
+/// The value state (`state`/`set_state`/`clear_state`) travels with the batch and costs
+/// no host call; map states go through the host on every call.
+pub struct KeyedContext<'a, K, S> {
+    key: &'a K,
+    key_bytes: &'a [u8],
+    state: &'a mut Option<S>,
+    changed: &'a mut bool,
+    ts: i64,
+}
+
+impl<'a, K, S> KeyedContext<'a, K, S> {
+    /// The key of the current record.
+    pub fn key(&self) -> &K {
+        self.key
+    }
+
+    /// The encoded key bytes, as the host sees them.
+    pub fn key_bytes(&self) -> &[u8] {
+        self.key_bytes
+    }
+
+    /// The timestamp of the current record.
+    pub fn timestamp(&self) -> i64 {
+        self.ts
+    }
+
+    /// The value state of the current key, if it has one.
+    pub fn state(&self) -> Option<&S> {
+        self.state.as_ref()
+    }
+
+    /// Mutable access to the value state; counts as a write.
+    pub fn state_mut(&mut self) -> Option<&mut S> {
+        *self.changed = true;
+        self.state.as_mut()
+    }
+
+    /// Replaces the value state of the current key.
+    pub fn set_state(&mut self, state: S) {
+        *self.changed = true;
+        *self.state = Some(state);
+    }
+
+    /// Removes the value state of the current key.
+    pub fn clear_state(&mut self) {
+        *self.changed = true;
+        *self.state = None;
+    }
+
+    /// The map state `name` of the current key, with fields `F` and values `T`
+    /// (postcard-encoded in the host). Every call on it is a host call.
+    pub fn map_state<'s, F: Data, T: Data>(&'s self, name: &'s str) -> MapState<'s, F, T> {
+        MapState { name, key: self.key_bytes, _t: PhantomData }
+    }
+}
+
+/// A typed view of one key's entries in a named map state, kept by the host.
+pub struct MapState<'s, F, T> {
+    name: &'s str,
+    key: &'s [u8],
+    _t: PhantomData<fn(F, T)>,
+}
+
+impl<F: Data, T: Data> MapState<'_, F, T> {
+    /// The value of `field`, if set.
+    pub fn get(&self, field: &F) -> Result<Option<T>, StateError> {
+        let field = encode(field)?;
+        match host::map_get(self.name, self.key, &field)? {
+            Some(bytes) => decode_state(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Sets `field` to `value`.
+    pub fn put(&self, field: &F, value: &T) -> Result<(), StateError> {
+        Ok(host::map_put(self.name, self.key, &encode(field)?, &encode(value)?)?)
+    }
+
+    /// Removes `field`.
+    pub fn remove(&self, field: &F) -> Result<(), StateError> {
+        Ok(host::map_remove(self.name, self.key, &encode(field)?)?)
+    }
+
+    /// All entries, ordered by the encoded field bytes.
+    pub fn entries(&self) -> Result<Vec<(F, T)>, StateError> {
+        host::map_entries(self.name, self.key)?
+            .iter()
+            .map(|(f, v)| Ok((decode_state(f)?, decode_state(v)?)))
+            .collect()
+    }
+
+    /// Removes all entries.
+    pub fn clear(&self) -> Result<(), StateError> {
+        Ok(host::map_clear(self.name, self.key)?)
+    }
+}
+
+impl From<host::StateError> for StateError {
+    fn from(e: host::StateError) -> Self {
+        match e {
+            host::StateError::ForeignKey => StateError::ForeignKey,
+            host::StateError::NotKeyed => StateError::NotKeyed,
+            host::StateError::Backend(m) => StateError::Backend(m),
+        }
+    }
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StateError> {
+    postcard::to_allocvec(v).map_err(|e| StateError::Codec(e.to_string()))
+}
+
+fn decode_state<T: Data>(bytes: &[u8]) -> Result<T, StateError> {
+    decode(bytes, "map state").map_err(|e| StateError::Codec(e.to_string()))
+}
+
+/// The operator behind `KeyedStream::process`.
+pub(crate) struct Process<K, S, V, W, F> {
+    f: F,
+    key_fn: Option<Box<KeyFn<W>>>,
+    keys: Keys<S>,
+    /// Typed keys of the current batch, decoded once per key.
+    typed: Vec<K>,
+    _v: PhantomData<fn(V)>,
+}
+
+impl<K, S, V, W, F> Process<K, S, V, W, F>
+where
+    K: Data,
+    S: Data,
+    V: Data,
+    W: Data,
+    F: FnMut(&mut KeyedContext<'_, K, S>, V, &mut Emitter<'_, W>) + 'static,
+{
+    pub(crate) fn boxed(f: F) -> Box<dyn Operator> {
+        Box::new(Process { f, key_fn: None, keys: Keys::new(), typed: Vec::new(), _v: PhantomData })
+    }
+}
+
+impl<K, S, V, W, F> Operator for Process<K, S, V, W, F>
+where
+    K: Data,
+    S: Data,
+    V: Data,
+    W: Data,
+    F: FnMut(&mut KeyedContext<'_, K, S>, V, &mut Emitter<'_, W>) + 'static,
+{
+    fn process(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), OpError> {
+        let Process { f, key_fn, keys, typed, .. } = self;
+        let mut r = Reader::new(input);
+        typed.clear();
+        let bytes = keys.read(&mut r, |key| {
+            typed.push(decode::<K>(key, "key")?);
+            Ok(())
+        })?;
+        let count = r.u32("record count")?;
+        let at = codec::begin_output(out);
+        let mut em = Emitter::new(out, key_fn.as_deref_mut());
+        for _ in 0..count {
+            let (index, ts, value) = read_keyed_record(&mut r)?;
+            let (Some(key_bytes), Some(key), Some(state), Some(changed)) = (
+                bytes.get(index),
+                typed.get(index),
+                keys.states.get_mut(index),
+                keys.changed.get_mut(index),
+            ) else {
+                return Err(bad_index(index, bytes.len()));
+            };
+            let value: V = decode(value, "record value")?;
+            em.set_input(ts, key_bytes);
+            let mut ctx = KeyedContext { key, key_bytes, state, changed, ts };
+            f(&mut ctx, value, &mut em);
+            if let Some(e) = em.take_error() {
+                return Err(e);
+            }
+        }
+        r.finish()?;
+        drop(em);
+        codec::end_records(out, at)?;
+        keys.finish(bytes, out)
+    }
+
+    fn fuse_key(&mut self, key_fn: Box<dyn Any>) -> Result<(), Box<dyn Any>> {
+        install_key(&mut self.key_fn, key_fn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::codec::build::*;
+
+    fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+        postcard::to_allocvec(v).unwrap()
+    }
+
+    #[test]
+    fn count_counts_from_state() {
+        let mut op = count();
+        let (a, b) = (enc(&"a"), enc(&"b"));
+        let input = keyed(&[(&a, Some(&enc(&5u64))), (&b, None)], &[(0, 1, b""), (1, 2, b""), (0, 3, b"")]);
+        let mut out = Vec::new();
+        op.process(&input, &mut out).unwrap();
+        let parsed = parse_output(&out);
+        assert_eq!(
+            parsed.records,
+            vec![(1, a.clone(), enc(&6u64)), (2, b.clone(), enc(&1u64)), (3, a.clone(), enc(&7u64))]
+        );
+        assert_eq!(parse_updates(&parsed.tail), vec![Some(Some(enc(&7u64))), Some(Some(enc(&1u64)))]);
+    }
+
+    #[test]
+    fn untouched_keys_report_unchanged() {
+        let mut op = reduce(|a: u64, b: u64| a + b);
+        let input = keyed(&[(b"\x01", None), (b"\x02", Some(&enc(&1u64)))], &[(0, 0, &enc(&4u64))]);
+        let mut out = Vec::new();
+        op.process(&input, &mut out).unwrap();
+        let parsed = parse_output(&out);
+        assert_eq!(parsed.records, vec![(0, vec![1], enc(&4u64))]);
+        assert_eq!(parse_updates(&parsed.tail), vec![Some(Some(enc(&4u64))), None]);
+    }
+
+    #[test]
+    fn bad_key_index_and_bad_state_are_bad_input() {
+        let mut op = count();
+        let mut out = Vec::new();
+        let input = keyed(&[(b"\x01", None)], &[(1, 0, b"")]);
+        assert!(matches!(op.process(&input, &mut out), Err(OpError::BadInput(_))));
+        out.clear();
+        let input = keyed(&[(b"\x01", Some(&[0xff, 0xff]))], &[]);
+        assert!(matches!(op.process(&input, &mut out), Err(OpError::BadInput(_))));
+        out.clear();
+        let mut input = keyed(&[(b"\x01", None)], &[]);
+        input.push(0);
+        assert!(matches!(op.process(&input, &mut out), Err(OpError::BadInput(_))));
+    }
+
+    #[test]
+    fn process_sees_key_and_state() {
+        let mut op = Process::boxed(|ctx: &mut KeyedContext<String, Vec<u64>>, v: u64, out: &mut Emitter<String>| {
+            let mut seen = ctx.state().cloned().unwrap_or_default();
+            seen.push(v);
+            if seen.len() == 2 {
+                out.emit(format!("{}:{:?}@{}", ctx.key(), seen, ctx.timestamp()));
+                ctx.clear_state();
+            } else {
+                ctx.set_state(seen);
+            }
+        });
+        let k = enc(&"k");
+        let input = keyed(&[(&k, Some(&enc(&vec![1u64])))], &[(0, 9, &enc(&2u64))]);
+        let mut out = Vec::new();
+        op.process(&input, &mut out).unwrap();
+        let parsed = parse_output(&out);
+        assert_eq!(parsed.records, vec![(9, k, enc(&"k:[1, 2]@9"))]);
+        assert_eq!(parse_updates(&parsed.tail), vec![Some(None)]);
+    }
+
+    #[test]
+    fn batches_reuse_tables() {
+        let mut op = count();
+        for round in 0..3u64 {
+            let input = keyed(&[(b"\x07", Some(&enc(&round)))], &[(0, 0, b"")]);
+            let mut out = Vec::new();
+            op.process(&input, &mut out).unwrap();
+            assert_eq!(parse_output(&out).records, vec![(0, vec![7], enc(&(round + 1)))]);
+        }
+    }
+}
