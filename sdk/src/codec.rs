@@ -173,13 +173,6 @@ pub(crate) fn read_keyed_record<'a>(r: &mut Reader<'a>) -> Result<(usize, i64, &
     Ok((index, ts, value))
 }
 
-/// Capacity to reserve for `count` items announced by a batch, bounded by what the
-/// batch could possibly hold, so a lying count cannot make us allocate gigabytes.
-#[inline]
-pub(crate) fn bounded_capacity(count: usize, remaining: usize, min_item: usize) -> usize {
-    count.min(remaining / min_item.max(1))
-}
-
 /// Decodes a postcard value that must span all of `bytes`.
 #[inline]
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, OpError> {

@@ -1,5 +1,80 @@
+//! # weir-sdk: write a Weir job in Rust
+//!
+//! A Weir job is one WebAssembly component (world `job-component` of
+//! `wit/dataflow.wit`): it declares its dataflow graph in `plan` and implements all of its
+//! operators behind `open`/`process`/`close`. This crate makes that feel like Flink's
+//! DataStream API:
+//!
+//! ```ignore
+//! use weir_sdk::prelude::*;
+//!
+//! fn build(job: &mut Job) {
+//!     job.file_lines("lines")
+//!         .flat_map("split", |line: String, out: &mut Emitter<String>| {
+//!             for w in line.split_whitespace() { out.emit(w.to_string()) }
+//!         })
+//!         .key_by("by-word", |w: &String| w.clone())
+//!         .count("count")
+//!         .sink("out", Sink::default());
+//! }
+//! weir_sdk::export_job!(build);
+//! ```
+//!
+//! Build with `cargo build --release --target wasm32-wasip2`; the `cdylib` is the component.
+//!
+//! ## How it works
+//! `build` runs in `plan`: every operator call records a node, an edge and the closure.
+//! The host calls `plan` again inside every instance that runs operators, which rebuilds
+//! the same closures in the same order; node indices are operator ids, and `process`
+//! dispatches to the closure registered under the id. Nothing but the graph is
+//! serialized, so `build` must be deterministic in its arguments.
+//!
+//! Records are `(key, value, timestamp)`; keys and values are postcard-encoded `K` and
+//! `V` of a [`Stream<K, V>`] (`K = ()` before any `key_by`, encoded as zero bytes). A batch
+//! crosses the boundary as one flat buffer that is decoded in place and answered with one
+//! buffer written directly (see `wit/dataflow.wit`, `operator.process`).
+//!
+//! ## Map
+//! - [`Job`] (module `job`): arguments, name, sources; [`Stream`], [`KeyedStream`],
+//!   [`Sink`]: the builder API.
+//! - [`Emitter`] (`emit`): how `flat_map` and `process` emit; it can also run a fused key
+//!   selector.
+//! - [`KeyedContext`], [`MapState`] (`keyed`): keyed operators, value state that travels
+//!   with the batch, map state through host calls.
+//! - [`TextField`] (`text`): how text sinks print keys and values.
+//! - `graph`: the recorded graph, key-selector placement, lowering to the WIT plan.
+//! - `codec`: the batch layouts; `runtime`: the exported entry points and the panic hook.
+//! - [`log`]: messages to the host's log.
+//!
+//! ## Graph shape
+//! - `key_by` is fused into the upstream operator when that operator feeds only the key
+//!   selector: the operator's emit computes and writes the key, so re-keying costs no
+//!   extra node. After a host source it becomes a small operator node of its own.
+//! - Text sinks get an operator `"<sink uid>.format"` in front of them (forward edge)
+//!   that turns postcard `(K, V)` into UTF-8 text; discard sinks get none.
+//!
+//! It is not: a runtime (the host runs sources, sinks, routing and state), a place for
+//! windows or timers yet, or a binding users touch (`wit` is generated and hidden).
+
+#![deny(unsafe_code)]
+#![deny(clippy::unwrap_used)]
+#![warn(missing_docs)]
+
 extern crate self as weir_sdk;
+
+mod codec;
+mod emit;
+mod error;
+mod graph;
+mod job;
+mod keyed;
+mod ops;
+mod runtime;
+mod text;
+
+/// Generated WIT bindings. Not part of the API; `export_job!` refers to it.
 #[doc(hidden)]
+#[allow(unsafe_code, missing_docs, clippy::all)]
 pub mod wit {
     wit_bindgen::generate!({
         path: "../wit",
@@ -7,7 +82,83 @@ pub mod wit {
         pub_export_macro: true,
         default_bindings_module: "weir_sdk::wit",
         runtime_path: "weir_sdk::wit_bindgen::rt",
-        debug: true,
     });
 }
+
+#[doc(hidden)]
 pub use wit_bindgen;
+
+/// Re-exported so jobs can derive `Serialize`/`Deserialize` for their types with
+/// `#[serde(crate = "weir_sdk::serde")]` without a serde dependency of their own.
+pub use serde;
+
+pub use emit::Emitter;
+pub use error::StateError;
+pub use job::{Job, KeyedStream, Sink, SinkHandle, Stream};
+pub use keyed::{KeyedContext, MapState};
+pub use runtime::BuildFn;
+pub use text::TextField;
+
+/// What keys, values and states must be: postcard-serializable, owned types.
+pub trait Data: serde::Serialize + serde::de::DeserializeOwned + 'static {}
+
+impl<T: serde::Serialize + serde::de::DeserializeOwned + 'static> Data for T {}
+
+/// Everything a job's `build` function needs.
+pub mod prelude {
+    pub use crate::{Data, Emitter, Job, KeyedContext, KeyedStream, MapState, Sink, StateError, Stream, TextField};
+}
+
+/// Messages to the host's log, tagged by the host with the operator's identity.
+pub mod log {
+    use crate::wit::weir::dataflow::log::{Level, log};
+
+    /// Fine-grained detail.
+    pub fn debug(msg: &str) {
+        log(Level::Debug, msg)
+    }
+
+    /// Normal operation.
+    pub fn info(msg: &str) {
+        log(Level::Info, msg)
+    }
+
+    /// Something unexpected that the operator survived.
+    pub fn warn(msg: &str) {
+        log(Level::Warn, msg)
+    }
+
+    /// A failure.
+    pub fn error(msg: &str) {
+        log(Level::Error, msg)
+    }
+}
+
+/// Internals `export_job!` expands to.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::runtime::JobMain;
+}
+
+/// Exports the job whose graph `build` (a `fn(&mut Job)`) declares. Call it once, at
+/// the crate root of a `cdylib` built for `wasm32-wasip2`.
+#[macro_export]
+macro_rules! export_job {
+    ($build:path) => {
+        const _: () = {
+            struct __WeirJob;
+
+            impl $crate::__private::JobMain for __WeirJob {
+                fn build(job: &mut $crate::Job) {
+                    let build: $crate::BuildFn = $build;
+                    build(job)
+                }
+            }
+
+            $crate::wit::export!(__WeirJob with_types_in $crate::wit);
+        };
+    };
+}
+
+#[cfg(test)]
+mod tests;

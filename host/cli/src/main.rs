@@ -1,1 +1,203 @@
-fn main() {}
+//! `weir`: the command line of Weir.
+//!
+//! `weir run` starts an embedded cluster (a JobManager and a TaskManager with N slots
+//! in this process) and runs one job on it to completion; `weir inspect` prints a
+//! job's graph as the JobManager plans it.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use weir_jobmanager::{ClusterConfig, EmbeddedCluster, ExecutionGraph, JobReport, JobSpec};
+use weir_wasm::Limits;
+
+#[derive(Parser)]
+#[command(name = "weir", version, about = "Stream processing with WebAssembly operators")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a job to completion on an embedded local cluster.
+    Run(RunArgs),
+    /// Print a job's graph: its nodes, edges and the chained vertices that would run.
+    Inspect(InspectArgs),
+}
+
+#[derive(Args)]
+struct JobArgs {
+    /// The job component (.wasm).
+    job: PathBuf,
+    /// Default parallelism of the job's operators.
+    #[arg(short, long, default_value_t = 1)]
+    parallelism: u32,
+    /// A job argument `KEY=VALUE`, passed to the job's plan (repeatable).
+    #[arg(long = "arg", value_name = "KEY=VALUE", value_parser = parse_arg)]
+    args: Vec<(String, String)>,
+}
+
+#[derive(Args)]
+struct SandboxArgs {
+    /// Refuse components larger than this many bytes (checked before compiling).
+    #[arg(long, default_value_t = Limits::default().max_component_bytes)]
+    max_component_size: u64,
+    /// Linear-memory limit of each operator instance, in MiB.
+    #[arg(long, default_value_t = Limits::default().max_memory_bytes >> 20)]
+    memory_limit_mib: usize,
+    /// Fuel (about one unit per Wasm instruction) each operator call may burn.
+    #[arg(long, default_value_t = Limits::default().fuel_per_call)]
+    fuel: u64,
+    /// Where compiled components are cached [default: $WEIR_CACHE_DIR, else ~/.cache/weir].
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    job: JobArgs,
+    /// Input file for file sources that take theirs at submission.
+    #[arg(short, long)]
+    input: Option<PathBuf>,
+    /// Output file for file sinks that take theirs at submission (default: stdout).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Slots of the embedded TaskManager [default: the job's parallelism].
+    #[arg(long)]
+    slots: Option<u32>,
+    /// Keyed-state directory [default: a temporary directory, removed afterwards].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Memory budget of each keyed operator's state cache per subtask, in MiB.
+    #[arg(long, default_value_t = 32)]
+    state_cache_mib: usize,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    quiet: bool,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    #[command(flatten)]
+    job: JobArgs,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+}
+
+fn parse_arg(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Inspect(args) => inspect(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the cause chain joined, so scripts and people see the reason.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+impl SandboxArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_component_bytes: self.max_component_size,
+            max_memory_bytes: self.memory_limit_mib << 20,
+            fuel_per_call: self.fuel,
+            ..Limits::default()
+        }
+    }
+
+    fn cache_dir(&self) -> Option<PathBuf> {
+        self.cache_dir
+            .clone()
+            .or_else(|| std::env::var_os("WEIR_CACHE_DIR").map(PathBuf::from))
+            .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("weir")))
+            .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/weir")))
+    }
+}
+
+fn read_job(path: &Path, limits: &Limits) -> Result<Vec<u8>> {
+    weir_wasm::read_component(path, limits.max_component_bytes).with_context(|| format!("job {} was refused", path.display()))
+}
+
+fn run(a: RunArgs) -> Result<()> {
+    let limits = a.sandbox.limits();
+    let wasm = read_job(&a.job.job, &limits)?;
+    let temp_state = match &a.state_dir {
+        Some(_) => None,
+        None => Some(tempfile::Builder::new().prefix("weir-state-").tempdir().context("cannot create a state directory")?),
+    };
+    let state_dir = a.state_dir.clone().or_else(|| temp_state.as_ref().map(|t| t.path().to_path_buf())).context("no state directory")?;
+    let cluster = EmbeddedCluster::new(ClusterConfig {
+        slots: a.slots.unwrap_or(a.job.parallelism),
+        limits,
+        cache_dir: a.sandbox.cache_dir(),
+        state_dir,
+        cache_bytes: a.state_cache_mib << 20,
+    })
+    .context("cannot start the embedded cluster")?;
+    let job_name = a.job.job.display().to_string();
+    let handle = cluster
+        .submit(JobSpec { wasm, parallelism: a.job.parallelism, args: a.job.args, input: a.input, output: a.output })
+        .with_context(|| format!("job {job_name} was refused"))?;
+    let report = handle.wait().with_context(|| format!("job {job_name} failed"))?;
+    if !a.quiet {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+fn print_report(r: &JobReport) {
+    let secs = r.elapsed.as_secs_f64();
+    eprintln!("job {} ({}) finished in {secs:.3}s", r.name, r.id);
+    for v in &r.vertices {
+        let rate = if secs > 0.0 { v.records_in as f64 / secs } else { 0.0 };
+        eprintln!(
+            "  {:<40} x{:<3} in {:>12} out {:>12} fuel {:>14}  ({rate:.0} records/s in)",
+            v.name, v.parallelism, v.records_in, v.records_out, v.fuel
+        );
+    }
+}
+
+fn inspect(a: InspectArgs) -> Result<()> {
+    let limits = a.sandbox.limits();
+    let wasm = read_job(&a.job.job, &limits)?;
+    let state = tempfile::Builder::new().prefix("weir-inspect-").tempdir().context("cannot create a state directory")?;
+    let cluster = EmbeddedCluster::new(ClusterConfig {
+        slots: 0,
+        limits,
+        cache_dir: a.sandbox.cache_dir(),
+        state_dir: state.path().to_path_buf(),
+        cache_bytes: 0,
+    })?;
+    let (component, plan) = cluster.plan(&wasm, &a.job.args)?;
+    println!("component sha256:{} ({} bytes)", component.hash, component.size);
+    print!("{}", plan.describe(a.job.parallelism));
+    plan.validate(a.job.parallelism).context("the plan cannot run")?;
+    let graph = ExecutionGraph::build(&plan, a.job.parallelism);
+    println!("execution graph ({} slots):", graph.slots_needed());
+    for (i, v) in graph.vertices.iter().enumerate() {
+        let outs: Vec<String> = v.outputs.iter().map(|(t, p)| format!("v{t} {p:?}")).collect();
+        println!("  v{i} {} x{}{}", v.name, v.parallelism, if outs.is_empty() { String::new() } else { format!(" -> {}", outs.join(", ")) });
+    }
+    Ok(())
+}

@@ -12,6 +12,14 @@ pub enum LoadError {
         /// Configured limit.
         limit: u64,
     },
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Does not start with the Wasm magic bytes.
     #[error("not a WebAssembly file (it does not start with \\0asm)")]
     NotWasm,

@@ -22,4 +22,4 @@ mod runtime;
 
 pub use error::{LoadError, OperatorFailure, TrapKind};
 pub use instance::{Instance, KeyedStateAccess, StateAccessError, TaskInfo};
-pub use runtime::{JobComponent, Limits, Runtime, WIT_VERSION};
+pub use runtime::{JobComponent, Limits, Runtime, WIT_VERSION, read_component};

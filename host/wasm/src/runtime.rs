@@ -116,21 +116,8 @@ impl Runtime {
         &self.inner.engine
     }
 
-    /// Reads and loads a component file, refusing oversized files before reading them.
-    pub fn load_file(&self, path: &Path) -> Result<JobComponent, LoadError> {
-        let io = |source| LoadError::Cache { path: path.display().to_string(), source };
-        let size = std::fs::metadata(path).map_err(io)?.len();
-        self.check_size(size)?;
-        let bytes = std::fs::read(path).map_err(io)?;
-        self.load(&bytes)
-    }
-
     fn check_size(&self, size: u64) -> Result<(), LoadError> {
-        let limit = self.inner.limits.max_component_bytes;
-        if size > limit {
-            return Err(LoadError::TooLarge { size, limit });
-        }
-        Ok(())
+        check_size(size, self.inner.limits.max_component_bytes)
     }
 
     /// Checks and compiles a component, or takes it from the cache.
@@ -190,6 +177,20 @@ impl Runtime {
         std::fs::rename(&tmp, &path).map_err(io)?;
         Ok(component)
     }
+}
+
+fn check_size(size: u64, limit: u64) -> Result<(), LoadError> {
+    if size > limit {
+        return Err(LoadError::TooLarge { size, limit });
+    }
+    Ok(())
+}
+
+/// Reads a component file, refusing one over `limit` bytes before reading it.
+pub fn read_component(path: &Path, limit: u64) -> Result<Vec<u8>, LoadError> {
+    let io = |source| LoadError::Read { path: path.display().to_string(), source };
+    check_size(std::fs::metadata(path).map_err(io)?.len(), limit)?;
+    std::fs::read(path).map_err(io)
 }
 
 /// Names the first export or import that does not match this host's world, with the

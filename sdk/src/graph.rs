@@ -1,0 +1,160 @@
+//! The job graph as the builder API records it, and its lowering to the WIT `job-plan`
+//! plus the operator registry (node index = operator id).
+
+use core::any::Any;
+
+use crate::ops::Operator;
+use crate::wit::weir::dataflow::plan_types as wit;
+
+/// A key selector waiting for the plan to decide where it runs.
+pub(crate) struct PendingKey {
+    /// `Box<Box<KeyFn<V>>>`, see `ops::key_fn`.
+    pub(crate) key_fn: Box<dyn Any>,
+    /// Builds the stand-alone selector operator if the key cannot be fused upstream.
+    pub(crate) standalone: fn(Box<dyn Any>) -> Result<Box<dyn Operator>, String>,
+}
+
+pub(crate) enum NodeKind {
+    Source(wit::SourceKind),
+    Operator { keyed: bool, op: Box<dyn Operator> },
+    /// A `key_by`; becomes part of its upstream operator or an operator of its own.
+    KeySelector(PendingKey),
+    Sink(wit::SinkKind),
+    /// Left behind when a key selector was fused away.
+    Removed,
+}
+
+pub(crate) struct Node {
+    pub(crate) uid: String,
+    pub(crate) name: String,
+    pub(crate) kind: NodeKind,
+    pub(crate) parallelism: Option<u32>,
+}
+
+pub(crate) struct Edge {
+    pub(crate) source: usize,
+    pub(crate) target: usize,
+    pub(crate) partitioning: wit::Partitioning,
+}
+
+/// What `build` produced: the graph plus the problems found while building it.
+#[derive(Default)]
+pub(crate) struct Graph {
+    pub(crate) name: Option<String>,
+    pub(crate) max_parallelism: Option<u32>,
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) edges: Vec<Edge>,
+    pub(crate) errors: Vec<String>,
+}
+
+/// The operator registry: `ops[id]` is the operator of node `id`, `None` for sources
+/// and sinks.
+pub(crate) type Registry = Vec<Option<Box<dyn Operator>>>;
+
+impl Graph {
+    /// Adds a node, recording an error (and still adding it, so the builder chain goes
+    /// on) if the uid is taken.
+    pub(crate) fn add_node(&mut self, uid: &str, kind: NodeKind) -> usize {
+        if uid.is_empty() {
+            self.errors.push("a node has an empty uid".to_string());
+        } else if self.nodes.iter().any(|n| n.uid == uid) {
+            self.errors.push(format!("uid {uid:?} is used by more than one node"));
+        }
+        self.nodes.push(Node { uid: uid.to_string(), name: uid.to_string(), kind, parallelism: None });
+        self.nodes.len() - 1
+    }
+
+    pub(crate) fn add_edge(&mut self, source: usize, target: usize, partitioning: wit::Partitioning) {
+        self.edges.push(Edge { source, target, partitioning });
+    }
+
+    pub(crate) fn node_mut(&mut self, index: usize) -> Option<&mut Node> {
+        self.nodes.get_mut(index)
+    }
+
+    /// Lowers the graph: places every key selector, drops fused nodes, renumbers, and
+    /// returns the plan with the operators in plan order.
+    pub(crate) fn finish(mut self, default_name: &str) -> Result<(wit::JobPlan, Registry), String> {
+        if !self.errors.is_empty() {
+            return Err(self.errors.join("; "));
+        }
+        for index in 0..self.nodes.len() {
+            if matches!(self.nodes[index].kind, NodeKind::KeySelector(_)) {
+                self.place_key_selector(index)?;
+            }
+        }
+
+        let mut new_index = vec![None; self.nodes.len()];
+        let mut nodes = Vec::with_capacity(self.nodes.len());
+        let mut registry: Registry = Vec::with_capacity(self.nodes.len());
+        for (old, node) in self.nodes.into_iter().enumerate() {
+            let (kind, op) = match node.kind {
+                NodeKind::Removed => continue,
+                NodeKind::Source(s) => (wit::NodeKind::Source(s), None),
+                NodeKind::Sink(s) => (wit::NodeKind::Sink(s), None),
+                NodeKind::Operator { keyed, op } => (wit::NodeKind::Operator(wit::OperatorSpec { keyed }), Some(op)),
+                NodeKind::KeySelector(_) => return Err(format!("internal: key selector {:?} not placed", node.uid)),
+            };
+            new_index[old] = Some(u32::try_from(nodes.len()).map_err(|_| "too many nodes".to_string())?);
+            nodes.push(wit::Node { uid: node.uid, name: node.name, kind, parallelism: node.parallelism });
+            registry.push(op);
+        }
+        let mut edges = Vec::with_capacity(self.edges.len());
+        for e in &self.edges {
+            match (new_index.get(e.source).copied().flatten(), new_index.get(e.target).copied().flatten()) {
+                (Some(source), Some(target)) => {
+                    edges.push(wit::Edge { source, target, partitioning: e.partitioning })
+                }
+                _ => return Err("internal: edge to a removed node".to_string()),
+            }
+        }
+        let plan = wit::JobPlan {
+            name: self.name.unwrap_or_else(|| default_name.to_string()),
+            nodes,
+            edges,
+            max_parallelism: self.max_parallelism,
+        };
+        Ok((plan, registry))
+    }
+
+    /// Fuses the key selector at `index` into its upstream operator when that operator
+    /// feeds nothing else (its output then is the keyed stream), or turns it into an
+    /// operator of its own, chained to the upstream by a forward edge.
+    fn place_key_selector(&mut self, index: usize) -> Result<(), String> {
+        let inputs: Vec<usize> = self.edges.iter().filter(|e| e.target == index).map(|e| e.source).collect();
+        let [upstream] = inputs[..] else {
+            return Err(format!("internal: key selector {:?} has {} inputs", self.nodes[index].uid, inputs.len()));
+        };
+        let fan_out = self.edges.iter().filter(|e| e.source == upstream).count();
+        let NodeKind::KeySelector(pending) = core::mem::replace(&mut self.nodes[index].kind, NodeKind::Removed) else {
+            return Err("internal: not a key selector".to_string());
+        };
+        let PendingKey { key_fn, standalone } = pending;
+
+        let key_fn = match &mut self.nodes[upstream].kind {
+            NodeKind::Operator { op, .. } if fan_out == 1 => match op.fuse_key(key_fn) {
+                Ok(()) => {
+                    // The upstream now writes keyed records: it takes over the selector's
+                    // outgoing edges and the selector disappears.
+                    self.edges.retain(|e| e.target != index);
+                    for e in &mut self.edges {
+                        if e.source == index {
+                            e.source = upstream;
+                        }
+                    }
+                    return Ok(());
+                }
+                Err(key_fn) => key_fn,
+            },
+            _ => key_fn,
+        };
+        let op = standalone(key_fn)?;
+        let parallelism = self.nodes[upstream].parallelism;
+        let node = &mut self.nodes[index];
+        node.kind = NodeKind::Operator { keyed: false, op };
+        // Forward edges need equal parallelism; matching the upstream keeps the selector
+        // chained to it.
+        node.parallelism = parallelism;
+        Ok(())
+    }
+}

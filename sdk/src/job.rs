@@ -1,0 +1,325 @@
+//! The builder API: [`Job`], [`Stream`], [`KeyedStream`], [`Sink`].
+//!
+//! Building records nodes, edges and closures in a shared [`Graph`]; streams are cheap
+//! handles to one node of it, so a stream can be cloned to feed several operators.
+
+use core::cell::RefCell;
+use core::marker::PhantomData;
+use core::ops::Add;
+use std::rc::Rc;
+
+use crate::emit::Emitter;
+use crate::graph::{Graph, NodeKind, PendingKey};
+use crate::keyed::{self, KeyedContext};
+use crate::ops::{self, Format, Raw};
+use crate::text::TextField;
+use crate::wit::weir::dataflow::plan_types::{GeneratorSource, Partitioning, SinkKind, SourceKind};
+use crate::Data;
+
+/// The job being built: its arguments, name and sources. `build` receives one.
+pub struct Job {
+    graph: Rc<RefCell<Graph>>,
+    args: Vec<(String, String)>,
+}
+
+impl Job {
+    pub(crate) fn new(args: Vec<(String, String)>) -> Self {
+        Job { graph: Rc::new(RefCell::new(Graph::default())), args }
+    }
+
+    /// Takes the recorded graph out of the job (streams still alive keep only an empty
+    /// one).
+    pub(crate) fn into_graph(self) -> Graph {
+        core::mem::take(&mut *self.graph.borrow_mut())
+    }
+
+    /// The value of submission argument `name` (`weir run --arg name=value`); the last
+    /// one wins if it is given twice.
+    pub fn arg(&self, name: &str) -> Option<&str> {
+        self.args.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// All submission arguments, in order.
+    pub fn args(&self) -> &[(String, String)] {
+        &self.args
+    }
+
+    /// Sets the job's name (default: `"job"`).
+    pub fn name(&mut self, name: impl Into<String>) {
+        self.graph.borrow_mut().name = Some(name.into());
+    }
+
+    /// Sets the number of key groups (default 128), fixed for the life of the job's state.
+    pub fn max_parallelism(&mut self, key_groups: u32) {
+        let mut g = self.graph.borrow_mut();
+        if key_groups == 0 {
+            g.errors.push("max_parallelism must be at least 1".to_string());
+        }
+        g.max_parallelism = Some(key_groups);
+    }
+
+    /// Makes planning fail with `msg`, e.g. for an invalid argument.
+    pub fn fail(&mut self, msg: impl Into<String>) {
+        self.graph.borrow_mut().errors.push(msg.into());
+    }
+
+    /// The lines of the file given at submission (`weir run --input`), one record each.
+    pub fn file_lines(&mut self, uid: &str) -> Stream<(), String> {
+        self.source(uid, SourceKind::FileLines(None))
+    }
+
+    /// The lines of the file at `path`, one record each.
+    pub fn file_lines_at(&mut self, uid: &str, path: impl Into<String>) -> Stream<(), String> {
+        self.source(uid, SourceKind::FileLines(Some(path.into())))
+    }
+
+    /// The numbers `start .. start + count`, spread over the source's subtasks.
+    pub fn generator(&mut self, uid: &str, start: u64, count: u64) -> Stream<(), u64> {
+        self.source(uid, SourceKind::Generator(GeneratorSource { start, count }))
+    }
+
+    fn source<V: Data>(&mut self, uid: &str, kind: SourceKind) -> Stream<(), V> {
+        let node = self.graph.borrow_mut().add_node(uid, NodeKind::Source(kind));
+        Stream::at(self.graph.clone(), node)
+    }
+}
+
+/// A stream of records with keys of type `K` (`()` before any `key_by`) and values of
+/// type `V`, both postcard-encoded on the wire.
+///
+/// Operators take `self` and return the next stream; clone a stream to feed it to
+/// several operators.
+pub struct Stream<K, V> {
+    graph: Rc<RefCell<Graph>>,
+    node: usize,
+    partitioning: Partitioning,
+    _t: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K, V> Clone for Stream<K, V> {
+    fn clone(&self) -> Self {
+        Stream { graph: self.graph.clone(), node: self.node, partitioning: self.partitioning, _t: PhantomData }
+    }
+}
+
+impl<K: Data, V: Data> Stream<K, V> {
+    fn at(graph: Rc<RefCell<Graph>>, node: usize) -> Self {
+        Stream { graph, node, partitioning: Partitioning::Forward, _t: PhantomData }
+    }
+
+    /// Adds an operator node fed by this stream through the pending partitioning.
+    fn then<K2: Data, W: Data>(self, uid: &str, kind: NodeKind) -> Stream<K2, W> {
+        let node = {
+            let mut g = self.graph.borrow_mut();
+            let node = g.add_node(uid, kind);
+            g.add_edge(self.node, node, self.partitioning);
+            node
+        };
+        Stream::at(self.graph, node)
+    }
+
+    fn op<W: Data>(self, uid: &str, op: Box<dyn ops::Operator>) -> Stream<K, W> {
+        self.then(uid, NodeKind::Operator { keyed: false, op })
+    }
+
+    /// Applies `f` to every value; the key passes through unchanged.
+    pub fn map<W: Data>(self, uid: &str, f: impl FnMut(V) -> W + 'static) -> Stream<K, W> {
+        self.op(uid, ops::map(f))
+    }
+
+    /// Calls `f` on every value; `f` emits any number of output values, each with the
+    /// input's key.
+    pub fn flat_map<W: Data>(self, uid: &str, f: impl FnMut(V, &mut Emitter<'_, W>) + 'static) -> Stream<K, W> {
+        self.op(uid, ops::flat_map(f))
+    }
+
+    /// Keeps the records whose value satisfies `f` (copied byte for byte).
+    pub fn filter(self, uid: &str, f: impl FnMut(&V) -> bool + 'static) -> Stream<K, V> {
+        self.op(uid, ops::filter(f))
+    }
+
+    /// Partitions the stream by the key `selector` computes from each value.
+    ///
+    /// If this stream is the only output of a guest operator, the selector runs inside
+    /// that operator's emit and costs no extra node; otherwise (e.g. right after a host
+    /// source) it becomes a small operator node named `uid`, chained to its input. Any
+    /// pending `rebalance`/`broadcast` is dropped: the key decides the partitioning.
+    pub fn key_by<K2: Data>(self, uid: &str, selector: impl FnMut(&V) -> K2 + 'static) -> KeyedStream<K2, V> {
+        let pending = PendingKey { key_fn: ops::key_fn(selector), standalone: ops::key_selector::<V> };
+        let stream: Stream<K2, V> =
+            Stream { partitioning: Partitioning::Forward, ..self }.then(uid, NodeKind::KeySelector(pending));
+        KeyedStream { graph: stream.graph, node: stream.node, _t: PhantomData }
+    }
+
+    /// Sends the records of the next edge round-robin to all downstream subtasks.
+    pub fn rebalance(self) -> Self {
+        Stream { partitioning: Partitioning::Rebalance, ..self }
+    }
+
+    /// Sends every record of the next edge to every downstream subtask.
+    pub fn broadcast(self) -> Self {
+        Stream { partitioning: Partitioning::Broadcast, ..self }
+    }
+
+    /// Sets the number of subtasks of the node that produces this stream.
+    pub fn parallelism(self, n: u32) -> Self {
+        set_parallelism(&self.graph, &[Some(self.node)], n);
+        self
+    }
+
+    /// Sets the display name of the node that produces this stream (default: its uid).
+    pub fn name(self, name: &str) -> Self {
+        if let Some(node) = self.graph.borrow_mut().node_mut(self.node) {
+            node.name = name.to_string();
+        }
+        self
+    }
+
+    /// Ends the stream in `sink`. Text sinks (stdout, file) get a formatting operator
+    /// `"<uid>.format"` in front of them that prints keys and values as text; discard
+    /// sinks take the records as they are.
+    pub fn sink(self, uid: &str, sink: Sink) -> SinkHandle
+    where
+        K: TextField,
+        V: TextField,
+    {
+        if matches!(sink.kind, SinkKind::Discard) {
+            return self.discard(uid);
+        }
+        let graph = self.graph.clone();
+        let format = self.op::<()>(&format!("{uid}.format"), Format::<K, V>::boxed());
+        let format_node = format.node;
+        let sink_node = format.then::<(), ()>(uid, NodeKind::Sink(sink.kind));
+        SinkHandle { graph, sink: sink_node.node, format: Some(format_node) }
+    }
+
+    /// Ends the stream in a discarding sink; unlike `sink`, needs no [`TextField`].
+    pub fn discard(self, uid: &str) -> SinkHandle {
+        let graph = self.graph.clone();
+        let sink_node = self.then::<(), ()>(uid, NodeKind::Sink(SinkKind::Discard));
+        SinkHandle { graph, sink: sink_node.node, format: None }
+    }
+
+    /// Escape hatch for testing the host: an operator that returns `f(batch)` as its
+    /// output batch without any checking or encoding.
+    #[doc(hidden)]
+    pub fn raw_operator<K2: Data, W: Data>(self, uid: &str, f: fn(&[u8]) -> Vec<u8>) -> Stream<K2, W> {
+        self.then(uid, NodeKind::Operator { keyed: false, op: Box::new(Raw(f)) })
+    }
+}
+
+fn set_parallelism(graph: &Rc<RefCell<Graph>>, nodes: &[Option<usize>], n: u32) {
+    let mut g = graph.borrow_mut();
+    if n == 0 {
+        g.errors.push("parallelism must be at least 1".to_string());
+        return;
+    }
+    for node in nodes.iter().flatten() {
+        if let Some(node) = g.node_mut(*node) {
+            node.parallelism = Some(n);
+        }
+    }
+}
+
+/// A stream partitioned by key `K`: the input of keyed operators, which keep value
+/// state per key in the host and see every record of a key in one subtask.
+pub struct KeyedStream<K, V> {
+    graph: Rc<RefCell<Graph>>,
+    node: usize,
+    _t: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K: Data, V: Data> KeyedStream<K, V> {
+    fn keyed<W: Data>(self, uid: &str, op: Box<dyn ops::Operator>) -> Stream<K, W> {
+        let node = {
+            let mut g = self.graph.borrow_mut();
+            let node = g.add_node(uid, NodeKind::Operator { keyed: true, op });
+            g.add_edge(self.node, node, Partitioning::KeyBy);
+            node
+        };
+        Stream::at(self.graph, node)
+    }
+
+    /// The running number of records per key, emitted with every record.
+    pub fn count(self, uid: &str) -> Stream<K, u64> {
+        self.keyed(uid, keyed::count())
+    }
+
+    /// The running sum of the values per key, emitted with every record. Overflow
+    /// behaves like `V`'s `+` in release builds (wrapping for integers).
+    pub fn sum(self, uid: &str) -> Stream<K, V>
+    where
+        V: Add<Output = V>,
+    {
+        self.keyed(uid, keyed::reduce(|a: V, b: V| a + b))
+    }
+
+    /// The running reduction of the values per key with `f`, emitted with every record.
+    /// The first value of a key is its initial accumulator.
+    pub fn reduce(self, uid: &str, f: impl FnMut(V, V) -> V + 'static) -> Stream<K, V> {
+        self.keyed(uid, keyed::reduce(f))
+    }
+
+    /// The general keyed operator: `f` sees each record's value with a
+    /// [`KeyedContext`] holding its key, value state `S` and map states, and emits any
+    /// number of outputs, which keep the key.
+    pub fn process<S: Data, W: Data>(
+        self,
+        uid: &str,
+        f: impl FnMut(&mut KeyedContext<'_, K, S>, V, &mut Emitter<'_, W>) + 'static,
+    ) -> Stream<K, W> {
+        self.keyed(uid, keyed::Process::boxed(f))
+    }
+}
+
+/// Where a stream ends; a host-run sink.
+pub struct Sink {
+    kind: SinkKind,
+}
+
+impl Sink {
+    /// `key<TAB>value` lines on the standard output of the process running the sink.
+    pub fn stdout() -> Sink {
+        Sink { kind: SinkKind::Stdout }
+    }
+
+    /// `key<TAB>value` lines appended to the file at `path`.
+    pub fn file(path: impl Into<String>) -> Sink {
+        Sink { kind: SinkKind::File(Some(path.into())) }
+    }
+
+    /// Records are counted and dropped; no formatting operator is added.
+    pub fn discard() -> Sink {
+        Sink { kind: SinkKind::Discard }
+    }
+}
+
+impl Default for Sink {
+    /// The file given at submission (`weir run --output`), else stdout: the CLI decides.
+    fn default() -> Sink {
+        Sink { kind: SinkKind::File(None) }
+    }
+}
+
+/// The sink node a stream ended in, to adjust it.
+pub struct SinkHandle {
+    graph: Rc<RefCell<Graph>>,
+    sink: usize,
+    format: Option<usize>,
+}
+
+impl SinkHandle {
+    /// Sets the number of sink subtasks (and of its formatter, which is chained to it).
+    pub fn parallelism(self, n: u32) -> Self {
+        set_parallelism(&self.graph, &[Some(self.sink), self.format], n);
+        self
+    }
+
+    /// Sets the sink's display name (default: its uid).
+    pub fn name(self, name: &str) -> Self {
+        if let Some(node) = self.graph.borrow_mut().node_mut(self.sink) {
+            node.name = name.to_string();
+        }
+        self
+    }
+}

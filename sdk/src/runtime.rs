@@ -1,0 +1,152 @@
+//! The component's side of the contract: `plan`, `open`, `process`, `close`, dispatched
+//! to the operators the user's `build` function registered.
+//!
+//! `plan` runs `build` and keeps the resulting operators in a per-instance registry; the
+//! host calls `plan` in every instance before `open`, and `open` rebuilds the registry
+//! itself if the host did not. Operator ids are node indices of the plan.
+
+use core::cell::RefCell;
+
+use crate::error::OpError;
+use crate::graph::Registry;
+use crate::job::Job;
+use crate::ops::Operator;
+use crate::wit::exports::weir::dataflow::{job as wit_job, operator as wit_op};
+use crate::wit::weir::dataflow::plan_types::JobPlan;
+
+/// The user's `build` function, as passed to `export_job!`.
+pub type BuildFn = fn(&mut Job);
+
+/// Implemented by the type `export_job!` declares; the SDK implements the exported WIT
+/// interfaces for every such type.
+#[doc(hidden)]
+pub trait JobMain {
+    fn build(job: &mut Job);
+}
+
+struct Slot {
+    op: Box<dyn Operator>,
+    /// Size of the last output, used to size the next output buffer in one allocation:
+    /// the canonical ABI takes ownership of the returned buffer, so capacity cannot be
+    /// kept across calls, but the next allocation can be right the first time.
+    out_hint: usize,
+}
+
+struct Runtime {
+    slots: Vec<Option<Slot>>,
+}
+
+thread_local! {
+    static RUNTIME: RefCell<Option<Runtime>> = const { RefCell::new(None) };
+}
+
+/// Runs `build` on fresh state and lowers the result.
+pub(crate) fn build_job(build: BuildFn, args: Vec<(String, String)>) -> Result<(JobPlan, Registry), String> {
+    let mut job = Job::new(args);
+    build(&mut job);
+    job.into_graph().finish("job")
+}
+
+fn install(registry: Registry) {
+    let slots = registry.into_iter().map(|op| op.map(|op| Slot { op, out_hint: 0 })).collect();
+    RUNTIME.with(|rt| *rt.borrow_mut() = Some(Runtime { slots }));
+}
+
+/// `job.plan`: builds the job, remembers its operators, returns the plan.
+pub(crate) fn plan(build: BuildFn, args: Vec<(String, String)>) -> Result<JobPlan, String> {
+    install_panic_hook();
+    let (plan, registry) = build_job(build, args)?;
+    install(registry);
+    Ok(plan)
+}
+
+fn with_slot<T>(op: u32, f: impl FnOnce(&mut Slot) -> Result<T, OpError>) -> Result<T, OpError> {
+    RUNTIME.with(|rt| {
+        let mut rt = rt.borrow_mut();
+        let slot = rt
+            .as_mut()
+            .and_then(|rt| rt.slots.get_mut(op as usize))
+            .and_then(Option::as_mut)
+            .ok_or(OpError::UnknownOperator(op))?;
+        f(slot)
+    })
+}
+
+/// `operator.open`.
+pub(crate) fn open(build: BuildFn, op: u32, args: Vec<(String, String)>) -> Result<(), OpError> {
+    install_panic_hook();
+    let built = RUNTIME.with(|rt| rt.borrow().is_some());
+    if !built {
+        let (_, registry) =
+            build_job(build, args).map_err(|e| OpError::Failed(format!("building the job failed: {e}")))?;
+        install(registry);
+    }
+    with_slot(op, |slot| slot.op.open())
+}
+
+/// `operator.process`.
+pub(crate) fn process(op: u32, batch: &[u8]) -> Result<Vec<u8>, OpError> {
+    install_panic_hook();
+    with_slot(op, |slot| {
+        let mut out = Vec::with_capacity(slot.out_hint.max(256));
+        slot.op.process(batch, &mut out)?;
+        // Remember a little more than we needed so a slightly bigger batch still fits.
+        slot.out_hint = out.len() + out.len() / 8;
+        Ok(out)
+    })
+}
+
+/// `operator.close`.
+pub(crate) fn close(op: u32) -> Result<(), OpError> {
+    install_panic_hook();
+    with_slot(op, |slot| slot.op.close())
+}
+
+/// Reports panics to the host's log (with their location) before the instance traps,
+/// so the host can name the panic in the operator's error.
+fn install_panic_hook() {
+    #[cfg(target_arch = "wasm32")]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            std::panic::set_hook(Box::new(|info| {
+                let msg = info.payload_as_str().unwrap_or("(non-string panic payload)");
+                let text = match info.location() {
+                    Some(l) => format!("panicked at {}:{}:{}: {msg}", l.file(), l.line(), l.column()),
+                    None => format!("panicked: {msg}"),
+                };
+                crate::wit::weir::dataflow::log::log(crate::wit::weir::dataflow::log::Level::Error, &text);
+            }));
+        });
+    }
+}
+
+impl From<OpError> for wit_op::OperatorError {
+    fn from(e: OpError) -> Self {
+        match e {
+            OpError::UnknownOperator(op) => wit_op::OperatorError::UnknownOperator(op),
+            OpError::BadInput(m) => wit_op::OperatorError::BadInput(m),
+            OpError::Failed(m) => wit_op::OperatorError::Failed(m),
+        }
+    }
+}
+
+impl<T: JobMain> wit_job::Guest for T {
+    fn plan(args: Vec<(String, String)>) -> Result<JobPlan, String> {
+        plan(T::build, args)
+    }
+}
+
+impl<T: JobMain> wit_op::Guest for T {
+    fn open(op: u32, _info: wit_op::TaskInfo, args: Vec<(String, String)>) -> Result<(), wit_op::OperatorError> {
+        Ok(open(T::build, op, args)?)
+    }
+
+    fn process(op: u32, batch: Vec<u8>) -> Result<Vec<u8>, wit_op::OperatorError> {
+        Ok(process(op, &batch)?)
+    }
+
+    fn close(op: u32) -> Result<(), wit_op::OperatorError> {
+        Ok(close(op)?)
+    }
+}

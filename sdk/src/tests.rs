@@ -1,0 +1,149 @@
+//! Whole-job tests: plans as the host sees them, and batches through the dispatcher.
+
+#![allow(clippy::unwrap_used)]
+
+use crate::codec::build::*;
+use crate::error::OpError;
+use crate::prelude::*;
+use crate::runtime;
+use crate::wit::weir::dataflow::plan_types::{JobPlan, NodeKind, Partitioning, SinkKind, SourceKind};
+
+fn wordcount(job: &mut Job) {
+    let sink = match job.arg("sink") {
+        Some("discard") => Sink::discard(),
+        _ => Sink::default(),
+    };
+    job.name("wordcount");
+    job.file_lines("lines")
+        .flat_map("split", |line: String, out: &mut Emitter<String>| {
+            for w in line.split_whitespace() {
+                out.emit(w.to_string())
+            }
+        })
+        .key_by("by-word", |w: &String| w.clone())
+        .count("count")
+        .sink("out", sink);
+}
+
+fn shape(plan: &JobPlan) -> (Vec<String>, Vec<(u32, u32, Partitioning)>) {
+    (
+        plan.nodes.iter().map(|n| n.uid.clone()).collect(),
+        plan.edges.iter().map(|e| (e.source, e.target, e.partitioning)).collect(),
+    )
+}
+
+fn args(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn enc<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    postcard::to_allocvec(v).unwrap()
+}
+
+#[test]
+fn wordcount_plan_fuses_key_and_formats_text() {
+    let (plan, registry) = runtime::build_job(wordcount, vec![]).unwrap();
+    assert_eq!(plan.name, "wordcount");
+    let (uids, edges) = shape(&plan);
+    assert_eq!(uids, ["lines", "split", "count", "out.format", "out"]);
+    assert_eq!(
+        edges,
+        [
+            (0, 1, Partitioning::Forward),
+            (1, 2, Partitioning::KeyBy),
+            (2, 3, Partitioning::Forward),
+            (3, 4, Partitioning::Forward)
+        ]
+    );
+    assert!(matches!(plan.nodes[0].kind, NodeKind::Source(SourceKind::FileLines(None))));
+    assert!(matches!(plan.nodes[2].kind, NodeKind::Operator(spec) if spec.keyed));
+    assert!(matches!(plan.nodes[3].kind, NodeKind::Operator(spec) if !spec.keyed));
+    assert!(matches!(plan.nodes[4].kind, NodeKind::Sink(SinkKind::File(None))));
+    assert_eq!(registry.iter().map(Option::is_some).collect::<Vec<_>>(), [false, true, true, true, false]);
+}
+
+#[test]
+fn discard_sink_has_no_formatter() {
+    let (plan, _) = runtime::build_job(wordcount, args(&[("sink", "discard")])).unwrap();
+    assert_eq!(shape(&plan).0, ["lines", "split", "count", "out"]);
+    assert!(matches!(plan.nodes[3].kind, NodeKind::Sink(SinkKind::Discard)));
+}
+
+#[test]
+fn key_by_after_source_becomes_a_node() {
+    fn job(job: &mut Job) {
+        job.generator("numbers", 0, 10)
+            .parallelism(2)
+            .key_by("bucket", |i: &u64| i % 3)
+            .sum("sum")
+            .parallelism(3)
+            .rebalance()
+            .sink("out", Sink::stdout())
+            .parallelism(1);
+    }
+    let (plan, _) = runtime::build_job(job, vec![]).unwrap();
+    let (uids, edges) = shape(&plan);
+    assert_eq!(uids, ["numbers", "bucket", "sum", "out.format", "out"]);
+    assert_eq!(
+        edges,
+        [
+            (0, 1, Partitioning::Forward),
+            (1, 2, Partitioning::KeyBy),
+            (2, 3, Partitioning::Rebalance),
+            (3, 4, Partitioning::Forward)
+        ]
+    );
+    let par: Vec<_> = plan.nodes.iter().map(|n| n.parallelism).collect();
+    assert_eq!(par, [Some(2), Some(2), Some(3), Some(1), Some(1)]);
+}
+
+#[test]
+fn key_by_on_a_shared_stream_is_not_fused() {
+    fn job(job: &mut Job) {
+        let doubled = job.generator("numbers", 0, 10).map("double", |i: u64| i * 2);
+        doubled.clone().discard("raw");
+        doubled.key_by("bucket", |i: &u64| i % 3).count("count").discard("counts");
+    }
+    let (plan, _) = runtime::build_job(job, vec![]).unwrap();
+    assert_eq!(shape(&plan).0, ["numbers", "double", "raw", "bucket", "count", "counts"]);
+}
+
+#[test]
+fn duplicate_uids_and_bad_parallelism_fail_the_plan() {
+    fn job(job: &mut Job) {
+        job.generator("x", 0, 1).map("x", |i: u64| i).parallelism(0).discard("out");
+    }
+    let err = runtime::build_job(job, vec![]).err().unwrap();
+    assert!(err.contains("\"x\""), "{err}");
+    assert!(err.contains("parallelism"), "{err}");
+}
+
+#[test]
+fn dispatch_runs_registered_operators() {
+    runtime::plan(wordcount, vec![]).unwrap();
+    runtime::open(wordcount, 1, vec![]).unwrap();
+    let input = records(&[(4, b"", &enc(&"a b a"))]);
+    let out = runtime::process(1, &input).unwrap();
+    let split = parse_output(&out).records;
+    assert_eq!(
+        split,
+        [(4, enc(&"a"), enc(&"a")), (4, enc(&"b"), enc(&"b")), (4, enc(&"a"), enc(&"a"))]
+    );
+
+    // The host groups by key for the keyed count.
+    let (a, b) = (enc(&"a"), enc(&"b"));
+    let keyed_input = keyed(&[(&a, None), (&b, None)], &[(0, 4, &a), (1, 4, &b), (0, 4, &a)]);
+    let out = runtime::process(2, &keyed_input).unwrap();
+    let counted = parse_output(&out);
+    assert_eq!(counted.records[2], (4, a.clone(), enc(&2u64)));
+
+    let format_input = records(&[(4, &a, &enc(&2u64))]);
+    let out = runtime::process(3, &format_input).unwrap();
+    assert_eq!(parse_output(&out).records, [(4, b"a".to_vec(), b"2".to_vec())]);
+
+    assert_eq!(runtime::process(0, &[]), Err(OpError::UnknownOperator(0)));
+    assert_eq!(runtime::process(4, &[]), Err(OpError::UnknownOperator(4)));
+    assert_eq!(runtime::process(99, &[]), Err(OpError::UnknownOperator(99)));
+    assert!(matches!(runtime::process(1, &[1, 2, 3]), Err(OpError::BadInput(_))));
+    runtime::close(1).unwrap();
+}
