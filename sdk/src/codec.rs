@@ -30,7 +30,7 @@ impl<'a> Reader<'a> {
     }
 
     /// True once every byte has been consumed.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn is_empty(&self) -> bool {
         self.pos >= self.buf.len()
     }
@@ -42,19 +42,19 @@ impl<'a> Reader<'a> {
     }
 
     /// Current offset, for error messages and for slicing whole records.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn pos(&self) -> usize {
         self.pos
     }
 
     /// The bytes between `start` and the current position.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn since(&self, start: usize) -> &'a [u8] {
         self.buf.get(start..self.pos).unwrap_or(&[])
     }
 
-    #[inline]
-    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], OpError> {
+    #[inline(always)]
+    pub(crate) fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], OpError> {
         match self.buf.get(self.pos..).and_then(|rest| rest.first_chunk::<N>()) {
             Some(bytes) => {
                 self.pos += N;
@@ -64,18 +64,18 @@ impl<'a> Reader<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn u32(&mut self, what: &'static str) -> Result<u32, OpError> {
         self.array::<4>(what).map(u32::from_le_bytes)
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn i64(&mut self, what: &'static str) -> Result<i64, OpError> {
         self.array::<8>(what).map(i64::from_le_bytes)
     }
 
     /// `len` bytes, borrowed from the batch.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn take(&mut self, len: usize, what: &'static str) -> Result<&'a [u8], OpError> {
         let end = self.pos.checked_add(len);
         match end.and_then(|end| self.buf.get(self.pos..end)) {
@@ -83,16 +83,12 @@ impl<'a> Reader<'a> {
                 self.pos += len;
                 Ok(bytes)
             }
-            None => Err(OpError::BadInput(format!(
-                "{what} of {len} bytes at offset {} runs past the end of the {}-byte batch",
-                self.pos,
-                self.buf.len()
-            ))),
+            None => Err(past_end(what, len, self.pos, self.buf.len())),
         }
     }
 
     /// A `u32` length followed by that many bytes.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn bytes(&mut self, what: &'static str) -> Result<&'a [u8], OpError> {
         let len = self.u32(what)?;
         self.take(len as usize, what)
@@ -113,8 +109,31 @@ impl<'a> Reader<'a> {
     }
 }
 
+// Error constructors are cold and out of line so the hot read/decode paths stay small
+// enough to inline; in Wasm every call that is not inlined costs noticeably.
+
+#[cold]
+#[inline(never)]
 fn truncated(what: &'static str, at: usize) -> OpError {
     OpError::BadInput(format!("batch truncated while reading {what} at offset {at}"))
+}
+
+#[cold]
+#[inline(never)]
+fn past_end(what: &'static str, len: usize, at: usize, total: usize) -> OpError {
+    OpError::BadInput(format!("{what} of {len} bytes at offset {at} runs past the end of the {total}-byte batch"))
+}
+
+#[cold]
+#[inline(never)]
+fn trailing_bytes<T>(what: &'static str, left: usize) -> OpError {
+    OpError::BadInput(format!("{what}: {left} bytes left after decoding {}", core::any::type_name::<T>()))
+}
+
+#[cold]
+#[inline(never)]
+fn undecodable<T>(what: &'static str, len: usize, e: postcard::Error) -> OpError {
+    OpError::BadInput(format!("{what}: cannot decode {} from {len} bytes: {e}", core::any::type_name::<T>()))
 }
 
 /// One record of an unkeyed input batch, borrowed from it.
@@ -128,11 +147,15 @@ pub(crate) struct Record<'a> {
 }
 
 /// Reads the next record of an unkeyed batch (`ts, key-len, key, value-len, value`).
-#[inline]
+#[inline(always)]
 pub(crate) fn read_record<'a>(r: &mut Reader<'a>) -> Result<Record<'a>, OpError> {
     let start = r.pos();
-    let ts = r.i64("record timestamp")?;
-    let key = r.bytes("record key")?;
+    // Timestamp and key length in one bounds check.
+    let head = r.array::<12>("record header")?;
+    let (ts, key_len) = head.split_at(8);
+    let ts = i64::from_le_bytes(ts.try_into().unwrap_or_default());
+    let key_len = u32::from_le_bytes(key_len.try_into().unwrap_or_default());
+    let key = r.take(key_len as usize, "record key")?;
     let value = r.bytes("record value")?;
     Ok(Record { ts, key, value, raw: r.since(start) })
 }
@@ -153,11 +176,7 @@ impl KeyTable {
         for _ in 0..count {
             let key = r.bytes("key")?;
             let state_len = r.u32("state length")?;
-            let state = if state_len == NO_STATE {
-                None
-            } else {
-                Some(r.take(state_len as usize, "state")?)
-            };
+            let state = if state_len == NO_STATE { None } else { Some(r.take(state_len as usize, "state")?) };
             each(key, state)?;
         }
         Ok(count)
@@ -165,7 +184,7 @@ impl KeyTable {
 }
 
 /// One record of a keyed input batch (`key-index, ts, value-len, value`).
-#[inline]
+#[inline(always)]
 pub(crate) fn read_keyed_record<'a>(r: &mut Reader<'a>) -> Result<(usize, i64, &'a [u8]), OpError> {
     let index = r.u32("key index")? as usize;
     let ts = r.i64("record timestamp")?;
@@ -174,20 +193,16 @@ pub(crate) fn read_keyed_record<'a>(r: &mut Reader<'a>) -> Result<(usize, i64, &
 }
 
 /// Decodes a postcard value that must span all of `bytes`.
-#[inline]
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, OpError> {
+#[inline(always)]
+pub(crate) fn decode<T: DeserializeOwned + 'static>(bytes: &[u8], what: &'static str) -> Result<T, OpError> {
+    if let Some(value) = fast::decode::<T>(bytes) {
+        return Ok(value);
+    }
+    // Also the error path of the fast types: postcard names what is wrong.
     match postcard::take_from_bytes::<T>(bytes) {
         Ok((value, [])) => Ok(value),
-        Ok((_, rest)) => Err(OpError::BadInput(format!(
-            "{what}: {} bytes left after decoding {}",
-            rest.len(),
-            core::any::type_name::<T>()
-        ))),
-        Err(e) => Err(OpError::BadInput(format!(
-            "{what}: cannot decode {} from {} bytes: {e}",
-            core::any::type_name::<T>(),
-            bytes.len()
-        ))),
+        Ok((_, rest)) => Err(trailing_bytes::<T>(what, rest.len())),
+        Err(e) => Err(undecodable::<T>(what, bytes.len(), e)),
     }
 }
 
@@ -198,13 +213,13 @@ struct Append<'a>(&'a mut Vec<u8>);
 impl postcard::ser_flavors::Flavor for Append<'_> {
     type Output = ();
 
-    #[inline]
+    #[inline(always)]
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
         self.0.extend_from_slice(data);
         Ok(())
     }
 
-    #[inline]
+    #[inline(always)]
     fn try_push(&mut self, data: u8) -> postcard::Result<()> {
         self.0.push(data);
         Ok(())
@@ -217,19 +232,167 @@ impl postcard::ser_flavors::Flavor for Append<'_> {
 }
 
 /// Appends the postcard encoding of `value` (no length prefix).
-#[inline]
-pub(crate) fn encode_into<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> postcard::Result<()> {
+#[inline(always)]
+pub(crate) fn encode_into<T: Serialize + 'static>(out: &mut Vec<u8>, value: &T) -> postcard::Result<()> {
+    if fast::encode(out, value) {
+        return Ok(());
+    }
     postcard::serialize_with_flavor(value, Append(out))
 }
 
+/// postcard's encoding of integer types, bypassing serde.
+///
+/// Integer keys, values and states are the common case (counts, sums, ids), and in Wasm
+/// the generic serde path costs several calls per value that the optimizer does not
+/// inline. The type test is on `TypeId`, which is a constant after monomorphization, so
+/// each instantiation keeps exactly one branch. The encodings are postcard's: varint for
+/// unsigned, zigzag varint for signed integers.
+mod fast {
+    use core::any::{Any, TypeId};
+
+    /// Moves `a` into a `B` if they are the same type.
+    #[inline(always)]
+    fn cast<A: 'static, B: 'static>(a: A) -> Option<B> {
+        let mut a = Some(a);
+        (&mut a as &mut dyn Any).downcast_mut::<Option<B>>().and_then(Option::take)
+    }
+
+    /// A varint spanning exactly `bytes`; `None` for anything postcard might judge
+    /// differently, which then takes the regular path.
+    #[inline(always)]
+    fn varint(bytes: &[u8]) -> Option<u64> {
+        let mut out = 0u64;
+        for (i, &b) in bytes.iter().enumerate().take(10) {
+            out |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return (i + 1 == bytes.len() && (i < 9 || b <= 1)).then_some(out);
+            }
+        }
+        None
+    }
+
+    #[inline(always)]
+    fn unzigzag(v: u64) -> i64 {
+        ((v >> 1) as i64) ^ -((v & 1) as i64)
+    }
+
+    #[inline(always)]
+    pub(super) fn decode<T: 'static>(bytes: &[u8]) -> Option<T> {
+        let id = TypeId::of::<T>();
+        if id == TypeId::of::<u64>() {
+            cast(varint(bytes)?)
+        } else if id == TypeId::of::<u32>() {
+            cast(u32::try_from(varint(bytes)?).ok()?)
+        } else if id == TypeId::of::<usize>() {
+            cast(usize::try_from(varint(bytes)?).ok()?)
+        } else if id == TypeId::of::<i64>() {
+            cast(unzigzag(varint(bytes)?))
+        } else if id == TypeId::of::<i32>() {
+            cast(i32::try_from(unzigzag(varint(bytes)?)).ok()?)
+        } else {
+            None
+        }
+    }
+
+    /// Appends a varint: a fixed 10-byte copy (a couple of stores, where a
+    /// variable-length copy would be a call) cut back to the encoded length.
+    #[inline(always)]
+    fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+        if v < 0x80 {
+            out.push(v as u8);
+            return;
+        }
+        let mut buf = [0u8; 10];
+        let mut len = 0;
+        for slot in buf.iter_mut() {
+            len += 1;
+            if v < 0x80 {
+                *slot = v as u8;
+                break;
+            }
+            *slot = (v as u8) | 0x80;
+            v >>= 7;
+        }
+        let start = out.len();
+        out.extend_from_slice(&buf);
+        out.truncate(start + len);
+    }
+
+    #[inline(always)]
+    fn zigzag(v: i64) -> u64 {
+        ((v << 1) ^ (v >> 63)) as u64
+    }
+
+    /// Appends `len: u32` and the varint of `v`: one fixed 14-byte copy cut back to size.
+    #[inline(always)]
+    fn put_varint_prefixed(out: &mut Vec<u8>, mut v: u64) {
+        let mut buf = [0u8; 14];
+        let (prefix, body) = buf.split_at_mut(4);
+        let mut len = 0u8;
+        for slot in body.iter_mut() {
+            len += 1;
+            if v < 0x80 {
+                *slot = v as u8;
+                break;
+            }
+            *slot = (v as u8) | 0x80;
+            v >>= 7;
+        }
+        prefix.copy_from_slice(&u32::from(len).to_le_bytes());
+        let start = out.len();
+        out.extend_from_slice(&buf);
+        out.truncate(start + 4 + usize::from(len));
+    }
+
+    /// Appends `len: u32` and `value` if it is one of the fast types.
+    #[inline(always)]
+    pub(super) fn encode_prefixed<T: 'static>(out: &mut Vec<u8>, value: &T) -> bool {
+        let any = value as &dyn Any;
+        if let Some(v) = any.downcast_ref::<u64>() {
+            put_varint_prefixed(out, *v);
+        } else if let Some(v) = any.downcast_ref::<u32>() {
+            put_varint_prefixed(out, u64::from(*v));
+        } else if let Some(v) = any.downcast_ref::<usize>() {
+            put_varint_prefixed(out, *v as u64);
+        } else if let Some(v) = any.downcast_ref::<i64>() {
+            put_varint_prefixed(out, zigzag(*v));
+        } else if let Some(v) = any.downcast_ref::<i32>() {
+            put_varint_prefixed(out, zigzag(i64::from(*v)));
+        } else {
+            return false;
+        }
+        true
+    }
+
+    /// Appends `value` if it is one of the fast types.
+    #[inline(always)]
+    pub(super) fn encode<T: 'static>(out: &mut Vec<u8>, value: &T) -> bool {
+        let any = value as &dyn Any;
+        if let Some(v) = any.downcast_ref::<u64>() {
+            put_varint(out, *v);
+        } else if let Some(v) = any.downcast_ref::<u32>() {
+            put_varint(out, u64::from(*v));
+        } else if let Some(v) = any.downcast_ref::<usize>() {
+            put_varint(out, *v as u64);
+        } else if let Some(v) = any.downcast_ref::<i64>() {
+            put_varint(out, zigzag(*v));
+        } else if let Some(v) = any.downcast_ref::<i32>() {
+            put_varint(out, zigzag(i64::from(*v)));
+        } else {
+            return false;
+        }
+        true
+    }
+}
+
 /// Appends a `u32` little-endian.
-#[inline]
+#[inline(always)]
 pub(crate) fn put_u32(out: &mut Vec<u8>, v: u32) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
 /// Appends `len: u32` and `bytes`.
-#[inline]
+#[inline(always)]
 pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), OpError> {
     put_u32(out, len_u32(bytes.len())?);
     out.extend_from_slice(bytes);
@@ -237,7 +400,7 @@ pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), OpError> 
 }
 
 /// Reserves a `u32` length slot; fill it with [`patch_len`] once the bytes are written.
-#[inline]
+#[inline(always)]
 pub(crate) fn len_slot(out: &mut Vec<u8>) -> usize {
     let at = out.len();
     out.extend_from_slice(&[0; 4]);
@@ -245,7 +408,7 @@ pub(crate) fn len_slot(out: &mut Vec<u8>) -> usize {
 }
 
 /// Writes the number of bytes appended since the slot at `at` into that slot.
-#[inline]
+#[inline(always)]
 pub(crate) fn patch_len(out: &mut [u8], at: usize) -> Result<(), OpError> {
     let len = len_u32(out.len().saturating_sub(at + 4))?;
     match out.get_mut(at..at + 4) {
@@ -253,23 +416,45 @@ pub(crate) fn patch_len(out: &mut [u8], at: usize) -> Result<(), OpError> {
             slot.copy_from_slice(&len.to_le_bytes());
             Ok(())
         }
-        None => Err(OpError::Failed("internal: length slot outside the output batch".into())),
+        None => Err(bad_slot()),
     }
 }
 
-#[inline]
-fn len_u32(len: usize) -> Result<u32, OpError> {
-    u32::try_from(len).map_err(|_| OpError::Failed(format!("output of {len} bytes does not fit a u32 length")))
+#[inline(always)]
+pub(crate) fn len_u32(len: usize) -> Result<u32, OpError> {
+    match u32::try_from(len) {
+        Ok(len) => Ok(len),
+        Err(_) => Err(too_long(len)),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn bad_slot() -> OpError {
+    OpError::Failed("internal: length slot outside the output batch".into())
+}
+
+#[cold]
+#[inline(never)]
+fn too_long(len: usize) -> OpError {
+    OpError::Failed(format!("output of {len} bytes does not fit a u32 length"))
 }
 
 /// Appends `len: u32` and the postcard encoding of `value`.
-#[inline]
-pub(crate) fn put_encoded<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), OpError> {
+#[inline(always)]
+pub(crate) fn put_encoded<T: Serialize + 'static>(out: &mut Vec<u8>, value: &T) -> Result<(), OpError> {
+    if fast::encode_prefixed(out, value) {
+        return Ok(());
+    }
     let at = len_slot(out);
-    encode_into(out, value).map_err(|e| encode_error::<T>(e))?;
+    if let Err(e) = encode_into(out, value) {
+        return Err(encode_error::<T>(e));
+    }
     patch_len(out, at)
 }
 
+#[cold]
+#[inline(never)]
 pub(crate) fn encode_error<T: ?Sized>(e: postcard::Error) -> OpError {
     OpError::Failed(format!("cannot encode {}: {e}", core::any::type_name::<T>()))
 }
@@ -287,8 +472,8 @@ pub(crate) fn end_records(out: &mut [u8], at: usize) -> Result<(), OpError> {
 }
 
 /// Appends the state update of one key of a keyed batch.
-#[inline]
-pub(crate) fn put_state_update<S: Serialize>(
+#[inline(always)]
+pub(crate) fn put_state_update<S: Serialize + 'static>(
     out: &mut Vec<u8>,
     changed: bool,
     state: Option<&S>,
@@ -302,15 +487,6 @@ pub(crate) fn put_state_update<S: Serialize>(
         (true, None) => out.push(STATE_CLEARED),
     }
     Ok(())
-}
-
-/// Reuses a vector of borrowed slices for a new lifetime. The vector is emptied first,
-/// and an in-place `collect` keeps its allocation, so per-batch scratch tables of slices
-/// into the input cost no allocation after the first batches.
-#[inline]
-pub(crate) fn recycle<'b, T: ?Sized>(mut v: Vec<&'_ T>) -> Vec<&'b T> {
-    v.clear();
-    v.into_iter().filter_map(|_| None).collect()
 }
 
 /// Builders for batches, used by the tests here and by the SDK's own operator tests to
@@ -452,12 +628,43 @@ mod tests {
     }
 
     #[test]
+    fn fast_paths_match_postcard() {
+        fn check<T>(values: &[T])
+        where
+            T: Serialize + DeserializeOwned + PartialEq + core::fmt::Debug + 'static,
+        {
+            for v in values {
+                let reference = postcard::to_allocvec(v).unwrap();
+                let mut ours = vec![0xaa];
+                encode_into(&mut ours, v).unwrap();
+                assert_eq!(&ours[1..], &reference[..], "{v:?}");
+                assert_eq!(&decode::<T>(&reference, "v").unwrap(), v);
+                assert!(fast::decode::<T>(&reference).is_some());
+                let mut prefixed = Vec::new();
+                put_encoded(&mut prefixed, v).unwrap();
+                assert_eq!(prefixed[..4], (reference.len() as u32).to_le_bytes());
+                assert_eq!(&prefixed[4..], &reference[..]);
+            }
+        }
+        check(&[0u64, 1, 127, 128, 300, u64::from(u32::MAX), u64::MAX]);
+        check(&[0u32, 127, 128, u32::MAX]);
+        check(&[0usize, 128, usize::MAX]);
+        check(&[0i64, -1, 1, -64, 64, i64::MIN, i64::MAX]);
+        check(&[0i32, -1, 63, -65, i32::MIN, i32::MAX]);
+        // over-long and out-of-range encodings fall back to postcard's verdict
+        assert!(decode::<u32>(&postcard::to_allocvec(&u64::MAX).unwrap(), "v").is_err());
+        assert!(decode::<u64>(&[0xff; 11], "v").is_err());
+        assert!(decode::<u64>(&[0x80], "v").is_err());
+        assert!(decode::<u64>(&[], "v").is_err());
+    }
+
+    #[test]
     fn output_lengths_are_patched() {
         let mut out = Vec::new();
         let at = begin_output(&mut out);
         out.extend_from_slice(&1i64.to_le_bytes());
         put_encoded(&mut out, &()).unwrap();
-        put_encoded(&mut out, "hi").unwrap();
+        put_encoded(&mut out, &"hi".to_string()).unwrap();
         end_records(&mut out, at).unwrap();
         put_state_update(&mut out, true, Some(&3u64)).unwrap();
         put_state_update::<u64>(&mut out, false, None).unwrap();
@@ -465,16 +672,5 @@ mod tests {
         let parsed = parse_output(&out);
         assert_eq!(parsed.records, vec![(1, vec![], vec![2, b'h', b'i'])]);
         assert_eq!(parse_updates(&parsed.tail), vec![Some(Some(vec![3])), None, Some(None)]);
-    }
-
-    #[test]
-    fn recycle_keeps_allocation() {
-        let data = vec![1u8, 2, 3];
-        let mut v: Vec<&[u8]> = Vec::with_capacity(16);
-        v.push(&data[..]);
-        let cap = v.capacity();
-        let w: Vec<&[u8]> = recycle(v);
-        assert!(w.is_empty());
-        assert_eq!(w.capacity(), cap);
     }
 }

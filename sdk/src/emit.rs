@@ -4,13 +4,13 @@ use core::marker::PhantomData;
 
 use serde::Serialize;
 
-use crate::codec::{self, encode_error};
+use crate::codec;
 use crate::error::OpError;
 
-/// Writes the postcard-encoded key of an output value into the output batch. Installed
+/// Writes the key of an output value into the output batch, length-prefixed. Installed
 /// into an operator when a downstream `key_by` is fused into it, so the key selector
 /// runs inside this operator's emit instead of costing a separate operator hop.
-pub(crate) type KeyFn<W> = dyn FnMut(&W, &mut Vec<u8>) -> postcard::Result<()>;
+pub(crate) type KeyFn<W> = dyn FnMut(&W, &mut Vec<u8>) -> Result<(), OpError>;
 
 /// Collects the output records of one input record, writing each straight into the
 /// output batch (no intermediate record list).
@@ -27,7 +27,7 @@ pub struct Emitter<'a, W> {
     _w: PhantomData<fn(W)>,
 }
 
-impl<'a, W: Serialize> Emitter<'a, W> {
+impl<'a, W: Serialize + 'static> Emitter<'a, W> {
     pub(crate) fn new(out: &'a mut Vec<u8>, key_fn: Option<&'a mut KeyFn<W>>) -> Self {
         Emitter { out, key_fn, key: &[], ts: 0, error: None, _w: PhantomData }
     }
@@ -39,27 +39,29 @@ impl<'a, W: Serialize> Emitter<'a, W> {
         self.key = key;
     }
 
-    /// Takes the first error recorded since the last call.
-    #[inline]
+    /// Takes the first error recorded since the last call. Checks before taking so the
+    /// common no-error case costs a load, not a store.
+    #[inline(always)]
     pub(crate) fn take_error(&mut self) -> Option<OpError> {
+        self.error.as_ref()?;
         self.error.take()
     }
 
     /// Emits `value` with the input record's key and timestamp.
-    #[inline]
+    #[inline(always)]
     pub fn emit(&mut self, value: W) {
         self.emit_ref(&value);
     }
 
     /// Emits `value` by reference: no clone needed for values the operator keeps.
-    #[inline]
+    #[inline(always)]
     pub fn emit_ref(&mut self, value: &W) {
         let ts = self.ts;
         self.emit_at(ts, value);
     }
 
     /// Emits `value` with timestamp `ts` instead of the input record's.
-    #[inline]
+    #[inline(always)]
     pub fn emit_at(&mut self, ts: i64, value: &W) {
         if self.error.is_some() {
             return;
@@ -80,7 +82,7 @@ impl<'a, W: Serialize> Emitter<'a, W> {
 
     /// Emits a record whose value bytes are already encoded (`raw_value` must be the
     /// encoding of `value`); used by filters and key selectors to skip re-encoding.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn emit_raw_value(&mut self, value: &W, raw_value: &[u8]) {
         if self.error.is_some() {
             return;
@@ -103,25 +105,27 @@ impl<'a, W: Serialize> Emitter<'a, W> {
         self.out.extend_from_slice(raw);
     }
 
-    #[inline]
+    #[inline(always)]
     fn write(&mut self, ts: i64, value: &W, raw_value: Option<&[u8]>) -> Result<(), OpError> {
         let out = &mut *self.out;
-        out.extend_from_slice(&ts.to_le_bytes());
         match self.key_fn.as_deref_mut() {
             Some(key_fn) => {
-                let at = codec::len_slot(out);
-                key_fn(value, out).map_err(|e| OpError::Failed(format!("cannot encode key: {e}")))?;
-                codec::patch_len(out, at)?;
+                out.extend_from_slice(&ts.to_le_bytes());
+                key_fn(value, out)?;
             }
-            None => codec::put_bytes(out, self.key)?,
+            None => {
+                // Timestamp and key length in one append.
+                let mut head = [0u8; 12];
+                let (ts_bytes, len_bytes) = head.split_at_mut(8);
+                ts_bytes.copy_from_slice(&ts.to_le_bytes());
+                len_bytes.copy_from_slice(&codec::len_u32(self.key.len())?.to_le_bytes());
+                out.extend_from_slice(&head);
+                out.extend_from_slice(self.key);
+            }
         }
         match raw_value {
             Some(raw) => codec::put_bytes(out, raw),
-            None => {
-                let at = codec::len_slot(out);
-                codec::encode_into(out, value).map_err(encode_error::<W>)?;
-                codec::patch_len(out, at)
-            }
+            None => codec::put_encoded(out, value),
         }
     }
 }

@@ -11,12 +11,18 @@ pub(crate) struct PendingKey {
     /// `Box<Box<KeyFn<V>>>`, see `ops::key_fn`.
     pub(crate) key_fn: Box<dyn Any>,
     /// Builds the stand-alone selector operator if the key cannot be fused upstream.
-    pub(crate) standalone: fn(Box<dyn Any>) -> Result<Box<dyn Operator>, String>,
+    pub(crate) standalone: StandaloneFn,
 }
+
+/// Turns a type-erased key selector into its stand-alone operator.
+pub(crate) type StandaloneFn = fn(Box<dyn Any>) -> Result<Box<dyn Operator>, String>;
 
 pub(crate) enum NodeKind {
     Source(wit::SourceKind),
-    Operator { keyed: bool, op: Box<dyn Operator> },
+    Operator {
+        keyed: bool,
+        op: Box<dyn Operator>,
+    },
     /// A `key_by`; becomes part of its upstream operator or an operator of its own.
     KeySelector(PendingKey),
     Sink(wit::SinkKind),
@@ -102,9 +108,7 @@ impl Graph {
         let mut edges = Vec::with_capacity(self.edges.len());
         for e in &self.edges {
             match (new_index.get(e.source).copied().flatten(), new_index.get(e.target).copied().flatten()) {
-                (Some(source), Some(target)) => {
-                    edges.push(wit::Edge { source, target, partitioning: e.partitioning })
-                }
+                (Some(source), Some(target)) => edges.push(wit::Edge { source, target, partitioning: e.partitioning }),
                 _ => return Err("internal: edge to a removed node".to_string()),
             }
         }

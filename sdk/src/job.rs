@@ -8,13 +8,13 @@ use core::marker::PhantomData;
 use core::ops::Add;
 use std::rc::Rc;
 
+use crate::Data;
 use crate::emit::Emitter;
 use crate::graph::{Graph, NodeKind, PendingKey};
 use crate::keyed::{self, KeyedContext};
 use crate::ops::{self, Format, Raw};
 use crate::text::TextField;
 use crate::wit::weir::dataflow::plan_types::{GeneratorSource, Partitioning, SinkKind, SourceKind};
-use crate::Data;
 
 /// The job being built: its arguments, name and sources. `build` receives one.
 pub struct Job {

@@ -12,61 +12,76 @@ use core::marker::PhantomData;
 use serde::Serialize;
 
 use crate::Data;
-use crate::codec::{self, KeyTable, Reader, decode, read_keyed_record, recycle};
+use crate::codec::{self, KeyTable, Reader, decode, read_keyed_record};
 use crate::emit::{Emitter, KeyFn};
 use crate::error::{OpError, StateError};
 use crate::ops::{Operator, install_key};
 use crate::wit::weir::dataflow::keyed_state as host;
 
+/// One key of the current batch: its bytes (borrowed from the batch), its value state
+/// (`None`: no state) and whether this batch wrote the state. One struct per key keeps
+/// the per-record lookup to a single bounds check.
+struct Slot<'a, S> {
+    key: &'a [u8],
+    state: Option<S>,
+    changed: bool,
+}
+
+/// Reuses the slot table for the next batch: the vector is emptied first, and an
+/// in-place `collect` keeps its allocation while changing the lifetime of the borrowed
+/// key slices, so the table costs no allocation after the first batches.
+#[inline]
+fn recycle_slots<'b, S>(mut v: Vec<Slot<'_, S>>) -> Vec<Slot<'b, S>> {
+    v.clear();
+    // `filter_map` (not `filter`) is what changes the element lifetime.
+    #[allow(clippy::unnecessary_filter_map)]
+    v.into_iter().filter_map(|_| None).collect()
+}
+
 /// The per-batch key table shared by keyed operators, reused across batches.
-struct Keys<S> {
-    /// Key bytes, borrowed from the current batch (recycled to `'static` in between).
-    bytes: Vec<&'static [u8]>,
-    /// Value state per key; `None` is "no state".
-    states: Vec<Option<S>>,
-    /// Whether the state of a key was written in this batch.
-    changed: Vec<bool>,
+struct Keys<S: 'static> {
+    slots: Vec<Slot<'static, S>>,
 }
 
 impl<S: Data> Keys<S> {
     fn new() -> Self {
-        Keys { bytes: Vec::new(), states: Vec::new(), changed: Vec::new() }
+        Keys { slots: Vec::new() }
     }
 
     /// Reads the key table, decoding each key's state; `on_key` sees each key's bytes
-    /// (the process operator decodes the typed key there). Returns the key slices.
+    /// (the process operator decodes the typed key there).
+    #[inline(always)]
     fn read<'a>(
         &mut self,
         r: &mut Reader<'a>,
         mut on_key: impl FnMut(&'a [u8]) -> Result<(), OpError>,
-    ) -> Result<Vec<&'a [u8]>, OpError> {
-        let mut bytes = recycle(core::mem::take(&mut self.bytes));
-        let states = &mut self.states;
-        states.clear();
+    ) -> Result<Vec<Slot<'a, S>>, OpError> {
+        let mut slots = recycle_slots(core::mem::take(&mut self.slots));
         KeyTable::read(r, |key, state| {
             on_key(key)?;
-            bytes.push(key);
-            states.push(match state {
+            let state = match state {
                 Some(s) => Some(decode::<S>(s, "key state")?),
                 None => None,
-            });
+            };
+            slots.push(Slot { key, state, changed: false });
             Ok(())
         })?;
-        self.changed.clear();
-        self.changed.resize(bytes.len(), false);
-        Ok(bytes)
+        Ok(slots)
     }
 
-    /// Appends one state update per key and hands the key-slice table back for reuse.
-    fn finish(&mut self, bytes: Vec<&[u8]>, out: &mut Vec<u8>) -> Result<(), OpError> {
-        for (state, changed) in self.states.iter().zip(&self.changed) {
-            codec::put_state_update(out, *changed, state.as_ref())?;
+    /// Appends one state update per key and keeps the table for the next batch.
+    #[inline(always)]
+    fn finish(&mut self, slots: Vec<Slot<'_, S>>, out: &mut Vec<u8>) -> Result<(), OpError> {
+        for slot in &slots {
+            codec::put_state_update(out, slot.changed, slot.state.as_ref())?;
         }
-        self.bytes = recycle(bytes);
+        self.slots = recycle_slots(slots);
         Ok(())
     }
 }
 
+#[cold]
+#[inline(never)]
 fn bad_index(index: usize, keys: usize) -> OpError {
     OpError::BadInput(format!("record names key index {index} but the batch has {keys} keys"))
 }
@@ -74,7 +89,7 @@ fn bad_index(index: usize, keys: usize) -> OpError {
 /// A keyed operator whose state is one accumulator per key and which emits the updated
 /// accumulator after every record. `fold` sees the raw value bytes so `count` need not
 /// decode them at all.
-pub(crate) struct Fold<S, F> {
+pub(crate) struct Fold<S: 'static, F> {
     fold: F,
     key_fn: Option<Box<KeyFn<S>>>,
     keys: Keys<S>,
@@ -98,21 +113,20 @@ where
     fn process(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), OpError> {
         let Fold { fold, key_fn, keys } = self;
         let mut r = Reader::new(input);
-        let bytes = keys.read(&mut r, |_| Ok(()))?;
+        let mut slots = keys.read(&mut r, |_| Ok(()))?;
         let count = r.u32("record count")?;
         let at = codec::begin_output(out);
         let mut em = Emitter::new(out, key_fn.as_deref_mut());
         for _ in 0..count {
             let (index, ts, value) = read_keyed_record(&mut r)?;
-            let (Some(key), Some(state), Some(changed)) =
-                (bytes.get(index), keys.states.get_mut(index), keys.changed.get_mut(index))
-            else {
-                return Err(bad_index(index, bytes.len()));
+            let keys_len = slots.len();
+            let Some(slot) = slots.get_mut(index) else {
+                return Err(bad_index(index, keys_len));
             };
-            fold(state, value)?;
-            *changed = true;
-            if let Some(acc) = state {
-                em.set_input(ts, key);
+            fold(&mut slot.state, value)?;
+            slot.changed = true;
+            if let Some(acc) = &slot.state {
+                em.set_input(ts, slot.key);
                 em.emit_ref(acc);
                 if let Some(e) = em.take_error() {
                     return Err(e);
@@ -122,7 +136,7 @@ where
         r.finish()?;
         drop(em);
         codec::end_records(out, at)?;
-        keys.finish(bytes, out)
+        keys.finish(slots, out)
     }
 
     fn fuse_key(&mut self, key_fn: Box<dyn Any>) -> Result<(), Box<dyn Any>> {
@@ -239,10 +253,7 @@ impl<F: Data, T: Data> MapState<'_, F, T> {
 
     /// All entries, ordered by the encoded field bytes.
     pub fn entries(&self) -> Result<Vec<(F, T)>, StateError> {
-        host::map_entries(self.name, self.key)?
-            .iter()
-            .map(|(f, v)| Ok((decode_state(f)?, decode_state(v)?)))
-            .collect()
+        host::map_entries(self.name, self.key)?.iter().map(|(f, v)| Ok((decode_state(f)?, decode_state(v)?))).collect()
     }
 
     /// Removes all entries.
@@ -270,7 +281,7 @@ fn decode_state<T: Data>(bytes: &[u8]) -> Result<T, StateError> {
 }
 
 /// The operator behind `KeyedStream::process`.
-pub(crate) struct Process<K, S, V, W, F> {
+pub(crate) struct Process<K, S: 'static, V, W, F> {
     f: F,
     key_fn: Option<Box<KeyFn<W>>>,
     keys: Keys<S>,
@@ -304,7 +315,7 @@ where
         let Process { f, key_fn, keys, typed, .. } = self;
         let mut r = Reader::new(input);
         typed.clear();
-        let bytes = keys.read(&mut r, |key| {
+        let mut slots = keys.read(&mut r, |key| {
             typed.push(decode::<K>(key, "key")?);
             Ok(())
         })?;
@@ -313,17 +324,14 @@ where
         let mut em = Emitter::new(out, key_fn.as_deref_mut());
         for _ in 0..count {
             let (index, ts, value) = read_keyed_record(&mut r)?;
-            let (Some(key_bytes), Some(key), Some(state), Some(changed)) = (
-                bytes.get(index),
-                typed.get(index),
-                keys.states.get_mut(index),
-                keys.changed.get_mut(index),
-            ) else {
-                return Err(bad_index(index, bytes.len()));
+            let keys_len = slots.len();
+            let (Some(slot), Some(key)) = (slots.get_mut(index), typed.get(index)) else {
+                return Err(bad_index(index, keys_len));
             };
             let value: V = decode(value, "record value")?;
-            em.set_input(ts, key_bytes);
-            let mut ctx = KeyedContext { key, key_bytes, state, changed, ts };
+            em.set_input(ts, slot.key);
+            let mut ctx =
+                KeyedContext { key, key_bytes: slot.key, state: &mut slot.state, changed: &mut slot.changed, ts };
             f(&mut ctx, value, &mut em);
             if let Some(e) = em.take_error() {
                 return Err(e);
@@ -332,7 +340,7 @@ where
         r.finish()?;
         drop(em);
         codec::end_records(out, at)?;
-        keys.finish(bytes, out)
+        keys.finish(slots, out)
     }
 
     fn fuse_key(&mut self, key_fn: Box<dyn Any>) -> Result<(), Box<dyn Any>> {

@@ -53,6 +53,14 @@
 //! - Text sinks get an operator `"<sink uid>.format"` in front of them (forward edge)
 //!   that turns postcard `(K, V)` into UTF-8 text; discard sinks get none.
 //!
+//! ## Performance
+//! Batches are decoded in place: records are slices of the input buffer, and only the
+//! user's own types allocate. Output is written straight into one buffer sized from the
+//! previous batch, with length prefixes patched afterwards. Keyed operators decode each
+//! key's value state once per batch and write it back once, with no host call on the
+//! hot path. Integer keys, values and states (`u32`, `u64`, `usize`, `i32`, `i64`) skip
+//! serde and are read and written as postcard varints directly.
+//!
 //! It is not: a runtime (the host runs sources, sinks, routing and state), a place for
 //! windows or timers yet, or a binding users touch (`wit` is generated and hidden).
 
@@ -155,7 +163,7 @@ macro_rules! export_job {
                 }
             }
 
-            $crate::wit::export!(__WeirJob with_types_in $crate::wit);
+    $crate::wit::export!(__WeirJob with_types_in $crate::wit);
         };
     };
 }

@@ -107,9 +107,7 @@ pub(crate) fn map<V: Data, W: Data>(mut f: impl FnMut(V) -> W + 'static) -> Box<
 }
 
 /// Operator for `Stream::flat_map`.
-pub(crate) fn flat_map<V: Data, W: Data>(
-    mut f: impl FnMut(V, &mut Emitter<'_, W>) + 'static,
-) -> Box<dyn Operator> {
+pub(crate) fn flat_map<V: Data, W: Data>(mut f: impl FnMut(V, &mut Emitter<'_, W>) + 'static) -> Box<dyn Operator> {
     Box::new(Stateless::new(move |v: V, _: &Record<'_>, em: &mut Emitter<'_, W>| f(v, em)))
 }
 
@@ -130,7 +128,7 @@ pub(crate) fn filter<V: Data>(mut f: impl FnMut(&V) -> bool + 'static) -> Box<dy
 /// Builds the type-erased key selector of `key_by`, boxed twice so it can travel as
 /// `Box<dyn Any>` until the plan decides where it runs.
 pub(crate) fn key_fn<V: Data, K: Data>(mut selector: impl FnMut(&V) -> K + 'static) -> Box<dyn Any> {
-    let key_fn: Box<KeyFn<V>> = Box::new(move |v: &V, out: &mut Vec<u8>| codec::encode_into(out, &selector(v)));
+    let key_fn: Box<KeyFn<V>> = Box::new(move |v: &V, out: &mut Vec<u8>| codec::put_encoded(out, &selector(v)));
     Box::new(key_fn)
 }
 
@@ -138,9 +136,8 @@ pub(crate) fn key_fn<V: Data, K: Data>(mut selector: impl FnMut(&V) -> K + 'stat
 /// upstream operator (e.g. the upstream is a host source). It decodes the value only to
 /// compute the key; the value bytes are copied as they are.
 pub(crate) fn key_selector<V: Data>(key_fn: Box<dyn Any>) -> Result<Box<dyn Operator>, String> {
-    let key_fn = key_fn
-        .downcast::<Box<KeyFn<V>>>()
-        .map_err(|_| "internal: key selector of the wrong type".to_string())?;
+    let key_fn =
+        key_fn.downcast::<Box<KeyFn<V>>>().map_err(|_| "internal: key selector of the wrong type".to_string())?;
     let op = Stateless::with_key(
         |v: V, rec: &Record<'_>, em: &mut Emitter<'_, V>| em.emit_raw_value(&v, rec.value),
         *key_fn,
@@ -213,10 +210,7 @@ mod tests {
     fn map_keeps_key_and_timestamp() {
         let mut op = map(|v: u64| v * 2);
         let input = records(&[(5, b"k", &enc(&21u64)), (6, b"", &enc(&1u64))]);
-        assert_eq!(
-            run(op.as_mut(), &input),
-            vec![(5, b"k".to_vec(), enc(&42u64)), (6, vec![], enc(&2u64))]
-        );
+        assert_eq!(run(op.as_mut(), &input), vec![(5, b"k".to_vec(), enc(&42u64)), (6, vec![], enc(&2u64))]);
     }
 
     #[test]
@@ -233,7 +227,7 @@ mod tests {
 
     #[test]
     fn filter_copies_records() {
-        let mut op = filter(|v: &u64| v % 2 == 0);
+        let mut op = filter(|v: &u64| v.is_multiple_of(2));
         let input = records(&[(1, b"x", &enc(&1u64)), (2, b"y", &enc(&2u64))]);
         assert_eq!(run(op.as_mut(), &input), vec![(2, b"y".to_vec(), enc(&2u64))]);
     }
@@ -249,10 +243,7 @@ mod tests {
         // a second selector, or one of the wrong type, is refused
         assert!(op.fuse_key(key_fn(|w: &String| w.len() as u32)).is_err());
         let input = records(&[(1, b"", &enc(&"ab c".to_string()))]);
-        assert_eq!(
-            run(op.as_mut(), &input),
-            vec![(1, enc(&2u32), enc(&"ab")), (1, enc(&1u32), enc(&"c"))]
-        );
+        assert_eq!(run(op.as_mut(), &input), vec![(1, enc(&2u32), enc(&"ab")), (1, enc(&1u32), enc(&"c"))]);
         let mut wrong = map(|v: u64| v);
         assert!(wrong.fuse_key(key_fn(|w: &String| w.len() as u32)).is_err());
     }

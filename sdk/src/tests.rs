@@ -125,10 +125,7 @@ fn dispatch_runs_registered_operators() {
     let input = records(&[(4, b"", &enc(&"a b a"))]);
     let out = runtime::process(1, &input).unwrap();
     let split = parse_output(&out).records;
-    assert_eq!(
-        split,
-        [(4, enc(&"a"), enc(&"a")), (4, enc(&"b"), enc(&"b")), (4, enc(&"a"), enc(&"a"))]
-    );
+    assert_eq!(split, [(4, enc(&"a"), enc(&"a")), (4, enc(&"b"), enc(&"b")), (4, enc(&"a"), enc(&"a"))]);
 
     // The host groups by key for the keyed count.
     let (a, b) = (enc(&"a"), enc(&"b"));
@@ -146,4 +143,52 @@ fn dispatch_runs_registered_operators() {
     assert_eq!(runtime::process(99, &[]), Err(OpError::UnknownOperator(99)));
     assert!(matches!(runtime::process(1, &[1, 2, 3]), Err(OpError::BadInput(_))));
     runtime::close(1).unwrap();
+}
+
+/// Rough native throughput of the keyed-sum operators (run with
+/// `cargo test --release -- --ignored --nocapture bench`). Batches are built before
+/// timing so the harness's allocations stay out of the measurement.
+#[test]
+#[ignore]
+fn bench_keyed_sum_native() {
+    fn key(i: u64) -> u64 {
+        i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % 100_000
+    }
+    fn job(job: &mut Job) {
+        job.generator("numbers", 0, 1).key_by("by-key", |i: &u64| key(*i)).sum("sum").discard("out");
+    }
+    runtime::plan(job, vec![]).unwrap();
+    let (n, batch) = (4_000_000u64, 4096u64);
+    let mut selector_batches = Vec::new();
+    let mut sum_batches = Vec::new();
+    let state = enc(&7u64);
+    for start in (0..n).step_by(batch as usize) {
+        let end = (start + batch).min(n);
+        let values: Vec<Vec<u8>> = (start..end).map(|x| enc(&x)).collect();
+        let recs: Vec<(i64, &[u8], &[u8])> = values.iter().map(|v| (0, &b""[..], &v[..])).collect();
+        selector_batches.push(records(&recs));
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        let mut index = std::collections::HashMap::new();
+        let mut rs = Vec::new();
+        for (x, v) in (start..end).zip(&values) {
+            let k = enc(&key(x));
+            let i = *index.entry(k.clone()).or_insert_with(|| {
+                keys.push(k.clone());
+                keys.len() as u32 - 1
+            });
+            rs.push((i, 0i64, &v[..]));
+        }
+        let ks: Vec<(&[u8], Option<&[u8]>)> = keys.iter().map(|k| (&k[..], Some(&state[..]))).collect();
+        sum_batches.push(keyed(&ks, &rs));
+    }
+    let time = |op: u32, batches: &[Vec<u8>]| {
+        let t = std::time::Instant::now();
+        for b in batches {
+            std::hint::black_box(runtime::process(op, b).unwrap());
+        }
+        n as f64 / t.elapsed().as_secs_f64() / 1e6
+    };
+    for _ in 0..3 {
+        println!("selector {:.1} M/s, sum {:.1} M/s", time(1, &selector_batches), time(2, &sum_batches));
+    }
 }

@@ -1,1 +1,7 @@
-fn main(){}
+//! End-to-end tests through the `weir` binary and the embedded cluster.
+
+#[path = "../support.rs"]
+mod support;
+
+mod bad_jobs;
+mod wordcount;

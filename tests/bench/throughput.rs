@@ -1,1 +1,181 @@
-fn main(){}
+//! Throughput benchmark: records/s and peak RSS of two workloads, each as a Wasm job
+//! run by `weir run` (embedded cluster, parallelism 1, fjall-backed keyed state) and
+//! as a native Rust loop doing the same work, the limit Wasm is measured against.
+//!
+//! `cargo bench --bench throughput` (N records from `WEIR_BENCH_N`, default 20M).
+//!
+//! - keyed-sum: key = splitmix64(i) % 100000, value = i; running sum per key; every
+//!   update emitted to a discard sink.
+//! - wordcount: N/8 lines of 8 words, word j of line i = "w" + splitmix64(i*8+j) % 10000;
+//!   split, running count per word, every update emitted to a discard sink.
+
+#[path = "../support.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::io::{BufRead, BufWriter, Write};
+use std::path::Path;
+use std::time::Instant;
+
+use support::{example, splitmix64, weir};
+
+struct Measure {
+    records_per_s: f64,
+    peak_rss_mib: f64,
+}
+
+/// Peak RSS of a finished child, from wait4's rusage.
+#[allow(unsafe_code)]
+fn wait_rss(child: std::process::Child) -> (std::process::ExitStatus, f64) {
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for our own child process.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid, "wait4");
+    std::mem::forget(child);
+    let exit = std::os::unix::process::ExitStatusExt::from_raw(status);
+    (exit, usage.ru_maxrss as f64 / 1024.0)
+}
+
+fn self_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Runs a job and reads its throughput from the job report (so process start and
+/// component loading are not counted) and its peak RSS from the kernel.
+fn run_wasm(job: &Path, args: &[&str], records: u64) -> Measure {
+    let mut child = weir()
+        .arg("run")
+        .arg(job)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("weir starts");
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut e, &mut stderr).expect("read stderr");
+    }
+    let (status, rss) = wait_rss(child);
+    assert!(status.success(), "job failed: {stderr}");
+    let secs: f64 = stderr
+        .lines()
+        .find_map(|l| l.split(" finished in ").nth(1))
+        .and_then(|s| s.trim_end_matches('s').parse().ok())
+        .unwrap_or_else(|| panic!("no report in: {stderr}"));
+    Measure { records_per_s: records as f64 / secs, peak_rss_mib: rss }
+}
+
+fn native_keyed_sum(n: u64) -> f64 {
+    let start = Instant::now();
+    let mut sums: HashMap<u64, u64, BuildFx> = HashMap::with_hasher(BuildFx);
+    for i in 0..n {
+        let key = splitmix64(i) % 100_000;
+        let s = sums.entry(key).or_default();
+        *s = s.wrapping_add(i);
+        black_box((key, *s));
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn native_wordcount(path: &Path, words: u64) -> f64 {
+    let start = Instant::now();
+    let mut counts: HashMap<String, u64, BuildFx> = HashMap::with_hasher(BuildFx);
+    let file = std::io::BufReader::new(std::fs::File::open(path).expect("input"));
+    for line in file.lines() {
+        let line = line.expect("line");
+        for w in line.split_whitespace() {
+            let c = match counts.get_mut(w) {
+                Some(c) => c,
+                None => counts.entry(w.to_string()).or_default(),
+            };
+            *c += 1;
+            black_box((w, *c));
+        }
+    }
+    words as f64 / start.elapsed().as_secs_f64()
+}
+
+/// FxHash: the fast hasher a careful native implementation would pick.
+#[derive(Clone, Copy, Default)]
+struct BuildFx;
+#[derive(Default)]
+struct Fx(u64);
+impl std::hash::BuildHasher for BuildFx {
+    type Hasher = Fx;
+    fn build_hasher(&self) -> Fx {
+        Fx(0)
+    }
+}
+impl std::hash::Hasher for Fx {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+fn write_words(path: &Path, n: u64) {
+    let mut w = BufWriter::new(std::fs::File::create(path).expect("create"));
+    for i in 0..n / 8 {
+        for j in 0..8 {
+            let sep = if j == 7 { "\n" } else { " " };
+            write!(w, "w{}{sep}", splitmix64(i * 8 + j) % 10_000).expect("write");
+        }
+    }
+    w.flush().expect("flush");
+}
+
+fn row(name: &str, wasm: &Measure, native: f64, native_rss: f64) {
+    println!(
+        "{name:<12} {:>14.0} {:>14.0} {:>8.2} {:>12.1} {:>12.1}",
+        wasm.records_per_s,
+        native,
+        wasm.records_per_s / native,
+        wasm.peak_rss_mib,
+        native_rss
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        println!("throughput: benchmark");
+        return;
+    }
+    let n: u64 = std::env::var("WEIR_BENCH_N").ok().and_then(|s| s.parse().ok()).unwrap_or(20_000_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let words = dir.path().join("words.txt");
+    write_words(&words, n);
+    let (keyed_sum, wordcount) = (example("keyed_sum"), example("wordcount"));
+    // Warm the compiled-component cache so runs measure processing, not compiling.
+    let _ = run_wasm(&keyed_sum, &["--arg", "n=1000"], 1000);
+
+    let native_ks = native_keyed_sum(n);
+    let native_ks_rss = self_rss_mib();
+    let native_wc = native_wordcount(&words, n);
+    let native_wc_rss = self_rss_mib();
+    let n_arg = format!("n={n}");
+    let wasm_ks = run_wasm(&keyed_sum, &["--arg", &n_arg, "--arg", "sink=discard"], n);
+    let words_arg = words.display().to_string();
+    let wasm_wc = run_wasm(&wordcount, &["--input", &words_arg, "--arg", "sink=discard"], n);
+
+    println!("N = {n} records, parallelism 1, fjall-backed keyed state, fuel metering on");
+    println!("{:<12} {:>14} {:>14} {:>8} {:>12} {:>12}", "workload", "wasm rec/s", "native rec/s", "ratio", "wasm RSS MiB", "native MiB");
+    row("keyed-sum", &wasm_ks, native_ks, native_ks_rss);
+    row("wordcount", &wasm_wc, native_wc, native_wc_rss);
+}

@@ -386,7 +386,7 @@ impl JobHandle {
                 }
                 Err(error) => {
                     self.cancel.cancel();
-                    tracing::warn!(job = %self.id, %task, "subtask failed: {error}");
+                    tracing::info!(job = %self.id, %task, "subtask failed: {error}");
                     if failure.as_ref().is_none_or(|f| matches!(f, JobError::Cancelled)) {
                         failure = Some(JobError::Task { task, error });
                     }

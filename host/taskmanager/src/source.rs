@@ -47,8 +47,8 @@ impl Source for Generator {
         if self.next >= self.end {
             return Ok(None);
         }
-        let mut n = 0;
-        while self.next < self.end && out.len() < BATCH_BYTES {
+        let (mut n, limit) = (0, out.len() + BATCH_BYTES);
+        while self.next < self.end && out.len() < limit {
             n += 1;
             self.scratch.clear();
             push_varint(&mut self.scratch, self.next);
@@ -100,8 +100,8 @@ impl Source for FileLines {
         if self.pos >= self.end {
             return Ok(None);
         }
-        let mut count = 0;
-        while self.pos < self.end && out.len() < BATCH_BYTES {
+        let (mut count, limit) = (0, out.len() + BATCH_BYTES);
+        while self.pos < self.end && out.len() < limit {
             self.line.clear();
             let n = self.reader.read_until(b'\n', &mut self.line).map_err(|e| TaskError::Source(format!("{}: {e}", self.path.display())))?;
             if n == 0 {

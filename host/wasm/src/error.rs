@@ -84,6 +84,8 @@ impl std::fmt::Display for TrapKind {
                 requested >> 20,
                 limit >> 20
             ),
+            // Guest SDKs usually say "panicked at <location>: ..." themselves.
+            TrapKind::Panic(msg) if msg.starts_with("panicked") => write!(f, "{msg}"),
             TrapKind::Panic(msg) => write!(f, "panicked: {msg}"),
             TrapKind::Other(msg) => write!(f, "trapped: {msg}"),
         }

@@ -1,0 +1,37 @@
+//! Keyed sum, the throughput benchmark: the numbers `0..n` (argument `n`, default
+//! 1 000 000), keyed by `splitmix64(i) % 100 000`, summed per key; every record emits
+//! `(key, running sum)`. Argument `sink`: `discard` (default) drops the output, anything
+//! else uses the default text sink.
+//!
+//! The key selector runs as its own small operator (the generator is a host source) and
+//! passes the value through untouched, which is exactly "map i to (key, i), key by key";
+//! the sum then runs on value state that travels with each batch, without host calls.
+
+use weir_sdk::prelude::*;
+
+/// The standard splitmix64 finalizer, so the host side can compute expected outputs.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn build(job: &mut Job) {
+    let n = match job.arg("n").map(str::parse::<u64>) {
+        None => 1_000_000,
+        Some(Ok(n)) => n,
+        Some(Err(e)) => {
+            job.fail(format!("argument n: {e}"));
+            0
+        }
+    };
+    let sink = match job.arg("sink") {
+        None | Some("discard") => Sink::discard(),
+        Some(_) => Sink::default(),
+    };
+    job.name("keyed_sum");
+    job.generator("numbers", 0, n).key_by("by-key", |i: &u64| splitmix64(*i) % 100_000).sum("sum").sink("out", sink);
+}
+
+weir_sdk::export_job!(build);

@@ -1,0 +1,25 @@
+# Everyday recipes. `just --list` shows them.
+
+# Build the example jobs (Wasm components) into target/wasm32-wasip2/release.
+examples:
+    cargo build --release --target wasm32-wasip2 --manifest-path examples-wasm/Cargo.toml --target-dir target
+
+# Run word count over README.md on the embedded cluster.
+demo: examples
+    cargo run --release -- run target/wasm32-wasip2/release/wordcount.wasm --input README.md
+
+# All tests (the README's test command).
+test:
+    rustup target add wasm32-wasip2 && cargo test --release --workspace
+
+# Throughput and peak-RSS benchmark (WEIR_BENCH_N records, default 20M).
+bench:
+    cargo bench --bench throughput
+
+# Print a job's graph.
+inspect job="target/wasm32-wasip2/release/wordcount.wasm":
+    cargo run --release -- inspect {{job}}
+
+lint:
+    cargo fmt --check
+    cargo clippy --release --workspace --all-targets -- -D warnings
