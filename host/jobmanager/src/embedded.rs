@@ -53,7 +53,7 @@ pub struct JobSpec {
 #[derive(Debug, Error)]
 pub enum JobError {
     /// The component was refused.
-    #[error("{0}")]
+    #[error(transparent)]
     Load(#[from] LoadError),
     /// The component's plan call failed.
     #[error("the job's plan failed: {0}")]
@@ -80,7 +80,7 @@ pub enum JobError {
         source: std::io::Error,
     },
     /// Keyed state could not be set up.
-    #[error("{0}")]
+    #[error(transparent)]
     State(#[from] StateError),
     /// A subtask failed; the job was cancelled.
     #[error("subtask {task} failed: {error}")]

@@ -78,12 +78,9 @@ impl std::fmt::Display for TrapKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TrapKind::FuelExhausted { budget } => write!(f, "fuel exhausted (budget {budget} per call): the operator loops forever or is far too slow"),
-            TrapKind::MemoryLimit { limit, requested } => write!(
-                f,
-                "memory limit hit: tried to grow linear memory to {} MiB, limit is {} MiB",
-                requested >> 20,
-                limit >> 20
-            ),
+            TrapKind::MemoryLimit { limit, requested } => {
+                write!(f, "memory limit hit: tried to grow linear memory to {requested} bytes, limit is {} MiB", limit >> 20)
+            }
             // Guest SDKs usually say "panicked at <location>: ..." themselves.
             TrapKind::Panic(msg) if msg.starts_with("panicked") => write!(f, "{msg}"),
             TrapKind::Panic(msg) => write!(f, "panicked: {msg}"),
