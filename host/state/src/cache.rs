@@ -7,11 +7,46 @@ use crate::store::{StateError, TaskState};
 /// Rough per-entry bookkeeping cost, counted against the byte budget.
 const ENTRY_OVERHEAD: usize = 64;
 
+/// Bytes stored in place up to this length. Keys and values of keyed operators are
+/// mostly small (an integer, a short word, a counter); keeping them inside the entry
+/// makes a lookup touch one cache line instead of three.
+const INLINE: usize = 22;
+
+/// A byte string, inline when short.
+#[derive(Clone)]
+enum Bytes {
+    Inline { len: u8, data: [u8; INLINE] },
+    Heap(Box<[u8]>),
+}
+
+impl Bytes {
+    #[inline]
+    fn new(b: &[u8]) -> Self {
+        if b.len() <= INLINE {
+            let mut data = [0u8; INLINE];
+            data[..b.len()].copy_from_slice(b);
+            Bytes::Inline { len: b.len() as u8, data }
+        } else {
+            Bytes::Heap(b.into())
+        }
+    }
+
+    #[inline]
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Bytes::Inline { len, data } => &data[..*len as usize],
+            Bytes::Heap(b) => b,
+        }
+    }
+}
+
+// One cache line per entry.
+#[repr(align(64))]
 struct Entry {
     hash: u64,
+    key: Bytes,
+    value: Option<Bytes>,
     group: u16,
-    key: Box<[u8]>,
-    value: Option<Vec<u8>>,
     dirty: bool,
 }
 
@@ -27,13 +62,48 @@ pub struct ValueCache {
     op: u32,
     budget: usize,
     used: usize,
-    table: HashTable<u32>,
+    /// Entry index and the high half of the key hash, so probing never has to touch
+    /// an entry (a likely cache miss) to rule out a collision.
+    table: HashTable<(u32, u32)>,
     entries: Vec<Entry>,
+    candidates: Vec<u32>,
 }
 
 impl ValueCache {
     pub(crate) fn new(state: TaskState, op: u32, budget: usize) -> Self {
-        Self { state, op, budget, used: 0, table: HashTable::new(), entries: Vec::new() }
+        Self { state, op, budget, used: 0, table: HashTable::new(), entries: Vec::new(), candidates: Vec::new() }
+    }
+
+    /// Resolves the entries of many keys (`hashes[i]` is the stable hash of
+    /// `key(i)`), appending their indices to `out` in order.
+    ///
+    /// Two passes, because the entries of a large state do not fit in the CPU caches:
+    /// the first probes the table (small, cache-resident) and touches each candidate
+    /// entry without waiting on it, so the memory system fetches many at once; the
+    /// second checks keys against entries that are by then in cache.
+    pub fn resolve<'k>(&mut self, hashes: &[u64], key: impl Fn(usize) -> &'k [u8], out: &mut Vec<usize>) -> Result<(), StateError> {
+        let mut candidates = std::mem::take(&mut self.candidates);
+        candidates.clear();
+        let mut touch = 0u64;
+        for &hash in hashes {
+            let tag = (hash >> 32) as u32;
+            let c = self.table.find(hash, |&(_, t)| t == tag).map_or(u32::MAX, |&(i, _)| i);
+            if let Some(e) = self.entries.get(c as usize) {
+                touch ^= e.hash;
+            }
+            candidates.push(c);
+        }
+        std::hint::black_box(touch);
+        for (i, (&hash, &c)) in hashes.iter().zip(&candidates).enumerate() {
+            let k = key(i);
+            let index = match self.entries.get(c as usize) {
+                Some(e) if e.hash == hash && e.key.as_slice() == k => c as usize,
+                _ => self.entry(hash, k)?,
+            };
+            out.push(index);
+        }
+        self.candidates = candidates;
+        Ok(())
     }
 
     /// Finds `key` (whose stable hash is `hash`), loading it from fjall on a miss.
@@ -41,9 +111,9 @@ impl ValueCache {
     #[inline]
     pub fn entry(&mut self, hash: u64, key: &[u8]) -> Result<usize, StateError> {
         let entries = &self.entries;
-        if let Some(&i) = self.table.find(hash, |&i| {
+        if let Some(&(i, _)) = self.table.find(hash, |&(i, _)| {
             let e = &entries[i as usize];
-            e.hash == hash && &*e.key == key
+            e.hash == hash && e.key.as_slice() == key
         }) {
             return Ok(i as usize);
         }
@@ -53,41 +123,33 @@ impl ValueCache {
     #[cold]
     fn load(&mut self, hash: u64, key: &[u8]) -> Result<usize, StateError> {
         let group = self.state.owned_group_of_hash(hash)?;
-        let value = self.state.ks.get(TaskState::value_key(group, self.op, key))?.map(|v| v.to_vec());
+        let value = self.state.ks.get(TaskState::value_key(group, self.op, key))?.map(|v| Bytes::new(&v));
         let i = self.entries.len();
-        self.used += ENTRY_OVERHEAD + key.len() + value.as_ref().map_or(0, Vec::len);
-        self.entries.push(Entry { hash, group, key: key.into(), value, dirty: false });
+        self.used += ENTRY_OVERHEAD + key.len() + value.as_ref().map_or(0, |v| v.as_slice().len());
+        self.entries.push(Entry { hash, group, key: Bytes::new(key), value, dirty: false });
         let entries = &self.entries;
-        self.table.insert_unique(hash, i as u32, |&j| entries[j as usize].hash);
+        self.table.insert_unique(hash, (i as u32, (hash >> 32) as u32), |&(j, _)| entries[j as usize].hash);
         Ok(i)
     }
 
     /// The key at `index`.
     #[inline]
     pub fn key(&self, index: usize) -> &[u8] {
-        &self.entries[index].key
+        self.entries[index].key.as_slice()
     }
 
     /// The value at `index`.
     #[inline]
     pub fn get(&self, index: usize) -> Option<&[u8]> {
-        self.entries[index].value.as_deref()
+        self.entries[index].value.as_ref().map(Bytes::as_slice)
     }
 
     /// Replaces the value at `index` (`None` clears it).
     #[inline]
     pub fn set(&mut self, index: usize, value: Option<&[u8]>) {
         let e = &mut self.entries[index];
-        let old = e.value.as_ref().map_or(0, Vec::len);
-        match (value, &mut e.value) {
-            // Reuse the allocation: the common case is a same-size update.
-            (Some(v), Some(cur)) => {
-                cur.clear();
-                cur.extend_from_slice(v);
-            }
-            (Some(v), slot) => *slot = Some(v.to_vec()),
-            (None, slot) => *slot = None,
-        }
+        let old = e.value.as_ref().map_or(0, |v| v.as_slice().len());
+        e.value = value.map(Bytes::new);
         e.dirty = true;
         self.used = self.used + value.map_or(0, <[u8]>::len) - old;
     }
@@ -117,7 +179,7 @@ impl ValueCache {
     pub fn flush(&mut self) -> Result<(), StateError> {
         let mut batch = self.state.db.batch();
         for e in self.entries.iter_mut().filter(|e| e.dirty) {
-            let k = TaskState::value_key(e.group, self.op, &e.key);
+            let k = TaskState::value_key(e.group, self.op, e.key.as_slice());
             match &e.value {
                 Some(v) => batch.insert(&self.state.ks, k, v.as_slice()),
                 None => batch.remove(&self.state.ks, k),
@@ -163,6 +225,38 @@ mod tests {
         let mut mine = task.value_cache(3, 1 << 20);
         let i = mine.entry(key_hash(&[7]), &[7])?;
         assert_eq!(mine.get(i), Some(&[3u8][..]));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod hit_tests {
+    use crate::StateStore;
+    use weir_types::keygroup::key_hash;
+
+    #[test]
+    fn repeated_keys_hit_the_cache() -> Result<(), crate::StateError> {
+        let dir = tempfile::tempdir().map_err(|e| crate::StateError::Backend(e.into()))?;
+        let store = StateStore::open(dir.path())?;
+        let task = store.task("job", 128, 0..128)?;
+        let mut cache = task.value_cache(1, 1 << 30);
+        let keys: Vec<[u8; 4]> = (0..1000u32).map(u32::to_le_bytes).collect();
+        let hashes: Vec<u64> = keys.iter().map(|k| key_hash(k)).collect();
+        for _ in 0..3 {
+            for (k, &h) in keys.iter().zip(&hashes) {
+                let i = cache.entry(h, k)?;
+                assert_eq!(cache.key(i), k);
+            }
+            let mut out = Vec::new();
+            cache.resolve(&hashes, |i| &keys[i], &mut out)?;
+            assert!(out.iter().zip(&keys).all(|(&i, k)| cache.key(i) == k));
+            cache.end_batch()?;
+        }
+        assert_eq!(cache.len(), 1000);
+        // A hash whose tag matches an entry of another key must still find its own.
+        let mut out = Vec::new();
+        cache.resolve(&[hashes[0]], |_| b"other", &mut out)?;
+        assert_eq!(cache.key(out[0]), b"other");
         Ok(())
     }
 }

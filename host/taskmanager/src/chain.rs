@@ -34,9 +34,21 @@ struct KeyedScratch {
     slots: Vec<usize>,
     /// For each cache entry: the batch (epoch) it was last seen in, and its key index.
     entry_slot: Vec<(u32, u32)>,
-    /// Each record's key index, timestamp and value span in the incoming batch.
-    records: Vec<(u32, i64, usize, usize)>,
+    /// The incoming batch's records.
+    records: Vec<KeyedRecord>,
+    /// Stable hash of each record's key.
+    hashes: Vec<u64>,
+    /// Cache entry of each record's key.
+    entries: Vec<usize>,
     epoch: u32,
+}
+
+/// Where a record of the incoming batch lies, and its key index once known.
+struct KeyedRecord {
+    key: std::ops::Range<usize>,
+    ts: i64,
+    value: std::ops::Range<usize>,
+    slot: u32,
 }
 
 pub(crate) struct Chain {
@@ -140,14 +152,23 @@ fn build_keyed_input(cache: &mut ValueCache, data: &[u8], s: &mut KeyedScratch) 
     }
     s.slots.clear();
     s.records.clear();
+    s.hashes.clear();
+    s.entries.clear();
     let mut c = Cursor::new(data);
     while c.remaining() > 0 {
         let r = c.record().map_err(|e| TaskError::Internal(format!("keyed input: {e}")))?;
-        let entry = cache.entry(key_hash(r.key), r.key)?;
+        let value_end = c.position();
+        let key_end = value_end - r.value.len() - 4;
+        s.hashes.push(key_hash(r.key));
+        s.records.push(KeyedRecord { key: key_end - r.key.len()..key_end, ts: r.ts, value: value_end - r.value.len()..value_end, slot: 0 });
+    }
+    let records = &s.records;
+    cache.resolve(&s.hashes, |i| &data[records[i].key.clone()], &mut s.entries)?;
+    for (rec, &entry) in s.records.iter_mut().zip(&s.entries) {
         if s.entry_slot.len() <= entry {
             s.entry_slot.resize(entry + 1, (0, 0));
         }
-        let slot = match s.entry_slot[entry] {
+        rec.slot = match s.entry_slot[entry] {
             (epoch, slot) if epoch == s.epoch => slot,
             _ => {
                 let slot = s.slots.len() as u32;
@@ -156,8 +177,6 @@ fn build_keyed_input(cache: &mut ValueCache, data: &[u8], s: &mut KeyedScratch) 
                 slot
             }
         };
-        let value_end = c.position();
-        s.records.push((slot, r.ts, value_end - r.value.len(), value_end));
     }
     s.input.clear();
     batch::push_key_count(&mut s.input, s.slots.len() as u32);
@@ -165,8 +184,8 @@ fn build_keyed_input(cache: &mut ValueCache, data: &[u8], s: &mut KeyedScratch) 
         batch::push_key_with_state(&mut s.input, cache.key(entry), cache.get(entry));
     }
     batch::push_keyed_records_header(&mut s.input, s.records.len() as u32);
-    for &(slot, ts, start, end) in &s.records {
-        batch::push_keyed_record(&mut s.input, slot, ts, &data[start..end]);
+    for r in &s.records {
+        batch::push_keyed_record(&mut s.input, r.slot, r.ts, &data[r.value.clone()]);
     }
     Ok(())
 }
