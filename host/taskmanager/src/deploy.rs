@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use thiserror::Error;
 use weir_state::{StateError, TaskState};
-use weir_types::batch;
 use weir_wasm::{Instance, JobComponent, LoadError, OperatorFailure, Runtime, TaskInfo};
 
 use crate::chain::Chain;
@@ -171,7 +170,7 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
         stats.records_out += count as u64;
         match &mut tail {
             Tail::Sink(s) => s.write(records),
-            Tail::Routers(rs) => rs.iter_mut().try_for_each(|r| r.push(records, &cancel)),
+            Tail::Routers(rs) => rs.iter_mut().try_for_each(|r| r.push(records, count, &cancel)),
         }
     };
     match head {
@@ -190,8 +189,7 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
             let mut ended = 0;
             while ended < producers {
                 match exchange::recv(&rx, &cancel)? {
-                    Message::Batch(b) => {
-                        let n = batch::validate(&b).map_err(|e| TaskError::Internal(format!("received an invalid batch: {e}")))?;
+                    Message::Batch(b, n) => {
                         stats.records_in += n as u64;
                         deliver(&b, n, &mut stats)?;
                     }

@@ -12,8 +12,9 @@ use crate::deploy::{Cancel, TaskError};
 /// A message on a channel into a subtask.
 #[derive(Debug)]
 pub enum Message {
-    /// A plain record batch.
-    Batch(Vec<u8>),
+    /// A plain record batch and its record count. In-process batches come from
+    /// checked operator output, so the consumer need not parse them again to count.
+    Batch(Vec<u8>, usize),
     /// One upstream subtask has no more records.
     End,
 }
@@ -66,6 +67,7 @@ pub struct Router {
     partitioning: Partitioning,
     targets: Vec<Sender<Message>>,
     buffers: Vec<Vec<u8>>,
+    counts: Vec<usize>,
     max_parallelism: u32,
     next: usize,
 }
@@ -75,17 +77,21 @@ impl Router {
     /// Forward edges get exactly the one target they feed.
     pub fn new(partitioning: Partitioning, targets: Vec<Sender<Message>>, max_parallelism: u32) -> Self {
         let buffers = targets.iter().map(|_| Vec::with_capacity(BATCH_BYTES * 2)).collect();
-        Self { partitioning, targets, buffers, max_parallelism, next: 0 }
+        let counts = vec![0; targets.len()];
+        Self { partitioning, targets, buffers, counts, max_parallelism, next: 0 }
     }
 
-    /// Routes a valid plain batch, sending every buffer that filled up.
-    pub fn push(&mut self, records: &[u8], cancel: &Cancel) -> Result<(), TaskError> {
+    /// Routes a valid plain batch of `count` records, sending every buffer that
+    /// filled up.
+    pub fn push(&mut self, records: &[u8], count: usize, cancel: &Cancel) -> Result<(), TaskError> {
         let n = self.targets.len();
         if n == 1 || self.partitioning == Partitioning::Forward {
             self.buffers[0].extend_from_slice(records);
+            self.counts[0] += count;
         } else if self.partitioning == Partitioning::Broadcast {
-            for b in &mut self.buffers {
+            for (b, c) in self.buffers.iter_mut().zip(&mut self.counts) {
                 b.extend_from_slice(records);
+                *c += count;
             }
         } else {
             let mut c = Cursor::new(records);
@@ -103,6 +109,7 @@ impl Router {
                     }
                 };
                 self.buffers[t].extend_from_slice(&records[start..c.position()]);
+                self.counts[t] += 1;
             }
         }
         for t in 0..n {
@@ -115,7 +122,8 @@ impl Router {
 
     fn send_buffer(&mut self, t: usize, cancel: &Cancel) -> Result<(), TaskError> {
         let full = std::mem::replace(&mut self.buffers[t], Vec::with_capacity(BATCH_BYTES * 2));
-        send(&self.targets[t], Message::Batch(full), cancel)
+        let count = std::mem::take(&mut self.counts[t]);
+        send(&self.targets[t], Message::Batch(full, count), cancel)
     }
 
     /// Sends what is buffered and tells every target this producer is done.
