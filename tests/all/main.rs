@@ -4,4 +4,5 @@
 mod support;
 
 mod bad_jobs;
+mod cache;
 mod wordcount;

@@ -163,11 +163,16 @@ impl Runtime {
             // directory owned by this host; wasmtime still checks its header.
             #[allow(unsafe_code)]
             match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(c) => return Ok(c),
+                Ok(c) => {
+                    tracing::info!(hash, "loaded the compiled component from the cache");
+                    return Ok(c);
+                }
                 Err(e) => tracing::warn!(path = %path.display(), "discarding unusable compiled component: {e:#}"),
             }
         }
+        let started = std::time::Instant::now();
         let component = Component::from_binary(engine, bytes).map_err(|e| LoadError::Invalid(one_line(&e)))?;
+        tracing::info!(hash, ms = started.elapsed().as_millis() as u64, "compiled the component");
         let serialized = component.serialize().map_err(|e| LoadError::Sandbox(one_line(&e)))?;
         let io = |source| LoadError::Cache { path: path.display().to_string(), source };
         // Write then rename, so a crash never leaves a half-written file under the
