@@ -15,7 +15,7 @@ fn write_text(path: &Path, lines: u64) {
     for i in 0..lines {
         let r = splitmix64(i);
         let n = (r % 12) as usize;
-        if r % 7 == 0 {
+        if r.is_multiple_of(7) {
             text.push_str(SEPS[(r >> 8) as usize % SEPS.len()]);
         }
         for j in 0..n {
@@ -24,11 +24,11 @@ fn write_text(path: &Path, lines: u64) {
                 text.push_str(SEPS[(w >> 20) as usize % SEPS.len()]);
             }
             text.push_str(WORDS[w as usize % WORDS.len()]);
-            if w % 5 == 0 {
+            if w.is_multiple_of(5) {
                 text.push_str(&format!("{}", w % 100));
             }
         }
-        text.push_str(if r % 3 == 0 { "\r\n" } else { "\n" });
+        text.push_str(if r.is_multiple_of(3) { "\r\n" } else { "\n" });
     }
     std::fs::write(path, text).expect("write input");
 }

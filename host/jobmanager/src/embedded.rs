@@ -393,10 +393,10 @@ impl JobHandle {
                 }
             }
         }
-        if let Some(c) = self.cleanup.take() {
-            if let Err(e) = c.state.drop_job(&c.keyspace) {
-                tracing::warn!(job = %self.id, "could not drop the job's state: {e}");
-            }
+        if let Some(c) = self.cleanup.take()
+            && let Err(e) = c.state.drop_job(&c.keyspace)
+        {
+            tracing::warn!(job = %self.id, "could not drop the job's state: {e}");
         }
         match failure {
             Some(f) => Err(f),

@@ -20,4 +20,4 @@ mod cache;
 mod store;
 
 pub use cache::ValueCache;
-pub use store::{StateError, StateStore, TaskState};
+pub use store::{MapEntries, StateError, StateStore, TaskState};

@@ -23,6 +23,9 @@ pub enum StateError {
     },
 }
 
+/// All entries of one key's map state, as (field, value) pairs ordered by field.
+pub type MapEntries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Tags the kind of state an entry belongs to, so kinds never collide.
 const VALUE_STATE: u8 = 0;
 const MAP_STATE: u8 = 1;
@@ -137,7 +140,7 @@ impl TaskState {
     }
 
     /// All entries of map state `name` for `key`, ordered by field.
-    pub fn map_entries(&self, op: u32, name: &str, key: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    pub fn map_entries(&self, op: u32, name: &str, key: &[u8]) -> Result<MapEntries, StateError> {
         let prefix = self.map_prefix(op, name, key)?;
         let mut out = Vec::new();
         for guard in self.ks.prefix(&prefix) {

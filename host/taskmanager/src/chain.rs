@@ -3,7 +3,7 @@
 use weir_state::{StateError, TaskState, ValueCache};
 use weir_types::batch::{self, Cursor, StateUpdate};
 use weir_types::keygroup::key_hash;
-use weir_wasm::{Instance, KeyedStateAccess, OperatorFailure, StateAccessError};
+use weir_wasm::{Instance, KeyedStateAccess, MapEntries, OperatorFailure, StateAccessError};
 
 use crate::deploy::{OperatorStep, TaskError};
 
@@ -219,7 +219,7 @@ impl KeyedStateAccess for MapStateAccess {
     fn map_remove(&mut self, op: u32, name: &str, key: &[u8], field: &[u8]) -> Result<(), StateAccessError> {
         self.check(op)?.map_remove(op, name, key, field).map_err(access)
     }
-    fn map_entries(&mut self, op: u32, name: &str, key: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateAccessError> {
+    fn map_entries(&mut self, op: u32, name: &str, key: &[u8]) -> Result<MapEntries, StateAccessError> {
         self.check(op)?.map_entries(op, name, key).map_err(access)
     }
     fn map_clear(&mut self, op: u32, name: &str, key: &[u8]) -> Result<(), StateAccessError> {

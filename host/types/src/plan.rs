@@ -247,17 +247,15 @@ impl JobPlan {
         let mut used_input = false;
         for n in &mut self.nodes {
             match &mut n.kind {
-                NodeKind::Source(SourceKind::FileLines(path)) => {
-                    if path.is_none() {
-                        used_input = true;
-                        match input {
-                            Some(p) => *path = Some(p.to_string()),
-                            None => {
-                                return Err(PlanError::Binding(format!(
-                                    "source {:?} reads the file given at submission, but no input file was given (--input)",
-                                    n.uid
-                                )));
-                            }
+                NodeKind::Source(SourceKind::FileLines(path @ None)) => {
+                    used_input = true;
+                    match input {
+                        Some(p) => *path = Some(p.to_string()),
+                        None => {
+                            return Err(PlanError::Binding(format!(
+                                "source {:?} reads the file given at submission, but no input file was given (--input)",
+                                n.uid
+                            )));
                         }
                     }
                 }

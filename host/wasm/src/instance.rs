@@ -31,6 +31,9 @@ pub enum StateAccessError {
     Backend(String),
 }
 
+/// All entries of one key's map state, as (field, value) pairs ordered by field.
+pub type MapEntries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// The task's keyed state as the guest's `keyed-state` imports see it. The executor
 /// implements it over its state backend; `op` is the operator being called.
 pub trait KeyedStateAccess: Send {
@@ -41,7 +44,7 @@ pub trait KeyedStateAccess: Send {
     /// Removes a map-state entry.
     fn map_remove(&mut self, op: u32, name: &str, key: &[u8], field: &[u8]) -> Result<(), StateAccessError>;
     /// All entries of a key's map state, by field.
-    fn map_entries(&mut self, op: u32, name: &str, key: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateAccessError>;
+    fn map_entries(&mut self, op: u32, name: &str, key: &[u8]) -> Result<MapEntries, StateAccessError>;
     /// Removes a key's whole map state.
     fn map_clear(&mut self, op: u32, name: &str, key: &[u8]) -> Result<(), StateAccessError>;
 }
@@ -136,7 +139,7 @@ impl bindings::weir::dataflow::keyed_state::Host for HostState {
     fn map_remove(&mut self, name: String, key: Vec<u8>, field: Vec<u8>) -> Result<(), StateError> {
         self.with_state(|s, op| s.map_remove(op, &name, &key, &field))
     }
-    fn map_entries(&mut self, name: String, key: Vec<u8>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    fn map_entries(&mut self, name: String, key: Vec<u8>) -> Result<MapEntries, StateError> {
         self.with_state(|s, op| s.map_entries(op, &name, &key))
     }
     fn map_clear(&mut self, name: String, key: Vec<u8>) -> Result<(), StateError> {

@@ -21,5 +21,5 @@ mod instance;
 mod runtime;
 
 pub use error::{LoadError, OperatorFailure, TrapKind};
-pub use instance::{Instance, KeyedStateAccess, StateAccessError, TaskInfo};
+pub use instance::{Instance, KeyedStateAccess, MapEntries, StateAccessError, TaskInfo};
 pub use runtime::{JobComponent, Limits, Runtime, WIT_VERSION, read_component};
