@@ -19,48 +19,52 @@ pub(crate) const STATE_SET: u8 = 1;
 pub(crate) const STATE_CLEARED: u8 = 2;
 
 /// A cursor over an input batch that hands out borrowed slices of it.
+///
+/// It keeps the unread rest as a slice (pointer and length), so every read is one
+/// length comparison and the cursor stays in registers (Wasm locals) in the hot loops;
+/// the offset for error messages is derived from the total length.
 pub(crate) struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+    rest: &'a [u8],
+    total: usize,
 }
 
 impl<'a> Reader<'a> {
     pub(crate) fn new(buf: &'a [u8]) -> Self {
-        Reader { buf, pos: 0 }
+        Reader { rest: buf, total: buf.len() }
     }
 
     /// True once every byte has been consumed.
     #[inline(always)]
     pub(crate) fn is_empty(&self) -> bool {
-        self.pos >= self.buf.len()
+        self.rest.is_empty()
     }
 
     /// Bytes not consumed yet.
     #[inline]
     pub(crate) fn remaining(&self) -> usize {
-        self.buf.len().saturating_sub(self.pos)
+        self.rest.len()
     }
 
-    /// Current offset, for error messages and for slicing whole records.
+    /// Current offset, for error messages.
     #[inline(always)]
     pub(crate) fn pos(&self) -> usize {
-        self.pos
+        self.total - self.rest.len()
     }
 
-    /// The bytes between `start` and the current position.
+    /// The unread rest; slicing whole records works by comparing rests.
     #[inline(always)]
-    pub(crate) fn since(&self, start: usize) -> &'a [u8] {
-        self.buf.get(start..self.pos).unwrap_or(&[])
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.rest
     }
 
     #[inline(always)]
     pub(crate) fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], OpError> {
-        match self.buf.get(self.pos..).and_then(|rest| rest.first_chunk::<N>()) {
-            Some(bytes) => {
-                self.pos += N;
+        match self.rest.split_first_chunk::<N>() {
+            Some((bytes, rest)) => {
+                self.rest = rest;
                 Ok(*bytes)
             }
-            None => Err(truncated(what, self.pos)),
+            None => Err(truncated(what, self.pos())),
         }
     }
 
@@ -77,13 +81,12 @@ impl<'a> Reader<'a> {
     /// `len` bytes, borrowed from the batch.
     #[inline(always)]
     pub(crate) fn take(&mut self, len: usize, what: &'static str) -> Result<&'a [u8], OpError> {
-        let end = self.pos.checked_add(len);
-        match end.and_then(|end| self.buf.get(self.pos..end)) {
-            Some(bytes) => {
-                self.pos += len;
+        match self.rest.split_at_checked(len) {
+            Some((bytes, rest)) => {
+                self.rest = rest;
                 Ok(bytes)
             }
-            None => Err(past_end(what, len, self.pos, self.buf.len())),
+            None => Err(past_end(what, len, self.pos(), self.total)),
         }
     }
 
@@ -103,10 +106,267 @@ impl<'a> Reader<'a> {
             Err(OpError::BadInput(format!(
                 "{} trailing bytes after the batch at offset {}",
                 self.remaining(),
-                self.pos
+                self.pos()
             )))
         }
     }
+}
+
+/// The output batch under construction.
+///
+/// The buffer is kept zero-filled up to its length and `len` counts the bytes written,
+/// so a field is written with one bounds check and a store into an already initialized
+/// slice. Compared with `Vec::extend_from_slice` per field this saves the capacity
+/// check plus the load and store of the vector's length in memory, which in Wasm is a
+/// large part of a record's cost (fuel is charged per instruction). Growing
+/// (`memory.fill` of the new part) is rare: the buffer starts at the previous batch's
+/// size. No `unsafe`: the zero fill is what makes plain slice writes possible.
+pub(crate) struct Out {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl Out {
+    /// An empty output with `capacity` zeroed bytes ready.
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        Out { buf: vec![0; capacity], len: 0 }
+    }
+
+    /// Bytes written so far.
+    #[inline(always)]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The written bytes.
+    #[inline(always)]
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or(&[])
+    }
+
+    /// Forgets the written bytes, keeping the buffer. Bytes past `len` need not be
+    /// zero: they are only ever overwritten, never read.
+    #[inline(always)]
+    pub(crate) fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Appends a copy of the bytes written since offset `at` (one `memory.copy`); used
+    /// when a record's key and value are the same bytes.
+    #[inline(always)]
+    pub(crate) fn repeat_since(&mut self, at: usize) {
+        let n = self.len.saturating_sub(at);
+        if self.buf.len() - self.len < n {
+            self.grow(n);
+        }
+        let end = self.len;
+        if end + n <= self.buf.len() {
+            self.buf.copy_within(at..end, end);
+            self.len = end + n;
+        }
+    }
+
+    /// The finished batch.
+    pub(crate) fn into_vec(mut self) -> Vec<u8> {
+        self.buf.truncate(self.len);
+        self.buf
+    }
+
+    /// Makes room for `n` more bytes past `len`.
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, n: usize) {
+        let need = self.len.saturating_add(n);
+        let size = need.max(self.buf.len().saturating_mul(2)).max(256);
+        self.buf.resize(size, 0);
+    }
+
+    /// A window of exactly `N` writable bytes at the end, without advancing.
+    #[inline(always)]
+    fn window<const N: usize>(&mut self) -> &mut [u8; N] {
+        if self.buf.len() - self.len < N {
+            self.grow(N);
+        }
+        // Cannot fail after `grow`; the fallback keeps this panic-free without `unsafe`.
+        match self.buf.get_mut(self.len..).and_then(|w| w.first_chunk_mut::<N>()) {
+            Some(w) => w,
+            None => unreachable_window(),
+        }
+    }
+
+    /// Appends a fixed-size field.
+    #[inline(always)]
+    pub(crate) fn put<const N: usize>(&mut self, bytes: [u8; N]) {
+        *self.window::<N>() = bytes;
+        self.len += N;
+    }
+
+    /// Appends one byte.
+    #[inline(always)]
+    pub(crate) fn push(&mut self, byte: u8) {
+        self.put([byte]);
+    }
+
+    /// Appends a `u32` little-endian.
+    #[inline(always)]
+    pub(crate) fn put_u32(&mut self, v: u32) {
+        self.put(v.to_le_bytes());
+    }
+
+    /// Appends `bytes` (one `memory.copy` for variable lengths).
+    #[inline(always)]
+    pub(crate) fn put_slice(&mut self, bytes: &[u8]) {
+        let n = bytes.len();
+        if self.buf.len() - self.len < n {
+            self.grow(n);
+        }
+        if let Some(dst) = self.buf.get_mut(self.len..self.len + n) {
+            dst.copy_from_slice(bytes);
+            self.len += n;
+        }
+    }
+
+    /// Appends the first `n` bytes of the 8 in `word` (`n <= 8`): a fixed 8-byte store
+    /// of which only `n` bytes count, so variable-length varints need no loop or call.
+    #[inline(always)]
+    fn put_partial(&mut self, word: u64, n: usize) {
+        *self.window::<8>() = word.to_le_bytes();
+        self.len += n;
+    }
+
+    /// Appends a postcard varint.
+    #[inline(always)]
+    pub(crate) fn put_varint(&mut self, v: u64) {
+        match varint_word(v) {
+            Some((word, n)) => self.put_partial(word, n),
+            None => self.put_varint_long(v),
+        }
+    }
+
+    /// Varints of 9 and 10 bytes (values of 2^56 and more).
+    #[cold]
+    #[inline(never)]
+    fn put_varint_long(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.push(v as u8);
+    }
+
+    /// Appends `len: u32` and `bytes`.
+    #[inline(always)]
+    pub(crate) fn put_bytes(&mut self, bytes: &[u8]) -> Result<(), OpError> {
+        self.put_u32(len_u32(bytes.len())?);
+        self.put_slice(bytes);
+        Ok(())
+    }
+
+    /// Appends `len: u32` and the varint of `v`: the prefix and up to 8 varint bytes in
+    /// one 12-byte store.
+    #[inline(always)]
+    pub(crate) fn put_varint_prefixed(&mut self, v: u64) {
+        match varint_word(v) {
+            Some((word, n)) => {
+                let w = self.window::<12>();
+                let (prefix, body) = w.split_at_mut(4);
+                prefix.copy_from_slice(&(n as u32).to_le_bytes());
+                body.copy_from_slice(&word.to_le_bytes());
+                self.len += 4 + n;
+            }
+            None => {
+                let at = self.len_slot();
+                self.put_varint_long(v);
+                // A varint is at most 10 bytes: the patch cannot fail.
+                let _ = self.patch_len(at);
+            }
+        }
+    }
+
+    /// Reserves a `u32` length slot; fill it with [`Out::patch_len`] once the bytes are
+    /// written.
+    #[inline(always)]
+    pub(crate) fn len_slot(&mut self) -> usize {
+        let at = self.len;
+        self.put([0; 4]);
+        at
+    }
+
+    /// Writes the number of bytes appended since the slot at `at` into that slot.
+    #[inline(always)]
+    pub(crate) fn patch_len(&mut self, at: usize) -> Result<(), OpError> {
+        let len = len_u32(self.len.saturating_sub(at + 4))?;
+        match self.buf.get_mut(at..at + 4) {
+            Some(slot) => {
+                slot.copy_from_slice(&len.to_le_bytes());
+                Ok(())
+            }
+            None => Err(bad_slot()),
+        }
+    }
+
+    /// Lets `f` append to the written bytes as a `Vec` (for APIs such as
+    /// [`crate::TextField`] that write into one); the zero fill is restored afterwards.
+    pub(crate) fn with_vec(&mut self, f: impl FnOnce(&mut Vec<u8>)) {
+        self.buf.truncate(self.len);
+        f(&mut self.buf);
+        self.len = self.buf.len();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn unreachable_window() -> ! {
+    panic!("internal: output window missing after growing")
+}
+
+/// The postcard varint of `v` as the low bytes of a little-endian word plus its length,
+/// for values below 2^56 (at most 8 varint bytes), computed without a loop: the 7-bit
+/// groups are spread into bytes with three shift-and-mask steps and the continuation
+/// bits are set on all bytes but the last.
+#[inline(always)]
+pub(crate) fn varint_word(v: u64) -> Option<(u64, usize)> {
+    if v < 0x80 {
+        return Some((v, 1));
+    }
+    if v >= 1 << 56 {
+        return None;
+    }
+    let mut x = v;
+    x = (x & 0x0000_0000_0fff_ffff) | ((x & 0x00ff_ffff_f000_0000) << 4);
+    x = (x & 0x0000_3fff_0000_3fff) | ((x & 0x0fff_c000_0fff_c000) << 2);
+    x = (x & 0x007f_007f_007f_007f) | ((x & 0x3f80_3f80_3f80_3f80) << 1);
+    let bits = 64 - v.leading_zeros() as usize;
+    let n = bits.div_ceil(7);
+    let cont = 0x8080_8080_8080_8080u64 & ((1u64 << (8 * (n - 1))) - 1);
+    Some((x | cont, n))
+}
+
+/// The value of a postcard varint spanning exactly `bytes` of 1 to 8 bytes, without a
+/// loop (the inverse of [`varint_word`]); `None` if the bytes are not exactly one
+/// varint, or it is longer, which then takes the general path.
+#[inline(always)]
+pub(crate) fn varint_exact(bytes: &[u8]) -> Option<u64> {
+    let n = bytes.len();
+    if let [b] = bytes {
+        return (*b < 0x80).then_some(u64::from(*b));
+    }
+    if n == 0 || n > 8 {
+        return None;
+    }
+    let mut word = [0u8; 8];
+    word.get_mut(..n)?.copy_from_slice(bytes);
+    let x = u64::from_le_bytes(word);
+    // Continuation bits on every byte but the last, none on the last.
+    let cont = 0x8080_8080_8080_8080u64 & ((1u64 << (8 * (n - 1))) - 1);
+    if x & 0x8080_8080_8080_8080 != cont {
+        return None;
+    }
+    let mut x = x & 0x7f7f_7f7f_7f7f_7f7f;
+    x = (x & 0x007f_007f_007f_007f) | ((x & 0x7f00_7f00_7f00_7f00) >> 1);
+    x = (x & 0x0000_3fff_0000_3fff) | ((x & 0x3fff_0000_3fff_0000) >> 2);
+    x = (x & 0x0000_0000_0fff_ffff) | ((x & 0x0fff_ffff_0000_0000) >> 4);
+    Some(x)
 }
 
 // Error constructors are cold and out of line so the hot read/decode paths stay small
@@ -149,7 +409,7 @@ pub(crate) struct Record<'a> {
 /// Reads the next record of an unkeyed batch (`ts, key-len, key, value-len, value`).
 #[inline(always)]
 pub(crate) fn read_record<'a>(r: &mut Reader<'a>) -> Result<Record<'a>, OpError> {
-    let start = r.pos();
+    let start = r.rest();
     // Timestamp and key length in one bounds check.
     let head = r.array::<12>("record header")?;
     let (ts, key_len) = head.split_at(8);
@@ -157,7 +417,8 @@ pub(crate) fn read_record<'a>(r: &mut Reader<'a>) -> Result<Record<'a>, OpError>
     let key_len = u32::from_le_bytes(key_len.try_into().unwrap_or_default());
     let key = r.take(key_len as usize, "record key")?;
     let value = r.bytes("record value")?;
-    Ok(Record { ts, key, value, raw: r.since(start) })
+    let raw = start.get(..start.len() - r.remaining()).unwrap_or(&[]);
+    Ok(Record { ts, key, value, raw })
 }
 
 /// The header of a keyed input batch: the batch's distinct keys with their value state.
@@ -206,16 +467,16 @@ pub(crate) fn decode<T: DeserializeOwned + 'static>(bytes: &[u8], what: &'static
     }
 }
 
-/// postcard output flavor that appends to a `Vec<u8>` we already own, so encoding a
-/// value into the output batch costs no allocation of its own.
-struct Append<'a>(&'a mut Vec<u8>);
+/// postcard output flavor that appends to the output batch, so encoding a value costs
+/// no allocation of its own.
+struct Append<'a>(&'a mut Out);
 
 impl postcard::ser_flavors::Flavor for Append<'_> {
     type Output = ();
 
     #[inline(always)]
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(data);
+        self.0.put_slice(data);
         Ok(())
     }
 
@@ -233,42 +494,31 @@ impl postcard::ser_flavors::Flavor for Append<'_> {
 
 /// Appends the postcard encoding of `value` (no length prefix).
 #[inline(always)]
-pub(crate) fn encode_into<T: Serialize + 'static>(out: &mut Vec<u8>, value: &T) -> postcard::Result<()> {
+pub(crate) fn encode_into<T: Serialize + 'static>(out: &mut Out, value: &T) -> postcard::Result<()> {
     if fast::encode(out, value) {
         return Ok(());
     }
     postcard::serialize_with_flavor(value, Append(out))
 }
 
-/// postcard's encoding of integer types, bypassing serde.
+/// postcard's encoding of integer and string types, bypassing serde.
 ///
-/// Integer keys, values and states are the common case (counts, sums, ids), and in Wasm
-/// the generic serde path costs several calls per value that the optimizer does not
-/// inline. The type test is on `TypeId`, which is a constant after monomorphization, so
-/// each instantiation keeps exactly one branch. The encodings are postcard's: varint for
-/// unsigned, zigzag varint for signed integers.
+/// Integer keys, values and states are the common case (counts, sums, ids), and so are
+/// strings (words); in Wasm the generic serde path costs several calls per value that
+/// the optimizer does not inline. The type test is on `TypeId`, which is a constant
+/// after monomorphization, so each instantiation keeps exactly one branch. The
+/// encodings are postcard's: varint for unsigned, zigzag varint for signed integers,
+/// varint length and UTF-8 bytes for strings.
 mod fast {
     use core::any::{Any, TypeId};
+
+    use super::{Out, varint_exact};
 
     /// Moves `a` into a `B` if they are the same type.
     #[inline(always)]
     fn cast<A: 'static, B: 'static>(a: A) -> Option<B> {
         let mut a = Some(a);
         (&mut a as &mut dyn Any).downcast_mut::<Option<B>>().and_then(Option::take)
-    }
-
-    /// A varint spanning exactly `bytes`; `None` for anything postcard might judge
-    /// differently, which then takes the regular path.
-    #[inline(always)]
-    fn varint(bytes: &[u8]) -> Option<u64> {
-        let mut out = 0u64;
-        for (i, &b) in bytes.iter().enumerate().take(10) {
-            out |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return (i + 1 == bytes.len() && (i < 9 || b <= 1)).then_some(out);
-            }
-        }
-        None
     }
 
     #[inline(always)]
@@ -280,42 +530,18 @@ mod fast {
     pub(super) fn decode<T: 'static>(bytes: &[u8]) -> Option<T> {
         let id = TypeId::of::<T>();
         if id == TypeId::of::<u64>() {
-            cast(varint(bytes)?)
+            cast(varint_exact(bytes)?)
         } else if id == TypeId::of::<u32>() {
-            cast(u32::try_from(varint(bytes)?).ok()?)
+            cast(u32::try_from(varint_exact(bytes)?).ok()?)
         } else if id == TypeId::of::<usize>() {
-            cast(usize::try_from(varint(bytes)?).ok()?)
+            cast(usize::try_from(varint_exact(bytes)?).ok()?)
         } else if id == TypeId::of::<i64>() {
-            cast(unzigzag(varint(bytes)?))
+            cast(unzigzag(varint_exact(bytes)?))
         } else if id == TypeId::of::<i32>() {
-            cast(i32::try_from(unzigzag(varint(bytes)?)).ok()?)
+            cast(i32::try_from(unzigzag(varint_exact(bytes)?)).ok()?)
         } else {
             None
         }
-    }
-
-    /// Appends a varint: a fixed 10-byte copy (a couple of stores, where a
-    /// variable-length copy would be a call) cut back to the encoded length.
-    #[inline(always)]
-    fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-        if v < 0x80 {
-            out.push(v as u8);
-            return;
-        }
-        let mut buf = [0u8; 10];
-        let mut len = 0;
-        for slot in buf.iter_mut() {
-            len += 1;
-            if v < 0x80 {
-                *slot = v as u8;
-                break;
-            }
-            *slot = (v as u8) | 0x80;
-            v >>= 7;
-        }
-        let start = out.len();
-        out.extend_from_slice(&buf);
-        out.truncate(start + len);
     }
 
     #[inline(always)]
@@ -323,41 +549,37 @@ mod fast {
         ((v << 1) ^ (v >> 63)) as u64
     }
 
-    /// Appends `len: u32` and the varint of `v`: one fixed 14-byte copy cut back to size.
+    /// The integer of a fast integer type, as the unsigned value postcard writes.
     #[inline(always)]
-    fn put_varint_prefixed(out: &mut Vec<u8>, mut v: u64) {
-        let mut buf = [0u8; 14];
-        let (prefix, body) = buf.split_at_mut(4);
-        let mut len = 0u8;
-        for slot in body.iter_mut() {
-            len += 1;
-            if v < 0x80 {
-                *slot = v as u8;
-                break;
-            }
-            *slot = (v as u8) | 0x80;
-            v >>= 7;
+    fn as_varint<T: 'static>(value: &T) -> Option<u64> {
+        let any = value as &dyn Any;
+        if let Some(v) = any.downcast_ref::<u64>() {
+            Some(*v)
+        } else if let Some(v) = any.downcast_ref::<u32>() {
+            Some(u64::from(*v))
+        } else if let Some(v) = any.downcast_ref::<usize>() {
+            Some(*v as u64)
+        } else if let Some(v) = any.downcast_ref::<i64>() {
+            Some(zigzag(*v))
+        } else {
+            any.downcast_ref::<i32>().map(|v| zigzag(i64::from(*v)))
         }
-        prefix.copy_from_slice(&u32::from(len).to_le_bytes());
-        let start = out.len();
-        out.extend_from_slice(&buf);
-        out.truncate(start + 4 + usize::from(len));
+    }
+
+    /// The text of a string value (`String` or `&'static str`).
+    #[inline(always)]
+    pub(super) fn as_str<T: 'static>(value: &T) -> Option<&str> {
+        let any = value as &dyn Any;
+        if let Some(s) = any.downcast_ref::<String>() { Some(s) } else { any.downcast_ref::<&'static str>().copied() }
     }
 
     /// Appends `len: u32` and `value` if it is one of the fast types.
     #[inline(always)]
-    pub(super) fn encode_prefixed<T: 'static>(out: &mut Vec<u8>, value: &T) -> bool {
-        let any = value as &dyn Any;
-        if let Some(v) = any.downcast_ref::<u64>() {
-            put_varint_prefixed(out, *v);
-        } else if let Some(v) = any.downcast_ref::<u32>() {
-            put_varint_prefixed(out, u64::from(*v));
-        } else if let Some(v) = any.downcast_ref::<usize>() {
-            put_varint_prefixed(out, *v as u64);
-        } else if let Some(v) = any.downcast_ref::<i64>() {
-            put_varint_prefixed(out, zigzag(*v));
-        } else if let Some(v) = any.downcast_ref::<i32>() {
-            put_varint_prefixed(out, zigzag(i64::from(*v)));
+    pub(super) fn encode_prefixed<T: 'static>(out: &mut Out, value: &T) -> bool {
+        if let Some(v) = as_varint(value) {
+            out.put_varint_prefixed(v);
+        } else if let Some(s) = as_str(value) {
+            super::put_str_prefixed(out, s);
         } else {
             return false;
         }
@@ -366,18 +588,12 @@ mod fast {
 
     /// Appends `value` if it is one of the fast types.
     #[inline(always)]
-    pub(super) fn encode<T: 'static>(out: &mut Vec<u8>, value: &T) -> bool {
-        let any = value as &dyn Any;
-        if let Some(v) = any.downcast_ref::<u64>() {
-            put_varint(out, *v);
-        } else if let Some(v) = any.downcast_ref::<u32>() {
-            put_varint(out, u64::from(*v));
-        } else if let Some(v) = any.downcast_ref::<usize>() {
-            put_varint(out, *v as u64);
-        } else if let Some(v) = any.downcast_ref::<i64>() {
-            put_varint(out, zigzag(*v));
-        } else if let Some(v) = any.downcast_ref::<i32>() {
-            put_varint(out, zigzag(i64::from(*v)));
+    pub(super) fn encode<T: 'static>(out: &mut Out, value: &T) -> bool {
+        if let Some(v) = as_varint(value) {
+            out.put_varint(v);
+        } else if let Some(s) = as_str(value) {
+            out.put_varint(s.len() as u64);
+            out.put_slice(s.as_bytes());
         } else {
             return false;
         }
@@ -385,39 +601,16 @@ mod fast {
     }
 }
 
-/// Appends a `u32` little-endian.
+/// Appends `len: u32` and the postcard encoding of the string `s` (varint length and
+/// bytes), as `String` and `&str` values encode.
 #[inline(always)]
-pub(crate) fn put_u32(out: &mut Vec<u8>, v: u32) {
-    out.extend_from_slice(&v.to_le_bytes());
-}
-
-/// Appends `len: u32` and `bytes`.
-#[inline(always)]
-pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), OpError> {
-    put_u32(out, len_u32(bytes.len())?);
-    out.extend_from_slice(bytes);
-    Ok(())
-}
-
-/// Reserves a `u32` length slot; fill it with [`patch_len`] once the bytes are written.
-#[inline(always)]
-pub(crate) fn len_slot(out: &mut Vec<u8>) -> usize {
-    let at = out.len();
-    out.extend_from_slice(&[0; 4]);
-    at
-}
-
-/// Writes the number of bytes appended since the slot at `at` into that slot.
-#[inline(always)]
-pub(crate) fn patch_len(out: &mut [u8], at: usize) -> Result<(), OpError> {
-    let len = len_u32(out.len().saturating_sub(at + 4))?;
-    match out.get_mut(at..at + 4) {
-        Some(slot) => {
-            slot.copy_from_slice(&len.to_le_bytes());
-            Ok(())
-        }
-        None => Err(bad_slot()),
-    }
+pub(crate) fn put_str_prefixed(out: &mut Out, s: &str) {
+    let at = out.len_slot();
+    out.put_varint(s.len() as u64);
+    out.put_slice(s.as_bytes());
+    // The string came from a batch or from memory, so it fits a u32 length unless it
+    // is at least 4 GiB; that cannot be in a 32-bit Wasm memory twice.
+    let _ = out.patch_len(at);
 }
 
 #[inline(always)]
@@ -442,15 +635,15 @@ fn too_long(len: usize) -> OpError {
 
 /// Appends `len: u32` and the postcard encoding of `value`.
 #[inline(always)]
-pub(crate) fn put_encoded<T: Serialize + 'static>(out: &mut Vec<u8>, value: &T) -> Result<(), OpError> {
+pub(crate) fn put_encoded<T: Serialize + 'static>(out: &mut Out, value: &T) -> Result<(), OpError> {
     if fast::encode_prefixed(out, value) {
         return Ok(());
     }
-    let at = len_slot(out);
+    let at = out.len_slot();
     if let Err(e) = encode_into(out, value) {
         return Err(encode_error::<T>(e));
     }
-    patch_len(out, at)
+    out.patch_len(at)
 }
 
 #[cold]
@@ -461,20 +654,20 @@ pub(crate) fn encode_error<T: ?Sized>(e: postcard::Error) -> OpError {
 
 /// Starts an output batch: the `records-len` placeholder.
 #[inline]
-pub(crate) fn begin_output(out: &mut Vec<u8>) -> usize {
-    len_slot(out)
+pub(crate) fn begin_output(out: &mut Out) -> usize {
+    out.len_slot()
 }
 
 /// Ends the records part of an output batch by patching `records-len`.
 #[inline]
-pub(crate) fn end_records(out: &mut [u8], at: usize) -> Result<(), OpError> {
-    patch_len(out, at)
+pub(crate) fn end_records(out: &mut Out, at: usize) -> Result<(), OpError> {
+    out.patch_len(at)
 }
 
 /// Appends the state update of one key of a keyed batch.
 #[inline(always)]
 pub(crate) fn put_state_update<S: Serialize + 'static>(
-    out: &mut Vec<u8>,
+    out: &mut Out,
     changed: bool,
     state: Option<&S>,
 ) -> Result<(), OpError> {
@@ -494,6 +687,16 @@ pub(crate) fn put_state_update<S: Serialize + 'static>(
 #[cfg(test)]
 pub(crate) mod build {
     use super::*;
+
+    pub(crate) fn put_u32(out: &mut Vec<u8>, v: u32) {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+
+    pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), OpError> {
+        put_u32(out, len_u32(bytes.len())?);
+        out.extend_from_slice(bytes);
+        Ok(())
+    }
 
     /// An unkeyed batch of `(ts, key, value)` records.
     pub(crate) fn records(records: &[(i64, &[u8], &[u8])]) -> Vec<u8> {
@@ -635,17 +838,29 @@ mod tests {
         {
             for v in values {
                 let reference = postcard::to_allocvec(v).unwrap();
-                let mut ours = vec![0xaa];
+                // A tiny first buffer also exercises growing mid-value.
+                let mut ours = Out::with_capacity(1);
+                ours.push(0xaa);
                 encode_into(&mut ours, v).unwrap();
-                assert_eq!(&ours[1..], &reference[..], "{v:?}");
+                assert_eq!(&ours.as_slice()[1..], &reference[..], "{v:?}");
                 assert_eq!(&decode::<T>(&reference, "v").unwrap(), v);
-                assert!(fast::decode::<T>(&reference).is_some());
-                let mut prefixed = Vec::new();
+                let mut prefixed = Out::with_capacity(0);
                 put_encoded(&mut prefixed, v).unwrap();
+                let prefixed = prefixed.into_vec();
                 assert_eq!(prefixed[..4], (reference.len() as u32).to_le_bytes());
                 assert_eq!(&prefixed[4..], &reference[..]);
             }
         }
+        // Every varint length, at both ends of its range.
+        let mut edges = vec![0u64, u64::MAX];
+        for bits in (7..64).step_by(7) {
+            edges.extend([(1u64 << bits) - 1, 1u64 << bits, (1u64 << bits) + 1]);
+        }
+        check(&edges);
+        for v in &edges {
+            assert!(fast::decode::<u64>(&postcard::to_allocvec(v).unwrap()).is_some() || *v >= 1 << 56);
+        }
+        check(&["".to_string(), "a".to_string(), "é".repeat(100)]);
         check(&[0u64, 1, 127, 128, 300, u64::from(u32::MAX), u64::MAX]);
         check(&[0u32, 127, 128, u32::MAX]);
         check(&[0usize, 128, usize::MAX]);
@@ -660,16 +875,16 @@ mod tests {
 
     #[test]
     fn output_lengths_are_patched() {
-        let mut out = Vec::new();
+        let mut out = Out::with_capacity(3);
         let at = begin_output(&mut out);
-        out.extend_from_slice(&1i64.to_le_bytes());
+        out.put(1i64.to_le_bytes());
         put_encoded(&mut out, &()).unwrap();
         put_encoded(&mut out, &"hi".to_string()).unwrap();
         end_records(&mut out, at).unwrap();
         put_state_update(&mut out, true, Some(&3u64)).unwrap();
         put_state_update::<u64>(&mut out, false, None).unwrap();
         put_state_update::<u64>(&mut out, true, None).unwrap();
-        let parsed = parse_output(&out);
+        let parsed = parse_output(&out.into_vec());
         assert_eq!(parsed.records, vec![(1, vec![], vec![2, b'h', b'i'])]);
         assert_eq!(parse_updates(&parsed.tail), vec![Some(Some(vec![3])), None, Some(None)]);
     }

@@ -1,16 +1,56 @@
-//! [`Emitter`]: how operators hand records to the output batch.
+//! [`Emitter`]: how operators hand records to the output batch, and the key modes a
+//! downstream `key_by` can install into an operator.
 
 use core::marker::PhantomData;
 
 use serde::Serialize;
 
-use crate::codec;
+use crate::codec::{self, Out};
 use crate::error::OpError;
 
-/// Writes the key of an output value into the output batch, length-prefixed. Installed
-/// into an operator when a downstream `key_by` is fused into it, so the key selector
-/// runs inside this operator's emit instead of costing a separate operator hop.
-pub(crate) type KeyFn<W> = dyn FnMut(&W, &mut Vec<u8>) -> Result<(), OpError>;
+/// A key selector fused into the operator upstream of its `key_by`: returns the encoded
+/// key of an output value. The key is returned as bytes held by the selector (not
+/// written into the output), so the output cursor never escapes into this dynamic call
+/// and stays in Wasm locals in the operators' loops.
+pub(crate) trait KeySelect<W> {
+    fn key(&mut self, value: &W) -> Result<&[u8], OpError>;
+}
+
+/// The `KeySelect` of a `key_by` closure, with its scratch buffer for the encoded key.
+pub(crate) struct Selector<F> {
+    pub(crate) f: F,
+    pub(crate) scratch: Out,
+}
+
+impl<W, K, F> KeySelect<W> for Selector<F>
+where
+    K: Serialize + 'static,
+    F: FnMut(&W) -> K,
+{
+    fn key(&mut self, value: &W) -> Result<&[u8], OpError> {
+        self.scratch.clear();
+        let key = (self.f)(value);
+        codec::encode_into(&mut self.scratch, &key).map_err(codec::encode_error::<K>)?;
+        Ok(self.scratch.as_slice())
+    }
+}
+
+/// How an operator keys its output records.
+pub(crate) enum KeyMode<W> {
+    /// The input record's key (no `key_by` fused in).
+    Keep,
+    /// The output value itself is the key (`key_by_value`): its encoding is written
+    /// once and copied, no selector runs.
+    Value,
+    /// A fused `key_by` selector.
+    Select(Box<dyn KeySelect<W>>),
+}
+
+impl<W> KeyMode<W> {
+    pub(crate) fn is_keep(&self) -> bool {
+        matches!(self, KeyMode::Keep)
+    }
+}
 
 /// Collects the output records of one input record, writing each straight into the
 /// output batch (no intermediate record list).
@@ -19,8 +59,8 @@ pub(crate) type KeyFn<W> = dyn FnMut(&W, &mut Vec<u8>) -> Result<(), OpError>;
 /// re-keyed downstream, its key. Encoding errors and [`Emitter::fail`] make the whole
 /// batch fail with `operator-error::failed`.
 pub struct Emitter<'a, W> {
-    out: &'a mut Vec<u8>,
-    key_fn: Option<&'a mut KeyFn<W>>,
+    out: &'a mut Out,
+    key_mode: &'a mut KeyMode<W>,
     key: &'a [u8],
     ts: i64,
     error: Option<OpError>,
@@ -28,12 +68,12 @@ pub struct Emitter<'a, W> {
 }
 
 impl<'a, W: Serialize + 'static> Emitter<'a, W> {
-    pub(crate) fn new(out: &'a mut Vec<u8>, key_fn: Option<&'a mut KeyFn<W>>) -> Self {
-        Emitter { out, key_fn, key: &[], ts: 0, error: None, _w: PhantomData }
+    pub(crate) fn new(out: &'a mut Out, key_mode: &'a mut KeyMode<W>) -> Self {
+        Emitter { out, key_mode, key: &[], ts: 0, error: None, _w: PhantomData }
     }
 
     /// Points the emitter at the input record whose outputs come next.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn set_input(&mut self, ts: i64, key: &'a [u8]) {
         self.ts = ts;
         self.key = key;
@@ -81,7 +121,7 @@ impl<'a, W: Serialize + 'static> Emitter<'a, W> {
     }
 
     /// Emits a record whose value bytes are already encoded (`raw_value` must be the
-    /// encoding of `value`); used by filters and key selectors to skip re-encoding.
+    /// encoding of `value`); used by filters to skip re-encoding.
     #[inline(always)]
     pub(crate) fn emit_raw_value(&mut self, value: &W, raw_value: &[u8]) {
         if self.error.is_some() {
@@ -96,36 +136,68 @@ impl<'a, W: Serialize + 'static> Emitter<'a, W> {
     /// True if a fused key selector rewrites keys (so raw records cannot be copied).
     #[inline]
     pub(crate) fn rekeys(&self) -> bool {
-        self.key_fn.is_some()
+        !self.key_mode.is_keep()
     }
 
     /// Copies a whole input record unchanged (only valid when `!rekeys()`).
     #[inline]
     pub(crate) fn copy_record(&mut self, raw: &[u8]) {
-        self.out.extend_from_slice(raw);
+        self.out.put_slice(raw);
     }
 
     #[inline(always)]
     fn write(&mut self, ts: i64, value: &W, raw_value: Option<&[u8]>) -> Result<(), OpError> {
         let out = &mut *self.out;
-        match self.key_fn.as_deref_mut() {
-            Some(key_fn) => {
-                out.extend_from_slice(&ts.to_le_bytes());
-                key_fn(value, out)?;
+        out.put(ts.to_le_bytes());
+        match self.key_mode {
+            KeyMode::Keep => out.put_bytes(self.key)?,
+            KeyMode::Value => {
+                // Key and value are the same bytes: write them once, then copy.
+                let at = out.len();
+                match raw_value {
+                    Some(raw) => out.put_bytes(raw)?,
+                    None => codec::put_encoded(out, value)?,
+                }
+                out.repeat_since(at);
+                return Ok(());
             }
-            None => {
-                // Timestamp and key length in one append.
-                let mut head = [0u8; 12];
-                let (ts_bytes, len_bytes) = head.split_at_mut(8);
-                ts_bytes.copy_from_slice(&ts.to_le_bytes());
-                len_bytes.copy_from_slice(&codec::len_u32(self.key.len())?.to_le_bytes());
-                out.extend_from_slice(&head);
-                out.extend_from_slice(self.key);
-            }
+            KeyMode::Select(select) => out.put_bytes(select.key(value)?)?,
         }
         match raw_value {
-            Some(raw) => codec::put_bytes(out, raw),
+            Some(raw) => out.put_bytes(raw),
             None => codec::put_encoded(out, value),
+        }
+    }
+}
+
+impl Emitter<'_, String> {
+    /// Emits the string `s` as a `String` value without allocating one: the text is
+    /// encoded straight from the borrowed `&str` (e.g. a word of the input line).
+    ///
+    /// Only a fused `key_by` selector, which takes `&String`, still needs an owned copy;
+    /// `key_by_value` does not.
+    #[inline(always)]
+    pub fn emit_str(&mut self, s: &str) {
+        if self.error.is_some() {
+            return;
+        }
+        let out = &mut *self.out;
+        match self.key_mode {
+            KeyMode::Keep => {
+                out.put(self.ts.to_le_bytes());
+                if let Err(e) = out.put_bytes(self.key) {
+                    self.error = Some(e);
+                    return;
+                }
+                codec::put_str_prefixed(out, s);
+            }
+            KeyMode::Value => {
+                out.put(self.ts.to_le_bytes());
+                let at = out.len();
+                codec::put_str_prefixed(out, s);
+                out.repeat_since(at);
+            }
+            KeyMode::Select(_) => self.emit(s.to_string()),
         }
     }
 }

@@ -1,21 +1,8 @@
 //! The job graph as the builder API records it, and its lowering to the WIT `job-plan`
 //! plus the operator registry (node index = operator id).
 
-use core::any::Any;
-
-use crate::ops::Operator;
+use crate::ops::{Operator, PendingKey};
 use crate::wit::weir::dataflow::plan_types as wit;
-
-/// A key selector waiting for the plan to decide where it runs.
-pub(crate) struct PendingKey {
-    /// `Box<Box<KeyFn<V>>>`, see `ops::key_fn`.
-    pub(crate) key_fn: Box<dyn Any>,
-    /// Builds the stand-alone selector operator if the key cannot be fused upstream.
-    pub(crate) standalone: StandaloneFn,
-}
-
-/// Turns a type-erased key selector into its stand-alone operator.
-pub(crate) type StandaloneFn = fn(Box<dyn Any>) -> Result<Box<dyn Operator>, String>;
 
 pub(crate) enum NodeKind {
     Source(wit::SourceKind),
@@ -24,7 +11,7 @@ pub(crate) enum NodeKind {
         op: Box<dyn Operator>,
     },
     /// A `key_by`; becomes part of its upstream operator or an operator of its own.
-    KeySelector(PendingKey),
+    KeySelector(Box<dyn PendingKey>),
     Sink(wit::SinkKind),
     /// Left behind when a key selector was fused away.
     Removed,
@@ -133,26 +120,26 @@ impl Graph {
         let NodeKind::KeySelector(pending) = core::mem::replace(&mut self.nodes[index].kind, NodeKind::Removed) else {
             return Err("internal: not a key selector".to_string());
         };
-        let PendingKey { key_fn, standalone } = pending;
-
-        let key_fn = match &mut self.nodes[upstream].kind {
-            NodeKind::Operator { op, .. } if fan_out == 1 => match op.fuse_key(key_fn) {
-                Ok(()) => {
-                    // The upstream now writes keyed records: it takes over the selector's
-                    // outgoing edges and the selector disappears.
-                    self.edges.retain(|e| e.target != index);
-                    for e in &mut self.edges {
-                        if e.source == index {
-                            e.source = upstream;
+        let pending = match &mut self.nodes[upstream].kind {
+            NodeKind::Operator { op, .. } if fan_out == 1 && op.accepts_key(pending.value_type()) => {
+                match op.fuse_key(pending.into_fused()) {
+                    Ok(()) => {
+                        // The upstream now writes keyed records: it takes over the
+                        // selector's outgoing edges and the selector disappears.
+                        self.edges.retain(|e| e.target != index);
+                        for e in &mut self.edges {
+                            if e.source == index {
+                                e.source = upstream;
+                            }
                         }
+                        return Ok(());
                     }
-                    return Ok(());
+                    Err(_) => return Err("internal: an operator refused the key it accepted".to_string()),
                 }
-                Err(key_fn) => key_fn,
-            },
-            _ => key_fn,
+            }
+            _ => pending,
         };
-        let op = standalone(key_fn)?;
+        let op = pending.into_operator();
         let parallelism = self.nodes[upstream].parallelism;
         let node = &mut self.nodes[index];
         node.kind = NodeKind::Operator { keyed: false, op };

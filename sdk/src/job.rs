@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 use crate::Data;
 use crate::emit::Emitter;
-use crate::graph::{Graph, NodeKind, PendingKey};
+use crate::graph::{Graph, NodeKind};
 use crate::keyed::{self, KeyedContext};
 use crate::ops::{self, Format, Raw};
 use crate::text::TextField;
@@ -145,7 +145,17 @@ impl<K: Data, V: Data> Stream<K, V> {
     /// source) it becomes a small operator node named `uid`, chained to its input. Any
     /// pending `rebalance`/`broadcast` is dropped: the key decides the partitioning.
     pub fn key_by<K2: Data>(self, uid: &str, selector: impl FnMut(&V) -> K2 + 'static) -> KeyedStream<K2, V> {
-        let pending = PendingKey { key_fn: ops::key_fn(selector), standalone: ops::key_selector::<V> };
+        self.keyed_by(uid, ops::key_fn(selector))
+    }
+
+    /// Partitions the stream by its values themselves: `key_by(uid, |v| v.clone())`
+    /// without the clone. The encoded value is written once and copied as the key, so
+    /// no selector runs and nothing is allocated. Placed like `key_by`.
+    pub fn key_by_value(self, uid: &str) -> KeyedStream<V, V> {
+        self.keyed_by(uid, ops::key_value::<V>())
+    }
+
+    fn keyed_by<K2: Data>(self, uid: &str, pending: Box<dyn ops::PendingKey>) -> KeyedStream<K2, V> {
         let stream: Stream<K2, V> =
             Stream { partitioning: Partitioning::Forward, ..self }.then(uid, NodeKind::KeySelector(pending));
         KeyedStream { graph: stream.graph, node: stream.node, _t: PhantomData }

@@ -6,16 +6,16 @@
 //! by every record of that key, and written back once in the state-update tail, so the
 //! hot path never calls a host import.
 
-use core::any::Any;
+use core::any::{Any, TypeId};
 use core::marker::PhantomData;
 
 use serde::Serialize;
 
 use crate::Data;
-use crate::codec::{self, KeyTable, Reader, decode, read_keyed_record};
-use crate::emit::{Emitter, KeyFn};
+use crate::codec::{self, KeyTable, Out, Reader, decode, read_keyed_record};
+use crate::emit::{Emitter, KeyMode};
 use crate::error::{OpError, StateError};
-use crate::ops::{Operator, install_key};
+use crate::ops::{Operator, accepts_key, install_key};
 use crate::wit::weir::dataflow::keyed_state as host;
 
 /// One key of the current batch: its bytes (borrowed from the batch), its value state
@@ -71,7 +71,7 @@ impl<S: Data> Keys<S> {
 
     /// Appends one state update per key and keeps the table for the next batch.
     #[inline(always)]
-    fn finish(&mut self, slots: Vec<Slot<'_, S>>, out: &mut Vec<u8>) -> Result<(), OpError> {
+    fn finish(&mut self, slots: Vec<Slot<'_, S>>, out: &mut Out) -> Result<(), OpError> {
         for slot in &slots {
             codec::put_state_update(out, slot.changed, slot.state.as_ref())?;
         }
@@ -91,7 +91,7 @@ fn bad_index(index: usize, keys: usize) -> OpError {
 /// decode them at all.
 pub(crate) struct Fold<S: 'static, F> {
     fold: F,
-    key_fn: Option<Box<KeyFn<S>>>,
+    key_mode: KeyMode<S>,
     keys: Keys<S>,
 }
 
@@ -101,7 +101,7 @@ where
     F: FnMut(&mut Option<S>, &[u8]) -> Result<(), OpError> + 'static,
 {
     pub(crate) fn boxed(fold: F) -> Box<dyn Operator> {
-        Box::new(Fold { fold, key_fn: None, keys: Keys::new() })
+        Box::new(Fold { fold, key_mode: KeyMode::Keep, keys: Keys::new() })
     }
 }
 
@@ -110,13 +110,14 @@ where
     S: Data,
     F: FnMut(&mut Option<S>, &[u8]) -> Result<(), OpError> + 'static,
 {
-    fn process(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), OpError> {
-        let Fold { fold, key_fn, keys } = self;
+    fn process(&mut self, input: &[u8], capacity: usize) -> Result<Vec<u8>, OpError> {
+        let Fold { fold, key_mode, keys } = self;
         let mut r = Reader::new(input);
         let mut slots = keys.read(&mut r, |_| Ok(()))?;
         let count = r.u32("record count")?;
-        let at = codec::begin_output(out);
-        let mut em = Emitter::new(out, key_fn.as_deref_mut());
+        let mut out = Out::with_capacity(capacity);
+        let at = codec::begin_output(&mut out);
+        let mut em = Emitter::new(&mut out, key_mode);
         for _ in 0..count {
             let (index, ts, value) = read_keyed_record(&mut r)?;
             let keys_len = slots.len();
@@ -135,12 +136,17 @@ where
         }
         r.finish()?;
         drop(em);
-        codec::end_records(out, at)?;
-        keys.finish(slots, out)
+        codec::end_records(&mut out, at)?;
+        keys.finish(slots, &mut out)?;
+        Ok(out.into_vec())
     }
 
-    fn fuse_key(&mut self, key_fn: Box<dyn Any>) -> Result<(), Box<dyn Any>> {
-        install_key(&mut self.key_fn, key_fn)
+    fn accepts_key(&self, value_type: TypeId) -> bool {
+        accepts_key(&self.key_mode, value_type)
+    }
+
+    fn fuse_key(&mut self, key: Box<dyn Any>) -> Result<(), Box<dyn Any>> {
+        install_key(&mut self.key_mode, key)
     }
 }
 
@@ -283,7 +289,7 @@ fn decode_state<T: Data>(bytes: &[u8]) -> Result<T, StateError> {
 /// The operator behind `KeyedStream::process`.
 pub(crate) struct Process<K, S: 'static, V, W, F> {
     f: F,
-    key_fn: Option<Box<KeyFn<W>>>,
+    key_mode: KeyMode<W>,
     keys: Keys<S>,
     /// Typed keys of the current batch, decoded once per key.
     typed: Vec<K>,
@@ -299,7 +305,7 @@ where
     F: FnMut(&mut KeyedContext<'_, K, S>, V, &mut Emitter<'_, W>) + 'static,
 {
     pub(crate) fn boxed(f: F) -> Box<dyn Operator> {
-        Box::new(Process { f, key_fn: None, keys: Keys::new(), typed: Vec::new(), _v: PhantomData })
+        Box::new(Process { f, key_mode: KeyMode::Keep, keys: Keys::new(), typed: Vec::new(), _v: PhantomData })
     }
 }
 
@@ -311,8 +317,8 @@ where
     W: Data,
     F: FnMut(&mut KeyedContext<'_, K, S>, V, &mut Emitter<'_, W>) + 'static,
 {
-    fn process(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), OpError> {
-        let Process { f, key_fn, keys, typed, .. } = self;
+    fn process(&mut self, input: &[u8], capacity: usize) -> Result<Vec<u8>, OpError> {
+        let Process { f, key_mode, keys, typed, .. } = self;
         let mut r = Reader::new(input);
         typed.clear();
         let mut slots = keys.read(&mut r, |key| {
@@ -320,8 +326,9 @@ where
             Ok(())
         })?;
         let count = r.u32("record count")?;
-        let at = codec::begin_output(out);
-        let mut em = Emitter::new(out, key_fn.as_deref_mut());
+        let mut out = Out::with_capacity(capacity);
+        let at = codec::begin_output(&mut out);
+        let mut em = Emitter::new(&mut out, key_mode);
         for _ in 0..count {
             let (index, ts, value) = read_keyed_record(&mut r)?;
             let keys_len = slots.len();
@@ -339,12 +346,17 @@ where
         }
         r.finish()?;
         drop(em);
-        codec::end_records(out, at)?;
-        keys.finish(slots, out)
+        codec::end_records(&mut out, at)?;
+        keys.finish(slots, &mut out)?;
+        Ok(out.into_vec())
     }
 
-    fn fuse_key(&mut self, key_fn: Box<dyn Any>) -> Result<(), Box<dyn Any>> {
-        install_key(&mut self.key_fn, key_fn)
+    fn accepts_key(&self, value_type: TypeId) -> bool {
+        accepts_key(&self.key_mode, value_type)
+    }
+
+    fn fuse_key(&mut self, key: Box<dyn Any>) -> Result<(), Box<dyn Any>> {
+        install_key(&mut self.key_mode, key)
     }
 }
 
@@ -363,8 +375,7 @@ mod tests {
         let mut op = count();
         let (a, b) = (enc(&"a"), enc(&"b"));
         let input = keyed(&[(&a, Some(&enc(&5u64))), (&b, None)], &[(0, 1, b""), (1, 2, b""), (0, 3, b"")]);
-        let mut out = Vec::new();
-        op.process(&input, &mut out).unwrap();
+        let out = op.process(&input, 0).unwrap();
         let parsed = parse_output(&out);
         assert_eq!(
             parsed.records,
@@ -377,8 +388,7 @@ mod tests {
     fn untouched_keys_report_unchanged() {
         let mut op = reduce(|a: u64, b: u64| a + b);
         let input = keyed(&[(b"\x01", None), (b"\x02", Some(&enc(&1u64)))], &[(0, 0, &enc(&4u64))]);
-        let mut out = Vec::new();
-        op.process(&input, &mut out).unwrap();
+        let out = op.process(&input, 0).unwrap();
         let parsed = parse_output(&out);
         assert_eq!(parsed.records, vec![(0, vec![1], enc(&4u64))]);
         assert_eq!(parse_updates(&parsed.tail), vec![Some(Some(enc(&4u64))), None]);
@@ -387,16 +397,13 @@ mod tests {
     #[test]
     fn bad_key_index_and_bad_state_are_bad_input() {
         let mut op = count();
-        let mut out = Vec::new();
         let input = keyed(&[(b"\x01", None)], &[(1, 0, b"")]);
-        assert!(matches!(op.process(&input, &mut out), Err(OpError::BadInput(_))));
-        out.clear();
+        assert!(matches!(op.process(&input, 0), Err(OpError::BadInput(_))));
         let input = keyed(&[(b"\x01", Some(&[0xff, 0xff]))], &[]);
-        assert!(matches!(op.process(&input, &mut out), Err(OpError::BadInput(_))));
-        out.clear();
+        assert!(matches!(op.process(&input, 0), Err(OpError::BadInput(_))));
         let mut input = keyed(&[(b"\x01", None)], &[]);
         input.push(0);
-        assert!(matches!(op.process(&input, &mut out), Err(OpError::BadInput(_))));
+        assert!(matches!(op.process(&input, 0), Err(OpError::BadInput(_))));
     }
 
     #[test]
@@ -413,8 +420,7 @@ mod tests {
         });
         let k = enc(&"k");
         let input = keyed(&[(&k, Some(&enc(&vec![1u64])))], &[(0, 9, &enc(&2u64))]);
-        let mut out = Vec::new();
-        op.process(&input, &mut out).unwrap();
+        let out = op.process(&input, 0).unwrap();
         let parsed = parse_output(&out);
         assert_eq!(parsed.records, vec![(9, k, enc(&"k:[1, 2]@9"))]);
         assert_eq!(parse_updates(&parsed.tail), vec![Some(None)]);
@@ -425,8 +431,7 @@ mod tests {
         let mut op = count();
         for round in 0..3u64 {
             let input = keyed(&[(b"\x07", Some(&enc(&round)))], &[(0, 0, b"")]);
-            let mut out = Vec::new();
-            op.process(&input, &mut out).unwrap();
+            let out = op.process(&input, 0).unwrap();
             assert_eq!(parse_output(&out).records, vec![(0, vec![7], enc(&(round + 1)))]);
         }
     }

@@ -2,12 +2,12 @@
 //! (when it cannot be fused), the text formatter in front of text sinks, and the raw
 //! escape hatch. Keyed operators live in [`crate::keyed`].
 
-use core::any::Any;
+use core::any::{Any, TypeId};
 use core::marker::PhantomData;
 
 use crate::Data;
-use crate::codec::{self, Reader, Record, decode, read_record};
-use crate::emit::{Emitter, KeyFn};
+use crate::codec::{self, Out, Reader, Record, decode, read_record};
+use crate::emit::{Emitter, KeyMode, Selector};
 use crate::error::OpError;
 use crate::text::TextField;
 
@@ -18,42 +18,50 @@ pub(crate) trait Operator {
         Ok(())
     }
 
-    /// Decodes `input` (layout per WIT `operator.process`) and appends the whole output
-    /// batch to the empty `out`.
-    fn process(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), OpError>;
+    /// Decodes `input` (layout per WIT `operator.process`) and returns the whole output
+    /// batch, written into a buffer of `capacity` bytes to start with. The output
+    /// cursor is a local of each operator's loop so it lives in Wasm locals.
+    fn process(&mut self, input: &[u8], capacity: usize) -> Result<Vec<u8>, OpError>;
 
     /// Called once when the subtask finishes.
     fn close(&mut self) -> Result<(), OpError> {
         Ok(())
     }
 
-    /// Installs a downstream key selector (a `Box<Box<KeyFn<W>>>` for this operator's
-    /// output type `W`) so this operator writes keyed records itself. Gives the selector
-    /// back if this operator cannot take it.
-    fn fuse_key(&mut self, key_fn: Box<dyn Any>) -> Result<(), Box<dyn Any>> {
-        Err(key_fn)
+    /// True if this operator can take a downstream key selector for output values of
+    /// type `value_type` (see [`Operator::fuse_key`]).
+    fn accepts_key(&self, _value_type: TypeId) -> bool {
+        false
+    }
+
+    /// Installs a downstream key (a `Box<KeyMode<W>>` for this operator's output type
+    /// `W`) so this operator writes keyed records itself. Gives it back if this
+    /// operator cannot take it.
+    fn fuse_key(&mut self, key: Box<dyn Any>) -> Result<(), Box<dyn Any>> {
+        Err(key)
     }
 }
 
-/// Takes a type-erased key selector for output type `W`, if it is one and none is
+/// `Operator::accepts_key` of an operator with output type `W` and key mode `slot`.
+pub(crate) fn accepts_key<W: 'static>(slot: &KeyMode<W>, value_type: TypeId) -> bool {
+    slot.is_keep() && value_type == TypeId::of::<W>()
+}
+
+/// Takes a type-erased key mode for output type `W`, if it is one and none is
 /// installed yet.
-pub(crate) fn install_key<W: 'static>(
-    slot: &mut Option<Box<KeyFn<W>>>,
-    key_fn: Box<dyn Any>,
-) -> Result<(), Box<dyn Any>> {
-    if slot.is_some() {
-        return Err(key_fn);
+pub(crate) fn install_key<W: 'static>(slot: &mut KeyMode<W>, key: Box<dyn Any>) -> Result<(), Box<dyn Any>> {
+    if !slot.is_keep() {
+        return Err(key);
     }
-    let key_fn = key_fn.downcast::<Box<KeyFn<W>>>()?;
-    *slot = Some(*key_fn);
+    *slot = *key.downcast::<KeyMode<W>>()?;
     Ok(())
 }
 
 /// An unkeyed operator that decodes each record's value and hands it to `f` with an
-/// emitter. map, flat_map, filter and the key selector are all this with different `f`.
+/// emitter. map, flat_map and filter are all this with different `f`.
 pub(crate) struct Stateless<V, W, F> {
     f: F,
-    key_fn: Option<Box<KeyFn<W>>>,
+    key_mode: KeyMode<W>,
     _v: PhantomData<fn(V)>,
 }
 
@@ -64,11 +72,7 @@ where
     F: FnMut(V, &Record<'_>, &mut Emitter<'_, W>) + 'static,
 {
     pub(crate) fn new(f: F) -> Self {
-        Stateless { f, key_fn: None, _v: PhantomData }
-    }
-
-    pub(crate) fn with_key(f: F, key_fn: Box<KeyFn<W>>) -> Self {
-        Stateless { f, key_fn: Some(key_fn), _v: PhantomData }
+        Stateless { f, key_mode: KeyMode::Keep, _v: PhantomData }
     }
 }
 
@@ -78,10 +82,11 @@ where
     W: Data,
     F: FnMut(V, &Record<'_>, &mut Emitter<'_, W>) + 'static,
 {
-    fn process(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), OpError> {
-        let Stateless { f, key_fn, .. } = self;
-        let at = codec::begin_output(out);
-        let mut em = Emitter::new(out, key_fn.as_deref_mut());
+    fn process(&mut self, input: &[u8], capacity: usize) -> Result<Vec<u8>, OpError> {
+        let Stateless { f, key_mode, .. } = self;
+        let mut out = Out::with_capacity(capacity);
+        let at = codec::begin_output(&mut out);
+        let mut em = Emitter::new(&mut out, key_mode);
         let mut r = Reader::new(input);
         while !r.is_empty() {
             let rec = read_record(&mut r)?;
@@ -93,11 +98,16 @@ where
             }
         }
         drop(em);
-        codec::end_records(out, at)
+        codec::end_records(&mut out, at)?;
+        Ok(out.into_vec())
     }
 
-    fn fuse_key(&mut self, key_fn: Box<dyn Any>) -> Result<(), Box<dyn Any>> {
-        install_key(&mut self.key_fn, key_fn)
+    fn accepts_key(&self, value_type: TypeId) -> bool {
+        accepts_key(&self.key_mode, value_type)
+    }
+
+    fn fuse_key(&mut self, key: Box<dyn Any>) -> Result<(), Box<dyn Any>> {
+        install_key(&mut self.key_mode, key)
     }
 }
 
@@ -125,24 +135,111 @@ pub(crate) fn filter<V: Data>(mut f: impl FnMut(&V) -> bool + 'static) -> Box<dy
     }))
 }
 
-/// Builds the type-erased key selector of `key_by`, boxed twice so it can travel as
-/// `Box<dyn Any>` until the plan decides where it runs.
-pub(crate) fn key_fn<V: Data, K: Data>(mut selector: impl FnMut(&V) -> K + 'static) -> Box<dyn Any> {
-    let key_fn: Box<KeyFn<V>> = Box::new(move |v: &V, out: &mut Vec<u8>| codec::put_encoded(out, &selector(v)));
-    Box::new(key_fn)
+/// A `key_by` waiting for the plan to decide where it runs: fused into the upstream
+/// operator, or as an operator node of its own.
+pub(crate) trait PendingKey {
+    /// `TypeId` of the values being keyed.
+    fn value_type(&self) -> TypeId;
+    /// The `Box<KeyMode<V>>` (as `Box<dyn Any>`) to fuse into the upstream operator.
+    fn into_fused(self: Box<Self>) -> Box<dyn Any>;
+    /// The stand-alone operator, used when the key cannot be fused (e.g. the upstream
+    /// is a host source). It is monomorphic in the selector: no dynamic call per record.
+    fn into_operator(self: Box<Self>) -> Box<dyn Operator>;
 }
 
-/// The stand-alone key selector node, used when `key_fn` could not be fused into the
-/// upstream operator (e.g. the upstream is a host source). It decodes the value only to
-/// compute the key; the value bytes are copied as they are.
-pub(crate) fn key_selector<V: Data>(key_fn: Box<dyn Any>) -> Result<Box<dyn Operator>, String> {
-    let key_fn =
-        key_fn.downcast::<Box<KeyFn<V>>>().map_err(|_| "internal: key selector of the wrong type".to_string())?;
-    let op = Stateless::with_key(
-        |v: V, rec: &Record<'_>, em: &mut Emitter<'_, V>| em.emit_raw_value(&v, rec.value),
-        *key_fn,
-    );
-    Ok(Box::new(op))
+/// `key_by(selector)` before placement.
+struct PendingSelector<V, F> {
+    f: F,
+    _v: PhantomData<fn(&V)>,
+}
+
+impl<V: Data, K: Data, F: FnMut(&V) -> K + 'static> PendingKey for PendingSelector<V, F> {
+    fn value_type(&self) -> TypeId {
+        TypeId::of::<V>()
+    }
+
+    fn into_fused(self: Box<Self>) -> Box<dyn Any> {
+        let select = Selector { f: self.f, scratch: Out::with_capacity(16) };
+        Box::new(KeyMode::<V>::Select(Box::new(select)))
+    }
+
+    fn into_operator(self: Box<Self>) -> Box<dyn Operator> {
+        Box::new(KeySelectorOp { f: self.f, _v: PhantomData })
+    }
+}
+
+/// `key_by_value()` before placement.
+struct PendingValue<V> {
+    _v: PhantomData<fn(&V)>,
+}
+
+impl<V: Data> PendingKey for PendingValue<V> {
+    fn value_type(&self) -> TypeId {
+        TypeId::of::<V>()
+    }
+
+    fn into_fused(self: Box<Self>) -> Box<dyn Any> {
+        Box::new(KeyMode::<V>::Value)
+    }
+
+    fn into_operator(self: Box<Self>) -> Box<dyn Operator> {
+        Box::new(ValueKeyOp)
+    }
+}
+
+/// The pending key of `key_by(selector)`.
+pub(crate) fn key_fn<V: Data, K: Data>(selector: impl FnMut(&V) -> K + 'static) -> Box<dyn PendingKey> {
+    Box::new(PendingSelector { f: selector, _v: PhantomData })
+}
+
+/// The pending key of `key_by_value()`.
+pub(crate) fn key_value<V: Data>() -> Box<dyn PendingKey> {
+    Box::new(PendingValue::<V> { _v: PhantomData })
+}
+
+/// The stand-alone key selector node: decodes the value only to compute the key; the
+/// value bytes are copied as they are.
+struct KeySelectorOp<V, F> {
+    f: F,
+    _v: PhantomData<fn(V)>,
+}
+
+impl<V: Data, K: Data, F: FnMut(&V) -> K + 'static> Operator for KeySelectorOp<V, F> {
+    fn process(&mut self, input: &[u8], capacity: usize) -> Result<Vec<u8>, OpError> {
+        let mut out = Out::with_capacity(capacity);
+        let at = codec::begin_output(&mut out);
+        let mut r = Reader::new(input);
+        while !r.is_empty() {
+            let rec = read_record(&mut r)?;
+            let value: V = decode(rec.value, "record value")?;
+            let key = (self.f)(&value);
+            out.put(rec.ts.to_le_bytes());
+            codec::put_encoded(&mut out, &key)?;
+            out.put_bytes(rec.value)?;
+        }
+        codec::end_records(&mut out, at)?;
+        Ok(out.into_vec())
+    }
+}
+
+/// The stand-alone node of `key_by_value`: the value bytes become the key, nothing is
+/// decoded.
+struct ValueKeyOp;
+
+impl Operator for ValueKeyOp {
+    fn process(&mut self, input: &[u8], capacity: usize) -> Result<Vec<u8>, OpError> {
+        let mut out = Out::with_capacity(capacity);
+        let at = codec::begin_output(&mut out);
+        let mut r = Reader::new(input);
+        while !r.is_empty() {
+            let rec = read_record(&mut r)?;
+            out.put(rec.ts.to_le_bytes());
+            out.put_bytes(rec.value)?;
+            out.put_bytes(rec.value)?;
+        }
+        codec::end_records(&mut out, at)?;
+        Ok(out.into_vec())
+    }
 }
 
 /// The formatting operator inserted before text sinks: turns postcard `(K, V)` into the
@@ -158,22 +255,24 @@ impl<K: Data + TextField, V: Data + TextField> Format<K, V> {
 }
 
 impl<K: Data + TextField, V: Data + TextField> Operator for Format<K, V> {
-    fn process(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), OpError> {
-        let at = codec::begin_output(out);
+    fn process(&mut self, input: &[u8], capacity: usize) -> Result<Vec<u8>, OpError> {
+        let mut out = Out::with_capacity(capacity);
+        let at = codec::begin_output(&mut out);
         let mut r = Reader::new(input);
         while !r.is_empty() {
             let rec = read_record(&mut r)?;
             let key: K = decode(rec.key, "record key")?;
             let value: V = decode(rec.value, "record value")?;
-            out.extend_from_slice(&rec.ts.to_le_bytes());
-            let slot = codec::len_slot(out);
-            key.write_text(out);
-            codec::patch_len(out, slot)?;
-            let slot = codec::len_slot(out);
-            value.write_text(out);
-            codec::patch_len(out, slot)?;
+            out.put(rec.ts.to_le_bytes());
+            let slot = out.len_slot();
+            out.with_vec(|v| key.write_text(v));
+            out.patch_len(slot)?;
+            let slot = out.len_slot();
+            out.with_vec(|v| value.write_text(v));
+            out.patch_len(slot)?;
         }
-        codec::end_records(out, at)
+        codec::end_records(&mut out, at)?;
+        Ok(out.into_vec())
     }
 }
 
@@ -182,9 +281,8 @@ impl<K: Data + TextField, V: Data + TextField> Operator for Format<K, V> {
 pub(crate) struct Raw(pub(crate) fn(&[u8]) -> Vec<u8>);
 
 impl Operator for Raw {
-    fn process(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), OpError> {
-        *out = (self.0)(input);
-        Ok(())
+    fn process(&mut self, input: &[u8], _capacity: usize) -> Result<Vec<u8>, OpError> {
+        Ok((self.0)(input))
     }
 }
 
@@ -199,8 +297,7 @@ mod tests {
     }
 
     fn run(op: &mut dyn Operator, input: &[u8]) -> Vec<(i64, Vec<u8>, Vec<u8>)> {
-        let mut out = Vec::new();
-        op.process(input, &mut out).unwrap();
+        let out = op.process(input, 0).unwrap();
         let parsed = parse_output(&out);
         assert!(parsed.tail.is_empty());
         parsed.records
@@ -239,18 +336,21 @@ mod tests {
                 out.emit(w.to_string())
             }
         });
-        assert!(op.fuse_key(key_fn(|w: &String| w.len() as u32)).is_ok());
+        assert!(op.accepts_key(TypeId::of::<String>()));
+        assert!(op.fuse_key(key_fn(|w: &String| w.len() as u32).into_fused()).is_ok());
         // a second selector, or one of the wrong type, is refused
-        assert!(op.fuse_key(key_fn(|w: &String| w.len() as u32)).is_err());
+        assert!(!op.accepts_key(TypeId::of::<String>()));
+        assert!(op.fuse_key(key_fn(|w: &String| w.len() as u32).into_fused()).is_err());
         let input = records(&[(1, b"", &enc(&"ab c".to_string()))]);
         assert_eq!(run(op.as_mut(), &input), vec![(1, enc(&2u32), enc(&"ab")), (1, enc(&1u32), enc(&"c"))]);
         let mut wrong = map(|v: u64| v);
-        assert!(wrong.fuse_key(key_fn(|w: &String| w.len() as u32)).is_err());
+        assert!(!wrong.accepts_key(TypeId::of::<String>()));
+        assert!(wrong.fuse_key(key_fn(|w: &String| w.len() as u32).into_fused()).is_err());
     }
 
     #[test]
     fn key_selector_copies_values() {
-        let mut op = key_selector::<u64>(key_fn(|v: &u64| v % 10)).unwrap();
+        let mut op = key_fn(|v: &u64| v % 10).into_operator();
         let input = records(&[(3, b"", &enc(&123u64))]);
         assert_eq!(run(op.as_mut(), &input), vec![(3, enc(&3u64), enc(&123u64))]);
     }
@@ -269,15 +369,13 @@ mod tests {
     fn bad_value_is_bad_input() {
         let mut op = map(|v: u64| v);
         let input = records(&[(1, b"", &[0xff, 0xff])]);
-        let mut out = Vec::new();
-        assert!(matches!(op.process(&input, &mut out), Err(OpError::BadInput(_))));
+        assert!(matches!(op.process(&input, 0), Err(OpError::BadInput(_))));
     }
 
     #[test]
     fn emitter_fail_fails_batch() {
         let mut op = flat_map(|v: u64, out: &mut Emitter<u64>| out.fail(format!("no {v}")));
         let input = records(&[(1, b"", &enc(&9u64))]);
-        let mut out = Vec::new();
-        assert_eq!(op.process(&input, &mut out), Err(OpError::Failed("no 9".into())));
+        assert_eq!(op.process(&input, 0), Err(OpError::Failed("no 9".into())));
     }
 }

@@ -88,8 +88,7 @@ pub(crate) fn open(build: BuildFn, op: u32, args: Vec<(String, String)>) -> Resu
 pub(crate) fn process(op: u32, batch: &[u8]) -> Result<Vec<u8>, OpError> {
     install_panic_hook();
     with_slot(op, |slot| {
-        let mut out = Vec::with_capacity(slot.out_hint.max(256));
-        slot.op.process(batch, &mut out)?;
+        let out = slot.op.process(batch, slot.out_hint.max(256))?;
         // Remember a little more than we needed so a slightly bigger batch still fits.
         slot.out_hint = out.len() + out.len() / 8;
         Ok(out)

@@ -4,7 +4,7 @@
 //! decides where the text goes).
 //!
 //! Demonstrates the DataStream-like API end to end: a host source, `flat_map`, a
-//! `key_by` fused into it, a keyed `count`, and a text sink.
+//! `key_by_value` fused into it, a keyed `count`, and a text sink.
 
 use weir_sdk::prelude::*;
 
@@ -22,11 +22,13 @@ fn build(job: &mut Job) {
     job.name("wordcount");
     job.file_lines("lines")
         .flat_map("split", |line: String, out: &mut Emitter<String>| {
+            // `emit_str` encodes the borrowed word directly: no String per word.
             for w in line.split(is_python_space).filter(|w| !w.is_empty()) {
-                out.emit(w.to_string())
+                out.emit_str(w)
             }
         })
-        .key_by("by-word", |w: &String| w.clone())
+        // The word itself is the key; `key_by_value` writes it once and copies it.
+        .key_by_value("by-word")
         .count("count")
         .sink("out", sink);
 }
