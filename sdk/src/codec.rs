@@ -304,14 +304,6 @@ impl Out {
             None => Err(bad_slot()),
         }
     }
-
-    /// Lets `f` append to the written bytes as a `Vec` (for APIs such as
-    /// [`crate::TextField`] that write into one); the zero fill is restored afterwards.
-    pub(crate) fn with_vec(&mut self, f: impl FnOnce(&mut Vec<u8>)) {
-        self.buf.truncate(self.len);
-        f(&mut self.buf);
-        self.len = self.buf.len();
-    }
 }
 
 #[cold]

@@ -259,17 +259,20 @@ impl<K: Data + TextField, V: Data + TextField> Operator for Format<K, V> {
         let mut out = Out::with_capacity(capacity);
         let at = codec::begin_output(&mut out);
         let mut r = Reader::new(input);
+        // TextField writes into a Vec; format into this one and copy, so `out` keeps
+        // its preallocated room (handing `out` itself over as a Vec would drop it).
+        let mut text = Vec::new();
         while !r.is_empty() {
             let rec = read_record(&mut r)?;
             let key: K = decode(rec.key, "record key")?;
             let value: V = decode(rec.value, "record value")?;
             out.put(rec.ts.to_le_bytes());
-            let slot = out.len_slot();
-            out.with_vec(|v| key.write_text(v));
-            out.patch_len(slot)?;
-            let slot = out.len_slot();
-            out.with_vec(|v| value.write_text(v));
-            out.patch_len(slot)?;
+            text.clear();
+            key.write_text(&mut text);
+            out.put_bytes(&text)?;
+            text.clear();
+            value.write_text(&mut text);
+            out.put_bytes(&text)?;
         }
         codec::end_records(&mut out, at)?;
         Ok(out.into_vec())
