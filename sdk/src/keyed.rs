@@ -228,6 +228,62 @@ impl<'a, K, S> KeyedContext<'a, K, S> {
     pub fn map_state<'s, F: Data, T: Data>(&'s self, name: &'s str) -> MapState<'s, F, T> {
         MapState { name, key: self.key_bytes, _t: PhantomData }
     }
+
+    /// The list state `name` of the current key, holding `T`s in insertion order.
+    /// Every call on it is a host call.
+    pub fn list_state<'s, T: Data>(&'s self, name: &'s str) -> ListState<'s, T> {
+        ListState { name, key: self.key_bytes, _t: PhantomData }
+    }
+}
+
+/// A typed view of one key's list in a named list state, kept by the host.
+///
+/// It lives in the host's map state under the same name: the element at index `i` has
+/// the field `i` as four big-endian bytes, so the host's field order is list order, and
+/// the length sits under the empty field, which sorts before every element.
+pub struct ListState<'s, T> {
+    name: &'s str,
+    key: &'s [u8],
+    _t: PhantomData<fn(T)>,
+}
+
+const LIST_LEN_FIELD: &[u8] = &[];
+
+impl<T: Data> ListState<'_, T> {
+    /// Number of elements.
+    pub fn len(&self) -> Result<u32, StateError> {
+        match host::map_get(self.name, self.key, LIST_LEN_FIELD)? {
+            Some(bytes) => decode_state(&bytes),
+            None => Ok(0),
+        }
+    }
+
+    /// True if the list has no elements.
+    pub fn is_empty(&self) -> Result<bool, StateError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Appends `value`.
+    pub fn push(&self, value: &T) -> Result<(), StateError> {
+        let len = self.len()?;
+        let next = len.checked_add(1).ok_or_else(|| StateError::Codec("list state is full".into()))?;
+        host::map_put(self.name, self.key, &len.to_be_bytes(), &encode(value)?)?;
+        Ok(host::map_put(self.name, self.key, LIST_LEN_FIELD, &encode(&next)?)?)
+    }
+
+    /// All elements, in insertion order.
+    pub fn get(&self) -> Result<Vec<T>, StateError> {
+        host::map_entries(self.name, self.key)?
+            .iter()
+            .filter(|(field, _)| field.len() == 4)
+            .map(|(_, v)| decode_state(v))
+            .collect()
+    }
+
+    /// Removes every element.
+    pub fn clear(&self) -> Result<(), StateError> {
+        Ok(host::map_clear(self.name, self.key)?)
+    }
 }
 
 /// A typed view of one key's entries in a named map state, kept by the host.

@@ -39,7 +39,7 @@
 //!   [`Sink`]: the builder API.
 //! - [`Emitter`] (`emit`): how `flat_map` and `process` emit; it can also run a fused key
 //!   selector.
-//! - [`KeyedContext`], [`MapState`] (`keyed`): keyed operators, value state that travels
+//! - [`KeyedContext`], [`MapState`], [`ListState`] (`keyed`): keyed operators, value state that travels
 //!   with the batch, map state through host calls.
 //! - [`TextField`] (`text`): how text sinks print keys and values.
 //! - `graph`: the recorded graph, key-selector placement, lowering to the WIT plan.
@@ -103,7 +103,7 @@ pub use serde;
 pub use emit::Emitter;
 pub use error::StateError;
 pub use job::{Job, KeyedStream, Sink, SinkHandle, Stream};
-pub use keyed::{KeyedContext, MapState};
+pub use keyed::{KeyedContext, ListState, MapState};
 pub use runtime::BuildFn;
 pub use text::TextField;
 
@@ -114,7 +114,7 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned + 'static> Data for T {}
 
 /// Everything a job's `build` function needs.
 pub mod prelude {
-    pub use crate::{Data, Emitter, Job, KeyedContext, KeyedStream, MapState, Sink, StateError, Stream, TextField};
+    pub use crate::{Data, Emitter, Job, KeyedContext, KeyedStream, ListState, MapState, Sink, StateError, Stream, TextField};
 }
 
 /// Messages to the host's log, tagged by the host with the operator's identity.

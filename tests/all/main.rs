@@ -5,4 +5,5 @@ mod support;
 
 mod bad_jobs;
 mod cache;
+mod keyed_state;
 mod wordcount;
