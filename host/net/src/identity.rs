@@ -17,7 +17,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 /// The DNS name in every node certificate, and the name clients ask for.
 pub const CLUSTER_SERVER_NAME: &str = "weir.cluster";
 
-/// Common name of the cluster CA certificate.
+/// Common name prefix of a cluster CA certificate; a key fingerprint follows.
 const CA_COMMON_NAME: &str = "Weir cluster CA";
 
 /// File names inside an identity directory.
@@ -94,12 +94,16 @@ impl std::fmt::Debug for ClusterCa {
 impl ClusterCa {
     /// Generates a fresh CA (ECDSA P-256 key, self-signed, may only sign node certs).
     pub fn generate() -> Result<Self, IdentityError> {
+        let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name = common_name(CA_COMMON_NAME);
+        // A per-CA name: with one fixed name, a peer from another cluster would be
+        // matched to our CA by name and refused as "BadSignature" instead of the
+        // clearer "UnknownIssuer".
+        let fingerprint: String = key.public_key_raw().iter().skip(1).take(8).map(|b| format!("{b:02x}")).collect();
+        params.distinguished_name = common_name(&format!("{CA_COMMON_NAME} {fingerprint}"));
         // Path length 0: the CA signs node certificates, never intermediate CAs.
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let key = KeyPair::generate()?;
         let cert = params.self_signed(&key)?;
         Ok(Self { cert: CaCert { der: cert.der().clone() }, issuer: Issuer::new(params, key) })
     }

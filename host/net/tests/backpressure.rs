@@ -50,15 +50,23 @@ async fn a_stalled_consumer_stops_its_producer_within_one_window() {
     assert!(!producer.is_finished());
 
     // A second channel on the same connection is not held up by the stalled one.
-    let mut tx2 = within("open 2", open_data_stream(&conn, &2u32)).await.expect("open 2");
-    for _ in 0..16 {
-        within("send on channel 2", tx2.send(&[7; BATCH])).await.expect("send 2");
-    }
+    let second = {
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            let mut tx2 = open_data_stream(&conn, &2u32).await.expect("open 2");
+            for _ in 0..16 {
+                tx2.send(&[7; BATCH]).await.expect("send 2");
+            }
+            tx2.finish().await.expect("finish 2");
+        })
+    };
     let (chan2, mut rx2) = within("data stream 2", accept_data_stream::<u32>(&peer)).await.expect("accept 2");
     assert_eq!(chan2, 2);
     for _ in 0..16 {
         assert_eq!(within("batch 2", rx2.recv()).await.expect("ok").map(|b| b.len()), Some(BATCH));
     }
+    assert_eq!(within("end 2", rx2.recv()).await.expect("clean end"), None);
+    within("second producer", second).await.expect("second ok");
     // Channel 1 stayed blocked meanwhile.
     assert!(sent.load(Ordering::SeqCst) <= u64::from(WINDOW) + 64);
 

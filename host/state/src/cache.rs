@@ -10,7 +10,7 @@ const ENTRY_OVERHEAD: usize = 64;
 /// Bytes stored in place up to this length. Keys and values of keyed operators are
 /// mostly small (an integer, a short word, a counter); keeping them inside the entry
 /// makes a lookup touch one cache line instead of three.
-const INLINE: usize = 22;
+const INLINE: usize = 18;
 
 /// A byte string, inline when short.
 #[derive(Clone)]
@@ -46,6 +46,10 @@ struct Entry {
     hash: u64,
     key: Bytes,
     value: Option<Bytes>,
+    /// The batch that last touched this entry and the key's index in that batch, so
+    /// grouping a batch by key reads only the cache line the lookup already fetched.
+    batch: u32,
+    slot: u32,
     group: u16,
     dirty: bool,
 }
@@ -124,10 +128,29 @@ impl ValueCache {
         let value = self.state.ks.get(TaskState::value_key(group, self.op, key))?.map(|v| Bytes::new(&v));
         let i = self.entries.len();
         self.used += ENTRY_OVERHEAD + key.len() + value.as_ref().map_or(0, |v| v.as_slice().len());
-        self.entries.push(Entry { hash, group, key: Bytes::new(key), value, dirty: false });
+        self.entries.push(Entry { hash, group, key: Bytes::new(key), value, batch: 0, slot: 0, dirty: false });
         let entries = &self.entries;
         self.table.insert_unique(hash, (i as u32, (hash >> 32) as u32), |&(j, _)| entries[j as usize].hash);
         Ok(i)
+    }
+
+    /// Groups records by key within batch number `batch` (never 0): returns the key
+    /// index of entry `index` in this batch, assigning `next` (and returning true) on the
+    /// entry's first record of the batch.
+    #[inline]
+    pub fn batch_slot(&mut self, index: usize, batch: u32, next: u32) -> (u32, bool) {
+        let e = &mut self.entries[index];
+        if e.batch == batch {
+            return (e.slot, false);
+        }
+        e.batch = batch;
+        e.slot = next;
+        (next, true)
+    }
+
+    /// Forgets every batch mark; for when batch numbers wrap around.
+    pub fn clear_batch_marks(&mut self) {
+        self.entries.iter_mut().for_each(|e| e.batch = 0);
     }
 
     /// The key at `index`.

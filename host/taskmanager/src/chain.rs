@@ -32,8 +32,6 @@ struct KeyedScratch {
     input: Vec<u8>,
     /// Cache entry of each distinct key of the batch, in key-index order.
     slots: Vec<usize>,
-    /// For each cache entry: the batch (epoch) it was last seen in, and its key index.
-    entry_slot: Vec<(u32, u32)>,
     /// The incoming batch's records.
     records: Vec<KeyedRecord>,
     /// Stable hash of each record's key.
@@ -147,7 +145,7 @@ fn build_keyed_input(cache: &mut ValueCache, data: &[u8], s: &mut KeyedScratch) 
     s.epoch = s.epoch.wrapping_add(1);
     if s.epoch == 0 {
         // After 2^32 batches the epochs wrap: forget every old marker once.
-        s.entry_slot.iter_mut().for_each(|m| *m = (0, 0));
+        cache.clear_batch_marks();
         s.epoch = 1;
     }
     s.slots.clear();
@@ -165,18 +163,11 @@ fn build_keyed_input(cache: &mut ValueCache, data: &[u8], s: &mut KeyedScratch) 
     let records = &s.records;
     cache.resolve(&s.hashes, |i| &data[records[i].key.clone()], &mut s.entries)?;
     for (rec, &entry) in s.records.iter_mut().zip(&s.entries) {
-        if s.entry_slot.len() <= entry {
-            s.entry_slot.resize(entry + 1, (0, 0));
+        let (slot, first) = cache.batch_slot(entry, s.epoch, s.slots.len() as u32);
+        if first {
+            s.slots.push(entry);
         }
-        rec.slot = match s.entry_slot[entry] {
-            (epoch, slot) if epoch == s.epoch => slot,
-            _ => {
-                let slot = s.slots.len() as u32;
-                s.slots.push(entry);
-                s.entry_slot[entry] = (s.epoch, slot);
-                slot
-            }
-        };
+        rec.slot = slot;
     }
     s.input.clear();
     batch::push_key_count(&mut s.input, s.slots.len() as u32);

@@ -133,7 +133,8 @@ fn garbage_payload_in_valid_framing_is_a_decode_error() {
     let mut rng = SplitMix(4);
     let mut decode_errors = 0;
     for _ in 0..5_000 {
-        let payload = rng.bytes(rng.below(40) as usize + 1);
+        let len = rng.below(40) as usize + 1;
+        let payload = rng.bytes(len);
         match decode_message::<Msg>(&payload) {
             Err(FrameError::Decode(_) | FrameError::TrailingBytes { .. }) => decode_errors += 1,
             Err(other) => panic!("unexpected error kind: {other}"),
