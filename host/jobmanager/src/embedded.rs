@@ -156,6 +156,7 @@ impl EmbeddedCluster {
         let component = runtime.load(wasm)?;
         let mut instance = Instance::new(runtime, &component, "plan")?;
         let plan = instance.plan(args, runtime.limits().plan_fuel).map_err(JobError::PlanCall)?;
+        plan.check_size()?;
         Ok((component, plan))
     }
 

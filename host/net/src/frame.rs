@@ -52,10 +52,10 @@ pub enum FrameError {
     #[error("message does not encode: {0}")]
     Encode(#[source] postcard::Error),
     /// Reading the QUIC stream failed (reset by the peer, connection lost, ...).
-    #[error("stream read failed: {0}")]
+    #[error("stream read failed: {}", read_detail(.0))]
     Read(#[from] quinn::ReadError),
     /// Writing the QUIC stream failed (stopped by the peer, connection lost, ...).
-    #[error("stream write failed: {0}")]
+    #[error("stream write failed: {}", write_detail(.0))]
     Write(#[from] quinn::WriteError),
     /// The peer stopped the stream (it will read no more) with this application code.
     #[error("peer stopped the stream with code {0}")]
@@ -75,8 +75,36 @@ impl FrameError {
     pub fn is_protocol_violation(&self) -> bool {
         matches!(
             self,
-            Self::Oversized { .. } | Self::Truncated { .. } | Self::Decode(_) | Self::TrailingBytes { .. }
+            Self::Oversized { .. }
+                | Self::Truncated { .. }
+                | Self::Decode(_)
+                | Self::TrailingBytes { .. }
         )
+    }
+
+    /// The connection-level cause when the stream failed because the connection did
+    /// (closed by the peer, refused by TLS, timed out).
+    pub fn connection_error(&self) -> Option<&quinn::ConnectionError> {
+        match self {
+            Self::Read(quinn::ReadError::ConnectionLost(e))
+            | Self::Write(quinn::WriteError::ConnectionLost(e)) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+// quinn's "connection lost" omits why; the why (e.g. a TLS alert) is what operators need.
+fn read_detail(e: &quinn::ReadError) -> String {
+    match e {
+        quinn::ReadError::ConnectionLost(c) => format!("connection lost: {c}"),
+        other => other.to_string(),
+    }
+}
+
+fn write_detail(e: &quinn::WriteError) -> String {
+    match e {
+        quinn::WriteError::ConnectionLost(c) => format!("connection lost: {c}"),
+        other => other.to_string(),
     }
 }
 
@@ -102,7 +130,13 @@ pub struct FrameDecoder {
 impl FrameDecoder {
     /// A decoder rejecting payloads longer than `max_frame` bytes.
     pub fn new(max_frame: u32) -> Self {
-        Self { max_frame, state: State::Header { bytes: [0; HEADER_LEN], got: 0 } }
+        Self {
+            max_frame,
+            state: State::Header {
+                bytes: [0; HEADER_LEN],
+                got: 0,
+            },
+        }
     }
 
     /// The configured maximum payload length.
@@ -127,11 +161,17 @@ impl FrameDecoder {
             }
             let len = u32::from_le_bytes(*bytes);
             if len > self.max_frame {
-                return Err(FrameError::Oversized { len: u64::from(len), max: self.max_frame });
+                return Err(FrameError::Oversized {
+                    len: u64::from(len),
+                    max: self.max_frame,
+                });
             }
             // u32 -> usize cannot lose bits on the 32/64-bit targets we build for.
             let len = len as usize;
-            self.state = State::Payload { len, buf: Vec::with_capacity(len.min(GROW_STEP)) };
+            self.state = State::Payload {
+                len,
+                buf: Vec::with_capacity(len.min(GROW_STEP)),
+            };
         }
         let State::Payload { len, buf } = &mut self.state else {
             return Ok((used, None));
@@ -143,7 +183,10 @@ impl FrameDecoder {
             return Ok((used, None));
         }
         let payload = std::mem::take(buf);
-        self.state = State::Header { bytes: [0; HEADER_LEN], got: 0 };
+        self.state = State::Header {
+            bytes: [0; HEADER_LEN],
+            got: 0,
+        };
         Ok((used, Some(payload)))
     }
 
@@ -163,12 +206,16 @@ impl FrameDecoder {
     pub fn finish(&self) -> Result<(), FrameError> {
         match &self.state {
             State::Header { got: 0, .. } => Ok(()),
-            State::Header { got, .. } => {
-                Err(FrameError::Truncated { part: "header", expected: HEADER_LEN, got: *got })
-            }
-            State::Payload { len, buf } => {
-                Err(FrameError::Truncated { part: "payload", expected: *len, got: buf.len() })
-            }
+            State::Header { got, .. } => Err(FrameError::Truncated {
+                part: "header",
+                expected: HEADER_LEN,
+                got: *got,
+            }),
+            State::Payload { len, buf } => Err(FrameError::Truncated {
+                part: "payload",
+                expected: *len,
+                got: buf.len(),
+            }),
         }
     }
 }
@@ -186,7 +233,10 @@ pub fn decode_message<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameErr
 pub fn frame_header(len: usize, max_frame: u32) -> Result<[u8; HEADER_LEN], FrameError> {
     match u32::try_from(len) {
         Ok(n) if n <= max_frame => Ok(n.to_le_bytes()),
-        _ => Err(FrameError::Oversized { len: len as u64, max: max_frame }),
+        _ => Err(FrameError::Oversized {
+            len: len as u64,
+            max: max_frame,
+        }),
     }
 }
 

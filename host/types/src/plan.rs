@@ -10,6 +10,12 @@ use crate::keygroup::DEFAULT_MAX_PARALLELISM;
 /// Largest parallelism (and max parallelism) a plan may ask for.
 pub const MAX_PARALLELISM_LIMIT: u32 = 32_768;
 
+/// Most nodes and edges a plan may have. A plan comes from untrusted code and is
+/// checked outside the sandbox, so its size is bounded before any graph walk.
+pub const MAX_NODES: usize = 4_096;
+/// See [`MAX_NODES`].
+pub const MAX_EDGES: usize = 16_384;
+
 /// How records travel along an edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Partitioning {
@@ -137,6 +143,14 @@ pub enum PlanError {
         /// The value.
         value: u32,
     },
+    /// The plan is larger than the host accepts.
+    #[error("the plan has {nodes} nodes and {edges} edges; the limits are {MAX_NODES} and {MAX_EDGES}")]
+    TooLarge {
+        /// Nodes in the plan.
+        nodes: usize,
+        /// Edges in the plan.
+        edges: usize,
+    },
     /// A submission-time binding does not fit the plan.
     #[error("{0}")]
     Binding(String),
@@ -163,11 +177,20 @@ impl JobPlan {
         self.edges.iter().filter(move |e| e.source as usize == i)
     }
 
+    /// Checks the plan's size, the first thing to do with a plan from a guest.
+    pub fn check_size(&self) -> Result<(), PlanError> {
+        if self.nodes.len() > MAX_NODES || self.edges.len() > MAX_EDGES {
+            return Err(PlanError::TooLarge { nodes: self.nodes.len(), edges: self.edges.len() });
+        }
+        Ok(())
+    }
+
     /// Checks that the graph is executable at `default_parallelism`.
     pub fn validate(&self, default_parallelism: u32) -> Result<(), PlanError> {
         if self.nodes.is_empty() {
             return Err(PlanError::Empty);
         }
+        self.check_size()?;
         check_parallelism("the max parallelism", self.max_parallelism())?;
         check_parallelism("the default parallelism", default_parallelism)?;
         let mut uids = std::collections::HashSet::new();
@@ -350,6 +373,9 @@ mod tests {
         p.nodes[1].parallelism = Some(3);
         assert!(matches!(p.validate(2), Err(PlanError::BadNode { .. })));
         assert!(matches!(wordcount().validate(0), Err(PlanError::BadParallelism { .. })));
+        let mut p = wordcount();
+        p.edges = vec![p.edges[0]; MAX_EDGES + 1];
+        assert!(matches!(p.validate(1), Err(PlanError::TooLarge { .. })));
     }
 
     #[test]

@@ -20,7 +20,9 @@ enum Msg {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&ctl, input)) = data.split_first() else { return };
+    let Some((&ctl, input)) = data.split_first() else {
+        return;
+    };
     // Low bits: max frame size (small ones make oversize paths reachable); high bits:
     // chunk size of each feed, so splits land everywhere.
     let max = [0u32, 1, 7, 64, 4096, u32::MAX][usize::from(ctl & 7) % 6];
@@ -35,7 +37,8 @@ fuzz_target!(|data: &[u8]| {
                     assert!(used > 0 && used <= rest.len(), "feed must make progress");
                     rest = &rest[used..];
                     if let Some(payload) = frame {
-                        let header = frame_header(payload.len(), max).expect("decoded frame fits max");
+                        let header =
+                            frame_header(payload.len(), max).expect("decoded frame fits max");
                         rebuilt.extend_from_slice(&header);
                         rebuilt.extend_from_slice(&payload);
                         let _ = decode_message::<Msg>(&payload);
@@ -49,7 +52,10 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     match dec.finish() {
-        Ok(()) => assert_eq!(rebuilt, input, "clean end must mean every byte was a whole frame"),
+        Ok(()) => assert_eq!(
+            rebuilt, input,
+            "clean end must mean every byte was a whole frame"
+        ),
         Err(e) => assert!(e.is_protocol_violation() && input.starts_with(&rebuilt)),
     }
 });
