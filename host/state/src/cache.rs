@@ -170,7 +170,16 @@ impl ValueCache {
     pub fn set(&mut self, index: usize, value: Option<&[u8]>) {
         let e = &mut self.entries[index];
         let old = e.value.as_ref().map_or(0, |v| v.as_slice().len());
-        e.value = value.map(Bytes::new);
+        match (&mut e.value, value) {
+            // Overwrite in place: building a new `Bytes` on the stack and moving it in
+            // stalls on store forwarding, which made this the hottest line of keyed
+            // processing.
+            (Some(Bytes::Inline { len, data }), Some(v)) if v.len() <= INLINE => {
+                data[..v.len()].copy_from_slice(v);
+                *len = v.len() as u8;
+            }
+            (slot, v) => *slot = v.map(Bytes::new),
+        }
         e.dirty = true;
         self.used = self.used + value.map_or(0, <[u8]>::len) - old;
     }
