@@ -5,5 +5,6 @@ mod support;
 
 mod bad_jobs;
 mod cache;
+mod cluster;
 mod keyed_state;
 mod wordcount;

@@ -25,6 +25,66 @@ enum Command {
     Run(RunArgs),
     /// Print a job's graph: its nodes, edges and the chained vertices that would run.
     Inspect(InspectArgs),
+    /// Create a cluster CA and node credentials (jobmanager, taskmanagers, client) in DIR.
+    ClusterInit(ClusterInitArgs),
+    /// Run a JobManager: TaskManagers register their slots with it over QUIC.
+    Jobmanager(JobManagerArgs),
+    /// Run a TaskManager offering slots to a JobManager.
+    Taskmanager(TaskManagerArgs),
+    /// Show a JobManager's TaskManagers and slots.
+    ClusterStatus(ClusterStatusArgs),
+}
+
+#[derive(Args)]
+struct ClusterInitArgs {
+    /// Directory to create the credentials in.
+    dir: PathBuf,
+    /// Number of TaskManager identities (taskmanager-1, taskmanager-2, ...).
+    #[arg(long, default_value_t = 2)]
+    taskmanagers: u32,
+}
+
+#[derive(Args)]
+struct IdentityArgs {
+    /// Directory with this node's node.pem and node.key (from `weir cluster-init`).
+    #[arg(long)]
+    identity: PathBuf,
+    /// The cluster CA certificate [default: ca.pem next to the identity directory].
+    #[arg(long)]
+    ca: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct JobManagerArgs {
+    /// Address to listen on (UDP, QUIC).
+    #[arg(long, default_value = "127.0.0.1:6123")]
+    listen: std::net::SocketAddr,
+    /// A TaskManager without heartbeat for this long is lost, in milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    heartbeat_timeout_ms: u64,
+    #[command(flatten)]
+    id: IdentityArgs,
+}
+
+#[derive(Args)]
+struct TaskManagerArgs {
+    /// The JobManager's address.
+    #[arg(long)]
+    jobmanager: std::net::SocketAddr,
+    /// Slots to offer.
+    #[arg(long, default_value_t = 2)]
+    slots: u32,
+    #[command(flatten)]
+    id: IdentityArgs,
+}
+
+#[derive(Args)]
+struct ClusterStatusArgs {
+    /// The JobManager's address.
+    #[arg(long)]
+    jobmanager: std::net::SocketAddr,
+    #[command(flatten)]
+    id: IdentityArgs,
 }
 
 #[derive(Args)]
@@ -100,11 +160,16 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Inspect(args) => inspect(args),
+        Command::ClusterInit(args) => cluster_init(args),
+        Command::Jobmanager(args) => jobmanager(args),
+        Command::Taskmanager(args) => taskmanager(args),
+        Command::ClusterStatus(args) => cluster_status(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -215,4 +280,78 @@ fn inspect(a: InspectArgs) -> Result<()> {
         println!("  v{i} {} x{}{}", v.name, v.parallelism, if outs.is_empty() { String::new() } else { format!(" -> {}", outs.join(", ")) });
     }
     Ok(())
+}
+
+fn cluster_init(a: ClusterInitArgs) -> Result<()> {
+    let ca = weir_net::ClusterCa::generate()?;
+    ca.save(&a.dir).with_context(|| format!("cannot write the CA to {}", a.dir.display()))?;
+    let mut names = vec!["jobmanager".to_string(), "client".to_string()];
+    names.extend((1..=a.taskmanagers).map(|i| format!("taskmanager-{i}")));
+    for name in &names {
+        ca.issue(name)?.save(&a.dir.join(name)).with_context(|| format!("cannot write the identity {name}"))?;
+    }
+    println!("cluster credentials in {}: ca.pem, {}", a.dir.display(), names.join(", "));
+    Ok(())
+}
+
+impl IdentityArgs {
+    /// Loads this node's identity and the CA it trusts.
+    fn load(&self) -> Result<(weir_net::NodeIdentity, weir_net::CaCert)> {
+        let id = weir_net::NodeIdentity::load(&self.identity).with_context(|| format!("cannot load the identity in {}", self.identity.display()))?;
+        let ca_path = match &self.ca {
+            Some(p) => p.clone(),
+            None => self.identity.parent().map_or_else(|| PathBuf::from("ca.pem"), |d| d.join("ca.pem")),
+        };
+        let ca = weir_net::CaCert::load(&ca_path).with_context(|| format!("cannot load the CA certificate {}", ca_path.display()))?;
+        Ok((id, ca))
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+fn jobmanager(a: JobManagerArgs) -> Result<()> {
+    let (id, ca) = a.id.load()?;
+    runtime()?.block_on(async {
+        let endpoint = weir_net::Endpoint::bind(a.listen, &id, &ca)?;
+        let addr = endpoint.local_addr().context("no local address")?;
+        // Tests and scripts wait for this line, so it goes out at once.
+        println!("jobmanager listening on {addr}");
+        std::io::Write::flush(&mut std::io::stdout())?;
+        let timeout = std::time::Duration::from_millis(a.heartbeat_timeout_ms);
+        let config = weir_control::jobmanager::JobManagerConfig { heartbeat_timeout: timeout, heartbeat_interval: timeout / 6 };
+        weir_control::jobmanager::serve(endpoint, config).await;
+        Ok(())
+    })
+}
+
+fn taskmanager(a: TaskManagerArgs) -> Result<()> {
+    let (id, ca) = a.id.load()?;
+    runtime()?.block_on(async {
+        let endpoint = weir_net::Endpoint::bind("0.0.0.0:0".parse()?, &id, &ca)?;
+        let reg = weir_control::taskmanager::register(&endpoint, a.jobmanager, a.slots)
+            .await
+            .with_context(|| format!("cannot register with the jobmanager at {}", a.jobmanager))?;
+        println!("taskmanager {} registered as {} with {} slots", id.name(), reg.id, a.slots);
+        std::io::Write::flush(&mut std::io::stdout())?;
+        let why = reg.heartbeat_forever().await;
+        Err(anyhow::Error::new(why).context("lost the jobmanager"))
+    })
+}
+
+fn cluster_status(a: ClusterStatusArgs) -> Result<()> {
+    let (id, ca) = a.id.load()?;
+    runtime()?.block_on(async {
+        let endpoint = weir_net::Endpoint::bind("0.0.0.0:0".parse()?, &id, &ca)?;
+        let view = weir_control::taskmanager::status(&endpoint, a.jobmanager)
+            .await
+            .with_context(|| format!("cannot query the jobmanager at {}", a.jobmanager))?;
+        for t in &view.taskmanagers {
+            let state = if t.alive { "alive" } else { "lost" };
+            println!("{} id={} slots={} {state} addr={} last-heartbeat={}ms", t.name, t.id, t.slots, t.addr, t.last_heartbeat_ms);
+        }
+        println!("free slots: {}", view.free_slots);
+        Ok(())
+    })
 }

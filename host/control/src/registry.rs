@@ -1,0 +1,111 @@
+//! The JobManager's resource view. Pure: time is passed in, so heartbeat expiry is
+//! tested without sleeping.
+
+use std::time::{Duration, Instant};
+
+use crate::protocol::{ClusterView, TaskManagerInfo};
+
+struct Entry {
+    id: u64,
+    name: String,
+    addr: String,
+    slots: u32,
+    last_seen: Instant,
+    alive: bool,
+}
+
+/// TaskManagers and their liveness.
+pub struct Registry {
+    timeout: Duration,
+    next_id: u64,
+    entries: Vec<Entry>,
+}
+
+impl Registry {
+    /// A registry that declares a TaskManager lost after `timeout` without heartbeat.
+    pub fn new(timeout: Duration) -> Self {
+        Self { timeout, next_id: 1, entries: Vec::new() }
+    }
+
+    /// Registers a TaskManager; returns its id.
+    pub fn register(&mut self, name: &str, addr: &str, slots: u32, now: Instant) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.entries.push(Entry { id, name: name.to_string(), addr: addr.to_string(), slots, last_seen: now, alive: true });
+        id
+    }
+
+    /// Records a heartbeat. A lost TaskManager stays lost: its slots' work was already
+    /// given up, so it must register anew.
+    pub fn heartbeat(&mut self, id: u64, now: Instant) {
+        if let Some(e) = self.entries.iter_mut().find(|e| e.id == id && e.alive) {
+            e.last_seen = now;
+        }
+    }
+
+    /// Marks a TaskManager lost at once (its connection closed).
+    pub fn disconnect(&mut self, id: u64) -> bool {
+        match self.entries.iter_mut().find(|e| e.id == id && e.alive) {
+            Some(e) => {
+                e.alive = false;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Marks every TaskManager silent for longer than the timeout as lost and returns
+    /// the names of those newly lost.
+    pub fn expire(&mut self, now: Instant) -> Vec<String> {
+        let mut lost = Vec::new();
+        for e in self.entries.iter_mut().filter(|e| e.alive) {
+            if now.saturating_duration_since(e.last_seen) > self.timeout {
+                e.alive = false;
+                lost.push(e.name.clone());
+            }
+        }
+        lost
+    }
+
+    /// The resource view at `now`.
+    pub fn view(&self, now: Instant) -> ClusterView {
+        let taskmanagers: Vec<TaskManagerInfo> = self
+            .entries
+            .iter()
+            .map(|e| TaskManagerInfo {
+                id: e.id,
+                name: e.name.clone(),
+                addr: e.addr.clone(),
+                slots: e.slots,
+                alive: e.alive,
+                last_heartbeat_ms: now.saturating_duration_since(e.last_seen).as_millis() as u64,
+            })
+            .collect();
+        let free_slots = taskmanagers.iter().filter(|t| t.alive).map(|t| t.slots).sum();
+        ClusterView { taskmanagers, free_slots }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silent_taskmanagers_are_lost_after_the_timeout_and_stay_lost() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(Duration::from_secs(3));
+        let a = r.register("taskmanager-a", "127.0.0.1:1", 2, t0);
+        let b = r.register("taskmanager-b", "127.0.0.1:2", 4, t0);
+        assert_eq!(r.view(t0).free_slots, 6);
+        r.heartbeat(a, t0 + Duration::from_secs(2));
+        assert!(r.expire(t0 + Duration::from_secs(3)).is_empty());
+        assert_eq!(r.expire(t0 + Duration::from_millis(4500)), vec!["taskmanager-b".to_string()]);
+        let v = r.view(t0 + Duration::from_millis(4500));
+        assert_eq!(v.free_slots, 2);
+        assert!(!v.taskmanagers[1].alive);
+        r.heartbeat(b, t0 + Duration::from_secs(5));
+        assert!(!r.view(t0 + Duration::from_secs(5)).taskmanagers[1].alive, "lost stays lost");
+        assert!(r.disconnect(a));
+        assert_eq!(r.view(t0 + Duration::from_secs(5)).free_slots, 0);
+    }
+}

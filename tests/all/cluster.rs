@@ -1,0 +1,111 @@
+//! The control plane across real processes: a JobManager and TaskManagers over QUIC
+//! with mutual TLS, heartbeats and lost-TaskManager detection, and refusal of peers
+//! without the cluster's credentials.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{run_weir, stderr, weir};
+
+/// Kills its processes when dropped, so a failing test leaves nothing running.
+struct Processes(Vec<Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn identity(dir: &Path, name: &str) -> Vec<String> {
+    vec!["--identity".into(), dir.join(name).display().to_string()]
+}
+
+fn status(creds: &Path, jm: &str) -> String {
+    let mut args = vec!["cluster-status".to_string(), "--jobmanager".into(), jm.into()];
+    args.extend(identity(creds, "client"));
+    let o = run_weir(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The status line of TaskManager `name` (registration order, and so ids, vary).
+fn line_of(view: &str, name: &str) -> String {
+    view.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_default().to_string()
+}
+
+/// Polls `f` until it holds, failing after a generous deadline (never a fixed sleep).
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn taskmanagers_register_heartbeat_and_are_detected_lost_and_strangers_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (creds, foreign) = (dir.path().join("cluster"), dir.path().join("other"));
+    for d in [&creds, &foreign] {
+        let o = run_weir(["cluster-init".as_ref(), d.as_os_str()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let mut procs = Processes(Vec::new());
+    let mut jm = weir()
+        .args(["jobmanager", "--listen", "127.0.0.1:0", "--heartbeat-timeout-ms", "1500"])
+        .args(identity(&creds, "jobmanager"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("jobmanager starts");
+    let mut line = String::new();
+    BufReader::new(jm.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
+    procs.0.push(jm);
+    let addr = line.trim().rsplit(' ').next().expect("address").to_string();
+
+    for (name, slots) in [("taskmanager-1", "2"), ("taskmanager-2", "3")] {
+        let tm = weir()
+            .args(["taskmanager", "--jobmanager", &addr, "--slots", slots])
+            .args(identity(&creds, name))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("taskmanager starts");
+        procs.0.push(tm);
+    }
+    wait_until("both taskmanagers to register", || status(&creds, &addr).contains("free slots: 5"));
+
+    // A TaskManager from another cluster's CA fails the TLS handshake; a member whose
+    // certificate is not a TaskManager's may not offer slots.
+    let mut foreign_tm = vec!["taskmanager".to_string(), "--jobmanager".into(), addr.clone()];
+    foreign_tm.extend(identity(&foreign, "taskmanager-1"));
+    let o = run_weir(&foreign_tm);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("UnknownIssuer"), "{}", stderr(&o));
+    let mut client_tm = vec!["taskmanager".to_string(), "--jobmanager".into(), addr.clone()];
+    client_tm.extend(identity(&creds, "client"));
+    let o = run_weir(&client_tm);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("only taskmanager certificates may offer slots"), "{}", stderr(&o));
+    let mut foreign_status = vec!["cluster-status".to_string(), "--jobmanager".into(), addr.clone()];
+    foreign_status.extend(identity(&foreign, "client"));
+    let o = run_weir(&foreign_status);
+    assert!(!o.status.success(), "a stranger cannot even ask");
+    let view = status(&creds, &addr);
+    assert_eq!(view.lines().filter(|l| l.starts_with("taskmanager")).count(), 2, "{view}");
+
+    // SIGKILL one TaskManager: the JobManager notices within its heartbeat timeout.
+    let killed = Instant::now();
+    procs.0[1].kill().expect("kill");
+    wait_until("the killed taskmanager to be lost", || {
+        let v = status(&creds, &addr);
+        line_of(&v, "taskmanager-1").contains(" lost ") && v.contains("free slots: 3")
+    });
+    assert!(killed.elapsed() < Duration::from_secs(15), "lost detection took {:?}", killed.elapsed());
+    assert!(line_of(&status(&creds, &addr), "taskmanager-2").contains("slots=3 alive"));
+}
