@@ -3,14 +3,14 @@
 //! without the cluster's credentials.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::{run_weir, stderr, weir};
 
 /// Kills its processes when dropped, so a failing test leaves nothing running.
-struct Processes(Vec<Child>);
+pub struct Processes(pub Vec<Child>);
 
 impl Drop for Processes {
     fn drop(&mut self) {
@@ -21,7 +21,7 @@ impl Drop for Processes {
     }
 }
 
-fn identity(dir: &Path, name: &str) -> Vec<String> {
+pub fn identity(dir: &Path, name: &str) -> Vec<String> {
     vec!["--identity".into(), dir.join(name).display().to_string()]
 }
 
@@ -39,11 +39,89 @@ fn line_of(view: &str, name: &str) -> String {
 }
 
 /// Polls `f` until it holds, failing after a generous deadline (never a fixed sleep).
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A JobManager and TaskManagers as real processes on loopback, each logging at info
+/// level into its own file, each TaskManager with its own (initially empty)
+/// compiled-component cache and state directory.
+pub struct TestCluster {
+    /// Holds credentials, logs, caches and state; removed at the end.
+    pub dir: tempfile::TempDir,
+    /// The credentials from `weir cluster-init`.
+    pub creds: PathBuf,
+    /// The JobManager's address.
+    pub jm: String,
+    /// JobManager first, then the TaskManagers in order.
+    pub procs: Processes,
+}
+
+impl TestCluster {
+    /// Starts a JobManager and one TaskManager per `(name, slots)`, and waits until all
+    /// slots are registered.
+    pub fn start(taskmanagers: &[(&str, u32)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let creds = dir.path().join("cluster");
+        let o = run_weir(["cluster-init".as_ref(), creds.as_os_str(), "--taskmanagers".as_ref(), "3".as_ref()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let mut procs = Processes(Vec::new());
+        let log = |name: &str| std::fs::File::create(dir.path().join(format!("{name}.log"))).expect("log file");
+        let mut jm = weir()
+            .args(["jobmanager", "--listen", "127.0.0.1:0", "--heartbeat-timeout-ms", "1500"])
+            .args(identity(&creds, "jobmanager"))
+            .env("WEIR_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log("jobmanager"))
+            .spawn()
+            .expect("jobmanager starts");
+        let mut line = String::new();
+        BufReader::new(jm.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
+        procs.0.push(jm);
+        let jm = line.trim().rsplit(' ').next().expect("address").to_string();
+        for (name, slots) in taskmanagers {
+            let tm = weir()
+                .args(["taskmanager", "--jobmanager", &jm, "--slots", &slots.to_string(), "--state-dir"])
+                .arg(dir.path().join(format!("state-{name}")))
+                .args(identity(&creds, name))
+                .env("WEIR_LOG", "info")
+                .env("WEIR_CACHE_DIR", dir.path().join(format!("cache-{name}")))
+                .stdout(Stdio::null())
+                .stderr(log(name))
+                .spawn()
+                .expect("taskmanager starts");
+            procs.0.push(tm);
+        }
+        let cluster = Self { dir, creds, jm, procs };
+        let total: u32 = taskmanagers.iter().map(|(_, s)| s).sum();
+        wait_until("the taskmanagers to register", || cluster.status().contains(&format!("free slots: {total}")));
+        cluster
+    }
+
+    /// `weir cluster-status` as the client.
+    pub fn status(&self) -> String {
+        status(&self.creds, &self.jm)
+    }
+
+    /// Runs a client command (`submit`, `cancel`, ...) against the JobManager.
+    pub fn client(&self, args: &[&std::ffi::OsStr]) -> std::process::Output {
+        let mut c = weir();
+        c.args(args).args(["--jobmanager", &self.jm]).args(identity(&self.creds, "client"));
+        c.output().expect("weir starts")
+    }
+
+    /// What process `name` (`jobmanager`, `taskmanager-1`, ...) logged so far.
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// Process ids: JobManager first.
+    pub fn pids(&self) -> Vec<u32> {
+        self.procs.0.iter().map(Child::id).collect()
     }
 }
 
@@ -107,5 +185,5 @@ fn taskmanagers_register_heartbeat_and_are_detected_lost_and_strangers_are_refus
         line_of(&v, "taskmanager-1").contains(" lost ") && v.contains("free slots: 3")
     });
     assert!(killed.elapsed() < Duration::from_secs(15), "lost detection took {:?}", killed.elapsed());
-    assert!(line_of(&status(&creds, &addr), "taskmanager-2").contains("slots=3 alive"));
+    assert!(line_of(&status(&creds, &addr), "taskmanager-2").contains("slots=3 used=0 alive"));
 }

@@ -6,5 +6,6 @@ mod support;
 mod bad_jobs;
 mod cache;
 mod cluster;
+mod distributed;
 mod keyed_state;
 mod wordcount;

@@ -8,7 +8,7 @@ use crate::support::{example, run_weir, splitmix64, stderr};
 
 /// A text with many kinds of whitespace, empty lines, CRLF, non-ASCII words and words
 /// that differ only by case.
-fn write_text(path: &Path, lines: u64) {
+pub fn write_text(path: &Path, lines: u64) {
     const WORDS: &[&str] = &["the", "The", "THE", "weir", "flink", "élan", "日本語", "naïve", "🦀", "a-b", "x", "data,", "stream."];
     const SEPS: &[&str] = &[" ", "  ", "\t", "\u{a0}", "\u{3000}", " \u{2003} ", "\u{1c}", "\u{0b}", "\u{0c}", "\u{85}"];
     let mut text = String::new();
@@ -34,7 +34,7 @@ fn write_text(path: &Path, lines: u64) {
 }
 
 /// Counts with Python, an implementation that shares no code with Weir.
-fn python_counts(path: &Path) -> HashMap<String, u64> {
+pub fn python_counts(path: &Path) -> HashMap<String, u64> {
     let script = "import collections,json,sys\n\
                   text = open(sys.argv[1], encoding='utf-8', newline='').read()\n\
                   print(json.dumps(collections.Counter(text.split())))";
@@ -88,7 +88,7 @@ fn parse_json_counts(json: &str) -> HashMap<String, u64> {
 }
 
 /// Final counts from `weir run` output: the last line of each word holds its count.
-fn final_counts(output: &str) -> HashMap<String, u64> {
+pub fn final_counts(output: &str) -> HashMap<String, u64> {
     let mut map = HashMap::new();
     for line in output.lines() {
         let (word, count) = line.rsplit_once('\t').expect("key<TAB>value line");

@@ -2,7 +2,9 @@
 //!
 //! `weir run` starts an embedded cluster (a JobManager and a TaskManager with N slots
 //! in this process) and runs one job on it to completion; `weir inspect` prints a
-//! job's graph as the JobManager plans it.
+//! job's graph as the JobManager plans it. `weir jobmanager` and `weir taskmanager`
+//! run the processes of a real cluster (QUIC, mutual TLS from `weir cluster-init`);
+//! `weir submit`, `weir cancel` and `weir cluster-status` are its clients.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -31,8 +33,46 @@ enum Command {
     Jobmanager(JobManagerArgs),
     /// Run a TaskManager offering slots to a JobManager.
     Taskmanager(TaskManagerArgs),
-    /// Show a JobManager's TaskManagers and slots.
+    /// Show a JobManager's TaskManagers, slots and jobs.
     ClusterStatus(ClusterStatusArgs),
+    /// Submit a job to a JobManager and (unless --detach) wait for its end.
+    Submit(SubmitArgs),
+    /// Cancel a job running on a cluster.
+    Cancel(CancelArgs),
+}
+
+#[derive(Args)]
+struct SubmitArgs {
+    #[command(flatten)]
+    job: JobArgs,
+    /// The JobManager's address.
+    #[arg(long)]
+    jobmanager: std::net::SocketAddr,
+    /// Input file for file sources that take theirs at submission (a path on the TaskManagers).
+    #[arg(short, long)]
+    input: Option<String>,
+    /// Output directory for file sinks (on the TaskManagers): one part-<subtask> file each.
+    #[arg(short, long)]
+    output: Option<String>,
+    /// Print the job id and return at once instead of waiting for the job's end.
+    #[arg(short, long)]
+    detach: bool,
+    /// Maximum component size accepted locally before sending.
+    #[arg(long, default_value_t = Limits::default().max_component_bytes)]
+    max_component_size: u64,
+    #[command(flatten)]
+    id: IdentityArgs,
+}
+
+#[derive(Args)]
+struct CancelArgs {
+    /// The job's id.
+    job_id: String,
+    /// The JobManager's address.
+    #[arg(long)]
+    jobmanager: std::net::SocketAddr,
+    #[command(flatten)]
+    id: IdentityArgs,
 }
 
 #[derive(Args)]
@@ -64,6 +104,8 @@ struct JobManagerArgs {
     heartbeat_timeout_ms: u64,
     #[command(flatten)]
     id: IdentityArgs,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
 }
 
 #[derive(Args)]
@@ -74,8 +116,19 @@ struct TaskManagerArgs {
     /// Slots to offer.
     #[arg(long, default_value_t = 2)]
     slots: u32,
+    /// Address of this TaskManager's data plane (UDP, QUIC); other TaskManagers dial it.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: std::net::SocketAddr,
+    /// Keyed-state directory [default: a temporary directory, removed at exit].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Memory budget of each keyed operator's state cache per subtask, in MiB.
+    #[arg(long, default_value_t = 32)]
+    state_cache_mib: usize,
     #[command(flatten)]
     id: IdentityArgs,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
 }
 
 #[derive(Args)]
@@ -170,6 +223,8 @@ fn main() -> ExitCode {
         Command::Jobmanager(args) => jobmanager(args),
         Command::Taskmanager(args) => taskmanager(args),
         Command::ClusterStatus(args) => cluster_status(args),
+        Command::Submit(args) => submit(args),
+        Command::Cancel(args) => cancel(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -219,14 +274,21 @@ fn read_job(path: &Path, limits: &Limits) -> Result<Vec<u8>> {
     weir_wasm::read_component(path, limits.max_component_bytes).with_context(|| format!("job {} was refused", path.display()))
 }
 
+/// A state directory: the one given, or a temporary one removed when the guard drops.
+fn state_dir(given: &Option<PathBuf>) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+    match given {
+        Some(d) => Ok((d.clone(), None)),
+        None => {
+            let t = tempfile::Builder::new().prefix("weir-state-").tempdir().context("cannot create a state directory")?;
+            Ok((t.path().to_path_buf(), Some(t)))
+        }
+    }
+}
+
 fn run(a: RunArgs) -> Result<()> {
     let limits = a.sandbox.limits();
     let wasm = read_job(&a.job.job, &limits)?;
-    let temp_state = match &a.state_dir {
-        Some(_) => None,
-        None => Some(tempfile::Builder::new().prefix("weir-state-").tempdir().context("cannot create a state directory")?),
-    };
-    let state_dir = a.state_dir.clone().or_else(|| temp_state.as_ref().map(|t| t.path().to_path_buf())).context("no state directory")?;
+    let (state_dir, _temp_state) = state_dir(&a.state_dir)?;
     let cluster = EmbeddedCluster::new(ClusterConfig {
         slots: a.slots.unwrap_or(a.job.parallelism),
         limits,
@@ -248,7 +310,7 @@ fn run(a: RunArgs) -> Result<()> {
 
 fn print_report(r: &JobReport) {
     let secs = r.elapsed.as_secs_f64();
-    eprintln!("job {} ({}) finished in {secs:.3}s", r.name, r.id);
+    eprintln!("job {} ({}) {} in {secs:.3}s", r.name, r.id, r.status.name().to_lowercase());
     for v in &r.vertices {
         let rate = if secs > 0.0 { v.records_in as f64 / secs } else { 0.0 };
         eprintln!(
@@ -313,6 +375,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn jobmanager(a: JobManagerArgs) -> Result<()> {
     let (id, ca) = a.id.load()?;
+    let sandbox = weir_wasm::Runtime::new(a.sandbox.limits(), a.sandbox.cache_dir()).context("cannot start the Wasm sandbox")?;
     runtime()?.block_on(async {
         let endpoint = weir_net::Endpoint::bind(a.listen, &id, &ca)?;
         let addr = endpoint.local_addr().context("no local address")?;
@@ -320,38 +383,93 @@ fn jobmanager(a: JobManagerArgs) -> Result<()> {
         println!("jobmanager listening on {addr}");
         std::io::Write::flush(&mut std::io::stdout())?;
         let timeout = std::time::Duration::from_millis(a.heartbeat_timeout_ms);
-        let config = weir_control::jobmanager::JobManagerConfig { heartbeat_timeout: timeout, heartbeat_interval: timeout / 6 };
-        weir_control::jobmanager::serve(endpoint, config).await;
+        let config = weir_jobmanager::service::JobManagerConfig { heartbeat_timeout: timeout, heartbeat_interval: timeout / 6 };
+        weir_jobmanager::service::serve(endpoint, config, sandbox).await;
         Ok(())
     })
 }
 
 fn taskmanager(a: TaskManagerArgs) -> Result<()> {
     let (id, ca) = a.id.load()?;
-    runtime()?.block_on(async {
-        let endpoint = weir_net::Endpoint::bind("0.0.0.0:0".parse()?, &id, &ca)?;
-        let reg = weir_control::taskmanager::register(&endpoint, a.jobmanager, a.slots)
-            .await
-            .with_context(|| format!("cannot register with the jobmanager at {}", a.jobmanager))?;
-        println!("taskmanager {} registered as {} with {} slots", id.name(), reg.id, a.slots);
+    let sandbox = weir_wasm::Runtime::new(a.sandbox.limits(), a.sandbox.cache_dir()).context("cannot start the Wasm sandbox")?;
+    let (state_dir, _temp_state) = state_dir(&a.state_dir)?;
+    let state = weir_state::StateStore::open(&state_dir).context("cannot open the state store")?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let endpoint = weir_net::Endpoint::bind(a.listen, &id, &ca)?;
+        let data = weir_taskmanager::dataplane::DataPlane::new(tokio::runtime::Handle::current(), endpoint);
+        let tm = weir_taskmanager::TaskManager::new(sandbox, state, a.state_cache_mib << 20, Some(data.clone()));
+        let addr = data.local_addr().context("no local address")?;
+        println!("taskmanager {} offering {} slots, data plane on {addr}", id.name(), a.slots);
         std::io::Write::flush(&mut std::io::stdout())?;
-        let why = reg.heartbeat_forever().await;
-        Err(anyhow::Error::new(why).context("lost the jobmanager"))
+        weir_taskmanager::service::serve(tm, data, a.jobmanager, a.slots)
+            .await
+            .with_context(|| format!("lost the jobmanager at {}", a.jobmanager))
+    })
+}
+
+/// Runs a client request against the JobManager with this node's identity.
+fn client<T>(id: &IdentityArgs, f: impl AsyncFnOnce(&weir_net::Endpoint) -> Result<T>) -> Result<T> {
+    let (id, ca) = id.load()?;
+    runtime()?.block_on(async {
+        let endpoint = weir_net::Endpoint::bind("127.0.0.1:0".parse()?, &id, &ca)?;
+        f(&endpoint).await
     })
 }
 
 fn cluster_status(a: ClusterStatusArgs) -> Result<()> {
-    let (id, ca) = a.id.load()?;
-    runtime()?.block_on(async {
-        let endpoint = weir_net::Endpoint::bind("0.0.0.0:0".parse()?, &id, &ca)?;
-        let view = weir_control::taskmanager::status(&endpoint, a.jobmanager)
-            .await
-            .with_context(|| format!("cannot query the jobmanager at {}", a.jobmanager))?;
-        for t in &view.taskmanagers {
-            let state = if t.alive { "alive" } else { "lost" };
-            println!("{} id={} slots={} {state} addr={} last-heartbeat={}ms", t.name, t.id, t.slots, t.addr, t.last_heartbeat_ms);
+    let view = client(&a.id, async |endpoint| {
+        weir_control::client::status(endpoint, a.jobmanager).await.with_context(|| format!("cannot query the jobmanager at {}", a.jobmanager))
+    })?;
+    for t in &view.taskmanagers {
+        let state = if t.alive { "alive" } else { "lost" };
+        println!(
+            "{} id={} slots={} used={} {state} addr={} data={} last-heartbeat={}ms",
+            t.name, t.id, t.slots, t.used_slots, t.addr, t.data_addr, t.last_heartbeat_ms
+        );
+    }
+    println!("free slots: {}", view.free_slots);
+    for j in &view.jobs {
+        println!("job {} {} {} {:.3}s{}", j.id, j.name, j.status.name(), j.elapsed.as_secs_f64(), j.error.as_ref().map(|e| format!(" error: {e}")).unwrap_or_default());
+        for v in &j.vertices {
+            println!("  vertex {:?} x{} in={} out={}", v.name, v.parallelism, v.records_in, v.records_out);
         }
-        println!("free slots: {}", view.free_slots);
-        Ok(())
-    })
+    }
+    Ok(())
+}
+
+fn submit(a: SubmitArgs) -> Result<()> {
+    let wasm = weir_wasm::read_component(&a.job.job, a.max_component_size).with_context(|| format!("job {} was refused", a.job.job.display()))?;
+    let request = weir_control::protocol::SubmitRequest {
+        size: wasm.len() as u64,
+        parallelism: a.job.parallelism,
+        args: a.job.args.clone(),
+        input: a.input.clone(),
+        output: a.output.clone(),
+    };
+    let name = a.job.job.display().to_string();
+    let report = client(&a.id, async |endpoint| {
+        let submitted = weir_control::client::submit(endpoint, a.jobmanager, request, &wasm).await.with_context(|| format!("job {name} was refused"))?;
+        println!("job {} submitted", submitted.job);
+        eprint!("{}", submitted.graph);
+        std::io::Write::flush(&mut std::io::stdout())?;
+        if a.detach {
+            return Ok(None);
+        }
+        submitted.wait().await.map(Some).with_context(|| format!("lost track of job {name}"))
+    })?;
+    let Some(report) = report else { return Ok(()) };
+    print_report(&report);
+    match report.status {
+        weir_jobmanager::JobStatus::Finished => Ok(()),
+        status => anyhow::bail!("job {name} {}: {}", status.name().to_lowercase(), report.error.unwrap_or_default()),
+    }
+}
+
+fn cancel(a: CancelArgs) -> Result<()> {
+    client(&a.id, async |endpoint| {
+        weir_control::client::cancel(endpoint, a.jobmanager, &a.job_id).await.with_context(|| format!("cannot cancel job {}", a.job_id))
+    })?;
+    println!("job {} cancelling", a.job_id);
+    Ok(())
 }

@@ -1,15 +1,16 @@
-//! The cluster's control plane over `weir-net`: who is in the cluster and alive.
+//! The cluster's control plane over `weir-net`: the messages between the JobManager,
+//! its TaskManagers and clients, and the JobManager's resource view.
 //!
-//! - [`protocol`]: the messages on a control stream (hello, heartbeat, status).
+//! - [`protocol`]: the messages on a control stream (hello, heartbeats with progress,
+//!   deploy/start/cancel, component transfer in chunks, submit, status).
 //! - [`registry`]: the JobManager's resource view, pure: TaskManagers, their slots,
 //!   heartbeats, and which are lost after the heartbeat timeout. Tested without
 //!   sockets or sleeps.
-//! - [`jobmanager`]: serves registrations, heartbeats and status queries.
-//! - [`taskmanager`]: registers a TaskManager's slots and keeps it alive.
+//! - [`client`]: opening a session with the JobManager, and the client requests.
 //!
-//! It is not (yet): job submission, deployment or the data plane, which build on it.
+//! It is not: the JobManager's scheduling (`weir-jobmanager`) or the TaskManager's
+//! executor (`weir-taskmanager`); both speak this protocol.
 
-pub mod jobmanager;
+pub mod client;
 pub mod protocol;
 pub mod registry;
-pub mod taskmanager;

@@ -1,7 +1,13 @@
 //! Control-stream messages. Each connection opens one control stream whose first
 //! message says what the peer is; the certificate's common name must agree.
+//!
+//! A component (tens of MB for some guest languages) never travels as one message: a
+//! header message gives its size, then [`ToJobManager::ComponentChunk`] /
+//! [`FromJobManager::ComponentChunk`] messages of at most [`CHUNK_BYTES`] follow on the
+//! same stream, so the frame limit stays small.
 
 use serde::{Deserialize, Serialize};
+use weir_types::deployment::{JobDeployment, JobReport, TaskEnd, TaskProgress};
 
 /// The first message on a control stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -11,46 +17,138 @@ pub enum Hello {
     TaskManager {
         /// Slots it offers.
         slots: u32,
+        /// Where its data plane accepts other TaskManagers.
+        data_addr: String,
     },
-    /// A user or tool asking questions.
+    /// A user or tool asking questions or submitting jobs.
     Client,
 }
 
 /// Certificate names of TaskManagers start with this.
 pub const TASKMANAGER_PREFIX: &str = "taskmanager";
 
+/// Largest component chunk in one message.
+pub const CHUNK_BYTES: usize = 1024 * 1024;
+
+/// A job submission; the component follows in chunks.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SubmitRequest {
+    /// Size of the component in bytes.
+    pub size: u64,
+    /// Default parallelism.
+    pub parallelism: u32,
+    /// Arguments for `plan` and `open`.
+    pub args: Vec<(String, String)>,
+    /// Binds file sources that leave their path to the submitter (a TaskManager path).
+    pub input: Option<String>,
+    /// Binds file sinks: a directory on the TaskManagers, one part file per subtask.
+    pub output: Option<String>,
+}
+
 /// Messages to the JobManager. The first on a stream is always a `Hello`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ToJobManager {
     /// What the peer is.
     Hello(Hello),
-    /// A TaskManager is alive.
-    Heartbeat,
-    /// A client asks for the cluster's resource view.
+    /// TaskManager: alive, with the progress of its running subtasks.
+    Heartbeat(Vec<TaskProgress>),
+    /// TaskManager: the deployed job's component is not here; send it.
+    NeedComponent {
+        /// Job id.
+        job: String,
+    },
+    /// TaskManager: the job's subtasks here are wired and wait for `Start`.
+    Prepared {
+        /// Job id.
+        job: String,
+    },
+    /// TaskManager: the job could not be set up here.
+    PrepareFailed {
+        /// Job id.
+        job: String,
+        /// Why.
+        error: String,
+    },
+    /// TaskManager: a subtask ended.
+    TaskEnded(TaskEnd),
+    /// Client: the resource view and the jobs.
     Status,
+    /// Client: run a job; its component follows.
+    Submit(SubmitRequest),
+    /// A piece of a component.
+    ComponentChunk(Vec<u8>),
+    /// Client: cancel a job.
+    Cancel {
+        /// Job id.
+        job: String,
+    },
 }
 
 /// Messages from the JobManager.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum FromJobManager {
-    /// The TaskManager is registered under this id.
+    /// TaskManager: registered under this id.
     Registered {
         /// Its id in this JobManager's registry.
         id: u64,
         /// How often to send heartbeats, in milliseconds.
         heartbeat_ms: u64,
     },
-    /// The answer to [`ToJobManager::Status`].
+    /// TaskManager: set up your share of a job.
+    Deploy {
+        /// The whole job.
+        deployment: Box<JobDeployment>,
+        /// Which of `deployment.taskmanagers` you are.
+        me: u32,
+    },
+    /// TaskManager: the component of a job follows in `size` bytes of chunks.
+    Component {
+        /// Job id.
+        job: String,
+        /// Size in bytes.
+        size: u64,
+    },
+    /// A piece of a component.
+    ComponentChunk(Vec<u8>),
+    /// TaskManager: start the prepared subtasks of a job.
+    Start {
+        /// Job id.
+        job: String,
+    },
+    /// TaskManager: cancel a job's subtasks (prepared or running).
+    Cancel {
+        /// Job id.
+        job: String,
+    },
+    /// Client: the resource view and the jobs.
     Status(ClusterView),
+    /// Client: the job was accepted under this id.
+    Submitted {
+        /// Job id.
+        job: String,
+        /// The execution graph, described for people.
+        graph: String,
+    },
+    /// Client: the request was refused.
+    Refused(String),
+    /// Client: a submitted job ended.
+    JobEnded(JobReport),
+    /// Client: the cancellation was started.
+    Cancelling {
+        /// Job id.
+        job: String,
+    },
 }
 
-/// The resource view: every TaskManager the JobManager knows, alive or lost.
+/// The resource view and the jobs, running and finished.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ClusterView {
     /// TaskManagers, by id.
     pub taskmanagers: Vec<TaskManagerInfo>,
-    /// Slots of the alive TaskManagers.
+    /// Free slots of the alive TaskManagers.
     pub free_slots: u32,
+    /// Jobs, oldest first.
+    pub jobs: Vec<JobReport>,
 }
 
 /// One TaskManager as the JobManager sees it.
@@ -62,8 +160,12 @@ pub struct TaskManagerInfo {
     pub name: String,
     /// Network address it connected from.
     pub addr: String,
+    /// Where its data plane listens.
+    pub data_addr: String,
     /// Slots it offers.
     pub slots: u32,
+    /// Slots running subtasks.
+    pub used_slots: u32,
     /// False once its heartbeats stopped for longer than the timeout.
     pub alive: bool,
     /// Milliseconds since its last heartbeat.

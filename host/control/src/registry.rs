@@ -9,7 +9,9 @@ struct Entry {
     id: u64,
     name: String,
     addr: String,
+    data_addr: String,
     slots: u32,
+    used: u32,
     last_seen: Instant,
     alive: bool,
 }
@@ -28,11 +30,36 @@ impl Registry {
     }
 
     /// Registers a TaskManager; returns its id.
-    pub fn register(&mut self, name: &str, addr: &str, slots: u32, now: Instant) -> u64 {
+    pub fn register(&mut self, name: &str, addr: &str, data_addr: &str, slots: u32, now: Instant) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        self.entries.push(Entry { id, name: name.to_string(), addr: addr.to_string(), slots, last_seen: now, alive: true });
+        let (name, addr, data_addr) = (name.to_string(), addr.to_string(), data_addr.to_string());
+        self.entries.push(Entry { id, name, addr, data_addr, slots, used: 0, last_seen: now, alive: true });
         id
+    }
+
+    /// Alive TaskManagers with free slots: (id, free slots, data address), by id.
+    pub fn free(&self) -> Vec<(u64, u32, String)> {
+        self.entries.iter().filter(|e| e.alive && e.used < e.slots).map(|e| (e.id, e.slots - e.used, e.data_addr.clone())).collect()
+    }
+
+    /// Takes `n` slots of a TaskManager for a job.
+    pub fn reserve(&mut self, id: u64, n: u32) {
+        if let Some(e) = self.entries.iter_mut().find(|e| e.id == id) {
+            e.used = (e.used + n).min(e.slots);
+        }
+    }
+
+    /// Gives back slots a job held.
+    pub fn release(&mut self, id: u64, n: u32) {
+        if let Some(e) = self.entries.iter_mut().find(|e| e.id == id) {
+            e.used = e.used.saturating_sub(n);
+        }
+    }
+
+    /// Certificate name of a TaskManager.
+    pub fn name(&self, id: u64) -> Option<&str> {
+        self.entries.iter().find(|e| e.id == id).map(|e| e.name.as_str())
     }
 
     /// Records a heartbeat. A lost TaskManager stays lost: its slots' work was already
@@ -55,13 +82,13 @@ impl Registry {
     }
 
     /// Marks every TaskManager silent for longer than the timeout as lost and returns
-    /// the names of those newly lost.
-    pub fn expire(&mut self, now: Instant) -> Vec<String> {
+    /// the ids and names of those newly lost.
+    pub fn expire(&mut self, now: Instant) -> Vec<(u64, String)> {
         let mut lost = Vec::new();
         for e in self.entries.iter_mut().filter(|e| e.alive) {
             if now.saturating_duration_since(e.last_seen) > self.timeout {
                 e.alive = false;
-                lost.push(e.name.clone());
+                lost.push((e.id, e.name.clone()));
             }
         }
         lost
@@ -76,13 +103,15 @@ impl Registry {
                 id: e.id,
                 name: e.name.clone(),
                 addr: e.addr.clone(),
+                data_addr: e.data_addr.clone(),
                 slots: e.slots,
+                used_slots: e.used,
                 alive: e.alive,
                 last_heartbeat_ms: now.saturating_duration_since(e.last_seen).as_millis() as u64,
             })
             .collect();
-        let free_slots = taskmanagers.iter().filter(|t| t.alive).map(|t| t.slots).sum();
-        ClusterView { taskmanagers, free_slots }
+        let free_slots = taskmanagers.iter().filter(|t| t.alive).map(|t| t.slots - t.used_slots).sum();
+        ClusterView { taskmanagers, free_slots, jobs: Vec::new() }
     }
 }
 
@@ -94,12 +123,15 @@ mod tests {
     fn silent_taskmanagers_are_lost_after_the_timeout_and_stay_lost() {
         let t0 = Instant::now();
         let mut r = Registry::new(Duration::from_secs(3));
-        let a = r.register("taskmanager-a", "127.0.0.1:1", 2, t0);
-        let b = r.register("taskmanager-b", "127.0.0.1:2", 4, t0);
+        let a = r.register("taskmanager-a", "127.0.0.1:1", "127.0.0.1:3", 2, t0);
+        let b = r.register("taskmanager-b", "127.0.0.1:2", "127.0.0.1:4", 4, t0);
         assert_eq!(r.view(t0).free_slots, 6);
+        r.reserve(b, 3);
+        assert_eq!(r.free(), vec![(a, 2, "127.0.0.1:3".to_string()), (b, 1, "127.0.0.1:4".to_string())]);
+        r.release(b, 3);
         r.heartbeat(a, t0 + Duration::from_secs(2));
         assert!(r.expire(t0 + Duration::from_secs(3)).is_empty());
-        assert_eq!(r.expire(t0 + Duration::from_millis(4500)), vec!["taskmanager-b".to_string()]);
+        assert_eq!(r.expire(t0 + Duration::from_millis(4500)), vec![(b, "taskmanager-b".to_string())]);
         let v = r.view(t0 + Duration::from_millis(4500));
         assert_eq!(v.free_slots, 2);
         assert!(!v.taskmanagers[1].alive);

@@ -1,19 +1,27 @@
 //! The JobManager: turns a job component into an execution graph, assigns its
 //! subtasks to slots, deploys them, and tracks them to the job's end.
 //!
-//! - [`graph`]: the pure planning step, from a checked [`JobPlan`] to vertices
-//!   (operator chains, as Flink chains forward edges of equal parallelism) and the
-//!   edges between them. No I/O; unit-tested on plans alone.
+//! - [`tracker`]: a job's status from its subtasks' ends and progress (pure; says when
+//!   to cancel the rest and when the job is over).
 //! - [`embedded`]: a JobManager and a TaskManager with N slots in one process, wired by
-//!   in-process channels. `weir run` uses it.
+//!   in-process channels. `weir run` uses it. [`embedded::prepare`] is the load, plan
+//!   and check step every submission shares.
+//! - [`service`]: the `weir jobmanager` process: registrations and heartbeats,
+//!   submissions, placement over the TaskManagers' slots, deployment in two phases
+//!   (prepare everywhere, then start), component transfer once per TaskManager,
+//!   failure and cancellation fan-out, lost-TaskManager handling, job history.
+//!
+//! The execution graph itself (chaining) is pure planning and lives in
+//! `weir_types::graph`, since TaskManagers read it too.
 //!
 //! It is not: the executor of subtasks (`weir-taskmanager`) or the sandbox
 //! (`weir-wasm`).
-//!
-//! [`JobPlan`]: weir_types::plan::JobPlan
 
 pub mod embedded;
-pub mod graph;
+pub mod service;
+pub mod tracker;
 
-pub use embedded::{ClusterConfig, EmbeddedCluster, JobError, JobHandle, JobReport, JobSpec, VertexReport};
-pub use graph::{ExecutionGraph, Vertex};
+pub use embedded::{ClusterConfig, EmbeddedCluster, JobError, JobHandle, JobSpec};
+pub use tracker::JobTracker;
+pub use weir_types::deployment::{JobReport, JobStatus, VertexReport};
+pub use weir_types::graph::{ExecutionGraph, Vertex};

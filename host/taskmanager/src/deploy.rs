@@ -1,12 +1,13 @@
 //! A subtask: what it is told to run, and the thread loop that runs it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
 
 use crossbeam_channel::Receiver;
 use thiserror::Error;
 use weir_state::{StateError, TaskState};
+use weir_types::deployment::TaskStats;
 use weir_wasm::{Instance, JobComponent, LoadError, OperatorFailure, Runtime, TaskInfo};
 
 use crate::chain::Chain;
@@ -53,6 +54,9 @@ pub enum TaskError {
     /// Keyed state failed.
     #[error("keyed state failed: {0}")]
     State(#[from] StateError),
+    /// Exchanging records with another TaskManager failed.
+    #[error("record exchange failed: {0}")]
+    Exchange(String),
     /// The job was cancelled (because another subtask failed, or by the user).
     #[error("cancelled")]
     Cancelled,
@@ -120,25 +124,23 @@ pub struct TaskDeployment {
     pub cache_bytes: usize,
     /// The job's cancel flag.
     pub cancel: Cancel,
+    /// Where the subtask publishes its progress.
+    pub counters: Arc<TaskCounters>,
 }
 
-/// What a finished subtask did.
-#[derive(Debug, Clone, Default)]
-pub struct TaskStats {
-    /// Records that entered the subtask.
-    pub records_in: u64,
-    /// Records that left it (to a sink or downstream).
-    pub records_out: u64,
-    /// Fuel its operators burned.
-    pub fuel: u64,
-    /// Wall time from start to finish.
-    pub elapsed: Duration,
+/// Live record counts of a running subtask, read by metrics while it runs.
+#[derive(Debug, Default)]
+pub struct TaskCounters {
+    /// Records that entered the subtask so far.
+    pub records_in: AtomicU64,
+    /// Records that left it so far.
+    pub records_out: AtomicU64,
 }
 
 /// Runs a subtask to its end on the calling thread.
 pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
     let started = Instant::now();
-    let TaskDeployment { label, subtask, parallelism, max_parallelism, head, operators, mut tail, wasm, args, state, cache_bytes, cancel } = d;
+    let TaskDeployment { label, subtask, parallelism, max_parallelism, head, operators, mut tail, wasm, args, state, cache_bytes, cancel, counters } = d;
     let mut chain = match (&wasm, operators.is_empty()) {
         (_, true) => None,
         (Some((runtime, component)), false) => {
@@ -168,6 +170,7 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
             None => (records, count),
         };
         stats.records_out += count as u64;
+        counters.records_out.fetch_add(count as u64, Ordering::Relaxed);
         match &mut tail {
             Tail::Sink(s) => s.write(records),
             Tail::Routers(rs) => rs.iter_mut().try_for_each(|r| r.push(records, count, &cancel)),
@@ -181,6 +184,7 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
                     return Err(TaskError::Cancelled);
                 }
                 stats.records_in += n as u64;
+                counters.records_in.fetch_add(n as u64, Ordering::Relaxed);
                 deliver(&buf, n, &mut stats)?;
                 buf.clear();
             }
@@ -191,9 +195,11 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
                 match exchange::recv(&rx, &cancel)? {
                     Message::Batch(b, n) => {
                         stats.records_in += n as u64;
+                        counters.records_in.fetch_add(n as u64, Ordering::Relaxed);
                         deliver(&b, n, &mut stats)?;
                     }
                     Message::End => ended += 1,
+                    Message::Failed(why) => return Err(TaskError::Exchange(why)),
                 }
             }
         }

@@ -1,4 +1,5 @@
-//! Record exchange between subtasks in one process.
+//! Record exchange between subtasks: bounded in-process channels, and the routers that
+//! partition a subtask's output over its downstream subtasks, wherever they run.
 
 use std::time::Duration;
 
@@ -17,6 +18,33 @@ pub enum Message {
     Batch(Vec<u8>, usize),
     /// One upstream subtask has no more records.
     End,
+    /// An upstream channel broke (a remote producer vanished or sent garbage); the
+    /// consumer cannot know what it missed, so it fails.
+    Failed(String),
+}
+
+/// Where a router sends one downstream subtask's batches.
+pub enum Target {
+    /// A subtask in this process.
+    Local(Sender<Message>),
+    /// A subtask in another TaskManager, over a QUIC data stream.
+    Remote(crate::dataplane::RemoteChannel),
+}
+
+impl Target {
+    fn send(&mut self, batch: Vec<u8>, count: usize, cancel: &Cancel) -> Result<(), TaskError> {
+        match self {
+            Target::Local(tx) => send(tx, Message::Batch(batch, count), cancel),
+            Target::Remote(r) => r.send(&batch, cancel),
+        }
+    }
+
+    fn end(&mut self, cancel: &Cancel) -> Result<(), TaskError> {
+        match self {
+            Target::Local(tx) => send(tx, Message::End, cancel),
+            Target::Remote(r) => r.finish(cancel),
+        }
+    }
 }
 
 /// Batches a channel buffers before its producer blocks. With batches of a few tens
@@ -65,7 +93,7 @@ pub fn recv(rx: &Receiver<Message>, cancel: &Cancel) -> Result<Message, TaskErro
 /// Partitions one subtask's output over the subtasks of one downstream vertex.
 pub struct Router {
     partitioning: Partitioning,
-    targets: Vec<Sender<Message>>,
+    targets: Vec<Target>,
     buffers: Vec<Vec<u8>>,
     counts: Vec<usize>,
     max_parallelism: u32,
@@ -75,7 +103,7 @@ pub struct Router {
 impl Router {
     /// A router over `targets` (one sender per downstream subtask, in subtask order).
     /// Forward edges get exactly the one target they feed.
-    pub fn new(partitioning: Partitioning, targets: Vec<Sender<Message>>, max_parallelism: u32) -> Self {
+    pub fn new(partitioning: Partitioning, targets: Vec<Target>, max_parallelism: u32) -> Self {
         let buffers = targets.iter().map(|_| Vec::with_capacity(BATCH_BYTES * 2)).collect();
         let counts = vec![0; targets.len()];
         Self { partitioning, targets, buffers, counts, max_parallelism, next: 0 }
@@ -123,7 +151,7 @@ impl Router {
     fn send_buffer(&mut self, t: usize, cancel: &Cancel) -> Result<(), TaskError> {
         let full = std::mem::replace(&mut self.buffers[t], Vec::with_capacity(BATCH_BYTES * 2));
         let count = std::mem::take(&mut self.counts[t]);
-        send(&self.targets[t], Message::Batch(full, count), cancel)
+        self.targets[t].send(full, count, cancel)
     }
 
     /// Sends what is buffered and tells every target this producer is done.
@@ -132,7 +160,7 @@ impl Router {
             if !self.buffers[t].is_empty() {
                 self.send_buffer(t, cancel)?;
             }
-            send(&self.targets[t], Message::End, cancel)?;
+            self.targets[t].end(cancel)?;
         }
         Ok(())
     }

@@ -4,9 +4,15 @@
 //!
 //! - [`deploy`]: what a subtask is told to run ([`TaskDeployment`]) and the thread that
 //!   runs it.
+//! - [`worker`]: the TaskManager itself: builds its share of a job deployment, wires
+//!   the channels, starts the subtasks, reports their ends and progress, cancels.
 //! - [`exchange`]: in-process channels and the routers that partition a subtask's
 //!   output over the downstream subtasks (forward, key-by, rebalance, broadcast).
 //!   Channels are bounded, so a slow consumer blocks its producers.
+//! - [`dataplane`]: the same channels between TaskManagers, one QUIC stream each,
+//!   backpressured by QUIC flow control.
+//! - [`service`]: the `weir taskmanager` process's side of the control plane:
+//!   registration, heartbeats with progress, deployments, component transfer.
 //! - [`source`] and [`sink`]: the built-in connectors.
 //! - `chain`: the per-batch hot path through the chained operators of a subtask,
 //!   including the keyed-state fast path (each distinct key's value travels with the
@@ -16,9 +22,14 @@
 //! sandbox itself (`weir-wasm`).
 
 mod chain;
+pub mod dataplane;
 pub mod deploy;
 pub mod exchange;
 pub mod sink;
+pub mod service;
 pub mod source;
+pub mod worker;
 
-pub use deploy::{Cancel, Head, OperatorStep, Tail, TaskDeployment, TaskError, TaskStats, run_task};
+pub use deploy::{Cancel, Head, OperatorStep, Tail, TaskCounters, TaskDeployment, TaskError, run_task};
+pub use weir_types::deployment::{TaskProgress, TaskStats};
+pub use worker::{PreparedJob, TaskManager};

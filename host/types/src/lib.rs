@@ -9,7 +9,14 @@
 //!   boundary, the in-process channels and, later, the network), with a checked reader
 //!   that never trusts a length.
 //! - [`keygroup`]: how keys map to key groups and key groups to subtasks.
+//! - [`graph`]: from a plan to an execution graph of chained vertices (Flink's
+//!   operator chaining), pure and unit-tested on plans alone.
+//! - [`deployment`]: what the JobManager tells TaskManagers to run (the same
+//!   descriptor for the embedded and the networked cluster), slot placement, and the
+//!   subtask outcomes reported back.
 
 pub mod batch;
+pub mod deployment;
+pub mod graph;
 pub mod keygroup;
 pub mod plan;

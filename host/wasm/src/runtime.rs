@@ -134,6 +134,51 @@ impl Runtime {
             return Ok(c.clone());
         }
         let component = self.compile_cached(bytes, &hash)?;
+        self.admit(component, hash, bytes.len() as u64)
+    }
+
+    /// A component known by its hash, if this process loaded it before or the disk
+    /// cache holds it compiled: a TaskManager then needs no copy of the bytes.
+    pub fn cached(&self, hash: &str) -> Option<JobComponent> {
+        if let Some(c) = self.lock_compiled().get(hash) {
+            return Some(c.clone());
+        }
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let path = self.cache_path(hash)?;
+        let component = self.deserialize_cached(&path, hash)?;
+        let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+        self.admit(component, hash.to_string(), size).ok()
+    }
+
+    fn cache_path(&self, hash: &str) -> Option<PathBuf> {
+        let dir = self.inner.cache_dir.as_ref()?;
+        Some(dir.join(format!("{hash}-{:016x}.cwasm", self.inner.engine_tag)))
+    }
+
+    fn deserialize_cached(&self, path: &Path, hash: &str) -> Option<Component> {
+        if !path.exists() {
+            return None;
+        }
+        // SAFETY: the file was written by `serialize` in `compile_cached` from this
+        // engine configuration (the name carries the engine's compatibility hash) into
+        // a directory owned by this host; wasmtime still checks its header.
+        #[allow(unsafe_code)]
+        match unsafe { Component::deserialize_file(&self.inner.engine, path) } {
+            Ok(c) => {
+                tracing::info!(hash, "loaded the compiled component from the cache");
+                Some(c)
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "discarding unusable compiled component: {e:#}");
+                None
+            }
+        }
+    }
+
+    /// Checks a compiled component's world and remembers it.
+    fn admit(&self, component: Component, hash: String, size: u64) -> Result<JobComponent, LoadError> {
         check_world(&self.inner.engine, &component)?;
         let instance_pre = self
             .inner
@@ -141,7 +186,7 @@ impl Runtime {
             .instantiate_pre(&component)
             .map_err(|e| LoadError::WrongWorld { expected: WIT_VERSION, detail: one_line(&e) })?;
         let pre = WorldPre::new(instance_pre).map_err(|e| LoadError::WrongWorld { expected: WIT_VERSION, detail: one_line(&e) })?;
-        let job = JobComponent { pre, hash: hash.clone(), size: bytes.len() as u64 };
+        let job = JobComponent { pre, hash: hash.clone(), size };
         self.lock_compiled().insert(hash, job.clone());
         Ok(job)
     }
@@ -157,18 +202,8 @@ impl Runtime {
             return Component::from_binary(engine, bytes).map_err(|e| LoadError::Invalid(one_line(&e)));
         };
         let path = dir.join(format!("{hash}-{:016x}.cwasm", self.inner.engine_tag));
-        if path.exists() {
-            // SAFETY: the file was written by `serialize` below from this engine
-            // configuration (the name carries the engine's compatibility hash) into a
-            // directory owned by this host; wasmtime still checks its header.
-            #[allow(unsafe_code)]
-            match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(c) => {
-                    tracing::info!(hash, "loaded the compiled component from the cache");
-                    return Ok(c);
-                }
-                Err(e) => tracing::warn!(path = %path.display(), "discarding unusable compiled component: {e:#}"),
-            }
+        if let Some(c) = self.deserialize_cached(&path, hash) {
+            return Ok(c);
         }
         let started = std::time::Instant::now();
         let component = Component::from_binary(engine, bytes).map_err(|e| LoadError::Invalid(one_line(&e)))?;

@@ -1,9 +1,11 @@
 //! From a job plan to an execution graph of chained vertices.
 
-use weir_types::plan::{JobPlan, NodeKind, Partitioning};
+use serde::{Deserialize, Serialize};
+
+use crate::plan::{JobPlan, NodeKind, Partitioning};
 
 /// One vertex: a chain of plan nodes run together in every subtask.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Vertex {
     /// Plan node indices, head first.
     pub nodes: Vec<usize>,
@@ -29,7 +31,7 @@ impl Vertex {
 }
 
 /// The vertices of a job in topological order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecutionGraph {
     /// Vertices; upstream before downstream.
     pub vertices: Vec<Vertex>,
@@ -88,7 +90,7 @@ impl ExecutionGraph {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_types::plan::{Edge, Node, SinkKind, SourceKind};
+    use crate::plan::{Edge, Node, SinkKind, SourceKind};
 
     fn node(uid: &str, kind: NodeKind, parallelism: Option<u32>) -> Node {
         Node { uid: uid.into(), name: uid.into(), kind, parallelism }

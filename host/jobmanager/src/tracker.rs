@@ -1,0 +1,251 @@
+//! A job's status from its subtasks' ends and progress. Pure: the embedded cluster and
+//! the JobManager service feed it events; it says when the rest must be cancelled and
+//! when the job is over.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use weir_types::deployment::{JobReport, JobStatus, TaskOutcome, TaskProgress, VertexReport};
+use weir_types::graph::ExecutionGraph;
+
+#[derive(Default, Clone, Copy)]
+struct Counts {
+    records_in: u64,
+    records_out: u64,
+    fuel: u64,
+    ended: bool,
+}
+
+/// One job's subtasks and what became of them.
+pub struct JobTracker {
+    id: String,
+    name: String,
+    graph: ExecutionGraph,
+    placement: Vec<Vec<u32>>,
+    tasks: HashMap<(u32, u32), Counts>,
+    left: usize,
+    status: JobStatus,
+    error: Option<String>,
+    started: Instant,
+    elapsed: Option<Duration>,
+}
+
+impl JobTracker {
+    /// A job deployed as `placement[vertex][subtask]` = TaskManager index.
+    pub fn new(id: &str, name: &str, graph: ExecutionGraph, placement: Vec<Vec<u32>>, now: Instant) -> Self {
+        let tasks: HashMap<(u32, u32), Counts> = placement
+            .iter()
+            .enumerate()
+            .flat_map(|(v, subtasks)| (0..subtasks.len() as u32).map(move |s| ((v as u32, s), Counts::default())))
+            .collect();
+        let left = tasks.len();
+        let status = if left == 0 { JobStatus::Finished } else { JobStatus::Created };
+        Self { id: id.into(), name: name.into(), graph, placement, tasks, left, status, error: None, started: now, elapsed: None }
+    }
+
+    /// The job's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Where it stands.
+    pub fn status(&self) -> JobStatus {
+        self.status
+    }
+
+    /// Every subtask was started.
+    pub fn running(&mut self) {
+        if self.status == JobStatus::Created {
+            self.status = JobStatus::Running;
+        }
+    }
+
+    /// Fails the job; true if this is its first failure, so the caller must cancel
+    /// the remaining subtasks.
+    pub fn fail(&mut self, error: String, now: Instant) -> bool {
+        let first = self.error.is_none() && matches!(self.status, JobStatus::Created | JobStatus::Running);
+        if first {
+            self.status = JobStatus::Failing;
+            self.error = Some(error);
+        }
+        self.settle(now);
+        first
+    }
+
+    /// A user asks to cancel; true if the subtasks must now be told.
+    pub fn cancel(&mut self, now: Instant) -> bool {
+        let first = matches!(self.status, JobStatus::Created | JobStatus::Running | JobStatus::Failing);
+        if first {
+            self.status = JobStatus::Cancelling;
+        }
+        self.settle(now);
+        first
+    }
+
+    /// Live progress of a running subtask.
+    pub fn progress(&mut self, p: &TaskProgress) {
+        if let Some(c) = self.tasks.get_mut(&(p.vertex, p.subtask))
+            && !c.ended
+        {
+            c.records_in = p.records_in;
+            c.records_out = p.records_out;
+        }
+    }
+
+    /// A subtask ended; true if the caller must cancel the remaining subtasks.
+    pub fn ended(&mut self, vertex: u32, subtask: u32, outcome: TaskOutcome, now: Instant) -> bool {
+        let Some(c) = self.tasks.get_mut(&(vertex, subtask)) else { return false };
+        if c.ended {
+            return false;
+        }
+        c.ended = true;
+        self.left -= 1;
+        match outcome {
+            TaskOutcome::Finished(stats) => {
+                c.records_in = stats.records_in;
+                c.records_out = stats.records_out;
+                c.fuel = stats.fuel;
+                self.settle(now);
+                false
+            }
+            TaskOutcome::Failed(error) => self.fail(error, now),
+            // Expected once the job is failing or cancelling; otherwise someone gave up
+            // on the subtask behind the JobManager's back.
+            TaskOutcome::Cancelled => match self.status {
+                JobStatus::Failing | JobStatus::Cancelling => {
+                    self.settle(now);
+                    false
+                }
+                _ => self.fail(format!("subtask {} of {} was cancelled", subtask + 1, self.vertex_name(vertex)), now),
+            },
+        }
+    }
+
+    /// TaskManager `tm` gave up on its subtasks (it was lost, or could not set them
+    /// up), so its unfinished ones will never report. True if the caller must cancel
+    /// the remaining subtasks.
+    pub fn abandon(&mut self, tm: u32, error: &str, now: Instant) -> bool {
+        let mut gone = Vec::new();
+        for (v, subtasks) in self.placement.iter().enumerate() {
+            for (s, &t) in subtasks.iter().enumerate() {
+                if t == tm && self.tasks.get(&(v as u32, s as u32)).is_some_and(|c| !c.ended) {
+                    gone.push((v as u32, s as u32));
+                }
+            }
+        }
+        if gone.is_empty() {
+            return false;
+        }
+        let first = self.fail(error.to_string(), now);
+        for (v, s) in gone {
+            self.ended(v, s, TaskOutcome::Cancelled, now);
+        }
+        first
+    }
+
+    /// True once every subtask ended.
+    pub fn is_done(&self) -> bool {
+        self.status.is_terminal()
+    }
+
+    fn vertex_name(&self, vertex: u32) -> &str {
+        self.graph.vertices.get(vertex as usize).map_or("?", |v| v.name.as_str())
+    }
+
+    fn settle(&mut self, now: Instant) {
+        if self.left > 0 {
+            return;
+        }
+        self.status = match self.status {
+            JobStatus::Cancelling => JobStatus::Canceled,
+            JobStatus::Failing => JobStatus::Failed,
+            JobStatus::Created | JobStatus::Running => JobStatus::Finished,
+            done => done,
+        };
+        self.elapsed.get_or_insert(now.saturating_duration_since(self.started));
+    }
+
+    /// The job's report now.
+    pub fn report(&self, now: Instant) -> JobReport {
+        let mut vertices: Vec<VertexReport> =
+            self.graph.vertices.iter().map(|v| VertexReport { name: v.name.clone(), parallelism: v.parallelism, ..Default::default() }).collect();
+        for (&(v, _), c) in &self.tasks {
+            if let Some(r) = vertices.get_mut(v as usize) {
+                r.records_in += c.records_in;
+                r.records_out += c.records_out;
+                r.fuel += c.fuel;
+            }
+        }
+        JobReport {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            status: self.status,
+            error: self.error.clone(),
+            elapsed: self.elapsed.unwrap_or_else(|| now.saturating_duration_since(self.started)),
+            vertices,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_types::deployment::TaskStats;
+    use weir_types::graph::Vertex;
+
+    fn tracker() -> (JobTracker, Instant) {
+        let v = |p| Vertex { nodes: vec![], parallelism: p, inputs: vec![], outputs: vec![], name: "v".into() };
+        let now = Instant::now();
+        (JobTracker::new("j", "job", ExecutionGraph { vertices: vec![v(2), v(1)] }, vec![vec![0, 1], vec![1]], now), now)
+    }
+
+    fn done(n: u64) -> TaskOutcome {
+        TaskOutcome::Finished(TaskStats { records_in: n, records_out: n, fuel: 1, elapsed: Duration::ZERO })
+    }
+
+    #[test]
+    fn finishes_when_every_subtask_finished() {
+        let (mut t, now) = tracker();
+        t.running();
+        assert!(!t.ended(0, 0, done(3), now));
+        assert!(!t.ended(0, 0, done(3), now), "duplicates are ignored");
+        assert!(!t.ended(0, 1, done(4), now));
+        assert_eq!(t.status(), JobStatus::Running);
+        assert!(!t.ended(1, 0, done(7), now));
+        let r = t.report(now);
+        assert_eq!((r.status, r.vertices[0].records_in, r.vertices[1].records_in), (JobStatus::Finished, 7, 7));
+    }
+
+    #[test]
+    fn the_first_failure_cancels_the_rest_and_wins() {
+        let (mut t, now) = tracker();
+        t.running();
+        assert!(t.ended(0, 1, TaskOutcome::Failed("boom".into()), now));
+        assert!(!t.ended(0, 0, TaskOutcome::Failed("later".into()), now));
+        assert_eq!(t.status(), JobStatus::Failing);
+        t.ended(1, 0, TaskOutcome::Cancelled, now);
+        let r = t.report(now);
+        assert_eq!((r.status, r.error.as_deref()), (JobStatus::Failed, Some("boom")));
+    }
+
+    #[test]
+    fn a_lost_taskmanager_fails_its_subtasks_and_a_cancel_ends_as_canceled() {
+        let (mut t, now) = tracker();
+        t.running();
+        t.ended(0, 1, done(1), now);
+        assert!(t.abandon(1, "taskmanager taskmanager-2 was lost", now));
+        assert_eq!(t.status(), JobStatus::Failing);
+        t.ended(0, 0, TaskOutcome::Cancelled, now);
+        assert_eq!(t.report(now).error.as_deref(), Some("taskmanager taskmanager-2 was lost"));
+        assert!(t.is_done());
+
+        let (mut t, now) = tracker();
+        t.running();
+        assert!(t.cancel(now));
+        assert!(!t.cancel(now));
+        for (v, s) in [(0, 0), (0, 1), (1, 0)] {
+            t.ended(v, s, TaskOutcome::Cancelled, now);
+        }
+        assert_eq!(t.status(), JobStatus::Canceled);
+    }
+}

@@ -1,0 +1,261 @@
+//! Record exchange between TaskManagers: one QUIC data stream per producer -> consumer
+//! channel, whose header names the consumer's input ([`ChannelId`]) and whose frames
+//! are record batches.
+//!
+//! Subtasks run on plain threads; the network runs on tokio. A producer thread writes
+//! its stream through [`tokio::runtime::Handle::block_on`], so QUIC's per-stream flow
+//! control blocks it directly: no queue sits between the router and the wire. On the
+//! consumer side one tokio task per stream validates each batch and feeds the
+//! subtask's bounded input channel, waiting (off the async workers) while it is full.
+//! Backpressure therefore runs end to end: slow consumer -> full channel -> pump stops
+//! reading -> stream window closes -> producer blocks.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use crossbeam_channel::{Sender, TrySendError};
+use tokio::runtime::Handle;
+use weir_net::{CLOSE_PROTOCOL_ERROR, CLOSE_UNAUTHORIZED, Connection, Endpoint, NetError, RawRecv, RawSend};
+use weir_control::protocol::TASKMANAGER_PREFIX;
+use weir_types::batch;
+use weir_types::deployment::ChannelId;
+
+use crate::deploy::{Cancel, TaskError};
+use crate::exchange::{self, Message};
+
+/// Stream reset code: the producer gave up (its job was cancelled or it failed).
+const RESET_ABANDONED: u32 = 1;
+/// Stream stop code: no subtask here consumes that channel.
+const STOP_UNKNOWN_CHANNEL: u32 = 2;
+
+/// How often a blocked network send looks at the cancel flag.
+const POLL: Duration = Duration::from_millis(50);
+
+/// A TaskManager's data plane: its endpoint, connections to peers, and the inputs of
+/// its subtasks that remote producers feed.
+#[derive(Clone)]
+pub struct DataPlane {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    handle: Handle,
+    endpoint: Endpoint,
+    peers: tokio::sync::Mutex<HashMap<SocketAddr, Connection>>,
+    inputs: Mutex<HashMap<ChannelId, (Sender<Message>, Cancel)>>,
+}
+
+impl DataPlane {
+    /// A data plane on `endpoint`; `handle` runs its network tasks.
+    pub fn new(handle: Handle, endpoint: Endpoint) -> Self {
+        let inner = Inner { handle, endpoint, peers: Default::default(), inputs: Default::default() };
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// The endpoint, also used to reach the JobManager.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.inner.endpoint
+    }
+
+    /// The address peers connect to.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.endpoint.local_addr()
+    }
+
+    fn lock_inputs(&self) -> std::sync::MutexGuard<'_, HashMap<ChannelId, (Sender<Message>, Cancel)>> {
+        // Single inserts and removals; a panicking holder leaves the map consistent.
+        self.inner.inputs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Lets remote producers feed a local subtask's input.
+    pub fn register_input(&self, id: ChannelId, tx: Sender<Message>, cancel: Cancel) {
+        self.lock_inputs().insert(id, (tx, cancel));
+    }
+
+    /// Forgets every input of a job (it ended).
+    pub fn unregister_job(&self, job: &str) {
+        self.lock_inputs().retain(|id, _| id.job != job);
+    }
+
+    /// A channel to the subtask `id` on the TaskManager at `addr`; connects lazily.
+    pub fn remote(&self, addr: SocketAddr, id: ChannelId) -> RemoteChannel {
+        RemoteChannel { plane: self.inner.clone(), addr, id, stream: None, done: false }
+    }
+
+    /// Accepts peers' data streams until the endpoint closes.
+    pub async fn serve(self) {
+        while let Some(conn) = self.inner.endpoint.accept().await {
+            let plane = self.clone();
+            tokio::spawn(async move { plane.serve_connection(conn).await });
+        }
+    }
+
+    async fn serve_connection(&self, conn: Connection) {
+        if !conn.peer_name().starts_with(TASKMANAGER_PREFIX) {
+            tracing::warn!(peer = %conn.peer_name(), "refused a data connection: only taskmanagers exchange records");
+            conn.close(CLOSE_UNAUTHORIZED, "only taskmanagers exchange records");
+            return;
+        }
+        loop {
+            match weir_net::accept_data_stream::<ChannelId>(&conn).await {
+                Ok((id, recv)) => {
+                    let target = self.lock_inputs().get(&id).cloned();
+                    match target {
+                        Some((tx, cancel)) => {
+                            let conn = conn.clone();
+                            tokio::spawn(async move { pump(conn, id, recv, tx, cancel).await });
+                        }
+                        None => {
+                            tracing::warn!(peer = %conn.peer_name(), ?id, "data stream for a channel that is not here (job ended?)");
+                            let mut recv = recv;
+                            recv.stop(STOP_UNKNOWN_CHANNEL);
+                        }
+                    }
+                }
+                Err(e) => {
+                    if is_protocol_violation(&e) {
+                        tracing::error!(peer = %conn.peer_name(), "closing data connection: bad frame: {e}");
+                        conn.close(CLOSE_PROTOCOL_ERROR, "bad frame");
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn is_protocol_violation(e: &NetError) -> bool {
+    match e {
+        NetError::Frame(f) => f.is_protocol_violation(),
+        NetError::MissingHeader => true,
+        _ => false,
+    }
+}
+
+/// Moves one data stream's batches into a subtask's input channel.
+async fn pump(conn: Connection, id: ChannelId, mut recv: RawRecv, tx: Sender<Message>, cancel: Cancel) {
+    let fail = |why: String| Message::Failed(format!("input from {}: {why}", conn.peer_name()));
+    let last = loop {
+        match recv.recv().await {
+            Ok(Some(payload)) => match batch::validate(&payload) {
+                Ok(count) => {
+                    if deliver(&tx, Message::Batch(payload, count), &cancel).is_err() {
+                        recv.stop(STOP_UNKNOWN_CHANNEL);
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(peer = %conn.peer_name(), ?id, "closing data connection: invalid record batch: {e}");
+                    conn.close(CLOSE_PROTOCOL_ERROR, "invalid record batch");
+                    break fail(format!("invalid record batch: {e}"));
+                }
+            },
+            Ok(None) => break Message::End,
+            Err(e) => {
+                if e.is_protocol_violation() {
+                    tracing::error!(peer = %conn.peer_name(), ?id, "closing data connection: bad frame: {e}");
+                    conn.close(CLOSE_PROTOCOL_ERROR, "bad frame");
+                }
+                break fail(e.to_string());
+            }
+        }
+    };
+    // A cancelled consumer no longer listens; nothing else to tell it.
+    let _ = deliver(&tx, last, &cancel);
+}
+
+/// Hands a message to a subtask, leaving the async worker while the channel is full.
+fn deliver(tx: &Sender<Message>, msg: Message, cancel: &Cancel) -> Result<(), TaskError> {
+    match tx.try_send(msg) {
+        Ok(()) => Ok(()),
+        Err(TrySendError::Full(msg)) => tokio::task::block_in_place(|| exchange::send(tx, msg, cancel)),
+        Err(TrySendError::Disconnected(_)) => Err(TaskError::Cancelled),
+    }
+}
+
+/// The producer's end of a channel to a subtask in another TaskManager.
+pub struct RemoteChannel {
+    plane: Arc<Inner>,
+    addr: SocketAddr,
+    id: ChannelId,
+    stream: Option<RawSend>,
+    done: bool,
+}
+
+impl RemoteChannel {
+    /// Sends one batch, blocking while the consumer's window is full.
+    pub fn send(&mut self, batch: &[u8], cancel: &Cancel) -> Result<(), TaskError> {
+        let handle = self.plane.handle.clone();
+        handle.block_on(until_cancelled(cancel, async {
+            self.open().await?;
+            let Some(s) = self.stream.as_mut() else { return Err(TaskError::Internal("data stream vanished".into())) };
+            s.send(batch).await.map_err(|e| channel_error(self.addr, &self.id, e))
+        }))
+    }
+
+    /// Ends the stream: the consumer sees this producer's end of input.
+    pub fn finish(&mut self, cancel: &Cancel) -> Result<(), TaskError> {
+        let handle = self.plane.handle.clone();
+        handle.block_on(until_cancelled(cancel, async {
+            self.open().await?;
+            let Some(s) = self.stream.as_mut() else { return Err(TaskError::Internal("data stream vanished".into())) };
+            let r = s.finish().await;
+            self.done = true;
+            r.map_err(|e| channel_error(self.addr, &self.id, e))
+        }))
+    }
+
+    async fn open(&mut self) -> Result<(), TaskError> {
+        if self.stream.is_none() {
+            let conn = self.connection().await?;
+            let s = weir_net::open_data_stream(&conn, &self.id).await.map_err(|e| channel_error(self.addr, &self.id, e))?;
+            self.stream = Some(s);
+        }
+        Ok(())
+    }
+
+    async fn connection(&self) -> Result<Connection, TaskError> {
+        let mut peers = self.plane.peers.lock().await;
+        if let Some(c) = peers.get(&self.addr)
+            && c.quinn().close_reason().is_none()
+        {
+            return Ok(c.clone());
+        }
+        let conn = self.plane.endpoint.connect(self.addr).await.map_err(|e| channel_error(self.addr, &self.id, e))?;
+        if !conn.peer_name().starts_with(TASKMANAGER_PREFIX) {
+            return Err(TaskError::Exchange(format!("{} is {:?}, not a taskmanager", self.addr, conn.peer_name())));
+        }
+        peers.insert(self.addr, conn.clone());
+        Ok(conn)
+    }
+}
+
+fn channel_error(addr: SocketAddr, id: &ChannelId, e: impl std::fmt::Display) -> TaskError {
+    TaskError::Exchange(format!("output to subtask {} of vertex {} at {addr}: {e}", id.subtask, id.vertex))
+}
+
+impl Drop for RemoteChannel {
+    fn drop(&mut self) {
+        // Dropping a quinn stream finishes it cleanly, which the consumer would take
+        // for a complete input; a producer that stopped early must say it gave up.
+        if !self.done
+            && let Some(s) = self.stream.as_mut()
+        {
+            s.reset(RESET_ABANDONED);
+        }
+    }
+}
+
+async fn until_cancelled<T>(cancel: &Cancel, work: impl Future<Output = Result<T, TaskError>>) -> Result<T, TaskError> {
+    let watch = async {
+        while !cancel.is_cancelled() {
+            tokio::time::sleep(POLL).await;
+        }
+    };
+    tokio::select! {
+        r = work => r,
+        () = watch => Err(TaskError::Cancelled),
+    }
+}

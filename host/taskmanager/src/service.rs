@@ -1,0 +1,190 @@
+//! The `weir taskmanager` process's side of the control plane: registers its slots,
+//! heartbeats with the progress of its subtasks, and carries out the JobManager's
+//! deploy / start / cancel orders. A component is fetched only when neither memory
+//! nor the compiled-component cache has it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::mpsc;
+use weir_control::client::{self, ControlError};
+use weir_control::protocol::{FromJobManager, Hello, ToJobManager};
+use weir_types::deployment::{JobDeployment, TaskEnd, TaskOutcome};
+use weir_wasm::JobComponent;
+
+use crate::dataplane::DataPlane;
+use crate::worker::{PreparedJob, TaskManager};
+
+/// Messages to the JobManager waiting to be written; task ends and heartbeats are
+/// small and few, so this bounds memory without ever blocking a subtask for long.
+const OUTBOX: usize = 1024;
+
+/// Why the TaskManager stopped serving.
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    /// Talking to the JobManager failed.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// The data plane has no address.
+    #[error("data plane address: {0}")]
+    Address(std::io::Error),
+}
+
+/// Registers with the JobManager at `jm` and serves it until the connection ends.
+pub async fn serve(tm: TaskManager, data: DataPlane, jm: SocketAddr, slots: u32) -> Result<(), ServiceError> {
+    let data_addr = data.local_addr().map_err(ServiceError::Address)?.to_string();
+    let mut session = client::open(data.endpoint(), jm, Hello::TaskManager { slots, data_addr }).await?;
+    let (id, interval) = match session.next().await? {
+        FromJobManager::Registered { id, heartbeat_ms } => (id, Duration::from_millis(heartbeat_ms.max(10))),
+        other => return Err(ControlError::Protocol(format!("expected registration, got {other:?}")).into()),
+    };
+    tracing::info!(id, slots, "registered with the jobmanager");
+    tokio::spawn(data.clone().serve());
+
+    let (out_tx, mut out_rx) = mpsc::channel::<ToJobManager>(OUTBOX);
+    let mut tx = session.tx;
+    let writer = tokio::spawn(async move {
+        while let Some(m) = out_rx.recv().await {
+            if let Err(e) = tx.send(&m).await {
+                return ControlError::from(e);
+            }
+        }
+        ControlError::Protocol("outbox closed".into())
+    });
+    let heartbeats = {
+        let (tm, out) = (tm.clone(), out_tx.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                if out.send(ToJobManager::Heartbeat(tm.progress())).await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+
+    let mut rx = session.rx;
+    let mut waiting: HashMap<String, (Box<JobDeployment>, u32)> = HashMap::new();
+    let mut prepared: HashMap<String, PreparedJob> = HashMap::new();
+    let result = loop {
+        let msg = match rx.recv().await {
+            Ok(Some(m)) => m,
+            Ok(None) => break Err(ControlError::Protocol("the jobmanager closed the control stream".into())),
+            Err(e) => break Err(e.into()),
+        };
+        match msg {
+            FromJobManager::Deploy { deployment, me } => match tm.runtime().cached(&deployment.component) {
+                Some(component) => {
+                    let p = prepare(&tm, &deployment, me, &component, &out_tx).await;
+                    prepared.extend(p.map(|p| (deployment.job.clone(), p)));
+                }
+                None => {
+                    let job = deployment.job.clone();
+                    waiting.insert(job.clone(), (deployment, me));
+                    // The writer ending ends this loop too, at the next message.
+                    let _ = out_tx.send(ToJobManager::NeedComponent { job }).await;
+                }
+            },
+            FromJobManager::Component { job, size } => {
+                let limit = tm.runtime().limits().max_component_bytes;
+                if size > limit {
+                    break Err(ControlError::Protocol(format!("component of {size} bytes exceeds the limit of {limit}")));
+                }
+                let bytes = match client::recv_chunks(&mut rx, size, |m| match m {
+                    FromJobManager::ComponentChunk(c) => Ok(c),
+                    other => Err(other),
+                })
+                .await
+                {
+                    Ok(b) => b,
+                    Err(e) => break Err(e),
+                };
+                let Some((deployment, me)) = waiting.remove(&job) else { continue };
+                tracing::info!(%job, hash = %deployment.component, bytes = bytes.len(), "received the job's component");
+                let runtime = tm.runtime().clone();
+                let loaded = tokio::task::spawn_blocking(move || runtime.load(&bytes)).await;
+                match loaded {
+                    Ok(Ok(component)) if component.hash == deployment.component => {
+                        let p = prepare(&tm, &deployment, me, &component, &out_tx).await;
+                        prepared.extend(p.map(|p| (job, p)));
+                    }
+                    Ok(Ok(component)) => {
+                        let error = format!("received component {} but the job names {}", component.hash, deployment.component);
+                        let _ = out_tx.send(ToJobManager::PrepareFailed { job, error }).await;
+                    }
+                    Ok(Err(e)) => {
+                        let _ = out_tx.send(ToJobManager::PrepareFailed { job, error: e.to_string() }).await;
+                    }
+                    Err(e) => {
+                        let _ = out_tx.send(ToJobManager::PrepareFailed { job, error: format!("loading panicked: {e}") }).await;
+                    }
+                }
+            }
+            FromJobManager::Start { job } => {
+                if let Some(p) = prepared.remove(&job) {
+                    let out = out_tx.clone();
+                    // Subtask threads are not on the runtime, so they may block on the outbox.
+                    let started = p.start(move |end| {
+                        let _ = out.blocking_send(ToJobManager::TaskEnded(end));
+                    });
+                    if let Err(e) = started {
+                        tracing::error!(%job, "could not start the job: {e}");
+                    }
+                }
+            }
+            FromJobManager::Cancel { job } => {
+                waiting.remove(&job);
+                match prepared.remove(&job) {
+                    Some(p) => cancel_prepared(&tm, p, &out_tx).await,
+                    None => tm.cancel(&job),
+                }
+            }
+            other => break Err(ControlError::Protocol(format!("unexpected message from the jobmanager: {other:?}"))),
+        }
+        if writer.is_finished() {
+            break Err(ControlError::Protocol("lost the control stream to the jobmanager".into()));
+        }
+    };
+    heartbeats.abort();
+    writer.abort();
+    // Without a JobManager nobody would hear of these subtasks' ends; stop them.
+    for (job, p) in prepared {
+        tm.discard(&job);
+        drop(p);
+    }
+    for job in tm.running_jobs() {
+        tm.cancel(&job);
+    }
+    result.map_err(Into::into)
+}
+
+async fn prepare(tm: &TaskManager, d: &JobDeployment, me: u32, component: &JobComponent, out: &mpsc::Sender<ToJobManager>) -> Option<PreparedJob> {
+    let job = d.job.clone();
+    let (tm2, d2, component2) = (tm.clone(), d.clone(), component.clone());
+    // Opening state and files blocks; keep it off the async workers.
+    let result = tokio::task::spawn_blocking(move || tm2.prepare(&d2, me, &component2)).await;
+    let (reply, prepared) = match result {
+        Ok(Ok(p)) => (ToJobManager::Prepared { job: job.clone() }, Some(p)),
+        Ok(Err(e)) => (ToJobManager::PrepareFailed { job: job.clone(), error: e.to_string() }, None),
+        Err(e) => (ToJobManager::PrepareFailed { job: job.clone(), error: format!("preparing panicked: {e}") }, None),
+    };
+    if prepared.is_none() {
+        tm.discard(&job);
+    }
+    let _ = out.send(reply).await;
+    prepared
+}
+
+/// A job cancelled before it started: its subtasks never run, and each reports so.
+async fn cancel_prepared(tm: &TaskManager, p: PreparedJob, out: &mpsc::Sender<ToJobManager>) {
+    let job = p.job().to_string();
+    let ends: Vec<TaskEnd> =
+        p.subtasks().map(|(vertex, subtask)| TaskEnd { job: job.clone(), vertex, subtask, outcome: TaskOutcome::Cancelled }).collect();
+    drop(p);
+    tm.discard(&job);
+    for end in ends {
+        let _ = out.send(ToJobManager::TaskEnded(end)).await;
+    }
+}

@@ -1,0 +1,328 @@
+//! One TaskManager: turns its share of a [`JobDeployment`] into subtasks, wires their
+//! channels (in memory to local subtasks, over the [`DataPlane`] to remote ones), runs
+//! them, and reports each subtask's end. The embedded cluster and the `weir
+//! taskmanager` process both run jobs through this.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crossbeam_channel::{Receiver, Sender};
+use weir_state::StateStore;
+use weir_types::deployment::{ChannelId, JobDeployment, SinkFiles, TaskEnd, TaskOutcome, TaskProgress};
+use weir_types::keygroup::key_group_range;
+use weir_types::plan::{NodeKind, Partitioning, SinkKind, SourceKind};
+use weir_wasm::{JobComponent, Runtime};
+
+use crate::dataplane::DataPlane;
+use crate::deploy::{Cancel, Head, OperatorStep, Tail, TaskCounters, TaskDeployment, TaskError, run_task};
+use crate::exchange::{self, Message, Router, Target};
+use crate::sink::{SharedWriter, Sink};
+use crate::source::{FileLines, Generator, Source};
+
+/// A TaskManager's executor: the sandbox, the state store and the running jobs.
+#[derive(Clone)]
+pub struct TaskManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    runtime: Runtime,
+    state: StateStore,
+    cache_bytes: usize,
+    data: Option<DataPlane>,
+    jobs: Mutex<HashMap<String, RunningJob>>,
+}
+
+struct RunningJob {
+    cancel: Cancel,
+    counters: Vec<(u32, u32, Arc<TaskCounters>)>,
+}
+
+/// A job's subtasks on this TaskManager, wired but not yet started.
+pub struct PreparedJob {
+    tm: TaskManager,
+    job: String,
+    tasks: Vec<(u32, u32, TaskDeployment)>,
+}
+
+impl TaskManager {
+    /// A TaskManager; `data` is needed only for jobs spanning several TaskManagers.
+    pub fn new(runtime: Runtime, state: StateStore, cache_bytes: usize, data: Option<DataPlane>) -> Self {
+        Self { inner: Arc::new(Inner { runtime, state, cache_bytes, data, jobs: Mutex::new(HashMap::new()) }) }
+    }
+
+    /// The sandbox.
+    pub fn runtime(&self) -> &Runtime {
+        &self.inner.runtime
+    }
+
+    fn lock_jobs(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunningJob>> {
+        // Single inserts and removals; a panicking holder leaves the map consistent.
+        self.inner.jobs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Builds the subtasks that `d` places on TaskManager number `me`.
+    pub fn prepare(&self, d: &JobDeployment, me: u32, component: &JobComponent) -> Result<PreparedJob, TaskError> {
+        let plan = &d.plan;
+        let graph = &d.graph;
+        let max_parallelism = plan.max_parallelism();
+        let keyspace = keyspace(&d.job);
+        let cancel = Cancel::default();
+        let internal = |m: &str| TaskError::Internal(format!("deployment of job {}: {m}", d.job));
+        let addr = |tm: u32| -> Result<SocketAddr, TaskError> {
+            let a = d.taskmanagers.get(tm as usize).ok_or_else(|| internal("placement names an unknown taskmanager"))?;
+            a.parse().map_err(|e| internal(&format!("bad taskmanager address {a:?}: {e}")))
+        };
+        if d.placement.len() != graph.vertices.len()
+            || d.placement.iter().zip(&graph.vertices).any(|(p, v)| p.len() != v.parallelism as usize)
+        {
+            return Err(internal("placement does not match the graph"));
+        }
+
+        // Inputs of the local subtasks: remote producers reach them through the data plane.
+        let mut inputs: HashMap<(usize, u32), (Sender<Message>, Option<Receiver<Message>>)> = HashMap::new();
+        for (v, s) in d.subtasks_on(me) {
+            if !graph.vertices[v].inputs.is_empty() {
+                let (tx, rx) = exchange::channel();
+                if let Some(data) = &self.inner.data {
+                    data.register_input(ChannelId { job: d.job.clone(), vertex: v as u32, subtask: s }, tx.clone(), cancel.clone());
+                }
+                inputs.insert((v, s), (tx, Some(rx)));
+            }
+        }
+        let writers = open_sinks(d, me)?;
+
+        let mut tasks = Vec::new();
+        let mut counters = Vec::new();
+        for (v, s) in d.subtasks_on(me) {
+            let vertex = &graph.vertices[v];
+            let operators: Vec<OperatorStep> = vertex
+                .nodes
+                .iter()
+                .filter_map(|&n| match plan.nodes[n].kind {
+                    NodeKind::Operator { keyed } => Some(OperatorStep { op: n as u32, name: plan.nodes[n].name.clone(), keyed }),
+                    _ => None,
+                })
+                .collect();
+            let head = match &plan.nodes[vertex.nodes[0]].kind {
+                NodeKind::Source(kind) => Head::Source(open_source(kind, s, vertex.parallelism)?),
+                _ => {
+                    let rx = inputs.get_mut(&(v, s)).and_then(|(_, rx)| rx.take()).ok_or_else(|| internal("input channel missing"))?;
+                    Head::Input { rx, producers: vertex.producers(graph) }
+                }
+            };
+            let last = *vertex.nodes.last().ok_or_else(|| internal("empty vertex"))?;
+            let tail = match &plan.nodes[last].kind {
+                NodeKind::Sink(_) => match writers.get(&(last, s)) {
+                    Some(w) => Tail::Sink(Sink::text(w.clone())),
+                    None => Tail::Sink(Sink::Discard),
+                },
+                _ => {
+                    let mut routers = Vec::new();
+                    for &(t, partitioning) in &vertex.outputs {
+                        let consumers: Vec<u32> = match partitioning {
+                            Partitioning::Forward => vec![s],
+                            _ => (0..graph.vertices[t].parallelism).collect(),
+                        };
+                        let mut targets = Vec::with_capacity(consumers.len());
+                        for c in consumers {
+                            let on = d.placement[t][c as usize];
+                            targets.push(if on == me {
+                                let (tx, _) = inputs.get(&(t, c)).ok_or_else(|| internal("local input missing"))?;
+                                Target::Local(tx.clone())
+                            } else {
+                                let data = self.inner.data.as_ref().ok_or_else(|| internal("a remote subtask but no data plane"))?;
+                                Target::Remote(data.remote(addr(on)?, ChannelId { job: d.job.clone(), vertex: t as u32, subtask: c }))
+                            });
+                        }
+                        routers.push(Router::new(partitioning, targets, max_parallelism));
+                    }
+                    Tail::Routers(routers)
+                }
+            };
+            let state = match operators.iter().any(|o| o.keyed) {
+                true => Some(self.inner.state.task(&keyspace, max_parallelism, key_group_range(s, max_parallelism, vertex.parallelism))?),
+                false => None,
+            };
+            let task_counters = Arc::new(TaskCounters::default());
+            counters.push((v as u32, s, task_counters.clone()));
+            let deployment = TaskDeployment {
+                label: format!("{} ({}/{})", vertex.name, s + 1, vertex.parallelism),
+                subtask: s,
+                parallelism: vertex.parallelism,
+                max_parallelism,
+                wasm: (!operators.is_empty()).then(|| (self.inner.runtime.clone(), component.clone())),
+                head,
+                operators,
+                tail,
+                args: d.args.clone(),
+                state,
+                cache_bytes: self.inner.cache_bytes,
+                cancel: cancel.clone(),
+                counters: task_counters,
+            };
+            tasks.push((v as u32, s, deployment));
+        }
+        self.lock_jobs().insert(d.job.clone(), RunningJob { cancel, counters });
+        Ok(PreparedJob { tm: self.clone(), job: d.job.clone(), tasks })
+    }
+
+    /// Cancels this TaskManager's subtasks of `job`; they report `Cancelled`.
+    pub fn cancel(&self, job: &str) {
+        if let Some(j) = self.lock_jobs().get(job) {
+            j.cancel.cancel();
+        }
+    }
+
+    /// Progress of every running subtask.
+    pub fn progress(&self) -> Vec<TaskProgress> {
+        let jobs = self.lock_jobs();
+        let mut out = Vec::new();
+        for (job, j) in jobs.iter() {
+            for (vertex, subtask, c) in &j.counters {
+                out.push(TaskProgress {
+                    job: job.clone(),
+                    vertex: *vertex,
+                    subtask: *subtask,
+                    records_in: c.records_in.load(Ordering::Relaxed),
+                    records_out: c.records_out.load(Ordering::Relaxed),
+                });
+            }
+        }
+        out
+    }
+
+    /// Forgets a job whose local subtasks all ended: its inputs and its keyed state.
+    fn release(&self, job: &str) {
+        self.lock_jobs().remove(job);
+        if let Some(data) = &self.inner.data {
+            data.unregister_job(job);
+        }
+        if let Err(e) = self.inner.state.drop_job(&keyspace(job)) {
+            tracing::warn!(job, "could not drop the job's state: {e}");
+        }
+    }
+
+    /// Ids of the jobs with subtasks here.
+    pub fn running_jobs(&self) -> Vec<String> {
+        self.lock_jobs().keys().cloned().collect()
+    }
+
+    /// Forgets a job that was prepared but will not start.
+    pub fn discard(&self, job: &str) {
+        self.release(job);
+    }
+}
+
+fn keyspace(job: &str) -> String {
+    format!("job-{job}")
+}
+
+impl PreparedJob {
+    /// The job's id.
+    pub fn job(&self) -> &str {
+        &self.job
+    }
+
+    /// The prepared subtasks, as (vertex, subtask).
+    pub fn subtasks(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.tasks.iter().map(|(v, s, _)| (*v, *s))
+    }
+
+    /// Number of subtasks.
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// True if the job has no subtask here.
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Starts every subtask on its own thread; `on_end` hears of each one's end. The
+    /// last to end releases the job's resources before reporting.
+    pub fn start(self, on_end: impl Fn(TaskEnd) + Send + Sync + 'static) -> Result<(), TaskError> {
+        let on_end = Arc::new(on_end);
+        let left = Arc::new(AtomicUsize::new(self.tasks.len()));
+        let cancel = self.tm.lock_jobs().get(&self.job).map(|j| j.cancel.clone()).unwrap_or_default();
+        for (vertex, subtask, deployment) in self.tasks {
+            let (tm, job, on_end, left, task_cancel) = (self.tm.clone(), self.job.clone(), on_end.clone(), left.clone(), cancel.clone());
+            let label = deployment.label.clone();
+            let spawned = std::thread::Builder::new().name(format!("weir-task-{vertex}-{subtask}")).spawn(move || {
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_task(deployment)))
+                    .unwrap_or_else(|_| Err(TaskError::Internal("the subtask thread panicked".into())));
+                let outcome = match result {
+                    Ok(stats) => TaskOutcome::Finished(stats),
+                    Err(TaskError::Cancelled) => TaskOutcome::Cancelled,
+                    Err(e) => {
+                        // Local subtasks stop at once; the JobManager cancels the rest.
+                        task_cancel.cancel();
+                        tracing::info!(%job, task = %label, "subtask failed: {e}");
+                        TaskOutcome::Failed(format!("{label}: {e}"))
+                    }
+                };
+                if left.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    tm.release(&job);
+                }
+                on_end(TaskEnd { job, vertex, subtask, outcome });
+            });
+            if let Err(e) = spawned {
+                cancel.cancel();
+                return Err(TaskError::Internal(format!("cannot spawn a task thread: {e}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn open_source(kind: &SourceKind, subtask: u32, parallelism: u32) -> Result<Box<dyn Source>, TaskError> {
+    Ok(match kind {
+        SourceKind::Generator { start, count } => Box::new(Generator::new(*start, *count, subtask, parallelism)),
+        SourceKind::FileLines(Some(path)) => Box::new(FileLines::open(path.into(), subtask, parallelism)?),
+        SourceKind::FileLines(None) => return Err(TaskError::Source("a file source has no path".into())),
+    })
+}
+
+/// Writers of the local subtasks of text sinks, by (node, subtask). Files are created
+/// (truncated) here, before any subtask runs.
+fn open_sinks(d: &JobDeployment, me: u32) -> Result<HashMap<(usize, u32), SharedWriter>, TaskError> {
+    let mut writers = HashMap::new();
+    let mut shared: HashMap<usize, SharedWriter> = HashMap::new();
+    for (v, s) in d.subtasks_on(me) {
+        let Some(&last) = d.graph.vertices[v].nodes.last() else { continue };
+        let path = match &d.plan.nodes[last].kind {
+            NodeKind::Sink(SinkKind::Stdout | SinkKind::File(None)) => None,
+            NodeKind::Sink(SinkKind::File(Some(path))) => Some(path),
+            _ => continue,
+        };
+        let writer = match (path, d.sink_files) {
+            (Some(dir), SinkFiles::PartPerSubtask) => {
+                let dir = Path::new(dir);
+                std::fs::create_dir_all(dir).map_err(|e| TaskError::Sink(format!("cannot create {}: {e}", dir.display())))?;
+                file_writer(&dir.join(format!("part-{s}")))?
+            }
+            (path, _) => match shared.get(&last) {
+                Some(w) => w.clone(),
+                None => {
+                    let w = match path {
+                        Some(p) => file_writer(Path::new(p))?,
+                        None => Arc::new(Mutex::new(Box::new(std::io::stdout()) as Box<dyn Write + Send>)),
+                    };
+                    shared.insert(last, w.clone());
+                    w
+                }
+            },
+        };
+        writers.insert((last, s), writer);
+    }
+    Ok(writers)
+}
+
+fn file_writer(path: &Path) -> Result<SharedWriter, TaskError> {
+    let f = std::fs::File::create(path).map_err(|e| TaskError::Sink(format!("cannot open output {}: {e}", path.display())))?;
+    Ok(Arc::new(Mutex::new(Box::new(std::io::BufWriter::with_capacity(256 * 1024, f)))))
+}

@@ -1,0 +1,244 @@
+//! What the JobManager tells TaskManagers to run, and what they report back. The same
+//! descriptor drives the embedded cluster (one TaskManager, in-process) and a real
+//! cluster (shipped over the control plane), so both build subtasks with one code path.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::graph::ExecutionGraph;
+use crate::plan::JobPlan;
+
+/// A job as deployed: its plan, its execution graph and where every subtask runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobDeployment {
+    /// Job id, unique in the cluster.
+    pub job: String,
+    /// The checked plan, with its sources and sinks bound.
+    pub plan: JobPlan,
+    /// Its vertices.
+    pub graph: ExecutionGraph,
+    /// Arguments for the guest's `plan` and `open`.
+    pub args: Vec<(String, String)>,
+    /// Hex SHA-256 of the job's component.
+    pub component: String,
+    /// `placement[vertex][subtask]` is the index in `taskmanagers` running that subtask.
+    pub placement: Vec<Vec<u32>>,
+    /// Data-plane addresses of the TaskManagers taking part, by index.
+    pub taskmanagers: Vec<String>,
+    /// How file sinks name their files.
+    pub sink_files: SinkFiles,
+}
+
+/// How the subtasks of a file sink share its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SinkFiles {
+    /// All subtasks run in one process and append whole batches to the one file.
+    Shared,
+    /// Subtasks may run on different machines: the path is a directory and subtask `i`
+    /// writes `part-<i>` in it, as Flink's file sink writes part files.
+    PartPerSubtask,
+}
+
+impl JobDeployment {
+    /// Subtasks placed on TaskManager `tm`, as (vertex, subtask).
+    pub fn subtasks_on(&self, tm: u32) -> impl Iterator<Item = (usize, u32)> + '_ {
+        self.placement
+            .iter()
+            .enumerate()
+            .flat_map(move |(v, subtasks)| subtasks.iter().enumerate().filter(move |&(_, &t)| t == tm).map(move |(s, _)| (v, s as u32)))
+    }
+
+    /// Number of subtasks in the job.
+    pub fn task_count(&self) -> usize {
+        self.placement.iter().map(Vec::len).sum()
+    }
+}
+
+/// Spreads a job over slots. `slots` lists each TaskManager's free slots, by index.
+/// With slot sharing, slot `i` of the job holds subtask `i` of every vertex; slots are
+/// taken from the TaskManagers in turn, so a job wider than one TaskManager uses all of
+/// them evenly. `None` if there are not enough free slots.
+pub fn place(graph: &ExecutionGraph, slots: &[u32]) -> Option<Vec<Vec<u32>>> {
+    let needed = graph.slots_needed() as usize;
+    let mut left = slots.to_vec();
+    let mut job_slots = Vec::with_capacity(needed);
+    while job_slots.len() < needed {
+        let before = job_slots.len();
+        for (tm, free) in left.iter_mut().enumerate() {
+            if *free > 0 && job_slots.len() < needed {
+                *free -= 1;
+                job_slots.push(tm as u32);
+            }
+        }
+        if job_slots.len() == before {
+            return None;
+        }
+    }
+    Some(graph.vertices.iter().map(|v| job_slots[..v.parallelism as usize].to_vec()).collect())
+}
+
+/// Names one input channel of a subtask: what a data stream's header carries.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ChannelId {
+    /// Job id.
+    pub job: String,
+    /// Consuming vertex.
+    pub vertex: u32,
+    /// Consuming subtask.
+    pub subtask: u32,
+}
+
+/// What a finished subtask did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStats {
+    /// Records that entered the subtask.
+    pub records_in: u64,
+    /// Records that left it (to a sink or downstream).
+    pub records_out: u64,
+    /// Fuel its operators burned.
+    pub fuel: u64,
+    /// Wall time from start to finish.
+    pub elapsed: Duration,
+}
+
+/// How a subtask ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskOutcome {
+    /// It consumed all its input.
+    Finished(TaskStats),
+    /// It failed; the message names the cause.
+    Failed(String),
+    /// It stopped because the job was cancelled.
+    Cancelled,
+}
+
+/// A subtask's end, as reported to the JobManager.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskEnd {
+    /// Job id.
+    pub job: String,
+    /// Vertex index.
+    pub vertex: u32,
+    /// Subtask index.
+    pub subtask: u32,
+    /// How it ended.
+    pub outcome: TaskOutcome,
+}
+
+/// Live progress of one running subtask, as TaskManagers report it with heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskProgress {
+    /// Job id.
+    pub job: String,
+    /// Vertex index.
+    pub vertex: u32,
+    /// Subtask index.
+    pub subtask: u32,
+    /// Records in so far.
+    pub records_in: u64,
+    /// Records out so far.
+    pub records_out: u64,
+}
+
+/// The engine's view of a job, as Flink names its job statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobStatus {
+    /// Accepted; subtasks are being deployed.
+    Created,
+    /// Every subtask was started.
+    Running,
+    /// A subtask failed; the others are being cancelled.
+    Failing,
+    /// A user asked to cancel; subtasks are stopping.
+    Cancelling,
+    /// Every subtask consumed all its input.
+    Finished,
+    /// A subtask failed (or its TaskManager was lost).
+    Failed,
+    /// Cancelled by a user.
+    Canceled,
+}
+
+impl JobStatus {
+    /// True once the job can change no more.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobStatus::Finished | JobStatus::Failed | JobStatus::Canceled)
+    }
+
+    /// Upper-case name, as Flink prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            JobStatus::Created => "CREATED",
+            JobStatus::Running => "RUNNING",
+            JobStatus::Failing => "FAILING",
+            JobStatus::Cancelling => "CANCELLING",
+            JobStatus::Finished => "FINISHED",
+            JobStatus::Failed => "FAILED",
+            JobStatus::Canceled => "CANCELED",
+        }
+    }
+}
+
+/// A job's status and what it did so far, per vertex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobReport {
+    /// Job id.
+    pub id: String,
+    /// Job name.
+    pub name: String,
+    /// Where it stands.
+    pub status: JobStatus,
+    /// The first failure's message, if it failed.
+    pub error: Option<String>,
+    /// Wall time since deployment (to the end, once ended).
+    pub elapsed: Duration,
+    /// One entry per vertex, in topological order.
+    pub vertices: Vec<VertexReport>,
+}
+
+/// Totals of one vertex over its subtasks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VertexReport {
+    /// Chain name.
+    pub name: String,
+    /// Subtasks.
+    pub parallelism: u32,
+    /// Records in.
+    pub records_in: u64,
+    /// Records out.
+    pub records_out: u64,
+    /// Fuel burned (known once subtasks finish).
+    pub fuel: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::Vertex;
+
+    fn graph(ps: &[u32]) -> ExecutionGraph {
+        let vertices = ps.iter().map(|&parallelism| Vertex { nodes: vec![], parallelism, inputs: vec![], outputs: vec![], name: String::new() }).collect();
+        ExecutionGraph { vertices }
+    }
+
+    #[test]
+    fn placement_alternates_taskmanagers_and_shares_slots_across_vertices() {
+        let p = place(&graph(&[4, 4, 1]), &[2, 3]);
+        assert_eq!(p, Some(vec![vec![0, 1, 0, 1], vec![0, 1, 0, 1], vec![0]]));
+        assert_eq!(place(&graph(&[3]), &[1, 0, 5]), Some(vec![vec![0, 2, 2]]));
+        assert_eq!(place(&graph(&[4]), &[1, 2]), None);
+        let d = JobDeployment {
+            job: "j".into(),
+            plan: JobPlan { name: "j".into(), nodes: vec![], edges: vec![], max_parallelism: None },
+            graph: graph(&[4, 1]),
+            args: vec![],
+            component: String::new(),
+            placement: vec![vec![0, 1, 0, 1], vec![1]],
+            taskmanagers: vec![],
+            sink_files: SinkFiles::Shared,
+        };
+        assert_eq!(d.subtasks_on(1).collect::<Vec<_>>(), vec![(0, 1), (0, 3), (1, 0)]);
+        assert_eq!(d.task_count(), 5);
+    }
+}
