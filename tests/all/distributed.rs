@@ -46,3 +46,60 @@ fn wordcount_at_parallelism_4_on_two_taskmanagers_is_exact_and_ships_the_compone
     assert_eq!(status.matches(" FINISHED ").count(), 2, "{status}");
     assert!(status.contains("free slots: 4"), "slots are given back: {status}");
 }
+
+/// Resident memory of a process, from /proc.
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb: u64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches(" kB").parse().ok()).unwrap_or(0);
+    kb / 1024
+}
+
+/// `records in` of the vertex whose name starts with `name`, from a status line
+/// `  vertex "name" xP in=N out=M`.
+fn vertex_counts(status: &str, name: &str) -> (u64, u64) {
+    let line = status.lines().find(|l| l.trim_start().starts_with(&format!("vertex \"{name}"))).unwrap_or_default();
+    let field = |f: &str| line.split_whitespace().find_map(|w| w.strip_prefix(f)).and_then(|v| v.parse().ok()).unwrap_or(0);
+    (field("in="), field("out="))
+}
+
+#[test]
+fn a_slow_operator_holds_back_a_fast_source_across_processes_and_cancel_stops_everything() {
+    let cluster = TestCluster::start(&[("taskmanager-1", 1), ("taskmanager-2", 1)]);
+    let wasm = example("slow_map");
+    let o = cluster.client(&[OsStr::new("submit"), wasm.as_os_str(), OsStr::new("-p"), OsStr::new("2"), OsStr::new("--detach")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let job = out.split_whitespace().nth(1).expect("job id").to_string();
+
+    // Run until the slow operator has done real work; the source could have made
+    // hundreds of millions of records by then.
+    let mut peak = vec![0; 3];
+    let mut status = String::new();
+    crate::cluster::wait_until("the slow operator to make progress", || {
+        for (p, pid) in peak.iter_mut().zip(cluster.pids()) {
+            *p = (*p).max(rss_mib(pid));
+        }
+        status = cluster.status();
+        vertex_counts(&status, "slow").0 >= 30_000
+    });
+    let (_, produced) = vertex_counts(&status, "numbers");
+    let (consumed, _) = vertex_counts(&status, "slow");
+    // In flight at most: per consumer one bounded channel (16 batches), one QUIC
+    // stream window (1 MiB) and the routers' unsent buffers: well under a million
+    // records of ~12 bytes.
+    assert!(produced - consumed < 1_000_000, "records in flight are bounded: produced {produced}, consumed {consumed}\n{status}");
+    for (name, mib) in ["jobmanager", "taskmanager-1", "taskmanager-2"].iter().zip(&peak) {
+        assert!(*mib < 200, "{name} stays small while the source is held back: {mib} MiB");
+    }
+
+    let o = cluster.client(&[OsStr::new("cancel"), OsStr::new(&job)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    crate::cluster::wait_until("the job to be cancelled everywhere", || {
+        let s = cluster.status();
+        s.contains(" CANCELED ") && s.contains("free slots: 2")
+    });
+    for tm in ["taskmanager-1", "taskmanager-2"] {
+        assert!(!cluster.log(tm).contains("panicked"), "{}", cluster.log(tm));
+    }
+    eprintln!("peak RSS MiB (jm, tm1, tm2): {peak:?}; in flight at the end: {}", produced - consumed);
+}

@@ -7,5 +7,6 @@ mod bad_jobs;
 mod cache;
 mod cluster;
 mod distributed;
+mod hostile_peers;
 mod keyed_state;
 mod wordcount;

@@ -26,6 +26,8 @@ pub struct JobTracker {
     left: usize,
     status: JobStatus,
     error: Option<String>,
+    /// A subtask that stopped as cancelled while nobody had cancelled the job.
+    stray_cancel: Option<String>,
     started: Instant,
     elapsed: Option<Duration>,
 }
@@ -40,7 +42,7 @@ impl JobTracker {
             .collect();
         let left = tasks.len();
         let status = if left == 0 { JobStatus::Finished } else { JobStatus::Created };
-        Self { id: id.into(), name: name.into(), graph, placement, tasks, left, status, error: None, started: now, elapsed: None }
+        Self { id: id.into(), name: name.into(), graph, placement, tasks, left, status, error: None, stray_cancel: None, started: now, elapsed: None }
     }
 
     /// The job's id.
@@ -109,15 +111,16 @@ impl JobTracker {
                 false
             }
             TaskOutcome::Failed(error) => self.fail(error, now),
-            // Expected once the job is failing or cancelling; otherwise someone gave up
-            // on the subtask behind the JobManager's back.
-            TaskOutcome::Cancelled => match self.status {
-                JobStatus::Failing | JobStatus::Cancelling => {
-                    self.settle(now);
-                    false
+            // Expected once the job is failing or cancelling. Before that it is a
+            // consumer whose remote producer gave up; the producer's own failure is
+            // on its way and names the cause, so wait for it rather than fail here.
+            TaskOutcome::Cancelled => {
+                if !matches!(self.status, JobStatus::Failing | JobStatus::Cancelling) && self.stray_cancel.is_none() {
+                    self.stray_cancel = Some(format!("subtask {} of {} was cancelled", subtask + 1, self.vertex_name(vertex)));
                 }
-                _ => self.fail(format!("subtask {} of {} was cancelled", subtask + 1, self.vertex_name(vertex)), now),
-            },
+                self.settle(now);
+                false
+            }
         }
     }
 
@@ -155,6 +158,10 @@ impl JobTracker {
     fn settle(&mut self, now: Instant) {
         if self.left > 0 {
             return;
+        }
+        if let (JobStatus::Created | JobStatus::Running, Some(why)) = (self.status, self.stray_cancel.take()) {
+            self.status = JobStatus::Failing;
+            self.error = Some(why);
         }
         self.status = match self.status {
             JobStatus::Cancelling => JobStatus::Canceled,
@@ -226,6 +233,24 @@ mod tests {
         t.ended(1, 0, TaskOutcome::Cancelled, now);
         let r = t.report(now);
         assert_eq!((r.status, r.error.as_deref()), (JobStatus::Failed, Some("boom")));
+    }
+
+    #[test]
+    fn a_consumer_cancelled_before_the_failure_arrives_does_not_hide_the_cause() {
+        let (mut t, now) = tracker();
+        t.running();
+        assert!(!t.ended(1, 0, TaskOutcome::Cancelled, now));
+        assert_eq!(t.status(), JobStatus::Running);
+        assert!(t.ended(0, 0, TaskOutcome::Failed("the cause".into()), now));
+        t.ended(0, 1, TaskOutcome::Cancelled, now);
+        assert_eq!(t.report(now).error.as_deref(), Some("the cause"));
+
+        let (mut t, now) = tracker();
+        for (v, s) in [(0, 0), (0, 1)] {
+            t.ended(v, s, done(1), now);
+        }
+        t.ended(1, 0, TaskOutcome::Cancelled, now);
+        assert_eq!((t.status(), t.report(now).error.is_some()), (JobStatus::Failed, true), "a stray cancel never finishes a job");
     }
 
     #[test]

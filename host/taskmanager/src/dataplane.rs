@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Sender, TrySendError};
 use tokio::runtime::Handle;
-use weir_net::{CLOSE_PROTOCOL_ERROR, CLOSE_UNAUTHORIZED, Connection, Endpoint, NetError, RawRecv, RawSend};
+use weir_net::{CLOSE_PROTOCOL_ERROR, CLOSE_UNAUTHORIZED, Connection, Endpoint, FrameError, NetError, RawRecv, RawSend, quinn};
 use weir_control::protocol::TASKMANAGER_PREFIX;
 use weir_types::batch;
 use weir_types::deployment::ChannelId;
@@ -153,6 +153,7 @@ async fn pump(conn: Connection, id: ChannelId, mut recv: RawRecv, tx: Sender<Mes
                 }
             },
             Ok(None) => break Message::End,
+            Err(FrameError::Read(quinn::ReadError::Reset(code))) if code.into_inner() == u64::from(RESET_ABANDONED) => break Message::Abandoned,
             Err(e) => {
                 if e.is_protocol_violation() {
                     tracing::error!(peer = %conn.peer_name(), ?id, "closing data connection: bad frame: {e}");

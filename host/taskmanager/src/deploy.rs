@@ -200,6 +200,7 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
                     }
                     Message::End => ended += 1,
                     Message::Failed(why) => return Err(TaskError::Exchange(why)),
+                    Message::Abandoned => return Err(TaskError::Cancelled),
                 }
             }
         }

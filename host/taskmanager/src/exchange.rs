@@ -21,6 +21,9 @@ pub enum Message {
     /// An upstream channel broke (a remote producer vanished or sent garbage); the
     /// consumer cannot know what it missed, so it fails.
     Failed(String),
+    /// A remote producer gave up because its job is failing or cancelled; it reports
+    /// the cause itself, so the consumer just stops.
+    Abandoned,
 }
 
 /// Where a router sends one downstream subtask's batches.

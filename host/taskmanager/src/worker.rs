@@ -250,7 +250,7 @@ impl PreparedJob {
         let left = Arc::new(AtomicUsize::new(self.tasks.len()));
         let cancel = self.tm.lock_jobs().get(&self.job).map(|j| j.cancel.clone()).unwrap_or_default();
         for (vertex, subtask, deployment) in self.tasks {
-            let (tm, job, on_end, left, task_cancel) = (self.tm.clone(), self.job.clone(), on_end.clone(), left.clone(), cancel.clone());
+            let (tm, job, on_end, left) = (self.tm.clone(), self.job.clone(), on_end.clone(), left.clone());
             let label = deployment.label.clone();
             let spawned = std::thread::Builder::new().name(format!("weir-task-{vertex}-{subtask}")).spawn(move || {
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_task(deployment)))
@@ -259,8 +259,9 @@ impl PreparedJob {
                     Ok(stats) => TaskOutcome::Finished(stats),
                     Err(TaskError::Cancelled) => TaskOutcome::Cancelled,
                     Err(e) => {
-                        // Local subtasks stop at once; the JobManager cancels the rest.
-                        task_cancel.cancel();
+                        // Not cancelling the local subtasks here: they would report
+                        // their cancellation before this failure, hiding the cause.
+                        // The JobManager cancels everything once it hears of it.
                         tracing::info!(%job, task = %label, "subtask failed: {e}");
                         TaskOutcome::Failed(format!("{label}: {e}"))
                     }
