@@ -16,6 +16,10 @@ test:
 bench:
     cargo bench --bench throughput
 
+# Data-plane throughput between two processes (own target dir: `-p` changes features).
+bench-net:
+    CARGO_TARGET_DIR=target/net cargo bench -p weir-net --bench dataplane
+
 # Print a job's graph.
 inspect job="target/wasm32-wasip2/release/wordcount.wasm":
     cargo run --release -- inspect {{job}}
