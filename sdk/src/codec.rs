@@ -103,11 +103,7 @@ impl<'a> Reader<'a> {
         if self.is_empty() {
             Ok(())
         } else {
-            Err(OpError::BadInput(format!(
-                "{} trailing bytes after the batch at offset {}",
-                self.remaining(),
-                self.pos()
-            )))
+            Err(OpError::BadInput(format!("{} trailing bytes after the batch at offset {}", self.remaining(), self.pos())))
         }
     }
 }
@@ -421,10 +417,7 @@ impl KeyTable {
     /// Reads `key-count` and the key entries, handing each `(key, state bytes)` to `each`.
     /// Returns the number of keys.
     #[inline]
-    pub(crate) fn read<'a>(
-        r: &mut Reader<'a>,
-        mut each: impl FnMut(&'a [u8], Option<&'a [u8]>) -> Result<(), OpError>,
-    ) -> Result<usize, OpError> {
+    pub(crate) fn read<'a>(r: &mut Reader<'a>, mut each: impl FnMut(&'a [u8], Option<&'a [u8]>) -> Result<(), OpError>) -> Result<usize, OpError> {
         let count = r.u32("key count")? as usize;
         for _ in 0..count {
             let key = r.bytes("key")?;
@@ -658,11 +651,7 @@ pub(crate) fn end_records(out: &mut Out, at: usize) -> Result<(), OpError> {
 
 /// Appends the state update of one key of a keyed batch.
 #[inline(always)]
-pub(crate) fn put_state_update<S: Serialize + 'static>(
-    out: &mut Out,
-    changed: bool,
-    state: Option<&S>,
-) -> Result<(), OpError> {
+pub(crate) fn put_state_update<S: Serialize + 'static>(out: &mut Out, changed: bool, state: Option<&S>) -> Result<(), OpError> {
     match (changed, state) {
         (false, _) => out.push(STATE_UNCHANGED),
         (true, Some(s)) => {

@@ -99,12 +99,7 @@ impl Graph {
                 _ => return Err("internal: edge to a removed node".to_string()),
             }
         }
-        let plan = wit::JobPlan {
-            name: self.name.unwrap_or_else(|| default_name.to_string()),
-            nodes,
-            edges,
-            max_parallelism: self.max_parallelism,
-        };
+        let plan = wit::JobPlan { name: self.name.unwrap_or_else(|| default_name.to_string()), nodes, edges, max_parallelism: self.max_parallelism };
         Ok((plan, registry))
     }
 

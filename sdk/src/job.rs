@@ -156,8 +156,7 @@ impl<K: Data, V: Data> Stream<K, V> {
     }
 
     fn keyed_by<K2: Data>(self, uid: &str, pending: Box<dyn ops::PendingKey>) -> KeyedStream<K2, V> {
-        let stream: Stream<K2, V> =
-            Stream { partitioning: Partitioning::Forward, ..self }.then(uid, NodeKind::KeySelector(pending));
+        let stream: Stream<K2, V> = Stream { partitioning: Partitioning::Forward, ..self }.then(uid, NodeKind::KeySelector(pending));
         KeyedStream { graph: stream.graph, node: stream.node, _t: PhantomData }
     }
 
@@ -273,11 +272,7 @@ impl<K: Data, V: Data> KeyedStream<K, V> {
     /// The general keyed operator: `f` sees each record's value with a
     /// [`KeyedContext`] holding its key, value state `S` and map states, and emits any
     /// number of outputs, which keep the key.
-    pub fn process<S: Data, W: Data>(
-        self,
-        uid: &str,
-        f: impl FnMut(&mut KeyedContext<'_, K, S>, V, &mut Emitter<'_, W>) + 'static,
-    ) -> Stream<K, W> {
+    pub fn process<S: Data, W: Data>(self, uid: &str, f: impl FnMut(&mut KeyedContext<'_, K, S>, V, &mut Emitter<'_, W>) + 'static) -> Stream<K, W> {
         self.keyed(uid, keyed::Process::boxed(f))
     }
 }

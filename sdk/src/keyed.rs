@@ -51,11 +51,7 @@ impl<S: Data> Keys<S> {
     /// Reads the key table, decoding each key's state; `on_key` sees each key's bytes
     /// (the process operator decodes the typed key there).
     #[inline(always)]
-    fn read<'a>(
-        &mut self,
-        r: &mut Reader<'a>,
-        mut on_key: impl FnMut(&'a [u8]) -> Result<(), OpError>,
-    ) -> Result<Vec<Slot<'a, S>>, OpError> {
+    fn read<'a>(&mut self, r: &mut Reader<'a>, mut on_key: impl FnMut(&'a [u8]) -> Result<(), OpError>) -> Result<Vec<Slot<'a, S>>, OpError> {
         let mut slots = recycle_slots(core::mem::take(&mut self.slots));
         KeyTable::read(r, |key, state| {
             on_key(key)?;
@@ -273,11 +269,7 @@ impl<T: Data> ListState<'_, T> {
 
     /// All elements, in insertion order.
     pub fn get(&self) -> Result<Vec<T>, StateError> {
-        host::map_entries(self.name, self.key)?
-            .iter()
-            .filter(|(field, _)| field.len() == 4)
-            .map(|(_, v)| decode_state(v))
-            .collect()
+        host::map_entries(self.name, self.key)?.iter().filter(|(field, _)| field.len() == 4).map(|(_, v)| decode_state(v)).collect()
     }
 
     /// Removes every element.
@@ -393,8 +385,7 @@ where
             };
             let value: V = decode(value, "record value")?;
             em.set_input(ts, slot.key);
-            let mut ctx =
-                KeyedContext { key, key_bytes: slot.key, state: &mut slot.state, changed: &mut slot.changed, ts };
+            let mut ctx = KeyedContext { key, key_bytes: slot.key, state: &mut slot.state, changed: &mut slot.changed, ts };
             f(&mut ctx, value, &mut em);
             if let Some(e) = em.take_error() {
                 return Err(e);
@@ -433,10 +424,7 @@ mod tests {
         let input = keyed(&[(&a, Some(&enc(&5u64))), (&b, None)], &[(0, 1, b""), (1, 2, b""), (0, 3, b"")]);
         let out = op.process(&input, 0).unwrap();
         let parsed = parse_output(&out);
-        assert_eq!(
-            parsed.records,
-            vec![(1, a.clone(), enc(&6u64)), (2, b.clone(), enc(&1u64)), (3, a.clone(), enc(&7u64))]
-        );
+        assert_eq!(parsed.records, vec![(1, a.clone(), enc(&6u64)), (2, b.clone(), enc(&1u64)), (3, a.clone(), enc(&7u64))]);
         assert_eq!(parse_updates(&parsed.tail), vec![Some(Some(enc(&7u64))), Some(Some(enc(&1u64)))]);
     }
 

@@ -63,11 +63,7 @@ pub(crate) fn plan(build: BuildFn, args: Vec<(String, String)>) -> Result<JobPla
 fn with_slot<T>(op: u32, f: impl FnOnce(&mut Slot) -> Result<T, OpError>) -> Result<T, OpError> {
     RUNTIME.with(|rt| {
         let mut rt = rt.borrow_mut();
-        let slot = rt
-            .as_mut()
-            .and_then(|rt| rt.slots.get_mut(op as usize))
-            .and_then(Option::as_mut)
-            .ok_or(OpError::UnknownOperator(op))?;
+        let slot = rt.as_mut().and_then(|rt| rt.slots.get_mut(op as usize)).and_then(Option::as_mut).ok_or(OpError::UnknownOperator(op))?;
         f(slot)
     })
 }
@@ -77,8 +73,7 @@ pub(crate) fn open(build: BuildFn, op: u32, args: Vec<(String, String)>) -> Resu
     install_panic_hook();
     let built = RUNTIME.with(|rt| rt.borrow().is_some());
     if !built {
-        let (_, registry) =
-            build_job(build, args).map_err(|e| OpError::Failed(format!("building the job failed: {e}")))?;
+        let (_, registry) = build_job(build, args).map_err(|e| OpError::Failed(format!("building the job failed: {e}")))?;
         install(registry);
     }
     with_slot(op, |slot| slot.op.open())

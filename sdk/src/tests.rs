@@ -26,10 +26,7 @@ fn wordcount(job: &mut Job) {
 }
 
 fn shape(plan: &JobPlan) -> (Vec<String>, Vec<(u32, u32, Partitioning)>) {
-    (
-        plan.nodes.iter().map(|n| n.uid.clone()).collect(),
-        plan.edges.iter().map(|e| (e.source, e.target, e.partitioning)).collect(),
-    )
+    (plan.nodes.iter().map(|n| n.uid.clone()).collect(), plan.edges.iter().map(|e| (e.source, e.target, e.partitioning)).collect())
 }
 
 fn args(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -46,15 +43,7 @@ fn wordcount_plan_fuses_key_and_formats_text() {
     assert_eq!(plan.name, "wordcount");
     let (uids, edges) = shape(&plan);
     assert_eq!(uids, ["lines", "split", "count", "out.format", "out"]);
-    assert_eq!(
-        edges,
-        [
-            (0, 1, Partitioning::Forward),
-            (1, 2, Partitioning::KeyBy),
-            (2, 3, Partitioning::Forward),
-            (3, 4, Partitioning::Forward)
-        ]
-    );
+    assert_eq!(edges, [(0, 1, Partitioning::Forward), (1, 2, Partitioning::KeyBy), (2, 3, Partitioning::Forward), (3, 4, Partitioning::Forward)]);
     assert!(matches!(plan.nodes[0].kind, NodeKind::Source(SourceKind::FileLines(None))));
     assert!(matches!(plan.nodes[2].kind, NodeKind::Operator(spec) if spec.keyed));
     assert!(matches!(plan.nodes[3].kind, NodeKind::Operator(spec) if !spec.keyed));
@@ -84,15 +73,7 @@ fn key_by_after_source_becomes_a_node() {
     let (plan, _) = runtime::build_job(job, vec![]).unwrap();
     let (uids, edges) = shape(&plan);
     assert_eq!(uids, ["numbers", "bucket", "sum", "out.format", "out"]);
-    assert_eq!(
-        edges,
-        [
-            (0, 1, Partitioning::Forward),
-            (1, 2, Partitioning::KeyBy),
-            (2, 3, Partitioning::Rebalance),
-            (3, 4, Partitioning::Forward)
-        ]
-    );
+    assert_eq!(edges, [(0, 1, Partitioning::Forward), (1, 2, Partitioning::KeyBy), (2, 3, Partitioning::Rebalance), (3, 4, Partitioning::Forward)]);
     let par: Vec<_> = plan.nodes.iter().map(|n| n.parallelism).collect();
     assert_eq!(par, [Some(2), Some(2), Some(3), Some(1), Some(1)]);
 }

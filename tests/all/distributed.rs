@@ -8,7 +8,16 @@ use crate::wordcount::{final_counts, python_counts, write_text};
 
 fn submit_wordcount(cluster: &TestCluster, input: &std::path::Path, output: &std::path::Path) -> std::process::Output {
     let wasm = example("wordcount");
-    cluster.client(&[OsStr::new("submit"), wasm.as_os_str(), OsStr::new("-p"), OsStr::new("4"), OsStr::new("-i"), input.as_os_str(), OsStr::new("-o"), output.as_os_str()])
+    cluster.client(&[
+        OsStr::new("submit"),
+        wasm.as_os_str(),
+        OsStr::new("-p"),
+        OsStr::new("4"),
+        OsStr::new("-i"),
+        input.as_os_str(),
+        OsStr::new("-o"),
+        output.as_os_str(),
+    ])
 }
 
 #[test]

@@ -87,7 +87,16 @@ fn garbage_truncated_frames_and_strangers_are_cut_off_and_the_cluster_keeps_work
     let input = cluster.dir.path().join("input.txt");
     std::fs::write(&input, "a b a\nb a c\n").expect("input");
     let output = cluster.dir.path().join("out");
-    let o = cluster.client(&[OsStr::new("submit"), wasm.as_os_str(), OsStr::new("-p"), OsStr::new("2"), OsStr::new("-i"), input.as_os_str(), OsStr::new("-o"), output.as_os_str()]);
+    let o = cluster.client(&[
+        OsStr::new("submit"),
+        wasm.as_os_str(),
+        OsStr::new("-p"),
+        OsStr::new("2"),
+        OsStr::new("-i"),
+        input.as_os_str(),
+        OsStr::new("-o"),
+        output.as_os_str(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     wait_until("the job to be listed as finished", || cluster.status().contains(" FINISHED "));
 

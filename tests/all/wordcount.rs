@@ -136,7 +136,16 @@ fn wordcount_of_an_empty_file_is_empty() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (input, output) = (dir.path().join("empty.txt"), dir.path().join("out.tsv"));
     std::fs::write(&input, "").expect("write");
-    let o = run_weir(["run".as_ref(), example("wordcount").as_os_str(), "-p".as_ref(), "2".as_ref(), "-i".as_ref(), input.as_os_str(), "-o".as_ref(), output.as_os_str()]);
+    let o = run_weir([
+        "run".as_ref(),
+        example("wordcount").as_os_str(),
+        "-p".as_ref(),
+        "2".as_ref(),
+        "-i".as_ref(),
+        input.as_os_str(),
+        "-o".as_ref(),
+        output.as_os_str(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read_to_string(&output).expect("output"), "");
 }

@@ -8,9 +8,16 @@
 //!   update emitted to a discard sink.
 //! - wordcount: N/8 lines of 8 words, word j of line i = "w" + splitmix64(i*8+j) % 10000;
 //!   split, running count per word, every update emitted to a discard sink.
+//! - cluster: keyed-sum at parallelism 2, embedded (`weir run`) against a JobManager
+//!   and two one-slot TaskManager processes on loopback (`weir submit`); see `cluster.rs`.
+//!
+//! `WEIR_BENCH_ONLY` picks sections, comma-separated from `keyed-sum`, `wordcount`,
+//! `cluster` (default: all), e.g. `WEIR_BENCH_ONLY=cluster cargo bench --bench throughput`.
 
 #[path = "../support.rs"]
 mod support;
+
+mod cluster;
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -62,14 +69,8 @@ fn self_rss_mib() -> f64 {
 /// Runs a job and reads its throughput from the job report (so process start and
 /// component loading are not counted) and its peak RSS from the kernel.
 fn run_wasm(job: &Path, args: &[&str], records: u64) -> Measure {
-    let mut child = weir()
-        .arg("run")
-        .arg(job)
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("weir starts");
+    let mut child =
+        weir().arg("run").arg(job).args(args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().expect("weir starts");
     let mut stderr = String::new();
     if let Some(mut e) = child.stderr.take() {
         std::io::Read::read_to_string(&mut e, &mut stderr).expect("read stderr");
@@ -163,30 +164,57 @@ fn row(name: &str, wasm: &Measure, native: f64, native_rss: f64) {
     );
 }
 
+/// The benchmark's sections, in the order they run.
+const SECTIONS: [&str; 3] = ["keyed-sum", "wordcount", "cluster"];
+
+/// The sections `WEIR_BENCH_ONLY` asks for (all when unset or empty).
+fn sections() -> Vec<&'static str> {
+    let only = std::env::var("WEIR_BENCH_ONLY").unwrap_or_default();
+    if only.trim().is_empty() {
+        return SECTIONS.to_vec();
+    }
+    let wanted: Vec<&str> = only.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    for w in &wanted {
+        assert!(SECTIONS.contains(w), "WEIR_BENCH_ONLY: unknown section {w:?}, expected some of {SECTIONS:?}");
+    }
+    SECTIONS.iter().copied().filter(|s| wanted.contains(s)).collect()
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         println!("throughput: benchmark");
         return;
     }
     let n: u64 = std::env::var("WEIR_BENCH_N").ok().and_then(|s| s.parse().ok()).unwrap_or(20_000_000);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let words = dir.path().join("words.txt");
-    write_words(&words, n);
-    let (keyed_sum, wordcount) = (example("keyed_sum"), example("wordcount"));
+    let sections = sections();
+    let (ks, wc) = (sections.contains(&"keyed-sum"), sections.contains(&"wordcount"));
+    let keyed_sum = example("keyed_sum");
     // Warm the compiled-component cache so runs measure processing, not compiling.
     let _ = run_wasm(&keyed_sum, &["--arg", "n=1000"], 1000);
 
-    let native_ks = native_keyed_sum(n);
-    let native_ks_rss = self_rss_mib();
-    let native_wc = native_wordcount(&words, n);
-    let native_wc_rss = self_rss_mib();
-    let n_arg = format!("n={n}");
-    let wasm_ks = median_of_runs(&keyed_sum, &["--arg", &n_arg, "--arg", "sink=discard"], n);
-    let words_arg = words.display().to_string();
-    let wasm_wc = median_of_runs(&wordcount, &["--input", &words_arg, "--arg", "sink=discard"], n);
-
-    println!("N = {n} records, parallelism 1, fjall-backed keyed state, fuel metering on, median of {RUNS} runs");
-    println!("{:<12} {:>14} {:>14} {:>8} {:>12} {:>12}", "workload", "wasm rec/s", "native rec/s", "ratio", "wasm RSS MiB", "native MiB");
-    row("keyed-sum", &wasm_ks, native_ks, native_ks_rss);
-    row("wordcount", &wasm_wc, native_wc, native_wc_rss);
+    if ks || wc {
+        println!("N = {n} records, parallelism 1, fjall-backed keyed state, fuel metering on, median of {RUNS} runs");
+        println!("{:<12} {:>14} {:>14} {:>8} {:>12} {:>12}", "workload", "wasm rec/s", "native rec/s", "ratio", "wasm RSS MiB", "native MiB");
+    }
+    if ks {
+        let native_ks = native_keyed_sum(n);
+        let native_ks_rss = self_rss_mib();
+        let n_arg = format!("n={n}");
+        let wasm_ks = median_of_runs(&keyed_sum, &["--arg", &n_arg, "--arg", "sink=discard"], n);
+        row("keyed-sum", &wasm_ks, native_ks, native_ks_rss);
+    }
+    if wc {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let words = dir.path().join("words.txt");
+        write_words(&words, n);
+        let wordcount = example("wordcount");
+        let native_wc = native_wordcount(&words, n);
+        let native_wc_rss = self_rss_mib();
+        let words_arg = words.display().to_string();
+        let wasm_wc = median_of_runs(&wordcount, &["--input", &words_arg, "--arg", "sink=discard"], n);
+        row("wordcount", &wasm_wc, native_wc, native_wc_rss);
+    }
+    if sections.contains(&"cluster") {
+        cluster::bench(&keyed_sum, n);
+    }
 }

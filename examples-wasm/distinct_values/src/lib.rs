@@ -34,17 +34,15 @@ fn build(job: &mut Job) {
     job.name("distinct_values");
     job.generator("numbers", 0, n)
         .key_by("by-residue", |i: &u64| i % 97)
-        .process("distinct", |ctx: &mut KeyedContext<u64, u64>, i: u64, out: &mut Emitter<String>| {
-            match observe(ctx, splitmix64(i) % 13) {
-                Ok(None) => {}
-                Ok(Some(firsts)) => {
-                    let distinct = ctx.state().copied().unwrap_or(0) + 1;
-                    ctx.set_state(distinct);
-                    let list: Vec<String> = firsts.iter().map(u64::to_string).collect();
-                    out.emit(format!("{distinct} {}", list.join(",")));
-                }
-                Err(e) => out.fail(format!("keyed state failed: {e}")),
+        .process("distinct", |ctx: &mut KeyedContext<u64, u64>, i: u64, out: &mut Emitter<String>| match observe(ctx, splitmix64(i) % 13) {
+            Ok(None) => {}
+            Ok(Some(firsts)) => {
+                let distinct = ctx.state().copied().unwrap_or(0) + 1;
+                ctx.set_state(distinct);
+                let list: Vec<String> = firsts.iter().map(u64::to_string).collect();
+                out.emit(format!("{distinct} {}", list.join(",")));
             }
+            Err(e) => out.fail(format!("keyed state failed: {e}")),
         })
         .sink("out", Sink::default());
 }

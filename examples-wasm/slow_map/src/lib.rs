@@ -27,10 +27,7 @@ fn build(job: &mut Job) {
     let n = number(job, "n", u64::MAX / 2);
     let work = number(job, "work", 20_000);
     job.name("slow_map");
-    job.generator("numbers", 0, n)
-        .rebalance()
-        .map("slow", move |i: u64| (0..work).fold(i, |x, _| splitmix64(x)))
-        .discard("out");
+    job.generator("numbers", 0, n).rebalance().map("slow", move |i: u64| (0..work).fold(i, |x, _| splitmix64(x))).discard("out");
 }
 
 weir_sdk::export_job!(build);

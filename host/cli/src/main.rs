@@ -402,9 +402,7 @@ fn taskmanager(a: TaskManagerArgs) -> Result<()> {
         let addr = data.local_addr().context("no local address")?;
         println!("taskmanager {} offering {} slots, data plane on {addr}", id.name(), a.slots);
         std::io::Write::flush(&mut std::io::stdout())?;
-        weir_taskmanager::service::serve(tm, data, a.jobmanager, a.slots)
-            .await
-            .with_context(|| format!("lost the jobmanager at {}", a.jobmanager))
+        weir_taskmanager::service::serve(tm, data, a.jobmanager, a.slots).await.with_context(|| format!("lost the jobmanager at {}", a.jobmanager))
     })
 }
 
@@ -430,7 +428,14 @@ fn cluster_status(a: ClusterStatusArgs) -> Result<()> {
     }
     println!("free slots: {}", view.free_slots);
     for j in &view.jobs {
-        println!("job {} {} {} {:.3}s{}", j.id, j.name, j.status.name(), j.elapsed.as_secs_f64(), j.error.as_ref().map(|e| format!(" error: {e}")).unwrap_or_default());
+        println!(
+            "job {} {} {} {:.3}s{}",
+            j.id,
+            j.name,
+            j.status.name(),
+            j.elapsed.as_secs_f64(),
+            j.error.as_ref().map(|e| format!(" error: {e}")).unwrap_or_default()
+        );
         for v in &j.vertices {
             println!("  vertex {:?} x{} in={} out={}", v.name, v.parallelism, v.records_in, v.records_out);
         }
@@ -449,7 +454,8 @@ fn submit(a: SubmitArgs) -> Result<()> {
     };
     let name = a.job.job.display().to_string();
     let report = client(&a.id, async |endpoint| {
-        let submitted = weir_control::client::submit(endpoint, a.jobmanager, request, &wasm).await.with_context(|| format!("job {name} was refused"))?;
+        let submitted =
+            weir_control::client::submit(endpoint, a.jobmanager, request, &wasm).await.with_context(|| format!("job {name} was refused"))?;
         println!("job {} submitted", submitted.job);
         eprint!("{}", submitted.graph);
         std::io::Write::flush(&mut std::io::stdout())?;

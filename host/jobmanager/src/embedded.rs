@@ -134,7 +134,8 @@ impl EmbeddedCluster {
         };
         let prepared = self.inner.tm.prepare(&deployment, 0, &component)?;
         let (tx, ends) = crossbeam_channel::unbounded();
-        let mut tracker = JobTracker::new(&deployment.job, &deployment.plan.name, deployment.graph.clone(), deployment.placement.clone(), Instant::now());
+        let mut tracker =
+            JobTracker::new(&deployment.job, &deployment.plan.name, deployment.graph.clone(), deployment.placement.clone(), Instant::now());
         let tasks = prepared.len();
         // The handle may be gone if the caller stopped waiting.
         prepared.start(move |end| drop(tx.send(end)))?;

@@ -45,7 +45,10 @@ const HISTORY: usize = 1000;
 enum Order {
     Send(FromJobManager),
     /// The component of a job: a header and its chunks, never interleaved.
-    Component { job: String, bytes: Arc<Vec<u8>> },
+    Component {
+        job: String,
+        bytes: Arc<Vec<u8>>,
+    },
 }
 
 struct Job {
@@ -295,7 +298,8 @@ impl Shared {
     }
 
     fn taskmanager_gone(&self, id: u64, name: &str) {
-        let jobs: Vec<String> = lock(&self.state).jobs.iter().filter(|j| !j.tracker.is_done() && j.tms.contains(&id)).map(|j| j.tracker.id().to_string()).collect();
+        let jobs: Vec<String> =
+            lock(&self.state).jobs.iter().filter(|j| !j.tracker.is_done() && j.tms.contains(&id)).map(|j| j.tracker.id().to_string()).collect();
         for job in jobs {
             self.with_job(&job, |j, orders| {
                 let Some(index) = j.tms.iter().position(|t| *t == id) else { return };

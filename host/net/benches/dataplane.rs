@@ -20,10 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use tokio::task::JoinSet;
-use weir_net::{
-    CLOSE_OK, CaCert, ClusterCa, Endpoint, NodeIdentity, RawRecv, accept_data_stream,
-    open_data_stream,
-};
+use weir_net::{CLOSE_OK, CaCert, ClusterCa, Endpoint, NodeIdentity, RawRecv, accept_data_stream, open_data_stream};
 
 /// Set (to the identity directory) in the re-executed child: "you are the receiver".
 const RECEIVER_ENV: &str = "WEIR_DATAPLANE_RECEIVER_DIR";
@@ -114,21 +111,13 @@ impl ReceiverProcess {
             .spawn()
             .context("spawning the receiver")?;
         let stdout = child.stdout.take().context("receiver stdout")?;
-        Ok(Self {
-            child,
-            stdout: BufReader::new(stdout),
-        })
+        Ok(Self { child, stdout: BufReader::new(stdout) })
     }
 
     /// The next stdout line; an error if the receiver exited instead.
     fn line(&mut self) -> Result<String> {
         let mut line = String::new();
-        if self
-            .stdout
-            .read_line(&mut line)
-            .context("reading receiver")?
-            == 0
-        {
+        if self.stdout.read_line(&mut line).context("reading receiver")? == 0 {
             let status = self.child.wait().context("waiting for receiver")?;
             bail!("receiver exited early: {status}");
         }
@@ -157,23 +146,14 @@ impl Drop for ReceiverProcess {
     }
 }
 
-fn run_case(
-    rt: &tokio::runtime::Runtime,
-    ids: &Path,
-    streams: usize,
-    total: u64,
-) -> Result<Measure> {
+fn run_case(rt: &tokio::runtime::Runtime, ids: &Path, streams: usize, total: u64) -> Result<Measure> {
     if !reset_peak_rss() {
         eprintln!("cannot reset VmHWM: sender RSS is this process's lifetime peak");
     }
     let mut rx = ReceiverProcess::spawn(ids, streams)?;
     let addr: SocketAddr = rx.line()?.parse().context("receiver printed no address")?;
     let frames_per_stream = total / streams as u64 / BATCH as u64;
-    rt.block_on(async {
-        tokio::time::timeout(CASE_TIMEOUT, send(ids, addr, streams, frames_per_stream))
-            .await
-            .context("sender timed out")?
-    })?;
+    rt.block_on(async { tokio::time::timeout(CASE_TIMEOUT, send(ids, addr, streams, frames_per_stream)).await.context("sender timed out")? })?;
     let sender_rss_kib = peak_rss_kib()?;
 
     let result = rx.line()?;
@@ -190,16 +170,8 @@ fn run_case(
     let status = rx.wait(Duration::from_secs(30))?;
     ensure!(status.success(), "receiver failed: {status}");
     let expected = frames_per_stream * streams as u64 * BATCH as u64;
-    ensure!(
-        bytes == expected,
-        "receiver got {bytes} bytes, sent {expected}"
-    );
-    Ok(Measure {
-        bytes,
-        secs: nanos as f64 / 1e9,
-        sender_rss_kib,
-        receiver_rss_kib,
-    })
+    ensure!(bytes == expected, "receiver got {bytes} bytes, sent {expected}");
+    Ok(Measure { bytes, secs: nanos as f64 / 1e9, sender_rss_kib, receiver_rss_kib })
 }
 
 fn load(ids: &Path, name: &str) -> Result<(NodeIdentity, CaCert)> {
@@ -216,11 +188,7 @@ async fn send(ids: &Path, addr: SocketAddr, streams: usize, frames: u64) -> Resu
     let (id, ca) = load(ids, SENDER)?;
     let ep = Endpoint::bind(loopback(), &id, &ca)?;
     let conn = ep.connect(addr).await?;
-    ensure!(
-        conn.peer_name() == RECEIVER,
-        "connected to {}",
-        conn.peer_name()
-    );
+    ensure!(conn.peer_name() == RECEIVER, "connected to {}", conn.peer_name());
     // Not all zeros, so nothing on the way could get away with special-casing it.
     let batch: Arc<[u8]> = (0..BATCH).map(|i| (i * 31 % 251) as u8).collect();
     let mut tasks = JoinSet::new();
@@ -250,19 +218,11 @@ fn receiver(ids: &Path) -> Result<()> {
         let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
         std::process::exit(3);
     });
-    let streams: usize = std::env::var(STREAMS_ENV)
-        .context(STREAMS_ENV)?
-        .parse()
-        .context(STREAMS_ENV)?;
+    let streams: usize = std::env::var(STREAMS_ENV).context(STREAMS_ENV)?.parse().context(STREAMS_ENV)?;
     let rt = tokio::runtime::Runtime::new().context("tokio runtime")?;
     let (bytes, elapsed) = rt.block_on(receive(ids, streams))?;
     let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "{RESULT_PREFIX} {bytes} {} {}",
-        elapsed.as_nanos(),
-        peak_rss_kib()?
-    )?;
+    writeln!(out, "{RESULT_PREFIX} {bytes} {} {}", elapsed.as_nanos(), peak_rss_kib()?)?;
     out.flush()?;
     Ok(())
 }
@@ -300,9 +260,7 @@ async fn receive(ids: &Path, streams: usize) -> Result<(u64, Duration)> {
     };
     // The sender closes once its `finish` calls are acknowledged; closing first
     // could lose those acknowledgements and fail the sender.
-    tokio::time::timeout(Duration::from_secs(30), conn.closed())
-        .await
-        .context("sender did not close the connection")?;
+    tokio::time::timeout(Duration::from_secs(30), conn.closed()).await.context("sender did not close the connection")?;
     Ok((bytes, elapsed))
 }
 

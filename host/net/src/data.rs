@@ -16,10 +16,7 @@ use crate::stream::{RawRecv, RawSend};
 /// Opens a data stream to the peer and sends `header` as its first frame.
 ///
 /// The peer's [`accept_data_stream`] sees the stream as soon as the header is sent.
-pub async fn open_data_stream<H: Serialize>(
-    conn: &Connection,
-    header: &H,
-) -> Result<RawSend, NetError> {
+pub async fn open_data_stream<H: Serialize>(conn: &Connection, header: &H) -> Result<RawSend, NetError> {
     let stream = conn.quinn().open_uni().await?;
     let mut send = RawSend::new(stream, conn.max_frame());
     let payload = postcard::to_allocvec(header).map_err(FrameError::Encode)?;
@@ -28,9 +25,7 @@ pub async fn open_data_stream<H: Serialize>(
 }
 
 /// Accepts the next data stream from the peer and reads its header.
-pub async fn accept_data_stream<H: DeserializeOwned>(
-    conn: &Connection,
-) -> Result<(H, RawRecv), NetError> {
+pub async fn accept_data_stream<H: DeserializeOwned>(conn: &Connection) -> Result<(H, RawRecv), NetError> {
     let stream = conn.quinn().accept_uni().await?;
     let mut recv = RawRecv::new(stream, conn.max_frame());
     let payload = recv.recv().await?.ok_or(NetError::MissingHeader)?;

@@ -95,33 +95,16 @@ impl Endpoint {
     }
 
     /// Binds with explicit transport settings.
-    pub fn bind_with(
-        addr: SocketAddr,
-        id: &NodeIdentity,
-        ca: &CaCert,
-        cfg: &NetConfig,
-    ) -> Result<Self, NetError> {
+    pub fn bind_with(addr: SocketAddr, id: &NodeIdentity, ca: &CaCert, cfg: &NetConfig) -> Result<Self, NetError> {
         // quinn would panic without a runtime; make it an error instead.
         let rt = tokio::runtime::Handle::try_current().map_err(|_| NetError::NoRuntime)?;
         let _guard = rt.enter();
-        let mut inner = quinn::Endpoint::server(server_config(id, ca, cfg)?, addr)
-            .map_err(|source| NetError::Bind { addr, source })?;
+        let mut inner = quinn::Endpoint::server(server_config(id, ca, cfg)?, addr).map_err(|source| NetError::Bind { addr, source })?;
         inner.set_default_client_config(client_config(id, ca, cfg)?);
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
         let (rejected_tx, rejected) = watch::channel(0);
-        let accept_task = rt.spawn(accept_loop(
-            inner.clone(),
-            tx,
-            Arc::new(rejected_tx),
-            cfg.max_frame,
-        ));
-        Ok(Self {
-            inner,
-            incoming: Mutex::new(rx),
-            rejected,
-            max_frame: cfg.max_frame,
-            accept_task,
-        })
+        let accept_task = rt.spawn(accept_loop(inner.clone(), tx, Arc::new(rejected_tx), cfg.max_frame));
+        Ok(Self { inner, incoming: Mutex::new(rx), rejected, max_frame: cfg.max_frame, accept_task })
     }
 
     /// The bound local address (with the real port when bound to port 0).
@@ -169,12 +152,7 @@ impl Drop for Endpoint {
 }
 
 /// Accepts incoming connections, handshaking each in its own task.
-async fn accept_loop(
-    ep: quinn::Endpoint,
-    tx: mpsc::Sender<Connection>,
-    rejected: Arc<watch::Sender<u64>>,
-    max_frame: u32,
-) {
+async fn accept_loop(ep: quinn::Endpoint, tx: mpsc::Sender<Connection>, rejected: Arc<watch::Sender<u64>>, max_frame: u32) {
     while let Some(incoming) = ep.accept().await {
         let (tx, rejected) = (tx.clone(), rejected.clone());
         tokio::spawn(async move {
@@ -211,18 +189,11 @@ impl Connection {
         // rustls has verified the chain; the leaf's common name is the node name.
         let name = inner
             .peer_identity()
-            .and_then(|any| {
-                any.downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
-                    .ok()
-            })
+            .and_then(|any| any.downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>().ok())
             .and_then(|chain| chain.first().map(cert_common_name))
             .unwrap_or(Err(IdentityError::NoCommonName));
         match name {
-            Ok(name) => Ok(Self {
-                inner,
-                peer_name: name.into(),
-                max_frame,
-            }),
+            Ok(name) => Ok(Self { inner, peer_name: name.into(), max_frame }),
             Err(e) => {
                 inner.close(CLOSE_UNAUTHORIZED.into(), b"certificate has no node name");
                 Err(e.into())
@@ -249,25 +220,15 @@ impl Connection {
     ///
     /// The peer's [`Connection::accept_control`] returns only once the first message
     /// has been sent here: QUIC announces a stream with its first byte.
-    pub async fn open_control<S: Serialize, R: DeserializeOwned>(
-        &self,
-    ) -> Result<(FramedSend<S>, FramedRecv<R>), NetError> {
+    pub async fn open_control<S: Serialize, R: DeserializeOwned>(&self) -> Result<(FramedSend<S>, FramedRecv<R>), NetError> {
         let (send, recv) = self.inner.open_bi().await?;
-        Ok((
-            FramedSend::new(send, self.max_frame),
-            FramedRecv::new(recv, self.max_frame),
-        ))
+        Ok((FramedSend::new(send, self.max_frame), FramedRecv::new(recv, self.max_frame)))
     }
 
     /// Accepts a control stream opened by the peer.
-    pub async fn accept_control<S: Serialize, R: DeserializeOwned>(
-        &self,
-    ) -> Result<(FramedSend<S>, FramedRecv<R>), NetError> {
+    pub async fn accept_control<S: Serialize, R: DeserializeOwned>(&self) -> Result<(FramedSend<S>, FramedRecv<R>), NetError> {
         let (send, recv) = self.inner.accept_bi().await?;
-        Ok((
-            FramedSend::new(send, self.max_frame),
-            FramedRecv::new(recv, self.max_frame),
-        ))
+        Ok((FramedSend::new(send, self.max_frame), FramedRecv::new(recv, self.max_frame)))
     }
 
     /// Closes the connection with an application `code` and `reason` (both reach the

@@ -73,21 +73,14 @@ impl FrameError {
     /// opposed to transport failures; such a peer is broken or hostile, and the caller
     /// should close the connection with [`crate::CLOSE_PROTOCOL_ERROR`].
     pub fn is_protocol_violation(&self) -> bool {
-        matches!(
-            self,
-            Self::Oversized { .. }
-                | Self::Truncated { .. }
-                | Self::Decode(_)
-                | Self::TrailingBytes { .. }
-        )
+        matches!(self, Self::Oversized { .. } | Self::Truncated { .. } | Self::Decode(_) | Self::TrailingBytes { .. })
     }
 
     /// The connection-level cause when the stream failed because the connection did
     /// (closed by the peer, refused by TLS, timed out).
     pub fn connection_error(&self) -> Option<&quinn::ConnectionError> {
         match self {
-            Self::Read(quinn::ReadError::ConnectionLost(e))
-            | Self::Write(quinn::WriteError::ConnectionLost(e)) => Some(e),
+            Self::Read(quinn::ReadError::ConnectionLost(e)) | Self::Write(quinn::WriteError::ConnectionLost(e)) => Some(e),
             _ => None,
         }
     }
@@ -130,13 +123,7 @@ pub struct FrameDecoder {
 impl FrameDecoder {
     /// A decoder rejecting payloads longer than `max_frame` bytes.
     pub fn new(max_frame: u32) -> Self {
-        Self {
-            max_frame,
-            state: State::Header {
-                bytes: [0; HEADER_LEN],
-                got: 0,
-            },
-        }
+        Self { max_frame, state: State::Header { bytes: [0; HEADER_LEN], got: 0 } }
     }
 
     /// The configured maximum payload length.
@@ -161,17 +148,11 @@ impl FrameDecoder {
             }
             let len = u32::from_le_bytes(*bytes);
             if len > self.max_frame {
-                return Err(FrameError::Oversized {
-                    len: u64::from(len),
-                    max: self.max_frame,
-                });
+                return Err(FrameError::Oversized { len: u64::from(len), max: self.max_frame });
             }
             // u32 -> usize cannot lose bits on the 32/64-bit targets we build for.
             let len = len as usize;
-            self.state = State::Payload {
-                len,
-                buf: Vec::with_capacity(len.min(GROW_STEP)),
-            };
+            self.state = State::Payload { len, buf: Vec::with_capacity(len.min(GROW_STEP)) };
         }
         let State::Payload { len, buf } = &mut self.state else {
             return Ok((used, None));
@@ -183,10 +164,7 @@ impl FrameDecoder {
             return Ok((used, None));
         }
         let payload = std::mem::take(buf);
-        self.state = State::Header {
-            bytes: [0; HEADER_LEN],
-            got: 0,
-        };
+        self.state = State::Header { bytes: [0; HEADER_LEN], got: 0 };
         Ok((used, Some(payload)))
     }
 
@@ -206,16 +184,8 @@ impl FrameDecoder {
     pub fn finish(&self) -> Result<(), FrameError> {
         match &self.state {
             State::Header { got: 0, .. } => Ok(()),
-            State::Header { got, .. } => Err(FrameError::Truncated {
-                part: "header",
-                expected: HEADER_LEN,
-                got: *got,
-            }),
-            State::Payload { len, buf } => Err(FrameError::Truncated {
-                part: "payload",
-                expected: *len,
-                got: buf.len(),
-            }),
+            State::Header { got, .. } => Err(FrameError::Truncated { part: "header", expected: HEADER_LEN, got: *got }),
+            State::Payload { len, buf } => Err(FrameError::Truncated { part: "payload", expected: *len, got: buf.len() }),
         }
     }
 }
@@ -233,10 +203,7 @@ pub fn decode_message<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameErr
 pub fn frame_header(len: usize, max_frame: u32) -> Result<[u8; HEADER_LEN], FrameError> {
     match u32::try_from(len) {
         Ok(n) if n <= max_frame => Ok(n.to_le_bytes()),
-        _ => Err(FrameError::Oversized {
-            len: len as u64,
-            max: max_frame,
-        }),
+        _ => Err(FrameError::Oversized { len: len as u64, max: max_frame }),
     }
 }
 

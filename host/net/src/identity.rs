@@ -7,10 +7,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
-};
+use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -99,24 +96,13 @@ impl ClusterCa {
         // A per-CA name: with one fixed name, a peer from another cluster would be
         // matched to our CA by name and refused as "BadSignature" instead of the
         // clearer "UnknownIssuer".
-        let fingerprint: String = key
-            .public_key_raw()
-            .iter()
-            .skip(1)
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let fingerprint: String = key.public_key_raw().iter().skip(1).take(8).map(|b| format!("{b:02x}")).collect();
         params.distinguished_name = common_name(&format!("{CA_COMMON_NAME} {fingerprint}"));
         // Path length 0: the CA signs node certificates, never intermediate CAs.
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let cert = params.self_signed(&key)?;
-        Ok(Self {
-            cert: CaCert {
-                der: cert.der().clone(),
-            },
-            issuer: Issuer::new(params, key),
-        })
+        Ok(Self { cert: CaCert { der: cert.der().clone() }, issuer: Issuer::new(params, key) })
     }
 
     /// The public CA certificate, to hand to every node.
@@ -127,51 +113,30 @@ impl ClusterCa {
     /// Issues a certificate for node `name` (its common name, reported by
     /// [`crate::Connection::peer_name`] on the other side), valid as TLS client and server.
     pub fn issue(&self, name: &str) -> Result<NodeIdentity, IdentityError> {
-        if name.is_empty()
-            || name.len() > 64
-            || !name.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
-        {
+        if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
             return Err(IdentityError::BadName(name.to_owned()));
         }
         let mut params = CertificateParams::new(vec![CLUSTER_SERVER_NAME.to_owned()])?;
         params.distinguished_name = common_name(name);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(NodeIdentity {
-            name: name.to_owned(),
-            chain: vec![cert.der().clone()],
-            key: PrivatePkcs8KeyDer::from(key.serialize_der()),
-        })
+        Ok(NodeIdentity { name: name.to_owned(), chain: vec![cert.der().clone()], key: PrivatePkcs8KeyDer::from(key.serialize_der()) })
     }
 
     /// Writes `ca.pem` and `ca.key` (owner-only permissions) into `dir`, creating it.
     pub fn save(&self, dir: &Path) -> Result<(), IdentityError> {
         create_dir(dir)?;
-        write_file(
-            &dir.join(CA_CERT_FILE),
-            &pem("CERTIFICATE", &self.cert.der),
-            false,
-        )?;
-        write_file(
-            &dir.join(CA_KEY_FILE),
-            &self.issuer.key().serialize_pem(),
-            true,
-        )
+        write_file(&dir.join(CA_CERT_FILE), &pem("CERTIFICATE", &self.cert.der), false)?;
+        write_file(&dir.join(CA_KEY_FILE), &self.issuer.key().serialize_pem(), true)
     }
 
     /// Loads a CA saved by [`ClusterCa::save`].
     pub fn load(dir: &Path) -> Result<Self, IdentityError> {
         let cert = CaCert::load(&dir.join(CA_CERT_FILE))?;
         let key_path = dir.join(CA_KEY_FILE);
-        let key = KeyPair::from_pem(&read_file(&key_path)?).map_err(|e| IdentityError::Pem {
-            path: key_path,
-            reason: e.to_string(),
-        })?;
+        let key = KeyPair::from_pem(&read_file(&key_path)?).map_err(|e| IdentityError::Pem { path: key_path, reason: e.to_string() })?;
         let issuer = Issuer::from_ca_cert_der(&cert.der, key)?;
         Ok(Self { cert, issuer })
     }
@@ -187,19 +152,13 @@ pub struct NodeIdentity {
 impl std::fmt::Debug for NodeIdentity {
     // Never print key material.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeIdentity")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
+        f.debug_struct("NodeIdentity").field("name", &self.name).finish_non_exhaustive()
     }
 }
 
 impl Clone for NodeIdentity {
     fn clone(&self) -> Self {
-        Self {
-            name: self.name.clone(),
-            chain: self.chain.clone(),
-            key: self.key.clone_key(),
-        }
+        Self { name: self.name.clone(), chain: self.chain.clone(), key: self.key.clone_key() }
     }
 }
 
@@ -224,43 +183,27 @@ impl NodeIdentity {
         create_dir(dir)?;
         let chain: String = self.chain.iter().map(|c| pem("CERTIFICATE", c)).collect();
         write_file(&dir.join(NODE_CERT_FILE), &chain, false)?;
-        write_file(
-            &dir.join(NODE_KEY_FILE),
-            &pem("PRIVATE KEY", self.key.secret_pkcs8_der()),
-            true,
-        )
+        write_file(&dir.join(NODE_KEY_FILE), &pem("PRIVATE KEY", self.key.secret_pkcs8_der()), true)
     }
 
     /// Loads an identity saved by [`NodeIdentity::save`]; the name is read from the cert.
     pub fn load(dir: &Path) -> Result<Self, IdentityError> {
         let cert_path = dir.join(NODE_CERT_FILE);
-        let chain = CertificateDer::pem_file_iter(&cert_path)
-            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| pem_error(&cert_path, e))?;
-        let leaf = chain.first().ok_or_else(|| IdentityError::Pem {
-            path: cert_path.clone(),
-            reason: "no certificate".into(),
-        })?;
+        let chain =
+            CertificateDer::pem_file_iter(&cert_path).and_then(|it| it.collect::<Result<Vec<_>, _>>()).map_err(|e| pem_error(&cert_path, e))?;
+        let leaf = chain.first().ok_or_else(|| IdentityError::Pem { path: cert_path.clone(), reason: "no certificate".into() })?;
         let name = cert_common_name(leaf)?;
         let key_path = dir.join(NODE_KEY_FILE);
-        let key =
-            PrivatePkcs8KeyDer::from_pem_file(&key_path).map_err(|e| pem_error(&key_path, e))?;
+        let key = PrivatePkcs8KeyDer::from_pem_file(&key_path).map_err(|e| pem_error(&key_path, e))?;
         Ok(Self { name, chain, key })
     }
 }
 
 /// The subject common name of a DER certificate.
 pub(crate) fn cert_common_name(der: &CertificateDer<'_>) -> Result<String, IdentityError> {
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(der).map_err(|_| IdentityError::NoCommonName)?;
-    let cn = cert
-        .subject()
-        .iter_common_name()
-        .next()
-        .ok_or(IdentityError::NoCommonName)?;
-    cn.as_str()
-        .map(str::to_owned)
-        .map_err(|_| IdentityError::NoCommonName)
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|_| IdentityError::NoCommonName)?;
+    let cn = cert.subject().iter_common_name().next().ok_or(IdentityError::NoCommonName)?;
+    cn.as_str().map(str::to_owned).map_err(|_| IdentityError::NoCommonName)
 }
 
 fn common_name(cn: &str) -> DistinguishedName {
@@ -276,24 +219,15 @@ fn pem(label: &str, der: &[u8]) -> String {
 }
 
 fn pem_error(path: &Path, e: rustls_pki_types::pem::Error) -> IdentityError {
-    IdentityError::Pem {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    }
+    IdentityError::Pem { path: path.to_owned(), reason: e.to_string() }
 }
 
 fn create_dir(dir: &Path) -> Result<(), IdentityError> {
-    fs::create_dir_all(dir).map_err(|source| IdentityError::Io {
-        path: dir.to_owned(),
-        source,
-    })
+    fs::create_dir_all(dir).map_err(|source| IdentityError::Io { path: dir.to_owned(), source })
 }
 
 fn read_file(path: &Path) -> Result<String, IdentityError> {
-    fs::read_to_string(path).map_err(|source| IdentityError::Io {
-        path: path.to_owned(),
-        source,
-    })
+    fs::read_to_string(path).map_err(|source| IdentityError::Io { path: path.to_owned(), source })
 }
 
 /// Writes `text` to `path`; `secret` files are created owner-read/write only (unix).
@@ -308,12 +242,7 @@ fn write_file(path: &Path, text: &str, secret: bool) -> Result<(), IdentityError
     }
     #[cfg(not(unix))]
     let _ = secret;
-    opts.open(path)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
-        .map_err(|source| IdentityError::Io {
-            path: path.to_owned(),
-            source,
-        })
+    opts.open(path).and_then(|mut f| f.write_all(text.as_bytes())).map_err(|source| IdentityError::Io { path: path.to_owned(), source })
 }
 
 #[cfg(test)]
@@ -337,10 +266,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(dir.path().join(CA_KEY_FILE))
-                .expect("meta")
-                .permissions()
-                .mode();
+            let mode = fs::metadata(dir.path().join(CA_KEY_FILE)).expect("meta").permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }
@@ -349,10 +275,7 @@ mod tests {
     fn bad_names_are_refused() {
         let ca = ClusterCa::generate().expect("ca");
         for bad in ["", "a\nb", &"x".repeat(65)] {
-            assert!(
-                matches!(ca.issue(bad), Err(IdentityError::BadName(_))),
-                "{bad:?}"
-            );
+            assert!(matches!(ca.issue(bad), Err(IdentityError::BadName(_))), "{bad:?}");
         }
     }
 }

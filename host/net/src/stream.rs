@@ -82,11 +82,7 @@ pub struct RawRecv {
 impl RawRecv {
     /// Wraps a stream; announced lengths above `max_frame` are a [`FrameError::Oversized`].
     pub fn new(stream: quinn::RecvStream, max_frame: u32) -> Self {
-        Self {
-            stream,
-            decoder: FrameDecoder::new(max_frame),
-            pending: None,
-        }
+        Self { stream, decoder: FrameDecoder::new(max_frame), pending: None }
     }
 
     /// The next payload; `Ok(None)` when the peer finished the stream on a frame boundary.
@@ -136,10 +132,7 @@ pub struct FramedSend<T> {
 impl<T: Serialize> FramedSend<T> {
     /// Wraps a stream; messages encoding to more than `max_frame` bytes are refused.
     pub fn new(stream: quinn::SendStream, max_frame: u32) -> Self {
-        Self {
-            raw: RawSend::new(stream, max_frame),
-            _msg: PhantomData,
-        }
+        Self { raw: RawSend::new(stream, max_frame), _msg: PhantomData }
     }
 
     /// Encodes and sends one message.
@@ -169,10 +162,7 @@ pub struct FramedRecv<T> {
 impl<T: DeserializeOwned> FramedRecv<T> {
     /// Wraps a stream; see [`RawRecv::new`].
     pub fn new(stream: quinn::RecvStream, max_frame: u32) -> Self {
-        Self {
-            raw: RawRecv::new(stream, max_frame),
-            _msg: PhantomData,
-        }
+        Self { raw: RawRecv::new(stream, max_frame), _msg: PhantomData }
     }
 
     /// The next message; `Ok(None)` at a clean end of stream.

@@ -78,8 +78,7 @@ fn roots(ca: &CaCert) -> Result<Arc<RootCertStore>, TlsError> {
 
 fn transport(cfg: &NetConfig) -> Result<Arc<quinn::TransportConfig>, TlsError> {
     let mut t = quinn::TransportConfig::default();
-    let idle = quinn::IdleTimeout::try_from(cfg.idle_timeout)
-        .map_err(|e| TlsError::Transport(e.to_string()))?;
+    let idle = quinn::IdleTimeout::try_from(cfg.idle_timeout).map_err(|e| TlsError::Transport(e.to_string()))?;
     t.max_idle_timeout(Some(idle))
         .keep_alive_interval(Some(cfg.keep_alive))
         .stream_receive_window(cfg.stream_window.into())
@@ -89,11 +88,7 @@ fn transport(cfg: &NetConfig) -> Result<Arc<quinn::TransportConfig>, TlsError> {
 }
 
 /// Server side: presents `id`, requires a client certificate chaining to `ca`.
-pub(crate) fn server_config(
-    id: &NodeIdentity,
-    ca: &CaCert,
-    cfg: &NetConfig,
-) -> Result<quinn::ServerConfig, TlsError> {
+pub(crate) fn server_config(id: &NodeIdentity, ca: &CaCert, cfg: &NetConfig) -> Result<quinn::ServerConfig, TlsError> {
     let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider()).build()?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -107,11 +102,7 @@ pub(crate) fn server_config(
 
 /// Client side: verifies the server against `ca` (name [`crate::CLUSTER_SERVER_NAME`])
 /// and presents `id` when asked.
-pub(crate) fn client_config(
-    id: &NodeIdentity,
-    ca: &CaCert,
-    cfg: &NetConfig,
-) -> Result<quinn::ClientConfig, TlsError> {
+pub(crate) fn client_config(id: &NodeIdentity, ca: &CaCert, cfg: &NetConfig) -> Result<quinn::ClientConfig, TlsError> {
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots(ca)?)

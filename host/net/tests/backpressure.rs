@@ -17,19 +17,11 @@ const BATCHES: u64 = 256;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_consumer_stops_its_producer_within_one_window() {
-    let cfg = NetConfig {
-        stream_window: WINDOW,
-        ..NetConfig::default()
-    };
+    let cfg = NetConfig { stream_window: WINDOW, ..NetConfig::default() };
     let (ca, ids) = cluster(&["producer", "consumer"]);
     let producer_ep = bind_with(&ids[0], &ca, &cfg);
     let consumer_ep = bind_with(&ids[1], &ca, &cfg);
-    let conn = within(
-        "connect",
-        producer_ep.connect(consumer_ep.local_addr().expect("addr")),
-    )
-    .await
-    .expect("connects");
+    let conn = within("connect", producer_ep.connect(consumer_ep.local_addr().expect("addr"))).await.expect("connects");
     let peer = within("accept", consumer_ep.accept()).await.expect("conn");
 
     // Producer: sends as fast as it is allowed, publishing how many bytes completed.
@@ -47,25 +39,14 @@ async fn a_stalled_consumer_stops_its_producer_within_one_window() {
     };
 
     // Consumer reads the header, then stops reading.
-    let (chan, mut rx) = within("data stream", accept_data_stream::<u32>(&peer))
-        .await
-        .expect("accept");
+    let (chan, mut rx) = within("data stream", accept_data_stream::<u32>(&peer)).await.expect("accept");
     assert_eq!(chan, 1);
     // Observable condition: the producer's QUIC stack told us it hit our window.
-    until("STREAM_DATA_BLOCKED from the producer", || {
-        peer.quinn().stats().frame_rx.stream_data_blocked > 0
-    })
-    .await;
+    until("STREAM_DATA_BLOCKED from the producer", || peer.quinn().stats().frame_rx.stream_data_blocked > 0).await;
     let at_block = sent.load(Ordering::SeqCst);
     println!("producer blocked after {at_block} bytes (window {WINDOW})");
-    assert!(
-        at_block <= u64::from(WINDOW) + 64,
-        "producer ran {at_block} bytes ahead of a {WINDOW}-byte window"
-    );
-    assert!(
-        at_block >= u64::from(WINDOW) - 2 * BATCH as u64,
-        "blocked early at {at_block}"
-    );
+    assert!(at_block <= u64::from(WINDOW) + 64, "producer ran {at_block} bytes ahead of a {WINDOW}-byte window");
+    assert!(at_block >= u64::from(WINDOW) - 2 * BATCH as u64, "blocked early at {at_block}");
     assert!(!producer.is_finished());
 
     // A second channel on the same connection is not held up by the stalled one.
@@ -79,18 +60,10 @@ async fn a_stalled_consumer_stops_its_producer_within_one_window() {
             tx2.finish().await.expect("finish 2");
         })
     };
-    let (chan2, mut rx2) = within("data stream 2", accept_data_stream::<u32>(&peer))
-        .await
-        .expect("accept 2");
+    let (chan2, mut rx2) = within("data stream 2", accept_data_stream::<u32>(&peer)).await.expect("accept 2");
     assert_eq!(chan2, 2);
     for _ in 0..16 {
-        assert_eq!(
-            within("batch 2", rx2.recv())
-                .await
-                .expect("ok")
-                .map(|b| b.len()),
-            Some(BATCH)
-        );
+        assert_eq!(within("batch 2", rx2.recv()).await.expect("ok").map(|b| b.len()), Some(BATCH));
     }
     assert_eq!(within("end 2", rx2.recv()).await.expect("clean end"), None);
     within("second producer", second).await.expect("second ok");
@@ -99,14 +72,8 @@ async fn a_stalled_consumer_stops_its_producer_within_one_window() {
 
     // Reading again releases the producer; everything arrives in order.
     for i in 0..BATCHES {
-        let batch = within("batch", rx.recv())
-            .await
-            .expect("ok")
-            .expect("a batch");
-        assert!(
-            batch.len() == BATCH && batch.iter().all(|&b| b == i as u8),
-            "batch {i}"
-        );
+        let batch = within("batch", rx.recv()).await.expect("ok").expect("a batch");
+        assert!(batch.len() == BATCH && batch.iter().all(|&b| b == i as u8), "batch {i}");
     }
     assert_eq!(within("end", rx.recv()).await.expect("clean end"), None);
     within("producer", producer).await.expect("producer ok");

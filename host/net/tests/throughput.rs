@@ -16,9 +16,7 @@ async fn throughput_32k_frames_one_stream() {
     let (ca, ids) = cluster(&["a", "b"]);
     let a = bind(&ids[0], &ca);
     let b = bind(&ids[1], &ca);
-    let conn = within("connect", a.connect(b.local_addr().expect("addr")))
-        .await
-        .expect("connects");
+    let conn = within("connect", a.connect(b.local_addr().expect("addr"))).await.expect("connects");
     let peer = within("accept", b.accept()).await.expect("conn");
 
     let start = Instant::now();

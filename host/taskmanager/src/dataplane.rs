@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use crossbeam_channel::{Sender, TrySendError};
 use tokio::runtime::Handle;
-use weir_net::{CLOSE_PROTOCOL_ERROR, CLOSE_UNAUTHORIZED, Connection, Endpoint, FrameError, NetError, RawRecv, RawSend, quinn};
 use weir_control::protocol::TASKMANAGER_PREFIX;
+use weir_net::{CLOSE_PROTOCOL_ERROR, CLOSE_UNAUTHORIZED, Connection, Endpoint, FrameError, NetError, RawRecv, RawSend, quinn};
 use weir_types::batch;
 use weir_types::deployment::ChannelId;
 

@@ -140,7 +140,8 @@ pub struct TaskCounters {
 /// Runs a subtask to its end on the calling thread.
 pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
     let started = Instant::now();
-    let TaskDeployment { label, subtask, parallelism, max_parallelism, head, operators, mut tail, wasm, args, state, cache_bytes, cancel, counters } = d;
+    let TaskDeployment { label, subtask, parallelism, max_parallelism, head, operators, mut tail, wasm, args, state, cache_bytes, cancel, counters } =
+        d;
     let mut chain = match (&wasm, operators.is_empty()) {
         (_, true) => None,
         (Some((runtime, component)), false) => {

@@ -25,8 +25,8 @@ mod chain;
 pub mod dataplane;
 pub mod deploy;
 pub mod exchange;
-pub mod sink;
 pub mod service;
+pub mod sink;
 pub mod source;
 pub mod worker;
 

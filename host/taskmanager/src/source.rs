@@ -38,7 +38,12 @@ pub struct Generator {
 impl Generator {
     /// Subtask `subtask` of `parallelism` of the numbers `start..start+count`.
     pub fn new(start: u64, count: u64, subtask: u32, parallelism: u32) -> Self {
-        Self { next: start.saturating_add(u64::from(subtask)), end: start.saturating_add(count), step: u64::from(parallelism.max(1)), scratch: Vec::with_capacity(10) }
+        Self {
+            next: start.saturating_add(u64::from(subtask)),
+            end: start.saturating_add(count),
+            step: u64::from(parallelism.max(1)),
+            scratch: Vec::with_capacity(10),
+        }
     }
 }
 

@@ -77,14 +77,12 @@ impl TaskManager {
             let a = d.taskmanagers.get(tm as usize).ok_or_else(|| internal("placement names an unknown taskmanager"))?;
             a.parse().map_err(|e| internal(&format!("bad taskmanager address {a:?}: {e}")))
         };
-        if d.placement.len() != graph.vertices.len()
-            || d.placement.iter().zip(&graph.vertices).any(|(p, v)| p.len() != v.parallelism as usize)
-        {
+        if d.placement.len() != graph.vertices.len() || d.placement.iter().zip(&graph.vertices).any(|(p, v)| p.len() != v.parallelism as usize) {
             return Err(internal("placement does not match the graph"));
         }
 
         // Inputs of the local subtasks: remote producers reach them through the data plane.
-        let mut inputs: HashMap<(usize, u32), (Sender<Message>, Option<Receiver<Message>>)> = HashMap::new();
+        let mut inputs: HashMap<(usize, u32), Input> = HashMap::new();
         for (v, s) in d.subtasks_on(me) {
             if !graph.vertices[v].inputs.is_empty() {
                 let (tx, rx) = exchange::channel();
@@ -217,6 +215,10 @@ impl TaskManager {
         self.release(job);
     }
 }
+
+/// A local subtask's input: the sender its producers share, and the receiver until
+/// the subtask takes it.
+type Input = (Sender<Message>, Option<Receiver<Message>>);
 
 fn keyspace(job: &str) -> String {
     format!("job-{job}")

@@ -317,10 +317,7 @@ mod tests {
         push_record(&mut b, 7, b"k", b"value");
         push_record(&mut b, -1, b"", b"");
         let got: Vec<_> = records(&b).collect::<Result<_, _>>().expect("valid");
-        assert_eq!(got, vec![
-            Record { ts: 7, key: b"k", value: b"value" },
-            Record { ts: -1, key: b"", value: b"" },
-        ]);
+        assert_eq!(got, vec![Record { ts: 7, key: b"k", value: b"value" }, Record { ts: -1, key: b"", value: b"" },]);
         assert_eq!(validate(&b), Ok(2));
     }
 

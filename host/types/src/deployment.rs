@@ -218,7 +218,8 @@ mod tests {
     use crate::graph::Vertex;
 
     fn graph(ps: &[u32]) -> ExecutionGraph {
-        let vertices = ps.iter().map(|&parallelism| Vertex { nodes: vec![], parallelism, inputs: vec![], outputs: vec![], name: String::new() }).collect();
+        let vertices =
+            ps.iter().map(|&parallelism| Vertex { nodes: vec![], parallelism, inputs: vec![], outputs: vec![], name: String::new() }).collect();
         ExecutionGraph { vertices }
     }
 

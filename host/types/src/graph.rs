@@ -23,10 +23,7 @@ impl Vertex {
     /// How many upstream subtasks send to each subtask of this vertex (each ends its
     /// stream with one end marker).
     pub fn producers(&self, graph: &ExecutionGraph) -> usize {
-        self.inputs
-            .iter()
-            .map(|&(v, p)| if p == Partitioning::Forward { 1 } else { graph.vertices[v].parallelism as usize })
-            .sum()
+        self.inputs.iter().map(|&(v, p)| if p == Partitioning::Forward { 1 } else { graph.vertices[v].parallelism as usize }).sum()
     }
 }
 

@@ -18,11 +18,7 @@ impl From<wit_plan::JobPlan> for plan::JobPlan {
         plan::JobPlan {
             name: p.name,
             nodes: p.nodes.into_iter().map(Into::into).collect(),
-            edges: p
-                .edges
-                .into_iter()
-                .map(|e| plan::Edge { source: e.source, target: e.target, partitioning: e.partitioning.into() })
-                .collect(),
+            edges: p.edges.into_iter().map(|e| plan::Edge { source: e.source, target: e.target, partitioning: e.partitioning.into() }).collect(),
             max_parallelism: p.max_parallelism,
         }
     }

@@ -77,7 +77,9 @@ pub enum TrapKind {
 impl std::fmt::Display for TrapKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            TrapKind::FuelExhausted { budget } => write!(f, "fuel exhausted (budget {budget} per call): the operator loops forever or is far too slow"),
+            TrapKind::FuelExhausted { budget } => {
+                write!(f, "fuel exhausted (budget {budget} per call): the operator loops forever or is far too slow")
+            }
             TrapKind::MemoryLimit { limit, requested } => {
                 write!(f, "memory limit hit: tried to grow linear memory to {requested} bytes, limit is {} MiB", limit >> 20)
             }

@@ -112,10 +112,7 @@ impl bindings::weir::dataflow::log::Host for HostState {
 }
 
 impl HostState {
-    fn with_state<T>(
-        &mut self,
-        f: impl FnOnce(&mut dyn KeyedStateAccess, u32) -> Result<T, StateAccessError>,
-    ) -> Result<T, StateError> {
+    fn with_state<T>(&mut self, f: impl FnOnce(&mut dyn KeyedStateAccess, u32) -> Result<T, StateAccessError>) -> Result<T, StateError> {
         let (Some(state), Some(op)) = (self.state.as_deref_mut(), self.current_op) else {
             return Err(StateError::NotKeyed);
         };

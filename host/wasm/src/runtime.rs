@@ -33,13 +33,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_component_bytes: 64 << 20,
-            max_memory_bytes: 256 << 20,
-            fuel_per_call: 2_000_000_000,
-            plan_fuel: 200_000_000,
-            max_instances: 256,
-        }
+        Self { max_component_bytes: 64 << 20, max_memory_bytes: 256 << 20, fuel_per_call: 2_000_000_000, plan_fuel: 200_000_000, max_instances: 256 }
     }
 }
 
@@ -88,10 +82,7 @@ impl Runtime {
             .total_stacks(limits.max_instances)
             .max_memory_size(limits.max_memory_bytes);
         let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .consume_fuel(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        config.wasm_component_model(true).consume_fuel(true).allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(sandbox)?;
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(sandbox)?;
@@ -102,9 +93,7 @@ impl Runtime {
         if let Some(dir) = &cache_dir {
             std::fs::create_dir_all(dir).map_err(|source| LoadError::Cache { path: dir.display().to_string(), source })?;
         }
-        Ok(Self {
-            inner: Arc::new(RuntimeInner { engine, linker, limits, cache_dir, engine_tag, compiled: Mutex::new(HashMap::new()) }),
-        })
+        Ok(Self { inner: Arc::new(RuntimeInner { engine, linker, limits, cache_dir, engine_tag, compiled: Mutex::new(HashMap::new()) }) })
     }
 
     /// The limits every instance runs under.
@@ -180,11 +169,8 @@ impl Runtime {
     /// Checks a compiled component's world and remembers it.
     fn admit(&self, component: Component, hash: String, size: u64) -> Result<JobComponent, LoadError> {
         check_world(&self.inner.engine, &component)?;
-        let instance_pre = self
-            .inner
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError::WrongWorld { expected: WIT_VERSION, detail: one_line(&e) })?;
+        let instance_pre =
+            self.inner.linker.instantiate_pre(&component).map_err(|e| LoadError::WrongWorld { expected: WIT_VERSION, detail: one_line(&e) })?;
         let pre = WorldPre::new(instance_pre).map_err(|e| LoadError::WrongWorld { expected: WIT_VERSION, detail: one_line(&e) })?;
         let job = JobComponent { pre, hash: hash.clone(), size };
         self.lock_compiled().insert(hash, job.clone());
@@ -241,10 +227,7 @@ fn check_world(engine: &Engine, component: &Component) -> Result<(), LoadError> 
     for iface in ["operator", "job"] {
         let want = format!("weir:dataflow/{iface}@{WIT_VERSION}");
         if ty.get_export(engine, &want).is_none() {
-            let other = ty
-                .exports(engine)
-                .map(|(name, _)| name.to_string())
-                .find(|name| name.starts_with(&format!("weir:dataflow/{iface}@")));
+            let other = ty.exports(engine).map(|(name, _)| name.to_string()).find(|name| name.starts_with(&format!("weir:dataflow/{iface}@")));
             return Err(wrong(match other {
                 Some(name) => format!("it exports {name}, built against another version of the Weir WIT"),
                 None => format!("it does not export {want}"),

@@ -31,15 +31,7 @@ impl SplitMix {
 }
 
 fn samples() -> Vec<Msg> {
-    vec![
-        Msg::Hello {
-            name: "tm-1".into(),
-            slots: 4,
-        },
-        Msg::Batch(vec![7; 1000]),
-        Msg::Bye,
-        Msg::Batch(Vec::new()),
-    ]
+    vec![Msg::Hello { name: "tm-1".into(), slots: 4 }, Msg::Batch(vec![7; 1000]), Msg::Bye, Msg::Batch(Vec::new())]
 }
 
 fn encode_all(msgs: &[Msg]) -> Vec<u8> {
@@ -71,10 +63,7 @@ fn round_trip_in_any_split() {
     let wire = encode_all(&samples());
     let mut rng = SplitMix(1);
     for _ in 0..500 {
-        assert_eq!(
-            decode_chunked(&wire, &mut rng, DEFAULT_MAX_FRAME).expect("decodes"),
-            samples()
-        );
+        assert_eq!(decode_chunked(&wire, &mut rng, DEFAULT_MAX_FRAME).expect("decodes"), samples());
     }
 }
 
@@ -86,9 +75,7 @@ fn oversized_header_is_rejected_before_payload() {
     assert!(err.is_protocol_violation());
     // Exactly the maximum is fine.
     let mut dec = FrameDecoder::new(4);
-    let frames = dec
-        .feed_all(&[4, 0, 0, 0, 1, 2, 3, 4])
-        .expect("max-size frame");
+    let frames = dec.feed_all(&[4, 0, 0, 0, 1, 2, 3, 4]).expect("max-size frame");
     assert_eq!(frames, vec![vec![1, 2, 3, 4]]);
 }
 
@@ -114,10 +101,7 @@ fn every_truncation_of_valid_frames_is_an_error() {
         if boundaries.contains(&cut) {
             assert!(res.is_ok(), "cut at boundary {cut}: {res:?}");
         } else {
-            assert!(
-                matches!(res, Err(FrameError::Truncated { .. })),
-                "cut at {cut}: {res:?}"
-            );
+            assert!(matches!(res, Err(FrameError::Truncated { .. })), "cut at {cut}: {res:?}");
         }
     }
 }
@@ -130,20 +114,13 @@ fn random_garbage_never_panics() {
         let len = rng.below(if case % 10 == 0 { 4096 } else { 64 }) as usize;
         let garbage = rng.bytes(len);
         // A small max makes most random headers oversized; a big one exercises truncation.
-        let max = if case % 2 == 0 {
-            256
-        } else {
-            DEFAULT_MAX_FRAME
-        };
+        let max = if case % 2 == 0 { 256 } else { DEFAULT_MAX_FRAME };
         if decode_chunked(&garbage, &mut rng, max).is_err() {
             errors += 1;
         }
     }
     // Random bytes almost never form whole valid frames of valid messages.
-    assert!(
-        errors > 19_000,
-        "only {errors} of 20000 garbage inputs were errors"
-    );
+    assert!(errors > 19_000, "only {errors} of 20000 garbage inputs were errors");
 }
 
 #[test]
@@ -163,10 +140,7 @@ fn garbage_payload_in_valid_framing_is_a_decode_error() {
     // A valid message followed by junk is caught too.
     let mut payload = postcard::to_allocvec(&Msg::Bye).expect("encodes");
     payload.push(0xAA);
-    assert!(matches!(
-        decode_message::<Msg>(&payload),
-        Err(FrameError::TrailingBytes { extra: 1 })
-    ));
+    assert!(matches!(decode_message::<Msg>(&payload), Err(FrameError::TrailingBytes { extra: 1 })));
 }
 
 #[test]

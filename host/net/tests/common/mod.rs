@@ -21,10 +21,7 @@ pub enum Msg {
 /// A CA plus identities for `names`.
 pub fn cluster(names: &[&str]) -> (ClusterCa, Vec<NodeIdentity>) {
     let ca = ClusterCa::generate().expect("CA generates");
-    let ids = names
-        .iter()
-        .map(|n| ca.issue(n).expect("node cert issues"))
-        .collect();
+    let ids = names.iter().map(|n| ca.issue(n).expect("node cert issues")).collect();
     (ca, ids)
 }
 
@@ -34,8 +31,7 @@ pub fn bind(id: &NodeIdentity, ca: &ClusterCa) -> Endpoint {
 }
 
 pub fn bind_with(id: &NodeIdentity, ca: &ClusterCa, cfg: &NetConfig) -> Endpoint {
-    Endpoint::bind_with("127.0.0.1:0".parse().expect("addr"), id, ca.cert(), cfg)
-        .expect("endpoint binds")
+    Endpoint::bind_with("127.0.0.1:0".parse().expect("addr"), id, ca.cert(), cfg).expect("endpoint binds")
 }
 
 /// Awaits `f`, failing the test instead of hanging if it takes longer than [`WAIT`].
