@@ -115,9 +115,11 @@ fn garbage_truncated_frames_and_strangers_are_cut_off_and_the_cluster_keeps_work
     rt.block_on(async {
         let rogue = endpoint(&cluster, "taskmanager-3");
         let conn = rogue.connect(target).await.expect("connect");
-        let header = ChannelId { job: job.clone(), vertex: 1, subtask: 0 };
+        // Subtask 0 of both vertices share a slot, so its remote producer is subtask 1.
+        let header = ChannelId { job: format!("{job}.0"), vertex: 1, subtask: 0, from_vertex: 0, from_subtask: 1 };
         let mut send = weir_net::open_data_stream(&conn, &header).await.expect("stream");
-        send.send(&[0xff; 64]).await.expect("send");
+        // A batch frame (tag 0) whose record lengths run past its end.
+        send.send(&[[0u8].as_slice(), &[0xff; 64]].concat()).await.expect("send");
         assert_eq!(close_code(&conn).await, Some(u64::from(weir_net::CLOSE_PROTOCOL_ERROR)), "invalid batch");
     });
     wait_until("the job to fail", || {

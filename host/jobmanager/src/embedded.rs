@@ -131,6 +131,9 @@ impl EmbeddedCluster {
             placement,
             taskmanagers: vec![],
             sink_files: SinkFiles::Shared,
+            attempt: 0,
+            checkpoints: None,
+            restore: None,
         };
         let prepared = self.inner.tm.prepare(&deployment, 0, &component)?;
         let (tx, ends) = crossbeam_channel::unbounded();

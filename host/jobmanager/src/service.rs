@@ -53,6 +53,8 @@ enum Order {
 
 struct Job {
     tracker: JobTracker,
+    /// Run id of the current attempt: what TaskManagers call the job.
+    run: String,
     /// Registry ids of the TaskManagers in the deployment, by index.
     tms: Vec<u64>,
     /// Slots held, per registry id.
@@ -215,6 +217,9 @@ async fn submit(
         placement,
         taskmanagers: free.iter().map(|(_, _, addr)| addr.clone()).collect(),
         sink_files: SinkFiles::PartPerSubtask,
+        attempt: 0,
+        checkpoints: None,
+        restore: None,
     };
     let tms: Vec<u64> = free.iter().map(|(id, _, _)| *id).collect();
     let involved: HashSet<u64> = slots.iter().map(|(id, _)| *id).collect();
@@ -232,7 +237,8 @@ async fn submit(
             let _ = orders.send(Order::Send(FromJobManager::Deploy { deployment: deployment.clone(), me: me as u32 }));
         }
     }
-    state.jobs.push(Job { tracker, tms, slots, preparing: involved, component: Arc::new(wasm), watchers: vec![ended_tx] });
+    let run = deployment.run_id();
+    state.jobs.push(Job { tracker, run, tms, slots, preparing: involved, component: Arc::new(wasm), watchers: vec![ended_tx] });
     drop(state);
     Ok((job, description, ended_rx))
 }
@@ -270,7 +276,7 @@ impl Shared {
     fn with_job(&self, job: &str, f: impl FnOnce(&mut Job, &HashMap<u64, mpsc::UnboundedSender<Order>>)) {
         let mut state = lock(&self.state);
         let State { orders, jobs } = &mut *state;
-        let Some(j) = jobs.iter_mut().find(|j| j.tracker.id() == job && !j.tracker.is_done()) else { return };
+        let Some(j) = jobs.iter_mut().find(|j| j.run == job && !j.tracker.is_done()) else { return };
         f(j, orders);
         if j.tracker.is_done() {
             self.job_ended(j);
@@ -299,7 +305,7 @@ impl Shared {
 
     fn taskmanager_gone(&self, id: u64, name: &str) {
         let jobs: Vec<String> =
-            lock(&self.state).jobs.iter().filter(|j| !j.tracker.is_done() && j.tms.contains(&id)).map(|j| j.tracker.id().to_string()).collect();
+            lock(&self.state).jobs.iter().filter(|j| !j.tracker.is_done() && j.tms.contains(&id)).map(|j| j.run.clone()).collect();
         for job in jobs {
             self.with_job(&job, |j, orders| {
                 let Some(index) = j.tms.iter().position(|t| *t == id) else { return };
@@ -315,7 +321,7 @@ impl Shared {
 fn fan_out_cancel(orders: &HashMap<u64, mpsc::UnboundedSender<Order>>, j: &Job) {
     for (id, _) in &j.slots {
         if let Some(o) = orders.get(id) {
-            let _ = o.send(Order::Send(FromJobManager::Cancel { job: j.tracker.id().to_string() }));
+            let _ = o.send(Order::Send(FromJobManager::Cancel { job: j.run.clone() }));
         }
     }
 }
@@ -379,7 +385,7 @@ fn from_taskmanager(shared: &Shared, conn: &Connection, id: u64, msg: ToJobManag
             lock(&shared.registry).heartbeat(id, now);
             let mut state = lock(&shared.state);
             for p in &progress {
-                if let Some(j) = state.jobs.iter_mut().find(|j| j.tracker.id() == p.job) {
+                if let Some(j) = state.jobs.iter_mut().find(|j| j.run == p.job) {
                     j.tracker.progress(p);
                 }
             }

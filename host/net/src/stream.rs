@@ -39,6 +39,18 @@ impl RawSend {
         Ok(())
     }
 
+    /// Sends one frame whose payload is the concatenation of `parts` (a tag and a body,
+    /// say), without copying them together first.
+    pub async fn send_parts(&mut self, parts: &[&[u8]]) -> Result<(), FrameError> {
+        let len = parts.iter().map(|p| p.len()).sum();
+        let header = frame_header(len, self.max_frame)?;
+        self.stream.write_all(&header).await?;
+        for p in parts {
+            self.stream.write_all(p).await?;
+        }
+        Ok(())
+    }
+
     /// Sends bytes that already form whole frames (header included).
     async fn send_encoded(&mut self, frames: &[u8]) -> Result<(), FrameError> {
         self.stream.write_all(frames).await?;

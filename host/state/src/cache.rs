@@ -210,6 +210,7 @@ impl ValueCache {
         let mut batch = self.state.db.batch();
         for e in self.entries.iter_mut().filter(|e| e.dirty) {
             let k = TaskState::value_key(e.group, self.op, e.key.as_slice());
+            self.state.note_changed(&k);
             match &e.value {
                 Some(v) => batch.insert(&self.state.ks, k, v.as_slice()),
                 None => batch.remove(&self.state.ks, k),

@@ -13,11 +13,17 @@
 //! - Map state ([`TaskState::map_get`] and friends) goes straight to fjall: it is the
 //!   flexible path behind the guest's `keyed-state` imports, not the hot one.
 //!
-//! It is not: a checkpoint format or a distributed store. Durability of a running job
+//! - [`Capture`]: a subtask's state at a checkpoint barrier: a fjall snapshot (cheap,
+//!   read later off the hot path) plus the keys written since the previous capture,
+//!   so a checkpoint can hold everything ([`Capture::full`]) or only what changed
+//!   ([`Capture::delta`]).
+//!
+//! It is not: a checkpoint format or a distributed store (`weir-checkpoint` writes the
+//! files). Durability of a running job
 //! comes from checkpoints, so the journal is not synced on every write.
 
 mod cache;
 mod store;
 
 pub use cache::ValueCache;
-pub use store::{MapEntries, StateError, StateStore, TaskState};
+pub use store::{Capture, MapEntries, StateError, StateStore, TaskState};

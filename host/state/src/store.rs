@@ -1,7 +1,8 @@
 use std::ops::Range;
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable, Snapshot};
 use thiserror::Error;
 use weir_types::keygroup;
 
@@ -51,7 +52,7 @@ impl StateStore {
     /// The state of one subtask of a job, owning `key_groups` of `max_parallelism`.
     pub fn task(&self, job: &str, max_parallelism: u32, key_groups: Range<u32>) -> Result<TaskState, StateError> {
         let ks = self.db.keyspace(job, || KeyspaceCreateOptions::default().max_memtable_size(8 << 20))?;
-        Ok(TaskState { db: self.db.clone(), ks, max_parallelism, key_groups })
+        Ok(TaskState { db: self.db.clone(), ks, max_parallelism, key_groups, changed: Arc::default() })
     }
 
     /// Deletes a job's keyspace once nothing will read it again.
@@ -71,9 +72,89 @@ pub struct TaskState {
     pub(crate) ks: Keyspace,
     max_parallelism: u32,
     key_groups: Range<u32>,
+    /// Keys written since the last capture, length-prefixed back to back: what an
+    /// incremental checkpoint must contain. One arena instead of a set, because
+    /// appending is the only thing the hot path may pay for.
+    changed: Arc<Mutex<Vec<u8>>>,
+}
+
+/// A consistent view of a subtask's state at a checkpoint barrier, read off the hot
+/// path (fjall snapshots are cheap and isolate it from later writes).
+pub struct Capture {
+    snapshot: Snapshot,
+    ks: Keyspace,
+    key_groups: Range<u32>,
+    changed: Vec<u8>,
+}
+
+impl Capture {
+    /// Every entry of the subtask's key groups, in key order.
+    pub fn full(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        let (start, end) = (self.key_groups.start as u16, self.key_groups.end);
+        let mut out = Vec::new();
+        let iter = match u16::try_from(end) {
+            Ok(end) => self.snapshot.range(&self.ks, start.to_be_bytes()..end.to_be_bytes()),
+            Err(_) => self.snapshot.range(&self.ks, start.to_be_bytes()..),
+        };
+        for guard in iter {
+            let (k, v) = guard.into_inner()?;
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The entries written since the previous capture, in key order, with `None` for
+    /// keys that were deleted.
+    pub fn delta(&self) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>, StateError> {
+        let mut keys = Vec::new();
+        let mut rest = self.changed.as_slice();
+        while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+            let len = u32::from_le_bytes(*len) as usize;
+            let Some((key, tail)) = tail.split_at_checked(len) else { break };
+            keys.push(key);
+            rest = tail;
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            out.push((k.to_vec(), self.snapshot.get(&self.ks, k)?.map(|v| v.to_vec())));
+        }
+        Ok(out)
+    }
 }
 
 impl TaskState {
+    /// Notes a written key for the next incremental checkpoint.
+    pub(crate) fn note_changed(&self, key: &[u8]) {
+        let mut changed = self.changed.lock().unwrap_or_else(PoisonError::into_inner);
+        changed.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        changed.extend_from_slice(key);
+    }
+
+    /// Takes a consistent view of this subtask's state (callers flush their caches
+    /// first) and starts a new set of changed keys.
+    pub fn capture(&self) -> Capture {
+        let changed = std::mem::take(&mut *self.changed.lock().unwrap_or_else(PoisonError::into_inner));
+        Capture { snapshot: self.db.snapshot(), ks: self.ks.clone(), key_groups: self.key_groups.clone(), changed }
+    }
+
+    /// Loads restored entries (from a checkpoint) into this subtask's state.
+    pub fn restore(&self, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StateError> {
+        for chunk in entries.chunks(64 * 1024) {
+            let mut batch = self.db.batch();
+            for (k, v) in chunk {
+                batch.insert(&self.ks, k.as_slice(), v.as_slice());
+            }
+            batch.commit()?;
+        }
+        Ok(())
+    }
+
+    /// The key groups this subtask owns.
+    pub fn key_groups(&self) -> Range<u32> {
+        self.key_groups.clone()
+    }
     /// The key group of `key`, if this subtask owns it.
     pub fn owned_group(&self, key: &[u8]) -> Result<u16, StateError> {
         self.owned_group_of_hash(keygroup::key_hash(key))
@@ -129,6 +210,7 @@ impl TaskState {
     pub fn map_put(&self, op: u32, name: &str, key: &[u8], field: &[u8], value: &[u8]) -> Result<(), StateError> {
         let mut k = self.map_prefix(op, name, key)?;
         k.extend_from_slice(field);
+        self.note_changed(&k);
         Ok(self.ks.insert(k, value)?)
     }
 
@@ -136,6 +218,7 @@ impl TaskState {
     pub fn map_remove(&self, op: u32, name: &str, key: &[u8], field: &[u8]) -> Result<(), StateError> {
         let mut k = self.map_prefix(op, name, key)?;
         k.extend_from_slice(field);
+        self.note_changed(&k);
         Ok(self.ks.remove(k)?)
     }
 
@@ -155,7 +238,9 @@ impl TaskState {
         let prefix = self.map_prefix(op, name, key)?;
         let mut batch = self.db.batch();
         for guard in self.ks.prefix(&prefix) {
-            batch.remove(&self.ks, guard.key()?);
+            let k = guard.key()?;
+            self.note_changed(&k);
+            batch.remove(&self.ks, k);
         }
         Ok(batch.commit()?)
     }

@@ -53,6 +53,7 @@ pub(crate) struct Chain {
     instance: Instance,
     steps: Vec<Step>,
     scratch: KeyedScratch,
+    state: Option<TaskState>,
     fuel_budget: u64,
     fuel_used: u64,
 }
@@ -80,7 +81,7 @@ impl Chain {
             .collect();
         // Fuel budgets are per call; the instance reports what is left after each.
         let fuel_budget = instance.fuel_budget();
-        Ok(Self { instance, steps, scratch: KeyedScratch::default(), fuel_budget, fuel_used: 0 })
+        Ok(Self { instance, steps, scratch: KeyedScratch::default(), state, fuel_budget, fuel_used: 0 })
     }
 
     /// Runs one plain batch through every operator of the chain.
@@ -120,6 +121,16 @@ impl Chain {
             current = Some(out);
         }
         current.ok_or_else(|| TaskError::Internal("empty operator chain".into()))
+    }
+
+    /// Writes back keyed state and captures it for a checkpoint (`None` without state).
+    pub(crate) fn capture(&mut self) -> Result<Option<weir_state::Capture>, TaskError> {
+        for step in &mut self.steps {
+            if let Some(cache) = &mut step.cache {
+                cache.flush()?;
+            }
+        }
+        Ok(self.state.as_ref().map(TaskState::capture))
     }
 
     /// Writes back keyed state and closes the operators.

@@ -30,6 +30,11 @@ const RESET_ABANDONED: u32 = 1;
 /// Stream stop code: no subtask here consumes that channel.
 const STOP_UNKNOWN_CHANNEL: u32 = 2;
 
+/// First byte of a data frame: a record batch follows.
+const TAG_BATCH: u8 = 0;
+/// First byte of a data frame: a checkpoint id (u64 LE) follows.
+const TAG_BARRIER: u8 = 1;
+
 /// How often a blocked network send looks at the cancel flag.
 const POLL: Duration = Duration::from_millis(50);
 
@@ -139,17 +144,17 @@ async fn pump(conn: Connection, id: ChannelId, mut recv: RawRecv, tx: Sender<Mes
     let fail = |why: String| Message::Failed(format!("input from {}: {why}", conn.peer_name()));
     let last = loop {
         match recv.recv().await {
-            Ok(Some(payload)) => match batch::validate(&payload) {
-                Ok(count) => {
-                    if deliver(&tx, Message::Batch(payload, count), &cancel).is_err() {
+            Ok(Some(frame)) => match decode_frame(frame) {
+                Ok(msg) => {
+                    if deliver(&tx, msg, &cancel).is_err() {
                         recv.stop(STOP_UNKNOWN_CHANNEL);
                         return;
                     }
                 }
                 Err(e) => {
-                    tracing::error!(peer = %conn.peer_name(), ?id, "closing data connection: invalid record batch: {e}");
-                    conn.close(CLOSE_PROTOCOL_ERROR, "invalid record batch");
-                    break fail(format!("invalid record batch: {e}"));
+                    tracing::error!(peer = %conn.peer_name(), ?id, "closing data connection: {e}");
+                    conn.close(CLOSE_PROTOCOL_ERROR, "invalid data frame");
+                    break fail(e);
                 }
             },
             Ok(None) => break Message::End,
@@ -165,6 +170,24 @@ async fn pump(conn: Connection, id: ChannelId, mut recv: RawRecv, tx: Sender<Mes
     };
     // A cancelled consumer no longer listens; nothing else to tell it.
     let _ = deliver(&tx, last, &cancel);
+}
+
+/// A data frame as a message; a peer's frame is checked through and through, since
+/// the consumer will trust what it gets.
+fn decode_frame(mut frame: Vec<u8>) -> Result<Message, String> {
+    match frame.first() {
+        Some(&TAG_BATCH) => {
+            frame.remove(0);
+            let count = batch::validate(&frame).map_err(|e| format!("invalid record batch: {e}"))?;
+            Ok(Message::Batch(frame, count))
+        }
+        Some(&TAG_BARRIER) => match <[u8; 8]>::try_from(&frame[1..]) {
+            Ok(id) => Ok(Message::Barrier(u64::from_le_bytes(id))),
+            Err(_) => Err(format!("barrier frame of {} bytes", frame.len())),
+        },
+        Some(tag) => Err(format!("unknown data frame tag {tag}")),
+        None => Err("empty data frame".into()),
+    }
 }
 
 /// Hands a message to a subtask, leaving the async worker while the channel is full.
@@ -188,11 +211,20 @@ pub struct RemoteChannel {
 impl RemoteChannel {
     /// Sends one batch, blocking while the consumer's window is full.
     pub fn send(&mut self, batch: &[u8], cancel: &Cancel) -> Result<(), TaskError> {
+        self.send_frame(&[TAG_BATCH], batch, cancel)
+    }
+
+    /// Sends the barrier of checkpoint `id`.
+    pub fn barrier(&mut self, id: u64, cancel: &Cancel) -> Result<(), TaskError> {
+        self.send_frame(&[TAG_BARRIER], &id.to_le_bytes(), cancel)
+    }
+
+    fn send_frame(&mut self, tag: &[u8], body: &[u8], cancel: &Cancel) -> Result<(), TaskError> {
         let handle = self.plane.handle.clone();
         handle.block_on(until_cancelled(cancel, async {
             self.open().await?;
             let Some(s) = self.stream.as_mut() else { return Err(TaskError::Internal("data stream vanished".into())) };
-            s.send(batch).await.map_err(|e| channel_error(self.addr, &self.id, e))
+            s.send_parts(&[tag, body]).await.map_err(|e| channel_error(self.addr, &self.id, e))
         }))
     }
 

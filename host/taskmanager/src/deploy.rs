@@ -4,16 +4,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use crossbeam_channel::Receiver;
 use thiserror::Error;
-use weir_state::{StateError, TaskState};
+use weir_state::{Capture, StateError, TaskState};
 use weir_types::deployment::TaskStats;
 use weir_wasm::{Instance, JobComponent, LoadError, OperatorFailure, Runtime, TaskInfo};
 
 use crate::chain::Chain;
-use crate::exchange::{self, Message, Router};
+use crate::exchange::{self, Event, Inputs, Router};
 use crate::sink::Sink;
-use crate::source::Source;
+use crate::source::{Source, Split};
 
 /// Shared by all subtasks of a job: once set, every subtask stops at its next batch.
 #[derive(Clone, Default, Debug)]
@@ -80,14 +79,34 @@ pub struct OperatorStep {
 pub enum Head {
     /// A built-in source.
     Source(Box<dyn Source>),
-    /// A channel fed by `producers` upstream subtasks, each ending with
-    /// [`Message::End`].
-    Input {
-        /// The channel.
-        rx: Receiver<Message>,
-        /// Number of upstream subtasks.
-        producers: usize,
-    },
+    /// One channel per upstream subtask, each ending with [`crate::exchange::Message::End`].
+    Input(Inputs),
+}
+
+/// What a subtask captured at a checkpoint barrier, to persist and acknowledge.
+pub struct TaskSnapshot {
+    /// Checkpoint id.
+    pub checkpoint: u64,
+    /// Its keyed state, if it has any.
+    pub state: Option<Capture>,
+    /// The unread rest of its source, if it is a source.
+    pub source: Option<Vec<Split>>,
+}
+
+/// A subtask's link to the job's checkpoints.
+#[derive(Clone)]
+pub struct Checkpointing {
+    /// The newest checkpoint whose barrier sources should inject (shared by the job's
+    /// subtasks on one TaskManager).
+    pub requested: Arc<AtomicU64>,
+    /// Hears of every snapshot this subtask takes.
+    pub on_snapshot: Arc<dyn Fn(TaskSnapshot) + Send + Sync>,
+}
+
+impl Default for Checkpointing {
+    fn default() -> Self {
+        Self { requested: Arc::default(), on_snapshot: Arc::new(|_| {}) }
+    }
 }
 
 /// Where a subtask's records go.
@@ -126,6 +145,8 @@ pub struct TaskDeployment {
     pub cancel: Cancel,
     /// Where the subtask publishes its progress.
     pub counters: Arc<TaskCounters>,
+    /// Checkpoint barriers and snapshots.
+    pub checkpointing: Checkpointing,
 }
 
 /// Live record counts of a running subtask, read by metrics while it runs.
@@ -137,12 +158,70 @@ pub struct TaskCounters {
     pub records_out: AtomicU64,
 }
 
+/// A running subtask's middle and end: its operators and where their output goes.
+struct Pipeline<'a> {
+    chain: Option<Chain>,
+    tail: Tail,
+    cancel: &'a Cancel,
+    counters: &'a TaskCounters,
+    checkpointing: &'a Checkpointing,
+    stats: TaskStats,
+}
+
+impl Pipeline<'_> {
+    /// Runs a batch of `count` records through the operators to the tail.
+    fn deliver(&mut self, records: &[u8], count: usize) -> Result<(), TaskError> {
+        self.stats.records_in += count as u64;
+        self.counters.records_in.fetch_add(count as u64, Ordering::Relaxed);
+        let out;
+        let (records, count) = match self.chain.as_mut() {
+            Some(c) => {
+                out = c.run(records)?;
+                (out.records(), out.count)
+            }
+            None => (records, count),
+        };
+        self.stats.records_out += count as u64;
+        self.counters.records_out.fetch_add(count as u64, Ordering::Relaxed);
+        match &mut self.tail {
+            Tail::Sink(s) => s.write(records),
+            Tail::Routers(rs) => rs.iter_mut().try_for_each(|r| r.push(records, count, self.cancel)),
+        }
+    }
+
+    /// At a barrier: captures state and source position, then passes the barrier on.
+    /// The capture is cheap (a cache flush and a fjall snapshot); writing it out
+    /// happens elsewhere, so records keep flowing.
+    fn barrier(&mut self, id: u64, source: Option<Vec<Split>>) -> Result<(), TaskError> {
+        let state = self.chain.as_mut().map(Chain::capture).transpose()?.flatten();
+        (self.checkpointing.on_snapshot)(TaskSnapshot { checkpoint: id, state, source });
+        match &mut self.tail {
+            Tail::Sink(s) => s.barrier(id),
+            Tail::Routers(rs) => rs.iter_mut().try_for_each(|r| r.barrier(id, self.cancel)),
+        }
+    }
+}
+
 /// Runs a subtask to its end on the calling thread.
 pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
     let started = Instant::now();
-    let TaskDeployment { label, subtask, parallelism, max_parallelism, head, operators, mut tail, wasm, args, state, cache_bytes, cancel, counters } =
-        d;
-    let mut chain = match (&wasm, operators.is_empty()) {
+    let TaskDeployment {
+        label,
+        subtask,
+        parallelism,
+        max_parallelism,
+        head,
+        operators,
+        tail,
+        wasm,
+        args,
+        state,
+        cache_bytes,
+        cancel,
+        counters,
+        checkpointing,
+    } = d;
+    let chain = match (&wasm, operators.is_empty()) {
         (_, true) => None,
         (Some((runtime, component)), false) => {
             let mut instance = Instance::new(runtime, component, &label)?;
@@ -160,60 +239,42 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
         }
         (None, false) => return Err(TaskError::Internal("operators deployed without a component".into())),
     };
-    let mut stats = TaskStats::default();
-    let mut deliver = |records: &[u8], count: usize, stats: &mut TaskStats| -> Result<(), TaskError> {
-        let out;
-        let (records, count) = match chain.as_mut() {
-            Some(c) => {
-                out = c.run(records)?;
-                (out.records(), out.count)
-            }
-            None => (records, count),
-        };
-        stats.records_out += count as u64;
-        counters.records_out.fetch_add(count as u64, Ordering::Relaxed);
-        match &mut tail {
-            Tail::Sink(s) => s.write(records),
-            Tail::Routers(rs) => rs.iter_mut().try_for_each(|r| r.push(records, count, &cancel)),
-        }
-    };
+    let mut p = Pipeline { chain, tail, cancel: &cancel, counters: &counters, checkpointing: &checkpointing, stats: TaskStats::default() };
     match head {
         Head::Source(mut src) => {
             let mut buf = Vec::with_capacity(exchange::BATCH_BYTES * 2);
-            while let Some(n) = src.next_batch(&mut buf)? {
+            let mut last = checkpointing.requested.load(Ordering::Acquire);
+            loop {
                 if cancel.is_cancelled() {
                     return Err(TaskError::Cancelled);
                 }
-                stats.records_in += n as u64;
-                counters.records_in.fetch_add(n as u64, Ordering::Relaxed);
-                deliver(&buf, n, &mut stats)?;
+                let requested = checkpointing.requested.load(Ordering::Acquire);
+                if requested > last {
+                    last = requested;
+                    p.barrier(requested, Some(src.splits()))?;
+                }
+                let Some(n) = src.next_batch(&mut buf)? else { break };
+                p.deliver(&buf, n)?;
                 buf.clear();
             }
         }
-        Head::Input { rx, producers } => {
-            let mut ended = 0;
-            while ended < producers {
-                match exchange::recv(&rx, &cancel)? {
-                    Message::Batch(b, n) => {
-                        stats.records_in += n as u64;
-                        counters.records_in.fetch_add(n as u64, Ordering::Relaxed);
-                        deliver(&b, n, &mut stats)?;
-                    }
-                    Message::End => ended += 1,
-                    Message::Failed(why) => return Err(TaskError::Exchange(why)),
-                    Message::Abandoned => return Err(TaskError::Cancelled),
-                }
+        Head::Input(mut inputs) => loop {
+            match inputs.next(&cancel)? {
+                Event::Batch(b, n) => p.deliver(&b, n)?,
+                Event::Barrier(id) => p.barrier(id, None)?,
+                Event::End => break,
             }
-        }
+        },
     }
-    if let Some(c) = chain.as_mut() {
+    if let Some(c) = p.chain.as_mut() {
         c.finish()?;
-        stats.fuel = c.fuel_used();
+        p.stats.fuel = c.fuel_used();
     }
-    match &mut tail {
+    match &mut p.tail {
         Tail::Sink(s) => s.finish()?,
         Tail::Routers(rs) => rs.iter_mut().try_for_each(|r| r.finish(&cancel))?,
     }
+    let mut stats = p.stats;
     stats.elapsed = started.elapsed();
     Ok(stats)
 }

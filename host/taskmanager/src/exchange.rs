@@ -18,6 +18,8 @@ pub enum Message {
     Batch(Vec<u8>, usize),
     /// One upstream subtask has no more records.
     End,
+    /// Checkpoint barrier: everything before it belongs to checkpoint `id`.
+    Barrier(u64),
     /// An upstream channel broke (a remote producer vanished or sent garbage); the
     /// consumer cannot know what it missed, so it fails.
     Failed(String),
@@ -48,11 +50,104 @@ impl Target {
             Target::Remote(r) => r.finish(cancel),
         }
     }
+
+    fn barrier(&mut self, id: u64, cancel: &Cancel) -> Result<(), TaskError> {
+        match self {
+            Target::Local(tx) => send(tx, Message::Barrier(id), cancel),
+            Target::Remote(r) => r.barrier(id, cancel),
+        }
+    }
 }
 
-/// Batches a channel buffers before its producer blocks. With batches of a few tens
-/// of KB this bounds each channel to about a megabyte.
-pub const CHANNEL_CAPACITY: usize = 16;
+/// What a subtask's inputs yield next.
+#[derive(Debug)]
+pub enum Event {
+    /// A record batch and its record count.
+    Batch(Vec<u8>, usize),
+    /// Every input delivered the barrier of checkpoint `id`: snapshot now.
+    Barrier(u64),
+    /// Every input ended.
+    End,
+}
+
+/// A subtask's inputs: one channel per upstream producer, read in arrival order, with
+/// barrier alignment. Once an input delivers a checkpoint's barrier it is held back
+/// (its channel fills and its producer blocks) until every other input delivered the
+/// same barrier, so the snapshot sees exactly the records before the barrier on every
+/// input, as Flink's aligned checkpoints do.
+pub struct Inputs {
+    rxs: Vec<Receiver<Message>>,
+    ended: Vec<bool>,
+    held: Vec<bool>,
+    aligning: Option<u64>,
+}
+
+impl Inputs {
+    /// Inputs reading `rxs`, one per producer.
+    pub fn new(rxs: Vec<Receiver<Message>>) -> Self {
+        let n = rxs.len();
+        Self { rxs, ended: vec![false; n], held: vec![false; n], aligning: None }
+    }
+
+    fn aligned(&self) -> bool {
+        self.ended.iter().zip(&self.held).all(|(e, h)| *e || *h)
+    }
+
+    /// The next event, waiting as long as needed unless the job is cancelled.
+    pub fn next(&mut self, cancel: &Cancel) -> Result<Event, TaskError> {
+        loop {
+            if let Some(id) = self.aligning
+                && self.aligned()
+            {
+                self.aligning = None;
+                self.held.iter_mut().for_each(|h| *h = false);
+                return Ok(Event::Barrier(id));
+            }
+            let open: Vec<usize> = (0..self.rxs.len()).filter(|&i| !self.ended[i] && !self.held[i]).collect();
+            let (i, msg) = match open.as_slice() {
+                [] => return Ok(Event::End),
+                [i] => (*i, recv(&self.rxs[*i], cancel)?),
+                _ => {
+                    let mut select = crossbeam_channel::Select::new();
+                    for &i in &open {
+                        select.recv(&self.rxs[i]);
+                    }
+                    let Ok(op) = select.select_timeout(POLL) else {
+                        if cancel.is_cancelled() {
+                            return Err(TaskError::Cancelled);
+                        }
+                        continue;
+                    };
+                    let i = open[op.index()];
+                    // A vanished producer only happens while the job is torn down.
+                    (i, op.recv(&self.rxs[i]).map_err(|_| TaskError::Cancelled)?)
+                }
+            };
+            match msg {
+                Message::Batch(b, n) => return Ok(Event::Batch(b, n)),
+                Message::End => self.ended[i] = true,
+                Message::Barrier(id) => match self.aligning {
+                    Some(current) if id < current => {}
+                    Some(current) if id == current => self.held[i] = true,
+                    // A newer barrier supersedes an alignment that can no longer
+                    // complete (the JobManager gave up on that checkpoint).
+                    _ => {
+                        self.aligning = Some(id);
+                        self.held.iter_mut().for_each(|h| *h = false);
+                        self.held[i] = true;
+                    }
+                },
+                Message::Failed(why) => return Err(TaskError::Exchange(why)),
+                Message::Abandoned => return Err(TaskError::Cancelled),
+            }
+        }
+    }
+}
+
+/// Batches a channel buffers before its producer blocks. Each producer -> consumer pair
+/// has its own channel (so checkpoint alignment can hold back one input), and with
+/// batches of a few tens of KB this bounds each to about half a megabyte.
+pub const CHANNEL_CAPACITY: usize = 12;
 
 /// A router sends a batch once it holds this many bytes.
 pub const BATCH_BYTES: usize = 32 * 1024;
@@ -155,6 +250,17 @@ impl Router {
         let full = std::mem::replace(&mut self.buffers[t], Vec::with_capacity(BATCH_BYTES * 2));
         let count = std::mem::take(&mut self.counts[t]);
         self.targets[t].send(full, count, cancel)
+    }
+
+    /// Sends what is buffered, then the barrier of checkpoint `id`, to every target.
+    pub fn barrier(&mut self, id: u64, cancel: &Cancel) -> Result<(), TaskError> {
+        for t in 0..self.targets.len() {
+            if !self.buffers[t].is_empty() {
+                self.send_buffer(t, cancel)?;
+            }
+            self.targets[t].barrier(id, cancel)?;
+        }
+        Ok(())
     }
 
     /// Sends what is buffered and tells every target this producer is done.

@@ -78,10 +78,10 @@ pub async fn serve(tm: TaskManager, data: DataPlane, jm: SocketAddr, slots: u32)
             FromJobManager::Deploy { deployment, me } => match tm.runtime().cached(&deployment.component) {
                 Some(component) => {
                     let p = prepare(&tm, &deployment, me, &component, &out_tx).await;
-                    prepared.extend(p.map(|p| (deployment.job.clone(), p)));
+                    prepared.extend(p.map(|p| (deployment.run_id(), p)));
                 }
                 None => {
-                    let job = deployment.job.clone();
+                    let job = deployment.run_id();
                     waiting.insert(job.clone(), (deployment, me));
                     // The writer ending ends this loop too, at the next message.
                     let _ = out_tx.send(ToJobManager::NeedComponent { job }).await;
@@ -161,7 +161,7 @@ pub async fn serve(tm: TaskManager, data: DataPlane, jm: SocketAddr, slots: u32)
 }
 
 async fn prepare(tm: &TaskManager, d: &JobDeployment, me: u32, component: &JobComponent, out: &mpsc::Sender<ToJobManager>) -> Option<PreparedJob> {
-    let job = d.job.clone();
+    let job = d.run_id();
     let (tm2, d2, component2) = (tm.clone(), d.clone(), component.clone());
     // Opening state and files blocks; keep it off the async workers.
     let result = tokio::task::spawn_blocking(move || tm2.prepare(&d2, me, &component2)).await;

@@ -48,6 +48,11 @@ impl Sink {
         w.write_all(buf).map_err(|e| TaskError::Sink(e.to_string()))
     }
 
+    /// A checkpoint barrier passed: everything before it must be on its way out.
+    pub fn barrier(&mut self, _checkpoint: u64) -> Result<(), TaskError> {
+        self.finish()
+    }
+
     /// Flushes buffered output.
     pub fn finish(&mut self) -> Result<(), TaskError> {
         if let Sink::Text { out, .. } = self {

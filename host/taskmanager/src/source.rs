@@ -1,9 +1,12 @@
 //! Built-in sources. Each subtask reads its own share, so the union over subtasks is
 //! the whole input whatever the parallelism.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
 
 use weir_types::batch::push_record;
 
@@ -15,6 +18,42 @@ pub trait Source: Send {
     /// Appends the next records to `out` (about one batch) and returns how many, or
     /// `None` once exhausted.
     fn next_batch(&mut self, out: &mut Vec<u8>) -> Result<Option<usize>, TaskError>;
+
+    /// What is left to read, as splits. A checkpoint stores them; a restore hands each
+    /// to a subtask, at the old parallelism or another one.
+    fn splits(&self) -> Vec<Split>;
+}
+
+/// A replayable piece of a source's input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Split {
+    /// Numbers `next, next+step, ...` below `end`.
+    Numbers {
+        /// Next number to emit.
+        next: u64,
+        /// First number not to emit.
+        end: u64,
+        /// Distance between numbers.
+        step: u64,
+    },
+    /// The lines of a file starting in `pos..end` (`pos` is at the start of a line).
+    Lines {
+        /// Byte offset of the next line.
+        pos: u64,
+        /// End of the byte range.
+        end: u64,
+    },
+}
+
+/// Encodes a source position for a checkpoint.
+pub fn encode_splits(splits: &[Split]) -> Vec<u8> {
+    // Plain enums and integers always encode.
+    postcard::to_allocvec(splits).unwrap_or_default()
+}
+
+/// Decodes a source position from a checkpoint.
+pub fn decode_splits(bytes: &[u8]) -> Result<Vec<Split>, TaskError> {
+    postcard::from_bytes(bytes).map_err(|e| TaskError::Source(format!("unreadable source position in the checkpoint: {e}")))
 }
 
 /// Appends `v` as a postcard varint, the SDK's encoding of integers and lengths.
@@ -29,38 +68,50 @@ pub fn push_varint(out: &mut Vec<u8>, mut v: u64) {
 
 /// Sequence numbers `start + subtask`, stepping by the parallelism.
 pub struct Generator {
-    next: u64,
-    end: u64,
-    step: u64,
+    /// Current split (next, end, step) first.
+    splits: VecDeque<(u64, u64, u64)>,
     scratch: Vec<u8>,
 }
 
 impl Generator {
     /// Subtask `subtask` of `parallelism` of the numbers `start..start+count`.
     pub fn new(start: u64, count: u64, subtask: u32, parallelism: u32) -> Self {
-        Self {
-            next: start.saturating_add(u64::from(subtask)),
-            end: start.saturating_add(count),
-            step: u64::from(parallelism.max(1)),
-            scratch: Vec::with_capacity(10),
-        }
+        let split = (start.saturating_add(u64::from(subtask)), start.saturating_add(count), u64::from(parallelism.max(1)));
+        Self { splits: VecDeque::from([split]), scratch: Vec::with_capacity(10) }
+    }
+
+    /// A generator resuming the given splits (other kinds are refused).
+    pub fn resume(splits: &[Split]) -> Result<Self, TaskError> {
+        let splits = splits
+            .iter()
+            .map(|s| match *s {
+                Split::Numbers { next, end, step } if step > 0 => Ok((next, end, step)),
+                _ => Err(TaskError::Source(format!("a generator cannot resume {s:?}"))),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { splits, scratch: Vec::with_capacity(10) })
     }
 }
 
 impl Source for Generator {
     fn next_batch(&mut self, out: &mut Vec<u8>) -> Result<Option<usize>, TaskError> {
-        if self.next >= self.end {
-            return Ok(None);
+        while self.splits.front().is_some_and(|&(next, end, _)| next >= end) {
+            self.splits.pop_front();
         }
+        let Some((next, end, step)) = self.splits.front_mut() else { return Ok(None) };
         let (mut n, limit) = (0, out.len() + BATCH_BYTES);
-        while self.next < self.end && out.len() < limit {
+        while *next < *end && out.len() < limit {
             n += 1;
             self.scratch.clear();
-            push_varint(&mut self.scratch, self.next);
+            push_varint(&mut self.scratch, *next);
             push_record(out, 0, &[], &self.scratch);
-            self.next = self.next.saturating_add(self.step);
+            *next = next.saturating_add(*step);
         }
         Ok(Some(n))
+    }
+
+    fn splits(&self) -> Vec<Split> {
+        self.splits.iter().filter(|(n, e, _)| n < e).map(|&(next, end, step)| Split::Numbers { next, end, step }).collect()
     }
 }
 
@@ -70,6 +121,8 @@ pub struct FileLines {
     reader: BufReader<File>,
     pos: u64,
     end: u64,
+    /// Further byte ranges (after a restore at a lower parallelism).
+    more: VecDeque<(u64, u64)>,
     line: Vec<u8>,
     scratch: Vec<u8>,
 }
@@ -96,14 +149,32 @@ impl FileLines {
             }
             file.seek(SeekFrom::Start(pos)).map_err(io)?;
         }
-        Ok(Self { reader: BufReader::with_capacity(256 * 1024, file), path, pos, end, line: Vec::new(), scratch: Vec::new() })
+        Ok(Self { reader: BufReader::with_capacity(256 * 1024, file), path, pos, end, more: VecDeque::new(), line: Vec::new(), scratch: Vec::new() })
+    }
+
+    /// Lines of `path` resuming the given splits (other kinds are refused).
+    pub fn resume(path: PathBuf, splits: &[Split]) -> Result<Self, TaskError> {
+        let mut more = splits
+            .iter()
+            .map(|s| match *s {
+                Split::Lines { pos, end } => Ok((pos, end)),
+                _ => Err(TaskError::Source(format!("a file source cannot resume {s:?}"))),
+            })
+            .collect::<Result<VecDeque<_>, _>>()?;
+        let (pos, end) = more.pop_front().unwrap_or((0, 0));
+        let io = |e: std::io::Error| TaskError::Source(format!("{}: {e}", path.display()));
+        let mut file = File::open(&path).map_err(io)?;
+        file.seek(SeekFrom::Start(pos)).map_err(io)?;
+        Ok(Self { reader: BufReader::with_capacity(256 * 1024, file), path, pos, end, more, line: Vec::new(), scratch: Vec::new() })
     }
 }
 
 impl Source for FileLines {
     fn next_batch(&mut self, out: &mut Vec<u8>) -> Result<Option<usize>, TaskError> {
-        if self.pos >= self.end {
-            return Ok(None);
+        while self.pos >= self.end {
+            let Some((pos, end)) = self.more.pop_front() else { return Ok(None) };
+            self.reader.seek(SeekFrom::Start(pos)).map_err(|e| TaskError::Source(format!("{}: {e}", self.path.display())))?;
+            (self.pos, self.end) = (pos, end);
         }
         let (mut count, limit) = (0, out.len() + BATCH_BYTES);
         while self.pos < self.end && out.len() < limit {
@@ -129,6 +200,11 @@ impl Source for FileLines {
             count += 1;
         }
         Ok(Some(count))
+    }
+
+    fn splits(&self) -> Vec<Split> {
+        let current = (self.pos < self.end).then_some(Split::Lines { pos: self.pos, end: self.end });
+        current.into_iter().chain(self.more.iter().map(|&(pos, end)| Split::Lines { pos, end })).collect()
     }
 }
 
@@ -164,6 +240,45 @@ mod tests {
             }
             assert_eq!(all, expected, "parallelism {p}");
         }
+        Ok(())
+    }
+
+    /// Reads a source to its end, checkpointing (and resuming from the checkpoint)
+    /// after every batch, as recovery would.
+    fn drain_with_restarts(mut src: Box<dyn Source>, resume: impl Fn(&[Split]) -> Result<Box<dyn Source>, TaskError>) -> Result<Vec<u8>, TaskError> {
+        let mut buf = Vec::new();
+        while src.next_batch(&mut buf)?.is_some() {
+            let position = decode_splits(&encode_splits(&src.splits()))?;
+            src = resume(&position)?;
+        }
+        Ok(buf)
+    }
+
+    #[test]
+    fn resumed_sources_neither_skip_nor_repeat() -> Result<(), TaskError> {
+        let dir = tempfile::tempdir().map_err(|e| TaskError::Source(e.to_string()))?;
+        let path = dir.path().join("in.txt");
+        let text: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&path, &text).map_err(|e| TaskError::Source(e.to_string()))?;
+        let mut lines = Vec::new();
+        for s in 0..3 {
+            let p = path.clone();
+            let buf = drain_with_restarts(Box::new(FileLines::open(path.clone(), s, 3)?), move |sp| Ok(Box::new(FileLines::resume(p.clone(), sp)?)))?;
+            lines.extend(decode_strings(&buf));
+        }
+        assert_eq!(lines, text.lines().map(str::to_string).collect::<Vec<_>>());
+
+        // Two subtasks' positions merged into one subtask (a restore at lower parallelism).
+        let (mut a, mut b) = (Generator::new(0, 100_000, 0, 2), Generator::new(0, 100_000, 1, 2));
+        let mut buf = Vec::new();
+        a.next_batch(&mut buf)?;
+        b.next_batch(&mut buf)?;
+        let merged: Vec<Split> = a.splits().into_iter().chain(b.splits()).collect();
+        let rest = drain_with_restarts(Box::new(Generator::resume(&merged)?), |sp| Ok(Box::new(Generator::resume(sp)?)))?;
+        buf.extend_from_slice(&rest);
+        let mut seen: Vec<u64> = records(&buf).map(|r| postcard::from_bytes::<u64>(r.expect("valid").value).expect("varint")).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..100_000).collect::<Vec<u64>>());
         Ok(())
     }
 

@@ -18,8 +18,8 @@ use weir_types::plan::{NodeKind, Partitioning, SinkKind, SourceKind};
 use weir_wasm::{JobComponent, Runtime};
 
 use crate::dataplane::DataPlane;
-use crate::deploy::{Cancel, Head, OperatorStep, Tail, TaskCounters, TaskDeployment, TaskError, run_task};
-use crate::exchange::{self, Message, Router, Target};
+use crate::deploy::{Cancel, Checkpointing, Head, OperatorStep, Tail, TaskCounters, TaskDeployment, TaskError, run_task};
+use crate::exchange::{self, Inputs, Message, Router, Target};
 use crate::sink::{SharedWriter, Sink};
 use crate::source::{FileLines, Generator, Source};
 
@@ -70,7 +70,8 @@ impl TaskManager {
         let plan = &d.plan;
         let graph = &d.graph;
         let max_parallelism = plan.max_parallelism();
-        let keyspace = keyspace(&d.job);
+        let run = d.run_id();
+        let keyspace = keyspace(&run);
         let cancel = Cancel::default();
         let internal = |m: &str| TaskError::Internal(format!("deployment of job {}: {m}", d.job));
         let addr = |tm: u32| -> Result<SocketAddr, TaskError> {
@@ -81,16 +82,30 @@ impl TaskManager {
             return Err(internal("placement does not match the graph"));
         }
 
-        // Inputs of the local subtasks: remote producers reach them through the data plane.
-        let mut inputs: HashMap<(usize, u32), Input> = HashMap::new();
-        for (v, s) in d.subtasks_on(me) {
-            if !graph.vertices[v].inputs.is_empty() {
-                let (tx, rx) = exchange::channel();
-                if let Some(data) = &self.inner.data {
-                    data.register_input(ChannelId { job: d.job.clone(), vertex: v as u32, subtask: s }, tx.clone(), cancel.clone());
+        // One channel per producer -> consumer pair with the consumer here; remote
+        // producers reach theirs through the data plane.
+        let mut local: HashMap<(usize, u32, usize, u32), Sender<Message>> = HashMap::new();
+        let mut receivers: HashMap<(usize, u32), Vec<Receiver<Message>>> = HashMap::new();
+        for (t, c) in d.subtasks_on(me) {
+            let mut rxs = Vec::new();
+            for &(v, partitioning) in &graph.vertices[t].inputs {
+                let producers: Vec<u32> = match partitioning {
+                    Partitioning::Forward => vec![c],
+                    _ => (0..graph.vertices[v].parallelism).collect(),
+                };
+                for s in producers {
+                    let (tx, rx) = exchange::channel();
+                    rxs.push(rx);
+                    if d.placement[v][s as usize] == me {
+                        local.insert((v, s, t, c), tx);
+                    } else {
+                        let data = self.inner.data.as_ref().ok_or_else(|| internal("a remote subtask but no data plane"))?;
+                        let id = ChannelId { job: run.clone(), vertex: t as u32, subtask: c, from_vertex: v as u32, from_subtask: s };
+                        data.register_input(id, tx, cancel.clone());
+                    }
                 }
-                inputs.insert((v, s), (tx, Some(rx)));
             }
+            receivers.insert((t, c), rxs);
         }
         let writers = open_sinks(d, me)?;
 
@@ -108,10 +123,7 @@ impl TaskManager {
                 .collect();
             let head = match &plan.nodes[vertex.nodes[0]].kind {
                 NodeKind::Source(kind) => Head::Source(open_source(kind, s, vertex.parallelism)?),
-                _ => {
-                    let rx = inputs.get_mut(&(v, s)).and_then(|(_, rx)| rx.take()).ok_or_else(|| internal("input channel missing"))?;
-                    Head::Input { rx, producers: vertex.producers(graph) }
-                }
+                _ => Head::Input(Inputs::new(receivers.remove(&(v, s)).ok_or_else(|| internal("inputs missing"))?)),
             };
             let last = *vertex.nodes.last().ok_or_else(|| internal("empty vertex"))?;
             let tail = match &plan.nodes[last].kind {
@@ -130,11 +142,11 @@ impl TaskManager {
                         for c in consumers {
                             let on = d.placement[t][c as usize];
                             targets.push(if on == me {
-                                let (tx, _) = inputs.get(&(t, c)).ok_or_else(|| internal("local input missing"))?;
-                                Target::Local(tx.clone())
+                                Target::Local(local.remove(&(v, s, t, c)).ok_or_else(|| internal("local channel missing"))?)
                             } else {
                                 let data = self.inner.data.as_ref().ok_or_else(|| internal("a remote subtask but no data plane"))?;
-                                Target::Remote(data.remote(addr(on)?, ChannelId { job: d.job.clone(), vertex: t as u32, subtask: c }))
+                                let id = ChannelId { job: run.clone(), vertex: t as u32, subtask: c, from_vertex: v as u32, from_subtask: s };
+                                Target::Remote(data.remote(addr(on)?, id))
                             });
                         }
                         routers.push(Router::new(partitioning, targets, max_parallelism));
@@ -162,11 +174,12 @@ impl TaskManager {
                 cache_bytes: self.inner.cache_bytes,
                 cancel: cancel.clone(),
                 counters: task_counters,
+                checkpointing: Checkpointing::default(),
             };
             tasks.push((v as u32, s, deployment));
         }
-        self.lock_jobs().insert(d.job.clone(), RunningJob { cancel, counters });
-        Ok(PreparedJob { tm: self.clone(), job: d.job.clone(), tasks })
+        self.lock_jobs().insert(run.clone(), RunningJob { cancel, counters });
+        Ok(PreparedJob { tm: self.clone(), job: run, tasks })
     }
 
     /// Cancels this TaskManager's subtasks of `job`; they report `Cancelled`.
@@ -215,10 +228,6 @@ impl TaskManager {
         self.release(job);
     }
 }
-
-/// A local subtask's input: the sender its producers share, and the receiver until
-/// the subtask takes it.
-type Input = (Sender<Message>, Option<Receiver<Message>>);
 
 fn keyspace(job: &str) -> String {
     format!("job-{job}")

@@ -28,6 +28,24 @@ pub struct JobDeployment {
     pub taskmanagers: Vec<String>,
     /// How file sinks name their files.
     pub sink_files: SinkFiles,
+    /// Which run of the job this is: 0, then one more per restart.
+    pub attempt: u32,
+    /// Checkpointing, if enabled.
+    pub checkpoints: Option<CheckpointConfig>,
+    /// The checkpoint or savepoint (path of its metadata file) to restore state and
+    /// source positions from.
+    pub restore: Option<String>,
+}
+
+/// How a job is checkpointed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointConfig {
+    /// Root of the checkpoint storage, shared by the JobManager and TaskManagers.
+    pub dir: String,
+    /// Time between checkpoints, in milliseconds.
+    pub interval_ms: u64,
+    /// Completed checkpoints kept.
+    pub retain: u32,
 }
 
 /// How the subtasks of a file sink share its path.
@@ -41,6 +59,12 @@ pub enum SinkFiles {
 }
 
 impl JobDeployment {
+    /// Names this attempt of the job: channels, keyspaces and running subtasks are
+    /// per attempt, so nothing of a failed attempt can leak into the next.
+    pub fn run_id(&self) -> String {
+        format!("{}.{}", self.job, self.attempt)
+    }
+
     /// Subtasks placed on TaskManager `tm`, as (vertex, subtask).
     pub fn subtasks_on(&self, tm: u32) -> impl Iterator<Item = (usize, u32)> + '_ {
         self.placement
@@ -78,15 +102,19 @@ pub fn place(graph: &ExecutionGraph, slots: &[u32]) -> Option<Vec<Vec<u32>>> {
     Some(graph.vertices.iter().map(|v| job_slots[..v.parallelism as usize].to_vec()).collect())
 }
 
-/// Names one input channel of a subtask: what a data stream's header carries.
+/// Names one producer -> consumer channel: what a data stream's header carries.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ChannelId {
-    /// Job id.
+    /// The job's run id ([`JobDeployment::run_id`]).
     pub job: String,
     /// Consuming vertex.
     pub vertex: u32,
     /// Consuming subtask.
     pub subtask: u32,
+    /// Producing vertex.
+    pub from_vertex: u32,
+    /// Producing subtask.
+    pub from_subtask: u32,
 }
 
 /// What a finished subtask did.
@@ -238,6 +266,9 @@ mod tests {
             placement: vec![vec![0, 1, 0, 1], vec![1]],
             taskmanagers: vec![],
             sink_files: SinkFiles::Shared,
+            attempt: 0,
+            checkpoints: None,
+            restore: None,
         };
         assert_eq!(d.subtasks_on(1).collect::<Vec<_>>(), vec![(0, 1), (0, 3), (1, 0)]);
         assert_eq!(d.task_count(), 5);
