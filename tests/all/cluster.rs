@@ -59,47 +59,73 @@ pub struct TestCluster {
     pub jm: String,
     /// JobManager first, then the TaskManagers in order.
     pub procs: Processes,
+    /// Names of `procs`, in order.
+    names: Vec<String>,
 }
 
 impl TestCluster {
     /// Starts a JobManager and one TaskManager per `(name, slots)`, and waits until all
     /// slots are registered.
     pub fn start(taskmanagers: &[(&str, u32)]) -> Self {
+        Self::start_with(taskmanagers, &[])
+    }
+
+    /// As [`Self::start`], with extra JobManager arguments; `{dir}` in them stands for
+    /// the cluster's directory.
+    pub fn start_with(taskmanagers: &[(&str, u32)], jobmanager_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let creds = dir.path().join("cluster");
         let o = run_weir(["cluster-init".as_ref(), creds.as_os_str(), "--taskmanagers".as_ref(), "3".as_ref()]);
         assert!(o.status.success(), "{}", stderr(&o));
         let mut procs = Processes(Vec::new());
-        let log = |name: &str| std::fs::File::create(dir.path().join(format!("{name}.log"))).expect("log file");
         let mut jm = weir()
             .args(["jobmanager", "--listen", "127.0.0.1:0", "--heartbeat-timeout-ms", "1500"])
+            .args(jobmanager_args.iter().map(|a| a.replace("{dir}", &dir.path().display().to_string())))
             .args(identity(&creds, "jobmanager"))
             .env("WEIR_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(log("jobmanager"))
+            .stderr(log_file(dir.path(), "jobmanager"))
             .spawn()
             .expect("jobmanager starts");
         let mut line = String::new();
         BufReader::new(jm.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
         procs.0.push(jm);
         let jm = line.trim().rsplit(' ').next().expect("address").to_string();
+        let mut cluster = Self { dir, creds, jm, procs, names: vec!["jobmanager".into()] };
         for (name, slots) in taskmanagers {
-            let tm = weir()
-                .args(["taskmanager", "--jobmanager", &jm, "--slots", &slots.to_string(), "--state-dir"])
-                .arg(dir.path().join(format!("state-{name}")))
-                .args(identity(&creds, name))
-                .env("WEIR_LOG", "info")
-                .env("WEIR_CACHE_DIR", dir.path().join(format!("cache-{name}")))
-                .stdout(Stdio::null())
-                .stderr(log(name))
-                .spawn()
-                .expect("taskmanager starts");
-            procs.0.push(tm);
+            cluster.start_taskmanager(name, *slots);
         }
-        let cluster = Self { dir, creds, jm, procs };
         let total: u32 = taskmanagers.iter().map(|(_, s)| s).sum();
         wait_until("the taskmanagers to register", || cluster.status().contains(&format!("free slots: {total}")));
         cluster
+    }
+
+    /// Starts (or restarts, with the same state directory and cache) TaskManager `name`.
+    pub fn start_taskmanager(&mut self, name: &str, slots: u32) {
+        let tm = weir()
+            .args(["taskmanager", "--jobmanager", &self.jm, "--slots", &slots.to_string(), "--state-dir"])
+            .arg(self.dir.path().join(format!("state-{name}")))
+            .args(identity(&self.creds, name))
+            .env("WEIR_LOG", "info")
+            .env("WEIR_CACHE_DIR", self.dir.path().join(format!("cache-{name}")))
+            .stdout(Stdio::null())
+            .stderr(log_file(self.dir.path(), name))
+            .spawn()
+            .expect("taskmanager starts");
+        match self.names.iter().position(|n| n == name) {
+            Some(i) => self.procs.0[i] = tm,
+            None => {
+                self.procs.0.push(tm);
+                self.names.push(name.to_string());
+            }
+        }
+    }
+
+    /// SIGKILLs process `name` and reaps it.
+    pub fn kill(&mut self, name: &str) {
+        let i = self.names.iter().position(|n| n == name).expect("known process");
+        self.procs.0[i].kill().expect("kill");
+        self.procs.0[i].wait().expect("reap");
     }
 
     /// `weir cluster-status` as the client.
@@ -123,6 +149,11 @@ impl TestCluster {
     pub fn pids(&self) -> Vec<u32> {
         self.procs.0.iter().map(Child::id).collect()
     }
+}
+
+/// A process's log file; a restarted process appends to it.
+fn log_file(dir: &Path, name: &str) -> std::fs::File {
+    std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{name}.log"))).expect("log file")
 }
 
 #[test]

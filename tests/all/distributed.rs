@@ -120,7 +120,7 @@ fn losing_a_taskmanager_fails_its_jobs_and_frees_the_survivors_slots() {
     let o = cluster.client(&[OsStr::new("submit"), wasm.as_os_str(), OsStr::new("-p"), OsStr::new("2"), OsStr::new("--detach")]);
     assert!(o.status.success(), "{}", stderr(&o));
     crate::cluster::wait_until("the job to make progress", || vertex_counts(&cluster.status(), "slow").0 > 0);
-    cluster.procs.0[2].kill().expect("kill taskmanager-2");
+    cluster.kill("taskmanager-2");
     crate::cluster::wait_until("the job to fail and the survivor's slot to be free", || {
         let s = cluster.status();
         s.lines().any(|l| l.contains(" FAILED ") && l.contains("taskmanager taskmanager-2 was lost")) && s.contains("free slots: 1")

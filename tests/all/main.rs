@@ -9,4 +9,5 @@ mod cluster;
 mod distributed;
 mod hostile_peers;
 mod keyed_state;
+mod recovery;
 mod wordcount;

@@ -17,21 +17,31 @@ fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn build(job: &mut Job) {
-    let n = match job.arg("n").map(str::parse::<u64>) {
-        None => 1_000_000,
+fn number(job: &mut Job, name: &str, default: u64) -> u64 {
+    match job.arg(name).map(str::parse::<u64>) {
+        None => default,
         Some(Ok(n)) => n,
         Some(Err(e)) => {
-            job.fail(format!("argument n: {e}"));
+            job.fail(format!("argument {name}: {e}"));
             0
         }
-    };
+    }
+}
+
+fn build(job: &mut Job) {
+    let n = number(job, "n", 1_000_000);
+    let work = number(job, "work", 0);
     let sink = match job.arg("sink") {
         None | Some("discard") => Sink::discard(),
         Some(_) => Sink::default(),
     };
     job.name("keyed_sum");
-    job.generator("numbers", 0, n).key_by("by-key", |i: &u64| splitmix64(*i) % 100_000).sum("sum").sink("out", sink);
+    let key = move |i: &u64| {
+        // Extra rounds that cost time without changing the key.
+        std::hint::black_box((0..work).fold(*i, |x, _| splitmix64(x)));
+        splitmix64(*i) % 100_000
+    };
+    job.generator("numbers", 0, n).key_by("by-key", key).sum("sum").sink("out", sink);
 }
 
 weir_sdk::export_job!(build);

@@ -127,3 +127,23 @@ pub(crate) fn open<'a>(bytes: &'a [u8], what: &'static str, magic: &[u8; 4], ver
     }
     Ok(inner)
 }
+
+/// The process's peak virtual memory in KiB, where the platform reports it. A buffer
+/// sized from a hostile length would raise it by gigabytes even if never touched, so
+/// tests compare it around hostile decodes (other tests running concurrently add
+/// megabytes at most).
+#[cfg(test)]
+pub(crate) fn vm_peak_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmPeak:"))?.trim().strip_suffix("kB")?.trim().parse().ok()
+}
+
+/// Runs `decode` and fails if the peak virtual memory grew by 1 GiB or more meanwhile.
+#[cfg(test)]
+pub(crate) fn assert_no_huge_allocation(decode: impl FnOnce()) {
+    let before = vm_peak_kib();
+    decode();
+    if let (Some(before), Some(after)) = (before, vm_peak_kib()) {
+        assert!(after.saturating_sub(before) < 1 << 20, "peak virtual memory grew from {before} KiB to {after} KiB");
+    }
+}

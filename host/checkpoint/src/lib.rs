@@ -34,7 +34,7 @@ pub use meta::{CheckpointMeta, TaskMeta, VertexMeta, decode_meta, encode_meta};
 pub use savepoint::load_savepoint;
 pub use state_file::{FileKind, StateFile, StateFileView, StateFileWriter, decode_state_file, key_group_of};
 pub use storage::{CheckpointStorage, DirStorage, StorageError, validate_path};
-pub use store::{CheckpointError, JobCheckpoints, METADATA_FILE, load_state, verify};
+pub use store::{CheckpointError, JobCheckpoints, METADATA_FILE, RestoredState, load_state, verify};
 
 #[cfg(test)]
 mod tests;

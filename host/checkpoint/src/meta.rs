@@ -195,13 +195,15 @@ mod tests {
             format::seal(&mut out);
             out
         };
-        // A job name claiming ~2^63 bytes, and a vertex list claiming as many entries.
+        // A job name claiming ~2^63 bytes, and a vertex list claiming as many entries
+        // (after job "", id 1, max parallelism 5).
         let huge = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
-        assert!(matches!(decode_meta(&sealed(&huge)), Err(FormatError::Payload(_))));
-        // (job "", id 1, max parallelism 5, then the vertex count.)
-        let mut payload = vec![0, 1, 5];
-        payload.extend_from_slice(&huge);
-        assert!(matches!(decode_meta(&sealed(&payload)), Err(FormatError::Payload(_))));
+        let mut vertices = vec![0, 1, 5];
+        vertices.extend_from_slice(&huge);
+        format::assert_no_huge_allocation(|| {
+            assert!(matches!(decode_meta(&sealed(&huge)), Err(FormatError::Payload(_))));
+            assert!(matches!(decode_meta(&sealed(&vertices)), Err(FormatError::Payload(_))));
+        });
         // Trailing bytes after a valid payload.
         let mut payload = postcard::to_stdvec(&sample()).expect("encode");
         payload.push(0);

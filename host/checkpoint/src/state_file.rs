@@ -233,18 +233,20 @@ impl<'a> Cursor<'a> {
         Ok(taken)
     }
 
-    fn u32(&mut self, what: &'static str) -> Result<u32, FormatError> {
-        let b = self.take(4, what)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], FormatError> {
+        let (offset, left) = (self.offset(), self.left());
+        let taken = self.take(N as u64, what)?;
+        taken.try_into().map_err(|_| FormatError::Truncated { what, offset, need: N as u64, left })
     }
 
     fn entry(&mut self) -> Result<EntryRef<'a>, FormatError> {
-        let key_len = self.u32("key length")?;
+        let key_len = u32::from_le_bytes(self.array("key length")?);
         let key = self.take(u64::from(key_len), "key")?;
         let at = self.offset();
-        match self.take(1, "entry tag")?[0] {
+        let [tag] = self.array("entry tag")?;
+        match tag {
             TAG_PUT => {
-                let value_len = self.u32("value length")?;
+                let value_len = u32::from_le_bytes(self.array("value length")?);
                 Ok((key, Some(self.take(u64::from(value_len), "value")?)))
             }
             TAG_DELETE => Ok((key, None)),
@@ -305,10 +307,7 @@ mod tests {
     fn roundtrip() {
         let file = decode_state_file(&small_delta()).expect("decode");
         assert_eq!(file.kind, FileKind::Delta);
-        assert_eq!(
-            file.entries,
-            vec![(key(3, b"a"), Some(b"one".to_vec())), (key(7, b"b"), None), (key(3, b""), Some(Vec::new()))]
-        );
+        assert_eq!(file.entries, vec![(key(3, b"a"), Some(b"one".to_vec())), (key(7, b"b"), None), (key(3, b""), Some(Vec::new()))]);
         let empty = StateFileWriter::new(FileKind::Full).finish();
         assert_eq!(empty.len(), MIN_LEN);
         assert_eq!(decode_state_file(&empty).expect("empty"), StateFile { kind: FileKind::Full, entries: Vec::new() });
@@ -385,9 +384,12 @@ mod tests {
 
     #[test]
     fn hostile_lengths_are_refused_before_any_allocation() {
+        format::assert_no_huge_allocation(hostile_lengths);
+    }
+
+    fn hostile_lengths() {
         // Lengths up to u32::MAX behind a valid checksum: each must be an error about the
-        // length (the decoder only ever copies slices that exist in its input, so the
-        // error path is the only one a hostile length can take).
+        // length, and no buffer may be sized from it.
         for len in [4u32, 5, 1 << 20, u32::MAX - 1, u32::MAX] {
             let mut content = header(1);
             content.extend_from_slice(&len.to_le_bytes());

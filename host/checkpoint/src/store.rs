@@ -20,6 +20,9 @@ use crate::meta::{CheckpointMeta, decode_meta, encode_meta};
 use crate::state_file::{FileKind, StateFileView, key_group_of};
 use crate::storage::{CheckpointStorage, StorageError};
 
+/// A subtask's restored keyed state: (key, value) pairs sorted by key.
+pub type RestoredState = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// The name of the file that completes a checkpoint (or a savepoint).
 pub const METADATA_FILE: &str = "_metadata";
 
@@ -164,7 +167,7 @@ impl JobCheckpoints {
     }
 
     /// Loads the state of a chain from this job's storage (see [`load_state`]).
-    pub fn load_state(&self, chain: &[String], groups: Range<u32>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, CheckpointError> {
+    pub fn load_state(&self, chain: &[String], groups: Range<u32>) -> Result<RestoredState, CheckpointError> {
         load_state(&*self.storage, chain, groups)
     }
 
@@ -296,7 +299,7 @@ fn no_key_group(path: &str, key: &[u8]) -> CheckpointError {
 /// The chain's paths are relative to `storage`: the job's own storage for a checkpoint
 /// from [`JobCheckpoints::latest`], the savepoint's for one from
 /// [`crate::load_savepoint`].
-pub fn load_state(storage: &dyn CheckpointStorage, chain: &[String], groups: Range<u32>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, CheckpointError> {
+pub fn load_state(storage: &dyn CheckpointStorage, chain: &[String], groups: Range<u32>) -> Result<RestoredState, CheckpointError> {
     let mut state = BTreeMap::new();
     for (position, path) in chain.iter().enumerate() {
         let bytes = storage.read(path)?;

@@ -64,8 +64,7 @@ fn three_checkpoints(ck: &JobCheckpoints) -> [CheckpointMeta; 3] {
     ck.complete(&m2).expect("complete 2");
 
     // Re-adds a deleted key and deletes one added by the previous delta: order matters.
-    ck.write_state(&p(3, 0), &state_file(FileKind::Delta, &[Op::Put(1, "b", "3"), Op::Delete(0, "d"), Op::Put(0, "a", "3")]))
-        .expect("write");
+    ck.write_state(&p(3, 0), &state_file(FileKind::Delta, &[Op::Put(1, "b", "3"), Op::Delete(0, "d"), Op::Put(0, "a", "3")])).expect("write");
     let m3 = meta(3, [vec![p(1, 0), p(2, 0), p(3, 0)], vec![p(2, 1)]]);
     ck.complete(&m3).expect("complete 3");
     [m1, m2, m3]
@@ -198,18 +197,23 @@ fn retention_keeps_every_file_the_retained_chains_reference() {
 
     ck.retain(2).expect("retain 2");
     assert_eq!(list(1), ["1-0.state"]);
-    assert_eq!(list(2), ["1-0.state"]);
+    // Checkpoint 3 still uses subtask 1's full file of checkpoint 2.
+    assert_eq!(list(2), ["1-0.state", "1-1.state"]);
     assert_eq!(list(3), ["1-0.state", METADATA_FILE]);
     assert_eq!(list(4), ["1-0.state", "1-1.state", METADATA_FILE]);
     assert_eq!(list(5), ["1-0.state"]);
 
     ck.retain(1).expect("retain 1");
     assert_eq!(list(1), ["1-0.state"]);
+    assert_eq!(list(2), ["1-0.state"]);
     assert_eq!(list(3), ["1-0.state"]);
     assert_eq!(list(4), ["1-0.state", "1-1.state", METADATA_FILE]);
     assert_eq!(ck.checkpoint_ids().expect("ids"), [1, 2, 3, 4, 5]);
     assert_eq!(ck.latest().expect("latest"), Some(m4.clone()));
-    assert_eq!(ck.load_state(&m4.vertices[0].tasks[0].state, 0..MAX).expect("load"), kv(&[(key(0, "a"), "3"), (key(1, "b"), "3"), (key(1, "c"), "4")]));
+    assert_eq!(
+        ck.load_state(&m4.vertices[0].tasks[0].state, 0..MAX).expect("load"),
+        kv(&[(key(0, "a"), "3"), (key(1, "b"), "3"), (key(1, "c"), "4")])
+    );
 
     // A new full file for subtask 0 frees the old chain; an abandoned attempt (6) older
     // than the newest completed checkpoint goes too.

@@ -57,6 +57,15 @@ struct SubmitArgs {
     /// Print the job id and return at once instead of waiting for the job's end.
     #[arg(short, long)]
     detach: bool,
+    /// Checkpoint every this many milliseconds (exactly-once state; needs a jobmanager
+    /// with --checkpoint-dir).
+    #[arg(long, value_name = "MS")]
+    checkpoint_interval: Option<u64>,
+    /// Restart strategy after a failure: none, fixed-delay:ATTEMPTS:DELAY_MS,
+    /// exponential:INITIAL_MS:MAX_MS, failure-rate:FAILURES:INTERVAL_MS:DELAY_MS
+    /// [default: fixed-delay:3:1000 with checkpoints, none without].
+    #[arg(long)]
+    restart: Option<String>,
     /// Maximum component size accepted locally before sending.
     #[arg(long, default_value_t = Limits::default().max_component_bytes)]
     max_component_size: u64,
@@ -102,6 +111,12 @@ struct JobManagerArgs {
     /// A TaskManager without heartbeat for this long is lost, in milliseconds.
     #[arg(long, default_value_t = 3000)]
     heartbeat_timeout_ms: u64,
+    /// Checkpoint storage: a directory every TaskManager can reach at the same path.
+    #[arg(long)]
+    checkpoint_dir: Option<PathBuf>,
+    /// Completed checkpoints kept per job.
+    #[arg(long, default_value_t = 3)]
+    retain_checkpoints: u32,
     #[command(flatten)]
     id: IdentityArgs,
     #[command(flatten)]
@@ -383,7 +398,12 @@ fn jobmanager(a: JobManagerArgs) -> Result<()> {
         println!("jobmanager listening on {addr}");
         std::io::Write::flush(&mut std::io::stdout())?;
         let timeout = std::time::Duration::from_millis(a.heartbeat_timeout_ms);
-        let config = weir_jobmanager::service::JobManagerConfig { heartbeat_timeout: timeout, heartbeat_interval: timeout / 6 };
+        let config = weir_jobmanager::service::JobManagerConfig {
+            heartbeat_timeout: timeout,
+            heartbeat_interval: timeout / 6,
+            checkpoint_dir: a.checkpoint_dir.as_ref().map(|d| d.display().to_string()),
+            retain: a.retain_checkpoints,
+        };
         weir_jobmanager::service::serve(endpoint, config, sandbox).await;
         Ok(())
     })
@@ -428,13 +448,15 @@ fn cluster_status(a: ClusterStatusArgs) -> Result<()> {
     }
     println!("free slots: {}", view.free_slots);
     for j in &view.jobs {
+        let checkpoint = j.last_checkpoint.map_or("none".to_string(), |c| c.to_string());
+        let error = j.error.as_ref().map(|e| format!(" error: {e}")).unwrap_or_default();
         println!(
-            "job {} {} {} {:.3}s{}",
+            "job {} {} {} {:.3}s restarts={} checkpoint={checkpoint}{error}",
             j.id,
             j.name,
             j.status.name(),
             j.elapsed.as_secs_f64(),
-            j.error.as_ref().map(|e| format!(" error: {e}")).unwrap_or_default()
+            j.restarts
         );
         for v in &j.vertices {
             println!("  vertex {:?} x{} in={} out={}", v.name, v.parallelism, v.records_in, v.records_out);
@@ -451,6 +473,8 @@ fn submit(a: SubmitArgs) -> Result<()> {
         args: a.job.args.clone(),
         input: a.input.clone(),
         output: a.output.clone(),
+        checkpoint_interval_ms: a.checkpoint_interval,
+        restart: a.restart.clone(),
     };
     let name = a.job.job.display().to_string();
     let report = client(&a.id, async |endpoint| {

@@ -81,19 +81,19 @@ pub async fn send_chunks<T: Serialize>(tx: &mut FramedSend<T>, bytes: &[u8], wra
 
 /// Reads `size` bytes of chunk messages, which `unwrap` recognizes; anything else
 /// on the stream meanwhile is a protocol error.
-pub async fn recv_chunks<T: DeserializeOwned + std::fmt::Debug>(
+pub async fn recv_chunks<T: DeserializeOwned>(
     rx: &mut FramedRecv<T>,
     size: u64,
-    unwrap: impl Fn(T) -> Result<Vec<u8>, T>,
+    unwrap: impl Fn(T) -> Option<Vec<u8>>,
 ) -> Result<Vec<u8>, ControlError> {
     // The size was checked against the component limit by the caller; grow as bytes arrive.
     let mut out = Vec::with_capacity(size.min(CHUNK_BYTES as u64) as usize);
     while (out.len() as u64) < size {
         match rx.recv().await? {
             Some(m) => match unwrap(m) {
-                Ok(chunk) if out.len() as u64 + chunk.len() as u64 <= size => out.extend_from_slice(&chunk),
-                Ok(_) => return Err(ControlError::Protocol("component chunks exceed the announced size".into())),
-                Err(other) => return Err(ControlError::Protocol(format!("expected a component chunk, got {other:?}"))),
+                Some(chunk) if out.len() as u64 + chunk.len() as u64 <= size => out.extend_from_slice(&chunk),
+                Some(_) => return Err(ControlError::Protocol("component chunks exceed the announced size".into())),
+                None => return Err(ControlError::Protocol("expected a component chunk, got another message".into())),
             },
             None => return Err(ControlError::Protocol("the stream ended inside a component".into())),
         }

@@ -7,6 +7,7 @@
 //! same stream, so the frame limit stays small.
 
 use serde::{Deserialize, Serialize};
+use weir_checkpoint::TaskMeta;
 use weir_types::deployment::{JobDeployment, JobReport, TaskEnd, TaskProgress};
 
 /// The first message on a control stream.
@@ -43,6 +44,11 @@ pub struct SubmitRequest {
     pub input: Option<String>,
     /// Binds file sinks: a directory on the TaskManagers, one part file per subtask.
     pub output: Option<String>,
+    /// Checkpoint every this many milliseconds (needs the JobManager's checkpoint dir).
+    pub checkpoint_interval_ms: Option<u64>,
+    /// Restart strategy (`none`, `fixed-delay:N:MS`, `exponential:MS:MS`,
+    /// `failure-rate:N:MS:MS`); default: fixed delay with checkpoints, none without.
+    pub restart: Option<String>,
 }
 
 /// Messages to the JobManager. The first on a stream is always a `Hello`.
@@ -71,6 +77,8 @@ pub enum ToJobManager {
     },
     /// TaskManager: a subtask ended.
     TaskEnded(TaskEnd),
+    /// TaskManager: a subtask's snapshot for a checkpoint is persisted (or failed).
+    CheckpointAck(CheckpointAck),
     /// Client: the resource view and the jobs.
     Status,
     /// Client: run a job; its component follows.
@@ -115,6 +123,20 @@ pub enum FromJobManager {
         /// Job id.
         job: String,
     },
+    /// TaskManager: sources of a job run inject the barrier of checkpoint `id`.
+    TriggerCheckpoint {
+        /// Job run id.
+        job: String,
+        /// Checkpoint id.
+        id: u64,
+    },
+    /// TaskManager: checkpoint `id` of a job run is complete.
+    CheckpointComplete {
+        /// Job run id.
+        job: String,
+        /// Checkpoint id.
+        id: u64,
+    },
     /// TaskManager: cancel a job's subtasks (prepared or running).
     Cancel {
         /// Job id.
@@ -138,6 +160,19 @@ pub enum FromJobManager {
         /// Job id.
         job: String,
     },
+}
+
+/// A subtask's snapshot for checkpoint `checkpoint`, persisted (or not).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointAck {
+    /// The job's run id.
+    pub job: String,
+    /// Checkpoint id.
+    pub checkpoint: u64,
+    /// Vertex index.
+    pub vertex: u32,
+    /// What was written, or why it could not be.
+    pub task: Result<TaskMeta, String>,
 }
 
 /// The resource view and the jobs, running and finished.

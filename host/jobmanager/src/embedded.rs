@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 use crossbeam_channel::Receiver;
 use thiserror::Error;
 use weir_state::{StateError, StateStore};
-use weir_taskmanager::{TaskError, TaskManager};
+use weir_taskmanager::{Report, Reporter, TaskError, TaskManager};
 use weir_types::deployment::{JobDeployment, JobReport, JobStatus, SinkFiles, TaskEnd, place};
 use weir_types::graph::ExecutionGraph;
 use weir_types::plan::{JobPlan, PlanError};
@@ -135,13 +135,19 @@ impl EmbeddedCluster {
             checkpoints: None,
             restore: None,
         };
-        let prepared = self.inner.tm.prepare(&deployment, 0, &component)?;
         let (tx, ends) = crossbeam_channel::unbounded();
+        // Embedded runs are not checkpointed, so only subtask ends matter. The handle
+        // may be gone if the caller stopped waiting.
+        let report: Reporter = Arc::new(move |r| {
+            if let Report::Ended(end) = r {
+                let _ = tx.send(end);
+            }
+        });
+        let prepared = self.inner.tm.prepare(&deployment, 0, &component, report)?;
         let mut tracker =
             JobTracker::new(&deployment.job, &deployment.plan.name, deployment.graph.clone(), deployment.placement.clone(), Instant::now());
         let tasks = prepared.len();
-        // The handle may be gone if the caller stopped waiting.
-        prepared.start(move |end| drop(tx.send(end)))?;
+        prepared.start()?;
         tracker.running();
         tracing::info!(job = %deployment.job, name = %deployment.plan.name, tasks, slots = needed, "job deployed");
         Ok(JobHandle { tm: self.inner.tm.clone(), graph: deployment.graph, tracker, ends, _slots: slots })

@@ -3,6 +3,8 @@
 //!
 //! - [`tracker`]: a job's status from its subtasks' ends and progress (pure; says when
 //!   to cancel the rest and when the job is over).
+//! - [`coordinator`]: when to trigger a checkpoint and when it is complete (pure).
+//! - [`restart`]: restart strategies: fixed delay, exponential backoff, failure rate.
 //! - [`embedded`]: a JobManager and a TaskManager with N slots in one process, wired by
 //!   in-process channels. `weir run` uses it. [`embedded::prepare`] is the load, plan
 //!   and check step every submission shares.
@@ -17,7 +19,9 @@
 //! It is not: the executor of subtasks (`weir-taskmanager`) or the sandbox
 //! (`weir-wasm`).
 
+pub mod coordinator;
 pub mod embedded;
+pub mod restart;
 pub mod service;
 pub mod tracker;
 

@@ -7,36 +7,53 @@
 //! are they started, so no producer ever sends to a consumer that does not exist yet.
 //! The first failure, a lost TaskManager or a user's cancel fans out as a cancel to
 //! every TaskManager of the job.
+//!
+//! With checkpointing, a per-job [`Coordinator`] triggers barriers on an interval and
+//! completes a checkpoint once every subtask acknowledged it, writing its metadata
+//! last. A failed run restarts under the job's [`RestartStrategy`] from the newest
+//! intact checkpoint (falling back past corrupted ones), as a new attempt, as soon as
+//! enough slots are free.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
+use weir_checkpoint::{DirStorage, JobCheckpoints};
 use weir_control::client::{recv_chunks, send_chunks};
-use weir_control::protocol::{FromJobManager, Hello, SubmitRequest, TASKMANAGER_PREFIX, ToJobManager};
+use weir_control::protocol::{CheckpointAck, FromJobManager, Hello, SubmitRequest, TASKMANAGER_PREFIX, ToJobManager};
 use weir_control::registry::Registry;
 use weir_net::{CLOSE_PROTOCOL_ERROR, CLOSE_UNAUTHORIZED, Connection, Endpoint, FramedRecv, FramedSend};
-use weir_types::deployment::{JobDeployment, JobReport, SinkFiles, place};
+use weir_types::deployment::{CheckpointConfig, JobDeployment, JobReport, JobStatus, SinkFiles, place};
 use weir_wasm::Runtime;
 
+use crate::coordinator::{AckOutcome, Coordinator};
 use crate::embedded::{new_job_id, prepare};
+use crate::restart::RestartStrategy;
 use crate::tracker::JobTracker;
 
-/// How the JobManager watches its TaskManagers.
-#[derive(Debug, Clone, Copy)]
+/// How the JobManager watches its TaskManagers and keeps checkpoints.
+#[derive(Debug, Clone)]
 pub struct JobManagerConfig {
     /// A TaskManager silent for longer than this is lost.
     pub heartbeat_timeout: Duration,
     /// How often TaskManagers are told to send heartbeats.
     pub heartbeat_interval: Duration,
+    /// Root of the checkpoint storage (shared with the TaskManagers); without it jobs
+    /// cannot be checkpointed.
+    pub checkpoint_dir: Option<String>,
+    /// Completed checkpoints kept per job.
+    pub retain: u32,
 }
 
 impl Default for JobManagerConfig {
     fn default() -> Self {
-        Self { heartbeat_timeout: Duration::from_secs(3), heartbeat_interval: Duration::from_millis(500) }
+        Self { heartbeat_timeout: Duration::from_secs(3), heartbeat_interval: Duration::from_millis(500), checkpoint_dir: None, retain: 3 }
     }
 }
+
+/// How often the JobManager looks for due checkpoints and restarts.
+const TICK: Duration = Duration::from_millis(20);
 
 /// Ended jobs kept for status queries.
 const HISTORY: usize = 1000;
@@ -52,6 +69,8 @@ enum Order {
 }
 
 struct Job {
+    /// The current attempt's deployment.
+    deployment: Box<JobDeployment>,
     tracker: JobTracker,
     /// Run id of the current attempt: what TaskManagers call the job.
     run: String,
@@ -63,13 +82,45 @@ struct Job {
     preparing: HashSet<u64>,
     component: Arc<Vec<u8>>,
     watchers: Vec<oneshot::Sender<JobReport>>,
+    restart: RestartStrategy,
+    failures: Vec<Instant>,
+    /// Set while the job waits to run again: not before this instant.
+    restart_at: Option<Instant>,
+    restarts: u32,
+    coordinator: Option<Coordinator>,
+    checkpoints: Option<Arc<JobCheckpoints>>,
+    last_checkpoint: Option<u64>,
+    /// Over for good: in the history.
+    done: bool,
 }
+
+impl Job {
+    fn report(&self, now: Instant) -> JobReport {
+        let mut r = self.tracker.report(now);
+        if self.restart_at.is_some() {
+            r.status = JobStatus::Restarting;
+        }
+        r.restarts = self.restarts;
+        r.last_checkpoint = self.last_checkpoint;
+        r
+    }
+
+    fn send(&self, orders: &Orders, msg: impl Fn() -> FromJobManager) {
+        for (id, _) in &self.slots {
+            if let Some(o) = orders.get(id) {
+                let _ = o.send(Order::Send(msg()));
+            }
+        }
+    }
+}
+
+type Orders = HashMap<u64, mpsc::UnboundedSender<Order>>;
 
 #[derive(Default)]
 struct State {
     /// Order queues of connected TaskManagers. Unbounded but small: a handful of
     /// control orders per job, and components are shared, not copied.
-    orders: HashMap<u64, mpsc::UnboundedSender<Order>>,
+    orders: Orders,
     jobs: Vec<Job>,
 }
 
@@ -77,6 +128,7 @@ struct Shared {
     registry: Mutex<Registry>,
     state: Mutex<State>,
     runtime: Runtime,
+    config: JobManagerConfig,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -87,7 +139,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Serves connections until the endpoint closes. `runtime` loads and plans submitted
 /// components.
 pub async fn serve(endpoint: Endpoint, config: JobManagerConfig, runtime: Runtime) {
-    let shared = Arc::new(Shared { registry: Mutex::new(Registry::new(config.heartbeat_timeout)), state: Mutex::default(), runtime });
+    let registry = Mutex::new(Registry::new(config.heartbeat_timeout));
+    let shared = Arc::new(Shared { registry, state: Mutex::default(), runtime, config: config.clone() });
+    let ticker = shared.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(TICK).await;
+            ticker.tick().await;
+        }
+    });
     let reaper = shared.clone();
     tokio::spawn(async move {
         let tick = (config.heartbeat_timeout / 10).max(Duration::from_millis(20));
@@ -102,11 +162,11 @@ pub async fn serve(endpoint: Endpoint, config: JobManagerConfig, runtime: Runtim
     });
     while let Some(conn) = endpoint.accept().await {
         let shared = shared.clone();
-        tokio::spawn(async move { handle(conn, shared, config).await });
+        tokio::spawn(async move { handle(conn, shared).await });
     }
 }
 
-async fn handle(conn: Connection, shared: Arc<Shared>, config: JobManagerConfig) {
+async fn handle(conn: Connection, shared: Arc<Shared>) {
     let (mut tx, mut rx) = match conn.accept_control::<FromJobManager, ToJobManager>().await {
         Ok(s) => s,
         Err(e) => {
@@ -115,7 +175,7 @@ async fn handle(conn: Connection, shared: Arc<Shared>, config: JobManagerConfig)
         }
     };
     match next(&conn, &mut rx).await {
-        Some(ToJobManager::Hello(Hello::TaskManager { slots, data_addr })) => taskmanager(conn, tx, rx, shared, config, slots, data_addr).await,
+        Some(ToJobManager::Hello(Hello::TaskManager { slots, data_addr })) => taskmanager(conn, tx, rx, shared, slots, data_addr).await,
         Some(ToJobManager::Hello(Hello::Client)) => {
             while let Some(msg) = next(&conn, &mut rx).await {
                 let reply = match msg {
@@ -167,8 +227,8 @@ async fn submit(
         return Err(Refusal::Close);
     }
     let unwrap = |m| match m {
-        ToJobManager::ComponentChunk(c) => Ok(c),
-        other => Err(other),
+        ToJobManager::ComponentChunk(c) => Some(c),
+        _ => None,
     };
     let wasm = match recv_chunks(rx, request.size, unwrap).await {
         Ok(w) => w,
@@ -190,55 +250,64 @@ async fn submit(
         Err(e) => return Err(Refusal::Reply(format!("planning panicked: {e}"))),
     };
 
-    let mut registry = lock(&shared.registry);
-    let free = registry.free();
-    let counts: Vec<u32> = free.iter().map(|(_, n, _)| *n).collect();
-    let Some(placement) = place(&graph, &counts) else {
-        return Err(Refusal::Reply(format!("the job needs {} slots but only {} are free", graph.slots_needed(), counts.iter().sum::<u32>())));
+    let restart = match &request.restart {
+        Some(r) => r.parse::<RestartStrategy>().map_err(Refusal::Reply)?,
+        None if request.checkpoint_interval_ms.is_some() => RestartStrategy::default(),
+        None => RestartStrategy::None,
     };
-    let mut slots: Vec<(u64, u32)> = free.iter().map(|(id, _, _)| (*id, 0)).collect();
-    if let Some(widest) = placement.iter().max_by_key(|p| p.len()) {
-        for &tm in widest {
-            slots[tm as usize].1 += 1;
+    let checkpoints = match (request.checkpoint_interval_ms, &shared.config.checkpoint_dir) {
+        (None, _) => None,
+        (Some(_), None) => return Err(Refusal::Reply("checkpointing needs a jobmanager started with --checkpoint-dir".into())),
+        (Some(ms), Some(dir)) => Some(CheckpointConfig { dir: dir.clone(), interval_ms: ms.max(10), retain: shared.config.retain.max(1) }),
+    };
+    let job = new_job_id();
+    let store = match &checkpoints {
+        Some(c) => {
+            let storage = DirStorage::new(&c.dir).map_err(|e| Refusal::Reply(format!("checkpoint storage {}: {e}", c.dir)))?;
+            Some(Arc::new(JobCheckpoints::new(Arc::new(storage), &job)))
         }
-    }
-    slots.retain(|(_, n)| *n > 0);
-    for &(id, n) in &slots {
-        registry.reserve(id, n);
-    }
-    drop(registry);
-
-    let deployment = JobDeployment {
-        job: new_job_id(),
+        None => None,
+    };
+    let deployment = Box::new(JobDeployment {
+        job: job.clone(),
         plan,
         graph,
         args: request.args,
         component: component.hash.clone(),
-        placement,
-        taskmanagers: free.iter().map(|(_, _, addr)| addr.clone()).collect(),
+        placement: vec![],
+        taskmanagers: vec![],
         sink_files: SinkFiles::PartPerSubtask,
         attempt: 0,
-        checkpoints: None,
+        checkpoints,
         restore: None,
-    };
-    let tms: Vec<u64> = free.iter().map(|(id, _, _)| *id).collect();
-    let involved: HashSet<u64> = slots.iter().map(|(id, _)| *id).collect();
-    let description = describe(&deployment, &tms, &shared.registry);
+    });
     let (ended_tx, ended_rx) = oneshot::channel();
-    let job = deployment.job.clone();
-    tracing::info!(%job, name = %deployment.plan.name, tasks = deployment.task_count(), taskmanagers = involved.len(), "job submitted");
+    let tracker = JobTracker::new(&job, &deployment.plan.name, deployment.graph.clone(), vec![], Instant::now());
+    let mut j = Job {
+        run: deployment.run_id(),
+        deployment,
+        tracker,
+        tms: vec![],
+        slots: vec![],
+        preparing: HashSet::new(),
+        component: Arc::new(wasm),
+        watchers: vec![ended_tx],
+        restart,
+        failures: vec![],
+        restart_at: None,
+        restarts: 0,
+        coordinator: None,
+        checkpoints: store,
+        last_checkpoint: None,
+        done: false,
+    };
     let mut state = lock(&shared.state);
-    let tracker = JobTracker::new(&job, &deployment.plan.name, deployment.graph.clone(), deployment.placement.clone(), Instant::now());
-    let deployment = Box::new(deployment);
-    for (me, id) in tms.iter().enumerate() {
-        if involved.contains(id)
-            && let Some(orders) = state.orders.get(id)
-        {
-            let _ = orders.send(Order::Send(FromJobManager::Deploy { deployment: deployment.clone(), me: me as u32 }));
-        }
+    if let Err(free) = shared.deploy(&mut j, &state.orders, None) {
+        return Err(Refusal::Reply(format!("the job needs {} slots but only {free} are free", j.deployment.graph.slots_needed())));
     }
-    let run = deployment.run_id();
-    state.jobs.push(Job { tracker, run, tms, slots, preparing: involved, component: Arc::new(wasm), watchers: vec![ended_tx] });
+    let description = describe(&j.deployment, &j.tms, &shared.registry);
+    tracing::info!(%job, name = %j.deployment.plan.name, tasks = j.deployment.task_count(), "job submitted");
+    state.jobs.push(j);
     drop(state);
     Ok((job, description, ended_rx))
 }
@@ -257,46 +326,118 @@ impl Shared {
     fn view(&self) -> weir_control::protocol::ClusterView {
         let mut view = lock(&self.registry).view(Instant::now());
         let now = Instant::now();
-        view.jobs = lock(&self.state).jobs.iter().map(|j| j.tracker.report(now)).collect();
+        view.jobs = lock(&self.state).jobs.iter().map(|j| j.report(now)).collect();
         view
+    }
+
+    /// Places and deploys the next attempt of `j` (restoring `restore`, a checkpoint
+    /// metadata path); `Err(free slots)` if the job does not fit now.
+    fn deploy(&self, j: &mut Job, orders: &Orders, restore: Option<String>) -> Result<(), u32> {
+        let mut registry = lock(&self.registry);
+        let free = registry.free();
+        let counts: Vec<u32> = free.iter().map(|(_, n, _)| *n).collect();
+        let placement = place(&j.deployment.graph, &counts).ok_or_else(|| counts.iter().sum::<u32>())?;
+        let mut slots: Vec<(u64, u32)> = free.iter().map(|(id, _, _)| (*id, 0)).collect();
+        if let Some(widest) = placement.iter().max_by_key(|p| p.len()) {
+            for &tm in widest {
+                slots[tm as usize].1 += 1;
+            }
+        }
+        slots.retain(|(_, n)| *n > 0);
+        for &(id, n) in &slots {
+            registry.reserve(id, n);
+        }
+        drop(registry);
+        let d = &mut j.deployment;
+        if !j.tms.is_empty() || j.restart_at.is_some() {
+            d.attempt += 1;
+        }
+        d.placement = placement;
+        d.taskmanagers = free.iter().map(|(_, _, addr)| addr.clone()).collect();
+        d.restore = restore;
+        j.tms = free.iter().map(|(id, _, _)| *id).collect();
+        j.run = d.run_id();
+        j.preparing = slots.iter().map(|(id, _)| *id).collect();
+        j.slots = slots;
+        j.restart_at = None;
+        j.tracker = JobTracker::new(&d.job, &d.plan.name, d.graph.clone(), d.placement.clone(), Instant::now());
+        let now = Instant::now();
+        j.coordinator = d.checkpoints.as_ref().map(|c| {
+            let first = j.last_checkpoint.map_or(1, |id| id + 1);
+            Coordinator::new(Duration::from_millis(c.interval_ms), first, d.task_count(), now)
+        });
+        for (me, id) in j.tms.iter().enumerate() {
+            if j.preparing.contains(id)
+                && let Some(o) = orders.get(id)
+            {
+                let _ = o.send(Order::Send(FromJobManager::Deploy { deployment: j.deployment.clone(), me: me as u32 }));
+            }
+        }
+        Ok(())
     }
 
     fn cancel(&self, job: &str) -> bool {
         let mut state = lock(&self.state);
         let State { orders, jobs } = &mut *state;
-        let Some(j) = jobs.iter_mut().find(|j| j.tracker.id() == job && !j.tracker.is_done()) else { return false };
+        let Some(j) = jobs.iter_mut().find(|j| j.tracker.id() == job && !j.done) else { return false };
         tracing::info!(job, "cancelling on request");
-        if j.tracker.cancel(Instant::now()) {
+        j.restart = RestartStrategy::None;
+        if j.restart_at.is_some() {
+            // Nothing runs between attempts: the job ends here.
+            j.restart_at = None;
+            j.tracker.cancel(Instant::now());
+            self.finish(j);
+        } else if j.tracker.cancel(Instant::now()) {
             fan_out_cancel(orders, j);
         }
         true
     }
 
-    /// Applies `f` to a running job, then ends the job if it is over.
-    fn with_job(&self, job: &str, f: impl FnOnce(&mut Job, &HashMap<u64, mpsc::UnboundedSender<Order>>)) {
+    /// Applies `f` to the current attempt of a running job (by run id), then handles
+    /// the attempt's end if it is over.
+    fn with_job(&self, run: &str, f: impl FnOnce(&mut Job, &Orders)) {
         let mut state = lock(&self.state);
         let State { orders, jobs } = &mut *state;
-        let Some(j) = jobs.iter_mut().find(|j| j.run == job && !j.tracker.is_done()) else { return };
+        let Some(j) = jobs.iter_mut().find(|j| j.run == run && !j.done && j.restart_at.is_none()) else { return };
         f(j, orders);
         if j.tracker.is_done() {
-            self.job_ended(j);
+            self.attempt_ended(j);
         }
-        let ended = jobs.iter().filter(|j| j.tracker.is_done()).count();
+        let ended = jobs.iter().filter(|j| j.done).count();
         if ended > HISTORY
-            && let Some(oldest) = jobs.iter().position(|j| j.tracker.is_done())
+            && let Some(oldest) = jobs.iter().position(|j| j.done)
         {
             jobs.remove(oldest);
         }
     }
 
-    fn job_ended(&self, j: &mut Job) {
+    /// An attempt's subtasks all ended: give back its slots, then restart or finish.
+    fn attempt_ended(&self, j: &mut Job) {
         let mut registry = lock(&self.registry);
         for &(id, n) in &j.slots {
             registry.release(id, n);
         }
+        drop(registry);
         j.slots.clear();
+        j.coordinator = None;
+        let now = Instant::now();
+        if j.tracker.status() == JobStatus::Failed {
+            j.failures.push(now);
+            if let Some(delay) = j.restart.next_delay(&j.failures, now) {
+                j.restarts += 1;
+                j.restart_at = Some(now + delay);
+                let error = j.tracker.report(now).error.unwrap_or_default();
+                tracing::warn!(job = %j.tracker.id(), restarts = j.restarts, ?delay, "job failed, restarting: {error}");
+                return;
+            }
+        }
+        self.finish(j);
+    }
+
+    fn finish(&self, j: &mut Job) {
+        j.done = true;
         j.component = Arc::new(Vec::new());
-        let report = j.tracker.report(Instant::now());
+        let report = j.report(Instant::now());
         tracing::info!(job = %report.id, status = report.status.name(), error = report.error.as_deref().unwrap_or(""), "job ended");
         for w in j.watchers.drain(..) {
             let _ = w.send(report.clone());
@@ -305,7 +446,7 @@ impl Shared {
 
     fn taskmanager_gone(&self, id: u64, name: &str) {
         let jobs: Vec<String> =
-            lock(&self.state).jobs.iter().filter(|j| !j.tracker.is_done() && j.tms.contains(&id)).map(|j| j.run.clone()).collect();
+            lock(&self.state).jobs.iter().filter(|j| !j.done && j.restart_at.is_none() && j.tms.contains(&id)).map(|j| j.run.clone()).collect();
         for job in jobs {
             self.with_job(&job, |j, orders| {
                 let Some(index) = j.tms.iter().position(|t| *t == id) else { return };
@@ -316,14 +457,106 @@ impl Shared {
         }
         lock(&self.state).orders.remove(&id);
     }
-}
 
-fn fan_out_cancel(orders: &HashMap<u64, mpsc::UnboundedSender<Order>>, j: &Job) {
-    for (id, _) in &j.slots {
-        if let Some(o) = orders.get(id) {
-            let _ = o.send(Order::Send(FromJobManager::Cancel { job: j.run.clone() }));
+    /// Periodic work: due checkpoints, stuck checkpoints, due restarts.
+    async fn tick(&self) {
+        let now = Instant::now();
+        let mut restarts = Vec::new();
+        {
+            let mut state = lock(&self.state);
+            let State { orders, jobs } = &mut *state;
+            for j in jobs.iter_mut().filter(|j| !j.done) {
+                if j.restart_at.is_some_and(|t| t <= now) {
+                    restarts.push((j.tracker.id().to_string(), j.checkpoints.clone()));
+                    continue;
+                }
+                if j.tracker.status() != JobStatus::Running {
+                    continue;
+                }
+                let Some(c) = j.coordinator.as_mut() else { continue };
+                if let Some(id) = c.expire(now) {
+                    tracing::warn!(job = %j.tracker.id(), checkpoint = id, "checkpoint abandoned: not all subtasks acknowledged in time");
+                }
+                if let Some(id) = c.due(now) {
+                    let run = j.run.clone();
+                    j.send(orders, || FromJobManager::TriggerCheckpoint { job: run.clone(), id });
+                }
+            }
+        }
+        for (job, store) in restarts {
+            // Finding the newest intact checkpoint reads and verifies files: off the lock.
+            let latest = match store {
+                Some(store) => {
+                    let found = tokio::task::spawn_blocking(move || store.latest().map(|m| m.map(|m| (m.id, store.metadata_path(m.id))))).await;
+                    match found {
+                        Ok(Ok(latest)) => latest,
+                        Ok(Err(e)) => {
+                            tracing::error!(%job, "cannot read the job's checkpoints, restarting without state: {e}");
+                            None
+                        }
+                        Err(e) => {
+                            tracing::error!(%job, "checkpoint lookup panicked: {e}");
+                            None
+                        }
+                    }
+                }
+                None => None,
+            };
+            let mut state = lock(&self.state);
+            let State { orders, jobs } = &mut *state;
+            let Some(j) = jobs.iter_mut().find(|j| j.tracker.id() == job && !j.done && j.restart_at.is_some()) else { continue };
+            if let Some((id, _)) = latest {
+                j.last_checkpoint = Some(j.last_checkpoint.map_or(id, |l| l.max(id)));
+            }
+            let restore = latest.map(|(_, path)| path);
+            match self.deploy(j, orders, restore.clone()) {
+                Ok(()) => tracing::info!(%job, attempt = j.deployment.attempt, restore = restore.as_deref().unwrap_or("none"), "job redeployed"),
+                // Not enough slots yet (a TaskManager is gone): try again next tick.
+                Err(_) => j.restart_at = Some(now + TICK),
+            }
         }
     }
+
+    /// A subtask acknowledged a checkpoint; completes it when it was the last.
+    async fn checkpoint_ack(&self, ack: CheckpointAck) {
+        let now = Instant::now();
+        let complete = {
+            let mut state = lock(&self.state);
+            let Some(j) = state.jobs.iter_mut().find(|j| j.run == ack.job && !j.done && j.restart_at.is_none()) else { return };
+            let (Some(c), Some(store)) = (j.coordinator.as_mut(), j.checkpoints.clone()) else { return };
+            match c.ack(&j.deployment, ack.checkpoint, ack.vertex, ack.task, now) {
+                AckOutcome::Waiting => return,
+                AckOutcome::Failed(id, e) => {
+                    tracing::warn!(job = %j.tracker.id(), checkpoint = id, "checkpoint failed: {e}");
+                    return;
+                }
+                AckOutcome::Complete(meta) => (meta, store, j.deployment.checkpoints.as_ref().map_or(1, |c| c.retain)),
+            }
+        };
+        let (meta, store, retain) = complete;
+        let id = meta.id;
+        let written = tokio::task::spawn_blocking(move || {
+            store.complete(&meta)?;
+            store.retain(retain as usize).map_err(weir_checkpoint::CheckpointError::from)
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return tracing::error!(job = %ack.job, checkpoint = id, "cannot complete the checkpoint: {e}"),
+            Err(e) => return tracing::error!(job = %ack.job, checkpoint = id, "completing the checkpoint panicked: {e}"),
+        }
+        let mut state = lock(&self.state);
+        let State { orders, jobs } = &mut *state;
+        let Some(j) = jobs.iter_mut().find(|j| j.run == ack.job && !j.done) else { return };
+        j.last_checkpoint = Some(id);
+        tracing::debug!(job = %j.tracker.id(), checkpoint = id, "checkpoint complete");
+        let run = j.run.clone();
+        j.send(orders, || FromJobManager::CheckpointComplete { job: run.clone(), id });
+    }
+}
+
+fn fan_out_cancel(orders: &Orders, j: &Job) {
+    j.send(orders, || FromJobManager::Cancel { job: j.run.clone() });
 }
 
 async fn taskmanager(
@@ -331,7 +564,6 @@ async fn taskmanager(
     mut tx: FramedSend<FromJobManager>,
     mut rx: FramedRecv<ToJobManager>,
     shared: Arc<Shared>,
-    config: JobManagerConfig,
     slots: u32,
     data_addr: String,
 ) {
@@ -343,7 +575,7 @@ async fn taskmanager(
     }
     let id = lock(&shared.registry).register(&name, &conn.remote_addr().to_string(), &data_addr, slots, Instant::now());
     tracing::info!(taskmanager = %name, id, slots, %data_addr, "taskmanager registered");
-    let heartbeat_ms = config.heartbeat_interval.as_millis() as u64;
+    let heartbeat_ms = shared.config.heartbeat_interval.as_millis() as u64;
     if tx.send(&FromJobManager::Registered { id, heartbeat_ms }).await.is_err() {
         lock(&shared.registry).disconnect(id);
         return;
@@ -366,6 +598,7 @@ async fn taskmanager(
                 }
             }
             msg = next(&conn, &mut rx) => match msg {
+                Some(ToJobManager::CheckpointAck(ack)) => shared.checkpoint_ack(ack).await,
                 Some(m) => if !from_taskmanager(&shared, &conn, id, m) { break },
                 None => break,
             },
@@ -398,12 +631,8 @@ fn from_taskmanager(shared: &Shared, conn: &Connection, id: u64, msg: ToJobManag
         }),
         ToJobManager::Prepared { job } => shared.with_job(&job, |j, orders| {
             j.preparing.remove(&id);
-            if j.preparing.is_empty() && j.tracker.status() == weir_types::deployment::JobStatus::Created {
-                for (tm, _) in &j.slots {
-                    if let Some(o) = orders.get(tm) {
-                        let _ = o.send(Order::Send(FromJobManager::Start { job: job.clone() }));
-                    }
-                }
+            if j.preparing.is_empty() && j.tracker.status() == JobStatus::Created {
+                j.send(orders, || FromJobManager::Start { job: job.clone() });
                 j.tracker.running();
                 tracing::info!(%job, "job running");
             }
@@ -453,6 +682,7 @@ fn kind(m: &ToJobManager) -> &'static str {
         ToJobManager::Status => "status request",
         ToJobManager::Submit(_) => "submission",
         ToJobManager::ComponentChunk(_) => "component chunk",
+        ToJobManager::CheckpointAck(_) => "checkpoint acknowledgement",
         ToJobManager::Cancel { .. } => "cancel",
     }
 }

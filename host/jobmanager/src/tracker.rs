@@ -190,6 +190,8 @@ impl JobTracker {
             error: self.error.clone(),
             elapsed: self.elapsed.unwrap_or_else(|| now.saturating_duration_since(self.started)),
             vertices,
+            restarts: 0,
+            last_checkpoint: None,
         }
     }
 }

@@ -78,6 +78,12 @@ pub struct TaskState {
     changed: Arc<Mutex<Vec<u8>>>,
 }
 
+/// A stored key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// A changed key and its new value (`None`: deleted).
+pub type Change = (Vec<u8>, Option<Vec<u8>>);
+
 /// A consistent view of a subtask's state at a checkpoint barrier, read off the hot
 /// path (fjall snapshots are cheap and isolate it from later writes).
 pub struct Capture {
@@ -89,7 +95,7 @@ pub struct Capture {
 
 impl Capture {
     /// Every entry of the subtask's key groups, in key order.
-    pub fn full(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    pub fn full(&self) -> Result<Vec<Entry>, StateError> {
         let (start, end) = (self.key_groups.start as u16, self.key_groups.end);
         let mut out = Vec::new();
         let iter = match u16::try_from(end) {
@@ -105,7 +111,7 @@ impl Capture {
 
     /// The entries written since the previous capture, in key order, with `None` for
     /// keys that were deleted.
-    pub fn delta(&self) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>, StateError> {
+    pub fn delta(&self) -> Result<Vec<Change>, StateError> {
         let mut keys = Vec::new();
         let mut rest = self.changed.as_slice();
         while let Some((len, tail)) = rest.split_first_chunk::<4>() {
@@ -140,7 +146,7 @@ impl TaskState {
     }
 
     /// Loads restored entries (from a checkpoint) into this subtask's state.
-    pub fn restore(&self, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StateError> {
+    pub fn restore(&self, entries: &[Entry]) -> Result<(), StateError> {
         for chunk in entries.chunks(64 * 1024) {
             let mut batch = self.db.batch();
             for (k, v) in chunk {

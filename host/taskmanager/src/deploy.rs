@@ -53,6 +53,9 @@ pub enum TaskError {
     /// Keyed state failed.
     #[error("keyed state failed: {0}")]
     State(#[from] StateError),
+    /// A checkpoint could not be restored.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     /// Exchanging records with another TaskManager failed.
     #[error("record exchange failed: {0}")]
     Exchange(String),

@@ -6,6 +6,9 @@
 //!   runs it.
 //! - [`worker`]: the TaskManager itself: builds its share of a job deployment, wires
 //!   the channels, starts the subtasks, reports their ends and progress, cancels.
+//! - [`checkpoint`]: persisting snapshots taken at barriers (full or incremental,
+//!   off the subtask threads), acknowledging them, and restoring state and source
+//!   positions from a checkpoint, also at another parallelism.
 //! - [`exchange`]: in-process channels and the routers that partition a subtask's
 //!   output over the downstream subtasks (forward, key-by, rebalance, broadcast).
 //!   Channels are bounded, so a slow consumer blocks its producers.
@@ -22,6 +25,7 @@
 //! sandbox itself (`weir-wasm`).
 
 mod chain;
+pub mod checkpoint;
 pub mod dataplane;
 pub mod deploy;
 pub mod exchange;
@@ -32,4 +36,4 @@ pub mod worker;
 
 pub use deploy::{Cancel, Head, OperatorStep, Tail, TaskCounters, TaskDeployment, TaskError, run_task};
 pub use weir_types::deployment::{TaskProgress, TaskStats};
-pub use worker::{PreparedJob, TaskManager};
+pub use worker::{PreparedJob, Report, Reporter, TaskManager};

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
@@ -15,7 +16,7 @@ use weir_types::deployment::{JobDeployment, TaskEnd, TaskOutcome};
 use weir_wasm::JobComponent;
 
 use crate::dataplane::DataPlane;
-use crate::worker::{PreparedJob, TaskManager};
+use crate::worker::{PreparedJob, Report, Reporter, TaskManager};
 
 /// Messages to the JobManager waiting to be written; task ends and heartbeats are
 /// small and few, so this bounds memory without ever blocking a subtask for long.
@@ -93,8 +94,8 @@ pub async fn serve(tm: TaskManager, data: DataPlane, jm: SocketAddr, slots: u32)
                     break Err(ControlError::Protocol(format!("component of {size} bytes exceeds the limit of {limit}")));
                 }
                 let bytes = match client::recv_chunks(&mut rx, size, |m| match m {
-                    FromJobManager::ComponentChunk(c) => Ok(c),
-                    other => Err(other),
+                    FromJobManager::ComponentChunk(c) => Some(c),
+                    _ => None,
                 })
                 .await
                 {
@@ -124,16 +125,14 @@ pub async fn serve(tm: TaskManager, data: DataPlane, jm: SocketAddr, slots: u32)
             }
             FromJobManager::Start { job } => {
                 if let Some(p) = prepared.remove(&job) {
-                    let out = out_tx.clone();
-                    // Subtask threads are not on the runtime, so they may block on the outbox.
-                    let started = p.start(move |end| {
-                        let _ = out.blocking_send(ToJobManager::TaskEnded(end));
-                    });
+                    let started = p.start();
                     if let Err(e) = started {
                         tracing::error!(%job, "could not start the job: {e}");
                     }
                 }
             }
+            FromJobManager::TriggerCheckpoint { job, id } => tm.trigger_checkpoint(&job, id),
+            FromJobManager::CheckpointComplete { job, id } => tm.checkpoint_completed(&job, id),
             FromJobManager::Cancel { job } => {
                 waiting.remove(&job);
                 match prepared.remove(&job) {
@@ -163,8 +162,16 @@ pub async fn serve(tm: TaskManager, data: DataPlane, jm: SocketAddr, slots: u32)
 async fn prepare(tm: &TaskManager, d: &JobDeployment, me: u32, component: &JobComponent, out: &mpsc::Sender<ToJobManager>) -> Option<PreparedJob> {
     let job = d.run_id();
     let (tm2, d2, component2) = (tm.clone(), d.clone(), component.clone());
+    // Subtask and snapshot threads are not on the runtime, so they may block on the outbox.
+    let out2 = out.clone();
+    let report: Reporter = Arc::new(move |r| {
+        let _ = out2.blocking_send(match r {
+            Report::Ended(end) => ToJobManager::TaskEnded(end),
+            Report::Snapshot(ack) => ToJobManager::CheckpointAck(ack),
+        });
+    });
     // Opening state and files blocks; keep it off the async workers.
-    let result = tokio::task::spawn_blocking(move || tm2.prepare(&d2, me, &component2)).await;
+    let result = tokio::task::spawn_blocking(move || tm2.prepare(&d2, me, &component2, report)).await;
     let (reply, prepared) = match result {
         Ok(Ok(p)) => (ToJobManager::Prepared { job: job.clone() }, Some(p)),
         Ok(Err(e)) => (ToJobManager::PrepareFailed { job: job.clone(), error: e.to_string() }, None),

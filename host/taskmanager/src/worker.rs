@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -17,11 +17,12 @@ use weir_types::keygroup::key_group_range;
 use weir_types::plan::{NodeKind, Partitioning, SinkKind, SourceKind};
 use weir_wasm::{JobComponent, Runtime};
 
+use crate::checkpoint::{CheckpointAck, JobCheckpointing, Restore};
 use crate::dataplane::DataPlane;
-use crate::deploy::{Cancel, Checkpointing, Head, OperatorStep, Tail, TaskCounters, TaskDeployment, TaskError, run_task};
+use crate::deploy::{Cancel, Head, OperatorStep, Tail, TaskCounters, TaskDeployment, TaskError, run_task};
 use crate::exchange::{self, Inputs, Message, Router, Target};
-use crate::sink::{SharedWriter, Sink};
-use crate::source::{FileLines, Generator, Source};
+use crate::sink::{SharedWriter, Sink, Transactional, recover_output};
+use crate::source::{FileLines, Generator, Source, Split};
 
 /// A TaskManager's executor: the sandbox, the state store and the running jobs.
 #[derive(Clone)]
@@ -40,13 +41,27 @@ struct Inner {
 struct RunningJob {
     cancel: Cancel,
     counters: Vec<(u32, u32, Arc<TaskCounters>)>,
+    checkpoints: JobCheckpointing,
 }
+
+/// What a TaskManager tells whoever runs it (the JobManager, or the embedded cluster).
+#[derive(Debug)]
+pub enum Report {
+    /// A subtask ended.
+    Ended(TaskEnd),
+    /// A subtask's snapshot was persisted (or failed to be).
+    Snapshot(CheckpointAck),
+}
+
+/// Where reports go.
+pub type Reporter = Arc<dyn Fn(Report) + Send + Sync>;
 
 /// A job's subtasks on this TaskManager, wired but not yet started.
 pub struct PreparedJob {
     tm: TaskManager,
     job: String,
     tasks: Vec<(u32, u32, TaskDeployment)>,
+    report: Reporter,
 }
 
 impl TaskManager {
@@ -66,7 +81,7 @@ impl TaskManager {
     }
 
     /// Builds the subtasks that `d` places on TaskManager number `me`.
-    pub fn prepare(&self, d: &JobDeployment, me: u32, component: &JobComponent) -> Result<PreparedJob, TaskError> {
+    pub fn prepare(&self, d: &JobDeployment, me: u32, component: &JobComponent, report: Reporter) -> Result<PreparedJob, TaskError> {
         let plan = &d.plan;
         let graph = &d.graph;
         let max_parallelism = plan.max_parallelism();
@@ -107,7 +122,10 @@ impl TaskManager {
             }
             receivers.insert((t, c), rxs);
         }
-        let writers = open_sinks(d, me)?;
+        let acks = report.clone();
+        let checkpoints = JobCheckpointing::new(d, Arc::new(move |ack| acks(Report::Snapshot(ack))))?;
+        let restore = Restore::open(d)?;
+        let mut sinks = open_sinks(d, me, &checkpoints.completed, restore.as_ref().map_or(0, Restore::id))?;
 
         let mut tasks = Vec::new();
         let mut counters = Vec::new();
@@ -121,16 +139,21 @@ impl TaskManager {
                     _ => None,
                 })
                 .collect();
+            let uid = &plan.nodes[vertex.nodes[0]].uid;
+            let key_groups = key_group_range(s, max_parallelism, vertex.parallelism);
             let head = match &plan.nodes[vertex.nodes[0]].kind {
-                NodeKind::Source(kind) => Head::Source(open_source(kind, s, vertex.parallelism)?),
+                NodeKind::Source(kind) => {
+                    let resumed = match &restore {
+                        Some(r) => r.source(uid, s, vertex.parallelism)?,
+                        None => None,
+                    };
+                    Head::Source(open_source(kind, s, vertex.parallelism, resumed)?)
+                }
                 _ => Head::Input(Inputs::new(receivers.remove(&(v, s)).ok_or_else(|| internal("inputs missing"))?)),
             };
             let last = *vertex.nodes.last().ok_or_else(|| internal("empty vertex"))?;
             let tail = match &plan.nodes[last].kind {
-                NodeKind::Sink(_) => match writers.get(&(last, s)) {
-                    Some(w) => Tail::Sink(Sink::text(w.clone())),
-                    None => Tail::Sink(Sink::Discard),
-                },
+                NodeKind::Sink(_) => Tail::Sink(sinks.remove(&(last, s)).unwrap_or(Sink::Discard)),
                 _ => {
                     let mut routers = Vec::new();
                     for &(t, partitioning) in &vertex.outputs {
@@ -155,7 +178,13 @@ impl TaskManager {
                 }
             };
             let state = match operators.iter().any(|o| o.keyed) {
-                true => Some(self.inner.state.task(&keyspace, max_parallelism, key_group_range(s, max_parallelism, vertex.parallelism))?),
+                true => {
+                    let state = self.inner.state.task(&keyspace, max_parallelism, key_groups.clone())?;
+                    if let Some(r) = &restore {
+                        state.restore(&r.state(uid, key_groups.clone())?)?;
+                    }
+                    Some(state)
+                }
                 false => None,
             };
             let task_counters = Arc::new(TaskCounters::default());
@@ -174,12 +203,26 @@ impl TaskManager {
                 cache_bytes: self.inner.cache_bytes,
                 cancel: cancel.clone(),
                 counters: task_counters,
-                checkpointing: Checkpointing::default(),
+                checkpointing: checkpoints.task(v as u32, s, key_groups),
             };
             tasks.push((v as u32, s, deployment));
         }
-        self.lock_jobs().insert(run.clone(), RunningJob { cancel, counters });
-        Ok(PreparedJob { tm: self.clone(), job: run, tasks })
+        self.lock_jobs().insert(run.clone(), RunningJob { cancel, counters, checkpoints });
+        Ok(PreparedJob { tm: self.clone(), job: run, tasks, report })
+    }
+
+    /// Asks the sources of job run `job` to inject the barrier of checkpoint `id`.
+    pub fn trigger_checkpoint(&self, job: &str, id: u64) {
+        if let Some(j) = self.lock_jobs().get(job) {
+            j.checkpoints.requested.fetch_max(id, Ordering::AcqRel);
+        }
+    }
+
+    /// Checkpoint `id` of job run `job` is complete: later snapshots may build on it.
+    pub fn checkpoint_completed(&self, job: &str, id: u64) {
+        if let Some(j) = self.lock_jobs().get(job) {
+            j.checkpoints.completed.fetch_max(id, Ordering::AcqRel);
+        }
     }
 
     /// Cancels this TaskManager's subtasks of `job`; they report `Cancelled`.
@@ -256,8 +299,9 @@ impl PreparedJob {
 
     /// Starts every subtask on its own thread; `on_end` hears of each one's end. The
     /// last to end releases the job's resources before reporting.
-    pub fn start(self, on_end: impl Fn(TaskEnd) + Send + Sync + 'static) -> Result<(), TaskError> {
-        let on_end = Arc::new(on_end);
+    pub fn start(self) -> Result<(), TaskError> {
+        let report = self.report.clone();
+        let on_end = Arc::new(move |end| report(Report::Ended(end)));
         let left = Arc::new(AtomicUsize::new(self.tasks.len()));
         let cancel = self.tm.lock_jobs().get(&self.job).map(|j| j.cancel.clone()).unwrap_or_default();
         for (vertex, subtask, deployment) in self.tasks {
@@ -291,19 +335,23 @@ impl PreparedJob {
     }
 }
 
-fn open_source(kind: &SourceKind, subtask: u32, parallelism: u32) -> Result<Box<dyn Source>, TaskError> {
-    Ok(match kind {
-        SourceKind::Generator { start, count } => Box::new(Generator::new(*start, *count, subtask, parallelism)),
-        SourceKind::FileLines(Some(path)) => Box::new(FileLines::open(path.into(), subtask, parallelism)?),
-        SourceKind::FileLines(None) => return Err(TaskError::Source("a file source has no path".into())),
+fn open_source(kind: &SourceKind, subtask: u32, parallelism: u32, resume: Option<Vec<Split>>) -> Result<Box<dyn Source>, TaskError> {
+    Ok(match (kind, resume) {
+        (SourceKind::Generator { .. }, Some(splits)) => Box::new(Generator::resume(&splits)?),
+        (SourceKind::Generator { start, count }, None) => Box::new(Generator::new(*start, *count, subtask, parallelism)),
+        (SourceKind::FileLines(Some(path)), Some(splits)) => Box::new(FileLines::resume(path.into(), &splits)?),
+        (SourceKind::FileLines(Some(path)), None) => Box::new(FileLines::open(path.into(), subtask, parallelism)?),
+        (SourceKind::FileLines(None), _) => return Err(TaskError::Source("a file source has no path".into())),
     })
 }
 
-/// Writers of the local subtasks of text sinks, by (node, subtask). Files are created
-/// (truncated) here, before any subtask runs.
-fn open_sinks(d: &JobDeployment, me: u32) -> Result<HashMap<(usize, u32), SharedWriter>, TaskError> {
-    let mut writers = HashMap::new();
+/// The sinks of the local subtasks, by (node, subtask). Files are created (truncated)
+/// here, before any subtask runs; a checkpointed job's part files are transactional,
+/// and what earlier attempts left in their directory is settled first.
+fn open_sinks(d: &JobDeployment, me: u32, completed: &Arc<AtomicU64>, restored: u64) -> Result<HashMap<(usize, u32), Sink>, TaskError> {
+    let mut sinks = HashMap::new();
     let mut shared: HashMap<usize, SharedWriter> = HashMap::new();
+    let mut settled = std::collections::HashSet::new();
     for (v, s) in d.subtasks_on(me) {
         let Some(&last) = d.graph.vertices[v].nodes.last() else { continue };
         let path = match &d.plan.nodes[last].kind {
@@ -311,13 +359,20 @@ fn open_sinks(d: &JobDeployment, me: u32) -> Result<HashMap<(usize, u32), Shared
             NodeKind::Sink(SinkKind::File(Some(path))) => Some(path),
             _ => continue,
         };
-        let writer = match (path, d.sink_files) {
+        let sink = match (path, d.sink_files) {
+            (Some(dir), SinkFiles::PartPerSubtask) if d.checkpoints.is_some() => {
+                let dir = Path::new(dir);
+                if settled.insert(last) {
+                    recover_output(dir, d.attempt, restored)?;
+                }
+                Sink::Transactional(Box::new(Transactional::open(dir.into(), s, d.attempt, restored, completed.clone())?))
+            }
             (Some(dir), SinkFiles::PartPerSubtask) => {
                 let dir = Path::new(dir);
                 std::fs::create_dir_all(dir).map_err(|e| TaskError::Sink(format!("cannot create {}: {e}", dir.display())))?;
-                file_writer(&dir.join(format!("part-{s}")))?
+                Sink::text(file_writer(&dir.join(format!("part-{s}")))?)
             }
-            (path, _) => match shared.get(&last) {
+            (path, _) => Sink::text(match shared.get(&last) {
                 Some(w) => w.clone(),
                 None => {
                     let w = match path {
@@ -327,11 +382,11 @@ fn open_sinks(d: &JobDeployment, me: u32) -> Result<HashMap<(usize, u32), Shared
                     shared.insert(last, w.clone());
                     w
                 }
-            },
+            }),
         };
-        writers.insert((last, s), writer);
+        sinks.insert((last, s), sink);
     }
-    Ok(writers)
+    Ok(sinks)
 }
 
 fn file_writer(path: &Path) -> Result<SharedWriter, TaskError> {

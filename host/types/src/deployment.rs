@@ -180,6 +180,8 @@ pub enum JobStatus {
     Failing,
     /// A user asked to cancel; subtasks are stopping.
     Cancelling,
+    /// A run failed; the job waits to run again from its latest checkpoint.
+    Restarting,
     /// Every subtask consumed all its input.
     Finished,
     /// A subtask failed (or its TaskManager was lost).
@@ -201,6 +203,7 @@ impl JobStatus {
             JobStatus::Running => "RUNNING",
             JobStatus::Failing => "FAILING",
             JobStatus::Cancelling => "CANCELLING",
+            JobStatus::Restarting => "RESTARTING",
             JobStatus::Finished => "FINISHED",
             JobStatus::Failed => "FAILED",
             JobStatus::Canceled => "CANCELED",
@@ -223,6 +226,10 @@ pub struct JobReport {
     pub elapsed: Duration,
     /// One entry per vertex, in topological order.
     pub vertices: Vec<VertexReport>,
+    /// Times the job was restarted after a failure.
+    pub restarts: u32,
+    /// The newest completed checkpoint.
+    pub last_checkpoint: Option<u64>,
 }
 
 /// Totals of one vertex over its subtasks.

@@ -1,0 +1,160 @@
+//! The checkpoint coordinator of one job run: when to trigger, which acknowledgements
+//! are still missing, when a checkpoint is complete or abandoned. Pure: time is
+//! passed in, and the service does the messaging and the writing.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use weir_checkpoint::{CheckpointMeta, TaskMeta, VertexMeta};
+use weir_types::deployment::JobDeployment;
+
+/// Where the coordinator stands after an acknowledgement.
+#[derive(Debug, PartialEq)]
+pub enum AckOutcome {
+    /// Still waiting for others (or the ack was stale).
+    Waiting,
+    /// Every subtask acknowledged: the checkpoint's metadata, to be written.
+    Complete(CheckpointMeta),
+    /// A subtask could not persist its snapshot: the checkpoint is abandoned.
+    Failed(u64, String),
+}
+
+struct Pending {
+    id: u64,
+    started: Instant,
+    acks: BTreeMap<(u32, u32), TaskMeta>,
+}
+
+/// Triggers and completes the checkpoints of one job run, one at a time.
+pub struct Coordinator {
+    interval: Duration,
+    timeout: Duration,
+    next_id: u64,
+    next_at: Instant,
+    pending: Option<Pending>,
+    expected: usize,
+}
+
+impl Coordinator {
+    /// A coordinator whose first checkpoint gets `first_id` one interval from `now`;
+    /// `expected` subtasks acknowledge each checkpoint.
+    pub fn new(interval: Duration, first_id: u64, expected: usize, now: Instant) -> Self {
+        // A checkpoint slower than several intervals is stuck (a dead peer, a full disk).
+        let timeout = (interval * 10).max(Duration::from_secs(10));
+        Self { interval, timeout, next_id: first_id, next_at: now + interval, pending: None, expected }
+    }
+
+    /// The id the next checkpoint will get.
+    pub fn next_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// Starts a checkpoint if one is due and none is in flight; its id.
+    pub fn due(&mut self, now: Instant) -> Option<u64> {
+        if self.pending.is_some() || now < self.next_at {
+            return None;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.pending = Some(Pending { id, started: now, acks: BTreeMap::new() });
+        Some(id)
+    }
+
+    /// Abandons a checkpoint in flight for longer than the timeout; its id.
+    pub fn expire(&mut self, now: Instant) -> Option<u64> {
+        let p = self.pending.as_ref()?;
+        if now.saturating_duration_since(p.started) <= self.timeout {
+            return None;
+        }
+        let id = p.id;
+        self.abandon(now);
+        Some(id)
+    }
+
+    fn abandon(&mut self, now: Instant) {
+        self.pending = None;
+        self.next_at = now + self.interval;
+    }
+
+    /// Records a subtask's acknowledgement.
+    pub fn ack(&mut self, d: &JobDeployment, id: u64, vertex: u32, task: Result<TaskMeta, String>, now: Instant) -> AckOutcome {
+        let Some(p) = self.pending.as_mut().filter(|p| p.id == id) else { return AckOutcome::Waiting };
+        let task = match task {
+            Ok(t) => t,
+            Err(e) => {
+                self.abandon(now);
+                return AckOutcome::Failed(id, e);
+            }
+        };
+        p.acks.insert((vertex, task.subtask), task);
+        if p.acks.len() < self.expected {
+            return AckOutcome::Waiting;
+        }
+        let Some(p) = self.pending.take() else { return AckOutcome::Waiting };
+        self.next_at = now + self.interval;
+        let mut acks = p.acks;
+        let vertices = d
+            .graph
+            .vertices
+            .iter()
+            .enumerate()
+            .map(|(v, vertex)| VertexMeta {
+                uid: vertex.nodes.first().and_then(|&n| d.plan.nodes.get(n)).map(|n| n.uid.clone()).unwrap_or_default(),
+                parallelism: vertex.parallelism,
+                tasks: (0..vertex.parallelism).filter_map(|s| acks.remove(&(v as u32, s))).collect(),
+            })
+            .collect();
+        AckOutcome::Complete(CheckpointMeta { job: d.job.clone(), id, max_parallelism: d.plan.max_parallelism(), vertices })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_types::graph::{ExecutionGraph, Vertex};
+    use weir_types::plan::{JobPlan, Node, NodeKind, SourceKind};
+
+    fn deployment() -> JobDeployment {
+        let node =
+            Node { uid: "src".into(), name: "src".into(), kind: NodeKind::Source(SourceKind::Generator { start: 0, count: 1 }), parallelism: None };
+        JobDeployment {
+            job: "j".into(),
+            plan: JobPlan { name: "j".into(), nodes: vec![node], edges: vec![], max_parallelism: None },
+            graph: ExecutionGraph { vertices: vec![Vertex { nodes: vec![0], parallelism: 2, inputs: vec![], outputs: vec![], name: "src".into() }] },
+            args: vec![],
+            component: String::new(),
+            placement: vec![vec![0, 0]],
+            taskmanagers: vec![],
+            sink_files: weir_types::deployment::SinkFiles::Shared,
+            attempt: 0,
+            checkpoints: None,
+            restore: None,
+        }
+    }
+
+    fn meta(subtask: u32) -> TaskMeta {
+        TaskMeta { subtask, key_groups: (0, 0), state: vec![], source: Some(vec![subtask as u8]), sink: None }
+    }
+
+    #[test]
+    fn one_checkpoint_at_a_time_completes_with_every_ack_and_stale_acks_are_ignored() {
+        let d = deployment();
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut c = Coordinator::new(Duration::from_millis(100), 5, 2, t0);
+        assert_eq!(c.due(ms(50)), None);
+        assert_eq!(c.due(ms(100)), Some(5));
+        assert_eq!(c.due(ms(300)), None, "one in flight");
+        assert_eq!(c.ack(&d, 4, 0, Ok(meta(0)), ms(301)), AckOutcome::Waiting, "stale");
+        assert_eq!(c.ack(&d, 5, 0, Ok(meta(1)), ms(302)), AckOutcome::Waiting);
+        let AckOutcome::Complete(m) = c.ack(&d, 5, 0, Ok(meta(0)), ms(303)) else { panic!("complete") };
+        assert_eq!((m.id, m.vertices[0].uid.as_str(), m.vertices[0].tasks.len()), (5, "src", 2));
+        assert_eq!(m.vertices[0].tasks[0].subtask, 0, "ordered by subtask");
+        assert_eq!(c.due(ms(350)), None, "the interval runs from completion");
+        assert_eq!(c.due(ms(403)), Some(6));
+        assert!(matches!(c.ack(&d, 6, 0, Err("disk full".into()), ms(404)), AckOutcome::Failed(6, _)));
+        assert_eq!(c.due(ms(504)), Some(7));
+        assert_eq!(c.expire(ms(504 + 10_001)), Some(7));
+        assert_eq!(c.next_id(), 8);
+    }
+}

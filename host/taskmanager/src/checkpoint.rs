@@ -1,0 +1,218 @@
+//! A TaskManager's side of checkpoints: persisting what subtasks capture at barriers
+//! (off their threads), acknowledging to the JobManager, and restoring state and
+//! source positions when a job starts from a checkpoint or savepoint.
+//!
+//! Incremental snapshots: a subtask writes a delta (the keys changed since its last
+//! capture) on top of its previous chain only when that previous checkpoint is known
+//! complete; otherwise, or once the chain is long, it writes a full file. So a chain
+//! never references a file of a checkpoint that was abandoned.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use weir_checkpoint::{
+    CheckpointMeta, CheckpointStorage, DirStorage, FileKind, JobCheckpoints, RestoredState, StateFileWriter, TaskMeta, decode_meta,
+};
+pub use weir_control::protocol::CheckpointAck;
+use weir_state::Capture;
+use weir_types::deployment::JobDeployment;
+
+use crate::deploy::{Checkpointing, TaskError, TaskSnapshot};
+use crate::source::{Split, decode_splits, encode_splits};
+
+/// Deltas a chain may grow to before the next snapshot is full again: bounds restore
+/// work and the files a checkpoint keeps alive.
+const MAX_DELTAS: usize = 8;
+
+/// Hears of persisted snapshots.
+pub type AckSink = Arc<dyn Fn(CheckpointAck) + Send + Sync>;
+
+/// One job's checkpoints on this TaskManager.
+pub struct JobCheckpointing {
+    run: String,
+    /// Newest checkpoint whose barriers sources should inject.
+    pub requested: Arc<AtomicU64>,
+    /// Newest checkpoint the JobManager declared complete.
+    pub completed: Arc<AtomicU64>,
+    store: Option<Arc<JobCheckpoints>>,
+    acks: AckSink,
+}
+
+impl JobCheckpointing {
+    /// Checkpointing for a deployment; without a checkpoint config barriers never come.
+    pub fn new(d: &JobDeployment, acks: AckSink) -> Result<Self, TaskError> {
+        let store = match &d.checkpoints {
+            Some(c) => {
+                let storage = DirStorage::new(&c.dir).map_err(|e| TaskError::Checkpoint(format!("checkpoint storage {}: {e}", c.dir)))?;
+                Some(Arc::new(JobCheckpoints::new(Arc::new(storage), &d.job)))
+            }
+            None => None,
+        };
+        // A restored job continues the checkpoint ids of the run it restores.
+        Ok(Self { run: d.run_id(), requested: Arc::default(), completed: Arc::default(), store, acks })
+    }
+
+    /// The hooks of one subtask.
+    pub fn task(&self, vertex: u32, subtask: u32, key_groups: Range<u32>) -> Checkpointing {
+        let Some(store) = self.store.clone() else {
+            return Checkpointing { requested: self.requested.clone(), on_snapshot: Arc::new(|_| {}) };
+        };
+        let chain = Arc::new(Mutex::new(Chain::default()));
+        let (completed, acks, run) = (self.completed.clone(), self.acks.clone(), self.run.clone());
+        let on_snapshot = move |snap: TaskSnapshot| {
+            let kind = chain.lock().unwrap_or_else(PoisonError::into_inner).next_kind(completed.load(Ordering::Acquire));
+            let (chain, store, acks, run, key_groups) = (chain.clone(), store.clone(), acks.clone(), run.clone(), key_groups.clone());
+            // Reading the fjall snapshot and writing the file can take a while: never
+            // on the subtask's thread.
+            let spawned = std::thread::Builder::new().name(format!("weir-snapshot-{vertex}-{subtask}")).spawn(move || {
+                let checkpoint = snap.checkpoint;
+                let task = persist(&store, &chain, snap, kind, vertex, subtask, key_groups);
+                if let Err(e) = &task {
+                    tracing::warn!(job = %run, checkpoint, vertex, subtask, "snapshot failed: {e}");
+                }
+                acks(CheckpointAck { job: run, checkpoint, vertex, task });
+            });
+            if let Err(e) = spawned {
+                tracing::warn!(vertex, subtask, "cannot start a snapshot writer: {e}");
+            }
+        };
+        Checkpointing { requested: self.requested.clone(), on_snapshot: Arc::new(on_snapshot) }
+    }
+}
+
+/// A subtask's chain of state files and the checkpoint that wrote its last file.
+#[derive(Default)]
+struct Chain {
+    files: Vec<String>,
+    last: u64,
+    /// Set once a write failed: the next snapshot must be full.
+    broken: bool,
+}
+
+impl Chain {
+    fn next_kind(&self, completed: u64) -> FileKind {
+        let extendable = !self.broken && !self.files.is_empty() && self.last <= completed && self.files.len() <= MAX_DELTAS;
+        if extendable { FileKind::Delta } else { FileKind::Full }
+    }
+}
+
+fn persist(
+    store: &JobCheckpoints,
+    chain: &Mutex<Chain>,
+    snap: TaskSnapshot,
+    kind: FileKind,
+    vertex: u32,
+    subtask: u32,
+    key_groups: Range<u32>,
+) -> Result<TaskMeta, String> {
+    let lock = || chain.lock().unwrap_or_else(PoisonError::into_inner);
+    let files = match &snap.state {
+        None => Vec::new(),
+        Some(capture) => match write_state(store, capture, kind, snap.checkpoint, vertex, subtask) {
+            Ok(path) => {
+                let mut c = lock();
+                if kind == FileKind::Full {
+                    c.files.clear();
+                }
+                c.files.push(path);
+                c.last = snap.checkpoint;
+                c.broken = false;
+                c.files.clone()
+            }
+            Err(e) => {
+                lock().broken = true;
+                return Err(e);
+            }
+        },
+    };
+    Ok(TaskMeta {
+        subtask,
+        key_groups: (key_groups.start, key_groups.end),
+        state: files,
+        source: snap.source.as_deref().map(encode_splits),
+        sink: None,
+    })
+}
+
+fn write_state(store: &JobCheckpoints, capture: &Capture, kind: FileKind, id: u64, vertex: u32, subtask: u32) -> Result<String, String> {
+    let mut w = StateFileWriter::new(kind);
+    let fail = |e: &dyn std::fmt::Display| e.to_string();
+    match kind {
+        FileKind::Full => {
+            for (k, v) in capture.full().map_err(|e| fail(&e))? {
+                w.put(&k, &v).map_err(|e| fail(&e))?;
+            }
+        }
+        FileKind::Delta => {
+            for (k, v) in capture.delta().map_err(|e| fail(&e))? {
+                match v {
+                    Some(v) => w.put(&k, &v),
+                    None => w.delete(&k),
+                }
+                .map_err(|e| fail(&e))?;
+            }
+        }
+    }
+    let path = store.state_path(id, vertex, subtask);
+    store.write_state(&path, &w.finish()).map_err(|e| fail(&e))?;
+    Ok(path)
+}
+
+/// What a deployment restores from: the checkpoint's metadata and its storage.
+pub struct Restore {
+    meta: CheckpointMeta,
+    storage: Arc<dyn CheckpointStorage>,
+}
+
+impl Restore {
+    /// Reads the metadata a deployment names, if it names one.
+    pub fn open(d: &JobDeployment) -> Result<Option<Self>, TaskError> {
+        let (Some(path), Some(config)) = (&d.restore, &d.checkpoints) else { return Ok(None) };
+        let fail = |e: &dyn std::fmt::Display| TaskError::Checkpoint(format!("restoring from {path}: {e}"));
+        let storage: Arc<dyn CheckpointStorage> = Arc::new(DirStorage::new(&config.dir).map_err(|e| fail(&e))?);
+        let meta = decode_meta(&storage.read(path).map_err(|e| fail(&e))?).map_err(|e| fail(&e))?;
+        Ok(Some(Self { meta, storage }))
+    }
+
+    /// The checkpoint restored from.
+    pub fn id(&self) -> u64 {
+        self.meta.id
+    }
+
+    fn vertex(&self, uid: &str) -> Option<&weir_checkpoint::VertexMeta> {
+        self.meta.vertices.iter().find(|v| v.uid == uid)
+    }
+
+    /// The keyed state of key groups `groups` of the vertex whose first node is `uid`,
+    /// gathered from every old subtask that owned some of them (the parallelism may
+    /// have changed).
+    pub fn state(&self, uid: &str, groups: Range<u32>) -> Result<RestoredState, TaskError> {
+        let Some(vertex) = self.vertex(uid) else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        for t in &vertex.tasks {
+            let owned = t.key_group_range();
+            if t.state.is_empty() || owned.end <= groups.start || groups.end <= owned.start {
+                continue;
+            }
+            let part = owned.start.max(groups.start)..owned.end.min(groups.end);
+            let entries = weir_checkpoint::load_state(self.storage.as_ref(), &t.state, part)
+                .map_err(|e| TaskError::Checkpoint(format!("restoring the state of {uid} subtask {}: {e}", t.subtask)))?;
+            out.extend(entries);
+        }
+        Ok(out)
+    }
+
+    /// The unread source splits that new subtask `subtask` of `parallelism` resumes:
+    /// old subtask `i`'s splits go to new subtask `i % parallelism`.
+    pub fn source(&self, uid: &str, subtask: u32, parallelism: u32) -> Result<Option<Vec<Split>>, TaskError> {
+        let Some(vertex) = self.vertex(uid) else { return Ok(None) };
+        let mut splits = Vec::new();
+        for t in vertex.tasks.iter().filter(|t| t.subtask % parallelism.max(1) == subtask) {
+            if let Some(pos) = &t.source {
+                splits.extend(decode_splits(pos)?);
+            }
+        }
+        Ok(Some(splits))
+    }
+}
