@@ -29,33 +29,98 @@ fn committed_lines(dir: &Path) -> Vec<String> {
     lines
 }
 
+/// Submits keyed_sum over `n` numbers at parallelism 2 with checkpoints every 300 ms,
+/// detached; its id.
+/// `work` rounds of busy work per record keep the job running long enough to crash it.
+fn submit_keyed_sum(cluster: &TestCluster, n: u64, work: u32, output: &Path, restart: &str) -> String {
+    let wasm = example("keyed_sum");
+    let (n, work) = (format!("n={n}"), format!("work={work}"));
+    let args =
+        ["submit", "-p", "2", "--arg", &n, "--arg", &work, "--arg", "sink=file", "--checkpoint-interval", "300", "--restart", restart, "--detach"];
+    let mut argv: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    argv.extend([wasm.as_os_str(), OsStr::new("-o"), output.as_os_str()]);
+    let o = cluster.client(&argv);
+    assert!(o.status.success(), "{}", stderr(&o));
+    String::from_utf8_lossy(&o.stdout).split_whitespace().nth(1).expect("job id").to_string()
+}
+
+/// Exactly once: one committed output line per input record, each key's last sum exact.
+fn assert_exactly_once(output: &Path, n: u64) {
+    let lines = committed_lines(output);
+    let mut expected: HashMap<u64, u64> = HashMap::new();
+    for i in 0..n {
+        *expected.entry(splitmix64(i) % 100_000).or_default() += i;
+    }
+    let mut last: HashMap<u64, u64> = HashMap::new();
+    for l in &lines {
+        let (k, v) = l.split_once('\t').expect("key<TAB>value");
+        let (k, v): (u64, u64) = (k.parse().expect("key"), v.parse().expect("sum"));
+        let e = last.entry(k).or_default();
+        *e = (*e).max(v);
+    }
+    assert_eq!(last, expected, "final per-key sums");
+    assert_eq!(lines.len() as u64, n, "nothing lost, nothing written twice");
+}
+
+fn wait_finished(cluster: &TestCluster, job: &str) {
+    wait_until("the job to finish", || {
+        let line = job_line(&cluster.status(), job);
+        assert!(!line.contains(" FAILED "), "{line}\n{}", cluster.log("jobmanager"));
+        line.contains(" FINISHED ")
+    });
+}
+
+/// Completed checkpoint ids of a job, ascending.
+fn completed_checkpoints(root: &Path, job: &str) -> Vec<u64> {
+    let mut ids: Vec<u64> = std::fs::read_dir(root.join(job))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("_metadata").exists())
+        .filter_map(|e| e.file_name().to_string_lossy().strip_prefix("chk-").and_then(|i| i.parse().ok()))
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+#[test]
+fn a_corrupted_checkpoint_is_detected_and_the_previous_one_restored() {
+    let mut cluster = TestCluster::start_with(&[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let n: u64 = 1_500_000;
+    let output = cluster.dir.path().join("out");
+    let job = submit_keyed_sum(&cluster, n, 1500, &output, "fixed-delay:5:2000");
+    let root = cluster.dir.path().join("checkpoints");
+    wait_until("two completed checkpoints", || completed_checkpoints(&root, &job).len() >= 2);
+    cluster.kill("taskmanager-2");
+    cluster.start_taskmanager("taskmanager-2", 2);
+    // While the job waits out its restart delay no checkpoint completes: damage the newest.
+    wait_until("the job to wait for its restart", || job_line(&cluster.status(), &job).contains(" RESTARTING "));
+    let ids = completed_checkpoints(&root, &job);
+    let (newest, previous) = (ids[ids.len() - 1], ids[ids.len() - 2]);
+    let dir = root.join(&job).join(format!("chk-{newest}"));
+    let state = std::fs::read_dir(&dir)
+        .expect("checkpoint dir")
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with(".state"))
+        .expect("a state file");
+    let mut bytes = std::fs::read(state.path()).expect("read");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x5a;
+    std::fs::write(state.path(), bytes).expect("corrupt");
+
+    wait_finished(&cluster, &job);
+    let log = cluster.log("jobmanager");
+    assert!(log.contains(&format!("restore=\"{job}/chk-{previous}/_metadata\"")), "restored from the previous checkpoint: {log}");
+    assert!(log.lines().any(|l| l.contains("ERROR") && l.contains(&format!("chk-{newest}"))), "the corruption is reported loudly: {log}");
+    assert_exactly_once(&output, n);
+}
+
 #[test]
 fn keyed_sum_is_exact_while_taskmanagers_are_killed_and_restarted() {
     let mut cluster = TestCluster::start_with(&[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
     let n: u64 = 2_000_000;
     let output = cluster.dir.path().join("out");
-    let wasm = example("keyed_sum");
-    let o = cluster.client(&[
-        OsStr::new("submit"),
-        wasm.as_os_str(),
-        OsStr::new("-p"),
-        OsStr::new("2"),
-        OsStr::new("--arg"),
-        OsStr::new(&format!("n={n}")),
-        OsStr::new("--arg"),
-        OsStr::new("work=1500"),
-        OsStr::new("--arg"),
-        OsStr::new("sink=file"),
-        OsStr::new("-o"),
-        output.as_os_str(),
-        OsStr::new("--checkpoint-interval"),
-        OsStr::new("300"),
-        OsStr::new("--restart"),
-        OsStr::new("fixed-delay:20:100"),
-        OsStr::new("--detach"),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let job = String::from_utf8_lossy(&o.stdout).split_whitespace().nth(1).expect("job id").to_string();
+    let job = submit_keyed_sum(&cluster, n, 4000, &output, "fixed-delay:20:100");
 
     // Three times: once a checkpoint newer than the last crash completed and records
     // flow, SIGKILL a TaskManager and start it again.
@@ -73,27 +138,8 @@ fn keyed_sum_is_exact_while_taskmanagers_are_killed_and_restarted() {
         cluster.start_taskmanager(victim, 2);
         wait_until("the restart", || field(&job_line(&cluster.status(), &job), "restarts=") == Some(&(round + 1).to_string()));
     }
-    wait_until("the job to finish", || {
-        let line = job_line(&cluster.status(), &job);
-        assert!(!line.contains(" FAILED "), "{line}\n{}", cluster.log("jobmanager"));
-        line.contains(" FINISHED ")
-    });
-
-    // Exactly once: one output line per input record, and each key's last sum exact.
-    let lines = committed_lines(&output);
-    let mut expected: HashMap<u64, u64> = HashMap::new();
-    for i in 0..n {
-        *expected.entry(splitmix64(i) % 100_000).or_default() += i;
-    }
-    let mut last: HashMap<u64, u64> = HashMap::new();
-    for l in &lines {
-        let (k, v) = l.split_once('\t').expect("key<TAB>value");
-        let (k, v): (u64, u64) = (k.parse().expect("key"), v.parse().expect("sum"));
-        let e = last.entry(k).or_default();
-        *e = (*e).max(v);
-    }
-    assert_eq!(last, expected, "final per-key sums");
-    assert_eq!(lines.len() as u64, n, "nothing lost, nothing written twice");
+    wait_finished(&cluster, &job);
+    assert_exactly_once(&output, n);
     let status = job_line(&cluster.status(), &job);
     assert!(field(&status, "restarts=").is_some_and(|r| r.parse::<u32>().is_ok_and(|r| r >= 3)), "{status}");
 }
