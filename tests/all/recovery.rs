@@ -88,13 +88,17 @@ fn a_corrupted_checkpoint_is_detected_and_the_previous_one_restored() {
     let mut cluster = TestCluster::start_with(&[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
     let n: u64 = 1_500_000;
     let output = cluster.dir.path().join("out");
-    let job = submit_keyed_sum(&cluster, n, 1500, &output, "fixed-delay:5:2000");
+    let job = submit_keyed_sum(&cluster, n, 4000, &output, "fixed-delay:5:2000");
     let root = cluster.dir.path().join("checkpoints");
     wait_until("two completed checkpoints", || completed_checkpoints(&root, &job).len() >= 2);
     cluster.kill("taskmanager-2");
     cluster.start_taskmanager("taskmanager-2", 2);
     // While the job waits out its restart delay no checkpoint completes: damage the newest.
-    wait_until("the job to wait for its restart", || job_line(&cluster.status(), &job).contains(" RESTARTING "));
+    wait_until("the job to wait for its restart", || {
+        let line = job_line(&cluster.status(), &job);
+        assert!(!line.contains(" FINISHED ") && !line.contains(" FAILED "), "the job must outlive the crash: {line}");
+        line.contains(" RESTARTING ")
+    });
     let ids = completed_checkpoints(&root, &job);
     let (newest, previous) = (ids[ids.len() - 1], ids[ids.len() - 2]);
     let dir = root.join(&job).join(format!("chk-{newest}"));
@@ -110,7 +114,7 @@ fn a_corrupted_checkpoint_is_detected_and_the_previous_one_restored() {
 
     wait_finished(&cluster, &job);
     let log = cluster.log("jobmanager");
-    assert!(log.contains(&format!("restore=\"{job}/chk-{previous}/_metadata\"")), "restored from the previous checkpoint: {log}");
+    assert!(log.contains(&format!("restore=checkpoint {job}/chk-{previous}/_metadata")), "restored from the previous checkpoint: {log}");
     assert!(log.lines().any(|l| l.contains("ERROR") && l.contains(&format!("chk-{newest}"))), "the corruption is reported loudly: {log}");
     assert_exactly_once(&output, n);
 }
@@ -142,4 +146,37 @@ fn keyed_sum_is_exact_while_taskmanagers_are_killed_and_restarted() {
     assert_exactly_once(&output, n);
     let status = job_line(&cluster.status(), &job);
     assert!(field(&status, "restarts=").is_some_and(|r| r.parse::<u32>().is_ok_and(|r| r >= 3)), "{status}");
+}
+
+#[test]
+fn a_savepoint_at_parallelism_2_resumes_at_3_exactly_once() {
+    let cluster = TestCluster::start_with(&[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let n: u64 = 1_500_000;
+    let (first, second) = (cluster.dir.path().join("out-p2"), cluster.dir.path().join("out-p3"));
+    let job = submit_keyed_sum(&cluster, n, 1500, &first, "none");
+    wait_until("a checkpoint while running", || {
+        let line = job_line(&cluster.status(), &job);
+        line.contains(" RUNNING ") && !line.contains("checkpoint=none")
+    });
+    let savepoint = cluster.dir.path().join("savepoint");
+    let o = cluster.client(&[OsStr::new("savepoint"), OsStr::new(&job), OsStr::new("--dir"), savepoint.as_os_str(), OsStr::new("--stop")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    wait_until("the job to stop", || job_line(&cluster.status(), &job).contains(" CANCELED "));
+    let done: u64 = committed_lines(&first).len() as u64;
+    assert!(done > 0 && done < n, "the first run stopped midway: {done} of {n}");
+
+    let wasm = example("keyed_sum");
+    let args = ["submit", "-p", "3", "--arg", &format!("n={n}"), "--arg", "sink=file", "--checkpoint-interval", "300"];
+    let mut argv: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    argv.extend([wasm.as_os_str(), OsStr::new("-o"), second.as_os_str(), OsStr::new("--from-savepoint"), savepoint.as_os_str()]);
+    let o = cluster.client(&argv);
+    assert!(o.status.success(), "the resumed run finishes: {}", stderr(&o));
+
+    // Both runs' committed output together: exactly once, exact per-key sums.
+    let merged = cluster.dir.path().join("merged");
+    std::fs::create_dir_all(&merged).expect("dir");
+    for (i, dir) in [&first, &second].into_iter().enumerate() {
+        std::fs::write(merged.join(format!("part-run{i}")), committed_lines(dir).join("\n") + "\n").expect("merge");
+    }
+    assert_exactly_once(&merged, n);
 }

@@ -39,6 +39,26 @@ enum Command {
     Submit(SubmitArgs),
     /// Cancel a job running on a cluster.
     Cancel(CancelArgs),
+    /// Take a savepoint of a running job (and with --stop, stop it right after).
+    Savepoint(SavepointArgs),
+}
+
+#[derive(Args)]
+struct SavepointArgs {
+    /// The job's id.
+    job_id: String,
+    /// Directory to write the savepoint to (must not exist or be empty; every
+    /// TaskManager that restores it must reach it at the same path).
+    #[arg(long)]
+    dir: PathBuf,
+    /// Cancel the job once the savepoint is written, so nothing after it is committed.
+    #[arg(long)]
+    stop: bool,
+    /// The JobManager's address.
+    #[arg(long)]
+    jobmanager: std::net::SocketAddr,
+    #[command(flatten)]
+    id: IdentityArgs,
 }
 
 #[derive(Args)]
@@ -66,6 +86,9 @@ struct SubmitArgs {
     /// [default: fixed-delay:3:1000 with checkpoints, none without].
     #[arg(long)]
     restart: Option<String>,
+    /// Start from this savepoint's state and source positions (any parallelism).
+    #[arg(long, value_name = "DIR")]
+    from_savepoint: Option<PathBuf>,
     /// Maximum component size accepted locally before sending.
     #[arg(long, default_value_t = Limits::default().max_component_bytes)]
     max_component_size: u64,
@@ -240,6 +263,7 @@ fn main() -> ExitCode {
         Command::ClusterStatus(args) => cluster_status(args),
         Command::Submit(args) => submit(args),
         Command::Cancel(args) => cancel(args),
+        Command::Savepoint(args) => savepoint(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -475,6 +499,7 @@ fn submit(a: SubmitArgs) -> Result<()> {
         output: a.output.clone(),
         checkpoint_interval_ms: a.checkpoint_interval,
         restart: a.restart.clone(),
+        from_savepoint: a.from_savepoint.as_deref().map(absolute).transpose()?,
     };
     let name = a.job.job.display().to_string();
     let report = client(&a.id, async |endpoint| {
@@ -501,5 +526,21 @@ fn cancel(a: CancelArgs) -> Result<()> {
         weir_control::client::cancel(endpoint, a.jobmanager, &a.job_id).await.with_context(|| format!("cannot cancel job {}", a.job_id))
     })?;
     println!("job {} cancelling", a.job_id);
+    Ok(())
+}
+
+/// A path as the cluster's processes must see it: absolute.
+fn absolute(p: &Path) -> Result<String> {
+    Ok(std::path::absolute(p).with_context(|| format!("cannot resolve {}", p.display()))?.display().to_string())
+}
+
+fn savepoint(a: SavepointArgs) -> Result<()> {
+    let dir = absolute(&a.dir)?;
+    let checkpoint = client(&a.id, async |endpoint| {
+        weir_control::client::savepoint(endpoint, a.jobmanager, &a.job_id, &dir, a.stop)
+            .await
+            .with_context(|| format!("no savepoint of job {}", a.job_id))
+    })?;
+    println!("savepoint of job {} (checkpoint {checkpoint}) in {dir}{}", a.job_id, if a.stop { "; job stopped" } else { "" });
     Ok(())
 }

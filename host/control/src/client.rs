@@ -151,3 +151,14 @@ pub async fn cancel(endpoint: &Endpoint, jm: SocketAddr, job: &str) -> Result<()
         other => Err(ControlError::Protocol(format!("expected a cancellation receipt, got {other:?}"))),
     }
 }
+
+/// Asks the JobManager for a savepoint of `job` in `dir` (and to stop the job after it);
+/// the checkpoint id it copies.
+pub async fn savepoint(endpoint: &Endpoint, jm: SocketAddr, job: &str, dir: &str, stop: bool) -> Result<u64, ControlError> {
+    let mut s = open(endpoint, jm, Hello::Client).await?;
+    s.tx.send(&ToJobManager::Savepoint { job: job.to_string(), dir: dir.to_string(), stop }).await?;
+    match s.next().await? {
+        FromJobManager::SavepointDone { checkpoint, .. } => Ok(checkpoint),
+        other => Err(ControlError::Protocol(format!("expected a savepoint, got {other:?}"))),
+    }
+}

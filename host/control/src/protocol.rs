@@ -49,6 +49,9 @@ pub struct SubmitRequest {
     /// Restart strategy (`none`, `fixed-delay:N:MS`, `exponential:MS:MS`,
     /// `failure-rate:N:MS:MS`); default: fixed delay with checkpoints, none without.
     pub restart: Option<String>,
+    /// A savepoint directory to start from (state and source positions), possibly
+    /// written at another parallelism.
+    pub from_savepoint: Option<String>,
 }
 
 /// Messages to the JobManager. The first on a stream is always a `Hello`.
@@ -89,6 +92,16 @@ pub enum ToJobManager {
     Cancel {
         /// Job id.
         job: String,
+    },
+    /// Client: take a checkpoint now and copy it to `dir` as a savepoint; with `stop`,
+    /// cancel the job right after, so nothing past the savepoint is committed.
+    Savepoint {
+        /// Job id.
+        job: String,
+        /// Target directory (absolute, must not exist or be empty).
+        dir: String,
+        /// Stop the job after the savepoint.
+        stop: bool,
     },
 }
 
@@ -155,6 +168,13 @@ pub enum FromJobManager {
     Refused(String),
     /// Client: a submitted job ended.
     JobEnded(JobReport),
+    /// Client: the savepoint is written.
+    SavepointDone {
+        /// Its directory.
+        dir: String,
+        /// The checkpoint it copies.
+        checkpoint: u64,
+    },
     /// Client: the cancellation was started.
     Cancelling {
         /// Job id.

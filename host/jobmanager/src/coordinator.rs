@@ -33,6 +33,8 @@ pub struct Coordinator {
     next_at: Instant,
     pending: Option<Pending>,
     expected: usize,
+    /// A checkpoint was asked for out of schedule (a savepoint).
+    forced: bool,
 }
 
 impl Coordinator {
@@ -41,7 +43,7 @@ impl Coordinator {
     pub fn new(interval: Duration, first_id: u64, expected: usize, now: Instant) -> Self {
         // A checkpoint slower than several intervals is stuck (a dead peer, a full disk).
         let timeout = (interval * 10).max(Duration::from_secs(10));
-        Self { interval, timeout, next_id: first_id, next_at: now + interval, pending: None, expected }
+        Self { interval, timeout, next_id: first_id, next_at: now + interval, pending: None, expected, forced: false }
     }
 
     /// The id the next checkpoint will get.
@@ -49,11 +51,18 @@ impl Coordinator {
         self.next_id
     }
 
+    /// Asks for a checkpoint as soon as none is in flight; the smallest id it may get.
+    pub fn force(&mut self) -> u64 {
+        self.forced = true;
+        self.next_id
+    }
+
     /// Starts a checkpoint if one is due and none is in flight; its id.
     pub fn due(&mut self, now: Instant) -> Option<u64> {
-        if self.pending.is_some() || now < self.next_at {
+        if self.pending.is_some() || (now < self.next_at && !self.forced) {
             return None;
         }
+        self.forced = false;
         let id = self.next_id;
         self.next_id += 1;
         self.pending = Some(Pending { id, started: now, acks: BTreeMap::new() });

@@ -19,12 +19,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
-use weir_checkpoint::{DirStorage, JobCheckpoints};
+use weir_checkpoint::{DirStorage, JobCheckpoints, load_savepoint};
 use weir_control::client::{recv_chunks, send_chunks};
 use weir_control::protocol::{CheckpointAck, FromJobManager, Hello, SubmitRequest, TASKMANAGER_PREFIX, ToJobManager};
 use weir_control::registry::Registry;
 use weir_net::{CLOSE_PROTOCOL_ERROR, CLOSE_UNAUTHORIZED, Connection, Endpoint, FramedRecv, FramedSend};
-use weir_types::deployment::{CheckpointConfig, JobDeployment, JobReport, JobStatus, SinkFiles, place};
+use weir_taskmanager::checkpoint::savepoint_location;
+use weir_types::deployment::{CheckpointConfig, JobDeployment, JobReport, JobStatus, RestoreFrom, SinkFiles, place};
 use weir_wasm::Runtime;
 
 use crate::coordinator::{AckOutcome, Coordinator};
@@ -90,6 +91,11 @@ struct Job {
     coordinator: Option<Coordinator>,
     checkpoints: Option<Arc<JobCheckpoints>>,
     last_checkpoint: Option<u64>,
+    /// Id of the first checkpoint (after a savepoint's, to keep epochs increasing).
+    first_checkpoint: u64,
+    /// What the job started from; a restart without any checkpoint goes back to it.
+    initial_restore: Option<RestoreFrom>,
+    savepoints: Vec<SavepointRequest>,
     /// Over for good: in the history.
     done: bool,
 }
@@ -115,6 +121,15 @@ impl Job {
 }
 
 type Orders = HashMap<u64, mpsc::UnboundedSender<Order>>;
+
+/// A client waiting for a savepoint: the first checkpoint with an id of at least
+/// `from` is copied to `dir`.
+struct SavepointRequest {
+    from: u64,
+    dir: String,
+    stop: bool,
+    reply: oneshot::Sender<Result<u64, String>>,
+}
 
 #[derive(Default)]
 struct State {
@@ -193,6 +208,11 @@ async fn handle(conn: Connection, shared: Arc<Shared>) {
                         Err(Refusal::Reply(why)) => FromJobManager::Refused(why),
                         Err(Refusal::Close) => return,
                     },
+                    ToJobManager::Savepoint { job, dir, stop } => match shared.savepoint(&job, dir.clone(), stop).await {
+                        Ok(Ok(checkpoint)) => FromJobManager::SavepointDone { dir, checkpoint },
+                        Ok(Err(why)) => FromJobManager::Refused(why),
+                        Err(_) => return,
+                    },
                     ToJobManager::Cancel { job } => match shared.cancel(&job) {
                         true => FromJobManager::Cancelling { job },
                         false => FromJobManager::Refused(format!("no running job {job}")),
@@ -261,6 +281,30 @@ async fn submit(
         (Some(ms), Some(dir)) => Some(CheckpointConfig { dir: dir.clone(), interval_ms: ms.max(10), retain: shared.config.retain.max(1) }),
     };
     let job = new_job_id();
+    let (initial_restore, first_checkpoint) = match &request.from_savepoint {
+        Some(dir) => {
+            let location = savepoint_location(dir).map_err(Refusal::Reply)?;
+            let loaded = tokio::task::spawn_blocking(move || {
+                let storage = DirStorage::new(location.0).map_err(|e| e.to_string())?;
+                load_savepoint(&storage, &location.1).map_err(|e| e.to_string())
+            })
+            .await;
+            let meta = match loaded {
+                Ok(Ok(m)) => m,
+                Ok(Err(e)) => return Err(Refusal::Reply(format!("savepoint {dir}: {e}"))),
+                Err(e) => return Err(Refusal::Reply(format!("savepoint {dir}: {e}"))),
+            };
+            if meta.max_parallelism != plan.max_parallelism() {
+                return Err(Refusal::Reply(format!(
+                    "savepoint {dir} has {} key groups but the job has {}; max parallelism cannot change",
+                    meta.max_parallelism,
+                    plan.max_parallelism()
+                )));
+            }
+            (Some(RestoreFrom::Savepoint(dir.clone())), meta.id + 1)
+        }
+        None => (None, 1),
+    };
     let store = match &checkpoints {
         Some(c) => {
             let storage = DirStorage::new(&c.dir).map_err(|e| Refusal::Reply(format!("checkpoint storage {}: {e}", c.dir)))?;
@@ -299,10 +343,13 @@ async fn submit(
         coordinator: None,
         checkpoints: store,
         last_checkpoint: None,
+        first_checkpoint,
+        initial_restore: initial_restore.clone(),
+        savepoints: vec![],
         done: false,
     };
     let mut state = lock(&shared.state);
-    if let Err(free) = shared.deploy(&mut j, &state.orders, None) {
+    if let Err(free) = shared.deploy(&mut j, &state.orders, initial_restore) {
         return Err(Refusal::Reply(format!("the job needs {} slots but only {free} are free", j.deployment.graph.slots_needed())));
     }
     let description = describe(&j.deployment, &j.tms, &shared.registry);
@@ -332,7 +379,7 @@ impl Shared {
 
     /// Places and deploys the next attempt of `j` (restoring `restore`, a checkpoint
     /// metadata path); `Err(free slots)` if the job does not fit now.
-    fn deploy(&self, j: &mut Job, orders: &Orders, restore: Option<String>) -> Result<(), u32> {
+    fn deploy(&self, j: &mut Job, orders: &Orders, restore: Option<RestoreFrom>) -> Result<(), u32> {
         let mut registry = lock(&self.registry);
         let free = registry.free();
         let counts: Vec<u32> = free.iter().map(|(_, n, _)| *n).collect();
@@ -363,7 +410,7 @@ impl Shared {
         j.tracker = JobTracker::new(&d.job, &d.plan.name, d.graph.clone(), d.placement.clone(), Instant::now());
         let now = Instant::now();
         j.coordinator = d.checkpoints.as_ref().map(|c| {
-            let first = j.last_checkpoint.map_or(1, |id| id + 1);
+            let first = j.last_checkpoint.map_or(j.first_checkpoint, |id| id + 1);
             Coordinator::new(Duration::from_millis(c.interval_ms), first, d.task_count(), now)
         });
         for (me, id) in j.tms.iter().enumerate() {
@@ -436,6 +483,9 @@ impl Shared {
 
     fn finish(&self, j: &mut Job) {
         j.done = true;
+        for r in j.savepoints.drain(..) {
+            let _ = r.reply.send(Err("the job ended before the savepoint was taken".into()));
+        }
         j.component = Arc::new(Vec::new());
         let report = j.report(Instant::now());
         tracing::info!(job = %report.id, status = report.status.name(), error = report.error.as_deref().unwrap_or(""), "job ended");
@@ -508,9 +558,10 @@ impl Shared {
             if let Some((id, _)) = latest {
                 j.last_checkpoint = Some(j.last_checkpoint.map_or(id, |l| l.max(id)));
             }
-            let restore = latest.map(|(_, path)| path);
-            match self.deploy(j, orders, restore.clone()) {
-                Ok(()) => tracing::info!(%job, attempt = j.deployment.attempt, restore = restore.as_deref().unwrap_or("none"), "job redeployed"),
+            let restore = latest.map(|(_, path)| RestoreFrom::Checkpoint(path)).or_else(|| j.initial_restore.clone());
+            let described = restore.as_ref().map_or("nothing".to_string(), ToString::to_string);
+            match self.deploy(j, orders, restore) {
+                Ok(()) => tracing::info!(%job, attempt = j.deployment.attempt, restore = %described, "job redeployed"),
                 // Not enough slots yet (a TaskManager is gone): try again next tick.
                 Err(_) => j.restart_at = Some(now + TICK),
             }
@@ -535,23 +586,67 @@ impl Shared {
         };
         let (meta, store, retain) = complete;
         let id = meta.id;
+        let job_store = store.clone();
         let written = tokio::task::spawn_blocking(move || {
             store.complete(&meta)?;
-            store.retain(retain as usize).map_err(weir_checkpoint::CheckpointError::from)
+            store.retain(retain as usize).map_err(weir_checkpoint::CheckpointError::from)?;
+            Ok::<_, weir_checkpoint::CheckpointError>(meta)
         })
         .await;
-        match written {
-            Ok(Ok(())) => {}
+        let meta = match written {
+            Ok(Ok(meta)) => meta,
             Ok(Err(e)) => return tracing::error!(job = %ack.job, checkpoint = id, "cannot complete the checkpoint: {e}"),
             Err(e) => return tracing::error!(job = %ack.job, checkpoint = id, "completing the checkpoint panicked: {e}"),
+        };
+        let (job, requests) = {
+            let mut state = lock(&self.state);
+            let State { orders, jobs } = &mut *state;
+            let Some(j) = jobs.iter_mut().find(|j| j.run == ack.job && !j.done) else { return };
+            j.last_checkpoint = Some(id);
+            tracing::debug!(job = %j.tracker.id(), checkpoint = id, "checkpoint complete");
+            let run = j.run.clone();
+            j.send(orders, || FromJobManager::CheckpointComplete { job: run.clone(), id });
+            let (due, later): (Vec<_>, Vec<_>) = j.savepoints.drain(..).partition(|r| r.from <= id);
+            j.savepoints = later;
+            (j.tracker.id().to_string(), due)
+        };
+        for r in requests {
+            let (store, meta, dir) = (job_store.clone(), meta.clone(), r.dir.clone());
+            let exported = tokio::task::spawn_blocking(move || {
+                let (root, name) = savepoint_location(&dir)?;
+                let target = DirStorage::new(root).map_err(|e| e.to_string())?;
+                store.export(&meta, &target, &name).map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("writing the savepoint panicked: {e}")));
+            if exported.is_ok() {
+                tracing::info!(%job, checkpoint = id, dir = %r.dir, stop = r.stop, "savepoint written");
+                if r.stop {
+                    self.cancel(&job);
+                }
+            }
+            let _ = r.reply.send(exported.map(|()| id));
         }
+    }
+
+    /// Asks for a savepoint of a running, checkpointed job; answers once written.
+    fn savepoint(&self, job: &str, dir: String, stop: bool) -> oneshot::Receiver<Result<u64, String>> {
+        let (reply, answer) = oneshot::channel();
         let mut state = lock(&self.state);
-        let State { orders, jobs } = &mut *state;
-        let Some(j) = jobs.iter_mut().find(|j| j.run == ack.job && !j.done) else { return };
-        j.last_checkpoint = Some(id);
-        tracing::debug!(job = %j.tracker.id(), checkpoint = id, "checkpoint complete");
-        let run = j.run.clone();
-        j.send(orders, || FromJobManager::CheckpointComplete { job: run.clone(), id });
+        let Some(j) = state.jobs.iter_mut().find(|j| j.tracker.id() == job && !j.done) else {
+            let _ = reply.send(Err(format!("no running job {job}")));
+            return answer;
+        };
+        match j.coordinator.as_mut() {
+            Some(c) if j.restart_at.is_none() => {
+                let from = c.force();
+                j.savepoints.push(SavepointRequest { from, dir, stop, reply });
+            }
+            _ => {
+                let _ = reply.send(Err(format!("job {job} is not running with checkpoints (submit it with --checkpoint-interval)")));
+            }
+        }
+        answer
     }
 }
 
@@ -684,6 +779,7 @@ fn kind(m: &ToJobManager) -> &'static str {
         ToJobManager::ComponentChunk(_) => "component chunk",
         ToJobManager::CheckpointAck(_) => "checkpoint acknowledgement",
         ToJobManager::Cancel { .. } => "cancel",
+        ToJobManager::Savepoint { .. } => "savepoint request",
     }
 }
 

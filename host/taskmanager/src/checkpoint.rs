@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use weir_checkpoint::{
-    CheckpointMeta, CheckpointStorage, DirStorage, FileKind, JobCheckpoints, RestoredState, StateFileWriter, TaskMeta, decode_meta,
+    CheckpointMeta, CheckpointStorage, DirStorage, FileKind, JobCheckpoints, RestoredState, StateFileWriter, TaskMeta, decode_meta, load_savepoint,
 };
 pub use weir_control::protocol::CheckpointAck;
 use weir_state::Capture;
-use weir_types::deployment::JobDeployment;
+use weir_types::deployment::{JobDeployment, RestoreFrom};
 
 use crate::deploy::{Checkpointing, TaskError, TaskSnapshot};
 use crate::source::{Split, decode_splits, encode_splits};
@@ -168,10 +168,24 @@ pub struct Restore {
 impl Restore {
     /// Reads the metadata a deployment names, if it names one.
     pub fn open(d: &JobDeployment) -> Result<Option<Self>, TaskError> {
-        let (Some(path), Some(config)) = (&d.restore, &d.checkpoints) else { return Ok(None) };
-        let fail = |e: &dyn std::fmt::Display| TaskError::Checkpoint(format!("restoring from {path}: {e}"));
-        let storage: Arc<dyn CheckpointStorage> = Arc::new(DirStorage::new(&config.dir).map_err(|e| fail(&e))?);
-        let meta = decode_meta(&storage.read(path).map_err(|e| fail(&e))?).map_err(|e| fail(&e))?;
+        let Some(from) = &d.restore else { return Ok(None) };
+        let fail = |e: &dyn std::fmt::Display| TaskError::Checkpoint(format!("restoring from {from}: {e}"));
+        let (meta, storage): (CheckpointMeta, Arc<dyn CheckpointStorage>) = match from {
+            RestoreFrom::Checkpoint(path) => {
+                let dir = &d.checkpoints.as_ref().ok_or_else(|| fail(&"the job has no checkpoint storage"))?.dir;
+                let storage = DirStorage::new(dir).map_err(|e| fail(&e))?;
+                (decode_meta(&storage.read(path).map_err(|e| fail(&e))?).map_err(|e| fail(&e))?, Arc::new(storage))
+            }
+            RestoreFrom::Savepoint(dir) => {
+                let (root, name) = savepoint_location(dir).map_err(|e| fail(&e))?;
+                let storage = DirStorage::new(root).map_err(|e| fail(&e))?;
+                (load_savepoint(&storage, &name).map_err(|e| fail(&e))?, Arc::new(storage))
+            }
+        };
+        if meta.max_parallelism != d.plan.max_parallelism() {
+            let why = format!("it has {} key groups, the job {}", meta.max_parallelism, d.plan.max_parallelism());
+            return Err(fail(&why));
+        }
         Ok(Some(Self { meta, storage }))
     }
 
@@ -215,4 +229,13 @@ impl Restore {
         }
         Ok(Some(splits))
     }
+}
+
+/// A savepoint directory as (storage root, name in it): savepoints are addressed by
+/// their own directory, which may live anywhere.
+pub fn savepoint_location(dir: &str) -> Result<(std::path::PathBuf, String), String> {
+    let path = std::path::Path::new(dir);
+    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| format!("{dir:?} does not name a directory"))?;
+    let root = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    Ok((root.to_path_buf(), name.to_string()))
 }

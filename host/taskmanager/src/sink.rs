@@ -4,7 +4,7 @@
 //! With checkpoints, a file sink is exactly-once by two-phase commit, as Flink's file
 //! sink: the lines between two barriers go to a pending file of that epoch (epoch `k`
 //! ends at the barrier of checkpoint `k`), and a pending file is renamed to its final
-//! name once checkpoint `k` is complete. A restore first settles what earlier attempts
+//! name as soon as the TaskManager hears that checkpoint `k` is complete ([`Commits`]). A restore first settles what earlier attempts
 //! left ([`recover_output`]): pending files of completed checkpoints are committed, and
 //! everything written after the restored checkpoint is deleted, since it will be
 //! written again.
@@ -12,7 +12,6 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use weir_types::batch::records;
@@ -45,10 +44,30 @@ pub struct Transactional {
     attempt: u32,
     epoch: u64,
     file: BufWriter<File>,
-    /// Closed epochs waiting for their checkpoint: (epoch, pending path).
-    pending: Vec<(u64, PathBuf)>,
-    completed: Arc<AtomicU64>,
+    commits: Arc<Commits>,
     buf: Vec<u8>,
+}
+
+/// Closed epochs of a sink subtask waiting for their checkpoint: (epoch, pending
+/// file, final name). Shared with the TaskManager, which commits them when it hears of
+/// the checkpoint's completion, whatever the subtask is doing (or if it was cancelled
+/// right after).
+#[derive(Default)]
+pub struct Commits {
+    pending: Mutex<Vec<(u64, PathBuf, PathBuf)>>,
+}
+
+impl Commits {
+    /// Renames the files of every epoch up to `upto` to their final names.
+    pub fn commit(&self, upto: u64) -> Result<(), TaskError> {
+        let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut *pending).into_iter().partition(|(e, _, _)| *e <= upto);
+        *pending = waiting;
+        for (_, from, to) in ready {
+            std::fs::rename(&from, &to).map_err(|e| io_error(&from, e))?;
+        }
+        Ok(())
+    }
 }
 
 fn pending_name(subtask: u32, epoch: u64, attempt: u32) -> String {
@@ -109,10 +128,10 @@ pub fn recover_output(dir: &Path, attempt: u32, restored: u64) -> Result<(), Tas
 impl Transactional {
     /// The sink of `subtask` writing into `dir`, starting with the epoch after
     /// checkpoint `restored`; `completed` tracks the newest completed checkpoint.
-    pub fn open(dir: PathBuf, subtask: u32, attempt: u32, restored: u64, completed: Arc<AtomicU64>) -> Result<Self, TaskError> {
+    pub fn open(dir: PathBuf, subtask: u32, attempt: u32, restored: u64, commits: Arc<Commits>) -> Result<Self, TaskError> {
         let epoch = restored + 1;
         let file = Self::create(&dir, subtask, epoch, attempt)?;
-        Ok(Self { dir, subtask, attempt, epoch, file, pending: Vec::new(), completed, buf: Vec::new() })
+        Ok(Self { dir, subtask, attempt, epoch, file, commits, buf: Vec::new() })
     }
 
     fn create(dir: &Path, subtask: u32, epoch: u64, attempt: u32) -> Result<BufWriter<File>, TaskError> {
@@ -125,18 +144,8 @@ impl Transactional {
         self.file.flush().map_err(|e| io_error(&path, e))?;
         // Durable before the checkpoint that commits it can complete.
         self.file.get_ref().sync_data().map_err(|e| io_error(&path, e))?;
-        self.pending.push((self.epoch, path));
-        Ok(())
-    }
-
-    /// Renames the pending files of epochs whose checkpoint completed.
-    fn commit(&mut self, upto: u64) -> Result<(), TaskError> {
-        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending).into_iter().partition(|(e, _)| *e <= upto);
-        self.pending = waiting;
-        for (epoch, path) in ready {
-            let target = self.dir.join(final_name(self.subtask, epoch, self.attempt));
-            std::fs::rename(&path, &target).map_err(|e| io_error(&path, e))?;
-        }
+        let target = self.dir.join(final_name(self.subtask, self.epoch, self.attempt));
+        self.commits.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((self.epoch, path, target));
         Ok(())
     }
 }
@@ -157,10 +166,6 @@ impl Sink {
             }
             Sink::Transactional(t) => {
                 lines(batch, &mut t.buf)?;
-                let upto = t.completed.load(Ordering::Acquire);
-                if t.pending.first().is_some_and(|(e, _)| *e <= upto) {
-                    t.commit(upto)?;
-                }
                 t.file.write_all(&t.buf).map_err(|e| TaskError::Sink(e.to_string()))
             }
             Sink::Discard => Ok(()),
@@ -190,7 +195,7 @@ impl Sink {
             }
             Sink::Transactional(t) => {
                 t.close_epoch()?;
-                t.commit(u64::MAX)
+                t.commits.commit(u64::MAX)
             }
             Sink::Discard => Ok(()),
         }
@@ -223,15 +228,15 @@ mod tests {
     #[test]
     fn epochs_commit_with_checkpoints_and_a_restore_discards_what_followed() -> Result<(), TaskError> {
         let dir = tempfile::tempdir().map_err(|e| TaskError::Sink(e.to_string()))?;
-        let completed = Arc::new(AtomicU64::new(0));
-        let mut sink = Sink::Transactional(Box::new(Transactional::open(dir.path().into(), 0, 0, 0, completed.clone())?));
+        let commits = Arc::new(Commits::default());
+        let mut sink = Sink::Transactional(Box::new(Transactional::open(dir.path().into(), 0, 0, 0, commits.clone())?));
         let mut batch = Vec::new();
         weir_types::batch::push_record(&mut batch, 0, b"k", b"1");
         sink.write(&batch)?;
         sink.barrier(1)?;
         sink.write(&batch)?;
         sink.barrier(2)?;
-        completed.store(1, Ordering::Release);
+        commits.commit(1)?;
         sink.write(&batch)?;
         assert_eq!(names(dir.path()), vec![".part-0-2-a0.pending", ".part-0-3-a0.pending", "part-0-1-a0"]);
         drop(sink);

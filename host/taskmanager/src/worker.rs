@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -21,7 +21,7 @@ use crate::checkpoint::{CheckpointAck, JobCheckpointing, Restore};
 use crate::dataplane::DataPlane;
 use crate::deploy::{Cancel, Head, OperatorStep, Tail, TaskCounters, TaskDeployment, TaskError, run_task};
 use crate::exchange::{self, Inputs, Message, Router, Target};
-use crate::sink::{SharedWriter, Sink, Transactional, recover_output};
+use crate::sink::{Commits, SharedWriter, Sink, Transactional, recover_output};
 use crate::source::{FileLines, Generator, Source, Split};
 
 /// A TaskManager's executor: the sandbox, the state store and the running jobs.
@@ -42,6 +42,8 @@ struct RunningJob {
     cancel: Cancel,
     counters: Vec<(u32, u32, Arc<TaskCounters>)>,
     checkpoints: JobCheckpointing,
+    /// Transactional sinks' pending files, committed when a checkpoint completes.
+    commits: Vec<Arc<Commits>>,
 }
 
 /// What a TaskManager tells whoever runs it (the JobManager, or the embedded cluster).
@@ -125,7 +127,8 @@ impl TaskManager {
         let acks = report.clone();
         let checkpoints = JobCheckpointing::new(d, Arc::new(move |ack| acks(Report::Snapshot(ack))))?;
         let restore = Restore::open(d)?;
-        let mut sinks = open_sinks(d, me, &checkpoints.completed, restore.as_ref().map_or(0, Restore::id))?;
+        let mut commits = Vec::new();
+        let mut sinks = open_sinks(d, me, &mut commits, restore.as_ref().map_or(0, Restore::id))?;
 
         let mut tasks = Vec::new();
         let mut counters = Vec::new();
@@ -207,7 +210,7 @@ impl TaskManager {
             };
             tasks.push((v as u32, s, deployment));
         }
-        self.lock_jobs().insert(run.clone(), RunningJob { cancel, counters, checkpoints });
+        self.lock_jobs().insert(run.clone(), RunningJob { cancel, counters, checkpoints, commits });
         Ok(PreparedJob { tm: self.clone(), job: run, tasks, report })
     }
 
@@ -222,6 +225,12 @@ impl TaskManager {
     pub fn checkpoint_completed(&self, job: &str, id: u64) {
         if let Some(j) = self.lock_jobs().get(job) {
             j.checkpoints.completed.fetch_max(id, Ordering::AcqRel);
+            for c in &j.commits {
+                if let Err(e) = c.commit(id) {
+                    // The files stay pending; a restore commits them.
+                    tracing::error!(job, checkpoint = id, "cannot commit sink output: {e}");
+                }
+            }
         }
     }
 
@@ -348,7 +357,7 @@ fn open_source(kind: &SourceKind, subtask: u32, parallelism: u32, resume: Option
 /// The sinks of the local subtasks, by (node, subtask). Files are created (truncated)
 /// here, before any subtask runs; a checkpointed job's part files are transactional,
 /// and what earlier attempts left in their directory is settled first.
-fn open_sinks(d: &JobDeployment, me: u32, completed: &Arc<AtomicU64>, restored: u64) -> Result<HashMap<(usize, u32), Sink>, TaskError> {
+fn open_sinks(d: &JobDeployment, me: u32, commits: &mut Vec<Arc<Commits>>, restored: u64) -> Result<HashMap<(usize, u32), Sink>, TaskError> {
     let mut sinks = HashMap::new();
     let mut shared: HashMap<usize, SharedWriter> = HashMap::new();
     let mut settled = std::collections::HashSet::new();
@@ -365,7 +374,9 @@ fn open_sinks(d: &JobDeployment, me: u32, completed: &Arc<AtomicU64>, restored: 
                 if settled.insert(last) {
                     recover_output(dir, d.attempt, restored)?;
                 }
-                Sink::Transactional(Box::new(Transactional::open(dir.into(), s, d.attempt, restored, completed.clone())?))
+                let c = Arc::new(Commits::default());
+                commits.push(c.clone());
+                Sink::Transactional(Box::new(Transactional::open(dir.into(), s, d.attempt, restored, c)?))
             }
             (Some(dir), SinkFiles::PartPerSubtask) => {
                 let dir = Path::new(dir);

@@ -32,9 +32,26 @@ pub struct JobDeployment {
     pub attempt: u32,
     /// Checkpointing, if enabled.
     pub checkpoints: Option<CheckpointConfig>,
-    /// The checkpoint or savepoint (path of its metadata file) to restore state and
-    /// source positions from.
-    pub restore: Option<String>,
+    /// Where state and source positions come from, if not from scratch.
+    pub restore: Option<RestoreFrom>,
+}
+
+/// A snapshot a job starts from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestoreFrom {
+    /// A checkpoint of this job: the path of its metadata in the checkpoint storage.
+    Checkpoint(String),
+    /// A savepoint: its directory (absolute, reachable by every TaskManager).
+    Savepoint(String),
+}
+
+impl std::fmt::Display for RestoreFrom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RestoreFrom::Checkpoint(p) => write!(f, "checkpoint {p}"),
+            RestoreFrom::Savepoint(p) => write!(f, "savepoint {p}"),
+        }
+    }
 }
 
 /// How a job is checkpointed.
