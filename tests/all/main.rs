@@ -7,6 +7,7 @@ mod bad_jobs;
 mod cache;
 mod cluster;
 mod distributed;
+mod golden;
 mod hostile_peers;
 mod keyed_state;
 mod recovery;

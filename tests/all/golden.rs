@@ -1,0 +1,111 @@
+//! Golden runs: every example job three ways, each compared with one expected output.
+//! 1. straight through, embedded, at parallelism 1;
+//! 2. on a cluster at parallelism 2 with checkpoints;
+//! 3. on a cluster at parallelism 2 with checkpoints, stopped by a savepoint midway and
+//!    resumed from it at parallelism 3 (state and source positions redistributed).
+//!
+//! Outputs are compared as each key's final value (the largest by its leading number:
+//! counts and sums only grow) plus the line count, so a lost or repeated record shows
+//! either way. A list in a value compares as a set: which of two subtasks' records of a
+//! key arrives first is up to the parallelism (distinct_values lists values in order of
+//! first appearance).
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::path::Path;
+
+use crate::cluster::{TestCluster, wait_until};
+use crate::support::{example, run_weir, stderr};
+use crate::wordcount::write_text;
+
+/// Each key's final value and the number of lines.
+fn summary(lines: &[String]) -> (HashMap<String, String>, usize) {
+    let mut last: HashMap<String, (u64, String)> = HashMap::new();
+    for l in lines {
+        let (k, v) = l.rsplit_once('\t').unwrap_or((l, ""));
+        let rank: u64 = v.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        let e = last.entry(k.to_string()).or_insert((0, String::new()));
+        if rank >= e.0 {
+            *e = (rank, v.to_string());
+        }
+    }
+    let as_set = |v: String| match v.split_once(' ') {
+        Some((n, list)) => {
+            let mut items: Vec<&str> = list.split(',').collect();
+            items.sort_unstable();
+            format!("{n} {}", items.join(","))
+        }
+        None => v,
+    };
+    (last.into_iter().map(|(k, (_, v))| (k, as_set(v))).collect(), lines.len())
+}
+
+fn committed(dir: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for e in std::fs::read_dir(dir).expect("output dir").flatten() {
+        if e.file_name().to_string_lossy().starts_with("part-") {
+            lines.extend(std::fs::read_to_string(e.path()).expect("part").lines().map(str::to_string));
+        }
+    }
+    lines
+}
+
+fn job_line(status: &str, job: &str) -> String {
+    status.lines().find(|l| l.starts_with(&format!("job {job} "))).unwrap_or_default().to_string()
+}
+
+fn check(cluster: &TestCluster, name: &str, args: &[&str]) {
+    let dir = cluster.dir.path().join(name);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let wasm = example(name);
+    let job_args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+
+    // 1. Straight through.
+    let straight = dir.join("straight.tsv");
+    let mut argv: Vec<&OsStr> = vec![OsStr::new("run"), wasm.as_os_str(), OsStr::new("-o"), straight.as_os_str()];
+    argv.extend(&job_args);
+    let o = run_weir(&argv);
+    assert!(o.status.success(), "{name}: {}", stderr(&o));
+    let expected = summary(&std::fs::read_to_string(&straight).expect("output").lines().map(str::to_string).collect::<Vec<_>>());
+    assert!(expected.1 > 0, "{name}: the golden output is not empty");
+
+    let submit = |p: &str, out: &Path, extra: &[&OsStr]| {
+        let mut argv: Vec<&OsStr> = vec![OsStr::new("submit"), wasm.as_os_str(), OsStr::new("-p"), OsStr::new(p), OsStr::new("-o"), out.as_os_str()];
+        argv.extend([OsStr::new("--checkpoint-interval"), OsStr::new("50")]);
+        argv.extend(&job_args);
+        argv.extend(extra);
+        cluster.client(&argv)
+    };
+
+    // 2. Parallelism 2 with checkpoints.
+    let checkpointed = dir.join("p2");
+    let o = submit("2", &checkpointed, &[]);
+    assert!(o.status.success(), "{name}: {}", stderr(&o));
+    assert_eq!(summary(&committed(&checkpointed)), expected, "{name}: parallelism 2 with checkpoints");
+
+    // 3. Stopped by a savepoint at parallelism 2, resumed at 3.
+    let (first, second, savepoint) = (dir.join("sp-p2"), dir.join("sp-p3"), dir.join("savepoint"));
+    let o = submit("2", &first, &[OsStr::new("--detach")]);
+    assert!(o.status.success(), "{name}: {}", stderr(&o));
+    let job = String::from_utf8_lossy(&o.stdout).split_whitespace().nth(1).expect("job id").to_string();
+    wait_until("a first checkpoint", || !job_line(&cluster.status(), &job).contains("checkpoint=none"));
+    let o = cluster.client(&[OsStr::new("savepoint"), OsStr::new(&job), OsStr::new("--dir"), savepoint.as_os_str(), OsStr::new("--stop")]);
+    assert!(o.status.success(), "{name}: the savepoint is taken while the job runs: {}", stderr(&o));
+    wait_until("the job to stop", || job_line(&cluster.status(), &job).contains(" CANCELED "));
+    let o = submit("3", &second, &[OsStr::new("--from-savepoint"), savepoint.as_os_str()]);
+    assert!(o.status.success(), "{name}: {}", stderr(&o));
+    let mut lines = committed(&first);
+    lines.extend(committed(&second));
+    assert_eq!(summary(&lines), expected, "{name}: savepoint at parallelism 2, resumed at 3");
+}
+
+#[test]
+fn every_example_job_gives_the_same_output_three_ways() {
+    let cluster = TestCluster::start_with(&[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let input = cluster.dir.path().join("input.txt");
+    write_text(&input, 300_000);
+    let input = input.display().to_string();
+    check(&cluster, "wordcount", &["-i", &input]);
+    check(&cluster, "keyed_sum", &["--arg", "n=400000", "--arg", "work=1500", "--arg", "sink=file"]);
+    check(&cluster, "distinct_values", &["--arg", "n=3000000"]);
+}
