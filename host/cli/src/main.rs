@@ -228,6 +228,12 @@ struct RunArgs {
     /// Print nothing but errors.
     #[arg(short, long)]
     quiet: bool,
+    /// Checkpoint every this many milliseconds.
+    #[arg(long, value_name = "MS")]
+    checkpoint_interval: Option<u64>,
+    /// Checkpoint storage [default: a directory inside the state directory].
+    #[arg(long)]
+    checkpoint_dir: Option<PathBuf>,
     #[command(flatten)]
     sandbox: SandboxArgs,
 }
@@ -328,6 +334,11 @@ fn run(a: RunArgs) -> Result<()> {
     let limits = a.sandbox.limits();
     let wasm = read_job(&a.job.job, &limits)?;
     let (state_dir, _temp_state) = state_dir(&a.state_dir)?;
+    let checkpoints = a.checkpoint_interval.map(|ms| weir_types::deployment::CheckpointConfig {
+        dir: a.checkpoint_dir.clone().unwrap_or_else(|| state_dir.join("checkpoints")).display().to_string(),
+        interval_ms: ms.max(1),
+        retain: 2,
+    });
     let cluster = EmbeddedCluster::new(ClusterConfig {
         slots: a.slots.unwrap_or(a.job.parallelism),
         limits,
@@ -338,7 +349,7 @@ fn run(a: RunArgs) -> Result<()> {
     .context("cannot start the embedded cluster")?;
     let job_name = a.job.job.display().to_string();
     let handle = cluster
-        .submit(JobSpec { wasm, parallelism: a.job.parallelism, args: a.job.args, input: a.input, output: a.output })
+        .submit(JobSpec { wasm, parallelism: a.job.parallelism, args: a.job.args, input: a.input, output: a.output, checkpoints })
         .with_context(|| format!("job {job_name} was refused"))?;
     let report = handle.wait().with_context(|| format!("job {job_name} failed"))?;
     if !a.quiet {
@@ -349,7 +360,8 @@ fn run(a: RunArgs) -> Result<()> {
 
 fn print_report(r: &JobReport) {
     let secs = r.elapsed.as_secs_f64();
-    eprintln!("job {} ({}) {} in {secs:.3}s", r.name, r.id, r.status.name().to_lowercase());
+    let checkpoint = r.last_checkpoint.map(|c| format!(", last checkpoint {c}")).unwrap_or_default();
+    eprintln!("job {} ({}) {} in {secs:.3}s{checkpoint}", r.name, r.id, r.status.name().to_lowercase());
     for v in &r.vertices {
         let rate = if secs > 0.0 { v.records_in as f64 / secs } else { 0.0 };
         eprintln!(

@@ -3,17 +3,20 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use thiserror::Error;
+use weir_checkpoint::{DirStorage, JobCheckpoints};
 use weir_state::{StateError, StateStore};
+use weir_taskmanager::checkpoint::CheckpointAck;
 use weir_taskmanager::{Report, Reporter, TaskError, TaskManager};
-use weir_types::deployment::{JobDeployment, JobReport, JobStatus, SinkFiles, TaskEnd, place};
+use weir_types::deployment::{CheckpointConfig, JobDeployment, JobReport, JobStatus, SinkFiles, place};
 use weir_types::graph::ExecutionGraph;
 use weir_types::plan::{JobPlan, PlanError};
 use weir_wasm::{Instance, JobComponent, Limits, LoadError, OperatorFailure, Runtime};
 
+use crate::coordinator::{AckOutcome, Coordinator};
 use crate::tracker::JobTracker;
 
 /// How the embedded cluster is set up.
@@ -44,6 +47,8 @@ pub struct JobSpec {
     pub input: Option<PathBuf>,
     /// Binds file sinks that leave their path to the submitter.
     pub output: Option<PathBuf>,
+    /// Checkpointing, if wanted.
+    pub checkpoints: Option<CheckpointConfig>,
 }
 
 /// Why a job did not run to its end.
@@ -132,25 +137,29 @@ impl EmbeddedCluster {
             taskmanagers: vec![],
             sink_files: SinkFiles::Shared,
             attempt: 0,
-            checkpoints: None,
+            checkpoints: spec.checkpoints,
             restore: None,
         };
-        let (tx, ends) = crossbeam_channel::unbounded();
-        // Embedded runs are not checkpointed, so only subtask ends matter. The handle
-        // may be gone if the caller stopped waiting.
-        let report: Reporter = Arc::new(move |r| {
-            if let Report::Ended(end) = r {
-                let _ = tx.send(end);
-            }
-        });
+        let (tx, reports) = crossbeam_channel::unbounded();
+        // The handle may be gone if the caller stopped waiting.
+        let report: Reporter = Arc::new(move |r| drop(tx.send(r)));
         let prepared = self.inner.tm.prepare(&deployment, 0, &component, report)?;
-        let mut tracker =
-            JobTracker::new(&deployment.job, &deployment.plan.name, deployment.graph.clone(), deployment.placement.clone(), Instant::now());
+        let now = Instant::now();
+        let mut tracker = JobTracker::new(&deployment.job, &deployment.plan.name, deployment.graph.clone(), deployment.placement.clone(), now);
+        let checkpoints = match &deployment.checkpoints {
+            Some(c) => {
+                let storage = DirStorage::new(&c.dir).map_err(|e| JobError::Deploy(TaskError::Checkpoint(e.to_string())))?;
+                let store = JobCheckpoints::new(Arc::new(storage), &deployment.job);
+                let coordinator = Coordinator::new(Duration::from_millis(c.interval_ms), 1, deployment.task_count(), now);
+                Some((coordinator, store, c.retain))
+            }
+            None => None,
+        };
         let tasks = prepared.len();
         prepared.start()?;
         tracker.running();
         tracing::info!(job = %deployment.job, name = %deployment.plan.name, tasks, slots = needed, "job deployed");
-        Ok(JobHandle { tm: self.inner.tm.clone(), graph: deployment.graph, tracker, ends, _slots: slots })
+        Ok(JobHandle { tm: self.inner.tm.clone(), deployment, tracker, reports, checkpoints, last_checkpoint: None, _slots: slots })
     }
 }
 
@@ -213,11 +222,16 @@ impl Drop for SlotLease {
 /// A running job.
 pub struct JobHandle {
     tm: TaskManager,
-    graph: ExecutionGraph,
+    deployment: JobDeployment,
     tracker: JobTracker,
-    ends: Receiver<TaskEnd>,
+    reports: Receiver<Report>,
+    checkpoints: Option<(Coordinator, JobCheckpoints, u32)>,
+    last_checkpoint: Option<u64>,
     _slots: SlotLease,
 }
+
+/// How often a waiting handle looks for a due checkpoint.
+const TICK: Duration = Duration::from_millis(10);
 
 impl JobHandle {
     /// The job's id.
@@ -227,30 +241,66 @@ impl JobHandle {
 
     /// The job's execution graph.
     pub fn graph(&self) -> &ExecutionGraph {
-        &self.graph
+        &self.deployment.graph
     }
 
     /// Cancels every subtask of the job.
     pub fn cancel(&mut self) {
         if self.tracker.cancel(Instant::now()) {
-            self.tm.cancel(self.tracker.id());
+            self.tm.cancel(&self.deployment.run_id());
         }
     }
 
-    /// Waits until every subtask has ended. The first failure cancels the rest and
-    /// is the job's error.
+    /// Waits until every subtask has ended, checkpointing meanwhile if enabled. The
+    /// first failure cancels the rest and is the job's error.
     pub fn wait(mut self) -> Result<JobReport, JobError> {
+        let run = self.deployment.run_id();
         while !self.tracker.is_done() {
-            let Ok(end) = self.ends.recv() else { break };
-            if self.tracker.ended(end.vertex, end.subtask, end.outcome, Instant::now()) {
-                self.tm.cancel(self.tracker.id());
+            let now = Instant::now();
+            match self.reports.recv_timeout(TICK) {
+                Ok(Report::Ended(end)) => {
+                    if self.tracker.ended(end.vertex, end.subtask, end.outcome, now) {
+                        self.tm.cancel(&run);
+                    }
+                }
+                Ok(Report::Snapshot(ack)) => self.acknowledged(ack, now),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if let Some((c, _, _)) = self.checkpoints.as_mut() {
+                if let Some(id) = c.expire(now) {
+                    tracing::warn!(job = %run, checkpoint = id, "checkpoint abandoned: not all subtasks acknowledged in time");
+                }
+                if let Some(id) = c.due(now) {
+                    self.tm.trigger_checkpoint(&run, id);
+                }
             }
         }
-        let report = self.tracker.report(Instant::now());
+        let mut report = self.tracker.report(Instant::now());
+        report.last_checkpoint = self.last_checkpoint;
         match report.status {
             JobStatus::Finished => Ok(report),
             JobStatus::Canceled => Err(JobError::Cancelled),
             _ => Err(JobError::Failed(report.error.unwrap_or_else(|| "the job did not finish".into()))),
+        }
+    }
+
+    fn acknowledged(&mut self, ack: CheckpointAck, now: Instant) {
+        let Some((c, store, retain)) = self.checkpoints.as_mut() else { return };
+        match c.ack(&self.deployment, ack.checkpoint, ack.vertex, ack.task, now) {
+            AckOutcome::Waiting => {}
+            AckOutcome::Failed(id, e) => tracing::warn!(checkpoint = id, "checkpoint failed: {e}"),
+            AckOutcome::Complete(meta) => {
+                let id = meta.id;
+                let done = store.complete(&meta).and_then(|()| store.retain(*retain as usize).map_err(Into::into));
+                match done {
+                    Ok(()) => {
+                        self.last_checkpoint = Some(id);
+                        self.tm.checkpoint_completed(&self.deployment.run_id(), id);
+                    }
+                    Err(e) => tracing::error!(checkpoint = id, "cannot complete the checkpoint: {e}"),
+                }
+            }
         }
     }
 }
@@ -259,7 +309,7 @@ impl Drop for JobHandle {
     fn drop(&mut self) {
         // A handle dropped before its job ended must not leave subtasks running unobserved.
         if !self.tracker.is_done() {
-            self.tm.cancel(self.tracker.id());
+            self.tm.cancel(&self.deployment.run_id());
         }
     }
 }
