@@ -61,6 +61,8 @@ pub struct TestCluster {
     pub procs: Processes,
     /// Names of `procs`, in order.
     names: Vec<String>,
+    /// Extra JobManager arguments, for restarts.
+    jobmanager_args: Vec<String>,
 }
 
 impl TestCluster {
@@ -77,21 +79,9 @@ impl TestCluster {
         let creds = dir.path().join("cluster");
         let o = run_weir(["cluster-init".as_ref(), creds.as_os_str(), "--taskmanagers".as_ref(), "3".as_ref()]);
         assert!(o.status.success(), "{}", stderr(&o));
-        let mut procs = Processes(Vec::new());
-        let mut jm = weir()
-            .args(["jobmanager", "--listen", "127.0.0.1:0", "--heartbeat-timeout-ms", "1500"])
-            .args(jobmanager_args.iter().map(|a| a.replace("{dir}", &dir.path().display().to_string())))
-            .args(identity(&creds, "jobmanager"))
-            .env("WEIR_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(log_file(dir.path(), "jobmanager"))
-            .spawn()
-            .expect("jobmanager starts");
-        let mut line = String::new();
-        BufReader::new(jm.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
-        procs.0.push(jm);
-        let jm = line.trim().rsplit(' ').next().expect("address").to_string();
-        let mut cluster = Self { dir, creds, jm, procs, names: vec!["jobmanager".into()] };
+        let jobmanager_args: Vec<String> = jobmanager_args.iter().map(|a| a.replace("{dir}", &dir.path().display().to_string())).collect();
+        let (jm, addr) = spawn_jobmanager(dir.path(), &creds, "127.0.0.1:0", &jobmanager_args);
+        let mut cluster = Self { dir, creds, jm: addr, procs: Processes(vec![jm]), names: vec!["jobmanager".into()], jobmanager_args };
         for (name, slots) in taskmanagers {
             cluster.start_taskmanager(name, *slots);
         }
@@ -119,6 +109,14 @@ impl TestCluster {
                 self.names.push(name.to_string());
             }
         }
+    }
+
+    /// SIGKILLs the JobManager and starts a new one on the same address.
+    pub fn restart_jobmanager(&mut self) {
+        self.kill("jobmanager");
+        let (jm, addr) = spawn_jobmanager(self.dir.path(), &self.creds, &self.jm, &self.jobmanager_args);
+        assert_eq!(addr, self.jm, "the new jobmanager listens where the old one did");
+        self.procs.0[0] = jm;
     }
 
     /// SIGKILLs process `name` and reaps it.
@@ -149,6 +147,23 @@ impl TestCluster {
     pub fn pids(&self) -> Vec<u32> {
         self.procs.0.iter().map(Child::id).collect()
     }
+}
+
+/// Starts a JobManager on `listen`; the process and the address it reports.
+fn spawn_jobmanager(dir: &Path, creds: &Path, listen: &str, extra: &[String]) -> (Child, String) {
+    let mut jm = weir()
+        .args(["jobmanager", "--listen", listen, "--heartbeat-timeout-ms", "1500"])
+        .args(extra)
+        .args(identity(creds, "jobmanager"))
+        .env("WEIR_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(log_file(dir, "jobmanager"))
+        .spawn()
+        .expect("jobmanager starts");
+    let mut line = String::new();
+    BufReader::new(jm.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
+    let addr = line.trim().rsplit(' ').next().expect("address").to_string();
+    (jm, addr)
 }
 
 /// A process's log file; a restarted process appends to it.

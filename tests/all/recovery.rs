@@ -180,3 +180,22 @@ fn a_savepoint_at_parallelism_2_resumes_at_3_exactly_once() {
     }
     assert_exactly_once(&merged, n);
 }
+
+#[test]
+fn a_killed_jobmanager_comes_back_and_resumes_its_job_exactly_once() {
+    let mut cluster = TestCluster::start_with(&[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let n: u64 = 1_500_000;
+    let output = cluster.dir.path().join("out");
+    let job = submit_keyed_sum(&cluster, n, 4000, &output, "fixed-delay:20:100");
+    wait_until("two checkpoints while running", || {
+        let line = job_line(&cluster.status(), &job);
+        assert!(!line.contains(" FINISHED "), "the job must outlive the crash: {line}");
+        field(&line, "checkpoint=").and_then(|c| c.parse::<u64>().ok()).is_some_and(|c| c >= 2)
+    });
+    cluster.restart_jobmanager();
+    // The new JobManager knows the job from its persisted record, and the TaskManagers
+    // register with it again.
+    wait_finished(&cluster, &job);
+    assert!(cluster.log("jobmanager").contains("resuming a job of the previous jobmanager"));
+    assert_exactly_once(&output, n);
+}

@@ -19,7 +19,7 @@ use crate::{RUNS, run_wasm};
 /// Cluster throughput must be at least this share of embedded throughput.
 const TARGET: f64 = 0.75;
 const PARALLELISM: &str = "2";
-const TASKMANAGERS: [&str; 2] = ["taskmanager-1", "taskmanager-2"];
+pub(crate) const TASKMANAGERS: [&str; 2] = ["taskmanager-1", "taskmanager-2"];
 /// Generous bound on any single step (registration, one submission), so a hang fails
 /// the benchmark with the processes' logs instead of blocking forever.
 const DEADLINE: Duration = Duration::from_secs(600);
@@ -29,12 +29,12 @@ const LOG_TAIL: usize = 6000;
 /// A JobManager and two TaskManagers as processes on loopback, each writing its stderr
 /// to its own file. Dropping it kills and reaps them (also when the benchmark panics,
 /// in which case their logs are printed first).
-struct Cluster {
-    dir: tempfile::TempDir,
+pub(crate) struct Cluster {
+    pub(crate) dir: tempfile::TempDir,
     creds: PathBuf,
     jm: String,
     /// `(name, process)`: the JobManager first, then the TaskManagers.
-    procs: Vec<(String, Child)>,
+    pub(crate) procs: Vec<(String, Child)>,
     /// Kept open: the JobManager must never write into a closed pipe.
     _jm_stdout: Option<BufReader<ChildStdout>>,
     /// A failure message already carries the logs; the drop need not repeat them.
@@ -43,16 +43,27 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Self {
+        Self::start_with(&[], None)
+    }
+
+    /// Starts the cluster with extra JobManager arguments, in which `{dir}` stands for
+    /// the cluster's temporary directory, and the JobManager's log filter (`WEIR_LOG`).
+    pub(crate) fn start_with(jobmanager_args: &[&str], jobmanager_log: Option<&str>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let creds = dir.path().join("creds");
         let o = weir().arg("cluster-init").arg(&creds).args(["--taskmanagers", &TASKMANAGERS.len().to_string()]).output().expect("weir starts");
         assert!(o.status.success(), "cluster-init failed: {}", stderr(&o));
         let mut cluster = Self { dir, creds, jm: String::new(), procs: Vec::new(), _jm_stdout: None, logs_shown: Cell::new(false) };
 
-        let mut jm = weir()
+        let mut jm = weir();
+        if let Some(filter) = jobmanager_log {
+            jm.env("WEIR_LOG", filter);
+        }
+        let mut jm = jm
             .args(["jobmanager", "--listen", "127.0.0.1:0"])
             .arg("--identity")
             .arg(cluster.creds.join("jobmanager"))
+            .args(jobmanager_args.iter().map(|a| a.replace("{dir}", &cluster.dir.path().display().to_string())))
             .stdout(Stdio::piped())
             .stderr(cluster.log_file("jobmanager"))
             .spawn()
@@ -68,28 +79,45 @@ impl Cluster {
         }
 
         for name in TASKMANAGERS {
-            let tm = weir()
-                .args(["taskmanager", "--jobmanager", &cluster.jm, "--slots", "1"])
-                .arg("--state-dir")
-                .arg(cluster.dir.path().join(format!("state-{name}")))
-                .arg("--identity")
-                .arg(cluster.creds.join(name))
-                .stdout(cluster.log_file(&format!("{name}.stdout")))
-                .stderr(cluster.log_file(name))
-                .spawn()
-                .expect("taskmanager starts");
-            cluster.procs.push((name.into(), tm));
+            cluster.start_taskmanager(name);
         }
         let slots = format!("free slots: {}", TASKMANAGERS.len());
         cluster.wait_until("the taskmanagers to register", |c| c.status().contains(&slots));
         cluster
     }
 
-    fn log_file(&self, name: &str) -> File {
-        File::create(self.dir.path().join(format!("{name}.log"))).expect("log file")
+    /// Starts TaskManager `name` with one slot, or starts it again (same identity and
+    /// state directory) after [`Self::kill`].
+    pub(crate) fn start_taskmanager(&mut self, name: &str) {
+        let tm = weir()
+            .args(["taskmanager", "--jobmanager", &self.jm, "--slots", "1"])
+            .arg("--state-dir")
+            .arg(self.dir.path().join(format!("state-{name}")))
+            .arg("--identity")
+            .arg(self.creds.join(name))
+            .stdout(self.log_file(&format!("{name}.stdout")))
+            .stderr(self.log_file(name))
+            .spawn()
+            .expect("taskmanager starts");
+        match self.procs.iter_mut().find(|(n, _)| n == name) {
+            Some((_, old)) => *old = tm,
+            None => self.procs.push((name.into(), tm)),
+        }
     }
 
-    fn log(&self, name: &str) -> String {
+    /// SIGKILLs process `name` and reaps it.
+    pub(crate) fn kill(&mut self, name: &str) {
+        let Some((_, c)) = self.procs.iter_mut().find(|(n, _)| n == name) else { self.fail(&format!("no process {name}")) };
+        c.kill().expect("kill");
+        c.wait().expect("reap");
+    }
+
+    /// Appends, so that a restarted process's log follows its predecessor's.
+    fn log_file(&self, name: &str) -> File {
+        File::options().create(true).append(true).open(self.dir.path().join(format!("{name}.log"))).expect("log file")
+    }
+
+    pub(crate) fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
     }
 
@@ -104,13 +132,13 @@ impl Cluster {
         s
     }
 
-    fn fail(&self, what: &str) -> ! {
+    pub(crate) fn fail(&self, what: &str) -> ! {
         self.logs_shown.set(true);
         panic!("cluster benchmark: {what}\n{}", self.logs())
     }
 
     /// Fails if a cluster process has exited.
-    fn check_alive(&mut self) {
+    pub(crate) fn check_alive(&mut self) {
         let mut dead = Vec::new();
         for (name, c) in &mut self.procs {
             if let Ok(Some(status)) = c.try_wait() {
@@ -122,13 +150,13 @@ impl Cluster {
         }
     }
 
-    fn client(&self, cmd: &str) -> Command {
+    pub(crate) fn client(&self, cmd: &str) -> Command {
         let mut c = weir();
         c.args([cmd, "--jobmanager", &self.jm]).arg("--identity").arg(self.creds.join("client"));
         c
     }
 
-    fn status(&self) -> String {
+    pub(crate) fn status(&self) -> String {
         let o = self.client("cluster-status").output().expect("weir starts");
         if !o.status.success() {
             self.fail(&format!("cluster-status failed: {}", stderr(&o)));
@@ -138,7 +166,7 @@ impl Cluster {
 
     /// Polls `f` (never a fixed sleep), failing with the logs past the deadline or if a
     /// process dies.
-    fn wait_until(&mut self, what: &str, mut f: impl FnMut(&Self) -> bool) {
+    pub(crate) fn wait_until(&mut self, what: &str, mut f: impl FnMut(&Self) -> bool) {
         let deadline = Instant::now() + DEADLINE;
         while !f(self) {
             self.check_alive();
@@ -223,7 +251,7 @@ impl Drop for Reaped {
 /// vertex lines below it.
 fn parse_report(text: &str) -> Option<(f64, u64)> {
     let mut lines = text.lines().skip_while(|l| !l.contains(") finished in "));
-    let secs = lines.next()?.split(" finished in ").nth(1)?.trim().trim_end_matches('s').parse().ok()?;
+    let (secs, _) = crate::parse_finished(lines.next()?)?;
     let max_in = lines
         .filter_map(|l| {
             let mut words = l.split_whitespace().skip_while(|w| *w != "in");
@@ -244,7 +272,7 @@ fn vm_hwm_mib(pid: u32) -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     s[s.len() / 2]

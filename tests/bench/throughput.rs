@@ -10,14 +10,21 @@
 //!   split, running count per word, every update emitted to a discard sink.
 //! - cluster: keyed-sum at parallelism 2, embedded (`weir run`) against a JobManager
 //!   and two one-slot TaskManager processes on loopback (`weir submit`); see `cluster.rs`.
+//! - checkpoints: keyed-sum at parallelism 1 without and with exactly-once checkpoints
+//!   every second; see `checkpoint_overhead.rs`.
+//! - recovery: time from SIGKILLing a TaskManager to records flowing again; see
+//!   `recovery.rs`.
 //!
 //! `WEIR_BENCH_ONLY` picks sections, comma-separated from `keyed-sum`, `wordcount`,
-//! `cluster` (default: all), e.g. `WEIR_BENCH_ONLY=cluster cargo bench --bench throughput`.
+//! `cluster`, `checkpoints`, `recovery` (default: all), e.g.
+//! `WEIR_BENCH_ONLY=cluster cargo bench --bench throughput`.
 
 #[path = "../support.rs"]
 mod support;
 
+mod checkpoint_overhead;
 mod cluster;
+mod recovery;
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -30,6 +37,10 @@ use support::{example, splitmix64, weir};
 struct Measure {
     records_per_s: f64,
     peak_rss_mib: f64,
+    /// The id of the last completed checkpoint, when the job checkpointed.
+    last_checkpoint: Option<u64>,
+    /// Warnings and errors the job logged.
+    problems: Vec<String>,
 }
 
 /// Runs a job `RUNS` times and keeps the median throughput (and the largest RSS):
@@ -40,7 +51,8 @@ fn median_of_runs(job: &Path, args: &[&str], records: u64) -> Measure {
     let mut runs: Vec<Measure> = (0..RUNS).map(|_| run_wasm(job, args, records)).collect();
     runs.sort_by(|a, b| a.records_per_s.total_cmp(&b.records_per_s));
     let peak = runs.iter().map(|m| m.peak_rss_mib).fold(0.0, f64::max);
-    Measure { records_per_s: runs[RUNS / 2].records_per_s, peak_rss_mib: peak }
+    let mid = runs.swap_remove(RUNS / 2);
+    Measure { peak_rss_mib: peak, ..mid }
 }
 
 /// Peak RSS of a finished child, from wait4's rusage.
@@ -77,12 +89,18 @@ fn run_wasm(job: &Path, args: &[&str], records: u64) -> Measure {
     }
     let (status, rss) = wait_rss(child);
     assert!(status.success(), "job failed: {stderr}");
-    let secs: f64 = stderr
-        .lines()
-        .find_map(|l| l.split(" finished in ").nth(1))
-        .and_then(|s| s.trim_end_matches('s').parse().ok())
-        .unwrap_or_else(|| panic!("no report in: {stderr}"));
-    Measure { records_per_s: records as f64 / secs, peak_rss_mib: rss }
+    let (secs, last_checkpoint) = stderr.lines().find_map(parse_finished).unwrap_or_else(|| panic!("no report in: {stderr}"));
+    let problems = stderr.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")).map(str::to_string).collect();
+    Measure { records_per_s: records as f64 / secs, peak_rss_mib: rss, last_checkpoint, problems }
+}
+
+/// The seconds and the last completed checkpoint of a job report's first line,
+/// `job NAME (ID) finished in X.XXXs[, last checkpoint K]`.
+fn parse_finished(line: &str) -> Option<(f64, Option<u64>)> {
+    let rest = line.split(") finished in ").nth(1)?;
+    let (secs, tail) = rest.split_once(',').unwrap_or((rest, ""));
+    let secs = secs.trim().trim_end_matches('s').parse().ok()?;
+    Some((secs, tail.trim().strip_prefix("last checkpoint ").and_then(|k| k.trim().parse().ok())))
 }
 
 fn native_keyed_sum(n: u64) -> f64 {
@@ -165,7 +183,7 @@ fn row(name: &str, wasm: &Measure, native: f64, native_rss: f64) {
 }
 
 /// The benchmark's sections, in the order they run.
-const SECTIONS: [&str; 3] = ["keyed-sum", "wordcount", "cluster"];
+const SECTIONS: [&str; 5] = ["keyed-sum", "wordcount", "cluster", "checkpoints", "recovery"];
 
 /// The sections `WEIR_BENCH_ONLY` asks for (all when unset or empty).
 fn sections() -> Vec<&'static str> {
@@ -216,5 +234,11 @@ fn main() {
     }
     if sections.contains(&"cluster") {
         cluster::bench(&keyed_sum, n);
+    }
+    if sections.contains(&"checkpoints") {
+        checkpoint_overhead::bench(&keyed_sum, n);
+    }
+    if sections.contains(&"recovery") {
+        recovery::bench(&keyed_sum);
     }
 }

@@ -458,7 +458,27 @@ fn taskmanager(a: TaskManagerArgs) -> Result<()> {
         let addr = data.local_addr().context("no local address")?;
         println!("taskmanager {} offering {} slots, data plane on {addr}", id.name(), a.slots);
         std::io::Write::flush(&mut std::io::stdout())?;
-        weir_taskmanager::service::serve(tm, data, a.jobmanager, a.slots).await.with_context(|| format!("lost the jobmanager at {}", a.jobmanager))
+        tokio::spawn(data.clone().serve());
+        // Once registered, a TaskManager outlives its JobManager: it cancels what ran
+        // for it and registers again with the one that comes back, as Flink's do.
+        let mut registered = false;
+        loop {
+            let started = std::time::Instant::now();
+            match weir_taskmanager::service::serve(tm.clone(), data.clone(), a.jobmanager, a.slots).await {
+                Err(weir_taskmanager::service::ServiceError::Register(e)) if !registered => {
+                    return Err(anyhow::Error::new(e).context(format!("cannot register with the jobmanager at {}", a.jobmanager)));
+                }
+                Err(weir_taskmanager::service::ServiceError::Register(_)) => {}
+                Err(e) => {
+                    registered = true;
+                    tracing::warn!("lost the jobmanager at {}: {e}; registering again", a.jobmanager);
+                }
+                Ok(()) => registered = true,
+            }
+            if started.elapsed() < std::time::Duration::from_millis(500) {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
     })
 }
 

@@ -18,8 +18,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 use tokio::sync::{mpsc, oneshot};
-use weir_checkpoint::{DirStorage, JobCheckpoints, load_savepoint};
+use weir_checkpoint::{CheckpointStorage, DirStorage, JobCheckpoints, load_savepoint};
 use weir_control::client::{recv_chunks, send_chunks};
 use weir_control::protocol::{CheckpointAck, FromJobManager, Hello, SubmitRequest, TASKMANAGER_PREFIX, ToJobManager};
 use weir_control::registry::Registry;
@@ -156,6 +158,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub async fn serve(endpoint: Endpoint, config: JobManagerConfig, runtime: Runtime) {
     let registry = Mutex::new(Registry::new(config.heartbeat_timeout));
     let shared = Arc::new(Shared { registry, state: Mutex::default(), runtime, config: config.clone() });
+    shared.recover_jobs().await;
     let ticker = shared.clone();
     tokio::spawn(async move {
         loop {
@@ -348,14 +351,18 @@ async fn submit(
         savepoints: vec![],
         done: false,
     };
-    let mut state = lock(&shared.state);
-    if let Err(free) = shared.deploy(&mut j, &state.orders, initial_restore) {
-        return Err(Refusal::Reply(format!("the job needs {} slots but only {free} are free", j.deployment.graph.slots_needed())));
-    }
-    let description = describe(&j.deployment, &j.tms, &shared.registry);
-    tracing::info!(%job, name = %j.deployment.plan.name, tasks = j.deployment.task_count(), "job submitted");
-    state.jobs.push(j);
-    drop(state);
+    let (description, persisted) = {
+        let mut state = lock(&shared.state);
+        if let Err(free) = shared.deploy(&mut j, &state.orders, initial_restore) {
+            return Err(Refusal::Reply(format!("the job needs {} slots but only {free} are free", j.deployment.graph.slots_needed())));
+        }
+        let description = describe(&j.deployment, &j.tms, &shared.registry);
+        tracing::info!(%job, name = %j.deployment.plan.name, tasks = j.deployment.task_count(), "job submitted");
+        let persisted = shared.persisted(&j, true);
+        state.jobs.push(j);
+        (description, persisted)
+    };
+    shared.persist(persisted).await;
     Ok((job, description, ended_rx))
 }
 
@@ -369,7 +376,127 @@ fn describe(d: &JobDeployment, tms: &[u64], registry: &Mutex<Registry>) -> Strin
     out
 }
 
+/// What survives a JobManager restart of a job that has not ended: enough to run it
+/// again from its latest checkpoint.
+#[derive(Serialize, Deserialize)]
+struct PersistedJob {
+    deployment: JobDeployment,
+    restart: RestartStrategy,
+    initial_restore: Option<RestoreFrom>,
+    first_checkpoint: u64,
+    restarts: u32,
+}
+
+/// Where jobs are persisted in the checkpoint storage.
+const JOBS_DIR: &str = "_jobs";
+
+/// A job's persisted record, and its component when it is new.
+struct Persist {
+    job: String,
+    record: Vec<u8>,
+    component: Option<Arc<Vec<u8>>>,
+}
+
 impl Shared {
+    fn storage(&self) -> Option<DirStorage> {
+        let dir = self.config.checkpoint_dir.as_ref()?;
+        DirStorage::new(dir).map_err(|e| tracing::error!(dir, "checkpoint storage unusable: {e}")).ok()
+    }
+
+    /// The record of `j` to persist (with its component if `new`).
+    fn persisted(&self, j: &Job, new: bool) -> Option<Persist> {
+        self.config.checkpoint_dir.as_ref()?;
+        let record = PersistedJob {
+            deployment: (*j.deployment).clone(),
+            restart: j.restart,
+            initial_restore: j.initial_restore.clone(),
+            first_checkpoint: j.first_checkpoint,
+            restarts: j.restarts,
+        };
+        let record = postcard::to_allocvec(&record).map_err(|e| tracing::error!("cannot encode job {}: {e}", j.tracker.id())).ok()?;
+        Some(Persist { job: j.tracker.id().to_string(), record, component: new.then(|| j.component.clone()) })
+    }
+
+    /// Writes a job's record durably (a JobManager that crashes later resumes it).
+    async fn persist(&self, p: Option<Persist>) {
+        let (Some(p), Some(storage)) = (p, self.storage()) else { return };
+        let written = tokio::task::spawn_blocking(move || {
+            if let Some(c) = &p.component {
+                storage.write(&format!("{JOBS_DIR}/{}/component.wasm", p.job), c)?;
+            }
+            storage.write(&format!("{JOBS_DIR}/{}/job", p.job), &p.record)
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("cannot persist a job: {e}"),
+            Err(e) => tracing::error!("persisting a job panicked: {e}"),
+        }
+    }
+
+    /// Forgets an ended job's record.
+    fn unpersist(&self, job: &str) {
+        if let Some(storage) = self.storage()
+            && let Err(e) = storage.delete(&format!("{JOBS_DIR}/{job}"))
+        {
+            tracing::warn!(job, "cannot delete the job's record: {e}");
+        }
+    }
+
+    /// Picks up the jobs a previous JobManager left running: each restarts from its
+    /// latest checkpoint as soon as TaskManagers offer enough slots.
+    async fn recover_jobs(&self) {
+        let Some(storage) = self.storage() else { return };
+        let runtime = self.runtime.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            let mut jobs = Vec::new();
+            for job in storage.list(JOBS_DIR).unwrap_or_default() {
+                let read = |name: &str| storage.read(&format!("{JOBS_DIR}/{job}/{name}"));
+                let loaded = read("job").map_err(|e| e.to_string()).and_then(|record| {
+                    let record: PersistedJob = postcard::from_bytes(&record).map_err(|e| e.to_string())?;
+                    let wasm = read("component.wasm").map_err(|e| e.to_string())?;
+                    runtime.load(&wasm).map_err(|e| e.to_string())?;
+                    Ok((record, wasm))
+                });
+                match loaded {
+                    Ok(j) => jobs.push(j),
+                    Err(e) => tracing::error!(%job, "cannot resume the job: {e}"),
+                }
+            }
+            jobs
+        })
+        .await
+        .unwrap_or_default();
+        let now = Instant::now();
+        let mut state = lock(&self.state);
+        for (record, wasm) in found {
+            let d = record.deployment;
+            let store = d.checkpoints.as_ref().and_then(|c| DirStorage::new(&c.dir).ok()).map(|s| Arc::new(JobCheckpoints::new(Arc::new(s), &d.job)));
+            tracing::info!(job = %d.job, attempt = d.attempt, "resuming a job of the previous jobmanager");
+            state.jobs.push(Job {
+                run: d.run_id(),
+                tracker: JobTracker::new(&d.job, &d.plan.name, d.graph.clone(), vec![], now),
+                deployment: Box::new(d),
+                tms: vec![],
+                slots: vec![],
+                preparing: HashSet::new(),
+                component: Arc::new(wasm),
+                watchers: vec![],
+                restart: record.restart,
+                failures: vec![],
+                restart_at: Some(now),
+                restarts: record.restarts,
+                coordinator: None,
+                checkpoints: store,
+                last_checkpoint: None,
+                first_checkpoint: record.first_checkpoint,
+                initial_restore: record.initial_restore,
+                savepoints: vec![],
+                done: false,
+            });
+        }
+    }
+
     fn view(&self) -> weir_control::protocol::ClusterView {
         let mut view = lock(&self.registry).view(Instant::now());
         let now = Instant::now();
@@ -483,6 +610,7 @@ impl Shared {
 
     fn finish(&self, j: &mut Job) {
         j.done = true;
+        self.unpersist(j.tracker.id());
         for r in j.savepoints.drain(..) {
             let _ = r.reply.send(Err("the job ended before the savepoint was taken".into()));
         }
@@ -552,19 +680,29 @@ impl Shared {
                 }
                 None => None,
             };
-            let mut state = lock(&self.state);
-            let State { orders, jobs } = &mut *state;
-            let Some(j) = jobs.iter_mut().find(|j| j.tracker.id() == job && !j.done && j.restart_at.is_some()) else { continue };
-            if let Some((id, _)) = latest {
-                j.last_checkpoint = Some(j.last_checkpoint.map_or(id, |l| l.max(id)));
-            }
-            let restore = latest.map(|(_, path)| RestoreFrom::Checkpoint(path)).or_else(|| j.initial_restore.clone());
-            let described = restore.as_ref().map_or("nothing".to_string(), ToString::to_string);
-            match self.deploy(j, orders, restore) {
-                Ok(()) => tracing::info!(%job, attempt = j.deployment.attempt, restore = %described, "job redeployed"),
-                // Not enough slots yet (a TaskManager is gone): try again next tick.
-                Err(_) => j.restart_at = Some(now + TICK),
-            }
+            let persist = {
+                let mut state = lock(&self.state);
+                let State { orders, jobs } = &mut *state;
+                let Some(j) = jobs.iter_mut().find(|j| j.tracker.id() == job && !j.done && j.restart_at.is_some()) else { continue };
+                if let Some((id, _)) = latest {
+                    j.last_checkpoint = Some(j.last_checkpoint.map_or(id, |l| l.max(id)));
+                }
+                let restore = latest.map(|(_, path)| RestoreFrom::Checkpoint(path)).or_else(|| j.initial_restore.clone());
+                let described = restore.as_ref().map_or("nothing".to_string(), ToString::to_string);
+                match self.deploy(j, orders, restore) {
+                    Ok(()) => {
+                        tracing::info!(%job, attempt = j.deployment.attempt, restore = %described, "job redeployed");
+                        // The attempt number must never repeat, also across JobManager restarts.
+                        self.persisted(j, false)
+                    }
+                    // Not enough slots yet (a TaskManager is gone): try again next tick.
+                    Err(_) => {
+                        j.restart_at = Some(now + TICK);
+                        None
+                    }
+                }
+            };
+            self.persist(persist).await;
         }
     }
 

@@ -42,8 +42,11 @@ impl Default for NetConfig {
             stream_window: 1024 * 1024,
             max_data_streams: 1024,
             max_control_streams: 64,
-            idle_timeout: Duration::from_secs(30),
-            keep_alive: Duration::from_secs(5),
+            // A peer that vanished without closing (SIGKILL, a pulled cable) is noticed
+            // within this much: TaskManagers learn of a dead JobManager this way, and
+            // it should stay in the range of the JobManager's heartbeat timeout.
+            idle_timeout: Duration::from_secs(5),
+            keep_alive: Duration::from_secs(1),
         }
     }
 }

@@ -135,7 +135,8 @@ fn persist(
     })
 }
 
-fn write_state(store: &JobCheckpoints, capture: &Capture, kind: FileKind, id: u64, vertex: u32, subtask: u32) -> Result<String, String> {
+/// Writes a captured state as a full or delta state file of checkpoint `id`; its path.
+pub fn write_state(store: &JobCheckpoints, capture: &Capture, kind: FileKind, id: u64, vertex: u32, subtask: u32) -> Result<String, String> {
     let mut w = StateFileWriter::new(kind);
     let fail = |e: &dyn std::fmt::Display| e.to_string();
     match kind {

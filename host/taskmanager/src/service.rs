@@ -25,7 +25,10 @@ const OUTBOX: usize = 1024;
 /// Why the TaskManager stopped serving.
 #[derive(Debug, Error)]
 pub enum ServiceError {
-    /// Talking to the JobManager failed.
+    /// The JobManager could not be reached or refused the registration.
+    #[error("cannot register: {0}")]
+    Register(ControlError),
+    /// The connection to the JobManager failed after registering.
     #[error(transparent)]
     Control(#[from] ControlError),
     /// The data plane has no address.
@@ -34,15 +37,15 @@ pub enum ServiceError {
 }
 
 /// Registers with the JobManager at `jm` and serves it until the connection ends.
+/// The data plane must already be serving ([`DataPlane::serve`]).
 pub async fn serve(tm: TaskManager, data: DataPlane, jm: SocketAddr, slots: u32) -> Result<(), ServiceError> {
     let data_addr = data.local_addr().map_err(ServiceError::Address)?.to_string();
-    let mut session = client::open(data.endpoint(), jm, Hello::TaskManager { slots, data_addr }).await?;
-    let (id, interval) = match session.next().await? {
+    let mut session = client::open(data.endpoint(), jm, Hello::TaskManager { slots, data_addr }).await.map_err(ServiceError::Register)?;
+    let (id, interval) = match session.next().await.map_err(ServiceError::Register)? {
         FromJobManager::Registered { id, heartbeat_ms } => (id, Duration::from_millis(heartbeat_ms.max(10))),
-        other => return Err(ControlError::Protocol(format!("expected registration, got {other:?}")).into()),
+        other => return Err(ServiceError::Register(ControlError::Protocol(format!("expected registration, got {other:?}")))),
     };
     tracing::info!(id, slots, "registered with the jobmanager");
-    tokio::spawn(data.clone().serve());
 
     let (out_tx, mut out_rx) = mpsc::channel::<ToJobManager>(OUTBOX);
     let mut tx = session.tx;
