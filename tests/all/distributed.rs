@@ -53,6 +53,7 @@ fn wordcount_at_parallelism_4_on_two_taskmanagers_is_exact_and_ships_the_compone
     }
     let status = cluster.status();
     assert_eq!(status.matches(" FINISHED ").count(), 2, "{status}");
+    assert_eq!(status.matches("state=FINISHED").count(), 2, "a finite job ends FINISHED: {status}");
     assert!(status.contains("free slots: 4"), "slots are given back: {status}");
 }
 
@@ -105,7 +106,7 @@ fn a_slow_operator_holds_back_a_fast_source_across_processes_and_cancel_stops_ev
     assert!(o.status.success(), "{}", stderr(&o));
     crate::cluster::wait_until("the job to be cancelled everywhere", || {
         let s = cluster.status();
-        s.contains(" CANCELED ") && s.contains("free slots: 2")
+        s.contains(" CANCELED ") && s.contains("state=TERMINATED") && s.contains("free slots: 2")
     });
     for tm in ["taskmanager-1", "taskmanager-2"] {
         assert!(!cluster.log(tm).contains("panicked"), "{}", cluster.log(tm));
@@ -123,8 +124,29 @@ fn losing_a_taskmanager_fails_its_jobs_and_frees_the_survivors_slots() {
     cluster.kill("taskmanager-2");
     crate::cluster::wait_until("the job to fail and the survivor's slot to be free", || {
         let s = cluster.status();
-        s.lines().any(|l| l.contains(" FAILED ") && l.contains("taskmanager taskmanager-2 was lost")) && s.contains("free slots: 1")
+        s.lines().any(|l| l.contains(" FAILED ") && l.contains("state=FAILED") && l.contains("taskmanager taskmanager-2 was lost"))
+            && s.contains("free slots: 1")
     });
     let log = cluster.log("taskmanager-1");
     assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn a_failing_operator_is_restarted_until_its_budget_is_spent_then_the_job_fails() {
+    let cluster = TestCluster::start(&[("taskmanager-1", 1), ("taskmanager-2", 1)]);
+    let wasm = example("bad_panic");
+    let o = cluster.client(&[
+        OsStr::new("submit"),
+        wasm.as_os_str(),
+        OsStr::new("-p"),
+        OsStr::new("2"),
+        OsStr::new("--restart"),
+        OsStr::new("fixed-delay:2:50"),
+    ]);
+    assert!(!o.status.success(), "the job fails in the end");
+    let err = stderr(&o);
+    assert!(err.contains("poisoned record 3"), "the failure names its cause: {err}");
+    let status = cluster.status();
+    let line = status.lines().find(|l| l.contains(" bad_panic ") || l.contains("explode")).unwrap_or_default();
+    assert!(line.contains(" FAILED ") && line.contains("restarts=2") && line.contains("state=FAILED"), "{status}");
 }

@@ -506,8 +506,9 @@ fn cluster_status(a: ClusterStatusArgs) -> Result<()> {
     for j in &view.jobs {
         let checkpoint = j.last_checkpoint.map_or("none".to_string(), |c| c.to_string());
         let error = j.error.as_ref().map(|e| format!(" error: {e}")).unwrap_or_default();
+        let state = j.resource.as_ref().map_or("-", |r| r.state.name());
         println!(
-            "job {} {} {} {:.3}s restarts={} checkpoint={checkpoint}{error}",
+            "job {} {} {} {:.3}s restarts={} checkpoint={checkpoint} state={state}{error}",
             j.id,
             j.name,
             j.status.name(),

@@ -16,7 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +28,7 @@ use weir_control::registry::Registry;
 use weir_net::{CLOSE_PROTOCOL_ERROR, CLOSE_UNAUTHORIZED, Connection, Endpoint, FramedRecv, FramedSend};
 use weir_taskmanager::checkpoint::savepoint_location;
 use weir_types::deployment::{CheckpointConfig, JobDeployment, JobReport, JobStatus, RestoreFrom, SinkFiles, place};
+use weir_types::resource::JobResource;
 use weir_wasm::Runtime;
 
 use crate::coordinator::{AckOutcome, Coordinator};
@@ -100,16 +101,35 @@ struct Job {
     savepoints: Vec<SavepointRequest>,
     /// Over for good: in the history.
     done: bool,
+    /// The Job resource (seed 002) tracking this job's lifecycle.
+    resource: JobResource,
+    /// A user asked the job to stop.
+    terminating: bool,
+    /// Overrides the last attempt's status (a job cancelled between attempts).
+    final_status: Option<JobStatus>,
 }
 
 impl Job {
-    fn report(&self, now: Instant) -> JobReport {
+    /// The job's report now, after bringing its Job resource up to date.
+    fn report(&mut self, now: Instant) -> JobReport {
         let mut r = self.tracker.report(now);
         if self.restart_at.is_some() {
             r.status = JobStatus::Restarting;
         }
+        if let Some(status) = self.final_status {
+            r.status = status;
+        }
         r.restarts = self.restarts;
         r.last_checkpoint = self.last_checkpoint;
+        let status = if self.done {
+            r.status
+        } else if r.status.is_terminal() {
+            JobStatus::Restarting
+        } else {
+            r.status
+        };
+        self.resource.observe(status, self.restarts, r.error.as_deref(), self.terminating, SystemTime::now());
+        r.resource = Some(self.resource.clone());
         r
     }
 
@@ -350,6 +370,9 @@ async fn submit(
         initial_restore: initial_restore.clone(),
         savepoints: vec![],
         done: false,
+        resource: JobResource::new(SystemTime::now()),
+        terminating: false,
+        final_status: None,
     };
     let (description, persisted) = {
         let mut state = lock(&shared.state);
@@ -493,6 +516,9 @@ impl Shared {
                 initial_restore: record.initial_restore,
                 savepoints: vec![],
                 done: false,
+                resource: JobResource::new(SystemTime::now()),
+                terminating: false,
+                final_status: None,
             });
         }
     }
@@ -500,7 +526,7 @@ impl Shared {
     fn view(&self) -> weir_control::protocol::ClusterView {
         let mut view = lock(&self.registry).view(Instant::now());
         let now = Instant::now();
-        view.jobs = lock(&self.state).jobs.iter().map(|j| j.report(now)).collect();
+        view.jobs = lock(&self.state).jobs.iter_mut().map(|j| j.report(now)).collect();
         view
     }
 
@@ -556,10 +582,11 @@ impl Shared {
         let Some(j) = jobs.iter_mut().find(|j| j.tracker.id() == job && !j.done) else { return false };
         tracing::info!(job, "cancelling on request");
         j.restart = RestartStrategy::None;
+        j.terminating = true;
         if j.restart_at.is_some() {
             // Nothing runs between attempts: the job ends here.
             j.restart_at = None;
-            j.tracker.cancel(Instant::now());
+            j.final_status = Some(JobStatus::Canceled);
             self.finish(j);
         } else if j.tracker.cancel(Instant::now()) {
             fan_out_cancel(orders, j);

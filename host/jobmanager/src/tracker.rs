@@ -192,6 +192,7 @@ impl JobTracker {
             vertices,
             restarts: 0,
             last_checkpoint: None,
+            resource: None,
         }
     }
 }

@@ -247,6 +247,8 @@ pub struct JobReport {
     pub restarts: u32,
     /// The newest completed checkpoint.
     pub last_checkpoint: Option<u64>,
+    /// The Job resource (lifecycle state and its history), where one is kept.
+    pub resource: Option<crate::resource::JobResource>,
 }
 
 /// Totals of one vertex over its subtasks.

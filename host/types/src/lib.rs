@@ -8,6 +8,8 @@
 //! - [`batch`]: the byte layout of record batches (the same bytes cross the Wasm
 //!   boundary, the in-process channels and, later, the network), with a checked reader
 //!   that never trusts a length.
+//! - [`resource`]: the Job resource of seed 002 (STARTING .. FINISHED) derived from
+//!   the engine's job status, with its transitions (pure).
 //! - [`keygroup`]: how keys map to key groups and key groups to subtasks.
 //! - [`graph`]: from a plan to an execution graph of chained vertices (Flink's
 //!   operator chaining), pure and unit-tested on plans alone.
@@ -20,3 +22,4 @@ pub mod deployment;
 pub mod graph;
 pub mod keygroup;
 pub mod plan;
+pub mod resource;
