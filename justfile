@@ -27,3 +27,9 @@ inspect job="target/wasm32-wasip2/release/wordcount.wasm":
 lint:
     cargo fmt --check
     cargo clippy --release --workspace --all-targets -- -D warnings
+
+# Checkpoint costs: full and delta checkpoints and restore of 1M keys (library level),
+# keyed-sum with and without checkpoints, and recovery time after a SIGKILLed TaskManager.
+bench-checkpoint:
+    cargo bench --bench checkpoint
+    WEIR_BENCH_ONLY=checkpoints,recovery cargo bench --bench throughput

@@ -110,14 +110,14 @@ fn persist(store: &JobCheckpoints, root: &Path, capture: &Capture, kind: FileKin
 fn breakdown(store: &JobCheckpoints, capture: &Capture, kind: FileKind) -> Result<String> {
     let start = Instant::now();
     let mut w = StateFileWriter::new(kind);
-    match kind {
+    let read = match kind {
         FileKind::Full => {
             let entries = capture.full()?;
             let read = start.elapsed();
             for (k, v) in &entries {
                 w.put(k, v)?;
             }
-            return finish_breakdown(store, w, read, start);
+            read
         }
         FileKind::Delta => {
             let changes = capture.delta()?;
@@ -128,12 +128,9 @@ fn breakdown(store: &JobCheckpoints, capture: &Capture, kind: FileKind) -> Resul
                     None => w.delete(k)?,
                 }
             }
-            finish_breakdown(store, w, read, start)
+            read
         }
-    }
-}
-
-fn finish_breakdown(store: &JobCheckpoints, w: StateFileWriter, read: Duration, start: Instant) -> Result<String> {
+    };
     let bytes = w.finish();
     let encoded = start.elapsed();
     store.write_state("scratch/breakdown.state", &bytes)?;

@@ -46,7 +46,7 @@ pub fn bench(job: &Path, n: u64) {
     let secs: Vec<String> = with.iter().map(|m| format!("{:.1}", n as f64 / m.records_per_s)).collect();
     println!("last completed checkpoint per run (ids count from 1): {} (run lengths {} s)", completed.join(" "), secs.join(" "));
     let pairs: Vec<String> = with.iter().zip(&without).map(|(a, b)| format!("{:.2}", a.records_per_s / b.records_per_s)).collect();
-    println!("ratio with/without: {ratio:.2} (of medians; run by run: {})", pairs.join(" "));
+    println!("ratio with/without: {ratio:.3} (of medians; run by run: {})", pairs.join(" "));
     let verdict = |ok: bool| if ok { "holds" } else { "does NOT hold" };
     println!("target (>= {:.0}M records/s with checkpoints): {}", TARGET_RATE / 1e6, verdict(on >= TARGET_RATE));
     println!("target (>= {:.0}% of the throughput without checkpoints): {}", TARGET_RATIO * 100.0, verdict(ratio >= TARGET_RATIO));
