@@ -75,14 +75,15 @@ fn write_keys(cache: &mut ValueCache, keys: impl Iterator<Item = u64>, round: u6
     Ok(n)
 }
 
-/// What a subtask does at a barrier: write the cache back, then capture. Returns the
-/// capture, the whole synchronous time and the flush's share of it.
+/// What a subtask does at a barrier: copy the cache's dirty entries, then capture.
+/// Returns the capture, the whole synchronous time and the copy's share of it.
 fn barrier(cache: &mut ValueCache, task: &TaskState) -> Result<(Capture, Duration, Duration)> {
     let start = Instant::now();
-    cache.flush()?;
-    let flushed = start.elapsed();
-    let capture = task.capture();
-    Ok((capture, start.elapsed(), flushed))
+    let mut overlay = Vec::new();
+    cache.capture_into(&mut overlay);
+    let copied = start.elapsed();
+    let capture = task.capture(overlay);
+    Ok((capture, start.elapsed(), copied))
 }
 
 struct Written {
@@ -169,7 +170,7 @@ fn main() -> Result<()> {
     let storage = Arc::new(DirStorage::new(&root)?);
     let store = JobCheckpoints::new(storage.clone(), "job");
     let state = StateStore::open(&dir.path().join("state"))?;
-    let task = state.task("job", MAX_PARALLELISM, 0..MAX_PARALLELISM)?;
+    let task = state.task("job", MAX_PARALLELISM, 0..MAX_PARALLELISM)?.track_changes();
     let mut cache = task.value_cache(OP, (cache_mib as usize) << 20);
 
     println!("{keys} keys of 8 bytes with 8-byte values, {MAX_PARALLELISM} key groups in one subtask, value cache {cache_mib} MiB");
@@ -191,7 +192,7 @@ fn main() -> Result<()> {
     drop(capture);
     ensure!(full.entries == keys, "the full file holds {} entries, expected {keys}", full.entries);
     println!(
-        "full checkpoint of {keys} keys: {:.2} s (sync part {:.1} ms, of which cache flush {:.1} ms; write {:.2} s), {:.2} MB, peak RSS {:.1} MiB",
+        "full checkpoint of {keys} keys: {:.2} s (sync part {:.1} ms, of which cache copy {:.1} ms; write {:.2} s), {:.2} MB, peak RSS {:.1} MiB",
         (sync + full.secs).as_secs_f64(),
         ms(sync),
         ms(flush),
@@ -209,7 +210,7 @@ fn main() -> Result<()> {
         let steps = breakdown(&store, &capture, FileKind::Delta)?;
         ensure!(delta.entries == changed, "delta {round} holds {} entries, expected the {changed} changed keys", delta.entries);
         println!(
-            "delta checkpoint {round}, {changed} of {keys} keys changed: {:.1} ms (sync part {:.1} ms, of which cache flush {:.1} ms; write {:.1} ms), \
+            "delta checkpoint {round}, {changed} of {keys} keys changed: {:.1} ms (sync part {:.1} ms, of which cache copy {:.1} ms; write {:.1} ms), \
              {:.3} MB ({:.2}% of full)",
             ms(sync + delta.secs),
             ms(sync),

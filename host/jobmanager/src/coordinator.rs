@@ -63,6 +63,8 @@ impl Coordinator {
             return None;
         }
         self.forced = false;
+        // Intervals run from trigger to trigger, as Flink's do, however long each takes.
+        self.next_at = now + self.interval;
         let id = self.next_id;
         self.next_id += 1;
         self.pending = Some(Pending { id, started: now, acks: BTreeMap::new() });
@@ -100,7 +102,6 @@ impl Coordinator {
             return AckOutcome::Waiting;
         }
         let Some(p) = self.pending.take() else { return AckOutcome::Waiting };
-        self.next_at = now + self.interval;
         let mut acks = p.acks;
         let vertices = d
             .graph
@@ -159,7 +160,7 @@ mod tests {
         let AckOutcome::Complete(m) = c.ack(&d, 5, 0, Ok(meta(0)), ms(303)) else { panic!("complete") };
         assert_eq!((m.id, m.vertices[0].uid.as_str(), m.vertices[0].tasks.len()), (5, "src", 2));
         assert_eq!(m.vertices[0].tasks[0].subtask, 0, "ordered by subtask");
-        assert_eq!(c.due(ms(350)), None, "the interval runs from completion");
+        assert_eq!(c.due(ms(150)), None, "the interval runs from trigger to trigger");
         assert_eq!(c.due(ms(403)), Some(6));
         assert!(matches!(c.ack(&d, 6, 0, Err("disk full".into()), ms(404)), AckOutcome::Failed(6, _)));
         assert_eq!(c.due(ms(504)), Some(7));

@@ -2,6 +2,8 @@
 
 use hashbrown::HashTable;
 
+use weir_types::keygroup::key_hash;
+
 use crate::store::{StateError, TaskState};
 
 /// Rough per-entry bookkeeping cost, counted against the byte budget.
@@ -40,10 +42,10 @@ impl Bytes {
     }
 }
 
-// One cache line per entry.
+// One cache line per entry (checked by a test): no room for the key's hash, which is
+// recomputed from the key when the table grows.
 #[repr(align(64))]
 struct Entry {
-    hash: u64,
     key: Bytes,
     value: Option<Bytes>,
     /// The batch that last touched this entry and the key's index in that batch, so
@@ -51,7 +53,10 @@ struct Entry {
     batch: u32,
     slot: u32,
     group: u16,
+    /// Newer than fjall.
     dirty: bool,
+    /// Changed since the last checkpoint capture.
+    changed: bool,
 }
 
 /// In-memory value state of one operator's keys, in front of fjall.
@@ -99,7 +104,7 @@ impl ValueCache {
         for (i, (&hash, &c)) in hashes.iter().zip(&candidates).enumerate() {
             let k = key(i);
             let index = match self.entries.get(c as usize) {
-                Some(e) if e.hash == hash && e.key.as_slice() == k => c as usize,
+                Some(e) if e.key.as_slice() == k => c as usize,
                 _ => self.entry(hash, k)?,
             };
             out.push(index);
@@ -113,10 +118,8 @@ impl ValueCache {
     #[inline]
     pub fn entry(&mut self, hash: u64, key: &[u8]) -> Result<usize, StateError> {
         let entries = &self.entries;
-        if let Some(&(i, _)) = self.table.find(hash, |&(i, _)| {
-            let e = &entries[i as usize];
-            e.hash == hash && e.key.as_slice() == key
-        }) {
+        let tag = (hash >> 32) as u32;
+        if let Some(&(i, _)) = self.table.find(hash, |&(i, t)| t == tag && entries[i as usize].key.as_slice() == key) {
             return Ok(i as usize);
         }
         self.load(hash, key)
@@ -128,9 +131,9 @@ impl ValueCache {
         let value = self.state.ks.get(TaskState::value_key(group, self.op, key))?.map(|v| Bytes::new(&v));
         let i = self.entries.len();
         self.used += ENTRY_OVERHEAD + key.len() + value.as_ref().map_or(0, |v| v.as_slice().len());
-        self.entries.push(Entry { hash, group, key: Bytes::new(key), value, batch: 0, slot: 0, dirty: false });
+        self.entries.push(Entry { group, key: Bytes::new(key), value, batch: 0, slot: 0, dirty: false, changed: false });
         let entries = &self.entries;
-        self.table.insert_unique(hash, (i as u32, (hash >> 32) as u32), |&(j, _)| entries[j as usize].hash);
+        self.table.insert_unique(hash, (i as u32, (hash >> 32) as u32), |&(j, _)| key_hash(entries[j as usize].key.as_slice()));
         Ok(i)
     }
 
@@ -181,6 +184,7 @@ impl ValueCache {
             (slot, v) => *slot = v.map(Bytes::new),
         }
         e.dirty = true;
+        e.changed = true;
         self.used = self.used + value.map_or(0, <[u8]>::len) - old;
     }
 
@@ -210,7 +214,11 @@ impl ValueCache {
         let mut batch = self.state.db.batch();
         for e in self.entries.iter_mut().filter(|e| e.dirty) {
             let k = TaskState::value_key(e.group, self.op, e.key.as_slice());
-            self.state.note_changed(&k);
+            if e.changed {
+                // Out of the cache, the change is remembered by key until the next capture.
+                self.state.note_changed(&k);
+                e.changed = false;
+            }
             match &e.value {
                 Some(v) => batch.insert(&self.state.ks, k, v.as_slice()),
                 None => batch.remove(&self.state.ks, k),
@@ -221,6 +229,34 @@ impl ValueCache {
             batch.commit()?;
         }
         Ok(())
+    }
+}
+
+impl ValueCache {
+    /// Appends every dirty entry (newer than fjall) to a checkpoint overlay, marking
+    /// those changed since the previous capture, and starts a new change set. Copying
+    /// is all the hot path pays: the entries stay cached and dirty, and fjall is not
+    /// written.
+    pub fn capture_into(&mut self, overlay: &mut Vec<u8>) {
+        for e in self.entries.iter_mut().filter(|e| e.dirty) {
+            let k = TaskState::value_key(e.group, self.op, e.key.as_slice());
+            push_overlay(overlay, e.changed, &k, e.value.as_ref().map(Bytes::as_slice));
+            e.changed = false;
+        }
+    }
+}
+
+/// Overlay record: changed flag, key, value (`u32::MAX` length: deleted).
+pub(crate) fn push_overlay(out: &mut Vec<u8>, changed: bool, key: &[u8], value: Option<&[u8]>) {
+    out.push(u8::from(changed));
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(key);
+    match value {
+        Some(v) => {
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            out.extend_from_slice(v);
+        }
+        None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
     }
 }
 
@@ -235,14 +271,18 @@ fn prefetch(e: &Entry) {
         std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((e as *const Entry).cast());
     }
     #[cfg(not(target_arch = "x86_64"))]
-    std::hint::black_box(e.hash);
+    std::hint::black_box(e.batch);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::StateStore;
-    use weir_types::keygroup::key_hash;
+
+    #[test]
+    fn an_entry_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Entry>(), 64);
+    }
 
     #[test]
     fn values_survive_eviction_and_reload_from_fjall() -> Result<(), StateError> {

@@ -46,13 +46,21 @@ impl StateStore {
             .cache_size(16 << 20)
             .manual_journal_persist(true)
             .open()?;
+        // Jobs of an earlier process are restored from checkpoints, never from here:
+        // their keyspaces are garbage, and replaying them slows every start.
+        for name in db.list_keyspace_names() {
+            if name.starts_with("job-") {
+                let ks = db.keyspace(&name, KeyspaceCreateOptions::default)?;
+                db.delete_keyspace(ks)?;
+            }
+        }
         Ok(Self { db })
     }
 
     /// The state of one subtask of a job, owning `key_groups` of `max_parallelism`.
     pub fn task(&self, job: &str, max_parallelism: u32, key_groups: Range<u32>) -> Result<TaskState, StateError> {
         let ks = self.db.keyspace(job, || KeyspaceCreateOptions::default().max_memtable_size(8 << 20))?;
-        Ok(TaskState { db: self.db.clone(), ks, max_parallelism, key_groups, changed: Arc::default() })
+        Ok(TaskState { db: self.db.clone(), ks, max_parallelism, key_groups, changed: None })
     }
 
     /// Deletes a job's keyspace once nothing will read it again.
@@ -74,8 +82,8 @@ pub struct TaskState {
     key_groups: Range<u32>,
     /// Keys written since the last capture, length-prefixed back to back: what an
     /// incremental checkpoint must contain. One arena instead of a set, because
-    /// appending is the only thing the hot path may pay for.
-    changed: Arc<Mutex<Vec<u8>>>,
+    /// appending is the only thing the hot path may pay for. `None` without checkpoints.
+    changed: Option<Arc<Mutex<Vec<u8>>>>,
 }
 
 /// A stored key and its value.
@@ -85,17 +93,55 @@ pub type Entry = (Vec<u8>, Vec<u8>);
 pub type Change = (Vec<u8>, Option<Vec<u8>>);
 
 /// A consistent view of a subtask's state at a checkpoint barrier, read off the hot
-/// path (fjall snapshots are cheap and isolate it from later writes).
+/// path: a fjall snapshot (cheap, isolated from later writes) overlaid with the value
+/// caches' dirty entries (copied at the barrier, since they are not in fjall yet).
 pub struct Capture {
     snapshot: Snapshot,
     ks: Keyspace,
     key_groups: Range<u32>,
+    /// Keys written to fjall since the previous capture.
     changed: Vec<u8>,
+    /// Dirty cache entries: see [`crate::cache::push_overlay`].
+    overlay: Vec<u8>,
+}
+
+/// (changed since the previous capture, key, value or `None` if deleted).
+type OverlayEntry<'a> = (bool, &'a [u8], Option<&'a [u8]>);
+
+fn parse_overlay(mut rest: &[u8]) -> Vec<OverlayEntry<'_>> {
+    let mut out = Vec::new();
+    while let Some((&changed, tail)) = rest.split_first() {
+        let Some((klen, tail)) = tail.split_first_chunk::<4>() else { break };
+        let Some((key, tail)) = tail.split_at_checked(u32::from_le_bytes(*klen) as usize) else { break };
+        let Some((vlen, tail)) = tail.split_first_chunk::<4>() else { break };
+        let vlen = u32::from_le_bytes(*vlen);
+        let (value, tail) = match vlen {
+            u32::MAX => (None, tail),
+            n => match tail.split_at_checked(n as usize) {
+                Some((v, t)) => (Some(v), t),
+                None => break,
+            },
+        };
+        out.push((changed != 0, key, value));
+        rest = tail;
+    }
+    out
+}
+
+fn parse_keys(mut rest: &[u8]) -> Vec<&[u8]> {
+    let mut keys = Vec::new();
+    while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+        let Some((key, tail)) = tail.split_at_checked(u32::from_le_bytes(*len) as usize) else { break };
+        keys.push(key);
+        rest = tail;
+    }
+    keys
 }
 
 impl Capture {
-    /// Every entry of the subtask's key groups, in key order.
+    /// Every entry of the subtask's key groups.
     pub fn full(&self) -> Result<Vec<Entry>, StateError> {
+        let overlay: std::collections::HashMap<&[u8], Option<&[u8]>> = parse_overlay(&self.overlay).into_iter().map(|(_, k, v)| (k, v)).collect();
         let (start, end) = (self.key_groups.start as u16, self.key_groups.end);
         let mut out = Vec::new();
         let iter = match u16::try_from(end) {
@@ -104,26 +150,23 @@ impl Capture {
         };
         for guard in iter {
             let (k, v) = guard.into_inner()?;
-            out.push((k.to_vec(), v.to_vec()));
+            if !overlay.contains_key(&*k) {
+                out.push((k.to_vec(), v.to_vec()));
+            }
         }
+        out.extend(overlay.into_iter().filter_map(|(k, v)| v.map(|v| (k.to_vec(), v.to_vec()))));
         Ok(out)
     }
 
-    /// The entries written since the previous capture, in key order, with `None` for
-    /// keys that were deleted.
+    /// The entries changed since the previous capture, with `None` for deleted keys.
     pub fn delta(&self) -> Result<Vec<Change>, StateError> {
-        let mut keys = Vec::new();
-        let mut rest = self.changed.as_slice();
-        while let Some((len, tail)) = rest.split_first_chunk::<4>() {
-            let len = u32::from_le_bytes(*len) as usize;
-            let Some((key, tail)) = tail.split_at_checked(len) else { break };
-            keys.push(key);
-            rest = tail;
-        }
-        keys.sort_unstable();
-        keys.dedup();
-        let mut out = Vec::with_capacity(keys.len());
-        for k in keys {
+        let overlay = parse_overlay(&self.overlay);
+        let cached: std::collections::HashSet<&[u8]> = overlay.iter().map(|(_, k, _)| *k).collect();
+        let mut out: Vec<Change> = overlay.iter().filter(|(changed, _, _)| *changed).map(|(_, k, v)| (k.to_vec(), v.map(<[u8]>::to_vec))).collect();
+        let mut written = parse_keys(&self.changed);
+        written.sort_unstable();
+        written.dedup();
+        for k in written.into_iter().filter(|k| !cached.contains(k)) {
             out.push((k.to_vec(), self.snapshot.get(&self.ks, k)?.map(|v| v.to_vec())));
         }
         Ok(out)
@@ -131,18 +174,27 @@ impl Capture {
 }
 
 impl TaskState {
-    /// Notes a written key for the next incremental checkpoint.
+    /// Notes a written key for the next incremental checkpoint (only when the job is
+    /// checkpointed: nothing else would ever empty the set).
     pub(crate) fn note_changed(&self, key: &[u8]) {
-        let mut changed = self.changed.lock().unwrap_or_else(PoisonError::into_inner);
-        changed.extend_from_slice(&(key.len() as u32).to_le_bytes());
-        changed.extend_from_slice(key);
+        if let Some(changed) = &self.changed {
+            let mut changed = changed.lock().unwrap_or_else(PoisonError::into_inner);
+            changed.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            changed.extend_from_slice(key);
+        }
     }
 
-    /// Takes a consistent view of this subtask's state (callers flush their caches
-    /// first) and starts a new set of changed keys.
-    pub fn capture(&self) -> Capture {
-        let changed = std::mem::take(&mut *self.changed.lock().unwrap_or_else(PoisonError::into_inner));
-        Capture { snapshot: self.db.snapshot(), ks: self.ks.clone(), key_groups: self.key_groups.clone(), changed }
+    /// Tracks written keys from now on, for incremental checkpoints.
+    pub fn track_changes(mut self) -> Self {
+        self.changed = Some(Arc::default());
+        self
+    }
+
+    /// Takes a consistent view of this subtask's state, given its value caches'
+    /// overlay ([`crate::ValueCache::capture_into`]), and starts a new set of changed keys.
+    pub fn capture(&self, overlay: Vec<u8>) -> Capture {
+        let changed = self.changed.as_ref().map(|c| std::mem::take(&mut *c.lock().unwrap_or_else(PoisonError::into_inner))).unwrap_or_default();
+        Capture { snapshot: self.db.snapshot(), ks: self.ks.clone(), key_groups: self.key_groups.clone(), changed, overlay }
     }
 
     /// Loads restored entries (from a checkpoint) into this subtask's state.

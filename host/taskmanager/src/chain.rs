@@ -123,14 +123,17 @@ impl Chain {
         current.ok_or_else(|| TaskError::Internal("empty operator chain".into()))
     }
 
-    /// Writes back keyed state and captures it for a checkpoint (`None` without state).
+    /// Captures keyed state for a checkpoint (`None` without state): the caches' dirty
+    /// entries are copied, nothing is written.
     pub(crate) fn capture(&mut self) -> Result<Option<weir_state::Capture>, TaskError> {
+        let Some(state) = &self.state else { return Ok(None) };
+        let mut overlay = Vec::new();
         for step in &mut self.steps {
             if let Some(cache) = &mut step.cache {
-                cache.flush()?;
+                cache.capture_into(&mut overlay);
             }
         }
-        Ok(self.state.as_ref().map(TaskState::capture))
+        Ok(Some(state.capture(overlay)))
     }
 
     /// Writes back keyed state and closes the operators.

@@ -182,7 +182,10 @@ impl TaskManager {
             };
             let state = match operators.iter().any(|o| o.keyed) {
                 true => {
-                    let state = self.inner.state.task(&keyspace, max_parallelism, key_groups.clone())?;
+                    let mut state = self.inner.state.task(&keyspace, max_parallelism, key_groups.clone())?;
+                    if d.checkpoints.is_some() {
+                        state = state.track_changes();
+                    }
                     if let Some(r) = &restore {
                         state.restore(&r.state(uid, key_groups.clone())?)?;
                     }
