@@ -113,7 +113,7 @@ fn breakdown(store: &JobCheckpoints, capture: &Capture, kind: FileKind) -> Resul
     let mut w = StateFileWriter::new(kind);
     let read = match kind {
         FileKind::Full => {
-            let entries = capture.full()?;
+            let entries = capture.full().map_err(anyhow::Error::msg)?;
             let read = start.elapsed();
             for (k, v) in &entries {
                 w.put(k, v)?;

@@ -139,22 +139,37 @@ fn parse_keys(mut rest: &[u8]) -> Vec<&[u8]> {
 }
 
 impl Capture {
-    /// Every entry of the subtask's key groups.
-    pub fn full(&self) -> Result<Vec<Entry>, StateError> {
+    /// Every entry of the subtask's key groups, handed to `f` one at a time (a full
+    /// checkpoint of a large state never needs a second copy of it in memory).
+    /// Errors of `f` and of reading come back as text.
+    pub fn for_each(&self, mut f: impl FnMut(&[u8], &[u8]) -> Result<(), String>) -> Result<(), String> {
         let overlay: std::collections::HashMap<&[u8], Option<&[u8]>> = parse_overlay(&self.overlay).into_iter().map(|(_, k, v)| (k, v)).collect();
         let (start, end) = (self.key_groups.start as u16, self.key_groups.end);
-        let mut out = Vec::new();
         let iter = match u16::try_from(end) {
             Ok(end) => self.snapshot.range(&self.ks, start.to_be_bytes()..end.to_be_bytes()),
             Err(_) => self.snapshot.range(&self.ks, start.to_be_bytes()..),
         };
         for guard in iter {
-            let (k, v) = guard.into_inner()?;
+            let (k, v) = guard.into_inner().map_err(|e| StateError::from(e).to_string())?;
             if !overlay.contains_key(&*k) {
-                out.push((k.to_vec(), v.to_vec()));
+                f(&k, &v)?;
             }
         }
-        out.extend(overlay.into_iter().filter_map(|(k, v)| v.map(|v| (k.to_vec(), v.to_vec()))));
+        for (k, v) in overlay {
+            if let Some(v) = v {
+                f(k, v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every entry of the subtask's key groups, collected.
+    pub fn full(&self) -> Result<Vec<Entry>, String> {
+        let mut out = Vec::new();
+        self.for_each(|k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            Ok(())
+        })?;
         Ok(out)
     }
 

@@ -140,11 +140,7 @@ pub fn write_state(store: &JobCheckpoints, capture: &Capture, kind: FileKind, id
     let mut w = StateFileWriter::new(kind);
     let fail = |e: &dyn std::fmt::Display| e.to_string();
     match kind {
-        FileKind::Full => {
-            for (k, v) in capture.full().map_err(|e| fail(&e))? {
-                w.put(&k, &v).map_err(|e| fail(&e))?;
-            }
-        }
+        FileKind::Full => capture.for_each(|k, v| w.put(k, v).map_err(|e| fail(&e)))?,
         FileKind::Delta => {
             for (k, v) in capture.delta().map_err(|e| fail(&e))? {
                 match v {
