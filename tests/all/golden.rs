@@ -88,7 +88,11 @@ fn check(cluster: &TestCluster, name: &str, args: &[&str]) {
     let o = submit("2", &first, &[OsStr::new("--detach")]);
     assert!(o.status.success(), "{name}: {}", stderr(&o));
     let job = String::from_utf8_lossy(&o.stdout).split_whitespace().nth(1).expect("job id").to_string();
-    wait_until("a first checkpoint", || !job_line(&cluster.status(), &job).contains("checkpoint=none"));
+    wait_until("a first checkpoint", || {
+        let line = job_line(&cluster.status(), &job);
+        assert!(!line.contains(" FINISHED ") && !line.contains(" FAILED "), "{name}: the job must still run for its savepoint: {line}");
+        !line.contains("checkpoint=none")
+    });
     let o = cluster.client(&[OsStr::new("savepoint"), OsStr::new(&job), OsStr::new("--dir"), savepoint.as_os_str(), OsStr::new("--stop")]);
     assert!(o.status.success(), "{name}: the savepoint is taken while the job runs: {}", stderr(&o));
     wait_until("the job to stop", || job_line(&cluster.status(), &job).contains(" CANCELED "));
@@ -103,7 +107,7 @@ fn check(cluster: &TestCluster, name: &str, args: &[&str]) {
 fn every_example_job_gives_the_same_output_three_ways() {
     let cluster = TestCluster::start_with(&[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
     let input = cluster.dir.path().join("input.txt");
-    write_text(&input, 300_000);
+    write_text(&input, 500_000);
     let input = input.display().to_string();
     check(&cluster, "wordcount", &["-i", &input]);
     check(&cluster, "keyed_sum", &["--arg", "n=400000", "--arg", "work=1500", "--arg", "sink=file"]);

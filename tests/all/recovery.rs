@@ -153,15 +153,20 @@ fn a_savepoint_at_parallelism_2_resumes_at_3_exactly_once() {
     let cluster = TestCluster::start_with(&[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
     let n: u64 = 1_500_000;
     let (first, second) = (cluster.dir.path().join("out-p2"), cluster.dir.path().join("out-p3"));
-    let job = submit_keyed_sum(&cluster, n, 1500, &first, "none");
+    let job = submit_keyed_sum(&cluster, n, 4000, &first, "none");
     wait_until("a checkpoint while running", || {
         let line = job_line(&cluster.status(), &job);
+        assert!(!line.contains(" FINISHED ") && !line.contains(" FAILED "), "the job must still run for its savepoint: {line}");
         line.contains(" RUNNING ") && !line.contains("checkpoint=none")
     });
     let savepoint = cluster.dir.path().join("savepoint");
     let o = cluster.client(&[OsStr::new("savepoint"), OsStr::new(&job), OsStr::new("--dir"), savepoint.as_os_str(), OsStr::new("--stop")]);
     assert!(o.status.success(), "{}", stderr(&o));
-    wait_until("the job to stop", || job_line(&cluster.status(), &job).contains(" CANCELED "));
+    wait_until("the job to stop", || {
+        let line = job_line(&cluster.status(), &job);
+        assert!(!line.contains(" FINISHED ") && !line.contains(" FAILED "), "a stopped job ends CANCELED: {line}");
+        line.contains(" CANCELED ")
+    });
     let done: u64 = committed_lines(&first).len() as u64;
     assert!(done > 0 && done < n, "the first run stopped midway: {done} of {n}");
 
