@@ -39,6 +39,19 @@ impl Job {
         self.args.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
+    /// Submission argument `name` as a number, `default` if absent; a value that is not
+    /// a number makes planning fail, naming the argument.
+    pub fn arg_u64(&mut self, name: &str, default: u64) -> u64 {
+        match self.arg(name).map(str::parse::<u64>) {
+            None => default,
+            Some(Ok(n)) => n,
+            Some(Err(e)) => {
+                self.fail(format!("argument {name}: {e}"));
+                default
+            }
+        }
+    }
+
     /// All submission arguments, in order.
     pub fn args(&self) -> &[(String, String)] {
         &self.args

@@ -30,7 +30,7 @@ fn observe(ctx: &KeyedContext<u64, u64>, value: u64) -> Result<Option<Vec<u64>>,
 }
 
 fn build(job: &mut Job) {
-    let n = job.arg("n").and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    let n = job.arg_u64("n", 100_000);
     job.name("distinct_values");
     job.generator("numbers", 0, n)
         .key_by("by-residue", |i: &u64| i % 97)

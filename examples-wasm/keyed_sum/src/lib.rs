@@ -17,20 +17,9 @@ fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn number(job: &mut Job, name: &str, default: u64) -> u64 {
-    match job.arg(name).map(str::parse::<u64>) {
-        None => default,
-        Some(Ok(n)) => n,
-        Some(Err(e)) => {
-            job.fail(format!("argument {name}: {e}"));
-            0
-        }
-    }
-}
-
 fn build(job: &mut Job) {
-    let n = number(job, "n", 1_000_000);
-    let work = number(job, "work", 0);
+    let n = job.arg_u64("n", 1_000_000);
+    let work = job.arg_u64("work", 0);
     let sink = match job.arg("sink") {
         None | Some("discard") => Sink::discard(),
         Some(_) => Sink::default(),

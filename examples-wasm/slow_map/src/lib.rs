@@ -12,20 +12,9 @@ fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn number(job: &mut Job, name: &str, default: u64) -> u64 {
-    match job.arg(name).map(str::parse::<u64>) {
-        None => default,
-        Some(Ok(n)) => n,
-        Some(Err(e)) => {
-            job.fail(format!("argument {name}: {e}"));
-            0
-        }
-    }
-}
-
 fn build(job: &mut Job) {
-    let n = number(job, "n", u64::MAX / 2);
-    let work = number(job, "work", 20_000);
+    let n = job.arg_u64("n", u64::MAX / 2);
+    let work = job.arg_u64("work", 20_000);
     job.name("slow_map");
     job.generator("numbers", 0, n).rebalance().map("slow", move |i: u64| (0..work).fold(i, |x, _| splitmix64(x))).discard("out");
 }
