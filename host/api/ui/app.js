@@ -490,7 +490,7 @@ function jobView(root, id) {
       $('.rate', g).textContent = fmtInt(rate);
       $('.rate', g).dataset.value = String(rate);
       $('.unit', g).textContent = isSource ? 'records out/s' : 'records in/s';
-      $('.bpfill', g).setAttribute('width', String(Math.round(Math.min(1, Math.max(0, v.backpressure || 0)) * 120)));
+      $('.bpfill', g).setAttribute('width', String(Math.round(Math.min(1, Math.max(0, v.backpressure || 0)) * 90)));
       $('.bptext', g).textContent = `backpressure ${Math.round((v.backpressure || 0) * 100)}%`;
       $('.vtotals', g).textContent = `in ${fmtCompact(v.recordsIn)} · out ${fmtCompact(v.recordsOut)}`;
     }
@@ -575,7 +575,7 @@ function jobView(root, id) {
 
 /** The execution graph as SVG: vertices left to right by topological depth. */
 function buildGraphSvg(vs, es) {
-  const W = 230;
+  const W = 240;
   const H = 104;
   const GX = 100;
   const GY = 34;
@@ -668,7 +668,7 @@ function buildGraphSvg(vs, es) {
         <text class="rate" x="18" y="54">–</text>
         <text class="unit" x="18" y="70">records/s</text>
         <text class="vtotals unit" x="${W - 12}" y="70" text-anchor="end"></text>
-        <rect class="bptrack" x="18" y="82" width="120" height="6" rx="3"/>
+        <rect class="bptrack" x="18" y="82" width="90" height="6" rx="3"/>
         <rect class="bpfill" x="18" y="82" width="0" height="6" rx="3"/>
         <text class="bptext" x="${W - 12}" y="89" text-anchor="end">backpressure –</text>
       </g>`;
