@@ -48,7 +48,11 @@ fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16,
     let mut r = BufReader::new(stream);
     let mut status_line = String::new();
     r.read_line(&mut status_line).unwrap_or_else(|e| fail(e));
-    let status = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{method} {url}: bad status line {status_line:?}"));
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{method} {url}: bad status line {status_line:?}"));
     let (mut length, mut chunked) = (None, false);
     loop {
         let mut line = String::new();
@@ -237,7 +241,10 @@ struct BrowserProcess(Child);
 
 impl Drop for BrowserProcess {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        // SAFETY: signals our own child, which has not been reaped yet.
+        unsafe {
+            libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM);
+        }
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.0.try_wait() {
@@ -327,7 +334,11 @@ impl Browser {
                 .and_then(|t| t.iter().find(|t| t["type"] == "page"))
                 .and_then(|t| t["webSocketDebuggerUrl"].as_str())
                 .map(str::to_string);
-            assert!(Instant::now() < deadline, "Chromium lists no page target (GET /json/list answered {status}: {})", String::from_utf8_lossy(&body));
+            assert!(
+                Instant::now() < deadline,
+                "Chromium lists no page target (GET /json/list answered {status}: {})",
+                String::from_utf8_lossy(&body)
+            );
             if page_ws.is_none() {
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -419,7 +430,8 @@ impl Browser {
 
 /// A page value as JSON text: `JSON.stringify` of `expr` (an object), parsed.
 fn snapshot(b: &mut Browser, expr: &str) -> Value {
-    let v = b.eval(&format!("(() => {{ try {{ return JSON.stringify({expr}); }} catch (e) {{ return JSON.stringify({{exception: String(e)}}); }} }})()"));
+    let v =
+        b.eval(&format!("(() => {{ try {{ return JSON.stringify({expr}); }} catch (e) {{ return JSON.stringify({{exception: String(e)}}); }} }})()"));
     match v.as_str() {
         Some(s) => serde_json::from_str(s).unwrap_or(Value::Null),
         None => v,
@@ -469,7 +481,9 @@ fn the_dashboard_shows_a_running_job_with_its_graph_and_moving_throughput() {
                  jobRowState: document.querySelector('#ov-running {row} .state')?.textContent}}"
             ),
         );
-        let ok = s["taskmanagers"] == "2" && s["running"].as_str().and_then(|r| r.parse::<u32>().ok()).is_some_and(|r| r >= 1) && s["jobRowState"] == "STARTED";
+        let ok = s["taskmanagers"] == "2"
+            && s["running"].as_str().and_then(|r| r.parse::<u32>().ok()).is_some_and(|r| r >= 1)
+            && s["jobRowState"] == "STARTED";
         if ok && s["hash"].as_str().is_some_and(|h| h.contains("token=")) {
             return Err(format!("the token stayed in the address bar: {s}"));
         }
@@ -520,8 +534,12 @@ fn the_dashboard_shows_a_running_job_with_its_graph_and_moving_throughput() {
     // Moving throughput: every vertex's records/s text changes between reads a second
     // or more apart, and stays positive.
     let t0 = Instant::now();
-    let before: Vec<(String, String)> =
-        first["vertices"].as_array().expect("vertices").iter().map(|v| (v["id"].as_str().unwrap_or("").to_string(), v["rate"].as_str().unwrap_or("").to_string())).collect();
+    let before: Vec<(String, String)> = first["vertices"]
+        .as_array()
+        .expect("vertices")
+        .iter()
+        .map(|v| (v["id"].as_str().unwrap_or("").to_string(), v["rate"].as_str().unwrap_or("").to_string()))
+        .collect();
     let mut moved = std::collections::BTreeSet::new();
     browser.wait_for("every vertex's records/s to change while staying positive", |b| {
         let s = read_graph(b);
@@ -535,7 +553,11 @@ fn the_dashboard_shows_a_running_job_with_its_graph_and_moving_throughput() {
                 moved.insert(id.to_string());
             }
         }
-        if moved.len() == before.len() { Ok(()) } else { Err(format!("first read {before:?}, {:?} later {s}; moved so far: {moved:?}", t0.elapsed())) }
+        if moved.len() == before.len() {
+            Ok(())
+        } else {
+            Err(format!("first read {before:?}, {:?} later {s}; moved so far: {moved:?}", t0.elapsed()))
+        }
     });
     browser.screenshot("dashboard-job.png");
 
