@@ -290,7 +290,7 @@ function overviewView(root) {
       const used = cluster.slotsTotal - cluster.slotsFree;
       setStat('taskmanagers', esc(cluster.taskmanagers));
       setStat('slots', `${esc(used)}<small> / ${esc(cluster.slotsTotal)}</small>`);
-      $('[data-stat="slots"] .bar span', root).style.width = (cluster.slotsTotal ? (100 * used) / cluster.slotsTotal : 0) + '%';
+      $('[data-stat="slots"] .bar span', root).style.width = (cluster.slotsTotal ? Math.min(100, (100 * used) / cluster.slotsTotal) : 0) + '%';
       for (const k of ['running', 'finished', 'failed', 'terminated']) setStat(k, esc(cluster.jobs?.[k] ?? 0));
       const all = jobs.jobs || [];
       $('#ov-running').innerHTML = jobsTable(all.filter((j) => RUNNING.has(j.status.state)), 'No job is running. Submit one from “Submit job”.');
@@ -721,7 +721,7 @@ function taskmanagersView(root) {
       $('[data-stat="lost"] .value', root).textContent = String(tms.length - alive);
       const used = cluster.slotsTotal - cluster.slotsFree;
       $('[data-stat="slots"] .value', root).innerHTML = `${esc(used)}<small> / ${esc(cluster.slotsTotal)}</small>`;
-      $('[data-stat="slots"] .bar span', root).style.width = (cluster.slotsTotal ? (100 * used) / cluster.slotsTotal : 0) + '%';
+      $('[data-stat="slots"] .bar span', root).style.width = (cluster.slotsTotal ? Math.min(100, (100 * used) / cluster.slotsTotal) : 0) + '%';
       $('[data-stat="free"] .value', root).textContent = String(cluster.slotsFree);
       $('#tm-list', root).innerHTML = tmTable(tms, false);
     },
