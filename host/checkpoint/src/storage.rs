@@ -59,6 +59,8 @@ pub trait CheckpointStorage: Send + Sync {
     fn list(&self, dir: &str) -> Result<Vec<String>, StorageError>;
     /// Deletes a file or a whole directory tree; a missing one is not an error.
     fn delete(&self, path: &str) -> Result<(), StorageError>;
+    /// The size of a file in bytes; a missing one is [`StorageError::NotFound`].
+    fn size(&self, path: &str) -> Result<u64, StorageError>;
 }
 
 /// Checks a storage path (see [`CheckpointStorage`] for the rules).
@@ -164,6 +166,14 @@ impl CheckpointStorage for DirStorage {
         std::fs::read(&file).map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => StorageError::NotFound { path: path.to_owned() },
             _ => io_error("read", &file, source),
+        })
+    }
+
+    fn size(&self, path: &str) -> Result<u64, StorageError> {
+        let file = self.resolve(path)?;
+        std::fs::metadata(&file).map(|m| m.len()).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => StorageError::NotFound { path: path.to_owned() },
+            _ => io_error("stat", &file, source),
         })
     }
 

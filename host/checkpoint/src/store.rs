@@ -171,6 +171,14 @@ impl JobCheckpoints {
         load_state(&*self.storage, chain, groups)
     }
 
+    /// Bytes written for checkpoint `meta`: the newest state file of every subtask's
+    /// chain (a delta, with incremental checkpoints) plus the metadata. Files that
+    /// cannot be read count as zero: this is for display.
+    pub fn written_bytes(&self, meta: &CheckpointMeta) -> u64 {
+        let files = meta.vertices.iter().flat_map(|v| &v.tasks).filter_map(|t| t.state.last());
+        files.chain(std::iter::once(&self.metadata_path(meta.id))).map(|f| self.storage.size(f).unwrap_or(0)).sum()
+    }
+
     /// Keeps the newest `keep` completed checkpoints (at least one) and every file their
     /// chains reference; deletes the other checkpoints, and the abandoned (never
     /// completed) directories older than the newest completed checkpoint. Newer

@@ -4,7 +4,10 @@
 //! in this process) and runs one job on it to completion; `weir inspect` prints a
 //! job's graph as the JobManager plans it. `weir jobmanager` and `weir taskmanager`
 //! run the processes of a real cluster (QUIC, mutual TLS from `weir cluster-init`);
-//! `weir submit`, `weir cancel` and `weir cluster-status` are its clients.
+//! `weir submit`, `list`, `status`, `cancel`, `savepoint` and `logs` are clients of
+//! the JobManager's REST API (module `client`).
+
+mod client;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -33,14 +36,40 @@ enum Command {
     Jobmanager(JobManagerArgs),
     /// Run a TaskManager offering slots to a JobManager.
     Taskmanager(TaskManagerArgs),
-    /// Show a JobManager's TaskManagers, slots and jobs.
-    ClusterStatus(ClusterStatusArgs),
     /// Submit a job to a JobManager and (unless --detach) wait for its end.
     Submit(SubmitArgs),
+    /// List a cluster's jobs, running and ended.
+    List(ListArgs),
+    /// Show the cluster (TaskManagers, slots, jobs), or one job in detail.
+    Status(StatusArgs),
     /// Cancel a job running on a cluster.
-    Cancel(CancelArgs),
+    Cancel(JobIdArgs),
     /// Take a savepoint of a running job (and with --stop, stop it right after).
     Savepoint(SavepointArgs),
+    /// Print a job's events: submission, attempts, failures, checkpoints, its end.
+    Logs(JobIdArgs),
+}
+
+#[derive(Args)]
+struct ListArgs {
+    #[command(flatten)]
+    remote: client::Remote,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// A job's id: show that job [default: the whole cluster].
+    job_id: Option<String>,
+    #[command(flatten)]
+    remote: client::Remote,
+}
+
+#[derive(Args)]
+struct JobIdArgs {
+    /// The job's id.
+    job_id: String,
+    #[command(flatten)]
+    remote: client::Remote,
 }
 
 #[derive(Args)]
@@ -54,26 +83,21 @@ struct SavepointArgs {
     /// Cancel the job once the savepoint is written, so nothing after it is committed.
     #[arg(long)]
     stop: bool,
-    /// The JobManager's address.
-    #[arg(long)]
-    jobmanager: std::net::SocketAddr,
     #[command(flatten)]
-    id: IdentityArgs,
+    remote: client::Remote,
 }
 
 #[derive(Args)]
 struct SubmitArgs {
     #[command(flatten)]
     job: JobArgs,
-    /// The JobManager's address.
-    #[arg(long)]
-    jobmanager: std::net::SocketAddr,
     /// Input file for file sources that take theirs at submission (a path on the TaskManagers).
     #[arg(short, long)]
     input: Option<String>,
-    /// Output directory for file sinks (on the TaskManagers): one part-<subtask> file each.
-    #[arg(short, long)]
-    output: Option<String>,
+    /// Output directory for file sinks (on the TaskManagers): one part-<subtask> file
+    /// each. (`--output` is the format of this command's answer.)
+    #[arg(long, value_name = "DIR")]
+    output_dir: Option<String>,
     /// Print the job id and return at once instead of waiting for the job's end.
     #[arg(short, long)]
     detach: bool,
@@ -93,18 +117,7 @@ struct SubmitArgs {
     #[arg(long, default_value_t = Limits::default().max_component_bytes)]
     max_component_size: u64,
     #[command(flatten)]
-    id: IdentityArgs,
-}
-
-#[derive(Args)]
-struct CancelArgs {
-    /// The job's id.
-    job_id: String,
-    /// The JobManager's address.
-    #[arg(long)]
-    jobmanager: std::net::SocketAddr,
-    #[command(flatten)]
-    id: IdentityArgs,
+    remote: client::Remote,
 }
 
 #[derive(Args)]
@@ -131,6 +144,12 @@ struct JobManagerArgs {
     /// Address to listen on (UDP, QUIC).
     #[arg(long, default_value = "127.0.0.1:6123")]
     listen: std::net::SocketAddr,
+    /// Address of the REST API, web dashboard and /metrics (HTTP).
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    rest_listen: std::net::SocketAddr,
+    /// File with the API's bearer token [default: api-token next to the CA certificate].
+    #[arg(long)]
+    api_token_file: Option<PathBuf>,
     /// A TaskManager without heartbeat for this long is lost, in milliseconds.
     #[arg(long, default_value_t = 3000)]
     heartbeat_timeout_ms: u64,
@@ -163,19 +182,13 @@ struct TaskManagerArgs {
     /// Memory budget of each keyed operator's state cache per subtask, in MiB.
     #[arg(long, default_value_t = 32)]
     state_cache_mib: usize,
+    /// Serve Prometheus metrics over HTTP on this address (`/metrics`).
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
     #[command(flatten)]
     id: IdentityArgs,
     #[command(flatten)]
     sandbox: SandboxArgs,
-}
-
-#[derive(Args)]
-struct ClusterStatusArgs {
-    /// The JobManager's address.
-    #[arg(long)]
-    jobmanager: std::net::SocketAddr,
-    #[command(flatten)]
-    id: IdentityArgs,
 }
 
 #[derive(Args)]
@@ -266,10 +279,12 @@ fn main() -> ExitCode {
         Command::ClusterInit(args) => cluster_init(args),
         Command::Jobmanager(args) => jobmanager(args),
         Command::Taskmanager(args) => taskmanager(args),
-        Command::ClusterStatus(args) => cluster_status(args),
         Command::Submit(args) => submit(args),
-        Command::Cancel(args) => cancel(args),
-        Command::Savepoint(args) => savepoint(args),
+        Command::List(a) => a.remote.connect().and_then(|c| client::list(&c)),
+        Command::Status(a) => a.remote.connect().and_then(|c| client::status(&c, a.job_id.as_deref())),
+        Command::Cancel(a) => a.remote.connect().and_then(|c| client::cancel(&c, &a.job_id)),
+        Command::Savepoint(a) => a.remote.connect().and_then(|c| client::savepoint(&c, &a.job_id, &a.dir, a.stop)),
+        Command::Logs(a) => a.remote.connect().and_then(|c| client::logs(&c, &a.job_id)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -403,11 +418,32 @@ fn cluster_init(a: ClusterInitArgs) -> Result<()> {
     for name in &names {
         ca.issue(name)?.save(&a.dir.join(name)).with_context(|| format!("cannot write the identity {name}"))?;
     }
-    println!("cluster credentials in {}: ca.pem, {}", a.dir.display(), names.join(", "));
+    let mut secret = [0u8; 32];
+    getrandom::getrandom(&mut secret).map_err(|e| anyhow::anyhow!("no randomness for the api token: {e}"))?;
+    let token: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let token_file = a.dir.join("api-token");
+    write_private(&token_file, &token).with_context(|| format!("cannot write {}", token_file.display()))?;
+    println!("cluster credentials in {}: ca.pem, api-token, {}", a.dir.display(), names.join(", "));
     Ok(())
 }
 
+/// Writes a secret readable by its owner only.
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(contents.as_bytes())
+}
+
 impl IdentityArgs {
+    /// The directory of the cluster's shared files (ca.pem, api-token).
+    fn cluster_dir(&self) -> PathBuf {
+        match &self.ca {
+            Some(p) => p.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+            None => self.identity.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+        }
+    }
+
     /// Loads this node's identity and the CA it trusts.
     fn load(&self) -> Result<(weir_net::NodeIdentity, weir_net::CaCert)> {
         let id = weir_net::NodeIdentity::load(&self.identity).with_context(|| format!("cannot load the identity in {}", self.identity.display()))?;
@@ -426,12 +462,19 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn jobmanager(a: JobManagerArgs) -> Result<()> {
     let (id, ca) = a.id.load()?;
+    let token_file = a.api_token_file.clone().unwrap_or_else(|| a.id.cluster_dir().join("api-token"));
+    let token = std::fs::read_to_string(&token_file).with_context(|| format!("cannot read the api token {}", token_file.display()))?;
+    let token = token.trim().to_string();
+    anyhow::ensure!(token.len() >= 16, "the api token in {} is too short (16 characters at least)", token_file.display());
     let sandbox = weir_wasm::Runtime::new(a.sandbox.limits(), a.sandbox.cache_dir()).context("cannot start the Wasm sandbox")?;
     runtime()?.block_on(async {
         let endpoint = weir_net::Endpoint::bind(a.listen, &id, &ca)?;
         let addr = endpoint.local_addr().context("no local address")?;
-        // Tests and scripts wait for this line, so it goes out at once.
+        let http = tokio::net::TcpListener::bind(a.rest_listen).await.with_context(|| format!("cannot listen on {}", a.rest_listen))?;
+        let http_addr = http.local_addr().context("no local address")?;
+        // Tests and scripts wait for these lines, so they go out at once.
         println!("jobmanager listening on {addr}");
+        println!("rest api on http://{http_addr}");
         std::io::Write::flush(&mut std::io::stdout())?;
         let timeout = std::time::Duration::from_millis(a.heartbeat_timeout_ms);
         let config = weir_jobmanager::service::JobManagerConfig {
@@ -440,7 +483,14 @@ fn jobmanager(a: JobManagerArgs) -> Result<()> {
             checkpoint_dir: a.checkpoint_dir.as_ref().map(|d| d.display().to_string()),
             retain: a.retain_checkpoints,
         };
-        weir_jobmanager::service::serve(endpoint, config, sandbox).await;
+        let jm = weir_jobmanager::JobManager::start(config, sandbox).await;
+        let rest = weir_api::router(jm.clone(), token);
+        tokio::spawn(async move {
+            if let Err(e) = weir_api::serve(http, rest).await {
+                tracing::error!("the rest api stopped: {e}");
+            }
+        });
+        jm.serve(endpoint).await;
         Ok(())
     })
 }
@@ -457,6 +507,16 @@ fn taskmanager(a: TaskManagerArgs) -> Result<()> {
         let tm = weir_taskmanager::TaskManager::new(sandbox, state, a.state_cache_mib << 20, Some(data.clone()));
         let addr = data.local_addr().context("no local address")?;
         println!("taskmanager {} offering {} slots, data plane on {addr}", id.name(), a.slots);
+        if let Some(listen) = a.metrics_listen {
+            let http = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+            println!("metrics on http://{}/metrics", http.local_addr().context("no local address")?);
+            let router = weir_api::taskmanager_router(tm.clone(), a.slots);
+            tokio::spawn(async move {
+                if let Err(e) = weir_api::serve(http, router).await {
+                    tracing::error!("the metrics endpoint stopped: {e}");
+                }
+            });
+        }
         std::io::Write::flush(&mut std::io::stdout())?;
         tokio::spawn(data.clone().serve());
         // Once registered, a TaskManager outlives its JobManager: it cancels what ran
@@ -482,98 +542,20 @@ fn taskmanager(a: TaskManagerArgs) -> Result<()> {
     })
 }
 
-/// Runs a client request against the JobManager with this node's identity.
-fn client<T>(id: &IdentityArgs, f: impl AsyncFnOnce(&weir_net::Endpoint) -> Result<T>) -> Result<T> {
-    let (id, ca) = id.load()?;
-    runtime()?.block_on(async {
-        let endpoint = weir_net::Endpoint::bind("127.0.0.1:0".parse()?, &id, &ca)?;
-        f(&endpoint).await
-    })
-}
-
-fn cluster_status(a: ClusterStatusArgs) -> Result<()> {
-    let view = client(&a.id, async |endpoint| {
-        weir_control::client::status(endpoint, a.jobmanager).await.with_context(|| format!("cannot query the jobmanager at {}", a.jobmanager))
-    })?;
-    for t in &view.taskmanagers {
-        let state = if t.alive { "alive" } else { "lost" };
-        println!(
-            "{} id={} slots={} used={} {state} addr={} data={} last-heartbeat={}ms",
-            t.name, t.id, t.slots, t.used_slots, t.addr, t.data_addr, t.last_heartbeat_ms
-        );
-    }
-    println!("free slots: {}", view.free_slots);
-    for j in &view.jobs {
-        let checkpoint = j.last_checkpoint.map_or("none".to_string(), |c| c.to_string());
-        let error = j.error.as_ref().map(|e| format!(" error: {e}")).unwrap_or_default();
-        let state = j.resource.as_ref().map_or("-", |r| r.state.name());
-        println!(
-            "job {} {} {} {:.3}s restarts={} checkpoint={checkpoint} state={state}{error}",
-            j.id,
-            j.name,
-            j.status.name(),
-            j.elapsed.as_secs_f64(),
-            j.restarts
-        );
-        for v in &j.vertices {
-            println!("  vertex {:?} x{} in={} out={}", v.name, v.parallelism, v.records_in, v.records_out);
-        }
-    }
-    Ok(())
-}
-
 fn submit(a: SubmitArgs) -> Result<()> {
     let wasm = weir_wasm::read_component(&a.job.job, a.max_component_size).with_context(|| format!("job {} was refused", a.job.job.display()))?;
-    let request = weir_control::protocol::SubmitRequest {
-        size: wasm.len() as u64,
+    let absolute = |p: &Path| std::path::absolute(p).with_context(|| format!("cannot resolve {}", p.display())).map(|p| p.display().to_string());
+    let spec = weir_api::model::SubmitSpec {
+        artifact: String::new(),
         parallelism: a.job.parallelism,
-        args: a.job.args.clone(),
+        args: a.job.args.iter().cloned().collect(),
         input: a.input.clone(),
-        output: a.output.clone(),
+        output: a.output_dir.clone(),
         checkpoint_interval_ms: a.checkpoint_interval,
-        restart: a.restart.clone(),
+        restart_strategy: a.restart.clone(),
         from_savepoint: a.from_savepoint.as_deref().map(absolute).transpose()?,
     };
+    let c = a.remote.connect()?;
     let name = a.job.job.display().to_string();
-    let report = client(&a.id, async |endpoint| {
-        let submitted =
-            weir_control::client::submit(endpoint, a.jobmanager, request, &wasm).await.with_context(|| format!("job {name} was refused"))?;
-        println!("job {} submitted", submitted.job);
-        eprint!("{}", submitted.graph);
-        std::io::Write::flush(&mut std::io::stdout())?;
-        if a.detach {
-            return Ok(None);
-        }
-        submitted.wait().await.map(Some).with_context(|| format!("lost track of job {name}"))
-    })?;
-    let Some(report) = report else { return Ok(()) };
-    print_report(&report);
-    match report.status {
-        weir_jobmanager::JobStatus::Finished => Ok(()),
-        status => anyhow::bail!("job {name} {}: {}", status.name().to_lowercase(), report.error.unwrap_or_default()),
-    }
-}
-
-fn cancel(a: CancelArgs) -> Result<()> {
-    client(&a.id, async |endpoint| {
-        weir_control::client::cancel(endpoint, a.jobmanager, &a.job_id).await.with_context(|| format!("cannot cancel job {}", a.job_id))
-    })?;
-    println!("job {} cancelling", a.job_id);
-    Ok(())
-}
-
-/// A path as the cluster's processes must see it: absolute.
-fn absolute(p: &Path) -> Result<String> {
-    Ok(std::path::absolute(p).with_context(|| format!("cannot resolve {}", p.display()))?.display().to_string())
-}
-
-fn savepoint(a: SavepointArgs) -> Result<()> {
-    let dir = absolute(&a.dir)?;
-    let checkpoint = client(&a.id, async |endpoint| {
-        weir_control::client::savepoint(endpoint, a.jobmanager, &a.job_id, &dir, a.stop)
-            .await
-            .with_context(|| format!("no savepoint of job {}", a.job_id))
-    })?;
-    println!("savepoint of job {} (checkpoint {checkpoint}) in {dir}{}", a.job_id, if a.stop { "; job stopped" } else { "" });
-    Ok(())
+    client::submit(&c, client::Submission { wasm: &wasm, name: &name, spec, detach: a.detach })
 }

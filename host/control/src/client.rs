@@ -1,5 +1,5 @@
-//! The JobManager's peers' side of the control plane: opening a session (TaskManager
-//! or client), and the client requests (status, submit, cancel).
+//! A TaskManager's side of the control plane: opening a session with the JobManager,
+//! and components sent in chunks.
 
 use std::net::SocketAddr;
 
@@ -7,9 +7,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 use weir_net::{Connection, Endpoint, FrameError, FramedRecv, FramedSend, NetError};
-use weir_types::deployment::JobReport;
 
-use crate::protocol::{CHUNK_BYTES, ClusterView, FromJobManager, Hello, SubmitRequest, ToJobManager};
+use crate::protocol::{CHUNK_BYTES, FromJobManager, Hello, ToJobManager};
 
 /// Name the JobManager's certificate must carry.
 pub const JOBMANAGER_NAME: &str = "jobmanager";
@@ -31,9 +30,6 @@ pub enum ControlError {
         /// Its certificate name.
         name: String,
     },
-    /// The JobManager refused the request.
-    #[error("the jobmanager refused: {0}")]
-    Refused(String),
     /// The peer answered something unexpected or hung up.
     #[error("{0}")]
     Protocol(String),
@@ -64,7 +60,6 @@ impl Session {
     /// The next message; a hang-up is an error.
     pub async fn next(&mut self) -> Result<FromJobManager, ControlError> {
         match self.rx.recv().await? {
-            Some(FromJobManager::Refused(why)) => Err(ControlError::Refused(why)),
             Some(m) => Ok(m),
             None => Err(ControlError::Protocol("the jobmanager closed the stream".into())),
         }
@@ -99,66 +94,4 @@ pub async fn recv_chunks<T: DeserializeOwned>(
         }
     }
     Ok(out)
-}
-
-/// Asks the JobManager at `jm` for its resource view and jobs.
-pub async fn status(endpoint: &Endpoint, jm: SocketAddr) -> Result<ClusterView, ControlError> {
-    let mut s = open(endpoint, jm, Hello::Client).await?;
-    s.tx.send(&ToJobManager::Status).await?;
-    match s.next().await? {
-        FromJobManager::Status(view) => Ok(view),
-        other => Err(ControlError::Protocol(format!("expected a status, got {other:?}"))),
-    }
-}
-
-/// A job the JobManager accepted; the session stays open to hear of its end.
-pub struct Submitted {
-    /// Job id.
-    pub job: String,
-    /// The execution graph, described.
-    pub graph: String,
-    session: Session,
-}
-
-/// Submits a job with its component.
-pub async fn submit(endpoint: &Endpoint, jm: SocketAddr, mut request: SubmitRequest, wasm: &[u8]) -> Result<Submitted, ControlError> {
-    let mut s = open(endpoint, jm, Hello::Client).await?;
-    request.size = wasm.len() as u64;
-    s.tx.send(&ToJobManager::Submit(request)).await?;
-    send_chunks(&mut s.tx, wasm, ToJobManager::ComponentChunk).await?;
-    match s.next().await? {
-        FromJobManager::Submitted { job, graph } => Ok(Submitted { job, graph, session: s }),
-        other => Err(ControlError::Protocol(format!("expected a submission receipt, got {other:?}"))),
-    }
-}
-
-impl Submitted {
-    /// Waits until the job ends; its final report.
-    pub async fn wait(mut self) -> Result<JobReport, ControlError> {
-        match self.session.next().await? {
-            FromJobManager::JobEnded(report) => Ok(report),
-            other => Err(ControlError::Protocol(format!("expected the job's end, got {other:?}"))),
-        }
-    }
-}
-
-/// Asks the JobManager to cancel a job.
-pub async fn cancel(endpoint: &Endpoint, jm: SocketAddr, job: &str) -> Result<(), ControlError> {
-    let mut s = open(endpoint, jm, Hello::Client).await?;
-    s.tx.send(&ToJobManager::Cancel { job: job.to_string() }).await?;
-    match s.next().await? {
-        FromJobManager::Cancelling { .. } => Ok(()),
-        other => Err(ControlError::Protocol(format!("expected a cancellation receipt, got {other:?}"))),
-    }
-}
-
-/// Asks the JobManager for a savepoint of `job` in `dir` (and to stop the job after it);
-/// the checkpoint id it copies.
-pub async fn savepoint(endpoint: &Endpoint, jm: SocketAddr, job: &str, dir: &str, stop: bool) -> Result<u64, ControlError> {
-    let mut s = open(endpoint, jm, Hello::Client).await?;
-    s.tx.send(&ToJobManager::Savepoint { job: job.to_string(), dir: dir.to_string(), stop }).await?;
-    match s.next().await? {
-        FromJobManager::SavepointDone { checkpoint, .. } => Ok(checkpoint),
-        other => Err(ControlError::Protocol(format!("expected a savepoint, got {other:?}"))),
-    }
 }

@@ -1,9 +1,10 @@
 //! Control-stream messages. Each connection opens one control stream whose first
 //! message says what the peer is; the certificate's common name must agree.
 //!
+//! Users and tools do not speak this protocol: they use the JobManager's REST API.
+//!
 //! A component (tens of MB for some guest languages) never travels as one message: a
-//! header message gives its size, then [`ToJobManager::ComponentChunk`] /
-//! [`FromJobManager::ComponentChunk`] messages of at most [`CHUNK_BYTES`] follow on the
+//! header message gives its size, then [`FromJobManager::ComponentChunk`] messages of at most [`CHUNK_BYTES`] follow on the
 //! same stream, so the frame limit stays small.
 
 use serde::{Deserialize, Serialize};
@@ -21,8 +22,6 @@ pub enum Hello {
         /// Where its data plane accepts other TaskManagers.
         data_addr: String,
     },
-    /// A user or tool asking questions or submitting jobs.
-    Client,
 }
 
 /// Certificate names of TaskManagers start with this.
@@ -30,29 +29,6 @@ pub const TASKMANAGER_PREFIX: &str = "taskmanager";
 
 /// Largest component chunk in one message.
 pub const CHUNK_BYTES: usize = 1024 * 1024;
-
-/// A job submission; the component follows in chunks.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct SubmitRequest {
-    /// Size of the component in bytes.
-    pub size: u64,
-    /// Default parallelism.
-    pub parallelism: u32,
-    /// Arguments for `plan` and `open`.
-    pub args: Vec<(String, String)>,
-    /// Binds file sources that leave their path to the submitter (a TaskManager path).
-    pub input: Option<String>,
-    /// Binds file sinks: a directory on the TaskManagers, one part file per subtask.
-    pub output: Option<String>,
-    /// Checkpoint every this many milliseconds (needs the JobManager's checkpoint dir).
-    pub checkpoint_interval_ms: Option<u64>,
-    /// Restart strategy (`none`, `fixed-delay:N:MS`, `exponential:MS:MS`,
-    /// `failure-rate:N:MS:MS`); default: fixed delay with checkpoints, none without.
-    pub restart: Option<String>,
-    /// A savepoint directory to start from (state and source positions), possibly
-    /// written at another parallelism.
-    pub from_savepoint: Option<String>,
-}
 
 /// Messages to the JobManager. The first on a stream is always a `Hello`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -82,27 +58,6 @@ pub enum ToJobManager {
     TaskEnded(TaskEnd),
     /// TaskManager: a subtask's snapshot for a checkpoint is persisted (or failed).
     CheckpointAck(CheckpointAck),
-    /// Client: the resource view and the jobs.
-    Status,
-    /// Client: run a job; its component follows.
-    Submit(SubmitRequest),
-    /// A piece of a component.
-    ComponentChunk(Vec<u8>),
-    /// Client: cancel a job.
-    Cancel {
-        /// Job id.
-        job: String,
-    },
-    /// Client: take a checkpoint now and copy it to `dir` as a savepoint; with `stop`,
-    /// cancel the job right after, so nothing past the savepoint is committed.
-    Savepoint {
-        /// Job id.
-        job: String,
-        /// Target directory (absolute, must not exist or be empty).
-        dir: String,
-        /// Stop the job after the savepoint.
-        stop: bool,
-    },
 }
 
 /// Messages from the JobManager.
@@ -152,31 +107,6 @@ pub enum FromJobManager {
     },
     /// TaskManager: cancel a job's subtasks (prepared or running).
     Cancel {
-        /// Job id.
-        job: String,
-    },
-    /// Client: the resource view and the jobs.
-    Status(ClusterView),
-    /// Client: the job was accepted under this id.
-    Submitted {
-        /// Job id.
-        job: String,
-        /// The execution graph, described for people.
-        graph: String,
-    },
-    /// Client: the request was refused.
-    Refused(String),
-    /// Client: a submitted job ended.
-    JobEnded(JobReport),
-    /// Client: the savepoint is written.
-    SavepointDone {
-        /// Its directory.
-        dir: String,
-        /// The checkpoint it copies.
-        checkpoint: u64,
-    },
-    /// Client: the cancellation was started.
-    Cancelling {
         /// Job id.
         job: String,
     },

@@ -19,6 +19,7 @@
 //! It is not: the executor of subtasks (`weir-taskmanager`) or the sandbox
 //! (`weir-wasm`).
 
+pub mod api;
 pub mod coordinator;
 pub mod embedded;
 pub mod restart;
@@ -26,6 +27,7 @@ pub mod service;
 pub mod tracker;
 
 pub use embedded::{ClusterConfig, EmbeddedCluster, JobError, JobHandle, JobSpec};
-pub use tracker::JobTracker;
+pub use service::JobManager;
+pub use tracker::{JobTracker, SubtaskMetrics};
 pub use weir_types::deployment::{JobReport, JobStatus, VertexReport};
 pub use weir_types::graph::{ExecutionGraph, Vertex};

@@ -14,7 +14,7 @@
 //! intact checkpoint (falling back past corrupted ones), as a new attempt, as soon as
 //! enough slots are free.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use tokio::sync::{mpsc, oneshot};
 use weir_checkpoint::{CheckpointStorage, DirStorage, JobCheckpoints, load_savepoint};
-use weir_control::client::{recv_chunks, send_chunks};
-use weir_control::protocol::{CheckpointAck, FromJobManager, Hello, SubmitRequest, TASKMANAGER_PREFIX, ToJobManager};
+use weir_control::client::send_chunks;
+use weir_control::protocol::{CheckpointAck, FromJobManager, Hello, TASKMANAGER_PREFIX, ToJobManager};
 use weir_control::registry::Registry;
 use weir_net::{CLOSE_PROTOCOL_ERROR, CLOSE_UNAUTHORIZED, Connection, Endpoint, FramedRecv, FramedSend};
 use weir_taskmanager::checkpoint::savepoint_location;
@@ -31,6 +31,9 @@ use weir_types::deployment::{CheckpointConfig, JobDeployment, JobReport, JobStat
 use weir_types::resource::JobResource;
 use weir_wasm::Runtime;
 
+use crate::api::{
+    ApiError, Artifact, CHECKPOINTS_KEPT, CheckpointRecord, CheckpointStatus, EVENTS_KEPT, EventLevel, JobEvent, JobInfo, SubmitSpec, push_bounded,
+};
 use crate::coordinator::{AckOutcome, Coordinator};
 use crate::embedded::{new_job_id, prepare};
 use crate::restart::RestartStrategy;
@@ -72,28 +75,27 @@ enum Order {
     },
 }
 
-struct Job {
+pub(crate) struct Job {
     /// The current attempt's deployment.
     deployment: Box<JobDeployment>,
-    tracker: JobTracker,
+    pub(crate) tracker: JobTracker,
     /// Run id of the current attempt: what TaskManagers call the job.
     run: String,
     /// Registry ids of the TaskManagers in the deployment, by index.
-    tms: Vec<u64>,
+    pub(crate) tms: Vec<u64>,
     /// Slots held, per registry id.
     slots: Vec<(u64, u32)>,
     /// TaskManagers that have not yet reported their share prepared.
     preparing: HashSet<u64>,
     component: Arc<Vec<u8>>,
-    watchers: Vec<oneshot::Sender<JobReport>>,
     restart: RestartStrategy,
     failures: Vec<Instant>,
     /// Set while the job waits to run again: not before this instant.
     restart_at: Option<Instant>,
-    restarts: u32,
+    pub(crate) restarts: u32,
     coordinator: Option<Coordinator>,
     checkpoints: Option<Arc<JobCheckpoints>>,
-    last_checkpoint: Option<u64>,
+    pub(crate) last_checkpoint: Option<u64>,
     /// Id of the first checkpoint (after a savepoint's, to keep epochs increasing).
     first_checkpoint: u64,
     /// What the job started from; a restart without any checkpoint goes back to it.
@@ -107,6 +109,15 @@ struct Job {
     terminating: bool,
     /// Overrides the last attempt's status (a job cancelled between attempts).
     final_status: Option<JobStatus>,
+    /// As submitted.
+    pub(crate) spec: SubmitSpec,
+    pub(crate) created: SystemTime,
+    /// What happened to the job, for users (`weir logs`).
+    pub(crate) events: VecDeque<JobEvent>,
+    /// Recent checkpoints, oldest first.
+    pub(crate) checkpoint_log: VecDeque<CheckpointRecord>,
+    pub(crate) checkpoints_completed: u64,
+    pub(crate) checkpoints_failed: u64,
 }
 
 impl Job {
@@ -133,6 +144,62 @@ impl Job {
         r
     }
 
+    /// The job as users see it.
+    pub(crate) fn info(&mut self, now: Instant) -> JobInfo {
+        let report = self.report(now);
+        JobInfo {
+            id: report.id.clone(),
+            name: report.name.clone(),
+            created: self.created,
+            spec: self.spec.clone(),
+            resource: self.resource.clone(),
+            report,
+        }
+    }
+
+    /// Records an event for users and logs it.
+    fn event(&mut self, level: EventLevel, message: String) {
+        let job = self.tracker.id();
+        match level {
+            EventLevel::Info => tracing::info!(%job, "{message}"),
+            EventLevel::Warn => tracing::warn!(%job, "{message}"),
+            EventLevel::Error => tracing::error!(%job, "{message}"),
+        }
+        push_bounded(&mut self.events, JobEvent { at: SystemTime::now(), level, message }, EVENTS_KEPT);
+    }
+
+    /// Updates (or adds) checkpoint `id` in the job's log.
+    fn checkpoint_event(&mut self, id: u64, status: CheckpointStatus, size_bytes: Option<u64>, failure: Option<String>) {
+        let now = SystemTime::now();
+        match self.checkpoint_log.iter_mut().rev().find(|c| c.id == id) {
+            Some(c) if c.status == CheckpointStatus::InProgress => {
+                c.status = status;
+                c.duration_ms = now.duration_since(c.triggered).ok().map(|d| d.as_millis() as u64);
+                c.size_bytes = size_bytes;
+                c.failure = failure;
+            }
+            Some(_) => return,
+            None => push_bounded(
+                &mut self.checkpoint_log,
+                CheckpointRecord { id, status, triggered: now, duration_ms: None, size_bytes, failure },
+                CHECKPOINTS_KEPT,
+            ),
+        }
+        match status {
+            CheckpointStatus::Completed => self.checkpoints_completed += 1,
+            CheckpointStatus::Failed => self.checkpoints_failed += 1,
+            CheckpointStatus::InProgress => {}
+        }
+    }
+
+    /// Fails every checkpoint still in progress (its attempt ended).
+    fn abandon_checkpoints(&mut self, why: &str) {
+        let open: Vec<u64> = self.checkpoint_log.iter().filter(|c| c.status == CheckpointStatus::InProgress).map(|c| c.id).collect();
+        for id in open {
+            self.checkpoint_event(id, CheckpointStatus::Failed, None, Some(why.to_string()));
+        }
+    }
+
     fn send(&self, orders: &Orders, msg: impl Fn() -> FromJobManager) {
         for (id, _) in &self.slots {
             if let Some(o) = orders.get(id) {
@@ -154,58 +221,73 @@ struct SavepointRequest {
 }
 
 #[derive(Default)]
-struct State {
+pub(crate) struct State {
     /// Order queues of connected TaskManagers. Unbounded but small: a handful of
     /// control orders per job, and components are shared, not copied.
     orders: Orders,
-    jobs: Vec<Job>,
+    pub(crate) jobs: Vec<Job>,
 }
 
-struct Shared {
-    registry: Mutex<Registry>,
-    state: Mutex<State>,
-    runtime: Runtime,
+pub(crate) struct Shared {
+    pub(crate) registry: Mutex<Registry>,
+    pub(crate) state: Mutex<State>,
+    /// Uploaded components by hash.
+    pub(crate) artifacts: Mutex<HashMap<String, Artifact>>,
+    pub(crate) runtime: Runtime,
     config: JobManagerConfig,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every update is completed under the lock before anything can panic.
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Serves connections until the endpoint closes. `runtime` loads and plans submitted
-/// components.
-pub async fn serve(endpoint: Endpoint, config: JobManagerConfig, runtime: Runtime) {
-    let registry = Mutex::new(Registry::new(config.heartbeat_timeout));
-    let shared = Arc::new(Shared { registry, state: Mutex::default(), runtime, config: config.clone() });
-    shared.recover_jobs().await;
-    let ticker = shared.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(TICK).await;
-            ticker.tick().await;
-        }
-    });
-    let reaper = shared.clone();
-    tokio::spawn(async move {
-        let tick = (config.heartbeat_timeout / 10).max(Duration::from_millis(20));
-        loop {
-            tokio::time::sleep(tick).await;
-            let lost = lock(&reaper.registry).expire(Instant::now());
-            for (id, name) in lost {
-                tracing::warn!(taskmanager = %name, timeout = ?config.heartbeat_timeout, "taskmanager lost: no heartbeat within the timeout");
-                reaper.taskmanager_gone(id, &name);
+/// A running JobManager: TaskManagers reach it over QUIC ([`JobManager::serve`]),
+/// users through the operations of [`crate::api`] (the REST API).
+#[derive(Clone)]
+pub struct JobManager(pub(crate) Arc<Shared>);
+
+impl JobManager {
+    /// Starts the JobManager's timers (checkpoints, restarts, lost TaskManagers) and
+    /// resumes the jobs a previous JobManager left running. `runtime` loads and plans
+    /// submitted components.
+    pub async fn start(config: JobManagerConfig, runtime: Runtime) -> Self {
+        let registry = Mutex::new(Registry::new(config.heartbeat_timeout));
+        let shared = Arc::new(Shared { registry, state: Mutex::default(), artifacts: Mutex::default(), runtime, config: config.clone() });
+        shared.recover_jobs().await;
+        let ticker = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(TICK).await;
+                ticker.tick().await;
             }
+        });
+        let reaper = shared.clone();
+        tokio::spawn(async move {
+            let tick = (config.heartbeat_timeout / 10).max(Duration::from_millis(20));
+            loop {
+                tokio::time::sleep(tick).await;
+                let lost = lock(&reaper.registry).expire(Instant::now());
+                for (id, name) in lost {
+                    tracing::warn!(taskmanager = %name, timeout = ?config.heartbeat_timeout, "taskmanager lost: no heartbeat within the timeout");
+                    reaper.taskmanager_gone(id, &name);
+                }
+            }
+        });
+        Self(shared)
+    }
+
+    /// Serves TaskManagers until the endpoint closes.
+    pub async fn serve(&self, endpoint: Endpoint) {
+        while let Some(conn) = endpoint.accept().await {
+            let shared = self.0.clone();
+            tokio::spawn(async move { handle(conn, shared).await });
         }
-    });
-    while let Some(conn) = endpoint.accept().await {
-        let shared = shared.clone();
-        tokio::spawn(async move { handle(conn, shared).await });
     }
 }
 
 async fn handle(conn: Connection, shared: Arc<Shared>) {
-    let (mut tx, mut rx) = match conn.accept_control::<FromJobManager, ToJobManager>().await {
+    let (tx, mut rx) = match conn.accept_control::<FromJobManager, ToJobManager>().await {
         Ok(s) => s,
         Err(e) => {
             tracing::info!(peer = %conn.peer_name(), "no control stream: {e}");
@@ -214,179 +296,118 @@ async fn handle(conn: Connection, shared: Arc<Shared>) {
     };
     match next(&conn, &mut rx).await {
         Some(ToJobManager::Hello(Hello::TaskManager { slots, data_addr })) => taskmanager(conn, tx, rx, shared, slots, data_addr).await,
-        Some(ToJobManager::Hello(Hello::Client)) => {
-            while let Some(msg) = next(&conn, &mut rx).await {
-                let reply = match msg {
-                    ToJobManager::Status => FromJobManager::Status(shared.view()),
-                    ToJobManager::Submit(request) => match submit(&conn, &mut rx, &shared, request).await {
-                        Ok((job, graph, ended)) => {
-                            if tx.send(&FromJobManager::Submitted { job, graph }).await.is_err() {
-                                return;
-                            }
-                            match ended.await {
-                                Ok(report) => FromJobManager::JobEnded(report),
-                                Err(_) => return,
-                            }
-                        }
-                        Err(Refusal::Reply(why)) => FromJobManager::Refused(why),
-                        Err(Refusal::Close) => return,
-                    },
-                    ToJobManager::Savepoint { job, dir, stop } => match shared.savepoint(&job, dir.clone(), stop).await {
-                        Ok(Ok(checkpoint)) => FromJobManager::SavepointDone { dir, checkpoint },
-                        Ok(Err(why)) => FromJobManager::Refused(why),
-                        Err(_) => return,
-                    },
-                    ToJobManager::Cancel { job } => match shared.cancel(&job) {
-                        true => FromJobManager::Cancelling { job },
-                        false => FromJobManager::Refused(format!("no running job {job}")),
-                    },
-                    other => return refuse(&conn, &format!("unexpected {} from a client", kind(&other))),
-                };
-                if tx.send(&reply).await.is_err() {
-                    return;
-                }
-            }
-        }
         Some(other) => refuse(&conn, &format!("expected a hello, got {}", kind(&other))),
         None => {}
     }
 }
 
-enum Refusal {
-    Reply(String),
-    Close,
-}
-
-/// Reads a submission's component, plans the job, places and deploys it.
-async fn submit(
-    conn: &Connection,
-    rx: &mut FramedRecv<ToJobManager>,
-    shared: &Arc<Shared>,
-    request: SubmitRequest,
-) -> Result<(String, String, oneshot::Receiver<JobReport>), Refusal> {
-    let limit = shared.runtime.limits().max_component_bytes;
-    if request.size > limit {
-        refuse(conn, &format!("component of {} bytes exceeds the limit of {limit} bytes", request.size));
-        return Err(Refusal::Close);
-    }
-    let unwrap = |m| match m {
-        ToJobManager::ComponentChunk(c) => Some(c),
-        _ => None,
-    };
-    let wasm = match recv_chunks(rx, request.size, unwrap).await {
-        Ok(w) => w,
-        Err(e) => {
-            refuse(conn, &e.to_string());
-            return Err(Refusal::Close);
-        }
-    };
-    let runtime = shared.runtime.clone();
-    let req = request.clone();
-    let planned = tokio::task::spawn_blocking(move || {
-        let prepared = prepare(&runtime, &wasm, &req.args, req.parallelism, req.input, req.output);
-        prepared.map(|p| (p, wasm))
-    })
-    .await;
-    let ((component, plan, graph), wasm) = match planned {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => return Err(Refusal::Reply(e.to_string())),
-        Err(e) => return Err(Refusal::Reply(format!("planning panicked: {e}"))),
-    };
-
-    let restart = match &request.restart {
-        Some(r) => r.parse::<RestartStrategy>().map_err(Refusal::Reply)?,
-        None if request.checkpoint_interval_ms.is_some() => RestartStrategy::default(),
-        None => RestartStrategy::None,
-    };
-    let checkpoints = match (request.checkpoint_interval_ms, &shared.config.checkpoint_dir) {
-        (None, _) => None,
-        (Some(_), None) => return Err(Refusal::Reply("checkpointing needs a jobmanager started with --checkpoint-dir".into())),
-        (Some(ms), Some(dir)) => Some(CheckpointConfig { dir: dir.clone(), interval_ms: ms.max(10), retain: shared.config.retain.max(1) }),
-    };
-    let job = new_job_id();
-    let (initial_restore, first_checkpoint) = match &request.from_savepoint {
-        Some(dir) => {
-            let location = savepoint_location(dir).map_err(Refusal::Reply)?;
-            let loaded = tokio::task::spawn_blocking(move || {
-                let storage = DirStorage::new(location.0).map_err(|e| e.to_string())?;
-                load_savepoint(&storage, &location.1).map_err(|e| e.to_string())
-            })
-            .await;
-            let meta = match loaded {
-                Ok(Ok(m)) => m,
-                Ok(Err(e)) => return Err(Refusal::Reply(format!("savepoint {dir}: {e}"))),
-                Err(e) => return Err(Refusal::Reply(format!("savepoint {dir}: {e}"))),
-            };
-            if meta.max_parallelism != plan.max_parallelism() {
-                return Err(Refusal::Reply(format!(
-                    "savepoint {dir} has {} key groups but the job has {}; max parallelism cannot change",
-                    meta.max_parallelism,
-                    plan.max_parallelism()
-                )));
+impl Shared {
+    /// Plans a job from `wasm`, places and deploys it; its id.
+    pub(crate) async fn submit(&self, wasm: Arc<Vec<u8>>, spec: SubmitSpec, restart: RestartStrategy) -> Result<String, ApiError> {
+        let runtime = self.runtime.clone();
+        let args: Vec<(String, String)> = spec.args.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let (bytes, parallelism, input, output) = (wasm.clone(), spec.parallelism, spec.input.clone(), spec.output.clone());
+        let job_args = args.clone();
+        let planned = tokio::task::spawn_blocking(move || prepare(&runtime, &bytes, &job_args, parallelism, input, output)).await;
+        let (component, plan, graph) = match planned {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => return Err(ApiError::Unprocessable(e.to_string())),
+            Err(e) => return Err(ApiError::Internal(format!("planning panicked: {e}"))),
+        };
+        let checkpoints = match (spec.checkpoint_interval_ms, &self.config.checkpoint_dir) {
+            (None, _) => None,
+            (Some(_), None) => return Err(ApiError::Conflict("checkpointing needs a jobmanager started with --checkpoint-dir".into())),
+            (Some(ms), Some(dir)) => Some(CheckpointConfig { dir: dir.clone(), interval_ms: ms.max(10), retain: self.config.retain.max(1) }),
+        };
+        let job = new_job_id();
+        let (initial_restore, first_checkpoint) = match &spec.from_savepoint {
+            Some(dir) => {
+                let location = savepoint_location(dir).map_err(ApiError::BadRequest)?;
+                let loaded = tokio::task::spawn_blocking(move || {
+                    let storage = DirStorage::new(location.0).map_err(|e| e.to_string())?;
+                    load_savepoint(&storage, &location.1).map_err(|e| e.to_string())
+                })
+                .await;
+                let meta = match loaded {
+                    Ok(Ok(m)) => m,
+                    Ok(Err(e)) => return Err(ApiError::BadRequest(format!("savepoint {dir}: {e}"))),
+                    Err(e) => return Err(ApiError::Internal(format!("savepoint {dir}: {e}"))),
+                };
+                if meta.max_parallelism != plan.max_parallelism() {
+                    return Err(ApiError::Unprocessable(format!(
+                        "savepoint {dir} has {} key groups but the job has {}; max parallelism cannot change",
+                        meta.max_parallelism,
+                        plan.max_parallelism()
+                    )));
+                }
+                (Some(RestoreFrom::Savepoint(dir.clone())), meta.id + 1)
             }
-            (Some(RestoreFrom::Savepoint(dir.clone())), meta.id + 1)
-        }
-        None => (None, 1),
-    };
-    let store = match &checkpoints {
-        Some(c) => {
-            let storage = DirStorage::new(&c.dir).map_err(|e| Refusal::Reply(format!("checkpoint storage {}: {e}", c.dir)))?;
-            Some(Arc::new(JobCheckpoints::new(Arc::new(storage), &job)))
-        }
-        None => None,
-    };
-    let deployment = Box::new(JobDeployment {
-        job: job.clone(),
-        plan,
-        graph,
-        args: request.args,
-        component: component.hash.clone(),
-        placement: vec![],
-        taskmanagers: vec![],
-        sink_files: SinkFiles::PartPerSubtask,
-        attempt: 0,
-        checkpoints,
-        restore: None,
-    });
-    let (ended_tx, ended_rx) = oneshot::channel();
-    let tracker = JobTracker::new(&job, &deployment.plan.name, deployment.graph.clone(), vec![], Instant::now());
-    let mut j = Job {
-        run: deployment.run_id(),
-        deployment,
-        tracker,
-        tms: vec![],
-        slots: vec![],
-        preparing: HashSet::new(),
-        component: Arc::new(wasm),
-        watchers: vec![ended_tx],
-        restart,
-        failures: vec![],
-        restart_at: None,
-        restarts: 0,
-        coordinator: None,
-        checkpoints: store,
-        last_checkpoint: None,
-        first_checkpoint,
-        initial_restore: initial_restore.clone(),
-        savepoints: vec![],
-        done: false,
-        resource: JobResource::new(SystemTime::now()),
-        terminating: false,
-        final_status: None,
-    };
-    let (description, persisted) = {
-        let mut state = lock(&shared.state);
-        if let Err(free) = shared.deploy(&mut j, &state.orders, initial_restore) {
-            return Err(Refusal::Reply(format!("the job needs {} slots but only {free} are free", j.deployment.graph.slots_needed())));
-        }
-        let description = describe(&j.deployment, &j.tms, &shared.registry);
-        tracing::info!(%job, name = %j.deployment.plan.name, tasks = j.deployment.task_count(), "job submitted");
-        let persisted = shared.persisted(&j, true);
-        state.jobs.push(j);
-        (description, persisted)
-    };
-    shared.persist(persisted).await;
-    Ok((job, description, ended_rx))
+            None => (None, 1),
+        };
+        let store = match &checkpoints {
+            Some(c) => {
+                let storage = DirStorage::new(&c.dir).map_err(|e| ApiError::Internal(format!("checkpoint storage {}: {e}", c.dir)))?;
+                Some(Arc::new(JobCheckpoints::new(Arc::new(storage), &job)))
+            }
+            None => None,
+        };
+        let deployment = Box::new(JobDeployment {
+            job: job.clone(),
+            plan,
+            graph,
+            args,
+            component: component.hash.clone(),
+            placement: vec![],
+            taskmanagers: vec![],
+            sink_files: SinkFiles::PartPerSubtask,
+            attempt: 0,
+            checkpoints,
+            restore: None,
+        });
+        let tracker = JobTracker::new(&job, &deployment.plan.name, deployment.graph.clone(), vec![], Instant::now());
+        let mut j = Job {
+            run: deployment.run_id(),
+            deployment,
+            tracker,
+            tms: vec![],
+            slots: vec![],
+            preparing: HashSet::new(),
+            component: wasm,
+            restart,
+            failures: vec![],
+            restart_at: None,
+            restarts: 0,
+            coordinator: None,
+            checkpoints: store,
+            last_checkpoint: None,
+            first_checkpoint,
+            initial_restore: initial_restore.clone(),
+            savepoints: vec![],
+            done: false,
+            resource: JobResource::new(SystemTime::now()),
+            terminating: false,
+            final_status: None,
+            spec,
+            created: SystemTime::now(),
+            events: VecDeque::new(),
+            checkpoint_log: VecDeque::new(),
+            checkpoints_completed: 0,
+            checkpoints_failed: 0,
+        };
+        let persisted = {
+            let mut state = lock(&self.state);
+            if let Err(free) = self.deploy(&mut j, &state.orders, initial_restore) {
+                return Err(ApiError::Unavailable(format!("the job needs {} slots but only {free} are free", j.deployment.graph.slots_needed())));
+            }
+            let description = describe(&j.deployment, &j.tms, &self.registry);
+            j.event(EventLevel::Info, format!("job {} submitted ({} subtasks):\n{description}", j.deployment.plan.name, j.deployment.task_count()));
+            let persisted = self.persisted(&j, true);
+            state.jobs.push(j);
+            persisted
+        };
+        self.persist(persisted).await;
+        Ok(job)
+    }
 }
 
 fn describe(d: &JobDeployment, tms: &[u64], registry: &Mutex<Registry>) -> String {
@@ -408,6 +429,8 @@ struct PersistedJob {
     initial_restore: Option<RestoreFrom>,
     first_checkpoint: u64,
     restarts: u32,
+    spec: SubmitSpec,
+    created: SystemTime,
 }
 
 /// Where jobs are persisted in the checkpoint storage.
@@ -435,6 +458,8 @@ impl Shared {
             initial_restore: j.initial_restore.clone(),
             first_checkpoint: j.first_checkpoint,
             restarts: j.restarts,
+            spec: j.spec.clone(),
+            created: j.created,
         };
         let record = postcard::to_allocvec(&record).map_err(|e| tracing::error!("cannot encode job {}: {e}", j.tracker.id())).ok()?;
         Some(Persist { job: j.tracker.id().to_string(), record, component: new.then(|| j.component.clone()) })
@@ -504,7 +529,6 @@ impl Shared {
                 slots: vec![],
                 preparing: HashSet::new(),
                 component: Arc::new(wasm),
-                watchers: vec![],
                 restart: record.restart,
                 failures: vec![],
                 restart_at: Some(now),
@@ -519,15 +543,18 @@ impl Shared {
                 resource: JobResource::new(SystemTime::now()),
                 terminating: false,
                 final_status: None,
+                spec: record.spec,
+                created: record.created,
+                events: VecDeque::from([JobEvent {
+                    at: SystemTime::now(),
+                    level: EventLevel::Warn,
+                    message: "resumed by a new jobmanager after the previous one was lost".into(),
+                }]),
+                checkpoint_log: VecDeque::new(),
+                checkpoints_completed: 0,
+                checkpoints_failed: 0,
             });
         }
-    }
-
-    fn view(&self) -> weir_control::protocol::ClusterView {
-        let mut view = lock(&self.registry).view(Instant::now());
-        let now = Instant::now();
-        view.jobs = lock(&self.state).jobs.iter_mut().map(|j| j.report(now)).collect();
-        view
     }
 
     /// Places and deploys the next attempt of `j` (restoring `restore`, a checkpoint
@@ -576,11 +603,11 @@ impl Shared {
         Ok(())
     }
 
-    fn cancel(&self, job: &str) -> bool {
+    pub(crate) fn cancel(&self, job: &str) -> bool {
         let mut state = lock(&self.state);
         let State { orders, jobs } = &mut *state;
         let Some(j) = jobs.iter_mut().find(|j| j.tracker.id() == job && !j.done) else { return false };
-        tracing::info!(job, "cancelling on request");
+        j.event(EventLevel::Info, "cancelling on request".into());
         j.restart = RestartStrategy::None;
         j.terminating = true;
         if j.restart_at.is_some() {
@@ -591,6 +618,7 @@ impl Shared {
         } else if j.tracker.cancel(Instant::now()) {
             fan_out_cancel(orders, j);
         }
+        j.report(Instant::now());
         true
     }
 
@@ -604,6 +632,8 @@ impl Shared {
         if j.tracker.is_done() {
             self.attempt_ended(j);
         }
+        // Observed now, so the Job resource's transition times are the events' times.
+        j.report(Instant::now());
         let ended = jobs.iter().filter(|j| j.done).count();
         if ended > HISTORY
             && let Some(oldest) = jobs.iter().position(|j| j.done)
@@ -621,16 +651,18 @@ impl Shared {
         drop(registry);
         j.slots.clear();
         j.coordinator = None;
+        j.abandon_checkpoints("the attempt ended");
         let now = Instant::now();
         if j.tracker.status() == JobStatus::Failed {
             j.failures.push(now);
+            let error = j.tracker.report(now).error.unwrap_or_default();
             if let Some(delay) = j.restart.next_delay(&j.failures, now) {
                 j.restarts += 1;
                 j.restart_at = Some(now + delay);
-                let error = j.tracker.report(now).error.unwrap_or_default();
-                tracing::warn!(job = %j.tracker.id(), restarts = j.restarts, ?delay, "job failed, restarting: {error}");
+                j.event(EventLevel::Warn, format!("attempt {} failed, restart {} in {delay:?}: {error}", j.deployment.attempt, j.restarts));
                 return;
             }
+            j.event(EventLevel::Error, format!("attempt {} failed and the restart strategy gives up: {error}", j.deployment.attempt));
         }
         self.finish(j);
     }
@@ -643,10 +675,9 @@ impl Shared {
         }
         j.component = Arc::new(Vec::new());
         let report = j.report(Instant::now());
-        tracing::info!(job = %report.id, status = report.status.name(), error = report.error.as_deref().unwrap_or(""), "job ended");
-        for w in j.watchers.drain(..) {
-            let _ = w.send(report.clone());
-        }
+        let error = report.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
+        let level = if report.status == JobStatus::Failed { EventLevel::Error } else { EventLevel::Info };
+        j.event(level, format!("job ended {} ({}){error}", report.status.name(), j.resource.state.name()));
     }
 
     fn taskmanager_gone(&self, id: u64, name: &str) {
@@ -679,12 +710,16 @@ impl Shared {
                     continue;
                 }
                 let Some(c) = j.coordinator.as_mut() else { continue };
-                if let Some(id) = c.expire(now) {
-                    tracing::warn!(job = %j.tracker.id(), checkpoint = id, "checkpoint abandoned: not all subtasks acknowledged in time");
+                let expired = c.expire(now);
+                let due = c.due(now);
+                if let Some(id) = expired {
+                    j.event(EventLevel::Warn, format!("checkpoint {id} abandoned: not all subtasks acknowledged in time"));
+                    j.checkpoint_event(id, CheckpointStatus::Failed, None, Some("not all subtasks acknowledged in time".into()));
                 }
-                if let Some(id) = c.due(now) {
+                if let Some(id) = due {
                     let run = j.run.clone();
                     j.send(orders, || FromJobManager::TriggerCheckpoint { job: run.clone(), id });
+                    j.checkpoint_event(id, CheckpointStatus::InProgress, None, None);
                 }
             }
         }
@@ -718,7 +753,7 @@ impl Shared {
                 let described = restore.as_ref().map_or("nothing".to_string(), ToString::to_string);
                 match self.deploy(j, orders, restore) {
                     Ok(()) => {
-                        tracing::info!(%job, attempt = j.deployment.attempt, restore = %described, "job redeployed");
+                        j.event(EventLevel::Info, format!("attempt {} deployed, restoring {described}", j.deployment.attempt));
                         // The attempt number must never repeat, also across JobManager restarts.
                         self.persisted(j, false)
                     }
@@ -743,7 +778,8 @@ impl Shared {
             match c.ack(&j.deployment, ack.checkpoint, ack.vertex, ack.task, now) {
                 AckOutcome::Waiting => return,
                 AckOutcome::Failed(id, e) => {
-                    tracing::warn!(job = %j.tracker.id(), checkpoint = id, "checkpoint failed: {e}");
+                    j.event(EventLevel::Warn, format!("checkpoint {id} failed: {e}"));
+                    j.checkpoint_event(id, CheckpointStatus::Failed, None, Some(e));
                     return;
                 }
                 AckOutcome::Complete(meta) => (meta, store, j.deployment.checkpoints.as_ref().map_or(1, |c| c.retain)),
@@ -754,20 +790,29 @@ impl Shared {
         let job_store = store.clone();
         let written = tokio::task::spawn_blocking(move || {
             store.complete(&meta)?;
+            let size = store.written_bytes(&meta);
             store.retain(retain as usize).map_err(weir_checkpoint::CheckpointError::from)?;
-            Ok::<_, weir_checkpoint::CheckpointError>(meta)
+            Ok::<_, weir_checkpoint::CheckpointError>((meta, size))
         })
         .await;
-        let meta = match written {
-            Ok(Ok(meta)) => meta,
-            Ok(Err(e)) => return tracing::error!(job = %ack.job, checkpoint = id, "cannot complete the checkpoint: {e}"),
-            Err(e) => return tracing::error!(job = %ack.job, checkpoint = id, "completing the checkpoint panicked: {e}"),
+        let failed = |why: String| {
+            let mut state = lock(&self.state);
+            if let Some(j) = state.jobs.iter_mut().find(|j| j.run == ack.job) {
+                j.event(EventLevel::Error, format!("checkpoint {id} cannot be completed: {why}"));
+                j.checkpoint_event(id, CheckpointStatus::Failed, None, Some(why));
+            }
+        };
+        let (meta, size) = match written {
+            Ok(Ok(written)) => written,
+            Ok(Err(e)) => return failed(e.to_string()),
+            Err(e) => return failed(format!("completing the checkpoint panicked: {e}")),
         };
         let (job, requests) = {
             let mut state = lock(&self.state);
             let State { orders, jobs } = &mut *state;
             let Some(j) = jobs.iter_mut().find(|j| j.run == ack.job && !j.done) else { return };
             j.last_checkpoint = Some(id);
+            j.checkpoint_event(id, CheckpointStatus::Completed, Some(size), None);
             tracing::debug!(job = %j.tracker.id(), checkpoint = id, "checkpoint complete");
             let run = j.run.clone();
             j.send(orders, || FromJobManager::CheckpointComplete { job: run.clone(), id });
@@ -785,7 +830,9 @@ impl Shared {
             .await
             .unwrap_or_else(|e| Err(format!("writing the savepoint panicked: {e}")));
             if exported.is_ok() {
-                tracing::info!(%job, checkpoint = id, dir = %r.dir, stop = r.stop, "savepoint written");
+                if let Some(j) = lock(&self.state).jobs.iter_mut().find(|j| j.tracker.id() == job) {
+                    j.event(EventLevel::Info, format!("savepoint of checkpoint {id} written to {}{}", r.dir, if r.stop { "; stopping" } else { "" }));
+                }
                 if r.stop {
                     self.cancel(&job);
                 }
@@ -795,7 +842,7 @@ impl Shared {
     }
 
     /// Asks for a savepoint of a running, checkpointed job; answers once written.
-    fn savepoint(&self, job: &str, dir: String, stop: bool) -> oneshot::Receiver<Result<u64, String>> {
+    pub(crate) fn savepoint(&self, job: &str, dir: String, stop: bool) -> oneshot::Receiver<Result<u64, String>> {
         let (reply, answer) = oneshot::channel();
         let mut state = lock(&self.state);
         let Some(j) = state.jobs.iter_mut().find(|j| j.tracker.id() == job && !j.done) else {
@@ -879,7 +926,7 @@ fn from_taskmanager(shared: &Shared, conn: &Connection, id: u64, msg: ToJobManag
             let mut state = lock(&shared.state);
             for p in &progress {
                 if let Some(j) = state.jobs.iter_mut().find(|j| j.run == p.job) {
-                    j.tracker.progress(p);
+                    j.tracker.progress(p, now);
                 }
             }
         }
@@ -894,7 +941,7 @@ fn from_taskmanager(shared: &Shared, conn: &Connection, id: u64, msg: ToJobManag
             if j.preparing.is_empty() && j.tracker.status() == JobStatus::Created {
                 j.send(orders, || FromJobManager::Start { job: job.clone() });
                 j.tracker.running();
-                tracing::info!(%job, "job running");
+                j.event(EventLevel::Info, format!("attempt {} running", j.deployment.attempt));
             }
         }),
         ToJobManager::PrepareFailed { job, error } => shared.with_job(&job, |j, orders| {
@@ -939,12 +986,7 @@ fn kind(m: &ToJobManager) -> &'static str {
         ToJobManager::Prepared { .. } => "prepared",
         ToJobManager::PrepareFailed { .. } => "prepare failure",
         ToJobManager::TaskEnded(_) => "task end",
-        ToJobManager::Status => "status request",
-        ToJobManager::Submit(_) => "submission",
-        ToJobManager::ComponentChunk(_) => "component chunk",
         ToJobManager::CheckpointAck(_) => "checkpoint acknowledgement",
-        ToJobManager::Cancel { .. } => "cancel",
-        ToJobManager::Savepoint { .. } => "savepoint request",
     }
 }
 

@@ -13,7 +13,41 @@ struct Counts {
     records_in: u64,
     records_out: u64,
     fuel: u64,
+    backpressured_ns: u64,
     ended: bool,
+    /// How it ended, once it did.
+    outcome: Option<JobStatus>,
+    /// The previous progress report, to turn totals into rates.
+    sample: Option<(Instant, u64, u64, u64)>,
+    rate_in: f64,
+    rate_out: f64,
+    backpressure: f64,
+}
+
+/// One subtask's live metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubtaskMetrics {
+    /// Vertex index.
+    pub vertex: u32,
+    /// Subtask index.
+    pub subtask: u32,
+    /// Index of its TaskManager in the deployment.
+    pub taskmanager: u32,
+    /// Records in so far.
+    pub records_in: u64,
+    /// Records out so far.
+    pub records_out: u64,
+    /// Records in per second over the last two progress reports.
+    pub records_in_per_second: f64,
+    /// Records out per second over the last two progress reports.
+    pub records_out_per_second: f64,
+    /// Share of the last interval spent blocked on full downstream channels (0 to 1).
+    pub backpressure: f64,
+    /// Fuel burned so far.
+    pub fuel: u64,
+    /// RUNNING until it ends, then FINISHED, FAILED or CANCELED (CREATED before the
+    /// job runs).
+    pub status: JobStatus,
 }
 
 /// One job's subtasks and what became of them.
@@ -84,14 +118,56 @@ impl JobTracker {
         first
     }
 
-    /// Live progress of a running subtask.
-    pub fn progress(&mut self, p: &TaskProgress) {
+    /// Live progress of a running subtask, received at `now`.
+    pub fn progress(&mut self, p: &TaskProgress, now: Instant) {
         if let Some(c) = self.tasks.get_mut(&(p.vertex, p.subtask))
             && !c.ended
         {
+            if let Some((at, records_in, records_out, blocked)) = c.sample {
+                let secs = now.saturating_duration_since(at).as_secs_f64();
+                if secs > 0.0 {
+                    c.rate_in = p.records_in.saturating_sub(records_in) as f64 / secs;
+                    c.rate_out = p.records_out.saturating_sub(records_out) as f64 / secs;
+                    c.backpressure = (p.backpressured_ns.saturating_sub(blocked) as f64 / 1e9 / secs).clamp(0.0, 1.0);
+                }
+            }
+            c.sample = Some((now, p.records_in, p.records_out, p.backpressured_ns));
             c.records_in = p.records_in;
             c.records_out = p.records_out;
+            c.fuel = p.fuel;
+            c.backpressured_ns = p.backpressured_ns;
         }
+    }
+
+    /// Every subtask's metrics, by vertex then subtask.
+    pub fn subtasks(&self) -> Vec<SubtaskMetrics> {
+        let mut out: Vec<SubtaskMetrics> = self
+            .tasks
+            .iter()
+            .map(|(&(vertex, subtask), c)| SubtaskMetrics {
+                vertex,
+                subtask,
+                taskmanager: self.placement.get(vertex as usize).and_then(|p| p.get(subtask as usize)).copied().unwrap_or(0),
+                records_in: c.records_in,
+                records_out: c.records_out,
+                records_in_per_second: if c.ended { 0.0 } else { c.rate_in },
+                records_out_per_second: if c.ended { 0.0 } else { c.rate_out },
+                backpressure: if c.ended { 0.0 } else { c.backpressure },
+                fuel: c.fuel,
+                status: match c.outcome {
+                    Some(s) => s,
+                    None if self.status == JobStatus::Created => JobStatus::Created,
+                    None => JobStatus::Running,
+                },
+            })
+            .collect();
+        out.sort_by_key(|m| (m.vertex, m.subtask));
+        out
+    }
+
+    /// The job's execution graph.
+    pub fn graph(&self) -> &ExecutionGraph {
+        &self.graph
     }
 
     /// A subtask ended; true if the caller must cancel the remaining subtasks.
@@ -101,6 +177,11 @@ impl JobTracker {
             return false;
         }
         c.ended = true;
+        c.outcome = Some(match &outcome {
+            TaskOutcome::Finished(_) => JobStatus::Finished,
+            TaskOutcome::Failed(_) => JobStatus::Failed,
+            TaskOutcome::Cancelled => JobStatus::Canceled,
+        });
         self.left -= 1;
         match outcome {
             TaskOutcome::Finished(stats) => {

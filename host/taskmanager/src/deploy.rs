@@ -159,6 +159,10 @@ pub struct TaskCounters {
     pub records_in: AtomicU64,
     /// Records that left it so far.
     pub records_out: AtomicU64,
+    /// Fuel its operators burned so far.
+    pub fuel: AtomicU64,
+    /// Nanoseconds it spent blocked on full downstream channels so far.
+    pub backpressured_ns: AtomicU64,
 }
 
 /// A running subtask's middle and end: its operators and where their output goes.
@@ -180,6 +184,7 @@ impl Pipeline<'_> {
         let (records, count) = match self.chain.as_mut() {
             Some(c) => {
                 out = c.run(records)?;
+                self.counters.fuel.store(c.fuel_used(), Ordering::Relaxed);
                 (out.records(), out.count)
             }
             None => (records, count),
@@ -188,7 +193,11 @@ impl Pipeline<'_> {
         self.counters.records_out.fetch_add(count as u64, Ordering::Relaxed);
         match &mut self.tail {
             Tail::Sink(s) => s.write(records),
-            Tail::Routers(rs) => rs.iter_mut().try_for_each(|r| r.push(records, count, self.cancel)),
+            Tail::Routers(rs) => {
+                let pushed = rs.iter_mut().try_for_each(|r| r.push(records, count, self.cancel));
+                self.counters.backpressured_ns.store(rs.iter().map(Router::blocked_ns).sum(), Ordering::Relaxed);
+                pushed
+            }
         }
     }
 

@@ -196,6 +196,9 @@ pub struct Router {
     counts: Vec<usize>,
     max_parallelism: u32,
     next: usize,
+    /// Time spent in sends, which only take long when the target is full: the
+    /// subtask's backpressure.
+    blocked_ns: u64,
 }
 
 impl Router {
@@ -204,7 +207,7 @@ impl Router {
     pub fn new(partitioning: Partitioning, targets: Vec<Target>, max_parallelism: u32) -> Self {
         let buffers = targets.iter().map(|_| Vec::with_capacity(BATCH_BYTES * 2)).collect();
         let counts = vec![0; targets.len()];
-        Self { partitioning, targets, buffers, counts, max_parallelism, next: 0 }
+        Self { partitioning, targets, buffers, counts, max_parallelism, next: 0, blocked_ns: 0 }
     }
 
     /// Routes a valid plain batch of `count` records, sending every buffer that
@@ -249,7 +252,15 @@ impl Router {
     fn send_buffer(&mut self, t: usize, cancel: &Cancel) -> Result<(), TaskError> {
         let full = std::mem::replace(&mut self.buffers[t], Vec::with_capacity(BATCH_BYTES * 2));
         let count = std::mem::take(&mut self.counts[t]);
-        self.targets[t].send(full, count, cancel)
+        let started = std::time::Instant::now();
+        let sent = self.targets[t].send(full, count, cancel);
+        self.blocked_ns += started.elapsed().as_nanos() as u64;
+        sent
+    }
+
+    /// Nanoseconds spent sending so far (blocked on full targets, nearly all of it).
+    pub fn blocked_ns(&self) -> u64 {
+        self.blocked_ns
     }
 
     /// Sends what is buffered, then the barrier of checkpoint `id`, to every target.

@@ -256,6 +256,8 @@ impl TaskManager {
                     subtask: *subtask,
                     records_in: c.records_in.load(Ordering::Relaxed),
                     records_out: c.records_out.load(Ordering::Relaxed),
+                    fuel: c.fuel.load(Ordering::Relaxed),
+                    backpressured_ns: c.backpressured_ns.load(Ordering::Relaxed),
                 });
             }
         }

@@ -184,6 +184,12 @@ pub struct TaskProgress {
     pub records_in: u64,
     /// Records out so far.
     pub records_out: u64,
+    /// Fuel its operators burned so far.
+    pub fuel: u64,
+    /// Time it spent blocked handing output to full downstream channels, in
+    /// nanoseconds so far: the share of wall time it grows by is the subtask's
+    /// backpressure (Flink's backPressuredTimeMsPerSecond).
+    pub backpressured_ns: u64,
 }
 
 /// The engine's view of a job, as Flink names its job statuses.

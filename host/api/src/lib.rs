@@ -1,0 +1,232 @@
+//! Weir's HTTP side: the JobManager's REST API (`/api/v1`, described by
+//! `openapi.json`), its web dashboard (`/`), and Prometheus endpoints (`/metrics`) on
+//! the JobManager and the TaskManagers.
+//!
+//! - [`router`]: the JobManager's routes. Every `/api/v1` route but the OpenAPI
+//!   document needs `Authorization: Bearer <token>` (the token `weir cluster-init`
+//!   writes); the dashboard page, its assets and `/metrics` are public.
+//! - [`model`]: the JSON documents, shared with the `weir` CLI.
+//! - [`metrics`]: Prometheus text for the JobManager and for a TaskManager.
+//!
+//! It is not: the JobManager's logic. Handlers call [`weir_jobmanager::JobManager`]'s
+//! operations and map [`ApiError`] to status codes; every failure answers with the
+//! JSON error document, never a bare status.
+
+pub mod metrics;
+pub mod model;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::de::DeserializeOwned;
+use weir_jobmanager::JobManager;
+use weir_jobmanager::api::{ApiError, SavepointSpec, SubmitSpec};
+
+use crate::model::{ArtifactList, CheckpointList, ErrorBody, ErrorDetail, EventList, Job, JobList, Metrics, SavepointDone};
+
+/// The OpenAPI document of this API (kept in the repository, served as is).
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+const INDEX_HTML: &str = include_str!("../ui/index.html");
+const APP_JS: &str = include_str!("../ui/app.js");
+const STYLE_CSS: &str = include_str!("../ui/style.css");
+
+#[derive(Clone)]
+struct Api {
+    jm: JobManager,
+    token: String,
+}
+
+/// The JobManager's HTTP routes: REST API, dashboard, metrics. `token` is the bearer
+/// token API callers must present.
+pub fn router(jm: JobManager, token: String) -> Router {
+    // Leave room for the request framing around the largest accepted component.
+    let body_limit = usize::try_from(jm.limits().max_component_bytes).unwrap_or(usize::MAX).saturating_add(64 * 1024);
+    let state = Api { jm, token };
+    let api = Router::new()
+        .route("/cluster", get(cluster))
+        .route("/taskmanagers", get(taskmanagers))
+        .route("/artifacts", get(artifacts).post(upload))
+        .route("/jobs", get(jobs).post(create_job))
+        .route("/jobs/{id}", get(job))
+        .route("/jobs/{id}/cancel", post(cancel))
+        .route("/jobs/{id}/savepoints", post(savepoint))
+        .route("/jobs/{id}/checkpoints", get(checkpoints))
+        .route("/jobs/{id}/metrics", get(job_metrics))
+        .route("/jobs/{id}/logs", get(logs))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML) }))
+        .route("/ui/app.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], APP_JS) }))
+        .route("/ui/style.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE_CSS) }))
+        .route("/metrics", get(jobmanager_metrics))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route".into()) })
+        .method_not_allowed_fallback(|| async {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route".into())
+        })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// A TaskManager's Prometheus endpoint (`/metrics`); everything else is 404.
+pub fn taskmanager_router(tm: weir_taskmanager::TaskManager, slots: u32) -> Router {
+    Router::new()
+        .route("/metrics", get(move || async move { prometheus(metrics::taskmanager(&tm, slots)) }))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route (this is a taskmanager: try /metrics)".into()) })
+}
+
+/// Serves `router` on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
+    axum::serve(listener, router).await
+}
+
+fn error(status: StatusCode, code: &str, message: String) -> Response {
+    (status, axum::Json(ErrorBody { error: ErrorDetail { code: code.into(), message } })).into_response()
+}
+
+/// An [`ApiError`] as an HTTP response.
+struct Failed(ApiError);
+
+impl From<ApiError> for Failed {
+    fn from(e: ApiError) -> Self {
+        Failed(e)
+    }
+}
+
+impl IntoResponse for Failed {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self.0 {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Internal(e) => {
+                tracing::error!("internal error answering an API request: {e}");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
+        };
+        error(status, code, self.0.to_string())
+    }
+}
+
+type Answer<T> = Result<T, Failed>;
+
+async fn authenticate(State(api): State<Api>, request: Request, next: Next) -> Response {
+    let presented = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if same(token.trim().as_bytes(), api.token.as_bytes()) => next.run(request).await,
+        Some(_) => error(StatusCode::UNAUTHORIZED, "unauthorized", "the bearer token is not this cluster's api token".into()),
+        None => error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing `Authorization: Bearer <token>` (the token is in api-token next to the cluster's ca.pem)".into(),
+        ),
+    }
+}
+
+/// Compares without stopping at the first difference, so timing tells nothing.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A JSON body, with a clear error instead of axum's plain-text rejection.
+fn parse<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, Failed> {
+    serde_json::from_slice(body).map_err(|e| Failed(ApiError::BadRequest(format!("invalid {what}: {e}"))))
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, value: T) -> Response {
+    (status, axum::Json(value)).into_response()
+}
+
+async fn cluster(State(api): State<Api>) -> axum::Json<model::Cluster> {
+    axum::Json((&api.jm.overview()).into())
+}
+
+async fn taskmanagers(State(api): State<Api>) -> axum::Json<model::TaskManagerList> {
+    axum::Json((&api.jm.overview()).into())
+}
+
+async fn artifacts(State(api): State<Api>) -> axum::Json<ArtifactList> {
+    axum::Json(ArtifactList { artifacts: api.jm.artifacts().into_iter().map(Into::into).collect() })
+}
+
+async fn upload(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Answer<Response> {
+    let kind = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/octet-stream");
+    if !(kind.starts_with("application/wasm") || kind.starts_with("application/octet-stream")) {
+        return Ok(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("send the .wasm bytes as application/wasm or application/octet-stream, not {kind}"),
+        ));
+    }
+    let artifact = api.jm.upload(body.to_vec()).await?;
+    Ok(json(StatusCode::CREATED, model::Artifact::from(artifact)))
+}
+
+async fn jobs(State(api): State<Api>, RawQuery(query): RawQuery) -> Answer<axum::Json<JobList>> {
+    let mut state = None;
+    for pair in query.as_deref().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("state", s)) => state = Some(s.to_ascii_uppercase()),
+            _ => return Err(Failed(ApiError::BadRequest(format!("unknown query parameter {pair:?} (only state=STATE)")))),
+        }
+    }
+    const STATES: [&str; 6] = ["STARTING", "STARTED", "TERMINATING", "TERMINATED", "FAILED", "FINISHED"];
+    if let Some(s) = &state
+        && !STATES.contains(&s.as_str())
+    {
+        return Err(Failed(ApiError::BadRequest(format!("state must be one of {}, got {s:?}", STATES.join(", ")))));
+    }
+    let jobs = api.jm.jobs().into_iter().filter(|j| state.as_deref().is_none_or(|s| j.resource.state.name() == s)).map(Job::from).collect();
+    Ok(axum::Json(JobList { jobs }))
+}
+
+async fn create_job(State(api): State<Api>, body: Bytes) -> Answer<Response> {
+    let spec: SubmitSpec = parse(&body, "job spec")?;
+    let job = api.jm.create_job(spec).await?;
+    Ok(json(StatusCode::CREATED, Job::from(job)))
+}
+
+async fn job(State(api): State<Api>, Path(id): Path<String>) -> Answer<axum::Json<Job>> {
+    Ok(axum::Json(api.jm.job(&id)?.into()))
+}
+
+async fn cancel(State(api): State<Api>, Path(id): Path<String>) -> Answer<Response> {
+    Ok(json(StatusCode::ACCEPTED, Job::from(api.jm.cancel(&id)?)))
+}
+
+async fn savepoint(State(api): State<Api>, Path(id): Path<String>, body: Bytes) -> Answer<axum::Json<SavepointDone>> {
+    let spec: SavepointSpec = parse(&body, "savepoint request")?;
+    let checkpoint = api.jm.savepoint(&id, &spec.dir, spec.stop).await?;
+    Ok(axum::Json(SavepointDone { checkpoint, dir: spec.dir }))
+}
+
+async fn checkpoints(State(api): State<Api>, Path(id): Path<String>) -> Answer<axum::Json<CheckpointList>> {
+    let (list, last_completed) = api.jm.checkpoints(&id)?;
+    Ok(axum::Json(CheckpointList { checkpoints: list.into_iter().map(Into::into).collect(), last_completed }))
+}
+
+async fn job_metrics(State(api): State<Api>, Path(id): Path<String>) -> Answer<axum::Json<Metrics>> {
+    let m = api.jm.metrics(&id)?;
+    Ok(axum::Json(Metrics::of(&id, m)))
+}
+
+async fn logs(State(api): State<Api>, Path(id): Path<String>) -> Answer<axum::Json<EventList>> {
+    Ok(axum::Json(EventList { events: api.jm.events(&id)?.into_iter().map(Into::into).collect() }))
+}
+
+async fn jobmanager_metrics(State(api): State<Api>) -> Response {
+    prometheus(metrics::jobmanager(&api.jm))
+}
+
+fn prometheus(text: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}

@@ -1,0 +1,131 @@
+//! Prometheus text exposition (format 0.0.4) of the JobManager's and a TaskManager's
+//! metrics. Counters end in `_total`; labels name jobs, vertices and subtasks.
+
+use std::fmt::Write;
+
+use weir_jobmanager::JobManager;
+
+/// Writes one metric family: its help and type lines, then its samples.
+struct Family<'a> {
+    out: &'a mut String,
+}
+
+impl<'a> Family<'a> {
+    fn new(out: &'a mut String, name: &str, kind: &str, help: &str) -> Self {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        Family { out }
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{}\"", escape(v));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+}
+
+/// Label values escape backslash, double quote and newline.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
+    Family::new(out, name, "gauge", help).sample(name, &[], value);
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
+    Family::new(out, name, "counter", help).sample(name, &[], value);
+}
+
+/// The JobManager's metrics: TaskManagers, slots, jobs by state, checkpoints,
+/// restarts, and per-vertex records, rates, backpressure and fuel of unfinished jobs.
+pub fn jobmanager(jm: &JobManager) -> String {
+    let o = jm.overview();
+    let mut out = String::new();
+    let alive = o.taskmanagers.iter().filter(|t| t.alive).count();
+    let mut f = Family::new(&mut out, "weir_jobmanager_taskmanagers", "gauge", "Registered TaskManagers by liveness.");
+    f.sample("weir_jobmanager_taskmanagers", &[("state", "alive")], alive);
+    f.sample("weir_jobmanager_taskmanagers", &[("state", "lost")], o.taskmanagers.len() - alive);
+    gauge(&mut out, "weir_jobmanager_slots_total", "Slots offered by alive TaskManagers.", o.slots_total);
+    gauge(&mut out, "weir_jobmanager_slots_free", "Free slots of alive TaskManagers.", o.slots_free);
+    let mut f = Family::new(&mut out, "weir_jobmanager_jobs", "gauge", "Jobs by Job resource state.");
+    for state in ["STARTING", "STARTED", "TERMINATING", "TERMINATED", "FAILED", "FINISHED"] {
+        let n = o.jobs_by_state.iter().find(|(s, _)| *s == state).map_or(0, |(_, n)| *n);
+        f.sample("weir_jobmanager_jobs", &[("state", state)], n);
+    }
+    counter(&mut out, "weir_jobmanager_checkpoints_completed_total", "Checkpoints completed.", o.checkpoints_completed);
+    counter(&mut out, "weir_jobmanager_checkpoints_failed_total", "Checkpoints failed or abandoned.", o.checkpoints_failed);
+    counter(&mut out, "weir_jobmanager_job_restarts_total", "Job restarts after failures.", o.restarts);
+
+    let running: Vec<_> = jm.jobs().into_iter().filter(|j| !j.resource.state.is_terminal()).collect();
+    let mut vertices = Vec::new();
+    for j in &running {
+        if let Ok(m) = jm.metrics(&j.id) {
+            let doc = crate::model::Metrics::of(&j.id, m);
+            vertices.extend(doc.vertices.into_iter().map(|v| (j.id.clone(), j.name.clone(), v)));
+        }
+    }
+    type Field = fn(&crate::model::VertexMetrics) -> f64;
+    let families: [(&str, &str, &str, Field); 6] = [
+        ("weir_vertex_records_in_total", "counter", "Records into a vertex's subtasks.", |v| v.records_in as f64),
+        ("weir_vertex_records_out_total", "counter", "Records out of a vertex's subtasks.", |v| v.records_out as f64),
+        ("weir_vertex_records_in_per_second", "gauge", "Records in per second over the last heartbeat interval.", |v| v.records_in_per_second),
+        ("weir_vertex_records_out_per_second", "gauge", "Records out per second over the last heartbeat interval.", |v| v.records_out_per_second),
+        ("weir_vertex_backpressure_ratio", "gauge", "Share of time the most blocked subtask waited on full outputs.", |v| v.backpressure),
+        ("weir_vertex_fuel_consumed_total", "counter", "Wasm fuel the vertex's operators burned.", |v| v.fuel as f64),
+    ];
+    for (name, kind, help, value) in families {
+        let mut f = Family::new(&mut out, name, kind, help);
+        for (job, job_name, v) in &vertices {
+            let index = v.id.to_string();
+            f.sample(name, &[("job", job), ("job_name", job_name), ("vertex", &index), ("vertex_name", &v.name)], value(v));
+        }
+    }
+    out
+}
+
+/// A TaskManager's metrics: slots, running subtasks, and per-subtask records, fuel
+/// and time blocked by backpressure.
+pub fn taskmanager(tm: &weir_taskmanager::TaskManager, slots: u32) -> String {
+    let progress = tm.progress();
+    let mut out = String::new();
+    gauge(&mut out, "weir_taskmanager_slots", "Slots this TaskManager offers.", slots);
+    gauge(&mut out, "weir_taskmanager_subtasks_running", "Subtasks running here.", progress.len());
+    type Field = fn(&weir_types::deployment::TaskProgress) -> f64;
+    let families: [(&str, &str, Field); 4] = [
+        ("weir_subtask_records_in_total", "Records into the subtask.", |p| p.records_in as f64),
+        ("weir_subtask_records_out_total", "Records out of the subtask.", |p| p.records_out as f64),
+        ("weir_subtask_fuel_consumed_total", "Wasm fuel the subtask's operators burned.", |p| p.fuel as f64),
+        ("weir_subtask_backpressured_seconds_total", "Time the subtask waited on full outputs.", |p| p.backpressured_ns as f64 / 1e9),
+    ];
+    for (name, help, value) in families {
+        let mut f = Family::new(&mut out, name, "counter", help);
+        for p in &progress {
+            let (vertex, subtask) = (p.vertex.to_string(), p.subtask.to_string());
+            f.sample(name, &[("job", &p.job), ("vertex", &vertex), ("subtask", &subtask)], value(p));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped_and_samples_formatted() {
+        let mut out = String::new();
+        let mut f = Family::new(&mut out, "m", "gauge", "help");
+        f.sample("m", &[("a", "x\"y\\z\nw")], 1.5);
+        f.sample("m", &[], 2);
+        assert_eq!(out, "# HELP m help\n# TYPE m gauge\nm{a=\"x\\\"y\\\\z\\nw\"} 1.5\nm 2\n");
+    }
+}
