@@ -25,9 +25,14 @@ pub fn identity(dir: &Path, name: &str) -> Vec<String> {
     vec!["--identity".into(), dir.join(name).display().to_string()]
 }
 
-fn status(creds: &Path, jm: &str) -> String {
-    let mut args = vec!["cluster-status".to_string(), "--jobmanager".into(), jm.into()];
-    args.extend(identity(creds, "client"));
+/// Arguments that point a client command at a JobManager's REST API.
+pub fn remote(creds: &Path, rest: &str) -> Vec<String> {
+    vec!["--jobmanager".into(), rest.into(), "--token-file".into(), creds.join("api-token").display().to_string()]
+}
+
+fn status(creds: &Path, rest: &str) -> String {
+    let mut args = vec!["status".to_string()];
+    args.extend(remote(creds, rest));
     let o = run_weir(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -56,8 +61,12 @@ pub struct TestCluster {
     pub dir: tempfile::TempDir,
     /// The credentials from `weir cluster-init`.
     pub creds: PathBuf,
-    /// The JobManager's address.
+    /// The JobManager's QUIC address (TaskManagers dial it).
     pub jm: String,
+    /// The JobManager's REST API, e.g. `http://127.0.0.1:PORT`.
+    pub rest: String,
+    /// The API's bearer token.
+    pub token: String,
     /// JobManager first, then the TaskManagers in order.
     pub procs: Processes,
     /// Names of `procs`, in order.
@@ -81,8 +90,9 @@ impl TestCluster {
         let o = run_weir(["cluster-init".as_ref(), creds.as_os_str(), "--taskmanagers".as_ref(), "3".as_ref()]);
         assert!(o.status.success(), "{}", stderr(&o));
         let jobmanager_args: Vec<String> = jobmanager_args.iter().map(|a| a.replace("{dir}", &dir.path().display().to_string())).collect();
-        let (jm, addr) = spawn_jobmanager(dir.path(), &creds, "127.0.0.1:0", &jobmanager_args);
-        let mut cluster = Self { dir, creds, jm: addr, procs: Processes(vec![jm]), names: vec!["jobmanager".into()], jobmanager_args };
+        let (jm, addr, rest) = spawn_jobmanager(dir.path(), &creds, "127.0.0.1:0", "127.0.0.1:0", &jobmanager_args);
+        let token = std::fs::read_to_string(creds.join("api-token")).expect("api token").trim().to_string();
+        let mut cluster = Self { dir, creds, jm: addr, rest, token, procs: Processes(vec![jm]), names: vec!["jobmanager".into()], jobmanager_args };
         for (name, slots) in taskmanagers {
             cluster.start_taskmanager(name, *slots);
         }
@@ -115,8 +125,10 @@ impl TestCluster {
     /// SIGKILLs the JobManager and starts a new one on the same address.
     pub fn restart_jobmanager(&mut self) {
         self.kill("jobmanager");
-        let (jm, addr) = spawn_jobmanager(self.dir.path(), &self.creds, &self.jm, &self.jobmanager_args);
+        let rest = self.rest.trim_start_matches("http://").to_string();
+        let (jm, addr, rest) = spawn_jobmanager(self.dir.path(), &self.creds, &self.jm, &rest, &self.jobmanager_args);
         assert_eq!(addr, self.jm, "the new jobmanager listens where the old one did");
+        assert_eq!(rest, self.rest, "the new jobmanager serves its api where the old one did");
         self.procs.0[0] = jm;
     }
 
@@ -127,15 +139,15 @@ impl TestCluster {
         self.procs.0[i].wait().expect("reap");
     }
 
-    /// `weir cluster-status` as the client.
+    /// `weir status`: TaskManagers, free slots, jobs with their vertices.
     pub fn status(&self) -> String {
-        status(&self.creds, &self.jm)
+        status(&self.creds, &self.rest)
     }
 
-    /// Runs a client command (`submit`, `cancel`, ...) against the JobManager.
+    /// Runs a client command (`submit`, `cancel`, ...) against the JobManager's API.
     pub fn client(&self, args: &[&std::ffi::OsStr]) -> std::process::Output {
         let mut c = weir();
-        c.args(args).args(["--jobmanager", &self.jm]).args(identity(&self.creds, "client"));
+        c.args(args).args(remote(&self.creds, &self.rest));
         c.output().expect("weir starts")
     }
 
@@ -150,10 +162,11 @@ impl TestCluster {
     }
 }
 
-/// Starts a JobManager on `listen`; the process and the address it reports.
-fn spawn_jobmanager(dir: &Path, creds: &Path, listen: &str, extra: &[String]) -> (Child, String) {
+/// Starts a JobManager on `listen` (QUIC) and `rest` (HTTP); the process, its QUIC
+/// address and its REST base URL.
+fn spawn_jobmanager(dir: &Path, creds: &Path, listen: &str, rest: &str, extra: &[String]) -> (Child, String, String) {
     let mut jm = weir()
-        .args(["jobmanager", "--listen", listen, "--heartbeat-timeout-ms", "1500"])
+        .args(["jobmanager", "--listen", listen, "--rest-listen", rest, "--heartbeat-timeout-ms", "1500"])
         .args(extra)
         .args(identity(creds, "jobmanager"))
         .env("WEIR_LOG", "info")
@@ -161,10 +174,13 @@ fn spawn_jobmanager(dir: &Path, creds: &Path, listen: &str, extra: &[String]) ->
         .stderr(log_file(dir, "jobmanager"))
         .spawn()
         .expect("jobmanager starts");
-    let mut line = String::new();
-    BufReader::new(jm.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
+    let mut out = BufReader::new(jm.stdout.take().expect("stdout"));
+    let (mut line, mut api) = (String::new(), String::new());
+    out.read_line(&mut line).expect("listening line");
+    out.read_line(&mut api).expect("rest api line");
     let addr = line.trim().rsplit(' ').next().expect("address").to_string();
-    (jm, addr)
+    let rest = api.trim().rsplit(' ').next().expect("rest address").to_string();
+    (jm, addr, rest)
 }
 
 /// A process's log file; a restarted process appends to it.
@@ -180,18 +196,8 @@ fn taskmanagers_register_heartbeat_and_are_detected_lost_and_strangers_are_refus
         let o = run_weir(["cluster-init".as_ref(), d.as_os_str()]);
         assert!(o.status.success(), "{}", stderr(&o));
     }
-    let mut procs = Processes(Vec::new());
-    let mut jm = weir()
-        .args(["jobmanager", "--listen", "127.0.0.1:0", "--heartbeat-timeout-ms", "1500"])
-        .args(identity(&creds, "jobmanager"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("jobmanager starts");
-    let mut line = String::new();
-    BufReader::new(jm.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");
-    procs.0.push(jm);
-    let addr = line.trim().rsplit(' ').next().expect("address").to_string();
+    let (jm, addr, rest) = spawn_jobmanager(dir.path(), &creds, "127.0.0.1:0", "127.0.0.1:0", &[]);
+    let mut procs = Processes(vec![jm]);
 
     for (name, slots) in [("taskmanager-1", "2"), ("taskmanager-2", "3")] {
         let tm = weir()
@@ -203,7 +209,7 @@ fn taskmanagers_register_heartbeat_and_are_detected_lost_and_strangers_are_refus
             .expect("taskmanager starts");
         procs.0.push(tm);
     }
-    wait_until("both taskmanagers to register", || status(&creds, &addr).contains("free slots: 5"));
+    wait_until("both taskmanagers to register", || status(&creds, &rest).contains("free slots: 5"));
 
     // A TaskManager from another cluster's CA fails the TLS handshake; a member whose
     // certificate is not a TaskManager's may not offer slots.
@@ -217,20 +223,22 @@ fn taskmanagers_register_heartbeat_and_are_detected_lost_and_strangers_are_refus
     let o = run_weir(&client_tm);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("only taskmanager certificates may offer slots"), "{}", stderr(&o));
-    let mut foreign_status = vec!["cluster-status".to_string(), "--jobmanager".into(), addr.clone()];
-    foreign_status.extend(identity(&foreign, "client"));
+    // Another cluster's api token cannot even ask.
+    let mut foreign_status = vec!["status".to_string()];
+    foreign_status.extend(remote(&foreign, &rest));
     let o = run_weir(&foreign_status);
     assert!(!o.status.success(), "a stranger cannot even ask");
-    let view = status(&creds, &addr);
+    assert!(stderr(&o).contains("the bearer token is not this cluster's api token (401)"), "{}", stderr(&o));
+    let view = status(&creds, &rest);
     assert_eq!(view.lines().filter(|l| l.starts_with("taskmanager")).count(), 2, "{view}");
 
     // SIGKILL one TaskManager: the JobManager notices within its heartbeat timeout.
     let killed = Instant::now();
     procs.0[1].kill().expect("kill");
     wait_until("the killed taskmanager to be lost", || {
-        let v = status(&creds, &addr);
+        let v = status(&creds, &rest);
         line_of(&v, "taskmanager-1").contains(" lost ") && v.contains("free slots: 3")
     });
     assert!(killed.elapsed() < Duration::from_secs(15), "lost detection took {:?}", killed.elapsed());
-    assert!(line_of(&status(&creds, &addr), "taskmanager-2").contains("slots=3 used=0 alive"));
+    assert!(line_of(&status(&creds, &rest), "taskmanager-2").contains("slots=3 used=0 alive"));
 }

@@ -15,7 +15,7 @@ fn submit_wordcount(cluster: &TestCluster, input: &std::path::Path, output: &std
         OsStr::new("4"),
         OsStr::new("-i"),
         input.as_os_str(),
-        OsStr::new("-o"),
+        OsStr::new("--output-dir"),
         output.as_os_str(),
     ])
 }

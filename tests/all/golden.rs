@@ -70,7 +70,8 @@ fn check(cluster: &TestCluster, name: &str, args: &[&str]) {
     assert!(expected.1 > 0, "{name}: the golden output is not empty");
 
     let submit = |p: &str, out: &Path, extra: &[&OsStr]| {
-        let mut argv: Vec<&OsStr> = vec![OsStr::new("submit"), wasm.as_os_str(), OsStr::new("-p"), OsStr::new(p), OsStr::new("-o"), out.as_os_str()];
+        let mut argv: Vec<&OsStr> =
+            vec![OsStr::new("submit"), wasm.as_os_str(), OsStr::new("-p"), OsStr::new(p), OsStr::new("--output-dir"), out.as_os_str()];
         argv.extend([OsStr::new("--checkpoint-interval"), OsStr::new("50")]);
         argv.extend(&job_args);
         argv.extend(extra);

@@ -11,7 +11,7 @@ use weir_types::deployment::ChannelId;
 use crate::cluster::{TestCluster, wait_until};
 use crate::support::{example, stderr};
 
-/// Data-plane address of TaskManager `name`, from `cluster-status`.
+/// Data-plane address of TaskManager `name`, from `weir status`.
 fn data_addr(status: &str, name: &str) -> SocketAddr {
     let line = status.lines().find(|l| l.starts_with(&format!("{name} "))).expect("taskmanager listed");
     line.split_whitespace().find_map(|w| w.strip_prefix("data=")).expect("data address").parse().expect("socket address")
@@ -68,18 +68,18 @@ fn garbage_truncated_frames_and_strangers_are_cut_off_and_the_cluster_keeps_work
     assert!(cluster.log("taskmanager-1").contains("only taskmanagers exchange records"));
     assert!(cluster.log("jobmanager").contains("closing connection: bad frame"), "{}", cluster.log("jobmanager"));
 
-    // Without the cluster's credentials nobody submits: another CA's client fails the handshake.
+    // Without the cluster's api token nobody submits.
     let foreign = cluster.dir.path().join("foreign");
     let o = crate::support::run_weir([OsStr::new("cluster-init"), foreign.as_os_str()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let wasm = example("wordcount");
     let o = crate::support::weir()
-        .args([OsStr::new("submit"), wasm.as_os_str(), OsStr::new("--jobmanager"), OsStr::new(&cluster.jm), OsStr::new("--identity")])
-        .arg(foreign.join("client"))
+        .args([OsStr::new("submit"), wasm.as_os_str(), OsStr::new("--jobmanager"), OsStr::new(&cluster.rest), OsStr::new("--token-file")])
+        .arg(foreign.join("api-token"))
         .output()
         .expect("weir starts");
     assert!(!o.status.success(), "a stranger's submission must fail");
-    assert!(stderr(&o).contains("was refused"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("was refused: the bearer token is not this cluster's api token (401)"), "{}", stderr(&o));
 
     // Nothing else happened: both TaskManagers are alive and a job runs across them.
     let status = cluster.status();
@@ -94,7 +94,7 @@ fn garbage_truncated_frames_and_strangers_are_cut_off_and_the_cluster_keeps_work
         OsStr::new("2"),
         OsStr::new("-i"),
         input.as_os_str(),
-        OsStr::new("-o"),
+        OsStr::new("--output-dir"),
         output.as_os_str(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));

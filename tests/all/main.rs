@@ -3,9 +3,11 @@
 #[path = "../support.rs"]
 mod support;
 
+mod api;
 mod bad_jobs;
 mod cache;
 mod cluster;
+mod dashboard;
 mod distributed;
 mod golden;
 mod hostile_peers;

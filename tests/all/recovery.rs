@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::cluster::{TestCluster, wait_until};
 use crate::support::{example, splitmix64, stderr};
 
-/// The job's line in `cluster-status`.
+/// The job's line in `weir status`.
 fn job_line(status: &str, job: &str) -> String {
     status.lines().find(|l| l.starts_with(&format!("job {job} "))).unwrap_or_default().to_string()
 }
@@ -38,7 +38,7 @@ fn submit_keyed_sum(cluster: &TestCluster, n: u64, work: u32, output: &Path, res
     let args =
         ["submit", "-p", "2", "--arg", &n, "--arg", &work, "--arg", "sink=file", "--checkpoint-interval", "300", "--restart", restart, "--detach"];
     let mut argv: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
-    argv.extend([wasm.as_os_str(), OsStr::new("-o"), output.as_os_str()]);
+    argv.extend([wasm.as_os_str(), OsStr::new("--output-dir"), output.as_os_str()]);
     let o = cluster.client(&argv);
     assert!(o.status.success(), "{}", stderr(&o));
     String::from_utf8_lossy(&o.stdout).split_whitespace().nth(1).expect("job id").to_string()
@@ -114,7 +114,7 @@ fn a_corrupted_checkpoint_is_detected_and_the_previous_one_restored() {
 
     wait_finished(&cluster, &job);
     let log = cluster.log("jobmanager");
-    assert!(log.contains(&format!("restore=checkpoint {job}/chk-{previous}/_metadata")), "restored from the previous checkpoint: {log}");
+    assert!(log.contains(&format!("restoring checkpoint {job}/chk-{previous}/_metadata")), "restored from the previous checkpoint: {log}");
     assert!(log.lines().any(|l| l.contains("ERROR") && l.contains(&format!("chk-{newest}"))), "the corruption is reported loudly: {log}");
     assert_exactly_once(&output, n);
 }
@@ -173,7 +173,7 @@ fn a_savepoint_at_parallelism_2_resumes_at_3_exactly_once() {
     let wasm = example("keyed_sum");
     let args = ["submit", "-p", "3", "--arg", &format!("n={n}"), "--arg", "sink=file", "--checkpoint-interval", "300"];
     let mut argv: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
-    argv.extend([wasm.as_os_str(), OsStr::new("-o"), second.as_os_str(), OsStr::new("--from-savepoint"), savepoint.as_os_str()]);
+    argv.extend([wasm.as_os_str(), OsStr::new("--output-dir"), second.as_os_str(), OsStr::new("--from-savepoint"), savepoint.as_os_str()]);
     let o = cluster.client(&argv);
     assert!(o.status.success(), "the resumed run finishes: {}", stderr(&o));
 

@@ -33,6 +33,8 @@ pub(crate) struct Cluster {
     pub(crate) dir: tempfile::TempDir,
     creds: PathBuf,
     jm: String,
+    /// The JobManager's REST API.
+    rest: String,
     /// `(name, process)`: the JobManager first, then the TaskManagers.
     pub(crate) procs: Vec<(String, Child)>,
     /// Kept open: the JobManager must never write into a closed pipe.
@@ -53,14 +55,15 @@ impl Cluster {
         let creds = dir.path().join("creds");
         let o = weir().arg("cluster-init").arg(&creds).args(["--taskmanagers", &TASKMANAGERS.len().to_string()]).output().expect("weir starts");
         assert!(o.status.success(), "cluster-init failed: {}", stderr(&o));
-        let mut cluster = Self { dir, creds, jm: String::new(), procs: Vec::new(), _jm_stdout: None, logs_shown: Cell::new(false) };
+        let mut cluster =
+            Self { dir, creds, jm: String::new(), rest: String::new(), procs: Vec::new(), _jm_stdout: None, logs_shown: Cell::new(false) };
 
         let mut jm = weir();
         if let Some(filter) = jobmanager_log {
             jm.env("WEIR_LOG", filter);
         }
         let mut jm = jm
-            .args(["jobmanager", "--listen", "127.0.0.1:0"])
+            .args(["jobmanager", "--listen", "127.0.0.1:0", "--rest-listen", "127.0.0.1:0"])
             .arg("--identity")
             .arg(cluster.creds.join("jobmanager"))
             .args(jobmanager_args.iter().map(|a| a.replace("{dir}", &cluster.dir.path().display().to_string())))
@@ -70,12 +73,13 @@ impl Cluster {
             .expect("jobmanager starts");
         let mut out = BufReader::new(jm.stdout.take().expect("stdout"));
         cluster.procs.push(("jobmanager".into(), jm));
-        let mut line = String::new();
+        let (mut line, mut api) = (String::new(), String::new());
         out.read_line(&mut line).expect("read the jobmanager's stdout");
+        out.read_line(&mut api).expect("read the jobmanager's stdout");
         cluster._jm_stdout = Some(out);
-        match line.trim().strip_prefix("jobmanager listening on ") {
-            Some(addr) => cluster.jm = addr.to_string(),
-            None => cluster.fail(&format!("no listening line from the jobmanager, got {line:?}")),
+        match (line.trim().strip_prefix("jobmanager listening on "), api.trim().strip_prefix("rest api on ")) {
+            (Some(addr), Some(rest)) => (cluster.jm, cluster.rest) = (addr.to_string(), rest.to_string()),
+            _ => cluster.fail(&format!("no listening lines from the jobmanager, got {line:?} {api:?}")),
         }
 
         for name in TASKMANAGERS {
@@ -152,14 +156,14 @@ impl Cluster {
 
     pub(crate) fn client(&self, cmd: &str) -> Command {
         let mut c = weir();
-        c.args([cmd, "--jobmanager", &self.jm]).arg("--identity").arg(self.creds.join("client"));
+        c.args([cmd, "--jobmanager", &self.rest]).arg("--token-file").arg(self.creds.join("api-token"));
         c
     }
 
     pub(crate) fn status(&self) -> String {
-        let o = self.client("cluster-status").output().expect("weir starts");
+        let o = self.client("status").output().expect("weir starts");
         if !o.status.success() {
-            self.fail(&format!("cluster-status failed: {}", stderr(&o)));
+            self.fail(&format!("weir status failed: {}", stderr(&o)));
         }
         String::from_utf8_lossy(&o.stdout).into_owned()
     }

@@ -8,7 +8,7 @@
 //!
 //! The target: records flow again less than 2 s after the kill.
 //!
-//! The end is seen by polling `weir cluster-status` (each poll is a process and a QUIC
+//! The end is seen by polling `weir status` (each poll is a process and an HTTP
 //! handshake, about 10 ms) and the record counts come with heartbeats (every
 //! timeout/6), so the measure overstates by up to about 200 ms. The phases in between
 //! come from the JobManager's log timestamps (wall clock, the same as the kill's) and
@@ -41,7 +41,7 @@ struct Recovery {
     failed: Option<f64>,
     redeployed: Option<f64>,
     running_logged: Option<f64>,
-    /// From `cluster-status`: the new attempt RUNNING, then its keyed vertex counting.
+    /// From `weir status`: the new attempt RUNNING, then its keyed vertex counting.
     running: Option<Duration>,
     flowing: Option<Duration>,
     polls: u32,
@@ -51,7 +51,7 @@ struct Recovery {
     state_dir_bytes: u64,
 }
 
-/// The job's line in `cluster-status`.
+/// The job's line in `weir status`.
 fn job_line<'a>(status: &'a str, job: &str) -> Option<&'a str> {
     status.lines().find(|l| l.starts_with(&format!("job {job} ")))
 }
@@ -130,16 +130,16 @@ fn phases_from_log(r: &mut Recovery, log: &str, killed: f64, job: &str, victim: 
             first(&mut r.lost);
         } else if line.contains("taskmanager registered") && line.contains(victim) {
             first(&mut r.registered);
-        } else if line.contains("job failed, restarting") && line.contains(job) {
+        } else if line.contains(" failed, restart ") && line.contains(job) {
             first(&mut r.failed);
-        } else if line.contains("job redeployed") && line.contains(job) {
+        } else if line.contains(" deployed, restoring ") && line.contains(job) {
             if r.redeployed.is_none() {
-                // `restore=checkpoint <job>/chk-<id>/_metadata`, or `restore=nothing`.
-                let restore = line.split("restore=").nth(1).unwrap_or("?");
+                // `restoring checkpoint <job>/chk-<id>/_metadata`, or `restoring nothing`.
+                let restore = line.split("restoring ").nth(1).unwrap_or("?");
                 r.restore = restore.split('/').find(|p| p.starts_with("chk-")).unwrap_or(restore).trim().to_string();
             }
             first(&mut r.redeployed);
-        } else if line.contains("job running") && line.contains(job) && r.redeployed.is_some() {
+        } else if line.contains(" running") && line.contains("attempt ") && line.contains(job) && r.redeployed.is_some() {
             first(&mut r.running_logged);
         }
     }
@@ -265,7 +265,7 @@ pub fn bench(job: &Path) {
     println!("target (records flow again < {:.0} s after the kill): {verdict} for the median; worst run {worst:.3} s", TARGET.as_secs_f64());
     // Each kill logs that the TaskManager was lost and the job restarts: only the rest
     // is news.
-    let expected = |l: &str| l.contains("taskmanager lost: no heartbeat") || (l.contains("job failed, restarting") && l.contains(" was lost"));
+    let expected = |l: &str| l.contains("taskmanager lost: no heartbeat") || (l.contains(" failed, restart ") && l.contains(" was lost"));
     for (name, log) in &logs {
         let problems: Vec<&str> = log.lines().filter(|l| (l.contains(" WARN ") || l.contains(" ERROR ")) && !expected(l)).collect();
         if !problems.is_empty() {

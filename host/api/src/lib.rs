@@ -17,6 +17,7 @@ pub mod model;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -137,9 +138,19 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// A request body, or the JSON error for one that could not be read (axum's own
+/// rejections are plain text).
+fn body(read: Result<Bytes, BytesRejection>) -> Result<Bytes, Failed> {
+    read.map_err(|e| {
+        let message = format!("cannot read the request body: {}", e.body_text());
+        Failed(if e.status() == StatusCode::PAYLOAD_TOO_LARGE { ApiError::TooLarge(message) } else { ApiError::BadRequest(message) })
+    })
+}
+
 /// A JSON body, with a clear error instead of axum's plain-text rejection.
-fn parse<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, Failed> {
-    serde_json::from_slice(body).map_err(|e| Failed(ApiError::BadRequest(format!("invalid {what}: {e}"))))
+fn parse<T: DeserializeOwned>(read: Result<Bytes, BytesRejection>, what: &str) -> Result<T, Failed> {
+    let bytes = body(read)?;
+    serde_json::from_slice(&bytes).map_err(|e| Failed(ApiError::BadRequest(format!("invalid {what}: {e}"))))
 }
 
 fn json<T: serde::Serialize>(status: StatusCode, value: T) -> Response {
@@ -158,7 +169,7 @@ async fn artifacts(State(api): State<Api>) -> axum::Json<ArtifactList> {
     axum::Json(ArtifactList { artifacts: api.jm.artifacts().into_iter().map(Into::into).collect() })
 }
 
-async fn upload(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Answer<Response> {
+async fn upload(State(api): State<Api>, headers: HeaderMap, read: Result<Bytes, BytesRejection>) -> Answer<Response> {
     let kind = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/octet-stream");
     if !(kind.starts_with("application/wasm") || kind.starts_with("application/octet-stream")) {
         return Ok(error(
@@ -167,7 +178,7 @@ async fn upload(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Answ
             format!("send the .wasm bytes as application/wasm or application/octet-stream, not {kind}"),
         ));
     }
-    let artifact = api.jm.upload(body.to_vec()).await?;
+    let artifact = api.jm.upload(body(read)?.to_vec()).await?;
     Ok(json(StatusCode::CREATED, model::Artifact::from(artifact)))
 }
 
@@ -189,8 +200,8 @@ async fn jobs(State(api): State<Api>, RawQuery(query): RawQuery) -> Answer<axum:
     Ok(axum::Json(JobList { jobs }))
 }
 
-async fn create_job(State(api): State<Api>, body: Bytes) -> Answer<Response> {
-    let spec: SubmitSpec = parse(&body, "job spec")?;
+async fn create_job(State(api): State<Api>, read: Result<Bytes, BytesRejection>) -> Answer<Response> {
+    let spec: SubmitSpec = parse(read, "job spec")?;
     let job = api.jm.create_job(spec).await?;
     Ok(json(StatusCode::CREATED, Job::from(job)))
 }
@@ -203,8 +214,8 @@ async fn cancel(State(api): State<Api>, Path(id): Path<String>) -> Answer<Respon
     Ok(json(StatusCode::ACCEPTED, Job::from(api.jm.cancel(&id)?)))
 }
 
-async fn savepoint(State(api): State<Api>, Path(id): Path<String>, body: Bytes) -> Answer<axum::Json<SavepointDone>> {
-    let spec: SavepointSpec = parse(&body, "savepoint request")?;
+async fn savepoint(State(api): State<Api>, Path(id): Path<String>, read: Result<Bytes, BytesRejection>) -> Answer<axum::Json<SavepointDone>> {
+    let spec: SavepointSpec = parse(read, "savepoint request")?;
     let checkpoint = api.jm.savepoint(&id, &spec.dir, spec.stop).await?;
     Ok(axum::Json(SavepointDone { checkpoint, dir: spec.dir }))
 }

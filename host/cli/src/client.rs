@@ -144,6 +144,9 @@ pub struct Submission<'a> {
 /// Uploads, creates the job and (unless detached) follows it to its end; fails
 /// unless it FINISHED.
 pub fn submit(c: &Client, s: Submission<'_>) -> Result<()> {
+    // A refused token is answered before the body is read, and the connection closed
+    // under the upload: ask something small first so the refusal is what users see.
+    let _: Cluster = c.get("/cluster", &format!("job {} was refused", s.name))?;
     let artifact = c.upload(s.wasm, s.name)?;
     let spec = SubmitSpec { artifact: artifact.id, ..s.spec };
     let job: Job = c.post("/jobs", &spec, &format!("job {} was refused", s.name))?;
@@ -151,6 +154,11 @@ pub fn submit(c: &Client, s: Submission<'_>) -> Result<()> {
     if c.output == Output::Text {
         println!("job {id} submitted");
         std::io::Write::flush(&mut std::io::stdout())?;
+        // The submission event describes where each vertex's subtasks run.
+        let events: EventList = c.get(&format!("/jobs/{id}/logs"), "job events")?;
+        if let Some(e) = events.events.first() {
+            eprintln!("{}", e.message.trim_end());
+        }
     }
     if s.detach {
         c.json(&job)?;
