@@ -340,3 +340,28 @@ fn the_openapi_document_survives_schema_based_fuzzing_without_a_server_error() {
     assert!(o.status.success(), "schemathesis found problems:\n{out}\n{}", cluster.log("jobmanager"));
     assert!(!cluster.log("jobmanager").contains("internal error answering"), "{}", cluster.log("jobmanager"));
 }
+
+#[test]
+fn ended_jobs_stay_queryable_across_a_jobmanager_restart() {
+    let mut cluster = TestCluster::start_with(&[("taskmanager-1", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let api = Api::new(&cluster);
+    let wordcount = api.artifact("wordcount");
+    let input = cluster.dir.path().join("in.txt");
+    std::fs::write(&input, "x y x\n").expect("input");
+    let spec = json!({"artifact": wordcount, "input": input, "output": cluster.dir.path().join("out")});
+    let (status, job) = api.post("/api/v1/jobs", &spec.to_string());
+    assert_eq!(status, 201, "{job}");
+    let id = job["metadata"]["id"].as_str().expect("id").to_string();
+    let before = api.wait_state(&id, "FINISHED");
+
+    cluster.restart_jobmanager();
+    let api = Api::new(&cluster);
+    let after = api.job(&id);
+    assert_eq!(after["status"], before["status"], "the ended job's resource survives the restart");
+    assert_eq!(after["spec"], before["spec"]);
+    let (status, m) = api.get(&format!("/api/v1/jobs/{id}/metrics"));
+    assert_eq!(status, 200, "{m}");
+    assert!(m["vertices"].as_array().is_some_and(|v| v.iter().any(|v| v["recordsIn"].as_u64() > Some(0))), "final counts are kept: {m}");
+    let (_, logs) = api.get(&format!("/api/v1/jobs/{id}/logs"));
+    assert!(logs.to_string().contains("job ended FINISHED"), "{logs}");
+}

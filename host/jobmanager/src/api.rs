@@ -207,7 +207,7 @@ pub struct CheckpointRecord {
 pub(crate) const CHECKPOINTS_KEPT: usize = 100;
 
 /// A job as users see it: its spec, its Job resource and the engine's report.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobInfo {
     /// Job id.
     pub id: String,
@@ -224,7 +224,7 @@ pub struct JobInfo {
 }
 
 /// Live metrics of a job's vertices and subtasks.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobMetrics {
     /// The job's engine status.
     pub status: JobStatus,
@@ -265,33 +265,47 @@ impl JobManager {
     pub fn jobs(&self) -> Vec<JobInfo> {
         let now = Instant::now();
         let mut state = lock(&self.0.state);
-        state.jobs.iter_mut().rev().map(|j| j.info(now)).collect()
+        let mut all: Vec<JobInfo> = state.ended.iter().map(|e| e.info.clone()).collect();
+        all.extend(state.jobs.iter_mut().map(|j| j.info(now)));
+        all.sort_by(|a, b| b.created.cmp(&a.created));
+        all
     }
 
     /// One job.
     pub fn job(&self, id: &str) -> Result<JobInfo, ApiError> {
         let now = Instant::now();
         let mut state = lock(&self.0.state);
-        state.jobs.iter_mut().find(|j| j.tracker.id() == id).map(|j| j.info(now)).ok_or_else(|| unknown_job(id))
+        if let Some(j) = state.jobs.iter_mut().find(|j| j.tracker.id() == id) {
+            return Ok(j.info(now));
+        }
+        state.ended.iter().find(|e| e.info.id == id).map(|e| e.info.clone()).ok_or_else(|| unknown_job(id))
     }
 
     /// A job's events, oldest first.
     pub fn events(&self, id: &str) -> Result<Vec<JobEvent>, ApiError> {
         let state = lock(&self.0.state);
-        state.jobs.iter().find(|j| j.tracker.id() == id).map(|j| j.events.iter().cloned().collect()).ok_or_else(|| unknown_job(id))
+        if let Some(j) = state.jobs.iter().find(|j| j.tracker.id() == id) {
+            return Ok(j.events.iter().cloned().collect());
+        }
+        state.ended.iter().find(|e| e.info.id == id).map(|e| e.events.clone()).ok_or_else(|| unknown_job(id))
     }
 
     /// A job's recent checkpoints, newest first.
     pub fn checkpoints(&self, id: &str) -> Result<(Vec<CheckpointRecord>, Option<u64>), ApiError> {
         let state = lock(&self.0.state);
-        let j = state.jobs.iter().find(|j| j.tracker.id() == id).ok_or_else(|| unknown_job(id))?;
-        Ok((j.checkpoint_log.iter().rev().cloned().collect(), j.last_checkpoint))
+        if let Some(j) = state.jobs.iter().find(|j| j.tracker.id() == id) {
+            return Ok((j.checkpoint_log.iter().rev().cloned().collect(), j.last_checkpoint));
+        }
+        let e = state.ended.iter().find(|e| e.info.id == id).ok_or_else(|| unknown_job(id))?;
+        Ok((e.checkpoints.iter().rev().cloned().collect(), e.info.report.last_checkpoint))
     }
 
-    /// A job's live per-vertex and per-subtask metrics.
+    /// A job's live per-vertex and per-subtask metrics (as they ended, for history).
     pub fn metrics(&self, id: &str) -> Result<JobMetrics, ApiError> {
         let state = lock(&self.0.state);
-        let j = state.jobs.iter().find(|j| j.tracker.id() == id).ok_or_else(|| unknown_job(id))?;
+        let Some(j) = state.jobs.iter().find(|j| j.tracker.id() == id) else {
+            return state.ended.iter().find(|e| e.info.id == id).map(|e| e.metrics.clone()).ok_or_else(|| unknown_job(id));
+        };
         let registry = lock(&self.0.registry);
         let taskmanagers = j.tms.iter().map(|id| registry.name(*id).unwrap_or("?").to_string()).collect();
         Ok(JobMetrics { status: j.tracker.status(), graph: j.tracker.graph().clone(), subtasks: j.tracker.subtasks(), taskmanagers })
@@ -306,16 +320,21 @@ impl JobManager {
         {
             let now = Instant::now();
             let mut state = lock(&self.0.state);
+            let mut count = |name: &'static str| match by_state.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, c)) => *c += 1,
+                None => by_state.push((name, 1)),
+            };
             for j in state.jobs.iter_mut() {
-                let info = j.info(now);
-                let name = info.resource.state.name();
-                match by_state.iter_mut().find(|(n, _)| *n == name) {
-                    Some((_, c)) => *c += 1,
-                    None => by_state.push((name, 1)),
-                }
+                count(j.info(now).resource.state.name());
                 completed += j.checkpoints_completed;
                 failed += j.checkpoints_failed;
                 restarts += u64::from(j.restarts);
+            }
+            for e in &state.ended {
+                count(e.info.resource.state.name());
+                completed += e.checkpoints_completed;
+                failed += e.checkpoints_failed;
+                restarts += u64::from(e.info.report.restarts);
             }
         }
         ClusterOverview {

@@ -32,7 +32,8 @@ use weir_types::resource::JobResource;
 use weir_wasm::Runtime;
 
 use crate::api::{
-    ApiError, Artifact, CHECKPOINTS_KEPT, CheckpointRecord, CheckpointStatus, EVENTS_KEPT, EventLevel, JobEvent, JobInfo, SubmitSpec, push_bounded,
+    ApiError, Artifact, CHECKPOINTS_KEPT, CheckpointRecord, CheckpointStatus, EVENTS_KEPT, EventLevel, JobEvent, JobInfo, JobMetrics, SubmitSpec,
+    push_bounded,
 };
 use crate::coordinator::{AckOutcome, Coordinator};
 use crate::embedded::{new_job_id, prepare};
@@ -157,6 +158,22 @@ impl Job {
         }
     }
 
+    /// The job as it ended, for the history.
+    fn ended(&mut self, registry: &Registry) -> EndedJob {
+        let info = self.info(Instant::now());
+        let taskmanagers = self.tms.iter().map(|id| registry.name(*id).unwrap_or("?").to_string()).collect();
+        let metrics =
+            JobMetrics { status: self.tracker.status(), graph: self.tracker.graph().clone(), subtasks: self.tracker.subtasks(), taskmanagers };
+        EndedJob {
+            info,
+            events: self.events.iter().cloned().collect(),
+            checkpoints: self.checkpoint_log.iter().cloned().collect(),
+            metrics,
+            checkpoints_completed: self.checkpoints_completed,
+            checkpoints_failed: self.checkpoints_failed,
+        }
+    }
+
     /// Records an event for users and logs it.
     fn event(&mut self, level: EventLevel, message: String) {
         let job = self.tracker.id();
@@ -225,7 +242,22 @@ pub(crate) struct State {
     /// Order queues of connected TaskManagers. Unbounded but small: a handful of
     /// control orders per job, and components are shared, not copied.
     orders: Orders,
+    /// Jobs that have not ended.
     pub(crate) jobs: Vec<Job>,
+    /// Ended jobs, oldest first: the history users can still query.
+    pub(crate) ended: VecDeque<EndedJob>,
+}
+
+/// What is kept of an ended job (and persisted, so history survives a JobManager
+/// restart).
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct EndedJob {
+    pub(crate) info: JobInfo,
+    pub(crate) events: Vec<JobEvent>,
+    pub(crate) checkpoints: Vec<CheckpointRecord>,
+    pub(crate) metrics: JobMetrics,
+    pub(crate) checkpoints_completed: u64,
+    pub(crate) checkpoints_failed: u64,
 }
 
 pub(crate) struct Shared {
@@ -435,6 +467,8 @@ struct PersistedJob {
 
 /// Where jobs are persisted in the checkpoint storage.
 const JOBS_DIR: &str = "_jobs";
+/// Where ended jobs are persisted in the checkpoint storage.
+const HISTORY_DIR: &str = "_history";
 
 /// A job's persisted record, and its component when it is new.
 struct Persist {
@@ -495,6 +529,25 @@ impl Shared {
     /// latest checkpoint as soon as TaskManagers offer enough slots.
     async fn recover_jobs(&self) {
         let Some(storage) = self.storage() else { return };
+        let history = storage.clone();
+        let ended = tokio::task::spawn_blocking(move || {
+            let mut ended: Vec<EndedJob> = Vec::new();
+            for job in history.list(HISTORY_DIR).unwrap_or_default() {
+                match history
+                    .read(&format!("{HISTORY_DIR}/{job}"))
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| postcard::from_bytes(&r).map_err(|e| e.to_string()))
+                {
+                    Ok(e) => ended.push(e),
+                    Err(e) => tracing::warn!(%job, "skipping an unreadable history record: {e}"),
+                }
+            }
+            ended.sort_by_key(|e| e.info.created);
+            ended
+        })
+        .await
+        .unwrap_or_default();
+        lock(&self.state).ended = ended.into();
         let runtime = self.runtime.clone();
         let found = tokio::task::spawn_blocking(move || {
             let mut jobs = Vec::new();
@@ -605,7 +658,7 @@ impl Shared {
 
     pub(crate) fn cancel(&self, job: &str) -> bool {
         let mut state = lock(&self.state);
-        let State { orders, jobs } = &mut *state;
+        let State { orders, jobs, .. } = &mut *state;
         let Some(j) = jobs.iter_mut().find(|j| j.tracker.id() == job && !j.done) else { return false };
         j.event(EventLevel::Info, "cancelling on request".into());
         j.restart = RestartStrategy::None;
@@ -619,6 +672,7 @@ impl Shared {
             fan_out_cancel(orders, j);
         }
         j.report(Instant::now());
+        self.retire(&mut state);
         true
     }
 
@@ -626,7 +680,7 @@ impl Shared {
     /// the attempt's end if it is over.
     fn with_job(&self, run: &str, f: impl FnOnce(&mut Job, &Orders)) {
         let mut state = lock(&self.state);
-        let State { orders, jobs } = &mut *state;
+        let State { orders, jobs, .. } = &mut *state;
         let Some(j) = jobs.iter_mut().find(|j| j.run == run && !j.done && j.restart_at.is_none()) else { return };
         f(j, orders);
         if j.tracker.is_done() {
@@ -634,12 +688,55 @@ impl Shared {
         }
         // Observed now, so the Job resource's transition times are the events' times.
         j.report(Instant::now());
-        let ended = jobs.iter().filter(|j| j.done).count();
-        if ended > HISTORY
-            && let Some(oldest) = jobs.iter().position(|j| j.done)
-        {
-            jobs.remove(oldest);
+        self.retire(&mut state);
+    }
+
+    /// Moves ended jobs into the history (persisted), keeping the newest [`HISTORY`].
+    fn retire(&self, state: &mut State) {
+        if !state.jobs.iter().any(|j| j.done) {
+            return;
         }
+        let registry = lock(&self.registry);
+        let mut retired = Vec::new();
+        state.jobs.retain_mut(|j| {
+            if j.done {
+                retired.push(j.ended(&registry));
+            }
+            !j.done
+        });
+        drop(registry);
+        let mut forgotten = Vec::new();
+        for e in retired {
+            self.persist_history(&e);
+            state.ended.push_back(e);
+            if state.ended.len() > HISTORY
+                && let Some(old) = state.ended.pop_front()
+            {
+                forgotten.push(old.info.id);
+            }
+        }
+        if let Some(storage) = self.storage() {
+            for id in forgotten {
+                if let Err(e) = storage.delete(&format!("{HISTORY_DIR}/{id}")) {
+                    tracing::warn!(job = %id, "cannot delete the job's history record: {e}");
+                }
+            }
+        }
+    }
+
+    /// Writes an ended job's record, off the caller's thread.
+    fn persist_history(&self, e: &EndedJob) {
+        let Some(storage) = self.storage() else { return };
+        let id = e.info.id.clone();
+        let record = match postcard::to_allocvec(e) {
+            Ok(r) => r,
+            Err(err) => return tracing::error!(job = %id, "cannot encode the job's history record: {err}"),
+        };
+        tokio::task::spawn_blocking(move || {
+            if let Err(err) = storage.write(&format!("{HISTORY_DIR}/{id}"), &record) {
+                tracing::error!(job = %id, "cannot persist the job's history record: {err}");
+            }
+        });
     }
 
     /// An attempt's subtasks all ended: give back its slots, then restart or finish.
@@ -700,7 +797,7 @@ impl Shared {
         let mut restarts = Vec::new();
         {
             let mut state = lock(&self.state);
-            let State { orders, jobs } = &mut *state;
+            let State { orders, jobs, .. } = &mut *state;
             for j in jobs.iter_mut().filter(|j| !j.done) {
                 if j.restart_at.is_some_and(|t| t <= now) {
                     restarts.push((j.tracker.id().to_string(), j.checkpoints.clone()));
@@ -744,7 +841,7 @@ impl Shared {
             };
             let persist = {
                 let mut state = lock(&self.state);
-                let State { orders, jobs } = &mut *state;
+                let State { orders, jobs, .. } = &mut *state;
                 let Some(j) = jobs.iter_mut().find(|j| j.tracker.id() == job && !j.done && j.restart_at.is_some()) else { continue };
                 if let Some((id, _)) = latest {
                     j.last_checkpoint = Some(j.last_checkpoint.map_or(id, |l| l.max(id)));
@@ -809,7 +906,7 @@ impl Shared {
         };
         let (job, requests) = {
             let mut state = lock(&self.state);
-            let State { orders, jobs } = &mut *state;
+            let State { orders, jobs, .. } = &mut *state;
             let Some(j) = jobs.iter_mut().find(|j| j.run == ack.job && !j.done) else { return };
             j.last_checkpoint = Some(id);
             j.checkpoint_event(id, CheckpointStatus::Completed, Some(size), None);

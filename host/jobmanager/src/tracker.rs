@@ -25,7 +25,7 @@ struct Counts {
 }
 
 /// One subtask's live metrics.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SubtaskMetrics {
     /// Vertex index.
     pub vertex: u32,
