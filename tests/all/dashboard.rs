@@ -268,10 +268,9 @@ struct Browser {
 }
 
 impl Browser {
-    fn launch() -> Self {
-        let exe = find_chromium();
+    fn launch(exe: &Path) -> Self {
         let profile = tempfile::tempdir().expect("profile dir");
-        let child = Command::new(&exe)
+        let child = Command::new(exe)
             .args([
                 "--headless=new",
                 "--remote-debugging-port=0",
@@ -455,6 +454,8 @@ fn percent_encode(s: &str) -> String {
 
 #[test]
 fn the_dashboard_shows_a_running_job_with_its_graph_and_moving_throughput() {
+    // First, so a machine without a browser fails at once, saying so.
+    let chromium = find_chromium();
     let cluster = TestCluster::start(&[("taskmanager-1", 2), ("taskmanager-2", 2)]);
 
     // Upload and submit through the REST API, as the dashboard's own form would.
@@ -465,7 +466,7 @@ fn the_dashboard_shows_a_running_job_with_its_graph_and_moving_throughput() {
     let job = api(&cluster, "POST", "/api/v1/jobs", "application/json", spec.to_string().as_bytes(), 201);
     let job_id = job["metadata"]["id"].as_str().unwrap_or_else(|| panic!("job without metadata.id: {job}")).to_string();
 
-    let mut browser = Browser::launch();
+    let mut browser = Browser::launch(&chromium);
     let base = cluster.rest.trim_end_matches('/').to_string();
 
     // Overview: the token from the fragment is taken, the cluster and the job are shown.

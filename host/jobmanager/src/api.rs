@@ -267,7 +267,7 @@ impl JobManager {
         let mut state = lock(&self.0.state);
         let mut all: Vec<JobInfo> = state.ended.iter().map(|e| e.info.clone()).collect();
         all.extend(state.jobs.iter_mut().map(|j| j.info(now)));
-        all.sort_by(|a, b| b.created.cmp(&a.created));
+        all.sort_by_key(|j| std::cmp::Reverse(j.created));
         all
     }
 
@@ -352,7 +352,7 @@ impl JobManager {
     pub fn artifacts(&self) -> Vec<ArtifactInfo> {
         let artifacts = lock(&self.0.artifacts);
         let mut out: Vec<ArtifactInfo> = artifacts.values().map(|a| a.info.clone()).collect();
-        out.sort_by(|a, b| b.uploaded.cmp(&a.uploaded));
+        out.sort_by_key(|a| std::cmp::Reverse(a.uploaded));
         out
     }
 
