@@ -421,27 +421,8 @@ impl From<&ClusterOverview> for Cluster {
     }
 }
 
-/// One TaskManager.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TaskManager {
-    /// Registry id.
-    pub id: u64,
-    /// Certificate name.
-    pub name: String,
-    /// Where it connected from.
-    pub addr: String,
-    /// Its data plane.
-    pub data_addr: String,
-    /// Slots offered.
-    pub slots: u32,
-    /// Slots in use.
-    pub used_slots: u32,
-    /// Heartbeats arrive.
-    pub alive: bool,
-    /// Since its last heartbeat.
-    pub last_heartbeat_ms: u64,
-}
+/// One TaskManager, as the JobManager's registry sees it.
+pub use weir_control::protocol::TaskManagerInfo as TaskManager;
 
 /// `GET /api/v1/taskmanagers`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -452,20 +433,6 @@ pub struct TaskManagerList {
 
 impl From<&ClusterOverview> for TaskManagerList {
     fn from(o: &ClusterOverview) -> Self {
-        let taskmanagers = o
-            .taskmanagers
-            .iter()
-            .map(|t| TaskManager {
-                id: t.id,
-                name: t.name.clone(),
-                addr: t.addr.clone(),
-                data_addr: t.data_addr.clone(),
-                slots: t.slots,
-                used_slots: t.used_slots,
-                alive: t.alive,
-                last_heartbeat_ms: t.last_heartbeat_ms,
-            })
-            .collect();
-        TaskManagerList { taskmanagers }
+        TaskManagerList { taskmanagers: o.taskmanagers.clone() }
     }
 }

@@ -138,6 +138,8 @@ pub struct ClusterView {
 
 /// One TaskManager as the JobManager sees it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+// camelCase: the REST API serves it as JSON too (postcard ignores field names).
+#[serde(rename_all = "camelCase")]
 pub struct TaskManagerInfo {
     /// Registry id.
     pub id: u64,
