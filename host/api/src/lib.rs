@@ -88,6 +88,8 @@ pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io
 }
 
 fn error(status: StatusCode, code: &str, message: String) -> Response {
+    // One line whatever the message quotes (paths, ids from the URL).
+    let message = message.replace(|c: char| c.is_control(), " ");
     (status, axum::Json(ErrorBody { error: ErrorDetail { code: code.into(), message } })).into_response()
 }
 

@@ -394,7 +394,7 @@ impl JobManager {
         let wasm = lock(&self.0.artifacts)
             .get(&spec.artifact)
             .map(|a| a.bytes.clone())
-            .ok_or_else(|| ApiError::NotFound(format!("no artifact {} (upload it first)", spec.artifact)))?;
+            .ok_or_else(|| ApiError::NotFound(format!("no artifact {:?} (upload it first)", spec.artifact)))?;
         let id = self.0.submit(wasm, spec, restart).await?;
         self.job(&id)
     }
@@ -427,7 +427,7 @@ impl JobManager {
 }
 
 fn unknown_job(id: &str) -> ApiError {
-    ApiError::NotFound(format!("no job {id}"))
+    ApiError::NotFound(format!("no job {id:?}"))
 }
 
 /// Artifacts kept in memory; the oldest upload goes first.

@@ -362,8 +362,8 @@ impl Shared {
                 .await;
                 let meta = match loaded {
                     Ok(Ok(m)) => m,
-                    Ok(Err(e)) => return Err(ApiError::BadRequest(format!("savepoint {dir}: {e}"))),
-                    Err(e) => return Err(ApiError::Internal(format!("savepoint {dir}: {e}"))),
+                    Ok(Err(e)) => return Err(ApiError::BadRequest(format!("savepoint {dir:?}: {e}"))),
+                    Err(e) => return Err(ApiError::Internal(format!("savepoint {dir:?}: {e}"))),
                 };
                 if meta.max_parallelism != plan.max_parallelism() {
                     return Err(ApiError::Unprocessable(format!(
