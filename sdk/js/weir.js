@@ -1,0 +1,345 @@
+// weir.js: write one Weir operator in JavaScript (a component of world
+// `operator-component`, built with componentize-js).
+//
+//   import * as weir from "./weir.js";     // build.sh copies weir.js next to app.js
+//   export const operator = weir.component(weir.mapValues((v) => [TAG, v]));
+//
+// Records are (key: Uint8Array, value: Uint8Array, ts: number); keys and values are
+// opaque bytes (text sinks print them as UTF-8). Kinds of operators:
+//   mapValues(f)  f(value) -> bytes | string | [bytes, ...] (parts, written without
+//                 concatenating); same key and ts (fastest)
+//   map(f)        f(key, value, ts) -> [key, value] or [key, value, ts]
+//   filter(f)     f(key, value, ts) -> boolean        records kept byte for byte
+//   flatMap(f)    f(key, value, ts, emit) where emit(key, value, ts = same ts)
+//   keyed(f)      f(key, state, value, ts, emit) -> new state (bytes), null to clear,
+//                 undefined to keep; `state` is bytes or null (input edge: key-by)
+// `weir.args` (an object) and `weir.task` are set by open. Throw weir.badInput(msg) or
+// weir.failed(msg) (or any Error) to fail the operator with a message.
+//
+// Batch layouts: see wit/dataflow.wit (`operator.process`); all little-endian.
+
+import { log as hostLog } from "weir:dataflow/log@0.1.0";
+
+export let args = {};
+export let task = null;
+
+const enc = new TextEncoder();
+const dec = new TextDecoder("utf-8");
+
+/** UTF-8 bytes as a string. */
+export function text(b) {
+  return dec.decode(b);
+}
+/** A string as UTF-8 bytes. */
+export function utf8(s) {
+  return enc.encode(s);
+}
+/** Concatenation of byte arrays. */
+export function concat(...parts) {
+  let n = 0;
+  for (const p of parts) n += p.length;
+  const out = new Uint8Array(n);
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+const asBytes = (x) => (typeof x === "string" ? enc.encode(x) : x);
+
+/** Decodes a postcard varint at `pos`: [value (Number), next position]. */
+export function postcardVarint(b, pos = 0) {
+  let v = 0;
+  let mul = 1;
+  for (let i = 0; i < 10; i++) {
+    if (pos >= b.length) break;
+    const c = b[pos++];
+    v += (c & 0x7f) * mul;
+    if (c < 0x80) return [v, pos];
+    mul *= 128;
+  }
+  throw badInput("bad postcard varint");
+}
+/** A postcard string (the file-lines source's line encoding) as a JS string. */
+export function postcardStr(b) {
+  const [n, p] = postcardVarint(b, 0);
+  if (p + n > b.length) throw badInput("postcard string is truncated");
+  return dec.decode(b.subarray(p, p + n));
+}
+/** A postcard varint value (the generator source's number encoding). */
+export function postcardU64(b) {
+  return postcardVarint(b, 0)[0];
+}
+
+export function badInput(msg) {
+  return { tag: "bad-input", val: String(msg) };
+}
+export function failed(msg) {
+  return { tag: "failed", val: String(msg) };
+}
+
+export const log = {
+  debug: (m) => hostLog("debug", String(m)),
+  info: (m) => hostLog("info", String(m)),
+  warn: (m) => hostLog("warn", String(m)),
+  error: (m) => hostLog("error", String(m)),
+};
+
+// ---- output buffer: one Uint8Array, grown by doubling, reused across batches ----
+let out = new Uint8Array(1 << 16);
+let ov = new DataView(out.buffer);
+let op = 0;
+
+function ensure(n) {
+  if (op + n <= out.length) return;
+  let cap = out.length * 2;
+  while (cap < op + n) cap *= 2;
+  const b = new Uint8Array(cap);
+  b.set(out.subarray(0, op));
+  out = b;
+  ov = new DataView(out.buffer);
+}
+function beginOutput() {
+  op = 4;
+}
+function endRecords() {
+  ov.setUint32(0, op - 4, true);
+}
+function writeTs(ts) {
+  ov.setUint32(op, ts >>> 0, true);
+  ov.setInt32(op + 4, Math.floor(ts / 4294967296), true);
+}
+function readTs(dv, pos) {
+  return dv.getUint32(pos, true) + dv.getInt32(pos + 4, true) * 4294967296;
+}
+function writeRecord(ts, key, value) {
+  key = asBytes(key);
+  value = asBytes(value);
+  ensure(16 + key.length + value.length);
+  writeTs(ts);
+  ov.setUint32(op + 8, key.length, true);
+  out.set(key, op + 12);
+  op += 12 + key.length;
+  ov.setUint32(op, value.length, true);
+  out.set(value, op + 4);
+  op += 4 + value.length;
+}
+function result() {
+  return out.subarray(0, op);
+}
+function check(cond, what) {
+  if (!cond) throw badInput(what);
+}
+
+// ---- batch loops ----
+function forRecords(b, fn) {
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const n = b.length;
+  let pos = 0;
+  while (pos < n) {
+    check(pos + 16 <= n, `batch ends inside the record at byte ${pos}`);
+    const klen = dv.getUint32(pos + 8, true);
+    const vs = pos + 16 + klen;
+    check(vs <= n, `batch ends inside the record at byte ${pos}`);
+    const end = vs + dv.getUint32(vs - 4, true);
+    check(end <= n, `batch ends inside the record at byte ${pos}`);
+    fn(dv, pos, vs, end);
+    pos = end;
+  }
+}
+
+function mapValuesBatch(f, b) {
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const n = b.length;
+  let pos = 0;
+  op = 4;
+  while (pos < n) {
+    if (pos + 16 > n) throw badInput(`batch ends inside the record at byte ${pos}`);
+    const vs = pos + 16 + dv.getUint32(pos + 8, true);
+    if (vs > n) throw badInput(`batch ends inside the record at byte ${pos}`);
+    const end = vs + dv.getUint32(vs - 4, true);
+    if (end > n) throw badInput(`batch ends inside the record at byte ${pos}`);
+    let v = f(b.subarray(vs, end));
+    const head = vs - 4 - pos;
+    if (Array.isArray(v)) {
+      // parts, written one after the other (no intermediate concatenation)
+      let len = 0;
+      for (let i = 0; i < v.length; i++) len += v[i].length;
+      if (op + head + 4 + len > out.length) ensure(head + 4 + len);
+      out.set(b.subarray(pos, vs - 4), op);
+      op += head;
+      ov.setUint32(op, len, true);
+      op += 4;
+      for (let i = 0; i < v.length; i++) {
+        out.set(v[i], op);
+        op += v[i].length;
+      }
+    } else {
+      if (typeof v === "string") v = enc.encode(v);
+      if (op + head + 4 + v.length > out.length) ensure(head + 4 + v.length);
+      out.set(b.subarray(pos, vs - 4), op);
+      op += head;
+      ov.setUint32(op, v.length, true);
+      out.set(v, op + 4);
+      op += 4 + v.length;
+    }
+    pos = end;
+  }
+  ov.setUint32(0, op - 4, true);
+  return out.subarray(0, op);
+}
+
+function filterBatch(f, b) {
+  beginOutput();
+  forRecords(b, (dv, pos, vs, end) => {
+    if (f(b.subarray(pos + 12, vs - 4), b.subarray(vs, end), readTs(dv, pos))) {
+      ensure(end - pos);
+      out.set(b.subarray(pos, end), op);
+      op += end - pos;
+    }
+  });
+  endRecords();
+  return result();
+}
+
+function mapBatch(f, b) {
+  beginOutput();
+  forRecords(b, (dv, pos, vs, end) => {
+    const ts = readTs(dv, pos);
+    const r = f(b.subarray(pos + 12, vs - 4), b.subarray(vs, end), ts);
+    writeRecord(r.length > 2 ? r[2] : ts, r[0], r[1]);
+  });
+  endRecords();
+  return result();
+}
+
+function flatMapBatch(f, b) {
+  beginOutput();
+  forRecords(b, (dv, pos, vs, end) => {
+    const ts = readTs(dv, pos);
+    f(b.subarray(pos + 12, vs - 4), b.subarray(vs, end), ts, (k, v, t = ts) => writeRecord(t, k, v));
+  });
+  endRecords();
+  return result();
+}
+
+const NO_STATE = 0xffffffff;
+
+function keyedBatch(f, b) {
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const n = b.length;
+  check(n >= 4, "keyed batch shorter than its key count");
+  const kc = dv.getUint32(0, true);
+  let pos = 4;
+  const keys = new Array(kc);
+  const states = new Array(kc);
+  for (let i = 0; i < kc; i++) {
+    check(pos + 4 <= n, "batch ends inside the key table");
+    const kl = dv.getUint32(pos, true);
+    pos += 4;
+    check(pos + kl + 4 <= n, "batch ends inside the key table");
+    keys[i] = b.subarray(pos, pos + kl);
+    pos += kl;
+    const sl = dv.getUint32(pos, true);
+    pos += 4;
+    if (sl === NO_STATE) states[i] = null;
+    else {
+      check(pos + sl <= n, "batch ends inside a state");
+      states[i] = b.subarray(pos, pos + sl);
+      pos += sl;
+    }
+  }
+  const cur = states.slice();
+  const changed = new Uint8Array(kc);
+  check(pos + 4 <= n, "batch ends before the record count");
+  const rc = dv.getUint32(pos, true);
+  pos += 4;
+  beginOutput();
+  for (let r = 0; r < rc; r++) {
+    check(pos + 16 <= n, "batch ends inside a record");
+    const ki = dv.getUint32(pos, true);
+    check(ki < kc, `key index ${ki} of ${kc} keys`);
+    const ts = readTs(dv, pos + 4);
+    const vl = dv.getUint32(pos + 12, true);
+    check(pos + 16 + vl <= n, "batch ends inside a value");
+    const value = b.subarray(pos + 16, pos + 16 + vl);
+    pos += 16 + vl;
+    const s = f(keys[ki], cur[ki], value, ts, (k, v, t = ts) => writeRecord(t, k, v));
+    if (s !== undefined) {
+      cur[ki] = s === null ? null : asBytes(s);
+      changed[ki] = 1;
+    }
+  }
+  check(pos === n, "bytes after the last record");
+  endRecords();
+  for (let i = 0; i < kc; i++) {
+    const s = cur[i];
+    if (!changed[i]) {
+      ensure(1);
+      out[op++] = 0;
+    } else if (s === null) {
+      ensure(1);
+      out[op++] = states[i] === null ? 0 : 2;
+    } else {
+      ensure(5 + s.length);
+      out[op] = 1;
+      ov.setUint32(op + 1, s.length, true);
+      out.set(s, op + 5);
+      op += 5 + s.length;
+    }
+  }
+  return result();
+}
+
+const op_ = (batch, f) => ({ batch, f });
+export const mapValues = (f) => op_(mapValuesBatch, f);
+export const map = (f) => op_(mapBatch, f);
+export const filter = (f) => op_(filterBatch, f);
+export const flatMap = (f) => op_(flatMapBatch, f);
+export const keyed = (f) => op_(keyedBatch, f);
+
+/**
+ * The `operator` export for `o` (from mapValues/map/filter/flatMap/keyed), operator id
+ * 0. `hooks.open(ctx)` / `hooks.close()` are optional.
+ */
+export function component(o, hooks = {}) {
+  let isOpen = false;
+  const known = (id) => {
+    if (id !== 0 || !isOpen) throw { tag: "unknown-operator", val: id };
+  };
+  const wrap = (e) => {
+    if (e && typeof e === "object" && typeof e.tag === "string") return e;
+    return failed(e && e.message ? e.message : String(e));
+  };
+  return {
+    open(id, info, argList) {
+      if (id !== 0) throw { tag: "unknown-operator", val: id };
+      args = Object.fromEntries(argList);
+      task = info;
+      try {
+        if (hooks.open) hooks.open({ args, task: info });
+      } catch (e) {
+        throw wrap(e);
+      }
+      isOpen = true;
+    },
+    process(id, batch) {
+      known(id);
+      try {
+        return o.batch(o.f, batch);
+      } catch (e) {
+        throw wrap(e);
+      }
+    },
+    close(id) {
+      known(id);
+      isOpen = false;
+      try {
+        if (hooks.close) hooks.close();
+      } catch (e) {
+        throw wrap(e);
+      }
+    },
+  };
+}

@@ -1,0 +1,169 @@
+"""weir: write one Weir operator in Python (a component of world `operator-component`).
+
+    import weir
+
+    @weir.map_values
+    def tag(value: bytes) -> bytes:
+        return b"v:" + value
+
+    Operator = weir.component(tag)   # the export componentize-py looks for
+
+Records are (key: bytes, value: bytes, ts: int); keys and values are opaque bytes (text
+sinks print them as UTF-8). Kinds of operators:
+
+  @weir.map_values  f(value) -> value                      (fastest: same key and ts)
+  @weir.map         f(key, value, ts) -> (key, value[, ts])
+  @weir.filter      f(key, value, ts) -> bool
+  @weir.flat_map    f(key, value, ts) -> iterable of (key, value[, ts]) or None
+  @weir.keyed       f(key, state, value, ts) -> (state, iterable of records or None)
+                    (state: bytes or None; the input edge must be key-by)
+  class X(weir.Operator): override `process_batch(self, batch) -> bytes` (or `process`)
+
+`weir.args` (dict) and `weir.task` (subtask, parallelism, max_parallelism) are set by
+`open`; an operator object's `open(ctx)` hook is called too. Raise `weir.BadInput` or
+any exception to fail the operator with a message.
+
+Build: componentize-py -d WIT -w operator-component componentize app -p . -p SDK -o x.wasm
+"""
+
+from .codec import (  # noqa: F401
+    BadInput,
+    decode_keyed,
+    decode_output,
+    decode_records,
+    encode_keyed,
+    encode_record,
+    postcard_str,
+    postcard_string,
+    postcard_u64,
+    postcard_varint,
+    varint,
+)
+from . import codec as _codec
+
+args: dict = {}
+task = None
+
+
+def text(b: bytes) -> str:
+    """Bytes as UTF-8 text."""
+    return b.decode("utf-8")
+
+
+def utf8(s: str) -> bytes:
+    """Text as UTF-8 bytes."""
+    return s.encode("utf-8")
+
+
+class Context:
+    """What `open` is told."""
+
+    def __init__(self, subtask, parallelism, max_parallelism, args):
+        self.subtask = subtask
+        self.parallelism = parallelism
+        self.max_parallelism = max_parallelism
+        self.args = args
+
+    def arg(self, name, default=None):
+        return self.args.get(name, default)
+
+
+class Operator:
+    """Base class: override `process_batch` for full control over the batch bytes, or
+    `process(key, value, ts)` returning an iterable of records (flat-map semantics).
+    Set `keyed = True` and override `process_keyed(key, state, value, ts)` for a keyed
+    operator (returns (state, records))."""
+
+    keyed = False
+
+    def open(self, ctx: Context) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def process(self, key, value, ts):
+        raise NotImplementedError
+
+    def process_keyed(self, key, state, value, ts):
+        raise NotImplementedError
+
+    def process_batch(self, batch: bytes) -> bytes:
+        if self.keyed:
+            return _codec.keyed_batch(self.process_keyed, batch)
+        return _codec.flat_map_batch(self.process, batch)
+
+
+class _Fn(Operator):
+    def __init__(self, f, batch, keyed=False):
+        self.f = f
+        self._batch = batch
+        self.keyed = keyed
+        self.__name__ = getattr(f, "__name__", "operator")
+        self.__doc__ = getattr(f, "__doc__", None)
+
+    def __call__(self, *a):
+        return self.f(*a)
+
+    def process_batch(self, batch):
+        return self._batch(self.f, batch)
+
+
+def map_values(f):
+    """value -> f(value); key and ts unchanged."""
+    return _Fn(f, _codec.map_values_batch)
+
+
+def map(f):  # noqa: A001
+    """(key, value, ts) -> (key, value) or (key, value, ts)."""
+    return _Fn(f, _codec.map_batch)
+
+
+def filter(f):  # noqa: A001
+    """Keeps the records for which f(key, value, ts) is true."""
+    return _Fn(f, _codec.filter_batch)
+
+
+def flat_map(f):
+    """(key, value, ts) -> iterable of (key, value[, ts]), or None."""
+    return _Fn(f, _codec.flat_map_batch)
+
+
+def keyed(f):
+    """Keyed: (key, state, value, ts) -> (new state or None, records or None)."""
+    return _Fn(f, _codec.keyed_batch, keyed=True)
+
+
+class log:
+    """Messages to the host's log."""
+
+    @staticmethod
+    def _log(level, msg):
+        from wit_world.imports import log as _l
+
+        _l.log(getattr(_l.Level, level), str(msg))
+
+    @staticmethod
+    def debug(msg):
+        log._log("DEBUG", msg)
+
+    @staticmethod
+    def info(msg):
+        log._log("INFO", msg)
+
+    @staticmethod
+    def warn(msg):
+        log._log("WARN", msg)
+
+    @staticmethod
+    def error(msg):
+        log._log("ERROR", msg)
+
+
+def component(op):
+    """The class that implements the generated `exports.Operator` protocol for `op` (an
+    operator object from a decorator, an `Operator` instance, or an `Operator`
+    subclass, instantiated at open). Assign it to `Operator` in the app module."""
+    from .component import make
+
+    return make(op)

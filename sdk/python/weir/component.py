@@ -1,0 +1,54 @@
+"""The exported entry points (needs the bindings componentize-py generates)."""
+
+from componentize_py_types import Err
+from wit_world import exports
+from wit_world.exports import operator as wit_op
+
+from . import codec
+
+_slot = {}
+
+
+def _err(e):
+    if isinstance(e, Err):
+        return e
+    if isinstance(e, codec.BadInput):
+        return Err(wit_op.OperatorError_BadInput(str(e)))
+    return Err(wit_op.OperatorError_Failed(f"{type(e).__name__}: {e}"))
+
+
+def make(op):
+    import weir
+
+    class Component(exports.Operator):
+        def open(self, op_id, info, args):
+            if op_id != 0:
+                raise Err(wit_op.OperatorError_UnknownOperator(op_id))
+            try:
+                inst = op() if isinstance(op, type) else op
+                weir.args = dict(args)
+                weir.task = info
+                inst.open(weir.Context(info.subtask, info.parallelism, info.max_parallelism, weir.args))
+                _slot[0] = inst
+            except Exception as e:  # noqa: BLE001
+                raise _err(e) from None
+
+        def process(self, op_id, batch):
+            inst = _slot.get(op_id)
+            if inst is None:
+                raise Err(wit_op.OperatorError_UnknownOperator(op_id))
+            try:
+                return inst.process_batch(batch)
+            except Exception as e:  # noqa: BLE001
+                raise _err(e) from None
+
+        def close(self, op_id):
+            inst = _slot.pop(op_id, None)
+            if inst is None:
+                raise Err(wit_op.OperatorError_UnknownOperator(op_id))
+            try:
+                inst.close()
+            except Exception as e:  # noqa: BLE001
+                raise _err(e) from None
+
+    return Component
