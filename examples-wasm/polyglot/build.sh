@@ -95,7 +95,7 @@ build_python() {
     need componentize-py
     local t0
     t0=$(now)
-    run "$n" componentize-py -d "$wit" -w operator-component componentize app \
+    PYTHONDONTWRITEBYTECODE=1 run "$n" componentize-py -d "$wit" -w operator-component componentize app \
         -p "$src" -p "$root/sdk/python" -o "$out/$n.wasm.tmp"
     mv "$out/$n.wasm.tmp" "$out/$n.wasm"
     report "$n" "$t0"
