@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use weir_jobmanager::{ClusterConfig, EmbeddedCluster, JobSpec};
+use weir_jobmanager::{ClusterConfig, EmbeddedCluster, JobSource, JobSpec};
 use weir_wasm::Limits;
 
 use crate::support::{example, run_weir, splitmix64, stderr};
@@ -100,7 +100,7 @@ fn other_jobs_keep_running_while_bad_jobs_fail() {
     let output = dir.path().join("sums.tsv");
     let good = cluster
         .submit(JobSpec {
-            wasm: read("keyed_sum"),
+            source: JobSource::Component(std::sync::Arc::new(read("keyed_sum"))),
             parallelism: 2,
             args: vec![("n".into(), n.to_string()), ("sink".into(), "file".into())],
             output: Some(output.clone()),
@@ -109,7 +109,7 @@ fn other_jobs_keep_running_while_bad_jobs_fail() {
         .expect("good job accepted");
     let mut bad = Vec::new();
     for name in ["bad_loop", "bad_memory", "bad_panic", "bad_output"] {
-        let h = cluster.submit(JobSpec { wasm: read(name), parallelism: 1, ..JobSpec::default() }).expect("bad job accepted");
+        let h = cluster.submit(JobSpec { source: JobSource::Component(std::sync::Arc::new(read(name))), parallelism: 1, ..JobSpec::default() }).expect("bad job accepted");
         bad.push((name, h));
     }
     for (name, h) in bad {

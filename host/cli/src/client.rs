@@ -11,6 +11,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use weir_jobmanager::JobSource;
 use weir_api::model::{
     Artifact, CheckpointList, Cluster, ErrorBody, EventList, Job, JobList, Metrics, SavepointDone, SavepointSpec, SubmitSpec, TaskManagerList,
 };
@@ -135,7 +136,7 @@ fn progress(len: Option<u64>, message: &str) -> ProgressBar {
 
 /// `weir submit`'s job options.
 pub struct Submission<'a> {
-    pub wasm: &'a [u8],
+    pub source: &'a JobSource,
     pub name: &'a str,
     pub spec: SubmitSpec,
     pub detach: bool,
@@ -147,8 +148,16 @@ pub fn submit(c: &Client, s: Submission<'_>) -> Result<()> {
     // A refused token is answered before the body is read, and the connection closed
     // under the upload: ask something small first so the refusal is what users see.
     let _: Cluster = c.get("/cluster", &format!("job {} was refused", s.name))?;
-    let artifact = c.upload(s.wasm, s.name)?;
-    let spec = SubmitSpec { artifact: artifact.id, ..s.spec };
+    let spec = match s.source {
+        JobSource::Component(wasm) => SubmitSpec { artifact: Some(c.upload(wasm, s.name)?.id), ..s.spec },
+        JobSource::Manifest { text, components } => {
+            let mut ids = std::collections::BTreeMap::new();
+            for (name, wasm) in components {
+                ids.insert(name.clone(), c.upload(wasm, name)?.id);
+            }
+            SubmitSpec { manifest: Some(text.clone()), components: ids, ..s.spec }
+        }
+    };
     let job: Job = c.post("/jobs", &spec, &format!("job {} was refused", s.name))?;
     let id = job.metadata.id.clone();
     if c.output == Output::Text {

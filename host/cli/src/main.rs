@@ -9,12 +9,15 @@
 
 mod client;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use weir_jobmanager::{ClusterConfig, EmbeddedCluster, ExecutionGraph, JobReport, JobSpec};
+use weir_jobmanager::{ClusterConfig, EmbeddedCluster, ExecutionGraph, JobReport, JobSource, JobSpec, PlannedCode};
+use weir_types::manifest::Manifest;
 use weir_wasm::Limits;
 
 #[derive(Parser)]
@@ -193,7 +196,8 @@ struct TaskManagerArgs {
 
 #[derive(Args)]
 struct JobArgs {
-    /// The job component (.wasm).
+    /// The job: a job component (.wasm), or a job manifest (.toml) that names one
+    /// component per operator (paths relative to the manifest).
     job: PathBuf,
     /// Default parallelism of the job's operators.
     #[arg(short, long, default_value_t = 1)]
@@ -330,8 +334,22 @@ impl SandboxArgs {
     }
 }
 
-fn read_job(path: &Path, limits: &Limits) -> Result<Vec<u8>> {
-    weir_wasm::read_component(path, limits.max_component_bytes).with_context(|| format!("job {} was refused", path.display()))
+/// Reads a job: a component, or a manifest (`.toml`) and the components it names.
+fn read_job(path: &Path, max_component_bytes: u64) -> Result<JobSource> {
+    let refused = || format!("job {} was refused", path.display());
+    if path.extension().is_none_or(|e| e != "toml") {
+        let wasm = weir_wasm::read_component(path, max_component_bytes).with_context(refused)?;
+        return Ok(JobSource::Component(Arc::new(wasm)));
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the job manifest {}", path.display()))?;
+    let lowered = Manifest::parse(&text).and_then(|m| m.lower()).with_context(refused)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut components = HashMap::new();
+    for name in lowered.components {
+        let wasm = weir_wasm::read_component(&dir.join(&name), max_component_bytes).with_context(|| format!("component {name:?} of job {}", path.display()))?;
+        components.insert(name, Arc::new(wasm));
+    }
+    Ok(JobSource::Manifest { text, components })
 }
 
 /// A state directory: the one given, or a temporary one removed when the guard drops.
@@ -347,7 +365,7 @@ fn state_dir(given: &Option<PathBuf>) -> Result<(PathBuf, Option<tempfile::TempD
 
 fn run(a: RunArgs) -> Result<()> {
     let limits = a.sandbox.limits();
-    let wasm = read_job(&a.job.job, &limits)?;
+    let source = read_job(&a.job.job, limits.max_component_bytes)?;
     let (state_dir, _temp_state) = state_dir(&a.state_dir)?;
     let checkpoints = a.checkpoint_interval.map(|ms| weir_types::deployment::CheckpointConfig {
         dir: a.checkpoint_dir.clone().unwrap_or_else(|| state_dir.join("checkpoints")).display().to_string(),
@@ -364,7 +382,7 @@ fn run(a: RunArgs) -> Result<()> {
     .context("cannot start the embedded cluster")?;
     let job_name = a.job.job.display().to_string();
     let handle = cluster
-        .submit(JobSpec { wasm, parallelism: a.job.parallelism, args: a.job.args, input: a.input, output: a.output, checkpoints })
+        .submit(JobSpec { source, parallelism: a.job.parallelism, args: a.job.args, input: a.input, output: a.output, checkpoints })
         .with_context(|| format!("job {job_name} was refused"))?;
     let report = handle.wait().with_context(|| format!("job {job_name} failed"))?;
     if !a.quiet {
@@ -388,7 +406,7 @@ fn print_report(r: &JobReport) {
 
 fn inspect(a: InspectArgs) -> Result<()> {
     let limits = a.sandbox.limits();
-    let wasm = read_job(&a.job.job, &limits)?;
+    let source = read_job(&a.job.job, limits.max_component_bytes)?;
     let state = tempfile::Builder::new().prefix("weir-inspect-").tempdir().context("cannot create a state directory")?;
     let cluster = EmbeddedCluster::new(ClusterConfig {
         slots: 0,
@@ -397,8 +415,17 @@ fn inspect(a: InspectArgs) -> Result<()> {
         state_dir: state.path().to_path_buf(),
         cache_bytes: 0,
     })?;
-    let (component, plan) = cluster.plan(&wasm, &a.job.args)?;
-    println!("component sha256:{} ({} bytes)", component.hash, component.size);
+    let PlannedCode { plan, code, components } = cluster.plan(&source, &a.job.args)?;
+    for (component, _) in &components {
+        println!("component sha256:{} ({} bytes)", component.hash, component.size);
+    }
+    if let JobSource::Manifest { .. } = source {
+        for (node, op) in plan.nodes.iter().zip(&code.operators) {
+            if let Some(op) = op {
+                println!("operator {:?}: operator {} of component {}", node.uid, op.op, code.components[op.component as usize]);
+            }
+        }
+    }
     print!("{}", plan.describe(a.job.parallelism));
     plan.validate(a.job.parallelism).context("the plan cannot run")?;
     let graph = ExecutionGraph::build(&plan, a.job.parallelism);
@@ -543,10 +570,12 @@ fn taskmanager(a: TaskManagerArgs) -> Result<()> {
 }
 
 fn submit(a: SubmitArgs) -> Result<()> {
-    let wasm = weir_wasm::read_component(&a.job.job, a.max_component_size).with_context(|| format!("job {} was refused", a.job.job.display()))?;
+    let source = read_job(&a.job.job, a.max_component_size)?;
     let absolute = |p: &Path| std::path::absolute(p).with_context(|| format!("cannot resolve {}", p.display())).map(|p| p.display().to_string());
     let spec = weir_api::model::SubmitSpec {
-        artifact: String::new(),
+        artifact: None,
+        manifest: None,
+        components: Default::default(),
         parallelism: a.job.parallelism,
         args: a.job.args.iter().cloned().collect(),
         input: a.input.clone(),
@@ -557,5 +586,5 @@ fn submit(a: SubmitArgs) -> Result<()> {
     };
     let c = a.remote.connect()?;
     let name = a.job.job.display().to_string();
-    client::submit(&c, client::Submission { wasm: &wasm, name: &name, spec, detach: a.detach })
+    client::submit(&c, client::Submission { source: &source, name: &name, spec, detach: a.detach })
 }

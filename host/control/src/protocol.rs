@@ -37,10 +37,12 @@ pub enum ToJobManager {
     Hello(Hello),
     /// TaskManager: alive, with the progress of its running subtasks.
     Heartbeat(Vec<TaskProgress>),
-    /// TaskManager: the deployed job's component is not here; send it.
-    NeedComponent {
+    /// TaskManager: these components of the deployed job are not here; send them.
+    NeedComponents {
         /// Job id.
         job: String,
+        /// Their hashes.
+        hashes: Vec<String>,
     },
     /// TaskManager: the job's subtasks here are wired and wait for `Start`.
     Prepared {
@@ -77,10 +79,12 @@ pub enum FromJobManager {
         /// Which of `deployment.taskmanagers` you are.
         me: u32,
     },
-    /// TaskManager: the component of a job follows in `size` bytes of chunks.
+    /// TaskManager: a component of a job follows in `size` bytes of chunks.
     Component {
         /// Job id.
         job: String,
+        /// Its hash, as named in the deployment.
+        hash: String,
         /// Size in bytes.
         size: u64,
     },

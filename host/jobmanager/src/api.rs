@@ -13,6 +13,9 @@ use weir_types::deployment::{JobReport, JobStatus};
 use weir_types::graph::ExecutionGraph;
 use weir_types::resource::JobResource;
 
+use weir_wasm::World;
+
+use crate::embedded::JobSource;
 use crate::restart::RestartStrategy;
 use crate::service::{JobManager, lock};
 use crate::tracker::SubtaskMetrics;
@@ -49,8 +52,17 @@ pub enum ApiError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SubmitSpec {
-    /// SHA-256 (hex) of an uploaded artifact.
-    pub artifact: String,
+    /// SHA-256 (hex) of an uploaded job component (world `job-component`); or use
+    /// `manifest`.
+    #[serde(default)]
+    pub artifact: Option<String>,
+    /// A job manifest (TOML text) naming one component per operator; or use `artifact`.
+    #[serde(default)]
+    pub manifest: Option<String>,
+    /// With `manifest`: the uploaded artifact id of each component it names, by the
+    /// name it uses (e.g. `"parse.wasm": "<sha256>"`).
+    #[serde(default)]
+    pub components: std::collections::BTreeMap<String, String>,
     /// Default parallelism of the job's operators.
     #[serde(default = "one")]
     pub parallelism: u32,
@@ -85,6 +97,12 @@ pub const MAX_PARALLELISM: u32 = 1024;
 impl SubmitSpec {
     /// Checks what can be checked without the artifact; the restart strategy parsed.
     pub fn check(&self) -> Result<RestartStrategy, ApiError> {
+        match (&self.artifact, &self.manifest) {
+            (Some(_), None) if self.components.is_empty() => {}
+            (Some(_), None) => return Err(ApiError::BadRequest("components go with a manifest, not with an artifact".into())),
+            (None, Some(_)) => {}
+            _ => return Err(ApiError::BadRequest("give either an artifact (a job component) or a manifest (with its components)".into())),
+        }
         if !(1..=MAX_PARALLELISM).contains(&self.parallelism) {
             return Err(ApiError::BadRequest(format!("parallelism must be 1 to {MAX_PARALLELISM}, got {}", self.parallelism)));
         }
@@ -368,7 +386,7 @@ impl JobManager {
         let runtime = self.0.runtime.clone();
         // Loading checks the magic, the world and compiles (cached): a bad artifact is
         // refused here, and a job made from it later starts without compiling.
-        let loaded = tokio::task::spawn_blocking(move || runtime.load(&wasm).map(|c| (c.hash.clone(), wasm))).await;
+        let loaded = tokio::task::spawn_blocking(move || runtime.load(&wasm, World::Operator).map(|c| (c.hash.clone(), wasm))).await;
         let (id, wasm) = match loaded {
             Ok(Ok(l)) => l,
             Ok(Err(e)) => return Err(ApiError::Unprocessable(format!("artifact refused: {e}"))),
@@ -388,14 +406,22 @@ impl JobManager {
         Ok(info)
     }
 
-    /// Creates a job from an uploaded artifact: plans, places and deploys it.
+    /// Creates a job from an uploaded artifact or a manifest of uploaded artifacts:
+    /// plans, places and deploys it.
     pub async fn create_job(&self, spec: SubmitSpec) -> Result<JobInfo, ApiError> {
         let restart = spec.check()?;
-        let wasm = lock(&self.0.artifacts)
-            .get(&spec.artifact)
-            .map(|a| a.bytes.clone())
-            .ok_or_else(|| ApiError::NotFound(format!("no artifact {:?} (upload it first)", spec.artifact)))?;
-        let id = self.0.submit(wasm, spec, restart).await?;
+        let artifact = |id: &str| {
+            lock(&self.0.artifacts).get(id).map(|a| a.bytes.clone()).ok_or_else(|| ApiError::NotFound(format!("no artifact {id:?} (upload it first)")))
+        };
+        let source = match (&spec.artifact, &spec.manifest) {
+            (Some(id), _) => JobSource::Component(artifact(id)?),
+            (None, Some(text)) => {
+                let components = spec.components.iter().map(|(name, id)| Ok((name.clone(), artifact(id)?))).collect::<Result<_, ApiError>>()?;
+                JobSource::Manifest { text: text.clone(), components }
+            }
+            (None, None) => return Err(ApiError::BadRequest("give an artifact or a manifest".into())),
+        };
+        let id = self.0.submit(source, spec, restart).await?;
         self.job(&id)
     }
 

@@ -132,7 +132,7 @@ mod tests {
             plan: JobPlan { name: "j".into(), nodes: vec![node], edges: vec![], max_parallelism: None },
             graph: ExecutionGraph { vertices: vec![Vertex { nodes: vec![0], parallelism: 2, inputs: vec![], outputs: vec![], name: "src".into() }] },
             args: vec![],
-            component: String::new(),
+            code: weir_types::deployment::JobCode { components: vec![], operators: vec![] },
             placement: vec![vec![0, 0]],
             taskmanagers: vec![],
             sink_files: weir_types::deployment::SinkFiles::Shared,

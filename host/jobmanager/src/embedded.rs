@@ -1,5 +1,6 @@
 //! A JobManager and one TaskManager with N slots in one process.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,10 +12,11 @@ use weir_checkpoint::{DirStorage, JobCheckpoints};
 use weir_state::{StateError, StateStore};
 use weir_taskmanager::checkpoint::CheckpointAck;
 use weir_taskmanager::{Report, Reporter, TaskError, TaskManager};
-use weir_types::deployment::{CheckpointConfig, JobDeployment, JobReport, JobStatus, SinkFiles, place};
+use weir_types::deployment::{CheckpointConfig, JobCode, JobDeployment, JobReport, JobStatus, SinkFiles, place};
+use weir_types::manifest::{Manifest, ManifestError};
 use weir_types::graph::ExecutionGraph;
 use weir_types::plan::{JobPlan, PlanError};
-use weir_wasm::{Instance, JobComponent, Limits, LoadError, OperatorFailure, Runtime};
+use weir_wasm::{Instance, JobComponent, Limits, LoadError, OperatorFailure, Runtime, World};
 
 use crate::coordinator::{AckOutcome, Coordinator};
 use crate::tracker::JobTracker;
@@ -34,11 +36,32 @@ pub struct ClusterConfig {
     pub cache_bytes: usize,
 }
 
+/// What a job is built from.
+#[derive(Debug, Clone)]
+pub enum JobSource {
+    /// One job component (world `job-component`): its `plan` declares the graph.
+    Component(Arc<Vec<u8>>),
+    /// A job manifest (TOML) naming one component per operator, with the bytes of
+    /// each component under the name the manifest uses for it.
+    Manifest {
+        /// The manifest's text.
+        text: String,
+        /// Component bytes by name.
+        components: HashMap<String, Arc<Vec<u8>>>,
+    },
+}
+
+impl Default for JobSource {
+    fn default() -> Self {
+        JobSource::Component(Arc::default())
+    }
+}
+
 /// A job to run.
 #[derive(Debug, Clone, Default)]
 pub struct JobSpec {
-    /// The component's bytes.
-    pub wasm: Vec<u8>,
+    /// Its code.
+    pub source: JobSource,
     /// Default parallelism of its nodes.
     pub parallelism: u32,
     /// Arguments for `plan` and `open`.
@@ -57,6 +80,17 @@ pub enum JobError {
     /// The component was refused.
     #[error(transparent)]
     Load(#[from] LoadError),
+    /// A component of a manifest was refused; names it.
+    #[error("component {name:?}: {error}")]
+    Component {
+        /// The manifest's name for it.
+        name: String,
+        /// Why.
+        error: LoadError,
+    },
+    /// The job manifest was refused.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
     /// The component's plan call failed.
     #[error("the job's plan failed: {0}")]
     PlanCall(OperatorFailure),
@@ -115,15 +149,17 @@ impl EmbeddedCluster {
         &self.inner.runtime
     }
 
-    /// Loads a component and returns its plan, as submission does, without running it.
-    pub fn plan(&self, wasm: &[u8], args: &[(String, String)]) -> Result<(JobComponent, JobPlan), JobError> {
-        load_plan(&self.inner.runtime, wasm, args)
+    /// Loads a job's components and returns its plan, as submission does, without
+    /// running it.
+    pub fn plan(&self, source: &JobSource, args: &[(String, String)]) -> Result<PlannedCode, JobError> {
+        load_plan(&self.inner.runtime, source, args)
     }
 
     /// Checks, plans and deploys a job; its subtasks run on their own threads.
     pub fn submit(&self, spec: JobSpec) -> Result<JobHandle, JobError> {
         let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-        let (component, plan, graph) = prepare(&self.inner.runtime, &spec.wasm, &spec.args, spec.parallelism, path(&spec.input), path(&spec.output))?;
+        let (code, graph) = prepare(&self.inner.runtime, &spec.source, &spec.args, spec.parallelism, path(&spec.input), path(&spec.output))?;
+        let PlannedCode { plan, code, components } = code;
         let needed = graph.slots_needed();
         let slots = SlotLease::acquire(&self.inner, needed)?;
         let placement = place(&graph, &[needed]).ok_or_else(|| JobError::Deploy(TaskError::Internal("placement failed".into())))?;
@@ -132,7 +168,7 @@ impl EmbeddedCluster {
             plan,
             graph,
             args: spec.args,
-            component: component.hash.clone(),
+            code,
             placement,
             taskmanagers: vec![],
             sink_files: SinkFiles::Shared,
@@ -143,7 +179,8 @@ impl EmbeddedCluster {
         let (tx, reports) = crossbeam_channel::unbounded();
         // The handle may be gone if the caller stopped waiting.
         let report: Reporter = Arc::new(move |r| drop(tx.send(r)));
-        let prepared = self.inner.tm.prepare(&deployment, 0, &component, report)?;
+        let components: Vec<JobComponent> = components.into_iter().map(|(c, _)| c).collect();
+        let prepared = self.inner.tm.prepare(&deployment, 0, &components, report)?;
         let now = Instant::now();
         let mut tracker = JobTracker::new(&deployment.job, &deployment.plan.name, deployment.graph.clone(), deployment.placement.clone(), now);
         let checkpoints = match &deployment.checkpoints {
@@ -163,29 +200,57 @@ impl EmbeddedCluster {
     }
 }
 
-/// Loads a component and calls its `plan`.
-pub fn load_plan(runtime: &Runtime, wasm: &[u8], args: &[(String, String)]) -> Result<(JobComponent, JobPlan), JobError> {
-    let component = runtime.load(wasm)?;
-    let mut instance = Instance::new(runtime, &component, "plan")?;
-    let plan = instance.plan(args, runtime.limits().plan_fuel).map_err(JobError::PlanCall)?;
-    plan.check_size()?;
-    Ok((component, plan))
+/// A job's plan and its loaded code.
+pub struct PlannedCode {
+    /// The plan (not yet bound to inputs and outputs, nor validated).
+    pub plan: JobPlan,
+    /// Which component runs each operator.
+    pub code: JobCode,
+    /// The components, by index in `code`, with their bytes.
+    pub components: Vec<(JobComponent, Arc<Vec<u8>>)>,
+}
+
+/// Loads a job's components and gets its plan: from the job component's `plan`, or
+/// from the manifest, whose components must each implement `operator-component`.
+pub fn load_plan(runtime: &Runtime, source: &JobSource, args: &[(String, String)]) -> Result<PlannedCode, JobError> {
+    match source {
+        JobSource::Component(wasm) => {
+            let component = runtime.load(wasm, World::Job)?;
+            let mut instance = Instance::new(runtime, &component, "plan")?;
+            let plan = instance.plan(args, runtime.limits().plan_fuel).map_err(JobError::PlanCall)?;
+            plan.check_size()?;
+            let code = JobCode::single(&component.hash, &plan);
+            Ok(PlannedCode { plan, code, components: vec![(component, wasm.clone())] })
+        }
+        JobSource::Manifest { text, components: files } => {
+            let lowered = Manifest::parse(text)?.lower()?;
+            lowered.plan.check_size()?;
+            let mut components = Vec::with_capacity(lowered.components.len());
+            for name in &lowered.components {
+                let bytes = files.get(name).ok_or_else(|| JobError::Component { name: name.clone(), error: LoadError::Invalid("not supplied with the manifest".into()) })?;
+                let component = runtime.load(bytes, World::Operator).map_err(|error| JobError::Component { name: name.clone(), error })?;
+                components.push((component, bytes.clone()));
+            }
+            let code = JobCode { components: components.iter().map(|(c, _)| c.hash.clone()).collect(), operators: lowered.operators };
+            Ok(PlannedCode { plan: lowered.plan, code, components })
+        }
+    }
 }
 
 /// Loads, plans and checks a job: what every submission path does first.
 pub fn prepare(
     runtime: &Runtime,
-    wasm: &[u8],
+    source: &JobSource,
     args: &[(String, String)],
     parallelism: u32,
     input: Option<String>,
     output: Option<String>,
-) -> Result<(JobComponent, JobPlan, ExecutionGraph), JobError> {
-    let (component, mut plan) = load_plan(runtime, wasm, args)?;
-    plan.bind_io(input.as_deref(), output.as_deref())?;
-    plan.validate(parallelism)?;
-    let graph = ExecutionGraph::build(&plan, parallelism);
-    Ok((component, plan, graph))
+) -> Result<(PlannedCode, ExecutionGraph), JobError> {
+    let mut planned = load_plan(runtime, source, args)?;
+    planned.plan.bind_io(input.as_deref(), output.as_deref())?;
+    planned.plan.validate(parallelism)?;
+    let graph = ExecutionGraph::build(&planned.plan, parallelism);
+    Ok((planned, graph))
 }
 
 /// A new job id: unique across processes and restarts.

@@ -26,7 +26,7 @@ pub mod restart;
 pub mod service;
 pub mod tracker;
 
-pub use embedded::{ClusterConfig, EmbeddedCluster, JobError, JobHandle, JobSpec};
+pub use embedded::{ClusterConfig, EmbeddedCluster, JobError, JobHandle, JobSource, JobSpec, PlannedCode};
 pub use service::JobManager;
 pub use tracker::{JobTracker, SubtaskMetrics};
 pub use weir_types::deployment::{JobReport, JobStatus, VertexReport};

@@ -29,14 +29,14 @@ use weir_net::{CLOSE_PROTOCOL_ERROR, CLOSE_UNAUTHORIZED, Connection, Endpoint, F
 use weir_taskmanager::checkpoint::savepoint_location;
 use weir_types::deployment::{CheckpointConfig, JobDeployment, JobReport, JobStatus, RestoreFrom, SinkFiles, place};
 use weir_types::resource::JobResource;
-use weir_wasm::Runtime;
+use weir_wasm::{Runtime, World};
 
 use crate::api::{
     ApiError, Artifact, CHECKPOINTS_KEPT, CheckpointRecord, CheckpointStatus, EVENTS_KEPT, EventLevel, JobEvent, JobInfo, JobMetrics, SubmitSpec,
     push_bounded,
 };
 use crate::coordinator::{AckOutcome, Coordinator};
-use crate::embedded::{new_job_id, prepare};
+use crate::embedded::{JobSource, PlannedCode, new_job_id, prepare};
 use crate::restart::RestartStrategy;
 use crate::tracker::JobTracker;
 
@@ -69,9 +69,10 @@ const HISTORY: usize = 1000;
 /// What a TaskManager's connection handler is asked to send.
 enum Order {
     Send(FromJobManager),
-    /// The component of a job: a header and its chunks, never interleaved.
+    /// A component of a job: a header and its chunks, never interleaved.
     Component {
         job: String,
+        hash: String,
         bytes: Arc<Vec<u8>>,
     },
 }
@@ -88,7 +89,8 @@ pub(crate) struct Job {
     slots: Vec<(u64, u32)>,
     /// TaskManagers that have not yet reported their share prepared.
     preparing: HashSet<u64>,
-    component: Arc<Vec<u8>>,
+    /// The bytes of each component in `deployment.code`, by index.
+    components: Vec<Arc<Vec<u8>>>,
     restart: RestartStrategy,
     failures: Vec<Instant>,
     /// Set while the job waits to run again: not before this instant.
@@ -334,14 +336,14 @@ async fn handle(conn: Connection, shared: Arc<Shared>) {
 }
 
 impl Shared {
-    /// Plans a job from `wasm`, places and deploys it; its id.
-    pub(crate) async fn submit(&self, wasm: Arc<Vec<u8>>, spec: SubmitSpec, restart: RestartStrategy) -> Result<String, ApiError> {
+    /// Plans a job from `source`, places and deploys it; its id.
+    pub(crate) async fn submit(&self, source: JobSource, spec: SubmitSpec, restart: RestartStrategy) -> Result<String, ApiError> {
         let runtime = self.runtime.clone();
         let args: Vec<(String, String)> = spec.args.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let (bytes, parallelism, input, output) = (wasm.clone(), spec.parallelism, spec.input.clone(), spec.output.clone());
+        let (parallelism, input, output) = (spec.parallelism, spec.input.clone(), spec.output.clone());
         let job_args = args.clone();
-        let planned = tokio::task::spawn_blocking(move || prepare(&runtime, &bytes, &job_args, parallelism, input, output)).await;
-        let (component, plan, graph) = match planned {
+        let planned = tokio::task::spawn_blocking(move || prepare(&runtime, &source, &job_args, parallelism, input, output)).await;
+        let (PlannedCode { plan, code, components }, graph) = match planned {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => return Err(ApiError::Unprocessable(e.to_string())),
             Err(e) => return Err(ApiError::Internal(format!("planning panicked: {e}"))),
@@ -388,7 +390,7 @@ impl Shared {
             plan,
             graph,
             args,
-            component: component.hash.clone(),
+            code,
             placement: vec![],
             taskmanagers: vec![],
             sink_files: SinkFiles::PartPerSubtask,
@@ -404,7 +406,7 @@ impl Shared {
             tms: vec![],
             slots: vec![],
             preparing: HashSet::new(),
-            component: wasm,
+            components: components.into_iter().map(|(_, bytes)| bytes).collect(),
             restart,
             failures: vec![],
             restart_at: None,
@@ -470,11 +472,11 @@ const JOBS_DIR: &str = "_jobs";
 /// Where ended jobs are persisted in the checkpoint storage.
 const HISTORY_DIR: &str = "_history";
 
-/// A job's persisted record, and its component when it is new.
+/// A job's persisted record, and its components when it is new.
 struct Persist {
     job: String,
     record: Vec<u8>,
-    component: Option<Arc<Vec<u8>>>,
+    components: Vec<Arc<Vec<u8>>>,
 }
 
 impl Shared {
@@ -483,7 +485,7 @@ impl Shared {
         DirStorage::new(dir).map_err(|e| tracing::error!(dir, "checkpoint storage unusable: {e}")).ok()
     }
 
-    /// The record of `j` to persist (with its component if `new`).
+    /// The record of `j` to persist (with its components if `new`).
     fn persisted(&self, j: &Job, new: bool) -> Option<Persist> {
         self.config.checkpoint_dir.as_ref()?;
         let record = PersistedJob {
@@ -496,15 +498,16 @@ impl Shared {
             created: j.created,
         };
         let record = postcard::to_allocvec(&record).map_err(|e| tracing::error!("cannot encode job {}: {e}", j.tracker.id())).ok()?;
-        Some(Persist { job: j.tracker.id().to_string(), record, component: new.then(|| j.component.clone()) })
+        let components = if new { j.components.clone() } else { vec![] };
+        Some(Persist { job: j.tracker.id().to_string(), record, components })
     }
 
     /// Writes a job's record durably (a JobManager that crashes later resumes it).
     async fn persist(&self, p: Option<Persist>) {
         let (Some(p), Some(storage)) = (p, self.storage()) else { return };
         let written = tokio::task::spawn_blocking(move || {
-            if let Some(c) = &p.component {
-                storage.write(&format!("{JOBS_DIR}/{}/component.wasm", p.job), c)?;
+            for (i, c) in p.components.iter().enumerate() {
+                storage.write(&format!("{JOBS_DIR}/{}/component-{i}.wasm", p.job), c)?;
             }
             storage.write(&format!("{JOBS_DIR}/{}/job", p.job), &p.record)
         })
@@ -555,9 +558,16 @@ impl Shared {
                 let read = |name: &str| storage.read(&format!("{JOBS_DIR}/{job}/{name}"));
                 let loaded = read("job").map_err(|e| e.to_string()).and_then(|record| {
                     let record: PersistedJob = postcard::from_bytes(&record).map_err(|e| e.to_string())?;
-                    let wasm = read("component.wasm").map_err(|e| e.to_string())?;
-                    runtime.load(&wasm).map_err(|e| e.to_string())?;
-                    Ok((record, wasm))
+                    let mut components = Vec::new();
+                    for (i, hash) in record.deployment.code.components.iter().enumerate() {
+                        let wasm = read(&format!("component-{i}.wasm")).map_err(|e| e.to_string())?;
+                        let loaded = runtime.load(&wasm, World::Operator).map_err(|e| e.to_string())?;
+                        if &loaded.hash != hash {
+                            return Err(format!("component {i} is not the one the job was submitted with"));
+                        }
+                        components.push(Arc::new(wasm));
+                    }
+                    Ok((record, components))
                 });
                 match loaded {
                     Ok(j) => jobs.push(j),
@@ -570,7 +580,7 @@ impl Shared {
         .unwrap_or_default();
         let now = Instant::now();
         let mut state = lock(&self.state);
-        for (record, wasm) in found {
+        for (record, components) in found {
             let d = record.deployment;
             let store = d.checkpoints.as_ref().and_then(|c| DirStorage::new(&c.dir).ok()).map(|s| Arc::new(JobCheckpoints::new(Arc::new(s), &d.job)));
             tracing::info!(job = %d.job, attempt = d.attempt, "resuming a job of the previous jobmanager");
@@ -581,7 +591,7 @@ impl Shared {
                 tms: vec![],
                 slots: vec![],
                 preparing: HashSet::new(),
-                component: Arc::new(wasm),
+                components,
                 restart: record.restart,
                 failures: vec![],
                 restart_at: Some(now),
@@ -770,7 +780,7 @@ impl Shared {
         for r in j.savepoints.drain(..) {
             let _ = r.reply.send(Err("the job ended before the savepoint was taken".into()));
         }
-        j.component = Arc::new(Vec::new());
+        j.components = vec![];
         let report = j.report(Instant::now());
         let error = report.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
         let level = if report.status == JobStatus::Failed { EventLevel::Error } else { EventLevel::Info };
@@ -991,7 +1001,7 @@ async fn taskmanager(
             order = orders.recv() => {
                 let sent = match order {
                     Some(Order::Send(m)) => tx.send(&m).await,
-                    Some(Order::Component { job, bytes }) => match tx.send(&FromJobManager::Component { job, size: bytes.len() as u64 }).await {
+                    Some(Order::Component { job, hash, bytes }) => match tx.send(&FromJobManager::Component { job, hash, size: bytes.len() as u64 }).await {
                         Ok(()) => send_chunks(&mut tx, &bytes, FromJobManager::ComponentChunk).await,
                         Err(e) => Err(e),
                     },
@@ -1027,10 +1037,16 @@ fn from_taskmanager(shared: &Shared, conn: &Connection, id: u64, msg: ToJobManag
                 }
             }
         }
-        ToJobManager::NeedComponent { job } => shared.with_job(&job, |j, orders| {
-            if let Some(o) = orders.get(&id) {
-                tracing::info!(%job, taskmanager = id, bytes = j.component.len(), "shipping the component");
-                let _ = o.send(Order::Component { job: job.clone(), bytes: j.component.clone() });
+        ToJobManager::NeedComponents { job, hashes } => shared.with_job(&job, |j, orders| {
+            let Some(o) = orders.get(&id) else { return };
+            for hash in hashes {
+                let Some(i) = j.deployment.code.components.iter().position(|h| *h == hash) else {
+                    tracing::warn!(%job, taskmanager = id, %hash, "a taskmanager asked for a component the job does not have");
+                    continue;
+                };
+                let bytes = j.components[i].clone();
+                tracing::info!(%job, taskmanager = id, %hash, bytes = bytes.len(), "shipping a component");
+                let _ = o.send(Order::Component { job: job.clone(), hash, bytes });
             }
         }),
         ToJobManager::Prepared { job } => shared.with_job(&job, |j, orders| {
@@ -1079,7 +1095,7 @@ fn kind(m: &ToJobManager) -> &'static str {
     match m {
         ToJobManager::Hello(_) => "hello",
         ToJobManager::Heartbeat(_) => "heartbeat",
-        ToJobManager::NeedComponent { .. } => "component request",
+        ToJobManager::NeedComponents { .. } => "component request",
         ToJobManager::Prepared { .. } => "prepared",
         ToJobManager::PrepareFailed { .. } => "prepare failure",
         ToJobManager::TaskEnded(_) => "task end",

@@ -23,6 +23,8 @@ impl ChainOutput {
 
 struct Step {
     op: OperatorStep,
+    /// Index of the instance that runs it.
+    instance: usize,
     cache: Option<ValueCache>,
 }
 
@@ -50,38 +52,38 @@ struct KeyedRecord {
 }
 
 pub(crate) struct Chain {
-    instance: Instance,
+    instances: Vec<Instance>,
     steps: Vec<Step>,
     scratch: KeyedScratch,
     state: Option<TaskState>,
-    fuel_budget: u64,
     fuel_used: u64,
 }
 
 impl Chain {
-    pub(crate) fn new(mut instance: Instance, ops: Vec<OperatorStep>, state: Option<TaskState>, cache_bytes: usize) -> Result<Self, TaskError> {
-        let keyed_ops: Vec<u32> = ops.iter().filter(|o| o.keyed).map(|o| o.op).collect();
+    /// A chain of `ops`, each with the index of its instance in `instances`.
+    pub(crate) fn new(mut instances: Vec<Instance>, ops: Vec<(OperatorStep, usize)>, state: Option<TaskState>, cache_bytes: usize) -> Result<Self, TaskError> {
+        let keyed_ops: Vec<u32> = ops.iter().filter(|(o, _)| o.keyed).map(|(o, _)| o.op.state).collect();
         let state = match (state, keyed_ops.is_empty()) {
             (Some(s), _) => Some(s),
             (None, true) => None,
             (None, false) => return Err(TaskError::Internal("keyed operator deployed without state".into())),
         };
         if let Some(s) = &state {
-            instance.set_state_access(Box::new(MapStateAccess { state: s.clone(), keyed_ops }));
+            for instance in &mut instances {
+                instance.set_state_access(Box::new(MapStateAccess { state: s.clone(), keyed_ops: keyed_ops.clone() }));
+            }
         }
         let steps = ops
             .into_iter()
-            .map(|op| {
+            .map(|(op, instance)| {
                 let cache = match (&state, op.keyed) {
-                    (Some(s), true) => Some(s.value_cache(op.op, cache_bytes)),
+                    (Some(s), true) => Some(s.value_cache(op.op.state, cache_bytes)),
                     _ => None,
                 };
-                Step { op, cache }
+                Step { op, instance, cache }
             })
             .collect();
-        // Fuel budgets are per call; the instance reports what is left after each.
-        let fuel_budget = instance.fuel_budget();
-        Ok(Self { instance, steps, scratch: KeyedScratch::default(), state, fuel_budget, fuel_used: 0 })
+        Ok(Self { instances, steps, scratch: KeyedScratch::default(), state, fuel_used: 0 })
     }
 
     /// Runs one plain batch through every operator of the chain.
@@ -91,9 +93,10 @@ impl Chain {
             let data = current.as_ref().map_or(input, ChainOutput::records);
             let name = &step.op.name;
             let fail = |failure: OperatorFailure| TaskError::Operator { name: name.clone(), failure };
+            let instance = &mut self.instances[step.instance];
             let out = match &mut step.cache {
                 None => {
-                    let buf = self.instance.process(step.op.op, data).map_err(fail)?;
+                    let buf = instance.process(step.op.op, data).map_err(fail)?;
                     let parsed = batch::parse_output(&buf, None).map_err(|e| fail(e.into()))?;
                     let (start, count) = (4, parsed.record_count);
                     let end = start + parsed.records.len();
@@ -102,7 +105,7 @@ impl Chain {
                 Some(cache) => {
                     let s = &mut self.scratch;
                     build_keyed_input(cache, data, s)?;
-                    let buf = self.instance.process(step.op.op, &s.input).map_err(fail)?;
+                    let buf = instance.process(step.op.op, &s.input).map_err(fail)?;
                     let parsed = batch::parse_output(&buf, Some(s.slots.len())).map_err(|e| fail(e.into()))?;
                     for (update, &entry) in parsed.states.iter().zip(&s.slots) {
                         match update {
@@ -117,7 +120,8 @@ impl Chain {
                     ChainOutput { buf, start, end, count }
                 }
             };
-            self.fuel_used += self.fuel_budget.saturating_sub(self.instance.fuel_left());
+            // Fuel budgets are per call; the instance reports what is left after each.
+            self.fuel_used += instance.fuel_budget().saturating_sub(instance.fuel_left());
             current = Some(out);
         }
         current.ok_or_else(|| TaskError::Internal("empty operator chain".into()))
@@ -143,7 +147,7 @@ impl Chain {
                 cache.flush()?;
             }
             let name = step.op.name.clone();
-            self.instance.close(step.op.op).map_err(|failure| TaskError::Operator { name, failure })?;
+            self.instances[step.instance].close(step.op.op).map_err(|failure| TaskError::Operator { name, failure })?;
         }
         Ok(())
     }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use thiserror::Error;
 use weir_state::{Capture, StateError, TaskState};
 use weir_types::deployment::TaskStats;
-use weir_wasm::{Instance, JobComponent, LoadError, OperatorFailure, Runtime, TaskInfo};
+use weir_wasm::{Instance, JobComponent, LoadError, OpRef, OperatorFailure, Runtime, TaskInfo};
 
 use crate::chain::Chain;
 use crate::exchange::{self, Event, Inputs, Router};
@@ -70,12 +70,16 @@ pub enum TaskError {
 /// One chained guest operator of a subtask.
 #[derive(Debug, Clone)]
 pub struct OperatorStep {
-    /// Operator id (node index in the plan).
-    pub op: u32,
+    /// Its id in its component, and its node index in the plan (which scopes state).
+    pub op: OpRef,
+    /// Which of the job's components runs it.
+    pub component: u32,
     /// Display name.
     pub name: String,
     /// Gets its value state with every batch.
     pub keyed: bool,
+    /// Arguments for its `open`.
+    pub args: Vec<(String, String)>,
 }
 
 /// Where a subtask's records come from.
@@ -136,9 +140,9 @@ pub struct TaskDeployment {
     pub operators: Vec<OperatorStep>,
     /// Output.
     pub tail: Tail,
-    /// The sandbox and the job's component, if there are operators.
-    pub wasm: Option<(Runtime, JobComponent)>,
-    /// Arguments of the job, given to `plan` and `open`.
+    /// The sandbox and the job's components (by index), if there are operators.
+    pub wasm: Option<(Runtime, Vec<JobComponent>)>,
+    /// Arguments of the job, given to `plan`.
     pub args: Vec<(String, String)>,
     /// The subtask's keyed state, if an operator is keyed.
     pub state: Option<TaskState>,
@@ -235,19 +239,36 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
     } = d;
     let chain = match (&wasm, operators.is_empty()) {
         (_, true) => None,
-        (Some((runtime, component)), false) => {
-            let mut instance = Instance::new(runtime, component, &label)?;
+        (Some((runtime, components)), false) => {
             let fail = |name: &str| {
                 let name = name.to_string();
                 move |failure| TaskError::Operator { name, failure }
             };
-            // Rebuild the guest's operator registry: `plan` is deterministic.
-            instance.plan(&args, runtime.limits().plan_fuel).map_err(fail("plan"))?;
-            let info = TaskInfo { subtask, parallelism, max_parallelism };
+            // One instance per component the chain uses, shared by its operators there.
+            let mut instances: Vec<(u32, Instance)> = Vec::new();
+            let mut slots = Vec::with_capacity(operators.len());
             for step in &operators {
-                instance.open(step.op, info, &args).map_err(fail(&step.name))?;
+                let slot = match instances.iter().position(|(c, _)| *c == step.component) {
+                    Some(slot) => slot,
+                    None => {
+                        let component = components
+                            .get(step.component as usize)
+                            .ok_or_else(|| TaskError::Internal(format!("operator {:?} names a missing component", step.name)))?;
+                        let mut instance = Instance::new(runtime, component, &label)?;
+                        if instance.has_plan() {
+                            // Rebuild the guest's operator registry: `plan` is deterministic.
+                            instance.plan(&args, runtime.limits().plan_fuel).map_err(fail("plan"))?;
+                        }
+                        instances.push((step.component, instance));
+                        instances.len() - 1
+                    }
+                };
+                let info = TaskInfo { subtask, parallelism, max_parallelism };
+                instances[slot].1.open(step.op, info, &step.args).map_err(fail(&step.name))?;
+                slots.push(slot);
             }
-            Some(Chain::new(instance, operators, state, cache_bytes)?)
+            let instances = instances.into_iter().map(|(_, i)| i).collect();
+            Some(Chain::new(instances, operators.into_iter().zip(slots).collect(), state, cache_bytes)?)
         }
         (None, false) => return Err(TaskError::Internal("operators deployed without a component".into())),
     };

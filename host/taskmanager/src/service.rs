@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use weir_control::client::{self, ControlError};
 use weir_control::protocol::{FromJobManager, Hello, ToJobManager};
 use weir_types::deployment::{JobDeployment, TaskEnd, TaskOutcome};
-use weir_wasm::JobComponent;
+use weir_wasm::{JobComponent, World};
 
 use crate::dataplane::DataPlane;
 use crate::worker::{PreparedJob, Report, Reporter, TaskManager};
@@ -70,7 +70,9 @@ pub async fn serve(tm: TaskManager, data: DataPlane, jm: SocketAddr, slots: u32)
     };
 
     let mut rx = session.rx;
-    let mut waiting: HashMap<String, (Box<JobDeployment>, u32)> = HashMap::new();
+    // Deployments waiting for components: (deployment, which TaskManager we are, hashes
+    // still missing).
+    let mut waiting: HashMap<String, (Box<JobDeployment>, u32, Vec<String>)> = HashMap::new();
     let mut prepared: HashMap<String, PreparedJob> = HashMap::new();
     let result = loop {
         let msg = match rx.recv().await {
@@ -79,19 +81,19 @@ pub async fn serve(tm: TaskManager, data: DataPlane, jm: SocketAddr, slots: u32)
             Err(e) => break Err(e.into()),
         };
         match msg {
-            FromJobManager::Deploy { deployment, me } => match tm.runtime().cached(&deployment.component) {
-                Some(component) => {
-                    let p = prepare(&tm, &deployment, me, &component, &out_tx).await;
-                    prepared.extend(p.map(|p| (deployment.run_id(), p)));
-                }
-                None => {
-                    let job = deployment.run_id();
-                    waiting.insert(job.clone(), (deployment, me));
+            FromJobManager::Deploy { deployment, me } => {
+                let job = deployment.run_id();
+                let missing: Vec<String> = deployment.code.components.iter().filter(|h| tm.runtime().cached(h).is_none()).cloned().collect();
+                if missing.is_empty() {
+                    let p = prepare(&tm, &deployment, me, &out_tx).await;
+                    prepared.extend(p.map(|p| (job, p)));
+                } else {
+                    waiting.insert(job.clone(), (deployment, me, missing.clone()));
                     // The writer ending ends this loop too, at the next message.
-                    let _ = out_tx.send(ToJobManager::NeedComponent { job }).await;
+                    let _ = out_tx.send(ToJobManager::NeedComponents { job, hashes: missing }).await;
                 }
-            },
-            FromJobManager::Component { job, size } => {
+            }
+            FromJobManager::Component { job, hash, size } => {
                 let limit = tm.runtime().limits().max_component_bytes;
                 if size > limit {
                     break Err(ControlError::Protocol(format!("component of {size} bytes exceeds the limit of {limit}")));
@@ -105,25 +107,26 @@ pub async fn serve(tm: TaskManager, data: DataPlane, jm: SocketAddr, slots: u32)
                     Ok(b) => b,
                     Err(e) => break Err(e),
                 };
-                let Some((deployment, me)) = waiting.remove(&job) else { continue };
-                tracing::info!(%job, hash = %deployment.component, bytes = bytes.len(), "received the job's component");
+                let Some((_, _, missing)) = waiting.get_mut(&job) else { continue };
+                let Some(i) = missing.iter().position(|h| *h == hash) else { continue };
+                missing.swap_remove(i);
+                tracing::info!(%job, %hash, bytes = bytes.len(), "received a component of the job");
                 let runtime = tm.runtime().clone();
-                let loaded = tokio::task::spawn_blocking(move || runtime.load(&bytes)).await;
-                match loaded {
-                    Ok(Ok(component)) if component.hash == deployment.component => {
-                        let p = prepare(&tm, &deployment, me, &component, &out_tx).await;
-                        prepared.extend(p.map(|p| (job, p)));
-                    }
-                    Ok(Ok(component)) => {
-                        let error = format!("received component {} but the job names {}", component.hash, deployment.component);
-                        let _ = out_tx.send(ToJobManager::PrepareFailed { job, error }).await;
-                    }
-                    Ok(Err(e)) => {
-                        let _ = out_tx.send(ToJobManager::PrepareFailed { job, error: e.to_string() }).await;
-                    }
-                    Err(e) => {
-                        let _ = out_tx.send(ToJobManager::PrepareFailed { job, error: format!("loading panicked: {e}") }).await;
-                    }
+                let loaded = tokio::task::spawn_blocking(move || runtime.load(&bytes, World::Operator)).await;
+                let error = match loaded {
+                    Ok(Ok(component)) if component.hash == hash => None,
+                    Ok(Ok(component)) => Some(format!("received component {} but the job names {hash}", component.hash)),
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(e) => Some(format!("loading panicked: {e}")),
+                };
+                if let Some(error) = error {
+                    waiting.remove(&job);
+                    let _ = out_tx.send(ToJobManager::PrepareFailed { job, error }).await;
+                } else if waiting.get(&job).is_some_and(|(_, _, missing)| missing.is_empty())
+                    && let Some((deployment, me, _)) = waiting.remove(&job)
+                {
+                    let p = prepare(&tm, &deployment, me, &out_tx).await;
+                    prepared.extend(p.map(|p| (job, p)));
                 }
             }
             FromJobManager::Start { job } => {
@@ -162,9 +165,16 @@ pub async fn serve(tm: TaskManager, data: DataPlane, jm: SocketAddr, slots: u32)
     result.map_err(Into::into)
 }
 
-async fn prepare(tm: &TaskManager, d: &JobDeployment, me: u32, component: &JobComponent, out: &mpsc::Sender<ToJobManager>) -> Option<PreparedJob> {
+/// Prepares this TaskManager's share of `d`, whose components are all loaded here.
+async fn prepare(tm: &TaskManager, d: &JobDeployment, me: u32, out: &mpsc::Sender<ToJobManager>) -> Option<PreparedJob> {
     let job = d.run_id();
-    let (tm2, d2, component2) = (tm.clone(), d.clone(), component.clone());
+    let components: Option<Vec<JobComponent>> = d.code.components.iter().map(|h| tm.runtime().cached(h)).collect();
+    let Some(components) = components else {
+        let error = "a component of the job vanished from the cache".to_string();
+        let _ = out.send(ToJobManager::PrepareFailed { job, error }).await;
+        return None;
+    };
+    let (tm2, d2) = (tm.clone(), d.clone());
     // Subtask and snapshot threads are not on the runtime, so they may block on the outbox.
     let out2 = out.clone();
     let report: Reporter = Arc::new(move |r| {
@@ -174,7 +184,7 @@ async fn prepare(tm: &TaskManager, d: &JobDeployment, me: u32, component: &JobCo
         });
     });
     // Opening state and files blocks; keep it off the async workers.
-    let result = tokio::task::spawn_blocking(move || tm2.prepare(&d2, me, &component2, report)).await;
+    let result = tokio::task::spawn_blocking(move || tm2.prepare(&d2, me, &components, report)).await;
     let (reply, prepared) = match result {
         Ok(Ok(p)) => (ToJobManager::Prepared { job: job.clone() }, Some(p)),
         Ok(Err(e)) => (ToJobManager::PrepareFailed { job: job.clone(), error: e.to_string() }, None),

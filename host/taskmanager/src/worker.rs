@@ -15,7 +15,7 @@ use weir_state::StateStore;
 use weir_types::deployment::{ChannelId, JobDeployment, SinkFiles, TaskEnd, TaskOutcome, TaskProgress};
 use weir_types::keygroup::key_group_range;
 use weir_types::plan::{NodeKind, Partitioning, SinkKind, SourceKind};
-use weir_wasm::{JobComponent, Runtime};
+use weir_wasm::{JobComponent, OpRef, Runtime};
 
 use crate::checkpoint::{CheckpointAck, JobCheckpointing, Restore};
 use crate::dataplane::DataPlane;
@@ -83,7 +83,8 @@ impl TaskManager {
     }
 
     /// Builds the subtasks that `d` places on TaskManager number `me`.
-    pub fn prepare(&self, d: &JobDeployment, me: u32, component: &JobComponent, report: Reporter) -> Result<PreparedJob, TaskError> {
+    /// `components` are the job's components, by their index in `d.code`.
+    pub fn prepare(&self, d: &JobDeployment, me: u32, components: &[JobComponent], report: Reporter) -> Result<PreparedJob, TaskError> {
         let plan = &d.plan;
         let graph = &d.graph;
         let max_parallelism = plan.max_parallelism();
@@ -97,6 +98,9 @@ impl TaskManager {
         };
         if d.placement.len() != graph.vertices.len() || d.placement.iter().zip(&graph.vertices).any(|(p, v)| p.len() != v.parallelism as usize) {
             return Err(internal("placement does not match the graph"));
+        }
+        if components.len() != d.code.components.len() || components.iter().zip(&d.code.components).any(|(c, h)| &c.hash != h) {
+            return Err(internal("the components given do not match the job's"));
         }
 
         // One channel per producer -> consumer pair with the consumer here; remote
@@ -134,14 +138,18 @@ impl TaskManager {
         let mut counters = Vec::new();
         for (v, s) in d.subtasks_on(me) {
             let vertex = &graph.vertices[v];
-            let operators: Vec<OperatorStep> = vertex
-                .nodes
-                .iter()
-                .filter_map(|&n| match plan.nodes[n].kind {
-                    NodeKind::Operator { keyed } => Some(OperatorStep { op: n as u32, name: plan.nodes[n].name.clone(), keyed }),
-                    _ => None,
-                })
-                .collect();
+            let mut operators = Vec::new();
+            for &n in &vertex.nodes {
+                let NodeKind::Operator { keyed } = plan.nodes[n].kind else { continue };
+                let code = d.code.operator(n).ok_or_else(|| internal(&format!("no code for operator {:?}", plan.nodes[n].uid)))?;
+                let mut args = d.args.clone();
+                for (k, v) in &code.args {
+                    args.retain(|(key, _)| key != k);
+                    args.push((k.clone(), v.clone()));
+                }
+                let op = OpRef { guest: code.op, state: n as u32 };
+                operators.push(OperatorStep { op, component: code.component, name: plan.nodes[n].name.clone(), keyed, args });
+            }
             let uid = &plan.nodes[vertex.nodes[0]].uid;
             let key_groups = key_group_range(s, max_parallelism, vertex.parallelism);
             let head = match &plan.nodes[vertex.nodes[0]].kind {
@@ -200,7 +208,7 @@ impl TaskManager {
                 subtask: s,
                 parallelism: vertex.parallelism,
                 max_parallelism,
-                wasm: (!operators.is_empty()).then(|| (self.inner.runtime.clone(), component.clone())),
+                wasm: (!operators.is_empty()).then(|| (self.inner.runtime.clone(), components.to_vec())),
                 head,
                 operators,
                 tail,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::graph::ExecutionGraph;
-use crate::plan::JobPlan;
+use crate::plan::{JobPlan, NodeKind};
 
 /// A job as deployed: its plan, its execution graph and where every subtask runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,8 +20,8 @@ pub struct JobDeployment {
     pub graph: ExecutionGraph,
     /// Arguments for the guest's `plan` and `open`.
     pub args: Vec<(String, String)>,
-    /// Hex SHA-256 of the job's component.
-    pub component: String,
+    /// The components that run the job's operators.
+    pub code: JobCode,
     /// `placement[vertex][subtask]` is the index in `taskmanagers` running that subtask.
     pub placement: Vec<Vec<u32>>,
     /// Data-plane addresses of the TaskManagers taking part, by index.
@@ -34,6 +34,50 @@ pub struct JobDeployment {
     pub checkpoints: Option<CheckpointConfig>,
     /// Where state and source positions come from, if not from scratch.
     pub restore: Option<RestoreFrom>,
+}
+
+/// A job's code: its components, and which one runs each operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobCode {
+    /// Hex SHA-256 of each component.
+    pub components: Vec<String>,
+    /// Per plan node: for an operator, what runs it; `None` for sources and sinks.
+    pub operators: Vec<Option<OperatorCode>>,
+}
+
+/// What runs one operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorCode {
+    /// Index into [`JobCode::components`].
+    pub component: u32,
+    /// The operator's id inside that component.
+    pub op: u32,
+    /// Arguments for its `open`, over the job's arguments.
+    pub args: Vec<(String, String)>,
+}
+
+impl JobCode {
+    /// The code of a job whose one component also declared the plan: operator ids
+    /// are node indices.
+    pub fn single(hash: &str, plan: &JobPlan) -> Self {
+        let operators = plan
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| matches!(n.kind, NodeKind::Operator { .. }).then(|| OperatorCode { component: 0, op: i as u32, args: vec![] }))
+            .collect();
+        Self { components: vec![hash.to_string()], operators }
+    }
+
+    /// What runs node `node`, if it is an operator.
+    pub fn operator(&self, node: usize) -> Option<&OperatorCode> {
+        self.operators.get(node).and_then(Option::as_ref)
+    }
+
+    /// Hash of component `index`.
+    pub fn hash(&self, index: u32) -> Option<&str> {
+        self.components.get(index as usize).map(String::as_str)
+    }
 }
 
 /// A snapshot a job starts from.
@@ -294,7 +338,7 @@ mod tests {
             plan: JobPlan { name: "j".into(), nodes: vec![], edges: vec![], max_parallelism: None },
             graph: graph(&[4, 1]),
             args: vec![],
-            component: String::new(),
+            code: JobCode { components: vec![], operators: vec![] },
             placement: vec![vec![0, 1, 0, 1], vec![1]],
             taskmanagers: vec![],
             sink_files: SinkFiles::Shared,

@@ -8,6 +8,8 @@
 //! - [`batch`]: the byte layout of record batches (the same bytes cross the Wasm
 //!   boundary, the in-process channels and, later, the network), with a checked reader
 //!   that never trusts a length.
+//! - [`manifest`]: job manifests (TOML) that assemble a job from one component per
+//!   operator, possibly in several languages, lowered to a plan.
 //! - [`resource`]: the Job resource of seed 002 (STARTING .. FINISHED) derived from
 //!   the engine's job status, with its transitions (pure).
 //! - [`keygroup`]: how keys map to key groups and key groups to subtasks.
@@ -21,5 +23,6 @@ pub mod batch;
 pub mod deployment;
 pub mod graph;
 pub mod keygroup;
+pub mod manifest;
 pub mod plan;
 pub mod resource;

@@ -6,6 +6,8 @@ wasmtime::component::bindgen!({
     world: "job-component",
 });
 
+pub use exports::weir::dataflow::job as job_exports;
+pub use exports::weir::dataflow::operator as operator_exports;
 pub use exports::weir::dataflow::operator::{OperatorError, TaskInfo as WitTaskInfo};
 pub use weir::dataflow::keyed_state::StateError;
 pub use weir::dataflow::log::Level;

@@ -29,9 +29,11 @@ pub enum LoadError {
     /// The component does not validate or compile.
     #[error("invalid component: {0}")]
     Invalid(String),
-    /// The component does not implement the `job-component` world this host speaks.
-    #[error("component does not implement weir:dataflow/job-component@{expected}: {detail}")]
+    /// The component does not implement the world it is used as.
+    #[error("component does not implement weir:dataflow/{world}@{expected}: {detail}")]
     WrongWorld {
+        /// The world asked for (`job-component` or `operator-component`).
+        world: &'static str,
         /// The WIT version this host implements.
         expected: &'static str,
         /// What is missing or mismatched.

@@ -4,7 +4,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::bindings::{self, JobComponent as World, Level, OperatorError, StateError};
+use crate::bindings::{self, Level, OperatorError, StateError, job_exports, operator_exports};
 use crate::error::{LoadError, OperatorFailure, TrapKind};
 use crate::runtime::{JobComponent, Runtime, one_line};
 use weir_types::plan::JobPlan;
@@ -18,6 +18,17 @@ pub struct TaskInfo {
     pub parallelism: u32,
     /// Key groups of the job.
     pub max_parallelism: u32,
+}
+
+/// Names an operator in a call: its id inside the component, and the id its keyed
+/// state is scoped by (the operator's node in the job, which differs from the guest id
+/// when a job manifest assembles operators from several components).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpRef {
+    /// Operator id passed to the component.
+    pub guest: u32,
+    /// Operator id of its state (and of `KeyedStateAccess` calls).
+    pub state: u32,
 }
 
 /// Why the host refused a keyed-state call.
@@ -144,10 +155,16 @@ impl bindings::weir::dataflow::keyed_state::Host for HostState {
     }
 }
 
-/// One instance of a job component, owned by one subtask (not shared between threads).
+/// The exports of one instance the host calls.
+struct Exports {
+    operator: operator_exports::Guest,
+    job: Option<job_exports::Guest>,
+}
+
+/// One instance of a component, owned by one subtask (not shared between threads).
 pub struct Instance {
     store: Store<HostState>,
-    world: World,
+    exports: Exports,
     fuel_per_call: u64,
     poisoned: bool,
 }
@@ -168,8 +185,11 @@ impl Instance {
         let mut store = Store::new(runtime.engine(), host);
         store.limiter(|s| &mut s.limiter);
         store.set_fuel(limits.plan_fuel).map_err(|e| LoadError::Sandbox(one_line(&e)))?;
-        let world = component.pre.instantiate(&mut store).map_err(|e| LoadError::Invalid(format!("instantiation failed: {}", one_line(&e))))?;
-        Ok(Self { store, world, fuel_per_call: limits.fuel_per_call, poisoned: false })
+        let failed = |e: wasmtime::Error| LoadError::Invalid(format!("instantiation failed: {}", one_line(&e)));
+        let instance = component.pre.instantiate(&mut store).map_err(failed)?;
+        let operator = component.operator.load(&mut store, &instance).map_err(failed)?;
+        let job = component.job.as_ref().map(|j| j.load(&mut store, &instance)).transpose().map_err(failed)?;
+        Ok(Self { store, exports: Exports { operator, job }, fuel_per_call: limits.fuel_per_call, poisoned: false })
     }
 
     /// Gives the instance access to the task's keyed state.
@@ -177,32 +197,40 @@ impl Instance {
         self.store.data_mut().state = Some(state);
     }
 
+    /// True if the component exports a plan.
+    pub fn has_plan(&self) -> bool {
+        self.exports.job.is_some()
+    }
+
     /// Calls the component's `plan` with the small plan fuel budget.
     pub fn plan(&mut self, args: &[(String, String)], fuel: u64) -> Result<JobPlan, OperatorFailure> {
-        let r = self.guarded(fuel, None, |w, store| w.weir_dataflow_job().call_plan(store, args))?;
+        let r = self.guarded(fuel, None, |e, store| match &e.job {
+            Some(job) => job.call_plan(store, args),
+            None => Ok(Err("the component exports no plan (weir:dataflow/job)".to_string())),
+        })?;
         r.map(Into::into).map_err(OperatorFailure::Reported)
     }
 
-    /// Calls `open` for operator `op`.
-    pub fn open(&mut self, op: u32, info: TaskInfo, args: &[(String, String)]) -> Result<(), OperatorFailure> {
+    /// Calls `open` for the component's operator `op.guest`.
+    pub fn open(&mut self, op: OpRef, info: TaskInfo, args: &[(String, String)]) -> Result<(), OperatorFailure> {
         let info = bindings::WitTaskInfo { subtask: info.subtask, parallelism: info.parallelism, max_parallelism: info.max_parallelism };
         let fuel = self.fuel_per_call;
-        let r = self.guarded(fuel, Some(op), |w, store| w.weir_dataflow_operator().call_open(store, op, info, args))?;
+        let r = self.guarded(fuel, Some(op.state), |e, store| e.operator.call_open(store, op.guest, info, args))?;
         r.map_err(reported)
     }
 
-    /// Calls `process` for operator `op` on one batch and returns the raw output; the
-    /// caller checks it against the batch layout.
-    pub fn process(&mut self, op: u32, batch: &[u8]) -> Result<Vec<u8>, OperatorFailure> {
+    /// Calls `process` for operator `op.guest` on one batch and returns the raw output;
+    /// the caller checks it against the batch layout.
+    pub fn process(&mut self, op: OpRef, batch: &[u8]) -> Result<Vec<u8>, OperatorFailure> {
         let fuel = self.fuel_per_call;
-        let r = self.guarded(fuel, Some(op), |w, store| w.weir_dataflow_operator().call_process(store, op, batch))?;
+        let r = self.guarded(fuel, Some(op.state), |e, store| e.operator.call_process(store, op.guest, batch))?;
         r.map_err(reported)
     }
 
-    /// Calls `close` for operator `op`.
-    pub fn close(&mut self, op: u32) -> Result<(), OperatorFailure> {
+    /// Calls `close` for operator `op.guest`.
+    pub fn close(&mut self, op: OpRef) -> Result<(), OperatorFailure> {
         let fuel = self.fuel_per_call;
-        let r = self.guarded(fuel, Some(op), |w, store| w.weir_dataflow_operator().call_close(store, op))?;
+        let r = self.guarded(fuel, Some(op.state), |e, store| e.operator.call_close(store, op.guest))?;
         r.map_err(reported)
     }
 
@@ -220,7 +248,7 @@ impl Instance {
         &mut self,
         fuel: u64,
         op: Option<u32>,
-        call: impl FnOnce(&World, &mut Store<HostState>) -> wasmtime::Result<T>,
+        call: impl FnOnce(&Exports, &mut Store<HostState>) -> wasmtime::Result<T>,
     ) -> Result<T, OperatorFailure> {
         if self.poisoned {
             return Err(OperatorFailure::Poisoned);
@@ -228,7 +256,7 @@ impl Instance {
         // Fuel is enabled on every engine this crate builds, so this cannot fail.
         let _ = self.store.set_fuel(fuel);
         self.store.data_mut().current_op = op;
-        let result = call(&self.world, &mut self.store);
+        let result = call(&self.exports, &mut self.store);
         self.store.data_mut().current_op = None;
         result.map_err(|e| {
             self.poisoned = true;

@@ -4,7 +4,8 @@
 //!   a linker with Weir's host interfaces and a WASI that grants nothing, and the
 //!   compiled-component cache keyed by content hash, in memory and on disk, so a job is
 //!   compiled once, also across process restarts.
-//! - [`JobComponent`]: a checked, compiled component of the `job-component` world.
+//! - [`JobComponent`]: a checked, compiled component: at least the `operator-component`
+//!   world (operators only, named by a job manifest), or `job-component` (with a plan).
 //!   Loading refuses, before compiling anything, files over the size limit, files that
 //!   are not Wasm, and core modules; after compiling, components of another world or
 //!   WIT version.
@@ -21,5 +22,5 @@ mod instance;
 mod runtime;
 
 pub use error::{LoadError, OperatorFailure, TrapKind};
-pub use instance::{Instance, KeyedStateAccess, MapEntries, StateAccessError, TaskInfo};
-pub use runtime::{JobComponent, Limits, Runtime, WIT_VERSION, read_component};
+pub use instance::{Instance, KeyedStateAccess, MapEntries, OpRef, StateAccessError, TaskInfo};
+pub use runtime::{JobComponent, Limits, Runtime, WIT_VERSION, World, read_component};

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, Linker, types::ComponentItem};
+use wasmtime::component::{Component, InstancePre, Linker, types::ComponentItem};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::bindings::{JobComponent as World, JobComponentPre as WorldPre};
+use crate::bindings::{JobComponent as JobWorld, job_exports, operator_exports};
 use crate::error::LoadError;
 use crate::instance::HostState;
 
@@ -52,14 +52,56 @@ struct RuntimeInner {
     compiled: Mutex<HashMap<String, JobComponent>>,
 }
 
-/// A compiled component known to implement the `job-component` world.
+/// The WIT world a caller needs a component to implement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum World {
+    /// `job-component`: a plan and its operators (a job submitted as one `.wasm`).
+    Job,
+    /// `operator-component`: operators only, named by a job manifest. Job components
+    /// qualify too, since they export the operators as well.
+    Operator,
+}
+
+impl World {
+    fn name(self) -> &'static str {
+        match self {
+            World::Job => "job-component",
+            World::Operator => "operator-component",
+        }
+    }
+}
+
+/// A compiled component known to implement at least the `operator-component` world.
 #[derive(Clone)]
 pub struct JobComponent {
-    pub(crate) pre: WorldPre<HostState>,
+    pub(crate) pre: InstancePre<HostState>,
+    pub(crate) operator: operator_exports::GuestIndices,
+    /// Set when the component also exports `job` (its plan).
+    pub(crate) job: Option<job_exports::GuestIndices>,
     /// Hex SHA-256 of the component bytes.
     pub hash: String,
     /// Size of the component file.
     pub size: u64,
+}
+
+impl JobComponent {
+    /// True if the component exports a plan (`job-component`), false if it only holds
+    /// operators. Instances of plan-exporting components run `plan` before `open`,
+    /// since guest SDKs rebuild their operators there.
+    pub fn has_plan(&self) -> bool {
+        self.job.is_some()
+    }
+
+    fn implements(&self, world: World) -> Result<(), LoadError> {
+        match (world, self.has_plan()) {
+            (World::Job, false) => Err(LoadError::WrongWorld {
+                world: world.name(),
+                expected: WIT_VERSION,
+                detail: format!("it does not export weir:dataflow/job@{WIT_VERSION} (an operator-only component runs from a job manifest)"),
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl std::fmt::Debug for JobComponent {
@@ -86,7 +128,7 @@ impl Runtime {
         let engine = Engine::new(&config).map_err(sandbox)?;
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(sandbox)?;
-        World::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s).map_err(sandbox)?;
+        JobWorld::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s).map_err(sandbox)?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         let engine_tag = h.finish();
@@ -109,8 +151,9 @@ impl Runtime {
         check_size(size, self.inner.limits.max_component_bytes)
     }
 
-    /// Checks and compiles a component, or takes it from the cache.
-    pub fn load(&self, bytes: &[u8]) -> Result<JobComponent, LoadError> {
+    /// Checks and compiles a component that must implement `world`, or takes it from
+    /// the cache.
+    pub fn load(&self, bytes: &[u8], world: World) -> Result<JobComponent, LoadError> {
         self.check_size(bytes.len() as u64)?;
         match bytes.get(..8) {
             Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => return Err(LoadError::CoreModule),
@@ -119,11 +162,16 @@ impl Runtime {
             _ => return Err(LoadError::NotWasm),
         }
         let hash = hex::encode(Sha256::digest(bytes));
-        if let Some(c) = self.lock_compiled().get(&hash) {
-            return Ok(c.clone());
-        }
-        let component = self.compile_cached(bytes, &hash)?;
-        self.admit(component, hash, bytes.len() as u64)
+        let cached = self.lock_compiled().get(&hash).cloned();
+        let loaded = match cached {
+            Some(c) => c,
+            None => {
+                let component = self.compile_cached(bytes, &hash)?;
+                self.admit(component, hash, bytes.len() as u64, world)?
+            }
+        };
+        loaded.implements(world)?;
+        Ok(loaded)
     }
 
     /// A component known by its hash, if this process loaded it before or the disk
@@ -138,7 +186,7 @@ impl Runtime {
         let path = self.cache_path(hash)?;
         let component = self.deserialize_cached(&path, hash)?;
         let size = std::fs::metadata(&path).map_or(0, |m| m.len());
-        self.admit(component, hash.to_string(), size).ok()
+        self.admit(component, hash.to_string(), size, World::Operator).ok()
     }
 
     fn cache_path(&self, hash: &str) -> Option<PathBuf> {
@@ -167,12 +215,14 @@ impl Runtime {
     }
 
     /// Checks a compiled component's world and remembers it.
-    fn admit(&self, component: Component, hash: String, size: u64) -> Result<JobComponent, LoadError> {
-        check_world(&self.inner.engine, &component)?;
-        let instance_pre =
-            self.inner.linker.instantiate_pre(&component).map_err(|e| LoadError::WrongWorld { expected: WIT_VERSION, detail: one_line(&e) })?;
-        let pre = WorldPre::new(instance_pre).map_err(|e| LoadError::WrongWorld { expected: WIT_VERSION, detail: one_line(&e) })?;
-        let job = JobComponent { pre, hash: hash.clone(), size };
+    fn admit(&self, component: Component, hash: String, size: u64, world: World) -> Result<JobComponent, LoadError> {
+        let wrong = |detail: String| LoadError::WrongWorld { world: world.name(), expected: WIT_VERSION, detail };
+        let has_plan = check_world(&self.inner.engine, &component).map_err(|Mismatch(m)| wrong(m))?;
+        let wrong = |e: wasmtime::Error| wrong(one_line(&e));
+        let pre = self.inner.linker.instantiate_pre(&component).map_err(wrong)?;
+        let operator = operator_exports::GuestIndices::new(&pre).map_err(wrong)?;
+        let job = if has_plan { Some(job_exports::GuestIndices::new(&pre).map_err(wrong)?) } else { None };
+        let job = JobComponent { pre, operator, job, hash: hash.clone(), size };
         self.lock_compiled().insert(hash, job.clone());
         Ok(job)
     }
@@ -221,17 +271,21 @@ pub fn read_component(path: &Path, limit: u64) -> Result<Vec<u8>, LoadError> {
 
 /// Names the first export or import that does not match this host's world, with the
 /// version the component was built for when it is another version of our package.
-fn check_world(engine: &Engine, component: &Component) -> Result<(), LoadError> {
+/// True if the component also exports `job`.
+fn check_world(engine: &Engine, component: &Component) -> Result<bool, Mismatch> {
     let ty = component.component_type();
-    let wrong = |detail: String| LoadError::WrongWorld { expected: WIT_VERSION, detail };
+    let wrong = |detail: String| Mismatch(detail);
     for iface in ["operator", "job"] {
         let want = format!("weir:dataflow/{iface}@{WIT_VERSION}");
-        if ty.get_export(engine, &want).is_none() {
-            let other = ty.exports(engine).map(|(name, _)| name.to_string()).find(|name| name.starts_with(&format!("weir:dataflow/{iface}@")));
-            return Err(wrong(match other {
-                Some(name) => format!("it exports {name}, built against another version of the Weir WIT"),
-                None => format!("it does not export {want}"),
-            }));
+        if ty.get_export(engine, &want).is_some() {
+            continue;
+        }
+        let other = ty.exports(engine).map(|(name, _)| name.to_string()).find(|name| name.starts_with(&format!("weir:dataflow/{iface}@")));
+        match (iface, other) {
+            // No plan at all: an operator-only component.
+            ("job", None) => {}
+            (_, Some(name)) => return Err(wrong(format!("it exports {name}, built against another version of the Weir WIT"))),
+            (_, None) => return Err(wrong(format!("it does not export {want}"))),
         }
     }
     for (name, item) in ty.imports(engine) {
@@ -240,8 +294,11 @@ fn check_world(engine: &Engine, component: &Component) -> Result<(), LoadError> 
             return Err(wrong(format!("it imports {name}, built against another version of the Weir WIT")));
         }
     }
-    Ok(())
+    Ok(ty.get_export(engine, &format!("weir:dataflow/job@{WIT_VERSION}")).is_some())
 }
+
+/// What `check_world` found wrong; the caller names the world it wanted.
+struct Mismatch(String);
 
 /// A wasmtime error as one line: the outermost message and its root cause.
 pub(crate) fn one_line(e: &wasmtime::Error) -> String {

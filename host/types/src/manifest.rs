@@ -1,0 +1,307 @@
+//! Job manifests: a job assembled from several components, one per operator, possibly
+//! in different languages. The manifest (TOML) plays the part of a job component's
+//! `plan`: it lists the nodes in order, and for each operator names the component file
+//! that implements it (world `operator-component`) and the operator id inside it.
+//!
+//! ```toml
+//! name = "orders-by-region"
+//!
+//! [[node]]
+//! uid = "orders"
+//! source = "file-lines"          # or "generator" with start = 0, count = 1000
+//!
+//! [[node]]
+//! uid = "parse"
+//! component = "parse.wasm"       # relative to the manifest
+//!
+//! [[node]]
+//! uid = "count"
+//! component = "count.wasm"
+//! keyed = true
+//! partitioning = "key-by"        # of its input edges; default "forward"
+//! args = { window = "10" }       # given to this operator's `open`, over the job's args
+//!
+//! [[node]]
+//! uid = "out"
+//! sink = "file"                  # or "stdout", "discard"
+//! ```
+//!
+//! A node's inputs default to the node before it; `inputs = ["a", "b"]` names others.
+//! Parsing and lowering are pure: the caller loads the components and checks their
+//! worlds.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::deployment::OperatorCode;
+use crate::plan::{Edge, JobPlan, Node, NodeKind, Partitioning, SinkKind, SourceKind};
+
+/// Why a manifest was refused.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ManifestError {
+    /// Not valid TOML, or fields of the wrong type or unknown.
+    #[error("the job manifest is not valid: {0}")]
+    Syntax(String),
+    /// A node does not make sense.
+    #[error("the job manifest's node {uid:?}: {problem}")]
+    Node {
+        /// The node.
+        uid: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// A parsed job manifest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Manifest {
+    /// Job name.
+    pub name: String,
+    /// Key groups (default 128).
+    pub max_parallelism: Option<u32>,
+    /// The nodes, in order.
+    #[serde(rename = "node", default)]
+    pub nodes: Vec<ManifestNode>,
+}
+
+/// One node of a manifest: exactly one of `source`, `component` and `sink` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ManifestNode {
+    /// Stable id, unique in the job.
+    pub uid: String,
+    /// Display name (default: the uid).
+    pub name: Option<String>,
+    /// A host source: `file-lines` or `generator`.
+    pub source: Option<String>,
+    /// An operator: the component file that implements it.
+    pub component: Option<String>,
+    /// A host sink: `stdout`, `file` or `discard`.
+    pub sink: Option<String>,
+    /// The operator's id inside its component (default 0).
+    pub operator: Option<u32>,
+    /// File of a `file-lines` source or `file` sink (default: given at submission).
+    pub path: Option<String>,
+    /// First number of a `generator` source.
+    pub start: Option<u64>,
+    /// How many numbers a `generator` source emits.
+    pub count: Option<u64>,
+    /// Arguments for this operator's `open`, over the job's arguments.
+    #[serde(default)]
+    pub args: BTreeMap<String, String>,
+    /// Parallelism (default: the job's).
+    pub parallelism: Option<u32>,
+    /// The operator gets keyed value state; its inputs must be `key-by`.
+    #[serde(default)]
+    pub keyed: bool,
+    /// Upstream node uids (default: the node before).
+    pub inputs: Option<Vec<String>>,
+    /// How records reach this node from each input: `forward` (default), `key-by`,
+    /// `rebalance` or `broadcast`.
+    pub partitioning: Option<String>,
+}
+
+/// A manifest as a plan, plus the code of its operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lowered {
+    /// The job graph.
+    pub plan: JobPlan,
+    /// The component files the operators name, each once, in order of first use.
+    pub components: Vec<String>,
+    /// Per node: for operators, the component (index into `components`) and guest id.
+    pub operators: Vec<Option<OperatorCode>>,
+}
+
+impl Manifest {
+    /// Parses a manifest's TOML text.
+    pub fn parse(text: &str) -> Result<Self, ManifestError> {
+        toml::from_str(text).map_err(|e| ManifestError::Syntax(e.to_string().lines().collect::<Vec<_>>().join(" ")))
+    }
+
+    /// Builds the plan. Graph rules (unique uids, acyclic, keyed inputs) are left to
+    /// [`JobPlan::validate`], as for plans from components.
+    pub fn lower(&self) -> Result<Lowered, ManifestError> {
+        let mut plan = JobPlan { name: self.name.clone(), nodes: vec![], edges: vec![], max_parallelism: self.max_parallelism };
+        let mut components: Vec<String> = vec![];
+        let mut operators = vec![];
+        for (i, n) in self.nodes.iter().enumerate() {
+            let bad = |problem: String| ManifestError::Node { uid: n.uid.clone(), problem };
+            let (kind, code) = match (&n.source, &n.component, &n.sink) {
+                (Some(source), None, None) => (NodeKind::Source(source_kind(n, source).map_err(bad)?), None),
+                (None, Some(component), None) => {
+                    let index = match components.iter().position(|c| c == component) {
+                        Some(i) => i,
+                        None => {
+                            components.push(component.clone());
+                            components.len() - 1
+                        }
+                    };
+                    let args = n.args.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                    let code = OperatorCode { component: index as u32, op: n.operator.unwrap_or(0), args };
+                    (NodeKind::Operator { keyed: n.keyed }, Some(code))
+                }
+                (None, None, Some(sink)) => (NodeKind::Sink(sink_kind(n, sink).map_err(bad)?), None),
+                _ => return Err(bad("set exactly one of `source`, `component` and `sink`".into())),
+            };
+            if code.is_none() && (n.operator.is_some() || n.keyed || !n.args.is_empty()) {
+                return Err(bad("`operator`, `keyed` and `args` belong to operators (nodes with a `component`)".into()));
+            }
+            let partitioning = match n.partitioning.as_deref() {
+                None | Some("forward") => Partitioning::Forward,
+                Some("key-by") => Partitioning::KeyBy,
+                Some("rebalance") => Partitioning::Rebalance,
+                Some("broadcast") => Partitioning::Broadcast,
+                Some(other) => return Err(bad(format!("unknown partitioning {other:?} (forward, key-by, rebalance, broadcast)"))),
+            };
+            let inputs: Vec<u32> = match (&n.inputs, &plan.nodes.last()) {
+                _ if matches!(kind, NodeKind::Source(_)) => {
+                    if n.inputs.as_ref().is_some_and(|i| !i.is_empty()) {
+                        return Err(bad("a source has no inputs".into()));
+                    }
+                    vec![]
+                }
+                (Some(names), _) => names
+                    .iter()
+                    .map(|name| {
+                        self.nodes[..i]
+                            .iter()
+                            .position(|m| &m.uid == name)
+                            .map(|p| p as u32)
+                            .ok_or_else(|| bad(format!("input {name:?} is not a node before it")))
+                    })
+                    .collect::<Result<_, _>>()?,
+                (None, Some(_)) => vec![i as u32 - 1],
+                (None, None) => return Err(bad("it has no node before it to read from".into())),
+            };
+            plan.edges.extend(inputs.into_iter().map(|source| Edge { source, target: i as u32, partitioning }));
+            plan.nodes.push(Node { uid: n.uid.clone(), name: n.name.clone().unwrap_or_else(|| n.uid.clone()), kind, parallelism: n.parallelism });
+            operators.push(code);
+        }
+        Ok(Lowered { plan, components, operators })
+    }
+}
+
+fn source_kind(n: &ManifestNode, source: &str) -> Result<SourceKind, String> {
+    match source {
+        "file-lines" if n.start.is_none() && n.count.is_none() => Ok(SourceKind::FileLines(n.path.clone())),
+        "generator" if n.path.is_none() => {
+            let count = n.count.ok_or("a generator needs `count`")?;
+            Ok(SourceKind::Generator { start: n.start.unwrap_or(0), count })
+        }
+        "file-lines" => Err("`start` and `count` belong to generators".into()),
+        "generator" => Err("`path` belongs to file sources and sinks".into()),
+        other => Err(format!("unknown source {other:?} (file-lines, generator)")),
+    }
+}
+
+fn sink_kind(n: &ManifestNode, sink: &str) -> Result<SinkKind, String> {
+    if n.start.is_some() || n.count.is_some() {
+        return Err("`start` and `count` belong to generators".into());
+    }
+    match (sink, &n.path) {
+        ("file", path) => Ok(SinkKind::File(path.clone())),
+        ("stdout", None) => Ok(SinkKind::Stdout),
+        ("discard", None) => Ok(SinkKind::Discard),
+        ("stdout" | "discard", Some(_)) => Err("`path` belongs to file sources and sinks".into()),
+        (other, _) => Err(format!("unknown sink {other:?} (stdout, file, discard)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PIPELINE: &str = r#"
+name = "orders"
+max-parallelism = 64
+
+[[node]]
+uid = "orders"
+source = "file-lines"
+
+[[node]]
+uid = "parse"
+component = "parse.wasm"
+parallelism = 2
+
+[[node]]
+uid = "count"
+name = "count per region"
+component = "count.wasm"
+operator = 3
+keyed = true
+partitioning = "key-by"
+args = { min = "5" }
+
+[[node]]
+uid = "again"
+component = "parse.wasm"
+operator = 1
+inputs = ["parse"]
+partitioning = "rebalance"
+
+[[node]]
+uid = "out"
+sink = "file"
+path = "out.txt"
+inputs = ["count", "again"]
+partitioning = "rebalance"
+"#;
+
+    #[test]
+    fn lowers_a_pipeline_into_a_plan_and_operator_code() {
+        let l = Manifest::parse(PIPELINE).and_then(|m| m.lower()).expect("valid manifest");
+        assert_eq!(l.components, vec!["parse.wasm", "count.wasm"]);
+        assert_eq!(l.plan.name, "orders");
+        assert_eq!(l.plan.max_parallelism, Some(64));
+        assert_eq!(l.plan.nodes[1].parallelism, Some(2));
+        assert_eq!(l.plan.nodes[2].name, "count per region");
+        assert_eq!(l.plan.nodes[2].kind, NodeKind::Operator { keyed: true });
+        assert_eq!(l.plan.nodes[4].kind, NodeKind::Sink(SinkKind::File(Some("out.txt".into()))));
+        let edges: Vec<(u32, u32, Partitioning)> = l.plan.edges.iter().map(|e| (e.source, e.target, e.partitioning)).collect();
+        assert_eq!(
+            edges,
+            vec![
+                (0, 1, Partitioning::Forward),
+                (1, 2, Partitioning::KeyBy),
+                (1, 3, Partitioning::Rebalance),
+                (2, 4, Partitioning::Rebalance),
+                (3, 4, Partitioning::Rebalance)
+            ]
+        );
+        assert_eq!(l.operators[0], None);
+        assert_eq!(l.operators[1], Some(OperatorCode { component: 0, op: 0, args: vec![] }));
+        assert_eq!(l.operators[2], Some(OperatorCode { component: 1, op: 3, args: vec![("min".into(), "5".into())] }));
+        assert_eq!(l.operators[3], Some(OperatorCode { component: 0, op: 1, args: vec![] }));
+        l.plan.validate(2).expect("the lowered plan is valid");
+    }
+
+    #[test]
+    fn refuses_what_does_not_make_sense() {
+        let refused = |text: &str, wanted: &str| {
+            let e = Manifest::parse(text).and_then(|m| m.lower()).expect_err("refused");
+            assert!(e.to_string().contains(wanted), "{e} does not mention {wanted:?}");
+        };
+        refused("name = 1", "invalid type");
+        refused("name = \"x\"\nbogus = 1", "unknown field");
+        refused("name = \"x\"\n[[node]]\nuid = \"a\"\nsource = \"file-lines\"\nsink = \"stdout\"", "exactly one of");
+        refused("name = \"x\"\n[[node]]\nuid = \"a\"\nsource = \"kafka\"", "unknown source \\\"kafka\\\"");
+        refused("name = \"x\"\n[[node]]\nuid = \"a\"\nsource = \"generator\"", "needs `count`");
+        refused("name = \"x\"\n[[node]]\nuid = \"a\"\ncomponent = \"a.wasm\"", "no node before it");
+        refused(
+            "name = \"x\"\n[[node]]\nuid = \"a\"\nsource = \"generator\"\ncount = 1\n[[node]]\nuid = \"b\"\ncomponent = \"b.wasm\"\ninputs = [\"c\"]",
+            "input \\\"c\\\" is not a node before it",
+        );
+        refused(
+            "name = \"x\"\n[[node]]\nuid = \"a\"\nsource = \"generator\"\ncount = 1\n[[node]]\nuid = \"b\"\nsink = \"stdout\"\nkeyed = true",
+            "belong to operators",
+        );
+        refused(
+            "name = \"x\"\n[[node]]\nuid = \"a\"\nsource = \"generator\"\ncount = 1\n[[node]]\nuid = \"b\"\nsink = \"stdout\"\npartitioning = \"hash\"",
+            "unknown partitioning",
+        );
+    }
+}
