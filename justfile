@@ -33,3 +33,14 @@ lint:
 bench-checkpoint:
     cargo bench --bench checkpoint
     WEIR_BENCH_ONLY=checkpoints,recovery cargo bench --bench throughput
+
+# Build the polyglot example operators (Rust, Python, JavaScript, C; one component each)
+# and their job manifests into target/polyglot. Toolchains: .ci/install-toolchains.
+polyglot:
+    examples-wasm/polyglot/build.sh target/polyglot
+    cp examples-wasm/polyglot/*.toml target/polyglot/
+
+# Call the polyglot components outside the host (jco transpile + node): the tag map in
+# every language (bytes and records/s) and the 4-language pipeline over the sample.
+polyglot-check: polyglot
+    node examples-wasm/polyglot/check.mjs target/polyglot

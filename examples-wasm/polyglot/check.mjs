@@ -10,11 +10,19 @@
 // so count's state crosses batches). Needs node and the jco npm package
 // (WEIR_JS_TOOLS=dir holding node_modules; default: the tools cache of
 // .ci/install-toolchains).
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, statSync } from "node:fs";
 import { join, resolve, dirname } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { homedir } from "node:os";
+
+// componentize-py's core module uses extended constant expressions, which Node 20 only
+// validates with a flag: re-run under it when needed.
+const extendedConst = new Uint8Array([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0, 6, 9, 1, 0x7f, 0, 0x41, 1, 0x41, 2, 0x6a, 0x0b]);
+if (!WebAssembly.validate(extendedConst)) {
+  const r = spawnSync(process.execPath, ["--experimental-wasm-extended-const", ...process.argv.slice(1)], { stdio: "inherit" });
+  process.exit(r.status ?? 1);
+}
 
 const here = dirname(fileURLToPath(import.meta.url));
 const outDir = resolve(process.argv[2] ?? "target/polyglot");
