@@ -49,7 +49,7 @@ fn wordcount_at_parallelism_4_on_two_taskmanagers_is_exact_and_ships_the_compone
     // Each TaskManager fetched the component for the first job only.
     for tm in ["taskmanager-1", "taskmanager-2"] {
         let log = cluster.log(tm);
-        assert_eq!(log.matches("received the job's component").count(), 1, "{tm}: {log}");
+        assert_eq!(log.matches("received a component of the job").count(), 1, "{tm}: {log}");
     }
     let status = cluster.status();
     assert_eq!(status.matches(" FINISHED ").count(), 2, "{status}");
