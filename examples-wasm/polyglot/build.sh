@@ -65,10 +65,11 @@ run() {
     fi
 }
 
-now() { date +%s.%N; }
+now() { date +%s%N; }
 report() {
-    local name=$1 t0=$2
-    printf '%-11s %9s bytes  %5.1fs\n' "$name" "$(stat -c %s "$out/$name.wasm")" "$(echo "$(now) - $t0" | bc)"
+    local name=$1 t0=$2 ms
+    ms=$((($(now) - t0) / 1000000))
+    printf '%-11s %9s bytes  %3d.%01ds\n' "$name" "$(stat -c %s "$out/$name.wasm")" $((ms / 1000)) $((ms % 1000 / 100))
 }
 
 build_rust() {

@@ -150,7 +150,11 @@ impl<'a> Reader<'a> {
 
     #[inline]
     pub(crate) fn bytes(&mut self, n: usize, what: &str) -> Result<&'a [u8], Error> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or_else(|| Error::bad_input(format!("batch ends inside {what} at byte {}", self.pos)))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| Error::bad_input(format!("batch ends inside {what} at byte {}", self.pos)))?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)

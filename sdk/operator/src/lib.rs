@@ -182,7 +182,7 @@ macro_rules! export_operator {
                     $crate::plain_close::<$ty>()
                 }
             }
-            $crate::wit::export!(__WeirOperator with_types_in $crate::wit);
+    $crate::wit::export!(__WeirOperator with_types_in $crate::wit);
         };
     };
 }
@@ -204,7 +204,7 @@ macro_rules! export_keyed_operator {
                     $crate::keyed_close::<$ty>()
                 }
             }
-            $crate::wit::export!(__WeirOperator with_types_in $crate::wit);
+    $crate::wit::export!(__WeirOperator with_types_in $crate::wit);
         };
     };
 }

@@ -1,3 +1,7 @@
+//! Codec tests: batches in and out, state updates, postcard helpers.
+
+#![allow(clippy::unwrap_used)]
+
 use crate::codec::{Emitter, KeyState, Reader};
 use crate::*;
 
