@@ -123,6 +123,8 @@ impl<'a> KeyState<'a> {
     pub(crate) fn write_update(&self, out: &mut Vec<u8>) {
         match &self.update {
             None => out.push(0),
+            // Clearing a key that had no state leaves it unchanged.
+            Some(None) if self.original.is_none() => out.push(0),
             Some(None) => out.push(2),
             Some(Some(b)) => {
                 out.push(1);
