@@ -37,6 +37,25 @@ pub fn examples() -> &'static Path {
     })
 }
 
+/// Builds the polyglot examples (Rust, Python, JavaScript and C operator components,
+/// `examples-wasm/polyglot/build.sh`; it skips what is up to date) once per process,
+/// next to copies of the example manifests, and returns their directory.
+pub fn polyglot() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = target_dir().join("polyglot");
+        let status = Command::new("bash").current_dir(root()).arg("examples-wasm/polyglot/build.sh").arg(&out).status().expect("bash runs");
+        assert!(status.success(), "building the polyglot examples failed (.ci/install-toolchains installs their toolchains)");
+        for entry in std::fs::read_dir(root().join("examples-wasm/polyglot")).expect("examples-wasm/polyglot") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                std::fs::copy(&path, out.join(path.file_name().expect("file name"))).expect("copy the manifest");
+            }
+        }
+        out
+    })
+}
+
 /// Path of the example job `name` (e.g. `wordcount`).
 pub fn example(name: &str) -> PathBuf {
     let p = examples().join(format!("{name}.wasm"));

@@ -12,5 +12,6 @@ mod distributed;
 mod golden;
 mod hostile_peers;
 mod keyed_state;
+mod polyglot;
 mod recovery;
 mod wordcount;

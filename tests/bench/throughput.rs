@@ -14,9 +14,11 @@
 //!   every second; see `checkpoint_overhead.rs`.
 //! - recovery: time from SIGKILLing a TaskManager to records flowing again; see
 //!   `recovery.rs`.
+//! - languages: the same map operator in Rust, Python, JavaScript and C: records/s,
+//!   cold and cached start; see `languages.rs`.
 //!
 //! `WEIR_BENCH_ONLY` picks sections, comma-separated from `keyed-sum`, `wordcount`,
-//! `cluster`, `checkpoints`, `recovery` (default: all), e.g.
+//! `cluster`, `checkpoints`, `recovery`, `languages` (default: all), e.g.
 //! `WEIR_BENCH_ONLY=cluster cargo bench --bench throughput`.
 
 #[path = "../support.rs"]
@@ -24,6 +26,7 @@ mod support;
 
 mod checkpoint_overhead;
 mod cluster;
+mod languages;
 mod recovery;
 
 use std::collections::HashMap;
@@ -183,7 +186,7 @@ fn row(name: &str, wasm: &Measure, native: f64, native_rss: f64) {
 }
 
 /// The benchmark's sections, in the order they run.
-const SECTIONS: [&str; 5] = ["keyed-sum", "wordcount", "cluster", "checkpoints", "recovery"];
+const SECTIONS: [&str; 6] = ["keyed-sum", "wordcount", "cluster", "checkpoints", "recovery", "languages"];
 
 /// The sections `WEIR_BENCH_ONLY` asks for (all when unset or empty).
 fn sections() -> Vec<&'static str> {
@@ -240,5 +243,8 @@ fn main() {
     }
     if sections.contains(&"recovery") {
         recovery::bench(&keyed_sum);
+    }
+    if sections.contains(&"languages") {
+        languages::bench(n.min(5_000_000));
     }
 }

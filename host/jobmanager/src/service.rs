@@ -996,21 +996,26 @@ async fn taskmanager(
     }
     let (orders_tx, mut orders) = mpsc::unbounded_channel();
     lock(&shared.state).orders.insert(id, orders_tx);
+    // Sending runs on its own task: a TaskManager that takes its time reading tens of
+    // MB of components (it compiles each as it arrives) must not stop us from reading
+    // its heartbeats.
+    let mut writer = tokio::spawn(async move {
+        while let Some(order) = orders.recv().await {
+            let sent = match order {
+                Order::Send(m) => tx.send(&m).await,
+                Order::Component { job, hash, bytes } => match tx.send(&FromJobManager::Component { job, hash, size: bytes.len() as u64 }).await {
+                    Ok(()) => send_chunks(&mut tx, &bytes, FromJobManager::ComponentChunk).await,
+                    Err(e) => Err(e),
+                },
+            };
+            if sent.is_err() {
+                break;
+            }
+        }
+    });
     loop {
         tokio::select! {
-            order = orders.recv() => {
-                let sent = match order {
-                    Some(Order::Send(m)) => tx.send(&m).await,
-                    Some(Order::Component { job, hash, bytes }) => match tx.send(&FromJobManager::Component { job, hash, size: bytes.len() as u64 }).await {
-                        Ok(()) => send_chunks(&mut tx, &bytes, FromJobManager::ComponentChunk).await,
-                        Err(e) => Err(e),
-                    },
-                    None => break,
-                };
-                if sent.is_err() {
-                    break;
-                }
-            }
+            _ = &mut writer => break,
             msg = next(&conn, &mut rx) => match msg {
                 Some(ToJobManager::CheckpointAck(ack)) => shared.checkpoint_ack(ack).await,
                 Some(m) => if !from_taskmanager(&shared, &conn, id, m) { break },
@@ -1018,6 +1023,7 @@ async fn taskmanager(
             },
         }
     }
+    writer.abort();
     if lock(&shared.registry).disconnect(id) {
         tracing::warn!(taskmanager = %name, "taskmanager disconnected");
     }

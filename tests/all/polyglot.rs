@@ -1,0 +1,193 @@
+//! One job, four languages: a manifest assembles a Rust parser, a Python enrichment, a
+//! JavaScript filter and a C keyed count (examples-wasm/polyglot) into one job, run on
+//! the embedded cluster and on two TaskManagers, and crashed in between.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::path::Path;
+
+use crate::cluster::{TestCluster, wait_until};
+use crate::support::{example, polyglot, run_weir, splitmix64, stderr};
+
+const COUNTRIES: &[&str] = &["US", "ca", " DE", "fr ", "GB", "nl", "ES", "IT", "JP", "cn", "IN", "SG", "KR", "MX", "BR", "za"];
+
+/// `n` orders as CSV (`order_id,customer,country,amount`) with blank, comment and
+/// malformed lines mixed in; deterministic.
+fn orders(n: u64) -> String {
+    let mut s = String::from("# order_id,customer,country,amount\n");
+    for i in 0..n {
+        let r = splitmix64(i);
+        let country = COUNTRIES[(r % COUNTRIES.len() as u64) as usize];
+        let amount = (r >> 20) % 40;
+        let line = match i % 97 {
+            7 => String::new(),
+            13 => format!("# note {i}"),
+            29 => format!("{i},only-three,US"),
+            41 => format!("{i},customer-{},US,lots", r % 1000),
+            _ => format!("{i}, customer-{} ,{country},{amount}", r % 1000),
+        };
+        s.push_str(&line);
+        s.push('\n');
+    }
+    s
+}
+
+fn region(country: &str) -> &'static str {
+    match country {
+        "US" | "CA" | "MX" => "americas",
+        "DE" | "FR" | "GB" | "NL" | "ES" | "IT" => "europe",
+        "JP" | "CN" | "IN" | "SG" | "KR" => "asia",
+        _ => "other",
+    }
+}
+
+/// What the job must print, computed here independently: for each region with `k`
+/// orders of at least 10, the lines `region<TAB>1` .. `region<TAB>k` (running
+/// counts), sorted.
+fn expected(input: &str) -> Vec<String> {
+    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+    for line in input.lines() {
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = line.split(',').collect();
+        let [_, _, country, amount] = fields[..] else { continue };
+        let Ok(amount) = amount.trim().parse::<u64>() else { continue };
+        if amount >= 10 {
+            *counts.entry(region(&country.trim().to_uppercase())).or_default() += 1;
+        }
+    }
+    let mut lines: Vec<String> = counts.iter().flat_map(|(r, &k)| (1..=k).map(move |i| format!("{r}\t{i}"))).collect();
+    lines.sort();
+    lines
+}
+
+/// Lines of every file in `dir` whose name starts with `part-`, sorted.
+fn part_lines(dir: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("output dir").flatten() {
+        if entry.file_name().to_string_lossy().starts_with("part-") {
+            lines.extend(std::fs::read_to_string(entry.path()).expect("part file").lines().map(str::to_string));
+        }
+    }
+    lines.sort();
+    lines
+}
+
+fn manifest() -> std::path::PathBuf {
+    polyglot().join("orders.toml")
+}
+
+#[test]
+fn four_languages_in_one_job_on_the_embedded_cluster() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = orders(20_000);
+    std::fs::write(dir.path().join("orders.csv"), &input).expect("write input");
+    let out = dir.path().join("counts.txt");
+    let csv = dir.path().join("orders.csv");
+    let m = manifest();
+    let args = [OsStr::new("run"), m.as_os_str(), OsStr::new("--input"), csv.as_os_str(), OsStr::new("--output"), out.as_os_str(), OsStr::new("-p"), OsStr::new("2")];
+    let o = run_weir(args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut lines: Vec<String> = std::fs::read_to_string(&out).expect("output").lines().map(str::to_string).collect();
+    lines.sort();
+    let want = expected(&input);
+    assert!(want.len() > 10_000, "the test input keeps most orders");
+    assert_eq!(lines, want);
+    // Every stage ran in its own language's component and saw records.
+    let report = stderr(&o);
+    for stage in ["parse", "enrich", "filter", "count"] {
+        assert!(report.contains(stage), "{report}");
+    }
+}
+
+#[test]
+fn four_languages_in_one_job_on_two_taskmanagers() {
+    let cluster = TestCluster::start(&[("taskmanager-1", 2), ("taskmanager-2", 2)]);
+    let input = orders(20_000);
+    let path = cluster.dir.path().join("orders.csv");
+    std::fs::write(&path, &input).expect("write input");
+    let out = cluster.dir.path().join("out");
+    let m = manifest();
+    let args = [OsStr::new("submit"), OsStr::new("-p"), OsStr::new("2"), m.as_os_str(), OsStr::new("--input"), path.as_os_str()];
+    let mut argv = args.to_vec();
+    argv.extend([OsStr::new("--output-dir"), out.as_os_str()]);
+    let o = cluster.client(&argv);
+    assert!(o.status.success(), "{}\n{}", stderr(&o), cluster.log("jobmanager"));
+    assert_eq!(part_lines(&out), expected(&input));
+    // Both TaskManagers ran operators, so both were shipped all four components.
+    for tm in ["taskmanager-1", "taskmanager-2"] {
+        let log = cluster.log(tm);
+        assert_eq!(log.matches("received a component of the job").count(), 4, "{tm}: {log}");
+    }
+}
+
+#[test]
+fn the_polyglot_job_is_exact_after_a_taskmanager_is_killed() {
+    let mut cluster = TestCluster::start_with(&[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let input = orders(1_500_000);
+    let path = cluster.dir.path().join("orders.csv");
+    std::fs::write(&path, &input).expect("write input");
+    let out = cluster.dir.path().join("out");
+    let args = ["submit", "-p", "2", "--checkpoint-interval", "200", "--restart", "fixed-delay:10:200", "--detach", "--input"];
+    let mut argv: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    let m = manifest();
+    argv.extend([path.as_os_str(), m.as_os_str(), OsStr::new("--output-dir"), out.as_os_str()]);
+    let o = cluster.client(&argv);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let job = String::from_utf8_lossy(&o.stdout).split_whitespace().nth(1).expect("job id").to_string();
+    let line = |cluster: &TestCluster| cluster.status().lines().find(|l| l.starts_with(&format!("job {job} "))).unwrap_or_default().to_string();
+    wait_until("a completed checkpoint while running", || {
+        let l = line(&cluster);
+        assert!(!l.contains(" FINISHED ") && !l.contains(" FAILED "), "the job must outlive the crash: {l}");
+        l.contains(" RUNNING ") && !l.contains("checkpoint=none")
+    });
+    cluster.kill("taskmanager-2");
+    cluster.start_taskmanager("taskmanager-2", 2);
+    wait_until("the job to finish", || {
+        let l = line(&cluster);
+        assert!(!l.contains(" FAILED "), "{l}\n{}", cluster.log("jobmanager"));
+        l.contains(" FINISHED ")
+    });
+    assert!(line(&cluster).contains("restarts=1"), "{}", line(&cluster));
+    assert_eq!(part_lines(&out), expected(&input), "exactly once across the crash");
+}
+
+#[test]
+fn manifests_are_checked_at_submission() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let built = polyglot();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).expect("write manifest");
+        p
+    };
+    let refused = |manifest: &Path, wanted: &[&str]| {
+        let o = run_weir([OsStr::new("run"), manifest.as_os_str(), OsStr::new("--output"), dir.path().join("o").as_os_str()]);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "accepted: {err}");
+        for w in wanted {
+            assert!(err.contains(w), "{err} does not mention {w:?}");
+        }
+    };
+    let job = |component: &Path| {
+        format!(
+            "name = \"x\"\n[[node]]\nuid = \"n\"\nsource = \"generator\"\ncount = 10\n[[node]]\nuid = \"op\"\ncomponent = {:?}\n[[node]]\nuid = \"out\"\nsink = \"discard\"\n",
+            component.display().to_string()
+        )
+    };
+    // A component of another WIT version is not an operator component.
+    refused(&write("old.toml", &job(&example("wrong_world"))), &["component", "does not implement weir:dataflow/operator-component@0.1.0", "@0.2.0"]);
+    refused(&write("missing.toml", &job(&dir.path().join("nope.wasm"))), &["nope.wasm"]);
+    refused(&write("syntax.toml", "name = \"x\"\n[[node]]\nuid = \"a\"\nsorce = \"generator\"\n"), &["unknown field `sorce`"]);
+    refused(&write("graph.toml", &job(&built.join("count.wasm")).replace("uid = \"out\"", "uid = \"op\"")), &["two nodes have the uid \"op\""]);
+    // An operator-only component cannot run without a manifest, and says so.
+    let o = run_weir([OsStr::new("run"), built.join("enrich.wasm").as_os_str()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("does not export weir:dataflow/job@0.1.0 (an operator-only component runs from a job manifest)"), "{}", stderr(&o));
+    // An operator id the component does not have fails the job, naming the operator.
+    let text = job(&built.join("enrich.wasm")).replace("uid = \"op\"", "uid = \"op\"\noperator = 5");
+    let o = run_weir([OsStr::new("run"), write("op.toml", &text).as_os_str()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("\"op\""), "{}", stderr(&o));
+}
