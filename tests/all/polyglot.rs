@@ -191,3 +191,40 @@ fn manifests_are_checked_at_submission() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("\"op\""), "{}", stderr(&o));
 }
+
+#[test]
+fn weir_new_scaffolds_an_operator_that_builds_and_runs_in_every_language() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, "hello weir\nstreams in wasm\n").expect("write input");
+    for lang in ["rust", "python", "js", "c"] {
+        let name = format!("upper-{lang}");
+        let o = run_weir([OsStr::new("new"), OsStr::new("--lang"), OsStr::new(lang), OsStr::new(&name), OsStr::new("--dir"), dir.path().as_os_str()]);
+        assert!(o.status.success(), "{lang}: {}", stderr(&o));
+        let project = dir.path().join(&name);
+        let built = std::process::Command::new("bash")
+            .arg(project.join("build.sh"))
+            // Rust projects share one target directory across test runs.
+            .env("CARGO_TARGET_DIR", crate::support::target_dir().join("new-projects"))
+            .output()
+            .expect("bash runs");
+        assert!(built.status.success(), "{lang}: the scaffold does not build: {}", stderr(&built));
+        let manifest = project.join("job.toml");
+        let text = format!(
+            "name = \"{name}\"\n[[node]]\nuid = \"lines\"\nsource = \"file-lines\"\n[[node]]\nuid = \"upper\"\ncomponent = \"{name}.wasm\"\n[[node]]\nuid = \"out\"\nsink = \"file\"\n"
+        );
+        std::fs::write(&manifest, text).expect("write manifest");
+        let out = project.join("out.txt");
+        let o = run_weir([OsStr::new("run"), manifest.as_os_str(), OsStr::new("-i"), input.as_os_str(), OsStr::new("--output"), out.as_os_str()]);
+        assert!(o.status.success(), "{lang}: {}", stderr(&o));
+        let printed = std::fs::read_to_string(&out).expect("output");
+        // Values are the source's postcard strings (a length byte, then the line).
+        for line in ["HELLO WEIR", "STREAMS IN WASM"] {
+            assert!(printed.contains(line), "{lang}: {printed:?}");
+        }
+    }
+    let o = run_weir([OsStr::new("new"), OsStr::new("--lang"), OsStr::new("c"), OsStr::new("upper-c"), OsStr::new("--dir"), dir.path().as_os_str()]);
+    assert!(!o.status.success() && stderr(&o).contains("already exists"), "{}", stderr(&o));
+    let o = run_weir([OsStr::new("new"), OsStr::new("--lang"), OsStr::new("c"), OsStr::new("../x"), OsStr::new("--dir"), dir.path().as_os_str()]);
+    assert!(!o.status.success() && stderr(&o).contains("use letters, digits"), "{}", stderr(&o));
+}
