@@ -130,7 +130,7 @@ build_c() {
     local b="$stage/$n"
     rm -rf "$b" && mkdir -p "$b"
     run "$n" wit-bindgen c "$wit" --world operator-component --out-dir "$b/gen"
-    run "$n" clang --target=wasm32-wasi --sysroot="$sysroot" -O2 -mexec-model=reactor -Wall -Wextra -Wno-unused-parameter \
+    run "$n" clang --target=wasm32-wasi --sysroot="$sysroot" -O3 -mbulk-memory -flto -mexec-model=reactor -Wall -Wextra -Wno-unused-parameter \
         -I "$b/gen" -I "$root/sdk/c" -o "$b/core.wasm" "$src"/*.c "$root/sdk/c/weir.c" \
         "$b/gen/operator_component.c" "$b/gen/operator_component_component_type.o" -Wl,--strip-debug
     run "$n" "$jco" new "$b/core.wasm" --wasi-reactor -o "$out/$n.wasm.tmp"

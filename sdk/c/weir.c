@@ -255,7 +255,6 @@ static int process_plain(const uint8_t *p, const uint8_t *end, weir_out *o) {
         NEED(r.value_len, "a value");
         r.value = p;
         p += r.value_len;
-        set_err(EXPORTS_WEIR_DATAFLOW_OPERATOR_OPERATOR_ERROR_FAILED, "operator failed");
         if ((rc = weir_the_operator.process(&r, o)) != 0) goto done;
     }
 done:
@@ -314,7 +313,6 @@ static int process_keyed(const uint8_t *p, const uint8_t *end, weir_out *o) {
         }
         r.key = keys[ki];
         r.key_len = key_lens[ki];
-        set_err(EXPORTS_WEIR_DATAFLOW_OPERATOR_OPERATOR_ERROR_FAILED, "operator failed");
         if ((rc = weir_the_operator.process_keyed(&r, &states[ki], o)) != 0) goto done;
     }
     if (p != end) {
@@ -354,6 +352,9 @@ bool exports_weir_dataflow_operator_process(uint32_t op, operator_component_list
     o.len = 4;
     int rc;
     const uint8_t *p = batch->ptr, *end = batch->ptr + batch->len;
+    /* The message of a callback that fails without weir_fail; set once per batch, since
+     * formatting it per record costs more than a trivial operator's work. */
+    set_err(EXPORTS_WEIR_DATAFLOW_OPERATOR_OPERATOR_ERROR_FAILED, "operator failed");
     if (weir_the_operator.process_keyed) {
         rc = process_keyed(p, end, &o);
     } else {

@@ -16,7 +16,7 @@ command -v jco >/dev/null 2>&1 && [ ! -x "$jco" ] && jco=jco
 build=$(mktemp -d)
 trap 'rm -rf "$build"' EXIT
 wit-bindgen c "$wit" --world operator-component --out-dir "$build/gen" >/dev/null
-clang --target=wasm32-wasi --sysroot="${WEIR_WASI_SYSROOT:-/usr}" -O2 -mexec-model=reactor -Wall -Wextra \
+clang --target=wasm32-wasi --sysroot="${WEIR_WASI_SYSROOT:-/usr}" -O3 -mbulk-memory -flto -mexec-model=reactor -Wall -Wextra \
     -Wno-unused-parameter -I "$build/gen" -I "$sdk/c" -o "$build/core.wasm" ./*.c "$sdk/c/weir.c" \
     "$build/gen/operator_component.c" "$build/gen/operator_component_component_type.o" -Wl,--strip-debug
 "$jco" new "$build/core.wasm" --wasi-reactor -o "{{name}}.wasm"
