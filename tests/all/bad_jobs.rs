@@ -109,7 +109,9 @@ fn other_jobs_keep_running_while_bad_jobs_fail() {
         .expect("good job accepted");
     let mut bad = Vec::new();
     for name in ["bad_loop", "bad_memory", "bad_panic", "bad_output"] {
-        let h = cluster.submit(JobSpec { source: JobSource::Component(std::sync::Arc::new(read(name))), parallelism: 1, ..JobSpec::default() }).expect("bad job accepted");
+        let h = cluster
+            .submit(JobSpec { source: JobSource::Component(std::sync::Arc::new(read(name))), parallelism: 1, ..JobSpec::default() })
+            .expect("bad job accepted");
         bad.push((name, h));
     }
     for (name, h) in bad {

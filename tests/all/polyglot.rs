@@ -86,7 +86,16 @@ fn four_languages_in_one_job_on_the_embedded_cluster() {
     let out = dir.path().join("counts.txt");
     let csv = dir.path().join("orders.csv");
     let m = manifest();
-    let args = [OsStr::new("run"), m.as_os_str(), OsStr::new("--input"), csv.as_os_str(), OsStr::new("--output"), out.as_os_str(), OsStr::new("-p"), OsStr::new("2")];
+    let args = [
+        OsStr::new("run"),
+        m.as_os_str(),
+        OsStr::new("--input"),
+        csv.as_os_str(),
+        OsStr::new("--output"),
+        out.as_os_str(),
+        OsStr::new("-p"),
+        OsStr::new("2"),
+    ];
     let o = run_weir(args);
     assert!(o.status.success(), "{}", stderr(&o));
     let mut lines: Vec<String> = std::fs::read_to_string(&out).expect("output").lines().map(str::to_string).collect();

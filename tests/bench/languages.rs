@@ -38,10 +38,7 @@ pub fn bench(n: u64) {
     let built = polyglot();
     println!();
     println!("map operator `tag` by language: generator -> tag -> discard, parallelism 1, N = {n}, median of {RUNS} runs");
-    println!(
-        "{:<8} {:>14} {:>10} {:>12} {:>12} {:>14}",
-        "language", "records/s", "vs rust", "cold start", "cached start", "component MiB"
-    );
+    println!("{:<8} {:>14} {:>10} {:>12} {:>12} {:>14}", "language", "records/s", "vs rust", "cold start", "cached start", "component MiB");
     let mut rust = 0.0;
     for lang in LANGUAGES {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -11,10 +11,10 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use weir_jobmanager::JobSource;
 use weir_api::model::{
     Artifact, CheckpointList, Cluster, ErrorBody, EventList, Job, JobList, Metrics, SavepointDone, SavepointSpec, SubmitSpec, TaskManagerList,
 };
+use weir_jobmanager::JobSource;
 
 /// How a client command prints its answer.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]

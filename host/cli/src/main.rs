@@ -388,7 +388,8 @@ fn read_job(path: &Path, max_component_bytes: u64) -> Result<JobSource> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut components = HashMap::new();
     for name in lowered.components {
-        let wasm = weir_wasm::read_component(&dir.join(&name), max_component_bytes).with_context(|| format!("component {name:?} of job {}", path.display()))?;
+        let wasm = weir_wasm::read_component(&dir.join(&name), max_component_bytes)
+            .with_context(|| format!("component {name:?} of job {}", path.display()))?;
         components.insert(name, Arc::new(wasm));
     }
     Ok(JobSource::Manifest { text, components })

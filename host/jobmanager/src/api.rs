@@ -411,7 +411,10 @@ impl JobManager {
     pub async fn create_job(&self, spec: SubmitSpec) -> Result<JobInfo, ApiError> {
         let restart = spec.check()?;
         let artifact = |id: &str| {
-            lock(&self.0.artifacts).get(id).map(|a| a.bytes.clone()).ok_or_else(|| ApiError::NotFound(format!("no artifact {id:?} (upload it first)")))
+            lock(&self.0.artifacts)
+                .get(id)
+                .map(|a| a.bytes.clone())
+                .ok_or_else(|| ApiError::NotFound(format!("no artifact {id:?} (upload it first)")))
         };
         let source = match (&spec.artifact, &spec.manifest) {
             (Some(id), _) => JobSource::Component(artifact(id)?),

@@ -13,8 +13,8 @@ use weir_state::{StateError, StateStore};
 use weir_taskmanager::checkpoint::CheckpointAck;
 use weir_taskmanager::{Report, Reporter, TaskError, TaskManager};
 use weir_types::deployment::{CheckpointConfig, JobCode, JobDeployment, JobReport, JobStatus, SinkFiles, place};
-use weir_types::manifest::{Manifest, ManifestError};
 use weir_types::graph::ExecutionGraph;
+use weir_types::manifest::{Manifest, ManifestError};
 use weir_types::plan::{JobPlan, PlanError};
 use weir_wasm::{Instance, JobComponent, Limits, LoadError, OperatorFailure, Runtime, World};
 
@@ -227,7 +227,9 @@ pub fn load_plan(runtime: &Runtime, source: &JobSource, args: &[(String, String)
             lowered.plan.check_size()?;
             let mut components = Vec::with_capacity(lowered.components.len());
             for name in &lowered.components {
-                let bytes = files.get(name).ok_or_else(|| JobError::Component { name: name.clone(), error: LoadError::Invalid("not supplied with the manifest".into()) })?;
+                let bytes = files
+                    .get(name)
+                    .ok_or_else(|| JobError::Component { name: name.clone(), error: LoadError::Invalid("not supplied with the manifest".into()) })?;
                 let component = runtime.load(bytes, World::Operator).map_err(|error| JobError::Component { name: name.clone(), error })?;
                 components.push((component, bytes.clone()));
             }

@@ -61,7 +61,12 @@ pub(crate) struct Chain {
 
 impl Chain {
     /// A chain of `ops`, each with the index of its instance in `instances`.
-    pub(crate) fn new(mut instances: Vec<Instance>, ops: Vec<(OperatorStep, usize)>, state: Option<TaskState>, cache_bytes: usize) -> Result<Self, TaskError> {
+    pub(crate) fn new(
+        mut instances: Vec<Instance>,
+        ops: Vec<(OperatorStep, usize)>,
+        state: Option<TaskState>,
+        cache_bytes: usize,
+    ) -> Result<Self, TaskError> {
         let keyed_ops: Vec<u32> = ops.iter().filter(|(o, _)| o.keyed).map(|(o, _)| o.op.state).collect();
         let state = match (state, keyed_ops.is_empty()) {
             (Some(s), _) => Some(s),
