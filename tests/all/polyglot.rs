@@ -7,7 +7,7 @@ use std::ffi::OsStr;
 use std::path::Path;
 
 use crate::cluster::{TestCluster, wait_until};
-use crate::support::{example, polyglot, run_weir, splitmix64, stderr};
+use crate::support::{example, polyglot, run_weir, splitmix64, stderr, weir};
 
 const COUNTRIES: &[&str] = &["US", "ca", " DE", "fr ", "GB", "nl", "ES", "IT", "JP", "cn", "IN", "SG", "KR", "MX", "BR", "za"];
 
@@ -86,18 +86,30 @@ fn four_languages_in_one_job_on_the_embedded_cluster() {
     let out = dir.path().join("counts.txt");
     let csv = dir.path().join("orders.csv");
     let m = manifest();
-    let args = [
-        OsStr::new("run"),
-        m.as_os_str(),
-        OsStr::new("--input"),
-        csv.as_os_str(),
-        OsStr::new("--output"),
-        out.as_os_str(),
-        OsStr::new("-p"),
-        OsStr::new("2"),
-    ];
-    let o = run_weir(args);
-    assert!(o.status.success(), "{}", stderr(&o));
+    // Twice, with a cache of compiled components of its own: the first run compiles
+    // all four components (Python and JavaScript take seconds), the second only reads
+    // them back.
+    let cache = dir.path().join("cache");
+    let run = |out: &Path| {
+        let args = [
+            OsStr::new("run"),
+            m.as_os_str(),
+            OsStr::new("--input"),
+            csv.as_os_str(),
+            OsStr::new("--output"),
+            out.as_os_str(),
+            OsStr::new("-p"),
+            OsStr::new("2"),
+        ];
+        let o = weir().args(args).env("WEIR_CACHE_DIR", &cache).env("WEIR_LOG", "info").output().expect("weir starts");
+        assert!(o.status.success(), "{}", stderr(&o));
+        o
+    };
+    let first = run(&dir.path().join("first.txt"));
+    assert_eq!(stderr(&first).matches("compiled the component").count(), 4, "{}", stderr(&first));
+    let o = run(&out);
+    assert_eq!(stderr(&o).matches("loaded the compiled component from the cache").count(), 4, "{}", stderr(&o));
+    assert!(!stderr(&o).contains("compiled the component hash"), "{}", stderr(&o));
     let mut lines: Vec<String> = std::fs::read_to_string(&out).expect("output").lines().map(str::to_string).collect();
     lines.sort();
     let want = expected(&input);
