@@ -108,7 +108,9 @@ fn check(cluster: &TestCluster, name: &str, args: &[&str]) {
 fn every_example_job_gives_the_same_output_three_ways() {
     let cluster = TestCluster::start_with(&[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
     let input = cluster.dir.path().join("input.txt");
-    write_text(&input, 500_000);
+    // Large enough that the job outlives its first checkpoint on a loaded machine (the
+    // savepoint case needs it running): at 500K lines it sometimes finished first.
+    write_text(&input, 1_500_000);
     let input = input.display().to_string();
     check(&cluster, "wordcount", &["-i", &input]);
     check(&cluster, "keyed_sum", &["--arg", "n=400000", "--arg", "work=1500", "--arg", "sink=file"]);
