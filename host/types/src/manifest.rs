@@ -288,12 +288,12 @@ partitioning = "rebalance"
         refused("name = 1", "invalid type");
         refused("name = \"x\"\nbogus = 1", "unknown field");
         refused("name = \"x\"\n[[node]]\nuid = \"a\"\nsource = \"file-lines\"\nsink = \"stdout\"", "exactly one of");
-        refused("name = \"x\"\n[[node]]\nuid = \"a\"\nsource = \"kafka\"", "unknown source \\\"kafka\\\"");
+        refused("name = \"x\"\n[[node]]\nuid = \"a\"\nsource = \"kafka\"", "unknown source \"kafka\"");
         refused("name = \"x\"\n[[node]]\nuid = \"a\"\nsource = \"generator\"", "needs `count`");
         refused("name = \"x\"\n[[node]]\nuid = \"a\"\ncomponent = \"a.wasm\"", "no node before it");
         refused(
             "name = \"x\"\n[[node]]\nuid = \"a\"\nsource = \"generator\"\ncount = 1\n[[node]]\nuid = \"b\"\ncomponent = \"b.wasm\"\ninputs = [\"c\"]",
-            "input \\\"c\\\" is not a node before it",
+            "input \"c\" is not a node before it",
         );
         refused(
             "name = \"x\"\n[[node]]\nuid = \"a\"\nsource = \"generator\"\ncount = 1\n[[node]]\nuid = \"b\"\nsink = \"stdout\"\nkeyed = true",
