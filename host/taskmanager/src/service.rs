@@ -74,8 +74,31 @@ pub async fn serve(tm: TaskManager, data: DataPlane, jm: SocketAddr, slots: u32)
     // still missing).
     let mut waiting: HashMap<String, (Box<JobDeployment>, u32, Vec<String>)> = HashMap::new();
     let mut prepared: HashMap<String, PreparedJob> = HashMap::new();
+    // Components compile off this loop (Python's take seconds), so control messages of
+    // other jobs are not held up; each reports back here when done.
+    let (loaded_tx, mut loaded_rx) = mpsc::unbounded_channel::<Loaded>();
     let result = loop {
-        let msg = match rx.recv().await {
+        // Both receivers keep their state across a lost race: `recv` only awaits
+        // quinn's cancel-safe `read_chunk`.
+        let received = tokio::select! {
+            r = rx.recv() => r,
+            Some(loaded) = loaded_rx.recv() => {
+                let Loaded { job, hash, error } = loaded;
+                let Some((_, _, missing)) = waiting.get_mut(&job) else { continue };
+                missing.retain(|h| *h != hash);
+                if let Some(error) = error {
+                    waiting.remove(&job);
+                    let _ = out_tx.send(ToJobManager::PrepareFailed { job, error }).await;
+                } else if missing.is_empty()
+                    && let Some((deployment, me, _)) = waiting.remove(&job)
+                {
+                    let p = prepare(&tm, &deployment, me, &out_tx).await;
+                    prepared.extend(p.map(|p| (job, p)));
+                }
+                continue;
+            }
+        };
+        let msg = match received {
             Ok(Some(m)) => m,
             Ok(None) => break Err(ControlError::Protocol("the jobmanager closed the control stream".into())),
             Err(e) => break Err(e.into()),
@@ -107,27 +130,22 @@ pub async fn serve(tm: TaskManager, data: DataPlane, jm: SocketAddr, slots: u32)
                     Ok(b) => b,
                     Err(e) => break Err(e),
                 };
-                let Some((_, _, missing)) = waiting.get_mut(&job) else { continue };
-                let Some(i) = missing.iter().position(|h| *h == hash) else { continue };
-                missing.swap_remove(i);
-                tracing::info!(%job, %hash, bytes = bytes.len(), "received a component of the job");
-                let runtime = tm.runtime().clone();
-                let loaded = tokio::task::spawn_blocking(move || runtime.load(&bytes, World::Operator)).await;
-                let error = match loaded {
-                    Ok(Ok(component)) if component.hash == hash => None,
-                    Ok(Ok(component)) => Some(format!("received component {} but the job names {hash}", component.hash)),
-                    Ok(Err(e)) => Some(e.to_string()),
-                    Err(e) => Some(format!("loading panicked: {e}")),
-                };
-                if let Some(error) = error {
-                    waiting.remove(&job);
-                    let _ = out_tx.send(ToJobManager::PrepareFailed { job, error }).await;
-                } else if waiting.get(&job).is_some_and(|(_, _, missing)| missing.is_empty())
-                    && let Some((deployment, me, _)) = waiting.remove(&job)
-                {
-                    let p = prepare(&tm, &deployment, me, &out_tx).await;
-                    prepared.extend(p.map(|p| (job, p)));
+                if !waiting.get(&job).is_some_and(|(_, _, missing)| missing.contains(&hash)) {
+                    continue;
                 }
+                tracing::info!(%job, %hash, bytes = bytes.len(), "received a component of the job");
+                let (runtime, loaded_tx) = (tm.runtime().clone(), loaded_tx.clone());
+                tokio::spawn(async move {
+                    let want = hash.clone();
+                    let loaded = tokio::task::spawn_blocking(move || runtime.load(&bytes, World::Operator)).await;
+                    let error = match loaded {
+                        Ok(Ok(component)) if component.hash == want => None,
+                        Ok(Ok(component)) => Some(format!("received component {} but the job names {want}", component.hash)),
+                        Ok(Err(e)) => Some(e.to_string()),
+                        Err(e) => Some(format!("loading panicked: {e}")),
+                    };
+                    let _ = loaded_tx.send(Loaded { job, hash, error });
+                });
             }
             FromJobManager::Start { job } => {
                 if let Some(p) = prepared.remove(&job) {
@@ -163,6 +181,13 @@ pub async fn serve(tm: TaskManager, data: DataPlane, jm: SocketAddr, slots: u32)
         tm.cancel(&job);
     }
     result.map_err(Into::into)
+}
+
+/// A received component, loaded (compiled or from the cache) or refused.
+struct Loaded {
+    job: String,
+    hash: String,
+    error: Option<String>,
 }
 
 /// Prepares this TaskManager's share of `d`, whose components are all loaded here.
