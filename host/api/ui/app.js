@@ -437,8 +437,12 @@ function jobView(root, id) {
     $('#f-parallelism', root).textContent = String(j.spec?.parallelism ?? 1);
     $('#f-restarts', root).textContent = String(restarts(j));
     $('#f-checkpoint', root).textContent = st.lastCheckpoint != null ? '#' + st.lastCheckpoint : '–';
-    $('#f-artifact', root).textContent = (j.spec?.artifact || '').slice(0, 16) + '…';
-    $('#f-artifact', root).title = j.spec?.artifact || '';
+    // A job is one component (artifact) or a manifest naming one component per operator.
+    const spec = j.spec || {};
+    const parts = Object.entries(spec.components || {});
+    $('#f-artifact', root).textContent = spec.artifact ? spec.artifact.slice(0, 16) + '…'
+      : spec.manifest ? `manifest, ${parts.length} component${parts.length === 1 ? '' : 's'}` : '–';
+    $('#f-artifact', root).title = spec.artifact || parts.map(([name, id]) => `${name}: ${id}`).join('\n');
     $('#cancel-job', root).disabled = TERMINAL.has(st.state) || st.state === 'TERMINATING';
     const fail = $('#job-failure', root);
     if (st.failure && !fail) {
