@@ -465,7 +465,7 @@ fn inspect(a: InspectArgs) -> Result<()> {
     if let JobSource::Manifest { .. } = source {
         for (node, op) in plan.nodes.iter().zip(&code.operators) {
             if let Some(op) = op {
-                println!("operator {:?}: operator {} of component {}", node.uid, op.op, code.components[op.component as usize]);
+                println!("operator {:?}: operator {} of component {}", node.uid, op.op, code.hash(op.component).unwrap_or("?"));
             }
         }
     }

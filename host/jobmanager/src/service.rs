@@ -1046,11 +1046,12 @@ fn from_taskmanager(shared: &Shared, conn: &Connection, id: u64, msg: ToJobManag
         ToJobManager::NeedComponents { job, hashes } => shared.with_job(&job, |j, orders| {
             let Some(o) = orders.get(&id) else { return };
             for hash in hashes {
-                let Some(i) = j.deployment.code.components.iter().position(|h| *h == hash) else {
-                    tracing::warn!(%job, taskmanager = id, %hash, "a taskmanager asked for a component the job does not have");
+                // An ended job has dropped its components' bytes.
+                let position = j.deployment.code.components.iter().position(|h| *h == hash);
+                let Some(bytes) = position.and_then(|i| j.components.get(i)).cloned() else {
+                    tracing::warn!(%job, taskmanager = id, %hash, "a taskmanager asked for a component the job does not have (any more)");
                     continue;
                 };
-                let bytes = j.components[i].clone();
                 tracing::info!(%job, taskmanager = id, %hash, bytes = bytes.len(), "shipping a component");
                 let _ = o.send(Order::Component { job: job.clone(), hash, bytes });
             }
