@@ -125,9 +125,17 @@ pub struct FileLines {
     more: VecDeque<(u64, u64)>,
     line: Vec<u8>,
     scratch: Vec<u8>,
+    /// Values are the lines' bytes as they are, not postcard strings.
+    raw: bool,
 }
 
 impl FileLines {
+    /// Emits each line's UTF-8 bytes as they are instead of as a postcard string.
+    pub fn raw(mut self, raw: bool) -> Self {
+        self.raw = raw;
+        self
+    }
+
     /// Subtask `subtask` of `parallelism` of the lines of `path`.
     pub fn open(path: PathBuf, subtask: u32, parallelism: u32) -> Result<Self, TaskError> {
         let io = |e: std::io::Error| TaskError::Source(format!("{}: {e}", path.display()));
@@ -149,7 +157,16 @@ impl FileLines {
             }
             file.seek(SeekFrom::Start(pos)).map_err(io)?;
         }
-        Ok(Self { reader: BufReader::with_capacity(256 * 1024, file), path, pos, end, more: VecDeque::new(), line: Vec::new(), scratch: Vec::new() })
+        Ok(Self {
+            reader: BufReader::with_capacity(256 * 1024, file),
+            path,
+            pos,
+            end,
+            more: VecDeque::new(),
+            line: Vec::new(),
+            scratch: Vec::new(),
+            raw: false,
+        })
     }
 
     /// Lines of `path` resuming the given splits (other kinds are refused).
@@ -165,7 +182,7 @@ impl FileLines {
         let io = |e: std::io::Error| TaskError::Source(format!("{}: {e}", path.display()));
         let mut file = File::open(&path).map_err(io)?;
         file.seek(SeekFrom::Start(pos)).map_err(io)?;
-        Ok(Self { reader: BufReader::with_capacity(256 * 1024, file), path, pos, end, more, line: Vec::new(), scratch: Vec::new() })
+        Ok(Self { reader: BufReader::with_capacity(256 * 1024, file), path, pos, end, more, line: Vec::new(), scratch: Vec::new(), raw: false })
     }
 }
 
@@ -193,10 +210,14 @@ impl Source for FileLines {
             if std::str::from_utf8(text).is_err() {
                 return Err(TaskError::Source(format!("{}: the line at byte {line_start} is not valid UTF-8", self.path.display())));
             }
-            self.scratch.clear();
-            push_varint(&mut self.scratch, text.len() as u64);
-            self.scratch.extend_from_slice(text);
-            push_record(out, 0, &[], &self.scratch);
+            if self.raw {
+                push_record(out, 0, &[], text);
+            } else {
+                self.scratch.clear();
+                push_varint(&mut self.scratch, text.len() as u64);
+                self.scratch.extend_from_slice(text);
+                push_record(out, 0, &[], &self.scratch);
+            }
             count += 1;
         }
         Ok(Some(count))

@@ -361,9 +361,15 @@ fn open_source(kind: &SourceKind, subtask: u32, parallelism: u32, resume: Option
     Ok(match (kind, resume) {
         (SourceKind::Generator { .. }, Some(splits)) => Box::new(Generator::resume(&splits)?),
         (SourceKind::Generator { start, count }, None) => Box::new(Generator::new(*start, *count, subtask, parallelism)),
-        (SourceKind::FileLines(Some(path)), Some(splits)) => Box::new(FileLines::resume(path.into(), &splits)?),
-        (SourceKind::FileLines(Some(path)), None) => Box::new(FileLines::open(path.into(), subtask, parallelism)?),
-        (SourceKind::FileLines(None), _) => return Err(TaskError::Source("a file source has no path".into())),
+        (SourceKind::FileLines(Some(path)) | SourceKind::TextLines(Some(path)), resume) => {
+            let raw = matches!(kind, SourceKind::TextLines(_));
+            let lines = match resume {
+                Some(splits) => FileLines::resume(path.into(), &splits)?,
+                None => FileLines::open(path.into(), subtask, parallelism)?,
+            };
+            Box::new(lines.raw(raw))
+        }
+        (SourceKind::FileLines(None) | SourceKind::TextLines(None), _) => return Err(TaskError::Source("a file source has no path".into())),
     })
 }
 

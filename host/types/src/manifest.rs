@@ -8,7 +8,8 @@
 //!
 //! [[node]]
 //! uid = "orders"
-//! source = "file-lines"          # or "generator" with start = 0, count = 1000
+//! source = "file-lines"          # or "text-lines" (raw UTF-8 values), or
+//!                                # "generator" with start = 0, count = 1000
 //!
 //! [[node]]
 //! uid = "parse"
@@ -75,7 +76,8 @@ pub struct ManifestNode {
     pub uid: String,
     /// Display name (default: the uid).
     pub name: Option<String>,
-    /// A host source: `file-lines` or `generator`.
+    /// A host source: `file-lines` (values are postcard strings, as the Rust SDK
+    /// reads them), `text-lines` (values are the lines' UTF-8 bytes) or `generator`.
     pub source: Option<String>,
     /// An operator: the component file that implements it.
     pub component: Option<String>,
@@ -187,13 +189,14 @@ impl Manifest {
 fn source_kind(n: &ManifestNode, source: &str) -> Result<SourceKind, String> {
     match source {
         "file-lines" if n.start.is_none() && n.count.is_none() => Ok(SourceKind::FileLines(n.path.clone())),
+        "text-lines" if n.start.is_none() && n.count.is_none() => Ok(SourceKind::TextLines(n.path.clone())),
         "generator" if n.path.is_none() => {
             let count = n.count.ok_or("a generator needs `count`")?;
             Ok(SourceKind::Generator { start: n.start.unwrap_or(0), count })
         }
-        "file-lines" => Err("`start` and `count` belong to generators".into()),
+        "file-lines" | "text-lines" => Err("`start` and `count` belong to generators".into()),
         "generator" => Err("`path` belongs to file sources and sinks".into()),
-        other => Err(format!("unknown source {other:?} (file-lines, generator)")),
+        other => Err(format!("unknown source {other:?} (file-lines, text-lines, generator)")),
     }
 }
 

@@ -32,8 +32,12 @@ pub enum Partitioning {
 /// Host-run sources.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SourceKind {
-    /// Lines of a text file; `None` until bound at submission.
+    /// Lines of a text file, each value a postcard string (what the Rust SDK reads);
+    /// `None` until bound at submission.
     FileLines(Option<String>),
+    /// Lines of a text file, each value the line's UTF-8 bytes as they are (what
+    /// operators in other languages read most easily); `None` until bound.
+    TextLines(Option<String>),
     /// Sequence numbers `start..start+count`.
     Generator {
         /// First number.
@@ -270,7 +274,7 @@ impl JobPlan {
         let mut used_input = false;
         for n in &mut self.nodes {
             match &mut n.kind {
-                NodeKind::Source(SourceKind::FileLines(path @ None)) => {
+                NodeKind::Source(SourceKind::FileLines(path @ None) | SourceKind::TextLines(path @ None)) => {
                     used_input = true;
                     match input {
                         Some(p) => *path = Some(p.to_string()),
@@ -298,6 +302,7 @@ impl JobPlan {
         for (i, n) in self.nodes.iter().enumerate() {
             let kind = match &n.kind {
                 NodeKind::Source(SourceKind::FileLines(p)) => format!("source file-lines {}", p.as_deref().unwrap_or("<--input>")),
+                NodeKind::Source(SourceKind::TextLines(p)) => format!("source text-lines {}", p.as_deref().unwrap_or("<--input>")),
                 NodeKind::Source(SourceKind::Generator { start, count }) => format!("source generator {start}..{}", start.saturating_add(*count)),
                 NodeKind::Operator { keyed: true } => "operator (keyed)".into(),
                 NodeKind::Operator { keyed: false } => "operator".into(),
