@@ -261,7 +261,7 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
                             .get(step.component as usize)
                             .ok_or_else(|| TaskError::Internal(format!("operator {:?} names a missing component", step.name)))?;
                         let mut instance = Instance::new(runtime, component, &label)?;
-                        if instance.has_plan() {
+                        if component.has_plan() {
                             // Rebuild the guest's operator registry: `plan` is deterministic.
                             instance.plan(&args, runtime.limits().plan_fuel).map_err(fail("plan"))?;
                         }

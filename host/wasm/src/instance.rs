@@ -197,11 +197,6 @@ impl Instance {
         self.store.data_mut().state = Some(state);
     }
 
-    /// True if the component exports a plan.
-    pub fn has_plan(&self) -> bool {
-        self.exports.job.is_some()
-    }
-
     /// Calls the component's `plan` with the small plan fuel budget.
     pub fn plan(&mut self, args: &[(String, String)], fuel: u64) -> Result<JobPlan, OperatorFailure> {
         let r = self.guarded(fuel, None, |e, store| match &e.job {
