@@ -582,6 +582,11 @@ impl Shared {
         let mut state = lock(&self.state);
         for (record, components) in found {
             let d = record.deployment;
+            if state.ended.iter().any(|e| e.info.id == d.job) {
+                // Killed between writing its history and forgetting its running record.
+                self.unpersist(&d.job);
+                continue;
+            }
             let store = d.checkpoints.as_ref().and_then(|c| DirStorage::new(&c.dir).ok()).map(|s| Arc::new(JobCheckpoints::new(Arc::new(s), &d.job)));
             tracing::info!(job = %d.job, attempt = d.attempt, "resuming a job of the previous jobmanager");
             state.jobs.push(Job {
@@ -717,7 +722,10 @@ impl Shared {
         drop(registry);
         let mut forgotten = Vec::new();
         for e in retired {
+            // History first, then forget the running record: a JobManager killed in
+            // between finds the job in one of the two, never in neither.
             self.persist_history(&e);
+            self.unpersist(&e.info.id);
             state.ended.push_back(e);
             if state.ended.len() > HISTORY
                 && let Some(old) = state.ended.pop_front()
@@ -734,7 +742,8 @@ impl Shared {
         }
     }
 
-    /// Writes an ended job's record, off the caller's thread.
+    /// Writes an ended job's record before it is reported ended (a small file, once
+    /// per job).
     fn persist_history(&self, e: &EndedJob) {
         let Some(storage) = self.storage() else { return };
         let id = e.info.id.clone();
@@ -742,11 +751,9 @@ impl Shared {
             Ok(r) => r,
             Err(err) => return tracing::error!(job = %id, "cannot encode the job's history record: {err}"),
         };
-        tokio::task::spawn_blocking(move || {
-            if let Err(err) = storage.write(&format!("{HISTORY_DIR}/{id}"), &record) {
-                tracing::error!(job = %id, "cannot persist the job's history record: {err}");
-            }
-        });
+        if let Err(err) = storage.write(&format!("{HISTORY_DIR}/{id}"), &record) {
+            tracing::error!(job = %id, "cannot persist the job's history record: {err}");
+        }
     }
 
     /// An attempt's subtasks all ended: give back its slots, then restart or finish.
@@ -776,7 +783,6 @@ impl Shared {
 
     fn finish(&self, j: &mut Job) {
         j.done = true;
-        self.unpersist(j.tracker.id());
         for r in j.savepoints.drain(..) {
             let _ = r.reply.send(Err("the job ended before the savepoint was taken".into()));
         }
