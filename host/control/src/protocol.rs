@@ -101,6 +101,8 @@ pub enum FromJobManager {
         job: String,
         /// Checkpoint id.
         id: u64,
+        /// A stop-with-savepoint: sources emit nothing after this barrier.
+        stop: bool,
     },
     /// TaskManager: checkpoint `id` of a job run is complete.
     CheckpointComplete {

@@ -23,6 +23,8 @@ struct Pending {
     id: u64,
     started: Instant,
     acks: BTreeMap<(u32, u32), TaskMeta>,
+    /// The checkpoint of a stop-with-savepoint: the last one of this run.
+    last: bool,
 }
 
 /// Triggers and completes the checkpoints of one job run, one at a time.
@@ -35,6 +37,11 @@ pub struct Coordinator {
     expected: usize,
     /// A checkpoint was asked for out of schedule (a savepoint).
     forced: bool,
+    /// A stop-with-savepoint was asked for: the next checkpoint is the run's last.
+    stopping: bool,
+    /// The stop's checkpoint completed. None may follow: its completion would commit
+    /// sink output past the savepoint, which the run resumed from it then writes again.
+    halted: bool,
 }
 
 impl Coordinator {
@@ -43,7 +50,7 @@ impl Coordinator {
     pub fn new(interval: Duration, first_id: u64, expected: usize, now: Instant) -> Self {
         // A checkpoint slower than several intervals is stuck (a dead peer, a full disk).
         let timeout = (interval * 10).max(Duration::from_secs(10));
-        Self { interval, timeout, next_id: first_id, next_at: now + interval, pending: None, expected, forced: false }
+        Self { interval, timeout, next_id: first_id, next_at: now + interval, pending: None, expected, forced: false, stopping: false, halted: false }
     }
 
     /// The id the next checkpoint will get.
@@ -52,14 +59,22 @@ impl Coordinator {
     }
 
     /// Asks for a checkpoint as soon as none is in flight; the smallest id it may get.
-    pub fn force(&mut self) -> u64 {
+    /// With `stop`, that checkpoint is the last this run triggers once it completes (a
+    /// failed one is retried).
+    pub fn force(&mut self, stop: bool) -> u64 {
         self.forced = true;
+        self.stopping |= stop;
         self.next_id
+    }
+
+    /// Whether the checkpoint in flight, or the next, is a stop-with-savepoint's.
+    pub fn stopping(&self) -> bool {
+        self.stopping
     }
 
     /// Starts a checkpoint if one is due and none is in flight; its id.
     pub fn due(&mut self, now: Instant) -> Option<u64> {
-        if self.pending.is_some() || (now < self.next_at && !self.forced) {
+        if self.halted || self.pending.is_some() || (now < self.next_at && !self.forced) {
             return None;
         }
         self.forced = false;
@@ -67,7 +82,7 @@ impl Coordinator {
         self.next_at = now + self.interval;
         let id = self.next_id;
         self.next_id += 1;
-        self.pending = Some(Pending { id, started: now, acks: BTreeMap::new() });
+        self.pending = Some(Pending { id, started: now, acks: BTreeMap::new(), last: self.stopping });
         Some(id)
     }
 
@@ -83,7 +98,8 @@ impl Coordinator {
     }
 
     fn abandon(&mut self, now: Instant) {
-        self.pending = None;
+        // A stop's checkpoint that failed is tried again at once: the user waits for it.
+        self.forced |= self.pending.take().is_some_and(|p| p.last);
         self.next_at = now + self.interval;
     }
 
@@ -102,6 +118,7 @@ impl Coordinator {
             return AckOutcome::Waiting;
         }
         let Some(p) = self.pending.take() else { return AckOutcome::Waiting };
+        self.halted = p.last;
         let mut acks = p.acks;
         let vertices = d
             .graph
@@ -166,5 +183,23 @@ mod tests {
         assert_eq!(c.due(ms(504)), Some(7));
         assert_eq!(c.expire(ms(504 + 10_001)), Some(7));
         assert_eq!(c.next_id(), 8);
+    }
+
+    #[test]
+    fn a_stop_with_savepoint_checkpoint_is_the_last_one_triggered_and_is_retried_when_it_fails() {
+        let d = deployment();
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut c = Coordinator::new(Duration::from_millis(100), 1, 1, t0);
+        assert_eq!(c.due(ms(100)), Some(1));
+        assert_eq!(c.force(true), 2, "the stop's checkpoint comes after the one in flight");
+        assert_eq!(c.due(ms(110)), None, "one in flight");
+        assert!(matches!(c.ack(&d, 1, 0, Ok(meta(0)), ms(120)), AckOutcome::Complete(_)));
+        assert_eq!(c.due(ms(121)), Some(2), "forced: no waiting for the interval");
+        assert!(matches!(c.ack(&d, 2, 0, Err("disk full".into()), ms(122)), AckOutcome::Failed(2, _)));
+        assert_eq!(c.due(ms(123)), Some(3), "a failed stop is retried at once");
+        assert!(matches!(c.ack(&d, 3, 0, Ok(meta(0)), ms(124)), AckOutcome::Complete(_)));
+        assert_eq!(c.due(ms(10_000)), None, "nothing after the stop's checkpoint");
+        assert_eq!(c.expire(ms(100_000)), None);
     }
 }

@@ -339,7 +339,7 @@ impl JobHandle {
                     tracing::warn!(job = %run, checkpoint = id, "checkpoint abandoned: not all subtasks acknowledged in time");
                 }
                 if let Some(id) = c.due(now) {
-                    self.tm.trigger_checkpoint(&run, id);
+                    self.tm.trigger_checkpoint(&run, id, false);
                 }
             }
         }

@@ -825,13 +825,14 @@ impl Shared {
                 let Some(c) = j.coordinator.as_mut() else { continue };
                 let expired = c.expire(now);
                 let due = c.due(now);
+                let stop = c.stopping();
                 if let Some(id) = expired {
                     j.event(EventLevel::Warn, format!("checkpoint {id} abandoned: not all subtasks acknowledged in time"));
                     j.checkpoint_event(id, CheckpointStatus::Failed, None, Some("not all subtasks acknowledged in time".into()));
                 }
                 if let Some(id) = due {
                     let run = j.run.clone();
-                    j.send(orders, || FromJobManager::TriggerCheckpoint { job: run.clone(), id });
+                    j.send(orders, || FromJobManager::TriggerCheckpoint { job: run.clone(), id, stop });
                     j.checkpoint_event(id, CheckpointStatus::InProgress, None, None);
                 }
             }
@@ -964,7 +965,7 @@ impl Shared {
         };
         match j.coordinator.as_mut() {
             Some(c) if j.restart_at.is_none() => {
-                let from = c.force();
+                let from = c.force(stop);
                 j.savepoints.push(SavepointRequest { from, dir, stop, reply });
             }
             _ => {

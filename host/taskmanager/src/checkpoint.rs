@@ -33,6 +33,8 @@ pub struct JobCheckpointing {
     run: String,
     /// Newest checkpoint whose barriers sources should inject.
     pub requested: Arc<AtomicU64>,
+    /// The checkpoint of a stop-with-savepoint, 0 if none: sources suspend after it.
+    pub stop_at: Arc<AtomicU64>,
     /// Newest checkpoint the JobManager declared complete.
     pub completed: Arc<AtomicU64>,
     store: Option<Arc<JobCheckpoints>>,
@@ -50,13 +52,13 @@ impl JobCheckpointing {
             None => None,
         };
         // A restored job continues the checkpoint ids of the run it restores.
-        Ok(Self { run: d.run_id(), requested: Arc::default(), completed: Arc::default(), store, acks })
+        Ok(Self { run: d.run_id(), requested: Arc::default(), stop_at: Arc::default(), completed: Arc::default(), store, acks })
     }
 
     /// The hooks of one subtask.
     pub fn task(&self, vertex: u32, subtask: u32, key_groups: Range<u32>) -> Checkpointing {
         let Some(store) = self.store.clone() else {
-            return Checkpointing { requested: self.requested.clone(), on_snapshot: Arc::new(|_| {}) };
+            return Checkpointing { requested: self.requested.clone(), stop_at: self.stop_at.clone(), on_snapshot: Arc::new(|_| {}) };
         };
         let chain = Arc::new(Mutex::new(Chain::default()));
         let (completed, acks, run) = (self.completed.clone(), self.acks.clone(), self.run.clone());
@@ -77,7 +79,7 @@ impl JobCheckpointing {
                 tracing::warn!(vertex, subtask, "cannot start a snapshot writer: {e}");
             }
         };
-        Checkpointing { requested: self.requested.clone(), on_snapshot: Arc::new(on_snapshot) }
+        Checkpointing { requested: self.requested.clone(), stop_at: self.stop_at.clone(), on_snapshot: Arc::new(on_snapshot) }
     }
 }
 

@@ -106,13 +106,17 @@ pub struct Checkpointing {
     /// The newest checkpoint whose barrier sources should inject (shared by the job's
     /// subtasks on one TaskManager).
     pub requested: Arc<AtomicU64>,
+    /// The checkpoint of a stop-with-savepoint (0: none). A source emits nothing after
+    /// its barrier, so nothing past the savepoint reaches a sink, not even the final
+    /// commit of an input that ends before the cancel arrives.
+    pub stop_at: Arc<AtomicU64>,
     /// Hears of every snapshot this subtask takes.
     pub on_snapshot: Arc<dyn Fn(TaskSnapshot) + Send + Sync>,
 }
 
 impl Default for Checkpointing {
     fn default() -> Self {
-        Self { requested: Arc::default(), on_snapshot: Arc::new(|_| {}) }
+        Self { requested: Arc::default(), stop_at: Arc::default(), on_snapshot: Arc::new(|_| {}) }
     }
 }
 
@@ -292,6 +296,12 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
                     last = requested;
                     p.barrier(requested, Some(src.splits()))?;
                 }
+                let stop_at = checkpointing.stop_at.load(Ordering::Acquire);
+                if stop_at != 0 && last >= stop_at {
+                    // Suspended until cancelled; still passes the barrier of a retried stop.
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    continue;
+                }
                 let Some(n) = src.next_batch(&mut buf)? else { break };
                 p.deliver(&buf, n)?;
                 buf.clear();
@@ -359,6 +369,7 @@ mod tests {
         let requested = Arc::new(AtomicU64::new(0));
         let checkpointing = Checkpointing {
             requested: requested.clone(),
+            stop_at: Arc::default(),
             on_snapshot: Arc::new(move |snapshot| {
                 // The fastest possible completion: commit right away.
                 let done = commits.commit(snapshot.checkpoint).is_ok() && out.join("part-0-1-a0").exists();
@@ -382,6 +393,55 @@ mod tests {
             checkpointing,
         })?;
         assert!(committed_at_snapshot.load(Ordering::SeqCst), "checkpoint 1's epoch was committed by its completion");
+        Ok(())
+    }
+
+    /// Stop-with-savepoint: after the stop's barrier a source emits nothing more, so an
+    /// input that would end before the cancel arrives commits nothing past the savepoint.
+    #[test]
+    fn a_source_suspends_after_the_barrier_of_a_stop_until_cancelled() -> Result<(), TaskError> {
+        let dir = tempfile::tempdir().map_err(|e| TaskError::Sink(e.to_string()))?;
+        let commits = Arc::new(Commits::default());
+        let sink = Sink::Transactional(Box::new(Transactional::open(dir.path().into(), 0, 0, 0, commits.clone())?));
+        let requested = Arc::new(AtomicU64::new(0));
+        let cancel = Cancel::default();
+        let canceller = cancel.clone();
+        let checkpointing = Checkpointing {
+            requested: requested.clone(),
+            stop_at: Arc::new(AtomicU64::new(1)),
+            on_snapshot: Arc::new(move |snapshot| {
+                let _ = commits.commit(snapshot.checkpoint);
+                let canceller = canceller.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                    canceller.cancel();
+                });
+            }),
+        };
+        let outcome = run_task(TaskDeployment {
+            label: "sink (1/1)".into(),
+            subtask: 0,
+            parallelism: 1,
+            max_parallelism: 128,
+            head: Head::Source(Box::new(TwoBatches { left: 2, requested })),
+            operators: vec![],
+            tail: Tail::Sink(sink),
+            wasm: None,
+            args: vec![],
+            state: None,
+            cache_bytes: 0,
+            cancel,
+            counters: Arc::default(),
+            checkpointing,
+        });
+        assert!(matches!(outcome, Err(TaskError::Cancelled)), "the source waited for the cancel: {outcome:?}");
+        let mut committed = 0;
+        for e in std::fs::read_dir(dir.path()).map_err(|e| TaskError::Sink(e.to_string()))?.flatten() {
+            if e.file_name().to_string_lossy().starts_with("part-") {
+                committed += std::fs::read_to_string(e.path()).map_err(|e| TaskError::Sink(e.to_string()))?.lines().count();
+            }
+        }
+        assert_eq!(committed, 1, "only the record before the stop's barrier is committed");
         Ok(())
     }
 }

@@ -155,7 +155,7 @@ pub async fn serve(tm: TaskManager, data: DataPlane, jm: SocketAddr, slots: u32)
                     }
                 }
             }
-            FromJobManager::TriggerCheckpoint { job, id } => tm.trigger_checkpoint(&job, id),
+            FromJobManager::TriggerCheckpoint { job, id, stop } => tm.trigger_checkpoint(&job, id, stop),
             FromJobManager::CheckpointComplete { job, id } => tm.checkpoint_completed(&job, id),
             FromJobManager::Cancel { job } => {
                 waiting.remove(&job);

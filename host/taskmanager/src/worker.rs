@@ -226,8 +226,12 @@ impl TaskManager {
     }
 
     /// Asks the sources of job run `job` to inject the barrier of checkpoint `id`.
-    pub fn trigger_checkpoint(&self, job: &str, id: u64) {
+    pub fn trigger_checkpoint(&self, job: &str, id: u64, stop: bool) {
         if let Some(j) = self.lock_jobs().get(job) {
+            // Before the request: a source that sees the request must see the stop.
+            if stop {
+                j.checkpoints.stop_at.store(id, Ordering::Release);
+            }
             j.checkpoints.requested.fetch_max(id, Ordering::AcqRel);
         }
     }
