@@ -43,11 +43,13 @@ fn line_of(view: &str, name: &str) -> String {
     view.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_default().to_string()
 }
 
+/// Generous: CI machines run several clusters at once on two cores.
+const WAIT: Duration = Duration::from_secs(120);
+
 /// Polls `f` until it holds, failing after a generous deadline (never a fixed sleep).
 pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + WAIT;
     while !f() {
-        // Generous: CI machines run several clusters at once on two cores.
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -55,7 +57,7 @@ pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 
 /// A JobManager and TaskManagers as real processes on loopback, each logging at info
 /// level into its own file, each TaskManager with its own (initially empty)
-/// compiled-component cache and state directory.
+/// compiled-component cache (unless started warm) and state directory.
 pub struct TestCluster {
     /// Holds credentials, logs, caches and state; removed at the end.
     pub dir: tempfile::TempDir,
@@ -73,6 +75,8 @@ pub struct TestCluster {
     names: Vec<String>,
     /// Extra JobManager arguments, for restarts.
     jobmanager_args: Vec<String>,
+    /// The compiled-component cache every TaskManager shares, if not one each.
+    shared_cache: Option<PathBuf>,
 }
 
 impl TestCluster {
@@ -85,6 +89,18 @@ impl TestCluster {
     /// As [`Self::start`], with extra JobManager arguments; `{dir}` in them stands for
     /// the cluster's directory.
     pub fn start_with(taskmanagers: &[(&str, u32)], jobmanager_args: &[&str]) -> Self {
+        Self::launch(taskmanagers, jobmanager_args, None)
+    }
+
+    /// Like [`Self::start_with`], but the TaskManagers share the tests' warm
+    /// compiled-component cache: for tests about running jobs, not about shipping and
+    /// compiling them (a cold Python component takes a minute to compile on a loaded CI
+    /// machine).
+    pub fn start_warm(taskmanagers: &[(&str, u32)], jobmanager_args: &[&str]) -> Self {
+        Self::launch(taskmanagers, jobmanager_args, Some(crate::support::target_dir().join("weir-test-cache")))
+    }
+
+    fn launch(taskmanagers: &[(&str, u32)], jobmanager_args: &[&str], shared_cache: Option<PathBuf>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let creds = dir.path().join("cluster");
         let o = run_weir(["cluster-init".as_ref(), creds.as_os_str(), "--taskmanagers".as_ref(), "3".as_ref()]);
@@ -92,7 +108,8 @@ impl TestCluster {
         let jobmanager_args: Vec<String> = jobmanager_args.iter().map(|a| a.replace("{dir}", &dir.path().display().to_string())).collect();
         let (jm, addr, rest) = spawn_jobmanager(dir.path(), &creds, "127.0.0.1:0", "127.0.0.1:0", &jobmanager_args);
         let token = std::fs::read_to_string(creds.join("api-token")).expect("api token").trim().to_string();
-        let mut cluster = Self { dir, creds, jm: addr, rest, token, procs: Processes(vec![jm]), names: vec!["jobmanager".into()], jobmanager_args };
+        let mut cluster =
+            Self { dir, creds, jm: addr, rest, token, procs: Processes(vec![jm]), names: vec!["jobmanager".into()], jobmanager_args, shared_cache };
         for (name, slots) in taskmanagers {
             cluster.start_taskmanager(name, *slots);
         }
@@ -108,7 +125,7 @@ impl TestCluster {
             .arg(self.dir.path().join(format!("state-{name}")))
             .args(identity(&self.creds, name))
             .env("WEIR_LOG", "info")
-            .env("WEIR_CACHE_DIR", self.dir.path().join(format!("cache-{name}")))
+            .env("WEIR_CACHE_DIR", self.shared_cache.clone().unwrap_or_else(|| self.dir.path().join(format!("cache-{name}"))))
             .stdout(Stdio::null())
             .stderr(log_file(self.dir.path(), name))
             .spawn()
@@ -154,6 +171,18 @@ impl TestCluster {
     /// What process `name` (`jobmanager`, `taskmanager-1`, ...) logged so far.
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// [`wait_until`], failing with every process's log (a stuck cluster explains itself).
+    pub fn wait_until(&self, what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !f() {
+            if Instant::now() >= deadline {
+                let logs: Vec<String> = self.names.iter().map(|n| format!("--- {n}.log\n{}", self.log(n))).collect();
+                panic!("timed out waiting for {what}\n{}", logs.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Process ids: JobManager first.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::Path;
 
-use crate::cluster::{TestCluster, wait_until};
+use crate::cluster::TestCluster;
 use crate::support::{example, polyglot, run_weir, splitmix64, stderr, weir};
 
 const COUNTRIES: &[&str] = &["US", "ca", " DE", "fr ", "GB", "nl", "ES", "IT", "JP", "cn", "IN", "SG", "KR", "MX", "BR", "za"];
@@ -145,7 +145,7 @@ fn four_languages_in_one_job_on_two_taskmanagers() {
 
 #[test]
 fn the_polyglot_job_is_exact_after_a_taskmanager_is_killed() {
-    let mut cluster = TestCluster::start_with(&[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let mut cluster = TestCluster::start_warm(&[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
     let input = orders(1_500_000);
     let path = cluster.dir.path().join("orders.csv");
     std::fs::write(&path, &input).expect("write input");
@@ -158,14 +158,14 @@ fn the_polyglot_job_is_exact_after_a_taskmanager_is_killed() {
     assert!(o.status.success(), "{}", stderr(&o));
     let job = String::from_utf8_lossy(&o.stdout).split_whitespace().nth(1).expect("job id").to_string();
     let line = |cluster: &TestCluster| cluster.status().lines().find(|l| l.starts_with(&format!("job {job} "))).unwrap_or_default().to_string();
-    wait_until("a completed checkpoint while running", || {
+    cluster.wait_until("a completed checkpoint while running", || {
         let l = line(&cluster);
-        assert!(!l.contains(" FINISHED ") && !l.contains(" FAILED "), "the job must outlive the crash: {l}");
+        assert!(!l.contains(" FINISHED ") && !l.contains(" FAILED "), "the job must outlive the crash: {l}\n{}", cluster.log("jobmanager"));
         l.contains(" RUNNING ") && !l.contains("checkpoint=none")
     });
     cluster.kill("taskmanager-2");
     cluster.start_taskmanager("taskmanager-2", 2);
-    wait_until("the job to finish", || {
+    cluster.wait_until("the job to finish", || {
         let l = line(&cluster);
         assert!(!l.contains(" FAILED "), "{l}\n{}", cluster.log("jobmanager"));
         l.contains(" FINISHED ")

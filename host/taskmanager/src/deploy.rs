@@ -286,7 +286,10 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
     match head {
         Head::Source(mut src) => {
             let mut buf = Vec::with_capacity(exchange::BATCH_BYTES * 2);
-            let mut last = checkpointing.requested.load(Ordering::Acquire);
+            // A checkpoint already requested while this subtask was being set up (a
+            // Python component takes a while to instantiate) still gets its barrier,
+            // ahead of every record: its peers injected it, and downstream aligns on it.
+            let mut last = 0;
             loop {
                 if cancel.is_cancelled() {
                     return Err(TaskError::Cancelled);
@@ -333,6 +336,7 @@ mod tests {
     use super::*;
     use crate::sink::{Commits, Transactional};
     use crate::source::{Source, Split};
+    use std::sync::{Mutex, PoisonError};
 
     /// Two batches of one record; asks for checkpoint 1 while giving the first.
     struct TwoBatches {
@@ -442,6 +446,39 @@ mod tests {
             }
         }
         assert_eq!(committed, 1, "only the record before the stop's barrier is committed");
+        Ok(())
+    }
+
+    /// A subtask set up after its TaskManager heard of a checkpoint still injects that
+    /// checkpoint's barrier: without it, downstream subtasks aligning on it hold back
+    /// the subtask's peers until the checkpoint times out.
+    #[test]
+    fn a_source_started_after_a_checkpoint_was_requested_injects_its_barrier() -> Result<(), TaskError> {
+        let requested = Arc::new(AtomicU64::new(1));
+        let snapshots = Arc::new(Mutex::new(Vec::new()));
+        let seen = snapshots.clone();
+        let checkpointing = Checkpointing {
+            requested: requested.clone(),
+            stop_at: Arc::default(),
+            on_snapshot: Arc::new(move |s: TaskSnapshot| seen.lock().unwrap_or_else(PoisonError::into_inner).push(s.checkpoint)),
+        };
+        run_task(TaskDeployment {
+            label: "source (1/1)".into(),
+            subtask: 0,
+            parallelism: 1,
+            max_parallelism: 128,
+            head: Head::Source(Box::new(TwoBatches { left: 2, requested })),
+            operators: vec![],
+            tail: Tail::Sink(Sink::Discard),
+            wasm: None,
+            args: vec![],
+            state: None,
+            cache_bytes: 0,
+            cancel: Cancel::default(),
+            counters: Arc::default(),
+            checkpointing,
+        })?;
+        assert_eq!(*snapshots.lock().unwrap_or_else(PoisonError::into_inner), vec![1]);
         Ok(())
     }
 }
