@@ -186,6 +186,32 @@ fn a_savepoint_at_parallelism_2_resumes_at_3_exactly_once() {
     assert_exactly_once(&merged, n);
 }
 
+/// A stop-with-savepoint suspends the sources after its barrier; when the savepoint
+/// cannot be written the caller hears why and the job goes on to finish, exactly once.
+#[test]
+fn a_stop_whose_savepoint_cannot_be_written_leaves_the_job_running() {
+    let cluster = TestCluster::start_with(&[("taskmanager-1", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let n: u64 = 1_500_000;
+    let output = cluster.dir.path().join("out");
+    let job = submit_keyed_sum(&cluster, n, 4000, &output, "none");
+    wait_until("a checkpoint while running", || {
+        let line = job_line(&cluster.status(), &job);
+        assert!(!line.contains(" FINISHED ") && !line.contains(" FAILED "), "the job must still run for its savepoint: {line}");
+        line.contains(" RUNNING ") && !line.contains("checkpoint=none")
+    });
+    // A directory inside a file: the checkpoint completes, writing the copy fails.
+    let unwritable = cluster.dir.path().join("cluster").join("api-token").join("savepoint");
+    let o = cluster.client(&[OsStr::new("savepoint"), OsStr::new(&job), OsStr::new("--dir"), unwritable.as_os_str(), OsStr::new("--stop")]);
+    assert!(!o.status.success(), "the savepoint cannot be written");
+    assert!(stderr(&o).contains("api-token"), "the error names the place: {}", stderr(&o));
+    wait_until("the job to finish on its own", || {
+        let line = job_line(&cluster.status(), &job);
+        assert!(!line.contains(" CANCELED ") && !line.contains(" FAILED "), "the job goes on: {line}");
+        line.contains(" FINISHED ")
+    });
+    assert_exactly_once(&output, n);
+}
+
 #[test]
 fn a_killed_jobmanager_comes_back_and_resumes_its_job_exactly_once() {
     let mut cluster = TestCluster::start_with(&[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);

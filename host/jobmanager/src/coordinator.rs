@@ -67,6 +67,14 @@ impl Coordinator {
         self.next_id
     }
 
+    /// The stop's savepoint could not be written: the run goes on. Triggers a plain
+    /// checkpoint at once, whose barrier also wakes the suspended sources.
+    pub fn resume(&mut self) {
+        if self.stopping {
+            (self.stopping, self.halted, self.forced) = (false, false, true);
+        }
+    }
+
     /// Whether the checkpoint in flight, or the next, is a stop-with-savepoint's.
     pub fn stopping(&self) -> bool {
         self.stopping
@@ -201,5 +209,7 @@ mod tests {
         assert!(matches!(c.ack(&d, 3, 0, Ok(meta(0)), ms(124)), AckOutcome::Complete(_)));
         assert_eq!(c.due(ms(10_000)), None, "nothing after the stop's checkpoint");
         assert_eq!(c.expire(ms(100_000)), None);
+        c.resume();
+        assert_eq!((c.due(ms(100_001)), c.stopping()), (Some(4), false), "a resumed run checkpoints again, at once");
     }
 }

@@ -950,6 +950,13 @@ impl Shared {
                 if r.stop {
                     self.cancel(&job);
                 }
+            } else if r.stop
+                && let Some(j) = lock(&self.state).jobs.iter_mut().find(|j| j.tracker.id() == job && !j.done)
+            {
+                j.event(EventLevel::Warn, format!("savepoint of checkpoint {id} could not be written to {}; the job goes on", r.dir));
+                if let Some(c) = j.coordinator.as_mut() {
+                    c.resume();
+                }
             }
             let _ = r.reply.send(exported.map(|()| id));
         }

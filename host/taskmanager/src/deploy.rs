@@ -106,9 +106,10 @@ pub struct Checkpointing {
     /// The newest checkpoint whose barrier sources should inject (shared by the job's
     /// subtasks on one TaskManager).
     pub requested: Arc<AtomicU64>,
-    /// The checkpoint of a stop-with-savepoint (0: none). A source emits nothing after
-    /// its barrier, so nothing past the savepoint reaches a sink, not even the final
-    /// commit of an input that ends before the cancel arrives.
+    /// The checkpoint of a stop-with-savepoint (0: none). A source emits nothing between
+    /// its barrier and the next one, so nothing past the savepoint reaches a sink, not
+    /// even the final commit of an input that ends before the cancel arrives. A later
+    /// barrier (the JobManager could not write the savepoint) resumes it.
     pub stop_at: Arc<AtomicU64>,
     /// Hears of every snapshot this subtask takes.
     pub on_snapshot: Arc<dyn Fn(TaskSnapshot) + Send + Sync>,
@@ -300,8 +301,8 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
                     p.barrier(requested, Some(src.splits()))?;
                 }
                 let stop_at = checkpointing.stop_at.load(Ordering::Acquire);
-                if stop_at != 0 && last >= stop_at {
-                    // Suspended until cancelled; still passes the barrier of a retried stop.
+                if stop_at != 0 && last == stop_at {
+                    // Suspended until cancelled or resumed by a newer barrier.
                     std::thread::sleep(std::time::Duration::from_millis(5));
                     continue;
                 }
