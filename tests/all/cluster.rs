@@ -120,8 +120,15 @@ impl TestCluster {
 
     /// Starts (or restarts, with the same state directory and cache) TaskManager `name`.
     pub fn start_taskmanager(&mut self, name: &str, slots: u32) {
+        self.start_taskmanager_with(name, slots, &[]);
+    }
+
+    /// [`Self::start_taskmanager`] with extra arguments.
+    pub fn start_taskmanager_with(&mut self, name: &str, slots: u32, extra: &[&str]) {
         let tm = weir()
-            .args(["taskmanager", "--jobmanager", &self.jm, "--slots", &slots.to_string(), "--state-dir"])
+            .args(["taskmanager", "--jobmanager", &self.jm, "--slots", &slots.to_string()])
+            .args(extra)
+            .arg("--state-dir")
             .arg(self.dir.path().join(format!("state-{name}")))
             .args(identity(&self.creds, name))
             .env("WEIR_LOG", "info")

@@ -2,7 +2,7 @@
 
 use std::ffi::OsStr;
 
-use crate::cluster::TestCluster;
+use crate::cluster::{TestCluster, wait_until};
 use crate::support::{example, stderr};
 use crate::wordcount::{final_counts, python_counts, write_text};
 
@@ -22,7 +22,18 @@ fn submit_wordcount(cluster: &TestCluster, input: &std::path::Path, output: &std
 
 #[test]
 fn wordcount_at_parallelism_4_on_two_taskmanagers_is_exact_and_ships_the_component_once() {
-    let cluster = TestCluster::start(&[("taskmanager-1", 2), ("taskmanager-2", 2)]);
+    let mut cluster = TestCluster::start(&[("taskmanager-1", 2)]);
+    // Listening on every interface: peers dial the address the JobManager sees it at.
+    cluster.start_taskmanager_with("taskmanager-2", 2, &["--listen", "0.0.0.0:0"]);
+    wait_until("taskmanager-2 to register", || cluster.status().contains("free slots: 4"));
+    let status = cluster.status();
+    let data = status
+        .lines()
+        .find(|l| l.starts_with("taskmanager-2 "))
+        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("data=")))
+        .unwrap_or_default()
+        .to_string();
+    assert!(data.starts_with("127.0.0.1:") && !data.ends_with(":0"), "a dialable data address: {status}");
     let input = cluster.dir.path().join("input.txt");
     write_text(&input, 20_000);
     let expected = python_counts(&input);

@@ -220,6 +220,11 @@ struct TaskManagerArgs {
     /// Address of this TaskManager's data plane (UDP, QUIC); other TaskManagers dial it.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: std::net::SocketAddr,
+    /// The data-plane address other TaskManagers dial, when it differs from --listen
+    /// (NAT, port forwarding). With --listen on 0.0.0.0 and no --advertise, peers dial
+    /// the address the JobManager sees this TaskManager at.
+    #[arg(long)]
+    advertise: Option<std::net::SocketAddr>,
     /// Keyed-state directory [default: a temporary directory, removed at exit].
     #[arg(long)]
     state_dir: Option<PathBuf>,
@@ -617,7 +622,7 @@ fn taskmanager(a: TaskManagerArgs) -> Result<()> {
         let mut registered = false;
         loop {
             let started = std::time::Instant::now();
-            match weir_taskmanager::service::serve(tm.clone(), data.clone(), a.jobmanager, a.slots).await {
+            match weir_taskmanager::service::serve(tm.clone(), data.clone(), a.jobmanager, a.slots, a.advertise).await {
                 Err(weir_taskmanager::service::ServiceError::Register(e)) if !registered => {
                     return Err(anyhow::Error::new(e).context(format!("cannot register with the jobmanager at {}", a.jobmanager)));
                 }

@@ -983,6 +983,20 @@ impl Shared {
     }
 }
 
+/// A TaskManager listening on every interface (`0.0.0.0:P`) cannot tell which of its
+/// addresses peers reach. Its control connection comes from its data-plane socket, so
+/// the address we see it at, with its port, is one they can dial (`--advertise` covers
+/// NAT).
+fn dialable(data_addr: &str, seen: std::net::SocketAddr) -> String {
+    match data_addr.parse::<std::net::SocketAddr>() {
+        Ok(mut a) if a.ip().is_unspecified() => {
+            a.set_ip(seen.ip());
+            a.to_string()
+        }
+        _ => data_addr.to_string(),
+    }
+}
+
 fn fan_out_cancel(orders: &Orders, j: &Job) {
     j.send(orders, || FromJobManager::Cancel { job: j.run.clone() });
 }
@@ -1001,6 +1015,7 @@ async fn taskmanager(
         conn.close(CLOSE_UNAUTHORIZED, "only taskmanager certificates may offer slots");
         return;
     }
+    let data_addr = dialable(&data_addr, conn.remote_addr());
     let id = lock(&shared.registry).register(&name, &conn.remote_addr().to_string(), &data_addr, slots, Instant::now());
     tracing::info!(taskmanager = %name, id, slots, %data_addr, "taskmanager registered");
     let heartbeat_ms = shared.config.heartbeat_interval.as_millis() as u64;

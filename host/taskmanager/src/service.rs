@@ -37,9 +37,14 @@ pub enum ServiceError {
 }
 
 /// Registers with the JobManager at `jm` and serves it until the connection ends.
-/// The data plane must already be serving ([`DataPlane::serve`]).
-pub async fn serve(tm: TaskManager, data: DataPlane, jm: SocketAddr, slots: u32) -> Result<(), ServiceError> {
-    let data_addr = data.local_addr().map_err(ServiceError::Address)?.to_string();
+/// The data plane must already be serving ([`DataPlane::serve`]). Peers dial
+/// `advertise`, by default the data plane's own address.
+pub async fn serve(tm: TaskManager, data: DataPlane, jm: SocketAddr, slots: u32, advertise: Option<SocketAddr>) -> Result<(), ServiceError> {
+    let data_addr = match advertise {
+        Some(a) => a,
+        None => data.local_addr().map_err(ServiceError::Address)?,
+    }
+    .to_string();
     let mut session = client::open(data.endpoint(), jm, Hello::TaskManager { slots, data_addr }).await.map_err(ServiceError::Register)?;
     let (id, interval) = match session.next().await.map_err(ServiceError::Register)? {
         FromJobManager::Registered { id, heartbeat_ms } => (id, Duration::from_millis(heartbeat_ms.max(10))),
