@@ -361,6 +361,26 @@ mod tests {
         }
     }
 
+    /// A subtask reading [`TwoBatches`] straight into `sink`.
+    fn two_batches_into(sink: Sink, requested: Arc<AtomicU64>, cancel: Cancel, checkpointing: Checkpointing) -> TaskDeployment {
+        TaskDeployment {
+            label: "source (1/1)".into(),
+            subtask: 0,
+            parallelism: 1,
+            max_parallelism: 128,
+            head: Head::Source(Box::new(TwoBatches { left: 2, requested })),
+            operators: vec![],
+            tail: Tail::Sink(sink),
+            wasm: None,
+            args: vec![],
+            state: None,
+            cache_bytes: 0,
+            cancel,
+            counters: Arc::default(),
+            checkpointing,
+        }
+    }
+
     /// The JobManager may complete a checkpoint, and a TaskManager commit it, as soon
     /// as the last snapshot is acknowledged; with a stop-with-savepoint nothing commits
     /// later. So when a sink's snapshot is taken its epoch must already be committable.
@@ -381,22 +401,7 @@ mod tests {
                 seen.store(done, Ordering::SeqCst);
             }),
         };
-        run_task(TaskDeployment {
-            label: "sink (1/1)".into(),
-            subtask: 0,
-            parallelism: 1,
-            max_parallelism: 128,
-            head: Head::Source(Box::new(TwoBatches { left: 2, requested })),
-            operators: vec![],
-            tail: Tail::Sink(sink),
-            wasm: None,
-            args: vec![],
-            state: None,
-            cache_bytes: 0,
-            cancel: Cancel::default(),
-            counters: Arc::default(),
-            checkpointing,
-        })?;
+        run_task(two_batches_into(sink, requested, Cancel::default(), checkpointing))?;
         assert!(committed_at_snapshot.load(Ordering::SeqCst), "checkpoint 1's epoch was committed by its completion");
         Ok(())
     }
@@ -423,22 +428,7 @@ mod tests {
                 });
             }),
         };
-        let outcome = run_task(TaskDeployment {
-            label: "sink (1/1)".into(),
-            subtask: 0,
-            parallelism: 1,
-            max_parallelism: 128,
-            head: Head::Source(Box::new(TwoBatches { left: 2, requested })),
-            operators: vec![],
-            tail: Tail::Sink(sink),
-            wasm: None,
-            args: vec![],
-            state: None,
-            cache_bytes: 0,
-            cancel,
-            counters: Arc::default(),
-            checkpointing,
-        });
+        let outcome = run_task(two_batches_into(sink, requested, cancel, checkpointing));
         assert!(matches!(outcome, Err(TaskError::Cancelled)), "the source waited for the cancel: {outcome:?}");
         let mut committed = 0;
         for e in std::fs::read_dir(dir.path()).map_err(|e| TaskError::Sink(e.to_string()))?.flatten() {
@@ -463,22 +453,7 @@ mod tests {
             stop_at: Arc::default(),
             on_snapshot: Arc::new(move |s: TaskSnapshot| seen.lock().unwrap_or_else(PoisonError::into_inner).push(s.checkpoint)),
         };
-        run_task(TaskDeployment {
-            label: "source (1/1)".into(),
-            subtask: 0,
-            parallelism: 1,
-            max_parallelism: 128,
-            head: Head::Source(Box::new(TwoBatches { left: 2, requested })),
-            operators: vec![],
-            tail: Tail::Sink(Sink::Discard),
-            wasm: None,
-            args: vec![],
-            state: None,
-            cache_bytes: 0,
-            cancel: Cancel::default(),
-            counters: Arc::default(),
-            checkpointing,
-        })?;
+        run_task(two_batches_into(Sink::Discard, requested, Cancel::default(), checkpointing))?;
         assert_eq!(*snapshots.lock().unwrap_or_else(PoisonError::into_inner), vec![1]);
         Ok(())
     }
