@@ -212,6 +212,84 @@ fn a_stop_whose_savepoint_cannot_be_written_leaves_the_job_running() {
     assert_exactly_once(&output, n);
 }
 
+/// The status (RUNNING, FINISHED, ...) of each subtask of the job's first vertex.
+fn source_subtasks(cluster: &TestCluster, job: &str) -> Vec<String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let url = format!("{}/api/v1/jobs/{job}/metrics", cluster.rest);
+    let Ok(mut r) = agent.get(url).header("Authorization", &format!("Bearer {}", cluster.token)).call() else { return vec![] };
+    let m: serde_json::Value = r.body_mut().read_json().unwrap_or_default();
+    let subtasks = m["vertices"][0]["subtasks"].as_array().cloned().unwrap_or_default();
+    subtasks.iter().map(|s| s["status"].as_str().unwrap_or_default().to_string()).collect()
+}
+
+/// One source subtask reads a few long lines, the other millions of short ones: after
+/// the first finishes, checkpoints go on (it stands in with its exhausted position),
+/// and a TaskManager killed then restores from one of them, exactly once.
+#[test]
+fn checkpoints_go_on_after_a_source_subtask_finishes_and_restore_exactly_once() {
+    let mut cluster = TestCluster::start_with(&[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let (input, output) = (cluster.dir.path().join("skewed.txt"), cluster.dir.path().join("out"));
+    let mut text = String::new();
+    let mut expected: HashMap<String, u64> = HashMap::new();
+    let long = "L".repeat(10_000);
+    for i in 0..6_000u64 {
+        let w = format!("{long}{}", i % 7);
+        text.push_str(&w);
+        text.push('\n');
+        *expected.entry(w).or_default() += 1;
+    }
+    let short_start = text.len();
+    for i in 0u64.. {
+        if text.len() >= 2 * short_start {
+            break;
+        }
+        // Short words: as many records per byte as a line can carry.
+        let r = splitmix64(i);
+        let line: Vec<String> = (0..8).map(|j| char::from(b'a' + ((r >> (j * 5)) % 26) as u8).to_string()).collect();
+        let line = line.join(" ");
+        for w in line.split(' ') {
+            *expected.entry(w.to_string()).or_default() += 1;
+        }
+        text.push_str(&line);
+        text.push('\n');
+    }
+    std::fs::write(&input, &text).expect("write input");
+
+    let wasm = example("wordcount");
+    let args = ["submit", "-p", "2", "--checkpoint-interval", "100", "--restart", "fixed-delay:5:200", "--detach", "--output-dir"];
+    let mut argv: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    argv.extend([output.as_os_str(), wasm.as_os_str(), OsStr::new("-i"), input.as_os_str()]);
+    let o = cluster.client(&argv);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let job = String::from_utf8_lossy(&o.stdout).split_whitespace().nth(1).expect("job id").to_string();
+    let checkpoint = |cluster: &TestCluster| {
+        let line = job_line(&cluster.status(), &job);
+        assert!(!line.contains(" FINISHED ") && !line.contains(" FAILED "), "the job must outlive the test's kill: {line}");
+        field(&line, "checkpoint=").and_then(|c| c.parse::<u64>().ok()).unwrap_or(0)
+    };
+    let mut at_finish = 0;
+    cluster.wait_until("one source subtask to finish while the other runs", || {
+        let s = source_subtasks(&cluster, &job);
+        at_finish = checkpoint(&cluster);
+        s.iter().any(|s| s == "FINISHED") && s.iter().any(|s| s == "RUNNING")
+    });
+    cluster.wait_until("two more checkpoints after it finished", || checkpoint(&cluster) >= at_finish + 2);
+    cluster.kill("taskmanager-2");
+    cluster.start_taskmanager("taskmanager-2", 2);
+    wait_finished(&cluster, &job);
+    assert!(job_line(&cluster.status(), &job).contains("restarts=1"), "{}", cluster.status());
+
+    let lines = committed_lines(&output);
+    let mut last: HashMap<String, u64> = HashMap::new();
+    for l in &lines {
+        let (w, n) = l.rsplit_once('\t').expect("word<TAB>count");
+        let e = last.entry(w.to_string()).or_default();
+        *e = (*e).max(n.parse().expect("count"));
+    }
+    assert_eq!(lines.len() as u64, expected.values().sum::<u64>(), "one output line per word: none lost, none repeated");
+    assert!(last == expected, "final counts differ");
+}
+
 #[test]
 fn a_killed_jobmanager_comes_back_and_resumes_its_job_exactly_once() {
     let mut cluster = TestCluster::start_with(&[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);

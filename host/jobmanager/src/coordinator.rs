@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use weir_checkpoint::{CheckpointMeta, TaskMeta, VertexMeta};
+use weir_taskmanager::source::encode_splits;
 use weir_types::deployment::JobDeployment;
+use weir_types::keygroup::key_group_range;
+use weir_types::plan::NodeKind;
 
 /// Where the coordinator stands after an acknowledgement.
 #[derive(Debug, PartialEq)]
@@ -42,6 +45,13 @@ pub struct Coordinator {
     /// The stop's checkpoint completed. None may follow: its completion would commit
     /// sink output past the savepoint, which the run resumed from it then writes again.
     halted: bool,
+    /// Finished subtasks without keyed state, by (vertex, subtask): they see no more
+    /// barriers, and stand in every later checkpoint with what they hold at their end,
+    /// nothing (a source, an exhausted position), as Flink's checkpoints after tasks
+    /// finished do. A finished subtask with keyed state still stops later checkpoints.
+    /// Each with the last checkpoint whose barrier it passed: only later ones count it
+    /// finished (its acknowledgement of that one may still be on its way).
+    finished: BTreeMap<(u32, u32), (u64, TaskMeta)>,
 }
 
 impl Coordinator {
@@ -50,7 +60,18 @@ impl Coordinator {
     pub fn new(interval: Duration, first_id: u64, expected: usize, now: Instant) -> Self {
         // A checkpoint slower than several intervals is stuck (a dead peer, a full disk).
         let timeout = (interval * 10).max(Duration::from_secs(10));
-        Self { interval, timeout, next_id: first_id, next_at: now + interval, pending: None, expected, forced: false, stopping: false, halted: false }
+        Self {
+            interval,
+            timeout,
+            next_id: first_id,
+            next_at: now + interval,
+            pending: None,
+            expected,
+            forced: false,
+            stopping: false,
+            halted: false,
+            finished: BTreeMap::new(),
+        }
     }
 
     /// The id the next checkpoint will get.
@@ -122,6 +143,37 @@ impl Coordinator {
             }
         };
         p.acks.insert((vertex, task.subtask), task);
+        self.complete(d)
+    }
+
+    /// Subtask `subtask` of `vertex` finished after the barrier of checkpoint
+    /// `last_checkpoint`: may complete the checkpoint in flight.
+    pub fn finished(&mut self, d: &JobDeployment, vertex: u32, subtask: u32, last_checkpoint: u64) -> AckOutcome {
+        let Some(v) = d.graph.vertices.get(vertex as usize) else { return AckOutcome::Waiting };
+        let kind = |n: &usize| d.plan.nodes.get(*n).map(|n| &n.kind);
+        if v.nodes.iter().any(|n| matches!(kind(n), Some(NodeKind::Operator { keyed: true }))) {
+            return AckOutcome::Waiting;
+        }
+        let source = matches!(v.nodes.first().and_then(|n| kind(n)), Some(NodeKind::Source(_)));
+        let key_groups = key_group_range(subtask, d.plan.max_parallelism(), v.parallelism);
+        let meta = TaskMeta {
+            subtask,
+            key_groups: (key_groups.start, key_groups.end),
+            state: vec![],
+            source: source.then(|| encode_splits(&[])),
+            sink: None,
+        };
+        self.finished.insert((vertex, subtask), (last_checkpoint, meta));
+        self.complete(d)
+    }
+
+    fn complete(&mut self, d: &JobDeployment) -> AckOutcome {
+        let Some(p) = self.pending.as_mut() else { return AckOutcome::Waiting };
+        for (k, (after, meta)) in &self.finished {
+            if p.id > *after && !p.acks.contains_key(k) {
+                p.acks.insert(*k, meta.clone());
+            }
+        }
         if p.acks.len() < self.expected {
             return AckOutcome::Waiting;
         }
@@ -139,7 +191,7 @@ impl Coordinator {
                 tasks: (0..vertex.parallelism).filter_map(|s| acks.remove(&(v as u32, s))).collect(),
             })
             .collect();
-        AckOutcome::Complete(CheckpointMeta { job: d.job.clone(), id, max_parallelism: d.plan.max_parallelism(), vertices })
+        AckOutcome::Complete(CheckpointMeta { job: d.job.clone(), id: p.id, max_parallelism: d.plan.max_parallelism(), vertices })
     }
 }
 
@@ -211,5 +263,29 @@ mod tests {
         assert_eq!(c.expire(ms(100_000)), None);
         c.resume();
         assert_eq!((c.due(ms(100_001)), c.stopping()), (Some(4), false), "a resumed run checkpoints again, at once");
+    }
+
+    #[test]
+    fn a_finished_subtask_without_state_stands_in_for_checkpoints_after_its_last_barrier() {
+        let d = deployment();
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut c = Coordinator::new(Duration::from_millis(100), 1, 2, t0);
+        assert_eq!(c.due(ms(100)), Some(1));
+        assert_eq!(c.finished(&d, 0, 1, 1), AckOutcome::Waiting, "it passed barrier 1: its own ack is on its way");
+        assert_eq!(c.ack(&d, 1, 0, Ok(meta(0)), ms(101)), AckOutcome::Waiting);
+        let AckOutcome::Complete(m) = c.ack(&d, 1, 0, Ok(meta(1)), ms(102)) else { panic!("complete") };
+        assert_eq!(m.vertices[0].tasks[1].source, Some(vec![1]), "checkpoint 1 has the position at its barrier");
+        assert_eq!(c.due(ms(200)), Some(2));
+        let AckOutcome::Complete(m) = c.ack(&d, 2, 0, Ok(meta(0)), ms(201)) else { panic!("finished subtask 1 stands in") };
+        assert_eq!(m.vertices[0].tasks[1].source, Some(encode_splits(&[])), "an exhausted source");
+        assert!(m.vertices[0].tasks[1].state.is_empty());
+
+        let mut keyed = deployment();
+        keyed.plan.nodes[0].kind = NodeKind::Operator { keyed: true };
+        let mut c = Coordinator::new(Duration::from_millis(100), 1, 2, t0);
+        assert_eq!(c.finished(&keyed, 0, 1, 0), AckOutcome::Waiting);
+        assert_eq!(c.due(ms(100)), Some(1));
+        assert_eq!(c.ack(&keyed, 1, 0, Ok(meta(0)), ms(101)), AckOutcome::Waiting, "keyed state at its end is not known here");
     }
 }

@@ -10,9 +10,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use thiserror::Error;
 use weir_checkpoint::{DirStorage, JobCheckpoints};
 use weir_state::{StateError, StateStore};
-use weir_taskmanager::checkpoint::CheckpointAck;
 use weir_taskmanager::{Report, Reporter, TaskError, TaskManager};
-use weir_types::deployment::{CheckpointConfig, JobCode, JobDeployment, JobReport, JobStatus, SinkFiles, place};
+use weir_types::deployment::{CheckpointConfig, JobCode, JobDeployment, JobReport, JobStatus, SinkFiles, TaskOutcome, place};
 use weir_types::graph::ExecutionGraph;
 use weir_types::manifest::{Manifest, ManifestError};
 use weir_types::plan::{JobPlan, PlanError};
@@ -326,11 +325,15 @@ impl JobHandle {
             let now = Instant::now();
             match self.reports.recv_timeout(TICK) {
                 Ok(Report::Ended(end)) => {
+                    if let TaskOutcome::Finished(stats) = &end.outcome {
+                        let last = stats.last_checkpoint;
+                        self.progress(|c, d| c.finished(d, end.vertex, end.subtask, last));
+                    }
                     if self.tracker.ended(end.vertex, end.subtask, end.outcome, now) {
                         self.tm.cancel(&run);
                     }
                 }
-                Ok(Report::Snapshot(ack)) => self.acknowledged(ack, now),
+                Ok(Report::Snapshot(ack)) => self.progress(|c, d| c.ack(d, ack.checkpoint, ack.vertex, ack.task, now)),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
@@ -352,9 +355,10 @@ impl JobHandle {
         }
     }
 
-    fn acknowledged(&mut self, ack: CheckpointAck, now: Instant) {
+    /// Tells the coordinator of progress; writes out a checkpoint that completed.
+    fn progress(&mut self, progress: impl FnOnce(&mut Coordinator, &JobDeployment) -> AckOutcome) {
         let Some((c, store, retain)) = self.checkpoints.as_mut() else { return };
-        match c.ack(&self.deployment, ack.checkpoint, ack.vertex, ack.task, now) {
+        match progress(c, &self.deployment) {
             AckOutcome::Waiting => {}
             AckOutcome::Failed(id, e) => tracing::warn!(checkpoint = id, "checkpoint failed: {e}"),
             AckOutcome::Complete(meta) => {

@@ -27,7 +27,7 @@ use weir_control::protocol::{CheckpointAck, FromJobManager, Hello, TASKMANAGER_P
 use weir_control::registry::Registry;
 use weir_net::{CLOSE_PROTOCOL_ERROR, CLOSE_UNAUTHORIZED, Connection, Endpoint, FramedRecv, FramedSend};
 use weir_taskmanager::checkpoint::savepoint_location;
-use weir_types::deployment::{CheckpointConfig, JobDeployment, JobReport, JobStatus, RestoreFrom, SinkFiles, place};
+use weir_types::deployment::{CheckpointConfig, JobDeployment, JobReport, JobStatus, RestoreFrom, SinkFiles, TaskOutcome, place};
 use weir_types::resource::JobResource;
 use weir_wasm::{Runtime, World};
 
@@ -885,11 +885,22 @@ impl Shared {
     /// A subtask acknowledged a checkpoint; completes it when it was the last.
     async fn checkpoint_ack(&self, ack: CheckpointAck) {
         let now = Instant::now();
+        self.checkpoint_progress(&ack.job, |c, d| c.ack(d, ack.checkpoint, ack.vertex, ack.task, now)).await;
+    }
+
+    /// A subtask finished: it may have been the last one a checkpoint waited for.
+    async fn subtask_finished(&self, run: &str, vertex: u32, subtask: u32, last_checkpoint: u64) {
+        self.checkpoint_progress(run, |c, d| c.finished(d, vertex, subtask, last_checkpoint)).await;
+    }
+
+    /// Tells job run `run`'s coordinator of progress; writes the checkpoint out and
+    /// announces it when that completed it.
+    async fn checkpoint_progress(&self, run: &str, progress: impl FnOnce(&mut Coordinator, &JobDeployment) -> AckOutcome) {
         let complete = {
             let mut state = lock(&self.state);
-            let Some(j) = state.jobs.iter_mut().find(|j| j.run == ack.job && !j.done && j.restart_at.is_none()) else { return };
+            let Some(j) = state.jobs.iter_mut().find(|j| j.run == run && !j.done && j.restart_at.is_none()) else { return };
             let (Some(c), Some(store)) = (j.coordinator.as_mut(), j.checkpoints.clone()) else { return };
-            match c.ack(&j.deployment, ack.checkpoint, ack.vertex, ack.task, now) {
+            match progress(c, &j.deployment) {
                 AckOutcome::Waiting => return,
                 AckOutcome::Failed(id, e) => {
                     j.event(EventLevel::Warn, format!("checkpoint {id} failed: {e}"));
@@ -911,7 +922,7 @@ impl Shared {
         .await;
         let failed = |why: String| {
             let mut state = lock(&self.state);
-            if let Some(j) = state.jobs.iter_mut().find(|j| j.run == ack.job) {
+            if let Some(j) = state.jobs.iter_mut().find(|j| j.run == run) {
                 j.event(EventLevel::Error, format!("checkpoint {id} cannot be completed: {why}"));
                 j.checkpoint_event(id, CheckpointStatus::Failed, None, Some(why));
             }
@@ -924,7 +935,7 @@ impl Shared {
         let (job, requests) = {
             let mut state = lock(&self.state);
             let State { orders, jobs, .. } = &mut *state;
-            let Some(j) = jobs.iter_mut().find(|j| j.run == ack.job && !j.done) else { return };
+            let Some(j) = jobs.iter_mut().find(|j| j.run == run && !j.done) else { return };
             j.last_checkpoint = Some(id);
             j.checkpoint_event(id, CheckpointStatus::Completed, Some(size), None);
             tracing::debug!(job = %j.tracker.id(), checkpoint = id, "checkpoint complete");
@@ -1047,6 +1058,18 @@ async fn taskmanager(
             _ = &mut writer => break,
             msg = next(&conn, &mut rx) => match msg {
                 Some(ToJobManager::CheckpointAck(ack)) => shared.checkpoint_ack(ack).await,
+                Some(ToJobManager::TaskEnded(end)) => {
+                    let finished = match &end.outcome {
+                        TaskOutcome::Finished(stats) => Some((end.job.clone(), end.vertex, end.subtask, stats.last_checkpoint)),
+                        _ => None,
+                    };
+                    if !from_taskmanager(&shared, &conn, id, ToJobManager::TaskEnded(end)) {
+                        break;
+                    }
+                    if let Some((run, vertex, subtask, last)) = finished {
+                        shared.subtask_finished(&run, vertex, subtask, last).await;
+                    }
+                }
                 Some(m) => if !from_taskmanager(&shared, &conn, id, m) { break },
                 None => break,
             },

@@ -291,7 +291,7 @@ mod tests {
     }
 
     fn done(n: u64) -> TaskOutcome {
-        TaskOutcome::Finished(TaskStats { records_in: n, records_out: n, fuel: 1, elapsed: Duration::ZERO })
+        TaskOutcome::Finished(TaskStats { records_in: n, records_out: n, fuel: 1, elapsed: Duration::ZERO, last_checkpoint: 0 })
     }
 
     #[test]

@@ -222,6 +222,7 @@ impl Pipeline<'_> {
             s.barrier(id)?;
         }
         (self.checkpointing.on_snapshot)(TaskSnapshot { checkpoint: id, state, source });
+        self.stats.last_checkpoint = id;
         match &mut self.tail {
             Tail::Sink(_) => Ok(()),
             Tail::Routers(rs) => rs.iter_mut().try_for_each(|r| r.barrier(id, self.cancel)),

@@ -189,6 +189,9 @@ pub struct TaskStats {
     pub fuel: u64,
     /// Wall time from start to finish.
     pub elapsed: Duration,
+    /// The newest checkpoint whose barrier it passed (0: none). Later checkpoints
+    /// count it as finished; this one and earlier wait for its acknowledgement.
+    pub last_checkpoint: u64,
 }
 
 /// How a subtask ended.
