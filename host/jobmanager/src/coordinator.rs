@@ -154,7 +154,7 @@ impl Coordinator {
         if v.nodes.iter().any(|n| matches!(kind(n), Some(NodeKind::Operator { keyed: true }))) {
             return AckOutcome::Waiting;
         }
-        let source = matches!(v.nodes.first().and_then(|n| kind(n)), Some(NodeKind::Source(_)));
+        let source = matches!(v.nodes.first().and_then(kind), Some(NodeKind::Source(_)));
         let key_groups = key_group_range(subtask, d.plan.max_parallelism(), v.parallelism);
         let meta = TaskMeta {
             subtask,
