@@ -235,9 +235,11 @@ fn taskmanagers_register_heartbeat_and_are_detected_lost_and_strangers_are_refus
     let (jm, addr, rest) = spawn_jobmanager(dir.path(), &creds, "127.0.0.1:0", "127.0.0.1:0", &[]);
     let mut procs = Processes(vec![jm]);
 
-    for (name, slots) in [("taskmanager-1", "2"), ("taskmanager-2", "3")] {
+    // taskmanager-2 sits behind a (pretend) NAT: peers are told the address it advertises.
+    for (name, slots, extra) in [("taskmanager-1", "2", &[][..]), ("taskmanager-2", "3", &["--advertise", "192.0.2.7:7000"][..])] {
         let tm = weir()
             .args(["taskmanager", "--jobmanager", &addr, "--slots", slots])
+            .args(extra)
             .args(identity(&creds, name))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -267,6 +269,8 @@ fn taskmanagers_register_heartbeat_and_are_detected_lost_and_strangers_are_refus
     assert!(stderr(&o).contains("the bearer token is not this cluster's api token (401)"), "{}", stderr(&o));
     let view = status(&creds, &rest);
     assert_eq!(view.lines().filter(|l| l.starts_with("taskmanager")).count(), 2, "{view}");
+    assert!(line_of(&view, "taskmanager-2").contains(" data=192.0.2.7:7000 "), "{view}");
+    assert!(line_of(&view, "taskmanager-1").contains(" data=127.0.0.1:"), "{view}");
 
     // SIGKILL one TaskManager: the JobManager notices within its heartbeat timeout.
     let killed = Instant::now();
