@@ -12,6 +12,7 @@
 //! - [`exchange`]: in-process channels and the routers that partition a subtask's
 //!   output over the downstream subtasks (forward, key-by, rebalance, broadcast).
 //!   Channels are bounded, so a slow consumer blocks its producers.
+//! - [`alignment`]: which inputs a checkpoint barrier holds back, and when it is aligned.
 //! - [`dataplane`]: the same channels between TaskManagers, one QUIC stream each,
 //!   backpressured by QUIC flow control.
 //! - [`service`]: the `weir taskmanager` process's side of the control plane:
@@ -24,6 +25,7 @@
 //! It is not: planning or failure policy (the JobManager decides those), nor the Wasm
 //! sandbox itself (`weir-wasm`).
 
+pub mod alignment;
 mod chain;
 pub mod checkpoint;
 pub mod dataplane;
