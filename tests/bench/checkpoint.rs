@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, ensure};
 use weir_checkpoint::{DirStorage, FileKind, JobCheckpoints, StateFileView, StateFileWriter, load_state};
 use weir_state::{Capture, StateStore, TaskState, ValueCache};
-use weir_taskmanager::checkpoint::write_state;
+use weir_taskmanager::checkpoint::{Writer, write_state};
 use weir_types::keygroup::key_hash;
 
 const MAX_PARALLELISM: u32 = 128;
@@ -95,7 +95,7 @@ struct Written {
 
 fn persist(store: &JobCheckpoints, root: &Path, capture: &Capture, kind: FileKind, id: u64) -> Result<Written> {
     let start = Instant::now();
-    let path = write_state(store, capture, kind, id, VERTEX, SUBTASK).map_err(|e| anyhow!("writing the state of checkpoint {id}: {e}"))?;
+    let path = write_state(store, capture, kind, id, Writer { vertex: VERTEX, subtask: SUBTASK, attempt: 0 }).map_err(|e| anyhow!("writing the state of checkpoint {id}: {e}"))?;
     let secs = start.elapsed();
     let file = root.join(&path);
     let bytes = std::fs::metadata(&file).with_context(|| format!("state file {}", file.display()))?.len();

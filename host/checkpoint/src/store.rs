@@ -2,8 +2,8 @@
 //! checkpoint to restore, loading state, and retention.
 //!
 //! ```text
-//! <job>/chk-<id>/<vertex>-<subtask>.state   state files, written by the subtasks
-//! <job>/chk-<id>/_metadata                  written last, by the JobManager: the commit point
+//! <job>/chk-<id>/<vertex>-<subtask>-a<attempt>.state   state files, written by the subtasks
+//! <job>/chk-<id>/_metadata                             written last, by the JobManager: the commit point
 //! ```
 //!
 //! A checkpoint directory without `_metadata` is in progress or abandoned and never
@@ -91,9 +91,9 @@ impl JobCheckpoints {
         format!("{}/chk-{id}/{METADATA_FILE}", self.job)
     }
 
-    /// `<job>/chk-<id>/<vertex>-<subtask>.state`.
-    pub fn state_path(&self, id: u64, vertex: u32, subtask: u32) -> String {
-        format!("{}/chk-{id}/{vertex}-{subtask}.state", self.job)
+    /// `<job>/chk-<id>/<vertex>-<subtask>-a<attempt>.state`.
+    pub fn state_path(&self, id: u64, vertex: u32, subtask: u32, attempt: u32) -> String {
+        format!("{}/chk-{id}/{vertex}-{subtask}-a{attempt}.state", self.job)
     }
 
     /// Writes a state file (atomically and durably).

@@ -52,7 +52,7 @@ fn meta(id: u64, chains: [Vec<String>; 2]) -> CheckpointMeta {
 /// Checkpoints 1-3: subtask 0 writes a full file then two deltas; subtask 1 a full file
 /// at 1 and a new full file at 2 (a new chain), and nothing new at 3.
 fn three_checkpoints(ck: &JobCheckpoints) -> [CheckpointMeta; 3] {
-    let p = |id, subtask| ck.state_path(id, 1, subtask);
+    let p = |id, subtask| ck.state_path(id, 1, subtask, 0);
     ck.write_state(&p(1, 0), &state_file(FileKind::Full, &[Op::Put(0, "a", "1"), Op::Put(1, "b", "1"), Op::Put(1, "c", "1")])).expect("write");
     ck.write_state(&p(1, 1), &state_file(FileKind::Full, &[Op::Put(2, "x", "1"), Op::Put(3, "y", "1")])).expect("write");
     let m1 = meta(1, [vec![p(1, 0)], vec![p(1, 1)]]);
@@ -138,12 +138,12 @@ fn a_chain_must_start_with_a_full_file_and_keys_need_a_key_group() {
 fn latest_skips_a_checkpoint_whose_state_file_was_corrupted() {
     let (_dir, storage, ck) = setup();
     let [_, m2, _] = three_checkpoints(&ck);
-    flip_byte(&storage, &ck.state_path(3, 1, 0), 20);
+    flip_byte(&storage, &ck.state_path(3, 1, 0, 0), 20);
     assert_eq!(ck.latest().expect("latest"), Some(m2));
-    let err = ck.load_state(&[ck.state_path(1, 1, 0), ck.state_path(2, 1, 0), ck.state_path(3, 1, 0)], 0..MAX).expect_err("corrupt");
-    assert!(matches!(&err, CheckpointError::Corrupt { path, source: FormatError::ChecksumMismatch { .. } } if path == "job/chk-3/1-0.state"));
+    let err = ck.load_state(&[ck.state_path(1, 1, 0, 0), ck.state_path(2, 1, 0, 0), ck.state_path(3, 1, 0, 0)], 0..MAX).expect_err("corrupt");
+    assert!(matches!(&err, CheckpointError::Corrupt { path, source: FormatError::ChecksumMismatch { .. } } if path == "job/chk-3/1-0-a0.state"));
     // The full file every chain shares: nothing is left to restore.
-    flip_byte(&storage, &ck.state_path(1, 1, 0), 10);
+    flip_byte(&storage, &ck.state_path(1, 1, 0, 0), 10);
     assert_eq!(ck.latest().expect("latest"), None);
 }
 
@@ -151,7 +151,7 @@ fn latest_skips_a_checkpoint_whose_state_file_was_corrupted() {
 fn latest_skips_a_checkpoint_whose_state_file_is_missing_or_metadata_corrupt() {
     let (_dir, storage, ck) = setup();
     let [m1, _, _] = three_checkpoints(&ck);
-    storage.delete(&ck.state_path(3, 1, 0)).expect("delete");
+    storage.delete(&ck.state_path(3, 1, 0, 0)).expect("delete");
     flip_byte(&storage, &ck.metadata_path(2), 8);
     assert_eq!(ck.latest().expect("latest"), Some(m1));
 }
@@ -172,8 +172,8 @@ fn latest_skips_metadata_that_points_outside_the_storage() {
 fn a_checkpoint_directory_without_metadata_is_ignored() {
     let (_dir, storage, ck) = setup();
     let [_, _, m3] = three_checkpoints(&ck);
-    ck.write_state(&ck.state_path(4, 1, 0), &state_file(FileKind::Full, &[])).expect("write");
-    ck.write_state(&ck.state_path(4, 1, 1), &state_file(FileKind::Full, &[])).expect("write");
+    ck.write_state(&ck.state_path(4, 1, 0, 0), &state_file(FileKind::Full, &[])).expect("write");
+    ck.write_state(&ck.state_path(4, 1, 1, 0), &state_file(FileKind::Full, &[])).expect("write");
     // Names that are not canonical checkpoint directories are not checkpoints either.
     for other in ["chk-07", "chk-x", "savepoints", "chk-"] {
         storage.write(&format!("job/{other}/{METADATA_FILE}"), &encode_meta(&meta(7, [vec![], vec![]]))).expect("write");
@@ -186,7 +186,7 @@ fn a_checkpoint_directory_without_metadata_is_ignored() {
 fn retention_keeps_every_file_the_retained_chains_reference() {
     let (_dir, storage, ck) = setup();
     three_checkpoints(&ck);
-    let p = |id, subtask| ck.state_path(id, 1, subtask);
+    let p = |id, subtask| ck.state_path(id, 1, subtask, 0);
     // 4: subtask 0 continues its chain, subtask 1 starts a new one. 5: in progress.
     ck.write_state(&p(4, 0), &state_file(FileKind::Delta, &[Op::Put(1, "c", "4")])).expect("write");
     ck.write_state(&p(4, 1), &state_file(FileKind::Full, &[Op::Put(3, "y", "4")])).expect("write");
@@ -196,18 +196,18 @@ fn retention_keeps_every_file_the_retained_chains_reference() {
     let list = |id| storage.list(&ck.checkpoint_dir(id)).expect("list");
 
     ck.retain(2).expect("retain 2");
-    assert_eq!(list(1), ["1-0.state"]);
+    assert_eq!(list(1), ["1-0-a0.state"]);
     // Checkpoint 3 still uses subtask 1's full file of checkpoint 2.
-    assert_eq!(list(2), ["1-0.state", "1-1.state"]);
-    assert_eq!(list(3), ["1-0.state", METADATA_FILE]);
-    assert_eq!(list(4), ["1-0.state", "1-1.state", METADATA_FILE]);
-    assert_eq!(list(5), ["1-0.state"]);
+    assert_eq!(list(2), ["1-0-a0.state", "1-1-a0.state"]);
+    assert_eq!(list(3), ["1-0-a0.state", METADATA_FILE]);
+    assert_eq!(list(4), ["1-0-a0.state", "1-1-a0.state", METADATA_FILE]);
+    assert_eq!(list(5), ["1-0-a0.state"]);
 
     ck.retain(1).expect("retain 1");
-    assert_eq!(list(1), ["1-0.state"]);
-    assert_eq!(list(2), ["1-0.state"]);
-    assert_eq!(list(3), ["1-0.state"]);
-    assert_eq!(list(4), ["1-0.state", "1-1.state", METADATA_FILE]);
+    assert_eq!(list(1), ["1-0-a0.state"]);
+    assert_eq!(list(2), ["1-0-a0.state"]);
+    assert_eq!(list(3), ["1-0-a0.state"]);
+    assert_eq!(list(4), ["1-0-a0.state", "1-1-a0.state", METADATA_FILE]);
     assert_eq!(ck.checkpoint_ids().expect("ids"), [1, 2, 3, 4, 5]);
     assert_eq!(ck.latest().expect("latest"), Some(m4.clone()));
     assert_eq!(
@@ -222,7 +222,7 @@ fn retention_keeps_every_file_the_retained_chains_reference() {
     ck.complete(&meta(7, [vec![p(7, 0)], vec![p(4, 1)]])).expect("complete 7");
     ck.retain(1).expect("retain 1");
     assert_eq!(ck.checkpoint_ids().expect("ids"), [4, 7]);
-    assert_eq!(list(4), ["1-1.state"]);
+    assert_eq!(list(4), ["1-1-a0.state"]);
     // retain(0) still keeps the newest.
     ck.retain(0).expect("retain 0");
     assert_eq!(ck.latest().expect("latest").map(|m| m.id), Some(7));
@@ -235,7 +235,7 @@ fn retention_keeps_every_file_the_retained_chains_reference() {
 #[test]
 fn retention_without_a_completed_checkpoint_deletes_nothing() {
     let (_dir, _storage, ck) = setup();
-    ck.write_state(&ck.state_path(1, 0, 0), &state_file(FileKind::Full, &[])).expect("write");
+    ck.write_state(&ck.state_path(1, 0, 0, 0), &state_file(FileKind::Full, &[])).expect("write");
     ck.retain(1).expect("retain");
     assert_eq!(ck.checkpoint_ids().expect("ids"), [1]);
 }
@@ -282,9 +282,9 @@ fn a_savepoint_is_a_relocatable_copy() {
 fn export_refuses_a_corrupted_checkpoint() {
     let (dir, storage, ck) = setup();
     let [_, _, m3] = three_checkpoints(&ck);
-    flip_byte(&storage, &ck.state_path(2, 1, 0), 12);
+    flip_byte(&storage, &ck.state_path(2, 1, 0, 0), 12);
     let target = DirStorage::new(dir.path().join("savepoints")).expect("target");
     let err = ck.export(&m3, &target, "sp").expect_err("corrupted");
-    assert!(matches!(&err, CheckpointError::Corrupt { path, .. } if path == "job/chk-2/1-0.state"), "{err}");
+    assert!(matches!(&err, CheckpointError::Corrupt { path, .. } if path == "job/chk-2/1-0-a0.state"), "{err}");
     assert!(matches!(load_savepoint(&target, "sp"), Err(CheckpointError::Storage(StorageError::NotFound { .. }))));
 }

@@ -62,11 +62,15 @@ impl Registry {
         self.entries.iter().find(|e| e.id == id).map(|e| e.name.as_str())
     }
 
-    /// Records a heartbeat. A lost TaskManager stays lost: its slots' work was already
-    /// given up, so it must register anew.
-    pub fn heartbeat(&mut self, id: u64, now: Instant) {
-        if let Some(e) = self.entries.iter_mut().find(|e| e.id == id && e.alive) {
-            e.last_seen = now;
+    /// Records a heartbeat; false if the TaskManager is lost. A lost TaskManager stays
+    /// lost: its slots' work was already given up, so it must register anew.
+    pub fn heartbeat(&mut self, id: u64, now: Instant) -> bool {
+        match self.entries.iter_mut().find(|e| e.id == id && e.alive) {
+            Some(e) => {
+                e.last_seen = now;
+                true
+            }
+            None => false,
         }
     }
 
@@ -129,13 +133,13 @@ mod tests {
         r.reserve(b, 3);
         assert_eq!(r.free(), vec![(a, 2, "127.0.0.1:3".to_string()), (b, 1, "127.0.0.1:4".to_string())]);
         r.release(b, 3);
-        r.heartbeat(a, t0 + Duration::from_secs(2));
+        assert!(r.heartbeat(a, t0 + Duration::from_secs(2)));
         assert!(r.expire(t0 + Duration::from_secs(3)).is_empty());
         assert_eq!(r.expire(t0 + Duration::from_millis(4500)), vec![(b, "taskmanager-b".to_string())]);
         let v = r.view(t0 + Duration::from_millis(4500));
         assert_eq!(v.free_slots, 2);
         assert!(!v.taskmanagers[1].alive);
-        r.heartbeat(b, t0 + Duration::from_secs(5));
+        assert!(!r.heartbeat(b, t0 + Duration::from_secs(5)), "a lost taskmanager must register anew");
         assert!(!r.view(t0 + Duration::from_secs(5)).taskmanagers[1].alive, "lost stays lost");
         assert!(r.disconnect(a));
         assert_eq!(r.view(t0 + Duration::from_secs(5)).free_slots, 0);

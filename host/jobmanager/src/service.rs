@@ -25,7 +25,7 @@ use weir_checkpoint::{CheckpointStorage, DirStorage, JobCheckpoints, load_savepo
 use weir_control::client::send_chunks;
 use weir_control::protocol::{CheckpointAck, FromJobManager, Hello, TASKMANAGER_PREFIX, ToJobManager};
 use weir_control::registry::Registry;
-use weir_net::{CLOSE_PROTOCOL_ERROR, CLOSE_UNAUTHORIZED, Connection, Endpoint, FramedRecv, FramedSend};
+use weir_net::{CLOSE_LOST, CLOSE_PROTOCOL_ERROR, CLOSE_UNAUTHORIZED, Connection, Endpoint, FramedRecv, FramedSend};
 use weir_taskmanager::checkpoint::savepoint_location;
 use weir_types::deployment::{CheckpointConfig, JobDeployment, JobReport, JobStatus, RestoreFrom, SinkFiles, TaskOutcome, place};
 use weir_types::resource::JobResource;
@@ -75,6 +75,9 @@ enum Order {
         hash: String,
         bytes: Arc<Vec<u8>>,
     },
+    /// The TaskManager was declared lost: close its connection, so a paused one that
+    /// wakes up hears at once that its attempts are superseded.
+    Lost,
 }
 
 pub(crate) struct Job {
@@ -99,6 +102,10 @@ pub(crate) struct Job {
     coordinator: Option<Coordinator>,
     checkpoints: Option<Arc<JobCheckpoints>>,
     pub(crate) last_checkpoint: Option<u64>,
+    /// Checkpoints whose metadata is being written. A restart waits for them: it must
+    /// see whether they completed, or it would restore an older one while their
+    /// attempt's pending output counts as committed.
+    completing: u32,
     /// Id of the first checkpoint (after a savepoint's, to keep epochs increasing).
     first_checkpoint: u64,
     /// What the job started from; a restart without any checkpoint goes back to it.
@@ -304,6 +311,9 @@ impl JobManager {
                 let lost = lock(&reaper.registry).expire(Instant::now());
                 for (id, name) in lost {
                     tracing::warn!(taskmanager = %name, timeout = ?config.heartbeat_timeout, "taskmanager lost: no heartbeat within the timeout");
+                    if let Some(o) = lock(&reaper.state).orders.get(&id) {
+                        let _ = o.send(Order::Lost);
+                    }
                     reaper.taskmanager_gone(id, &name);
                 }
             }
@@ -414,6 +424,7 @@ impl Shared {
             coordinator: None,
             checkpoints: store,
             last_checkpoint: None,
+            completing: 0,
             first_checkpoint,
             initial_restore: initial_restore.clone(),
             savepoints: vec![],
@@ -604,6 +615,7 @@ impl Shared {
                 coordinator: None,
                 checkpoints: store,
                 last_checkpoint: None,
+                completing: 0,
                 first_checkpoint: record.first_checkpoint,
                 initial_restore: record.initial_restore,
                 savepoints: vec![],
@@ -815,7 +827,7 @@ impl Shared {
             let mut state = lock(&self.state);
             let State { orders, jobs, .. } = &mut *state;
             for j in jobs.iter_mut().filter(|j| !j.done) {
-                if j.restart_at.is_some_and(|t| t <= now) {
+                if j.restart_at.is_some_and(|t| t <= now) && j.completing == 0 {
                     restarts.push((j.tracker.id().to_string(), j.checkpoints.clone()));
                     continue;
                 }
@@ -898,7 +910,12 @@ impl Shared {
     async fn checkpoint_progress(&self, run: &str, progress: impl FnOnce(&mut Coordinator, &JobDeployment) -> AckOutcome) {
         let complete = {
             let mut state = lock(&self.state);
-            let Some(j) = state.jobs.iter_mut().find(|j| j.run == run && !j.done && j.restart_at.is_none()) else { return };
+            let Some(j) = state.jobs.iter_mut().find(|j| j.run == run && !j.done && j.restart_at.is_none()) else {
+                // The fence on the JobManager's side: a superseded attempt's
+                // acknowledgements and ends never count.
+                tracing::info!(%run, "ignoring checkpoint progress of an attempt that is not current");
+                return;
+            };
             let (Some(c), Some(store)) = (j.coordinator.as_mut(), j.checkpoints.clone()) else { return };
             match progress(c, &j.deployment) {
                 AckOutcome::Waiting => return,
@@ -907,7 +924,10 @@ impl Shared {
                     j.checkpoint_event(id, CheckpointStatus::Failed, None, Some(e));
                     return;
                 }
-                AckOutcome::Complete(meta) => (meta, store, j.deployment.checkpoints.as_ref().map_or(1, |c| c.retain)),
+                AckOutcome::Complete(meta) => {
+                    j.completing += 1;
+                    (meta, store, j.deployment.checkpoints.as_ref().map_or(1, |c| c.retain))
+                }
             }
         };
         let (meta, store, retain) = complete;
@@ -920,6 +940,9 @@ impl Shared {
             Ok::<_, weir_checkpoint::CheckpointError>((meta, size))
         })
         .await;
+        if let Some(j) = lock(&self.state).jobs.iter_mut().find(|j| j.run == run) {
+            j.completing -= 1;
+        }
         let failed = |why: String| {
             let mut state = lock(&self.state);
             if let Some(j) = state.jobs.iter_mut().find(|j| j.run == run) {
@@ -1047,6 +1070,7 @@ async fn taskmanager(
                     Ok(()) => send_chunks(&mut tx, &bytes, FromJobManager::ComponentChunk).await,
                     Err(e) => Err(e),
                 },
+                Order::Lost => break,
             };
             if sent.is_err() {
                 break;
@@ -1078,6 +1102,8 @@ async fn taskmanager(
     writer.abort();
     if lock(&shared.registry).disconnect(id) {
         tracing::warn!(taskmanager = %name, "taskmanager disconnected");
+    } else {
+        conn.close(CLOSE_LOST, "declared lost: silent past the heartbeat timeout; register again");
     }
     shared.taskmanager_gone(id, &name);
 }
@@ -1087,7 +1113,11 @@ fn from_taskmanager(shared: &Shared, conn: &Connection, id: u64, msg: ToJobManag
     let now = Instant::now();
     match msg {
         ToJobManager::Heartbeat(progress) => {
-            lock(&shared.registry).heartbeat(id, now);
+            if !lock(&shared.registry).heartbeat(id, now) {
+                tracing::warn!(peer = %conn.peer_name(), "closing the connection of a taskmanager declared lost");
+                conn.close(CLOSE_LOST, "declared lost: silent past the heartbeat timeout; register again");
+                return false;
+            }
             let mut state = lock(&shared.state);
             for p in &progress {
                 if let Some(j) = state.jobs.iter_mut().find(|j| j.run == p.job) {

@@ -23,6 +23,9 @@ pub const CLOSE_OK: u32 = 0;
 pub const CLOSE_PROTOCOL_ERROR: u32 = 1;
 /// Application close code: the peer is authenticated but not welcome (e.g. unknown name).
 pub const CLOSE_UNAUTHORIZED: u32 = 2;
+/// Application close code: the JobManager declared this TaskManager lost (silent past
+/// the heartbeat timeout); its attempts are superseded and it must register anew.
+pub const CLOSE_LOST: u32 = 3;
 
 /// Handshaken connections waiting for `accept`; beyond this, handshake tasks wait.
 const ACCEPT_QUEUE: usize = 64;

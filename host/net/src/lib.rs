@@ -29,7 +29,7 @@ mod stream;
 mod tls;
 
 pub use data::{accept_data_stream, open_data_stream};
-pub use endpoint::{CLOSE_OK, CLOSE_PROTOCOL_ERROR, CLOSE_UNAUTHORIZED, Connection, Endpoint, NetError};
+pub use endpoint::{CLOSE_LOST, CLOSE_OK, CLOSE_PROTOCOL_ERROR, CLOSE_UNAUTHORIZED, Connection, Endpoint, NetError};
 pub use frame::{DEFAULT_MAX_FRAME, FrameDecoder, FrameError};
 pub use identity::{CLUSTER_SERVER_NAME, CaCert, ClusterCa, IdentityError, NodeIdentity};
 pub use stream::{FramedRecv, FramedSend, RawRecv, RawSend};

@@ -31,6 +31,8 @@ pub type AckSink = Arc<dyn Fn(CheckpointAck) + Send + Sync>;
 /// One job's checkpoints on this TaskManager.
 pub struct JobCheckpointing {
     run: String,
+    /// The attempt: it names this run's state files and owns its sinks' transactions.
+    attempt: u32,
     /// Newest checkpoint whose barriers sources should inject.
     pub requested: Arc<AtomicU64>,
     /// The checkpoint of a stop-with-savepoint, 0 if none: sources suspend after it.
@@ -52,24 +54,26 @@ impl JobCheckpointing {
             None => None,
         };
         // A restored job continues the checkpoint ids of the run it restores.
-        Ok(Self { run: d.run_id(), requested: Arc::default(), stop_at: Arc::default(), completed: Arc::default(), store, acks })
+        Ok(Self { run: d.run_id(), attempt: d.attempt, requested: Arc::default(), stop_at: Arc::default(), completed: Arc::default(), store, acks })
     }
 
-    /// The hooks of one subtask.
-    pub fn task(&self, vertex: u32, subtask: u32, key_groups: Range<u32>) -> Checkpointing {
+    /// The hooks of one subtask; `transactional`: it ends in a transactional sink,
+    /// whose pending epochs the restore of its checkpoint must commit.
+    pub fn task(&self, vertex: u32, subtask: u32, key_groups: Range<u32>, transactional: bool) -> Checkpointing {
         let Some(store) = self.store.clone() else {
             return Checkpointing { requested: self.requested.clone(), stop_at: self.stop_at.clone(), on_snapshot: Arc::new(|_| {}) };
         };
         let chain = Arc::new(Mutex::new(Chain::default()));
-        let (completed, acks, run) = (self.completed.clone(), self.acks.clone(), self.run.clone());
+        let (completed, acks, run, attempt) = (self.completed.clone(), self.acks.clone(), self.run.clone(), self.attempt);
+        let sink = transactional.then(|| encode_sink_owner(attempt));
         let on_snapshot = move |snap: TaskSnapshot| {
             let kind = chain.lock().unwrap_or_else(PoisonError::into_inner).next_kind(completed.load(Ordering::Acquire));
-            let (chain, store, acks, run, key_groups) = (chain.clone(), store.clone(), acks.clone(), run.clone(), key_groups.clone());
+            let (chain, store, acks, run, key_groups, sink) = (chain.clone(), store.clone(), acks.clone(), run.clone(), key_groups.clone(), sink.clone());
             // Reading the fjall snapshot and writing the file can take a while: never
             // on the subtask's thread.
             let spawned = std::thread::Builder::new().name(format!("weir-snapshot-{vertex}-{subtask}")).spawn(move || {
                 let checkpoint = snap.checkpoint;
-                let task = persist(&store, &chain, snap, kind, vertex, subtask, key_groups);
+                let task = persist(&store, &chain, snap, kind, Writer { vertex, subtask, attempt }, key_groups, sink);
                 if let Err(e) = &task {
                     tracing::warn!(job = %run, checkpoint, vertex, subtask, "snapshot failed: {e}");
                 }
@@ -99,19 +103,30 @@ impl Chain {
     }
 }
 
+/// Who writes a state file: a subtask of an attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct Writer {
+    /// Vertex index.
+    pub vertex: u32,
+    /// Subtask index.
+    pub subtask: u32,
+    /// The job's attempt.
+    pub attempt: u32,
+}
+
 fn persist(
     store: &JobCheckpoints,
     chain: &Mutex<Chain>,
     snap: TaskSnapshot,
     kind: FileKind,
-    vertex: u32,
-    subtask: u32,
+    writer: Writer,
     key_groups: Range<u32>,
+    sink: Option<Vec<u8>>,
 ) -> Result<TaskMeta, String> {
     let lock = || chain.lock().unwrap_or_else(PoisonError::into_inner);
     let files = match &snap.state {
         None => Vec::new(),
-        Some(capture) => match write_state(store, capture, kind, snap.checkpoint, vertex, subtask) {
+        Some(capture) => match write_state(store, capture, kind, snap.checkpoint, writer) {
             Ok(path) => {
                 let mut c = lock();
                 if kind == FileKind::Full {
@@ -129,16 +144,19 @@ fn persist(
         },
     };
     Ok(TaskMeta {
-        subtask,
+        subtask: writer.subtask,
         key_groups: (key_groups.start, key_groups.end),
         state: files,
         source: snap.source.as_deref().map(encode_splits),
-        sink: None,
+        sink,
     })
 }
 
 /// Writes a captured state as a full or delta state file of checkpoint `id`; its path.
-pub fn write_state(store: &JobCheckpoints, capture: &Capture, kind: FileKind, id: u64, vertex: u32, subtask: u32) -> Result<String, String> {
+/// The path names the attempt: checkpoint ids repeat across attempts (one that never
+/// completed is triggered again by the next), and a superseded attempt still writing
+/// must never replace a file of its successor's checkpoint.
+pub fn write_state(store: &JobCheckpoints, capture: &Capture, kind: FileKind, id: u64, writer: Writer) -> Result<String, String> {
     let mut w = StateFileWriter::new(kind);
     let fail = |e: &dyn std::fmt::Display| e.to_string();
     match kind {
@@ -153,7 +171,7 @@ pub fn write_state(store: &JobCheckpoints, capture: &Capture, kind: FileKind, id
             }
         }
     }
-    let path = store.state_path(id, vertex, subtask);
+    let path = store.state_path(id, writer.vertex, writer.subtask, writer.attempt);
     store.write_state(&path, &w.finish()).map_err(|e| fail(&e))?;
     Ok(path)
 }
@@ -162,6 +180,8 @@ pub fn write_state(store: &JobCheckpoints, capture: &Capture, kind: FileKind, id
 pub struct Restore {
     meta: CheckpointMeta,
     storage: Arc<dyn CheckpointStorage>,
+    /// A checkpoint of this job (not a savepoint).
+    own: bool,
 }
 
 impl Restore {
@@ -185,12 +205,23 @@ impl Restore {
             let why = format!("it has {} key groups, the job {}", meta.max_parallelism, d.plan.max_parallelism());
             return Err(fail(&why));
         }
-        Ok(Some(Self { meta, storage }))
+        let own = matches!(from, RestoreFrom::Checkpoint(_));
+        Ok(Some(Self { meta, storage, own }))
     }
 
     /// The checkpoint restored from.
     pub fn id(&self) -> u64 {
         self.meta.id
+    }
+
+    /// The attempt of this job that completed the checkpoint, as its transactional
+    /// sinks recorded it: the only attempt whose pending epochs the restore commits.
+    /// `None` for a savepoint (another job's files are never touched).
+    pub fn sink_owner(&self) -> Option<u32> {
+        if !self.own {
+            return None;
+        }
+        self.meta.vertices.iter().flat_map(|v| &v.tasks).find_map(|t| t.sink.as_deref().and_then(decode_sink_owner))
     }
 
     fn vertex(&self, uid: &str) -> Option<&weir_checkpoint::VertexMeta> {
@@ -228,6 +259,15 @@ impl Restore {
         }
         Ok(Some(splits))
     }
+}
+
+/// A transactional sink's part of a snapshot: the attempt that owns its pending epochs.
+fn encode_sink_owner(attempt: u32) -> Vec<u8> {
+    attempt.to_le_bytes().to_vec()
+}
+
+fn decode_sink_owner(bytes: &[u8]) -> Option<u32> {
+    Some(u32::from_le_bytes(bytes.try_into().ok()?))
 }
 
 /// A savepoint directory as (storage root, name in it): savepoints are addressed by

@@ -62,6 +62,10 @@ pub enum TaskError {
     /// The job was cancelled (because another subtask failed, or by the user).
     #[error("cancelled")]
     Cancelled,
+    /// A newer attempt of the job superseded this one and fenced it off: what this
+    /// attempt tried is refused (a zombie of a paused or partitioned TaskManager).
+    #[error("refused {0}: a newer attempt of the job superseded this one")]
+    Superseded(String),
     /// A bug in Weir.
     #[error("internal error: {0}")]
     Internal(String),
@@ -336,7 +340,7 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::{Commits, Transactional};
+    use crate::sink::{Commits, Transactional, recover_output};
     use crate::source::{Source, Split};
     use std::sync::{Mutex, PoisonError};
 
@@ -389,7 +393,8 @@ mod tests {
     fn a_sink_closes_its_epoch_before_its_snapshot_is_acknowledged() -> Result<(), TaskError> {
         let dir = tempfile::tempdir().map_err(|e| TaskError::Sink(e.to_string()))?;
         let commits = Arc::new(Commits::default());
-        let sink = Sink::Transactional(Box::new(Transactional::open(dir.path().into(), 0, 0, 0, commits.clone())?));
+        recover_output(dir.path(), "j", 0, 0, None)?;
+        let sink = Sink::Transactional(Box::new(Transactional::open(dir.path().into(), "j", 0, 0, 0, commits.clone())?));
         let committed_at_snapshot = Arc::new(AtomicBool::new(false));
         let (seen, out) = (committed_at_snapshot.clone(), dir.path().to_path_buf());
         let requested = Arc::new(AtomicU64::new(0));
@@ -413,7 +418,8 @@ mod tests {
     fn a_source_suspends_after_the_barrier_of_a_stop_until_cancelled() -> Result<(), TaskError> {
         let dir = tempfile::tempdir().map_err(|e| TaskError::Sink(e.to_string()))?;
         let commits = Arc::new(Commits::default());
-        let sink = Sink::Transactional(Box::new(Transactional::open(dir.path().into(), 0, 0, 0, commits.clone())?));
+        recover_output(dir.path(), "j", 0, 0, None)?;
+        let sink = Sink::Transactional(Box::new(Transactional::open(dir.path().into(), "j", 0, 0, 0, commits.clone())?));
         let requested = Arc::new(AtomicU64::new(0));
         let cancel = Cancel::default();
         let canceller = cancel.clone();

@@ -4,15 +4,23 @@
 //! With checkpoints, a file sink is exactly-once by two-phase commit, as Flink's file
 //! sink: the lines between two barriers go to a pending file of that epoch (epoch `k`
 //! ends at the barrier of checkpoint `k`), and a pending file is renamed to its final
-//! name as soon as the TaskManager hears that checkpoint `k` is complete ([`Commits`]). A restore first settles what earlier attempts
-//! left ([`recover_output`]): pending files of completed checkpoints are committed, and
-//! everything written after the restored checkpoint is deleted, since it will be
-//! written again.
+//! name `part-<subtask>-<epoch>-a<attempt>` as soon as the TaskManager hears that
+//! checkpoint `k` is complete ([`Commits`]).
+//!
+//! **Fencing.** Each attempt (run) of a job keeps its pending files in a directory of
+//! its own, `.pending-<job>.<attempt>`, that only its TaskManagers' preparation creates.
+//! A restore first settles what earlier attempts left ([`recover_output`]): it *seals*
+//! each earlier attempt's directory by renaming it away, then commits the pending files
+//! of the attempt that completed the restored checkpoint (epochs up to it) and deletes
+//! everything else. The rename is atomic, so a superseded attempt that is still running
+//! somewhere (a paused or partitioned TaskManager: a zombie) can neither commit nor
+//! write a pending file afterwards: its paths no longer exist. Nothing it did before the
+//! seal is visible unless its checkpoint completed.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, ErrorKind, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use weir_types::batch::records;
 
@@ -40,6 +48,8 @@ pub enum Sink {
 /// The exactly-once file sink of one subtask.
 pub struct Transactional {
     dir: PathBuf,
+    /// This attempt's pending directory.
+    pending: PathBuf,
     subtask: u32,
     attempt: u32,
     epoch: u64,
@@ -48,108 +58,195 @@ pub struct Transactional {
     buf: Vec<u8>,
 }
 
-/// Closed epochs of a sink subtask waiting for their checkpoint: (epoch, pending
-/// file, final name). Shared with the TaskManager, which commits them when it hears of
-/// the checkpoint's completion, whatever the subtask is doing (or if it was cancelled
-/// right after).
+/// A closed epoch waiting for its checkpoint.
+struct Closed {
+    epoch: u64,
+    pending: PathBuf,
+    committed: PathBuf,
+}
+
+/// Closed epochs of a sink subtask waiting for their checkpoint, oldest first. Shared
+/// with the TaskManager, which commits them when it hears of the checkpoint's
+/// completion, whatever the subtask is doing (or if it was cancelled right after).
 #[derive(Default)]
 pub struct Commits {
-    pending: Mutex<Vec<(u64, PathBuf, PathBuf)>>,
+    closed: Mutex<Vec<Closed>>,
 }
 
 impl Commits {
-    /// Renames the files of every epoch up to `upto` to their final names.
+    /// Renames the files of every epoch up to `upto` to their final names, oldest
+    /// first. Idempotent, and ordered: an epoch that cannot be committed stays pending
+    /// with every later one, so a newer epoch is never visible before an older one.
+    /// Refused ([`TaskError::Superseded`]) once a newer attempt sealed this one.
     pub fn commit(&self, upto: u64) -> Result<(), TaskError> {
-        let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut *pending).into_iter().partition(|(e, _, _)| *e <= upto);
-        *pending = waiting;
-        for (_, from, to) in ready {
-            std::fs::rename(&from, &to).map_err(|e| io_error(&from, e))?;
+        let mut closed = self.closed.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some(first) = closed.first().filter(|c| c.epoch <= upto) {
+            commit_one(first)?;
+            closed.remove(0);
         }
         Ok(())
     }
 }
 
-fn pending_name(subtask: u32, epoch: u64, attempt: u32) -> String {
-    format!(".part-{subtask}-{epoch}-a{attempt}.pending")
+fn commit_one(c: &Closed) -> Result<(), TaskError> {
+    match std::fs::rename(&c.pending, &c.committed) {
+        Ok(()) => Ok(()),
+        // Committed before: by an earlier call, or by the restore of a newer attempt
+        // that found this attempt's checkpoint complete.
+        Err(e) if e.kind() == ErrorKind::NotFound && c.committed.exists() => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound && c.pending.parent().is_some_and(|d| !d.exists()) => {
+            Err(TaskError::Superseded(format!("committing {}", c.committed.display())))
+        }
+        Err(e) => Err(io_error(&c.pending, e)),
+    }
+}
+
+/// `.pending-<job>.<attempt>`: where attempt `attempt` of `job` keeps pending files.
+fn pending_dir_name(job: &str, attempt: u32) -> String {
+    format!(".pending-{job}.{attempt}")
+}
+
+/// (job, attempt, sealed?) of a pending directory's name.
+fn parse_pending_dir(name: &str) -> Option<(&str, u32, bool)> {
+    let (run, sealed) = match name.strip_prefix(".pending-") {
+        Some(run) => (run, false),
+        None => (name.strip_prefix(".sealed-")?, true),
+    };
+    let (job, attempt) = run.rsplit_once('.')?;
+    Some((job, attempt.parse().ok()?, sealed))
+}
+
+/// A pending file's name in its attempt's directory.
+fn pending_name(subtask: u32, epoch: u64) -> String {
+    format!("part-{subtask}-{epoch}")
 }
 
 fn final_name(subtask: u32, epoch: u64, attempt: u32) -> String {
     format!("part-{subtask}-{epoch}-a{attempt}")
 }
 
-/// (subtask, epoch, attempt, pending?) of a file this sink wrote.
-fn parse_name(name: &str) -> Option<(u32, u64, u32, bool)> {
-    let (body, pending) = match name.strip_prefix('.').and_then(|n| n.strip_suffix(".pending")) {
-        Some(b) => (b, true),
-        None => (name, false),
-    };
-    let mut parts = body.strip_prefix("part-")?.split('-');
-    let subtask = parts.next()?.parse().ok()?;
-    let epoch = parts.next()?.parse().ok()?;
-    let attempt = parts.next()?.strip_prefix('a')?.parse().ok()?;
-    parts.next().is_none().then_some((subtask, epoch, attempt, pending))
+/// (subtask, epoch) of a pending file's name.
+fn parse_pending(name: &str) -> Option<(u32, u64)> {
+    let (subtask, epoch) = name.strip_prefix("part-")?.split_once('-')?;
+    Some((subtask.parse().ok()?, epoch.parse().ok()?))
+}
+
+/// (subtask, epoch, attempt) of a committed file's name.
+fn parse_final(name: &str) -> Option<(u32, u64, u32)> {
+    let (rest, attempt) = name.rsplit_once("-a")?;
+    let (subtask, epoch) = parse_pending(rest)?;
+    Some((subtask, epoch, attempt.parse().ok()?))
 }
 
 fn io_error(path: &Path, e: std::io::Error) -> TaskError {
     TaskError::Sink(format!("{}: {e}", path.display()))
 }
 
-/// Settles a sink directory before attempt `attempt` restored from checkpoint
-/// `restored` (0: none) writes to it: files of earlier attempts from epochs up to
-/// `restored` are committed (their checkpoint completed), later ones deleted.
-/// Idempotent, so every TaskManager with a subtask of the sink may run it.
-pub fn recover_output(dir: &Path, attempt: u32, restored: u64) -> Result<(), TaskError> {
+/// Tolerates what another TaskManager settling the same directory did first.
+fn settled(path: &Path, r: std::io::Result<()>) -> Result<(), TaskError> {
+    match r {
+        Err(e) if e.kind() != ErrorKind::NotFound => Err(io_error(path, e)),
+        _ => Ok(()),
+    }
+}
+
+/// Settles a sink directory before attempt `attempt` of `job`, restored from
+/// checkpoint `restored` (0: none) that attempt `owner` of the same job completed
+/// (`None`: a savepoint or nothing), writes to it; then creates the attempt's pending
+/// directory. Every earlier attempt's pending directory is sealed (see the module
+/// docs); of their files only the owner's epochs up to `restored` are committed.
+/// Committed files of earlier attempts past `restored` (an input's end commits its
+/// last epoch without a checkpoint) are deleted: they will be written again.
+/// Idempotent and safe to run concurrently, so every TaskManager with a subtask of the
+/// sink runs it.
+pub fn recover_output(dir: &Path, job: &str, attempt: u32, restored: u64, owner: Option<u32>) -> Result<(), TaskError> {
     std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
     for entry in std::fs::read_dir(dir).map_err(|e| io_error(dir, e))? {
         let entry = entry.map_err(|e| io_error(dir, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some((subtask, epoch, file_attempt, pending)) = parse_name(&name) else { continue };
-        if file_attempt >= attempt {
-            continue;
-        }
         let path = entry.path();
-        // Another TaskManager may settle the same file at the same moment.
-        let settled = if epoch > restored {
-            std::fs::remove_file(&path)
-        } else if pending {
-            std::fs::rename(&path, dir.join(final_name(subtask, epoch, file_attempt)))
-        } else {
-            Ok(())
-        };
-        match settled {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_error(&path, e)),
-            _ => {}
+        if let Some((of, earlier, is_sealed)) = parse_pending_dir(&name) {
+            if of != job || earlier >= attempt {
+                continue;
+            }
+            let sealed_path = dir.join(format!(".sealed-{job}.{earlier}"));
+            if !is_sealed {
+                // The fence: from here on the earlier attempt's paths do not exist.
+                settled(&path, std::fs::rename(&path, &sealed_path))?;
+            }
+            let keep = (owner == Some(earlier)).then_some(restored);
+            settle_sealed(dir, &sealed_path, earlier, keep)?;
+        } else if let Some((_, epoch, earlier)) = parse_final(&name)
+            && earlier < attempt
+            && epoch > restored
+        {
+            settled(&path, std::fs::remove_file(&path))?;
         }
     }
-    Ok(())
+    let own = dir.join(pending_dir_name(job, attempt));
+    match std::fs::create_dir(&own) {
+        Err(e) if e.kind() != ErrorKind::AlreadyExists => Err(io_error(&own, e)),
+        _ => Ok(()),
+    }
+}
+
+/// Commits the files of a sealed directory of attempt `attempt` with epochs up to
+/// `keep` (if any), deletes the rest and the directory.
+fn settle_sealed(dir: &Path, sealed: &Path, attempt: u32, keep: Option<u64>) -> Result<(), TaskError> {
+    let entries = match std::fs::read_dir(sealed) {
+        Ok(entries) => entries,
+        // Another TaskManager finished with it.
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_error(sealed, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| io_error(sealed, e))?;
+        let path = entry.path();
+        match parse_pending(&entry.file_name().to_string_lossy()) {
+            Some((subtask, epoch)) if keep.is_some_and(|k| epoch <= k) => {
+                settled(&path, std::fs::rename(&path, dir.join(final_name(subtask, epoch, attempt))))?;
+            }
+            _ => settled(&path, std::fs::remove_file(&path))?,
+        }
+    }
+    match std::fs::remove_dir(sealed) {
+        // Another TaskManager is still emptying it; the next restore removes it.
+        Err(e) if !matches!(e.kind(), ErrorKind::NotFound | ErrorKind::DirectoryNotEmpty) => Err(io_error(sealed, e)),
+        _ => Ok(()),
+    }
 }
 
 impl Transactional {
-    /// The sink of `subtask` writing into `dir`, starting with the epoch after
-    /// checkpoint `restored`; `completed` tracks the newest completed checkpoint.
-    pub fn open(dir: PathBuf, subtask: u32, attempt: u32, restored: u64, commits: Arc<Commits>) -> Result<Self, TaskError> {
+    /// The sink of `subtask` of attempt `attempt` of `job`, writing into `dir` (settled
+    /// by [`recover_output`] first), starting with the epoch after checkpoint `restored`.
+    pub fn open(dir: PathBuf, job: &str, attempt: u32, subtask: u32, restored: u64, commits: Arc<Commits>) -> Result<Self, TaskError> {
         let epoch = restored + 1;
-        let file = Self::create(&dir, subtask, epoch, attempt)?;
-        Ok(Self { dir, subtask, attempt, epoch, file, commits, buf: Vec::new() })
+        let pending = dir.join(pending_dir_name(job, attempt));
+        let file = Self::create(&pending, subtask, epoch)?;
+        Ok(Self { dir, pending, subtask, attempt, epoch, file, commits, buf: Vec::new() })
     }
 
-    fn create(dir: &Path, subtask: u32, epoch: u64, attempt: u32) -> Result<BufWriter<File>, TaskError> {
-        let path = dir.join(pending_name(subtask, epoch, attempt));
-        Ok(BufWriter::with_capacity(256 * 1024, File::create(&path).map_err(|e| io_error(&path, e))?))
+    /// Never creates the pending directory: once it is sealed, a superseded attempt
+    /// cannot write another pending file.
+    fn create(pending: &Path, subtask: u32, epoch: u64) -> Result<BufWriter<File>, TaskError> {
+        let path = pending.join(pending_name(subtask, epoch));
+        match File::create(&path) {
+            Ok(f) => Ok(BufWriter::with_capacity(256 * 1024, f)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(TaskError::Superseded(format!("writing {}", path.display()))),
+            Err(e) => Err(io_error(&path, e)),
+        }
     }
 
     fn close_epoch(&mut self) -> Result<(), TaskError> {
-        let path = self.dir.join(pending_name(self.subtask, self.epoch, self.attempt));
+        let path = self.pending.join(pending_name(self.subtask, self.epoch));
         self.file.flush().map_err(|e| io_error(&path, e))?;
         // Durable before the checkpoint that commits it can complete.
         self.file.get_ref().sync_data().map_err(|e| io_error(&path, e))?;
-        let target = self.dir.join(final_name(self.subtask, self.epoch, self.attempt));
-        self.commits.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((self.epoch, path, target));
+        let committed = self.dir.join(final_name(self.subtask, self.epoch, self.attempt));
+        self.commits.closed.lock().unwrap_or_else(PoisonError::into_inner).push(Closed { epoch: self.epoch, pending: path, committed });
         Ok(())
     }
 }
-
 impl Sink {
     /// A text sink into `out`.
     pub fn text(out: SharedWriter) -> Self {
@@ -178,7 +275,7 @@ impl Sink {
             Sink::Transactional(t) => {
                 t.close_epoch()?;
                 t.epoch = checkpoint + 1;
-                t.file = Transactional::create(&t.dir, t.subtask, t.epoch, t.attempt)?;
+                t.file = Transactional::create(&t.pending, t.subtask, t.epoch)?;
                 Ok(())
             }
             _ => self.finish(),
@@ -225,26 +322,112 @@ mod tests {
         v
     }
 
+    fn batch(value: &str) -> Vec<u8> {
+        let mut batch = Vec::new();
+        weir_types::batch::push_record(&mut batch, 0, b"k", value.as_bytes());
+        batch
+    }
+
+    /// Attempt `attempt` of job "j", restored from `restored` owned by `owner`.
+    fn attempt(dir: &Path, attempt: u32, restored: u64, owner: Option<u32>) -> Result<(Sink, Arc<Commits>), TaskError> {
+        recover_output(dir, "j", attempt, restored, owner)?;
+        let commits = Arc::new(Commits::default());
+        let t = Transactional::open(dir.into(), "j", attempt, 0, restored, commits.clone())?;
+        Ok((Sink::Transactional(Box::new(t)), commits))
+    }
+
     #[test]
     fn epochs_commit_with_checkpoints_and_a_restore_discards_what_followed() -> Result<(), TaskError> {
         let dir = tempfile::tempdir().map_err(|e| TaskError::Sink(e.to_string()))?;
-        let commits = Arc::new(Commits::default());
-        let mut sink = Sink::Transactional(Box::new(Transactional::open(dir.path().into(), 0, 0, 0, commits.clone())?));
-        let mut batch = Vec::new();
-        weir_types::batch::push_record(&mut batch, 0, b"k", b"1");
-        sink.write(&batch)?;
+        let (mut sink, commits) = attempt(dir.path(), 0, 0, None)?;
+        sink.write(&batch("1"))?;
         sink.barrier(1)?;
-        sink.write(&batch)?;
+        sink.write(&batch("2"))?;
         sink.barrier(2)?;
         commits.commit(1)?;
-        sink.write(&batch)?;
-        assert_eq!(names(dir.path()), vec![".part-0-2-a0.pending", ".part-0-3-a0.pending", "part-0-1-a0"]);
+        sink.write(&batch("3"))?;
+        assert_eq!(names(dir.path()), vec![".pending-j.0", "part-0-1-a0"]);
+        assert_eq!(names(&dir.path().join(".pending-j.0")), vec!["part-0-2", "part-0-3"]);
         drop(sink);
-        // Attempt 1 restores checkpoint 2: epoch 2 is committed, epoch 3 is gone.
-        recover_output(dir.path(), 1, 2)?;
-        assert_eq!(names(dir.path()), vec!["part-0-1-a0", "part-0-2-a0"]);
-        assert_eq!(parse_name("part-3-10-a2"), Some((3, 10, 2, false)));
-        assert_eq!(parse_name("part-3"), None);
+        // Attempt 1 restores checkpoint 2, which attempt 0 completed: epoch 2 is
+        // committed, epoch 3 is gone.
+        let _next = attempt(dir.path(), 1, 2, Some(0))?;
+        assert_eq!(names(dir.path()), vec![".pending-j.1", "part-0-1-a0", "part-0-2-a0"]);
+        assert_eq!(parse_final("part-3-10-a2"), Some((3, 10, 2)));
+        assert_eq!(parse_final("part-3"), None);
+        assert_eq!(parse_pending_dir(".sealed-ab12.7"), Some(("ab12", 7, true)));
+        Ok(())
+    }
+
+    /// The zombie: attempt 0 runs on (a paused TaskManager woke up) after attempt 1
+    /// restored from checkpoint 1 and sealed it. Whatever it tries, nothing of it
+    /// becomes visible: not a commit of an epoch its checkpoint never completed, not
+    /// the commit of its input's end, not a new pending file.
+    #[test]
+    fn a_superseded_attempt_can_neither_commit_nor_write() -> Result<(), TaskError> {
+        let dir = tempfile::tempdir().map_err(|e| TaskError::Sink(e.to_string()))?;
+        let (mut zombie, zombie_commits) = attempt(dir.path(), 0, 0, None)?;
+        zombie.write(&batch("1"))?;
+        zombie.barrier(1)?;
+        zombie.write(&batch("2"))?;
+        zombie.barrier(2)?;
+        zombie.write(&batch("3"))?;
+        // Checkpoint 1 completed, but the TaskManager was paused before it heard.
+        let (mut next, next_commits) = attempt(dir.path(), 1, 1, Some(0))?;
+        assert_eq!(names(dir.path()), vec![".pending-j.1", "part-0-1-a0"]);
+
+        assert!(matches!(zombie_commits.commit(2), Err(TaskError::Superseded(_))), "commit of a checkpoint of a superseded attempt");
+        assert!(matches!(zombie.barrier(3), Err(TaskError::Superseded(_))), "a new pending file");
+        assert!(matches!(zombie.finish(), Err(TaskError::Superseded(_))), "the commit at the input's end");
+        // Checkpoint 1 was committed by the restore: committing it again is a no-op.
+        let visible = names(dir.path());
+        assert_eq!(visible, vec![".pending-j.1", "part-0-1-a0"], "nothing of the zombie became visible");
+
+        next.write(&batch("2"))?;
+        next.barrier(2)?;
+        next_commits.commit(2)?;
+        assert_eq!(names(dir.path()), vec![".pending-j.1", "part-0-1-a0", "part-0-2-a1"]);
+        Ok(())
+    }
+
+    /// Only the attempt that completed the restored checkpoint has its pending epochs
+    /// committed; an attempt that failed before completing one leaves nothing.
+    #[test]
+    fn a_restore_commits_only_the_owner_of_its_checkpoint() -> Result<(), TaskError> {
+        let dir = tempfile::tempdir().map_err(|e| TaskError::Sink(e.to_string()))?;
+        let (mut a0, _) = attempt(dir.path(), 0, 0, None)?;
+        a0.write(&batch("a0"))?;
+        a0.barrier(1)?;
+        drop(a0);
+        // Attempt 1 restored nothing (checkpoint 1 never completed) and wrote epoch 1
+        // again; its checkpoint 1 completed but its TaskManager died before committing.
+        let (mut a1, _) = attempt(dir.path(), 1, 0, None)?;
+        a1.write(&batch("a1"))?;
+        a1.barrier(1)?;
+        drop(a1);
+        let _a2 = attempt(dir.path(), 2, 1, Some(1))?;
+        assert_eq!(names(dir.path()), vec![".pending-j.2", "part-0-1-a1"]);
+        assert_eq!(std::fs::read_to_string(dir.path().join("part-0-1-a1")).map_err(|e| io_error(dir.path(), e))?, "k\ta1\n");
+        Ok(())
+    }
+
+    /// An epoch that cannot be committed holds back every later one.
+    #[test]
+    fn commits_are_ordered_and_idempotent() -> Result<(), TaskError> {
+        let dir = tempfile::tempdir().map_err(|e| TaskError::Sink(e.to_string()))?;
+        let (mut sink, commits) = attempt(dir.path(), 0, 0, None)?;
+        for epoch in 1..=3 {
+            sink.write(&batch(&epoch.to_string()))?;
+            sink.barrier(epoch)?;
+        }
+        // Epoch 1's final name is taken by a non-empty directory: its rename fails.
+        std::fs::create_dir_all(dir.path().join("part-0-1-a0/x")).map_err(|e| io_error(dir.path(), e))?;
+        assert!(commits.commit(3).is_err());
+        assert!(!dir.path().join("part-0-2-a0").exists(), "epoch 2 waits for epoch 1");
+        std::fs::remove_dir_all(dir.path().join("part-0-1-a0")).map_err(|e| io_error(dir.path(), e))?;
+        commits.commit(3)?;
+        commits.commit(3)?;
+        assert_eq!(names(dir.path()), vec![".pending-j.0", "part-0-1-a0", "part-0-2-a0", "part-0-3-a0"]);
         Ok(())
     }
 }

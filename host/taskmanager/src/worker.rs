@@ -132,7 +132,7 @@ impl TaskManager {
         let checkpoints = JobCheckpointing::new(d, Arc::new(move |ack| acks(Report::Snapshot(ack))))?;
         let restore = Restore::open(d)?;
         let mut commits = Vec::new();
-        let mut sinks = open_sinks(d, me, &mut commits, restore.as_ref().map_or(0, Restore::id))?;
+        let mut sinks = open_sinks(d, me, &mut commits, restore.as_ref())?;
 
         let mut tasks = Vec::new();
         let mut counters = Vec::new();
@@ -163,6 +163,7 @@ impl TaskManager {
                 _ => Head::Input(Inputs::new(receivers.remove(&(v, s)).ok_or_else(|| internal("inputs missing"))?)),
             };
             let last = *vertex.nodes.last().ok_or_else(|| internal("empty vertex"))?;
+            let transactional = matches!(sinks.get(&(last, s)), Some(Sink::Transactional(_)));
             let tail = match &plan.nodes[last].kind {
                 NodeKind::Sink(_) => Tail::Sink(sinks.remove(&(last, s)).unwrap_or(Sink::Discard)),
                 _ => {
@@ -217,7 +218,7 @@ impl TaskManager {
                 cache_bytes: self.inner.cache_bytes,
                 cancel: cancel.clone(),
                 counters: task_counters,
-                checkpointing: checkpoints.task(v as u32, s, key_groups),
+                checkpointing: checkpoints.task(v as u32, s, key_groups, transactional),
             };
             tasks.push((v as u32, s, deployment));
         }
@@ -241,9 +242,11 @@ impl TaskManager {
         if let Some(j) = self.lock_jobs().get(job) {
             j.checkpoints.completed.fetch_max(id, Ordering::AcqRel);
             for c in &j.commits {
-                if let Err(e) = c.commit(id) {
+                match c.commit(id) {
+                    Ok(()) => {}
+                    Err(e @ TaskError::Superseded(_)) => tracing::warn!(job, checkpoint = id, "{e}"),
                     // The files stay pending; a restore commits them.
-                    tracing::error!(job, checkpoint = id, "cannot commit sink output: {e}");
+                    Err(e) => tracing::error!(job, checkpoint = id, "cannot commit sink output: {e}"),
                 }
             }
         }
@@ -380,7 +383,8 @@ fn open_source(kind: &SourceKind, subtask: u32, parallelism: u32, resume: Option
 /// The sinks of the local subtasks, by (node, subtask). Files are created (truncated)
 /// here, before any subtask runs; a checkpointed job's part files are transactional,
 /// and what earlier attempts left in their directory is settled first.
-fn open_sinks(d: &JobDeployment, me: u32, commits: &mut Vec<Arc<Commits>>, restored: u64) -> Result<HashMap<(usize, u32), Sink>, TaskError> {
+fn open_sinks(d: &JobDeployment, me: u32, commits: &mut Vec<Arc<Commits>>, restore: Option<&Restore>) -> Result<HashMap<(usize, u32), Sink>, TaskError> {
+    let restored = restore.map_or(0, Restore::id);
     let mut sinks = HashMap::new();
     let mut shared: HashMap<usize, SharedWriter> = HashMap::new();
     let mut settled = std::collections::HashSet::new();
@@ -395,11 +399,11 @@ fn open_sinks(d: &JobDeployment, me: u32, commits: &mut Vec<Arc<Commits>>, resto
             (Some(dir), SinkFiles::PartPerSubtask) if d.checkpoints.is_some() => {
                 let dir = Path::new(dir);
                 if settled.insert(last) {
-                    recover_output(dir, d.attempt, restored)?;
+                    recover_output(dir, &d.job, d.attempt, restored, restore.and_then(Restore::sink_owner))?;
                 }
                 let c = Arc::new(Commits::default());
                 commits.push(c.clone());
-                Sink::Transactional(Box::new(Transactional::open(dir.into(), s, d.attempt, restored, c)?))
+                Sink::Transactional(Box::new(Transactional::open(dir.into(), &d.job, d.attempt, s, restored, c)?))
             }
             (Some(dir), SinkFiles::PartPerSubtask) => {
                 let dir = Path::new(dir);
