@@ -170,3 +170,5 @@ macro_rules! export_job {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vector_tests;
