@@ -5,7 +5,8 @@
 //   export const operator = weir.component(weir.mapValues((v) => [TAG, v]));
 //
 // Records are (key: Uint8Array, value: Uint8Array, ts: number); keys and values are
-// opaque bytes (text sinks print them as UTF-8). Kinds of operators:
+// opaque bytes (text sinks print them as UTF-8). ts is a BigInt beyond +-2^53, where a
+// number cannot hold it exactly; either kind may be emitted. Kinds of operators:
 //   mapValues(f)  f(value) -> bytes | string | [bytes, ...] (parts, written without
 //                 concatenating); same key and ts (fastest)
 //   map(f)        f(key, value, ts) -> [key, value] or [key, value, ts]
@@ -106,12 +107,21 @@ function beginOutput() {
 function endRecords() {
   ov.setUint32(0, op - 4, true);
 }
+// Timestamps are i64. A number holds them exactly in [-2^53, 2^53), which every real
+// timestamp is; outside that they are BigInts, so none is silently rounded (i64::MAX as
+// a double would come back as i64::MIN). Both kinds are accepted when writing.
 function writeTs(ts) {
+  if (typeof ts === "bigint") {
+    ov.setBigInt64(op, ts, true);
+    return;
+  }
   ov.setUint32(op, ts >>> 0, true);
   ov.setInt32(op + 4, Math.floor(ts / 4294967296), true);
 }
 function readTs(dv, pos) {
-  return dv.getUint32(pos, true) + dv.getInt32(pos + 4, true) * 4294967296;
+  const hi = dv.getInt32(pos + 4, true);
+  if (hi < -0x200000 || hi >= 0x200000) return dv.getBigInt64(pos, true);
+  return dv.getUint32(pos, true) + hi * 4294967296;
 }
 function writeRecord(ts, key, value) {
   key = asBytes(key);
