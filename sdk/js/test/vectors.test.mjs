@@ -1,0 +1,159 @@
+// Checks weir.js against the canonical batches in sdk/vectors (README.md there), which
+// the host writes: every operator kind decodes the input vectors and writes the output
+// vectors byte for byte. Plain node, no packages:
+//
+//   node --test sdk/js/test/
+//
+// weir.js imports the host's log as `weir:dataflow/log@0.1.0`, which only exists inside
+// a component; a resolve hook maps it to a stub so the module loads under node.
+
+import assert from "node:assert/strict";
+import { readdirSync, readFileSync } from "node:fs";
+import { register } from "node:module";
+import { test } from "node:test";
+
+const stubLog = "data:text/javascript,export function log() {}";
+const hooks = `export async function resolve(specifier, context, next) {
+  if (specifier.startsWith("weir:dataflow/")) return { url: ${JSON.stringify(stubLog)}, shortCircuit: true };
+  return next(specifier, context);
+}`;
+register("data:text/javascript," + encodeURIComponent(hooks));
+const weir = await import("../weir.js");
+
+// ---- the vector files ----
+
+const dir = new URL("../../vectors/", import.meta.url);
+const words = (line) => line.split("#", 1)[0].split(/\s+/).filter(Boolean);
+const bytes = (word) => (word === "-" ? new Uint8Array(0) : new Uint8Array(Buffer.from(word, "hex")));
+const hex = (b) => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("hex");
+
+/** Timestamps are BigInt here: the vectors hold i64s no JS number can. */
+function loadVector(name) {
+  const v = { name, layout: null, records: [], keys: [], keyedRecords: [], updates: [] };
+  for (const line of readFileSync(new URL(`${name}.txt`, dir), "utf8").split("\n")) {
+    const w = words(line);
+    if (w.length === 0) continue;
+    if (w[0] === "layout") v.layout = w[1];
+    else if (w[0] === "record") v.records.push({ ts: BigInt(w[1]), key: bytes(w[2]), value: bytes(w[3]) });
+    else if (w[0] === "key") v.keys.push({ key: bytes(w[1]), state: w[2] === "none" ? null : bytes(w[2]) });
+    else if (w[0] === "keyed-record") v.keyedRecords.push({ index: Number(w[1]), ts: BigInt(w[2]), value: bytes(w[3]) });
+    else if (w[0] === "state" && w[1] === "unchanged") v.updates.push({ kind: "unchanged" });
+    else if (w[0] === "state" && w[1] === "set") v.updates.push({ kind: "set", state: bytes(w[2]) });
+    else if (w[0] === "state" && w[1] === "cleared") v.updates.push({ kind: "cleared" });
+    else throw new Error(`${name}.txt: cannot read ${JSON.stringify(line)}`);
+  }
+  const text = readFileSync(new URL(`${name}.hex`, dir), "utf8");
+  v.bytes = bytes(text.split("\n").map((l) => words(l).join("")).join("") || "-");
+  return v;
+}
+const vectors = readdirSync(dir)
+  .filter((f) => f.endsWith(".txt"))
+  .map((f) => loadVector(f.slice(0, -4)))
+  .sort((a, b) => (a.name < b.name ? -1 : 1));
+const ofLayout = (layout) => vectors.filter((v) => v.layout === layout);
+
+// ---- test-side encoders (weir.js only decodes inputs and only writes outputs) ----
+
+function u32(n) {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n);
+  return b;
+}
+function i64(ts) {
+  const b = Buffer.alloc(8);
+  b.writeBigInt64LE(BigInt(ts));
+  return b;
+}
+const lenPrefixed = (b) => Buffer.concat([u32(b.length), b]);
+const record = (ts, key, value) => Buffer.concat([i64(ts), lenPrefixed(key), lenPrefixed(value)]);
+const output = (records, tail = Buffer.alloc(0)) => {
+  const body = Buffer.concat(records.map((r) => record(r.ts, r.key, r.value)));
+  return Buffer.concat([u32(body.length), body, tail]);
+};
+/** A keyed batch with one key per update, each with a state no update sets and one
+ * record (ts = its index), so a keyed operator can produce the updates. */
+function keyedInputFor(updates) {
+  const parts = [u32(updates.length)];
+  updates.forEach((_, i) => parts.push(lenPrefixed(Buffer.from(`k${i}`)), lenPrefixed(Buffer.from("old state"))));
+  parts.push(u32(updates.length));
+  updates.forEach((_, i) => parts.push(u32(i), i64(i), u32(0)));
+  return new Uint8Array(Buffer.concat(parts));
+}
+
+/** Runs `op` (a weir.js operator kind) over one batch as the component export does;
+ * returns a copy (weir.js reuses its output buffer across batches). */
+function run(op, batch) {
+  const c = weir.component(op);
+  c.open(0, { subtask: 0, parallelism: 1, maxParallelism: 128 }, []);
+  return Uint8Array.from(c.process(0, batch));
+}
+/** A timestamp as weir.js hands it out: a number where one holds it exactly, else a BigInt. */
+const jsTs = (ts) => (ts >= -(2n ** 53n) && ts < 2n ** 53n ? Number(ts) : ts);
+const badInput = (e) => e && e.tag === "bad-input";
+
+// ---- the tests ----
+
+test("plain input vectors: every kind reads the records and passes them through unchanged", () => {
+  for (const v of ofLayout("plain")) {
+    const seen = [];
+    const flat = weir.flatMap((k, val, ts, emit) => {
+      seen.push({ ts, key: hex(k), value: hex(val) });
+      emit(k, val);
+    });
+    const echo = hex(output(v.records));
+    assert.equal(hex(run(flat, v.bytes)), echo, v.name);
+    assert.deepEqual(seen, v.records.map((r) => ({ ts: jsTs(r.ts), key: hex(r.key), value: hex(r.value) })), v.name);
+    const kinds = [flat, weir.mapValues((val) => val), weir.filter(() => true), weir.map((k, val, ts) => [k, val, ts])];
+    for (const op of kinds.slice(1)) assert.equal(hex(run(op, v.bytes)), echo, v.name);
+    // A prefix that ends inside a record is bad input in every batch loop.
+    const ends = new Set([0]);
+    let end = 0;
+    for (const r of v.records) ends.add((end += 16 + r.key.length + r.value.length));
+    for (let cut = 0; cut < v.bytes.length; cut++) {
+      if (ends.has(cut)) continue;
+      for (const op of kinds) assert.throws(() => run(op, v.bytes.subarray(0, cut)), badInput, `${v.name} cut at ${cut}`);
+    }
+  }
+});
+
+test("keyed input vectors: keys, states and records as the host grouped them", () => {
+  for (const v of ofLayout("keyed")) {
+    const seen = [];
+    const echo = weir.keyed((k, state, val, ts, emit) => {
+      seen.push({ key: hex(k), state: state === null ? null : hex(state), value: hex(val), ts });
+      emit(k, val);
+      return undefined;
+    });
+    const out = run(echo, v.bytes);
+    const want = v.keyedRecords.map((r) => ({ key: v.keys[r.index].key, state: v.keys[r.index].state, value: r.value, ts: r.ts }));
+    const unchanged = Buffer.alloc(v.keys.length); // tag 0 per key
+    assert.equal(hex(out), hex(output(want, unchanged)), v.name);
+    assert.deepEqual(
+      seen,
+      want.map((r) => ({ key: hex(r.key), state: r.state === null ? null : hex(r.state), value: hex(r.value), ts: jsTs(r.ts) })),
+      v.name,
+    );
+    for (let cut = 0; cut < v.bytes.length; cut++) {
+      assert.throws(() => run(echo, v.bytes.subarray(0, cut)), badInput, `${v.name} cut at ${cut}`);
+    }
+  }
+});
+
+test("output vectors: records written as the host reads them", () => {
+  for (const v of ofLayout("output")) {
+    const emitAll = weir.flatMap((k, val, ts, emit) => v.records.forEach((r) => emit(r.key, r.value, jsTs(r.ts))));
+    assert.equal(hex(run(emitAll, record(0, Buffer.alloc(0), Buffer.alloc(0)))), hex(v.bytes), v.name);
+  }
+});
+
+test("keyed output vectors: records, then one state update per key", () => {
+  for (const v of ofLayout("keyed-output")) {
+    // The first record emits the vector's records; record i gives key i its update.
+    const script = weir.keyed((k, state, val, ts, emit) => {
+      if (ts === 0) v.records.forEach((r) => emit(r.key, r.value, jsTs(r.ts)));
+      const u = v.updates[ts];
+      return u.kind === "set" ? u.state : u.kind === "cleared" ? null : undefined;
+    });
+    assert.equal(hex(run(script, keyedInputFor(v.updates))), hex(v.bytes), v.name);
+  }
+});
