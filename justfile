@@ -12,6 +12,11 @@ demo: examples
 test:
     rustup target add wasm32-wasip2 && cargo test --release --workspace
 
+# Every guest SDK's tests (Rust, Python, JavaScript, C) against the host-written batch
+# vectors in sdk/vectors. Needs python3, node and a C compiler (.ci/install-toolchains).
+sdk-test:
+    .ci/sdk-tests
+
 # Throughput and peak-RSS benchmark (WEIR_BENCH_N records, default 20M).
 bench:
     cargo bench --bench throughput
