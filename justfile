@@ -49,3 +49,19 @@ polyglot:
 # every language (bytes and records/s) and the 4-language pipeline over the sample.
 polyglot-check: polyglot
     node examples-wasm/polyglot/check.mjs target/polyglot
+
+# Chaos checker (tests/chaos): word-count jobs on a real cluster under seeded faults
+# (TaskManager kills, pauses past the heartbeat timeout, JobManager failover, network
+# partitions, damaged checkpoints), committed output checked exactly once. Partitions
+# need root (a network namespace per TaskManager); without, it runs on loopback.
+# Extra arguments pass through: `just chaos --seed 7`, `just chaos --seed 7 --only-job 3`.
+chaos *args: chaos-build
+    target/release/weir-chaos --jobs 20 --faults-per-job 10 --min-faults 200 {{args}}
+
+# The chaos checker's preset for CI: 2 jobs, 3 faults each, about two minutes.
+chaos-smoke *args: chaos-build
+    target/release/weir-chaos --smoke {{args}}
+
+# What the chaos checker runs: the weir binary, the example jobs, the checker itself.
+chaos-build: examples
+    cargo build --release -p weir -p weir-chaos

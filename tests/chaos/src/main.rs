@@ -27,7 +27,8 @@ use crate::faults::{Fault, Kind, Outcome};
 use crate::sys::{Rng, mix};
 
 #[derive(Parser, Debug)]
-#[command(about = "Chaos checker: a real Weir cluster under seeded faults, committed output checked exactly once")]
+// A later flag wins: `just chaos --jobs 3` overrides the recipe's --jobs.
+#[command(about = "Chaos checker: a real Weir cluster under seeded faults, committed output checked exactly once", args_override_self = true)]
 struct Args {
     /// Seed of the whole run (default: from the clock; always printed).
     #[arg(long)]
@@ -42,6 +43,10 @@ struct Args {
     /// faults (about 2.5M words/s on 2 cores between them).
     #[arg(long)]
     words: Option<u64>,
+    /// Go on past --jobs (up to 3x) until this many faults were injected: jobs that
+    /// finish early take fewer faults.
+    #[arg(long, default_value_t = 0)]
+    min_faults: usize,
     /// Run only job J (0-based) of the run's schedule: reproduces a failure.
     #[arg(long)]
     only_job: Option<usize>,
@@ -84,7 +89,7 @@ struct Config {
 impl Config {
     /// The command line that replays job `j`.
     fn repro(&self, j: usize) -> String {
-        let mut s = format!("weir-chaos --seed {} --only-job {j} --faults-per-job {} --words {}", self.seed, self.faults, self.words);
+        let mut s = format!("target/release/weir-chaos --seed {} --only-job {j} --faults-per-job {} --words {}", self.seed, self.faults, self.words);
         if self.smoke {
             s.push_str(" --smoke");
         }
@@ -176,15 +181,18 @@ fn run(args: Args) -> Result<bool> {
     );
     let started = Instant::now();
     let mut cluster = Cluster::start(&dir, &a.weir, use_netns, a.heartbeat_timeout_ms)?;
-    let jobs: Vec<usize> = match a.only_job {
-        Some(j) => vec![j],
-        None => (0..cfg.jobs).collect(),
-    };
-    let mut results = Vec::new();
-    for j in jobs {
-        let r = run_job(&mut cluster, &cfg, &wasm, j)?;
+    let mut results: Vec<JobResult> = Vec::new();
+    let mut next = a.only_job.unwrap_or(0);
+    loop {
+        let injected: usize = results.iter().map(|r| r.outcomes.len()).sum();
+        let more = next < cfg.jobs || (injected < a.min_faults && next < 3 * cfg.jobs);
+        if !results.is_empty() && (a.only_job.is_some() || !more) {
+            break;
+        }
+        let r = run_job(&mut cluster, &cfg, &wasm, next)?;
         print_job(&cfg, &r);
         results.push(r);
+        next += 1;
     }
     drop(cluster);
     let all_ok = print_total(&cfg, &results, started.elapsed());
