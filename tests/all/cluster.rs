@@ -192,6 +192,15 @@ impl TestCluster {
         }
     }
 
+    /// Sends `signal` (`libc::SIGSTOP`, `libc::SIGCONT`, ...) to process `name`.
+    pub fn signal(&self, name: &str, signal: i32) {
+        let i = self.names.iter().position(|n| n == name).expect("known process");
+        let pid = i32::try_from(self.procs.0[i].id()).expect("pid");
+        // SAFETY: signals our own child, which has not been reaped yet.
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(sent, 0, "kill({pid}, {signal})");
+    }
+
     /// Process ids: JobManager first.
     pub fn pids(&self) -> Vec<u32> {
         self.procs.0.iter().map(Child::id).collect()

@@ -308,3 +308,74 @@ fn a_killed_jobmanager_comes_back_and_resumes_its_job_exactly_once() {
     assert!(cluster.log("jobmanager").contains("resuming a job of the previous jobmanager"));
     assert_exactly_once(&output, n);
 }
+
+/// Committed files of a checkpointed file sink, each subtask's in epoch order.
+fn committed_in_order(dir: &Path) -> Vec<String> {
+    let mut files: Vec<((u32, u64), std::path::PathBuf)> = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("output dir").flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("part-") else { continue };
+        let mut parts = rest.split('-');
+        let subtask = parts.next().and_then(|s| s.parse().ok()).expect("subtask");
+        let epoch = parts.next().and_then(|s| s.parse().ok()).expect("epoch");
+        files.push(((subtask, epoch), entry.path()));
+    }
+    files.sort();
+    let epochs: Vec<(u32, u64)> = files.iter().map(|(k, _)| *k).collect();
+    let mut unique = epochs.clone();
+    unique.dedup();
+    assert_eq!(epochs, unique, "an epoch of a sink subtask was committed by two attempts");
+    files.iter().flat_map(|(_, p)| std::fs::read_to_string(p).expect("read part").lines().map(str::to_string).collect::<Vec<_>>()).collect()
+}
+
+/// The TaskManager hosting subtask 0 of the job's last vertex (the sink's).
+fn sink_taskmanager(cluster: &TestCluster, job: &str) -> Option<String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let url = format!("{}/api/v1/jobs/{job}/metrics", cluster.rest);
+    let mut r = agent.get(url).header("Authorization", &format!("Bearer {}", cluster.token)).call().ok()?;
+    let m: serde_json::Value = r.body_mut().read_json().ok()?;
+    let last = m["vertices"].as_array()?.len().checked_sub(1)?;
+    m["vertices"][last]["subtasks"][0]["taskmanager"].as_str().filter(|n| n.starts_with("taskmanager")).map(str::to_string)
+}
+
+/// The zombie: a TaskManager running sink subtasks is paused (SIGSTOP) past the
+/// heartbeat timeout, the job restarts on the others, and the paused process resumes
+/// with its superseded attempt still in memory, in the middle of its epochs. Its
+/// connection is closed as lost (it cancels and registers anew), its sink can no longer
+/// commit or write a pending file, its acknowledgements never count, and its records
+/// reach no current channel: the output stays exactly once, each key's sums in order.
+#[test]
+fn a_taskmanager_paused_past_its_heartbeat_timeout_cannot_act_for_its_old_attempt() {
+    let tms = [("taskmanager-1", 2), ("taskmanager-2", 2), ("taskmanager-3", 2)];
+    let mut cluster = TestCluster::start_with(&tms, &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let n: u64 = 1_500_000;
+    let output = cluster.dir.path().join("out");
+    let job = submit_keyed_sum(&cluster, n, 4000, &output, "fixed-delay:20:100");
+    let completed = |cluster: &TestCluster| field(&job_line(&cluster.status(), &job), "checkpoint=").and_then(|c| c.parse::<u64>().ok()).unwrap_or(0);
+    cluster.wait_until("two checkpoints while running", || completed(&cluster) >= 2);
+    let mut victim = None;
+    cluster.wait_until("the sink's taskmanager", || {
+        victim = sink_taskmanager(&cluster, &job);
+        victim.is_some()
+    });
+    let victim = victim.expect("victim");
+    cluster.signal(&victim, libc::SIGSTOP);
+    cluster.wait_until("the job to restart without the paused taskmanager", || {
+        let line = job_line(&cluster.status(), &job);
+        line.contains("restarts=1") && line.contains(" RUNNING ")
+    });
+    cluster.signal(&victim, libc::SIGCONT);
+    cluster.wait_until("the paused taskmanager to register anew", || cluster.log(&victim).contains("registering again"));
+    wait_finished(&cluster, &job);
+
+    let lines = committed_in_order(&output);
+    let mut last: HashMap<u64, u64> = HashMap::new();
+    for l in &lines {
+        let (k, v) = l.split_once('\t').expect("key<TAB>value");
+        let (k, v): (u64, u64) = (k.parse().expect("key"), v.parse().expect("sum"));
+        if let Some(prev) = last.insert(k, v) {
+            assert!(v > prev, "key {k}: sum {v} committed after {prev}");
+        }
+    }
+    assert_exactly_once(&output, n);
+}
