@@ -89,10 +89,10 @@ pub struct Report {
     pub out_of_order: u64,
     /// Words whose last committed count is not their count in the input.
     pub wrong_final: u64,
-    /// Lines that are not `word<TAB>count`, words not in the input, counts above the
-    /// word's total, visible files that are not committed part files.
+    /// Lines that are not `word<TAB>count` of an input word, counts above the word's
+    /// total, visible files that are not committed part files.
     pub malformed: u64,
-    /// The same (subtask, epoch) committed by several attempts: their file names.
+    /// Each (subtask, epoch) committed by several attempts: their file names.
     pub committed_twice: Vec<Vec<String>>,
     /// The first few violations, for people.
     pub examples: Vec<String>,
@@ -107,6 +107,26 @@ impl Report {
         if self.examples.len() < 8 {
             self.examples.push(what);
         }
+    }
+
+    /// Totals of two reports (examples and file names: the first ones).
+    pub fn add(mut self, o: &Report) -> Report {
+        (self.files, self.lines, self.keys) = (self.files + o.files, self.lines + o.lines, self.keys + o.keys);
+        (self.lost, self.duplicated, self.out_of_order) = (self.lost + o.lost, self.duplicated + o.duplicated, self.out_of_order + o.out_of_order);
+        (self.wrong_final, self.malformed) = (self.wrong_final + o.wrong_final, self.malformed + o.malformed);
+        self.committed_twice.extend(o.committed_twice.iter().cloned());
+        o.examples.iter().for_each(|e| self.example(e.clone()));
+        self
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Report { files, lines, keys, lost, duplicated, out_of_order, wrong_final, malformed, .. } = self;
+        write!(f, "  {lines} lines checked in {files} files ({keys} words): lost {lost}, duplicated {duplicated}, out of order {out_of_order}, ")?;
+        writeln!(f, "wrong final count {wrong_final}, malformed {malformed}, epochs committed twice {}", self.committed_twice.len())?;
+        self.committed_twice.iter().take(8).try_for_each(|names| writeln!(f, "    committed twice: {}", names.join(" ")))?;
+        self.examples.iter().try_for_each(|e| writeln!(f, "    {e}"))
     }
 }
 
