@@ -22,6 +22,7 @@ pub enum AckOutcome {
     Failed(u64, String),
 }
 
+#[derive(Debug)]
 struct Pending {
     id: u64,
     started: Instant,
@@ -31,6 +32,7 @@ struct Pending {
 }
 
 /// Triggers and completes the checkpoints of one job run, one at a time.
+#[derive(Debug)]
 pub struct Coordinator {
     interval: Duration,
     timeout: Duration,

@@ -21,6 +21,7 @@
 
 pub mod api;
 pub mod coordinator;
+pub mod driver;
 pub mod embedded;
 pub mod restart;
 pub mod service;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use weir_types::deployment::{JobReport, JobStatus, TaskOutcome, TaskProgress, VertexReport};
 use weir_types::graph::ExecutionGraph;
 
-#[derive(Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy)]
 struct Counts {
     records_in: u64,
     records_out: u64,
@@ -51,6 +51,7 @@ pub struct SubtaskMetrics {
 }
 
 /// One job's subtasks and what became of them.
+#[derive(Debug)]
 pub struct JobTracker {
     id: String,
     name: String,

@@ -1,0 +1,534 @@
+//! The job driver: one job's life as a pure state machine, in quinn-proto's style (no
+//! I/O, time passed in). The `weir jobmanager` service and the embedded cluster feed
+//! it [`Event`]s (TaskManagers' reports, the answers to the I/O it asked for, ticks)
+//! and carry out the [`Command`]s [`Driver::on`] returns (deploy, start, cancel
+//! fan-out, trigger, write a checkpoint's metadata, announce it, export a savepoint,
+//! persist the job). Every decision the JobManager takes for exactly-once lives here,
+//! so it is unit-tested without processes or sleeps (`tests.rs`).
+//!
+//! An attempt's life, one file per phase:
+//! - [`restarting`]: between attempts (and before the first of a job resumed by a new
+//!   JobManager): waits for the restart strategy's delay and for checkpoint
+//!   completions in flight, finds the newest intact checkpoint, asks for slots, and
+//!   deploys the next attempt.
+//! - [`deploying`]: every TaskManager prepares its share; the attempt starts when all
+//!   have.
+//! - [`running`]: checkpoints on an interval; savepoints; a stop-with-savepoint
+//!   ([`Phase::Stopping`]) whose checkpoint is the attempt's last.
+//!
+//! Then the attempt ends ([`Driver`]'s `attempt_ended`): a failure restarts under the
+//! [`RestartStrategy`], anything else ends the job ([`Phase::Ended`]).
+//!
+//! Fencing: every event from a TaskManager names the attempt (run) it is about, and
+//! only the current attempt's count: a superseded attempt's acknowledgements, ends and
+//! preparations are ignored.
+
+mod deploying;
+mod restarting;
+mod running;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use weir_checkpoint::CheckpointMeta;
+use weir_control::protocol::CheckpointAck;
+use weir_types::deployment::{JobDeployment, JobReport, JobStatus, RestoreFrom, TaskEnd, TaskProgress};
+
+use crate::api::{CheckpointStatus, EventLevel};
+use crate::coordinator::Coordinator;
+use crate::restart::RestartStrategy;
+use crate::tracker::JobTracker;
+
+pub use restarting::Placement;
+
+/// Where a job stands.
+#[derive(Debug)]
+pub enum Phase {
+    /// Between attempts.
+    Restarting(restarting::Restart),
+    /// The attempt's TaskManagers prepare their shares; these have not answered yet
+    /// (registry ids).
+    Deploying {
+        /// TaskManagers still preparing.
+        preparing: BTreeSet<u64>,
+    },
+    /// The attempt runs.
+    Running,
+    /// The attempt runs towards a stop-with-savepoint: the next completed checkpoint
+    /// is its last.
+    Stopping,
+    /// Over for good.
+    Ended,
+}
+
+/// What happened, as far as the job is concerned.
+#[derive(Debug)]
+pub enum Event {
+    /// Time passed: checkpoints due or overdue, restart delays over.
+    Tick,
+    /// The newest intact checkpoint of the job (id, metadata path), or why the
+    /// checkpoints could not be read; the answer to [`Command::FindRestore`].
+    Restorable(Result<Option<(u64, String)>, String>),
+    /// Slots were reserved for the next attempt; the answer to [`Command::Place`].
+    Placed(Placement),
+    /// Too few free slots for the next attempt now.
+    NoSlots,
+    /// A TaskManager (registry id) prepared its share of attempt `run`.
+    Prepared {
+        /// The attempt.
+        run: String,
+        /// Registry id.
+        tm: u64,
+    },
+    /// A TaskManager could not prepare its share of attempt `run`.
+    PrepareFailed {
+        /// The attempt.
+        run: String,
+        /// Registry id.
+        tm: u64,
+        /// Why.
+        error: String,
+    },
+    /// A subtask ended (its `job` field is the attempt's run id).
+    TaskEnded(TaskEnd),
+    /// A subtask's snapshot was persisted (or not).
+    Ack(CheckpointAck),
+    /// A TaskManager is gone (silent past the heartbeat timeout, or disconnected).
+    TaskManagerLost {
+        /// Registry id.
+        tm: u64,
+        /// Its name, for the error.
+        name: String,
+    },
+    /// A checkpoint's metadata was written (its size in bytes), or not; the answer to
+    /// [`Command::Complete`].
+    Completed {
+        /// The attempt that took it.
+        run: String,
+        /// The checkpoint.
+        meta: CheckpointMeta,
+        /// Bytes written, or why it failed.
+        result: Result<u64, String>,
+    },
+    /// A user cancels the job.
+    Cancel,
+    /// A user asks for a savepoint into `dir` (`stop`: then stop the job); the answer
+    /// comes as [`Command::Reply`] with the same `request`.
+    Savepoint {
+        /// The caller's handle for the answer.
+        request: u64,
+        /// Target directory.
+        dir: String,
+        /// Stop with the savepoint.
+        stop: bool,
+    },
+    /// A savepoint was exported (or not); the answer to [`Command::Export`].
+    SavepointWritten(Exported),
+}
+
+/// The outcome of a [`Command::Export`].
+#[derive(Debug)]
+pub struct Exported {
+    /// As in the request.
+    pub request: u64,
+    /// The checkpoint exported.
+    pub id: u64,
+    /// Target directory.
+    pub dir: String,
+    /// A stop-with-savepoint.
+    pub stop: bool,
+    /// Whether it was written.
+    pub result: Result<(), String>,
+}
+
+/// What the driver asks its host to do. TaskManagers are named by registry id.
+#[derive(Debug, PartialEq)]
+pub enum Command {
+    /// Find the newest intact checkpoint; answer with [`Event::Restorable`].
+    FindRestore,
+    /// Reserve slots for the job's graph; answer with [`Event::Placed`] or
+    /// [`Event::NoSlots`].
+    Place,
+    /// Send each TaskManager `(id, index in the deployment)` the deployment.
+    Deploy {
+        /// The attempt.
+        deployment: Box<JobDeployment>,
+        /// Who prepares a share.
+        to: Vec<(u64, u32)>,
+    },
+    /// Start the prepared subtasks of attempt `run`.
+    Start {
+        /// The attempt.
+        run: String,
+        /// Its TaskManagers.
+        to: Vec<u64>,
+    },
+    /// Cancel the subtasks of attempt `run`.
+    Cancel {
+        /// The attempt.
+        run: String,
+        /// Its TaskManagers.
+        to: Vec<u64>,
+    },
+    /// Sources of attempt `run` inject the barrier of checkpoint `id`.
+    Trigger {
+        /// The attempt.
+        run: String,
+        /// Checkpoint id.
+        id: u64,
+        /// A stop-with-savepoint's: sources emit nothing after it.
+        stop: bool,
+        /// Its TaskManagers.
+        to: Vec<u64>,
+    },
+    /// Write the checkpoint's metadata (the commit point) and apply retention; answer
+    /// with [`Event::Completed`].
+    Complete {
+        /// The attempt.
+        run: String,
+        /// The checkpoint.
+        meta: CheckpointMeta,
+    },
+    /// Tell attempt `run`'s TaskManagers that checkpoint `id` is complete: sinks commit.
+    Announce {
+        /// The attempt.
+        run: String,
+        /// Checkpoint id.
+        id: u64,
+        /// Its TaskManagers.
+        to: Vec<u64>,
+    },
+    /// Export a completed checkpoint as a savepoint; answer with
+    /// [`Event::SavepointWritten`].
+    Export {
+        /// The user's request.
+        request: u64,
+        /// The checkpoint.
+        meta: CheckpointMeta,
+        /// Target directory.
+        dir: String,
+        /// A stop-with-savepoint.
+        stop: bool,
+    },
+    /// Answer a savepoint request: the checkpoint id written, or why not.
+    Reply {
+        /// The request.
+        request: u64,
+        /// The answer.
+        result: Result<u64, String>,
+    },
+    /// Give back slots: (registry id, count).
+    Release(Vec<(u64, u32)>),
+    /// Write the job's record ([`Driver::record`]) durably: a new attempt number must
+    /// survive a JobManager restart.
+    Persist,
+    /// Tell users (the job's events) and the log.
+    Log(EventLevel, String),
+    /// A checkpoint changed status, for the job's checkpoint log.
+    Checkpoint {
+        /// Checkpoint id.
+        id: u64,
+        /// Its status.
+        status: CheckpointStatus,
+        /// Bytes written, when completed.
+        size: Option<u64>,
+        /// Why it failed.
+        failure: Option<String>,
+    },
+    /// Every checkpoint still in progress failed with this reason.
+    AbandonCheckpoints(String),
+    /// The job is over: move it to the history.
+    Ended,
+}
+
+/// A savepoint waiting for a checkpoint with an id of at least `from`.
+#[derive(Debug)]
+struct SavepointWait {
+    request: u64,
+    from: u64,
+    dir: String,
+    stop: bool,
+}
+
+/// What survives a JobManager restart of a job that has not ended: enough to run it
+/// again from its latest checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DriverRecord {
+    /// The last attempt's deployment.
+    pub deployment: JobDeployment,
+    /// How failures restart it.
+    pub restart: RestartStrategy,
+    /// What the job started from; a restart without any checkpoint goes back to it.
+    pub initial_restore: Option<RestoreFrom>,
+    /// Id of the job's first checkpoint (after a savepoint's, to keep epochs growing).
+    pub first_checkpoint: u64,
+    /// Restarts so far.
+    pub restarts: u32,
+}
+
+/// One job's life. See the module docs.
+#[derive(Debug)]
+pub struct Driver {
+    /// The current (or last) attempt.
+    deployment: Box<JobDeployment>,
+    phase: Phase,
+    tracker: JobTracker,
+    coordinator: Option<Coordinator>,
+    /// Registry ids of the attempt's TaskManagers, by index in the deployment.
+    tms: Vec<u64>,
+    /// Slots the attempt holds, per TaskManager.
+    slots: Vec<(u64, u32)>,
+    restart: RestartStrategy,
+    failures: Vec<Instant>,
+    restarts: u32,
+    last_checkpoint: Option<u64>,
+    first_checkpoint: u64,
+    initial_restore: Option<RestoreFrom>,
+    /// Checkpoints whose metadata is being written. A restart waits for them: it must
+    /// know whether they completed, or it would restore an older checkpoint while the
+    /// attempt's output of the newer one counts as committed.
+    completing: u32,
+    savepoints: Vec<SavepointWait>,
+    /// A user asked the job to stop.
+    terminating: bool,
+    /// Overrides the last attempt's status (a job cancelled between attempts).
+    final_status: Option<JobStatus>,
+    /// An attempt was deployed before (or the job is resumed): the next one gets a
+    /// new number.
+    deployed: bool,
+}
+
+impl Driver {
+    /// A new job whose first attempt deploys `deployment` (placement still empty) once
+    /// [`Event::Placed`] arrives; `first_checkpoint` follows a savepoint's id.
+    pub fn new(deployment: JobDeployment, restart: RestartStrategy, first_checkpoint: u64, now: Instant) -> Self {
+        let initial_restore = deployment.restore.clone();
+        let tracker = JobTracker::new(&deployment.job, &deployment.plan.name, deployment.graph.clone(), vec![], now);
+        Self {
+            phase: Phase::Restarting(restarting::Restart::placing(now, initial_restore.clone())),
+            deployment: Box::new(deployment),
+            tracker,
+            coordinator: None,
+            tms: vec![],
+            slots: vec![],
+            restart,
+            failures: vec![],
+            restarts: 0,
+            last_checkpoint: None,
+            first_checkpoint,
+            initial_restore,
+            completing: 0,
+            savepoints: vec![],
+            terminating: false,
+            final_status: None,
+            deployed: false,
+        }
+    }
+
+    /// A job a previous JobManager left running: it restarts at once from its newest
+    /// checkpoint, as a new attempt.
+    pub fn resume(record: DriverRecord, now: Instant) -> Self {
+        let d = record.deployment;
+        let tracker = JobTracker::new(&d.job, &d.plan.name, d.graph.clone(), vec![], now);
+        Self {
+            phase: Phase::Restarting(restarting::Restart::at(now)),
+            deployment: Box::new(d),
+            tracker,
+            coordinator: None,
+            tms: vec![],
+            slots: vec![],
+            restart: record.restart,
+            failures: vec![],
+            restarts: record.restarts,
+            last_checkpoint: None,
+            first_checkpoint: record.first_checkpoint,
+            initial_restore: record.initial_restore,
+            completing: 0,
+            savepoints: vec![],
+            terminating: false,
+            final_status: None,
+            deployed: true,
+        }
+    }
+
+    /// What to persist so a new JobManager can resume the job.
+    pub fn record(&self) -> DriverRecord {
+        DriverRecord {
+            deployment: (*self.deployment).clone(),
+            restart: self.restart,
+            initial_restore: self.initial_restore.clone(),
+            first_checkpoint: self.first_checkpoint,
+            restarts: self.restarts,
+        }
+    }
+
+    /// Handles one event at `now`; what to do about it, in order.
+    pub fn on(&mut self, event: Event, now: Instant) -> Vec<Command> {
+        let mut out = Vec::new();
+        match event {
+            Event::Tick => self.tick(now, &mut out),
+            Event::Restorable(found) => self.restorable(found, now, &mut out),
+            Event::Placed(p) => self.placed(p, now, &mut out),
+            Event::NoSlots => self.no_slots(now),
+            Event::Prepared { run, tm } if self.is_current(&run) => self.prepared(tm, &mut out),
+            Event::PrepareFailed { run, tm, error } if self.is_current(&run) => self.lose(tm, &error, now, &mut out),
+            Event::TaskEnded(end) if self.is_current(&end.job) => self.task_ended(end, now, &mut out),
+            Event::Ack(ack) if self.is_current(&ack.job) => self.ack(ack, now, &mut out),
+            Event::TaskManagerLost { tm, name } if self.attempt_active() => {
+                self.lose(tm, &format!("taskmanager {name} was lost"), now, &mut out);
+            }
+            Event::Completed { run, meta, result } => self.completed(&run, meta, result, &mut out),
+            Event::Cancel => self.cancel(now, &mut out),
+            Event::Savepoint { request, dir, stop } => self.savepoint(request, dir, stop, &mut out),
+            Event::SavepointWritten(exported) => self.savepoint_written(exported, now, &mut out),
+            // A superseded attempt, or one that already ended: never counted.
+            Event::Prepared { .. } | Event::PrepareFailed { .. } | Event::TaskEnded(_) | Event::Ack(_) | Event::TaskManagerLost { .. } => {}
+        }
+        if self.attempt_active() && self.tracker.is_done() {
+            self.attempt_ended(now, &mut out);
+        }
+        out
+    }
+
+    /// A running subtask's counters (heartbeats); ignored for other attempts.
+    pub fn progress(&mut self, p: &TaskProgress, now: Instant) {
+        if self.is_current(&p.job) {
+            self.tracker.progress(p, now);
+        }
+    }
+
+    /// The job's report at `now`.
+    pub fn report(&self, now: Instant) -> JobReport {
+        let mut r = self.tracker.report(now);
+        if matches!(self.phase, Phase::Restarting(_)) {
+            r.status = JobStatus::Restarting;
+        }
+        if let Some(status) = self.final_status {
+            r.status = status;
+        }
+        r.restarts = self.restarts;
+        r.last_checkpoint = self.last_checkpoint;
+        r
+    }
+
+    /// The phase.
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    /// Over for good.
+    pub fn is_ended(&self) -> bool {
+        matches!(self.phase, Phase::Ended)
+    }
+
+    /// A user asked the job to stop.
+    pub fn terminating(&self) -> bool {
+        self.terminating
+    }
+
+    /// The current attempt's run id: what TaskManagers call it.
+    pub fn run(&self) -> String {
+        self.deployment.run_id()
+    }
+
+    /// The current (or last) attempt's deployment.
+    pub fn deployment(&self) -> &JobDeployment {
+        &self.deployment
+    }
+
+    /// The subtasks' tracker of the current attempt.
+    pub fn tracker(&self) -> &JobTracker {
+        &self.tracker
+    }
+
+    /// Registry ids of the attempt's TaskManagers, by deployment index.
+    pub fn taskmanagers(&self) -> &[u64] {
+        &self.tms
+    }
+
+    /// Restarts so far.
+    pub fn restarts(&self) -> u32 {
+        self.restarts
+    }
+
+    /// The newest completed checkpoint.
+    pub fn last_checkpoint(&self) -> Option<u64> {
+        self.last_checkpoint
+    }
+
+    fn is_current(&self, run: &str) -> bool {
+        self.attempt_active() && self.deployment.run_id() == run
+    }
+
+    /// An attempt is deployed and has not ended.
+    fn attempt_active(&self) -> bool {
+        matches!(self.phase, Phase::Deploying { .. } | Phase::Running | Phase::Stopping)
+    }
+
+    /// The TaskManagers holding the attempt's slots.
+    fn holders(&self) -> Vec<u64> {
+        self.slots.iter().map(|(id, _)| *id).collect()
+    }
+
+    fn cancel_attempt(&mut self, out: &mut Vec<Command>) {
+        out.push(Command::Cancel { run: self.run(), to: self.holders() });
+    }
+
+    /// TaskManager `tm` can no longer run its share: the attempt fails.
+    fn lose(&mut self, tm: u64, error: &str, now: Instant, out: &mut Vec<Command>) {
+        let Some(index) = self.tms.iter().position(|t| *t == tm) else { return };
+        if self.tracker.abandon(index as u32, error, now) {
+            self.cancel_attempt(out);
+        }
+    }
+
+    /// A user's cancel: nothing restarts any more.
+    fn cancel(&mut self, now: Instant, out: &mut Vec<Command>) {
+        if self.is_ended() {
+            return;
+        }
+        out.push(Command::Log(EventLevel::Info, "cancelling on request".into()));
+        self.restart = RestartStrategy::None;
+        self.terminating = true;
+        if matches!(self.phase, Phase::Restarting(_)) {
+            // Nothing runs between attempts: the job ends here.
+            self.final_status = Some(JobStatus::Canceled);
+            self.finish(out);
+        } else if self.tracker.cancel(now) {
+            self.cancel_attempt(out);
+        }
+    }
+
+    /// Every subtask of the attempt ended: give back its slots, then restart or end.
+    fn attempt_ended(&mut self, now: Instant, out: &mut Vec<Command>) {
+        out.push(Command::Release(std::mem::take(&mut self.slots)));
+        self.coordinator = None;
+        out.push(Command::AbandonCheckpoints("the attempt ended".into()));
+        let attempt = self.deployment.attempt;
+        if self.tracker.status() == JobStatus::Failed {
+            self.failures.push(now);
+            let error = self.tracker.report(now).error.unwrap_or_default();
+            if let Some(delay) = self.restart.next_delay(&self.failures, now) {
+                self.restarts += 1;
+                self.phase = Phase::Restarting(restarting::Restart::at(now + delay));
+                out.push(Command::Log(EventLevel::Warn, format!("attempt {attempt} failed, restart {} in {delay:?}: {error}", self.restarts)));
+                return;
+            }
+            out.push(Command::Log(EventLevel::Error, format!("attempt {attempt} failed and the restart strategy gives up: {error}")));
+        }
+        self.finish(out);
+    }
+
+    /// The job is over.
+    fn finish(&mut self, out: &mut Vec<Command>) {
+        self.phase = Phase::Ended;
+        for s in self.savepoints.drain(..) {
+            out.push(Command::Reply { request: s.request, result: Err("the job ended before the savepoint was taken".into()) });
+        }
+        // The host says how it ended: it knows the Job resource's state too.
+        out.push(Command::Ended);
+    }
+}

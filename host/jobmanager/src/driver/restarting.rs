@@ -1,0 +1,142 @@
+//! Between attempts: the restart strategy's delay, then the newest intact checkpoint,
+//! then slots, then the next attempt's deployment.
+
+use std::time::{Duration, Instant};
+
+use weir_types::deployment::RestoreFrom;
+
+use super::{Command, Driver, Phase};
+use crate::api::EventLevel;
+use crate::coordinator::Coordinator;
+use crate::tracker::JobTracker;
+
+/// How long to wait before asking again for slots, or for checkpoints that could not
+/// be read.
+const RETRY: Duration = Duration::from_millis(20);
+/// Checkpoints that cannot be read are retried this much later: a restart from
+/// nothing would replay the input into output that is already committed.
+const STORAGE_RETRY: Duration = Duration::from_secs(1);
+
+/// Where a restart stands.
+#[derive(Debug)]
+pub struct Restart {
+    /// Not before this.
+    at: Instant,
+    step: Step,
+}
+
+#[derive(Debug)]
+enum Step {
+    /// The delay runs.
+    Waiting,
+    /// The newest intact checkpoint is being looked for.
+    Looking,
+    /// Restoring this, waiting for slots.
+    Placing(Option<RestoreFrom>),
+}
+
+impl Restart {
+    /// A restart at `at`, restoring the newest checkpoint.
+    pub(super) fn at(at: Instant) -> Self {
+        Self { at, step: Step::Waiting }
+    }
+
+    /// A first attempt restoring `restore`, as soon as slots are free.
+    pub(super) fn placing(now: Instant, restore: Option<RestoreFrom>) -> Self {
+        Self { at: now, step: Step::Placing(restore) }
+    }
+}
+
+/// Slots reserved for an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// Registry ids of the TaskManagers the placement indexes.
+    pub tms: Vec<u64>,
+    /// Their data-plane addresses, by the same index.
+    pub addrs: Vec<String>,
+    /// Per vertex, per subtask: the index of its TaskManager.
+    pub placement: Vec<Vec<u32>>,
+    /// Slots reserved: (registry id, count).
+    pub slots: Vec<(u64, u32)>,
+}
+
+impl Driver {
+    /// A due restart moves on: find the checkpoint, or ask for slots again.
+    pub(super) fn tick(&mut self, now: Instant, out: &mut Vec<Command>) {
+        match &mut self.phase {
+            Phase::Restarting(r) if r.at <= now && self.completing == 0 => match &r.step {
+                Step::Waiting if self.deployment.checkpoints.is_some() => {
+                    r.step = Step::Looking;
+                    out.push(Command::FindRestore);
+                }
+                Step::Waiting => {
+                    r.step = Step::Placing(self.initial_restore.clone());
+                    out.push(Command::Place);
+                }
+                Step::Placing(_) => out.push(Command::Place),
+                Step::Looking => {}
+            },
+            Phase::Running | Phase::Stopping => self.tick_checkpoints(now, out),
+            _ => {}
+        }
+    }
+
+    pub(super) fn restorable(&mut self, found: Result<Option<(u64, String)>, String>, now: Instant, out: &mut Vec<Command>) {
+        let Phase::Restarting(r) = &mut self.phase else { return };
+        if !matches!(r.step, Step::Looking) {
+            return;
+        }
+        let restore = match found {
+            Ok(Some((id, path))) => {
+                self.last_checkpoint = Some(self.last_checkpoint.map_or(id, |l| l.max(id)));
+                Some(RestoreFrom::Checkpoint(path))
+            }
+            Ok(None) => self.initial_restore.clone(),
+            Err(e) => {
+                *r = Restart::at(now + STORAGE_RETRY);
+                out.push(Command::Log(EventLevel::Error, format!("cannot read the job's checkpoints, trying again in {STORAGE_RETRY:?}: {e}")));
+                return;
+            }
+        };
+        r.step = Step::Placing(restore);
+        out.push(Command::Place);
+    }
+
+    pub(super) fn no_slots(&mut self, now: Instant) {
+        if let Phase::Restarting(r) = &mut self.phase {
+            r.at = now + RETRY;
+        }
+    }
+
+    /// Deploys the next attempt on the slots reserved for it.
+    pub(super) fn placed(&mut self, p: Placement, now: Instant, out: &mut Vec<Command>) {
+        let restore = match &mut self.phase {
+            Phase::Restarting(Restart { step: Step::Placing(restore), .. }) => restore.take(),
+            // Nothing asked for these slots (the job was cancelled meanwhile).
+            _ => return out.push(Command::Release(p.slots)),
+        };
+        let d = &mut self.deployment;
+        if self.deployed {
+            d.attempt += 1;
+        }
+        self.deployed = true;
+        d.placement = p.placement;
+        d.taskmanagers = p.addrs;
+        d.restore = restore;
+        self.tms = p.tms;
+        self.slots = p.slots;
+        self.tracker = JobTracker::new(&d.job, &d.plan.name, d.graph.clone(), d.placement.clone(), now);
+        self.coordinator = d.checkpoints.as_ref().map(|c| {
+            let first = self.last_checkpoint.map_or(self.first_checkpoint, |id| id + 1);
+            Coordinator::new(Duration::from_millis(c.interval_ms), first, d.task_count(), now)
+        });
+        let to: Vec<(u64, u32)> =
+            self.tms.iter().enumerate().filter(|(_, id)| self.slots.iter().any(|(s, _)| s == *id)).map(|(i, id)| (*id, i as u32)).collect();
+        self.phase = Phase::Deploying { preparing: to.iter().map(|(id, _)| *id).collect() };
+        let described = d.restore.as_ref().map_or("nothing".to_string(), ToString::to_string);
+        out.push(Command::Deploy { deployment: d.clone(), to });
+        // The attempt number must never repeat, also across JobManager restarts.
+        out.push(Command::Persist);
+        out.push(Command::Log(EventLevel::Info, format!("attempt {} deployed, restoring {described}", d.attempt)));
+    }
+}

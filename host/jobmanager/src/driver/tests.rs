@@ -1,0 +1,373 @@
+//! The job's life without processes or sleeps: each test feeds events at chosen
+//! instants and checks the commands.
+
+use std::time::{Duration, Instant};
+
+use weir_checkpoint::{CheckpointMeta, TaskMeta};
+use weir_control::protocol::CheckpointAck;
+use weir_types::deployment::{CheckpointConfig, JobCode, JobDeployment, JobStatus, RestoreFrom, SinkFiles, TaskEnd, TaskOutcome, TaskStats};
+use weir_types::graph::{ExecutionGraph, Vertex};
+use weir_types::plan::{JobPlan, Node, NodeKind, SourceKind};
+
+use super::*;
+use crate::restart::RestartStrategy;
+
+/// One generator vertex of parallelism 2, checkpointed every 100 ms.
+fn deployment() -> JobDeployment {
+    let node = Node { uid: "src".into(), name: "src".into(), kind: NodeKind::Source(SourceKind::Generator { start: 0, count: 1 }), parallelism: None };
+    JobDeployment {
+        job: "j".into(),
+        plan: JobPlan { name: "j".into(), nodes: vec![node], edges: vec![], max_parallelism: None },
+        graph: ExecutionGraph { vertices: vec![Vertex { nodes: vec![0], parallelism: 2, inputs: vec![], outputs: vec![], name: "src".into() }] },
+        args: vec![],
+        code: JobCode { components: vec![], operators: vec![] },
+        placement: vec![],
+        taskmanagers: vec![],
+        sink_files: SinkFiles::PartPerSubtask,
+        attempt: 0,
+        checkpoints: Some(CheckpointConfig { dir: "/ck".into(), interval_ms: 100, retain: 3 }),
+        restore: None,
+    }
+}
+
+/// A driver and a clock.
+struct Job {
+    d: Driver,
+    t0: Instant,
+}
+
+const FIXED: RestartStrategy = RestartStrategy::FixedDelay { attempts: 3, delay: Duration::from_millis(500) };
+
+impl Job {
+    fn new(restart: RestartStrategy) -> Self {
+        let t0 = Instant::now();
+        Self { d: Driver::new(deployment(), restart, 1, t0), t0 }
+    }
+
+    fn on(&mut self, ms: u64, e: Event) -> Vec<Command> {
+        self.d.on(e, self.t0 + Duration::from_millis(ms))
+    }
+
+    fn run(&self) -> String {
+        self.d.run()
+    }
+
+    /// Subtask 0 on TaskManager 10, subtask 1 on TaskManager 20.
+    fn place(&mut self, ms: u64) -> Vec<Command> {
+        let p = Placement { tms: vec![10, 20], addrs: vec!["a".into(), "b".into()], placement: vec![vec![0, 1]], slots: vec![(10, 1), (20, 1)] };
+        self.on(ms, Event::Placed(p))
+    }
+
+    /// Placed, prepared and started.
+    fn start(&mut self, ms: u64) {
+        self.place(ms);
+        let run = self.run();
+        self.on(ms, Event::Prepared { run: run.clone(), tm: 10 });
+        let out = self.on(ms, Event::Prepared { run: run.clone(), tm: 20 });
+        assert!(out.contains(&Command::Start { run, to: vec![10, 20] }), "{out:?}");
+        assert!(matches!(self.d.phase(), Phase::Running));
+    }
+
+    fn ack(&mut self, ms: u64, id: u64, subtask: u32) -> Vec<Command> {
+        let task = Ok(TaskMeta { subtask, key_groups: (0, 0), state: vec![], source: Some(vec![]), sink: None });
+        self.on(ms, Event::Ack(CheckpointAck { job: self.run(), checkpoint: id, vertex: 0, task }))
+    }
+
+    fn end(&mut self, ms: u64, subtask: u32, outcome: TaskOutcome) -> Vec<Command> {
+        self.on(ms, Event::TaskEnded(TaskEnd { job: self.run(), vertex: 0, subtask, outcome }))
+    }
+
+    fn lose(&mut self, ms: u64, tm: u64) -> Vec<Command> {
+        self.on(ms, Event::TaskManagerLost { tm, name: format!("tm-{tm}") })
+    }
+
+    /// Checkpoint `id` triggered at `ms`, acknowledged by both subtasks; its metadata.
+    fn checkpoint(&mut self, ms: u64, id: u64) -> CheckpointMeta {
+        let out = self.on(ms, Event::Tick);
+        assert!(out.iter().any(|c| matches!(c, Command::Trigger { id: i, .. } if *i == id)), "checkpoint {id} triggered: {out:?}");
+        self.ack(ms + 1, id, 0);
+        let out = self.ack(ms + 2, id, 1);
+        let Some(Command::Complete { meta, .. }) = out.into_iter().find(|c| matches!(c, Command::Complete { .. })) else { panic!("complete") };
+        meta
+    }
+
+    fn completed(&mut self, ms: u64, run: String, meta: CheckpointMeta) -> Vec<Command> {
+        self.on(ms, Event::Completed { run, meta, result: Ok(100) })
+    }
+}
+
+fn has(out: &[Command], f: impl Fn(&Command) -> bool) -> bool {
+    out.iter().any(f)
+}
+
+fn deploys(out: &[Command]) -> Option<&JobDeployment> {
+    out.iter().find_map(|c| match c {
+        Command::Deploy { deployment, .. } => Some(&**deployment),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_first_attempt_deploys_on_its_slots_and_starts_once_every_taskmanager_prepared() {
+    let mut j = Job::new(FIXED);
+    let out = j.place(0);
+    let d = deploys(&out).expect("deploy");
+    assert_eq!((d.attempt, d.placement.clone(), d.taskmanagers.clone()), (0, vec![vec![0, 1]], vec!["a".to_string(), "b".to_string()]));
+    assert!(has(&out, |c| matches!(c, Command::Deploy { to, .. } if *to == vec![(10, 0), (20, 1)])));
+    assert!(has(&out, |c| *c == Command::Persist));
+    let run = j.run();
+    assert!(j.on(1, Event::Prepared { run: run.clone(), tm: 10 }).is_empty(), "waits for the other");
+    // Regression (a source set up late missed a barrier): nothing is triggered before
+    // every subtask of the attempt was started.
+    assert!(!has(&j.on(500, Event::Tick), |c| matches!(c, Command::Trigger { .. })));
+    let out = j.on(501, Event::Prepared { run, tm: 20 });
+    assert!(has(&out, |c| matches!(c, Command::Start { .. })));
+    assert!(has(&j.on(700, Event::Tick), |c| matches!(c, Command::Trigger { id: 1, stop: false, .. })));
+}
+
+#[test]
+fn a_failure_during_deploy_cancels_the_others_and_restarts() {
+    let mut j = Job::new(FIXED);
+    j.place(0);
+    let run = j.run();
+    let out = j.on(1, Event::PrepareFailed { run: run.clone(), tm: 20, error: "no such component".into() });
+    assert!(has(&out, |c| matches!(c, Command::Cancel { to, .. } if *to == vec![10, 20])), "{out:?}");
+    // TaskManager 10's prepared subtask reports its cancellation: the attempt is over.
+    let out = j.end(2, 0, TaskOutcome::Cancelled);
+    assert!(has(&out, |c| *c == Command::Release(vec![(10, 1), (20, 1)])));
+    assert!(has(&out, |c| matches!(c, Command::Log(EventLevel::Warn, m) if m.contains("no such component"))), "{out:?}");
+    assert_eq!(j.d.report(j.t0).status, JobStatus::Restarting);
+    assert!(j.on(100, Event::Tick).is_empty(), "the delay runs");
+    assert_eq!(j.on(502, Event::Tick), vec![Command::FindRestore]);
+    assert_eq!(j.on(503, Event::Restorable(Ok(None))), vec![Command::Place]);
+    let out = j.place(504);
+    assert_eq!(deploys(&out).map(|d| (d.attempt, d.restore.clone())), Some((1, None)));
+}
+
+/// Restarts after a lost TaskManager, under every strategy.
+#[test]
+fn a_lost_taskmanager_restarts_the_job_as_its_strategy_says() {
+    let lost_twice = |restart: RestartStrategy| {
+        let mut j = Job::new(restart);
+        let mut restarted = Vec::new();
+        for round in 0..2u64 {
+            let base = round * 10_000;
+            j.start(base);
+            j.lose(base + 1, 20);
+            let out = j.end(base + 2, 0, TaskOutcome::Cancelled);
+            assert!(has(&out, |c| matches!(c, Command::Release(_))));
+            let phase = format!("{:?}", j.d.phase());
+            restarted.push(phase.starts_with("Restarting"));
+            if j.d.is_ended() {
+                assert!(has(&out, |c| *c == Command::Ended));
+                assert_eq!(j.d.report(j.t0).status, JobStatus::Failed);
+                break;
+            }
+            // Restart due within the round; the newest checkpoint is looked up first.
+            let out = j.on(base + 9_000, Event::Tick);
+            assert_eq!(out, vec![Command::FindRestore], "{restart:?}");
+            j.on(base + 9_001, Event::Restorable(Ok(None)));
+        }
+        restarted
+    };
+    assert_eq!(lost_twice(RestartStrategy::None), vec![false]);
+    assert_eq!(lost_twice(RestartStrategy::FixedDelay { attempts: 1, delay: Duration::from_millis(100) }), vec![true, false]);
+    assert_eq!(lost_twice(RestartStrategy::FixedDelay { attempts: 5, delay: Duration::from_millis(100) }), vec![true, true]);
+    let backoff = RestartStrategy::ExponentialBackoff { initial: Duration::from_millis(100), max: Duration::from_secs(1) };
+    assert_eq!(lost_twice(backoff), vec![true, true]);
+    let rate = RestartStrategy::FailureRate { failures: 1, interval: Duration::from_secs(60), delay: Duration::from_millis(100) };
+    assert_eq!(lost_twice(rate), vec![true, false], "two failures within the interval are too many");
+}
+
+/// The fence on the JobManager's side: once an attempt is superseded, its
+/// acknowledgements, ends and preparations never count for the next.
+#[test]
+fn a_superseded_attempts_reports_never_count() {
+    let mut j = Job::new(FIXED);
+    j.start(0);
+    let old = j.run();
+    j.on(100, Event::Tick);
+    j.ack(101, 1, 0);
+    j.lose(102, 20);
+    j.end(103, 0, TaskOutcome::Cancelled);
+    j.on(700, Event::Tick);
+    j.on(701, Event::Restorable(Ok(None)));
+    j.start(702);
+    assert_ne!(j.run(), old);
+    let stale = |id, subtask| {
+        let task = Ok(TaskMeta { subtask, key_groups: (0, 0), state: vec![], source: Some(vec![]), sink: None });
+        Event::Ack(CheckpointAck { job: old.clone(), checkpoint: id, vertex: 0, task })
+    };
+    assert!(has(&j.on(802, Event::Tick), |c| matches!(c, Command::Trigger { id: 1, .. })), "checkpoint 1 again, for the new attempt");
+    assert!(j.on(803, stale(1, 1)).is_empty(), "the zombie's ack of checkpoint 1");
+    assert!(j.ack(804, 1, 0).is_empty(), "checkpoint 1 still waits for the new attempt's subtask 1");
+    let ended = TaskEnd { job: old.clone(), vertex: 0, subtask: 1, outcome: TaskOutcome::Finished(TaskStats::default()) };
+    assert!(j.on(805, Event::TaskEnded(ended)).is_empty(), "the zombie's end");
+    assert!(j.on(806, Event::Prepared { run: old, tm: 20 }).is_empty());
+    assert_eq!(j.d.report(j.t0).status, JobStatus::Running);
+    assert!(has(&j.ack(807, 1, 1), |c| matches!(c, Command::Complete { .. })));
+}
+
+/// A checkpoint completes (its metadata written) after its attempt failed: the restart
+/// waits for it and restores it, or it would restore an older checkpoint while this
+/// one's output counts as committed.
+#[test]
+fn a_restart_waits_for_a_checkpoint_completion_in_flight() {
+    let mut j = Job::new(FIXED);
+    j.start(0);
+    let run = j.run();
+    let m = j.checkpoint(100, 1);
+    j.lose(110, 20);
+    j.end(111, 0, TaskOutcome::Cancelled);
+    assert!(j.on(700, Event::Tick).is_empty(), "the metadata of checkpoint 1 is still being written");
+    let out = j.completed(701, run, m);
+    assert!(!has(&out, |c| matches!(c, Command::Announce { .. })), "nobody of the failed attempt commits: the restore does");
+    assert_eq!(j.on(702, Event::Tick), vec![Command::FindRestore]);
+    j.on(703, Event::Restorable(Ok(Some((1, "j/chk-1/_metadata".into())))));
+    let out = j.place(704);
+    let d = deploys(&out).expect("deploy");
+    assert_eq!(d.restore, Some(RestoreFrom::Checkpoint("j/chk-1/_metadata".into())));
+    j.on(705, Event::Prepared { run: j.run(), tm: 10 });
+    j.on(705, Event::Prepared { run: j.run(), tm: 20 });
+    assert!(has(&j.on(806, Event::Tick), |c| matches!(c, Command::Trigger { id: 2, .. })), "ids go on after the restored one");
+}
+
+/// Unreadable checkpoints are never taken for none: the job would replay its input
+/// into output already committed.
+#[test]
+fn checkpoints_that_cannot_be_read_are_looked_up_again_not_skipped() {
+    let mut j = Job::new(FIXED);
+    j.start(0);
+    j.lose(1, 20);
+    j.end(2, 0, TaskOutcome::Cancelled);
+    assert_eq!(j.on(600, Event::Tick), vec![Command::FindRestore]);
+    let out = j.on(601, Event::Restorable(Err("permission denied".into())));
+    assert!(matches!(out.as_slice(), [Command::Log(EventLevel::Error, m)] if m.contains("permission denied")), "{out:?}");
+    assert!(j.on(602, Event::Tick).is_empty());
+    assert_eq!(j.on(1_700, Event::Tick), vec![Command::FindRestore]);
+}
+
+#[test]
+fn a_savepoint_is_exported_from_the_next_completed_checkpoint() {
+    let mut j = Job::new(FIXED);
+    j.start(0);
+    j.on(50, Event::Savepoint { request: 7, dir: "/sp".into(), stop: false });
+    let run = j.run();
+    let m = j.checkpoint(51, 1);
+    let out = j.completed(52, run.clone(), m.clone());
+    assert!(has(&out, |c| *c == Command::Announce { run: run.clone(), id: 1, to: vec![10, 20] }));
+    assert!(has(&out, |c| *c == Command::Export { request: 7, meta: m.clone(), dir: "/sp".into(), stop: false }));
+    let out = j.on(53, Event::SavepointWritten(Exported { request: 7, id: 1, dir: "/sp".into(), stop: false, result: Ok(()) }));
+    assert!(has(&out, |c| *c == Command::Reply { request: 7, result: Ok(1) }));
+    assert!(matches!(j.d.phase(), Phase::Running));
+}
+
+/// Regression (a stop's savepoint committed past): a periodic checkpoint in flight when
+/// the stop is asked for completes first; the stop's own checkpoint comes next, carries
+/// `stop`, and once it completes nothing is triggered again, not while its savepoint is
+/// being written either; then the job is cancelled.
+#[test]
+fn a_checkpoint_completing_during_a_stop_with_savepoint_is_not_the_savepoint_and_none_follows_it() {
+    let mut j = Job::new(FIXED);
+    j.start(0);
+    let run = j.run();
+    assert!(has(&j.on(100, Event::Tick), |c| matches!(c, Command::Trigger { id: 1, stop: false, .. })));
+    j.on(101, Event::Savepoint { request: 1, dir: "/sp".into(), stop: true });
+    assert!(matches!(j.d.phase(), Phase::Stopping));
+    j.ack(102, 1, 0);
+    let out = j.ack(103, 1, 1);
+    let Some(Command::Complete { meta, .. }) = out.into_iter().next() else { panic!("checkpoint 1 complete") };
+    let out = j.completed(104, run.clone(), meta);
+    assert!(!has(&out, |c| matches!(c, Command::Export { .. })), "checkpoint 1 was triggered before the stop: {out:?}");
+    let out = j.on(105, Event::Tick);
+    assert!(has(&out, |c| matches!(c, Command::Trigger { id: 2, stop: true, .. })), "the stop's checkpoint, at once: {out:?}");
+    j.ack(106, 2, 0);
+    let out = j.ack(107, 2, 1);
+    let Some(Command::Complete { meta, .. }) = out.into_iter().next() else { panic!("checkpoint 2 complete") };
+    let out = j.completed(108, run.clone(), meta.clone());
+    assert!(has(&out, |c| *c == Command::Export { request: 1, meta: meta.clone(), dir: "/sp".into(), stop: true }));
+    for ms in [300, 1_000, 5_000] {
+        assert!(!has(&j.on(ms, Event::Tick), |c| matches!(c, Command::Trigger { .. })), "nothing after the stop's checkpoint");
+    }
+    let out = j.on(5_001, Event::SavepointWritten(Exported { request: 1, id: 2, dir: "/sp".into(), stop: true, result: Ok(()) }));
+    assert!(has(&out, |c| matches!(c, Command::Cancel { .. })), "{out:?}");
+    assert!(has(&out, |c| *c == Command::Reply { request: 1, result: Ok(2) }));
+    j.end(5_002, 0, TaskOutcome::Cancelled);
+    let out = j.end(5_003, 1, TaskOutcome::Cancelled);
+    assert!(has(&out, |c| *c == Command::Ended));
+    assert_eq!(j.d.report(j.t0).status, JobStatus::Canceled);
+}
+
+#[test]
+fn a_stop_whose_savepoint_cannot_be_written_lets_the_job_go_on() {
+    let mut j = Job::new(FIXED);
+    j.start(0);
+    let run = j.run();
+    j.on(10, Event::Savepoint { request: 3, dir: "/unwritable".into(), stop: true });
+    let m = j.checkpoint(11, 1);
+    j.completed(12, run, m);
+    let failed = Exported { request: 3, id: 1, dir: "/unwritable".into(), stop: true, result: Err("read-only".into()) };
+    let out = j.on(13, Event::SavepointWritten(failed));
+    assert!(has(&out, |c| *c == Command::Reply { request: 3, result: Err("read-only".into()) }));
+    assert!(!has(&out, |c| matches!(c, Command::Cancel { .. })));
+    assert!(matches!(j.d.phase(), Phase::Running));
+    assert!(has(&j.on(14, Event::Tick), |c| matches!(c, Command::Trigger { id: 2, stop: false, .. })), "a plain checkpoint wakes the sources");
+}
+
+#[test]
+fn a_resumed_job_restarts_from_its_newest_checkpoint_as_a_new_attempt() {
+    let t0 = Instant::now();
+    let mut record = Job::new(FIXED).d.record();
+    record.deployment.attempt = 4;
+    record.restarts = 2;
+    let mut d = Driver::resume(record, t0);
+    assert_eq!(d.report(t0).status, JobStatus::Restarting);
+    assert_eq!(d.on(Event::Tick, t0), vec![Command::FindRestore]);
+    assert_eq!(d.on(Event::Restorable(Ok(Some((9, "j/chk-9/_metadata".into())))), t0), vec![Command::Place]);
+    let p = Placement { tms: vec![10], addrs: vec!["a".into()], placement: vec![vec![0, 0]], slots: vec![(10, 2)] };
+    let out = d.on(Event::Placed(p), t0);
+    let dep = deploys(&out).expect("deploy");
+    assert_eq!((dep.attempt, dep.restore.clone()), (5, Some(RestoreFrom::Checkpoint("j/chk-9/_metadata".into()))));
+    assert_eq!((d.report(t0).restarts, d.last_checkpoint()), (2, Some(9)));
+}
+
+#[test]
+fn a_cancel_during_the_restart_delay_ends_the_job_at_once() {
+    let mut j = Job::new(FIXED);
+    j.start(0);
+    j.lose(1, 20);
+    j.end(2, 0, TaskOutcome::Cancelled);
+    j.on(3, Event::Savepoint { request: 5, dir: "/sp".into(), stop: false });
+    let out = j.on(10, Event::Cancel);
+    assert!(has(&out, |c| *c == Command::Ended));
+    assert!(!has(&out, |c| matches!(c, Command::Cancel { .. })), "nothing runs between attempts");
+    assert_eq!(j.d.report(j.t0).status, JobStatus::Canceled);
+    assert!(j.d.terminating());
+    assert!(j.on(600, Event::Tick).is_empty(), "no restart after a cancel");
+    // Slots granted after the cancel are given back.
+    assert!(has(&j.place(601), |c| matches!(c, Command::Release(_))));
+}
+
+#[test]
+fn slots_that_are_not_free_yet_are_asked_for_again() {
+    let mut j = Job::new(FIXED);
+    j.start(0);
+    j.lose(1, 20);
+    j.end(2, 0, TaskOutcome::Cancelled);
+    j.on(600, Event::Tick);
+    j.on(601, Event::Restorable(Ok(Some((3, "j/chk-3/_metadata".into())))));
+    j.on(602, Event::NoSlots);
+    assert!(j.on(610, Event::Tick).is_empty());
+    assert_eq!(j.on(700, Event::Tick), vec![Command::Place], "the restore found stays");
+    assert_eq!(deploys(&j.place(701)).and_then(|d| d.restore.clone()), Some(RestoreFrom::Checkpoint("j/chk-3/_metadata".into())));
+}
+
+#[test]
+fn a_job_finishes_when_every_subtask_finished() {
+    let mut j = Job::new(FIXED);
+    j.start(0);
+    j.end(1, 0, TaskOutcome::Finished(TaskStats::default()));
+    let out = j.end(2, 1, TaskOutcome::Finished(TaskStats::default()));
+    assert!(has(&out, |c| *c == Command::Ended));
+    assert_eq!(j.d.report(j.t0).status, JobStatus::Finished);
+}
