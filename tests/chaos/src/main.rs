@@ -274,7 +274,8 @@ fn print_total(cfg: &Config, results: &[JobResult], elapsed: Duration) -> bool {
     let outcomes: Vec<&Outcome> = results.iter().flat_map(|r| &r.outcomes).collect();
     let fatal: Vec<String> = results.iter().filter_map(|r| r.fatal.as_ref()).map(Fault::describe).collect();
     println!("\n=== weir-chaos seed {}: {} job(s) in {:.0}s", cfg.seed, results.len(), elapsed.as_secs_f64());
-    println!("faults injected {}, survived {}; not survived: {}", outcomes.len() + fatal.len(), outcomes.len(), fatal.join(", "));
+    let (injected, lost) = (outcomes.len() + fatal.len(), if fatal.is_empty() { "none".to_string() } else { fatal.join(", ") });
+    println!("faults injected {injected}, survived {}; not survived: {lost}", outcomes.len());
     let mut by_kind: BTreeMap<Kind, Vec<&Outcome>> = BTreeMap::new();
     for o in &outcomes {
         by_kind.entry(o.fault.kind).or_default().push(o);
