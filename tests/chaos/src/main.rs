@@ -79,6 +79,7 @@ struct Args {
 /// The run's settings, defaults resolved.
 struct Config {
     seed: u64,
+    jobs: usize,
     faults: usize,
     words: u64,
     netns: bool,
@@ -151,7 +152,7 @@ fn run(a: Args) -> Result<bool> {
     if !a.no_netns && !netns {
         println!("network namespaces unavailable (not root? no iproute2?): TaskManagers on loopback, no partitions");
     }
-    let cfg = Config { seed, faults, words, netns, a };
+    let cfg = Config { seed, jobs, faults, words, netns, a };
     let a = &cfg.a;
     let dir = a.work_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("weir-chaos-{seed}-{}", std::process::id())));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -159,29 +160,36 @@ fn run(a: Args) -> Result<bool> {
     std::fs::copy(&a.wasm, &wasm).with_context(|| format!("copying {}", a.wasm.display()))?;
     let net = if netns { "TaskManagers in network namespaces" } else { "loopback" };
     println!("weir-chaos seed {seed}: {jobs} job(s) x {faults} fault(s), {words} words each, p={}, {net}; in {}", a.parallelism, dir.display());
-    let started = Instant::now();
-    let mut cluster = Cluster::start(&dir, &a.weir, netns, a.heartbeat_timeout_ms).inspect_err(|_| println!("kept {}", dir.display()))?;
-    let mut results: Vec<JobResult> = Vec::new();
-    let mut next = a.only_job.unwrap_or(0);
-    loop {
-        let injected: usize = results.iter().map(|r| r.outcomes.len()).sum();
-        let more = next < jobs || (injected < a.min_faults && next < 3 * jobs);
-        if !results.is_empty() && (a.only_job.is_some() || !more) {
-            break;
-        }
-        let r = run_job(&mut cluster, &cfg, &wasm, next).inspect_err(|_| println!("kept {}", dir.display()))?;
-        print_job(&cfg, &r);
-        results.push(r);
-        next += 1;
-    }
-    drop(cluster);
-    let passed = print_total(&cfg, &results, started.elapsed());
-    if passed && !a.keep {
+    let result = run_jobs(&cfg, &dir, &wasm);
+    // The copy of the binary is big and no evidence; the rest is, unless all passed.
+    let _ = std::fs::remove_file(dir.join("weir"));
+    if matches!(result, Ok(true)) && !a.keep {
         let _ = std::fs::remove_dir_all(&dir);
     } else {
         println!("logs, inputs and outputs kept in {}", dir.display());
     }
-    Ok(passed)
+    result
+}
+
+/// Starts the cluster and runs the jobs; whether everything passed.
+fn run_jobs(cfg: &Config, dir: &Path, wasm: &Path) -> Result<bool> {
+    let (started, a) = (Instant::now(), &cfg.a);
+    let mut cluster = Cluster::start(dir, &a.weir, cfg.netns, a.heartbeat_timeout_ms)?;
+    let mut results: Vec<JobResult> = Vec::new();
+    let mut next = a.only_job.unwrap_or(0);
+    loop {
+        let injected: usize = results.iter().map(|r| r.outcomes.len()).sum();
+        let more = next < cfg.jobs || (injected < a.min_faults && next < 3 * cfg.jobs);
+        if !results.is_empty() && (a.only_job.is_some() || !more) {
+            break;
+        }
+        let r = run_job(&mut cluster, cfg, wasm, next)?;
+        print_job(cfg, &r);
+        results.push(r);
+        next += 1;
+    }
+    drop(cluster);
+    Ok(print_total(cfg, &results, started.elapsed()))
 }
 
 /// Runs job `j`: submit, faults, wait for its end, check. What goes wrong with the job

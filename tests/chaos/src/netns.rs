@@ -48,19 +48,32 @@ pub fn available() -> bool {
     ok
 }
 
+fn output(args: &[&str]) -> String {
+    Command::new("ip").args(args).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+}
+
 /// Removes namespaces and root-side links a killed earlier run left behind (deleting
-/// a namespace deletes its veth end, and with it the pair).
-pub fn remove_leftovers() {
-    let listed = Command::new("ip").args(["netns", "list"]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
-    for ns in listed.lines().filter_map(|l| l.split_whitespace().next()).filter(|n| n.starts_with(PREFIX)) {
+/// a namespace deletes its veth end, and with it the pair). Processes still inside
+/// are that run's, not ours to kill: they are named.
+fn remove_leftovers() {
+    for ns in output(&["netns", "list"]).lines().filter_map(|l| l.split_whitespace().next()).filter(|n| n.starts_with(PREFIX)) {
+        let pids = output(&["netns", "pids", ns]).split_whitespace().collect::<Vec<_>>().join(" ");
+        if !pids.is_empty() {
+            println!("left running by an earlier run in namespace {ns} (not killed): pids {pids}");
+        }
         let _ = ip(&["netns", "del", ns]);
     }
-    let links = Command::new("ip").args(["-o", "link", "show"]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
-    for link in links.lines().filter_map(|l| l.split(": ").nth(1)).map(|l| l.split('@').next().unwrap_or(l)) {
+    for link in output(&["-o", "link", "show"]).lines().filter_map(|l| l.split(": ").nth(1)).map(|l| l.split('@').next().unwrap_or(l)) {
         if link.strip_prefix("wchaos").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) {
             let _ = ip(&["link", "del", link]);
         }
     }
+}
+
+/// Names and addresses are fixed, so one run per machine uses namespaces: the owner's
+/// pid is kept here, and a live owner stops a second run.
+fn owner_file() -> std::path::PathBuf {
+    std::env::temp_dir().join("weir-chaos-netns.pid")
 }
 
 /// The namespaces of one run; removed (and IPv4 forwarding restored) when dropped.
@@ -72,6 +85,13 @@ pub struct Namespaces {
 impl Namespaces {
     /// Creates namespaces 1..=count with their links, after removing leftovers.
     pub fn create(count: usize) -> Result<Self> {
+        let owner = std::fs::read_to_string(owner_file()).ok().and_then(|p| p.trim().parse::<u32>().ok());
+        if let Some(pid) = owner.filter(|p| *p != std::process::id())
+            && std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "weir-chaos")
+        {
+            bail!("weir-chaos (pid {pid}) is using the namespaces {PREFIX}N; --no-netns runs beside it");
+        }
+        std::fs::write(owner_file(), std::process::id().to_string()).context("writing the namespaces' owner file")?;
         remove_leftovers();
         let forward_before = std::fs::read_to_string(FORWARD).with_context(|| format!("reading {FORWARD}"))?.trim().to_string();
         std::fs::write(FORWARD, "1").with_context(|| format!("enabling IPv4 forwarding ({FORWARD})"))?;
@@ -103,5 +123,6 @@ impl Drop for Namespaces {
             let _ = ip(&["netns", "del", &name(n)]);
         }
         let _ = std::fs::write(FORWARD, &self.forward_before);
+        let _ = std::fs::remove_file(owner_file());
     }
 }
