@@ -55,10 +55,11 @@ polyglot-check: polyglot
 # partitions, damaged checkpoints), committed output checked exactly once. Partitions
 # need root (a network namespace per TaskManager); without, it runs on loopback.
 # Extra arguments pass through: `just chaos --seed 7`, `just chaos --seed 7 --only-job 3`.
+# The full run: 20 jobs, at least 200 faults (about 25 minutes on 2 cores).
 chaos *args: chaos-build
     target/release/weir-chaos --jobs 20 --faults-per-job 10 --min-faults 200 {{args}}
 
-# The chaos checker's preset for CI: 2 jobs, 3 faults each, about two minutes.
+# The chaos checker's preset for CI: 2 jobs, 3 faults each, about a minute.
 chaos-smoke *args: chaos-build
     target/release/weir-chaos --smoke {{args}}
 
