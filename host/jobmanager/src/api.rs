@@ -15,7 +15,7 @@ use weir_types::resource::JobResource;
 
 use weir_wasm::World;
 
-use crate::embedded::JobSource;
+use crate::planning::JobSource;
 use crate::restart::RestartStrategy;
 use crate::service::{JobManager, lock};
 use crate::tracker::SubtaskMetrics;
@@ -284,7 +284,7 @@ impl JobManager {
         let now = Instant::now();
         let mut state = lock(&self.0.state);
         let mut all: Vec<JobInfo> = state.ended.iter().map(|e| e.info.clone()).collect();
-        all.extend(state.jobs.iter_mut().map(|j| j.info(now)));
+        all.extend(state.jobs.values_mut().map(|j| j.info(now)));
         all.sort_by_key(|j| std::cmp::Reverse(j.created));
         all
     }
@@ -293,7 +293,7 @@ impl JobManager {
     pub fn job(&self, id: &str) -> Result<JobInfo, ApiError> {
         let now = Instant::now();
         let mut state = lock(&self.0.state);
-        if let Some(j) = state.jobs.iter_mut().find(|j| j.tracker.id() == id) {
+        if let Some(j) = state.jobs.get_mut(id) {
             return Ok(j.info(now));
         }
         state.ended.iter().find(|e| e.info.id == id).map(|e| e.info.clone()).ok_or_else(|| unknown_job(id))
@@ -302,7 +302,7 @@ impl JobManager {
     /// A job's events, oldest first.
     pub fn events(&self, id: &str) -> Result<Vec<JobEvent>, ApiError> {
         let state = lock(&self.0.state);
-        if let Some(j) = state.jobs.iter().find(|j| j.tracker.id() == id) {
+        if let Some(j) = state.jobs.get(id) {
             return Ok(j.events.iter().cloned().collect());
         }
         state.ended.iter().find(|e| e.info.id == id).map(|e| e.events.clone()).ok_or_else(|| unknown_job(id))
@@ -311,8 +311,8 @@ impl JobManager {
     /// A job's recent checkpoints, newest first.
     pub fn checkpoints(&self, id: &str) -> Result<(Vec<CheckpointRecord>, Option<u64>), ApiError> {
         let state = lock(&self.0.state);
-        if let Some(j) = state.jobs.iter().find(|j| j.tracker.id() == id) {
-            return Ok((j.checkpoint_log.iter().rev().cloned().collect(), j.last_checkpoint));
+        if let Some(j) = state.jobs.get(id) {
+            return Ok((j.checkpoint_log.iter().rev().cloned().collect(), j.driver.last_checkpoint()));
         }
         let e = state.ended.iter().find(|e| e.info.id == id).ok_or_else(|| unknown_job(id))?;
         Ok((e.checkpoints.iter().rev().cloned().collect(), e.info.report.last_checkpoint))
@@ -321,12 +321,10 @@ impl JobManager {
     /// A job's live per-vertex and per-subtask metrics (as they ended, for history).
     pub fn metrics(&self, id: &str) -> Result<JobMetrics, ApiError> {
         let state = lock(&self.0.state);
-        let Some(j) = state.jobs.iter().find(|j| j.tracker.id() == id) else {
+        let Some(j) = state.jobs.get(id) else {
             return state.ended.iter().find(|e| e.info.id == id).map(|e| e.metrics.clone()).ok_or_else(|| unknown_job(id));
         };
-        let registry = lock(&self.0.registry);
-        let taskmanagers = j.tms.iter().map(|id| registry.name(*id).unwrap_or("?").to_string()).collect();
-        Ok(JobMetrics { status: j.tracker.status(), graph: j.tracker.graph().clone(), subtasks: j.tracker.subtasks(), taskmanagers })
+        Ok(j.metrics(&lock(&self.0.registry)))
     }
 
     /// TaskManagers, slots and job counts.
@@ -342,11 +340,11 @@ impl JobManager {
                 Some((_, c)) => *c += 1,
                 None => by_state.push((name, 1)),
             };
-            for j in state.jobs.iter_mut() {
+            for j in state.jobs.values_mut() {
                 count(j.info(now).resource.state.name());
                 completed += j.checkpoints_completed;
                 failed += j.checkpoints_failed;
-                restarts += u64::from(j.restarts);
+                restarts += u64::from(j.driver.restarts());
             }
             for e in &state.ended {
                 count(e.info.resource.state.name());

@@ -1,17 +1,28 @@
-//! The JobManager: turns a job component into an execution graph, assigns its
-//! subtasks to slots, deploys them, and tracks them to the job's end.
+//! The JobManager: turns a job into an execution graph, assigns its subtasks to
+//! slots, deploys them, checkpoints them, restarts them, and tracks them to the job's
+//! end.
 //!
-//! - [`tracker`]: a job's status from its subtasks' ends and progress (pure; says when
-//!   to cancel the rest and when the job is over).
-//! - [`coordinator`]: when to trigger a checkpoint and when it is complete (pure).
+//! Pure (no I/O, time passed in), unit-tested:
+//! - [`driver`]: a job's life as a state machine (restarting, deploying, running,
+//!   stopping with a savepoint, ended): events in, commands out. Both the service and
+//!   the embedded cluster drive it.
+//! - [`tracker`]: a job's status from its subtasks' ends and progress (says when to
+//!   cancel the rest and when the attempt is over).
+//! - [`coordinator`]: when to trigger a checkpoint and when it is complete.
 //! - [`restart`]: restart strategies: fixed delay, exponential backoff, failure rate.
+//!
+//! With I/O:
+//! - [`planning`]: load, plan and check a submission (every path shares it).
 //! - [`embedded`]: a JobManager and a TaskManager with N slots in one process, wired by
-//!   in-process channels. `weir run` uses it. [`embedded::prepare`] is the load, plan
-//!   and check step every submission shares.
-//! - [`service`]: the `weir jobmanager` process: registrations and heartbeats,
-//!   submissions, placement over the TaskManagers' slots, deployment in two phases
-//!   (prepare everywhere, then start), component transfer once per TaskManager,
-//!   failure and cancellation fan-out, lost-TaskManager handling, job history.
+//!   in-process channels. `weir run` uses it.
+//! - [`service`]: the `weir jobmanager` process: TaskManager connections (registration,
+//!   heartbeats, lost TaskManagers, component transfer) and timers.
+//! - `jobs`: the service's jobs by id: drivers fed and their commands carried out.
+//! - `persist`: what a restarted JobManager needs: running jobs' records, history.
+//! - [`api`]: what users can ask (the REST API's operations and domain types).
+//!
+//! Dependencies point one way: `service` -> `jobs` -> `driver` -> `coordinator`,
+//! `tracker`, `restart`; `embedded` -> `driver`, `planning`.
 //!
 //! The execution graph itself (chaining) is pure planning and lives in
 //! `weir_types::graph`, since TaskManagers read it too.
@@ -23,11 +34,15 @@ pub mod api;
 pub mod coordinator;
 pub mod driver;
 pub mod embedded;
+mod jobs;
+mod persist;
+pub mod planning;
 pub mod restart;
 pub mod service;
 pub mod tracker;
 
-pub use embedded::{ClusterConfig, EmbeddedCluster, JobError, JobHandle, JobSource, JobSpec, PlannedCode};
+pub use embedded::{ClusterConfig, EmbeddedCluster, JobHandle, JobSpec};
+pub use planning::{JobError, JobSource, PlannedCode};
 pub use service::JobManager;
 pub use tracker::{JobTracker, SubtaskMetrics};
 pub use weir_types::deployment::{JobReport, JobStatus, VertexReport};

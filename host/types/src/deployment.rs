@@ -119,6 +119,11 @@ pub enum SinkFiles {
     PartPerSubtask,
 }
 
+/// The job id of a run id ([`JobDeployment::run_id`]): job ids contain no dot.
+pub fn job_of_run(run: &str) -> &str {
+    run.rsplit_once('.').map_or(run, |(job, _)| job)
+}
+
 impl JobDeployment {
     /// Names this attempt of the job: channels, keyspaces and running subtasks are
     /// per attempt, so nothing of a failed attempt can leak into the next.

@@ -1,0 +1,149 @@
+//! Planning a submission: loading its components, getting its plan (from the job
+//! component's `plan` or a manifest), binding inputs and outputs, validating, and
+//! building the execution graph. Every submission path (embedded, the service) does
+//! this first; nothing here runs a job.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use thiserror::Error;
+use weir_state::StateError;
+use weir_taskmanager::TaskError;
+use weir_types::deployment::JobCode;
+use weir_types::graph::ExecutionGraph;
+use weir_types::manifest::{Manifest, ManifestError};
+use weir_types::plan::{JobPlan, PlanError};
+use weir_wasm::{Instance, JobComponent, LoadError, OperatorFailure, Runtime, World};
+
+/// What a job is built from.
+#[derive(Debug, Clone)]
+pub enum JobSource {
+    /// One job component (world `job-component`): its `plan` declares the graph.
+    Component(Arc<Vec<u8>>),
+    /// A job manifest (TOML) naming one component per operator, with the bytes of
+    /// each component under the name the manifest uses for it.
+    Manifest {
+        /// The manifest's text.
+        text: String,
+        /// Component bytes by name.
+        components: HashMap<String, Arc<Vec<u8>>>,
+    },
+}
+
+impl Default for JobSource {
+    fn default() -> Self {
+        JobSource::Component(Arc::default())
+    }
+}
+
+/// Why a job did not run to its end.
+#[derive(Debug, Error)]
+pub enum JobError {
+    /// The component was refused.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// A component of a manifest was refused; names it.
+    #[error("component {name:?}: {error}")]
+    Component {
+        /// The manifest's name for it.
+        name: String,
+        /// Why.
+        error: LoadError,
+    },
+    /// The job manifest was refused.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The component's plan call failed.
+    #[error("the job's plan failed: {0}")]
+    PlanCall(OperatorFailure),
+    /// The plan is not executable.
+    #[error("invalid job plan: {0}")]
+    Plan(#[from] PlanError),
+    /// Not enough free slots.
+    #[error("the job needs {needed} slots but only {free} of {total} are free")]
+    NoSlots {
+        /// Slots the job needs.
+        needed: u32,
+        /// Slots free now.
+        free: u32,
+        /// Slots of the cluster.
+        total: u32,
+    },
+    /// Keyed state could not be opened.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The subtasks could not be set up (sources, sinks, state, threads).
+    #[error("cannot deploy the job: {0}")]
+    Deploy(#[from] TaskError),
+    /// A subtask failed (the message names it); the job was cancelled.
+    #[error("subtask {0}")]
+    Failed(String),
+    /// The job was cancelled.
+    #[error("the job was cancelled")]
+    Cancelled,
+}
+
+/// A job's plan and its loaded code.
+pub struct PlannedCode {
+    /// The plan (not yet bound to inputs and outputs, nor validated).
+    pub plan: JobPlan,
+    /// Which component runs each operator.
+    pub code: JobCode,
+    /// The components, by index in `code`, with their bytes.
+    pub components: Vec<(JobComponent, Arc<Vec<u8>>)>,
+}
+
+/// Loads a job's components and gets its plan: from the job component's `plan`, or
+/// from the manifest, whose components must each implement `operator-component`.
+pub fn load_plan(runtime: &Runtime, source: &JobSource, args: &[(String, String)]) -> Result<PlannedCode, JobError> {
+    match source {
+        JobSource::Component(wasm) => {
+            let component = runtime.load(wasm, World::Job)?;
+            let mut instance = Instance::new(runtime, &component, "plan")?;
+            let plan = instance.plan(args, runtime.limits().plan_fuel).map_err(JobError::PlanCall)?;
+            plan.check_size()?;
+            let code = JobCode::single(&component.hash, &plan);
+            Ok(PlannedCode { plan, code, components: vec![(component, wasm.clone())] })
+        }
+        JobSource::Manifest { text, components: files } => {
+            let lowered = Manifest::parse(text)?.lower()?;
+            lowered.plan.check_size()?;
+            let mut components = Vec::with_capacity(lowered.components.len());
+            for name in &lowered.components {
+                let bytes = files
+                    .get(name)
+                    .ok_or_else(|| JobError::Component { name: name.clone(), error: LoadError::Invalid("not supplied with the manifest".into()) })?;
+                let component = runtime.load(bytes, World::Operator).map_err(|error| JobError::Component { name: name.clone(), error })?;
+                components.push((component, bytes.clone()));
+            }
+            let code = JobCode { components: components.iter().map(|(c, _)| c.hash.clone()).collect(), operators: lowered.operators };
+            Ok(PlannedCode { plan: lowered.plan, code, components })
+        }
+    }
+}
+
+/// Loads, plans and checks a job: what every submission path does first.
+pub fn prepare(
+    runtime: &Runtime,
+    source: &JobSource,
+    args: &[(String, String)],
+    parallelism: u32,
+    input: Option<String>,
+    output: Option<String>,
+) -> Result<(PlannedCode, ExecutionGraph), JobError> {
+    let mut planned = load_plan(runtime, source, args)?;
+    planned.plan.bind_io(input.as_deref(), output.as_deref())?;
+    planned.plan.validate(parallelism)?;
+    let graph = ExecutionGraph::build(&planned.plan, parallelism);
+    Ok((planned, graph))
+}
+
+/// A new job id: unique across processes and restarts.
+pub fn new_job_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:016x}", nanos ^ (u64::from(std::process::id()) << 40) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
