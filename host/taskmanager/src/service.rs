@@ -188,6 +188,42 @@ pub async fn serve(tm: TaskManager, data: DataPlane, jm: SocketAddr, slots: u32,
     result.map_err(Into::into)
 }
 
+/// Registers with the JobManager at `jm` and serves it for as long as the process
+/// lives: once registered, a TaskManager outlives its JobManager. When the connection
+/// ends, [`serve`] has already cancelled what ran for it (nobody would hear of those
+/// subtasks' ends), and it registers again with the JobManager that comes back, as
+/// Flink's TaskManagers do. Returns only when the first registration fails, with
+/// why: a TaskManager that never reached its JobManager is misconfigured, and
+/// retrying would hide that from whoever started it.
+pub async fn serve_forever(
+    tm: TaskManager,
+    data: DataPlane,
+    jm: SocketAddr,
+    slots: u32,
+    advertise: Option<SocketAddr>,
+) -> Result<std::convert::Infallible, ControlError> {
+    // The least time between two registrations, so that a JobManager refusing or
+    // dropping every connection at once is not dialled in a busy loop.
+    const BACKOFF: Duration = Duration::from_millis(500);
+    let mut registered = false;
+    loop {
+        let started = std::time::Instant::now();
+        match serve(tm.clone(), data.clone(), jm, slots, advertise).await {
+            Err(ServiceError::Register(e)) if !registered => return Err(e),
+            // The JobManager is not back yet: keep trying.
+            Err(ServiceError::Register(_)) => {}
+            Err(e) => {
+                registered = true;
+                tracing::warn!("lost the jobmanager at {jm}: {e}; registering again");
+            }
+            Ok(()) => registered = true,
+        }
+        if started.elapsed() < BACKOFF {
+            tokio::time::sleep(BACKOFF).await;
+        }
+    }
+}
+
 /// A received component, loaded (compiled or from the cache) or refused.
 struct Loaded {
     job: String,
