@@ -1,0 +1,17 @@
+//! One module per command, each with its arguments and its `run`. The embedded
+//! cluster (`run`, `inspect`), the cluster's processes (`cluster_init`, `jobmanager`,
+//! `taskmanager`), the REST clients (`submit`, `list`, `status`, `cancel`,
+//! `savepoint`, `logs`) and the project scaffold (`new`).
+
+pub mod cancel;
+pub mod cluster_init;
+pub mod inspect;
+pub mod jobmanager;
+pub mod list;
+pub mod logs;
+pub mod new;
+pub mod run;
+pub mod savepoint;
+pub mod status;
+pub mod submit;
+pub mod taskmanager;

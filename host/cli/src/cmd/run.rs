@@ -1,0 +1,82 @@
+//! `weir run`: one job to completion on an embedded cluster in this process.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use weir_jobmanager::{ClusterConfig, EmbeddedCluster, JobReport, JobSpec};
+
+use crate::common::{JobArgs, SandboxArgs, read_job, state_dir};
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    job: JobArgs,
+    /// Input file for file sources that take theirs at submission.
+    #[arg(short, long)]
+    input: Option<PathBuf>,
+    /// Output file for file sinks that take theirs at submission (default: stdout).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Slots of the embedded TaskManager [default: the job's parallelism].
+    #[arg(long)]
+    slots: Option<u32>,
+    /// Keyed-state directory [default: a temporary directory, removed afterwards].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Memory budget of each keyed operator's state cache per subtask, in MiB.
+    #[arg(long, default_value_t = 32)]
+    state_cache_mib: usize,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Checkpoint every this many milliseconds.
+    #[arg(long, value_name = "MS")]
+    checkpoint_interval: Option<u64>,
+    /// Checkpoint storage [default: a directory inside the state directory].
+    #[arg(long)]
+    checkpoint_dir: Option<PathBuf>,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+}
+
+pub fn run(a: RunArgs) -> Result<()> {
+    let limits = a.sandbox.limits();
+    let source = read_job(&a.job.job, limits.max_component_bytes)?;
+    let (state_dir, _temp_state) = state_dir(&a.state_dir)?;
+    let checkpoints = a.checkpoint_interval.map(|ms| weir_types::deployment::CheckpointConfig {
+        dir: a.checkpoint_dir.clone().unwrap_or_else(|| state_dir.join("checkpoints")).display().to_string(),
+        interval_ms: ms.max(1),
+        retain: 2,
+    });
+    let cluster = EmbeddedCluster::new(ClusterConfig {
+        slots: a.slots.unwrap_or(a.job.parallelism),
+        limits,
+        cache_dir: a.sandbox.cache_dir(),
+        state_dir,
+        cache_bytes: a.state_cache_mib << 20,
+    })
+    .context("cannot start the embedded cluster")?;
+    let job_name = a.job.job.display().to_string();
+    let handle = cluster
+        .submit(JobSpec { source, parallelism: a.job.parallelism, args: a.job.args, input: a.input, output: a.output, checkpoints })
+        .with_context(|| format!("job {job_name} was refused"))?;
+    let report = handle.wait().with_context(|| format!("job {job_name} failed"))?;
+    if !a.quiet {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+fn print_report(r: &JobReport) {
+    let secs = r.elapsed.as_secs_f64();
+    let checkpoint = r.last_checkpoint.map(|c| format!(", last checkpoint {c}")).unwrap_or_default();
+    eprintln!("job {} ({}) {} in {secs:.3}s{checkpoint}", r.name, r.id, r.status.name().to_lowercase());
+    for v in &r.vertices {
+        let rate = if secs > 0.0 { v.records_in as f64 / secs } else { 0.0 };
+        eprintln!(
+            "  {:<40} x{:<3} in {:>12} out {:>12} fuel {:>14}  ({rate:.0} records/s in)",
+            v.name, v.parallelism, v.records_in, v.records_out, v.fuel
+        );
+    }
+}
