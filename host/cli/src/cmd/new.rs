@@ -1,7 +1,13 @@
 //! `weir new`: an operator project (one component of world operator-component) in
 //! Rust, Python, JavaScript or C, written from the templates in sdk/templates.
+//!
+//! The templates are embedded at compile time, so the binary carries their content.
+//! The SDK the project builds against is a directory at run time: `--sdk`,
+//! `WEIR_SDK`, else the `sdk/` of the Weir tree the running binary was built in
+//! (found from the binary's own location, never from a path recorded at build time,
+//! which would name the build machine's checkout on every other machine).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -16,9 +22,10 @@ pub struct NewArgs {
     /// Where to create the project directory.
     #[arg(long, default_value = ".")]
     dir: PathBuf,
-    /// Weir's `sdk/` directory, which the project builds against.
-    #[arg(long, env = "WEIR_SDK", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk"))]
-    sdk: PathBuf,
+    /// Weir's `sdk/` directory, which the project builds against [default: the `sdk/`
+    /// of the Weir tree the running `weir` sits in, e.g. next to `target/`].
+    #[arg(long, env = "WEIR_SDK")]
+    sdk: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -48,7 +55,10 @@ pub fn run(a: NewArgs) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let valid = !a.name.is_empty() && a.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') && !a.name.starts_with('-');
     anyhow::ensure!(valid, "project name {:?}: use letters, digits, '-' and '_'", a.name);
-    let sdk = std::path::absolute(&a.sdk).with_context(|| format!("cannot resolve {}", a.sdk.display()))?;
+    let sdk = match &a.sdk {
+        Some(given) => std::path::absolute(given).with_context(|| format!("cannot resolve {}", given.display()))?,
+        None => find_sdk()?,
+    };
     anyhow::ensure!(sdk.join("operator").is_dir(), "{} is not Weir's sdk directory (give --sdk or WEIR_SDK)", sdk.display());
     let project = a.dir.join(&a.name);
     anyhow::ensure!(!project.exists(), "{} already exists", project.display());
@@ -65,4 +75,24 @@ pub fn run(a: NewArgs) -> Result<()> {
     }
     println!("created {}: build it with {}/build.sh, then name {}.wasm in a job manifest", project.display(), project.display(), a.name);
     Ok(())
+}
+
+/// Weir's `sdk/` when neither `--sdk` nor `WEIR_SDK` names it: the nearest directory
+/// above the running binary that holds an `sdk/` beside a `wit/` (a binary built in a
+/// checkout sits in `<checkout>/target/<profile>/`). The templates refer to the SDK
+/// and the WIT by path, so the SDK must be a real directory; what the binary should
+/// not do is assume the build machine's.
+fn find_sdk() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find Weir's sdk directory: the running weir binary has no path (give --sdk or WEIR_SDK)")?;
+    // Through symlinks (a `weir` linked into PATH) to the tree the binary lives in.
+    let exe = exe.canonicalize().unwrap_or(exe);
+    exe.ancestors().skip(1).map(|dir| dir.join("sdk")).find(|sdk| is_sdk_tree(sdk)).ok_or_else(|| {
+        anyhow::anyhow!("cannot find Weir's sdk directory above {} (give --sdk or WEIR_SDK: the sdk/ of a Weir checkout)", exe.display())
+    })
+}
+
+/// An `sdk/` of a Weir tree: the Rust operator SDK and, beside it, the WIT the other
+/// languages' builds read (`$sdk/../wit`).
+fn is_sdk_tree(sdk: &Path) -> bool {
+    sdk.join("operator").is_dir() && sdk.join("../wit/dataflow.wit").is_file()
 }
