@@ -5,7 +5,8 @@ use weir_types::batch::{self, Cursor, StateUpdate};
 use weir_types::keygroup::key_hash;
 use weir_wasm::{Instance, KeyedStateAccess, MapEntries, OperatorFailure, StateAccessError};
 
-use crate::deploy::{OperatorStep, TaskError};
+use crate::deploy::OperatorStep;
+use crate::error::{Bug, TaskError};
 
 /// One operator's output: a guest buffer and where its records lie in it.
 pub(crate) struct ChainOutput {
@@ -71,7 +72,7 @@ impl Chain {
         let state = match (state, keyed_ops.is_empty()) {
             (Some(s), _) => Some(s),
             (None, true) => None,
-            (None, false) => return Err(TaskError::Internal("keyed operator deployed without state".into())),
+            (None, false) => return Err(Bug::NoKeyedState.into()),
         };
         if let Some(s) = &state {
             for instance in &mut instances {
@@ -129,7 +130,7 @@ impl Chain {
             self.fuel_used += instance.fuel_budget().saturating_sub(instance.fuel_left());
             current = Some(out);
         }
-        current.ok_or_else(|| TaskError::Internal("empty operator chain".into()))
+        current.ok_or_else(|| Bug::EmptyChain.into())
     }
 
     /// Captures keyed state for a checkpoint (`None` without state): the caches' dirty
@@ -177,7 +178,7 @@ fn build_keyed_input(cache: &mut ValueCache, data: &[u8], s: &mut KeyedScratch) 
     s.entries.clear();
     let mut c = Cursor::new(data);
     while c.remaining() > 0 {
-        let r = c.record().map_err(|e| TaskError::Internal(format!("keyed input: {e}")))?;
+        let r = c.record().map_err(|source| Bug::InvalidBatch { at: "keyed input", source })?;
         let value_end = c.position();
         let key_end = value_end - r.value.len() - 4;
         s.hashes.push(key_hash(r.key));

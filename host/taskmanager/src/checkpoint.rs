@@ -18,8 +18,9 @@ pub use weir_control::protocol::CheckpointAck;
 use weir_state::Capture;
 use weir_types::deployment::{JobDeployment, RestoreFrom};
 
-use crate::deploy::{Checkpointing, TaskError, TaskSnapshot};
-use crate::source::{Split, decode_splits, encode_splits};
+use crate::deploy::{Checkpointing, TaskSnapshot};
+use crate::error::{CheckpointingError, NotADirectory, RestoreError, SnapshotError, SourceError};
+use crate::split::{Split, decode_splits, encode_splits};
 
 /// Deltas a chain may grow to before the next snapshot is full again: bounds restore
 /// work and the files a checkpoint keeps alive.
@@ -45,10 +46,10 @@ pub struct JobCheckpointing {
 
 impl JobCheckpointing {
     /// Checkpointing for a deployment; without a checkpoint config barriers never come.
-    pub fn new(d: &JobDeployment, acks: AckSink) -> Result<Self, TaskError> {
+    pub fn new(d: &JobDeployment, acks: AckSink) -> Result<Self, CheckpointingError> {
         let store = match &d.checkpoints {
             Some(c) => {
-                let storage = DirStorage::new(&c.dir).map_err(|e| TaskError::Checkpoint(format!("checkpoint storage {}: {e}", c.dir)))?;
+                let storage = DirStorage::new(&c.dir).map_err(|source| CheckpointingError::Storage { dir: c.dir.clone(), source })?;
                 Some(Arc::new(JobCheckpoints::new(Arc::new(storage), &d.job)))
             }
             None => None,
@@ -68,7 +69,8 @@ impl JobCheckpointing {
         let sink = transactional.then(|| encode_sink_owner(attempt));
         let on_snapshot = move |snap: TaskSnapshot| {
             let kind = chain.lock().unwrap_or_else(PoisonError::into_inner).next_kind(completed.load(Ordering::Acquire));
-            let (chain, store, acks, run, key_groups, sink) = (chain.clone(), store.clone(), acks.clone(), run.clone(), key_groups.clone(), sink.clone());
+            let (chain, store, acks, run, key_groups, sink) =
+                (chain.clone(), store.clone(), acks.clone(), run.clone(), key_groups.clone(), sink.clone());
             // Reading the fjall snapshot and writing the file can take a while: never
             // on the subtask's thread.
             let spawned = std::thread::Builder::new().name(format!("weir-snapshot-{vertex}-{subtask}")).spawn(move || {
@@ -77,7 +79,8 @@ impl JobCheckpointing {
                 if let Err(e) = &task {
                     tracing::warn!(job = %run, checkpoint, vertex, subtask, "snapshot failed: {e}");
                 }
-                acks(CheckpointAck { job: run, checkpoint, vertex, task });
+                // The acknowledgement crosses the wire, where the cause is text.
+                acks(CheckpointAck { job: run, checkpoint, vertex, task: task.map_err(|e| e.to_string()) });
             });
             if let Err(e) = spawned {
                 tracing::warn!(vertex, subtask, "cannot start a snapshot writer: {e}");
@@ -122,7 +125,7 @@ fn persist(
     writer: Writer,
     key_groups: Range<u32>,
     sink: Option<Vec<u8>>,
-) -> Result<TaskMeta, String> {
+) -> Result<TaskMeta, SnapshotError> {
     let lock = || chain.lock().unwrap_or_else(PoisonError::into_inner);
     let files = match &snap.state {
         None => Vec::new(),
@@ -156,23 +159,33 @@ fn persist(
 /// The path names the attempt: checkpoint ids repeat across attempts (one that never
 /// completed is triggered again by the next), and a superseded attempt still writing
 /// must never replace a file of its successor's checkpoint.
-pub fn write_state(store: &JobCheckpoints, capture: &Capture, kind: FileKind, id: u64, writer: Writer) -> Result<String, String> {
+pub fn write_state(store: &JobCheckpoints, capture: &Capture, kind: FileKind, id: u64, writer: Writer) -> Result<String, SnapshotError> {
     let mut w = StateFileWriter::new(kind);
-    let fail = |e: &dyn std::fmt::Display| e.to_string();
     match kind {
-        FileKind::Full => capture.for_each(|k, v| w.put(k, v).map_err(|e| fail(&e)))?,
+        FileKind::Full => {
+            // `for_each` hands back our own error as text too; keep it typed aside.
+            let mut encode = None;
+            capture
+                .for_each(|k, v| {
+                    w.put(k, v).map_err(|e| {
+                        let text = e.to_string();
+                        encode = Some(e);
+                        text
+                    })
+                })
+                .map_err(|read| encode.take().map_or(SnapshotError::Read(read), SnapshotError::Encode))?;
+        }
         FileKind::Delta => {
-            for (k, v) in capture.delta().map_err(|e| fail(&e))? {
+            for (k, v) in capture.delta()? {
                 match v {
                     Some(v) => w.put(&k, &v),
                     None => w.delete(&k),
-                }
-                .map_err(|e| fail(&e))?;
+                }?;
             }
         }
     }
     let path = store.state_path(id, writer.vertex, writer.subtask, writer.attempt);
-    store.write_state(&path, &w.finish()).map_err(|e| fail(&e))?;
+    store.write_state(&path, &w.finish())?;
     Ok(path)
 }
 
@@ -186,27 +199,31 @@ pub struct Restore {
 
 impl Restore {
     /// Reads the metadata a deployment names, if it names one.
-    pub fn open(d: &JobDeployment) -> Result<Option<Self>, TaskError> {
+    pub fn open(d: &JobDeployment) -> Result<Option<Self>, CheckpointingError> {
         let Some(from) = &d.restore else { return Ok(None) };
-        let fail = |e: &dyn std::fmt::Display| TaskError::Checkpoint(format!("restoring from {from}: {e}"));
-        let (meta, storage): (CheckpointMeta, Arc<dyn CheckpointStorage>) = match from {
-            RestoreFrom::Checkpoint(path) => {
-                let dir = &d.checkpoints.as_ref().ok_or_else(|| fail(&"the job has no checkpoint storage"))?.dir;
-                let storage = DirStorage::new(dir).map_err(|e| fail(&e))?;
-                (decode_meta(&storage.read(path).map_err(|e| fail(&e))?).map_err(|e| fail(&e))?, Arc::new(storage))
-            }
-            RestoreFrom::Savepoint(dir) => {
-                let (root, name) = savepoint_location(dir).map_err(|e| fail(&e))?;
-                let storage = DirStorage::new(root).map_err(|e| fail(&e))?;
-                (load_savepoint(&storage, &name).map_err(|e| fail(&e))?, Arc::new(storage))
-            }
-        };
+        let fail = |cause: RestoreError| CheckpointingError::Restore { from: from.clone(), cause };
+        let (meta, storage) = Self::read(d, from).map_err(fail)?;
         if meta.max_parallelism != d.plan.max_parallelism() {
-            let why = format!("it has {} key groups, the job {}", meta.max_parallelism, d.plan.max_parallelism());
-            return Err(fail(&why));
+            return Err(fail(RestoreError::KeyGroups { checkpoint: meta.max_parallelism, job: d.plan.max_parallelism() }));
         }
         let own = matches!(from, RestoreFrom::Checkpoint(_));
         Ok(Some(Self { meta, storage, own }))
+    }
+
+    /// The metadata of what `from` names, and the storage its files are in.
+    fn read(d: &JobDeployment, from: &RestoreFrom) -> Result<(CheckpointMeta, Arc<dyn CheckpointStorage>), RestoreError> {
+        Ok(match from {
+            RestoreFrom::Checkpoint(path) => {
+                let dir = &d.checkpoints.as_ref().ok_or(RestoreError::NoStorage)?.dir;
+                let storage = DirStorage::new(dir)?;
+                (decode_meta(&storage.read(path)?)?, Arc::new(storage))
+            }
+            RestoreFrom::Savepoint(dir) => {
+                let (root, name) = savepoint_dir(dir)?;
+                let storage = DirStorage::new(root)?;
+                (load_savepoint(&storage, &name)?, Arc::new(storage))
+            }
+        })
     }
 
     /// The checkpoint restored from.
@@ -231,7 +248,7 @@ impl Restore {
     /// The keyed state of key groups `groups` of the vertex whose first node is `uid`,
     /// gathered from every old subtask that owned some of them (the parallelism may
     /// have changed).
-    pub fn state(&self, uid: &str, groups: Range<u32>) -> Result<RestoredState, TaskError> {
+    pub fn state(&self, uid: &str, groups: Range<u32>) -> Result<RestoredState, CheckpointingError> {
         let Some(vertex) = self.vertex(uid) else { return Ok(Vec::new()) };
         let mut out = Vec::new();
         for t in &vertex.tasks {
@@ -240,8 +257,11 @@ impl Restore {
                 continue;
             }
             let part = owned.start.max(groups.start)..owned.end.min(groups.end);
-            let entries = weir_checkpoint::load_state(self.storage.as_ref(), &t.state, part)
-                .map_err(|e| TaskError::Checkpoint(format!("restoring the state of {uid} subtask {}: {e}", t.subtask)))?;
+            let entries = weir_checkpoint::load_state(self.storage.as_ref(), &t.state, part).map_err(|source| CheckpointingError::State {
+                uid: uid.to_string(),
+                subtask: t.subtask,
+                source,
+            })?;
             out.extend(entries);
         }
         Ok(out)
@@ -249,12 +269,12 @@ impl Restore {
 
     /// The unread source splits that new subtask `subtask` of `parallelism` resumes:
     /// old subtask `i`'s splits go to new subtask `i % parallelism`.
-    pub fn source(&self, uid: &str, subtask: u32, parallelism: u32) -> Result<Option<Vec<Split>>, TaskError> {
+    pub fn source(&self, uid: &str, subtask: u32, parallelism: u32) -> Result<Option<Vec<Split>>, SourceError> {
         let Some(vertex) = self.vertex(uid) else { return Ok(None) };
         let mut splits = Vec::new();
         for t in vertex.tasks.iter().filter(|t| t.subtask % parallelism.max(1) == subtask) {
             if let Some(pos) = &t.source {
-                splits.extend(decode_splits(pos)?);
+                splits.extend(decode_splits(pos).map_err(SourceError::Position)?);
             }
         }
         Ok(Some(splits))
@@ -272,9 +292,14 @@ fn decode_sink_owner(bytes: &[u8]) -> Option<u32> {
 
 /// A savepoint directory as (storage root, name in it): savepoints are addressed by
 /// their own directory, which may live anywhere.
-pub fn savepoint_location(dir: &str) -> Result<(std::path::PathBuf, String), String> {
+pub fn savepoint_dir(dir: &str) -> Result<(std::path::PathBuf, String), NotADirectory> {
     let path = std::path::Path::new(dir);
-    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| format!("{dir:?} does not name a directory"))?;
+    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| NotADirectory(dir.to_string()))?;
     let root = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     Ok((root.to_path_buf(), name.to_string()))
+}
+
+/// [`savepoint_dir`] with its error as text, as the JobManager's API errors take it.
+pub fn savepoint_location(dir: &str) -> Result<(std::path::PathBuf, String), String> {
+    savepoint_dir(dir).map_err(|e| e.to_string())
 }

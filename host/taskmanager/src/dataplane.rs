@@ -22,7 +22,8 @@ use weir_net::{CLOSE_PROTOCOL_ERROR, CLOSE_UNAUTHORIZED, Connection, Endpoint, F
 use weir_types::batch;
 use weir_types::deployment::ChannelId;
 
-use crate::deploy::{Cancel, TaskError};
+use crate::deploy::Cancel;
+use crate::error::{Bug, ExchangeError, InputError, OutputError, TaskError};
 use crate::exchange::{self, Message};
 
 /// Stream reset code: the producer gave up (its job was cancelled or it failed).
@@ -141,7 +142,7 @@ fn is_protocol_violation(e: &NetError) -> bool {
 
 /// Moves one data stream's batches into a subtask's input channel.
 async fn pump(conn: Connection, id: ChannelId, mut recv: RawRecv, tx: Sender<Message>, cancel: Cancel) {
-    let fail = |why: String| Message::Failed(format!("input from {}: {why}", conn.peer_name()));
+    let fail = |source: InputError| Message::Failed(ExchangeError::Input { peer: conn.peer_name().to_string(), source });
     let last = loop {
         match recv.recv().await {
             Ok(Some(frame)) => match decode_frame(frame) {
@@ -164,7 +165,7 @@ async fn pump(conn: Connection, id: ChannelId, mut recv: RawRecv, tx: Sender<Mes
                     tracing::error!(peer = %conn.peer_name(), ?id, "closing data connection: bad frame: {e}");
                     conn.close(CLOSE_PROTOCOL_ERROR, "bad frame");
                 }
-                break fail(e.to_string());
+                break fail(e.into());
             }
         }
     };
@@ -174,19 +175,19 @@ async fn pump(conn: Connection, id: ChannelId, mut recv: RawRecv, tx: Sender<Mes
 
 /// A data frame as a message; a peer's frame is checked through and through, since
 /// the consumer will trust what it gets.
-fn decode_frame(mut frame: Vec<u8>) -> Result<Message, String> {
+fn decode_frame(mut frame: Vec<u8>) -> Result<Message, InputError> {
     match frame.first() {
         Some(&TAG_BATCH) => {
             frame.remove(0);
-            let count = batch::validate(&frame).map_err(|e| format!("invalid record batch: {e}"))?;
+            let count = batch::validate(&frame).map_err(InputError::Batch)?;
             Ok(Message::Batch(frame, count))
         }
         Some(&TAG_BARRIER) => match <[u8; 8]>::try_from(&frame[1..]) {
             Ok(id) => Ok(Message::Barrier(u64::from_le_bytes(id))),
-            Err(_) => Err(format!("barrier frame of {} bytes", frame.len())),
+            Err(_) => Err(InputError::Barrier(frame.len())),
         },
-        Some(tag) => Err(format!("unknown data frame tag {tag}")),
-        None => Err("empty data frame".into()),
+        Some(&tag) => Err(InputError::Tag(tag)),
+        None => Err(InputError::Empty),
     }
 }
 
@@ -223,7 +224,7 @@ impl RemoteChannel {
         let handle = self.plane.handle.clone();
         handle.block_on(until_cancelled(cancel, async {
             self.open().await?;
-            let Some(s) = self.stream.as_mut() else { return Err(TaskError::Internal("data stream vanished".into())) };
+            let Some(s) = self.stream.as_mut() else { return Err(Bug::StreamVanished.into()) };
             s.send_parts(&[tag, body]).await.map_err(|e| channel_error(self.addr, &self.id, e))
         }))
     }
@@ -233,7 +234,7 @@ impl RemoteChannel {
         let handle = self.plane.handle.clone();
         handle.block_on(until_cancelled(cancel, async {
             self.open().await?;
-            let Some(s) = self.stream.as_mut() else { return Err(TaskError::Internal("data stream vanished".into())) };
+            let Some(s) = self.stream.as_mut() else { return Err(Bug::StreamVanished.into()) };
             let r = s.finish().await;
             self.done = true;
             r.map_err(|e| channel_error(self.addr, &self.id, e))
@@ -258,15 +259,15 @@ impl RemoteChannel {
         }
         let conn = self.plane.endpoint.connect(self.addr).await.map_err(|e| channel_error(self.addr, &self.id, e))?;
         if !conn.peer_name().starts_with(TASKMANAGER_PREFIX) {
-            return Err(TaskError::Exchange(format!("{} is {:?}, not a taskmanager", self.addr, conn.peer_name())));
+            return Err(ExchangeError::NotATaskManager { addr: self.addr, name: conn.peer_name().to_string() }.into());
         }
         peers.insert(self.addr, conn.clone());
         Ok(conn)
     }
 }
 
-fn channel_error(addr: SocketAddr, id: &ChannelId, e: impl std::fmt::Display) -> TaskError {
-    TaskError::Exchange(format!("output to subtask {} of vertex {} at {addr}: {e}", id.subtask, id.vertex))
+fn channel_error(addr: SocketAddr, id: &ChannelId, e: impl Into<OutputError>) -> TaskError {
+    ExchangeError::Output { addr, vertex: id.vertex, subtask: id.subtask, source: e.into() }.into()
 }
 
 impl Drop for RemoteChannel {

@@ -4,15 +4,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use thiserror::Error;
-use weir_state::{Capture, StateError, TaskState};
+use weir_state::{Capture, TaskState};
 use weir_types::deployment::TaskStats;
-use weir_wasm::{Instance, JobComponent, LoadError, OpRef, OperatorFailure, Runtime, TaskInfo};
+use weir_wasm::{Instance, JobComponent, OpRef, Runtime, TaskInfo};
 
 use crate::chain::Chain;
+use crate::error::{Bug, TaskError};
 use crate::exchange::{self, Event, Inputs, Router};
 use crate::sink::Sink;
-use crate::source::{Source, Split};
+use crate::source::Source;
+use crate::split::Split;
 
 /// Shared by all subtasks of a job: once set, every subtask stops at its next batch.
 #[derive(Clone, Default, Debug)]
@@ -28,47 +29,6 @@ impl Cancel {
     pub fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }
-}
-
-/// Why a subtask stopped without finishing.
-#[derive(Debug, Error)]
-pub enum TaskError {
-    /// A guest operator failed: trap, reported error, or malformed output.
-    #[error("operator {name:?} failed: {failure}")]
-    Operator {
-        /// Operator name.
-        name: String,
-        /// What happened.
-        failure: OperatorFailure,
-    },
-    /// The component could not be instantiated.
-    #[error("could not start the operators: {0}")]
-    Load(#[from] LoadError),
-    /// A source failed.
-    #[error("source failed: {0}")]
-    Source(String),
-    /// A sink failed.
-    #[error("sink failed: {0}")]
-    Sink(String),
-    /// Keyed state failed.
-    #[error("keyed state failed: {0}")]
-    State(#[from] StateError),
-    /// A checkpoint could not be restored.
-    #[error("checkpoint: {0}")]
-    Checkpoint(String),
-    /// Exchanging records with another TaskManager failed.
-    #[error("record exchange failed: {0}")]
-    Exchange(String),
-    /// The job was cancelled (because another subtask failed, or by the user).
-    #[error("cancelled")]
-    Cancelled,
-    /// A newer attempt of the job superseded this one and fenced it off: what this
-    /// attempt tried is refused (a zombie of a paused or partitioned TaskManager).
-    #[error("refused {0}: a newer attempt of the job superseded this one")]
-    Superseded(String),
-    /// A bug in Weir.
-    #[error("internal error: {0}")]
-    Internal(String),
 }
 
 /// One chained guest operator of a subtask.
@@ -267,9 +227,8 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
                 let slot = match instances.iter().position(|(c, _)| *c == step.component) {
                     Some(slot) => slot,
                     None => {
-                        let component = components
-                            .get(step.component as usize)
-                            .ok_or_else(|| TaskError::Internal(format!("operator {:?} names a missing component", step.name)))?;
+                        let component =
+                            components.get(step.component as usize).ok_or_else(|| Bug::MissingComponent { operator: step.name.clone() })?;
                         let mut instance = Instance::new(runtime, component, &label)?;
                         if component.has_plan() {
                             // Rebuild the guest's operator registry: `plan` is deterministic.
@@ -286,7 +245,7 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
             let instances = instances.into_iter().map(|(_, i)| i).collect();
             Some(Chain::new(instances, operators.into_iter().zip(slots).collect(), state, cache_bytes)?)
         }
-        (None, false) => return Err(TaskError::Internal("operators deployed without a component".into())),
+        (None, false) => return Err(Bug::NoComponents.into()),
     };
     let mut p = Pipeline { chain, tail, cancel: &cancel, counters: &counters, checkpointing: &checkpointing, stats: TaskStats::default() };
     match head {
@@ -390,8 +349,8 @@ mod tests {
     /// as the last snapshot is acknowledged; with a stop-with-savepoint nothing commits
     /// later. So when a sink's snapshot is taken its epoch must already be committable.
     #[test]
-    fn a_sink_closes_its_epoch_before_its_snapshot_is_acknowledged() -> Result<(), TaskError> {
-        let dir = tempfile::tempdir().map_err(|e| TaskError::Sink(e.to_string()))?;
+    fn a_sink_closes_its_epoch_before_its_snapshot_is_acknowledged() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
         let commits = Arc::new(Commits::default());
         recover_output(dir.path(), "j", 0, 0, None)?;
         let sink = Sink::Transactional(Box::new(Transactional::open(dir.path().into(), "j", 0, 0, 0, commits.clone())?));
@@ -415,8 +374,8 @@ mod tests {
     /// Stop-with-savepoint: after the stop's barrier a source emits nothing more, so an
     /// input that would end before the cancel arrives commits nothing past the savepoint.
     #[test]
-    fn a_source_suspends_after_the_barrier_of_a_stop_until_cancelled() -> Result<(), TaskError> {
-        let dir = tempfile::tempdir().map_err(|e| TaskError::Sink(e.to_string()))?;
+    fn a_source_suspends_after_the_barrier_of_a_stop_until_cancelled() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
         let commits = Arc::new(Commits::default());
         recover_output(dir.path(), "j", 0, 0, None)?;
         let sink = Sink::Transactional(Box::new(Transactional::open(dir.path().into(), "j", 0, 0, 0, commits.clone())?));
@@ -438,9 +397,9 @@ mod tests {
         let outcome = run_task(two_batches_into(sink, requested, cancel, checkpointing));
         assert!(matches!(outcome, Err(TaskError::Cancelled)), "the source waited for the cancel: {outcome:?}");
         let mut committed = 0;
-        for e in std::fs::read_dir(dir.path()).map_err(|e| TaskError::Sink(e.to_string()))?.flatten() {
+        for e in std::fs::read_dir(dir.path())?.flatten() {
             if e.file_name().to_string_lossy().starts_with("part-") {
-                committed += std::fs::read_to_string(e.path()).map_err(|e| TaskError::Sink(e.to_string()))?.lines().count();
+                committed += std::fs::read_to_string(e.path())?.lines().count();
             }
         }
         assert_eq!(committed, 1, "only the record before the stop's barrier is committed");

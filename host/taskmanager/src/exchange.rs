@@ -9,7 +9,8 @@ use weir_types::keygroup;
 use weir_types::plan::Partitioning;
 
 use crate::alignment::{Alignment, Decision};
-use crate::deploy::{Cancel, TaskError};
+use crate::deploy::Cancel;
+use crate::error::{Bug, ExchangeError, TaskError};
 
 /// A message on a channel into a subtask.
 #[derive(Debug)]
@@ -23,7 +24,7 @@ pub enum Message {
     Barrier(u64),
     /// An upstream channel broke (a remote producer vanished or sent garbage); the
     /// consumer cannot know what it missed, so it fails.
-    Failed(String),
+    Failed(ExchangeError),
     /// A remote producer gave up because its job is failing or cancelled; it reports
     /// the cause itself, so the consumer just stops.
     Abandoned,
@@ -118,7 +119,7 @@ impl Inputs {
                 Message::Batch(b, n) => return Ok(Event::Batch(b, n)),
                 Message::End => self.alignment.on_end(i),
                 Message::Barrier(id) => self.alignment.on_barrier(i, id),
-                Message::Failed(why) => return Err(TaskError::Exchange(why)),
+                Message::Failed(why) => return Err(why.into()),
                 Message::Abandoned => return Err(TaskError::Cancelled),
             };
             match decision {
@@ -212,7 +213,7 @@ impl Router {
             let mut c = Cursor::new(records);
             while c.remaining() > 0 {
                 let start = c.position();
-                let r = c.record().map_err(|e: BatchError| TaskError::Internal(format!("routing an invalid batch: {e}")))?;
+                let r = c.record().map_err(|source: BatchError| Bug::InvalidBatch { at: "routing an invalid batch", source })?;
                 let t = match self.partitioning {
                     Partitioning::KeyBy => {
                         let group = keygroup::key_group(r.key, self.max_parallelism);
@@ -275,6 +276,7 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::InputError;
 
     /// `n` in-memory input channels, with their producers' ends.
     fn inputs(n: usize) -> (Vec<Sender<Message>>, Inputs) {
@@ -378,8 +380,9 @@ mod tests {
     fn a_broken_input_fails_a_subtask_mid_alignment() {
         let (txs, mut inputs) = inputs(3);
         put(&txs[0], Message::Barrier(1));
-        put(&txs[2], Message::Failed("garbage".into()));
-        assert!(matches!(inputs.next(&Cancel::default()), Err(TaskError::Exchange(why)) if why == "garbage"));
+        put(&txs[2], Message::Failed(ExchangeError::Input { peer: "taskmanager-2".into(), source: InputError::Empty }));
+        let failed = inputs.next(&Cancel::default());
+        assert!(matches!(failed, Err(TaskError::Exchange(ExchangeError::Input { source: InputError::Empty, .. }))), "{failed:?}");
     }
 
     #[test]

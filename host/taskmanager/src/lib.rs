@@ -4,6 +4,8 @@
 //!
 //! - [`deploy`]: what a subtask is told to run ([`TaskDeployment`]) and the thread that
 //!   runs it.
+//! - [`error`]: why a subtask stopped or could not be set up ([`TaskError`]), with
+//!   typed causes.
 //! - [`worker`]: the TaskManager itself: builds its share of a job deployment, wires
 //!   the channels, starts the subtasks, reports their ends and progress, cancels.
 //! - [`checkpoint`]: persisting snapshots taken at barriers (full or incremental,
@@ -30,12 +32,15 @@ mod chain;
 pub mod checkpoint;
 pub mod dataplane;
 pub mod deploy;
+pub mod error;
 pub mod exchange;
 pub mod service;
 pub mod sink;
 pub mod source;
+mod split;
 pub mod worker;
 
-pub use deploy::{Cancel, Head, OperatorStep, Tail, TaskCounters, TaskDeployment, TaskError, run_task};
+pub use deploy::{Cancel, Head, OperatorStep, Tail, TaskCounters, TaskDeployment, run_task};
+pub use error::TaskError;
 pub use weir_types::deployment::{TaskProgress, TaskStats};
 pub use worker::{PreparedJob, Report, Reporter, TaskManager};

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use weir_types::batch::records;
 
-use crate::deploy::TaskError;
+use crate::error::{Bug, Refused, SinkError, TaskError};
 
 /// A text destination shared by all subtasks of a sink; each batch is written under
 /// the lock in one piece, so lines of different subtasks never interleave.
@@ -95,7 +95,7 @@ fn commit_one(c: &Closed) -> Result<(), TaskError> {
         // that found this attempt's checkpoint complete.
         Err(e) if e.kind() == ErrorKind::NotFound && c.committed.exists() => Ok(()),
         Err(e) if e.kind() == ErrorKind::NotFound && c.pending.parent().is_some_and(|d| !d.exists()) => {
-            Err(TaskError::Superseded(format!("committing {}", c.committed.display())))
+            Err(TaskError::Superseded(Refused::Commit(c.committed.clone())))
         }
         Err(e) => Err(io_error(&c.pending, e)),
     }
@@ -138,8 +138,8 @@ fn parse_final(name: &str) -> Option<(u32, u64, u32)> {
     Some((subtask, epoch, attempt.parse().ok()?))
 }
 
-fn io_error(path: &Path, e: std::io::Error) -> TaskError {
-    TaskError::Sink(format!("{}: {e}", path.display()))
+fn io_error(path: &Path, source: std::io::Error) -> TaskError {
+    SinkError::Io { path: path.to_path_buf(), source }.into()
 }
 
 /// Tolerates what another TaskManager settling the same directory did first.
@@ -232,7 +232,7 @@ impl Transactional {
         let path = pending.join(pending_name(subtask, epoch));
         match File::create(&path) {
             Ok(f) => Ok(BufWriter::with_capacity(256 * 1024, f)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Err(TaskError::Superseded(format!("writing {}", path.display()))),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(TaskError::Superseded(Refused::Write(path))),
             Err(e) => Err(io_error(&path, e)),
         }
     }
@@ -258,12 +258,12 @@ impl Sink {
         match self {
             Sink::Text { out, buf } => {
                 lines(batch, buf)?;
-                let mut w = out.lock().map_err(|_| TaskError::Sink("the output writer is poisoned by an earlier failure".into()))?;
-                w.write_all(buf).map_err(|e| TaskError::Sink(e.to_string()))
+                let mut w = out.lock().map_err(|_| SinkError::Poisoned)?;
+                Ok(w.write_all(buf).map_err(SinkError::Write)?)
             }
             Sink::Transactional(t) => {
                 lines(batch, &mut t.buf)?;
-                t.file.write_all(&t.buf).map_err(|e| TaskError::Sink(e.to_string()))
+                t.file.write_all(&t.buf).map_err(|e| io_error(&t.pending.join(pending_name(t.subtask, t.epoch)), e))
             }
             Sink::Discard => Ok(()),
         }
@@ -287,8 +287,8 @@ impl Sink {
     pub fn finish(&mut self) -> Result<(), TaskError> {
         match self {
             Sink::Text { out, .. } => {
-                let mut w = out.lock().map_err(|_| TaskError::Sink("the output writer is poisoned by an earlier failure".into()))?;
-                w.flush().map_err(|e| TaskError::Sink(e.to_string()))
+                let mut w = out.lock().map_err(|_| SinkError::Poisoned)?;
+                Ok(w.flush().map_err(SinkError::Write)?)
             }
             Sink::Transactional(t) => {
                 t.close_epoch()?;
@@ -303,7 +303,7 @@ impl Sink {
 fn lines(batch: &[u8], buf: &mut Vec<u8>) -> Result<(), TaskError> {
     buf.clear();
     for r in records(batch) {
-        let r = r.map_err(|e| TaskError::Internal(format!("sink got an invalid batch: {e}")))?;
+        let r = r.map_err(|source| Bug::InvalidBatch { at: "sink got an invalid batch", source })?;
         buf.extend_from_slice(r.key);
         buf.push(b'\t');
         buf.extend_from_slice(r.value);
@@ -337,8 +337,8 @@ mod tests {
     }
 
     #[test]
-    fn epochs_commit_with_checkpoints_and_a_restore_discards_what_followed() -> Result<(), TaskError> {
-        let dir = tempfile::tempdir().map_err(|e| TaskError::Sink(e.to_string()))?;
+    fn epochs_commit_with_checkpoints_and_a_restore_discards_what_followed() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
         let (mut sink, commits) = attempt(dir.path(), 0, 0, None)?;
         sink.write(&batch("1"))?;
         sink.barrier(1)?;
@@ -364,8 +364,8 @@ mod tests {
     /// becomes visible: not a commit of an epoch its checkpoint never completed, not
     /// the commit of its input's end, not a new pending file.
     #[test]
-    fn a_superseded_attempt_can_neither_commit_nor_write() -> Result<(), TaskError> {
-        let dir = tempfile::tempdir().map_err(|e| TaskError::Sink(e.to_string()))?;
+    fn a_superseded_attempt_can_neither_commit_nor_write() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
         let (mut zombie, zombie_commits) = attempt(dir.path(), 0, 0, None)?;
         zombie.write(&batch("1"))?;
         zombie.barrier(1)?;
@@ -393,8 +393,8 @@ mod tests {
     /// Only the attempt that completed the restored checkpoint has its pending epochs
     /// committed; an attempt that failed before completing one leaves nothing.
     #[test]
-    fn a_restore_commits_only_the_owner_of_its_checkpoint() -> Result<(), TaskError> {
-        let dir = tempfile::tempdir().map_err(|e| TaskError::Sink(e.to_string()))?;
+    fn a_restore_commits_only_the_owner_of_its_checkpoint() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
         let (mut a0, _) = attempt(dir.path(), 0, 0, None)?;
         a0.write(&batch("a0"))?;
         a0.barrier(1)?;
@@ -407,24 +407,24 @@ mod tests {
         drop(a1);
         let _a2 = attempt(dir.path(), 2, 1, Some(1))?;
         assert_eq!(names(dir.path()), vec![".pending-j.2", "part-0-1-a1"]);
-        assert_eq!(std::fs::read_to_string(dir.path().join("part-0-1-a1")).map_err(|e| io_error(dir.path(), e))?, "k\ta1\n");
+        assert_eq!(std::fs::read_to_string(dir.path().join("part-0-1-a1"))?, "k\ta1\n");
         Ok(())
     }
 
     /// An epoch that cannot be committed holds back every later one.
     #[test]
-    fn commits_are_ordered_and_idempotent() -> Result<(), TaskError> {
-        let dir = tempfile::tempdir().map_err(|e| TaskError::Sink(e.to_string()))?;
+    fn commits_are_ordered_and_idempotent() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
         let (mut sink, commits) = attempt(dir.path(), 0, 0, None)?;
         for epoch in 1..=3 {
             sink.write(&batch(&epoch.to_string()))?;
             sink.barrier(epoch)?;
         }
         // Epoch 1's final name is taken by a non-empty directory: its rename fails.
-        std::fs::create_dir_all(dir.path().join("part-0-1-a0/x")).map_err(|e| io_error(dir.path(), e))?;
+        std::fs::create_dir_all(dir.path().join("part-0-1-a0/x"))?;
         assert!(commits.commit(3).is_err());
         assert!(!dir.path().join("part-0-2-a0").exists(), "epoch 2 waits for epoch 1");
-        std::fs::remove_dir_all(dir.path().join("part-0-1-a0")).map_err(|e| io_error(dir.path(), e))?;
+        std::fs::remove_dir_all(dir.path().join("part-0-1-a0"))?;
         commits.commit(3)?;
         commits.commit(3)?;
         assert_eq!(names(dir.path()), vec![".pending-j.0", "part-0-1-a0", "part-0-2-a0", "part-0-3-a0"]);

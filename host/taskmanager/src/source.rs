@@ -6,12 +6,11 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
-
 use weir_types::batch::push_record;
 
-use crate::deploy::TaskError;
+use crate::error::{SourceError, TaskError};
 use crate::exchange::BATCH_BYTES;
+pub use crate::split::{Split, decode_splits, encode_splits};
 
 /// A host-run source producing plain batches.
 pub trait Source: Send {
@@ -22,38 +21,6 @@ pub trait Source: Send {
     /// What is left to read, as splits. A checkpoint stores them; a restore hands each
     /// to a subtask, at the old parallelism or another one.
     fn splits(&self) -> Vec<Split>;
-}
-
-/// A replayable piece of a source's input.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Split {
-    /// Numbers `next, next+step, ...` below `end`.
-    Numbers {
-        /// Next number to emit.
-        next: u64,
-        /// First number not to emit.
-        end: u64,
-        /// Distance between numbers.
-        step: u64,
-    },
-    /// The lines of a file starting in `pos..end` (`pos` is at the start of a line).
-    Lines {
-        /// Byte offset of the next line.
-        pos: u64,
-        /// End of the byte range.
-        end: u64,
-    },
-}
-
-/// Encodes a source position for a checkpoint.
-pub fn encode_splits(splits: &[Split]) -> Vec<u8> {
-    // Plain enums and integers always encode.
-    postcard::to_allocvec(splits).unwrap_or_default()
-}
-
-/// Decodes a source position from a checkpoint.
-pub fn decode_splits(bytes: &[u8]) -> Result<Vec<Split>, TaskError> {
-    postcard::from_bytes(bytes).map_err(|e| TaskError::Source(format!("unreadable source position in the checkpoint: {e}")))
 }
 
 /// Appends `v` as a postcard varint, the SDK's encoding of integers and lengths.
@@ -81,12 +48,12 @@ impl Generator {
     }
 
     /// A generator resuming the given splits (other kinds are refused).
-    pub fn resume(splits: &[Split]) -> Result<Self, TaskError> {
+    pub fn resume(splits: &[Split]) -> Result<Self, SourceError> {
         let splits = splits
             .iter()
             .map(|s| match *s {
                 Split::Numbers { next, end, step } if step > 0 => Ok((next, end, step)),
-                _ => Err(TaskError::Source(format!("a generator cannot resume {s:?}"))),
+                _ => Err(SourceError::Resume { reader: "generator", split: s.clone() }),
             })
             .collect::<Result<_, _>>()?;
         Ok(Self { splits, scratch: Vec::with_capacity(10) })
@@ -137,8 +104,8 @@ impl FileLines {
     }
 
     /// Subtask `subtask` of `parallelism` of the lines of `path`.
-    pub fn open(path: PathBuf, subtask: u32, parallelism: u32) -> Result<Self, TaskError> {
-        let io = |e: std::io::Error| TaskError::Source(format!("{}: {e}", path.display()));
+    pub fn open(path: PathBuf, subtask: u32, parallelism: u32) -> Result<Self, SourceError> {
+        let io = |source| SourceError::Io { path: path.clone(), source };
         let mut file = File::open(&path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         let p = u64::from(parallelism.max(1));
@@ -170,16 +137,16 @@ impl FileLines {
     }
 
     /// Lines of `path` resuming the given splits (other kinds are refused).
-    pub fn resume(path: PathBuf, splits: &[Split]) -> Result<Self, TaskError> {
+    pub fn resume(path: PathBuf, splits: &[Split]) -> Result<Self, SourceError> {
         let mut more = splits
             .iter()
             .map(|s| match *s {
                 Split::Lines { pos, end } => Ok((pos, end)),
-                _ => Err(TaskError::Source(format!("a file source cannot resume {s:?}"))),
+                _ => Err(SourceError::Resume { reader: "file source", split: s.clone() }),
             })
             .collect::<Result<VecDeque<_>, _>>()?;
         let (pos, end) = more.pop_front().unwrap_or((0, 0));
-        let io = |e: std::io::Error| TaskError::Source(format!("{}: {e}", path.display()));
+        let io = |source| SourceError::Io { path: path.clone(), source };
         let mut file = File::open(&path).map_err(io)?;
         file.seek(SeekFrom::Start(pos)).map_err(io)?;
         Ok(Self { reader: BufReader::with_capacity(256 * 1024, file), path, pos, end, more, line: Vec::new(), scratch: Vec::new(), raw: false })
@@ -190,13 +157,13 @@ impl Source for FileLines {
     fn next_batch(&mut self, out: &mut Vec<u8>) -> Result<Option<usize>, TaskError> {
         while self.pos >= self.end {
             let Some((pos, end)) = self.more.pop_front() else { return Ok(None) };
-            self.reader.seek(SeekFrom::Start(pos)).map_err(|e| TaskError::Source(format!("{}: {e}", self.path.display())))?;
+            self.reader.seek(SeekFrom::Start(pos)).map_err(|source| SourceError::Io { path: self.path.clone(), source })?;
             (self.pos, self.end) = (pos, end);
         }
         let (mut count, limit) = (0, out.len() + BATCH_BYTES);
         while self.pos < self.end && out.len() < limit {
             self.line.clear();
-            let n = self.reader.read_until(b'\n', &mut self.line).map_err(|e| TaskError::Source(format!("{}: {e}", self.path.display())))?;
+            let n = self.reader.read_until(b'\n', &mut self.line).map_err(|source| SourceError::Io { path: self.path.clone(), source })?;
             if n == 0 {
                 self.pos = self.end;
                 break;
@@ -208,7 +175,7 @@ impl Source for FileLines {
                 text = t.strip_suffix(b"\r").unwrap_or(t);
             }
             if std::str::from_utf8(text).is_err() {
-                return Err(TaskError::Source(format!("{}: the line at byte {line_start} is not valid UTF-8", self.path.display())));
+                return Err(SourceError::NotUtf8 { path: self.path.clone(), at: line_start }.into());
             }
             if self.raw {
                 push_record(out, 0, &[], text);
@@ -245,11 +212,11 @@ mod tests {
     }
 
     #[test]
-    fn file_splits_cover_every_line_once() -> Result<(), TaskError> {
-        let dir = tempfile::tempdir().map_err(|e| TaskError::Source(e.to_string()))?;
+    fn file_splits_cover_every_line_once() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
         let path = dir.path().join("in.txt");
         let text = "alpha beta\n\ngamma\r\ndelta epsilon zeta\nlast line without newline";
-        std::fs::write(&path, text).map_err(|e| TaskError::Source(e.to_string()))?;
+        std::fs::write(&path, text)?;
         let expected: Vec<String> = text.lines().map(str::to_string).collect();
         for p in 1..=7 {
             let mut all = Vec::new();
@@ -269,18 +236,18 @@ mod tests {
     fn drain_with_restarts(mut src: Box<dyn Source>, resume: impl Fn(&[Split]) -> Result<Box<dyn Source>, TaskError>) -> Result<Vec<u8>, TaskError> {
         let mut buf = Vec::new();
         while src.next_batch(&mut buf)?.is_some() {
-            let position = decode_splits(&encode_splits(&src.splits()))?;
+            let position = decode_splits(&encode_splits(&src.splits())).map_err(SourceError::Position)?;
             src = resume(&position)?;
         }
         Ok(buf)
     }
 
     #[test]
-    fn resumed_sources_neither_skip_nor_repeat() -> Result<(), TaskError> {
-        let dir = tempfile::tempdir().map_err(|e| TaskError::Source(e.to_string()))?;
+    fn resumed_sources_neither_skip_nor_repeat() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
         let path = dir.path().join("in.txt");
         let text: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
-        std::fs::write(&path, &text).map_err(|e| TaskError::Source(e.to_string()))?;
+        std::fs::write(&path, &text)?;
         let mut lines = Vec::new();
         for s in 0..3 {
             let p = path.clone();

@@ -19,10 +19,12 @@ use weir_wasm::{JobComponent, OpRef, Runtime};
 
 use crate::checkpoint::{CheckpointAck, JobCheckpointing, Restore};
 use crate::dataplane::DataPlane;
-use crate::deploy::{Cancel, Head, OperatorStep, Tail, TaskCounters, TaskDeployment, TaskError, run_task};
+use crate::deploy::{Cancel, Head, OperatorStep, Tail, TaskCounters, TaskDeployment, run_task};
+use crate::error::{Bug, DeploymentFault, SinkError, SourceError, TaskError};
 use crate::exchange::{self, Inputs, Message, Router, Target};
 use crate::sink::{Commits, SharedWriter, Sink, Transactional, recover_output};
-use crate::source::{FileLines, Generator, Source, Split};
+use crate::source::{FileLines, Generator, Source};
+use crate::split::Split;
 
 /// A TaskManager's executor: the sandbox, the state store and the running jobs.
 #[derive(Clone)]
@@ -91,16 +93,16 @@ impl TaskManager {
         let run = d.run_id();
         let keyspace = keyspace(&run);
         let cancel = Cancel::default();
-        let internal = |m: &str| TaskError::Internal(format!("deployment of job {}: {m}", d.job));
+        let internal = |fault: DeploymentFault| TaskError::from(Bug::Deployment { job: d.job.clone(), fault });
         let addr = |tm: u32| -> Result<SocketAddr, TaskError> {
-            let a = d.taskmanagers.get(tm as usize).ok_or_else(|| internal("placement names an unknown taskmanager"))?;
-            a.parse().map_err(|e| internal(&format!("bad taskmanager address {a:?}: {e}")))
+            let a = d.taskmanagers.get(tm as usize).ok_or_else(|| internal(DeploymentFault::UnknownTaskManager(tm)))?;
+            a.parse().map_err(|source| internal(DeploymentFault::BadAddress { address: a.clone(), source }))
         };
         if d.placement.len() != graph.vertices.len() || d.placement.iter().zip(&graph.vertices).any(|(p, v)| p.len() != v.parallelism as usize) {
-            return Err(internal("placement does not match the graph"));
+            return Err(internal(DeploymentFault::PlacementMismatch));
         }
         if components.len() != d.code.components.len() || components.iter().zip(&d.code.components).any(|(c, h)| &c.hash != h) {
-            return Err(internal("the components given do not match the job's"));
+            return Err(internal(DeploymentFault::ComponentMismatch));
         }
 
         // One channel per producer -> consumer pair with the consumer here; remote
@@ -120,7 +122,7 @@ impl TaskManager {
                     if d.placement[v][s as usize] == me {
                         local.insert((v, s, t, c), tx);
                     } else {
-                        let data = self.inner.data.as_ref().ok_or_else(|| internal("a remote subtask but no data plane"))?;
+                        let data = self.inner.data.as_ref().ok_or_else(|| internal(DeploymentFault::NoDataPlane))?;
                         let id = ChannelId { job: run.clone(), vertex: t as u32, subtask: c, from_vertex: v as u32, from_subtask: s };
                         data.register_input(id, tx, cancel.clone());
                     }
@@ -141,7 +143,7 @@ impl TaskManager {
             let mut operators = Vec::new();
             for &n in &vertex.nodes {
                 let NodeKind::Operator { keyed } = plan.nodes[n].kind else { continue };
-                let code = d.code.operator(n).ok_or_else(|| internal(&format!("no code for operator {:?}", plan.nodes[n].uid)))?;
+                let code = d.code.operator(n).ok_or_else(|| internal(DeploymentFault::NoCode { uid: plan.nodes[n].uid.clone() }))?;
                 let mut args = d.args.clone();
                 for (k, v) in &code.args {
                     args.retain(|(key, _)| key != k);
@@ -160,9 +162,9 @@ impl TaskManager {
                     };
                     Head::Source(open_source(kind, s, vertex.parallelism, resumed)?)
                 }
-                _ => Head::Input(Inputs::new(receivers.remove(&(v, s)).ok_or_else(|| internal("inputs missing"))?)),
+                _ => Head::Input(Inputs::new(receivers.remove(&(v, s)).ok_or_else(|| internal(DeploymentFault::InputsMissing))?)),
             };
-            let last = *vertex.nodes.last().ok_or_else(|| internal("empty vertex"))?;
+            let last = *vertex.nodes.last().ok_or_else(|| internal(DeploymentFault::EmptyVertex))?;
             let transactional = matches!(sinks.get(&(last, s)), Some(Sink::Transactional(_)));
             let tail = match &plan.nodes[last].kind {
                 NodeKind::Sink(_) => Tail::Sink(sinks.remove(&(last, s)).unwrap_or(Sink::Discard)),
@@ -177,9 +179,9 @@ impl TaskManager {
                         for c in consumers {
                             let on = d.placement[t][c as usize];
                             targets.push(if on == me {
-                                Target::Local(local.remove(&(v, s, t, c)).ok_or_else(|| internal("local channel missing"))?)
+                                Target::Local(local.remove(&(v, s, t, c)).ok_or_else(|| internal(DeploymentFault::LocalChannelMissing))?)
                             } else {
-                                let data = self.inner.data.as_ref().ok_or_else(|| internal("a remote subtask but no data plane"))?;
+                                let data = self.inner.data.as_ref().ok_or_else(|| internal(DeploymentFault::NoDataPlane))?;
                                 let id = ChannelId { job: run.clone(), vertex: t as u32, subtask: c, from_vertex: v as u32, from_subtask: s };
                                 Target::Remote(data.remote(addr(on)?, id))
                             });
@@ -337,8 +339,8 @@ impl PreparedJob {
             let (tm, job, on_end, left) = (self.tm.clone(), self.job.clone(), on_end.clone(), left.clone());
             let label = deployment.label.clone();
             let spawned = std::thread::Builder::new().name(format!("weir-task-{vertex}-{subtask}")).spawn(move || {
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_task(deployment)))
-                    .unwrap_or_else(|_| Err(TaskError::Internal("the subtask thread panicked".into())));
+                let result =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_task(deployment))).unwrap_or_else(|_| Err(Bug::Panicked.into()));
                 let outcome = match result {
                     Ok(stats) => TaskOutcome::Finished(stats),
                     Err(TaskError::Cancelled) => TaskOutcome::Cancelled,
@@ -357,14 +359,14 @@ impl PreparedJob {
             });
             if let Err(e) = spawned {
                 cancel.cancel();
-                return Err(TaskError::Internal(format!("cannot spawn a task thread: {e}")));
+                return Err(Bug::Spawn(e).into());
             }
         }
         Ok(())
     }
 }
 
-fn open_source(kind: &SourceKind, subtask: u32, parallelism: u32, resume: Option<Vec<Split>>) -> Result<Box<dyn Source>, TaskError> {
+fn open_source(kind: &SourceKind, subtask: u32, parallelism: u32, resume: Option<Vec<Split>>) -> Result<Box<dyn Source>, SourceError> {
     Ok(match (kind, resume) {
         (SourceKind::Generator { .. }, Some(splits)) => Box::new(Generator::resume(&splits)?),
         (SourceKind::Generator { start, count }, None) => Box::new(Generator::new(*start, *count, subtask, parallelism)),
@@ -376,14 +378,19 @@ fn open_source(kind: &SourceKind, subtask: u32, parallelism: u32, resume: Option
             };
             Box::new(lines.raw(raw))
         }
-        (SourceKind::FileLines(None) | SourceKind::TextLines(None), _) => return Err(TaskError::Source("a file source has no path".into())),
+        (SourceKind::FileLines(None) | SourceKind::TextLines(None), _) => return Err(SourceError::NoPath),
     })
 }
 
 /// The sinks of the local subtasks, by (node, subtask). Files are created (truncated)
 /// here, before any subtask runs; a checkpointed job's part files are transactional,
 /// and what earlier attempts left in their directory is settled first.
-fn open_sinks(d: &JobDeployment, me: u32, commits: &mut Vec<Arc<Commits>>, restore: Option<&Restore>) -> Result<HashMap<(usize, u32), Sink>, TaskError> {
+fn open_sinks(
+    d: &JobDeployment,
+    me: u32,
+    commits: &mut Vec<Arc<Commits>>,
+    restore: Option<&Restore>,
+) -> Result<HashMap<(usize, u32), Sink>, TaskError> {
     let restored = restore.map_or(0, Restore::id);
     let mut sinks = HashMap::new();
     let mut shared: HashMap<usize, SharedWriter> = HashMap::new();
@@ -407,7 +414,7 @@ fn open_sinks(d: &JobDeployment, me: u32, commits: &mut Vec<Arc<Commits>>, resto
             }
             (Some(dir), SinkFiles::PartPerSubtask) => {
                 let dir = Path::new(dir);
-                std::fs::create_dir_all(dir).map_err(|e| TaskError::Sink(format!("cannot create {}: {e}", dir.display())))?;
+                std::fs::create_dir_all(dir).map_err(|source| SinkError::CreateDir { path: dir.into(), source })?;
                 Sink::text(file_writer(&dir.join(format!("part-{s}")))?)
             }
             (path, _) => Sink::text(match shared.get(&last) {
@@ -427,7 +434,7 @@ fn open_sinks(d: &JobDeployment, me: u32, commits: &mut Vec<Arc<Commits>>, resto
     Ok(sinks)
 }
 
-fn file_writer(path: &Path) -> Result<SharedWriter, TaskError> {
-    let f = std::fs::File::create(path).map_err(|e| TaskError::Sink(format!("cannot open output {}: {e}", path.display())))?;
+fn file_writer(path: &Path) -> Result<SharedWriter, SinkError> {
+    let f = std::fs::File::create(path).map_err(|source| SinkError::Open { path: path.into(), source })?;
     Ok(Arc::new(Mutex::new(Box::new(std::io::BufWriter::with_capacity(256 * 1024, f)))))
 }
