@@ -5,8 +5,8 @@ use weir_types::batch::{self, Cursor, StateUpdate};
 use weir_types::keygroup::key_hash;
 use weir_wasm::{Instance, KeyedStateAccess, MapEntries, OperatorFailure, StateAccessError};
 
-use crate::deploy::OperatorStep;
 use crate::error::{Bug, TaskError};
+use crate::task::OperatorStep;
 
 /// One operator's output: a guest buffer and where its records lie in it.
 pub(crate) struct ChainOutput {

@@ -18,9 +18,9 @@ pub use weir_control::protocol::CheckpointAck;
 use weir_state::Capture;
 use weir_types::deployment::{JobDeployment, RestoreFrom};
 
-use crate::deploy::{Checkpointing, TaskSnapshot};
 use crate::error::{CheckpointingError, NotADirectory, RestoreError, SnapshotError, SourceError};
 use crate::split::{Split, decode_splits, encode_splits};
+use crate::task::{Checkpointing, TaskSnapshot};
 
 /// Deltas a chain may grow to before the next snapshot is full again: bounds restore
 /// work and the files a checkpoint keeps alive.

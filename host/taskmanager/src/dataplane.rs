@@ -22,9 +22,9 @@ use weir_net::{CLOSE_PROTOCOL_ERROR, CLOSE_UNAUTHORIZED, Connection, Endpoint, F
 use weir_types::batch;
 use weir_types::deployment::ChannelId;
 
-use crate::deploy::Cancel;
 use crate::error::{Bug, ExchangeError, InputError, OutputError, TaskError};
 use crate::exchange::{self, Message};
+use crate::task::Cancel;
 
 /// Stream reset code: the producer gave up (its job was cancelled or it failed).
 const RESET_ABANDONED: u32 = 1;

@@ -9,8 +9,8 @@ use weir_types::keygroup;
 use weir_types::plan::Partitioning;
 
 use crate::alignment::{Alignment, Decision};
-use crate::deploy::Cancel;
 use crate::error::{Bug, ExchangeError, TaskError};
+use crate::task::Cancel;
 
 /// A message on a channel into a subtask.
 #[derive(Debug)]

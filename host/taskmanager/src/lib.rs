@@ -2,8 +2,8 @@
 //! slots, moves record batches between them with backpressure, and keeps their keyed
 //! state.
 //!
-//! - [`deploy`]: what a subtask is told to run ([`TaskDeployment`]) and the thread that
-//!   runs it.
+//! - [`task`]: what a subtask is told to run ([`TaskDeployment`]) and the thread that
+//!   runs it ([`run_task`]).
 //! - [`error`]: why a subtask stopped or could not be set up ([`TaskError`]), with
 //!   typed causes.
 //! - [`worker`]: the TaskManager itself: builds its share of a job deployment, wires
@@ -31,16 +31,16 @@ pub mod alignment;
 mod chain;
 pub mod checkpoint;
 pub mod dataplane;
-pub mod deploy;
 pub mod error;
 pub mod exchange;
 pub mod service;
 pub mod sink;
 pub mod source;
 mod split;
+pub mod task;
 pub mod worker;
 
-pub use deploy::{Cancel, Head, OperatorStep, Tail, TaskCounters, TaskDeployment, run_task};
 pub use error::TaskError;
+pub use task::{Cancel, Head, OperatorStep, Tail, TaskCounters, TaskDeployment, run_task};
 pub use weir_types::deployment::{TaskProgress, TaskStats};
 pub use worker::{PreparedJob, Report, Reporter, TaskManager};

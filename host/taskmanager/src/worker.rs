@@ -19,12 +19,12 @@ use weir_wasm::{JobComponent, OpRef, Runtime};
 
 use crate::checkpoint::{CheckpointAck, JobCheckpointing, Restore};
 use crate::dataplane::DataPlane;
-use crate::deploy::{Cancel, Head, OperatorStep, Tail, TaskCounters, TaskDeployment, run_task};
 use crate::error::{Bug, DeploymentFault, SinkError, SourceError, TaskError};
 use crate::exchange::{self, Inputs, Message, Router, Target};
 use crate::sink::{Commits, SharedWriter, Sink, Transactional, recover_output};
 use crate::source::{FileLines, Generator, Source};
 use crate::split::Split;
+use crate::task::{Cancel, Head, OperatorStep, Tail, TaskCounters, TaskDeployment, run_task};
 
 /// A TaskManager's executor: the sandbox, the state store and the running jobs.
 #[derive(Clone)]
