@@ -8,6 +8,8 @@
 //!   typed causes.
 //! - [`worker`]: the TaskManager itself: builds its share of a job deployment, wires
 //!   the channels, starts the subtasks, reports their ends and progress, cancels.
+//! - [`wiring`]: which of a TaskManager's channels are in memory and which cross to
+//!   another TaskManager, as a pure function of the deployment.
 //! - [`checkpoint`]: persisting snapshots taken at barriers (full or incremental,
 //!   off the subtask threads), acknowledging them, and restoring state and source
 //!   positions from a checkpoint, also at another parallelism.
@@ -38,6 +40,7 @@ pub mod sink;
 pub mod source;
 mod split;
 pub mod task;
+pub mod wiring;
 pub mod worker;
 
 pub use error::TaskError;

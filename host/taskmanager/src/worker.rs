@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crossbeam_channel::{Receiver, Sender};
 use weir_state::StateStore;
-use weir_types::deployment::{ChannelId, JobDeployment, SinkFiles, TaskEnd, TaskOutcome, TaskProgress};
+use weir_types::deployment::{JobDeployment, SinkFiles, TaskEnd, TaskOutcome, TaskProgress};
 use weir_types::keygroup::key_group_range;
-use weir_types::plan::{NodeKind, Partitioning, SinkKind, SourceKind};
+use weir_types::plan::{NodeKind, SinkKind, SourceKind};
 use weir_wasm::{JobComponent, OpRef, Runtime};
 
 use crate::checkpoint::{CheckpointAck, JobCheckpointing, Restore};
@@ -25,6 +25,7 @@ use crate::sink::{Commits, SharedWriter, Sink, Transactional, recover_output};
 use crate::source::{FileLines, Generator, Source};
 use crate::split::Split;
 use crate::task::{Cancel, Head, OperatorStep, Tail, TaskCounters, TaskDeployment, run_task};
+use crate::wiring::{self, Input, Link, Subtask};
 
 /// A TaskManager's executor: the sandbox, the state store and the running jobs.
 #[derive(Clone)]
@@ -98,37 +99,29 @@ impl TaskManager {
             let a = d.taskmanagers.get(tm as usize).ok_or_else(|| internal(DeploymentFault::UnknownTaskManager(tm)))?;
             a.parse().map_err(|source| internal(DeploymentFault::BadAddress { address: a.clone(), source }))
         };
-        if d.placement.len() != graph.vertices.len() || d.placement.iter().zip(&graph.vertices).any(|(p, v)| p.len() != v.parallelism as usize) {
-            return Err(internal(DeploymentFault::PlacementMismatch));
-        }
+        let wiring = wiring::plan(d, me).map_err(internal)?;
         if components.len() != d.code.components.len() || components.iter().zip(&d.code.components).any(|(c, h)| &c.hash != h) {
             return Err(internal(DeploymentFault::ComponentMismatch));
         }
+        let data = || self.inner.data.as_ref().ok_or_else(|| internal(DeploymentFault::NoDataPlane));
 
-        // One channel per producer -> consumer pair with the consumer here; remote
-        // producers reach theirs through the data plane.
-        let mut local: HashMap<(usize, u32, usize, u32), Sender<Message>> = HashMap::new();
-        let mut receivers: HashMap<(usize, u32), Vec<Receiver<Message>>> = HashMap::new();
-        for (t, c) in d.subtasks_on(me) {
-            let mut rxs = Vec::new();
-            for &(v, partitioning) in &graph.vertices[t].inputs {
-                let producers: Vec<u32> = match partitioning {
-                    Partitioning::Forward => vec![c],
-                    _ => (0..graph.vertices[v].parallelism).collect(),
-                };
-                for s in producers {
-                    let (tx, rx) = exchange::channel();
-                    rxs.push(rx);
-                    if d.placement[v][s as usize] == me {
-                        local.insert((v, s, t, c), tx);
-                    } else {
-                        let data = self.inner.data.as_ref().ok_or_else(|| internal(DeploymentFault::NoDataPlane))?;
-                        let id = ChannelId { job: run.clone(), vertex: t as u32, subtask: c, from_vertex: v as u32, from_subtask: s };
-                        data.register_input(id, tx, cancel.clone());
+        // Every input gets its channel now; remote producers reach theirs through the
+        // data plane, local ones pick up the sender when their routers are built.
+        let mut local: HashMap<Link, Sender<Message>> = HashMap::new();
+        let mut receivers: HashMap<Subtask, Vec<Receiver<Message>>> = HashMap::new();
+        for w in &wiring.subtasks {
+            let mut rxs = Vec::with_capacity(w.inputs.len());
+            for input in &w.inputs {
+                let (tx, rx) = exchange::channel();
+                rxs.push(rx);
+                match input {
+                    Input::Local(link) => {
+                        local.insert(*link, tx);
                     }
+                    Input::Remote(id) => data()?.register_input(id.clone(), tx, cancel.clone()),
                 }
             }
-            receivers.insert((t, c), rxs);
+            receivers.insert(w.subtask, rxs);
         }
         let acks = report.clone();
         let checkpoints = JobCheckpointing::new(d, Arc::new(move |ack| acks(Report::Snapshot(ack))))?;
@@ -138,7 +131,8 @@ impl TaskManager {
 
         let mut tasks = Vec::new();
         let mut counters = Vec::new();
-        for (v, s) in d.subtasks_on(me) {
+        for w in wiring.subtasks {
+            let (v, s) = (w.subtask.vertex, w.subtask.index);
             let vertex = &graph.vertices[v];
             let mut operators = Vec::new();
             for &n in &vertex.nodes {
@@ -162,31 +156,25 @@ impl TaskManager {
                     };
                     Head::Source(open_source(kind, s, vertex.parallelism, resumed)?)
                 }
-                _ => Head::Input(Inputs::new(receivers.remove(&(v, s)).ok_or_else(|| internal(DeploymentFault::InputsMissing))?)),
+                _ => Head::Input(Inputs::new(receivers.remove(&w.subtask).ok_or_else(|| internal(DeploymentFault::InputsMissing))?)),
             };
             let last = *vertex.nodes.last().ok_or_else(|| internal(DeploymentFault::EmptyVertex))?;
             let transactional = matches!(sinks.get(&(last, s)), Some(Sink::Transactional(_)));
             let tail = match &plan.nodes[last].kind {
                 NodeKind::Sink(_) => Tail::Sink(sinks.remove(&(last, s)).unwrap_or(Sink::Discard)),
                 _ => {
-                    let mut routers = Vec::new();
-                    for &(t, partitioning) in &vertex.outputs {
-                        let consumers: Vec<u32> = match partitioning {
-                            Partitioning::Forward => vec![s],
-                            _ => (0..graph.vertices[t].parallelism).collect(),
-                        };
-                        let mut targets = Vec::with_capacity(consumers.len());
-                        for c in consumers {
-                            let on = d.placement[t][c as usize];
-                            targets.push(if on == me {
-                                Target::Local(local.remove(&(v, s, t, c)).ok_or_else(|| internal(DeploymentFault::LocalChannelMissing))?)
-                            } else {
-                                let data = self.inner.data.as_ref().ok_or_else(|| internal(DeploymentFault::NoDataPlane))?;
-                                let id = ChannelId { job: run.clone(), vertex: t as u32, subtask: c, from_vertex: v as u32, from_subtask: s };
-                                Target::Remote(data.remote(addr(on)?, id))
+                    let mut routers = Vec::with_capacity(w.outputs.len());
+                    for out in w.outputs {
+                        let mut targets = Vec::with_capacity(out.targets.len());
+                        for target in out.targets {
+                            targets.push(match target {
+                                wiring::Target::Local(link) => {
+                                    Target::Local(local.remove(&link).ok_or_else(|| internal(DeploymentFault::LocalChannelMissing))?)
+                                }
+                                wiring::Target::Remote { taskmanager, channel } => Target::Remote(data()?.remote(addr(taskmanager)?, channel)),
                             });
                         }
-                        routers.push(Router::new(partitioning, targets, max_parallelism));
+                        routers.push(Router::new(out.partitioning, targets, max_parallelism));
                     }
                     Tail::Routers(routers)
                 }
