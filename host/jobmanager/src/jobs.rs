@@ -9,10 +9,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use crate::registry::Registry;
 use tokio::sync::{mpsc, oneshot};
 use weir_checkpoint::{DirStorage, JobCheckpoints, load_savepoint};
 use weir_control::protocol::FromJobManager;
-use weir_control::registry::Registry;
 use weir_taskmanager::checkpoint::savepoint_location;
 use weir_types::deployment::{CheckpointConfig, JobDeployment, JobReport, JobStatus, RestoreFrom, SinkFiles, place};
 use weir_types::graph::ExecutionGraph;
@@ -103,7 +103,14 @@ impl Job {
     /// The job as users see it.
     pub(crate) fn info(&mut self, now: Instant) -> JobInfo {
         let report = self.report(now);
-        JobInfo { id: report.id.clone(), name: report.name.clone(), created: self.created, spec: self.spec.clone(), resource: self.resource.clone(), report }
+        JobInfo {
+            id: report.id.clone(),
+            name: report.name.clone(),
+            created: self.created,
+            spec: self.spec.clone(),
+            resource: self.resource.clone(),
+            report,
+        }
     }
 
     /// Live metrics; TaskManagers named through the registry.

@@ -10,6 +10,8 @@
 //!   cancel the rest and when the attempt is over).
 //! - [`coordinator`]: when to trigger a checkpoint and when it is complete.
 //! - [`restart`]: restart strategies: fixed delay, exponential backoff, failure rate.
+//! - [`registry`]: the resource view: TaskManagers, their slots, heartbeats, and which
+//!   are lost after the heartbeat timeout.
 //!
 //! With I/O:
 //! - [`planning`]: load, plan and check a submission (every path shares it).
@@ -22,7 +24,8 @@
 //! - [`api`]: what users can ask (the REST API's operations and domain types).
 //!
 //! Dependencies point one way: `service` -> `jobs` -> `driver` -> `coordinator`,
-//! `tracker`, `restart`; `embedded` -> `driver`, `planning`.
+//! `tracker`, `restart`; `jobs` and `service` -> `registry`; `embedded` -> `driver`,
+//! `planning`.
 //!
 //! The execution graph itself (chaining) is pure planning and lives in
 //! `weir_types::graph`, since TaskManagers read it too.
@@ -37,6 +40,7 @@ pub mod embedded;
 mod jobs;
 mod persist;
 pub mod planning;
+pub mod registry;
 pub mod restart;
 pub mod service;
 pub mod tracker;

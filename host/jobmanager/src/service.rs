@@ -13,10 +13,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::registry::Registry;
 use tokio::sync::mpsc;
 use weir_control::client::send_chunks;
 use weir_control::protocol::{FromJobManager, Hello, TASKMANAGER_PREFIX, ToJobManager};
-use weir_control::registry::Registry;
 use weir_net::{CLOSE_LOST, CLOSE_PROTOCOL_ERROR, CLOSE_UNAUTHORIZED, Connection, Endpoint, FramedRecv, FramedSend};
 use weir_types::deployment::job_of_run;
 use weir_wasm::Runtime;

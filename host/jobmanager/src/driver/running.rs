@@ -114,7 +114,10 @@ impl Driver {
         let Exported { request, id, dir, stop, result } = exported;
         match &result {
             Ok(()) => {
-                out.push(Command::Log(EventLevel::Info, format!("savepoint of checkpoint {id} written to {dir}{}", if stop { "; stopping" } else { "" })));
+                out.push(Command::Log(
+                    EventLevel::Info,
+                    format!("savepoint of checkpoint {id} written to {dir}{}", if stop { "; stopping" } else { "" }),
+                ));
                 if stop {
                     self.cancel(now, out);
                 }

@@ -14,7 +14,8 @@ use crate::restart::RestartStrategy;
 
 /// One generator vertex of parallelism 2, checkpointed every 100 ms.
 fn deployment() -> JobDeployment {
-    let node = Node { uid: "src".into(), name: "src".into(), kind: NodeKind::Source(SourceKind::Generator { start: 0, count: 1 }), parallelism: None };
+    let node =
+        Node { uid: "src".into(), name: "src".into(), kind: NodeKind::Source(SourceKind::Generator { start: 0, count: 1 }), parallelism: None };
     JobDeployment {
         job: "j".into(),
         plan: JobPlan { name: "j".into(), nodes: vec![node], edges: vec![], max_parallelism: None },

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::protocol::{ClusterView, TaskManagerInfo};
+use weir_control::protocol::{ClusterView, TaskManagerInfo};
 
 struct Entry {
     id: u64,
