@@ -1,5 +1,5 @@
 //! Barrier alignment as a pure decision: which of a subtask's inputs are held back, and
-//! when a checkpoint's barrier has arrived on all of them. [`exchange::Inputs`] moves
+//! when a checkpoint's barrier has arrived on all of them. `exchange::Inputs` moves
 //! the messages; this module says what barriers and ends mean, as Flink's aligned
 //! barrier handler (`SingleCheckpointBarrierHandler`) does:
 //!
@@ -23,7 +23,6 @@
 //! and the caller reads only [`Alignment::readable`] inputs. So no memory of completed
 //! checkpoints is needed: a barrier older than one already aligned cannot arrive.
 //!
-//! [`exchange::Inputs`]: crate::exchange::Inputs
 
 /// What the reader of a subtask's inputs does after a barrier or an end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

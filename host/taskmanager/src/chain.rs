@@ -3,10 +3,24 @@
 use weir_state::{StateError, TaskState, ValueCache};
 use weir_types::batch::{self, Cursor, StateUpdate};
 use weir_types::keygroup::key_hash;
-use weir_wasm::{Instance, KeyedStateAccess, MapEntries, OperatorFailure, StateAccessError};
+use weir_wasm::{Instance, KeyedStateAccess, MapEntries, OpRef, OperatorFailure, StateAccessError};
 
 use crate::error::{Bug, TaskError};
-use crate::task::OperatorStep;
+
+/// One chained guest operator of a subtask.
+#[derive(Debug, Clone)]
+pub struct OperatorStep {
+    /// Its id in its component, and its node index in the plan (which scopes state).
+    pub op: OpRef,
+    /// Which of the job's components runs it.
+    pub component: u32,
+    /// Display name.
+    pub name: String,
+    /// Gets its value state with every batch.
+    pub keyed: bool,
+    /// Arguments for its `open`.
+    pub args: Vec<(String, String)>,
+}
 
 /// One operator's output: a guest buffer and where its records lie in it.
 pub(crate) struct ChainOutput {

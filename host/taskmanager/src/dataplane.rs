@@ -22,9 +22,9 @@ use weir_net::{CLOSE_PROTOCOL_ERROR, CLOSE_UNAUTHORIZED, Connection, Endpoint, F
 use weir_types::batch;
 use weir_types::deployment::ChannelId;
 
+use crate::cancel::Cancel;
+use crate::channel::{self, Message};
 use crate::error::{Bug, ExchangeError, InputError, OutputError, TaskError};
-use crate::exchange::{self, Message};
-use crate::task::Cancel;
 
 /// Stream reset code: the producer gave up (its job was cancelled or it failed).
 const RESET_ABANDONED: u32 = 1;
@@ -195,7 +195,7 @@ fn decode_frame(mut frame: Vec<u8>) -> Result<Message, InputError> {
 fn deliver(tx: &Sender<Message>, msg: Message, cancel: &Cancel) -> Result<(), TaskError> {
     match tx.try_send(msg) {
         Ok(()) => Ok(()),
-        Err(TrySendError::Full(msg)) => tokio::task::block_in_place(|| exchange::send(tx, msg, cancel)),
+        Err(TrySendError::Full(msg)) => tokio::task::block_in_place(|| channel::send(tx, msg, cancel)),
         Err(TrySendError::Disconnected(_)) => Err(TaskError::Cancelled),
     }
 }

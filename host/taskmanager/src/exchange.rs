@@ -1,34 +1,17 @@
-//! Record exchange between subtasks: bounded in-process channels, and the routers that
-//! partition a subtask's output over its downstream subtasks, wherever they run.
+//! Record exchange between subtasks: the routers that partition a subtask's output over
+//! its downstream subtasks, wherever they run, and a subtask's inputs with barrier
+//! alignment. The bounded channels themselves come from `channel` (re-exported here).
 
-use std::time::Duration;
-
-use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use weir_types::batch::{BatchError, Cursor};
 use weir_types::keygroup;
 use weir_types::plan::Partitioning;
 
 use crate::alignment::{Alignment, Decision};
-use crate::error::{Bug, ExchangeError, TaskError};
-use crate::task::Cancel;
-
-/// A message on a channel into a subtask.
-#[derive(Debug)]
-pub enum Message {
-    /// A plain record batch and its record count. In-process batches come from
-    /// checked operator output, so the consumer need not parse them again to count.
-    Batch(Vec<u8>, usize),
-    /// One upstream subtask has no more records.
-    End,
-    /// Checkpoint barrier: everything before it belongs to checkpoint `id`.
-    Barrier(u64),
-    /// An upstream channel broke (a remote producer vanished or sent garbage); the
-    /// consumer cannot know what it missed, so it fails.
-    Failed(ExchangeError),
-    /// A remote producer gave up because its job is failing or cancelled; it reports
-    /// the cause itself, so the consumer just stops.
-    Abandoned,
-}
+use crate::cancel::Cancel;
+use crate::channel::POLL;
+pub use crate::channel::{CHANNEL_CAPACITY, Message, channel, recv, send};
+use crate::error::{Bug, TaskError};
 
 /// Where a router sends one downstream subtask's batches.
 pub enum Target {
@@ -131,49 +114,8 @@ impl Inputs {
     }
 }
 
-/// Batches a channel buffers before its producer blocks. Each producer -> consumer pair
-/// has its own channel (so checkpoint alignment can hold back one input), and with
-/// batches of a few tens of KB this bounds each to about half a megabyte.
-pub const CHANNEL_CAPACITY: usize = 12;
-
 /// A router sends a batch once it holds this many bytes.
 pub const BATCH_BYTES: usize = 32 * 1024;
-
-/// How often a blocked send or receive looks at the cancel flag.
-const POLL: Duration = Duration::from_millis(50);
-
-/// A new bounded channel into a subtask.
-pub fn channel() -> (Sender<Message>, Receiver<Message>) {
-    crossbeam_channel::bounded(CHANNEL_CAPACITY)
-}
-
-/// Sends, waiting while the channel is full, until the job is cancelled.
-pub fn send(tx: &Sender<Message>, mut msg: Message, cancel: &Cancel) -> Result<(), TaskError> {
-    loop {
-        match tx.send_timeout(msg, POLL) {
-            Ok(()) => return Ok(()),
-            Err(SendTimeoutError::Timeout(m)) => {
-                if cancel.is_cancelled() {
-                    return Err(TaskError::Cancelled);
-                }
-                msg = m;
-            }
-            // The consumer is gone, which only happens when the job is being torn down.
-            Err(SendTimeoutError::Disconnected(_)) => return Err(TaskError::Cancelled),
-        }
-    }
-}
-
-/// Receives, waiting until a message arrives or the job is cancelled.
-pub fn recv(rx: &Receiver<Message>, cancel: &Cancel) -> Result<Message, TaskError> {
-    loop {
-        match rx.recv_timeout(POLL) {
-            Ok(m) => return Ok(m),
-            Err(RecvTimeoutError::Timeout) if !cancel.is_cancelled() => {}
-            Err(_) => return Err(TaskError::Cancelled),
-        }
-    }
-}
 
 /// Partitions one subtask's output over the subtasks of one downstream vertex.
 pub struct Router {
@@ -276,7 +218,7 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::InputError;
+    use crate::error::{ExchangeError, InputError};
 
     /// `n` in-memory input channels, with their producers' ends.
     fn inputs(n: usize) -> (Vec<Sender<Message>>, Inputs) {

@@ -1,5 +1,5 @@
 //! A source's position as checkpoints store it: the unread rest of its input, as
-//! replayable splits. Apart from [`crate::source`] so that errors can name a split
+//! replayable splits. Apart from the sources (`source`) so that errors can name a split
 //! without depending on the sources that return them.
 
 use serde::{Deserialize, Serialize};

@@ -1,56 +1,27 @@
 //! A subtask: what it is told to run, and the thread loop that runs it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use weir_state::{Capture, TaskState};
 use weir_types::deployment::TaskStats;
-use weir_wasm::{Instance, JobComponent, OpRef, Runtime, TaskInfo};
+use weir_wasm::{Instance, JobComponent, Runtime, TaskInfo};
 
+pub use crate::cancel::Cancel;
 use crate::chain::Chain;
+pub use crate::chain::OperatorStep;
 use crate::error::{Bug, TaskError};
 use crate::exchange::{self, Event, Inputs, Router};
 use crate::sink::Sink;
 use crate::source::Source;
 use crate::split::Split;
 
-/// Shared by all subtasks of a job: once set, every subtask stops at its next batch.
-#[derive(Clone, Default, Debug)]
-pub struct Cancel(Arc<AtomicBool>);
-
-impl Cancel {
-    /// Asks every holder to stop.
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::Release);
-    }
-
-    /// True once cancelled.
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Acquire)
-    }
-}
-
-/// One chained guest operator of a subtask.
-#[derive(Debug, Clone)]
-pub struct OperatorStep {
-    /// Its id in its component, and its node index in the plan (which scopes state).
-    pub op: OpRef,
-    /// Which of the job's components runs it.
-    pub component: u32,
-    /// Display name.
-    pub name: String,
-    /// Gets its value state with every batch.
-    pub keyed: bool,
-    /// Arguments for its `open`.
-    pub args: Vec<(String, String)>,
-}
-
 /// Where a subtask's records come from.
 pub enum Head {
     /// A built-in source.
     Source(Box<dyn Source>),
-    /// One channel per upstream subtask, each ending with [`crate::exchange::Message::End`].
+    /// One channel per upstream subtask, each ending with [`Message::End`](crate::exchange::Message::End).
     Input(Inputs),
 }
 
@@ -298,6 +269,8 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicBool;
+
     use super::*;
     use crate::sink::{Commits, Transactional, recover_output};
     use crate::source::{Source, Split};

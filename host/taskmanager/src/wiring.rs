@@ -1,5 +1,5 @@
 //! Which channels a TaskManager's subtasks read and write, as a pure function of the
-//! deployment and the TaskManager's index: [`plan`]. [`crate::worker`] carries it out
+//! deployment and the TaskManager's index: [`plan`]. The TaskManager (`worker`) carries it out
 //! (creates the channels, registers and dials the remote ones); keeping the decision
 //! apart lets tests check the wiring of any deployment without threads or sockets.
 //!

@@ -17,14 +17,17 @@ use weir_types::keygroup::key_group_range;
 use weir_types::plan::{NodeKind, SinkKind, SourceKind};
 use weir_wasm::{JobComponent, OpRef, Runtime};
 
+use crate::cancel::Cancel;
+use crate::chain::OperatorStep;
+use crate::channel::{self, Message};
 use crate::checkpoint::{CheckpointAck, JobCheckpointing, Restore};
 use crate::dataplane::DataPlane;
 use crate::error::{Bug, DeploymentFault, SinkError, SourceError, TaskError};
-use crate::exchange::{self, Inputs, Message, Router, Target};
+use crate::exchange::{Inputs, Router, Target};
 use crate::sink::{Commits, SharedWriter, Sink, Transactional, recover_output};
 use crate::source::{FileLines, Generator, Source};
 use crate::split::Split;
-use crate::task::{Cancel, Head, OperatorStep, Tail, TaskCounters, TaskDeployment, run_task};
+use crate::task::{Head, Tail, TaskCounters, TaskDeployment, run_task};
 use crate::wiring::{self, Input, Link, Subtask};
 
 /// A TaskManager's executor: the sandbox, the state store and the running jobs.
@@ -112,7 +115,7 @@ impl TaskManager {
         for w in &wiring.subtasks {
             let mut rxs = Vec::with_capacity(w.inputs.len());
             for input in &w.inputs {
-                let (tx, rx) = exchange::channel();
+                let (tx, rx) = channel::channel();
                 rxs.push(rx);
                 match input {
                     Input::Local(link) => {
