@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use weir_checkpoint::{DirStorage, JobCheckpoints};
 use weir_state::StateStore;
-use weir_taskmanager::{PreparedJob, Report, Reporter, TaskError, TaskManager};
+use weir_taskmanager::{PreparedJob, Report, Reporter, TaskManager};
 use weir_types::deployment::{CheckpointConfig, JobDeployment, JobReport, JobStatus, SinkFiles, place};
 use weir_types::graph::ExecutionGraph;
 use weir_wasm::{JobComponent, Limits, Runtime};
@@ -92,7 +92,8 @@ impl EmbeddedCluster {
         let PlannedCode { plan, code, components } = code;
         let needed = graph.slots_needed();
         let slots = SlotLease::acquire(&self.inner, needed)?;
-        let placement = place(&graph, &[needed]).ok_or_else(|| JobError::Deploy(TaskError::Internal("placement failed".into())))?;
+        // The lease guarantees `needed` slots, which is all `place` asks for.
+        let placement = place(&graph, &[needed]).ok_or(JobError::NoSlots { needed, free: needed, total: self.inner.config.slots })?;
         let deployment = JobDeployment {
             job: new_job_id(),
             plan,
@@ -108,7 +109,7 @@ impl EmbeddedCluster {
         };
         let store = match &deployment.checkpoints {
             Some(c) => {
-                let storage = DirStorage::new(&c.dir).map_err(|e| JobError::Deploy(TaskError::Checkpoint(e.to_string())))?;
+                let storage = DirStorage::new(&c.dir).map_err(|source| JobError::CheckpointStorage { dir: c.dir.clone(), source })?;
                 Some((JobCheckpoints::new(Arc::new(storage), &deployment.job), c.retain))
             }
             None => None,

@@ -77,6 +77,14 @@ pub enum JobError {
     /// The subtasks could not be set up (sources, sinks, state, threads).
     #[error("cannot deploy the job: {0}")]
     Deploy(#[from] TaskError),
+    /// The job's checkpoint storage cannot be opened.
+    #[error("checkpoint storage {dir}: {source}")]
+    CheckpointStorage {
+        /// Its root.
+        dir: String,
+        /// Why.
+        source: weir_checkpoint::StorageError,
+    },
     /// A subtask failed (the message names it); the job was cancelled.
     #[error("subtask {0}")]
     Failed(String),

@@ -61,35 +61,6 @@ pub enum TaskError {
     /// A bug in Weir.
     #[error("internal error: {0}")]
     Bug(#[from] Bug),
-    /// A failure of a caller outside this crate, which it had already turned into text;
-    /// made by [`TaskError::Internal`] and [`TaskError::Checkpoint`] only.
-    #[doc(hidden)]
-    #[error("{context}: {message}")]
-    Caller {
-        /// What kind of failure, as the message's prefix.
-        context: &'static str,
-        /// The caller's message.
-        message: String,
-    },
-}
-
-// The JobManager wraps two failures of its own (a failed placement, checkpoint storage
-// it cannot open) in a `TaskError`, calling what used to be tuple variants of a String.
-// These keep those calls compiling, with their messages, while the JobManager is being
-// reworked elsewhere; once its own error variants carry those failures, they go.
-#[allow(non_snake_case)]
-impl TaskError {
-    /// A caller's internal error, as text.
-    #[doc(hidden)]
-    pub fn Internal(message: String) -> Self {
-        TaskError::Caller { context: "internal error", message }
-    }
-
-    /// A caller's checkpoint failure, as text.
-    #[doc(hidden)]
-    pub fn Checkpoint(message: String) -> Self {
-        TaskError::Caller { context: "checkpoint", message }
-    }
 }
 
 /// What a fenced-off attempt tried (see [`TaskError::Superseded`]).
