@@ -394,7 +394,5 @@ mod tests {
         assert_eq!(input.to_string(), "record exchange failed: input from taskmanager-2: barrier frame of 3 bytes");
         let sink = TaskError::from(SinkError::Open { path: "/out".into(), source: io::Error::from(io::ErrorKind::PermissionDenied) });
         assert!(sink.to_string().starts_with("sink failed: cannot open output /out: "), "{sink}");
-        assert_eq!(TaskError::Internal("placement failed".into()).to_string(), "internal error: placement failed");
-        assert_eq!(TaskError::Checkpoint("no storage".into()).to_string(), "checkpoint: no storage");
     }
 }
