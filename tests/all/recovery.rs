@@ -347,7 +347,7 @@ fn sink_taskmanager(cluster: &TestCluster, job: &str) -> Option<String> {
 #[test]
 fn a_taskmanager_paused_past_its_heartbeat_timeout_cannot_act_for_its_old_attempt() {
     let tms = [("taskmanager-1", 2), ("taskmanager-2", 2), ("taskmanager-3", 2)];
-    let mut cluster = TestCluster::start_with(&tms, &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let cluster = TestCluster::start_with(&tms, &["--checkpoint-dir", "{dir}/checkpoints"]);
     let n: u64 = 1_500_000;
     let output = cluster.dir.path().join("out");
     let job = submit_keyed_sum(&cluster, n, 4000, &output, "fixed-delay:20:100");

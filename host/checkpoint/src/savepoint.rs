@@ -12,6 +12,7 @@
 //! checkpoint, with [`crate::load_state`] on the savepoint's storage.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use crate::meta::{CheckpointMeta, decode_meta, encode_meta};
 use crate::storage::{CheckpointStorage, validate_path};
@@ -65,4 +66,18 @@ pub fn load_savepoint(storage: &dyn CheckpointStorage, dir: &str) -> Result<Chec
     }
     verify(storage, &meta)?;
     Ok(meta)
+}
+
+/// A path that names no directory (`/`, `..`): a savepoint has a directory of its own.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} does not name a directory")]
+pub struct NotADirectory(pub String);
+
+/// A savepoint directory as (storage root, name in it): savepoints are addressed by
+/// their own directory, which may live anywhere.
+pub fn savepoint_location(dir: &str) -> Result<(PathBuf, String), NotADirectory> {
+    let path = Path::new(dir);
+    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| NotADirectory(dir.to_string()))?;
+    let root = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    Ok((root.to_path_buf(), name.to_string()))
 }

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use weir_checkpoint::encode_splits;
 use weir_checkpoint::{CheckpointMeta, TaskMeta, VertexMeta};
-use weir_taskmanager::source::encode_splits;
 use weir_types::deployment::JobDeployment;
 use weir_types::keygroup::key_group_range;
 use weir_types::plan::NodeKind;

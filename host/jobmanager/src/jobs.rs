@@ -11,9 +11,8 @@ use std::time::{Instant, SystemTime};
 
 use crate::registry::Registry;
 use tokio::sync::{mpsc, oneshot};
-use weir_checkpoint::{DirStorage, JobCheckpoints, load_savepoint};
+use weir_checkpoint::{DirStorage, JobCheckpoints, load_savepoint, savepoint_location};
 use weir_control::protocol::FromJobManager;
-use weir_taskmanager::checkpoint::savepoint_location;
 use weir_types::deployment::{CheckpointConfig, JobDeployment, JobReport, JobStatus, RestoreFrom, SinkFiles, place};
 use weir_types::graph::ExecutionGraph;
 use weir_types::resource::JobResource;
@@ -304,7 +303,7 @@ impl Shared {
                 tokio::spawn(async move {
                     let (id, target) = (meta.id, dir.clone());
                     let result = tokio::task::spawn_blocking(move || {
-                        let (root, name) = savepoint_location(&target)?;
+                        let (root, name) = savepoint_location(&target).map_err(|e| e.to_string())?;
                         let storage = DirStorage::new(root).map_err(|e| e.to_string())?;
                         store.export(&meta, &storage, &name).map_err(|e| e.to_string())
                     })
@@ -406,7 +405,7 @@ impl Shared {
 
     /// The checkpoint id of the savepoint in `dir`, checked against the job's key groups.
     async fn savepoint_id(&self, dir: &str, max_parallelism: u32) -> Result<u64, ApiError> {
-        let location = savepoint_location(dir).map_err(ApiError::BadRequest)?;
+        let location = savepoint_location(dir).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let loaded = tokio::task::spawn_blocking(move || {
             let storage = DirStorage::new(location.0).map_err(|e| e.to_string())?;
             load_savepoint(&storage, &location.1).map_err(|e| e.to_string())

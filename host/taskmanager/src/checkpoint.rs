@@ -18,9 +18,9 @@ pub use weir_control::protocol::CheckpointAck;
 use weir_state::Capture;
 use weir_types::deployment::{JobDeployment, RestoreFrom};
 
-use crate::error::{CheckpointingError, NotADirectory, RestoreError, SnapshotError, SourceError};
-use crate::split::{Split, decode_splits, encode_splits};
+use crate::error::{CheckpointingError, RestoreError, SnapshotError, SourceError};
 use crate::task::{Checkpointing, TaskSnapshot};
+use weir_checkpoint::{Split, decode_splits, encode_splits, savepoint_location};
 
 /// Deltas a chain may grow to before the next snapshot is full again: bounds restore
 /// work and the files a checkpoint keeps alive.
@@ -219,7 +219,7 @@ impl Restore {
                 (decode_meta(&storage.read(path)?)?, Arc::new(storage))
             }
             RestoreFrom::Savepoint(dir) => {
-                let (root, name) = savepoint_dir(dir)?;
+                let (root, name) = savepoint_location(dir)?;
                 let storage = DirStorage::new(root)?;
                 (load_savepoint(&storage, &name)?, Arc::new(storage))
             }
@@ -288,18 +288,4 @@ fn encode_sink_owner(attempt: u32) -> Vec<u8> {
 
 fn decode_sink_owner(bytes: &[u8]) -> Option<u32> {
     Some(u32::from_le_bytes(bytes.try_into().ok()?))
-}
-
-/// A savepoint directory as (storage root, name in it): savepoints are addressed by
-/// their own directory, which may live anywhere.
-pub fn savepoint_dir(dir: &str) -> Result<(std::path::PathBuf, String), NotADirectory> {
-    let path = std::path::Path::new(dir);
-    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| NotADirectory(dir.to_string()))?;
-    let root = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    Ok((root.to_path_buf(), name.to_string()))
-}
-
-/// [`savepoint_dir`] with its error as text, as the JobManager's API errors take it.
-pub fn savepoint_location(dir: &str) -> Result<(std::path::PathBuf, String), String> {
-    savepoint_dir(dir).map_err(|e| e.to_string())
 }

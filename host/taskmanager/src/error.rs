@@ -20,7 +20,7 @@ use weir_types::batch::BatchError;
 use weir_types::deployment::RestoreFrom;
 use weir_wasm::{LoadError, OperatorFailure};
 
-use crate::split::Split;
+use weir_checkpoint::{NotADirectory, Split};
 
 /// Why a subtask stopped without finishing.
 #[derive(Debug, Error)]
@@ -205,9 +205,6 @@ pub enum RestoreError {
 }
 
 /// A savepoint path that names no directory.
-#[derive(Debug, Error)]
-#[error("{0:?} does not name a directory")]
-pub struct NotADirectory(pub String);
 
 /// Why a subtask's snapshot could not be persisted. It reaches the JobManager as text
 /// (the acknowledgement crosses the wire), which abandons the checkpoint.

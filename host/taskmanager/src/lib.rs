@@ -23,7 +23,7 @@
 //! - [`service`]: the `weir taskmanager` process's side of the control plane:
 //!   registration, heartbeats with progress, deployments, component transfer.
 //! - [`source`] and [`sink`]: the built-in connectors; a source's position in a
-//!   checkpoint is a list of [`source::Split`]s (module `split`).
+//!   checkpoint is a list of [`source::Split`]s (from `weir-checkpoint`).
 //! - `chain`: the per-batch hot path through the chained operators of a subtask,
 //!   including the keyed-state fast path (each distinct key's value travels with the
 //!   batch into the guest and back).
@@ -32,7 +32,7 @@
 //! sandbox itself (`weir-wasm`).
 //!
 //! Modules depend on each other one way only, from the TaskManager (`service`,
-//! `worker`) down to the leaves (`error`, `cancel`, `split`, `alignment`); a test
+//! `worker`) down to the leaves (`error`, `cancel`, `alignment`); a test
 //! below keeps it so.
 
 pub mod alignment;
@@ -46,7 +46,6 @@ pub mod exchange;
 pub mod service;
 pub mod sink;
 pub mod source;
-mod split;
 pub mod task;
 pub mod wiring;
 pub mod worker;

@@ -10,7 +10,7 @@ use weir_types::batch::push_record;
 
 use crate::error::{SourceError, TaskError};
 use crate::exchange::BATCH_BYTES;
-pub use crate::split::{Split, decode_splits, encode_splits};
+pub use weir_checkpoint::{Split, decode_splits, encode_splits};
 
 /// A host-run source producing plain batches.
 pub trait Source: Send {

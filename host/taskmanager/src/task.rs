@@ -15,7 +15,7 @@ use crate::error::{Bug, TaskError};
 use crate::exchange::{self, Event, Inputs, Router};
 use crate::sink::Sink;
 use crate::source::Source;
-use crate::split::Split;
+use weir_checkpoint::Split;
 
 /// Where a subtask's records come from.
 pub enum Head {

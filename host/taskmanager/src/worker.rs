@@ -26,9 +26,9 @@ use crate::error::{Bug, DeploymentFault, SinkError, SourceError, TaskError};
 use crate::exchange::{Inputs, Router, Target};
 use crate::sink::{Commits, SharedWriter, Sink, Transactional, recover_output};
 use crate::source::{FileLines, Generator, Source};
-use crate::split::Split;
 use crate::task::{Head, Tail, TaskCounters, TaskDeployment, run_task};
 use crate::wiring::{self, Input, Link, Subtask};
+use weir_checkpoint::Split;
 
 /// A TaskManager's executor: the sandbox, the state store and the running jobs.
 #[derive(Clone)]

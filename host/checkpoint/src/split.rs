@@ -1,6 +1,6 @@
 //! A source's position as checkpoints store it: the unread rest of its input, as
-//! replayable splits. Apart from the sources (`source`) so that errors can name a split
-//! without depending on the sources that return them.
+//! replayable splits. Here, not with the sources, because the JobManager writes
+//! positions too (a finished source's exhausted one) without knowing any executor.
 
 use serde::{Deserialize, Serialize};
 
