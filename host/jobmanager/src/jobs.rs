@@ -298,7 +298,7 @@ impl Shared {
                 });
             }
             Command::Export { request, meta, dir, stop } => {
-                let Some(store) = j.store.clone() else { return None };
+                let store = j.store.clone()?;
                 let shared = self.clone();
                 tokio::spawn(async move {
                     let (id, target) = (meta.id, dir.clone());

@@ -76,7 +76,7 @@ pub enum JobError {
     State(#[from] StateError),
     /// The subtasks could not be set up (sources, sinks, state, threads).
     #[error("cannot deploy the job: {0}")]
-    Deploy(#[from] TaskError),
+    Deploy(Box<TaskError>),
     /// The job's checkpoint storage cannot be opened.
     #[error("checkpoint storage {dir}: {source}")]
     CheckpointStorage {
@@ -154,4 +154,11 @@ pub fn new_job_id() -> String {
     let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{:016x}", nanos ^ (u64::from(std::process::id()) << 40) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+impl From<TaskError> for JobError {
+    fn from(e: TaskError) -> Self {
+        // Boxed: a typed task error is large, and every planning result carries it.
+        JobError::Deploy(Box::new(e))
+    }
 }

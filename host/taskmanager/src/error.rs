@@ -204,8 +204,6 @@ pub enum RestoreError {
     },
 }
 
-/// A savepoint path that names no directory.
-
 /// Why a subtask's snapshot could not be persisted. It reaches the JobManager as text
 /// (the acknowledgement crosses the wire), which abandons the checkpoint.
 #[derive(Debug, Error)]
