@@ -95,7 +95,8 @@ struct Written {
 
 fn persist(store: &JobCheckpoints, root: &Path, capture: &Capture, kind: FileKind, id: u64) -> Result<Written> {
     let start = Instant::now();
-    let path = write_state(store, capture, kind, id, Writer { vertex: VERTEX, subtask: SUBTASK, attempt: 0 }).map_err(|e| anyhow!("writing the state of checkpoint {id}: {e}"))?;
+    let path = write_state(store, capture, kind, id, Writer { vertex: VERTEX, subtask: SUBTASK, attempt: 0 })
+        .map_err(|e| anyhow!("writing the state of checkpoint {id}: {e}"))?;
     let secs = start.elapsed();
     let file = root.join(&path);
     let bytes = std::fs::metadata(&file).with_context(|| format!("state file {}", file.display()))?.len();
