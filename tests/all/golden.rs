@@ -1,4 +1,6 @@
-//! Golden runs: every example job three ways, each compared with one expected output.
+//! Golden runs: every example job three ways, each compared with an expected output
+//! computed independently of Weir (Python's `str.split()` for word count, plain Rust
+//! loops for the others):
 //! 1. straight through, embedded, at parallelism 1;
 //! 2. on a cluster at parallelism 2 with checkpoints;
 //! 3. on a cluster at parallelism 2 with checkpoints, stopped by a savepoint midway and
@@ -15,11 +17,14 @@ use std::ffi::OsStr;
 use std::path::Path;
 
 use crate::cluster::{TestCluster, wait_until};
-use crate::support::{example, run_weir, stderr};
-use crate::wordcount::write_text;
+use crate::support::{example, run_weir, splitmix64, stderr};
+use crate::wordcount::{python_counts, write_text};
+
+/// What `summary` gives for an output: each key's final value and the line count.
+type Summary = (HashMap<String, String>, usize);
 
 /// Each key's final value and the number of lines.
-fn summary(lines: &[String]) -> (HashMap<String, String>, usize) {
+fn summary(lines: &[String]) -> Summary {
     let mut last: HashMap<String, (u64, String)> = HashMap::new();
     for l in lines {
         let (k, v) = l.rsplit_once('\t').unwrap_or((l, ""));
@@ -54,7 +59,47 @@ fn job_line(status: &str, job: &str) -> String {
     status.lines().find(|l| l.starts_with(&format!("job {job} "))).unwrap_or_default().to_string()
 }
 
-fn check(cluster: &TestCluster, name: &str, args: &[&str]) {
+/// Word count: every word occurrence updates its count once.
+fn wordcount_reference(input: &Path) -> Summary {
+    let counts = python_counts(input);
+    let lines = counts.values().sum::<u64>() as usize;
+    (counts.into_iter().map(|(w, c)| (w, c.to_string())).collect(), lines)
+}
+
+/// keyed_sum: numbers `0..n` keyed by `splitmix64(i) % 100000`, one running sum each.
+fn keyed_sum_reference(n: u64) -> Summary {
+    let mut sums: HashMap<u64, u64> = HashMap::new();
+    for i in 0..n {
+        *sums.entry(splitmix64(i) % 100_000).or_default() += i;
+    }
+    (sums.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), n as usize)
+}
+
+/// distinct_values: numbers `0..n` keyed by `i % 97` with value `splitmix64(i) % 13`;
+/// a line per new distinct value of a key, the last "<count> <values>" (as a set).
+fn distinct_values_reference(n: u64) -> Summary {
+    let mut seen: HashMap<u64, Vec<u64>> = HashMap::new();
+    let mut lines = 0;
+    for i in 0..n {
+        let values = seen.entry(i % 97).or_default();
+        let v = splitmix64(i) % 13;
+        if !values.contains(&v) {
+            values.push(v);
+            lines += 1;
+        }
+    }
+    let finals = seen
+        .into_iter()
+        .map(|(k, mut values)| {
+            values.sort_unstable_by_key(u64::to_string);
+            let list: Vec<String> = values.iter().map(u64::to_string).collect();
+            (k.to_string(), format!("{} {}", values.len(), list.join(",")))
+        })
+        .collect();
+    (finals, lines)
+}
+
+fn check(cluster: &TestCluster, name: &str, args: &[&str], reference: &Summary) {
     let dir = cluster.dir.path().join(name);
     std::fs::create_dir_all(&dir).expect("dir");
     let wasm = example(name);
@@ -68,6 +113,7 @@ fn check(cluster: &TestCluster, name: &str, args: &[&str]) {
     assert!(o.status.success(), "{name}: {}", stderr(&o));
     let expected = summary(&std::fs::read_to_string(&straight).expect("output").lines().map(str::to_string).collect::<Vec<_>>());
     assert!(expected.1 > 0, "{name}: the golden output is not empty");
+    assert!(&expected == reference, "{name}: straight through, against the independent reference");
 
     let submit = |p: &str, out: &Path, extra: &[&OsStr]| {
         let mut argv: Vec<&OsStr> =
@@ -111,8 +157,9 @@ fn every_example_job_gives_the_same_output_three_ways() {
     // Large enough that the job outlives its first checkpoint on a loaded machine (the
     // savepoint case needs it running): at 500K lines it sometimes finished first.
     write_text(&input, 1_500_000);
+    let reference = wordcount_reference(&input);
     let input = input.display().to_string();
-    check(&cluster, "wordcount", &["-i", &input]);
-    check(&cluster, "keyed_sum", &["--arg", "n=400000", "--arg", "work=1500", "--arg", "sink=file"]);
-    check(&cluster, "distinct_values", &["--arg", "n=3000000"]);
+    check(&cluster, "wordcount", &["-i", &input], &reference);
+    check(&cluster, "keyed_sum", &["--arg", "n=400000", "--arg", "work=1500", "--arg", "sink=file"], &keyed_sum_reference(400_000));
+    check(&cluster, "distinct_values", &["--arg", "n=3000000"], &distinct_values_reference(3_000_000));
 }
