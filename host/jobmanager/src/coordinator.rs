@@ -198,12 +198,13 @@ impl Coordinator {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use weir_types::graph::{ExecutionGraph, Vertex};
     use weir_types::plan::{JobPlan, Node, NodeKind, SourceKind};
 
-    fn deployment() -> JobDeployment {
+    /// One generator vertex of parallelism 2, placed on one TaskManager.
+    pub(crate) fn deployment() -> JobDeployment {
         let node =
             Node { uid: "src".into(), name: "src".into(), kind: NodeKind::Source(SourceKind::Generator { start: 0, count: 1 }), parallelism: None };
         JobDeployment {

@@ -5,29 +5,18 @@ use std::time::{Duration, Instant};
 
 use weir_checkpoint::{CheckpointMeta, TaskMeta};
 use weir_control::protocol::CheckpointAck;
-use weir_types::deployment::{CheckpointConfig, JobCode, JobDeployment, JobStatus, RestoreFrom, SinkFiles, TaskEnd, TaskOutcome, TaskStats};
-use weir_types::graph::{ExecutionGraph, Vertex};
-use weir_types::plan::{JobPlan, Node, NodeKind, SourceKind};
+use weir_types::deployment::{CheckpointConfig, JobDeployment, JobStatus, RestoreFrom, SinkFiles, TaskEnd, TaskOutcome, TaskStats};
 
 use super::*;
 use crate::restart::RestartStrategy;
 
-/// One generator vertex of parallelism 2, checkpointed every 100 ms.
+/// One generator vertex of parallelism 2, checkpointed every 100 ms, not yet placed.
 fn deployment() -> JobDeployment {
-    let node =
-        Node { uid: "src".into(), name: "src".into(), kind: NodeKind::Source(SourceKind::Generator { start: 0, count: 1 }), parallelism: None };
     JobDeployment {
-        job: "j".into(),
-        plan: JobPlan { name: "j".into(), nodes: vec![node], edges: vec![], max_parallelism: None },
-        graph: ExecutionGraph { vertices: vec![Vertex { nodes: vec![0], parallelism: 2, inputs: vec![], outputs: vec![], name: "src".into() }] },
-        args: vec![],
-        code: JobCode { components: vec![], operators: vec![] },
         placement: vec![],
-        taskmanagers: vec![],
         sink_files: SinkFiles::PartPerSubtask,
-        attempt: 0,
         checkpoints: Some(CheckpointConfig { dir: "/ck".into(), interval_ms: 100, retain: 3 }),
-        restore: None,
+        ..crate::coordinator::tests::deployment()
     }
 }
 
