@@ -250,7 +250,16 @@ impl Shared {
         let job = j.id().to_string();
         match command {
             Command::FindRestore => {
-                let Some(store) = j.store.clone() else { return Some(Event::Restorable(Ok(None))) };
+                // Storage that could not be opened when the job was loaded is tried
+                // again: taking it for "no checkpoint" would replay committed output.
+                let store = match (&j.store, &j.driver.deployment().checkpoints) {
+                    (Some(store), _) => store.clone(),
+                    (None, None) => return Some(Event::Restorable(Ok(None))),
+                    (None, Some(c)) => match checkpoint_store(c, &job) {
+                        Ok(store) => j.store.insert(store).clone(),
+                        Err(e) => return Some(Event::Restorable(Err(e.to_string()))),
+                    },
+                };
                 let shared = self.clone();
                 tokio::spawn(async move {
                     // Reads and verifies files: off the lock.

@@ -379,7 +379,6 @@ mod tests {
         assert!(matches!(zombie_commits.commit(2), Err(TaskError::Superseded(_))), "commit of a checkpoint of a superseded attempt");
         assert!(matches!(zombie.barrier(3), Err(TaskError::Superseded(_))), "a new pending file");
         assert!(matches!(zombie.finish(), Err(TaskError::Superseded(_))), "the commit at the input's end");
-        // Checkpoint 1 was committed by the restore: committing it again is a no-op.
         let visible = names(dir.path());
         assert_eq!(visible, vec![".pending-j.1", "part-0-1-a0"], "nothing of the zombie became visible");
 
