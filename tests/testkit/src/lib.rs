@@ -1,0 +1,1 @@
+//! Test support (placeholder: filled in by the move from tests/support.rs).
