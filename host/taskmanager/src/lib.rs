@@ -18,6 +18,8 @@
 //!   channels (`channel`, re-exported there) are bounded, so a slow consumer blocks
 //!   its producers; every wait on them polls the job's [`Cancel`] flag.
 //! - [`alignment`]: which inputs a checkpoint barrier holds back, and when it is aligned.
+//! - [`watermark`]: a subtask's event-time watermark from its splits' or inputs'
+//!   watermarks and idleness (pure).
 //! - [`dataplane`]: the same channels between TaskManagers, one QUIC stream each,
 //!   backpressured by QUIC flow control.
 //! - [`service`]: the `weir taskmanager` process's side of the control plane:
@@ -47,6 +49,7 @@ pub mod service;
 pub mod sink;
 pub mod source;
 pub mod task;
+pub mod watermark;
 pub mod wiring;
 pub mod worker;
 
