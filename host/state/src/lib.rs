@@ -13,6 +13,10 @@
 //! - Map state ([`TaskState::map_get`] and friends) goes straight to fjall: it is the
 //!   flexible path behind the guest's `keyed-state` imports, not the hot one.
 //!
+//! - [`Timers`]: one keyed operator's event-time and processing-time timers, stored
+//!   under their keys' key groups (so checkpoints, restores and rescales carry them
+//!   like any state) and mirrored in order in memory for firing.
+//!
 //! - [`Capture`]: a subtask's state at a checkpoint barrier: a fjall snapshot (cheap,
 //!   read later off the hot path) plus the keys written since the previous capture,
 //!   so a checkpoint can hold everything ([`Capture::full`]) or only what changed
@@ -24,6 +28,8 @@
 
 mod cache;
 mod store;
+mod timers;
 
 pub use cache::ValueCache;
 pub use store::{Capture, MapEntries, StateError, StateStore, TaskState};
+pub use timers::{Fired, TimeDomain, Timers};
