@@ -56,7 +56,7 @@ async function load(name) {
     writeFileSync(stamp, "");
   }
   const mod = await import(pathToFileURL(join(dir, `${name}.js`)).href);
-  const opExport = mod.operator ?? mod["weir:dataflow/operator@0.1.0"];
+  const opExport = mod.operator ?? mod["weir:dataflow/operator@0.2.0"];
   if (!opExport) throw new Error(`${name}: no operator export (exports: ${Object.keys(mod)})`);
   return opExport;
 }

@@ -19,7 +19,7 @@
 //
 // Batch layouts: see wit/dataflow.wit (`operator.process`); all little-endian.
 
-import { log as hostLog } from "weir:dataflow/log@0.1.0";
+import { log as hostLog } from "weir:dataflow/log@0.2.0";
 
 export let args = {};
 export let task = null;

@@ -89,7 +89,7 @@ impl Graph {
                 NodeKind::KeySelector(_) => return Err(format!("internal: key selector {:?} not placed", node.uid)),
             };
             new_index[old] = Some(u32::try_from(nodes.len()).map_err(|_| "too many nodes".to_string())?);
-            nodes.push(wit::Node { uid: node.uid, name: node.name, kind, parallelism: node.parallelism });
+            nodes.push(wit::Node { uid: node.uid, name: node.name, kind, parallelism: node.parallelism, watermarks: None });
             registry.push(op);
         }
         let mut edges = Vec::with_capacity(self.edges.len());

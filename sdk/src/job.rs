@@ -88,7 +88,7 @@ impl Job {
 
     /// The numbers `start .. start + count`, spread over the source's subtasks.
     pub fn generator(&mut self, uid: &str, start: u64, count: u64) -> Stream<(), u64> {
-        self.source(uid, SourceKind::Generator(GeneratorSource { start, count }))
+        self.source(uid, SourceKind::Generator(GeneratorSource { start, count, records_per_ms: None }))
     }
 
     fn source<V: Data>(&mut self, uid: &str, kind: SourceKind) -> Stream<(), V> {

@@ -78,6 +78,7 @@ mod job;
 mod keyed;
 mod ops;
 mod runtime;
+mod timers;
 mod text;
 
 /// Generated WIT bindings. Not part of the API; `export_job!` refers to it.

@@ -47,7 +47,7 @@ fn a_core_module_instead_of_a_component() {
 
 #[test]
 fn a_component_of_another_wit_version() {
-    assert_mentions(&run_failing(&example("wrong_world"), &[]), &["does not implement weir:dataflow/job-component@0.1.0", "@0.2.0"]);
+    assert_mentions(&run_failing(&example("wrong_world"), &[]), &["does not implement weir:dataflow/job-component@0.2.0", "@0.1.0"]);
 }
 
 #[test]

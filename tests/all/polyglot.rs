@@ -198,14 +198,14 @@ fn manifests_are_checked_at_submission() {
         )
     };
     // A component of another WIT version is not an operator component.
-    refused(&write("old.toml", &job(&example("wrong_world"))), &["component", "does not implement weir:dataflow/operator-component@0.1.0", "@0.2.0"]);
+    refused(&write("old.toml", &job(&example("wrong_world"))), &["component", "does not implement weir:dataflow/operator-component@0.2.0", "@0.1.0"]);
     refused(&write("missing.toml", &job(&dir.path().join("nope.wasm"))), &["nope.wasm"]);
     refused(&write("syntax.toml", "name = \"x\"\n[[node]]\nuid = \"a\"\nsorce = \"generator\"\n"), &["unknown field `sorce`"]);
     refused(&write("graph.toml", &job(&built.join("count.wasm")).replace("uid = \"out\"", "uid = \"op\"")), &["two nodes have the uid \"op\""]);
     // An operator-only component cannot run without a manifest, and says so.
     let o = run_weir([OsStr::new("run"), built.join("enrich.wasm").as_os_str()]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("does not export weir:dataflow/job@0.1.0 (an operator-only component runs from a job manifest)"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("does not export weir:dataflow/job@0.2.0 (an operator-only component runs from a job manifest)"), "{}", stderr(&o));
     // An operator id the component does not have fails the job, naming the operator.
     let text = job(&built.join("enrich.wasm")).replace("uid = \"op\"", "uid = \"op\"\noperator = 5");
     let o = run_weir([OsStr::new("run"), write("op.toml", &text).as_os_str()]);

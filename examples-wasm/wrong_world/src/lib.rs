@@ -1,5 +1,5 @@
 //! Fixture: a component built against its own copy of the WIT with the package version
-//! bumped to `weir:dataflow@0.2.0`, so the host must refuse it as the wrong world. It
+//! left at the older `weir:dataflow@0.1.0`, so the host must refuse it as the wrong world. It
 //! uses wit-bindgen directly and implements the exports trivially.
 
 wit_bindgen::generate!({

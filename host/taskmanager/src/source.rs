@@ -37,18 +37,20 @@ pub fn push_varint(out: &mut Vec<u8>, mut v: u64) {
 pub struct Generator {
     /// Current split (next, end, step) first.
     splits: VecDeque<(u64, u64, u64)>,
+    /// Event time: number `n` has timestamp `n / records_per_ms` (0 without).
+    records_per_ms: Option<u64>,
     scratch: Vec<u8>,
 }
 
 impl Generator {
     /// Subtask `subtask` of `parallelism` of the numbers `start..start+count`.
-    pub fn new(start: u64, count: u64, subtask: u32, parallelism: u32) -> Self {
+    pub fn new(start: u64, count: u64, subtask: u32, parallelism: u32, records_per_ms: Option<u64>) -> Self {
         let split = (start.saturating_add(u64::from(subtask)), start.saturating_add(count), u64::from(parallelism.max(1)));
-        Self { splits: VecDeque::from([split]), scratch: Vec::with_capacity(10) }
+        Self { splits: VecDeque::from([split]), records_per_ms: records_per_ms.filter(|&r| r > 0), scratch: Vec::with_capacity(10) }
     }
 
     /// A generator resuming the given splits (other kinds are refused).
-    pub fn resume(splits: &[Split]) -> Result<Self, SourceError> {
+    pub fn resume(splits: &[Split], records_per_ms: Option<u64>) -> Result<Self, SourceError> {
         let splits = splits
             .iter()
             .map(|s| match *s {
@@ -56,7 +58,7 @@ impl Generator {
                 _ => Err(SourceError::Resume { reader: "generator", split: s.clone() }),
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self { splits, scratch: Vec::with_capacity(10) })
+        Ok(Self { splits, records_per_ms: records_per_ms.filter(|&r| r > 0), scratch: Vec::with_capacity(10) })
     }
 }
 
@@ -71,7 +73,8 @@ impl Source for Generator {
             n += 1;
             self.scratch.clear();
             push_varint(&mut self.scratch, *next);
-            push_record(out, 0, &[], &self.scratch);
+            let ts = self.records_per_ms.map_or(0, |r| i64::try_from(*next / r).unwrap_or(i64::MAX));
+            push_record(out, ts, &[], &self.scratch);
             *next = next.saturating_add(*step);
         }
         Ok(Some(n))
@@ -257,12 +260,12 @@ mod tests {
         assert_eq!(lines, text.lines().map(str::to_string).collect::<Vec<_>>());
 
         // Two subtasks' positions merged into one subtask (a restore at lower parallelism).
-        let (mut a, mut b) = (Generator::new(0, 100_000, 0, 2), Generator::new(0, 100_000, 1, 2));
+        let (mut a, mut b) = (Generator::new(0, 100_000, 0, 2, None), Generator::new(0, 100_000, 1, 2, None));
         let mut buf = Vec::new();
         a.next_batch(&mut buf)?;
         b.next_batch(&mut buf)?;
         let merged: Vec<Split> = a.splits().into_iter().chain(b.splits()).collect();
-        let rest = drain_with_restarts(Box::new(Generator::resume(&merged)?), |sp| Ok(Box::new(Generator::resume(sp)?)))?;
+        let rest = drain_with_restarts(Box::new(Generator::resume(&merged, None)?), |sp| Ok(Box::new(Generator::resume(sp, None)?)))?;
         buf.extend_from_slice(&rest);
         let mut seen: Vec<u64> = records(&buf).map(|r| postcard::from_bytes::<u64>(r.expect("valid").value).expect("varint")).collect();
         seen.sort_unstable();
@@ -275,10 +278,15 @@ mod tests {
         for p in 1..=4 {
             let mut seen = Vec::new();
             for s in 0..p {
-                let mut g = Generator::new(10, 5000, s, p);
+                let mut g = Generator::new(10, 5000, s, p, Some(1000));
                 let mut buf = Vec::new();
                 while g.next_batch(&mut buf)?.is_some() {}
-                seen.extend(records(&buf).map(|r| postcard::from_bytes::<u64>(r.expect("valid").value).expect("varint")));
+                for r in records(&buf) {
+                    let r = r.expect("valid");
+                    let n = postcard::from_bytes::<u64>(r.value).expect("varint");
+                    assert_eq!(r.ts, (n / 1000) as i64, "1000 records per ms");
+                    seen.push(n);
+                }
             }
             seen.sort_unstable();
             assert_eq!(seen, (10..5010).collect::<Vec<u64>>());

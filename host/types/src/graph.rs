@@ -90,7 +90,7 @@ mod tests {
     use crate::plan::{Edge, Node, SinkKind, SourceKind};
 
     fn node(uid: &str, kind: NodeKind, parallelism: Option<u32>) -> Node {
-        Node { uid: uid.into(), name: uid.into(), kind, parallelism }
+        Node { uid: uid.into(), name: uid.into(), kind, parallelism, watermarks: None }
     }
 
     #[test]
@@ -99,7 +99,7 @@ mod tests {
         let plan = JobPlan {
             name: "j".into(),
             nodes: vec![
-                node("src", NodeKind::Source(SourceKind::Generator { start: 0, count: 10 }), None),
+                node("src", NodeKind::Source(SourceKind::Generator { start: 0, count: 10, records_per_ms: None }), None),
                 node("map", op.clone(), None),
                 node("keyed", NodeKind::Operator { keyed: true }, None),
                 node("fmt", op.clone(), None),
@@ -131,7 +131,7 @@ mod tests {
         let plan = JobPlan {
             name: "j".into(),
             nodes: vec![
-                node("src", NodeKind::Source(SourceKind::Generator { start: 0, count: 10 }), None),
+                node("src", NodeKind::Source(SourceKind::Generator { start: 0, count: 10, records_per_ms: None }), None),
                 node("a", op.clone(), None),
                 node("b", op, None),
             ],

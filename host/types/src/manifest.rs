@@ -37,7 +37,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::deployment::OperatorCode;
-use crate::plan::{Edge, JobPlan, Node, NodeKind, Partitioning, SinkKind, SourceKind};
+use crate::plan::{Edge, JobPlan, Node, NodeKind, Partitioning, SinkKind, SourceKind, WatermarkStrategy};
 
 /// Why a manifest was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -91,6 +91,13 @@ pub struct ManifestNode {
     pub start: Option<u64>,
     /// How many numbers a `generator` source emits.
     pub count: Option<u64>,
+    /// Event time of a `generator` source: number `n` has timestamp `n / this` (ms).
+    pub records_per_ms: Option<u64>,
+    /// Event time: generate watermarks from this node's output, trailing the newest
+    /// timestamp by this many ms (bounded out-of-orderness).
+    pub out_of_orderness_ms: Option<u64>,
+    /// With `out-of-orderness-ms`: silent this long (ms), a subtask goes idle.
+    pub idle_timeout_ms: Option<u64>,
     /// Arguments for this operator's `open`, over the job's arguments.
     #[serde(default)]
     pub args: BTreeMap<String, String>,
@@ -179,7 +186,13 @@ impl Manifest {
                 (None, None) => return Err(bad("it has no node before it to read from".into())),
             };
             plan.edges.extend(inputs.into_iter().map(|source| Edge { source, target: i as u32, partitioning }));
-            plan.nodes.push(Node { uid: n.uid.clone(), name: n.name.clone().unwrap_or_else(|| n.uid.clone()), kind, parallelism: n.parallelism });
+            let watermarks = match (n.out_of_orderness_ms, n.idle_timeout_ms) {
+                (Some(out_of_orderness_ms), idle_timeout_ms) => Some(WatermarkStrategy { out_of_orderness_ms, idle_timeout_ms }),
+                (None, Some(_)) => return Err(bad("`idle-timeout-ms` needs `out-of-orderness-ms`".into())),
+                (None, None) => None,
+            };
+            let name = n.name.clone().unwrap_or_else(|| n.uid.clone());
+            plan.nodes.push(Node { uid: n.uid.clone(), name, kind, parallelism: n.parallelism, watermarks });
             operators.push(code);
         }
         Ok(Lowered { plan, components, operators })
@@ -188,13 +201,13 @@ impl Manifest {
 
 fn source_kind(n: &ManifestNode, source: &str) -> Result<SourceKind, String> {
     match source {
-        "file-lines" if n.start.is_none() && n.count.is_none() => Ok(SourceKind::FileLines(n.path.clone())),
-        "text-lines" if n.start.is_none() && n.count.is_none() => Ok(SourceKind::TextLines(n.path.clone())),
+        "file-lines" if n.start.is_none() && n.count.is_none() && n.records_per_ms.is_none() => Ok(SourceKind::FileLines(n.path.clone())),
+        "text-lines" if n.start.is_none() && n.count.is_none() && n.records_per_ms.is_none() => Ok(SourceKind::TextLines(n.path.clone())),
         "generator" if n.path.is_none() => {
             let count = n.count.ok_or("a generator needs `count`")?;
-            Ok(SourceKind::Generator { start: n.start.unwrap_or(0), count })
+            Ok(SourceKind::Generator { start: n.start.unwrap_or(0), count, records_per_ms: n.records_per_ms })
         }
-        "file-lines" | "text-lines" => Err("`start` and `count` belong to generators".into()),
+        "file-lines" | "text-lines" => Err("`start`, `count` and `records-per-ms` belong to generators".into()),
         "generator" => Err("`path` belongs to file sources and sinks".into()),
         other => Err(format!("unknown source {other:?} (file-lines, text-lines, generator)")),
     }

@@ -44,6 +44,8 @@ pub enum SourceKind {
         start: u64,
         /// How many.
         count: u64,
+        /// Event time: number `n` has timestamp `n / records_per_ms`; `None`: 0.
+        records_per_ms: Option<u64>,
     },
 }
 
@@ -83,6 +85,19 @@ pub struct Node {
     pub kind: NodeKind,
     /// Explicit parallelism, or the job default.
     pub parallelism: Option<u32>,
+    /// Generate watermarks from this node's output (instead of passing on its
+    /// inputs' watermarks).
+    pub watermarks: Option<WatermarkStrategy>,
+}
+
+/// Flink's bounded out-of-orderness watermark strategy, with idleness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatermarkStrategy {
+    /// How far (ms) a record may lag the newest timestamp and still be on time.
+    pub out_of_orderness_ms: u64,
+    /// Silent this long (ms of processing time), a subtask stops holding the
+    /// watermark back downstream.
+    pub idle_timeout_ms: Option<u64>,
 }
 
 /// A directed edge by node index.
@@ -220,6 +235,7 @@ impl JobPlan {
             match &n.kind {
                 NodeKind::Source(_) if !ins.is_empty() => return Err(bad("a source cannot have inputs")),
                 NodeKind::Sink(_) if outs != 0 => return Err(bad("a sink cannot have outputs")),
+                NodeKind::Sink(_) if n.watermarks.is_some() => return Err(bad("a sink emits nothing to generate watermarks from")),
                 NodeKind::Operator { .. } | NodeKind::Sink(_) if ins.is_empty() => {
                     return Err(bad("it has no input"));
                 }
@@ -303,7 +319,7 @@ impl JobPlan {
             let kind = match &n.kind {
                 NodeKind::Source(SourceKind::FileLines(p)) => format!("source file-lines {}", p.as_deref().unwrap_or("<--input>")),
                 NodeKind::Source(SourceKind::TextLines(p)) => format!("source text-lines {}", p.as_deref().unwrap_or("<--input>")),
-                NodeKind::Source(SourceKind::Generator { start, count }) => format!("source generator {start}..{}", start.saturating_add(*count)),
+                NodeKind::Source(SourceKind::Generator { start, count, .. }) => format!("source generator {start}..{}", start.saturating_add(*count)),
                 NodeKind::Operator { keyed: true } => "operator (keyed)".into(),
                 NodeKind::Operator { keyed: false } => "operator".into(),
                 NodeKind::Sink(SinkKind::Stdout) => "sink stdout".into(),
@@ -332,7 +348,7 @@ mod tests {
     use super::*;
 
     fn node(uid: &str, kind: NodeKind) -> Node {
-        Node { uid: uid.into(), name: uid.into(), kind, parallelism: None }
+        Node { uid: uid.into(), name: uid.into(), kind, parallelism: None, watermarks: None }
     }
 
     fn wordcount() -> JobPlan {

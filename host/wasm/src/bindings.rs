@@ -9,6 +9,7 @@ wasmtime::component::bindgen!({
 pub use exports::weir::dataflow::job as job_exports;
 pub use exports::weir::dataflow::operator as operator_exports;
 pub use exports::weir::dataflow::operator::{OperatorError, TaskInfo as WitTaskInfo};
+pub use exports::weir::dataflow::timers as timers_exports;
 pub use weir::dataflow::keyed_state::StateError;
 pub use weir::dataflow::log::Level;
 pub use weir::dataflow::plan_types as wit_plan;
@@ -42,13 +43,14 @@ impl From<wit_plan::Node> for plan::Node {
         let kind = match n.kind {
             wit_plan::NodeKind::Source(wit_plan::SourceKind::FileLines(p)) => plan::NodeKind::Source(plan::SourceKind::FileLines(p)),
             wit_plan::NodeKind::Source(wit_plan::SourceKind::Generator(g)) => {
-                plan::NodeKind::Source(plan::SourceKind::Generator { start: g.start, count: g.count })
+                plan::NodeKind::Source(plan::SourceKind::Generator { start: g.start, count: g.count, records_per_ms: g.records_per_ms })
             }
             wit_plan::NodeKind::Operator(o) => plan::NodeKind::Operator { keyed: o.keyed },
             wit_plan::NodeKind::Sink(wit_plan::SinkKind::Stdout) => plan::NodeKind::Sink(plan::SinkKind::Stdout),
             wit_plan::NodeKind::Sink(wit_plan::SinkKind::File(p)) => plan::NodeKind::Sink(plan::SinkKind::File(p)),
             wit_plan::NodeKind::Sink(wit_plan::SinkKind::Discard) => plan::NodeKind::Sink(plan::SinkKind::Discard),
         };
-        plan::Node { uid: n.uid, name: n.name, kind, parallelism: n.parallelism }
+        let watermarks = n.watermarks.map(|w| plan::WatermarkStrategy { out_of_orderness_ms: w.out_of_orderness_ms, idle_timeout_ms: w.idle_timeout_ms });
+        plan::Node { uid: n.uid, name: n.name, kind, parallelism: n.parallelism, watermarks }
     }
 }

@@ -4,7 +4,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::bindings::{self, Level, OperatorError, StateError, job_exports, operator_exports};
+use crate::bindings::{self, Level, OperatorError, StateError, job_exports, operator_exports, timers_exports};
 use crate::error::{LoadError, OperatorFailure, TrapKind};
 use crate::runtime::{JobComponent, Runtime, one_line};
 use weir_types::plan::JobPlan;
@@ -71,6 +71,25 @@ pub(crate) struct HostState {
     current_op: Option<u32>,
     last_error_log: Option<String>,
     state: Option<Box<dyn KeyedStateAccess>>,
+    /// What the `clock` imports answer: set by the subtask before each call, so the
+    /// guest sees the watermark of the batch it processes and the subtask's clock
+    /// (which tests can drive).
+    time: Time,
+}
+
+/// The times an operator call sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Time {
+    /// The subtask's input watermark.
+    pub watermark: i64,
+    /// Processing time, ms since the Unix epoch.
+    pub processing: i64,
+}
+
+impl Default for Time {
+    fn default() -> Self {
+        Self { watermark: i64::MIN, processing: 0 }
+    }
 }
 
 struct MemoryLimiter {
@@ -137,6 +156,15 @@ impl HostState {
 
 impl bindings::weir::dataflow::plan_types::Host for HostState {}
 
+impl bindings::weir::dataflow::clock::Host for HostState {
+    fn current_watermark(&mut self) -> i64 {
+        self.time.watermark
+    }
+    fn current_processing_time(&mut self) -> i64 {
+        self.time.processing
+    }
+}
+
 impl bindings::weir::dataflow::keyed_state::Host for HostState {
     fn map_get(&mut self, name: String, key: Vec<u8>, field: Vec<u8>) -> Result<Option<Vec<u8>>, StateError> {
         self.with_state(|s, op| s.map_get(op, &name, &key, &field))
@@ -159,6 +187,7 @@ impl bindings::weir::dataflow::keyed_state::Host for HostState {
 struct Exports {
     operator: operator_exports::Guest,
     job: Option<job_exports::Guest>,
+    timers: Option<timers_exports::Guest>,
 }
 
 /// One instance of a component, owned by one subtask (not shared between threads).
@@ -181,6 +210,7 @@ impl Instance {
             current_op: None,
             last_error_log: None,
             state: None,
+            time: Time::default(),
         };
         let mut store = Store::new(runtime.engine(), host);
         store.limiter(|s| &mut s.limiter);
@@ -189,7 +219,8 @@ impl Instance {
         let instance = component.pre.instantiate(&mut store).map_err(failed)?;
         let operator = component.operator.load(&mut store, &instance).map_err(failed)?;
         let job = component.job.as_ref().map(|j| j.load(&mut store, &instance)).transpose().map_err(failed)?;
-        Ok(Self { store, exports: Exports { operator, job }, fuel_per_call: limits.fuel_per_call, poisoned: false })
+        let timers = component.timers.as_ref().map(|t| t.load(&mut store, &instance)).transpose().map_err(failed)?;
+        Ok(Self { store, exports: Exports { operator, job, timers }, fuel_per_call: limits.fuel_per_call, poisoned: false })
     }
 
     /// Gives the instance access to the task's keyed state.
@@ -220,6 +251,22 @@ impl Instance {
         let fuel = self.fuel_per_call;
         let r = self.guarded(fuel, Some(op.state), |e, store| e.operator.call_process(store, op.guest, batch))?;
         r.map_err(reported)
+    }
+
+    /// Calls `on-timer` for keyed operator `op.guest` with its due timers (a batch
+    /// laid out as `timers.on-timer` says) and returns the raw output.
+    pub fn on_timer(&mut self, op: OpRef, batch: &[u8]) -> Result<Vec<u8>, OperatorFailure> {
+        let fuel = self.fuel_per_call;
+        let r = self.guarded(fuel, Some(op.state), |e, store| match &e.timers {
+            Some(t) => t.call_on_timer(store, op.guest, batch),
+            None => Ok(Err(OperatorError::Failed("it set timers but does not export weir:dataflow/timers (on-timer)".into()))),
+        })?;
+        r.map_err(reported)
+    }
+
+    /// What the guest's `clock` imports answer from now on.
+    pub fn set_time(&mut self, time: Time) {
+        self.store.data_mut().time = time;
     }
 
     /// Calls `close` for operator `op.guest`.

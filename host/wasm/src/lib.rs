@@ -22,5 +22,5 @@ mod instance;
 mod runtime;
 
 pub use error::{LoadError, OperatorFailure, TrapKind};
-pub use instance::{Instance, KeyedStateAccess, MapEntries, OpRef, StateAccessError, TaskInfo};
+pub use instance::{Instance, KeyedStateAccess, MapEntries, OpRef, StateAccessError, TaskInfo, Time};
 pub use runtime::{JobComponent, Limits, Runtime, WIT_VERSION, World, read_component};

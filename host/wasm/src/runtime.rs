@@ -9,12 +9,12 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, InstancePre, Linker, types::ComponentItem};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::bindings::{JobComponent as JobWorld, job_exports, operator_exports};
+use crate::bindings::{JobComponent as JobWorld, job_exports, operator_exports, timers_exports};
 use crate::error::LoadError;
 use crate::instance::HostState;
 
 /// The version of the `weir:dataflow` WIT package this host implements.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.2.0";
 
 /// Resource limits of the sandbox.
 #[derive(Debug, Clone)]
@@ -78,6 +78,8 @@ pub struct JobComponent {
     pub(crate) operator: operator_exports::GuestIndices,
     /// Set when the component also exports `job` (its plan).
     pub(crate) job: Option<job_exports::GuestIndices>,
+    /// Set when the component exports `timers` (its keyed operators set timers).
+    pub(crate) timers: Option<timers_exports::GuestIndices>,
     /// Hex SHA-256 of the component bytes.
     pub hash: String,
     /// Size of the component file.
@@ -90,6 +92,11 @@ impl JobComponent {
     /// since guest SDKs rebuild their operators there.
     pub fn has_plan(&self) -> bool {
         self.job.is_some()
+    }
+
+    /// True if the component exports `on-timer`, so its keyed operators may set timers.
+    pub fn has_timers(&self) -> bool {
+        self.timers.is_some()
     }
 
     fn implements(&self, world: World) -> Result<(), LoadError> {
@@ -217,12 +224,13 @@ impl Runtime {
     /// Checks a compiled component's world and remembers it.
     fn admit(&self, component: Component, hash: String, size: u64, world: World) -> Result<JobComponent, LoadError> {
         let wrong = |detail: String| LoadError::WrongWorld { world: world.name(), expected: WIT_VERSION, detail };
-        let has_plan = check_world(&self.inner.engine, &component).map_err(|Mismatch(m)| wrong(m))?;
+        let optional = check_world(&self.inner.engine, &component).map_err(|Mismatch(m)| wrong(m))?;
         let wrong = |e: wasmtime::Error| wrong(one_line(&e));
         let pre = self.inner.linker.instantiate_pre(&component).map_err(wrong)?;
         let operator = operator_exports::GuestIndices::new(&pre).map_err(wrong)?;
-        let job = if has_plan { Some(job_exports::GuestIndices::new(&pre).map_err(wrong)?) } else { None };
-        let job = JobComponent { pre, operator, job, hash: hash.clone(), size };
+        let job = if optional.job { Some(job_exports::GuestIndices::new(&pre).map_err(wrong)?) } else { None };
+        let timers = if optional.timers { Some(timers_exports::GuestIndices::new(&pre).map_err(wrong)?) } else { None };
+        let job = JobComponent { pre, operator, job, timers, hash: hash.clone(), size };
         self.lock_compiled().insert(hash, job.clone());
         Ok(job)
     }
@@ -269,21 +277,28 @@ pub fn read_component(path: &Path, limit: u64) -> Result<Vec<u8>, LoadError> {
     std::fs::read(path).map_err(io)
 }
 
+/// Which optional interfaces a component exports.
+struct Optional {
+    /// `job`: the plan.
+    job: bool,
+    /// `timers`: `on-timer`.
+    timers: bool,
+}
+
 /// Names the first export or import that does not match this host's world, with the
 /// version the component was built for when it is another version of our package.
-/// True if the component also exports `job`.
-fn check_world(engine: &Engine, component: &Component) -> Result<bool, Mismatch> {
+fn check_world(engine: &Engine, component: &Component) -> Result<Optional, Mismatch> {
     let ty = component.component_type();
     let wrong = |detail: String| Mismatch(detail);
-    for iface in ["operator", "job"] {
+    for iface in ["operator", "job", "timers"] {
         let want = format!("weir:dataflow/{iface}@{WIT_VERSION}");
         if ty.get_export(engine, &want).is_some() {
             continue;
         }
         let other = ty.exports(engine).map(|(name, _)| name.to_string()).find(|name| name.starts_with(&format!("weir:dataflow/{iface}@")));
         match (iface, other) {
-            // No plan at all: an operator-only component.
-            ("job", None) => {}
+            // No plan at all: an operator-only component; no timers: none set.
+            ("job" | "timers", None) => {}
             (_, Some(name)) => return Err(wrong(format!("it exports {name}, built against another version of the Weir WIT"))),
             (_, None) => return Err(wrong(format!("it does not export {want}"))),
         }
@@ -294,7 +309,8 @@ fn check_world(engine: &Engine, component: &Component) -> Result<bool, Mismatch>
             return Err(wrong(format!("it imports {name}, built against another version of the Weir WIT")));
         }
     }
-    Ok(ty.get_export(engine, &format!("weir:dataflow/job@{WIT_VERSION}")).is_some())
+    let exports = |iface: &str| ty.get_export(engine, &format!("weir:dataflow/{iface}@{WIT_VERSION}")).is_some();
+    Ok(Optional { job: exports("job"), timers: exports("timers") })
 }
 
 /// What `check_world` found wrong; the caller names the world it wanted.

@@ -4,7 +4,7 @@
 //
 //   node --test sdk/js/test/
 //
-// weir.js imports the host's log as `weir:dataflow/log@0.1.0`, which only exists inside
+// weir.js imports the host's log as `weir:dataflow/log@0.2.0`, which only exists inside
 // a component; a resolve hook maps it to a stub so the module loads under node.
 
 import assert from "node:assert/strict";
