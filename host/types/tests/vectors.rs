@@ -2,9 +2,8 @@
 //!
 //! Every SDK's tests decode and encode these files, so they are the one place where the
 //! layouts of `operator.process` are pinned down byte for byte. This test makes them:
-//! each vector below is encoded with `weir_types::batch`'s writers (input layouts) or
-//! with its record writer plus the state-update tags (output layouts: the host only
-//! reads those), then parsed back with the host's readers. With `WEIR_BLESS=1` it
+//! each vector below is encoded with `weir_types::batch`'s writers (the layout crate
+//! `weir-batch`, which the Rust SDKs write with too), then parsed back with its readers. With `WEIR_BLESS=1` it
 //! rewrites `NAME.hex` and `NAME.txt`; otherwise it fails if a file differs from what
 //! the host writes now, so a layout change in the host cannot go unnoticed by the SDKs.
 //!
@@ -18,12 +17,6 @@ use std::fs;
 
 use reader::{Key, KeyedRecord, Layout, Record, Update, Vector, hex, hex_field};
 use weir_types::batch::{self, StateUpdate};
-
-/// Output state-update tags (`operator.process` in wit/dataflow.wit). The host has no
-/// writer for them, only `batch::parse_output`, which checks these files below.
-const TAG_UNCHANGED: u8 = 0;
-const TAG_SET: u8 = 1;
-const TAG_CLEARED: u8 = 2;
 
 /// Timestamps at the edges: i64's ends, and 2^53 + 1, the first integer a JavaScript
 /// number cannot hold (an SDK that reads ts as a double rounds it).
@@ -221,18 +214,16 @@ fn encode(v: &Vector) -> Annotated {
                 write_record(&mut records, &format!("record {i}"), r);
             }
             let len = len32(&records.bytes);
-            a.write(&format!("records-len {len}"), &[4], |b| b.extend_from_slice(&len.to_le_bytes()));
+            a.write(&format!("records-len {len}"), &[4], |b| batch::push_u32(b, len));
             a.bytes.extend_from_slice(&records.bytes);
             a.text.push_str(&records.text);
             for (i, u) in v.updates.iter().enumerate() {
-                match u {
-                    Update::Unchanged => a.write(&format!("state {i}: unchanged"), &[1], |b| b.push(TAG_UNCHANGED)),
-                    Update::Cleared => a.write(&format!("state {i}: cleared"), &[1], |b| b.push(TAG_CLEARED)),
-                    Update::Set(s) => a.write(&format!("state {i}: set to {}", show(s)), &[1, 4, s.len()], |b| {
-                        b.push(TAG_SET);
-                        batch::push_len_prefixed(b, s);
-                    }),
-                }
+                let (note, fields, update) = match u {
+                    Update::Unchanged => (format!("state {i}: unchanged"), vec![1], StateUpdate::Unchanged),
+                    Update::Cleared => (format!("state {i}: cleared"), vec![1], StateUpdate::Cleared),
+                    Update::Set(s) => (format!("state {i}: set to {}", show(s)), vec![1, 4, s.len()], StateUpdate::Set(s)),
+                };
+                a.write(&note, &fields, |b| batch::push_state_update(b, update));
             }
         }
     }
@@ -285,7 +276,7 @@ fn check_host_reads(v: &Vector) {
         Layout::Keyed => {
             let k = batch::parse_keyed_input(&v.bytes).expect("host reads the keyed batch");
             let keys: Vec<Key> = k.keys.iter().map(|(k, s)| key(k, *s)).collect();
-            let records: Vec<KeyedRecord> = k.records.iter().map(|&(i, ts, value)| krec(i, ts, value)).collect();
+            let records: Vec<KeyedRecord> = k.records.iter().map(|r| krec(r.key_index, r.ts, r.value)).collect();
             assert_eq!((keys, records), (v.keys.clone(), v.keyed_records.clone()));
         }
         Layout::Output | Layout::KeyedOutput => {

@@ -1,0 +1,112 @@
+//! # weir-batch: the flat record-batch layout of `operator.process`
+//!
+//! A batch crosses the Wasm boundary (and the network between TaskManagers) as one byte
+//! buffer. Its layout is specified on `operator.process` in `wit/dataflow.wit`; this
+//! crate is its one Rust implementation, used by the host (`weir_types::batch` re-exports
+//! it) and by both Rust guest SDKs (`weir-sdk`, `weir-sdk-operator`). The vectors in
+//! `sdk/vectors` pin it down byte for byte for every guest language.
+//!
+//! All integers are little-endian.
+//!
+//! ```text
+//! record       ts: i64 | key-len: u32 | key | value-len: u32 | value
+//! plain input  record*                                      (filling the buffer)
+//! keyed input  key-count: u32 | (key-len: u32 | key | state-len: u32 | state)*
+//!              record-count: u32 | (key-index: u32 | ts: i64 | value-len: u32 | value)*
+//!              (state-len NO_STATE: the key has no state, not the same as empty)
+//! output       records-len: u32 | record*                   (records-len bytes)
+//!              keyed operators then add one state update per input key, in key order:
+//!              STATE_UNCHANGED | STATE_SET, len: u32, state | STATE_CLEARED   (u8 tags)
+//! ```
+//!
+//! - Reading: [`Reader`] walks a buffer in place and hands out slices of it, checking
+//!   every length against what is left (batches come from guests and peers, neither
+//!   trusted): [`Reader::record`], [`Reader::key_entry`], [`Reader::keyed_record`],
+//!   [`Reader::state_update`]. [`records`], [`validate`], [`parse_keyed_input`] and
+//!   [`parse_output`] read whole batches with it.
+//! - Writing: the `push_*` functions append fields and records to a [`WriteBuf`]:
+//!   `Vec<u8>` (the host, `weir-sdk-operator`) or the job SDK's pre-zeroed output
+//!   buffer. Lengths are `u32`, so a field must stay below 4 GiB: always so in a 32-bit
+//!   Wasm guest, and host batches are bounded far below it.
+//! - Feature `guest`: what both Rust SDKs share beyond the layout (module `guest`: the
+//!   panic hook and the log functions).
+//!
+//! `no_std` + `alloc` and no dependencies, so it builds for the host and wasm32-wasip2.
+//! Everything on the per-record path is `#[inline]` and generic over the buffer, so each
+//! user gets code specialised to its own buffer.
+
+#![no_std]
+
+extern crate alloc;
+#[cfg(feature = "guest")]
+extern crate std;
+
+mod error;
+#[cfg(feature = "guest")]
+pub mod guest;
+mod read;
+mod write;
+
+pub use error::BatchError;
+pub use read::{KeyedInput, Output, Reader, Records, parse_keyed_input, parse_output, records, validate};
+pub use write::{
+    WriteBuf, begin_len_prefixed, begin_output, end_len_prefixed, end_records, push_key_count, push_key_with_state, push_keyed_record,
+    push_keyed_records_header, push_len_prefixed, push_record, push_record_parts, push_record_with, push_state_update, push_ts, push_u8, push_u32,
+};
+
+/// `state-len` of a key with no state in a keyed input batch.
+pub const NO_STATE: u32 = u32::MAX;
+
+/// State update tag: the key's state is left as it was.
+pub const STATE_UNCHANGED: u8 = 0;
+/// State update tag: a `len: u32` and the new state bytes follow.
+pub const STATE_SET: u8 = 1;
+/// State update tag: the key's state is removed.
+pub const STATE_CLEARED: u8 = 2;
+
+/// Bytes of a `u32` length (or count, or key index) field.
+pub const LEN_BYTES: usize = 4;
+/// Bytes of a timestamp field.
+pub const TS_BYTES: usize = 8;
+/// Fixed bytes of a record: `ts`, `key-len`, `value-len`.
+pub const RECORD_HEADER_BYTES: usize = TS_BYTES + 2 * LEN_BYTES;
+/// Fixed bytes of a key entry of a keyed input: `key-len`, `state-len`.
+pub const KEY_ENTRY_HEADER_BYTES: usize = 2 * LEN_BYTES;
+/// Fixed bytes of a record of a keyed input: `key-index`, `ts`, `value-len`.
+pub const KEYED_RECORD_HEADER_BYTES: usize = LEN_BYTES + TS_BYTES + LEN_BYTES;
+
+/// One record, borrowed from its batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// Event timestamp (milliseconds; 0 when the source has none).
+    pub ts: i64,
+    /// Key bytes; empty for streams that are not keyed.
+    pub key: &'a [u8],
+    /// Value bytes.
+    pub value: &'a [u8],
+}
+
+/// One record of a keyed input batch, borrowed from it; its key is named by index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyedRecord<'a> {
+    /// Index of the record's key in the batch's key table (not checked by the reader).
+    pub key_index: u32,
+    /// Event timestamp.
+    pub ts: i64,
+    /// Value bytes.
+    pub value: &'a [u8],
+}
+
+/// What a keyed operator did to one key's value state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateUpdate<'a> {
+    /// Left as it was.
+    Unchanged,
+    /// Replaced by these bytes.
+    Set(&'a [u8]),
+    /// Removed.
+    Cleared,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,143 @@
+//! The layout's readers and writers against each other and against hostile input; the
+//! vectors in sdk/vectors pin the bytes down for every language (host/types/tests).
+
+#![allow(clippy::unwrap_used)]
+
+use alloc::string::ToString;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use super::*;
+
+#[test]
+fn records_round_trip() {
+    let mut b = Vec::new();
+    push_record(&mut b, 7, b"k", b"value");
+    push_record(&mut b, -1, b"", b"");
+    let got: Vec<_> = records(&b).collect::<Result<_, _>>().expect("valid");
+    assert_eq!(got, vec![Record { ts: 7, key: b"k", value: b"value" }, Record { ts: -1, key: b"", value: b"" }]);
+    assert_eq!(validate(&b), Ok(2));
+    assert_eq!(b.len(), 2 * RECORD_HEADER_BYTES + 6);
+}
+
+#[test]
+fn record_writers_agree() {
+    let mut plain = Vec::new();
+    push_record(&mut plain, 3, b"key", b"v:x");
+    let mut parts = Vec::new();
+    push_record_parts(&mut parts, 3, b"key", &[b"v:", b"", b"x"]);
+    let mut with = Vec::new();
+    push_record_with(&mut with, 3, b"key", |w: &mut Vec<u8>| w.extend_from_slice(b"v:x"));
+    assert_eq!(parts, plain);
+    assert_eq!(with, plain);
+}
+
+#[test]
+fn truncated_and_lying_lengths_are_errors_not_panics() {
+    let mut b = Vec::new();
+    push_record(&mut b, 1, b"key", b"value");
+    for cut in 1..b.len() {
+        assert!(validate(&b[..cut]).is_err(), "cut at {cut}");
+    }
+    let mut lying = b.clone();
+    lying[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert_eq!(validate(&lying), Err(BatchError::Truncated { what: "record key", offset: 12, need: u64::from(u32::MAX), have: 12 }));
+}
+
+#[test]
+fn errors_name_the_field_the_batch_ends_in() {
+    let mut b = Vec::new();
+    push_record(&mut b, 1, b"key", b"value");
+    let err = |cut: usize| validate(&b[..cut]).unwrap_err();
+    assert_eq!(err(5), BatchError::Truncated { what: "record timestamp", offset: 0, need: 8, have: 5 });
+    assert_eq!(err(10), BatchError::Truncated { what: "record key", offset: 8, need: 4, have: 2 });
+    assert_eq!(err(14), BatchError::Truncated { what: "record key", offset: 12, need: 3, have: 2 });
+    assert_eq!(err(17), BatchError::Truncated { what: "record value", offset: 15, need: 4, have: 2 });
+    assert_eq!(err(20), BatchError::Truncated { what: "record value", offset: 19, need: 5, have: 1 });
+    assert_eq!(err(5).to_string(), "record timestamp at byte 0 needs 8 bytes but only 5 remain");
+    // The iterator stops after the first bad record.
+    let mut two = b.clone();
+    two.extend_from_slice(&[0; 3]);
+    let mut it = records(&two);
+    assert!(it.next().unwrap().is_ok());
+    assert!(it.next().unwrap().is_err());
+    assert!(it.next().is_none());
+}
+
+#[test]
+fn output_checks_states_and_trailing_bytes() {
+    let mut recs = Vec::new();
+    push_record(&mut recs, 0, b"a", b"1");
+    let mut out = Vec::new();
+    let at = begin_output(&mut out);
+    out.extend_from_slice(&recs);
+    end_records(&mut out, at);
+    push_state_update(&mut out, StateUpdate::Unchanged);
+    push_state_update(&mut out, StateUpdate::Set(b"hi"));
+    push_state_update(&mut out, StateUpdate::Cleared);
+    assert_eq!(out[4 + recs.len()..], [STATE_UNCHANGED, STATE_SET, 2, 0, 0, 0, b'h', b'i', STATE_CLEARED]);
+    let o = parse_output(&out, Some(3)).expect("valid");
+    assert_eq!((o.records, o.record_count), (&recs[..], 1));
+    assert_eq!(o.states, vec![StateUpdate::Unchanged, StateUpdate::Set(b"hi"), StateUpdate::Cleared]);
+    assert!(matches!(parse_output(&out, Some(4)), Err(BatchError::Truncated { .. })));
+    assert!(matches!(parse_output(&out, Some(2)), Err(BatchError::Trailing { .. })));
+    assert_eq!(parse_output(&out, None).unwrap_err(), BatchError::Trailing { what: "operator output", extra: 9 });
+    let mut bad = out.clone();
+    bad[4 + recs.len()] = 9;
+    assert_eq!(parse_output(&bad, Some(3)).err(), Some(BatchError::BadStateTag { index: 0, tag: 9 }));
+}
+
+#[test]
+fn keyed_input_round_trip_and_bad_index() {
+    let mut b = Vec::new();
+    push_key_count(&mut b, 2);
+    push_key_with_state(&mut b, b"x", None);
+    push_key_with_state(&mut b, b"y", Some(b"s"));
+    push_keyed_records_header(&mut b, 2);
+    push_keyed_record(&mut b, 1, 5, b"v1");
+    push_keyed_record(&mut b, 0, 6, b"v2");
+    let k = parse_keyed_input(&b).expect("valid");
+    assert_eq!(k.keys, vec![(&b"x"[..], None), (&b"y"[..], Some(&b"s"[..]))]);
+    assert_eq!(k.records, vec![KeyedRecord { key_index: 1, ts: 5, value: b"v1" }, KeyedRecord { key_index: 0, ts: 6, value: b"v2" }]);
+    for cut in 0..b.len() {
+        assert!(parse_keyed_input(&b[..cut]).is_err(), "cut at {cut}");
+    }
+    let mut bad = b.clone();
+    let at = b.len() - KEYED_RECORD_HEADER_BYTES - 2;
+    bad[at..at + 4].copy_from_slice(&7u32.to_le_bytes());
+    assert_eq!(parse_keyed_input(&bad), Err(BatchError::BadKeyIndex { record: 1, index: 7, keys: 2 }));
+    let mut trailing = b.clone();
+    trailing.push(0);
+    assert_eq!(parse_keyed_input(&trailing), Err(BatchError::Trailing { what: "keyed input", extra: 1 }));
+}
+
+#[test]
+fn keyed_reads_in_place() {
+    let mut b = Vec::new();
+    push_key_count(&mut b, 1);
+    push_key_with_state(&mut b, b"k", Some(b""));
+    push_keyed_records_header(&mut b, 1);
+    push_keyed_record(&mut b, 0, i64::MIN, b"v");
+    let mut r = Reader::new(&b);
+    assert_eq!(r.u32("key count"), Ok(1));
+    // An empty state is a state, not NO_STATE.
+    assert_eq!(r.key_entry(), Ok((&b"k"[..], Some(&b""[..]))));
+    assert_eq!(r.u32("record count"), Ok(1));
+    let rest = r.rest();
+    assert_eq!(r.keyed_record(), Ok(KeyedRecord { key_index: 0, ts: i64::MIN, value: b"v" }));
+    assert_eq!(rest.len(), KEYED_RECORD_HEADER_BYTES + 1);
+    assert_eq!(r.finish("keyed input"), Ok(()));
+    assert_eq!(r.position(), b.len());
+    let mut short = Reader::new(&b[b.len() - 14..b.len() - 4]);
+    assert_eq!(short.keyed_record(), Err(BatchError::Truncated { what: "record timestamp", offset: 4, need: 8, have: 6 }));
+}
+
+#[test]
+fn huge_lengths_do_not_overflow() {
+    let mut b = 0i64.to_le_bytes().to_vec();
+    push_u32(&mut b, u32::MAX);
+    assert!(matches!(Reader::new(&b).record(), Err(BatchError::Truncated { .. })));
+    let mut w = Vec::new();
+    push_u32(&mut w, u32::MAX - 1);
+    assert!(matches!(Reader::new(&w).len_prefixed("x"), Err(BatchError::Truncated { need: 0xffff_fffe, have: 0, .. })));
+}
