@@ -1,5 +1,9 @@
-//! The flat batch layouts of `operator.process` (see `wit/dataflow.wit`), read in place
-//! and written straight into the output buffer.
+//! The job SDK's side of the batch layouts of `operator.process` (see `wit/dataflow.wit`):
+//! the layout itself (reader, field writers, tags) is `weir-batch`, shared with the host
+//! and `weir-sdk-operator`; here are what only this SDK needs on top of it: the output
+//! buffer [`Out`] the writers write into, records with their raw bytes, and postcard
+//! encoding and decoding of keys, values and states, with fast paths for integers and
+//! strings.
 //!
 //! Nothing here knows about WIT bindings, so the whole codec is unit-tested natively.
 //! Every read is bounds-checked and reports what it was reading and where, because a
@@ -7,106 +11,9 @@
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use weir_batch::{Reader, STATE_CLEARED, STATE_SET, STATE_UNCHANGED, WriteBuf};
 
 use crate::error::OpError;
-
-/// `state-len` value meaning "this key has no state yet".
-pub(crate) const NO_STATE: u32 = u32::MAX;
-
-/// State update tags appended after the records of a keyed operator's output.
-pub(crate) const STATE_UNCHANGED: u8 = 0;
-pub(crate) const STATE_SET: u8 = 1;
-pub(crate) const STATE_CLEARED: u8 = 2;
-
-/// A cursor over an input batch that hands out borrowed slices of it.
-///
-/// It keeps the unread rest as a slice (pointer and length), so every read is one
-/// length comparison and the cursor stays in registers (Wasm locals) in the hot loops;
-/// the offset for error messages is derived from the total length.
-pub(crate) struct Reader<'a> {
-    rest: &'a [u8],
-    total: usize,
-}
-
-impl<'a> Reader<'a> {
-    pub(crate) fn new(buf: &'a [u8]) -> Self {
-        Reader { rest: buf, total: buf.len() }
-    }
-
-    /// True once every byte has been consumed.
-    #[inline(always)]
-    pub(crate) fn is_empty(&self) -> bool {
-        self.rest.is_empty()
-    }
-
-    /// Bytes not consumed yet.
-    #[inline]
-    pub(crate) fn remaining(&self) -> usize {
-        self.rest.len()
-    }
-
-    /// Current offset, for error messages.
-    #[inline(always)]
-    pub(crate) fn pos(&self) -> usize {
-        self.total - self.rest.len()
-    }
-
-    /// The unread rest; slicing whole records works by comparing rests.
-    #[inline(always)]
-    pub(crate) fn rest(&self) -> &'a [u8] {
-        self.rest
-    }
-
-    #[inline(always)]
-    pub(crate) fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], OpError> {
-        match self.rest.split_first_chunk::<N>() {
-            Some((bytes, rest)) => {
-                self.rest = rest;
-                Ok(*bytes)
-            }
-            None => Err(truncated(what, self.pos())),
-        }
-    }
-
-    #[inline(always)]
-    pub(crate) fn u32(&mut self, what: &'static str) -> Result<u32, OpError> {
-        self.array::<4>(what).map(u32::from_le_bytes)
-    }
-
-    #[inline(always)]
-    pub(crate) fn i64(&mut self, what: &'static str) -> Result<i64, OpError> {
-        self.array::<8>(what).map(i64::from_le_bytes)
-    }
-
-    /// `len` bytes, borrowed from the batch.
-    #[inline(always)]
-    pub(crate) fn take(&mut self, len: usize, what: &'static str) -> Result<&'a [u8], OpError> {
-        match self.rest.split_at_checked(len) {
-            Some((bytes, rest)) => {
-                self.rest = rest;
-                Ok(bytes)
-            }
-            None => Err(past_end(what, len, self.pos(), self.total)),
-        }
-    }
-
-    /// A `u32` length followed by that many bytes.
-    #[inline(always)]
-    pub(crate) fn bytes(&mut self, what: &'static str) -> Result<&'a [u8], OpError> {
-        let len = self.u32(what)?;
-        self.take(len as usize, what)
-    }
-
-    /// Fails if bytes are left over: a batch with trailing garbage was not written by a
-    /// host that agrees with us on the layout.
-    pub(crate) fn finish(&self) -> Result<(), OpError> {
-        if self.is_empty() {
-            Ok(())
-        } else {
-            Err(OpError::BadInput(format!("{} trailing bytes after the batch at offset {}", self.remaining(), self.pos())))
-        }
-    }
-}
 
 /// The output batch under construction.
 ///
@@ -126,12 +33,6 @@ impl Out {
     /// An empty output with `capacity` zeroed bytes ready.
     pub(crate) fn with_capacity(capacity: usize) -> Self {
         Out { buf: vec![0; capacity], len: 0 }
-    }
-
-    /// Bytes written so far.
-    #[inline(always)]
-    pub(crate) fn len(&self) -> usize {
-        self.len
     }
 
     /// The written bytes.
@@ -190,38 +91,6 @@ impl Out {
         }
     }
 
-    /// Appends a fixed-size field.
-    #[inline(always)]
-    pub(crate) fn put<const N: usize>(&mut self, bytes: [u8; N]) {
-        *self.window::<N>() = bytes;
-        self.len += N;
-    }
-
-    /// Appends one byte.
-    #[inline(always)]
-    pub(crate) fn push(&mut self, byte: u8) {
-        self.put([byte]);
-    }
-
-    /// Appends a `u32` little-endian.
-    #[inline(always)]
-    pub(crate) fn put_u32(&mut self, v: u32) {
-        self.put(v.to_le_bytes());
-    }
-
-    /// Appends `bytes` (one `memory.copy` for variable lengths).
-    #[inline(always)]
-    pub(crate) fn put_slice(&mut self, bytes: &[u8]) {
-        let n = bytes.len();
-        if self.buf.len() - self.len < n {
-            self.grow(n);
-        }
-        if let Some(dst) = self.buf.get_mut(self.len..self.len + n) {
-            dst.copy_from_slice(bytes);
-            self.len += n;
-        }
-    }
-
     /// Appends the first `n` bytes of the 8 in `word` (`n <= 8`): a fixed 8-byte store
     /// of which only `n` bytes count, so variable-length varints need no loop or call.
     #[inline(always)]
@@ -244,18 +113,10 @@ impl Out {
     #[inline(never)]
     fn put_varint_long(&mut self, mut v: u64) {
         while v >= 0x80 {
-            self.push((v as u8) | 0x80);
+            self.put([(v as u8) | 0x80]);
             v >>= 7;
         }
-        self.push(v as u8);
-    }
-
-    /// Appends `len: u32` and `bytes`.
-    #[inline(always)]
-    pub(crate) fn put_bytes(&mut self, bytes: &[u8]) -> Result<(), OpError> {
-        self.put_u32(len_u32(bytes.len())?);
-        self.put_slice(bytes);
-        Ok(())
+        self.put([v as u8]);
     }
 
     /// Appends `len: u32` and the varint of `v`: the prefix and up to 8 varint bytes in
@@ -271,33 +132,45 @@ impl Out {
                 self.len += 4 + n;
             }
             None => {
-                let at = self.len_slot();
+                let at = weir_batch::begin_len_prefixed(self);
                 self.put_varint_long(v);
-                // A varint is at most 10 bytes: the patch cannot fail.
-                let _ = self.patch_len(at);
+                weir_batch::end_len_prefixed(self, at);
             }
         }
     }
+}
 
-    /// Reserves a `u32` length slot; fill it with [`Out::patch_len`] once the bytes are
-    /// written.
+/// The layout's writers (`weir_batch::push_*`) write into the output through these.
+impl WriteBuf for Out {
     #[inline(always)]
-    pub(crate) fn len_slot(&mut self) -> usize {
-        let at = self.len;
-        self.put([0; 4]);
-        at
+    fn written(&self) -> usize {
+        self.len
     }
 
-    /// Writes the number of bytes appended since the slot at `at` into that slot.
     #[inline(always)]
-    pub(crate) fn patch_len(&mut self, at: usize) -> Result<(), OpError> {
-        let len = len_u32(self.len.saturating_sub(at + 4))?;
-        match self.buf.get_mut(at..at + 4) {
-            Some(slot) => {
-                slot.copy_from_slice(&len.to_le_bytes());
-                Ok(())
-            }
-            None => Err(bad_slot()),
+    fn put<const N: usize>(&mut self, bytes: [u8; N]) {
+        *self.window::<N>() = bytes;
+        self.len += N;
+    }
+
+    /// One `memory.copy` for variable lengths.
+    #[inline(always)]
+    fn put_slice(&mut self, bytes: &[u8]) {
+        let n = bytes.len();
+        if self.buf.len() - self.len < n {
+            self.grow(n);
+        }
+        if let Some(dst) = self.buf.get_mut(self.len..self.len + n) {
+            dst.copy_from_slice(bytes);
+            self.len += n;
+        }
+    }
+
+    #[inline(always)]
+    fn patch(&mut self, at: usize, bytes: [u8; 4]) {
+        // Slots come from `begin_len_prefixed` on this output: always inside it.
+        if let Some(slot) = self.buf.get_mut(at..at + 4) {
+            slot.copy_from_slice(&bytes);
         }
     }
 }
@@ -357,20 +230,8 @@ pub(crate) fn varint_exact(bytes: &[u8]) -> Option<u64> {
     Some(x)
 }
 
-// Error constructors are cold and out of line so the hot read/decode paths stay small
+// Error constructors are cold and out of line so the hot decode paths stay small
 // enough to inline; in Wasm every call that is not inlined costs noticeably.
-
-#[cold]
-#[inline(never)]
-fn truncated(what: &'static str, at: usize) -> OpError {
-    OpError::BadInput(format!("batch truncated while reading {what} at offset {at}"))
-}
-
-#[cold]
-#[inline(never)]
-fn past_end(what: &'static str, len: usize, at: usize, total: usize) -> OpError {
-    OpError::BadInput(format!("{what} of {len} bytes at offset {at} runs past the end of the {total}-byte batch"))
-}
 
 #[cold]
 #[inline(never)]
@@ -394,48 +255,13 @@ pub(crate) struct Record<'a> {
     pub raw: &'a [u8],
 }
 
-/// Reads the next record of an unkeyed batch (`ts, key-len, key, value-len, value`).
+/// Reads the next record of an unkeyed batch, with its raw bytes.
 #[inline(always)]
 pub(crate) fn read_record<'a>(r: &mut Reader<'a>) -> Result<Record<'a>, OpError> {
     let start = r.rest();
-    // Timestamp and key length in one bounds check.
-    let head = r.array::<12>("record header")?;
-    let (ts, key_len) = head.split_at(8);
-    let ts = i64::from_le_bytes(ts.try_into().unwrap_or_default());
-    let key_len = u32::from_le_bytes(key_len.try_into().unwrap_or_default());
-    let key = r.take(key_len as usize, "record key")?;
-    let value = r.bytes("record value")?;
+    let rec = r.record()?;
     let raw = start.get(..start.len() - r.remaining()).unwrap_or(&[]);
-    Ok(Record { ts, key, value, raw })
-}
-
-/// The header of a keyed input batch: the batch's distinct keys with their value state.
-/// The reader is left at the first record.
-pub(crate) struct KeyTable;
-
-impl KeyTable {
-    /// Reads `key-count` and the key entries, handing each `(key, state bytes)` to `each`.
-    /// Returns the number of keys.
-    #[inline]
-    pub(crate) fn read<'a>(r: &mut Reader<'a>, mut each: impl FnMut(&'a [u8], Option<&'a [u8]>) -> Result<(), OpError>) -> Result<usize, OpError> {
-        let count = r.u32("key count")? as usize;
-        for _ in 0..count {
-            let key = r.bytes("key")?;
-            let state_len = r.u32("state length")?;
-            let state = if state_len == NO_STATE { None } else { Some(r.take(state_len as usize, "state")?) };
-            each(key, state)?;
-        }
-        Ok(count)
-    }
-}
-
-/// One record of a keyed input batch (`key-index, ts, value-len, value`).
-#[inline(always)]
-pub(crate) fn read_keyed_record<'a>(r: &mut Reader<'a>) -> Result<(usize, i64, &'a [u8]), OpError> {
-    let index = r.u32("key index")? as usize;
-    let ts = r.i64("record timestamp")?;
-    let value = r.bytes("record value")?;
-    Ok((index, ts, value))
+    Ok(Record { ts: rec.ts, key: rec.key, value: rec.value, raw })
 }
 
 /// Decodes a postcard value that must span all of `bytes`.
@@ -467,7 +293,7 @@ impl postcard::ser_flavors::Flavor for Append<'_> {
 
     #[inline(always)]
     fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        self.0.push(data);
+        self.0.put([data]);
         Ok(())
     }
 
@@ -496,6 +322,8 @@ pub(crate) fn encode_into<T: Serialize + 'static>(out: &mut Out, value: &T) -> p
 /// varint length and UTF-8 bytes for strings.
 mod fast {
     use core::any::{Any, TypeId};
+
+    use weir_batch::WriteBuf;
 
     use super::{Out, varint_exact};
 
@@ -590,32 +418,10 @@ mod fast {
 /// bytes), as `String` and `&str` values encode.
 #[inline(always)]
 pub(crate) fn put_str_prefixed(out: &mut Out, s: &str) {
-    let at = out.len_slot();
+    let at = weir_batch::begin_len_prefixed(out);
     out.put_varint(s.len() as u64);
     out.put_slice(s.as_bytes());
-    // The string came from a batch or from memory, so it fits a u32 length unless it
-    // is at least 4 GiB; that cannot be in a 32-bit Wasm memory twice.
-    let _ = out.patch_len(at);
-}
-
-#[inline(always)]
-pub(crate) fn len_u32(len: usize) -> Result<u32, OpError> {
-    match u32::try_from(len) {
-        Ok(len) => Ok(len),
-        Err(_) => Err(too_long(len)),
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn bad_slot() -> OpError {
-    OpError::Failed("internal: length slot outside the output batch".into())
-}
-
-#[cold]
-#[inline(never)]
-fn too_long(len: usize) -> OpError {
-    OpError::Failed(format!("output of {len} bytes does not fit a u32 length"))
+    weir_batch::end_len_prefixed(out, at);
 }
 
 /// Appends `len: u32` and the postcard encoding of `value`.
@@ -624,11 +430,12 @@ pub(crate) fn put_encoded<T: Serialize + 'static>(out: &mut Out, value: &T) -> R
     if fast::encode_prefixed(out, value) {
         return Ok(());
     }
-    let at = out.len_slot();
+    let at = weir_batch::begin_len_prefixed(out);
     if let Err(e) = encode_into(out, value) {
         return Err(encode_error::<T>(e));
     }
-    out.patch_len(at)
+    weir_batch::end_len_prefixed(out, at);
+    Ok(())
 }
 
 #[cold]
@@ -637,55 +444,32 @@ pub(crate) fn encode_error<T: ?Sized>(e: postcard::Error) -> OpError {
     OpError::Failed(format!("cannot encode {}: {e}", core::any::type_name::<T>()))
 }
 
-/// Starts an output batch: the `records-len` placeholder.
-#[inline]
-pub(crate) fn begin_output(out: &mut Out) -> usize {
-    out.len_slot()
-}
-
-/// Ends the records part of an output batch by patching `records-len`.
-#[inline]
-pub(crate) fn end_records(out: &mut Out, at: usize) -> Result<(), OpError> {
-    out.patch_len(at)
-}
-
 /// Appends the state update of one key of a keyed batch.
 #[inline(always)]
 pub(crate) fn put_state_update<S: Serialize + 'static>(out: &mut Out, changed: bool, state: Option<&S>) -> Result<(), OpError> {
+    // The tags are the layout's; a set state is encoded straight into the output.
     match (changed, state) {
-        (false, _) => out.push(STATE_UNCHANGED),
+        (false, _) => weir_batch::push_u8(out, STATE_UNCHANGED),
         (true, Some(s)) => {
-            out.push(STATE_SET);
+            weir_batch::push_u8(out, STATE_SET);
             put_encoded(out, s)?;
         }
-        (true, None) => out.push(STATE_CLEARED),
+        (true, None) => weir_batch::push_u8(out, STATE_CLEARED),
     }
     Ok(())
 }
 
 /// Builders for batches, used by the tests here and by the SDK's own operator tests to
-/// play the host's part.
+/// play the host's part, with the layout's own writers and readers.
 #[cfg(test)]
 pub(crate) mod build {
-    use super::*;
-
-    pub(crate) fn put_u32(out: &mut Vec<u8>, v: u32) {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-
-    pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), OpError> {
-        put_u32(out, len_u32(bytes.len())?);
-        out.extend_from_slice(bytes);
-        Ok(())
-    }
+    use weir_batch::StateUpdate;
 
     /// An unkeyed batch of `(ts, key, value)` records.
     pub(crate) fn records(records: &[(i64, &[u8], &[u8])]) -> Vec<u8> {
         let mut out = Vec::new();
         for (ts, key, value) in records {
-            out.extend_from_slice(&ts.to_le_bytes());
-            put_bytes(&mut out, key).expect("small");
-            put_bytes(&mut out, value).expect("small");
+            weir_batch::push_record(&mut out, *ts, key, value);
         }
         out
     }
@@ -693,19 +477,13 @@ pub(crate) mod build {
     /// A keyed batch: keys with optional state, then `(key-index, ts, value)` records.
     pub(crate) fn keyed(keys: &[(&[u8], Option<&[u8]>)], records: &[(u32, i64, &[u8])]) -> Vec<u8> {
         let mut out = Vec::new();
-        put_u32(&mut out, keys.len() as u32);
+        weir_batch::push_key_count(&mut out, keys.len() as u32);
         for (key, state) in keys {
-            put_bytes(&mut out, key).expect("small");
-            match state {
-                Some(s) => put_bytes(&mut out, s).expect("small"),
-                None => put_u32(&mut out, NO_STATE),
-            }
+            weir_batch::push_key_with_state(&mut out, key, *state);
         }
-        put_u32(&mut out, records.len() as u32);
+        weir_batch::push_keyed_records_header(&mut out, records.len() as u32);
         for (index, ts, value) in records {
-            put_u32(&mut out, *index);
-            out.extend_from_slice(&ts.to_le_bytes());
-            put_bytes(&mut out, value).expect("small");
+            weir_batch::push_keyed_record(&mut out, *index, *ts, value);
         }
         out
     }
@@ -717,30 +495,21 @@ pub(crate) mod build {
     }
 
     pub(crate) fn parse_output(buf: &[u8]) -> Output {
-        let mut r = Reader::new(buf);
-        let len = r.u32("records-len").expect("records-len") as usize;
-        let body = r.take(len, "records").expect("records");
-        let tail = buf[4 + len..].to_vec();
-        let mut rr = Reader::new(body);
-        let mut records = Vec::new();
-        while !rr.is_empty() {
-            let rec = read_record(&mut rr).expect("record");
-            records.push((rec.ts, rec.key.to_vec(), rec.value.to_vec()));
-        }
-        Output { records, tail }
+        let mut r = weir_batch::Reader::new(buf);
+        let body = r.len_prefixed("records").expect("records");
+        let records = weir_batch::records(body).map(|rec| rec.expect("record")).map(|rec| (rec.ts, rec.key.to_vec(), rec.value.to_vec())).collect();
+        Output { records, tail: r.rest().to_vec() }
     }
 
     /// Parses the state-update tail of a keyed output.
     pub(crate) fn parse_updates(tail: &[u8]) -> Vec<Option<Option<Vec<u8>>>> {
-        let mut r = Reader::new(tail);
+        let mut r = weir_batch::Reader::new(tail);
         let mut updates = Vec::new();
         while !r.is_empty() {
-            let tag = r.take(1, "tag").expect("tag")[0];
-            updates.push(match tag {
-                STATE_UNCHANGED => None,
-                STATE_SET => Some(Some(r.bytes("state").expect("state").to_vec())),
-                STATE_CLEARED => Some(None),
-                other => panic!("bad tag {other}"),
+            updates.push(match r.state_update(updates.len()).expect("state update") {
+                StateUpdate::Unchanged => None,
+                StateUpdate::Set(s) => Some(Some(s.to_vec())),
+                StateUpdate::Cleared => Some(None),
             });
         }
         updates
@@ -781,26 +550,9 @@ mod tests {
     #[test]
     fn huge_length_does_not_overflow() {
         let mut batch = 0i64.to_le_bytes().to_vec();
-        put_u32(&mut batch, u32::MAX);
+        weir_batch::push_u32(&mut batch, u32::MAX);
         let mut r = Reader::new(&batch);
         assert!(matches!(read_record(&mut r), Err(OpError::BadInput(_))));
-    }
-
-    #[test]
-    fn reads_key_table() {
-        let batch = keyed(&[(b"a", None), (b"bb", Some(b"\x05"))], &[(1, 3, b"x")]);
-        let mut r = Reader::new(&batch);
-        let mut seen = Vec::new();
-        let n = KeyTable::read(&mut r, |k, s| {
-            seen.push((k.to_vec(), s.map(<[u8]>::to_vec)));
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(n, 2);
-        assert_eq!(seen, vec![(b"a".to_vec(), None), (b"bb".to_vec(), Some(vec![5]))]);
-        assert_eq!(r.u32("count").unwrap(), 1);
-        assert_eq!(read_keyed_record(&mut r).unwrap(), (1, 3, &b"x"[..]));
-        r.finish().unwrap();
     }
 
     #[test]
@@ -821,7 +573,7 @@ mod tests {
                 let reference = postcard::to_allocvec(v).unwrap();
                 // A tiny first buffer also exercises growing mid-value.
                 let mut ours = Out::with_capacity(1);
-                ours.push(0xaa);
+                ours.put([0xaa]);
                 encode_into(&mut ours, v).unwrap();
                 assert_eq!(&ours.as_slice()[1..], &reference[..], "{v:?}");
                 assert_eq!(&decode::<T>(&reference, "v").unwrap(), v);
@@ -857,11 +609,11 @@ mod tests {
     #[test]
     fn output_lengths_are_patched() {
         let mut out = Out::with_capacity(3);
-        let at = begin_output(&mut out);
-        out.put(1i64.to_le_bytes());
+        let at = weir_batch::begin_output(&mut out);
+        weir_batch::push_ts(&mut out, 1);
         put_encoded(&mut out, &()).unwrap();
         put_encoded(&mut out, &"hi".to_string()).unwrap();
-        end_records(&mut out, at).unwrap();
+        weir_batch::end_records(&mut out, at);
         put_state_update(&mut out, true, Some(&3u64)).unwrap();
         put_state_update::<u64>(&mut out, false, None).unwrap();
         put_state_update::<u64>(&mut out, true, None).unwrap();

@@ -4,6 +4,7 @@
 use core::marker::PhantomData;
 
 use serde::Serialize;
+use weir_batch::{WriteBuf, push_len_prefixed, push_ts};
 
 use crate::codec::{self, Out};
 use crate::error::OpError;
@@ -148,23 +149,26 @@ impl<'a, W: Serialize + 'static> Emitter<'a, W> {
     #[inline(always)]
     fn write(&mut self, ts: i64, value: &W, raw_value: Option<&[u8]>) -> Result<(), OpError> {
         let out = &mut *self.out;
-        out.put(ts.to_le_bytes());
+        push_ts(out, ts);
         match self.key_mode {
-            KeyMode::Keep => out.put_bytes(self.key)?,
+            KeyMode::Keep => push_len_prefixed(out, self.key),
             KeyMode::Value => {
                 // Key and value are the same bytes: write them once, then copy.
-                let at = out.len();
+                let at = out.written();
                 match raw_value {
-                    Some(raw) => out.put_bytes(raw)?,
+                    Some(raw) => push_len_prefixed(out, raw),
                     None => codec::put_encoded(out, value)?,
                 }
                 out.repeat_since(at);
                 return Ok(());
             }
-            KeyMode::Select(select) => out.put_bytes(select.key(value)?)?,
+            KeyMode::Select(select) => push_len_prefixed(out, select.key(value)?),
         }
         match raw_value {
-            Some(raw) => out.put_bytes(raw),
+            Some(raw) => {
+                push_len_prefixed(out, raw);
+                Ok(())
+            }
             None => codec::put_encoded(out, value),
         }
     }
@@ -184,16 +188,13 @@ impl Emitter<'_, String> {
         let out = &mut *self.out;
         match self.key_mode {
             KeyMode::Keep => {
-                out.put(self.ts.to_le_bytes());
-                if let Err(e) = out.put_bytes(self.key) {
-                    self.error = Some(e);
-                    return;
-                }
+                push_ts(out, self.ts);
+                push_len_prefixed(out, self.key);
                 codec::put_str_prefixed(out, s);
             }
             KeyMode::Value => {
-                out.put(self.ts.to_le_bytes());
-                let at = out.len();
+                push_ts(out, self.ts);
+                let at = out.written();
                 codec::put_str_prefixed(out, s);
                 out.repeat_since(at);
             }

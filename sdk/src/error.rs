@@ -14,6 +14,16 @@ pub(crate) enum OpError {
     Failed(String),
 }
 
+impl From<weir_batch::BatchError> for OpError {
+    /// A batch that does not follow the layout is bad input. Out of line: the readers
+    /// on the hot path only branch to it.
+    #[cold]
+    #[inline(never)]
+    fn from(e: weir_batch::BatchError) -> Self {
+        OpError::BadInput(e.to_string())
+    }
+}
+
 impl fmt::Display for OpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -10,9 +10,10 @@ use core::any::{Any, TypeId};
 use core::marker::PhantomData;
 
 use serde::Serialize;
+use weir_batch::{BatchError, Reader, begin_output, end_records};
 
 use crate::Data;
-use crate::codec::{self, KeyTable, Out, Reader, decode, read_keyed_record};
+use crate::codec::{self, Out, decode};
 use crate::emit::{Emitter, KeyMode};
 use crate::error::{OpError, StateError};
 use crate::ops::{Operator, accepts_key, install_key};
@@ -53,15 +54,16 @@ impl<S: Data> Keys<S> {
     #[inline(always)]
     fn read<'a>(&mut self, r: &mut Reader<'a>, mut on_key: impl FnMut(&'a [u8]) -> Result<(), OpError>) -> Result<Vec<Slot<'a, S>>, OpError> {
         let mut slots = recycle_slots(core::mem::take(&mut self.slots));
-        KeyTable::read(r, |key, state| {
+        let count = r.u32("key count")?;
+        for _ in 0..count {
+            let (key, state) = r.key_entry()?;
             on_key(key)?;
             let state = match state {
                 Some(s) => Some(decode::<S>(s, "key state")?),
                 None => None,
             };
             slots.push(Slot { key, state, changed: false });
-            Ok(())
-        })?;
+        }
         Ok(slots)
     }
 
@@ -76,10 +78,11 @@ impl<S: Data> Keys<S> {
     }
 }
 
+/// Record `record` names a key the batch does not have.
 #[cold]
 #[inline(never)]
-fn bad_index(index: usize, keys: usize) -> OpError {
-    OpError::BadInput(format!("record names key index {index} but the batch has {keys} keys"))
+fn bad_index(record: usize, index: u32, keys: usize) -> OpError {
+    BatchError::bad_key_index(record, index, keys).into()
 }
 
 /// A keyed operator whose state is one accumulator per key and which emits the updated
@@ -112,13 +115,14 @@ where
         let mut slots = keys.read(&mut r, |_| Ok(()))?;
         let count = r.u32("record count")?;
         let mut out = Out::with_capacity(capacity);
-        let at = codec::begin_output(&mut out);
+        let at = begin_output(&mut out);
         let mut em = Emitter::new(&mut out, key_mode);
-        for _ in 0..count {
-            let (index, ts, value) = read_keyed_record(&mut r)?;
+        for record in 0..count as usize {
+            let rec = r.keyed_record()?;
+            let (ts, value) = (rec.ts, rec.value);
             let keys_len = slots.len();
-            let Some(slot) = slots.get_mut(index) else {
-                return Err(bad_index(index, keys_len));
+            let Some(slot) = slots.get_mut(rec.key_index as usize) else {
+                return Err(bad_index(record, rec.key_index, keys_len));
             };
             fold(&mut slot.state, value)?;
             slot.changed = true;
@@ -130,9 +134,9 @@ where
                 }
             }
         }
-        r.finish()?;
+        r.finish("keyed input")?;
         drop(em);
-        codec::end_records(&mut out, at)?;
+        end_records(&mut out, at);
         keys.finish(slots, &mut out)?;
         Ok(out.into_vec())
     }
@@ -375,15 +379,16 @@ where
         })?;
         let count = r.u32("record count")?;
         let mut out = Out::with_capacity(capacity);
-        let at = codec::begin_output(&mut out);
+        let at = begin_output(&mut out);
         let mut em = Emitter::new(&mut out, key_mode);
-        for _ in 0..count {
-            let (index, ts, value) = read_keyed_record(&mut r)?;
+        for record in 0..count as usize {
+            let rec = r.keyed_record()?;
+            let (index, ts) = (rec.key_index as usize, rec.ts);
             let keys_len = slots.len();
             let (Some(slot), Some(key)) = (slots.get_mut(index), typed.get(index)) else {
-                return Err(bad_index(index, keys_len));
+                return Err(bad_index(record, rec.key_index, keys_len));
             };
-            let value: V = decode(value, "record value")?;
+            let value: V = decode(rec.value, "record value")?;
             em.set_input(ts, slot.key);
             let mut ctx = KeyedContext { key, key_bytes: slot.key, state: &mut slot.state, changed: &mut slot.changed, ts };
             f(&mut ctx, value, &mut em);
@@ -391,9 +396,9 @@ where
                 return Err(e);
             }
         }
-        r.finish()?;
+        r.finish("keyed input")?;
         drop(em);
-        codec::end_records(&mut out, at)?;
+        end_records(&mut out, at);
         keys.finish(slots, &mut out)?;
         Ok(out.into_vec())
     }

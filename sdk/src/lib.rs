@@ -43,7 +43,9 @@
 //!   with the batch, map state through host calls.
 //! - [`TextField`] (`text`): how text sinks print keys and values.
 //! - `graph`: the recorded graph, key-selector placement, lowering to the WIT plan.
-//! - `codec`: the batch layouts; `runtime`: the exported entry points and the panic hook.
+//! - `codec`: this SDK's side of the batch layouts (the layout itself, and the panic hook
+//!   and log functions, are `weir-batch`, shared with the host and `weir-sdk-operator`);
+//!   `runtime`: the exported entry points.
 //! - [`log`]: messages to the host's log.
 //!
 //! ## Graph shape
@@ -122,25 +124,7 @@ pub mod prelude {
 pub mod log {
     use crate::wit::weir::dataflow::log::{Level, log};
 
-    /// Fine-grained detail.
-    pub fn debug(msg: &str) {
-        log(Level::Debug, msg)
-    }
-
-    /// Normal operation.
-    pub fn info(msg: &str) {
-        log(Level::Info, msg)
-    }
-
-    /// Something unexpected that the operator survived.
-    pub fn warn(msg: &str) {
-        log(Level::Warn, msg)
-    }
-
-    /// A failure.
-    pub fn error(msg: &str) {
-        log(Level::Error, msg)
-    }
+    weir_batch::log_functions!(log, Level);
 }
 
 /// Internals `export_job!` expands to.

@@ -5,8 +5,10 @@
 use core::any::{Any, TypeId};
 use core::marker::PhantomData;
 
+use weir_batch::{Reader, begin_output, end_records, push_len_prefixed, push_ts};
+
 use crate::Data;
-use crate::codec::{self, Out, Reader, Record, decode, read_record};
+use crate::codec::{self, Out, Record, decode, read_record};
 use crate::emit::{Emitter, KeyMode, Selector};
 use crate::error::OpError;
 use crate::text::TextField;
@@ -85,7 +87,7 @@ where
     fn process(&mut self, input: &[u8], capacity: usize) -> Result<Vec<u8>, OpError> {
         let Stateless { f, key_mode, .. } = self;
         let mut out = Out::with_capacity(capacity);
-        let at = codec::begin_output(&mut out);
+        let at = begin_output(&mut out);
         let mut em = Emitter::new(&mut out, key_mode);
         let mut r = Reader::new(input);
         while !r.is_empty() {
@@ -98,7 +100,7 @@ where
             }
         }
         drop(em);
-        codec::end_records(&mut out, at)?;
+        end_records(&mut out, at);
         Ok(out.into_vec())
     }
 
@@ -207,17 +209,17 @@ struct KeySelectorOp<V, F> {
 impl<V: Data, K: Data, F: FnMut(&V) -> K + 'static> Operator for KeySelectorOp<V, F> {
     fn process(&mut self, input: &[u8], capacity: usize) -> Result<Vec<u8>, OpError> {
         let mut out = Out::with_capacity(capacity);
-        let at = codec::begin_output(&mut out);
+        let at = begin_output(&mut out);
         let mut r = Reader::new(input);
         while !r.is_empty() {
             let rec = read_record(&mut r)?;
             let value: V = decode(rec.value, "record value")?;
             let key = (self.f)(&value);
-            out.put(rec.ts.to_le_bytes());
+            push_ts(&mut out, rec.ts);
             codec::put_encoded(&mut out, &key)?;
-            out.put_bytes(rec.value)?;
+            push_len_prefixed(&mut out, rec.value);
         }
-        codec::end_records(&mut out, at)?;
+        end_records(&mut out, at);
         Ok(out.into_vec())
     }
 }
@@ -229,15 +231,15 @@ struct ValueKeyOp;
 impl Operator for ValueKeyOp {
     fn process(&mut self, input: &[u8], capacity: usize) -> Result<Vec<u8>, OpError> {
         let mut out = Out::with_capacity(capacity);
-        let at = codec::begin_output(&mut out);
+        let at = begin_output(&mut out);
         let mut r = Reader::new(input);
         while !r.is_empty() {
             let rec = read_record(&mut r)?;
-            out.put(rec.ts.to_le_bytes());
-            out.put_bytes(rec.value)?;
-            out.put_bytes(rec.value)?;
+            push_ts(&mut out, rec.ts);
+            push_len_prefixed(&mut out, rec.value);
+            push_len_prefixed(&mut out, rec.value);
         }
-        codec::end_records(&mut out, at)?;
+        end_records(&mut out, at);
         Ok(out.into_vec())
     }
 }
@@ -257,7 +259,7 @@ impl<K: Data + TextField, V: Data + TextField> Format<K, V> {
 impl<K: Data + TextField, V: Data + TextField> Operator for Format<K, V> {
     fn process(&mut self, input: &[u8], capacity: usize) -> Result<Vec<u8>, OpError> {
         let mut out = Out::with_capacity(capacity);
-        let at = codec::begin_output(&mut out);
+        let at = begin_output(&mut out);
         let mut r = Reader::new(input);
         // TextField writes into a Vec; format into this one and copy, so `out` keeps
         // its preallocated room (handing `out` itself over as a Vec would drop it).
@@ -266,15 +268,15 @@ impl<K: Data + TextField, V: Data + TextField> Operator for Format<K, V> {
             let rec = read_record(&mut r)?;
             let key: K = decode(rec.key, "record key")?;
             let value: V = decode(rec.value, "record value")?;
-            out.put(rec.ts.to_le_bytes());
+            push_ts(&mut out, rec.ts);
             text.clear();
             key.write_text(&mut text);
-            out.put_bytes(&text)?;
+            push_len_prefixed(&mut out, &text);
             text.clear();
             value.write_text(&mut text);
-            out.put_bytes(&text)?;
+            push_len_prefixed(&mut out, &text);
         }
-        codec::end_records(&mut out, at)?;
+        end_records(&mut out, at);
         Ok(out.into_vec())
     }
 }

@@ -98,21 +98,9 @@ pub(crate) fn close(op: u32) -> Result<(), OpError> {
 
 /// Reports panics to the host's log (with their location) before the instance traps,
 /// so the host can name the panic in the operator's error.
+#[inline]
 fn install_panic_hook() {
-    #[cfg(target_arch = "wasm32")]
-    {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(|| {
-            std::panic::set_hook(Box::new(|info| {
-                let msg = info.payload_as_str().unwrap_or("(non-string panic payload)");
-                let text = match info.location() {
-                    Some(l) => format!("panicked at {}:{}:{}: {msg}", l.file(), l.line(), l.column()),
-                    None => format!("panicked: {msg}"),
-                };
-                crate::wit::weir::dataflow::log::log(crate::wit::weir::dataflow::log::Level::Error, &text);
-            }));
-        });
-    }
+    weir_batch::guest::install_panic_hook(crate::log::error);
 }
 
 impl From<OpError> for wit_op::OperatorError {

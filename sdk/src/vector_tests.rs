@@ -1,7 +1,7 @@
 //! The canonical batches of `sdk/vectors` (README.md there), which the host writes, through
-//! this crate's codec: the readers every operator decodes input with (`read_record`,
-//! `KeyTable`, `read_keyed_record`) and the writers every operator answers with
-//! (`Emitter`, `put_state_update`).
+//! this crate's codec: the readers every operator decodes input with (`read_record`, and
+//! `weir_batch::Reader`'s `key_entry` and `keyed_record`) and the writers every operator
+//! answers with (`Emitter`, `put_state_update`).
 //!
 //! Values here are postcard encodings of the job's types; the vectors hold arbitrary
 //! bytes, so they go through the writers as [`Raw`], which postcard encodes as exactly
@@ -14,16 +14,15 @@ mod reader;
 
 use serde::ser::{Serialize, SerializeTuple, Serializer};
 
-use crate::codec::{self, KeyTable, Out, Reader, build, read_keyed_record, read_record};
+use weir_batch::Reader;
+
+use crate::codec::{self, Out, build, read_record};
 use crate::emit::{Emitter, KeyMode};
 use crate::error::OpError;
 use reader::{Key, KeyedRecord, Layout, Record, Update, Vector};
 
 fn vectors(layout: Layout) -> Vec<Vector> {
-    let all = reader::load_all(&reader::dir(env!("CARGO_MANIFEST_DIR"), ".."));
-    let some: Vec<Vector> = all.into_iter().filter(|v| v.layout == layout).collect();
-    assert!(!some.is_empty(), "no {} vectors", layout.word());
-    some
+    reader::load_layout(&reader::dir(env!("CARGO_MANIFEST_DIR"), ".."), layout)
 }
 
 /// Bytes as a value whose postcard encoding is the bytes themselves: a tuple (postcard
@@ -54,24 +53,24 @@ fn decode_plain(buf: &[u8]) -> Result<(Vec<Record>, Vec<u8>), OpError> {
 fn decode_keyed(buf: &[u8]) -> Result<(Vec<Key>, Vec<KeyedRecord>), OpError> {
     let mut r = Reader::new(buf);
     let mut keys = Vec::new();
-    KeyTable::read(&mut r, |key, state| {
+    for _ in 0..r.u32("key count")? {
+        let (key, state) = r.key_entry()?;
         keys.push(Key { key: key.to_vec(), state: state.map(<[u8]>::to_vec) });
-        Ok(())
-    })?;
+    }
     let count = r.u32("record count")?;
     let mut records = Vec::new();
     for _ in 0..count {
-        let (index, ts, value) = read_keyed_record(&mut r)?;
-        records.push(KeyedRecord { key_index: index as u32, ts, value: value.to_vec() });
+        let rec = r.keyed_record()?;
+        records.push(KeyedRecord { key_index: rec.key_index, ts: rec.ts, value: rec.value.to_vec() });
     }
-    r.finish()?;
+    r.finish("keyed input")?;
     Ok((keys, records))
 }
 
 /// Writes `v`'s records and state updates as an operator does.
 fn encode_output(v: &Vector) -> Vec<u8> {
     let mut out = Out::with_capacity(0);
-    let at = codec::begin_output(&mut out);
+    let at = weir_batch::begin_output(&mut out);
     let mut keep = KeyMode::Keep;
     let mut em = Emitter::new(&mut out, &mut keep);
     for r in &v.records {
@@ -80,7 +79,7 @@ fn encode_output(v: &Vector) -> Vec<u8> {
         assert!(em.take_error().is_none());
     }
     drop(em);
-    codec::end_records(&mut out, at).unwrap();
+    weir_batch::end_records(&mut out, at);
     for u in &v.updates {
         match u {
             Update::Unchanged => codec::put_state_update::<Raw>(&mut out, false, None),

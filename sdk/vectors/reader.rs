@@ -129,6 +129,13 @@ pub fn load_all(dir: &Path) -> Vec<Vector> {
     names.iter().map(|name| load(dir, name)).collect()
 }
 
+/// The vectors of `dir` in `layout`, sorted by name; there must be some.
+pub fn load_layout(dir: &Path, layout: Layout) -> Vec<Vector> {
+    let some: Vec<Vector> = load_all(dir).into_iter().filter(|v| v.layout == layout).collect();
+    assert!(!some.is_empty(), "no {} vectors in {}", layout.word(), dir.display());
+    some
+}
+
 /// The vector `name` of `dir`.
 pub fn load(dir: &Path, name: &str) -> Vector {
     let read = |ext: &str| {

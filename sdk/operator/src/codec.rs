@@ -1,72 +1,48 @@
-//! The batch layouts of `operator.process` (see `wit/dataflow.wit`): decoding input
-//! batches in place and writing output batches into one buffer.
+//! Output batches of `operator.process`, written into one buffer with the layout's
+//! writers (`weir-batch`, shared with the host and `weir-sdk`), and the value state of
+//! the key being processed.
+
+use weir_batch::StateUpdate;
 
 use crate::Error;
-
-/// One record as it crosses the boundary: opaque key and value bytes and a timestamp.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RawRecord<'a> {
-    /// Event timestamp.
-    pub ts: i64,
-    /// Key bytes (empty before any key-by).
-    pub key: &'a [u8],
-    /// Value bytes.
-    pub value: &'a [u8],
-}
 
 /// Collects the output records of one batch, written straight into the output buffer.
 pub struct Emitter {
     pub(crate) buf: Vec<u8>,
+    /// Offset of the `records-len` slot.
+    records_at: usize,
 }
 
 impl Emitter {
     pub(crate) fn with_capacity(cap: usize) -> Self {
         let mut buf = Vec::with_capacity(cap.max(64));
-        buf.extend_from_slice(&[0; 4]);
-        Emitter { buf }
+        let records_at = weir_batch::begin_output(&mut buf);
+        Emitter { buf, records_at }
     }
 
     /// Emits one record.
     #[inline]
     pub fn emit(&mut self, ts: i64, key: &[u8], value: &[u8]) {
-        self.emit_parts(ts, key, &[value]);
+        weir_batch::push_record(&mut self.buf, ts, key, value);
     }
 
     /// Emits one record whose value is the concatenation of `value_parts` (no
     /// intermediate allocation).
     #[inline]
     pub fn emit_parts(&mut self, ts: i64, key: &[u8], value_parts: &[&[u8]]) {
-        let vlen: usize = value_parts.iter().map(|p| p.len()).sum();
-        let b = &mut self.buf;
-        b.reserve(16 + key.len() + vlen);
-        b.extend_from_slice(&ts.to_le_bytes());
-        b.extend_from_slice(&(key.len() as u32).to_le_bytes());
-        b.extend_from_slice(key);
-        b.extend_from_slice(&(vlen as u32).to_le_bytes());
-        for p in value_parts {
-            b.extend_from_slice(p);
-        }
+        weir_batch::push_record_parts(&mut self.buf, ts, key, value_parts);
     }
 
     /// Emits a record with the given key and a value written by `write` into the buffer
     /// (e.g. with `std::io::Write` or `extend_from_slice`).
     #[inline]
     pub fn emit_with(&mut self, ts: i64, key: &[u8], write: impl FnOnce(&mut Vec<u8>)) {
-        let b = &mut self.buf;
-        b.extend_from_slice(&ts.to_le_bytes());
-        b.extend_from_slice(&(key.len() as u32).to_le_bytes());
-        b.extend_from_slice(key);
-        let at = b.len();
-        b.extend_from_slice(&[0; 4]);
-        write(b);
-        let vlen = (b.len() - at - 4) as u32;
-        b[at..at + 4].copy_from_slice(&vlen.to_le_bytes());
+        weir_batch::push_record_with(&mut self.buf, ts, key, write);
     }
 
-    /// Patches the records-length prefix; returns the buffer.
+    /// Patches the records-length prefix.
     pub(crate) fn finish_records(&mut self) {
-        let len = (self.buf.len() - 4) as u32;
-        self.buf[..4].copy_from_slice(&len.to_le_bytes());
+        weir_batch::end_records(&mut self.buf, self.records_at);
     }
 }
 
@@ -121,69 +97,14 @@ impl<'a> KeyState<'a> {
     }
 
     pub(crate) fn write_update(&self, out: &mut Vec<u8>) {
-        match &self.update {
-            None => out.push(0),
+        let update = match &self.update {
+            None => StateUpdate::Unchanged,
             // Clearing a key that had no state leaves it unchanged.
-            Some(None) if self.original.is_none() => out.push(0),
-            Some(None) => out.push(2),
-            Some(Some(b)) => {
-                out.push(1);
-                out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-                out.extend_from_slice(b);
-            }
-        }
-    }
-}
-
-/// A bounds-checked little-endian reader over a batch.
-pub(crate) struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    pub(crate) fn new(buf: &'a [u8]) -> Self {
-        Reader { buf, pos: 0 }
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.pos >= self.buf.len()
-    }
-
-    #[inline]
-    pub(crate) fn bytes(&mut self, n: usize, what: &str) -> Result<&'a [u8], Error> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.buf.len())
-            .ok_or_else(|| Error::bad_input(format!("batch ends inside {what} at byte {}", self.pos)))?;
-        let s = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-
-    #[inline]
-    pub(crate) fn u32(&mut self, what: &str) -> Result<u32, Error> {
-        let b = self.bytes(4, what)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    #[inline]
-    pub(crate) fn i64(&mut self, what: &str) -> Result<i64, Error> {
-        let b = self.bytes(8, what)?;
-        let mut a = [0; 8];
-        a.copy_from_slice(b);
-        Ok(i64::from_le_bytes(a))
-    }
-
-    #[inline]
-    pub(crate) fn record(&mut self) -> Result<RawRecord<'a>, Error> {
-        let ts = self.i64("a timestamp")?;
-        let klen = self.u32("a key length")? as usize;
-        let key = self.bytes(klen, "a key")?;
-        let vlen = self.u32("a value length")? as usize;
-        let value = self.bytes(vlen, "a value")?;
-        Ok(RawRecord { ts, key, value })
+            Some(None) if self.original.is_none() => StateUpdate::Unchanged,
+            Some(None) => StateUpdate::Cleared,
+            Some(Some(b)) => StateUpdate::Set(b),
+        };
+        weir_batch::push_state_update(out, update);
     }
 }
 

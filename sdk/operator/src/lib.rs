@@ -35,8 +35,11 @@ extern crate self as weir_sdk_operator;
 mod codec;
 mod runtime;
 
-pub use codec::{Emitter, KeyState, RawRecord, postcard_str, postcard_varint};
+pub use codec::{Emitter, KeyState, postcard_str, postcard_varint};
 pub use runtime::{Export, keyed_close, keyed_open, keyed_process, plain_close, plain_open, plain_process};
+/// One record as it crosses the boundary: opaque key and value bytes and a timestamp
+/// (the key is empty before any key-by).
+pub use weir_batch::Record as RawRecord;
 
 /// Generated WIT bindings (world `operator-component`). Not part of the API.
 #[doc(hidden)]
@@ -72,6 +75,15 @@ impl Error {
     /// Any other failure.
     pub fn failed(msg: impl Into<String>) -> Self {
         Error::Failed(msg.into())
+    }
+}
+
+impl From<weir_batch::BatchError> for Error {
+    /// A batch that does not follow the layout is bad input.
+    #[cold]
+    #[inline(never)]
+    fn from(e: weir_batch::BatchError) -> Self {
+        Error::BadInput(e.to_string())
     }
 }
 
@@ -141,22 +153,7 @@ pub trait KeyedOperator: Sized + 'static {
 pub mod log {
     use crate::wit::weir::dataflow::log::{Level, log};
 
-    /// Fine-grained detail.
-    pub fn debug(msg: &str) {
-        log(Level::Debug, msg)
-    }
-    /// Normal operation.
-    pub fn info(msg: &str) {
-        log(Level::Info, msg)
-    }
-    /// Something unexpected that the operator survived.
-    pub fn warn(msg: &str) {
-        log(Level::Warn, msg)
-    }
-    /// A failure.
-    pub fn error(msg: &str) {
-        log(Level::Error, msg)
-    }
+    weir_batch::log_functions!(log, Level);
 }
 
 /// Map state through host calls (`keyed-state`), for keyed operators, during `process`.

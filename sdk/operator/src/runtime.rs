@@ -3,9 +3,11 @@
 use core::any::Any;
 use core::cell::RefCell;
 
-use crate::codec::{Emitter, KeyState, Reader};
+use weir_batch::{BatchError, KEY_ENTRY_HEADER_BYTES, Reader};
+
+use crate::codec::{Emitter, KeyState};
 use crate::wit::exports::weir::dataflow::operator as wit_op;
-use crate::{Error, KeyedOperator, OpenContext, Operator};
+use crate::{Error, KeyedOperator, OpenContext, Operator, RawRecord};
 
 /// Implemented by the type `export_operator!` declares; the SDK implements the exported
 /// WIT interface for every such type.
@@ -36,7 +38,7 @@ fn with_op<T: 'static, R>(f: impl FnOnce(&mut T, &mut usize) -> Result<R, Error>
 }
 
 fn install(op: Box<dyn Any>) {
-    install_panic_hook();
+    weir_batch::guest::install_panic_hook(crate::log::error);
     SLOT.with(|s| *s.borrow_mut() = Some(Slot { op, out_hint: 256 }));
 }
 
@@ -82,29 +84,25 @@ pub fn plain_process<T: Operator>(batch: &[u8]) -> Result<Vec<u8>, Error> {
 pub fn keyed_process<T: KeyedOperator>(batch: &[u8]) -> Result<Vec<u8>, Error> {
     with_op::<T, _>(|op, hint| {
         let mut r = Reader::new(batch);
-        let key_count = r.u32("the key count")? as usize;
-        let mut keys = Vec::with_capacity(key_count.min(batch.len() / 8));
+        let key_count = r.u32("key count")? as usize;
+        let mut keys = Vec::with_capacity(key_count.min(batch.len() / KEY_ENTRY_HEADER_BYTES));
         let mut states = Vec::with_capacity(keys.capacity());
         for _ in 0..key_count {
-            let klen = r.u32("a key length")? as usize;
-            keys.push(r.bytes(klen, "a key")?);
-            let slen = r.u32("a state length")?;
-            let state = if slen == u32::MAX { None } else { Some(r.bytes(slen as usize, "a state")?) };
+            let (key, state) = r.key_entry()?;
+            keys.push(key);
             states.push(KeyState::new(state));
         }
-        let record_count = r.u32("the record count")?;
+        let record_count = r.u32("record count")?;
         let mut out = Emitter::with_capacity(*hint);
-        for _ in 0..record_count {
-            let ki = r.u32("a key index")? as usize;
-            let ts = r.i64("a timestamp")?;
-            let vlen = r.u32("a value length")? as usize;
-            let value = r.bytes(vlen, "a value")?;
-            let key = *keys.get(ki).ok_or_else(|| Error::bad_input(format!("key index {ki} of {key_count} keys")))?;
-            op.process(crate::RawRecord { ts, key, value }, &mut states[ki], &mut out)?;
+        for record in 0..record_count as usize {
+            let rec = r.keyed_record()?;
+            let i = rec.key_index as usize;
+            let (Some(&key), Some(state)) = (keys.get(i), states.get_mut(i)) else {
+                return Err(BatchError::bad_key_index(record, rec.key_index, key_count).into());
+            };
+            op.process(RawRecord { ts: rec.ts, key, value: rec.value }, state, &mut out)?;
         }
-        if !r.is_empty() {
-            return Err(Error::bad_input("bytes after the last record"));
-        }
+        r.finish("keyed input")?;
         out.finish_records();
         for s in &states {
             s.write_update(&mut out.buf);
@@ -112,24 +110,6 @@ pub fn keyed_process<T: KeyedOperator>(batch: &[u8]) -> Result<Vec<u8>, Error> {
         *hint = out.buf.len() + out.buf.len() / 8;
         Ok(out.buf)
     })
-}
-
-/// Reports panics to the host's log before the instance traps.
-fn install_panic_hook() {
-    #[cfg(target_arch = "wasm32")]
-    {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(|| {
-            std::panic::set_hook(Box::new(|info| {
-                let msg = info.payload_as_str().unwrap_or("(non-string panic payload)");
-                let text = match info.location() {
-                    Some(l) => format!("panicked at {}:{}:{}: {msg}", l.file(), l.line(), l.column()),
-                    None => format!("panicked: {msg}"),
-                };
-                crate::log::error(&text);
-            }));
-        });
-    }
 }
 
 fn to_wit(e: Error) -> wit_op::OperatorError {

@@ -2,7 +2,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use crate::codec::{Emitter, KeyState, Reader};
+use weir_batch::Reader;
+
+use crate::codec::{Emitter, KeyState};
 use crate::*;
 
 fn rec(ts: i64, k: &[u8], v: &[u8]) -> Vec<u8> {
@@ -20,7 +22,7 @@ fn records_round_trip() {
     assert_eq!(r.record().unwrap(), RawRecord { ts: 7, key: b"", value: b"" });
     assert!(r.is_empty());
     let mut trunc = Reader::new(&batch[..10]);
-    assert!(matches!(trunc.record(), Err(Error::BadInput(_))));
+    assert!(matches!(trunc.record().map_err(Error::from), Err(Error::BadInput(_))));
 }
 
 #[test]

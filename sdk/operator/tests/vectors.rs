@@ -15,10 +15,7 @@ use reader::{Layout, Record, Update, Vector};
 use weir_sdk_operator::{Emitter, Error, KeyState, KeyedOperator, OpenContext, Operator, RawRecord};
 
 fn vectors(layout: Layout) -> Vec<Vector> {
-    let all = reader::load_all(&reader::dir(env!("CARGO_MANIFEST_DIR"), "../.."));
-    let some: Vec<Vector> = all.into_iter().filter(|v| v.layout == layout).collect();
-    assert!(!some.is_empty(), "no {} vectors", layout.word());
-    some
+    reader::load_layout(&reader::dir(env!("CARGO_MANIFEST_DIR"), "../.."), layout)
 }
 
 fn ctx() -> OpenContext {
