@@ -33,8 +33,34 @@ use crate::model::{ArtifactList, CheckpointList, ErrorBody, ErrorDetail, EventLi
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
 const INDEX_HTML: &str = include_str!("../ui/index.html");
-const APP_JS: &str = include_str!("../ui/app.js");
-const STYLE_CSS: &str = include_str!("../ui/style.css");
+
+/// `(route, content type, body)` of `ui/FILE`, embedded.
+macro_rules! ui_asset {
+    ($file:literal, $kind:expr) => {
+        (concat!("/ui/", $file), $kind, include_str!(concat!("../ui/", $file)))
+    };
+}
+const JS: &str = "text/javascript; charset=utf-8";
+/// The dashboard's style sheet and ES modules: `app.js` (loaded by the page) imports
+/// the rest.
+const UI_ASSETS: &[(&str, &str, &str)] = &[
+    ui_asset!("style.css", "text/css; charset=utf-8"),
+    ui_asset!("app.js", JS),
+    ui_asset!("router.js", JS),
+    ui_asset!("lib/api.js", JS),
+    ui_asset!("lib/dom.js", JS),
+    ui_asset!("lib/format.js", JS),
+    ui_asset!("lib/poll.js", JS),
+    ui_asset!("lib/state.js", JS),
+    ui_asset!("lib/token.js", JS),
+    ui_asset!("views/checkpoints.js", JS),
+    ui_asset!("views/graph.js", JS),
+    ui_asset!("views/job.js", JS),
+    ui_asset!("views/jobs.js", JS),
+    ui_asset!("views/overview.js", JS),
+    ui_asset!("views/submit.js", JS),
+    ui_asset!("views/taskmanagers.js", JS),
+];
 
 #[derive(Clone)]
 struct Api {
@@ -61,11 +87,13 @@ pub fn router(jm: JobManager, token: String) -> Router {
         .route("/jobs/{id}/logs", get(logs))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }));
+    let ui: Router<Api> = UI_ASSETS
+        .iter()
+        .fold(Router::new(), |ui, &(path, kind, body)| ui.route(path, get(move || async move { ([(header::CONTENT_TYPE, kind)], body) })));
     Router::new()
         .nest("/api/v1", api)
         .route("/", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML) }))
-        .route("/ui/app.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], APP_JS) }))
-        .route("/ui/style.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE_CSS) }))
+        .merge(ui)
         .route("/metrics", get(jobmanager_metrics))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route".into()) })
         .method_not_allowed_fallback(|| async {
