@@ -7,9 +7,9 @@ use std::ffi::OsStr;
 use std::process::Stdio;
 
 use serde_json::{Value, json};
+use weir_testkit::{TestCluster, root, stderr, wait_until};
 
-use crate::cluster::{TestCluster, wait_until};
-use crate::support::{example, root, stderr, weir};
+use crate::WEIR;
 
 /// A REST client for the tests: every answer as (status, JSON).
 struct Api {
@@ -54,7 +54,7 @@ impl Api {
 
     /// Uploads an example job; its artifact id.
     fn artifact(&self, name: &str) -> String {
-        let (status, a) = self.upload(&std::fs::read(example(name)).expect("example"), "application/wasm");
+        let (status, a) = self.upload(&std::fs::read(WEIR.example(name)).expect("example"), "application/wasm");
         assert_eq!(status, 201, "{a}");
         a["id"].as_str().expect("id").to_string()
     }
@@ -90,7 +90,8 @@ fn states(job: &Value) -> Vec<String> {
 
 #[test]
 fn every_endpoint_and_error_path_answers_json() {
-    let cluster = TestCluster::start_with(&[("taskmanager-1", 2)], &["--checkpoint-dir", "{dir}/checkpoints", "--max-component-size", "2000000"]);
+    let cluster =
+        TestCluster::start_with(WEIR, &[("taskmanager-1", 2)], &["--checkpoint-dir", "{dir}/checkpoints", "--max-component-size", "2000000"]);
     let api = Api::new(&cluster);
 
     // Authentication: no token, a wrong token.
@@ -146,7 +147,7 @@ fn every_endpoint_and_error_path_answers_json() {
     refused(api.upload(b"definitely not wasm", "application/wasm"), 422, "unprocessable", "not a WebAssembly");
     let core = wat::parse_str(std::fs::read_to_string(root().join("examples-wasm/bad_core_module/module.wat")).expect("wat")).expect("wat");
     refused(api.upload(&core, "application/wasm"), 422, "unprocessable", "core WebAssembly module");
-    refused(api.upload(&std::fs::read(example("wrong_world")).expect("wasm"), "application/wasm"), 422, "unprocessable", "does not implement");
+    refused(api.upload(&std::fs::read(WEIR.example("wrong_world")).expect("wasm"), "application/wasm"), 422, "unprocessable", "does not implement");
     refused(api.upload(&vec![0u8; 2_010_000], "application/wasm"), 413, "payload_too_large", "limit of 2000000 bytes");
     let slow = api.artifact("slow_map");
     assert_eq!(api.artifact("slow_map"), slow, "uploading again is harmless");
@@ -254,7 +255,8 @@ fn every_endpoint_and_error_path_answers_json() {
 
     // Prometheus on a TaskManager: a second one with a metrics endpoint runs part of a
     // job at parallelism 3, and its subtasks' counters show there.
-    let mut tm = weir()
+    let mut tm = WEIR
+        .command()
         .args(["taskmanager", "--jobmanager", &cluster.jm, "--slots", "1", "--metrics-listen", "127.0.0.1:0", "--identity"])
         .arg(cluster.creds.join("taskmanager-2"))
         .stdout(Stdio::piped())
@@ -263,7 +265,7 @@ fn every_endpoint_and_error_path_answers_json() {
         .expect("taskmanager starts");
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(tm.stdout.take().expect("stdout")));
     let metrics_url = lines.find_map(|l| l.ok()?.strip_prefix("metrics on ").map(str::to_string)).expect("metrics line");
-    let _tm = crate::cluster::Processes(vec![tm]);
+    let _tm = weir_testkit::cluster::Processes(vec![tm]);
     wait_until("the second taskmanager to register", || api.get("/api/v1/cluster").1["slotsTotal"] == 3);
     let (status, wide) = api.post("/api/v1/jobs", &json!({"artifact": slow, "parallelism": 3, "args": {"n": "100000000", "work": "50"}}).to_string());
     assert_eq!(status, 201, "{wide}");
@@ -288,7 +290,7 @@ fn every_endpoint_and_error_path_answers_json() {
 
 #[test]
 fn job_resource_transitions_are_reached_by_real_jobs() {
-    let cluster = TestCluster::start(&[("taskmanager-1", 2)]);
+    let cluster = TestCluster::start(WEIR, &[("taskmanager-1", 2)]);
     let api = Api::new(&cluster);
 
     // A finite job: STARTING -> STARTED -> FINISHED.
@@ -322,7 +324,7 @@ fn job_resource_transitions_are_reached_by_real_jobs() {
 
 #[test]
 fn the_openapi_document_survives_schema_based_fuzzing_without_a_server_error() {
-    let cluster = TestCluster::start_with(&[("taskmanager-1", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let cluster = TestCluster::start_with(WEIR, &[("taskmanager-1", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
     let api = Api::new(&cluster);
     // Something to find: an artifact and a running job, so the fuzzer's links reach them.
     let slow = api.artifact("slow_map");
@@ -353,7 +355,7 @@ fn the_openapi_document_survives_schema_based_fuzzing_without_a_server_error() {
 
 #[test]
 fn ended_jobs_stay_queryable_across_a_jobmanager_restart() {
-    let mut cluster = TestCluster::start_with(&[("taskmanager-1", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let mut cluster = TestCluster::start_with(WEIR, &[("taskmanager-1", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
     let api = Api::new(&cluster);
     let wordcount = api.artifact("wordcount");
     let input = cluster.dir.path().join("in.txt");

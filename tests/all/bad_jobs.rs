@@ -4,15 +4,16 @@
 use std::path::Path;
 
 use weir_jobmanager::{ClusterConfig, EmbeddedCluster, JobSource, JobSpec};
+use weir_testkit::{splitmix64, stderr};
 use weir_wasm::Limits;
 
-use crate::support::{example, run_weir, splitmix64, stderr};
+use crate::WEIR;
 
 /// Runs `weir run JOB extra..` expecting failure, and returns the single error line.
 fn run_failing(job: &Path, extra: &[&str]) -> String {
     let mut args: Vec<std::ffi::OsString> = vec!["run".into(), job.into(), "--quiet".into()];
     args.extend(extra.iter().map(Into::into));
-    let o = run_weir(&args);
+    let o = WEIR.run(&args);
     let err = stderr(&o);
     assert!(!o.status.success(), "expected failure, got success; stderr: {err}");
     assert_eq!(o.status.code(), Some(1), "a clean exit with an error, not a crash: {err}");
@@ -40,43 +41,43 @@ fn a_file_that_is_not_wasm() {
 fn a_core_module_instead_of_a_component() {
     let dir = tempfile::tempdir().expect("tempdir");
     let f = dir.path().join("core.wasm");
-    let wat = std::fs::read_to_string(crate::support::root().join("examples-wasm/bad_core_module/module.wat")).expect("wat");
+    let wat = std::fs::read_to_string(weir_testkit::root().join("examples-wasm/bad_core_module/module.wat")).expect("wat");
     std::fs::write(&f, wat::parse_str(&wat).expect("valid wat")).expect("write");
     assert_mentions(&run_failing(&f, &[]), &["core WebAssembly module, not a component"]);
 }
 
 #[test]
 fn a_component_of_another_wit_version() {
-    assert_mentions(&run_failing(&example("wrong_world"), &[]), &["does not implement weir:dataflow/job-component@0.2.0", "@0.1.0"]);
+    assert_mentions(&run_failing(&WEIR.example("wrong_world"), &[]), &["does not implement weir:dataflow/job-component@0.2.0", "@0.1.0"]);
 }
 
 #[test]
 fn an_operator_that_loops_forever_runs_out_of_fuel() {
-    let line = run_failing(&example("bad_loop"), &["--fuel", "50000000"]);
+    let line = run_failing(&WEIR.example("bad_loop"), &["--fuel", "50000000"]);
     assert_mentions(&line, &["\"spin\"", "fuel exhausted"]);
 }
 
 #[test]
 fn an_operator_that_allocates_without_bound_hits_the_memory_limit() {
-    let line = run_failing(&example("bad_memory"), &["--memory-limit-mib", "32"]);
+    let line = run_failing(&WEIR.example("bad_memory"), &["--memory-limit-mib", "32"]);
     assert_mentions(&line, &["\"hog\"", "memory limit hit", "limit is 32 MiB"]);
 }
 
 #[test]
 fn an_operator_that_panics_reports_the_panic_message() {
-    let line = run_failing(&example("bad_panic"), &[]);
+    let line = run_failing(&WEIR.example("bad_panic"), &[]);
     assert_mentions(&line, &["\"explode\"", "panicked", "poisoned record 3"]);
 }
 
 #[test]
 fn an_operator_with_malformed_output_is_caught() {
-    let line = run_failing(&example("bad_output"), &[]);
+    let line = run_failing(&WEIR.example("bad_output"), &[]);
     assert_mentions(&line, &["\"garble\"", "malformed output batch"]);
 }
 
 #[test]
 fn a_component_over_the_size_limit_is_refused_before_compiling() {
-    let job = example("wordcount");
+    let job = WEIR.example("wordcount");
     let size = std::fs::metadata(&job).expect("built").len();
     let line = run_failing(&job, &["--max-component-size", "1000"]);
     assert_mentions(&line, &[&format!("component is {size} bytes, over the limit of 1000 bytes"), "refused before compiling"]);
@@ -95,7 +96,7 @@ fn other_jobs_keep_running_while_bad_jobs_fail() {
         cache_bytes: 1 << 20,
     })
     .expect("cluster starts");
-    let read = |name: &str| std::fs::read(example(name)).expect("example built");
+    let read = |name: &str| std::fs::read(WEIR.example(name)).expect("example built");
     let n: u64 = 300_000;
     let output = dir.path().join("sums.tsv");
     let good = cluster

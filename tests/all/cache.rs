@@ -1,12 +1,15 @@
 //! Compiled components are cached by content hash across process restarts.
 
-use crate::support::{example, stderr, weir};
+use weir_testkit::stderr;
+
+use crate::WEIR;
 
 fn inspect(cache: &std::path::Path) -> String {
-    let o = weir()
+    let o = WEIR
+        .command()
         .env("WEIR_CACHE_DIR", cache)
         .env("WEIR_LOG", "weir_wasm=info")
-        .args(["inspect".as_ref(), example("wordcount").as_os_str()])
+        .args(["inspect".as_ref(), WEIR.example("wordcount").as_os_str()])
         .output()
         .expect("weir starts");
     assert!(o.status.success(), "{}", stderr(&o));

@@ -2,235 +2,17 @@
 //! with mutual TLS, heartbeats and lost-TaskManager detection, and refusal of peers
 //! without the cluster's credentials.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::support::{run_weir, stderr, weir};
+use weir_testkit::cluster::{Processes, identity, remote, spawn_jobmanager, status};
+use weir_testkit::{stderr, wait_until};
 
-/// Kills its processes when dropped, so a failing test leaves nothing running.
-pub struct Processes(pub Vec<Child>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-pub fn identity(dir: &Path, name: &str) -> Vec<String> {
-    vec!["--identity".into(), dir.join(name).display().to_string()]
-}
-
-/// Arguments that point a client command at a JobManager's REST API.
-pub fn remote(creds: &Path, rest: &str) -> Vec<String> {
-    vec!["--jobmanager".into(), rest.into(), "--token-file".into(), creds.join("api-token").display().to_string()]
-}
-
-fn status(creds: &Path, rest: &str) -> String {
-    let mut args = vec!["status".to_string()];
-    args.extend(remote(creds, rest));
-    let o = run_weir(&args);
-    assert!(o.status.success(), "{}", stderr(&o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use crate::WEIR;
 
 /// The status line of TaskManager `name` (registration order, and so ids, vary).
 fn line_of(view: &str, name: &str) -> String {
     view.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_default().to_string()
-}
-
-/// Generous: CI machines run several clusters at once on two cores.
-const WAIT: Duration = Duration::from_secs(120);
-
-/// Polls `f` until it holds, failing after a generous deadline (never a fixed sleep).
-pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A JobManager and TaskManagers as real processes on loopback, each logging at info
-/// level into its own file, each TaskManager with its own (initially empty)
-/// compiled-component cache (unless started warm) and state directory.
-pub struct TestCluster {
-    /// Holds credentials, logs, caches and state; removed at the end.
-    pub dir: tempfile::TempDir,
-    /// The credentials from `weir cluster-init`.
-    pub creds: PathBuf,
-    /// The JobManager's QUIC address (TaskManagers dial it).
-    pub jm: String,
-    /// The JobManager's REST API, e.g. `http://127.0.0.1:PORT`.
-    pub rest: String,
-    /// The API's bearer token.
-    pub token: String,
-    /// JobManager first, then the TaskManagers in order.
-    pub procs: Processes,
-    /// Names of `procs`, in order.
-    names: Vec<String>,
-    /// Extra JobManager arguments, for restarts.
-    jobmanager_args: Vec<String>,
-    /// The compiled-component cache every TaskManager shares, if not one each.
-    shared_cache: Option<PathBuf>,
-}
-
-impl TestCluster {
-    /// Starts a JobManager and one TaskManager per `(name, slots)`, and waits until all
-    /// slots are registered.
-    pub fn start(taskmanagers: &[(&str, u32)]) -> Self {
-        Self::start_with(taskmanagers, &[])
-    }
-
-    /// As [`Self::start`], with extra JobManager arguments; `{dir}` in them stands for
-    /// the cluster's directory.
-    pub fn start_with(taskmanagers: &[(&str, u32)], jobmanager_args: &[&str]) -> Self {
-        Self::launch(taskmanagers, jobmanager_args, None)
-    }
-
-    /// Like [`Self::start_with`], but the TaskManagers share the tests' warm
-    /// compiled-component cache: for tests about running jobs, not about shipping and
-    /// compiling them (a cold Python component takes a minute to compile on a loaded CI
-    /// machine).
-    pub fn start_warm(taskmanagers: &[(&str, u32)], jobmanager_args: &[&str]) -> Self {
-        Self::launch(taskmanagers, jobmanager_args, Some(crate::support::target_dir().join("weir-test-cache")))
-    }
-
-    fn launch(taskmanagers: &[(&str, u32)], jobmanager_args: &[&str], shared_cache: Option<PathBuf>) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let creds = dir.path().join("cluster");
-        let o = run_weir(["cluster-init".as_ref(), creds.as_os_str(), "--taskmanagers".as_ref(), "3".as_ref()]);
-        assert!(o.status.success(), "{}", stderr(&o));
-        let jobmanager_args: Vec<String> = jobmanager_args.iter().map(|a| a.replace("{dir}", &dir.path().display().to_string())).collect();
-        let (jm, addr, rest) = spawn_jobmanager(dir.path(), &creds, "127.0.0.1:0", "127.0.0.1:0", &jobmanager_args);
-        let token = std::fs::read_to_string(creds.join("api-token")).expect("api token").trim().to_string();
-        let mut cluster =
-            Self { dir, creds, jm: addr, rest, token, procs: Processes(vec![jm]), names: vec!["jobmanager".into()], jobmanager_args, shared_cache };
-        for (name, slots) in taskmanagers {
-            cluster.start_taskmanager(name, *slots);
-        }
-        let total: u32 = taskmanagers.iter().map(|(_, s)| s).sum();
-        wait_until("the taskmanagers to register", || cluster.status().contains(&format!("free slots: {total}")));
-        cluster
-    }
-
-    /// Starts (or restarts, with the same state directory and cache) TaskManager `name`.
-    pub fn start_taskmanager(&mut self, name: &str, slots: u32) {
-        self.start_taskmanager_with(name, slots, &[]);
-    }
-
-    /// [`Self::start_taskmanager`] with extra arguments.
-    pub fn start_taskmanager_with(&mut self, name: &str, slots: u32, extra: &[&str]) {
-        let tm = weir()
-            .args(["taskmanager", "--jobmanager", &self.jm, "--slots", &slots.to_string()])
-            .args(extra)
-            .arg("--state-dir")
-            .arg(self.dir.path().join(format!("state-{name}")))
-            .args(identity(&self.creds, name))
-            .env("WEIR_LOG", "info")
-            .env("WEIR_CACHE_DIR", self.shared_cache.clone().unwrap_or_else(|| self.dir.path().join(format!("cache-{name}"))))
-            .stdout(Stdio::null())
-            .stderr(log_file(self.dir.path(), name))
-            .spawn()
-            .expect("taskmanager starts");
-        match self.names.iter().position(|n| n == name) {
-            Some(i) => self.procs.0[i] = tm,
-            None => {
-                self.procs.0.push(tm);
-                self.names.push(name.to_string());
-            }
-        }
-    }
-
-    /// SIGKILLs the JobManager and starts a new one on the same address.
-    pub fn restart_jobmanager(&mut self) {
-        self.kill("jobmanager");
-        let rest = self.rest.trim_start_matches("http://").to_string();
-        let (jm, addr, rest) = spawn_jobmanager(self.dir.path(), &self.creds, &self.jm, &rest, &self.jobmanager_args);
-        assert_eq!(addr, self.jm, "the new jobmanager listens where the old one did");
-        assert_eq!(rest, self.rest, "the new jobmanager serves its api where the old one did");
-        self.procs.0[0] = jm;
-    }
-
-    /// SIGKILLs process `name` and reaps it.
-    pub fn kill(&mut self, name: &str) {
-        let i = self.names.iter().position(|n| n == name).expect("known process");
-        self.procs.0[i].kill().expect("kill");
-        self.procs.0[i].wait().expect("reap");
-    }
-
-    /// `weir status`: TaskManagers, free slots, jobs with their vertices.
-    pub fn status(&self) -> String {
-        status(&self.creds, &self.rest)
-    }
-
-    /// Runs a client command (`submit`, `cancel`, ...) against the JobManager's API.
-    pub fn client(&self, args: &[&std::ffi::OsStr]) -> std::process::Output {
-        let mut c = weir();
-        c.args(args).args(remote(&self.creds, &self.rest));
-        c.output().expect("weir starts")
-    }
-
-    /// What process `name` (`jobmanager`, `taskmanager-1`, ...) logged so far.
-    pub fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
-    }
-
-    /// [`wait_until`], failing with every process's log (a stuck cluster explains itself).
-    pub fn wait_until(&self, what: &str, mut f: impl FnMut() -> bool) {
-        let deadline = Instant::now() + WAIT;
-        while !f() {
-            if Instant::now() >= deadline {
-                let logs: Vec<String> = self.names.iter().map(|n| format!("--- {n}.log\n{}", self.log(n))).collect();
-                panic!("timed out waiting for {what}\n{}", logs.join("\n"));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Sends `signal` (`libc::SIGSTOP`, `libc::SIGCONT`, ...) to process `name`.
-    pub fn signal(&self, name: &str, signal: i32) {
-        let i = self.names.iter().position(|n| n == name).expect("known process");
-        let pid = i32::try_from(self.procs.0[i].id()).expect("pid");
-        // SAFETY: signals our own child, which has not been reaped yet.
-        let sent = unsafe { libc::kill(pid, signal) };
-        assert_eq!(sent, 0, "kill({pid}, {signal})");
-    }
-
-    /// Process ids: JobManager first.
-    pub fn pids(&self) -> Vec<u32> {
-        self.procs.0.iter().map(Child::id).collect()
-    }
-}
-
-/// Starts a JobManager on `listen` (QUIC) and `rest` (HTTP); the process, its QUIC
-/// address and its REST base URL.
-fn spawn_jobmanager(dir: &Path, creds: &Path, listen: &str, rest: &str, extra: &[String]) -> (Child, String, String) {
-    let mut jm = weir()
-        .args(["jobmanager", "--listen", listen, "--rest-listen", rest, "--heartbeat-timeout-ms", "1500"])
-        .args(extra)
-        .args(identity(creds, "jobmanager"))
-        .env("WEIR_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(log_file(dir, "jobmanager"))
-        .spawn()
-        .expect("jobmanager starts");
-    let mut out = BufReader::new(jm.stdout.take().expect("stdout"));
-    let (mut line, mut api) = (String::new(), String::new());
-    out.read_line(&mut line).expect("listening line");
-    out.read_line(&mut api).expect("rest api line");
-    let addr = line.trim().rsplit(' ').next().expect("address").to_string();
-    let rest = api.trim().rsplit(' ').next().expect("rest address").to_string();
-    (jm, addr, rest)
-}
-
-/// A process's log file; a restarted process appends to it.
-fn log_file(dir: &Path, name: &str) -> std::fs::File {
-    std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{name}.log"))).expect("log file")
 }
 
 #[test]
@@ -238,15 +20,16 @@ fn taskmanagers_register_heartbeat_and_are_detected_lost_and_strangers_are_refus
     let dir = tempfile::tempdir().expect("tempdir");
     let (creds, foreign) = (dir.path().join("cluster"), dir.path().join("other"));
     for d in [&creds, &foreign] {
-        let o = run_weir(["cluster-init".as_ref(), d.as_os_str()]);
+        let o = WEIR.run(["cluster-init".as_ref(), d.as_os_str()]);
         assert!(o.status.success(), "{}", stderr(&o));
     }
-    let (jm, addr, rest) = spawn_jobmanager(dir.path(), &creds, "127.0.0.1:0", "127.0.0.1:0", &[]);
+    let (jm, addr, rest) = spawn_jobmanager(WEIR, dir.path(), &creds, "127.0.0.1:0", "127.0.0.1:0", &[]);
     let mut procs = Processes(vec![jm]);
 
     // taskmanager-2 sits behind a (pretend) NAT: peers are told the address it advertises.
     for (name, slots, extra) in [("taskmanager-1", "2", &[][..]), ("taskmanager-2", "3", &["--advertise", "192.0.2.7:7000"][..])] {
-        let tm = weir()
+        let tm = WEIR
+            .command()
             .args(["taskmanager", "--jobmanager", &addr, "--slots", slots])
             .args(extra)
             .args(identity(&creds, name))
@@ -256,27 +39,27 @@ fn taskmanagers_register_heartbeat_and_are_detected_lost_and_strangers_are_refus
             .expect("taskmanager starts");
         procs.0.push(tm);
     }
-    wait_until("both taskmanagers to register", || status(&creds, &rest).contains("free slots: 5"));
+    wait_until("both taskmanagers to register", || status(WEIR, &creds, &rest).contains("free slots: 5"));
 
     // A TaskManager from another cluster's CA fails the TLS handshake; a member whose
     // certificate is not a TaskManager's may not offer slots.
     let mut foreign_tm = vec!["taskmanager".to_string(), "--jobmanager".into(), addr.clone()];
     foreign_tm.extend(identity(&foreign, "taskmanager-1"));
-    let o = run_weir(&foreign_tm);
+    let o = WEIR.run(&foreign_tm);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("UnknownIssuer"), "{}", stderr(&o));
     let mut client_tm = vec!["taskmanager".to_string(), "--jobmanager".into(), addr.clone()];
     client_tm.extend(identity(&creds, "client"));
-    let o = run_weir(&client_tm);
+    let o = WEIR.run(&client_tm);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("only taskmanager certificates may offer slots"), "{}", stderr(&o));
     // Another cluster's api token cannot even ask.
     let mut foreign_status = vec!["status".to_string()];
     foreign_status.extend(remote(&foreign, &rest));
-    let o = run_weir(&foreign_status);
+    let o = WEIR.run(&foreign_status);
     assert!(!o.status.success(), "a stranger cannot even ask");
     assert!(stderr(&o).contains("the bearer token is not this cluster's api token (401)"), "{}", stderr(&o));
-    let view = status(&creds, &rest);
+    let view = status(WEIR, &creds, &rest);
     assert_eq!(view.lines().filter(|l| l.starts_with("taskmanager")).count(), 2, "{view}");
     assert!(line_of(&view, "taskmanager-2").contains(" data=192.0.2.7:7000 "), "{view}");
     assert!(line_of(&view, "taskmanager-1").contains(" data=127.0.0.1:"), "{view}");
@@ -285,9 +68,9 @@ fn taskmanagers_register_heartbeat_and_are_detected_lost_and_strangers_are_refus
     let killed = Instant::now();
     procs.0[1].kill().expect("kill");
     wait_until("the killed taskmanager to be lost", || {
-        let v = status(&creds, &rest);
+        let v = status(WEIR, &creds, &rest);
         line_of(&v, "taskmanager-1").contains(" lost ") && v.contains("free slots: 3")
     });
     assert!(killed.elapsed() < Duration::from_secs(15), "lost detection took {:?}", killed.elapsed());
-    assert!(line_of(&status(&creds, &rest), "taskmanager-2").contains("slots=3 used=0 alive"));
+    assert!(line_of(&status(WEIR, &creds, &rest), "taskmanager-2").contains("slots=3 used=0 alive"));
 }

@@ -2,12 +2,13 @@
 
 use std::ffi::OsStr;
 
-use crate::cluster::{TestCluster, wait_until};
-use crate::support::{example, stderr};
+use weir_testkit::{TestCluster, stderr, wait_until};
+
+use crate::WEIR;
 use crate::wordcount::{final_counts, python_counts, write_text};
 
 fn submit_wordcount(cluster: &TestCluster, input: &std::path::Path, output: &std::path::Path) -> std::process::Output {
-    let wasm = example("wordcount");
+    let wasm = WEIR.example("wordcount");
     cluster.client(&[
         OsStr::new("submit"),
         wasm.as_os_str(),
@@ -22,7 +23,7 @@ fn submit_wordcount(cluster: &TestCluster, input: &std::path::Path, output: &std
 
 #[test]
 fn wordcount_at_parallelism_4_on_two_taskmanagers_is_exact_and_ships_the_component_once() {
-    let mut cluster = TestCluster::start(&[("taskmanager-1", 2)]);
+    let mut cluster = TestCluster::start(WEIR, &[("taskmanager-1", 2)]);
     // Listening on every interface: peers dial the address the JobManager sees it at.
     cluster.start_taskmanager_with("taskmanager-2", 2, &["--listen", "0.0.0.0:0"]);
     wait_until("taskmanager-2 to register", || cluster.status().contains("free slots: 4"));
@@ -85,8 +86,8 @@ fn vertex_counts(status: &str, name: &str) -> (u64, u64) {
 
 #[test]
 fn a_slow_operator_holds_back_a_fast_source_across_processes_and_cancel_stops_everything() {
-    let cluster = TestCluster::start(&[("taskmanager-1", 1), ("taskmanager-2", 1)]);
-    let wasm = example("slow_map");
+    let cluster = TestCluster::start(WEIR, &[("taskmanager-1", 1), ("taskmanager-2", 1)]);
+    let wasm = WEIR.example("slow_map");
     let o = cluster.client(&[OsStr::new("submit"), wasm.as_os_str(), OsStr::new("-p"), OsStr::new("2"), OsStr::new("--detach")]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
@@ -96,7 +97,7 @@ fn a_slow_operator_holds_back_a_fast_source_across_processes_and_cancel_stops_ev
     // hundreds of millions of records by then.
     let mut peak = vec![0; 3];
     let mut status = String::new();
-    crate::cluster::wait_until("the slow operator to make progress", || {
+    wait_until("the slow operator to make progress", || {
         for (p, pid) in peak.iter_mut().zip(cluster.pids()) {
             *p = (*p).max(rss_mib(pid));
         }
@@ -115,7 +116,7 @@ fn a_slow_operator_holds_back_a_fast_source_across_processes_and_cancel_stops_ev
 
     let o = cluster.client(&[OsStr::new("cancel"), OsStr::new(&job)]);
     assert!(o.status.success(), "{}", stderr(&o));
-    crate::cluster::wait_until("the job to be cancelled everywhere", || {
+    wait_until("the job to be cancelled everywhere", || {
         let s = cluster.status();
         s.contains(" CANCELED ") && s.contains("state=TERMINATED") && s.contains("free slots: 2")
     });
@@ -127,13 +128,13 @@ fn a_slow_operator_holds_back_a_fast_source_across_processes_and_cancel_stops_ev
 
 #[test]
 fn losing_a_taskmanager_fails_its_jobs_and_frees_the_survivors_slots() {
-    let mut cluster = TestCluster::start(&[("taskmanager-1", 1), ("taskmanager-2", 1)]);
-    let wasm = example("slow_map");
+    let mut cluster = TestCluster::start(WEIR, &[("taskmanager-1", 1), ("taskmanager-2", 1)]);
+    let wasm = WEIR.example("slow_map");
     let o = cluster.client(&[OsStr::new("submit"), wasm.as_os_str(), OsStr::new("-p"), OsStr::new("2"), OsStr::new("--detach")]);
     assert!(o.status.success(), "{}", stderr(&o));
-    crate::cluster::wait_until("the job to make progress", || vertex_counts(&cluster.status(), "slow").0 > 0);
+    wait_until("the job to make progress", || vertex_counts(&cluster.status(), "slow").0 > 0);
     cluster.kill("taskmanager-2");
-    crate::cluster::wait_until("the job to fail and the survivor's slot to be free", || {
+    wait_until("the job to fail and the survivor's slot to be free", || {
         let s = cluster.status();
         s.lines().any(|l| l.contains(" FAILED ") && l.contains("state=FAILED") && l.contains("taskmanager taskmanager-2 was lost"))
             && s.contains("free slots: 1")
@@ -144,8 +145,8 @@ fn losing_a_taskmanager_fails_its_jobs_and_frees_the_survivors_slots() {
 
 #[test]
 fn a_failing_operator_is_restarted_until_its_budget_is_spent_then_the_job_fails() {
-    let cluster = TestCluster::start(&[("taskmanager-1", 1), ("taskmanager-2", 1)]);
-    let wasm = example("bad_panic");
+    let cluster = TestCluster::start(WEIR, &[("taskmanager-1", 1), ("taskmanager-2", 1)]);
+    let wasm = WEIR.example("bad_panic");
     let o = cluster.client(&[
         OsStr::new("submit"),
         wasm.as_os_str(),

@@ -16,8 +16,9 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::Path;
 
-use crate::cluster::{TestCluster, wait_until};
-use crate::support::{example, run_weir, splitmix64, stderr};
+use weir_testkit::{TestCluster, splitmix64, stderr, wait_until};
+
+use crate::WEIR;
 use crate::wordcount::{python_counts, write_text};
 
 /// What `summary` gives for an output: each key's final value and the line count.
@@ -102,14 +103,14 @@ fn distinct_values_reference(n: u64) -> Summary {
 fn check(cluster: &TestCluster, name: &str, args: &[&str], reference: &Summary) {
     let dir = cluster.dir.path().join(name);
     std::fs::create_dir_all(&dir).expect("dir");
-    let wasm = example(name);
+    let wasm = WEIR.example(name);
     let job_args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
 
     // 1. Straight through.
     let straight = dir.join("straight.tsv");
     let mut argv: Vec<&OsStr> = vec![OsStr::new("run"), wasm.as_os_str(), OsStr::new("-o"), straight.as_os_str()];
     argv.extend(&job_args);
-    let o = run_weir(&argv);
+    let o = WEIR.run(&argv);
     assert!(o.status.success(), "{name}: {}", stderr(&o));
     let expected = summary(&std::fs::read_to_string(&straight).expect("output").lines().map(str::to_string).collect::<Vec<_>>());
     assert!(expected.1 > 0, "{name}: the golden output is not empty");
@@ -152,7 +153,7 @@ fn check(cluster: &TestCluster, name: &str, args: &[&str], reference: &Summary) 
 
 #[test]
 fn every_example_job_gives_the_same_output_three_ways() {
-    let cluster = TestCluster::start_with(&[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let cluster = TestCluster::start_with(WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
     let input = cluster.dir.path().join("input.txt");
     // Large enough that the job outlives its first checkpoint on a loaded machine (the
     // savepoint case needs it running): at 500K lines it sometimes finished first.

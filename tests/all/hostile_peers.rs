@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use weir_net::{CaCert, Connection, Endpoint, NodeIdentity, quinn};
+use weir_testkit::{TestCluster, stderr, wait_until};
 use weir_types::deployment::ChannelId;
 
-use crate::cluster::{TestCluster, wait_until};
-use crate::support::{example, stderr};
+use crate::WEIR;
 
 /// Data-plane address of TaskManager `name`, from `weir status`.
 fn data_addr(status: &str, name: &str) -> SocketAddr {
@@ -33,7 +33,7 @@ async fn close_code(conn: &Connection) -> Option<u64> {
 
 #[test]
 fn garbage_truncated_frames_and_strangers_are_cut_off_and_the_cluster_keeps_working() {
-    let cluster = TestCluster::start(&[("taskmanager-1", 1), ("taskmanager-2", 1)]);
+    let cluster = TestCluster::start(WEIR, &[("taskmanager-1", 1), ("taskmanager-2", 1)]);
     let tm1 = data_addr(&cluster.status(), "taskmanager-1");
     let jm: SocketAddr = cluster.jm.parse().expect("jobmanager address");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -70,10 +70,11 @@ fn garbage_truncated_frames_and_strangers_are_cut_off_and_the_cluster_keeps_work
 
     // Without the cluster's api token nobody submits.
     let foreign = cluster.dir.path().join("foreign");
-    let o = crate::support::run_weir([OsStr::new("cluster-init"), foreign.as_os_str()]);
+    let o = WEIR.run([OsStr::new("cluster-init"), foreign.as_os_str()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let wasm = example("wordcount");
-    let o = crate::support::weir()
+    let wasm = WEIR.example("wordcount");
+    let o = WEIR
+        .command()
         .args([OsStr::new("submit"), wasm.as_os_str(), OsStr::new("--jobmanager"), OsStr::new(&cluster.rest), OsStr::new("--token-file")])
         .arg(foreign.join("api-token"))
         .output()
@@ -102,7 +103,7 @@ fn garbage_truncated_frames_and_strangers_are_cut_off_and_the_cluster_keeps_work
 
     // A member injecting an invalid record batch into a running job's channel: the
     // connection is cut and the job fails with the reason instead of taking garbage in.
-    let slow = example("slow_map");
+    let slow = WEIR.example("slow_map");
     let o = cluster.client(&[OsStr::new("submit"), slow.as_os_str(), OsStr::new("-p"), OsStr::new("2"), OsStr::new("--detach")]);
     assert!(o.status.success(), "{}", stderr(&o));
     let job = String::from_utf8_lossy(&o.stdout).split_whitespace().nth(1).expect("job id").to_string();

@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 
-use crate::support::{example, run_weir, splitmix64, stderr};
+use weir_testkit::{splitmix64, stderr};
+
+use crate::WEIR;
 
 /// Per key: the values in order of first appearance, as the job computes them.
 fn expected(n: u64) -> HashMap<u64, Vec<u64>> {
@@ -20,9 +22,9 @@ fn expected(n: u64) -> HashMap<u64, Vec<u64>> {
 fn run(n: u64, parallelism: u32) -> (HashMap<u64, (usize, Vec<u64>)>, usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out.tsv");
-    let o = run_weir([
+    let o = WEIR.run([
         "run".as_ref(),
-        example("distinct_values").as_os_str(),
+        WEIR.example("distinct_values").as_os_str(),
         "--arg".as_ref(),
         format!("n={n}").as_ref(),
         "-p".as_ref(),

@@ -1,7 +1,11 @@
-//! End-to-end tests through the `weir` binary and the embedded cluster.
+//! End-to-end tests through the `weir` binary and the embedded cluster; their support
+//! (clusters, example components, the browser) is the `weir-testkit` crate.
 
-#[path = "../support.rs"]
-mod support;
+use weir_testkit::Weir;
+
+/// This build's `weir` binary and target directory (Cargo tells only tests of the root
+/// package).
+const WEIR: Weir = Weir::new(env!("CARGO_BIN_EXE_weir"), env!("CARGO_TARGET_TMPDIR"));
 
 mod api;
 mod bad_jobs;

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::Path;
 
-use crate::cluster::TestCluster;
-use crate::support::{example, polyglot, run_weir, splitmix64, stderr, weir};
+use weir_testkit::{TestCluster, splitmix64, stderr};
+
+use crate::WEIR;
 
 const COUNTRIES: &[&str] = &["US", "ca", " DE", "fr ", "GB", "nl", "ES", "IT", "JP", "cn", "IN", "SG", "KR", "MX", "BR", "za"];
 
@@ -75,7 +76,7 @@ fn part_lines(dir: &Path) -> Vec<String> {
 }
 
 fn manifest() -> std::path::PathBuf {
-    polyglot().join("orders.toml")
+    WEIR.polyglot().join("orders.toml")
 }
 
 #[test]
@@ -101,7 +102,7 @@ fn four_languages_in_one_job_on_the_embedded_cluster() {
             OsStr::new("-p"),
             OsStr::new("2"),
         ];
-        let o = weir().args(args).env("WEIR_CACHE_DIR", &cache).env("WEIR_LOG", "info").output().expect("weir starts");
+        let o = WEIR.command().args(args).env("WEIR_CACHE_DIR", &cache).env("WEIR_LOG", "info").output().expect("weir starts");
         assert!(o.status.success(), "{}", stderr(&o));
         o
     };
@@ -124,7 +125,7 @@ fn four_languages_in_one_job_on_the_embedded_cluster() {
 
 #[test]
 fn four_languages_in_one_job_on_two_taskmanagers() {
-    let cluster = TestCluster::start(&[("taskmanager-1", 2), ("taskmanager-2", 2)]);
+    let cluster = TestCluster::start(WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)]);
     let input = orders(20_000);
     let path = cluster.dir.path().join("orders.csv");
     std::fs::write(&path, &input).expect("write input");
@@ -145,7 +146,7 @@ fn four_languages_in_one_job_on_two_taskmanagers() {
 
 #[test]
 fn the_polyglot_job_is_exact_after_a_taskmanager_is_killed() {
-    let mut cluster = TestCluster::start_warm(&[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let mut cluster = TestCluster::start_warm(WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
     let input = orders(1_500_000);
     let path = cluster.dir.path().join("orders.csv");
     std::fs::write(&path, &input).expect("write input");
@@ -177,14 +178,14 @@ fn the_polyglot_job_is_exact_after_a_taskmanager_is_killed() {
 #[test]
 fn manifests_are_checked_at_submission() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let built = polyglot();
+    let built = WEIR.polyglot();
     let write = |name: &str, text: &str| {
         let p = dir.path().join(name);
         std::fs::write(&p, text).expect("write manifest");
         p
     };
     let refused = |manifest: &Path, wanted: &[&str]| {
-        let o = run_weir([OsStr::new("run"), manifest.as_os_str(), OsStr::new("--output"), dir.path().join("o").as_os_str()]);
+        let o = WEIR.run([OsStr::new("run"), manifest.as_os_str(), OsStr::new("--output"), dir.path().join("o").as_os_str()]);
         let err = stderr(&o);
         assert!(!o.status.success(), "accepted: {err}");
         for w in wanted {
@@ -198,17 +199,20 @@ fn manifests_are_checked_at_submission() {
         )
     };
     // A component of another WIT version is not an operator component.
-    refused(&write("old.toml", &job(&example("wrong_world"))), &["component", "does not implement weir:dataflow/operator-component@0.2.0", "@0.1.0"]);
+    refused(
+        &write("old.toml", &job(&WEIR.example("wrong_world"))),
+        &["component", "does not implement weir:dataflow/operator-component@0.2.0", "@0.1.0"],
+    );
     refused(&write("missing.toml", &job(&dir.path().join("nope.wasm"))), &["nope.wasm"]);
     refused(&write("syntax.toml", "name = \"x\"\n[[node]]\nuid = \"a\"\nsorce = \"generator\"\n"), &["unknown field `sorce`"]);
     refused(&write("graph.toml", &job(&built.join("count.wasm")).replace("uid = \"out\"", "uid = \"op\"")), &["two nodes have the uid \"op\""]);
     // An operator-only component cannot run without a manifest, and says so.
-    let o = run_weir([OsStr::new("run"), built.join("enrich.wasm").as_os_str()]);
+    let o = WEIR.run([OsStr::new("run"), built.join("enrich.wasm").as_os_str()]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("does not export weir:dataflow/job@0.2.0 (an operator-only component runs from a job manifest)"), "{}", stderr(&o));
     // An operator id the component does not have fails the job, naming the operator.
     let text = job(&built.join("enrich.wasm")).replace("uid = \"op\"", "uid = \"op\"\noperator = 5");
-    let o = run_weir([OsStr::new("run"), write("op.toml", &text).as_os_str()]);
+    let o = WEIR.run([OsStr::new("run"), write("op.toml", &text).as_os_str()]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("\"op\""), "{}", stderr(&o));
 }
@@ -220,13 +224,13 @@ fn weir_new_scaffolds_an_operator_that_builds_and_runs_in_every_language() {
     std::fs::write(&input, "hello weir\nstreams in wasm\n").expect("write input");
     for lang in ["rust", "python", "js", "c"] {
         let name = format!("upper-{lang}");
-        let o = run_weir([OsStr::new("new"), OsStr::new("--lang"), OsStr::new(lang), OsStr::new(&name), OsStr::new("--dir"), dir.path().as_os_str()]);
+        let o = WEIR.run([OsStr::new("new"), OsStr::new("--lang"), OsStr::new(lang), OsStr::new(&name), OsStr::new("--dir"), dir.path().as_os_str()]);
         assert!(o.status.success(), "{lang}: {}", stderr(&o));
         let project = dir.path().join(&name);
         let built = std::process::Command::new("bash")
             .arg(project.join("build.sh"))
             // Rust projects share one target directory across test runs.
-            .env("CARGO_TARGET_DIR", crate::support::target_dir().join("new-projects"))
+            .env("CARGO_TARGET_DIR", WEIR.target_dir().join("new-projects"))
             .output()
             .expect("bash runs");
         assert!(built.status.success(), "{lang}: the scaffold does not build: {}", stderr(&built));
@@ -236,7 +240,7 @@ fn weir_new_scaffolds_an_operator_that_builds_and_runs_in_every_language() {
         );
         std::fs::write(&manifest, text).expect("write manifest");
         let out = project.join("out.txt");
-        let o = run_weir([OsStr::new("run"), manifest.as_os_str(), OsStr::new("-i"), input.as_os_str(), OsStr::new("--output"), out.as_os_str()]);
+        let o = WEIR.run([OsStr::new("run"), manifest.as_os_str(), OsStr::new("-i"), input.as_os_str(), OsStr::new("--output"), out.as_os_str()]);
         assert!(o.status.success(), "{lang}: {}", stderr(&o));
         let printed = std::fs::read_to_string(&out).expect("output");
         let mut lines: Vec<&str> = printed.lines().collect();
@@ -244,8 +248,8 @@ fn weir_new_scaffolds_an_operator_that_builds_and_runs_in_every_language() {
         // An empty key, a tab, the value: the line as text-lines gave it, uppercased.
         assert_eq!(lines, ["\tHELLO WEIR", "\tSTREAMS IN WASM"], "{lang}");
     }
-    let o = run_weir([OsStr::new("new"), OsStr::new("--lang"), OsStr::new("c"), OsStr::new("upper-c"), OsStr::new("--dir"), dir.path().as_os_str()]);
+    let o = WEIR.run([OsStr::new("new"), OsStr::new("--lang"), OsStr::new("c"), OsStr::new("upper-c"), OsStr::new("--dir"), dir.path().as_os_str()]);
     assert!(!o.status.success() && stderr(&o).contains("already exists"), "{}", stderr(&o));
-    let o = run_weir([OsStr::new("new"), OsStr::new("--lang"), OsStr::new("c"), OsStr::new("../x"), OsStr::new("--dir"), dir.path().as_os_str()]);
+    let o = WEIR.run([OsStr::new("new"), OsStr::new("--lang"), OsStr::new("c"), OsStr::new("../x"), OsStr::new("--dir"), dir.path().as_os_str()]);
     assert!(!o.status.success() && stderr(&o).contains("use letters, digits"), "{}", stderr(&o));
 }

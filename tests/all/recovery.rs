@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::Path;
 
-use crate::cluster::{TestCluster, wait_until};
-use crate::support::{example, splitmix64, stderr};
+use weir_testkit::{TestCluster, splitmix64, stderr, wait_until};
+
+use crate::WEIR;
 
 /// The job's line in `weir status`.
 fn job_line(status: &str, job: &str) -> String {
@@ -33,7 +34,7 @@ fn committed_lines(dir: &Path) -> Vec<String> {
 /// detached; its id.
 /// `work` rounds of busy work per record keep the job running long enough to crash it.
 fn submit_keyed_sum(cluster: &TestCluster, n: u64, work: u32, output: &Path, restart: &str) -> String {
-    let wasm = example("keyed_sum");
+    let wasm = WEIR.example("keyed_sum");
     let (n, work) = (format!("n={n}"), format!("work={work}"));
     let args =
         ["submit", "-p", "2", "--arg", &n, "--arg", &work, "--arg", "sink=file", "--checkpoint-interval", "300", "--restart", restart, "--detach"];
@@ -85,7 +86,7 @@ fn completed_checkpoints(root: &Path, job: &str) -> Vec<u64> {
 
 #[test]
 fn a_corrupted_checkpoint_is_detected_and_the_previous_one_restored() {
-    let mut cluster = TestCluster::start_with(&[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let mut cluster = TestCluster::start_with(WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
     let n: u64 = 1_500_000;
     let output = cluster.dir.path().join("out");
     let job = submit_keyed_sum(&cluster, n, 4000, &output, "fixed-delay:5:2000");
@@ -121,7 +122,7 @@ fn a_corrupted_checkpoint_is_detected_and_the_previous_one_restored() {
 
 #[test]
 fn keyed_sum_is_exact_while_taskmanagers_are_killed_and_restarted() {
-    let mut cluster = TestCluster::start_with(&[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let mut cluster = TestCluster::start_with(WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
     let n: u64 = 2_000_000;
     let output = cluster.dir.path().join("out");
     let job = submit_keyed_sum(&cluster, n, 4000, &output, "fixed-delay:20:100");
@@ -150,7 +151,7 @@ fn keyed_sum_is_exact_while_taskmanagers_are_killed_and_restarted() {
 
 #[test]
 fn a_savepoint_at_parallelism_2_resumes_at_3_exactly_once() {
-    let cluster = TestCluster::start_with(&[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let cluster = TestCluster::start_with(WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
     let n: u64 = 1_500_000;
     let (first, second) = (cluster.dir.path().join("out-p2"), cluster.dir.path().join("out-p3"));
     let job = submit_keyed_sum(&cluster, n, 4000, &first, "none");
@@ -170,7 +171,7 @@ fn a_savepoint_at_parallelism_2_resumes_at_3_exactly_once() {
     let done: u64 = committed_lines(&first).len() as u64;
     assert!(done > 0 && done < n, "the first run stopped midway: {done} of {n}");
 
-    let wasm = example("keyed_sum");
+    let wasm = WEIR.example("keyed_sum");
     let args = ["submit", "-p", "3", "--arg", &format!("n={n}"), "--arg", "sink=file", "--checkpoint-interval", "300"];
     let mut argv: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
     argv.extend([wasm.as_os_str(), OsStr::new("--output-dir"), second.as_os_str(), OsStr::new("--from-savepoint"), savepoint.as_os_str()]);
@@ -190,7 +191,7 @@ fn a_savepoint_at_parallelism_2_resumes_at_3_exactly_once() {
 /// cannot be written the caller hears why and the job goes on to finish, exactly once.
 #[test]
 fn a_stop_whose_savepoint_cannot_be_written_leaves_the_job_running() {
-    let cluster = TestCluster::start_with(&[("taskmanager-1", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let cluster = TestCluster::start_with(WEIR, &[("taskmanager-1", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
     let n: u64 = 1_500_000;
     let output = cluster.dir.path().join("out");
     let job = submit_keyed_sum(&cluster, n, 4000, &output, "none");
@@ -227,7 +228,7 @@ fn source_subtasks(cluster: &TestCluster, job: &str) -> Vec<String> {
 /// and a TaskManager killed then restores from one of them, exactly once.
 #[test]
 fn checkpoints_go_on_after_a_source_subtask_finishes_and_restore_exactly_once() {
-    let mut cluster = TestCluster::start_with(&[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let mut cluster = TestCluster::start_with(WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
     let (input, output) = (cluster.dir.path().join("skewed.txt"), cluster.dir.path().join("out"));
     let mut text = String::new();
     let mut expected: HashMap<String, u64> = HashMap::new();
@@ -255,7 +256,7 @@ fn checkpoints_go_on_after_a_source_subtask_finishes_and_restore_exactly_once() 
     }
     std::fs::write(&input, &text).expect("write input");
 
-    let wasm = example("wordcount");
+    let wasm = WEIR.example("wordcount");
     let args = ["submit", "-p", "2", "--checkpoint-interval", "100", "--restart", "fixed-delay:5:200", "--detach", "--output-dir"];
     let mut argv: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
     argv.extend([output.as_os_str(), wasm.as_os_str(), OsStr::new("-i"), input.as_os_str()]);
@@ -292,7 +293,7 @@ fn checkpoints_go_on_after_a_source_subtask_finishes_and_restore_exactly_once() 
 
 #[test]
 fn a_killed_jobmanager_comes_back_and_resumes_its_job_exactly_once() {
-    let mut cluster = TestCluster::start_with(&[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let mut cluster = TestCluster::start_with(WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
     let n: u64 = 1_500_000;
     let output = cluster.dir.path().join("out");
     let job = submit_keyed_sum(&cluster, n, 4000, &output, "fixed-delay:20:100");
@@ -347,7 +348,7 @@ fn sink_taskmanager(cluster: &TestCluster, job: &str) -> Option<String> {
 #[test]
 fn a_taskmanager_paused_past_its_heartbeat_timeout_cannot_act_for_its_old_attempt() {
     let tms = [("taskmanager-1", 2), ("taskmanager-2", 2), ("taskmanager-3", 2)];
-    let cluster = TestCluster::start_with(&tms, &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let cluster = TestCluster::start_with(WEIR, &tms, &["--checkpoint-dir", "{dir}/checkpoints"]);
     let n: u64 = 1_500_000;
     let output = cluster.dir.path().join("out");
     let job = submit_keyed_sum(&cluster, n, 4000, &output, "fixed-delay:20:100");

@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 
-use crate::support::{example, run_weir, splitmix64, stderr};
+use weir_testkit::{splitmix64, stderr};
+
+use crate::WEIR;
 
 /// A text with many kinds of whitespace, empty lines, CRLF, non-ASCII words and words
 /// that differ only by case.
@@ -104,9 +106,9 @@ fn check_wordcount(lines: u64, parallelism: u32) {
     write_text(&input, lines);
     let expected = python_counts(&input);
     assert!(expected.len() > 20, "the input has many distinct words");
-    let o = run_weir([
+    let o = WEIR.run([
         "run".as_ref(),
-        example("wordcount").as_os_str(),
+        WEIR.example("wordcount").as_os_str(),
         "--parallelism".as_ref(),
         parallelism.to_string().as_ref(),
         "--input".as_ref(),
@@ -136,9 +138,9 @@ fn wordcount_of_an_empty_file_is_empty() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (input, output) = (dir.path().join("empty.txt"), dir.path().join("out.tsv"));
     std::fs::write(&input, "").expect("write");
-    let o = run_weir([
+    let o = WEIR.run([
         "run".as_ref(),
-        example("wordcount").as_os_str(),
+        WEIR.example("wordcount").as_os_str(),
         "-p".as_ref(),
         "2".as_ref(),
         "-i".as_ref(),
@@ -152,7 +154,7 @@ fn wordcount_of_an_empty_file_is_empty() {
 
 #[test]
 fn inspect_prints_the_graph_and_its_chains() {
-    let o = run_weir(["inspect".as_ref(), example("wordcount").as_os_str(), "-p".as_ref(), "2".as_ref()]);
+    let o = WEIR.run(["inspect".as_ref(), WEIR.example("wordcount").as_os_str(), "-p".as_ref(), "2".as_ref()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("KeyBy"), "{out}");

@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{stderr, weir};
-use crate::{RUNS, run_wasm};
+use weir_testkit::stderr;
+
+use crate::{RUNS, WEIR, run_wasm};
 
 /// Cluster throughput must be at least this share of embedded throughput.
 const TARGET: f64 = 0.75;
@@ -53,12 +54,13 @@ impl Cluster {
     pub(crate) fn start_with(jobmanager_args: &[&str], jobmanager_log: Option<&str>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let creds = dir.path().join("creds");
-        let o = weir().arg("cluster-init").arg(&creds).args(["--taskmanagers", &TASKMANAGERS.len().to_string()]).output().expect("weir starts");
+        let o =
+            WEIR.command().arg("cluster-init").arg(&creds).args(["--taskmanagers", &TASKMANAGERS.len().to_string()]).output().expect("weir starts");
         assert!(o.status.success(), "cluster-init failed: {}", stderr(&o));
         let mut cluster =
             Self { dir, creds, jm: String::new(), rest: String::new(), procs: Vec::new(), _jm_stdout: None, logs_shown: Cell::new(false) };
 
-        let mut jm = weir();
+        let mut jm = WEIR.command();
         if let Some(filter) = jobmanager_log {
             jm.env("WEIR_LOG", filter);
         }
@@ -93,7 +95,8 @@ impl Cluster {
     /// Starts TaskManager `name` with one slot, or starts it again (same identity and
     /// state directory) after [`Self::kill`].
     pub(crate) fn start_taskmanager(&mut self, name: &str) {
-        let tm = weir()
+        let tm = WEIR
+            .command()
             .args(["taskmanager", "--jobmanager", &self.jm, "--slots", "1"])
             .arg("--state-dir")
             .arg(self.dir.path().join(format!("state-{name}")))
@@ -155,7 +158,7 @@ impl Cluster {
     }
 
     pub(crate) fn client(&self, cmd: &str) -> Command {
-        let mut c = weir();
+        let mut c = WEIR.command();
         c.args([cmd, "--jobmanager", &self.rest]).arg("--token-file").arg(self.creds.join("api-token"));
         c
     }

@@ -10,8 +10,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::support::{polyglot, weir};
-use crate::{RUNS, run_wasm};
+use crate::{RUNS, WEIR, run_wasm};
 
 const LANGUAGES: [&str; 4] = ["rust", "python", "js", "c"];
 
@@ -28,14 +27,14 @@ fn manifest(dir: &Path, component: &Path, count: u64) -> std::path::PathBuf {
 /// Wall time of one `weir run` of `job` with the compiled-component cache in `cache`.
 fn start_ms(job: &Path, cache: &Path) -> f64 {
     let started = Instant::now();
-    let o = weir().env("WEIR_CACHE_DIR", cache).arg("run").arg(job).output().expect("weir starts");
+    let o = WEIR.command().env("WEIR_CACHE_DIR", cache).arg("run").arg(job).output().expect("weir starts");
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     ms
 }
 
 pub fn bench(n: u64) {
-    let built = polyglot();
+    let built = WEIR.polyglot();
     println!();
     println!("map operator `tag` by language: generator -> tag -> discard, parallelism 1, N = {n}, median of {RUNS} runs");
     println!("{:<8} {:>14} {:>10} {:>12} {:>12} {:>14}", "language", "records/s", "vs rust", "cold start", "cached start", "component MiB");

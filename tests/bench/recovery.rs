@@ -18,8 +18,9 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use weir_testkit::stderr;
+
 use crate::cluster::{Cluster, TASKMANAGERS, median};
-use crate::support::stderr;
 
 /// Kills per run of the section; `WEIR_BENCH_RECOVERY_ROUNDS` overrides it.
 const ROUNDS: usize = 3;

@@ -21,9 +21,6 @@
 //! `cluster`, `checkpoints`, `recovery`, `languages` (default: all), e.g.
 //! `WEIR_BENCH_ONLY=cluster cargo bench --bench throughput`.
 
-#[path = "../support.rs"]
-mod support;
-
 mod checkpoint_overhead;
 mod cluster;
 mod languages;
@@ -35,7 +32,11 @@ use std::io::{BufRead, BufWriter, Write};
 use std::path::Path;
 use std::time::Instant;
 
-use support::{example, splitmix64, weir};
+use weir_testkit::{Weir, splitmix64};
+
+/// This build's `weir` binary and target directory (Cargo tells only benches and tests
+/// of the root package).
+const WEIR: Weir = Weir::new(env!("CARGO_BIN_EXE_weir"), env!("CARGO_TARGET_TMPDIR"));
 
 struct Measure {
     records_per_s: f64,
@@ -84,8 +85,15 @@ fn self_rss_mib() -> f64 {
 /// Runs a job and reads its throughput from the job report (so process start and
 /// component loading are not counted) and its peak RSS from the kernel.
 fn run_wasm(job: &Path, args: &[&str], records: u64) -> Measure {
-    let mut child =
-        weir().arg("run").arg(job).args(args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().expect("weir starts");
+    let mut child = WEIR
+        .command()
+        .arg("run")
+        .arg(job)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("weir starts");
     let mut stderr = String::new();
     if let Some(mut e) = child.stderr.take() {
         std::io::Read::read_to_string(&mut e, &mut stderr).expect("read stderr");
@@ -209,7 +217,7 @@ fn main() {
     let n: u64 = std::env::var("WEIR_BENCH_N").ok().and_then(|s| s.parse().ok()).unwrap_or(20_000_000);
     let sections = sections();
     let (ks, wc) = (sections.contains(&"keyed-sum"), sections.contains(&"wordcount"));
-    let keyed_sum = example("keyed_sum");
+    let keyed_sum = WEIR.example("keyed_sum");
     // Warm the compiled-component cache so runs measure processing, not compiling.
     let _ = run_wasm(&keyed_sum, &["--arg", "n=1000"], 1000);
 
@@ -228,7 +236,7 @@ fn main() {
         let dir = tempfile::tempdir().expect("tempdir");
         let words = dir.path().join("words.txt");
         write_words(&words, n);
-        let wordcount = example("wordcount");
+        let wordcount = WEIR.example("wordcount");
         let native_wc = native_wordcount(&words, n);
         let native_wc_rss = self_rss_mib();
         let words_arg = words.display().to_string();
