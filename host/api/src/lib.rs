@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
 use weir_jobmanager::JobManager;
-use weir_jobmanager::api::{ApiError, SavepointSpec, SubmitSpec};
+use weir_jobmanager::model::{ApiError, SavepointSpec, SubmitSpec};
 
 use crate::model::{ArtifactList, CheckpointList, ErrorBody, ErrorDetail, EventList, Job, JobList, Metrics, SavepointDone};
 

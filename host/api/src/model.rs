@@ -5,8 +5,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use weir_jobmanager::SubtaskMetrics;
-use weir_jobmanager::api::{ArtifactInfo, CheckpointRecord, ClusterOverview, JobEvent, JobInfo, JobMetrics};
-pub use weir_jobmanager::api::{SavepointSpec, SubmitSpec};
+use weir_jobmanager::model::{ArtifactInfo, CheckpointRecord, ClusterOverview, JobEvent, JobInfo, JobMetrics};
+pub use weir_jobmanager::model::{SavepointSpec, SubmitSpec};
 
 /// An RFC 3339 time with milliseconds, UTC.
 pub fn time(t: SystemTime) -> String {

@@ -1,276 +1,46 @@
 //! What users can ask of a running JobManager: the operations behind its REST API
-//! (`weir-api`), with their domain answers and errors. Transport-free: the HTTP layer
-//! only maps these to JSON and status codes.
+//! (`weir-api`), answered with the domain types of `model`. Transport-free: the HTTP
+//! layer only maps these to JSON and status codes.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use serde::{Deserialize, Serialize};
-use thiserror::Error;
-use weir_control::protocol::TaskManagerInfo;
-use weir_types::deployment::{JobReport, JobStatus};
-use weir_types::graph::ExecutionGraph;
-use weir_types::resource::JobResource;
-
 use weir_wasm::World;
 
+use crate::jobs::lock;
+use crate::model::{ApiError, Artifact, ArtifactInfo, CheckpointRecord, ClusterOverview, JobEvent, JobInfo, JobMetrics, SubmitSpec};
 use crate::planning::JobSource;
 use crate::restart::RestartStrategy;
-use crate::service::{JobManager, lock};
-use crate::tracker::SubtaskMetrics;
-
-/// Why a request was refused, sorted by who must act.
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum ApiError {
-    /// A parameter is invalid; the message names it.
-    #[error("{0}")]
-    BadRequest(String),
-    /// No such job or artifact.
-    #[error("{0}")]
-    NotFound(String),
-    /// The request does not fit the job's state (cancelling an ended job, a savepoint
-    /// of a job without checkpoints).
-    #[error("{0}")]
-    Conflict(String),
-    /// The artifact is larger than the JobManager accepts.
-    #[error("{0}")]
-    TooLarge(String),
-    /// The artifact or the job's plan was refused (not a component, wrong world,
-    /// plan fails or is invalid).
-    #[error("{0}")]
-    Unprocessable(String),
-    /// The cluster cannot take the job now (too few free slots); retry later.
-    #[error("{0}")]
-    Unavailable(String),
-    /// A bug or a failing disk on the JobManager.
-    #[error("{0}")]
-    Internal(String),
-}
-
-/// A job as submitted: the spec of its Job resource, immutable once created.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SubmitSpec {
-    /// SHA-256 (hex) of an uploaded job component (world `job-component`); or use
-    /// `manifest`.
-    #[serde(default)]
-    pub artifact: Option<String>,
-    /// A job manifest (TOML text) naming one component per operator; or use `artifact`.
-    #[serde(default)]
-    pub manifest: Option<String>,
-    /// With `manifest`: the uploaded artifact id of each component it names, by the
-    /// name it uses (e.g. `"parse.wasm": "<sha256>"`).
-    #[serde(default)]
-    pub components: std::collections::BTreeMap<String, String>,
-    /// Default parallelism of the job's operators.
-    #[serde(default = "one")]
-    pub parallelism: u32,
-    /// Arguments for the job's `plan` and its operators' `open`.
-    #[serde(default)]
-    pub args: std::collections::BTreeMap<String, String>,
-    /// Binds file sources that leave their path to the submitter (a TaskManager path).
-    #[serde(default)]
-    pub input: Option<String>,
-    /// Binds file sinks: a directory on the TaskManagers, one part file per subtask.
-    #[serde(default)]
-    pub output: Option<String>,
-    /// Checkpoint every this many milliseconds (needs the JobManager's checkpoint dir).
-    #[serde(default)]
-    pub checkpoint_interval_ms: Option<u64>,
-    /// `none`, `fixed-delay:N:MS`, `exponential:MS:MS` or `failure-rate:N:MS:MS`;
-    /// default: fixed delay with checkpoints, none without.
-    #[serde(default)]
-    pub restart_strategy: Option<String>,
-    /// A savepoint directory (absolute) to start from, at any parallelism.
-    #[serde(default)]
-    pub from_savepoint: Option<String>,
-}
-
-fn one() -> u32 {
-    1
-}
+use crate::service::JobManager;
 
 /// Largest default parallelism a submission may ask for.
 pub const MAX_PARALLELISM: u32 = 1024;
 
-impl SubmitSpec {
-    /// Checks what can be checked without the artifact; the restart strategy parsed.
-    pub fn check(&self) -> Result<RestartStrategy, ApiError> {
-        match (&self.artifact, &self.manifest) {
-            (Some(_), None) if self.components.is_empty() => {}
-            (Some(_), None) => return Err(ApiError::BadRequest("components go with a manifest, not with an artifact".into())),
-            (None, Some(_)) => {}
-            _ => return Err(ApiError::BadRequest("give either an artifact (a job component) or a manifest (with its components)".into())),
-        }
-        if !(1..=MAX_PARALLELISM).contains(&self.parallelism) {
-            return Err(ApiError::BadRequest(format!("parallelism must be 1 to {MAX_PARALLELISM}, got {}", self.parallelism)));
-        }
-        if self.checkpoint_interval_ms == Some(0) {
-            return Err(ApiError::BadRequest("checkpointIntervalMs must be positive".into()));
-        }
-        if let Some(dir) = &self.from_savepoint
-            && !std::path::Path::new(dir).is_absolute()
-        {
-            return Err(ApiError::BadRequest(format!("fromSavepoint must be an absolute path, got {dir:?}")));
-        }
-        match &self.restart_strategy {
-            Some(r) => r.parse::<RestartStrategy>().map_err(|e| ApiError::BadRequest(format!("restartStrategy: {e}"))),
-            None if self.checkpoint_interval_ms.is_some() => Ok(RestartStrategy::default()),
-            None => Ok(RestartStrategy::None),
-        }
+/// Checks what can be checked of a submission without the artifact; the restart
+/// strategy parsed.
+pub fn check(spec: &SubmitSpec) -> Result<RestartStrategy, ApiError> {
+    match (&spec.artifact, &spec.manifest) {
+        (Some(_), None) if spec.components.is_empty() => {}
+        (Some(_), None) => return Err(ApiError::BadRequest("components go with a manifest, not with an artifact".into())),
+        (None, Some(_)) => {}
+        _ => return Err(ApiError::BadRequest("give either an artifact (a job component) or a manifest (with its components)".into())),
     }
-}
-
-/// A savepoint request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SavepointSpec {
-    /// Absolute directory to write it to (reachable by every TaskManager that will
-    /// restore it, at the same path); must not exist or be empty.
-    pub dir: String,
-    /// Cancel the job right after, so nothing past the savepoint is committed.
-    #[serde(default)]
-    pub stop: bool,
-}
-
-/// An uploaded component.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArtifactInfo {
-    /// SHA-256 of its bytes, hex.
-    pub id: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// When it was uploaded.
-    pub uploaded: SystemTime,
-}
-
-/// Severity of a job event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum EventLevel {
-    /// Normal operation.
-    Info,
-    /// Survived trouble (a restart, a failed checkpoint).
-    Warn,
-    /// A failure.
-    Error,
-}
-
-impl EventLevel {
-    /// Upper-case name.
-    pub fn name(self) -> &'static str {
-        match self {
-            EventLevel::Info => "INFO",
-            EventLevel::Warn => "WARN",
-            EventLevel::Error => "ERROR",
-        }
+    if !(1..=MAX_PARALLELISM).contains(&spec.parallelism) {
+        return Err(ApiError::BadRequest(format!("parallelism must be 1 to {MAX_PARALLELISM}, got {}", spec.parallelism)));
     }
-}
-
-/// Something that happened to a job, for `weir logs`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobEvent {
-    /// When.
-    pub at: SystemTime,
-    /// How bad.
-    pub level: EventLevel,
-    /// What happened.
-    pub message: String,
-}
-
-/// Events kept per job; the oldest go first.
-pub(crate) const EVENTS_KEPT: usize = 500;
-
-/// Where a checkpoint stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CheckpointStatus {
-    /// Barriers are travelling; not every subtask acknowledged yet.
-    InProgress,
-    /// Its metadata is written: it can be restored.
-    Completed,
-    /// Abandoned: a subtask failed to snapshot, it timed out, or the attempt ended.
-    Failed,
-}
-
-impl CheckpointStatus {
-    /// Upper-case name, as Flink prints it.
-    pub fn name(self) -> &'static str {
-        match self {
-            CheckpointStatus::InProgress => "IN_PROGRESS",
-            CheckpointStatus::Completed => "COMPLETED",
-            CheckpointStatus::Failed => "FAILED",
-        }
+    if spec.checkpoint_interval_ms == Some(0) {
+        return Err(ApiError::BadRequest("checkpointIntervalMs must be positive".into()));
     }
-}
-
-/// One checkpoint of a job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckpointRecord {
-    /// Checkpoint id.
-    pub id: u64,
-    /// Where it stands.
-    pub status: CheckpointStatus,
-    /// When its barriers were injected.
-    pub triggered: SystemTime,
-    /// From trigger to completion (or failure), in milliseconds.
-    pub duration_ms: Option<u64>,
-    /// Bytes written for it: the newest state file of every subtask's chain (with
-    /// incremental checkpoints, the delta).
-    pub size_bytes: Option<u64>,
-    /// Why it failed.
-    pub failure: Option<String>,
-}
-
-/// Checkpoints kept per job for display; the oldest go first.
-pub(crate) const CHECKPOINTS_KEPT: usize = 100;
-
-/// A job as users see it: its spec, its Job resource and the engine's report.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JobInfo {
-    /// Job id.
-    pub id: String,
-    /// The job's name (from its plan).
-    pub name: String,
-    /// When it was submitted.
-    pub created: SystemTime,
-    /// As submitted.
-    pub spec: SubmitSpec,
-    /// Lifecycle state and its history (seed 002).
-    pub resource: JobResource,
-    /// The engine's view: status, error, per-vertex totals, restarts.
-    pub report: JobReport,
-}
-
-/// Live metrics of a job's vertices and subtasks.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JobMetrics {
-    /// The job's engine status.
-    pub status: JobStatus,
-    /// The execution graph the metrics refer to.
-    pub graph: ExecutionGraph,
-    /// Every subtask.
-    pub subtasks: Vec<SubtaskMetrics>,
-    /// TaskManager names of the deployment, by index.
-    pub taskmanagers: Vec<String>,
-}
-
-/// The cluster at a glance.
-#[derive(Debug, Clone)]
-pub struct ClusterOverview {
-    /// Registered TaskManagers (lost ones included until they come back).
-    pub taskmanagers: Vec<TaskManagerInfo>,
-    /// Slots of alive TaskManagers.
-    pub slots_total: u32,
-    /// Free slots of alive TaskManagers.
-    pub slots_free: u32,
-    /// Jobs per Job resource state name.
-    pub jobs_by_state: Vec<(&'static str, usize)>,
-    /// Checkpoints completed and failed since the JobManager started.
-    pub checkpoints_completed: u64,
-    /// See `checkpoints_completed`.
-    pub checkpoints_failed: u64,
-    /// Restarts of all jobs.
-    pub restarts: u64,
+    if let Some(dir) = &spec.from_savepoint
+        && !std::path::Path::new(dir).is_absolute()
+    {
+        return Err(ApiError::BadRequest(format!("fromSavepoint must be an absolute path, got {dir:?}")));
+    }
+    match &spec.restart_strategy {
+        Some(r) => r.parse::<RestartStrategy>().map_err(|e| ApiError::BadRequest(format!("restartStrategy: {e}"))),
+        None if spec.checkpoint_interval_ms.is_some() => Ok(RestartStrategy::default()),
+        None => Ok(RestartStrategy::None),
+    }
 }
 
 impl JobManager {
@@ -407,7 +177,7 @@ impl JobManager {
     /// Creates a job from an uploaded artifact or a manifest of uploaded artifacts:
     /// plans, places and deploys it.
     pub async fn create_job(&self, spec: SubmitSpec) -> Result<JobInfo, ApiError> {
-        let restart = spec.check()?;
+        let restart = check(&spec)?;
         let artifact = |id: &str| {
             lock(&self.0.artifacts)
                 .get(id)
@@ -459,17 +229,3 @@ fn unknown_job(id: &str) -> ApiError {
 
 /// Artifacts kept in memory; the oldest upload goes first.
 const ARTIFACTS_KEPT: usize = 64;
-
-/// An uploaded component.
-pub(crate) struct Artifact {
-    pub(crate) info: ArtifactInfo,
-    pub(crate) bytes: Arc<Vec<u8>>,
-}
-
-/// Pushes onto a bounded log.
-pub(crate) fn push_bounded<T>(log: &mut VecDeque<T>, item: T, kept: usize) {
-    if log.len() >= kept {
-        log.pop_front();
-    }
-    log.push_back(item);
-}

@@ -14,8 +14,8 @@ use weir_types::deployment::{CheckpointConfig, JobDeployment, JobReport, JobStat
 use weir_types::graph::ExecutionGraph;
 use weir_wasm::{JobComponent, Limits, Runtime};
 
-use crate::api::EventLevel;
 use crate::driver::{Command, Driver, Event, Placement};
+use crate::model::EventLevel;
 use crate::planning::{JobError, JobSource, PlannedCode, load_plan, new_job_id, prepare};
 use crate::restart::RestartStrategy;
 

@@ -1,30 +1,71 @@
-//! The jobs of a `weir jobmanager`: each a [`Driver`] plus what users see of it (its
-//! events, checkpoint log, Job resource), indexed by id. [`Shared::drive`] feeds a
-//! driver and carries out its commands: orders to TaskManagers go out on their
-//! queues, slots come from the registry, and slow I/O (finding the newest checkpoint,
-//! writing a checkpoint's metadata, exporting a savepoint) runs on blocking threads
-//! whose answers come back as events.
+//! The jobs of a `weir jobmanager` and the state its parts share ([`Shared`]): the
+//! registry of TaskManagers, the jobs by id (each a [`Job`]: a driver plus what users
+//! see of it), the ended jobs' history, uploaded artifacts and the order queues of
+//! connected TaskManagers. [`Shared::drive`] feeds a job's driver and carries out its
+//! commands: orders to TaskManagers go out on their queues, slots come from the
+//! registry, and slow I/O (finding the newest checkpoint, writing a checkpoint's
+//! metadata, exporting a savepoint) runs on blocking threads whose answers come back
+//! as events. What must survive a JobManager restart goes through `persist`.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 
-use crate::registry::Registry;
 use tokio::sync::{mpsc, oneshot};
-use weir_checkpoint::{DirStorage, JobCheckpoints, load_savepoint, savepoint_location};
+use weir_checkpoint::{DirStorage, load_savepoint, savepoint_location};
 use weir_control::protocol::FromJobManager;
-use weir_types::deployment::{CheckpointConfig, JobDeployment, JobReport, JobStatus, RestoreFrom, SinkFiles, place};
+use weir_types::deployment::{CheckpointConfig, JobDeployment, RestoreFrom, SinkFiles, place};
 use weir_types::graph::ExecutionGraph;
-use weir_types::resource::JobResource;
+use weir_wasm::Runtime;
 
-use crate::api::{
-    ApiError, CHECKPOINTS_KEPT, CheckpointRecord, CheckpointStatus, EVENTS_KEPT, EventLevel, JobEvent, JobInfo, JobMetrics, SubmitSpec, push_bounded,
-};
 use crate::driver::{Command, Driver, Event, Exported, Placement};
-use crate::persist::EndedJob;
+use crate::job::{Job, checkpoint_store};
+use crate::model::{ApiError, Artifact, EndedJob, EventLevel, SubmitSpec};
+use crate::persist::Persistence;
 use crate::planning::{JobSource, PlannedCode, new_job_id, prepare};
+use crate::registry::Registry;
 use crate::restart::RestartStrategy;
-use crate::service::{Shared, lock};
+
+/// How the JobManager watches its TaskManagers and keeps checkpoints.
+#[derive(Debug, Clone)]
+pub struct JobManagerConfig {
+    /// A TaskManager silent for longer than this is lost.
+    pub heartbeat_timeout: Duration,
+    /// How often TaskManagers are told to send heartbeats.
+    pub heartbeat_interval: Duration,
+    /// Root of the checkpoint storage (shared with the TaskManagers); without it jobs
+    /// cannot be checkpointed.
+    pub checkpoint_dir: Option<String>,
+    /// Completed checkpoints kept per job.
+    pub retain: u32,
+}
+
+impl Default for JobManagerConfig {
+    fn default() -> Self {
+        Self { heartbeat_timeout: Duration::from_secs(3), heartbeat_interval: Duration::from_millis(500), checkpoint_dir: None, retain: 3 }
+    }
+}
+
+/// Ended jobs kept for status queries.
+const HISTORY: usize = 1000;
+
+/// What the JobManager's parts share: the TaskManager service, the timers and the
+/// users' operations all work on it.
+pub(crate) struct Shared {
+    pub(crate) registry: Mutex<Registry>,
+    pub(crate) state: Mutex<State>,
+    /// Uploaded components by hash.
+    pub(crate) artifacts: Mutex<HashMap<String, Artifact>>,
+    pub(crate) runtime: Runtime,
+    pub(crate) config: JobManagerConfig,
+    persistence: Persistence,
+}
+
+/// Locks `m`. Lock order: state before registry.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every update is completed under the lock before anything can panic.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// What a TaskManager's connection handler is asked to send.
 pub(crate) enum Order {
@@ -43,142 +84,6 @@ pub(crate) enum Order {
 /// Order queues of connected TaskManagers, by registry id. Unbounded but small: a
 /// handful of control orders per job, and components are shared, not copied.
 pub(crate) type Orders = HashMap<u64, mpsc::UnboundedSender<Order>>;
-
-/// A job that has not ended.
-pub(crate) struct Job {
-    pub(crate) driver: Driver,
-    /// The bytes of each component in the deployment's code, by index.
-    pub(crate) components: Vec<Arc<Vec<u8>>>,
-    store: Option<Arc<JobCheckpoints>>,
-    /// The Job resource (seed 002) tracking this job's lifecycle.
-    resource: JobResource,
-    /// As submitted.
-    pub(crate) spec: SubmitSpec,
-    pub(crate) created: SystemTime,
-    /// What happened to the job, for users (`weir logs`).
-    pub(crate) events: VecDeque<JobEvent>,
-    /// Recent checkpoints, oldest first.
-    pub(crate) checkpoint_log: VecDeque<CheckpointRecord>,
-    pub(crate) checkpoints_completed: u64,
-    pub(crate) checkpoints_failed: u64,
-    /// Savepoint callers waiting, by request.
-    replies: HashMap<u64, oneshot::Sender<Result<u64, String>>>,
-    next_request: u64,
-}
-
-impl Job {
-    pub(crate) fn new(driver: Driver, components: Vec<Arc<Vec<u8>>>, spec: SubmitSpec, created: SystemTime) -> Self {
-        let store = driver.deployment().checkpoints.as_ref().and_then(|c| checkpoint_store(c, &driver.deployment().job).ok());
-        Self {
-            driver,
-            components,
-            store,
-            resource: JobResource::new(SystemTime::now()),
-            spec,
-            created,
-            events: VecDeque::new(),
-            checkpoint_log: VecDeque::new(),
-            checkpoints_completed: 0,
-            checkpoints_failed: 0,
-            replies: HashMap::new(),
-            next_request: 0,
-        }
-    }
-
-    pub(crate) fn id(&self) -> &str {
-        &self.driver.deployment().job
-    }
-
-    /// The job's report now, after bringing its Job resource up to date.
-    fn report(&mut self, now: Instant) -> JobReport {
-        let mut r = self.driver.report(now);
-        // Between an attempt's end and the driver's decision nothing is terminal yet.
-        let status = if !self.driver.is_ended() && r.status.is_terminal() { JobStatus::Restarting } else { r.status };
-        self.resource.observe(status, r.restarts, r.error.as_deref(), self.driver.terminating(), SystemTime::now());
-        r.resource = Some(self.resource.clone());
-        r
-    }
-
-    /// The job as users see it.
-    pub(crate) fn info(&mut self, now: Instant) -> JobInfo {
-        let report = self.report(now);
-        JobInfo {
-            id: report.id.clone(),
-            name: report.name.clone(),
-            created: self.created,
-            spec: self.spec.clone(),
-            resource: self.resource.clone(),
-            report,
-        }
-    }
-
-    /// Live metrics; TaskManagers named through the registry.
-    pub(crate) fn metrics(&self, registry: &Registry) -> JobMetrics {
-        let tracker = self.driver.tracker();
-        let taskmanagers = self.driver.taskmanagers().iter().map(|id| registry.name(*id).unwrap_or("?").to_string()).collect();
-        JobMetrics { status: tracker.status(), graph: tracker.graph().clone(), subtasks: tracker.subtasks(), taskmanagers }
-    }
-
-    /// The job as it ended, for the history.
-    fn ended(&mut self, registry: &Registry) -> EndedJob {
-        EndedJob {
-            info: self.info(Instant::now()),
-            events: self.events.iter().cloned().collect(),
-            checkpoints: self.checkpoint_log.iter().cloned().collect(),
-            metrics: self.metrics(registry),
-            checkpoints_completed: self.checkpoints_completed,
-            checkpoints_failed: self.checkpoints_failed,
-        }
-    }
-
-    /// Records an event for users and logs it.
-    pub(crate) fn event(&mut self, level: EventLevel, message: String) {
-        let job = self.id();
-        match level {
-            EventLevel::Info => tracing::info!(%job, "{message}"),
-            EventLevel::Warn => tracing::warn!(%job, "{message}"),
-            EventLevel::Error => tracing::error!(%job, "{message}"),
-        }
-        push_bounded(&mut self.events, JobEvent { at: SystemTime::now(), level, message }, EVENTS_KEPT);
-    }
-
-    /// Updates (or adds) checkpoint `id` in the job's log.
-    fn checkpoint_event(&mut self, id: u64, status: CheckpointStatus, size_bytes: Option<u64>, failure: Option<String>) {
-        let now = SystemTime::now();
-        match self.checkpoint_log.iter_mut().rev().find(|c| c.id == id) {
-            Some(c) if c.status == CheckpointStatus::InProgress => {
-                c.status = status;
-                c.duration_ms = now.duration_since(c.triggered).ok().map(|d| d.as_millis() as u64);
-                c.size_bytes = size_bytes;
-                c.failure = failure;
-            }
-            Some(_) => return,
-            None => push_bounded(
-                &mut self.checkpoint_log,
-                CheckpointRecord { id, status, triggered: now, duration_ms: None, size_bytes, failure },
-                CHECKPOINTS_KEPT,
-            ),
-        }
-        match status {
-            CheckpointStatus::Completed => self.checkpoints_completed += 1,
-            CheckpointStatus::Failed => self.checkpoints_failed += 1,
-            CheckpointStatus::InProgress => {}
-        }
-    }
-
-    /// Fails every checkpoint still in progress (its attempt ended).
-    fn abandon_checkpoints(&mut self, why: &str) {
-        let open: Vec<u64> = self.checkpoint_log.iter().filter(|c| c.status == CheckpointStatus::InProgress).map(|c| c.id).collect();
-        for id in open {
-            self.checkpoint_event(id, CheckpointStatus::Failed, None, Some(why.to_string()));
-        }
-    }
-}
-
-fn checkpoint_store(c: &CheckpointConfig, job: &str) -> Result<Arc<JobCheckpoints>, ApiError> {
-    let storage = DirStorage::new(&c.dir).map_err(|e| ApiError::Internal(format!("checkpoint storage {}: {e}", c.dir)))?;
-    Ok(Arc::new(JobCheckpoints::new(Arc::new(storage), job)))
-}
 
 /// The jobs, running and ended.
 #[derive(Default)]
@@ -223,6 +128,34 @@ fn reserve(registry: &mut Registry, graph: &ExecutionGraph) -> Option<Placement>
 }
 
 impl Shared {
+    pub(crate) fn new(config: JobManagerConfig, runtime: Runtime) -> Self {
+        let registry = Mutex::new(Registry::new(config.heartbeat_timeout));
+        let persistence = Persistence::new(config.checkpoint_dir.clone());
+        Self { registry, state: Mutex::default(), artifacts: Mutex::default(), runtime, config, persistence }
+    }
+
+    /// Picks up the history and the jobs a previous JobManager left running: each
+    /// restarts from its latest checkpoint as soon as TaskManagers offer enough slots.
+    pub(crate) async fn recover_jobs(&self) {
+        let ended = self.persistence.load_history().await;
+        lock(&self.state).ended = VecDeque::from(ended);
+        let found = self.persistence.load_jobs(self.runtime.clone()).await;
+        let now = Instant::now();
+        let mut state = lock(&self.state);
+        for (record, components) in found {
+            let id = record.driver.deployment.job.clone();
+            if state.ended.iter().any(|e| e.info.id == id) {
+                // Killed between writing its history and forgetting its running record.
+                self.persistence.delete_job(&id);
+                continue;
+            }
+            tracing::info!(job = %id, attempt = record.driver.deployment.attempt, "resuming a job of the previous jobmanager");
+            let mut j = Job::new(Driver::resume(record.driver, now), components, record.spec, record.created);
+            j.event(EventLevel::Warn, "resumed by a new jobmanager after the previous one was lost".into());
+            state.jobs.insert(id, j);
+        }
+    }
+
     /// Feeds `event` to job `id`'s driver and carries out what it asks.
     pub(crate) fn drive(self: &Arc<Self>, id: &str, event: Event) {
         let mut state = lock(&self.state);
@@ -322,9 +255,7 @@ impl Shared {
                 });
             }
             Command::Reply { request, result } => {
-                if let Some(reply) = j.replies.remove(&request) {
-                    let _ = reply.send(result);
-                }
+                j.reply(request, result);
             }
             Command::Release(slots) => {
                 let mut registry = lock(&self.registry);
@@ -332,18 +263,11 @@ impl Shared {
                     registry.release(id, n);
                 }
             }
-            Command::Persist => self.persist(&j.driver, j.spec.clone(), j.created),
+            Command::Persist => self.persistence.write_job(j.driver.record(), j.spec.clone(), j.created),
             Command::Log(level, message) => j.event(level, message),
             Command::Checkpoint { id, status, size, failure } => j.checkpoint_event(id, status, size, failure),
             Command::AbandonCheckpoints(why) => j.abandon_checkpoints(&why),
-            Command::Ended => {
-                j.components = vec![];
-                let report = j.report(Instant::now());
-                let error = report.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
-                let level = if report.status == JobStatus::Failed { EventLevel::Error } else { EventLevel::Info };
-                let state = j.resource.state.name();
-                j.event(level, format!("job ended {} ({state}){error}", report.status.name()));
-            }
+            Command::Ended => j.end(),
         }
         None
     }
@@ -375,7 +299,7 @@ impl Shared {
         }
         let components: Vec<Arc<Vec<u8>>> = components.into_iter().map(|(_, bytes)| bytes).collect();
         // Before the job is acknowledged: a JobManager restarted later finds its code.
-        self.persist_components(&job, &components).await?;
+        self.persistence.write_components(&job, &components).await?;
         let deployment = JobDeployment {
             job: job.clone(),
             plan,
@@ -398,7 +322,7 @@ impl Shared {
             Ok(p) => p,
             Err(free) => {
                 drop(state);
-                self.unpersist(&job);
+                self.persistence.delete_job(&job);
                 return Err(ApiError::Unavailable(format!("the job needs {} slots but only {free} are free", deployment.graph.slots_needed())));
             }
         };
@@ -463,9 +387,7 @@ impl Shared {
             let _ = reply.send(Err(format!("no running job {job}")));
             return answer;
         };
-        let request = j.next_request;
-        j.next_request += 1;
-        j.replies.insert(request, reply);
+        let request = j.await_reply(reply);
         self.drive_locked(&mut state, job, Event::Savepoint { request, dir, stop });
         answer
     }
@@ -478,9 +400,13 @@ impl Shared {
             let e = j.ended(&lock(&self.registry));
             // History first, then forget the running record: a JobManager killed in
             // between finds the job in one of the two, never in neither.
-            self.persist_history(&e);
-            self.unpersist(&id);
-            self.push_history(state, e);
+            self.persistence.write_history(&e);
+            self.persistence.delete_job(&id);
+            state.ended.push_back(e);
+            while state.ended.len() > HISTORY {
+                let Some(old) = state.ended.pop_front() else { break };
+                self.persistence.delete_history(&old.info.id);
+            }
         }
     }
 }

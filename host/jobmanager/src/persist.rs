@@ -3,56 +3,54 @@
 //! creation time) with its components, and each ended job's history record
 //! (`_history/<job>`). A restarted JobManager resumes the running jobs from their
 //! newest checkpoints and serves the history.
+//!
+//! [`Persistence`] only reads and writes records: which jobs run and when they end is
+//! the caller's (`jobs`) business.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use weir_checkpoint::{CheckpointStorage, DirStorage};
-use weir_wasm::World;
+use weir_wasm::{Runtime, World};
 
-use crate::api::{ApiError, CheckpointRecord, EventLevel, JobEvent, JobInfo, JobMetrics, SubmitSpec};
-use crate::driver::{Driver, DriverRecord};
-use crate::jobs::{Job, State};
-use crate::service::{Shared, lock};
+use crate::driver::DriverRecord;
+use crate::model::{ApiError, EndedJob, SubmitSpec};
 
 /// Where running jobs are persisted in the checkpoint storage.
 const JOBS_DIR: &str = "_jobs";
 /// Where ended jobs are persisted in the checkpoint storage.
 const HISTORY_DIR: &str = "_history";
-/// Ended jobs kept for status queries.
-const HISTORY: usize = 1000;
 
 /// A running job's record. Postcard writes nested structs' fields in line, so this is
 /// byte for byte the record earlier versions wrote.
 #[derive(Serialize, Deserialize)]
-struct PersistedJob {
-    driver: DriverRecord,
-    spec: SubmitSpec,
-    created: SystemTime,
+pub(crate) struct PersistedJob {
+    pub(crate) driver: DriverRecord,
+    pub(crate) spec: SubmitSpec,
+    pub(crate) created: SystemTime,
 }
 
-/// What is kept of an ended job (and persisted, so history survives a JobManager
-/// restart).
-#[derive(Clone, Serialize, Deserialize)]
-pub(crate) struct EndedJob {
-    pub(crate) info: JobInfo,
-    pub(crate) events: Vec<JobEvent>,
-    pub(crate) checkpoints: Vec<CheckpointRecord>,
-    pub(crate) metrics: JobMetrics,
-    pub(crate) checkpoints_completed: u64,
-    pub(crate) checkpoints_failed: u64,
+/// The JobManager's records in the checkpoint storage; without a checkpoint directory
+/// nothing is written and nothing is found.
+pub(crate) struct Persistence {
+    dir: Option<String>,
 }
 
-impl Shared {
+impl Persistence {
+    pub(crate) fn new(checkpoint_dir: Option<String>) -> Self {
+        Self { dir: checkpoint_dir }
+    }
+
+    /// Opened at each use: a directory that could not be created once (a mount not
+    /// there yet) is tried again.
     fn storage(&self) -> Option<DirStorage> {
-        let dir = self.config.checkpoint_dir.as_ref()?;
+        let dir = self.dir.as_ref()?;
         DirStorage::new(dir).map_err(|e| tracing::error!(dir, "checkpoint storage unusable: {e}")).ok()
     }
 
     /// Writes a new job's components, before the job is acknowledged.
-    pub(crate) async fn persist_components(&self, job: &str, components: &[Arc<Vec<u8>>]) -> Result<(), ApiError> {
+    pub(crate) async fn write_components(&self, job: &str, components: &[Arc<Vec<u8>>]) -> Result<(), ApiError> {
         let Some(storage) = self.storage() else { return Ok(()) };
         let (job, components) = (job.to_string(), components.to_vec());
         let written = tokio::task::spawn_blocking(move || {
@@ -71,10 +69,10 @@ impl Shared {
 
     /// Writes a job's record durably, in order (a small file): a JobManager that
     /// crashes later resumes it with a new attempt number.
-    pub(crate) fn persist(&self, driver: &Driver, spec: SubmitSpec, created: SystemTime) {
+    pub(crate) fn write_job(&self, driver: DriverRecord, spec: SubmitSpec, created: SystemTime) {
         let Some(storage) = self.storage() else { return };
-        let job = driver.deployment().job.clone();
-        let record = PersistedJob { driver: driver.record(), spec, created };
+        let job = driver.deployment.job.clone();
+        let record = PersistedJob { driver, spec, created };
         let written = postcard::to_allocvec(&record)
             .map_err(|e| e.to_string())
             .and_then(|r| storage.write(&format!("{JOBS_DIR}/{job}/job"), &r).map_err(|e| e.to_string()));
@@ -84,7 +82,7 @@ impl Shared {
     }
 
     /// Forgets a job's running record.
-    pub(crate) fn unpersist(&self, job: &str) {
+    pub(crate) fn delete_job(&self, job: &str) {
         if let Some(storage) = self.storage()
             && let Err(e) = storage.delete(&format!("{JOBS_DIR}/{job}"))
         {
@@ -94,7 +92,7 @@ impl Shared {
 
     /// Writes an ended job's record before it is reported ended (a small file, once
     /// per job).
-    pub(crate) fn persist_history(&self, e: &EndedJob) {
+    pub(crate) fn write_history(&self, e: &EndedJob) {
         let Some(storage) = self.storage() else { return };
         let id = e.info.id.clone();
         let record = match postcard::to_allocvec(e) {
@@ -106,28 +104,23 @@ impl Shared {
         }
     }
 
-    /// Adds an ended job to the history, forgetting the oldest beyond [`HISTORY`].
-    pub(crate) fn push_history(&self, state: &mut State, e: EndedJob) {
-        state.ended.push_back(e);
-        while state.ended.len() > HISTORY {
-            let Some(old) = state.ended.pop_front() else { break };
-            if let Some(storage) = self.storage()
-                && let Err(e) = storage.delete(&format!("{HISTORY_DIR}/{}", old.info.id))
-            {
-                tracing::warn!(job = %old.info.id, "cannot delete the job's history record: {e}");
-            }
+    /// Forgets an ended job's history record.
+    pub(crate) fn delete_history(&self, job: &str) {
+        if let Some(storage) = self.storage()
+            && let Err(e) = storage.delete(&format!("{HISTORY_DIR}/{job}"))
+        {
+            tracing::warn!(job, "cannot delete the job's history record: {e}");
         }
     }
 
-    /// Picks up the history and the jobs a previous JobManager left running: each
-    /// restarts from its latest checkpoint as soon as TaskManagers offer enough slots.
-    pub(crate) async fn recover_jobs(&self) {
-        let Some(storage) = self.storage() else { return };
-        let history = storage.clone();
-        let ended = tokio::task::spawn_blocking(move || {
+    /// Every readable history record, oldest job first; unreadable ones are skipped
+    /// (logged).
+    pub(crate) async fn load_history(&self) -> Vec<EndedJob> {
+        let Some(storage) = self.storage() else { return Vec::new() };
+        tokio::task::spawn_blocking(move || {
             let mut ended: Vec<EndedJob> = Vec::new();
-            for job in history.list(HISTORY_DIR).unwrap_or_default() {
-                match history
+            for job in storage.list(HISTORY_DIR).unwrap_or_default() {
+                match storage
                     .read(&format!("{HISTORY_DIR}/{job}"))
                     .map_err(|e| e.to_string())
                     .and_then(|r| postcard::from_bytes(&r).map_err(|e| e.to_string()))
@@ -140,10 +133,15 @@ impl Shared {
             ended
         })
         .await
-        .unwrap_or_default();
-        lock(&self.state).ended = VecDeque::from(ended);
-        let runtime = self.runtime.clone();
-        let found = tokio::task::spawn_blocking(move || {
+        .unwrap_or_default()
+    }
+
+    /// The running jobs' records with their components, each loaded (checked and
+    /// compiled) by `runtime` and matched against the hashes the job was submitted
+    /// with; a job that cannot be resumed is skipped (logged).
+    pub(crate) async fn load_jobs(&self, runtime: Runtime) -> Vec<(PersistedJob, Vec<Arc<Vec<u8>>>)> {
+        let Some(storage) = self.storage() else { return Vec::new() };
+        tokio::task::spawn_blocking(move || {
             let mut jobs = Vec::new();
             for job in storage.list(JOBS_DIR).unwrap_or_default() {
                 let read = |name: &str| storage.read(&format!("{JOBS_DIR}/{job}/{name}"));
@@ -168,20 +166,6 @@ impl Shared {
             jobs
         })
         .await
-        .unwrap_or_default();
-        let now = Instant::now();
-        let mut state = lock(&self.state);
-        for (record, components) in found {
-            let id = record.driver.deployment.job.clone();
-            if state.ended.iter().any(|e| e.info.id == id) {
-                // Killed between writing its history and forgetting its running record.
-                self.unpersist(&id);
-                continue;
-            }
-            tracing::info!(job = %id, attempt = record.driver.deployment.attempt, "resuming a job of the previous jobmanager");
-            let mut j = Job::new(Driver::resume(record.driver, now), components, record.spec, record.created);
-            j.event(EventLevel::Warn, "resumed by a new jobmanager after the previous one was lost".into());
-            state.jobs.insert(id, j);
-        }
+        .unwrap_or_default()
     }
 }

@@ -1,19 +1,17 @@
 //! The `weir jobmanager` process: serves TaskManagers over QUIC (registration,
 //! heartbeats, deployment orders, subtask ends, checkpoint acknowledgements) and runs
 //! the timers (checkpoints and restarts due, lost TaskManagers). Each job's life is its
-//! [`crate::driver::Driver`], fed and carried out by [`crate::jobs`]; what survives a
-//! JobManager restart is in [`crate::persist`].
+//! [`Driver`](crate::driver::Driver), fed and carried out by `jobs`; what survives a
+//! JobManager restart is in `persist`.
 //!
 //! Fencing: a TaskManager silent past the heartbeat timeout is lost. Its attempts are
 //! failed, and its connection is closed (if it was only paused, it hears so when it
 //! wakes up, cancels its subtasks and registers anew with a new id); its messages about
 //! superseded attempts are never counted.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::registry::Registry;
 use tokio::sync::mpsc;
 use weir_control::client::send_chunks;
 use weir_control::protocol::{FromJobManager, Hello, TASKMANAGER_PREFIX, ToJobManager};
@@ -21,50 +19,14 @@ use weir_net::{CLOSE_LOST, CLOSE_PROTOCOL_ERROR, CLOSE_UNAUTHORIZED, Connection,
 use weir_types::deployment::job_of_run;
 use weir_wasm::Runtime;
 
-use crate::api::Artifact;
 use crate::driver::Event;
-use crate::jobs::{Order, State};
-
-/// How the JobManager watches its TaskManagers and keeps checkpoints.
-#[derive(Debug, Clone)]
-pub struct JobManagerConfig {
-    /// A TaskManager silent for longer than this is lost.
-    pub heartbeat_timeout: Duration,
-    /// How often TaskManagers are told to send heartbeats.
-    pub heartbeat_interval: Duration,
-    /// Root of the checkpoint storage (shared with the TaskManagers); without it jobs
-    /// cannot be checkpointed.
-    pub checkpoint_dir: Option<String>,
-    /// Completed checkpoints kept per job.
-    pub retain: u32,
-}
-
-impl Default for JobManagerConfig {
-    fn default() -> Self {
-        Self { heartbeat_timeout: Duration::from_secs(3), heartbeat_interval: Duration::from_millis(500), checkpoint_dir: None, retain: 3 }
-    }
-}
+use crate::jobs::{JobManagerConfig, Order, Shared, lock};
 
 /// How often the JobManager looks for due checkpoints and restarts.
 const TICK: Duration = Duration::from_millis(20);
 
-pub(crate) struct Shared {
-    pub(crate) registry: Mutex<Registry>,
-    pub(crate) state: Mutex<State>,
-    /// Uploaded components by hash.
-    pub(crate) artifacts: Mutex<HashMap<String, Artifact>>,
-    pub(crate) runtime: Runtime,
-    pub(crate) config: JobManagerConfig,
-}
-
-/// Locks `m`. Lock order: state before registry.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every update is completed under the lock before anything can panic.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// A running JobManager: TaskManagers reach it over QUIC ([`JobManager::serve`]),
-/// users through the operations of [`crate::api`] (the REST API).
+/// users through its operations in `api` (the REST API's).
 #[derive(Clone)]
 pub struct JobManager(pub(crate) Arc<Shared>);
 
@@ -73,8 +35,7 @@ impl JobManager {
     /// resumes the jobs a previous JobManager left running. `runtime` loads and plans
     /// submitted components.
     pub async fn start(config: JobManagerConfig, runtime: Runtime) -> Self {
-        let registry = Mutex::new(Registry::new(config.heartbeat_timeout));
-        let shared = Arc::new(Shared { registry, state: Mutex::default(), artifacts: Mutex::default(), runtime, config: config.clone() });
+        let shared = Arc::new(Shared::new(config.clone(), runtime));
         shared.recover_jobs().await;
         let ticker = shared.clone();
         tokio::spawn(async move {

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use weir_types::deployment::{JobReport, JobStatus, TaskOutcome, TaskProgress, VertexReport};
 use weir_types::graph::ExecutionGraph;
 
+use crate::model::SubtaskMetrics;
+
 #[derive(Debug, Default, Clone, Copy)]
 struct Counts {
     records_in: u64,
@@ -22,32 +24,6 @@ struct Counts {
     rate_in: f64,
     rate_out: f64,
     backpressure: f64,
-}
-
-/// One subtask's live metrics.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct SubtaskMetrics {
-    /// Vertex index.
-    pub vertex: u32,
-    /// Subtask index.
-    pub subtask: u32,
-    /// Index of its TaskManager in the deployment.
-    pub taskmanager: u32,
-    /// Records in so far.
-    pub records_in: u64,
-    /// Records out so far.
-    pub records_out: u64,
-    /// Records in per second over the last two progress reports.
-    pub records_in_per_second: f64,
-    /// Records out per second over the last two progress reports.
-    pub records_out_per_second: f64,
-    /// Share of the last interval spent blocked on full downstream channels (0 to 1).
-    pub backpressure: f64,
-    /// Fuel burned so far.
-    pub fuel: u64,
-    /// RUNNING until it ends, then FINISHED, FAILED or CANCELED (CREATED before the
-    /// job runs).
-    pub status: JobStatus,
 }
 
 /// One job's subtasks and what became of them.

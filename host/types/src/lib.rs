@@ -12,6 +12,7 @@
 //!   operator, possibly in several languages, lowered to a plan.
 //! - [`resource`]: the Job resource of seed 002 (STARTING .. FINISHED) derived from
 //!   the engine's job status, with its transitions (pure).
+//! - [`submit`]: a job's spec as clients submit it (the Job resource's `spec`).
 //! - [`keygroup`]: how keys map to key groups and key groups to subtasks.
 //! - [`graph`]: from a plan to an execution graph of chained vertices (Flink's
 //!   operator chaining), pure and unit-tested on plans alone.
@@ -26,3 +27,4 @@ pub mod keygroup;
 pub mod manifest;
 pub mod plan;
 pub mod resource;
+pub mod submit;

@@ -51,7 +51,7 @@ pub fn run(a: JobManagerArgs) -> Result<()> {
         println!("rest api on http://{http_addr}");
         std::io::Write::flush(&mut std::io::stdout())?;
         let timeout = std::time::Duration::from_millis(a.heartbeat_timeout_ms);
-        let config = weir_jobmanager::service::JobManagerConfig {
+        let config = weir_jobmanager::JobManagerConfig {
             heartbeat_timeout: timeout,
             heartbeat_interval: timeout / 6,
             checkpoint_dir: a.checkpoint_dir.as_ref().map(|d| d.display().to_string()),

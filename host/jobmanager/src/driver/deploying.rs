@@ -3,7 +3,7 @@
 //! so no producer ever sends to a consumer that does not exist yet.
 
 use super::{Command, Driver, Phase};
-use crate::api::EventLevel;
+use crate::model::EventLevel;
 use weir_types::deployment::JobStatus;
 
 impl Driver {

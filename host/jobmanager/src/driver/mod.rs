@@ -37,8 +37,8 @@ use weir_checkpoint::CheckpointMeta;
 use weir_control::protocol::CheckpointAck;
 use weir_types::deployment::{JobDeployment, JobReport, JobStatus, RestoreFrom, TaskEnd, TaskProgress};
 
-use crate::api::{CheckpointStatus, EventLevel};
 use crate::coordinator::Coordinator;
+use crate::model::{CheckpointStatus, EventLevel};
 use crate::restart::RestartStrategy;
 use crate::tracker::JobTracker;
 

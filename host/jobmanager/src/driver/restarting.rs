@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use weir_types::deployment::RestoreFrom;
 
 use super::{Command, Driver, Phase};
-use crate::api::EventLevel;
 use crate::coordinator::Coordinator;
+use crate::model::EventLevel;
 use crate::tracker::JobTracker;
 
 /// How long to wait before asking again for slots, or for checkpoints that could not

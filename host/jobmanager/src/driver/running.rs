@@ -11,8 +11,8 @@ use weir_control::protocol::CheckpointAck;
 use weir_types::deployment::{TaskEnd, TaskOutcome};
 
 use super::{Command, Driver, Exported, Phase, SavepointWait};
-use crate::api::{CheckpointStatus, EventLevel};
 use crate::coordinator::AckOutcome;
+use crate::model::{CheckpointStatus, EventLevel};
 
 impl Driver {
     pub(super) fn tick_checkpoints(&mut self, now: Instant, out: &mut Vec<Command>) {
