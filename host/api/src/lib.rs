@@ -5,15 +5,16 @@
 //! - [`router`]: the JobManager's routes. Every `/api/v1` route but the OpenAPI
 //!   document needs `Authorization: Bearer <token>` (the token `weir cluster-init`
 //!   writes); the dashboard page, its assets and `/metrics` are public.
-//! - [`model`]: the JSON documents, shared with the `weir` CLI.
+//! - `convert`: the JobManager's answers as the JSON documents (`weir-documents`,
+//!   shared with the `weir` CLI).
 //! - [`metrics`]: Prometheus text for the JobManager and for a TaskManager.
 //!
 //! It is not: the JobManager's logic. Handlers call [`weir_jobmanager::JobManager`]'s
 //! operations and map [`ApiError`] to status codes; every failure answers with the
 //! JSON error document, never a bare status.
 
+mod convert;
 pub mod metrics;
-pub mod model;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -24,10 +25,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
+use weir_documents::{
+    ArtifactList, CheckpointList, Cluster, ErrorBody, ErrorDetail, EventList, Job, JobList, Metrics, SavepointDone, SavepointSpec, SubmitSpec,
+    TaskManagerList,
+};
 use weir_jobmanager::JobManager;
-use weir_jobmanager::model::{ApiError, SavepointSpec, SubmitSpec};
-
-use crate::model::{ArtifactList, CheckpointList, ErrorBody, ErrorDetail, EventList, Job, JobList, Metrics, SavepointDone};
+use weir_jobmanager::model::ApiError;
 
 /// The OpenAPI document of this API (kept in the repository, served as is).
 pub const OPENAPI: &str = include_str!("../openapi.json");
@@ -187,16 +190,16 @@ fn json<T: serde::Serialize>(status: StatusCode, value: T) -> Response {
     (status, axum::Json(value)).into_response()
 }
 
-async fn cluster(State(api): State<Api>) -> axum::Json<model::Cluster> {
-    axum::Json((&api.jm.overview()).into())
+async fn cluster(State(api): State<Api>) -> axum::Json<Cluster> {
+    axum::Json(convert::cluster(&api.jm.overview()))
 }
 
-async fn taskmanagers(State(api): State<Api>) -> axum::Json<model::TaskManagerList> {
-    axum::Json((&api.jm.overview()).into())
+async fn taskmanagers(State(api): State<Api>) -> axum::Json<TaskManagerList> {
+    axum::Json(convert::taskmanagers(&api.jm.overview()))
 }
 
 async fn artifacts(State(api): State<Api>) -> axum::Json<ArtifactList> {
-    axum::Json(ArtifactList { artifacts: api.jm.artifacts().into_iter().map(Into::into).collect() })
+    axum::Json(ArtifactList { artifacts: api.jm.artifacts().into_iter().map(convert::artifact).collect() })
 }
 
 async fn upload(State(api): State<Api>, headers: HeaderMap, read: Result<Bytes, BytesRejection>) -> Answer<Response> {
@@ -209,7 +212,7 @@ async fn upload(State(api): State<Api>, headers: HeaderMap, read: Result<Bytes, 
         ));
     }
     let artifact = api.jm.upload(body(read)?.to_vec()).await?;
-    Ok(json(StatusCode::CREATED, model::Artifact::from(artifact)))
+    Ok(json(StatusCode::CREATED, convert::artifact(artifact)))
 }
 
 async fn jobs(State(api): State<Api>, RawQuery(query): RawQuery) -> Answer<axum::Json<JobList>> {
@@ -226,22 +229,22 @@ async fn jobs(State(api): State<Api>, RawQuery(query): RawQuery) -> Answer<axum:
     {
         return Err(Failed(ApiError::BadRequest(format!("state must be one of {}, got {s:?}", STATES.join(", ")))));
     }
-    let jobs = api.jm.jobs().into_iter().filter(|j| state.as_deref().is_none_or(|s| j.resource.state.name() == s)).map(Job::from).collect();
+    let jobs = api.jm.jobs().into_iter().filter(|j| state.as_deref().is_none_or(|s| j.resource.state.name() == s)).map(convert::job).collect();
     Ok(axum::Json(JobList { jobs }))
 }
 
 async fn create_job(State(api): State<Api>, read: Result<Bytes, BytesRejection>) -> Answer<Response> {
     let spec: SubmitSpec = parse(read, "job spec")?;
     let job = api.jm.create_job(spec).await?;
-    Ok(json(StatusCode::CREATED, Job::from(job)))
+    Ok(json(StatusCode::CREATED, convert::job(job)))
 }
 
 async fn job(State(api): State<Api>, Path(id): Path<String>) -> Answer<axum::Json<Job>> {
-    Ok(axum::Json(api.jm.job(&id)?.into()))
+    Ok(axum::Json(convert::job(api.jm.job(&id)?)))
 }
 
 async fn cancel(State(api): State<Api>, Path(id): Path<String>) -> Answer<Response> {
-    Ok(json(StatusCode::ACCEPTED, Job::from(api.jm.cancel(&id)?)))
+    Ok(json(StatusCode::ACCEPTED, convert::job(api.jm.cancel(&id)?)))
 }
 
 async fn savepoint(State(api): State<Api>, Path(id): Path<String>, read: Result<Bytes, BytesRejection>) -> Answer<axum::Json<SavepointDone>> {
@@ -252,16 +255,16 @@ async fn savepoint(State(api): State<Api>, Path(id): Path<String>, read: Result<
 
 async fn checkpoints(State(api): State<Api>, Path(id): Path<String>) -> Answer<axum::Json<CheckpointList>> {
     let (list, last_completed) = api.jm.checkpoints(&id)?;
-    Ok(axum::Json(CheckpointList { checkpoints: list.into_iter().map(Into::into).collect(), last_completed }))
+    Ok(axum::Json(CheckpointList { checkpoints: list.into_iter().map(convert::checkpoint).collect(), last_completed }))
 }
 
 async fn job_metrics(State(api): State<Api>, Path(id): Path<String>) -> Answer<axum::Json<Metrics>> {
     let m = api.jm.metrics(&id)?;
-    Ok(axum::Json(Metrics::of(&id, m)))
+    Ok(axum::Json(convert::metrics(&id, m)))
 }
 
 async fn logs(State(api): State<Api>, Path(id): Path<String>) -> Answer<axum::Json<EventList>> {
-    Ok(axum::Json(EventList { events: api.jm.events(&id)?.into_iter().map(Into::into).collect() }))
+    Ok(axum::Json(EventList { events: api.jm.events(&id)?.into_iter().map(convert::event).collect() }))
 }
 
 async fn jobmanager_metrics(State(api): State<Api>) -> Response {

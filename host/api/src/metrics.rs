@@ -69,11 +69,11 @@ pub fn jobmanager(jm: &JobManager) -> String {
     let mut vertices = Vec::new();
     for j in &running {
         if let Ok(m) = jm.metrics(&j.id) {
-            let doc = crate::model::Metrics::of(&j.id, m);
+            let doc = crate::convert::metrics(&j.id, m);
             vertices.extend(doc.vertices.into_iter().map(|v| (j.id.clone(), j.name.clone(), v)));
         }
     }
-    type Field = fn(&crate::model::VertexMetrics) -> f64;
+    type Field = fn(&weir_documents::VertexMetrics) -> f64;
     let families: [(&str, &str, &str, Field); 6] = [
         ("weir_vertex_records_in_total", "counter", "Records into a vertex's subtasks.", |v| v.records_in as f64),
         ("weir_vertex_records_out_total", "counter", "Records out of a vertex's subtasks.", |v| v.records_out as f64),

@@ -12,7 +12,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use weir_api::model::{Artifact, ErrorBody};
+use weir_documents::{Artifact, ErrorBody};
 
 /// How a client command prints its answer.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]

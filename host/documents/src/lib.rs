@@ -1,1 +1,372 @@
-//! The REST API's JSON documents (placeholder: filled in by the move from weir-api).
+//! The REST API's JSON documents (camelCase, RFC 3339 times): what the JobManager's
+//! API (`weir-api`) answers and accepts, and what its clients (the `weir` CLI) read
+//! and send. `host/api/openapi.json` describes the same shapes.
+//!
+//! Plain data: the conversions from the JobManager's domain types are in `weir-api`,
+//! so a client needs neither the JobManager nor the HTTP server. A job's spec is
+//! [`SubmitSpec`] from `weir-types` (the JobManager keeps it as submitted).
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+pub use weir_types::submit::SubmitSpec;
+
+/// An RFC 3339 time with milliseconds, UTC.
+pub fn time(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// The error document every failed request answers with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Machine-readable kind (`not_found`, `bad_request`, ...).
+    pub code: String,
+    /// One line for people, naming the bad thing.
+    pub message: String,
+}
+
+/// A Job resource (seed 002).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Job {
+    /// Always `Job`.
+    pub kind: String,
+    /// Identity.
+    pub metadata: JobMetadata,
+    /// As submitted; immutable.
+    pub spec: SubmitSpec,
+    /// Where it stands.
+    pub status: JobStatusDoc,
+}
+
+/// A job's identity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobMetadata {
+    /// Job id.
+    pub id: String,
+    /// The job's name, from its plan.
+    pub name: String,
+    /// Submission time.
+    pub created_at: String,
+}
+
+/// `status` of a Job resource.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobStatusDoc {
+    /// STARTING, STARTED, TERMINATING, TERMINATED, FAILED or FINISHED.
+    pub state: String,
+    /// Present once the job reached STARTED.
+    pub started: Option<Started>,
+    /// Present on FAILED.
+    pub failure: Option<Failure>,
+    /// Every state entered, oldest first.
+    pub transitions: Vec<TransitionDoc>,
+    /// The newest completed checkpoint.
+    pub last_checkpoint: Option<u64>,
+    /// Since submission (to the end, once ended).
+    pub duration_ms: u64,
+}
+
+/// `status.started` of a Job resource.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Started {
+    /// The engine's job id.
+    pub job_id: String,
+    /// When the job entered STARTED.
+    pub transition_time: String,
+    /// Last observation.
+    pub last_update_time: String,
+    /// Restarts the engine performed.
+    pub observed_job_restarts: u32,
+    /// The engine's status (CREATED, RUNNING, RESTARTING, ...).
+    pub observed_job_status: String,
+}
+
+/// Why a job failed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Failure {
+    /// Kind of failure.
+    pub reason: String,
+    /// The first failure's message.
+    pub message: String,
+}
+
+/// One state change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TransitionDoc {
+    /// The state entered.
+    pub state: String,
+    /// When.
+    pub time: String,
+}
+
+/// `GET /api/v1/jobs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobList {
+    /// Newest first.
+    pub jobs: Vec<Job>,
+}
+
+/// An uploaded artifact.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Artifact {
+    /// SHA-256 of the bytes, hex.
+    pub id: String,
+    /// Bytes.
+    pub size: u64,
+    /// Upload time.
+    pub uploaded_at: String,
+}
+
+/// `GET /api/v1/artifacts`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArtifactList {
+    /// Newest first.
+    pub artifacts: Vec<Artifact>,
+}
+
+/// `POST /api/v1/jobs/{id}/savepoints`: a savepoint request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SavepointSpec {
+    /// Absolute directory to write it to (reachable by every TaskManager that will
+    /// restore it, at the same path); must not exist or be empty.
+    pub dir: String,
+    /// Cancel the job right after, so nothing past the savepoint is committed.
+    #[serde(default)]
+    pub stop: bool,
+}
+
+/// A finished savepoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SavepointDone {
+    /// The checkpoint it copies.
+    pub checkpoint: u64,
+    /// Where it is.
+    pub dir: String,
+}
+
+/// One checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Checkpoint {
+    /// Id.
+    pub id: u64,
+    /// IN_PROGRESS, COMPLETED or FAILED.
+    pub status: String,
+    /// When its barriers were injected.
+    pub triggered_at: String,
+    /// Trigger to completion or failure.
+    pub duration_ms: Option<u64>,
+    /// Bytes written for it.
+    pub size_bytes: Option<u64>,
+    /// Why it failed.
+    pub failure: Option<String>,
+}
+
+/// `GET /api/v1/jobs/{id}/checkpoints`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointList {
+    /// Newest first.
+    pub checkpoints: Vec<Checkpoint>,
+    /// The newest completed checkpoint.
+    pub last_completed: Option<u64>,
+}
+
+/// One job event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    /// When.
+    pub time: String,
+    /// INFO, WARN or ERROR.
+    pub level: String,
+    /// What happened.
+    pub message: String,
+}
+
+/// `GET /api/v1/jobs/{id}/logs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventList {
+    /// Oldest first.
+    pub events: Vec<Event>,
+}
+
+/// `GET /api/v1/jobs/{id}/metrics`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Metrics {
+    /// Job id.
+    pub job_id: String,
+    /// The engine's status.
+    pub status: String,
+    /// Vertices (chains), in topological order.
+    pub vertices: Vec<VertexMetrics>,
+    /// Edges between vertices.
+    pub edges: Vec<EdgeDoc>,
+}
+
+/// One vertex's metrics.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VertexMetrics {
+    /// Vertex index.
+    pub id: u32,
+    /// Chain name.
+    pub name: String,
+    /// Subtasks.
+    pub parallelism: u32,
+    /// Records in, all subtasks.
+    pub records_in: u64,
+    /// Records out, all subtasks.
+    pub records_out: u64,
+    /// Records in per second, all subtasks.
+    pub records_in_per_second: f64,
+    /// Records out per second, all subtasks.
+    pub records_out_per_second: f64,
+    /// The most backpressured subtask's share of time blocked (0 to 1).
+    pub backpressure: f64,
+    /// Fuel burned, all subtasks.
+    pub fuel: u64,
+    /// Every subtask.
+    pub subtasks: Vec<SubtaskDoc>,
+}
+
+/// One subtask's metrics.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubtaskDoc {
+    /// Subtask index.
+    pub subtask: u32,
+    /// Its TaskManager's name.
+    pub taskmanager: String,
+    /// Records in.
+    pub records_in: u64,
+    /// Records out.
+    pub records_out: u64,
+    /// Share of time blocked on full outputs (0 to 1).
+    pub backpressure: f64,
+    /// Fuel burned.
+    pub fuel: u64,
+    /// CREATED, RUNNING, FINISHED, FAILED or CANCELED.
+    pub status: String,
+}
+
+/// An edge of the execution graph.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EdgeDoc {
+    /// Upstream vertex.
+    pub source: u32,
+    /// Downstream vertex.
+    pub target: u32,
+    /// FORWARD, KEY_BY, REBALANCE or BROADCAST.
+    pub partitioning: String,
+}
+
+/// `GET /api/v1/cluster`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cluster {
+    /// Weir's version.
+    pub version: String,
+    /// Alive TaskManagers.
+    pub taskmanagers: u32,
+    /// Slots of alive TaskManagers.
+    pub slots_total: u32,
+    /// Free slots.
+    pub slots_free: u32,
+    /// Jobs per Job resource state (lower case keys: running, finished, ...).
+    pub jobs: JobCounts,
+}
+
+/// Jobs per state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct JobCounts {
+    /// STARTING or STARTED.
+    pub running: usize,
+    /// FINISHED.
+    pub finished: usize,
+    /// FAILED.
+    pub failed: usize,
+    /// TERMINATING or TERMINATED.
+    pub terminated: usize,
+}
+
+/// One TaskManager, as the JobManager's registry sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskManager {
+    /// Registry id.
+    pub id: u64,
+    /// Certificate name.
+    pub name: String,
+    /// Network address it connected from.
+    pub addr: String,
+    /// Where its data plane listens.
+    pub data_addr: String,
+    /// Slots it offers.
+    pub slots: u32,
+    /// Slots running subtasks.
+    pub used_slots: u32,
+    /// False once its heartbeats stopped for longer than the timeout.
+    pub alive: bool,
+    /// Milliseconds since its last heartbeat.
+    pub last_heartbeat_ms: u64,
+}
+
+/// `GET /api/v1/taskmanagers`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskManagerList {
+    /// By id.
+    pub taskmanagers: Vec<TaskManager>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_submission_needs_little_and_refuses_unknown_fields() -> serde_json::Result<()> {
+        let spec: SubmitSpec = serde_json::from_str(r#"{"artifact": "ab12"}"#)?;
+        assert_eq!((spec.artifact.as_deref(), spec.parallelism, spec.components.len()), (Some("ab12"), 1, 0));
+        let typo = serde_json::from_str::<SubmitSpec>(r#"{"artifact": "ab12", "paralelism": 2}"#);
+        assert!(typo.is_err_and(|e| e.to_string().contains("paralelism")));
+        let savepoint: SavepointSpec = serde_json::from_str(r#"{"dir": "/sp"}"#)?;
+        assert!(!savepoint.stop);
+        Ok(())
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc_with_milliseconds() {
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123);
+        assert_eq!(time(t), "2023-11-14T22:13:20.123Z");
+    }
+
+    #[test]
+    fn documents_are_camel_case() -> serde_json::Result<()> {
+        let tm = TaskManager {
+            id: 1,
+            name: "taskmanager-0".into(),
+            addr: "a".into(),
+            data_addr: "d".into(),
+            slots: 2,
+            used_slots: 1,
+            alive: true,
+            last_heartbeat_ms: 5,
+        };
+        let json = serde_json::to_value(&tm)?;
+        assert_eq!((json["dataAddr"].as_str(), json["usedSlots"].as_u64(), json["lastHeartbeatMs"].as_u64()), (Some("d"), Some(1), Some(5)));
+        Ok(())
+    }
+}

@@ -43,18 +43,6 @@ pub enum ApiError {
     Internal(String),
 }
 
-/// A savepoint request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SavepointSpec {
-    /// Absolute directory to write it to (reachable by every TaskManager that will
-    /// restore it, at the same path); must not exist or be empty.
-    pub dir: String,
-    /// Cancel the job right after, so nothing past the savepoint is committed.
-    #[serde(default)]
-    pub stop: bool,
-}
-
 /// An uploaded component.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArtifactInfo {

@@ -1,7 +1,7 @@
 //! `weir cancel JOB`.
 
 use anyhow::Result;
-use weir_api::model::Job;
+use weir_documents::Job;
 
 use crate::client::JobIdArgs;
 

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use weir_api::model::JobList;
+use weir_documents::JobList;
 
 use crate::client::Remote;
 

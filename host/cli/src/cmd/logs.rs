@@ -2,7 +2,7 @@
 //! its end).
 
 use anyhow::Result;
-use weir_api::model::EventList;
+use weir_documents::EventList;
 
 use crate::client::JobIdArgs;
 

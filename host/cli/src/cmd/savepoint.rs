@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use weir_api::model::{SavepointDone, SavepointSpec};
+use weir_documents::{SavepointDone, SavepointSpec};
 
 use crate::client::{self, Remote};
 

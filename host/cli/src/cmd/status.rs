@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use weir_api::model::{CheckpointList, Cluster, Job, JobList, Metrics, TaskManagerList};
+use weir_documents::{CheckpointList, Cluster, Job, JobList, Metrics, TaskManagerList};
 
 use crate::client::{Client, Remote};
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use weir_api::model::{Cluster, EventList, Job, Metrics, SubmitSpec};
+use weir_documents::{Cluster, EventList, Job, Metrics, SubmitSpec};
 use weir_jobmanager::JobSource;
 use weir_wasm::Limits;
 

@@ -1,0 +1,193 @@
+//! The JobManager's answers as the REST API's documents (`weir-documents`). Here and
+//! not there, so clients of the documents need not build the JobManager; functions,
+//! not `From` impls, since both sides are other crates' types.
+
+use std::time::{Duration, SystemTime};
+
+use weir_documents::{
+    Artifact, Checkpoint, Cluster, EdgeDoc, Event, Failure, Job, JobCounts, JobMetadata, JobStatusDoc, Metrics, Started, SubtaskDoc, TaskManager,
+    TaskManagerList, TransitionDoc, VertexMetrics, time,
+};
+use weir_jobmanager::SubtaskMetrics;
+use weir_jobmanager::model::{ArtifactInfo, CheckpointRecord, ClusterOverview, JobEvent, JobInfo, JobMetrics};
+use weir_types::plan::Partitioning;
+
+fn ms_time(ms: u64) -> String {
+    time(SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+/// A job as its Job resource.
+pub fn job(j: JobInfo) -> Job {
+    let r = &j.resource;
+    let started = r.started_ms.map(|at| Started {
+        job_id: j.id.clone(),
+        transition_time: ms_time(at),
+        last_update_time: ms_time(r.updated_ms),
+        observed_job_restarts: r.observed_restarts,
+        observed_job_status: r.observed_status.name().to_string(),
+    });
+    let failure = r.failure.as_ref().map(|m| Failure { reason: "JobFailed".into(), message: m.clone() });
+    Job {
+        kind: "Job".into(),
+        metadata: JobMetadata { id: j.id.clone(), name: j.name.clone(), created_at: time(j.created) },
+        spec: j.spec,
+        status: JobStatusDoc {
+            state: r.state.name().to_string(),
+            started,
+            failure,
+            transitions: r.transitions.iter().map(|t| TransitionDoc { state: t.state.name().to_string(), time: ms_time(t.at_ms) }).collect(),
+            last_checkpoint: j.report.last_checkpoint,
+            duration_ms: j.report.elapsed.as_millis() as u64,
+        },
+    }
+}
+
+/// An uploaded artifact.
+pub fn artifact(a: ArtifactInfo) -> Artifact {
+    Artifact { id: a.id, size: a.size, uploaded_at: time(a.uploaded) }
+}
+
+/// One checkpoint of a job's log.
+pub fn checkpoint(c: CheckpointRecord) -> Checkpoint {
+    Checkpoint {
+        id: c.id,
+        status: c.status.name().to_string(),
+        triggered_at: time(c.triggered),
+        duration_ms: c.duration_ms,
+        size_bytes: c.size_bytes,
+        failure: c.failure,
+    }
+}
+
+/// One event of a job's log.
+pub fn event(e: JobEvent) -> Event {
+    Event { time: time(e.at), level: e.level.name().to_string(), message: e.message }
+}
+
+/// The metrics document of job `id`: per vertex, its subtasks' sums (the most
+/// backpressured subtask's ratio), and the graph's edges.
+pub fn metrics(id: &str, m: JobMetrics) -> Metrics {
+    let subtask = |s: &SubtaskMetrics| SubtaskDoc {
+        subtask: s.subtask,
+        taskmanager: m.taskmanagers.get(s.taskmanager as usize).cloned().unwrap_or_else(|| "-".into()),
+        records_in: s.records_in,
+        records_out: s.records_out,
+        backpressure: s.backpressure,
+        fuel: s.fuel,
+        status: s.status.name().to_string(),
+    };
+    let vertices = m
+        .graph
+        .vertices
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let mine: Vec<&SubtaskMetrics> = m.subtasks.iter().filter(|s| s.vertex as usize == i).collect();
+            VertexMetrics {
+                id: i as u32,
+                name: v.name.clone(),
+                parallelism: v.parallelism,
+                records_in: mine.iter().map(|s| s.records_in).sum(),
+                records_out: mine.iter().map(|s| s.records_out).sum(),
+                records_in_per_second: mine.iter().map(|s| s.records_in_per_second).sum(),
+                records_out_per_second: mine.iter().map(|s| s.records_out_per_second).sum(),
+                backpressure: mine.iter().map(|s| s.backpressure).fold(0.0, f64::max),
+                fuel: mine.iter().map(|s| s.fuel).sum(),
+                subtasks: mine.into_iter().map(subtask).collect(),
+            }
+        })
+        .collect();
+    let edges = m
+        .graph
+        .vertices
+        .iter()
+        .enumerate()
+        .flat_map(|(i, v)| {
+            v.outputs.iter().map(move |(t, p)| EdgeDoc { source: i as u32, target: *t as u32, partitioning: partitioning_name(*p).into() })
+        })
+        .collect();
+    Metrics { job_id: id.to_string(), status: m.status.name().to_string(), vertices, edges }
+}
+
+fn partitioning_name(p: Partitioning) -> &'static str {
+    match p {
+        Partitioning::Forward => "FORWARD",
+        Partitioning::KeyBy => "KEY_BY",
+        Partitioning::Rebalance => "REBALANCE",
+        Partitioning::Broadcast => "BROADCAST",
+    }
+}
+
+/// The cluster document: alive TaskManagers, slots, and jobs counted by state.
+pub fn cluster(o: &ClusterOverview) -> Cluster {
+    let mut jobs = JobCounts::default();
+    for (state, n) in &o.jobs_by_state {
+        match *state {
+            "STARTING" | "STARTED" => jobs.running += n,
+            "FINISHED" => jobs.finished += n,
+            "FAILED" => jobs.failed += n,
+            _ => jobs.terminated += n,
+        }
+    }
+    Cluster {
+        version: env!("CARGO_PKG_VERSION").into(),
+        taskmanagers: o.taskmanagers.iter().filter(|t| t.alive).count() as u32,
+        slots_total: o.slots_total,
+        slots_free: o.slots_free,
+        jobs,
+    }
+}
+
+/// Every TaskManager the registry knows, lost ones included.
+pub fn taskmanagers(o: &ClusterOverview) -> TaskManagerList {
+    let taskmanagers = o
+        .taskmanagers
+        .iter()
+        .map(|t| TaskManager {
+            id: t.id,
+            name: t.name.clone(),
+            addr: t.addr.clone(),
+            data_addr: t.data_addr.clone(),
+            slots: t.slots,
+            used_slots: t.used_slots,
+            alive: t.alive,
+            last_heartbeat_ms: t.last_heartbeat_ms,
+        })
+        .collect();
+    TaskManagerList { taskmanagers }
+}
+
+#[cfg(test)]
+mod tests {
+    use weir_control::protocol::TaskManagerInfo;
+
+    use super::*;
+
+    /// The API served the registry's `TaskManagerInfo` as is before the documents had
+    /// their own TaskManager: the JSON must not change.
+    #[test]
+    fn a_taskmanager_document_is_the_json_of_the_registry_entry() -> serde_json::Result<()> {
+        let info = TaskManagerInfo {
+            id: 7,
+            name: "taskmanager-1".into(),
+            addr: "10.0.0.1:4000".into(),
+            data_addr: "10.0.0.1:4001".into(),
+            slots: 4,
+            used_slots: 2,
+            alive: false,
+            last_heartbeat_ms: 1234,
+        };
+        let overview = ClusterOverview {
+            taskmanagers: vec![info.clone()],
+            slots_total: 4,
+            slots_free: 2,
+            jobs_by_state: vec![],
+            checkpoints_completed: 0,
+            checkpoints_failed: 0,
+            restarts: 0,
+        };
+        let served = serde_json::to_value(taskmanagers(&overview))?;
+        assert_eq!(served, serde_json::json!({ "taskmanagers": [serde_json::to_value(&info)?] }));
+        Ok(())
+    }
+}
