@@ -54,31 +54,39 @@ impl<'a> Reader<'a> {
     /// The next `N` bytes.
     #[inline(always)]
     pub fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], BatchError> {
-        match self.rest.split_first_chunk::<N>() {
-            Some((bytes, rest)) => {
-                self.rest = rest;
-                Ok(*bytes)
-            }
-            None => Err(truncated(what, self.position(), N as u64, self.rest.len())),
-        }
+        self.chunk::<N>(what).copied()
     }
 
     /// A `u8`.
     #[inline(always)]
     pub fn u8(&mut self, what: &'static str) -> Result<u8, BatchError> {
-        self.array::<1>(what).map(|[b]| b)
+        self.chunk::<1>(what).map(|[b]| *b)
     }
 
     /// A little-endian `u32`.
     #[inline(always)]
     pub fn u32(&mut self, what: &'static str) -> Result<u32, BatchError> {
-        self.array::<4>(what).map(u32::from_le_bytes)
+        self.chunk::<4>(what).map(|b| u32::from_le_bytes(*b))
     }
 
     /// A little-endian `i64`.
     #[inline(always)]
     pub fn i64(&mut self, what: &'static str) -> Result<i64, BatchError> {
-        self.array::<8>(what).map(i64::from_le_bytes)
+        self.chunk::<8>(what).map(|b| i64::from_le_bytes(*b))
+    }
+
+    /// The next `N` bytes, borrowed. Fields are decoded straight from the batch: a
+    /// copied byte array inside a `Result` would sit at an odd offset (the error's tag
+    /// byte comes first) and cost byte-wise loads on every record in Wasm.
+    #[inline(always)]
+    fn chunk<const N: usize>(&mut self, what: &'static str) -> Result<&'a [u8; N], BatchError> {
+        match self.rest.split_first_chunk::<N>() {
+            Some((bytes, rest)) => {
+                self.rest = rest;
+                Ok(bytes)
+            }
+            None => Err(truncated(what, self.position(), N as u64, self.rest.len())),
+        }
     }
 
     /// The next `len` bytes, borrowed from the batch.
@@ -103,9 +111,12 @@ impl<'a> Reader<'a> {
     /// One record: `ts, key-len, key, value-len, value` (plain input and output).
     #[inline(always)]
     pub fn record(&mut self) -> Result<Record<'a>, BatchError> {
-        let [t0, t1, t2, t3, t4, t5, t6, t7, k0, k1, k2, k3] = self.head(("record timestamp", TS_BYTES), ("record key", LEN_BYTES))?;
-        let ts = i64::from_le_bytes([t0, t1, t2, t3, t4, t5, t6, t7]);
-        let key = self.take(u32::from_le_bytes([k0, k1, k2, k3]) as usize, "record key")?;
+        let head = self.head::<{ TS_BYTES + LEN_BYTES }>(record_head_error)?;
+        let (ts, key_len) = head.split_at(TS_BYTES);
+        // Fixed-size splits of a fixed-size array: the conversions cannot fail.
+        let ts = i64::from_le_bytes(ts.try_into().unwrap_or_default());
+        let key_len = u32::from_le_bytes(key_len.try_into().unwrap_or_default());
+        let key = self.take(key_len as usize, "record key")?;
         let value = self.len_prefixed("record value")?;
         Ok(Record { ts, key, value })
     }
@@ -124,9 +135,12 @@ impl<'a> Reader<'a> {
     /// `record-count: u32` first; the key index is the caller's to check.
     #[inline(always)]
     pub fn keyed_record(&mut self) -> Result<KeyedRecord<'a>, BatchError> {
-        let [i0, i1, i2, i3, t0, t1, t2, t3, t4, t5, t6, t7] = self.head(("key index", LEN_BYTES), ("record timestamp", TS_BYTES))?;
+        let head = self.head::<{ LEN_BYTES + TS_BYTES }>(keyed_head_error)?;
+        let (key_index, ts) = head.split_at(LEN_BYTES);
+        let key_index = u32::from_le_bytes(key_index.try_into().unwrap_or_default());
+        let ts = i64::from_le_bytes(ts.try_into().unwrap_or_default());
         let value = self.len_prefixed("record value")?;
-        Ok(KeyedRecord { key_index: u32::from_le_bytes([i0, i1, i2, i3]), ts: i64::from_le_bytes([t0, t1, t2, t3, t4, t5, t6, t7]), value })
+        Ok(KeyedRecord { key_index, ts, value })
     }
 
     /// State update number `index` of a keyed output.
@@ -146,25 +160,43 @@ impl<'a> Reader<'a> {
         if self.rest.is_empty() { Ok(()) } else { Err(trailing(what, self.rest.len())) }
     }
 
-    /// Two fixed-size fields, `first` then `second` (name, size), in one bounds check;
-    /// an error names the field the buffer ends in.
+    /// The fixed-size fields a record starts with, in one bounds check; `short` makes the
+    /// error from the offset and the bytes left.
     #[inline(always)]
-    fn head<const N: usize>(&mut self, first: (&'static str, usize), second: (&'static str, usize)) -> Result<[u8; N], BatchError> {
+    fn head<const N: usize>(&mut self, short: fn(usize, usize) -> BatchError) -> Result<&'a [u8; N], BatchError> {
         match self.rest.split_first_chunk::<N>() {
             Some((head, rest)) => {
                 self.rest = rest;
-                Ok(*head)
+                Ok(head)
             }
-            None => Err(self.head_error(first, second)),
+            None => Err(short(self.position(), self.rest.len())),
         }
     }
+}
 
-    /// The error of a [`Reader::head`] that does not fit.
-    #[cold]
-    #[inline(never)]
-    fn head_error(&self, first: (&'static str, usize), second: (&'static str, usize)) -> BatchError {
-        let (at, have) = (self.position(), self.rest.len());
-        if have < first.1 { truncated(first.0, at, first.1 as u64, have) } else { truncated(second.0, at + first.1, second.1 as u64, have - first.1) }
+// The error constructors are out of line and take a few scalars, never the reader or
+// an aggregate: anything whose address is passed to a call is kept in memory, not in
+// registers (Wasm locals), and its stores would run on every record of the loops.
+
+/// A record head that does not fit in the `have` bytes at `at`: names the field.
+#[cold]
+#[inline(never)]
+fn record_head_error(at: usize, have: usize) -> BatchError {
+    if have < TS_BYTES {
+        truncated("record timestamp", at, TS_BYTES as u64, have)
+    } else {
+        truncated("record key", at + TS_BYTES, LEN_BYTES as u64, have - TS_BYTES)
+    }
+}
+
+/// A keyed record head that does not fit in the `have` bytes at `at`: names the field.
+#[cold]
+#[inline(never)]
+fn keyed_head_error(at: usize, have: usize) -> BatchError {
+    if have < LEN_BYTES {
+        truncated("key index", at, LEN_BYTES as u64, have)
+    } else {
+        truncated("record timestamp", at + LEN_BYTES, TS_BYTES as u64, have - LEN_BYTES)
     }
 }
 
