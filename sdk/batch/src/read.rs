@@ -178,26 +178,24 @@ impl<'a> Reader<'a> {
 // an aggregate: anything whose address is passed to a call is kept in memory, not in
 // registers (Wasm locals), and its stores would run on every record of the loops.
 
-/// A record head that does not fit in the `have` bytes at `at`: names the field.
+/// A record head that does not fit in the `have` bytes at `at`.
 #[cold]
 #[inline(never)]
 fn record_head_error(at: usize, have: usize) -> BatchError {
-    if have < TS_BYTES {
-        truncated("record timestamp", at, TS_BYTES as u64, have)
-    } else {
-        truncated("record key", at + TS_BYTES, LEN_BYTES as u64, have - TS_BYTES)
-    }
+    head_error(at, have, ("record timestamp", TS_BYTES), ("record key", LEN_BYTES))
 }
 
-/// A keyed record head that does not fit in the `have` bytes at `at`: names the field.
+/// A keyed record head that does not fit in the `have` bytes at `at`.
 #[cold]
 #[inline(never)]
 fn keyed_head_error(at: usize, have: usize) -> BatchError {
-    if have < LEN_BYTES {
-        truncated("key index", at, LEN_BYTES as u64, have)
-    } else {
-        truncated("record timestamp", at + LEN_BYTES, TS_BYTES as u64, have - LEN_BYTES)
-    }
+    head_error(at, have, ("key index", LEN_BYTES), ("record timestamp", TS_BYTES))
+}
+
+/// Names the field of a head (`first`, then `second`: name and size) the buffer ends in.
+#[inline]
+fn head_error(at: usize, have: usize, first: (&'static str, usize), second: (&'static str, usize)) -> BatchError {
+    if have < first.1 { truncated(first.0, at, first.1 as u64, have) } else { truncated(second.0, at + first.1, second.1 as u64, have - first.1) }
 }
 
 #[cold]
