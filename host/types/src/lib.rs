@@ -13,6 +13,8 @@
 //! - [`resource`]: the Job resource of seed 002 (STARTING .. FINISHED) derived from
 //!   the engine's job status, with its transitions (pure).
 //! - [`submit`]: a job's spec as clients submit it (the Job resource's `spec`).
+//! - [`ids`]: typed ids (job, run, component hash, TaskManager), serialized as the
+//!   bare strings and numbers they replace.
 //! - [`keygroup`]: how keys map to key groups and key groups to subtasks.
 //! - [`graph`]: from a plan to an execution graph of chained vertices (Flink's
 //!   operator chaining), pure and unit-tested on plans alone.
@@ -23,6 +25,7 @@
 pub mod batch;
 pub mod deployment;
 pub mod graph;
+pub mod ids;
 pub mod keygroup;
 pub mod manifest;
 pub mod plan;
