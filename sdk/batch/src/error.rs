@@ -32,6 +32,13 @@ pub enum BatchError {
         /// The tag found.
         tag: u8,
     },
+    /// A timer change or fired timer has an unknown kind or domain.
+    BadTimer {
+        /// Which change or timer.
+        index: usize,
+        /// The byte found.
+        kind: u8,
+    },
     /// Bytes are left over after the last field.
     Trailing {
         /// What was complete.
@@ -57,6 +64,7 @@ impl fmt::Display for BatchError {
             BatchError::Truncated { what, offset, need, have } => write!(f, "{what} at byte {offset} needs {need} bytes but only {have} remain"),
             BatchError::BadKeyIndex { record, index, keys } => write!(f, "record {record} refers to key {index} but the batch has {keys} keys"),
             BatchError::BadStateTag { index, tag } => write!(f, "state update {index} has unknown tag {tag}"),
+            BatchError::BadTimer { index, kind } => write!(f, "timer {index} has unknown kind {kind}"),
             BatchError::Trailing { what, extra } => write!(f, "{extra} unexpected trailing bytes after {what}"),
         }
     }

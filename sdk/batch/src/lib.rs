@@ -17,6 +17,10 @@
 //! output       records-len: u32 | record*                   (records-len bytes)
 //!              keyed operators then add one state update per input key, in key order:
 //!              STATE_UNCHANGED | STATE_SET, len: u32, state | STATE_CLEARED   (u8 tags)
+//!              and may then add timer changes (absent: none):
+//!              change-count: u32 | (kind: u8 | key-index: u32 | ts: i64)*
+//! timer input  key-count: u32 | (key-len: u32 | key | state-len: u32 | state)*
+//! (on-timer)   timer-count: u32 | (key-index: u32 | ts: i64 | domain: u8)*
 //! ```
 //!
 //! - Reading: [`Reader`] walks a buffer in place and hands out slices of it, checking
@@ -48,10 +52,11 @@ mod read;
 mod write;
 
 pub use error::BatchError;
-pub use read::{KeyedInput, Output, Reader, Records, parse_keyed_input, parse_output, records, validate};
+pub use read::{KeyedInput, Output, Reader, Records, TimerInput, parse_keyed_input, parse_output, parse_timer_input, records, validate};
 pub use write::{
-    WriteBuf, begin_len_prefixed, begin_output, end_len_prefixed, end_records, push_key_count, push_key_with_state, push_keyed_record,
-    push_keyed_records_header, push_len_prefixed, push_record, push_record_parts, push_record_with, push_state_update, push_ts, push_u8, push_u32,
+    WriteBuf, begin_len_prefixed, begin_output, end_len_prefixed, end_records, push_fired_timer, push_key_count, push_key_with_state,
+    push_keyed_record, push_keyed_records_header, push_len_prefixed, push_record, push_record_parts, push_record_with, push_state_update,
+    push_timer_change, push_timers_header, push_ts, push_u8, push_u32,
 };
 
 /// `state-len` of a key with no state in a keyed input batch.
@@ -107,6 +112,61 @@ pub enum StateUpdate<'a> {
     /// Removed.
     Cleared,
 }
+
+/// Which clock a timer follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TimeDomain {
+    /// Event time: fires when the watermark reaches the timer.
+    Event = 0,
+    /// Processing time: fires when the wall clock does.
+    Processing = 1,
+}
+
+/// What a keyed operator does to one of its keys' timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimerChange {
+    /// Sets the timer (true) or deletes it (false).
+    pub set: bool,
+    /// Its clock.
+    pub domain: TimeDomain,
+    /// The key's index in the input's key table.
+    pub key_index: u32,
+    /// When it fires (ms).
+    pub ts: i64,
+}
+
+impl TimerChange {
+    /// The change's `kind` byte: 0 set event time, 1 delete event time, 2 set
+    /// processing time, 3 delete processing time.
+    pub fn kind(&self) -> u8 {
+        (self.domain as u8) * 2 + u8::from(!self.set)
+    }
+
+    fn from_kind(kind: u8, key_index: u32, ts: i64) -> Option<Self> {
+        let domain = match kind / 2 {
+            0 => TimeDomain::Event,
+            1 => TimeDomain::Processing,
+            _ => return None,
+        };
+        Some(TimerChange { set: kind % 2 == 0, domain, key_index, ts })
+    }
+}
+
+/// A timer that fired, as `on-timer` receives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FiredTimer {
+    /// The key's index in the batch's key table.
+    pub key_index: u32,
+    /// The time it was set for.
+    pub ts: i64,
+    /// Its clock.
+    pub domain: TimeDomain,
+}
+
+/// Fixed bytes of a timer change: `kind`, `key-index`, `ts`.
+pub const TIMER_CHANGE_BYTES: usize = 1 + LEN_BYTES + TS_BYTES;
+/// Fixed bytes of a fired timer: `key-index`, `ts`, `domain`.
+pub const FIRED_TIMER_BYTES: usize = LEN_BYTES + TS_BYTES + 1;
 
 #[cfg(test)]
 mod tests;

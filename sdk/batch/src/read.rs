@@ -4,8 +4,8 @@ use alloc::vec::Vec;
 use core::iter::FusedIterator;
 
 use crate::{
-    BatchError, KEY_ENTRY_HEADER_BYTES, KEYED_RECORD_HEADER_BYTES, KeyedRecord, LEN_BYTES, NO_STATE, Record, STATE_CLEARED, STATE_SET,
-    STATE_UNCHANGED, StateUpdate, TS_BYTES,
+    BatchError, FIRED_TIMER_BYTES, FiredTimer, KEY_ENTRY_HEADER_BYTES, KEYED_RECORD_HEADER_BYTES, KeyedRecord, LEN_BYTES, NO_STATE, Record,
+    STATE_CLEARED, STATE_SET, STATE_UNCHANGED, StateUpdate, TIMER_CHANGE_BYTES, TS_BYTES, TimeDomain, TimerChange,
 };
 
 /// A bounds-checked cursor over a batch that hands out slices of it.
@@ -154,6 +154,30 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Timer change number `index` of a keyed output; the key index is the caller's
+    /// to check.
+    #[inline]
+    pub fn timer_change(&mut self, index: usize) -> Result<TimerChange, BatchError> {
+        let kind = self.u8("timer change kind")?;
+        let key_index = self.u32("timer key index")?;
+        let ts = self.i64("timer time")?;
+        TimerChange::from_kind(kind, key_index, ts).ok_or(BatchError::BadTimer { index, kind })
+    }
+
+    /// Fired timer number `index` of an `on-timer` input; the key index is the
+    /// caller's to check.
+    #[inline]
+    pub fn fired_timer(&mut self, index: usize) -> Result<FiredTimer, BatchError> {
+        let key_index = self.u32("timer key index")?;
+        let ts = self.i64("timer time")?;
+        let domain = match self.u8("timer domain")? {
+            0 => TimeDomain::Event,
+            1 => TimeDomain::Processing,
+            kind => return Err(BatchError::BadTimer { index, kind }),
+        };
+        Ok(FiredTimer { key_index, ts, domain })
+    }
+
     /// Fails if bytes are left: `what` (e.g. "keyed input") was complete before them.
     #[inline]
     pub fn finish(&self, what: &'static str) -> Result<(), BatchError> {
@@ -262,6 +286,8 @@ pub struct Output<'a> {
     pub record_count: usize,
     /// One update per input key, for keyed operators; empty otherwise.
     pub states: Vec<StateUpdate<'a>>,
+    /// Timers set or deleted, for keyed operators; key indices checked.
+    pub timers: Vec<TimerChange>,
 }
 
 /// Parses and checks an operator's output. `keys` is the number of keys of a keyed
@@ -271,14 +297,26 @@ pub fn parse_output(buf: &[u8], keys: Option<usize>) -> Result<Output<'_>, Batch
     let records = r.len_prefixed("output records")?;
     let record_count = validate(records)?;
     let mut states = Vec::new();
+    let mut timers = Vec::new();
     if let Some(n) = keys {
         states.reserve(n);
         for index in 0..n {
             states.push(r.state_update(index)?);
         }
+        if !r.is_empty() {
+            let count = r.u32("timer change count")? as usize;
+            timers.reserve(count.min(r.remaining() / TIMER_CHANGE_BYTES));
+            for index in 0..count {
+                let change = r.timer_change(index)?;
+                if change.key_index as usize >= n {
+                    return Err(BatchError::bad_key_index(index, change.key_index, n));
+                }
+                timers.push(change);
+            }
+        }
     }
     r.finish("operator output")?;
-    Ok(Output { records, record_count, states })
+    Ok(Output { records, record_count, states, timers })
 }
 
 /// A keyed input batch, parsed (tests and tools; operators read it in place).
@@ -310,4 +348,34 @@ pub fn parse_keyed_input(buf: &[u8]) -> Result<KeyedInput<'_>, BatchError> {
     }
     r.finish("keyed input")?;
     Ok(KeyedInput { keys, records })
+}
+
+/// An `on-timer` input batch, parsed (tests and tools; operators read it in place).
+#[derive(Debug, PartialEq, Eq)]
+pub struct TimerInput<'a> {
+    /// Distinct keys with their states.
+    pub keys: Vec<(&'a [u8], Option<&'a [u8]>)>,
+    /// The timers that fired, each naming one of `keys`.
+    pub timers: Vec<FiredTimer>,
+}
+
+/// Parses an `on-timer` input batch, checking every key index.
+pub fn parse_timer_input(buf: &[u8]) -> Result<TimerInput<'_>, BatchError> {
+    let mut r = Reader::new(buf);
+    let n = r.u32("key count")?;
+    let mut keys = Vec::with_capacity((n as usize).min(r.remaining() / KEY_ENTRY_HEADER_BYTES));
+    for _ in 0..n {
+        keys.push(r.key_entry()?);
+    }
+    let m = r.u32("timer count")?;
+    let mut timers = Vec::with_capacity((m as usize).min(r.remaining() / FIRED_TIMER_BYTES));
+    for index in 0..m as usize {
+        let t = r.fired_timer(index)?;
+        if t.key_index as usize >= keys.len() {
+            return Err(BatchError::bad_key_index(index, t.key_index, keys.len()));
+        }
+        timers.push(t);
+    }
+    r.finish("timer input")?;
+    Ok(TimerInput { keys, timers })
 }

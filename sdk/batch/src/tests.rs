@@ -80,7 +80,8 @@ fn output_checks_states_and_trailing_bytes() {
     assert_eq!((o.records, o.record_count), (&recs[..], 1));
     assert_eq!(o.states, vec![StateUpdate::Unchanged, StateUpdate::Set(b"hi"), StateUpdate::Cleared]);
     assert!(matches!(parse_output(&out, Some(4)), Err(BatchError::Truncated { .. })));
-    assert!(matches!(parse_output(&out, Some(2)), Err(BatchError::Trailing { .. })));
+    // Bytes after the state updates are timer changes, and one byte is not a count.
+    assert!(matches!(parse_output(&out, Some(2)), Err(BatchError::Truncated { what: "timer change count", .. })));
     assert_eq!(parse_output(&out, None).unwrap_err(), BatchError::Trailing { what: "operator output", extra: 9 });
     let mut bad = out.clone();
     bad[4 + recs.len()] = 9;
@@ -140,4 +141,62 @@ fn huge_lengths_do_not_overflow() {
     let mut w = Vec::new();
     push_u32(&mut w, u32::MAX - 1);
     assert!(matches!(Reader::new(&w).len_prefixed("x"), Err(BatchError::Truncated { need: 0xffff_fffe, have: 0, .. })));
+}
+
+#[test]
+fn timer_changes_follow_the_state_updates() {
+    let mut out = Vec::new();
+    let at = begin_output(&mut out);
+    end_records(&mut out, at);
+    push_state_update(&mut out, StateUpdate::Unchanged);
+    push_state_update(&mut out, StateUpdate::Unchanged);
+    let changes = [
+        TimerChange { set: true, domain: TimeDomain::Event, key_index: 1, ts: -5 },
+        TimerChange { set: false, domain: TimeDomain::Event, key_index: 0, ts: 7 },
+        TimerChange { set: true, domain: TimeDomain::Processing, key_index: 0, ts: i64::MAX },
+        TimerChange { set: false, domain: TimeDomain::Processing, key_index: 1, ts: 0 },
+    ];
+    push_timers_header(&mut out, changes.len() as u32);
+    for c in changes {
+        push_timer_change(&mut out, c);
+    }
+    assert_eq!(changes.map(|c| c.kind()), [0, 1, 2, 3]);
+    let o = parse_output(&out, Some(2)).expect("valid");
+    assert_eq!(o.timers, changes);
+    assert_eq!(out.len(), 4 + 2 + 4 + changes.len() * TIMER_CHANGE_BYTES);
+    // A key index past the key table, and an unknown kind, are refused.
+    assert!(matches!(parse_output(&out, Some(1)), Err(BatchError::Truncated { .. }) | Err(BatchError::BadKeyIndex { .. })));
+    let mut bad = out.clone();
+    bad[4 + 2 + 4 + 1] = 2;
+    assert_eq!(parse_output(&bad, Some(2)).err(), Some(BatchError::BadKeyIndex { record: 0, index: 2, keys: 2 }));
+    let mut bad = out.clone();
+    bad[4 + 2 + 4] = 4;
+    assert_eq!(parse_output(&bad, Some(2)).err(), Some(BatchError::BadTimer { index: 0, kind: 4 }));
+    // An unkeyed operator has no timers: the bytes are trailing.
+    assert!(matches!(parse_output(&out, None), Err(BatchError::Trailing { .. })));
+}
+
+#[test]
+fn timer_input_round_trip_and_bad_index() {
+    let mut b = Vec::new();
+    push_key_count(&mut b, 2);
+    push_key_with_state(&mut b, b"x", None);
+    push_key_with_state(&mut b, b"y", Some(b"s"));
+    let fired =
+        [FiredTimer { key_index: 1, ts: 59_999, domain: TimeDomain::Event }, FiredTimer { key_index: 0, ts: 3, domain: TimeDomain::Processing }];
+    push_timers_header(&mut b, 2);
+    for t in fired {
+        push_fired_timer(&mut b, t);
+    }
+    let parsed = parse_timer_input(&b).expect("valid");
+    assert_eq!(parsed.keys, vec![(&b"x"[..], None), (&b"y"[..], Some(&b"s"[..]))]);
+    assert_eq!(parsed.timers, fired);
+    let mut bad = b.clone();
+    let first_timer = b.len() - 2 * FIRED_TIMER_BYTES;
+    bad[first_timer] = 5;
+    assert_eq!(parse_timer_input(&bad).err(), Some(BatchError::BadKeyIndex { record: 0, index: 5, keys: 2 }));
+    let mut bad = b.clone();
+    *bad.last_mut().unwrap() = 9;
+    assert_eq!(parse_timer_input(&bad).err(), Some(BatchError::BadTimer { index: 1, kind: 9 }));
+    assert!(parse_timer_input(&b[..b.len() - 1]).is_err());
 }

@@ -2,7 +2,7 @@
 
 use alloc::vec::Vec;
 
-use crate::{NO_STATE, RECORD_HEADER_BYTES, STATE_CLEARED, STATE_SET, STATE_UNCHANGED, StateUpdate};
+use crate::{FiredTimer, NO_STATE, RECORD_HEADER_BYTES, STATE_CLEARED, STATE_SET, STATE_UNCHANGED, StateUpdate, TimerChange};
 
 /// A buffer a batch is written into. The layout's writers (`push_*`) need nothing else,
 /// so each buffer keeps its own growth strategy: `Vec<u8>`, or the job SDK's output
@@ -196,4 +196,29 @@ pub fn push_keyed_record<W: WriteBuf + ?Sized>(w: &mut W, key_index: u32, ts: i6
     push_u32(w, key_index);
     push_ts(w, ts);
     push_len_prefixed(w, value);
+}
+
+/// Appends the `change-count` of a keyed output's timer changes (after its state
+/// updates). Follow with one [`push_timer_change`] each. An output without timer
+/// changes may leave both out.
+#[inline]
+pub fn push_timers_header<W: WriteBuf + ?Sized>(w: &mut W, count: u32) {
+    push_u32(w, count);
+}
+
+/// Appends one timer change of a keyed output.
+#[inline]
+pub fn push_timer_change<W: WriteBuf + ?Sized>(w: &mut W, change: TimerChange) {
+    push_u8(w, change.kind());
+    push_u32(w, change.key_index);
+    push_ts(w, change.ts);
+}
+
+/// Appends one fired timer of an `on-timer` input (after its key table and
+/// [`push_timers_header`] with the timer count).
+#[inline]
+pub fn push_fired_timer<W: WriteBuf + ?Sized>(w: &mut W, timer: FiredTimer) {
+    push_u32(w, timer.key_index);
+    push_ts(w, timer.ts);
+    push_u8(w, timer.domain as u8);
 }
