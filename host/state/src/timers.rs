@@ -14,27 +14,18 @@ use std::collections::BTreeSet;
 
 use crate::store::{StateError, TaskState};
 
-/// Which clock a timer follows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimeDomain {
-    /// Fires when the watermark reaches its time.
-    Event,
-    /// Fires when the wall clock (ms since the Unix epoch) reaches its time.
-    Processing,
+pub use weir_types::batch::TimeDomain;
+
+/// The state-kind tag of a domain's entries (after value and map state's).
+fn kind(domain: TimeDomain) -> u8 {
+    match domain {
+        TimeDomain::Event => 2,
+        TimeDomain::Processing => 3,
+    }
 }
 
-impl TimeDomain {
-    /// The state-kind tag of the domain's entries (after value and map state's).
-    fn kind(self) -> u8 {
-        match self {
-            TimeDomain::Event => 2,
-            TimeDomain::Processing => 3,
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
+fn index(domain: TimeDomain) -> usize {
+    domain as usize
 }
 
 /// A timer that is due: its time and its key.
@@ -68,7 +59,7 @@ impl Timers {
                 for guard in state.ks.prefix(prefix) {
                     let k = guard.key()?;
                     let Some((time, key)) = k[prefix.len()..].split_first_chunk::<8>() else { continue };
-                    timers.pending[domain.index()].insert((time_of(*time), key.to_vec()));
+                    timers.pending[index(domain)].insert((time_of(*time), key.to_vec()));
                 }
             }
         }
@@ -79,7 +70,7 @@ impl Timers {
         let mut p = [0; 7];
         p[..2].copy_from_slice(&group.to_be_bytes());
         p[2..6].copy_from_slice(&op.to_be_bytes());
-        p[6] = domain.kind();
+        p[6] = kind(domain);
         p
     }
 
@@ -95,7 +86,7 @@ impl Timers {
     /// Sets a timer for `key` at `ts`; false if that exact timer was already set.
     pub fn register(&mut self, domain: TimeDomain, key: &[u8], ts: i64) -> Result<bool, StateError> {
         let entry = self.entry_key(domain, key, ts)?;
-        if !self.pending[domain.index()].insert((ts, key.to_vec())) {
+        if !self.pending[index(domain)].insert((ts, key.to_vec())) {
             return Ok(false);
         }
         self.state.note_changed(&entry);
@@ -106,7 +97,7 @@ impl Timers {
     /// Removes `key`'s timer at `ts`; false if there was none.
     pub fn delete(&mut self, domain: TimeDomain, key: &[u8], ts: i64) -> Result<bool, StateError> {
         let entry = self.entry_key(domain, key, ts)?;
-        if !self.pending[domain.index()].remove(&(ts, key.to_vec())) {
+        if !self.pending[index(domain)].remove(&(ts, key.to_vec())) {
             return Ok(false);
         }
         self.state.note_changed(&entry);
@@ -116,12 +107,12 @@ impl Timers {
 
     /// The earliest pending timer's time.
     pub fn next(&self, domain: TimeDomain) -> Option<i64> {
-        self.pending[domain.index()].first().map(|(ts, _)| *ts)
+        self.pending[index(domain)].first().map(|(ts, _)| *ts)
     }
 
     /// How many timers are pending.
     pub fn len(&self, domain: TimeDomain) -> usize {
-        self.pending[domain.index()].len()
+        self.pending[index(domain)].len()
     }
 
     /// True without pending timers in either domain.
@@ -129,13 +120,14 @@ impl Timers {
         self.pending.iter().all(BTreeSet::is_empty)
     }
 
-    /// Removes every timer at or before `upto` and appends them to `out` in firing
-    /// order (time, then key). They are gone from fjall too: a checkpoint taken after
-    /// this no longer holds them, so a restore never fires them twice.
-    pub fn take_due(&mut self, domain: TimeDomain, upto: i64, out: &mut Vec<Fired>) -> Result<(), StateError> {
-        let set = &mut self.pending[domain.index()];
+    /// Removes up to `limit` timers at or before `upto` and appends them to `out` in
+    /// firing order (time, then key). They are gone from fjall too: a checkpoint taken
+    /// after this no longer holds them, so a restore never fires them twice.
+    pub fn take_due(&mut self, domain: TimeDomain, upto: i64, limit: usize, out: &mut Vec<Fired>) -> Result<(), StateError> {
+        let set = &mut self.pending[index(domain)];
         let start = out.len();
-        while let Some(first) = set.first()
+        while out.len() - start < limit
+            && let Some(first) = set.first()
             && first.0 <= upto
         {
             let Some(fired) = set.pop_first() else { break };
@@ -179,10 +171,12 @@ mod tests {
         assert!(timers.register(TimeDomain::Processing, b"a", 1)?);
         assert_eq!(timers.next(TimeDomain::Event), Some(-5));
         let mut due = Vec::new();
-        timers.take_due(TimeDomain::Event, 19, &mut due)?;
+        timers.take_due(TimeDomain::Event, 19, usize::MAX, &mut due)?;
         assert_eq!(due, [(-5, b"a".to_vec())]);
         due.clear();
-        timers.take_due(TimeDomain::Event, i64::MAX, &mut due)?;
+        timers.take_due(TimeDomain::Event, i64::MAX, 1, &mut due)?;
+        assert_eq!(due, [(20, b"a".to_vec())], "at most the limit");
+        timers.take_due(TimeDomain::Event, i64::MAX, usize::MAX, &mut due)?;
         assert_eq!(due, [(20, b"a".to_vec()), (20, b"b".to_vec())]);
         assert_eq!(timers.len(TimeDomain::Event), 0);
         assert_eq!(timers.len(TimeDomain::Processing), 1, "the other clock's timers stay");
@@ -229,7 +223,7 @@ mod tests {
             half.restore(&mine)?;
             let mut t = Timers::load(half, 1)?;
             let mut due = Vec::new();
-            t.take_due(TimeDomain::Event, i64::MAX, &mut due)?;
+            t.take_due(TimeDomain::Event, i64::MAX, usize::MAX, &mut due)?;
             for (ts, key) in &due {
                 assert!(half.key_groups().contains(&keygroup::key_group(key, 128)));
                 assert_eq!(keys[*ts as usize], *key);
@@ -249,7 +243,7 @@ mod tests {
         let first = t.capture(Vec::new()).delta()?;
         assert_eq!(first.len(), 1);
         assert!(first[0].1.is_some());
-        timers.take_due(TimeDomain::Event, 10, &mut Vec::new())?;
+        timers.take_due(TimeDomain::Event, 10, usize::MAX, &mut Vec::new())?;
         let second = t.capture(Vec::new()).delta()?;
         assert_eq!(second.len(), 1);
         assert!(second[0].1.is_none(), "the fired timer is a deletion in the next delta");

@@ -1,11 +1,31 @@
-//! The per-batch hot path through a subtask's chained guest operators.
+//! The per-batch hot path through a subtask's chained guest operators, and event time
+//! along the chain: each operator sees the watermark that reached it, a keyed
+//! operator's due timers fire through `on-timer` before the watermark passes on, and an
+//! operator with a watermark strategy (a timestamp assigner) generates the watermark
+//! the operators after it see.
 
-use weir_state::{StateError, TaskState, ValueCache};
-use weir_types::batch::{self, Cursor, StateUpdate};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use weir_state::{Fired, StateError, TaskState, TimeDomain, Timers, ValueCache};
+use weir_types::batch::{self, Cursor, FiredTimer, StateUpdate, TimerChange};
 use weir_types::keygroup::key_hash;
-use weir_wasm::{Instance, KeyedStateAccess, MapEntries, OpRef, OperatorFailure, StateAccessError};
+use weir_types::plan::WatermarkStrategy;
+use weir_wasm::{Instance, KeyedStateAccess, MapEntries, OpRef, OperatorFailure, StateAccessError, Time};
 
 use crate::error::{Bug, TaskError};
+use crate::watermark::{BEFORE_TIME, BoundedOutOfOrderness, END_OF_TIME};
+
+/// Timers handed to the guest per `on-timer` call, so firing a million windows at the
+/// end of input is many bounded calls, not one huge batch.
+const FIRE_BATCH: usize = 4096;
+
+/// Processing time now, ms since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Where records leaving the chain go (the subtask's sink or routers).
+pub(crate) type Downstream<'a> = dyn FnMut(&[u8], usize) -> Result<(), TaskError> + 'a;
 
 /// One chained guest operator of a subtask.
 #[derive(Debug, Clone)]
@@ -20,6 +40,8 @@ pub struct OperatorStep {
     pub keyed: bool,
     /// Arguments for its `open`.
     pub args: Vec<(String, String)>,
+    /// Generates the watermark from its output (a timestamp assigner).
+    pub watermarks: Option<WatermarkStrategy>,
 }
 
 /// One operator's output: a guest buffer and where its records lie in it.
@@ -41,6 +63,13 @@ struct Step {
     /// Index of the instance that runs it.
     instance: usize,
     cache: Option<ValueCache>,
+    /// A keyed operator's timers, if its component exports `on-timer`.
+    timers: Option<Timers>,
+    /// Its watermark generator, if it assigns timestamps.
+    generator: Option<BoundedOutOfOrderness>,
+    /// The watermark that reached it, and the one it passed on.
+    wm_in: i64,
+    wm_out: i64,
 }
 
 /// Reused buffers for building keyed input batches.
@@ -72,6 +101,8 @@ pub(crate) struct Chain {
     scratch: KeyedScratch,
     state: Option<TaskState>,
     fuel_used: u64,
+    /// Reused for due timers.
+    fired: Vec<Fired>,
 }
 
 impl Chain {
@@ -93,27 +124,40 @@ impl Chain {
                 instance.set_state_access(Box::new(MapStateAccess { state: s.clone(), keyed_ops: keyed_ops.clone() }));
             }
         }
-        let steps = ops
-            .into_iter()
-            .map(|(op, instance)| {
-                let cache = match (&state, op.keyed) {
-                    (Some(s), true) => Some(s.value_cache(op.op.state, cache_bytes)),
-                    _ => None,
-                };
-                Step { op, instance, cache }
-            })
-            .collect();
-        Ok(Self { instances, steps, scratch: KeyedScratch::default(), state, fuel_used: 0 })
+        let now = now_ms();
+        let mut steps = Vec::with_capacity(ops.len());
+        for (op, instance) in ops {
+            let (cache, timers) = match (&state, op.keyed) {
+                (Some(s), true) => {
+                    // Timers restored with the state (or left by an earlier batch) are
+                    // loaded once; the component must be able to fire them.
+                    let timers = if instances[instance].has_timers() { Some(Timers::load(s, op.op.state)?) } else { None };
+                    (Some(s.value_cache(op.op.state, cache_bytes)), timers)
+                }
+                _ => (None, None),
+            };
+            let generator = op.watermarks.map(|w| BoundedOutOfOrderness::new(w.out_of_orderness_ms, w.idle_timeout_ms, now.max(0) as u64));
+            steps.push(Step { op, instance, cache, timers, generator, wm_in: BEFORE_TIME, wm_out: BEFORE_TIME });
+        }
+        Ok(Self { instances, steps, scratch: KeyedScratch::default(), state, fuel_used: 0, fired: Vec::new() })
     }
 
     /// Runs one plain batch through every operator of the chain.
     pub(crate) fn run(&mut self, input: &[u8]) -> Result<ChainOutput, TaskError> {
+        self.run_from(0, input)?.ok_or_else(|| Bug::EmptyChain.into())
+    }
+
+    /// Runs a batch through the operators from step `from` on; `None` if there are none.
+    fn run_from(&mut self, from: usize, input: &[u8]) -> Result<Option<ChainOutput>, TaskError> {
+        let now = now_ms();
         let mut current: Option<ChainOutput> = None;
-        for step in &mut self.steps {
+        for i in from..self.steps.len() {
             let data = current.as_ref().map_or(input, ChainOutput::records);
+            let step = &mut self.steps[i];
             let name = &step.op.name;
             let fail = |failure: OperatorFailure| TaskError::Operator { name: name.clone(), failure };
             let instance = &mut self.instances[step.instance];
+            instance.set_time(Time { watermark: step.wm_in, processing: now });
             let out = match &mut step.cache {
                 None => {
                     let buf = instance.process(step.op.op, data).map_err(fail)?;
@@ -126,25 +170,137 @@ impl Chain {
                     let s = &mut self.scratch;
                     build_keyed_input(cache, data, s)?;
                     let buf = instance.process(step.op.op, &s.input).map_err(fail)?;
-                    let parsed = batch::parse_output(&buf, Some(s.slots.len())).map_err(|e| fail(e.into()))?;
-                    for (update, &entry) in parsed.states.iter().zip(&s.slots) {
-                        match update {
-                            StateUpdate::Unchanged => {}
-                            StateUpdate::Set(v) => cache.set(entry, Some(v)),
-                            StateUpdate::Cleared => cache.set(entry, None),
-                        }
-                    }
-                    let (start, count) = (4, parsed.record_count);
-                    let end = start + parsed.records.len();
-                    cache.end_batch()?;
-                    ChainOutput { buf, start, end, count }
+                    keyed_output(buf, &s.slots, cache, step.timers.as_mut(), &step.op.name)?
                 }
             };
             // Fuel budgets are per call; the instance reports what is left after each.
             self.fuel_used += instance.fuel_budget().saturating_sub(instance.fuel_left());
+            if let Some(g) = &mut step.generator {
+                for r in batch::records(out.records()).flatten() {
+                    g.record(r.ts, now.max(0) as u64);
+                }
+            }
             current = Some(out);
         }
-        current.ok_or_else(|| Bug::EmptyChain.into())
+        Ok(current)
+    }
+
+    /// The watermark `w` reached step `from`: each step from there fires its due
+    /// event-time timers (their output runs down the rest of the chain into `out`)
+    /// and passes the watermark on, or its own if it generates one. Returns the
+    /// watermark leaving the chain, if it advanced.
+    pub(crate) fn advance(&mut self, from: usize, mut w: i64, out: &mut Downstream<'_>) -> Result<Option<i64>, TaskError> {
+        for i in from..self.steps.len() {
+            if w <= self.steps[i].wm_in {
+                return Ok(None);
+            }
+            self.steps[i].wm_in = w;
+            self.fire_due(i, TimeDomain::Event, w, out)?;
+            let step = &mut self.steps[i];
+            let next = match &step.generator {
+                // The end of the input ends event time for an assigner too.
+                Some(_) if w == END_OF_TIME => END_OF_TIME,
+                Some(g) => g.current(),
+                None => w,
+            };
+            if next <= step.wm_out {
+                return Ok(None);
+            }
+            step.wm_out = next;
+            w = next;
+        }
+        Ok(Some(w))
+    }
+
+    /// After a batch: the watermark of the steps that generate one, passed on if it
+    /// advanced. Returns the watermark leaving the chain, if that advanced.
+    pub(crate) fn generated(&mut self, out: &mut Downstream<'_>) -> Result<Option<i64>, TaskError> {
+        let mut leaving = None;
+        for i in 0..self.steps.len() {
+            let Some(g) = &self.steps[i].generator else { continue };
+            let w = g.current();
+            if w > self.steps[i].wm_out {
+                self.steps[i].wm_out = w;
+                leaving = if i + 1 == self.steps.len() { Some(w) } else { self.advance(i + 1, w, out)? };
+            }
+        }
+        Ok(leaving)
+    }
+
+    /// True if an operator of the chain generates watermarks.
+    pub(crate) fn generates(&self) -> bool {
+        self.steps.iter().any(|s| s.generator.is_some())
+    }
+
+    /// True if an operator of the chain keeps timers (the subtask then wakes up for
+    /// processing time even without input).
+    pub(crate) fn has_timers(&self) -> bool {
+        self.steps.iter().any(|s| s.timers.is_some())
+    }
+
+    /// Fires every processing-time timer that is due now.
+    pub(crate) fn fire_processing(&mut self, out: &mut Downstream<'_>) -> Result<(), TaskError> {
+        for i in 0..self.steps.len() {
+            self.fire_due(i, TimeDomain::Processing, now_ms(), out)?;
+        }
+        Ok(())
+    }
+
+    /// Fires step `i`'s timers of `domain` due at `upto`, in bounded calls, until none
+    /// is left (a timer may set another that is already due).
+    fn fire_due(&mut self, i: usize, domain: TimeDomain, upto: i64, out: &mut Downstream<'_>) -> Result<(), TaskError> {
+        loop {
+            let mut fired = std::mem::take(&mut self.fired);
+            fired.clear();
+            if let Some(t) = &mut self.steps[i].timers {
+                t.take_due(domain, upto, FIRE_BATCH, &mut fired)?;
+            }
+            if fired.is_empty() {
+                self.fired = fired;
+                return Ok(());
+            }
+            let output = self.on_timer(i, &fired, domain);
+            self.fired = fired;
+            let output = output?;
+            match self.run_from(i + 1, output.records())? {
+                Some(rest) => out(rest.records(), rest.count)?,
+                None => out(output.records(), output.count)?,
+            }
+        }
+    }
+
+    /// Calls step `i`'s `on-timer` with `fired`, grouped by key with each key's state,
+    /// and applies what it returns.
+    fn on_timer(&mut self, i: usize, fired: &[Fired], domain: TimeDomain) -> Result<ChainOutput, TaskError> {
+        let step = &mut self.steps[i];
+        let Some(cache) = &mut step.cache else { return Err(Bug::EmptyChain.into()) };
+        let s = &mut self.scratch;
+        s.next_epoch(cache);
+        s.slots.clear();
+        s.entries.clear();
+        for (_, key) in fired {
+            let entry = cache.entry(key_hash(key), key)?;
+            let (slot, first) = cache.batch_slot(entry, s.epoch, s.slots.len() as u32);
+            if first {
+                s.slots.push(entry);
+            }
+            s.entries.push(slot as usize);
+        }
+        s.input.clear();
+        batch::push_key_count(&mut s.input, s.slots.len() as u32);
+        for &entry in &s.slots {
+            batch::push_key_with_state(&mut s.input, cache.key(entry), cache.get(entry));
+        }
+        batch::push_timers_header(&mut s.input, fired.len() as u32);
+        for ((ts, _), &slot) in fired.iter().zip(&s.entries) {
+            batch::push_fired_timer(&mut s.input, FiredTimer { key_index: slot as u32, ts: *ts, domain });
+        }
+        let name = &step.op.name;
+        let instance = &mut self.instances[step.instance];
+        instance.set_time(Time { watermark: step.wm_in, processing: now_ms() });
+        let buf = instance.on_timer(step.op.op, &s.input).map_err(|failure| TaskError::Operator { name: name.clone(), failure })?;
+        self.fuel_used += instance.fuel_budget().saturating_sub(instance.fuel_left());
+        keyed_output(buf, &s.slots, cache, step.timers.as_mut(), name)
     }
 
     /// Captures keyed state for a checkpoint (`None` without state): the caches' dirty
@@ -177,15 +333,54 @@ impl Chain {
     }
 }
 
+/// Checks a keyed operator's output and applies it: each key's state update to the
+/// cache, its timer changes to the timers.
+fn keyed_output(buf: Vec<u8>, slots: &[usize], cache: &mut ValueCache, timers: Option<&mut Timers>, name: &str) -> Result<ChainOutput, TaskError> {
+    let fail = |failure: OperatorFailure| TaskError::Operator { name: name.to_string(), failure };
+    let parsed = batch::parse_output(&buf, Some(slots.len())).map_err(|e| fail(e.into()))?;
+    for (update, &entry) in parsed.states.iter().zip(slots) {
+        match update {
+            StateUpdate::Unchanged => {}
+            StateUpdate::Set(v) => cache.set(entry, Some(v)),
+            StateUpdate::Cleared => cache.set(entry, None),
+        }
+    }
+    if !parsed.timers.is_empty() {
+        let Some(timers) = timers else {
+            return Err(fail(OperatorFailure::Reported("it set timers but its component does not export weir:dataflow/timers (on-timer)".into())));
+        };
+        for &TimerChange { set, domain, key_index, ts } in &parsed.timers {
+            // parse_output checked the index against the key table.
+            let key = cache.key(slots[key_index as usize]);
+            if set {
+                timers.register(domain, key, ts)?;
+            } else {
+                timers.delete(domain, key, ts)?;
+            }
+        }
+    }
+    let (start, count) = (4, parsed.record_count);
+    let end = start + parsed.records.len();
+    cache.end_batch()?;
+    Ok(ChainOutput { buf, start, end, count })
+}
+
+impl KeyedScratch {
+    /// A new batch of key marks in the cache.
+    fn next_epoch(&mut self, cache: &mut ValueCache) {
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            // After 2^32 batches the epochs wrap: forget every old marker once.
+            cache.clear_batch_marks();
+            self.epoch = 1;
+        }
+    }
+}
+
 /// Groups a plain batch by key into the keyed input layout, each distinct key once
 /// with its current value state from the cache.
 fn build_keyed_input(cache: &mut ValueCache, data: &[u8], s: &mut KeyedScratch) -> Result<(), TaskError> {
-    s.epoch = s.epoch.wrapping_add(1);
-    if s.epoch == 0 {
-        // After 2^32 batches the epochs wrap: forget every old marker once.
-        cache.clear_batch_marks();
-        s.epoch = 1;
-    }
+    s.next_epoch(cache);
     s.slots.clear();
     s.records.clear();
     s.hashes.clear();

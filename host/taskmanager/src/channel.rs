@@ -19,6 +19,11 @@ pub enum Message {
     End,
     /// Checkpoint barrier: everything before it belongs to checkpoint `id`.
     Barrier(u64),
+    /// Event time: no record at or before this timestamp follows from this producer.
+    Watermark(i64),
+    /// The producer went idle (true) or is active again (false): while idle it does
+    /// not hold back the consumer's watermark.
+    Idle(bool),
     /// An upstream channel broke (a remote producer vanished or sent garbage); the
     /// consumer cannot know what it missed, so it fails.
     Failed(ExchangeError),

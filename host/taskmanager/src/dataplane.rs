@@ -35,6 +35,10 @@ const STOP_UNKNOWN_CHANNEL: u32 = 2;
 const TAG_BATCH: u8 = 0;
 /// First byte of a data frame: a checkpoint id (u64 LE) follows.
 const TAG_BARRIER: u8 = 1;
+/// Frame tag: a watermark (`i64` LE) follows.
+const TAG_WATERMARK: u8 = 2;
+/// Frame tag: an idleness status follows (`1` idle, `0` active).
+const TAG_IDLE: u8 = 3;
 
 /// How often a blocked network send looks at the cancel flag.
 const POLL: Duration = Duration::from_millis(50);
@@ -186,6 +190,14 @@ fn decode_frame(mut frame: Vec<u8>) -> Result<Message, InputError> {
             Ok(id) => Ok(Message::Barrier(u64::from_le_bytes(id))),
             Err(_) => Err(InputError::Barrier(frame.len())),
         },
+        Some(&TAG_WATERMARK) => match <[u8; 8]>::try_from(&frame[1..]) {
+            Ok(ts) => Ok(Message::Watermark(i64::from_le_bytes(ts))),
+            Err(_) => Err(InputError::Watermark(frame.len())),
+        },
+        Some(&TAG_IDLE) => match frame[1..] {
+            [idle @ (0 | 1)] => Ok(Message::Idle(idle == 1)),
+            _ => Err(InputError::Watermark(frame.len())),
+        },
         Some(&tag) => Err(InputError::Tag(tag)),
         None => Err(InputError::Empty),
     }
@@ -218,6 +230,16 @@ impl RemoteChannel {
     /// Sends the barrier of checkpoint `id`.
     pub fn barrier(&mut self, id: u64, cancel: &Cancel) -> Result<(), TaskError> {
         self.send_frame(&[TAG_BARRIER], &id.to_le_bytes(), cancel)
+    }
+
+    /// Sends a watermark.
+    pub fn watermark(&mut self, ts: i64, cancel: &Cancel) -> Result<(), TaskError> {
+        self.send_frame(&[TAG_WATERMARK], &ts.to_le_bytes(), cancel)
+    }
+
+    /// Sends an idleness status.
+    pub fn idle(&mut self, idle: bool, cancel: &Cancel) -> Result<(), TaskError> {
+        self.send_frame(&[TAG_IDLE], &[u8::from(idle)], cancel)
     }
 
     fn send_frame(&mut self, tag: &[u8], body: &[u8], cancel: &Cancel) -> Result<(), TaskError> {

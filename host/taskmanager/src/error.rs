@@ -264,6 +264,9 @@ pub enum InputError {
     /// A barrier frame of the wrong length.
     #[error("barrier frame of {0} bytes")]
     Barrier(usize),
+    /// A watermark or idleness frame of the wrong length or value.
+    #[error("watermark frame of {0} bytes")]
+    Watermark(usize),
     /// A frame of no known kind.
     #[error("unknown data frame tag {0}")]
     Tag(u8),

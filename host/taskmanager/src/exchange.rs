@@ -2,6 +2,9 @@
 //! its downstream subtasks, wherever they run, and a subtask's inputs with barrier
 //! alignment. The bounded channels themselves come from `channel` (re-exported here).
 
+use std::collections::VecDeque;
+use std::time::Instant;
+
 use crossbeam_channel::{Receiver, Sender};
 use weir_types::batch::{BatchError, Cursor};
 use weir_types::keygroup;
@@ -12,6 +15,7 @@ use crate::cancel::Cancel;
 use crate::channel::POLL;
 pub use crate::channel::{CHANNEL_CAPACITY, Message, channel, recv, send};
 use crate::error::{Bug, TaskError};
+use crate::watermark::{Emit, Valve};
 
 /// Where a router sends one downstream subtask's batches.
 pub enum Target {
@@ -42,6 +46,20 @@ impl Target {
             Target::Remote(r) => r.barrier(id, cancel),
         }
     }
+
+    fn watermark(&mut self, ts: i64, cancel: &Cancel) -> Result<(), TaskError> {
+        match self {
+            Target::Local(tx) => send(tx, Message::Watermark(ts), cancel),
+            Target::Remote(r) => r.watermark(ts, cancel),
+        }
+    }
+
+    fn idle(&mut self, idle: bool, cancel: &Cancel) -> Result<(), TaskError> {
+        match self {
+            Target::Local(tx) => send(tx, Message::Idle(idle), cancel),
+            Target::Remote(r) => r.idle(idle, cancel),
+        }
+    }
 }
 
 /// What a subtask's inputs yield next.
@@ -51,6 +69,12 @@ pub enum Event {
     Batch(Vec<u8>, usize),
     /// Every input delivered the barrier of checkpoint `id`: snapshot now.
     Barrier(u64),
+    /// The inputs' combined watermark advanced to this.
+    Watermark(i64),
+    /// Every input that has not ended went idle (true), or one is active again (false).
+    Idle(bool),
+    /// Nothing arrived before the deadline given to [`Inputs::next`].
+    Timeout,
     /// Every input ended.
     End,
 }
@@ -61,27 +85,45 @@ pub enum Event {
 /// same barrier, so the snapshot sees exactly the records before the barrier on every
 /// input, as Flink's aligned checkpoints do. [`Alignment`] decides which inputs are
 /// held and when a barrier is aligned; this only moves the messages.
+///
+/// Watermarks are combined the same way over the inputs by a [`Valve`]: the subtask
+/// sees the minimum over its active inputs, once it advances.
 pub struct Inputs {
     rxs: Vec<Receiver<Message>>,
     alignment: Alignment,
+    valve: Valve,
+    /// Events decided but not yet handed out (one message can yield several).
+    ready: VecDeque<Event>,
 }
 
 impl Inputs {
     /// Inputs reading `rxs`, one per producer.
     pub fn new(rxs: Vec<Receiver<Message>>) -> Self {
         let alignment = Alignment::new(rxs.len());
-        Self { rxs, alignment }
+        let valve = Valve::new(rxs.len());
+        Self { rxs, alignment, valve, ready: VecDeque::new() }
     }
 
     /// The next event, waiting as long as needed unless the job is cancelled.
     pub fn next(&mut self, cancel: &Cancel) -> Result<Event, TaskError> {
+        self.next_until(cancel, None)
+    }
+
+    /// The next event, or [`Event::Timeout`] once `deadline` passed without one.
+    pub fn next_until(&mut self, cancel: &Cancel, deadline: Option<Instant>) -> Result<Event, TaskError> {
         loop {
+            if let Some(e) = self.ready.pop_front() {
+                return Ok(e);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(Event::Timeout);
+            }
             // Empty only once every input ended: alignment never holds back every
             // input that is left.
             let open: Vec<usize> = self.alignment.readable().collect();
             let (i, msg) = match open.as_slice() {
                 [] => return Ok(Event::End),
-                [i] => (*i, recv(&self.rxs[*i], cancel)?),
+                [i] if deadline.is_none() => (*i, recv(&self.rxs[*i], cancel)?),
                 _ => {
                     let mut select = crossbeam_channel::Select::new();
                     for &i in &open {
@@ -100,16 +142,41 @@ impl Inputs {
             };
             let decision = match msg {
                 Message::Batch(b, n) => return Ok(Event::Batch(b, n)),
-                Message::End => self.alignment.on_end(i),
+                Message::End => {
+                    // The watermark an input's end releases comes before the end.
+                    let emits = self.valve.end(i);
+                    self.queue(emits);
+                    self.alignment.on_end(i)
+                }
                 Message::Barrier(id) => self.alignment.on_barrier(i, id),
+                Message::Watermark(ts) => {
+                    let emits = self.valve.watermark(i, ts);
+                    self.queue(emits);
+                    continue;
+                }
+                Message::Idle(idle) => {
+                    let emits = if idle { self.valve.idle(i) } else { self.valve.wake(i) };
+                    self.queue(emits);
+                    continue;
+                }
                 Message::Failed(why) => return Err(why.into()),
                 Message::Abandoned => return Err(TaskError::Cancelled),
             };
             match decision {
                 Decision::Continue => {}
-                Decision::Aligned(id) => return Ok(Event::Barrier(id)),
-                Decision::End => return Ok(Event::End),
+                Decision::Aligned(id) => self.ready.push_back(Event::Barrier(id)),
+                Decision::End => self.ready.push_back(Event::End),
             }
+        }
+    }
+
+    fn queue(&mut self, emits: Vec<Emit>) {
+        for e in emits {
+            self.ready.push_back(match e {
+                Emit::Watermark(ts) => Event::Watermark(ts),
+                Emit::Idle => Event::Idle(true),
+                Emit::Active => Event::Idle(false),
+            });
         }
     }
 }
@@ -203,6 +270,29 @@ impl Router {
         Ok(())
     }
 
+    /// Sends what is buffered, then the watermark `ts`, to every target: records
+    /// before a watermark must reach the consumer before it.
+    pub fn watermark(&mut self, ts: i64, cancel: &Cancel) -> Result<(), TaskError> {
+        for t in 0..self.targets.len() {
+            if !self.buffers[t].is_empty() {
+                self.send_buffer(t, cancel)?;
+            }
+            self.targets[t].watermark(ts, cancel)?;
+        }
+        Ok(())
+    }
+
+    /// Tells every target this producer went idle or is active again.
+    pub fn idle(&mut self, idle: bool, cancel: &Cancel) -> Result<(), TaskError> {
+        for t in 0..self.targets.len() {
+            if !self.buffers[t].is_empty() {
+                self.send_buffer(t, cancel)?;
+            }
+            self.targets[t].idle(idle, cancel)?;
+        }
+        Ok(())
+    }
+
     /// Sends what is buffered and tells every target this producer is done.
     pub fn finish(&mut self, cancel: &Cancel) -> Result<(), TaskError> {
         for t in 0..self.targets.len() {
@@ -250,6 +340,12 @@ mod tests {
         }
     }
 
+    /// The end of every input: the final watermark (event time ends), then the end.
+    fn expect_end(inputs: &mut Inputs) {
+        assert!(matches!(next(inputs), Event::Watermark(i64::MAX)));
+        assert!(matches!(next(inputs), Event::End));
+    }
+
     #[test]
     fn a_held_input_is_not_read_until_the_barrier_is_aligned() {
         let (txs, mut inputs) = inputs(2);
@@ -265,7 +361,7 @@ mod tests {
             expect_batch(&mut inputs, 0);
         }
         put(&txs[0], Message::End);
-        assert!(matches!(next(&mut inputs), Event::End));
+        expect_end(&mut inputs);
     }
 
     #[test]
@@ -279,7 +375,7 @@ mod tests {
         put(&txs[2], Message::End);
         assert!(matches!(next(&mut inputs), Event::Barrier(1)));
         expect_batch(&mut inputs, 0);
-        assert!(matches!(next(&mut inputs), Event::End));
+        expect_end(&mut inputs);
         assert!(matches!(next(&mut inputs), Event::End), "ended for good");
     }
 
@@ -338,6 +434,42 @@ mod tests {
         // input 0's batch then precedes the aligned barrier 4.
         expect_batch(&mut inputs, 0);
         assert!(matches!(next(&mut inputs), Event::Barrier(4)));
+    }
+
+    /// Watermarks from several producers come out as their minimum once it moves, an
+    /// idle producer stops holding it back, and the last end releases the end of time
+    /// before the end itself.
+    #[test]
+    fn inputs_combine_watermarks_and_end_with_the_end_of_time() {
+        let (txs, mut inputs) = self::inputs(2);
+        put(&txs[0], Message::Watermark(10));
+        put(&txs[1], Message::Watermark(5));
+        put(&txs[1], batch(1));
+        put(&txs[1], Message::Watermark(20));
+        assert!(matches!(next(&mut inputs), Event::Watermark(5)));
+        expect_batch(&mut inputs, 1);
+        assert!(matches!(next(&mut inputs), Event::Watermark(10)));
+        put(&txs[0], Message::Idle(true));
+        assert!(matches!(next(&mut inputs), Event::Watermark(20)), "the idle input no longer counts");
+        put(&txs[1], Message::Watermark(i64::MAX));
+        put(&txs[1], Message::End);
+        assert!(matches!(next(&mut inputs), Event::Watermark(i64::MAX)));
+        assert!(matches!(next(&mut inputs), Event::Idle(true)), "only the idle input is left");
+        put(&txs[0], Message::End);
+        assert!(matches!(next(&mut inputs), Event::End));
+        let (txs, mut one) = self::inputs(1);
+        put(&txs[0], Message::End);
+        assert!(matches!(next(&mut one), Event::Watermark(i64::MAX)), "an end without a final watermark still fires everything");
+        assert!(matches!(next(&mut one), Event::End));
+    }
+
+    #[test]
+    fn a_deadline_ends_the_wait() {
+        for n in [1, 2] {
+            let (_txs, mut inputs) = inputs(n);
+            let soon = Instant::now() + std::time::Duration::from_millis(20);
+            assert!(matches!(inputs.next_until(&Cancel::default(), Some(soon)), Ok(Event::Timeout)), "{n} inputs");
+        }
     }
 
     #[test]

@@ -9,13 +9,16 @@ use weir_types::deployment::TaskStats;
 use weir_wasm::{Instance, JobComponent, Runtime, TaskInfo};
 
 pub use crate::cancel::Cancel;
-use crate::chain::Chain;
 pub use crate::chain::OperatorStep;
+use crate::chain::{Chain, Downstream};
+use crate::channel::POLL;
 use crate::error::{Bug, TaskError};
 use crate::exchange::{self, Event, Inputs, Router};
 use crate::sink::Sink;
 use crate::source::Source;
+use crate::watermark::{BEFORE_TIME, BoundedOutOfOrderness, END_OF_TIME};
 use weir_checkpoint::Split;
+use weir_types::plan::WatermarkStrategy;
 
 /// Where a subtask's records come from.
 pub enum Head {
@@ -76,6 +79,8 @@ pub struct TaskDeployment {
     pub max_parallelism: u32,
     /// Input.
     pub head: Head,
+    /// A source head's watermark strategy (watermarks from its records' timestamps).
+    pub watermarks: Option<WatermarkStrategy>,
     /// Chained guest operators, in order; may be empty.
     pub operators: Vec<OperatorStep>,
     /// Output.
@@ -117,31 +122,102 @@ struct Pipeline<'a> {
     counters: &'a TaskCounters,
     checkpointing: &'a Checkpointing,
     stats: TaskStats,
+    /// The watermark last passed downstream.
+    watermark: i64,
 }
 
-impl Pipeline<'_> {
-    /// Runs a batch of `count` records through the operators to the tail.
-    fn deliver(&mut self, records: &[u8], count: usize) -> Result<(), TaskError> {
-        self.stats.records_in += count as u64;
-        self.counters.records_in.fetch_add(count as u64, Ordering::Relaxed);
-        let out;
-        let (records, count) = match self.chain.as_mut() {
-            Some(c) => {
-                out = c.run(records)?;
-                self.counters.fuel.store(c.fuel_used(), Ordering::Relaxed);
-                (out.records(), out.count)
-            }
-            None => (records, count),
-        };
+/// Where records leaving a subtask's operators go: its sink or its routers.
+struct Output<'p, 'a> {
+    tail: &'p mut Tail,
+    cancel: &'a Cancel,
+    counters: &'a TaskCounters,
+    stats: &'p mut TaskStats,
+}
+
+impl Output<'_, '_> {
+    fn emit(&mut self, records: &[u8], count: usize) -> Result<(), TaskError> {
         self.stats.records_out += count as u64;
         self.counters.records_out.fetch_add(count as u64, Ordering::Relaxed);
-        match &mut self.tail {
+        match self.tail {
             Tail::Sink(s) => s.write(records),
             Tail::Routers(rs) => {
                 let pushed = rs.iter_mut().try_for_each(|r| r.push(records, count, self.cancel));
                 self.counters.backpressured_ns.store(rs.iter().map(Router::blocked_ns).sum(), Ordering::Relaxed);
                 pushed
             }
+        }
+    }
+}
+
+impl Pipeline<'_> {
+    /// Splits the pipeline into its operators and where their output goes.
+    fn parts(&mut self) -> (Option<&mut Chain>, Output<'_, '_>) {
+        let out = Output { tail: &mut self.tail, cancel: self.cancel, counters: self.counters, stats: &mut self.stats };
+        (self.chain.as_mut(), out)
+    }
+
+    /// Runs a batch of `count` records through the operators to the tail.
+    fn deliver(&mut self, records: &[u8], count: usize) -> Result<(), TaskError> {
+        self.stats.records_in += count as u64;
+        self.counters.records_in.fetch_add(count as u64, Ordering::Relaxed);
+        let counters = self.counters;
+        let (chain, mut out) = self.parts();
+        let Some(c) = chain else { return out.emit(records, count) };
+        let output = c.run(records)?;
+        out.emit(output.records(), output.count)?;
+        let downstream: &mut Downstream<'_> = &mut |r, n| out.emit(r, n);
+        let generated = c.generated(downstream)?;
+        c.fire_processing(downstream)?;
+        counters.fuel.store(c.fuel_used(), Ordering::Relaxed);
+        match generated {
+            Some(w) => self.forward_watermark(w),
+            None => Ok(()),
+        }
+    }
+
+    /// Event time reached `w` at the subtask's input: timers fire along the chain and
+    /// the resulting watermark goes downstream.
+    fn watermark(&mut self, w: i64) -> Result<(), TaskError> {
+        let (chain, mut out) = self.parts();
+        let leaving = match chain {
+            Some(c) => {
+                let downstream: &mut Downstream<'_> = &mut |r, n| out.emit(r, n);
+                c.advance(0, w, downstream)?
+            }
+            None => Some(w),
+        };
+        match leaving {
+            Some(w) => self.forward_watermark(w),
+            None => Ok(()),
+        }
+    }
+
+    fn forward_watermark(&mut self, w: i64) -> Result<(), TaskError> {
+        if w <= self.watermark {
+            return Ok(());
+        }
+        self.watermark = w;
+        match &mut self.tail {
+            Tail::Sink(_) => Ok(()),
+            Tail::Routers(rs) => rs.iter_mut().try_for_each(|r| r.watermark(w, self.cancel)),
+        }
+    }
+
+    /// The inputs went idle or active again: downstream hears it unless an operator
+    /// here generates watermarks of its own.
+    fn idle(&mut self, idle: bool) -> Result<(), TaskError> {
+        match &mut self.tail {
+            Tail::Routers(rs) if self.chain.as_ref().is_none_or(|c| !c.generates()) => rs.iter_mut().try_for_each(|r| r.idle(idle, self.cancel)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Processing time passed without input: fire what is due.
+    fn tick(&mut self) -> Result<(), TaskError> {
+        let (chain, mut out) = self.parts();
+        match chain {
+            Some(c) => c.fire_processing(&mut |r, n| out.emit(r, n)),
+            None => Ok(()),
         }
     }
 
@@ -174,6 +250,7 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
         parallelism,
         max_parallelism,
         head,
+        watermarks,
         operators,
         tail,
         wasm,
@@ -218,10 +295,19 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
         }
         (None, false) => return Err(Bug::NoComponents.into()),
     };
-    let mut p = Pipeline { chain, tail, cancel: &cancel, counters: &counters, checkpointing: &checkpointing, stats: TaskStats::default() };
+    let mut p = Pipeline {
+        chain,
+        tail,
+        cancel: &cancel,
+        counters: &counters,
+        checkpointing: &checkpointing,
+        stats: TaskStats::default(),
+        watermark: BEFORE_TIME,
+    };
     match head {
         Head::Source(mut src) => {
             let mut buf = Vec::with_capacity(exchange::BATCH_BYTES * 2);
+            let mut generator = watermarks.map(|w| BoundedOutOfOrderness::new(w.out_of_orderness_ms, w.idle_timeout_ms, 0));
             // A checkpoint already requested while this subtask was being set up (a
             // Python component takes a while to instantiate) still gets its barrier,
             // ahead of every record: its peers injected it, and downstream aligns on it.
@@ -243,13 +329,27 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
                 }
                 let Some(n) = src.next_batch(&mut buf)? else { break };
                 p.deliver(&buf, n)?;
+                if let Some(g) = &mut generator {
+                    let now = crate::chain::now_ms().max(0) as u64;
+                    for r in weir_types::batch::records(&buf).flatten() {
+                        g.record(r.ts, now);
+                    }
+                    p.watermark(g.current())?;
+                }
                 buf.clear();
             }
+            // A finite input ends event time: every timer and window fires.
+            p.watermark(END_OF_TIME)?;
         }
         Head::Input(mut inputs) => loop {
-            match inputs.next(&cancel)? {
+            // With timers to keep, the subtask wakes up for processing time.
+            let deadline = p.chain.as_ref().is_some_and(Chain::has_timers).then(|| Instant::now() + POLL);
+            match inputs.next_until(&cancel, deadline)? {
                 Event::Batch(b, n) => p.deliver(&b, n)?,
                 Event::Barrier(id) => p.barrier(id, None)?,
+                Event::Watermark(w) => p.watermark(w)?,
+                Event::Idle(idle) => p.idle(idle)?,
+                Event::Timeout => p.tick()?,
                 Event::End => break,
             }
         },
@@ -306,6 +406,7 @@ mod tests {
             parallelism: 1,
             max_parallelism: 128,
             head: Head::Source(Box::new(TwoBatches { left: 2, requested })),
+            watermarks: None,
             operators: vec![],
             tail: Tail::Sink(sink),
             wasm: None,

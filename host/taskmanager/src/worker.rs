@@ -147,7 +147,8 @@ impl TaskManager {
                     args.push((k.clone(), v.clone()));
                 }
                 let op = OpRef { guest: code.op, state: n as u32 };
-                operators.push(OperatorStep { op, component: code.component, name: plan.nodes[n].name.clone(), keyed, args });
+                let watermarks = plan.nodes[n].watermarks;
+                operators.push(OperatorStep { op, component: code.component, name: plan.nodes[n].name.clone(), keyed, args, watermarks });
             }
             let uid = &plan.nodes[vertex.nodes[0]].uid;
             let key_groups = key_group_range(s, max_parallelism, vertex.parallelism);
@@ -204,6 +205,7 @@ impl TaskManager {
                 max_parallelism,
                 wasm: (!operators.is_empty()).then(|| (self.inner.runtime.clone(), components.to_vec())),
                 head,
+                watermarks: plan.nodes[vertex.nodes[0]].watermarks,
                 operators,
                 tail,
                 args: d.args.clone(),

@@ -264,6 +264,11 @@ impl Instance {
         r.map_err(reported)
     }
 
+    /// True if the component exports `on-timer`, so its keyed operators may set timers.
+    pub fn has_timers(&self) -> bool {
+        self.exports.timers.is_some()
+    }
+
     /// What the guest's `clock` imports answer from now on.
     pub fn set_time(&mut self, time: Time) {
         self.store.data_mut().time = time;
