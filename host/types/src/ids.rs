@@ -33,7 +33,7 @@ pub struct InvalidId {
 /// A job's id, unique in the cluster: 1 to 64 ASCII letters, digits, `-` or `_`. No
 /// dot (a run id appends `.<attempt>`) and no `/`, so it is one path component (its
 /// checkpoint directory, its record under `_jobs/`) and one URL segment.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct JobId(String);
 
@@ -70,7 +70,7 @@ impl JobId {
 /// One attempt of a job, `<job>.<attempt>`: attempt 0, then one more per restart, never
 /// reused. Channels, keyspaces, sink directories and every report from a TaskManager
 /// are named by run, which is what fences a superseded attempt off from its successor.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct RunId(String);
 
@@ -100,7 +100,7 @@ impl RunId {
 /// A component's hash: the hex SHA-256 of its bytes (64 lower-case hex digits), as
 /// `weir-wasm` computes it. Deployments name components by it, TaskManagers cache them
 /// by it, and it is an uploaded artifact's id.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct ComponentHash(String);
 
@@ -120,7 +120,7 @@ impl ComponentHash {
 
 /// A TaskManager's id in its JobManager's registry: given at registration, never
 /// reused by that JobManager (a TaskManager registering again gets a new one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct TaskManagerId(u64);
 
@@ -137,6 +137,13 @@ impl TaskManagerId {
 }
 
 impl fmt::Display for TaskManagerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// As the number: messages and logs read as they did with a bare `u64`.
+impl fmt::Debug for TaskManagerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
     }
@@ -198,6 +205,14 @@ macro_rules! as_text {
         impl fmt::Display for $id {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.0)
+            }
+        }
+
+        /// As the quoted string: messages that quote an id (`no job "x"`) and logs
+        /// read as they did with a bare `String`.
+        impl fmt::Debug for $id {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&self.0, f)
             }
         }
 
@@ -293,6 +308,14 @@ mod tests {
         assert_eq!(postcard::from_bytes::<RunId>(&postcard::to_stdvec("0123456789abcdef.3")?)?, run);
         assert_eq!(serde_json::to_string(&(&job, &run, &tm))?, r#"["0123456789abcdef","0123456789abcdef.3",300]"#);
         assert_eq!(serde_json::from_str::<TaskManagerId>("300")?, tm);
+        Ok(())
+    }
+
+    #[test]
+    fn ids_print_as_the_bare_values() -> Result<(), InvalidId> {
+        let job: JobId = "a-b".parse()?;
+        assert_eq!(format!("{job} {job:?} {:?} {}", job.run(1), TaskManagerId::new(4)), r#"a-b "a-b" "a-b.1" 4"#);
+        assert_eq!(format!("{:?}", Some(TaskManagerId::new(4))), "Some(4)");
         Ok(())
     }
 
