@@ -8,6 +8,7 @@ use std::time::Duration;
 use weir_net::{CaCert, Connection, Endpoint, NodeIdentity, quinn};
 use weir_testkit::{TestCluster, stderr, wait_until};
 use weir_types::deployment::ChannelId;
+use weir_types::ids::JobId;
 
 use crate::WEIR;
 
@@ -117,7 +118,7 @@ fn garbage_truncated_frames_and_strangers_are_cut_off_and_the_cluster_keeps_work
         let rogue = endpoint(&cluster, "taskmanager-3");
         let conn = rogue.connect(target).await.expect("connect");
         // Subtask 0 of both vertices share a slot, so its remote producer is subtask 1.
-        let header = ChannelId { job: format!("{job}.0"), vertex: 1, subtask: 0, from_vertex: 0, from_subtask: 1 };
+        let header = ChannelId { run: job.parse::<JobId>().expect("a job id").run(0), vertex: 1, subtask: 0, from_vertex: 0, from_subtask: 1 };
         let mut send = weir_net::open_data_stream(&conn, &header).await.expect("stream");
         // A batch frame (tag 0) whose record lengths run past its end.
         send.send(&[[0u8].as_slice(), &[0xff; 64]].concat()).await.expect("send");

@@ -169,7 +169,7 @@ fn main() -> Result<()> {
     let dir = tempfile::tempdir().context("tempdir")?;
     let root = dir.path().join("checkpoints");
     let storage = Arc::new(DirStorage::new(&root)?);
-    let store = JobCheckpoints::new(storage.clone(), "job");
+    let store = JobCheckpoints::new(storage.clone(), &"job".parse()?);
     let state = StateStore::open(&dir.path().join("state"))?;
     let task = state.task("job", MAX_PARALLELISM, 0..MAX_PARALLELISM)?.track_changes();
     let mut cache = task.value_cache(OP, (cache_mib as usize) << 20);

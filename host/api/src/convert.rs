@@ -10,6 +10,7 @@ use weir_documents::{
 };
 use weir_jobmanager::SubtaskMetrics;
 use weir_jobmanager::model::{ArtifactInfo, CheckpointRecord, ClusterOverview, JobEvent, JobInfo, JobMetrics};
+use weir_types::ids::JobId;
 use weir_types::plan::Partitioning;
 
 fn ms_time(ms: u64) -> String {
@@ -20,7 +21,7 @@ fn ms_time(ms: u64) -> String {
 pub fn job(j: JobInfo) -> Job {
     let r = &j.resource;
     let started = r.started_ms.map(|at| Started {
-        job_id: j.id.clone(),
+        job_id: j.id.to_string(),
         transition_time: ms_time(at),
         last_update_time: ms_time(r.updated_ms),
         observed_job_restarts: r.observed_restarts,
@@ -29,7 +30,7 @@ pub fn job(j: JobInfo) -> Job {
     let failure = r.failure.as_ref().map(|m| Failure { reason: "JobFailed".into(), message: m.clone() });
     Job {
         kind: "Job".into(),
-        metadata: JobMetadata { id: j.id.clone(), name: j.name.clone(), created_at: time(j.created) },
+        metadata: JobMetadata { id: j.id.to_string(), name: j.name.clone(), created_at: time(j.created) },
         spec: j.spec,
         status: JobStatusDoc {
             state: r.state.name().to_string(),
@@ -44,7 +45,7 @@ pub fn job(j: JobInfo) -> Job {
 
 /// An uploaded artifact.
 pub fn artifact(a: ArtifactInfo) -> Artifact {
-    Artifact { id: a.id, size: a.size, uploaded_at: time(a.uploaded) }
+    Artifact { id: a.id.into(), size: a.size, uploaded_at: time(a.uploaded) }
 }
 
 /// One checkpoint of a job's log.
@@ -66,7 +67,7 @@ pub fn event(e: JobEvent) -> Event {
 
 /// The metrics document of job `id`: per vertex, its subtasks' sums (the most
 /// backpressured subtask's ratio), and the graph's edges.
-pub fn metrics(id: &str, m: JobMetrics) -> Metrics {
+pub fn metrics(id: &JobId, m: JobMetrics) -> Metrics {
     let subtask = |s: &SubtaskMetrics| SubtaskDoc {
         subtask: s.subtask,
         taskmanager: m.taskmanagers.get(s.taskmanager as usize).cloned().unwrap_or_else(|| "-".into()),
@@ -144,7 +145,7 @@ pub fn taskmanagers(o: &ClusterOverview) -> TaskManagerList {
         .taskmanagers
         .iter()
         .map(|t| TaskManager {
-            id: t.id,
+            id: t.id.get(),
             name: t.name.clone(),
             addr: t.addr.clone(),
             data_addr: t.data_addr.clone(),
@@ -160,6 +161,7 @@ pub fn taskmanagers(o: &ClusterOverview) -> TaskManagerList {
 #[cfg(test)]
 mod tests {
     use weir_control::protocol::TaskManagerInfo;
+    use weir_types::ids::TaskManagerId;
 
     use super::*;
 
@@ -168,7 +170,7 @@ mod tests {
     #[test]
     fn a_taskmanager_document_is_the_json_of_the_registry_entry() -> serde_json::Result<()> {
         let info = TaskManagerInfo {
-            id: 7,
+            id: TaskManagerId::new(7),
             name: "taskmanager-1".into(),
             addr: "10.0.0.1:4000".into(),
             data_addr: "10.0.0.1:4001".into(),

@@ -30,6 +30,7 @@ use weir_documents::{
     TaskManagerList,
 };
 use weir_jobmanager::JobManager;
+use weir_jobmanager::api::{check_savepoint_dir, job_id};
 use weir_jobmanager::model::ApiError;
 
 /// The OpenAPI document of this API (kept in the repository, served as is).
@@ -239,32 +240,36 @@ async fn create_job(State(api): State<Api>, read: Result<Bytes, BytesRejection>)
     Ok(json(StatusCode::CREATED, convert::job(job)))
 }
 
+// A malformed job id in a path is refused as an unknown job (`api::job_id`).
+
 async fn job(State(api): State<Api>, Path(id): Path<String>) -> Answer<axum::Json<Job>> {
-    Ok(axum::Json(convert::job(api.jm.job(&id)?)))
+    Ok(axum::Json(convert::job(api.jm.job(&job_id(&id)?)?)))
 }
 
 async fn cancel(State(api): State<Api>, Path(id): Path<String>) -> Answer<Response> {
-    Ok(json(StatusCode::ACCEPTED, convert::job(api.jm.cancel(&id)?)))
+    Ok(json(StatusCode::ACCEPTED, convert::job(api.jm.cancel(&job_id(&id)?)?)))
 }
 
 async fn savepoint(State(api): State<Api>, Path(id): Path<String>, read: Result<Bytes, BytesRejection>) -> Answer<axum::Json<SavepointDone>> {
     let spec: SavepointSpec = parse(read, "savepoint request")?;
-    let checkpoint = api.jm.savepoint(&id, &spec.dir, spec.stop).await?;
+    check_savepoint_dir(&spec.dir)?;
+    let checkpoint = api.jm.savepoint(&job_id(&id)?, &spec.dir, spec.stop).await?;
     Ok(axum::Json(SavepointDone { checkpoint, dir: spec.dir }))
 }
 
 async fn checkpoints(State(api): State<Api>, Path(id): Path<String>) -> Answer<axum::Json<CheckpointList>> {
-    let (list, last_completed) = api.jm.checkpoints(&id)?;
+    let (list, last_completed) = api.jm.checkpoints(&job_id(&id)?)?;
     Ok(axum::Json(CheckpointList { checkpoints: list.into_iter().map(convert::checkpoint).collect(), last_completed }))
 }
 
 async fn job_metrics(State(api): State<Api>, Path(id): Path<String>) -> Answer<axum::Json<Metrics>> {
+    let id = job_id(&id)?;
     let m = api.jm.metrics(&id)?;
     Ok(axum::Json(convert::metrics(&id, m)))
 }
 
 async fn logs(State(api): State<Api>, Path(id): Path<String>) -> Answer<axum::Json<EventList>> {
-    Ok(axum::Json(EventList { events: api.jm.events(&id)?.into_iter().map(convert::event).collect() }))
+    Ok(axum::Json(EventList { events: api.jm.events(&job_id(&id)?)?.into_iter().map(convert::event).collect() }))
 }
 
 async fn jobmanager_metrics(State(api): State<Api>) -> Response {

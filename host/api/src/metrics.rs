@@ -86,7 +86,7 @@ pub fn jobmanager(jm: &JobManager) -> String {
         let mut f = Family::new(&mut out, name, kind, help);
         for (job, job_name, v) in &vertices {
             let index = v.id.to_string();
-            f.sample(name, &[("job", job), ("job_name", job_name), ("vertex", &index), ("vertex_name", &v.name)], value(v));
+            f.sample(name, &[("job", job.as_str()), ("job_name", job_name), ("vertex", &index), ("vertex_name", &v.name)], value(v));
         }
     }
     out
@@ -110,7 +110,7 @@ pub fn taskmanager(tm: &weir_taskmanager::TaskManager, slots: u32) -> String {
         let mut f = Family::new(&mut out, name, "counter", help);
         for p in &progress {
             let (vertex, subtask) = (p.vertex.to_string(), p.subtask.to_string());
-            f.sample(name, &[("job", &p.job), ("vertex", &vertex), ("subtask", &subtask)], value(p));
+            f.sample(name, &[("job", p.run.as_str()), ("vertex", &vertex), ("subtask", &subtask)], value(p));
         }
     }
     out

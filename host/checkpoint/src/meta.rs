@@ -14,6 +14,7 @@
 use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
+use weir_types::ids::JobId;
 
 use crate::format::{self, CHECKSUM_LEN, FormatError, PREFIX_LEN};
 
@@ -24,8 +25,8 @@ const WHAT: &str = "Weir checkpoint metadata file";
 /// A completed checkpoint of one job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointMeta {
-    /// The job's name (its checkpoint directory).
-    pub job: String,
+    /// The job's id (its checkpoint directory).
+    pub job: JobId,
     /// The checkpoint id; ids grow with time.
     pub id: u64,
     /// The number of key groups: fixed for a job's whole life, state cannot be
@@ -134,7 +135,7 @@ mod tests {
 
     fn sample() -> CheckpointMeta {
         CheckpointMeta {
-            job: "job".into(),
+            job: JobId::from_u64(1),
             id: 7,
             max_parallelism: 128,
             vertices: vec![
@@ -166,7 +167,7 @@ mod tests {
         let meta = sample();
         assert_eq!(decode_meta(&encode_meta(&meta)).expect("decode"), meta);
         assert_eq!(meta.state_files(), ["job/chk-5/1-0.state", "job/chk-7/1-0.state", "job/chk-5/1-1.state"]);
-        let empty = CheckpointMeta { job: String::new(), id: 0, max_parallelism: 0, vertices: vec![] };
+        let empty = CheckpointMeta { job: JobId::from_u64(0), id: 0, max_parallelism: 0, vertices: vec![] };
         assert_eq!(decode_meta(&encode_meta(&empty)).expect("decode empty"), empty);
     }
 

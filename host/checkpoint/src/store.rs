@@ -15,6 +15,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 
+use weir_types::ids::JobId;
+
 use crate::format::FormatError;
 use crate::meta::{CheckpointMeta, decode_meta, encode_meta};
 use crate::state_file::{FileKind, StateFileView, key_group_of};
@@ -56,7 +58,7 @@ pub enum CheckpointError {
 #[derive(Clone)]
 pub struct JobCheckpoints {
     storage: Arc<dyn CheckpointStorage>,
-    job: String,
+    job: JobId,
 }
 
 impl std::fmt::Debug for JobCheckpoints {
@@ -66,13 +68,13 @@ impl std::fmt::Debug for JobCheckpoints {
 }
 
 impl JobCheckpoints {
-    /// The checkpoints of `job` (a path in `storage`, usually one component) in `storage`.
-    pub fn new(storage: Arc<dyn CheckpointStorage>, job: &str) -> Self {
-        Self { storage, job: job.to_owned() }
+    /// The checkpoints of `job` (its directory in `storage`) in `storage`.
+    pub fn new(storage: Arc<dyn CheckpointStorage>, job: &JobId) -> Self {
+        Self { storage, job: job.clone() }
     }
 
     /// The job.
-    pub fn job(&self) -> &str {
+    pub fn job(&self) -> &JobId {
         &self.job
     }
 
@@ -105,7 +107,7 @@ impl JobCheckpoints {
     /// new checkpoint must take an id above all of them, or it could mix its files with
     /// an abandoned attempt's.
     pub fn checkpoint_ids(&self) -> Result<Vec<u64>, StorageError> {
-        let mut ids: Vec<u64> = self.storage.list(&self.job)?.iter().filter_map(|name| parse_checkpoint_dir(name)).collect();
+        let mut ids: Vec<u64> = self.storage.list(self.job.as_str())?.iter().filter_map(|name| parse_checkpoint_dir(name)).collect();
         ids.sort_unstable();
         Ok(ids)
     }
@@ -236,7 +238,7 @@ impl JobCheckpoints {
 
     /// Deletes every checkpoint of the job.
     pub fn delete_all(&self) -> Result<(), StorageError> {
-        self.storage.delete(&self.job)
+        self.storage.delete(self.job.as_str())
     }
 }
 

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use weir_types::ids::JobId;
+
 use crate::*;
 
 const MAX: u32 = 4;
@@ -16,7 +18,7 @@ fn key(group: u16, name: &str) -> Vec<u8> {
 fn setup() -> (tempfile::TempDir, Arc<DirStorage>, JobCheckpoints) {
     let dir = tempfile::tempdir().expect("tempdir");
     let storage = Arc::new(DirStorage::new(dir.path().join("checkpoints")).expect("storage"));
-    let checkpoints = JobCheckpoints::new(storage.clone(), "job");
+    let checkpoints = JobCheckpoints::new(storage.clone(), &job());
     (dir, storage, checkpoints)
 }
 
@@ -36,13 +38,18 @@ fn state_file(kind: FileKind, ops: &[Op]) -> Vec<u8> {
     w.finish()
 }
 
+/// The job of every test here.
+fn job() -> JobId {
+    "job".parse().expect("a job id")
+}
+
 /// One keyed vertex ("sum", vertex 1) of parallelism 2 over 4 key groups: subtask 0 owns
 /// groups [0, 2), subtask 1 [2, 4).
 fn meta(id: u64, chains: [Vec<String>; 2]) -> CheckpointMeta {
     let [c0, c1] = chains;
     let task = |subtask: u32, key_groups, state| TaskMeta { subtask, key_groups, state, source: Some(id.to_le_bytes().to_vec()), sink: None };
     CheckpointMeta {
-        job: "job".into(),
+        job: job(),
         id,
         max_parallelism: MAX,
         vertices: vec![VertexMeta { uid: "sum".into(), parallelism: 2, tasks: vec![task(0, (0, 2), c0), task(1, (2, 4), c1)] }],
@@ -244,7 +251,7 @@ fn retention_without_a_completed_checkpoint_deletes_nothing() {
 fn complete_refuses_metadata_that_would_not_restore() {
     let (_dir, _storage, ck) = setup();
     let mut other = meta(1, [vec![], vec![]]);
-    other.job = "other".into();
+    other.job = "other".parse().expect("a job id");
     assert!(matches!(ck.complete(&other), Err(CheckpointError::Invalid { .. })));
     let mut bad = meta(1, [vec![], vec![]]);
     bad.vertices[0].tasks[1].key_groups = (2, 5);

@@ -3,6 +3,10 @@
 //!
 //! Users and tools do not speak this protocol: they use the JobManager's REST API.
 //!
+//! Messages about a job name the attempt they are about, its run id (field `run`):
+//! that is how the JobManager tells a superseded attempt's reports from the current
+//! one's, and how a TaskManager keeps two attempts of a job apart.
+//!
 //! A component (tens of MB for some guest languages) never travels as one message: a
 //! header message gives its size, then [`FromJobManager::ComponentChunk`] messages of at most [`CHUNK_BYTES`] follow on the
 //! same stream, so the frame limit stays small.
@@ -10,6 +14,7 @@
 use serde::{Deserialize, Serialize};
 use weir_checkpoint::TaskMeta;
 use weir_types::deployment::{JobDeployment, JobReport, TaskEnd, TaskProgress};
+use weir_types::ids::{ComponentHash, RunId, TaskManagerId};
 
 /// The first message on a control stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,20 +44,20 @@ pub enum ToJobManager {
     Heartbeat(Vec<TaskProgress>),
     /// TaskManager: these components of the deployed job are not here; send them.
     NeedComponents {
-        /// Job id.
-        job: String,
+        /// The run deployed.
+        run: RunId,
         /// Their hashes.
-        hashes: Vec<String>,
+        hashes: Vec<ComponentHash>,
     },
-    /// TaskManager: the job's subtasks here are wired and wait for `Start`.
+    /// TaskManager: the run's subtasks here are wired and wait for `Start`.
     Prepared {
-        /// Job id.
-        job: String,
+        /// The run.
+        run: RunId,
     },
-    /// TaskManager: the job could not be set up here.
+    /// TaskManager: the run could not be set up here.
     PrepareFailed {
-        /// Job id.
-        job: String,
+        /// The run.
+        run: RunId,
         /// Why.
         error: String,
     },
@@ -68,7 +73,7 @@ pub enum FromJobManager {
     /// TaskManager: registered under this id.
     Registered {
         /// Its id in this JobManager's registry.
-        id: u64,
+        id: TaskManagerId,
         /// How often to send heartbeats, in milliseconds.
         heartbeat_ms: u64,
     },
@@ -81,48 +86,48 @@ pub enum FromJobManager {
     },
     /// TaskManager: a component of a job follows in `size` bytes of chunks.
     Component {
-        /// Job id.
-        job: String,
+        /// The run that asked for it.
+        run: RunId,
         /// Its hash, as named in the deployment.
-        hash: String,
+        hash: ComponentHash,
         /// Size in bytes.
         size: u64,
     },
     /// A piece of a component.
     ComponentChunk(Vec<u8>),
-    /// TaskManager: start the prepared subtasks of a job.
+    /// TaskManager: start the prepared subtasks of a run.
     Start {
-        /// Job id.
-        job: String,
+        /// The run.
+        run: RunId,
     },
-    /// TaskManager: sources of a job run inject the barrier of checkpoint `id`.
+    /// TaskManager: sources of a run inject the barrier of checkpoint `id`.
     TriggerCheckpoint {
-        /// Job run id.
-        job: String,
+        /// The run.
+        run: RunId,
         /// Checkpoint id.
         id: u64,
         /// A stop-with-savepoint: sources emit nothing after this barrier.
         stop: bool,
     },
-    /// TaskManager: checkpoint `id` of a job run is complete.
+    /// TaskManager: checkpoint `id` of a run is complete.
     CheckpointComplete {
-        /// Job run id.
-        job: String,
+        /// The run.
+        run: RunId,
         /// Checkpoint id.
         id: u64,
     },
-    /// TaskManager: cancel a job's subtasks (prepared or running).
+    /// TaskManager: cancel a run's subtasks (prepared or running).
     Cancel {
-        /// Job id.
-        job: String,
+        /// The run.
+        run: RunId,
     },
 }
 
 /// A subtask's snapshot for checkpoint `checkpoint`, persisted (or not).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointAck {
-    /// The job's run id.
-    pub job: String,
+    /// The run (attempt) of the job that took it.
+    pub run: RunId,
     /// Checkpoint id.
     pub checkpoint: u64,
     /// Vertex index.
@@ -148,7 +153,7 @@ pub struct ClusterView {
 #[serde(rename_all = "camelCase")]
 pub struct TaskManagerInfo {
     /// Registry id.
-    pub id: u64,
+    pub id: TaskManagerId,
     /// Certificate name.
     pub name: String,
     /// Network address it connected from.

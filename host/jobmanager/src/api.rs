@@ -5,11 +5,12 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use weir_types::ids::JobId;
 use weir_wasm::World;
 
 use crate::jobs::lock;
 use crate::model::{ApiError, Artifact, ArtifactInfo, CheckpointRecord, ClusterOverview, JobEvent, JobInfo, JobMetrics, SubmitSpec};
-use crate::planning::JobSource;
+use crate::planning::{JobSource, component_hash};
 use crate::restart::RestartStrategy;
 use crate::service::JobManager;
 
@@ -60,39 +61,39 @@ impl JobManager {
     }
 
     /// One job.
-    pub fn job(&self, id: &str) -> Result<JobInfo, ApiError> {
+    pub fn job(&self, id: &JobId) -> Result<JobInfo, ApiError> {
         let now = Instant::now();
         let mut state = lock(&self.0.state);
         if let Some(j) = state.jobs.get_mut(id) {
             return Ok(j.info(now));
         }
-        state.ended.iter().find(|e| e.info.id == id).map(|e| e.info.clone()).ok_or_else(|| unknown_job(id))
+        state.ended.iter().find(|e| e.info.id == *id).map(|e| e.info.clone()).ok_or_else(|| unknown_job(id.as_str()))
     }
 
     /// A job's events, oldest first.
-    pub fn events(&self, id: &str) -> Result<Vec<JobEvent>, ApiError> {
+    pub fn events(&self, id: &JobId) -> Result<Vec<JobEvent>, ApiError> {
         let state = lock(&self.0.state);
         if let Some(j) = state.jobs.get(id) {
             return Ok(j.events.iter().cloned().collect());
         }
-        state.ended.iter().find(|e| e.info.id == id).map(|e| e.events.clone()).ok_or_else(|| unknown_job(id))
+        state.ended.iter().find(|e| e.info.id == *id).map(|e| e.events.clone()).ok_or_else(|| unknown_job(id.as_str()))
     }
 
     /// A job's recent checkpoints, newest first.
-    pub fn checkpoints(&self, id: &str) -> Result<(Vec<CheckpointRecord>, Option<u64>), ApiError> {
+    pub fn checkpoints(&self, id: &JobId) -> Result<(Vec<CheckpointRecord>, Option<u64>), ApiError> {
         let state = lock(&self.0.state);
         if let Some(j) = state.jobs.get(id) {
             return Ok((j.checkpoint_log.iter().rev().cloned().collect(), j.driver.last_checkpoint()));
         }
-        let e = state.ended.iter().find(|e| e.info.id == id).ok_or_else(|| unknown_job(id))?;
+        let e = state.ended.iter().find(|e| e.info.id == *id).ok_or_else(|| unknown_job(id.as_str()))?;
         Ok((e.checkpoints.iter().rev().cloned().collect(), e.info.report.last_checkpoint))
     }
 
     /// A job's live per-vertex and per-subtask metrics (as they ended, for history).
-    pub fn metrics(&self, id: &str) -> Result<JobMetrics, ApiError> {
+    pub fn metrics(&self, id: &JobId) -> Result<JobMetrics, ApiError> {
         let state = lock(&self.0.state);
         let Some(j) = state.jobs.get(id) else {
-            return state.ended.iter().find(|e| e.info.id == id).map(|e| e.metrics.clone()).ok_or_else(|| unknown_job(id));
+            return state.ended.iter().find(|e| e.info.id == *id).map(|e| e.metrics.clone()).ok_or_else(|| unknown_job(id.as_str()));
         };
         Ok(j.metrics(&lock(&self.0.registry)))
     }
@@ -154,7 +155,8 @@ impl JobManager {
         let runtime = self.0.runtime.clone();
         // Loading checks the magic, the world and compiles (cached): a bad artifact is
         // refused here, and a job made from it later starts without compiling.
-        let loaded = tokio::task::spawn_blocking(move || runtime.load(&wasm, World::Operator).map(|c| (c.hash.clone(), wasm))).await;
+        let loaded =
+            tokio::task::spawn_blocking(move || runtime.load(&wasm, World::Operator).and_then(|c| component_hash(&c)).map(|hash| (hash, wasm))).await;
         let (id, wasm) = match loaded {
             Ok(Ok(l)) => l,
             Ok(Err(e)) => return Err(ApiError::Unprocessable(format!("artifact refused: {e}"))),
@@ -197,7 +199,7 @@ impl JobManager {
     }
 
     /// Cancels a job; its Job resource goes TERMINATING, then TERMINATED.
-    pub fn cancel(&self, id: &str) -> Result<JobInfo, ApiError> {
+    pub fn cancel(&self, id: &JobId) -> Result<JobInfo, ApiError> {
         if !self.0.cancel(id) {
             let info = self.job(id)?;
             return Err(ApiError::Conflict(format!("job {id} already ended ({})", info.resource.state.name())));
@@ -207,10 +209,8 @@ impl JobManager {
 
     /// Takes a savepoint of a running job into `dir` (absolute), and with `stop`
     /// cancels the job right after; the id of the checkpoint it copies.
-    pub async fn savepoint(&self, id: &str, dir: &str, stop: bool) -> Result<u64, ApiError> {
-        if !std::path::Path::new(dir).is_absolute() {
-            return Err(ApiError::BadRequest(format!("dir must be an absolute path, got {dir:?}")));
-        }
+    pub async fn savepoint(&self, id: &JobId, dir: &str, stop: bool) -> Result<u64, ApiError> {
+        check_savepoint_dir(dir)?;
         let info = self.job(id)?;
         if info.resource.state.is_terminal() {
             return Err(ApiError::Conflict(format!("job {id} already ended ({})", info.resource.state.name())));
@@ -221,6 +221,21 @@ impl JobManager {
             Err(_) => Err(ApiError::Conflict(format!("job {id} ended before the savepoint was taken"))),
         }
     }
+}
+
+/// Where a savepoint may be written: an absolute directory. Checked before the job is
+/// looked up.
+pub fn check_savepoint_dir(dir: &str) -> Result<(), ApiError> {
+    match std::path::Path::new(dir).is_absolute() {
+        true => Ok(()),
+        false => Err(ApiError::BadRequest(format!("dir must be an absolute path, got {dir:?}"))),
+    }
+}
+
+/// A job id from a request (a REST path). A malformed one names no job: it is refused
+/// as unknown, with the same answer as a well-formed id of no job.
+pub fn job_id(id: &str) -> Result<JobId, ApiError> {
+    id.parse().map_err(|_| unknown_job(id))
 }
 
 fn unknown_job(id: &str) -> ApiError {

@@ -208,7 +208,7 @@ pub(crate) mod tests {
         let node =
             Node { uid: "src".into(), name: "src".into(), kind: NodeKind::Source(SourceKind::Generator { start: 0, count: 1, records_per_ms: None }), parallelism: None, watermarks: None };
         JobDeployment {
-            job: "j".into(),
+            job: "j".parse().expect("a job id"),
             plan: JobPlan { name: "j".into(), nodes: vec![node], edges: vec![], max_parallelism: None },
             graph: ExecutionGraph { vertices: vec![Vertex { nodes: vec![0], parallelism: 2, inputs: vec![], outputs: vec![], name: "src".into() }] },
             args: vec![],

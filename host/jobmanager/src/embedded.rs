@@ -12,6 +12,7 @@ use weir_state::StateStore;
 use weir_taskmanager::{PreparedJob, Report, Reporter, TaskManager};
 use weir_types::deployment::{CheckpointConfig, JobDeployment, JobReport, JobStatus, SinkFiles, place};
 use weir_types::graph::ExecutionGraph;
+use weir_types::ids::{JobId, TaskManagerId};
 use weir_wasm::{JobComponent, Limits, Runtime};
 
 use crate::driver::{Command, Driver, Event, Placement};
@@ -129,7 +130,8 @@ impl EmbeddedCluster {
             _slots: slots,
         };
         // One TaskManager (index 0) holds every slot: deploying prepares and starts.
-        handle.feed(Event::Placed(Placement { tms: vec![0], addrs: vec![], placement, slots: vec![(0, needed)] }))?;
+        let tm = TaskManagerId::new(0);
+        handle.feed(Event::Placed(Placement { tms: vec![tm], addrs: vec![], placement, slots: vec![(tm, needed)] }))?;
         tracing::info!(%job, %name, tasks, slots = needed, "job deployed");
         Ok(handle)
     }
@@ -175,7 +177,7 @@ const TICK: Duration = Duration::from_millis(10);
 
 impl JobHandle {
     /// The job's id.
-    pub fn id(&self) -> &str {
+    pub fn id(&self) -> &JobId {
         &self.driver.deployment().job
     }
 
@@ -218,7 +220,7 @@ impl JobHandle {
                 match command {
                     Command::Deploy { deployment, .. } => {
                         self.prepared = Some(self.tm.prepare(&deployment, 0, &self.components, self.report.clone())?);
-                        events.push_back(Event::Prepared { run: deployment.run_id(), tm: 0 });
+                        events.push_back(Event::Prepared { run: deployment.run_id(), tm: TaskManagerId::new(0) });
                     }
                     Command::Start { .. } => {
                         if let Some(p) = self.prepared.take() {

@@ -9,6 +9,7 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::oneshot;
 use weir_checkpoint::{DirStorage, JobCheckpoints};
 use weir_types::deployment::{CheckpointConfig, JobReport, JobStatus};
+use weir_types::ids::JobId;
 use weir_types::resource::JobResource;
 
 use crate::driver::Driver;
@@ -59,7 +60,7 @@ impl Job {
         }
     }
 
-    pub(crate) fn id(&self) -> &str {
+    pub(crate) fn id(&self) -> &JobId {
         &self.driver.deployment().job
     }
 
@@ -174,7 +175,7 @@ impl Job {
     }
 }
 
-pub(crate) fn checkpoint_store(c: &CheckpointConfig, job: &str) -> Result<Arc<JobCheckpoints>, ApiError> {
+pub(crate) fn checkpoint_store(c: &CheckpointConfig, job: &JobId) -> Result<Arc<JobCheckpoints>, ApiError> {
     let storage = DirStorage::new(&c.dir).map_err(|e| ApiError::Internal(format!("checkpoint storage {}: {e}", c.dir)))?;
     Ok(Arc::new(JobCheckpoints::new(Arc::new(storage), job)))
 }

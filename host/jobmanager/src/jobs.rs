@@ -16,6 +16,7 @@ use weir_checkpoint::{DirStorage, load_savepoint, savepoint_location};
 use weir_control::protocol::FromJobManager;
 use weir_types::deployment::{CheckpointConfig, JobDeployment, RestoreFrom, SinkFiles, place};
 use weir_types::graph::ExecutionGraph;
+use weir_types::ids::{ComponentHash, JobId, RunId, TaskManagerId};
 use weir_wasm::Runtime;
 
 use crate::driver::{Command, Driver, Event, Exported, Placement};
@@ -55,7 +56,7 @@ pub(crate) struct Shared {
     pub(crate) registry: Mutex<Registry>,
     pub(crate) state: Mutex<State>,
     /// Uploaded components by hash.
-    pub(crate) artifacts: Mutex<HashMap<String, Artifact>>,
+    pub(crate) artifacts: Mutex<HashMap<ComponentHash, Artifact>>,
     pub(crate) runtime: Runtime,
     pub(crate) config: JobManagerConfig,
     persistence: Persistence,
@@ -72,8 +73,8 @@ pub(crate) enum Order {
     Send(FromJobManager),
     /// A component of a job: a header and its chunks, never interleaved.
     Component {
-        job: String,
-        hash: String,
+        run: RunId,
+        hash: ComponentHash,
         bytes: Arc<Vec<u8>>,
     },
     /// The TaskManager was declared lost: close its connection, so a paused one that
@@ -83,19 +84,19 @@ pub(crate) enum Order {
 
 /// Order queues of connected TaskManagers, by registry id. Unbounded but small: a
 /// handful of control orders per job, and components are shared, not copied.
-pub(crate) type Orders = HashMap<u64, mpsc::UnboundedSender<Order>>;
+pub(crate) type Orders = HashMap<TaskManagerId, mpsc::UnboundedSender<Order>>;
 
 /// The jobs, running and ended.
 #[derive(Default)]
 pub(crate) struct State {
     pub(crate) orders: Orders,
     /// Jobs that have not ended, by id.
-    pub(crate) jobs: HashMap<String, Job>,
+    pub(crate) jobs: HashMap<JobId, Job>,
     /// Ended jobs, oldest first: the history users can still query.
     pub(crate) ended: VecDeque<EndedJob>,
 }
 
-fn send(orders: &Orders, to: &[u64], msg: impl Fn() -> FromJobManager) {
+fn send(orders: &Orders, to: &[TaskManagerId], msg: impl Fn() -> FromJobManager) {
     for id in to {
         if let Some(o) = orders.get(id) {
             let _ = o.send(Order::Send(msg()));
@@ -108,7 +109,7 @@ fn reserve(registry: &mut Registry, graph: &ExecutionGraph) -> Option<Placement>
     let free = registry.free();
     let counts: Vec<u32> = free.iter().map(|(_, n, _)| *n).collect();
     let placement = place(graph, &counts)?;
-    let mut slots: Vec<(u64, u32)> = free.iter().map(|(id, _, _)| (*id, 0)).collect();
+    let mut slots: Vec<(TaskManagerId, u32)> = free.iter().map(|(id, _, _)| (*id, 0)).collect();
     // Slot i of the job holds subtask i of every vertex: the widest vertex counts.
     if let Some(widest) = placement.iter().max_by_key(|p| p.len()) {
         for &tm in widest {
@@ -157,13 +158,13 @@ impl Shared {
     }
 
     /// Feeds `event` to job `id`'s driver and carries out what it asks.
-    pub(crate) fn drive(self: &Arc<Self>, id: &str, event: Event) {
+    pub(crate) fn drive(self: &Arc<Self>, id: &JobId, event: Event) {
         let mut state = lock(&self.state);
         self.drive_locked(&mut state, id, event);
     }
 
     /// [`Self::drive`] with the state locked; moves a job that ended to the history.
-    pub(crate) fn drive_locked(self: &Arc<Self>, state: &mut State, id: &str, event: Event) {
+    pub(crate) fn drive_locked(self: &Arc<Self>, state: &mut State, id: &JobId, event: Event) {
         let mut events = VecDeque::from([event]);
         while let Some(event) = events.pop_front() {
             let now = Instant::now();
@@ -180,7 +181,7 @@ impl Shared {
 
     /// Carries out one command of job `j`; an event to feed back at once, if any.
     fn execute(self: &Arc<Self>, j: &mut Job, orders: &Orders, command: Command) -> Option<Event> {
-        let job = j.id().to_string();
+        let job = j.id().clone();
         match command {
             Command::FindRestore => {
                 // Storage that could not be opened when the job was loaded is tried
@@ -214,10 +215,10 @@ impl Shared {
                     }
                 }
             }
-            Command::Start { run, to } => send(orders, &to, || FromJobManager::Start { job: run.clone() }),
-            Command::Cancel { run, to } => send(orders, &to, || FromJobManager::Cancel { job: run.clone() }),
-            Command::Trigger { run, id, stop, to } => send(orders, &to, || FromJobManager::TriggerCheckpoint { job: run.clone(), id, stop }),
-            Command::Announce { run, id, to } => send(orders, &to, || FromJobManager::CheckpointComplete { job: run.clone(), id }),
+            Command::Start { run, to } => send(orders, &to, || FromJobManager::Start { run: run.clone() }),
+            Command::Cancel { run, to } => send(orders, &to, || FromJobManager::Cancel { run: run.clone() }),
+            Command::Trigger { run, id, stop, to } => send(orders, &to, || FromJobManager::TriggerCheckpoint { run: run.clone(), id, stop }),
+            Command::Announce { run, id, to } => send(orders, &to, || FromJobManager::CheckpointComplete { run: run.clone(), id }),
             Command::Complete { run, meta } => {
                 let (Some(store), retain) = (j.store.clone(), j.driver.deployment().checkpoints.as_ref().map_or(1, |c| c.retain)) else {
                     return Some(Event::Completed { run, meta, result: Err("the job has no checkpoint storage".into()) });
@@ -273,7 +274,7 @@ impl Shared {
     }
 
     /// Plans a job from `source`, places and deploys it; its id.
-    pub(crate) async fn submit(self: &Arc<Self>, source: JobSource, spec: SubmitSpec, restart: RestartStrategy) -> Result<String, ApiError> {
+    pub(crate) async fn submit(self: &Arc<Self>, source: JobSource, spec: SubmitSpec, restart: RestartStrategy) -> Result<JobId, ApiError> {
         let runtime = self.runtime.clone();
         let args: Vec<(String, String)> = spec.args.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let (parallelism, input, output) = (spec.parallelism, spec.input.clone(), spec.output.clone());
@@ -370,7 +371,7 @@ impl Shared {
     }
 
     /// A user's cancel; false if the job is not running.
-    pub(crate) fn cancel(self: &Arc<Self>, job: &str) -> bool {
+    pub(crate) fn cancel(self: &Arc<Self>, job: &JobId) -> bool {
         let mut state = lock(&self.state);
         if !state.jobs.contains_key(job) {
             return false;
@@ -380,7 +381,7 @@ impl Shared {
     }
 
     /// Asks for a savepoint of a running, checkpointed job; answers once written.
-    pub(crate) fn savepoint(self: &Arc<Self>, job: &str, dir: String, stop: bool) -> oneshot::Receiver<Result<u64, String>> {
+    pub(crate) fn savepoint(self: &Arc<Self>, job: &JobId, dir: String, stop: bool) -> oneshot::Receiver<Result<u64, String>> {
         let (reply, answer) = oneshot::channel();
         let mut state = lock(&self.state);
         let Some(j) = state.jobs.get_mut(job) else {
@@ -394,7 +395,7 @@ impl Shared {
 
     /// Moves ended jobs into the history (persisted), keeping the newest ones.
     fn retire(&self, state: &mut State) {
-        let ended: Vec<String> = state.jobs.iter().filter(|(_, j)| j.driver.is_ended()).map(|(id, _)| id.clone()).collect();
+        let ended: Vec<JobId> = state.jobs.iter().filter(|(_, j)| j.driver.is_ended()).map(|(id, _)| id.clone()).collect();
         for id in ended {
             let Some(mut j) = state.jobs.remove(&id) else { continue };
             let e = j.ended(&lock(&self.registry));

@@ -12,6 +12,7 @@ use thiserror::Error;
 use weir_control::protocol::TaskManagerInfo;
 use weir_types::deployment::{JobReport, JobStatus};
 use weir_types::graph::ExecutionGraph;
+use weir_types::ids::{ComponentHash, JobId};
 use weir_types::resource::JobResource;
 pub use weir_types::submit::SubmitSpec;
 
@@ -47,7 +48,7 @@ pub enum ApiError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArtifactInfo {
     /// SHA-256 of its bytes, hex.
-    pub id: String,
+    pub id: ComponentHash,
     /// Size in bytes.
     pub size: u64,
     /// When it was uploaded.
@@ -151,7 +152,7 @@ pub(crate) fn push_bounded<T>(log: &mut VecDeque<T>, item: T, kept: usize) {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobInfo {
     /// Job id.
-    pub id: String,
+    pub id: JobId,
     /// The job's name (from its plan).
     pub name: String,
     /// When it was submitted.

@@ -12,6 +12,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use weir_checkpoint::{CheckpointStorage, DirStorage};
+use weir_types::ids::JobId;
 use weir_wasm::{Runtime, World};
 
 use crate::driver::DriverRecord;
@@ -50,9 +51,9 @@ impl Persistence {
     }
 
     /// Writes a new job's components, before the job is acknowledged.
-    pub(crate) async fn write_components(&self, job: &str, components: &[Arc<Vec<u8>>]) -> Result<(), ApiError> {
+    pub(crate) async fn write_components(&self, job: &JobId, components: &[Arc<Vec<u8>>]) -> Result<(), ApiError> {
         let Some(storage) = self.storage() else { return Ok(()) };
-        let (job, components) = (job.to_string(), components.to_vec());
+        let (job, components) = (job.clone(), components.to_vec());
         let written = tokio::task::spawn_blocking(move || {
             for (i, c) in components.iter().enumerate() {
                 storage.write(&format!("{JOBS_DIR}/{job}/component-{i}.wasm"), c)?;
@@ -82,11 +83,11 @@ impl Persistence {
     }
 
     /// Forgets a job's running record.
-    pub(crate) fn delete_job(&self, job: &str) {
+    pub(crate) fn delete_job(&self, job: &JobId) {
         if let Some(storage) = self.storage()
             && let Err(e) = storage.delete(&format!("{JOBS_DIR}/{job}"))
         {
-            tracing::warn!(job, "cannot delete the job's record: {e}");
+            tracing::warn!(%job, "cannot delete the job's record: {e}");
         }
     }
 
@@ -105,11 +106,11 @@ impl Persistence {
     }
 
     /// Forgets an ended job's history record.
-    pub(crate) fn delete_history(&self, job: &str) {
+    pub(crate) fn delete_history(&self, job: &JobId) {
         if let Some(storage) = self.storage()
             && let Err(e) = storage.delete(&format!("{HISTORY_DIR}/{job}"))
         {
-            tracing::warn!(job, "cannot delete the job's history record: {e}");
+            tracing::warn!(%job, "cannot delete the job's history record: {e}");
         }
     }
 
@@ -151,7 +152,7 @@ impl Persistence {
                     for (i, hash) in record.driver.deployment.code.components.iter().enumerate() {
                         let wasm = read(&format!("component-{i}.wasm")).map_err(|e| e.to_string())?;
                         let loaded = runtime.load(&wasm, World::Operator).map_err(|e| e.to_string())?;
-                        if &loaded.hash != hash {
+                        if *hash != loaded.hash.as_str() {
                             return Err(format!("component {i} is not the one the job was submitted with"));
                         }
                         components.push(Arc::new(wasm));

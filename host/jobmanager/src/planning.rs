@@ -13,6 +13,7 @@ use weir_state::StateError;
 use weir_taskmanager::TaskError;
 use weir_types::deployment::JobCode;
 use weir_types::graph::ExecutionGraph;
+use weir_types::ids::{ComponentHash, InvalidId, JobId};
 use weir_types::manifest::{Manifest, ManifestError};
 use weir_types::plan::{JobPlan, PlanError};
 use weir_wasm::{Instance, JobComponent, LoadError, OperatorFailure, Runtime, World};
@@ -112,7 +113,7 @@ pub fn load_plan(runtime: &Runtime, source: &JobSource, args: &[(String, String)
             let mut instance = Instance::new(runtime, &component, "plan")?;
             let plan = instance.plan(args, runtime.limits().plan_fuel).map_err(JobError::PlanCall)?;
             plan.check_size()?;
-            let code = JobCode::single(&component.hash, &plan);
+            let code = JobCode::single(&component_hash(&component)?, &plan);
             Ok(PlannedCode { plan, code, components: vec![(component, wasm.clone())] })
         }
         JobSource::Manifest { text, components: files } => {
@@ -124,9 +125,11 @@ pub fn load_plan(runtime: &Runtime, source: &JobSource, args: &[(String, String)
                     .get(name)
                     .ok_or_else(|| JobError::Component { name: name.clone(), error: LoadError::Invalid("not supplied with the manifest".into()) })?;
                 let component = runtime.load(bytes, World::Operator).map_err(|error| JobError::Component { name: name.clone(), error })?;
-                components.push((component, bytes.clone()));
+                let hash = component_hash(&component).map_err(|error| JobError::Component { name: name.clone(), error })?;
+                components.push((component, bytes.clone(), hash));
             }
-            let code = JobCode { components: components.iter().map(|(c, _)| c.hash.clone()).collect(), operators: lowered.operators };
+            let code = JobCode { components: components.iter().map(|(_, _, hash)| hash.clone()).collect(), operators: lowered.operators };
+            let components = components.into_iter().map(|(c, bytes, _)| (c, bytes)).collect();
             Ok(PlannedCode { plan: lowered.plan, code, components })
         }
     }
@@ -148,12 +151,18 @@ pub fn prepare(
     Ok((planned, graph))
 }
 
+/// A loaded component's hash, typed. `weir-wasm` always gives 64 lower-case hex
+/// digits; anything else is refused as an invalid component rather than trusted.
+pub fn component_hash(c: &JobComponent) -> Result<ComponentHash, LoadError> {
+    c.hash.parse().map_err(|e: InvalidId| LoadError::Invalid(e.to_string()))
+}
+
 /// A new job id: unique across processes and restarts.
-pub fn new_job_id() -> String {
+pub fn new_job_id() -> JobId {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{:016x}", nanos ^ (u64::from(std::process::id()) << 40) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    JobId::from_u64(nanos ^ (u64::from(std::process::id()) << 40) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 impl From<TaskError> for JobError {

@@ -4,9 +4,10 @@
 use std::time::{Duration, Instant};
 
 use weir_control::protocol::{ClusterView, TaskManagerInfo};
+use weir_types::ids::TaskManagerId;
 
 struct Entry {
-    id: u64,
+    id: TaskManagerId,
     name: String,
     addr: String,
     data_addr: String,
@@ -30,8 +31,8 @@ impl Registry {
     }
 
     /// Registers a TaskManager; returns its id.
-    pub fn register(&mut self, name: &str, addr: &str, data_addr: &str, slots: u32, now: Instant) -> u64 {
-        let id = self.next_id;
+    pub fn register(&mut self, name: &str, addr: &str, data_addr: &str, slots: u32, now: Instant) -> TaskManagerId {
+        let id = TaskManagerId::new(self.next_id);
         self.next_id += 1;
         let (name, addr, data_addr) = (name.to_string(), addr.to_string(), data_addr.to_string());
         self.entries.push(Entry { id, name, addr, data_addr, slots, used: 0, last_seen: now, alive: true });
@@ -39,32 +40,32 @@ impl Registry {
     }
 
     /// Alive TaskManagers with free slots: (id, free slots, data address), by id.
-    pub fn free(&self) -> Vec<(u64, u32, String)> {
+    pub fn free(&self) -> Vec<(TaskManagerId, u32, String)> {
         self.entries.iter().filter(|e| e.alive && e.used < e.slots).map(|e| (e.id, e.slots - e.used, e.data_addr.clone())).collect()
     }
 
     /// Takes `n` slots of a TaskManager for a job.
-    pub fn reserve(&mut self, id: u64, n: u32) {
+    pub fn reserve(&mut self, id: TaskManagerId, n: u32) {
         if let Some(e) = self.entries.iter_mut().find(|e| e.id == id) {
             e.used = (e.used + n).min(e.slots);
         }
     }
 
     /// Gives back slots a job held.
-    pub fn release(&mut self, id: u64, n: u32) {
+    pub fn release(&mut self, id: TaskManagerId, n: u32) {
         if let Some(e) = self.entries.iter_mut().find(|e| e.id == id) {
             e.used = e.used.saturating_sub(n);
         }
     }
 
     /// Certificate name of a TaskManager.
-    pub fn name(&self, id: u64) -> Option<&str> {
+    pub fn name(&self, id: TaskManagerId) -> Option<&str> {
         self.entries.iter().find(|e| e.id == id).map(|e| e.name.as_str())
     }
 
     /// Records a heartbeat; false if the TaskManager is lost. A lost TaskManager stays
     /// lost: its slots' work was already given up, so it must register anew.
-    pub fn heartbeat(&mut self, id: u64, now: Instant) -> bool {
+    pub fn heartbeat(&mut self, id: TaskManagerId, now: Instant) -> bool {
         match self.entries.iter_mut().find(|e| e.id == id && e.alive) {
             Some(e) => {
                 e.last_seen = now;
@@ -75,7 +76,7 @@ impl Registry {
     }
 
     /// Marks a TaskManager lost at once (its connection closed).
-    pub fn disconnect(&mut self, id: u64) -> bool {
+    pub fn disconnect(&mut self, id: TaskManagerId) -> bool {
         match self.entries.iter_mut().find(|e| e.id == id && e.alive) {
             Some(e) => {
                 e.alive = false;
@@ -87,7 +88,7 @@ impl Registry {
 
     /// Marks every TaskManager silent for longer than the timeout as lost and returns
     /// the ids and names of those newly lost.
-    pub fn expire(&mut self, now: Instant) -> Vec<(u64, String)> {
+    pub fn expire(&mut self, now: Instant) -> Vec<(TaskManagerId, String)> {
         let mut lost = Vec::new();
         for e in self.entries.iter_mut().filter(|e| e.alive) {
             if now.saturating_duration_since(e.last_seen) > self.timeout {

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use weir_control::client::send_chunks;
 use weir_control::protocol::{FromJobManager, Hello, TASKMANAGER_PREFIX, ToJobManager};
 use weir_net::{CLOSE_LOST, CLOSE_PROTOCOL_ERROR, CLOSE_UNAUTHORIZED, Connection, Endpoint, FramedRecv, FramedSend};
-use weir_types::deployment::job_of_run;
+use weir_types::ids::{JobId, TaskManagerId};
 use weir_wasm::Runtime;
 
 use crate::driver::Event;
@@ -42,7 +42,7 @@ impl JobManager {
             loop {
                 tokio::time::sleep(TICK).await;
                 let mut state = lock(&ticker.state);
-                let jobs: Vec<String> = state.jobs.keys().cloned().collect();
+                let jobs: Vec<JobId> = state.jobs.keys().cloned().collect();
                 for job in jobs {
                     ticker.drive_locked(&mut state, &job, Event::Tick);
                 }
@@ -77,9 +77,9 @@ impl JobManager {
 
 impl Shared {
     /// TaskManager `id` is gone: the attempts it ran fail.
-    fn taskmanager_gone(self: &Arc<Self>, id: u64, name: &str) {
+    fn taskmanager_gone(self: &Arc<Self>, id: TaskManagerId, name: &str) {
         let mut state = lock(&self.state);
-        let jobs: Vec<String> = state.jobs.keys().cloned().collect();
+        let jobs: Vec<JobId> = state.jobs.keys().cloned().collect();
         for job in jobs {
             self.drive_locked(&mut state, &job, Event::TaskManagerLost { tm: id, name: name.to_string() });
         }
@@ -132,7 +132,7 @@ async fn taskmanager(
     }
     let data_addr = dialable(&data_addr, conn.remote_addr());
     let id = lock(&shared.registry).register(&name, &conn.remote_addr().to_string(), &data_addr, slots, Instant::now());
-    tracing::info!(taskmanager = %name, id, slots, %data_addr, "taskmanager registered");
+    tracing::info!(taskmanager = %name, %id, slots, %data_addr, "taskmanager registered");
     let heartbeat_ms = shared.config.heartbeat_interval.as_millis() as u64;
     if tx.send(&FromJobManager::Registered { id, heartbeat_ms }).await.is_err() {
         lock(&shared.registry).disconnect(id);
@@ -147,7 +147,7 @@ async fn taskmanager(
         while let Some(order) = orders.recv().await {
             let sent = match order {
                 Order::Send(m) => tx.send(&m).await,
-                Order::Component { job, hash, bytes } => match tx.send(&FromJobManager::Component { job, hash, size: bytes.len() as u64 }).await {
+                Order::Component { run, hash, bytes } => match tx.send(&FromJobManager::Component { run, hash, size: bytes.len() as u64 }).await {
                     Ok(()) => send_chunks(&mut tx, &bytes, FromJobManager::ComponentChunk).await,
                     Err(e) => Err(e),
                 },
@@ -177,7 +177,7 @@ async fn taskmanager(
 }
 
 /// Handles one message from TaskManager `id`; false if the connection must end.
-fn from_taskmanager(shared: &Arc<Shared>, conn: &Connection, id: u64, msg: ToJobManager) -> bool {
+fn from_taskmanager(shared: &Arc<Shared>, conn: &Connection, id: TaskManagerId, msg: ToJobManager) -> bool {
     let now = Instant::now();
     match msg {
         ToJobManager::Heartbeat(progress) => {
@@ -188,31 +188,31 @@ fn from_taskmanager(shared: &Arc<Shared>, conn: &Connection, id: u64, msg: ToJob
             }
             let mut state = lock(&shared.state);
             for p in &progress {
-                if let Some(j) = state.jobs.get_mut(job_of_run(&p.job)) {
+                if let Some(j) = state.jobs.get_mut(&p.run.job()) {
                     j.driver.progress(p, now);
                 }
             }
         }
-        ToJobManager::NeedComponents { job: run, hashes } => {
+        ToJobManager::NeedComponents { run, hashes } => {
             let state = lock(&shared.state);
-            let (Some(j), Some(o)) = (state.jobs.get(job_of_run(&run)).filter(|j| j.driver.run() == run), state.orders.get(&id)) else {
+            let (Some(j), Some(o)) = (state.jobs.get(&run.job()).filter(|j| j.driver.run() == run), state.orders.get(&id)) else {
                 return true;
             };
             for hash in hashes {
                 // An ended job has dropped its components' bytes.
                 let position = j.driver.deployment().code.components.iter().position(|h| *h == hash);
                 let Some(bytes) = position.and_then(|i| j.components.get(i)).cloned() else {
-                    tracing::warn!(%run, taskmanager = id, %hash, "a taskmanager asked for a component the job does not have (any more)");
+                    tracing::warn!(%run, taskmanager = %id, %hash, "a taskmanager asked for a component the job does not have (any more)");
                     continue;
                 };
-                tracing::info!(%run, taskmanager = id, %hash, bytes = bytes.len(), "shipping a component");
-                let _ = o.send(Order::Component { job: run.clone(), hash, bytes });
+                tracing::info!(%run, taskmanager = %id, %hash, bytes = bytes.len(), "shipping a component");
+                let _ = o.send(Order::Component { run: run.clone(), hash, bytes });
             }
         }
-        ToJobManager::Prepared { job: run } => shared.drive(job_of_run(&run), Event::Prepared { tm: id, run: run.clone() }),
-        ToJobManager::PrepareFailed { job: run, error } => shared.drive(job_of_run(&run), Event::PrepareFailed { tm: id, run: run.clone(), error }),
-        ToJobManager::TaskEnded(end) => shared.drive(job_of_run(&end.job.clone()), Event::TaskEnded(end)),
-        ToJobManager::CheckpointAck(ack) => shared.drive(job_of_run(&ack.job.clone()), Event::Ack(ack)),
+        ToJobManager::Prepared { run } => shared.drive(&run.job(), Event::Prepared { tm: id, run }),
+        ToJobManager::PrepareFailed { run, error } => shared.drive(&run.job(), Event::PrepareFailed { tm: id, run, error }),
+        ToJobManager::TaskEnded(end) => shared.drive(&end.run.job(), Event::TaskEnded(end)),
+        ToJobManager::CheckpointAck(ack) => shared.drive(&ack.run.job(), Event::Ack(ack)),
         other => {
             refuse(conn, &format!("unexpected {} from a taskmanager", kind(&other)));
             return false;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use weir_types::deployment::{JobReport, JobStatus, TaskOutcome, TaskProgress, VertexReport};
 use weir_types::graph::ExecutionGraph;
+use weir_types::ids::JobId;
 
 use crate::model::SubtaskMetrics;
 
@@ -29,7 +30,7 @@ struct Counts {
 /// One job's subtasks and what became of them.
 #[derive(Debug)]
 pub struct JobTracker {
-    id: String,
+    id: JobId,
     name: String,
     graph: ExecutionGraph,
     placement: Vec<Vec<u32>>,
@@ -45,7 +46,7 @@ pub struct JobTracker {
 
 impl JobTracker {
     /// A job deployed as `placement[vertex][subtask]` = TaskManager index.
-    pub fn new(id: &str, name: &str, graph: ExecutionGraph, placement: Vec<Vec<u32>>, now: Instant) -> Self {
+    pub fn new(id: &JobId, name: &str, graph: ExecutionGraph, placement: Vec<Vec<u32>>, now: Instant) -> Self {
         let tasks: HashMap<(u32, u32), Counts> = placement
             .iter()
             .enumerate()
@@ -53,11 +54,23 @@ impl JobTracker {
             .collect();
         let left = tasks.len();
         let status = if left == 0 { JobStatus::Finished } else { JobStatus::Created };
-        Self { id: id.into(), name: name.into(), graph, placement, tasks, left, status, error: None, stray_cancel: None, started: now, elapsed: None }
+        Self {
+            id: id.clone(),
+            name: name.into(),
+            graph,
+            placement,
+            tasks,
+            left,
+            status,
+            error: None,
+            stray_cancel: None,
+            started: now,
+            elapsed: None,
+        }
     }
 
     /// The job's id.
-    pub fn id(&self) -> &str {
+    pub fn id(&self) -> &JobId {
         &self.id
     }
 
@@ -264,7 +277,7 @@ mod tests {
     fn tracker() -> (JobTracker, Instant) {
         let v = |p| Vertex { nodes: vec![], parallelism: p, inputs: vec![], outputs: vec![], name: "v".into() };
         let now = Instant::now();
-        (JobTracker::new("j", "job", ExecutionGraph { vertices: vec![v(2), v(1)] }, vec![vec![0, 1], vec![1]], now), now)
+        (JobTracker::new(&JobId::from_u64(1), "job", ExecutionGraph { vertices: vec![v(2), v(1)] }, vec![vec![0, 1], vec![1]], now), now)
     }
 
     fn done(n: u64) -> TaskOutcome {

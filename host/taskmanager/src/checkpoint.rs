@@ -17,6 +17,7 @@ use weir_checkpoint::{
 pub use weir_control::protocol::CheckpointAck;
 use weir_state::Capture;
 use weir_types::deployment::{JobDeployment, RestoreFrom};
+use weir_types::ids::RunId;
 
 use crate::error::{CheckpointingError, RestoreError, SnapshotError, SourceError};
 use crate::task::{Checkpointing, TaskSnapshot};
@@ -31,7 +32,7 @@ pub type AckSink = Arc<dyn Fn(CheckpointAck) + Send + Sync>;
 
 /// One job's checkpoints on this TaskManager.
 pub struct JobCheckpointing {
-    run: String,
+    run: RunId,
     /// The attempt: it names this run's state files and owns its sinks' transactions.
     attempt: u32,
     /// Newest checkpoint whose barriers sources should inject.
@@ -80,7 +81,7 @@ impl JobCheckpointing {
                     tracing::warn!(job = %run, checkpoint, vertex, subtask, "snapshot failed: {e}");
                 }
                 // The acknowledgement crosses the wire, where the cause is text.
-                acks(CheckpointAck { job: run, checkpoint, vertex, task: task.map_err(|e| e.to_string()) });
+                acks(CheckpointAck { run, checkpoint, vertex, task: task.map_err(|e| e.to_string()) });
             });
             if let Err(e) = spawned {
                 tracing::warn!(vertex, subtask, "cannot start a snapshot writer: {e}");

@@ -21,6 +21,7 @@ use weir_control::protocol::TASKMANAGER_PREFIX;
 use weir_net::{CLOSE_PROTOCOL_ERROR, CLOSE_UNAUTHORIZED, Connection, Endpoint, FrameError, NetError, RawRecv, RawSend, quinn};
 use weir_types::batch;
 use weir_types::deployment::ChannelId;
+use weir_types::ids::RunId;
 
 use crate::cancel::Cancel;
 use crate::channel::{self, Message};
@@ -84,9 +85,9 @@ impl DataPlane {
         self.lock_inputs().insert(id, (tx, cancel));
     }
 
-    /// Forgets every input of a job (it ended).
-    pub fn unregister_job(&self, job: &str) {
-        self.lock_inputs().retain(|id, _| id.job != job);
+    /// Forgets every input of a job run (it ended).
+    pub fn unregister_run(&self, run: &RunId) {
+        self.lock_inputs().retain(|id, _| id.run != *run);
     }
 
     /// A channel to the subtask `id` on the TaskManager at `addr`; connects lazily.

@@ -18,6 +18,7 @@ use weir_net::{FrameError, NetError};
 use weir_state::StateError;
 use weir_types::batch::BatchError;
 use weir_types::deployment::RestoreFrom;
+use weir_types::ids::JobId;
 use weir_wasm::{LoadError, OperatorFailure};
 
 use weir_checkpoint::{NotADirectory, Split};
@@ -328,7 +329,7 @@ pub enum Bug {
     #[error("deployment of job {job}: {fault}")]
     Deployment {
         /// The job.
-        job: String,
+        job: JobId,
         /// What does not fit.
         #[source]
         fault: DeploymentFault,

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use weir_control::client::{self, ControlError};
 use weir_control::protocol::{FromJobManager, Hello, ToJobManager};
 use weir_types::deployment::{JobDeployment, TaskEnd, TaskOutcome};
+use weir_types::ids::{ComponentHash, RunId};
 use weir_wasm::{JobComponent, World};
 
 use crate::dataplane::DataPlane;
@@ -50,7 +51,7 @@ pub async fn serve(tm: TaskManager, data: DataPlane, jm: SocketAddr, slots: u32,
         FromJobManager::Registered { id, heartbeat_ms } => (id, Duration::from_millis(heartbeat_ms.max(10))),
         other => return Err(ServiceError::Register(ControlError::Protocol(format!("expected registration, got {other:?}")))),
     };
-    tracing::info!(id, slots, "registered with the jobmanager");
+    tracing::info!(%id, slots, "registered with the jobmanager");
 
     let (out_tx, mut out_rx) = mpsc::channel::<ToJobManager>(OUTBOX);
     let mut tx = session.tx;
@@ -75,10 +76,10 @@ pub async fn serve(tm: TaskManager, data: DataPlane, jm: SocketAddr, slots: u32,
     };
 
     let mut rx = session.rx;
-    // Deployments waiting for components: (deployment, which TaskManager we are, hashes
-    // still missing).
-    let mut waiting: HashMap<String, (Box<JobDeployment>, u32, Vec<String>)> = HashMap::new();
-    let mut prepared: HashMap<String, PreparedJob> = HashMap::new();
+    // Deployments waiting for components, by run: (deployment, which TaskManager we
+    // are, hashes still missing).
+    let mut waiting: HashMap<RunId, (Box<JobDeployment>, u32, Vec<ComponentHash>)> = HashMap::new();
+    let mut prepared: HashMap<RunId, PreparedJob> = HashMap::new();
     // Components compile off this loop (Python's take seconds), so control messages of
     // other jobs are not held up; each reports back here when done.
     let (loaded_tx, mut loaded_rx) = mpsc::unbounded_channel::<Loaded>();
@@ -88,17 +89,17 @@ pub async fn serve(tm: TaskManager, data: DataPlane, jm: SocketAddr, slots: u32,
         let received = tokio::select! {
             r = rx.recv() => r,
             Some(loaded) = loaded_rx.recv() => {
-                let Loaded { job, hash, error } = loaded;
-                let Some((_, _, missing)) = waiting.get_mut(&job) else { continue };
+                let Loaded { run, hash, error } = loaded;
+                let Some((_, _, missing)) = waiting.get_mut(&run) else { continue };
                 missing.retain(|h| *h != hash);
                 if let Some(error) = error {
-                    waiting.remove(&job);
-                    let _ = out_tx.send(ToJobManager::PrepareFailed { job, error }).await;
+                    waiting.remove(&run);
+                    let _ = out_tx.send(ToJobManager::PrepareFailed { run, error }).await;
                 } else if missing.is_empty()
-                    && let Some((deployment, me, _)) = waiting.remove(&job)
+                    && let Some((deployment, me, _)) = waiting.remove(&run)
                 {
                     let p = prepare(&tm, &deployment, me, &out_tx).await;
-                    prepared.extend(p.map(|p| (job, p)));
+                    prepared.extend(p.map(|p| (run, p)));
                 }
                 continue;
             }
@@ -110,18 +111,19 @@ pub async fn serve(tm: TaskManager, data: DataPlane, jm: SocketAddr, slots: u32,
         };
         match msg {
             FromJobManager::Deploy { deployment, me } => {
-                let job = deployment.run_id();
-                let missing: Vec<String> = deployment.code.components.iter().filter(|h| tm.runtime().cached(h).is_none()).cloned().collect();
+                let run = deployment.run_id();
+                let missing: Vec<ComponentHash> =
+                    deployment.code.components.iter().filter(|h| tm.runtime().cached(h.as_str()).is_none()).cloned().collect();
                 if missing.is_empty() {
                     let p = prepare(&tm, &deployment, me, &out_tx).await;
-                    prepared.extend(p.map(|p| (job, p)));
+                    prepared.extend(p.map(|p| (run, p)));
                 } else {
-                    waiting.insert(job.clone(), (deployment, me, missing.clone()));
+                    waiting.insert(run.clone(), (deployment, me, missing.clone()));
                     // The writer ending ends this loop too, at the next message.
-                    let _ = out_tx.send(ToJobManager::NeedComponents { job, hashes: missing }).await;
+                    let _ = out_tx.send(ToJobManager::NeedComponents { run, hashes: missing }).await;
                 }
             }
-            FromJobManager::Component { job, hash, size } => {
+            FromJobManager::Component { run, hash, size } => {
                 let limit = tm.runtime().limits().max_component_bytes;
                 if size > limit {
                     break Err(ControlError::Protocol(format!("component of {size} bytes exceeds the limit of {limit}")));
@@ -135,38 +137,38 @@ pub async fn serve(tm: TaskManager, data: DataPlane, jm: SocketAddr, slots: u32,
                     Ok(b) => b,
                     Err(e) => break Err(e),
                 };
-                if !waiting.get(&job).is_some_and(|(_, _, missing)| missing.contains(&hash)) {
+                if !waiting.get(&run).is_some_and(|(_, _, missing)| missing.contains(&hash)) {
                     continue;
                 }
-                tracing::info!(%job, %hash, bytes = bytes.len(), "received a component of the job");
+                tracing::info!(job = %run, %hash, bytes = bytes.len(), "received a component of the job");
                 let (runtime, loaded_tx) = (tm.runtime().clone(), loaded_tx.clone());
                 tokio::spawn(async move {
                     let want = hash.clone();
                     let loaded = tokio::task::spawn_blocking(move || runtime.load(&bytes, World::Operator)).await;
                     let error = match loaded {
-                        Ok(Ok(component)) if component.hash == want => None,
+                        Ok(Ok(component)) if want == component.hash.as_str() => None,
                         Ok(Ok(component)) => Some(format!("received component {} but the job names {want}", component.hash)),
                         Ok(Err(e)) => Some(e.to_string()),
                         Err(e) => Some(format!("loading panicked: {e}")),
                     };
-                    let _ = loaded_tx.send(Loaded { job, hash, error });
+                    let _ = loaded_tx.send(Loaded { run, hash, error });
                 });
             }
-            FromJobManager::Start { job } => {
-                if let Some(p) = prepared.remove(&job) {
+            FromJobManager::Start { run } => {
+                if let Some(p) = prepared.remove(&run) {
                     let started = p.start();
                     if let Err(e) = started {
-                        tracing::error!(%job, "could not start the job: {e}");
+                        tracing::error!(job = %run, "could not start the job: {e}");
                     }
                 }
             }
-            FromJobManager::TriggerCheckpoint { job, id, stop } => tm.trigger_checkpoint(&job, id, stop),
-            FromJobManager::CheckpointComplete { job, id } => tm.checkpoint_completed(&job, id),
-            FromJobManager::Cancel { job } => {
-                waiting.remove(&job);
-                match prepared.remove(&job) {
+            FromJobManager::TriggerCheckpoint { run, id, stop } => tm.trigger_checkpoint(&run, id, stop),
+            FromJobManager::CheckpointComplete { run, id } => tm.checkpoint_completed(&run, id),
+            FromJobManager::Cancel { run } => {
+                waiting.remove(&run);
+                match prepared.remove(&run) {
                     Some(p) => cancel_prepared(&tm, p, &out_tx).await,
-                    None => tm.cancel(&job),
+                    None => tm.cancel(&run),
                 }
             }
             other => break Err(ControlError::Protocol(format!("unexpected message from the jobmanager: {other:?}"))),
@@ -178,12 +180,12 @@ pub async fn serve(tm: TaskManager, data: DataPlane, jm: SocketAddr, slots: u32,
     heartbeats.abort();
     writer.abort();
     // Without a JobManager nobody would hear of these subtasks' ends; stop them.
-    for (job, p) in prepared {
-        tm.discard(&job);
+    for (run, p) in prepared {
+        tm.discard(&run);
         drop(p);
     }
-    for job in tm.running_jobs() {
-        tm.cancel(&job);
+    for run in tm.running_jobs() {
+        tm.cancel(&run);
     }
     result.map_err(Into::into)
 }
@@ -226,18 +228,18 @@ pub async fn serve_forever(
 
 /// A received component, loaded (compiled or from the cache) or refused.
 struct Loaded {
-    job: String,
-    hash: String,
+    run: RunId,
+    hash: ComponentHash,
     error: Option<String>,
 }
 
 /// Prepares this TaskManager's share of `d`, whose components are all loaded here.
 async fn prepare(tm: &TaskManager, d: &JobDeployment, me: u32, out: &mpsc::Sender<ToJobManager>) -> Option<PreparedJob> {
-    let job = d.run_id();
-    let components: Option<Vec<JobComponent>> = d.code.components.iter().map(|h| tm.runtime().cached(h)).collect();
+    let run = d.run_id();
+    let components: Option<Vec<JobComponent>> = d.code.components.iter().map(|h| tm.runtime().cached(h.as_str())).collect();
     let Some(components) = components else {
         let error = "a component of the job vanished from the cache".to_string();
-        let _ = out.send(ToJobManager::PrepareFailed { job, error }).await;
+        let _ = out.send(ToJobManager::PrepareFailed { run, error }).await;
         return None;
     };
     let (tm2, d2) = (tm.clone(), d.clone());
@@ -252,12 +254,12 @@ async fn prepare(tm: &TaskManager, d: &JobDeployment, me: u32, out: &mpsc::Sende
     // Opening state and files blocks; keep it off the async workers.
     let result = tokio::task::spawn_blocking(move || tm2.prepare(&d2, me, &components, report)).await;
     let (reply, prepared) = match result {
-        Ok(Ok(p)) => (ToJobManager::Prepared { job: job.clone() }, Some(p)),
-        Ok(Err(e)) => (ToJobManager::PrepareFailed { job: job.clone(), error: e.to_string() }, None),
-        Err(e) => (ToJobManager::PrepareFailed { job: job.clone(), error: format!("preparing panicked: {e}") }, None),
+        Ok(Ok(p)) => (ToJobManager::Prepared { run: run.clone() }, Some(p)),
+        Ok(Err(e)) => (ToJobManager::PrepareFailed { run: run.clone(), error: e.to_string() }, None),
+        Err(e) => (ToJobManager::PrepareFailed { run: run.clone(), error: format!("preparing panicked: {e}") }, None),
     };
     if prepared.is_none() {
-        tm.discard(&job);
+        tm.discard(&run);
     }
     let _ = out.send(reply).await;
     prepared
@@ -265,11 +267,11 @@ async fn prepare(tm: &TaskManager, d: &JobDeployment, me: u32, out: &mpsc::Sende
 
 /// A job cancelled before it started: its subtasks never run, and each reports so.
 async fn cancel_prepared(tm: &TaskManager, p: PreparedJob, out: &mpsc::Sender<ToJobManager>) {
-    let job = p.job().to_string();
+    let run = p.run().clone();
     let ends: Vec<TaskEnd> =
-        p.subtasks().map(|(vertex, subtask)| TaskEnd { job: job.clone(), vertex, subtask, outcome: TaskOutcome::Cancelled }).collect();
+        p.subtasks().map(|(vertex, subtask)| TaskEnd { run: run.clone(), vertex, subtask, outcome: TaskOutcome::Cancelled }).collect();
     drop(p);
-    tm.discard(&job);
+    tm.discard(&run);
     for end in ends {
         let _ = out.send(ToJobManager::TaskEnded(end)).await;
     }

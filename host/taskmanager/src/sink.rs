@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use weir_types::batch::records;
+use weir_types::ids::RunId;
 
 use crate::error::{Bug, Refused, SinkError, TaskError};
 
@@ -106,14 +107,15 @@ fn pending_dir_name(job: &str, attempt: u32) -> String {
     format!(".pending-{job}.{attempt}")
 }
 
-/// (job, attempt, sealed?) of a pending directory's name.
-fn parse_pending_dir(name: &str) -> Option<(&str, u32, bool)> {
+/// (run, its attempt, sealed?) of a pending directory's name.
+fn parse_pending_dir(name: &str) -> Option<(RunId, u32, bool)> {
     let (run, sealed) = match name.strip_prefix(".pending-") {
         Some(run) => (run, false),
         None => (name.strip_prefix(".sealed-")?, true),
     };
-    let (job, attempt) = run.rsplit_once('.')?;
-    Some((job, attempt.parse().ok()?, sealed))
+    let run: RunId = run.parse().ok()?;
+    let attempt = run.attempt()?;
+    Some((run, attempt, sealed))
 }
 
 /// A pending file's name in its attempt's directory.
@@ -165,8 +167,8 @@ pub fn recover_output(dir: &Path, job: &str, attempt: u32, restored: u64, owner:
         let entry = entry.map_err(|e| io_error(dir, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
-        if let Some((of, earlier, is_sealed)) = parse_pending_dir(&name) {
-            if of != job || earlier >= attempt {
+        if let Some((run, earlier, is_sealed)) = parse_pending_dir(&name) {
+            if run.job() != job || earlier >= attempt {
                 continue;
             }
             let sealed_path = dir.join(format!(".sealed-{job}.{earlier}"));
@@ -355,7 +357,11 @@ mod tests {
         assert_eq!(names(dir.path()), vec![".pending-j.1", "part-0-1-a0", "part-0-2-a0"]);
         assert_eq!(parse_final("part-3-10-a2"), Some((3, 10, 2)));
         assert_eq!(parse_final("part-3"), None);
-        assert_eq!(parse_pending_dir(".sealed-ab12.7"), Some(("ab12", 7, true)));
+        let parsed = |name| parse_pending_dir(name).map(|(run, attempt, sealed)| (run.job().to_string(), attempt, sealed));
+        assert_eq!(parsed(".sealed-ab12.7"), Some(("ab12".into(), 7, true)));
+        assert_eq!(parsed(".pending-ab12.0"), Some(("ab12".into(), 0, false)));
+        assert_eq!(parsed(".pending-ab12"), None);
+        assert_eq!(parsed(".pending-ab12.x"), None);
         Ok(())
     }
 

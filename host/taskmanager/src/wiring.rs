@@ -10,6 +10,7 @@
 //! some subtask's output target, on the TaskManagers of its two ends.
 
 use weir_types::deployment::{ChannelId, JobDeployment};
+use weir_types::ids::RunId;
 use weir_types::plan::Partitioning;
 
 use crate::error::DeploymentFault;
@@ -34,9 +35,9 @@ pub struct Link {
 
 impl Link {
     /// Its name on the data plane, for job run `run`.
-    pub fn channel(&self, run: &str) -> ChannelId {
+    pub fn channel(&self, run: &RunId) -> ChannelId {
         ChannelId {
-            job: run.to_string(),
+            run: run.clone(),
             vertex: self.to.vertex as u32,
             subtask: self.to.index,
             from_vertex: self.from.vertex as u32,
@@ -178,7 +179,7 @@ mod tests {
             }
         }
         JobDeployment {
-            job: "j".into(),
+            job: "j".parse().expect("a job id"),
             plan: JobPlan { name: "j".into(), nodes: vec![], edges: vec![], max_parallelism: None },
             graph,
             args: vec![],
@@ -193,7 +194,7 @@ mod tests {
     }
 
     fn link_of(c: &ChannelId) -> Link {
-        assert_eq!(c.job, RUN, "channels are named by run");
+        assert_eq!(c.run, RUN, "channels are named by run");
         Link { from: Subtask { vertex: c.from_vertex as usize, index: c.from_subtask }, to: Subtask { vertex: c.vertex as usize, index: c.subtask } }
     }
 

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crossbeam_channel::{Receiver, Sender};
 use weir_state::StateStore;
 use weir_types::deployment::{JobDeployment, SinkFiles, TaskEnd, TaskOutcome, TaskProgress};
+use weir_types::ids::RunId;
 use weir_types::keygroup::key_group_range;
 use weir_types::plan::{NodeKind, SinkKind, SourceKind};
 use weir_wasm::{JobComponent, OpRef, Runtime};
@@ -41,7 +42,7 @@ struct Inner {
     state: StateStore,
     cache_bytes: usize,
     data: Option<DataPlane>,
-    jobs: Mutex<HashMap<String, RunningJob>>,
+    jobs: Mutex<HashMap<RunId, RunningJob>>,
 }
 
 struct RunningJob {
@@ -67,7 +68,7 @@ pub type Reporter = Arc<dyn Fn(Report) + Send + Sync>;
 /// A job's subtasks on this TaskManager, wired but not yet started.
 pub struct PreparedJob {
     tm: TaskManager,
-    job: String,
+    run: RunId,
     tasks: Vec<(u32, u32, TaskDeployment)>,
     report: Reporter,
 }
@@ -83,7 +84,7 @@ impl TaskManager {
         &self.inner.runtime
     }
 
-    fn lock_jobs(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunningJob>> {
+    fn lock_jobs(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, RunningJob>> {
         // Single inserts and removals; a panicking holder leaves the map consistent.
         self.inner.jobs.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -103,7 +104,7 @@ impl TaskManager {
             a.parse().map_err(|source| internal(DeploymentFault::BadAddress { address: a.clone(), source }))
         };
         let wiring = wiring::plan(d, me).map_err(internal)?;
-        if components.len() != d.code.components.len() || components.iter().zip(&d.code.components).any(|(c, h)| &c.hash != h) {
+        if components.len() != d.code.components.len() || components.iter().zip(&d.code.components).any(|(c, h)| *h != c.hash.as_str()) {
             return Err(internal(DeploymentFault::ComponentMismatch));
         }
         let data = || self.inner.data.as_ref().ok_or_else(|| internal(DeploymentFault::NoDataPlane));
@@ -218,12 +219,12 @@ impl TaskManager {
             tasks.push((v as u32, s, deployment));
         }
         self.lock_jobs().insert(run.clone(), RunningJob { cancel, counters, checkpoints, commits });
-        Ok(PreparedJob { tm: self.clone(), job: run, tasks, report })
+        Ok(PreparedJob { tm: self.clone(), run, tasks, report })
     }
 
-    /// Asks the sources of job run `job` to inject the barrier of checkpoint `id`.
-    pub fn trigger_checkpoint(&self, job: &str, id: u64, stop: bool) {
-        if let Some(j) = self.lock_jobs().get(job) {
+    /// Asks the sources of job run `run` to inject the barrier of checkpoint `id`.
+    pub fn trigger_checkpoint(&self, run: &RunId, id: u64, stop: bool) {
+        if let Some(j) = self.lock_jobs().get(run) {
             // Before the request: a source that sees the request must see the stop.
             if stop {
                 j.checkpoints.stop_at.store(id, Ordering::Release);
@@ -232,24 +233,24 @@ impl TaskManager {
         }
     }
 
-    /// Checkpoint `id` of job run `job` is complete: later snapshots may build on it.
-    pub fn checkpoint_completed(&self, job: &str, id: u64) {
-        if let Some(j) = self.lock_jobs().get(job) {
+    /// Checkpoint `id` of job run `run` is complete: later snapshots may build on it.
+    pub fn checkpoint_completed(&self, run: &RunId, id: u64) {
+        if let Some(j) = self.lock_jobs().get(run) {
             j.checkpoints.completed.fetch_max(id, Ordering::AcqRel);
             for c in &j.commits {
                 match c.commit(id) {
                     Ok(()) => {}
-                    Err(e @ TaskError::Superseded(_)) => tracing::warn!(job, checkpoint = id, "{e}"),
+                    Err(e @ TaskError::Superseded(_)) => tracing::warn!(job = %run, checkpoint = id, "{e}"),
                     // The files stay pending; a restore commits them.
-                    Err(e) => tracing::error!(job, checkpoint = id, "cannot commit sink output: {e}"),
+                    Err(e) => tracing::error!(job = %run, checkpoint = id, "cannot commit sink output: {e}"),
                 }
             }
         }
     }
 
-    /// Cancels this TaskManager's subtasks of `job`; they report `Cancelled`.
-    pub fn cancel(&self, job: &str) {
-        if let Some(j) = self.lock_jobs().get(job) {
+    /// Cancels this TaskManager's subtasks of job run `run`; they report `Cancelled`.
+    pub fn cancel(&self, run: &RunId) {
+        if let Some(j) = self.lock_jobs().get(run) {
             j.cancel.cancel();
         }
     }
@@ -258,10 +259,10 @@ impl TaskManager {
     pub fn progress(&self) -> Vec<TaskProgress> {
         let jobs = self.lock_jobs();
         let mut out = Vec::new();
-        for (job, j) in jobs.iter() {
+        for (run, j) in jobs.iter() {
             for (vertex, subtask, c) in &j.counters {
                 out.push(TaskProgress {
-                    job: job.clone(),
+                    run: run.clone(),
                     vertex: *vertex,
                     subtask: *subtask,
                     records_in: c.records_in.load(Ordering::Relaxed),
@@ -274,36 +275,36 @@ impl TaskManager {
         out
     }
 
-    /// Forgets a job whose local subtasks all ended: its inputs and its keyed state.
-    fn release(&self, job: &str) {
-        self.lock_jobs().remove(job);
+    /// Forgets a job run whose local subtasks all ended: its inputs and its keyed state.
+    fn release(&self, run: &RunId) {
+        self.lock_jobs().remove(run);
         if let Some(data) = &self.inner.data {
-            data.unregister_job(job);
+            data.unregister_run(run);
         }
-        if let Err(e) = self.inner.state.drop_job(&keyspace(job)) {
-            tracing::warn!(job, "could not drop the job's state: {e}");
+        if let Err(e) = self.inner.state.drop_job(&keyspace(run)) {
+            tracing::warn!(job = %run, "could not drop the job's state: {e}");
         }
     }
 
-    /// Ids of the jobs with subtasks here.
-    pub fn running_jobs(&self) -> Vec<String> {
+    /// The job runs with subtasks here.
+    pub fn running_jobs(&self) -> Vec<RunId> {
         self.lock_jobs().keys().cloned().collect()
     }
 
-    /// Forgets a job that was prepared but will not start.
-    pub fn discard(&self, job: &str) {
-        self.release(job);
+    /// Forgets a job run that was prepared but will not start.
+    pub fn discard(&self, run: &RunId) {
+        self.release(run);
     }
 }
 
-fn keyspace(job: &str) -> String {
-    format!("job-{job}")
+fn keyspace(run: &RunId) -> String {
+    format!("job-{run}")
 }
 
 impl PreparedJob {
-    /// The job's id.
-    pub fn job(&self) -> &str {
-        &self.job
+    /// The job run prepared.
+    pub fn run(&self) -> &RunId {
+        &self.run
     }
 
     /// The prepared subtasks, as (vertex, subtask).
@@ -327,9 +328,9 @@ impl PreparedJob {
         let report = self.report.clone();
         let on_end = Arc::new(move |end| report(Report::Ended(end)));
         let left = Arc::new(AtomicUsize::new(self.tasks.len()));
-        let cancel = self.tm.lock_jobs().get(&self.job).map(|j| j.cancel.clone()).unwrap_or_default();
+        let cancel = self.tm.lock_jobs().get(&self.run).map(|j| j.cancel.clone()).unwrap_or_default();
         for (vertex, subtask, deployment) in self.tasks {
-            let (tm, job, on_end, left) = (self.tm.clone(), self.job.clone(), on_end.clone(), left.clone());
+            let (tm, run, on_end, left) = (self.tm.clone(), self.run.clone(), on_end.clone(), left.clone());
             let label = deployment.label.clone();
             let spawned = std::thread::Builder::new().name(format!("weir-task-{vertex}-{subtask}")).spawn(move || {
                 let result =
@@ -341,14 +342,14 @@ impl PreparedJob {
                         // Not cancelling the local subtasks here: they would report
                         // their cancellation before this failure, hiding the cause.
                         // The JobManager cancels everything once it hears of it.
-                        tracing::info!(%job, task = %label, "subtask failed: {e}");
+                        tracing::info!(job = %run, task = %label, "subtask failed: {e}");
                         TaskOutcome::Failed(format!("{label}: {e}"))
                     }
                 };
                 if left.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    tm.release(&job);
+                    tm.release(&run);
                 }
-                on_end(TaskEnd { job, vertex, subtask, outcome });
+                on_end(TaskEnd { run, vertex, subtask, outcome });
             });
             if let Err(e) = spawned {
                 cancel.cancel();
@@ -399,11 +400,11 @@ fn open_sinks(
             (Some(dir), SinkFiles::PartPerSubtask) if d.checkpoints.is_some() => {
                 let dir = Path::new(dir);
                 if settled.insert(last) {
-                    recover_output(dir, &d.job, d.attempt, restored, restore.and_then(Restore::sink_owner))?;
+                    recover_output(dir, d.job.as_str(), d.attempt, restored, restore.and_then(Restore::sink_owner))?;
                 }
                 let c = Arc::new(Commits::default());
                 commits.push(c.clone());
-                Sink::Transactional(Box::new(Transactional::open(dir.into(), &d.job, d.attempt, s, restored, c)?))
+                Sink::Transactional(Box::new(Transactional::open(dir.into(), d.job.as_str(), d.attempt, s, restored, c)?))
             }
             (Some(dir), SinkFiles::PartPerSubtask) => {
                 let dir = Path::new(dir);

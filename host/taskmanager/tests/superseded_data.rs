@@ -23,7 +23,7 @@ fn plane(rt: &tokio::runtime::Runtime, ca: &ClusterCa, name: &str) -> DataPlane 
 }
 
 fn channel(run: &str) -> ChannelId {
-    ChannelId { job: run.into(), vertex: 1, subtask: 0, from_vertex: 0, from_subtask: 0 }
+    ChannelId { run: run.parse().expect("a run id"), vertex: 1, subtask: 0, from_vertex: 0, from_subtask: 0 }
 }
 
 fn batch() -> Vec<u8> {

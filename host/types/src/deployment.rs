@@ -7,13 +7,14 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::graph::ExecutionGraph;
+use crate::ids::{ComponentHash, JobId, RunId};
 use crate::plan::{JobPlan, NodeKind};
 
 /// A job as deployed: its plan, its execution graph and where every subtask runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobDeployment {
     /// Job id, unique in the cluster.
-    pub job: String,
+    pub job: JobId,
     /// The checked plan, with its sources and sinks bound.
     pub plan: JobPlan,
     /// Its vertices.
@@ -40,7 +41,7 @@ pub struct JobDeployment {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobCode {
     /// Hex SHA-256 of each component.
-    pub components: Vec<String>,
+    pub components: Vec<ComponentHash>,
     /// Per plan node: for an operator, what runs it; `None` for sources and sinks.
     pub operators: Vec<Option<OperatorCode>>,
 }
@@ -59,14 +60,14 @@ pub struct OperatorCode {
 impl JobCode {
     /// The code of a job whose one component also declared the plan: operator ids
     /// are node indices.
-    pub fn single(hash: &str, plan: &JobPlan) -> Self {
+    pub fn single(hash: &ComponentHash, plan: &JobPlan) -> Self {
         let operators = plan
             .nodes
             .iter()
             .enumerate()
             .map(|(i, n)| matches!(n.kind, NodeKind::Operator { .. }).then(|| OperatorCode { component: 0, op: i as u32, args: vec![] }))
             .collect();
-        Self { components: vec![hash.to_string()], operators }
+        Self { components: vec![hash.clone()], operators }
     }
 
     /// What runs node `node`, if it is an operator.
@@ -75,8 +76,8 @@ impl JobCode {
     }
 
     /// Hash of component `index`.
-    pub fn hash(&self, index: u32) -> Option<&str> {
-        self.components.get(index as usize).map(String::as_str)
+    pub fn hash(&self, index: u32) -> Option<&ComponentHash> {
+        self.components.get(index as usize)
     }
 }
 
@@ -119,16 +120,11 @@ pub enum SinkFiles {
     PartPerSubtask,
 }
 
-/// The job id of a run id ([`JobDeployment::run_id`]): job ids contain no dot.
-pub fn job_of_run(run: &str) -> &str {
-    run.rsplit_once('.').map_or(run, |(job, _)| job)
-}
-
 impl JobDeployment {
     /// Names this attempt of the job: channels, keyspaces and running subtasks are
     /// per attempt, so nothing of a failed attempt can leak into the next.
-    pub fn run_id(&self) -> String {
-        format!("{}.{}", self.job, self.attempt)
+    pub fn run_id(&self) -> RunId {
+        self.job.run(self.attempt)
     }
 
     /// Subtasks placed on TaskManager `tm`, as (vertex, subtask).
@@ -172,7 +168,7 @@ pub fn place(graph: &ExecutionGraph, slots: &[u32]) -> Option<Vec<Vec<u32>>> {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ChannelId {
     /// The job's run id ([`JobDeployment::run_id`]).
-    pub job: String,
+    pub run: RunId,
     /// Consuming vertex.
     pub vertex: u32,
     /// Consuming subtask.
@@ -213,8 +209,8 @@ pub enum TaskOutcome {
 /// A subtask's end, as reported to the JobManager.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskEnd {
-    /// Job id.
-    pub job: String,
+    /// The run (attempt) of the job it belonged to.
+    pub run: RunId,
     /// Vertex index.
     pub vertex: u32,
     /// Subtask index.
@@ -226,8 +222,8 @@ pub struct TaskEnd {
 /// Live progress of one running subtask, as TaskManagers report it with heartbeats.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskProgress {
-    /// Job id.
-    pub job: String,
+    /// The run (attempt) of the job it belongs to.
+    pub run: RunId,
     /// Vertex index.
     pub vertex: u32,
     /// Subtask index.
@@ -290,7 +286,7 @@ impl JobStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobReport {
     /// Job id.
-    pub id: String,
+    pub id: JobId,
     /// Job name.
     pub name: String,
     /// Where it stands.
@@ -342,7 +338,7 @@ mod tests {
         assert_eq!(place(&graph(&[3]), &[1, 0, 5]), Some(vec![vec![0, 2, 2]]));
         assert_eq!(place(&graph(&[4]), &[1, 2]), None);
         let d = JobDeployment {
-            job: "j".into(),
+            job: JobId::from_u64(1),
             plan: JobPlan { name: "j".into(), nodes: vec![], edges: vec![], max_parallelism: None },
             graph: graph(&[4, 1]),
             args: vec![],

@@ -32,7 +32,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
     if let JobSource::Manifest { .. } = source {
         for (node, op) in plan.nodes.iter().zip(&code.operators) {
             if let Some(op) = op {
-                println!("operator {:?}: operator {} of component {}", node.uid, op.op, code.hash(op.component).unwrap_or("?"));
+                println!("operator {:?}: operator {} of component {}", node.uid, op.op, code.hash(op.component).map_or("?", |h| h.as_str()));
             }
         }
     }

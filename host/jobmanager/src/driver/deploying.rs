@@ -5,9 +5,10 @@
 use super::{Command, Driver, Phase};
 use crate::model::EventLevel;
 use weir_types::deployment::JobStatus;
+use weir_types::ids::TaskManagerId;
 
 impl Driver {
-    pub(super) fn prepared(&mut self, tm: u64, out: &mut Vec<Command>) {
+    pub(super) fn prepared(&mut self, tm: TaskManagerId, out: &mut Vec<Command>) {
         let Phase::Deploying { preparing } = &mut self.phase else { return };
         preparing.remove(&tm);
         if preparing.is_empty() && self.tracker.status() == JobStatus::Created {

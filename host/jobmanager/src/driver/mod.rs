@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use weir_checkpoint::CheckpointMeta;
 use weir_control::protocol::CheckpointAck;
 use weir_types::deployment::{JobDeployment, JobReport, JobStatus, RestoreFrom, TaskEnd, TaskProgress};
+use weir_types::ids::{RunId, TaskManagerId};
 
 use crate::coordinator::Coordinator;
 use crate::model::{CheckpointStatus, EventLevel};
@@ -53,7 +54,7 @@ pub enum Phase {
     /// (registry ids).
     Deploying {
         /// TaskManagers still preparing.
-        preparing: BTreeSet<u64>,
+        preparing: BTreeSet<TaskManagerId>,
     },
     /// The attempt runs.
     Running,
@@ -79,27 +80,27 @@ pub enum Event {
     /// A TaskManager (registry id) prepared its share of attempt `run`.
     Prepared {
         /// The attempt.
-        run: String,
+        run: RunId,
         /// Registry id.
-        tm: u64,
+        tm: TaskManagerId,
     },
     /// A TaskManager could not prepare its share of attempt `run`.
     PrepareFailed {
         /// The attempt.
-        run: String,
+        run: RunId,
         /// Registry id.
-        tm: u64,
+        tm: TaskManagerId,
         /// Why.
         error: String,
     },
-    /// A subtask ended (its `job` field is the attempt's run id).
+    /// A subtask ended (in the attempt its `run` names).
     TaskEnded(TaskEnd),
     /// A subtask's snapshot was persisted (or not).
     Ack(CheckpointAck),
     /// A TaskManager is gone (silent past the heartbeat timeout, or disconnected).
     TaskManagerLost {
         /// Registry id.
-        tm: u64,
+        tm: TaskManagerId,
         /// Its name, for the error.
         name: String,
     },
@@ -107,7 +108,7 @@ pub enum Event {
     /// [`Command::Complete`].
     Completed {
         /// The attempt that took it.
-        run: String,
+        run: RunId,
         /// The checkpoint.
         meta: CheckpointMeta,
         /// Bytes written, or why it failed.
@@ -157,49 +158,49 @@ pub enum Command {
         /// The attempt.
         deployment: Box<JobDeployment>,
         /// Who prepares a share.
-        to: Vec<(u64, u32)>,
+        to: Vec<(TaskManagerId, u32)>,
     },
     /// Start the prepared subtasks of attempt `run`.
     Start {
         /// The attempt.
-        run: String,
+        run: RunId,
         /// Its TaskManagers.
-        to: Vec<u64>,
+        to: Vec<TaskManagerId>,
     },
     /// Cancel the subtasks of attempt `run`.
     Cancel {
         /// The attempt.
-        run: String,
+        run: RunId,
         /// Its TaskManagers.
-        to: Vec<u64>,
+        to: Vec<TaskManagerId>,
     },
     /// Sources of attempt `run` inject the barrier of checkpoint `id`.
     Trigger {
         /// The attempt.
-        run: String,
+        run: RunId,
         /// Checkpoint id.
         id: u64,
         /// A stop-with-savepoint's: sources emit nothing after it.
         stop: bool,
         /// Its TaskManagers.
-        to: Vec<u64>,
+        to: Vec<TaskManagerId>,
     },
     /// Write the checkpoint's metadata (the commit point) and apply retention; answer
     /// with [`Event::Completed`].
     Complete {
         /// The attempt.
-        run: String,
+        run: RunId,
         /// The checkpoint.
         meta: CheckpointMeta,
     },
     /// Tell attempt `run`'s TaskManagers that checkpoint `id` is complete: sinks commit.
     Announce {
         /// The attempt.
-        run: String,
+        run: RunId,
         /// Checkpoint id.
         id: u64,
         /// Its TaskManagers.
-        to: Vec<u64>,
+        to: Vec<TaskManagerId>,
     },
     /// Export a completed checkpoint as a savepoint; answer with
     /// [`Event::SavepointWritten`].
@@ -221,7 +222,7 @@ pub enum Command {
         result: Result<u64, String>,
     },
     /// Give back slots: (registry id, count).
-    Release(Vec<(u64, u32)>),
+    Release(Vec<(TaskManagerId, u32)>),
     /// Write the job's record ([`Driver::record`]) durably: a new attempt number must
     /// survive a JobManager restart.
     Persist,
@@ -278,9 +279,9 @@ pub struct Driver {
     tracker: JobTracker,
     coordinator: Option<Coordinator>,
     /// Registry ids of the attempt's TaskManagers, by index in the deployment.
-    tms: Vec<u64>,
+    tms: Vec<TaskManagerId>,
     /// Slots the attempt holds, per TaskManager.
-    slots: Vec<(u64, u32)>,
+    slots: Vec<(TaskManagerId, u32)>,
     restart: RestartStrategy,
     failures: Vec<Instant>,
     restarts: u32,
@@ -375,8 +376,8 @@ impl Driver {
             Event::NoSlots => self.no_slots(now),
             Event::Prepared { run, tm } if self.is_current(&run) => self.prepared(tm, &mut out),
             Event::PrepareFailed { run, tm, error } if self.is_current(&run) => self.lose(tm, &error, now, &mut out),
-            Event::TaskEnded(end) if self.is_current(&end.job) => self.task_ended(end, now, &mut out),
-            Event::Ack(ack) if self.is_current(&ack.job) => self.ack(ack, now, &mut out),
+            Event::TaskEnded(end) if self.is_current(&end.run) => self.task_ended(end, now, &mut out),
+            Event::Ack(ack) if self.is_current(&ack.run) => self.ack(ack, now, &mut out),
             Event::TaskManagerLost { tm, name } if self.attempt_active() => {
                 self.lose(tm, &format!("taskmanager {name} was lost"), now, &mut out);
             }
@@ -395,7 +396,7 @@ impl Driver {
 
     /// A running subtask's counters (heartbeats); ignored for other attempts.
     pub fn progress(&mut self, p: &TaskProgress, now: Instant) {
-        if self.is_current(&p.job) {
+        if self.is_current(&p.run) {
             self.tracker.progress(p, now);
         }
     }
@@ -430,7 +431,7 @@ impl Driver {
     }
 
     /// The current attempt's run id: what TaskManagers call it.
-    pub fn run(&self) -> String {
+    pub fn run(&self) -> RunId {
         self.deployment.run_id()
     }
 
@@ -445,7 +446,7 @@ impl Driver {
     }
 
     /// Registry ids of the attempt's TaskManagers, by deployment index.
-    pub fn taskmanagers(&self) -> &[u64] {
+    pub fn taskmanagers(&self) -> &[TaskManagerId] {
         &self.tms
     }
 
@@ -459,8 +460,8 @@ impl Driver {
         self.last_checkpoint
     }
 
-    fn is_current(&self, run: &str) -> bool {
-        self.attempt_active() && self.deployment.run_id() == run
+    fn is_current(&self, run: &RunId) -> bool {
+        self.attempt_active() && self.deployment.run_id() == *run
     }
 
     /// An attempt is deployed and has not ended.
@@ -469,7 +470,7 @@ impl Driver {
     }
 
     /// The TaskManagers holding the attempt's slots.
-    fn holders(&self) -> Vec<u64> {
+    fn holders(&self) -> Vec<TaskManagerId> {
         self.slots.iter().map(|(id, _)| *id).collect()
     }
 
@@ -478,7 +479,7 @@ impl Driver {
     }
 
     /// TaskManager `tm` can no longer run its share: the attempt fails.
-    fn lose(&mut self, tm: u64, error: &str, now: Instant, out: &mut Vec<Command>) {
+    fn lose(&mut self, tm: TaskManagerId, error: &str, now: Instant, out: &mut Vec<Command>) {
         let Some(index) = self.tms.iter().position(|t| *t == tm) else { return };
         if self.tracker.abandon(index as u32, error, now) {
             self.cancel_attempt(out);

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use weir_types::deployment::RestoreFrom;
+use weir_types::ids::TaskManagerId;
 
 use super::{Command, Driver, Phase};
 use crate::coordinator::Coordinator;
@@ -51,13 +52,13 @@ impl Restart {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
     /// Registry ids of the TaskManagers the placement indexes.
-    pub tms: Vec<u64>,
+    pub tms: Vec<TaskManagerId>,
     /// Their data-plane addresses, by the same index.
     pub addrs: Vec<String>,
     /// Per vertex, per subtask: the index of its TaskManager.
     pub placement: Vec<Vec<u32>>,
     /// Slots reserved: (registry id, count).
-    pub slots: Vec<(u64, u32)>,
+    pub slots: Vec<(TaskManagerId, u32)>,
 }
 
 impl Driver {
@@ -130,7 +131,7 @@ impl Driver {
             let first = self.last_checkpoint.map_or(self.first_checkpoint, |id| id + 1);
             Coordinator::new(Duration::from_millis(c.interval_ms), first, d.task_count(), now)
         });
-        let to: Vec<(u64, u32)> =
+        let to: Vec<(TaskManagerId, u32)> =
             self.tms.iter().enumerate().filter(|(_, id)| self.slots.iter().any(|(s, _)| s == *id)).map(|(i, id)| (*id, i as u32)).collect();
         self.phase = Phase::Deploying { preparing: to.iter().map(|(id, _)| *id).collect() };
         let described = d.restore.as_ref().map_or("nothing".to_string(), ToString::to_string);

@@ -9,6 +9,7 @@ use std::time::Instant;
 use weir_checkpoint::CheckpointMeta;
 use weir_control::protocol::CheckpointAck;
 use weir_types::deployment::{TaskEnd, TaskOutcome};
+use weir_types::ids::RunId;
 
 use super::{Command, Driver, Exported, Phase, SavepointWait};
 use crate::coordinator::AckOutcome;
@@ -66,7 +67,7 @@ impl Driver {
 
     /// A checkpoint's metadata was written (or not). Only now is it complete: its
     /// attempt's sinks hear so and commit, and savepoints waiting for it are exported.
-    pub(super) fn completed(&mut self, run: &str, meta: CheckpointMeta, result: Result<u64, String>, out: &mut Vec<Command>) {
+    pub(super) fn completed(&mut self, run: &RunId, meta: CheckpointMeta, result: Result<u64, String>, out: &mut Vec<Command>) {
         self.completing = self.completing.saturating_sub(1);
         let id = meta.id;
         let size = match result {
@@ -80,7 +81,7 @@ impl Driver {
         self.last_checkpoint = Some(self.last_checkpoint.map_or(id, |l| l.max(id)));
         out.push(Command::Checkpoint { id, status: CheckpointStatus::Completed, size: Some(size), failure: None });
         if self.is_current(run) {
-            out.push(Command::Announce { run: run.to_string(), id, to: self.holders() });
+            out.push(Command::Announce { run: run.clone(), id, to: self.holders() });
         }
         if self.is_ended() {
             return;

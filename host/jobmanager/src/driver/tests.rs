@@ -20,6 +20,11 @@ fn deployment() -> JobDeployment {
     }
 }
 
+/// TaskManager `n` of the registry.
+fn tm(n: u64) -> TaskManagerId {
+    TaskManagerId::new(n)
+}
+
 /// A driver and a clock.
 struct Job {
     d: Driver,
@@ -38,13 +43,18 @@ impl Job {
         self.d.on(e, self.t0 + Duration::from_millis(ms))
     }
 
-    fn run(&self) -> String {
+    fn run(&self) -> RunId {
         self.d.run()
     }
 
     /// Subtask 0 on TaskManager 10, subtask 1 on TaskManager 20.
     fn place(&mut self, ms: u64) -> Vec<Command> {
-        let p = Placement { tms: vec![10, 20], addrs: vec!["a".into(), "b".into()], placement: vec![vec![0, 1]], slots: vec![(10, 1), (20, 1)] };
+        let p = Placement {
+            tms: vec![tm(10), tm(20)],
+            addrs: vec!["a".into(), "b".into()],
+            placement: vec![vec![0, 1]],
+            slots: vec![(tm(10), 1), (tm(20), 1)],
+        };
         self.on(ms, Event::Placed(p))
     }
 
@@ -52,23 +62,23 @@ impl Job {
     fn start(&mut self, ms: u64) {
         self.place(ms);
         let run = self.run();
-        self.on(ms, Event::Prepared { run: run.clone(), tm: 10 });
-        let out = self.on(ms, Event::Prepared { run: run.clone(), tm: 20 });
-        assert!(out.contains(&Command::Start { run, to: vec![10, 20] }), "{out:?}");
+        self.on(ms, Event::Prepared { run: run.clone(), tm: tm(10) });
+        let out = self.on(ms, Event::Prepared { run: run.clone(), tm: tm(20) });
+        assert!(out.contains(&Command::Start { run, to: vec![tm(10), tm(20)] }), "{out:?}");
         assert!(matches!(self.d.phase(), Phase::Running));
     }
 
     fn ack(&mut self, ms: u64, id: u64, subtask: u32) -> Vec<Command> {
         let task = Ok(TaskMeta { subtask, key_groups: (0, 0), state: vec![], source: Some(vec![]), sink: None });
-        self.on(ms, Event::Ack(CheckpointAck { job: self.run(), checkpoint: id, vertex: 0, task }))
+        self.on(ms, Event::Ack(CheckpointAck { run: self.run(), checkpoint: id, vertex: 0, task }))
     }
 
     fn end(&mut self, ms: u64, subtask: u32, outcome: TaskOutcome) -> Vec<Command> {
-        self.on(ms, Event::TaskEnded(TaskEnd { job: self.run(), vertex: 0, subtask, outcome }))
+        self.on(ms, Event::TaskEnded(TaskEnd { run: self.run(), vertex: 0, subtask, outcome }))
     }
 
     fn lose(&mut self, ms: u64, tm: u64) -> Vec<Command> {
-        self.on(ms, Event::TaskManagerLost { tm, name: format!("tm-{tm}") })
+        self.on(ms, Event::TaskManagerLost { tm: TaskManagerId::new(tm), name: format!("tm-{tm}") })
     }
 
     /// Checkpoint `id` triggered at `ms`, acknowledged by both subtasks; its metadata.
@@ -81,7 +91,7 @@ impl Job {
         meta
     }
 
-    fn completed(&mut self, ms: u64, run: String, meta: CheckpointMeta) -> Vec<Command> {
+    fn completed(&mut self, ms: u64, run: RunId, meta: CheckpointMeta) -> Vec<Command> {
         self.on(ms, Event::Completed { run, meta, result: Ok(100) })
     }
 }
@@ -103,14 +113,14 @@ fn a_first_attempt_deploys_on_its_slots_and_starts_once_every_taskmanager_prepar
     let out = j.place(0);
     let d = deploys(&out).expect("deploy");
     assert_eq!((d.attempt, d.placement.clone(), d.taskmanagers.clone()), (0, vec![vec![0, 1]], vec!["a".to_string(), "b".to_string()]));
-    assert!(has(&out, |c| matches!(c, Command::Deploy { to, .. } if *to == vec![(10, 0), (20, 1)])));
+    assert!(has(&out, |c| matches!(c, Command::Deploy { to, .. } if *to == vec![(tm(10), 0), (tm(20), 1)])));
     assert!(has(&out, |c| *c == Command::Persist));
     let run = j.run();
-    assert!(j.on(1, Event::Prepared { run: run.clone(), tm: 10 }).is_empty(), "waits for the other");
+    assert!(j.on(1, Event::Prepared { run: run.clone(), tm: tm(10) }).is_empty(), "waits for the other");
     // Regression (a source set up late missed a barrier): nothing is triggered before
     // every subtask of the attempt was started.
     assert!(!has(&j.on(500, Event::Tick), |c| matches!(c, Command::Trigger { .. })));
-    let out = j.on(501, Event::Prepared { run, tm: 20 });
+    let out = j.on(501, Event::Prepared { run, tm: tm(20) });
     assert!(has(&out, |c| matches!(c, Command::Start { .. })));
     assert!(has(&j.on(700, Event::Tick), |c| matches!(c, Command::Trigger { id: 1, stop: false, .. })));
 }
@@ -120,11 +130,11 @@ fn a_failure_during_deploy_cancels_the_others_and_restarts() {
     let mut j = Job::new(FIXED);
     j.place(0);
     let run = j.run();
-    let out = j.on(1, Event::PrepareFailed { run: run.clone(), tm: 20, error: "no such component".into() });
-    assert!(has(&out, |c| matches!(c, Command::Cancel { to, .. } if *to == vec![10, 20])), "{out:?}");
+    let out = j.on(1, Event::PrepareFailed { run: run.clone(), tm: tm(20), error: "no such component".into() });
+    assert!(has(&out, |c| matches!(c, Command::Cancel { to, .. } if *to == vec![tm(10), tm(20)])), "{out:?}");
     // TaskManager 10's prepared subtask reports its cancellation: the attempt is over.
     let out = j.end(2, 0, TaskOutcome::Cancelled);
-    assert!(has(&out, |c| *c == Command::Release(vec![(10, 1), (20, 1)])));
+    assert!(has(&out, |c| *c == Command::Release(vec![(tm(10), 1), (tm(20), 1)])));
     assert!(has(&out, |c| matches!(c, Command::Log(EventLevel::Warn, m) if m.contains("no such component"))), "{out:?}");
     assert_eq!(j.d.report(j.t0).status, JobStatus::Restarting);
     assert!(j.on(100, Event::Tick).is_empty(), "the delay runs");
@@ -186,14 +196,14 @@ fn a_superseded_attempts_reports_never_count() {
     assert_ne!(j.run(), old);
     let stale = |id, subtask| {
         let task = Ok(TaskMeta { subtask, key_groups: (0, 0), state: vec![], source: Some(vec![]), sink: None });
-        Event::Ack(CheckpointAck { job: old.clone(), checkpoint: id, vertex: 0, task })
+        Event::Ack(CheckpointAck { run: old.clone(), checkpoint: id, vertex: 0, task })
     };
     assert!(has(&j.on(802, Event::Tick), |c| matches!(c, Command::Trigger { id: 1, .. })), "checkpoint 1 again, for the new attempt");
     assert!(j.on(803, stale(1, 1)).is_empty(), "the zombie's ack of checkpoint 1");
     assert!(j.ack(804, 1, 0).is_empty(), "checkpoint 1 still waits for the new attempt's subtask 1");
-    let ended = TaskEnd { job: old.clone(), vertex: 0, subtask: 1, outcome: TaskOutcome::Finished(TaskStats::default()) };
+    let ended = TaskEnd { run: old.clone(), vertex: 0, subtask: 1, outcome: TaskOutcome::Finished(TaskStats::default()) };
     assert!(j.on(805, Event::TaskEnded(ended)).is_empty(), "the zombie's end");
-    assert!(j.on(806, Event::Prepared { run: old, tm: 20 }).is_empty());
+    assert!(j.on(806, Event::Prepared { run: old, tm: tm(20) }).is_empty());
     assert_eq!(j.d.report(j.t0).status, JobStatus::Running);
     assert!(has(&j.ack(807, 1, 1), |c| matches!(c, Command::Complete { .. })));
 }
@@ -217,8 +227,8 @@ fn a_restart_waits_for_a_checkpoint_completion_in_flight() {
     let out = j.place(704);
     let d = deploys(&out).expect("deploy");
     assert_eq!(d.restore, Some(RestoreFrom::Checkpoint("j/chk-1/_metadata".into())));
-    j.on(705, Event::Prepared { run: j.run(), tm: 10 });
-    j.on(705, Event::Prepared { run: j.run(), tm: 20 });
+    j.on(705, Event::Prepared { run: j.run(), tm: tm(10) });
+    j.on(705, Event::Prepared { run: j.run(), tm: tm(20) });
     assert!(has(&j.on(806, Event::Tick), |c| matches!(c, Command::Trigger { id: 2, .. })), "ids go on after the restored one");
 }
 
@@ -245,7 +255,7 @@ fn a_savepoint_is_exported_from_the_next_completed_checkpoint() {
     let run = j.run();
     let m = j.checkpoint(51, 1);
     let out = j.completed(52, run.clone(), m.clone());
-    assert!(has(&out, |c| *c == Command::Announce { run: run.clone(), id: 1, to: vec![10, 20] }));
+    assert!(has(&out, |c| *c == Command::Announce { run: run.clone(), id: 1, to: vec![tm(10), tm(20)] }));
     assert!(has(&out, |c| *c == Command::Export { request: 7, meta: m.clone(), dir: "/sp".into(), stop: false }));
     let out = j.on(53, Event::SavepointWritten(Exported { request: 7, id: 1, dir: "/sp".into(), stop: false, result: Ok(()) }));
     assert!(has(&out, |c| *c == Command::Reply { request: 7, result: Ok(1) }));
@@ -314,7 +324,7 @@ fn a_resumed_job_restarts_from_its_newest_checkpoint_as_a_new_attempt() {
     assert_eq!(d.report(t0).status, JobStatus::Restarting);
     assert_eq!(d.on(Event::Tick, t0), vec![Command::FindRestore]);
     assert_eq!(d.on(Event::Restorable(Ok(Some((9, "j/chk-9/_metadata".into())))), t0), vec![Command::Place]);
-    let p = Placement { tms: vec![10], addrs: vec!["a".into()], placement: vec![vec![0, 0]], slots: vec![(10, 2)] };
+    let p = Placement { tms: vec![tm(10)], addrs: vec!["a".into()], placement: vec![vec![0, 0]], slots: vec![(tm(10), 2)] };
     let out = d.on(Event::Placed(p), t0);
     let dep = deploys(&out).expect("deploy");
     assert_eq!((dep.attempt, dep.restore.clone()), (5, Some(RestoreFrom::Checkpoint("j/chk-9/_metadata".into()))));
