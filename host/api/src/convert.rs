@@ -21,7 +21,7 @@ fn ms_time(ms: u64) -> String {
 pub fn job(j: JobInfo) -> Job {
     let r = &j.resource;
     let started = r.started_ms.map(|at| Started {
-        job_id: j.id.to_string(),
+        job_id: j.id.clone(),
         transition_time: ms_time(at),
         last_update_time: ms_time(r.updated_ms),
         observed_job_restarts: r.observed_restarts,
@@ -30,7 +30,7 @@ pub fn job(j: JobInfo) -> Job {
     let failure = r.failure.as_ref().map(|m| Failure { reason: "JobFailed".into(), message: m.clone() });
     Job {
         kind: "Job".into(),
-        metadata: JobMetadata { id: j.id.to_string(), name: j.name.clone(), created_at: time(j.created) },
+        metadata: JobMetadata { id: j.id.clone(), name: j.name.clone(), created_at: time(j.created) },
         spec: j.spec,
         status: JobStatusDoc {
             state: r.state.name().to_string(),
@@ -45,7 +45,7 @@ pub fn job(j: JobInfo) -> Job {
 
 /// An uploaded artifact.
 pub fn artifact(a: ArtifactInfo) -> Artifact {
-    Artifact { id: a.id.into(), size: a.size, uploaded_at: time(a.uploaded) }
+    Artifact { id: a.id, size: a.size, uploaded_at: time(a.uploaded) }
 }
 
 /// One checkpoint of a job's log.
@@ -107,7 +107,7 @@ pub fn metrics(id: &JobId, m: JobMetrics) -> Metrics {
             v.outputs.iter().map(move |(t, p)| EdgeDoc { source: i as u32, target: *t as u32, partitioning: partitioning_name(*p).into() })
         })
         .collect();
-    Metrics { job_id: id.to_string(), status: m.status.name().to_string(), vertices, edges }
+    Metrics { job_id: id.clone(), status: m.status.name().to_string(), vertices, edges }
 }
 
 fn partitioning_name(p: Partitioning) -> &'static str {
@@ -145,7 +145,7 @@ pub fn taskmanagers(o: &ClusterOverview) -> TaskManagerList {
         .taskmanagers
         .iter()
         .map(|t| TaskManager {
-            id: t.id.get(),
+            id: t.id,
             name: t.name.clone(),
             addr: t.addr.clone(),
             data_addr: t.data_addr.clone(),

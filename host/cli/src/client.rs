@@ -13,6 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use weir_documents::{Artifact, ErrorBody};
+use weir_types::ids::JobId;
 
 /// How a client command prints its answer.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -44,7 +45,7 @@ pub struct Remote {
 #[derive(Args)]
 pub struct JobIdArgs {
     /// The job's id.
-    pub job_id: String,
+    pub job_id: JobId,
     #[command(flatten)]
     pub remote: Remote,
 }

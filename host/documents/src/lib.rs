@@ -9,6 +9,7 @@
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
+use weir_types::ids::{ComponentHash, JobId, TaskManagerId};
 pub use weir_types::submit::SubmitSpec;
 
 /// An RFC 3339 time with milliseconds, UTC.
@@ -51,7 +52,7 @@ pub struct Job {
 #[serde(rename_all = "camelCase")]
 pub struct JobMetadata {
     /// Job id.
-    pub id: String,
+    pub id: JobId,
     /// The job's name, from its plan.
     pub name: String,
     /// Submission time.
@@ -81,7 +82,7 @@ pub struct JobStatusDoc {
 #[serde(rename_all = "camelCase")]
 pub struct Started {
     /// The engine's job id.
-    pub job_id: String,
+    pub job_id: JobId,
     /// When the job entered STARTED.
     pub transition_time: String,
     /// Last observation.
@@ -122,7 +123,7 @@ pub struct JobList {
 #[serde(rename_all = "camelCase")]
 pub struct Artifact {
     /// SHA-256 of the bytes, hex.
-    pub id: String,
+    pub id: ComponentHash,
     /// Bytes.
     pub size: u64,
     /// Upload time.
@@ -208,7 +209,7 @@ pub struct EventList {
 #[serde(rename_all = "camelCase")]
 pub struct Metrics {
     /// Job id.
-    pub job_id: String,
+    pub job_id: JobId,
     /// The engine's status.
     pub status: String,
     /// Vertices (chains), in topological order.
@@ -308,7 +309,7 @@ pub struct JobCounts {
 #[serde(rename_all = "camelCase")]
 pub struct TaskManager {
     /// Registry id.
-    pub id: u64,
+    pub id: TaskManagerId,
     /// Certificate name.
     pub name: String,
     /// Network address it connected from.
@@ -356,7 +357,7 @@ mod tests {
     #[test]
     fn documents_are_camel_case() -> serde_json::Result<()> {
         let tm = TaskManager {
-            id: 1,
+            id: TaskManagerId::new(1),
             name: "taskmanager-0".into(),
             addr: "a".into(),
             data_addr: "d".into(),

@@ -5,13 +5,14 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use weir_documents::{SavepointDone, SavepointSpec};
+use weir_types::ids::JobId;
 
 use crate::client::{self, Remote};
 
 #[derive(Args)]
 pub struct SavepointArgs {
     /// The job's id.
-    job_id: String,
+    job_id: JobId,
     /// Directory to write the savepoint to (must not exist or be empty; every
     /// TaskManager that restores it must reach it at the same path).
     #[arg(long)]

@@ -5,26 +5,27 @@
 use anyhow::Result;
 use clap::Args;
 use weir_documents::{CheckpointList, Cluster, Job, JobList, Metrics, TaskManagerList};
+use weir_types::ids::JobId;
 
 use crate::client::{Client, Remote};
 
 #[derive(Args)]
 pub struct StatusArgs {
     /// A job's id: show that job [default: the whole cluster].
-    job_id: Option<String>,
+    job_id: Option<JobId>,
     #[command(flatten)]
     remote: Remote,
 }
 
 pub fn run(a: StatusArgs) -> Result<()> {
     let c = a.remote.connect()?;
-    match a.job_id.as_deref() {
+    match &a.job_id {
         Some(id) => job(&c, id),
         None => cluster(&c),
     }
 }
 
-fn job(c: &Client, id: &str) -> Result<()> {
+fn job(c: &Client, id: &JobId) -> Result<()> {
     let j: Job = c.get(&format!("/jobs/{id}"), &format!("no status of job {id}"))?;
     let m: Metrics = c.get(&format!("/jobs/{id}/metrics"), "job metrics")?;
     let cps: CheckpointList = c.get(&format!("/jobs/{id}/checkpoints"), "job checkpoints")?;

@@ -82,11 +82,11 @@ fn submit(c: &Client, s: Submission<'_>) -> Result<()> {
     // under the upload: ask something small first so the refusal is what users see.
     let _: Cluster = c.get("/cluster", &format!("job {} was refused", s.name))?;
     let spec = match s.source {
-        JobSource::Component(wasm) => SubmitSpec { artifact: Some(c.upload(wasm, s.name)?.id), ..s.spec },
+        JobSource::Component(wasm) => SubmitSpec { artifact: Some(c.upload(wasm, s.name)?.id.into()), ..s.spec },
         JobSource::Manifest { text, components } => {
             let mut ids = std::collections::BTreeMap::new();
             for (name, wasm) in components {
-                ids.insert(name.clone(), c.upload(wasm, name)?.id);
+                ids.insert(name.clone(), c.upload(wasm, name)?.id.into());
             }
             SubmitSpec { manifest: Some(text.clone()), components: ids, ..s.spec }
         }
