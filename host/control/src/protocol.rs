@@ -169,3 +169,30 @@ pub struct TaskManagerInfo {
     /// Milliseconds since its last heartbeat.
     pub last_heartbeat_ms: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use weir_types::ids::JobId;
+
+    use super::*;
+
+    /// The typed ids and the fields renamed to `run` left the bytes alone: postcard
+    /// writes no field names, and ids are written as the bare strings and numbers.
+    #[test]
+    fn messages_are_the_bytes_they_were_with_bare_ids() -> Result<(), Box<dyn std::error::Error>> {
+        let run = "ab".parse::<JobId>()?.run(2);
+        let hash: ComponentHash = "0f".repeat(32).parse()?;
+        // Variant index, then each field: a string is its length and bytes, an integer a varint.
+        assert_eq!(bytes(&ToJobManager::Prepared { run: run.clone() })?, b"\x03\x04ab.2");
+        let need = ToJobManager::NeedComponents { run: run.clone(), hashes: vec![hash] };
+        assert_eq!(bytes(&need)?, [b"\x02\x04ab.2\x01\x40".as_slice(), "0f".repeat(32).as_bytes()].concat());
+        assert_eq!(bytes(&FromJobManager::Registered { id: TaskManagerId::new(300), heartbeat_ms: 5 })?, b"\x00\xac\x02\x05");
+        assert_eq!(bytes(&FromJobManager::TriggerCheckpoint { run: run.clone(), id: 7, stop: true })?, b"\x05\x04ab.2\x07\x01");
+        assert_eq!(bytes(&FromJobManager::Cancel { run })?, b"\x07\x04ab.2");
+        Ok(())
+    }
+
+    fn bytes(m: &impl Serialize) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_stdvec(m)
+    }
+}

@@ -244,3 +244,16 @@ fn unknown_job(id: &str) -> ApiError {
 
 /// Artifacts kept in memory; the oldest upload goes first.
 const ARTIFACTS_KEPT: usize = 64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A malformed id in a path gets the answer of an unknown one, word for word.
+    #[test]
+    fn a_malformed_job_id_is_an_unknown_job() {
+        assert_eq!(job_id("a\nb"), Err(ApiError::NotFound("no job \"a\\nb\"".into())));
+        assert_eq!(job_id("a.1"), Err(unknown_job("a.1")));
+        assert_eq!(job_id("0123456789abcdef").map(String::from), Ok("0123456789abcdef".to_string()));
+    }
+}
