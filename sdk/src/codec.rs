@@ -488,6 +488,53 @@ pub(crate) mod build {
         out
     }
 
+    /// An `on-timer` input: keys with optional state, then `(key-index, ts, domain)`
+    /// fired timers.
+    pub(crate) fn timer_input(keys: &[(&[u8], Option<&[u8]>)], timers: &[(u32, i64, weir_batch::TimeDomain)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        weir_batch::push_key_count(&mut out, keys.len() as u32);
+        for (key, state) in keys {
+            weir_batch::push_key_with_state(&mut out, key, *state);
+        }
+        weir_batch::push_timers_header(&mut out, timers.len() as u32);
+        for &(key_index, ts, domain) in timers {
+            weir_batch::push_fired_timer(&mut out, weir_batch::FiredTimer { key_index, ts, domain });
+        }
+        out
+    }
+
+    /// A keyed output with `keys` keys, parsed and checked by the host's parser.
+    #[derive(Debug)]
+    pub(crate) struct KeyedOutput {
+        pub records: Vec<(i64, Vec<u8>, Vec<u8>)>,
+        /// Per key: `None` unchanged, `Some(None)` cleared, `Some(Some(bytes))` set.
+        pub states: Vec<Option<Option<Vec<u8>>>>,
+        pub timers: Vec<weir_batch::TimerChange>,
+        /// True if the output ends with a timer-change trailer at all.
+        pub has_trailer: bool,
+    }
+
+    pub(crate) fn parse_keyed_output(buf: &[u8], keys: usize) -> KeyedOutput {
+        let o = weir_batch::parse_output(buf, Some(keys)).expect("a valid keyed output");
+        let records =
+            weir_batch::records(o.records).map(|rec| rec.expect("record")).map(|rec| (rec.ts, rec.key.to_vec(), rec.value.to_vec())).collect();
+        let states = o
+            .states
+            .iter()
+            .map(|u| match u {
+                StateUpdate::Unchanged => None,
+                StateUpdate::Set(s) => Some(Some(s.to_vec())),
+                StateUpdate::Cleared => Some(None),
+            })
+            .collect();
+        let mut r = weir_batch::Reader::new(buf);
+        r.len_prefixed("records").expect("records");
+        for index in 0..keys {
+            r.state_update(index).expect("state update");
+        }
+        KeyedOutput { records, states, timers: o.timers, has_trailer: !r.is_empty() }
+    }
+
     /// An output batch split into its records and the state-update tail.
     pub(crate) struct Output {
         pub records: Vec<(i64, Vec<u8>, Vec<u8>)>,

@@ -4,7 +4,7 @@
 use core::marker::PhantomData;
 
 use serde::Serialize;
-use weir_batch::{WriteBuf, push_len_prefixed, push_ts};
+use weir_batch::{TS_BYTES, WriteBuf, push_len_prefixed, push_ts};
 
 use crate::codec::{self, Out};
 use crate::error::OpError;
@@ -80,6 +80,13 @@ impl<'a, W: Serialize + 'static> Emitter<'a, W> {
         self.key = key;
     }
 
+    /// Sets the timestamp of the records emitted next, keeping the key: a window's
+    /// results carry the window's last instant.
+    #[inline(always)]
+    pub(crate) fn set_ts(&mut self, ts: i64) {
+        self.ts = ts;
+    }
+
     /// Takes the first error recorded since the last call. Checks before taking so the
     /// common no-error case costs a load, not a store.
     #[inline(always)]
@@ -144,6 +151,14 @@ impl<'a, W: Serialize + 'static> Emitter<'a, W> {
     #[inline]
     pub(crate) fn copy_record(&mut self, raw: &[u8]) {
         self.out.put_slice(raw);
+    }
+
+    /// Copies a whole input record with timestamp `ts` instead of its own (only valid
+    /// when `!rekeys()`): a timestamp assigner changes nothing else.
+    #[inline]
+    pub(crate) fn copy_record_at(&mut self, ts: i64, raw: &[u8]) {
+        push_ts(self.out, ts);
+        self.out.put_slice(raw.get(TS_BYTES..).unwrap_or(&[]));
     }
 
     #[inline(always)]

@@ -2,6 +2,7 @@
 //! plus the operator registry (node index = operator id).
 
 use crate::ops::{Operator, PendingKey};
+use crate::time::WatermarkStrategy;
 use crate::wit::weir::dataflow::plan_types as wit;
 
 pub(crate) enum NodeKind {
@@ -22,6 +23,8 @@ pub(crate) struct Node {
     pub(crate) name: String,
     pub(crate) kind: NodeKind,
     pub(crate) parallelism: Option<u32>,
+    /// Generate watermarks from this node's output (sources and operators only).
+    pub(crate) watermarks: Option<WatermarkStrategy>,
 }
 
 pub(crate) struct Edge {
@@ -53,7 +56,7 @@ impl Graph {
         } else if self.nodes.iter().any(|n| n.uid == uid) {
             self.errors.push(format!("uid {uid:?} is used by more than one node"));
         }
-        self.nodes.push(Node { uid: uid.to_string(), name: uid.to_string(), kind, parallelism: None });
+        self.nodes.push(Node { uid: uid.to_string(), name: uid.to_string(), kind, parallelism: None, watermarks: None });
         self.nodes.len() - 1
     }
 
@@ -63,6 +66,19 @@ impl Graph {
 
     pub(crate) fn node_mut(&mut self, index: usize) -> Option<&mut Node> {
         self.nodes.get_mut(index)
+    }
+
+    /// Makes node `index` generate watermarks with `strategy`. Only sources and
+    /// operators produce records whose timestamps can drive them.
+    pub(crate) fn set_watermarks(&mut self, index: usize, strategy: WatermarkStrategy) {
+        let Some(node) = self.nodes.get_mut(index) else { return };
+        match node.kind {
+            NodeKind::Source(_) | NodeKind::Operator { .. } => node.watermarks = Some(strategy),
+            _ => {
+                let msg = format!("node {:?}: watermarks need a source or an operator", node.uid);
+                self.errors.push(msg);
+            }
+        }
     }
 
     /// Lowers the graph: places every key selector, drops fused nodes, renumbers, and
@@ -89,7 +105,8 @@ impl Graph {
                 NodeKind::KeySelector(_) => return Err(format!("internal: key selector {:?} not placed", node.uid)),
             };
             new_index[old] = Some(u32::try_from(nodes.len()).map_err(|_| "too many nodes".to_string())?);
-            nodes.push(wit::Node { uid: node.uid, name: node.name, kind, parallelism: node.parallelism, watermarks: None });
+            let watermarks = node.watermarks.map(WatermarkStrategy::to_wit);
+            nodes.push(wit::Node { uid: node.uid, name: node.name, kind, parallelism: node.parallelism, watermarks });
             registry.push(op);
         }
         let mut edges = Vec::with_capacity(self.edges.len());

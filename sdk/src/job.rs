@@ -1,4 +1,4 @@
-//! The builder API: [`Job`], [`Stream`], [`KeyedStream`], [`Sink`].
+//! The builder API: [`Job`], [`Stream`], [`KeyedStream`], [`WindowedStream`], [`Sink`].
 //!
 //! Building records nodes, edges and closures in a shared [`Graph`]; streams are cheap
 //! handles to one node of it, so a stream can be cloned to feed several operators.
@@ -14,6 +14,10 @@ use crate::graph::{Graph, NodeKind};
 use crate::keyed::{self, KeyedContext};
 use crate::ops::{self, Format, Raw};
 use crate::text::TextField;
+use crate::time::{TimeDomain, Timer, WatermarkStrategy};
+use crate::timers::{Closures, KeyedProcessFunction, ProcessFn, TimerContext};
+use crate::window::{Window, Windows};
+use crate::windowed::{AggregateFn, AggregateFunction, CountFn, ProcessWindowFn, ReduceFn, WindowFn, WindowOp};
 use crate::wit::weir::dataflow::plan_types::{GeneratorSource, Partitioning, SinkKind, SourceKind};
 
 /// The job being built: its arguments, name and sources. `build` receives one.
@@ -89,6 +93,17 @@ impl Job {
     /// The numbers `start .. start + count`, spread over the source's subtasks.
     pub fn generator(&mut self, uid: &str, start: u64, count: u64) -> Stream<(), u64> {
         self.source(uid, SourceKind::Generator(GeneratorSource { start, count, records_per_ms: None }))
+    }
+
+    /// The numbers `start .. start + count` with event time: number `n` gets timestamp
+    /// `n / records_per_ms` (ms), so the stream spans `count / records_per_ms` ms of
+    /// event time. Each subtask's timestamps ascend, so
+    /// `.with_watermarks(WatermarkStrategy::monotonous())` makes watermarks of them.
+    pub fn generator_with_time(&mut self, uid: &str, start: u64, count: u64, records_per_ms: u64) -> Stream<(), u64> {
+        if records_per_ms == 0 {
+            self.fail(format!("generator {uid:?}: records_per_ms must be at least 1"));
+        }
+        self.source(uid, SourceKind::Generator(GeneratorSource { start, count, records_per_ms: Some(records_per_ms.max(1)) }))
     }
 
     fn source<V: Data>(&mut self, uid: &str, kind: SourceKind) -> Stream<(), V> {
@@ -171,6 +186,24 @@ impl<K: Data, V: Data> Stream<K, V> {
     fn keyed_by<K2: Data>(self, uid: &str, pending: Box<dyn ops::PendingKey>) -> KeyedStream<K2, V> {
         let stream: Stream<K2, V> = Stream { partitioning: Partitioning::Forward, ..self }.then(uid, NodeKind::KeySelector(pending));
         KeyedStream { graph: stream.graph, node: stream.node, _t: PhantomData }
+    }
+
+    /// Sets each record's timestamp to `timestamp(&value)` and generates watermarks from
+    /// them with `strategy` (Flink's `assignTimestampsAndWatermarks`): the event time of
+    /// everything downstream. Keys and values pass through unchanged, and a `key_by`
+    /// right after it runs inside it.
+    pub fn assign_timestamps(self, uid: &str, timestamp: impl FnMut(&V) -> i64 + 'static, strategy: WatermarkStrategy) -> Stream<K, V> {
+        let stream = self.op(uid, ops::assign_timestamps(timestamp));
+        stream.with_watermarks(strategy)
+    }
+
+    /// Generates watermarks with `strategy` from the timestamps of the records of the
+    /// node that produces this stream: a source (e.g. [`Job::generator_with_time`]) or
+    /// an operator that sets timestamps (`Emitter::emit_at`). Replaces the watermarks
+    /// that arrive from upstream; a strategy set before on the same node is replaced.
+    pub fn with_watermarks(self, strategy: WatermarkStrategy) -> Self {
+        self.graph.borrow_mut().set_watermarks(self.node, strategy);
+        self
     }
 
     /// Sends the records of the next edge round-robin to all downstream subtasks.
@@ -287,6 +320,106 @@ impl<K: Data, V: Data> KeyedStream<K, V> {
     /// number of outputs, which keep the key.
     pub fn process<S: Data, W: Data>(self, uid: &str, f: impl FnMut(&mut KeyedContext<'_, K, S>, V, &mut Emitter<'_, W>) + 'static) -> Stream<K, W> {
         self.keyed(uid, keyed::Process::boxed(f))
+    }
+
+    /// `process` with timers: `on_record` sees each record with a [`TimerContext`]
+    /// (everything a [`KeyedContext`] has, plus the watermark, processing time and the
+    /// key's timers), and `on_timer` runs when a timer it set fires. See
+    /// [`KeyedProcessFunction`], which this wraps.
+    pub fn process_with_timers<S: Data, W: Data>(
+        self,
+        uid: &str,
+        on_record: impl FnMut(&mut TimerContext<'_, K, S>, V, &mut Emitter<'_, W>) + 'static,
+        on_timer: impl FnMut(&mut TimerContext<'_, K, S>, Timer, &mut Emitter<'_, W>) + 'static,
+    ) -> Stream<K, W> {
+        self.process_function(uid, Closures::new(on_record, on_timer))
+    }
+
+    /// Runs a [`KeyedProcessFunction`] (Flink's): per-record processing and timer
+    /// callbacks that share the function's fields.
+    pub fn process_function<F: KeyedProcessFunction<K, V>>(self, uid: &str, f: F) -> Stream<K, F::Out> {
+        self.keyed(uid, ProcessFn::boxed(f))
+    }
+
+    /// Groups each key's records into event-time windows: a window fires when the
+    /// watermark passes its end. Finish with an aggregation of [`WindowedStream`].
+    pub fn window(self, windows: Windows) -> WindowedStream<K, V> {
+        WindowedStream { stream: self, windows, domain: TimeDomain::Event, lateness: 0 }
+    }
+
+    /// Groups each key's records into windows of processing time: a record goes by the
+    /// time its batch is processed, and a window fires when the wall clock passes its end.
+    pub fn window_processing_time(self, windows: Windows) -> WindowedStream<K, V> {
+        WindowedStream { stream: self, windows, domain: TimeDomain::Processing, lateness: 0 }
+    }
+}
+
+/// A keyed stream grouped into windows, waiting for what to compute per window (Flink's
+/// `WindowedStream`).
+///
+/// Results are records with the key, the value `(Window, result)` (`process`: what it
+/// emits) and the window's last instant (`Window::max_timestamp`) as timestamp, emitted
+/// when the window fires. Each key's open windows and their accumulators are its value
+/// state, so an incremental aggregate (`count`, `sum`, `reduce`, `aggregate`) keeps one
+/// accumulator per open window, while `process` keeps every value until the window
+/// fires.
+pub struct WindowedStream<K, V> {
+    stream: KeyedStream<K, V>,
+    windows: Windows,
+    domain: TimeDomain,
+    lateness: i64,
+}
+
+impl<K: Data, V: Data> WindowedStream<K, V> {
+    /// Keeps each event-time window `ms` past its end (Flink's `allowedLateness`): a late
+    /// record for it still counts and fires the window again at once with the updated
+    /// result. Records later than that are dropped (and counted in the log). Default 0.
+    pub fn allowed_lateness(mut self, ms: u64) -> Self {
+        if self.domain == TimeDomain::Processing && ms > 0 {
+            self.stream.graph.borrow_mut().errors.push("allowed_lateness applies to event-time windows only".to_string());
+        }
+        self.lateness = i64::try_from(ms).unwrap_or(i64::MAX);
+        self
+    }
+
+    fn windowed<F: WindowFn>(self, uid: &str, f: F) -> Stream<K, F::Out> {
+        if let Err(e) = self.windows.check() {
+            self.stream.graph.borrow_mut().errors.push(format!("window {uid:?}: {e}"));
+        }
+        self.stream.keyed(uid, WindowOp::boxed(self.windows, self.domain, self.lateness, f))
+    }
+
+    /// The number of records per key and window.
+    pub fn count(self, uid: &str) -> Stream<K, (Window, u64)> {
+        self.windowed(uid, CountFn)
+    }
+
+    /// The sum of the values per key and window. Overflow behaves like `V`'s `+` in
+    /// release builds (wrapping for integers).
+    pub fn sum(self, uid: &str) -> Stream<K, (Window, V)>
+    where
+        V: Add<Output = V>,
+    {
+        self.windowed(uid, ReduceFn::new(|a: V, b: V| a + b))
+    }
+
+    /// The values per key and window combined with `f`, starting from the window's
+    /// first value.
+    pub fn reduce(self, uid: &str, f: impl FnMut(V, V) -> V + 'static) -> Stream<K, (Window, V)> {
+        self.windowed(uid, ReduceFn::new(f))
+    }
+
+    /// An [`AggregateFunction`] per key and window.
+    pub fn aggregate<A: AggregateFunction<V>>(self, uid: &str, f: A) -> Stream<K, (Window, A::Out)> {
+        self.windowed(uid, AggregateFn::new(f))
+    }
+
+    /// Calls `f` with the key, the window and all of its values (in arrival order) when
+    /// the window fires (Flink's `ProcessWindowFunction`). Emitted records keep the key
+    /// and carry the window's last instant as timestamp. Every value is kept in the
+    /// key's state until then; prefer an aggregate where one does.
+    pub fn process<W: Data>(self, uid: &str, f: impl FnMut(&K, Window, Vec<V>, &mut Emitter<'_, W>) + 'static) -> Stream<K, W> {
+        self.windowed(uid, ProcessWindowFn::new(f))
     }
 }
 

@@ -22,10 +22,10 @@ use crate::wit::weir::dataflow::keyed_state as host;
 /// One key of the current batch: its bytes (borrowed from the batch), its value state
 /// (`None`: no state) and whether this batch wrote the state. One struct per key keeps
 /// the per-record lookup to a single bounds check.
-struct Slot<'a, S> {
-    key: &'a [u8],
-    state: Option<S>,
-    changed: bool,
+pub(crate) struct Slot<'a, S> {
+    pub(crate) key: &'a [u8],
+    pub(crate) state: Option<S>,
+    pub(crate) changed: bool,
 }
 
 /// Reuses the slot table for the next batch: the vector is emptied first, and an
@@ -39,20 +39,25 @@ fn recycle_slots<'b, S>(mut v: Vec<Slot<'_, S>>) -> Vec<Slot<'b, S>> {
     v.into_iter().filter_map(|_| None).collect()
 }
 
-/// The per-batch key table shared by keyed operators, reused across batches.
-struct Keys<S: 'static> {
+/// The per-batch key table shared by keyed operators (and the timer input's, which has
+/// the same layout), reused across batches.
+pub(crate) struct Keys<S: 'static> {
     slots: Vec<Slot<'static, S>>,
 }
 
 impl<S: Data> Keys<S> {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Keys { slots: Vec::new() }
     }
 
     /// Reads the key table, decoding each key's state; `on_key` sees each key's bytes
     /// (the process operator decodes the typed key there).
     #[inline(always)]
-    fn read<'a>(&mut self, r: &mut Reader<'a>, mut on_key: impl FnMut(&'a [u8]) -> Result<(), OpError>) -> Result<Vec<Slot<'a, S>>, OpError> {
+    pub(crate) fn read<'a>(
+        &mut self,
+        r: &mut Reader<'a>,
+        mut on_key: impl FnMut(&'a [u8]) -> Result<(), OpError>,
+    ) -> Result<Vec<Slot<'a, S>>, OpError> {
         let mut slots = recycle_slots(core::mem::take(&mut self.slots));
         let count = r.u32("key count")?;
         for _ in 0..count {
@@ -69,7 +74,7 @@ impl<S: Data> Keys<S> {
 
     /// Appends one state update per key and keeps the table for the next batch.
     #[inline(always)]
-    fn finish(&mut self, slots: Vec<Slot<'_, S>>, out: &mut Out) -> Result<(), OpError> {
+    pub(crate) fn finish(&mut self, slots: Vec<Slot<'_, S>>, out: &mut Out) -> Result<(), OpError> {
         for slot in &slots {
             codec::put_state_update(out, slot.changed, slot.state.as_ref())?;
         }
@@ -81,7 +86,7 @@ impl<S: Data> Keys<S> {
 /// Record `record` names a key the batch does not have.
 #[cold]
 #[inline(never)]
-fn bad_index(record: usize, index: u32, keys: usize) -> OpError {
+pub(crate) fn bad_index(record: usize, index: u32, keys: usize) -> OpError {
     BatchError::bad_key_index(record, index, keys).into()
 }
 
@@ -185,6 +190,10 @@ pub struct KeyedContext<'a, K, S> {
 }
 
 impl<'a, K, S> KeyedContext<'a, K, S> {
+    pub(crate) fn new(key: &'a K, key_bytes: &'a [u8], state: &'a mut Option<S>, changed: &'a mut bool, ts: i64) -> Self {
+        KeyedContext { key, key_bytes, state, changed, ts }
+    }
+
     /// The key of the current record.
     pub fn key(&self) -> &K {
         self.key

@@ -36,11 +36,26 @@
 //!
 //! ## Map
 //! - [`Job`] (module `job`): arguments, name, sources; [`Stream`], [`KeyedStream`],
-//!   [`Sink`]: the builder API.
+//!   [`WindowedStream`], [`Sink`]: the builder API.
 //! - [`Emitter`] (`emit`): how `flat_map` and `process` emit; it can also run a fused key
 //!   selector.
 //! - [`KeyedContext`], [`MapState`], [`ListState`] (`keyed`): keyed operators, value state that travels
 //!   with the batch, map state through host calls.
+//! - [`WatermarkStrategy`], [`Timer`], [`TimeDomain`] (`time`): event time in the plan
+//!   (`Stream::assign_timestamps`, `Stream::with_watermarks`,
+//!   `Job::generator_with_time`), and the clock seam: operators read the watermark and
+//!   processing time through it, once per batch; it is the host's `clock` import in a
+//!   component and a hand-set clock in native tests.
+//! - [`KeyedProcessFunction`], [`TimerContext`] (`timers`): keyed operators with timers
+//!   (`KeyedStream::process_with_timers`, `process_function`); the driver that runs
+//!   `process` and `on-timer` for them and writes timer changes after the state updates
+//!   (only if there are any); the `timers.on-timer` export.
+//! - [`Window`], [`Windows`] (`window`): window assignment, session merging and
+//!   lateness as pure logic, and the per-key window state (open windows with their
+//!   accumulators, one inline). [`AggregateFunction`] and the window operators
+//!   (`windowed`): `KeyedStream::window(...)` `.count/.sum/.reduce/.aggregate/.process`,
+//!   built on timers: a timer per window (set when it opens, not per record), allowed
+//!   lateness, late records dropped and counted.
 //! - [`TextField`] (`text`): how text sinks print keys and values.
 //! - `graph`: the recorded graph, key-selector placement, lowering to the WIT plan.
 //! - `codec`: this SDK's side of the batch layouts (the layout itself, and the panic hook
@@ -63,8 +78,12 @@
 //! hot path. Integer keys, values and states (`u32`, `u64`, `usize`, `i32`, `i64`) skip
 //! serde and are read and written as postcard varints directly.
 //!
-//! It is not: a runtime (the host runs sources, sinks, routing and state), a place for
-//! windows or timers yet, or a binding users touch (`wit` is generated and hidden).
+//! Windows keep each key's open windows in its value state, so their per-record work is
+//! the window's start, a comparison with the watermark (read once per batch) and an
+//! accumulator update; timers cost output bytes only when a window opens or fires.
+//!
+//! It is not: a runtime (the host runs sources, sinks, routing, watermarks, state and
+//! timers), or a binding users touch (`wit` is generated and hidden).
 
 #![deny(unsafe_code)]
 #![deny(clippy::unwrap_used)]
@@ -80,8 +99,11 @@ mod job;
 mod keyed;
 mod ops;
 mod runtime;
-mod timers;
 mod text;
+mod time;
+mod timers;
+mod window;
+mod windowed;
 
 /// Generated WIT bindings. Not part of the API; `export_job!` refers to it.
 #[doc(hidden)]
@@ -105,10 +127,14 @@ pub use serde;
 
 pub use emit::Emitter;
 pub use error::StateError;
-pub use job::{Job, KeyedStream, Sink, SinkHandle, Stream};
+pub use job::{Job, KeyedStream, Sink, SinkHandle, Stream, WindowedStream};
 pub use keyed::{KeyedContext, ListState, MapState};
 pub use runtime::BuildFn;
 pub use text::TextField;
+pub use time::{TimeDomain, Timer, WatermarkStrategy};
+pub use timers::{KeyedProcessFunction, TimerContext};
+pub use window::{Window, Windows};
+pub use windowed::AggregateFunction;
 
 /// What keys, values and states must be: postcard-serializable, owned types.
 pub trait Data: serde::Serialize + serde::de::DeserializeOwned + 'static {}
@@ -117,7 +143,10 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned + 'static> Data for T {}
 
 /// Everything a job's `build` function needs.
 pub mod prelude {
-    pub use crate::{Data, Emitter, Job, KeyedContext, KeyedStream, ListState, MapState, Sink, StateError, Stream, TextField};
+    pub use crate::{
+        AggregateFunction, Data, Emitter, Job, KeyedContext, KeyedProcessFunction, KeyedStream, ListState, MapState, Sink, StateError, Stream,
+        TextField, TimeDomain, Timer, TimerContext, WatermarkStrategy, Window, WindowedStream, Windows,
+    };
 }
 
 /// Messages to the host's log, tagged by the host with the operator's identity.

@@ -25,6 +25,13 @@ pub(crate) trait Operator {
     /// cursor is a local of each operator's loop so it lives in Wasm locals.
     fn process(&mut self, input: &[u8], capacity: usize) -> Result<Vec<u8>, OpError>;
 
+    /// Handles the operator's fired timers (layout per WIT `timers.on-timer`) and returns
+    /// the output batch, a keyed `process` output. Only keyed operators that set timers
+    /// get this call; the others say so.
+    fn on_timer(&mut self, _input: &[u8], _capacity: usize) -> Result<Vec<u8>, OpError> {
+        Err(OpError::Failed("on-timer for an operator that sets no timers".to_string()))
+    }
+
     /// Called once when the subtask finishes.
     fn close(&mut self) -> Result<(), OpError> {
         Ok(())
@@ -133,6 +140,20 @@ pub(crate) fn filter<V: Data>(mut f: impl FnMut(&V) -> bool + 'static) -> Box<dy
             } else {
                 em.copy_record(rec.raw);
             }
+        }
+    }))
+}
+
+/// Operator for `Stream::assign_timestamps`: each record is copied with the timestamp
+/// `f` computes from its value, or re-encoded if a fused key selector rewrites its key.
+pub(crate) fn assign_timestamps<V: Data>(mut f: impl FnMut(&V) -> i64 + 'static) -> Box<dyn Operator> {
+    Box::new(Stateless::new(move |v: V, rec: &Record<'_>, em: &mut Emitter<'_, V>| {
+        let ts = f(&v);
+        if em.rekeys() {
+            em.set_ts(ts);
+            em.emit_raw_value(&v, rec.value);
+        } else {
+            em.copy_record_at(ts, rec.raw);
         }
     }))
 }

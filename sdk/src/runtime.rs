@@ -1,5 +1,6 @@
-//! The component's side of the contract: `plan`, `open`, `process`, `close`, dispatched
-//! to the operators the user's `build` function registered.
+//! The component's side of the contract: `plan`, `open`, `process`, `on-timer`
+//! (exported in `timers`), `close`, dispatched to the operators the user's `build`
+//! function registered.
 //!
 //! `plan` runs `build` and keeps the resulting operators in a per-instance registry; the
 //! host calls `plan` in every instance before `open`, and `open` rebuilds the registry
@@ -30,6 +31,8 @@ struct Slot {
     /// the canonical ABI takes ownership of the returned buffer, so capacity cannot be
     /// kept across calls, but the next allocation can be right the first time.
     out_hint: usize,
+    /// The same for `on-timer` outputs, which differ in size from `process`'s.
+    timer_hint: usize,
 }
 
 struct Runtime {
@@ -48,7 +51,7 @@ pub(crate) fn build_job(build: BuildFn, args: Vec<(String, String)>) -> Result<(
 }
 
 fn install(registry: Registry) {
-    let slots = registry.into_iter().map(|op| op.map(|op| Slot { op, out_hint: 0 })).collect();
+    let slots = registry.into_iter().map(|op| op.map(|op| Slot { op, out_hint: 0, timer_hint: 0 })).collect();
     RUNTIME.with(|rt| *rt.borrow_mut() = Some(Runtime { slots }));
 }
 
@@ -86,6 +89,16 @@ pub(crate) fn process(op: u32, batch: &[u8]) -> Result<Vec<u8>, OpError> {
         let out = slot.op.process(batch, slot.out_hint.max(256))?;
         // Remember a little more than we needed so a slightly bigger batch still fits.
         slot.out_hint = out.len() + out.len() / 8;
+        Ok(out)
+    })
+}
+
+/// `timers.on-timer`.
+pub(crate) fn on_timer(op: u32, batch: &[u8]) -> Result<Vec<u8>, OpError> {
+    install_panic_hook();
+    with_slot(op, |slot| {
+        let out = slot.op.on_timer(batch, slot.timer_hint.max(256))?;
+        slot.timer_hint = out.len() + out.len() / 8;
         Ok(out)
     })
 }

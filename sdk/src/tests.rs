@@ -6,6 +6,7 @@ use crate::codec::build::*;
 use crate::error::OpError;
 use crate::prelude::*;
 use crate::runtime;
+use crate::window::Window;
 use crate::wit::weir::dataflow::plan_types::{JobPlan, NodeKind, Partitioning, SinkKind, SourceKind};
 
 fn wordcount(job: &mut Job) {
@@ -124,6 +125,95 @@ fn dispatch_runs_registered_operators() {
     assert_eq!(runtime::process(99, &[]), Err(OpError::UnknownOperator(99)));
     assert!(matches!(runtime::process(1, &[1, 2, 3]), Err(OpError::BadInput(_))));
     runtime::close(1).unwrap();
+}
+
+/// Clicks per user and minute, the shape of the `clicks_per_minute` example.
+fn clicks(job: &mut Job) {
+    job.file_lines("clicks")
+        .flat_map("parse", |line: String, out: &mut Emitter<(i64, String)>| {
+            if let Some((ts, user)) = line.split_once(' ')
+                && let Ok(ts) = ts.parse()
+            {
+                out.emit((ts, user.to_string()))
+            }
+        })
+        .assign_timestamps("event-time", |c: &(i64, String)| c.0, WatermarkStrategy::bounded(5_000).with_idleness(60_000))
+        .key_by("by-user", |c: &(i64, String)| c.1.clone())
+        .window(Windows::tumbling(60_000))
+        .allowed_lateness(1_000)
+        .count("count")
+        .map("format", |(w, n): (Window, u64)| format!("{} {n}", w.start))
+        .sink("out", Sink::default());
+}
+
+#[test]
+fn event_time_plan_carries_watermarks() {
+    let (plan, _) = runtime::build_job(clicks, vec![]).unwrap();
+    let (uids, edges) = shape(&plan);
+    assert_eq!(uids, ["clicks", "parse", "event-time", "count", "format", "out.format", "out"], "the key selector runs in the assigner");
+    assert_eq!(edges[2], (2, 3, Partitioning::KeyBy));
+    let marks: Vec<_> = plan.nodes.iter().map(|n| n.watermarks.map(|w| (w.out_of_orderness_ms, w.idle_timeout_ms))).collect();
+    assert_eq!(marks, [None, None, Some((5_000, Some(60_000))), None, None, None, None]);
+    assert!(matches!(plan.nodes[3].kind, NodeKind::Operator(spec) if spec.keyed));
+
+    fn generated(job: &mut Job) {
+        job.generator_with_time("numbers", 0, 1000, 10)
+            .with_watermarks(WatermarkStrategy::monotonous())
+            .key_by("mod", |i: &u64| i % 7)
+            .window(Windows::sliding(100, 10))
+            .sum("sum")
+            .discard("out");
+    }
+    let (plan, _) = runtime::build_job(generated, vec![]).unwrap();
+    assert!(matches!(plan.nodes[0].kind, NodeKind::Source(SourceKind::Generator(g)) if g.records_per_ms == Some(10)));
+    assert_eq!(plan.nodes[0].watermarks.map(|w| (w.out_of_orderness_ms, w.idle_timeout_ms)), Some((0, None)));
+}
+
+#[test]
+fn bad_event_time_settings_fail_the_plan() {
+    fn job(job: &mut Job) {
+        let keyed = job.generator_with_time("numbers", 0, 10, 0).key_by("k", |i: &u64| *i);
+        keyed.window_processing_time(Windows::tumbling(0)).allowed_lateness(5).count("count").discard("out");
+    }
+    let err = runtime::build_job(job, vec![]).err().unwrap();
+    assert!(err.contains("records_per_ms"), "{err}");
+    assert!(err.contains("event-time windows only"), "{err}");
+    assert!(err.contains("\"count\": a window's size"), "{err}");
+
+    let mut graph = crate::graph::Graph::default();
+    let sink = graph.add_node("out", crate::graph::NodeKind::Sink(SinkKind::Discard));
+    graph.set_watermarks(sink, WatermarkStrategy::bounded(1));
+    assert!(graph.errors.iter().any(|e| e.contains("need a source or an operator")), "{:?}", graph.errors);
+}
+
+#[test]
+fn assign_timestamps_sets_ts_and_keeps_the_rest() {
+    runtime::plan(clicks, vec![]).unwrap();
+    let line = |ts: i64, user: &str| enc(&(ts, user.to_string()));
+    let input = records(&[(0, b"", &line(61_000, "ann")), (0, b"", &line(-5, "bo"))]);
+    let out = runtime::process(2, &input).unwrap();
+    // Keyed by the fused selector: the user is the key, the value is untouched.
+    assert_eq!(parse_output(&out).records, [(61_000, enc(&"ann"), line(61_000, "ann")), (-5, enc(&"bo"), line(-5, "bo"))]);
+
+    let mut plain = crate::ops::assign_timestamps(|v: &u64| *v as i64 * 2);
+    let input = records(&[(0, b"k", &enc(&21u64))]);
+    assert_eq!(parse_output(&plain.process(&input, 0).unwrap()).records, [(42, b"k".to_vec(), enc(&21u64))]);
+}
+
+#[test]
+fn on_timer_dispatches_to_the_window_operator() {
+    runtime::plan(clicks, vec![]).unwrap();
+    let ann = enc(&"ann");
+    let minute = Window { start: 60_000, end: 120_000 };
+    // The state layout: a sequence of (start, length, accumulator).
+    let state = enc(&vec![(60_000i64, 60_000u64, 4u64)]);
+    let input = timer_input(&[(&ann, Some(&state))], &[(0, minute.max_timestamp(), weir_batch::TimeDomain::Event)]);
+    let out = runtime::on_timer(3, &input).unwrap();
+    let o = parse_keyed_output(&out, 1);
+    assert_eq!(o.records, [(119_999, ann.clone(), enc(&(minute, 4u64)))]);
+    assert_eq!(o.states, [None], "kept for its allowed lateness");
+    assert!(matches!(runtime::on_timer(1, &input), Err(OpError::Failed(_))), "parse sets no timers");
+    assert_eq!(runtime::on_timer(0, &input), Err(OpError::UnknownOperator(0)));
 }
 
 /// Rough native throughput of the keyed-sum operators (run with
