@@ -374,7 +374,7 @@ impl Driver {
             Event::Restorable(found) => self.restorable(found, now, &mut out),
             Event::Placed(p) => self.placed(p, now, &mut out),
             Event::NoSlots => self.no_slots(now),
-            Event::Prepared { run, tm } if self.is_current(&run) => self.prepared(tm, &mut out),
+            Event::Prepared { run, tm } if self.is_current(&run) => self.prepared(tm, now, &mut out),
             Event::PrepareFailed { run, tm, error } if self.is_current(&run) => self.lose(tm, &error, now, &mut out),
             Event::TaskEnded(end) if self.is_current(&end.run) => self.task_ended(end, now, &mut out),
             Event::Ack(ack) if self.is_current(&ack.run) => self.ack(ack, now, &mut out),
