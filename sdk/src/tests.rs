@@ -216,6 +216,154 @@ fn on_timer_dispatches_to_the_window_operator() {
     assert_eq!(runtime::on_timer(0, &input), Err(OpError::UnknownOperator(0)));
 }
 
+/// `examples-wasm/clicks_per_minute`, without its log call (the log import needs a host).
+fn clicks_per_minute(job: &mut Job) {
+    type Click = (i64, String);
+    fn parse(line: &str) -> Option<Click> {
+        let mut fields = line.split_whitespace();
+        let (Some(ts), Some(user), None) = (fields.next(), fields.next(), fields.next()) else {
+            return None;
+        };
+        Some((ts.parse().ok()?, user.to_string()))
+    }
+    job.file_lines("clicks")
+        .flat_map("parse", |line: String, out: &mut Emitter<Click>| {
+            if let Some(click) = parse(&line) {
+                out.emit(click)
+            }
+        })
+        .assign_timestamps("event-time", |click: &Click| click.0, WatermarkStrategy::bounded(5_000))
+        .key_by("by-user", |click: &Click| click.1.clone())
+        .window(Windows::tumbling(60_000))
+        .count("per-minute")
+        .map("format", |(window, count): (Window, u64)| format!("{} {count}", window.start))
+        .sink("out", Sink::default());
+}
+
+type Recs = Vec<(i64, Vec<u8>, Vec<u8>)>;
+
+/// Runs an unkeyed operator of the planned job on `input`.
+fn run(op: u32, input: &Recs) -> Recs {
+    let refs: Vec<(i64, &[u8], &[u8])> = input.iter().map(|(ts, k, v)| (*ts, &k[..], &v[..])).collect();
+    parse_output(&runtime::process(op, &records(&refs)).unwrap()).records
+}
+
+/// The host around one keyed operator that sets event-time timers, as the contract
+/// describes it: a value state per key; timers per key and time (setting one twice is
+/// a no-op); `process` with the batch grouped by key at the input's watermark; when the
+/// watermark advances, `on-timer` with the due timers in firing order, grouped by key
+/// with their states.
+#[derive(Default)]
+struct KeyedHost {
+    states: std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+    timers: std::collections::BTreeSet<(i64, Vec<u8>)>,
+}
+
+impl KeyedHost {
+    fn table<'a>(&'a self, keys: &'a [Vec<u8>]) -> Vec<(&'a [u8], Option<&'a [u8]>)> {
+        keys.iter().map(|k| (&k[..], self.states.get(k).map(|s| &s[..]))).collect()
+    }
+
+    /// Applies an output's state updates and timer changes; returns its records.
+    fn apply(&mut self, keys: &[Vec<u8>], out: &[u8]) -> Recs {
+        let o = parse_keyed_output(out, keys.len());
+        for (key, update) in keys.iter().zip(o.states) {
+            match update {
+                None => {}
+                Some(Some(s)) => drop(self.states.insert(key.clone(), s)),
+                Some(None) => drop(self.states.remove(key)),
+            }
+        }
+        for c in o.timers {
+            assert_eq!(c.domain, weir_batch::TimeDomain::Event);
+            let timer = (c.ts, keys[c.key_index as usize].clone());
+            if c.set {
+                self.timers.insert(timer);
+            } else {
+                self.timers.remove(&timer);
+            }
+        }
+        o.records
+    }
+
+    fn process(&mut self, op: u32, watermark: i64, input: &Recs) -> Recs {
+        crate::time::test_host::WATERMARK.with(|w| w.set(watermark));
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        let mut recs = Vec::new();
+        for (ts, key, value) in input {
+            let index = keys.iter().position(|k| k == key).unwrap_or_else(|| {
+                keys.push(key.clone());
+                keys.len() - 1
+            });
+            recs.push((index as u32, *ts, &value[..]));
+        }
+        let batch = keyed(&self.table(&keys), &recs);
+        let out = runtime::process(op, &batch).unwrap();
+        self.apply(&keys, &out)
+    }
+
+    /// Moves the watermark to `watermark` and fires the timers it reached.
+    fn advance(&mut self, op: u32, watermark: i64) -> Recs {
+        crate::time::test_host::WATERMARK.with(|w| w.set(watermark));
+        let due: Vec<(i64, Vec<u8>)> = self.timers.iter().take_while(|(ts, _)| *ts <= watermark).cloned().collect();
+        if due.is_empty() {
+            return Vec::new();
+        }
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        let mut fired = Vec::new();
+        for (ts, key) in &due {
+            self.timers.remove(&(*ts, key.clone()));
+            let index = keys.iter().position(|k| k == key).unwrap_or_else(|| {
+                keys.push(key.clone());
+                keys.len() - 1
+            });
+            fired.push((index as u32, *ts, weir_batch::TimeDomain::Event));
+        }
+        let out = runtime::on_timer(op, &timer_input(&self.table(&keys), &fired)).unwrap();
+        self.apply(&keys, &out)
+    }
+}
+
+#[test]
+fn clicks_per_minute_on_a_simulated_host() {
+    let (plan, _) = runtime::build_job(clicks_per_minute, vec![]).unwrap();
+    assert_eq!(shape(&plan).0, ["clicks", "parse", "event-time", "per-minute", "format", "out.format", "out"]);
+    runtime::plan(clicks_per_minute, vec![]).unwrap();
+    let mut host = KeyedHost::default();
+    let (mut watermark, mut newest) = (i64::MIN, i64::MIN);
+    let mut lines = Vec::new();
+    let batches: [&[&str]; 3] = [
+        &["60000 ann", "61000 bo", "not a click", "119999 ann"],
+        // At watermark 114998 the window [0, 60000) is gone: 59999 is late.
+        &["120000 ann", "118000 bo", "   ", "59999 ann"],
+        &["200000 bo x", "185000 cy"],
+    ];
+    let sink = |fired: Recs, lines: &mut Vec<(i64, String)>| {
+        for (ts, key, value) in run(5, &run(4, &fired)) {
+            lines.push((ts, format!("{}\t{}", String::from_utf8(key).unwrap(), String::from_utf8(value).unwrap())));
+        }
+    };
+    for batch in batches {
+        let source: Recs = batch.iter().map(|line| (0, vec![], enc(&line.to_string()))).collect();
+        let stamped = run(2, &run(1, &source));
+        let out = host.process(3, watermark, &stamped);
+        sink(out, &mut lines);
+        // The assigner's watermark: the newest timestamp, minus the bound, minus one.
+        newest = stamped.iter().map(|r| r.0).fold(newest, i64::max);
+        watermark = newest - 5_000 - 1;
+        let out = host.advance(3, watermark);
+        sink(out, &mut lines);
+    }
+    // The end of the input: every event-time timer fires.
+    let out = host.advance(3, i64::MAX);
+    sink(out, &mut lines);
+    // Timers of one time fire in the host's key order (here the encoded keys': "bo" is
+    // shorter than "ann").
+    let expected = [(119_999, "bo\t60000 2"), (119_999, "ann\t60000 2"), (179_999, "ann\t120000 1"), (239_999, "cy\t180000 1")];
+    assert_eq!(lines, expected.map(|(ts, l)| (ts, l.to_string())));
+    assert!(host.states.is_empty() && host.timers.is_empty(), "every window was dropped with its state");
+}
+
 /// Rough native throughput of the keyed-sum operators (run with
 /// `cargo test --release -- --ignored --nocapture bench`). Batches are built before
 /// timing so the harness's allocations stay out of the measurement.

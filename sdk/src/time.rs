@@ -68,16 +68,36 @@ pub(crate) trait Clock {
     fn processing_time(&self) -> i64;
 }
 
-/// The host's `clock` import.
+/// The host's `clock` import; in native test builds, [`test_host`]'s thread-local
+/// stand-in, so whole jobs can run through the dispatcher.
 struct HostClock;
 
 impl Clock for HostClock {
     fn watermark(&self) -> i64 {
-        crate::wit::weir::dataflow::clock::current_watermark()
+        #[cfg(not(test))]
+        let watermark = crate::wit::weir::dataflow::clock::current_watermark();
+        #[cfg(test)]
+        let watermark = test_host::WATERMARK.with(Cell::get);
+        watermark
     }
 
     fn processing_time(&self) -> i64 {
-        crate::wit::weir::dataflow::clock::current_processing_time()
+        #[cfg(not(test))]
+        let now = crate::wit::weir::dataflow::clock::current_processing_time();
+        #[cfg(test)]
+        let now = test_host::PROCESSING_TIME.with(Cell::get);
+        now
+    }
+}
+
+/// What the host's clock says in native tests, per test thread (like the runtime).
+#[cfg(test)]
+pub(crate) mod test_host {
+    use core::cell::Cell;
+
+    thread_local! {
+        pub(crate) static WATERMARK: Cell<i64> = const { Cell::new(i64::MIN) };
+        pub(crate) static PROCESSING_TIME: Cell<i64> = const { Cell::new(0) };
     }
 }
 
