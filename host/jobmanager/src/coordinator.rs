@@ -205,8 +205,13 @@ pub(crate) mod tests {
 
     /// One generator vertex of parallelism 2, placed on one TaskManager.
     pub(crate) fn deployment() -> JobDeployment {
-        let node =
-            Node { uid: "src".into(), name: "src".into(), kind: NodeKind::Source(SourceKind::Generator { start: 0, count: 1, records_per_ms: None }), parallelism: None, watermarks: None };
+        let node = Node {
+            uid: "src".into(),
+            name: "src".into(),
+            kind: NodeKind::Source(SourceKind::Generator { start: 0, count: 1, records_per_ms: None }),
+            parallelism: None,
+            watermarks: None,
+        };
         JobDeployment {
             job: "j".parse().expect("a job id"),
             plan: JobPlan { name: "j".into(), nodes: vec![node], edges: vec![], max_parallelism: None },

@@ -363,7 +363,9 @@ impl PreparedJob {
 fn open_source(kind: &SourceKind, subtask: u32, parallelism: u32, resume: Option<Vec<Split>>) -> Result<Box<dyn Source>, SourceError> {
     Ok(match (kind, resume) {
         (SourceKind::Generator { records_per_ms, .. }, Some(splits)) => Box::new(Generator::resume(&splits, *records_per_ms)?),
-        (SourceKind::Generator { start, count, records_per_ms }, None) => Box::new(Generator::new(*start, *count, subtask, parallelism, *records_per_ms)),
+        (SourceKind::Generator { start, count, records_per_ms }, None) => {
+            Box::new(Generator::new(*start, *count, subtask, parallelism, *records_per_ms))
+        }
         (SourceKind::FileLines(Some(path)) | SourceKind::TextLines(Some(path)), resume) => {
             let raw = matches!(kind, SourceKind::TextLines(_));
             let lines = match resume {

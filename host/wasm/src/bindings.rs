@@ -50,7 +50,8 @@ impl From<wit_plan::Node> for plan::Node {
             wit_plan::NodeKind::Sink(wit_plan::SinkKind::File(p)) => plan::NodeKind::Sink(plan::SinkKind::File(p)),
             wit_plan::NodeKind::Sink(wit_plan::SinkKind::Discard) => plan::NodeKind::Sink(plan::SinkKind::Discard),
         };
-        let watermarks = n.watermarks.map(|w| plan::WatermarkStrategy { out_of_orderness_ms: w.out_of_orderness_ms, idle_timeout_ms: w.idle_timeout_ms });
+        let watermarks =
+            n.watermarks.map(|w| plan::WatermarkStrategy { out_of_orderness_ms: w.out_of_orderness_ms, idle_timeout_ms: w.idle_timeout_ms });
         plan::Node { uid: n.uid, name: n.name, kind, parallelism: n.parallelism, watermarks }
     }
 }
