@@ -99,6 +99,14 @@ impl Out {
         self.len += n;
     }
 
+    /// Appends what `write` puts at the front of an `N`-byte window (it returns how
+    /// many bytes): one capacity check for several fields, e.g. a whole small state.
+    #[inline(always)]
+    pub(crate) fn put_window<const N: usize>(&mut self, write: impl FnOnce(&mut [u8; N]) -> usize) {
+        let n = write(self.window::<N>()).min(N);
+        self.len += n;
+    }
+
     /// Appends a postcard varint.
     #[inline(always)]
     pub(crate) fn put_varint(&mut self, v: u64) {
@@ -223,11 +231,62 @@ pub(crate) fn varint_exact(bytes: &[u8]) -> Option<u64> {
     if x & 0x8080_8080_8080_8080 != cont {
         return None;
     }
-    let mut x = x & 0x7f7f_7f7f_7f7f_7f7f;
+    Some(unspread(x & 0x7f7f_7f7f_7f7f_7f7f))
+}
+
+/// The 7-bit groups of a varint's bytes (continuation bits cleared) packed into one
+/// number: the inverse of the spreading in [`varint_word`].
+#[inline(always)]
+pub(crate) fn unspread(mut x: u64) -> u64 {
     x = (x & 0x007f_007f_007f_007f) | ((x & 0x7f00_7f00_7f00_7f00) >> 1);
     x = (x & 0x0000_3fff_0000_3fff) | ((x & 0x3fff_0000_3fff_0000) >> 2);
-    x = (x & 0x0000_0000_0fff_ffff) | ((x & 0x0fff_ffff_0000_0000) >> 4);
-    Some(x)
+    (x & 0x0000_0000_0fff_ffff) | ((x & 0x0fff_ffff_0000_0000) >> 4)
+}
+
+/// The postcard varint at the front of `bytes`: its value and the bytes after it, or
+/// `None` if there is none. For state made of several varints (window tables), read once
+/// per key and batch: with 8 bytes at hand the varint's end is found and it is decoded
+/// without a loop, as in [`varint_exact`].
+#[inline(always)]
+pub(crate) fn take_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    if let Some(word) = bytes.first_chunk::<8>() {
+        let x = u64::from_le_bytes(*word);
+        let stops = !x & 0x8080_8080_8080_8080;
+        if stops != 0 {
+            // The first byte without a continuation bit is the varint's last.
+            let n = (stops.trailing_zeros() / 8) as usize + 1;
+            let keep = u64::MAX >> (64 - 8 * n);
+            return Some((unspread(x & keep & 0x7f7f_7f7f_7f7f_7f7f), bytes.get(n..)?));
+        }
+    }
+    take_varint_short(bytes)
+}
+
+/// [`take_varint`] within the last 8 bytes (e.g. the last field of a state), or for
+/// varints of 9 and 10 bytes: byte by byte.
+#[inline]
+fn take_varint_short(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let mut v = 0u64;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b < 0x80 {
+            // The tenth byte may only hold the top bit of a u64.
+            return (i < 9 || b <= 1).then(|| bytes.get(i + 1..)).flatten().map(|rest| (v, rest));
+        }
+    }
+    None
+}
+
+/// postcard's zigzag encoding of signed integers.
+#[inline(always)]
+pub(crate) fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+/// The inverse of [`zigzag`].
+#[inline(always)]
+pub(crate) fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
 // Error constructors are cold and out of line so the hot decode paths stay small
@@ -278,6 +337,35 @@ pub(crate) fn decode<T: DeserializeOwned + 'static>(bytes: &[u8], what: &'static
     }
 }
 
+/// True if `T` is one of the integer types postcard writes as a single varint (`u64`,
+/// `u32`, `usize`, `i64`, `i32`); a constant after monomorphization.
+#[inline(always)]
+pub(crate) fn is_varint<T: 'static>() -> bool {
+    fast::is_varint::<T>()
+}
+
+/// The varint value postcard writes for `value` if its type is one of [`is_varint`]'s.
+#[inline(always)]
+pub(crate) fn as_varint<T: 'static>(value: &T) -> Option<u64> {
+    fast::as_varint(value)
+}
+
+/// The value of type `T` (one of [`is_varint`]'s) whose varint value is `v`, if in range.
+#[inline(always)]
+pub(crate) fn from_varint<T: 'static>(v: u64) -> Option<T> {
+    fast::from_varint(v)
+}
+
+/// Decodes the postcard value at the front of `bytes`: the value and the bytes after it
+/// (fields of a state made of several values).
+#[inline(always)]
+pub(crate) fn take<'b, T: DeserializeOwned + 'static>(bytes: &'b [u8], what: &'static str) -> Result<(T, &'b [u8]), OpError> {
+    if let Some(taken) = fast::take::<T>(bytes) {
+        return Ok(taken);
+    }
+    postcard::take_from_bytes::<T>(bytes).map_err(|e| undecodable::<T>(what, bytes.len(), e))
+}
+
 /// postcard output flavor that appends to the output batch, so encoding a value costs
 /// no allocation of its own.
 struct Append<'a>(&'a mut Out);
@@ -325,7 +413,7 @@ mod fast {
 
     use weir_batch::WriteBuf;
 
-    use super::{Out, varint_exact};
+    use super::{Out, take_varint, unzigzag, varint_exact, zigzag};
 
     /// Moves `a` into a `B` if they are the same type.
     #[inline(always)]
@@ -334,37 +422,57 @@ mod fast {
         (&mut a as &mut dyn Any).downcast_mut::<Option<B>>().and_then(Option::take)
     }
 
+    /// True for the integer types postcard writes as one varint.
     #[inline(always)]
-    fn unzigzag(v: u64) -> i64 {
-        ((v >> 1) as i64) ^ -((v & 1) as i64)
+    pub(super) fn is_varint<T: 'static>() -> bool {
+        let id = TypeId::of::<T>();
+        id == TypeId::of::<u64>()
+            || id == TypeId::of::<u32>()
+            || id == TypeId::of::<usize>()
+            || id == TypeId::of::<i64>()
+            || id == TypeId::of::<i32>()
     }
 
+    /// The integer of a fast integer type from its varint's value.
     #[inline(always)]
-    pub(super) fn decode<T: 'static>(bytes: &[u8]) -> Option<T> {
+    pub(super) fn from_varint<T: 'static>(v: u64) -> Option<T> {
         let id = TypeId::of::<T>();
         if id == TypeId::of::<u64>() {
-            cast(varint_exact(bytes)?)
+            cast(v)
         } else if id == TypeId::of::<u32>() {
-            cast(u32::try_from(varint_exact(bytes)?).ok()?)
+            cast(u32::try_from(v).ok()?)
         } else if id == TypeId::of::<usize>() {
-            cast(usize::try_from(varint_exact(bytes)?).ok()?)
+            cast(usize::try_from(v).ok()?)
         } else if id == TypeId::of::<i64>() {
-            cast(unzigzag(varint_exact(bytes)?))
+            cast(unzigzag(v))
         } else if id == TypeId::of::<i32>() {
-            cast(i32::try_from(unzigzag(varint_exact(bytes)?)).ok()?)
+            cast(i32::try_from(unzigzag(v)).ok()?)
         } else {
             None
         }
     }
 
     #[inline(always)]
-    fn zigzag(v: i64) -> u64 {
-        ((v << 1) ^ (v >> 63)) as u64
+    pub(super) fn decode<T: 'static>(bytes: &[u8]) -> Option<T> {
+        if !is_varint::<T>() {
+            return None;
+        }
+        from_varint(varint_exact(bytes)?)
+    }
+
+    /// A fast integer type's value at the front of `bytes`, and the bytes after it.
+    #[inline(always)]
+    pub(super) fn take<T: 'static>(bytes: &[u8]) -> Option<(T, &[u8])> {
+        if !is_varint::<T>() {
+            return None;
+        }
+        let (v, rest) = take_varint(bytes)?;
+        Some((from_varint(v)?, rest))
     }
 
     /// The integer of a fast integer type, as the unsigned value postcard writes.
     #[inline(always)]
-    fn as_varint<T: 'static>(value: &T) -> Option<u64> {
+    pub(super) fn as_varint<T: 'static>(value: &T) -> Option<u64> {
         let any = value as &dyn Any;
         if let Some(v) = any.downcast_ref::<u64>() {
             Some(*v)
@@ -445,14 +553,26 @@ pub(crate) fn encode_error<T: ?Sized>(e: postcard::Error) -> OpError {
 }
 
 /// Appends the state update of one key of a keyed batch.
-#[inline(always)]
+#[cfg(test)]
 pub(crate) fn put_state_update<S: Serialize + 'static>(out: &mut Out, changed: bool, state: Option<&S>) -> Result<(), OpError> {
+    put_state_update_with(out, changed, state, put_encoded)
+}
+
+/// Appends the state update of one key of a keyed batch; `put` appends a set state,
+/// length-prefixed ([`put_encoded`], or an operator's own codec).
+#[inline(always)]
+pub(crate) fn put_state_update_with<S>(
+    out: &mut Out,
+    changed: bool,
+    state: Option<&S>,
+    put: impl FnOnce(&mut Out, &S) -> Result<(), OpError>,
+) -> Result<(), OpError> {
     // The tags are the layout's; a set state is encoded straight into the output.
     match (changed, state) {
         (false, _) => weir_batch::push_u8(out, STATE_UNCHANGED),
         (true, Some(s)) => {
             weir_batch::push_u8(out, STATE_SET);
-            put_encoded(out, s)?;
+            put(out, s)?;
         }
         (true, None) => weir_batch::push_u8(out, STATE_CLEARED),
     }
@@ -651,6 +771,38 @@ mod tests {
         assert!(decode::<u64>(&[0xff; 11], "v").is_err());
         assert!(decode::<u64>(&[0x80], "v").is_err());
         assert!(decode::<u64>(&[], "v").is_err());
+    }
+
+    #[test]
+    fn take_varint_reads_what_postcard_writes() {
+        let mut values = vec![0u64, 1, 127, 128, 300, u64::MAX];
+        for bits in (7..64).step_by(7) {
+            values.extend([(1u64 << bits) - 1, 1u64 << bits]);
+        }
+        for v in values {
+            let enc = postcard::to_allocvec(&v).unwrap();
+            // With nothing, a little and a lot after it: the short and the word path.
+            for tail in [0, 1, 7, 8] {
+                let mut bytes = enc.clone();
+                bytes.extend(core::iter::repeat_n(0xaa, tail));
+                let (got, rest) = take_varint(&bytes).unwrap();
+                assert_eq!((got, rest.len()), (v, tail), "{v} with {tail} bytes after");
+            }
+            for cut in 0..enc.len() {
+                assert!(take_varint(&enc[..cut]).is_none(), "{v} cut at {cut}");
+            }
+            let (got, rest) = take::<u64>(&enc, "v").unwrap();
+            assert_eq!((got, rest.len()), (v, 0));
+        }
+        let mut overlong = vec![0xff; 9];
+        overlong.push(0x02);
+        assert!(take_varint(&overlong).is_none(), "more than 64 bits");
+        assert!(take_varint(&[0x80; 11]).is_none());
+        assert!(take::<u32>(&postcard::to_allocvec(&u64::MAX).unwrap(), "v").is_err());
+        let (s, rest) = take::<String>(&[2, b'h', b'i', 9], "v").unwrap();
+        assert_eq!((s.as_str(), rest), ("hi", &[9u8][..]));
+        let negative = postcard::to_allocvec(&-1_700_000_000_000i64).unwrap();
+        assert_eq!(take::<i64>(&negative, "v").unwrap(), (-1_700_000_000_000, &[][..]));
     }
 
     #[test]

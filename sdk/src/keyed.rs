@@ -50,13 +50,15 @@ impl<S: Data> Keys<S> {
         Keys { slots: Vec::new() }
     }
 
-    /// Reads the key table, decoding each key's state; `on_key` sees each key's bytes
-    /// (the process operator decodes the typed key there).
+    /// Reads the key table, decoding each key's state with `decode_state` (e.g.
+    /// [`decode_value_state`]); `on_key` sees each key's bytes (the process operator decodes
+    /// the typed key there).
     #[inline(always)]
     pub(crate) fn read<'a>(
         &mut self,
         r: &mut Reader<'a>,
         mut on_key: impl FnMut(&'a [u8]) -> Result<(), OpError>,
+        decode_state: impl Fn(&[u8]) -> Result<S, OpError>,
     ) -> Result<Vec<Slot<'a, S>>, OpError> {
         let mut slots = recycle_slots(core::mem::take(&mut self.slots));
         let count = r.u32("key count")?;
@@ -64,7 +66,7 @@ impl<S: Data> Keys<S> {
             let (key, state) = r.key_entry()?;
             on_key(key)?;
             let state = match state {
-                Some(s) => Some(decode::<S>(s, "key state")?),
+                Some(s) => Some(decode_state(s)?),
                 None => None,
             };
             slots.push(Slot { key, state, changed: false });
@@ -72,15 +74,28 @@ impl<S: Data> Keys<S> {
         Ok(slots)
     }
 
-    /// Appends one state update per key and keeps the table for the next batch.
+    /// Appends one state update per key, a set state with `put_state` (e.g.
+    /// `codec::put_encoded`), and keeps the table for the next batch.
     #[inline(always)]
-    pub(crate) fn finish(&mut self, slots: Vec<Slot<'_, S>>, out: &mut Out) -> Result<(), OpError> {
+    pub(crate) fn finish(
+        &mut self,
+        slots: Vec<Slot<'_, S>>,
+        out: &mut Out,
+        put_state: impl Fn(&mut Out, &S) -> Result<(), OpError>,
+    ) -> Result<(), OpError> {
         for slot in &slots {
-            codec::put_state_update(out, slot.changed, slot.state.as_ref())?;
+            codec::put_state_update_with(out, slot.changed, slot.state.as_ref(), &put_state)?;
         }
         self.slots = recycle_slots(slots);
         Ok(())
     }
+}
+
+/// A key's value state, postcard-encoded: what keyed operators keep unless they bring
+/// a codec of their own.
+#[inline(always)]
+pub(crate) fn decode_value_state<S: Data>(bytes: &[u8]) -> Result<S, OpError> {
+    decode(bytes, "key state")
 }
 
 /// Record `record` names a key the batch does not have.
@@ -117,7 +132,7 @@ where
     fn process(&mut self, input: &[u8], capacity: usize) -> Result<Vec<u8>, OpError> {
         let Fold { fold, key_mode, keys } = self;
         let mut r = Reader::new(input);
-        let mut slots = keys.read(&mut r, |_| Ok(()))?;
+        let mut slots = keys.read(&mut r, |_| Ok(()), decode_value_state)?;
         let count = r.u32("record count")?;
         let mut out = Out::with_capacity(capacity);
         let at = begin_output(&mut out);
@@ -142,7 +157,7 @@ where
         r.finish("keyed input")?;
         drop(em);
         end_records(&mut out, at);
-        keys.finish(slots, &mut out)?;
+        keys.finish(slots, &mut out, codec::put_encoded)?;
         Ok(out.into_vec())
     }
 
@@ -382,10 +397,14 @@ where
         let Process { f, key_mode, keys, typed, .. } = self;
         let mut r = Reader::new(input);
         typed.clear();
-        let mut slots = keys.read(&mut r, |key| {
-            typed.push(decode::<K>(key, "key")?);
-            Ok(())
-        })?;
+        let mut slots = keys.read(
+            &mut r,
+            |key| {
+                typed.push(decode::<K>(key, "key")?);
+                Ok(())
+            },
+            decode_value_state,
+        )?;
         let count = r.u32("record count")?;
         let mut out = Out::with_capacity(capacity);
         let at = begin_output(&mut out);
@@ -408,7 +427,7 @@ where
         r.finish("keyed input")?;
         drop(em);
         end_records(&mut out, at);
-        keys.finish(slots, &mut out)?;
+        keys.finish(slots, &mut out, codec::put_encoded)?;
         Ok(out.into_vec())
     }
 

@@ -18,10 +18,10 @@ use std::rc::Rc;
 use weir_batch::{Reader, TimeDomain, TimerChange, begin_output, end_records, push_timer_change, push_timers_header};
 
 use crate::Data;
-use crate::codec::{Out, decode};
+use crate::codec::{Out, decode, put_encoded};
 use crate::emit::{Emitter, KeyMode};
 use crate::error::OpError;
-use crate::keyed::{KeyedContext, Keys, bad_index};
+use crate::keyed::{KeyedContext, Keys, bad_index, decode_value_state};
 use crate::ops::{Operator, accepts_key, install_key};
 use crate::runtime::{self, JobMain};
 use crate::time::{BatchClock, Clock, Timer, host_clock};
@@ -90,6 +90,19 @@ pub(crate) trait TimedLogic: 'static {
     /// The output values.
     type Out: Data;
 
+    /// Decodes a key's value state: postcard, unless the operator has its own codec.
+    #[inline(always)]
+    fn decode_state(bytes: &[u8]) -> Result<Self::State, OpError> {
+        decode_value_state(bytes)
+    }
+
+    /// Appends a key's value state, length-prefixed: postcard, unless the operator has
+    /// its own codec.
+    #[inline(always)]
+    fn put_state(out: &mut Out, state: &Self::State) -> Result<(), OpError> {
+        put_encoded(out, state)
+    }
+
     /// Called at the start of each call, before its keys.
     fn begin(&mut self) {}
 
@@ -143,7 +156,7 @@ impl<L: TimedLogic> Operator for Timed<L> {
         let Timed { logic, key_mode, keys, timers, clock } = self;
         let mut r = Reader::new(input);
         logic.begin();
-        let mut slots = keys.read(&mut r, |key| logic.on_key(key))?;
+        let mut slots = keys.read(&mut r, |key| logic.on_key(key), L::decode_state)?;
         let count = r.u32("record count")?;
         let mut out = Out::with_capacity(capacity);
         let at = begin_output(&mut out);
@@ -174,7 +187,7 @@ impl<L: TimedLogic> Operator for Timed<L> {
         r.finish("keyed input")?;
         drop(em);
         end_records(&mut out, at);
-        keys.finish(slots, &mut out)?;
+        keys.finish(slots, &mut out, L::put_state)?;
         timers.write(&mut out);
         Ok(out.into_vec())
     }
@@ -183,7 +196,7 @@ impl<L: TimedLogic> Operator for Timed<L> {
         let Timed { logic, key_mode, keys, timers, clock } = self;
         let mut r = Reader::new(input);
         logic.begin();
-        let mut slots = keys.read(&mut r, |key| logic.on_key(key))?;
+        let mut slots = keys.read(&mut r, |key| logic.on_key(key), L::decode_state)?;
         let count = r.u32("timer count")?;
         let mut out = Out::with_capacity(capacity);
         let at = begin_output(&mut out);
@@ -214,7 +227,7 @@ impl<L: TimedLogic> Operator for Timed<L> {
         r.finish("timer input")?;
         drop(em);
         end_records(&mut out, at);
-        keys.finish(slots, &mut out)?;
+        keys.finish(slots, &mut out, L::put_state)?;
         timers.write(&mut out);
         Ok(out.into_vec())
     }
