@@ -52,7 +52,8 @@
 //!   (only if there are any); the `timers.on-timer` export.
 //! - [`Window`], [`Windows`] (`window`): window assignment, session merging and
 //!   lateness as pure logic, and the per-key window state (open windows with their
-//!   accumulators, one inline). [`AggregateFunction`] and the window operators
+//!   accumulators, one inline; keyed operators may bring their own state codec, and
+//!   windows do). [`AggregateFunction`] and the window operators
 //!   (`windowed`): `KeyedStream::window(...)` `.count/.sum/.reduce/.aggregate/.process`,
 //!   built on timers: a timer per window (set when it opens, not per record), allowed
 //!   lateness, late records dropped and counted.
