@@ -13,6 +13,7 @@ mod cache;
 mod cluster;
 mod dashboard;
 mod distributed;
+mod event_time;
 mod golden;
 mod hostile_peers;
 mod keyed_state;

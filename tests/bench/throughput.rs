@@ -16,15 +16,18 @@
 //!   `recovery.rs`.
 //! - languages: the same map operator in Rust, Python, JavaScript and C: records/s,
 //!   cold and cached start; see `languages.rs`.
+//! - windows: event-time window counts (tumbling, sliding, session) with exactly-once
+//!   checkpoints; see `windows.rs`.
 //!
 //! `WEIR_BENCH_ONLY` picks sections, comma-separated from `keyed-sum`, `wordcount`,
-//! `cluster`, `checkpoints`, `recovery`, `languages` (default: all), e.g.
+//! `cluster`, `checkpoints`, `recovery`, `languages`, `windows` (default: all), e.g.
 //! `WEIR_BENCH_ONLY=cluster cargo bench --bench throughput`.
 
 mod checkpoint_overhead;
 mod cluster;
 mod languages;
 mod recovery;
+mod windows;
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -194,7 +197,7 @@ fn row(name: &str, wasm: &Measure, native: f64, native_rss: f64) {
 }
 
 /// The benchmark's sections, in the order they run.
-const SECTIONS: [&str; 6] = ["keyed-sum", "wordcount", "cluster", "checkpoints", "recovery", "languages"];
+const SECTIONS: [&str; 7] = ["keyed-sum", "wordcount", "cluster", "checkpoints", "recovery", "languages", "windows"];
 
 /// The sections `WEIR_BENCH_ONLY` asks for (all when unset or empty).
 fn sections() -> Vec<&'static str> {
@@ -254,5 +257,8 @@ fn main() {
     }
     if sections.contains(&"languages") {
         languages::bench(n.min(5_000_000));
+    }
+    if sections.contains(&"windows") {
+        windows::bench(&WEIR.example("window_count"), n);
     }
 }

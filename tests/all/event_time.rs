@@ -1,0 +1,219 @@
+//! Event time end to end: watermarks, timers and windows through `weir run` and a real
+//! cluster, checked against results computed here, without Weir.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::path::Path;
+
+use weir_testkit::{TestCluster, splitmix64, stderr, wait_until};
+
+use crate::WEIR;
+
+/// Click lines `<event time ms> <user>`, out of order by up to 4999 ms (within the
+/// example's 5 s bound, so no record is late at any parallelism), with malformed lines
+/// mixed in and lines of varying length (so byte-range splits get uneven shares).
+fn write_clicks(path: &Path, n: u64) -> BTreeMap<(String, i64), u64> {
+    let mut text = String::new();
+    let mut expected = BTreeMap::new();
+    for i in 0..n {
+        let r = splitmix64(i);
+        if r.is_multiple_of(97) {
+            text.push_str(["not a click\n", "12345\n", "\n", "x y z\n", "-5 bob extra\n"][(r >> 40) as usize % 5]);
+        }
+        let ts = (i * 37) as i64 + (r % 5000) as i64;
+        let user = format!("user-{}{}", (r >> 16) % 40, "_".repeat(((r >> 32) % 9) as usize));
+        text.push_str(&format!("{ts} {user}\n"));
+        *expected.entry((user, ts - ts.rem_euclid(60_000))).or_default() += 1;
+    }
+    std::fs::write(path, text).expect("write clicks");
+    expected
+}
+
+/// `user<TAB><window start> <count>` lines as (user, start) -> count; a window twice
+/// is a failure.
+fn parse_windows(lines: impl IntoIterator<Item = String>) -> BTreeMap<(String, i64), u64> {
+    let mut got = BTreeMap::new();
+    for line in lines {
+        let (user, value) = line.split_once('\t').unwrap_or_else(|| panic!("key<TAB>value: {line:?}"));
+        let (start, count) = value.split_once(' ').unwrap_or_else(|| panic!("start and count: {line:?}"));
+        let key = (user.to_string(), start.parse().expect("window start"));
+        let previous = got.insert(key.clone(), count.parse().expect("count"));
+        assert!(previous.is_none(), "window {key:?} fired twice");
+    }
+    got
+}
+
+/// Every line of every `part-*` file in `dir` (a checkpointed file sink's committed output).
+fn part_lines(dir: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("output dir").flatten() {
+        if entry.file_name().to_string_lossy().starts_with("part-") {
+            lines.extend(std::fs::read_to_string(entry.path()).expect("part").lines().map(str::to_string));
+        }
+    }
+    lines
+}
+
+#[test]
+fn clicks_per_minute_counts_every_window_once_at_parallelism_1_and_3() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("clicks.txt");
+    let expected = write_clicks(&input, 60_000);
+    for p in ["1", "3"] {
+        let out = dir.path().join(format!("out-{p}.tsv"));
+        let o = WEIR.run([
+            OsStr::new("run"),
+            WEIR.example("clicks_per_minute").as_os_str(),
+            "-p".as_ref(),
+            p.as_ref(),
+            "-i".as_ref(),
+            input.as_os_str(),
+            "-o".as_ref(),
+            out.as_os_str(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let text = std::fs::read_to_string(&out).expect("output");
+        assert_eq!(parse_windows(text.lines().map(str::to_string)), expected, "parallelism {p}");
+    }
+}
+
+#[test]
+fn clicks_per_minute_on_a_cluster_of_two_taskmanagers() {
+    let cluster = TestCluster::start(WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)]);
+    let input = cluster.dir.path().join("clicks.txt");
+    let expected = write_clicks(&input, 40_000);
+    let output = cluster.dir.path().join("out");
+    let wasm = WEIR.example("clicks_per_minute");
+    let argv = [
+        OsStr::new("submit"),
+        "-p".as_ref(),
+        "3".as_ref(),
+        wasm.as_os_str(),
+        "-i".as_ref(),
+        input.as_os_str(),
+        "--output-dir".as_ref(),
+        output.as_os_str(),
+    ];
+    let o = cluster.client(&argv);
+    assert!(o.status.success(), "{}", stderr(&o));
+    wait_until("the job's output", || {
+        let status = cluster.status();
+        assert!(!status.contains(" FAILED "), "{status}\n{}", cluster.log("jobmanager"));
+        status.contains(" FINISHED ")
+    });
+    assert_eq!(parse_windows(part_lines(&output)), expected);
+}
+
+/// The per-(key, window) counts of `window_count` over `n` generated records: record i
+/// has key splitmix64(i) % keys and event time i / records_per_ms.
+fn window_counts(n: u64, keys: u64, records_per_ms: u64, size_ms: i64) -> BTreeMap<(String, i64), u64> {
+    let mut expected = BTreeMap::new();
+    for i in 0..n {
+        let ts = (i / records_per_ms) as i64;
+        *expected.entry(((splitmix64(i) % keys).to_string(), ts - ts.rem_euclid(size_ms))).or_default() += 1;
+    }
+    expected
+}
+
+/// Submits `window_count` (tumbling 1 s windows over `n` records, 20 per ms, 500 keys,
+/// slowed down by busy work) with checkpoints every 300 ms; extra arguments after the
+/// component. Its job id.
+fn submit_window_count(cluster: &TestCluster, n: u64, parallelism: &str, output: &Path, extra: &[&OsStr]) -> String {
+    let wasm = WEIR.example("window_count");
+    let args = [
+        "submit",
+        "-p",
+        parallelism,
+        "--arg",
+        &format!("n={n}"),
+        "--arg",
+        "keys=500",
+        "--arg",
+        "records-per-ms=20",
+        "--arg",
+        "size-ms=1000",
+        "--arg",
+        "work=3000",
+        "--arg",
+        "sink=file",
+        "--checkpoint-interval",
+        "300",
+        "--restart",
+        "fixed-delay:10:100",
+        "--detach",
+    ];
+    let mut argv: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    argv.extend([wasm.as_os_str(), OsStr::new("--output-dir"), output.as_os_str()]);
+    argv.extend(extra);
+    let o = cluster.client(&argv);
+    assert!(o.status.success(), "{}", stderr(&o));
+    String::from_utf8_lossy(&o.stdout).split_whitespace().nth(1).expect("job id").to_string()
+}
+
+/// The status line of `job`.
+fn job_line(cluster: &TestCluster, job: &str) -> String {
+    cluster.status().lines().find(|l| l.contains(job)).unwrap_or_default().to_string()
+}
+
+/// The value of a `name=value` field of a status line.
+fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    line.split_whitespace().find_map(|w| w.strip_prefix(name))
+}
+
+/// Waits until `job` is running with checkpoint `at_least` completed (at 300 ms
+/// intervals), failing if it ended.
+fn wait_checkpointed(cluster: &TestCluster, job: &str, at_least: u64) {
+    wait_until("a completed checkpoint while windows are open", || {
+        let l = job_line(cluster, job);
+        assert!(!l.contains(" FINISHED ") && !l.contains(" FAILED "), "the job must still run: {l}");
+        l.contains(" RUNNING ") && field(&l, "checkpoint=").is_some_and(|c| c.parse::<u64>().is_ok_and(|c| c >= at_least))
+    });
+}
+
+/// A savepoint taken at parallelism 2 while windows are open and their timers pending
+/// resumes at parallelism 3: the timers move with their key groups, and every window
+/// fires exactly once over both runs' committed output.
+#[test]
+fn a_savepoint_with_pending_timers_at_parallelism_2_resumes_at_3() {
+    let cluster = TestCluster::start_with(WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let n = 400_000u64;
+    let (first, second) = (cluster.dir.path().join("out-p2"), cluster.dir.path().join("out-p3"));
+    let job = submit_window_count(&cluster, n, "2", &first, &[]);
+    // Late enough that some windows fired and were committed before the stop.
+    wait_checkpointed(&cluster, &job, 5);
+    let savepoint = cluster.dir.path().join("savepoint");
+    let o = cluster.client(&[OsStr::new("savepoint"), OsStr::new(&job), OsStr::new("--dir"), savepoint.as_os_str(), OsStr::new("--stop")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    wait_until("the job to stop", || job_line(&cluster, &job).contains(" CANCELED "));
+    let before = part_lines(&first);
+    let resumed = submit_window_count(&cluster, n, "3", &second, &[OsStr::new("--from-savepoint"), savepoint.as_os_str()]);
+    wait_until("the resumed job to finish", || {
+        let l = job_line(&cluster, &resumed);
+        assert!(!l.contains(" FAILED "), "{l}\n{}", cluster.log("jobmanager"));
+        l.contains(" FINISHED ")
+    });
+    let after = part_lines(&second);
+    assert!(!before.is_empty() && !after.is_empty(), "windows fired in both runs: {} and {}", before.len(), after.len());
+    assert_eq!(parse_windows(before.into_iter().chain(after)), window_counts(n, 500, 20, 1_000));
+}
+
+/// A TaskManager is SIGKILLed while windows are open and their timers pending; the job
+/// restores from its last checkpoint and every window fires exactly once in the
+/// committed output.
+#[test]
+fn windows_fire_exactly_once_across_a_killed_taskmanager() {
+    let mut cluster = TestCluster::start_with(WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let n = 600_000u64;
+    let output = cluster.dir.path().join("out");
+    let job = submit_window_count(&cluster, n, "2", &output, &[]);
+    wait_checkpointed(&cluster, &job, 2);
+    cluster.kill("taskmanager-2");
+    cluster.start_taskmanager("taskmanager-2", 2);
+    wait_until("the job to finish after a restart", || {
+        let l = job_line(&cluster, &job);
+        assert!(!l.contains(" FAILED "), "{l}\n{}", cluster.log("jobmanager"));
+        l.contains(" FINISHED ")
+    });
+    assert_eq!(field(&job_line(&cluster, &job), "restarts="), Some("1"), "{}", job_line(&cluster, &job));
+    assert_eq!(parse_windows(part_lines(&output)), window_counts(n, 500, 20, 1_000));
+}
