@@ -10,7 +10,7 @@ use core::any::{Any, TypeId};
 use core::marker::PhantomData;
 
 use serde::Serialize;
-use weir_batch::{BatchError, Reader, begin_output, end_records};
+use weir_batch::{BatchError, FiredTimer, KeyedRecord, Reader, begin_output, end_records};
 
 use crate::Data;
 use crate::codec::{self, Out, decode};
@@ -98,6 +98,120 @@ pub(crate) fn decode_value_state<S: Data>(bytes: &[u8]) -> Result<S, OpError> {
     decode(bytes, "key state")
 }
 
+/// How a keyed operator reads and writes a key's value state.
+pub(crate) trait StateCodec<S> {
+    /// Decodes a key's value state.
+    fn decode(bytes: &[u8]) -> Result<S, OpError>;
+    /// Appends a key's value state, length-prefixed.
+    fn put(out: &mut Out, state: &S) -> Result<(), OpError>;
+}
+
+/// Postcard: the state codec of keyed operators without one of their own.
+pub(crate) struct Postcard;
+
+impl<S: Data> StateCodec<S> for Postcard {
+    #[inline(always)]
+    fn decode(bytes: &[u8]) -> Result<S, OpError> {
+        decode_value_state(bytes)
+    }
+
+    #[inline(always)]
+    fn put(out: &mut Out, state: &S) -> Result<(), OpError> {
+        codec::put_encoded(out, state)
+    }
+}
+
+/// What a keyed call holds after its key table: records (`process`) or fired timers
+/// (`on-timer`), each naming a key of the table.
+pub(crate) trait KeyedItem<'a>: Sized {
+    /// The item count, in errors.
+    const COUNT: &'static str;
+    /// The whole input, in errors.
+    const INPUT: &'static str;
+    /// Reads item number `index`.
+    fn read(r: &mut Reader<'a>, index: usize) -> Result<Self, BatchError>;
+    /// The item's key index and timestamp.
+    fn key_ts(&self) -> (u32, i64);
+}
+
+impl<'a> KeyedItem<'a> for KeyedRecord<'a> {
+    const COUNT: &'static str = "record count";
+    const INPUT: &'static str = "keyed input";
+
+    #[inline(always)]
+    fn read(r: &mut Reader<'a>, _index: usize) -> Result<Self, BatchError> {
+        r.keyed_record()
+    }
+
+    #[inline(always)]
+    fn key_ts(&self) -> (u32, i64) {
+        (self.key_index, self.ts)
+    }
+}
+
+impl<'a> KeyedItem<'a> for FiredTimer {
+    const COUNT: &'static str = "timer count";
+    const INPUT: &'static str = "timer input";
+
+    #[inline(always)]
+    fn read(r: &mut Reader<'a>, index: usize) -> Result<Self, BatchError> {
+        r.fired_timer(index)
+    }
+
+    #[inline(always)]
+    fn key_ts(&self) -> (u32, i64) {
+        (self.key_index, self.ts)
+    }
+}
+
+/// One call of a keyed operator, the frame shared by `process` and `on-timer`: reads
+/// the key table (`on_key` sees each key's bytes, `C` decodes its state), then every
+/// item `I`, each handed to `item` with its index, its key's slot and the emitter (set
+/// to the key and the item's timestamp); writes the records, then one state update per
+/// key (encoded by `C`). Returns the output so far, for a trailer to follow. `cx` is
+/// what `on_key` and `item` both change.
+#[inline(always)]
+pub(crate) fn keyed_call<'a, I, C, S, W, X>(
+    keys: &mut Keys<S>,
+    key_mode: &mut KeyMode<W>,
+    input: &'a [u8],
+    capacity: usize,
+    cx: &mut X,
+    mut on_key: impl FnMut(&mut X, &'a [u8]) -> Result<(), OpError>,
+    mut item: impl FnMut(&mut X, usize, I, &mut Slot<'a, S>, &mut Emitter<'_, W>) -> Result<(), OpError>,
+) -> Result<Out, OpError>
+where
+    I: KeyedItem<'a>,
+    C: StateCodec<S>,
+    S: Data,
+    W: Data,
+{
+    let mut r = Reader::new(input);
+    let mut slots = keys.read(&mut r, |key| on_key(cx, key), C::decode)?;
+    let count = r.u32(I::COUNT)?;
+    let mut out = Out::with_capacity(capacity);
+    let at = begin_output(&mut out);
+    let mut em = Emitter::new(&mut out, key_mode);
+    let keys_len = slots.len();
+    for index in 0..count as usize {
+        let it = I::read(&mut r, index)?;
+        let (key_index, ts) = it.key_ts();
+        let Some(slot) = slots.get_mut(key_index as usize) else {
+            return Err(bad_index(index, key_index, keys_len));
+        };
+        em.set_input(ts, slot.key);
+        item(cx, index, it, slot, &mut em)?;
+        if let Some(e) = em.take_error() {
+            return Err(e);
+        }
+    }
+    r.finish(I::INPUT)?;
+    drop(em);
+    end_records(&mut out, at);
+    keys.finish(slots, &mut out, C::put)?;
+    Ok(out)
+}
+
 /// Record `record` names a key the batch does not have.
 #[cold]
 #[inline(never)]
@@ -131,33 +245,22 @@ where
 {
     fn process(&mut self, input: &[u8], capacity: usize) -> Result<Vec<u8>, OpError> {
         let Fold { fold, key_mode, keys } = self;
-        let mut r = Reader::new(input);
-        let mut slots = keys.read(&mut r, |_| Ok(()), decode_value_state)?;
-        let count = r.u32("record count")?;
-        let mut out = Out::with_capacity(capacity);
-        let at = begin_output(&mut out);
-        let mut em = Emitter::new(&mut out, key_mode);
-        for record in 0..count as usize {
-            let rec = r.keyed_record()?;
-            let (ts, value) = (rec.ts, rec.value);
-            let keys_len = slots.len();
-            let Some(slot) = slots.get_mut(rec.key_index as usize) else {
-                return Err(bad_index(record, rec.key_index, keys_len));
-            };
-            fold(&mut slot.state, value)?;
-            slot.changed = true;
-            if let Some(acc) = &slot.state {
-                em.set_input(ts, slot.key);
-                em.emit_ref(acc);
-                if let Some(e) = em.take_error() {
-                    return Err(e);
+        let out = keyed_call::<KeyedRecord<'_>, Postcard, _, _, _>(
+            keys,
+            key_mode,
+            input,
+            capacity,
+            &mut (),
+            |_, _| Ok(()),
+            |_, _, rec, slot, em| {
+                fold(&mut slot.state, rec.value)?;
+                slot.changed = true;
+                if let Some(acc) = &slot.state {
+                    em.emit_ref(acc);
                 }
-            }
-        }
-        r.finish("keyed input")?;
-        drop(em);
-        end_records(&mut out, at);
-        keys.finish(slots, &mut out, codec::put_encoded)?;
+                Ok(())
+            },
+        )?;
         Ok(out.into_vec())
     }
 
@@ -395,39 +498,28 @@ where
 {
     fn process(&mut self, input: &[u8], capacity: usize) -> Result<Vec<u8>, OpError> {
         let Process { f, key_mode, keys, typed, .. } = self;
-        let mut r = Reader::new(input);
         typed.clear();
-        let mut slots = keys.read(
-            &mut r,
-            |key| {
+        let out = keyed_call::<KeyedRecord<'_>, Postcard, _, _, _>(
+            keys,
+            key_mode,
+            input,
+            capacity,
+            typed,
+            |typed, key| {
                 typed.push(decode::<K>(key, "key")?);
                 Ok(())
             },
-            decode_value_state,
+            |typed, record, rec, slot, em| {
+                // `typed` mirrors the key table, whose index the frame checked.
+                let Some(key) = typed.get(rec.key_index as usize) else {
+                    return Err(bad_index(record, rec.key_index, typed.len()));
+                };
+                let value: V = decode(rec.value, "record value")?;
+                let mut ctx = KeyedContext { key, key_bytes: slot.key, state: &mut slot.state, changed: &mut slot.changed, ts: rec.ts };
+                f(&mut ctx, value, em);
+                Ok(())
+            },
         )?;
-        let count = r.u32("record count")?;
-        let mut out = Out::with_capacity(capacity);
-        let at = begin_output(&mut out);
-        let mut em = Emitter::new(&mut out, key_mode);
-        for record in 0..count as usize {
-            let rec = r.keyed_record()?;
-            let (index, ts) = (rec.key_index as usize, rec.ts);
-            let keys_len = slots.len();
-            let (Some(slot), Some(key)) = (slots.get_mut(index), typed.get(index)) else {
-                return Err(bad_index(record, rec.key_index, keys_len));
-            };
-            let value: V = decode(rec.value, "record value")?;
-            em.set_input(ts, slot.key);
-            let mut ctx = KeyedContext { key, key_bytes: slot.key, state: &mut slot.state, changed: &mut slot.changed, ts };
-            f(&mut ctx, value, &mut em);
-            if let Some(e) = em.take_error() {
-                return Err(e);
-            }
-        }
-        r.finish("keyed input")?;
-        drop(em);
-        end_records(&mut out, at);
-        keys.finish(slots, &mut out, codec::put_encoded)?;
         Ok(out.into_vec())
     }
 

@@ -15,13 +15,13 @@ use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 use std::rc::Rc;
 
-use weir_batch::{Reader, TimeDomain, TimerChange, begin_output, end_records, push_timer_change, push_timers_header};
+use weir_batch::{FiredTimer, KeyedRecord, TimeDomain, TimerChange, push_timer_change, push_timers_header};
 
 use crate::Data;
 use crate::codec::{Out, decode, put_encoded};
 use crate::emit::{Emitter, KeyMode};
 use crate::error::OpError;
-use crate::keyed::{KeyedContext, Keys, bad_index, decode_value_state};
+use crate::keyed::{KeyedContext, KeyedItem, Keys, Slot, StateCodec, decode_value_state, keyed_call};
 use crate::ops::{Operator, accepts_key, install_key};
 use crate::runtime::{self, JobMain};
 use crate::time::{BatchClock, Clock, Timer, host_clock};
@@ -151,85 +151,60 @@ impl<L: TimedLogic> Timed<L> {
     }
 }
 
-impl<L: TimedLogic> Operator for Timed<L> {
-    fn process(&mut self, input: &[u8], capacity: usize) -> Result<Vec<u8>, OpError> {
+impl<L: TimedLogic> Timed<L> {
+    /// One call: the keyed frame, with `item` handling each record or fired timer, and
+    /// the timer changes written last.
+    #[inline(always)]
+    fn call<'a, I: KeyedItem<'a>>(
+        &mut self,
+        input: &'a [u8],
+        capacity: usize,
+        mut item: impl FnMut(&mut L, Cx<'_, L::State>, I, &mut Emitter<'_, L::Out>) -> Result<(), OpError>,
+    ) -> Result<Vec<u8>, OpError> {
         let Timed { logic, key_mode, keys, timers, clock } = self;
-        let mut r = Reader::new(input);
         logic.begin();
-        let mut slots = keys.read(&mut r, |key| logic.on_key(key), L::decode_state)?;
-        let count = r.u32("record count")?;
-        let mut out = Out::with_capacity(capacity);
-        let at = begin_output(&mut out);
-        let mut em = Emitter::new(&mut out, key_mode);
         let now = BatchClock::new(&**clock);
         timers.0.clear();
-        let keys_len = slots.len();
-        for record in 0..count as usize {
-            let rec = r.keyed_record()?;
-            let Some(slot) = slots.get_mut(rec.key_index as usize) else {
-                return Err(bad_index(record, rec.key_index, keys_len));
-            };
-            em.set_input(rec.ts, slot.key);
-            let cx = Cx {
-                key_index: rec.key_index,
-                key: slot.key,
-                ts: rec.ts,
-                state: &mut slot.state,
-                changed: &mut slot.changed,
-                timers: &mut *timers,
-                clock: &now,
-            };
-            logic.on_record(cx, rec.value, &mut em)?;
-            if let Some(e) = em.take_error() {
-                return Err(e);
-            }
-        }
-        r.finish("keyed input")?;
-        drop(em);
-        end_records(&mut out, at);
-        keys.finish(slots, &mut out, L::put_state)?;
+        let mut out = keyed_call::<I, LogicCodec<L>, _, _, _>(
+            keys,
+            key_mode,
+            input,
+            capacity,
+            logic,
+            |logic, key| logic.on_key(key),
+            |logic, _, it, slot: &mut Slot<'a, L::State>, em| {
+                let (key_index, ts) = it.key_ts();
+                let cx = Cx { key_index, key: slot.key, ts, state: &mut slot.state, changed: &mut slot.changed, timers: &mut *timers, clock: &now };
+                item(logic, cx, it, em)
+            },
+        )?;
         timers.write(&mut out);
         Ok(out.into_vec())
     }
+}
+
+/// The state codec of a [`TimedLogic`].
+struct LogicCodec<L>(PhantomData<L>);
+
+impl<L: TimedLogic> StateCodec<L::State> for LogicCodec<L> {
+    #[inline(always)]
+    fn decode(bytes: &[u8]) -> Result<L::State, OpError> {
+        L::decode_state(bytes)
+    }
+
+    #[inline(always)]
+    fn put(out: &mut Out, state: &L::State) -> Result<(), OpError> {
+        L::put_state(out, state)
+    }
+}
+
+impl<L: TimedLogic> Operator for Timed<L> {
+    fn process(&mut self, input: &[u8], capacity: usize) -> Result<Vec<u8>, OpError> {
+        self.call(input, capacity, |logic, cx, rec: KeyedRecord<'_>, em| logic.on_record(cx, rec.value, em))
+    }
 
     fn on_timer(&mut self, input: &[u8], capacity: usize) -> Result<Vec<u8>, OpError> {
-        let Timed { logic, key_mode, keys, timers, clock } = self;
-        let mut r = Reader::new(input);
-        logic.begin();
-        let mut slots = keys.read(&mut r, |key| logic.on_key(key), L::decode_state)?;
-        let count = r.u32("timer count")?;
-        let mut out = Out::with_capacity(capacity);
-        let at = begin_output(&mut out);
-        let mut em = Emitter::new(&mut out, key_mode);
-        let now = BatchClock::new(&**clock);
-        timers.0.clear();
-        let keys_len = slots.len();
-        for index in 0..count as usize {
-            let fired = r.fired_timer(index)?;
-            let Some(slot) = slots.get_mut(fired.key_index as usize) else {
-                return Err(bad_index(index, fired.key_index, keys_len));
-            };
-            em.set_input(fired.ts, slot.key);
-            let cx = Cx {
-                key_index: fired.key_index,
-                key: slot.key,
-                ts: fired.ts,
-                state: &mut slot.state,
-                changed: &mut slot.changed,
-                timers: &mut *timers,
-                clock: &now,
-            };
-            logic.on_timer(cx, Timer { ts: fired.ts, domain: fired.domain }, &mut em)?;
-            if let Some(e) = em.take_error() {
-                return Err(e);
-            }
-        }
-        r.finish("timer input")?;
-        drop(em);
-        end_records(&mut out, at);
-        keys.finish(slots, &mut out, L::put_state)?;
-        timers.write(&mut out);
-        Ok(out.into_vec())
+        self.call(input, capacity, |logic, cx, fired: FiredTimer, em| logic.on_timer(cx, Timer { ts: fired.ts, domain: fired.domain }, em))
     }
 
     fn close(&mut self) -> Result<(), OpError> {
