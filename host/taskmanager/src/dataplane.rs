@@ -316,3 +316,29 @@ async fn until_cancelled<T>(cancel: &Cancel, work: impl Future<Output = Result<T
         () = watch => Err(TaskError::Cancelled),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut f = vec![tag];
+        f.extend_from_slice(body);
+        f
+    }
+
+    /// A peer's control frames are decoded exactly, and any other length or value is
+    /// refused (the consumer would otherwise trust a garbled watermark).
+    #[test]
+    fn watermark_and_idleness_frames_are_checked() {
+        assert!(matches!(decode_frame(frame(TAG_WATERMARK, &(-7i64).to_le_bytes())), Ok(Message::Watermark(-7))));
+        assert!(matches!(decode_frame(frame(TAG_WATERMARK, &i64::MAX.to_le_bytes())), Ok(Message::Watermark(i64::MAX))));
+        assert!(matches!(decode_frame(frame(TAG_IDLE, &[1])), Ok(Message::Idle(true))));
+        assert!(matches!(decode_frame(frame(TAG_IDLE, &[0])), Ok(Message::Idle(false))));
+        assert!(matches!(decode_frame(frame(TAG_WATERMARK, &[0; 7])), Err(InputError::Watermark(8))));
+        assert!(matches!(decode_frame(frame(TAG_WATERMARK, &[0; 9])), Err(InputError::Watermark(10))));
+        assert!(matches!(decode_frame(frame(TAG_IDLE, &[2])), Err(InputError::Watermark(2))));
+        assert!(matches!(decode_frame(frame(TAG_IDLE, &[])), Err(InputError::Watermark(1))));
+        assert!(matches!(decode_frame(frame(9, &[])), Err(InputError::Tag(9))));
+    }
+}
