@@ -9,8 +9,14 @@
 //! ones too: the writes are noted as changes), and a restore or rescale hands each key
 //! group's timers to the subtask that now owns it. An ordered set in memory mirrors
 //! them for firing in time order without reading fjall per watermark.
+//!
+//! Writes to fjall wait for [`Timers::flush`] (the subtask flushes at every checkpoint
+//! barrier, before its state is captured, and at its end): most timers of a busy job
+//! are set and fire between two checkpoints, and then never touch fjall at all. A
+//! timer set and fired in fjall costs two memtable writes that every later lookup pays
+//! for; that was most of a windowed job's time.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::store::{StateError, TaskState};
 
@@ -37,6 +43,9 @@ pub struct Timers {
     op: u32,
     /// (time, key) per domain, in firing order.
     pending: [BTreeSet<(i64, Vec<u8>)>; 2],
+    /// Changes not in fjall yet, by entry key: `true` to write, `false` to delete. With
+    /// them applied fjall holds exactly `pending`.
+    unflushed: HashMap<Vec<u8>, bool>,
 }
 
 /// Timestamps as big-endian bytes that sort as the signed numbers do.
@@ -52,7 +61,7 @@ impl Timers {
     /// The operator's timers in the subtask's key groups, as stored (after a restore,
     /// what the checkpoint held for those groups).
     pub fn load(state: &TaskState, op: u32) -> Result<Self, StateError> {
-        let mut timers = Self { state: state.clone(), op, pending: Default::default() };
+        let mut timers = Self { state: state.clone(), op, pending: Default::default(), unflushed: HashMap::new() };
         for domain in [TimeDomain::Event, TimeDomain::Processing] {
             for group in state.key_groups() {
                 let prefix = Self::prefix(group as u16, op, domain);
@@ -89,9 +98,41 @@ impl Timers {
         if !self.pending[index(domain)].insert((ts, key.to_vec())) {
             return Ok(false);
         }
-        self.state.note_changed(&entry);
-        self.state.ks.insert(entry, &[] as &[u8])?;
+        self.changed(entry, true);
         Ok(true)
+    }
+
+    /// Notes that `entry` is now pending (`present`) or not. Undoing an unflushed change
+    /// forgets it: a timer set and fired between two flushes never reaches fjall, and
+    /// one deleted and set again stays as fjall has it.
+    fn changed(&mut self, entry: Vec<u8>, present: bool) {
+        match self.unflushed.get(&entry) {
+            Some(&was) if was != present => {
+                self.unflushed.remove(&entry);
+            }
+            _ => {
+                self.unflushed.insert(entry, present);
+            }
+        }
+    }
+
+    /// Writes the changes since the last flush to fjall (and notes them for the next
+    /// incremental checkpoint), so a capture of the state holds exactly the pending
+    /// timers.
+    pub fn flush(&mut self) -> Result<(), StateError> {
+        if self.unflushed.is_empty() {
+            return Ok(());
+        }
+        let mut batch = self.state.db.batch();
+        for (entry, present) in self.unflushed.drain() {
+            self.state.note_changed(&entry);
+            if present {
+                batch.insert(&self.state.ks, entry, &[] as &[u8]);
+            } else {
+                batch.remove(&self.state.ks, entry);
+            }
+        }
+        Ok(batch.commit()?)
     }
 
     /// Removes `key`'s timer at `ts`; false if there was none.
@@ -100,8 +141,7 @@ impl Timers {
         if !self.pending[index(domain)].remove(&(ts, key.to_vec())) {
             return Ok(false);
         }
-        self.state.note_changed(&entry);
-        self.state.ks.remove(entry)?;
+        self.changed(entry, false);
         Ok(true)
     }
 
@@ -121,8 +161,8 @@ impl Timers {
     }
 
     /// Removes up to `limit` timers at or before `upto` and appends them to `out` in
-    /// firing order (time, then key). They are gone from fjall too: a checkpoint taken
-    /// after this no longer holds them, so a restore never fires them twice.
+    /// firing order (time, then key). A checkpoint captured after this no longer holds
+    /// them, so a restore never fires them twice.
     pub fn take_due(&mut self, domain: TimeDomain, upto: i64, limit: usize, out: &mut Vec<Fired>) -> Result<(), StateError> {
         let set = &mut self.pending[index(domain)];
         let start = out.len();
@@ -133,16 +173,12 @@ impl Timers {
             let Some(fired) = set.pop_first() else { break };
             out.push(fired);
         }
-        if out.len() == start {
-            return Ok(());
-        }
-        let mut batch = self.state.db.batch();
-        for (ts, key) in &out[start..] {
+        for i in start..out.len() {
+            let (ts, key) = &out[i];
             let entry = self.entry_key(domain, key, *ts)?;
-            self.state.note_changed(&entry);
-            batch.remove(&self.state.ks, entry);
+            self.changed(entry, false);
         }
-        Ok(batch.commit()?)
+        Ok(())
     }
 }
 
@@ -183,6 +219,7 @@ mod tests {
         assert!(timers.delete(TimeDomain::Processing, b"a", 1)?);
         assert!(!timers.delete(TimeDomain::Processing, b"a", 1)?);
         assert!(timers.is_empty());
+        timers.flush()?;
         assert!(Timers::load(&t, 1)?.is_empty(), "fired and deleted timers are gone from fjall");
         Ok(())
     }
@@ -195,7 +232,11 @@ mod tests {
         one.register(TimeDomain::Event, b"k", i64::MIN)?;
         one.register(TimeDomain::Event, b"k", i64::MAX)?;
         one.register(TimeDomain::Processing, b"k", 0)?;
-        Timers::load(&t, 2)?.register(TimeDomain::Event, b"k", 7)?;
+        assert!(Timers::load(&t, 1)?.is_empty(), "nothing in fjall before a flush");
+        one.flush()?;
+        let mut two = Timers::load(&t, 2)?;
+        two.register(TimeDomain::Event, b"k", 7)?;
+        two.flush()?;
         let again = Timers::load(&t, 1)?;
         assert_eq!(again.len(TimeDomain::Event), 2);
         assert_eq!(again.next(TimeDomain::Event), Some(i64::MIN));
@@ -214,6 +255,7 @@ mod tests {
         for (i, k) in keys.iter().enumerate() {
             timers.register(TimeDomain::Event, k, i as i64)?;
         }
+        timers.flush()?;
         let entries = whole.capture(Vec::new()).full()?;
         let halves = [store.task("after", 128, 0..64)?, store.task("after", 128, 64..128)?];
         let mut loaded = 0;
@@ -240,10 +282,14 @@ mod tests {
         let t = store.task("job", 128, 0..128)?.track_changes();
         let mut timers = Timers::load(&t, 1)?;
         timers.register(TimeDomain::Event, b"k", 10)?;
+        timers.register(TimeDomain::Event, b"gone", 11)?;
+        timers.delete(TimeDomain::Event, b"gone", 11)?;
+        timers.flush()?;
         let first = t.capture(Vec::new()).delta()?;
         assert_eq!(first.len(), 1);
         assert!(first[0].1.is_some());
         timers.take_due(TimeDomain::Event, 10, usize::MAX, &mut Vec::new())?;
+        timers.flush()?;
         let second = t.capture(Vec::new()).delta()?;
         assert_eq!(second.len(), 1);
         assert!(second[0].1.is_none(), "the fired timer is a deletion in the next delta");

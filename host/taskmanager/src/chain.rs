@@ -312,6 +312,10 @@ impl Chain {
             if let Some(cache) = &mut step.cache {
                 cache.capture_into(&mut overlay);
             }
+            // Timers go to fjall before the snapshot below is taken.
+            if let Some(timers) = &mut step.timers {
+                timers.flush()?;
+            }
         }
         Ok(Some(state.capture(overlay)))
     }
@@ -321,6 +325,9 @@ impl Chain {
         for step in &mut self.steps {
             if let Some(cache) = &mut step.cache {
                 cache.flush()?;
+            }
+            if let Some(timers) = &mut step.timers {
+                timers.flush()?;
             }
             let name = step.op.name.clone();
             self.instances[step.instance].close(step.op.op).map_err(|failure| TaskError::Operator { name, failure })?;
