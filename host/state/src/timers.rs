@@ -173,8 +173,7 @@ impl Timers {
             let Some(fired) = set.pop_first() else { break };
             out.push(fired);
         }
-        for i in start..out.len() {
-            let (ts, key) = &out[i];
+        for (ts, key) in &out[start..] {
             let entry = self.entry_key(domain, key, *ts)?;
             self.changed(entry, false);
         }
