@@ -136,7 +136,7 @@ impl Chain {
                 }
                 _ => (None, None),
             };
-            let generator = op.watermarks.map(|w| BoundedOutOfOrderness::new(w.out_of_orderness_ms, w.idle_timeout_ms, now.max(0) as u64));
+            let generator = op.watermarks.map(|w| BoundedOutOfOrderness::for_strategy(&w, now.max(0) as u64));
             steps.push(Step { op, instance, cache, timers, generator, wm_in: BEFORE_TIME, wm_out: BEFORE_TIME });
         }
         Ok(Self { instances, steps, scratch: KeyedScratch::default(), state, fuel_used: 0, fired: Vec::new() })
@@ -176,9 +176,7 @@ impl Chain {
             // Fuel budgets are per call; the instance reports what is left after each.
             self.fuel_used += instance.fuel_budget().saturating_sub(instance.fuel_left());
             if let Some(g) = &mut step.generator {
-                for r in batch::records(out.records()).flatten() {
-                    g.record(r.ts, now.max(0) as u64);
-                }
+                g.batch(out.records(), now.max(0) as u64);
             }
             current = Some(out);
         }

@@ -261,45 +261,37 @@ impl Router {
 
     /// Sends what is buffered, then the barrier of checkpoint `id`, to every target.
     pub fn barrier(&mut self, id: u64, cancel: &Cancel) -> Result<(), TaskError> {
-        for t in 0..self.targets.len() {
-            if !self.buffers[t].is_empty() {
-                self.send_buffer(t, cancel)?;
-            }
-            self.targets[t].barrier(id, cancel)?;
-        }
-        Ok(())
+        self.send_to_every_target(cancel, |t, cancel| t.barrier(id, cancel))
     }
 
     /// Sends what is buffered, then the watermark `ts`, to every target: records
     /// before a watermark must reach the consumer before it.
     pub fn watermark(&mut self, ts: i64, cancel: &Cancel) -> Result<(), TaskError> {
-        for t in 0..self.targets.len() {
-            if !self.buffers[t].is_empty() {
-                self.send_buffer(t, cancel)?;
-            }
-            self.targets[t].watermark(ts, cancel)?;
-        }
-        Ok(())
+        self.send_to_every_target(cancel, |t, cancel| t.watermark(ts, cancel))
     }
 
     /// Tells every target this producer went idle or is active again.
     pub fn idle(&mut self, idle: bool, cancel: &Cancel) -> Result<(), TaskError> {
-        for t in 0..self.targets.len() {
-            if !self.buffers[t].is_empty() {
-                self.send_buffer(t, cancel)?;
-            }
-            self.targets[t].idle(idle, cancel)?;
-        }
-        Ok(())
+        self.send_to_every_target(cancel, |t, cancel| t.idle(idle, cancel))
     }
 
     /// Sends what is buffered and tells every target this producer is done.
     pub fn finish(&mut self, cancel: &Cancel) -> Result<(), TaskError> {
+        self.send_to_every_target(cancel, Target::end)
+    }
+
+    /// Sends each target what is buffered for it, then `control`: a control message
+    /// never overtakes the records before it.
+    fn send_to_every_target(
+        &mut self,
+        cancel: &Cancel,
+        mut control: impl FnMut(&mut Target, &Cancel) -> Result<(), TaskError>,
+    ) -> Result<(), TaskError> {
         for t in 0..self.targets.len() {
             if !self.buffers[t].is_empty() {
                 self.send_buffer(t, cancel)?;
             }
-            self.targets[t].end(cancel)?;
+            control(&mut self.targets[t], cancel)?;
         }
         Ok(())
     }

@@ -307,7 +307,7 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
     match head {
         Head::Source(mut src) => {
             let mut buf = Vec::with_capacity(exchange::BATCH_BYTES * 2);
-            let mut generator = watermarks.map(|w| BoundedOutOfOrderness::new(w.out_of_orderness_ms, w.idle_timeout_ms, 0));
+            let mut generator = watermarks.map(|w| BoundedOutOfOrderness::for_strategy(&w, crate::chain::now_ms().max(0) as u64));
             // A checkpoint already requested while this subtask was being set up (a
             // Python component takes a while to instantiate) still gets its barrier,
             // ahead of every record: its peers injected it, and downstream aligns on it.
@@ -330,10 +330,7 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
                 let Some(n) = src.next_batch(&mut buf)? else { break };
                 p.deliver(&buf, n)?;
                 if let Some(g) = &mut generator {
-                    let now = crate::chain::now_ms().max(0) as u64;
-                    for r in weir_types::batch::records(&buf).flatten() {
-                        g.record(r.ts, now);
-                    }
+                    g.batch(&buf, crate::chain::now_ms().max(0) as u64);
                     p.watermark(g.current())?;
                 }
                 buf.clear();

@@ -18,6 +18,8 @@
 //! (Flink's convention): a window `[start, end)` fires once the watermark reaches
 //! `end - 1`.
 
+use weir_types::plan::WatermarkStrategy;
+
 /// The watermark before any: nothing is promised yet.
 pub const BEFORE_TIME: i64 = i64::MIN;
 /// The final watermark of an input that ended: every timer and window fires.
@@ -161,6 +163,18 @@ impl BoundedOutOfOrderness {
     pub fn new(bound: u64, idle_after: Option<u64>, now_ms: u64) -> Self {
         let bound = i64::try_from(bound).unwrap_or(i64::MAX);
         Self { bound, idle_after, max_ts: None, last_record_ms: now_ms, idle: false }
+    }
+
+    /// The generator a plan's strategy asks for, starting at processing time `now_ms`.
+    pub fn for_strategy(w: &WatermarkStrategy, now_ms: u64) -> Self {
+        Self::new(w.out_of_orderness_ms, w.idle_timeout_ms, now_ms)
+    }
+
+    /// Every record of a valid plain batch was read at processing time `now_ms`.
+    pub fn batch(&mut self, batch: &[u8], now_ms: u64) {
+        for r in weir_types::batch::records(batch).flatten() {
+            self.record(r.ts, now_ms);
+        }
     }
 
     /// A record with event time `ts` was read at processing time `now_ms`.
