@@ -32,4 +32,4 @@ mod timers;
 
 pub use cache::ValueCache;
 pub use store::{Capture, MapEntries, StateError, StateStore, TaskState};
-pub use timers::{Fired, TimeDomain, Timers};
+pub use timers::{Due, TimeDomain, Timers};

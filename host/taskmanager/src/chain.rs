@@ -6,7 +6,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use weir_state::{Fired, StateError, TaskState, TimeDomain, Timers, ValueCache};
+use weir_state::{Due, StateError, TaskState, TimeDomain, Timers, ValueCache};
 use weir_types::batch::{self, Cursor, FiredTimer, StateUpdate, TimerChange};
 use weir_types::keygroup::key_hash;
 use weir_types::plan::WatermarkStrategy;
@@ -102,7 +102,7 @@ pub(crate) struct Chain {
     state: Option<TaskState>,
     fuel_used: u64,
     /// Reused for due timers.
-    fired: Vec<Fired>,
+    fired: Due,
 }
 
 impl Chain {
@@ -139,7 +139,7 @@ impl Chain {
             let generator = op.watermarks.map(|w| BoundedOutOfOrderness::for_strategy(&w, now.max(0) as u64));
             steps.push(Step { op, instance, cache, timers, generator, wm_in: BEFORE_TIME, wm_out: BEFORE_TIME });
         }
-        Ok(Self { instances, steps, scratch: KeyedScratch::default(), state, fuel_used: 0, fired: Vec::new() })
+        Ok(Self { instances, steps, scratch: KeyedScratch::default(), state, fuel_used: 0, fired: Due::default() })
     }
 
     /// Runs one plain batch through every operator of the chain.
@@ -251,7 +251,7 @@ impl Chain {
             let mut fired = std::mem::take(&mut self.fired);
             fired.clear();
             if let Some(t) = &mut self.steps[i].timers {
-                t.take_due(domain, upto, FIRE_BATCH, &mut fired)?;
+                t.take_due(domain, upto, FIRE_BATCH, &mut fired);
             }
             if fired.is_empty() {
                 self.fired = fired;
@@ -269,14 +269,14 @@ impl Chain {
 
     /// Calls step `i`'s `on-timer` with `fired`, grouped by key with each key's state,
     /// and applies what it returns.
-    fn on_timer(&mut self, i: usize, fired: &[Fired], domain: TimeDomain) -> Result<ChainOutput, TaskError> {
+    fn on_timer(&mut self, i: usize, fired: &Due, domain: TimeDomain) -> Result<ChainOutput, TaskError> {
         let step = &mut self.steps[i];
         let Some(cache) = &mut step.cache else { return Err(Bug::EmptyChain.into()) };
         let s = &mut self.scratch;
         s.next_epoch(cache);
         s.slots.clear();
         s.entries.clear();
-        for (_, key) in fired {
+        for (_, key) in fired.iter() {
             let entry = cache.entry(key_hash(key), key)?;
             let (slot, first) = cache.batch_slot(entry, s.epoch, s.slots.len() as u32);
             if first {
@@ -291,7 +291,7 @@ impl Chain {
         }
         batch::push_timers_header(&mut s.input, fired.len() as u32);
         for ((ts, _), &slot) in fired.iter().zip(&s.entries) {
-            batch::push_fired_timer(&mut s.input, FiredTimer { key_index: slot as u32, ts: *ts, domain });
+            batch::push_fired_timer(&mut s.input, FiredTimer { key_index: slot as u32, ts, domain });
         }
         let name = &step.op.name;
         let instance = &mut self.instances[step.instance];
@@ -302,7 +302,7 @@ impl Chain {
     }
 
     /// Captures keyed state for a checkpoint (`None` without state): the caches' dirty
-    /// entries are copied, nothing is written.
+    /// entries and the pending timers are copied, nothing is written.
     pub(crate) fn capture(&mut self) -> Result<Option<weir_state::Capture>, TaskError> {
         let Some(state) = &self.state else { return Ok(None) };
         let mut overlay = Vec::new();
@@ -310,9 +310,8 @@ impl Chain {
             if let Some(cache) = &mut step.cache {
                 cache.capture_into(&mut overlay);
             }
-            // Timers go to fjall before the snapshot below is taken.
             if let Some(timers) = &mut step.timers {
-                timers.flush()?;
+                timers.capture_into(&mut overlay)?;
             }
         }
         Ok(Some(state.capture(overlay)))
@@ -323,9 +322,6 @@ impl Chain {
         for step in &mut self.steps {
             if let Some(cache) = &mut step.cache {
                 cache.flush()?;
-            }
-            if let Some(timers) = &mut step.timers {
-                timers.flush()?;
             }
             let name = step.op.name.clone();
             self.instances[step.instance].close(step.op.op).map_err(|failure| TaskError::Operator { name, failure })?;
