@@ -52,22 +52,36 @@ fn time_of(bytes: [u8; 8]) -> i64 {
 #[derive(Default)]
 pub struct Due {
     times: Vec<i64>,
+    hashes: Vec<u64>,
     ends: Vec<usize>,
     keys: Vec<u8>,
 }
 
 impl Due {
-    fn push(&mut self, ts: i64, key: &[u8]) {
+    fn push(&mut self, ts: i64, hash: u64, key: &[u8]) {
         self.keys.extend_from_slice(key);
         self.times.push(ts);
+        self.hashes.push(hash);
         self.ends.push(self.keys.len());
     }
 
     /// Forgets every timer, keeping the memory.
     pub fn clear(&mut self) {
         self.times.clear();
+        self.hashes.clear();
         self.ends.clear();
         self.keys.clear();
+    }
+
+    /// The stable hash of each timer's key (`weir_types::keygroup::key_hash`).
+    pub fn hashes(&self) -> &[u64] {
+        &self.hashes
+    }
+
+    /// The key of timer `i`.
+    pub fn key(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.keys[start..self.ends[i]]
     }
 
     /// How many timers.
@@ -113,6 +127,10 @@ struct Bucket {
 }
 
 impl Bucket {
+    fn with_capacity(n: usize) -> Self {
+        Bucket { keys: Vec::new(), slots: Vec::with_capacity(n), index: HashTable::with_capacity(n), next: 0, live: 0 }
+    }
+
     fn key(&self, slot: &Slot) -> &[u8] {
         &self.keys[slot.start..slot.start + slot.len as usize]
     }
@@ -135,6 +153,8 @@ struct Queue {
     len: usize,
     /// Timers the last capture held that were removed since.
     removed: Due,
+    /// Slots of the last bucket that fired completely.
+    last_bucket: usize,
 }
 
 /// One keyed operator's timers in one subtask.
@@ -192,10 +212,18 @@ impl Timers {
     /// Sets a timer for `key` at `ts`; false if that exact timer was already set.
     /// Refuses keys outside the subtask's key groups.
     pub fn register(&mut self, domain: TimeDomain, key: &[u8], ts: i64) -> Result<bool, StateError> {
-        let hash = key_hash(key);
+        self.register_hashed(domain, key, key_hash(key), ts)
+    }
+
+    /// [`Self::register`] with the key's stable hash already computed.
+    pub fn register_hashed(&mut self, domain: TimeDomain, key: &[u8], hash: u64, ts: i64) -> Result<bool, StateError> {
         self.state.owned_group_of_hash(hash)?;
         let q = &mut self.queues[domain as usize];
-        let Bucket { keys, slots, index, next, live } = q.buckets.entry(ts).or_default();
+        // A window's instant collects about as many keys as the last one did: sized
+        // up front, its index rarely rehashes. Capped, so one huge instant (the end of
+        // input) does not inflate every small one after it.
+        let expected = q.last_bucket.min(1 << 16);
+        let Bucket { keys, slots, index, next, live } = q.buckets.entry(ts).or_insert_with(|| Bucket::with_capacity(expected));
         let found = index.find_entry(hash, |&i| {
             let s = &slots[i as usize];
             s.hash == hash && &keys[s.start..s.start + s.len as usize] == key
@@ -223,7 +251,11 @@ impl Timers {
 
     /// Removes `key`'s timer at `ts`; false if there was none.
     pub fn delete(&mut self, domain: TimeDomain, key: &[u8], ts: i64) -> Result<bool, StateError> {
-        let hash = key_hash(key);
+        self.delete_hashed(domain, key, key_hash(key), ts)
+    }
+
+    /// [`Self::delete`] with the key's stable hash already computed.
+    pub fn delete_hashed(&mut self, domain: TimeDomain, key: &[u8], hash: u64, ts: i64) -> Result<bool, StateError> {
         self.state.owned_group_of_hash(hash)?;
         let q = &mut self.queues[domain as usize];
         let Some(bucket) = q.buckets.get_mut(&ts) else { return Ok(false) };
@@ -232,7 +264,7 @@ impl Timers {
         bucket.live -= 1;
         q.len -= 1;
         if bucket.slots[i].captured {
-            q.removed.push(ts, key);
+            q.removed.push(ts, hash, key);
         }
         if bucket.live == 0 {
             q.buckets.remove(&ts);
@@ -274,15 +306,16 @@ impl Timers {
                     continue;
                 }
                 let key = bucket.key(&slot);
-                out.push(ts, key);
+                out.push(ts, slot.hash, key);
                 if slot.captured {
-                    q.removed.push(ts, key);
+                    q.removed.push(ts, slot.hash, key);
                 }
                 bucket.live -= 1;
                 q.len -= 1;
                 taken += 1;
             }
             if bucket.live == 0 {
+                q.last_bucket = bucket.slots.len();
                 first.remove();
             }
         }
@@ -304,8 +337,8 @@ impl Timers {
                     slot.captured = true;
                 }
             }
-            for (ts, key) in q.removed.iter() {
-                let group = self.state.owned_group_of_hash(key_hash(key))?;
+            for ((ts, key), &hash) in q.removed.iter().zip(&q.removed.hashes) {
+                let group = self.state.owned_group_of_hash(hash)?;
                 Self::entry_key(&mut k, group, self.op, domain, ts, key);
                 push_overlay(overlay, true, &k, None);
             }

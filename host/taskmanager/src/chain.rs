@@ -78,6 +78,8 @@ struct KeyedScratch {
     input: Vec<u8>,
     /// Cache entry of each distinct key of the batch, in key-index order.
     slots: Vec<usize>,
+    /// Stable hash of each distinct key, in key-index order.
+    slot_hashes: Vec<u64>,
     /// The incoming batch's records.
     records: Vec<KeyedRecord>,
     /// Stable hash of each record's key.
@@ -170,7 +172,7 @@ impl Chain {
                     let s = &mut self.scratch;
                     build_keyed_input(cache, data, s)?;
                     let buf = instance.process(step.op.op, &s.input).map_err(fail)?;
-                    keyed_output(buf, &s.slots, cache, step.timers.as_mut(), &step.op.name)?
+                    keyed_output(buf, &s.slots, &s.slot_hashes, cache, step.timers.as_mut(), &step.op.name)?
                 }
             };
             // Fuel budgets are per call; the instance reports what is left after each.
@@ -275,14 +277,16 @@ impl Chain {
         let s = &mut self.scratch;
         s.next_epoch(cache);
         s.slots.clear();
+        s.slot_hashes.clear();
         s.entries.clear();
-        for (_, key) in fired.iter() {
-            let entry = cache.entry(key_hash(key), key)?;
-            let (slot, first) = cache.batch_slot(entry, s.epoch, s.slots.len() as u32);
+        cache.resolve(fired.hashes(), |i| fired.key(i), &mut s.entries)?;
+        for (entry, &hash) in s.entries.iter_mut().zip(fired.hashes()) {
+            let (slot, first) = cache.batch_slot(*entry, s.epoch, s.slots.len() as u32);
             if first {
-                s.slots.push(entry);
+                s.slots.push(*entry);
+                s.slot_hashes.push(hash);
             }
-            s.entries.push(slot as usize);
+            *entry = slot as usize;
         }
         s.input.clear();
         batch::push_key_count(&mut s.input, s.slots.len() as u32);
@@ -298,7 +302,7 @@ impl Chain {
         instance.set_time(Time { watermark: step.wm_in, processing: now_ms() });
         let buf = instance.on_timer(step.op.op, &s.input).map_err(|failure| TaskError::Operator { name: name.clone(), failure })?;
         self.fuel_used += instance.fuel_budget().saturating_sub(instance.fuel_left());
-        keyed_output(buf, &s.slots, cache, step.timers.as_mut(), name)
+        keyed_output(buf, &s.slots, &s.slot_hashes, cache, step.timers.as_mut(), name)
     }
 
     /// Captures keyed state for a checkpoint (`None` without state): the caches' dirty
@@ -336,7 +340,14 @@ impl Chain {
 
 /// Checks a keyed operator's output and applies it: each key's state update to the
 /// cache, its timer changes to the timers.
-fn keyed_output(buf: Vec<u8>, slots: &[usize], cache: &mut ValueCache, timers: Option<&mut Timers>, name: &str) -> Result<ChainOutput, TaskError> {
+fn keyed_output(
+    buf: Vec<u8>,
+    slots: &[usize],
+    hashes: &[u64],
+    cache: &mut ValueCache,
+    timers: Option<&mut Timers>,
+    name: &str,
+) -> Result<ChainOutput, TaskError> {
     let fail = |failure: OperatorFailure| TaskError::Operator { name: name.to_string(), failure };
     let parsed = batch::parse_output(&buf, Some(slots.len())).map_err(|e| fail(e.into()))?;
     for (update, &entry) in parsed.states.iter().zip(slots) {
@@ -352,11 +363,11 @@ fn keyed_output(buf: Vec<u8>, slots: &[usize], cache: &mut ValueCache, timers: O
         };
         for &TimerChange { set, domain, key_index, ts } in &parsed.timers {
             // parse_output checked the index against the key table.
-            let key = cache.key(slots[key_index as usize]);
+            let (key, hash) = (cache.key(slots[key_index as usize]), hashes[key_index as usize]);
             if set {
-                timers.register(domain, key, ts)?;
+                timers.register_hashed(domain, key, hash, ts)?;
             } else {
-                timers.delete(domain, key, ts)?;
+                timers.delete_hashed(domain, key, hash, ts)?;
             }
         }
     }
@@ -383,6 +394,7 @@ impl KeyedScratch {
 fn build_keyed_input(cache: &mut ValueCache, data: &[u8], s: &mut KeyedScratch) -> Result<(), TaskError> {
     s.next_epoch(cache);
     s.slots.clear();
+    s.slot_hashes.clear();
     s.records.clear();
     s.hashes.clear();
     s.entries.clear();
@@ -396,10 +408,11 @@ fn build_keyed_input(cache: &mut ValueCache, data: &[u8], s: &mut KeyedScratch) 
     }
     let records = &s.records;
     cache.resolve(&s.hashes, |i| &data[records[i].key.clone()], &mut s.entries)?;
-    for (rec, &entry) in s.records.iter_mut().zip(&s.entries) {
+    for ((rec, &entry), &hash) in s.records.iter_mut().zip(&s.entries).zip(&s.hashes) {
         let (slot, first) = cache.batch_slot(entry, s.epoch, s.slots.len() as u32);
         if first {
             s.slots.push(entry);
+            s.slot_hashes.push(hash);
         }
         rec.slot = slot;
     }
