@@ -190,6 +190,35 @@ fn the_dashboard_shows_a_running_job_with_its_graph_and_moving_throughput() {
     });
     browser.screenshot("dashboard-taskmanagers.png");
 
+    // Event time: a windowed job's graph shows each vertex's watermark, and its
+    // subtasks table each subtask's.
+    let wasm = std::fs::read(WEIR.example("window_count")).expect("window_count.wasm");
+    let artifact = api(&cluster, "POST", "/api/v1/artifacts", "application/wasm", &wasm, 201);
+    let artifact_id = artifact["id"].as_str().unwrap_or_else(|| panic!("artifact without an id: {artifact}")).to_string();
+    let args = json!({"n": "100000000", "keys": "50", "records-per-ms": "20", "work": "2000"});
+    let spec = json!({"artifact": artifact_id, "parallelism": 1, "args": args});
+    let windows = api(&cluster, "POST", "/api/v1/jobs", "application/json", spec.to_string().as_bytes(), 201);
+    let windows_id = windows["metadata"]["id"].as_str().unwrap_or_else(|| panic!("job without metadata.id: {windows}")).to_string();
+    browser.navigate(&format!("{base}/#/jobs/{windows_id}"));
+    browser.wait_for("the window vertex and its subtask to show a watermark", |b| {
+        let s = b.snapshot(&format!(
+            "{{{CHROME}, vertices: [...document.querySelectorAll('#graph svg .vertex')].map(g => ({{name: g.querySelector('.vname')?.textContent, \
+             watermark: g.dataset.watermark, text: g.querySelector('.wmtext')?.textContent}})), \
+             cells: [...document.querySelectorAll('#subtasks td.wm')].map(td => td.textContent)}}"
+        ));
+        let vs = s["vertices"].as_array().cloned().unwrap_or_default();
+        let window = vs.iter().find(|v| v["name"].as_str().is_some_and(|n| n.starts_with("count")));
+        let shown = window.is_some_and(|v| {
+            v["watermark"].as_str().and_then(|w| w.parse::<i64>().ok()).is_some_and(|w| w >= 0)
+                && v["text"].as_str().is_some_and(|t| t.starts_with("watermark ") && t.ends_with(" ms"))
+        });
+        let cells = s["cells"].as_array().cloned().unwrap_or_default();
+        let in_table = !cells.is_empty() && cells.iter().all(|c| c.as_str().is_some_and(|c| c.ends_with(" ms")));
+        if shown && in_table { Ok(()) } else { Err(s.to_string()) }
+    });
+    browser.screenshot("dashboard-watermarks.png");
+    api(&cluster, "POST", &format!("/api/v1/jobs/{windows_id}/cancel"), "application/json", b"{}", 202);
+
     // Submit: the form offers the uploaded artifact.
     browser.navigate(&format!("{base}/#/submit"));
     browser.wait_for("the submit form offering the uploaded artifact", |b| {

@@ -170,6 +170,40 @@ fn wait_checkpointed(cluster: &TestCluster, job: &str, at_least: u64) {
     });
 }
 
+/// GETs `path` of the cluster's REST API as JSON.
+fn rest_json(cluster: &TestCluster, path: &str) -> serde_json::Value {
+    let auth = format!("Bearer {}", cluster.token);
+    let (status, body) = weir_testkit::http::request("GET", &format!("{}{path}", cluster.rest), &[("Authorization", &auth)], &[]);
+    assert_eq!(status, 200, "GET {path}: {}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).expect("json")
+}
+
+/// The window vertex's watermark in the job's metrics document, checked against its
+/// subtasks' (the vertex shows their lowest), and in the JobManager's Prometheus text.
+fn window_watermark(cluster: &TestCluster, job: &str) -> Option<i64> {
+    let m = rest_json(cluster, &format!("/api/v1/jobs/{job}/metrics"));
+    let vertices = m["vertices"].as_array().expect("vertices");
+    let window = vertices.iter().find(|v| v["name"].as_str().is_some_and(|n| n.starts_with("count"))).expect("the window vertex");
+    let subtasks: Vec<Option<i64>> = window["subtasks"].as_array().expect("subtasks").iter().map(|s| s["watermark"].as_i64()).collect();
+    let lowest = subtasks.iter().copied().min().flatten();
+    assert_eq!(window["watermark"].as_i64(), lowest, "the vertex shows its subtasks' lowest watermark: {window}");
+    let source = vertices.iter().find(|v| v["name"].as_str().is_some_and(|n| n.starts_with("numbers"))).expect("the source vertex");
+    if let (Some(w), Some(s)) = (lowest, source["watermark"].as_i64()) {
+        // The source's report may be newer, never older by more than a heartbeat.
+        assert!(w >= 0 && s >= 0, "event time of generated records is non-negative: {m}");
+    }
+    let (status, text) = weir_testkit::http::request("GET", &format!("{}/metrics", cluster.rest), &[], &[]);
+    assert_eq!(status, 200);
+    let text = String::from_utf8_lossy(&text);
+    if lowest.is_some() {
+        assert!(
+            text.lines().any(|l| l.starts_with("weir_vertex_watermark_milliseconds{") && l.contains(job) && l.contains("vertex_name=\"count")),
+            "/metrics has the window vertex's watermark:\n{text}"
+        );
+    }
+    lowest
+}
+
 /// A savepoint taken at parallelism 2 while windows are open and their timers pending
 /// resumes at parallelism 3: the timers move with their key groups, and every window
 /// fires exactly once over both runs' committed output.
@@ -179,6 +213,17 @@ fn a_savepoint_with_pending_timers_at_parallelism_2_resumes_at_3() {
     let n = 400_000u64;
     let (first, second) = (cluster.dir.path().join("out-p2"), cluster.dir.path().join("out-p3"));
     let job = submit_window_count(&cluster, n, "2", &first, &[]);
+    // Observability: event time shows per vertex and subtask while the job runs, and
+    // only moves forward (20 records per ms, so it stays below n / 20 ms).
+    let mut seen = None;
+    wait_until("the window vertex's watermark to advance", || {
+        let now = window_watermark(&cluster, &job);
+        assert!(now >= seen, "watermarks never go back: {seen:?} then {now:?}");
+        assert!(now.is_none_or(|w| w < (n / 20) as i64), "{now:?}");
+        let advanced = seen.is_some() && now > seen;
+        seen = now;
+        advanced
+    });
     // Late enough that some windows fired and were committed before the stop.
     wait_checkpointed(&cluster, &job, 5);
     let savepoint = cluster.dir.path().join("savepoint");

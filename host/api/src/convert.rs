@@ -66,7 +66,7 @@ pub fn event(e: JobEvent) -> Event {
 }
 
 /// The metrics document of job `id`: per vertex, its subtasks' sums (the most
-/// backpressured subtask's ratio), and the graph's edges.
+/// backpressured subtask's ratio, the lowest watermark), and the graph's edges.
 pub fn metrics(id: &JobId, m: JobMetrics) -> Metrics {
     let subtask = |s: &SubtaskMetrics| SubtaskDoc {
         subtask: s.subtask,
@@ -74,6 +74,7 @@ pub fn metrics(id: &JobId, m: JobMetrics) -> Metrics {
         records_in: s.records_in,
         records_out: s.records_out,
         backpressure: s.backpressure,
+        watermark: s.watermark,
         fuel: s.fuel,
         status: s.status.name().to_string(),
     };
@@ -93,6 +94,8 @@ pub fn metrics(id: &JobId, m: JobMetrics) -> Metrics {
                 records_in_per_second: mine.iter().map(|s| s.records_in_per_second).sum(),
                 records_out_per_second: mine.iter().map(|s| s.records_out_per_second).sum(),
                 backpressure: mine.iter().map(|s| s.backpressure).fold(0.0, f64::max),
+                // Flink's low watermark: none until every subtask has one.
+                watermark: mine.iter().map(|s| s.watermark).min().flatten(),
                 fuel: mine.iter().map(|s| s.fuel).sum(),
                 subtasks: mine.into_iter().map(subtask).collect(),
             }

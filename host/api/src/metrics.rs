@@ -73,44 +73,55 @@ pub fn jobmanager(jm: &JobManager) -> String {
             vertices.extend(doc.vertices.into_iter().map(|v| (j.id.clone(), j.name.clone(), v)));
         }
     }
-    type Field = fn(&weir_documents::VertexMetrics) -> f64;
-    let families: [(&str, &str, &str, Field); 6] = [
-        ("weir_vertex_records_in_total", "counter", "Records into a vertex's subtasks.", |v| v.records_in as f64),
-        ("weir_vertex_records_out_total", "counter", "Records out of a vertex's subtasks.", |v| v.records_out as f64),
-        ("weir_vertex_records_in_per_second", "gauge", "Records in per second over the last heartbeat interval.", |v| v.records_in_per_second),
-        ("weir_vertex_records_out_per_second", "gauge", "Records out per second over the last heartbeat interval.", |v| v.records_out_per_second),
-        ("weir_vertex_backpressure_ratio", "gauge", "Share of time the most blocked subtask waited on full outputs.", |v| v.backpressure),
-        ("weir_vertex_fuel_consumed_total", "counter", "Wasm fuel the vertex's operators burned.", |v| v.fuel as f64),
+    type Field = fn(&weir_documents::VertexMetrics) -> Option<f64>;
+    let families: [(&str, &str, &str, Field); 7] = [
+        ("weir_vertex_records_in_total", "counter", "Records into a vertex's subtasks.", |v| Some(v.records_in as f64)),
+        ("weir_vertex_records_out_total", "counter", "Records out of a vertex's subtasks.", |v| Some(v.records_out as f64)),
+        ("weir_vertex_records_in_per_second", "gauge", "Records in per second over the last heartbeat interval.", |v| Some(v.records_in_per_second)),
+        ("weir_vertex_records_out_per_second", "gauge", "Records out per second over the last heartbeat interval.", |v| Some(v.records_out_per_second)),
+        ("weir_vertex_backpressure_ratio", "gauge", "Share of time the most blocked subtask waited on full outputs.", |v| Some(v.backpressure)),
+        ("weir_vertex_fuel_consumed_total", "counter", "Wasm fuel the vertex's operators burned.", |v| Some(v.fuel as f64)),
+        // Absent until every subtask of the vertex passed a watermark.
+        ("weir_vertex_watermark_milliseconds", "gauge", "The lowest event time (watermark, ms) the vertex's subtasks reached.", |v| {
+            v.watermark.map(|w| w as f64)
+        }),
     ];
     for (name, kind, help, value) in families {
         let mut f = Family::new(&mut out, name, kind, help);
         for (job, job_name, v) in &vertices {
             let index = v.id.to_string();
-            f.sample(name, &[("job", job.as_str()), ("job_name", job_name), ("vertex", &index), ("vertex_name", &v.name)], value(v));
+            if let Some(x) = value(v) {
+                f.sample(name, &[("job", job.as_str()), ("job_name", job_name), ("vertex", &index), ("vertex_name", &v.name)], x);
+            }
         }
     }
     out
 }
 
-/// A TaskManager's metrics: slots, running subtasks, and per-subtask records, fuel
-/// and time blocked by backpressure.
+/// A TaskManager's metrics: slots, running subtasks, and per-subtask records, fuel,
+/// time blocked by backpressure and watermark.
 pub fn taskmanager(tm: &weir_taskmanager::TaskManager, slots: u32) -> String {
     let progress = tm.progress();
     let mut out = String::new();
     gauge(&mut out, "weir_taskmanager_slots", "Slots this TaskManager offers.", slots);
     gauge(&mut out, "weir_taskmanager_subtasks_running", "Subtasks running here.", progress.len());
-    type Field = fn(&weir_types::deployment::TaskProgress) -> f64;
-    let families: [(&str, &str, Field); 4] = [
-        ("weir_subtask_records_in_total", "Records into the subtask.", |p| p.records_in as f64),
-        ("weir_subtask_records_out_total", "Records out of the subtask.", |p| p.records_out as f64),
-        ("weir_subtask_fuel_consumed_total", "Wasm fuel the subtask's operators burned.", |p| p.fuel as f64),
-        ("weir_subtask_backpressured_seconds_total", "Time the subtask waited on full outputs.", |p| p.backpressured_ns as f64 / 1e9),
+    type Field = fn(&weir_types::deployment::TaskProgress) -> Option<f64>;
+    let families: [(&str, &str, &str, Field); 5] = [
+        ("weir_subtask_records_in_total", "counter", "Records into the subtask.", |p| Some(p.records_in as f64)),
+        ("weir_subtask_records_out_total", "counter", "Records out of the subtask.", |p| Some(p.records_out as f64)),
+        ("weir_subtask_fuel_consumed_total", "counter", "Wasm fuel the subtask's operators burned.", |p| Some(p.fuel as f64)),
+        ("weir_subtask_backpressured_seconds_total", "counter", "Time the subtask waited on full outputs.", |p| Some(p.backpressured_ns as f64 / 1e9)),
+        ("weir_subtask_watermark_milliseconds", "gauge", "The event time (watermark, ms) that left the subtask's operators.", |p| {
+            p.watermark.map(|w| w as f64)
+        }),
     ];
-    for (name, help, value) in families {
-        let mut f = Family::new(&mut out, name, "counter", help);
+    for (name, kind, help, value) in families {
+        let mut f = Family::new(&mut out, name, kind, help);
         for p in &progress {
             let (vertex, subtask) = (p.vertex.to_string(), p.subtask.to_string());
-            f.sample(name, &[("job", p.run.as_str()), ("vertex", &vertex), ("subtask", &subtask)], value(p));
+            if let Some(x) = value(p) {
+                f.sample(name, &[("job", p.run.as_str()), ("vertex", &vertex), ("subtask", &subtask)], x);
+            }
         }
     }
     out

@@ -238,6 +238,9 @@ pub struct VertexMetrics {
     pub records_out_per_second: f64,
     /// The most backpressured subtask's share of time blocked (0 to 1).
     pub backpressure: f64,
+    /// The lowest watermark of its subtasks (ms of event time), null until every
+    /// subtask passed one.
+    pub watermark: Option<i64>,
     /// Fuel burned, all subtasks.
     pub fuel: u64,
     /// Every subtask.
@@ -258,6 +261,9 @@ pub struct SubtaskDoc {
     pub records_out: u64,
     /// Share of time blocked on full outputs (0 to 1).
     pub backpressure: f64,
+    /// The event time it reached: the last watermark that left its operators (ms),
+    /// null before the first.
+    pub watermark: Option<i64>,
     /// Fuel burned.
     pub fuel: u64,
     /// CREATED, RUNNING, FINISHED, FAILED or CANCELED.

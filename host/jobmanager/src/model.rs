@@ -184,6 +184,8 @@ pub struct SubtaskMetrics {
     pub records_out_per_second: f64,
     /// Share of the last interval spent blocked on full downstream channels (0 to 1).
     pub backpressure: f64,
+    /// The event time it reached (the watermark leaving its operators), if any.
+    pub watermark: Option<i64>,
     /// Fuel burned so far.
     pub fuel: u64,
     /// RUNNING until it ends, then FINISHED, FAILED or CANCELED (CREATED before the

@@ -17,6 +17,7 @@ struct Counts {
     records_out: u64,
     fuel: u64,
     backpressured_ns: u64,
+    watermark: Option<i64>,
     ended: bool,
     /// How it ended, once it did.
     outcome: Option<JobStatus>,
@@ -129,6 +130,7 @@ impl JobTracker {
             c.records_out = p.records_out;
             c.fuel = p.fuel;
             c.backpressured_ns = p.backpressured_ns;
+            c.watermark = p.watermark;
         }
     }
 
@@ -146,6 +148,7 @@ impl JobTracker {
                 records_in_per_second: if c.ended { 0.0 } else { c.rate_in },
                 records_out_per_second: if c.ended { 0.0 } else { c.rate_out },
                 backpressure: if c.ended { 0.0 } else { c.backpressure },
+                watermark: c.watermark,
                 fuel: c.fuel,
                 status: match c.outcome {
                     Some(s) => s,

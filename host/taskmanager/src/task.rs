@@ -1,7 +1,7 @@
 //! A subtask: what it is told to run, and the thread loop that runs it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
 use weir_state::{Capture, TaskState};
@@ -102,7 +102,7 @@ pub struct TaskDeployment {
 }
 
 /// Live record counts of a running subtask, read by metrics while it runs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TaskCounters {
     /// Records that entered the subtask so far.
     pub records_in: AtomicU64,
@@ -112,6 +112,28 @@ pub struct TaskCounters {
     pub fuel: AtomicU64,
     /// Nanoseconds it spent blocked on full downstream channels so far.
     pub backpressured_ns: AtomicU64,
+    /// The event time it reached: the watermark that left its operators
+    /// ([`BEFORE_TIME`] until the first).
+    pub watermark: AtomicI64,
+}
+
+impl Default for TaskCounters {
+    fn default() -> Self {
+        Self {
+            records_in: AtomicU64::new(0),
+            records_out: AtomicU64::new(0),
+            fuel: AtomicU64::new(0),
+            backpressured_ns: AtomicU64::new(0),
+            watermark: AtomicI64::new(BEFORE_TIME),
+        }
+    }
+}
+
+impl TaskCounters {
+    /// The watermark, if one passed yet.
+    pub fn watermark(&self) -> Option<i64> {
+        Some(self.watermark.load(Ordering::Relaxed)).filter(|&w| w != BEFORE_TIME)
+    }
 }
 
 /// A running subtask's middle and end: its operators and where their output goes.
@@ -197,6 +219,7 @@ impl Pipeline<'_> {
             return Ok(());
         }
         self.watermark = w;
+        self.counters.watermark.store(w, Ordering::Relaxed);
         match &mut self.tail {
             Tail::Sink(_) => Ok(()),
             Tail::Routers(rs) => rs.iter_mut().try_for_each(|r| r.watermark(w, self.cancel)),

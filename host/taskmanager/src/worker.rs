@@ -269,6 +269,7 @@ impl TaskManager {
                     records_out: c.records_out.load(Ordering::Relaxed),
                     fuel: c.fuel.load(Ordering::Relaxed),
                     backpressured_ns: c.backpressured_ns.load(Ordering::Relaxed),
+                    watermark: c.watermark(),
                 });
             }
         }

@@ -238,6 +238,9 @@ pub struct TaskProgress {
     /// nanoseconds so far: the share of wall time it grows by is the subtask's
     /// backpressure (Flink's backPressuredTimeMsPerSecond).
     pub backpressured_ns: u64,
+    /// The event time it reached: the last watermark that left its operators (Flink's
+    /// currentOutputWatermark), if any did.
+    pub watermark: Option<i64>,
 }
 
 /// The engine's view of a job, as Flink names its job statuses.

@@ -1,5 +1,5 @@
-// Formatting shared by every view: escaping, numbers, sizes, durations, times, state
-// pills, backpressure levels and job names.
+// Formatting shared by every view: escaping, numbers, sizes, durations, times,
+// watermarks, state pills, backpressure levels and job names.
 
 export function esc(s) {
   return String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
@@ -49,6 +49,19 @@ export function fmtTime(iso) {
   const time = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false });
   if (d.toDateString() === now.toDateString()) return time;
   return d.toLocaleDateString([], { month: 'short', day: 'numeric' }) + ' ' + time;
+}
+/**
+ * A watermark (ms of event time): "–" before the first, "end" once the input ended
+ * (i64::MAX, which JSON numbers round), a UTC time for epoch-like values and the plain
+ * number of ms for small synthetic clocks.
+ */
+export function fmtWatermark(ms) {
+  if (ms == null) return '–';
+  const n = Number(ms);
+  if (n >= 9.2e18) return 'end';
+  if (Math.abs(n) < 1e11) return intFmt.format(n) + ' ms';
+  const d = new Date(n);
+  return Number.isNaN(d.getTime()) ? String(ms) : d.toISOString().replace('T', ' ').replace('Z', '');
 }
 export function timeCell(iso) {
   return `<span title="${esc(iso)}">${fmtTime(iso)}</span>`;

@@ -94,6 +94,7 @@ export function buildGraphSvg(vs, es) {
         <rect class="band" x="1" y="1" width="6" height="${H - 2}" rx="3"/>
         <text class="vname" x="18" y="24">${esc(short)}</text>
         <text class="vpar" x="${W - 12}" y="24" text-anchor="end">p=${esc(v.parallelism)}</text>
+        <text class="wmtext unit" x="${W - 12}" y="40" text-anchor="end"></text>
         <text class="rate" x="18" y="54">–</text>
         <text class="unit" x="18" y="70">records/s</text>
         <text class="vtotals unit" x="${W - 12}" y="70" text-anchor="end"></text>

@@ -2,7 +2,7 @@
 // records/s and backpressure, subtasks, checkpoints, state history and events.
 
 import { $, $$, setCrumbs, toast } from '../lib/dom.js';
-import { bpBar, bpLevel, esc, fmtCompact, fmtDuration, fmtInt, fmtTime, jobName, pill, restarts, timeCell } from '../lib/format.js';
+import { bpBar, bpLevel, esc, fmtCompact, fmtDuration, fmtInt, fmtTime, fmtWatermark, jobName, pill, restarts, timeCell } from '../lib/format.js';
 import { api, postJson } from '../lib/api.js';
 import { tick } from '../lib/poll.js';
 import { app, RUNNING, TERMINAL } from '../lib/state.js';
@@ -154,6 +154,9 @@ export function jobView(root, id) {
       $('.bpfill', g).setAttribute('width', String(Math.round(Math.min(1, Math.max(0, v.backpressure || 0)) * 90)));
       $('.bptext', g).textContent = `backpressure ${Math.round((v.backpressure || 0) * 100)}%`;
       $('.vtotals', g).textContent = `in ${fmtCompact(v.recordsIn)} · out ${fmtCompact(v.recordsOut)}`;
+      // Event time, once the vertex has a watermark (jobs without event time show none).
+      $('.wmtext', g).textContent = v.watermark == null ? '' : `watermark ${fmtWatermark(v.watermark)}`;
+      g.dataset.watermark = v.watermark == null ? '' : String(v.watermark);
     }
     const srcRate = vs.filter((v) => !hasInput.has(String(v.id))).reduce((a, v) => a + (v.recordsOutPerSecond || 0), 0);
     $('#f-rate', root).textContent = fmtCompact(vs.filter((v) => hasInput.has(String(v.id))).reduce((a, v) => a + (v.recordsInPerSecond || 0), 0) || srcRate);
@@ -171,11 +174,11 @@ export function jobView(root, id) {
         rows.push(`<tr data-vertex="${esc(v.id)}" data-subtask="${esc(s.subtask)}">
           <td><span class="name">${esc(v.name)}</span></td><td class="r">${esc(s.subtask)}</td><td>${esc(s.taskmanager)}</td>
           <td>${pill(s.status, 'sstate')}</td><td class="r">${fmtInt(s.recordsIn)}</td><td class="r">${fmtInt(s.recordsOut)}</td>
-          <td>${bpBar(s.backpressure)}</td><td class="r">${fmtCompact(s.fuel)}</td></tr>`);
+          <td>${bpBar(s.backpressure)}</td><td class="r wm">${fmtWatermark(s.watermark)}</td><td class="r">${fmtCompact(s.fuel)}</td></tr>`);
       }
     }
     $('#subtasks', root).innerHTML = rows.length
-      ? `<table><thead><tr><th>Vertex</th><th class="r">Subtask</th><th>TaskManager</th><th>Status</th><th class="r">Records in</th><th class="r">Records out</th><th>Backpressure</th><th class="r">Fuel</th></tr></thead><tbody>${rows.join('')}</tbody></table>`
+      ? `<table><thead><tr><th>Vertex</th><th class="r">Subtask</th><th>TaskManager</th><th>Status</th><th class="r">Records in</th><th class="r">Records out</th><th>Backpressure</th><th class="r">Watermark</th><th class="r">Fuel</th></tr></thead><tbody>${rows.join('')}</tbody></table>`
       : '<div class="empty">No subtasks reported.</div>';
   }
 
