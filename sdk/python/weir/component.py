@@ -52,3 +52,19 @@ def make(op):
                 raise _err(e) from None
 
     return Component
+
+
+def make_timers(op):
+    from wit_world import exports as ex
+
+    class Timers(ex.Timers):
+        def on_timer(self, op_id, batch):
+            inst = _slot.get(op_id)
+            if inst is None:
+                raise Err(wit_op.OperatorError_UnknownOperator(op_id))
+            try:
+                return inst.on_timer_batch(batch)
+            except Exception as e:  # noqa: BLE001
+                raise _err(e) from None
+
+    return Timers
