@@ -339,6 +339,11 @@ const I64_MAX = 2n ** 63n - 1n;
 /** A BigInt from the host as weir.js hands out timestamps (see writeTs). */
 const fromBig = (t) => (t >= -(2n ** 53n) && t < 2n ** 53n ? Number(t) : t);
 
+/** An s64 the host returned. componentize-js 0.23 hands an import's s64 result over as
+ * its unsigned bits (i64::MIN, the watermark before the first, arrives as 2^63), so the
+ * bits are read back as signed. */
+const fromHost = (x) => fromBig(BigInt.asIntN(64, BigInt(x)));
+
 /** The value state of one key during a call; written back once at the end. */
 class KeyState {
   constructor(value) {
@@ -389,12 +394,12 @@ class TimerContext {
   }
   /** The watermark of this operator's input (-2^63 as a BigInt before the first); read once per call. */
   currentWatermark() {
-    if (this.wm === undefined) this.wm = fromBig(BigInt(hostWatermark()));
+    if (this.wm === undefined) this.wm = fromHost(hostWatermark());
     return this.wm;
   }
   /** Processing time, ms since the Unix epoch; read once per call. */
   currentProcessingTime() {
-    if (this.pt === undefined) this.pt = fromBig(BigInt(hostProcessingTime()));
+    if (this.pt === undefined) this.pt = fromHost(hostProcessingTime());
     return this.pt;
   }
   /** Appends the timer-change trailer; nothing without changes (a plain keyed output then). */

@@ -6,7 +6,8 @@
 //
 // weir.js imports the host's log and clock as `weir:dataflow/...@0.2.0`, which only exist
 // inside a component; a resolve hook maps them to a stub so the module loads under node
-// (its clock reads globalThis.weirTestClock).
+// (its clock reads globalThis.weirTestClock and, like componentize-js, returns an s64
+// as its unsigned bits).
 
 import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
@@ -16,7 +17,7 @@ import { test } from "node:test";
 const stubLog =
   "data:text/javascript," +
   encodeURIComponent(`export function log() {}
-export function currentWatermark() { return globalThis.weirTestClock?.watermark ?? -(2n ** 63n); }
+export function currentWatermark() { return BigInt.asUintN(64, globalThis.weirTestClock?.watermark ?? -(2n ** 63n)); }
 export function currentProcessingTime() { return globalThis.weirTestClock?.processingTime ?? 0n; }`);
 const hooks = `export async function resolve(specifier, context, next) {
   if (specifier.startsWith("weir:dataflow/")) return { url: ${JSON.stringify(stubLog)}, shortCircuit: true };
@@ -241,7 +242,7 @@ test("keyed output vectors with timers: records, state updates, then the timer c
 });
 
 test("keyedProcess: a tumbling event-time window count, with the clock and the last change per timer", () => {
-  globalThis.weirTestClock = { watermark: 41n, processingTime: 1_700_000_000_000n };
+  globalThis.weirTestClock = { watermark: -41n, processingTime: 1_700_000_000_000n };
   const seen = [];
   const counts = weir.keyedProcess(
     (key, state, value, ts, ctx) => {
@@ -275,9 +276,9 @@ test("keyedProcess: a tumbling event-time window count, with the clock and the l
   const updates = Buffer.concat([Buffer.from([1]), lenPrefixed(Buffer.from("2")), Buffer.from([1]), lenPrefixed(Buffer.from("5"))]);
   assert.equal(hex(out), hex(output([], Buffer.concat([updates, trailer]))));
   assert.deepEqual(seen, [
-    [41, 1_700_000_000_000, 61000],
-    [41, 1_700_000_000_000, 5],
-    [41, 1_700_000_000_000, 62000],
+    [-41, 1_700_000_000_000, 61000],
+    [-41, 1_700_000_000_000, 5],
+    [-41, 1_700_000_000_000, 62000],
   ]);
   const fired = runTimed(counts, firedBatch([{ key: "a", state: "2" }], [{ index: 0, ts: 119999, domain: 0 }]), "timers");
   const rec = [{ ts: 119999, key: Buffer.from("a"), value: Buffer.from("60000 2") }];

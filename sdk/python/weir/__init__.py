@@ -157,22 +157,17 @@ def keyed(f):
     return _Fn(f, _codec.keyed_batch, keyed=True)
 
 
-class _HostClock:
-    """The host's clock import, bound on first use (the bindings exist only inside the
-    component; tests assign `weir.clock`)."""
+class _NoClock:
+    """Until `component()` binds the host's clock import (the bindings exist only inside
+    the component; tests assign `weir.clock`)."""
 
     def current_watermark(self):
-        from wit_world.imports import clock as c
+        raise RuntimeError("no clock: weir.component(op) binds the host's, tests assign weir.clock")
 
-        return c.current_watermark()
-
-    def current_processing_time(self):
-        from wit_world.imports import clock as c
-
-        return c.current_processing_time()
+    current_processing_time = current_watermark
 
 
-clock = _HostClock()
+clock = _NoClock()
 
 
 class KeyedProcessFunction(Operator):

@@ -4,6 +4,10 @@ from componentize_py_types import Err
 from wit_world import exports
 from wit_world.exports import operator as wit_op
 
+# Imported here, while componentize-py snapshots the app at build time: a bindings module
+# first imported inside a call is not found at run time.
+from wit_world.imports import clock as _host_clock
+
 from . import codec
 
 _slot = {}
@@ -19,6 +23,8 @@ def _err(e):
 
 def make(op):
     import weir
+
+    weir.clock = _host_clock
 
     class Component(exports.Operator):
         def open(self, op_id, info, args):
