@@ -44,7 +44,8 @@ impl Layout {
 
     fn from_word(word: &str) -> Option<Layout> {
         [Layout::Plain, Layout::Keyed, Layout::Output, Layout::KeyedOutput, Layout::FiredTimers, Layout::KeyedOutputTimers]
-            .into_iter().find(|l| l.word() == word)
+            .into_iter()
+            .find(|l| l.word() == word)
     }
 }
 

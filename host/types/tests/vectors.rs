@@ -179,7 +179,8 @@ fn specs() -> Vec<Vector> {
     ];
     out.push(v);
 
-    let mut v = vector("output-timers-only", Layout::KeyedOutputTimers, &["A keyed output with no records and no state change that only sets a timer."]);
+    let mut v =
+        vector("output-timers-only", Layout::KeyedOutputTimers, &["A keyed output with no records and no state change that only sets a timer."]);
     v.updates = vec![Update::Unchanged];
     v.changes = vec![change(true, Domain::Processing, 0, 5)];
     out.push(v);
@@ -302,7 +303,8 @@ fn encode(v: &Vector) -> Annotated {
                 for (i, c) in v.changes.iter().enumerate() {
                     let change = batch::TimerChange { set: c.set, domain: time_domain(c.domain), key_index: c.key_index, ts: c.ts };
                     let action = if c.set { "set" } else { "delete" };
-                    let note = format!("change {i}: kind {} ({action} {} time), key-index {}, ts {}", change.kind(), c.domain.word(), c.key_index, c.ts);
+                    let note =
+                        format!("change {i}: kind {} ({action} {} time), key-index {}, ts {}", change.kind(), c.domain.word(), c.key_index, c.ts);
                     a.write(&note, &[1, 4, 8], |b| batch::push_timer_change(b, change));
                 }
             }
