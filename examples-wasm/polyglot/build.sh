@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Builds the polyglot example operators (one component of world `operator-component`
-# each) into OUT_DIR/<name>.wasm:
+# each, or `timed-operator-component` for those with timers) into OUT_DIR/<name>.wasm:
 #   Rust   tag-rust parse        cargo build --target wasm32-wasip2 (weir-sdk-operator)
-#   Python tag-python enrich     componentize-py (sdk/python)
-#   JS     tag-js filter         componentize-js (sdk/js/weir.js)
-#   C      tag-c count           wit-bindgen c + clang (wasm32-wasi) + jco new --wasi-reactor
+#   Python tag-python enrich window-python
+#                                componentize-py (sdk/python)
+#   JS     tag-js filter window-js
+#                                componentize-js (sdk/js/weir.js)
+#   C      tag-c count parse-events window-c first-seen
+#                                wit-bindgen c + clang (wasm32-wasi) + jco new --wasi-reactor
 #
 # Usage: build.sh OUT_DIR [NAME...]     (all when no NAME is given)
 #
@@ -32,9 +35,11 @@ stage="$out/.build"
 mkdir -p "$stage"
 
 rust=(tag-rust parse)
-python=(tag-python enrich)
-js=(tag-js filter)
-c=(tag-c count)
+python=(tag-python enrich window-python)
+js=(tag-js filter window-js)
+c=(tag-c count parse-events window-c first-seen)
+# Operators with timers: world timed-operator-component (exports timers.on-timer too).
+timed=(window-python window-js window-c first-seen)
 all=("${rust[@]}" "${python[@]}" "${js[@]}" "${c[@]}")
 want=("$@")
 [ ${#want[@]} -gt 0 ] || want=("${all[@]}")
@@ -90,13 +95,18 @@ build_rust() {
     done
 }
 
+# world NAME: the WIT world the component implements.
+world() {
+    if has "$1" "${timed[@]}"; then echo timed-operator-component; else echo operator-component; fi
+}
+
 build_python() {
     local n=$1 src="$here/$1"
     if fresh "$out/$n.wasm" "$src" "$root/sdk/python" "$wit"; then echo "$n: up to date"; return; fi
     need componentize-py
     local t0
     t0=$(now)
-    PYTHONDONTWRITEBYTECODE=1 run "$n" componentize-py -d "$wit" -w operator-component componentize app \
+    PYTHONDONTWRITEBYTECODE=1 run "$n" componentize-py -d "$wit" -w "$(world "$n")" componentize app \
         -p "$src" -p "$root/sdk/python" -o "$out/$n.wasm.tmp"
     mv "$out/$n.wasm.tmp" "$out/$n.wasm"
     report "$n" "$t0"
@@ -112,7 +122,7 @@ build_js() {
     rm -rf "$stage/$n" && mkdir -p "$stage/$n"
     cp "$src"/*.js "$root/sdk/js/weir.js" "$stage/$n/"
     # -d http fetch-event: no wasi:http import (the host grants none).
-    (cd "$stage/$n" && run "$n" "$cjs" app.js --wit "$wit" --world-name operator-component \
+    (cd "$stage/$n" && run "$n" "$cjs" app.js --wit "$wit" --world-name "$(world "$n")" \
         -d http fetch-event -o "$out/$n.wasm.tmp")
     mv "$out/$n.wasm.tmp" "$out/$n.wasm"
     report "$n" "$t0"
@@ -129,10 +139,14 @@ build_c() {
     t0=$(now)
     local b="$stage/$n"
     rm -rf "$b" && mkdir -p "$b"
-    run "$n" wit-bindgen c "$wit" --world operator-component --out-dir "$b/gen"
+    local w gen defs=()
+    w=$(world "$n")
+    gen=${w//-/_}
+    [ "$w" = operator-component ] || defs=(-DWEIR_TIMERS)
+    run "$n" wit-bindgen c "$wit" --world "$w" --out-dir "$b/gen"
     run "$n" clang --target=wasm32-wasi --sysroot="$sysroot" -O3 -mbulk-memory -flto -mexec-model=reactor -Wall -Wextra -Wno-unused-parameter \
-        -I "$b/gen" -I "$root/sdk/c" -o "$b/core.wasm" "$src"/*.c "$root/sdk/c/weir.c" \
-        "$b/gen/operator_component.c" "$b/gen/operator_component_component_type.o" -Wl,--strip-debug
+        "${defs[@]}" -I "$b/gen" -I "$root/sdk/c" -o "$b/core.wasm" "$src"/*.c "$root/sdk/c/weir.c" \
+        "$b/gen/$gen.c" "$b/gen/${gen}_component_type.o" -Wl,--strip-debug
     run "$n" "$jco" new "$b/core.wasm" --wasi-reactor -o "$out/$n.wasm.tmp"
     mv "$out/$n.wasm.tmp" "$out/$n.wasm"
     report "$n" "$t0"

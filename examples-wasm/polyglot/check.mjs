@@ -43,6 +43,8 @@ writeFileSync(
 export function log(level, message) { logged.push([level, message]); process.stderr.write(\`  [guest \${level}] \${message}\\n\`); }
 const refuse = () => { throw { tag: "not-keyed" }; };
 export const mapGet = refuse, mapPut = refuse, mapRemove = refuse, mapEntries = refuse, mapClear = refuse;
+export function currentWatermark() { return -(2n ** 63n); }
+export function currentProcessingTime() { return BigInt(Date.now()); }
 `,
 );
 
@@ -52,7 +54,7 @@ async function load(name) {
   const stamp = join(dir, ".stamp");
   if (!existsSync(stamp) || statSync(stamp).mtimeMs < statSync(wasm).mtimeMs) {
     rmSync(dir, { recursive: true, force: true });
-    execFileSync(jco, ["transpile", wasm, "-o", dir, "-q", "--no-typescript", "--map", "weir:dataflow/log=../weir-host.mjs", "--map", "weir:dataflow/keyed-state=../weir-host.mjs"], { stdio: "inherit" });
+    execFileSync(jco, ["transpile", wasm, "-o", dir, "-q", "--no-typescript", "--map", "weir:dataflow/log=../weir-host.mjs", "--map", "weir:dataflow/keyed-state=../weir-host.mjs", "--map", "weir:dataflow/clock=../weir-host.mjs"], { stdio: "inherit" });
     writeFileSync(stamp, "");
   }
   const mod = await import(pathToFileURL(join(dir, `${name}.js`)).href);

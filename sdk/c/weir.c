@@ -6,7 +6,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The generated bindings name their types after the world: operator-component, or
+ * timed-operator-component for operators with timers (which also export on-timer). */
+#ifdef WEIR_TIMERS
+#include "timed_operator_component.h"
+#define WB(name) timed_operator_component_##name
+#else
 #include "operator_component.h"
+#define WB(name) operator_component_##name
+#endif
 
 extern const weir_operator weir_the_operator;
 
@@ -44,7 +52,7 @@ int weir_bad_input(const char *msg) {
 }
 
 static void log_at(weir_dataflow_log_level_t level, const char *msg) {
-    operator_component_string_t s = {(uint8_t *)msg, strlen(msg)};
+    WB(string_t) s = {(uint8_t *)msg, strlen(msg)};
     weir_dataflow_log_log(level, &s);
 }
 void weir_log_debug(const char *m) { log_at(WEIR_DATAFLOW_LOG_LEVEL_DEBUG, m); }
@@ -139,6 +147,58 @@ int weir_state_get_u64(const weir_state *s, uint64_t *v) {
 }
 void weir_state_set_u64(weir_state *s, uint64_t v) { weir_state_set(s, &v, 8); }
 
+/* ---- timers and clock ---- */
+
+typedef struct timer_change {
+    uint8_t kind; /* 2 * domain + (0 set | 1 delete), the layout's kind byte */
+    uint32_t key_index;
+    int64_t ts;
+} timer_change;
+
+struct weir_timers {
+    uint32_t key_index; /* the current key */
+    timer_change *changes;
+    size_t len, cap;
+};
+
+static void timer_change_add(weir_timers *t, uint8_t kind, int64_t ts) {
+    /* Registering the same timer for every record of a key is common: a change that the
+     * nearest earlier change of the same timer (within a few) already makes is left out,
+     * as the Rust SDK does; the host would ignore it after reading it. */
+    size_t back = t->len < 4 ? t->len : 4;
+    for (size_t i = t->len; i > t->len - back; i--) {
+        const timer_change *c = &t->changes[i - 1];
+        if (c->key_index == t->key_index && c->ts == ts && (c->kind >> 1) == (kind >> 1)) {
+            if (c->kind == kind) return;
+            break;
+        }
+    }
+    if (t->len == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 16;
+        timer_change *c = realloc(t->changes, cap * sizeof *c);
+        if (!c) oom();
+        t->changes = c;
+        t->cap = cap;
+    }
+    t->changes[t->len++] = (timer_change){kind, t->key_index, ts};
+}
+void weir_register_event_time_timer(weir_timers *t, int64_t ts) { timer_change_add(t, 0, ts); }
+void weir_delete_event_time_timer(weir_timers *t, int64_t ts) { timer_change_add(t, 1, ts); }
+void weir_register_processing_time_timer(weir_timers *t, int64_t ts) { timer_change_add(t, 2, ts); }
+void weir_delete_processing_time_timer(weir_timers *t, int64_t ts) { timer_change_add(t, 3, ts); }
+
+/* The host sets both once per call, so they are read at most once per call. */
+static bool have_watermark, have_processing_time;
+static int64_t watermark, processing_time;
+int64_t weir_current_watermark(void) {
+    if (!have_watermark) watermark = weir_dataflow_clock_current_watermark(), have_watermark = true;
+    return watermark;
+}
+int64_t weir_current_processing_time(void) {
+    if (!have_processing_time) processing_time = weir_dataflow_clock_current_processing_time(), have_processing_time = true;
+    return processing_time;
+}
+
 const char *weir_arg(const char *name, const char *dflt) {
     for (size_t i = 0; i < arg_count; i++)
         if (strcmp(arg_names[i], name) == 0) return arg_values[i];
@@ -175,9 +235,9 @@ static bool error_out(exports_weir_dataflow_operator_operator_error_t *err) {
     if (!p) oom();
     memcpy(p, err_msg, n);
     if (err_kind == EXPORTS_WEIR_DATAFLOW_OPERATOR_OPERATOR_ERROR_BAD_INPUT)
-        err->val.bad_input = (operator_component_string_t){p, n};
+        err->val.bad_input = (WB(string_t)){p, n};
     else
-        err->val.failed = (operator_component_string_t){p, n};
+        err->val.failed = (WB(string_t)){p, n};
     return false;
 }
 static bool unknown(uint32_t op, exports_weir_dataflow_operator_operator_error_t *err) {
@@ -185,7 +245,7 @@ static bool unknown(uint32_t op, exports_weir_dataflow_operator_operator_error_t
     err->val.unknown_operator = op;
     return false;
 }
-static char *dup_str(const operator_component_string_t *s) {
+static char *dup_str(const WB(string_t) *s) {
     char *p = malloc(s->len + 1);
     if (!p) oom();
     memcpy(p, s->ptr, s->len);
@@ -194,10 +254,10 @@ static char *dup_str(const operator_component_string_t *s) {
 }
 
 bool exports_weir_dataflow_operator_open(uint32_t op, exports_weir_dataflow_operator_task_info_t *info,
-                                         operator_component_list_tuple2_string_string_t *args,
+                                         WB(list_tuple2_string_string_t) *args,
                                          exports_weir_dataflow_operator_operator_error_t *err) {
     if (op != 0) {
-        operator_component_list_tuple2_string_string_free(args);
+        WB(list_tuple2_string_string_free)(args);
         return unknown(op, err);
     }
     arg_count = args->len;
@@ -208,7 +268,7 @@ bool exports_weir_dataflow_operator_open(uint32_t op, exports_weir_dataflow_oper
         arg_names[i] = dup_str(&args->ptr[i].f0);
         arg_values[i] = dup_str(&args->ptr[i].f1);
     }
-    operator_component_list_tuple2_string_string_free(args);
+    WB(list_tuple2_string_string_free)(args);
     weir_context ctx = {info->subtask, info->parallelism, info->max_parallelism, arg_count,
                         (const char *const *)arg_names, (const char *const *)arg_values};
     set_err(EXPORTS_WEIR_DATAFLOW_OPERATOR_OPERATOR_ERROR_FAILED, "open failed");
@@ -261,12 +321,15 @@ done:
     return rc;
 }
 
-static int process_keyed(const uint8_t *p, const uint8_t *end, weir_out *o) {
+/* A keyed call: the key table, then records (process) or fired timers (on-timer); the
+ * output's records, one state update per key, then the timer changes, if any. */
+static int keyed_call(const uint8_t *p, const uint8_t *end, weir_out *o, bool fired) {
     int rc = 0;
     weir_state *states = NULL;
     const uint8_t **keys = NULL;
     uint32_t *key_lens = NULL;
     uint32_t kc = 0;
+    weir_timers timers = {0};
     NEED(4, "the key count");
     kc = rd32(p);
     p += 4;
@@ -294,29 +357,61 @@ static int process_keyed(const uint8_t *p, const uint8_t *end, weir_out *o) {
             p += sl;
         }
     }
-    NEED(4, "the record count");
-    uint32_t rcnt = rd32(p);
+    NEED(4, "the record or timer count");
+    uint32_t count = rd32(p);
     p += 4;
-    weir_record r;
-    for (uint32_t i = 0; i < rcnt; i++) {
-        NEED(16, "a record");
-        uint32_t ki = rd32(p);
-        memcpy(&r.ts, p + 4, 8);
-        r.value_len = rd32(p + 12);
-        p += 16;
-        NEED(r.value_len, "a value");
-        r.value = p;
-        p += r.value_len;
-        if (ki >= kc) {
-            rc = weir_bad_input("key index out of range");
-            goto done;
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t ki;
+        if (fired) {
+            NEED(13, "a timer");
+            weir_timer t;
+            ki = rd32(p);
+            memcpy(&t.ts, p + 4, 8);
+            uint8_t domain = p[12];
+            p += 13;
+            if (ki >= kc) {
+                rc = weir_bad_input("timer key index out of range");
+                goto done;
+            }
+            if (domain > 1) {
+                rc = weir_bad_input("timer domain is neither event (0) nor processing time (1)");
+                goto done;
+            }
+            t.domain = (weir_time_domain)domain;
+            t.key = keys[ki];
+            t.key_len = key_lens[ki];
+            timers.key_index = ki;
+            if (!weir_the_operator.on_timer) {
+                rc = weir_fail("a timer fired but the operator has no .on_timer");
+                goto done;
+            }
+            if ((rc = weir_the_operator.on_timer(&t, &states[ki], &timers, o)) != 0) goto done;
+        } else {
+            weir_record r;
+            NEED(16, "a record");
+            ki = rd32(p);
+            memcpy(&r.ts, p + 4, 8);
+            r.value_len = rd32(p + 12);
+            p += 16;
+            NEED(r.value_len, "a value");
+            r.value = p;
+            p += r.value_len;
+            if (ki >= kc) {
+                rc = weir_bad_input("key index out of range");
+                goto done;
+            }
+            r.key = keys[ki];
+            r.key_len = key_lens[ki];
+            timers.key_index = ki;
+            if (weir_the_operator.process_timed)
+                rc = weir_the_operator.process_timed(&r, &states[ki], &timers, o);
+            else
+                rc = weir_the_operator.process_keyed(&r, &states[ki], o);
+            if (rc != 0) goto done;
         }
-        r.key = keys[ki];
-        r.key_len = key_lens[ki];
-        if ((rc = weir_the_operator.process_keyed(&r, &states[ki], o)) != 0) goto done;
     }
     if (p != end) {
-        rc = weir_bad_input("bytes after the last record");
+        rc = weir_bad_input(fired ? "bytes after the last timer" : "bytes after the last record");
         goto done;
     }
     uint32_t records_len = (uint32_t)(o->len - 4);
@@ -331,38 +426,45 @@ static int process_keyed(const uint8_t *p, const uint8_t *end, weir_out *o) {
             if (s->len) put(o, s->data, s->len);
         }
     }
+    /* No changes, no trailer: the output is then exactly a plain keyed output. */
+    if (timers.len) {
+        reserve(o, 4 + 13 * timers.len);
+        put_u32(o, (uint32_t)timers.len);
+        for (size_t i = 0; i < timers.len; i++) {
+            o->buf[o->len++] = timers.changes[i].kind;
+            put_u32(o, timers.changes[i].key_index);
+            put(o, &timers.changes[i].ts, 8);
+        }
+    }
 done:
     if (states)
         for (uint32_t i = 0; i < kc; i++) free(states[i].data);
     free(states);
     free(keys);
     free(key_lens);
+    free(timers.changes);
     return rc;
 }
 
-bool exports_weir_dataflow_operator_process(uint32_t op, operator_component_list_u8_t *batch,
-                                            operator_component_list_u8_t *ret,
-                                            exports_weir_dataflow_operator_operator_error_t *err) {
-    if (op != 0 || !is_open) {
-        operator_component_list_u8_free(batch);
-        return unknown(op, err);
-    }
+/* One call of process or on-timer: the output buffer, errors, the clock cache. */
+static bool call(WB(list_u8_t) *batch, WB(list_u8_t) *ret, exports_weir_dataflow_operator_operator_error_t *err, bool fired) {
     weir_out o = {malloc(out_hint), 0, out_hint};
     if (!o.buf) oom();
     o.len = 4;
     int rc;
     const uint8_t *p = batch->ptr, *end = batch->ptr + batch->len;
+    have_watermark = have_processing_time = false;
     /* The message of a callback that fails without weir_fail; set once per batch, since
      * formatting it per record costs more than a trivial operator's work. */
     set_err(EXPORTS_WEIR_DATAFLOW_OPERATOR_OPERATOR_ERROR_FAILED, "operator failed");
-    if (weir_the_operator.process_keyed) {
-        rc = process_keyed(p, end, &o);
+    if (fired || weir_the_operator.process_keyed || weir_the_operator.process_timed) {
+        rc = keyed_call(p, end, &o, fired);
     } else {
         rc = process_plain(p, end, &o);
         uint32_t records_len = (uint32_t)(o.len - 4);
         memcpy(o.buf, &records_len, 4);
     }
-    operator_component_list_u8_free(batch);
+    WB(list_u8_free)(batch);
     if (rc != 0) {
         free(o.buf);
         return error_out(err);
@@ -372,3 +474,23 @@ bool exports_weir_dataflow_operator_process(uint32_t op, operator_component_list
     ret->len = o.len;
     return true;
 }
+
+bool exports_weir_dataflow_operator_process(uint32_t op, WB(list_u8_t) *batch, WB(list_u8_t) *ret,
+                                            exports_weir_dataflow_operator_operator_error_t *err) {
+    if (op != 0 || !is_open) {
+        WB(list_u8_free)(batch);
+        return unknown(op, err);
+    }
+    return call(batch, ret, err, false);
+}
+
+#ifdef WEIR_TIMERS
+bool exports_weir_dataflow_timers_on_timer(uint32_t op, WB(list_u8_t) *batch, WB(list_u8_t) *ret,
+                                           exports_weir_dataflow_timers_operator_error_t *err) {
+    if (op != 0 || !is_open) {
+        WB(list_u8_free)(batch);
+        return unknown(op, err);
+    }
+    return call(batch, ret, err, true);
+}
+#endif

@@ -13,6 +13,12 @@
  * absent); its input edge must be key-by. Return 0 from a callback, or
  * `weir_fail("...")` / `weir_bad_input("...")` to fail the operator with a message.
  *
+ * Timers (Flink's KeyedProcessFunction): set `.process_timed` and `.on_timer` instead of
+ * `.process_keyed`. Both see the key's value state and a `weir_timers` handle for the
+ * current key, to register or delete event-time and processing-time timers; `.on_timer`
+ * runs when one fires, with its time and domain. Build with -DWEIR_TIMERS against the
+ * bindings of world `timed-operator-component` (which export `timers.on-timer`).
+ *
  * The bindings (operator_component.h/.c) are generated from wit/ by `wit-bindgen c` at
  * build time; weir.c implements the batch layouts of wit/dataflow.wit on top of them.
  */
@@ -46,13 +52,32 @@ typedef struct weir_context {
     const char *const *arg_values;
 } weir_context;
 
+/* The timers of the current key during a process_timed or on_timer callback. */
+typedef struct weir_timers weir_timers;
+
+/* Which clock a timer follows. */
+typedef enum weir_time_domain { WEIR_EVENT_TIME = 0, WEIR_PROCESSING_TIME = 1 } weir_time_domain;
+
+/* A timer that fired; the key pointer is valid during the callback only. */
+typedef struct weir_timer {
+    int64_t ts;
+    weir_time_domain domain;
+    const uint8_t *key;
+    uint32_t key_len;
+} weir_timer;
+
 typedef int (*weir_process_fn)(const weir_record *r, weir_out *out);
 typedef int (*weir_process_keyed_fn)(const weir_record *r, weir_state *state, weir_out *out);
+typedef int (*weir_process_timed_fn)(const weir_record *r, weir_state *state, weir_timers *timers, weir_out *out);
+/* Records emitted here usually carry the timer's time (t->ts). */
+typedef int (*weir_on_timer_fn)(const weir_timer *t, weir_state *state, weir_timers *timers, weir_out *out);
 
 typedef struct weir_operator {
-    /* Exactly one of these two. */
+    /* Exactly one of these three. */
     weir_process_fn process;
     weir_process_keyed_fn process_keyed;
+    weir_process_timed_fn process_timed; /* with .on_timer, built with -DWEIR_TIMERS */
+    weir_on_timer_fn on_timer;
     /* Optional. */
     int (*open)(const weir_context *ctx);
     int (*close)(void);
@@ -80,6 +105,18 @@ void weir_state_clear(weir_state *s);
 /* The state as a little-endian u64 (0 when absent; -1 and weir_bad_input on another length). */
 int weir_state_get_u64(const weir_state *s, uint64_t *v);
 void weir_state_set_u64(weir_state *s, uint64_t v);
+
+/* Timers of the current key. A key has at most one timer per time and domain: setting it
+ * again does nothing; a fired timer is gone. */
+void weir_register_event_time_timer(weir_timers *t, int64_t ts);
+void weir_delete_event_time_timer(weir_timers *t, int64_t ts);
+void weir_register_processing_time_timer(weir_timers *t, int64_t ts);
+void weir_delete_processing_time_timer(weir_timers *t, int64_t ts);
+
+/* The watermark of this operator's input (INT64_MIN before the first one), and
+ * processing time (ms since the Unix epoch); both read from the host once per call. */
+int64_t weir_current_watermark(void);
+int64_t weir_current_processing_time(void);
 
 /* The value of argument `name` given at open, or `dflt`. */
 const char *weir_arg(const char *name, const char *dflt);

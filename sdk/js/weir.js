@@ -14,12 +14,24 @@
 //   flatMap(f)    f(key, value, ts, emit) where emit(key, value, ts = same ts)
 //   keyed(f)      f(key, state, value, ts, emit) -> new state (bytes), null to clear,
 //                 undefined to keep; `state` is bytes or null (input edge: key-by)
+//   keyedProcess(process, onTimer)   Flink's KeyedProcessFunction (keyed, with timers):
+//                 process(key, state, value, ts, ctx) per record and
+//                 onTimer(ts, domain, key, state, ctx) per fired timer (domain
+//                 EVENT_TIME or PROCESSING_TIME). `state`: { value (bytes or null),
+//                 update(bytes | string), clear() }. `ctx`, for the current key:
+//                 emit(key, value, ts = the record's or timer's time),
+//                 registerEventTimeTimer(t), deleteEventTimeTimer(t),
+//                 registerProcessingTimeTimer(t), deleteProcessingTimeTimer(t),
+//                 currentWatermark(), currentProcessingTime(), key, timestamp.
+//                 Export with `export const { operator, timers } = weir.timedComponent(op)`
+//                 and build for world `timed-operator-component`.
 // `weir.args` (an object) and `weir.task` are set by open. Throw weir.badInput(msg) or
 // weir.failed(msg) (or any Error) to fail the operator with a message.
 //
 // Batch layouts: see wit/dataflow.wit (`operator.process`); all little-endian.
 
 import { log as hostLog } from "weir:dataflow/log@0.2.0";
+import { currentWatermark as hostWatermark, currentProcessingTime as hostProcessingTime } from "weir:dataflow/clock@0.2.0";
 
 export let args = {};
 export let task = null;
@@ -236,8 +248,8 @@ function flatMapBatch(f, b) {
 
 const NO_STATE = 0xffffffff;
 
-function keyedBatch(f, b) {
-  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+/** The key table a keyed and an on-timer batch start with. */
+function readKeyTable(b, dv) {
   const n = b.length;
   check(n >= 4, "keyed batch shorter than its key count");
   const kc = dv.getUint32(0, true);
@@ -260,6 +272,35 @@ function keyedBatch(f, b) {
       pos += sl;
     }
   }
+  return { kc, keys, states, pos };
+}
+
+/** Appends one state update per key: `cur[i]` is the new state, `changed[i]` whether it was written. */
+function writeStateUpdates(states, cur, changed) {
+  for (let i = 0; i < states.length; i++) {
+    const s = cur[i];
+    if (!changed[i]) {
+      ensure(1);
+      out[op++] = 0;
+    } else if (s === null) {
+      ensure(1);
+      out[op++] = states[i] === null ? 0 : 2;
+    } else {
+      ensure(5 + s.length);
+      out[op] = 1;
+      ov.setUint32(op + 1, s.length, true);
+      out.set(s, op + 5);
+      op += 5 + s.length;
+    }
+  }
+}
+
+function keyedBatch(f, b) {
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const n = b.length;
+  const t = readKeyTable(b, dv);
+  const { kc, keys, states } = t;
+  let pos = t.pos;
   const cur = states.slice();
   const changed = new Uint8Array(kc);
   check(pos + 4 <= n, "batch ends before the record count");
@@ -283,22 +324,168 @@ function keyedBatch(f, b) {
   }
   check(pos === n, "bytes after the last record");
   endRecords();
-  for (let i = 0; i < kc; i++) {
-    const s = cur[i];
-    if (!changed[i]) {
-      ensure(1);
-      out[op++] = 0;
-    } else if (s === null) {
-      ensure(1);
-      out[op++] = states[i] === null ? 0 : 2;
-    } else {
-      ensure(5 + s.length);
-      out[op] = 1;
-      ov.setUint32(op + 1, s.length, true);
-      out.set(s, op + 5);
-      op += 5 + s.length;
+  writeStateUpdates(states, cur, changed);
+  return result();
+}
+
+// ---- keyed process functions: value state, timers, clock ----
+
+export const EVENT_TIME = 0;
+export const PROCESSING_TIME = 1;
+
+/** i64 bounds a timer time must stay in. */
+const I64_MIN = -(2n ** 63n);
+const I64_MAX = 2n ** 63n - 1n;
+/** A BigInt from the host as weir.js hands out timestamps (see writeTs). */
+const fromBig = (t) => (t >= -(2n ** 53n) && t < 2n ** 53n ? Number(t) : t);
+
+/** An s64 the host returned. componentize-js 0.23 hands an import's s64 result over as
+ * its unsigned bits (i64::MIN, the watermark before the first, arrives as 2^63), so the
+ * bits are read back as signed. */
+const fromHost = (x) => fromBig(BigInt.asIntN(64, BigInt(x)));
+
+/** The value state of one key during a call; written back once at the end. */
+class KeyState {
+  constructor(value) {
+    this.value = value;
+    this.changed = false;
+  }
+  update(bytes) {
+    if (bytes === null || bytes === undefined) throw failed("state.update needs bytes; use state.clear() to remove it");
+    this.value = asBytes(bytes);
+    this.changed = true;
+  }
+  clear() {
+    this.value = null;
+    this.changed = true;
+  }
+}
+
+/** Time and timers of the key being processed, Flink's KeyedProcessFunction.Context with its TimerService. */
+class TimerContext {
+  constructor() {
+    // The last change of a timer in a call decides it (set then delete is a delete),
+    // so one change per timer is written, at the place of its first.
+    this.changes = new Map();
+    this.wm = undefined;
+    this.pt = undefined;
+    this.ki = 0;
+    this.key = null;
+    this.timestamp = 0;
+    this.timerDomain = null;
+    this.emit = (k, v, t = this.timestamp) => writeRecord(t, k, v);
+  }
+  change(kind, ts) {
+    const big = BigInt(ts);
+    if (big < I64_MIN || big > I64_MAX) throw failed(`timer time ${ts} is not an i64`);
+    this.changes.set(`${this.ki}/${kind >> 1}/${big}`, { kind, ki: this.ki, ts: big });
+  }
+  registerEventTimeTimer(ts) {
+    this.change(0, ts);
+  }
+  deleteEventTimeTimer(ts) {
+    this.change(1, ts);
+  }
+  registerProcessingTimeTimer(ts) {
+    this.change(2, ts);
+  }
+  deleteProcessingTimeTimer(ts) {
+    this.change(3, ts);
+  }
+  /** The watermark of this operator's input (-2^63 as a BigInt before the first); read once per call. */
+  currentWatermark() {
+    if (this.wm === undefined) this.wm = fromHost(hostWatermark());
+    return this.wm;
+  }
+  /** Processing time, ms since the Unix epoch; read once per call. */
+  currentProcessingTime() {
+    if (this.pt === undefined) this.pt = fromHost(hostProcessingTime());
+    return this.pt;
+  }
+  /** Appends the timer-change trailer; nothing without changes (a plain keyed output then). */
+  write() {
+    if (this.changes.size === 0) return;
+    ensure(4 + 13 * this.changes.size);
+    ov.setUint32(op, this.changes.size, true);
+    op += 4;
+    for (const c of this.changes.values()) {
+      out[op] = c.kind;
+      ov.setUint32(op + 1, c.ki, true);
+      ov.setBigInt64(op + 5, c.ts, true);
+      op += 13;
     }
   }
+}
+
+function keyedProcessBatch(o, b) {
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const n = b.length;
+  const t = readKeyTable(b, dv);
+  const { kc, keys } = t;
+  let pos = t.pos;
+  const cur = t.states.map((s) => new KeyState(s));
+  const ctx = new TimerContext();
+  check(pos + 4 <= n, "batch ends before the record count");
+  const rc = dv.getUint32(pos, true);
+  pos += 4;
+  beginOutput();
+  for (let r = 0; r < rc; r++) {
+    check(pos + 16 <= n, "batch ends inside a record");
+    const ki = dv.getUint32(pos, true);
+    check(ki < kc, `key index ${ki} of ${kc} keys`);
+    const ts = readTs(dv, pos + 4);
+    const vl = dv.getUint32(pos + 12, true);
+    check(pos + 16 + vl <= n, "batch ends inside a value");
+    const value = b.subarray(pos + 16, pos + 16 + vl);
+    pos += 16 + vl;
+    ctx.ki = ki;
+    ctx.key = keys[ki];
+    ctx.timestamp = ts;
+    o.f(keys[ki], cur[ki], value, ts, ctx);
+  }
+  check(pos === n, "bytes after the last record");
+  return finishTimed(t.states, cur, ctx);
+}
+
+function onTimerBatch(o, b) {
+  if (!o.onTimer) throw failed("a timer fired but the operator has no onTimer");
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const n = b.length;
+  const t = readKeyTable(b, dv);
+  const { kc, keys } = t;
+  let pos = t.pos;
+  const cur = t.states.map((s) => new KeyState(s));
+  const ctx = new TimerContext();
+  check(pos + 4 <= n, "batch ends before the timer count");
+  const tc = dv.getUint32(pos, true);
+  pos += 4;
+  beginOutput();
+  for (let i = 0; i < tc; i++) {
+    check(pos + 13 <= n, "batch ends inside a timer");
+    const ki = dv.getUint32(pos, true);
+    check(ki < kc, `timer key index ${ki} of ${kc} keys`);
+    const ts = readTs(dv, pos + 4);
+    const domain = b[pos + 12];
+    check(domain <= PROCESSING_TIME, `timer domain ${domain} (0 event time, 1 processing time)`);
+    pos += 13;
+    ctx.ki = ki;
+    ctx.key = keys[ki];
+    ctx.timestamp = ts;
+    ctx.timerDomain = domain;
+    o.onTimer(ts, domain, keys[ki], cur[ki], ctx);
+  }
+  check(pos === n, "bytes after the last timer");
+  return finishTimed(t.states, cur, ctx);
+}
+
+function finishTimed(states, cur, ctx) {
+  endRecords();
+  writeStateUpdates(
+    states,
+    cur.map((s) => s.value),
+    cur.map((s) => s.changed),
+  );
+  ctx.write();
   return result();
 }
 
@@ -308,21 +495,30 @@ export const map = (f) => op_(mapBatch, f);
 export const filter = (f) => op_(filterBatch, f);
 export const flatMap = (f) => op_(flatMapBatch, f);
 export const keyed = (f) => op_(keyedBatch, f);
+/** A keyed operator with timers (see the top of this file); export it with timedComponent. */
+export const keyedProcess = (process, onTimer) => ({ batch: (o, b) => keyedProcessBatch(o, b), f: process, onTimer, self: true });
 
 /**
  * The `operator` export for `o` (from mapValues/map/filter/flatMap/keyed), operator id
  * 0. `hooks.open(ctx)` / `hooks.close()` are optional.
  */
+function errorOf(e) {
+  if (e && typeof e === "object" && typeof e.tag === "string") return e;
+  return failed(e && e.message ? e.message : String(e));
+}
+
 export function component(o, hooks = {}) {
+  return makeOperator(o, hooks).operator;
+}
+
+/** The operator export and the id check the timers export shares with it. */
+function makeOperator(o, hooks) {
   let isOpen = false;
   const known = (id) => {
     if (id !== 0 || !isOpen) throw { tag: "unknown-operator", val: id };
   };
-  const wrap = (e) => {
-    if (e && typeof e === "object" && typeof e.tag === "string") return e;
-    return failed(e && e.message ? e.message : String(e));
-  };
-  return {
+  const wrap = errorOf;
+  const operator = {
     open(id, info, argList) {
       if (id !== 0) throw { tag: "unknown-operator", val: id };
       args = Object.fromEntries(argList);
@@ -337,7 +533,7 @@ export function component(o, hooks = {}) {
     process(id, batch) {
       known(id);
       try {
-        return o.batch(o.f, batch);
+        return o.self ? o.batch(o, batch) : o.batch(o.f, batch);
       } catch (e) {
         throw wrap(e);
       }
@@ -352,4 +548,24 @@ export function component(o, hooks = {}) {
       }
     },
   };
+  return { operator, known };
+}
+
+/**
+ * The `operator` and `timers` exports (world `timed-operator-component`) for `o` from
+ * keyedProcess: `export const { operator, timers } = weir.timedComponent(o, hooks)`.
+ */
+export function timedComponent(o, hooks = {}) {
+  const { operator, known } = makeOperator(o, hooks);
+  const timers = {
+    onTimer(id, batch) {
+      known(id);
+      try {
+        return onTimerBatch(o, batch);
+      } catch (e) {
+        throw errorOf(e);
+      }
+    },
+  };
+  return { operator, timers };
 }

@@ -48,6 +48,61 @@ class Codec(unittest.TestCase):
         with self.assertRaises(weir.BadInput):
             codec.decode_keyed(b"\x01\x00\x00\x00")
 
+    def test_keyed_process_window(self):
+        """A per-key count over 60 s tumbling windows, the shape of the polyglot example."""
+        clock = SimpleNamespace(current_watermark=lambda: 42, current_processing_time=lambda: 7)
+
+        @weir.keyed_process
+        def window(key, state, value, ts, ctx):
+            start = ts - ts % 60_000
+            counts = dict(p.split(b"=") for p in state.value.split(b",")) if state.value else {}
+            n = int(counts.get(b"%d" % start, b"0")) + 1
+            if n == 1:
+                ctx.register_event_time_timer(start + 59_999)
+            counts[b"%d" % start] = b"%d" % n
+            state.update(b",".join(k + b"=" + c for k, c in sorted(counts.items())))
+            assert (ctx.current_watermark(), ctx.current_processing_time(), ctx.key, ctx.timestamp) == (42, 7, key, ts)
+
+        @window.on_timer
+        def fire(ts, domain, key, state, ctx):
+            counts = dict(p.split(b"=") for p in state.value.split(b","))
+            start = b"%d" % (ts - 59_999)
+            n = counts.pop(start)
+            if counts:
+                state.update(b",".join(k + b"=" + c for k, c in sorted(counts.items())))
+            else:
+                state.clear()
+            ctx.register_processing_time_timer(1000)
+            return [(key, start + b" " + n)]
+
+        batch = codec.encode_keyed([(b"x", None), (b"y", b"60000=4")], [(0, b"", 5), (1, b"", 61_000), (0, b"", 7), (0, b"", 60_001)])
+        recs, ups, changes = codec.decode_output_timers(codec.keyed_process_batch(window.f, batch, clock), 2)
+        self.assertEqual(recs, [])
+        self.assertEqual(ups, [("set", b"0=2,60000=1"), ("set", b"60000=5")])
+        self.assertEqual(changes, [(0, 0, 59_999), (0, 0, 119_999)])
+        fired = codec.encode_fired([(b"x", b"0=2,60000=1"), (b"y", b"60000=5")], [(0, 59_999, weir.EVENT_TIME), (1, 119_999, weir.EVENT_TIME)])
+        out = codec.on_timer_batch(window._on_timer, fired, clock)
+        recs, ups, changes = codec.decode_output_timers(out, 2)
+        self.assertEqual(recs, [(b"x", b"0 2", 59_999), (b"y", b"60000 5", 119_999)])
+        self.assertEqual(ups, [("set", b"60000=1"), ("clear",)])
+        self.assertEqual(changes, [(2, 0, 1000), (2, 1, 1000)])
+
+    def test_timer_changes_keep_the_last_action(self):
+        @weir.keyed_process
+        def flip(key, state, value, ts, ctx):
+            ctx.register_event_time_timer(10)
+            ctx.register_event_time_timer(10)
+            ctx.delete_event_time_timer(10) if value == b"d" else None
+
+        batch = codec.encode_keyed([(b"k", None)], [(0, b"", 1), (0, b"d", 2)])
+        out = codec.keyed_process_batch(flip.f, batch, None)
+        self.assertEqual(codec.decode_output_timers(out, 1), ([], [None], [(1, 0, 10)]))
+        # No timer changes: the bytes of a plain keyed output.
+        quiet = weir.keyed_process(lambda k, s, v, ts, ctx: None)
+        self.assertEqual(quiet.process_batch(batch), codec.finish([]) + b"\x00")
+        with self.assertRaises(RuntimeError):
+            quiet.on_timer_batch(codec.encode_fired([], []))
+
     def test_postcard(self):
         self.assertEqual(weir.postcard_str(weir.postcard_string("héllo")), "héllo")
         self.assertEqual(weir.postcard_u64(weir.varint(300)), 300)
@@ -56,6 +111,8 @@ class Codec(unittest.TestCase):
 
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors"
+DOMAINS = {"event": weir.EVENT_TIME, "processing": weir.PROCESSING_TIME}
+ACTIONS = {"set": 0, "delete": 1}
 
 
 def _bytes(word):
@@ -68,7 +125,7 @@ def _words(line):
 
 def load_vector(txt: Path):
     """One vector: `NAME.txt` (what it encodes) and `NAME.hex` (the bytes)."""
-    v = SimpleNamespace(name=txt.stem, layout=None, records=[], keys=[], keyed_records=[], updates=[])
+    v = SimpleNamespace(name=txt.stem, layout=None, records=[], keys=[], keyed_records=[], updates=[], fired=[], changes=[])
     for line in txt.read_text().splitlines():
         w = _words(line)
         if not w:
@@ -87,6 +144,10 @@ def load_vector(txt: Path):
             v.updates.append(("set", _bytes(w[2])))
         elif w == ["state", "cleared"]:
             v.updates.append(("clear",))
+        elif w[0] == "fired-timer":  # (key-index, ts, domain) as decode_fired
+            v.fired.append((int(w[1]), int(w[2]), DOMAINS[w[3]]))
+        elif w[0] == "timer-change":  # (kind, key-index, ts) as decode_output_timers
+            v.changes.append((DOMAINS[w[2]] * 2 + ACTIONS[w[1]], int(w[3]), int(w[4])))
         else:
             raise ValueError(f"{txt}: cannot read {line!r}")
     hex_text = txt.with_suffix(".hex").read_text()
@@ -176,6 +237,52 @@ class Vectors(unittest.TestCase):
                     return new, v.records if ts == 0 else None
 
                 self.assertEqual(script.process_batch(keyed_input_for(v.updates)), v.bytes)
+
+    def test_fired_timers(self):
+        for v in load_vectors("fired-timers"):
+            with self.subTest(v.name):
+                keys = [k for k, _ in v.keys]
+                states = [s for _, s in v.keys]
+                self.assertEqual(codec.decode_fired(v.bytes), (keys, states, v.fired))
+                self.assertEqual(codec.encode_fired(v.keys, v.fired), v.bytes)
+                seen = []
+
+                class Echo(weir.KeyedProcessFunction):
+                    def on_timer(self, ts, domain, key, state, ctx):
+                        seen.append((key, state.value, ts, domain, ctx.timer_domain))
+                        return [(key, b"")]
+
+                out = Echo().on_timer_batch(v.bytes)
+                self.assertEqual(seen, [(keys[i], states[i], ts, d, d) for i, ts, d in v.fired])
+                want = ([(keys[i], b"", ts) for i, ts, _ in v.fired], [None] * len(keys))
+                self.assertEqual(codec.decode_output(out, len(keys)), want)
+                for cut in range(len(v.bytes)):
+                    with self.assertRaises(weir.BadInput, msg=f"cut at {cut}"):
+                        Echo().on_timer_batch(v.bytes[:cut])
+
+    def test_keyed_outputs_with_timers(self):
+        for v in load_vectors("keyed-output-timers"):
+            with self.subTest(v.name):
+                self.assertEqual(codec.decode_output_timers(v.bytes, len(v.updates)), (v.records, v.updates, v.changes))
+                setters = {0: "register_event_time_timer", 1: "delete_event_time_timer", 2: "register_processing_time_timer", 3: "delete_processing_time_timer"}
+
+                # Records with value b"" (ts i) give key i its update, the first also emits
+                # the vector's records; records with value b"t" (ts j) make change j, on the
+                # key it names.
+                @weir.keyed_process
+                def script(key, state, value, ts, ctx):
+                    if value == b"t":
+                        kind, _, at = v.changes[ts]
+                        getattr(ctx, setters[kind])(at)
+                        return None
+                    u = v.updates[ts]
+                    if u is not None:
+                        state.update(u[1]) if u[0] == "set" else state.clear()
+                    return v.records if ts == 0 else None
+
+                keys = [(b"k%d" % i, b"old state") for i in range(len(v.updates))]
+                recs = [(i, b"", i) for i in range(len(v.updates))] + [(ki, b"t", j) for j, (_, ki, _) in enumerate(v.changes)]
+                self.assertEqual(script.process_batch(codec.encode_keyed(keys, recs)), v.bytes)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,12 @@ pub enum Layout {
     Output,
     /// Output of a keyed operator: as `Output`, then one state update per input key.
     KeyedOutput,
+    /// Input of `timers.on-timer`: the key table, then the fired timers naming their key
+    /// by index.
+    FiredTimers,
+    /// Output of a keyed operator that sets timers: as `KeyedOutput`, then the timer
+    /// changes (`change-count`, then kind, key index and time per change).
+    KeyedOutputTimers,
 }
 
 impl Layout {
@@ -31,11 +37,15 @@ impl Layout {
             Layout::Keyed => "keyed",
             Layout::Output => "output",
             Layout::KeyedOutput => "keyed-output",
+            Layout::FiredTimers => "fired-timers",
+            Layout::KeyedOutputTimers => "keyed-output-timers",
         }
     }
 
     fn from_word(word: &str) -> Option<Layout> {
-        [Layout::Plain, Layout::Keyed, Layout::Output, Layout::KeyedOutput].into_iter().find(|l| l.word() == word)
+        [Layout::Plain, Layout::Keyed, Layout::Output, Layout::KeyedOutput, Layout::FiredTimers, Layout::KeyedOutputTimers]
+            .into_iter()
+            .find(|l| l.word() == word)
     }
 }
 
@@ -71,6 +81,49 @@ pub enum Update {
     Cleared,
 }
 
+/// Which clock a timer follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Domain {
+    Event,
+    Processing,
+}
+
+impl Domain {
+    /// The word in a description.
+    pub fn word(self) -> &'static str {
+        match self {
+            Domain::Event => "event",
+            Domain::Processing => "processing",
+        }
+    }
+
+    fn from_word(word: &str) -> Result<Domain, String> {
+        match word {
+            "event" => Ok(Domain::Event),
+            "processing" => Ok(Domain::Processing),
+            _ => Err(format!("{word:?} is not a time domain (event, processing)")),
+        }
+    }
+}
+
+/// A timer of an `on-timer` input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FiredTimer {
+    pub key_index: u32,
+    pub ts: i64,
+    pub domain: Domain,
+}
+
+/// A timer change of a keyed output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimerChange {
+    /// Sets the timer (true) or deletes it.
+    pub set: bool,
+    pub domain: Domain,
+    pub key_index: u32,
+    pub ts: i64,
+}
+
 /// One vector: its bytes (from `NAME.hex`) and what they encode (from `NAME.txt`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vector {
@@ -86,6 +139,10 @@ pub struct Vector {
     pub keyed_records: Vec<KeyedRecord>,
     /// `state` lines (keyed output), one per key of the input it answers.
     pub updates: Vec<Update>,
+    /// `fired-timer` lines (`on-timer` input).
+    pub fired: Vec<FiredTimer>,
+    /// `timer-change` lines (keyed output with timers).
+    pub changes: Vec<TimerChange>,
     pub bytes: Vec<u8>,
 }
 
@@ -100,6 +157,8 @@ impl Vector {
             keys: Vec::new(),
             keyed_records: Vec::new(),
             updates: Vec::new(),
+            fired: Vec::new(),
+            changes: Vec::new(),
             bytes: Vec::new(),
         }
     }
@@ -190,19 +249,34 @@ pub fn parse_description(name: &str, text: &str) -> Result<Vector, String> {
         let v = v.as_mut().ok_or_else(|| at("the layout line must come first".into()))?;
         let wrong = || at(format!("{first:?} with {} arguments does not belong in layout {}", args.len(), v.layout.word()));
         match (v.layout, first, args) {
-            (Layout::Plain | Layout::Output | Layout::KeyedOutput, "record", [ts, key, value]) => {
+            (Layout::Plain | Layout::Output | Layout::KeyedOutput | Layout::KeyedOutputTimers, "record", [ts, key, value]) => {
                 v.records.push(Record { ts: int(ts).map_err(at)?, key: bytes(key).map_err(at)?, value: bytes(value).map_err(at)? })
             }
-            (Layout::Keyed, "key", [key, state]) => {
+            (Layout::Keyed | Layout::FiredTimers, "key", [key, state]) => {
                 let state = if *state == "none" { None } else { Some(bytes(state).map_err(at)?) };
                 v.keys.push(Key { key: bytes(key).map_err(at)?, state });
             }
             (Layout::Keyed, "keyed-record", [index, ts, value]) => {
                 v.keyed_records.push(KeyedRecord { key_index: int(index).map_err(at)?, ts: int(ts).map_err(at)?, value: bytes(value).map_err(at)? })
             }
-            (Layout::KeyedOutput, "state", ["unchanged"]) => v.updates.push(Update::Unchanged),
-            (Layout::KeyedOutput, "state", ["set", state]) => v.updates.push(Update::Set(bytes(state).map_err(at)?)),
-            (Layout::KeyedOutput, "state", ["cleared"]) => v.updates.push(Update::Cleared),
+            (Layout::KeyedOutput | Layout::KeyedOutputTimers, "state", ["unchanged"]) => v.updates.push(Update::Unchanged),
+            (Layout::KeyedOutput | Layout::KeyedOutputTimers, "state", ["set", state]) => v.updates.push(Update::Set(bytes(state).map_err(at)?)),
+            (Layout::KeyedOutput | Layout::KeyedOutputTimers, "state", ["cleared"]) => v.updates.push(Update::Cleared),
+            (Layout::FiredTimers, "fired-timer", [index, ts, domain]) => v.fired.push(FiredTimer {
+                key_index: int(index).map_err(at)?,
+                ts: int(ts).map_err(at)?,
+                domain: Domain::from_word(domain).map_err(at)?,
+            }),
+            (Layout::KeyedOutputTimers, "timer-change", [action, domain, index, ts]) => v.changes.push(TimerChange {
+                set: match *action {
+                    "set" => true,
+                    "delete" => false,
+                    _ => return Err(at(format!("{action:?} is not a timer action (set, delete)"))),
+                },
+                domain: Domain::from_word(domain).map_err(at)?,
+                key_index: int(index).map_err(at)?,
+                ts: int(ts).map_err(at)?,
+            }),
             _ => return Err(wrong()),
         }
     }

@@ -253,3 +253,122 @@ fn weir_new_scaffolds_an_operator_that_builds_and_runs_in_every_language() {
     let o = WEIR.run([OsStr::new("new"), OsStr::new("--lang"), OsStr::new("c"), OsStr::new("../x"), OsStr::new("--dir"), dir.path().as_os_str()]);
     assert!(!o.status.success() && stderr(&o).contains("use letters, digits"), "{}", stderr(&o));
 }
+
+// ---- event time: keyed process functions with timers in Python, JavaScript and C ----
+
+/// Out-of-orderness the window manifests declare on their parse node (ms).
+const OUT_OF_ORDERNESS_MS: u64 = 5_000;
+const WINDOW_MS: u64 = 60_000;
+
+/// `n` events `key,ts` whose timestamps run out of order but less than the manifests'
+/// bound behind the newest before them, so no record is ever late whatever the batch
+/// and watermark timing: record `i` has `ts = 37 i + jitter`, jitter below 4000 ms.
+/// A comment and blank lines are mixed in (the parser drops them); deterministic.
+fn events(n: u64) -> String {
+    let mut s = String::from("# key,ts\n");
+    for i in 0..n {
+        let r = splitmix64(i ^ 0x5eed);
+        let ts = 37 * i + r % 4_000;
+        s.push_str(&format!("k{},{ts}\n", (r >> 40) % 13));
+        if i % 1_000 == 999 {
+            s.push('\n');
+        }
+    }
+    s
+}
+
+/// What a window job must print, computed here: per key and 60 s window of the events'
+/// timestamps, `key<TAB><window start> <count>`, sorted.
+fn expected_windows(input: &str) -> Vec<String> {
+    let mut counts: BTreeMap<(&str, u64), u64> = BTreeMap::new();
+    for line in input.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let (key, ts) = line.split_once(',').expect("key,ts");
+        let ts: u64 = ts.parse().expect("ts");
+        *counts.entry((key, ts - ts % WINDOW_MS)).or_default() += 1;
+    }
+    let mut lines: Vec<String> = counts.iter().map(|((k, start), n)| format!("{k}\t{start} {n}")).collect();
+    lines.sort();
+    lines
+}
+
+/// Runs `manifest` on the embedded cluster over `input`; the output lines, sorted.
+fn run_lines(manifest: &Path, input: &str, parallelism: u32) -> Vec<String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, out) = (dir.path().join("events.txt"), dir.path().join("out.txt"));
+    std::fs::write(&path, input).expect("write input");
+    let p = parallelism.to_string();
+    let args = [
+        OsStr::new("run"),
+        manifest.as_os_str(),
+        OsStr::new("-i"),
+        path.as_os_str(),
+        OsStr::new("--output"),
+        out.as_os_str(),
+        OsStr::new("-p"),
+        OsStr::new(&p),
+    ];
+    let o = WEIR.run(args);
+    assert!(o.status.success(), "{}: {}", manifest.display(), stderr(&o));
+    let mut lines: Vec<String> = std::fs::read_to_string(&out).expect("output").lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+fn window_job(lang: &str, parallelism: u32) {
+    let input = events(20_000);
+    let want = expected_windows(&input);
+    assert!(want.len() > 100, "the input spans many windows of many keys");
+    let got = run_lines(&WEIR.polyglot().join(format!("window-{lang}.toml")), &input, parallelism);
+    assert_eq!(got, want, "window-{lang} at parallelism {parallelism}");
+}
+
+#[test]
+fn an_event_time_window_in_python_counts_each_window_once() {
+    window_job("python", 2);
+}
+
+#[test]
+fn an_event_time_window_in_javascript_counts_each_window_once() {
+    window_job("js", 1);
+}
+
+#[test]
+fn an_event_time_window_in_c_counts_each_window_once() {
+    window_job("c", 2);
+}
+
+/// One job, three languages: a C parser feeds a Python and a JavaScript window on two
+/// branches (both keyed, each with its own timers and state) into one sink.
+#[test]
+fn windows_in_two_languages_share_one_event_time_job() {
+    let built = WEIR.polyglot();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let component = |name: &str| format!("{:?}", built.join(name).display().to_string());
+    let text = format!(
+        "name = \"windows-mixed\"\n\
+         [[node]]\nuid = \"events\"\nsource = \"text-lines\"\n\
+         [[node]]\nuid = \"parse\"\ncomponent = {}\nout-of-orderness-ms = {OUT_OF_ORDERNESS_MS}\n\
+         [[node]]\nuid = \"py\"\ncomponent = {}\nkeyed = true\npartitioning = \"key-by\"\ninputs = [\"parse\"]\n\
+         [[node]]\nuid = \"js\"\ncomponent = {}\nkeyed = true\npartitioning = \"key-by\"\ninputs = [\"parse\"]\n\
+         [[node]]\nuid = \"out\"\nsink = \"file\"\ninputs = [\"py\", \"js\"]\n",
+        component("parse-events.wasm"),
+        component("window-python.wasm"),
+        component("window-js.wasm"),
+    );
+    let manifest = dir.path().join("mixed.toml");
+    std::fs::write(&manifest, text).expect("write manifest");
+    let input = events(5_000);
+    let mut want: Vec<String> = expected_windows(&input).into_iter().flat_map(|l| [l.clone(), l]).collect();
+    want.sort();
+    assert_eq!(run_lines(&manifest, &input, 2), want);
+}
+
+/// Processing time: the C operator sets a processing-time timer (due at once) on each
+/// key's first record; it fires right after its batch and announces the key once.
+#[test]
+fn processing_time_timers_fire_in_c() {
+    let input = events(3_000);
+    let mut want: Vec<String> = (0..13).map(|k| format!("k{k}\tfirst seen")).collect();
+    want.sort();
+    assert_eq!(run_lines(&WEIR.polyglot().join("first-seen.toml"), &input, 2), want);
+}

@@ -15,8 +15,8 @@ mod reader;
 use std::fmt::Write as _;
 use std::fs;
 
-use reader::{Key, KeyedRecord, Layout, Record, Update, Vector, hex, hex_field};
-use weir_types::batch::{self, StateUpdate};
+use reader::{Domain, FiredTimer, Key, KeyedRecord, Layout, Record, TimerChange, Update, Vector, hex, hex_field};
+use weir_types::batch::{self, StateUpdate, TimeDomain};
 
 /// Timestamps at the edges: i64's ends, and 2^53 + 1, the first integer a JavaScript
 /// number cannot hold (an SDK that reads ts as a double rounds it).
@@ -32,6 +32,28 @@ fn key(key: &[u8], state: Option<&[u8]>) -> Key {
 
 fn krec(key_index: u32, ts: i64, value: &[u8]) -> KeyedRecord {
     KeyedRecord { key_index, ts, value: value.to_vec() }
+}
+
+fn fired(key_index: u32, ts: i64, domain: Domain) -> FiredTimer {
+    FiredTimer { key_index, ts, domain }
+}
+
+fn change(set: bool, domain: Domain, key_index: u32, ts: i64) -> TimerChange {
+    TimerChange { set, domain, key_index, ts }
+}
+
+fn time_domain(d: Domain) -> TimeDomain {
+    match d {
+        Domain::Event => TimeDomain::Event,
+        Domain::Processing => TimeDomain::Processing,
+    }
+}
+
+fn domain(d: TimeDomain) -> Domain {
+    match d {
+        TimeDomain::Event => Domain::Event,
+        TimeDomain::Processing => Domain::Processing,
+    }
 }
 
 fn vector(name: &str, layout: Layout, about: &[&str]) -> Vector {
@@ -115,6 +137,54 @@ fn specs() -> Vec<Vector> {
     v.updates = vec![Update::Cleared, Update::Unchanged];
     out.push(v);
 
+    let mut v = vector(
+        "timers-fired",
+        Layout::FiredTimers,
+        &[
+            "Input of timers.on-timer: the key table as in a keyed batch (each key's state attached),",
+            "then the fired timers naming their key by index, both domains (event 0, processing 1),",
+            "a key with two timers, and extreme times.",
+        ],
+    );
+    v.keys = vec![key(b"a", Some(&[0x02])), key(b"", None), key(&digits300(), Some(b""))];
+    v.fired = vec![
+        fired(0, 59_999, Domain::Event),
+        fired(1, i64::MIN, Domain::Event),
+        fired(0, 1_700_000_000_000, Domain::Processing),
+        fired(2, i64::MAX, Domain::Processing),
+        fired(1, (1 << 53) + 1, Domain::Event),
+    ];
+    out.push(v);
+
+    out.push(vector("timers-fired-empty", Layout::FiredTimers, &["An on-timer batch of zero keys and zero timers: two zero counts."]));
+
+    let mut v = vector(
+        "output-timers",
+        Layout::KeyedOutputTimers,
+        &[
+            "Output of a keyed operator that sets timers (process or on-timer): the records, one state",
+            "update per input key, then change-count and the timer changes in the order they were made:",
+            "kind 0 set event time, 1 delete event time, 2 set processing time, 3 delete processing time.",
+        ],
+    );
+    v.records = vec![rec(59_999, b"a", b"0 3")];
+    v.updates = vec![Update::Cleared, Update::Set(b"x".to_vec()), Update::Unchanged];
+    v.changes = vec![
+        change(true, Domain::Event, 0, 119_999),
+        change(false, Domain::Event, 1, 59_999),
+        change(true, Domain::Processing, 2, 1_700_000_000_000),
+        change(false, Domain::Processing, 0, i64::MIN),
+        change(true, Domain::Event, 2, i64::MAX),
+        change(true, Domain::Event, 1, (1 << 53) + 1),
+    ];
+    out.push(v);
+
+    let mut v =
+        vector("output-timers-only", Layout::KeyedOutputTimers, &["A keyed output with no records and no state change that only sets a timer."]);
+    v.updates = vec![Update::Unchanged];
+    v.changes = vec![change(true, Domain::Processing, 0, 5)];
+    out.push(v);
+
     out
 }
 
@@ -191,15 +261,7 @@ fn encode(v: &Vector) -> Annotated {
             }
         }
         Layout::Keyed => {
-            let keys = u32::try_from(v.keys.len()).expect("few keys");
-            a.write(&format!("key-count {keys}"), &[4], |b| batch::push_key_count(b, keys));
-            for (i, k) in v.keys.iter().enumerate() {
-                let (state, fields) = match &k.state {
-                    Some(s) => (show(s), [4, k.key.len(), 4, s.len()]),
-                    None => ("none (0xffffffff)".to_string(), [4, k.key.len(), 4, 0]),
-                };
-                a.write(&format!("key {i}: {}, state {state}", show(&k.key)), &fields, |b| batch::push_key_with_state(b, &k.key, k.state.as_deref()));
-            }
+            write_key_table(&mut a, &v.keys);
             let records = u32::try_from(v.keyed_records.len()).expect("few records");
             a.write(&format!("record-count {records}"), &[4], |b| batch::push_keyed_records_header(b, records));
             for (i, r) in v.keyed_records.iter().enumerate() {
@@ -207,7 +269,17 @@ fn encode(v: &Vector) -> Annotated {
                 a.write(&note, &[4, 8, 4, r.value.len()], |b| batch::push_keyed_record(b, r.key_index, r.ts, &r.value));
             }
         }
-        Layout::Output | Layout::KeyedOutput => {
+        Layout::FiredTimers => {
+            write_key_table(&mut a, &v.keys);
+            let timers = u32::try_from(v.fired.len()).expect("few timers");
+            a.write(&format!("timer-count {timers}"), &[4], |b| batch::push_timers_header(b, timers));
+            for (i, t) in v.fired.iter().enumerate() {
+                let note = format!("timer {i}: key-index {}, ts {}, domain {} ({})", t.key_index, t.ts, time_domain(t.domain) as u8, t.domain.word());
+                let timer = batch::FiredTimer { key_index: t.key_index, ts: t.ts, domain: time_domain(t.domain) };
+                a.write(&note, &[4, 8, 1], |b| batch::push_fired_timer(b, timer));
+            }
+        }
+        Layout::Output | Layout::KeyedOutput | Layout::KeyedOutputTimers => {
             // records-len prefixes the records, so they are written first, then moved.
             let mut records = Annotated::default();
             for (i, r) in v.records.iter().enumerate() {
@@ -225,9 +297,33 @@ fn encode(v: &Vector) -> Annotated {
                 };
                 a.write(&note, &fields, |b| batch::push_state_update(b, update));
             }
+            if v.layout == Layout::KeyedOutputTimers {
+                let changes = u32::try_from(v.changes.len()).expect("few changes");
+                a.write(&format!("change-count {changes}"), &[4], |b| batch::push_timers_header(b, changes));
+                for (i, c) in v.changes.iter().enumerate() {
+                    let change = batch::TimerChange { set: c.set, domain: time_domain(c.domain), key_index: c.key_index, ts: c.ts };
+                    let action = if c.set { "set" } else { "delete" };
+                    let note =
+                        format!("change {i}: kind {} ({action} {} time), key-index {}, ts {}", change.kind(), c.domain.word(), c.key_index, c.ts);
+                    a.write(&note, &[1, 4, 8], |b| batch::push_timer_change(b, change));
+                }
+            }
         }
     }
     a
+}
+
+/// Appends a key table (`key-count`, then each key with its state) with the host's writers.
+fn write_key_table(a: &mut Annotated, table: &[Key]) {
+    let keys = u32::try_from(table.len()).expect("few keys");
+    a.write(&format!("key-count {keys}"), &[4], |b| batch::push_key_count(b, keys));
+    for (i, k) in table.iter().enumerate() {
+        let (state, fields) = match &k.state {
+            Some(s) => (show(s), [4, k.key.len(), 4, s.len()]),
+            None => ("none (0xffffffff)".to_string(), [4, k.key.len(), 4, 0]),
+        };
+        a.write(&format!("key {i}: {}, state {state}", show(&k.key)), &fields, |b| batch::push_key_with_state(b, &k.key, k.state.as_deref()));
+    }
 }
 
 /// The `.txt` file of `v`.
@@ -260,6 +356,12 @@ fn describe(v: &Vector) -> String {
             Update::Cleared => writeln!(t, "state cleared"),
         };
     }
+    for f in &v.fired {
+        let _ = writeln!(t, "fired-timer {} {} {}", f.key_index, f.ts, f.domain.word());
+    }
+    for c in &v.changes {
+        let _ = writeln!(t, "timer-change {} {} {} {}", if c.set { "set" } else { "delete" }, c.domain.word(), c.key_index, c.ts);
+    }
     t
 }
 
@@ -279,8 +381,14 @@ fn check_host_reads(v: &Vector) {
             let records: Vec<KeyedRecord> = k.records.iter().map(|r| krec(r.key_index, r.ts, r.value)).collect();
             assert_eq!((keys, records), (v.keys.clone(), v.keyed_records.clone()));
         }
-        Layout::Output | Layout::KeyedOutput => {
-            let keys = (v.layout == Layout::KeyedOutput).then_some(v.updates.len());
+        Layout::FiredTimers => {
+            let t = batch::parse_timer_input(&v.bytes).expect("host reads the on-timer batch");
+            let keys: Vec<Key> = t.keys.iter().map(|(k, s)| key(k, *s)).collect();
+            let timers: Vec<FiredTimer> = t.timers.iter().map(|f| fired(f.key_index, f.ts, domain(f.domain))).collect();
+            assert_eq!((keys, timers), (v.keys.clone(), v.fired.clone()));
+        }
+        Layout::Output | Layout::KeyedOutput | Layout::KeyedOutputTimers => {
+            let keys = (v.layout != Layout::Output).then_some(v.updates.len());
             let o = batch::parse_output(&v.bytes, keys).expect("host reads the output");
             assert_eq!(plain(o.records), v.records);
             assert_eq!(o.record_count, v.records.len());
@@ -294,6 +402,8 @@ fn check_host_reads(v: &Vector) {
                 })
                 .collect();
             assert_eq!(updates, v.updates);
+            let changes: Vec<TimerChange> = o.timers.iter().map(|c| change(c.set, domain(c.domain), c.key_index, c.ts)).collect();
+            assert_eq!(changes, v.changes);
         }
     }
 }

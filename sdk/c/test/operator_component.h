@@ -2,33 +2,40 @@
  * build time, declaring only what weir.c uses, with the generator's names and shapes.
  * It lets weir.c compile natively for the vector test (vectors.c), which implements the
  * imports below and calls the exports the way the component's canonical ABI glue would.
- * If weir.c starts using more of the bindings, add it here. */
+ * If weir.c starts using more of the bindings, add it here.
+ *
+ * The generator prefixes type names with the world's name; timed_operator_component.h
+ * includes this file with OC set to that world's prefix. */
 #ifndef OPERATOR_COMPONENT_H
 #define OPERATOR_COMPONENT_H
+
+#ifndef OC
+#define OC(name) operator_component_##name
+#endif
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct operator_component_string_t {
+typedef struct OC(string_t) {
     uint8_t *ptr;
     size_t len;
-} operator_component_string_t;
+} OC(string_t);
 
-typedef struct operator_component_tuple2_string_string_t {
-    operator_component_string_t f0;
-    operator_component_string_t f1;
-} operator_component_tuple2_string_string_t;
+typedef struct OC(tuple2_string_string_t) {
+    OC(string_t) f0;
+    OC(string_t) f1;
+} OC(tuple2_string_string_t);
 
-typedef struct operator_component_list_tuple2_string_string_t {
-    operator_component_tuple2_string_string_t *ptr;
+typedef struct OC(list_tuple2_string_string_t) {
+    OC(tuple2_string_string_t) *ptr;
     size_t len;
-} operator_component_list_tuple2_string_string_t;
+} OC(list_tuple2_string_string_t);
 
-typedef struct operator_component_list_u8_t {
+typedef struct OC(list_u8_t) {
     uint8_t *ptr;
     size_t len;
-} operator_component_list_u8_t;
+} OC(list_u8_t);
 
 /* Import weir:dataflow/log. */
 typedef uint8_t weir_dataflow_log_level_t;
@@ -36,7 +43,11 @@ typedef uint8_t weir_dataflow_log_level_t;
 #define WEIR_DATAFLOW_LOG_LEVEL_INFO 1
 #define WEIR_DATAFLOW_LOG_LEVEL_WARN 2
 #define WEIR_DATAFLOW_LOG_LEVEL_ERROR 3
-void weir_dataflow_log_log(weir_dataflow_log_level_t level, operator_component_string_t *message);
+void weir_dataflow_log_log(weir_dataflow_log_level_t level, OC(string_t) *message);
+
+/* Import weir:dataflow/clock. */
+int64_t weir_dataflow_clock_current_watermark(void);
+int64_t weir_dataflow_clock_current_processing_time(void);
 
 /* Export weir:dataflow/operator. */
 typedef struct exports_weir_dataflow_operator_task_info_t {
@@ -49,8 +60,8 @@ typedef struct exports_weir_dataflow_operator_operator_error_t {
     uint8_t tag;
     union {
         uint32_t unknown_operator;
-        operator_component_string_t bad_input;
-        operator_component_string_t failed;
+        OC(string_t) bad_input;
+        OC(string_t) failed;
     } val;
 } exports_weir_dataflow_operator_operator_error_t;
 
@@ -59,14 +70,14 @@ typedef struct exports_weir_dataflow_operator_operator_error_t {
 #define EXPORTS_WEIR_DATAFLOW_OPERATOR_OPERATOR_ERROR_FAILED 2
 
 /* Free the list's memory (the generated glue owns arguments passed to exports). */
-void operator_component_list_u8_free(operator_component_list_u8_t *ptr);
-void operator_component_list_tuple2_string_string_free(operator_component_list_tuple2_string_string_t *ptr);
+void OC(list_u8_free)(OC(list_u8_t) *ptr);
+void OC(list_tuple2_string_string_free)(OC(list_tuple2_string_string_t) *ptr);
 
 bool exports_weir_dataflow_operator_open(uint32_t op, exports_weir_dataflow_operator_task_info_t *info,
-                                         operator_component_list_tuple2_string_string_t *args,
+                                         OC(list_tuple2_string_string_t) *args,
                                          exports_weir_dataflow_operator_operator_error_t *err);
-bool exports_weir_dataflow_operator_process(uint32_t op, operator_component_list_u8_t *batch,
-                                            operator_component_list_u8_t *ret,
+bool exports_weir_dataflow_operator_process(uint32_t op, OC(list_u8_t) *batch,
+                                            OC(list_u8_t) *ret,
                                             exports_weir_dataflow_operator_operator_error_t *err);
 bool exports_weir_dataflow_operator_close(uint32_t op, exports_weir_dataflow_operator_operator_error_t *err);
 

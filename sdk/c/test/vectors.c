@@ -3,9 +3,10 @@
  * bindings in this directory (operator_component.h), and batches go through the
  * exported `process` entry point exactly as the component glue would pass them.
  *
- * weir.c serves one operator per component, plain or keyed, so this file is built
- * twice: -DWEIR_TEST_KEYED=0 checks the plain input and output vectors, -DWEIR_TEST_KEYED=1
- * the keyed ones (.ci/sdk-tests has the commands; it adds ASan and UBSan when the
+ * weir.c serves one operator per component, plain, keyed or keyed with timers, so this
+ * file is built three times: -DWEIR_TEST_KEYED=0 checks the plain input and output
+ * vectors, -DWEIR_TEST_KEYED=1 the keyed ones, -DWEIR_TEST_KEYED=2 -DWEIR_TIMERS the
+ * on-timer input and the keyed outputs with timer changes (.ci/sdk-tests has the commands; it adds ASan and UBSan when the
  * compiler has them, which turns any read past a batch into a failure).
  *
  *   ./vectors-plain sdk/vectors && ./vectors-keyed sdk/vectors
@@ -19,12 +20,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "operator_component.h"
-#include "weir.h"
-
 #ifndef WEIR_TEST_KEYED
-#error "build with -DWEIR_TEST_KEYED=0 (plain operator) or -DWEIR_TEST_KEYED=1 (keyed operator)"
+#error "build with -DWEIR_TEST_KEYED=0 (plain operator), 1 (keyed operator) or 2 -DWEIR_TIMERS (keyed with timers)"
 #endif
+#if WEIR_TEST_KEYED == 2
+#ifndef WEIR_TIMERS
+#error "-DWEIR_TEST_KEYED=2 needs -DWEIR_TIMERS"
+#endif
+#include "timed_operator_component.h"
+#else
+#include "operator_component.h"
+#endif
+#include "weir.h"
 
 /* ---- bytes ---- */
 
@@ -108,6 +115,8 @@ typedef struct record { int64_t ts; buf key, value; } record;
 typedef struct key_entry { buf key, state; int has_state; } key_entry;
 typedef struct keyed_record { uint32_t index; int64_t ts; buf value; } keyed_record;
 typedef struct update { int kind; buf state; } update;
+typedef struct fired_timer { uint32_t index; int64_t ts; int domain; } fired_timer;
+typedef struct change { int kind; uint32_t index; int64_t ts; } change; /* kind: the layout's byte */
 
 typedef struct vector {
     char name[128], layout[32];
@@ -119,6 +128,10 @@ typedef struct vector {
     size_t nkrecs;
     update ups[MAX_ITEMS]; /* keyed output */
     size_t nups;
+    fired_timer fired[MAX_ITEMS]; /* on-timer input */
+    size_t nfired;
+    change changes[MAX_ITEMS]; /* keyed output with timers */
+    size_t nchanges;
     buf bytes; /* NAME.hex */
 } vector;
 
@@ -158,6 +171,8 @@ static int int64_word(const char *w, int64_t *v) {
     return 0;
 }
 
+static int domain_word(const char *w) { return strcmp(w, "event") == 0 ? 0 : strcmp(w, "processing") == 0 ? 1 : -1; }
+
 /* Parses NAME.txt (the records) and NAME.hex (the bytes) of dir; 0 on success. */
 static int load(const char *dir, const char *name, vector *v) {
     char path[1024];
@@ -170,9 +185,9 @@ static int load(const char *dir, const char *name, vector *v) {
     for (char *save = NULL, *line = strtok_r(text, "\n", &save); line && !bad; line = strtok_r(NULL, "\n", &save)) {
         char *hash = strchr(line, '#');
         if (hash) *hash = 0;
-        char *w[5] = {0}, *s2 = NULL;
+        char *w[6] = {0}, *s2 = NULL;
         size_t n = 0;
-        for (char *t = strtok_r(line, " \t\r", &s2); t && n < 5; t = strtok_r(NULL, " \t\r", &s2)) w[n++] = t;
+        for (char *t = strtok_r(line, " \t\r", &s2); t && n < 6; t = strtok_r(NULL, " \t\r", &s2)) w[n++] = t;
         if (n == 0) continue;
         if (n == 2 && strcmp(w[0], "layout") == 0) {
             snprintf(v->layout, sizeof v->layout, "%s", w[1]);
@@ -194,12 +209,27 @@ static int load(const char *dir, const char *name, vector *v) {
             bad = (n == 2 && strcmp(w[1], "unchanged") != 0 && strcmp(w[1], "cleared") != 0) || (n == 3 && !set) ||
                   field(&v->ups[v->nups].state, set ? w[2] : "-");
             v->nups++;
+        } else if (n == 4 && strcmp(w[0], "fired-timer") == 0 && v->nfired < MAX_ITEMS) {
+            int64_t index = -1;
+            fired_timer *f = &v->fired[v->nfired++];
+            f->domain = domain_word(w[3]);
+            bad = int64_word(w[1], &index) || index < 0 || index > UINT32_MAX || int64_word(w[2], &f->ts) || f->domain < 0;
+            f->index = (uint32_t)index;
+        } else if (n == 5 && strcmp(w[0], "timer-change") == 0 && v->nchanges < MAX_ITEMS) {
+            int64_t index = -1;
+            change *c = &v->changes[v->nchanges++];
+            int d = domain_word(w[2]), del = strcmp(w[1], "delete") == 0;
+            bad = (!del && strcmp(w[1], "set") != 0) || d < 0 || int64_word(w[3], &index) || index < 0 || index > UINT32_MAX ||
+                  int64_word(w[4], &c->ts);
+            c->kind = 2 * d + del;
+            c->index = (uint32_t)index;
         } else {
             bad = 1;
         }
     }
     free(text);
     for (size_t i = 0; i < v->nkrecs; i++) bad |= v->krecs[i].index >= v->nkeys;
+    for (size_t i = 0; i < v->nfired; i++) bad |= v->fired[i].index >= v->nkeys;
     if (bad || !v->layout[0]) return fail(v, "cannot read its .txt (bad line or key index, or more than %d items)", MAX_ITEMS), -1;
     snprintf(path, sizeof path, "%s/%s.hex", dir, name);
     text = slurp(path);
@@ -220,34 +250,47 @@ static void release(vector *v) {
 
 /* ---- the stand-in host side of the bindings ---- */
 
-void weir_dataflow_log_log(weir_dataflow_log_level_t level, operator_component_string_t *m) {
+void weir_dataflow_log_log(weir_dataflow_log_level_t level, OC(string_t) *m) {
     fprintf(stderr, "weir log %d: %.*s\n", level, (int)m->len, (const char *)m->ptr);
 }
-void operator_component_list_u8_free(operator_component_list_u8_t *l) {
+void OC(list_u8_free)(OC(list_u8_t) *l) {
     free(l->ptr);
     l->ptr = NULL;
     l->len = 0;
 }
-void operator_component_list_tuple2_string_string_free(operator_component_list_tuple2_string_string_t *l) {
+void OC(list_tuple2_string_string_free)(OC(list_tuple2_string_string_t) *l) {
     for (size_t i = 0; i < l->len; i++) free(l->ptr[i].f0.ptr), free(l->ptr[i].f1.ptr);
     free(l->ptr);
     l->ptr = NULL;
     l->len = 0;
 }
 
-/* Calls `process` with a copy of exactly n bytes (so a sanitizer sees any read past the
+/* The clock: fixed values the timed operator checks it is handed. */
+enum { TEST_WATERMARK = 41, TEST_PROCESSING_TIME = 1700000000000 };
+static int clock_reads;
+int64_t weir_dataflow_clock_current_watermark(void) { return clock_reads++, TEST_WATERMARK; }
+int64_t weir_dataflow_clock_current_processing_time(void) { return clock_reads++, (int64_t)TEST_PROCESSING_TIME; }
+
+/* Calls `process` (or, timers, `on-timer`) with a copy of exactly n bytes (so a sanitizer sees any read past the
  * batch). Returns 0 with the output in *out, or the error's tag. */
-static int process(const uint8_t *p, size_t n, buf *out) {
-    operator_component_list_u8_t batch = {xrealloc(NULL, n), n}, ret = {0};
+static int call(const uint8_t *p, size_t n, buf *out, int fired) {
+    OC(list_u8_t) batch = {xrealloc(NULL, n), n}, ret = {0};
     if (n) memcpy(batch.ptr, p, n);
     exports_weir_dataflow_operator_operator_error_t err;
-    if (exports_weir_dataflow_operator_process(0, &batch, &ret, &err)) {
+#ifdef WEIR_TIMERS
+    bool ok = fired ? exports_weir_dataflow_timers_on_timer(0, &batch, &ret, &err) : exports_weir_dataflow_operator_process(0, &batch, &ret, &err);
+#else
+    (void)fired;
+    bool ok = exports_weir_dataflow_operator_process(0, &batch, &ret, &err);
+#endif
+    if (ok) {
         *out = (buf){ret.ptr, ret.len, ret.len};
         return 0;
     }
     if (err.tag != EXPORTS_WEIR_DATAFLOW_OPERATOR_OPERATOR_ERROR_UNKNOWN_OPERATOR) free(err.val.failed.ptr);
     return 1 + err.tag;
 }
+static int process(const uint8_t *p, size_t n, buf *out) { return call(p, n, out, 0); }
 #define BAD_INPUT (1 + EXPORTS_WEIR_DATAFLOW_OPERATOR_OPERATOR_ERROR_BAD_INPUT)
 
 static void expect_output(const vector *v, const char *what, const buf *got, const uint8_t *want, size_t n) {
@@ -273,7 +316,48 @@ static void emit_script(weir_out *out) {
                   (uint32_t)cur->recs[i].value.n);
 }
 
-#if WEIR_TEST_KEYED
+#if WEIR_TEST_KEYED == 2
+/* SCRIPT: records with an empty value (ts i) give key i update i, the first also emits
+ * the vector's records; records with value "t" (ts j) make change j. ECHO: check each
+ * fired timer against the vector and emit (key, empty value, the timer's time). */
+static int on_record(const weir_record *r, weir_state *state, weir_timers *timers, weir_out *out) {
+    if (weir_current_watermark() != TEST_WATERMARK || weir_current_processing_time() != (int64_t)TEST_PROCESSING_TIME)
+        return weir_fail("the clock is not the host's");
+    if (r->value_len == 1) {
+        if (r->ts < 0 || (size_t)r->ts >= cur->nchanges) return weir_fail("script: no change for this record");
+        const change *c = &cur->changes[r->ts];
+        void (*const make[4])(weir_timers *, int64_t) = {weir_register_event_time_timer, weir_delete_event_time_timer,
+                                                         weir_register_processing_time_timer, weir_delete_processing_time_timer};
+        make[c->kind](timers, c->ts);
+        return 0;
+    }
+    if (r->ts == 0) emit_script(out);
+    if (r->ts < 0 || (size_t)r->ts >= cur->nups) return weir_fail("script: no update for this record");
+    if (cur->ups[r->ts].kind == SET) weir_state_set(state, cur->ups[r->ts].state.p, (uint32_t)cur->ups[r->ts].state.n);
+    if (cur->ups[r->ts].kind == CLEARED) weir_state_clear(state);
+    return 0;
+}
+static int on_fired(const weir_timer *t, weir_state *state, weir_timers *timers, weir_out *out) {
+    if (checking) {
+        uint32_t slen;
+        const uint8_t *s = weir_state_get(state, &slen);
+        if (seen >= cur->nfired) {
+            fail(cur, "more timers than the vector has");
+        } else {
+            const fired_timer *f = &cur->fired[seen];
+            const key_entry *key = &cur->keys[f->index];
+            if (t->ts != f->ts || (int)t->domain != f->domain || !same(&key->key, t->key, t->key_len))
+                fail(cur, "timer %zu differs from the vector", seen);
+            if ((s != NULL) != key->has_state || (s && !same(&key->state, s, slen)))
+                fail(cur, "state of timer %zu differs from the vector", seen);
+        }
+    }
+    seen++;
+    weir_emit(out, t->ts, t->key, t->key_len, "", 0);
+    return 0;
+}
+WEIR_OPERATOR(.process_timed = on_record, .on_timer = on_fired);
+#elif WEIR_TEST_KEYED
 static int on_record(const weir_record *r, weir_state *state, weir_out *out) {
     if (mode == SCRIPT) {
         if (r->ts == 0) emit_script(out);
@@ -330,11 +414,18 @@ static void check_input(const vector *v) {
     seen = 0;
     buf out = {0}, want = {0};
     put_u32(&want, 0);
-    int rc = process(v->bytes.p, v->bytes.n, &out);
+    const int fired = WEIR_TEST_KEYED == 2;
+    int rc = call(v->bytes.p, v->bytes.n, &out, fired);
     if (rc) {
         fail(v, "process failed with error tag %d", rc - 1);
     } else {
-#if WEIR_TEST_KEYED
+#if WEIR_TEST_KEYED == 2
+        size_t n = v->nfired;
+        buf empty = {0};
+        put(&empty, "", 0);
+        for (size_t i = 0; i < n; i++) put_record(&want, v->fired[i].ts, &v->keys[v->fired[i].index].key, &empty);
+        free(empty.p);
+#elif WEIR_TEST_KEYED
         size_t n = v->nkrecs;
         for (size_t i = 0; i < n; i++) put_record(&want, v->krecs[i].ts, &v->keys[v->krecs[i].index].key, &v->krecs[i].value);
 #else
@@ -362,7 +453,7 @@ static void check_input(const vector *v) {
             continue;
         }
 #endif
-        rc = process(v->bytes.p, cut, &out);
+        rc = call(v->bytes.p, cut, &out, fired);
         if (rc == 0) free(out.p);
         if (rc != BAD_INPUT) fail(v, "the first %zu bytes: want bad-input, got %s", cut, rc ? "another error" : "success");
     }
@@ -383,8 +474,9 @@ static void check_output(const vector *v) {
         put_field(&in, &k), put_field(&in, &s);
         k.p[0]++; /* distinct keys */
     }
-    put_u32(&in, (uint32_t)v->nups);
+    put_u32(&in, (uint32_t)(v->nups + v->nchanges));
     for (size_t i = 0; i < v->nups; i++) put_u32(&in, (uint32_t)i), put_i64(&in, (int64_t)i), put_u32(&in, 0);
+    for (size_t j = 0; j < v->nchanges; j++) put_u32(&in, v->changes[j].index), put_i64(&in, (int64_t)j), put_u32(&in, 1), put(&in, "t", 1);
 #else
     buf empty = {0};
     put(&empty, "", 0);
@@ -408,7 +500,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: %s VECTORS_DIR\n", argv[0]);
         return 2;
     }
-    const char *input = WEIR_TEST_KEYED ? "keyed" : "plain", *output = WEIR_TEST_KEYED ? "keyed-output" : "output";
+    const char *input = WEIR_TEST_KEYED == 2 ? "fired-timers" : WEIR_TEST_KEYED ? "keyed" : "plain";
+    const char *output = WEIR_TEST_KEYED == 2 ? "keyed-output-timers" : WEIR_TEST_KEYED ? "keyed-output" : "output";
     DIR *d = opendir(argv[1]);
     if (!d) {
         perror(argv[1]);
@@ -428,7 +521,7 @@ int main(int argc, char **argv) {
     qsort(names, count, sizeof *names, by_name);
 
     exports_weir_dataflow_operator_task_info_t info = {0, 1, 128};
-    operator_component_list_tuple2_string_string_t args = {0};
+    OC(list_tuple2_string_string_t) args = {0};
     exports_weir_dataflow_operator_operator_error_t err;
     if (!exports_weir_dataflow_operator_open(0, &info, &args, &err)) {
         fprintf(stderr, "open failed\n");

@@ -4,15 +4,21 @@
 //
 //   node --test sdk/js/test/
 //
-// weir.js imports the host's log as `weir:dataflow/log@0.2.0`, which only exists inside
-// a component; a resolve hook maps it to a stub so the module loads under node.
+// weir.js imports the host's log and clock as `weir:dataflow/...@0.2.0`, which only exist
+// inside a component; a resolve hook maps them to a stub so the module loads under node
+// (its clock reads globalThis.weirTestClock and, like componentize-js, returns an s64
+// as its unsigned bits).
 
 import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
 import { register } from "node:module";
 import { test } from "node:test";
 
-const stubLog = "data:text/javascript,export function log() {}";
+const stubLog =
+  "data:text/javascript," +
+  encodeURIComponent(`export function log() {}
+export function currentWatermark() { return BigInt.asUintN(64, globalThis.weirTestClock?.watermark ?? -(2n ** 63n)); }
+export function currentProcessingTime() { return globalThis.weirTestClock?.processingTime ?? 0n; }`);
 const hooks = `export async function resolve(specifier, context, next) {
   if (specifier.startsWith("weir:dataflow/")) return { url: ${JSON.stringify(stubLog)}, shortCircuit: true };
   return next(specifier, context);
@@ -27,9 +33,11 @@ const words = (line) => line.split("#", 1)[0].split(/\s+/).filter(Boolean);
 const bytes = (word) => (word === "-" ? new Uint8Array(0) : new Uint8Array(Buffer.from(word, "hex")));
 const hex = (b) => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("hex");
 
+const DOMAINS = { event: 0, processing: 1 };
+
 /** Timestamps are BigInt here: the vectors hold i64s no JS number can. */
 function loadVector(name) {
-  const v = { name, layout: null, records: [], keys: [], keyedRecords: [], updates: [] };
+  const v = { name, layout: null, records: [], keys: [], keyedRecords: [], updates: [], fired: [], changes: [] };
   for (const line of readFileSync(new URL(`${name}.txt`, dir), "utf8").split("\n")) {
     const w = words(line);
     if (w.length === 0) continue;
@@ -40,6 +48,8 @@ function loadVector(name) {
     else if (w[0] === "state" && w[1] === "unchanged") v.updates.push({ kind: "unchanged" });
     else if (w[0] === "state" && w[1] === "set") v.updates.push({ kind: "set", state: bytes(w[2]) });
     else if (w[0] === "state" && w[1] === "cleared") v.updates.push({ kind: "cleared" });
+    else if (w[0] === "fired-timer") v.fired.push({ index: Number(w[1]), ts: BigInt(w[2]), domain: DOMAINS[w[3]] });
+    else if (w[0] === "timer-change") v.changes.push({ set: w[1] === "set", domain: DOMAINS[w[2]], index: Number(w[3]), ts: BigInt(w[4]) });
     else throw new Error(`${name}.txt: cannot read ${JSON.stringify(line)}`);
   }
   const text = readFileSync(new URL(`${name}.hex`, dir), "utf8");
@@ -156,4 +166,126 @@ test("keyed output vectors: records, then one state update per key", () => {
     });
     assert.equal(hex(run(script, keyedInputFor(v.updates))), hex(v.bytes), v.name);
   }
+});
+
+// ---- timers ----
+
+/** An on-timer batch's bytes, for the test's own inputs. */
+function firedBatch(keys, timers) {
+  const parts = [u32(keys.length)];
+  for (const k of keys) parts.push(lenPrefixed(Buffer.from(k.key)), k.state === null ? u32(0xffffffff) : lenPrefixed(Buffer.from(k.state)));
+  parts.push(u32(timers.length));
+  for (const t of timers) parts.push(u32(t.index), i64(t.ts), Buffer.from([t.domain]));
+  return new Uint8Array(Buffer.concat(parts));
+}
+function keyedBatch(keys, records) {
+  const parts = [u32(keys.length)];
+  for (const k of keys) parts.push(lenPrefixed(Buffer.from(k.key)), k.state === null ? u32(0xffffffff) : lenPrefixed(Buffer.from(k.state)));
+  parts.push(u32(records.length));
+  for (const r of records) parts.push(u32(r.index), i64(r.ts), lenPrefixed(Buffer.from(r.value)));
+  return new Uint8Array(Buffer.concat(parts));
+}
+/** Runs a keyedProcess operator's process or on-timer over one batch as the exports do. */
+function runTimed(op, batch, call = "process") {
+  const { operator, timers } = weir.timedComponent(op);
+  operator.open(0, { subtask: 0, parallelism: 1, maxParallelism: 128 }, []);
+  return Uint8Array.from(call === "process" ? operator.process(0, batch) : timers.onTimer(0, batch));
+}
+
+test("fired-timer vectors: keys, states and timers as the host sent them", () => {
+  for (const v of ofLayout("fired-timers")) {
+    const seen = [];
+    const echo = weir.keyedProcess(
+      () => {},
+      (ts, domain, key, state, ctx) => {
+        seen.push({ ts, domain, key: hex(key), state: state.value === null ? null : hex(state.value), ctxKey: hex(ctx.key) });
+        ctx.emit(key, "");
+      },
+    );
+    const out = runTimed(echo, v.bytes, "timers");
+    const want = v.fired.map((t) => ({ ts: t.ts, key: v.keys[t.index].key, value: new Uint8Array(0) }));
+    assert.equal(hex(out), hex(output(want, Buffer.alloc(v.keys.length))), v.name);
+    assert.deepEqual(
+      seen,
+      v.fired.map((t) => {
+        const k = v.keys[t.index];
+        return { ts: jsTs(t.ts), domain: t.domain, key: hex(k.key), state: k.state === null ? null : hex(k.state), ctxKey: hex(k.key) };
+      }),
+      v.name,
+    );
+    for (let cut = 0; cut < v.bytes.length; cut++) {
+      assert.throws(() => runTimed(echo, v.bytes.subarray(0, cut), "timers"), badInput, `${v.name} cut at ${cut}`);
+    }
+  }
+});
+
+test("keyed output vectors with timers: records, state updates, then the timer changes", () => {
+  const setters = ["registerEventTimeTimer", "deleteEventTimeTimer", "registerProcessingTimeTimer", "deleteProcessingTimeTimer"];
+  for (const v of ofLayout("keyed-output-timers")) {
+    // Records with an empty value (ts i) give key i its update, the first also emits the
+    // vector's records; records with value "t" (ts j) make change j on the key it names.
+    const script = weir.keyedProcess((k, state, val, ts, ctx) => {
+      if (val.length === 1) {
+        const c = v.changes[ts];
+        ctx[setters[c.domain * 2 + (c.set ? 0 : 1)]](jsTs(c.ts));
+        return;
+      }
+      if (ts === 0) v.records.forEach((r) => ctx.emit(r.key, r.value, jsTs(r.ts)));
+      const u = v.updates[ts];
+      if (u.kind === "set") state.update(u.state);
+      if (u.kind === "cleared") state.clear();
+    });
+    const keys = v.updates.map((_, i) => ({ key: `k${i}`, state: "old state" }));
+    const records = v.updates.map((_, i) => ({ index: i, ts: i, value: "" })).concat(v.changes.map((c, j) => ({ index: c.index, ts: j, value: "t" })));
+    assert.equal(hex(runTimed(script, keyedBatch(keys, records))), hex(v.bytes), v.name);
+  }
+});
+
+test("keyedProcess: a tumbling event-time window count, with the clock and the last change per timer", () => {
+  globalThis.weirTestClock = { watermark: -41n, processingTime: 1_700_000_000_000n };
+  const seen = [];
+  const counts = weir.keyedProcess(
+    (key, state, value, ts, ctx) => {
+      seen.push([ctx.currentWatermark(), ctx.currentProcessingTime(), ctx.timestamp]);
+      const n = state.value === null ? 0 : Number(weir.text(state.value));
+      if (n === 0) ctx.registerEventTimeTimer(ts - (ts % 60000) + 59999);
+      ctx.registerProcessingTimeTimer(5);
+      if (weir.text(value) === "undo") ctx.deleteProcessingTimeTimer(5);
+      state.update(String(n + 1));
+    },
+    (ts, domain, key, state, ctx) => {
+      ctx.emit(key, `${ts - 59999} ${weir.text(state.value)}`);
+      state.clear();
+    },
+  );
+  const out = runTimed(
+    counts,
+    keyedBatch(
+      [
+        { key: "a", state: null },
+        { key: "b", state: "4" },
+      ],
+      [
+        { index: 0, ts: 61000, value: "" },
+        { index: 1, ts: 5, value: "" },
+        { index: 0, ts: 62000, value: "undo" },
+      ],
+    ),
+  );
+  const trailer = Buffer.concat([u32(3), Buffer.from([0]), u32(0), i64(119999), Buffer.from([3]), u32(0), i64(5), Buffer.from([2]), u32(1), i64(5)]);
+  const updates = Buffer.concat([Buffer.from([1]), lenPrefixed(Buffer.from("2")), Buffer.from([1]), lenPrefixed(Buffer.from("5"))]);
+  assert.equal(hex(out), hex(output([], Buffer.concat([updates, trailer]))));
+  assert.deepEqual(seen, [
+    [-41, 1_700_000_000_000, 61000],
+    [-41, 1_700_000_000_000, 5],
+    [-41, 1_700_000_000_000, 62000],
+  ]);
+  const fired = runTimed(counts, firedBatch([{ key: "a", state: "2" }], [{ index: 0, ts: 119999, domain: 0 }]), "timers");
+  const rec = [{ ts: 119999, key: Buffer.from("a"), value: Buffer.from("60000 2") }];
+  assert.equal(hex(fired), hex(output(rec, Buffer.from([2]))));
+  // Without timer changes the output is a plain keyed output; unknown ids are refused.
+  assert.equal(hex(runTimed(weir.keyedProcess(() => {}), keyedBatch([{ key: "a", state: null }], []))), hex(output([], Buffer.alloc(1))));
+  const { timers } = weir.timedComponent(counts);
+  assert.throws(() => timers.onTimer(0, firedBatch([], [])), (e) => e.tag === "unknown-operator");
+  delete globalThis.weirTestClock;
 });

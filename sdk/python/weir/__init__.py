@@ -17,6 +17,16 @@ sinks print them as UTF-8). Kinds of operators:
   @weir.flat_map    f(key, value, ts) -> iterable of (key, value[, ts]) or None
   @weir.keyed       f(key, state, value, ts) -> (state, iterable of records or None)
                     (state: bytes or None; the input edge must be key-by)
+  @weir.keyed_process  f(key, state, value, ts, ctx) -> iterable of records or None
+  @f.on_timer          g(ts, domain, key, state, ctx) -> iterable of records or None
+                    Flink's KeyedProcessFunction: `state` is a weir.State (`.value`
+                    bytes or None, `.update(b)`, `.clear()`), `ctx` a weir.TimerContext
+                    (`register_event_time_timer(t)`, `delete_event_time_timer(t)`, the
+                    same for processing time, `current_watermark()`,
+                    `current_processing_time()`) for the current key. `domain` is
+                    weir.EVENT_TIME or weir.PROCESSING_TIME; records emitted in g carry
+                    the timer's time unless they name one. (Or subclass
+                    weir.KeyedProcessFunction: process_element / on_timer.)
   class X(weir.Operator): override `process_batch(self, batch) -> bytes` (or `process`)
 
 `weir.args` (dict) and `weir.task` (subtask, parallelism, max_parallelism) are set by
@@ -24,13 +34,26 @@ sinks print them as UTF-8). Kinds of operators:
 any exception to fail the operator with a message.
 
 Build: componentize-py -d WIT -w operator-component componentize app -p . -p SDK -o x.wasm
+
+An operator that sets timers is a component of world `timed-operator-component`; its app
+module also exports the timers:
+
+    Operator = weir.component(window)
+    Timers = weir.timers(window)
 """
 
 from .codec import (  # noqa: F401
+    EVENT_TIME,
+    PROCESSING_TIME,
     BadInput,
+    State,
+    TimerContext,
     decode_keyed,
     decode_output,
     decode_records,
+    decode_fired,
+    decode_output_timers,
+    encode_fired,
     encode_keyed,
     encode_record,
     postcard_str,
@@ -134,6 +157,78 @@ def keyed(f):
     return _Fn(f, _codec.keyed_batch, keyed=True)
 
 
+class _NoClock:
+    """Until `component()` binds the host's clock import (the bindings exist only inside
+    the component; tests assign `weir.clock`)."""
+
+    def current_watermark(self):
+        raise RuntimeError("no clock: weir.component(op) binds the host's, tests assign weir.clock")
+
+    current_processing_time = current_watermark
+
+
+clock = _NoClock()
+
+
+class KeyedProcessFunction(Operator):
+    """Flink's KeyedProcessFunction: override `process_element(key, state, value, ts,
+    ctx)` and `on_timer(ts, domain, key, state, ctx)`; both return records (an iterable
+    of (key, value) or (key, value, ts)) or None. See the module docs."""
+
+    keyed = True
+
+    def process_element(self, key, state, value, ts, ctx):
+        raise NotImplementedError
+
+    def on_timer(self, ts, domain, key, state, ctx):
+        return None
+
+    def process_batch(self, batch):
+        return _codec.keyed_process_batch(self.process_element, batch, clock)
+
+    def on_timer_batch(self, batch):
+        return _codec.on_timer_batch(self.on_timer, batch, clock)
+
+
+class _KeyedProcess(Operator):
+    keyed = True
+
+    def __init__(self, f):
+        self.f = f
+        self._on_timer = None
+        self.__name__ = getattr(f, "__name__", "operator")
+        self.__doc__ = getattr(f, "__doc__", None)
+
+    def __call__(self, *a):
+        return self.f(*a)
+
+    def on_timer(self, g):
+        """Decorator: g(ts, domain, key, state, ctx) runs when a timer of a key fires."""
+        self._on_timer = g
+        return g
+
+    def process_batch(self, batch):
+        return _codec.keyed_process_batch(self.f, batch, clock)
+
+    def on_timer_batch(self, batch):
+        if self._on_timer is None:
+            raise RuntimeError(f"a timer fired but {self.__name__} has no on_timer")
+        return _codec.on_timer_batch(self._on_timer, batch, clock)
+
+
+def keyed_process(f=None, *, on_timer=None):
+    """Keyed with timers: f(key, state, value, ts, ctx) -> records or None; the timer
+    callback comes from `on_timer=` or the `@f.on_timer` decorator."""
+
+    def make(f):
+        op = _KeyedProcess(f)
+        if on_timer is not None:
+            op.on_timer(on_timer)
+        return op
+
+    return make if f is None else make(f)
+
+
 class log:
     """Messages to the host's log."""
 
@@ -167,3 +262,12 @@ def component(op):
     from .component import make
 
     return make(op)
+
+
+def timers(op):
+    """The class that implements the generated `exports.Timers` protocol (world
+    `timed-operator-component`) for the same `op` as `component(op)`: it calls the
+    `on_timer_batch` of the instance `open` made. Assign it to `Timers`."""
+    from .component import make_timers
+
+    return make_timers(op)

@@ -4,6 +4,10 @@ from componentize_py_types import Err
 from wit_world import exports
 from wit_world.exports import operator as wit_op
 
+# Imported here, while componentize-py snapshots the app at build time: a bindings module
+# first imported inside a call is not found at run time.
+from wit_world.imports import clock as _host_clock
+
 from . import codec
 
 _slot = {}
@@ -19,6 +23,8 @@ def _err(e):
 
 def make(op):
     import weir
+
+    weir.clock = _host_clock
 
     class Component(exports.Operator):
         def open(self, op_id, info, args):
@@ -52,3 +58,19 @@ def make(op):
                 raise _err(e) from None
 
     return Component
+
+
+def make_timers(op):
+    from wit_world import exports as ex
+
+    class Timers(ex.Timers):
+        def on_timer(self, op_id, batch):
+            inst = _slot.get(op_id)
+            if inst is None:
+                raise Err(wit_op.OperatorError_UnknownOperator(op_id))
+            try:
+                return inst.on_timer_batch(batch)
+            except Exception as e:  # noqa: BLE001
+                raise _err(e) from None
+
+    return Timers
