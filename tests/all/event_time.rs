@@ -262,3 +262,60 @@ fn windows_fire_exactly_once_across_a_killed_taskmanager() {
     assert_eq!(field(&job_line(&cluster, &job), "restarts="), Some("1"), "{}", job_line(&cluster, &job));
     assert_eq!(parse_windows(part_lines(&output)), window_counts(n, 500, 20, 1_000));
 }
+
+/// Processing-time timers on a cluster: `timeout_counts` flushes each key's count a
+/// second of processing time after the key's first record of a round. A TaskManager
+/// is SIGKILLed while rounds are open; the timers pending in the restored checkpoint
+/// fire after the restore (late) rather than being lost, so the committed counts of
+/// every key add up to its records exactly (a lost timer would strand its round's
+/// count, since a round's first record sets the only timer). More lines than keys
+/// show timers firing while the job runs, not only at the end of the input (which
+/// fires the pending ones).
+#[test]
+fn processing_time_timers_fire_on_a_cluster_and_after_a_restore() {
+    let mut cluster = TestCluster::start_with(WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let (n, keys) = (300_000u64, 40u64);
+    let output = cluster.dir.path().join("out");
+    let wasm = WEIR.example("timeout_counts");
+    let args = [
+        "submit",
+        "-p",
+        "2",
+        "--arg",
+        &format!("n={n}"),
+        "--arg",
+        &format!("keys={keys}"),
+        "--arg",
+        "timeout-ms=1000",
+        "--arg",
+        "work=15000",
+        "--checkpoint-interval",
+        "300",
+        "--restart",
+        "fixed-delay:10:100",
+        "--detach",
+    ];
+    let mut argv: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    argv.extend([wasm.as_os_str(), OsStr::new("--output-dir"), output.as_os_str()]);
+    let o = cluster.client(&argv);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let job = String::from_utf8_lossy(&o.stdout).split_whitespace().nth(1).expect("job id").to_string();
+    wait_checkpointed(&cluster, &job, 4);
+    cluster.kill("taskmanager-2");
+    cluster.start_taskmanager("taskmanager-2", 2);
+    wait_until("the job to finish after a restart", || {
+        let l = job_line(&cluster, &job);
+        assert!(!l.contains(" FAILED "), "{l}\n{}", cluster.log("jobmanager"));
+        l.contains(" FINISHED ")
+    });
+    assert_eq!(field(&job_line(&cluster, &job), "restarts="), Some("1"), "{}", job_line(&cluster, &job));
+    let lines = part_lines(&output);
+    let mut sums: BTreeMap<u64, u64> = BTreeMap::new();
+    for line in &lines {
+        let (key, count) = line.split_once('\t').unwrap_or_else(|| panic!("key<TAB>count: {line:?}"));
+        *sums.entry(key.parse().expect("key")).or_default() += count.parse::<u64>().expect("count");
+    }
+    let expected: BTreeMap<u64, u64> = (0..keys).map(|k| (k, n / keys)).collect();
+    assert_eq!(sums, expected, "every record counted once in a flushed round");
+    assert!(lines.len() as u64 > keys, "timers fired while the job ran: {} lines for {keys} keys", lines.len());
+}

@@ -195,7 +195,7 @@ impl Chain {
                 return Ok(None);
             }
             self.steps[i].wm_in = w;
-            self.fire_due(i, TimeDomain::Event, w, out)?;
+            self.fire_due(i, TimeDomain::Event, w, usize::MAX, out)?;
             let step = &mut self.steps[i];
             let next = match &step.generator {
                 // The end of the input ends event time for an assigner too.
@@ -241,20 +241,33 @@ impl Chain {
     /// Fires every processing-time timer that is due now.
     pub(crate) fn fire_processing(&mut self, out: &mut Downstream<'_>) -> Result<(), TaskError> {
         for i in 0..self.steps.len() {
-            self.fire_due(i, TimeDomain::Processing, now_ms(), out)?;
+            self.fire_due(i, TimeDomain::Processing, now_ms(), usize::MAX, out)?;
         }
         Ok(())
     }
 
-    /// Fires step `i`'s timers of `domain` due at `upto`, in bounded calls, until none
-    /// is left (a timer may set another that is already due).
-    fn fire_due(&mut self, i: usize, domain: TimeDomain, upto: i64, out: &mut Downstream<'_>) -> Result<(), TaskError> {
+    /// At the end of the input: fires every processing-time timer pending now, as
+    /// Flink's batch execution does, so a bounded job's output is complete. Timers
+    /// they set in turn are not waited for (a timer that re-arms itself would never
+    /// let the job end).
+    pub(crate) fn fire_processing_at_end(&mut self, out: &mut Downstream<'_>) -> Result<(), TaskError> {
+        for i in 0..self.steps.len() {
+            let pending = self.steps[i].timers.as_ref().map_or(0, |t| t.len(TimeDomain::Processing));
+            self.fire_due(i, TimeDomain::Processing, i64::MAX, pending, out)?;
+        }
+        Ok(())
+    }
+
+    /// Fires up to `budget` of step `i`'s timers of `domain` due at `upto`, in bounded
+    /// calls, until none is left (a timer may set another that is already due).
+    fn fire_due(&mut self, i: usize, domain: TimeDomain, upto: i64, mut budget: usize, out: &mut Downstream<'_>) -> Result<(), TaskError> {
         loop {
             let mut fired = std::mem::take(&mut self.fired);
             fired.clear();
             if let Some(t) = &mut self.steps[i].timers {
-                t.take_due(domain, upto, FIRE_BATCH, &mut fired);
+                t.take_due(domain, upto, FIRE_BATCH.min(budget), &mut fired);
             }
+            budget -= fired.len();
             if fired.is_empty() {
                 self.fired = fired;
                 return Ok(());

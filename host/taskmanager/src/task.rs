@@ -204,6 +204,10 @@ impl Pipeline<'_> {
         let leaving = match chain {
             Some(c) => {
                 let downstream: &mut Downstream<'_> = &mut |r, n| out.emit(r, n);
+                if w == END_OF_TIME {
+                    // Ahead of the final watermark, so what they emit is not late downstream.
+                    c.fire_processing_at_end(downstream)?;
+                }
                 c.advance(0, w, downstream)?
             }
             None => Some(w),
