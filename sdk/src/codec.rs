@@ -633,16 +633,19 @@ pub(crate) mod build {
         /// True if the output ends with a timer-change trailer at all.
         pub has_trailer: bool,
         /// Side-output records: (side output index, records).
-        pub side: Vec<(u32, Vec<(i64, Vec<u8>, Vec<u8>)>)>,
+        pub side: Vec<(u32, OwnedRecords)>,
     }
 
+    /// Records as `(ts, key, value)`.
+    pub(crate) type OwnedRecords = Vec<(i64, Vec<u8>, Vec<u8>)>;
+
     /// The records of a plain batch.
-    fn owned(batch: &[u8]) -> Vec<(i64, Vec<u8>, Vec<u8>)> {
+    fn owned(batch: &[u8]) -> OwnedRecords {
         weir_batch::records(batch).map(|rec| rec.expect("record")).map(|rec| (rec.ts, rec.key.to_vec(), rec.value.to_vec())).collect()
     }
 
     /// The side-output records of an output: (side output index, records).
-    pub(crate) fn side_records(buf: &[u8], keys: Option<usize>) -> Vec<(u32, Vec<(i64, Vec<u8>, Vec<u8>)>)> {
+    pub(crate) fn side_records(buf: &[u8], keys: Option<usize>) -> Vec<(u32, OwnedRecords)> {
         let o = weir_batch::parse_output(buf, keys).expect("a valid output");
         o.side.iter().map(|s| (s.output, owned(s.records))).collect()
     }
