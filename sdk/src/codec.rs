@@ -632,6 +632,22 @@ pub(crate) mod build {
         pub timers: Vec<weir_batch::TimerChange>,
         /// True if the output ends with a timer-change trailer at all.
         pub has_trailer: bool,
+        /// Side-output records: (side output index, records).
+        pub side: Vec<(u32, OwnedRecords)>,
+    }
+
+    /// Records as `(ts, key, value)`.
+    pub(crate) type OwnedRecords = Vec<(i64, Vec<u8>, Vec<u8>)>;
+
+    /// The records of a plain batch.
+    fn owned(batch: &[u8]) -> OwnedRecords {
+        weir_batch::records(batch).map(|rec| rec.expect("record")).map(|rec| (rec.ts, rec.key.to_vec(), rec.value.to_vec())).collect()
+    }
+
+    /// The side-output records of an output: (side output index, records).
+    pub(crate) fn side_records(buf: &[u8], keys: Option<usize>) -> Vec<(u32, OwnedRecords)> {
+        let o = weir_batch::parse_output(buf, keys).expect("a valid output");
+        o.side.iter().map(|s| (s.output, owned(s.records))).collect()
     }
 
     pub(crate) fn parse_keyed_output(buf: &[u8], keys: usize) -> KeyedOutput {
@@ -652,7 +668,8 @@ pub(crate) mod build {
         for index in 0..keys {
             r.state_update(index).expect("state update");
         }
-        KeyedOutput { records, states, timers: o.timers, has_trailer: !r.is_empty() }
+        let side = o.side.iter().map(|s| (s.output, owned(s.records))).collect();
+        KeyedOutput { records, states, timers: o.timers, has_trailer: !r.is_empty(), side }
     }
 
     /// An output batch split into its records and the state-update tail.

@@ -6,8 +6,10 @@ use core::marker::PhantomData;
 use serde::Serialize;
 use weir_batch::{TS_BYTES, WriteBuf, push_len_prefixed, push_ts};
 
+use crate::Data;
 use crate::codec::{self, Out};
 use crate::error::OpError;
+use crate::side::{self, OutputTag};
 
 /// A key selector fused into the operator upstream of its `key_by`: returns the encoded
 /// key of an output value. The key is returned as bytes held by the selector (not
@@ -117,6 +119,14 @@ impl<'a, W: Serialize + 'static> Emitter<'a, W> {
         if let Err(e) = self.write(ts, value, None) {
             self.error = Some(e);
         }
+    }
+
+    /// Emits `value` to the side output `tag`, with the input record's key (as it came
+    /// in: a `key_by` after this operator keys only its main output) and timestamp.
+    /// Records for a side output the plan never reads (no `side_output(&tag)` on this
+    /// operator's stream) are dropped and counted.
+    pub fn output<T: Data>(&mut self, tag: &OutputTag<T>, value: T) {
+        side::emit_value(tag, self.ts, self.key, &value);
     }
 
     /// Fails the batch with `msg` once the current call returns (`operator-error::failed`).

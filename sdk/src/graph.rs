@@ -25,12 +25,17 @@ pub(crate) struct Node {
     pub(crate) parallelism: Option<u32>,
     /// Generate watermarks from this node's output (sources and operators only).
     pub(crate) watermarks: Option<WatermarkStrategy>,
+    /// The side outputs the plan reads or the operator was told to fill, in order of
+    /// declaration: their index is what output batches carry.
+    pub(crate) side_outputs: Vec<String>,
 }
 
 pub(crate) struct Edge {
     pub(crate) source: usize,
     pub(crate) target: usize,
     pub(crate) partitioning: wit::Partitioning,
+    /// `None`: the source's main output; else its side output of this name.
+    pub(crate) side_output: Option<String>,
 }
 
 /// What `build` produced: the graph plus the problems found while building it.
@@ -56,12 +61,27 @@ impl Graph {
         } else if self.nodes.iter().any(|n| n.uid == uid) {
             self.errors.push(format!("uid {uid:?} is used by more than one node"));
         }
-        self.nodes.push(Node { uid: uid.to_string(), name: uid.to_string(), kind, parallelism: None, watermarks: None });
+        self.nodes.push(Node { uid: uid.to_string(), name: uid.to_string(), kind, parallelism: None, watermarks: None, side_outputs: Vec::new() });
         self.nodes.len() - 1
     }
 
-    pub(crate) fn add_edge(&mut self, source: usize, target: usize, partitioning: wit::Partitioning) {
-        self.edges.push(Edge { source, target, partitioning });
+    pub(crate) fn add_edge(&mut self, source: usize, target: usize, partitioning: wit::Partitioning, side_output: Option<String>) {
+        self.edges.push(Edge { source, target, partitioning, side_output });
+    }
+
+    /// Declares side output `name` on node `index` (once, however often it is asked
+    /// for). Only operators emit to side outputs.
+    pub(crate) fn declare_side_output(&mut self, index: usize, name: &str) {
+        let Some(node) = self.nodes.get_mut(index) else { return };
+        if !matches!(node.kind, NodeKind::Operator { .. }) {
+            let msg = format!("node {:?}: only operators have side outputs (asked for {name:?})", node.uid);
+            self.errors.push(msg);
+        } else if name.is_empty() {
+            let msg = format!("node {:?}: a side output needs a name", node.uid);
+            self.errors.push(msg);
+        } else if !node.side_outputs.iter().any(|s| s == name) {
+            node.side_outputs.push(name.to_string());
+        }
     }
 
     pub(crate) fn node_mut(&mut self, index: usize) -> Option<&mut Node> {
@@ -101,7 +121,7 @@ impl Graph {
                 NodeKind::Removed => continue,
                 NodeKind::Source(s) => (wit::NodeKind::Source(s), None),
                 NodeKind::Sink(s) => (wit::NodeKind::Sink(s), None),
-                NodeKind::Operator { keyed, op } => (wit::NodeKind::Operator(wit::OperatorSpec { keyed }), Some(op)),
+                NodeKind::Operator { keyed, op } => (wit::NodeKind::Operator(wit::OperatorSpec { keyed, side_outputs: node.side_outputs }), Some(op)),
                 NodeKind::KeySelector(_) => return Err(format!("internal: key selector {:?} not placed", node.uid)),
             };
             new_index[old] = Some(u32::try_from(nodes.len()).map_err(|_| "too many nodes".to_string())?);
@@ -112,7 +132,9 @@ impl Graph {
         let mut edges = Vec::with_capacity(self.edges.len());
         for e in &self.edges {
             match (new_index.get(e.source).copied().flatten(), new_index.get(e.target).copied().flatten()) {
-                (Some(source), Some(target)) => edges.push(wit::Edge { source, target, partitioning: e.partitioning }),
+                (Some(source), Some(target)) => {
+                    edges.push(wit::Edge { source, target, partitioning: e.partitioning, side_output: e.side_output.clone() })
+                }
                 _ => return Err("internal: edge to a removed node".to_string()),
             }
         }
@@ -124,8 +146,8 @@ impl Graph {
     /// feeds nothing else (its output then is the keyed stream), or turns it into an
     /// operator of its own, chained to the upstream by a forward edge.
     fn place_key_selector(&mut self, index: usize) -> Result<(), String> {
-        let inputs: Vec<usize> = self.edges.iter().filter(|e| e.target == index).map(|e| e.source).collect();
-        let [upstream] = inputs[..] else {
+        let inputs: Vec<(usize, bool)> = self.edges.iter().filter(|e| e.target == index).map(|e| (e.source, e.side_output.is_some())).collect();
+        let [(upstream, from_side)] = inputs[..] else {
             return Err(format!("internal: key selector {:?} has {} inputs", self.nodes[index].uid, inputs.len()));
         };
         let fan_out = self.edges.iter().filter(|e| e.source == upstream).count();
@@ -133,7 +155,8 @@ impl Graph {
             return Err("internal: not a key selector".to_string());
         };
         let pending = match &mut self.nodes[upstream].kind {
-            NodeKind::Operator { op, .. } if fan_out == 1 && op.accepts_key(pending.value_type()) => {
+            // Fused, the key would apply to the upstream's main output, not to a side one.
+            NodeKind::Operator { op, .. } if !from_side && fan_out == 1 && op.accepts_key(pending.value_type()) => {
                 match op.fuse_key(pending.into_fused()) {
                     Ok(()) => {
                         // The upstream now writes keyed records: it takes over the

@@ -13,6 +13,7 @@ use crate::emit::Emitter;
 use crate::graph::{Graph, NodeKind};
 use crate::keyed::{self, KeyedContext};
 use crate::ops::{self, Format, Raw};
+use crate::side::OutputTag;
 use crate::text::TextField;
 use crate::time::{TimeDomain, Timer, WatermarkStrategy};
 use crate::timers::{Closures, KeyedProcessFunction, ProcessFn, TimerContext};
@@ -121,18 +122,20 @@ pub struct Stream<K, V> {
     graph: Rc<RefCell<Graph>>,
     node: usize,
     partitioning: Partitioning,
+    /// `None`: the node's main output; else the side output of this name.
+    side_output: Option<String>,
     _t: PhantomData<fn() -> (K, V)>,
 }
 
 impl<K, V> Clone for Stream<K, V> {
     fn clone(&self) -> Self {
-        Stream { graph: self.graph.clone(), node: self.node, partitioning: self.partitioning, _t: PhantomData }
+        Stream { graph: self.graph.clone(), node: self.node, partitioning: self.partitioning, side_output: self.side_output.clone(), _t: PhantomData }
     }
 }
 
 impl<K: Data, V: Data> Stream<K, V> {
     fn at(graph: Rc<RefCell<Graph>>, node: usize) -> Self {
-        Stream { graph, node, partitioning: Partitioning::Forward, _t: PhantomData }
+        Stream { graph, node, partitioning: Partitioning::Forward, side_output: None, _t: PhantomData }
     }
 
     /// Adds an operator node fed by this stream through the pending partitioning.
@@ -140,10 +143,26 @@ impl<K: Data, V: Data> Stream<K, V> {
         let node = {
             let mut g = self.graph.borrow_mut();
             let node = g.add_node(uid, kind);
-            g.add_edge(self.node, node, self.partitioning);
+            g.add_edge(self.node, node, self.partitioning, self.side_output);
             node
         };
         Stream::at(self.graph, node)
+    }
+
+    /// The records the operator producing this stream emits to side output `tag`
+    /// (Flink's `getSideOutput`), as a stream of their own with the operator's input
+    /// keys. Declares the side output on the operator; records for it are dropped and
+    /// counted if nothing reads the returned stream. `parallelism`, `name` and
+    /// `with_watermarks` on it apply to the producing operator, as on its main stream.
+    pub fn side_output<T: Data>(&self, tag: &OutputTag<T>) -> Stream<K, T> {
+        self.graph.borrow_mut().declare_side_output(self.node, tag.name());
+        Stream {
+            graph: self.graph.clone(),
+            node: self.node,
+            partitioning: Partitioning::Forward,
+            side_output: Some(tag.name().to_string()),
+            _t: PhantomData,
+        }
     }
 
     fn op<W: Data>(self, uid: &str, op: Box<dyn ops::Operator>) -> Stream<K, W> {
@@ -289,7 +308,7 @@ impl<K: Data, V: Data> KeyedStream<K, V> {
         let node = {
             let mut g = self.graph.borrow_mut();
             let node = g.add_node(uid, NodeKind::Operator { keyed: true, op });
-            g.add_edge(self.node, node, Partitioning::KeyBy);
+            g.add_edge(self.node, node, Partitioning::KeyBy, None);
             node
         };
         Stream::at(self.graph, node)
@@ -344,13 +363,13 @@ impl<K: Data, V: Data> KeyedStream<K, V> {
     /// Groups each key's records into event-time windows: a window fires when the
     /// watermark passes its end. Finish with an aggregation of [`WindowedStream`].
     pub fn window(self, windows: Windows) -> WindowedStream<K, V> {
-        WindowedStream { stream: self, windows, domain: TimeDomain::Event, lateness: 0 }
+        WindowedStream { stream: self, windows, domain: TimeDomain::Event, lateness: 0, late_output: None }
     }
 
     /// Groups each key's records into windows of processing time: a record goes by the
     /// time its batch is processed, and a window fires when the wall clock passes its end.
     pub fn window_processing_time(self, windows: Windows) -> WindowedStream<K, V> {
-        WindowedStream { stream: self, windows, domain: TimeDomain::Processing, lateness: 0 }
+        WindowedStream { stream: self, windows, domain: TimeDomain::Processing, lateness: 0, late_output: None }
     }
 }
 
@@ -368,12 +387,15 @@ pub struct WindowedStream<K, V> {
     windows: Windows,
     domain: TimeDomain,
     lateness: i64,
+    /// The side output that takes records past the allowed lateness.
+    late_output: Option<String>,
 }
 
 impl<K: Data, V: Data> WindowedStream<K, V> {
     /// Keeps each event-time window `ms` past its end (Flink's `allowedLateness`): a late
     /// record for it still counts and fires the window again at once with the updated
-    /// result. Records later than that are dropped (and counted in the log). Default 0.
+    /// result. Records later than that are dropped (and counted in the log), or go to
+    /// the side output of [`side_output_late_data`](Self::side_output_late_data). Default 0.
     pub fn allowed_lateness(mut self, ms: u64) -> Self {
         if self.domain == TimeDomain::Processing && ms > 0 {
             self.stream.graph.borrow_mut().errors.push("allowed_lateness applies to event-time windows only".to_string());
@@ -382,11 +404,25 @@ impl<K: Data, V: Data> WindowedStream<K, V> {
         self
     }
 
+    /// Sends records that come after their window's allowed lateness to the side output
+    /// `tag` (Flink's `sideOutputLateData`), each with its original key, timestamp and
+    /// value, instead of dropping them. Read them with `side_output(&tag)` on the
+    /// window's result stream.
+    pub fn side_output_late_data(mut self, tag: &OutputTag<V>) -> Self {
+        self.late_output = Some(tag.name().to_string());
+        self
+    }
+
     fn windowed<F: WindowFn>(self, uid: &str, f: F) -> Stream<K, F::Out> {
         if let Err(e) = self.windows.check() {
             self.stream.graph.borrow_mut().errors.push(format!("window {uid:?}: {e}"));
         }
-        self.stream.keyed(uid, WindowOp::boxed(self.windows, self.domain, self.lateness, f))
+        let late_output = self.late_output;
+        let stream = self.stream.keyed(uid, WindowOp::boxed(self.windows, self.domain, self.lateness, late_output.clone(), f));
+        if let Some(name) = &late_output {
+            stream.graph.borrow_mut().declare_side_output(stream.node, name);
+        }
+        stream
     }
 
     /// The number of records per key and window.

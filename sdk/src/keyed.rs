@@ -17,6 +17,7 @@ use crate::codec::{self, Out, decode};
 use crate::emit::{Emitter, KeyMode};
 use crate::error::{OpError, StateError};
 use crate::ops::{Operator, accepts_key, install_key};
+use crate::side::{self, Ending, OutputTag};
 use crate::wit::weir::dataflow::keyed_state as host;
 
 /// One key of the current batch: its bytes (borrowed from the batch), its value state
@@ -327,6 +328,13 @@ impl<'a, K, S> KeyedContext<'a, K, S> {
         self.ts
     }
 
+    /// Emits `value` to the side output `tag` with the current key and timestamp
+    /// (Flink's `Context.output`). Records for a side output the plan never reads are
+    /// dropped and counted.
+    pub fn output<T: Data>(&self, tag: &OutputTag<T>, value: T) {
+        side::emit_value(tag, self.ts, self.key_bytes, &value);
+    }
+
     /// The value state of the current key, if it has one.
     pub fn state(&self) -> Option<&S> {
         self.state.as_ref()
@@ -499,7 +507,7 @@ where
     fn process(&mut self, input: &[u8], capacity: usize) -> Result<Vec<u8>, OpError> {
         let Process { f, key_mode, keys, typed, .. } = self;
         typed.clear();
-        let out = keyed_call::<KeyedRecord<'_>, Postcard, _, _, _>(
+        let mut out = keyed_call::<KeyedRecord<'_>, Postcard, _, _, _>(
             keys,
             key_mode,
             input,
@@ -520,6 +528,7 @@ where
                 Ok(())
             },
         )?;
+        side::append(&mut out, Ending::Keyed { timers_written: false })?;
         Ok(out.into_vec())
     }
 

@@ -56,7 +56,12 @@
 //!   windows do). [`AggregateFunction`] and the window operators
 //!   (`windowed`): `KeyedStream::window(...)` `.count/.sum/.reduce/.aggregate/.process`,
 //!   built on timers: a timer per window (set when it opens, not per record), allowed
-//!   lateness, late records dropped and counted.
+//!   lateness, late records dropped and counted, or sent to a side output.
+//! - [`OutputTag`] (`side`): side outputs. Operators emit to them
+//!   ([`Emitter::output`], [`KeyedContext::output`], windows' late records with
+//!   `WindowedStream::side_output_late_data`); `Stream::side_output` reads one as a
+//!   stream of its own. They are collected apart from the main output and written as
+//!   the batch's optional side section, only when there are any.
 //! - [`TextField`] (`text`): how text sinks print keys and values.
 //! - `graph`: the recorded graph, key-selector placement, lowering to the WIT plan.
 //! - `codec`: this SDK's side of the batch layouts (the layout itself, and the panic hook
@@ -100,6 +105,7 @@ mod job;
 mod keyed;
 mod ops;
 mod runtime;
+mod side;
 mod text;
 mod time;
 mod timers;
@@ -131,6 +137,7 @@ pub use error::StateError;
 pub use job::{Job, KeyedStream, Sink, SinkHandle, Stream, WindowedStream};
 pub use keyed::{KeyedContext, ListState, MapState};
 pub use runtime::BuildFn;
+pub use side::OutputTag;
 pub use text::TextField;
 pub use time::{TimeDomain, Timer, WatermarkStrategy};
 pub use timers::{KeyedProcessFunction, TimerContext};
@@ -145,8 +152,8 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned + 'static> Data for T {}
 /// Everything a job's `build` function needs.
 pub mod prelude {
     pub use crate::{
-        AggregateFunction, Data, Emitter, Job, KeyedContext, KeyedProcessFunction, KeyedStream, ListState, MapState, Sink, StateError, Stream,
-        TextField, TimeDomain, Timer, TimerContext, WatermarkStrategy, Window, WindowedStream, Windows,
+        AggregateFunction, Data, Emitter, Job, KeyedContext, KeyedProcessFunction, KeyedStream, ListState, MapState, OutputTag, Sink, StateError,
+        Stream, TextField, TimeDomain, Timer, TimerContext, WatermarkStrategy, Window, WindowedStream, Windows,
     };
 }
 

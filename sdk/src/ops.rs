@@ -11,6 +11,7 @@ use crate::Data;
 use crate::codec::{self, Out, Record, decode, read_record};
 use crate::emit::{Emitter, KeyMode, Selector};
 use crate::error::OpError;
+use crate::side::{self, Ending};
 use crate::text::TextField;
 
 /// One registered operator of the job, addressed by its node index.
@@ -108,6 +109,7 @@ where
         }
         drop(em);
         end_records(&mut out, at);
+        side::append(&mut out, Ending::Records)?;
         Ok(out.into_vec())
     }
 

@@ -12,8 +12,9 @@ use crate::error::OpError;
 use crate::graph::Registry;
 use crate::job::Job;
 use crate::ops::Operator;
+use crate::side;
 use crate::wit::exports::weir::dataflow::{job as wit_job, operator as wit_op};
-use crate::wit::weir::dataflow::plan_types::JobPlan;
+use crate::wit::weir::dataflow::plan_types::{JobPlan, NodeKind};
 
 /// The user's `build` function, as passed to `export_job!`.
 pub type BuildFn = fn(&mut Job);
@@ -50,16 +51,25 @@ pub(crate) fn build_job(build: BuildFn, args: Vec<(String, String)>) -> Result<(
     job.into_graph().finish("job")
 }
 
-fn install(registry: Registry) {
+fn install(plan: &JobPlan, registry: Registry) {
     let slots = registry.into_iter().map(|op| op.map(|op| Slot { op, out_hint: 0, timer_hint: 0 })).collect();
     RUNTIME.with(|rt| *rt.borrow_mut() = Some(Runtime { slots }));
+    let declared = plan
+        .nodes
+        .iter()
+        .map(|n| match &n.kind {
+            NodeKind::Operator(spec) => spec.side_outputs.clone(),
+            _ => Vec::new(),
+        })
+        .collect();
+    side::install(declared);
 }
 
 /// `job.plan`: builds the job, remembers its operators, returns the plan.
 pub(crate) fn plan(build: BuildFn, args: Vec<(String, String)>) -> Result<JobPlan, String> {
     install_panic_hook();
     let (plan, registry) = build_job(build, args)?;
-    install(registry);
+    install(&plan, registry);
     Ok(plan)
 }
 
@@ -76,8 +86,8 @@ pub(crate) fn open(build: BuildFn, op: u32, args: Vec<(String, String)>) -> Resu
     install_panic_hook();
     let built = RUNTIME.with(|rt| rt.borrow().is_some());
     if !built {
-        let (_, registry) = build_job(build, args).map_err(|e| OpError::Failed(format!("building the job failed: {e}")))?;
-        install(registry);
+        let (plan, registry) = build_job(build, args).map_err(|e| OpError::Failed(format!("building the job failed: {e}")))?;
+        install(&plan, registry);
     }
     with_slot(op, |slot| slot.op.open())
 }
@@ -86,7 +96,10 @@ pub(crate) fn open(build: BuildFn, op: u32, args: Vec<(String, String)>) -> Resu
 pub(crate) fn process(op: u32, batch: &[u8]) -> Result<Vec<u8>, OpError> {
     install_panic_hook();
     with_slot(op, |slot| {
-        let out = slot.op.process(batch, slot.out_hint.max(256))?;
+        side::begin(op);
+        let out = slot.op.process(batch, slot.out_hint.max(256));
+        side::end();
+        let out = out?;
         // Remember a little more than we needed so a slightly bigger batch still fits.
         slot.out_hint = out.len() + out.len() / 8;
         Ok(out)
@@ -97,7 +110,10 @@ pub(crate) fn process(op: u32, batch: &[u8]) -> Result<Vec<u8>, OpError> {
 pub(crate) fn on_timer(op: u32, batch: &[u8]) -> Result<Vec<u8>, OpError> {
     install_panic_hook();
     with_slot(op, |slot| {
-        let out = slot.op.on_timer(batch, slot.timer_hint.max(256))?;
+        side::begin(op);
+        let out = slot.op.on_timer(batch, slot.timer_hint.max(256));
+        side::end();
+        let out = out?;
         slot.timer_hint = out.len() + out.len() / 8;
         Ok(out)
     })
@@ -106,6 +122,10 @@ pub(crate) fn on_timer(op: u32, batch: &[u8]) -> Result<Vec<u8>, OpError> {
 /// `operator.close`.
 pub(crate) fn close(op: u32) -> Result<(), OpError> {
     install_panic_hook();
+    let undeclared = side::undeclared(op);
+    if undeclared > 0 {
+        crate::log::info(&format!("dropped {undeclared} records emitted to side outputs that no stream of the plan reads"));
+    }
     with_slot(op, |slot| slot.op.close())
 }
 

@@ -46,8 +46,8 @@ fn wordcount_plan_fuses_key_and_formats_text() {
     assert_eq!(uids, ["lines", "split", "count", "out.format", "out"]);
     assert_eq!(edges, [(0, 1, Partitioning::Forward), (1, 2, Partitioning::KeyBy), (2, 3, Partitioning::Forward), (3, 4, Partitioning::Forward)]);
     assert!(matches!(plan.nodes[0].kind, NodeKind::Source(SourceKind::FileLines(None))));
-    assert!(matches!(plan.nodes[2].kind, NodeKind::Operator(spec) if spec.keyed));
-    assert!(matches!(plan.nodes[3].kind, NodeKind::Operator(spec) if !spec.keyed));
+    assert!(matches!(&plan.nodes[2].kind, NodeKind::Operator(spec) if spec.keyed));
+    assert!(matches!(&plan.nodes[3].kind, NodeKind::Operator(spec) if !spec.keyed));
     assert!(matches!(plan.nodes[4].kind, NodeKind::Sink(SinkKind::File(None))));
     assert_eq!(registry.iter().map(Option::is_some).collect::<Vec<_>>(), [false, true, true, true, false]);
 }
@@ -154,7 +154,7 @@ fn event_time_plan_carries_watermarks() {
     assert_eq!(edges[2], (2, 3, Partitioning::KeyBy));
     let marks: Vec<_> = plan.nodes.iter().map(|n| n.watermarks.map(|w| (w.out_of_orderness_ms, w.idle_timeout_ms))).collect();
     assert_eq!(marks, [None, None, Some((5_000, Some(60_000))), None, None, None, None]);
-    assert!(matches!(plan.nodes[3].kind, NodeKind::Operator(spec) if spec.keyed));
+    assert!(matches!(&plan.nodes[3].kind, NodeKind::Operator(spec) if spec.keyed));
 
     fn generated(job: &mut Job) {
         job.generator_with_time("numbers", 0, 1000, 10)
@@ -362,6 +362,94 @@ fn clicks_per_minute_on_a_simulated_host() {
     let expected = [(119_999, "bo\t60000 2"), (119_999, "ann\t60000 2"), (179_999, "ann\t120000 1"), (239_999, "cy\t180000 1")];
     assert_eq!(lines, expected.map(|(ts, l)| (ts, l.to_string())));
     assert!(host.states.is_empty() && host.timers.is_empty(), "every window was dropped with its state");
+}
+
+/// Late clicks: tumbling 1 s windows with 500 ms of allowed lateness; records later
+/// than that go to the "late" side output, which has its own sink.
+fn late_clicks(job: &mut Job) {
+    let late = OutputTag::<u64>::new("late");
+    let counts = job
+        .generator_with_time("numbers", 0, 10, 1)
+        .key_by("by-key", |i: &u64| i % 2)
+        .window(Windows::tumbling(1000))
+        .allowed_lateness(500)
+        .side_output_late_data(&late)
+        .count("count");
+    counts.side_output(&late).key_by("late-by-value", |v: &u64| *v).sum("late-sum").sink("late-out", Sink::file("late.txt"));
+    counts.map("format", |(w, n): (Window, u64)| format!("{} {n}", w.start)).sink("out", Sink::default());
+}
+
+fn node_index(plan: &JobPlan, uid: &str) -> u32 {
+    plan.nodes.iter().position(|n| n.uid == uid).unwrap() as u32
+}
+
+#[test]
+fn late_records_go_to_a_side_output_with_their_key_time_and_value() {
+    let (plan, _) = runtime::build_job(late_clicks, vec![]).unwrap();
+    let count = node_index(&plan, "count");
+    assert!(matches!(&plan.nodes[count as usize].kind, NodeKind::Operator(spec) if spec.side_outputs == ["late"]));
+    let side: Vec<_> = plan.edges.iter().filter(|e| e.side_output.is_some()).map(|e| (e.source, plan.nodes[e.target as usize].uid.clone())).collect();
+    assert_eq!(side, [(count, "late-by-value".to_string())], "a key_by after a side output is a node of its own, never fused");
+    assert!(plan.edges.iter().filter(|e| e.source == count).count() == 2);
+
+    runtime::plan(late_clicks, vec![]).unwrap();
+    let (one, a, b) = (enc(&1u64), enc(&7u64), enc(&9u64));
+    // Watermark 1600: [0, 1000) is past its lateness (cleanup at 1499), [1000, 2000) is on time.
+    crate::time::test_host::WATERMARK.with(|w| w.set(1600));
+    let out = runtime::process(count, &keyed(&[(&one, None)], &[(0, 400, &a), (0, 1200, &b), (0, 999, &a)])).unwrap();
+    let o = parse_keyed_output(&out, 1);
+    assert!(o.records.is_empty());
+    assert_eq!(o.side, [(0, vec![(400, one.clone(), a.clone()), (999, one.clone(), a.clone())])]);
+    assert_eq!(o.timers.len(), 2, "[1000, 2000) opened: fire at 1999, drop at 2499");
+    // No late record and the window open: records and a state update, nothing after them.
+    let state = enc(&vec![(1000i64, 1000u64, 1u64)]);
+    let out = runtime::process(count, &keyed(&[(&one, Some(&state))], &[(0, 1300, &b)])).unwrap();
+    let o = parse_keyed_output(&out, 1);
+    assert!(o.side.is_empty() && !o.has_trailer);
+    // Late with no timer changes: the side section follows an empty timer section.
+    let out = runtime::process(count, &keyed(&[(&one, Some(&state))], &[(0, 5, &b)])).unwrap();
+    let o = parse_keyed_output(&out, 1);
+    assert!(o.timers.is_empty() && o.has_trailer);
+    assert_eq!(o.side, [(0, vec![(5, one.clone(), b.clone())])]);
+}
+
+#[test]
+fn process_functions_and_emitters_write_to_declared_side_outputs() {
+    fn job(job: &mut Job) {
+        let odd = OutputTag::<String>::new("odd");
+        let never = OutputTag::<u64>::new("never-read");
+        let split = job.generator("numbers", 0, 10).flat_map("split", move |i: u64, out: &mut Emitter<u64>| {
+            if i % 2 == 1 {
+                out.output(&odd, format!("odd {i}"));
+                out.output(&never, i);
+            } else {
+                out.emit(i);
+            }
+        });
+        split.side_output(&OutputTag::<String>::new("odd")).discard("odd-out");
+        let big = OutputTag::<u64>::new("big");
+        let keyed = split.key_by("k", |i: &u64| *i).process("proc", move |ctx: &mut KeyedContext<u64, ()>, v: u64, out: &mut Emitter<u64>| {
+            if v >= 4 {
+                ctx.output(&big, v * 10);
+            }
+            out.emit(v);
+        });
+        keyed.side_output(&OutputTag::<u64>::new("big")).discard("big-out");
+        keyed.discard("out");
+    }
+    let (plan, _) = runtime::build_job(job, vec![]).unwrap();
+    let (split, proc) = (node_index(&plan, "split"), node_index(&plan, "proc"));
+    runtime::plan(job, vec![]).unwrap();
+    let input = records(&[(3, b"", &enc(&1u64)), (4, b"", &enc(&2u64)), (5, b"", &enc(&3u64))]);
+    let out = runtime::process(split, &input).unwrap();
+    assert_eq!(parse_output(&out).records.len(), 1);
+    assert_eq!(side_records(&out, None), [(0, vec![(3, vec![], enc(&"odd 1")), (5, vec![], enc(&"odd 3"))])]);
+    assert_eq!(crate::side::undeclared(split), 2, "\"never-read\" is no side output of the plan");
+    let (k4, k2) = (enc(&4u64), enc(&2u64));
+    let out = runtime::process(proc, &keyed(&[(&k4, None), (&k2, None)], &[(0, 8, &k4), (1, 9, &k2)])).unwrap();
+    let o = parse_keyed_output(&out, 2);
+    assert_eq!(o.records.len(), 2);
+    assert_eq!(o.side, [(0, vec![(8, k4.clone(), enc(&40u64))])]);
 }
 
 /// Rough native throughput of the keyed-sum operators (run with

@@ -24,6 +24,7 @@ use crate::error::OpError;
 use crate::keyed::{KeyedContext, KeyedItem, Keys, Slot, StateCodec, decode_value_state, keyed_call};
 use crate::ops::{Operator, accepts_key, install_key};
 use crate::runtime::{self, JobMain};
+use crate::side::{self, Ending};
 use crate::time::{BatchClock, Clock, Timer, host_clock};
 use crate::wit::exports::weir::dataflow::operator::OperatorError;
 use crate::wit::exports::weir::dataflow::timers as wit_timers;
@@ -179,6 +180,7 @@ impl<L: TimedLogic> Timed<L> {
             },
         )?;
         timers.write(&mut out);
+        side::append(&mut out, Ending::Keyed { timers_written: !timers.0.is_empty() })?;
         Ok(out.into_vec())
     }
 }

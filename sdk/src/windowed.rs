@@ -13,8 +13,9 @@
 //! - with allowed lateness `L`, a second timer at `max_timestamp() + L` drops it; until
 //!   then a late record still updates it and fires it again at once, as Flink's
 //!   `EventTimeTrigger` does. Without lateness the firing timer drops it too;
-//! - a record whose window is past its lateness is dropped and counted; the count is
-//!   logged when the operator closes.
+//! - a record whose window is past its lateness is dropped and counted, or with
+//!   `side_output_late_data` sent as it came (key, timestamp, value bytes) to a side
+//!   output; the count is logged when the operator closes.
 //!
 //! The key's state is cleared when its last window is dropped. Timers are per key and
 //! time, so one timer may serve two windows (one firing, another's lateness ending);
@@ -50,6 +51,7 @@ use crate::codec::{
 use crate::emit::Emitter;
 use crate::error::OpError;
 use crate::ops::Operator;
+use crate::side;
 use crate::time::Timer;
 use crate::timers::{Cx, Timed, TimedLogic, TimerChanges};
 use crate::window::{Panes, Window, Windows, cleanup_time, is_late};
@@ -482,8 +484,11 @@ pub(crate) struct WindowOp<F> {
     /// Allowed lateness (ms); 0 in processing time.
     lateness: i64,
     f: F,
-    /// Records dropped because their window was past its allowed lateness.
+    /// Records that came after their window's allowed lateness: dropped, or sent to
+    /// `late_output`.
     late: u64,
+    /// The side output for those records, if the plan asked for one.
+    late_output: Option<String>,
     /// Scratch: the windows of a record (sliding windows).
     assigned: Vec<Window>,
     /// Scratch: the sessions a merge replaced.
@@ -492,11 +497,31 @@ pub(crate) struct WindowOp<F> {
 
 impl<F: WindowFn> WindowOp<F> {
     pub(crate) fn new(windows: Windows, domain: TimeDomain, lateness: i64, f: F) -> Self {
-        WindowOp { windows, tumbling: Tumbling::new(&windows), domain, lateness, f, late: 0, assigned: Vec::new(), replaced: Vec::new() }
+        WindowOp {
+            windows,
+            tumbling: Tumbling::new(&windows),
+            domain,
+            lateness,
+            f,
+            late: 0,
+            late_output: None,
+            assigned: Vec::new(),
+            replaced: Vec::new(),
+        }
     }
 
-    pub(crate) fn boxed(windows: Windows, domain: TimeDomain, lateness: i64, f: F) -> Box<dyn Operator> {
-        Box::new(Timed::new(Self::new(windows, domain, lateness, f)))
+    pub(crate) fn boxed(windows: Windows, domain: TimeDomain, lateness: i64, late_output: Option<String>, f: F) -> Box<dyn Operator> {
+        Box::new(Timed::new(WindowOp { late_output, ..Self::new(windows, domain, lateness, f) }))
+    }
+
+    /// A record came after its window's allowed lateness: counted, and passed on as it
+    /// came if late records have a side output.
+    #[cold]
+    fn too_late(&mut self, cx: &Cx<'_, Panes<F::Acc>>, value: &[u8]) {
+        self.late += 1;
+        if let Some(name) = &self.late_output {
+            side::emit_raw(name, cx.ts, cx.key, value);
+        }
     }
 
     /// Records dropped as late so far.
@@ -658,7 +683,7 @@ impl<F: WindowFn> TimedLogic for WindowOp<F> {
             && let Some(w) = tumbling.window(time)
         {
             if !self.add(&mut cx, w, watermark, value, out)? {
-                self.late += 1;
+                self.too_late(&cx, value);
             }
             return Ok(());
         }
@@ -678,7 +703,7 @@ impl<F: WindowFn> TimedLogic for WindowOp<F> {
             }
         };
         if !on_time {
-            self.late += 1;
+            self.too_late(&cx, value);
         }
         Ok(())
     }
@@ -711,8 +736,12 @@ impl<F: WindowFn> TimedLogic for WindowOp<F> {
     }
 
     fn close(&mut self) -> Result<(), OpError> {
-        if self.late > 0 {
-            crate::log::warn(&format!("window: dropped {} records that came after their window's allowed lateness", self.late));
+        match (&self.late_output, self.late) {
+            (_, 0) => {}
+            (Some(name), late) => {
+                crate::log::info(&format!("window: sent {late} records that came after their window's allowed lateness to side output {name:?}"))
+            }
+            (None, late) => crate::log::warn(&format!("window: dropped {late} records that came after their window's allowed lateness")),
         }
         Ok(())
     }

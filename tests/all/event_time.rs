@@ -319,3 +319,279 @@ fn processing_time_timers_fire_on_a_cluster_and_after_a_restore() {
     assert_eq!(sums, expected, "every record counted once in a flushed round");
     assert!(lines.len() as u64 > keys, "timers fired while the job ran: {} lines for {keys} keys", lines.len());
 }
+
+/// Which windows `late_data` counts in, as the reference below computes them.
+#[derive(Clone, Copy)]
+enum Assigner {
+    Tumbling(i64),
+    Sliding(i64, i64),
+    Session(i64),
+}
+
+/// One open window of a key in the reference: its bounds, count and whether it fired.
+struct RefWindow {
+    start: i64,
+    end: i64,
+    count: u64,
+    fired: bool,
+}
+
+/// `late_data` computed here, from Flink's rules rather than Weir's code: each record
+/// arrives at watermark `w`; a window fires once when `w` reaches its last instant and
+/// is dropped when `w` reaches that plus the allowed lateness; a record for a fired but
+/// kept window updates it and fires it again at once; a record no window takes goes to
+/// the late side output.
+struct Reference {
+    assigner: Assigner,
+    lateness: i64,
+    watermark: i64,
+    windows: BTreeMap<String, Vec<RefWindow>>,
+    /// (user, start, end) -> every count written for the window, in order.
+    fired: BTreeMap<(String, i64, i64), Vec<u64>>,
+    /// `user<TAB><ms> <user>` lines of the late side output.
+    late: Vec<String>,
+    /// Firings of a window that had fired before (allowed lateness at work).
+    refired: usize,
+    /// Late records that merged two sessions or more.
+    bridged: usize,
+}
+
+impl Reference {
+    fn new(assigner: Assigner, lateness: i64) -> Self {
+        Reference { assigner, lateness, watermark: i64::MIN, windows: BTreeMap::new(), fired: BTreeMap::new(), late: vec![], refired: 0, bridged: 0 }
+    }
+
+    fn emit(&mut self, user: &str, w: (i64, i64, u64)) {
+        let counts = self.fired.entry((user.to_string(), w.0, w.1)).or_default();
+        if !counts.is_empty() {
+            self.refired += 1;
+        }
+        counts.push(w.2);
+    }
+
+    fn advance(&mut self, watermark: i64) {
+        if watermark <= self.watermark {
+            return;
+        }
+        self.watermark = watermark;
+        let mut out = vec![];
+        for (user, ws) in &mut self.windows {
+            for w in ws.iter_mut().filter(|w| !w.fired && w.end - 1 <= watermark) {
+                w.fired = true;
+                out.push((user.clone(), (w.start, w.end, w.count)));
+            }
+            ws.retain(|w| (w.end - 1).saturating_add(self.lateness) > watermark);
+        }
+        for (user, w) in out {
+            self.emit(&user, w);
+        }
+    }
+
+    fn record(&mut self, user: &str, ts: i64) {
+        let (wm, lateness) = (self.watermark, self.lateness);
+        let ws = self.windows.entry(user.to_string()).or_default();
+        let mut out = vec![];
+        let taken = match self.assigner {
+            Assigner::Session(gap) => {
+                let (mut start, mut end) = (ts, ts + gap);
+                let meets: Vec<usize> = (0..ws.len()).filter(|&i| ws[i].end >= ts && ws[i].start <= ts + gap).collect();
+                for &i in &meets {
+                    (start, end) = (start.min(ws[i].start), end.max(ws[i].end));
+                }
+                if end - 1 + lateness <= wm {
+                    false
+                } else {
+                    if meets.len() > 1 && end - 1 <= wm {
+                        self.bridged += 1;
+                    }
+                    let count = meets.iter().map(|&i| ws[i].count).sum::<u64>() + 1;
+                    for &i in meets.iter().rev() {
+                        ws.remove(i);
+                    }
+                    let fired = end - 1 <= wm;
+                    if fired {
+                        out.push((start, end, count));
+                    }
+                    ws.push(RefWindow { start, end, count, fired });
+                    ws.sort_by_key(|w| w.start);
+                    true
+                }
+            }
+            Assigner::Tumbling(size) | Assigner::Sliding(size, _) => {
+                let slide = match self.assigner {
+                    Assigner::Sliding(_, slide) => slide,
+                    _ => size,
+                };
+                let mut taken = false;
+                let mut start = ts - ts.rem_euclid(slide);
+                while start > ts - size {
+                    let end = start + size;
+                    if let Some(w) = ws.iter_mut().find(|w| w.start == start) {
+                        w.count += 1;
+                        if end - 1 <= wm {
+                            out.push((start, end, w.count));
+                        }
+                        taken = true;
+                    } else if end - 1 + lateness > wm {
+                        let fired = end - 1 <= wm;
+                        if fired {
+                            out.push((start, end, 1));
+                        }
+                        ws.push(RefWindow { start, end, count: 1, fired });
+                        taken = true;
+                    }
+                    start -= slide;
+                }
+                taken
+            }
+        };
+        for w in out {
+            self.emit(user, w);
+        }
+        if !taken {
+            self.late.push(format!("{user}\t{ts} {user}"));
+        }
+    }
+}
+
+/// Click lines for `late_data` (bound 2000 ms) and the reference's results over them.
+///
+/// The watermark comes from one assigner subtask after each batch it reads (about a
+/// thousand records), so only records whose lateness does not depend on where batches
+/// end are late: on-time clicks lag the newest by less than the bound, and every so
+/// often 2500 on-time fillers that never raise the newest time are followed by probes
+/// lagging far behind, whose watermark is then exactly the newest time minus the bound
+/// minus one wherever a batch ends.
+fn write_late_clicks(path: &Path, assigner: Assigner, lateness: i64, users: u64) -> Reference {
+    const BOUND: i64 = 2_000;
+    let mut text = String::new();
+    let mut reference = Reference::new(assigner, lateness);
+    let mut newest = i64::MIN;
+    let line = |text: &mut String, reference: &mut Reference, ts: i64, user: &str, newest: &mut i64| {
+        text.push_str(&format!("{ts} {user}\n"));
+        reference.advance(newest.saturating_sub(BOUND + 1));
+        reference.record(user, ts);
+        *newest = (*newest).max(ts);
+    };
+    let mut r = 0u64;
+    for round in 0..30u64 {
+        for i in 0..400u64 {
+            r = splitmix64(round << 20 | i);
+            let t = ((round * 400 + i) * 25) as i64;
+            line(&mut text, &mut reference, t - (r % 1_500) as i64, &format!("u{}", r % users), &mut newest);
+            if r.is_multiple_of(61) {
+                text.push_str("not a click\n");
+            }
+        }
+        for i in 0..2_500u64 {
+            r = splitmix64(r ^ i);
+            line(&mut text, &mut reference, newest - 100 - (r % 1_000) as i64, &format!("u{}", r % users), &mut newest);
+        }
+        for i in 0..12u64 {
+            r = splitmix64(r ^ (i + 7));
+            let lag = BOUND + 1 + (r % 3_000) as i64;
+            line(&mut text, &mut reference, newest - lag, &format!("u{}", (r >> 32) % users), &mut newest);
+        }
+        for i in 0..2_500u64 {
+            r = splitmix64(r ^ (i + 1_000_000));
+            line(&mut text, &mut reference, newest - 100 - (r % 1_000) as i64, &format!("u{}", r % users), &mut newest);
+        }
+    }
+    // The end of the input fires every window left.
+    reference.advance(i64::MAX);
+    std::fs::write(path, text).expect("write clicks");
+    reference
+}
+
+/// `user<TAB><start> <end> <count>` lines as (user, start, end) -> the counts in order.
+fn parse_firings(lines: impl IntoIterator<Item = String>) -> BTreeMap<(String, i64, i64), Vec<u64>> {
+    let mut got: BTreeMap<_, Vec<u64>> = BTreeMap::new();
+    for line in lines {
+        let (user, value) = line.split_once('\t').unwrap_or_else(|| panic!("key<TAB>value: {line:?}"));
+        let fields: Vec<i64> = value.split(' ').map(|f| f.parse().unwrap_or_else(|_| panic!("numbers: {line:?}"))).collect();
+        let [start, end, count] = fields[..] else { panic!("start, end, count: {line:?}") };
+        got.entry((user.to_string(), start, end)).or_default().push(count as u64);
+    }
+    got
+}
+
+fn sorted(mut lines: Vec<String>) -> Vec<String> {
+    lines.sort();
+    lines
+}
+
+/// Runs `late_data` embedded at parallelism 1 and 3 and checks both outputs exactly
+/// against the reference: every window's firings in order, re-firings included, and
+/// the late side output's records in their own sink.
+fn late_data_at_1_and_3(windows: &[&str], assigner: Assigner) -> Reference {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("clicks.txt");
+    let reference = write_late_clicks(&input, assigner, 1_000, 40);
+    for p in ["1", "3"] {
+        let (out, late) = (dir.path().join(format!("out-{p}.tsv")), dir.path().join(format!("late-{p}.tsv")));
+        let wasm = WEIR.example("late_data");
+        let mut argv: Vec<&OsStr> = ["run", "-p", p, "--arg", "lateness-ms=1000"].into_iter().map(OsStr::new).collect();
+        let late_arg = format!("late-output={}", late.display());
+        argv.extend([wasm.as_os_str(), OsStr::new("--arg"), OsStr::new(&late_arg)]);
+        for w in windows {
+            argv.extend([OsStr::new("--arg"), OsStr::new(w)]);
+        }
+        argv.extend([OsStr::new("-i"), input.as_os_str(), OsStr::new("-o"), out.as_os_str()]);
+        let o = WEIR.run(&argv);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let text = std::fs::read_to_string(&out).expect("output");
+        assert_eq!(parse_firings(text.lines().map(str::to_string)), reference.fired, "windows at parallelism {p}");
+        let late_lines = std::fs::read_to_string(&late).unwrap_or_default().lines().map(str::to_string).collect();
+        assert_eq!(sorted(late_lines), sorted(reference.late.clone()), "late side output at parallelism {p}");
+    }
+    assert!(!reference.late.is_empty(), "the input has records past the allowed lateness");
+    assert!(reference.refired > 0, "the input has late records within the allowed lateness");
+    reference
+}
+
+#[test]
+fn tumbling_windows_refire_for_late_records_and_send_later_ones_to_a_side_output() {
+    late_data_at_1_and_3(&["windows=tumbling", "size-ms=1000"], Assigner::Tumbling(1_000));
+}
+
+#[test]
+fn a_late_record_within_the_allowed_lateness_merges_two_sessions() {
+    let reference = late_data_at_1_and_3(&["windows=session", "gap-ms=300"], Assigner::Session(300));
+    assert!(reference.bridged > 0, "a late record bridged fired sessions");
+}
+
+#[test]
+fn sliding_windows_with_late_records_are_exact() {
+    late_data_at_1_and_3(&["windows=sliding", "size-ms=1000", "slide-ms=250"], Assigner::Sliding(1_000, 250));
+}
+
+#[test]
+fn late_records_reach_their_side_output_sink_on_a_cluster_of_two_taskmanagers() {
+    let cluster = TestCluster::start(WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)]);
+    let input = cluster.dir.path().join("clicks.txt");
+    let reference = write_late_clicks(&input, Assigner::Tumbling(1_000), 1_000, 40);
+    let (output, late) = (cluster.dir.path().join("out"), cluster.dir.path().join("late"));
+    let wasm = WEIR.example("late_data");
+    let late_arg = format!("late-output={}", late.display());
+    let argv = [
+        OsStr::new("submit"),
+        "-p".as_ref(),
+        "3".as_ref(),
+        "--arg".as_ref(),
+        late_arg.as_ref(),
+        wasm.as_os_str(),
+        "-i".as_ref(),
+        input.as_os_str(),
+        "--output-dir".as_ref(),
+        output.as_os_str(),
+    ];
+    let o = cluster.client(&argv);
+    assert!(o.status.success(), "{}", stderr(&o));
+    wait_until("the job's output", || {
+        let status = cluster.status();
+        assert!(!status.contains(" FAILED "), "{status}\n{}", cluster.log("jobmanager"));
+        status.contains(" FINISHED ")
+    });
+    assert_eq!(parse_firings(part_lines(&output)), reference.fired);
+    assert_eq!(sorted(part_lines(&late)), sorted(reference.late));
+}

@@ -107,7 +107,7 @@ pub fn metrics(id: &JobId, m: JobMetrics) -> Metrics {
         .iter()
         .enumerate()
         .flat_map(|(i, v)| {
-            v.outputs.iter().map(move |(t, p)| EdgeDoc { source: i as u32, target: *t as u32, partitioning: partitioning_name(*p).into() })
+            v.outputs.iter().map(move |(t, p, _)| EdgeDoc { source: i as u32, target: *t as u32, partitioning: partitioning_name(*p).into() })
         })
         .collect();
     Metrics { job_id: id.clone(), status: m.status.name().to_string(), vertices, edges }

@@ -78,7 +78,9 @@ pub fn jobmanager(jm: &JobManager) -> String {
         ("weir_vertex_records_in_total", "counter", "Records into a vertex's subtasks.", |v| Some(v.records_in as f64)),
         ("weir_vertex_records_out_total", "counter", "Records out of a vertex's subtasks.", |v| Some(v.records_out as f64)),
         ("weir_vertex_records_in_per_second", "gauge", "Records in per second over the last heartbeat interval.", |v| Some(v.records_in_per_second)),
-        ("weir_vertex_records_out_per_second", "gauge", "Records out per second over the last heartbeat interval.", |v| Some(v.records_out_per_second)),
+        ("weir_vertex_records_out_per_second", "gauge", "Records out per second over the last heartbeat interval.", |v| {
+            Some(v.records_out_per_second)
+        }),
         ("weir_vertex_backpressure_ratio", "gauge", "Share of time the most blocked subtask waited on full outputs.", |v| Some(v.backpressure)),
         ("weir_vertex_fuel_consumed_total", "counter", "Wasm fuel the vertex's operators burned.", |v| Some(v.fuel as f64)),
         // Absent until every subtask of the vertex passed a watermark.
@@ -110,7 +112,9 @@ pub fn taskmanager(tm: &weir_taskmanager::TaskManager, slots: u32) -> String {
         ("weir_subtask_records_in_total", "counter", "Records into the subtask.", |p| Some(p.records_in as f64)),
         ("weir_subtask_records_out_total", "counter", "Records out of the subtask.", |p| Some(p.records_out as f64)),
         ("weir_subtask_fuel_consumed_total", "counter", "Wasm fuel the subtask's operators burned.", |p| Some(p.fuel as f64)),
-        ("weir_subtask_backpressured_seconds_total", "counter", "Time the subtask waited on full outputs.", |p| Some(p.backpressured_ns as f64 / 1e9)),
+        ("weir_subtask_backpressured_seconds_total", "counter", "Time the subtask waited on full outputs.", |p| {
+            Some(p.backpressured_ns as f64 / 1e9)
+        }),
         ("weir_subtask_watermark_milliseconds", "gauge", "The event time (watermark, ms) that left the subtask's operators.", |p| {
             p.watermark.map(|w| w as f64)
         }),

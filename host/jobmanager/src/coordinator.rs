@@ -153,7 +153,7 @@ impl Coordinator {
     pub fn finished(&mut self, d: &JobDeployment, vertex: u32, subtask: u32, last_checkpoint: u64) -> AckOutcome {
         let Some(v) = d.graph.vertices.get(vertex as usize) else { return AckOutcome::Waiting };
         let kind = |n: &usize| d.plan.nodes.get(*n).map(|n| &n.kind);
-        if v.nodes.iter().any(|n| matches!(kind(n), Some(NodeKind::Operator { keyed: true }))) {
+        if v.nodes.iter().any(|n| matches!(kind(n), Some(NodeKind::Operator { keyed: true, .. }))) {
             return AckOutcome::Waiting;
         }
         let source = matches!(v.nodes.first().and_then(kind), Some(NodeKind::Source(_)));
@@ -290,7 +290,7 @@ pub(crate) mod tests {
         assert!(m.vertices[0].tasks[1].state.is_empty());
 
         let mut keyed = deployment();
-        keyed.plan.nodes[0].kind = NodeKind::Operator { keyed: true };
+        keyed.plan.nodes[0].kind = NodeKind::Operator { keyed: true, side_outputs: vec![] };
         let mut c = Coordinator::new(Duration::from_millis(100), 1, 2, t0);
         assert_eq!(c.finished(&keyed, 0, 1, 0), AckOutcome::Waiting);
         assert_eq!(c.due(ms(100)), Some(1));

@@ -287,7 +287,7 @@ mod tests {
     }
 
     fn done(n: u64) -> TaskOutcome {
-        TaskOutcome::Finished(TaskStats { records_in: n, records_out: n, fuel: 1, elapsed: Duration::ZERO, last_checkpoint: 0 })
+        TaskOutcome::Finished(TaskStats { records_in: n, records_out: n, fuel: 1, elapsed: Duration::ZERO, last_checkpoint: 0, side_dropped: 0 })
     }
 
     #[test]

@@ -24,8 +24,9 @@ pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Where records leaving the chain go (the subtask's sink or routers).
-pub(crate) type Downstream<'a> = dyn FnMut(&[u8], usize) -> Result<(), TaskError> + 'a;
+/// Where output leaving the chain goes (the subtask's sink or routers): the last
+/// operator's records and side-output records.
+pub(crate) type Downstream<'a> = dyn FnMut(&ChainOutput) -> Result<(), TaskError> + 'a;
 
 /// One chained guest operator of a subtask.
 #[derive(Debug, Clone)]
@@ -42,6 +43,8 @@ pub struct OperatorStep {
     pub args: Vec<(String, String)>,
     /// Generates the watermark from its output (a timestamp assigner).
     pub watermarks: Option<WatermarkStrategy>,
+    /// How many side outputs it declares; its outputs name them by index.
+    pub side_outputs: u32,
 }
 
 /// One operator's output: a guest buffer and where its records lie in it.
@@ -50,12 +53,37 @@ pub(crate) struct ChainOutput {
     start: usize,
     end: usize,
     pub(crate) count: usize,
+    /// Its side-output records, if any (an empty `Vec` does not allocate).
+    side: Vec<SideRecords>,
+}
+
+/// Where one batch of side-output records lies in an operator's output buffer.
+struct SideRecords {
+    output: u32,
+    range: std::ops::Range<usize>,
+    count: usize,
 }
 
 impl ChainOutput {
     pub(crate) fn records(&self) -> &[u8] {
         &self.buf[self.start..self.end]
     }
+
+    /// Its side-output records: (side output index, plain batch, record count).
+    pub(crate) fn side(&self) -> impl Iterator<Item = (u32, &[u8], usize)> {
+        self.side.iter().map(|s| (s.output, &self.buf[s.range.clone()], s.count))
+    }
+}
+
+/// Where the side batches of `parsed`, an output parsed from `buf`, lie in `buf`.
+fn side_ranges(buf: &[u8], side: &[batch::SideBatch<'_>]) -> Vec<SideRecords> {
+    let base = buf.as_ptr().addr();
+    side.iter()
+        .map(|s| {
+            let start = s.records.as_ptr().addr() - base;
+            SideRecords { output: s.output, range: start..start + s.records.len(), count: s.record_count }
+        })
+        .collect()
 }
 
 struct Step {
@@ -105,6 +133,8 @@ pub(crate) struct Chain {
     fuel_used: u64,
     /// Reused for due timers.
     fired: Due,
+    /// Side-output records of operators inside the chain: no edge can read those.
+    side_dropped: u64,
 }
 
 impl Chain {
@@ -141,7 +171,7 @@ impl Chain {
             let generator = op.watermarks.map(|w| BoundedOutOfOrderness::for_strategy(&w, now.max(0) as u64));
             steps.push(Step { op, instance, cache, timers, generator, wm_in: BEFORE_TIME, wm_out: BEFORE_TIME });
         }
-        Ok(Self { instances, steps, scratch: KeyedScratch::default(), state, fuel_used: 0, fired: Due::default() })
+        Ok(Self { instances, steps, scratch: KeyedScratch::default(), state, fuel_used: 0, fired: Due::default(), side_dropped: 0 })
     }
 
     /// Runs one plain batch through every operator of the chain.
@@ -166,7 +196,8 @@ impl Chain {
                     let parsed = batch::parse_output(&buf, None).map_err(|e| fail(e.into()))?;
                     let (start, count) = (4, parsed.record_count);
                     let end = start + parsed.records.len();
-                    ChainOutput { buf, start, end, count }
+                    let side = side_ranges(&buf, &parsed.side);
+                    ChainOutput { buf, start, end, count, side }
                 }
                 Some(cache) => {
                     let s = &mut self.scratch;
@@ -180,6 +211,7 @@ impl Chain {
             if let Some(g) = &mut step.generator {
                 g.batch(out.records(), now.max(0) as u64);
             }
+            let out = self.settle_side(i, out)?;
             current = Some(out);
         }
         Ok(current)
@@ -274,10 +306,10 @@ impl Chain {
             }
             let output = self.on_timer(i, &fired, domain);
             self.fired = fired;
-            let output = output?;
+            let output = self.settle_side(i, output?)?;
             match self.run_from(i + 1, output.records())? {
-                Some(rest) => out(rest.records(), rest.count)?,
-                None => out(output.records(), output.count)?,
+                Some(rest) => out(&rest)?,
+                None => out(&output)?,
             }
         }
     }
@@ -349,6 +381,30 @@ impl Chain {
     pub(crate) fn fuel_used(&self) -> u64 {
         self.fuel_used
     }
+
+    /// Side-output records dropped inside the chain so far.
+    pub(crate) fn side_dropped(&self) -> u64 {
+        self.side_dropped
+    }
+
+    /// Checks the side outputs step `i` wrote against those it declares. Only the last
+    /// step's leave the chain (an operator with a consumed side output ends its chain);
+    /// the others' are dropped and counted here.
+    fn settle_side(&mut self, i: usize, mut out: ChainOutput) -> Result<ChainOutput, TaskError> {
+        if out.side.is_empty() {
+            return Ok(out);
+        }
+        let step = &self.steps[i].op;
+        if let Some(bad) = out.side.iter().find(|s| s.output >= step.side_outputs) {
+            let problem = format!("it emitted to side output {} but declares {} side outputs", bad.output, step.side_outputs);
+            return Err(TaskError::Operator { name: step.name.clone(), failure: OperatorFailure::Reported(problem) });
+        }
+        if i + 1 < self.steps.len() {
+            self.side_dropped += out.side.iter().map(|s| s.count as u64).sum::<u64>();
+            out.side.clear();
+        }
+        Ok(out)
+    }
 }
 
 /// Checks a keyed operator's output and applies it: each key's state update to the
@@ -386,8 +442,9 @@ fn keyed_output(
     }
     let (start, count) = (4, parsed.record_count);
     let end = start + parsed.records.len();
+    let side = side_ranges(&buf, &parsed.side);
     cache.end_batch()?;
-    Ok(ChainOutput { buf, start, end, count })
+    Ok(ChainOutput { buf, start, end, count, side })
 }
 
 impl KeyedScratch {

@@ -195,6 +195,8 @@ pub struct Router {
     /// Time spent in sends, which only take long when the target is full: the
     /// subtask's backpressure.
     blocked_ns: u64,
+    /// The side output (by index) whose records it routes; `None`: the main output.
+    side_output: Option<u32>,
 }
 
 impl Router {
@@ -203,7 +205,18 @@ impl Router {
     pub fn new(partitioning: Partitioning, targets: Vec<Target>, max_parallelism: u32) -> Self {
         let buffers = targets.iter().map(|_| Vec::with_capacity(BATCH_BYTES * 2)).collect();
         let counts = vec![0; targets.len()];
-        Self { partitioning, targets, buffers, counts, max_parallelism, next: 0, blocked_ns: 0 }
+        Self { partitioning, targets, buffers, counts, max_parallelism, next: 0, blocked_ns: 0, side_output: None }
+    }
+
+    /// The same router for the records of side output `side` (`None`: the main output).
+    /// Control messages go through every router alike.
+    pub fn for_side_output(self, side_output: Option<u32>) -> Self {
+        Self { side_output, ..self }
+    }
+
+    /// The side output it routes, `None` for the main output.
+    pub fn side_output(&self) -> Option<u32> {
+        self.side_output
     }
 
     /// Routes a valid plain batch of `count` records, sending every buffer that

@@ -10,7 +10,7 @@ use weir_wasm::{Instance, JobComponent, Runtime, TaskInfo};
 
 pub use crate::cancel::Cancel;
 pub use crate::chain::OperatorStep;
-use crate::chain::{Chain, Downstream};
+use crate::chain::{Chain, ChainOutput, Downstream};
 use crate::channel::POLL;
 use crate::error::{Bug, TaskError};
 use crate::exchange::{self, Event, Inputs, Router};
@@ -158,16 +158,49 @@ struct Output<'p, 'a> {
 
 impl Output<'_, '_> {
     fn emit(&mut self, records: &[u8], count: usize) -> Result<(), TaskError> {
-        self.stats.records_out += count as u64;
-        self.counters.records_out.fetch_add(count as u64, Ordering::Relaxed);
-        match self.tail {
-            Tail::Sink(s) => s.write(records),
-            Tail::Routers(rs) => {
-                let pushed = rs.iter_mut().try_for_each(|r| r.push(records, count, self.cancel));
-                self.counters.backpressured_ns.store(rs.iter().map(Router::blocked_ns).sum(), Ordering::Relaxed);
-                pushed
-            }
+        self.send(None, records, count)
+    }
+
+    /// The last operator's output: its records, then its side-output records.
+    fn emit_chain(&mut self, output: &ChainOutput) -> Result<(), TaskError> {
+        self.emit(output.records(), output.count)?;
+        for (side, records, count) in output.side() {
+            self.send(Some(side), records, count)?;
         }
+        Ok(())
+    }
+
+    /// Sends `count` records of the main output (`None`) or a side output to the
+    /// routers of its edges; a side output without one drops them.
+    fn send(&mut self, side: Option<u32>, records: &[u8], count: usize) -> Result<(), TaskError> {
+        let routed = match (&mut *self.tail, side) {
+            (Tail::Sink(s), None) => {
+                s.write(records)?;
+                true
+            }
+            (Tail::Sink(_), Some(_)) => false,
+            (Tail::Routers(rs), side) => {
+                let mut routed = side.is_none();
+                let mut pushed = Ok(());
+                for r in rs.iter_mut().filter(|r| r.side_output() == side) {
+                    routed = true;
+                    pushed = r.push(records, count, self.cancel);
+                    if pushed.is_err() {
+                        break;
+                    }
+                }
+                self.counters.backpressured_ns.store(rs.iter().map(Router::blocked_ns).sum(), Ordering::Relaxed);
+                pushed?;
+                routed
+            }
+        };
+        if routed {
+            self.stats.records_out += count as u64;
+            self.counters.records_out.fetch_add(count as u64, Ordering::Relaxed);
+        } else {
+            self.stats.side_dropped += count as u64;
+        }
+        Ok(())
     }
 }
 
@@ -186,8 +219,8 @@ impl Pipeline<'_> {
         let (chain, mut out) = self.parts();
         let Some(c) = chain else { return out.emit(records, count) };
         let output = c.run(records)?;
-        out.emit(output.records(), output.count)?;
-        let downstream: &mut Downstream<'_> = &mut |r, n| out.emit(r, n);
+        out.emit_chain(&output)?;
+        let downstream: &mut Downstream<'_> = &mut |o| out.emit_chain(o);
         let generated = c.generated(downstream)?;
         c.fire_processing(downstream)?;
         counters.fuel.store(c.fuel_used(), Ordering::Relaxed);
@@ -203,7 +236,7 @@ impl Pipeline<'_> {
         let (chain, mut out) = self.parts();
         let leaving = match chain {
             Some(c) => {
-                let downstream: &mut Downstream<'_> = &mut |r, n| out.emit(r, n);
+                let downstream: &mut Downstream<'_> = &mut |o| out.emit_chain(o);
                 if w == END_OF_TIME {
                     // Ahead of the final watermark, so what they emit is not late downstream.
                     c.fire_processing_at_end(downstream)?;
@@ -243,7 +276,7 @@ impl Pipeline<'_> {
     fn tick(&mut self) -> Result<(), TaskError> {
         let (chain, mut out) = self.parts();
         match chain {
-            Some(c) => c.fire_processing(&mut |r, n| out.emit(r, n)),
+            Some(c) => c.fire_processing(&mut |o| out.emit_chain(o)),
             None => Ok(()),
         }
     }
@@ -381,6 +414,10 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
     if let Some(c) = p.chain.as_mut() {
         c.finish()?;
         p.stats.fuel = c.fuel_used();
+        p.stats.side_dropped += c.side_dropped();
+    }
+    if p.stats.side_dropped > 0 {
+        tracing::info!(subtask = %label, records = p.stats.side_dropped, "dropped records of side outputs that no edge reads");
     }
     match &mut p.tail {
         Tail::Sink(s) => s.finish()?,

@@ -76,6 +76,9 @@ pub struct Output {
     pub vertex: usize,
     /// How records are spread over its subtasks.
     pub partitioning: Partitioning,
+    /// The side output of the subtask's last operator it carries (by index), `None`
+    /// for the main output.
+    pub side_output: Option<u32>,
     /// One per consumer the edge reaches, by subtask index: a router sends a key
     /// group's records to the target at its subtask's index. A forward edge has one.
     pub targets: Vec<Target>,
@@ -129,7 +132,7 @@ pub fn plan(d: &JobDeployment, me: u32) -> Result<Wiring, DeploymentFault> {
             }
         }
         let mut outputs = Vec::with_capacity(v.outputs.len());
-        for &(to, partitioning) in &v.outputs {
+        for &(to, partitioning, side_output) in &v.outputs {
             let mut targets = Vec::new();
             for consumer in peers(to, index, partitioning)? {
                 let link = Link { from: here, to: consumer };
@@ -138,7 +141,7 @@ pub fn plan(d: &JobDeployment, me: u32) -> Result<Wiring, DeploymentFault> {
                     taskmanager => Target::Remote { taskmanager, channel: link.channel(&run) },
                 });
             }
-            outputs.push(Output { vertex: to, partitioning, targets });
+            outputs.push(Output { vertex: to, partitioning, side_output, targets });
         }
         subtasks.push(SubtaskWiring { subtask: here, inputs, outputs });
     }
@@ -175,7 +178,7 @@ mod tests {
         };
         for t in 0..graph.vertices.len() {
             for (v, p) in graph.vertices[t].inputs.clone() {
-                graph.vertices[v].outputs.push((t, p));
+                graph.vertices[v].outputs.push((t, p, None));
             }
         }
         JobDeployment {

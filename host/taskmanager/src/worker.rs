@@ -140,7 +140,8 @@ impl TaskManager {
             let vertex = &graph.vertices[v];
             let mut operators = Vec::new();
             for &n in &vertex.nodes {
-                let NodeKind::Operator { keyed } = plan.nodes[n].kind else { continue };
+                let NodeKind::Operator { keyed, ref side_outputs } = plan.nodes[n].kind else { continue };
+                let side_outputs = side_outputs.len() as u32;
                 let code = d.code.operator(n).ok_or_else(|| internal(DeploymentFault::NoCode { uid: plan.nodes[n].uid.clone() }))?;
                 let mut args = d.args.clone();
                 for (k, v) in &code.args {
@@ -149,7 +150,15 @@ impl TaskManager {
                 }
                 let op = OpRef { guest: code.op, state: n as u32 };
                 let watermarks = plan.nodes[n].watermarks;
-                operators.push(OperatorStep { op, component: code.component, name: plan.nodes[n].name.clone(), keyed, args, watermarks });
+                operators.push(OperatorStep {
+                    op,
+                    component: code.component,
+                    name: plan.nodes[n].name.clone(),
+                    keyed,
+                    args,
+                    watermarks,
+                    side_outputs,
+                });
             }
             let uid = &plan.nodes[vertex.nodes[0]].uid;
             let key_groups = key_group_range(s, max_parallelism, vertex.parallelism);
@@ -179,7 +188,7 @@ impl TaskManager {
                                 wiring::Target::Remote { taskmanager, channel } => Target::Remote(data()?.remote(addr(taskmanager)?, channel)),
                             });
                         }
-                        routers.push(Router::new(out.partitioning, targets, max_parallelism));
+                        routers.push(Router::new(out.partitioning, targets, max_parallelism).for_side_output(out.side_output));
                     }
                     Tail::Routers(routers)
                 }

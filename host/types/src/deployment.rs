@@ -193,6 +193,8 @@ pub struct TaskStats {
     /// The newest checkpoint whose barrier it passed (0: none). Later checkpoints
     /// count it as finished; this one and earlier wait for its acknowledgement.
     pub last_checkpoint: u64,
+    /// Records its operators emitted to side outputs that no edge reads, dropped.
+    pub side_dropped: u64,
 }
 
 /// How a subtask ended.

@@ -13,8 +13,9 @@ pub struct Vertex {
     pub parallelism: u32,
     /// Edges from upstream vertices: (vertex index, partitioning).
     pub inputs: Vec<(usize, Partitioning)>,
-    /// Edges to downstream vertices: (vertex index, partitioning).
-    pub outputs: Vec<(usize, Partitioning)>,
+    /// Edges to downstream vertices: (vertex index, partitioning, side output of the
+    /// last node by index or `None` for its main output).
+    pub outputs: Vec<(usize, Partitioning, Option<u32>)>,
     /// Display name: the chained nodes' names joined by arrows.
     pub name: String,
 }
@@ -44,7 +45,10 @@ impl ExecutionGraph {
             let parallelism = plan.parallelism_of(i, default_parallelism);
             let ins: Vec<_> = plan.inputs(i).collect();
             let chain_into = match ins.as_slice() {
+                // A side output leaves its operator's chain: only the main output flows on
+                // inside one.
                 [e] if e.partitioning == Partitioning::Forward
+                    && e.side_output.is_none()
                     && plan.outputs(e.source as usize).count() == 1
                     && plan.parallelism_of(e.source as usize, default_parallelism) == parallelism
                     && !matches!(plan.nodes[i].kind, NodeKind::Source(_)) =>
@@ -67,7 +71,8 @@ impl ExecutionGraph {
         for e in &plan.edges {
             let (s, t) = (vertex_of[e.source as usize], vertex_of[e.target as usize]);
             if s != t {
-                vertices[s].outputs.push((t, e.partitioning));
+                let side = e.side_output.as_deref().and_then(|name| plan.side_output_index(e.source as usize, name));
+                vertices[s].outputs.push((t, e.partitioning, side));
                 vertices[t].inputs.push((s, e.partitioning));
             }
         }
@@ -95,23 +100,23 @@ mod tests {
 
     #[test]
     fn chains_forward_edges_and_breaks_at_key_by_and_parallelism_changes() {
-        let op = NodeKind::Operator { keyed: false };
+        let op = NodeKind::Operator { keyed: false, side_outputs: vec![] };
         let plan = JobPlan {
             name: "j".into(),
             nodes: vec![
                 node("src", NodeKind::Source(SourceKind::Generator { start: 0, count: 10, records_per_ms: None }), None),
                 node("map", op.clone(), None),
-                node("keyed", NodeKind::Operator { keyed: true }, None),
+                node("keyed", NodeKind::Operator { keyed: true, side_outputs: vec![] }, None),
                 node("fmt", op.clone(), None),
                 node("narrow", op, Some(1)),
                 node("sink", NodeKind::Sink(SinkKind::Discard), Some(1)),
             ],
             edges: vec![
-                Edge { source: 0, target: 1, partitioning: Partitioning::Forward },
-                Edge { source: 1, target: 2, partitioning: Partitioning::KeyBy },
-                Edge { source: 2, target: 3, partitioning: Partitioning::Forward },
-                Edge { source: 3, target: 4, partitioning: Partitioning::Rebalance },
-                Edge { source: 4, target: 5, partitioning: Partitioning::Forward },
+                Edge::main(0, 1, Partitioning::Forward),
+                Edge::main(1, 2, Partitioning::KeyBy),
+                Edge::main(2, 3, Partitioning::Forward),
+                Edge::main(3, 4, Partitioning::Rebalance),
+                Edge::main(4, 5, Partitioning::Forward),
             ],
             max_parallelism: None,
         };
@@ -127,7 +132,7 @@ mod tests {
 
     #[test]
     fn a_node_with_two_outputs_ends_its_chain() {
-        let op = NodeKind::Operator { keyed: false };
+        let op = NodeKind::Operator { keyed: false, side_outputs: vec![] };
         let plan = JobPlan {
             name: "j".into(),
             nodes: vec![
@@ -135,14 +140,35 @@ mod tests {
                 node("a", op.clone(), None),
                 node("b", op, None),
             ],
-            edges: vec![
-                Edge { source: 0, target: 1, partitioning: Partitioning::Forward },
-                Edge { source: 0, target: 2, partitioning: Partitioning::Forward },
-            ],
+            edges: vec![Edge::main(0, 1, Partitioning::Forward), Edge::main(0, 2, Partitioning::Forward)],
             max_parallelism: None,
         };
         let g = ExecutionGraph::build(&plan, 2);
         assert_eq!(g.vertices.len(), 3);
         assert_eq!(g.vertices[1].producers(&g), 1);
+    }
+
+    #[test]
+    fn a_side_output_edge_is_never_chained() {
+        let plan = JobPlan {
+            name: "j".into(),
+            nodes: vec![
+                node("src", NodeKind::Source(SourceKind::Generator { start: 0, count: 10, records_per_ms: None }), None),
+                node("windows", NodeKind::Operator { keyed: true, side_outputs: vec!["other".into(), "late".into()] }, None),
+                node("late-sink", NodeKind::Sink(SinkKind::Discard), None),
+            ],
+            edges: vec![
+                Edge::main(0, 1, Partitioning::KeyBy),
+                // Forward at equal parallelism, the windows' only output: would chain if
+                // it were their main output.
+                Edge { source: 1, target: 2, partitioning: Partitioning::Forward, side_output: Some("late".into()) },
+            ],
+            max_parallelism: None,
+        };
+        assert_eq!(plan.validate(2), Ok(()));
+        let g = ExecutionGraph::build(&plan, 2);
+        let chains: Vec<_> = g.vertices.iter().map(|v| v.nodes.clone()).collect();
+        assert_eq!(chains, vec![vec![0], vec![1], vec![2]]);
+        assert_eq!(g.vertices[1].outputs, vec![(2, Partitioning::Forward, Some(1))]);
     }
 }

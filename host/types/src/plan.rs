@@ -69,6 +69,8 @@ pub enum NodeKind {
     Operator {
         /// Reads keyed state.
         keyed: bool,
+        /// Names of its side outputs; its output batches name one by index here.
+        side_outputs: Vec<String>,
     },
     /// A host-run sink.
     Sink(SinkKind),
@@ -101,7 +103,7 @@ pub struct WatermarkStrategy {
 }
 
 /// A directed edge by node index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Edge {
     /// Upstream node index.
     pub source: u32,
@@ -109,6 +111,15 @@ pub struct Edge {
     pub target: u32,
     /// Distribution over downstream subtasks.
     pub partitioning: Partitioning,
+    /// `None`: the source's main output; else the side output of this name.
+    pub side_output: Option<String>,
+}
+
+impl Edge {
+    /// An edge carrying `source`'s main output.
+    pub fn main(source: u32, target: u32, partitioning: Partitioning) -> Self {
+        Edge { source, target, partitioning, side_output: None }
+    }
 }
 
 /// A job's dataflow graph.
@@ -186,6 +197,14 @@ impl JobPlan {
         self.nodes.get(i).and_then(|n| n.parallelism).unwrap_or(default)
     }
 
+    /// The index of side output `name` among node `i`'s, if it declares one.
+    pub fn side_output_index(&self, i: usize, name: &str) -> Option<u32> {
+        match &self.nodes.get(i)?.kind {
+            NodeKind::Operator { side_outputs, .. } => side_outputs.iter().position(|s| s == name).map(|p| p as u32),
+            _ => None,
+        }
+    }
+
     /// Indices of the edges into node `i`.
     pub fn inputs(&self, i: usize) -> impl Iterator<Item = &Edge> {
         self.edges.iter().filter(move |e| e.target as usize == i)
@@ -227,11 +246,32 @@ impl JobPlan {
                     return Err(PlanError::DanglingEdge { edge: i, node, nodes: self.nodes.len() });
                 }
             }
+            let (source, target) = (&self.nodes[e.source as usize], &self.nodes[e.target as usize]);
+            if let Some(name) = &e.side_output
+                && self.side_output_index(e.source as usize, name).is_none()
+            {
+                return Err(PlanError::BadNode {
+                    uid: target.uid.clone(),
+                    problem: format!("its input is side output {name:?} of {:?}, which declares no such side output", source.uid),
+                });
+            }
+            // Channels are named by their producer and consumer subtasks, so one pair of
+            // nodes has one edge (main and side output into one node need a union first).
+            if self.edges[..i].iter().any(|d| d.source == e.source && d.target == e.target) {
+                return Err(PlanError::BadNode { uid: target.uid.clone(), problem: format!("it has two input edges from {:?}", source.uid) });
+            }
         }
         for (i, n) in self.nodes.iter().enumerate() {
             let bad = |problem: &str| PlanError::BadNode { uid: n.uid.clone(), problem: problem.to_string() };
             let ins: Vec<&Edge> = self.inputs(i).collect();
             let outs = self.outputs(i).count();
+            if let NodeKind::Operator { side_outputs, .. } = &n.kind {
+                for (j, name) in side_outputs.iter().enumerate() {
+                    if name.is_empty() || side_outputs[..j].contains(name) {
+                        return Err(bad(&format!("side output names must be unique and not empty, but {name:?} is not")));
+                    }
+                }
+            }
             match &n.kind {
                 NodeKind::Source(_) if !ins.is_empty() => return Err(bad("a source cannot have inputs")),
                 NodeKind::Sink(_) if outs != 0 => return Err(bad("a sink cannot have outputs")),
@@ -239,7 +279,7 @@ impl JobPlan {
                 NodeKind::Operator { .. } | NodeKind::Sink(_) if ins.is_empty() => {
                     return Err(bad("it has no input"));
                 }
-                NodeKind::Operator { keyed: true } if ins.iter().any(|e| e.partitioning != Partitioning::KeyBy) => {
+                NodeKind::Operator { keyed: true, .. } if ins.iter().any(|e| e.partitioning != Partitioning::KeyBy) => {
                     return Err(bad("a keyed operator must only have key-by inputs"));
                 }
                 _ => {}
@@ -320,8 +360,13 @@ impl JobPlan {
                 NodeKind::Source(SourceKind::FileLines(p)) => format!("source file-lines {}", p.as_deref().unwrap_or("<--input>")),
                 NodeKind::Source(SourceKind::TextLines(p)) => format!("source text-lines {}", p.as_deref().unwrap_or("<--input>")),
                 NodeKind::Source(SourceKind::Generator { start, count, .. }) => format!("source generator {start}..{}", start.saturating_add(*count)),
-                NodeKind::Operator { keyed: true } => "operator (keyed)".into(),
-                NodeKind::Operator { keyed: false } => "operator".into(),
+                NodeKind::Operator { keyed, side_outputs } => {
+                    let mut s = if *keyed { "operator (keyed)".to_string() } else { "operator".to_string() };
+                    if !side_outputs.is_empty() {
+                        s += &format!(" side outputs {side_outputs:?}");
+                    }
+                    s
+                }
                 NodeKind::Sink(SinkKind::Stdout) => "sink stdout".into(),
                 NodeKind::Sink(SinkKind::File(p)) => format!("sink file {}", p.as_deref().unwrap_or("<--output or stdout>")),
                 NodeKind::Sink(SinkKind::Discard) => "sink discard".into(),
@@ -329,7 +374,8 @@ impl JobPlan {
             s += &format!("  [{i}] {} ({}) {kind}, parallelism {}\n", n.uid, n.name, self.parallelism_of(i, default_parallelism));
             for e in self.outputs(i) {
                 let target = self.nodes.get(e.target as usize).map_or("?", |t| t.uid.as_str());
-                s += &format!("      -> [{}] {target} {:?}\n", e.target, e.partitioning);
+                let side = e.side_output.as_ref().map_or(String::new(), |name| format!(" (side output {name:?})"));
+                s += &format!("      -> [{}] {target} {:?}{side}\n", e.target, e.partitioning);
             }
         }
         s
@@ -356,15 +402,11 @@ mod tests {
             name: "wc".into(),
             nodes: vec![
                 node("lines", NodeKind::Source(SourceKind::FileLines(None))),
-                node("split", NodeKind::Operator { keyed: false }),
-                node("count", NodeKind::Operator { keyed: true }),
+                node("split", NodeKind::Operator { keyed: false, side_outputs: vec![] }),
+                node("count", NodeKind::Operator { keyed: true, side_outputs: vec!["late".into()] }),
                 node("out", NodeKind::Sink(SinkKind::File(None))),
             ],
-            edges: vec![
-                Edge { source: 0, target: 1, partitioning: Partitioning::Forward },
-                Edge { source: 1, target: 2, partitioning: Partitioning::KeyBy },
-                Edge { source: 2, target: 3, partitioning: Partitioning::Forward },
-            ],
+            edges: vec![Edge::main(0, 1, Partitioning::Forward), Edge::main(1, 2, Partitioning::KeyBy), Edge::main(2, 3, Partitioning::Forward)],
             max_parallelism: None,
         }
     }
@@ -382,7 +424,7 @@ mod tests {
         p.edges[1].partitioning = Partitioning::Forward;
         assert!(matches!(p.validate(1), Err(PlanError::BadNode { .. })));
         let mut p = wordcount();
-        p.edges.push(Edge { source: 2, target: 1, partitioning: Partitioning::Rebalance });
+        p.edges.push(Edge::main(2, 1, Partitioning::Rebalance));
         assert!(matches!(p.validate(1), Err(PlanError::Cycle(_))));
         let mut p = wordcount();
         p.nodes[3].uid = "split".into();
@@ -395,8 +437,31 @@ mod tests {
         assert!(matches!(p.validate(2), Err(PlanError::BadNode { .. })));
         assert!(matches!(wordcount().validate(0), Err(PlanError::BadParallelism { .. })));
         let mut p = wordcount();
-        p.edges = vec![p.edges[0]; MAX_EDGES + 1];
+        p.edges = vec![p.edges[0].clone(); MAX_EDGES + 1];
         assert!(matches!(p.validate(1), Err(PlanError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn side_output_edges_name_a_declared_output() {
+        let mut p = wordcount();
+        p.nodes.push(node("late", NodeKind::Sink(SinkKind::Discard)));
+        p.edges.push(Edge { source: 2, target: 4, partitioning: Partitioning::Rebalance, side_output: Some("late".into()) });
+        assert_eq!(p.validate(2), Ok(()));
+        assert_eq!(p.side_output_index(2, "late"), Some(0));
+        assert!(p.describe(2).contains("-> [4] late Rebalance (side output \"late\")"));
+        let mut undeclared = p.clone();
+        undeclared.edges[3].side_output = Some("early".into());
+        let err = undeclared.validate(2).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("side output \"early\" of \"count\", which declares no such"), "{err}");
+        let mut from_source = p.clone();
+        from_source.edges[3].source = 0;
+        assert!(matches!(from_source.validate(2), Err(PlanError::BadNode { .. })), "sources have no side outputs");
+        let mut twice = p.clone();
+        twice.edges.push(Edge::main(2, 4, Partitioning::Rebalance));
+        assert!(twice.validate(2).err().is_some_and(|e| e.to_string().contains("two input edges from \"count\"")));
+        let mut duplicate = p;
+        duplicate.nodes[2].kind = NodeKind::Operator { keyed: true, side_outputs: vec!["late".into(), "late".into()] };
+        assert!(matches!(duplicate.validate(2), Err(PlanError::BadNode { .. })));
     }
 
     #[test]

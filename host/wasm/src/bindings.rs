@@ -21,7 +21,11 @@ impl From<wit_plan::JobPlan> for plan::JobPlan {
         plan::JobPlan {
             name: p.name,
             nodes: p.nodes.into_iter().map(Into::into).collect(),
-            edges: p.edges.into_iter().map(|e| plan::Edge { source: e.source, target: e.target, partitioning: e.partitioning.into() }).collect(),
+            edges: p
+                .edges
+                .into_iter()
+                .map(|e| plan::Edge { source: e.source, target: e.target, partitioning: e.partitioning.into(), side_output: e.side_output })
+                .collect(),
             max_parallelism: p.max_parallelism,
         }
     }
@@ -45,7 +49,7 @@ impl From<wit_plan::Node> for plan::Node {
             wit_plan::NodeKind::Source(wit_plan::SourceKind::Generator(g)) => {
                 plan::NodeKind::Source(plan::SourceKind::Generator { start: g.start, count: g.count, records_per_ms: g.records_per_ms })
             }
-            wit_plan::NodeKind::Operator(o) => plan::NodeKind::Operator { keyed: o.keyed },
+            wit_plan::NodeKind::Operator(o) => plan::NodeKind::Operator { keyed: o.keyed, side_outputs: o.side_outputs },
             wit_plan::NodeKind::Sink(wit_plan::SinkKind::Stdout) => plan::NodeKind::Sink(plan::SinkKind::Stdout),
             wit_plan::NodeKind::Sink(wit_plan::SinkKind::File(p)) => plan::NodeKind::Sink(plan::SinkKind::File(p)),
             wit_plan::NodeKind::Sink(wit_plan::SinkKind::Discard) => plan::NodeKind::Sink(plan::SinkKind::Discard),

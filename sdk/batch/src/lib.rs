@@ -19,6 +19,9 @@
 //!              STATE_UNCHANGED | STATE_SET, len: u32, state | STATE_CLEARED   (u8 tags)
 //!              and may then add timer changes (absent: none):
 //!              change-count: u32 | (kind: u8 | key-index: u32 | ts: i64)*
+//!              any operator may then add side-output records (absent: none; a keyed
+//!              output then needs its timer changes, change-count 0 if there are none):
+//!              side-count: u32 | (output: u32 | records-len: u32 | record*)*
 //! timer input  key-count: u32 | (key-len: u32 | key | state-len: u32 | state)*
 //! (on-timer)   timer-count: u32 | (key-index: u32 | ts: i64 | domain: u8)*
 //! ```
@@ -52,11 +55,11 @@ mod read;
 mod write;
 
 pub use error::BatchError;
-pub use read::{KeyedInput, Output, Reader, Records, TimerInput, parse_keyed_input, parse_output, parse_timer_input, records, validate};
+pub use read::{KeyedInput, Output, Reader, Records, SideBatch, TimerInput, parse_keyed_input, parse_output, parse_timer_input, records, validate};
 pub use write::{
     WriteBuf, begin_len_prefixed, begin_output, end_len_prefixed, end_records, push_fired_timer, push_key_count, push_key_with_state,
-    push_keyed_record, push_keyed_records_header, push_len_prefixed, push_record, push_record_parts, push_record_with, push_state_update,
-    push_timer_change, push_timers_header, push_ts, push_u8, push_u32,
+    push_keyed_record, push_keyed_records_header, push_len_prefixed, push_record, push_record_parts, push_record_with, push_side_batch,
+    push_side_header, push_state_update, push_timer_change, push_timers_header, push_ts, push_u8, push_u32,
 };
 
 /// `state-len` of a key with no state in a keyed input batch.

@@ -288,6 +288,20 @@ pub struct Output<'a> {
     pub states: Vec<StateUpdate<'a>>,
     /// Timers set or deleted, for keyed operators; key indices checked.
     pub timers: Vec<TimerChange>,
+    /// Records for side outputs, in the order written; empty (no allocation) when the
+    /// output has no side section. Output indices are the caller's to check.
+    pub side: Vec<SideBatch<'a>>,
+}
+
+/// Records an operator emitted to one of its side outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SideBatch<'a> {
+    /// Index of the side output among the operator's declared ones.
+    pub output: u32,
+    /// A valid plain batch.
+    pub records: &'a [u8],
+    /// Number of records in `records`.
+    pub record_count: usize,
 }
 
 /// Parses and checks an operator's output. `keys` is the number of keys of a keyed
@@ -298,6 +312,7 @@ pub fn parse_output(buf: &[u8], keys: Option<usize>) -> Result<Output<'_>, Batch
     let record_count = validate(records)?;
     let mut states = Vec::new();
     let mut timers = Vec::new();
+    let mut side = Vec::new();
     if let Some(n) = keys {
         states.reserve(n);
         for index in 0..n {
@@ -315,8 +330,18 @@ pub fn parse_output(buf: &[u8], keys: Option<usize>) -> Result<Output<'_>, Batch
             }
         }
     }
+    if !r.is_empty() {
+        let count = r.u32("side output count")? as usize;
+        // Each entry takes at least its two u32 fields.
+        side.reserve(count.min(r.remaining() / (2 * LEN_BYTES)));
+        for _ in 0..count {
+            let output = r.u32("side output index")?;
+            let records = r.len_prefixed("side output records")?;
+            side.push(SideBatch { output, records, record_count: validate(records)? });
+        }
+    }
     r.finish("operator output")?;
-    Ok(Output { records, record_count, states, timers })
+    Ok(Output { records, record_count, states, timers, side })
 }
 
 /// A keyed input batch, parsed (tests and tools; operators read it in place).

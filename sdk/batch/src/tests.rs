@@ -82,7 +82,8 @@ fn output_checks_states_and_trailing_bytes() {
     assert!(matches!(parse_output(&out, Some(4)), Err(BatchError::Truncated { .. })));
     // Bytes after the state updates are timer changes, and one byte is not a count.
     assert!(matches!(parse_output(&out, Some(2)), Err(BatchError::Truncated { what: "timer change count", .. })));
-    assert_eq!(parse_output(&out, None).unwrap_err(), BatchError::Trailing { what: "operator output", extra: 9 });
+    // After an unkeyed output's records come side outputs, and these bytes are none.
+    assert!(matches!(parse_output(&out, None), Err(BatchError::Truncated { what: "side output records", .. })));
     let mut bad = out.clone();
     bad[4 + recs.len()] = 9;
     assert_eq!(parse_output(&bad, Some(3)).err(), Some(BatchError::BadStateTag { index: 0, tag: 9 }));
@@ -172,8 +173,8 @@ fn timer_changes_follow_the_state_updates() {
     let mut bad = out.clone();
     bad[4 + 2 + 4] = 4;
     assert_eq!(parse_output(&bad, Some(2)).err(), Some(BatchError::BadTimer { index: 0, kind: 4 }));
-    // An unkeyed operator has no timers: the bytes are trailing.
-    assert!(matches!(parse_output(&out, None), Err(BatchError::Trailing { .. })));
+    // An unkeyed operator has no timers: the bytes are no side section either.
+    assert!(parse_output(&out, None).is_err());
 }
 
 #[test]
@@ -199,4 +200,76 @@ fn timer_input_round_trip_and_bad_index() {
     *bad.last_mut().unwrap() = 9;
     assert_eq!(parse_timer_input(&bad).err(), Some(BatchError::BadTimer { index: 1, kind: 9 }));
     assert!(parse_timer_input(&b[..b.len() - 1]).is_err());
+}
+
+/// Two records for side output 1 and one for side output 0, as a writer appends them.
+fn side_section(out: &mut Vec<u8>) -> Vec<u8> {
+    let mut late = Vec::new();
+    push_record(&mut late, 5, b"k", b"too late");
+    push_record(&mut late, -3, b"", b"");
+    let mut other = Vec::new();
+    push_record(&mut other, 9, b"j", b"x");
+    push_side_header(out, 2);
+    push_side_batch(out, 1, &late);
+    push_side_batch(out, 0, &other);
+    late
+}
+
+#[test]
+fn side_outputs_follow_an_unkeyed_outputs_records() {
+    let mut out = Vec::new();
+    let at = begin_output(&mut out);
+    push_record(&mut out, 1, b"a", b"main");
+    end_records(&mut out, at);
+    let plain = out.clone();
+    let late = side_section(&mut out);
+    let o = parse_output(&out, None).expect("valid");
+    assert_eq!(o.record_count, 1);
+    assert_eq!(o.side.len(), 2);
+    assert_eq!((o.side[0].output, o.side[0].records, o.side[0].record_count), (1, &late[..], 2));
+    assert_eq!((o.side[1].output, o.side[1].record_count), (0, 1));
+    // Without a side section nothing changes: the same bytes as before side outputs.
+    let o = parse_output(&plain, None).expect("valid");
+    assert!(o.side.is_empty() && o.side.capacity() == 0);
+    for cut in plain.len() + 1..out.len() {
+        assert!(parse_output(&out[..cut], None).is_err(), "cut at {cut}");
+    }
+    let mut trailing = out.clone();
+    trailing.push(0);
+    assert_eq!(parse_output(&trailing, None).err(), Some(BatchError::Trailing { what: "operator output", extra: 1 }));
+    // A side batch must hold whole records.
+    let mut bad = out.clone();
+    let first_value_len = plain.len() + 4 + 4 + 4 + 8 + 4 + 1;
+    bad[first_value_len] = 200;
+    assert!(matches!(parse_output(&bad, None), Err(BatchError::Truncated { what: "record value", .. })));
+}
+
+#[test]
+fn side_outputs_of_a_keyed_output_come_after_its_timer_changes() {
+    let mut out = Vec::new();
+    let at = begin_output(&mut out);
+    end_records(&mut out, at);
+    push_state_update(&mut out, StateUpdate::Cleared);
+    // No timer changes: their count is 0, so the side section has a place.
+    push_timers_header(&mut out, 0);
+    let late = side_section(&mut out);
+    let o = parse_output(&out, Some(1)).expect("valid");
+    assert_eq!(o.states, vec![StateUpdate::Cleared]);
+    assert!(o.timers.is_empty());
+    assert_eq!(o.side.iter().map(|s| (s.output, s.record_count)).collect::<Vec<_>>(), vec![(1, 2), (0, 1)]);
+    assert_eq!(o.side[0].records, &late[..]);
+    let mut with_timer = Vec::new();
+    let at = begin_output(&mut with_timer);
+    end_records(&mut with_timer, at);
+    push_state_update(&mut with_timer, StateUpdate::Unchanged);
+    push_timers_header(&mut with_timer, 1);
+    push_timer_change(&mut with_timer, TimerChange { set: true, domain: TimeDomain::Event, key_index: 0, ts: 99 });
+    side_section(&mut with_timer);
+    let o = parse_output(&with_timer, Some(1)).expect("valid");
+    assert_eq!((o.timers.len(), o.side.len()), (1, 2));
+    // Only the cuts before an optional section leave a valid output.
+    let valid_cuts = [4 + 1, 4 + 1 + 4 + TIMER_CHANGE_BYTES];
+    for cut in 0..with_timer.len() {
+        assert_eq!(parse_output(&with_timer[..cut], Some(1)).is_ok(), valid_cuts.contains(&cut), "cut at {cut}");
+    }
 }

@@ -222,3 +222,21 @@ pub fn push_fired_timer<W: WriteBuf + ?Sized>(w: &mut W, timer: FiredTimer) {
     push_ts(w, timer.ts);
     push_u8(w, timer.domain as u8);
 }
+
+/// Appends the `side-count` of an output's side-output section: the number of
+/// [`push_side_batch`] that follow. It comes last: after the records of an unkeyed
+/// output, after the timer changes of a keyed one (write [`push_timers_header`] with 0
+/// first if there are none). An output without side records leaves it out, so
+/// operators without side outputs write exactly what they did before.
+#[inline]
+pub fn push_side_header<W: WriteBuf + ?Sized>(w: &mut W, count: u32) {
+    push_u32(w, count);
+}
+
+/// Appends records for side output number `output` (an index into the operator's
+/// declared side outputs): `records` is a plain batch of whole records.
+#[inline]
+pub fn push_side_batch<W: WriteBuf + ?Sized>(w: &mut W, output: u32, records: &[u8]) {
+    push_u32(w, output);
+    push_len_prefixed(w, records);
+}

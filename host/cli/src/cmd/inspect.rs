@@ -41,7 +41,14 @@ pub fn run(a: InspectArgs) -> Result<()> {
     let graph = ExecutionGraph::build(&plan, a.job.parallelism);
     println!("execution graph ({} slots):", graph.slots_needed());
     for (i, v) in graph.vertices.iter().enumerate() {
-        let outs: Vec<String> = v.outputs.iter().map(|(t, p)| format!("v{t} {p:?}")).collect();
+        let outs: Vec<String> = v
+            .outputs
+            .iter()
+            .map(|(t, p, side)| match side {
+                Some(i) => format!("v{t} {p:?} (side output {i})"),
+                None => format!("v{t} {p:?}"),
+            })
+            .collect();
         println!("  v{i} {} x{}{}", v.name, v.parallelism, if outs.is_empty() { String::new() } else { format!(" -> {}", outs.join(", ")) });
     }
     Ok(())
