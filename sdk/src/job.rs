@@ -14,6 +14,9 @@ use crate::graph::{Graph, NodeKind};
 use crate::keyed::{self, KeyedContext};
 use crate::ops::{self, Format, Raw};
 use crate::side::OutputTag;
+
+/// The side output of an event-time window's too-late records when the job names none.
+pub const DEFAULT_LATE_OUTPUT: &str = "late";
 use crate::text::TextField;
 use crate::time::{TimeDomain, Timer, WatermarkStrategy};
 use crate::timers::{Closures, KeyedProcessFunction, ProcessFn, TimerContext};
@@ -407,7 +410,8 @@ impl<K: Data, V: Data> WindowedStream<K, V> {
     /// Sends records that come after their window's allowed lateness to the side output
     /// `tag` (Flink's `sideOutputLateData`), each with its original key, timestamp and
     /// value, instead of dropping them. Read them with `side_output(&tag)` on the
-    /// window's result stream.
+    /// window's result stream. Without it they go to a side output named `late` that
+    /// nothing reads: the host drops and counts them (its metrics show how many).
     pub fn side_output_late_data(mut self, tag: &OutputTag<V>) -> Self {
         self.late_output = Some(tag.name().to_string());
         self
@@ -417,7 +421,12 @@ impl<K: Data, V: Data> WindowedStream<K, V> {
         if let Err(e) = self.windows.check() {
             self.stream.graph.borrow_mut().errors.push(format!("window {uid:?}: {e}"));
         }
-        let late_output = self.late_output;
+        // Event-time windows always have a late-data side output (`late` unless named),
+        // so the host counts records that come too late even where no edge reads them.
+        let late_output = match self.domain {
+            TimeDomain::Event => Some(self.late_output.unwrap_or_else(|| DEFAULT_LATE_OUTPUT.to_string())),
+            TimeDomain::Processing => self.late_output,
+        };
         let stream = self.stream.keyed(uid, WindowOp::boxed(self.windows, self.domain, self.lateness, late_output.clone(), f));
         if let Some(name) = &late_output {
             stream.graph.borrow_mut().declare_side_output(stream.node, name);

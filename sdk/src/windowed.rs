@@ -738,9 +738,9 @@ impl<F: WindowFn> TimedLogic for WindowOp<F> {
     fn close(&mut self) -> Result<(), OpError> {
         match (&self.late_output, self.late) {
             (_, 0) => {}
-            (Some(name), late) => {
-                crate::log::info(&format!("window: sent {late} records that came after their window's allowed lateness to side output {name:?}"))
-            }
+            (Some(name), late) => crate::log::info(&format!(
+                "window: {late} records came after their window's allowed lateness, sent to side output {name:?} (dropped by the host if nothing reads it)"
+            )),
             (None, late) => crate::log::warn(&format!("window: dropped {late} records that came after their window's allowed lateness")),
         }
         Ok(())

@@ -5,8 +5,8 @@
 use std::time::{Duration, SystemTime};
 
 use weir_documents::{
-    Artifact, Checkpoint, Cluster, EdgeDoc, Event, Failure, Job, JobCounts, JobMetadata, JobStatusDoc, Metrics, Started, SubtaskDoc, TaskManager,
-    TaskManagerList, TransitionDoc, VertexMetrics, time,
+    Artifact, Checkpoint, Cluster, EdgeDoc, Event, Failure, Job, JobCounts, JobMetadata, JobStatusDoc, Metrics, SideOutputDoc, Started, SubtaskDoc,
+    TaskManager, TaskManagerList, TransitionDoc, VertexMetrics, time,
 };
 use weir_jobmanager::SubtaskMetrics;
 use weir_jobmanager::model::{ArtifactInfo, CheckpointRecord, ClusterOverview, JobEvent, JobInfo, JobMetrics};
@@ -65,6 +65,22 @@ pub fn event(e: JobEvent) -> Event {
     Event { time: time(e.at), level: e.level.name().to_string(), message: e.message }
 }
 
+/// The side outputs of `subtasks` (of one vertex), summed per operator and output in
+/// the order they are declared.
+fn side_outputs<'a>(subtasks: impl IntoIterator<Item = &'a SubtaskMetrics>) -> Vec<SideOutputDoc> {
+    let mut out: Vec<SideOutputDoc> = Vec::new();
+    for c in subtasks.into_iter().flat_map(|s| &s.side_outputs) {
+        match out.iter_mut().find(|d| d.operator == c.operator && d.name == c.output) {
+            Some(d) => {
+                d.records += c.records;
+                d.dropped += c.dropped;
+            }
+            None => out.push(SideOutputDoc { operator: c.operator.clone(), name: c.output.clone(), records: c.records, dropped: c.dropped }),
+        }
+    }
+    out
+}
+
 /// The metrics document of job `id`: per vertex, its subtasks' sums (the most
 /// backpressured subtask's ratio, the lowest watermark), and the graph's edges.
 pub fn metrics(id: &JobId, m: JobMetrics) -> Metrics {
@@ -75,6 +91,7 @@ pub fn metrics(id: &JobId, m: JobMetrics) -> Metrics {
         records_out: s.records_out,
         backpressure: s.backpressure,
         watermark: s.watermark,
+        side_outputs: side_outputs(std::slice::from_ref(s)),
         fuel: s.fuel,
         status: s.status.name().to_string(),
     };
@@ -96,6 +113,7 @@ pub fn metrics(id: &JobId, m: JobMetrics) -> Metrics {
                 backpressure: mine.iter().map(|s| s.backpressure).fold(0.0, f64::max),
                 // Flink's low watermark: none until every subtask has one.
                 watermark: mine.iter().map(|s| s.watermark).min().flatten(),
+                side_outputs: side_outputs(mine.iter().copied()),
                 fuel: mine.iter().map(|s| s.fuel).sum(),
                 subtasks: mine.into_iter().map(subtask).collect(),
             }

@@ -97,6 +97,30 @@ pub fn jobmanager(jm: &JobManager) -> String {
             }
         }
     }
+    type SideField = fn(&weir_documents::SideOutputDoc) -> u64;
+    let side: [(&str, &str, SideField); 2] = [
+        ("weir_vertex_side_output_records_total", "Records operators emitted to a side output (late data, for one).", |s| s.records),
+        ("weir_vertex_side_output_dropped_total", "Side-output records no edge reads, dropped (late data: Flink's numLateRecordsDropped).", |s| {
+            s.dropped
+        }),
+    ];
+    for (name, help, value) in side {
+        let mut f = Family::new(&mut out, name, "counter", help);
+        for (job, job_name, v) in &vertices {
+            let index = v.id.to_string();
+            for s in &v.side_outputs {
+                let labels = [
+                    ("job", job.as_str()),
+                    ("job_name", job_name),
+                    ("vertex", &index),
+                    ("vertex_name", &v.name),
+                    ("operator", &s.operator),
+                    ("output", &s.name),
+                ];
+                f.sample(name, &labels, value(s));
+            }
+        }
+    }
     out
 }
 

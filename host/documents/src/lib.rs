@@ -241,6 +241,8 @@ pub struct VertexMetrics {
     /// The lowest watermark of its subtasks (ms of event time), null until every
     /// subtask passed one.
     pub watermark: Option<i64>,
+    /// Its operators' side outputs (late data, for one), summed over the subtasks.
+    pub side_outputs: Vec<SideOutputDoc>,
     /// Fuel burned, all subtasks.
     pub fuel: u64,
     /// Every subtask.
@@ -264,10 +266,27 @@ pub struct SubtaskDoc {
     /// The event time it reached: the last watermark that left its operators (ms),
     /// null before the first.
     pub watermark: Option<i64>,
+    /// Its operators' side outputs.
+    pub side_outputs: Vec<SideOutputDoc>,
     /// Fuel burned.
     pub fuel: u64,
     /// CREATED, RUNNING, FINISHED, FAILED or CANCELED.
     pub status: String,
+}
+
+/// Records an operator emitted to one of its side outputs, and how many no edge read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SideOutputDoc {
+    /// The operator's name.
+    pub operator: String,
+    /// The side output's name (a window's late data: its tag, `late` by default).
+    pub name: String,
+    /// Records emitted to it.
+    pub records: u64,
+    /// Of those, dropped because no edge reads the side output (for late data:
+    /// Flink's numLateRecordsDropped).
+    pub dropped: u64,
 }
 
 /// An edge of the execution graph.

@@ -186,6 +186,8 @@ pub struct SubtaskMetrics {
     pub backpressure: f64,
     /// The event time it reached (the watermark leaving its operators), if any.
     pub watermark: Option<i64>,
+    /// Records its operators emitted to side outputs, and dropped there.
+    pub side_outputs: Vec<weir_types::deployment::SideOutputCount>,
     /// Fuel burned so far.
     pub fuel: u64,
     /// RUNNING until it ends, then FINISHED, FAILED or CANCELED (CREATED before the

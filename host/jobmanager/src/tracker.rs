@@ -5,19 +5,20 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use weir_types::deployment::{JobReport, JobStatus, TaskOutcome, TaskProgress, VertexReport};
+use weir_types::deployment::{JobReport, JobStatus, SideOutputCount, TaskOutcome, TaskProgress, VertexReport};
 use weir_types::graph::ExecutionGraph;
 use weir_types::ids::JobId;
 
 use crate::model::SubtaskMetrics;
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct Counts {
     records_in: u64,
     records_out: u64,
     fuel: u64,
     backpressured_ns: u64,
     watermark: Option<i64>,
+    side_outputs: Vec<SideOutputCount>,
     ended: bool,
     /// How it ended, once it did.
     outcome: Option<JobStatus>,
@@ -131,6 +132,7 @@ impl JobTracker {
             c.fuel = p.fuel;
             c.backpressured_ns = p.backpressured_ns;
             c.watermark = p.watermark;
+            c.side_outputs.clone_from(&p.side_outputs);
         }
     }
 
@@ -149,6 +151,7 @@ impl JobTracker {
                 records_out_per_second: if c.ended { 0.0 } else { c.rate_out },
                 backpressure: if c.ended { 0.0 } else { c.backpressure },
                 watermark: c.watermark,
+                side_outputs: c.side_outputs.clone(),
                 fuel: c.fuel,
                 status: match c.outcome {
                     Some(s) => s,
@@ -184,6 +187,7 @@ impl JobTracker {
                 c.records_in = stats.records_in;
                 c.records_out = stats.records_out;
                 c.fuel = stats.fuel;
+                c.side_outputs = stats.side_outputs;
                 self.settle(now);
                 false
             }
@@ -287,7 +291,15 @@ mod tests {
     }
 
     fn done(n: u64) -> TaskOutcome {
-        TaskOutcome::Finished(TaskStats { records_in: n, records_out: n, fuel: 1, elapsed: Duration::ZERO, last_checkpoint: 0, side_dropped: 0 })
+        TaskOutcome::Finished(TaskStats {
+            records_in: n,
+            records_out: n,
+            fuel: 1,
+            elapsed: Duration::ZERO,
+            last_checkpoint: 0,
+            side_dropped: 0,
+            side_outputs: Vec::new(),
+        })
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! operator with a watermark strategy (a timestamp assigner) generates the watermark
 //! the operators after it see.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use weir_state::{Due, StateError, TaskState, TimeDomain, Timers, ValueCache};
@@ -43,8 +45,8 @@ pub struct OperatorStep {
     pub args: Vec<(String, String)>,
     /// Generates the watermark from its output (a timestamp assigner).
     pub watermarks: Option<WatermarkStrategy>,
-    /// How many side outputs it declares; its outputs name them by index.
-    pub side_outputs: u32,
+    /// The side outputs it declares; its outputs name them by index.
+    pub side_outputs: Vec<String>,
 }
 
 /// One operator's output: a guest buffer and where its records lie in it.
@@ -135,15 +137,44 @@ pub(crate) struct Chain {
     fired: Due,
     /// Side-output records of operators inside the chain: no edge can read those.
     side_dropped: u64,
+    /// The subtask's side-output counters, each step's from `side_first`.
+    side: Arc<[SideCounter]>,
+    side_first: Vec<usize>,
+    /// Which side outputs of the last step an edge reads.
+    side_read: Vec<bool>,
+}
+
+/// Records an operator emitted to one of its side outputs (late data, for one), and
+/// how many of them no edge read; live, for metrics.
+#[derive(Debug)]
+pub struct SideCounter {
+    /// The operator's name.
+    pub operator: String,
+    /// The side output's name.
+    pub output: String,
+    /// Records emitted to it so far.
+    pub records: AtomicU64,
+    /// Of those, dropped because no edge reads it.
+    pub dropped: AtomicU64,
+}
+
+impl SideCounter {
+    pub(crate) fn new(operator: &str, output: &str) -> Self {
+        Self { operator: operator.into(), output: output.into(), records: AtomicU64::new(0), dropped: AtomicU64::new(0) }
+    }
 }
 
 impl Chain {
-    /// A chain of `ops`, each with the index of its instance in `instances`.
+    /// A chain of `ops`, each with the index of its instance in `instances`; `side`
+    /// counts every side output they declare, in order, and `side_read` says which of
+    /// the last one's an edge reads.
     pub(crate) fn new(
         mut instances: Vec<Instance>,
         ops: Vec<(OperatorStep, usize)>,
         state: Option<TaskState>,
         cache_bytes: usize,
+        side: Arc<[SideCounter]>,
+        side_read: Vec<bool>,
     ) -> Result<Self, TaskError> {
         let keyed_ops: Vec<u32> = ops.iter().filter(|(o, _)| o.keyed).map(|(o, _)| o.op.state).collect();
         let state = match (state, keyed_ops.is_empty()) {
@@ -158,7 +189,11 @@ impl Chain {
         }
         let now = now_ms();
         let mut steps = Vec::with_capacity(ops.len());
+        let mut side_first = Vec::with_capacity(ops.len());
+        let mut first = 0;
         for (op, instance) in ops {
+            side_first.push(first);
+            first += op.side_outputs.len();
             let (cache, timers) = match (&state, op.keyed) {
                 (Some(s), true) => {
                     // Timers restored with the state (or left by an earlier batch) are
@@ -171,7 +206,18 @@ impl Chain {
             let generator = op.watermarks.map(|w| BoundedOutOfOrderness::for_strategy(&w, now.max(0) as u64));
             steps.push(Step { op, instance, cache, timers, generator, wm_in: BEFORE_TIME, wm_out: BEFORE_TIME });
         }
-        Ok(Self { instances, steps, scratch: KeyedScratch::default(), state, fuel_used: 0, fired: Due::default(), side_dropped: 0 })
+        Ok(Self {
+            instances,
+            steps,
+            scratch: KeyedScratch::default(),
+            state,
+            fuel_used: 0,
+            fired: Due::default(),
+            side_dropped: 0,
+            side,
+            side_first,
+            side_read,
+        })
     }
 
     /// Runs one plain batch through every operator of the chain.
@@ -395,11 +441,21 @@ impl Chain {
             return Ok(out);
         }
         let step = &self.steps[i].op;
-        if let Some(bad) = out.side.iter().find(|s| s.output >= step.side_outputs) {
-            let problem = format!("it emitted to side output {} but declares {} side outputs", bad.output, step.side_outputs);
+        if let Some(bad) = out.side.iter().find(|s| s.output as usize >= step.side_outputs.len()) {
+            let problem = format!("it emitted to side output {} but declares {} side outputs", bad.output, step.side_outputs.len());
             return Err(TaskError::Operator { name: step.name.clone(), failure: OperatorFailure::Reported(problem) });
         }
-        if i + 1 < self.steps.len() {
+        let last = i + 1 == self.steps.len();
+        for s in &out.side {
+            let o = s.output as usize;
+            if let Some(c) = self.side.get(self.side_first[i] + o) {
+                c.records.fetch_add(s.count as u64, Ordering::Relaxed);
+                if !(last && self.side_read.get(o).copied().unwrap_or(false)) {
+                    c.dropped.fetch_add(s.count as u64, Ordering::Relaxed);
+                }
+            }
+        }
+        if !last {
             self.side_dropped += out.side.iter().map(|s| s.count as u64).sum::<u64>();
             out.side.clear();
         }

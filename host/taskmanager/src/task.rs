@@ -5,12 +5,12 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
 use weir_state::{Capture, TaskState};
-use weir_types::deployment::TaskStats;
+use weir_types::deployment::{SideOutputCount, TaskStats};
 use weir_wasm::{Instance, JobComponent, Runtime, TaskInfo};
 
 pub use crate::cancel::Cancel;
 pub use crate::chain::OperatorStep;
-use crate::chain::{Chain, ChainOutput, Downstream};
+use crate::chain::{Chain, ChainOutput, Downstream, SideCounter};
 use crate::channel::POLL;
 use crate::error::{Bug, TaskError};
 use crate::exchange::{self, Event, Inputs, Router};
@@ -115,21 +115,43 @@ pub struct TaskCounters {
     /// The event time it reached: the watermark that left its operators
     /// ([`BEFORE_TIME`] until the first).
     pub watermark: AtomicI64,
+    /// Every side output its operators declare, in chain order.
+    pub side: Arc<[SideCounter]>,
 }
 
 impl Default for TaskCounters {
     fn default() -> Self {
+        Self::new(&[])
+    }
+}
+
+impl TaskCounters {
+    /// Counters of a subtask whose operators run in `operators`' order.
+    pub fn new(operators: &[OperatorStep]) -> Self {
+        let side = operators.iter().flat_map(|o| o.side_outputs.iter().map(|output| SideCounter::new(&o.name, output))).collect();
         Self {
             records_in: AtomicU64::new(0),
             records_out: AtomicU64::new(0),
             fuel: AtomicU64::new(0),
             backpressured_ns: AtomicU64::new(0),
             watermark: AtomicI64::new(BEFORE_TIME),
+            side,
         }
     }
-}
 
-impl TaskCounters {
+    /// Every side output's counts so far.
+    pub fn side_outputs(&self) -> Vec<SideOutputCount> {
+        self.side
+            .iter()
+            .map(|s| SideOutputCount {
+                operator: s.operator.clone(),
+                output: s.output.clone(),
+                records: s.records.load(Ordering::Relaxed),
+                dropped: s.dropped.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
     /// The watermark, if one passed yet.
     pub fn watermark(&self) -> Option<i64> {
         Some(self.watermark.load(Ordering::Relaxed)).filter(|&w| w != BEFORE_TIME)
@@ -351,7 +373,15 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
                 slots.push(slot);
             }
             let instances = instances.into_iter().map(|(_, i)| i).collect();
-            Some(Chain::new(instances, operators.into_iter().zip(slots).collect(), state, cache_bytes)?)
+            let last_outputs = operators.last().map_or(0, |o| o.side_outputs.len()) as u32;
+            let side_read = (0..last_outputs)
+                .map(|o| match &tail {
+                    Tail::Routers(rs) => rs.iter().any(|r| r.side_output() == Some(o)),
+                    Tail::Sink(_) => false,
+                })
+                .collect();
+            let ops = operators.into_iter().zip(slots).collect();
+            Some(Chain::new(instances, ops, state, cache_bytes, counters.side.clone(), side_read)?)
         }
         (None, false) => return Err(Bug::NoComponents.into()),
     };
@@ -416,6 +446,7 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
         p.stats.fuel = c.fuel_used();
         p.stats.side_dropped += c.side_dropped();
     }
+    p.stats.side_outputs = counters.side_outputs();
     if p.stats.side_dropped > 0 {
         tracing::info!(subtask = %label, records = p.stats.side_dropped, "dropped records of side outputs that no edge reads");
     }

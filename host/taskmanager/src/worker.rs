@@ -141,7 +141,7 @@ impl TaskManager {
             let mut operators = Vec::new();
             for &n in &vertex.nodes {
                 let NodeKind::Operator { keyed, ref side_outputs } = plan.nodes[n].kind else { continue };
-                let side_outputs = side_outputs.len() as u32;
+                let side_outputs = side_outputs.clone();
                 let code = d.code.operator(n).ok_or_else(|| internal(DeploymentFault::NoCode { uid: plan.nodes[n].uid.clone() }))?;
                 let mut args = d.args.clone();
                 for (k, v) in &code.args {
@@ -206,7 +206,7 @@ impl TaskManager {
                 }
                 false => None,
             };
-            let task_counters = Arc::new(TaskCounters::default());
+            let task_counters = Arc::new(TaskCounters::new(&operators));
             counters.push((v as u32, s, task_counters.clone()));
             let deployment = TaskDeployment {
                 label: format!("{} ({}/{})", vertex.name, s + 1, vertex.parallelism),
@@ -279,6 +279,7 @@ impl TaskManager {
                     fuel: c.fuel.load(Ordering::Relaxed),
                     backpressured_ns: c.backpressured_ns.load(Ordering::Relaxed),
                     watermark: c.watermark(),
+                    side_outputs: c.side_outputs(),
                 });
             }
         }

@@ -195,6 +195,8 @@ pub struct TaskStats {
     pub last_checkpoint: u64,
     /// Records its operators emitted to side outputs that no edge reads, dropped.
     pub side_dropped: u64,
+    /// Every side output its operators declare, with its final counts.
+    pub side_outputs: Vec<SideOutputCount>,
 }
 
 /// How a subtask ended.
@@ -243,6 +245,22 @@ pub struct TaskProgress {
     /// The event time it reached: the last watermark that left its operators (Flink's
     /// currentOutputWatermark), if any did.
     pub watermark: Option<i64>,
+    /// Every side output its operators declare.
+    pub side_outputs: Vec<SideOutputCount>,
+}
+
+/// Records an operator emitted to one of its side outputs (late data, for one) and how
+/// many of them no edge read (Flink's numLateRecordsDropped, for late data).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SideOutputCount {
+    /// The operator's name.
+    pub operator: String,
+    /// The side output's name.
+    pub output: String,
+    /// Records emitted to it.
+    pub records: u64,
+    /// Of those, dropped because no edge reads the side output.
+    pub dropped: u64,
 }
 
 /// The engine's view of a job, as Flink names its job statuses.

@@ -153,7 +153,11 @@ export function jobView(root, id) {
       $('.unit', g).textContent = isSource ? 'records out/s' : 'records in/s';
       $('.bpfill', g).setAttribute('width', String(Math.round(Math.min(1, Math.max(0, v.backpressure || 0)) * 90)));
       $('.bptext', g).textContent = `backpressure ${Math.round((v.backpressure || 0) * 100)}%`;
-      $('.vtotals', g).textContent = `in ${fmtCompact(v.recordsIn)} · out ${fmtCompact(v.recordsOut)}`;
+      // Side outputs that saw records (late data, for one), and how many were dropped.
+      const side = (v.sideOutputs || []).filter((s) => s.records > 0);
+      const sideText = side.map((s) => ` · ${s.name} ${fmtCompact(s.records)}${s.dropped ? ` (${fmtCompact(s.dropped)} dropped)` : ''}`).join('');
+      $('.vtotals', g).textContent = `in ${fmtCompact(v.recordsIn)} · out ${fmtCompact(v.recordsOut)}${sideText}`;
+      g.dataset.side = JSON.stringify(side.map((s) => [s.operator, s.name, s.records, s.dropped]));
       // Event time, once the vertex has a watermark (jobs without event time show none).
       $('.wmtext', g).textContent = v.watermark == null ? '' : `watermark ${fmtWatermark(v.watermark)}`;
       g.dataset.watermark = v.watermark == null ? '' : String(v.watermark);
