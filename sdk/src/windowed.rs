@@ -343,9 +343,9 @@ fn decode_panes<A: Data>(bytes: &[u8]) -> Result<Panes<A>, OpError> {
     decode_panes_general(bytes)
 }
 
-/// The common state, one pane with an integer accumulator (a count, a sum), read from a
-/// zero-padded copy: each varint is then one 8-byte load without a loop, since the
-/// padding ends any varint. `None` for any other state, or anything unexpected, which
+/// The common state, one pane with an integer accumulator (a count, a sum), read as if
+/// zero-padded: each varint is then one 8-byte load without a loop, since the padding
+/// ends any varint. `None` for any other state, or anything unexpected, which
 /// the general path then reads (and names, if it is malformed).
 #[inline(always)]
 fn decode_one_pane<A: Data>(bytes: &[u8]) -> Option<Panes<A>> {
@@ -354,10 +354,8 @@ fn decode_one_pane<A: Data>(bytes: &[u8]) -> Option<Panes<A>> {
     if !is_varint::<A>() || bytes.len() > MAX || bytes.first() != Some(&1) {
         return None;
     }
-    let mut buf = [0u8; MAX + 8];
-    buf.get_mut(..bytes.len())?.copy_from_slice(bytes);
     let word = |at: usize| -> Option<(u64, usize)> {
-        let x = u64::from_le_bytes(*buf.get(at..)?.first_chunk::<8>()?);
+        let x = load_padded(bytes, at);
         let stops = !x & 0x8080_8080_8080_8080;
         // Longer varints (values of 2^56 and more) take the general path.
         let n = (stops != 0).then(|| (stops.trailing_zeros() / 8) as usize + 1)?;
@@ -371,6 +369,31 @@ fn decode_one_pane<A: Data>(bytes: &[u8]) -> Option<Panes<A>> {
     }
     let start = unzigzag(start);
     Some(Panes::one((Window { start, end: start.wrapping_add(len as i64) }, from_varint::<A>(acc)?)))
+}
+
+/// The 8 bytes of `bytes` at `at`, as if `bytes` were followed by zeros. Reading in
+/// place: a variable-length copy into a padded buffer is a `memory.copy`, which
+/// wasmtime runs as a call out of the guest, and this runs once per key and batch.
+#[inline(always)]
+fn load_padded(bytes: &[u8], at: usize) -> u64 {
+    if let Some(word) = bytes.get(at..).and_then(<[u8]>::first_chunk::<8>) {
+        return u64::from_le_bytes(*word);
+    }
+    // Fewer than 8 bytes left: at most three fixed-size loads, no loop.
+    let tail = bytes.get(at..).unwrap_or_default();
+    let (mut x, mut i) = (0u64, 0);
+    if let Some(w) = tail.first_chunk::<4>() {
+        x = u64::from(u32::from_le_bytes(*w));
+        i = 4;
+    }
+    if let Some(w) = tail.get(i..).and_then(<[u8]>::first_chunk::<2>) {
+        x |= u64::from(u16::from_le_bytes(*w)) << (8 * i);
+        i += 2;
+    }
+    if let Some(&b) = tail.get(i) {
+        x |= u64::from(b) << (8 * i);
+    }
+    x
 }
 
 /// Any window state, varint by varint.
@@ -760,6 +783,20 @@ mod tests {
 
     fn enc<T: Serialize>(v: &T) -> Vec<u8> {
         postcard::to_allocvec(v).unwrap()
+    }
+
+    #[test]
+    fn padded_loads_read_zeros_past_the_end() {
+        let bytes: Vec<u8> = (1..=20).collect();
+        for len in 0..=bytes.len() {
+            for at in 0..=len + 2 {
+                let mut padded = [0u8; 8];
+                for (i, b) in padded.iter_mut().enumerate() {
+                    *b = bytes[..len].get(at + i).copied().unwrap_or(0);
+                }
+                assert_eq!(load_padded(&bytes[..len], at), u64::from_le_bytes(padded), "len {len} at {at}");
+            }
+        }
     }
 
     fn w(start: i64, end: i64) -> Window {
