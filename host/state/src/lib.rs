@@ -13,12 +13,13 @@
 //! - Map state ([`TaskState::map_get`] and friends) goes straight to fjall: it is the
 //!   flexible path behind the guest's `keyed-state` imports, not the hot one.
 //!
-//! - [`Timers`]: one keyed operator's event-time and processing-time timers, stored
-//!   under their keys' key groups (so checkpoints, restores and rescales carry them
-//!   like any state) and mirrored in order in memory for firing.
+//! - [`Timers`]: one keyed operator's event-time and processing-time timers, in memory
+//!   by instant; captures copy them as entries under their keys' key groups, so
+//!   checkpoints, restores and rescales carry them like any state.
 //!
 //! - [`Capture`]: a subtask's state at a checkpoint barrier: a fjall snapshot (cheap,
-//!   read later off the hot path) plus the keys written since the previous capture,
+//!   read later off the hot path), the caches' dirty entries and the pending timers,
+//!   plus the keys written since the previous capture,
 //!   so a checkpoint can hold everything ([`Capture::full`]) or only what changed
 //!   ([`Capture::delta`]).
 //!
