@@ -12,6 +12,7 @@ pub use crate::cancel::Cancel;
 pub use crate::chain::OperatorStep;
 use crate::chain::{Chain, ChainOutput, Downstream, SideCounter};
 use crate::channel::POLL;
+use crate::clock::Clock;
 use crate::error::{Bug, TaskError};
 use crate::exchange::{self, Event, Inputs, Router};
 use crate::sink::Sink;
@@ -99,6 +100,8 @@ pub struct TaskDeployment {
     pub counters: Arc<TaskCounters>,
     /// Checkpoint barriers and snapshots.
     pub checkpointing: Checkpointing,
+    /// Its processing time ([`clock::system`](crate::clock::system) but in tests).
+    pub clock: Arc<dyn Clock>,
 }
 
 /// Live record counts of a running subtask, read by metrics while it runs.
@@ -342,6 +345,7 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
         cancel,
         counters,
         checkpointing,
+        clock,
     } = d;
     let chain = match (&wasm, operators.is_empty()) {
         (_, true) => None,
@@ -381,7 +385,7 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
                 })
                 .collect();
             let ops = operators.into_iter().zip(slots).collect();
-            Some(Chain::new(instances, ops, state, cache_bytes, counters.side.clone(), side_read)?)
+            Some(Chain::new(instances, ops, state, cache_bytes, counters.side.clone(), side_read, clock.clone())?)
         }
         (None, false) => return Err(Bug::NoComponents.into()),
     };
@@ -397,7 +401,7 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
     match head {
         Head::Source(mut src) => {
             let mut buf = Vec::with_capacity(exchange::BATCH_BYTES * 2);
-            let mut generator = watermarks.map(|w| BoundedOutOfOrderness::for_strategy(&w, crate::chain::now_ms().max(0) as u64));
+            let mut generator = watermarks.map(|w| BoundedOutOfOrderness::for_strategy(&w, clock.now_ms().max(0) as u64));
             // A checkpoint already requested while this subtask was being set up (a
             // Python component takes a while to instantiate) still gets its barrier,
             // ahead of every record: its peers injected it, and downstream aligns on it.
@@ -420,7 +424,7 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
                 let Some(n) = src.next_batch(&mut buf)? else { break };
                 p.deliver(&buf, n)?;
                 if let Some(g) = &mut generator {
-                    g.batch(&buf, crate::chain::now_ms().max(0) as u64);
+                    g.batch(&buf, clock.now_ms().max(0) as u64);
                     p.watermark(g.current())?;
                 }
                 buf.clear();
@@ -508,6 +512,7 @@ mod tests {
             cancel,
             counters: Arc::default(),
             checkpointing,
+            clock: crate::clock::system(),
         }
     }
 
