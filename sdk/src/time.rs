@@ -25,8 +25,9 @@ pub struct WatermarkStrategy {
     /// How far (ms) a record may lag behind the newest timestamp seen and still be on
     /// time.
     pub out_of_orderness_ms: u64,
-    /// A subtask whose output is silent this long (processing time, ms) stops holding
-    /// back the watermark downstream until it emits again. `None`: never idle.
+    /// A source split with nothing to read for this long (processing time, ms) stops
+    /// holding back the watermark until it has records again; a subtask whose splits
+    /// are all idle goes idle downstream. `None`: never idle.
     pub idle_timeout_ms: Option<u64>,
 }
 

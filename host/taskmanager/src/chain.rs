@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use weir_state::{Due, StateError, TaskState, TimeDomain, Timers, ValueCache};
 use weir_types::batch::{self, Cursor, FiredTimer, StateUpdate, TimerChange};
@@ -14,17 +13,13 @@ use weir_types::keygroup::key_hash;
 use weir_types::plan::WatermarkStrategy;
 use weir_wasm::{Instance, KeyedStateAccess, MapEntries, OpRef, OperatorFailure, StateAccessError, Time};
 
+use crate::clock::Clock;
 use crate::error::{Bug, TaskError};
 use crate::watermark::{BEFORE_TIME, BoundedOutOfOrderness, END_OF_TIME};
 
 /// Timers handed to the guest per `on-timer` call, so firing a million windows at the
 /// end of input is many bounded calls, not one huge batch.
 const FIRE_BATCH: usize = 4096;
-
-/// Processing time now, ms since the Unix epoch.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
 
 /// Where output leaving the chain goes (the subtask's sink or routers): the last
 /// operator's records and side-output records.
@@ -142,6 +137,8 @@ pub(crate) struct Chain {
     side_first: Vec<usize>,
     /// Which side outputs of the last step an edge reads.
     side_read: Vec<bool>,
+    /// The subtask's processing time.
+    clock: Arc<dyn Clock>,
 }
 
 /// Records an operator emitted to one of its side outputs (late data, for one), and
@@ -167,7 +164,7 @@ impl SideCounter {
 impl Chain {
     /// A chain of `ops`, each with the index of its instance in `instances`; `side`
     /// counts every side output they declare, in order, and `side_read` says which of
-    /// the last one's an edge reads.
+    /// the last one's an edge reads; `clock` is the subtask's processing time.
     pub(crate) fn new(
         mut instances: Vec<Instance>,
         ops: Vec<(OperatorStep, usize)>,
@@ -175,6 +172,7 @@ impl Chain {
         cache_bytes: usize,
         side: Arc<[SideCounter]>,
         side_read: Vec<bool>,
+        clock: Arc<dyn Clock>,
     ) -> Result<Self, TaskError> {
         let keyed_ops: Vec<u32> = ops.iter().filter(|(o, _)| o.keyed).map(|(o, _)| o.op.state).collect();
         let state = match (state, keyed_ops.is_empty()) {
@@ -187,7 +185,7 @@ impl Chain {
                 instance.set_state_access(Box::new(MapStateAccess { state: s.clone(), keyed_ops: keyed_ops.clone() }));
             }
         }
-        let now = now_ms();
+        let now = clock.now_ms();
         let mut steps = Vec::with_capacity(ops.len());
         let mut side_first = Vec::with_capacity(ops.len());
         let mut first = 0;
@@ -217,6 +215,7 @@ impl Chain {
             side,
             side_first,
             side_read,
+            clock,
         })
     }
 
@@ -227,7 +226,7 @@ impl Chain {
 
     /// Runs a batch through the operators from step `from` on; `None` if there are none.
     fn run_from(&mut self, from: usize, input: &[u8]) -> Result<Option<ChainOutput>, TaskError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut current: Option<ChainOutput> = None;
         for i in from..self.steps.len() {
             let data = current.as_ref().map_or(input, ChainOutput::records);
@@ -319,7 +318,7 @@ impl Chain {
     /// Fires every processing-time timer that is due now.
     pub(crate) fn fire_processing(&mut self, out: &mut Downstream<'_>) -> Result<(), TaskError> {
         for i in 0..self.steps.len() {
-            self.fire_due(i, TimeDomain::Processing, now_ms(), usize::MAX, out)?;
+            self.fire_due(i, TimeDomain::Processing, self.clock.now_ms(), usize::MAX, out)?;
         }
         Ok(())
     }
@@ -390,7 +389,7 @@ impl Chain {
         }
         let name = &step.op.name;
         let instance = &mut self.instances[step.instance];
-        instance.set_time(Time { watermark: step.wm_in, processing: now_ms() });
+        instance.set_time(Time { watermark: step.wm_in, processing: self.clock.now_ms() });
         let buf = instance.on_timer(step.op.op, &s.input).map_err(|failure| TaskError::Operator { name: name.clone(), failure })?;
         self.fuel_used += instance.fuel_budget().saturating_sub(instance.fuel_left());
         keyed_output(buf, &s.slots, &s.slot_hashes, cache, step.timers.as_mut(), name)

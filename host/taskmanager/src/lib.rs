@@ -17,6 +17,7 @@
 //!   subtasks (forward, key-by, rebalance, broadcast), and a subtask's inputs. The
 //!   channels (`channel`, re-exported there) are bounded, so a slow consumer blocks
 //!   its producers; every wait on them polls the job's [`Cancel`] flag.
+//! - [`clock`]: a subtask's processing time, injectable so tests need no sleeps.
 //! - [`alignment`]: which inputs a checkpoint barrier holds back, and when it is aligned.
 //! - [`watermark`]: a subtask's event-time watermark from its splits' or inputs'
 //!   watermarks and idleness (pure).
@@ -42,6 +43,7 @@ mod cancel;
 mod chain;
 mod channel;
 pub mod checkpoint;
+pub mod clock;
 pub mod dataplane;
 pub mod error;
 pub mod exchange;

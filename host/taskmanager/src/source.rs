@@ -12,11 +12,34 @@ use crate::error::{SourceError, TaskError};
 use crate::exchange::BATCH_BYTES;
 pub use weir_checkpoint::{Split, decode_splits, encode_splits};
 
-/// A host-run source producing plain batches.
+/// What one [`Source::next_batch`] read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitRead {
+    /// The split its records came from, below [`Source::split_count`]: each split has
+    /// its own watermark generator.
+    pub split: usize,
+    /// How many records were appended. 0: the split has nothing now (an unbounded
+    /// source waiting for data), which is how a split comes to be idle.
+    pub count: usize,
+    /// The split ended with this read: it no longer holds the watermark back.
+    pub ended: bool,
+}
+
+/// A host-run source producing plain batches, from one or more splits (a file range,
+/// a generator range, a partition). A subtask holds several after a restore at a lower
+/// parallelism.
 pub trait Source: Send {
-    /// Appends the next records to `out` (about one batch) and returns how many, or
-    /// `None` once exhausted.
-    fn next_batch(&mut self, out: &mut Vec<u8>) -> Result<Option<usize>, TaskError>;
+    /// How many splits it reads, for the subtask's whole life; reads name them
+    /// `0..split_count()`.
+    fn split_count(&self) -> usize {
+        1
+    }
+
+    /// Appends the next records of one split to `out` (about one batch) and says which
+    /// split and how many, or `None` once every split ended. A source that has nothing
+    /// should wait a little for records first (a poll timeout): the subtask asks again
+    /// right away.
+    fn next_batch(&mut self, out: &mut Vec<u8>) -> Result<Option<SplitRead>, TaskError>;
 
     /// What is left to read, as splits. A checkpoint stores them; a restore hands each
     /// to a subtask, at the old parallelism or another one.
@@ -34,9 +57,20 @@ pub fn push_varint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 /// Sequence numbers `start + subtask`, stepping by the parallelism.
+///
+/// With several splits (a restore at a lower parallelism merged other subtasks'), the
+/// splits take turns, a batch each. Their timestamps rise with their numbers, and the
+/// subtask's watermark is the minimum over its splits: read one after another, a split
+/// not started yet would hold the watermark at the start of time until the last one
+/// starts (no window fires before), and a watermark from the splits read so far alone
+/// would make every record of the later ones late.
 pub struct Generator {
-    /// Current split (next, end, step) first.
-    splits: VecDeque<(u64, u64, u64)>,
+    /// Every split (next, end, step), in a fixed order: its index names it.
+    splits: Vec<(u64, u64, u64)>,
+    /// Splits whose end was reported.
+    ended: Vec<bool>,
+    /// The split whose turn it is.
+    turn: usize,
     /// Event time: number `n` has timestamp `n / records_per_ms` (0 without).
     records_per_ms: Option<u64>,
     scratch: Vec<u8>,
@@ -46,7 +80,7 @@ impl Generator {
     /// Subtask `subtask` of `parallelism` of the numbers `start..start+count`.
     pub fn new(start: u64, count: u64, subtask: u32, parallelism: u32, records_per_ms: Option<u64>) -> Self {
         let split = (start.saturating_add(u64::from(subtask)), start.saturating_add(count), u64::from(parallelism.max(1)));
-        Self { splits: VecDeque::from([split]), records_per_ms: records_per_ms.filter(|&r| r > 0), scratch: Vec::with_capacity(10) }
+        Self::over(vec![split], records_per_ms)
     }
 
     /// A generator resuming the given splits (other kinds are refused).
@@ -58,26 +92,37 @@ impl Generator {
                 _ => Err(SourceError::Resume { reader: "generator", split: s.clone() }),
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self { splits, records_per_ms: records_per_ms.filter(|&r| r > 0), scratch: Vec::with_capacity(10) })
+        Ok(Self::over(splits, records_per_ms))
+    }
+
+    fn over(splits: Vec<(u64, u64, u64)>, records_per_ms: Option<u64>) -> Self {
+        let ended = vec![false; splits.len()];
+        Self { splits, ended, turn: 0, records_per_ms: records_per_ms.filter(|&r| r > 0), scratch: Vec::with_capacity(10) }
     }
 }
 
 impl Source for Generator {
-    fn next_batch(&mut self, out: &mut Vec<u8>) -> Result<Option<usize>, TaskError> {
-        while self.splits.front().is_some_and(|&(next, end, _)| next >= end) {
-            self.splits.pop_front();
-        }
-        let Some((next, end, step)) = self.splits.front_mut() else { return Ok(None) };
-        let (mut n, limit) = (0, out.len() + BATCH_BYTES);
+    fn split_count(&self) -> usize {
+        self.splits.len()
+    }
+
+    fn next_batch(&mut self, out: &mut Vec<u8>) -> Result<Option<SplitRead>, TaskError> {
+        let n = self.splits.len();
+        let Some(split) = (0..n).map(|k| (self.turn + k) % n).find(|&i| !self.ended[i]) else { return Ok(None) };
+        let (next, end, step) = &mut self.splits[split];
+        let (mut count, limit) = (0, out.len() + BATCH_BYTES);
         while *next < *end && out.len() < limit {
-            n += 1;
+            count += 1;
             self.scratch.clear();
             push_varint(&mut self.scratch, *next);
             let ts = self.records_per_ms.map_or(0, |r| i64::try_from(*next / r).unwrap_or(i64::MAX));
             push_record(out, ts, &[], &self.scratch);
             *next = next.saturating_add(*step);
         }
-        Ok(Some(n))
+        let ended = *next >= *end;
+        self.ended[split] = ended;
+        self.turn = (split + 1) % n;
+        Ok(Some(SplitRead { split, count, ended }))
     }
 
     fn splits(&self) -> Vec<Split> {
@@ -86,6 +131,11 @@ impl Source for Generator {
 }
 
 /// The lines of a file whose first byte lies in this subtask's byte range.
+///
+/// Several ranges (after a restore at a lower parallelism) are read one after another,
+/// each a split: taking turns would cost a seek and a refill of the read buffer per
+/// batch, and lines carry no timestamps (all 0), so a range not started yet holds back
+/// nothing that could fire.
 pub struct FileLines {
     path: PathBuf,
     reader: BufReader<File>,
@@ -93,6 +143,10 @@ pub struct FileLines {
     end: u64,
     /// Further byte ranges (after a restore at a lower parallelism).
     more: VecDeque<(u64, u64)>,
+    /// The current range's index among all of them, and whether its end was reported.
+    split: usize,
+    reported: bool,
+    splits: usize,
     line: Vec<u8>,
     scratch: Vec<u8>,
     /// Values are the lines' bytes as they are, not postcard strings.
@@ -133,6 +187,9 @@ impl FileLines {
             pos,
             end,
             more: VecDeque::new(),
+            split: 0,
+            reported: false,
+            splits: 1,
             line: Vec::new(),
             scratch: Vec::new(),
             raw: false,
@@ -148,20 +205,45 @@ impl FileLines {
                 _ => Err(SourceError::Resume { reader: "file source", split: s.clone() }),
             })
             .collect::<Result<VecDeque<_>, _>>()?;
+        // Nothing left to read is no split at all, not an empty one whose end a
+        // resumed source would report again each time.
+        let (splits, reported) = (more.len(), more.is_empty());
         let (pos, end) = more.pop_front().unwrap_or((0, 0));
         let io = |source| SourceError::Io { path: path.clone(), source };
         let mut file = File::open(&path).map_err(io)?;
         file.seek(SeekFrom::Start(pos)).map_err(io)?;
-        Ok(Self { reader: BufReader::with_capacity(256 * 1024, file), path, pos, end, more, line: Vec::new(), scratch: Vec::new(), raw: false })
+        Ok(Self {
+            reader: BufReader::with_capacity(256 * 1024, file),
+            path,
+            pos,
+            end,
+            more,
+            split: 0,
+            reported,
+            splits,
+            line: Vec::new(),
+            scratch: Vec::new(),
+            raw: false,
+        })
     }
 }
 
 impl Source for FileLines {
-    fn next_batch(&mut self, out: &mut Vec<u8>) -> Result<Option<usize>, TaskError> {
+    fn split_count(&self) -> usize {
+        self.splits
+    }
+
+    fn next_batch(&mut self, out: &mut Vec<u8>) -> Result<Option<SplitRead>, TaskError> {
         while self.pos >= self.end {
+            // An empty range still ends, or it would hold the watermark back.
+            if !self.reported {
+                self.reported = true;
+                return Ok(Some(SplitRead { split: self.split, count: 0, ended: true }));
+            }
             let Some((pos, end)) = self.more.pop_front() else { return Ok(None) };
             self.reader.seek(SeekFrom::Start(pos)).map_err(|source| SourceError::Io { path: self.path.clone(), source })?;
             (self.pos, self.end) = (pos, end);
+            (self.split, self.reported) = (self.split + 1, false);
         }
         let (mut count, limit) = (0, out.len() + BATCH_BYTES);
         while self.pos < self.end && out.len() < limit {
@@ -190,7 +272,8 @@ impl Source for FileLines {
             }
             count += 1;
         }
-        Ok(Some(count))
+        self.reported = self.pos >= self.end;
+        Ok(Some(SplitRead { split: self.split, count, ended: self.reported }))
     }
 
     fn splits(&self) -> Vec<Split> {
@@ -291,6 +374,48 @@ mod tests {
             seen.sort_unstable();
             assert_eq!(seen, (10..5010).collect::<Vec<u64>>());
         }
+        Ok(())
+    }
+
+    /// Splits take turns a batch each, and each says when it ended, an empty one too.
+    #[test]
+    fn generator_splits_take_turns_and_report_their_ends() -> Result<(), TaskError> {
+        let splits = [
+            Split::Numbers { next: 0, end: 5000, step: 1 },
+            Split::Numbers { next: 9, end: 9, step: 1 },
+            Split::Numbers { next: 10_000, end: 10_010, step: 1 },
+        ];
+        let mut g = Generator::resume(&splits, None)?;
+        assert_eq!(g.split_count(), 3);
+        let mut reads = Vec::new();
+        let mut buf = Vec::new();
+        while let Some(r) = g.next_batch(&mut buf)? {
+            reads.push((r.split, r.ended, r.count > 0));
+        }
+        let first = [(0, false, true), (1, true, false), (2, true, true)];
+        assert_eq!(reads[..3], first);
+        assert!(reads[3..].iter().all(|&(s, _, _)| s == 0), "only split 0 is left: {reads:?}");
+        assert_eq!(reads.last(), Some(&(0, true, true)));
+        assert_eq!(records(&buf).count(), 5010);
+        Ok(())
+    }
+
+    /// File ranges are read one after another, each ending once, an empty one too.
+    #[test]
+    fn file_ranges_report_their_ends() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("in.txt");
+        std::fs::write(&path, "a\nb\nc\n")?;
+        let ranges = [Split::Lines { pos: 0, end: 2 }, Split::Lines { pos: 4, end: 4 }, Split::Lines { pos: 2, end: 6 }];
+        let mut src = FileLines::resume(path, &ranges)?;
+        assert_eq!(src.split_count(), 3);
+        let mut reads = Vec::new();
+        let mut buf = Vec::new();
+        while let Some(r) = src.next_batch(&mut buf)? {
+            reads.push((r.split, r.count, r.ended));
+        }
+        assert_eq!(reads, [(0, 1, true), (1, 0, true), (2, 2, true)]);
+        assert_eq!(decode_strings(&buf), ["a", "b", "c"]);
         Ok(())
     }
 }

@@ -12,11 +12,12 @@ pub use crate::cancel::Cancel;
 pub use crate::chain::OperatorStep;
 use crate::chain::{Chain, ChainOutput, Downstream, SideCounter};
 use crate::channel::POLL;
+use crate::clock::Clock;
 use crate::error::{Bug, TaskError};
 use crate::exchange::{self, Event, Inputs, Router};
 use crate::sink::Sink;
 use crate::source::Source;
-use crate::watermark::{BEFORE_TIME, BoundedOutOfOrderness, END_OF_TIME};
+use crate::watermark::{BEFORE_TIME, END_OF_TIME, Emit, SplitWatermarks};
 use weir_checkpoint::Split;
 use weir_types::plan::WatermarkStrategy;
 
@@ -99,6 +100,8 @@ pub struct TaskDeployment {
     pub counters: Arc<TaskCounters>,
     /// Checkpoint barriers and snapshots.
     pub checkpointing: Checkpointing,
+    /// Its processing time ([`clock::system`](crate::clock::system) but in tests).
+    pub clock: Arc<dyn Clock>,
 }
 
 /// Live record counts of a running subtask, read by metrics while it runs.
@@ -294,6 +297,15 @@ impl Pipeline<'_> {
         }
     }
 
+    /// What a watermark valve decided, in order.
+    fn emit(&mut self, emits: Vec<Emit>) -> Result<(), TaskError> {
+        emits.into_iter().try_for_each(|e| match e {
+            Emit::Watermark(w) => self.watermark(w),
+            Emit::Idle => self.idle(true),
+            Emit::Active => self.idle(false),
+        })
+    }
+
     /// Processing time passed without input: fire what is due.
     fn tick(&mut self) -> Result<(), TaskError> {
         let (chain, mut out) = self.parts();
@@ -342,6 +354,7 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
         cancel,
         counters,
         checkpointing,
+        clock,
     } = d;
     let chain = match (&wasm, operators.is_empty()) {
         (_, true) => None,
@@ -381,7 +394,7 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
                 })
                 .collect();
             let ops = operators.into_iter().zip(slots).collect();
-            Some(Chain::new(instances, ops, state, cache_bytes, counters.side.clone(), side_read)?)
+            Some(Chain::new(instances, ops, state, cache_bytes, counters.side.clone(), side_read, clock.clone())?)
         }
         (None, false) => return Err(Bug::NoComponents.into()),
     };
@@ -397,7 +410,8 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
     match head {
         Head::Source(mut src) => {
             let mut buf = Vec::with_capacity(exchange::BATCH_BYTES * 2);
-            let mut generator = watermarks.map(|w| BoundedOutOfOrderness::for_strategy(&w, crate::chain::now_ms().max(0) as u64));
+            let now = || clock.now_ms().max(0) as u64;
+            let mut splits = watermarks.map(|w| SplitWatermarks::new(&w, src.split_count(), now()));
             // A checkpoint already requested while this subtask was being set up (a
             // Python component takes a while to instantiate) still gets its barrier,
             // ahead of every record: its peers injected it, and downstream aligns on it.
@@ -417,11 +431,23 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
                     std::thread::sleep(std::time::Duration::from_millis(5));
                     continue;
                 }
-                let Some(n) = src.next_batch(&mut buf)? else { break };
-                p.deliver(&buf, n)?;
-                if let Some(g) = &mut generator {
-                    g.batch(&buf, crate::chain::now_ms().max(0) as u64);
-                    p.watermark(g.current())?;
+                let Some(read) = src.next_batch(&mut buf)? else { break };
+                if read.count > 0 {
+                    if let Some(s) = &mut splits {
+                        p.emit(s.wake(read.split))?;
+                    }
+                    p.deliver(&buf, read.count)?;
+                    if let Some(s) = &mut splits {
+                        p.emit(s.batch(read.split, &buf, now()))?;
+                    }
+                } else {
+                    if let Some(s) = splits.as_mut().filter(|_| !read.ended) {
+                        p.emit(s.silent(read.split, now()))?;
+                    }
+                    p.tick()?;
+                }
+                if let Some(s) = splits.as_mut().filter(|_| read.ended) {
+                    p.emit(s.end(read.split))?;
                 }
                 buf.clear();
             }
@@ -464,8 +490,10 @@ mod tests {
     use std::sync::atomic::AtomicBool;
 
     use super::*;
+    use crate::clock::ManualClock;
+    use crate::exchange::Message;
     use crate::sink::{Commits, Transactional, recover_output};
-    use crate::source::{Source, Split};
+    use crate::source::{Source, Split, SplitRead};
     use std::sync::{Mutex, PoisonError};
 
     /// Two batches of one record; asks for checkpoint 1 while giving the first.
@@ -475,14 +503,14 @@ mod tests {
     }
 
     impl Source for TwoBatches {
-        fn next_batch(&mut self, out: &mut Vec<u8>) -> Result<Option<usize>, TaskError> {
+        fn next_batch(&mut self, out: &mut Vec<u8>) -> Result<Option<SplitRead>, TaskError> {
             if self.left == 0 {
                 return Ok(None);
             }
             self.left -= 1;
             self.requested.store(1, Ordering::SeqCst);
             weir_types::batch::push_record(out, 0, b"k", b"v");
-            Ok(Some(1))
+            Ok(Some(SplitRead { split: 0, count: 1, ended: self.left == 0 }))
         }
 
         fn splits(&self) -> Vec<Split> {
@@ -508,6 +536,7 @@ mod tests {
             cancel,
             counters: Arc::default(),
             checkpointing,
+            clock: crate::clock::system(),
         }
     }
 
@@ -587,6 +616,198 @@ mod tests {
         };
         run_task(two_batches_into(Sink::Discard, requested, Cancel::default(), checkpointing))?;
         assert_eq!(*snapshots.lock().unwrap_or_else(PoisonError::into_inner), vec![1]);
+        Ok(())
+    }
+
+    /// What left a subtask, as its one downstream subtask sees it, in order: records
+    /// by (first key byte, timestamp), and control messages.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Out {
+        R(u8, i64),
+        W(i64),
+        Idle(bool),
+        End,
+    }
+
+    /// Runs a source subtask generating watermarks under `strategy` on `clock`, its
+    /// output going forward to one in-memory channel, and returns what went down it.
+    fn run_source(source: Box<dyn Source>, strategy: WatermarkStrategy, clock: Arc<dyn Clock>) -> Result<Vec<Out>, TaskError> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let router = Router::new(weir_types::plan::Partitioning::Forward, vec![crate::exchange::Target::Local(tx)], 128);
+        run_task(TaskDeployment {
+            label: "source (1/1)".into(),
+            subtask: 0,
+            parallelism: 1,
+            max_parallelism: 128,
+            head: Head::Source(source),
+            watermarks: Some(strategy),
+            operators: vec![],
+            tail: Tail::Routers(vec![router]),
+            wasm: None,
+            args: vec![],
+            state: None,
+            cache_bytes: 0,
+            cancel: Cancel::default(),
+            counters: Arc::default(),
+            checkpointing: Checkpointing::default(),
+            clock,
+        })?;
+        let mut out = Vec::new();
+        for msg in rx.try_iter() {
+            match msg {
+                Message::Batch(b, _) => {
+                    for r in weir_types::batch::records(&b) {
+                        let r = r.map_err(|source| Bug::InvalidBatch { at: "test output", source })?;
+                        out.push(Out::R(r.key.first().copied().unwrap_or(0), r.ts));
+                    }
+                }
+                Message::Watermark(w) => out.push(Out::W(w)),
+                Message::Idle(idle) => out.push(Out::Idle(idle)),
+                Message::End => out.push(Out::End),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Checks what any output must satisfy: watermarks only rise, and no record comes
+    /// at or before a watermark that went down before it (none is late).
+    fn assert_nothing_late(out: &[Out]) {
+        let mut w = BEFORE_TIME;
+        for o in out {
+            match *o {
+                Out::W(next) => {
+                    assert!(next > w, "watermark {next} after {w}: {out:?}");
+                    w = next;
+                }
+                Out::R(split, ts) => assert!(ts > w, "record {ts} of split {split} after watermark {w}: {out:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// One read of a scripted source: at processing time `at`, split `split` yields
+    /// records with these timestamps (none: it has nothing now).
+    struct Step {
+        at: i64,
+        split: usize,
+        ts: Vec<i64>,
+        ended: bool,
+    }
+
+    fn read(at: i64, split: usize, ts: &[i64]) -> Step {
+        Step { at, split, ts: ts.to_vec(), ended: false }
+    }
+
+    fn last(at: i64, split: usize, ts: &[i64]) -> Step {
+        Step { at, split, ts: ts.to_vec(), ended: true }
+    }
+
+    fn silent(at: i64, split: usize) -> Step {
+        read(at, split, &[])
+    }
+
+    /// A source of two splits whose reads and processing times a test scripts: each
+    /// read first sets the manual clock, so the run is the same every time.
+    struct Scripted {
+        clock: Arc<ManualClock>,
+        steps: std::collections::VecDeque<Step>,
+    }
+
+    impl Source for Scripted {
+        fn split_count(&self) -> usize {
+            2
+        }
+
+        fn next_batch(&mut self, out: &mut Vec<u8>) -> Result<Option<SplitRead>, TaskError> {
+            let Some(step) = self.steps.pop_front() else { return Ok(None) };
+            self.clock.set(step.at);
+            for &ts in &step.ts {
+                weir_types::batch::push_record(out, ts, &[step.split as u8], b"");
+            }
+            Ok(Some(SplitRead { split: step.split, count: step.ts.len(), ended: step.ended }))
+        }
+
+        fn splits(&self) -> Vec<Split> {
+            vec![]
+        }
+    }
+
+    /// Issue 14's idleness, on a manual clock: split B (1) falls silent while split A
+    /// (0) goes on, then wakes up; later both fall silent. Bound 5 ms (a watermark is
+    /// the newest timestamp less 6), idle after 100 ms without records.
+    #[test]
+    fn a_silent_split_stops_holding_the_watermark_after_its_idle_timeout_and_loses_nothing_when_it_wakes() -> Result<(), TaskError> {
+        const A: usize = 0;
+        const B: usize = 1;
+        let clock = ManualClock::at(1000);
+        let script = vec![
+            read(1000, A, &[100]),
+            read(1000, B, &[50]),
+            // (a) B has nothing, but for less than its timeout: it holds the watermark.
+            read(1050, A, &[200]),
+            silent(1050, B),
+            silent(1099, B),
+            // A split that is merely not read (backpressure, a long batch elsewhere)
+            // is not silent, however long that takes.
+            read(5000, A, &[300]),
+            // (b) Asked again past the timeout, it has nothing: A alone decides.
+            silent(5000, B),
+            read(5050, A, &[400]),
+            // (c) B wakes up with records after the watermark (394): all delivered, and
+            // it holds the watermark where it woke up even though its own watermark
+            // (398 - 6) is behind, so A's 500 cannot move it past B's coming records.
+            read(5060, B, &[395, 398]),
+            read(5070, A, &[500]),
+            read(5080, B, &[420]),
+            // (d) Both silent past the timeout: the subtask is idle; A's records end it.
+            silent(5200, A),
+            silent(5200, B),
+            read(5210, A, &[600]),
+            // A ends while B is idle: idle again, until B's last records.
+            last(5220, A, &[700]),
+            last(5230, B, &[800]),
+        ];
+        let sent: usize = script.iter().map(|s| s.ts.len()).sum();
+        let source = Scripted { clock: clock.clone(), steps: script.into() };
+        let strategy = WatermarkStrategy { out_of_orderness_ms: 5, idle_timeout_ms: Some(100) };
+        let out = run_source(Box::new(source), strategy, clock)?;
+        use Out::*;
+        let (a, b) = (A as u8, B as u8);
+        #[rustfmt::skip]
+        let expected = [
+            R(a, 100), R(b, 50), W(44),
+            // (a) held back by B
+            R(a, 200), R(a, 300),
+            // (b) B idle: A's 300 - 6
+            W(294), R(a, 400), W(394),
+            // (c) nothing of B is late; A's 500 does not move the watermark, B's 420 does
+            R(b, 395), R(b, 398), R(a, 500), R(b, 420), W(414),
+            // (d) idle, and active again ahead of A's records
+            Idle(true), Idle(false), R(a, 600), W(594),
+            R(a, 700), W(694), Idle(true), Idle(false), R(b, 800), W(794),
+            W(END_OF_TIME), End,
+        ];
+        assert_eq!(out, expected);
+        assert_nothing_late(&out);
+        assert_eq!(out.iter().filter(|o| matches!(o, R(..))).count(), sent, "every record delivered");
+        Ok(())
+    }
+
+    /// A rescale-like restore: one subtask resumes two generator splits, the first
+    /// listed holding the later timestamps. Read one after another with one watermark,
+    /// every record of the second would be late; per split, with the splits taking
+    /// turns, none is, and the watermark still advances while both are read.
+    #[test]
+    fn a_subtask_with_several_splits_never_runs_ahead_of_one_it_has_not_read() -> Result<(), TaskError> {
+        let later = Split::Numbers { next: 100_000, end: 200_000, step: 1 };
+        let earlier = Split::Numbers { next: 0, end: 100_000, step: 1 };
+        let source = crate::source::Generator::resume(&[later, earlier], Some(1))?;
+        let out = run_source(Box::new(source), WatermarkStrategy { out_of_orderness_ms: 0, idle_timeout_ms: Some(10) }, ManualClock::at(0))?;
+        assert_nothing_late(&out);
+        assert_eq!(out.iter().filter(|o| matches!(o, Out::R(..))).count(), 200_000);
+        let mid = out.iter().filter(|o| matches!(o, Out::W(w) if *w > 0 && *w < 100_000)).count();
+        assert!(mid > 10, "the watermark follows the earlier split while both are read: {mid} watermarks");
         Ok(())
     }
 }

@@ -4,13 +4,16 @@
 //! input) and any subtask over its input channels (each producer's watermark messages
 //! are an input). As Flink's `StatusWatermarkValve`:
 //!
-//! - The output watermark is the minimum over the inputs that are active and
-//!   *aligned*. It never moves backwards.
+//! - The output watermark is the minimum over the active inputs. It never moves
+//!   backwards.
 //! - An idle input does not hold the watermark back. When every input that has not
 //!   ended is idle, the output goes idle too (downstream then ignores it the same way).
-//! - An input that wakes up again below the output watermark cannot pull it back: it
-//!   counts again only once its own watermark caught up with the output (until then
-//!   its records may be late, which is what idleness trades for progress).
+//! - An input that wakes up again counts at once, from the output watermark: it cannot
+//!   pull the output back, and it holds it there until its own watermark passes it.
+//!   Flink's valve instead ignores a woken input until it caught up, which lets the
+//!   other inputs push the output past records the woken one is still sending; here
+//!   nothing an input sends after it woke up is late unless its own bound says so.
+//!   The cost: a woken input far behind holds the output until it caught up.
 //! - An ended input no longer counts. When every input ended, the output is the final
 //!   watermark [`END_OF_TIME`], which fires everything.
 //!
@@ -41,8 +44,13 @@ struct Input {
     watermark: i64,
     idle: bool,
     ended: bool,
-    /// Counts towards the minimum: active, and not behind the output since waking up.
-    aligned: bool,
+}
+
+impl Input {
+    /// Holds the output back.
+    fn counts(&self) -> bool {
+        !self.idle && !self.ended
+    }
 }
 
 /// The watermark state of a subtask over `n` inputs (splits or channels).
@@ -56,7 +64,7 @@ pub struct Valve {
 impl Valve {
     /// A valve over `inputs` inputs, all active with no watermark yet.
     pub fn new(inputs: usize) -> Self {
-        let input = Input { watermark: BEFORE_TIME, idle: false, ended: false, aligned: true };
+        let input = Input { watermark: BEFORE_TIME, idle: false, ended: false };
         Self { inputs: vec![input; inputs], output: BEFORE_TIME, idle: false }
     }
 
@@ -75,12 +83,8 @@ impl Valve {
     /// restored from a checkpoint may repeat itself). It also wakes an idle input.
     pub fn watermark(&mut self, input: usize, watermark: i64) -> Vec<Emit> {
         let mut emits = self.wake(input);
-        let output = self.output;
         let Some(i) = self.inputs.get_mut(input).filter(|i| !i.ended) else { return emits };
-        if watermark > i.watermark {
-            i.watermark = watermark;
-            i.aligned |= watermark >= output;
-        }
+        i.watermark = i.watermark.max(watermark);
         emits.extend(self.advance());
         emits
     }
@@ -89,16 +93,16 @@ impl Valve {
     pub fn idle(&mut self, input: usize) -> Vec<Emit> {
         let Some(i) = self.inputs.get_mut(input).filter(|i| !i.ended && !i.idle) else { return Vec::new() };
         i.idle = true;
-        i.aligned = false;
         self.settle()
     }
 
-    /// `input` is active again (a record arrived): it counts once it catches up.
+    /// `input` is active again (a record arrived): it holds the output where it is
+    /// until its own watermark passes it.
     pub fn wake(&mut self, input: usize) -> Vec<Emit> {
         let output = self.output;
         let Some(i) = self.inputs.get_mut(input).filter(|i| !i.ended && i.idle) else { return Vec::new() };
         i.idle = false;
-        i.aligned = i.watermark >= output;
+        i.watermark = i.watermark.max(output);
         if self.idle {
             self.idle = false;
             return vec![Emit::Active];
@@ -110,7 +114,6 @@ impl Valve {
     pub fn end(&mut self, input: usize) -> Vec<Emit> {
         let Some(i) = self.inputs.get_mut(input).filter(|i| !i.ended) else { return Vec::new() };
         i.ended = true;
-        i.aligned = false;
         self.settle()
     }
 
@@ -130,9 +133,9 @@ impl Valve {
         self.advance().into_iter().collect()
     }
 
-    /// The minimum over the aligned inputs, if it moved the output forward.
+    /// The minimum over the active inputs, if it moved the output forward.
     fn advance(&mut self) -> Option<Emit> {
-        let min = self.inputs.iter().filter(|i| i.aligned).map(|i| i.watermark).min()?;
+        let min = self.inputs.iter().filter(|i| i.counts()).map(|i| i.watermark).min()?;
         self.raise(min)
     }
 
@@ -201,6 +204,62 @@ impl BoundedOutOfOrderness {
     }
 }
 
+/// A source subtask's event time over its splits: one [`BoundedOutOfOrderness`]
+/// generator per split, combined by a [`Valve`] with one input per split, so splits and
+/// input channels follow the same rules. Processing time is passed in.
+///
+/// A split goes idle only when the source was asked for it and had nothing (a read of
+/// no records) and it has had no records for the idle timeout. Time alone is not
+/// enough: a subtask blocked by backpressure, or a finite source that reads its splits
+/// one after another, leaves splits unread that are not silent at all, and calling
+/// them idle would let the watermark pass records they still hold.
+#[derive(Debug, Clone)]
+pub struct SplitWatermarks {
+    generators: Vec<BoundedOutOfOrderness>,
+    valve: Valve,
+}
+
+impl SplitWatermarks {
+    /// Watermarks over `splits` splits under `strategy`, starting at `now_ms`. Every
+    /// split holds the watermark back from the start, also one not read yet: what it
+    /// will read is unknown, so it could be anything down to [`BEFORE_TIME`].
+    pub fn new(strategy: &WatermarkStrategy, splits: usize, now_ms: u64) -> Self {
+        Self { generators: vec![BoundedOutOfOrderness::for_strategy(strategy, now_ms); splits], valve: Valve::new(splits) }
+    }
+
+    /// The subtask's watermark so far.
+    pub fn current(&self) -> i64 {
+        self.valve.current()
+    }
+
+    /// Records of `split` were read and are about to go downstream: an idle split is
+    /// active again first, so downstream hears it before its records.
+    pub fn wake(&mut self, split: usize) -> Vec<Emit> {
+        self.valve.wake(split)
+    }
+
+    /// `batch`, a valid plain batch, was read from `split` at `now_ms` (after
+    /// [`wake`](Self::wake)): the split's generator looks at each record once.
+    pub fn batch(&mut self, split: usize, batch: &[u8], now_ms: u64) -> Vec<Emit> {
+        let Some(g) = self.generators.get_mut(split) else { return Vec::new() };
+        g.batch(batch, now_ms);
+        let w = g.current();
+        self.valve.watermark(split, w)
+    }
+
+    /// The source was asked for `split` at `now_ms` and had nothing: past its idle
+    /// timeout, the split stops holding the watermark back.
+    pub fn silent(&mut self, split: usize, now_ms: u64) -> Vec<Emit> {
+        let idle = self.generators.get_mut(split).is_some_and(|g| g.is_idle(now_ms));
+        if idle { self.valve.idle(split) } else { Vec::new() }
+    }
+
+    /// `split` ended: it leaves the minimum.
+    pub fn end(&mut self, split: usize) -> Vec<Emit> {
+        self.valve.end(split)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,19 +286,19 @@ mod tests {
     }
 
     #[test]
-    fn a_woken_input_behind_the_output_counts_only_once_it_caught_up() {
+    fn a_woken_input_behind_the_output_holds_it_until_it_passes_it() {
         let mut v = Valve::new(2);
         v.watermark(0, 100);
         v.watermark(1, 50);
         v.idle(1);
         assert_eq!(v.current(), 100);
-        // Wakes up at 60: below the output, so it cannot pull it back to 60.
+        // Wakes up at 60: below the output, so it cannot pull it back to 60...
         assert_eq!(v.watermark(1, 60), []);
         assert_eq!(v.current(), 100);
-        assert_eq!(v.watermark(0, 300), [Emit::Watermark(300)], "not aligned yet: input 0 alone decides");
-        // Caught up: from now on it holds the output back again.
-        assert_eq!(v.watermark(1, 310), []);
-        assert_eq!(v.watermark(0, 400), [Emit::Watermark(310)]);
+        // ...but it holds it at 100: its records after 100 must not be late.
+        assert_eq!(v.watermark(0, 300), [], "input 1 holds the output where it woke up");
+        assert_eq!(v.watermark(1, 210), [Emit::Watermark(210)]);
+        assert_eq!(v.watermark(1, 400), [Emit::Watermark(300)], "and from then on the minimum again");
     }
 
     #[test]

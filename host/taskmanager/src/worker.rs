@@ -224,6 +224,7 @@ impl TaskManager {
                 cancel: cancel.clone(),
                 counters: task_counters,
                 checkpointing: checkpoints.task(v as u32, s, key_groups, transactional),
+                clock: crate::clock::system(),
             };
             tasks.push((v as u32, s, deployment));
         }

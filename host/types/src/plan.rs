@@ -97,8 +97,8 @@ pub struct Node {
 pub struct WatermarkStrategy {
     /// How far (ms) a record may lag the newest timestamp and still be on time.
     pub out_of_orderness_ms: u64,
-    /// Silent this long (ms of processing time), a subtask stops holding the
-    /// watermark back downstream.
+    /// Silent this long (ms of processing time), a source split stops holding the
+    /// watermark back (and a subtask whose splits all did goes idle downstream).
     pub idle_timeout_ms: Option<u64>,
 }
 
