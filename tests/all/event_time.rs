@@ -155,6 +155,15 @@ fn job_line(cluster: &TestCluster, job: &str) -> String {
     cluster.status().lines().find(|l| l.contains(job)).unwrap_or_default().to_string()
 }
 
+/// Waits until `job` finished, failing (with the JobManager's log) if it failed.
+fn wait_finished(cluster: &TestCluster, job: &str, what: &str) {
+    wait_until(what, || {
+        let l = job_line(cluster, job);
+        assert!(!l.contains(" FAILED "), "{l}\n{}", cluster.log("jobmanager"));
+        l.contains(" FINISHED ")
+    });
+}
+
 /// The value of a `name=value` field of a status line.
 fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     line.split_whitespace().find_map(|w| w.strip_prefix(name))
@@ -232,11 +241,7 @@ fn a_savepoint_with_pending_timers_at_parallelism_2_resumes_at_3() {
     wait_until("the job to stop", || job_line(&cluster, &job).contains(" CANCELED "));
     let before = part_lines(&first);
     let resumed = submit_window_count(&cluster, n, "3", &second, &[OsStr::new("--from-savepoint"), savepoint.as_os_str()]);
-    wait_until("the resumed job to finish", || {
-        let l = job_line(&cluster, &resumed);
-        assert!(!l.contains(" FAILED "), "{l}\n{}", cluster.log("jobmanager"));
-        l.contains(" FINISHED ")
-    });
+    wait_finished(&cluster, &resumed, "the resumed job to finish");
     let after = part_lines(&second);
     assert!(!before.is_empty() && !after.is_empty(), "windows fired in both runs: {} and {}", before.len(), after.len());
     assert_eq!(parse_windows(before.into_iter().chain(after)), window_counts(n, 500, 20, 1_000));
@@ -254,11 +259,7 @@ fn windows_fire_exactly_once_across_a_killed_taskmanager() {
     wait_checkpointed(&cluster, &job, 2);
     cluster.kill("taskmanager-2");
     cluster.start_taskmanager("taskmanager-2", 2);
-    wait_until("the job to finish after a restart", || {
-        let l = job_line(&cluster, &job);
-        assert!(!l.contains(" FAILED "), "{l}\n{}", cluster.log("jobmanager"));
-        l.contains(" FINISHED ")
-    });
+    wait_finished(&cluster, &job, "the job to finish after a restart");
     assert_eq!(field(&job_line(&cluster, &job), "restarts="), Some("1"), "{}", job_line(&cluster, &job));
     assert_eq!(parse_windows(part_lines(&output)), window_counts(n, 500, 20, 1_000));
 }
@@ -303,11 +304,7 @@ fn processing_time_timers_fire_on_a_cluster_and_after_a_restore() {
     wait_checkpointed(&cluster, &job, 4);
     cluster.kill("taskmanager-2");
     cluster.start_taskmanager("taskmanager-2", 2);
-    wait_until("the job to finish after a restart", || {
-        let l = job_line(&cluster, &job);
-        assert!(!l.contains(" FAILED "), "{l}\n{}", cluster.log("jobmanager"));
-        l.contains(" FINISHED ")
-    });
+    wait_finished(&cluster, &job, "the job to finish after a restart");
     assert_eq!(field(&job_line(&cluster, &job), "restarts="), Some("1"), "{}", job_line(&cluster, &job));
     let lines = part_lines(&output);
     let mut sums: BTreeMap<u64, u64> = BTreeMap::new();
