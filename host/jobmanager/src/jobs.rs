@@ -8,6 +8,7 @@
 //! as events. What must survive a JobManager restart goes through `persist`.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -19,7 +20,7 @@ use weir_types::graph::ExecutionGraph;
 use weir_types::ids::{ComponentHash, JobId, RunId, TaskManagerId};
 use weir_wasm::Runtime;
 
-use crate::driver::{Command, Driver, Event, Exported, Placement};
+use crate::driver::{Command, Driver, Event, Exported, Found, Placement};
 use crate::job::{Job, checkpoint_store};
 use crate::model::{ApiError, Artifact, EndedJob, EventLevel, SubmitSpec};
 use crate::persist::Persistence;
@@ -60,6 +61,8 @@ pub(crate) struct Shared {
     pub(crate) runtime: Runtime,
     pub(crate) config: JobManagerConfig,
     persistence: Persistence,
+    /// Completed checkpoints restarts passed over as unrestorable, since the start.
+    pub(crate) checkpoints_skipped: AtomicU64,
 }
 
 /// Locks `m`. Lock order: state before registry.
@@ -132,7 +135,7 @@ impl Shared {
     pub(crate) fn new(config: JobManagerConfig, runtime: Runtime) -> Self {
         let registry = Mutex::new(Registry::new(config.heartbeat_timeout));
         let persistence = Persistence::new(config.checkpoint_dir.clone());
-        Self { registry, state: Mutex::default(), artifacts: Mutex::default(), runtime, config, persistence }
+        Self { registry, state: Mutex::default(), artifacts: Mutex::default(), runtime, config, persistence, checkpoints_skipped: AtomicU64::new(0) }
     }
 
     /// Picks up the history and the jobs a previous JobManager left running: each
@@ -188,7 +191,7 @@ impl Shared {
                 // again: taking it for "no checkpoint" would replay committed output.
                 let store = match (&j.store, &j.driver.deployment().checkpoints) {
                     (Some(store), _) => store.clone(),
-                    (None, None) => return Some(Event::Restorable(Ok(None))),
+                    (None, None) => return Some(Event::Restorable(Ok(Found::default()))),
                     (None, Some(c)) => match checkpoint_store(c, &job) {
                         Ok(store) => j.store.insert(store).clone(),
                         Err(e) => return Some(Event::Restorable(Err(e.to_string()))),
@@ -197,10 +200,14 @@ impl Shared {
                 let shared = self.clone();
                 tokio::spawn(async move {
                     // Reads and verifies files: off the lock.
-                    let found = tokio::task::spawn_blocking(move || store.latest().map(|m| m.map(|m| (m.id, store.metadata_path(m.id)))))
-                        .await
-                        .map_err(|e| format!("checkpoint lookup panicked: {e}"))
-                        .and_then(|r| r.map_err(|e| e.to_string()));
+                    let found = tokio::task::spawn_blocking(move || {
+                        let r = store.find_restore()?;
+                        let skipped = r.skipped.into_iter().map(|s| (s.id, s.cause)).collect();
+                        Ok::<_, weir_checkpoint::StorageError>(Found { restore: r.found.map(|m| (m.id, store.metadata_path(m.id))), skipped })
+                    })
+                    .await
+                    .map_err(|e| format!("checkpoint lookup panicked: {e}"))
+                    .and_then(|r| r.map_err(|e| e.to_string()));
                     shared.drive(&job, Event::Restorable(found));
                 });
             }
@@ -268,6 +275,10 @@ impl Shared {
             Command::Log(level, message) => j.event(level, message),
             Command::Checkpoint { id, status, size, failure } => j.checkpoint_event(id, status, size, failure),
             Command::AbandonCheckpoints(why) => j.abandon_checkpoints(&why),
+            Command::Skipped { id, cause } => {
+                self.checkpoints_skipped.fetch_add(1, Ordering::Relaxed);
+                j.event(EventLevel::Error, format!("checkpoint {id} cannot be restored, skipped for an older one: {cause}"));
+            }
             Command::Ended => j.end(),
         }
         None

@@ -6,17 +6,19 @@ use std::time::{Duration, Instant};
 use weir_types::deployment::RestoreFrom;
 use weir_types::ids::TaskManagerId;
 
-use super::{Command, Driver, Phase};
+use super::{Command, Driver, Found, Phase};
 use crate::coordinator::Coordinator;
 use crate::model::EventLevel;
 use crate::tracker::JobTracker;
 
-/// How long to wait before asking again for slots, or for checkpoints that could not
-/// be read.
+/// How long to wait before asking again for slots.
 const RETRY: Duration = Duration::from_millis(20);
-/// Checkpoints that cannot be read are retried this much later: a restart from
-/// nothing would replay the input into output that is already committed.
-const STORAGE_RETRY: Duration = Duration::from_secs(1);
+/// Checkpoints that cannot be read are looked up again after this, doubling each time:
+/// a restart from nothing would replay the input into output already committed.
+const STORAGE_RETRY: Duration = Duration::from_millis(500);
+/// Lookups of unreadable checkpoints before the restart counts as a failed attempt
+/// (about 15 s with the doubling delays); the restart strategy decides what follows.
+const STORAGE_LOOKUPS: u32 = 5;
 
 /// Where a restart stands.
 #[derive(Debug)]
@@ -24,6 +26,8 @@ pub struct Restart {
     /// Not before this.
     at: Instant,
     step: Step,
+    /// Lookups of the checkpoints that failed so far.
+    unreadable: u32,
 }
 
 #[derive(Debug)]
@@ -39,12 +43,12 @@ enum Step {
 impl Restart {
     /// A restart at `at`, restoring the newest checkpoint.
     pub(super) fn at(at: Instant) -> Self {
-        Self { at, step: Step::Waiting }
+        Self { at, step: Step::Waiting, unreadable: 0 }
     }
 
     /// A first attempt restoring `restore`, as soon as slots are free.
     pub(super) fn placing(now: Instant, restore: Option<RestoreFrom>) -> Self {
-        Self { at: now, step: Step::Placing(restore) }
+        Self { at: now, step: Step::Placing(restore), unreadable: 0 }
     }
 }
 
@@ -82,22 +86,56 @@ impl Driver {
         }
     }
 
-    pub(super) fn restorable(&mut self, found: Result<Option<(u64, String)>, String>, now: Instant, out: &mut Vec<Command>) {
+    pub(super) fn restorable(&mut self, found: Result<Found, String>, now: Instant, out: &mut Vec<Command>) {
         let Phase::Restarting(r) = &mut self.phase else { return };
         if !matches!(r.step, Step::Looking) {
             return;
         }
-        let restore = match found {
-            Ok(Some((id, path))) => {
-                self.last_checkpoint = Some(self.last_checkpoint.map_or(id, |l| l.max(id)));
+        let found = match found {
+            Ok(found) => found,
+            Err(e) => {
+                r.unreadable += 1;
+                if r.unreadable < STORAGE_LOOKUPS {
+                    let delay = STORAGE_RETRY * 2u32.pow(r.unreadable - 1);
+                    (r.at, r.step) = (now + delay, Step::Waiting);
+                    let n = r.unreadable;
+                    let m = format!("cannot read the job's checkpoints (lookup {n} of {STORAGE_LOOKUPS}), trying again in {delay:?}: {e}");
+                    return out.push(Command::Log(EventLevel::Error, m));
+                }
+                return self.restart_failed(format!("the job's checkpoints cannot be read: {e}"), now, out);
+            }
+        };
+        for (id, cause) in &found.skipped {
+            out.push(Command::Skipped { id: *id, cause: cause.clone() });
+        }
+        // Completed checkpoints newer than the one restored committed their output.
+        let committed = found.skipped.iter().map(|(id, _)| *id).chain(self.last_checkpoint).max();
+        let restore = match found.restore {
+            Some((id, path)) => {
+                if let Some(newest) = committed.filter(|&c| c > id) {
+                    out.push(Command::Log(
+                        EventLevel::Warn,
+                        format!(
+                            "restoring checkpoint {id} although checkpoints up to {newest} completed: the output they committed stays, \
+                             and the records between checkpoints {id} and {newest} are written again (at-least-once for that gap)"
+                        ),
+                    ));
+                }
+                self.last_checkpoint = Some(committed.map_or(id, |c| c.max(id)));
                 Some(RestoreFrom::Checkpoint(path))
             }
-            Ok(None) => self.initial_restore.clone(),
-            Err(e) => {
-                *r = Restart::at(now + STORAGE_RETRY);
-                out.push(Command::Log(EventLevel::Error, format!("cannot read the job's checkpoints, trying again in {STORAGE_RETRY:?}: {e}")));
-                return;
-            }
+            None => match committed {
+                // Starting from nothing would replay the whole input into committed
+                // output: only a user may decide that (by submitting the job again).
+                Some(newest) => {
+                    let why = format!(
+                        "no completed checkpoint can be restored (the newest, {newest}, and every older one are unreadable); \
+                         not starting from nothing: submit the job again to start over, or from a savepoint"
+                    );
+                    return self.restart_failed(why, now, out);
+                }
+                None => self.initial_restore.clone(),
+            },
         };
         r.step = Step::Placing(restore);
         out.push(Command::Place);
