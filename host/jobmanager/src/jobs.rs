@@ -23,7 +23,7 @@ use weir_wasm::Runtime;
 use crate::driver::{Command, Driver, Event, Exported, Found, Placement};
 use crate::job::{Job, checkpoint_store};
 use crate::model::{ApiError, Artifact, EndedJob, EventLevel, SubmitSpec};
-use crate::persist::Persistence;
+use crate::persist::{PersistedJob, Persistence};
 use crate::planning::{JobSource, PlannedCode, new_job_id, prepare};
 use crate::registry::Registry;
 use crate::restart::RestartStrategy;
@@ -271,7 +271,11 @@ impl Shared {
                     registry.release(id, n);
                 }
             }
-            Command::Persist => self.persistence.write_job(j.driver.record(), j.spec.clone(), j.created),
+            Command::Persist => {
+                if let Err(e) = self.persistence.write_job(j.driver.record(), j.spec.clone(), j.created) {
+                    j.event(EventLevel::Error, format!("cannot persist the job (a new jobmanager would not resume this attempt): {e}"));
+                }
+            }
             Command::Log(level, message) => j.event(level, message),
             Command::Checkpoint { id, status, size, failure } => j.checkpoint_event(id, status, size, failure),
             Command::AbandonCheckpoints(why) => j.abandon_checkpoints(&why),
@@ -310,8 +314,6 @@ impl Shared {
             checkpoint_store(c, &job)?;
         }
         let components: Vec<Arc<Vec<u8>>> = components.into_iter().map(|(_, bytes)| bytes).collect();
-        // Before the job is acknowledged: a JobManager restarted later finds its code.
-        self.persistence.write_components(&job, &components).await?;
         let deployment = JobDeployment {
             job: job.clone(),
             plan,
@@ -325,6 +327,12 @@ impl Shared {
             checkpoints,
             restore,
         };
+        let created = SystemTime::now();
+        let driver = Driver::new(deployment, restart, first_checkpoint, Instant::now());
+        // Before the job is acknowledged or runs: a JobManager restarted later finds it.
+        let record = PersistedJob { driver: driver.record(), spec: spec.clone(), created };
+        self.persistence.write_new_job(&job, &components, record).await?;
+        let deployment = driver.deployment();
         let mut state = lock(&self.state);
         let placed = {
             let mut registry = lock(&self.registry);
@@ -338,10 +346,10 @@ impl Shared {
                 return Err(ApiError::Unavailable(format!("the job needs {} slots but only {free} are free", deployment.graph.slots_needed())));
             }
         };
-        let description = self.describe(&deployment, &placement);
+        let description = self.describe(deployment, &placement);
         let name = deployment.plan.name.clone();
         let tasks = deployment.task_count();
-        let mut j = Job::new(Driver::new(deployment, restart, first_checkpoint, Instant::now()), components, spec, SystemTime::now());
+        let mut j = Job::new(driver, components, spec, created);
         j.event(EventLevel::Info, format!("job {name} submitted ({tasks} subtasks):\n{description}"));
         state.jobs.insert(job.clone(), j);
         self.drive_locked(&mut state, &job, Event::Placed(placement));
