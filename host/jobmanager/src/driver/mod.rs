@@ -310,6 +310,10 @@ pub struct Driver {
     failures: Vec<Instant>,
     restarts: u32,
     last_checkpoint: Option<u64>,
+    /// The newest epoch whose sink output may be committed besides completed
+    /// checkpoints' (a sink's end of input, checkpoints a restore skipped). Restores
+    /// older than it are announced as at-least-once, and new checkpoint ids go above it.
+    committed_epoch: Option<u64>,
     first_checkpoint: u64,
     initial_restore: Option<RestoreFrom>,
     /// Checkpoints whose metadata is being written. A restart waits for them: it must
@@ -345,6 +349,7 @@ impl Driver {
             failures: vec![],
             restarts: 0,
             last_checkpoint: None,
+            committed_epoch: None,
             first_checkpoint,
             initial_restore,
             completing: 0,
@@ -372,6 +377,7 @@ impl Driver {
             failures: vec![],
             restarts: record.restarts,
             last_checkpoint: None,
+            committed_epoch: None,
             first_checkpoint: record.first_checkpoint,
             initial_restore: record.initial_restore,
             completing: 0,

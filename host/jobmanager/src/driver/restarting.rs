@@ -108,35 +108,39 @@ impl Driver {
         for (id, cause) in &found.skipped {
             out.push(Command::Skipped { id: *id, cause: cause.clone() });
         }
-        // Completed checkpoints newer than the one restored committed their output.
-        let committed = found.skipped.iter().map(|(id, _)| *id).chain(self.last_checkpoint).max();
-        let restore = match found.restore {
+        let skipped = found.skipped.iter().map(|(id, _)| *id).max();
+        self.committed_epoch = self.committed_epoch.max(skipped);
+        self.last_checkpoint = self.last_checkpoint.max(skipped);
+        let committed = self.committed_epoch.max(self.last_checkpoint);
+        let (restore, from) = match found.restore {
             Some((id, path)) => {
-                if let Some(newest) = committed.filter(|&c| c > id) {
-                    out.push(Command::Log(
-                        EventLevel::Warn,
-                        format!(
-                            "restoring checkpoint {id} although checkpoints up to {newest} completed: the output they committed stays, \
-                             and the records between checkpoints {id} and {newest} are written again (at-least-once for that gap)"
-                        ),
-                    ));
-                }
-                self.last_checkpoint = Some(committed.map_or(id, |c| c.max(id)));
-                Some(RestoreFrom::Checkpoint(path))
+                self.last_checkpoint = self.last_checkpoint.max(Some(id));
+                (Some(RestoreFrom::Checkpoint(path)), id)
             }
-            None => match committed {
-                // Starting from nothing would replay the whole input into committed
-                // output: only a user may decide that (by submitting the job again).
-                Some(newest) => {
-                    let why = format!(
-                        "no completed checkpoint can be restored (the newest, {newest}, and every older one are unreadable); \
-                         not starting from nothing: submit the job again to start over, or from a savepoint"
-                    );
-                    return self.restart_failed(why, now, out);
-                }
-                None => self.initial_restore.clone(),
-            },
+            // Starting from nothing would replay the whole input into committed output:
+            // only a user may decide that (by submitting the job again).
+            None if let Some(newest) = self.last_checkpoint => {
+                let why = format!(
+                    "no completed checkpoint can be restored (the newest, {newest}, and every older one are unreadable); \
+                     not starting from nothing: submit the job again to start over, or from a savepoint"
+                );
+                return self.restart_failed(why, now, out);
+            }
+            None => (self.initial_restore.clone(), 0),
         };
+        if let Some(newest) = committed.filter(|&c| c > from) {
+            let (what, after) = match from {
+                0 => ("nothing".to_string(), "all records".to_string()),
+                id => (format!("checkpoint {id}"), format!("the records after checkpoint {id}")),
+            };
+            out.push(Command::Log(
+                EventLevel::Warn,
+                format!(
+                    "restoring {what}, older than output already committed (epochs up to {newest}): that output stays, \
+                     and {after} are written again (at-least-once for that gap)"
+                ),
+            ));
+        }
         r.step = Step::Placing(restore);
         out.push(Command::Place);
     }
@@ -166,7 +170,7 @@ impl Driver {
         self.slots = p.slots;
         self.tracker = JobTracker::new(&d.job, &d.plan.name, d.graph.clone(), d.placement.clone(), now);
         self.coordinator = d.checkpoints.as_ref().map(|c| {
-            let first = self.last_checkpoint.map_or(self.first_checkpoint, |id| id + 1);
+            let first = self.last_checkpoint.max(self.committed_epoch).map_or(self.first_checkpoint, |id| id + 1);
             Coordinator::new(Duration::from_millis(c.interval_ms), first, d.task_count(), now)
         });
         let to: Vec<(TaskManagerId, u32)> =

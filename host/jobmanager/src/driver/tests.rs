@@ -8,6 +8,7 @@ use weir_control::protocol::CheckpointAck;
 use weir_types::deployment::{CheckpointConfig, JobDeployment, JobStatus, RestoreFrom, SinkFiles, TaskEnd, TaskOutcome, TaskStats};
 
 use super::*;
+use weir_types::plan::{NodeKind, SinkKind};
 use crate::restart::RestartStrategy;
 
 /// One generator vertex of parallelism 2, checkpointed every 100 ms, not yet placed.
@@ -295,7 +296,7 @@ fn a_restore_past_skipped_checkpoints_names_them_and_the_gap() {
     let out = j.on(601, Event::Restorable(Ok(Found { restore: Some((3, "j/chk-3/_metadata".into())), skipped })));
     assert!(has(&out, |c| matches!(c, Command::Skipped { id: 5, cause } if cause.contains("checksum mismatch"))), "{out:?}");
     assert!(has(&out, |c| matches!(c, Command::Skipped { id: 4, .. })), "{out:?}");
-    assert!(has(&out, |c| matches!(c, Command::Log(EventLevel::Warn, m) if m.contains("between checkpoints 3 and 5") && m.contains("at-least-once"))));
+    assert!(has(&out, |c| matches!(c, Command::Log(EventLevel::Warn, m) if m.contains("restoring checkpoint 3") && m.contains("epochs up to 5") && m.contains("at-least-once"))));
     assert_eq!(out.last(), Some(&Command::Place));
     let out = j.place(602);
     assert_eq!(deploys(&out).and_then(|d| d.restore.clone()), Some(RestoreFrom::Checkpoint("j/chk-3/_metadata".into())));
@@ -303,6 +304,29 @@ fn a_restore_past_skipped_checkpoints_names_them_and_the_gap() {
     j.on(603, Event::Prepared { run: j.run(), tm: tm(20) });
     // New checkpoint ids go on above every completed one: epochs never repeat.
     assert!(has(&j.on(800, Event::Tick), |c| matches!(c, Command::Trigger { id: 6, .. })));
+}
+
+/// A file sink commits its last epoch at the end of its input; a restore older than
+/// that epoch (the job failed before another checkpoint covered it) is announced as
+/// at-least-once, and new checkpoint ids go on above the epoch.
+#[test]
+fn a_restore_older_than_a_sinks_end_of_input_commit_is_announced() {
+    let mut d = deployment();
+    d.plan.nodes[0].kind = NodeKind::Sink(SinkKind::File(Some("/out".into())));
+    let t0 = Instant::now();
+    let mut j = Job { d: Driver::new(d, FIXED, 1, t0), t0 };
+    j.start(0);
+    let run = j.run();
+    let m = j.checkpoint(100, 1);
+    j.completed(101, run, m);
+    let stats = TaskStats { last_checkpoint: 1, ..TaskStats::default() };
+    j.end(150, 0, TaskOutcome::Finished(stats));
+    j.lose(200, 20);
+    j.on(800, Event::Tick);
+    let out = j.on(801, Event::Restorable(Ok(Found::restore(Some((1, "j/chk-1/_metadata".into()))))));
+    assert!(has(&out, |c| matches!(c, Command::Log(EventLevel::Warn, m) if m.contains("restoring checkpoint 1") && m.contains("epochs up to 2"))), "{out:?}");
+    j.start(802);
+    assert!(has(&j.on(1_000, Event::Tick), |c| matches!(c, Command::Trigger { id: 3, .. })), "above the committed epoch");
 }
 
 /// When no completed checkpoint can be restored, the job never starts from nothing on
