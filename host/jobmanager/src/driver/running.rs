@@ -9,8 +9,8 @@ use std::time::Instant;
 use weir_checkpoint::CheckpointMeta;
 use weir_control::protocol::CheckpointAck;
 use weir_types::deployment::{SinkFiles, TaskEnd, TaskOutcome};
-use weir_types::plan::{NodeKind, SinkKind};
 use weir_types::ids::RunId;
+use weir_types::plan::{NodeKind, SinkKind};
 
 use super::{Command, Driver, Exported, Phase, SavepointWait};
 use crate::coordinator::AckOutcome;

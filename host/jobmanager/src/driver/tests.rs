@@ -8,8 +8,8 @@ use weir_control::protocol::CheckpointAck;
 use weir_types::deployment::{CheckpointConfig, JobDeployment, JobStatus, RestoreFrom, SinkFiles, TaskEnd, TaskOutcome, TaskStats};
 
 use super::*;
-use weir_types::plan::{NodeKind, SinkKind};
 use crate::restart::RestartStrategy;
+use weir_types::plan::{NodeKind, SinkKind};
 
 /// One generator vertex of parallelism 2, checkpointed every 100 ms, not yet placed.
 fn deployment() -> JobDeployment {
@@ -296,7 +296,10 @@ fn a_restore_past_skipped_checkpoints_names_them_and_the_gap() {
     let out = j.on(601, Event::Restorable(Ok(Found { restore: Some((3, "j/chk-3/_metadata".into())), skipped })));
     assert!(has(&out, |c| matches!(c, Command::Skipped { id: 5, cause } if cause.contains("checksum mismatch"))), "{out:?}");
     assert!(has(&out, |c| matches!(c, Command::Skipped { id: 4, .. })), "{out:?}");
-    assert!(has(&out, |c| matches!(c, Command::Log(EventLevel::Warn, m) if m.contains("restoring checkpoint 3") && m.contains("epochs up to 5") && m.contains("at-least-once"))));
+    assert!(has(
+        &out,
+        |c| matches!(c, Command::Log(EventLevel::Warn, m) if m.contains("restoring checkpoint 3") && m.contains("epochs up to 5") && m.contains("at-least-once"))
+    ));
     assert_eq!(out.last(), Some(&Command::Place));
     let out = j.place(602);
     assert_eq!(deploys(&out).and_then(|d| d.restore.clone()), Some(RestoreFrom::Checkpoint("j/chk-3/_metadata".into())));
@@ -324,7 +327,10 @@ fn a_restore_older_than_a_sinks_end_of_input_commit_is_announced() {
     j.lose(200, 20);
     j.on(800, Event::Tick);
     let out = j.on(801, Event::Restorable(Ok(Found::restore(Some((1, "j/chk-1/_metadata".into()))))));
-    assert!(has(&out, |c| matches!(c, Command::Log(EventLevel::Warn, m) if m.contains("restoring checkpoint 1") && m.contains("epochs up to 2"))), "{out:?}");
+    assert!(
+        has(&out, |c| matches!(c, Command::Log(EventLevel::Warn, m) if m.contains("restoring checkpoint 1") && m.contains("epochs up to 2"))),
+        "{out:?}"
+    );
     j.start(802);
     assert!(has(&j.on(1_000, Event::Tick), |c| matches!(c, Command::Trigger { id: 3, .. })), "above the committed epoch");
 }
