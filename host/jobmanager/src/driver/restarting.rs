@@ -133,11 +133,14 @@ impl Driver {
                 0 => ("nothing".to_string(), "all records".to_string()),
                 id => (format!("checkpoint {id}"), format!("the records after checkpoint {id}")),
             };
+            // The attempt `placed` deploys next: readers of the output (the chaos
+            // checker) tell the gap's files by it.
+            let next = self.deployment.attempt + u32::from(self.deployed);
             out.push(Command::Log(
                 EventLevel::Warn,
                 format!(
-                    "restoring {what}, older than output already committed (epochs up to {newest}): that output stays, \
-                     and {after} are written again (at-least-once for that gap)"
+                    "attempt {next} restores {what}, older than output already committed (epochs up to {newest}): that output \
+                     stays, and {after} are written again (at-least-once for that gap)"
                 ),
             ));
         }

@@ -298,7 +298,7 @@ fn a_restore_past_skipped_checkpoints_names_them_and_the_gap() {
     assert!(has(&out, |c| matches!(c, Command::Skipped { id: 4, .. })), "{out:?}");
     assert!(has(
         &out,
-        |c| matches!(c, Command::Log(EventLevel::Warn, m) if m.contains("restoring checkpoint 3") && m.contains("epochs up to 5") && m.contains("at-least-once"))
+        |c| matches!(c, Command::Log(EventLevel::Warn, m) if m.contains("attempt 1 restores checkpoint 3") && m.contains("epochs up to 5") && m.contains("at-least-once"))
     ));
     assert_eq!(out.last(), Some(&Command::Place));
     let out = j.place(602);
@@ -328,7 +328,7 @@ fn a_restore_older_than_a_sinks_end_of_input_commit_is_announced() {
     j.on(800, Event::Tick);
     let out = j.on(801, Event::Restorable(Ok(Found::restore(Some((1, "j/chk-1/_metadata".into()))))));
     assert!(
-        has(&out, |c| matches!(c, Command::Log(EventLevel::Warn, m) if m.contains("restoring checkpoint 1") && m.contains("epochs up to 2"))),
+        has(&out, |c| matches!(c, Command::Log(EventLevel::Warn, m) if m.contains("attempt 1 restores checkpoint 1") && m.contains("epochs up to 2"))),
         "{out:?}"
     );
     j.start(802);
