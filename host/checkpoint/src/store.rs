@@ -269,6 +269,14 @@ impl JobCheckpoints {
     }
 }
 
+/// The checkpoint id of a metadata path `<job>/chk-<id>/_metadata` (what
+/// [`JobCheckpoints::metadata_path`] writes).
+pub fn checkpoint_of_metadata_path(path: &str) -> Option<u64> {
+    let mut parts = path.split('/');
+    let (_job, dir, file) = (parts.next()?, parts.next()?, parts.next()?);
+    (file == METADATA_FILE && parts.next().is_none()).then(|| parse_checkpoint_dir(dir)).flatten()
+}
+
 /// `chk-<id>` with the id written canonically (so "chk-07" cannot alias "chk-7").
 fn parse_checkpoint_dir(name: &str) -> Option<u64> {
     let id: u64 = name.strip_prefix("chk-")?.parse().ok()?;

@@ -166,6 +166,10 @@ fn find_restore_names_the_checkpoints_it_skipped() {
     assert_eq!(r.skipped.iter().map(|s| s.id).collect::<Vec<_>>(), [3, 2]);
     assert!(r.skipped[0].cause.contains("job/chk-3/1-0-a0.state"), "{}", r.skipped[0].cause);
     assert!(r.skipped[1].cause.contains("job/chk-2/_metadata"), "{}", r.skipped[1].cause);
+    assert_eq!(checkpoint_of_metadata_path(&ck.metadata_path(12)), Some(12));
+    for other in ["job/chk-07/_metadata", "job/chk-1/x.state", "job/chk-1/_metadata/x", "chk-1/_metadata"] {
+        assert_eq!(checkpoint_of_metadata_path(other), None, "{other}");
+    }
     // Storage that cannot be listed is an error, never "nothing to restore".
     storage.delete("job").expect("delete");
     storage.write("job", b"a file where the directory was").expect("write");

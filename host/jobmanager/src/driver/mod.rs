@@ -33,7 +33,7 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use weir_checkpoint::CheckpointMeta;
+use weir_checkpoint::{CheckpointMeta, checkpoint_of_metadata_path};
 use weir_control::protocol::CheckpointAck;
 use weir_types::deployment::{JobDeployment, JobReport, JobStatus, RestoreFrom, TaskEnd, TaskProgress};
 use weir_types::ids::{RunId, TaskManagerId};
@@ -365,6 +365,12 @@ impl Driver {
     /// checkpoint, as a new attempt.
     pub fn resume(record: DriverRecord, now: Instant) -> Self {
         let d = record.deployment;
+        // The last attempt restored a completed checkpoint: one exists, whatever the
+        // storage shows now.
+        let restored = match &d.restore {
+            Some(RestoreFrom::Checkpoint(path)) => checkpoint_of_metadata_path(path),
+            _ => None,
+        };
         let tracker = JobTracker::new(&d.job, &d.plan.name, d.graph.clone(), vec![], now);
         Self {
             phase: Phase::Restarting(restarting::Restart::at(now)),
@@ -376,7 +382,7 @@ impl Driver {
             restart: record.restart,
             failures: vec![],
             restarts: record.restarts,
-            last_checkpoint: None,
+            last_checkpoint: restored,
             committed_epoch: None,
             first_checkpoint: record.first_checkpoint,
             initial_restore: record.initial_restore,

@@ -328,7 +328,10 @@ fn a_restore_older_than_a_sinks_end_of_input_commit_is_announced() {
     j.on(800, Event::Tick);
     let out = j.on(801, Event::Restorable(Ok(Found::restore(Some((1, "j/chk-1/_metadata".into()))))));
     assert!(
-        has(&out, |c| matches!(c, Command::Log(EventLevel::Warn, m) if m.contains("attempt 1 restores checkpoint 1") && m.contains("epochs up to 2"))),
+        has(
+            &out,
+            |c| matches!(c, Command::Log(EventLevel::Warn, m) if m.contains("attempt 1 restores checkpoint 1") && m.contains("epochs up to 2"))
+        ),
         "{out:?}"
     );
     j.start(802);
@@ -444,6 +447,20 @@ fn a_resumed_job_restarts_from_its_newest_checkpoint_as_a_new_attempt() {
     let dep = deploys(&out).expect("deploy");
     assert_eq!((dep.attempt, dep.restore.clone()), (5, Some(RestoreFrom::Checkpoint("j/chk-9/_metadata".into()))));
     assert_eq!((d.report(t0).restarts, d.last_checkpoint()), (2, Some(9)));
+}
+
+/// A resumed job whose last attempt restored a checkpoint never starts from nothing,
+/// even if the storage shows no checkpoint now (a directory gone missing).
+#[test]
+fn a_resumed_job_that_restored_a_checkpoint_before_does_not_start_from_nothing() {
+    let t0 = Instant::now();
+    let mut record = Job::new(FIXED).d.record();
+    record.deployment.restore = Some(RestoreFrom::Checkpoint("j/chk-7/_metadata".into()));
+    let mut d = Driver::resume(record, t0);
+    assert_eq!(d.on(Event::Tick, t0), vec![Command::FindRestore]);
+    let out = d.on(Event::Restorable(Ok(Found::default())), t0);
+    assert!(has(&out, |c| matches!(c, Command::Log(EventLevel::Warn, m) if m.contains("the newest, 7"))), "{out:?}");
+    assert!(!has(&out, |c| matches!(c, Command::Place)), "{out:?}");
 }
 
 #[test]
