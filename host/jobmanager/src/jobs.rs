@@ -236,7 +236,11 @@ impl Shared {
                     let written = tokio::task::spawn_blocking(move || {
                         store.complete(&written_meta)?;
                         let size = store.written_bytes(&written_meta);
-                        store.retain(retain as usize).map_err(weir_checkpoint::CheckpointError::from)?;
+                        // The metadata is the commit point: the checkpoint is complete
+                        // (its sinks must commit) even if older ones cannot be dropped now.
+                        if let Err(e) = store.retain(retain as usize) {
+                            tracing::warn!(job = %store.job(), checkpoint = written_meta.id, "cannot drop older checkpoints: {e}");
+                        }
                         Ok::<_, weir_checkpoint::CheckpointError>(size)
                     })
                     .await;
