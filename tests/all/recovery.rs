@@ -206,6 +206,8 @@ fn unreadable_checkpoints_at_restart_are_retried_until_the_storage_is_back() {
     });
     let line = job_line(&cluster.status(), &job);
     assert!(line.contains(" RESTARTING "), "{line}");
+    let (_, events) = api_get(&cluster, &format!("/api/v1/jobs/{job}/logs"));
+    assert!(events.contains("cannot read the job's checkpoints (lookup 1 of 5)") && events.contains("Not a directory"), "a job event: {events}");
     let before = committed_files(&output);
     assert!(!before.is_empty(), "checkpoints committed output");
     std::fs::remove_file(&checkpoints).expect("remove the file");
