@@ -184,6 +184,40 @@ fn a_corrupted_checkpoint_is_skipped_visibly_and_its_committed_output_stays() {
     eprintln!("{duplicates} lines of the gap written twice");
 }
 
+/// Every completed checkpoint is corrupt when the job restarts: it does not start from
+/// nothing on its own (that would replay the whole input into committed output); the
+/// restart fails, the strategy gives up, and every committed file stays.
+#[test]
+fn a_job_whose_checkpoints_are_all_corrupt_fails_instead_of_starting_over() {
+    let mut cluster = TestCluster::start_with(WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let output = cluster.dir.path().join("out");
+    let job = submit_keyed_sum(&cluster, 1_500_000, 4000, &output, "fixed-delay:1:2000");
+    let root = cluster.dir.path().join("checkpoints");
+    wait_until("two completed checkpoints", || completed_checkpoints(&root, &job).len() >= 2);
+    cluster.kill("taskmanager-2");
+    cluster.start_taskmanager("taskmanager-2", 2);
+    wait_until("the job to wait for its restart", || job_line(&cluster.status(), &job).contains(" RESTARTING "));
+    let before = committed_files(&output);
+    let ids = completed_checkpoints(&root, &job);
+    for id in &ids {
+        let meta = root.join(&job).join(format!("chk-{id}/_metadata"));
+        let mut bytes = std::fs::read(&meta).expect("read");
+        bytes[8] ^= 0x5a;
+        std::fs::write(&meta, bytes).expect("corrupt");
+    }
+
+    wait_until("the job to fail", || job_line(&cluster.status(), &job).contains(" FAILED "));
+    let (_, info) = api_get(&cluster, &format!("/api/v1/jobs/{job}"));
+    assert!(info.contains("not starting from nothing"), "{info}");
+    let (_, events) = api_get(&cluster, &format!("/api/v1/jobs/{job}/logs"));
+    for id in &ids {
+        assert!(events.contains(&format!("checkpoint {id} cannot be restored")), "checkpoint {id} is named: {events}");
+    }
+    assert_eq!(cluster.log("jobmanager").matches("restoring nothing").count(), 1, "only the first attempt started from nothing");
+    assert_kept(&output, &before);
+    assert_eq!(committed_files(&output).len(), before.len(), "nothing was written after the failure");
+}
+
 /// The storage of a job's checkpoints is unreadable when it restarts (a file where its
 /// directory was): the restart looks again and again and never starts from nothing;
 /// committed output stays; once the storage is back the job restores its checkpoint
