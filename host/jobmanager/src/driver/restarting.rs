@@ -126,12 +126,14 @@ impl Driver {
                 );
                 return self.restart_failed(why, now, out);
             }
-            None => (self.initial_restore.clone(), 0),
+            // A savepoint's id is the one before the job's first checkpoint.
+            None => (self.initial_restore.clone(), self.first_checkpoint.saturating_sub(1)),
         };
         if let Some(newest) = committed.filter(|&c| c > from) {
-            let (what, after) = match from {
-                0 => ("nothing".to_string(), "all records".to_string()),
-                id => (format!("checkpoint {id}"), format!("the records after checkpoint {id}")),
+            let (what, after) = match (&restore, from) {
+                (None, _) => ("nothing".to_string(), "all records".to_string()),
+                (Some(RestoreFrom::Savepoint(dir)), id) => (format!("checkpoint {id} (savepoint {dir})"), "the records after it".to_string()),
+                (Some(RestoreFrom::Checkpoint(_)), id) => (format!("checkpoint {id}"), format!("the records after checkpoint {id}")),
             };
             // The attempt `placed` deploys next: readers of the output (the chaos
             // checker) tell the gap's files by it.
