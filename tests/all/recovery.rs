@@ -84,8 +84,63 @@ fn completed_checkpoints(root: &Path, job: &str) -> Vec<u64> {
     ids
 }
 
+/// `GET` on the cluster's REST API (with its token): status and body.
+fn api_get(cluster: &TestCluster, path: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut r = agent.get(format!("{}{path}", cluster.rest)).header("Authorization", &format!("Bearer {}", cluster.token)).call().expect("request");
+    (r.status().as_u16(), r.body_mut().read_to_string().expect("body"))
+}
+
+/// Every committed file of a file sink with its content.
+fn committed_files(dir: &Path) -> HashMap<String, String> {
+    std::fs::read_dir(dir)
+        .expect("output dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("part-"))
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read_to_string(e.path()).expect("read part")))
+        .collect()
+}
+
+/// Every file in `before` is still there, unchanged.
+fn assert_kept(output: &Path, before: &HashMap<String, String>) {
+    let now = committed_files(output);
+    for (name, content) in before {
+        assert!(now.get(name) == Some(content), "committed file {name} was deleted or rewritten");
+    }
+}
+
+/// At-least-once with exact results: the final per-key sums are exact, and each key
+/// has at least one line per record of it (the gap's records may reach a key in
+/// another order when replayed, so its running sums there need not repeat the first
+/// ones). Returns how many lines were written more than once.
+fn assert_at_least_once(output: &Path, n: u64) -> usize {
+    let lines = committed_lines(output);
+    let mut expected: HashMap<u64, (u64, usize)> = HashMap::new();
+    for i in 0..n {
+        let e = expected.entry(splitmix64(i) % 100_000).or_default();
+        (e.0, e.1) = (e.0 + i, e.1 + 1);
+    }
+    let mut seen: HashMap<u64, (u64, usize)> = HashMap::new();
+    for l in &lines {
+        let (k, v) = l.split_once('\t').expect("key<TAB>value");
+        let (k, v): (u64, u64) = (k.parse().expect("key"), v.parse().expect("sum"));
+        let e = seen.entry(k).or_default();
+        (e.0, e.1) = (e.0.max(v), e.1 + 1);
+    }
+    assert_eq!(seen.len(), expected.len(), "every key");
+    for (k, (sum, count)) in &expected {
+        let (s, c) = seen.get(k).copied().unwrap_or_default();
+        assert_eq!(s, *sum, "final sum of key {k}");
+        assert!(c >= *count, "key {k}: {c} lines for {count} records");
+    }
+    lines.len() - n as usize
+}
+
+/// A fallback past a corrupted checkpoint: the previous one is restored, the
+/// checkpoint skipped is a job event (naming the file) and a metric, and the output
+/// the skipped checkpoint committed stays (the gap is written again: at-least-once).
 #[test]
-fn a_corrupted_checkpoint_is_detected_and_the_previous_one_restored() {
+fn a_corrupted_checkpoint_is_skipped_visibly_and_its_committed_output_stays() {
     let mut cluster = TestCluster::start_with(WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
     let n: u64 = 1_500_000;
     let output = cluster.dir.path().join("out");
@@ -100,6 +155,7 @@ fn a_corrupted_checkpoint_is_detected_and_the_previous_one_restored() {
         assert!(!line.contains(" FINISHED ") && !line.contains(" FAILED "), "the job must outlive the crash: {line}");
         line.contains(" RESTARTING ")
     });
+    let before = committed_files(&output);
     let ids = completed_checkpoints(&root, &job);
     let (newest, previous) = (ids[ids.len() - 1], ids[ids.len() - 2]);
     let dir = root.join(&job).join(format!("chk-{newest}"));
@@ -116,8 +172,155 @@ fn a_corrupted_checkpoint_is_detected_and_the_previous_one_restored() {
     wait_finished(&cluster, &job);
     let log = cluster.log("jobmanager");
     assert!(log.contains(&format!("restoring checkpoint {job}/chk-{previous}/_metadata")), "restored from the previous checkpoint: {log}");
-    assert!(log.lines().any(|l| l.contains("ERROR") && l.contains(&format!("chk-{newest}"))), "the corruption is reported loudly: {log}");
+    let (code, events) = api_get(&cluster, &format!("/api/v1/jobs/{job}/logs"));
+    assert_eq!(code, 200, "{events}");
+    let damaged = state.file_name().to_string_lossy().into_owned();
+    assert!(events.contains(&format!("checkpoint {newest} cannot be restored")) && events.contains(&damaged), "the skip is a job event: {events}");
+    assert!(events.contains("at-least-once"), "the gap is a job event: {events}");
+    let (_, metrics) = api_get(&cluster, "/metrics");
+    assert!(metrics.lines().any(|l| l == "weir_jobmanager_checkpoints_skipped_total 1"), "{metrics}");
+    assert_kept(&output, &before);
+    let duplicates = assert_at_least_once(&output, n);
+    eprintln!("{duplicates} lines of the gap written twice");
+}
+
+/// Every completed checkpoint is corrupt when the job restarts: it does not start from
+/// nothing on its own (that would replay the whole input into committed output); the
+/// restart fails, the strategy gives up, and every committed file stays.
+#[test]
+fn a_job_whose_checkpoints_are_all_corrupt_fails_instead_of_starting_over() {
+    let mut cluster = TestCluster::start_with(WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let output = cluster.dir.path().join("out");
+    let job = submit_keyed_sum(&cluster, 1_500_000, 4000, &output, "fixed-delay:1:2000");
+    let root = cluster.dir.path().join("checkpoints");
+    wait_until("two completed checkpoints", || completed_checkpoints(&root, &job).len() >= 2);
+    cluster.kill("taskmanager-2");
+    cluster.start_taskmanager("taskmanager-2", 2);
+    wait_until("the job to wait for its restart", || job_line(&cluster.status(), &job).contains(" RESTARTING "));
+    let before = committed_files(&output);
+    let ids = completed_checkpoints(&root, &job);
+    for id in &ids {
+        let meta = root.join(&job).join(format!("chk-{id}/_metadata"));
+        let mut bytes = std::fs::read(&meta).expect("read");
+        bytes[8] ^= 0x5a;
+        std::fs::write(&meta, bytes).expect("corrupt");
+    }
+
+    wait_until("the job to fail", || job_line(&cluster.status(), &job).contains(" FAILED "));
+    let (_, info) = api_get(&cluster, &format!("/api/v1/jobs/{job}"));
+    assert!(info.contains("not starting from nothing"), "{info}");
+    let (_, events) = api_get(&cluster, &format!("/api/v1/jobs/{job}/logs"));
+    for id in &ids {
+        assert!(events.contains(&format!("checkpoint {id} cannot be restored")), "checkpoint {id} is named: {events}");
+    }
+    assert_eq!(cluster.log("jobmanager").matches("restoring nothing").count(), 1, "only the first attempt started from nothing");
+    assert_kept(&output, &before);
+    assert_eq!(committed_files(&output).len(), before.len(), "nothing was written after the failure");
+}
+
+/// The storage of a job's checkpoints is unreadable when it restarts (a file where its
+/// directory was): the restart looks again and again and never starts from nothing;
+/// committed output stays; once the storage is back the job restores its checkpoint
+/// and ends exactly once.
+#[test]
+fn unreadable_checkpoints_at_restart_are_retried_until_the_storage_is_back() {
+    let mut cluster = TestCluster::start_with(WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let n: u64 = 1_500_000;
+    let output = cluster.dir.path().join("out");
+    let job = submit_keyed_sum(&cluster, n, 4000, &output, "fixed-delay:5:500");
+    let root = cluster.dir.path().join("checkpoints");
+    wait_until("two completed checkpoints", || completed_checkpoints(&root, &job).len() >= 2);
+    let (checkpoints, away) = (root.join(&job), cluster.dir.path().join("away"));
+    std::fs::rename(&checkpoints, &away).expect("move the checkpoints away");
+    std::fs::write(&checkpoints, b"not a directory").expect("a file in its place");
+    cluster.kill("taskmanager-2");
+    cluster.start_taskmanager("taskmanager-2", 2);
+    cluster.wait_until("the restart to find the checkpoints unreadable, twice", || {
+        cluster.log("jobmanager").matches("cannot read the job's checkpoints (lookup").count() >= 2
+    });
+    let line = job_line(&cluster.status(), &job);
+    assert!(line.contains(" RESTARTING "), "{line}");
+    let (_, events) = api_get(&cluster, &format!("/api/v1/jobs/{job}/logs"));
+    assert!(events.contains("cannot read the job's checkpoints (lookup 1 of 5)") && events.contains("Not a directory"), "a job event: {events}");
+    let before = committed_files(&output);
+    assert!(!before.is_empty(), "checkpoints committed output");
+    std::fs::remove_file(&checkpoints).expect("remove the file");
+    std::fs::rename(&away, &checkpoints).expect("the storage is back");
+
+    wait_finished(&cluster, &job);
+    let log = cluster.log("jobmanager");
+    assert_eq!(log.matches("restoring nothing").count(), 1, "only the first attempt started from nothing: {log}");
+    assert!(log.contains(&format!("restoring checkpoint {job}/chk-")), "{log}");
+    assert_kept(&output, &before);
     assert_exactly_once(&output, n);
+}
+
+/// Storage that stays unreadable fails the restarts until the restart strategy gives
+/// up: the job fails naming the storage error, and nothing committed is touched.
+#[test]
+fn checkpoints_that_stay_unreadable_fail_the_job_and_keep_its_committed_output() {
+    let mut cluster = TestCluster::start_with(WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let output = cluster.dir.path().join("out");
+    let job = submit_keyed_sum(&cluster, 1_500_000, 4000, &output, "fixed-delay:1:100");
+    let root = cluster.dir.path().join("checkpoints");
+    wait_until("two completed checkpoints", || completed_checkpoints(&root, &job).len() >= 2);
+    let checkpoints = root.join(&job);
+    std::fs::rename(&checkpoints, cluster.dir.path().join("away")).expect("move the checkpoints away");
+    std::fs::write(&checkpoints, b"not a directory").expect("a file in its place");
+    cluster.kill("taskmanager-2");
+    cluster.start_taskmanager("taskmanager-2", 2);
+    wait_until("the job to fail", || job_line(&cluster.status(), &job).contains(" FAILED "));
+    let before = committed_files(&output);
+    assert!(!before.is_empty(), "checkpoints committed output");
+    let (_, info) = api_get(&cluster, &format!("/api/v1/jobs/{job}"));
+    assert!(info.contains("checkpoints cannot be read") && info.contains("Not a directory"), "{info}");
+    let log = cluster.log("jobmanager");
+    assert_eq!(log.matches("restoring nothing").count(), 1, "only the first attempt started from nothing: {log}");
+    assert_eq!(log.matches("cannot read the job's checkpoints (lookup").count(), 4, "looked up five times, then the restart failed: {log}");
+    assert_kept(&output, &before);
+    assert_eq!(committed_files(&output).len(), before.len(), "nothing was written after the failure");
+}
+
+/// A JobManager that cannot record a job durably refuses it: a 5xx naming the cause,
+/// and nothing runs (a restarted JobManager could not know the job). Tried with
+/// `_jobs` unwritable (a file in its place) for a checkpointed job, and with the whole
+/// checkpoint storage unusable for a job without checkpoints.
+#[test]
+fn a_job_that_cannot_be_persisted_is_refused_and_never_runs() {
+    let cluster = TestCluster::start_with(WEIR, &[("taskmanager-1", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let root = cluster.dir.path().join("checkpoints");
+    let output = cluster.dir.path().join("out");
+    let submit = |checkpointed: bool| {
+        let wasm = WEIR.example("keyed_sum");
+        let mut args = vec!["submit", "--arg", "n=1000", "--arg", "sink=file", "--detach"];
+        if checkpointed {
+            args.extend(["--checkpoint-interval", "300"]);
+        }
+        let mut argv: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        argv.extend([wasm.as_os_str(), OsStr::new("--output-dir"), output.as_os_str()]);
+        let o = cluster.client(&argv);
+        assert!(!o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+        stderr(&o)
+    };
+    let nothing_runs = |what: &str| {
+        let (code, jobs) = api_get(&cluster, "/api/v1/jobs");
+        assert_eq!(code, 200);
+        assert!(!jobs.contains("\"id\""), "{what}: no job was created: {jobs}");
+        assert!(!output.exists(), "{what}: nothing ran");
+        assert!(cluster.status().contains("free slots: 2"), "{what}: no slot is taken");
+    };
+
+    std::fs::create_dir_all(&root).expect("root");
+    std::fs::write(root.join("_jobs"), b"not a directory").expect("a file where _jobs goes");
+    let err = submit(true);
+    assert!(err.contains("cannot persist the job, so it does not run") && err.contains("_jobs"), "the cause: {err}");
+    nothing_runs("_jobs unwritable");
+
+    std::fs::remove_dir_all(&root).expect("remove the storage");
+    std::fs::write(&root, b"not a directory").expect("a file where the storage goes");
+    let err = submit(false);
+    assert!(err.contains("cannot persist the job") && err.contains("checkpoints"), "the cause: {err}");
+    nothing_runs("storage unusable");
 }
 
 #[test]

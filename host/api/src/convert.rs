@@ -207,6 +207,7 @@ mod tests {
             jobs_by_state: vec![],
             checkpoints_completed: 0,
             checkpoints_failed: 0,
+            checkpoints_skipped: 0,
             restarts: 0,
         };
         let served = serde_json::to_value(taskmanagers(&overview))?;

@@ -63,6 +63,12 @@ pub fn jobmanager(jm: &JobManager) -> String {
     }
     counter(&mut out, "weir_jobmanager_checkpoints_completed_total", "Checkpoints completed.", o.checkpoints_completed);
     counter(&mut out, "weir_jobmanager_checkpoints_failed_total", "Checkpoints failed or abandoned.", o.checkpoints_failed);
+    counter(
+        &mut out,
+        "weir_jobmanager_checkpoints_skipped_total",
+        "Completed checkpoints a restart could not restore and passed over (their output stays: at-least-once since the one restored).",
+        o.checkpoints_skipped,
+    );
     counter(&mut out, "weir_jobmanager_job_restarts_total", "Job restarts after failures.", o.restarts);
 
     let running: Vec<_> = jm.jobs().into_iter().filter(|j| !j.resource.state.is_terminal()).collect();

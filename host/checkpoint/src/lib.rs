@@ -38,7 +38,9 @@ pub use savepoint::{NotADirectory, load_savepoint, savepoint_location};
 pub use split::{Split, decode_splits, encode_splits};
 pub use state_file::{FileKind, StateFile, StateFileView, StateFileWriter, decode_state_file, key_group_of};
 pub use storage::{CheckpointStorage, DirStorage, StorageError, validate_path};
-pub use store::{CheckpointError, JobCheckpoints, METADATA_FILE, RestoredState, load_state, verify};
+pub use store::{
+    CheckpointError, JobCheckpoints, METADATA_FILE, Restorable, RestoredState, Skipped, checkpoint_of_metadata_path, load_state, verify,
+};
 
 #[cfg(test)]
 mod tests;

@@ -54,6 +54,24 @@ pub enum CheckpointError {
     },
 }
 
+/// The answer of [`JobCheckpoints::find_restore`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Restorable {
+    /// The newest intact completed checkpoint, if any.
+    pub found: Option<CheckpointMeta>,
+    /// Completed checkpoints newer than `found` that cannot be restored, newest first.
+    pub skipped: Vec<Skipped>,
+}
+
+/// A completed checkpoint passed over at restore time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// Its id.
+    pub id: u64,
+    /// Why it cannot be restored (the file and what is wrong with it).
+    pub cause: String,
+}
+
 /// The checkpoints of one job.
 #[derive(Clone)]
 pub struct JobCheckpoints {
@@ -145,27 +163,36 @@ impl JobCheckpoints {
     }
 
     /// The newest completed checkpoint whose metadata and every referenced state file
-    /// decode and pass their checksums (it reads all of them).
-    ///
-    /// A corrupted, inconsistent or incomplete one is skipped with an error naming the
-    /// file and the reason, and the previous one is tried. A storage failure (other
-    /// than a missing file) is returned instead: a transient error must not silently
-    /// roll a job back.
+    /// decode and pass their checksums (it reads all of them). See [`Self::find_restore`].
     pub fn latest(&self) -> Result<Option<CheckpointMeta>, StorageError> {
+        self.find_restore().map(|r| r.found)
+    }
+
+    /// What a restart restores: the newest intact completed checkpoint, and the newer
+    /// completed checkpoints passed over on the way, each with its cause.
+    ///
+    /// A corrupted, inconsistent or incomplete one is skipped and the previous one is
+    /// tried. A storage failure (other than a missing file) is returned instead: a
+    /// transient error must not silently roll a job back.
+    pub fn find_restore(&self) -> Result<Restorable, StorageError> {
         let mut verified = HashMap::new();
+        let mut skipped = Vec::new();
         for id in self.checkpoint_ids()?.into_iter().rev() {
             let checked = self.read_meta(id).and_then(|meta| match meta {
                 Some(meta) => verify_with(&*self.storage, &meta, &mut verified, |_, _| Ok(())).map(|()| Some(meta)),
                 None => Ok(None),
             });
             match checked {
-                Ok(Some(meta)) => return Ok(Some(meta)),
+                Ok(Some(meta)) => return Ok(Restorable { found: Some(meta), skipped }),
                 Ok(None) => tracing::debug!(job = %self.job, checkpoint = id, "checkpoint has no metadata (in progress or abandoned)"),
                 Err(CheckpointError::Storage(e @ StorageError::Io { .. })) => return Err(e),
-                Err(e) => tracing::error!(job = %self.job, checkpoint = id, "skipping checkpoint {id}, trying the previous one: {e}"),
+                Err(e) => {
+                    tracing::error!(job = %self.job, checkpoint = id, "skipping checkpoint {id}, trying the previous one: {e}");
+                    skipped.push(Skipped { id, cause: e.to_string() });
+                }
             }
         }
-        Ok(None)
+        Ok(Restorable { found: None, skipped })
     }
 
     /// Loads the state of a chain from this job's storage (see [`load_state`]).
@@ -240,6 +267,14 @@ impl JobCheckpoints {
     pub fn delete_all(&self) -> Result<(), StorageError> {
         self.storage.delete(self.job.as_str())
     }
+}
+
+/// The checkpoint id of a metadata path `<job>/chk-<id>/_metadata` (what
+/// [`JobCheckpoints::metadata_path`] writes).
+pub fn checkpoint_of_metadata_path(path: &str) -> Option<u64> {
+    let mut parts = path.split('/');
+    let (_job, dir, file) = (parts.next()?, parts.next()?, parts.next()?);
+    (file == METADATA_FILE && parts.next().is_none()).then(|| parse_checkpoint_dir(dir)).flatten()
 }
 
 /// `chk-<id>` with the id written canonically (so "chk-07" cannot alias "chk-7").

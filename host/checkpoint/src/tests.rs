@@ -154,6 +154,28 @@ fn latest_skips_a_checkpoint_whose_state_file_was_corrupted() {
     assert_eq!(ck.latest().expect("latest"), None);
 }
 
+/// A restart hears which completed checkpoints it passes over, and why.
+#[test]
+fn find_restore_names_the_checkpoints_it_skipped() {
+    let (_dir, storage, ck) = setup();
+    let [m1, _, _] = three_checkpoints(&ck);
+    flip_byte(&storage, &ck.state_path(3, 1, 0, 0), 20);
+    flip_byte(&storage, &ck.metadata_path(2), 8);
+    let r = ck.find_restore().expect("find");
+    assert_eq!(r.found, Some(m1));
+    assert_eq!(r.skipped.iter().map(|s| s.id).collect::<Vec<_>>(), [3, 2]);
+    assert!(r.skipped[0].cause.contains("job/chk-3/1-0-a0.state"), "{}", r.skipped[0].cause);
+    assert!(r.skipped[1].cause.contains("job/chk-2/_metadata"), "{}", r.skipped[1].cause);
+    assert_eq!(checkpoint_of_metadata_path(&ck.metadata_path(12)), Some(12));
+    for other in ["job/chk-07/_metadata", "job/chk-1/x.state", "job/chk-1/_metadata/x", "chk-1/_metadata"] {
+        assert_eq!(checkpoint_of_metadata_path(other), None, "{other}");
+    }
+    // Storage that cannot be listed is an error, never "nothing to restore".
+    storage.delete("job").expect("delete");
+    storage.write("job", b"a file where the directory was").expect("write");
+    assert!(matches!(ck.find_restore(), Err(StorageError::Io { .. })));
+}
+
 #[test]
 fn latest_skips_a_checkpoint_whose_state_file_is_missing_or_metadata_corrupt() {
     let (_dir, storage, ck) = setup();

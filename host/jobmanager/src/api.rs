@@ -131,6 +131,7 @@ impl JobManager {
             jobs_by_state: by_state,
             checkpoints_completed: completed,
             checkpoints_failed: failed,
+            checkpoints_skipped: self.0.checkpoints_skipped.load(std::sync::atomic::Ordering::Relaxed),
             restarts,
         }
     }

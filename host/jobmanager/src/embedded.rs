@@ -259,6 +259,7 @@ impl JobHandle {
                     | Command::Persist
                     | Command::Checkpoint { .. }
                     | Command::AbandonCheckpoints(_)
+                    | Command::Skipped { .. }
                     | Command::Ended => {}
                 }
             }

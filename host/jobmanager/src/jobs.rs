@@ -8,6 +8,7 @@
 //! as events. What must survive a JobManager restart goes through `persist`.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -19,10 +20,10 @@ use weir_types::graph::ExecutionGraph;
 use weir_types::ids::{ComponentHash, JobId, RunId, TaskManagerId};
 use weir_wasm::Runtime;
 
-use crate::driver::{Command, Driver, Event, Exported, Placement};
+use crate::driver::{Command, Driver, Event, Exported, Found, Placement};
 use crate::job::{Job, checkpoint_store};
 use crate::model::{ApiError, Artifact, EndedJob, EventLevel, SubmitSpec};
-use crate::persist::Persistence;
+use crate::persist::{PersistedJob, Persistence};
 use crate::planning::{JobSource, PlannedCode, new_job_id, prepare};
 use crate::registry::Registry;
 use crate::restart::RestartStrategy;
@@ -60,6 +61,8 @@ pub(crate) struct Shared {
     pub(crate) runtime: Runtime,
     pub(crate) config: JobManagerConfig,
     persistence: Persistence,
+    /// Completed checkpoints restarts passed over as unrestorable, since the start.
+    pub(crate) checkpoints_skipped: AtomicU64,
 }
 
 /// Locks `m`. Lock order: state before registry.
@@ -132,7 +135,7 @@ impl Shared {
     pub(crate) fn new(config: JobManagerConfig, runtime: Runtime) -> Self {
         let registry = Mutex::new(Registry::new(config.heartbeat_timeout));
         let persistence = Persistence::new(config.checkpoint_dir.clone());
-        Self { registry, state: Mutex::default(), artifacts: Mutex::default(), runtime, config, persistence }
+        Self { registry, state: Mutex::default(), artifacts: Mutex::default(), runtime, config, persistence, checkpoints_skipped: AtomicU64::new(0) }
     }
 
     /// Picks up the history and the jobs a previous JobManager left running: each
@@ -188,7 +191,7 @@ impl Shared {
                 // again: taking it for "no checkpoint" would replay committed output.
                 let store = match (&j.store, &j.driver.deployment().checkpoints) {
                     (Some(store), _) => store.clone(),
-                    (None, None) => return Some(Event::Restorable(Ok(None))),
+                    (None, None) => return Some(Event::Restorable(Ok(Found::default()))),
                     (None, Some(c)) => match checkpoint_store(c, &job) {
                         Ok(store) => j.store.insert(store).clone(),
                         Err(e) => return Some(Event::Restorable(Err(e.to_string()))),
@@ -197,10 +200,14 @@ impl Shared {
                 let shared = self.clone();
                 tokio::spawn(async move {
                     // Reads and verifies files: off the lock.
-                    let found = tokio::task::spawn_blocking(move || store.latest().map(|m| m.map(|m| (m.id, store.metadata_path(m.id)))))
-                        .await
-                        .map_err(|e| format!("checkpoint lookup panicked: {e}"))
-                        .and_then(|r| r.map_err(|e| e.to_string()));
+                    let found = tokio::task::spawn_blocking(move || {
+                        let r = store.find_restore()?;
+                        let skipped = r.skipped.into_iter().map(|s| (s.id, s.cause)).collect();
+                        Ok::<_, weir_checkpoint::StorageError>(Found { restore: r.found.map(|m| (m.id, store.metadata_path(m.id))), skipped })
+                    })
+                    .await
+                    .map_err(|e| format!("checkpoint lookup panicked: {e}"))
+                    .and_then(|r| r.map_err(|e| e.to_string()));
                     shared.drive(&job, Event::Restorable(found));
                 });
             }
@@ -229,7 +236,11 @@ impl Shared {
                     let written = tokio::task::spawn_blocking(move || {
                         store.complete(&written_meta)?;
                         let size = store.written_bytes(&written_meta);
-                        store.retain(retain as usize).map_err(weir_checkpoint::CheckpointError::from)?;
+                        // The metadata is the commit point: the checkpoint is complete
+                        // (its sinks must commit) even if older ones cannot be dropped now.
+                        if let Err(e) = store.retain(retain as usize) {
+                            tracing::warn!(job = %store.job(), checkpoint = written_meta.id, "cannot drop older checkpoints: {e}");
+                        }
                         Ok::<_, weir_checkpoint::CheckpointError>(size)
                     })
                     .await;
@@ -264,10 +275,18 @@ impl Shared {
                     registry.release(id, n);
                 }
             }
-            Command::Persist => self.persistence.write_job(j.driver.record(), j.spec.clone(), j.created),
+            Command::Persist => {
+                if let Err(e) = self.persistence.write_job(j.driver.record(), j.spec.clone(), j.created) {
+                    j.event(EventLevel::Error, format!("cannot persist the job (a new jobmanager would not resume this attempt): {e}"));
+                }
+            }
             Command::Log(level, message) => j.event(level, message),
             Command::Checkpoint { id, status, size, failure } => j.checkpoint_event(id, status, size, failure),
             Command::AbandonCheckpoints(why) => j.abandon_checkpoints(&why),
+            Command::Skipped { id, cause } => {
+                self.checkpoints_skipped.fetch_add(1, Ordering::Relaxed);
+                j.event(EventLevel::Error, format!("checkpoint {id} cannot be restored, skipped for an older one: {cause}"));
+            }
             Command::Ended => j.end(),
         }
         None
@@ -299,8 +318,6 @@ impl Shared {
             checkpoint_store(c, &job)?;
         }
         let components: Vec<Arc<Vec<u8>>> = components.into_iter().map(|(_, bytes)| bytes).collect();
-        // Before the job is acknowledged: a JobManager restarted later finds its code.
-        self.persistence.write_components(&job, &components).await?;
         let deployment = JobDeployment {
             job: job.clone(),
             plan,
@@ -314,6 +331,12 @@ impl Shared {
             checkpoints,
             restore,
         };
+        let created = SystemTime::now();
+        let driver = Driver::new(deployment, restart, first_checkpoint, Instant::now());
+        // Before the job is acknowledged or runs: a JobManager restarted later finds it.
+        let record = PersistedJob { driver: driver.record(), spec: spec.clone(), created };
+        self.persistence.write_new_job(&job, &components, record).await?;
+        let deployment = driver.deployment();
         let mut state = lock(&self.state);
         let placed = {
             let mut registry = lock(&self.registry);
@@ -327,10 +350,10 @@ impl Shared {
                 return Err(ApiError::Unavailable(format!("the job needs {} slots but only {free} are free", deployment.graph.slots_needed())));
             }
         };
-        let description = self.describe(&deployment, &placement);
+        let description = self.describe(deployment, &placement);
         let name = deployment.plan.name.clone();
         let tasks = deployment.task_count();
-        let mut j = Job::new(Driver::new(deployment, restart, first_checkpoint, Instant::now()), components, spec, SystemTime::now());
+        let mut j = Job::new(driver, components, spec, created);
         j.event(EventLevel::Info, format!("job {name} submitted ({tasks} subtasks):\n{description}"));
         state.jobs.insert(job.clone(), j);
         self.drive_locked(&mut state, &job, Event::Placed(placement));

@@ -235,6 +235,8 @@ pub struct ClusterOverview {
     pub checkpoints_completed: u64,
     /// See `checkpoints_completed`.
     pub checkpoints_failed: u64,
+    /// Completed checkpoints that restarts found unrestorable and passed over.
+    pub checkpoints_skipped: u64,
     /// Restarts of all jobs.
     pub restarts: u64,
 }

@@ -44,42 +44,60 @@ impl Persistence {
     }
 
     /// Opened at each use: a directory that could not be created once (a mount not
-    /// there yet) is tried again.
-    fn storage(&self) -> Option<DirStorage> {
-        let dir = self.dir.as_ref()?;
-        DirStorage::new(dir).map_err(|e| tracing::error!(dir, "checkpoint storage unusable: {e}")).ok()
+    /// there yet) is tried again. `Ok(None)`: no checkpoint directory, nothing to keep.
+    fn open(&self) -> Result<Option<DirStorage>, weir_checkpoint::StorageError> {
+        self.dir.as_ref().map(DirStorage::new).transpose()
     }
 
-    /// Writes a new job's components, before the job is acknowledged.
-    pub(crate) async fn write_components(&self, job: &JobId, components: &[Arc<Vec<u8>>]) -> Result<(), ApiError> {
-        let Some(storage) = self.storage() else { return Ok(()) };
+    /// [`Self::open`] for what can only be logged when it fails.
+    fn storage(&self) -> Option<DirStorage> {
+        self.open().map_err(|e| tracing::error!("checkpoint storage unusable: {e}")).ok().flatten()
+    }
+
+    /// Records a new job durably before it is acknowledged: its components, then its
+    /// record. A JobManager restarted later finds it; if this fails the job must not
+    /// run (what is half written is removed).
+    pub(crate) async fn write_new_job(&self, job: &JobId, components: &[Arc<Vec<u8>>], record: PersistedJob) -> Result<(), ApiError> {
+        let storage = match self.open() {
+            Ok(Some(storage)) => storage,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(ApiError::Internal(format!("cannot persist the job: {e}"))),
+        };
         let (job, components) = (job.clone(), components.to_vec());
         let written = tokio::task::spawn_blocking(move || {
-            for (i, c) in components.iter().enumerate() {
-                storage.write(&format!("{JOBS_DIR}/{job}/component-{i}.wasm"), c)?;
+            let written = (|| {
+                for (i, c) in components.iter().enumerate() {
+                    storage.write(&format!("{JOBS_DIR}/{job}/component-{i}.wasm"), c).map_err(|e| e.to_string())?;
+                }
+                let record = postcard::to_allocvec(&record).map_err(|e| format!("cannot encode the job's record: {e}"))?;
+                storage.write(&format!("{JOBS_DIR}/{job}/job"), &record).map_err(|e| e.to_string())
+            })();
+            if written.is_err() {
+                let _ = storage.delete(&format!("{JOBS_DIR}/{job}"));
             }
-            Ok::<_, weir_checkpoint::StorageError>(())
+            written
         })
         .await;
         match written {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ApiError::Internal(format!("cannot persist the job's components: {e}"))),
-            Err(e) => Err(ApiError::Internal(format!("persisting the job's components panicked: {e}"))),
+            Ok(Err(e)) => Err(ApiError::Internal(format!("cannot persist the job, so it does not run: {e}"))),
+            Err(e) => Err(ApiError::Internal(format!("persisting the job panicked: {e}"))),
         }
     }
 
     /// Writes a job's record durably, in order (a small file): a JobManager that
     /// crashes later resumes it with a new attempt number.
-    pub(crate) fn write_job(&self, driver: DriverRecord, spec: SubmitSpec, created: SystemTime) {
-        let Some(storage) = self.storage() else { return };
+    pub(crate) fn write_job(&self, driver: DriverRecord, spec: SubmitSpec, created: SystemTime) -> Result<(), String> {
+        let storage = match self.open() {
+            Ok(Some(storage)) => storage,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        };
         let job = driver.deployment.job.clone();
         let record = PersistedJob { driver, spec, created };
-        let written = postcard::to_allocvec(&record)
+        postcard::to_allocvec(&record)
             .map_err(|e| e.to_string())
-            .and_then(|r| storage.write(&format!("{JOBS_DIR}/{job}/job"), &r).map_err(|e| e.to_string()));
-        if let Err(e) = written {
-            tracing::error!(%job, "cannot persist the job: {e}");
-        }
+            .and_then(|r| storage.write(&format!("{JOBS_DIR}/{job}/job"), &r).map_err(|e| e.to_string()))
     }
 
     /// Forgets a job's running record.

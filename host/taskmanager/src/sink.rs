@@ -12,7 +12,7 @@
 //! A restore first settles what earlier attempts left ([`recover_output`]): it *seals*
 //! each earlier attempt's directory by renaming it away, then commits the pending files
 //! of the attempt that completed the restored checkpoint (epochs up to it) and deletes
-//! everything else. The rename is atomic, so a superseded attempt that is still running
+//! the other pending files. Committed files are never deleted. The rename is atomic, so a superseded attempt that is still running
 //! somewhere (a paused or partitioned TaskManager: a zombie) can neither commit nor
 //! write a pending file afterwards: its paths no longer exist. Nothing it did before the
 //! seal is visible unless its checkpoint completed.
@@ -156,13 +156,18 @@ fn settled(path: &Path, r: std::io::Result<()>) -> Result<(), TaskError> {
 /// checkpoint `restored` (0: none) that attempt `owner` of the same job completed
 /// (`None`: a savepoint or nothing), writes to it; then creates the attempt's pending
 /// directory. Every earlier attempt's pending directory is sealed (see the module
-/// docs); of their files only the owner's epochs up to `restored` are committed.
-/// Committed files of earlier attempts past `restored` (an input's end commits its
-/// last epoch without a checkpoint) are deleted: they will be written again.
-/// Idempotent and safe to run concurrently, so every TaskManager with a subtask of the
-/// sink runs it.
-pub fn recover_output(dir: &Path, job: &str, attempt: u32, restored: u64, owner: Option<u32>) -> Result<(), TaskError> {
+/// docs); of their files only the owner's epochs up to `restored` are committed, the
+/// rest (never committed) deleted.
+///
+/// Committed files are never deleted or rewritten: a reader may have consumed them.
+/// Those of earlier attempts past `restored` (the restore fell back past a checkpoint
+/// that cannot be read, or an input's end committed its last epoch before the job
+/// ended) are returned: the records after `restored` will be written again, so the
+/// output is at-least-once for that gap. Idempotent and safe to run concurrently, so
+/// every TaskManager with a subtask of the sink runs it.
+pub fn recover_output(dir: &Path, job: &str, attempt: u32, restored: u64, owner: Option<u32>) -> Result<Vec<String>, TaskError> {
     std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+    let mut past = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| io_error(dir, e))? {
         let entry = entry.map_err(|e| io_error(dir, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -182,13 +187,16 @@ pub fn recover_output(dir: &Path, job: &str, attempt: u32, restored: u64, owner:
             && earlier < attempt
             && epoch > restored
         {
-            settled(&path, std::fs::remove_file(&path))?;
+            past.push(name);
         }
     }
     let own = dir.join(pending_dir_name(job, attempt));
     match std::fs::create_dir(&own) {
         Err(e) if e.kind() != ErrorKind::AlreadyExists => Err(io_error(&own, e)),
-        _ => Ok(()),
+        _ => {
+            past.sort();
+            Ok(past)
+        }
     }
 }
 
@@ -239,13 +247,26 @@ impl Transactional {
         }
     }
 
-    fn close_epoch(&mut self) -> Result<(), TaskError> {
-        let path = self.pending.join(pending_name(self.subtask, self.epoch));
-        self.file.flush().map_err(|e| io_error(&path, e))?;
+    /// Closes the open epoch as the one checkpoint `closed_by` commits. An attempt's
+    /// first epoch was opened as the one after its restored checkpoint; after a restore
+    /// older than the newest completed checkpoint, checkpoint ids go on above that
+    /// one, and the file takes the closing id so that it sorts after every epoch
+    /// committed before.
+    fn close_epoch(&mut self, closed_by: u64) -> Result<(), TaskError> {
+        let open = self.pending.join(pending_name(self.subtask, self.epoch));
+        self.file.flush().map_err(|e| io_error(&open, e))?;
         // Durable before the checkpoint that commits it can complete.
-        self.file.get_ref().sync_data().map_err(|e| io_error(&path, e))?;
-        let committed = self.dir.join(final_name(self.subtask, self.epoch, self.attempt));
-        self.commits.closed.lock().unwrap_or_else(PoisonError::into_inner).push(Closed { epoch: self.epoch, pending: path, committed });
+        self.file.get_ref().sync_data().map_err(|e| io_error(&open, e))?;
+        let path = self.pending.join(pending_name(self.subtask, closed_by));
+        if path != open {
+            match std::fs::rename(&open, &path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => return Err(TaskError::Superseded(Refused::Write(path))),
+                Err(e) => return Err(io_error(&open, e)),
+            }
+        }
+        let committed = self.dir.join(final_name(self.subtask, closed_by, self.attempt));
+        self.commits.closed.lock().unwrap_or_else(PoisonError::into_inner).push(Closed { epoch: closed_by, pending: path, committed });
         Ok(())
     }
 }
@@ -275,7 +296,7 @@ impl Sink {
     pub fn barrier(&mut self, checkpoint: u64) -> Result<(), TaskError> {
         match self {
             Sink::Transactional(t) => {
-                t.close_epoch()?;
+                t.close_epoch(checkpoint)?;
                 t.epoch = checkpoint + 1;
                 t.file = Transactional::create(&t.pending, t.subtask, t.epoch)?;
                 Ok(())
@@ -285,7 +306,8 @@ impl Sink {
     }
 
     /// Flushes buffered output; a transactional sink at the end of its input commits
-    /// everything (a later restore deletes it again if it was premature).
+    /// everything (if the job fails before it ends, the restore keeps it: see
+    /// [`recover_output`]).
     pub fn finish(&mut self) -> Result<(), TaskError> {
         match self {
             Sink::Text { out, .. } => {
@@ -293,7 +315,7 @@ impl Sink {
                 Ok(w.flush().map_err(SinkError::Write)?)
             }
             Sink::Transactional(t) => {
-                t.close_epoch()?;
+                t.close_epoch(t.epoch)?;
                 t.commits.commit(u64::MAX)
             }
             Sink::Discard => Ok(()),
@@ -413,6 +435,41 @@ mod tests {
         let _a2 = attempt(dir.path(), 2, 1, Some(1))?;
         assert_eq!(names(dir.path()), vec![".pending-j.2", "part-0-1-a1"]);
         assert_eq!(std::fs::read_to_string(dir.path().join("part-0-1-a1"))?, "k\ta1\n");
+        Ok(())
+    }
+
+    /// A restore older than the newest committed epoch (a fallback past a checkpoint
+    /// that cannot be read, or an input's end committed before the job failed) keeps
+    /// every committed file and names them; the new attempt's first file takes the id
+    /// of the checkpoint that closes it, so it sorts after them.
+    #[test]
+    fn committed_output_past_the_restored_checkpoint_stays() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let (mut a0, commits) = attempt(dir.path(), 0, 0, None)?;
+        for epoch in 1..=3 {
+            a0.write(&batch(&epoch.to_string()))?;
+            a0.barrier(epoch)?;
+        }
+        commits.commit(3)?;
+        a0.write(&batch("end"))?;
+        a0.finish()?;
+        drop(a0);
+        let before = names(dir.path());
+        assert_eq!(before, vec![".pending-j.0", "part-0-1-a0", "part-0-2-a0", "part-0-3-a0", "part-0-4-a0"]);
+        // Checkpoints 2 and 3 cannot be read: attempt 1 restores checkpoint 1.
+        let past = recover_output(dir.path(), "j", 1, 1, Some(0))?;
+        assert_eq!(past, vec!["part-0-2-a0", "part-0-3-a0", "part-0-4-a0"]);
+        let commits = Arc::new(Commits::default());
+        let mut a1 = Sink::Transactional(Box::new(Transactional::open(dir.path().into(), "j", 1, 0, 1, commits.clone())?));
+        a1.write(&batch("2 again"))?;
+        // The driver's checkpoint ids go on above the newest completed one (3).
+        a1.barrier(4)?;
+        commits.commit(4)?;
+        assert_eq!(names(dir.path()), vec![".pending-j.1", "part-0-1-a0", "part-0-2-a0", "part-0-3-a0", "part-0-4-a0", "part-0-4-a1"]);
+        assert_eq!(std::fs::read_to_string(dir.path().join("part-0-4-a1"))?, "k\t2 again\n");
+        for (name, content) in [("part-0-2-a0", "k\t2\n"), ("part-0-4-a0", "k\tend\n")] {
+            assert_eq!(std::fs::read_to_string(dir.path().join(name))?, content, "{name} untouched");
+        }
         Ok(())
     }
 

@@ -414,7 +414,15 @@ fn open_sinks(
             (Some(dir), SinkFiles::PartPerSubtask) if d.checkpoints.is_some() => {
                 let dir = Path::new(dir);
                 if settled.insert(last) {
-                    recover_output(dir, d.job.as_str(), d.attempt, restored, restore.and_then(Restore::sink_owner))?;
+                    let past = recover_output(dir, d.job.as_str(), d.attempt, restored, restore.and_then(Restore::sink_owner))?;
+                    if !past.is_empty() {
+                        tracing::warn!(
+                            job = %d.run_id(),
+                            "restored checkpoint {restored} is older than output already committed in {}: {} stay, their records are written again (at-least-once)",
+                            dir.display(),
+                            past.join(", ")
+                        );
+                    }
                 }
                 let c = Arc::new(Commits::default());
                 commits.push(c.clone());

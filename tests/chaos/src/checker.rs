@@ -75,6 +75,39 @@ fn parse_part(name: &str) -> Option<(u32, u64, u32)> {
     Some((s.parse().ok()?, e.parse().ok()?, a.parse().ok()?))
 }
 
+/// An at-least-once gap the JobManager announced: attempt `attempt` restored
+/// checkpoint `from` although epochs up to `newest` were committed (a fallback past a
+/// damaged checkpoint, or a sink's end-of-input commit before a failure). Those
+/// earlier attempts' files stay visible and their records are written again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    pub attempt: u32,
+    pub from: u64,
+    pub newest: u64,
+}
+
+impl Gap {
+    /// The gaps the JobManager log announced for job `id`.
+    pub fn announced(log: &str, id: &str) -> Vec<Gap> {
+        let number = |line: &str, after: &str| -> Option<u64> {
+            let rest = &line[line.find(after)? + after.len()..];
+            rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+        };
+        log.lines()
+            .filter(|l| l.contains(id) && l.contains("older than output already committed"))
+            .filter_map(|l| {
+                let from = if l.contains("restores nothing") { 0 } else { number(l, "restores checkpoint ")? };
+                Some(Gap { attempt: u32::try_from(number(l, "attempt ")?).ok()?, from, newest: number(l, "epochs up to ")? })
+            })
+            .collect()
+    }
+
+    /// The file of (epoch, attempt) is output of the gap, written again after it.
+    fn covers(&self, epoch: u64, attempt: u32) -> bool {
+        attempt < self.attempt && self.from < epoch && epoch <= self.newest
+    }
+}
+
 /// What the committed output holds, against the input.
 #[derive(Default, Debug)]
 pub struct Report {
@@ -94,6 +127,10 @@ pub struct Report {
     pub malformed: u64,
     /// Each (subtask, epoch) committed by several attempts: their file names.
     pub committed_twice: Vec<Vec<String>>,
+    /// Files of announced at-least-once gaps (not checked: their records are written
+    /// again after them), and their lines.
+    pub gap_files: usize,
+    pub gap_lines: u64,
     /// The first few violations, for people.
     pub examples: Vec<String>,
 }
@@ -115,6 +152,7 @@ impl Report {
         (self.lost, self.duplicated, self.out_of_order) = (self.lost + o.lost, self.duplicated + o.duplicated, self.out_of_order + o.out_of_order);
         (self.wrong_final, self.malformed) = (self.wrong_final + o.wrong_final, self.malformed + o.malformed);
         self.committed_twice.extend(o.committed_twice.iter().cloned());
+        (self.gap_files, self.gap_lines) = (self.gap_files + o.gap_files, self.gap_lines + o.gap_lines);
         o.examples.iter().for_each(|e| self.example(e.clone()));
         self
     }
@@ -125,6 +163,9 @@ impl std::fmt::Display for Report {
         let Report { files, lines, keys, lost, duplicated, out_of_order, wrong_final, malformed, .. } = self;
         write!(f, "  {lines} lines checked in {files} files ({keys} words): lost {lost}, duplicated {duplicated}, out of order {out_of_order}, ")?;
         writeln!(f, "wrong final count {wrong_final}, malformed {malformed}, epochs committed twice {}", self.committed_twice.len())?;
+        if self.gap_files > 0 {
+            writeln!(f, "    announced at-least-once gaps: {} files, {} lines written again after them", self.gap_files, self.gap_lines)?;
+        }
         self.committed_twice.iter().take(8).try_for_each(|names| writeln!(f, "    committed twice: {}", names.join(" ")))?;
         self.examples.iter().try_for_each(|e| writeln!(f, "    {e}"))
     }
@@ -153,13 +194,19 @@ impl Seen {
 }
 
 /// Reads every committed part file of `dir` in commit order (by epoch, then subtask,
-/// then attempt) and checks each word's sequence against `expected`.
-pub fn check(dir: &Path, expected: &HashMap<String, u64>) -> Result<Report> {
+/// then attempt) and checks each word's sequence against `expected`. Files of the
+/// announced `gaps` are counted apart: everything else must be exactly once.
+pub fn check(dir: &Path, expected: &HashMap<String, u64>, gaps: &[Gap]) -> Result<Report> {
     let mut report = Report::default();
     let mut parts = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading the output dir {}", dir.display()))? {
         let name = entry?.file_name().to_string_lossy().into_owned();
         match parse_part(&name) {
+            Some((_, epoch, attempt)) if gaps.iter().any(|g| g.covers(epoch, attempt)) => {
+                report.gap_files += 1;
+                let text = std::fs::read(dir.join(&name)).with_context(|| format!("reading {name}"))?;
+                report.gap_lines += text.iter().filter(|b| **b == b'\n').count() as u64;
+            }
             Some((subtask, epoch, attempt)) => parts.push((epoch, subtask, attempt, name)),
             // Pending files live in hidden directories; anything else visible is wrong.
             None if name.starts_with('.') => {}
@@ -249,7 +296,7 @@ mod tests {
         write(&dir, "part-0-2-a0", "a\t2\n");
         write(&dir, "part-0-2-a1", "a\t2\n");
         write(&dir, "part-0-3-a1", "a\t3\n");
-        let r = check(&dir, &expected).expect("check");
+        let r = check(&dir, &expected, &[]).expect("check");
         assert_eq!((r.files, r.lines, r.duplicated, r.lost, r.out_of_order, r.wrong_final), (4, 5, 1, 0, 0, 0));
         assert_eq!(r.committed_twice, vec![vec!["part-0-2-a0".to_string(), "part-0-2-a1".to_string()]]);
 
@@ -257,8 +304,29 @@ mod tests {
         std::fs::remove_file(dir.join("part-0-3-a1")).expect("rm");
         std::fs::remove_file(dir.join("part-0-2-a1")).expect("rm");
         write(&dir, "part-0", "");
-        let r = check(&dir, &expected).expect("check");
+        let r = check(&dir, &expected, &[]).expect("check");
         assert_eq!((r.lost, r.wrong_final, r.malformed, r.duplicated), (1, 1, 1, 0));
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    /// Attempt 1 restored checkpoint 1 although epoch 2 was committed: epoch 2 of
+    /// attempt 0 is the announced gap, and the rest must still be exactly once.
+    #[test]
+    fn an_announced_gap_is_set_apart_and_the_rest_checked_exactly_once() {
+        let dir = std::env::temp_dir().join(format!("weir-chaos-gap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let expected: HashMap<String, u64> = [("a".to_string(), 3)].into();
+        write(&dir, "part-0-1-a0", "a\t1\n");
+        write(&dir, "part-0-2-a0", "a\t2\n");
+        write(&dir, "part-0-3-a1", "a\t2\na\t3\n");
+        let log = "2026-12-06T10:00:00Z  WARN weir_jobmanager::job: attempt 1 restores checkpoint 1, older than output already committed \
+                   (epochs up to 2): that output stays, and the records after checkpoint 1 are written again (at-least-once for that gap) job=j7\n\
+                   ... attempt 1 restores checkpoint 1, older than output already committed (epochs up to 2) job=other";
+        let gaps = Gap::announced(log, "j7");
+        assert_eq!(gaps, vec![Gap { attempt: 1, from: 1, newest: 2 }]);
+        let r = check(&dir, &expected, &gaps).expect("check");
+        assert_eq!((r.violations(), r.gap_files, r.gap_lines, r.lines), (0, 1, 1, 3));
+        assert_eq!(check(&dir, &expected, &[]).expect("check").duplicated, 1, "unannounced, it is a duplicate");
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 

@@ -206,6 +206,7 @@ fn run_job(c: &mut Cluster, cfg: &Config, wasm: &Path, j: usize) -> Result<JobRe
     let expected = checker::generate(&input, &mut plan, cfg.words)?;
     let (interval, restart) = (plan.range(200, 500), format!("fixed-delay:1000000:{}", plan.range(200, 1000)));
     c.wait_all_slots(Duration::from_secs(120))?;
+    let log_from = c.jobmanager_log_len();
     let t0 = Instant::now();
     let id = c.submit(wasm, &input, &output, cfg.a.parallelism, interval, &restart)?;
     println!("job {j} ({id}): {} distinct words, checkpoints every {interval} ms, restart {restart}", expected.len());
@@ -241,7 +242,8 @@ fn run_job(c: &mut Cluster, cfg: &Config, wasm: &Path, j: usize) -> Result<JobRe
         c.cancel(&id);
         return Ok(r);
     }
-    let report = checker::check(&output, &expected)?;
+    let gaps = checker::Gap::announced(&c.jobmanager_log_since(log_from), &id);
+    let report = checker::check(&output, &expected, &gaps)?;
     if report.violations() == 0 && !cfg.a.keep {
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_dir_all(c.checkpoint_dir().join(&id));

@@ -33,7 +33,7 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use weir_checkpoint::CheckpointMeta;
+use weir_checkpoint::{CheckpointMeta, checkpoint_of_metadata_path};
 use weir_control::protocol::CheckpointAck;
 use weir_types::deployment::{JobDeployment, JobReport, JobStatus, RestoreFrom, TaskEnd, TaskProgress};
 use weir_types::ids::{RunId, TaskManagerId};
@@ -70,9 +70,9 @@ pub enum Phase {
 pub enum Event {
     /// Time passed: checkpoints due or overdue, restart delays over.
     Tick,
-    /// The newest intact checkpoint of the job (id, metadata path), or why the
-    /// checkpoints could not be read; the answer to [`Command::FindRestore`].
-    Restorable(Result<Option<(u64, String)>, String>),
+    /// What the job's checkpoints offer, or why they could not be read; the answer to
+    /// [`Command::FindRestore`].
+    Restorable(Result<Found, String>),
     /// Slots were reserved for the next attempt; the answer to [`Command::Place`].
     Placed(Placement),
     /// Too few free slots for the next attempt now.
@@ -128,6 +128,22 @@ pub enum Event {
     },
     /// A savepoint was exported (or not); the answer to [`Command::Export`].
     SavepointWritten(Exported),
+}
+
+/// The answer to [`Command::FindRestore`].
+#[derive(Debug, Default)]
+pub struct Found {
+    /// The newest intact completed checkpoint: (id, metadata path).
+    pub restore: Option<(u64, String)>,
+    /// Newer completed checkpoints that cannot be restored: (id, cause), newest first.
+    pub skipped: Vec<(u64, String)>,
+}
+
+impl Found {
+    /// Only `restore`, nothing skipped.
+    pub fn restore(restore: Option<(u64, String)>) -> Self {
+        Self { restore, skipped: vec![] }
+    }
 }
 
 /// The outcome of a [`Command::Export`].
@@ -241,6 +257,14 @@ pub enum Command {
     },
     /// Every checkpoint still in progress failed with this reason.
     AbandonCheckpoints(String),
+    /// A completed checkpoint cannot be restored and was passed over (a job event and
+    /// a metric).
+    Skipped {
+        /// Checkpoint id.
+        id: u64,
+        /// Why (the file and what is wrong with it).
+        cause: String,
+    },
     /// The job is over: move it to the history.
     Ended,
 }
@@ -286,6 +310,10 @@ pub struct Driver {
     failures: Vec<Instant>,
     restarts: u32,
     last_checkpoint: Option<u64>,
+    /// The newest epoch whose sink output may be committed besides completed
+    /// checkpoints' (a sink's end of input, checkpoints a restore skipped). Restores
+    /// older than it are announced as at-least-once, and new checkpoint ids go above it.
+    committed_epoch: Option<u64>,
     first_checkpoint: u64,
     initial_restore: Option<RestoreFrom>,
     /// Checkpoints whose metadata is being written. A restart waits for them: it must
@@ -297,6 +325,8 @@ pub struct Driver {
     terminating: bool,
     /// Overrides the last attempt's status (a job cancelled between attempts).
     final_status: Option<JobStatus>,
+    /// Overrides the last attempt's error (a restart that failed between attempts).
+    final_error: Option<String>,
     /// An attempt was deployed before (or the job is resumed): the next one gets a
     /// new number.
     deployed: bool,
@@ -319,12 +349,14 @@ impl Driver {
             failures: vec![],
             restarts: 0,
             last_checkpoint: None,
+            committed_epoch: None,
             first_checkpoint,
             initial_restore,
             completing: 0,
             savepoints: vec![],
             terminating: false,
             final_status: None,
+            final_error: None,
             deployed: false,
         }
     }
@@ -333,6 +365,12 @@ impl Driver {
     /// checkpoint, as a new attempt.
     pub fn resume(record: DriverRecord, now: Instant) -> Self {
         let d = record.deployment;
+        // The last attempt restored a completed checkpoint: one exists, whatever the
+        // storage shows now.
+        let restored = match &d.restore {
+            Some(RestoreFrom::Checkpoint(path)) => checkpoint_of_metadata_path(path),
+            _ => None,
+        };
         let tracker = JobTracker::new(&d.job, &d.plan.name, d.graph.clone(), vec![], now);
         Self {
             phase: Phase::Restarting(restarting::Restart::at(now)),
@@ -344,13 +382,15 @@ impl Driver {
             restart: record.restart,
             failures: vec![],
             restarts: record.restarts,
-            last_checkpoint: None,
+            last_checkpoint: restored,
+            committed_epoch: None,
             first_checkpoint: record.first_checkpoint,
             initial_restore: record.initial_restore,
             completing: 0,
             savepoints: vec![],
             terminating: false,
             final_status: None,
+            final_error: None,
             deployed: true,
         }
     }
@@ -409,6 +449,9 @@ impl Driver {
         }
         if let Some(status) = self.final_status {
             r.status = status;
+        }
+        if let Some(error) = &self.final_error {
+            r.error = Some(error.clone());
         }
         r.restarts = self.restarts;
         r.last_checkpoint = self.last_checkpoint;
@@ -510,15 +553,33 @@ impl Driver {
         out.push(Command::AbandonCheckpoints("the attempt ended".into()));
         let attempt = self.deployment.attempt;
         if self.tracker.status() == JobStatus::Failed {
-            self.failures.push(now);
             let error = self.tracker.report(now).error.unwrap_or_default();
-            if let Some(delay) = self.restart.next_delay(&self.failures, now) {
-                self.restarts += 1;
-                self.phase = Phase::Restarting(restarting::Restart::at(now + delay));
-                out.push(Command::Log(EventLevel::Warn, format!("attempt {attempt} failed, restart {} in {delay:?}: {error}", self.restarts)));
-                return;
-            }
-            out.push(Command::Log(EventLevel::Error, format!("attempt {attempt} failed and the restart strategy gives up: {error}")));
+            return self.failed(&format!("attempt {attempt} failed"), error, now, out);
+        }
+        self.finish(out);
+    }
+
+    /// A restart could not get as far as deploying: it counts as a failed attempt.
+    fn restart_failed(&mut self, error: String, now: Instant, out: &mut Vec<Command>) {
+        let what = format!("restart {}", self.restarts);
+        self.failed(&what, error, now, out);
+    }
+
+    /// `what` failed with `error`: the restart strategy decides whether the job
+    /// restarts or fails.
+    fn failed(&mut self, what: &str, error: String, now: Instant, out: &mut Vec<Command>) {
+        self.failures.push(now);
+        if let Some(delay) = self.restart.next_delay(&self.failures, now) {
+            self.restarts += 1;
+            self.phase = Phase::Restarting(restarting::Restart::at(now + delay));
+            out.push(Command::Log(EventLevel::Warn, format!("{what} failed, restart {} in {delay:?}: {error}", self.restarts)));
+            return;
+        }
+        out.push(Command::Log(EventLevel::Error, format!("{what} failed and the restart strategy gives up: {error}")));
+        if matches!(self.phase, Phase::Restarting(_)) {
+            // No attempt ran into this failure: the job ends with it.
+            self.final_status = Some(JobStatus::Failed);
+            self.final_error = Some(error);
         }
         self.finish(out);
     }

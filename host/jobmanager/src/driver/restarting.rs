@@ -6,17 +6,19 @@ use std::time::{Duration, Instant};
 use weir_types::deployment::RestoreFrom;
 use weir_types::ids::TaskManagerId;
 
-use super::{Command, Driver, Phase};
+use super::{Command, Driver, Found, Phase};
 use crate::coordinator::Coordinator;
 use crate::model::EventLevel;
 use crate::tracker::JobTracker;
 
-/// How long to wait before asking again for slots, or for checkpoints that could not
-/// be read.
+/// How long to wait before asking again for slots.
 const RETRY: Duration = Duration::from_millis(20);
-/// Checkpoints that cannot be read are retried this much later: a restart from
-/// nothing would replay the input into output that is already committed.
-const STORAGE_RETRY: Duration = Duration::from_secs(1);
+/// Checkpoints that cannot be read are looked up again after this, doubling each time:
+/// a restart from nothing would replay the input into output already committed.
+const STORAGE_RETRY: Duration = Duration::from_millis(500);
+/// Lookups of unreadable checkpoints before the restart counts as a failed attempt
+/// (about 15 s with the doubling delays); the restart strategy decides what follows.
+const STORAGE_LOOKUPS: u32 = 5;
 
 /// Where a restart stands.
 #[derive(Debug)]
@@ -24,6 +26,8 @@ pub struct Restart {
     /// Not before this.
     at: Instant,
     step: Step,
+    /// Lookups of the checkpoints that failed so far.
+    unreadable: u32,
 }
 
 #[derive(Debug)]
@@ -39,12 +43,12 @@ enum Step {
 impl Restart {
     /// A restart at `at`, restoring the newest checkpoint.
     pub(super) fn at(at: Instant) -> Self {
-        Self { at, step: Step::Waiting }
+        Self { at, step: Step::Waiting, unreadable: 0 }
     }
 
     /// A first attempt restoring `restore`, as soon as slots are free.
     pub(super) fn placing(now: Instant, restore: Option<RestoreFrom>) -> Self {
-        Self { at: now, step: Step::Placing(restore) }
+        Self { at: now, step: Step::Placing(restore), unreadable: 0 }
     }
 }
 
@@ -82,23 +86,66 @@ impl Driver {
         }
     }
 
-    pub(super) fn restorable(&mut self, found: Result<Option<(u64, String)>, String>, now: Instant, out: &mut Vec<Command>) {
+    pub(super) fn restorable(&mut self, found: Result<Found, String>, now: Instant, out: &mut Vec<Command>) {
         let Phase::Restarting(r) = &mut self.phase else { return };
         if !matches!(r.step, Step::Looking) {
             return;
         }
-        let restore = match found {
-            Ok(Some((id, path))) => {
-                self.last_checkpoint = Some(self.last_checkpoint.map_or(id, |l| l.max(id)));
-                Some(RestoreFrom::Checkpoint(path))
-            }
-            Ok(None) => self.initial_restore.clone(),
+        let found = match found {
+            Ok(found) => found,
             Err(e) => {
-                *r = Restart::at(now + STORAGE_RETRY);
-                out.push(Command::Log(EventLevel::Error, format!("cannot read the job's checkpoints, trying again in {STORAGE_RETRY:?}: {e}")));
-                return;
+                r.unreadable += 1;
+                if r.unreadable < STORAGE_LOOKUPS {
+                    let delay = STORAGE_RETRY * 2u32.pow(r.unreadable - 1);
+                    (r.at, r.step) = (now + delay, Step::Waiting);
+                    let n = r.unreadable;
+                    let m = format!("cannot read the job's checkpoints (lookup {n} of {STORAGE_LOOKUPS}), trying again in {delay:?}: {e}");
+                    return out.push(Command::Log(EventLevel::Error, m));
+                }
+                return self.restart_failed(format!("the job's checkpoints cannot be read: {e}"), now, out);
             }
         };
+        for (id, cause) in &found.skipped {
+            out.push(Command::Skipped { id: *id, cause: cause.clone() });
+        }
+        let skipped = found.skipped.iter().map(|(id, _)| *id).max();
+        self.committed_epoch = self.committed_epoch.max(skipped);
+        self.last_checkpoint = self.last_checkpoint.max(skipped);
+        let committed = self.committed_epoch.max(self.last_checkpoint);
+        let (restore, from) = match found.restore {
+            Some((id, path)) => {
+                self.last_checkpoint = self.last_checkpoint.max(Some(id));
+                (Some(RestoreFrom::Checkpoint(path)), id)
+            }
+            // Starting from nothing would replay the whole input into committed output:
+            // only a user may decide that (by submitting the job again).
+            None if let Some(newest) = self.last_checkpoint => {
+                let why = format!(
+                    "no completed checkpoint can be restored (the newest, {newest}, and every older one are unreadable); \
+                     not starting from nothing: submit the job again to start over, or from a savepoint"
+                );
+                return self.restart_failed(why, now, out);
+            }
+            // A savepoint's id is the one before the job's first checkpoint.
+            None => (self.initial_restore.clone(), self.first_checkpoint.saturating_sub(1)),
+        };
+        if let Some(newest) = committed.filter(|&c| c > from) {
+            let (what, after) = match (&restore, from) {
+                (None, _) => ("nothing".to_string(), "all records".to_string()),
+                (Some(RestoreFrom::Savepoint(dir)), id) => (format!("checkpoint {id} (savepoint {dir})"), "the records after it".to_string()),
+                (Some(RestoreFrom::Checkpoint(_)), id) => (format!("checkpoint {id}"), format!("the records after checkpoint {id}")),
+            };
+            // The attempt `placed` deploys next: readers of the output (the chaos
+            // checker) tell the gap's files by it.
+            let next = self.deployment.attempt + u32::from(self.deployed);
+            out.push(Command::Log(
+                EventLevel::Warn,
+                format!(
+                    "attempt {next} restores {what}, older than output already committed (epochs up to {newest}): that output \
+                     stays, and {after} are written again (at-least-once for that gap)"
+                ),
+            ));
+        }
         r.step = Step::Placing(restore);
         out.push(Command::Place);
     }
@@ -128,7 +175,7 @@ impl Driver {
         self.slots = p.slots;
         self.tracker = JobTracker::new(&d.job, &d.plan.name, d.graph.clone(), d.placement.clone(), now);
         self.coordinator = d.checkpoints.as_ref().map(|c| {
-            let first = self.last_checkpoint.map_or(self.first_checkpoint, |id| id + 1);
+            let first = self.last_checkpoint.max(self.committed_epoch).map_or(self.first_checkpoint, |id| id + 1);
             Coordinator::new(Duration::from_millis(c.interval_ms), first, d.task_count(), now)
         });
         let to: Vec<(TaskManagerId, u32)> =

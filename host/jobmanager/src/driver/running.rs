@@ -8,8 +8,9 @@ use std::time::Instant;
 
 use weir_checkpoint::CheckpointMeta;
 use weir_control::protocol::CheckpointAck;
-use weir_types::deployment::{TaskEnd, TaskOutcome};
+use weir_types::deployment::{SinkFiles, TaskEnd, TaskOutcome};
 use weir_types::ids::RunId;
+use weir_types::plan::{NodeKind, SinkKind};
 
 use super::{Command, Driver, Exported, Phase, SavepointWait};
 use crate::coordinator::AckOutcome;
@@ -41,6 +42,14 @@ impl Driver {
     }
 
     pub(super) fn task_ended(&mut self, end: TaskEnd, now: Instant, out: &mut Vec<Command>) {
+        if let TaskOutcome::Finished(stats) = &end.outcome
+            && self.is_transactional_sink(end.vertex)
+        {
+            // A file sink commits its last epoch at the end of its input, before any
+            // checkpoint covers it: a restore from an older checkpoint writes it again.
+            let epoch = stats.last_checkpoint.max(self.last_checkpoint.unwrap_or(0)) + 1;
+            self.committed_epoch = self.committed_epoch.max(Some(epoch));
+        }
         if let (TaskOutcome::Finished(stats), Some(c)) = (&end.outcome, self.coordinator.as_mut()) {
             // It may have been the last subtask a checkpoint waited for.
             let outcome = c.finished(&self.deployment, end.vertex, end.subtask, stats.last_checkpoint);
@@ -49,6 +58,15 @@ impl Driver {
         if self.tracker.ended(end.vertex, end.subtask, end.outcome, now) {
             self.cancel_attempt(out);
         }
+    }
+
+    /// The vertex ends in a file sink that commits with checkpoints.
+    fn is_transactional_sink(&self, vertex: u32) -> bool {
+        let d = &self.deployment;
+        let last = d.graph.vertices.get(vertex as usize).and_then(|v| v.nodes.last()).and_then(|n| d.plan.nodes.get(*n));
+        d.checkpoints.is_some()
+            && d.sink_files == SinkFiles::PartPerSubtask
+            && last.is_some_and(|n| matches!(n.kind, NodeKind::Sink(SinkKind::File(Some(_)))))
     }
 
     fn ack_outcome(&mut self, outcome: AckOutcome, out: &mut Vec<Command>) {

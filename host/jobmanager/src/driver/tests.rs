@@ -9,6 +9,7 @@ use weir_types::deployment::{CheckpointConfig, JobDeployment, JobStatus, Restore
 
 use super::*;
 use crate::restart::RestartStrategy;
+use weir_types::plan::{NodeKind, SinkKind};
 
 /// One generator vertex of parallelism 2, checkpointed every 100 ms, not yet placed.
 fn deployment() -> JobDeployment {
@@ -139,7 +140,7 @@ fn a_failure_during_deploy_cancels_the_others_and_restarts() {
     assert_eq!(j.d.report(j.t0).status, JobStatus::Restarting);
     assert!(j.on(100, Event::Tick).is_empty(), "the delay runs");
     assert_eq!(j.on(502, Event::Tick), vec![Command::FindRestore]);
-    assert_eq!(j.on(503, Event::Restorable(Ok(None))), vec![Command::Place]);
+    assert_eq!(j.on(503, Event::Restorable(Ok(Found::default()))), vec![Command::Place]);
     let out = j.place(504);
     assert_eq!(deploys(&out).map(|d| (d.attempt, d.restore.clone())), Some((1, None)));
 }
@@ -166,7 +167,7 @@ fn a_lost_taskmanager_restarts_the_job_as_its_strategy_says() {
             // Restart due within the round; the newest checkpoint is looked up first.
             let out = j.on(base + 9_000, Event::Tick);
             assert_eq!(out, vec![Command::FindRestore], "{restart:?}");
-            j.on(base + 9_001, Event::Restorable(Ok(None)));
+            j.on(base + 9_001, Event::Restorable(Ok(Found::default())));
         }
         restarted
     };
@@ -191,7 +192,7 @@ fn a_superseded_attempts_reports_never_count() {
     j.lose(102, 20);
     j.end(103, 0, TaskOutcome::Cancelled);
     j.on(700, Event::Tick);
-    j.on(701, Event::Restorable(Ok(None)));
+    j.on(701, Event::Restorable(Ok(Found::default())));
     j.start(702);
     assert_ne!(j.run(), old);
     let stale = |id, subtask| {
@@ -223,7 +224,7 @@ fn a_restart_waits_for_a_checkpoint_completion_in_flight() {
     let out = j.completed(701, run, m);
     assert!(!has(&out, |c| matches!(c, Command::Announce { .. })), "nobody of the failed attempt commits: the restore does");
     assert_eq!(j.on(702, Event::Tick), vec![Command::FindRestore]);
-    j.on(703, Event::Restorable(Ok(Some((1, "j/chk-1/_metadata".into())))));
+    j.on(703, Event::Restorable(Ok(Found::restore(Some((1, "j/chk-1/_metadata".into()))))));
     let out = j.place(704);
     let d = deploys(&out).expect("deploy");
     assert_eq!(d.restore, Some(RestoreFrom::Checkpoint("j/chk-1/_metadata".into())));
@@ -233,18 +234,135 @@ fn a_restart_waits_for_a_checkpoint_completion_in_flight() {
 }
 
 /// Unreadable checkpoints are never taken for none: the job would replay its input
-/// into output already committed.
+/// into output already committed. They are looked up again with growing delays, then
+/// the restart counts as a failure and the restart strategy decides.
 #[test]
-fn checkpoints_that_cannot_be_read_are_looked_up_again_not_skipped() {
+fn checkpoints_that_cannot_be_read_are_looked_up_again_then_fail_the_restart() {
+    let mut j = Job::new(RestartStrategy::FixedDelay { attempts: 2, delay: Duration::from_millis(500) });
+    j.start(0);
+    j.lose(1, 20);
+    j.end(2, 0, TaskOutcome::Cancelled);
+    let mut at = 600;
+    assert_eq!(j.on(at, Event::Tick), vec![Command::FindRestore]);
+    for (lookup, delay) in [(1, 500), (2, 1_000), (3, 2_000), (4, 4_000)] {
+        let out = j.on(at + 1, Event::Restorable(Err("permission denied".into())));
+        let said = format!("lookup {lookup} of 5");
+        assert!(matches!(out.as_slice(), [Command::Log(EventLevel::Error, m)] if m.contains("permission denied") && m.contains(&said)), "{out:?}");
+        assert!(j.on(at + delay, Event::Tick).is_empty(), "the delay grows");
+        at += delay + 1;
+        assert_eq!(j.on(at, Event::Tick), vec![Command::FindRestore]);
+    }
+    // The fifth lookup fails too: a failed restart, the strategy allows another.
+    let out = j.on(at + 1, Event::Restorable(Err("permission denied".into())));
+    assert!(has(&out, |c| matches!(c, Command::Log(EventLevel::Warn, m) if m.contains("restart 1 failed, restart 2"))), "{out:?}");
+    assert_eq!(j.d.report(j.t0).status, JobStatus::Restarting);
+    // Storage is back in time for restart 2: it restores the checkpoint.
+    assert_eq!(j.on(at + 600, Event::Tick), vec![Command::FindRestore]);
+    assert_eq!(j.on(at + 601, Event::Restorable(Ok(Found::restore(Some((3, "j/chk-3/_metadata".into())))))), vec![Command::Place]);
+
+    // The same with storage that stays broken: the strategy gives up, the job fails
+    // with the storage's error, and no attempt ever started from nothing.
+    let mut j = Job::new(RestartStrategy::FixedDelay { attempts: 1, delay: Duration::from_millis(500) });
+    j.start(0);
+    j.lose(1, 20);
+    j.end(2, 0, TaskOutcome::Cancelled);
+    let mut out = vec![];
+    for tick in 0..200 {
+        out = j.on(600 + tick * 1_000, Event::Tick);
+        if out == vec![Command::FindRestore] {
+            out = j.on(601 + tick * 1_000, Event::Restorable(Err("not a directory".into())));
+        }
+        assert!(!has(&out, |c| matches!(c, Command::Place)), "never placed without its checkpoints");
+        if j.d.is_ended() {
+            break;
+        }
+    }
+    assert!(has(&out, |c| *c == Command::Ended), "{out:?}");
+    let report = j.d.report(j.t0);
+    assert_eq!(report.status, JobStatus::Failed);
+    assert!(report.error.is_some_and(|e| e.contains("checkpoints cannot be read: not a directory")));
+}
+
+/// Completed checkpoints a restart passes over are named (a job event and a metric),
+/// and the gap between the one restored and the newest is announced as written again.
+#[test]
+fn a_restore_past_skipped_checkpoints_names_them_and_the_gap() {
     let mut j = Job::new(FIXED);
     j.start(0);
     j.lose(1, 20);
     j.end(2, 0, TaskOutcome::Cancelled);
-    assert_eq!(j.on(600, Event::Tick), vec![Command::FindRestore]);
-    let out = j.on(601, Event::Restorable(Err("permission denied".into())));
-    assert!(matches!(out.as_slice(), [Command::Log(EventLevel::Error, m)] if m.contains("permission denied")), "{out:?}");
-    assert!(j.on(602, Event::Tick).is_empty());
-    assert_eq!(j.on(1_700, Event::Tick), vec![Command::FindRestore]);
+    j.on(600, Event::Tick);
+    let skipped = vec![(5, "chk-5/0-0-a0.state: checksum mismatch".to_string()), (4, "chk-4/_metadata: truncated".to_string())];
+    let out = j.on(601, Event::Restorable(Ok(Found { restore: Some((3, "j/chk-3/_metadata".into())), skipped })));
+    assert!(has(&out, |c| matches!(c, Command::Skipped { id: 5, cause } if cause.contains("checksum mismatch"))), "{out:?}");
+    assert!(has(&out, |c| matches!(c, Command::Skipped { id: 4, .. })), "{out:?}");
+    assert!(has(
+        &out,
+        |c| matches!(c, Command::Log(EventLevel::Warn, m) if m.contains("attempt 1 restores checkpoint 3") && m.contains("epochs up to 5") && m.contains("at-least-once"))
+    ));
+    assert_eq!(out.last(), Some(&Command::Place));
+    let out = j.place(602);
+    assert_eq!(deploys(&out).and_then(|d| d.restore.clone()), Some(RestoreFrom::Checkpoint("j/chk-3/_metadata".into())));
+    j.on(603, Event::Prepared { run: j.run(), tm: tm(10) });
+    j.on(603, Event::Prepared { run: j.run(), tm: tm(20) });
+    // New checkpoint ids go on above every completed one: epochs never repeat.
+    assert!(has(&j.on(800, Event::Tick), |c| matches!(c, Command::Trigger { id: 6, .. })));
+}
+
+/// A file sink commits its last epoch at the end of its input; a restore older than
+/// that epoch (the job failed before another checkpoint covered it) is announced as
+/// at-least-once, and new checkpoint ids go on above the epoch.
+#[test]
+fn a_restore_older_than_a_sinks_end_of_input_commit_is_announced() {
+    let mut d = deployment();
+    d.plan.nodes[0].kind = NodeKind::Sink(SinkKind::File(Some("/out".into())));
+    let t0 = Instant::now();
+    let mut j = Job { d: Driver::new(d, FIXED, 1, t0), t0 };
+    j.start(0);
+    let run = j.run();
+    let m = j.checkpoint(100, 1);
+    j.completed(101, run, m);
+    let stats = TaskStats { last_checkpoint: 1, ..TaskStats::default() };
+    j.end(150, 0, TaskOutcome::Finished(stats));
+    j.lose(200, 20);
+    j.on(800, Event::Tick);
+    let out = j.on(801, Event::Restorable(Ok(Found::restore(Some((1, "j/chk-1/_metadata".into()))))));
+    assert!(
+        has(
+            &out,
+            |c| matches!(c, Command::Log(EventLevel::Warn, m) if m.contains("attempt 1 restores checkpoint 1") && m.contains("epochs up to 2"))
+        ),
+        "{out:?}"
+    );
+    j.start(802);
+    assert!(has(&j.on(1_000, Event::Tick), |c| matches!(c, Command::Trigger { id: 3, .. })), "above the committed epoch");
+}
+
+/// When no completed checkpoint can be restored, the job never starts from nothing on
+/// its own: the restart fails, and the user decides (by submitting it again).
+#[test]
+fn a_job_whose_checkpoints_are_all_unrestorable_does_not_start_from_nothing() {
+    let mut j = Job::new(FIXED);
+    j.start(0);
+    j.lose(1, 20);
+    j.end(2, 0, TaskOutcome::Cancelled);
+    j.on(600, Event::Tick);
+    let everything_corrupt = Found { restore: None, skipped: vec![(2, "bad".into()), (1, "bad".into())] };
+    let out = j.on(601, Event::Restorable(Ok(everything_corrupt)));
+    assert!(!has(&out, |c| matches!(c, Command::Place)), "{out:?}");
+    assert!(has(&out, |c| matches!(c, Command::Log(EventLevel::Warn, m) if m.contains("not starting from nothing"))), "{out:?}");
+    // The checkpoints this JobManager saw complete count too, when storage shows none.
+    let mut j = Job::new(RestartStrategy::None);
+    j.start(0);
+    let run = j.run();
+    let m = j.checkpoint(100, 1);
+    j.completed(101, run, m);
+    j.d.restart = FIXED;
+    j.lose(200, 20);
+    j.end(201, 0, TaskOutcome::Cancelled);
+    j.on(800, Event::Tick);
+    let out = j.on(801, Event::Restorable(Ok(Found::default())));
+    assert!(!has(&out, |c| matches!(c, Command::Place)), "{out:?}");
 }
 
 #[test]
@@ -323,12 +441,26 @@ fn a_resumed_job_restarts_from_its_newest_checkpoint_as_a_new_attempt() {
     let mut d = Driver::resume(record, t0);
     assert_eq!(d.report(t0).status, JobStatus::Restarting);
     assert_eq!(d.on(Event::Tick, t0), vec![Command::FindRestore]);
-    assert_eq!(d.on(Event::Restorable(Ok(Some((9, "j/chk-9/_metadata".into())))), t0), vec![Command::Place]);
+    assert_eq!(d.on(Event::Restorable(Ok(Found::restore(Some((9, "j/chk-9/_metadata".into()))))), t0), vec![Command::Place]);
     let p = Placement { tms: vec![tm(10)], addrs: vec!["a".into()], placement: vec![vec![0, 0]], slots: vec![(tm(10), 2)] };
     let out = d.on(Event::Placed(p), t0);
     let dep = deploys(&out).expect("deploy");
     assert_eq!((dep.attempt, dep.restore.clone()), (5, Some(RestoreFrom::Checkpoint("j/chk-9/_metadata".into()))));
     assert_eq!((d.report(t0).restarts, d.last_checkpoint()), (2, Some(9)));
+}
+
+/// A resumed job whose last attempt restored a checkpoint never starts from nothing,
+/// even if the storage shows no checkpoint now (a directory gone missing).
+#[test]
+fn a_resumed_job_that_restored_a_checkpoint_before_does_not_start_from_nothing() {
+    let t0 = Instant::now();
+    let mut record = Job::new(FIXED).d.record();
+    record.deployment.restore = Some(RestoreFrom::Checkpoint("j/chk-7/_metadata".into()));
+    let mut d = Driver::resume(record, t0);
+    assert_eq!(d.on(Event::Tick, t0), vec![Command::FindRestore]);
+    let out = d.on(Event::Restorable(Ok(Found::default())), t0);
+    assert!(has(&out, |c| matches!(c, Command::Log(EventLevel::Warn, m) if m.contains("the newest, 7"))), "{out:?}");
+    assert!(!has(&out, |c| matches!(c, Command::Place)), "{out:?}");
 }
 
 #[test]
@@ -355,7 +487,7 @@ fn slots_that_are_not_free_yet_are_asked_for_again() {
     j.lose(1, 20);
     j.end(2, 0, TaskOutcome::Cancelled);
     j.on(600, Event::Tick);
-    j.on(601, Event::Restorable(Ok(Some((3, "j/chk-3/_metadata".into())))));
+    j.on(601, Event::Restorable(Ok(Found::restore(Some((3, "j/chk-3/_metadata".into()))))));
     j.on(602, Event::NoSlots);
     assert!(j.on(610, Event::Tick).is_empty());
     assert_eq!(j.on(700, Event::Tick), vec![Command::Place], "the restore found stays");
