@@ -11,7 +11,7 @@
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use weir_batch::{Reader, STATE_CLEARED, STATE_SET, STATE_UNCHANGED, WriteBuf, copy_small};
+use weir_batch::{Reader, STATE_CLEARED, STATE_SET, STATE_UNCHANGED, WriteBuf};
 
 use crate::error::OpError;
 
@@ -188,6 +188,34 @@ impl WriteBuf for Out {
         if let Some(slot) = self.buf.get_mut(at..at + 4) {
             slot.copy_from_slice(&bytes);
         }
+    }
+}
+
+/// Copies `src` (at most 16 bytes) to the front of `dst` as two overlapping
+/// fixed-size chunks: the first and the last 8, 4, 2 or 1 bytes.
+#[inline(always)]
+fn copy_small(dst: &mut [u8; 16], src: &[u8]) {
+    let n = src.len();
+    macro_rules! two_chunks {
+        ($w:literal) => {
+            if let (Some(head), Some(tail)) = (src.first_chunk::<$w>(), src.last_chunk::<$w>()) {
+                if let Some(d) = dst.first_chunk_mut::<$w>() {
+                    *d = *head;
+                }
+                if let Some(d) = dst.get_mut(n - $w..n).and_then(|d| d.first_chunk_mut::<$w>()) {
+                    *d = *tail;
+                }
+            }
+        };
+    }
+    if n >= 8 {
+        two_chunks!(8);
+    } else if n >= 4 {
+        two_chunks!(4);
+    } else if n >= 2 {
+        two_chunks!(2);
+    } else if let Some(&b) = src.first() {
+        dst[0] = b;
     }
 }
 

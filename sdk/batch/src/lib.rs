@@ -57,7 +57,7 @@ mod write;
 pub use error::BatchError;
 pub use read::{KeyedInput, Output, Reader, Records, SideBatch, TimerInput, parse_keyed_input, parse_output, parse_timer_input, records, validate};
 pub use write::{
-    WriteBuf, begin_len_prefixed, begin_output, copy_small, end_len_prefixed, end_records, push_fired_timer, push_key_count, push_key_with_state,
+    WriteBuf, begin_len_prefixed, begin_output, end_len_prefixed, end_records, push_fired_timer, push_key_count, push_key_with_state,
     push_keyed_record, push_keyed_records_header, push_len_prefixed, push_record, push_record_parts, push_record_with, push_side_batch,
     push_side_header, push_state_update, push_timer_change, push_timers_header, push_ts, push_u8, push_u32,
 };

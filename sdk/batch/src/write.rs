@@ -40,20 +40,8 @@ impl WriteBuf for Vec<u8> {
         self.extend_from_slice(&bytes);
     }
 
-    /// Keys, values and states are mostly a few bytes: up to 16 are appended as one
-    /// fixed-size chunk (then cut to length), which compiles to a few stores where a
-    /// variable-length copy is a call to `memcpy`, a few percent of a keyed chain.
     #[inline(always)]
     fn put_slice(&mut self, bytes: &[u8]) {
-        let n = bytes.len();
-        if n <= 16 {
-            let mut chunk = [0; 16];
-            copy_small(&mut chunk, bytes);
-            let at = self.len();
-            self.extend_from_slice(&chunk);
-            self.truncate(at + n);
-            return;
-        }
         self.extend_from_slice(bytes);
     }
 
@@ -68,34 +56,6 @@ impl WriteBuf for Vec<u8> {
     #[inline(always)]
     fn reserve(&mut self, additional: usize) {
         Vec::reserve(self, additional);
-    }
-}
-
-/// Copies `src` (at most 16 bytes) to the front of `dst` as two overlapping
-/// fixed-size chunks: the first and the last 8, 4, 2 or 1 bytes.
-#[inline(always)]
-pub fn copy_small(dst: &mut [u8; 16], src: &[u8]) {
-    let n = src.len();
-    macro_rules! two_chunks {
-        ($w:literal) => {
-            if let (Some(head), Some(tail)) = (src.first_chunk::<$w>(), src.last_chunk::<$w>()) {
-                if let Some(d) = dst.first_chunk_mut::<$w>() {
-                    *d = *head;
-                }
-                if let Some(d) = dst.get_mut(n - $w..n).and_then(|d| d.first_chunk_mut::<$w>()) {
-                    *d = *tail;
-                }
-            }
-        };
-    }
-    if n >= 8 {
-        two_chunks!(8);
-    } else if n >= 4 {
-        two_chunks!(4);
-    } else if n >= 2 {
-        two_chunks!(2);
-    } else if let Some(&b) = src.first() {
-        dst[0] = b;
     }
 }
 
