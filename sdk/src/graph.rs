@@ -36,6 +36,11 @@ pub(crate) struct Edge {
     pub(crate) partitioning: wit::Partitioning,
     /// `None`: the source's main output; else its side output of this name.
     pub(crate) side_output: Option<String>,
+    /// The target's input it feeds: 1 for a connect's second, else 0.
+    pub(crate) input: u32,
+    /// A key-by edge's key type (`type_name`), which the host checks agrees over a
+    /// node's inputs.
+    pub(crate) key_type: Option<String>,
 }
 
 /// What `build` produced: the graph plus the problems found while building it.
@@ -66,7 +71,18 @@ impl Graph {
     }
 
     pub(crate) fn add_edge(&mut self, source: usize, target: usize, partitioning: wit::Partitioning, side_output: Option<String>) {
-        self.edges.push(Edge { source, target, partitioning, side_output });
+        self.edges.push(Edge { source, target, partitioning, side_output, input: 0, key_type: None });
+    }
+
+    /// Adds a key-by edge into input `input` of `target`, naming the key type.
+    pub(crate) fn add_keyed_edge(&mut self, source: usize, target: usize, input: u32, key_type: &str) {
+        let key_type = Some(key_type.to_string());
+        self.edges.push(Edge { source, target, partitioning: wit::Partitioning::KeyBy, side_output: None, input, key_type });
+    }
+
+    /// The uid of node `index` (empty if there is none).
+    pub(crate) fn uid(&self, index: usize) -> &str {
+        self.nodes.get(index).map_or("", |n| n.uid.as_str())
     }
 
     /// Declares side output `name` on node `index` (once, however often it is asked
@@ -133,7 +149,14 @@ impl Graph {
         for e in &self.edges {
             match (new_index.get(e.source).copied().flatten(), new_index.get(e.target).copied().flatten()) {
                 (Some(source), Some(target)) => {
-                    edges.push(wit::Edge { source, target, partitioning: e.partitioning, side_output: e.side_output.clone() })
+                    edges.push(wit::Edge {
+                        source,
+                        target,
+                        partitioning: e.partitioning,
+                        side_output: e.side_output.clone(),
+                        input: e.input,
+                        key_type: e.key_type.clone(),
+                    })
                 }
                 _ => return Err("internal: edge to a removed node".to_string()),
             }

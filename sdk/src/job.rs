@@ -9,6 +9,9 @@ use core::ops::Add;
 use std::rc::Rc;
 
 use crate::Data;
+use crate::connect::ConnectedStreams;
+#[cfg(doc)]
+use crate::connect::KeyedCoProcessFunction;
 use crate::emit::Emitter;
 use crate::graph::{Graph, NodeKind};
 use crate::keyed::{self, KeyedContext};
@@ -228,6 +231,23 @@ impl<K: Data, V: Data> Stream<K, V> {
         self
     }
 
+    /// The records of this stream and of `other` as one stream (Flink's `union`): a
+    /// node `union(<this uid>,<other uid>)` that passes every record on as it is, fed
+    /// by both (each through its own pending partitioning: `rebalance` the one whose
+    /// parallelism differs from the union's). Union more streams by chaining calls; a
+    /// `key_by` right after runs inside it.
+    pub fn union(self, other: Stream<K, V>) -> Stream<K, V> {
+        let node = {
+            let mut g = self.graph.borrow_mut();
+            let uid = format!("union({},{})", stream_uid(&g, self.node, self.side_output.as_deref()), stream_uid(&g, other.node, other.side_output.as_deref()));
+            let node = g.add_node(&uid, NodeKind::Operator { keyed: false, op: ops::filter(|_: &V| true) });
+            g.add_edge(self.node, node, self.partitioning, self.side_output);
+            g.add_edge(other.node, node, other.partitioning, other.side_output);
+            node
+        };
+        Stream::at(self.graph, node)
+    }
+
     /// Sends the records of the next edge round-robin to all downstream subtasks.
     pub fn rebalance(self) -> Self {
         Stream { partitioning: Partitioning::Rebalance, ..self }
@@ -285,6 +305,31 @@ impl<K: Data, V: Data> Stream<K, V> {
     }
 }
 
+/// A stream's name in a union's uid: its node's uid, and the side output it reads.
+fn stream_uid(g: &Graph, node: usize, side_output: Option<&str>) -> String {
+    match side_output {
+        Some(side) => format!("{}.{side}", g.uid(node)),
+        None => g.uid(node).to_string(),
+    }
+}
+
+/// The two-input operator `op` of `first.connect(second)`, keyed like both.
+pub(crate) fn connect<K: Data, V1: Data, V2: Data, W: Data>(
+    first: KeyedStream<K, V1>,
+    second: KeyedStream<K, V2>,
+    uid: &str,
+    op: Box<dyn ops::Operator>,
+) -> Stream<K, W> {
+    let node = {
+        let mut g = first.graph.borrow_mut();
+        let node = g.add_node(uid, NodeKind::Operator { keyed: true, op });
+        g.add_keyed_edge(first.node, node, 0, core::any::type_name::<K>());
+        g.add_keyed_edge(second.node, node, 1, core::any::type_name::<K>());
+        node
+    };
+    Stream::at(first.graph, node)
+}
+
 fn set_parallelism(graph: &Rc<RefCell<Graph>>, nodes: &[Option<usize>], n: u32) {
     let mut g = graph.borrow_mut();
     if n == 0 {
@@ -311,10 +356,17 @@ impl<K: Data, V: Data> KeyedStream<K, V> {
         let node = {
             let mut g = self.graph.borrow_mut();
             let node = g.add_node(uid, NodeKind::Operator { keyed: true, op });
-            g.add_edge(self.node, node, Partitioning::KeyBy, None);
+            g.add_keyed_edge(self.node, node, 0, core::any::type_name::<K>());
             node
         };
         Stream::at(self.graph, node)
+    }
+
+    /// Meets `other`, keyed by the same key type, in one two-input keyed operator
+    /// (Flink's `connect` of keyed streams): finish with
+    /// [`ConnectedStreams::process`] and a [`KeyedCoProcessFunction`].
+    pub fn connect<V2: Data>(self, other: KeyedStream<K, V2>) -> ConnectedStreams<K, V, V2> {
+        ConnectedStreams { first: self, second: other }
     }
 
     /// The running number of records per key, emitted with every record.
