@@ -80,10 +80,6 @@ impl Graph {
         self.edges.push(Edge { source, target, partitioning: wit::Partitioning::KeyBy, side_output: None, input, key_type });
     }
 
-    /// The uid of node `index` (empty if there is none).
-    pub(crate) fn uid(&self, index: usize) -> &str {
-        self.nodes.get(index).map_or("", |n| n.uid.as_str())
-    }
 
     /// Declares side output `name` on node `index` (once, however often it is asked
     /// for). Only operators emit to side outputs.
@@ -171,7 +167,12 @@ impl Graph {
     fn place_key_selector(&mut self, index: usize) -> Result<(), String> {
         let inputs: Vec<(usize, bool)> = self.edges.iter().filter(|e| e.target == index).map(|e| (e.source, e.side_output.is_some())).collect();
         let [(upstream, from_side)] = inputs[..] else {
-            return Err(format!("internal: key selector {:?} has {} inputs", self.nodes[index].uid, inputs.len()));
+            // After a union: an operator of its own, read by every stream of it.
+            let NodeKind::KeySelector(pending) = core::mem::replace(&mut self.nodes[index].kind, NodeKind::Removed) else {
+                return Err("internal: not a key selector".to_string());
+            };
+            self.nodes[index].kind = NodeKind::Operator { keyed: false, op: pending.into_operator() };
+            return Ok(());
         };
         let fan_out = self.edges.iter().filter(|e| e.source == upstream).count();
         let NodeKind::KeySelector(pending) = core::mem::replace(&mut self.nodes[index].kind, NodeKind::Removed) else {

@@ -130,18 +130,48 @@ pub struct Stream<K, V> {
     partitioning: Partitioning,
     /// `None`: the node's main output; else the side output of this name.
     side_output: Option<String>,
+    /// The other streams of a union (empty unless this is one): the next operator
+    /// reads them all, as Flink's union is no operator but the inputs of the next.
+    also: Vec<Upstream>,
     _t: PhantomData<fn() -> (K, V)>,
+}
+
+/// One more input of a union: a node's main or side output, with its pending
+/// partitioning.
+#[derive(Clone)]
+struct Upstream {
+    node: usize,
+    partitioning: Partitioning,
+    side_output: Option<String>,
 }
 
 impl<K, V> Clone for Stream<K, V> {
     fn clone(&self) -> Self {
-        Stream { graph: self.graph.clone(), node: self.node, partitioning: self.partitioning, side_output: self.side_output.clone(), _t: PhantomData }
+        Stream {
+            graph: self.graph.clone(),
+            node: self.node,
+            partitioning: self.partitioning,
+            side_output: self.side_output.clone(),
+            also: self.also.clone(),
+            _t: PhantomData,
+        }
     }
 }
 
 impl<K: Data, V: Data> Stream<K, V> {
     fn at(graph: Rc<RefCell<Graph>>, node: usize) -> Self {
-        Stream { graph, node, partitioning: Partitioning::Forward, side_output: None, _t: PhantomData }
+        Stream { graph, node, partitioning: Partitioning::Forward, side_output: None, also: Vec::new(), _t: PhantomData }
+    }
+
+    /// Records `what` as an error if this stream is a union, which has no node of its
+    /// own to apply it to; true if it is one.
+    fn refuse_on_union(&self, what: &str) -> bool {
+        if self.also.is_empty() {
+            return false;
+        }
+        let msg = format!("{what} on a union: a union is no node; apply it to each input, or to the operator after the union");
+        self.graph.borrow_mut().errors.push(msg);
+        true
     }
 
     /// Adds an operator node fed by this stream through the pending partitioning.
@@ -150,6 +180,9 @@ impl<K: Data, V: Data> Stream<K, V> {
             let mut g = self.graph.borrow_mut();
             let node = g.add_node(uid, kind);
             g.add_edge(self.node, node, self.partitioning, self.side_output);
+            for u in self.also {
+                g.add_edge(u.node, node, u.partitioning, u.side_output);
+            }
             node
         };
         Stream::at(self.graph, node)
@@ -161,12 +194,15 @@ impl<K: Data, V: Data> Stream<K, V> {
     /// counted if nothing reads the returned stream. `parallelism`, `name` and
     /// `with_watermarks` on it apply to the producing operator, as on its main stream.
     pub fn side_output<T: Data>(&self, tag: &OutputTag<T>) -> Stream<K, T> {
-        self.graph.borrow_mut().declare_side_output(self.node, tag.name());
+        if !self.refuse_on_union("side_output") {
+            self.graph.borrow_mut().declare_side_output(self.node, tag.name());
+        }
         Stream {
             graph: self.graph.clone(),
             node: self.node,
             partitioning: Partitioning::Forward,
             side_output: Some(tag.name().to_string()),
+            also: Vec::new(),
             _t: PhantomData,
         }
     }
@@ -197,6 +233,8 @@ impl<K: Data, V: Data> Stream<K, V> {
     /// that operator's emit and costs no extra node; otherwise (e.g. right after a host
     /// source) it becomes a small operator node named `uid`, chained to its input. Any
     /// pending `rebalance`/`broadcast` is dropped: the key decides the partitioning.
+    /// On a union it is an operator node read by all of the union's inputs, each
+    /// through its own pending partitioning.
     pub fn key_by<K2: Data>(self, uid: &str, selector: impl FnMut(&V) -> K2 + 'static) -> KeyedStream<K2, V> {
         self.keyed_by(uid, ops::key_fn(selector))
     }
@@ -209,7 +247,8 @@ impl<K: Data, V: Data> Stream<K, V> {
     }
 
     fn keyed_by<K2: Data>(self, uid: &str, pending: Box<dyn ops::PendingKey>) -> KeyedStream<K2, V> {
-        let stream: Stream<K2, V> = Stream { partitioning: Partitioning::Forward, ..self }.then(uid, NodeKind::KeySelector(pending));
+        let partitioning = if self.also.is_empty() { Partitioning::Forward } else { self.partitioning };
+        let stream: Stream<K2, V> = Stream { partitioning, ..self }.then(uid, NodeKind::KeySelector(pending));
         KeyedStream { graph: stream.graph, node: stream.node, _t: PhantomData }
     }
 
@@ -227,45 +266,55 @@ impl<K: Data, V: Data> Stream<K, V> {
     /// an operator that sets timestamps (`Emitter::emit_at`). Replaces the watermarks
     /// that arrive from upstream; a strategy set before on the same node is replaced.
     pub fn with_watermarks(self, strategy: WatermarkStrategy) -> Self {
-        self.graph.borrow_mut().set_watermarks(self.node, strategy);
+        if !self.refuse_on_union("with_watermarks") {
+            self.graph.borrow_mut().set_watermarks(self.node, strategy);
+        }
         self
     }
 
-    /// The records of this stream and of `other` as one stream (Flink's `union`): a
-    /// node `union(<this uid>,<other uid>)` that passes every record on as it is, fed
-    /// by both (each through its own pending partitioning: `rebalance` the one whose
-    /// parallelism differs from the union's). Union more streams by chaining calls; a
-    /// `key_by` right after runs inside it.
-    pub fn union(self, other: Stream<K, V>) -> Stream<K, V> {
-        let node = {
-            let mut g = self.graph.borrow_mut();
-            let uid = format!("union({},{})", stream_uid(&g, self.node, self.side_output.as_deref()), stream_uid(&g, other.node, other.side_output.as_deref()));
-            let node = g.add_node(&uid, NodeKind::Operator { keyed: false, op: ops::filter(|_: &V| true) });
-            g.add_edge(self.node, node, self.partitioning, self.side_output);
-            g.add_edge(other.node, node, other.partitioning, other.side_output);
-            node
-        };
-        Stream::at(self.graph, node)
+    /// The records of this stream and of `other` as one stream (Flink's `union`; chain
+    /// calls for more). Like Flink's, it is no operator: the next operator reads every
+    /// stream of the union, each through its own pending partitioning (`rebalance`
+    /// one whose parallelism differs from that operator's), and no record is copied.
+    /// So `parallelism`, `name`, `with_watermarks` and `side_output` do not apply to a
+    /// union itself (planning fails, naming them); `rebalance` and `broadcast` apply to
+    /// each of its streams.
+    pub fn union(mut self, other: Stream<K, V>) -> Stream<K, V> {
+        self.also.push(Upstream { node: other.node, partitioning: other.partitioning, side_output: other.side_output });
+        self.also.extend(other.also);
+        self
     }
 
     /// Sends the records of the next edge round-robin to all downstream subtasks.
     pub fn rebalance(self) -> Self {
-        Stream { partitioning: Partitioning::Rebalance, ..self }
+        self.partitioned(Partitioning::Rebalance)
     }
 
     /// Sends every record of the next edge to every downstream subtask.
     pub fn broadcast(self) -> Self {
-        Stream { partitioning: Partitioning::Broadcast, ..self }
+        self.partitioned(Partitioning::Broadcast)
+    }
+
+    fn partitioned(mut self, partitioning: Partitioning) -> Self {
+        for u in &mut self.also {
+            u.partitioning = partitioning;
+        }
+        Stream { partitioning, ..self }
     }
 
     /// Sets the number of subtasks of the node that produces this stream.
     pub fn parallelism(self, n: u32) -> Self {
-        set_parallelism(&self.graph, &[Some(self.node)], n);
+        if !self.refuse_on_union("parallelism") {
+            set_parallelism(&self.graph, &[Some(self.node)], n);
+        }
         self
     }
 
     /// Sets the display name of the node that produces this stream (default: its uid).
     pub fn name(self, name: &str) -> Self {
+        if self.refuse_on_union("name") {
+            return self;
+        }
         if let Some(node) = self.graph.borrow_mut().node_mut(self.node) {
             node.name = name.to_string();
         }
@@ -302,14 +351,6 @@ impl<K: Data, V: Data> Stream<K, V> {
     #[doc(hidden)]
     pub fn raw_operator<K2: Data, W: Data>(self, uid: &str, f: fn(&[u8]) -> Vec<u8>) -> Stream<K2, W> {
         self.then(uid, NodeKind::Operator { keyed: false, op: Box::new(Raw(f)) })
-    }
-}
-
-/// A stream's name in a union's uid: its node's uid, and the side output it reads.
-fn stream_uid(g: &Graph, node: usize, side_output: Option<&str>) -> String {
-    match side_output {
-        Some(side) => format!("{}.{side}", g.uid(node)),
-        None => g.uid(node).to_string(),
     }
 }
 

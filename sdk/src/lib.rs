@@ -62,7 +62,8 @@
 //!   `WindowedStream::side_output_late_data`); `Stream::side_output` reads one as a
 //!   stream of its own. They are collected apart from the main output and written as
 //!   the batch's optional side section, only when there are any.
-//! - Streams that meet: `Stream::union` (a pass-through node fed by both streams);
+//! - Streams that meet: `Stream::union` (no node: the next operator reads every
+//!   stream of the union);
 //!   [`KeyedCoProcessFunction`], [`ConnectedStreams`] (`connect`):
 //!   `a.key_by(..).connect(b.key_by(..)).process(..)`, one keyed operator with two
 //!   inputs, whose batches the host tags with the input they came through.

@@ -1,7 +1,8 @@
 //! Union: three streams of numbers become one, counted per key. `numbers` is the
 //! generator `0..n` (argument `n`, default 100 000) at the job's parallelism; `more`
 //! is `n..n+m` (`m`, default n / 2) at parallelism 1, rebalanced into the union;
-//! `squares` is `0..s` (`s`, default n / 4) squared by a map. Each number `x` is keyed
+//! `squares` is `0..s` (`s`, default n / 4) squared by a map. The union is no node:
+//! the key selector after it reads all three. Each number `x` is keyed
 //! by `splitmix64(x) % keys` (`keys`, default 1000) and counted: every record emits
 //! `key<TAB>running count`, so each key's lines are exactly `1..=its count` whatever
 //! the interleaving. `work` rounds of busy work per record slow it down.

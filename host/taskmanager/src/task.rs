@@ -112,6 +112,8 @@ pub struct TaskCounters {
     /// Of those, per input of the head operator (the second counts only for a
     /// connect's two-input operator).
     pub records_in_by_input: [AtomicU64; 2],
+    /// True if the head operator has two inputs (a connect).
+    two_inputs: bool,
     /// Records that left it so far.
     pub records_out: AtomicU64,
     /// Fuel its operators burned so far.
@@ -138,6 +140,7 @@ impl TaskCounters {
         Self {
             records_in: AtomicU64::new(0),
             records_in_by_input: Default::default(),
+            two_inputs: operators.first().is_some_and(|o| o.two_inputs),
             records_out: AtomicU64::new(0),
             fuel: AtomicU64::new(0),
             backpressured_ns: AtomicU64::new(0),
@@ -157,6 +160,14 @@ impl TaskCounters {
                 dropped: s.dropped.load(Ordering::Relaxed),
             })
             .collect()
+    }
+
+    /// Records in per input of a connect's two-input operator; empty for others.
+    pub fn records_in_by_input(&self) -> Vec<u64> {
+        match self.two_inputs {
+            true => self.records_in_by_input.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
+            false => Vec::new(),
+        }
     }
 
     /// The watermark, if one passed yet.
@@ -481,6 +492,7 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
         p.stats.side_dropped += c.side_dropped();
     }
     p.stats.side_outputs = counters.side_outputs();
+    p.stats.records_in_by_input = counters.records_in_by_input();
     if p.stats.side_dropped > 0 {
         tracing::info!(subtask = %label, records = p.stats.side_dropped, "dropped records of side outputs that no edge reads");
     }

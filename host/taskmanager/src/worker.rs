@@ -281,6 +281,7 @@ impl TaskManager {
                     vertex: *vertex,
                     subtask: *subtask,
                     records_in: c.records_in.load(Ordering::Relaxed),
+                    records_in_by_input: c.records_in_by_input(),
                     records_out: c.records_out.load(Ordering::Relaxed),
                     fuel: c.fuel.load(Ordering::Relaxed),
                     backpressured_ns: c.backpressured_ns.load(Ordering::Relaxed),
