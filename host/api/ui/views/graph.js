@@ -80,7 +80,9 @@ export function buildGraphSvg(vs, es) {
       const tw = text.length * 7 + 14;
       return `<g class="edge" data-edge="${esc(e.source)}-${esc(e.target)}" data-partitioning="${esc(e.partitioning)}" data-input="${esc(e.input ?? '')}">
         <path d="M${x1},${y1} C${x1 + dx},${y1} ${x2 - dx},${y2} ${x2},${y2}" marker-end="url(#arrow)"/>
-        <g class="elabel"><rect x="${mx - tw / 2}" y="${my - 10}" width="${tw}" height="20" rx="10"/><text x="${mx}" y="${my + 4}" text-anchor="middle">${esc(text)}</text></g></g>`;
+        <g class="elabel"><rect x="${mx - tw / 2}" y="${my - 10}" width="${tw}" height="20" rx="10"/><text x="${mx}" y="${my + 4}" text-anchor="middle">${esc(text)}</text></g>${
+          e.input == null ? '' : `<text class="ecount unit" x="${mx}" y="${my + 24}" text-anchor="middle"></text>`
+        }</g>`;
     })
     .join('');
   const nodes = ids

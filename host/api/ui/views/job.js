@@ -156,11 +156,15 @@ export function jobView(root, id) {
       // Side outputs that saw records (late data, for one), and how many were dropped.
       const side = (v.sideOutputs || []).filter((s) => s.records > 0);
       const sideText = side.map((s) => ` · ${s.name} ${fmtCompact(s.records)}${s.dropped ? ` (${fmtCompact(s.dropped)} dropped)` : ''}`).join('');
-      // A connect counts its records in per input: `in 1: a · 2: b`.
+      $('.vtotals', g).textContent = `in ${fmtCompact(v.recordsIn)} · out ${fmtCompact(v.recordsOut)}${sideText}`;
+      // A connect counts its records in per input: under the label of each input's edges.
       const byInput = v.recordsInByInput || [];
-      const inText = byInput.length > 1 ? byInput.map((n, i) => `${i + 1}: ${fmtCompact(n)}`).join(' · ') : fmtCompact(v.recordsIn);
-      $('.vtotals', g).textContent = `in ${inText} · out ${fmtCompact(v.recordsOut)}${sideText}`;
       g.dataset.recordsInByInput = JSON.stringify(byInput);
+      for (const e of $$(`.edge[data-edge$="-${CSS.escape(String(v.id))}"]`, wrap)) {
+        const count = $('.ecount', e);
+        const n = byInput[Number(e.dataset.input)];
+        if (count && n != null) count.textContent = `${fmtCompact(n)} in`;
+      }
       g.dataset.side = JSON.stringify(side.map((s) => [s.operator, s.name, s.records, s.dropped]));
       // Event time, once the vertex has a watermark (jobs without event time show none).
       $('.wmtext', g).textContent = v.watermark == null ? '' : `watermark ${fmtWatermark(v.watermark)}`;
