@@ -51,12 +51,15 @@ pub trait KeyedCoProcessFunction<K, V1, V2>: 'static {
 pub struct ConnectedStreams<K, V1, V2> {
     pub(crate) first: crate::KeyedStream<K, V1>,
     pub(crate) second: crate::KeyedStream<K, V2>,
+    /// What the second input's edge says instead of the truth (the host's validation
+    /// tests): its partitioning and key type.
+    pub(crate) second_edge: Option<(crate::wit::weir::dataflow::plan_types::Partitioning, Option<String>)>,
 }
 
 impl<K: Data, V1: Data, V2: Data> ConnectedStreams<K, V1, V2> {
     /// Runs `f` over both inputs as one keyed operator `uid`; its output keeps the key.
     pub fn process<F: KeyedCoProcessFunction<K, V1, V2>>(self, uid: &str, f: F) -> crate::Stream<K, F::Out> {
-        crate::job::connect(self.first, self.second, uid, CoProcess::boxed(f))
+        crate::job::connect(self.first, self.second, self.second_edge, uid, CoProcess::boxed(f))
     }
 }
 

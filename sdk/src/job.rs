@@ -358,6 +358,7 @@ impl<K: Data, V: Data> Stream<K, V> {
 pub(crate) fn connect<K: Data, V1: Data, V2: Data, W: Data>(
     first: KeyedStream<K, V1>,
     second: KeyedStream<K, V2>,
+    second_edge: Option<(Partitioning, Option<String>)>,
     uid: &str,
     op: Box<dyn ops::Operator>,
 ) -> Stream<K, W> {
@@ -366,6 +367,10 @@ pub(crate) fn connect<K: Data, V1: Data, V2: Data, W: Data>(
         let node = g.add_node(uid, NodeKind::Operator { keyed: true, op });
         g.add_keyed_edge(first.node, node, 0, core::any::type_name::<K>());
         g.add_keyed_edge(second.node, node, 1, core::any::type_name::<K>());
+        if let (Some((partitioning, key_type)), Some(e)) = (second_edge, g.edges.last_mut()) {
+            e.partitioning = partitioning;
+            e.key_type = key_type;
+        }
         node
     };
     Stream::at(first.graph, node)
@@ -407,7 +412,21 @@ impl<K: Data, V: Data> KeyedStream<K, V> {
     /// (Flink's `connect` of keyed streams): finish with
     /// [`ConnectedStreams::process`] and a [`KeyedCoProcessFunction`].
     pub fn connect<V2: Data>(self, other: KeyedStream<K, V2>) -> ConnectedStreams<K, V, V2> {
-        ConnectedStreams { first: self, second: other }
+        ConnectedStreams { first: self, second: other, second_edge: None }
+    }
+
+    /// Escape hatch for testing the host's plan validation: connects `other` whatever
+    /// its key type, its edge saying `partitioning` and key type `key_type`, which the
+    /// typed `connect` never lets disagree.
+    #[doc(hidden)]
+    pub fn connect_unchecked<K2: Data, V2: Data>(
+        self,
+        other: KeyedStream<K2, V2>,
+        partitioning: Partitioning,
+        key_type: Option<&str>,
+    ) -> ConnectedStreams<K, V, V2> {
+        let second = KeyedStream { graph: other.graph, node: other.node, _t: PhantomData };
+        ConnectedStreams { first: self, second, second_edge: Some((partitioning, key_type.map(str::to_string))) }
     }
 
     /// The running number of records per key, emitted with every record.
