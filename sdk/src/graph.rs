@@ -80,7 +80,6 @@ impl Graph {
         self.edges.push(Edge { source, target, partitioning: wit::Partitioning::KeyBy, side_output: None, input, key_type });
     }
 
-
     /// Declares side output `name` on node `index` (once, however often it is asked
     /// for). Only operators emit to side outputs.
     pub(crate) fn declare_side_output(&mut self, index: usize, name: &str) {
@@ -144,16 +143,14 @@ impl Graph {
         let mut edges = Vec::with_capacity(self.edges.len());
         for e in &self.edges {
             match (new_index.get(e.source).copied().flatten(), new_index.get(e.target).copied().flatten()) {
-                (Some(source), Some(target)) => {
-                    edges.push(wit::Edge {
-                        source,
-                        target,
-                        partitioning: e.partitioning,
-                        side_output: e.side_output.clone(),
-                        input: e.input,
-                        key_type: e.key_type.clone(),
-                    })
-                }
+                (Some(source), Some(target)) => edges.push(wit::Edge {
+                    source,
+                    target,
+                    partitioning: e.partitioning,
+                    side_output: e.side_output.clone(),
+                    input: e.input,
+                    key_type: e.key_type.clone(),
+                }),
                 _ => return Err("internal: edge to a removed node".to_string()),
             }
         }

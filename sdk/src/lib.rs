@@ -159,8 +159,9 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned + 'static> Data for T {}
 /// Everything a job's `build` function needs.
 pub mod prelude {
     pub use crate::{
-        AggregateFunction, ConnectedStreams, Data, Emitter, Job, KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction, KeyedStream, ListState, MapState, OutputTag, Sink, StateError,
-        Stream, TextField, TimeDomain, Timer, TimerContext, WatermarkStrategy, Window, WindowedStream, Windows,
+        AggregateFunction, ConnectedStreams, Data, Emitter, Job, KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction, KeyedStream, ListState,
+        MapState, OutputTag, Sink, StateError, Stream, TextField, TimeDomain, Timer, TimerContext, WatermarkStrategy, Window, WindowedStream,
+        Windows,
     };
 }
 

@@ -197,9 +197,12 @@ fn union_and_connect_are_exact_on_a_cluster_of_two_taskmanagers() {
     // A union is no node: the key selector after it reads all three streams, and its
     // vertex is drawn with an edge from each.
     let metrics = rest_json(&cluster, &format!("/api/v1/jobs/{union}/metrics"));
-    let vertex = |name: &str| metrics["vertices"].as_array().and_then(|vs| vs.iter().find(|v| v["name"].as_str().is_some_and(|n| n.starts_with(name))).cloned());
+    let vertex = |name: &str| {
+        metrics["vertices"].as_array().and_then(|vs| vs.iter().find(|v| v["name"].as_str().is_some_and(|n| n.starts_with(name))).cloned())
+    };
     let union_vertex = vertex("by-key").expect("the vertex after the union");
-    let into_union: Vec<&serde_json::Value> = metrics["edges"].as_array().expect("edges").iter().filter(|e| e["target"] == union_vertex["id"]).collect();
+    let into_union: Vec<&serde_json::Value> =
+        metrics["edges"].as_array().expect("edges").iter().filter(|e| e["target"] == union_vertex["id"]).collect();
     assert_eq!(into_union.len(), 3, "{metrics}");
     assert!(into_union.iter().all(|e| e["input"].is_null()), "a union has one input: {into_union:?}");
     assert_eq!(union_vertex["recordsIn"].as_u64(), Some(n + m + s));
@@ -220,7 +223,9 @@ fn union_and_connect_are_exact_on_a_cluster_of_two_taskmanagers() {
     let id_of = |name: &str| vertices.iter().find(|v| v["name"].as_str().is_some_and(|n| n.starts_with(name))).map(|v| v["id"].clone()).expect(name);
     let connect = vertices.iter().find(|v| v["name"].as_str().is_some_and(|n| n.starts_with("enrich"))).expect("the connect's vertex");
     assert_eq!(connect["recordsInByInput"], serde_json::json!([e.profiles, e.clicks]), "{connect}");
-    let per_subtask = |input: usize| connect["subtasks"].as_array().expect("subtasks").iter().map(|s| s["recordsInByInput"][input].as_u64().unwrap_or(0)).sum::<u64>();
+    let per_subtask = |input: usize| {
+        connect["subtasks"].as_array().expect("subtasks").iter().map(|s| s["recordsInByInput"][input].as_u64().unwrap_or(0)).sum::<u64>()
+    };
     assert_eq!((per_subtask(0), per_subtask(1)), (e.profiles, e.clicks));
     let edges = metrics["edges"].as_array().expect("edges");
     let into = |from: &str| edges.iter().find(|x| x["source"] == id_of(from) && x["target"] == connect["id"]).map(|x| x["input"].clone());

@@ -5,7 +5,8 @@
 //! the key selector after it reads all three. Each number `x` is keyed
 //! by `splitmix64(x) % keys` (`keys`, default 1000) and counted: every record emits
 //! `key<TAB>running count`, so each key's lines are exactly `1..=its count` whatever
-//! the interleaving. `work` rounds of busy work per record slow it down.
+//! the interleaving. `work` rounds of busy work per record slow it down; `sink=discard`
+//! drops the output (benchmarks).
 //!
 //! `weir run union_counts.wasm -p 3 -o counts.tsv`
 
@@ -25,6 +26,10 @@ fn build(job: &mut Job) {
     let s = job.arg_u64("s", n / 4);
     let keys = job.arg_u64("keys", 1_000).max(1);
     let work = job.arg_u64("work", 0);
+    let sink = match job.arg("sink") {
+        Some("discard") => Sink::discard(),
+        _ => Sink::default(),
+    };
     job.name("union_counts");
     let numbers = job.generator("numbers", 0, n);
     let more = job.generator("more", n, m).parallelism(1).rebalance();
@@ -37,7 +42,7 @@ fn build(job: &mut Job) {
             splitmix64(*x) % keys
         })
         .count("count")
-        .sink("out", Sink::default());
+        .sink("out", sink);
 }
 
 weir_sdk::export_job!(build);

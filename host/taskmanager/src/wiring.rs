@@ -332,7 +332,10 @@ mod tests {
 
     #[test]
     fn a_connect_knows_which_input_each_channel_feeds() {
-        let mut d = deployment(&[(2, vec![]), (1, vec![]), (2, vec![(0, Partitioning::KeyBy), (1, Partitioning::KeyBy)])], vec![vec![0, 1], vec![1], vec![0, 1]]);
+        let mut d = deployment(
+            &[(2, vec![]), (1, vec![]), (2, vec![(0, Partitioning::KeyBy), (1, Partitioning::KeyBy)])],
+            vec![vec![0, 1], vec![1], vec![0, 1]],
+        );
         d.graph.vertices[2].inputs[1].2 = 1;
         check(&d, 2);
         for me in 0..2 {

@@ -300,7 +300,10 @@ impl JobPlan {
                 _ => {}
             }
             if let Some(e) = ins.iter().find(|e| e.input > 1) {
-                return Err(bad(&format!("its input edge from {:?} feeds input {}; operators have inputs 0 and 1", self.nodes[e.source as usize].uid, e.input)));
+                return Err(bad(&format!(
+                    "its input edge from {:?} feeds input {}; operators have inputs 0 and 1",
+                    self.nodes[e.source as usize].uid, e.input
+                )));
             }
             if self.is_two_input(i) {
                 if !matches!(n.kind, NodeKind::Operator { keyed: true, .. }) {
