@@ -255,7 +255,7 @@ fn a_connect_with_both_inputs_active_is_exactly_once_across_a_taskmanager_sigkil
     let mut cluster = TestCluster::start_with(WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
     // Profiles and clicks over the same stretch of event time at the same speed: both
     // inputs run until the end.
-    let e = Enrich { profiles: 300_000, clicks: 300_000, users: 1_000, profile_rate: 40, click_rate: 40 };
+    let e = Enrich { profiles: 600_000, clicks: 600_000, users: 1_000, profile_rate: 40, click_rate: 40 };
     let output = cluster.dir.path().join("out");
     let job = submit_slow_enrichment(&cluster, e, &output);
     wait_until("a completed checkpoint with both inputs running", || {
@@ -278,7 +278,7 @@ fn a_connect_with_both_inputs_active_is_exactly_once_across_a_taskmanager_sigkil
 fn a_connect_whose_profiles_end_early_keeps_checkpointing_and_finishes_exactly_once() {
     let mut cluster = TestCluster::start_with(WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
     // Few profiles against many slow clicks: the profiles input ends long before.
-    let e = Enrich { profiles: 2_000, clicks: 300_000, users: 500, profile_rate: 1, click_rate: 100 };
+    let e = Enrich { profiles: 2_000, clicks: 600_000, users: 500, profile_rate: 1, click_rate: 100 };
     let output = cluster.dir.path().join("out");
     let job = submit_slow_enrichment(&cluster, e, &output);
     let mut at_end = 0;
