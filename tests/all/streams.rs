@@ -75,8 +75,9 @@ impl Enrich {
     }
 }
 
-/// Runs `example` embedded at parallelism `p` with `args`; its output lines.
-fn run_embedded(dir: &Path, example: &str, p: &str, args: &[String]) -> Vec<String> {
+/// Runs `example` embedded at parallelism `p` with `args`; its output lines and its
+/// report (stderr).
+fn run_embedded(dir: &Path, example: &str, p: &str, args: &[String]) -> (Vec<String>, String) {
     let out = dir.join(format!("{example}-{p}.tsv"));
     let mut argv: Vec<&OsStr> = vec!["run".as_ref(), "-p".as_ref(), p.as_ref(), "-o".as_ref(), out.as_os_str()];
     let wasm = WEIR.example(example);
@@ -84,7 +85,7 @@ fn run_embedded(dir: &Path, example: &str, p: &str, args: &[String]) -> Vec<Stri
     argv.extend(args.iter().map(OsStr::new));
     let o = WEIR.run(&argv);
     assert!(o.status.success(), "{}", stderr(&o));
-    std::fs::read_to_string(&out).expect("output").lines().map(str::to_string).collect()
+    (std::fs::read_to_string(&out).expect("output").lines().map(str::to_string).collect(), stderr(&o))
 }
 
 fn sorted(mut lines: Vec<String>) -> Vec<String> {
@@ -99,7 +100,7 @@ fn a_union_of_three_streams_counts_every_record_once_at_parallelism_1_and_3() {
     let expected = union_reference(n, m, s, keys);
     let args: Vec<String> = [("n", n), ("m", m), ("s", s), ("keys", keys)].iter().flat_map(|(k, v)| ["--arg".into(), format!("{k}={v}")]).collect();
     for p in ["1", "3"] {
-        assert_eq!(parse_counts(run_embedded(dir.path(), "union_counts", p, &args)), expected, "parallelism {p}");
+        assert_eq!(parse_counts(run_embedded(dir.path(), "union_counts", p, &args).0), expected, "parallelism {p}");
     }
 }
 
@@ -119,8 +120,10 @@ fn clicks_enriched_by_connected_profiles_are_exact_at_parallelism_1_and_3() {
         for (p, profile_parallelism) in [("1", "1"), ("3", "1"), ("3", "2")] {
             let mut args = e.args();
             args.extend(["--arg".into(), format!("profile-parallelism={profile_parallelism}")]);
-            let got = sorted(run_embedded(dir.path(), "enrich_clicks", p, &args));
+            let (lines, report) = run_embedded(dir.path(), "enrich_clicks", p, &args);
+            let got = sorted(lines);
             assert!(got == expected, "parallelism {p} (profiles {profile_parallelism}): {} lines, {} expected", got.len(), expected.len());
+            assert!(report.contains(&format!("input 1: {}, input 2: {}", e.profiles, e.clicks)), "records in per input: {report}");
         }
     }
 }

@@ -264,6 +264,12 @@ impl JobTracker {
         for (&(v, _), c) in &self.tasks {
             if let Some(r) = vertices.get_mut(v as usize) {
                 r.records_in += c.records_in;
+                if r.records_in_by_input.len() < c.records_in_by_input.len() {
+                    r.records_in_by_input.resize(c.records_in_by_input.len(), 0);
+                }
+                for (sum, n) in r.records_in_by_input.iter_mut().zip(&c.records_in_by_input) {
+                    *sum += n;
+                }
                 r.records_out += c.records_out;
                 r.fuel += c.fuel;
             }

@@ -341,6 +341,8 @@ pub struct VertexReport {
     pub parallelism: u32,
     /// Records in.
     pub records_in: u64,
+    /// Of those, per input of a connect's two-input operator (empty for others).
+    pub records_in_by_input: Vec<u64>,
     /// Records out.
     pub records_out: u64,
     /// Fuel burned (known once subtasks finish).
