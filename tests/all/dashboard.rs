@@ -251,6 +251,17 @@ fn the_dashboard_shows_a_running_job_with_its_graph_and_moving_throughput() {
         if drawn && counted && in_table { Ok(()) } else { Err(format!("edges into it {inputs:?}: {s}")) }
     });
     browser.screenshot("dashboard-connect.png");
+    // And Prometheus has them, per input.
+    let (status, text) = http::request("GET", &format!("{base}/metrics"), &[], b"");
+    let text = String::from_utf8_lossy(&text);
+    assert_eq!(status, 200, "{text}");
+    for input in ["1", "2"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("weir_vertex_input_records_in_total{") && l.contains(&enrich_id) && l.contains(&format!("input=\"{input}\""))),
+            "no records in through input {input} of the connect: {text}"
+        );
+    }
     api(&cluster, "POST", &format!("/api/v1/jobs/{enrich_id}/cancel"), "application/json", b"{}", 202);
 
     // Submit: the form offers the uploaded artifact.
