@@ -180,8 +180,27 @@ impl<K: Data, V: Data> Stream<K, V> {
             let mut g = self.graph.borrow_mut();
             let node = g.add_node(uid, kind);
             g.add_edge(self.node, node, self.partitioning, self.side_output);
-            for u in self.also {
-                g.add_edge(u.node, node, u.partitioning, u.side_output);
+            let mut sources = vec![self.node];
+            for (i, u) in self.also.into_iter().enumerate() {
+                // The host has one channel per pair of subtasks, so one node reaches
+                // another by one edge: a stream that is in a union twice (a node's main
+                // and side output, or a stream with itself) comes through a pass-through
+                // node, chained to its producer.
+                let from = match sources.contains(&u.node) {
+                    false => u.node,
+                    true => {
+                        let pass = g.add_node(&format!("{uid}.union-{}", i + 1), NodeKind::Operator { keyed: false, op: ops::filter(|_: &V| true) });
+                        g.add_edge(u.node, pass, Partitioning::Forward, u.side_output.clone());
+                        let parallelism = g.nodes.get(u.node).and_then(|n| n.parallelism);
+                        if let Some(n) = g.node_mut(pass) {
+                            n.parallelism = parallelism;
+                        }
+                        pass
+                    }
+                };
+                sources.push(u.node);
+                let side_output = if from == u.node { u.side_output } else { None };
+                g.add_edge(from, node, u.partitioning, side_output);
             }
             node
         };

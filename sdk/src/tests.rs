@@ -113,6 +113,27 @@ fn a_union_is_the_inputs_of_the_next_operator() {
     let (plan, _) = runtime::build_job(union_then_map, vec![]).unwrap();
     assert_eq!(shape(&plan).1, [(0, 2, Partitioning::Rebalance), (1, 2, Partitioning::Rebalance), (2, 3, Partitioning::Forward)]);
 
+    fn with_its_own_side_output(job: &mut Job) {
+        let tag = OutputTag::<u64>::new("odd");
+        let split = job.generator("a", 0, 10).flat_map(
+            "split",
+            move |x: u64, out: &mut Emitter<u64>| {
+                if x % 2 == 0 { out.emit(x) } else { out.output(&tag, x) }
+            },
+        );
+        let odd = split.side_output(&OutputTag::<u64>::new("odd"));
+        split.clone().union(odd).union(split).map("all", |x: u64| x).discard("out");
+    }
+    let (plan, _) = runtime::build_job(with_its_own_side_output, vec![]).unwrap();
+    let (uids, edges) = shape(&plan);
+    assert_eq!(uids, ["a", "split", "all", "all.union-1", "all.union-2", "out"]);
+    assert_eq!(
+        edges[1..5],
+        [(1, 2, Partitioning::Forward), (1, 3, Partitioning::Forward), (3, 2, Partitioning::Forward), (1, 4, Partitioning::Forward)]
+    );
+    assert_eq!(plan.edges[2].side_output.as_deref(), Some("odd"), "the side output reaches its pass-through node");
+    assert_eq!(plan.edges[3].side_output, None);
+
     fn named_union(job: &mut Job) {
         let a = job.generator("a", 0, 10);
         let b = job.generator("b", 10, 10);

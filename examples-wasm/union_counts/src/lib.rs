@@ -1,5 +1,7 @@
-//! Union: three streams of numbers become one, counted per key. `numbers` is the
-//! generator `0..n` (argument `n`, default 100 000) at the job's parallelism; `more`
+//! Union: four streams of numbers become one, counted per key. `numbers` is the
+//! generator `0..n` (argument `n`, default 100 000) at the job's parallelism, split into
+//! its even numbers (main output) and odd ones (side output `odd`), which meet again
+//! in the union; `more`
 //! is `n..n+m` (`m`, default n / 2) at parallelism 1, rebalanced into the union;
 //! `squares` is `0..s` (`s`, default n / 4) squared by a map. The union is no node:
 //! the key selector after it reads all three. Each number `x` is keyed
@@ -31,10 +33,18 @@ fn build(job: &mut Job) {
         _ => Sink::default(),
     };
     job.name("union_counts");
-    let numbers = job.generator("numbers", 0, n);
+    let odd = OutputTag::<u64>::new("odd");
+    let evens = job.generator("numbers", 0, n).flat_map(
+        "split",
+        move |x: u64, out: &mut Emitter<u64>| {
+            if x % 2 == 0 { out.emit(x) } else { out.output(&odd, x) }
+        },
+    );
+    let odds = evens.side_output(&OutputTag::<u64>::new("odd"));
     let more = job.generator("more", n, m).parallelism(1).rebalance();
     let squares = job.generator("squares", 0, s).map("square", |x: u64| x * x);
-    numbers
+    evens
+        .union(odds)
         .union(more)
         .union(squares)
         .key_by("by-key", move |x: &u64| {
