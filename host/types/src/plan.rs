@@ -266,7 +266,8 @@ impl JobPlan {
                 });
             }
             // Channels are named by their producer and consumer subtasks, so one pair of
-            // nodes has one edge (main and side output into one node need a union first).
+            // nodes has one edge (the SDK passes a node that is in a union twice through
+            // a node of its own the second time).
             if self.edges[..i].iter().any(|d| d.source == e.source && d.target == e.target) {
                 return Err(PlanError::BadNode { uid: target.uid.clone(), problem: format!("it has two input edges from {:?}", source.uid) });
             }
