@@ -109,13 +109,10 @@ impl Inputs {
     }
 
     /// Tags each channel's batches with the head operator's input it feeds (one per
-    /// channel; a connect's channels feed input 0 or 1). Barriers and watermarks stay
-    /// combined over all channels, whichever input they feed.
-    pub fn feeding(mut self, input_of: Vec<u32>) -> Self {
-        if input_of.len() == self.rxs.len() {
-            self.input_of = input_of;
-        }
-        self
+    /// channel, in order; a connect's channels feed input 0 or 1). Barriers and
+    /// watermarks stay combined over all channels, whichever input they feed.
+    pub fn feeding(self, input_of: Vec<u32>) -> Self {
+        Self { input_of, ..self }
     }
 
     /// The next event, waiting as long as needed unless the job is cancelled.
@@ -337,6 +334,28 @@ mod tests {
 
     fn batch(tag: u8) -> Message {
         Message::Batch(vec![tag], 1)
+    }
+
+    /// A connect's channels: batches name their input; the watermark is the minimum
+    /// over both inputs' channels and a barrier aligns over all of them.
+    #[test]
+    fn a_connects_batches_name_their_input_and_both_inputs_align_and_hold_the_watermark() {
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..3).map(|_| channel()).unzip();
+        let mut inputs = Inputs::new(rxs).feeding(vec![0, 0, 1]);
+        put(&txs[2], batch(7));
+        assert!(matches!(next(&mut inputs), Event::Batch(b, 1, 1) if b == [7]));
+        put(&txs[0], batch(8));
+        assert!(matches!(next(&mut inputs), Event::Batch(b, 1, 0) if b == [8]));
+        for (tx, w) in txs.iter().zip([50, 40, 30]) {
+            put(tx, Message::Watermark(w));
+        }
+        put(&txs[2], Message::Barrier(1));
+        put(&txs[2], batch(9));
+        put(&txs[0], Message::Barrier(1));
+        put(&txs[1], Message::Barrier(1));
+        assert!(matches!(next(&mut inputs), Event::Watermark(30)), "the second input's watermark is the lowest");
+        assert!(matches!(next(&mut inputs), Event::Barrier(1)), "the second input's batch waits behind its barrier");
+        assert!(matches!(next(&mut inputs), Event::Batch(b, 1, 1) if b == [9]));
     }
 
     fn put(tx: &Sender<Message>, msg: Message) {
