@@ -304,3 +304,44 @@ fn a_connect_whose_profiles_end_early_keeps_checkpointing_and_finishes_exactly_o
     assert!(field(&job_line(&cluster, &job), "restarts=").is_some_and(|r| r != "0"), "{}", job_line(&cluster, &job));
     assert_enriched_exactly_once(&output, &e);
 }
+
+/// A connect's shared state and timers travel by key group: a savepoint of the
+/// enrichment at parallelism 2 (profiles at 2) resumes at 3, and both runs' committed
+/// output together is every click once, exact.
+#[test]
+fn a_connect_stopped_with_a_savepoint_at_parallelism_2_resumes_at_3_exactly_once() {
+    let cluster = TestCluster::start_with(WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let e = Enrich { profiles: 400_000, clicks: 600_000, users: 700, profile_rate: 30, click_rate: 40 };
+    let (first, second) = (cluster.dir.path().join("out-p2"), cluster.dir.path().join("out-p3"));
+    let job = submit_slow_enrichment(&cluster, e, &first);
+    cluster.wait_until("a checkpoint while running", || {
+        let l = job_line(&cluster, &job);
+        assert!(!l.contains(" FINISHED ") && !l.contains(" FAILED "), "the job must still run for its savepoint: {l}");
+        l.contains(" RUNNING ") && checkpoint(&cluster, &job) >= 1
+    });
+    let savepoint = cluster.dir.path().join("savepoint");
+    let o = cluster.client(&[OsStr::new("savepoint"), OsStr::new(&job), OsStr::new("--dir"), savepoint.as_os_str(), OsStr::new("--stop")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    wait_until("the job to stop", || {
+        let l = job_line(&cluster, &job);
+        assert!(!l.contains(" FINISHED ") && !l.contains(" FAILED "), "a stopped job ends CANCELED: {l}");
+        l.contains(" CANCELED ")
+    });
+    let done = part_lines(&first).len();
+    assert!(done < e.clicks as usize, "the first run stopped midway: {done} of {}", e.clicks);
+
+    let wasm = WEIR.example("enrich_clicks");
+    let mut argv: Vec<std::ffi::OsString> = ["submit", "-p", "3", "--checkpoint-interval", "300"].iter().map(Into::into).collect();
+    argv.extend([wasm.as_os_str().into(), "--output-dir".into(), second.as_os_str().into(), "--from-savepoint".into(), savepoint.as_os_str().into()]);
+    argv.extend(e.args().into_iter().map(Into::into));
+    argv.extend(["--arg".into(), "profile-parallelism=2".into()]);
+    let argv: Vec<&OsStr> = argv.iter().map(|a| a.as_os_str()).collect();
+    let o = cluster.client(&argv);
+    assert!(o.status.success(), "the resumed run finishes: {}", stderr(&o));
+
+    let mut both = part_lines(&first);
+    both.extend(part_lines(&second));
+    let both = sorted(both);
+    assert_eq!(both.len(), e.clicks as usize, "one committed line per click over both runs");
+    assert!(both == e.reference(), "the enriched clicks differ");
+}
