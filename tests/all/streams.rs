@@ -13,7 +13,7 @@ use crate::WEIR;
 
 /// What `union_counts` writes for `n`, `m`, `s` and `keys`: per key `1..=count` (as
 /// sorted `(key, count)` lines), whatever the interleaving of its four inputs.
-fn union_reference(n: u64, m: u64, s: u64, keys: u64) -> Vec<(u64, u64)> {
+pub(crate) fn union_reference(n: u64, m: u64, s: u64, keys: u64) -> Vec<(u64, u64)> {
     let mut counts: BTreeMap<u64, u64> = BTreeMap::new();
     for x in (0..n).chain(n..n + m).chain((0..s).map(|x| x * x)) {
         *counts.entry(splitmix64(x) % keys).or_default() += 1;
@@ -36,16 +36,16 @@ fn parse_counts(lines: impl IntoIterator<Item = String>) -> Vec<(u64, u64)> {
 
 /// The arguments of an `enrich_clicks` run.
 #[derive(Clone, Copy)]
-struct Enrich {
-    profiles: u64,
-    clicks: u64,
-    users: u64,
-    profile_rate: u64,
-    click_rate: u64,
+pub(crate) struct Enrich {
+    pub(crate) profiles: u64,
+    pub(crate) clicks: u64,
+    pub(crate) users: u64,
+    pub(crate) profile_rate: u64,
+    pub(crate) click_rate: u64,
 }
 
 impl Enrich {
-    fn args(&self) -> Vec<String> {
+    pub(crate) fn args(&self) -> Vec<String> {
         let Enrich { profiles, clicks, users, profile_rate, click_rate } = self;
         [("profiles", profiles), ("clicks", clicks), ("users", users), ("profile-rate", profile_rate), ("click-rate", click_rate)]
             .iter()
@@ -57,7 +57,7 @@ impl Enrich {
     /// profile `j` (user `j % users`, version `j / users`) counts from `j / profile_rate`
     /// ms on, so it is the user's newest `j` with that time at or before the click's.
     /// Sorted `user<TAB>click version` lines.
-    fn reference(&self) -> Vec<String> {
+    pub(crate) fn reference(&self) -> Vec<String> {
         let mut newest: Vec<Option<u64>> = vec![None; self.users as usize];
         let mut profiles = (0..self.profiles).peekable();
         let mut lines = Vec::with_capacity(self.clicks as usize);
