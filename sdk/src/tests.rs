@@ -118,7 +118,7 @@ fn a_union_is_the_inputs_of_the_next_operator() {
         let split = job.generator("a", 0, 10).flat_map(
             "split",
             move |x: u64, out: &mut Emitter<u64>| {
-                if x % 2 == 0 { out.emit(x) } else { out.output(&tag, x) }
+                if x.is_multiple_of(2) { out.emit(x) } else { out.output(&tag, x) }
             },
         );
         let odd = split.side_output(&OutputTag::<u64>::new("odd"));

@@ -18,6 +18,10 @@
 //! state too; older ones are dropped once a newer one is due. `work` rounds of busy
 //! work per record (both inputs) slow it down for crash tests.
 //!
+//! `mode=latest` (the benchmark's connect): each click goes out at once as
+//! `user<TAB>version` with the latest profile version that arrived before it (`0`:
+//! none), which depends on how the inputs interleave; `sink=discard` drops the output.
+//!
 //! `weir run enrich_clicks.wasm -p 3 -o enriched.tsv`
 
 use weir_sdk::prelude::*;
@@ -81,6 +85,24 @@ impl KeyedCoProcessFunction<u64, u64, u64> for Enrich {
     }
 }
 
+/// `mode=latest`: a user's latest profile version (plus one; 0: none) as its state.
+struct Latest {
+    users: u64,
+}
+
+impl KeyedCoProcessFunction<u64, u64, u64> for Latest {
+    type State = u64;
+    type Out = u64;
+
+    fn process_element1(&mut self, ctx: &mut TimerContext<'_, u64, u64>, profile: u64, _out: &mut Emitter<'_, u64>) {
+        ctx.set_state(profile / self.users + 1);
+    }
+
+    fn process_element2(&mut self, ctx: &mut TimerContext<'_, u64, u64>, _click: u64, out: &mut Emitter<'_, u64>) {
+        out.emit(ctx.state().copied().unwrap_or(0));
+    }
+}
+
 fn build(job: &mut Job) {
     let profiles = job.arg_u64("profiles", 2_000);
     let clicks = job.arg_u64("clicks", 100_000);
@@ -106,7 +128,14 @@ fn build(job: &mut Job) {
             splitmix64(*i) % users
         },
     );
-    profiles.connect(clicks).process("enrich", Enrich { users }).sink("out", Sink::default());
+    let sink = match job.arg("sink") {
+        Some("discard") => Sink::discard(),
+        _ => Sink::default(),
+    };
+    match job.arg("mode") {
+        Some("latest") => profiles.connect(clicks).process("enrich", Latest { users }).sink("out", sink),
+        _ => profiles.connect(clicks).process("enrich", Enrich { users }).sink("out", sink),
+    };
 }
 
 weir_sdk::export_job!(build);

@@ -37,7 +37,7 @@ fn build(job: &mut Job) {
     let evens = job.generator("numbers", 0, n).flat_map(
         "split",
         move |x: u64, out: &mut Emitter<u64>| {
-            if x % 2 == 0 { out.emit(x) } else { out.output(&odd, x) }
+            if x.is_multiple_of(2) { out.emit(x) } else { out.output(&odd, x) }
         },
     );
     let odds = evens.side_output(&OutputTag::<u64>::new("odd"));
