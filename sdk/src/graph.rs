@@ -36,6 +36,11 @@ pub(crate) struct Edge {
     pub(crate) partitioning: wit::Partitioning,
     /// `None`: the source's main output; else its side output of this name.
     pub(crate) side_output: Option<String>,
+    /// The target's input it feeds: 1 for a connect's second, else 0.
+    pub(crate) input: u32,
+    /// A key-by edge's key type (`type_name`), which the host checks agrees over a
+    /// node's inputs.
+    pub(crate) key_type: Option<String>,
 }
 
 /// What `build` produced: the graph plus the problems found while building it.
@@ -66,7 +71,13 @@ impl Graph {
     }
 
     pub(crate) fn add_edge(&mut self, source: usize, target: usize, partitioning: wit::Partitioning, side_output: Option<String>) {
-        self.edges.push(Edge { source, target, partitioning, side_output });
+        self.edges.push(Edge { source, target, partitioning, side_output, input: 0, key_type: None });
+    }
+
+    /// Adds a key-by edge into input `input` of `target`, naming the key type.
+    pub(crate) fn add_keyed_edge(&mut self, source: usize, target: usize, input: u32, key_type: &str) {
+        let key_type = Some(key_type.to_string());
+        self.edges.push(Edge { source, target, partitioning: wit::Partitioning::KeyBy, side_output: None, input, key_type });
     }
 
     /// Declares side output `name` on node `index` (once, however often it is asked
@@ -132,9 +143,14 @@ impl Graph {
         let mut edges = Vec::with_capacity(self.edges.len());
         for e in &self.edges {
             match (new_index.get(e.source).copied().flatten(), new_index.get(e.target).copied().flatten()) {
-                (Some(source), Some(target)) => {
-                    edges.push(wit::Edge { source, target, partitioning: e.partitioning, side_output: e.side_output.clone() })
-                }
+                (Some(source), Some(target)) => edges.push(wit::Edge {
+                    source,
+                    target,
+                    partitioning: e.partitioning,
+                    side_output: e.side_output.clone(),
+                    input: e.input,
+                    key_type: e.key_type.clone(),
+                }),
                 _ => return Err("internal: edge to a removed node".to_string()),
             }
         }
@@ -148,7 +164,12 @@ impl Graph {
     fn place_key_selector(&mut self, index: usize) -> Result<(), String> {
         let inputs: Vec<(usize, bool)> = self.edges.iter().filter(|e| e.target == index).map(|e| (e.source, e.side_output.is_some())).collect();
         let [(upstream, from_side)] = inputs[..] else {
-            return Err(format!("internal: key selector {:?} has {} inputs", self.nodes[index].uid, inputs.len()));
+            // After a union: an operator of its own, read by every stream of it.
+            let NodeKind::KeySelector(pending) = core::mem::replace(&mut self.nodes[index].kind, NodeKind::Removed) else {
+                return Err("internal: not a key selector".to_string());
+            };
+            self.nodes[index].kind = NodeKind::Operator { keyed: false, op: pending.into_operator() };
+            return Ok(());
         };
         let fan_out = self.edges.iter().filter(|e| e.source == upstream).count();
         let NodeKind::KeySelector(pending) = core::mem::replace(&mut self.nodes[index].kind, NodeKind::Removed) else {

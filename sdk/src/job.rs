@@ -9,6 +9,9 @@ use core::ops::Add;
 use std::rc::Rc;
 
 use crate::Data;
+use crate::connect::ConnectedStreams;
+#[cfg(doc)]
+use crate::connect::KeyedCoProcessFunction;
 use crate::emit::Emitter;
 use crate::graph::{Graph, NodeKind};
 use crate::keyed::{self, KeyedContext};
@@ -127,18 +130,48 @@ pub struct Stream<K, V> {
     partitioning: Partitioning,
     /// `None`: the node's main output; else the side output of this name.
     side_output: Option<String>,
+    /// The other streams of a union (empty unless this is one): the next operator
+    /// reads them all, as Flink's union is no operator but the inputs of the next.
+    also: Vec<Upstream>,
     _t: PhantomData<fn() -> (K, V)>,
+}
+
+/// One more input of a union: a node's main or side output, with its pending
+/// partitioning.
+#[derive(Clone)]
+struct Upstream {
+    node: usize,
+    partitioning: Partitioning,
+    side_output: Option<String>,
 }
 
 impl<K, V> Clone for Stream<K, V> {
     fn clone(&self) -> Self {
-        Stream { graph: self.graph.clone(), node: self.node, partitioning: self.partitioning, side_output: self.side_output.clone(), _t: PhantomData }
+        Stream {
+            graph: self.graph.clone(),
+            node: self.node,
+            partitioning: self.partitioning,
+            side_output: self.side_output.clone(),
+            also: self.also.clone(),
+            _t: PhantomData,
+        }
     }
 }
 
 impl<K: Data, V: Data> Stream<K, V> {
     fn at(graph: Rc<RefCell<Graph>>, node: usize) -> Self {
-        Stream { graph, node, partitioning: Partitioning::Forward, side_output: None, _t: PhantomData }
+        Stream { graph, node, partitioning: Partitioning::Forward, side_output: None, also: Vec::new(), _t: PhantomData }
+    }
+
+    /// Records `what` as an error if this stream is a union, which has no node of its
+    /// own to apply it to; true if it is one.
+    fn refuse_on_union(&self, what: &str) -> bool {
+        if self.also.is_empty() {
+            return false;
+        }
+        let msg = format!("{what} on a union: a union is no node; apply it to each input, or to the operator after the union");
+        self.graph.borrow_mut().errors.push(msg);
+        true
     }
 
     /// Adds an operator node fed by this stream through the pending partitioning.
@@ -147,6 +180,28 @@ impl<K: Data, V: Data> Stream<K, V> {
             let mut g = self.graph.borrow_mut();
             let node = g.add_node(uid, kind);
             g.add_edge(self.node, node, self.partitioning, self.side_output);
+            let mut sources = vec![self.node];
+            for (i, u) in self.also.into_iter().enumerate() {
+                // The host has one channel per pair of subtasks, so one node reaches
+                // another by one edge: a stream that is in a union twice (a node's main
+                // and side output, or a stream with itself) comes through a pass-through
+                // node, chained to its producer.
+                let from = match sources.contains(&u.node) {
+                    false => u.node,
+                    true => {
+                        let pass = g.add_node(&format!("{uid}.union-{}", i + 1), NodeKind::Operator { keyed: false, op: ops::filter(|_: &V| true) });
+                        g.add_edge(u.node, pass, Partitioning::Forward, u.side_output.clone());
+                        let parallelism = g.nodes.get(u.node).and_then(|n| n.parallelism);
+                        if let Some(n) = g.node_mut(pass) {
+                            n.parallelism = parallelism;
+                        }
+                        pass
+                    }
+                };
+                sources.push(u.node);
+                let side_output = if from == u.node { u.side_output } else { None };
+                g.add_edge(from, node, u.partitioning, side_output);
+            }
             node
         };
         Stream::at(self.graph, node)
@@ -158,12 +213,15 @@ impl<K: Data, V: Data> Stream<K, V> {
     /// counted if nothing reads the returned stream. `parallelism`, `name` and
     /// `with_watermarks` on it apply to the producing operator, as on its main stream.
     pub fn side_output<T: Data>(&self, tag: &OutputTag<T>) -> Stream<K, T> {
-        self.graph.borrow_mut().declare_side_output(self.node, tag.name());
+        if !self.refuse_on_union("side_output") {
+            self.graph.borrow_mut().declare_side_output(self.node, tag.name());
+        }
         Stream {
             graph: self.graph.clone(),
             node: self.node,
             partitioning: Partitioning::Forward,
             side_output: Some(tag.name().to_string()),
+            also: Vec::new(),
             _t: PhantomData,
         }
     }
@@ -194,6 +252,8 @@ impl<K: Data, V: Data> Stream<K, V> {
     /// that operator's emit and costs no extra node; otherwise (e.g. right after a host
     /// source) it becomes a small operator node named `uid`, chained to its input. Any
     /// pending `rebalance`/`broadcast` is dropped: the key decides the partitioning.
+    /// On a union it is an operator node read by all of the union's inputs, each
+    /// through its own pending partitioning.
     pub fn key_by<K2: Data>(self, uid: &str, selector: impl FnMut(&V) -> K2 + 'static) -> KeyedStream<K2, V> {
         self.keyed_by(uid, ops::key_fn(selector))
     }
@@ -206,7 +266,8 @@ impl<K: Data, V: Data> Stream<K, V> {
     }
 
     fn keyed_by<K2: Data>(self, uid: &str, pending: Box<dyn ops::PendingKey>) -> KeyedStream<K2, V> {
-        let stream: Stream<K2, V> = Stream { partitioning: Partitioning::Forward, ..self }.then(uid, NodeKind::KeySelector(pending));
+        let partitioning = if self.also.is_empty() { Partitioning::Forward } else { self.partitioning };
+        let stream: Stream<K2, V> = Stream { partitioning, ..self }.then(uid, NodeKind::KeySelector(pending));
         KeyedStream { graph: stream.graph, node: stream.node, _t: PhantomData }
     }
 
@@ -224,28 +285,55 @@ impl<K: Data, V: Data> Stream<K, V> {
     /// an operator that sets timestamps (`Emitter::emit_at`). Replaces the watermarks
     /// that arrive from upstream; a strategy set before on the same node is replaced.
     pub fn with_watermarks(self, strategy: WatermarkStrategy) -> Self {
-        self.graph.borrow_mut().set_watermarks(self.node, strategy);
+        if !self.refuse_on_union("with_watermarks") {
+            self.graph.borrow_mut().set_watermarks(self.node, strategy);
+        }
+        self
+    }
+
+    /// The records of this stream and of `other` as one stream (Flink's `union`; chain
+    /// calls for more). Like Flink's, it is no operator: the next operator reads every
+    /// stream of the union, each through its own pending partitioning (`rebalance`
+    /// one whose parallelism differs from that operator's), and no record is copied.
+    /// So `parallelism`, `name`, `with_watermarks` and `side_output` do not apply to a
+    /// union itself (planning fails, naming them); `rebalance` and `broadcast` apply to
+    /// each of its streams.
+    pub fn union(mut self, other: Stream<K, V>) -> Stream<K, V> {
+        self.also.push(Upstream { node: other.node, partitioning: other.partitioning, side_output: other.side_output });
+        self.also.extend(other.also);
         self
     }
 
     /// Sends the records of the next edge round-robin to all downstream subtasks.
     pub fn rebalance(self) -> Self {
-        Stream { partitioning: Partitioning::Rebalance, ..self }
+        self.partitioned(Partitioning::Rebalance)
     }
 
     /// Sends every record of the next edge to every downstream subtask.
     pub fn broadcast(self) -> Self {
-        Stream { partitioning: Partitioning::Broadcast, ..self }
+        self.partitioned(Partitioning::Broadcast)
+    }
+
+    fn partitioned(mut self, partitioning: Partitioning) -> Self {
+        for u in &mut self.also {
+            u.partitioning = partitioning;
+        }
+        Stream { partitioning, ..self }
     }
 
     /// Sets the number of subtasks of the node that produces this stream.
     pub fn parallelism(self, n: u32) -> Self {
-        set_parallelism(&self.graph, &[Some(self.node)], n);
+        if !self.refuse_on_union("parallelism") {
+            set_parallelism(&self.graph, &[Some(self.node)], n);
+        }
         self
     }
 
     /// Sets the display name of the node that produces this stream (default: its uid).
     pub fn name(self, name: &str) -> Self {
+        if self.refuse_on_union("name") {
+            return self;
+        }
         if let Some(node) = self.graph.borrow_mut().node_mut(self.node) {
             node.name = name.to_string();
         }
@@ -285,6 +373,28 @@ impl<K: Data, V: Data> Stream<K, V> {
     }
 }
 
+/// The two-input operator `op` of `first.connect(second)`, keyed like both.
+pub(crate) fn connect<K: Data, V1: Data, V2: Data, W: Data>(
+    first: KeyedStream<K, V1>,
+    second: KeyedStream<K, V2>,
+    second_edge: Option<(Partitioning, Option<String>)>,
+    uid: &str,
+    op: Box<dyn ops::Operator>,
+) -> Stream<K, W> {
+    let node = {
+        let mut g = first.graph.borrow_mut();
+        let node = g.add_node(uid, NodeKind::Operator { keyed: true, op });
+        g.add_keyed_edge(first.node, node, 0, core::any::type_name::<K>());
+        g.add_keyed_edge(second.node, node, 1, core::any::type_name::<K>());
+        if let (Some((partitioning, key_type)), Some(e)) = (second_edge, g.edges.last_mut()) {
+            e.partitioning = partitioning;
+            e.key_type = key_type;
+        }
+        node
+    };
+    Stream::at(first.graph, node)
+}
+
 fn set_parallelism(graph: &Rc<RefCell<Graph>>, nodes: &[Option<usize>], n: u32) {
     let mut g = graph.borrow_mut();
     if n == 0 {
@@ -311,10 +421,31 @@ impl<K: Data, V: Data> KeyedStream<K, V> {
         let node = {
             let mut g = self.graph.borrow_mut();
             let node = g.add_node(uid, NodeKind::Operator { keyed: true, op });
-            g.add_edge(self.node, node, Partitioning::KeyBy, None);
+            g.add_keyed_edge(self.node, node, 0, core::any::type_name::<K>());
             node
         };
         Stream::at(self.graph, node)
+    }
+
+    /// Meets `other`, keyed by the same key type, in one two-input keyed operator
+    /// (Flink's `connect` of keyed streams): finish with
+    /// [`ConnectedStreams::process`] and a [`KeyedCoProcessFunction`].
+    pub fn connect<V2: Data>(self, other: KeyedStream<K, V2>) -> ConnectedStreams<K, V, V2> {
+        ConnectedStreams { first: self, second: other, second_edge: None }
+    }
+
+    /// Escape hatch for testing the host's plan validation: connects `other` whatever
+    /// its key type, its edge saying `partitioning` and key type `key_type`, which the
+    /// typed `connect` never lets disagree.
+    #[doc(hidden)]
+    pub fn connect_unchecked<K2: Data, V2: Data>(
+        self,
+        other: KeyedStream<K2, V2>,
+        partitioning: Partitioning,
+        key_type: Option<&str>,
+    ) -> ConnectedStreams<K, V, V2> {
+        let second = KeyedStream { graph: other.graph, node: other.node, _t: PhantomData };
+        ConnectedStreams { first: self, second, second_edge: Some((partitioning, key_type.map(str::to_string))) }
     }
 
     /// The running number of records per key, emitted with every record.

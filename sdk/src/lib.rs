@@ -62,6 +62,11 @@
 //!   `WindowedStream::side_output_late_data`); `Stream::side_output` reads one as a
 //!   stream of its own. They are collected apart from the main output and written as
 //!   the batch's optional side section, only when there are any.
+//! - Streams that meet: `Stream::union` (no node: the next operator reads every
+//!   stream of the union);
+//!   [`KeyedCoProcessFunction`], [`ConnectedStreams`] (`connect`):
+//!   `a.key_by(..).connect(b.key_by(..)).process(..)`, one keyed operator with two
+//!   inputs, whose batches the host tags with the input they came through.
 //! - [`TextField`] (`text`): how text sinks print keys and values.
 //! - `graph`: the recorded graph, key-selector placement, lowering to the WIT plan.
 //! - `codec`: this SDK's side of the batch layouts (the layout itself, and the panic hook
@@ -98,6 +103,7 @@
 extern crate self as weir_sdk;
 
 mod codec;
+mod connect;
 mod emit;
 mod error;
 mod graph;
@@ -132,6 +138,7 @@ pub use wit_bindgen;
 /// `#[serde(crate = "weir_sdk::serde")]` without a serde dependency of their own.
 pub use serde;
 
+pub use connect::{ConnectedStreams, KeyedCoProcessFunction};
 pub use emit::Emitter;
 pub use error::StateError;
 pub use job::{Job, KeyedStream, Sink, SinkHandle, Stream, WindowedStream};
@@ -152,8 +159,9 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned + 'static> Data for T {}
 /// Everything a job's `build` function needs.
 pub mod prelude {
     pub use crate::{
-        AggregateFunction, Data, Emitter, Job, KeyedContext, KeyedProcessFunction, KeyedStream, ListState, MapState, OutputTag, Sink, StateError,
-        Stream, TextField, TimeDomain, Timer, TimerContext, WatermarkStrategy, Window, WindowedStream, Windows,
+        AggregateFunction, ConnectedStreams, Data, Emitter, Job, KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction, KeyedStream, ListState,
+        MapState, OutputTag, Sink, StateError, Stream, TextField, TimeDomain, Timer, TimerContext, WatermarkStrategy, Window, WindowedStream,
+        Windows,
     };
 }
 

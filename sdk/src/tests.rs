@@ -91,6 +91,88 @@ fn key_by_on_a_shared_stream_is_not_fused() {
 }
 
 #[test]
+fn a_union_is_the_inputs_of_the_next_operator() {
+    fn job(job: &mut Job) {
+        let a = job.generator("a", 0, 10);
+        let b = job.generator("b", 10, 10).parallelism(1).rebalance();
+        let c = job.generator("c", 0, 10).map("square", |x: u64| x * x);
+        a.union(b).union(c).key_by("bucket", |x: &u64| x % 3).count("count").discard("out");
+    }
+    let (plan, _) = runtime::build_job(job, vec![]).unwrap();
+    let (uids, edges) = shape(&plan);
+    assert_eq!(uids, ["a", "b", "c", "square", "bucket", "count", "out"]);
+    let into_bucket: Vec<_> = edges.iter().filter(|e| e.1 == 4).map(|e| (e.0, e.2)).collect();
+    assert_eq!(into_bucket, [(0, Partitioning::Forward), (1, Partitioning::Rebalance), (3, Partitioning::Forward)]);
+    assert_eq!(plan.nodes[4].parallelism, None, "the selector after a union runs at the default parallelism");
+
+    fn union_then_map(job: &mut Job) {
+        let a = job.generator("a", 0, 10);
+        let b = job.generator("b", 10, 10);
+        a.union(b).rebalance().map("double", |x: u64| 2 * x).discard("out");
+    }
+    let (plan, _) = runtime::build_job(union_then_map, vec![]).unwrap();
+    assert_eq!(shape(&plan).1, [(0, 2, Partitioning::Rebalance), (1, 2, Partitioning::Rebalance), (2, 3, Partitioning::Forward)]);
+
+    fn with_its_own_side_output(job: &mut Job) {
+        let tag = OutputTag::<u64>::new("odd");
+        let split = job.generator("a", 0, 10).flat_map(
+            "split",
+            move |x: u64, out: &mut Emitter<u64>| {
+                if x.is_multiple_of(2) { out.emit(x) } else { out.output(&tag, x) }
+            },
+        );
+        let odd = split.side_output(&OutputTag::<u64>::new("odd"));
+        split.clone().union(odd).union(split).map("all", |x: u64| x).discard("out");
+    }
+    let (plan, _) = runtime::build_job(with_its_own_side_output, vec![]).unwrap();
+    let (uids, edges) = shape(&plan);
+    assert_eq!(uids, ["a", "split", "all", "all.union-1", "all.union-2", "out"]);
+    assert_eq!(
+        edges[1..5],
+        [(1, 2, Partitioning::Forward), (1, 3, Partitioning::Forward), (3, 2, Partitioning::Forward), (1, 4, Partitioning::Forward)]
+    );
+    assert_eq!(plan.edges[2].side_output.as_deref(), Some("odd"), "the side output reaches its pass-through node");
+    assert_eq!(plan.edges[3].side_output, None);
+
+    fn named_union(job: &mut Job) {
+        let a = job.generator("a", 0, 10);
+        let b = job.generator("b", 10, 10);
+        a.union(b).parallelism(2).discard("out");
+    }
+    let err = runtime::build_job(named_union, vec![]).err().unwrap();
+    assert!(err.contains("parallelism on a union"), "{err}");
+}
+
+#[test]
+fn connect_makes_one_keyed_operator_with_two_inputs_keyed_alike() {
+    struct Join;
+    impl KeyedCoProcessFunction<u64, u64, String> for Join {
+        type State = u64;
+        type Out = String;
+        fn process_element1(&mut self, ctx: &mut TimerContext<'_, u64, u64>, v: u64, _: &mut Emitter<'_, String>) {
+            ctx.set_state(v);
+        }
+        fn process_element2(&mut self, ctx: &mut TimerContext<'_, u64, u64>, v: String, out: &mut Emitter<'_, String>) {
+            out.emit(format!("{v} {:?}", ctx.state()));
+        }
+    }
+    fn job(job: &mut Job) {
+        let numbers = job.generator("numbers", 0, 10).key_by("by-number", |x: &u64| x % 5);
+        let words = job.file_lines("words").key_by("by-length", |w: &String| w.len() as u64);
+        numbers.connect(words).process("join", Join).discard("out");
+    }
+    let (plan, registry) = runtime::build_job(job, vec![]).unwrap();
+    let (uids, edges) = shape(&plan);
+    assert_eq!(uids, ["numbers", "by-number", "words", "by-length", "join", "out"]);
+    assert_eq!(edges[..2], [(0, 1, Partitioning::Forward), (2, 3, Partitioning::Forward)]);
+    let into_join: Vec<_> = plan.edges.iter().filter(|e| e.target == 4).map(|e| (e.source, e.partitioning, e.input, e.key_type.clone())).collect();
+    let key = Some("u64".to_string());
+    assert_eq!(into_join, [(1, Partitioning::KeyBy, 0, key.clone()), (3, Partitioning::KeyBy, 1, key)]);
+    assert!(matches!(&plan.nodes[4].kind, NodeKind::Operator(spec) if spec.keyed));
+    assert!(registry[4].is_some());
+}
+
+#[test]
 fn duplicate_uids_and_bad_parallelism_fail_the_plan() {
     fn job(job: &mut Job) {
         job.generator("x", 0, 1).map("x", |i: u64| i).parallelism(0).discard("out");

@@ -150,6 +150,11 @@ impl<L: TimedLogic> Timed<L> {
     pub(crate) fn logic(&self) -> &L {
         &self.logic
     }
+
+    /// The logic, to tell it about the next call (a connect: which input).
+    pub(crate) fn logic_mut(&mut self) -> &mut L {
+        &mut self.logic
+    }
 }
 
 impl<L: TimedLogic> Timed<L> {
@@ -367,7 +372,7 @@ impl<K: Data, V: Data, F: KeyedProcessFunction<K, V>> ProcessFn<K, V, F> {
 }
 
 /// The context of `cx`'s key, whose typed key is in `typed`.
-fn context<'a, K, S>(typed: &'a [K], cx: Cx<'a, S>, timer: Option<Timer>) -> Result<TimerContext<'a, K, S>, OpError> {
+pub(crate) fn context<'a, K, S>(typed: &'a [K], cx: Cx<'a, S>, timer: Option<Timer>) -> Result<TimerContext<'a, K, S>, OpError> {
     // The driver checked the index against the key table, which `typed` mirrors.
     let Some(key) = typed.get(cx.key_index as usize) else {
         return Err(OpError::BadInput(format!("key index {} without a decoded key", cx.key_index)));

@@ -135,3 +135,12 @@ fn other_jobs_keep_running_while_bad_jobs_fail() {
     assert_eq!(text.lines().count() as u64, n);
     assert_eq!(got, expected);
 }
+
+#[test]
+fn a_connect_of_streams_keyed_differently_or_not_keyed_is_refused_at_submission() {
+    let job = WEIR.example("bad_connect");
+    let line = run_failing(&job, &["--arg", "case=key-types"]);
+    assert_mentions(&line, &["\"meet\"", "keyed by different types", "\"by-number\" by u64", "\"word\" by alloc::string::String"]);
+    let line = run_failing(&job, &["--arg", "case=unkeyed"]);
+    assert_mentions(&line, &["\"meet\"", "a connect must only have key-by inputs", "its input from \"word\" is not keyed"]);
+}

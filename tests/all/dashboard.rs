@@ -219,6 +219,51 @@ fn the_dashboard_shows_a_running_job_with_its_graph_and_moving_throughput() {
     browser.screenshot("dashboard-watermarks.png");
     api(&cluster, "POST", &format!("/api/v1/jobs/{windows_id}/cancel"), "application/json", b"{}", 202);
 
+    // Streams that meet: a connect's vertex is drawn with an edge into each of its two
+    // inputs, and counts its records in per input.
+    let wasm = std::fs::read(WEIR.example("enrich_clicks")).expect("enrich_clicks.wasm");
+    let artifact = api(&cluster, "POST", "/api/v1/artifacts", "application/wasm", &wasm, 201);
+    let enrich_artifact = artifact["id"].as_str().unwrap_or_else(|| panic!("artifact without an id: {artifact}")).to_string();
+    let args = json!({"profiles": "100000000", "clicks": "100000000", "profile-rate": "50", "work": "2000"});
+    let spec = json!({"artifact": enrich_artifact, "parallelism": 1, "args": args});
+    let enrich = api(&cluster, "POST", "/api/v1/jobs", "application/json", spec.to_string().as_bytes(), 201);
+    let enrich_id = enrich["metadata"]["id"].as_str().unwrap_or_else(|| panic!("job without metadata.id: {enrich}")).to_string();
+    browser.navigate(&format!("{base}/#/jobs/{enrich_id}"));
+    browser.wait_for("the connect's vertex with both input edges and records in per input", |b| {
+        let s = b.snapshot(&format!(
+            "{{{CHROME}, vertices: [...document.querySelectorAll('#graph svg .vertex')].map(g => ({{id: g.dataset.vertex,              name: g.querySelector('.vname')?.textContent, byInput: g.dataset.recordsInByInput, totals: g.querySelector('.vtotals')?.textContent}})),              edges: [...document.querySelectorAll('#graph svg .edge')].map(e => ({{edge: e.dataset.edge, input: e.dataset.input, label: e.textContent.trim()}})),              cells: [...document.querySelectorAll('#subtasks td[data-by-input]')].map(td => td.dataset.byInput).filter(Boolean)}}"
+        ));
+        let vs = s["vertices"].as_array().cloned().unwrap_or_default();
+        let Some(connect) = vs.iter().find(|v| v["name"].as_str().is_some_and(|n| n.starts_with("enrich"))) else { return Err(s.to_string()) };
+        let counts: Vec<u64> = connect["byInput"].as_str().and_then(|j| serde_json::from_str(j).ok()).unwrap_or_default();
+        let id = connect["id"].as_str().unwrap_or("");
+        let edges = s["edges"].as_array().cloned().unwrap_or_default();
+        let mut inputs: Vec<String> = edges
+            .iter()
+            .filter(|e| e["edge"].as_str().is_some_and(|x| x.ends_with(&format!("-{id}"))))
+            .map(|e| format!("{} {}", e["input"].as_str().unwrap_or(""), e["label"].as_str().unwrap_or("")))
+            .collect();
+        inputs.sort();
+        // Each input's edge is labelled with the input, and its records in under it.
+        let drawn = inputs.len() == 2 && inputs[0].starts_with("0 key-by → in 1") && inputs[1].starts_with("1 key-by → in 2") && inputs.iter().all(|l| l.ends_with(" in"));
+        let counted = counts.len() == 2 && counts.iter().all(|&n| n > 0) && connect["totals"].as_str().is_some_and(|t| t.starts_with("in "));
+        let in_table = s["cells"].as_array().is_some_and(|c| c.iter().any(|c| c.as_str().is_some_and(|c| c.contains(','))));
+        if drawn && counted && in_table { Ok(()) } else { Err(format!("edges into it {inputs:?}: {s}")) }
+    });
+    browser.screenshot("dashboard-connect.png");
+    // And Prometheus has them, per input.
+    let (status, text) = http::request("GET", &format!("{base}/metrics"), &[], b"");
+    let text = String::from_utf8_lossy(&text);
+    assert_eq!(status, 200, "{text}");
+    for input in ["1", "2"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("weir_vertex_input_records_in_total{") && l.contains(&enrich_id) && l.contains(&format!("input=\"{input}\""))),
+            "no records in through input {input} of the connect: {text}"
+        );
+    }
+    api(&cluster, "POST", &format!("/api/v1/jobs/{enrich_id}/cancel"), "application/json", b"{}", 202);
+
     // Submit: the form offers the uploaded artifact.
     browser.navigate(&format!("{base}/#/submit"));
     browser.wait_for("the submit form offering the uploaded artifact", |b| {

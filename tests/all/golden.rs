@@ -19,6 +19,7 @@ use std::path::Path;
 use weir_testkit::{TestCluster, splitmix64, stderr, wait_until};
 
 use crate::WEIR;
+use crate::streams::{Enrich, union_reference};
 use crate::wordcount::{python_counts, write_text};
 
 /// What `summary` gives for an output: each key's final value and the line count.
@@ -163,4 +164,9 @@ fn every_example_job_gives_the_same_output_three_ways() {
     check(&cluster, "wordcount", &["-i", &input], &reference);
     check(&cluster, "keyed_sum", &["--arg", "n=400000", "--arg", "work=1500", "--arg", "sink=file"], &keyed_sum_reference(400_000));
     check(&cluster, "distinct_values", &["--arg", "n=3000000"], &distinct_values_reference(3_000_000));
+    let lines: Vec<String> = union_reference(400_000, 200_000, 100_000, 1000).into_iter().map(|(k, c)| format!("{k}\t{c}")).collect();
+    check(&cluster, "union_counts", &["--arg", "n=400000", "--arg", "work=1500"], &summary(&lines));
+    let e = Enrich { profiles: 100_000, clicks: 300_000, users: 100, profile_rate: 20, click_rate: 50 };
+    let args: Vec<String> = e.args().into_iter().chain(["--arg".into(), "work=1500".into()]).collect();
+    check(&cluster, "enrich_clicks", &args.iter().map(String::as_str).collect::<Vec<_>>(), &summary(&e.reference()));
 }

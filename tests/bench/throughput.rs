@@ -18,15 +18,19 @@
 //!   cold and cached start; see `languages.rs`.
 //! - windows: event-time window counts (tumbling, sliding, session) with exactly-once
 //!   checkpoints; see `windows.rs`.
+//! - streams: one keyed operator fed by one generator, a union of two, and a connect of
+//!   two; see `streams.rs`.
 //!
 //! `WEIR_BENCH_ONLY` picks sections, comma-separated from `keyed-sum`, `wordcount`,
-//! `cluster`, `checkpoints`, `recovery`, `languages`, `windows` (default: all), e.g.
+//! `cluster`, `checkpoints`, `recovery`, `languages`, `windows`, `streams` (default:
+//! all), e.g.
 //! `WEIR_BENCH_ONLY=cluster cargo bench --bench throughput`.
 
 mod checkpoint_overhead;
 mod cluster;
 mod languages;
 mod recovery;
+mod streams;
 mod windows;
 
 use std::collections::HashMap;
@@ -197,7 +201,7 @@ fn row(name: &str, wasm: &Measure, native: f64, native_rss: f64) {
 }
 
 /// The benchmark's sections, in the order they run.
-const SECTIONS: [&str; 7] = ["keyed-sum", "wordcount", "cluster", "checkpoints", "recovery", "languages", "windows"];
+const SECTIONS: [&str; 8] = ["keyed-sum", "wordcount", "cluster", "checkpoints", "recovery", "languages", "windows", "streams"];
 
 /// The sections `WEIR_BENCH_ONLY` asks for (all when unset or empty).
 fn sections() -> Vec<&'static str> {
@@ -260,5 +264,8 @@ fn main() {
     }
     if sections.contains(&"windows") {
         windows::bench(&WEIR.example("window_count"), n);
+    }
+    if sections.contains(&"streams") {
+        streams::bench(&keyed_sum, n);
     }
 }

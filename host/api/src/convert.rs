@@ -88,6 +88,7 @@ pub fn metrics(id: &JobId, m: JobMetrics) -> Metrics {
         subtask: s.subtask,
         taskmanager: m.taskmanagers.get(s.taskmanager as usize).cloned().unwrap_or_else(|| "-".into()),
         records_in: s.records_in,
+        records_in_by_input: s.records_in_by_input.clone(),
         records_out: s.records_out,
         backpressure: s.backpressure,
         watermark: s.watermark,
@@ -107,6 +108,7 @@ pub fn metrics(id: &JobId, m: JobMetrics) -> Metrics {
                 name: v.name.clone(),
                 parallelism: v.parallelism,
                 records_in: mine.iter().map(|s| s.records_in).sum(),
+                records_in_by_input: by_input(&mine),
                 records_out: mine.iter().map(|s| s.records_out).sum(),
                 records_in_per_second: mine.iter().map(|s| s.records_in_per_second).sum(),
                 records_out_per_second: mine.iter().map(|s| s.records_out_per_second).sum(),
@@ -125,10 +127,30 @@ pub fn metrics(id: &JobId, m: JobMetrics) -> Metrics {
         .iter()
         .enumerate()
         .flat_map(|(i, v)| {
-            v.outputs.iter().map(move |(t, p, _)| EdgeDoc { source: i as u32, target: *t as u32, partitioning: partitioning_name(*p).into() })
+            let graph = &m.graph;
+            v.outputs.iter().map(move |&(t, p, _)| {
+                let target = graph.vertices.get(t).map_or(&[][..], |v| &v.inputs[..]);
+                let two_inputs = target.iter().any(|&(_, _, input)| input == 1);
+                let input = target.iter().find(|&&(s, _, _)| s == i).map(|&(_, _, input)| input).filter(|_| two_inputs);
+                EdgeDoc { source: i as u32, target: t as u32, partitioning: partitioning_name(p).into(), input }
+            })
         })
         .collect();
     Metrics { job_id: id.clone(), status: m.status.name().to_string(), vertices, edges }
+}
+
+/// Records in per input of a connect, summed over its subtasks (empty for others).
+fn by_input(subtasks: &[&SubtaskMetrics]) -> Vec<u64> {
+    let mut sums: Vec<u64> = Vec::new();
+    for s in subtasks {
+        if sums.len() < s.records_in_by_input.len() {
+            sums.resize(s.records_in_by_input.len(), 0);
+        }
+        for (sum, n) in sums.iter_mut().zip(&s.records_in_by_input) {
+            *sum += n;
+        }
+    }
+    sums
 }
 
 fn partitioning_name(p: Partitioning) -> &'static str {

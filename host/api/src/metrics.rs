@@ -103,6 +103,15 @@ pub fn jobmanager(jm: &JobManager) -> String {
             }
         }
     }
+    let name = "weir_vertex_input_records_in_total";
+    let mut f = Family::new(&mut out, name, "counter", "Records into a connect's vertex through each of its inputs (1, 2).");
+    for (job, job_name, v) in &vertices {
+        let index = v.id.to_string();
+        for (i, n) in v.records_in_by_input.iter().enumerate() {
+            let input = (i + 1).to_string();
+            f.sample(name, &[("job", job.as_str()), ("job_name", job_name), ("vertex", &index), ("vertex_name", &v.name), ("input", &input)], *n);
+        }
+    }
     type SideField = fn(&weir_documents::SideOutputDoc) -> u64;
     let side: [(&str, &str, SideField); 2] = [
         ("weir_vertex_side_output_records_total", "Records operators emitted to a side output (late data, for one).", |s| s.records),

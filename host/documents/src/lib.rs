@@ -230,6 +230,9 @@ pub struct VertexMetrics {
     pub parallelism: u32,
     /// Records in, all subtasks.
     pub records_in: u64,
+    /// Of those, per input of a connect's two-input operator, all subtasks (empty
+    /// for vertices with one input).
+    pub records_in_by_input: Vec<u64>,
     /// Records out, all subtasks.
     pub records_out: u64,
     /// Records in per second, all subtasks.
@@ -259,6 +262,8 @@ pub struct SubtaskDoc {
     pub taskmanager: String,
     /// Records in.
     pub records_in: u64,
+    /// Of those, per input of a connect's two-input operator (empty for others).
+    pub records_in_by_input: Vec<u64>,
     /// Records out.
     pub records_out: u64,
     /// Share of time blocked on full outputs (0 to 1).
@@ -298,6 +303,9 @@ pub struct EdgeDoc {
     pub target: u32,
     /// FORWARD, KEY_BY, REBALANCE or BROADCAST.
     pub partitioning: String,
+    /// The target's input the edge feeds (0 or 1) if the target is a connect's
+    /// two-input operator; null for one-input targets.
+    pub input: Option<u32>,
 }
 
 /// `GET /api/v1/cluster`.

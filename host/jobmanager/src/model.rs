@@ -176,6 +176,8 @@ pub struct SubtaskMetrics {
     pub taskmanager: u32,
     /// Records in so far.
     pub records_in: u64,
+    /// Of those, per input of a connect's two-input operator (empty for others).
+    pub records_in_by_input: Vec<u64>,
     /// Records out so far.
     pub records_out: u64,
     /// Records in per second over the last two progress reports.

@@ -14,6 +14,7 @@ use crate::model::SubtaskMetrics;
 #[derive(Debug, Default, Clone)]
 struct Counts {
     records_in: u64,
+    records_in_by_input: Vec<u64>,
     records_out: u64,
     fuel: u64,
     backpressured_ns: u64,
@@ -128,6 +129,7 @@ impl JobTracker {
             }
             c.sample = Some((now, p.records_in, p.records_out, p.backpressured_ns));
             c.records_in = p.records_in;
+            c.records_in_by_input.clone_from(&p.records_in_by_input);
             c.records_out = p.records_out;
             c.fuel = p.fuel;
             c.backpressured_ns = p.backpressured_ns;
@@ -146,6 +148,7 @@ impl JobTracker {
                 subtask,
                 taskmanager: self.placement.get(vertex as usize).and_then(|p| p.get(subtask as usize)).copied().unwrap_or(0),
                 records_in: c.records_in,
+                records_in_by_input: c.records_in_by_input.clone(),
                 records_out: c.records_out,
                 records_in_per_second: if c.ended { 0.0 } else { c.rate_in },
                 records_out_per_second: if c.ended { 0.0 } else { c.rate_out },
@@ -185,6 +188,7 @@ impl JobTracker {
         match outcome {
             TaskOutcome::Finished(stats) => {
                 c.records_in = stats.records_in;
+                c.records_in_by_input = stats.records_in_by_input;
                 c.records_out = stats.records_out;
                 c.fuel = stats.fuel;
                 c.side_outputs = stats.side_outputs;
@@ -260,6 +264,12 @@ impl JobTracker {
         for (&(v, _), c) in &self.tasks {
             if let Some(r) = vertices.get_mut(v as usize) {
                 r.records_in += c.records_in;
+                if r.records_in_by_input.len() < c.records_in_by_input.len() {
+                    r.records_in_by_input.resize(c.records_in_by_input.len(), 0);
+                }
+                for (sum, n) in r.records_in_by_input.iter_mut().zip(&c.records_in_by_input) {
+                    *sum += n;
+                }
                 r.records_out += c.records_out;
                 r.fuel += c.fuel;
             }
@@ -293,6 +303,7 @@ mod tests {
     fn done(n: u64) -> TaskOutcome {
         TaskOutcome::Finished(TaskStats {
             records_in: n,
+            records_in_by_input: Vec::new(),
             records_out: n,
             fuel: 1,
             elapsed: Duration::ZERO,

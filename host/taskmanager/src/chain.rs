@@ -42,6 +42,9 @@ pub struct OperatorStep {
     pub watermarks: Option<WatermarkStrategy>,
     /// The side outputs it declares; its outputs name them by index.
     pub side_outputs: Vec<String>,
+    /// A connect's two-input operator: its keyed batches end with the input they came
+    /// through. Always a chain's head (its inputs fan in).
+    pub two_inputs: bool,
 }
 
 /// One operator's output: a guest buffer and where its records lie in it.
@@ -219,13 +222,14 @@ impl Chain {
         })
     }
 
-    /// Runs one plain batch through every operator of the chain.
-    pub(crate) fn run(&mut self, input: &[u8]) -> Result<ChainOutput, TaskError> {
-        self.run_from(0, input)?.ok_or_else(|| Bug::EmptyChain.into())
+    /// Runs one plain batch that came through the head's input `through` (0 but for
+    /// a connect's second) through every operator of the chain.
+    pub(crate) fn run(&mut self, input: &[u8], through: u32) -> Result<ChainOutput, TaskError> {
+        self.run_from(0, input, through)?.ok_or_else(|| Bug::EmptyChain.into())
     }
 
     /// Runs a batch through the operators from step `from` on; `None` if there are none.
-    fn run_from(&mut self, from: usize, input: &[u8]) -> Result<Option<ChainOutput>, TaskError> {
+    fn run_from(&mut self, from: usize, input: &[u8], through: u32) -> Result<Option<ChainOutput>, TaskError> {
         let now = self.clock.now_ms();
         let mut current: Option<ChainOutput> = None;
         for i in from..self.steps.len() {
@@ -247,6 +251,9 @@ impl Chain {
                 Some(cache) => {
                     let s = &mut self.scratch;
                     build_keyed_input(cache, data, s)?;
+                    if step.op.two_inputs {
+                        batch::push_u32(&mut s.input, through);
+                    }
                     let buf = instance.process(step.op.op, &s.input).map_err(fail)?;
                     keyed_output(buf, &s.slots, &s.slot_hashes, cache, step.timers.as_mut(), &step.op.name)?
                 }
@@ -352,7 +359,7 @@ impl Chain {
             let output = self.on_timer(i, &fired, domain);
             self.fired = fired;
             let output = self.settle_side(i, output?)?;
-            match self.run_from(i + 1, output.records())? {
+            match self.run_from(i + 1, output.records(), 0)? {
                 Some(rest) => out(&rest)?,
                 None => out(&output)?,
             }

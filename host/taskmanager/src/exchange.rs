@@ -65,8 +65,9 @@ impl Target {
 /// What a subtask's inputs yield next.
 #[derive(Debug)]
 pub enum Event {
-    /// A record batch and its record count.
-    Batch(Vec<u8>, usize),
+    /// A record batch, its record count, and the head operator's input it came
+    /// through (1: a connect's second input, else 0).
+    Batch(Vec<u8>, usize, u32),
     /// Every input delivered the barrier of checkpoint `id`: snapshot now.
     Barrier(u64),
     /// The inputs' combined watermark advanced to this.
@@ -92,6 +93,8 @@ pub struct Inputs {
     rxs: Vec<Receiver<Message>>,
     alignment: Alignment,
     valve: Valve,
+    /// Per channel, the head operator's input it feeds.
+    input_of: Vec<u32>,
     /// Events decided but not yet handed out (one message can yield several).
     ready: VecDeque<Event>,
 }
@@ -101,7 +104,15 @@ impl Inputs {
     pub fn new(rxs: Vec<Receiver<Message>>) -> Self {
         let alignment = Alignment::new(rxs.len());
         let valve = Valve::new(rxs.len());
-        Self { rxs, alignment, valve, ready: VecDeque::new() }
+        let input_of = vec![0; rxs.len()];
+        Self { rxs, alignment, valve, input_of, ready: VecDeque::new() }
+    }
+
+    /// Tags each channel's batches with the head operator's input it feeds (one per
+    /// channel, in order; a connect's channels feed input 0 or 1). Barriers and
+    /// watermarks stay combined over all channels, whichever input they feed.
+    pub fn feeding(self, input_of: Vec<u32>) -> Self {
+        Self { input_of, ..self }
     }
 
     /// The next event, waiting as long as needed unless the job is cancelled.
@@ -141,7 +152,7 @@ impl Inputs {
                 }
             };
             let decision = match msg {
-                Message::Batch(b, n) => return Ok(Event::Batch(b, n)),
+                Message::Batch(b, n) => return Ok(Event::Batch(b, n, self.input_of.get(i).copied().unwrap_or(0))),
                 Message::End => {
                     // The watermark an input's end releases comes before the end.
                     let emits = self.valve.end(i);
@@ -325,6 +336,28 @@ mod tests {
         Message::Batch(vec![tag], 1)
     }
 
+    /// A connect's channels: batches name their input; the watermark is the minimum
+    /// over both inputs' channels and a barrier aligns over all of them.
+    #[test]
+    fn a_connects_batches_name_their_input_and_both_inputs_align_and_hold_the_watermark() {
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..3).map(|_| channel()).unzip();
+        let mut inputs = Inputs::new(rxs).feeding(vec![0, 0, 1]);
+        put(&txs[2], batch(7));
+        assert!(matches!(next(&mut inputs), Event::Batch(b, 1, 1) if b == [7]));
+        put(&txs[0], batch(8));
+        assert!(matches!(next(&mut inputs), Event::Batch(b, 1, 0) if b == [8]));
+        for (tx, w) in txs.iter().zip([50, 40, 30]) {
+            put(tx, Message::Watermark(w));
+        }
+        put(&txs[2], Message::Barrier(1));
+        put(&txs[2], batch(9));
+        put(&txs[0], Message::Barrier(1));
+        put(&txs[1], Message::Barrier(1));
+        assert!(matches!(next(&mut inputs), Event::Watermark(30)), "the second input's watermark is the lowest");
+        assert!(matches!(next(&mut inputs), Event::Barrier(1)), "the second input's batch waits behind its barrier");
+        assert!(matches!(next(&mut inputs), Event::Batch(b, 1, 1) if b == [9]));
+    }
+
     fn put(tx: &Sender<Message>, msg: Message) {
         tx.try_send(msg).expect("room in the channel");
     }
@@ -340,7 +373,7 @@ mod tests {
 
     fn expect_batch(inputs: &mut Inputs, tag: u8) {
         match next(inputs) {
-            Event::Batch(b, 1) if b == [tag] => {}
+            Event::Batch(b, 1, _) if b == [tag] => {}
             e => panic!("expected batch {tag}, got {e:?}"),
         }
     }

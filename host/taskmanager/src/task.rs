@@ -109,6 +109,11 @@ pub struct TaskDeployment {
 pub struct TaskCounters {
     /// Records that entered the subtask so far.
     pub records_in: AtomicU64,
+    /// Of those, per input of the head operator (the second counts only for a
+    /// connect's two-input operator).
+    pub records_in_by_input: [AtomicU64; 2],
+    /// True if the head operator has two inputs (a connect).
+    two_inputs: bool,
     /// Records that left it so far.
     pub records_out: AtomicU64,
     /// Fuel its operators burned so far.
@@ -134,6 +139,8 @@ impl TaskCounters {
         let side = operators.iter().flat_map(|o| o.side_outputs.iter().map(|output| SideCounter::new(&o.name, output))).collect();
         Self {
             records_in: AtomicU64::new(0),
+            records_in_by_input: Default::default(),
+            two_inputs: operators.first().is_some_and(|o| o.two_inputs),
             records_out: AtomicU64::new(0),
             fuel: AtomicU64::new(0),
             backpressured_ns: AtomicU64::new(0),
@@ -153,6 +160,14 @@ impl TaskCounters {
                 dropped: s.dropped.load(Ordering::Relaxed),
             })
             .collect()
+    }
+
+    /// Records in per input of a connect's two-input operator; empty for others.
+    pub fn records_in_by_input(&self) -> Vec<u64> {
+        match self.two_inputs {
+            true => self.records_in_by_input.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
+            false => Vec::new(),
+        }
     }
 
     /// The watermark, if one passed yet.
@@ -236,14 +251,18 @@ impl Pipeline<'_> {
         (self.chain.as_mut(), out)
     }
 
-    /// Runs a batch of `count` records through the operators to the tail.
-    fn deliver(&mut self, records: &[u8], count: usize) -> Result<(), TaskError> {
+    /// Runs a batch of `count` records that came through the head's input `through`
+    /// through the operators to the tail.
+    fn deliver(&mut self, records: &[u8], count: usize, through: u32) -> Result<(), TaskError> {
         self.stats.records_in += count as u64;
         self.counters.records_in.fetch_add(count as u64, Ordering::Relaxed);
+        if let Some(c) = self.counters.records_in_by_input.get(through as usize) {
+            c.fetch_add(count as u64, Ordering::Relaxed);
+        }
         let counters = self.counters;
         let (chain, mut out) = self.parts();
         let Some(c) = chain else { return out.emit(records, count) };
-        let output = c.run(records)?;
+        let output = c.run(records, through)?;
         out.emit_chain(&output)?;
         let downstream: &mut Downstream<'_> = &mut |o| out.emit_chain(o);
         let generated = c.generated(downstream)?;
@@ -436,7 +455,7 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
                     if let Some(s) = &mut splits {
                         p.emit(s.wake(read.split))?;
                     }
-                    p.deliver(&buf, read.count)?;
+                    p.deliver(&buf, read.count, 0)?;
                     if let Some(s) = &mut splits {
                         p.emit(s.batch(read.split, &buf, now()))?;
                     }
@@ -458,7 +477,7 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
             // With timers to keep, the subtask wakes up for processing time.
             let deadline = p.chain.as_ref().is_some_and(Chain::has_timers).then(|| Instant::now() + POLL);
             match inputs.next_until(&cancel, deadline)? {
-                Event::Batch(b, n) => p.deliver(&b, n)?,
+                Event::Batch(b, n, through) => p.deliver(&b, n, through)?,
                 Event::Barrier(id) => p.barrier(id, None)?,
                 Event::Watermark(w) => p.watermark(w)?,
                 Event::Idle(idle) => p.idle(idle)?,
@@ -473,6 +492,7 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
         p.stats.side_dropped += c.side_dropped();
     }
     p.stats.side_outputs = counters.side_outputs();
+    p.stats.records_in_by_input = counters.records_in_by_input();
     if p.stats.side_dropped > 0 {
         tracing::info!(subtask = %label, records = p.stats.side_dropped, "dropped records of side outputs that no edge reads");
     }

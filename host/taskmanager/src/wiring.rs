@@ -91,6 +91,8 @@ pub struct SubtaskWiring {
     pub subtask: Subtask,
     /// Its inputs, in the order it reads them: per input edge, its producers by index.
     pub inputs: Vec<Input>,
+    /// Per input, the head operator's input its edge feeds (1: a connect's second).
+    pub input_of: Vec<u32>,
     /// Its output edges, in the vertex's order.
     pub outputs: Vec<Output>,
 }
@@ -124,11 +126,12 @@ pub fn plan(d: &JobDeployment, me: u32) -> Result<Wiring, DeploymentFault> {
     for (vertex, index) in d.subtasks_on(me) {
         let here = Subtask { vertex, index };
         let v = &vertices[vertex];
-        let mut inputs = Vec::new();
-        for &(from, partitioning) in &v.inputs {
+        let (mut inputs, mut input_of) = (Vec::new(), Vec::new());
+        for &(from, partitioning, input) in &v.inputs {
             for producer in peers(from, index, partitioning)? {
                 let link = Link { from: producer, to: here };
                 inputs.push(if on(producer)? == me { Input::Local(link) } else { Input::Remote(link.channel(&run)) });
+                input_of.push(input);
             }
         }
         let mut outputs = Vec::with_capacity(v.outputs.len());
@@ -143,7 +146,7 @@ pub fn plan(d: &JobDeployment, me: u32) -> Result<Wiring, DeploymentFault> {
             }
             outputs.push(Output { vertex: to, partitioning, side_output, targets });
         }
-        subtasks.push(SubtaskWiring { subtask: here, inputs, outputs });
+        subtasks.push(SubtaskWiring { subtask: here, inputs, input_of, outputs });
     }
     Ok(Wiring { subtasks })
 }
@@ -170,14 +173,14 @@ mod tests {
                 .map(|(i, (parallelism, inputs))| Vertex {
                     nodes: vec![i],
                     parallelism: *parallelism,
-                    inputs: inputs.clone(),
+                    inputs: inputs.iter().map(|&(v, p)| (v, p, 0)).collect(),
                     outputs: vec![],
                     name: format!("v{i}"),
                 })
                 .collect(),
         };
         for t in 0..graph.vertices.len() {
-            for (v, p) in graph.vertices[t].inputs.clone() {
+            for (v, p, _) in graph.vertices[t].inputs.clone() {
                 graph.vertices[v].outputs.push((t, p, None));
             }
         }
@@ -205,7 +208,7 @@ mod tests {
     fn expected(d: &JobDeployment) -> Vec<Link> {
         let mut links = Vec::new();
         for (t, v) in d.graph.vertices.iter().enumerate() {
-            for &(from, p) in &v.inputs {
+            for &(from, p, _) in &v.inputs {
                 for c in 0..v.parallelism {
                     let producers = if p == Partitioning::Forward { c..c + 1 } else { 0..d.graph.vertices[from].parallelism };
                     for s in producers {
@@ -324,6 +327,22 @@ mod tests {
             })
             .collect();
         assert_eq!(from, vec![(1, 0), (2, 0), (0, 0), (0, 1), (0, 2)]);
+        assert_eq!(v3.input_of, vec![0; 5]);
+    }
+
+    #[test]
+    fn a_connect_knows_which_input_each_channel_feeds() {
+        let mut d = deployment(
+            &[(2, vec![]), (1, vec![]), (2, vec![(0, Partitioning::KeyBy), (1, Partitioning::KeyBy)])],
+            vec![vec![0, 1], vec![1], vec![0, 1]],
+        );
+        d.graph.vertices[2].inputs[1].2 = 1;
+        check(&d, 2);
+        for me in 0..2 {
+            let wiring = plan(&d, me).expect("valid");
+            let w = wiring.subtasks.iter().find(|w| w.subtask.vertex == 2).expect("one subtask of the connect on each");
+            assert_eq!(w.input_of, vec![0, 0, 1], "two channels from the first input, one from the second");
+        }
     }
 
     #[test]
@@ -346,7 +365,7 @@ mod tests {
         let short = deployment(&[(2, vec![]), (2, vec![(0, Partitioning::KeyBy)])], vec![vec![0, 1], vec![0]]);
         assert!(matches!(plan(&short, 0), Err(DeploymentFault::PlacementMismatch)));
         let mut dangling = deployment(&[(1, vec![]), (1, vec![(0, Partitioning::KeyBy)])], vec![vec![0], vec![0]]);
-        dangling.graph.vertices[1].inputs.push((7, Partitioning::KeyBy));
+        dangling.graph.vertices[1].inputs.push((7, Partitioning::KeyBy, 0));
         assert!(matches!(plan(&dangling, 0), Err(DeploymentFault::MissingVertex(7))));
         let mut uneven = deployment(&[(1, vec![]), (2, vec![(0, Partitioning::KeyBy)])], vec![vec![0], vec![0, 0]]);
         uneven.graph.vertices[1].inputs[0].1 = Partitioning::Forward;

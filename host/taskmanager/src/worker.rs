@@ -112,7 +112,7 @@ impl TaskManager {
         // Every input gets its channel now; remote producers reach theirs through the
         // data plane, local ones pick up the sender when their routers are built.
         let mut local: HashMap<Link, Sender<Message>> = HashMap::new();
-        let mut receivers: HashMap<Subtask, Vec<Receiver<Message>>> = HashMap::new();
+        let mut receivers: HashMap<Subtask, (Vec<Receiver<Message>>, Vec<u32>)> = HashMap::new();
         for w in &wiring.subtasks {
             let mut rxs = Vec::with_capacity(w.inputs.len());
             for input in &w.inputs {
@@ -125,7 +125,7 @@ impl TaskManager {
                     Input::Remote(id) => data()?.register_input(id.clone(), tx, cancel.clone()),
                 }
             }
-            receivers.insert(w.subtask, rxs);
+            receivers.insert(w.subtask, (rxs, w.input_of.clone()));
         }
         let acks = report.clone();
         let checkpoints = JobCheckpointing::new(d, Arc::new(move |ack| acks(Report::Snapshot(ack))))?;
@@ -150,7 +150,9 @@ impl TaskManager {
                 }
                 let op = OpRef { guest: code.op, state: n as u32 };
                 let watermarks = plan.nodes[n].watermarks;
+                let two_inputs = plan.is_two_input(n);
                 operators.push(OperatorStep {
+                    two_inputs,
                     op,
                     component: code.component,
                     name: plan.nodes[n].name.clone(),
@@ -170,7 +172,10 @@ impl TaskManager {
                     };
                     Head::Source(open_source(kind, s, vertex.parallelism, resumed)?)
                 }
-                _ => Head::Input(Inputs::new(receivers.remove(&w.subtask).ok_or_else(|| internal(DeploymentFault::InputsMissing))?)),
+                _ => {
+                    let (rxs, input_of) = receivers.remove(&w.subtask).ok_or_else(|| internal(DeploymentFault::InputsMissing))?;
+                    Head::Input(Inputs::new(rxs).feeding(input_of))
+                }
             };
             let last = *vertex.nodes.last().ok_or_else(|| internal(DeploymentFault::EmptyVertex))?;
             let transactional = matches!(sinks.get(&(last, s)), Some(Sink::Transactional(_)));
@@ -276,6 +281,7 @@ impl TaskManager {
                     vertex: *vertex,
                     subtask: *subtask,
                     records_in: c.records_in.load(Ordering::Relaxed),
+                    records_in_by_input: c.records_in_by_input(),
                     records_out: c.records_out.load(Ordering::Relaxed),
                     fuel: c.fuel.load(Ordering::Relaxed),
                     backpressured_ns: c.backpressured_ns.load(Ordering::Relaxed),

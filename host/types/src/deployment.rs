@@ -184,6 +184,8 @@ pub struct ChannelId {
 pub struct TaskStats {
     /// Records that entered the subtask.
     pub records_in: u64,
+    /// Of those, per input of a connect's two-input operator (empty for others).
+    pub records_in_by_input: Vec<u64>,
     /// Records that left it (to a sink or downstream).
     pub records_out: u64,
     /// Fuel its operators burned.
@@ -234,6 +236,8 @@ pub struct TaskProgress {
     pub subtask: u32,
     /// Records in so far.
     pub records_in: u64,
+    /// Of those, per input of a connect's two-input operator (empty for others).
+    pub records_in_by_input: Vec<u64>,
     /// Records out so far.
     pub records_out: u64,
     /// Fuel its operators burned so far.
@@ -337,6 +341,8 @@ pub struct VertexReport {
     pub parallelism: u32,
     /// Records in.
     pub records_in: u64,
+    /// Of those, per input of a connect's two-input operator (empty for others).
+    pub records_in_by_input: Vec<u64>,
     /// Records out.
     pub records_out: u64,
     /// Fuel burned (known once subtasks finish).

@@ -11,8 +11,9 @@ pub struct Vertex {
     pub nodes: Vec<usize>,
     /// Number of subtasks.
     pub parallelism: u32,
-    /// Edges from upstream vertices: (vertex index, partitioning).
-    pub inputs: Vec<(usize, Partitioning)>,
+    /// Edges from upstream vertices: (vertex index, partitioning, the head operator's
+    /// input it feeds: 1 for the second input of a connect, else 0).
+    pub inputs: Vec<(usize, Partitioning, u32)>,
     /// Edges to downstream vertices: (vertex index, partitioning, side output of the
     /// last node by index or `None` for its main output).
     pub outputs: Vec<(usize, Partitioning, Option<u32>)>,
@@ -24,7 +25,7 @@ impl Vertex {
     /// How many upstream subtasks send to each subtask of this vertex (each ends its
     /// stream with one end marker).
     pub fn producers(&self, graph: &ExecutionGraph) -> usize {
-        self.inputs.iter().map(|&(v, p)| if p == Partitioning::Forward { 1 } else { graph.vertices[v].parallelism as usize }).sum()
+        self.inputs.iter().map(|&(v, p, _)| if p == Partitioning::Forward { 1 } else { graph.vertices[v].parallelism as usize }).sum()
     }
 }
 
@@ -73,7 +74,7 @@ impl ExecutionGraph {
             if s != t {
                 let side = e.side_output.as_deref().and_then(|name| plan.side_output_index(e.source as usize, name));
                 vertices[s].outputs.push((t, e.partitioning, side));
-                vertices[t].inputs.push((s, e.partitioning));
+                vertices[t].inputs.push((s, e.partitioning, e.input));
             }
         }
         for v in &mut vertices {
@@ -124,7 +125,7 @@ mod tests {
         let g = ExecutionGraph::build(&plan, 3);
         let chains: Vec<_> = g.vertices.iter().map(|v| (v.nodes.clone(), v.parallelism)).collect();
         assert_eq!(chains, vec![(vec![0, 1], 3), (vec![2, 3], 3), (vec![4, 5], 1)]);
-        assert_eq!(g.vertices[1].inputs, vec![(0, Partitioning::KeyBy)]);
+        assert_eq!(g.vertices[1].inputs, vec![(0, Partitioning::KeyBy, 0)]);
         assert_eq!(g.vertices[2].producers(&g), 3);
         assert_eq!(g.vertices[0].name, "src -> map");
         assert_eq!(g.slots_needed(), 3);
@@ -161,7 +162,7 @@ mod tests {
                 Edge::main(0, 1, Partitioning::KeyBy),
                 // Forward at equal parallelism, the windows' only output: would chain if
                 // it were their main output.
-                Edge { source: 1, target: 2, partitioning: Partitioning::Forward, side_output: Some("late".into()) },
+                Edge { side_output: Some("late".into()), ..Edge::main(1, 2, Partitioning::Forward) },
             ],
             max_parallelism: None,
         };

@@ -113,12 +113,17 @@ pub struct Edge {
     pub partitioning: Partitioning,
     /// `None`: the source's main output; else the side output of this name.
     pub side_output: Option<String>,
+    /// The target's input it feeds: 0, or 1 for the second input of a two-input
+    /// (connect) operator.
+    pub input: u32,
+    /// A key-by edge's key type as the SDK names it; a node's key-by inputs must agree.
+    pub key_type: Option<String>,
 }
 
 impl Edge {
-    /// An edge carrying `source`'s main output.
+    /// An edge carrying `source`'s main output into `target`'s (first) input.
     pub fn main(source: u32, target: u32, partitioning: Partitioning) -> Self {
-        Edge { source, target, partitioning, side_output: None }
+        Edge { source, target, partitioning, side_output: None, input: 0, key_type: None }
     }
 }
 
@@ -205,6 +210,11 @@ impl JobPlan {
         }
     }
 
+    /// True if node `i` is a two-input (connect) operator: an edge feeds its input 1.
+    pub fn is_two_input(&self, i: usize) -> bool {
+        self.inputs(i).any(|e| e.input == 1)
+    }
+
     /// Indices of the edges into node `i`.
     pub fn inputs(&self, i: usize) -> impl Iterator<Item = &Edge> {
         self.edges.iter().filter(move |e| e.target as usize == i)
@@ -256,7 +266,8 @@ impl JobPlan {
                 });
             }
             // Channels are named by their producer and consumer subtasks, so one pair of
-            // nodes has one edge (main and side output into one node need a union first).
+            // nodes has one edge (the SDK passes a node that is in a union twice through
+            // a node of its own the second time).
             if self.edges[..i].iter().any(|d| d.source == e.source && d.target == e.target) {
                 return Err(PlanError::BadNode { uid: target.uid.clone(), problem: format!("it has two input edges from {:?}", source.uid) });
             }
@@ -280,9 +291,39 @@ impl JobPlan {
                     return Err(bad("it has no input"));
                 }
                 NodeKind::Operator { keyed: true, .. } if ins.iter().any(|e| e.partitioning != Partitioning::KeyBy) => {
-                    return Err(bad("a keyed operator must only have key-by inputs"));
+                    let e = ins.iter().find(|e| e.partitioning != Partitioning::KeyBy).map_or(0, |e| e.source);
+                    let what = if self.is_two_input(i) { "a connect" } else { "a keyed operator" };
+                    return Err(bad(&format!(
+                        "{what} must only have key-by inputs, but its input from {:?} is not keyed (key both streams the same way)",
+                        self.nodes[e as usize].uid
+                    )));
                 }
                 _ => {}
+            }
+            if let Some(e) = ins.iter().find(|e| e.input > 1) {
+                return Err(bad(&format!(
+                    "its input edge from {:?} feeds input {}; operators have inputs 0 and 1",
+                    self.nodes[e.source as usize].uid, e.input
+                )));
+            }
+            if self.is_two_input(i) {
+                if !matches!(n.kind, NodeKind::Operator { keyed: true, .. }) {
+                    return Err(bad("only a keyed operator has two inputs (a connect of two keyed streams)"));
+                }
+                if !ins.iter().any(|e| e.input == 0) {
+                    return Err(bad("it is a two-input operator with nothing on its first input"));
+                }
+            }
+            // Keys are opaque bytes to the host: streams keyed by different types would
+            // meet in one key's state with bytes that mean different things.
+            let mut key_types = ins.iter().filter_map(|e| e.key_type.as_deref().map(|t| (t, e.source)));
+            if let Some((first, from)) = key_types.next()
+                && let Some((other, other_from)) = key_types.find(|(t, _)| t != &first)
+            {
+                return Err(bad(&format!(
+                    "its inputs are keyed by different types: {:?} by {first}, {:?} by {other}",
+                    self.nodes[from as usize].uid, self.nodes[other_from as usize].uid
+                )));
             }
             for e in ins {
                 if e.partitioning == Partitioning::Forward {
@@ -375,7 +416,8 @@ impl JobPlan {
             for e in self.outputs(i) {
                 let target = self.nodes.get(e.target as usize).map_or("?", |t| t.uid.as_str());
                 let side = e.side_output.as_ref().map_or(String::new(), |name| format!(" (side output {name:?})"));
-                s += &format!("      -> [{}] {target} {:?}{side}\n", e.target, e.partitioning);
+                let input = if self.is_two_input(e.target as usize) { format!(" (input {})", e.input + 1) } else { String::new() };
+                s += &format!("      -> [{}] {target} {:?}{side}{input}\n", e.target, e.partitioning);
             }
         }
         s
@@ -445,7 +487,7 @@ mod tests {
     fn side_output_edges_name_a_declared_output() {
         let mut p = wordcount();
         p.nodes.push(node("late", NodeKind::Sink(SinkKind::Discard)));
-        p.edges.push(Edge { source: 2, target: 4, partitioning: Partitioning::Rebalance, side_output: Some("late".into()) });
+        p.edges.push(Edge { side_output: Some("late".into()), ..Edge::main(2, 4, Partitioning::Rebalance) });
         assert_eq!(p.validate(2), Ok(()));
         assert_eq!(p.side_output_index(2, "late"), Some(0));
         assert!(p.describe(2).contains("-> [4] late Rebalance (side output \"late\")"));
@@ -462,6 +504,71 @@ mod tests {
         let mut duplicate = p;
         duplicate.nodes[2].kind = NodeKind::Operator { keyed: true, side_outputs: vec!["late".into(), "late".into()] };
         assert!(matches!(duplicate.validate(2), Err(PlanError::BadNode { .. })));
+    }
+
+    /// clicks and profiles, keyed by user, meet in one two-input operator.
+    fn enrichment() -> JobPlan {
+        let keyed = |source, input| Edge { input, key_type: Some("alloc::string::String".into()), ..Edge::main(source, 2, Partitioning::KeyBy) };
+        JobPlan {
+            name: "enrich".into(),
+            nodes: vec![
+                node("clicks", NodeKind::Source(SourceKind::Generator { start: 0, count: 10, records_per_ms: None })),
+                node("profiles", NodeKind::Source(SourceKind::Generator { start: 0, count: 10, records_per_ms: None })),
+                node("enrich", NodeKind::Operator { keyed: true, side_outputs: vec![] }),
+                node("out", NodeKind::Sink(SinkKind::Discard)),
+            ],
+            edges: vec![keyed(0, 0), keyed(1, 1), Edge::main(2, 3, Partitioning::Forward)],
+            max_parallelism: None,
+        }
+    }
+
+    fn problem(p: &JobPlan) -> String {
+        p.validate(2).err().map(|e| e.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_connect_needs_two_inputs_keyed_alike() {
+        let p = enrichment();
+        assert_eq!(p.validate(2), Ok(()));
+        assert!(p.is_two_input(2) && !p.is_two_input(3));
+        assert!(p.describe(2).contains("-> [2] enrich KeyBy (input 2)"), "{}", p.describe(2));
+        let mut unkeyed = enrichment();
+        unkeyed.edges[1].partitioning = Partitioning::Rebalance;
+        unkeyed.edges[1].key_type = None;
+        let err = problem(&unkeyed);
+        assert!(err.contains("a connect must only have key-by inputs, but its input from \"profiles\" is not keyed"), "{err}");
+        let mut other_key = enrichment();
+        other_key.edges[1].key_type = Some("u64".into());
+        let err = problem(&other_key);
+        assert!(err.contains("keyed by different types: \"clicks\" by alloc::string::String, \"profiles\" by u64"), "{err}");
+        let mut third = enrichment();
+        third.edges[1].input = 2;
+        assert!(problem(&third).contains("feeds input 2"));
+        let mut second_only = enrichment();
+        second_only.edges[0].input = 1;
+        assert!(problem(&second_only).contains("nothing on its first input"));
+        let mut not_keyed = enrichment();
+        not_keyed.nodes[2].kind = NodeKind::Operator { keyed: false, side_outputs: vec![] };
+        assert!(problem(&not_keyed).contains("only a keyed operator has two inputs"));
+        let mut cycle = enrichment();
+        cycle.nodes[3].kind = NodeKind::Operator { keyed: false, side_outputs: vec![] };
+        cycle.nodes.push(node("sink", NodeKind::Sink(SinkKind::Discard)));
+        cycle.edges.push(Edge::main(3, 4, Partitioning::Forward));
+        cycle.edges.push(Edge { input: 1, key_type: Some("alloc::string::String".into()), ..Edge::main(3, 2, Partitioning::KeyBy) });
+        assert_eq!(problem(&cycle), "the job graph has a cycle through node \"enrich\"");
+    }
+
+    #[test]
+    fn a_union_is_a_node_with_several_inputs() {
+        let mut p = wordcount();
+        p.nodes.insert(1, node("more", NodeKind::Source(SourceKind::Generator { start: 0, count: 10, records_per_ms: None })));
+        for e in &mut p.edges {
+            e.source += u32::from(e.source >= 1);
+            e.target += u32::from(e.target >= 1);
+        }
+        p.edges.push(Edge::main(1, 2, Partitioning::Rebalance));
+        assert_eq!(p.validate(2), Ok(()));
+        assert!(!p.is_two_input(2));
     }
 
     #[test]

@@ -24,7 +24,14 @@ impl From<wit_plan::JobPlan> for plan::JobPlan {
             edges: p
                 .edges
                 .into_iter()
-                .map(|e| plan::Edge { source: e.source, target: e.target, partitioning: e.partitioning.into(), side_output: e.side_output })
+                .map(|e| plan::Edge {
+                    source: e.source,
+                    target: e.target,
+                    partitioning: e.partitioning.into(),
+                    side_output: e.side_output,
+                    input: e.input,
+                    key_type: e.key_type,
+                })
                 .collect(),
             max_parallelism: p.max_parallelism,
         }

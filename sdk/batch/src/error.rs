@@ -39,6 +39,11 @@ pub enum BatchError {
         /// The byte found.
         kind: u8,
     },
+    /// A two-input operator's batch names an input it does not have.
+    BadInput {
+        /// The input found.
+        input: u32,
+    },
     /// Bytes are left over after the last field.
     Trailing {
         /// What was complete.
@@ -65,6 +70,7 @@ impl fmt::Display for BatchError {
             BatchError::BadKeyIndex { record, index, keys } => write!(f, "record {record} refers to key {index} but the batch has {keys} keys"),
             BatchError::BadStateTag { index, tag } => write!(f, "state update {index} has unknown tag {tag}"),
             BatchError::BadTimer { index, kind } => write!(f, "timer {index} has unknown kind {kind}"),
+            BatchError::BadInput { input } => write!(f, "the batch came through input {input}, but a connect has inputs 0 and 1"),
             BatchError::Trailing { what, extra } => write!(f, "{extra} unexpected trailing bytes after {what}"),
         }
     }

@@ -14,6 +14,7 @@
 //! keyed input  key-count: u32 | (key-len: u32 | key | state-len: u32 | state)*
 //!              record-count: u32 | (key-index: u32 | ts: i64 | value-len: u32 | value)*
 //!              (state-len NO_STATE: the key has no state, not the same as empty)
+//!              then, for a two-input (connect) operator only: input: u32 (0 or 1)
 //! output       records-len: u32 | record*                   (records-len bytes)
 //!              keyed operators then add one state update per input key, in key order:
 //!              STATE_UNCHANGED | STATE_SET, len: u32, state | STATE_CLEARED   (u8 tags)
@@ -55,7 +56,7 @@ mod read;
 mod write;
 
 pub use error::BatchError;
-pub use read::{KeyedInput, Output, Reader, Records, SideBatch, TimerInput, parse_keyed_input, parse_output, parse_timer_input, records, validate};
+pub use read::{KeyedInput, Output, Reader, Records, SideBatch, TimerInput, parse_keyed_input, parse_output, parse_timer_input, records, split_input, validate};
 pub use write::{
     WriteBuf, begin_len_prefixed, begin_output, end_len_prefixed, end_records, push_fired_timer, push_key_count, push_key_with_state,
     push_keyed_record, push_keyed_records_header, push_len_prefixed, push_record, push_record_parts, push_record_with, push_side_batch,

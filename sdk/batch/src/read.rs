@@ -375,6 +375,21 @@ pub fn parse_keyed_input(buf: &[u8]) -> Result<KeyedInput<'_>, BatchError> {
     Ok(KeyedInput { keys, records })
 }
 
+/// Splits the keyed input of a two-input (connect) operator into the keyed batch and
+/// the input its records came through (0 or 1), which the host appends last.
+pub fn split_input(buf: &[u8]) -> Result<(&[u8], u32), BatchError> {
+    let Some(body) = buf.len().checked_sub(LEN_BYTES) else {
+        return Err(truncated("input tag", 0, LEN_BYTES as u64, buf.len()));
+    };
+    let (body, tag) = buf.split_at(body);
+    let mut r = Reader::new(tag);
+    let input = r.u32("input tag")?;
+    if input > 1 {
+        return Err(BatchError::BadInput { input });
+    }
+    Ok((body, input))
+}
+
 /// An `on-timer` input batch, parsed (tests and tools; operators read it in place).
 #[derive(Debug, PartialEq, Eq)]
 pub struct TimerInput<'a> {

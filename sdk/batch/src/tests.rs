@@ -273,3 +273,20 @@ fn side_outputs_of_a_keyed_output_come_after_its_timer_changes() {
         assert_eq!(parse_output(&with_timer[..cut], Some(1)).is_ok(), valid_cuts.contains(&cut), "cut at {cut}");
     }
 }
+
+#[test]
+fn a_connect_batch_ends_with_its_input() {
+    let mut b = Vec::new();
+    push_key_count(&mut b, 1);
+    push_key_with_state(&mut b, b"k", None);
+    push_keyed_records_header(&mut b, 1);
+    push_keyed_record(&mut b, 0, 5, b"v");
+    let keyed = b.clone();
+    push_u32(&mut b, 1);
+    assert_eq!(split_input(&b), Ok((&keyed[..], 1)));
+    assert!(parse_keyed_input(split_input(&b).unwrap().0).is_ok());
+    let mut third = keyed.clone();
+    push_u32(&mut third, 2);
+    assert_eq!(split_input(&third), Err(BatchError::BadInput { input: 2 }));
+    assert!(split_input(&[0, 0, 0]).is_err(), "too short for a tag");
+}

@@ -75,11 +75,14 @@ export function buildGraphSvg(vs, es) {
       const dx = Math.max(40, (x2 - x1) / 2);
       const mx = (x1 + x2) / 2;
       const my = (y1 + y2) / 2;
-      const text = label(e.partitioning);
+      // An edge into a connect's two-input operator names the input it feeds.
+      const text = label(e.partitioning) + (e.input == null ? '' : ` → in ${e.input + 1}`);
       const tw = text.length * 7 + 14;
-      return `<g class="edge" data-edge="${esc(e.source)}-${esc(e.target)}" data-partitioning="${esc(e.partitioning)}">
+      return `<g class="edge" data-edge="${esc(e.source)}-${esc(e.target)}" data-partitioning="${esc(e.partitioning)}" data-input="${esc(e.input ?? '')}">
         <path d="M${x1},${y1} C${x1 + dx},${y1} ${x2 - dx},${y2} ${x2},${y2}" marker-end="url(#arrow)"/>
-        <g class="elabel"><rect x="${mx - tw / 2}" y="${my - 10}" width="${tw}" height="20" rx="10"/><text x="${mx}" y="${my + 4}" text-anchor="middle">${esc(text)}</text></g></g>`;
+        <g class="elabel"><rect x="${mx - tw / 2}" y="${my - 10}" width="${tw}" height="20" rx="10"/><text x="${mx}" y="${my + 4}" text-anchor="middle">${esc(text)}</text></g>${
+          e.input == null ? '' : `<text class="ecount unit" x="${mx}" y="${my + 24}" text-anchor="middle"></text>`
+        }</g>`;
     })
     .join('');
   const nodes = ids

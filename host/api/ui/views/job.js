@@ -157,6 +157,14 @@ export function jobView(root, id) {
       const side = (v.sideOutputs || []).filter((s) => s.records > 0);
       const sideText = side.map((s) => ` · ${s.name} ${fmtCompact(s.records)}${s.dropped ? ` (${fmtCompact(s.dropped)} dropped)` : ''}`).join('');
       $('.vtotals', g).textContent = `in ${fmtCompact(v.recordsIn)} · out ${fmtCompact(v.recordsOut)}${sideText}`;
+      // A connect counts its records in per input: under the label of each input's edges.
+      const byInput = v.recordsInByInput || [];
+      g.dataset.recordsInByInput = JSON.stringify(byInput);
+      for (const e of $$(`.edge[data-edge$="-${CSS.escape(String(v.id))}"]`, wrap)) {
+        const count = $('.ecount', e);
+        const n = byInput[Number(e.dataset.input)];
+        if (count && n != null) count.textContent = `${fmtCompact(n)} in`;
+      }
       g.dataset.side = JSON.stringify(side.map((s) => [s.operator, s.name, s.records, s.dropped]));
       // Event time, once the vertex has a watermark (jobs without event time show none).
       $('.wmtext', g).textContent = v.watermark == null ? '' : `watermark ${fmtWatermark(v.watermark)}`;
@@ -177,7 +185,7 @@ export function jobView(root, id) {
       for (const s of v.subtasks || []) {
         rows.push(`<tr data-vertex="${esc(v.id)}" data-subtask="${esc(s.subtask)}">
           <td><span class="name">${esc(v.name)}</span></td><td class="r">${esc(s.subtask)}</td><td>${esc(s.taskmanager)}</td>
-          <td>${pill(s.status, 'sstate')}</td><td class="r">${fmtInt(s.recordsIn)}</td><td class="r">${fmtInt(s.recordsOut)}</td>
+          <td>${pill(s.status, 'sstate')}</td><td class="r" data-by-input="${esc((s.recordsInByInput || []).join(','))}">${fmtInt(s.recordsIn)}${(s.recordsInByInput || []).length > 1 ? ` <span class="unit">(${s.recordsInByInput.map(fmtInt).join(' + ')})</span>` : ''}</td><td class="r">${fmtInt(s.recordsOut)}</td>
           <td>${bpBar(s.backpressure)}</td><td class="r wm">${fmtWatermark(s.watermark)}</td><td class="r">${fmtCompact(s.fuel)}</td></tr>`);
       }
     }

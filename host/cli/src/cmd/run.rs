@@ -78,5 +78,10 @@ fn print_report(r: &JobReport) {
             "  {:<40} x{:<3} in {:>12} out {:>12} fuel {:>14}  ({rate:.0} records/s in)",
             v.name, v.parallelism, v.records_in, v.records_out, v.fuel
         );
+        // A connect: how many came through each of its inputs.
+        if v.records_in_by_input.len() > 1 {
+            let inputs: Vec<String> = v.records_in_by_input.iter().enumerate().map(|(i, n)| format!("input {}: {n}", i + 1)).collect();
+            eprintln!("  {:<40}      {}", "", inputs.join(", "));
+        }
     }
 }
