@@ -22,6 +22,9 @@
 //! - `jobs`: the state the service's parts share (`Shared`: registry, jobs by id,
 //!   history, artifacts, TaskManagers' order queues) and the jobs' drivers fed and
 //!   their commands carried out; `job`: one job that has not ended.
+//! - `artifacts`: uploaded components on disk under a size cap, least recently used
+//!   evicted first.
+//! - `retention`: which ended jobs' checkpoints go, and deleting them.
 //! - `persist`: what a restarted JobManager needs (running jobs' records, history),
 //!   read and written as plain records.
 //! - [`api`]: what users can ask (the REST API's operations).
@@ -43,6 +46,7 @@
 //! (`weir-wasm`).
 
 pub mod api;
+mod artifacts;
 pub mod coordinator;
 pub mod driver;
 pub mod embedded;
@@ -55,10 +59,12 @@ mod persist;
 pub mod planning;
 pub mod registry;
 pub mod restart;
+mod retention;
 pub mod service;
 pub mod tracker;
 
 pub use embedded::{ClusterConfig, EmbeddedCluster, JobHandle, JobSpec};
+pub use artifacts::StoreError;
 pub use jobs::JobManagerConfig;
 pub use model::SubtaskMetrics;
 pub use planning::{JobError, JobSource, PlannedCode};
