@@ -19,4 +19,5 @@ mod hostile_peers;
 mod keyed_state;
 mod polyglot;
 mod recovery;
+mod servers;
 mod wordcount;

@@ -47,6 +47,14 @@ pub struct SandboxArgs {
     /// Where compiled components are cached [default: $WEIR_CACHE_DIR, else ~/.cache/weir].
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// Size cap of the compiled-component cache on disk, in MiB; the least recently
+    /// used files go first.
+    #[arg(long, default_value_t = Limits::default().max_cache_bytes >> 20)]
+    cache_max_mib: u64,
+    /// Compiled code kept loaded in memory for later jobs, in MiB; the least recently
+    /// used is dropped first (running jobs keep theirs).
+    #[arg(long, default_value_t = Limits::default().max_compiled_bytes >> 20)]
+    compiled_memory_mib: u64,
 }
 
 impl SandboxArgs {
@@ -55,6 +63,8 @@ impl SandboxArgs {
             max_component_bytes: self.max_component_size,
             max_memory_bytes: self.memory_limit_mib << 20,
             fuel_per_call: self.fuel,
+            max_cache_bytes: self.cache_max_mib << 20,
+            max_compiled_bytes: self.compiled_memory_mib << 20,
             ..Limits::default()
         }
     }
