@@ -19,7 +19,7 @@ mod convert;
 pub mod metrics;
 pub mod serve;
 
-pub use serve::{ServeLimits, connection_budget, serve};
+pub use serve::{ServeLimits, bind, connection_budget, serve};
 
 use axum::Router;
 use axum::body::Bytes;

@@ -1,20 +1,28 @@
-//! Serving HTTP so that no client can hold the process's resources: a connection must
-//! send a request's headers within `header_timeout` of its opening or of the end of
-//! its previous response (so idle and trickling connections are closed), and at most
-//! `max_connections` are served at once. Connections past the cap wait in the
-//! kernel's listen backlog, where they cost no file descriptor, and are served in
-//! arrival order as others close: the descriptors the rest of the process needs
-//! (checkpoint files, QUIC) are never taken by clients.
+//! Serving HTTP so that no client can hold the process's resources:
+//!
+//! - a connection must send a request's headers within `header_timeout` of its
+//!   opening or of the end of its previous response, so idle and trickling
+//!   connections are closed;
+//! - at most `max_connections` are served at once (within the process's descriptor
+//!   budget, [`connection_budget`]), plus one being accepted. Past the cap, the oldest
+//!   connection that has not sent a request yet is closed to make room: under a flood
+//!   of idle connections a real client is served at once instead of queueing behind
+//!   them. When every connection is busy with a request, new ones wait in the kernel's
+//!   listen backlog ([`bind`]), where they cost no descriptor.
+//!
+//! So the descriptors the rest of the process needs (checkpoint files, QUIC) are
+//! never taken by clients.
 
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, oneshot, watch};
+use tower_service::Service;
 
 /// The bounds of an HTTP server.
 #[derive(Debug, Clone, Copy)]
@@ -48,17 +56,37 @@ pub fn connection_budget(wanted: usize) -> usize {
     wanted.min(descriptors / 2).max(1)
 }
 
+/// Listens on `addr` with a listen backlog of 4096 (the kernel caps it at its
+/// `somaxconn`): connections past the cap wait there. The usual 128 fills up under a
+/// few hundred held connections, and clients then wait on SYN retries for minutes.
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
+/// Connections that have not sent a request yet, oldest first, each with the sender
+/// that closes it.
+#[derive(Default)]
+struct Waiting {
+    next: u64,
+    conns: BTreeMap<u64, oneshot::Sender<()>>,
+}
+
+fn lock(w: &Mutex<Waiting>) -> std::sync::MutexGuard<'_, Waiting> {
+    // Plain map updates: a panic elsewhere cannot leave it inconsistent.
+    w.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Serves `router` on `listener` within `limits` until `shutdown` resolves; then stops
 /// accepting, lets requests in progress finish (up to `header_timeout`), and returns.
 pub async fn serve(listener: TcpListener, router: Router, limits: ServeLimits, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let waiting = Arc::new(Mutex::new(Waiting::default()));
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => p.map_err(std::io::Error::other)?,
-            () = &mut shutdown => break,
-        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -72,20 +100,53 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ServeLimits, s
             },
             () = &mut shutdown => break,
         };
-        let service = TowerToHyperService::new(router.clone());
-        let mut stop = stop_rx.clone();
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                // At the cap: close the oldest connection still silent, if any, and
+                // take its slot as it ends.
+                let oldest = lock(&waiting).conns.pop_first();
+                if let Some((_, close)) = oldest {
+                    let _ = close.send(());
+                }
+                tokio::select! {
+                    p = slots.clone().acquire_owned() => p.map_err(std::io::Error::other)?,
+                    () = &mut shutdown => break,
+                }
+            }
+        };
+        let (close_tx, close_rx) = oneshot::channel();
+        let id = {
+            let mut w = lock(&waiting);
+            w.next += 1;
+            let id = w.next;
+            w.conns.insert(id, close_tx);
+            id
+        };
+        let (router, waiting, mut stop) = (router.clone(), waiting.clone(), stop_rx.clone());
         tokio::spawn(async move {
             let _permit = permit;
+            let w = waiting.clone();
+            let service = hyper::service::service_fn(move |request| {
+                // It sent a request: no longer closed to make room.
+                lock(&w).conns.remove(&id);
+                router.clone().call(request)
+            });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
                 .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
             tokio::select! {
-                _ = conn.as_mut() => return,
-                _ = stop.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
+                _ = conn.as_mut() => {}
+                // Closed to make room; a dropped sender (it sent a request) is not that.
+                Ok(()) = close_rx => {}
+                () = async { drop(stop.wait_for(|s| *s).await) } => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(limits.header_timeout, conn).await;
+                }
             }
-            let _ = tokio::time::timeout(limits.header_timeout, conn).await;
+            lock(&waiting).conns.remove(&id);
         });
     }
     drop(listener);

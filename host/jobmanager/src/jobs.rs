@@ -427,10 +427,17 @@ impl Shared {
         });
         let expired = retention::expired(ended, self.config.retain_ended as usize);
         tokio::task::spawn_blocking(move || {
-            if let Some(store) = store
-                && let Err(e) = store.retain(1)
-            {
-                tracing::warn!(job = %store.job(), "cannot drop the older checkpoints of an ended job: {e}");
+            if let Some(store) = store {
+                // Writes still in flight (a checkpoint completing as the job ended)
+                // hold the store: trim after them, or they would add one back.
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while Arc::strong_count(&store) > 1 && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let trimmed = store.retain(1).and_then(|()| retention::drop_incomplete(&root, store.job()));
+                if let Err(e) = trimmed {
+                    tracing::warn!(job = %store.job(), "cannot drop the older checkpoints of an ended job: {e}");
+                }
             }
             for job in expired {
                 if let Err(e) = retention::delete(&root, &job) {

@@ -2,7 +2,8 @@
 //! completed checkpoint, and only the newest `keep` such jobs keep even that; older
 //! ones lose their checkpoint directories. Failed jobs keep what they retained (it is
 //! what a user resumes them from), and savepoints live in their own directories and
-//! are never touched. Which jobs go is decided here without I/O; [`delete`] does it.
+//! are never touched. Which jobs go is decided here without I/O; [`delete`] and
+//! [`drop_incomplete`] do it.
 
 use weir_checkpoint::{CheckpointStorage, DirStorage};
 use weir_types::deployment::JobStatus;
@@ -44,6 +45,21 @@ pub(crate) fn delete(root: &str, job: &JobId) -> Result<(), weir_checkpoint::Sto
     Ok(())
 }
 
+/// Deletes job `job`'s checkpoints newer than its newest completed one (`chk-<k>`
+/// without metadata): they were in flight when it ended and will never complete.
+/// Older ones without metadata may hold files a retained checkpoint still references,
+/// and stay. Blocking.
+pub(crate) fn drop_incomplete(root: &str, job: &JobId) -> Result<(), weir_checkpoint::StorageError> {
+    let storage = DirStorage::new(root)?;
+    let ids: Vec<u64> = storage.list(job.as_str())?.iter().filter_map(|n| n.strip_prefix("chk-")?.parse().ok()).collect();
+    let complete = |id: u64| storage.size(&format!("{job}/chk-{id}/{}", weir_checkpoint::METADATA_FILE)).is_ok();
+    let newest = ids.iter().copied().filter(|&id| complete(id)).max().unwrap_or(0);
+    for id in ids.into_iter().filter(|&id| id > newest) {
+        storage.delete(&format!("{job}/chk-{id}"))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +96,16 @@ mod tests {
         delete(&root_str, &id("j1"))?;
         assert!(!job.exists(), "an emptied job directory goes too");
         delete(&root_str, &id("j2"))?;
+
+        // Of an ended job's checkpoints, those newer than the newest completed go.
+        for (k, done) in [(1, false), (2, true), (3, false)] {
+            std::fs::create_dir_all(job.join(format!("chk-{k}")))?;
+            if done {
+                std::fs::write(job.join(format!("chk-{k}/_metadata")), b"m")?;
+            }
+        }
+        drop_incomplete(&root_str, &id("j1"))?;
+        assert!(job.join("chk-1").exists() && job.join("chk-2").exists() && !job.join("chk-3").exists());
         Ok(())
     }
 }

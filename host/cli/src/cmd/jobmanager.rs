@@ -77,7 +77,7 @@ pub fn run(a: JobManagerArgs) -> Result<()> {
     rt.block_on(async {
         let endpoint = weir_net::Endpoint::bind(a.listen, &id, &ca)?;
         let addr = endpoint.local_addr().context("no local address")?;
-        let http = tokio::net::TcpListener::bind(a.rest_listen).await.with_context(|| format!("cannot listen on {}", a.rest_listen))?;
+        let http = weir_api::bind(a.rest_listen).with_context(|| format!("cannot listen on {}", a.rest_listen))?;
         let http_addr = http.local_addr().context("no local address")?;
         // Tests and scripts wait for these lines, so they go out at once.
         println!("jobmanager listening on {addr}");

@@ -67,7 +67,7 @@ pub fn run(a: TaskManagerArgs) -> Result<()> {
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
         let mut metrics = None;
         if let Some(listen) = a.metrics_listen {
-            let http = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+            let http = weir_api::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
             println!("metrics on http://{}/metrics", http.local_addr().context("no local address")?);
             let router = weir_api::taskmanager_router(tm.clone(), a.slots);
             let limits = a.http.limits();
