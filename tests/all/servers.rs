@@ -417,3 +417,34 @@ fn the_compiled_component_cache_stays_under_its_cap() {
     assert!(log.contains("compiled the component") && !log.contains("loaded the compiled component from the cache"), "{log}");
     assert!(total(&cached()) <= 1 << 20, "{:?}", cached());
 }
+
+#[test]
+fn weir_run_and_the_jobmanager_stop_cleanly_on_sigterm() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut run = WEIR
+        .command()
+        .args(["run".as_ref(), WEIR.example("slow_map").as_os_str(), "-p".as_ref(), "2".as_ref()])
+        .env("TMPDIR", tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("weir run starts");
+    wait_until("the embedded cluster's state directory", || state_dirs(tmp.path()).len() == 1);
+    signal(&run, libc::SIGTERM);
+    let status = run.wait().expect("reap");
+    let mut err = String::new();
+    std::io::Read::read_to_string(run.stderr.as_mut().expect("stderr"), &mut err).expect("stderr");
+    assert!(!status.success() && err.contains("SIGTERM: cancelling the job") && err.contains("cancel"), "{status:?} {err}");
+    assert_eq!(state_dirs(tmp.path()), Vec::<PathBuf>::new(), "{err}");
+
+    // A JobManager stops on SIGTERM with a clean exit, and its TaskManager waits for
+    // the next one.
+    let mut cluster = TestCluster::start(WEIR, &[("taskmanager-1", 1)]);
+    cluster.signal("jobmanager", libc::SIGTERM);
+    let status = cluster.procs.0[0].wait().expect("reap");
+    assert!(status.success(), "{status:?}\n{}", cluster.log("jobmanager"));
+    cluster.wait_until("the taskmanager to hear", || cluster.log("taskmanager-1").contains("lost the jobmanager"));
+    assert!(cluster.procs.0[1].try_wait().expect("taskmanager").is_none(), "the taskmanager outlives its jobmanager");
+    cluster.restart_jobmanager();
+    cluster.wait_until("the taskmanager to register with the new jobmanager", || cluster.status().contains("free slots: 1"));
+}
