@@ -20,4 +20,5 @@ mod keyed_state;
 mod polyglot;
 mod recovery;
 mod servers;
+mod soak;
 mod wordcount;

@@ -56,7 +56,8 @@ impl Api {
 
     /// Uploads `bytes`; the answer.
     pub(crate) fn upload(&self, bytes: &[u8]) -> (u16, Value) {
-        let req = self.agent.post(format!("{}/api/v1/artifacts", self.base)).header("Authorization", &self.auth).header("Content-Type", "application/wasm");
+        let req =
+            self.agent.post(format!("{}/api/v1/artifacts", self.base)).header("Authorization", &self.auth).header("Content-Type", "application/wasm");
         Self::answer(req.send(bytes))
     }
 
@@ -273,7 +274,9 @@ fn a_taskmanager_stopped_by_sigterm_leaves_no_temporary_state_and_a_new_one_swee
     let stale = state_dirs(tmp.path());
     assert_eq!(stale.len(), 1, "SIGKILL cannot clean up");
     let mut tm = taskmanager_in(&cluster, tmp.path(), "taskmanager-2");
-    cluster.wait_until("the new taskmanager to sweep", || cluster.log("taskmanager-2").contains("removed the state directory of a process that is gone"));
+    cluster.wait_until("the new taskmanager to sweep", || {
+        cluster.log("taskmanager-2").contains("removed the state directory of a process that is gone")
+    });
     cluster.wait_until("the new taskmanager to register", || cluster.log("jobmanager").matches("taskmanager registered").count() == 3);
     let now = state_dirs(tmp.path());
     assert_eq!(now.len(), 1, "the stale directory is gone, the new one is there: {now:?}");
@@ -289,7 +292,12 @@ fn a_lost_taskmanager_is_dropped_from_taskmanagers_and_metrics_after_the_grace_p
     let api = Api::new(&cluster);
     let listed = |api: &Api| -> Vec<(String, bool)> {
         let (_, t) = api.get("/api/v1/taskmanagers");
-        t["taskmanagers"].as_array().expect("taskmanagers").iter().map(|t| (t["name"].as_str().unwrap_or("").to_string(), t["alive"] == true)).collect()
+        t["taskmanagers"]
+            .as_array()
+            .expect("taskmanagers")
+            .iter()
+            .map(|t| (t["name"].as_str().unwrap_or("").to_string(), t["alive"] == true))
+            .collect()
     };
     cluster.kill("taskmanager-2");
     // First it is listed as lost, in both places...
@@ -364,8 +372,11 @@ fn uploads_past_the_artifact_store_cap_evict_the_least_recently_used() {
     let base = std::fs::read(WEIR.example("keyed_sum")).expect("example");
     // Three artifacts of a bit over 400 KiB each, against a store of 1 MiB.
     let pad = (400 << 10) - base.len().min(400 << 10) + 1000;
-    let cluster =
-        TestCluster::start_with(WEIR, &[("taskmanager-1", 1)], &["--artifact-dir", "{dir}/artifacts", "--artifact-store-mib", "1", "--max-component-size", "1000000"]);
+    let cluster = TestCluster::start_with(
+        WEIR,
+        &[("taskmanager-1", 1)],
+        &["--artifact-dir", "{dir}/artifacts", "--artifact-store-mib", "1", "--max-component-size", "1000000"],
+    );
     let api = Api::new(&cluster);
     let ids: Vec<String> = (0..3).map(|i| api.artifact(&variant(&base, i, pad))).collect();
     let (_, list) = api.get("/api/v1/artifacts");
@@ -381,7 +392,8 @@ fn uploads_past_the_artifact_store_cap_evict_the_least_recently_used() {
     let (_, list) = api.get("/api/v1/artifacts");
     let listed: Vec<&str> = list["artifacts"].as_array().expect("artifacts").iter().filter_map(|a| a["id"].as_str()).collect();
     assert_eq!(listed, vec![ids[0].as_str(), ids[1].as_str()], "{list}");
-    let on_disk: u64 = std::fs::read_dir(cluster.dir.path().join("artifacts")).expect("store").flatten().map(|e| e.metadata().map_or(0, |m| m.len())).sum();
+    let on_disk: u64 =
+        std::fs::read_dir(cluster.dir.path().join("artifacts")).expect("store").flatten().map(|e| e.metadata().map_or(0, |m| m.len())).sum();
     assert!(on_disk <= 1 << 20, "{on_disk} bytes on disk");
 }
 
@@ -400,7 +412,11 @@ fn the_compiled_component_cache_stays_under_its_cap() {
         stderr(&o)
     };
     let cached = || -> Vec<(String, u64)> {
-        std::fs::read_dir(cache.path()).expect("cache").flatten().map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().map_or(0, |m| m.len()))).collect()
+        std::fs::read_dir(cache.path())
+            .expect("cache")
+            .flatten()
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().map_or(0, |m| m.len())))
+            .collect()
     };
     let total = |files: &[(String, u64)]| files.iter().map(|(_, len)| len).sum::<u64>();
     let mut evicted = false;

@@ -49,7 +49,7 @@ pub fn connection_budget(wanted: usize) -> usize {
     if limit.current < limit.maximum {
         limit.current = limit.maximum;
         // Keep the soft limit if raising it is refused: it still bounds the budget.
-        let _ = setrlimit(Resource::Nofile, limit.clone());
+        let _ = setrlimit(Resource::Nofile, limit);
         limit = getrlimit(Resource::Nofile);
     }
     let descriptors = limit.current.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));

@@ -69,10 +69,11 @@ impl ArtifactStore {
     /// Stores `bytes` under `hash` (already checked by the caller), evicting the least
     /// recently used others past the cap. Storing it again only marks it used.
     pub(crate) fn put(&mut self, hash: &ComponentHash, bytes: &[u8]) -> Result<ArtifactInfo, StoreError> {
-        if self.index.contains_key(hash) && self.touch(hash) {
-            if let Some(s) = self.index.get(hash) {
-                return Ok(s.info.clone());
-            }
+        if self.index.contains_key(hash)
+            && self.touch(hash)
+            && let Some(s) = self.index.get(hash)
+        {
+            return Ok(s.info.clone());
         }
         let path = self.path(hash);
         // Written then renamed: a crash never leaves a partial artifact under its name.

@@ -19,9 +19,9 @@ use weir_types::graph::ExecutionGraph;
 use weir_types::ids::{ComponentHash, JobId, RunId, TaskManagerId};
 use weir_wasm::Runtime;
 
+use crate::artifacts::{ArtifactStore, StoreError};
 use crate::driver::{Command, Driver, Event, Exported, Placement};
 use crate::job::{Job, checkpoint_store};
-use crate::artifacts::{ArtifactStore, StoreError};
 use crate::model::{ApiError, EndedJob, EventLevel, SubmitSpec};
 use crate::persist::Persistence;
 use crate::planning::{JobSource, PlannedCode, new_job_id, prepare};

@@ -63,8 +63,8 @@ mod retention;
 pub mod service;
 pub mod tracker;
 
-pub use embedded::{ClusterConfig, EmbeddedCluster, JobHandle, JobSpec};
 pub use artifacts::StoreError;
+pub use embedded::{ClusterConfig, EmbeddedCluster, JobHandle, JobSpec};
 pub use jobs::JobManagerConfig;
 pub use model::SubtaskMetrics;
 pub use planning::{JobError, JobSource, PlannedCode};
