@@ -57,8 +57,17 @@ struct Sample {
 #[test]
 #[ignore = "the soak run: `just soak`"]
 fn soak_500_jobs_and_100_uploads_stay_flat() {
-    let caps = ["--cache-max-mib", "4", "--compiled-memory-mib", "16"];
-    let mut jm_args = vec!["--checkpoint-dir", "{dir}/checkpoints", "--cache-dir", "{dir}/cache-jobmanager", "--artifact-store-mib", "4"];
+    let caps = ["--cache-max-mib", "4", "--compiled-memory-mib", "4"];
+    let mut jm_args = vec![
+        "--checkpoint-dir",
+        "{dir}/checkpoints",
+        "--cache-dir",
+        "{dir}/cache-jobmanager",
+        "--artifact-store-mib",
+        "4",
+        "--max-component-size",
+        "1000000",
+    ];
     jm_args.extend(caps);
     let mut cluster = TestCluster::start_with(WEIR, &[], &jm_args);
     for name in ["taskmanager-1", "taskmanager-2"] {
@@ -124,21 +133,23 @@ fn soak_500_jobs_and_100_uploads_stay_flat() {
         );
     }
     // Bounded by their caps: artifacts 4 MiB (plus the one just stored), caches 4 MiB
-    // each (plus the newest); checkpoints by retention (10 ended jobs).
+    // each (plus the newest); checkpoints by retention (10 ended jobs); descriptors by
+    // the HTTP cap, the compiled-code cap and (TaskManagers) fjall's 128 table files.
+    // Not asserted, reported: TaskManager RSS and state bytes, which grow with fjall's
+    // metadata keyspace (see ARCHITECTURE.md).
     let first = &samples[1];
     for s in &samples[1..] {
         assert!(s.artifacts <= 5 << 20, "artifacts over the cap at {} jobs: {}", s.jobs, s.artifacts);
-        assert!(s.caches <= 3 * (5 << 20), "compiled caches over the cap at {} jobs: {}", s.caches, s.jobs);
+        assert!(s.caches <= 3 * (5 << 20), "compiled caches over the cap at {} jobs: {}", s.jobs, s.caches);
         assert!(
             s.checkpoints <= first.checkpoints * 2 + (4 << 20),
-            "checkpoints grew: {} at {} jobs, {} at 50",
+            "checkpoints grew: {} at {} jobs, {} first",
             s.checkpoints,
             s.jobs,
             first.checkpoints
         );
-        // The JobManager's stay flat; a TaskManager's grow with fjall's metadata tables
-        // (one per job's keyspace) up to its descriptor cache (128), then stay there.
         assert!(s.fds[0] <= first.fds[0] + 16, "jobmanager descriptors grew: {:?} at {} jobs, {:?} first", s.fds, s.jobs, first.fds);
+        assert!(s.rss[0] <= first.rss[0] * 2, "jobmanager memory grew: {:?} at {} jobs, {:?} first", s.rss, s.jobs, first.rss);
         assert!(s.fds[1..].iter().all(|&n| n <= 128 + 64), "taskmanager descriptors past the cache: {:?} at {} jobs", s.fds, s.jobs);
     }
 }

@@ -32,12 +32,13 @@
 //!   metrics, artifacts, [`model::ApiError`]).
 //!
 //! Dependencies point one way (a test below keeps it so): `api` -> `service`, `jobs`,
-//! `planning`, `restart`, `model`; `service` -> `jobs`, `driver`; `jobs` -> `job`,
-//! `persist`, `driver`, `planning`, `registry`, `restart`, `model`; `job` -> `driver`,
-//! `registry`, `model`; `persist` -> `driver`, `model`; `embedded` -> `driver`,
-//! `planning`, `restart`, `model`; `driver` -> `coordinator`, `tracker`, `restart`,
-//! `model`; `tracker` -> `model`; `model`, `coordinator`, `restart`, `registry` and
-//! `planning` are leaves.
+//! `planning`, `restart`, `model`; `service` -> `jobs`, `driver`, `artifacts`; `jobs`
+//! -> `job`, `persist`, `driver`, `planning`, `registry`, `restart`, `artifacts`,
+//! `retention`, `model`; `job` -> `driver`, `registry`, `model`; `persist` ->
+//! `driver`, `model`; `embedded` -> `driver`, `planning`, `restart`, `model`; `driver`
+//! -> `coordinator`, `tracker`, `restart`, `model`; `tracker`, `artifacts` -> `model`;
+//! `model`, `coordinator`, `restart`, `registry`, `retention` and `planning` are
+//! leaves.
 //!
 //! The execution graph itself (chaining) is pure planning and lives in
 //! `weir_types::graph`, since TaskManagers read it too.
