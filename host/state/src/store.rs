@@ -1,7 +1,5 @@
 use std::ops::Range;
 use std::path::Path;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable, Snapshot};
@@ -33,38 +31,10 @@ pub type MapEntries = Vec<(Vec<u8>, Vec<u8>)>;
 const VALUE_STATE: u8 = 0;
 const MAP_STATE: u8 = 1;
 
-/// The process's state database. Jobs get their keyspaces from a pool: fjall 3.1
-/// never frees the versions of its metadata keyspace (its maintenance runs with a GC
-/// watermark of 0), so creating and deleting a keyspace per job grew a TaskManager's
-/// state directory and memory with every job (2 GB after 500 jobs). A pooled
-/// keyspace is emptied (`clear`) and reused instead.
+/// The process's state database.
 #[derive(Clone)]
 pub struct StateStore {
     db: Database,
-    /// The keyspace lent to each job.
-    jobs: Arc<Mutex<HashMap<String, Arc<Slot>>>>,
-    /// Emptied keyspaces, ready for the next job.
-    free: Arc<Mutex<Vec<String>>>,
-    next: Arc<AtomicU64>,
-}
-
-/// A keyspace lent to one job. The store's map, the job's subtasks and the captures
-/// being written hold it; when the last lets go (the job was dropped and nothing reads
-/// its state any more) it is emptied and returned to the pool.
-struct Slot {
-    name: String,
-    ks: Keyspace,
-    free: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        match self.ks.clear() {
-            Ok(()) => self.free.lock().unwrap_or_else(PoisonError::into_inner).push(std::mem::take(&mut self.name)),
-            // Never reused: a keyspace that may hold another job's state.
-            Err(e) => tracing::warn!(keyspace = %self.name, "cannot empty a job's keyspace: {e}"),
-        }
-    }
 }
 
 impl StateStore {
@@ -88,31 +58,21 @@ impl StateStore {
                 db.delete_keyspace(ks)?;
             }
         }
-        Ok(Self { db, jobs: Arc::default(), free: Arc::default(), next: Arc::default() })
+        Ok(Self { db })
     }
 
     /// The state of one subtask of a job, owning `key_groups` of `max_parallelism`.
     pub fn task(&self, job: &str, max_parallelism: u32, key_groups: Range<u32>) -> Result<TaskState, StateError> {
-        let mut jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
-        let slot = match jobs.get(job) {
-            Some(slot) => slot.clone(),
-            None => {
-                let pooled = self.free.lock().unwrap_or_else(PoisonError::into_inner).pop();
-                let name = pooled.unwrap_or_else(|| format!("job-pool-{}", self.next.fetch_add(1, Ordering::Relaxed)));
-                let ks = self.db.keyspace(&name, || KeyspaceCreateOptions::default().max_memtable_size(8 << 20))?;
-                let slot = Arc::new(Slot { name, ks, free: self.free.clone() });
-                jobs.insert(job.to_string(), slot.clone());
-                slot
-            }
-        };
-        Ok(TaskState { db: self.db.clone(), ks: slot.ks.clone(), slot, max_parallelism, key_groups, changed: None })
+        let ks = self.db.keyspace(job, || KeyspaceCreateOptions::default().max_memtable_size(8 << 20))?;
+        Ok(TaskState { db: self.db.clone(), ks, max_parallelism, key_groups, changed: None })
     }
 
-    /// Gives up a job's keyspace once nothing will write it again; it is emptied for
-    /// the next job as soon as the last capture of it is written.
+    /// Deletes a job's keyspace once nothing will read it again.
     pub fn drop_job(&self, job: &str) -> Result<(), StateError> {
-        let slot = self.jobs.lock().unwrap_or_else(PoisonError::into_inner).remove(job);
-        drop(slot);
+        if self.db.keyspace_exists(job) {
+            let ks = self.db.keyspace(job, KeyspaceCreateOptions::default)?;
+            self.db.delete_keyspace(ks)?;
+        }
         Ok(())
     }
 }
@@ -122,8 +82,6 @@ impl StateStore {
 pub struct TaskState {
     pub(crate) db: Database,
     pub(crate) ks: Keyspace,
-    /// Holds the keyspace for this job while the subtask lives.
-    slot: Arc<Slot>,
     max_parallelism: u32,
     key_groups: Range<u32>,
     /// Keys written since the last capture, length-prefixed back to back: what an
@@ -149,9 +107,6 @@ pub struct Capture {
     changed: Vec<u8>,
     /// Dirty cache entries: see [`crate::cache::push_overlay`].
     overlay: Vec<u8>,
-    /// Holds the job's keyspace until the capture is written (declared last: dropped
-    /// after the snapshot).
-    _slot: Arc<Slot>,
 }
 
 /// (changed since the previous capture, key, value or `None` if deleted).
@@ -258,7 +213,7 @@ impl TaskState {
     /// overlay ([`crate::ValueCache::capture_into`]), and starts a new set of changed keys.
     pub fn capture(&self, overlay: Vec<u8>) -> Capture {
         let changed = self.changed.as_ref().map(|c| std::mem::take(&mut *c.lock().unwrap_or_else(PoisonError::into_inner))).unwrap_or_default();
-        Capture { snapshot: self.db.snapshot(), ks: self.ks.clone(), _slot: self.slot.clone(), key_groups: self.key_groups.clone(), changed, overlay }
+        Capture { snapshot: self.db.snapshot(), ks: self.ks.clone(), key_groups: self.key_groups.clone(), changed, overlay }
     }
 
     /// Loads restored entries (from a checkpoint) into this subtask's state.
@@ -401,27 +356,6 @@ mod tests {
         let other = if group == 0 { 1..128 } else { 0..group };
         let t = store.task("job", 128, other)?;
         assert!(matches!(t.map_put(1, "m", b"k", b"a", b"1"), Err(StateError::ForeignKeyGroup { .. })));
-        Ok(())
-    }
-
-    #[test]
-    fn a_dropped_jobs_keyspace_is_emptied_and_reused_once_its_last_capture_is_gone() -> Result<(), StateError> {
-        let dir = tempfile::tempdir().map_err(|e| StateError::Backend(e.into()))?;
-        let store = StateStore::open(dir.path())?;
-        let a = store.task("job-a", 128, 0..128)?;
-        a.map_put(1, "m", b"k", b"f", b"a")?;
-        let capture = a.capture(Vec::new());
-        drop(a);
-        store.drop_job("job-a")?;
-        // A capture still being written reads the dropped job's state...
-        assert!(!capture.full().map_err(|e| StateError::Backend(fjall::Error::Io(std::io::Error::other(e))))?.is_empty());
-        let b = store.task("job-b", 128, 0..128)?;
-        assert_eq!(b.map_get(1, "m", b"k", b"f")?, None, "a keyspace still held is not lent again");
-        drop(capture);
-        // ... and once it is gone, the keyspace is emptied and lent to the next job.
-        let c = store.task("job-c", 128, 0..128)?;
-        assert_eq!(c.map_get(1, "m", b"k", b"f")?, None);
-        assert_eq!(store.db.list_keyspace_names().iter().filter(|n| n.starts_with("job-")).count(), 2, "job-a's keyspace was reused");
         Ok(())
     }
 }
