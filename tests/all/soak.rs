@@ -136,7 +136,7 @@ fn soak_500_jobs_and_100_uploads_stay_flat() {
     // each (plus the newest); checkpoints by retention (10 ended jobs); descriptors by
     // the HTTP cap, the compiled-code cap and (TaskManagers) fjall's 128 table files.
     // Not asserted, reported: TaskManager RSS and state bytes, which grow with fjall's
-    // metadata keyspace (see ARCHITECTURE.md).
+    // metadata keyspace (ARCHITECTURE.md, "A cluster that runs for months").
     let first = &samples[1];
     for s in &samples[1..] {
         assert!(s.artifacts <= 5 << 20, "artifacts over the cap at {} jobs: {}", s.jobs, s.artifacts);
