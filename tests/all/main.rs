@@ -19,5 +19,7 @@ mod hostile_peers;
 mod keyed_state;
 mod polyglot;
 mod recovery;
+mod servers;
+mod soak;
 mod streams;
 mod wordcount;

@@ -4,7 +4,6 @@
 //! is [`SubmitSpec`], from `weir-types`, since clients write it too.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -53,12 +52,6 @@ pub struct ArtifactInfo {
     pub size: u64,
     /// When it was uploaded.
     pub uploaded: SystemTime,
-}
-
-/// An uploaded component with its bytes, kept in memory for the jobs made from it.
-pub(crate) struct Artifact {
-    pub(crate) info: ArtifactInfo,
-    pub(crate) bytes: Arc<Vec<u8>>,
 }
 
 /// Severity of a job event.

@@ -44,6 +44,10 @@ impl StateStore {
             // Keep the block cache and write buffers small: the value caches in front
             // hold the hot set, and a TaskManager's memory belongs to its slots.
             .cache_size(16 << 20)
+            // fjall keeps up to 900 table files open by default, and every job's
+            // keyspace leaves a small table in its metadata keyspace: bound the
+            // descriptors, which the process needs for sockets and checkpoints too.
+            .max_cached_files(Some(128))
             .manual_journal_persist(true)
             .open()?;
         // Jobs of an earlier process are restored from checkpoints, never from here:
