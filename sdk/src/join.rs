@@ -518,7 +518,7 @@ mod tests {
         let key = enc(&7u32);
         let o = parse_keyed_output(&op.process(&batch(&key, None, 0, &[(1, 10), (2, 11)]), 0).unwrap(), 1);
         assert!(o.records.is_empty());
-        assert_eq!(o.timers.iter().map(|t| t.ts).collect::<Vec<_>>(), [i64::MAX, i64::MAX], "one timer per row, the host keeps one");
+        assert_eq!(o.timers.iter().map(|t| t.ts).collect::<Vec<_>>(), [i64::MAX], "one timer per key: the end of time");
         let state = o.states[0].clone().unwrap().unwrap();
         let o = parse_keyed_output(&op.process(&batch(&key, Some(&state), 1, &[(5, 20)]), 0).unwrap(), 1);
         assert_eq!(o.records, [(5, key.clone(), enc(&(Some(10u64), Some(20u64)))), (5, key.clone(), enc(&(Some(11u64), Some(20u64))))]);
