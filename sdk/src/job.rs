@@ -10,11 +10,11 @@ use std::rc::Rc;
 
 use crate::Data;
 use crate::connect::ConnectedStreams;
-use crate::join::{IntervalJoin, JoinedStreams};
 #[cfg(doc)]
 use crate::connect::KeyedCoProcessFunction;
 use crate::emit::Emitter;
 use crate::graph::{Graph, NodeKind};
+use crate::join::{IntervalJoin, JoinedStreams};
 use crate::keyed::{self, KeyedContext};
 use crate::ops::{self, Format, Raw};
 use crate::side::OutputTag;

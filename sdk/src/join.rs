@@ -27,12 +27,12 @@ use core::marker::PhantomData;
 use serde::{Deserialize, Serialize};
 
 use crate::Data;
+use crate::KeyedCoProcessFunction;
 use crate::emit::Emitter;
 use crate::job::{KeyedStream, Stream};
 use crate::time::Timer;
 use crate::timers::TimerContext;
 use crate::window::{Window, Windows};
-use crate::KeyedCoProcessFunction;
 
 /// Two keyed streams with the same key type, to be joined (`KeyedStream::join`):
 /// regularly ([`inner`](Self::inner), [`left_outer`](Self::left_outer),
@@ -465,8 +465,10 @@ mod tests {
         b
     }
 
-    fn interval(lower: i64, upper: i64) -> IntervalJoinFn<u32, u64, u64, (u64, u64), impl FnMut(&u64, &u64, &IntervalContext<'_, u32>, &mut Emitter<'_, (u64, u64)>)> {
-        IntervalJoinFn { f: |l: &u64, r: &u64, _: &IntervalContext<'_, u32>, out: &mut Emitter<'_, (u64, u64)>| out.emit((*l, *r)), lower, upper, _t: PhantomData }
+    /// An interval join of `u64` rows by `u32` keys emitting `(l, r)`, on `clock`.
+    fn interval(lower: i64, upper: i64, clock: std::rc::Rc<TestClock>) -> impl Operator {
+        let f = |l: &u64, r: &u64, _: &IntervalContext<'_, u32>, out: &mut Emitter<'_, (u64, u64)>| out.emit((*l, *r));
+        with_clock::<u32, u64, u64, _>(IntervalJoinFn { f, lower, upper, _t: PhantomData }, clock)
     }
 
     /// The state of an interval join's key: `(ts, row)` of each side.
@@ -475,7 +477,7 @@ mod tests {
     #[test]
     fn an_interval_join_drops_rows_once_the_watermark_passes_their_last_match() {
         let clock = TestClock::at(0);
-        let mut op = with_clock(interval(-5, 10), clock.clone());
+        let mut op = interval(-5, 10, clock.clone());
         let key = enc(&7u32);
         // Left 1 at 100 can meet right rows in [95, 110]: kept until the watermark is 110.
         let o = parse_keyed_output(&op.process(&batch(&key, None, 0, &[(100, 1)]), 0).unwrap(), 1);
@@ -509,11 +511,8 @@ mod tests {
     #[test]
     fn a_full_outer_join_emits_pairs_at_once_and_unmatched_rows_at_the_end_of_time() {
         let clock = TestClock::at(0);
-        let join: RegularJoin<u64, u64, (Option<u64>, Option<u64>)> = RegularJoin {
-            pair: |l, r| (Some(*l), Some(*r)),
-            left_alone: Some(|l| (Some(*l), None)),
-            right_alone: Some(|r| (None, Some(*r))),
-        };
+        let join: RegularJoin<u64, u64, (Option<u64>, Option<u64>)> =
+            RegularJoin { pair: |l, r| (Some(*l), Some(*r)), left_alone: Some(|l| (Some(*l), None)), right_alone: Some(|r| (None, Some(*r))) };
         let mut op = with_clock::<u32, u64, u64, _>(join, clock.clone());
         let key = enc(&7u32);
         let o = parse_keyed_output(&op.process(&batch(&key, None, 0, &[(1, 10), (2, 11)]), 0).unwrap(), 1);
@@ -527,7 +526,8 @@ mod tests {
         let lone = enc(&8u32);
         let o = parse_keyed_output(&op.process(&batch(&lone, None, 0, &[(3, 12)]), 0).unwrap(), 1);
         let lone_state = o.states[0].clone().unwrap().unwrap();
-        let fired = timer_input(&[(&key, Some(&state)), (&lone, Some(&lone_state))], &[(0, i64::MAX, TimeDomain::Event), (1, i64::MAX, TimeDomain::Event)]);
+        let fired =
+            timer_input(&[(&key, Some(&state)), (&lone, Some(&lone_state))], &[(0, i64::MAX, TimeDomain::Event), (1, i64::MAX, TimeDomain::Event)]);
         let o = parse_keyed_output(&op.on_timer(&fired, 0).unwrap(), 2);
         assert_eq!(o.records, [(3, lone.clone(), enc(&(Some(12u64), None::<u64>)))], "only the row that never matched, at its own time");
         assert_eq!(o.states, [Some(None), Some(None)]);
@@ -541,7 +541,12 @@ mod tests {
     #[test]
     fn a_sliding_window_join_pairs_rows_per_shared_window_when_it_fires() {
         let clock = TestClock::at(0);
-        let f = WindowJoinFn { f: |w: Window, l: &u64, r: &u64| (w.start, *l, *r), windows: Windows::sliding(20, 10), assigned: Vec::new(), _t: PhantomData };
+        let f = WindowJoinFn {
+            f: |w: Window, l: &u64, r: &u64| (w.start, *l, *r),
+            windows: Windows::sliding(20, 10),
+            assigned: Vec::new(),
+            _t: PhantomData,
+        };
         let mut op = with_clock::<u32, u64, u64, _>(f, clock.clone());
         let key = enc(&7u32);
         // Left at 15: windows [0, 20) and [10, 30); right at 25: [10, 30) and [20, 40).

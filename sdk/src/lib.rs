@@ -165,9 +165,9 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned + 'static> Data for T {}
 /// Everything a job's `build` function needs.
 pub mod prelude {
     pub use crate::{
-        AggregateFunction, ConnectedStreams, Data, Emitter, IntervalBounds, IntervalContext, IntervalJoin, Job, JoinedStreams, KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction, KeyedStream, ListState,
-        MapState, OutputTag, Sink, StateError, Stream, TextField, TimeDomain, Timer, TimerContext, WatermarkStrategy, Window, WindowJoin, WindowedStream,
-        Windows,
+        AggregateFunction, ConnectedStreams, Data, Emitter, IntervalBounds, IntervalContext, IntervalJoin, Job, JoinedStreams,
+        KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction, KeyedStream, ListState, MapState, OutputTag, Sink, StateError, Stream, TextField,
+        TimeDomain, Timer, TimerContext, WatermarkStrategy, Window, WindowJoin, WindowedStream, Windows,
     };
 }
 
