@@ -155,11 +155,12 @@ fn tumbling_and_sliding_window_joins_are_exact_at_parallelism_1_and_3() {
 }
 
 #[test]
-fn a_full_outer_and_an_interval_join_are_exact_on_a_cluster_of_two_taskmanagers() {
+fn full_outer_interval_and_sliding_window_joins_are_exact_on_a_cluster_of_two_taskmanagers() {
     let cluster = TestCluster::start(crate::WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)]);
     let runs = [
         ("full", REGULAR, vec![], REGULAR.reference(both, true, true)),
         ("interval", SHUFFLED, vec![("lower", -5), ("upper", 10)], SHUFFLED.reference(interval(-5, 10), false, false)),
+        ("sliding", SHUFFLED, vec![("size", 20), ("slide", 10)], SHUFFLED.reference(windows(20, 10), false, false)),
     ];
     for (kind, j, extra, expected) in runs {
         let out = cluster.dir.path().join(kind);
@@ -168,4 +169,20 @@ fn a_full_outer_and_an_interval_join_are_exact_on_a_cluster_of_two_taskmanagers(
         let got = sorted(part_lines(&out));
         assert!(got == expected, "{kind} on two TaskManagers: {} lines, {} expected", got.len(), expected.len());
     }
+}
+
+#[test]
+fn an_interval_join_with_bounds_the_wrong_way_round_is_refused_at_planning() {
+    let o = crate::WEIR.run([
+        "run".as_ref(),
+        crate::WEIR.example("joins").as_os_str(),
+        "--arg".as_ref(),
+        "kind=interval".as_ref(),
+        "--arg".as_ref(),
+        "lower=5".as_ref(),
+        "--arg".as_ref(),
+        "upper=1".as_ref(),
+    ]);
+    let err = weir_testkit::stderr(&o);
+    assert!(!o.status.success() && err.contains("interval join \"join\": lower bound 5 is above the upper bound 1"), "{err}");
 }
