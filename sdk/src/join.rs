@@ -245,6 +245,8 @@ pub(crate) struct Buffered<L, R> {
     right: Vec<(i64, R)>,
 }
 
+/// The interval join's function: buffers each row until the watermark passes its last
+/// possible match, and calls `f` on every pair as its second row arrives.
 pub(crate) struct IntervalJoinFn<K, L, R, W, F> {
     f: F,
     lower: i64,
@@ -365,6 +367,8 @@ pub(crate) struct Panes<L, R> {
     panes: Vec<(Window, Vec<L>, Vec<R>)>,
 }
 
+/// The window join's function: each row goes into its key's panes, and a pane is
+/// crossed and dropped when its window fires.
 pub(crate) struct WindowJoinFn<L, R, F> {
     f: F,
     windows: Windows,
