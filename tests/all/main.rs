@@ -16,6 +16,7 @@ mod distributed;
 mod event_time;
 mod golden;
 mod hostile_peers;
+mod joins;
 mod keyed_state;
 mod polyglot;
 mod recovery;
