@@ -57,6 +57,8 @@ pub struct Transactional {
     file: BufWriter<File>,
     commits: Arc<Commits>,
     buf: Vec<u8>,
+    /// The last epoch was closed after the end of the input.
+    closed: bool,
 }
 
 /// A closed epoch waiting for its checkpoint.
@@ -233,7 +235,7 @@ impl Transactional {
         let epoch = restored + 1;
         let pending = dir.join(pending_dir_name(job, attempt));
         let file = Self::create(&pending, subtask, epoch)?;
-        Ok(Self { dir, pending, subtask, attempt, epoch, file, commits, buf: Vec::new() })
+        Ok(Self { dir, pending, subtask, attempt, epoch, file, commits, buf: Vec::new(), closed: false })
     }
 
     /// Never creates the pending directory: once it is sealed, a superseded attempt
@@ -305,9 +307,10 @@ impl Sink {
         }
     }
 
-    /// Flushes buffered output; a transactional sink at the end of its input commits
-    /// everything (if the job fails before it ends, the restore keeps it: see
-    /// [`recover_output`]).
+    /// Flushes buffered output at the end of the input. A transactional sink's last
+    /// epoch stays pending: the final checkpoint closes it ([`Sink::close_last`]) and
+    /// its completion commits it, so a failure before that discards it like any
+    /// pending epoch, and the restore writes its records once.
     pub fn finish(&mut self) -> Result<(), TaskError> {
         match self {
             Sink::Text { out, .. } => {
@@ -315,10 +318,33 @@ impl Sink {
                 Ok(w.flush().map_err(SinkError::Write)?)
             }
             Sink::Transactional(t) => {
-                t.close_epoch(t.epoch)?;
-                t.commits.commit(u64::MAX)
+                let open = t.pending.join(pending_name(t.subtask, t.epoch));
+                t.file.flush().map_err(|e| io_error(&open, e))
             }
             Sink::Discard => Ok(()),
+        }
+    }
+
+    /// A checkpoint after the end of the input: the last epoch becomes checkpoint
+    /// `checkpoint`'s, once (a later checkpoint, after this one failed, finds it closed
+    /// and commits it all the same: commits take every epoch up to theirs).
+    pub fn close_last(&mut self, checkpoint: u64) -> Result<(), TaskError> {
+        match self {
+            Sink::Transactional(t) if !t.closed => {
+                t.close_epoch(checkpoint)?;
+                t.closed = true;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Commits every closed epoch up to `checkpoint`, which completed (idempotent: the
+    /// TaskManager may have committed them when it heard).
+    pub fn commit(&mut self, checkpoint: u64) -> Result<(), TaskError> {
+        match self {
+            Sink::Transactional(t) => t.commits.commit(checkpoint),
+            _ => Ok(()),
         }
     }
 }
@@ -406,7 +432,10 @@ mod tests {
 
         assert!(matches!(zombie_commits.commit(2), Err(TaskError::Superseded(_))), "commit of a checkpoint of a superseded attempt");
         assert!(matches!(zombie.barrier(3), Err(TaskError::Superseded(_))), "a new pending file");
-        assert!(matches!(zombie.finish(), Err(TaskError::Superseded(_))), "the commit at the input's end");
+        zombie.write(&batch("end"))?;
+        zombie.finish()?;
+        let last = zombie.close_last(3).and_then(|()| zombie.commit(3));
+        assert!(matches!(last, Err(TaskError::Superseded(_))), "the commit of its input's last epoch");
         let visible = names(dir.path());
         assert_eq!(visible, vec![".pending-j.1", "part-0-1-a0"], "nothing of the zombie became visible");
 
@@ -453,6 +482,8 @@ mod tests {
         commits.commit(3)?;
         a0.write(&batch("end"))?;
         a0.finish()?;
+        a0.close_last(4)?;
+        a0.commit(4)?;
         drop(a0);
         let before = names(dir.path());
         assert_eq!(before, vec![".pending-j.0", "part-0-1-a0", "part-0-2-a0", "part-0-3-a0", "part-0-4-a0"]);
