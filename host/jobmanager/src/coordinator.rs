@@ -145,10 +145,10 @@ impl Coordinator {
     }
 
     /// Checkpoint `id` failed or its metadata could not be written. The final
-    /// checkpoint is tried again at once: the job waits for it.
+    /// checkpoint is tried again after the interval, as any: the job waits for it.
     pub fn not_completed(&mut self, id: u64) {
         if self.finishing == Some(id) {
-            (self.finishing, self.forced) = (None, true);
+            self.finishing = None;
         }
     }
 
@@ -331,7 +331,7 @@ pub(crate) mod tests {
         assert_eq!(m.vertices[0].tasks.len(), 2);
         assert_eq!(c.due(ms(10_000)), None, "none while the final checkpoint's metadata is written");
         c.not_completed(4);
-        assert_eq!(c.due(ms(10_001)), Some(5), "a final checkpoint that could not be written is retried at once");
+        assert_eq!(c.due(ms(10_001)), Some(5), "a final checkpoint that could not be written is tried again");
         let AckOutcome::Complete(m) = c.ack(&d, 5, 0, Ok(meta(0)), ms(10_002)) else { panic!("the final checkpoint") };
         c.completed(&m);
         assert_eq!(c.due(ms(100_000)), None, "nothing after the final checkpoint");

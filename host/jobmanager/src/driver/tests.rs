@@ -355,8 +355,8 @@ fn the_last_end_of_input_triggers_the_final_checkpoint_and_the_job_finishes_afte
 }
 
 /// A subtask at its end answers the checkpoints triggered after it on its own; once
-/// one completed with it, its snapshot stands in for it and it may leave. The final
-/// checkpoint that fails is tried again at once.
+/// one completed with it, its snapshot stands in for it and it may leave. A final
+/// checkpoint that fails is tried again after the interval.
 #[test]
 fn a_subtask_captured_at_its_end_stands_in_and_a_failed_final_checkpoint_is_retried() {
     let mut j = Job::new(FIXED);
@@ -377,7 +377,8 @@ fn a_subtask_captured_at_its_end_stands_in_and_a_failed_final_checkpoint_is_retr
     let Some(Command::Complete { meta, .. }) = out.into_iter().find(|c| matches!(c, Command::Complete { .. })) else { panic!("complete") };
     let out = j.on(252, Event::Completed { run: run.clone(), meta, result: Err("disk full".into()) });
     assert!(has(&out, |c| matches!(c, Command::Checkpoint { id: 3, status: CheckpointStatus::Failed, .. })));
-    assert_eq!(triggered(&j.on(253, Event::Tick)), Some(4), "the final checkpoint again, at once");
+    assert_eq!(triggered(&j.on(349, Event::Tick)), None, "after the interval, as any failed checkpoint");
+    assert_eq!(triggered(&j.on(350, Event::Tick)), Some(4), "the final checkpoint again");
     assert!(!j.d.is_ended());
 }
 
