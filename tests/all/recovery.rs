@@ -664,7 +664,9 @@ fn a_failure_after_sinks_reached_the_end_of_their_input_stays_exactly_once() {
     assert!(victim.starts_with("taskmanager"), "{victim}");
     cluster.kill(&victim);
     cluster.start_taskmanager(&victim, 2);
-    cluster.wait_until("the restart to look for the job's checkpoints", || cluster.log("jobmanager").contains("cannot read the job's checkpoints (lookup"));
+    cluster.wait_until("the restart to look for the job's checkpoints", || {
+        cluster.log("jobmanager").contains("cannot read the job's checkpoints (lookup")
+    });
     std::fs::remove_file(&checkpoints).expect("the storage is back");
     wait_finished(&cluster, &job);
 

@@ -60,7 +60,16 @@ impl JobCheckpointing {
             None => None,
         };
         // A restored job continues the checkpoint ids of the run it restores.
-        Ok(Self { run: d.run_id(), attempt: d.attempt, requested: Arc::default(), stop_at: Arc::default(), completed: Arc::default(), store, acks, ends })
+        Ok(Self {
+            run: d.run_id(),
+            attempt: d.attempt,
+            requested: Arc::default(),
+            stop_at: Arc::default(),
+            completed: Arc::default(),
+            store,
+            acks,
+            ends,
+        })
     }
 
     /// The hooks of one subtask; `transactional`: it ends in a transactional sink,
