@@ -163,8 +163,7 @@ fn settled(path: &Path, r: std::io::Result<()>) -> Result<(), TaskError> {
 ///
 /// Committed files are never deleted or rewritten: a reader may have consumed them.
 /// Those of earlier attempts past `restored` (the restore fell back past a checkpoint
-/// that cannot be read, or an input's end committed its last epoch before the job
-/// ended) are returned: the records after `restored` will be written again, so the
+/// that cannot be read: its epochs were committed) are returned: the records after `restored` will be written again, so the
 /// output is at-least-once for that gap. Idempotent and safe to run concurrently, so
 /// every TaskManager with a subtask of the sink runs it.
 pub fn recover_output(dir: &Path, job: &str, attempt: u32, restored: u64, owner: Option<u32>) -> Result<Vec<String>, TaskError> {
@@ -416,7 +415,7 @@ mod tests {
     /// The zombie: attempt 0 runs on (a paused TaskManager woke up) after attempt 1
     /// restored from checkpoint 1 and sealed it. Whatever it tries, nothing of it
     /// becomes visible: not a commit of an epoch its checkpoint never completed, not
-    /// the commit of its input's end, not a new pending file.
+    /// the commit of its input's last epoch, not a new pending file.
     #[test]
     fn a_superseded_attempt_can_neither_commit_nor_write() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
@@ -467,8 +466,8 @@ mod tests {
         Ok(())
     }
 
-    /// A restore older than the newest committed epoch (a fallback past a checkpoint
-    /// that cannot be read, or an input's end committed before the job failed) keeps
+    /// A restore older than the newest committed epoch (a fallback past checkpoints
+    /// that cannot be read, the last one the final checkpoint) keeps
     /// every committed file and names them; the new attempt's first file takes the id
     /// of the checkpoint that closes it, so it sorts after them.
     #[test]
