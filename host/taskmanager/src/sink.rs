@@ -503,6 +503,30 @@ mod tests {
         Ok(())
     }
 
+    /// The final checkpoint completed but the TaskManager died before its sink heard:
+    /// the last epoch stays pending, and the restore of that checkpoint commits it, as
+    /// any epoch of a restored checkpoint (once: a retried commit is a no-op).
+    #[test]
+    fn a_restore_of_the_final_checkpoint_commits_the_last_epoch() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let (mut a0, commits) = attempt(dir.path(), 0, 0, None)?;
+        a0.write(&batch("1"))?;
+        a0.barrier(1)?;
+        commits.commit(1)?;
+        a0.write(&batch("end"))?;
+        a0.finish()?;
+        a0.close_last(2)?;
+        a0.close_last(3)?;
+        assert_eq!(names(&dir.path().join(".pending-j.0")), vec!["part-0-2"], "closed once, as the first checkpoint after the end");
+        drop(a0);
+        let _a1 = attempt(dir.path(), 1, 3, Some(0))?;
+        assert_eq!(names(dir.path()), vec![".pending-j.1", "part-0-1-a0", "part-0-2-a0"]);
+        assert_eq!(std::fs::read_to_string(dir.path().join("part-0-2-a0"))?, "k\tend\n");
+        commits.commit(3)?;
+        assert_eq!(names(dir.path()), vec![".pending-j.1", "part-0-1-a0", "part-0-2-a0"], "a late commit of the old attempt changes nothing");
+        Ok(())
+    }
+
     /// An epoch that cannot be committed holds back every later one.
     #[test]
     fn commits_are_ordered_and_idempotent() -> Result<(), Box<dyn std::error::Error>> {
