@@ -341,7 +341,9 @@ impl Pipeline<'_> {
     /// discards it and the records are written again, once.
     fn await_final_checkpoint(&mut self, on_end: &(dyn Fn(u64) + Send + Sync), source: Option<Vec<Split>>) -> Result<(), TaskError> {
         on_end(self.stats.last_checkpoint);
-        let mut captured = None;
+        // The first checkpoint that captured it: every one completed from there on
+        // holds its final snapshot (its own, or the JobManager's copy of it).
+        let mut first = None;
         loop {
             if self.cancel.is_cancelled() {
                 return Err(TaskError::Cancelled);
@@ -349,11 +351,12 @@ impl Pipeline<'_> {
             let requested = self.checkpointing.requested.load(Ordering::Acquire);
             if requested > self.stats.last_checkpoint {
                 self.final_snapshot(requested, source.clone())?;
-                captured = Some(requested);
+                first = first.or(Some(requested));
             }
-            if let Some(id) = captured.filter(|&id| self.checkpointing.completed.load(Ordering::Acquire) >= id) {
+            let completed = self.checkpointing.completed.load(Ordering::Acquire);
+            if first.is_some_and(|id| completed >= id) {
                 return match &mut self.tail {
-                    Tail::Sink(s) => s.commit(id),
+                    Tail::Sink(s) => s.commit(completed),
                     Tail::Routers(_) => Ok(()),
                 };
             }
