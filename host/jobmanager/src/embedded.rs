@@ -211,6 +211,7 @@ impl JobHandle {
             let event = match self.reports.recv_timeout(TICK) {
                 Ok(Report::Ended(end)) => Event::TaskEnded(end),
                 Ok(Report::Snapshot(ack)) => Event::Ack(ack),
+                Ok(Report::EndOfInput(end)) => Event::EndOfInput(end),
                 Err(RecvTimeoutError::Timeout) => Event::Tick,
                 Err(RecvTimeoutError::Disconnected) => break,
             };

@@ -188,6 +188,9 @@ pub struct SubtaskMetrics {
     /// RUNNING until it ends, then FINISHED, FAILED or CANCELED (CREATED before the
     /// job runs).
     pub status: JobStatus,
+    /// It processed the end of its input (with checkpoints it stays RUNNING until the
+    /// final checkpoint captured it).
+    pub end_of_input: bool,
 }
 
 /// Live metrics of a job's vertices and subtasks.

@@ -214,6 +214,7 @@ fn from_taskmanager(shared: &Arc<Shared>, conn: &Connection, id: TaskManagerId, 
         ToJobManager::PrepareFailed { run, error } => shared.drive(&run.job(), Event::PrepareFailed { tm: id, run, error }),
         ToJobManager::TaskEnded(end) => shared.drive(&end.run.job(), Event::TaskEnded(end)),
         ToJobManager::CheckpointAck(ack) => shared.drive(&ack.run.job(), Event::Ack(ack)),
+        ToJobManager::EndOfInput(end) => shared.drive(&end.run.job(), Event::EndOfInput(end)),
         other => {
             refuse(conn, &format!("unexpected {} from a taskmanager", kind(&other)));
             return false;
@@ -246,6 +247,7 @@ fn kind(m: &ToJobManager) -> &'static str {
         ToJobManager::PrepareFailed { .. } => "prepare failure",
         ToJobManager::TaskEnded(_) => "task end",
         ToJobManager::CheckpointAck(_) => "checkpoint acknowledgement",
+        ToJobManager::EndOfInput(_) => "end of input",
     }
 }
 
