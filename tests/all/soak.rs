@@ -134,9 +134,8 @@ fn soak_500_jobs_and_100_uploads_stay_flat() {
     }
     // Bounded by their caps: artifacts 4 MiB (plus the one just stored), caches 4 MiB
     // each (plus the newest); checkpoints by retention (10 ended jobs); descriptors by
-    // the HTTP cap, the compiled-code cap and (TaskManagers) fjall's 128 table files.
-    // Not asserted, reported: TaskManager RSS and state bytes, which grow with fjall's
-    // metadata keyspace (ARCHITECTURE.md, "A cluster that runs for months").
+    // the HTTP cap and the compiled-code cap; TaskManager state by a database per job,
+    // deleted with it (ARCHITECTURE.md, "A cluster that runs for months").
     let first = &samples[1];
     for s in &samples[1..] {
         assert!(s.artifacts <= 5 << 20, "artifacts over the cap at {} jobs: {}", s.jobs, s.artifacts);
@@ -151,5 +150,13 @@ fn soak_500_jobs_and_100_uploads_stay_flat() {
         assert!(s.fds[0] <= first.fds[0] + 16, "jobmanager descriptors grew: {:?} at {} jobs, {:?} first", s.fds, s.jobs, first.fds);
         assert!(s.rss[0] <= first.rss[0] * 2, "jobmanager memory grew: {:?} at {} jobs, {:?} first", s.rss, s.jobs, first.rss);
         assert!(s.fds[1..].iter().all(|&n| n <= 128 + 64), "taskmanager descriptors past the cache: {:?} at {} jobs", s.fds, s.jobs);
+        assert!(
+            s.rss[1..].iter().zip(&first.rss[1..]).all(|(&now, &then)| now <= then * 2),
+            "taskmanager memory grew: {:?} at {} jobs, {:?} first",
+            s.rss,
+            s.jobs,
+            first.rss
+        );
+        assert!(s.state <= first.state + (64 << 20), "taskmanager state grew: {} at {} jobs, {} first", s.state, s.jobs, first.state);
     }
 }
