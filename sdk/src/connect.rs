@@ -54,12 +54,21 @@ pub struct ConnectedStreams<K, V1, V2> {
     /// What the second input's edge says instead of the truth (the host's validation
     /// tests): its partitioning and key type.
     pub(crate) second_edge: Option<(crate::wit::weir::dataflow::plan_types::Partitioning, Option<String>)>,
+    /// The state TTL of the operator, shared by both inputs.
+    pub(crate) ttl: Option<crate::StateTtl>,
 }
 
 impl<K: Data, V1: Data, V2: Data> ConnectedStreams<K, V1, V2> {
+    /// Gives the operator's state (shared by both inputs) the time-to-live `ttl`, as
+    /// [`KeyedStream::state_ttl`](crate::KeyedStream::state_ttl) does.
+    pub fn state_ttl(mut self, ttl: crate::StateTtl) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
     /// Runs `f` over both inputs as one keyed operator `uid`; its output keeps the key.
     pub fn process<F: KeyedCoProcessFunction<K, V1, V2>>(self, uid: &str, f: F) -> crate::Stream<K, F::Out> {
-        crate::job::connect(self.first, self.second, self.second_edge, uid, CoProcess::boxed(f))
+        crate::job::connect(self.first, self.second, self.second_edge, self.ttl, uid, CoProcess::boxed(f))
     }
 }
 
@@ -143,6 +152,10 @@ impl<K: Data, V1: Data, V2: Data, F: KeyedCoProcessFunction<K, V1, V2>> Operator
 
     fn fuse_key(&mut self, key: Box<dyn Any>) -> Result<(), Box<dyn Any>> {
         self.0.fuse_key(key)
+    }
+
+    fn set_state_ttl(&mut self, ttl: crate::StateTtl) -> bool {
+        self.0.set_state_ttl(ttl)
     }
 }
 

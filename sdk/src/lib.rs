@@ -115,6 +115,7 @@ mod side;
 mod text;
 mod time;
 mod timers;
+mod ttl;
 mod window;
 mod windowed;
 
@@ -148,6 +149,7 @@ pub use side::OutputTag;
 pub use text::TextField;
 pub use time::{TimeDomain, Timer, WatermarkStrategy};
 pub use timers::{KeyedProcessFunction, TimerContext};
+pub use ttl::StateTtl;
 pub use window::{Window, Windows};
 pub use windowed::AggregateFunction;
 
@@ -160,7 +162,7 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned + 'static> Data for T {}
 pub mod prelude {
     pub use crate::{
         AggregateFunction, ConnectedStreams, Data, Emitter, Job, KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction, KeyedStream, ListState,
-        MapState, OutputTag, Sink, StateError, Stream, TextField, TimeDomain, Timer, TimerContext, WatermarkStrategy, Window, WindowedStream,
+        MapState, OutputTag, Sink, StateError, StateTtl, Stream, TextField, TimeDomain, Timer, TimerContext, WatermarkStrategy, Window, WindowedStream,
         Windows,
     };
 }
