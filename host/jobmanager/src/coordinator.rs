@@ -290,7 +290,7 @@ pub(crate) mod tests {
         assert!(m.vertices[0].tasks[1].state.is_empty());
 
         let mut keyed = deployment();
-        keyed.plan.nodes[0].kind = NodeKind::Operator { keyed: true, side_outputs: vec![] };
+        keyed.plan.nodes[0].kind = NodeKind::Operator { keyed: true, side_outputs: vec![], state_ttl_ms: None };
         let mut c = Coordinator::new(Duration::from_millis(100), 1, 2, t0);
         assert_eq!(c.finished(&keyed, 0, 1, 0), AckOutcome::Waiting);
         assert_eq!(c.due(ms(100)), Some(1));
