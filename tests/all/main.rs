@@ -19,5 +19,6 @@ mod hostile_peers;
 mod keyed_state;
 mod polyglot;
 mod recovery;
+mod state_ttl;
 mod streams;
 mod wordcount;
