@@ -217,4 +217,30 @@ mod tests {
         let untagged = keyed(&[(&key, None)], &[(0, 1, &enc(&"x"))]);
         assert!(op.process(&untagged, 0).is_err(), "a batch without its tag is refused");
     }
+
+    #[test]
+    fn both_inputs_share_state_that_expires_under_a_ttl() {
+        let clock = TestClock::at(0);
+        clock.processing_time.set(1_000);
+        let mut op: CoProcess<u32, String, u64, Enrich> = CoProcess(CoProcess::new(Enrich).0.with_clock(clock.clone()));
+        assert!(op.set_state_ttl(crate::StateTtl::new(100)));
+        let key = enc(&7u32);
+        let mut profiles = keyed(&[(&key, None)], &[(0, 1, &enc(&"ann"))]);
+        push_u32(&mut profiles, 0);
+        let o = parse_keyed_output(&op.process(&profiles, 0).unwrap(), 1);
+        let stored = o.states[0].clone().flatten().unwrap();
+        assert_eq!(stored[..8], 1_100i64.to_le_bytes(), "the first input's write carries its expiry");
+        let clicks = |state: &[u8]| {
+            let mut c = keyed(&[(&key, Some(state))], &[(0, 2, &enc(&3u64))]);
+            push_u32(&mut c, 1);
+            c
+        };
+        clock.processing_time.set(1_099);
+        let o = parse_keyed_output(&op.process(&clicks(&stored), 0).unwrap(), 1);
+        assert_eq!(o.records, [(2, key.clone(), enc(&"7 ann 3"))], "the second input reads it while it lives");
+        clock.processing_time.set(1_100);
+        let o = parse_keyed_output(&op.process(&clicks(&stored), 0).unwrap(), 1);
+        assert_eq!(o.records, [(2, key.clone(), enc(&"7 ? 3"))], "and never once expired");
+        assert_eq!(o.states, [Some(None)], "the expired state is cleared in the host");
+    }
 }

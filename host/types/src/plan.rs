@@ -568,6 +568,20 @@ mod tests {
     }
 
     #[test]
+    fn a_state_ttl_belongs_to_keyed_operators_and_is_at_least_1_ms() {
+        let mut p = enrichment();
+        p.nodes[2].kind = NodeKind::Operator { keyed: true, side_outputs: vec![], state_ttl_ms: Some(60_000) };
+        assert_eq!(p.validate(2), Ok(()));
+        assert!(p.describe(2).contains("state TTL 60000 ms"), "{}", p.describe(2));
+        p.nodes[2].kind = NodeKind::Operator { keyed: true, side_outputs: vec![], state_ttl_ms: Some(0) };
+        assert!(problem(&p).contains("a state TTL must be at least 1 ms"));
+        let mut p = wordcount();
+        let i = p.nodes.iter().position(|n| matches!(n.kind, NodeKind::Operator { keyed: false, .. })).expect("an unkeyed operator");
+        p.nodes[i].kind = NodeKind::Operator { keyed: false, side_outputs: vec![], state_ttl_ms: Some(5) };
+        assert!(problem(&p).contains("only a keyed operator has state with a TTL"));
+    }
+
+    #[test]
     fn a_union_is_a_node_with_several_inputs() {
         let mut p = wordcount();
         p.nodes.insert(1, node("more", NodeKind::Source(SourceKind::Generator { start: 0, count: 10, records_per_ms: None })));
