@@ -69,7 +69,15 @@ impl Graph {
         } else if self.nodes.iter().any(|n| n.uid == uid) {
             self.errors.push(format!("uid {uid:?} is used by more than one node"));
         }
-        self.nodes.push(Node { uid: uid.to_string(), name: uid.to_string(), kind, parallelism: None, watermarks: None, side_outputs: Vec::new(), state_ttl_ms: None });
+        self.nodes.push(Node {
+            uid: uid.to_string(),
+            name: uid.to_string(),
+            kind,
+            parallelism: None,
+            watermarks: None,
+            side_outputs: Vec::new(),
+            state_ttl_ms: None,
+        });
         self.nodes.len() - 1
     }
 
@@ -154,7 +162,9 @@ impl Graph {
                 NodeKind::Removed => continue,
                 NodeKind::Source(s) => (wit::NodeKind::Source(s), None),
                 NodeKind::Sink(s) => (wit::NodeKind::Sink(s), None),
-                NodeKind::Operator { keyed, op } => (wit::NodeKind::Operator(wit::OperatorSpec { keyed, side_outputs: node.side_outputs, state_ttl_ms: node.state_ttl_ms }), Some(op)),
+                NodeKind::Operator { keyed, op } => {
+                    (wit::NodeKind::Operator(wit::OperatorSpec { keyed, side_outputs: node.side_outputs, state_ttl_ms: node.state_ttl_ms }), Some(op))
+                }
                 NodeKind::KeySelector(_) => return Err(format!("internal: key selector {:?} not placed", node.uid)),
             };
             new_index[old] = Some(u32::try_from(nodes.len()).map_err(|_| "too many nodes".to_string())?);

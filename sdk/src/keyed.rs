@@ -491,7 +491,7 @@ impl<T: Data> ListState<'_, T> {
 
     /// Removes every element.
     pub fn clear(&self) -> Result<(), StateError> {
-        Ok(backend::map_clear(self.name, self.key)?)
+        backend::map_clear(self.name, self.key)
     }
 }
 
@@ -520,7 +520,7 @@ impl<F: Data, T: Data> MapState<'_, F, T> {
 
     /// Removes `field`.
     pub fn remove(&self, field: &F) -> Result<(), StateError> {
-        Ok(backend::map_remove(self.name, self.key, &encode(field)?)?)
+        backend::map_remove(self.name, self.key, &encode(field)?)
     }
 
     /// All entries, ordered by the encoded field bytes (with a TTL, the live ones).
@@ -546,7 +546,7 @@ impl<F: Data, T: Data> MapState<'_, F, T> {
 
     /// Removes all entries.
     pub fn clear(&self) -> Result<(), StateError> {
-        Ok(backend::map_clear(self.name, self.key)?)
+        backend::map_clear(self.name, self.key)
     }
 }
 
@@ -574,8 +574,8 @@ fn read_entry(name: &str, key: &[u8], field: &[u8], ttl: Option<TtlNow>, remove_
 /// Writes a map entry's value, stamped with its expiry under a TTL.
 fn write_entry(name: &str, key: &[u8], field: &[u8], value: &[u8], ttl: Option<TtlNow>) -> Result<(), StateError> {
     match ttl {
-        None => Ok(backend::map_put(name, key, field, value)?),
-        Some(ttl) => Ok(backend::map_put(name, key, field, &ttl.wrap(value))?),
+        None => backend::map_put(name, key, field, value),
+        Some(ttl) => backend::map_put(name, key, field, &ttl.wrap(value)),
     }
 }
 
@@ -584,12 +584,15 @@ fn write_entry(name: &str, key: &[u8], field: &[u8], value: &[u8], ttl: Option<T
 mod backend {
     use crate::error::StateError;
 
+    /// A key's (field, value) pairs, ordered by field.
+    pub(crate) type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
     #[cfg(not(test))]
     pub(super) use imports::*;
 
     #[cfg(not(test))]
     mod imports {
-        use super::StateError;
+        use super::{Entries, StateError};
         use crate::wit::weir::dataflow::keyed_state as host;
 
         pub(crate) fn map_get(name: &str, key: &[u8], field: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
@@ -601,7 +604,7 @@ mod backend {
         pub(crate) fn map_remove(name: &str, key: &[u8], field: &[u8]) -> Result<(), StateError> {
             Ok(host::map_remove(name, key, field)?)
         }
-        pub(crate) fn map_entries(name: &str, key: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        pub(crate) fn map_entries(name: &str, key: &[u8]) -> Result<Entries, StateError> {
             Ok(host::map_entries(name, key)?)
         }
         pub(crate) fn map_clear(name: &str, key: &[u8]) -> Result<(), StateError> {
@@ -614,7 +617,7 @@ mod backend {
 
     #[cfg(test)]
     pub(crate) mod fake {
-        use super::StateError;
+        use super::{Entries, StateError};
         use core::cell::RefCell;
         use std::collections::BTreeMap;
 
@@ -636,7 +639,7 @@ mod backend {
             MAP.with_borrow_mut(|m| m.remove(&(name.to_string(), key.to_vec(), field.to_vec())));
             Ok(())
         }
-        pub(crate) fn map_entries(name: &str, key: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        pub(crate) fn map_entries(name: &str, key: &[u8]) -> Result<Entries, StateError> {
             Ok(MAP.with_borrow(|m| m.iter().filter(|((n, k, _), _)| n == name && k == key).map(|((_, _, f), v)| (f.clone(), v.clone())).collect()))
         }
         pub(crate) fn map_clear(name: &str, key: &[u8]) -> Result<(), StateError> {
@@ -832,7 +835,7 @@ mod tests {
         /// emitted and the key's state update.
         fn call(op: &mut dyn Operator, state: Option<&[u8]>, commands: &[&str]) -> (Vec<Option<u64>>, Option<Option<Vec<u8>>>) {
             let k = enc(&"k");
-            let values: Vec<Vec<u8>> = commands.iter().map(|c| enc(c)).collect();
+            let values: Vec<Vec<u8>> = commands.iter().map(enc).collect();
             let records: Vec<(u32, i64, &[u8])> = values.iter().map(|v| (0, 0, v.as_slice())).collect();
             let out = op.process(&keyed(&[(&k, state)], &records), 0).unwrap();
             let parsed = parse_output(&out);

@@ -162,8 +162,8 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned + 'static> Data for T {}
 pub mod prelude {
     pub use crate::{
         AggregateFunction, ConnectedStreams, Data, Emitter, Job, KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction, KeyedStream, ListState,
-        MapState, OutputTag, Sink, StateError, StateTtl, Stream, TextField, TimeDomain, Timer, TimerContext, WatermarkStrategy, Window, WindowedStream,
-        Windows,
+        MapState, OutputTag, Sink, StateError, StateTtl, Stream, TextField, TimeDomain, Timer, TimerContext, WatermarkStrategy, Window,
+        WindowedStream, Windows,
     };
 }
 

@@ -184,7 +184,8 @@ impl<L: TimedLogic> Timed<L> {
             |logic, key| logic.on_key(key),
             |logic, _, it, slot: &mut Slot<'a, L::State>, em, ttl| {
                 let (key_index, ts) = it.key_ts();
-                let cx = Cx { key_index, key: slot.key, ts, state: &mut slot.state, changed: &mut slot.changed, timers: &mut *timers, clock: &now, ttl };
+                let cx =
+                    Cx { key_index, key: slot.key, ts, state: &mut slot.state, changed: &mut slot.changed, timers: &mut *timers, clock: &now, ttl };
                 item(logic, cx, it, em)
             },
         )?;

@@ -65,7 +65,15 @@ fn counts_under_a_long_ttl_never_restart() {
 fn a_count_restarts_after_a_silence_longer_than_its_ttl_and_the_host_sweeps_expired_keys() {
     let dir = tempfile::tempdir().expect("tempdir");
     // TTL 3 s, a 5 s pause; after it, records burn fuel for a while and go to half the keys.
-    let a = args(&[("n", N), ("keys", KEYS), ("keys-after", KEYS_AFTER), ("pause-at", PAUSE_AT), ("ttl-ms", 3_000), ("pause-ms", 5_000), ("work", 20_000)]);
+    let a = args(&[
+        ("n", N),
+        ("keys", KEYS),
+        ("keys-after", KEYS_AFTER),
+        ("pause-at", PAUSE_AT),
+        ("ttl-ms", 3_000),
+        ("pause-ms", 5_000),
+        ("work", 20_000),
+    ]);
     let (counts, log) = run(dir.path(), &a);
     let totals = totals();
     assert_eq!(counts.keys().collect::<Vec<_>>(), totals.keys().collect::<Vec<_>>());
@@ -82,7 +90,7 @@ fn a_count_restarts_after_a_silence_longer_than_its_ttl_and_the_host_sweeps_expi
         assert_eq!(seq, &expected, "key {k}");
         if *k < KEYS_AFTER {
             let at = restarts.first().copied().unwrap_or_else(|| panic!("key {k} comes back after the pause but its count did not restart"));
-            assert!(at as u64 >= PAUSE_AT / KEYS + 1, "key {k} restarted at {at}, before the pause");
+            assert!(at as u64 >= (PAUSE_AT + 1) / KEYS, "key {k} restarted at {at}, before the pause");
         } else {
             assert!(restarts.is_empty(), "key {k} has no records after the pause");
         }
