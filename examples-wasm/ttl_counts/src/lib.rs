@@ -7,9 +7,9 @@
 //! `pause-ms` (default 0) after record `pause-at` (default none): every state written
 //! up to then is older than the pause when the next batch comes. After `pause-at`,
 //! records go to the first `keys-after` keys only (default all), so the state of the
-//! others is never read again and only the host's background sweep removes it. After the
-//! pause each record burns `work` rounds of splitmix64 (default 0), to keep the job
-//! running (and checkpointing) for a while. Output: `key<TAB>count` per record.
+//! others is never read again and only the host's background sweep removes it. Each
+//! record burns `work` rounds of splitmix64 (default 0), to keep the job running (and
+//! checkpointing) for a while. Output: `key<TAB>count` per record.
 
 use std::time::Duration;
 
@@ -44,7 +44,7 @@ fn build(job: &mut Job) {
             out.emit(count);
             if i == pause_at {
                 std::thread::sleep(Duration::from_millis(pause_ms));
-            } else if i > pause_at && work > 0 {
+            } else if work > 0 {
                 std::hint::black_box((0..work).fold(i, |x, _| splitmix64(x)));
             }
         })
