@@ -131,6 +131,16 @@ impl<K: Data, V1: Data, V2: Data, F: KeyedCoProcessFunction<K, V1, V2>> CoProces
     }
 }
 
+/// The operator of `f`, reading time from `clock` (native tests of functions built on
+/// connect, e.g. joins).
+#[cfg(test)]
+pub(crate) fn with_clock<K: Data, V1: Data, V2: Data, F: KeyedCoProcessFunction<K, V1, V2>>(
+    f: F,
+    clock: std::rc::Rc<dyn crate::time::Clock>,
+) -> impl Operator {
+    CoProcess(CoProcess::new(f).0.with_clock(clock))
+}
+
 impl<K: Data, V1: Data, V2: Data, F: KeyedCoProcessFunction<K, V1, V2>> Operator for CoProcess<K, V1, V2, F> {
     fn process(&mut self, input: &[u8], capacity: usize) -> Result<Vec<u8>, OpError> {
         let (batch, through) = weir_batch::split_input(input)?;

@@ -14,6 +14,7 @@ use crate::connect::ConnectedStreams;
 use crate::connect::KeyedCoProcessFunction;
 use crate::emit::Emitter;
 use crate::graph::{Graph, NodeKind};
+use crate::join::{IntervalJoin, JoinedStreams};
 use crate::keyed::{self, KeyedContext};
 use crate::ops::{self, Format, Raw};
 use crate::side::OutputTag;
@@ -453,6 +454,25 @@ impl<K: Data, V: Data> KeyedStream<K, V> {
     /// [`ConnectedStreams::process`] and a [`KeyedCoProcessFunction`].
     pub fn connect<V2: Data>(self, other: KeyedStream<K, V2>) -> ConnectedStreams<K, V, V2> {
         ConnectedStreams { first: self, second: other, second_edge: None, ttl: None }
+    }
+
+    /// Joins `other`, keyed by the same key type, by equal keys (Flink's
+    /// `join(..).where(..).equalTo(..)`: the keys are the key selectors'): regularly
+    /// ([`JoinedStreams::inner`], `left_outer`, `full_outer`) or by window
+    /// ([`JoinedStreams::window`]). One two-input keyed operator, over `connect`.
+    pub fn join<R: Data>(self, other: KeyedStream<K, R>) -> JoinedStreams<K, V, R> {
+        JoinedStreams { left: self, right: other }
+    }
+
+    /// Joins `other` by key and time interval (Flink's `intervalJoin`): finish with
+    /// [`IntervalJoin::between`] and [`IntervalBounds::process`](crate::IntervalBounds::process).
+    pub fn interval_join<R: Data>(self, other: KeyedStream<K, R>) -> IntervalJoin<K, V, R> {
+        IntervalJoin { left: self, right: other }
+    }
+
+    /// Makes planning fail with `msg` (an invalid operator parameter).
+    pub(crate) fn fail(&self, msg: &str) {
+        self.graph.borrow_mut().errors.push(msg.to_string());
     }
 
     /// Escape hatch for testing the host's plan validation: connects `other` whatever

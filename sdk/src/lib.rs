@@ -67,6 +67,10 @@
 //!   [`KeyedCoProcessFunction`], [`ConnectedStreams`] (`connect`):
 //!   `a.key_by(..).connect(b.key_by(..)).process(..)`, one keyed operator with two
 //!   inputs, whose batches the host tags with the input they came through.
+//! - Joins on connect (`join`): `a.key_by(..).join(b.key_by(..))` `.inner/.left_outer/
+//!   .full_outer` (regular equi-joins, [`JoinedStreams`]) or `.window(..).apply(..)`
+//!   ([`WindowJoin`]); `a.key_by(..).interval_join(b.key_by(..)).between(lo, hi)
+//!   .process(..)` ([`IntervalJoin`]). Rows are the key's value state; timers end them.
 //! - [`TextField`] (`text`): how text sinks print keys and values.
 //! - `graph`: the recorded graph, key-selector placement, lowering to the WIT plan.
 //! - `codec`: this SDK's side of the batch layouts (the layout itself, and the panic hook
@@ -108,6 +112,7 @@ mod emit;
 mod error;
 mod graph;
 mod job;
+mod join;
 mod keyed;
 mod ops;
 mod runtime;
@@ -143,6 +148,7 @@ pub use connect::{ConnectedStreams, KeyedCoProcessFunction};
 pub use emit::Emitter;
 pub use error::StateError;
 pub use job::{Job, KeyedStream, Sink, SinkHandle, Stream, WindowedStream};
+pub use join::{IntervalBounds, IntervalContext, IntervalJoin, JoinedStreams, WindowJoin};
 pub use keyed::{KeyedContext, ListState, MapState};
 pub use runtime::BuildFn;
 pub use side::OutputTag;
@@ -161,9 +167,9 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned + 'static> Data for T {}
 /// Everything a job's `build` function needs.
 pub mod prelude {
     pub use crate::{
-        AggregateFunction, ConnectedStreams, Data, Emitter, Job, KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction, KeyedStream, ListState,
-        MapState, OutputTag, Sink, StateError, StateTtl, Stream, TextField, TimeDomain, Timer, TimerContext, WatermarkStrategy, Window,
-        WindowedStream, Windows,
+        AggregateFunction, ConnectedStreams, Data, Emitter, IntervalBounds, IntervalContext, IntervalJoin, Job, JoinedStreams,
+        KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction, KeyedStream, ListState, MapState, OutputTag, Sink, StateError, StateTtl, Stream, TextField,
+        TimeDomain, Timer, TimerContext, WatermarkStrategy, Window, WindowJoin, WindowedStream, Windows,
     };
 }
 

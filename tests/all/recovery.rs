@@ -319,7 +319,12 @@ fn a_job_that_cannot_be_persisted_is_refused_and_never_runs() {
     std::fs::remove_dir_all(&root).expect("remove the storage");
     std::fs::write(&root, b"not a directory").expect("a file where the storage goes");
     let err = submit(false);
-    assert!(err.contains("cannot persist the job") && err.contains("checkpoints"), "the cause: {err}");
+    // Uploads are kept in the same storage (`_artifacts`), so the upload is the first
+    // thing refused; either way the answer names the storage and nothing runs.
+    assert!(
+        (err.contains("cannot persist the job") || err.contains("artifact store")) && err.contains("checkpoints") && err.contains("Not a directory"),
+        "the cause: {err}"
+    );
     nothing_runs("storage unusable");
 }
 
@@ -582,4 +587,104 @@ fn a_taskmanager_paused_past_its_heartbeat_timeout_cannot_act_for_its_old_attemp
         }
     }
     assert_exactly_once(&output, n);
+}
+
+/// Every subtask's `endOfInput` flag and status, of the job's last vertex (its sink).
+fn sink_subtasks(cluster: &TestCluster, job: &str) -> Vec<(bool, String, String)> {
+    let (_, body) = api_get(cluster, &format!("/api/v1/jobs/{job}/metrics"));
+    let m: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let vertices = m["vertices"].as_array().cloned().unwrap_or_default();
+    let subtasks = vertices.last().and_then(|v| v["subtasks"].as_array().cloned()).unwrap_or_default();
+    subtasks
+        .iter()
+        .map(|s| {
+            let text = |f: &str| s[f].as_str().unwrap_or_default().to_string();
+            (s["endOfInput"].as_bool().unwrap_or(false), text("status"), text("taskmanager"))
+        })
+        .collect()
+}
+
+/// Flink's final checkpoint. A forward job (text lines straight into the file sink) at
+/// parallelism 2 reads a skewed file: sink subtask 1 reads a few long lines, subtask 0
+/// many short ones. The job's checkpoint directory is replaced by a file, so no
+/// checkpoint can complete: the job is held before its final checkpoint whatever the
+/// timing. Once a sink subtask reached the end of its input (REST), nothing of it is
+/// committed; a TaskManager is SIGKILLed, and the restart (from nothing: no checkpoint
+/// completed) writes every line again, once: exactly once, and no at-least-once gap
+/// is announced. The job then finishes through its final checkpoint.
+#[test]
+fn a_failure_after_sinks_reached_the_end_of_their_input_stays_exactly_once() {
+    let mut cluster = TestCluster::start_with(WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let dir = cluster.dir.path().to_path_buf();
+    let (input, output, manifest) = (dir.join("skewed.txt"), dir.join("out"), dir.join("copy.toml"));
+    std::fs::write(&manifest, "name = \"copy\"\n\n[[node]]\nuid = \"lines\"\nsource = \"text-lines\"\n\n[[node]]\nuid = \"out\"\nsink = \"file\"\n")
+        .expect("write the manifest");
+    let mut expected: Vec<String> = Vec::new();
+    let mut text = String::new();
+    for i in 0u64.. {
+        if text.len() >= 1 << 20 {
+            break;
+        }
+        expected.push(format!("short {i}"));
+        text.push_str(&format!("short {i}\n"));
+    }
+    let half = text.len();
+    for i in 0..(half / 10_000 + 1) {
+        let line = format!("long {i} {}", "L".repeat(10_000));
+        text.push_str(&line);
+        text.push('\n');
+        expected.push(line);
+    }
+    std::fs::write(&input, &text).expect("write input");
+
+    let args = ["submit", "-p", "2", "--checkpoint-interval", "100", "--restart", "fixed-delay:5:200", "--detach", "--output-dir"];
+    let mut argv: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    argv.extend([output.as_os_str(), manifest.as_os_str(), OsStr::new("-i"), input.as_os_str()]);
+    let o = cluster.client(&argv);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let job = String::from_utf8_lossy(&o.stdout).split_whitespace().nth(1).expect("job id").to_string();
+
+    // No checkpoint of the job can complete from here on: its metadata cannot be written.
+    let (checkpoints, away) = (dir.join("checkpoints").join(&job), dir.join("away"));
+    cluster.wait_until("the checkpoints' place taken by a file", || {
+        if checkpoints.is_dir() {
+            std::fs::rename(&checkpoints, &away).expect("move the checkpoints away");
+        }
+        std::fs::OpenOptions::new().write(true).create_new(true).open(&checkpoints).is_ok()
+    });
+    let mut victim = String::new();
+    cluster.wait_until("a sink subtask at the end of its input", || {
+        let subtasks = sink_subtasks(&cluster, &job);
+        let line = job_line(&cluster.status(), &job);
+        assert!(!line.contains(" FINISHED ") && !line.contains(" FAILED "), "the job is held before its final checkpoint: {line}");
+        victim = subtasks.get(1).map(|s| s.2.clone()).unwrap_or_default();
+        subtasks.iter().any(|(end, status, _)| *end && status == "RUNNING")
+    });
+    let completed = |cluster: &TestCluster| {
+        let (_, body) = api_get(cluster, &format!("/api/v1/jobs/{job}/checkpoints"));
+        body.matches("COMPLETED").count()
+    };
+    assert_eq!(completed(&cluster), 0, "no checkpoint completed");
+    assert!(committed_lines(&output).is_empty(), "a sink at the end of its input commits nothing by itself");
+    assert!(victim.starts_with("taskmanager"), "{victim}");
+    cluster.kill(&victim);
+    cluster.start_taskmanager(&victim, 2);
+    cluster.wait_until("the restart to look for the job's checkpoints", || {
+        cluster.log("jobmanager").contains("cannot read the job's checkpoints (lookup")
+    });
+    std::fs::remove_file(&checkpoints).expect("the storage is back");
+    wait_finished(&cluster, &job);
+
+    let line = job_line(&cluster.status(), &job);
+    assert!(line.contains("restarts=1"), "{line}");
+    let (_, list) = api_get(&cluster, &format!("/api/v1/jobs/{job}/checkpoints"));
+    assert!(completed(&cluster) >= 1, "the final checkpoint is a completed checkpoint: {list}\n{}", cluster.log("jobmanager"));
+    let (_, events) = api_get(&cluster, &format!("/api/v1/jobs/{job}/logs"));
+    assert!(!events.contains("at-least-once"), "no gap announced: {events}");
+    assert!(events.contains("taking the final checkpoint"), "{events}");
+    let mut lines: Vec<String> = committed_lines(&output).into_iter().map(|l| l.strip_prefix('\t').unwrap_or(&l).to_string()).collect();
+    lines.sort();
+    expected.sort();
+    assert_eq!(lines.len(), expected.len(), "one committed line per input line: none lost, none repeated");
+    assert!(lines == expected, "the committed lines are the input's");
 }

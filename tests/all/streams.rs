@@ -77,7 +77,7 @@ impl Enrich {
 
 /// Runs `example` embedded at parallelism `p` with `args`; its output lines and its
 /// report (stderr).
-fn run_embedded(dir: &Path, example: &str, p: &str, args: &[String]) -> (Vec<String>, String) {
+pub(crate) fn run_embedded(dir: &Path, example: &str, p: &str, args: &[String]) -> (Vec<String>, String) {
     let out = dir.join(format!("{example}-{p}.tsv"));
     let mut argv: Vec<&OsStr> = vec!["run".as_ref(), "-p".as_ref(), p.as_ref(), "-o".as_ref(), out.as_os_str()];
     let wasm = WEIR.example(example);
@@ -129,7 +129,7 @@ fn clicks_enriched_by_connected_profiles_are_exact_at_parallelism_1_and_3() {
 }
 
 /// Every line of every `part-*` file in `dir` (a file sink's output on a cluster).
-fn part_lines(dir: &Path) -> Vec<String> {
+pub(crate) fn part_lines(dir: &Path) -> Vec<String> {
     let mut lines = Vec::new();
     for entry in std::fs::read_dir(dir).expect("output dir").flatten() {
         if entry.file_name().to_string_lossy().starts_with("part-") {
@@ -141,7 +141,7 @@ fn part_lines(dir: &Path) -> Vec<String> {
 
 /// Submits `example` detached at parallelism `p` with `extra` options and job
 /// arguments; its job id.
-fn submit(cluster: &TestCluster, example: &str, p: &str, output: &Path, extra: &[String]) -> String {
+pub(crate) fn submit(cluster: &TestCluster, example: &str, p: &str, output: &Path, extra: &[String]) -> String {
     let wasm = WEIR.example(example);
     let mut argv: Vec<&OsStr> = vec!["submit".as_ref(), "-p".as_ref(), p.as_ref(), "--detach".as_ref(), wasm.as_os_str()];
     argv.extend(["--output-dir".as_ref(), output.as_os_str()]);
@@ -164,7 +164,7 @@ fn checkpoint(cluster: &TestCluster, job: &str) -> u64 {
     field(&job_line(cluster, job), "checkpoint=").and_then(|c| c.parse().ok()).unwrap_or(0)
 }
 
-fn wait_finished(cluster: &TestCluster, job: &str) {
+pub(crate) fn wait_finished(cluster: &TestCluster, job: &str) {
     wait_until("the job to finish", || {
         let l = job_line(cluster, job);
         assert!(!l.contains(" FAILED "), "{l}\n{}", cluster.log("jobmanager"));

@@ -20,14 +20,17 @@
 //!   checkpoints; see `windows.rs`.
 //! - streams: one keyed operator fed by one generator, a union of two, and a connect of
 //!   two; see `streams.rs`.
+//! - joins: a regular inner join and an interval join of two generated streams with
+//!   exactly-once checkpoints; see `joins.rs` (`WEIR_BENCH_JOIN_N` records per side).
 //!
 //! `WEIR_BENCH_ONLY` picks sections, comma-separated from `keyed-sum`, `wordcount`,
-//! `cluster`, `checkpoints`, `recovery`, `languages`, `windows`, `streams` (default:
+//! `cluster`, `checkpoints`, `recovery`, `languages`, `windows`, `streams`, `joins` (default:
 //! all), e.g.
 //! `WEIR_BENCH_ONLY=cluster cargo bench --bench throughput`.
 
 mod checkpoint_overhead;
 mod cluster;
+mod joins;
 mod languages;
 mod recovery;
 mod streams;
@@ -201,7 +204,7 @@ fn row(name: &str, wasm: &Measure, native: f64, native_rss: f64) {
 }
 
 /// The benchmark's sections, in the order they run.
-const SECTIONS: [&str; 8] = ["keyed-sum", "wordcount", "cluster", "checkpoints", "recovery", "languages", "windows", "streams"];
+const SECTIONS: [&str; 9] = ["keyed-sum", "wordcount", "cluster", "checkpoints", "recovery", "languages", "windows", "streams", "joins"];
 
 /// The sections `WEIR_BENCH_ONLY` asks for (all when unset or empty).
 fn sections() -> Vec<&'static str> {
@@ -267,5 +270,8 @@ fn main() {
     }
     if sections.contains(&"streams") {
         streams::bench(&keyed_sum, n);
+    }
+    if sections.contains(&"joins") {
+        joins::bench();
     }
 }

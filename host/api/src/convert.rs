@@ -95,6 +95,7 @@ pub fn metrics(id: &JobId, m: JobMetrics) -> Metrics {
         side_outputs: side_outputs(std::slice::from_ref(s)),
         fuel: s.fuel,
         status: s.status.name().to_string(),
+        end_of_input: s.end_of_input,
     };
     let vertices = m
         .graph

@@ -8,6 +8,8 @@
 //! - `convert`: the JobManager's answers as the JSON documents (`weir-documents`,
 //!   shared with the `weir` CLI).
 //! - [`metrics`]: Prometheus text for the JobManager and for a TaskManager.
+//! - [`serve`](mod@serve): the HTTP server both run, with header and idle timeouts and a
+//!   connection cap within the process's file-descriptor budget, stopped gracefully.
 //!
 //! It is not: the JobManager's logic. Handlers call [`weir_jobmanager::JobManager`]'s
 //! operations and map [`ApiError`] to status codes; every failure answers with the
@@ -15,6 +17,9 @@
 
 mod convert;
 pub mod metrics;
+pub mod serve;
+
+pub use serve::{ServeLimits, bind, connection_budget, serve};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -112,11 +117,6 @@ pub fn taskmanager_router(tm: weir_taskmanager::TaskManager, slots: u32) -> Rout
     Router::new()
         .route("/metrics", get(move || async move { prometheus(metrics::taskmanager(&tm, slots)) }))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route (this is a taskmanager: try /metrics)".into()) })
-}
-
-/// Serves `router` on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
-    axum::serve(listener, router).await
 }
 
 fn error(status: StatusCode, code: &str, message: String) -> Response {

@@ -47,6 +47,14 @@ pub struct SandboxArgs {
     /// Where compiled components are cached [default: $WEIR_CACHE_DIR, else ~/.cache/weir].
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// Size cap of the compiled-component cache on disk, in MiB; the least recently
+    /// used files go first.
+    #[arg(long, default_value_t = Limits::default().max_cache_bytes >> 20)]
+    cache_max_mib: u64,
+    /// Compiled code kept loaded in memory for later jobs, in MiB; the least recently
+    /// used is dropped first (running jobs keep theirs).
+    #[arg(long, default_value_t = Limits::default().max_compiled_bytes >> 20)]
+    compiled_memory_mib: u64,
 }
 
 impl SandboxArgs {
@@ -55,6 +63,8 @@ impl SandboxArgs {
             max_component_bytes: self.max_component_size,
             max_memory_bytes: self.memory_limit_mib << 20,
             fuel_per_call: self.fuel,
+            max_cache_bytes: self.cache_max_mib << 20,
+            max_compiled_bytes: self.compiled_memory_mib << 20,
             ..Limits::default()
         }
     }
@@ -119,13 +129,102 @@ pub fn read_job(path: &Path, max_component_bytes: u64) -> Result<JobSource> {
     Ok(JobSource::Manifest { text, components })
 }
 
+/// Temporary state directories are named so, in the system's temporary directory.
+const TEMP_STATE_PREFIX: &str = "weir-state-";
+/// The file in a temporary state directory its process holds locked while it lives:
+/// an unlocked one belongs to a dead process.
+const OWNER_LOCK: &str = ".owner.lock";
+
+/// A temporary state directory: removed when dropped (at exit, also after SIGTERM or
+/// SIGINT), and swept by the next process if this one was killed.
+pub struct TempState {
+    // Field order: the directory goes before its lock is released.
+    _dir: tempfile::TempDir,
+    _lock: std::fs::File,
+}
+
 /// A state directory: the one given, or a temporary one removed when the guard drops.
-pub fn state_dir(given: &Option<PathBuf>) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
-    match given {
-        Some(d) => Ok((d.clone(), None)),
-        None => {
-            let t = tempfile::Builder::new().prefix("weir-state-").tempdir().context("cannot create a state directory")?;
-            Ok((t.path().to_path_buf(), Some(t)))
+/// Creating a temporary one first removes those of processes that died without
+/// cleaning up (SIGKILL, a crash).
+pub fn state_dir(given: &Option<PathBuf>) -> Result<(PathBuf, Option<TempState>)> {
+    if let Some(d) = given {
+        return Ok((d.clone(), None));
+    }
+    let tmp = std::env::temp_dir();
+    sweep_stale_state(&tmp);
+    let t = tempfile::Builder::new().prefix(TEMP_STATE_PREFIX).tempdir_in(&tmp).context("cannot create a state directory")?;
+    // Locked before it gets its name: a sweeper never sees the lock file unlocked.
+    let staged = t.path().join(".owner.lock.new");
+    let lock = std::fs::File::create(&staged).with_context(|| format!("cannot create {}", staged.display()))?;
+    lock.try_lock().with_context(|| format!("cannot lock {}", staged.display()))?;
+    std::fs::rename(&staged, t.path().join(OWNER_LOCK)).with_context(|| format!("cannot name the lock in {}", t.path().display()))?;
+    Ok((t.path().to_path_buf(), Some(TempState { _dir: t, _lock: lock })))
+}
+
+/// Removes the temporary state directories in `tmp` whose owner is gone (their lock
+/// can be taken). Directories without a lock file (being created, or of an older
+/// version) are left alone.
+pub fn sweep_stale_state(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !entry.file_name().to_string_lossy().starts_with(TEMP_STATE_PREFIX) || !path.is_dir() {
+            continue;
+        }
+        let Ok(lock) = std::fs::File::open(path.join(OWNER_LOCK)) else { continue };
+        if lock.try_lock().is_ok() {
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => tracing::info!(dir = %path.display(), "removed the state directory of a process that is gone"),
+                Err(e) => tracing::warn!(dir = %path.display(), "cannot remove a stale state directory: {e}"),
+            }
+        }
+    }
+}
+
+/// Bounds of an HTTP server (the REST API, a TaskManager's metrics).
+#[derive(Args)]
+pub struct HttpArgs {
+    /// Milliseconds an HTTP connection has to send a request's headers, from its
+    /// opening or its previous response: idle and trickling connections are closed.
+    #[arg(long, default_value_t = 10_000)]
+    http_header_timeout_ms: u64,
+    /// HTTP connections served at once (at most half the open-file limit, so clients
+    /// never take the descriptors checkpoints need); more wait in the listen backlog.
+    #[arg(long, default_value_t = 256)]
+    http_max_connections: usize,
+}
+
+impl HttpArgs {
+    pub fn limits(&self) -> weir_api::ServeLimits {
+        weir_api::ServeLimits {
+            header_timeout: std::time::Duration::from_millis(self.http_header_timeout_ms.max(1)),
+            max_connections: weir_api::connection_budget(self.http_max_connections.max(1)),
+        }
+    }
+}
+
+/// SIGTERM and SIGINT, caught from [`Signals::install`] on (install them first
+/// thing: before that, either ends the process without cleaning up).
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Catches SIGTERM and SIGINT; needs the async runtime's context.
+    pub fn install() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+        })
+    }
+
+    /// Resolves at the next SIGTERM or SIGINT, with its name.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
         }
     }
 }

@@ -65,6 +65,9 @@ pub enum ToJobManager {
     TaskEnded(TaskEnd),
     /// TaskManager: a subtask's snapshot for a checkpoint is persisted (or failed).
     CheckpointAck(CheckpointAck),
+    /// TaskManager: a subtask processed the end of all its inputs and waits for a
+    /// checkpoint to capture its final state before it finishes.
+    EndOfInput(EndOfInput),
 }
 
 /// Messages from the JobManager.
@@ -134,6 +137,20 @@ pub struct CheckpointAck {
     pub vertex: u32,
     /// What was written, or why it could not be.
     pub task: Result<TaskMeta, String>,
+}
+
+/// A subtask at the end of its input, waiting for the final checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndOfInput {
+    /// The run (attempt).
+    pub run: RunId,
+    /// Vertex index.
+    pub vertex: u32,
+    /// Subtask index.
+    pub subtask: u32,
+    /// The last checkpoint whose barrier it passed (0: none): later ones capture it
+    /// at its end.
+    pub last_checkpoint: u64,
 }
 
 /// The resource view and the jobs, running and finished.

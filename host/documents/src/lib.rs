@@ -277,6 +277,9 @@ pub struct SubtaskDoc {
     pub fuel: u64,
     /// CREATED, RUNNING, FINISHED, FAILED or CANCELED.
     pub status: String,
+    /// It processed the end of its input (with checkpoints it stays RUNNING until the
+    /// final checkpoint captured it).
+    pub end_of_input: bool,
 }
 
 /// Records an operator emitted to one of its side outputs, and how many no edge read.

@@ -3,13 +3,13 @@
 //! layer only maps these to JSON and status codes.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
-use weir_types::ids::JobId;
+use weir_types::ids::{ComponentHash, JobId};
 use weir_wasm::World;
 
 use crate::jobs::lock;
-use crate::model::{ApiError, Artifact, ArtifactInfo, CheckpointRecord, ClusterOverview, JobEvent, JobInfo, JobMetrics, SubmitSpec};
+use crate::model::{ApiError, ArtifactInfo, CheckpointRecord, ClusterOverview, JobEvent, JobInfo, JobMetrics, SubmitSpec};
 use crate::planning::{JobSource, component_hash};
 use crate::restart::RestartStrategy;
 use crate::service::JobManager;
@@ -136,12 +136,9 @@ impl JobManager {
         }
     }
 
-    /// Uploaded artifacts, newest first.
+    /// Uploaded artifacts still stored, newest first.
     pub fn artifacts(&self) -> Vec<ArtifactInfo> {
-        let artifacts = lock(&self.0.artifacts);
-        let mut out: Vec<ArtifactInfo> = artifacts.values().map(|a| a.info.clone()).collect();
-        out.sort_by_key(|a| std::cmp::Reverse(a.uploaded));
-        out
+        lock(&self.0.artifacts).list()
     }
 
     /// Checks and stores a component; uploading the same bytes again is harmless.
@@ -163,38 +160,42 @@ impl JobManager {
             Ok(Err(e)) => return Err(ApiError::Unprocessable(format!("artifact refused: {e}"))),
             Err(e) => return Err(ApiError::Internal(format!("loading the artifact panicked: {e}"))),
         };
-        let info = ArtifactInfo { id: id.clone(), size: wasm.len() as u64, uploaded: SystemTime::now() };
-        let mut artifacts = lock(&self.0.artifacts);
-        if let Some(a) = artifacts.get(&id) {
-            return Ok(a.info.clone());
+        let store = self.0.artifacts.clone();
+        let stored = tokio::task::spawn_blocking(move || lock(&store).put(&id, &wasm)).await;
+        match stored {
+            Ok(Ok(info)) => Ok(info),
+            Ok(Err(e)) => Err(ApiError::Internal(e.to_string())),
+            Err(e) => Err(ApiError::Internal(format!("storing the artifact panicked: {e}"))),
         }
-        if artifacts.len() >= ARTIFACTS_KEPT
-            && let Some(oldest) = artifacts.values().min_by_key(|a| a.info.uploaded).map(|a| a.info.id.clone())
-        {
-            artifacts.remove(&oldest);
-        }
-        artifacts.insert(id, Artifact { info: info.clone(), bytes: Arc::new(wasm) });
-        Ok(info)
     }
 
     /// Creates a job from an uploaded artifact or a manifest of uploaded artifacts:
     /// plans, places and deploys it.
     pub async fn create_job(&self, spec: SubmitSpec) -> Result<JobInfo, ApiError> {
         let restart = check(&spec)?;
-        let artifact = |id: &str| {
-            lock(&self.0.artifacts)
-                .get(id)
-                .map(|a| a.bytes.clone())
-                .ok_or_else(|| ApiError::NotFound(format!("no artifact {id:?} (upload it first)")))
-        };
-        let source = match (&spec.artifact, &spec.manifest) {
-            (Some(id), _) => JobSource::Component(artifact(id)?),
-            (None, Some(text)) => {
-                let components = spec.components.iter().map(|(name, id)| Ok((name.clone(), artifact(id)?))).collect::<Result<_, ApiError>>()?;
-                JobSource::Manifest { text: text.clone(), components }
+        let store = self.0.artifacts.clone();
+        let wanted = spec.clone();
+        // Reads from disk: off the async workers.
+        let read = tokio::task::spawn_blocking(move || {
+            let artifact = |id: &str| {
+                let missing = || ApiError::NotFound(format!("no artifact {id:?} (upload it first)"));
+                match lock(&store).get(&id.parse::<ComponentHash>().map_err(|_| missing())?) {
+                    Ok(Some(bytes)) => Ok(Arc::new(bytes)),
+                    Ok(None) => Err(missing()),
+                    Err(e) => Err(ApiError::Internal(e.to_string())),
+                }
+            };
+            match (&wanted.artifact, &wanted.manifest) {
+                (Some(id), _) => Ok(JobSource::Component(artifact(id)?)),
+                (None, Some(text)) => {
+                    let components = wanted.components.iter().map(|(name, id)| Ok((name.clone(), artifact(id)?))).collect::<Result<_, ApiError>>()?;
+                    Ok(JobSource::Manifest { text: text.clone(), components })
+                }
+                (None, None) => Err(ApiError::BadRequest("give an artifact or a manifest".into())),
             }
-            (None, None) => return Err(ApiError::BadRequest("give an artifact or a manifest".into())),
-        };
+        })
+        .await;
+        let source = read.unwrap_or_else(|e| Err(ApiError::Internal(format!("reading the artifacts panicked: {e}"))))?;
         let id = self.0.submit(source, spec, restart).await?;
         self.job(&id)
     }
@@ -242,9 +243,6 @@ pub fn job_id(id: &str) -> Result<JobId, ApiError> {
 fn unknown_job(id: &str) -> ApiError {
     ApiError::NotFound(format!("no job {id:?}"))
 }
-
-/// Artifacts kept in memory; the oldest upload goes first.
-const ARTIFACTS_KEPT: usize = 64;
 
 #[cfg(test)]
 mod tests {

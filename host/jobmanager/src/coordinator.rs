@@ -5,11 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use weir_checkpoint::encode_splits;
 use weir_checkpoint::{CheckpointMeta, TaskMeta, VertexMeta};
 use weir_types::deployment::JobDeployment;
-use weir_types::keygroup::key_group_range;
-use weir_types::plan::NodeKind;
 
 /// Where the coordinator stands after an acknowledgement.
 #[derive(Debug, PartialEq)]
@@ -47,13 +44,18 @@ pub struct Coordinator {
     /// The stop's checkpoint completed. None may follow: its completion would commit
     /// sink output past the savepoint, which the run resumed from it then writes again.
     halted: bool,
-    /// Finished subtasks without keyed state, by (vertex, subtask): they see no more
-    /// barriers, and stand in every later checkpoint with what they hold at their end,
-    /// nothing (a source, an exhausted position), as Flink's checkpoints after tasks
-    /// finished do. A finished subtask with keyed state still stops later checkpoints.
-    /// Each with the last checkpoint whose barrier it passed: only later ones count it
-    /// finished (its acknowledgement of that one may still be on its way).
-    finished: BTreeMap<(u32, u32), (u64, TaskMeta)>,
+    /// Subtasks at the end of their input, by (vertex, subtask), with the last
+    /// checkpoint whose barrier they passed. They see no more barriers: each answers
+    /// the checkpoints triggered later with its final snapshot, on its own.
+    ended: BTreeMap<(u32, u32), u64>,
+    /// Ended subtasks that a completed checkpoint captured at their end, with that
+    /// checkpoint and their snapshot. Their state no longer changes, so that snapshot
+    /// stands in for them in every later checkpoint (Flink's checkpoints after tasks
+    /// finished): they may finish and leave.
+    captured: BTreeMap<(u32, u32), (u64, TaskMeta)>,
+    /// The final checkpoint (the first triggered once every subtask ended) is in
+    /// flight or its metadata is being written: no other is triggered meanwhile.
+    finishing: Option<u64>,
 }
 
 impl Coordinator {
@@ -72,7 +74,9 @@ impl Coordinator {
             forced: false,
             stopping: false,
             halted: false,
-            finished: BTreeMap::new(),
+            ended: BTreeMap::new(),
+            captured: BTreeMap::new(),
+            finishing: None,
         }
     }
 
@@ -105,7 +109,7 @@ impl Coordinator {
 
     /// Starts a checkpoint if one is due and none is in flight; its id.
     pub fn due(&mut self, now: Instant) -> Option<u64> {
-        if self.halted || self.pending.is_some() || (now < self.next_at && !self.forced) {
+        if self.halted || self.finishing.is_some() || self.pending.is_some() || (now < self.next_at && !self.forced) {
             return None;
         }
         self.forced = false;
@@ -113,6 +117,9 @@ impl Coordinator {
         self.next_at = now + self.interval;
         let id = self.next_id;
         self.next_id += 1;
+        if self.all_ended() {
+            self.finishing = Some(id);
+        }
         self.pending = Some(Pending { id, started: now, acks: BTreeMap::new(), last: self.stopping });
         Some(id)
     }
@@ -129,9 +136,20 @@ impl Coordinator {
     }
 
     fn abandon(&mut self, now: Instant) {
-        // A stop's checkpoint that failed is tried again at once: the user waits for it.
-        self.forced |= self.pending.take().is_some_and(|p| p.last);
+        if let Some(p) = self.pending.take() {
+            self.not_completed(p.id);
+            // A stop's checkpoint that failed is tried again at once: the user waits for it.
+            self.forced |= p.last;
+        }
         self.next_at = now + self.interval;
+    }
+
+    /// Checkpoint `id` failed or its metadata could not be written. The final
+    /// checkpoint is tried again after the interval, as any: the job waits for it.
+    pub fn not_completed(&mut self, id: u64) {
+        if self.finishing == Some(id) {
+            self.finishing = None;
+        }
     }
 
     /// Records a subtask's acknowledgement.
@@ -148,30 +166,40 @@ impl Coordinator {
         self.complete(d)
     }
 
-    /// Subtask `subtask` of `vertex` finished after the barrier of checkpoint
-    /// `last_checkpoint`: may complete the checkpoint in flight.
-    pub fn finished(&mut self, d: &JobDeployment, vertex: u32, subtask: u32, last_checkpoint: u64) -> AckOutcome {
-        let Some(v) = d.graph.vertices.get(vertex as usize) else { return AckOutcome::Waiting };
-        let kind = |n: &usize| d.plan.nodes.get(*n).map(|n| &n.kind);
-        if v.nodes.iter().any(|n| matches!(kind(n), Some(NodeKind::Operator { keyed: true, .. }))) {
-            return AckOutcome::Waiting;
+    /// Subtask `subtask` of `vertex` processed the end of its input after the barrier
+    /// of checkpoint `last_checkpoint`. Once every subtask has, the final checkpoint
+    /// is due at once: the job finishes when it completes.
+    pub fn end_of_input(&mut self, vertex: u32, subtask: u32, last_checkpoint: u64) {
+        self.ended.insert((vertex, subtask), last_checkpoint);
+        if self.all_ended() {
+            self.forced = true;
         }
-        let source = matches!(v.nodes.first().and_then(kind), Some(NodeKind::Source(_)));
-        let key_groups = key_group_range(subtask, d.plan.max_parallelism(), v.parallelism);
-        let meta = TaskMeta {
-            subtask,
-            key_groups: (key_groups.start, key_groups.end),
-            state: vec![],
-            source: source.then(|| encode_splits(&[])),
-            sink: None,
-        };
-        self.finished.insert((vertex, subtask), (last_checkpoint, meta));
-        self.complete(d)
+    }
+
+    /// Checkpoint `meta` is complete (its metadata is written): the ended subtasks it
+    /// captured at their end stand in for themselves from now on. Once it captured
+    /// every subtask it was the final checkpoint: none follows, nothing changes any
+    /// more, and the subtasks finish as they hear of it.
+    pub fn completed(&mut self, meta: &CheckpointMeta) {
+        for (v, vertex) in meta.vertices.iter().enumerate() {
+            for t in &vertex.tasks {
+                let k = (v as u32, t.subtask);
+                if self.ended.get(&k).is_some_and(|&last| meta.id > last) {
+                    self.captured.entry(k).or_insert_with(|| (meta.id, t.clone()));
+                }
+            }
+        }
+        self.halted |= self.captured.len() >= self.expected;
+    }
+
+    /// Every subtask processed the end of its input.
+    pub fn all_ended(&self) -> bool {
+        self.ended.len() >= self.expected
     }
 
     fn complete(&mut self, d: &JobDeployment) -> AckOutcome {
         let Some(p) = self.pending.as_mut() else { return AckOutcome::Waiting };
-        for (k, (after, meta)) in &self.finished {
+        for (k, (after, meta)) in &self.captured {
             if p.id > *after && !p.acks.contains_key(k) {
                 p.acks.insert(*k, meta.clone());
             }
@@ -274,26 +302,38 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_finished_subtask_without_state_stands_in_for_checkpoints_after_its_last_barrier() {
+    fn a_subtask_at_its_end_stands_in_for_checkpoints_after_one_captured_it_and_the_last_end_forces_the_final_one() {
         let d = deployment();
         let t0 = Instant::now();
         let ms = |n| t0 + Duration::from_millis(n);
         let mut c = Coordinator::new(Duration::from_millis(100), 1, 2, t0);
         assert_eq!(c.due(ms(100)), Some(1));
-        assert_eq!(c.finished(&d, 0, 1, 1), AckOutcome::Waiting, "it passed barrier 1: its own ack is on its way");
-        assert_eq!(c.ack(&d, 1, 0, Ok(meta(0)), ms(101)), AckOutcome::Waiting);
+        c.end_of_input(0, 1, 1);
+        assert!(!c.all_ended());
+        assert_eq!(c.ack(&d, 1, 0, Ok(meta(0)), ms(101)), AckOutcome::Waiting, "its ack of barrier 1 is on its way");
         let AckOutcome::Complete(m) = c.ack(&d, 1, 0, Ok(meta(1)), ms(102)) else { panic!("complete") };
-        assert_eq!(m.vertices[0].tasks[1].source, Some(vec![1]), "checkpoint 1 has the position at its barrier");
+        c.completed(&m);
         assert_eq!(c.due(ms(200)), Some(2));
-        let AckOutcome::Complete(m) = c.ack(&d, 2, 0, Ok(meta(0)), ms(201)) else { panic!("finished subtask 1 stands in") };
-        assert_eq!(m.vertices[0].tasks[1].source, Some(encode_splits(&[])), "an exhausted source");
-        assert!(m.vertices[0].tasks[1].state.is_empty());
+        assert_eq!(c.ack(&d, 2, 0, Ok(meta(0)), ms(201)), AckOutcome::Waiting, "checkpoint 1 was before its end: no stand-in");
+        let mut end = meta(1);
+        end.source = Some(vec![9]);
+        let AckOutcome::Complete(m) = c.ack(&d, 2, 0, Ok(end), ms(202)) else { panic!("its final snapshot completes 2") };
+        c.completed(&m);
+        assert_eq!(c.due(ms(300)), Some(3));
+        let AckOutcome::Complete(m) = c.ack(&d, 3, 0, Ok(meta(0)), ms(301)) else { panic!("subtask 1 stands in") };
+        assert_eq!(m.vertices[0].tasks[1].source, Some(vec![9]), "with the snapshot of its end");
+        c.completed(&m);
 
-        let mut keyed = deployment();
-        keyed.plan.nodes[0].kind = NodeKind::Operator { keyed: true, side_outputs: vec![], state_ttl_ms: None };
-        let mut c = Coordinator::new(Duration::from_millis(100), 1, 2, t0);
-        assert_eq!(c.finished(&keyed, 0, 1, 0), AckOutcome::Waiting);
-        assert_eq!(c.due(ms(100)), Some(1));
-        assert_eq!(c.ack(&keyed, 1, 0, Ok(meta(0)), ms(101)), AckOutcome::Waiting, "keyed state at its end is not known here");
+        c.end_of_input(0, 0, 3);
+        assert!(c.all_ended());
+        assert_eq!(c.due(ms(301)), Some(4), "the final checkpoint is due at once");
+        let AckOutcome::Complete(m) = c.ack(&d, 4, 0, Ok(meta(0)), ms(302)) else { panic!("the final checkpoint") };
+        assert_eq!(m.vertices[0].tasks.len(), 2);
+        assert_eq!(c.due(ms(10_000)), None, "none while the final checkpoint's metadata is written");
+        c.not_completed(4);
+        assert_eq!(c.due(ms(10_001)), Some(5), "a final checkpoint that could not be written is tried again");
+        let AckOutcome::Complete(m) = c.ack(&d, 5, 0, Ok(meta(0)), ms(10_002)) else { panic!("the final checkpoint") };
+        c.completed(&m);
+        assert_eq!(c.due(ms(100_000)), None, "nothing after the final checkpoint");
     }
 }

@@ -194,11 +194,24 @@ impl JobHandle {
 
     /// Waits until every subtask has ended, checkpointing meanwhile if enabled. The
     /// first failure cancels the rest and is the job's error.
-    pub fn wait(mut self) -> Result<JobReport, JobError> {
+    pub fn wait(self) -> Result<JobReport, JobError> {
+        self.wait_or_cancel(&std::sync::atomic::AtomicBool::new(false))
+    }
+
+    /// [`Self::wait`], cancelling the job once `cancel` is set (a signal handler sets
+    /// it): the job ends [`JobError::Cancelled`] after its subtasks stopped.
+    pub fn wait_or_cancel(mut self, cancel: &std::sync::atomic::AtomicBool) -> Result<JobReport, JobError> {
+        let mut cancelled = false;
         while !self.driver.is_ended() {
+            if !cancelled && cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                cancelled = true;
+                self.cancel();
+                continue;
+            }
             let event = match self.reports.recv_timeout(TICK) {
                 Ok(Report::Ended(end)) => Event::TaskEnded(end),
                 Ok(Report::Snapshot(ack)) => Event::Ack(ack),
+                Ok(Report::EndOfInput(end)) => Event::EndOfInput(end),
                 Err(RecvTimeoutError::Timeout) => Event::Tick,
                 Err(RecvTimeoutError::Disconnected) => break,
             };

@@ -127,8 +127,9 @@ impl Job {
                 c.size_bytes = size_bytes;
                 c.failure = failure;
             }
-            Some(_) => return,
-            None => push_bounded(
+            // A later attempt triggers again an id that never completed: a new entry.
+            Some(_) if status != CheckpointStatus::InProgress => return,
+            _ => push_bounded(
                 &mut self.checkpoint_log,
                 CheckpointRecord { id, status, triggered: now, duration_ms: None, size_bytes, failure },
                 CHECKPOINTS_KEPT,

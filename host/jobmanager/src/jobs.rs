@@ -20,13 +20,15 @@ use weir_types::graph::ExecutionGraph;
 use weir_types::ids::{ComponentHash, JobId, RunId, TaskManagerId};
 use weir_wasm::Runtime;
 
+use crate::artifacts::{ArtifactStore, StoreError};
 use crate::driver::{Command, Driver, Event, Exported, Found, Placement};
 use crate::job::{Job, checkpoint_store};
-use crate::model::{ApiError, Artifact, EndedJob, EventLevel, SubmitSpec};
+use crate::model::{ApiError, EndedJob, EventLevel, SubmitSpec};
 use crate::persist::{PersistedJob, Persistence};
 use crate::planning::{JobSource, PlannedCode, new_job_id, prepare};
 use crate::registry::Registry;
 use crate::restart::RestartStrategy;
+use crate::retention;
 
 /// How the JobManager watches its TaskManagers and keeps checkpoints.
 #[derive(Debug, Clone)]
@@ -40,11 +42,29 @@ pub struct JobManagerConfig {
     pub checkpoint_dir: Option<String>,
     /// Completed checkpoints kept per job.
     pub retain: u32,
+    /// Finished or cancelled jobs that keep their newest checkpoint; older ones lose
+    /// their checkpoints (`retention`).
+    pub retain_ended: u32,
+    /// A lost TaskManager is forgotten this long after it was lost.
+    pub lost_grace: Duration,
+    /// Where uploaded artifacts are stored (`artifacts`).
+    pub artifact_dir: std::path::PathBuf,
+    /// Bytes of uploaded artifacts kept on disk; the least recently used go first.
+    pub artifact_cap: u64,
 }
 
 impl Default for JobManagerConfig {
     fn default() -> Self {
-        Self { heartbeat_timeout: Duration::from_secs(3), heartbeat_interval: Duration::from_millis(500), checkpoint_dir: None, retain: 3 }
+        Self {
+            heartbeat_timeout: Duration::from_secs(3),
+            heartbeat_interval: Duration::from_millis(500),
+            checkpoint_dir: None,
+            retain: 3,
+            retain_ended: 10,
+            lost_grace: Duration::from_secs(600),
+            artifact_dir: std::env::temp_dir().join("weir-artifacts"),
+            artifact_cap: 1 << 30,
+        }
     }
 }
 
@@ -56,8 +76,8 @@ const HISTORY: usize = 1000;
 pub(crate) struct Shared {
     pub(crate) registry: Mutex<Registry>,
     pub(crate) state: Mutex<State>,
-    /// Uploaded components by hash.
-    pub(crate) artifacts: Mutex<HashMap<ComponentHash, Artifact>>,
+    /// Uploaded components, on disk.
+    pub(crate) artifacts: Arc<Mutex<ArtifactStore>>,
     pub(crate) runtime: Runtime,
     pub(crate) config: JobManagerConfig,
     persistence: Persistence,
@@ -132,10 +152,13 @@ fn reserve(registry: &mut Registry, graph: &ExecutionGraph) -> Option<Placement>
 }
 
 impl Shared {
-    pub(crate) fn new(config: JobManagerConfig, runtime: Runtime) -> Self {
-        let registry = Mutex::new(Registry::new(config.heartbeat_timeout));
+    pub(crate) fn new(config: JobManagerConfig, runtime: Runtime) -> Result<Self, StoreError> {
+        let registry = Mutex::new(Registry::new(config.heartbeat_timeout, config.lost_grace));
         let persistence = Persistence::new(config.checkpoint_dir.clone());
-        Self { registry, state: Mutex::default(), artifacts: Mutex::default(), runtime, config, persistence, checkpoints_skipped: AtomicU64::new(0) }
+        // Never below one component of the largest size accepted.
+        let cap = config.artifact_cap.max(runtime.limits().max_component_bytes);
+        let artifacts = Arc::new(Mutex::new(ArtifactStore::open(config.artifact_dir.clone(), cap)?));
+        Ok(Self { registry, state: Mutex::default(), artifacts, runtime, config, persistence, checkpoints_skipped: AtomicU64::new(0) })
     }
 
     /// Picks up the history and the jobs a previous JobManager left running: each
@@ -416,6 +439,37 @@ impl Shared {
         answer
     }
 
+    /// A finished or cancelled job just ended: it keeps only its newest checkpoint
+    /// (`store`), and ended jobs past the newest `retain_ended` lose theirs.
+    fn prune_checkpoints(&self, state: &State, store: Option<Arc<weir_checkpoint::JobCheckpoints>>) {
+        let Some(root) = self.config.checkpoint_dir.clone() else { return };
+        let ended = state.ended.iter().map(|e| retention::Ended {
+            id: &e.info.id,
+            status: e.info.report.status,
+            checkpointed: e.info.spec.checkpoint_interval_ms.is_some(),
+        });
+        let expired = retention::expired(ended, self.config.retain_ended as usize);
+        tokio::task::spawn_blocking(move || {
+            if let Some(store) = store {
+                // Writes still in flight (a checkpoint completing as the job ended)
+                // hold the store: trim after them, or they would add one back.
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while Arc::strong_count(&store) > 1 && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let trimmed = store.retain(1).and_then(|()| retention::drop_incomplete(&root, store.job()));
+                if let Err(e) = trimmed {
+                    tracing::warn!(job = %store.job(), "cannot drop the older checkpoints of an ended job: {e}");
+                }
+            }
+            for job in expired {
+                if let Err(e) = retention::delete(&root, &job) {
+                    tracing::warn!(%job, "cannot delete the checkpoints of an ended job: {e}");
+                }
+            }
+        });
+    }
+
     /// Moves ended jobs into the history (persisted), keeping the newest ones.
     fn retire(&self, state: &mut State) {
         let ended: Vec<JobId> = state.jobs.iter().filter(|(_, j)| j.driver.is_ended()).map(|(id, _)| id.clone()).collect();
@@ -426,7 +480,11 @@ impl Shared {
             // between finds the job in one of the two, never in neither.
             self.persistence.write_history(&e);
             self.persistence.delete_job(&id);
+            let prune = retention::prunable(e.info.report.status, j.store.is_some());
             state.ended.push_back(e);
+            if prune {
+                self.prune_checkpoints(state, j.store.clone());
+            }
             while state.ended.len() > HISTORY {
                 let Some(old) = state.ended.pop_front() else { break };
                 self.persistence.delete_history(&old.info.id);

@@ -22,6 +22,9 @@
 //! - `jobs`: the state the service's parts share (`Shared`: registry, jobs by id,
 //!   history, artifacts, TaskManagers' order queues) and the jobs' drivers fed and
 //!   their commands carried out; `job`: one job that has not ended.
+//! - `artifacts`: uploaded components on disk under a size cap, least recently used
+//!   evicted first.
+//! - `retention`: which ended jobs' checkpoints go, and deleting them.
 //! - `persist`: what a restarted JobManager needs (running jobs' records, history),
 //!   read and written as plain records.
 //! - [`api`]: what users can ask (the REST API's operations).
@@ -29,12 +32,13 @@
 //!   metrics, artifacts, [`model::ApiError`]).
 //!
 //! Dependencies point one way (a test below keeps it so): `api` -> `service`, `jobs`,
-//! `planning`, `restart`, `model`; `service` -> `jobs`, `driver`; `jobs` -> `job`,
-//! `persist`, `driver`, `planning`, `registry`, `restart`, `model`; `job` -> `driver`,
-//! `registry`, `model`; `persist` -> `driver`, `model`; `embedded` -> `driver`,
-//! `planning`, `restart`, `model`; `driver` -> `coordinator`, `tracker`, `restart`,
-//! `model`; `tracker` -> `model`; `model`, `coordinator`, `restart`, `registry` and
-//! `planning` are leaves.
+//! `planning`, `restart`, `model`; `service` -> `jobs`, `driver`, `artifacts`; `jobs`
+//! -> `job`, `persist`, `driver`, `planning`, `registry`, `restart`, `artifacts`,
+//! `retention`, `model`; `job` -> `driver`, `registry`, `model`; `persist` ->
+//! `driver`, `model`; `embedded` -> `driver`, `planning`, `restart`, `model`; `driver`
+//! -> `coordinator`, `tracker`, `restart`, `model`; `tracker`, `artifacts` -> `model`;
+//! `model`, `coordinator`, `restart`, `registry`, `retention` and `planning` are
+//! leaves.
 //!
 //! The execution graph itself (chaining) is pure planning and lives in
 //! `weir_types::graph`, since TaskManagers read it too.
@@ -43,6 +47,7 @@
 //! (`weir-wasm`).
 
 pub mod api;
+mod artifacts;
 pub mod coordinator;
 pub mod driver;
 pub mod embedded;
@@ -55,9 +60,11 @@ mod persist;
 pub mod planning;
 pub mod registry;
 pub mod restart;
+mod retention;
 pub mod service;
 pub mod tracker;
 
+pub use artifacts::StoreError;
 pub use embedded::{ClusterConfig, EmbeddedCluster, JobHandle, JobSpec};
 pub use jobs::JobManagerConfig;
 pub use model::SubtaskMetrics;

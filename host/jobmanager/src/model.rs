@@ -4,7 +4,6 @@
 //! is [`SubmitSpec`], from `weir-types`, since clients write it too.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -53,12 +52,6 @@ pub struct ArtifactInfo {
     pub size: u64,
     /// When it was uploaded.
     pub uploaded: SystemTime,
-}
-
-/// An uploaded component with its bytes, kept in memory for the jobs made from it.
-pub(crate) struct Artifact {
-    pub(crate) info: ArtifactInfo,
-    pub(crate) bytes: Arc<Vec<u8>>,
 }
 
 /// Severity of a job event.
@@ -195,6 +188,9 @@ pub struct SubtaskMetrics {
     /// RUNNING until it ends, then FINISHED, FAILED or CANCELED (CREATED before the
     /// job runs).
     pub status: JobStatus,
+    /// It processed the end of its input (with checkpoints it stays RUNNING until the
+    /// final checkpoint captured it).
+    pub end_of_input: bool,
 }
 
 /// Live metrics of a job's vertices and subtasks.

@@ -19,6 +19,7 @@ use weir_net::{CLOSE_LOST, CLOSE_PROTOCOL_ERROR, CLOSE_UNAUTHORIZED, Connection,
 use weir_types::ids::{JobId, TaskManagerId};
 use weir_wasm::Runtime;
 
+use crate::artifacts::StoreError;
 use crate::driver::Event;
 use crate::jobs::{JobManagerConfig, Order, Shared, lock};
 
@@ -34,8 +35,8 @@ impl JobManager {
     /// Starts the JobManager's timers (checkpoints, restarts, lost TaskManagers) and
     /// resumes the jobs a previous JobManager left running. `runtime` loads and plans
     /// submitted components.
-    pub async fn start(config: JobManagerConfig, runtime: Runtime) -> Self {
-        let shared = Arc::new(Shared::new(config.clone(), runtime));
+    pub async fn start(config: JobManagerConfig, runtime: Runtime) -> Result<Self, StoreError> {
+        let shared = Arc::new(Shared::new(config.clone(), runtime)?);
         shared.recover_jobs().await;
         let ticker = shared.clone();
         tokio::spawn(async move {
@@ -63,11 +64,11 @@ impl JobManager {
                 }
             }
         });
-        Self(shared)
+        Ok(Self(shared))
     }
 
     /// Serves TaskManagers until the endpoint closes.
-    pub async fn serve(&self, endpoint: Endpoint) {
+    pub async fn serve(&self, endpoint: &Endpoint) {
         while let Some(conn) = endpoint.accept().await {
             let shared = self.0.clone();
             tokio::spawn(async move { handle(conn, shared).await });
@@ -135,7 +136,7 @@ async fn taskmanager(
     tracing::info!(taskmanager = %name, %id, slots, %data_addr, "taskmanager registered");
     let heartbeat_ms = shared.config.heartbeat_interval.as_millis() as u64;
     if tx.send(&FromJobManager::Registered { id, heartbeat_ms }).await.is_err() {
-        lock(&shared.registry).disconnect(id);
+        lock(&shared.registry).disconnect(id, Instant::now());
         return;
     }
     let (orders_tx, mut orders) = mpsc::unbounded_channel();
@@ -168,7 +169,7 @@ async fn taskmanager(
         }
     }
     writer.abort();
-    if lock(&shared.registry).disconnect(id) {
+    if lock(&shared.registry).disconnect(id, Instant::now()) {
         tracing::warn!(taskmanager = %name, "taskmanager disconnected");
     } else {
         conn.close(CLOSE_LOST, "declared lost: silent past the heartbeat timeout; register again");
@@ -213,6 +214,7 @@ fn from_taskmanager(shared: &Arc<Shared>, conn: &Connection, id: TaskManagerId, 
         ToJobManager::PrepareFailed { run, error } => shared.drive(&run.job(), Event::PrepareFailed { tm: id, run, error }),
         ToJobManager::TaskEnded(end) => shared.drive(&end.run.job(), Event::TaskEnded(end)),
         ToJobManager::CheckpointAck(ack) => shared.drive(&ack.run.job(), Event::Ack(ack)),
+        ToJobManager::EndOfInput(end) => shared.drive(&end.run.job(), Event::EndOfInput(end)),
         other => {
             refuse(conn, &format!("unexpected {} from a taskmanager", kind(&other)));
             return false;
@@ -245,6 +247,7 @@ fn kind(m: &ToJobManager) -> &'static str {
         ToJobManager::PrepareFailed { .. } => "prepare failure",
         ToJobManager::TaskEnded(_) => "task end",
         ToJobManager::CheckpointAck(_) => "checkpoint acknowledgement",
+        ToJobManager::EndOfInput(_) => "end of input",
     }
 }
 

@@ -21,6 +21,8 @@ struct Counts {
     watermark: Option<i64>,
     side_outputs: Vec<SideOutputCount>,
     ended: bool,
+    /// It processed the end of its input.
+    end_of_input: bool,
     /// How it ended, once it did.
     outcome: Option<JobStatus>,
     /// The previous progress report, to turn totals into rates.
@@ -161,6 +163,7 @@ impl JobTracker {
                     None if self.status == JobStatus::Created => JobStatus::Created,
                     None => JobStatus::Running,
                 },
+                end_of_input: c.end_of_input || c.outcome == Some(JobStatus::Finished),
             })
             .collect();
         out.sort_by_key(|m| (m.vertex, m.subtask));
@@ -170,6 +173,14 @@ impl JobTracker {
     /// The job's execution graph.
     pub fn graph(&self) -> &ExecutionGraph {
         &self.graph
+    }
+
+    /// A subtask processed the end of its input (it finishes after the final
+    /// checkpoint).
+    pub fn end_of_input(&mut self, vertex: u32, subtask: u32) {
+        if let Some(c) = self.tasks.get_mut(&(vertex, subtask)) {
+            c.end_of_input = true;
+        }
     }
 
     /// A subtask ended; true if the caller must cancel the remaining subtasks.

@@ -1,7 +1,7 @@
 //! Host-managed keyed state: fjall on disk behind a per-operator in-memory cache.
 //!
-//! A TaskManager opens one [`StateStore`] (one fjall database in its state directory);
-//! each job gets a keyspace in it, and each subtask a [`TaskState`] that owns a range of
+//! A TaskManager opens one [`StateStore`] (its state directory); each job gets a fjall
+//! database in it, deleted with the job, and each subtask a [`TaskState`] that owns a range of
 //! key groups. Every stored key starts with its key group (big-endian u16), so the
 //! state of a key group is one contiguous range: that is what checkpoints, restores and
 //! rescaling will copy.

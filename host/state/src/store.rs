@@ -1,5 +1,6 @@
+use std::collections::HashMap;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable, Snapshot};
@@ -14,6 +15,14 @@ pub enum StateError {
     /// fjall reported an error (disk full, I/O failure, corruption).
     #[error("state backend: {0}")]
     Backend(#[from] fjall::Error),
+    /// The state directory could not be prepared.
+    #[error("state directory {path}: {source}")]
+    Io {
+        /// The directory or entry.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// A key outside the subtask's key groups; an operator bug or a routing bug.
     #[error("key group {group} is not owned by this subtask (it owns {owned:?})")]
     ForeignKeyGroup {
@@ -31,45 +40,72 @@ pub type MapEntries = Vec<(Vec<u8>, Vec<u8>)>;
 const VALUE_STATE: u8 = 0;
 const MAP_STATE: u8 = 1;
 
-/// The process's state database.
+/// The process's keyed state: a fjall database per job under one directory.
+///
+/// A database per job, not a keyspace per job in one database: fjall 3 never frees its
+/// metadata keyspace's versions, so creating and deleting a keyspace for every job grew
+/// a TaskManager by about 4 MB per job, without bound. A job's database is temporary:
+/// its directory goes when the last handle does ([`StateStore::drop_job`] and the
+/// job's subtasks ending), since a job's state is always restored from checkpoints.
 #[derive(Clone)]
 pub struct StateStore {
-    db: Database,
+    root: PathBuf,
+    jobs: Arc<Mutex<HashMap<String, Database>>>,
 }
 
 impl StateStore {
-    /// Opens (or creates) the database in `dir`.
+    /// Opens (or creates) the state directory `dir`.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
-        let db = Database::builder(dir)
-            // Keep the block cache and write buffers small: the value caches in front
-            // hold the hot set, and a TaskManager's memory belongs to its slots.
-            .cache_size(16 << 20)
-            .manual_journal_persist(true)
-            .open()?;
+        std::fs::create_dir_all(dir).map_err(|e| StateError::Io { path: dir.into(), source: e })?;
         // Jobs of an earlier process are restored from checkpoints, never from here:
-        // their keyspaces are garbage, and replaying them slows every start.
-        for name in db.list_keyspace_names() {
-            if name.starts_with("job-") {
-                let ks = db.keyspace(&name, KeyspaceCreateOptions::default)?;
-                db.delete_keyspace(ks)?;
+        // their databases are garbage.
+        let entries = std::fs::read_dir(dir).map_err(|e| StateError::Io { path: dir.into(), source: e })?;
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with("job-") {
+                let path = entry.path();
+                std::fs::remove_dir_all(&path).map_err(|e| StateError::Io { path, source: e })?;
             }
         }
-        Ok(Self { db })
+        Ok(Self { root: dir.into(), jobs: Arc::default() })
     }
 
     /// The state of one subtask of a job, owning `key_groups` of `max_parallelism`.
     pub fn task(&self, job: &str, max_parallelism: u32, key_groups: Range<u32>) -> Result<TaskState, StateError> {
-        let ks = self.db.keyspace(job, || KeyspaceCreateOptions::default().max_memtable_size(8 << 20))?;
-        Ok(TaskState { db: self.db.clone(), ks, max_parallelism, key_groups, changed: None })
+        let db = {
+            let mut jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+            match jobs.get(job) {
+                Some(db) => db.clone(),
+                None => {
+                    let db = Database::builder(self.root.join(job))
+                        // Keep the block cache and write buffers small: the value caches
+                        // in front hold the hot set, and a TaskManager's memory belongs
+                        // to its slots.
+                        .cache_size(16 << 20)
+                        // Bound the descriptors per job: the process needs them for
+                        // sockets and checkpoints too.
+                        .max_cached_files(Some(64))
+                        .manual_journal_persist(true)
+                        .temporary(true)
+                        .open()?;
+                    jobs.insert(job.to_string(), db.clone());
+                    db
+                }
+            }
+        };
+        let ks = db.keyspace("state", || KeyspaceCreateOptions::default().max_memtable_size(8 << 20))?;
+        Ok(TaskState { db, ks, max_parallelism, key_groups, changed: None })
     }
 
-    /// Deletes a job's keyspace once nothing will read it again.
+    /// Lets a job's database go once nothing will read it again: it closes and its
+    /// directory is deleted when the job's last subtask state is dropped too.
     pub fn drop_job(&self, job: &str) -> Result<(), StateError> {
-        if self.db.keyspace_exists(job) {
-            let ks = self.db.keyspace(job, KeyspaceCreateOptions::default)?;
-            self.db.delete_keyspace(ks)?;
-        }
+        self.jobs.lock().unwrap_or_else(PoisonError::into_inner).remove(job);
         Ok(())
+    }
+
+    /// Jobs with an open database (tests and metrics).
+    pub fn jobs(&self) -> usize {
+        self.jobs.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 }
 
@@ -411,6 +447,41 @@ mod tests {
         assert!(t.map_entries(1, "m", b"k")?.is_empty());
         assert_eq!(t.map_get(1, "m", b"k2", b"a")?, Some(b"x".to_vec()));
         assert_eq!(t.map_get(2, "m", b"k", b"a")?, Some(b"y".to_vec()));
+        Ok(())
+    }
+
+    /// A job's state leaves no trace: its database's directory goes once the job is
+    /// dropped and its last subtask state is gone (it grew the process by megabytes
+    /// per job as a keyspace of one shared database), and a new start sweeps what a
+    /// killed process left.
+    #[test]
+    fn a_dropped_job_leaves_no_directory_and_a_restart_sweeps_old_ones() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = StateStore::open(dir.path())?;
+        let jobs = |dir: &Path| -> Result<Vec<String>, std::io::Error> {
+            let mut names: Vec<String> =
+                std::fs::read_dir(dir)?.map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned())).collect::<Result<_, _>>()?;
+            names.sort();
+            Ok(names)
+        };
+        let (a, b) = (store.task("job-a", 128, 0..64)?, store.task("job-a", 128, 64..128)?);
+        a.map_put(1, "m", b"k", b"f", b"v")?;
+        let other = store.task("job-b", 128, 0..128)?;
+        other.map_put(1, "m", b"k", b"f", b"v")?;
+        assert_eq!(jobs(dir.path())?, ["job-a", "job-b"]);
+        store.drop_job("job-a")?;
+        // Subtasks still holding the state keep it readable until they end.
+        assert_eq!(a.map_get(1, "m", b"k", b"f")?, Some(b"v".to_vec()));
+        drop((a, b));
+        assert_eq!(jobs(dir.path())?, ["job-b"]);
+        assert_eq!(store.jobs(), 1);
+        // The same job again starts empty.
+        assert_eq!(store.task("job-a", 128, 0..128)?.map_get(1, "m", b"k", b"f")?, None);
+        // A process killed with jobs running leaves their directories; the next sweeps them.
+        std::mem::forget(other);
+        std::mem::forget(store);
+        StateStore::open(dir.path())?;
+        assert!(jobs(dir.path())?.is_empty());
         Ok(())
     }
 

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use weir_checkpoint::{
     CheckpointMeta, CheckpointStorage, DirStorage, FileKind, JobCheckpoints, RestoredState, StateFileWriter, TaskMeta, decode_meta, load_savepoint,
 };
-pub use weir_control::protocol::CheckpointAck;
+pub use weir_control::protocol::{CheckpointAck, EndOfInput};
 use weir_state::Capture;
 use weir_types::deployment::{JobDeployment, RestoreFrom};
 use weir_types::ids::RunId;
@@ -30,6 +30,9 @@ const MAX_DELTAS: usize = 8;
 /// Hears of persisted snapshots.
 pub type AckSink = Arc<dyn Fn(CheckpointAck) + Send + Sync>;
 
+/// Hears of subtasks at the end of their input.
+pub type EndSink = Arc<dyn Fn(EndOfInput) + Send + Sync>;
+
 /// One job's checkpoints on this TaskManager.
 pub struct JobCheckpointing {
     run: RunId,
@@ -43,11 +46,12 @@ pub struct JobCheckpointing {
     pub completed: Arc<AtomicU64>,
     store: Option<Arc<JobCheckpoints>>,
     acks: AckSink,
+    ends: EndSink,
 }
 
 impl JobCheckpointing {
     /// Checkpointing for a deployment; without a checkpoint config barriers never come.
-    pub fn new(d: &JobDeployment, acks: AckSink) -> Result<Self, CheckpointingError> {
+    pub fn new(d: &JobDeployment, acks: AckSink, ends: EndSink) -> Result<Self, CheckpointingError> {
         let store = match &d.checkpoints {
             Some(c) => {
                 let storage = DirStorage::new(&c.dir).map_err(|source| CheckpointingError::Storage { dir: c.dir.clone(), source })?;
@@ -56,15 +60,32 @@ impl JobCheckpointing {
             None => None,
         };
         // A restored job continues the checkpoint ids of the run it restores.
-        Ok(Self { run: d.run_id(), attempt: d.attempt, requested: Arc::default(), stop_at: Arc::default(), completed: Arc::default(), store, acks })
+        Ok(Self {
+            run: d.run_id(),
+            attempt: d.attempt,
+            requested: Arc::default(),
+            stop_at: Arc::default(),
+            completed: Arc::default(),
+            store,
+            acks,
+            ends,
+        })
     }
 
     /// The hooks of one subtask; `transactional`: it ends in a transactional sink,
     /// whose pending epochs the restore of its checkpoint must commit.
     pub fn task(&self, vertex: u32, subtask: u32, key_groups: Range<u32>, transactional: bool) -> Checkpointing {
         let Some(store) = self.store.clone() else {
-            return Checkpointing { requested: self.requested.clone(), stop_at: self.stop_at.clone(), on_snapshot: Arc::new(|_| {}) };
+            return Checkpointing {
+                requested: self.requested.clone(),
+                stop_at: self.stop_at.clone(),
+                on_snapshot: Arc::new(|_| {}),
+                completed: self.completed.clone(),
+                on_end: None,
+            };
         };
+        let (ends, run) = (self.ends.clone(), self.run.clone());
+        let on_end = move |last_checkpoint| ends(EndOfInput { run: run.clone(), vertex, subtask, last_checkpoint });
         let chain = Arc::new(Mutex::new(Chain::default()));
         let (completed, acks, run, attempt) = (self.completed.clone(), self.acks.clone(), self.run.clone(), self.attempt);
         let sink = transactional.then(|| encode_sink_owner(attempt));
@@ -87,7 +108,13 @@ impl JobCheckpointing {
                 tracing::warn!(vertex, subtask, "cannot start a snapshot writer: {e}");
             }
         };
-        Checkpointing { requested: self.requested.clone(), stop_at: self.stop_at.clone(), on_snapshot: Arc::new(on_snapshot) }
+        Checkpointing {
+            requested: self.requested.clone(),
+            stop_at: self.stop_at.clone(),
+            on_snapshot: Arc::new(on_snapshot),
+            completed: self.completed.clone(),
+            on_end: Some(Arc::new(on_end)),
+        }
     }
 }
 

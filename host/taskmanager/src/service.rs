@@ -249,6 +249,7 @@ async fn prepare(tm: &TaskManager, d: &JobDeployment, me: u32, out: &mpsc::Sende
         let _ = out2.blocking_send(match r {
             Report::Ended(end) => ToJobManager::TaskEnded(end),
             Report::Snapshot(ack) => ToJobManager::CheckpointAck(ack),
+            Report::EndOfInput(end) => ToJobManager::EndOfInput(end),
         });
     });
     // Opening state and files blocks; keep it off the async workers.

@@ -57,6 +57,8 @@ pub struct Transactional {
     file: BufWriter<File>,
     commits: Arc<Commits>,
     buf: Vec<u8>,
+    /// The last epoch was closed after the end of the input.
+    closed: bool,
 }
 
 /// A closed epoch waiting for its checkpoint.
@@ -161,8 +163,7 @@ fn settled(path: &Path, r: std::io::Result<()>) -> Result<(), TaskError> {
 ///
 /// Committed files are never deleted or rewritten: a reader may have consumed them.
 /// Those of earlier attempts past `restored` (the restore fell back past a checkpoint
-/// that cannot be read, or an input's end committed its last epoch before the job
-/// ended) are returned: the records after `restored` will be written again, so the
+/// that cannot be read: its epochs were committed) are returned: the records after `restored` will be written again, so the
 /// output is at-least-once for that gap. Idempotent and safe to run concurrently, so
 /// every TaskManager with a subtask of the sink runs it.
 pub fn recover_output(dir: &Path, job: &str, attempt: u32, restored: u64, owner: Option<u32>) -> Result<Vec<String>, TaskError> {
@@ -233,7 +234,7 @@ impl Transactional {
         let epoch = restored + 1;
         let pending = dir.join(pending_dir_name(job, attempt));
         let file = Self::create(&pending, subtask, epoch)?;
-        Ok(Self { dir, pending, subtask, attempt, epoch, file, commits, buf: Vec::new() })
+        Ok(Self { dir, pending, subtask, attempt, epoch, file, commits, buf: Vec::new(), closed: false })
     }
 
     /// Never creates the pending directory: once it is sealed, a superseded attempt
@@ -305,9 +306,10 @@ impl Sink {
         }
     }
 
-    /// Flushes buffered output; a transactional sink at the end of its input commits
-    /// everything (if the job fails before it ends, the restore keeps it: see
-    /// [`recover_output`]).
+    /// Flushes buffered output at the end of the input. A transactional sink's last
+    /// epoch stays pending: the final checkpoint closes it ([`Sink::close_last`]) and
+    /// its completion commits it, so a failure before that discards it like any
+    /// pending epoch, and the restore writes its records once.
     pub fn finish(&mut self) -> Result<(), TaskError> {
         match self {
             Sink::Text { out, .. } => {
@@ -315,10 +317,33 @@ impl Sink {
                 Ok(w.flush().map_err(SinkError::Write)?)
             }
             Sink::Transactional(t) => {
-                t.close_epoch(t.epoch)?;
-                t.commits.commit(u64::MAX)
+                let open = t.pending.join(pending_name(t.subtask, t.epoch));
+                t.file.flush().map_err(|e| io_error(&open, e))
             }
             Sink::Discard => Ok(()),
+        }
+    }
+
+    /// A checkpoint after the end of the input: the last epoch becomes checkpoint
+    /// `checkpoint`'s, once (a later checkpoint, after this one failed, finds it closed
+    /// and commits it all the same: commits take every epoch up to theirs).
+    pub fn close_last(&mut self, checkpoint: u64) -> Result<(), TaskError> {
+        match self {
+            Sink::Transactional(t) if !t.closed => {
+                t.close_epoch(checkpoint)?;
+                t.closed = true;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Commits every closed epoch up to `checkpoint`, which completed (idempotent: the
+    /// TaskManager may have committed them when it heard).
+    pub fn commit(&mut self, checkpoint: u64) -> Result<(), TaskError> {
+        match self {
+            Sink::Transactional(t) => t.commits.commit(checkpoint),
+            _ => Ok(()),
         }
     }
 }
@@ -390,7 +415,7 @@ mod tests {
     /// The zombie: attempt 0 runs on (a paused TaskManager woke up) after attempt 1
     /// restored from checkpoint 1 and sealed it. Whatever it tries, nothing of it
     /// becomes visible: not a commit of an epoch its checkpoint never completed, not
-    /// the commit of its input's end, not a new pending file.
+    /// the commit of its input's last epoch, not a new pending file.
     #[test]
     fn a_superseded_attempt_can_neither_commit_nor_write() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
@@ -406,7 +431,10 @@ mod tests {
 
         assert!(matches!(zombie_commits.commit(2), Err(TaskError::Superseded(_))), "commit of a checkpoint of a superseded attempt");
         assert!(matches!(zombie.barrier(3), Err(TaskError::Superseded(_))), "a new pending file");
-        assert!(matches!(zombie.finish(), Err(TaskError::Superseded(_))), "the commit at the input's end");
+        zombie.write(&batch("end"))?;
+        zombie.finish()?;
+        let last = zombie.close_last(3).and_then(|()| zombie.commit(3));
+        assert!(matches!(last, Err(TaskError::Superseded(_))), "the commit of its input's last epoch");
         let visible = names(dir.path());
         assert_eq!(visible, vec![".pending-j.1", "part-0-1-a0"], "nothing of the zombie became visible");
 
@@ -438,8 +466,8 @@ mod tests {
         Ok(())
     }
 
-    /// A restore older than the newest committed epoch (a fallback past a checkpoint
-    /// that cannot be read, or an input's end committed before the job failed) keeps
+    /// A restore older than the newest committed epoch (a fallback past checkpoints
+    /// that cannot be read, the last one the final checkpoint) keeps
     /// every committed file and names them; the new attempt's first file takes the id
     /// of the checkpoint that closes it, so it sorts after them.
     #[test]
@@ -453,6 +481,8 @@ mod tests {
         commits.commit(3)?;
         a0.write(&batch("end"))?;
         a0.finish()?;
+        a0.close_last(4)?;
+        a0.commit(4)?;
         drop(a0);
         let before = names(dir.path());
         assert_eq!(before, vec![".pending-j.0", "part-0-1-a0", "part-0-2-a0", "part-0-3-a0", "part-0-4-a0"]);
@@ -470,6 +500,30 @@ mod tests {
         for (name, content) in [("part-0-2-a0", "k\t2\n"), ("part-0-4-a0", "k\tend\n")] {
             assert_eq!(std::fs::read_to_string(dir.path().join(name))?, content, "{name} untouched");
         }
+        Ok(())
+    }
+
+    /// The final checkpoint completed but the TaskManager died before its sink heard:
+    /// the last epoch stays pending, and the restore of that checkpoint commits it, as
+    /// any epoch of a restored checkpoint (once: a retried commit is a no-op).
+    #[test]
+    fn a_restore_of_the_final_checkpoint_commits_the_last_epoch() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let (mut a0, commits) = attempt(dir.path(), 0, 0, None)?;
+        a0.write(&batch("1"))?;
+        a0.barrier(1)?;
+        commits.commit(1)?;
+        a0.write(&batch("end"))?;
+        a0.finish()?;
+        a0.close_last(2)?;
+        a0.close_last(3)?;
+        assert_eq!(names(&dir.path().join(".pending-j.0")), vec!["part-0-2"], "closed once, as the first checkpoint after the end");
+        drop(a0);
+        let _a1 = attempt(dir.path(), 1, 3, Some(0))?;
+        assert_eq!(names(dir.path()), vec![".pending-j.1", "part-0-1-a0", "part-0-2-a0"]);
+        assert_eq!(std::fs::read_to_string(dir.path().join("part-0-2-a0"))?, "k\tend\n");
+        commits.commit(3)?;
+        assert_eq!(names(dir.path()), vec![".pending-j.1", "part-0-1-a0", "part-0-2-a0"], "a late commit of the old attempt changes nothing");
         Ok(())
     }
 

@@ -52,11 +52,17 @@ pub struct Checkpointing {
     pub stop_at: Arc<AtomicU64>,
     /// Hears of every snapshot this subtask takes.
     pub on_snapshot: Arc<dyn Fn(TaskSnapshot) + Send + Sync>,
+    /// The newest checkpoint the JobManager declared complete.
+    pub completed: Arc<AtomicU64>,
+    /// Hears that the subtask processed the end of its input, with the last checkpoint
+    /// whose barrier it passed; `None` without checkpoints: the subtask finishes at
+    /// once (its sinks are plain files, nothing waits for a commit).
+    pub on_end: Option<Arc<dyn Fn(u64) + Send + Sync>>,
 }
 
 impl Default for Checkpointing {
     fn default() -> Self {
-        Self { requested: Arc::default(), stop_at: Arc::default(), on_snapshot: Arc::new(|_| {}) }
+        Self { requested: Arc::default(), stop_at: Arc::default(), on_snapshot: Arc::new(|_| {}), completed: Arc::default(), on_end: None }
     }
 }
 
@@ -334,6 +340,49 @@ impl Pipeline<'_> {
         }
     }
 
+    /// A checkpoint after the end of the input (no barrier reaches a subtask whose
+    /// inputs ended): captures the final state and source position; a sink closes its
+    /// last epoch as this checkpoint's. Nothing goes downstream: it has ended too.
+    fn final_snapshot(&mut self, id: u64, source: Option<Vec<Split>>) -> Result<(), TaskError> {
+        let state = self.chain.as_mut().map(Chain::capture).transpose()?.flatten();
+        if let Tail::Sink(s) = &mut self.tail {
+            s.close_last(id)?;
+        }
+        (self.checkpointing.on_snapshot)(TaskSnapshot { checkpoint: id, state, source });
+        self.stats.last_checkpoint = id;
+        Ok(())
+    }
+
+    /// Flink's final checkpoint: after its end of input a subtask stays, answering
+    /// each checkpoint triggered since with its final snapshot, until one of them
+    /// completes; then its sink commits (a restore of that checkpoint would too) and
+    /// it finishes. Cancelled meanwhile, its last epoch stays pending: a restore
+    /// discards it and the records are written again, once.
+    fn await_final_checkpoint(&mut self, on_end: &(dyn Fn(u64) + Send + Sync), source: Option<Vec<Split>>) -> Result<(), TaskError> {
+        on_end(self.stats.last_checkpoint);
+        // The first checkpoint that captured it: every one completed from there on
+        // holds its final snapshot (its own, or the JobManager's copy of it).
+        let mut first = None;
+        loop {
+            if self.cancel.is_cancelled() {
+                return Err(TaskError::Cancelled);
+            }
+            let requested = self.checkpointing.requested.load(Ordering::Acquire);
+            if requested > self.stats.last_checkpoint {
+                self.final_snapshot(requested, source.clone())?;
+                first = first.or(Some(requested));
+            }
+            let completed = self.checkpointing.completed.load(Ordering::Acquire);
+            if first.is_some_and(|id| completed >= id) {
+                return match &mut self.tail {
+                    Tail::Sink(s) => s.commit(completed),
+                    Tail::Routers(_) => Ok(()),
+                };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     /// At a barrier: captures state and source position, then passes the barrier on.
     /// The capture is cheap (a cache flush and a fjall snapshot); writing it out
     /// happens elsewhere, so records keep flowing.
@@ -426,7 +475,7 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
         stats: TaskStats::default(),
         watermark: BEFORE_TIME,
     };
-    match head {
+    let exhausted = match head {
         Head::Source(mut src) => {
             let mut buf = Vec::with_capacity(exchange::BATCH_BYTES * 2);
             let now = || clock.now_ms().max(0) as u64;
@@ -472,6 +521,7 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
             }
             // A finite input ends event time: every timer and window fires.
             p.watermark(END_OF_TIME)?;
+            Some(src.splits())
         }
         Head::Input(mut inputs) => loop {
             // With timers to keep, the subtask wakes up for processing time.
@@ -482,10 +532,10 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
                 Event::Watermark(w) => p.watermark(w)?,
                 Event::Idle(idle) => p.idle(idle)?,
                 Event::Timeout => p.tick()?,
-                Event::End => break,
+                Event::End => break None,
             }
         },
-    }
+    };
     if let Some(c) = p.chain.as_mut() {
         c.finish()?;
         p.stats.fuel = c.fuel_used();
@@ -502,6 +552,9 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
     match &mut p.tail {
         Tail::Sink(s) => s.finish()?,
         Tail::Routers(rs) => rs.iter_mut().try_for_each(|r| r.finish(&cancel))?,
+    }
+    if let Some(on_end) = &checkpointing.on_end {
+        p.await_final_checkpoint(on_end.as_ref(), exhausted)?;
     }
     let mut stats = p.stats;
     stats.elapsed = started.elapsed();
@@ -583,6 +636,7 @@ mod tests {
                 let done = commits.commit(snapshot.checkpoint).is_ok() && out.join("part-0-1-a0").exists();
                 seen.store(done, Ordering::SeqCst);
             }),
+            ..Checkpointing::default()
         };
         run_task(two_batches_into(sink, requested, Cancel::default(), checkpointing))?;
         assert!(committed_at_snapshot.load(Ordering::SeqCst), "checkpoint 1's epoch was committed by its completion");
@@ -611,6 +665,7 @@ mod tests {
                     canceller.cancel();
                 });
             }),
+            ..Checkpointing::default()
         };
         let outcome = run_task(two_batches_into(sink, requested, cancel, checkpointing));
         assert!(matches!(outcome, Err(TaskError::Cancelled)), "the source waited for the cancel: {outcome:?}");
@@ -621,6 +676,66 @@ mod tests {
             }
         }
         assert_eq!(committed, 1, "only the record before the stop's barrier is committed");
+        Ok(())
+    }
+
+    /// Flink's final checkpoint: a sink subtask at the end of its input commits
+    /// nothing by itself. It reports its end, closes its last epoch as the first
+    /// checkpoint triggered after that, and commits and finishes only once that
+    /// checkpoint completed; cancelled before, it leaves the epoch pending.
+    #[test]
+    fn a_sink_at_the_end_of_its_input_commits_only_with_the_final_checkpoint() -> Result<(), Box<dyn std::error::Error>> {
+        let committed = |dir: &std::path::Path| -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("part-"))
+                .collect();
+            v.sort();
+            v
+        };
+        for complete in [true, false] {
+            let dir = tempfile::tempdir()?;
+            recover_output(dir.path(), "j", 0, 0, None)?;
+            let sink = Sink::Transactional(Box::new(Transactional::open(dir.path().into(), "j", 0, 0, 0, Arc::default())?));
+            let (requested, completed, cancel) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Cancel::default());
+            let snapshots = Arc::new(Mutex::new(Vec::new()));
+            let (seen, on_end_seen) = (snapshots.clone(), snapshots.clone());
+            let (req, done, canceller, out) = (requested.clone(), completed.clone(), cancel.clone(), dir.path().to_path_buf());
+            let checkpointing = Checkpointing {
+                requested: requested.clone(),
+                stop_at: Arc::default(),
+                on_snapshot: Arc::new(move |s: TaskSnapshot| {
+                    seen.lock().unwrap_or_else(PoisonError::into_inner).push((s.checkpoint, s.source.is_some()));
+                    match complete {
+                        true => done.store(s.checkpoint, Ordering::SeqCst),
+                        // The job fails while the final checkpoint is in flight.
+                        false if s.checkpoint == 2 => canceller.cancel(),
+                        false => {}
+                    }
+                }),
+                completed,
+                on_end: Some(Arc::new(move |last| {
+                    // Checkpoint 1 passed as a barrier; nothing is committed yet.
+                    assert_eq!(last, 1);
+                    assert!(committed(&out).is_empty(), "nothing committed at the end of the input");
+                    on_end_seen.lock().unwrap_or_else(PoisonError::into_inner).push((0, false));
+                    req.store(2, Ordering::SeqCst);
+                })),
+            };
+            let outcome = run_task(two_batches_into(sink, requested, cancel, checkpointing));
+            let snapshots = snapshots.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            assert_eq!(snapshots, vec![(1, true), (0, false), (2, true)], "barrier 1, the end, then the final snapshot");
+            if complete {
+                assert_eq!(outcome?.last_checkpoint, 2);
+                assert_eq!(committed(dir.path()), vec!["part-0-1-a0", "part-0-2-a0"], "the last epoch is the final checkpoint's");
+            } else {
+                assert!(matches!(outcome, Err(TaskError::Cancelled)), "{outcome:?}");
+                assert!(committed(dir.path()).is_empty(), "a failure before the final checkpoint leaves everything pending");
+            }
+        }
         Ok(())
     }
 
@@ -636,6 +751,7 @@ mod tests {
             requested: requested.clone(),
             stop_at: Arc::default(),
             on_snapshot: Arc::new(move |s: TaskSnapshot| seen.lock().unwrap_or_else(PoisonError::into_inner).push(s.checkpoint)),
+            ..Checkpointing::default()
         };
         run_task(two_batches_into(Sink::Discard, requested, Cancel::default(), checkpointing))?;
         assert_eq!(*snapshots.lock().unwrap_or_else(PoisonError::into_inner), vec![1]);

@@ -21,7 +21,7 @@ use weir_wasm::{JobComponent, OpRef, Runtime};
 use crate::cancel::Cancel;
 use crate::chain::OperatorStep;
 use crate::channel::{self, Message};
-use crate::checkpoint::{CheckpointAck, JobCheckpointing, Restore};
+use crate::checkpoint::{CheckpointAck, EndOfInput, JobCheckpointing, Restore};
 use crate::dataplane::DataPlane;
 use crate::error::{Bug, DeploymentFault, SinkError, SourceError, TaskError};
 use crate::exchange::{Inputs, Router, Target};
@@ -60,6 +60,8 @@ pub enum Report {
     Ended(TaskEnd),
     /// A subtask's snapshot was persisted (or failed to be).
     Snapshot(CheckpointAck),
+    /// A subtask processed the end of its input and waits for the final checkpoint.
+    EndOfInput(EndOfInput),
 }
 
 /// Where reports go.
@@ -127,8 +129,9 @@ impl TaskManager {
             }
             receivers.insert(w.subtask, (rxs, w.input_of.clone()));
         }
-        let acks = report.clone();
-        let checkpoints = JobCheckpointing::new(d, Arc::new(move |ack| acks(Report::Snapshot(ack))))?;
+        let (acks, ends) = (report.clone(), report.clone());
+        let checkpoints =
+            JobCheckpointing::new(d, Arc::new(move |ack| acks(Report::Snapshot(ack))), Arc::new(move |end| ends(Report::EndOfInput(end))))?;
         let restore = Restore::open(d)?;
         let mut commits = Vec::new();
         let mut sinks = open_sinks(d, me, &mut commits, restore.as_ref())?;
@@ -252,7 +255,6 @@ impl TaskManager {
     /// Checkpoint `id` of job run `run` is complete: later snapshots may build on it.
     pub fn checkpoint_completed(&self, run: &RunId, id: u64) {
         if let Some(j) = self.lock_jobs().get(run) {
-            j.checkpoints.completed.fetch_max(id, Ordering::AcqRel);
             for c in &j.commits {
                 match c.commit(id) {
                     Ok(()) => {}
@@ -261,6 +263,9 @@ impl TaskManager {
                     Err(e) => tracing::error!(job = %run, checkpoint = id, "cannot commit sink output: {e}"),
                 }
             }
+            // After the commits: a subtask waiting for its final checkpoint finishes
+            // when it sees this, and the job may end right after.
+            j.checkpoints.completed.fetch_max(id, Ordering::AcqRel);
         }
     }
 

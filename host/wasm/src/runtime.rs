@@ -29,11 +29,25 @@ pub struct Limits {
     pub plan_fuel: u64,
     /// Instances the pooling allocator keeps slots for (all jobs of the process).
     pub max_instances: u32,
+    /// Bytes of compiled components (`.cwasm`) kept in the cache directory; past it the
+    /// least recently used files are deleted.
+    pub max_cache_bytes: u64,
+    /// Bytes of compiled code kept loaded in memory for later loads; past it the least
+    /// recently used are dropped (subtasks running one keep it until they end).
+    pub max_compiled_bytes: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_component_bytes: 64 << 20, max_memory_bytes: 256 << 20, fuel_per_call: 2_000_000_000, plan_fuel: 200_000_000, max_instances: 256 }
+        Self {
+            max_component_bytes: 64 << 20,
+            max_memory_bytes: 256 << 20,
+            fuel_per_call: 2_000_000_000,
+            plan_fuel: 200_000_000,
+            max_instances: 256,
+            max_cache_bytes: 2 << 30,
+            max_compiled_bytes: 512 << 20,
+        }
     }
 }
 
@@ -49,7 +63,39 @@ struct RuntimeInner {
     limits: Limits,
     cache_dir: Option<PathBuf>,
     engine_tag: u64,
-    compiled: Mutex<HashMap<String, JobComponent>>,
+    compiled: Mutex<Compiled>,
+}
+
+/// Compiled components loaded in this process, by hash, least recently used dropped
+/// first past `Limits::max_compiled_bytes`.
+#[derive(Default)]
+struct Compiled {
+    map: HashMap<String, (JobComponent, u64)>,
+    bytes: u64,
+    clock: u64,
+}
+
+impl Compiled {
+    fn get(&mut self, hash: &str) -> Option<JobComponent> {
+        self.clock += 1;
+        let (c, used) = self.map.get_mut(hash)?;
+        *used = self.clock;
+        Some(c.clone())
+    }
+
+    fn insert(&mut self, hash: String, c: JobComponent, cap: u64) {
+        self.clock += 1;
+        if let Some((old, _)) = self.map.insert(hash.clone(), (c.clone(), self.clock)) {
+            self.bytes -= old.code_bytes;
+        }
+        self.bytes += c.code_bytes;
+        while self.bytes > cap {
+            let oldest = self.map.iter().filter(|(h, _)| **h != hash).min_by_key(|(_, (_, used))| *used).map(|(h, _)| h.clone());
+            let Some(old) = oldest.and_then(|h| self.map.remove(&h)) else { break };
+            self.bytes -= old.0.code_bytes;
+            tracing::debug!(hash = %old.0.hash, "dropped a compiled component from memory (over the cap)");
+        }
+    }
 }
 
 /// The WIT world a caller needs a component to implement.
@@ -84,6 +130,8 @@ pub struct JobComponent {
     pub hash: String,
     /// Size of the component file.
     pub size: u64,
+    /// Size of its compiled code in memory.
+    code_bytes: u64,
 }
 
 impl JobComponent {
@@ -142,7 +190,7 @@ impl Runtime {
         if let Some(dir) = &cache_dir {
             std::fs::create_dir_all(dir).map_err(|source| LoadError::Cache { path: dir.display().to_string(), source })?;
         }
-        Ok(Self { inner: Arc::new(RuntimeInner { engine, linker, limits, cache_dir, engine_tag, compiled: Mutex::new(HashMap::new()) }) })
+        Ok(Self { inner: Arc::new(RuntimeInner { engine, linker, limits, cache_dir, engine_tag, compiled: Mutex::default() }) })
     }
 
     /// The limits every instance runs under.
@@ -169,7 +217,7 @@ impl Runtime {
             _ => return Err(LoadError::NotWasm),
         }
         let hash = hex::encode(Sha256::digest(bytes));
-        let cached = self.lock_compiled().get(&hash).cloned();
+        let cached = self.lock_compiled().get(&hash);
         let loaded = match cached {
             Some(c) => c,
             None => {
@@ -185,7 +233,7 @@ impl Runtime {
     /// cache holds it compiled: a TaskManager then needs no copy of the bytes.
     pub fn cached(&self, hash: &str) -> Option<JobComponent> {
         if let Some(c) = self.lock_compiled().get(hash) {
-            return Some(c.clone());
+            return Some(c);
         }
         if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
@@ -212,6 +260,10 @@ impl Runtime {
         match unsafe { Component::deserialize_file(&self.inner.engine, path) } {
             Ok(c) => {
                 tracing::info!(hash, "loaded the compiled component from the cache");
+                // Marks it used, for the cache's eviction order.
+                if let Ok(f) = std::fs::File::options().write(true).open(path) {
+                    let _ = f.set_modified(std::time::SystemTime::now());
+                }
                 Some(c)
             }
             Err(e) => {
@@ -230,12 +282,14 @@ impl Runtime {
         let operator = operator_exports::GuestIndices::new(&pre).map_err(wrong)?;
         let job = if optional.job { Some(job_exports::GuestIndices::new(&pre).map_err(wrong)?) } else { None };
         let timers = if optional.timers { Some(timers_exports::GuestIndices::new(&pre).map_err(wrong)?) } else { None };
-        let job = JobComponent { pre, operator, job, timers, hash: hash.clone(), size };
-        self.lock_compiled().insert(hash, job.clone());
+        let code = component.image_range();
+        let code_bytes = (code.end as usize).saturating_sub(code.start as usize) as u64;
+        let job = JobComponent { pre, operator, job, timers, hash: hash.clone(), size, code_bytes };
+        self.lock_compiled().insert(hash, job.clone(), self.inner.limits.max_compiled_bytes);
         Ok(job)
     }
 
-    fn lock_compiled(&self) -> std::sync::MutexGuard<'_, HashMap<String, JobComponent>> {
+    fn lock_compiled(&self) -> std::sync::MutexGuard<'_, Compiled> {
         // The map only caches; a panic elsewhere cannot leave it inconsistent.
         self.inner.compiled.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -259,7 +313,38 @@ impl Runtime {
         let tmp = dir.join(format!(".{hash}.{}.tmp", std::process::id()));
         std::fs::write(&tmp, &serialized).map_err(io)?;
         std::fs::rename(&tmp, &path).map_err(io)?;
+        evict_cache(dir, &path, self.inner.limits.max_cache_bytes);
         Ok(component)
+    }
+}
+
+/// Deletes the least recently used (oldest modified: loads touch them) compiled
+/// components in `dir` until they fit in `cap` bytes, never `keep`. Processes sharing
+/// the directory may delete each other's files: one that had it loaded keeps it in
+/// memory, and one that looks for it later compiles it again.
+fn evict_cache(dir: &Path, keep: &Path, cap: u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+        .filter_map(|e| e.metadata().ok().map(|m| (m.modified().unwrap_or(std::time::UNIX_EPOCH), m.len(), e.path())))
+        .collect();
+    let mut total: u64 = files.iter().map(|(_, len, _)| len).sum();
+    files.sort();
+    for (_, len, path) in files {
+        if total <= cap {
+            break;
+        }
+        if path == keep {
+            continue;
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                total -= len;
+                tracing::info!(path = %path.display(), "evicted a compiled component from the cache (over its cap)");
+            }
+            Err(e) => tracing::warn!(path = %path.display(), "cannot evict a compiled component: {e}"),
+        }
     }
 }
 

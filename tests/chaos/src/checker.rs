@@ -77,7 +77,7 @@ fn parse_part(name: &str) -> Option<(u32, u64, u32)> {
 
 /// An at-least-once gap the JobManager announced: attempt `attempt` restored
 /// checkpoint `from` although epochs up to `newest` were committed (a fallback past a
-/// damaged checkpoint, or a sink's end-of-input commit before a failure). Those
+/// damaged checkpoint; a sink's last epoch commits with the final checkpoint). Those
 /// earlier attempts' files stay visible and their records are written again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gap {

@@ -75,6 +75,8 @@ pub struct TestCluster {
     jobmanager_args: Vec<String>,
     /// The compiled-component cache every TaskManager shares, if not one each.
     shared_cache: Option<PathBuf>,
+    /// The JobManager's open-file limit, if set (kept across restarts).
+    jobmanager_nofile: Option<u64>,
 }
 
 impl TestCluster {
@@ -87,7 +89,13 @@ impl TestCluster {
     /// As [`Self::start`], with extra JobManager arguments; `{dir}` in them stands for
     /// the cluster's directory.
     pub fn start_with(weir: Weir, taskmanagers: &[(&str, u32)], jobmanager_args: &[&str]) -> Self {
-        Self::launch(weir, taskmanagers, jobmanager_args, None)
+        Self::launch(weir, taskmanagers, jobmanager_args, None, None)
+    }
+
+    /// As [`Self::start_with`], with the JobManager's open-file limit (soft and hard)
+    /// set to `nofile`, as a tightly configured host would.
+    pub fn start_with_nofile(weir: Weir, taskmanagers: &[(&str, u32)], jobmanager_args: &[&str], nofile: u64) -> Self {
+        Self::launch(weir, taskmanagers, jobmanager_args, None, Some(nofile))
     }
 
     /// Like [`Self::start_with`], but the TaskManagers share the tests' warm
@@ -95,16 +103,16 @@ impl TestCluster {
     /// compiling them (a cold Python component takes a minute to compile on a loaded CI
     /// machine).
     pub fn start_warm(weir: Weir, taskmanagers: &[(&str, u32)], jobmanager_args: &[&str]) -> Self {
-        Self::launch(weir, taskmanagers, jobmanager_args, Some(weir.target_dir().join("weir-test-cache")))
+        Self::launch(weir, taskmanagers, jobmanager_args, Some(weir.target_dir().join("weir-test-cache")), None)
     }
 
-    fn launch(weir: Weir, taskmanagers: &[(&str, u32)], jobmanager_args: &[&str], shared_cache: Option<PathBuf>) -> Self {
+    fn launch(weir: Weir, taskmanagers: &[(&str, u32)], jobmanager_args: &[&str], shared_cache: Option<PathBuf>, nofile: Option<u64>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let creds = dir.path().join("cluster");
         let o = weir.run(["cluster-init".as_ref(), creds.as_os_str(), "--taskmanagers".as_ref(), "3".as_ref()]);
         assert!(o.status.success(), "{}", stderr(&o));
         let jobmanager_args: Vec<String> = jobmanager_args.iter().map(|a| a.replace("{dir}", &dir.path().display().to_string())).collect();
-        let (jm, addr, rest) = spawn_jobmanager(weir, dir.path(), &creds, "127.0.0.1:0", "127.0.0.1:0", &jobmanager_args);
+        let (jm, addr, rest) = spawn_jobmanager_limited(weir, dir.path(), &creds, "127.0.0.1:0", "127.0.0.1:0", &jobmanager_args, nofile);
         let token = std::fs::read_to_string(creds.join("api-token")).expect("api token").trim().to_string();
         let mut cluster = Self {
             weir,
@@ -117,6 +125,7 @@ impl TestCluster {
             names: vec!["jobmanager".into()],
             jobmanager_args,
             shared_cache,
+            jobmanager_nofile: nofile,
         };
         for (name, slots) in taskmanagers {
             cluster.start_taskmanager(name, *slots);
@@ -160,7 +169,8 @@ impl TestCluster {
     pub fn restart_jobmanager(&mut self) {
         self.kill("jobmanager");
         let rest = self.rest.trim_start_matches("http://").to_string();
-        let (jm, addr, rest) = spawn_jobmanager(self.weir, self.dir.path(), &self.creds, &self.jm, &rest, &self.jobmanager_args);
+        let (jm, addr, rest) =
+            spawn_jobmanager_limited(self.weir, self.dir.path(), &self.creds, &self.jm, &rest, &self.jobmanager_args, self.jobmanager_nofile);
         assert_eq!(addr, self.jm, "the new jobmanager listens where the old one did");
         assert_eq!(rest, self.rest, "the new jobmanager serves its api where the old one did");
         self.procs.0[0] = jm;
@@ -221,8 +231,32 @@ impl TestCluster {
 /// Starts a JobManager on `listen` (QUIC) and `rest` (HTTP); the process, its QUIC
 /// address and its REST base URL.
 pub fn spawn_jobmanager(weir: Weir, dir: &Path, creds: &Path, listen: &str, rest: &str, extra: &[String]) -> (Child, String, String) {
-    let mut jm = weir
-        .command()
+    spawn_jobmanager_limited(weir, dir, creds, listen, rest, extra, None)
+}
+
+/// [`spawn_jobmanager`] with an open-file limit (`prlimit`, which execs the JobManager:
+/// the child's pid is the JobManager's).
+pub fn spawn_jobmanager_limited(
+    weir: Weir,
+    dir: &Path,
+    creds: &Path,
+    listen: &str,
+    rest: &str,
+    extra: &[String],
+    nofile: Option<u64>,
+) -> (Child, String, String) {
+    let mut command = weir.command();
+    if let Some(n) = nofile {
+        let env: Vec<_> = command.get_envs().map(|(k, v)| (k.to_owned(), v.map(ToOwned::to_owned))).collect();
+        command = std::process::Command::new("prlimit");
+        command.arg(format!("--nofile={n}:{n}")).arg(weir.bin());
+        for (k, v) in env {
+            if let Some(v) = v {
+                command.env(k, v);
+            }
+        }
+    }
+    let mut jm = command
         .args(["jobmanager", "--listen", listen, "--rest-listen", rest, "--heartbeat-timeout-ms", "1500"])
         .args(extra)
         .args(identity(creds, "jobmanager"))

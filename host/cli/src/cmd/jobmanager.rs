@@ -1,12 +1,19 @@
 //! `weir jobmanager`: the JobManager process (QUIC for TaskManagers, the REST API,
 //! the dashboard and /metrics over HTTP).
+//!
+//! SIGTERM or SIGINT stops it gracefully: the REST API stops accepting and finishes
+//! the requests in progress, the TaskManagers' connections are closed (they cancel
+//! their subtasks and wait for a JobManager to register with), and running jobs are
+//! handed off: with `--checkpoint-dir` they are persisted, and the next JobManager
+//! resumes them from their latest checkpoints.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::common::{IdentityArgs, SandboxArgs, runtime};
+use crate::common::{HttpArgs, IdentityArgs, SandboxArgs, Signals, runtime, state_dir};
 
 #[derive(Args)]
 pub struct JobManagerArgs {
@@ -22,12 +29,31 @@ pub struct JobManagerArgs {
     /// A TaskManager without heartbeat for this long is lost, in milliseconds.
     #[arg(long, default_value_t = 3000)]
     heartbeat_timeout_ms: u64,
+    /// A lost TaskManager stays listed (as lost) for this long, in milliseconds, then
+    /// it is forgotten (a restarted one registers anew).
+    #[arg(long, default_value_t = 600_000)]
+    lost_taskmanager_grace_ms: u64,
     /// Checkpoint storage: a directory every TaskManager can reach at the same path.
     #[arg(long)]
     checkpoint_dir: Option<PathBuf>,
-    /// Completed checkpoints kept per job.
+    /// Completed checkpoints kept per running job.
     #[arg(long, default_value_t = 3)]
     retain_checkpoints: u32,
+    /// Finished or cancelled jobs that keep their newest checkpoint; older ones lose
+    /// their checkpoints (savepoints are never deleted; a failed job keeps what it
+    /// retained, to resume from).
+    #[arg(long, default_value_t = 10)]
+    retain_ended_jobs: u32,
+    /// Where uploaded components are stored [default: _artifacts in the checkpoint
+    /// directory, else a temporary directory removed at exit].
+    #[arg(long)]
+    artifact_dir: Option<PathBuf>,
+    /// Size cap of the uploaded components on disk, in MiB (at least one component of
+    /// --max-component-size); the least recently used go first.
+    #[arg(long, default_value_t = 1024)]
+    artifact_store_mib: u64,
+    #[command(flatten)]
+    http: HttpArgs,
     #[command(flatten)]
     id: IdentityArgs,
     #[command(flatten)]
@@ -35,36 +61,57 @@ pub struct JobManagerArgs {
 }
 
 pub fn run(a: JobManagerArgs) -> Result<()> {
+    let rt = runtime()?;
+    let mut signals = rt.block_on(async { Signals::install() })?;
     let (id, ca) = a.id.load()?;
     let token_file = a.api_token_file.clone().unwrap_or_else(|| a.id.cluster_dir().join("api-token"));
     let token = std::fs::read_to_string(&token_file).with_context(|| format!("cannot read the api token {}", token_file.display()))?;
     let token = token.trim().to_string();
     anyhow::ensure!(token.len() >= 16, "the api token in {} is too short (16 characters at least)", token_file.display());
     let sandbox = weir_wasm::Runtime::new(a.sandbox.limits(), a.sandbox.cache_dir()).context("cannot start the Wasm sandbox")?;
-    runtime()?.block_on(async {
+    let (artifact_dir, _temp_artifacts) = match (&a.artifact_dir, &a.checkpoint_dir) {
+        (Some(d), _) => (d.clone(), None),
+        (None, Some(c)) => (c.join("_artifacts"), None),
+        (None, None) => state_dir(&None)?,
+    };
+    rt.block_on(async {
         let endpoint = weir_net::Endpoint::bind(a.listen, &id, &ca)?;
         let addr = endpoint.local_addr().context("no local address")?;
-        let http = tokio::net::TcpListener::bind(a.rest_listen).await.with_context(|| format!("cannot listen on {}", a.rest_listen))?;
+        let http = weir_api::bind(a.rest_listen).with_context(|| format!("cannot listen on {}", a.rest_listen))?;
         let http_addr = http.local_addr().context("no local address")?;
         // Tests and scripts wait for these lines, so they go out at once.
         println!("jobmanager listening on {addr}");
         println!("rest api on http://{http_addr}");
         std::io::Write::flush(&mut std::io::stdout())?;
-        let timeout = std::time::Duration::from_millis(a.heartbeat_timeout_ms);
+        let timeout = Duration::from_millis(a.heartbeat_timeout_ms);
         let config = weir_jobmanager::JobManagerConfig {
             heartbeat_timeout: timeout,
             heartbeat_interval: timeout / 6,
+            lost_grace: Duration::from_millis(a.lost_taskmanager_grace_ms),
             checkpoint_dir: a.checkpoint_dir.as_ref().map(|d| d.display().to_string()),
             retain: a.retain_checkpoints,
+            retain_ended: a.retain_ended_jobs,
+            artifact_dir,
+            artifact_cap: a.artifact_store_mib << 20,
         };
-        let jm = weir_jobmanager::JobManager::start(config, sandbox).await;
+        let jm = weir_jobmanager::JobManager::start(config, sandbox).await.context("cannot start the jobmanager")?;
         let rest = weir_api::router(jm.clone(), token);
-        tokio::spawn(async move {
-            if let Err(e) = weir_api::serve(http, rest).await {
+        let (stop_rest, rest_stopped) = tokio::sync::oneshot::channel::<()>();
+        let limits = a.http.limits();
+        let api = tokio::spawn(async move {
+            if let Err(e) = weir_api::serve(http, rest, limits, async move { drop(rest_stopped.await) }).await {
                 tracing::error!("the rest api stopped: {e}");
             }
         });
-        jm.serve(endpoint).await;
+        let signal = tokio::select! {
+            () = jm.serve(&endpoint) => return Ok(()),
+            signal = signals.recv() => signal,
+        };
+        tracing::info!("{signal}: stopping (rest api, taskmanager connections; persisted jobs resume with the next jobmanager)");
+        let _ = stop_rest.send(());
+        let _ = api.await;
+        endpoint.close(weir_net::CLOSE_OK, "jobmanager stopping");
+        let _ = tokio::time::timeout(Duration::from_secs(5), endpoint.wait_idle()).await;
         Ok(())
     })
 }

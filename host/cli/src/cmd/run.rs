@@ -1,12 +1,15 @@
-//! `weir run`: one job to completion on an embedded cluster in this process.
+//! `weir run`: one job to completion on an embedded cluster in this process. SIGTERM
+//! or SIGINT cancels the job; its temporary state directory is removed as it exits.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 use clap::Args;
 use weir_jobmanager::{ClusterConfig, EmbeddedCluster, JobReport, JobSpec};
 
-use crate::common::{JobArgs, SandboxArgs, read_job, state_dir};
+use crate::common::{JobArgs, SandboxArgs, Signals, read_job, state_dir};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -41,6 +44,7 @@ pub struct RunArgs {
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
+    let stop = cancel_on_signal()?;
     let limits = a.sandbox.limits();
     let source = read_job(&a.job.job, limits.max_component_bytes)?;
     let (state_dir, _temp_state) = state_dir(&a.state_dir)?;
@@ -61,11 +65,29 @@ pub fn run(a: RunArgs) -> Result<()> {
     let handle = cluster
         .submit(JobSpec { source, parallelism: a.job.parallelism, args: a.job.args, input: a.input, output: a.output, checkpoints })
         .with_context(|| format!("job {job_name} was refused"))?;
-    let report = handle.wait().with_context(|| format!("job {job_name} failed"))?;
+    let report = handle.wait_or_cancel(&stop).with_context(|| format!("job {job_name} failed"))?;
     if !a.quiet {
         print_report(&report);
     }
     Ok(())
+}
+
+/// A flag set at the first SIGTERM or SIGINT (caught from now on by a thread of its
+/// own: the embedded cluster has no async runtime).
+fn cancel_on_signal() -> Result<Arc<AtomicBool>> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the signal handler")?;
+    let mut signals = rt.block_on(async { Signals::install() })?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let signal = rt.block_on(signals.recv());
+            eprintln!("{signal}: cancelling the job");
+            flag.store(true, Ordering::Relaxed);
+        })
+        .context("cannot start the signal handler")?;
+    Ok(stop)
 }
 
 fn print_report(r: &JobReport) {

@@ -1,12 +1,17 @@
 //! `weir taskmanager`: a TaskManager process offering slots to a JobManager (and
 //! optionally Prometheus metrics over HTTP).
+//!
+//! SIGTERM or SIGINT stops it gracefully: it stops serving metrics, cancels its
+//! subtasks, closes its connections (the JobManager hears at once and restarts the
+//! jobs elsewhere) and removes its temporary state directory.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::common::{IdentityArgs, SandboxArgs, runtime, state_dir};
+use crate::common::{HttpArgs, IdentityArgs, SandboxArgs, Signals, runtime, state_dir};
 
 #[derive(Args)]
 pub struct TaskManagerArgs {
@@ -24,7 +29,8 @@ pub struct TaskManagerArgs {
     /// the address the JobManager sees this TaskManager at.
     #[arg(long)]
     advertise: Option<std::net::SocketAddr>,
-    /// Keyed-state directory [default: a temporary directory, removed at exit].
+    /// Keyed-state directory [default: a temporary directory, removed at exit; those
+    /// of killed TaskManagers are removed by the next one].
     #[arg(long)]
     state_dir: Option<PathBuf>,
     /// Memory budget of each keyed operator's state cache per subtask, in MiB.
@@ -34,38 +40,71 @@ pub struct TaskManagerArgs {
     #[arg(long)]
     metrics_listen: Option<std::net::SocketAddr>,
     #[command(flatten)]
+    http: HttpArgs,
+    #[command(flatten)]
     id: IdentityArgs,
     #[command(flatten)]
     sandbox: SandboxArgs,
 }
 
+/// How long a stopping TaskManager waits for its subtasks to end and its connections
+/// to close.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
 pub fn run(a: TaskManagerArgs) -> Result<()> {
+    let rt = runtime()?;
+    let mut signals = rt.block_on(async { Signals::install() })?;
     let (id, ca) = a.id.load()?;
     let sandbox = weir_wasm::Runtime::new(a.sandbox.limits(), a.sandbox.cache_dir()).context("cannot start the Wasm sandbox")?;
     let (state_dir, _temp_state) = state_dir(&a.state_dir)?;
     let state = weir_state::StateStore::open(&state_dir).context("cannot open the state store")?;
-    let rt = runtime()?;
     rt.block_on(async {
         let endpoint = weir_net::Endpoint::bind(a.listen, &id, &ca)?;
         let data = weir_taskmanager::dataplane::DataPlane::new(tokio::runtime::Handle::current(), endpoint);
         let tm = weir_taskmanager::TaskManager::new(sandbox, state, a.state_cache_mib << 20, Some(data.clone()));
         let addr = data.local_addr().context("no local address")?;
         println!("taskmanager {} offering {} slots, data plane on {addr}", id.name(), a.slots);
+        let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut metrics = None;
         if let Some(listen) = a.metrics_listen {
-            let http = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+            let http = weir_api::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
             println!("metrics on http://{}/metrics", http.local_addr().context("no local address")?);
             let router = weir_api::taskmanager_router(tm.clone(), a.slots);
-            tokio::spawn(async move {
-                if let Err(e) = weir_api::serve(http, router).await {
+            let limits = a.http.limits();
+            metrics = Some(tokio::spawn(async move {
+                if let Err(e) = weir_api::serve(http, router, limits, async move { drop(http_stopped.await) }).await {
                     tracing::error!("the metrics endpoint stopped: {e}");
                 }
-            });
+            }));
         }
         std::io::Write::flush(&mut std::io::stdout())?;
         tokio::spawn(data.clone().serve());
         // Serves until the process ends, registering again whenever the JobManager is
         // lost; it returns only when the first registration fails.
-        let Err(e) = weir_taskmanager::service::serve_forever(tm, data, a.jobmanager, a.slots, a.advertise).await;
-        Err(anyhow::Error::new(e).context(format!("cannot register with the jobmanager at {}", a.jobmanager)))
+        let serving = weir_taskmanager::service::serve_forever(tm.clone(), data.clone(), a.jobmanager, a.slots, a.advertise);
+        let signal = tokio::select! {
+            Err(e) = serving => return Err(anyhow::Error::new(e).context(format!("cannot register with the jobmanager at {}", a.jobmanager))),
+            signal = signals.recv() => signal,
+        };
+        tracing::info!("{signal}: stopping (cancelling subtasks, removing temporary state)");
+        let _ = stop_http.send(());
+        let runs = tm.running_jobs();
+        for run in &runs {
+            tm.cancel(run);
+        }
+        let ended = tokio::time::timeout(STOP_GRACE, async {
+            while !tm.running_jobs().is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        if ended.await.is_err() {
+            tracing::warn!("subtasks still running after {STOP_GRACE:?}; exiting anyway");
+        }
+        data.endpoint().close(weir_net::CLOSE_OK, "taskmanager stopping");
+        let _ = tokio::time::timeout(STOP_GRACE, data.endpoint().wait_idle()).await;
+        if let Some(m) = metrics {
+            let _ = tokio::time::timeout(STOP_GRACE, m).await;
+        }
+        Ok(())
     })
 }

@@ -14,7 +14,9 @@
 //! - [`deploying`]: every TaskManager prepares its share; the attempt starts when all
 //!   have.
 //! - [`running`]: checkpoints on an interval; savepoints; a stop-with-savepoint
-//!   ([`Phase::Stopping`]) whose checkpoint is the attempt's last.
+//!   ([`Phase::Stopping`]) whose checkpoint is the attempt's last; the end of the
+//!   input ([`Phase::Finishing`]): subtasks that processed it wait, and once all have,
+//!   the final checkpoint captures them and its completion lets them finish.
 //!
 //! Then the attempt ends ([`Driver`]'s `attempt_ended`): a failure restarts under the
 //! [`RestartStrategy`], anything else ends the job ([`Phase::Ended`]).
@@ -34,7 +36,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use weir_checkpoint::{CheckpointMeta, checkpoint_of_metadata_path};
-use weir_control::protocol::CheckpointAck;
+use weir_control::protocol::{CheckpointAck, EndOfInput};
 use weir_types::deployment::{JobDeployment, JobReport, JobStatus, RestoreFrom, TaskEnd, TaskProgress};
 use weir_types::ids::{RunId, TaskManagerId};
 
@@ -61,6 +63,10 @@ pub enum Phase {
     /// The attempt runs towards a stop-with-savepoint: the next completed checkpoint
     /// is its last.
     Stopping,
+    /// Every subtask processed the end of its input (with checkpoints): the final
+    /// checkpoint is taken, and the job finishes once its subtasks, having heard of its
+    /// completion and committed their sinks, do.
+    Finishing,
     /// Over for good.
     Ended,
 }
@@ -97,6 +103,8 @@ pub enum Event {
     TaskEnded(TaskEnd),
     /// A subtask's snapshot was persisted (or not).
     Ack(CheckpointAck),
+    /// A subtask processed the end of its input and waits for the final checkpoint.
+    EndOfInput(EndOfInput),
     /// A TaskManager is gone (silent past the heartbeat timeout, or disconnected).
     TaskManagerLost {
         /// Registry id.
@@ -311,8 +319,9 @@ pub struct Driver {
     restarts: u32,
     last_checkpoint: Option<u64>,
     /// The newest epoch whose sink output may be committed besides completed
-    /// checkpoints' (a sink's end of input, checkpoints a restore skipped). Restores
-    /// older than it are announced as at-least-once, and new checkpoint ids go above it.
+    /// checkpoints' (checkpoints a restore skipped; a sink's end of input commits with
+    /// the final checkpoint, never by itself). Restores older than it are announced as
+    /// at-least-once, and new checkpoint ids go above it.
     committed_epoch: Option<u64>,
     first_checkpoint: u64,
     initial_restore: Option<RestoreFrom>,
@@ -418,6 +427,7 @@ impl Driver {
             Event::PrepareFailed { run, tm, error } if self.is_current(&run) => self.lose(tm, &error, now, &mut out),
             Event::TaskEnded(end) if self.is_current(&end.run) => self.task_ended(end, now, &mut out),
             Event::Ack(ack) if self.is_current(&ack.run) => self.ack(ack, now, &mut out),
+            Event::EndOfInput(end) if self.is_current(&end.run) => self.end_of_input(end, now, &mut out),
             Event::TaskManagerLost { tm, name } if self.attempt_active() => {
                 self.lose(tm, &format!("taskmanager {name} was lost"), now, &mut out);
             }
@@ -426,7 +436,12 @@ impl Driver {
             Event::Savepoint { request, dir, stop } => self.savepoint(request, dir, stop, &mut out),
             Event::SavepointWritten(exported) => self.savepoint_written(exported, now, &mut out),
             // A superseded attempt, or one that already ended: never counted.
-            Event::Prepared { .. } | Event::PrepareFailed { .. } | Event::TaskEnded(_) | Event::Ack(_) | Event::TaskManagerLost { .. } => {}
+            Event::Prepared { .. }
+            | Event::PrepareFailed { .. }
+            | Event::TaskEnded(_)
+            | Event::Ack(_)
+            | Event::EndOfInput(_)
+            | Event::TaskManagerLost { .. } => {}
         }
         if self.attempt_active() && self.tracker.is_done() {
             self.attempt_ended(now, &mut out);
@@ -509,7 +524,7 @@ impl Driver {
 
     /// An attempt is deployed and has not ended.
     fn attempt_active(&self) -> bool {
-        matches!(self.phase, Phase::Deploying { .. } | Phase::Running | Phase::Stopping)
+        matches!(self.phase, Phase::Deploying { .. } | Phase::Running | Phase::Stopping | Phase::Finishing)
     }
 
     /// The TaskManagers holding the attempt's slots.

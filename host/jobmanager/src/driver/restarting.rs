@@ -81,7 +81,7 @@ impl Driver {
                 Step::Placing(_) => out.push(Command::Place),
                 Step::Looking => {}
             },
-            Phase::Running | Phase::Stopping => self.tick_checkpoints(now, out),
+            Phase::Running | Phase::Stopping | Phase::Finishing => self.tick_checkpoints(now, out),
             _ => {}
         }
     }

@@ -7,10 +7,9 @@
 use std::time::Instant;
 
 use weir_checkpoint::CheckpointMeta;
-use weir_control::protocol::CheckpointAck;
-use weir_types::deployment::{SinkFiles, TaskEnd, TaskOutcome};
+use weir_control::protocol::{CheckpointAck, EndOfInput};
+use weir_types::deployment::TaskEnd;
 use weir_types::ids::RunId;
-use weir_types::plan::{NodeKind, SinkKind};
 
 use super::{Command, Driver, Exported, Phase, SavepointWait};
 use crate::coordinator::AckOutcome;
@@ -41,32 +40,26 @@ impl Driver {
         self.ack_outcome(outcome, out);
     }
 
+    /// With checkpoints a subtask finishes only after a completed checkpoint captured
+    /// it at its end (its sink committed then): nothing of it is committed past the
+    /// checkpoints, so a restore never writes committed output again.
     pub(super) fn task_ended(&mut self, end: TaskEnd, now: Instant, out: &mut Vec<Command>) {
-        if let TaskOutcome::Finished(stats) = &end.outcome
-            && self.is_transactional_sink(end.vertex)
-        {
-            // A file sink commits its last epoch at the end of its input, before any
-            // checkpoint covers it: a restore from an older checkpoint writes it again.
-            let epoch = stats.last_checkpoint.max(self.last_checkpoint.unwrap_or(0)) + 1;
-            self.committed_epoch = self.committed_epoch.max(Some(epoch));
-        }
-        if let (TaskOutcome::Finished(stats), Some(c)) = (&end.outcome, self.coordinator.as_mut()) {
-            // It may have been the last subtask a checkpoint waited for.
-            let outcome = c.finished(&self.deployment, end.vertex, end.subtask, stats.last_checkpoint);
-            self.ack_outcome(outcome, out);
-        }
         if self.tracker.ended(end.vertex, end.subtask, end.outcome, now) {
             self.cancel_attempt(out);
         }
     }
 
-    /// The vertex ends in a file sink that commits with checkpoints.
-    fn is_transactional_sink(&self, vertex: u32) -> bool {
-        let d = &self.deployment;
-        let last = d.graph.vertices.get(vertex as usize).and_then(|v| v.nodes.last()).and_then(|n| d.plan.nodes.get(*n));
-        d.checkpoints.is_some()
-            && d.sink_files == SinkFiles::PartPerSubtask
-            && last.is_some_and(|n| matches!(n.kind, NodeKind::Sink(SinkKind::File(Some(_)))))
+    /// A subtask processed the end of its input and waits for a checkpoint to capture
+    /// it; after the last one's, the final checkpoint is triggered at once.
+    pub(super) fn end_of_input(&mut self, end: EndOfInput, now: Instant, out: &mut Vec<Command>) {
+        self.tracker.end_of_input(end.vertex, end.subtask);
+        let Some(c) = self.coordinator.as_mut() else { return };
+        c.end_of_input(end.vertex, end.subtask, end.last_checkpoint);
+        if c.all_ended() && matches!(self.phase, Phase::Running) {
+            self.phase = Phase::Finishing;
+            out.push(Command::Log(EventLevel::Info, "every subtask reached the end of its input: taking the final checkpoint".into()));
+            self.tick_checkpoints(now, out);
+        }
     }
 
     fn ack_outcome(&mut self, outcome: AckOutcome, out: &mut Vec<Command>) {
@@ -88,14 +81,22 @@ impl Driver {
     pub(super) fn completed(&mut self, run: &RunId, meta: CheckpointMeta, result: Result<u64, String>, out: &mut Vec<Command>) {
         self.completing = self.completing.saturating_sub(1);
         let id = meta.id;
+        let current = self.is_current(run);
+        let coordinator = self.coordinator.as_mut().filter(|_| current);
         let size = match result {
             Ok(size) => size,
             Err(e) => {
+                if let Some(c) = coordinator {
+                    c.not_completed(id);
+                }
                 out.push(Command::Log(EventLevel::Error, format!("checkpoint {id} cannot be completed: {e}")));
                 out.push(failed(id, e));
                 return;
             }
         };
+        if let Some(c) = coordinator {
+            c.completed(&meta);
+        }
         self.last_checkpoint = Some(self.last_checkpoint.map_or(id, |l| l.max(id)));
         out.push(Command::Checkpoint { id, status: CheckpointStatus::Completed, size: Some(size), failure: None });
         if self.is_current(run) {
@@ -115,7 +116,7 @@ impl Driver {
     /// complete.
     pub(super) fn savepoint(&mut self, request: u64, dir: String, stop: bool, out: &mut Vec<Command>) {
         let coordinator = match self.phase {
-            Phase::Deploying { .. } | Phase::Running | Phase::Stopping => self.coordinator.as_mut(),
+            Phase::Deploying { .. } | Phase::Running | Phase::Stopping | Phase::Finishing => self.coordinator.as_mut(),
             _ => None,
         };
         let Some(c) = coordinator else {

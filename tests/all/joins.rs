@@ -1,0 +1,188 @@
+//! Joins (example `joins`): regular inner, left and full outer, interval and window
+//! joins through `weir run` at parallelism 1 and 3 and on a cluster of two
+//! TaskManagers, each checked exactly against a reference computed here with plain
+//! loops over the same generated rows.
+
+use std::collections::BTreeMap;
+
+use weir_testkit::{TestCluster, splitmix64};
+
+use crate::streams::{part_lines, run_embedded, submit, wait_finished};
+
+/// The arguments of a `joins` run (the example's, see its doc).
+#[derive(Clone, Copy)]
+struct Joins {
+    left: u64,
+    right: u64,
+    keys: u64,
+    rate: u64,
+    jitter: u64,
+}
+
+/// A generated row: its id (the value) and event time.
+#[derive(Clone, Copy)]
+struct Row {
+    id: u64,
+    ts: i64,
+}
+
+impl Joins {
+    fn args(&self, kind: &str, extra: &[(&str, i64)]) -> Vec<String> {
+        let Joins { left, right, keys, rate, jitter } = *self;
+        let mut args: Vec<(String, String)> = [("left", left), ("right", right), ("keys", keys), ("rate", rate), ("jitter", jitter)]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        args.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        args.push(("kind".into(), kind.into()));
+        args.into_iter().flat_map(|(k, v)| ["--arg".to_string(), format!("{k}={v}")]).collect()
+    }
+
+    /// Each side's rows by key: left row `i` has key `splitmix64(i) % keys` and time
+    /// `i / rate + splitmix64(i) % jitter`; right row `j` the same with its own salts.
+    fn sides(&self) -> (BTreeMap<u64, Vec<Row>>, BTreeMap<u64, Vec<Row>>) {
+        let (mut left, mut right): (BTreeMap<u64, Vec<Row>>, BTreeMap<u64, Vec<Row>>) = Default::default();
+        for i in 0..self.left {
+            let ts = (i / self.rate + splitmix64(i) % self.jitter) as i64;
+            left.entry(splitmix64(i) % self.keys).or_default().push(Row { id: i, ts });
+        }
+        for j in 0..self.right {
+            let ts = (j / self.rate + splitmix64(j + (1 << 41)) % self.jitter) as i64;
+            right.entry(splitmix64(j + (1 << 40)) % self.keys).or_default().push(Row { id: j, ts });
+        }
+        (left, right)
+    }
+
+    /// Sorted `key<TAB>value` lines of every pair of a key for which `pair` gives a
+    /// value, plus (outer joins) the left rows without any pair as `l -` and the right
+    /// rows without any as `- r`.
+    fn reference(&self, pair: impl Fn(Row, Row) -> Vec<String>, left_outer: bool, right_outer: bool) -> Vec<String> {
+        let (left, right) = self.sides();
+        let none = Vec::new();
+        let mut lines = Vec::new();
+        for key in left.keys().chain(right.keys()).collect::<std::collections::BTreeSet<_>>() {
+            let (ls, rs) = (left.get(key).unwrap_or(&none), right.get(key).unwrap_or(&none));
+            for l in ls {
+                for r in rs {
+                    lines.extend(pair(*l, *r).into_iter().map(|v| format!("{key}\t{v}")));
+                }
+            }
+            if left_outer && rs.is_empty() {
+                lines.extend(ls.iter().map(|l| format!("{key}\t{} -", l.id)));
+            }
+            if right_outer && ls.is_empty() {
+                lines.extend(rs.iter().map(|r| format!("{key}\t- {}", r.id)));
+            }
+        }
+        lines.sort_unstable();
+        lines
+    }
+}
+
+fn both(l: Row, r: Row) -> Vec<String> {
+    vec![format!("{} {}", l.id, r.id)]
+}
+
+fn interval(lower: i64, upper: i64) -> impl Fn(Row, Row) -> Vec<String> {
+    move |l, r| if r.ts >= l.ts + lower && r.ts <= l.ts + upper { both(l, r) } else { vec![] }
+}
+
+/// Pairs per sliding window `[s, s + size)`, `s` a multiple of `slide`, holding both
+/// (tumbling: `slide == size`).
+fn windows(size: i64, slide: i64) -> impl Fn(Row, Row) -> Vec<String> {
+    move |l, r| {
+        let last = l.ts.min(r.ts).div_euclid(slide) * slide;
+        let mut out = Vec::new();
+        let mut s = last;
+        while s > l.ts.max(r.ts) - size {
+            out.push(format!("{s} {} {}", l.id, r.id));
+            s -= slide;
+        }
+        out
+    }
+}
+
+fn sorted(mut lines: Vec<String>) -> Vec<String> {
+    lines.sort_unstable();
+    lines
+}
+
+/// Runs `kind` embedded at parallelism 1 and 3; each output must be `expected`.
+fn exact_at_1_and_3(j: Joins, kind: &str, extra: &[(&str, i64)], expected: &[String]) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for p in ["1", "3"] {
+        let got = sorted(run_embedded(dir.path(), "joins", p, &j.args(kind, extra)).0);
+        assert!(got == expected, "{kind} at parallelism {p}: {} lines, {} expected", got.len(), expected.len());
+    }
+}
+
+/// Keys with rows on one side only exist (about 2% of keys each way), so the outer
+/// joins differ from the inner one.
+const REGULAR: Joins = Joins { left: 20_000, right: 20_000, keys: 5_000, rate: 10, jitter: 1 };
+
+#[test]
+fn regular_inner_left_and_full_outer_joins_are_exact_at_parallelism_1_and_3() {
+    let inner = REGULAR.reference(both, false, false);
+    let left = REGULAR.reference(both, true, false);
+    let full = REGULAR.reference(both, true, true);
+    assert!(inner.len() > 50_000 && left.len() > inner.len() && full.len() > left.len(), "{} {} {}", inner.len(), left.len(), full.len());
+    exact_at_1_and_3(REGULAR, "inner", &[], &inner);
+    exact_at_1_and_3(REGULAR, "left", &[], &left);
+    exact_at_1_and_3(REGULAR, "full", &[], &full);
+}
+
+/// Rows shuffled within 50 ms (500 rows) of event time, watermarks allowing exactly
+/// that; 200 keys so each key's rows come often enough to meet within the interval.
+const SHUFFLED: Joins = Joins { left: 20_000, right: 20_000, keys: 200, rate: 10, jitter: 50 };
+
+#[test]
+fn an_interval_join_of_out_of_order_streams_is_exact_at_parallelism_1_and_3() {
+    for (lower, upper) in [(-5, 10), (3, 7)] {
+        let expected = SHUFFLED.reference(interval(lower, upper), false, false);
+        assert!(expected.len() > 5_000, "{}", expected.len());
+        exact_at_1_and_3(SHUFFLED, "interval", &[("lower", lower), ("upper", upper)], &expected);
+    }
+}
+
+#[test]
+fn tumbling_and_sliding_window_joins_are_exact_at_parallelism_1_and_3() {
+    let tumbling = SHUFFLED.reference(windows(20, 20), false, false);
+    assert!(tumbling.len() > 5_000, "{}", tumbling.len());
+    exact_at_1_and_3(SHUFFLED, "tumbling", &[("size", 20)], &tumbling);
+    let sliding = SHUFFLED.reference(windows(20, 10), false, false);
+    assert!(sliding.len() > tumbling.len(), "{} {}", sliding.len(), tumbling.len());
+    exact_at_1_and_3(SHUFFLED, "sliding", &[("size", 20), ("slide", 10)], &sliding);
+}
+
+#[test]
+fn full_outer_interval_and_sliding_window_joins_are_exact_on_a_cluster_of_two_taskmanagers() {
+    let cluster = TestCluster::start(crate::WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)]);
+    let runs = [
+        ("full", REGULAR, vec![], REGULAR.reference(both, true, true)),
+        ("interval", SHUFFLED, vec![("lower", -5), ("upper", 10)], SHUFFLED.reference(interval(-5, 10), false, false)),
+        ("sliding", SHUFFLED, vec![("size", 20), ("slide", 10)], SHUFFLED.reference(windows(20, 10), false, false)),
+    ];
+    for (kind, j, extra, expected) in runs {
+        let out = cluster.dir.path().join(kind);
+        let job = submit(&cluster, "joins", "3", &out, &j.args(kind, &extra));
+        wait_finished(&cluster, &job);
+        let got = sorted(part_lines(&out));
+        assert!(got == expected, "{kind} on two TaskManagers: {} lines, {} expected", got.len(), expected.len());
+    }
+}
+
+#[test]
+fn an_interval_join_with_bounds_the_wrong_way_round_is_refused_at_planning() {
+    let o = crate::WEIR.run([
+        "run".as_ref(),
+        crate::WEIR.example("joins").as_os_str(),
+        "--arg".as_ref(),
+        "kind=interval".as_ref(),
+        "--arg".as_ref(),
+        "lower=5".as_ref(),
+        "--arg".as_ref(),
+        "upper=1".as_ref(),
+    ]);
+    let err = weir_testkit::stderr(&o);
+    assert!(!o.status.success() && err.contains("interval join \"join\": lower bound 5 is above the upper bound 1"), "{err}");
+}
