@@ -54,12 +54,21 @@ pub struct ConnectedStreams<K, V1, V2> {
     /// What the second input's edge says instead of the truth (the host's validation
     /// tests): its partitioning and key type.
     pub(crate) second_edge: Option<(crate::wit::weir::dataflow::plan_types::Partitioning, Option<String>)>,
+    /// The state TTL of the operator, shared by both inputs.
+    pub(crate) ttl: Option<crate::StateTtl>,
 }
 
 impl<K: Data, V1: Data, V2: Data> ConnectedStreams<K, V1, V2> {
+    /// Gives the operator's state (shared by both inputs) the time-to-live `ttl`, as
+    /// [`KeyedStream::state_ttl`](crate::KeyedStream::state_ttl) does.
+    pub fn state_ttl(mut self, ttl: crate::StateTtl) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
     /// Runs `f` over both inputs as one keyed operator `uid`; its output keeps the key.
     pub fn process<F: KeyedCoProcessFunction<K, V1, V2>>(self, uid: &str, f: F) -> crate::Stream<K, F::Out> {
-        crate::job::connect(self.first, self.second, self.second_edge, uid, CoProcess::boxed(f))
+        crate::job::connect(self.first, self.second, self.second_edge, self.ttl, uid, CoProcess::boxed(f))
     }
 }
 
@@ -154,6 +163,10 @@ impl<K: Data, V1: Data, V2: Data, F: KeyedCoProcessFunction<K, V1, V2>> Operator
     fn fuse_key(&mut self, key: Box<dyn Any>) -> Result<(), Box<dyn Any>> {
         self.0.fuse_key(key)
     }
+
+    fn set_state_ttl(&mut self, ttl: crate::StateTtl) -> bool {
+        self.0.set_state_ttl(ttl)
+    }
 }
 
 #[cfg(test)]
@@ -213,5 +226,31 @@ mod tests {
         assert_eq!(o.records, [(100, key.clone(), enc(&"7 timer 100"))]);
         let untagged = keyed(&[(&key, None)], &[(0, 1, &enc(&"x"))]);
         assert!(op.process(&untagged, 0).is_err(), "a batch without its tag is refused");
+    }
+
+    #[test]
+    fn both_inputs_share_state_that_expires_under_a_ttl() {
+        let clock = TestClock::at(0);
+        clock.processing_time.set(1_000);
+        let mut op: CoProcess<u32, String, u64, Enrich> = CoProcess(CoProcess::new(Enrich).0.with_clock(clock.clone()));
+        assert!(op.set_state_ttl(crate::StateTtl::new(100)));
+        let key = enc(&7u32);
+        let mut profiles = keyed(&[(&key, None)], &[(0, 1, &enc(&"ann"))]);
+        push_u32(&mut profiles, 0);
+        let o = parse_keyed_output(&op.process(&profiles, 0).unwrap(), 1);
+        let stored = o.states[0].clone().flatten().unwrap();
+        assert_eq!(stored[..8], 1_100i64.to_le_bytes(), "the first input's write carries its expiry");
+        let clicks = |state: &[u8]| {
+            let mut c = keyed(&[(&key, Some(state))], &[(0, 2, &enc(&3u64))]);
+            push_u32(&mut c, 1);
+            c
+        };
+        clock.processing_time.set(1_099);
+        let o = parse_keyed_output(&op.process(&clicks(&stored), 0).unwrap(), 1);
+        assert_eq!(o.records, [(2, key.clone(), enc(&"7 ann 3"))], "the second input reads it while it lives");
+        clock.processing_time.set(1_100);
+        let o = parse_keyed_output(&op.process(&clicks(&stored), 0).unwrap(), 1);
+        assert_eq!(o.records, [(2, key.clone(), enc(&"7 ? 3"))], "and never once expired");
+        assert_eq!(o.states, [Some(None)], "the expired state is cleared in the host");
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::ops::{Operator, PendingKey};
 use crate::time::WatermarkStrategy;
+use crate::ttl::StateTtl;
 use crate::wit::weir::dataflow::plan_types as wit;
 
 pub(crate) enum NodeKind {
@@ -28,6 +29,8 @@ pub(crate) struct Node {
     /// The side outputs the plan reads or the operator was told to fill, in order of
     /// declaration: their index is what output batches carry.
     pub(crate) side_outputs: Vec<String>,
+    /// A keyed operator's state TTL (ms), which the host sweeps.
+    pub(crate) state_ttl_ms: Option<u64>,
 }
 
 pub(crate) struct Edge {
@@ -66,7 +69,15 @@ impl Graph {
         } else if self.nodes.iter().any(|n| n.uid == uid) {
             self.errors.push(format!("uid {uid:?} is used by more than one node"));
         }
-        self.nodes.push(Node { uid: uid.to_string(), name: uid.to_string(), kind, parallelism: None, watermarks: None, side_outputs: Vec::new() });
+        self.nodes.push(Node {
+            uid: uid.to_string(),
+            name: uid.to_string(),
+            kind,
+            parallelism: None,
+            watermarks: None,
+            side_outputs: Vec::new(),
+            state_ttl_ms: None,
+        });
         self.nodes.len() - 1
     }
 
@@ -92,6 +103,25 @@ impl Graph {
             self.errors.push(msg);
         } else if !node.side_outputs.iter().any(|s| s == name) {
             node.side_outputs.push(name.to_string());
+        }
+    }
+
+    /// Gives the keyed operator of node `index` the state TTL `ttl`, in the guest (which
+    /// stamps and checks expiry) and in the plan (the host sweeps expired state).
+    pub(crate) fn set_state_ttl(&mut self, index: usize, ttl: StateTtl) {
+        let Some(node) = self.nodes.get_mut(index) else { return };
+        let applied = match &mut node.kind {
+            NodeKind::Operator { keyed: true, op } => op.set_state_ttl(ttl),
+            _ => false,
+        };
+        if !applied {
+            let msg = format!("node {:?}: a state TTL needs a keyed operator with state", node.uid);
+            self.errors.push(msg);
+        } else if ttl.ms == 0 {
+            let msg = format!("node {:?}: a state TTL must be at least 1 ms", node.uid);
+            self.errors.push(msg);
+        } else {
+            node.state_ttl_ms = Some(ttl.ms);
         }
     }
 
@@ -132,7 +162,9 @@ impl Graph {
                 NodeKind::Removed => continue,
                 NodeKind::Source(s) => (wit::NodeKind::Source(s), None),
                 NodeKind::Sink(s) => (wit::NodeKind::Sink(s), None),
-                NodeKind::Operator { keyed, op } => (wit::NodeKind::Operator(wit::OperatorSpec { keyed, side_outputs: node.side_outputs }), Some(op)),
+                NodeKind::Operator { keyed, op } => {
+                    (wit::NodeKind::Operator(wit::OperatorSpec { keyed, side_outputs: node.side_outputs, state_ttl_ms: node.state_ttl_ms }), Some(op))
+                }
                 NodeKind::KeySelector(_) => return Err(format!("internal: key selector {:?} not placed", node.uid)),
             };
             new_index[old] = Some(u32::try_from(nodes.len()).map_err(|_| "too many nodes".to_string())?);

@@ -24,6 +24,7 @@ pub const DEFAULT_LATE_OUTPUT: &str = "late";
 use crate::text::TextField;
 use crate::time::{TimeDomain, Timer, WatermarkStrategy};
 use crate::timers::{Closures, KeyedProcessFunction, ProcessFn, TimerContext};
+use crate::ttl::StateTtl;
 use crate::window::{Window, Windows};
 use crate::windowed::{AggregateFn, AggregateFunction, CountFn, ProcessWindowFn, ReduceFn, WindowFn, WindowOp};
 use crate::wit::weir::dataflow::plan_types::{GeneratorSource, Partitioning, SinkKind, SourceKind};
@@ -269,7 +270,7 @@ impl<K: Data, V: Data> Stream<K, V> {
     fn keyed_by<K2: Data>(self, uid: &str, pending: Box<dyn ops::PendingKey>) -> KeyedStream<K2, V> {
         let partitioning = if self.also.is_empty() { Partitioning::Forward } else { self.partitioning };
         let stream: Stream<K2, V> = Stream { partitioning, ..self }.then(uid, NodeKind::KeySelector(pending));
-        KeyedStream { graph: stream.graph, node: stream.node, _t: PhantomData }
+        KeyedStream { graph: stream.graph, node: stream.node, ttl: None, _t: PhantomData }
     }
 
     /// Sets each record's timestamp to `timestamp(&value)` and generates watermarks from
@@ -379,12 +380,16 @@ pub(crate) fn connect<K: Data, V1: Data, V2: Data, W: Data>(
     first: KeyedStream<K, V1>,
     second: KeyedStream<K, V2>,
     second_edge: Option<(Partitioning, Option<String>)>,
+    ttl: Option<StateTtl>,
     uid: &str,
     op: Box<dyn ops::Operator>,
 ) -> Stream<K, W> {
     let node = {
         let mut g = first.graph.borrow_mut();
         let node = g.add_node(uid, NodeKind::Operator { keyed: true, op });
+        if let Some(ttl) = ttl {
+            g.set_state_ttl(node, ttl);
+        }
         g.add_keyed_edge(first.node, node, 0, core::any::type_name::<K>());
         g.add_keyed_edge(second.node, node, 1, core::any::type_name::<K>());
         if let (Some((partitioning, key_type)), Some(e)) = (second_edge, g.edges.last_mut()) {
@@ -414,6 +419,8 @@ fn set_parallelism(graph: &Rc<RefCell<Graph>>, nodes: &[Option<usize>], n: u32) 
 pub struct KeyedStream<K, V> {
     graph: Rc<RefCell<Graph>>,
     node: usize,
+    /// The state TTL of the keyed operator that reads this stream.
+    ttl: Option<StateTtl>,
     _t: PhantomData<fn() -> (K, V)>,
 }
 
@@ -422,17 +429,31 @@ impl<K: Data, V: Data> KeyedStream<K, V> {
         let node = {
             let mut g = self.graph.borrow_mut();
             let node = g.add_node(uid, NodeKind::Operator { keyed: true, op });
+            if let Some(ttl) = self.ttl {
+                g.set_state_ttl(node, ttl);
+            }
             g.add_keyed_edge(self.node, node, 0, core::any::type_name::<K>());
             node
         };
         Stream::at(self.graph, node)
     }
 
+    /// Gives the state of the next keyed operator on this stream (`count`, `sum`,
+    /// `reduce`, `process`, `process_function`, a window) the time-to-live `ttl`: its
+    /// value, map and list states expire that long after their last write (or read,
+    /// with [`StateTtl::update_on_read`]), in processing time, and expired state is never
+    /// returned. The host also drops expired state in the background. Flink sets a TTL
+    /// per state descriptor; here it covers every state of the operator.
+    pub fn state_ttl(mut self, ttl: StateTtl) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
     /// Meets `other`, keyed by the same key type, in one two-input keyed operator
     /// (Flink's `connect` of keyed streams): finish with
     /// [`ConnectedStreams::process`] and a [`KeyedCoProcessFunction`].
     pub fn connect<V2: Data>(self, other: KeyedStream<K, V2>) -> ConnectedStreams<K, V, V2> {
-        ConnectedStreams { first: self, second: other, second_edge: None }
+        ConnectedStreams { first: self, second: other, second_edge: None, ttl: None }
     }
 
     /// Joins `other`, keyed by the same key type, by equal keys (Flink's
@@ -464,8 +485,8 @@ impl<K: Data, V: Data> KeyedStream<K, V> {
         partitioning: Partitioning,
         key_type: Option<&str>,
     ) -> ConnectedStreams<K, V, V2> {
-        let second = KeyedStream { graph: other.graph, node: other.node, _t: PhantomData };
-        ConnectedStreams { first: self, second, second_edge: Some((partitioning, key_type.map(str::to_string))) }
+        let second = KeyedStream { graph: other.graph, node: other.node, ttl: None, _t: PhantomData };
+        ConnectedStreams { first: self, second, second_edge: Some((partitioning, key_type.map(str::to_string))), ttl: None }
     }
 
     /// The running number of records per key, emitted with every record.

@@ -8,9 +8,10 @@
 
 use core::any::{Any, TypeId};
 use core::marker::PhantomData;
+use std::rc::Rc;
 
 use serde::Serialize;
-use weir_batch::{BatchError, FiredTimer, KeyedRecord, Reader, begin_output, end_records};
+use weir_batch::{BatchError, FiredTimer, KeyedRecord, Reader, begin_len_prefixed, begin_output, end_len_prefixed, end_records, push_ts};
 
 use crate::Data;
 use crate::codec::{self, Out, decode};
@@ -18,6 +19,8 @@ use crate::emit::{Emitter, KeyMode};
 use crate::error::{OpError, StateError};
 use crate::ops::{Operator, accepts_key, install_key};
 use crate::side::{self, Ending, OutputTag};
+use crate::time::{Clock, host_clock};
+use crate::ttl::{StateTtl, TtlNow};
 use crate::wit::weir::dataflow::keyed_state as host;
 
 /// One key of the current batch: its bytes (borrowed from the batch), its value state
@@ -44,48 +47,86 @@ fn recycle_slots<'b, S>(mut v: Vec<Slot<'_, S>>) -> Vec<Slot<'b, S>> {
 /// the same layout), reused across batches.
 pub(crate) struct Keys<S: 'static> {
     slots: Vec<Slot<'static, S>>,
+    /// The operator's state TTL, if it has one.
+    pub(crate) ttl: Option<StateTtl>,
+    /// Where the TTL's processing time comes from (read once per call, only with a TTL).
+    pub(crate) clock: Rc<dyn Clock>,
 }
 
 impl<S: Data> Keys<S> {
     pub(crate) fn new() -> Self {
-        Keys { slots: Vec::new() }
+        Keys { slots: Vec::new(), ttl: None, clock: host_clock() }
+    }
+
+    /// The TTL and the time of this call, if the operator has a TTL.
+    #[inline(always)]
+    pub(crate) fn ttl_now(&self) -> Option<TtlNow> {
+        self.ttl.map(|ttl| TtlNow { ttl, now: self.clock.processing_time() })
     }
 
     /// Reads the key table, decoding each key's state with `decode_state` (e.g.
     /// [`decode_value_state`]); `on_key` sees each key's bytes (the process operator decodes
-    /// the typed key there).
+    /// the typed key there). With a TTL, an expired state reads as none and is cleared in
+    /// the host; with `update_on_read`, every state read is written back (refreshed).
     #[inline(always)]
     pub(crate) fn read<'a>(
         &mut self,
         r: &mut Reader<'a>,
         mut on_key: impl FnMut(&'a [u8]) -> Result<(), OpError>,
         decode_state: impl Fn(&[u8]) -> Result<S, OpError>,
+        ttl: Option<TtlNow>,
     ) -> Result<Vec<Slot<'a, S>>, OpError> {
         let mut slots = recycle_slots(core::mem::take(&mut self.slots));
         let count = r.u32("key count")?;
         for _ in 0..count {
             let (key, state) = r.key_entry()?;
             on_key(key)?;
-            let state = match state {
-                Some(s) => Some(decode_state(s)?),
-                None => None,
+            let slot = match (state, ttl) {
+                (None, _) => Slot { key, state: None, changed: false },
+                (Some(s), None) => Slot { key, state: Some(decode_state(s)?), changed: false },
+                (Some(s), Some(ttl)) => match ttl.unwrap(s) {
+                    None => Slot { key, state: None, changed: true },
+                    Some(framed) => {
+                        let inner = Reader::new(framed).len_prefixed("key state")?;
+                        Slot { key, state: Some(decode_state(inner)?), changed: ttl.ttl.update_on_read }
+                    }
+                },
             };
-            slots.push(Slot { key, state, changed: false });
+            slots.push(slot);
         }
         Ok(slots)
     }
 
     /// Appends one state update per key, a set state with `put_state` (e.g.
     /// `codec::put_encoded`), and keeps the table for the next batch.
+    /// With a TTL, a set state is the expiry of a write now, then what `put_state`
+    /// writes (length-prefixed, as without a TTL), so any codec works unchanged.
     #[inline(always)]
     pub(crate) fn finish(
         &mut self,
         slots: Vec<Slot<'_, S>>,
         out: &mut Out,
         put_state: impl Fn(&mut Out, &S) -> Result<(), OpError>,
+        ttl: Option<TtlNow>,
     ) -> Result<(), OpError> {
-        for slot in &slots {
-            codec::put_state_update_with(out, slot.changed, slot.state.as_ref(), &put_state)?;
+        match ttl {
+            None => {
+                for slot in &slots {
+                    codec::put_state_update_with(out, slot.changed, slot.state.as_ref(), &put_state)?;
+                }
+            }
+            Some(ttl) => {
+                let expiry = ttl.expiry();
+                for slot in &slots {
+                    codec::put_state_update_with(out, slot.changed, slot.state.as_ref(), |out, s| {
+                        let at = begin_len_prefixed(out);
+                        push_ts(out, expiry);
+                        put_state(out, s)?;
+                        end_len_prefixed(out, at);
+                        Ok(())
+                    })?;
+                }
+            }
         }
         self.slots = recycle_slots(slots);
         Ok(())
@@ -179,7 +220,7 @@ pub(crate) fn keyed_call<'a, I, C, S, W, X>(
     capacity: usize,
     cx: &mut X,
     mut on_key: impl FnMut(&mut X, &'a [u8]) -> Result<(), OpError>,
-    mut item: impl FnMut(&mut X, usize, I, &mut Slot<'a, S>, &mut Emitter<'_, W>) -> Result<(), OpError>,
+    mut item: impl FnMut(&mut X, usize, I, &mut Slot<'a, S>, &mut Emitter<'_, W>, Option<TtlNow>) -> Result<(), OpError>,
 ) -> Result<Out, OpError>
 where
     I: KeyedItem<'a>,
@@ -188,7 +229,8 @@ where
     W: Data,
 {
     let mut r = Reader::new(input);
-    let mut slots = keys.read(&mut r, |key| on_key(cx, key), C::decode)?;
+    let ttl = keys.ttl_now();
+    let mut slots = keys.read(&mut r, |key| on_key(cx, key), C::decode, ttl)?;
     let count = r.u32(I::COUNT)?;
     let mut out = Out::with_capacity(capacity);
     let at = begin_output(&mut out);
@@ -201,7 +243,7 @@ where
             return Err(bad_index(index, key_index, keys_len));
         };
         em.set_input(ts, slot.key);
-        item(cx, index, it, slot, &mut em)?;
+        item(cx, index, it, slot, &mut em, ttl)?;
         if let Some(e) = em.take_error() {
             return Err(e);
         }
@@ -209,7 +251,7 @@ where
     r.finish(I::INPUT)?;
     drop(em);
     end_records(&mut out, at);
-    keys.finish(slots, &mut out, C::put)?;
+    keys.finish(slots, &mut out, C::put, ttl)?;
     Ok(out)
 }
 
@@ -253,7 +295,7 @@ where
             capacity,
             &mut (),
             |_, _| Ok(()),
-            |_, _, rec, slot, em| {
+            |_, _, rec, slot, em, _| {
                 fold(&mut slot.state, rec.value)?;
                 slot.changed = true;
                 if let Some(acc) = &slot.state {
@@ -271,6 +313,11 @@ where
 
     fn fuse_key(&mut self, key: Box<dyn Any>) -> Result<(), Box<dyn Any>> {
         install_key(&mut self.key_mode, key)
+    }
+
+    fn set_state_ttl(&mut self, ttl: StateTtl) -> bool {
+        self.keys.ttl = Some(ttl);
+        true
     }
 }
 
@@ -306,11 +353,13 @@ pub struct KeyedContext<'a, K, S> {
     state: &'a mut Option<S>,
     changed: &'a mut bool,
     ts: i64,
+    /// The operator's state TTL and the call's time, if it has one.
+    ttl: Option<TtlNow>,
 }
 
 impl<'a, K, S> KeyedContext<'a, K, S> {
-    pub(crate) fn new(key: &'a K, key_bytes: &'a [u8], state: &'a mut Option<S>, changed: &'a mut bool, ts: i64) -> Self {
-        KeyedContext { key, key_bytes, state, changed, ts }
+    pub(crate) fn new(key: &'a K, key_bytes: &'a [u8], state: &'a mut Option<S>, changed: &'a mut bool, ts: i64, ttl: Option<TtlNow>) -> Self {
+        KeyedContext { key, key_bytes, state, changed, ts, ttl }
     }
 
     /// The key of the current record.
@@ -361,13 +410,13 @@ impl<'a, K, S> KeyedContext<'a, K, S> {
     /// The map state `name` of the current key, with fields `F` and values `T`
     /// (postcard-encoded in the host). Every call on it is a host call.
     pub fn map_state<'s, F: Data, T: Data>(&'s self, name: &'s str) -> MapState<'s, F, T> {
-        MapState { name, key: self.key_bytes, _t: PhantomData }
+        MapState { name, key: self.key_bytes, ttl: self.ttl, _t: PhantomData }
     }
 
     /// The list state `name` of the current key, holding `T`s in insertion order.
     /// Every call on it is a host call.
     pub fn list_state<'s, T: Data>(&'s self, name: &'s str) -> ListState<'s, T> {
-        ListState { name, key: self.key_bytes, _t: PhantomData }
+        ListState { name, key: self.key_bytes, ttl: self.ttl, _t: PhantomData }
     }
 }
 
@@ -375,10 +424,13 @@ impl<'a, K, S> KeyedContext<'a, K, S> {
 ///
 /// It lives in the host's map state under the same name: the element at index `i` has
 /// the field `i` as four big-endian bytes, so the host's field order is list order, and
-/// the length sits under the empty field, which sorts before every element.
+/// the length sits under the empty field, which sorts before every element. With a
+/// TTL, each push stamps the element and the length with the same expiry, so the
+/// length never expires before an element and an expired length is an empty list.
 pub struct ListState<'s, T> {
     name: &'s str,
     key: &'s [u8],
+    ttl: Option<TtlNow>,
     _t: PhantomData<fn(T)>,
 }
 
@@ -387,7 +439,7 @@ const LIST_LEN_FIELD: &[u8] = &[];
 impl<T: Data> ListState<'_, T> {
     /// Number of elements.
     pub fn len(&self) -> Result<u32, StateError> {
-        match host::map_get(self.name, self.key, LIST_LEN_FIELD)? {
+        match read_entry(self.name, self.key, LIST_LEN_FIELD, self.ttl, false)? {
             Some(bytes) => decode_state(&bytes),
             None => Ok(0),
         }
@@ -402,18 +454,44 @@ impl<T: Data> ListState<'_, T> {
     pub fn push(&self, value: &T) -> Result<(), StateError> {
         let len = self.len()?;
         let next = len.checked_add(1).ok_or_else(|| StateError::Codec("list state is full".into()))?;
-        host::map_put(self.name, self.key, &len.to_be_bytes(), &encode(value)?)?;
-        Ok(host::map_put(self.name, self.key, LIST_LEN_FIELD, &encode(&next)?)?)
+        write_entry(self.name, self.key, &len.to_be_bytes(), &encode(value)?, self.ttl)?;
+        write_entry(self.name, self.key, LIST_LEN_FIELD, &encode(&next)?, self.ttl)
     }
 
-    /// All elements, in insertion order.
+    /// All elements, in insertion order. With a TTL, only live elements below the live
+    /// length count (an expired length leaves older elements behind until the host
+    /// sweeps them); with `update_on_read`, reading refreshes the whole list.
     pub fn get(&self) -> Result<Vec<T>, StateError> {
-        host::map_entries(self.name, self.key)?.iter().filter(|(field, _)| field.len() == 4).map(|(_, v)| decode_state(v)).collect()
+        let entries = backend::map_entries(self.name, self.key)?;
+        let Some(ttl) = self.ttl else {
+            return entries.iter().filter(|(field, _)| field.len() == 4).map(|(_, v)| decode_state(v)).collect();
+        };
+        let len = match entries.first().filter(|(f, _)| f.is_empty()).and_then(|(_, v)| ttl.unwrap(v)) {
+            Some(len) => decode_state::<u32>(len)?,
+            None => return Ok(Vec::new()),
+        };
+        let mut out = Vec::new();
+        for (field, v) in &entries {
+            let Ok(index) = <[u8; 4]>::try_from(field.as_slice()) else { continue };
+            if u32::from_be_bytes(index) >= len {
+                continue;
+            }
+            if let Some(inner) = ttl.unwrap(v) {
+                if ttl.ttl.update_on_read {
+                    backend::map_put(self.name, self.key, field, &ttl.wrap(inner))?;
+                }
+                out.push(decode_state(inner)?);
+            }
+        }
+        if ttl.ttl.update_on_read {
+            write_entry(self.name, self.key, LIST_LEN_FIELD, &encode(&len)?, self.ttl)?;
+        }
+        Ok(out)
     }
 
     /// Removes every element.
     pub fn clear(&self) -> Result<(), StateError> {
-        Ok(host::map_clear(self.name, self.key)?)
+        backend::map_clear(self.name, self.key)
     }
 }
 
@@ -421,14 +499,15 @@ impl<T: Data> ListState<'_, T> {
 pub struct MapState<'s, F, T> {
     name: &'s str,
     key: &'s [u8],
+    ttl: Option<TtlNow>,
     _t: PhantomData<fn(F, T)>,
 }
 
 impl<F: Data, T: Data> MapState<'_, F, T> {
-    /// The value of `field`, if set.
+    /// The value of `field`, if set (and, with a TTL, not expired).
     pub fn get(&self, field: &F) -> Result<Option<T>, StateError> {
         let field = encode(field)?;
-        match host::map_get(self.name, self.key, &field)? {
+        match read_entry(self.name, self.key, &field, self.ttl, true)? {
             Some(bytes) => decode_state(&bytes).map(Some),
             None => Ok(None),
         }
@@ -436,22 +515,137 @@ impl<F: Data, T: Data> MapState<'_, F, T> {
 
     /// Sets `field` to `value`.
     pub fn put(&self, field: &F, value: &T) -> Result<(), StateError> {
-        Ok(host::map_put(self.name, self.key, &encode(field)?, &encode(value)?)?)
+        write_entry(self.name, self.key, &encode(field)?, &encode(value)?, self.ttl)
     }
 
     /// Removes `field`.
     pub fn remove(&self, field: &F) -> Result<(), StateError> {
-        Ok(host::map_remove(self.name, self.key, &encode(field)?)?)
+        backend::map_remove(self.name, self.key, &encode(field)?)
     }
 
-    /// All entries, ordered by the encoded field bytes.
+    /// All entries, ordered by the encoded field bytes (with a TTL, the live ones).
     pub fn entries(&self) -> Result<Vec<(F, T)>, StateError> {
-        host::map_entries(self.name, self.key)?.iter().map(|(f, v)| Ok((decode_state(f)?, decode_state(v)?))).collect()
+        let mut out = Vec::new();
+        for (f, v) in backend::map_entries(self.name, self.key)? {
+            let value = match self.ttl {
+                None => v,
+                Some(ttl) => match ttl.unwrap(&v) {
+                    None => continue,
+                    Some(inner) => {
+                        if ttl.ttl.update_on_read {
+                            backend::map_put(self.name, self.key, &f, &ttl.wrap(inner))?;
+                        }
+                        inner.to_vec()
+                    }
+                },
+            };
+            out.push((decode_state(&f)?, decode_state(&value)?));
+        }
+        Ok(out)
     }
 
     /// Removes all entries.
     pub fn clear(&self) -> Result<(), StateError> {
-        Ok(host::map_clear(self.name, self.key)?)
+        backend::map_clear(self.name, self.key)
+    }
+}
+
+/// Reads a map entry's value. With a TTL: `None` once expired (and the entry removed
+/// if `remove_expired`), else refreshed if the TTL updates on read.
+fn read_entry(name: &str, key: &[u8], field: &[u8], ttl: Option<TtlNow>, remove_expired: bool) -> Result<Option<Vec<u8>>, StateError> {
+    let Some(bytes) = backend::map_get(name, key, field)? else { return Ok(None) };
+    let Some(ttl) = ttl else { return Ok(Some(bytes)) };
+    match ttl.unwrap(&bytes) {
+        None => {
+            if remove_expired {
+                backend::map_remove(name, key, field)?;
+            }
+            Ok(None)
+        }
+        Some(inner) => {
+            if ttl.ttl.update_on_read {
+                backend::map_put(name, key, field, &ttl.wrap(inner))?;
+            }
+            Ok(Some(inner.to_vec()))
+        }
+    }
+}
+
+/// Writes a map entry's value, stamped with its expiry under a TTL.
+fn write_entry(name: &str, key: &[u8], field: &[u8], value: &[u8], ttl: Option<TtlNow>) -> Result<(), StateError> {
+    match ttl {
+        None => backend::map_put(name, key, field, value),
+        Some(ttl) => backend::map_put(name, key, field, &ttl.wrap(value)),
+    }
+}
+
+/// The host's map state: its `keyed-state` imports in a component, a thread-local map in
+/// native tests (the imports exist only inside a component).
+mod backend {
+    use crate::error::StateError;
+
+    /// A key's (field, value) pairs, ordered by field.
+    pub(crate) type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+    #[cfg(not(test))]
+    pub(super) use imports::*;
+
+    #[cfg(not(test))]
+    mod imports {
+        use super::{Entries, StateError};
+        use crate::wit::weir::dataflow::keyed_state as host;
+
+        pub(crate) fn map_get(name: &str, key: &[u8], field: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+            Ok(host::map_get(name, key, field)?)
+        }
+        pub(crate) fn map_put(name: &str, key: &[u8], field: &[u8], value: &[u8]) -> Result<(), StateError> {
+            Ok(host::map_put(name, key, field, value)?)
+        }
+        pub(crate) fn map_remove(name: &str, key: &[u8], field: &[u8]) -> Result<(), StateError> {
+            Ok(host::map_remove(name, key, field)?)
+        }
+        pub(crate) fn map_entries(name: &str, key: &[u8]) -> Result<Entries, StateError> {
+            Ok(host::map_entries(name, key)?)
+        }
+        pub(crate) fn map_clear(name: &str, key: &[u8]) -> Result<(), StateError> {
+            Ok(host::map_clear(name, key)?)
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) use fake::*;
+
+    #[cfg(test)]
+    pub(crate) mod fake {
+        use super::{Entries, StateError};
+        use core::cell::RefCell;
+        use std::collections::BTreeMap;
+
+        type Store = BTreeMap<(String, Vec<u8>, Vec<u8>), Vec<u8>>;
+
+        thread_local! {
+            /// (state name, key, field) -> value, as the host keeps it.
+            pub(crate) static MAP: RefCell<Store> = RefCell::default();
+        }
+
+        pub(crate) fn map_get(name: &str, key: &[u8], field: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+            Ok(MAP.with_borrow(|m| m.get(&(name.to_string(), key.to_vec(), field.to_vec())).cloned()))
+        }
+        pub(crate) fn map_put(name: &str, key: &[u8], field: &[u8], value: &[u8]) -> Result<(), StateError> {
+            MAP.with_borrow_mut(|m| m.insert((name.to_string(), key.to_vec(), field.to_vec()), value.to_vec()));
+            Ok(())
+        }
+        pub(crate) fn map_remove(name: &str, key: &[u8], field: &[u8]) -> Result<(), StateError> {
+            MAP.with_borrow_mut(|m| m.remove(&(name.to_string(), key.to_vec(), field.to_vec())));
+            Ok(())
+        }
+        pub(crate) fn map_entries(name: &str, key: &[u8]) -> Result<Entries, StateError> {
+            Ok(MAP.with_borrow(|m| m.iter().filter(|((n, k, _), _)| n == name && k == key).map(|((_, _, f), v)| (f.clone(), v.clone())).collect()))
+        }
+        pub(crate) fn map_clear(name: &str, key: &[u8]) -> Result<(), StateError> {
+            MAP.with_borrow_mut(|m| m.retain(|(n, k, _), _| !(n == name && k == key)));
+            Ok(())
+        }
     }
 }
 
@@ -517,13 +711,13 @@ where
                 typed.push(decode::<K>(key, "key")?);
                 Ok(())
             },
-            |typed, record, rec, slot, em| {
+            |typed, record, rec, slot, em, ttl| {
                 // `typed` mirrors the key table, whose index the frame checked.
                 let Some(key) = typed.get(rec.key_index as usize) else {
                     return Err(bad_index(record, rec.key_index, typed.len()));
                 };
                 let value: V = decode(rec.value, "record value")?;
-                let mut ctx = KeyedContext { key, key_bytes: slot.key, state: &mut slot.state, changed: &mut slot.changed, ts: rec.ts };
+                let mut ctx = KeyedContext { key, key_bytes: slot.key, state: &mut slot.state, changed: &mut slot.changed, ts: rec.ts, ttl };
                 f(&mut ctx, value, em);
                 Ok(())
             },
@@ -538,6 +732,11 @@ where
 
     fn fuse_key(&mut self, key: Box<dyn Any>) -> Result<(), Box<dyn Any>> {
         install_key(&mut self.key_mode, key)
+    }
+
+    fn set_state_ttl(&mut self, ttl: StateTtl) -> bool {
+        self.keys.ttl = Some(ttl);
+        true
     }
 }
 
@@ -611,6 +810,180 @@ mod tests {
             let input = keyed(&[(b"\x07", Some(&enc(&round)))], &[(0, 0, b"")]);
             let out = op.process(&input, 0).unwrap();
             assert_eq!(parse_output(&out).records, vec![(0, vec![7], enc(&(round + 1)))]);
+        }
+    }
+
+    mod ttl {
+        #![allow(clippy::unwrap_used)]
+        use super::*;
+        use crate::time::TestClock;
+
+        type Ctx<'a> = KeyedContext<'a, String, u64>;
+
+        /// A process operator with state TTL `ttl` on `clock`.
+        fn op<F>(ttl: StateTtl, clock: &Rc<TestClock>, f: F) -> Process<String, u64, String, Option<u64>, F>
+        where
+            F: FnMut(&mut Ctx<'_>, String, &mut Emitter<Option<u64>>) + 'static,
+        {
+            let mut keys = Keys::new();
+            keys.ttl = Some(ttl);
+            keys.clock = clock.clone();
+            Process { f, key_mode: KeyMode::Keep, keys, typed: Vec::new(), _v: PhantomData }
+        }
+
+        /// One batch of `command`s for key "k" whose value state is `state`: what it
+        /// emitted and the key's state update.
+        fn call(op: &mut dyn Operator, state: Option<&[u8]>, commands: &[&str]) -> (Vec<Option<u64>>, Option<Option<Vec<u8>>>) {
+            let k = enc(&"k");
+            let values: Vec<Vec<u8>> = commands.iter().map(enc).collect();
+            let records: Vec<(u32, i64, &[u8])> = values.iter().map(|v| (0, 0, v.as_slice())).collect();
+            let out = op.process(&keyed(&[(&k, state)], &records), 0).unwrap();
+            let parsed = parse_output(&out);
+            let emitted = parsed.records.iter().map(|(_, _, v)| postcard::from_bytes(v).unwrap()).collect();
+            (emitted, parse_updates(&parsed.tail).remove(0))
+        }
+
+        fn value_state(ctx: &mut Ctx<'_>, command: String, out: &mut Emitter<Option<u64>>) {
+            match command.as_str() {
+                "set" => ctx.set_state(7),
+                _ => out.emit(ctx.state().copied()),
+            }
+        }
+
+        #[test]
+        fn value_state_expires_after_the_last_write() {
+            let clock = TestClock::at(0);
+            clock.processing_time.set(1_000);
+            let mut op = op(StateTtl::new(100), &clock, value_state);
+            let (_, update) = call(&mut op, None, &["set"]);
+            let stored = update.flatten().unwrap();
+            assert_eq!(stored[..8], 1_100i64.to_le_bytes(), "the expiry leads the stored bytes");
+            clock.processing_time.set(1_099);
+            assert_eq!(call(&mut op, Some(&stored), &["get"]), (vec![Some(7)], None), "a read does not refresh it");
+            clock.processing_time.set(1_100);
+            assert_eq!(call(&mut op, Some(&stored), &["get"]), (vec![None], Some(None)), "expired: absent, and cleared in the host");
+            let (emitted, update) = call(&mut op, Some(&stored), &["get", "set", "get"]);
+            assert_eq!(emitted, [None, Some(7)]);
+            assert_eq!(update.flatten().unwrap()[..8], 1_200i64.to_le_bytes(), "a write after expiry starts anew");
+        }
+
+        #[test]
+        fn update_on_read_refreshes_value_state_read_in_a_batch() {
+            let clock = TestClock::at(0);
+            clock.processing_time.set(1_000);
+            let mut op = op(StateTtl::new(100).update_on_read(), &clock, value_state);
+            let stored = call(&mut op, None, &["set"]).1.flatten().unwrap();
+            clock.processing_time.set(1_090);
+            let (emitted, update) = call(&mut op, Some(&stored), &["get"]);
+            assert_eq!(emitted, [Some(7)]);
+            let refreshed = update.flatten().unwrap();
+            assert_eq!(refreshed[..8], 1_190i64.to_le_bytes());
+            clock.processing_time.set(1_150);
+            assert_eq!(call(&mut op, Some(&refreshed), &["get"]).0, [Some(7)], "alive past the first expiry");
+            assert_eq!(call(&mut op, Some(&stored), &["get"]), (vec![None], Some(None)), "the old bytes are expired");
+        }
+
+        fn map_state(ctx: &mut Ctx<'_>, command: String, out: &mut Emitter<Option<u64>>) {
+            let map = ctx.map_state::<String, u64>("m");
+            match command.as_str() {
+                "put" => map.put(&"f".to_string(), &1).unwrap(),
+                "entries" => out.emit(Some(map.entries().unwrap().len() as u64)),
+                _ => out.emit(map.get(&"f".to_string()).unwrap()),
+            }
+        }
+
+        fn stored_fields() -> usize {
+            backend::fake::MAP.with_borrow(|m| m.len())
+        }
+
+        #[test]
+        fn map_entries_expire_and_are_removed_when_read() {
+            let clock = TestClock::at(0);
+            clock.processing_time.set(1_000);
+            let mut op = op(StateTtl::new(100), &clock, map_state);
+            call(&mut op, None, &["put"]);
+            clock.processing_time.set(1_099);
+            assert_eq!(call(&mut op, None, &["get", "entries"]).0, [Some(1), Some(1)]);
+            clock.processing_time.set(1_100);
+            assert_eq!(call(&mut op, None, &["entries", "get"]).0, [Some(0), None]);
+            assert_eq!(stored_fields(), 0, "the expired entry was removed");
+        }
+
+        #[test]
+        fn update_on_read_refreshes_map_entries() {
+            let clock = TestClock::at(0);
+            clock.processing_time.set(1_000);
+            let mut op = op(StateTtl::new(100).update_on_read(), &clock, map_state);
+            call(&mut op, None, &["put"]);
+            clock.processing_time.set(1_090);
+            assert_eq!(call(&mut op, None, &["get"]).0, [Some(1)]);
+            clock.processing_time.set(1_150);
+            assert_eq!(call(&mut op, None, &["entries"]).0, [Some(1)], "refreshed to 1 190 by the read at 1 090");
+            clock.processing_time.set(1_249);
+            assert_eq!(call(&mut op, None, &["get"]).0, [Some(1)], "refreshed to 1 250 by entries at 1 150");
+            clock.processing_time.set(1_349);
+            assert_eq!(call(&mut op, None, &["get"]).0, [None]);
+        }
+
+        fn list_state(ctx: &mut Ctx<'_>, command: String, out: &mut Emitter<Option<u64>>) {
+            let list = ctx.list_state::<u64>("l");
+            match command.strip_prefix("push ") {
+                Some(n) => list.push(&n.parse().unwrap()).unwrap(),
+                None => {
+                    out.emit(Some(u64::from(list.len().unwrap())));
+                    for v in list.get().unwrap() {
+                        out.emit(Some(v));
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn list_elements_expire_one_by_one_and_the_list_with_its_last() {
+            let clock = TestClock::at(0);
+            clock.processing_time.set(1_000);
+            let mut op = op(StateTtl::new(100), &clock, list_state);
+            call(&mut op, None, &["push 1"]);
+            clock.processing_time.set(1_050);
+            call(&mut op, None, &["push 2"]);
+            assert_eq!(call(&mut op, None, &["get"]).0, [Some(2), Some(1), Some(2)]);
+            clock.processing_time.set(1_120);
+            assert_eq!(call(&mut op, None, &["get"]).0, [Some(2), Some(2)], "the first element expired, the length lives on");
+            clock.processing_time.set(1_150);
+            assert_eq!(call(&mut op, None, &["get"]).0, [Some(0)], "never returned once expired");
+            call(&mut op, None, &["push 3"]);
+            assert_eq!(call(&mut op, None, &["get"]).0, [Some(1), Some(3)], "a push after expiry starts a new list");
+        }
+
+        #[test]
+        fn update_on_read_refreshes_the_whole_list() {
+            let clock = TestClock::at(0);
+            clock.processing_time.set(1_000);
+            let mut op = op(StateTtl::new(100).update_on_read(), &clock, list_state);
+            call(&mut op, None, &["push 1", "push 2"]);
+            clock.processing_time.set(1_090);
+            assert_eq!(call(&mut op, None, &["get"]).0, [Some(2), Some(1), Some(2)]);
+            clock.processing_time.set(1_180);
+            assert_eq!(call(&mut op, None, &["get"]).0, [Some(2), Some(1), Some(2)]);
+        }
+
+        #[test]
+        fn count_restarts_after_its_state_expired() {
+            let clock = TestClock::at(0);
+            clock.processing_time.set(10);
+            let mut op = count();
+            assert!(op.set_state_ttl(StateTtl::new(5)));
+            let k = enc(&"k");
+            // The fold reads the host clock; the native stand-in of the host's clock import.
+            crate::time::test_host::PROCESSING_TIME.with(|t| t.set(10));
+            let out = op.process(&keyed(&[(&k, None)], &[(0, 0, b""), (0, 0, b"")]), 0).unwrap();
+            let stored = parse_updates(&parse_output(&out).tail).remove(0).flatten().unwrap();
+            crate::time::test_host::PROCESSING_TIME.with(|t| t.set(14));
+            let out = op.process(&keyed(&[(&k, Some(&stored))], &[(0, 0, b"")]), 0).unwrap();
+            assert_eq!(parse_output(&out).records[0].2, enc(&3u64));
+            crate::time::test_host::PROCESSING_TIME.with(|t| t.set(15));
+            let out = op.process(&keyed(&[(&k, Some(&stored))], &[(0, 0, b"")]), 0).unwrap();
+            assert_eq!(parse_output(&out).records[0].2, enc(&1u64), "expired: the count starts over");
         }
     }
 }

@@ -120,6 +120,7 @@ mod side;
 mod text;
 mod time;
 mod timers;
+mod ttl;
 mod window;
 mod windowed;
 
@@ -154,6 +155,7 @@ pub use side::OutputTag;
 pub use text::TextField;
 pub use time::{TimeDomain, Timer, WatermarkStrategy};
 pub use timers::{KeyedProcessFunction, TimerContext};
+pub use ttl::StateTtl;
 pub use window::{Window, Windows};
 pub use windowed::AggregateFunction;
 
@@ -166,7 +168,7 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned + 'static> Data for T {}
 pub mod prelude {
     pub use crate::{
         AggregateFunction, ConnectedStreams, Data, Emitter, IntervalBounds, IntervalContext, IntervalJoin, Job, JoinedStreams,
-        KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction, KeyedStream, ListState, MapState, OutputTag, Sink, StateError, Stream, TextField,
+        KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction, KeyedStream, ListState, MapState, OutputTag, Sink, StateError, StateTtl, Stream, TextField,
         TimeDomain, Timer, TimerContext, WatermarkStrategy, Window, WindowJoin, WindowedStream, Windows,
     };
 }

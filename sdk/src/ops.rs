@@ -50,6 +50,12 @@ pub(crate) trait Operator {
     fn fuse_key(&mut self, key: Box<dyn Any>) -> Result<(), Box<dyn Any>> {
         Err(key)
     }
+
+    /// Gives a keyed operator's state the time-to-live `ttl`; false if this operator
+    /// keeps no keyed state it could apply to.
+    fn set_state_ttl(&mut self, _ttl: crate::ttl::StateTtl) -> bool {
+        false
+    }
 }
 
 /// `Operator::accepts_key` of an operator with output type `W` and key mode `slot`.

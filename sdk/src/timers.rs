@@ -26,6 +26,7 @@ use crate::ops::{Operator, accepts_key, install_key};
 use crate::runtime::{self, JobMain};
 use crate::side::{self, Ending};
 use crate::time::{BatchClock, Clock, Timer, host_clock};
+use crate::ttl::{StateTtl, TtlNow};
 use crate::wit::exports::weir::dataflow::operator::OperatorError;
 use crate::wit::exports::weir::dataflow::timers as wit_timers;
 
@@ -82,6 +83,8 @@ pub(crate) struct Cx<'a, S> {
     pub(crate) changed: &'a mut bool,
     pub(crate) timers: &'a mut TimerChanges,
     pub(crate) clock: &'a BatchClock<'a>,
+    /// The operator's state TTL and the call's time, if it has one.
+    pub(crate) ttl: Option<TtlNow>,
 }
 
 /// A keyed operator that sets timers, as [`Timed`] drives it.
@@ -141,7 +144,8 @@ impl<L: TimedLogic> Timed<L> {
 
     /// The same operator reading time from `clock` (native tests).
     #[cfg(test)]
-    pub(crate) fn with_clock(self, clock: Rc<dyn Clock>) -> Self {
+    pub(crate) fn with_clock(mut self, clock: Rc<dyn Clock>) -> Self {
+        self.keys.clock = clock.clone();
         Timed { clock, ..self }
     }
 
@@ -178,9 +182,10 @@ impl<L: TimedLogic> Timed<L> {
             capacity,
             logic,
             |logic, key| logic.on_key(key),
-            |logic, _, it, slot: &mut Slot<'a, L::State>, em| {
+            |logic, _, it, slot: &mut Slot<'a, L::State>, em, ttl| {
                 let (key_index, ts) = it.key_ts();
-                let cx = Cx { key_index, key: slot.key, ts, state: &mut slot.state, changed: &mut slot.changed, timers: &mut *timers, clock: &now };
+                let cx =
+                    Cx { key_index, key: slot.key, ts, state: &mut slot.state, changed: &mut slot.changed, timers: &mut *timers, clock: &now, ttl };
                 item(logic, cx, it, em)
             },
         )?;
@@ -224,6 +229,11 @@ impl<L: TimedLogic> Operator for Timed<L> {
 
     fn fuse_key(&mut self, key: Box<dyn Any>) -> Result<(), Box<dyn Any>> {
         install_key(&mut self.key_mode, key)
+    }
+
+    fn set_state_ttl(&mut self, ttl: StateTtl) -> bool {
+        self.keys.ttl = Some(ttl);
+        true
     }
 }
 
@@ -377,7 +387,7 @@ pub(crate) fn context<'a, K, S>(typed: &'a [K], cx: Cx<'a, S>, timer: Option<Tim
     let Some(key) = typed.get(cx.key_index as usize) else {
         return Err(OpError::BadInput(format!("key index {} without a decoded key", cx.key_index)));
     };
-    let keyed = KeyedContext::new(key, cx.key, cx.state, cx.changed, cx.ts);
+    let keyed = KeyedContext::new(key, cx.key, cx.state, cx.changed, cx.ts, cx.ttl);
     Ok(TimerContext { keyed, key_index: cx.key_index, timers: cx.timers, clock: cx.clock, timer })
 }
 

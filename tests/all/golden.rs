@@ -169,4 +169,8 @@ fn every_example_job_gives_the_same_output_three_ways() {
     let e = Enrich { profiles: 100_000, clicks: 300_000, users: 100, profile_rate: 20, click_rate: 50 };
     let args: Vec<String> = e.args().into_iter().chain(["--arg".into(), "work=1500".into()]).collect();
     check(&cluster, "enrich_clicks", &args.iter().map(String::as_str).collect::<Vec<_>>(), &summary(&e.reference()));
+    // State with a TTL of an hour: every key's counts survive the savepoint unchanged.
+    let (n, keys) = (400_000u64, 1_000u64);
+    let lines: Vec<String> = (0..keys).flat_map(|k| (1..=(0..n).filter(|i| i % keys == k).count()).map(move |c| format!("{k}\t{c}"))).collect();
+    check(&cluster, "ttl_counts", &["--arg", "n=400000", "--arg", "keys=1000", "--arg", "work=6000"], &summary(&lines));
 }

@@ -22,5 +22,6 @@ mod polyglot;
 mod recovery;
 mod servers;
 mod soak;
+mod state_ttl;
 mod streams;
 mod wordcount;

@@ -76,11 +76,13 @@ pub struct ValueCache {
     table: HashTable<(u32, u32)>,
     entries: Vec<Entry>,
     candidates: Vec<u32>,
+    /// Where the next TTL sweep starts.
+    sweep_at: usize,
 }
 
 impl ValueCache {
     pub(crate) fn new(state: TaskState, op: u32, budget: usize) -> Self {
-        Self { state, op, budget, used: 0, table: HashTable::new(), entries: Vec::new(), candidates: Vec::new() }
+        Self { state, op, budget, used: 0, table: HashTable::new(), entries: Vec::new(), candidates: Vec::new(), sweep_at: 0 }
     }
 
     /// Resolves the entries of many keys (`hashes[i]` is the stable hash of
@@ -186,6 +188,32 @@ impl ValueCache {
         e.dirty = true;
         e.changed = true;
         self.used = self.used + value.map_or(0, <[u8]>::len) - old;
+    }
+
+    /// For an operator with a state TTL, between batches: clears the expired values
+    /// among the next `max` entries (a rotating cursor, so every entry is looked at
+    /// every `len / max` calls). A cleared value is a state clear like any other: the
+    /// deletion reaches fjall and the next incremental checkpoint. Returns how many.
+    pub fn sweep_expired(&mut self, now: i64, max: usize) -> usize {
+        let n = self.entries.len();
+        let mut dropped = 0;
+        for _ in 0..max.min(n) {
+            if self.sweep_at >= n {
+                self.sweep_at = 0;
+            }
+            let i = self.sweep_at;
+            self.sweep_at += 1;
+            if self.entries[i].value.as_ref().is_some_and(|v| crate::ttl::expired(v.as_slice(), now)) {
+                self.set(i, None);
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+
+    /// Number of cached values (keys whose state is cleared are not counted).
+    pub fn live(&self) -> usize {
+        self.entries.iter().filter(|e| e.value.is_some()).count()
     }
 
     /// Number of cached keys.

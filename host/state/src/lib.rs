@@ -17,6 +17,9 @@
 //!   by instant; captures copy them as entries under their keys' key groups, so
 //!   checkpoints, restores and rescales carry them like any state.
 //!
+//! - State TTL ([`expired`], [`ValueCache::sweep_expired`], [`TaskState::sweep_expired`]):
+//!   expired state of operators with a TTL is dropped in the background.
+//!
 //! - [`Capture`]: a subtask's state at a checkpoint barrier: a fjall snapshot (cheap,
 //!   read later off the hot path), the caches' dirty entries and the pending timers,
 //!   plus the keys written since the previous capture,
@@ -30,7 +33,9 @@
 mod cache;
 mod store;
 mod timers;
+mod ttl;
 
 pub use cache::ValueCache;
 pub use store::{Capture, MapEntries, StateError, StateStore, TaskState};
 pub use timers::{Due, TimeDomain, Timers};
+pub use ttl::{SweepCursor, expired};

@@ -342,6 +342,76 @@ impl TaskState {
         Ok(out)
     }
 
+    /// For operator `op` with a state TTL: looks at up to `max` of its value and map
+    /// entries in fjall, from where `cursor` stopped (one owned key group after another,
+    /// wrapping around), and deletes the expired ones, noting them for the next
+    /// incremental checkpoint. Timers (other kinds) are not TTL'd and are skipped.
+    /// Returns how many it deleted.
+    pub fn sweep_expired(&self, op: u32, now: i64, cursor: &mut crate::SweepCursor, max: usize) -> Result<usize, StateError> {
+        if self.key_groups.is_empty() {
+            return Ok(0);
+        }
+        let mut seen = 0;
+        let mut doomed = Vec::new();
+        // At most one pass over the owned key groups per call.
+        for _ in 0..=self.key_groups.len() {
+            if !self.key_groups.contains(&cursor.group) {
+                cursor.group = self.key_groups.start;
+                cursor.next = None;
+            }
+            let mut prefix = Vec::with_capacity(6);
+            prefix.extend_from_slice(&(cursor.group as u16).to_be_bytes());
+            prefix.extend_from_slice(&op.to_be_bytes());
+            let start = cursor.next.take().unwrap_or_else(|| prefix.clone());
+            let mut end = prefix.clone();
+            // The operator id is followed by a kind byte, so `prefix + 0xff` bounds them.
+            end.push(u8::MAX);
+            for guard in self.ks.range(start..end) {
+                let (k, v) = guard.into_inner()?;
+                if seen == max {
+                    cursor.next = Some(k.to_vec());
+                    break;
+                }
+                seen += 1;
+                let kind = k.get(prefix.len()).copied();
+                if matches!(kind, Some(VALUE_STATE | MAP_STATE)) && crate::ttl::expired(&v, now) {
+                    doomed.push(k.to_vec());
+                }
+            }
+            if cursor.next.is_some() {
+                break;
+            }
+            cursor.group += 1;
+            if seen == max {
+                break;
+            }
+        }
+        let mut batch = self.db.batch();
+        for k in &doomed {
+            self.note_changed(k);
+            batch.remove(&self.ks, k.as_slice());
+        }
+        if !batch.is_empty() {
+            batch.commit()?;
+        }
+        Ok(doomed.len())
+    }
+
+    /// Number of value and map entries of operator `op` in fjall within the subtask's
+    /// key groups (tests and diagnostics: a full scan).
+    pub fn stored_entries(&self, op: u32) -> Result<usize, StateError> {
+        let mut n = 0;
+        for group in self.key_groups.clone() {
+            let mut prefix = (group as u16).to_be_bytes().to_vec();
+            prefix.extend_from_slice(&op.to_be_bytes());
+            for guard in self.ks.prefix(&prefix) {
+                let (k, _) = guard.into_inner()?;
+                n += usize::from(matches!(k.get(prefix.len()).copied(), Some(VALUE_STATE | MAP_STATE)));
+            }
+        }
+        Ok(n)
+    }
+
     /// Removes all entries of map state `name` for `key`.
     pub fn map_clear(&self, op: u32, name: &str, key: &[u8]) -> Result<(), StateError> {
         let prefix = self.map_prefix(op, name, key)?;
@@ -389,7 +459,8 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let store = StateStore::open(dir.path())?;
         let jobs = |dir: &Path| -> Result<Vec<String>, std::io::Error> {
-            let mut names: Vec<String> = std::fs::read_dir(dir)?.map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned())).collect::<Result<_, _>>()?;
+            let mut names: Vec<String> =
+                std::fs::read_dir(dir)?.map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned())).collect::<Result<_, _>>()?;
             names.sort();
             Ok(names)
         };

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use weir_state::{Due, StateError, TaskState, TimeDomain, Timers, ValueCache};
+use weir_state::{Due, StateError, SweepCursor, TaskState, TimeDomain, Timers, ValueCache};
 use weir_types::batch::{self, Cursor, FiredTimer, StateUpdate, TimerChange};
 use weir_types::keygroup::key_hash;
 use weir_types::plan::WatermarkStrategy;
@@ -20,6 +20,14 @@ use crate::watermark::{BEFORE_TIME, BoundedOutOfOrderness, END_OF_TIME};
 /// Timers handed to the guest per `on-timer` call, so firing a million windows at the
 /// end of input is many bounded calls, not one huge batch.
 const FIRE_BATCH: usize = 4096;
+
+/// Value-cache entries a TTL sweep looks at after each batch and each wake-up.
+const CACHE_SWEEP: usize = 1024;
+
+/// fjall entries a TTL sweep looks at per `FJALL_SWEEP_EVERY_MS` of processing time:
+/// bounded, so a large state costs a little every second instead of a pause.
+const FJALL_SWEEP: usize = 8192;
+const FJALL_SWEEP_EVERY_MS: i64 = 1000;
 
 /// Where output leaving the chain goes (the subtask's sink or routers): the last
 /// operator's records and side-output records.
@@ -45,6 +53,8 @@ pub struct OperatorStep {
     /// A connect's two-input operator: its keyed batches end with the input they came
     /// through. Always a chain's head (its inputs fan in).
     pub two_inputs: bool,
+    /// A keyed operator's state TTL (ms): its expired state is swept in the background.
+    pub state_ttl_ms: Option<u64>,
 }
 
 /// One operator's output: a guest buffer and where its records lie in it.
@@ -98,6 +108,14 @@ struct Step {
     /// The watermark that reached it, and the one it passed on.
     wm_in: i64,
     wm_out: i64,
+    /// Its background TTL sweep, if its state has a TTL.
+    sweep: Option<Sweep>,
+}
+
+/// Where a keyed operator's TTL sweep of fjall goes on, and when.
+struct Sweep {
+    cursor: SweepCursor,
+    next_fjall: i64,
 }
 
 /// Reused buffers for building keyed input batches.
@@ -135,6 +153,8 @@ pub(crate) struct Chain {
     fired: Due,
     /// Side-output records of operators inside the chain: no edge can read those.
     side_dropped: u64,
+    /// Expired state entries the TTL sweeps dropped (value caches and fjall).
+    ttl_dropped: u64,
     /// The subtask's side-output counters, each step's from `side_first`.
     side: Arc<[SideCounter]>,
     side_first: Vec<usize>,
@@ -205,7 +225,8 @@ impl Chain {
                 _ => (None, None),
             };
             let generator = op.watermarks.map(|w| BoundedOutOfOrderness::for_strategy(&w, now.max(0) as u64));
-            steps.push(Step { op, instance, cache, timers, generator, wm_in: BEFORE_TIME, wm_out: BEFORE_TIME });
+            let sweep = (op.keyed && op.state_ttl_ms.is_some()).then(|| Sweep { cursor: SweepCursor::default(), next_fjall: now });
+            steps.push(Step { op, instance, cache, timers, generator, wm_in: BEFORE_TIME, wm_out: BEFORE_TIME, sweep });
         }
         Ok(Self {
             instances,
@@ -215,6 +236,7 @@ impl Chain {
             fuel_used: 0,
             fired: Due::default(),
             side_dropped: 0,
+            ttl_dropped: 0,
             side,
             side_first,
             side_read,
@@ -316,17 +338,33 @@ impl Chain {
         self.steps.iter().any(|s| s.generator.is_some())
     }
 
-    /// True if an operator of the chain keeps timers (the subtask then wakes up for
-    /// processing time even without input).
+    /// True if an operator of the chain keeps timers or state with a TTL (the subtask
+    /// then wakes up for processing time even without input).
     pub(crate) fn has_timers(&self) -> bool {
-        self.steps.iter().any(|s| s.timers.is_some())
+        self.steps.iter().any(|s| s.timers.is_some() || s.sweep.is_some())
     }
 
-    /// Fires every processing-time timer that is due now.
+    /// Fires every processing-time timer that is due now, and sweeps expired state.
     pub(crate) fn fire_processing(&mut self, out: &mut Downstream<'_>) -> Result<(), TaskError> {
         for i in 0..self.steps.len() {
             self.fire_due(i, TimeDomain::Processing, self.clock.now_ms(), usize::MAX, out)?;
+            self.sweep(i)?;
         }
+        Ok(())
+    }
+
+    /// Step `i`'s TTL sweep, between batches: the next entries of its value cache, and
+    /// once a second the next entries of its state in fjall.
+    fn sweep(&mut self, i: usize) -> Result<(), TaskError> {
+        let step = &mut self.steps[i];
+        let (Some(sweep), Some(cache), Some(state)) = (&mut step.sweep, &mut step.cache, &self.state) else { return Ok(()) };
+        let now = self.clock.now_ms();
+        let mut dropped = cache.sweep_expired(now, CACHE_SWEEP);
+        if now >= sweep.next_fjall {
+            sweep.next_fjall = now.saturating_add(FJALL_SWEEP_EVERY_MS);
+            dropped += state.sweep_expired(step.op.op.state, now, &mut sweep.cursor, FJALL_SWEEP)?;
+        }
+        self.ttl_dropped += dropped as u64;
         Ok(())
     }
 
@@ -432,6 +470,11 @@ impl Chain {
 
     pub(crate) fn fuel_used(&self) -> u64 {
         self.fuel_used
+    }
+
+    /// Expired state entries the TTL sweeps dropped so far.
+    pub(crate) fn ttl_dropped(&self) -> u64 {
+        self.ttl_dropped
     }
 
     /// Side-output records dropped inside the chain so far.

@@ -540,6 +540,9 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
         c.finish()?;
         p.stats.fuel = c.fuel_used();
         p.stats.side_dropped += c.side_dropped();
+        if c.ttl_dropped() > 0 {
+            tracing::info!(subtask = %label, entries = c.ttl_dropped(), "state TTL: the background sweep dropped expired keyed state entries");
+        }
     }
     p.stats.side_outputs = counters.side_outputs();
     p.stats.records_in_by_input = counters.records_in_by_input();

@@ -143,7 +143,7 @@ impl TaskManager {
             let vertex = &graph.vertices[v];
             let mut operators = Vec::new();
             for &n in &vertex.nodes {
-                let NodeKind::Operator { keyed, ref side_outputs } = plan.nodes[n].kind else { continue };
+                let NodeKind::Operator { keyed, ref side_outputs, state_ttl_ms } = plan.nodes[n].kind else { continue };
                 let side_outputs = side_outputs.clone();
                 let code = d.code.operator(n).ok_or_else(|| internal(DeploymentFault::NoCode { uid: plan.nodes[n].uid.clone() }))?;
                 let mut args = d.args.clone();
@@ -163,6 +163,7 @@ impl TaskManager {
                     args,
                     watermarks,
                     side_outputs,
+                    state_ttl_ms,
                 });
             }
             let uid = &plan.nodes[vertex.nodes[0]].uid;

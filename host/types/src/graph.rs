@@ -101,13 +101,13 @@ mod tests {
 
     #[test]
     fn chains_forward_edges_and_breaks_at_key_by_and_parallelism_changes() {
-        let op = NodeKind::Operator { keyed: false, side_outputs: vec![] };
+        let op = NodeKind::Operator { keyed: false, side_outputs: vec![], state_ttl_ms: None };
         let plan = JobPlan {
             name: "j".into(),
             nodes: vec![
                 node("src", NodeKind::Source(SourceKind::Generator { start: 0, count: 10, records_per_ms: None }), None),
                 node("map", op.clone(), None),
-                node("keyed", NodeKind::Operator { keyed: true, side_outputs: vec![] }, None),
+                node("keyed", NodeKind::Operator { keyed: true, side_outputs: vec![], state_ttl_ms: None }, None),
                 node("fmt", op.clone(), None),
                 node("narrow", op, Some(1)),
                 node("sink", NodeKind::Sink(SinkKind::Discard), Some(1)),
@@ -133,7 +133,7 @@ mod tests {
 
     #[test]
     fn a_node_with_two_outputs_ends_its_chain() {
-        let op = NodeKind::Operator { keyed: false, side_outputs: vec![] };
+        let op = NodeKind::Operator { keyed: false, side_outputs: vec![], state_ttl_ms: None };
         let plan = JobPlan {
             name: "j".into(),
             nodes: vec![
@@ -155,7 +155,7 @@ mod tests {
             name: "j".into(),
             nodes: vec![
                 node("src", NodeKind::Source(SourceKind::Generator { start: 0, count: 10, records_per_ms: None }), None),
-                node("windows", NodeKind::Operator { keyed: true, side_outputs: vec!["other".into(), "late".into()] }, None),
+                node("windows", NodeKind::Operator { keyed: true, side_outputs: vec!["other".into(), "late".into()], state_ttl_ms: None }, None),
                 node("late-sink", NodeKind::Sink(SinkKind::Discard), None),
             ],
             edges: vec![

@@ -150,7 +150,7 @@ impl Manifest {
                     };
                     let args = n.args.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
                     let code = OperatorCode { component: index as u32, op: n.operator.unwrap_or(0), args };
-                    (NodeKind::Operator { keyed: n.keyed, side_outputs: vec![] }, Some(code))
+                    (NodeKind::Operator { keyed: n.keyed, side_outputs: vec![], state_ttl_ms: None }, Some(code))
                 }
                 (None, None, Some(sink)) => (NodeKind::Sink(sink_kind(n, sink).map_err(bad)?), None),
                 _ => return Err(bad("set exactly one of `source`, `component` and `sink`".into())),
@@ -275,7 +275,7 @@ partitioning = "rebalance"
         assert_eq!(l.plan.max_parallelism, Some(64));
         assert_eq!(l.plan.nodes[1].parallelism, Some(2));
         assert_eq!(l.plan.nodes[2].name, "count per region");
-        assert_eq!(l.plan.nodes[2].kind, NodeKind::Operator { keyed: true, side_outputs: vec![] });
+        assert_eq!(l.plan.nodes[2].kind, NodeKind::Operator { keyed: true, side_outputs: vec![], state_ttl_ms: None });
         assert_eq!(l.plan.nodes[4].kind, NodeKind::Sink(SinkKind::File(Some("out.txt".into()))));
         let edges: Vec<(u32, u32, Partitioning)> = l.plan.edges.iter().map(|e| (e.source, e.target, e.partitioning)).collect();
         assert_eq!(

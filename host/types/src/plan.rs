@@ -71,6 +71,10 @@ pub enum NodeKind {
         keyed: bool,
         /// Names of its side outputs; its output batches name one by index here.
         side_outputs: Vec<String>,
+        /// A keyed operator's state time-to-live (ms of processing time): its value state,
+        /// map entry values and list elements start with their expiry (`i64` LE ms), and
+        /// the host drops expired ones in the background (`weir_state::Ttl`).
+        state_ttl_ms: Option<u64>,
     },
     /// A host-run sink.
     Sink(SinkKind),
@@ -284,6 +288,8 @@ impl JobPlan {
                 }
             }
             match &n.kind {
+                NodeKind::Operator { keyed: false, state_ttl_ms: Some(_), .. } => return Err(bad("only a keyed operator has state with a TTL")),
+                NodeKind::Operator { state_ttl_ms: Some(0), .. } => return Err(bad("a state TTL must be at least 1 ms")),
                 NodeKind::Source(_) if !ins.is_empty() => return Err(bad("a source cannot have inputs")),
                 NodeKind::Sink(_) if outs != 0 => return Err(bad("a sink cannot have outputs")),
                 NodeKind::Sink(_) if n.watermarks.is_some() => return Err(bad("a sink emits nothing to generate watermarks from")),
@@ -401,10 +407,13 @@ impl JobPlan {
                 NodeKind::Source(SourceKind::FileLines(p)) => format!("source file-lines {}", p.as_deref().unwrap_or("<--input>")),
                 NodeKind::Source(SourceKind::TextLines(p)) => format!("source text-lines {}", p.as_deref().unwrap_or("<--input>")),
                 NodeKind::Source(SourceKind::Generator { start, count, .. }) => format!("source generator {start}..{}", start.saturating_add(*count)),
-                NodeKind::Operator { keyed, side_outputs } => {
+                NodeKind::Operator { keyed, side_outputs, state_ttl_ms } => {
                     let mut s = if *keyed { "operator (keyed)".to_string() } else { "operator".to_string() };
                     if !side_outputs.is_empty() {
                         s += &format!(" side outputs {side_outputs:?}");
+                    }
+                    if let Some(ms) = state_ttl_ms {
+                        s += &format!(" state TTL {ms} ms");
                     }
                     s
                 }
@@ -444,8 +453,8 @@ mod tests {
             name: "wc".into(),
             nodes: vec![
                 node("lines", NodeKind::Source(SourceKind::FileLines(None))),
-                node("split", NodeKind::Operator { keyed: false, side_outputs: vec![] }),
-                node("count", NodeKind::Operator { keyed: true, side_outputs: vec!["late".into()] }),
+                node("split", NodeKind::Operator { keyed: false, side_outputs: vec![], state_ttl_ms: None }),
+                node("count", NodeKind::Operator { keyed: true, side_outputs: vec!["late".into()], state_ttl_ms: None }),
                 node("out", NodeKind::Sink(SinkKind::File(None))),
             ],
             edges: vec![Edge::main(0, 1, Partitioning::Forward), Edge::main(1, 2, Partitioning::KeyBy), Edge::main(2, 3, Partitioning::Forward)],
@@ -502,7 +511,7 @@ mod tests {
         twice.edges.push(Edge::main(2, 4, Partitioning::Rebalance));
         assert!(twice.validate(2).err().is_some_and(|e| e.to_string().contains("two input edges from \"count\"")));
         let mut duplicate = p;
-        duplicate.nodes[2].kind = NodeKind::Operator { keyed: true, side_outputs: vec!["late".into(), "late".into()] };
+        duplicate.nodes[2].kind = NodeKind::Operator { keyed: true, side_outputs: vec!["late".into(), "late".into()], state_ttl_ms: None };
         assert!(matches!(duplicate.validate(2), Err(PlanError::BadNode { .. })));
     }
 
@@ -514,7 +523,7 @@ mod tests {
             nodes: vec![
                 node("clicks", NodeKind::Source(SourceKind::Generator { start: 0, count: 10, records_per_ms: None })),
                 node("profiles", NodeKind::Source(SourceKind::Generator { start: 0, count: 10, records_per_ms: None })),
-                node("enrich", NodeKind::Operator { keyed: true, side_outputs: vec![] }),
+                node("enrich", NodeKind::Operator { keyed: true, side_outputs: vec![], state_ttl_ms: None }),
                 node("out", NodeKind::Sink(SinkKind::Discard)),
             ],
             edges: vec![keyed(0, 0), keyed(1, 1), Edge::main(2, 3, Partitioning::Forward)],
@@ -548,14 +557,28 @@ mod tests {
         second_only.edges[0].input = 1;
         assert!(problem(&second_only).contains("nothing on its first input"));
         let mut not_keyed = enrichment();
-        not_keyed.nodes[2].kind = NodeKind::Operator { keyed: false, side_outputs: vec![] };
+        not_keyed.nodes[2].kind = NodeKind::Operator { keyed: false, side_outputs: vec![], state_ttl_ms: None };
         assert!(problem(&not_keyed).contains("only a keyed operator has two inputs"));
         let mut cycle = enrichment();
-        cycle.nodes[3].kind = NodeKind::Operator { keyed: false, side_outputs: vec![] };
+        cycle.nodes[3].kind = NodeKind::Operator { keyed: false, side_outputs: vec![], state_ttl_ms: None };
         cycle.nodes.push(node("sink", NodeKind::Sink(SinkKind::Discard)));
         cycle.edges.push(Edge::main(3, 4, Partitioning::Forward));
         cycle.edges.push(Edge { input: 1, key_type: Some("alloc::string::String".into()), ..Edge::main(3, 2, Partitioning::KeyBy) });
         assert_eq!(problem(&cycle), "the job graph has a cycle through node \"enrich\"");
+    }
+
+    #[test]
+    fn a_state_ttl_belongs_to_keyed_operators_and_is_at_least_1_ms() {
+        let mut p = enrichment();
+        p.nodes[2].kind = NodeKind::Operator { keyed: true, side_outputs: vec![], state_ttl_ms: Some(60_000) };
+        assert_eq!(p.validate(2), Ok(()));
+        assert!(p.describe(2).contains("state TTL 60000 ms"), "{}", p.describe(2));
+        p.nodes[2].kind = NodeKind::Operator { keyed: true, side_outputs: vec![], state_ttl_ms: Some(0) };
+        assert!(problem(&p).contains("a state TTL must be at least 1 ms"));
+        let mut p = wordcount();
+        let i = p.nodes.iter().position(|n| matches!(n.kind, NodeKind::Operator { keyed: false, .. })).expect("an unkeyed operator");
+        p.nodes[i].kind = NodeKind::Operator { keyed: false, side_outputs: vec![], state_ttl_ms: Some(5) };
+        assert!(problem(&p).contains("only a keyed operator has state with a TTL"));
     }
 
     #[test]

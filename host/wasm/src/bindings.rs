@@ -56,7 +56,9 @@ impl From<wit_plan::Node> for plan::Node {
             wit_plan::NodeKind::Source(wit_plan::SourceKind::Generator(g)) => {
                 plan::NodeKind::Source(plan::SourceKind::Generator { start: g.start, count: g.count, records_per_ms: g.records_per_ms })
             }
-            wit_plan::NodeKind::Operator(o) => plan::NodeKind::Operator { keyed: o.keyed, side_outputs: o.side_outputs },
+            wit_plan::NodeKind::Operator(o) => {
+                plan::NodeKind::Operator { keyed: o.keyed, side_outputs: o.side_outputs, state_ttl_ms: o.state_ttl_ms }
+            }
             wit_plan::NodeKind::Sink(wit_plan::SinkKind::Stdout) => plan::NodeKind::Sink(plan::SinkKind::Stdout),
             wit_plan::NodeKind::Sink(wit_plan::SinkKind::File(p)) => plan::NodeKind::Sink(plan::SinkKind::File(p)),
             wit_plan::NodeKind::Sink(wit_plan::SinkKind::Discard) => plan::NodeKind::Sink(plan::SinkKind::Discard),
