@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable, Snapshot};
 use thiserror::Error;
-use weir_types::keygroup;
+use weir_types::keygroup::{self, BROADCAST_GROUP};
 
 use crate::ValueCache;
 
@@ -39,6 +39,15 @@ pub type MapEntries = Vec<(Vec<u8>, Vec<u8>)>;
 /// Tags the kind of state an entry belongs to, so kinds never collide.
 const VALUE_STATE: u8 = 0;
 const MAP_STATE: u8 = 1;
+
+/// The first bytes of the broadcast state of the subtask whose key groups start at
+/// `first_group` (see [`BROADCAST_GROUP`]).
+fn broadcast_tag(first_group: u32) -> [u8; 4] {
+    let [a, b] = BROADCAST_GROUP.to_be_bytes();
+    // Max parallelism is at most 32768, so groups fit in u16.
+    let [c, d] = (first_group as u16).to_be_bytes();
+    [a, b, c, d]
+}
 
 /// The process's keyed state: a fjall database per job under one directory.
 ///
@@ -196,6 +205,12 @@ impl Capture {
                 f(k, v)?;
             }
         }
+        if self.key_groups.start == 0 {
+            for guard in self.snapshot.prefix(&self.ks, broadcast_tag(0)) {
+                let (k, v) = guard.into_inner().map_err(|e| StateError::from(e).to_string())?;
+                f(&k, &v)?;
+            }
+        }
         Ok(())
     }
 
@@ -248,12 +263,20 @@ impl TaskState {
         Capture { snapshot: self.db.snapshot(), ks: self.ks.clone(), key_groups: self.key_groups.clone(), changed, overlay }
     }
 
-    /// Loads restored entries (from a checkpoint) into this subtask's state.
+    /// Loads restored entries (from a checkpoint) into this subtask's state. Broadcast
+    /// entries (of whichever old subtask wrote them) become this subtask's copy.
     pub fn restore(&self, entries: &[Entry]) -> Result<(), StateError> {
+        let own = broadcast_tag(self.key_groups.start);
         for chunk in entries.chunks(64 * 1024) {
             let mut batch = self.db.batch();
             for (k, v) in chunk {
-                batch.insert(&self.ks, k.as_slice(), v.as_slice());
+                if k.starts_with(&BROADCAST_GROUP.to_be_bytes()) && k.len() >= own.len() {
+                    let mut mine = own.to_vec();
+                    mine.extend_from_slice(&k[own.len()..]);
+                    batch.insert(&self.ks, mine, v.as_slice());
+                } else {
+                    batch.insert(&self.ks, k.as_slice(), v.as_slice());
+                }
             }
             batch.commit()?;
         }
@@ -412,6 +435,59 @@ impl TaskState {
         Ok(n)
     }
 
+    /// This subtask's copy of broadcast state `name` of operator `op`: the prefix of
+    /// its entries.
+    fn broadcast_prefix(&self, op: u32, name: &str) -> Vec<u8> {
+        let mut k = Vec::with_capacity(12 + name.len());
+        k.extend_from_slice(&broadcast_tag(self.key_groups.start));
+        k.extend_from_slice(&op.to_be_bytes());
+        k.extend_from_slice(&(name.len() as u32).to_be_bytes());
+        k.extend_from_slice(name.as_bytes());
+        k
+    }
+
+    /// Only the copy of the subtask owning key group 0 goes into checkpoints: every
+    /// subtask's copy is the same, so one is enough.
+    fn note_broadcast(&self, key: &[u8]) {
+        if self.key_groups.start == 0 {
+            self.note_changed(key);
+        }
+    }
+
+    /// Reads entry `field` of broadcast state `name`.
+    pub fn broadcast_get(&self, op: u32, name: &str, field: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        let mut k = self.broadcast_prefix(op, name);
+        k.extend_from_slice(field);
+        Ok(self.ks.get(k)?.map(|v| v.to_vec()))
+    }
+
+    /// Writes entry `field` of broadcast state `name`.
+    pub fn broadcast_put(&self, op: u32, name: &str, field: &[u8], value: &[u8]) -> Result<(), StateError> {
+        let mut k = self.broadcast_prefix(op, name);
+        k.extend_from_slice(field);
+        self.note_broadcast(&k);
+        Ok(self.ks.insert(k, value)?)
+    }
+
+    /// Removes entry `field` of broadcast state `name`.
+    pub fn broadcast_remove(&self, op: u32, name: &str, field: &[u8]) -> Result<(), StateError> {
+        let mut k = self.broadcast_prefix(op, name);
+        k.extend_from_slice(field);
+        self.note_broadcast(&k);
+        Ok(self.ks.remove(k)?)
+    }
+
+    /// All entries of broadcast state `name`, ordered by field.
+    pub fn broadcast_entries(&self, op: u32, name: &str) -> Result<MapEntries, StateError> {
+        let prefix = self.broadcast_prefix(op, name);
+        let mut out = Vec::new();
+        for guard in self.ks.prefix(&prefix) {
+            let (k, v) = guard.into_inner()?;
+            out.push((k[prefix.len()..].to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
     /// Removes all entries of map state `name` for `key`.
     pub fn map_clear(&self, op: u32, name: &str, key: &[u8]) -> Result<(), StateError> {
         let prefix = self.map_prefix(op, name, key)?;
@@ -493,6 +569,44 @@ mod tests {
         let other = if group == 0 { 1..128 } else { 0..group };
         let t = store.task("job", 128, other)?;
         assert!(matches!(t.map_put(1, "m", b"k", b"a", b"1"), Err(StateError::ForeignKeyGroup { .. })));
+        Ok(())
+    }
+
+    #[test]
+    fn broadcast_state_is_per_subtask_checkpointed_once_and_restored_to_every_subtask() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = StateStore::open(dir.path())?;
+        // Two subtasks of one job share the job's database: their copies stay apart.
+        let first = store.task("job", 128, 0..64)?.track_changes();
+        let second = store.task("job", 128, 64..128)?.track_changes();
+        for t in [&first, &second] {
+            t.broadcast_put(1, "rules", b"a", b"1")?;
+            t.broadcast_put(1, "rules", b"b", b"2")?;
+        }
+        first.broadcast_put(2, "rules", b"a", b"other operator")?;
+        second.broadcast_remove(1, "rules", b"a")?;
+        assert_eq!(first.broadcast_entries(1, "rules")?, vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"2".to_vec())]);
+        assert_eq!(second.broadcast_entries(1, "rules")?, vec![(b"b".to_vec(), b"2".to_vec())]);
+        assert_eq!(second.broadcast_get(1, "rules", b"a")?, None);
+        assert_eq!(first.broadcast_get(2, "rules", b"a")?.as_deref(), Some(&b"other operator"[..]));
+
+        // Only the subtask owning group 0 checkpoints its copy, fully and incrementally.
+        let is_broadcast = |k: &[u8]| k.starts_with(&BROADCAST_GROUP.to_be_bytes());
+        let full = first.capture(Vec::new());
+        assert_eq!(full.full()?.iter().filter(|(k, _)| is_broadcast(k)).count(), 3);
+        assert_eq!(full.delta()?.iter().filter(|(k, _)| is_broadcast(k)).count(), 3);
+        let other = second.capture(Vec::new());
+        assert!(other.full()?.is_empty());
+        assert!(other.delta()?.is_empty());
+
+        // Restored at parallelism 3, every new subtask gets the same copy.
+        let saved = full.full()?;
+        for (i, groups) in [0..43, 43..86, 86..128].into_iter().enumerate() {
+            let t = store.task("restored", 128, groups)?;
+            t.restore(&saved)?;
+            assert_eq!(t.broadcast_entries(1, "rules")?, vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"2".to_vec())], "subtask {i}");
+            assert_eq!(t.broadcast_get(2, "rules", b"a")?.as_deref(), Some(&b"other operator"[..]), "subtask {i}");
+        }
         Ok(())
     }
 }

@@ -6,6 +6,14 @@
 /// Default number of key groups, as Flink's default max parallelism.
 pub const DEFAULT_MAX_PARALLELISM: u32 = 128;
 
+/// The "key group" that stored broadcast state starts with: past every real group (max
+/// parallelism is at most 32768), so no subtask's key-group range ever holds it and
+/// rescaling never splits it. Every subtask keeps its own copy (tagged by the first key
+/// group it owns, since a job's subtasks on one TaskManager share a database); only the
+/// copy of the subtask owning group 0 is checkpointed, and a restore hands that copy to
+/// every new subtask, whatever the parallelism.
+pub const BROADCAST_GROUP: u16 = u16::MAX;
+
 /// The 64-bit stable hash of a key.
 #[inline]
 pub fn key_hash(key: &[u8]) -> u64 {
