@@ -20,6 +20,7 @@ use weir_types::ids::JobId;
 use crate::format::FormatError;
 use crate::meta::{CheckpointMeta, decode_meta, encode_meta};
 use crate::state_file::{FileKind, StateFileView, key_group_of};
+use weir_types::keygroup::BROADCAST_GROUP;
 use crate::storage::{CheckpointStorage, StorageError};
 
 /// A subtask's restored keyed state: (key, value) pairs sorted by key.
@@ -338,7 +339,9 @@ fn no_key_group(path: &str, key: &[u8]) -> CheckpointError {
 
 /// Loads a chain of state files from `storage`: the full file, then each delta in order
 /// (a later value wins, a tombstone deletes), keeping only keys whose key group is in
-/// `groups` (the subtask's share after rescaling). Returns the entries sorted by key.
+/// `groups` (the subtask's share after rescaling), and broadcast state (group
+/// [`BROADCAST_GROUP`], only ever in the chain of the subtask that owned group 0), which
+/// every subtask restores. Returns the entries sorted by key.
 /// Every file is checked (checksum, structure, chain shape) before any of it is used.
 ///
 /// The chain's paths are relative to `storage`: the job's own storage for a checkpoint
@@ -352,7 +355,7 @@ pub fn load_state(storage: &dyn CheckpointStorage, chain: &[String], groups: Ran
         check_position(path, position, view.kind())?;
         for (key, value) in view.entries() {
             let group = key_group_of(key).ok_or_else(|| no_key_group(path, key))?;
-            if !groups.contains(&u32::from(group)) {
+            if !groups.contains(&u32::from(group)) && group != BROADCAST_GROUP {
                 continue;
             }
             match value {

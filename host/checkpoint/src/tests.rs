@@ -125,6 +125,19 @@ fn load_state_keeps_only_the_owned_key_groups() {
 }
 
 #[test]
+fn broadcast_state_loads_whatever_the_key_groups() {
+    let (_dir, _storage, ck) = setup();
+    let broadcast = weir_types::keygroup::BROADCAST_GROUP;
+    let p = |id| ck.state_path(id, 1, 0, 0);
+    ck.write_state(&p(1), &state_file(FileKind::Full, &[Op::Put(0, "a", "1"), Op::Put(broadcast, "rule", "1"), Op::Put(broadcast, "old", "1")])).expect("write");
+    ck.write_state(&p(2), &state_file(FileKind::Delta, &[Op::Put(broadcast, "rule", "2"), Op::Delete(broadcast, "old")])).expect("write");
+    let chain = [p(1), p(2)];
+    assert_eq!(ck.load_state(&chain, 0..1).expect("load"), kv(&[(key(0, "a"), "1"), (key(broadcast, "rule"), "2")]));
+    // A new subtask that owns none of the old one's groups still gets the broadcast state.
+    assert_eq!(ck.load_state(&chain, 5..5).expect("load"), kv(&[(key(broadcast, "rule"), "2")]));
+}
+
+#[test]
 fn a_chain_must_start_with_a_full_file_and_keys_need_a_key_group() {
     let (_dir, _storage, ck) = setup();
     let [_, _, m3] = three_checkpoints(&ck);

@@ -275,16 +275,20 @@ impl Restore {
 
     /// The keyed state of key groups `groups` of the vertex whose first node is `uid`,
     /// gathered from every old subtask that owned some of them (the parallelism may
-    /// have changed).
+    /// have changed), and the broadcast state, which only the old owner of key group 0
+    /// checkpointed and every new subtask restores.
     pub fn state(&self, uid: &str, groups: Range<u32>) -> Result<RestoredState, CheckpointingError> {
         let Some(vertex) = self.vertex(uid) else { return Ok(Vec::new()) };
         let mut out = Vec::new();
         for t in &vertex.tasks {
             let owned = t.key_group_range();
-            if t.state.is_empty() || owned.end <= groups.start || groups.end <= owned.start {
+            let overlaps = owned.start < groups.end && groups.start < owned.end;
+            if t.state.is_empty() || !(overlaps || owned.start == 0) {
                 continue;
             }
-            let part = owned.start.max(groups.start)..owned.end.min(groups.end);
+            // Without overlap, an empty range: only the broadcast state.
+            let start = owned.start.max(groups.start);
+            let part = start..owned.end.min(groups.end).max(start);
             let entries = weir_checkpoint::load_state(self.storage.as_ref(), &t.state, part).map_err(|source| CheckpointingError::State {
                 uid: uid.to_string(),
                 subtask: t.subtask,
