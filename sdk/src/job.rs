@@ -9,7 +9,10 @@ use core::ops::Add;
 use std::rc::Rc;
 
 use crate::Data;
+use crate::broadcast::BroadcastConnectedStream;
 use crate::connect::ConnectedStreams;
+#[cfg(doc)]
+use crate::broadcast::KeyedBroadcastProcessFunction;
 #[cfg(doc)]
 use crate::connect::KeyedCoProcessFunction;
 use crate::emit::Emitter;
@@ -401,6 +404,29 @@ pub(crate) fn connect<K: Data, V1: Data, V2: Data, W: Data>(
     Stream::at(first.graph, node)
 }
 
+/// The control stream of a keyed broadcast operator: a node's main or side output.
+pub(crate) struct BroadcastInput {
+    node: usize,
+    side_output: Option<String>,
+}
+
+pub(crate) fn connect_broadcast<K: Data, V: Data, W: Data>(keyed: KeyedStream<K, V>, control: BroadcastInput, uid: &str, op: Box<dyn ops::Operator>) -> Stream<K, W> {
+    let node = {
+        let mut g = keyed.graph.borrow_mut();
+        let node = g.add_node(uid, NodeKind::Operator { keyed: true, op });
+        if let Some(ttl) = keyed.ttl {
+            g.set_state_ttl(node, ttl);
+        }
+        g.add_keyed_edge(keyed.node, node, 0, core::any::type_name::<K>());
+        g.add_edge(control.node, node, Partitioning::Broadcast, control.side_output);
+        if let Some(e) = g.edges.last_mut() {
+            e.input = 1;
+        }
+        node
+    };
+    Stream::at(keyed.graph, node)
+}
+
 fn set_parallelism(graph: &Rc<RefCell<Graph>>, nodes: &[Option<usize>], n: u32) {
     let mut g = graph.borrow_mut();
     if n == 0 {
@@ -454,6 +480,16 @@ impl<K: Data, V: Data> KeyedStream<K, V> {
     /// [`ConnectedStreams::process`] and a [`KeyedCoProcessFunction`].
     pub fn connect<V2: Data>(self, other: KeyedStream<K, V2>) -> ConnectedStreams<K, V, V2> {
         ConnectedStreams { first: self, second: other, second_edge: None, ttl: None }
+    }
+
+    /// Broadcasts `control` to every subtask of one keyed operator with broadcast state
+    /// (Flink's `connect(control.broadcast(descriptor))`): finish with
+    /// [`BroadcastConnectedStream::process`] and a [`KeyedBroadcastProcessFunction`].
+    /// `control` may be keyed any way (its keys are ignored); not a union.
+    pub fn connect_broadcast<K2: Data, B: Data>(self, control: Stream<K2, B>) -> BroadcastConnectedStream<K, V, B> {
+        control.refuse_on_union("connect_broadcast");
+        let control = BroadcastInput { node: control.node, side_output: control.side_output };
+        BroadcastConnectedStream { keyed: self, control, _b: PhantomData }
     }
 
     /// Joins `other`, keyed by the same key type, by equal keys (Flink's

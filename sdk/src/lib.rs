@@ -106,6 +106,7 @@
 
 extern crate self as weir_sdk;
 
+mod broadcast;
 mod codec;
 mod connect;
 mod emit;
@@ -144,6 +145,7 @@ pub use wit_bindgen;
 /// `#[serde(crate = "weir_sdk::serde")]` without a serde dependency of their own.
 pub use serde;
 
+pub use broadcast::{BroadcastConnectedStream, BroadcastState, KeyedBroadcastProcessFunction, ReadOnlyBroadcastState};
 pub use connect::{ConnectedStreams, KeyedCoProcessFunction};
 pub use emit::Emitter;
 pub use error::StateError;
@@ -167,8 +169,8 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned + 'static> Data for T {}
 /// Everything a job's `build` function needs.
 pub mod prelude {
     pub use crate::{
-        AggregateFunction, ConnectedStreams, Data, Emitter, IntervalBounds, IntervalContext, IntervalJoin, Job, JoinedStreams,
-        KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction, KeyedStream, ListState, MapState, OutputTag, Sink, StateError, StateTtl, Stream, TextField,
+        AggregateFunction, BroadcastConnectedStream, BroadcastState, ConnectedStreams, Data, Emitter, IntervalBounds, IntervalContext, IntervalJoin, Job, JoinedStreams,
+        KeyedBroadcastProcessFunction, KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction, KeyedStream, ListState, MapState, OutputTag, Sink, StateError, StateTtl, ReadOnlyBroadcastState, Stream, TextField,
         TimeDomain, Timer, TimerContext, WatermarkStrategy, Window, WindowJoin, WindowedStream, Windows,
     };
 }

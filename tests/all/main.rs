@@ -9,6 +9,7 @@ const WEIR: Weir = Weir::new(env!("CARGO_BIN_EXE_weir"), env!("CARGO_TARGET_TMPD
 
 mod api;
 mod bad_jobs;
+mod broadcast;
 mod cache;
 mod cluster;
 mod dashboard;

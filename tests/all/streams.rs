@@ -152,7 +152,7 @@ pub(crate) fn submit(cluster: &TestCluster, example: &str, p: &str, output: &Pat
 }
 
 /// The job's line in `weir status`.
-fn job_line(cluster: &TestCluster, job: &str) -> String {
+pub(crate) fn job_line(cluster: &TestCluster, job: &str) -> String {
     cluster.status().lines().find(|l| l.starts_with(&format!("job {job} "))).unwrap_or_default().to_string()
 }
 
@@ -160,7 +160,7 @@ fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     line.split_whitespace().find_map(|w| w.strip_prefix(name))
 }
 
-fn checkpoint(cluster: &TestCluster, job: &str) -> u64 {
+pub(crate) fn checkpoint(cluster: &TestCluster, job: &str) -> u64 {
     field(&job_line(cluster, job), "checkpoint=").and_then(|c| c.parse().ok()).unwrap_or(0)
 }
 
@@ -181,7 +181,7 @@ fn rest_json(cluster: &TestCluster, path: &str) -> serde_json::Value {
 }
 
 /// The status of each subtask of the job's vertex whose name starts with `name`.
-fn subtasks(cluster: &TestCluster, job: &str, name: &str) -> Vec<String> {
+pub(crate) fn subtasks(cluster: &TestCluster, job: &str, name: &str) -> Vec<String> {
     let m = rest_json(cluster, &format!("/api/v1/jobs/{job}/metrics"));
     let vertices = m["vertices"].as_array().cloned().unwrap_or_default();
     let Some(v) = vertices.iter().find(|v| v["name"].as_str().is_some_and(|n| n.starts_with(name))) else { return vec![] };

@@ -53,6 +53,10 @@ pub struct OperatorStep {
     /// A connect's two-input operator: its keyed batches end with the input they came
     /// through. Always a chain's head (its inputs fan in).
     pub two_inputs: bool,
+    /// A keyed broadcast operator: the batches of its second input are broadcast (every
+    /// subtask gets every record, whatever its key), so they come plain, tagged, with no
+    /// key's state, and may only touch the operator's broadcast state.
+    pub broadcast_input: bool,
     /// A keyed operator's state TTL (ms): its expired state is swept in the background.
     pub state_ttl_ms: Option<u64>,
 }
@@ -262,6 +266,18 @@ impl Chain {
             let instance = &mut self.instances[step.instance];
             instance.set_time(Time { watermark: step.wm_in, processing: now });
             let out = match &mut step.cache {
+                Some(_) if step.op.broadcast_input && through == 1 => {
+                    let s = &mut self.scratch;
+                    s.input.clear();
+                    s.input.extend_from_slice(data);
+                    batch::push_u32(&mut s.input, through);
+                    let buf = instance.process(step.op.op, &s.input).map_err(fail)?;
+                    let parsed = batch::parse_output(&buf, None).map_err(|e| fail(e.into()))?;
+                    let (start, count) = (4, parsed.record_count);
+                    let end = start + parsed.records.len();
+                    let side = side_ranges(&buf, &parsed.side);
+                    ChainOutput { buf, start, end, count, side }
+                }
                 None => {
                     let buf = instance.process(step.op.op, data).map_err(fail)?;
                     let parsed = batch::parse_output(&buf, None).map_err(|e| fail(e.into()))?;
@@ -637,5 +653,17 @@ impl KeyedStateAccess for MapStateAccess {
     }
     fn map_clear(&mut self, op: u32, name: &str, key: &[u8]) -> Result<(), StateAccessError> {
         self.check(op)?.map_clear(op, name, key).map_err(access)
+    }
+    fn broadcast_get(&mut self, op: u32, name: &str, field: &[u8]) -> Result<Option<Vec<u8>>, StateAccessError> {
+        self.check(op)?.broadcast_get(op, name, field).map_err(access)
+    }
+    fn broadcast_put(&mut self, op: u32, name: &str, field: &[u8], value: &[u8]) -> Result<(), StateAccessError> {
+        self.check(op)?.broadcast_put(op, name, field, value).map_err(access)
+    }
+    fn broadcast_remove(&mut self, op: u32, name: &str, field: &[u8]) -> Result<(), StateAccessError> {
+        self.check(op)?.broadcast_remove(op, name, field).map_err(access)
+    }
+    fn broadcast_entries(&mut self, op: u32, name: &str) -> Result<MapEntries, StateAccessError> {
+        self.check(op)?.broadcast_entries(op, name).map_err(access)
     }
 }

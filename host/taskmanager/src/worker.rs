@@ -156,6 +156,7 @@ impl TaskManager {
                 let two_inputs = plan.is_two_input(n);
                 operators.push(OperatorStep {
                     two_inputs,
+                    broadcast_input: plan.has_broadcast_input(n),
                     op,
                     component: code.component,
                     name: plan.nodes[n].name.clone(),

@@ -129,6 +129,12 @@ impl Edge {
     pub fn main(source: u32, target: u32, partitioning: Partitioning) -> Self {
         Edge { source, target, partitioning, side_output: None, input: 0, key_type: None }
     }
+
+    /// True if a keyed operator may read this edge: key-by, or broadcast into a
+    /// connect's second input (the broadcast state's input).
+    fn keyed_input(&self) -> bool {
+        self.partitioning == Partitioning::KeyBy || (self.input == 1 && self.partitioning == Partitioning::Broadcast)
+    }
 }
 
 /// A job's dataflow graph.
@@ -219,6 +225,13 @@ impl JobPlan {
         self.inputs(i).any(|e| e.input == 1)
     }
 
+    /// True if node `i` is a keyed broadcast operator: its second input is broadcast,
+    /// its records reach every subtask and go to the operator's broadcast state, not to
+    /// any key's.
+    pub fn has_broadcast_input(&self, i: usize) -> bool {
+        self.inputs(i).any(|e| e.input == 1 && e.partitioning == Partitioning::Broadcast)
+    }
+
     /// Indices of the edges into node `i`.
     pub fn inputs(&self, i: usize) -> impl Iterator<Item = &Edge> {
         self.edges.iter().filter(move |e| e.target as usize == i)
@@ -296,8 +309,8 @@ impl JobPlan {
                 NodeKind::Operator { .. } | NodeKind::Sink(_) if ins.is_empty() => {
                     return Err(bad("it has no input"));
                 }
-                NodeKind::Operator { keyed: true, .. } if ins.iter().any(|e| e.partitioning != Partitioning::KeyBy) => {
-                    let e = ins.iter().find(|e| e.partitioning != Partitioning::KeyBy).map_or(0, |e| e.source);
+                NodeKind::Operator { keyed: true, .. } if ins.iter().any(|e| !e.keyed_input()) => {
+                    let e = ins.iter().find(|e| !e.keyed_input()).map_or(0, |e| e.source);
                     let what = if self.is_two_input(i) { "a connect" } else { "a keyed operator" };
                     return Err(bad(&format!(
                         "{what} must only have key-by inputs, but its input from {:?} is not keyed (key both streams the same way)",
@@ -318,6 +331,10 @@ impl JobPlan {
                 }
                 if !ins.iter().any(|e| e.input == 0) {
                     return Err(bad("it is a two-input operator with nothing on its first input"));
+                }
+                let broadcast = ins.iter().filter(|e| e.input == 1 && e.partitioning == Partitioning::Broadcast).count();
+                if broadcast != 0 && broadcast != ins.iter().filter(|e| e.input == 1).count() {
+                    return Err(bad("its second input mixes broadcast and key-by edges (broadcast state reads a broadcast input only)"));
                 }
             }
             // Keys are opaque bytes to the host: streams keyed by different types would

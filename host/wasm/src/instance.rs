@@ -58,6 +58,14 @@ pub trait KeyedStateAccess: Send {
     fn map_entries(&mut self, op: u32, name: &str, key: &[u8]) -> Result<MapEntries, StateAccessError>;
     /// Removes a key's whole map state.
     fn map_clear(&mut self, op: u32, name: &str, key: &[u8]) -> Result<(), StateAccessError>;
+    /// Reads an entry of the operator's broadcast state (the same on every subtask).
+    fn broadcast_get(&mut self, op: u32, name: &str, field: &[u8]) -> Result<Option<Vec<u8>>, StateAccessError>;
+    /// Writes an entry of the operator's broadcast state.
+    fn broadcast_put(&mut self, op: u32, name: &str, field: &[u8], value: &[u8]) -> Result<(), StateAccessError>;
+    /// Removes an entry of the operator's broadcast state.
+    fn broadcast_remove(&mut self, op: u32, name: &str, field: &[u8]) -> Result<(), StateAccessError>;
+    /// All entries of the operator's broadcast state `name`, by field.
+    fn broadcast_entries(&mut self, op: u32, name: &str) -> Result<MapEntries, StateAccessError>;
 }
 
 /// Longest log message kept from a guest; the rest is cut.
@@ -180,6 +188,18 @@ impl bindings::weir::dataflow::keyed_state::Host for HostState {
     }
     fn map_clear(&mut self, name: String, key: Vec<u8>) -> Result<(), StateError> {
         self.with_state(|s, op| s.map_clear(op, &name, &key))
+    }
+    fn broadcast_get(&mut self, name: String, field: Vec<u8>) -> Result<Option<Vec<u8>>, StateError> {
+        self.with_state(|s, op| s.broadcast_get(op, &name, &field))
+    }
+    fn broadcast_put(&mut self, name: String, field: Vec<u8>, value: Vec<u8>) -> Result<(), StateError> {
+        self.with_state(|s, op| s.broadcast_put(op, &name, &field, &value))
+    }
+    fn broadcast_remove(&mut self, name: String, field: Vec<u8>) -> Result<(), StateError> {
+        self.with_state(|s, op| s.broadcast_remove(op, &name, &field))
+    }
+    fn broadcast_entries(&mut self, name: String) -> Result<MapEntries, StateError> {
+        self.with_state(|s, op| s.broadcast_entries(op, &name))
     }
 }
 
