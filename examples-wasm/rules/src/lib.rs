@@ -108,7 +108,8 @@ fn build(job: &mut Job) {
     let rules = job
         .generator("rules", 0, rules)
         .parallelism(rule_parallelism)
-        .assign_timestamps("rule-time", move |j: &u64| *j as i64 * rule_every, WatermarkStrategy::monotonous());
+        .assign_timestamps("rule-time", move |j: &u64| *j as i64 * rule_every, WatermarkStrategy::monotonous())
+        .parallelism(rule_parallelism);
     let events = job
         .generator_with_time("events", 0, events, event_rate)
         .with_watermarks(WatermarkStrategy::monotonous())
