@@ -277,8 +277,11 @@ mod backend {
         use core::cell::RefCell;
         use std::collections::BTreeMap;
 
+        /// (state name, field) -> value.
+        type Store = BTreeMap<(String, Vec<u8>), Vec<u8>>;
+
         thread_local! {
-            static MAP: RefCell<BTreeMap<(String, Vec<u8>), Vec<u8>>> = RefCell::default();
+            static MAP: RefCell<Store> = RefCell::default();
         }
 
         pub(crate) fn get(name: &str, field: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
@@ -321,7 +324,13 @@ mod tests {
         type RuleKey = ();
         type Rule = u64;
 
-        fn process_element(&mut self, _ctx: &mut TimerContext<'_, u32, ()>, rules: &ReadOnlyBroadcastState<(), u64>, value: u64, out: &mut Emitter<'_, u64>) {
+        fn process_element(
+            &mut self,
+            _ctx: &mut TimerContext<'_, u32, ()>,
+            rules: &ReadOnlyBroadcastState<(), u64>,
+            value: u64,
+            out: &mut Emitter<'_, u64>,
+        ) {
             if value > rules.get(&()).unwrap().unwrap_or(u64::MAX) {
                 out.emit(value);
             }

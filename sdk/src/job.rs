@@ -10,9 +10,9 @@ use std::rc::Rc;
 
 use crate::Data;
 use crate::broadcast::BroadcastConnectedStream;
-use crate::connect::ConnectedStreams;
 #[cfg(doc)]
 use crate::broadcast::KeyedBroadcastProcessFunction;
+use crate::connect::ConnectedStreams;
 #[cfg(doc)]
 use crate::connect::KeyedCoProcessFunction;
 use crate::emit::Emitter;
@@ -410,7 +410,12 @@ pub(crate) struct BroadcastInput {
     side_output: Option<String>,
 }
 
-pub(crate) fn connect_broadcast<K: Data, V: Data, W: Data>(keyed: KeyedStream<K, V>, control: BroadcastInput, uid: &str, op: Box<dyn ops::Operator>) -> Stream<K, W> {
+pub(crate) fn connect_broadcast<K: Data, V: Data, W: Data>(
+    keyed: KeyedStream<K, V>,
+    control: BroadcastInput,
+    uid: &str,
+    op: Box<dyn ops::Operator>,
+) -> Stream<K, W> {
     let node = {
         let mut g = keyed.graph.borrow_mut();
         let node = g.add_node(uid, NodeKind::Operator { keyed: true, op });

@@ -169,9 +169,10 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned + 'static> Data for T {}
 /// Everything a job's `build` function needs.
 pub mod prelude {
     pub use crate::{
-        AggregateFunction, BroadcastConnectedStream, BroadcastState, ConnectedStreams, Data, Emitter, IntervalBounds, IntervalContext, IntervalJoin, Job, JoinedStreams,
-        KeyedBroadcastProcessFunction, KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction, KeyedStream, ListState, MapState, OutputTag, Sink, StateError, StateTtl, ReadOnlyBroadcastState, Stream, TextField,
-        TimeDomain, Timer, TimerContext, WatermarkStrategy, Window, WindowJoin, WindowedStream, Windows,
+        AggregateFunction, BroadcastConnectedStream, BroadcastState, ConnectedStreams, Data, Emitter, IntervalBounds, IntervalContext, IntervalJoin,
+        Job, JoinedStreams, KeyedBroadcastProcessFunction, KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction, KeyedStream, ListState,
+        MapState, OutputTag, ReadOnlyBroadcastState, Sink, StateError, StateTtl, Stream, TextField, TimeDomain, Timer, TimerContext,
+        WatermarkStrategy, Window, WindowJoin, WindowedStream, Windows,
     };
 }
 

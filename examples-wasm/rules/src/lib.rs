@@ -110,10 +110,8 @@ fn build(job: &mut Job) {
         .parallelism(rule_parallelism)
         .assign_timestamps("rule-time", move |j: &u64| *j as i64 * rule_every, WatermarkStrategy::monotonous())
         .parallelism(rule_parallelism);
-    let events = job
-        .generator_with_time("events", 0, events, event_rate)
-        .with_watermarks(WatermarkStrategy::monotonous())
-        .key_by("sensor", move |i: &u64| {
+    let events =
+        job.generator_with_time("events", 0, events, event_rate).with_watermarks(WatermarkStrategy::monotonous()).key_by("sensor", move |i: &u64| {
             std::hint::black_box((0..work).fold(*i, |y, _| splitmix64(y)));
             splitmix64(*i) % sensors
         });

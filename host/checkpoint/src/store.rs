@@ -20,8 +20,8 @@ use weir_types::ids::JobId;
 use crate::format::FormatError;
 use crate::meta::{CheckpointMeta, decode_meta, encode_meta};
 use crate::state_file::{FileKind, StateFileView, key_group_of};
-use weir_types::keygroup::BROADCAST_GROUP;
 use crate::storage::{CheckpointStorage, StorageError};
+use weir_types::keygroup::BROADCAST_GROUP;
 
 /// A subtask's restored keyed state: (key, value) pairs sorted by key.
 pub type RestoredState = Vec<(Vec<u8>, Vec<u8>)>;

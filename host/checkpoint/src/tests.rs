@@ -129,7 +129,8 @@ fn broadcast_state_loads_whatever_the_key_groups() {
     let (_dir, _storage, ck) = setup();
     let broadcast = weir_types::keygroup::BROADCAST_GROUP;
     let p = |id| ck.state_path(id, 1, 0, 0);
-    ck.write_state(&p(1), &state_file(FileKind::Full, &[Op::Put(0, "a", "1"), Op::Put(broadcast, "rule", "1"), Op::Put(broadcast, "old", "1")])).expect("write");
+    ck.write_state(&p(1), &state_file(FileKind::Full, &[Op::Put(0, "a", "1"), Op::Put(broadcast, "rule", "1"), Op::Put(broadcast, "old", "1")]))
+        .expect("write");
     ck.write_state(&p(2), &state_file(FileKind::Delta, &[Op::Put(broadcast, "rule", "2"), Op::Delete(broadcast, "old")])).expect("write");
     let chain = [p(1), p(2)];
     assert_eq!(ck.load_state(&chain, 0..1).expect("load"), kv(&[(key(0, "a"), "1"), (key(broadcast, "rule"), "2")]));
