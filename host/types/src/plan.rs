@@ -585,6 +585,22 @@ mod tests {
     }
 
     #[test]
+    fn a_broadcast_input_is_a_connects_second_input_only() {
+        let mut p = enrichment();
+        p.edges[1] = Edge { input: 1, ..Edge::main(1, 2, Partitioning::Broadcast) };
+        assert_eq!(p.validate(2), Ok(()));
+        assert!(p.has_broadcast_input(2) && p.is_two_input(2));
+        let mut first = p.clone();
+        first.edges[0] = Edge::main(0, 2, Partitioning::Broadcast);
+        assert!(problem(&first).contains("its input from \"clicks\" is not keyed"), "{}", problem(&first));
+        let mut mixed = p.clone();
+        mixed.nodes.push(node("more", NodeKind::Source(SourceKind::Generator { start: 0, count: 10, records_per_ms: None })));
+        mixed.edges.push(Edge { input: 1, key_type: Some("alloc::string::String".into()), ..Edge::main(4, 2, Partitioning::KeyBy) });
+        assert!(problem(&mixed).contains("mixes broadcast and key-by"), "{}", problem(&mixed));
+        assert!(!enrichment().has_broadcast_input(2));
+    }
+
+    #[test]
     fn a_state_ttl_belongs_to_keyed_operators_and_is_at_least_1_ms() {
         let mut p = enrichment();
         p.nodes[2].kind = NodeKind::Operator { keyed: true, side_outputs: vec![], state_ttl_ms: Some(60_000) };
