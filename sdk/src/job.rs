@@ -30,7 +30,7 @@ use crate::timers::{Closures, KeyedProcessFunction, ProcessFn, TimerContext};
 use crate::ttl::StateTtl;
 use crate::window::{Window, Windows};
 use crate::windowed::{AggregateFn, AggregateFunction, CountFn, ProcessWindowFn, ReduceFn, WindowFn, WindowOp};
-use crate::wit::weir::dataflow::plan_types::{GeneratorSource, Partitioning, SinkKind, SourceKind};
+use crate::wit::weir::dataflow::plan_types::{ConnectorSpec, GeneratorSource, Partitioning, SinkKind, SourceKind};
 
 /// The job being built: its arguments, name and sources. `build` receives one.
 pub struct Job {
@@ -116,6 +116,13 @@ impl Job {
             self.fail(format!("generator {uid:?}: records_per_ms must be at least 1"));
         }
         self.source(uid, SourceKind::Generator(GeneratorSource { start, count, records_per_ms: Some(records_per_ms.max(1)) }))
+    }
+
+    /// The records of an external system (see [`Connector`]), e.g. a Kafka topic. The
+    /// connector decides what the values are; its documentation says which `V` reads
+    /// them.
+    pub fn connector_source<V: Data>(&mut self, uid: &str, connector: Connector) -> Stream<(), V> {
+        self.source(uid, SourceKind::Connector(connector.into_spec()))
     }
 
     fn source<V: Data>(&mut self, uid: &str, kind: SourceKind) -> Stream<(), V> {
@@ -700,6 +707,46 @@ impl Sink {
     /// Records are counted and dropped; no formatting operator is added.
     pub fn discard() -> Sink {
         Sink { kind: SinkKind::Discard }
+    }
+
+    /// `key<TAB>value` lines written to an external system (see [`Connector`]), e.g. rows
+    /// of a PostgreSQL table.
+    pub fn connector(connector: Connector) -> Sink {
+        Sink { kind: SinkKind::Connector(connector.into_spec()) }
+    }
+}
+
+/// An external system a source reads or a sink writes (Kafka, PostgreSQL), configured
+/// by named options as in Flink SQL's `WITH (...)`. The host checks the kind and every
+/// option when the job is submitted. Secrets are never options: name the file or
+/// environment variable on the TaskManager that holds one (e.g. `password-file`).
+///
+/// ```ignore
+/// let clicks = job.connector_source::<Vec<u8>>("clicks",
+///     Connector::new("kafka").option("bootstrap-servers", "localhost:9092").option("topic", "clicks"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connector {
+    kind: String,
+    options: Vec<(String, String)>,
+}
+
+impl Connector {
+    /// A connector of `kind` without options yet.
+    pub fn new(kind: impl Into<String>) -> Self {
+        Connector { kind: kind.into(), options: vec![] }
+    }
+
+    /// Sets option `name` (a later setting of the same name wins).
+    pub fn option(mut self, name: impl Into<String>, value: impl ToString) -> Self {
+        let name = name.into();
+        self.options.retain(|(n, _)| *n != name);
+        self.options.push((name, value.to_string()));
+        self
+    }
+
+    fn into_spec(self) -> ConnectorSpec {
+        ConnectorSpec { kind: self.kind, options: self.options }
     }
 }
 

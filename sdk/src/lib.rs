@@ -149,7 +149,7 @@ pub use broadcast::{BroadcastConnectedStream, BroadcastState, KeyedBroadcastProc
 pub use connect::{ConnectedStreams, KeyedCoProcessFunction};
 pub use emit::Emitter;
 pub use error::StateError;
-pub use job::{Job, KeyedStream, Sink, SinkHandle, Stream, WindowedStream};
+pub use job::{Connector, Job, KeyedStream, Sink, SinkHandle, Stream, WindowedStream};
 pub use join::{IntervalBounds, IntervalContext, IntervalJoin, JoinedStreams, WindowJoin};
 pub use keyed::{KeyedContext, ListState, MapState};
 pub use runtime::BuildFn;
@@ -169,7 +169,7 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned + 'static> Data for T {}
 /// Everything a job's `build` function needs.
 pub mod prelude {
     pub use crate::{
-        AggregateFunction, BroadcastConnectedStream, BroadcastState, ConnectedStreams, Data, Emitter, IntervalBounds, IntervalContext, IntervalJoin,
+        AggregateFunction, BroadcastConnectedStream, BroadcastState, ConnectedStreams, Connector, Data, Emitter, IntervalBounds, IntervalContext, IntervalJoin,
         Job, JoinedStreams, KeyedBroadcastProcessFunction, KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction, KeyedStream, ListState,
         MapState, OutputTag, ReadOnlyBroadcastState, Sink, StateError, StateTtl, Stream, TextField, TimeDomain, Timer, TimerContext,
         WatermarkStrategy, Window, WindowJoin, WindowedStream, Windows,

@@ -581,3 +581,20 @@ fn bench_keyed_sum_native() {
         println!("selector {:.1} M/s, sum {:.1} M/s", time(1, &selector_batches), time(2, &sum_batches));
     }
 }
+
+#[test]
+fn connectors_reach_the_plan_with_their_options() {
+    fn job(job: &mut Job) {
+        let kafka = Connector::new("kafka").option("topic", "old").option("bootstrap-servers", "b:9092").option("topic", "clicks");
+        job.connector_source::<String>("clicks", kafka)
+            .key_by("by-user", |s: &String| s.clone())
+            .count("count")
+            .sink("out", Sink::connector(Connector::new("postgres").option("table", "user_clicks").option("batch", 500)));
+    }
+    let (plan, _) = runtime::build_job(job, vec![]).unwrap();
+    let NodeKind::Source(SourceKind::Connector(source)) = &plan.nodes[0].kind else { panic!("a connector source") };
+    assert_eq!(source.kind, "kafka");
+    assert_eq!(source.options, vec![("bootstrap-servers".to_string(), "b:9092".to_string()), ("topic".to_string(), "clicks".to_string())]);
+    let NodeKind::Sink(SinkKind::Connector(sink)) = &plan.nodes.last().unwrap().kind else { panic!("a connector sink") };
+    assert_eq!((sink.kind.as_str(), sink.options.len()), ("postgres", 2));
+}

@@ -205,6 +205,11 @@ fn manifests_are_checked_at_submission() {
     );
     refused(&write("missing.toml", &job(&dir.path().join("nope.wasm"))), &["nope.wasm"]);
     refused(&write("syntax.toml", "name = \"x\"\n[[node]]\nuid = \"a\"\nsorce = \"generator\"\n"), &["unknown field `sorce`"]);
+    // A source or sink that is not built in is a connector, checked by kind.
+    refused(
+        &write("connector.toml", &job(&built.join("count.wasm")).replace("sink = \"discard\"", "sink = \"nosuch\"\noptions = { a = 1 }")),
+        &["node \"out\": unknown connector \"nosuch\""],
+    );
     refused(&write("graph.toml", &job(&built.join("count.wasm")).replace("uid = \"out\"", "uid = \"op\"")), &["two nodes have the uid \"op\""]);
     // An operator-only component cannot run without a manifest, and says so.
     let o = WEIR.run([OsStr::new("run"), built.join("enrich.wasm").as_os_str()]);

@@ -9,13 +9,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use thiserror::Error;
+use weir_connectors::Role;
 use weir_state::StateError;
 use weir_taskmanager::TaskError;
 use weir_types::deployment::JobCode;
 use weir_types::graph::ExecutionGraph;
 use weir_types::ids::{ComponentHash, InvalidId, JobId};
 use weir_types::manifest::{Manifest, ManifestError};
-use weir_types::plan::{JobPlan, PlanError};
+use weir_types::plan::{JobPlan, NodeKind, PlanError, SinkKind, SourceKind};
 use weir_wasm::{Instance, JobComponent, LoadError, OperatorFailure, Runtime, World};
 
 /// What a job is built from.
@@ -62,6 +63,14 @@ pub enum JobError {
     /// The plan is not executable.
     #[error("invalid job plan: {0}")]
     Plan(#[from] PlanError),
+    /// A connector of the plan was refused; names its node.
+    #[error("node {uid:?}: {error}")]
+    Connector {
+        /// The node.
+        uid: String,
+        /// Why.
+        error: weir_connectors::ConnectorError,
+    },
     /// Not enough free slots.
     #[error("the job needs {needed} slots but only {free} of {total} are free")]
     NoSlots {
@@ -147,8 +156,23 @@ pub fn prepare(
     let mut planned = load_plan(runtime, source, args)?;
     planned.plan.bind_io(input.as_deref(), output.as_deref())?;
     planned.plan.validate(parallelism)?;
+    check_connectors(&planned.plan)?;
     let graph = ExecutionGraph::build(&planned.plan, parallelism);
     Ok((planned, graph))
+}
+
+/// Checks every connector the plan names (kind and options; no external system is
+/// reached), so a misspelt option fails the submission, naming its node.
+fn check_connectors(plan: &JobPlan) -> Result<(), JobError> {
+    for n in &plan.nodes {
+        let checked = match &n.kind {
+            NodeKind::Source(SourceKind::Connector(c)) => weir_connectors::check(c, Role::Source),
+            NodeKind::Sink(SinkKind::Connector(c)) => weir_connectors::check(c, Role::Sink),
+            _ => Ok(()),
+        };
+        checked.map_err(|error| JobError::Connector { uid: n.uid.clone(), error })?;
+    }
+    Ok(())
 }
 
 /// A loaded component's hash, typed. `weir-wasm` always gives 64 lower-case hex

@@ -108,11 +108,17 @@ pub enum SourceError {
         /// The split it was given.
         split: Split,
     },
+    /// A connector source failed or cannot run here.
+    #[error(transparent)]
+    Connector(#[from] weir_connectors::ConnectorError),
 }
 
 /// Why a built-in sink failed.
 #[derive(Debug, Error)]
 pub enum SinkError {
+    /// A connector sink failed or cannot run here.
+    #[error(transparent)]
+    Connector(#[from] weir_connectors::ConnectorError),
     /// A file operation on a sink's file or directory failed.
     #[error("{}: {source}", path.display())]
     Io {

@@ -400,6 +400,7 @@ fn open_source(kind: &SourceKind, subtask: u32, parallelism: u32, resume: Option
             Box::new(lines.raw(raw))
         }
         (SourceKind::FileLines(None) | SourceKind::TextLines(None), _) => return Err(SourceError::NoPath),
+        (SourceKind::Connector(c), _) => return Err(weir_connectors::ConnectorError::NotRunnable { kind: c.kind.clone() }.into()),
     })
 }
 
@@ -421,6 +422,9 @@ fn open_sinks(
         let path = match &d.plan.nodes[last].kind {
             NodeKind::Sink(SinkKind::Stdout | SinkKind::File(None)) => None,
             NodeKind::Sink(SinkKind::File(Some(path))) => Some(path),
+            NodeKind::Sink(SinkKind::Connector(c)) => {
+                return Err(SinkError::from(weir_connectors::ConnectorError::NotRunnable { kind: c.kind.clone() }).into());
+            }
             _ => continue,
         };
         let sink = match (path, d.sink_files) {

@@ -27,6 +27,16 @@
 //! sink = "file"                  # or "stdout", "discard"
 //! ```
 //!
+//! Any other `source` or `sink` names a connector (`weir_types::plan::Connector`),
+//! configured by `options`:
+//!
+//! ```toml
+//! [[node]]
+//! uid = "clicks"
+//! source = "kafka"
+//! options = { bootstrap-servers = "localhost:9092", topic = "clicks" }
+//! ```
+//!
 //! A node's inputs default to the node before it; `inputs = ["a", "b"]` names others.
 //! Parsing and lowering are pure: the caller loads the components and checks their
 //! worlds.
@@ -37,7 +47,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::deployment::OperatorCode;
-use crate::plan::{Edge, JobPlan, Node, NodeKind, Partitioning, SinkKind, SourceKind, WatermarkStrategy};
+use crate::plan::{Connector, Edge, JobPlan, Node, NodeKind, Partitioning, SinkKind, SourceKind, WatermarkStrategy};
 
 /// Why a manifest was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -111,6 +121,44 @@ pub struct ManifestNode {
     /// How records reach this node from each input: `forward` (default), `key-by`,
     /// `rebalance` or `broadcast`.
     pub partitioning: Option<String>,
+    /// A connector's options (a `source` or `sink` that is not built in).
+    #[serde(default)]
+    pub options: BTreeMap<String, OptionValue>,
+}
+
+/// A connector option's value: TOML text, integer or boolean, kept as text.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OptionValue {
+    /// `topic = "clicks"`.
+    Text(String),
+    /// `partitions = 4`.
+    Integer(i64),
+    /// `create = true`.
+    Bool(bool),
+}
+
+impl std::fmt::Display for OptionValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OptionValue::Text(t) => f.write_str(t),
+            OptionValue::Integer(i) => write!(f, "{i}"),
+            OptionValue::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+const BUILT_IN_SOURCES: [&str; 3] = ["file-lines", "text-lines", "generator"];
+const BUILT_IN_SINKS: [&str; 3] = ["stdout", "file", "discard"];
+
+/// A `source` or `sink` that is not built in: a connector of that kind.
+fn connector(n: &ManifestNode, kind: &str) -> Result<Connector, String> {
+    if n.path.is_some() || n.start.is_some() || n.count.is_some() || n.records_per_ms.is_some() {
+        return Err(format!(
+            "`path`, `start`, `count` and `records-per-ms` belong to built-in sources and sinks; connector {kind:?} takes `options`"
+        ));
+    }
+    Ok(Connector { kind: kind.to_string(), options: n.options.iter().map(|(k, v)| (k.clone(), v.to_string())).collect() })
 }
 
 /// A manifest as a plan, plus the code of its operators.
@@ -200,6 +248,12 @@ impl Manifest {
 }
 
 fn source_kind(n: &ManifestNode, source: &str) -> Result<SourceKind, String> {
+    if !BUILT_IN_SOURCES.contains(&source) {
+        return Ok(SourceKind::Connector(connector(n, source)?));
+    }
+    if !n.options.is_empty() {
+        return Err(format!("`options` belong to connectors; {source:?} is built in"));
+    }
     match source {
         "file-lines" if n.start.is_none() && n.count.is_none() && n.records_per_ms.is_none() => Ok(SourceKind::FileLines(n.path.clone())),
         "text-lines" if n.start.is_none() && n.count.is_none() && n.records_per_ms.is_none() => Ok(SourceKind::TextLines(n.path.clone())),
@@ -208,12 +262,17 @@ fn source_kind(n: &ManifestNode, source: &str) -> Result<SourceKind, String> {
             Ok(SourceKind::Generator { start: n.start.unwrap_or(0), count, records_per_ms: n.records_per_ms })
         }
         "file-lines" | "text-lines" => Err("`start`, `count` and `records-per-ms` belong to generators".into()),
-        "generator" => Err("`path` belongs to file sources and sinks".into()),
-        other => Err(format!("unknown source {other:?} (file-lines, text-lines, generator)")),
+        _ => Err("`path` belongs to file sources and sinks".into()),
     }
 }
 
 fn sink_kind(n: &ManifestNode, sink: &str) -> Result<SinkKind, String> {
+    if !BUILT_IN_SINKS.contains(&sink) {
+        return Ok(SinkKind::Connector(connector(n, sink)?));
+    }
+    if !n.options.is_empty() {
+        return Err(format!("`options` belong to connectors; {sink:?} is built in"));
+    }
     if n.start.is_some() || n.count.is_some() {
         return Err("`start` and `count` belong to generators".into());
     }
@@ -221,8 +280,8 @@ fn sink_kind(n: &ManifestNode, sink: &str) -> Result<SinkKind, String> {
         ("file", path) => Ok(SinkKind::File(path.clone())),
         ("stdout", None) => Ok(SinkKind::Stdout),
         ("discard", None) => Ok(SinkKind::Discard),
-        ("stdout" | "discard", Some(_)) => Err("`path` belongs to file sources and sinks".into()),
-        (other, _) => Err(format!("unknown sink {other:?} (stdout, file, discard)")),
+        (_, Some(_)) => Err("`path` belongs to file sources and sinks".into()),
+        (_, None) => Err(format!("unknown sink {sink:?}")),
     }
 }
 
@@ -296,6 +355,18 @@ partitioning = "rebalance"
     }
 
     #[test]
+    fn a_source_or_sink_that_is_not_built_in_is_a_connector_with_its_options() {
+        let text = "name = \"x\"\n[[node]]\nuid = \"in\"\nsource = \"kafka\"\noptions = { topic = \"clicks\", partitions = 4, earliest = true }\n[[node]]\nuid = \"out\"\nsink = \"postgres\"\noptions = { table = \"t\" }";
+        let l = Manifest::parse(text).and_then(|m| m.lower()).expect("lowered");
+        let opts = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let kafka = Connector { kind: "kafka".into(), options: opts(&[("earliest", "true"), ("partitions", "4"), ("topic", "clicks")]) };
+        assert_eq!(l.plan.nodes[0].kind, NodeKind::Source(SourceKind::Connector(kafka)));
+        let pg = Connector { kind: "postgres".into(), options: opts(&[("table", "t")]) };
+        assert_eq!(l.plan.nodes[1].kind, NodeKind::Sink(SinkKind::Connector(pg)));
+        l.plan.validate(1).expect("the lowered plan is valid");
+    }
+
+    #[test]
     fn refuses_what_does_not_make_sense() {
         let refused = |text: &str, wanted: &str| {
             let e = Manifest::parse(text).and_then(|m| m.lower()).expect_err("refused");
@@ -304,7 +375,8 @@ partitioning = "rebalance"
         refused("name = 1", "invalid type");
         refused("name = \"x\"\nbogus = 1", "unknown field");
         refused("name = \"x\"\n[[node]]\nuid = \"a\"\nsource = \"file-lines\"\nsink = \"stdout\"", "exactly one of");
-        refused("name = \"x\"\n[[node]]\nuid = \"a\"\nsource = \"kafka\"", "unknown source \"kafka\"");
+        refused("name = \"x\"\n[[node]]\nuid = \"a\"\nsource = \"kafka\"\npath = \"x\"", "connector \"kafka\" takes `options`");
+        refused("name = \"x\"\n[[node]]\nuid = \"a\"\nsource = \"generator\"\ncount = 1\noptions = { a = 1 }", "`options` belong to connectors");
         refused("name = \"x\"\n[[node]]\nuid = \"a\"\nsource = \"generator\"", "needs `count`");
         refused("name = \"x\"\n[[node]]\nuid = \"a\"\ncomponent = \"a.wasm\"", "no node before it");
         refused(

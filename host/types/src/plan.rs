@@ -29,6 +29,29 @@ pub enum Partitioning {
     Broadcast,
 }
 
+/// An external system a source reads or a sink writes, configured by named options
+/// (Flink SQL's `WITH (...)`). `weir-connectors` knows each kind and its options; the
+/// JobManager checks them at submission. Secrets are never options: an option names the
+/// file or environment variable (on the TaskManager) that holds one, so plans, REST
+/// documents and logs can show every option as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connector {
+    /// `kafka`, `postgres`, ...
+    pub kind: String,
+    /// Option name -> value.
+    pub options: std::collections::BTreeMap<String, String>,
+}
+
+impl std::fmt::Display for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.kind)?;
+        for (i, (k, v)) in self.options.iter().enumerate() {
+            write!(f, "{}{k}={v}", if i == 0 { " " } else { ", " })?;
+        }
+        Ok(())
+    }
+}
+
 /// Host-run sources.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SourceKind {
@@ -47,6 +70,8 @@ pub enum SourceKind {
         /// Event time: number `n` has timestamp `n / records_per_ms`; `None`: 0.
         records_per_ms: Option<u64>,
     },
+    /// An external system's records (Kafka).
+    Connector(Connector),
 }
 
 /// Host-run sinks.
@@ -58,6 +83,8 @@ pub enum SinkKind {
     File(Option<String>),
     /// Count and drop.
     Discard,
+    /// Text lines written to an external system (PostgreSQL, Kafka).
+    Connector(Connector),
 }
 
 /// What a node does.
@@ -437,6 +464,8 @@ impl JobPlan {
                 NodeKind::Sink(SinkKind::Stdout) => "sink stdout".into(),
                 NodeKind::Sink(SinkKind::File(p)) => format!("sink file {}", p.as_deref().unwrap_or("<--output or stdout>")),
                 NodeKind::Sink(SinkKind::Discard) => "sink discard".into(),
+                NodeKind::Source(SourceKind::Connector(c)) => format!("source {c}"),
+                NodeKind::Sink(SinkKind::Connector(c)) => format!("sink {c}"),
             };
             s += &format!("  [{i}] {} ({}) {kind}, parallelism {}\n", n.uid, n.name, self.parallelism_of(i, default_parallelism));
             for e in self.outputs(i) {

@@ -49,6 +49,13 @@ impl From<wit_plan::Partitioning> for plan::Partitioning {
     }
 }
 
+impl From<wit_plan::ConnectorSpec> for plan::Connector {
+    /// A repeated option keeps its last value, as a repeated TOML or CLI setting would.
+    fn from(c: wit_plan::ConnectorSpec) -> Self {
+        plan::Connector { kind: c.kind, options: c.options.into_iter().collect() }
+    }
+}
+
 impl From<wit_plan::Node> for plan::Node {
     fn from(n: wit_plan::Node) -> Self {
         let kind = match n.kind {
@@ -56,12 +63,14 @@ impl From<wit_plan::Node> for plan::Node {
             wit_plan::NodeKind::Source(wit_plan::SourceKind::Generator(g)) => {
                 plan::NodeKind::Source(plan::SourceKind::Generator { start: g.start, count: g.count, records_per_ms: g.records_per_ms })
             }
+            wit_plan::NodeKind::Source(wit_plan::SourceKind::Connector(c)) => plan::NodeKind::Source(plan::SourceKind::Connector(c.into())),
             wit_plan::NodeKind::Operator(o) => {
                 plan::NodeKind::Operator { keyed: o.keyed, side_outputs: o.side_outputs, state_ttl_ms: o.state_ttl_ms }
             }
             wit_plan::NodeKind::Sink(wit_plan::SinkKind::Stdout) => plan::NodeKind::Sink(plan::SinkKind::Stdout),
             wit_plan::NodeKind::Sink(wit_plan::SinkKind::File(p)) => plan::NodeKind::Sink(plan::SinkKind::File(p)),
             wit_plan::NodeKind::Sink(wit_plan::SinkKind::Discard) => plan::NodeKind::Sink(plan::SinkKind::Discard),
+            wit_plan::NodeKind::Sink(wit_plan::SinkKind::Connector(c)) => plan::NodeKind::Sink(plan::SinkKind::Connector(c.into())),
         };
         let watermarks =
             n.watermarks.map(|w| plan::WatermarkStrategy { out_of_orderness_ms: w.out_of_orderness_ms, idle_timeout_ms: w.idle_timeout_ms });
