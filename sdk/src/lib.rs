@@ -169,9 +169,9 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned + 'static> Data for T {}
 /// Everything a job's `build` function needs.
 pub mod prelude {
     pub use crate::{
-        AggregateFunction, BroadcastConnectedStream, BroadcastState, ConnectedStreams, Connector, Data, Emitter, IntervalBounds, IntervalContext, IntervalJoin,
-        Job, JoinedStreams, KeyedBroadcastProcessFunction, KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction, KeyedStream, ListState,
-        MapState, OutputTag, ReadOnlyBroadcastState, Sink, StateError, StateTtl, Stream, TextField, TimeDomain, Timer, TimerContext,
+        AggregateFunction, BroadcastConnectedStream, BroadcastState, ConnectedStreams, Connector, Data, Emitter, IntervalBounds, IntervalContext,
+        IntervalJoin, Job, JoinedStreams, KeyedBroadcastProcessFunction, KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction, KeyedStream,
+        ListState, MapState, OutputTag, ReadOnlyBroadcastState, Sink, StateError, StateTtl, Stream, TextField, TimeDomain, Timer, TimerContext,
         WatermarkStrategy, Window, WindowJoin, WindowedStream, Windows,
     };
 }
