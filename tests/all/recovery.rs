@@ -688,3 +688,71 @@ fn a_failure_after_sinks_reached_the_end_of_their_input_stays_exactly_once() {
     assert_eq!(lines.len(), expected.len(), "one committed line per input line: none lost, none repeated");
     assert!(lines == expected, "the committed lines are the input's");
 }
+
+/// GETs `path` of the cluster's REST API as JSON.
+fn rest_json(cluster: &TestCluster, path: &str) -> serde_json::Value {
+    let auth = format!("Bearer {}", cluster.token);
+    let (status, body) = weir_testkit::http::request("GET", &format!("{}{path}", cluster.rest), &[("Authorization", &auth)], &[]);
+    assert_eq!(status, 200, "GET {path}: {}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).expect("json")
+}
+
+/// Too few free slots is no refusal (Flink's scheduler waits for resources): the job is
+/// STARTING with the reason in its status until slots are free. A stop with savepoint
+/// answers once its job has ended and given its slots back, so the waiting job gets
+/// them at once; a job that waits past the slot timeout fails, naming the slots.
+#[test]
+fn a_job_waits_for_free_slots_and_a_stop_with_savepoint_frees_them_before_it_answers() {
+    let cluster = TestCluster::start_with(WEIR, &[("taskmanager-1", 2)], &["--checkpoint-dir", "{dir}/checkpoints", "--slot-timeout-ms", "2000"]);
+    let n: u64 = 1_500_000;
+    let (first, second) = (cluster.dir.path().join("out-a"), cluster.dir.path().join("out-b"));
+    let a = submit_keyed_sum(&cluster, n, 4000, &first, "none");
+    wait_until("a checkpoint while running", || {
+        let line = job_line(&cluster.status(), &a);
+        assert!(!line.contains(" FINISHED ") && !line.contains(" FAILED "), "the job must still run for its savepoint: {line}");
+        line.contains(" RUNNING ") && !line.contains("checkpoint=none")
+    });
+
+    // A job that cannot get its slots within the timeout fails, saying why.
+    let wasm = WEIR.example("keyed_sum");
+    let args = ["submit", "-p", "3", "--arg", "n=1000", "--arg", "sink=discard", "--restart", "none", "--detach"];
+    let mut argv: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    argv.push(wasm.as_os_str());
+    let o = cluster.client(&argv);
+    assert!(o.status.success(), "accepted, to wait: {}", stderr(&o));
+    let too_wide = String::from_utf8_lossy(&o.stdout).split_whitespace().nth(1).expect("job id").to_string();
+    let doc = rest_json(&cluster, &format!("/api/v1/jobs/{too_wide}"));
+    assert_eq!(doc["status"]["state"], "STARTING", "{doc}");
+    assert!(doc["status"]["waiting"].as_str().is_some_and(|w| w.contains("needs 3 slots but only 0 are free")), "{doc}");
+    wait_until("the too-wide job to give up", || job_line(&cluster.status(), &too_wide).contains("state=FAILED"));
+    let doc = rest_json(&cluster, &format!("/api/v1/jobs/{too_wide}"));
+    let message = doc["status"]["failure"]["message"].as_str().unwrap_or_default().to_string();
+    assert!(message.contains("needs 3 slots but only 0 are free (waited 2s"), "{doc}");
+
+    // The resumed job waits for the first one's slots...
+    let savepoint = cluster.dir.path().join("savepoint");
+    let o = cluster.client(&[OsStr::new("savepoint"), OsStr::new(&a), OsStr::new("--dir"), savepoint.as_os_str(), OsStr::new("--stop")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // ...which the stop gave back before it answered.
+    let line = job_line(&cluster.status(), &a);
+    assert!(line.contains(" CANCELED "), "the stop answers once the job ended: {line}");
+    let args = ["submit", "-p", "2", "--arg", &format!("n={n}"), "--arg", "sink=file", "--checkpoint-interval", "300", "--detach"];
+    let mut argv: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    argv.extend([wasm.as_os_str(), OsStr::new("--output-dir"), second.as_os_str(), OsStr::new("--from-savepoint"), savepoint.as_os_str()]);
+    let o = cluster.client(&argv);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let b = String::from_utf8_lossy(&o.stdout).split_whitespace().nth(1).expect("job id").to_string();
+    let doc = rest_json(&cluster, &format!("/api/v1/jobs/{b}"));
+    assert!(doc["status"].get("waiting").is_none(), "the slots were free at once: {doc}");
+    wait_until("the resumed job to finish", || {
+        let line = job_line(&cluster.status(), &b);
+        assert!(!line.contains(" FAILED "), "{line}");
+        line.contains(" FINISHED ")
+    });
+    let merged = cluster.dir.path().join("merged");
+    std::fs::create_dir_all(&merged).expect("dir");
+    for (i, dir) in [&first, &second].into_iter().enumerate() {
+        std::fs::write(merged.join(format!("part-run{i}")), committed_lines(dir).join("\n") + "\n").expect("merge");
+    }
+    assert_exactly_once(&merged, n);
+}

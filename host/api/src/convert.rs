@@ -39,6 +39,7 @@ pub fn job(j: JobInfo) -> Job {
             transitions: r.transitions.iter().map(|t| TransitionDoc { state: t.state.name().to_string(), time: ms_time(t.at_ms) }).collect(),
             last_checkpoint: j.report.last_checkpoint,
             duration_ms: j.report.elapsed.as_millis() as u64,
+            waiting: j.report.waiting.clone(),
         },
     }
 }

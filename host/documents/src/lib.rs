@@ -75,6 +75,10 @@ pub struct JobStatusDoc {
     pub last_checkpoint: Option<u64>,
     /// Since submission (to the end, once ended).
     pub duration_ms: u64,
+    /// Why the job waits before its next attempt can run, e.g. "waiting for slots: the
+    /// job needs 3 slots but only 2 are free".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 /// `status.started` of a Job resource.

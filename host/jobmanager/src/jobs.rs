@@ -51,6 +51,8 @@ pub struct JobManagerConfig {
     pub artifact_dir: std::path::PathBuf,
     /// Bytes of uploaded artifacts kept on disk; the least recently used go first.
     pub artifact_cap: u64,
+    /// How long an attempt waits for free slots before it counts as failed.
+    pub slot_timeout: Duration,
 }
 
 impl Default for JobManagerConfig {
@@ -64,6 +66,7 @@ impl Default for JobManagerConfig {
             lost_grace: Duration::from_secs(600),
             artifact_dir: std::env::temp_dir().join("weir-artifacts"),
             artifact_cap: 1 << 30,
+            slot_timeout: crate::driver::SLOT_TIMEOUT,
         }
     }
 }
@@ -151,6 +154,15 @@ fn reserve(registry: &mut Registry, graph: &ExecutionGraph) -> Option<Placement>
     })
 }
 
+/// Reserves slots for `graph`: [`Event::Placed`], or [`Event::NoSlots`] saying how many
+/// are free.
+fn try_place(registry: &mut Registry, graph: &ExecutionGraph) -> Event {
+    match reserve(registry, graph) {
+        Some(p) => Event::Placed(p),
+        None => Event::NoSlots { needed: graph.slots_needed(), free: registry.free().iter().map(|(_, n, _)| n).sum() },
+    }
+}
+
 impl Shared {
     pub(crate) fn new(config: JobManagerConfig, runtime: Runtime) -> Result<Self, StoreError> {
         let registry = Mutex::new(Registry::new(config.heartbeat_timeout, config.lost_grace));
@@ -177,7 +189,9 @@ impl Shared {
                 continue;
             }
             tracing::info!(job = %id, attempt = record.driver.deployment.attempt, "resuming a job of the previous jobmanager");
-            let mut j = Job::new(Driver::resume(record.driver, now), components, record.spec, record.created);
+            let mut driver = Driver::resume(record.driver, now);
+            driver.set_slot_timeout(self.config.slot_timeout);
+            let mut j = Job::new(driver, components, record.spec, record.created);
             j.event(EventLevel::Warn, "resumed by a new jobmanager after the previous one was lost".into());
             state.jobs.insert(id, j);
         }
@@ -234,10 +248,7 @@ impl Shared {
                     shared.drive(&job, Event::Restorable(found));
                 });
             }
-            Command::Place => {
-                let placed = reserve(&mut lock(&self.registry), &j.driver.deployment().graph);
-                return Some(placed.map_or(Event::NoSlots, Event::Placed));
-            }
+            Command::Place => return Some(try_place(&mut lock(&self.registry), &j.driver.deployment().graph)),
             Command::Deploy { deployment, to } => {
                 for (id, me) in to {
                     if let Some(o) = orders.get(&id) {
@@ -361,25 +372,21 @@ impl Shared {
         self.persistence.write_new_job(&job, &components, record).await?;
         let deployment = driver.deployment();
         let mut state = lock(&self.state);
-        let placed = {
-            let mut registry = lock(&self.registry);
-            reserve(&mut registry, &deployment.graph).ok_or_else(|| registry.free().iter().map(|(_, n, _)| n).sum::<u32>())
+        // Too few free slots is no refusal: the job waits for them (STARTING, the reason
+        // in its status) up to the slot timeout, as Flink's scheduler does.
+        let placed = try_place(&mut lock(&self.registry), &deployment.graph);
+        let description = match &placed {
+            Event::Placed(placement) => format!(":\n{}", self.describe(deployment, placement)),
+            _ => String::new(),
         };
-        let placement = match placed {
-            Ok(p) => p,
-            Err(free) => {
-                drop(state);
-                self.persistence.delete_job(&job);
-                return Err(ApiError::Unavailable(format!("the job needs {} slots but only {free} are free", deployment.graph.slots_needed())));
-            }
-        };
-        let description = self.describe(deployment, &placement);
         let name = deployment.plan.name.clone();
         let tasks = deployment.task_count();
+        let mut driver = driver;
+        driver.set_slot_timeout(self.config.slot_timeout);
         let mut j = Job::new(driver, components, spec, created);
-        j.event(EventLevel::Info, format!("job {name} submitted ({tasks} subtasks):\n{description}"));
+        j.event(EventLevel::Info, format!("job {name} submitted ({tasks} subtasks){description}"));
         state.jobs.insert(job.clone(), j);
-        self.drive_locked(&mut state, &job, Event::Placed(placement));
+        self.drive_locked(&mut state, &job, placed);
         Ok(job)
     }
 

@@ -295,6 +295,7 @@ impl JobTracker {
             restarts: 0,
             last_checkpoint: None,
             resource: None,
+            waiting: None,
         }
     }
 }

@@ -330,6 +330,9 @@ pub struct JobReport {
     pub last_checkpoint: Option<u64>,
     /// The Job resource (lifecycle state and its history), where one is kept.
     pub resource: Option<crate::resource::JobResource>,
+    /// Why the job waits before its next attempt can run (too few free slots).
+    #[serde(default)]
+    pub waiting: Option<String>,
 }
 
 /// Totals of one vertex over its subtasks.

@@ -52,6 +52,10 @@ pub struct JobManagerArgs {
     /// --max-component-size); the least recently used go first.
     #[arg(long, default_value_t = 1024)]
     artifact_store_mib: u64,
+    /// How long a job waits for free slots (STARTING, or between restarts) before the
+    /// attempt counts as failed and the restart strategy decides.
+    #[arg(long, default_value_t = 300_000)]
+    slot_timeout_ms: u64,
     #[command(flatten)]
     http: HttpArgs,
     #[command(flatten)]
@@ -93,6 +97,7 @@ pub fn run(a: JobManagerArgs) -> Result<()> {
             retain_ended: a.retain_ended_jobs,
             artifact_dir,
             artifact_cap: a.artifact_store_mib << 20,
+            slot_timeout: Duration::from_millis(a.slot_timeout_ms),
         };
         let jm = weir_jobmanager::JobManager::start(config, sandbox).await.context("cannot start the jobmanager")?;
         let rest = weir_api::router(jm.clone(), token);

@@ -32,7 +32,7 @@ mod running;
 mod tests;
 
 use std::collections::BTreeSet;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use weir_checkpoint::{CheckpointMeta, checkpoint_of_metadata_path};
@@ -82,7 +82,12 @@ pub enum Event {
     /// Slots were reserved for the next attempt; the answer to [`Command::Place`].
     Placed(Placement),
     /// Too few free slots for the next attempt now.
-    NoSlots,
+    NoSlots {
+        /// Slots the attempt needs.
+        needed: u32,
+        /// Slots free in the cluster.
+        free: u32,
+    },
     /// A TaskManager (registry id) prepared its share of attempt `run`.
     Prepared {
         /// The attempt.
@@ -339,7 +344,18 @@ pub struct Driver {
     /// An attempt was deployed before (or the job is resumed): the next one gets a
     /// new number.
     deployed: bool,
+    /// How long an attempt waits for free slots before it counts as failed (Flink's
+    /// `slot.request.timeout`).
+    slot_timeout: Duration,
+    /// Why the job waits (for slots), shown with its status.
+    waiting: Option<String>,
+    /// A stop with savepoint whose savepoint is written: answered once the job has
+    /// ended and given back its slots, so a resume from it right after finds them.
+    stopped: Option<(u64, u64)>,
 }
+
+/// Default of [`Driver::set_slot_timeout`] (Flink's `slot.request.timeout`).
+pub const SLOT_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl Driver {
     /// A new job whose first attempt deploys `deployment` (placement still empty) once
@@ -367,6 +383,9 @@ impl Driver {
             final_status: None,
             final_error: None,
             deployed: false,
+            slot_timeout: SLOT_TIMEOUT,
+            waiting: None,
+            stopped: None,
         }
     }
 
@@ -401,7 +420,15 @@ impl Driver {
             final_status: None,
             final_error: None,
             deployed: true,
+            slot_timeout: SLOT_TIMEOUT,
+            waiting: None,
+            stopped: None,
         }
+    }
+
+    /// How long an attempt may wait for free slots before it counts as a failed one.
+    pub fn set_slot_timeout(&mut self, timeout: Duration) {
+        self.slot_timeout = timeout;
     }
 
     /// What to persist so a new JobManager can resume the job.
@@ -422,7 +449,7 @@ impl Driver {
             Event::Tick => self.tick(now, &mut out),
             Event::Restorable(found) => self.restorable(found, now, &mut out),
             Event::Placed(p) => self.placed(p, now, &mut out),
-            Event::NoSlots => self.no_slots(now),
+            Event::NoSlots { needed, free } => self.no_slots(needed, free, now, &mut out),
             Event::Prepared { run, tm } if self.is_current(&run) => self.prepared(tm, now, &mut out),
             Event::PrepareFailed { run, tm, error } if self.is_current(&run) => self.lose(tm, &error, now, &mut out),
             Event::TaskEnded(end) if self.is_current(&end.run) => self.task_ended(end, now, &mut out),
@@ -460,7 +487,9 @@ impl Driver {
     pub fn report(&self, now: Instant) -> JobReport {
         let mut r = self.tracker.report(now);
         if matches!(self.phase, Phase::Restarting(_)) {
-            r.status = JobStatus::Restarting;
+            // Before its first attempt a job is CREATED (Flink's state while it waits
+            // for resources), so its Job resource stays STARTING.
+            r.status = if self.deployed { JobStatus::Restarting } else { JobStatus::Created };
         }
         if let Some(status) = self.final_status {
             r.status = status;
@@ -470,6 +499,7 @@ impl Driver {
         }
         r.restarts = self.restarts;
         r.last_checkpoint = self.last_checkpoint;
+        r.waiting = self.waiting.clone();
         r
     }
 
@@ -602,6 +632,10 @@ impl Driver {
     /// The job is over.
     fn finish(&mut self, out: &mut Vec<Command>) {
         self.phase = Phase::Ended;
+        self.waiting = None;
+        if let Some((request, id)) = self.stopped.take() {
+            out.push(Command::Reply { request, result: Ok(id) });
+        }
         for s in self.savepoints.drain(..) {
             out.push(Command::Reply { request: s.request, result: Err("the job ended before the savepoint was taken".into()) });
         }

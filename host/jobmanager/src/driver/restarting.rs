@@ -28,6 +28,8 @@ pub struct Restart {
     step: Step,
     /// Lookups of the checkpoints that failed so far.
     unreadable: u32,
+    /// Since when the attempt waits for slots.
+    no_slots_since: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -43,12 +45,12 @@ enum Step {
 impl Restart {
     /// A restart at `at`, restoring the newest checkpoint.
     pub(super) fn at(at: Instant) -> Self {
-        Self { at, step: Step::Waiting, unreadable: 0 }
+        Self { at, step: Step::Waiting, unreadable: 0, no_slots_since: None }
     }
 
     /// A first attempt restoring `restore`, as soon as slots are free.
     pub(super) fn placing(now: Instant, restore: Option<RestoreFrom>) -> Self {
-        Self { at: now, step: Step::Placing(restore), unreadable: 0 }
+        Self { at: now, step: Step::Placing(restore), unreadable: 0, no_slots_since: None }
     }
 }
 
@@ -150,10 +152,27 @@ impl Driver {
         out.push(Command::Place);
     }
 
-    pub(super) fn no_slots(&mut self, now: Instant) {
-        if let Phase::Restarting(r) = &mut self.phase {
-            r.at = now + RETRY;
+    /// The attempt waits for slots (as Flink's scheduler does: TaskManagers may join,
+    /// other jobs may end), asking again every [`RETRY`], for at most the slot timeout;
+    /// then it counts as a failed attempt and the restart strategy decides.
+    pub(super) fn no_slots(&mut self, needed: u32, free: u32, now: Instant, out: &mut Vec<Command>) {
+        let Phase::Restarting(r) = &mut self.phase else { return };
+        if !matches!(r.step, Step::Placing(_)) {
+            return;
         }
+        let since = *r.no_slots_since.get_or_insert(now);
+        let why = format!("the job needs {needed} slots but only {free} are free");
+        if now.duration_since(since) >= self.slot_timeout {
+            r.no_slots_since = None;
+            self.waiting = None;
+            let waited = self.slot_timeout;
+            return self.restart_failed(format!("{why} (waited {waited:?} for more)"), now, out);
+        }
+        r.at = now + RETRY;
+        if self.waiting.is_none() {
+            out.push(Command::Log(EventLevel::Warn, format!("waiting for slots: {why}; waiting up to {:?}", self.slot_timeout)));
+        }
+        self.waiting = Some(format!("waiting for slots: {why}"));
     }
 
     /// Deploys the next attempt on the slots reserved for it.
@@ -163,6 +182,9 @@ impl Driver {
             // Nothing asked for these slots (the job was cancelled meanwhile).
             _ => return out.push(Command::Release(p.slots)),
         };
+        if self.waiting.take().is_some() {
+            out.push(Command::Log(EventLevel::Info, "slots are free: deploying".into()));
+        }
         let d = &mut self.deployment;
         if self.deployed {
             d.attempt += 1;

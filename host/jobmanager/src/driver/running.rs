@@ -139,7 +139,9 @@ impl Driver {
                     format!("savepoint of checkpoint {id} written to {dir}{}", if stop { "; stopping" } else { "" }),
                 ));
                 if stop {
-                    self.cancel(now, out);
+                    // Answered once the job has ended and its slots are free.
+                    self.stopped = Some((request, id));
+                    return self.cancel(now, out);
                 }
             }
             Err(_) if stop && !self.is_ended() => {

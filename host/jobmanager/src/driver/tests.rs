@@ -479,10 +479,14 @@ fn a_checkpoint_completing_during_a_stop_with_savepoint_is_not_the_savepoint_and
     }
     let out = j.on(5_001, Event::SavepointWritten(Exported { request: 1, id: 2, dir: "/sp".into(), stop: true, result: Ok(()) }));
     assert!(has(&out, |c| matches!(c, Command::Cancel { .. })), "{out:?}");
-    assert!(has(&out, |c| *c == Command::Reply { request: 1, result: Ok(2) }));
+    assert!(!has(&out, |c| matches!(c, Command::Reply { .. })), "answered once the job ended: {out:?}");
     j.end(5_002, 0, TaskOutcome::Cancelled);
     let out = j.end(5_003, 1, TaskOutcome::Cancelled);
     assert!(has(&out, |c| *c == Command::Ended));
+    // The stop's answer comes after its slots are given back: a resume right after finds them.
+    let released = out.iter().position(|c| matches!(c, Command::Release(_)));
+    let replied = out.iter().position(|c| *c == Command::Reply { request: 1, result: Ok(2) });
+    assert!(released.is_some() && replied > released, "{out:?}");
     assert_eq!(j.d.report(j.t0).status, JobStatus::Canceled);
 }
 
@@ -558,7 +562,7 @@ fn slots_that_are_not_free_yet_are_asked_for_again() {
     j.end(2, 0, TaskOutcome::Cancelled);
     j.on(600, Event::Tick);
     j.on(601, Event::Restorable(Ok(Found::restore(Some((3, "j/chk-3/_metadata".into()))))));
-    j.on(602, Event::NoSlots);
+    j.on(602, Event::NoSlots { needed: 2, free: 1 });
     assert!(j.on(610, Event::Tick).is_empty());
     assert_eq!(j.on(700, Event::Tick), vec![Command::Place], "the restore found stays");
     assert_eq!(deploys(&j.place(701)).and_then(|d| d.restore.clone()), Some(RestoreFrom::Checkpoint("j/chk-3/_metadata".into())));
@@ -572,4 +576,38 @@ fn a_job_finishes_when_every_subtask_finished() {
     let out = j.end(2, 1, TaskOutcome::Finished(TaskStats::default()));
     assert!(has(&out, |c| *c == Command::Ended));
     assert_eq!(j.d.report(j.t0).status, JobStatus::Finished);
+}
+
+#[test]
+fn a_job_without_enough_free_slots_waits_for_them_saying_why() {
+    let mut j = Job::new(RestartStrategy::None);
+    j.d.set_slot_timeout(Duration::from_secs(1));
+    let out = j.on(0, Event::NoSlots { needed: 2, free: 1 });
+    assert!(has(&out, |c| matches!(c, Command::Log(EventLevel::Warn, m) if m.contains("needs 2 slots but only 1 are free"))), "{out:?}");
+    let r = j.d.report(j.t0);
+    assert_eq!(r.waiting.as_deref(), Some("waiting for slots: the job needs 2 slots but only 1 are free"));
+    assert_eq!(r.status, JobStatus::Created, "not started yet");
+    assert!(j.on(10, Event::Tick).is_empty(), "asks again after a pause");
+    assert_eq!(j.on(30, Event::Tick), vec![Command::Place]);
+    assert!(!has(&j.on(31, Event::NoSlots { needed: 2, free: 0 }), |c| matches!(c, Command::Log(..))), "said once");
+    // Slots came: it deploys and no longer waits.
+    assert_eq!(j.on(60, Event::Tick), vec![Command::Place]);
+    assert!(deploys(&j.place(61)).is_some());
+    assert_eq!(j.d.report(j.t0).waiting, None);
+}
+
+#[test]
+fn a_job_that_waits_for_slots_past_the_timeout_fails_naming_them() {
+    let mut j = Job::new(RestartStrategy::None);
+    j.d.set_slot_timeout(Duration::from_secs(1));
+    j.on(0, Event::NoSlots { needed: 3, free: 2 });
+    j.on(500, Event::Tick);
+    assert!(!has(&j.on(501, Event::NoSlots { needed: 3, free: 2 }), |c| *c == Command::Ended));
+    j.on(1_000, Event::Tick);
+    let out = j.on(1_001, Event::NoSlots { needed: 3, free: 2 });
+    assert!(has(&out, |c| *c == Command::Ended), "{out:?}");
+    let r = j.d.report(j.t0);
+    assert_eq!(r.status, JobStatus::Failed);
+    assert!(r.error.as_deref().is_some_and(|e| e.contains("needs 3 slots but only 2 are free (waited 1s")), "{:?}", r.error);
+    assert_eq!(r.waiting, None);
 }
