@@ -164,7 +164,16 @@ fn every_endpoint_and_error_path_answers_json() {
     refused(api.post("/api/v1/jobs", &json!({"artifact": slow, "restartStrategy": "sometimes"}).to_string()), 400, "bad_request", "restartStrategy");
     refused(api.post("/api/v1/jobs", &json!({"artifact": slow, "fromSavepoint": "relative/dir"}).to_string()), 400, "bad_request", "fromSavepoint");
     refused(api.post("/api/v1/jobs", &json!({"artifact": slow, "args": {"n": "lots"}}).to_string()), 422, "unprocessable", "n");
-    refused(api.post("/api/v1/jobs", &json!({"artifact": slow, "parallelism": 3}).to_string()), 503, "unavailable", "slots");
+    // Too few free slots: accepted, waiting (STARTING) with the reason; cancelled while it waits.
+    let (status, wide) = api.post("/api/v1/jobs", &json!({"artifact": slow, "parallelism": 3}).to_string());
+    assert_eq!(status, 201, "{wide}");
+    let wide = wide["metadata"]["id"].as_str().expect("id").to_string();
+    let (_, doc) = api.get(&format!("/api/v1/jobs/{wide}"));
+    assert_eq!(doc["status"]["state"], "STARTING", "{doc}");
+    assert!(doc["status"]["waiting"].as_str().is_some_and(|w| w.contains("needs 3 slots but only 2 are free")), "{doc}");
+    assert_eq!(api.post(&format!("/api/v1/jobs/{wide}/cancel"), "{}").0, 202);
+    let (_, doc) = api.get(&format!("/api/v1/jobs/{wide}"));
+    assert_eq!(doc["status"]["state"], "TERMINATED", "nothing ran: it ends at once: {doc}");
 
     // A long-running checkpointed job.
     let (status, job) =
@@ -250,7 +259,7 @@ fn every_endpoint_and_error_path_answers_json() {
 
     // Prometheus on the JobManager.
     let text = anonymous.get(format!("{}/metrics", api.base)).call().expect("metrics").body_mut().read_to_string().expect("text");
-    assert!(text.contains("weir_jobmanager_slots_total 2") && text.contains("weir_jobmanager_jobs{state=\"TERMINATED\"} 2"), "{text}");
+    assert!(text.contains("weir_jobmanager_slots_total 2") && text.contains("weir_jobmanager_jobs{state=\"TERMINATED\"} 3"), "{text}");
     assert!(text.contains("weir_jobmanager_checkpoints_completed_total"), "{text}");
 
     // Prometheus on a TaskManager: a second one with a metrics endpoint runs part of a
@@ -283,7 +292,7 @@ fn every_endpoint_and_error_path_answers_json() {
     let o = cluster.client(&[OsStr::new("list"), OsStr::new("--output"), OsStr::new("json")]);
     assert!(o.status.success(), "{}", stderr(&o));
     let listed: Value = serde_json::from_slice(&o.stdout).expect("json");
-    assert_eq!(listed["jobs"].as_array().map(Vec::len), Some(3), "history keeps ended jobs: {listed}");
+    assert_eq!(listed["jobs"].as_array().map(Vec::len), Some(4), "history keeps ended jobs: {listed}");
     let o = cluster.client(&[OsStr::new("logs"), OsStr::new(&id)]);
     assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("cancelling on request"), "{}", stderr(&o));
 }

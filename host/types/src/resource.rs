@@ -125,7 +125,15 @@ impl JobResource {
         self.observed_status = status;
         self.observed_restarts = self.observed_restarts.max(restarts);
         let next = JobState::of(status, terminating);
-        if next == self.state || !self.state.may_become(next) {
+        if next == self.state {
+            return;
+        }
+        // TERMINATING is passed through when a stop ended the job before anyone looked
+        // (a job cancelled while it waited for slots).
+        if next == JobState::Terminated && matches!(self.state, JobState::Starting | JobState::Started) {
+            self.enter(JobState::Terminating, at_ms);
+        }
+        if !self.state.may_become(next) {
             return;
         }
         // STARTED is passed through even when the job ended before anyone looked.
@@ -168,6 +176,7 @@ mod tests {
         assert_eq!(walk(&[(S::Running, false), (S::Finished, false)]), vec![Starting, Started, Finished]);
         assert_eq!(walk(&[(S::Running, false), (S::Cancelling, true), (S::Canceled, true)]), vec![Starting, Started, Terminating, Terminated]);
         assert_eq!(walk(&[(S::Created, true), (S::Canceled, true)]), vec![Starting, Terminating, Terminated]);
+        assert_eq!(walk(&[(S::Canceled, true)]), vec![Starting, Terminating, Terminated], "cancelled before anyone looked");
         assert_eq!(walk(&[(S::Running, false), (S::Restarting, false), (S::Running, false), (S::Failed, false)]), vec![Starting, Started, Failed]);
         assert_eq!(walk(&[(S::Failed, false)]), vec![Starting, Failed], "failing while starting");
         assert_eq!(walk(&[(S::Running, false), (S::Cancelling, true), (S::Failed, true)]), vec![Starting, Started, Terminating, Failed]);
