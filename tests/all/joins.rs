@@ -5,9 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use weir_testkit::{TestCluster, splitmix64};
+use std::ffi::OsStr;
 
-use crate::streams::{part_lines, run_embedded, submit, wait_finished};
+use weir_testkit::{TestCluster, splitmix64, stderr, wait_until};
+
+use crate::streams::{checkpoint, job_line, part_lines, run_embedded, submit, wait_finished};
 
 /// The arguments of a `joins` run (the example's, see its doc).
 #[derive(Clone, Copy)]
@@ -262,6 +264,52 @@ fn regular_joins_with_retention_are_exact_on_a_cluster_of_two_taskmanagers() {
         let got = sorted(part_lines(&out));
         assert!(got == expected, "{kind} with retention on two TaskManagers: {} lines, {} expected", got.len(), expected.len());
     }
+}
+
+/// A join's state (each key's rows of both sides) and its timers (the rows' deadlines)
+/// travel by key group: a full outer join with a retention, stopped with a savepoint at
+/// parallelism 2 and resumed from it at 3, commits over both runs exactly the join's
+/// output, pairs and unmatched rows alike.
+#[test]
+fn a_join_stopped_with_a_savepoint_at_parallelism_2_resumes_at_3_exactly_once() {
+    let cluster = TestCluster::start_with(crate::WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let j = Joins { left: 300_000, right: 300_000, keys: 200, rate: 10, jitter: 50 };
+    let expected = j.reference(within(RETENTION), true, true);
+    let (first, second) = (cluster.dir.path().join("out-p2"), cluster.dir.path().join("out-p3"));
+    let mut args = j.args("full", &[("retention-ms", RETENTION)]);
+    args.extend(["--checkpoint-interval", "300"].map(String::from));
+    let mut slow = args.clone();
+    slow.extend(["--arg", "work=5000"].map(String::from));
+    let job = submit(&cluster, "joins", "2", &first, &slow);
+    cluster.wait_until("a checkpoint while running", || {
+        let l = job_line(&cluster, &job);
+        assert!(!l.contains(" FINISHED ") && !l.contains(" FAILED "), "the job must still run for its savepoint: {l}");
+        l.contains(" RUNNING ") && checkpoint(&cluster, &job) >= 1
+    });
+    let savepoint = cluster.dir.path().join("savepoint");
+    let o = cluster.client(&[OsStr::new("savepoint"), OsStr::new(&job), OsStr::new("--dir"), savepoint.as_os_str(), OsStr::new("--stop")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    wait_until("the job to stop", || {
+        let l = job_line(&cluster, &job);
+        assert!(!l.contains(" FINISHED ") && !l.contains(" FAILED "), "a stopped job ends CANCELED: {l}");
+        l.contains(" CANCELED ")
+    });
+    let done = part_lines(&first);
+    assert!(!done.is_empty() && done.len() < expected.len() / 2, "the first run stopped midway: {} of {} lines", done.len(), expected.len());
+
+    let wasm = crate::WEIR.example("joins");
+    let mut argv: Vec<std::ffi::OsString> = ["submit", "-p", "3"].iter().map(Into::into).collect();
+    argv.extend([wasm.as_os_str().into(), "--output-dir".into(), second.as_os_str().into(), "--from-savepoint".into(), savepoint.as_os_str().into()]);
+    argv.extend(args.into_iter().map(Into::into));
+    let argv: Vec<&OsStr> = argv.iter().map(|a| a.as_os_str()).collect();
+    let o = cluster.client(&argv);
+    assert!(o.status.success(), "the resumed run finishes: {}", stderr(&o));
+
+    let mut both = done;
+    both.extend(part_lines(&second));
+    let both = sorted(both);
+    assert_eq!(both.len(), expected.len(), "every line once over both runs");
+    assert!(both == expected, "the joined lines differ");
 }
 
 #[test]
