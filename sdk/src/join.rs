@@ -2,16 +2,33 @@
 //! `connect`: a key's rows of both inputs are its value state, and event-time timers
 //! end what may no longer match.
 //!
-//! - **Regular equi-join** ([`JoinedStreams::inner`], `left_outer`, `full_outer`): every
-//!   row stays in its key's state; a pair is emitted when its second row arrives, with
-//!   that row's timestamp. Outer rows without a match come out once, as `(row, None)`,
-//!   when the watermark reaches the end of time (the end of a bounded input), at the
-//!   row's own timestamp: a row that ever matched never does. Weir has no retractions,
-//!   so this is the one exact, deterministic choice: for bounded inputs the output is the
-//!   SQL join's as a multiset, whatever the interleaving; on an unbounded input unmatched
-//!   rows wait. State retention (TTL, being built in the host) will plug in at
-//!   [`RegularJoin::row_deadline`]: a row that expires can no longer match, so an outer
-//!   row would come out then.
+//! - **Regular equi-join** ([`JoinedStreams::inner`], `left_outer`, `full_outer`): a
+//!   key's rows stay in its state; a pair is emitted when its second row arrives, with
+//!   that row's timestamp. Weir has no retractions, so an outer join emits a row that
+//!   never matched once, as `(row, None)` at the row's own timestamp (behind the
+//!   watermark: late for a downstream event-time window), when it can no longer match;
+//!   a row that ever matched never comes out alone. When that is:
+//!   - **No retention** (default): never before the end of time (the end of a bounded
+//!     input). On bounded input the output is the SQL join's as a multiset, whatever the
+//!     interleaving; on unbounded input the state grows and unmatched rows wait.
+//!   - **Event-time retention** ([`JoinedStreams::retention_ms`], `ms`): rows meet only
+//!     if their timestamps are at most `ms` apart (the SQL join with
+//!     `abs(l.ts - r.ts) <= ms`). A row's deadline is its timestamp + `ms`
+//!     ([`RegularJoin::row_deadline`]): an event-time timer then emits it if it is an
+//!     unmatched outer row and drops it. Every row that could still meet it is at or
+//!     before that time, so it arrived before the watermark passed it: the output is
+//!     exact and deterministic whatever the interleaving and parallelism, and the state
+//!     is what the watermark has not passed. Rows at or behind the watermark when they
+//!     arrive are late and dropped (rows they should have met may be gone).
+//!   - **Processing-time TTL** ([`JoinedStreams::state_ttl`], [`StateTtl`]): each row
+//!     expires `ttl` after it arrived (with `update_on_read`: after it was last met by a
+//!     row of the other side); an expired row no longer matches and is dropped without
+//!     any output, not even by an outer join (there is no event-time moment to emit it
+//!     at). The key's value state carries the operator's TTL like any state, so it expires
+//!     with its newest row and the host's background sweep removes keys never seen
+//!     again: state stays bounded without event time. The output then depends on
+//!     processing time, as Flink's idle state retention does. With a retention too, an
+//!     outer row comes out at its deadline only if it did not expire before.
 //! - **Interval join** ([`IntervalJoin`], Flink's): left `a` and right `b` of a key meet
 //!   if `b.ts` is in `[a.ts + lower, a.ts + upper]`; the pair carries the later of the two
 //!   timestamps. A row is dropped once the watermark passes the last time a row of the
@@ -701,7 +718,13 @@ mod tests {
         clock.watermark.set(133);
         let fired = timer_input(
             &[(&key, Some(&state)), (&lone, Some(&lone_state))],
-            &[(0, 115, TimeDomain::Event), (0, 121, TimeDomain::Event), (1, 122, TimeDomain::Event), (0, 130, TimeDomain::Event), (1, 133, TimeDomain::Event)],
+            &[
+                (0, 115, TimeDomain::Event),
+                (0, 121, TimeDomain::Event),
+                (1, 122, TimeDomain::Event),
+                (0, 130, TimeDomain::Event),
+                (1, 133, TimeDomain::Event),
+            ],
         );
         let o = parse_keyed_output(&op.on_timer(&fired, 0).unwrap(), 2);
         assert_eq!(

@@ -233,7 +233,15 @@ fn rows_expire_under_a_processing_time_ttl_and_no_longer_match() {
 
     let got: std::collections::BTreeSet<String> = run(3_000).into_iter().collect();
     // Which side of the pause a row is on: before, after, or either (the pausing batch).
-    let before = |id: u64| if id < PAUSE_AT - BATCH_ROWS { Some(true) } else if id >= PAUSE_AT { Some(false) } else { None };
+    let before = |id: u64| {
+        if id < PAUSE_AT - BATCH_ROWS {
+            Some(true)
+        } else if id >= PAUSE_AT {
+            Some(false)
+        } else {
+            None
+        }
+    };
     let (mut kept, mut expired) = (0, 0);
     for line in &expected {
         let (l, r) = line.split_once('\t').and_then(|(_, v)| v.split_once(' ')).expect("key<TAB>l r");
