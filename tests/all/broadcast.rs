@@ -82,6 +82,24 @@ fn readings_against_changing_broadcast_rules_are_exact_at_parallelism_1_and_3() 
     }
 }
 
+/// `process_broadcast_element` emits too (`ack=1`: each rule acknowledged under sensor
+/// `j % sensors`): every subtask runs it on every rule, yet each acknowledgement comes
+/// out once, from the subtask owning its sensor, at any parallelism.
+#[test]
+fn records_emitted_for_broadcast_elements_come_out_once_at_parallelism_1_and_3() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = Rules { rules: 40, events: 20_000, classes: 4, sensors: 100, rule_every: 60, event_rate: 20 };
+    let mut expected = r.reference();
+    expected.extend((0..r.rules).map(|j| format!("{}\trule {j} {}", j % r.sensors, splitmix64(j) % 1000)));
+    let expected = sorted(expected);
+    for (p, rule_parallelism) in [("1", "1"), ("3", "1"), ("3", "2")] {
+        let mut args = r.args();
+        args.extend(["--arg".into(), "ack=1".into(), "--arg".into(), format!("rule-parallelism={rule_parallelism}")]);
+        let got = sorted(run_embedded(dir.path(), "rules", p, &args).0);
+        assert!(got == expected, "parallelism {p} (rules {rule_parallelism}): {} lines, {} expected", got.len(), expected.len());
+    }
+}
+
 /// The rules end at once (all of them are in the broadcast state, versions up to late
 /// in the readings' event time); a savepoint after that, at parallelism 2, resumes at
 /// 3 with the rules' source exhausted: every new subtask, the third included, alerts
