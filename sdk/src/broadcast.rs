@@ -16,8 +16,11 @@
 //! commute (e.g. versions keyed by their effective time).
 //!
 //! The host sends a broadcast batch plain (no key table: its keys need not be this
-//! subtask's), tagged with input 1; the operator returns a plain output with no
-//! records, since broadcast elements change state only.
+//! subtask's), tagged with input 1; the operator returns a plain output. Records that
+//! `process_broadcast_element` emits name a key of the keyed stream ([`BroadcastEmitter`]):
+//! every subtask runs it on every control record, and the host passes on only the
+//! records whose key group the subtask owns, so each comes out once whatever the
+//! parallelism (Flink emits one copy per parallel instance).
 
 use core::any::{Any, TypeId};
 use core::marker::PhantomData;
@@ -65,8 +68,14 @@ pub trait KeyedBroadcastProcessFunction<K, V, B>: 'static {
     );
 
     /// Processes one control record: every subtask gets it, in the same order per
-    /// upstream subtask. Must be deterministic (see the module's docs).
-    fn process_broadcast_element(&mut self, rules: &mut BroadcastState<Self::RuleKey, Self::Rule>, value: B);
+    /// upstream subtask. Must be deterministic (see the module's docs). What it emits
+    /// names its key and comes out once, from the subtask that owns that key.
+    fn process_broadcast_element(
+        &mut self,
+        rules: &mut BroadcastState<Self::RuleKey, Self::Rule>,
+        value: B,
+        out: &mut BroadcastEmitter<'_, '_, K, Self::Out>,
+    );
 
     /// Runs when `timer`, set for `ctx.key()`, fires. Default: nothing.
     fn on_timer(
@@ -118,6 +127,45 @@ impl<RK: Data, RV: Data> BroadcastState<RK, RV> {
     /// Removes `key`.
     pub fn remove(&mut self, key: &RK) -> Result<(), StateError> {
         backend::remove(NAME, &encode(key)?)
+    }
+}
+
+/// What [`KeyedBroadcastProcessFunction::process_broadcast_element`] emits with: a
+/// control record has no key of the keyed stream, so each record names one. Every
+/// subtask runs the function on every control record, and only the subtask that owns
+/// the key's key group passes the record on: it comes out once, whatever the
+/// parallelism, if the function is deterministic (as it must be anyway).
+pub struct BroadcastEmitter<'e, 'a, K, W> {
+    em: &'e mut Emitter<'a, W>,
+    ts: i64,
+    key: Out,
+    _k: PhantomData<fn(&K)>,
+}
+
+impl<K: Data, W: Data> BroadcastEmitter<'_, '_, K, W> {
+    /// The control record's timestamp, which emitted records carry.
+    pub fn timestamp(&self) -> i64 {
+        self.ts
+    }
+
+    /// Emits `value` under `key`, at the control record's timestamp.
+    pub fn emit(&mut self, key: &K, value: W) {
+        let ts = self.ts;
+        self.emit_at(key, ts, &value);
+    }
+
+    /// Emits `value` under `key` with timestamp `ts`.
+    pub fn emit_at(&mut self, key: &K, ts: i64, value: &W) {
+        self.key.clear();
+        match crate::codec::encode_into(&mut self.key, key) {
+            Ok(()) => self.em.emit_keyed(self.key.as_slice(), ts, value),
+            Err(e) => self.em.fail(crate::codec::encode_error::<K>(e)),
+        }
+    }
+
+    /// Fails the batch with `msg` (see [`Emitter::fail`]).
+    pub fn fail(&mut self, msg: impl core::fmt::Display) {
+        self.em.fail(msg);
     }
 }
 
@@ -179,15 +227,22 @@ impl<K: Data, V: Data, B: Data, F: KeyedBroadcastProcessFunction<K, V, B>> Broad
 
     fn control(&mut self, batch: &[u8], capacity: usize) -> Result<Vec<u8>, OpError> {
         let mut rules = BroadcastState(ReadOnlyBroadcastState(PhantomData));
-        let f = &mut self.0.logic_mut().f;
+        let (logic, key_mode) = self.0.logic_and_key_mode();
+        let mut out = Out::with_capacity(capacity.min(64));
+        let at = begin_output(&mut out);
+        let mut em = Emitter::new(&mut out, key_mode);
+        let mut keyed = BroadcastEmitter { em: &mut em, ts: 0, key: Out::with_capacity(16), _k: PhantomData };
         let mut r = Reader::new(batch);
         while !r.is_empty() {
             let rec = read_record(&mut r)?;
             let value: B = decode(rec.value, "record value of the broadcast input")?;
-            f.process_broadcast_element(&mut rules, value);
+            keyed.ts = rec.ts;
+            logic.f.process_broadcast_element(&mut rules, value, &mut keyed);
+            if let Some(e) = keyed.em.take_error() {
+                return Err(e);
+            }
         }
-        let mut out = Out::with_capacity(capacity.min(64));
-        let at = begin_output(&mut out);
+        drop(em);
         end_records(&mut out, at);
         side::append(&mut out, Ending::Records)?;
         Ok(out.into_vec())
@@ -336,8 +391,10 @@ mod tests {
             }
         }
 
-        fn process_broadcast_element(&mut self, rules: &mut BroadcastState<(), u64>, threshold: u64) {
+        fn process_broadcast_element(&mut self, rules: &mut BroadcastState<(), u64>, threshold: u64, out: &mut BroadcastEmitter<'_, '_, u32, u64>) {
             rules.put(&(), &threshold).unwrap();
+            // Acknowledged under key 1 000 (whichever subtask owns it passes it on).
+            out.emit(&1_000, threshold);
         }
     }
 
@@ -358,7 +415,8 @@ mod tests {
         push_u32(&mut control, 1);
         let buf = op.process(&control, 0).unwrap();
         let o = weir_batch::parse_output(&buf, None).unwrap();
-        assert_eq!(o.record_count, 0, "control records emit nothing");
+        let records: Vec<_> = weir_batch::records(o.records).map(|r| r.unwrap()).map(|r| (r.ts, r.key.to_vec(), r.value.to_vec())).collect();
+        assert_eq!(records, [(3, enc(&1_000u32), enc(&10u64))], "a control record emits under the key it names, at its time");
         let o = parse_keyed_output(&op.process(&events(), 0).unwrap(), 1);
         assert_eq!(o.records, [(2, key.clone(), enc(&50u64))]);
         assert_eq!(o.states, [None], "no key's state changed");

@@ -116,7 +116,19 @@ impl<'a, W: Serialize + 'static> Emitter<'a, W> {
         if self.error.is_some() {
             return;
         }
-        if let Err(e) = self.write(ts, value, None) {
+        let key = self.key;
+        if let Err(e) = self.write(ts, key, value, None) {
+            self.error = Some(e);
+        }
+    }
+
+    /// Emits `value` with timestamp `ts` and the encoded `key` instead of the input
+    /// record's (a fused key selector still keys it by its value).
+    pub(crate) fn emit_keyed(&mut self, key: &[u8], ts: i64, value: &W) {
+        if self.error.is_some() {
+            return;
+        }
+        if let Err(e) = self.write(ts, key, value, None) {
             self.error = Some(e);
         }
     }
@@ -145,8 +157,8 @@ impl<'a, W: Serialize + 'static> Emitter<'a, W> {
         if self.error.is_some() {
             return;
         }
-        let ts = self.ts;
-        if let Err(e) = self.write(ts, value, Some(raw_value)) {
+        let (ts, key) = (self.ts, self.key);
+        if let Err(e) = self.write(ts, key, value, Some(raw_value)) {
             self.error = Some(e);
         }
     }
@@ -172,11 +184,11 @@ impl<'a, W: Serialize + 'static> Emitter<'a, W> {
     }
 
     #[inline(always)]
-    fn write(&mut self, ts: i64, value: &W, raw_value: Option<&[u8]>) -> Result<(), OpError> {
+    fn write(&mut self, ts: i64, key: &[u8], value: &W, raw_value: Option<&[u8]>) -> Result<(), OpError> {
         let out = &mut *self.out;
         push_ts(out, ts);
         match self.key_mode {
-            KeyMode::Keep => push_len_prefixed(out, self.key),
+            KeyMode::Keep => push_len_prefixed(out, key),
             KeyMode::Value => {
                 // Key and value are the same bytes: write them once, then copy.
                 let at = out.written();

@@ -509,7 +509,7 @@ impl<K: Data, V: Data> KeyedStream<K, V> {
     /// ([`JoinedStreams::inner`], `left_outer`, `full_outer`) or by window
     /// ([`JoinedStreams::window`]). One two-input keyed operator, over `connect`.
     pub fn join<R: Data>(self, other: KeyedStream<K, R>) -> JoinedStreams<K, V, R> {
-        JoinedStreams { left: self, right: other }
+        JoinedStreams { left: self, right: other, retention: None, ttl: None }
     }
 
     /// Joins `other` by key and time interval (Flink's `intervalJoin`): finish with

@@ -145,7 +145,7 @@ pub use wit_bindgen;
 /// `#[serde(crate = "weir_sdk::serde")]` without a serde dependency of their own.
 pub use serde;
 
-pub use broadcast::{BroadcastConnectedStream, BroadcastState, KeyedBroadcastProcessFunction, ReadOnlyBroadcastState};
+pub use broadcast::{BroadcastConnectedStream, BroadcastEmitter, BroadcastState, KeyedBroadcastProcessFunction, ReadOnlyBroadcastState};
 pub use connect::{ConnectedStreams, KeyedCoProcessFunction};
 pub use emit::Emitter;
 pub use error::StateError;
@@ -169,10 +169,10 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned + 'static> Data for T {}
 /// Everything a job's `build` function needs.
 pub mod prelude {
     pub use crate::{
-        AggregateFunction, BroadcastConnectedStream, BroadcastState, ConnectedStreams, Connector, Data, Emitter, IntervalBounds, IntervalContext,
-        IntervalJoin, Job, JoinedStreams, KeyedBroadcastProcessFunction, KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction, KeyedStream,
-        ListState, MapState, OutputTag, ReadOnlyBroadcastState, Sink, StateError, StateTtl, Stream, TextField, TimeDomain, Timer, TimerContext,
-        WatermarkStrategy, Window, WindowJoin, WindowedStream, Windows,
+        AggregateFunction, BroadcastConnectedStream, BroadcastEmitter, BroadcastState, ConnectedStreams, Connector, Data, Emitter, IntervalBounds,
+        IntervalContext, IntervalJoin, Job, JoinedStreams, KeyedBroadcastProcessFunction, KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction,
+        KeyedStream, ListState, MapState, OutputTag, ReadOnlyBroadcastState, Sink, StateError, StateTtl, Stream, TextField, TimeDomain, Timer,
+        TimerContext, WatermarkStrategy, Window, WindowJoin, WindowedStream, Windows,
     };
 }
 

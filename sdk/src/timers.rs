@@ -155,6 +155,12 @@ impl<L: TimedLogic> Timed<L> {
         &self.logic
     }
 
+    /// The logic and how outputs are keyed, for calls that are not keyed (a broadcast
+    /// input).
+    pub(crate) fn logic_and_key_mode(&mut self) -> (&mut L, &mut KeyMode<L::Out>) {
+        (&mut self.logic, &mut self.key_mode)
+    }
+
     /// The logic, to tell it about the next call (a connect: which input).
     pub(crate) fn logic_mut(&mut self) -> &mut L {
         &mut self.logic

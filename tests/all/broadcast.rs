@@ -82,6 +82,24 @@ fn readings_against_changing_broadcast_rules_are_exact_at_parallelism_1_and_3() 
     }
 }
 
+/// `process_broadcast_element` emits too (`ack=1`: each rule acknowledged under sensor
+/// `j % sensors`): every subtask runs it on every rule, yet each acknowledgement comes
+/// out once, from the subtask owning its sensor, at any parallelism.
+#[test]
+fn records_emitted_for_broadcast_elements_come_out_once_at_parallelism_1_and_3() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = Rules { rules: 40, events: 20_000, classes: 4, sensors: 100, rule_every: 60, event_rate: 20 };
+    let mut expected = r.reference();
+    expected.extend((0..r.rules).map(|j| format!("{}\trule {j} {}", j % r.sensors, splitmix64(j) % 1000)));
+    let expected = sorted(expected);
+    for (p, rule_parallelism) in [("1", "1"), ("3", "1"), ("3", "2")] {
+        let mut args = r.args();
+        args.extend(["--arg".into(), "ack=1".into(), "--arg".into(), format!("rule-parallelism={rule_parallelism}")]);
+        let got = sorted(run_embedded(dir.path(), "rules", p, &args).0);
+        assert!(got == expected, "parallelism {p} (rules {rule_parallelism}): {} lines, {} expected", got.len(), expected.len());
+    }
+}
+
 /// The rules end at once (all of them are in the broadcast state, versions up to late
 /// in the readings' event time); a savepoint after that, at parallelism 2, resumes at
 /// 3 with the rules' source exhausted: every new subtask, the third included, alerts
@@ -135,4 +153,36 @@ fn broadcast_state_from_a_savepoint_at_parallelism_2_is_intact_at_3() {
     let both = sorted(both);
     assert_eq!(both.len(), expected.len(), "every alert once over both runs");
     assert!(both == expected, "the alerts differ");
+}
+
+/// A TaskManager SIGKILLed while the readings run (the rules ended, so they are only in
+/// the broadcast state): the job restores from its last checkpoint, every subtask's
+/// copy of the rules comes back, and the committed alerts are exactly the reference.
+#[test]
+fn rules_are_exactly_once_across_a_taskmanager_sigkill() {
+    let mut cluster = TestCluster::start_with(WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let r = Rules { rules: 40, events: 400_000, classes: 4, sensors: 300, rule_every: 250, event_rate: 40 };
+    let output = cluster.dir.path().join("out");
+    let mut args = r.args();
+    args.extend(["--arg", "work=2000", "--checkpoint-interval", "300", "--restart", "fixed-delay:20:100"].map(String::from));
+    let job = submit(&cluster, "rules", "2", &output, &args);
+    wait_until("two completed checkpoints while the readings run", || {
+        let l = job_line(&cluster, &job);
+        assert!(!l.contains(" FINISHED ") && !l.contains(" FAILED "), "the job must outlive the kill: {l}");
+        let events = subtasks(&cluster, &job, "events");
+        checkpoint(&cluster, &job) >= 2 && !events.is_empty() && events.iter().all(|s| s == "RUNNING")
+    });
+    cluster.kill("taskmanager-2");
+    cluster.start_taskmanager("taskmanager-2", 2);
+    wait_until("the job to finish", || {
+        let l = job_line(&cluster, &job);
+        assert!(!l.contains(" FAILED "), "{l}\n{}", cluster.log("jobmanager"));
+        l.contains(" FINISHED ")
+    });
+    let l = job_line(&cluster, &job);
+    assert!(l.split_whitespace().any(|w| w.strip_prefix("restarts=").is_some_and(|n| n != "0")), "the kill cost a restart: {l}");
+    let got = sorted(part_lines(&output));
+    let expected = r.reference();
+    assert_eq!(got.len(), expected.len(), "every alert committed once");
+    assert!(got == expected, "the alerts differ");
 }

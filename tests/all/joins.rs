@@ -5,9 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use weir_testkit::{TestCluster, splitmix64};
+use std::ffi::OsStr;
 
-use crate::streams::{part_lines, run_embedded, submit, wait_finished};
+use weir_testkit::{TestCluster, splitmix64, stderr, wait_until};
+
+use crate::streams::{checkpoint, job_line, part_lines, run_embedded, submit, wait_finished};
 
 /// The arguments of a `joins` run (the example's, see its doc).
 #[derive(Clone, Copy)]
@@ -55,7 +57,7 @@ impl Joins {
 
     /// Sorted `key<TAB>value` lines of every pair of a key for which `pair` gives a
     /// value, plus (outer joins) the left rows without any pair as `l -` and the right
-    /// rows without any as `- r`.
+    /// rows without any as `- r`: a naive nested loop, whatever the join's state does.
     fn reference(&self, pair: impl Fn(Row, Row) -> Vec<String>, left_outer: bool, right_outer: bool) -> Vec<String> {
         let (left, right) = self.sides();
         let none = Vec::new();
@@ -67,11 +69,12 @@ impl Joins {
                     lines.extend(pair(*l, *r).into_iter().map(|v| format!("{key}\t{v}")));
                 }
             }
-            if left_outer && rs.is_empty() {
-                lines.extend(ls.iter().map(|l| format!("{key}\t{} -", l.id)));
+            // A row is alone when it pairs with no row of the other side.
+            if left_outer {
+                lines.extend(ls.iter().filter(|l| rs.iter().all(|r| pair(**l, *r).is_empty())).map(|l| format!("{key}\t{} -", l.id)));
             }
-            if right_outer && ls.is_empty() {
-                lines.extend(rs.iter().map(|r| format!("{key}\t- {}", r.id)));
+            if right_outer {
+                lines.extend(rs.iter().filter(|r| ls.iter().all(|l| pair(*l, **r).is_empty())).map(|r| format!("{key}\t- {}", r.id)));
             }
         }
         lines.sort_unstable();
@@ -81,6 +84,11 @@ impl Joins {
 
 fn both(l: Row, r: Row) -> Vec<String> {
     vec![format!("{} {}", l.id, r.id)]
+}
+
+/// Pairs of a regular join with a retention: rows at most `retention` ms apart.
+fn within(retention: i64) -> impl Fn(Row, Row) -> Vec<String> {
+    move |l, r| if (l.ts - r.ts).abs() <= retention { both(l, r) } else { vec![] }
 }
 
 fn interval(lower: i64, upper: i64) -> impl Fn(Row, Row) -> Vec<String> {
@@ -169,6 +177,147 @@ fn full_outer_interval_and_sliding_window_joins_are_exact_on_a_cluster_of_two_ta
         let got = sorted(part_lines(&out));
         assert!(got == expected, "{kind} on two TaskManagers: {} lines, {} expected", got.len(), expected.len());
     }
+}
+
+/// The retention of the regular joins' tests: with 200 keys a key's rows come about
+/// every 20 ms per side, so about a third of the rows meet nothing within 10 ms.
+const RETENTION: i64 = 10;
+
+/// The three regular joins with a retention, on rows shuffled within 50 ms: the
+/// arguments and the reference of each.
+fn with_retention() -> [(&'static str, Vec<String>); 3] {
+    let pair = || within(RETENTION);
+    [
+        ("inner", SHUFFLED.reference(pair(), false, false)),
+        ("left", SHUFFLED.reference(pair(), true, false)),
+        ("full", SHUFFLED.reference(pair(), true, true)),
+    ]
+}
+
+#[test]
+fn regular_joins_with_an_event_time_retention_are_exact_at_parallelism_1_and_3() {
+    let runs = with_retention();
+    let [(_, inner), (_, left), (_, full)] = &runs;
+    let unbounded = SHUFFLED.reference(both, false, false);
+    assert!(inner.len() > 10_000 && inner.len() * 10 < unbounded.len(), "the retention decides: {} of {} pairs", inner.len(), unbounded.len());
+    assert!(left.len() > inner.len() + 5_000 && full.len() > left.len() + 5_000, "{} {} {}", inner.len(), left.len(), full.len());
+    for (kind, expected) in &runs {
+        exact_at_1_and_3(SHUFFLED, kind, &[("retention-ms", RETENTION)], expected);
+    }
+}
+
+#[test]
+fn a_processing_time_ttl_that_never_fires_changes_nothing() {
+    let hour = 3_600_000;
+    exact_at_1_and_3(REGULAR, "full", &[("ttl-ms", hour)], &REGULAR.reference(both, true, true));
+    let [_, (_, left), _] = with_retention();
+    exact_at_1_and_3(SHUFFLED, "left", &[("retention-ms", RETENTION), ("ttl-ms", hour), ("update-on-read", 1)], &left);
+}
+
+/// The most rows of a source batch (32 KiB of records of at least 8 bytes): the rows
+/// of a side from `PAUSE_AT - BATCH_ROWS` on may come in the batch that pauses.
+const BATCH_ROWS: u64 = 4_096;
+const PAUSE_AT: u64 = 10_000;
+
+/// A regular join whose sources both pause 6 s at their row 10 000 (the job makes its own
+/// silence, as `state_ttl.rs` does): under a TTL of 3 s, rows from before the pause
+/// never meet rows from after it, and everything else meets as without a TTL; under a
+/// TTL of an hour the output is exactly the join's.
+#[test]
+fn rows_expire_under_a_processing_time_ttl_and_no_longer_match() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let expected = REGULAR.reference(both, false, false);
+    let pause = [("pause-at", PAUSE_AT as i64), ("pause-ms", 6_000)];
+    let run = |ttl_ms: i64| sorted(run_embedded(dir.path(), "joins", "1", &REGULAR.args("inner", &[pause[0], pause[1], ("ttl-ms", ttl_ms)])).0);
+    assert!(run(3_600_000) == expected, "a TTL longer than the pause changes nothing");
+
+    let got: std::collections::BTreeSet<String> = run(3_000).into_iter().collect();
+    // Which side of the pause a row is on: before, after, or either (the pausing batch).
+    let before = |id: u64| {
+        if id < PAUSE_AT - BATCH_ROWS {
+            Some(true)
+        } else if id >= PAUSE_AT {
+            Some(false)
+        } else {
+            None
+        }
+    };
+    let (mut kept, mut expired) = (0, 0);
+    for line in &expected {
+        let (l, r) = line.split_once('\t').and_then(|(_, v)| v.split_once(' ')).expect("key<TAB>l r");
+        let (l, r): (u64, u64) = (l.parse().expect("left id"), r.parse().expect("right id"));
+        match (before(l), before(r)) {
+            (Some(a), Some(b)) if a == b => {
+                assert!(got.contains(line), "{line}: both rows on the same side of the pause, within the TTL, must meet");
+                kept += 1;
+            }
+            (Some(_), Some(_)) => {
+                assert!(!got.contains(line), "{line}: one row expired during the pause before the other came");
+                expired += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(kept > 10_000 && expired > 10_000, "{kept} pairs on one side of the pause, {expired} across it");
+    assert!(got.iter().all(|l| expected.binary_search(l).is_ok()), "nothing but the join's pairs");
+}
+
+#[test]
+fn regular_joins_with_retention_are_exact_on_a_cluster_of_two_taskmanagers() {
+    let cluster = TestCluster::start(crate::WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)]);
+    for (kind, expected) in with_retention() {
+        let out = cluster.dir.path().join(kind);
+        let job = submit(&cluster, "joins", "3", &out, &SHUFFLED.args(kind, &[("retention-ms", RETENTION)]));
+        wait_finished(&cluster, &job);
+        let got = sorted(part_lines(&out));
+        assert!(got == expected, "{kind} with retention on two TaskManagers: {} lines, {} expected", got.len(), expected.len());
+    }
+}
+
+/// A join's state (each key's rows of both sides) and its timers (the rows' deadlines)
+/// travel by key group: a full outer join with a retention, stopped with a savepoint at
+/// parallelism 2 and resumed from it at 3, commits over both runs exactly the join's
+/// output, pairs and unmatched rows alike.
+#[test]
+fn a_join_stopped_with_a_savepoint_at_parallelism_2_resumes_at_3_exactly_once() {
+    let cluster = TestCluster::start_with(crate::WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let j = Joins { left: 300_000, right: 300_000, keys: 200, rate: 10, jitter: 50 };
+    let expected = j.reference(within(RETENTION), true, true);
+    let (first, second) = (cluster.dir.path().join("out-p2"), cluster.dir.path().join("out-p3"));
+    let mut args = j.args("full", &[("retention-ms", RETENTION)]);
+    args.extend(["--checkpoint-interval", "300"].map(String::from));
+    let mut slow = args.clone();
+    slow.extend(["--arg", "work=5000"].map(String::from));
+    let job = submit(&cluster, "joins", "2", &first, &slow);
+    cluster.wait_until("a checkpoint while running", || {
+        let l = job_line(&cluster, &job);
+        assert!(!l.contains(" FINISHED ") && !l.contains(" FAILED "), "the job must still run for its savepoint: {l}");
+        l.contains(" RUNNING ") && checkpoint(&cluster, &job) >= 1
+    });
+    let savepoint = cluster.dir.path().join("savepoint");
+    let o = cluster.client(&[OsStr::new("savepoint"), OsStr::new(&job), OsStr::new("--dir"), savepoint.as_os_str(), OsStr::new("--stop")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    wait_until("the job to stop", || {
+        let l = job_line(&cluster, &job);
+        assert!(!l.contains(" FINISHED ") && !l.contains(" FAILED "), "a stopped job ends CANCELED: {l}");
+        l.contains(" CANCELED ")
+    });
+    let done = part_lines(&first);
+    assert!(!done.is_empty() && done.len() < expected.len() / 2, "the first run stopped midway: {} of {} lines", done.len(), expected.len());
+
+    let wasm = crate::WEIR.example("joins");
+    let mut argv: Vec<std::ffi::OsString> = ["submit", "-p", "3"].iter().map(Into::into).collect();
+    argv.extend([wasm.as_os_str().into(), "--output-dir".into(), second.as_os_str().into(), "--from-savepoint".into(), savepoint.as_os_str().into()]);
+    argv.extend(args.into_iter().map(Into::into));
+    let argv: Vec<&OsStr> = argv.iter().map(|a| a.as_os_str()).collect();
+    let o = cluster.client(&argv);
+    assert!(o.status.success(), "the resumed run finishes: {}", stderr(&o));
+
+    let mut both = done;
+    both.extend(part_lines(&second));
+    let both = sorted(both);
+    assert_eq!(both.len(), expected.len(), "every line once over both runs");
+    assert!(both == expected, "the joined lines differ");
 }
 
 #[test]

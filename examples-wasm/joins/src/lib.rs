@@ -16,6 +16,16 @@
 //! - `tumbling` / `sliding`: pairs in the same event-time window of `size` ms (default
 //!   20) sliding by `slide` (default 10), `start l r`.
 //!
+//! The regular joins take `retention-ms` (event time: rows meet only if at most that far
+//! apart, and an outer join emits an unmatched row once the watermark passes its time +
+//! the retention; default 0: none) and `ttl-ms` (a processing-time state TTL per row;
+//! default 0: none; `update-on-read=1` refreshes rows as they are met).
+//!
+//! To make a silence without a slow clock, each side's timestamp assigner sleeps
+//! `pause-ms` (default 0) at its row `pause-at` (default none): the rows of both sides
+//! from that row's batch on reach the join after the pause. `work` burns that many rounds
+//! of splitmix64 per row (default 0), to keep the job running (and checkpointing).
+//!
 //! `sink=discard` drops the output (the benchmark).
 //!
 //! `weir run joins.wasm -p 3 -o joined.tsv --arg kind=interval --arg jitter=50`
@@ -59,20 +69,53 @@ fn build(job: &mut Job) {
     let upper = arg_i64(job, "upper", 10);
     let size = job.arg_u64("size", 20);
     let slide = job.arg_u64("slide", 10);
+    let retention = job.arg_u64("retention-ms", 0);
+    let ttl_ms = job.arg_u64("ttl-ms", 0);
+    let update_on_read = job.arg("update-on-read") == Some("1");
+    let pause_at = job.arg_u64("pause-at", u64::MAX);
+    let pause_ms = job.arg_u64("pause-ms", 0);
+    let work = job.arg_u64("work", 0);
     job.name("joins");
     let strategy = WatermarkStrategy::bounded(jitter);
+    // The pause and the work happen where each row gets its time, upstream of the join.
+    let slow = move |i: u64| {
+        if i == pause_at {
+            std::thread::sleep(std::time::Duration::from_millis(pause_ms));
+        } else if work > 0 {
+            std::hint::black_box((0..work).fold(i, |x, _| splitmix64(x)));
+        }
+    };
     let left = job
         .generator("left", 0, left)
-        .assign_timestamps("left-time", move |i: &u64| (i / rate + splitmix64(*i) % jitter) as i64, strategy)
+        .assign_timestamps(
+            "left-time",
+            move |i: &u64| {
+                slow(*i);
+                (i / rate + splitmix64(*i) % jitter) as i64
+            },
+            strategy,
+        )
         .key_by("left-key", move |i: &u64| splitmix64(*i) % keys);
     let right = job
         .generator("right", 0, right)
-        .assign_timestamps("right-time", move |j: &u64| (j / rate + splitmix64(j + RIGHT_JITTER) % jitter) as i64, strategy)
+        .assign_timestamps(
+            "right-time",
+            move |j: &u64| {
+                slow(*j);
+                (j / rate + splitmix64(j + RIGHT_JITTER) % jitter) as i64
+            },
+            strategy,
+        )
         .key_by("right-key", move |j: &u64| splitmix64(j + RIGHT_KEY) % keys);
+    let regular = move |joined: JoinedStreams<u64, u64, u64>| {
+        let joined = if retention > 0 { joined.retention_ms(retention) } else { joined };
+        let ttl = if update_on_read { StateTtl::new(ttl_ms).update_on_read() } else { StateTtl::new(ttl_ms) };
+        if ttl_ms > 0 { joined.state_ttl(ttl) } else { joined }
+    };
     let joined = match job.arg("kind") {
-        None | Some("inner") => left.join(right).inner("join").map("format", |(l, r)| format!("{l} {r}")),
-        Some("left") => left.join(right).left_outer("join").map("format", |(l, r)| format!("{l} {}", or_dash(r))),
-        Some("full") => left.join(right).full_outer("join").map("format", |(l, r)| format!("{} {}", or_dash(l), or_dash(r))),
+        None | Some("inner") => regular(left.join(right)).inner("join").map("format", |(l, r)| format!("{l} {r}")),
+        Some("left") => regular(left.join(right)).left_outer("join").map("format", |(l, r)| format!("{l} {}", or_dash(r))),
+        Some("full") => regular(left.join(right)).full_outer("join").map("format", |(l, r)| format!("{} {}", or_dash(l), or_dash(r))),
         Some("interval") => left.interval_join(right).between(lower, upper).process("join", |l: &u64, r: &u64, _ctx, out| {
             out.emit(format!("{l} {r}"));
         }),

@@ -17,7 +17,9 @@
 //! arrived. It goes out as `sensor<TAB>i threshold` if its value is above the newest
 //! threshold of its class at its time (nothing if no rule is in force yet): the output
 //! does not depend on how the inputs interleave. `work` rounds of busy work per reading
-//! slow it down for savepoint tests.
+//! slow it down for savepoint tests. `ack=1`: each rule is also acknowledged as it
+//! arrives, from `process_broadcast_element`, as `sensor<TAB>rule j threshold` under
+//! sensor `j % sensors` (once, whatever the parallelism).
 //!
 //! `weir run rules.wasm -p 3 -o alerts.tsv`
 
@@ -37,6 +39,8 @@ fn splitmix64(x: u64) -> u64 {
 struct Alerts {
     classes: u64,
     rule_every: i64,
+    /// Acknowledge each rule under sensor `j % sensors`, if set.
+    ack_sensors: Option<u64>,
 }
 
 impl KeyedBroadcastProcessFunction<u64, u64, u64> for Alerts {
@@ -63,10 +67,14 @@ impl KeyedBroadcastProcessFunction<u64, u64, u64> for Alerts {
         ctx.register_event_time_timer(ts);
     }
 
-    fn process_broadcast_element(&mut self, rules: &mut BroadcastState<(u64, i64), u64>, j: u64) {
+    fn process_broadcast_element(&mut self, rules: &mut BroadcastState<(u64, i64), u64>, j: u64, out: &mut BroadcastEmitter<'_, '_, u64, String>) {
         let from = j as i64 * self.rule_every;
-        if let Err(e) = rules.put(&(j % self.classes, from), &(splitmix64(j) % 1000)) {
+        let threshold = splitmix64(j) % 1000;
+        if let Err(e) = rules.put(&(j % self.classes, from), &threshold) {
             panic!("writing rule {j}: {e}");
+        }
+        if let Some(sensors) = self.ack_sensors {
+            out.emit(&(j % sensors), format!("rule {j} {threshold}"));
         }
     }
 
@@ -103,6 +111,7 @@ fn build(job: &mut Job) {
     let event_rate = job.arg_u64("event-rate", 50);
     let rule_parallelism = job.arg_u64("rule-parallelism", 1) as u32;
     let work = job.arg_u64("work", 0);
+    let ack_sensors = (job.arg("ack") == Some("1")).then_some(sensors);
     job.name("rules");
     let rule_every = rule_every as i64;
     let rules = job
@@ -115,7 +124,7 @@ fn build(job: &mut Job) {
             std::hint::black_box((0..work).fold(*i, |y, _| splitmix64(y)));
             splitmix64(*i) % sensors
         });
-    events.connect_broadcast(rules).process("alerts", Alerts { classes, rule_every }).sink("out", Sink::default());
+    events.connect_broadcast(rules).process("alerts", Alerts { classes, rule_every, ack_sensors }).sink("out", Sink::default());
 }
 
 weir_sdk::export_job!(build);

@@ -85,6 +85,11 @@ impl ValueCache {
         Self { state, op, budget, used: 0, table: HashTable::new(), entries: Vec::new(), candidates: Vec::new(), sweep_at: 0 }
     }
 
+    /// True if the subtask owns the key group of the key whose stable hash is `hash`.
+    pub fn owns(&self, hash: u64) -> bool {
+        self.state.owned_group_of_hash(hash).is_ok()
+    }
+
     /// Resolves the entries of many keys (`hashes[i]` is the stable hash of
     /// `key(i)`), appending their indices to `out` in order.
     ///

@@ -89,6 +89,26 @@ impl ChainOutput {
     }
 }
 
+/// Moves the records of `buf[range]` whose key group `cache`'s subtask owns to the
+/// front of the range, in order; their end and count.
+fn keep_owned(buf: &mut [u8], range: std::ops::Range<usize>, cache: &ValueCache) -> Result<(usize, usize), TaskError> {
+    let mut owned = Vec::new();
+    let mut c = Cursor::new(&buf[range.clone()]);
+    while c.remaining() > 0 {
+        let from = c.position();
+        let r = c.record().map_err(|source| Bug::InvalidBatch { at: "the output of a broadcast element", source })?;
+        if cache.owns(key_hash(r.key)) {
+            owned.push(range.start + from..range.start + c.position());
+        }
+    }
+    let mut at = range.start;
+    for r in &owned {
+        buf.copy_within(r.clone(), at);
+        at += r.len();
+    }
+    Ok((at, owned.len()))
+}
+
 /// Where the side batches of `parsed`, an output parsed from `buf`, lie in `buf`.
 fn side_ranges(buf: &[u8], side: &[batch::SideBatch<'_>]) -> Vec<SideRecords> {
     let base = buf.as_ptr().addr();
@@ -266,16 +286,19 @@ impl Chain {
             let instance = &mut self.instances[step.instance];
             instance.set_time(Time { watermark: step.wm_in, processing: now });
             let out = match &mut step.cache {
-                Some(_) if step.op.broadcast_input && through == 1 => {
+                Some(cache) if step.op.broadcast_input && through == 1 => {
                     let s = &mut self.scratch;
                     s.input.clear();
                     s.input.extend_from_slice(data);
                     batch::push_u32(&mut s.input, through);
-                    let buf = instance.process(step.op.op, &s.input).map_err(fail)?;
+                    let mut buf = instance.process(step.op.op, &s.input).map_err(fail)?;
                     let parsed = batch::parse_output(&buf, None).map_err(|e| fail(e.into()))?;
-                    let (start, count) = (4, parsed.record_count);
+                    let start = 4;
                     let end = start + parsed.records.len();
                     let side = side_ranges(&buf, &parsed.side);
+                    // Every subtask runs every control record: each emitted record goes
+                    // on from the one subtask that owns its key, so it comes out once.
+                    let (end, count) = keep_owned(&mut buf, start..end, cache)?;
                     ChainOutput { buf, start, end, count, side }
                 }
                 None => {
