@@ -125,7 +125,7 @@ def _words(line):
 
 def load_vector(txt: Path):
     """One vector: `NAME.txt` (what it encodes) and `NAME.hex` (the bytes)."""
-    v = SimpleNamespace(name=txt.stem, layout=None, records=[], keys=[], keyed_records=[], updates=[], fired=[], changes=[])
+    v = SimpleNamespace(name=txt.stem, layout=None, records=[], keys=[], keyed_records=[], updates=[], fired=[], changes=[], input=None)
     for line in txt.read_text().splitlines():
         w = _words(line)
         if not w:
@@ -144,6 +144,8 @@ def load_vector(txt: Path):
             v.updates.append(("set", _bytes(w[2])))
         elif w == ["state", "cleared"]:
             v.updates.append(("clear",))
+        elif w[0] == "input":  # two-input batch: the input its records came through
+            v.input = int(w[1])
         elif w[0] == "fired-timer":  # (key-index, ts, domain) as decode_fired
             v.fired.append((int(w[1]), int(w[2]), DOMAINS[w[3]]))
         elif w[0] == "timer-change":  # (kind, key-index, ts) as decode_output_timers
@@ -284,6 +286,33 @@ class Vectors(unittest.TestCase):
                 recs = [(i, b"", i) for i in range(len(v.updates))] + [(ki, b"t", j) for j, (_, ki, _) in enumerate(v.changes)]
                 self.assertEqual(script.process_batch(codec.encode_keyed(keys, recs)), v.bytes)
 
+
+    def test_two_input_vectors(self):
+        """The host's two-input batch: the callback sees the vector's input, keys, states
+        and records; with the other input's tag, the other input; any cut is bad input."""
+        vs = load_vectors("two-input")
+        self.assertTrue(vs)
+        for v in vs:
+            with self.subTest(v.name):
+                keys = [k for k, _ in v.keys]
+                states = [s for _, s in v.keys]
+                self.assertEqual(codec.split_input(v.bytes), (codec.encode_keyed(v.keys, v.keyed_records), v.input))
+                seen = []
+
+                @weir.keyed_co_process
+                def echo(inp, key, state, value, ts, ctx):
+                    seen.append((inp, key, state.value, value, ts))
+                    return [(key, value)]
+
+                out = echo.process_batch(v.bytes)
+                self.assertEqual(seen, [(v.input, keys[i], states[i], val, ts) for i, val, ts in v.keyed_records])
+                self.assertEqual(codec.decode_output(out, len(keys)), ([(keys[i], val, ts) for i, val, ts in v.keyed_records], [None] * len(keys)))
+                seen.clear()
+                echo.process_batch(v.bytes[:-4] + (1 - v.input).to_bytes(4, "little"))
+                self.assertEqual({s[0] for s in seen}, {1 - v.input})
+                for cut in range(len(v.bytes)):
+                    with self.assertRaises(weir.BadInput, msg=f"cut at {cut}"):
+                        echo.process_batch(v.bytes[:cut])
 
     def test_two_input_keyed_inputs(self):
         """A two-input batch is a keyed vector with the input tag behind it (what the

@@ -134,6 +134,7 @@ typedef struct vector {
     size_t nfired;
     change changes[MAX_ITEMS]; /* keyed output with timers */
     size_t nchanges;
+    int64_t input; /* two-input batch: the input its records came through; -1: none */
     buf bytes; /* NAME.hex */
 } vector;
 
@@ -180,6 +181,7 @@ static int load(const char *dir, const char *name, vector *v) {
     char path[1024];
     memset(v, 0, sizeof *v);
     snprintf(v->name, sizeof v->name, "%s", name);
+    v->input = -1;
     snprintf(path, sizeof path, "%s/%s.txt", dir, name);
     char *text = slurp(path);
     if (!text) return fail(v, "cannot read %s", path), -1;
@@ -217,6 +219,8 @@ static int load(const char *dir, const char *name, vector *v) {
             f->domain = domain_word(w[3]);
             bad = int64_word(w[1], &index) || index < 0 || index > UINT32_MAX || int64_word(w[2], &f->ts) || f->domain < 0;
             f->index = (uint32_t)index;
+        } else if (n == 2 && strcmp(w[0], "input") == 0) {
+            bad = int64_word(w[1], &v->input) || v->input < 0 || v->input > 1;
         } else if (n == 5 && strcmp(w[0], "timer-change") == 0 && v->nchanges < MAX_ITEMS) {
             int64_t index = -1;
             change *c = &v->changes[v->nchanges++];
@@ -495,8 +499,18 @@ static void check_batch(const vector *v, const uint8_t *bytes, size_t nbytes) {
 
 static void check_input(const vector *v) {
 #if WEIR_TEST_KEYED == 3
-    /* A two-input batch is the keyed batch with the input tag (u32) behind it. */
+    /* A two-input batch is the keyed batch with the input tag (u32) behind it: the host's
+     * vector as it is, then every keyed vector with each tag appended. */
     buf tagged = {0};
+    if (v->input >= 0) {
+        want_input = (uint32_t)v->input;
+        check_batch(v, v->bytes.p, v->bytes.n);
+        put(&tagged, v->bytes.p, v->bytes.n - 4);
+        put_u32(&tagged, want_input = 1 - want_input);
+        check_batch(v, tagged.p, tagged.n);
+        free(tagged.p);
+        return;
+    }
     for (uint32_t input = 0; input <= 2; input++) {
         tagged.n = 0;
         put(&tagged, v->bytes.p, v->bytes.n);
@@ -592,9 +606,11 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < count; i++) {
         if (load(argv[1], names[i], &v) == 0) {
             int before = failures;
-            if (strcmp(v.layout, input) == 0) check_input(&v), inputs++;
+            /* Two inputs: the host's two-input vectors and every keyed one with a tag appended. */
+            int is_input = strcmp(v.layout, input) == 0 || (WEIR_TEST_KEYED == 3 && strcmp(v.layout, "two-input") == 0);
+            if (is_input) check_input(&v), inputs++;
             if (strcmp(v.layout, output) == 0) check_output(&v), outputs++;
-            if (failures == before && (strcmp(v.layout, input) == 0 || strcmp(v.layout, output) == 0)) printf("ok %s\n", v.name);
+            if (failures == before && (is_input || strcmp(v.layout, output) == 0)) printf("ok %s\n", v.name);
         }
         release(&v);
         free(names[i]);

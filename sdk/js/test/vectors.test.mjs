@@ -37,7 +37,7 @@ const DOMAINS = { event: 0, processing: 1 };
 
 /** Timestamps are BigInt here: the vectors hold i64s no JS number can. */
 function loadVector(name) {
-  const v = { name, layout: null, records: [], keys: [], keyedRecords: [], updates: [], fired: [], changes: [] };
+  const v = { name, layout: null, records: [], keys: [], keyedRecords: [], updates: [], fired: [], changes: [], input: null };
   for (const line of readFileSync(new URL(`${name}.txt`, dir), "utf8").split("\n")) {
     const w = words(line);
     if (w.length === 0) continue;
@@ -48,6 +48,7 @@ function loadVector(name) {
     else if (w[0] === "state" && w[1] === "unchanged") v.updates.push({ kind: "unchanged" });
     else if (w[0] === "state" && w[1] === "set") v.updates.push({ kind: "set", state: bytes(w[2]) });
     else if (w[0] === "state" && w[1] === "cleared") v.updates.push({ kind: "cleared" });
+    else if (w[0] === "input") v.input = Number(w[1]);
     else if (w[0] === "fired-timer") v.fired.push({ index: Number(w[1]), ts: BigInt(w[2]), domain: DOMAINS[w[3]] });
     else if (w[0] === "timer-change") v.changes.push({ set: w[1] === "set", domain: DOMAINS[w[2]], index: Number(w[3]), ts: BigInt(w[4]) });
     else throw new Error(`${name}.txt: cannot read ${JSON.stringify(line)}`);
@@ -291,6 +292,31 @@ test("keyedProcess: a tumbling event-time window count, with the clock and the l
 });
 
 // ---- two inputs ----
+
+test("two-input vectors: the input, keys, states and records as the host sent them", () => {
+  const vs = ofLayout("two-input");
+  assert.ok(vs.length > 0, "no two-input vectors");
+  for (const v of vs) {
+    const seen = [];
+    const echo = weir.keyedCoProcess((input, k, state, val, ts, ctx) => {
+      seen.push({ input, key: hex(k), state: state.value === null ? null : hex(state.value), value: hex(val), ts });
+      ctx.emit(k, val);
+    });
+    const want = v.keyedRecords.map((r) => ({ key: v.keys[r.index].key, state: v.keys[r.index].state, value: r.value, ts: r.ts }));
+    assert.equal(hex(runTimed(echo, v.bytes)), hex(output(want, Buffer.alloc(v.keys.length))), v.name);
+    assert.deepEqual(
+      seen,
+      want.map((r) => ({ input: v.input, key: hex(r.key), state: r.state === null ? null : hex(r.state), value: hex(r.value), ts: jsTs(r.ts) })),
+      v.name,
+    );
+    seen.length = 0;
+    runTimed(echo, new Uint8Array(Buffer.concat([v.bytes.subarray(0, v.bytes.length - 4), u32(1 - v.input)])));
+    assert.deepEqual([...new Set(seen.map((s) => s.input))], [1 - v.input], v.name);
+    for (let cut = 0; cut < v.bytes.length; cut++) {
+      assert.throws(() => runTimed(echo, v.bytes.subarray(0, cut)), badInput, `${v.name} cut at ${cut}`);
+    }
+  }
+});
 
 test("two-input keyed vectors: the keyed batch with the input tag behind it, from either input", () => {
   for (const v of ofLayout("keyed")) {
