@@ -34,7 +34,7 @@ fn join_log(n: u64) -> (String, Vec<(Event, i64)>) {
     for id in 0..n {
         let r = splitmix64(id ^ 0x0bde);
         slotted.push((4 * id + 200, 0, Event { kind: "order", id, value: format!("item-{}", r % 97) }));
-        if r % 5 != 0 {
+        if !r.is_multiple_of(5) {
             // Up to 200 slots (about 100 lines) before or after its order.
             let slot = 4 * id + 200 + (r >> 8) % 400 - 200;
             slotted.push((slot, 1, Event { kind: "payment", id, value: format!("{}", (r >> 20) % 1_000) }));
@@ -60,8 +60,11 @@ fn join_log(n: u64) -> (String, Vec<(Event, i64)>) {
 
 /// What a join job must print, computed here, sorted: per id, the order and payment
 /// together, or the one that came alone.
+/// An event's value and time.
+type Side<'a> = Option<(&'a str, i64)>;
+
 fn expected_join(events: &[(Event, i64)]) -> Vec<String> {
-    let mut by_id: BTreeMap<u64, (Option<(&str, i64)>, Option<(&str, i64)>)> = BTreeMap::new();
+    let mut by_id: BTreeMap<u64, (Side, Side)> = BTreeMap::new();
     let mut newest = i64::MIN;
     for (e, ts) in events {
         assert!(*ts > newest.saturating_sub(OUT_OF_ORDERNESS_MS), "the log has a late line");
@@ -140,4 +143,29 @@ fn a_two_input_join_in_python_on_two_taskmanagers() {
     let o = cluster.client(&argv);
     assert!(o.status.success(), "{}\n{}", stderr(&o), cluster.log("jobmanager"));
     assert_eq!(part_lines(&out), want);
+}
+
+/// A manifest whose two inputs are keyed by different types, or whose second input is
+/// not key-by, is refused before anything runs, in one line naming the join.
+#[test]
+fn a_polyglot_join_of_mismatched_inputs_is_refused_naming_it() {
+    let built = WEIR.polyglot();
+    let original = std::fs::read_to_string(built.join("join-python.toml")).expect("join-python.toml");
+    let absolute = original.replace("component = \"", &format!("component = \"{}/", built.display()));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("log.txt");
+    std::fs::write(&input, "order,o1,5,book\n").expect("write input");
+    let refused = |text: String, wanted: &str| {
+        let manifest = dir.path().join("join.toml");
+        std::fs::write(&manifest, text).expect("write manifest");
+        let o = WEIR.run([OsStr::new("run"), manifest.as_os_str(), OsStr::new("-i"), input.as_os_str()]);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{err}");
+        assert!(err.contains("\"join\"") && err.contains(wanted), "{err}");
+    };
+    let other_type = absolute.replacen("key-type = \"order-id\"", "key-type = \"customer-id\"", 1);
+    assert_ne!(other_type, absolute);
+    refused(other_type, "keyed by different types");
+    refused(absolute.replace("partitioning = \"key-by\"\n", ""), "must only have key-by inputs");
+    refused(absolute.replace("keyed = true\n", ""), "`inputs2` (a second input) belongs to keyed operators");
 }
