@@ -2,11 +2,11 @@
 # Builds the polyglot example operators (one component of world `operator-component`
 # each, or `timed-operator-component` for those with timers) into OUT_DIR/<name>.wasm:
 #   Rust   tag-rust parse        cargo build --target wasm32-wasip2 (weir-sdk-operator)
-#   Python tag-python enrich window-python
+#   Python tag-python enrich window-python join-python
 #                                componentize-py (sdk/python)
-#   JS     tag-js filter window-js
+#   JS     tag-js filter window-js join-js
 #                                componentize-js (sdk/js/weir.js)
-#   C      tag-c count parse-events window-c first-seen
+#   C      tag-c count parse-events window-c first-seen parse-sides join-c
 #                                wit-bindgen c + clang (wasm32-wasi) + jco new --wasi-reactor
 #
 # Usage: build.sh OUT_DIR [NAME...]     (all when no NAME is given)
@@ -35,11 +35,11 @@ stage="$out/.build"
 mkdir -p "$stage"
 
 rust=(tag-rust parse)
-python=(tag-python enrich window-python)
-js=(tag-js filter window-js)
-c=(tag-c count parse-events window-c first-seen)
+python=(tag-python enrich window-python join-python)
+js=(tag-js filter window-js join-js)
+c=(tag-c count parse-events window-c first-seen parse-sides join-c)
 # Operators with timers: world timed-operator-component (exports timers.on-timer too).
-timed=(window-python window-js window-c first-seen)
+timed=(window-python window-js window-c first-seen join-python join-js join-c)
 all=("${rust[@]}" "${python[@]}" "${js[@]}" "${c[@]}")
 want=("$@")
 [ ${#want[@]} -gt 0 ] || want=("${all[@]}")

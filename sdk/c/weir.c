@@ -325,11 +325,22 @@ done:
  * output's records, one state update per key, then the timer changes, if any. */
 static int keyed_call(const uint8_t *p, const uint8_t *end, weir_out *o, bool fired) {
     int rc = 0;
+    uint32_t input = 0;
     weir_state *states = NULL;
     const uint8_t **keys = NULL;
     uint32_t *key_lens = NULL;
     uint32_t kc = 0;
     weir_timers timers = {0};
+    if (weir_the_operator.process_co && !fired) {
+        /* A two-input operator's batch ends with the input its records came through. */
+        NEED(4, "the input tag");
+        input = rd32(end - 4);
+        end -= 4;
+        if (input > 1) {
+            rc = weir_bad_input("input tag is neither 0 nor 1 (a two-input operator has two inputs)");
+            goto done;
+        }
+    }
     NEED(4, "the key count");
     kc = rd32(p);
     p += 4;
@@ -403,7 +414,9 @@ static int keyed_call(const uint8_t *p, const uint8_t *end, weir_out *o, bool fi
             r.key = keys[ki];
             r.key_len = key_lens[ki];
             timers.key_index = ki;
-            if (weir_the_operator.process_timed)
+            if (weir_the_operator.process_co)
+                rc = weir_the_operator.process_co(input, &r, &states[ki], &timers, o);
+            else if (weir_the_operator.process_timed)
                 rc = weir_the_operator.process_timed(&r, &states[ki], &timers, o);
             else
                 rc = weir_the_operator.process_keyed(&r, &states[ki], o);
@@ -457,7 +470,7 @@ static bool call(WB(list_u8_t) *batch, WB(list_u8_t) *ret, exports_weir_dataflow
     /* The message of a callback that fails without weir_fail; set once per batch, since
      * formatting it per record costs more than a trivial operator's work. */
     set_err(EXPORTS_WEIR_DATAFLOW_OPERATOR_OPERATOR_ERROR_FAILED, "operator failed");
-    if (fired || weir_the_operator.process_keyed || weir_the_operator.process_timed) {
+    if (fired || weir_the_operator.process_keyed || weir_the_operator.process_timed || weir_the_operator.process_co) {
         rc = keyed_call(p, end, &o, fired);
     } else {
         rc = process_plain(p, end, &o);

@@ -19,6 +19,11 @@
  * runs when one fires, with its time and domain. Build with -DWEIR_TIMERS against the
  * bindings of world `timed-operator-component` (which export `timers.on-timer`).
  *
+ * Two inputs (Flink's KeyedCoProcessFunction; a manifest node with `inputs2`): set
+ * `.process_co` (and `.on_timer` if it sets timers) instead. It is `.process_timed` with
+ * the input each record came through, 0 (`inputs`) or 1 (`inputs2`); both inputs share
+ * the key's state and timers. Without timers it also builds for `operator-component`.
+ *
  * The bindings (operator_component.h/.c) are generated from wit/ by `wit-bindgen c` at
  * build time; weir.c implements the batch layouts of wit/dataflow.wit on top of them.
  */
@@ -69,15 +74,18 @@ typedef struct weir_timer {
 typedef int (*weir_process_fn)(const weir_record *r, weir_out *out);
 typedef int (*weir_process_keyed_fn)(const weir_record *r, weir_state *state, weir_out *out);
 typedef int (*weir_process_timed_fn)(const weir_record *r, weir_state *state, weir_timers *timers, weir_out *out);
+/* A record of input 0 or 1 of a two-input operator. */
+typedef int (*weir_process_co_fn)(uint32_t input, const weir_record *r, weir_state *state, weir_timers *timers, weir_out *out);
 /* Records emitted here usually carry the timer's time (t->ts). */
 typedef int (*weir_on_timer_fn)(const weir_timer *t, weir_state *state, weir_timers *timers, weir_out *out);
 
 typedef struct weir_operator {
-    /* Exactly one of these three. */
+    /* Exactly one of these four. */
     weir_process_fn process;
     weir_process_keyed_fn process_keyed;
     weir_process_timed_fn process_timed; /* with .on_timer, built with -DWEIR_TIMERS */
     weir_on_timer_fn on_timer;
+    weir_process_co_fn process_co; /* two inputs; .on_timer as for .process_timed */
     /* Optional. */
     int (*open)(const weir_context *ctx);
     int (*close)(void);

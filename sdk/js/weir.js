@@ -25,6 +25,10 @@
 //                 currentWatermark(), currentProcessingTime(), key, timestamp.
 //                 Export with `export const { operator, timers } = weir.timedComponent(op)`
 //                 and build for world `timed-operator-component`.
+//   keyedCoProcess(process, onTimer)   Flink's KeyedCoProcessFunction (a manifest node
+//                 with `inputs2`): process(input, key, state, value, ts, ctx), input 0
+//                 (`inputs`) or 1 (`inputs2`); onTimer, state and ctx as for
+//                 keyedProcess. Both inputs share the key's state and timers.
 // `weir.args` (an object) and `weir.task` are set by open. Throw weir.badInput(msg) or
 // weir.failed(msg) (or any Error) to fail the operator with a message.
 //
@@ -447,6 +451,19 @@ function keyedProcessBatch(o, b) {
   return finishTimed(t.states, cur, ctx);
 }
 
+/** A two-input operator's batch: the keyed batch and the input (0 or 1) its records came through, which the host appends last. */
+function splitInput(b) {
+  check(b.length >= 4, "two-input batch shorter than its input tag");
+  const input = new DataView(b.buffer, b.byteOffset, b.byteLength).getUint32(b.length - 4, true);
+  check(input <= 1, `input tag ${input} (a two-input operator has inputs 0 and 1)`);
+  return [b.subarray(0, b.length - 4), input];
+}
+
+function keyedCoProcessBatch(o, b) {
+  const [body, input] = splitInput(b);
+  return keyedProcessBatch({ f: (key, state, value, ts, ctx) => o.f(input, key, state, value, ts, ctx) }, body);
+}
+
 function onTimerBatch(o, b) {
   if (!o.onTimer) throw failed("a timer fired but the operator has no onTimer");
   const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
@@ -497,6 +514,8 @@ export const flatMap = (f) => op_(flatMapBatch, f);
 export const keyed = (f) => op_(keyedBatch, f);
 /** A keyed operator with timers (see the top of this file); export it with timedComponent. */
 export const keyedProcess = (process, onTimer) => ({ batch: (o, b) => keyedProcessBatch(o, b), f: process, onTimer, self: true });
+/** A two-input keyed operator with timers (see the top of this file); export it with timedComponent. */
+export const keyedCoProcess = (process, onTimer) => ({ batch: (o, b) => keyedCoProcessBatch(o, b), f: process, onTimer, self: true });
 
 /**
  * The `operator` export for `o` (from mapValues/map/filter/flatMap/keyed), operator id

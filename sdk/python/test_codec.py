@@ -125,7 +125,7 @@ def _words(line):
 
 def load_vector(txt: Path):
     """One vector: `NAME.txt` (what it encodes) and `NAME.hex` (the bytes)."""
-    v = SimpleNamespace(name=txt.stem, layout=None, records=[], keys=[], keyed_records=[], updates=[], fired=[], changes=[])
+    v = SimpleNamespace(name=txt.stem, layout=None, records=[], keys=[], keyed_records=[], updates=[], fired=[], changes=[], input=None)
     for line in txt.read_text().splitlines():
         w = _words(line)
         if not w:
@@ -144,6 +144,8 @@ def load_vector(txt: Path):
             v.updates.append(("set", _bytes(w[2])))
         elif w == ["state", "cleared"]:
             v.updates.append(("clear",))
+        elif w[0] == "input":  # two-input batch: the input its records came through
+            v.input = int(w[1])
         elif w[0] == "fired-timer":  # (key-index, ts, domain) as decode_fired
             v.fired.append((int(w[1]), int(w[2]), DOMAINS[w[3]]))
         elif w[0] == "timer-change":  # (kind, key-index, ts) as decode_output_timers
@@ -283,6 +285,127 @@ class Vectors(unittest.TestCase):
                 keys = [(b"k%d" % i, b"old state") for i in range(len(v.updates))]
                 recs = [(i, b"", i) for i in range(len(v.updates))] + [(ki, b"t", j) for j, (_, ki, _) in enumerate(v.changes)]
                 self.assertEqual(script.process_batch(codec.encode_keyed(keys, recs)), v.bytes)
+
+
+    def test_two_input_vectors(self):
+        """The host's two-input batch: the callback sees the vector's input, keys, states
+        and records; with the other input's tag, the other input; any cut is bad input."""
+        vs = load_vectors("two-input")
+        self.assertTrue(vs)
+        for v in vs:
+            with self.subTest(v.name):
+                keys = [k for k, _ in v.keys]
+                states = [s for _, s in v.keys]
+                self.assertEqual(codec.split_input(v.bytes), (codec.encode_keyed(v.keys, v.keyed_records), v.input))
+                seen = []
+
+                @weir.keyed_co_process
+                def echo(inp, key, state, value, ts, ctx):
+                    seen.append((inp, key, state.value, value, ts))
+                    return [(key, value)]
+
+                out = echo.process_batch(v.bytes)
+                self.assertEqual(seen, [(v.input, keys[i], states[i], val, ts) for i, val, ts in v.keyed_records])
+                self.assertEqual(codec.decode_output(out, len(keys)), ([(keys[i], val, ts) for i, val, ts in v.keyed_records], [None] * len(keys)))
+                seen.clear()
+                echo.process_batch(v.bytes[:-4] + (1 - v.input).to_bytes(4, "little"))
+                self.assertEqual({s[0] for s in seen}, {1 - v.input})
+                for cut in range(len(v.bytes)):
+                    with self.assertRaises(weir.BadInput, msg=f"cut at {cut}"):
+                        echo.process_batch(v.bytes[:cut])
+
+    def test_two_input_keyed_inputs(self):
+        """A two-input batch is a keyed vector with the input tag behind it (what the
+        host's `weir_batch::split_input` reads): both inputs decode like a keyed batch,
+        the callback is told which, and a bad tag or any cut is bad input."""
+        for v in load_vectors("keyed"):
+            with self.subTest(v.name):
+                keys = [k for k, _ in v.keys]
+                states = [s for _, s in v.keys]
+                seen = []
+
+                @weir.keyed_co_process
+                def echo(inp, key, state, value, ts, ctx):
+                    seen.append((inp, key, state.value, value, ts))
+                    return [(key, value)]
+
+                class Sides(weir.KeyedCoProcessFunction):
+                    def process_element1(self, key, state, value, ts, ctx):
+                        seen.append((0, key, state.value, value, ts))
+                        return [(key, value)]
+
+                    def process_element2(self, key, state, value, ts, ctx):
+                        seen.append((1, key, state.value, value, ts))
+                        return [(key, value)]
+
+                want_out = ([(keys[i], val, ts) for i, val, ts in v.keyed_records], [None] * len(keys))
+                for op in (echo, Sides()):
+                    for inp in (0, 1):
+                        seen.clear()
+                        out = op.process_batch(v.bytes + inp.to_bytes(4, "little"))
+                        self.assertEqual(seen, [(inp, keys[i], states[i], val, ts) for i, val, ts in v.keyed_records])
+                        self.assertEqual(codec.decode_output(out, len(keys)), want_out)
+                    tagged = v.bytes + (1).to_bytes(4, "little")
+                    for cut in range(len(tagged)):
+                        with self.assertRaises(weir.BadInput, msg=f"cut at {cut}"):
+                            op.process_batch(tagged[:cut])
+                    with self.assertRaises(weir.BadInput):
+                        op.process_batch(v.bytes + (2).to_bytes(4, "little"))
+
+    def test_two_input_outputs_with_timers(self):
+        """A two-input operator writes exactly a keyed process function's output: state
+        updates and timer changes made from input 1 give the vector's bytes."""
+        setters = {0: "register_event_time_timer", 1: "delete_event_time_timer", 2: "register_processing_time_timer", 3: "delete_processing_time_timer"}
+        for v in load_vectors("keyed-output-timers"):
+            with self.subTest(v.name):
+
+                @weir.keyed_co_process
+                def script(inp, key, state, value, ts, ctx):
+                    self.assertEqual(inp, 1)
+                    if value == b"t":
+                        kind, _, at = v.changes[ts]
+                        getattr(ctx, setters[kind])(at)
+                        return None
+                    u = v.updates[ts]
+                    if u is not None:
+                        state.update(u[1]) if u[0] == "set" else state.clear()
+                    return v.records if ts == 0 else None
+
+                keys = [(b"k%d" % i, b"old state") for i in range(len(v.updates))]
+                recs = [(i, b"", i) for i in range(len(v.updates))] + [(ki, b"t", j) for j, (_, ki, _) in enumerate(v.changes)]
+                self.assertEqual(script.process_batch(codec.encode_keyed(keys, recs) + (1).to_bytes(4, "little")), v.bytes)
+
+    def test_two_inputs_share_the_keys_state_and_timers(self):
+        """An order (input 0) waits in its key's state; the payment (input 1) finds it,
+        emits the pair, clears the state and deletes the order's timer; an order never
+        paid is reported by its timer."""
+
+        class Join(weir.KeyedCoProcessFunction):
+            def process_element1(self, key, state, value, ts, ctx):
+                state.update(value)
+                ctx.register_event_time_timer(ts + 100)
+
+            def process_element2(self, key, state, value, ts, ctx):
+                if state.value is not None:
+                    ctx.delete_event_time_timer(ts)
+                    order = state.value
+                    state.clear()
+                    return [(key, order + b"+" + value)]
+
+            def on_timer(self, ts, domain, key, state, ctx):
+                order = state.value
+                state.clear()
+                return [(key, order + b" unpaid")]
+
+        j = Join()
+        orders = codec.encode_keyed([(b"o1", None), (b"o2", None)], [(0, b"book", 10), (1, b"pen", 20)]) + b"\0\0\0\0"
+        recs, ups, changes = codec.decode_output_timers(j.process_batch(orders), 2)
+        self.assertEqual((recs, ups, changes), ([], [("set", b"book"), ("set", b"pen")], [(0, 0, 110), (0, 1, 120)]))
+        payments = codec.encode_keyed([(b"o1", b"book")], [(0, b"paid 5", 110)]) + b"\1\0\0\0"
+        recs, ups, changes = codec.decode_output_timers(j.process_batch(payments), 1)
+        self.assertEqual((recs, ups, changes), ([(b"o1", b"book+paid 5", 110)], [("clear",)], [(1, 0, 110)]))
+        fired = codec.encode_fired([(b"o2", b"pen")], [(0, 120, weir.EVENT_TIME)])
+        self.assertEqual(codec.decode_output(j.on_timer_batch(fired), 1), ([(b"o2", b"pen unpaid", 120)], [("clear",)]))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,9 @@ pub enum Layout {
     /// Output of a keyed operator that sets timers: as `KeyedOutput`, then the timer
     /// changes (`change-count`, then kind, key index and time per change).
     KeyedOutputTimers,
+    /// Input of a two-input (connect) operator: a keyed batch, then `input: u32`, the
+    /// input (0 or 1) all its records came through.
+    TwoInput,
 }
 
 impl Layout {
@@ -39,11 +42,12 @@ impl Layout {
             Layout::KeyedOutput => "keyed-output",
             Layout::FiredTimers => "fired-timers",
             Layout::KeyedOutputTimers => "keyed-output-timers",
+            Layout::TwoInput => "two-input",
         }
     }
 
     fn from_word(word: &str) -> Option<Layout> {
-        [Layout::Plain, Layout::Keyed, Layout::Output, Layout::KeyedOutput, Layout::FiredTimers, Layout::KeyedOutputTimers]
+        [Layout::Plain, Layout::Keyed, Layout::Output, Layout::KeyedOutput, Layout::FiredTimers, Layout::KeyedOutputTimers, Layout::TwoInput]
             .into_iter()
             .find(|l| l.word() == word)
     }
@@ -143,6 +147,8 @@ pub struct Vector {
     pub fired: Vec<FiredTimer>,
     /// `timer-change` lines (keyed output with timers).
     pub changes: Vec<TimerChange>,
+    /// The `input` line (two-input batch).
+    pub input: Option<u32>,
     pub bytes: Vec<u8>,
 }
 
@@ -159,6 +165,7 @@ impl Vector {
             updates: Vec::new(),
             fired: Vec::new(),
             changes: Vec::new(),
+            input: None,
             bytes: Vec::new(),
         }
     }
@@ -252,11 +259,12 @@ pub fn parse_description(name: &str, text: &str) -> Result<Vector, String> {
             (Layout::Plain | Layout::Output | Layout::KeyedOutput | Layout::KeyedOutputTimers, "record", [ts, key, value]) => {
                 v.records.push(Record { ts: int(ts).map_err(at)?, key: bytes(key).map_err(at)?, value: bytes(value).map_err(at)? })
             }
-            (Layout::Keyed | Layout::FiredTimers, "key", [key, state]) => {
+            (Layout::Keyed | Layout::FiredTimers | Layout::TwoInput, "key", [key, state]) => {
                 let state = if *state == "none" { None } else { Some(bytes(state).map_err(at)?) };
                 v.keys.push(Key { key: bytes(key).map_err(at)?, state });
             }
-            (Layout::Keyed, "keyed-record", [index, ts, value]) => {
+            (Layout::TwoInput, "input", [input]) if v.input.is_none() => v.input = Some(int(input).map_err(at)?),
+            (Layout::Keyed | Layout::TwoInput, "keyed-record", [index, ts, value]) => {
                 v.keyed_records.push(KeyedRecord { key_index: int(index).map_err(at)?, ts: int(ts).map_err(at)?, value: bytes(value).map_err(at)? })
             }
             (Layout::KeyedOutput | Layout::KeyedOutputTimers, "state", ["unchanged"]) => v.updates.push(Update::Unchanged),
@@ -281,6 +289,9 @@ pub fn parse_description(name: &str, text: &str) -> Result<Vector, String> {
         }
     }
     let mut v = v.ok_or("no layout line")?;
+    if (v.layout == Layout::TwoInput) != v.input.is_some() {
+        return Err("an `input` line belongs in layout two-input, and only there".into());
+    }
     v.about = about;
     Ok(v)
 }

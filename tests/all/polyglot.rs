@@ -64,7 +64,7 @@ fn expected(input: &str) -> Vec<String> {
 }
 
 /// Lines of every file in `dir` whose name starts with `part-`, sorted.
-fn part_lines(dir: &Path) -> Vec<String> {
+pub(crate) fn part_lines(dir: &Path) -> Vec<String> {
     let mut lines = Vec::new();
     for entry in std::fs::read_dir(dir).expect("output dir").flatten() {
         if entry.file_name().to_string_lossy().starts_with("part-") {
@@ -297,7 +297,7 @@ fn expected_windows(input: &str) -> Vec<String> {
 }
 
 /// Runs `manifest` on the embedded cluster over `input`; the output lines, sorted.
-fn run_lines(manifest: &Path, input: &str, parallelism: u32) -> Vec<String> {
+pub(crate) fn run_lines(manifest: &Path, input: &str, parallelism: u32) -> Vec<String> {
     let dir = tempfile::tempdir().expect("tempdir");
     let (path, out) = (dir.path().join("events.txt"), dir.path().join("out.txt"));
     std::fs::write(&path, input).expect("write input");

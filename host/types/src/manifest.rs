@@ -37,7 +37,13 @@
 //! options = { bootstrap-servers = "localhost:9092", topic = "clicks" }
 //! ```
 //!
-//! A node's inputs default to the node before it; `inputs = ["a", "b"]` names others.
+//! A node's inputs default to the node before it; `inputs = ["a", "b"]` names others
+//! (their union). A keyed operator with `inputs2 = [..]` as well is a two-input operator
+//! (a connect, Flink's `KeyedCoProcessFunction`): `inputs` feed its input 0, `inputs2`
+//! its input 1, both `key-by`, and state and timers are shared per key. A node's
+//! `key-type` names the type of the keys it emits (free text, e.g. "order-id"); the
+//! key-by edges out of it carry it, and a node whose key-by inputs name different types
+//! is refused, as in the Rust SDK.
 //! Parsing and lowering are pure: the caller loads the components and checks their
 //! worlds.
 
@@ -116,8 +122,16 @@ pub struct ManifestNode {
     /// The operator gets keyed value state; its inputs must be `key-by`.
     #[serde(default)]
     pub keyed: bool,
-    /// Upstream node uids (default: the node before).
+    /// Upstream node uids (default: the node before); input 0 of a two-input operator.
     pub inputs: Option<Vec<String>>,
+    /// Upstream node uids of input 1: makes a keyed operator a two-input operator.
+    pub inputs2: Option<Vec<String>>,
+    /// The type of the keys this node emits, as its author names it; key-by edges out of
+    /// it carry it, so streams keyed by different types cannot meet.
+    pub key_type: Option<String>,
+    /// Refused with a reason (only the Rust SDK writes the TTL'd state layout, and its
+    /// operators take their TTL from their own plan).
+    pub state_ttl_ms: Option<u64>,
     /// How records reach this node from each input: `forward` (default), `key-by`,
     /// `rebalance` or `broadcast`.
     pub partitioning: Option<String>,
@@ -203,8 +217,8 @@ impl Manifest {
                 (None, None, Some(sink)) => (NodeKind::Sink(sink_kind(n, sink).map_err(bad)?), None),
                 _ => return Err(bad("set exactly one of `source`, `component` and `sink`".into())),
             };
-            if code.is_none() && (n.operator.is_some() || n.keyed || !n.args.is_empty()) {
-                return Err(bad("`operator`, `keyed` and `args` belong to operators (nodes with a `component`)".into()));
+            if code.is_none() && (n.operator.is_some() || n.keyed || !n.args.is_empty() || n.inputs2.is_some()) {
+                return Err(bad("`operator`, `keyed`, `args` and `inputs2` belong to operators (nodes with a `component`)".into()));
             }
             let partitioning = match n.partitioning.as_deref() {
                 None | Some("forward") => Partitioning::Forward,
@@ -213,14 +227,16 @@ impl Manifest {
                 Some("broadcast") => Partitioning::Broadcast,
                 Some(other) => return Err(bad(format!("unknown partitioning {other:?} (forward, key-by, rebalance, broadcast)"))),
             };
-            let inputs: Vec<u32> = match (&n.inputs, &plan.nodes.last()) {
-                _ if matches!(kind, NodeKind::Source(_)) => {
-                    if n.inputs.as_ref().is_some_and(|i| !i.is_empty()) {
-                        return Err(bad("a source has no inputs".into()));
-                    }
-                    vec![]
-                }
-                (Some(names), _) => names
+            if n.state_ttl_ms.is_some() {
+                return Err(bad("`state-ttl-ms` is not supported in manifests: a TTL needs the guest to write the TTL'd state layout, \
+                     which only the Rust SDK's jobs do (set it there with `state_ttl`)"
+                    .into()));
+            }
+            if n.key_type.as_deref().is_some_and(str::is_empty) {
+                return Err(bad("`key-type` must not be empty".into()));
+            }
+            let resolve = |names: &[String]| -> Result<Vec<u32>, ManifestError> {
+                names
                     .iter()
                     .map(|name| {
                         self.nodes[..i]
@@ -229,11 +245,38 @@ impl Manifest {
                             .map(|p| p as u32)
                             .ok_or_else(|| bad(format!("input {name:?} is not a node before it")))
                     })
-                    .collect::<Result<_, _>>()?,
+                    .collect()
+            };
+            let inputs: Vec<u32> = match (&n.inputs, &plan.nodes.last()) {
+                _ if matches!(kind, NodeKind::Source(_)) => {
+                    if n.inputs.as_ref().is_some_and(|i| !i.is_empty()) || n.inputs2.is_some() {
+                        return Err(bad("a source has no inputs".into()));
+                    }
+                    vec![]
+                }
+                (Some(names), _) => resolve(names)?,
                 (None, Some(_)) => vec![i as u32 - 1],
                 (None, None) => return Err(bad("it has no node before it to read from".into())),
             };
-            plan.edges.extend(inputs.into_iter().map(|source| Edge::main(source, i as u32, partitioning)));
+            let inputs2: Vec<u32> = match &n.inputs2 {
+                None => vec![],
+                Some(_) if !n.keyed => {
+                    return Err(bad("`inputs2` (a second input) belongs to keyed operators (`keyed = true`, `partitioning = \"key-by\"`)".into()));
+                }
+                Some(names) if names.is_empty() => return Err(bad("`inputs2` names no node".into())),
+                Some(names) => resolve(names)?,
+            };
+            if let Some(twice) = inputs2.iter().find(|s| inputs.contains(s)) {
+                return Err(bad(format!("{:?} feeds both inputs; give one of them a pass-through node", self.nodes[*twice as usize].uid)));
+            }
+            let edge = |source: u32, input: u32| {
+                // Only a key-by edge carries a key type: the keys of the others are not
+                // what the target is partitioned by.
+                let key_type = if partitioning == Partitioning::KeyBy { self.nodes[source as usize].key_type.clone() } else { None };
+                Edge { input, key_type, ..Edge::main(source, i as u32, partitioning) }
+            };
+            plan.edges.extend(inputs.into_iter().map(|source| edge(source, 0)));
+            plan.edges.extend(inputs2.into_iter().map(|source| edge(source, 1)));
             let watermarks = match (n.out_of_orderness_ms, n.idle_timeout_ms) {
                 (Some(out_of_orderness_ms), idle_timeout_ms) => Some(WatermarkStrategy { out_of_orderness_ms, idle_timeout_ms }),
                 (None, Some(_)) => return Err(bad("`idle-timeout-ms` needs `out-of-orderness-ms`".into())),
@@ -391,5 +434,105 @@ partitioning = "rebalance"
             "name = \"x\"\n[[node]]\nuid = \"a\"\nsource = \"generator\"\ncount = 1\n[[node]]\nuid = \"b\"\nsink = \"stdout\"\npartitioning = \"hash\"",
             "unknown partitioning",
         );
+    }
+
+    const JOIN: &str = r#"
+name = "orders-payments"
+
+[[node]]
+uid = "orders"
+source = "text-lines"
+
+[[node]]
+uid = "parse-orders"
+component = "parse.wasm"
+key-type = "order-id"
+
+[[node]]
+uid = "payments"
+source = "text-lines"
+
+[[node]]
+uid = "parse-payments"
+component = "parse.wasm"
+operator = 1
+key-type = "order-id"
+
+[[node]]
+uid = "refunds"
+component = "parse.wasm"
+operator = 2
+inputs = ["payments"]
+key-type = "order-id"
+
+[[node]]
+uid = "join"
+component = "join.wasm"
+keyed = true
+partitioning = "key-by"
+inputs = ["parse-orders"]
+inputs2 = ["parse-payments", "refunds"]
+
+[[node]]
+uid = "out"
+sink = "stdout"
+"#;
+
+    #[test]
+    fn a_keyed_operator_with_inputs2_is_a_connect_of_both_inputs() {
+        let l = Manifest::parse(JOIN).and_then(|m| m.lower()).expect("valid manifest");
+        let edges: Vec<(u32, u32, Partitioning, u32, Option<&str>)> =
+            l.plan.edges.iter().map(|e| (e.source, e.target, e.partitioning, e.input, e.key_type.as_deref())).collect();
+        let id = Some("order-id");
+        assert_eq!(
+            edges,
+            vec![
+                (0, 1, Partitioning::Forward, 0, None),
+                (2, 3, Partitioning::Forward, 0, None),
+                (2, 4, Partitioning::Forward, 0, None),
+                (1, 5, Partitioning::KeyBy, 0, id),
+                (3, 5, Partitioning::KeyBy, 1, id),
+                (4, 5, Partitioning::KeyBy, 1, id),
+                (5, 6, Partitioning::Forward, 0, None),
+            ]
+        );
+        assert!(l.plan.is_two_input(5));
+        l.plan.validate(3).expect("the lowered plan is valid");
+    }
+
+    #[test]
+    fn a_connect_of_different_key_types_or_unkeyed_inputs_is_refused_naming_it() {
+        let plan_error = |text: String| -> String {
+            let l = Manifest::parse(&text).and_then(|m| m.lower()).expect("lowers");
+            l.plan.validate(1).expect_err("refused").to_string()
+        };
+        let other_type = JOIN.replacen(
+            "operator = 2\ninputs = [\"payments\"]\nkey-type = \"order-id\"",
+            "operator = 2\ninputs = [\"payments\"]\nkey-type = \"customer\"",
+            1,
+        );
+        let e = plan_error(other_type);
+        assert!(e.contains("\"join\"") && e.contains("keyed by different types") && e.contains("customer"), "{e}");
+        let e = plan_error(JOIN.replace("partitioning = \"key-by\"\n", ""));
+        assert!(e.contains("\"join\"") && e.contains("a connect must only have key-by inputs"), "{e}");
+        // Without key types the types are not checked, as for a Rust plan without them.
+        Manifest::parse(&JOIN.replace("key-type = \"order-id\"\n", "")).and_then(|m| m.lower()).expect("lowers").plan.validate(1).expect("valid");
+    }
+
+    #[test]
+    fn refuses_a_second_input_that_does_not_make_sense() {
+        let refused = |text: String, wanted: &str| {
+            let e = Manifest::parse(&text).and_then(|m| m.lower()).expect_err("refused").to_string();
+            assert!(e.contains("\"join\"") && e.contains(wanted), "{e} does not name the node and {wanted:?}");
+        };
+        refused(JOIN.replace("keyed = true\n", ""), "`inputs2` (a second input) belongs to keyed operators");
+        refused(JOIN.replace("[\"parse-payments\", \"refunds\"]", "[]"), "`inputs2` names no node");
+        refused(JOIN.replace("[\"parse-payments\", \"refunds\"]", "[\"parse-orders\"]"), "\"parse-orders\" feeds both inputs");
+        refused(JOIN.replace("[\"parse-payments\", \"refunds\"]", "[\"nope\"]"), "input \"nope\" is not a node before it");
+        refused(JOIN.replace("keyed = true\n", "keyed = true\nstate-ttl-ms = 1000\n"), "`state-ttl-ms` is not supported in manifests");
+        let e = Manifest::parse(&JOIN.replace("sink = \"stdout\"", "sink = \"stdout\"\ninputs2 = [\"orders\"]"))
+            .and_then(|m| m.lower())
+            .expect_err("refused");
+        assert!(e.to_string().contains("node \"out\": `operator`, `keyed`, `args` and `inputs2` belong to operators"), "{e}");
     }
 }

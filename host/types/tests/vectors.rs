@@ -115,6 +115,19 @@ fn specs() -> Vec<Vector> {
     v.keyed_records = vec![krec(0, i64::MIN, b""), krec(1, i64::MAX, b"v"), krec(0, (1 << 53) + 1, &digits300())];
     out.push(v);
 
+    let mut v = vector(
+        "two-input",
+        Layout::TwoInput,
+        &[
+            "Input of a two-input (connect) operator: a keyed batch as for one input, then",
+            "input: u32, the input all its records came through (here 1, the second).",
+        ],
+    );
+    v.keys = vec![key(b"o1", Some(b"order")), key(b"o2", None)];
+    v.keyed_records = vec![krec(0, 20, b"paid"), krec(1, 21, b"refund"), krec(0, i64::MAX, b"")];
+    v.input = Some(1);
+    out.push(v);
+
     let mut v = vector("output-records", Layout::Output, &["Output of an unkeyed operator: records-len, then records as in a plain batch."]);
     v.records = vec![rec(1_700_000_000_000, b"user-1", b"v:click"), rec(i64::MIN, b"", b""), rec(i64::MAX, &[0xff], &digits300())];
     out.push(v);
@@ -260,13 +273,16 @@ fn encode(v: &Vector) -> Annotated {
                 write_record(&mut a, &format!("record {i}"), r);
             }
         }
-        Layout::Keyed => {
+        Layout::Keyed | Layout::TwoInput => {
             write_key_table(&mut a, &v.keys);
             let records = u32::try_from(v.keyed_records.len()).expect("few records");
             a.write(&format!("record-count {records}"), &[4], |b| batch::push_keyed_records_header(b, records));
             for (i, r) in v.keyed_records.iter().enumerate() {
                 let note = format!("record {i}: key-index {}, ts {}, value {}", r.key_index, r.ts, show(&r.value));
                 a.write(&note, &[4, 8, 4, r.value.len()], |b| batch::push_keyed_record(b, r.key_index, r.ts, &r.value));
+            }
+            if let Some(input) = v.input {
+                a.write(&format!("input {input}"), &[4], |b| batch::push_u32(b, input));
             }
         }
         Layout::FiredTimers => {
@@ -356,6 +372,9 @@ fn describe(v: &Vector) -> String {
             Update::Cleared => writeln!(t, "state cleared"),
         };
     }
+    if let Some(input) = v.input {
+        let _ = writeln!(t, "input {input}");
+    }
     for f in &v.fired {
         let _ = writeln!(t, "fired-timer {} {} {}", f.key_index, f.ts, f.domain.word());
     }
@@ -380,6 +399,13 @@ fn check_host_reads(v: &Vector) {
             let keys: Vec<Key> = k.keys.iter().map(|(k, s)| key(k, *s)).collect();
             let records: Vec<KeyedRecord> = k.records.iter().map(|r| krec(r.key_index, r.ts, r.value)).collect();
             assert_eq!((keys, records), (v.keys.clone(), v.keyed_records.clone()));
+        }
+        Layout::TwoInput => {
+            let (body, input) = batch::split_input(&v.bytes).expect("host reads the input tag");
+            let k = batch::parse_keyed_input(body).expect("host reads the keyed batch");
+            let keys: Vec<Key> = k.keys.iter().map(|(k, s)| key(k, *s)).collect();
+            let records: Vec<KeyedRecord> = k.records.iter().map(|r| krec(r.key_index, r.ts, r.value)).collect();
+            assert_eq!((keys, records, Some(input)), (v.keys.clone(), v.keyed_records.clone(), v.input));
         }
         Layout::FiredTimers => {
             let t = batch::parse_timer_input(&v.bytes).expect("host reads the on-timer batch");

@@ -4,9 +4,11 @@
  * exported `process` entry point exactly as the component glue would pass them.
  *
  * weir.c serves one operator per component, plain, keyed or keyed with timers, so this
- * file is built three times: -DWEIR_TEST_KEYED=0 checks the plain input and output
+ * file is built four times: -DWEIR_TEST_KEYED=0 checks the plain input and output
  * vectors, -DWEIR_TEST_KEYED=1 the keyed ones, -DWEIR_TEST_KEYED=2 -DWEIR_TIMERS the
- * on-timer input and the keyed outputs with timer changes (.ci/sdk-tests has the commands; it adds ASan and UBSan when the
+ * on-timer input and the keyed outputs with timer changes, -DWEIR_TEST_KEYED=3 -DWEIR_TIMERS a
+ * two-input operator (.process_co) on the keyed vectors with the input tag behind them
+ * and the keyed outputs with timers (.ci/sdk-tests has the commands; it adds ASan and UBSan when the
  * compiler has them, which turns any read past a batch into a failure).
  *
  *   ./vectors-plain sdk/vectors && ./vectors-keyed sdk/vectors
@@ -21,11 +23,11 @@
 #include <string.h>
 
 #ifndef WEIR_TEST_KEYED
-#error "build with -DWEIR_TEST_KEYED=0 (plain operator), 1 (keyed operator) or 2 -DWEIR_TIMERS (keyed with timers)"
+#error "build with -DWEIR_TEST_KEYED=0 (plain operator), 1 (keyed operator), 2 -DWEIR_TIMERS (keyed with timers) or 3 -DWEIR_TIMERS (two inputs)"
 #endif
-#if WEIR_TEST_KEYED == 2
+#if WEIR_TEST_KEYED >= 2
 #ifndef WEIR_TIMERS
-#error "-DWEIR_TEST_KEYED=2 needs -DWEIR_TIMERS"
+#error "-DWEIR_TEST_KEYED=2 and 3 need -DWEIR_TIMERS"
 #endif
 #include "timed_operator_component.h"
 #else
@@ -132,6 +134,7 @@ typedef struct vector {
     size_t nfired;
     change changes[MAX_ITEMS]; /* keyed output with timers */
     size_t nchanges;
+    int64_t input; /* two-input batch: the input its records came through; -1: none */
     buf bytes; /* NAME.hex */
 } vector;
 
@@ -178,6 +181,7 @@ static int load(const char *dir, const char *name, vector *v) {
     char path[1024];
     memset(v, 0, sizeof *v);
     snprintf(v->name, sizeof v->name, "%s", name);
+    v->input = -1;
     snprintf(path, sizeof path, "%s/%s.txt", dir, name);
     char *text = slurp(path);
     if (!text) return fail(v, "cannot read %s", path), -1;
@@ -215,6 +219,8 @@ static int load(const char *dir, const char *name, vector *v) {
             f->domain = domain_word(w[3]);
             bad = int64_word(w[1], &index) || index < 0 || index > UINT32_MAX || int64_word(w[2], &f->ts) || f->domain < 0;
             f->index = (uint32_t)index;
+        } else if (n == 2 && strcmp(w[0], "input") == 0) {
+            bad = int64_word(w[1], &v->input) || v->input < 0 || v->input > 1;
         } else if (n == 5 && strcmp(w[0], "timer-change") == 0 && v->nchanges < MAX_ITEMS) {
             int64_t index = -1;
             change *c = &v->changes[v->nchanges++];
@@ -316,11 +322,11 @@ static void emit_script(weir_out *out) {
                   (uint32_t)cur->recs[i].value.n);
 }
 
-#if WEIR_TEST_KEYED == 2
+#if WEIR_TEST_KEYED >= 2
 /* SCRIPT: records with an empty value (ts i) give key i update i, the first also emits
  * the vector's records; records with value "t" (ts j) make change j. ECHO: check each
  * fired timer against the vector and emit (key, empty value, the timer's time). */
-static int on_record(const weir_record *r, weir_state *state, weir_timers *timers, weir_out *out) {
+static int script_timed(const weir_record *r, weir_state *state, weir_timers *timers, weir_out *out) {
     if (weir_current_watermark() != TEST_WATERMARK || weir_current_processing_time() != (int64_t)TEST_PROCESSING_TIME)
         return weir_fail("the clock is not the host's");
     if (r->value_len == 1) {
@@ -356,7 +362,38 @@ static int on_fired(const weir_timer *t, weir_state *state, weir_timers *timers,
     weir_emit(out, t->ts, t->key, t->key_len, "", 0);
     return 0;
 }
+#if WEIR_TEST_KEYED == 3
+/* Two inputs: SCRIPT as above (the batch comes from input 1); ECHO checks each record,
+ * its state and its input against the keyed vector and emits it unchanged. */
+static uint32_t want_input;
+static int on_co(uint32_t input, const weir_record *r, weir_state *state, weir_timers *timers, weir_out *out) {
+    if (checking && input != want_input) fail(cur, "a record of input %u, want %u", input, want_input);
+    if (mode == SCRIPT) return script_timed(r, state, timers, out);
+    if (checking) {
+        uint32_t slen;
+        const uint8_t *s = weir_state_get(state, &slen);
+        if (seen >= cur->nkrecs) {
+            fail(cur, "more records than the vector has");
+        } else {
+            const keyed_record *k = &cur->krecs[seen];
+            const key_entry *key = &cur->keys[k->index];
+            if (r->ts != k->ts || !same(&key->key, r->key, r->key_len) || !same(&k->value, r->value, r->value_len))
+                fail(cur, "record %zu differs from the vector", seen);
+            if ((s != NULL) != key->has_state || (s && !same(&key->state, s, slen)))
+                fail(cur, "state of record %zu differs from the vector", seen);
+        }
+    }
+    seen++;
+    weir_emit(out, r->ts, r->key, r->key_len, r->value, r->value_len);
+    return 0;
+}
+WEIR_OPERATOR(.process_co = on_co, .on_timer = on_fired);
+#else
+static int on_record(const weir_record *r, weir_state *state, weir_timers *timers, weir_out *out) {
+    return script_timed(r, state, timers, out);
+}
 WEIR_OPERATOR(.process_timed = on_record, .on_timer = on_fired);
+#endif
 #elif WEIR_TEST_KEYED
 static int on_record(const weir_record *r, weir_state *state, weir_out *out) {
     if (mode == SCRIPT) {
@@ -407,7 +444,7 @@ WEIR_OPERATOR(.process = on_record);
 
 /* Decoding an input vector: the records (and states) handed over, the echoed output, and
  * bad input for every prefix that ends inside a record (plain) or at all (keyed). */
-static void check_input(const vector *v) {
+static void check_batch(const vector *v, const uint8_t *bytes, size_t nbytes) {
     cur = v;
     mode = ECHO;
     checking = 1;
@@ -415,7 +452,7 @@ static void check_input(const vector *v) {
     buf out = {0}, want = {0};
     put_u32(&want, 0);
     const int fired = WEIR_TEST_KEYED == 2;
-    int rc = call(v->bytes.p, v->bytes.n, &out, fired);
+    int rc = call(bytes, nbytes, &out, fired);
     if (rc) {
         fail(v, "process failed with error tag %d", rc - 1);
     } else {
@@ -445,7 +482,7 @@ static void check_input(const vector *v) {
 
     checking = 0;
     size_t boundary = 0, next = 0;
-    for (size_t cut = 0; cut < v->bytes.n; cut++) {
+    for (size_t cut = 0; cut < nbytes; cut++) {
 #if !WEIR_TEST_KEYED
         /* Plain batches may end after any whole record. */
         if (cut == boundary) {
@@ -453,11 +490,45 @@ static void check_input(const vector *v) {
             continue;
         }
 #endif
-        rc = call(v->bytes.p, cut, &out, fired);
+        rc = call(bytes, cut, &out, fired);
         if (rc == 0) free(out.p);
         if (rc != BAD_INPUT) fail(v, "the first %zu bytes: want bad-input, got %s", cut, rc ? "another error" : "success");
     }
     (void)boundary, (void)next;
+}
+
+static void check_input(const vector *v) {
+#if WEIR_TEST_KEYED == 3
+    /* A two-input batch is the keyed batch with the input tag (u32) behind it: the host's
+     * vector as it is, then every keyed vector with each tag appended. */
+    buf tagged = {0};
+    if (v->input >= 0) {
+        want_input = (uint32_t)v->input;
+        check_batch(v, v->bytes.p, v->bytes.n);
+        put(&tagged, v->bytes.p, v->bytes.n - 4);
+        put_u32(&tagged, want_input = 1 - want_input);
+        check_batch(v, tagged.p, tagged.n);
+        free(tagged.p);
+        return;
+    }
+    for (uint32_t input = 0; input <= 2; input++) {
+        tagged.n = 0;
+        put(&tagged, v->bytes.p, v->bytes.n);
+        put_u32(&tagged, input);
+        want_input = input;
+        if (input < 2) {
+            check_batch(v, tagged.p, tagged.n);
+        } else {
+            buf out = {0};
+            int rc = call(tagged.p, tagged.n, &out, 0);
+            if (rc == 0) free(out.p);
+            if (rc != BAD_INPUT) fail(v, "input tag 2: want bad-input");
+        }
+    }
+    free(tagged.p);
+#else
+    check_batch(v, v->bytes.p, v->bytes.n);
+#endif
 }
 
 /* Encoding an output vector: the SDK's writer must give its bytes. */
@@ -477,6 +548,9 @@ static void check_output(const vector *v) {
     put_u32(&in, (uint32_t)(v->nups + v->nchanges));
     for (size_t i = 0; i < v->nups; i++) put_u32(&in, (uint32_t)i), put_i64(&in, (int64_t)i), put_u32(&in, 0);
     for (size_t j = 0; j < v->nchanges; j++) put_u32(&in, v->changes[j].index), put_i64(&in, (int64_t)j), put_u32(&in, 1), put(&in, "t", 1);
+#if WEIR_TEST_KEYED == 3
+    put_u32(&in, 1), want_input = 1, checking = 1; /* the input tag: the batch came through input 1 */
+#endif
 #else
     buf empty = {0};
     put(&empty, "", 0);
@@ -501,7 +575,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *input = WEIR_TEST_KEYED == 2 ? "fired-timers" : WEIR_TEST_KEYED ? "keyed" : "plain";
-    const char *output = WEIR_TEST_KEYED == 2 ? "keyed-output-timers" : WEIR_TEST_KEYED ? "keyed-output" : "output";
+    const char *output = WEIR_TEST_KEYED >= 2 ? "keyed-output-timers" : WEIR_TEST_KEYED ? "keyed-output" : "output";
     DIR *d = opendir(argv[1]);
     if (!d) {
         perror(argv[1]);
@@ -532,9 +606,11 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < count; i++) {
         if (load(argv[1], names[i], &v) == 0) {
             int before = failures;
-            if (strcmp(v.layout, input) == 0) check_input(&v), inputs++;
+            /* Two inputs: the host's two-input vectors and every keyed one with a tag appended. */
+            int is_input = strcmp(v.layout, input) == 0 || (WEIR_TEST_KEYED == 3 && strcmp(v.layout, "two-input") == 0);
+            if (is_input) check_input(&v), inputs++;
             if (strcmp(v.layout, output) == 0) check_output(&v), outputs++;
-            if (failures == before && (strcmp(v.layout, input) == 0 || strcmp(v.layout, output) == 0)) printf("ok %s\n", v.name);
+            if (failures == before && (is_input || strcmp(v.layout, output) == 0)) printf("ok %s\n", v.name);
         }
         release(&v);
         free(names[i]);

@@ -37,7 +37,7 @@ const DOMAINS = { event: 0, processing: 1 };
 
 /** Timestamps are BigInt here: the vectors hold i64s no JS number can. */
 function loadVector(name) {
-  const v = { name, layout: null, records: [], keys: [], keyedRecords: [], updates: [], fired: [], changes: [] };
+  const v = { name, layout: null, records: [], keys: [], keyedRecords: [], updates: [], fired: [], changes: [], input: null };
   for (const line of readFileSync(new URL(`${name}.txt`, dir), "utf8").split("\n")) {
     const w = words(line);
     if (w.length === 0) continue;
@@ -48,6 +48,7 @@ function loadVector(name) {
     else if (w[0] === "state" && w[1] === "unchanged") v.updates.push({ kind: "unchanged" });
     else if (w[0] === "state" && w[1] === "set") v.updates.push({ kind: "set", state: bytes(w[2]) });
     else if (w[0] === "state" && w[1] === "cleared") v.updates.push({ kind: "cleared" });
+    else if (w[0] === "input") v.input = Number(w[1]);
     else if (w[0] === "fired-timer") v.fired.push({ index: Number(w[1]), ts: BigInt(w[2]), domain: DOMAINS[w[3]] });
     else if (w[0] === "timer-change") v.changes.push({ set: w[1] === "set", domain: DOMAINS[w[2]], index: Number(w[3]), ts: BigInt(w[4]) });
     else throw new Error(`${name}.txt: cannot read ${JSON.stringify(line)}`);
@@ -288,4 +289,118 @@ test("keyedProcess: a tumbling event-time window count, with the clock and the l
   const { timers } = weir.timedComponent(counts);
   assert.throws(() => timers.onTimer(0, firedBatch([], [])), (e) => e.tag === "unknown-operator");
   delete globalThis.weirTestClock;
+});
+
+// ---- two inputs ----
+
+test("two-input vectors: the input, keys, states and records as the host sent them", () => {
+  const vs = ofLayout("two-input");
+  assert.ok(vs.length > 0, "no two-input vectors");
+  for (const v of vs) {
+    const seen = [];
+    const echo = weir.keyedCoProcess((input, k, state, val, ts, ctx) => {
+      seen.push({ input, key: hex(k), state: state.value === null ? null : hex(state.value), value: hex(val), ts });
+      ctx.emit(k, val);
+    });
+    const want = v.keyedRecords.map((r) => ({ key: v.keys[r.index].key, state: v.keys[r.index].state, value: r.value, ts: r.ts }));
+    assert.equal(hex(runTimed(echo, v.bytes)), hex(output(want, Buffer.alloc(v.keys.length))), v.name);
+    assert.deepEqual(
+      seen,
+      want.map((r) => ({ input: v.input, key: hex(r.key), state: r.state === null ? null : hex(r.state), value: hex(r.value), ts: jsTs(r.ts) })),
+      v.name,
+    );
+    seen.length = 0;
+    runTimed(echo, new Uint8Array(Buffer.concat([v.bytes.subarray(0, v.bytes.length - 4), u32(1 - v.input)])));
+    assert.deepEqual([...new Set(seen.map((s) => s.input))], [1 - v.input], v.name);
+    for (let cut = 0; cut < v.bytes.length; cut++) {
+      assert.throws(() => runTimed(echo, v.bytes.subarray(0, cut)), badInput, `${v.name} cut at ${cut}`);
+    }
+  }
+});
+
+test("two-input keyed vectors: the keyed batch with the input tag behind it, from either input", () => {
+  for (const v of ofLayout("keyed")) {
+    const seen = [];
+    const echo = weir.keyedCoProcess((input, k, state, val, ts, ctx) => {
+      seen.push({ input, key: hex(k), state: state.value === null ? null : hex(state.value), value: hex(val), ts });
+      ctx.emit(k, val);
+    });
+    const want = v.keyedRecords.map((r) => ({ key: v.keys[r.index].key, state: v.keys[r.index].state, value: r.value, ts: r.ts }));
+    for (const input of [0, 1]) {
+      seen.length = 0;
+      const out = runTimed(echo, new Uint8Array(Buffer.concat([v.bytes, u32(input)])));
+      assert.equal(hex(out), hex(output(want, Buffer.alloc(v.keys.length))), `${v.name} input ${input}`);
+      assert.deepEqual(
+        seen,
+        want.map((r) => ({ input, key: hex(r.key), state: r.state === null ? null : hex(r.state), value: hex(r.value), ts: jsTs(r.ts) })),
+        `${v.name} input ${input}`,
+      );
+    }
+    const tagged = new Uint8Array(Buffer.concat([v.bytes, u32(1)]));
+    for (let cut = 0; cut < tagged.length; cut++) {
+      assert.throws(() => runTimed(echo, tagged.subarray(0, cut)), badInput, `${v.name} cut at ${cut}`);
+    }
+    assert.throws(() => runTimed(echo, new Uint8Array(Buffer.concat([v.bytes, u32(2)]))), badInput, `${v.name} input 2`);
+  }
+});
+
+test("two-input output vectors with timers: exactly a keyed process function's output", () => {
+  const setters = ["registerEventTimeTimer", "deleteEventTimeTimer", "registerProcessingTimeTimer", "deleteProcessingTimeTimer"];
+  for (const v of ofLayout("keyed-output-timers")) {
+    const script = weir.keyedCoProcess((input, k, state, val, ts, ctx) => {
+      assert.equal(input, 1);
+      if (val.length === 1) {
+        const c = v.changes[ts];
+        ctx[setters[c.domain * 2 + (c.set ? 0 : 1)]](jsTs(c.ts));
+        return;
+      }
+      if (ts === 0) v.records.forEach((r) => ctx.emit(r.key, r.value, jsTs(r.ts)));
+      const u = v.updates[ts];
+      if (u.kind === "set") state.update(u.state);
+      if (u.kind === "cleared") state.clear();
+    });
+    const keys = v.updates.map((_, i) => ({ key: `k${i}`, state: "old state" }));
+    const records = v.updates.map((_, i) => ({ index: i, ts: i, value: "" })).concat(v.changes.map((c, j) => ({ index: c.index, ts: j, value: "t" })));
+    const batch = new Uint8Array(Buffer.concat([keyedBatch(keys, records), u32(1)]));
+    assert.equal(hex(runTimed(script, batch)), hex(v.bytes), v.name);
+  }
+});
+
+test("keyedCoProcess: an order waits for its payment in the key's state; a timer reports it unpaid", () => {
+  const join = weir.keyedCoProcess(
+    (input, key, state, value, ts, ctx) => {
+      if (input === 0) {
+        state.update(value);
+        ctx.registerEventTimeTimer(ts + 100);
+      } else if (state.value !== null) {
+        ctx.deleteEventTimeTimer(ts);
+        ctx.emit(key, `${weir.text(state.value)}+${weir.text(value)}`);
+        state.clear();
+      }
+    },
+    (ts, domain, key, state, ctx) => {
+      ctx.emit(key, `${weir.text(state.value)} unpaid`);
+      state.clear();
+    },
+  );
+  const orders = keyedBatch(
+    [
+      { key: "o1", state: null },
+      { key: "o2", state: null },
+    ],
+    [
+      { index: 0, ts: 10, value: "book" },
+      { index: 1, ts: 20, value: "pen" },
+    ],
+  );
+  const set = (s) => Buffer.concat([Buffer.from([1]), lenPrefixed(Buffer.from(s))]);
+  const timer = (kind, index, ts) => Buffer.concat([Buffer.from([kind]), u32(index), i64(ts)]);
+  const wantOrders = output([], Buffer.concat([set("book"), set("pen"), u32(2), timer(0, 0, 110), timer(0, 1, 120)]));
+  assert.equal(hex(runTimed(join, new Uint8Array(Buffer.concat([orders, u32(0)])))), hex(wantOrders));
+  const payments = keyedBatch([{ key: "o1", state: "book" }], [{ index: 0, ts: 110, value: "paid 5" }]);
+  const rec = [{ ts: 110, key: Buffer.from("o1"), value: Buffer.from("book+paid 5") }];
+  const wantPayments = output(rec, Buffer.concat([Buffer.from([2]), u32(1), timer(1, 0, 110)]));
+  assert.equal(hex(runTimed(join, new Uint8Array(Buffer.concat([payments, u32(1)])))), hex(wantPayments));
+  const fired = runTimed(join, firedBatch([{ key: "o2", state: "pen" }], [{ index: 0, ts: 120, domain: 0 }]), "timers");
+  assert.equal(hex(fired), hex(output([{ ts: 120, key: Buffer.from("o2"), value: Buffer.from("pen unpaid") }], Buffer.from([2]))));
 });

@@ -27,6 +27,13 @@ sinks print them as UTF-8). Kinds of operators:
                     weir.EVENT_TIME or weir.PROCESSING_TIME; records emitted in g carry
                     the timer's time unless they name one. (Or subclass
                     weir.KeyedProcessFunction: process_element / on_timer.)
+  @weir.keyed_co_process  f(input, key, state, value, ts, ctx) -> records or None
+  @f.on_timer             g(ts, domain, key, state, ctx) as above
+                    Flink's KeyedCoProcessFunction (a manifest node with `inputs2`):
+                    `input` is 0 for records of `inputs`, 1 for those of `inputs2`;
+                    both inputs share the key's state and timers. (Or subclass
+                    weir.KeyedCoProcessFunction: process_element1 / process_element2 /
+                    on_timer, each without `input`.)
   class X(weir.Operator): override `process_batch(self, batch) -> bytes` (or `process`)
 
 `weir.args` (dict) and `weir.task` (subtask, parallelism, max_parallelism) are set by
@@ -57,6 +64,7 @@ from .codec import (  # noqa: F401
     encode_keyed,
     encode_record,
     postcard_str,
+    split_input,
     postcard_string,
     postcard_u64,
     postcard_varint,
@@ -190,8 +198,27 @@ class KeyedProcessFunction(Operator):
         return _codec.on_timer_batch(self.on_timer, batch, clock)
 
 
+class KeyedCoProcessFunction(KeyedProcessFunction):
+    """Flink's KeyedCoProcessFunction, for a two-input operator (manifest `inputs2`):
+    override `process_element1(key, state, value, ts, ctx)` for input 0,
+    `process_element2(...)` for input 1, and `on_timer` as in KeyedProcessFunction.
+    Both inputs share the key's state and timers."""
+
+    def process_element1(self, key, state, value, ts, ctx):
+        raise NotImplementedError
+
+    def process_element2(self, key, state, value, ts, ctx):
+        raise NotImplementedError
+
+    def process_batch(self, batch):
+        body, inp = _codec.split_input(batch)
+        f = self.process_element2 if inp else self.process_element1
+        return _codec.keyed_process_batch(f, body, clock)
+
+
 class _KeyedProcess(Operator):
     keyed = True
+    _batch = staticmethod(_codec.keyed_process_batch)
 
     def __init__(self, f):
         self.f = f
@@ -208,7 +235,7 @@ class _KeyedProcess(Operator):
         return g
 
     def process_batch(self, batch):
-        return _codec.keyed_process_batch(self.f, batch, clock)
+        return self._batch(self.f, batch, clock)
 
     def on_timer_batch(self, batch):
         if self._on_timer is None:
@@ -222,6 +249,23 @@ def keyed_process(f=None, *, on_timer=None):
 
     def make(f):
         op = _KeyedProcess(f)
+        if on_timer is not None:
+            op.on_timer(on_timer)
+        return op
+
+    return make if f is None else make(f)
+
+
+class _KeyedCoProcess(_KeyedProcess):
+    _batch = staticmethod(_codec.keyed_co_process_batch)
+
+
+def keyed_co_process(f=None, *, on_timer=None):
+    """Two inputs (Flink's KeyedCoProcessFunction): f(input, key, state, value, ts, ctx)
+    -> records or None, `input` 0 or 1; the timer callback as for `keyed_process`."""
+
+    def make(f):
+        op = _KeyedCoProcess(f)
         if on_timer is not None:
             op.on_timer(on_timer)
         return op

@@ -15,6 +15,8 @@ This module does not import the generated bindings, so it can be tested with a p
                     2 set processing time, 3 delete processing time)
   on-timer input  = key table as in a keyed input, timer-count: u32,
                     (key-index: u32, ts: s64, domain: u8)*   (domain 0 event, 1 processing)
+  two-input keyed input (a connect) = keyed input, input: u32 (0 or 1: the input every
+                    record of the batch came through)
 """
 
 import struct
@@ -362,6 +364,25 @@ def keyed_process_batch(f, buf: bytes, clock) -> bytes:
         if outs is not None:
             _emit_all(ap, outs, ts)
     return finish(parts) + state_updates(states, [s.value for s in cur]) + timer_changes(changes)
+
+
+def split_input(buf: bytes):
+    """The keyed batch of a two-input (connect) operator and the input (0 or 1) its
+    records came through, which the host appends last."""
+    if len(buf) < 4:
+        raise BadInput(f"a two-input batch of {len(buf)} bytes has no input tag")
+    (inp,) = _U32.unpack_from(buf, len(buf) - 4)
+    if inp > 1:
+        raise BadInput(f"input tag {inp} (a two-input operator has inputs 0 and 1)")
+    return buf[:-4], inp
+
+
+def keyed_co_process_batch(f, buf: bytes, clock) -> bytes:
+    """Two inputs (Flink's KeyedCoProcessFunction): f(input, key, state: State, value, ts,
+    ctx: TimerContext) -> outputs per record, input 0 or 1; state and timers are the
+    key's, shared by both inputs. The output is a keyed process function's."""
+    body, inp = split_input(buf)
+    return keyed_process_batch(lambda key, state, value, ts, ctx: f(inp, key, state, value, ts, ctx), body, clock)
 
 
 def on_timer_batch(f, buf: bytes, clock) -> bytes:
