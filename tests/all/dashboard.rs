@@ -190,6 +190,19 @@ fn the_dashboard_shows_a_running_job_with_its_graph_and_moving_throughput() {
     });
     browser.screenshot("dashboard-taskmanagers.png");
 
+    // A job wider than the free slots waits, and its view says why.
+    let spec = json!({"artifact": artifact_id, "parallelism": 5});
+    let wide = api(&cluster, "POST", "/api/v1/jobs", "application/json", spec.to_string().as_bytes(), 201);
+    let wide_id = wide["metadata"]["id"].as_str().unwrap_or_else(|| panic!("job without metadata.id: {wide}")).to_string();
+    browser.navigate(&format!("{base}/#/jobs/{wide_id}"));
+    browser.wait_for("the waiting job's view to say why it waits", |b| {
+        let s = b.snapshot(&format!(
+            "{{{CHROME}, state: document.querySelector('#job-state .state')?.textContent, waiting: document.querySelector('#job-waiting')?.textContent}}"
+        ));
+        if s["state"] == "STARTING" && s["waiting"].as_str().is_some_and(|w| w.contains("the job needs 5 slots but only")) { Ok(()) } else { Err(s.to_string()) }
+    });
+    api(&cluster, "POST", &format!("/api/v1/jobs/{wide_id}/cancel"), "application/json", b"{}", 202);
+
     // Event time: a windowed job's graph shows each vertex's watermark, and its
     // subtasks table each subtask's.
     let wasm = std::fs::read(WEIR.example("window_count")).expect("window_count.wasm");

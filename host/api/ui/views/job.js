@@ -101,6 +101,13 @@ export function jobView(root, id) {
       : spec.manifest ? `manifest, ${parts.length} component${parts.length === 1 ? '' : 's'}` : '–';
     $('#f-artifact', root).title = spec.artifact || parts.map(([name, id]) => `${name}: ${id}`).join('\n');
     $('#cancel-job', root).disabled = TERMINAL.has(st.state) || st.state === 'TERMINATING';
+    // Why the job cannot run yet (too few free slots): shown while it lasts.
+    const wait = $('#job-waiting', root);
+    if (st.waiting && !wait) {
+      $('#job-alerts', root).insertAdjacentHTML('afterbegin', `<div class="alert warn" id="job-waiting"></div>`);
+    }
+    if (st.waiting) $('#job-waiting', root).textContent = st.waiting;
+    else if (wait) wait.remove();
     const fail = $('#job-failure', root);
     if (st.failure && !fail) {
       $('#job-alerts', root).insertAdjacentHTML('afterbegin', `<div class="alert error" id="job-failure"><strong>${esc(st.failure.reason)}</strong>: ${esc(st.failure.message)}</div>`);
