@@ -20,6 +20,7 @@ mod hostile_peers;
 mod joins;
 mod keyed_state;
 mod polyglot;
+mod postgres;
 mod recovery;
 mod servers;
 mod soak;
