@@ -53,9 +53,12 @@ fn wait_finished(cluster: &TestCluster, job: &str) {
 
 /// Epochs applied so far (the audit table's rows), 0 before it exists.
 fn applied_epochs(pg: &Postgres) -> u64 {
-    pg.psql("SELECT count(*) FROM pg_tables WHERE tablename = 'weir_sink_applied'").trim().parse::<u64>().ok().filter(|&t| t > 0).map_or(0, |_| {
-        pg.psql("SELECT count(*) FROM weir_sink_applied").trim().parse().unwrap_or(0)
-    })
+    pg.psql("SELECT count(*) FROM pg_tables WHERE tablename = 'weir_sink_applied'")
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|&t| t > 0)
+        .map_or(0, |_| pg.psql("SELECT count(*) FROM weir_sink_applied").trim().parse().unwrap_or(0))
 }
 
 /// The audit: every epoch was applied once (its key makes a second row impossible, so
@@ -175,7 +178,10 @@ fn postgres_sink_refuses_bad_input_with_a_clear_cause() {
     let o = run(&pg, "sums", &wrong);
     let err = stderr(&o);
     assert!(!o.status.success(), "{err}");
-    assert!(err.contains("cannot connect to PostgreSQL at 127.0.0.1") && err.contains("password authentication failed for user \"postgres\""), "{err}");
+    assert!(
+        err.contains("cannot connect to PostgreSQL at 127.0.0.1") && err.contains("password authentication failed for user \"postgres\""),
+        "{err}"
+    );
     assert!(!err.contains("hunter2-not-it") && !String::from_utf8_lossy(&o.stdout).contains("hunter2-not-it"), "{err}");
 
     let o = run(&pg, "nosuch", &pg.dir().join("pw"));

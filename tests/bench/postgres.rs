@@ -18,10 +18,30 @@ pub fn bench(keyed_sum: &Path) {
     println!("N = {n} records, generator -> keyed sum -> PostgreSQL, exactly-once checkpoints every 1 s, median of {RUNS} runs");
     println!("{:<36} {:>14} {:>12}", "postgres sink", "rec/s", "RSS MiB");
     let (n_arg, port, pw) = (format!("n={n}"), format!("pg-port={}", pg.port()), format!("pg-password-file={}", pg.dir().join("pw").display()));
-    for (name, p, table, mode) in [("upsert, p=1", "1", "sums", "upsert"), ("upsert, p=2", "2", "sums", "upsert"), ("append, p=1", "1", "log", "append"), ("append, p=2", "2", "log", "append")] {
+    for (name, p, table, mode) in [
+        ("upsert, p=1", "1", "sums", "upsert"),
+        ("upsert, p=2", "2", "sums", "upsert"),
+        ("append, p=1", "1", "log", "append"),
+        ("append, p=2", "2", "log", "append"),
+    ] {
         let (table, mode) = (format!("pg-table={table}"), format!("pg-mode={mode}"));
         let args = [
-            "-p", p, "--checkpoint-interval", "1000", "--arg", &n_arg, "--arg", "sink=postgres", "--arg", &port, "--arg", &pw, "--arg", &table, "--arg", &mode,
+            "-p",
+            p,
+            "--checkpoint-interval",
+            "1000",
+            "--arg",
+            &n_arg,
+            "--arg",
+            "sink=postgres",
+            "--arg",
+            &port,
+            "--arg",
+            &pw,
+            "--arg",
+            &table,
+            "--arg",
+            &mode,
         ];
         let m = median_of_runs(keyed_sum, &args, n);
         println!("{name:<36} {:>14.0} {:>12.1}", m.records_per_s, m.peak_rss_mib);

@@ -441,7 +441,8 @@ impl PgSink {
                     &[&self.job, &self.sink, &restored, &attempt],
                 )
                 .map_err(db("reading applied epochs"))?;
-            out.past = past.iter().map(|r| r.try_get::<_, i64>(0).map(|e| e as u64)).collect::<Result<_, _>>().map_err(db("reading applied epochs"))?;
+            out.past =
+                past.iter().map(|r| r.try_get::<_, i64>(0).map(|e| e as u64)).collect::<Result<_, _>>().map_err(db("reading applied epochs"))?;
             Ok(out)
         })
     }
@@ -601,7 +602,11 @@ impl PgWriter {
     /// Adds one record; stages (or, without checkpoints, writes) once the buffer is full.
     pub fn write(&mut self, key: &[u8], value: &[u8]) -> Result<(), PgError> {
         let text = |bytes, what| {
-            std::str::from_utf8(bytes).map_err(|e| PgError::Record { epoch: self.epoch, n: self.n, problem: format!("its {what} is not UTF-8 text: {e}") })
+            std::str::from_utf8(bytes).map_err(|e| PgError::Record {
+                epoch: self.epoch,
+                n: self.n,
+                problem: format!("its {what} is not UTF-8 text: {e}"),
+            })
         };
         let (key, value) = (text(key, "key")?, text(value, "value")?);
         self.buf.extend_from_slice(self.n.to_string().as_bytes());

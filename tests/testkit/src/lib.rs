@@ -27,6 +27,6 @@ pub mod postgres;
 pub mod weir;
 
 pub use cluster::{TestCluster, wait_until};
-pub use postgres::Postgres;
 pub use examples::splitmix64;
+pub use postgres::Postgres;
 pub use weir::{Weir, root, stderr};
