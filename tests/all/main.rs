@@ -21,6 +21,7 @@ mod joins;
 mod keyed_state;
 mod polyglot;
 mod polyglot_join;
+mod postgres;
 mod recovery;
 mod servers;
 mod soak;

@@ -20,11 +20,13 @@
 //!   checkpoints; see `windows.rs`.
 //! - streams: one keyed operator fed by one generator, a union of two, and a connect of
 //!   two; see `streams.rs`.
+//! - postgres: generator -> keyed sum -> PostgreSQL (upsert, append) at parallelism 1
+//!   and 2 with exactly-once checkpoints; see `postgres.rs` (`WEIR_BENCH_PG_N`).
 //! - joins: a regular inner join and an interval join of two generated streams with
 //!   exactly-once checkpoints; see `joins.rs` (`WEIR_BENCH_JOIN_N` records per side).
 //!
 //! `WEIR_BENCH_ONLY` picks sections, comma-separated from `keyed-sum`, `wordcount`,
-//! `cluster`, `checkpoints`, `recovery`, `languages`, `windows`, `streams`, `joins` (default:
+//! `cluster`, `checkpoints`, `recovery`, `languages`, `windows`, `streams`, `joins`, `postgres` (default:
 //! all), e.g.
 //! `WEIR_BENCH_ONLY=cluster cargo bench --bench throughput`.
 
@@ -32,6 +34,7 @@ mod checkpoint_overhead;
 mod cluster;
 mod joins;
 mod languages;
+mod postgres;
 mod recovery;
 mod streams;
 mod windows;
@@ -204,7 +207,7 @@ fn row(name: &str, wasm: &Measure, native: f64, native_rss: f64) {
 }
 
 /// The benchmark's sections, in the order they run.
-const SECTIONS: [&str; 9] = ["keyed-sum", "wordcount", "cluster", "checkpoints", "recovery", "languages", "windows", "streams", "joins"];
+const SECTIONS: [&str; 10] = ["keyed-sum", "wordcount", "cluster", "checkpoints", "recovery", "languages", "windows", "streams", "joins", "postgres"];
 
 /// The sections `WEIR_BENCH_ONLY` asks for (all when unset or empty).
 fn sections() -> Vec<&'static str> {
@@ -273,5 +276,8 @@ fn main() {
     }
     if sections.contains(&"joins") {
         joins::bench();
+    }
+    if sections.contains(&"postgres") {
+        postgres::bench(&keyed_sum);
     }
 }

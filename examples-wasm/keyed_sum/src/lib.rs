@@ -1,7 +1,9 @@
 //! Keyed sum, the throughput benchmark: the numbers `0..n` (argument `n`, default
 //! 1 000 000), keyed by `splitmix64(i) % 100 000`, summed per key; every record emits
-//! `(key, running sum)`. Argument `sink`: `discard` (default) drops the output, anything
-//! else uses the default text sink.
+//! `(key, running sum)`. Argument `sink`: `discard` (default) drops the output,
+//! `postgres` writes table `pg-table` (columns `k`, `v`; default `sums`) of the server on
+//! 127.0.0.1:`pg-port` as user postgres with the password in file `pg-password-file`,
+//! `pg-mode` `upsert` (default) or `append`; anything else uses the default text sink.
 //!
 //! The key selector runs as its own small operator (the generator is a host source) and
 //! passes the value through untouched, which is exactly "map i to (key, i), key by key";
@@ -20,8 +22,19 @@ fn splitmix64(x: u64) -> u64 {
 fn build(job: &mut Job) {
     let n = job.arg_u64("n", 1_000_000);
     let work = job.arg_u64("work", 0);
+    let arg = |name: &str, default: &str| job.arg(name).unwrap_or(default).to_string();
     let sink = match job.arg("sink") {
         None | Some("discard") => Sink::discard(),
+        Some("postgres") => Sink::connector(
+            Connector::new("postgres")
+                .option("host", "127.0.0.1")
+                .option("port", arg("pg-port", "5432"))
+                .option("table", arg("pg-table", "sums"))
+                .option("key-column", "k")
+                .option("value-column", "v")
+                .option("mode", arg("pg-mode", "upsert"))
+                .option("password-file", arg("pg-password-file", "/etc/weir/pg-password")),
+        ),
         Some(_) => Sink::default(),
     };
     job.name("keyed_sum");

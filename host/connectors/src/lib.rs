@@ -8,6 +8,8 @@
 //! or environment variable an option names, on the TaskManager that runs it, so a
 //! plan, a REST document or a log line can show every option as it is.
 
+pub mod postgres;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use thiserror::Error;
@@ -38,6 +40,9 @@ pub enum ConnectorError {
         /// What is wrong, naming the option.
         problem: String,
     },
+    /// The PostgreSQL sink failed.
+    #[error("postgres: {0}")]
+    Postgres(#[from] postgres::PgError),
     /// A secret could not be read; names where it was looked for, never its value.
     #[error("connector {kind:?}: cannot read the secret {what}: {why}")]
     Secret {
@@ -60,12 +65,13 @@ pub enum Role {
 }
 
 /// The connector kinds, by role.
-const KINDS: &[(&str, Role)] = &[];
+const KINDS: &[(&str, Role)] = &[(postgres::KIND, Role::Sink)];
 
 /// Checks a connector named in a plan: its kind exists for the role, and its options
 /// are known and well-formed. Cheap and local: it reaches no external system.
 pub fn check(c: &Connector, role: Role) -> Result<(), ConnectorError> {
     match KINDS.iter().find(|(kind, r)| *kind == c.kind && *r == role) {
+        Some((postgres::KIND, _)) => postgres::PgOptions::parse(c).map(drop),
         Some(_) => Ok(()),
         None => {
             let known: Vec<&str> = KINDS.iter().filter(|(_, r)| *r == role).map(|(k, _)| *k).collect();

@@ -73,6 +73,9 @@ pub enum Refused {
     /// Creating a sink's pending file.
     #[error("writing {}", .0.display())]
     Write(PathBuf),
+    /// Staging or committing rows of a PostgreSQL sink (the fence's words).
+    #[error("writing to PostgreSQL ({0})")]
+    Postgres(String),
 }
 
 /// Why a built-in source failed.

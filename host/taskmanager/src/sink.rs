@@ -22,6 +22,8 @@ use std::io::{BufWriter, ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use weir_connectors::ConnectorError;
+use weir_connectors::postgres::{PgError, PgSink, PgWriter};
 use weir_types::batch::records;
 use weir_types::ids::RunId;
 
@@ -42,6 +44,8 @@ pub enum Sink {
     },
     /// Text lines into per-epoch files committed with checkpoints.
     Transactional(Box<Transactional>),
+    /// Rows of a PostgreSQL table (staged per epoch and applied with checkpoints).
+    Postgres(Box<PgWriter>),
     /// Dropped.
     Discard,
 }
@@ -74,6 +78,66 @@ struct Closed {
 #[derive(Default)]
 pub struct Commits {
     closed: Mutex<Vec<Closed>>,
+}
+
+/// What commits a transactional sink's epochs when the TaskManager hears that a
+/// checkpoint completed.
+pub trait Commit: Send + Sync {
+    /// Checkpoint `upto` completed: its epochs and older ones may become visible.
+    fn commit(&self, upto: u64) -> Result<(), TaskError>;
+}
+
+impl Commit for Commits {
+    fn commit(&self, upto: u64) -> Result<(), TaskError> {
+        Commits::commit(self, upto)
+    }
+}
+
+/// A PostgreSQL sink subtask's commits, run on a thread of their own: the TaskManager
+/// hears of completions on its control loop, which must not wait for a database. A
+/// commit that fails is retried by the next completion (it takes every staged epoch
+/// up to its checkpoint) or by the restore; the subtask's own final commit is
+/// synchronous.
+pub struct PgCommits {
+    tx: crossbeam_channel::Sender<u64>,
+}
+
+impl PgCommits {
+    /// Starts the committer of `subtask` of `sink`; it ends when this is dropped.
+    pub fn start(sink: Arc<PgSink>, subtask: u32, run: RunId) -> Result<Self, TaskError> {
+        let (tx, rx) = crossbeam_channel::unbounded::<u64>();
+        std::thread::Builder::new()
+            .name(format!("weir-pg-commit-{subtask}"))
+            .spawn(move || {
+                while let Ok(mut upto) = rx.recv() {
+                    // Completions that queued meanwhile: the newest covers them.
+                    upto = rx.try_iter().fold(upto, u64::max);
+                    match sink.commit(subtask, upto) {
+                        Ok(applied) => tracing::debug!(job = %run, subtask, checkpoint = upto, "applied {applied:?} to {}", sink.table()),
+                        Err(e @ PgError::Superseded { .. }) => tracing::warn!(job = %run, subtask, checkpoint = upto, "{e}"),
+                        Err(e) => tracing::error!(job = %run, subtask, checkpoint = upto, "cannot commit to PostgreSQL (a later commit or the restore retries): {e}"),
+                    }
+                }
+            })
+            .map_err(Bug::Spawn)?;
+        Ok(PgCommits { tx })
+    }
+}
+
+impl Commit for PgCommits {
+    fn commit(&self, upto: u64) -> Result<(), TaskError> {
+        // The thread ends only with this sender: a send cannot fail while it runs.
+        let _ = self.tx.send(upto);
+        Ok(())
+    }
+}
+
+/// A PostgreSQL failure as a subtask's error; a fenced-off attempt is superseded.
+pub fn pg_error(e: PgError) -> TaskError {
+    match e {
+        e @ PgError::Superseded { .. } => TaskError::Superseded(Refused::Postgres(e.to_string())),
+        e => SinkError::from(ConnectorError::from(e)).into(),
+    }
 }
 
 impl Commits {
@@ -289,6 +353,13 @@ impl Sink {
                 lines(batch, &mut t.buf)?;
                 t.file.write_all(&t.buf).map_err(|e| io_error(&t.pending.join(pending_name(t.subtask, t.epoch)), e))
             }
+            Sink::Postgres(w) => {
+                for r in records(batch) {
+                    let r = r.map_err(|source| Bug::InvalidBatch { at: "sink got an invalid batch", source })?;
+                    w.write(r.key, r.value).map_err(pg_error)?;
+                }
+                Ok(())
+            }
             Sink::Discard => Ok(()),
         }
     }
@@ -302,6 +373,7 @@ impl Sink {
                 t.file = Transactional::create(&t.pending, t.subtask, t.epoch)?;
                 Ok(())
             }
+            Sink::Postgres(w) => w.barrier(checkpoint).map_err(pg_error),
             _ => self.finish(),
         }
     }
@@ -320,6 +392,7 @@ impl Sink {
                 let open = t.pending.join(pending_name(t.subtask, t.epoch));
                 t.file.flush().map_err(|e| io_error(&open, e))
             }
+            Sink::Postgres(w) => w.finish().map_err(pg_error),
             Sink::Discard => Ok(()),
         }
     }
@@ -334,6 +407,7 @@ impl Sink {
                 t.closed = true;
                 Ok(())
             }
+            Sink::Postgres(w) => w.close_last(checkpoint).map_err(pg_error),
             _ => Ok(()),
         }
     }
@@ -343,6 +417,7 @@ impl Sink {
     pub fn commit(&mut self, checkpoint: u64) -> Result<(), TaskError> {
         match self {
             Sink::Transactional(t) => t.commits.commit(checkpoint),
+            Sink::Postgres(w) => w.commit(checkpoint).map(drop).map_err(pg_error),
             _ => Ok(()),
         }
     }

@@ -25,11 +25,12 @@ use crate::checkpoint::{CheckpointAck, EndOfInput, JobCheckpointing, Restore};
 use crate::dataplane::DataPlane;
 use crate::error::{Bug, DeploymentFault, SinkError, SourceError, TaskError};
 use crate::exchange::{Inputs, Router, Target};
-use crate::sink::{Commits, SharedWriter, Sink, Transactional, recover_output};
+use crate::sink::{Commit, Commits, PgCommits, SharedWriter, Sink, Transactional, pg_error, recover_output};
 use crate::source::{FileLines, Generator, Source};
 use crate::task::{Head, Tail, TaskCounters, TaskDeployment, run_task};
 use crate::wiring::{self, Input, Link, Subtask};
 use weir_checkpoint::Split;
+use weir_connectors::postgres::{self, PgSink};
 
 /// A TaskManager's executor: the sandbox, the state store and the running jobs.
 #[derive(Clone)]
@@ -49,8 +50,8 @@ struct RunningJob {
     cancel: Cancel,
     counters: Vec<(u32, u32, Arc<TaskCounters>)>,
     checkpoints: JobCheckpointing,
-    /// Transactional sinks' pending files, committed when a checkpoint completes.
-    commits: Vec<Arc<Commits>>,
+    /// Transactional sinks' pending epochs, committed when a checkpoint completes.
+    commits: Vec<Arc<dyn Commit>>,
 }
 
 /// What a TaskManager tells whoever runs it (the JobManager, or the embedded cluster).
@@ -183,7 +184,11 @@ impl TaskManager {
                 }
             };
             let last = *vertex.nodes.last().ok_or_else(|| internal(DeploymentFault::EmptyVertex))?;
-            let transactional = matches!(sinks.get(&(last, s)), Some(Sink::Transactional(_)));
+            let transactional = match sinks.get(&(last, s)) {
+                Some(Sink::Transactional(_)) => true,
+                Some(Sink::Postgres(_)) => d.checkpoints.is_some(),
+                _ => false,
+            };
             let tail = match &plan.nodes[last].kind {
                 NodeKind::Sink(_) => Tail::Sink(sinks.remove(&(last, s)).unwrap_or(Sink::Discard)),
                 _ => {
@@ -410,18 +415,35 @@ fn open_source(kind: &SourceKind, subtask: u32, parallelism: u32, resume: Option
 fn open_sinks(
     d: &JobDeployment,
     me: u32,
-    commits: &mut Vec<Arc<Commits>>,
+    commits: &mut Vec<Arc<dyn Commit>>,
     restore: Option<&Restore>,
 ) -> Result<HashMap<(usize, u32), Sink>, TaskError> {
     let restored = restore.map_or(0, Restore::id);
     let mut sinks = HashMap::new();
     let mut shared: HashMap<usize, SharedWriter> = HashMap::new();
     let mut settled = std::collections::HashSet::new();
+    let mut pg: HashMap<usize, Arc<PgSink>> = HashMap::new();
     for (v, s) in d.subtasks_on(me) {
         let Some(&last) = d.graph.vertices[v].nodes.last() else { continue };
         let path = match &d.plan.nodes[last].kind {
             NodeKind::Sink(SinkKind::Stdout | SinkKind::File(None)) => None,
             NodeKind::Sink(SinkKind::File(Some(path))) => Some(path),
+            NodeKind::Sink(SinkKind::Connector(c)) if c.kind == postgres::KIND => {
+                let sink = match pg.get(&last) {
+                    Some(sink) => sink.clone(),
+                    None => {
+                        let sink = Arc::new(open_postgres(d, &d.plan.nodes[last].uid, c, restore)?);
+                        pg.insert(last, sink.clone());
+                        sink
+                    }
+                };
+                let transactional = d.checkpoints.is_some();
+                if transactional {
+                    commits.push(Arc::new(PgCommits::start(sink.clone(), s, d.run_id())?));
+                }
+                sinks.insert((last, s), Sink::Postgres(Box::new(sink.writer(s, restored, transactional))));
+                continue;
+            }
             NodeKind::Sink(SinkKind::Connector(c)) => {
                 return Err(SinkError::from(weir_connectors::ConnectorError::NotRunnable { kind: c.kind.clone() }).into());
             }
@@ -442,7 +464,7 @@ fn open_sinks(
                     }
                 }
                 let c = Arc::new(Commits::default());
-                commits.push(c.clone());
+                commits.push(c.clone() as Arc<dyn Commit>);
                 Sink::Transactional(Box::new(Transactional::open(dir.into(), d.job.as_str(), d.attempt, s, restored, c)?))
             }
             (Some(dir), SinkFiles::PartPerSubtask) => {
@@ -465,6 +487,30 @@ fn open_sinks(
         sinks.insert((last, s), sink);
     }
     Ok(sinks)
+}
+
+/// Opens PostgreSQL sink `uid` for this attempt (connects, checks the table) and, with
+/// checkpoints, settles what earlier attempts left (see `weir_connectors::postgres`).
+fn open_postgres(d: &JobDeployment, uid: &str, c: &weir_types::plan::Connector, restore: Option<&Restore>) -> Result<PgSink, TaskError> {
+    let opts = postgres::PgOptions::parse(c).map_err(SinkError::from)?;
+    let sink = PgSink::open(&opts, d.job.as_str(), uid, d.attempt).map_err(pg_error)?;
+    if d.checkpoints.is_some() {
+        let restored = restore.map_or(0, Restore::id);
+        let recovered = sink.recover(restored, restore.and_then(Restore::sink_owner)).map_err(pg_error)?;
+        if !recovered.applied.is_empty() {
+            tracing::info!(job = %d.run_id(), sink = uid, "the restore of checkpoint {restored} applied staged epochs (subtask, epoch, rows) {:?}", recovered.applied);
+        }
+        if !recovered.past.is_empty() {
+            tracing::warn!(
+                job = %d.run_id(),
+                sink = uid,
+                "restored checkpoint {restored} is older than epochs {:?} already applied to {}: their records are written again (at-least-once)",
+                recovered.past,
+                sink.table()
+            );
+        }
+    }
+    Ok(sink)
 }
 
 fn file_writer(path: &Path) -> Result<SharedWriter, SinkError> {

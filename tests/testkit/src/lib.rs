@@ -7,6 +7,7 @@
 //!   built once per process.
 //! - [`cluster`]: a JobManager and TaskManagers as real processes on loopback
 //!   ([`TestCluster`]), killed when dropped.
+//! - [`postgres`]: a real PostgreSQL server on a free port ([`Postgres`]).
 //! - [`http`] and [`browser`]: a tiny HTTP/1.1 client and a headless Chromium driven
 //!   over the DevTools protocol, for the dashboard.
 //!
@@ -22,8 +23,10 @@ pub mod browser;
 pub mod cluster;
 pub mod examples;
 pub mod http;
+pub mod postgres;
 pub mod weir;
 
 pub use cluster::{TestCluster, wait_until};
 pub use examples::splitmix64;
+pub use postgres::Postgres;
 pub use weir::{Weir, root, stderr};
