@@ -57,6 +57,21 @@ fn an_operator_that_loops_forever_runs_out_of_fuel() {
     assert_mentions(&line, &["\"spin\"", "fuel exhausted"]);
 }
 
+/// Fuel is effectively unlimited here, so only the wall-clock guard can stop it.
+#[test]
+fn an_operator_that_loops_forever_hits_the_call_timeout() {
+    let line = run_failing(&WEIR.example("bad_loop"), &["--fuel", "18000000000000000000", "--call-timeout-ms", "300"]);
+    assert_mentions(&line, &["\"spin\"", "ran longer than 300 ms in one call"]);
+}
+
+/// The loop spends its time calling a host import: the host call is not interrupted,
+/// but the guest traps at the next epoch check once back in Wasm.
+#[test]
+fn an_operator_spinning_on_host_calls_hits_the_call_timeout() {
+    let line = run_failing(&WEIR.example("bad_loop"), &["--arg", "host-calls=1", "--fuel", "18000000000000000000", "--call-timeout-ms", "300"]);
+    assert_mentions(&line, &["\"spin\"", "ran longer than 300 ms in one call"]);
+}
+
 #[test]
 fn an_operator_that_allocates_without_bound_hits_the_memory_limit() {
     let line = run_failing(&WEIR.example("bad_memory"), &["--memory-limit-mib", "32"]);

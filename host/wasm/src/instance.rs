@@ -215,6 +215,9 @@ pub struct Instance {
     store: Store<HostState>,
     exports: Exports,
     fuel_per_call: u64,
+    /// Epoch ticks each call may run, and the timeout they stand for (for the error).
+    deadline_ticks: u64,
+    call_timeout: std::time::Duration,
     poisoned: bool,
 }
 
@@ -235,12 +238,22 @@ impl Instance {
         let mut store = Store::new(runtime.engine(), host);
         store.limiter(|s| &mut s.limiter);
         store.set_fuel(limits.plan_fuel).map_err(|e| LoadError::Sandbox(one_line(&e)))?;
+        // Instantiation runs guest code (start functions, the SDK's setup) too.
+        let deadline_ticks = runtime.call_deadline_ticks();
+        store.set_epoch_deadline(deadline_ticks);
         let failed = |e: wasmtime::Error| LoadError::Invalid(format!("instantiation failed: {}", one_line(&e)));
         let instance = component.pre.instantiate(&mut store).map_err(failed)?;
         let operator = component.operator.load(&mut store, &instance).map_err(failed)?;
         let job = component.job.as_ref().map(|j| j.load(&mut store, &instance)).transpose().map_err(failed)?;
         let timers = component.timers.as_ref().map(|t| t.load(&mut store, &instance)).transpose().map_err(failed)?;
-        Ok(Self { store, exports: Exports { operator, job, timers }, fuel_per_call: limits.fuel_per_call, poisoned: false })
+        Ok(Self {
+            store,
+            exports: Exports { operator, job, timers },
+            fuel_per_call: limits.fuel_per_call,
+            deadline_ticks,
+            call_timeout: limits.call_timeout,
+            poisoned: false,
+        })
     }
 
     /// Gives the instance access to the task's keyed state.
@@ -322,6 +335,7 @@ impl Instance {
         }
         // Fuel is enabled on every engine this crate builds, so this cannot fail.
         let _ = self.store.set_fuel(fuel);
+        self.store.set_epoch_deadline(self.deadline_ticks);
         self.store.data_mut().current_op = op;
         let result = call(&self.exports, &mut self.store);
         self.store.data_mut().current_op = None;
@@ -336,8 +350,10 @@ impl Instance {
         if let Some(requested) = host.limiter.hit.take() {
             return TrapKind::MemoryLimit { limit: host.limiter.limit, requested };
         }
-        if e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) {
-            return TrapKind::FuelExhausted { budget };
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => return TrapKind::FuelExhausted { budget },
+            Some(Trap::Interrupt) => return TrapKind::Deadline { timeout: self.call_timeout },
+            _ => {}
         }
         if let Some(msg) = host.last_error_log.take() {
             return TrapKind::Panic(msg.lines().collect::<Vec<_>>().join(" "));
