@@ -46,6 +46,7 @@ pub struct SandboxArgs {
     fuel: u64,
     /// Wall-clock milliseconds one operator call may take before it traps (checked
     /// every 10 ms, also while the call is in a host call: it traps once back in Wasm).
+    /// 0 turns the guard off.
     #[arg(long, default_value_t = Limits::default().call_timeout.as_millis() as u64)]
     call_timeout_ms: u64,
     /// Where compiled components are cached [default: $WEIR_CACHE_DIR, else ~/.cache/weir].

@@ -216,7 +216,7 @@ pub struct Instance {
     exports: Exports,
     fuel_per_call: u64,
     /// Epoch ticks each call may run, and the timeout they stand for (for the error).
-    deadline_ticks: u64,
+    deadline_ticks: Option<u64>,
     call_timeout: std::time::Duration,
     poisoned: bool,
 }
@@ -240,7 +240,9 @@ impl Instance {
         store.set_fuel(limits.plan_fuel).map_err(|e| LoadError::Sandbox(one_line(&e)))?;
         // Instantiation runs guest code (start functions, the SDK's setup) too.
         let deadline_ticks = runtime.call_deadline_ticks();
-        store.set_epoch_deadline(deadline_ticks);
+        if let Some(ticks) = deadline_ticks {
+            store.set_epoch_deadline(ticks);
+        }
         let failed = |e: wasmtime::Error| LoadError::Invalid(format!("instantiation failed: {}", one_line(&e)));
         let instance = component.pre.instantiate(&mut store).map_err(failed)?;
         let operator = component.operator.load(&mut store, &instance).map_err(failed)?;
@@ -335,7 +337,9 @@ impl Instance {
         }
         // Fuel is enabled on every engine this crate builds, so this cannot fail.
         let _ = self.store.set_fuel(fuel);
-        self.store.set_epoch_deadline(self.deadline_ticks);
+        if let Some(ticks) = self.deadline_ticks {
+            self.store.set_epoch_deadline(ticks);
+        }
         self.store.data_mut().current_op = op;
         let result = call(&self.exports, &mut self.store);
         self.store.data_mut().current_op = None;

@@ -34,7 +34,8 @@ pub struct Limits {
     pub plan_fuel: u64,
     /// Wall-clock time one call (and instantiation) may take before it traps, even
     /// when it spends that time in host calls: fuel counts instructions, this counts
-    /// time. Rounded up to the epoch tick ([`EPOCH_TICK`]).
+    /// time. Rounded up to the epoch tick ([`EPOCH_TICK`]). Zero turns the guard off
+    /// (no epoch checks compiled in, no ticker thread).
     pub call_timeout: Duration,
     /// Instances the pooling allocator keeps slots for (all jobs of the process).
     pub max_instances: u32,
@@ -189,13 +190,16 @@ impl Runtime {
             .total_stacks(limits.max_instances)
             .max_memory_size(limits.max_memory_bytes);
         let mut config = Config::new();
+        let guarded = !limits.call_timeout.is_zero();
         config
             .wasm_component_model(true)
             .consume_fuel(true)
-            .epoch_interruption(true)
+            .epoch_interruption(guarded)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(sandbox)?;
-        spawn_epoch_ticker(&engine).map_err(|e| LoadError::Sandbox(format!("cannot start the epoch ticker: {e}")))?;
+        if guarded {
+            spawn_epoch_ticker(&engine).map_err(|e| LoadError::Sandbox(format!("cannot start the epoch ticker: {e}")))?;
+        }
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(sandbox)?;
         JobWorld::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s).map_err(sandbox)?;
@@ -214,10 +218,14 @@ impl Runtime {
     }
 
     /// Epoch ticks a call may run: its timeout rounded up to whole ticks (at least one
-    /// more than the tick it starts in, so a call never traps at once).
-    pub(crate) fn call_deadline_ticks(&self) -> u64 {
+    /// more than the tick it starts in, so a call never traps at once); None when the
+    /// guard is off.
+    pub(crate) fn call_deadline_ticks(&self) -> Option<u64> {
+        if self.inner.limits.call_timeout.is_zero() {
+            return None;
+        }
         let tick = EPOCH_TICK.as_nanos().max(1);
-        (self.inner.limits.call_timeout.as_nanos().div_ceil(tick) as u64).saturating_add(1)
+        Some((self.inner.limits.call_timeout.as_nanos().div_ceil(tick) as u64).saturating_add(1))
     }
 
     pub(crate) fn engine(&self) -> &Engine {
