@@ -218,6 +218,8 @@ pub struct Instance {
     /// Epoch ticks each call may run, and the timeout they stand for (for the error).
     deadline_ticks: Option<u64>,
     call_timeout: std::time::Duration,
+    /// Fuel all calls burned so far, trapped ones included.
+    fuel_burned: u64,
     poisoned: bool,
 }
 
@@ -254,6 +256,7 @@ impl Instance {
             fuel_per_call: limits.fuel_per_call,
             deadline_ticks,
             call_timeout: limits.call_timeout,
+            fuel_burned: 0,
             poisoned: false,
         })
     }
@@ -316,14 +319,10 @@ impl Instance {
         r.map_err(reported)
     }
 
-    /// The fuel budget of each operator call.
-    pub fn fuel_budget(&self) -> u64 {
-        self.fuel_per_call
-    }
-
-    /// Fuel left from the last call's budget (for accounting).
-    pub fn fuel_left(&self) -> u64 {
-        self.store.get_fuel().unwrap_or(0)
+    /// Fuel every call of this instance burned so far (`plan`, `open`, `close` and
+    /// calls that trapped included): the work to bill.
+    pub fn fuel_burned(&self) -> u64 {
+        self.fuel_burned
     }
 
     fn guarded<T>(
@@ -342,6 +341,7 @@ impl Instance {
         }
         self.store.data_mut().current_op = op;
         let result = call(&self.exports, &mut self.store);
+        self.fuel_burned += fuel.saturating_sub(self.store.get_fuel().unwrap_or(0));
         self.store.data_mut().current_op = None;
         result.map_err(|e| {
             self.poisoned = true;
