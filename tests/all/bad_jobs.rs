@@ -57,6 +57,21 @@ fn an_operator_that_loops_forever_runs_out_of_fuel() {
     assert_mentions(&line, &["\"spin\"", "fuel exhausted"]);
 }
 
+/// Fuel is effectively unlimited here, so only the wall-clock guard can stop it.
+#[test]
+fn an_operator_that_loops_forever_hits_the_call_timeout() {
+    let line = run_failing(&WEIR.example("bad_loop"), &["--fuel", "18000000000000000000", "--call-timeout-ms", "300"]);
+    assert_mentions(&line, &["\"spin\"", "ran longer than 300 ms in one call"]);
+}
+
+/// The loop spends its time calling a host import: the host call is not interrupted,
+/// but the guest traps at the next epoch check once back in Wasm.
+#[test]
+fn an_operator_spinning_on_host_calls_hits_the_call_timeout() {
+    let line = run_failing(&WEIR.example("bad_loop"), &["--arg", "host-calls=1", "--fuel", "18000000000000000000", "--call-timeout-ms", "300"]);
+    assert_mentions(&line, &["\"spin\"", "ran longer than 300 ms in one call"]);
+}
+
 #[test]
 fn an_operator_that_allocates_without_bound_hits_the_memory_limit() {
     let line = run_failing(&WEIR.example("bad_memory"), &["--memory-limit-mib", "32"]);
@@ -143,4 +158,31 @@ fn a_connect_of_streams_keyed_differently_or_not_keyed_is_refused_at_submission(
     assert_mentions(&line, &["\"meet\"", "keyed by different types", "\"by-number\" by u64", "\"word\" by alloc::string::String"]);
     let line = run_failing(&job, &["--arg", "case=unkeyed"]);
     assert_mentions(&line, &["\"meet\"", "a connect must only have key-by inputs", "its input from \"word\" is not keyed"]);
+}
+
+/// On a cluster the wall-clock guard is the TaskManager's (`--call-timeout-ms`): the
+/// trapped subtask fails, the restart strategy restarts the job once, then it fails
+/// with the cause.
+#[test]
+fn a_call_past_the_taskmanagers_deadline_fails_the_subtask_and_the_restart_strategy_decides() {
+    let mut cluster = weir_testkit::TestCluster::start(WEIR, &[]);
+    cluster.start_taskmanager_with("taskmanager-1", 2, &["--call-timeout-ms", "300", "--fuel", "18000000000000000000"]);
+    cluster.wait_until("the taskmanager to register", || cluster.status().contains("free slots: 2"));
+    let wasm = WEIR.example("bad_loop");
+    let argv: Vec<&std::ffi::OsStr> =
+        ["submit", "--restart", "fixed-delay:1:100", "--detach"].iter().map(std::ffi::OsStr::new).chain([wasm.as_os_str()]).collect();
+    let o = cluster.client(&argv);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let job = String::from_utf8_lossy(&o.stdout).split_whitespace().nth(1).expect("job id").to_string();
+    let auth = format!("Bearer {}", cluster.token);
+    let mut last = serde_json::Value::Null;
+    cluster.wait_until("the job to fail after one restart", || {
+        let (status, body) = weir_testkit::http::request("GET", &format!("{}/api/v1/jobs/{job}", cluster.rest), &[("Authorization", &auth)], &[]);
+        assert_eq!(status, 200);
+        last = serde_json::from_slice(&body).expect("json");
+        last["status"]["state"] == "FAILED"
+    });
+    let message = last["status"]["failure"]["message"].as_str().unwrap_or_default();
+    assert_mentions(message, &["\"spin\"", "ran longer than 300 ms in one call"]);
+    assert_eq!(last["status"]["started"]["observedJobRestarts"], 1, "{last}");
 }

@@ -144,6 +144,15 @@ fn the_dashboard_shows_a_running_job_with_its_graph_and_moving_throughput() {
     let names: Vec<&str> = first["vertices"].as_array().expect("vertices").iter().filter_map(|v| v["name"].as_str()).collect();
     assert!(names.iter().any(|n| n.starts_with("numbers")) && names.iter().any(|n| n.contains("slow")), "vertex names: {names:?}; the page: {first}");
 
+    // Live fuel of the running job (all attempts), from the heartbeats.
+    browser.wait_for("the job's fuel, live", |b| {
+        let s = b.snapshot(&format!(
+            "{{{CHROME}, fuel: document.querySelector('#f-fuel')?.dataset.fuel, text: document.querySelector('#f-fuel')?.textContent}}"
+        ));
+        let fuel = s["fuel"].as_str().and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        if fuel > 0 && s["text"].as_str().is_some_and(|t| t != "–") { Ok(()) } else { Err(s.to_string()) }
+    });
+
     // Moving throughput: every vertex's records/s text changes between reads a second
     // or more apart, and stays positive.
     let t0 = Instant::now();

@@ -15,6 +15,7 @@ mod cluster;
 mod dashboard;
 mod distributed;
 mod event_time;
+mod fuel;
 mod golden;
 mod hostile_peers;
 mod joins;

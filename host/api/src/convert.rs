@@ -98,13 +98,14 @@ pub fn metrics(id: &JobId, m: JobMetrics) -> Metrics {
         status: s.status.name().to_string(),
         end_of_input: s.end_of_input,
     };
-    let vertices = m
+    let vertices: Vec<VertexMetrics> = m
         .graph
         .vertices
         .iter()
         .enumerate()
         .map(|(i, v)| {
             let mine: Vec<&SubtaskMetrics> = m.subtasks.iter().filter(|s| s.vertex as usize == i).collect();
+            let failed = m.fuel_failed_attempts.get(i).copied().unwrap_or(0);
             VertexMetrics {
                 id: i as u32,
                 name: v.name.clone(),
@@ -118,7 +119,8 @@ pub fn metrics(id: &JobId, m: JobMetrics) -> Metrics {
                 // Flink's low watermark: none until every subtask has one.
                 watermark: mine.iter().map(|s| s.watermark).min().flatten(),
                 side_outputs: side_outputs(mine.iter().copied()),
-                fuel: mine.iter().map(|s| s.fuel).sum(),
+                fuel: mine.iter().map(|s| s.fuel).sum::<u64>() + failed,
+                fuel_failed_attempts: failed,
                 subtasks: mine.into_iter().map(subtask).collect(),
             }
         })
@@ -138,7 +140,9 @@ pub fn metrics(id: &JobId, m: JobMetrics) -> Metrics {
             })
         })
         .collect();
-    Metrics { job_id: id.clone(), status: m.status.name().to_string(), vertices, edges }
+    let fuel = vertices.iter().map(|v| v.fuel).sum();
+    let fuel_failed_attempts = vertices.iter().map(|v| v.fuel_failed_attempts).sum();
+    Metrics { job_id: id.clone(), status: m.status.name().to_string(), fuel, fuel_failed_attempts, vertices, edges }
 }
 
 /// Records in per input of a connect, summed over its subtasks (empty for others).

@@ -73,14 +73,27 @@ pub fn jobmanager(jm: &JobManager) -> String {
 
     let running: Vec<_> = jm.jobs().into_iter().filter(|j| !j.resource.state.is_terminal()).collect();
     let mut vertices = Vec::new();
+    let mut jobs = Vec::new();
     for j in &running {
         if let Ok(m) = jm.metrics(&j.id) {
             let doc = crate::convert::metrics(&j.id, m);
+            jobs.push((j.id.clone(), j.name.clone(), doc.fuel, doc.fuel_failed_attempts));
             vertices.extend(doc.vertices.into_iter().map(|v| (j.id.clone(), j.name.clone(), v)));
         }
     }
     type Field = fn(&weir_documents::VertexMetrics) -> Option<f64>;
-    let families: [(&str, &str, &str, Field); 7] = [
+    type JobField = fn(&(weir_types::ids::JobId, String, u64, u64)) -> u64;
+    let job_families: [(&str, &str, JobField); 2] = [
+        ("weir_job_fuel_total", "Wasm fuel the job burned, all attempts (running subtasks as of their last heartbeat).", |j| j.2),
+        ("weir_job_fuel_failed_attempts_total", "Of weir_job_fuel_total, what attempts that failed burned (a lower bound).", |j| j.3),
+    ];
+    for (name, help, value) in job_families {
+        let mut f = Family::new(&mut out, name, "counter", help);
+        for j in &jobs {
+            f.sample(name, &[("job", j.0.as_str()), ("job_name", &j.1)], value(j));
+        }
+    }
+    let families: [(&str, &str, &str, Field); 8] = [
         ("weir_vertex_records_in_total", "counter", "Records into a vertex's subtasks.", |v| Some(v.records_in as f64)),
         ("weir_vertex_records_out_total", "counter", "Records out of a vertex's subtasks.", |v| Some(v.records_out as f64)),
         ("weir_vertex_records_in_per_second", "gauge", "Records in per second over the last heartbeat interval.", |v| Some(v.records_in_per_second)),
@@ -88,7 +101,8 @@ pub fn jobmanager(jm: &JobManager) -> String {
             Some(v.records_out_per_second)
         }),
         ("weir_vertex_backpressure_ratio", "gauge", "Share of time the most blocked subtask waited on full outputs.", |v| Some(v.backpressure)),
-        ("weir_vertex_fuel_consumed_total", "counter", "Wasm fuel the vertex's operators burned.", |v| Some(v.fuel as f64)),
+        ("weir_vertex_fuel_consumed_total", "counter", "Wasm fuel the vertex's operators burned, all attempts.", |v| Some(v.fuel as f64)),
+        ("weir_vertex_fuel_failed_attempts_total", "counter", "Of that, what attempts that failed burned.", |v| Some(v.fuel_failed_attempts as f64)),
         // Absent until every subtask of the vertex passed a watermark.
         ("weir_vertex_watermark_milliseconds", "gauge", "The lowest event time (watermark, ms) the vertex's subtasks reached.", |v| {
             v.watermark.map(|w| w as f64)

@@ -44,6 +44,11 @@ pub struct SandboxArgs {
     /// Fuel (about one unit per Wasm instruction) each operator call may burn.
     #[arg(long, default_value_t = Limits::default().fuel_per_call)]
     fuel: u64,
+    /// Wall-clock milliseconds one operator call may take before it traps (checked
+    /// every 10 ms, also while the call is in a host call: it traps once back in Wasm).
+    /// 0 turns the guard off.
+    #[arg(long, default_value_t = Limits::default().call_timeout.as_millis() as u64)]
+    call_timeout_ms: u64,
     /// Where compiled components are cached [default: $WEIR_CACHE_DIR, else ~/.cache/weir].
     #[arg(long)]
     cache_dir: Option<PathBuf>,
@@ -63,6 +68,7 @@ impl SandboxArgs {
             max_component_bytes: self.max_component_size,
             max_memory_bytes: self.memory_limit_mib << 20,
             fuel_per_call: self.fuel,
+            call_timeout: std::time::Duration::from_millis(self.call_timeout_ms),
             max_cache_bytes: self.cache_max_mib << 20,
             max_compiled_bytes: self.compiled_memory_mib << 20,
             ..Limits::default()

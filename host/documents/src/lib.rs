@@ -216,6 +216,14 @@ pub struct Metrics {
     pub job_id: JobId,
     /// The engine's status.
     pub status: String,
+    /// Fuel the job burned, all vertices and attempts (running subtasks' from their
+    /// last heartbeat): what hosting bills by.
+    #[serde(default)]
+    pub fuel: u64,
+    /// Of `fuel`, what attempts that failed burned (a lower bound: a lost
+    /// TaskManager's subtasks count with their last heartbeat).
+    #[serde(default)]
+    pub fuel_failed_attempts: u64,
     /// Vertices (chains), in topological order.
     pub vertices: Vec<VertexMetrics>,
     /// Edges between vertices.
@@ -250,8 +258,11 @@ pub struct VertexMetrics {
     pub watermark: Option<i64>,
     /// Its operators' side outputs (late data, for one), summed over the subtasks.
     pub side_outputs: Vec<SideOutputDoc>,
-    /// Fuel burned, all subtasks.
+    /// Fuel burned, all subtasks and attempts (`subtasks` are the current attempt's).
     pub fuel: u64,
+    /// Of `fuel`, what failed attempts burned.
+    #[serde(default)]
+    pub fuel_failed_attempts: u64,
     /// Every subtask.
     pub subtasks: Vec<SubtaskDoc>,
 }
@@ -277,7 +288,7 @@ pub struct SubtaskDoc {
     pub watermark: Option<i64>,
     /// Its operators' side outputs.
     pub side_outputs: Vec<SideOutputDoc>,
-    /// Fuel burned.
+    /// Fuel burned in the current attempt (live: from its last heartbeat).
     pub fuel: u64,
     /// CREATED, RUNNING, FINISHED, FAILED or CANCELED.
     pub status: String,

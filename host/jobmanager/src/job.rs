@@ -91,7 +91,13 @@ impl Job {
     pub(crate) fn metrics(&self, registry: &Registry) -> JobMetrics {
         let tracker = self.driver.tracker();
         let taskmanagers = self.driver.taskmanagers().iter().map(|id| registry.name(*id).unwrap_or("?").to_string()).collect();
-        JobMetrics { status: tracker.status(), graph: tracker.graph().clone(), subtasks: tracker.subtasks(), taskmanagers }
+        JobMetrics {
+            status: tracker.status(),
+            graph: tracker.graph().clone(),
+            subtasks: tracker.subtasks(),
+            taskmanagers,
+            fuel_failed_attempts: self.driver.failed_fuel().to_vec(),
+        }
     }
 
     /// The job as it ended, for the history.

@@ -204,6 +204,10 @@ pub struct JobMetrics {
     pub subtasks: Vec<SubtaskMetrics>,
     /// TaskManager names of the deployment, by index.
     pub taskmanagers: Vec<String>,
+    /// Fuel earlier (failed) attempts burned, per vertex; `subtasks` are the current
+    /// attempt's. A seam for tenant totals: a tenant's fuel is the sum over its jobs.
+    #[serde(default)]
+    pub fuel_failed_attempts: Vec<u64>,
 }
 
 /// What is kept of an ended job (and persisted, so history survives a JobManager

@@ -170,6 +170,18 @@ impl JobTracker {
         out
     }
 
+    /// Fuel burned per vertex by this attempt so far (finished subtasks' final counts,
+    /// others' last heartbeat).
+    pub fn vertex_fuel(&self) -> Vec<u64> {
+        let mut out = vec![0; self.graph.vertices.len()];
+        for (&(v, _), c) in &self.tasks {
+            if let Some(sum) = out.get_mut(v as usize) {
+                *sum += c.fuel;
+            }
+        }
+        out
+    }
+
     /// The job's execution graph.
     pub fn graph(&self) -> &ExecutionGraph {
         &self.graph

@@ -172,7 +172,6 @@ pub(crate) struct Chain {
     steps: Vec<Step>,
     scratch: KeyedScratch,
     state: Option<TaskState>,
-    fuel_used: u64,
     /// Reused for due timers.
     fired: Due,
     /// Side-output records of operators inside the chain: no edge can read those.
@@ -257,7 +256,6 @@ impl Chain {
             steps,
             scratch: KeyedScratch::default(),
             state,
-            fuel_used: 0,
             fired: Due::default(),
             side_dropped: 0,
             ttl_dropped: 0,
@@ -319,8 +317,6 @@ impl Chain {
                     keyed_output(buf, &s.slots, &s.slot_hashes, cache, step.timers.as_mut(), &step.op.name)?
                 }
             };
-            // Fuel budgets are per call; the instance reports what is left after each.
-            self.fuel_used += instance.fuel_budget().saturating_sub(instance.fuel_left());
             if let Some(g) = &mut step.generator {
                 g.batch(out.records(), now.max(0) as u64);
             }
@@ -475,7 +471,6 @@ impl Chain {
         let instance = &mut self.instances[step.instance];
         instance.set_time(Time { watermark: step.wm_in, processing: self.clock.now_ms() });
         let buf = instance.on_timer(step.op.op, &s.input).map_err(|failure| TaskError::Operator { name: name.clone(), failure })?;
-        self.fuel_used += instance.fuel_budget().saturating_sub(instance.fuel_left());
         keyed_output(buf, &s.slots, &s.slot_hashes, cache, step.timers.as_mut(), name)
     }
 
@@ -507,8 +502,9 @@ impl Chain {
         Ok(())
     }
 
+    /// Fuel the chain's instances burned so far, every call counted.
     pub(crate) fn fuel_used(&self) -> u64 {
-        self.fuel_used
+        self.instances.iter().map(Instance::fuel_burned).sum()
     }
 
     /// Expired state entries the TTL sweeps dropped so far.

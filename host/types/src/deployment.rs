@@ -348,8 +348,12 @@ pub struct VertexReport {
     pub records_in_by_input: Vec<u64>,
     /// Records out.
     pub records_out: u64,
-    /// Fuel burned (known once subtasks finish).
+    /// Fuel burned by all attempts: running subtasks' from their last heartbeat,
+    /// failed attempts' included.
     pub fuel: u64,
+    /// Of `fuel`, what earlier attempts burned before they failed.
+    #[serde(default)]
+    pub fuel_failed_attempts: u64,
 }
 
 #[cfg(test)]

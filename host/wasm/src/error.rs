@@ -63,6 +63,11 @@ pub enum TrapKind {
         /// Budget of the call.
         budget: u64,
     },
+    /// The call ran past its wall-clock deadline (`Limits::call_timeout`).
+    Deadline {
+        /// The deadline of one call.
+        timeout: std::time::Duration,
+    },
     /// Linear memory growth past the per-instance limit.
     MemoryLimit {
         /// Configured limit in bytes.
@@ -82,6 +87,9 @@ impl std::fmt::Display for TrapKind {
             TrapKind::FuelExhausted { budget } => {
                 write!(f, "fuel exhausted (budget {budget} per call): the operator loops forever or is far too slow")
             }
+            TrapKind::Deadline { timeout } => {
+                write!(f, "ran longer than {} in one call (the call timeout): the operator loops, blocks or is far too slow", human(*timeout))
+            }
             TrapKind::MemoryLimit { limit, requested } => {
                 write!(f, "memory limit hit: tried to grow linear memory to {requested} bytes, limit is {} MiB", limit >> 20)
             }
@@ -91,6 +99,11 @@ impl std::fmt::Display for TrapKind {
             TrapKind::Other(msg) => write!(f, "trapped: {msg}"),
         }
     }
+}
+
+/// `10 s`, `250 ms`: how a deadline reads in an error.
+fn human(d: std::time::Duration) -> String {
+    if d.subsec_millis() == 0 && d.as_secs() > 0 { format!("{} s", d.as_secs()) } else { format!("{} ms", d.as_millis()) }
 }
 
 /// Why an operator call failed. Every variant fails the subtask; none harms the host.

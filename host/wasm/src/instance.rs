@@ -215,6 +215,11 @@ pub struct Instance {
     store: Store<HostState>,
     exports: Exports,
     fuel_per_call: u64,
+    /// Epoch ticks each call may run, and the timeout they stand for (for the error).
+    deadline_ticks: Option<u64>,
+    call_timeout: std::time::Duration,
+    /// Fuel all calls burned so far, trapped ones included.
+    fuel_burned: u64,
     poisoned: bool,
 }
 
@@ -235,12 +240,25 @@ impl Instance {
         let mut store = Store::new(runtime.engine(), host);
         store.limiter(|s| &mut s.limiter);
         store.set_fuel(limits.plan_fuel).map_err(|e| LoadError::Sandbox(one_line(&e)))?;
+        // Instantiation runs guest code (start functions, the SDK's setup) too.
+        let deadline_ticks = runtime.call_deadline_ticks();
+        if let Some(ticks) = deadline_ticks {
+            store.set_epoch_deadline(ticks);
+        }
         let failed = |e: wasmtime::Error| LoadError::Invalid(format!("instantiation failed: {}", one_line(&e)));
         let instance = component.pre.instantiate(&mut store).map_err(failed)?;
         let operator = component.operator.load(&mut store, &instance).map_err(failed)?;
         let job = component.job.as_ref().map(|j| j.load(&mut store, &instance)).transpose().map_err(failed)?;
         let timers = component.timers.as_ref().map(|t| t.load(&mut store, &instance)).transpose().map_err(failed)?;
-        Ok(Self { store, exports: Exports { operator, job, timers }, fuel_per_call: limits.fuel_per_call, poisoned: false })
+        Ok(Self {
+            store,
+            exports: Exports { operator, job, timers },
+            fuel_per_call: limits.fuel_per_call,
+            deadline_ticks,
+            call_timeout: limits.call_timeout,
+            fuel_burned: 0,
+            poisoned: false,
+        })
     }
 
     /// Gives the instance access to the task's keyed state.
@@ -301,14 +319,10 @@ impl Instance {
         r.map_err(reported)
     }
 
-    /// The fuel budget of each operator call.
-    pub fn fuel_budget(&self) -> u64 {
-        self.fuel_per_call
-    }
-
-    /// Fuel left from the last call's budget (for accounting).
-    pub fn fuel_left(&self) -> u64 {
-        self.store.get_fuel().unwrap_or(0)
+    /// Fuel every call of this instance burned so far (`plan`, `open`, `close` and
+    /// calls that trapped included): the work to bill.
+    pub fn fuel_burned(&self) -> u64 {
+        self.fuel_burned
     }
 
     fn guarded<T>(
@@ -322,8 +336,12 @@ impl Instance {
         }
         // Fuel is enabled on every engine this crate builds, so this cannot fail.
         let _ = self.store.set_fuel(fuel);
+        if let Some(ticks) = self.deadline_ticks {
+            self.store.set_epoch_deadline(ticks);
+        }
         self.store.data_mut().current_op = op;
         let result = call(&self.exports, &mut self.store);
+        self.fuel_burned += fuel.saturating_sub(self.store.get_fuel().unwrap_or(0));
         self.store.data_mut().current_op = None;
         result.map_err(|e| {
             self.poisoned = true;
@@ -336,8 +354,10 @@ impl Instance {
         if let Some(requested) = host.limiter.hit.take() {
             return TrapKind::MemoryLimit { limit: host.limiter.limit, requested };
         }
-        if e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) {
-            return TrapKind::FuelExhausted { budget };
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => return TrapKind::FuelExhausted { budget },
+            Some(Trap::Interrupt) => return TrapKind::Deadline { timeout: self.call_timeout },
+            _ => {}
         }
         if let Some(msg) = host.last_error_log.take() {
             return TrapKind::Panic(msg.lines().collect::<Vec<_>>().join(" "));

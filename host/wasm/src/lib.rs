@@ -23,4 +23,4 @@ mod runtime;
 
 pub use error::{LoadError, OperatorFailure, TrapKind};
 pub use instance::{Instance, KeyedStateAccess, MapEntries, OpRef, StateAccessError, TaskInfo, Time};
-pub use runtime::{JobComponent, Limits, Runtime, WIT_VERSION, World, read_component};
+pub use runtime::{EPOCH_TICK, JobComponent, Limits, Runtime, WIT_VERSION, World, read_component};

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, InstancePre, Linker, types::ComponentItem};
@@ -16,6 +17,10 @@ use crate::instance::HostState;
 /// The version of the `weir:dataflow` WIT package this host implements.
 pub const WIT_VERSION: &str = "0.2.0";
 
+/// How often the ticker thread advances the engine's epoch: the resolution of
+/// `Limits::call_timeout`.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
 /// Resource limits of the sandbox.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -27,6 +32,11 @@ pub struct Limits {
     pub fuel_per_call: u64,
     /// Fuel for the `plan` call at submission, which should be cheap.
     pub plan_fuel: u64,
+    /// Wall-clock time one call (and instantiation) may take before it traps, even
+    /// when it spends that time in host calls: fuel counts instructions, this counts
+    /// time. Rounded up to the epoch tick ([`EPOCH_TICK`]). Zero turns the guard off
+    /// (no epoch checks compiled in, no ticker thread).
+    pub call_timeout: Duration,
     /// Instances the pooling allocator keeps slots for (all jobs of the process).
     pub max_instances: u32,
     /// Bytes of compiled components (`.cwasm`) kept in the cache directory; past it the
@@ -44,6 +54,7 @@ impl Default for Limits {
             max_memory_bytes: 256 << 20,
             fuel_per_call: 2_000_000_000,
             plan_fuel: 200_000_000,
+            call_timeout: Duration::from_secs(10),
             max_instances: 256,
             max_cache_bytes: 2 << 30,
             max_compiled_bytes: 512 << 20,
@@ -179,8 +190,16 @@ impl Runtime {
             .total_stacks(limits.max_instances)
             .max_memory_size(limits.max_memory_bytes);
         let mut config = Config::new();
-        config.wasm_component_model(true).consume_fuel(true).allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let guarded = !limits.call_timeout.is_zero();
+        config
+            .wasm_component_model(true)
+            .consume_fuel(true)
+            .epoch_interruption(guarded)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(sandbox)?;
+        if guarded {
+            spawn_epoch_ticker(&engine).map_err(|e| LoadError::Sandbox(format!("cannot start the epoch ticker: {e}")))?;
+        }
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(sandbox)?;
         JobWorld::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s).map_err(sandbox)?;
@@ -196,6 +215,17 @@ impl Runtime {
     /// The limits every instance runs under.
     pub fn limits(&self) -> &Limits {
         &self.inner.limits
+    }
+
+    /// Epoch ticks a call may run: its timeout rounded up to whole ticks (at least one
+    /// more than the tick it starts in, so a call never traps at once); None when the
+    /// guard is off.
+    pub(crate) fn call_deadline_ticks(&self) -> Option<u64> {
+        if self.inner.limits.call_timeout.is_zero() {
+            return None;
+        }
+        let tick = EPOCH_TICK.as_nanos().max(1);
+        Some((self.inner.limits.call_timeout.as_nanos().div_ceil(tick) as u64).saturating_add(1))
     }
 
     pub(crate) fn engine(&self) -> &Engine {
@@ -316,6 +346,22 @@ impl Runtime {
         evict_cache(dir, &path, self.inner.limits.max_cache_bytes);
         Ok(component)
     }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] on one thread per engine, until
+/// the engine is dropped (it holds only a weak reference). A call past its deadline
+/// traps at the next epoch check in Wasm (function entries and loop heads); a host
+/// call is not interrupted, but the guest traps as soon as it returns into Wasm.
+fn spawn_epoch_ticker(engine: &Engine) -> std::io::Result<()> {
+    let weak = engine.weak();
+    std::thread::Builder::new().name("weir-epoch".into()).spawn(move || {
+        loop {
+            std::thread::sleep(EPOCH_TICK);
+            let Some(engine) = weak.upgrade() else { return };
+            engine.increment_epoch();
+        }
+    })?;
+    Ok(())
 }
 
 /// Deletes the least recently used (oldest modified: loads touch them) compiled

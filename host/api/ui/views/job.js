@@ -32,6 +32,7 @@ export function jobView(root, id) {
         <div class="fact"><div class="k">Restarts</div><div class="v" id="f-restarts">–</div></div>
         <div class="fact"><div class="k">Last checkpoint</div><div class="v" id="f-checkpoint">–</div></div>
         <div class="fact"><div class="k">Records in/s</div><div class="v" id="f-rate">–</div></div>
+        <div class="fact"><div class="k">Fuel</div><div class="v" id="f-fuel">–</div></div>
         <div class="fact"><div class="k">Artifact</div><div class="v mono" id="f-artifact" style="font-size:12.5px;font-weight:500">–</div></div>
       </div>
       <div id="job-alerts" style="padding:0 18px"></div>
@@ -163,7 +164,7 @@ export function jobView(root, id) {
       // Side outputs that saw records (late data, for one), and how many were dropped.
       const side = (v.sideOutputs || []).filter((s) => s.records > 0);
       const sideText = side.map((s) => ` · ${s.name} ${fmtCompact(s.records)}${s.dropped ? ` (${fmtCompact(s.dropped)} dropped)` : ''}`).join('');
-      $('.vtotals', g).textContent = `in ${fmtCompact(v.recordsIn)} · out ${fmtCompact(v.recordsOut)}${sideText}`;
+      $('.vtotals', g).textContent = `in ${fmtCompact(v.recordsIn)} · out ${fmtCompact(v.recordsOut)} · fuel ${fmtCompact(v.fuel)}${sideText}`;
       // A connect counts its records in per input: under the label of each input's edges.
       const byInput = v.recordsInByInput || [];
       g.dataset.recordsInByInput = JSON.stringify(byInput);
@@ -177,6 +178,11 @@ export function jobView(root, id) {
       $('.wmtext', g).textContent = v.watermark == null ? '' : `watermark ${fmtWatermark(v.watermark)}`;
       g.dataset.watermark = v.watermark == null ? '' : String(v.watermark);
     }
+    // Fuel over all attempts; the failed attempts' share is billed work that was redone.
+    const fuel = $('#f-fuel', root);
+    fuel.textContent = fmtCompact(m.fuel || 0) + (m.fuelFailedAttempts ? ` (${fmtCompact(m.fuelFailedAttempts)} in failed attempts)` : '');
+    fuel.dataset.fuel = String(m.fuel || 0);
+    fuel.dataset.fuelFailedAttempts = String(m.fuelFailedAttempts || 0);
     const srcRate = vs.filter((v) => !hasInput.has(String(v.id))).reduce((a, v) => a + (v.recordsOutPerSecond || 0), 0);
     $('#f-rate', root).textContent = fmtCompact(vs.filter((v) => hasInput.has(String(v.id))).reduce((a, v) => a + (v.recordsInPerSecond || 0), 0) || srcRate);
   }

@@ -305,6 +305,9 @@ pub struct DriverRecord {
     pub first_checkpoint: u64,
     /// Restarts so far.
     pub restarts: u32,
+    /// Fuel burned by earlier, failed attempts, per vertex (see `Driver::failed_fuel`).
+    #[serde(default)]
+    pub failed_fuel: Vec<u64>,
 }
 
 /// One job's life. See the module docs.
@@ -349,6 +352,11 @@ pub struct Driver {
     slot_timeout: Duration,
     /// Why the job waits (for slots), shown with its status.
     waiting: Option<String>,
+    /// Fuel burned per vertex by the attempts before the current one, which all ended
+    /// in a failure (a restart replaces only a failed attempt). Subtasks of a lost
+    /// TaskManager count with their last heartbeat's value, so this is a lower bound;
+    /// it is persisted with the job, so it survives a JobManager restart.
+    failed_fuel: Vec<u64>,
     /// A stop with savepoint whose savepoint is written: answered once the job has
     /// ended and given back its slots, so a resume from it right after finds them.
     stopped: Option<(u64, u64)>,
@@ -386,6 +394,7 @@ impl Driver {
             slot_timeout: SLOT_TIMEOUT,
             waiting: None,
             stopped: None,
+            failed_fuel: vec![],
         }
     }
 
@@ -423,6 +432,7 @@ impl Driver {
             slot_timeout: SLOT_TIMEOUT,
             waiting: None,
             stopped: None,
+            failed_fuel: record.failed_fuel,
         }
     }
 
@@ -439,6 +449,7 @@ impl Driver {
             initial_restore: self.initial_restore.clone(),
             first_checkpoint: self.first_checkpoint,
             restarts: self.restarts,
+            failed_fuel: self.failed_fuel.clone(),
         }
     }
 
@@ -497,6 +508,10 @@ impl Driver {
         if let Some(error) = &self.final_error {
             r.error = Some(error.clone());
         }
+        for (v, failed) in r.vertices.iter_mut().zip(&self.failed_fuel) {
+            v.fuel += failed;
+            v.fuel_failed_attempts = *failed;
+        }
         r.restarts = self.restarts;
         r.last_checkpoint = self.last_checkpoint;
         r.waiting = self.waiting.clone();
@@ -526,6 +541,12 @@ impl Driver {
     /// The current (or last) attempt's deployment.
     pub fn deployment(&self) -> &JobDeployment {
         &self.deployment
+    }
+
+    /// Fuel burned per vertex by earlier attempts, which all failed (a lower bound:
+    /// see the field). The job's total is this plus the current attempt's.
+    pub fn failed_fuel(&self) -> &[u64] {
+        &self.failed_fuel
     }
 
     /// The subtasks' tracker of the current attempt.

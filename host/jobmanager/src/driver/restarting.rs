@@ -195,6 +195,14 @@ impl Driver {
         d.restore = restore;
         self.tms = p.tms;
         self.slots = p.slots;
+        // The attempt being replaced failed: its work is billed as failed work.
+        let done = self.tracker.vertex_fuel();
+        if self.failed_fuel.len() < done.len() {
+            self.failed_fuel.resize(done.len(), 0);
+        }
+        for (sum, f) in self.failed_fuel.iter_mut().zip(done) {
+            *sum += f;
+        }
         self.tracker = JobTracker::new(&d.job, &d.plan.name, d.graph.clone(), d.placement.clone(), now);
         self.coordinator = d.checkpoints.as_ref().map(|c| {
             let first = self.last_checkpoint.max(self.committed_epoch).map_or(self.first_checkpoint, |id| id + 1);

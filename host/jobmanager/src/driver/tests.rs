@@ -611,3 +611,40 @@ fn a_job_that_waits_for_slots_past_the_timeout_fails_naming_them() {
     assert!(r.error.as_deref().is_some_and(|e| e.contains("needs 3 slots but only 2 are free (waited 1s")), "{:?}", r.error);
     assert_eq!(r.waiting, None);
 }
+
+/// Fuel of an attempt that failed is the job's too, apart: the lost TaskManager's
+/// subtask counts with its last heartbeat; a superseded attempt's late report never
+/// counts; a resumed driver (a new JobManager) keeps the sum.
+#[test]
+fn fuel_of_failed_attempts_adds_up_across_restarts_and_a_resume() {
+    let progress = |run: RunId, subtask, fuel| TaskProgress {
+        run,
+        vertex: 0,
+        subtask,
+        records_in: 0,
+        records_in_by_input: vec![],
+        records_out: 0,
+        fuel,
+        backpressured_ns: 0,
+        watermark: None,
+        side_outputs: vec![],
+    };
+    let mut j = Job::new(FIXED);
+    j.start(0);
+    let old = j.run();
+    j.d.progress(&progress(old.clone(), 0, 100), j.t0);
+    j.d.progress(&progress(old.clone(), 1, 40), j.t0);
+    j.lose(10, 20);
+    j.end(11, 0, TaskOutcome::Cancelled);
+    j.on(700, Event::Tick);
+    j.on(701, Event::Restorable(Ok(Found::default())));
+    j.start(702);
+    j.d.progress(&progress(old, 1, 1_000), j.t0);
+    j.d.progress(&progress(j.run(), 0, 7), j.t0);
+    let r = j.d.report(j.t0);
+    assert_eq!((r.vertices[0].fuel, r.vertices[0].fuel_failed_attempts), (147, 140));
+    assert_eq!(j.d.failed_fuel(), &[140]);
+
+    let resumed = Driver::resume(j.d.record(), j.t0);
+    assert_eq!(resumed.failed_fuel(), &[140], "persisted with the job's record");
+}
