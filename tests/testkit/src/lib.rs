@@ -22,6 +22,7 @@ pub mod browser;
 pub mod cluster;
 pub mod examples;
 pub mod http;
+pub mod kafka;
 pub mod weir;
 
 pub use cluster::{TestCluster, wait_until};
