@@ -18,6 +18,7 @@ mod event_time;
 mod golden;
 mod hostile_peers;
 mod joins;
+mod kafka;
 mod keyed_state;
 mod polyglot;
 mod recovery;

@@ -223,6 +223,8 @@ pub struct KafkaSource {
     /// Offsets at each checkpoint's barrier, committed to the group when it completes.
     at_barrier: VecDeque<(u64, Vec<(TopicPartition, i64)>)>,
     next_discovery: Option<Instant>,
+    /// The lag was looked up since [`Self::take_lag`] last took it.
+    lag_fresh: bool,
     scratch: Vec<u8>,
 }
 
@@ -265,6 +267,7 @@ impl KafkaSource {
             turn: 0,
             at_barrier: VecDeque::new(),
             next_discovery: None,
+            lag_fresh: false,
             scratch: Vec::new(),
         };
         let start = if restored.is_some() { None } else { Some(src.o.start) };
@@ -466,6 +469,12 @@ impl KafkaSource {
                 p.high = high;
             }
         }
+        self.lag_fresh = true;
+    }
+
+    /// [`Self::lag`] if the logs' ends were looked up since the last call.
+    pub fn take_lag(&mut self) -> Option<Vec<Lag>> {
+        std::mem::take(&mut self.lag_fresh).then(|| self.lag())
     }
 
     /// Consumer lag per partition, as of the last look at the logs' ends.
@@ -497,7 +506,7 @@ impl KafkaSource {
 
     /// Checkpoint `id` completed: commits its offsets to the group (for monitoring; a
     /// failure is logged, never fatal: recovery uses the checkpoint's offsets).
-    pub fn completed(&mut self, id: u64) {
+    pub fn checkpoint_completed(&mut self, id: u64) {
         let Some(group) = self.o.group.clone() else { return };
         let mut newest = None;
         while self.at_barrier.front().is_some_and(|(k, _)| *k <= id) {

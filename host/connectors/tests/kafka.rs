@@ -168,7 +168,7 @@ fn start_positions_and_group_offsets() {
     let mut g = vec![KafkaSource::open(options(&k, "starts", &group), 0, 1, None).expect("open")];
     assert_eq!(read(&mut g, 120).len(), 120, "no committed offsets yet: from the earliest");
     g[0].barrier(1);
-    g[0].completed(1);
+    g[0].checkpoint_completed(1);
     k.produce("starts", &records(120..130, 2));
     let mut again = vec![KafkaSource::open(options(&k, "starts", &group), 0, 1, None).expect("open")];
     assert_eq!(sorted(read(&mut again, 10)), expected(120..130), "from the committed offsets");
