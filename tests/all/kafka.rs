@@ -65,6 +65,11 @@ fn expected(from: u32, to: u32) -> BTreeMap<String, Vec<u64>> {
     m
 }
 
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
 fn job_line(cluster: &TestCluster, job: &str) -> String {
     cluster.status().lines().find(|l| l.starts_with(&format!("job {job} "))).unwrap_or_default().to_string()
 }
@@ -100,9 +105,20 @@ fn kafka_source_is_exactly_once_through_a_crash_and_a_rescale() {
     produce(&k, 3000, 6000);
     cluster.start_taskmanager("taskmanager-2", 2);
     produce(&k, 6000, 8000);
+    let mut polls = 0;
     wait_until("all 8000 records committed", || {
         let l = job_line(&cluster, &job);
         assert!(!l.contains(" FAILED ") && !l.contains(" FINISHED "), "{l}\n{}", cluster.log("jobmanager"));
+        polls += 1;
+        if polls % 400 == 0 {
+            let logs: Vec<String> = ["jobmanager", "taskmanager-1", "taskmanager-2"].iter().map(|n| format!("--- {n}\n{}", tail(&cluster.log(n)))).collect();
+            let got: BTreeMap<String, (usize, u64)> = by_key(&committed(&first)).into_iter().map(|(k, v)| (k, (v.len(), v.last().copied().unwrap_or(0)))).collect();
+            let mut in_kafka = BTreeMap::new();
+            for r in k.read_all("events", PARTITIONS) {
+                *in_kafka.entry(r.partition).or_insert(0) += 1;
+            }
+            eprintln!("{} lines committed; {l}\nper key (lines, max): {got:?}\nin kafka per partition: {in_kafka:?}\n{}", committed(&first).len(), logs.join("\n"));
+        }
         committed(&first).len() >= 8000
     });
     assert_eq!(by_key(&committed(&first)), expected(0, 8000), "exactly once through the crash");
@@ -147,7 +163,7 @@ fn kafka_consumer_lag_per_partition_is_in_the_taskmanagers_metrics() {
     k.create_topic("events", PARTITIONS);
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
     let listen = format!("127.0.0.1:{port}");
-    let mut cluster = TestCluster::start_with(WEIR, &[], &[]);
+    let mut cluster = TestCluster::start_with(WEIR, &[], &["--checkpoint-dir", "{dir}/checkpoints"]);
     cluster.start_taskmanager_with("taskmanager-1", 2, &["--metrics-listen", &listen]);
     wait_until("the taskmanager to register", || cluster.status().contains("free slots: 2"));
     produce(&k, 0, 2000);

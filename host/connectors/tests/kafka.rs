@@ -192,3 +192,31 @@ fn submission_probes_name_the_cause() {
     let e = probe(&down, Role::Source).expect_err("unreachable");
     assert!(e.to_string().contains(&format!("broker unreachable at 127.0.0.1:{port}")), "{e}");
 }
+
+/// The evidence for the Kafka sink's exactly-once mode: tansu 0.6 registers a
+/// transactional producer but cannot commit a transaction (no EndTxn, API key 26, in
+/// its ApiVersions), so a transactional sink cannot be tested against it. This fails
+/// once tansu commits transactions, and the transactional sink's test can run.
+#[test]
+fn tansu_cannot_commit_kafka_transactions() {
+    let k = Kafka::start();
+    k.create_topic("txn", 1);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let steps = rt.block_on(async {
+        let kafka = krafka::Kafka::builder(k.bootstrap()).connect().await.expect("connect");
+        let mut steps = Vec::new();
+        let producer = match kafka.producer().build_transactional("weir-evidence-0").await {
+            Ok(p) => p,
+            Err(e) => return vec![format!("init: {e}")],
+        };
+        steps.push("init: ok".to_string());
+        steps.push(format!("begin: {:?}", producer.begin().map(drop).map_err(|e| e.to_string())));
+        let sent = producer.send(krafka::Record::new("txn", "v").key("k")).await;
+        steps.push(format!("send: {:?}", sent.map(drop).map_err(|e| e.to_string())));
+        steps.push(format!("commit: {:?}", producer.commit().await.map_err(|e| e.to_string())));
+        steps
+    });
+    eprintln!("tansu and a transaction: {steps:#?}");
+    let commit = steps.iter().find(|s| s.starts_with("commit") || s.starts_with("init")).expect("a step");
+    assert!(commit.contains("Err") || commit.starts_with("init:") && !commit.ends_with("ok"), "tansu committed a transaction: {steps:?}");
+}

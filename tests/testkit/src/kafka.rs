@@ -120,10 +120,13 @@ impl Kafka {
     }
 
     /// Produces `(partition, key, value, timestamp)` records, acknowledged by the broker.
+    ///
+    /// Not idempotent: tansu 0.6 drops batches of a new idempotent producer whose
+    /// sequence numbers an earlier one used (records went missing that way).
     pub fn produce(&self, topic: &str, records: &[(i32, Vec<u8>, Vec<u8>, i64)]) {
         let client = self.client();
         self.rt.block_on(async {
-            let producer = client.producer().build().await.expect("producer");
+            let producer = client.producer().idempotent(false).acks(krafka::producer::Acks::All).build().await.expect("producer");
             let mut handles = Vec::with_capacity(records.len());
             for (p, k, v, ts) in records {
                 let r = Record::new(topic, v.clone()).key(k.clone()).partition(*p).timestamp(*ts);
@@ -141,7 +144,8 @@ impl Kafka {
     pub fn read_all(&self, topic: &str, partitions: i32) -> Vec<Read> {
         let client = self.client();
         self.rt.block_on(async {
-            let consumer = client.consumer_without_group().build().await.expect("consumer");
+            // Unlimited polls: krafka 0.28.1 loses records past `max_poll_records`.
+            let consumer = client.consumer_without_group().max_poll_records(-1).build().await.expect("consumer");
             consumer.assign(topic, (0..partitions).collect()).await.expect("assign");
             let mut ends = Vec::new();
             for p in 0..partitions {
