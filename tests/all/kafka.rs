@@ -77,7 +77,8 @@ fn job_line(cluster: &TestCluster, job: &str) -> String {
 fn submit(cluster: &TestCluster, k: &Kafka, parallelism: &str, output: &Path, extra: &[&OsStr]) -> std::process::Output {
     let wasm = WEIR.example("kafka_counts");
     let bootstrap = format!("bootstrap-servers={}", k.bootstrap());
-    let args = ["submit", "-p", parallelism, "--arg", &bootstrap, "--arg", "topic=events", "--arg", "group-id=weir-e2e", "--checkpoint-interval", "300"];
+    let args =
+        ["submit", "-p", parallelism, "--arg", &bootstrap, "--arg", "topic=events", "--arg", "group-id=weir-e2e", "--checkpoint-interval", "300"];
     let mut argv: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
     argv.extend([OsStr::new("--restart"), OsStr::new("fixed-delay:10:500"), wasm.as_os_str(), OsStr::new("--output-dir"), output.as_os_str()]);
     argv.extend_from_slice(extra);
@@ -111,13 +112,19 @@ fn kafka_source_is_exactly_once_through_a_crash_and_a_rescale() {
         assert!(!l.contains(" FAILED ") && !l.contains(" FINISHED "), "{l}\n{}", cluster.log("jobmanager"));
         polls += 1;
         if polls % 400 == 0 {
-            let logs: Vec<String> = ["jobmanager", "taskmanager-1", "taskmanager-2"].iter().map(|n| format!("--- {n}\n{}", tail(&cluster.log(n)))).collect();
-            let got: BTreeMap<String, (usize, u64)> = by_key(&committed(&first)).into_iter().map(|(k, v)| (k, (v.len(), v.last().copied().unwrap_or(0)))).collect();
+            let logs: Vec<String> =
+                ["jobmanager", "taskmanager-1", "taskmanager-2"].iter().map(|n| format!("--- {n}\n{}", tail(&cluster.log(n)))).collect();
+            let got: BTreeMap<String, (usize, u64)> =
+                by_key(&committed(&first)).into_iter().map(|(k, v)| (k, (v.len(), v.last().copied().unwrap_or(0)))).collect();
             let mut in_kafka = BTreeMap::new();
             for r in k.read_all("events", PARTITIONS) {
                 *in_kafka.entry(r.partition).or_insert(0) += 1;
             }
-            eprintln!("{} lines committed; {l}\nper key (lines, max): {got:?}\nin kafka per partition: {in_kafka:?}\n{}", committed(&first).len(), logs.join("\n"));
+            eprintln!(
+                "{} lines committed; {l}\nper key (lines, max): {got:?}\nin kafka per partition: {in_kafka:?}\n{}",
+                committed(&first).len(),
+                logs.join("\n")
+            );
         }
         committed(&first).len() >= 8000
     });

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use krafka::Kafka;
 use krafka::admin::{AdminClient, ListConsumerGroupOffsetsOptions};
-use krafka::consumer::{Consumer, ConsumerRecord};
 use krafka::consumer::TopicPartition;
+use krafka::consumer::{Consumer, ConsumerRecord};
 use weir_checkpoint::Split;
 use weir_types::plan::Connector;
 
@@ -288,7 +288,12 @@ impl KafkaSource {
         let mut new: Vec<(String, i32)> = Vec::new();
         for t in self.o.topics.clone() {
             let ps = self.rt.block_on(partitions_of(&self.consumer, &t))?;
-            new.extend(ps.into_iter().filter(|&p| owner(&t, p, self.parallelism) == self.subtask).map(|p| (t.clone(), p)).filter(|k| !self.index.contains_key(k)));
+            new.extend(
+                ps.into_iter()
+                    .filter(|&p| owner(&t, p, self.parallelism) == self.subtask)
+                    .map(|p| (t.clone(), p))
+                    .filter(|k| !self.index.contains_key(k)),
+            );
         }
         if new.is_empty() {
             return Ok(0);
@@ -344,7 +349,10 @@ impl KafkaSource {
         let list = |ts: i64| -> Result<HashMap<(String, i32), i64>, ConnectorError> {
             let refs: Vec<(&str, i32)> = parts.iter().map(|(t, p)| (t.as_str(), *p)).collect();
             let found = self.rt.block_on(self.consumer.offsets_for_times(&refs, ts));
-            found.into_iter().map(|(k, r)| r.map(|o| (k.clone(), o)).map_err(|e| external(format!("cannot list offsets of {}-{}: {e}", k.0, k.1)))).collect()
+            found
+                .into_iter()
+                .map(|(k, r)| r.map(|o| (k.clone(), o)).map_err(|e| external(format!("cannot list offsets of {}-{}: {e}", k.0, k.1))))
+                .collect()
         };
         match start {
             Start::Earliest => list(-2),
@@ -390,7 +398,13 @@ impl KafkaSource {
     /// Appends the next records of one partition to `out` with `push(out, ts, key,
     /// value)`, at most about `limit` bytes more, or reports a read of nothing when the
     /// partitions hold no new records (after waiting up to `wait`).
-    pub fn next(&mut self, out: &mut Vec<u8>, limit: usize, wait: Duration, push: fn(&mut Vec<u8>, i64, &[u8], &[u8])) -> Result<Read, ConnectorError> {
+    pub fn next(
+        &mut self,
+        out: &mut Vec<u8>,
+        limit: usize,
+        wait: Duration,
+        push: fn(&mut Vec<u8>, i64, &[u8], &[u8]),
+    ) -> Result<Read, ConnectorError> {
         if self.next_discovery.is_some_and(|t| Instant::now() >= t) {
             self.discover()?;
         }
@@ -464,11 +478,8 @@ impl KafkaSource {
 
     /// Asks the broker where each partition's log ends, for [`Self::lag`].
     pub fn refresh_lag(&mut self) {
-        let ends: Vec<Option<i64>> = self
-            .parts
-            .iter()
-            .map(|p| self.rt.block_on(self.consumer.fetch_watermarks(&p.topic, p.partition)).ok().map(|(_, high)| high))
-            .collect();
+        let ends: Vec<Option<i64>> =
+            self.parts.iter().map(|p| self.rt.block_on(self.consumer.fetch_watermarks(&p.topic, p.partition)).ok().map(|(_, high)| high)).collect();
         for (p, high) in self.parts.iter_mut().zip(ends) {
             if high.is_some() {
                 p.high = high;
@@ -522,7 +533,12 @@ impl KafkaSource {
         match committed {
             Ok(r) => {
                 for (tp, e) in r.into_iter().filter_map(|(tp, r)| r.err().map(|e| (tp, e))) {
-                    tracing::warn!(checkpoint = id, "Kafka source: cannot commit the offset of {}-{} to group {group:?}: {e}", tp.topic, tp.partition);
+                    tracing::warn!(
+                        checkpoint = id,
+                        "Kafka source: cannot commit the offset of {}-{} to group {group:?}: {e}",
+                        tp.topic,
+                        tp.partition
+                    );
                 }
             }
             Err(e) => tracing::warn!(checkpoint = id, "Kafka source: cannot commit offsets to group {group:?}: {e}"),
