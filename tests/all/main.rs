@@ -19,6 +19,7 @@ mod fuel;
 mod golden;
 mod hostile_peers;
 mod joins;
+mod kafka;
 mod keyed_state;
 mod polyglot;
 mod polyglot_join;

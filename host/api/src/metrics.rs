@@ -181,6 +181,16 @@ pub fn taskmanager(tm: &weir_taskmanager::TaskManager, slots: u32) -> String {
             }
         }
     }
+    let name = "weir_subtask_kafka_lag_records";
+    let mut f = Family::new(&mut out, name, "gauge", "Records of a Kafka partition past what its source subtask read (consumer lag).");
+    for p in &progress {
+        let (vertex, subtask) = (p.vertex.to_string(), p.subtask.to_string());
+        for l in &p.source_lag {
+            let partition = l.partition.to_string();
+            let labels = [("job", p.run.as_str()), ("vertex", &vertex), ("subtask", &subtask), ("topic", &l.topic), ("partition", &partition)];
+            f.sample(name, &labels, l.records);
+        }
+    }
     out
 }
 

@@ -23,6 +23,15 @@ pub enum Split {
         /// End of the byte range.
         end: u64,
     },
+    /// A Kafka partition, read from `offset` on (unbounded: it never ends).
+    Partition {
+        /// The topic.
+        topic: String,
+        /// The partition's number.
+        partition: i32,
+        /// The offset of the next record to read.
+        offset: i64,
+    },
 }
 
 /// Encodes a source position for a checkpoint.

@@ -15,6 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use thiserror::Error;
 use weir_types::plan::Connector;
 
+pub mod kafka;
+
 /// Why a connector was refused or failed.
 #[derive(Debug, Error)]
 pub enum ConnectorError {
@@ -43,6 +45,14 @@ pub enum ConnectorError {
     /// The PostgreSQL sink failed.
     #[error("postgres: {0}")]
     Postgres(#[from] postgres::PgError),
+    /// The external system refused or could not be reached; names what and where.
+    #[error("connector {kind:?}: {problem}")]
+    External {
+        /// The connector.
+        kind: String,
+        /// What went wrong, naming the server, topic or table.
+        problem: String,
+    },
     /// A secret could not be read; names where it was looked for, never its value.
     #[error("connector {kind:?}: cannot read the secret {what}: {why}")]
     Secret {
@@ -64,21 +74,52 @@ pub enum Role {
     Sink,
 }
 
-/// The connector kinds, by role.
-const KINDS: &[(&str, Role)] = &[(postgres::KIND, Role::Sink)];
+/// How a kind's options are checked (locally), and how the system it names is reached
+/// at submission.
+struct Kind {
+    name: &'static str,
+    role: Role,
+    check: fn(&Connector) -> Result<(), ConnectorError>,
+    probe: fn(&Connector) -> Result<(), ConnectorError>,
+}
 
-/// Checks a connector named in a plan: its kind exists for the role, and its options
-/// are known and well-formed. Cheap and local: it reaches no external system.
-pub fn check(c: &Connector, role: Role) -> Result<(), ConnectorError> {
-    match KINDS.iter().find(|(kind, r)| *kind == c.kind && *r == role) {
-        Some((postgres::KIND, _)) => postgres::PgOptions::parse(c).map(drop),
-        Some(_) => Ok(()),
+/// The connector kinds, by role.
+const KINDS: &[Kind] = &[
+    Kind {
+        name: "kafka",
+        role: Role::Source,
+        check: |c| kafka::source_options(c).map(drop),
+        probe: |c| kafka::probe_source(&kafka::source_options(c)?),
+    },
+    // The password lives on the TaskManagers only: a wrong one or a missing table
+    // fails the job's deployment there, naming the cause.
+    Kind { name: postgres::KIND, role: Role::Sink, check: |c| postgres::PgOptions::parse(c).map(drop), probe: |_| Ok(()) },
+];
+
+fn kind(c: &Connector, role: Role) -> Result<&'static Kind, ConnectorError> {
+    match KINDS.iter().find(|k| k.name == c.kind && k.role == role) {
+        Some(k) => Ok(k),
         None => {
-            let known: Vec<&str> = KINDS.iter().filter(|(_, r)| *r == role).map(|(k, _)| *k).collect();
+            let known: Vec<&str> = KINDS.iter().filter(|k| k.role == role).map(|k| k.name).collect();
             let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
             Err(ConnectorError::Unknown { kind: c.kind.clone(), known })
         }
     }
+}
+
+/// Checks a connector named in a plan: its kind exists for the role, and its options
+/// are known and well-formed. Cheap and local: it reaches no external system.
+pub fn check(c: &Connector, role: Role) -> Result<(), ConnectorError> {
+    (kind(c, role)?.check)(c)
+}
+
+/// [`check`], then reaches the external system as the connector would (the broker is
+/// up, the topic exists), so a job that cannot start is refused at submission with
+/// the cause. Blocks for at most a few seconds per system.
+pub fn probe(c: &Connector, role: Role) -> Result<(), ConnectorError> {
+    let k = kind(c, role)?;
+    (k.check)(c)?;
+    (k.probe)(c)
 }
 
 /// A connector's options, read one by one; [`Options::finish`] refuses any left unread,

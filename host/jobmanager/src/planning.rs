@@ -161,13 +161,14 @@ pub fn prepare(
     Ok((planned, graph))
 }
 
-/// Checks every connector the plan names (kind and options; no external system is
-/// reached), so a misspelt option fails the submission, naming its node.
+/// Checks every connector the plan names (kind and options) and reaches its system
+/// (a Kafka broker and its topics), so a misspelt option, a broker that is down or a
+/// missing topic fails the submission, naming its node and the cause.
 fn check_connectors(plan: &JobPlan) -> Result<(), JobError> {
     for n in &plan.nodes {
         let checked = match &n.kind {
-            NodeKind::Source(SourceKind::Connector(c)) => weir_connectors::check(c, Role::Source),
-            NodeKind::Sink(SinkKind::Connector(c)) => weir_connectors::check(c, Role::Sink),
+            NodeKind::Source(SourceKind::Connector(c)) => weir_connectors::probe(c, Role::Source),
+            NodeKind::Sink(SinkKind::Connector(c)) => weir_connectors::probe(c, Role::Sink),
             _ => Ok(()),
         };
         checked.map_err(|error| JobError::Connector { uid: n.uid.clone(), error })?;

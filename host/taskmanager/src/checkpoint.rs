@@ -299,6 +299,17 @@ impl Restore {
         Ok(out)
     }
 
+    /// Every split of the source whose first node is `uid`, whichever subtask held it:
+    /// for sources whose splits choose their subtask themselves (Kafka partitions).
+    pub fn all_source_splits(&self, uid: &str) -> Result<Option<Vec<Split>>, SourceError> {
+        let Some(vertex) = self.vertex(uid) else { return Ok(None) };
+        let mut splits = Vec::new();
+        for pos in vertex.tasks.iter().filter_map(|t| t.source.as_ref()) {
+            splits.extend(decode_splits(pos).map_err(SourceError::Position)?);
+        }
+        Ok(Some(splits))
+    }
+
     /// The unread source splits that new subtask `subtask` of `parallelism` resumes:
     /// old subtask `i`'s splits go to new subtask `i % parallelism`.
     pub fn source(&self, uid: &str, subtask: u32, parallelism: u32) -> Result<Option<Vec<Split>>, SourceError> {

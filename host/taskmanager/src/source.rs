@@ -44,6 +44,65 @@ pub trait Source: Send {
     /// What is left to read, as splits. A checkpoint stores them; a restore hands each
     /// to a subtask, at the old parallelism or another one.
     fn splits(&self) -> Vec<Split>;
+
+    /// Checkpoint `id`'s barrier leaves now, with [`Source::splits`] as its position.
+    fn barrier(&mut self, _id: u64) {}
+
+    /// Checkpoint `id` completed (the newest; earlier ones may not be told).
+    fn checkpoint_completed(&mut self, _id: u64) {}
+
+    /// The consumer lag per partition, when it was looked up again since last asked.
+    fn take_lag(&mut self) -> Option<Vec<weir_types::deployment::PartitionLag>> {
+        None
+    }
+}
+
+/// A Kafka topic's partitions this subtask owns, one split each (unbounded: a read of
+/// no records when caught up). Discovery may add splits while it runs.
+pub struct Kafka {
+    inner: weir_connectors::kafka::KafkaSource,
+}
+
+/// How long a caught-up Kafka source waits for records before it reads nothing.
+const KAFKA_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl Kafka {
+    /// Subtask `subtask` of `parallelism`, resuming from `restored`: every split of the
+    /// source's checkpoint (partitions are re-assigned by their own rule, not by the
+    /// subtask that held them).
+    pub fn open(c: &weir_types::plan::Connector, subtask: u32, parallelism: u32, restored: Option<&[Split]>) -> Result<Self, SourceError> {
+        let o = weir_connectors::kafka::source_options(c)?;
+        Ok(Self { inner: weir_connectors::kafka::KafkaSource::open(o, subtask, parallelism, restored)? })
+    }
+}
+
+impl Source for Kafka {
+    fn split_count(&self) -> usize {
+        // A subtask that owns no partition still has a split, which goes idle.
+        self.inner.split_count().max(1)
+    }
+
+    fn next_batch(&mut self, out: &mut Vec<u8>) -> Result<Option<SplitRead>, TaskError> {
+        let r = self.inner.next(out, BATCH_BYTES, KAFKA_POLL, push_record::<Vec<u8>>).map_err(SourceError::from)?;
+        Ok(Some(SplitRead { split: r.split, count: r.count, ended: false }))
+    }
+
+    fn splits(&self) -> Vec<Split> {
+        self.inner.splits()
+    }
+
+    fn barrier(&mut self, id: u64) {
+        self.inner.barrier(id);
+    }
+
+    fn checkpoint_completed(&mut self, id: u64) {
+        self.inner.checkpoint_completed(id);
+    }
+
+    fn take_lag(&mut self) -> Option<Vec<weir_types::deployment::PartitionLag>> {
+        let lag = self.inner.take_lag()?;
+        Some(lag.into_iter().map(|l| weir_types::deployment::PartitionLag { topic: l.topic, partition: l.partition, records: l.records }).collect())
+    }
 }
 
 /// Appends `v` as a postcard varint, the SDK's encoding of integers and lengths.

@@ -131,6 +131,8 @@ pub struct TaskCounters {
     pub watermark: AtomicI64,
     /// Every side output its operators declare, in chain order.
     pub side: Arc<[SideCounter]>,
+    /// A Kafka source's lag per partition, as it last looked.
+    pub source_lag: std::sync::Mutex<Vec<weir_types::deployment::PartitionLag>>,
 }
 
 impl Default for TaskCounters {
@@ -152,6 +154,7 @@ impl TaskCounters {
             backpressured_ns: AtomicU64::new(0),
             watermark: AtomicI64::new(BEFORE_TIME),
             side,
+            source_lag: Default::default(),
         }
     }
 
@@ -483,7 +486,7 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
             // A checkpoint already requested while this subtask was being set up (a
             // Python component takes a while to instantiate) still gets its barrier,
             // ahead of every record: its peers injected it, and downstream aligns on it.
-            let mut last = 0;
+            let (mut last, mut completed) = (0, 0);
             loop {
                 if cancel.is_cancelled() {
                     return Err(TaskError::Cancelled);
@@ -491,7 +494,13 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
                 let requested = checkpointing.requested.load(Ordering::Acquire);
                 if requested > last {
                     last = requested;
+                    src.barrier(requested);
                     p.barrier(requested, Some(src.splits()))?;
+                }
+                let done = checkpointing.completed.load(Ordering::Acquire);
+                if done > completed {
+                    completed = done;
+                    src.checkpoint_completed(done);
                 }
                 let stop_at = checkpointing.stop_at.load(Ordering::Acquire);
                 if stop_at != 0 && last == stop_at {
@@ -500,6 +509,13 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
                     continue;
                 }
                 let Some(read) = src.next_batch(&mut buf)? else { break };
+                if let Some(lag) = src.take_lag() {
+                    *counters.source_lag.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = lag;
+                }
+                if let Some(s) = &mut splits {
+                    // A split discovered while running (a new Kafka partition).
+                    s.grow(src.split_count(), now());
+                }
                 if read.count > 0 {
                     if let Some(s) = &mut splits {
                         p.emit(s.wake(read.split))?;

@@ -89,6 +89,11 @@ impl Valve {
         emits
     }
 
+    /// A new input, counting from `watermark` (at least the current output).
+    pub fn add(&mut self, watermark: i64) {
+        self.inputs.push(Input { watermark: watermark.max(self.output), idle: false, ended: false });
+    }
+
     /// `input` has been silent past its idleness timeout.
     pub fn idle(&mut self, input: usize) -> Vec<Emit> {
         let Some(i) = self.inputs.get_mut(input).filter(|i| !i.ended && !i.idle) else { return Vec::new() };
@@ -257,6 +262,17 @@ impl SplitWatermarks {
     /// `split` ended: it leaves the minimum.
     pub fn end(&mut self, split: usize) -> Vec<Emit> {
         self.valve.end(split)
+    }
+
+    /// The source now has `splits` splits (discovery added some): each new one counts
+    /// from the current watermark, as a split waking up does, so it cannot pull it back.
+    pub fn grow(&mut self, splits: usize, now_ms: u64) {
+        while self.generators.len() < splits {
+            let Some(first) = self.generators.first() else { return };
+            let g = BoundedOutOfOrderness { max_ts: None, last_record_ms: now_ms, idle: false, ..first.clone() };
+            self.generators.push(g);
+            self.valve.add(self.valve.current());
+        }
     }
 }
 

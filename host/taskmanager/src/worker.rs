@@ -26,7 +26,7 @@ use crate::dataplane::DataPlane;
 use crate::error::{Bug, DeploymentFault, SinkError, SourceError, TaskError};
 use crate::exchange::{Inputs, Router, Target};
 use crate::sink::{Commit, Commits, PgCommits, SharedWriter, Sink, Transactional, pg_error, recover_output};
-use crate::source::{FileLines, Generator, Source};
+use crate::source::{FileLines, Generator, Kafka, Source};
 use crate::task::{Head, Tail, TaskCounters, TaskDeployment, run_task};
 use crate::wiring::{self, Input, Link, Subtask};
 use weir_checkpoint::Split;
@@ -172,9 +172,10 @@ impl TaskManager {
             let key_groups = key_group_range(s, max_parallelism, vertex.parallelism);
             let head = match &plan.nodes[vertex.nodes[0]].kind {
                 NodeKind::Source(kind) => {
-                    let resumed = match &restore {
-                        Some(r) => r.source(uid, s, vertex.parallelism)?,
-                        None => None,
+                    let resumed = match (&restore, kind) {
+                        (Some(r), SourceKind::Connector(_)) => r.all_source_splits(uid)?,
+                        (Some(r), _) => r.source(uid, s, vertex.parallelism)?,
+                        (None, _) => None,
                     };
                     Head::Source(open_source(kind, s, vertex.parallelism, resumed)?)
                 }
@@ -299,6 +300,7 @@ impl TaskManager {
                     backpressured_ns: c.backpressured_ns.load(Ordering::Relaxed),
                     watermark: c.watermark(),
                     side_outputs: c.side_outputs(),
+                    source_lag: c.source_lag.lock().unwrap_or_else(PoisonError::into_inner).clone(),
                 });
             }
         }
@@ -405,6 +407,7 @@ fn open_source(kind: &SourceKind, subtask: u32, parallelism: u32, resume: Option
             Box::new(lines.raw(raw))
         }
         (SourceKind::FileLines(None) | SourceKind::TextLines(None), _) => return Err(SourceError::NoPath),
+        (SourceKind::Connector(c), resume) if c.kind == "kafka" => Box::new(Kafka::open(c, subtask, parallelism, resume.as_deref())?),
         (SourceKind::Connector(c), _) => return Err(weir_connectors::ConnectorError::NotRunnable { kind: c.kind.clone() }.into()),
     })
 }

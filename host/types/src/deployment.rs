@@ -251,6 +251,20 @@ pub struct TaskProgress {
     pub watermark: Option<i64>,
     /// Every side output its operators declare.
     pub side_outputs: Vec<SideOutputCount>,
+    /// A Kafka source's consumer lag per partition it reads, as last looked up.
+    #[serde(default)]
+    pub source_lag: Vec<PartitionLag>,
+}
+
+/// Records of a partition (Kafka) past what its source subtask read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionLag {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The log's end minus the offset of the next record to read.
+    pub records: i64,
 }
 
 /// Records an operator emitted to one of its side outputs (late data, for one) and how

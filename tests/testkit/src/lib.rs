@@ -23,6 +23,7 @@ pub mod browser;
 pub mod cluster;
 pub mod examples;
 pub mod http;
+pub mod kafka;
 pub mod postgres;
 pub mod weir;
 
