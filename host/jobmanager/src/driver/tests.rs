@@ -628,6 +628,7 @@ fn fuel_of_failed_attempts_adds_up_across_restarts_and_a_resume() {
         backpressured_ns: 0,
         watermark: None,
         side_outputs: vec![],
+        source_lag: vec![],
     };
     let mut j = Job::new(FIXED);
     j.start(0);
