@@ -97,6 +97,9 @@ pub enum SourceError {
     /// A file source whose path was never bound.
     #[error("a file source has no path")]
     NoPath,
+    /// Its path is not one the job may read.
+    #[error(transparent)]
+    Access(#[from] weir_types::access::AccessError),
     /// Its position in the checkpoint does not decode.
     #[error("unreadable source position in the checkpoint: {0}")]
     Position(#[source] postcard::Error),
@@ -149,6 +152,15 @@ pub enum SinkError {
     /// Another subtask panicked while writing the shared output.
     #[error("the output writer is poisoned by an earlier failure")]
     Poisoned,
+    /// Its path is not one the job may write.
+    #[error(transparent)]
+    Access(#[from] weir_types::access::AccessError),
+    /// A file of that name exists and this job did not create it.
+    #[error("{} already exists and this job did not write it: it is never overwritten", path.display())]
+    Foreign {
+        /// The file.
+        path: PathBuf,
+    },
 }
 
 /// Why a job's checkpoints could not be opened or restored on a TaskManager.
@@ -198,6 +210,9 @@ pub enum RestoreError {
     /// The savepoint cannot be loaded.
     #[error(transparent)]
     Savepoint(#[from] weir_checkpoint::CheckpointError),
+    /// The savepoint's directory is not one the job may read.
+    #[error(transparent)]
+    Access(#[from] weir_types::access::AccessError),
     /// A savepoint's path that names no directory.
     #[error(transparent)]
     Location(#[from] NotADirectory),

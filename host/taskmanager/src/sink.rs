@@ -92,8 +92,9 @@ impl Commits {
 }
 
 fn commit_one(c: &Closed) -> Result<(), TaskError> {
-    match std::fs::rename(&c.pending, &c.committed) {
+    match rename_new(&c.pending, &c.committed) {
         Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(SinkError::Foreign { path: c.committed.clone() }.into()),
         // Committed before: by an earlier call, or by the restore of a newer attempt
         // that found this attempt's checkpoint complete.
         Err(e) if e.kind() == ErrorKind::NotFound && c.committed.exists() => Ok(()),
@@ -201,6 +202,29 @@ pub fn recover_output(dir: &Path, job: &str, attempt: u32, restored: u64, owner:
     }
 }
 
+/// Renames `from` to `to` unless `to` is another file: a sink never replaces a file
+/// it did not write (a rename would). A link, then the unlink of `from`; `to` already
+/// the same file is a commit repeated after the link (by a retry or a restore), and
+/// `from` gone by then was unlinked or sealed away by someone else: committed either
+/// way. A foreign `to` is `AlreadyExists`.
+fn rename_new(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::hard_link(from, to) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            let (a, b) = (std::fs::symlink_metadata(from)?, std::fs::symlink_metadata(to)?);
+            if (a.dev(), a.ino()) != (b.dev(), b.ino()) {
+                return Err(e);
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    match std::fs::remove_file(from) {
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
 /// Commits the files of a sealed directory of attempt `attempt` with epochs up to
 /// `keep` (if any), deletes the rest and the directory.
 fn settle_sealed(dir: &Path, sealed: &Path, attempt: u32, keep: Option<u64>) -> Result<(), TaskError> {
@@ -215,7 +239,11 @@ fn settle_sealed(dir: &Path, sealed: &Path, attempt: u32, keep: Option<u64>) -> 
         let path = entry.path();
         match parse_pending(&entry.file_name().to_string_lossy()) {
             Some((subtask, epoch)) if keep.is_some_and(|k| epoch <= k) => {
-                settled(&path, std::fs::rename(&path, dir.join(final_name(subtask, epoch, attempt))))?;
+                let committed = dir.join(final_name(subtask, epoch, attempt));
+                match rename_new(&path, &committed) {
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => return Err(SinkError::Foreign { path: committed }.into()),
+                    r => settled(&path, r)?,
+                }
             }
             _ => settled(&path, std::fs::remove_file(&path))?,
         }
