@@ -19,6 +19,7 @@ mod golden;
 mod hostile_peers;
 mod joins;
 mod keyed_state;
+mod paths;
 mod polyglot;
 mod polyglot_join;
 mod recovery;
