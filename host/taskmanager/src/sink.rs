@@ -440,6 +440,28 @@ mod tests {
         Ok(())
     }
 
+    /// A file at an epoch's committed name that this job did not write (someone put
+    /// `part-0-1-a0` in the output directory) is refused by name, never replaced; a
+    /// commit repeated after its link succeeded is no conflict.
+    #[test]
+    fn a_commit_never_replaces_a_file_it_did_not_write() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("part-0-1-a0"), "not yours\n")?;
+        let (mut sink, commits) = attempt(dir.path(), 0, 0, None)?;
+        sink.write(&batch("1"))?;
+        sink.barrier(1)?;
+        let err = commits.commit(1).map_err(|e| e.to_string());
+        assert!(err.as_ref().is_err_and(|e| e.contains("part-0-1-a0") && e.contains("did not write")), "{err:?}");
+        assert_eq!(std::fs::read_to_string(dir.path().join("part-0-1-a0"))?, "not yours\n");
+
+        let (from, to) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&from, "mine")?;
+        std::fs::hard_link(&from, &to)?;
+        rename_new(&from, &to)?;
+        assert!(!from.exists() && std::fs::read_to_string(&to)? == "mine", "a repeated commit completes");
+        Ok(())
+    }
+
     /// The zombie: attempt 0 runs on (a paused TaskManager woke up) after attempt 1
     /// restored from checkpoint 1 and sealed it. Whatever it tries, nothing of it
     /// becomes visible: not a commit of an epoch its checkpoint never completed, not
