@@ -168,3 +168,23 @@ fn a_job_under_the_root_runs_and_never_overwrites_a_file_it_did_not_write() {
     assert!(!o.status.success() && err.contains(&foreign.join("part-0").display().to_string()), "{err}");
     assert_eq!(std::fs::read_to_string(foreign.join("part-0")).expect("part-0"), "not yours\n");
 }
+
+/// Without `--data-root` a cluster grants no file path at all: a job with a file source
+/// or sink is refused at submission, naming the flag (jobs of generators and stdout
+/// sinks need none and still run).
+#[test]
+fn a_jobmanager_without_data_roots_refuses_every_file_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let creds = dir.path().join("cluster");
+    let o = WEIR.run(["cluster-init".as_ref(), creds.as_os_str()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (jm, _, rest) = weir_testkit::cluster::spawn_jobmanager(WEIR, dir.path(), &creds, "127.0.0.1:0", "127.0.0.1:0", &[]);
+    let _procs = weir_testkit::cluster::Processes(vec![jm]);
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, "a\n").expect("input");
+    let wasm = WEIR.example("wordcount");
+    let mut c = WEIR.command();
+    c.args([OsStr::new("submit"), wasm.as_os_str(), OsStr::new("-i"), input.as_os_str(), OsStr::new("--detach")]);
+    let o = c.args(weir_testkit::cluster::remote(&creds, &rest)).output().expect("weir starts");
+    refused(&o, &input, "--data-root");
+}
