@@ -95,12 +95,22 @@ fn the_clusters_own_files_are_out_of_reach_even_under_a_root() {
     for dir in [cluster.creds.join("sp"), PathBuf::from("/etc/weir-savepoint")] {
         let o = cluster.client(&[OsStr::new("savepoint"), OsStr::new(job), OsStr::new("--dir"), dir.as_os_str()]);
         let err = stderr(&o);
-        assert!(!o.status.success() && err.contains(&dir.display().to_string()) && !err.contains("no job"), "refused before the job is looked up: {err}");
+        assert!(
+            !o.status.success() && err.contains(&dir.display().to_string()) && !err.contains("no job"),
+            "refused before the job is looked up: {err}"
+        );
         assert!(!dir.exists(), "no savepoint directory created");
     }
     let wasm = WEIR.example("wordcount");
     let from = Path::new("/etc");
-    let o = cluster.client(&[OsStr::new("submit"), wasm.as_os_str(), OsStr::new("-i"), input.as_os_str(), OsStr::new("--from-savepoint"), from.as_os_str()]);
+    let o = cluster.client(&[
+        OsStr::new("submit"),
+        wasm.as_os_str(),
+        OsStr::new("-i"),
+        input.as_os_str(),
+        OsStr::new("--from-savepoint"),
+        from.as_os_str(),
+    ]);
     refused(&o, from, "outside the data roots");
 }
 

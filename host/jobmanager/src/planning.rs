@@ -181,7 +181,9 @@ fn check_connectors(plan: &JobPlan) -> Result<(), JobError> {
 pub fn check_files(plan: &JobPlan, files: &FileAccess) -> Result<(), AccessError> {
     for n in &plan.nodes {
         match &n.kind {
-            NodeKind::Source(SourceKind::FileLines(Some(p)) | SourceKind::TextLines(Some(p))) => files.check(&format!("file source {:?}", n.uid), p)?,
+            NodeKind::Source(SourceKind::FileLines(Some(p)) | SourceKind::TextLines(Some(p))) => {
+                files.check(&format!("file source {:?}", n.uid), p)?
+            }
             NodeKind::Sink(SinkKind::File(Some(p))) => files.check(&format!("file sink {:?}", n.uid), p)?,
             _ => {}
         }

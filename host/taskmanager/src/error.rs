@@ -210,9 +210,9 @@ pub enum RestoreError {
     /// The savepoint cannot be loaded.
     #[error(transparent)]
     Savepoint(#[from] weir_checkpoint::CheckpointError),
-    /// The savepoint's directory is not one the job may read.
+    /// The savepoint's directory is not one the job may read (boxed: rare, and large).
     #[error(transparent)]
-    Access(#[from] weir_types::access::AccessError),
+    Access(Box<weir_types::access::AccessError>),
     /// A savepoint's path that names no directory.
     #[error(transparent)]
     Location(#[from] NotADirectory),
@@ -398,6 +398,12 @@ pub enum DeploymentFault {
     /// A local consumer's channel was not set up.
     #[error("local channel missing")]
     LocalChannelMissing,
+}
+
+impl From<weir_types::access::AccessError> for RestoreError {
+    fn from(e: weir_types::access::AccessError) -> Self {
+        RestoreError::Access(Box::new(e))
+    }
 }
 
 #[cfg(test)]

@@ -445,7 +445,9 @@ fn open_sinks(
         let Some(&last) = d.graph.vertices[v].nodes.last() else { continue };
         let path = match &d.plan.nodes[last].kind {
             NodeKind::Sink(SinkKind::Stdout | SinkKind::File(None)) => None,
-            NodeKind::Sink(SinkKind::File(Some(path))) => Some(files.resolve(&format!("file sink {:?}", d.plan.nodes[last].uid), path).map_err(SinkError::from)?),
+            NodeKind::Sink(SinkKind::File(Some(path))) => {
+                Some(files.resolve(&format!("file sink {:?}", d.plan.nodes[last].uid), path).map_err(SinkError::from)?)
+            }
             NodeKind::Sink(SinkKind::Connector(c)) => {
                 return Err(SinkError::from(weir_connectors::ConnectorError::NotRunnable { kind: c.kind.clone() }).into());
             }

@@ -156,8 +156,12 @@ impl FileAccess {
     pub fn resolve(&self, what: &str, path: &str) -> Result<PathBuf, AccessError> {
         self.check(what, path)?;
         let FileAccess::Granted(g) = self else { return Ok(PathBuf::from(path)) };
-        let resolved = resolve_existing(Path::new(path))
-            .map_err(|(at, e)| AccessError::Resolve { what: what.to_string(), path: path.to_string(), at: at.display().to_string(), error: e.to_string() })?;
+        let resolved = resolve_existing(Path::new(path)).map_err(|(at, e)| AccessError::Resolve {
+            what: what.to_string(),
+            path: path.to_string(),
+            at: at.display().to_string(),
+            error: e.to_string(),
+        })?;
         // Compared with the roots and denied paths resolved too: a root reached
         // through a symbolic link (a mount point, /tmp on some systems) still counts.
         let local = Grant { roots: g.roots.iter().map(|r| canonical(r)).collect(), denied: g.denied.iter().map(|d| canonical(d)).collect() };
