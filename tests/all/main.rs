@@ -21,6 +21,7 @@ mod hostile_peers;
 mod joins;
 mod kafka;
 mod keyed_state;
+mod paths;
 mod polyglot;
 mod polyglot_join;
 mod postgres;

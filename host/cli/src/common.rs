@@ -84,6 +84,17 @@ impl SandboxArgs {
     }
 }
 
+/// `paths` made absolute and resolved where they exist, as a grant compares them.
+pub fn resolved(paths: impl IntoIterator<Item = PathBuf>) -> Vec<String> {
+    paths
+        .into_iter()
+        .map(|p| {
+            let p = std::path::absolute(&p).unwrap_or(p);
+            std::fs::canonicalize(&p).unwrap_or(p).display().to_string()
+        })
+        .collect()
+}
+
 /// A cluster node's credentials (from `weir cluster-init`).
 #[derive(Args)]
 pub struct IdentityArgs {
@@ -102,6 +113,14 @@ impl IdentityArgs {
             Some(p) => p.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf),
             None => self.identity.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf),
         }
+    }
+
+    /// The node's credential directories (its identity and the cluster's shared
+    /// files): no job may reach them.
+    pub fn own_files(&self) -> Vec<PathBuf> {
+        let mut own = vec![self.identity.clone(), self.cluster_dir()];
+        own.extend(self.ca.clone());
+        own
     }
 
     /// Loads this node's identity and the CA it trusts.

@@ -213,6 +213,7 @@ impl JobManager {
     /// cancels the job right after; the id of the checkpoint it copies.
     pub async fn savepoint(&self, id: &JobId, dir: &str, stop: bool) -> Result<u64, ApiError> {
         check_savepoint_dir(dir)?;
+        self.0.config.files.check("savepoint dir", dir).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let info = self.job(id)?;
         if info.resource.state.is_terminal() {
             return Err(ApiError::Conflict(format!("job {id} already ended ({})", info.resource.state.name())));

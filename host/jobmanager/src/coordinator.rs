@@ -252,6 +252,7 @@ pub(crate) mod tests {
             attempt: 0,
             checkpoints: None,
             restore: None,
+            files: weir_types::access::FileAccess::Any,
         }
     }
 

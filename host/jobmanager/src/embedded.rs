@@ -107,6 +107,7 @@ impl EmbeddedCluster {
             attempt: 0,
             checkpoints: spec.checkpoints,
             restore: None,
+            files: weir_types::access::FileAccess::Any,
         };
         let store = match &deployment.checkpoints {
             Some(c) => {

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot};
 use weir_checkpoint::{DirStorage, load_savepoint, savepoint_location};
 use weir_control::protocol::FromJobManager;
+use weir_types::access::FileAccess;
 use weir_types::deployment::{CheckpointConfig, JobDeployment, RestoreFrom, SinkFiles, place};
 use weir_types::graph::ExecutionGraph;
 use weir_types::ids::{ComponentHash, JobId, RunId, TaskManagerId};
@@ -25,7 +26,7 @@ use crate::driver::{Command, Driver, Event, Exported, Found, Placement};
 use crate::job::{Job, checkpoint_store};
 use crate::model::{ApiError, EndedJob, EventLevel, SubmitSpec};
 use crate::persist::{PersistedJob, Persistence};
-use crate::planning::{JobSource, PlannedCode, new_job_id, prepare};
+use crate::planning::{JobSource, PlannedCode, check_files, new_job_id, prepare};
 use crate::registry::Registry;
 use crate::restart::RestartStrategy;
 use crate::retention;
@@ -53,6 +54,8 @@ pub struct JobManagerConfig {
     pub artifact_cap: u64,
     /// How long an attempt waits for free slots before it counts as failed.
     pub slot_timeout: Duration,
+    /// The files jobs may open (`--data-root`, the cluster's own files refused).
+    pub files: FileAccess,
 }
 
 impl Default for JobManagerConfig {
@@ -67,6 +70,7 @@ impl Default for JobManagerConfig {
             artifact_dir: std::env::temp_dir().join("weir-artifacts"),
             artifact_cap: 1 << 30,
             slot_timeout: crate::driver::SLOT_TIMEOUT,
+            files: FileAccess::granted(vec![], vec![]),
         }
     }
 }
@@ -288,9 +292,13 @@ impl Shared {
             Command::Export { request, meta, dir, stop } => {
                 let store = j.store.clone()?;
                 let shared = self.clone();
+                let files = j.driver.deployment().files.clone();
                 tokio::spawn(async move {
                     let (id, target) = (meta.id, dir.clone());
                     let result = tokio::task::spawn_blocking(move || {
+                        // Checked again where it is written: a symbolic link made since
+                        // the request must not lead the JobManager out of the roots.
+                        let target = files.resolve("savepoint dir", &target).map_err(|e| e.to_string())?.display().to_string();
                         let (root, name) = savepoint_location(&target).map_err(|e| e.to_string())?;
                         let storage = DirStorage::new(root).map_err(|e| e.to_string())?;
                         store.export(&meta, &storage, &name).map_err(|e| e.to_string())
@@ -343,8 +351,13 @@ impl Shared {
             (Some(_), None) => return Err(ApiError::Conflict("checkpointing needs a jobmanager started with --checkpoint-dir".into())),
             (Some(ms), Some(dir)) => Some(CheckpointConfig { dir: dir.clone(), interval_ms: ms.max(10), retain: self.config.retain.max(1) }),
         };
+        let files = self.config.files.clone();
+        check_files(&plan, &files).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let (restore, first_checkpoint) = match &spec.from_savepoint {
-            Some(dir) => (Some(RestoreFrom::Savepoint(dir.clone())), self.savepoint_id(dir, plan.max_parallelism()).await? + 1),
+            Some(dir) => {
+                files.check("fromSavepoint", dir).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+                (Some(RestoreFrom::Savepoint(dir.clone())), self.savepoint_id(dir, plan.max_parallelism()).await? + 1)
+            }
             None => (None, 1),
         };
         let job = new_job_id();
@@ -364,6 +377,7 @@ impl Shared {
             attempt: 0,
             checkpoints,
             restore,
+            files,
         };
         let created = SystemTime::now();
         let driver = Driver::new(deployment, restart, first_checkpoint, Instant::now());
@@ -392,7 +406,8 @@ impl Shared {
 
     /// The checkpoint id of the savepoint in `dir`, checked against the job's key groups.
     async fn savepoint_id(&self, dir: &str, max_parallelism: u32) -> Result<u64, ApiError> {
-        let location = savepoint_location(dir).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let resolved = self.config.files.resolve("fromSavepoint", dir).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let location = savepoint_location(&resolved.display().to_string()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let loaded = tokio::task::spawn_blocking(move || {
             let storage = DirStorage::new(location.0).map_err(|e| e.to_string())?;
             load_savepoint(&storage, &location.1).map_err(|e| e.to_string())

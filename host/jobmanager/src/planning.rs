@@ -12,6 +12,7 @@ use thiserror::Error;
 use weir_connectors::Role;
 use weir_state::StateError;
 use weir_taskmanager::TaskError;
+use weir_types::access::{AccessError, FileAccess};
 use weir_types::deployment::JobCode;
 use weir_types::graph::ExecutionGraph;
 use weir_types::ids::{ComponentHash, InvalidId, JobId};
@@ -172,6 +173,21 @@ fn check_connectors(plan: &JobPlan) -> Result<(), JobError> {
             _ => Ok(()),
         };
         checked.map_err(|error| JobError::Connector { uid: n.uid.clone(), error })?;
+    }
+    Ok(())
+}
+
+/// Checks every file path of the plan against what the job may open: the paths of
+/// file sources and sinks, each named by its node.
+pub fn check_files(plan: &JobPlan, files: &FileAccess) -> Result<(), AccessError> {
+    for n in &plan.nodes {
+        match &n.kind {
+            NodeKind::Source(SourceKind::FileLines(Some(p)) | SourceKind::TextLines(Some(p))) => {
+                files.check(&format!("file source {:?}", n.uid), p)?
+            }
+            NodeKind::Sink(SinkKind::File(Some(p))) => files.check(&format!("file sink {:?}", n.uid), p)?,
+            _ => {}
+        }
     }
     Ok(())
 }

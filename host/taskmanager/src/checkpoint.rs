@@ -16,6 +16,7 @@ use weir_checkpoint::{
 };
 pub use weir_control::protocol::{CheckpointAck, EndOfInput};
 use weir_state::Capture;
+use weir_types::access::FileAccess;
 use weir_types::deployment::{JobDeployment, RestoreFrom};
 use weir_types::ids::RunId;
 
@@ -227,10 +228,11 @@ pub struct Restore {
 
 impl Restore {
     /// Reads the metadata a deployment names, if it names one.
-    pub fn open(d: &JobDeployment) -> Result<Option<Self>, CheckpointingError> {
+    /// A savepoint's directory must be one `files` allows.
+    pub fn open(d: &JobDeployment, files: &FileAccess) -> Result<Option<Self>, CheckpointingError> {
         let Some(from) = &d.restore else { return Ok(None) };
         let fail = |cause: RestoreError| CheckpointingError::Restore { from: from.clone(), cause };
-        let (meta, storage) = Self::read(d, from).map_err(fail)?;
+        let (meta, storage) = Self::read(d, from, files).map_err(fail)?;
         if meta.max_parallelism != d.plan.max_parallelism() {
             return Err(fail(RestoreError::KeyGroups { checkpoint: meta.max_parallelism, job: d.plan.max_parallelism() }));
         }
@@ -239,7 +241,7 @@ impl Restore {
     }
 
     /// The metadata of what `from` names, and the storage its files are in.
-    fn read(d: &JobDeployment, from: &RestoreFrom) -> Result<(CheckpointMeta, Arc<dyn CheckpointStorage>), RestoreError> {
+    fn read(d: &JobDeployment, from: &RestoreFrom, files: &FileAccess) -> Result<(CheckpointMeta, Arc<dyn CheckpointStorage>), RestoreError> {
         Ok(match from {
             RestoreFrom::Checkpoint(path) => {
                 let dir = &d.checkpoints.as_ref().ok_or(RestoreError::NoStorage)?.dir;
@@ -247,7 +249,8 @@ impl Restore {
                 (decode_meta(&storage.read(path)?)?, Arc::new(storage))
             }
             RestoreFrom::Savepoint(dir) => {
-                let (root, name) = savepoint_location(dir)?;
+                let dir = files.resolve("fromSavepoint", dir)?.display().to_string();
+                let (root, name) = savepoint_location(&dir)?;
                 let storage = DirStorage::new(root)?;
                 (load_savepoint(&storage, &name)?, Arc::new(storage))
             }

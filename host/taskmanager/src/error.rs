@@ -100,6 +100,9 @@ pub enum SourceError {
     /// A file source whose path was never bound.
     #[error("a file source has no path")]
     NoPath,
+    /// Its path is not one the job may read.
+    #[error(transparent)]
+    Access(#[from] weir_types::access::AccessError),
     /// Its position in the checkpoint does not decode.
     #[error("unreadable source position in the checkpoint: {0}")]
     Position(#[source] postcard::Error),
@@ -152,6 +155,15 @@ pub enum SinkError {
     /// Another subtask panicked while writing the shared output.
     #[error("the output writer is poisoned by an earlier failure")]
     Poisoned,
+    /// Its path is not one the job may write.
+    #[error(transparent)]
+    Access(#[from] weir_types::access::AccessError),
+    /// A file of that name exists and this job did not create it.
+    #[error("{} already exists and this job did not write it: it is never overwritten", path.display())]
+    Foreign {
+        /// The file.
+        path: PathBuf,
+    },
 }
 
 /// Why a job's checkpoints could not be opened or restored on a TaskManager.
@@ -201,6 +213,9 @@ pub enum RestoreError {
     /// The savepoint cannot be loaded.
     #[error(transparent)]
     Savepoint(#[from] weir_checkpoint::CheckpointError),
+    /// The savepoint's directory is not one the job may read (boxed: rare, and large).
+    #[error(transparent)]
+    Access(Box<weir_types::access::AccessError>),
     /// A savepoint's path that names no directory.
     #[error(transparent)]
     Location(#[from] NotADirectory),
@@ -386,6 +401,12 @@ pub enum DeploymentFault {
     /// A local consumer's channel was not set up.
     #[error("local channel missing")]
     LocalChannelMissing,
+}
+
+impl From<weir_types::access::AccessError> for RestoreError {
+    fn from(e: weir_types::access::AccessError) -> Self {
+        RestoreError::Access(Box::new(e))
+    }
 }
 
 #[cfg(test)]

@@ -156,8 +156,9 @@ impl Commits {
 }
 
 fn commit_one(c: &Closed) -> Result<(), TaskError> {
-    match std::fs::rename(&c.pending, &c.committed) {
+    match rename_new(&c.pending, &c.committed) {
         Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(SinkError::Foreign { path: c.committed.clone() }.into()),
         // Committed before: by an earlier call, or by the restore of a newer attempt
         // that found this attempt's checkpoint complete.
         Err(e) if e.kind() == ErrorKind::NotFound && c.committed.exists() => Ok(()),
@@ -265,6 +266,29 @@ pub fn recover_output(dir: &Path, job: &str, attempt: u32, restored: u64, owner:
     }
 }
 
+/// Renames `from` to `to` unless `to` is another file: a sink never replaces a file
+/// it did not write (a rename would). A link, then the unlink of `from`; `to` already
+/// the same file is a commit repeated after the link (by a retry or a restore), and
+/// `from` gone by then was unlinked or sealed away by someone else: committed either
+/// way. A foreign `to` is `AlreadyExists`.
+fn rename_new(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::hard_link(from, to) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            let (a, b) = (std::fs::symlink_metadata(from)?, std::fs::symlink_metadata(to)?);
+            if (a.dev(), a.ino()) != (b.dev(), b.ino()) {
+                return Err(e);
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    match std::fs::remove_file(from) {
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
 /// Commits the files of a sealed directory of attempt `attempt` with epochs up to
 /// `keep` (if any), deletes the rest and the directory.
 fn settle_sealed(dir: &Path, sealed: &Path, attempt: u32, keep: Option<u64>) -> Result<(), TaskError> {
@@ -279,7 +303,11 @@ fn settle_sealed(dir: &Path, sealed: &Path, attempt: u32, keep: Option<u64>) -> 
         let path = entry.path();
         match parse_pending(&entry.file_name().to_string_lossy()) {
             Some((subtask, epoch)) if keep.is_some_and(|k| epoch <= k) => {
-                settled(&path, std::fs::rename(&path, dir.join(final_name(subtask, epoch, attempt))))?;
+                let committed = dir.join(final_name(subtask, epoch, attempt));
+                match rename_new(&path, &committed) {
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => return Err(SinkError::Foreign { path: committed }.into()),
+                    r => settled(&path, r)?,
+                }
             }
             _ => settled(&path, std::fs::remove_file(&path))?,
         }
@@ -484,6 +512,28 @@ mod tests {
         assert_eq!(parsed(".pending-ab12.0"), Some(("ab12".into(), 0, false)));
         assert_eq!(parsed(".pending-ab12"), None);
         assert_eq!(parsed(".pending-ab12.x"), None);
+        Ok(())
+    }
+
+    /// A file at an epoch's committed name that this job did not write (someone put
+    /// `part-0-1-a0` in the output directory) is refused by name, never replaced; a
+    /// commit repeated after its link succeeded is no conflict.
+    #[test]
+    fn a_commit_never_replaces_a_file_it_did_not_write() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("part-0-1-a0"), "not yours\n")?;
+        let (mut sink, commits) = attempt(dir.path(), 0, 0, None)?;
+        sink.write(&batch("1"))?;
+        sink.barrier(1)?;
+        let err = commits.commit(1).map_err(|e| e.to_string());
+        assert!(err.as_ref().is_err_and(|e| e.contains("part-0-1-a0") && e.contains("did not write")), "{err:?}");
+        assert_eq!(std::fs::read_to_string(dir.path().join("part-0-1-a0"))?, "not yours\n");
+
+        let (from, to) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&from, "mine")?;
+        std::fs::hard_link(&from, &to)?;
+        rename_new(&from, &to)?;
+        assert!(!from.exists() && std::fs::read_to_string(&to)? == "mine", "a repeated commit completes");
         Ok(())
     }
 

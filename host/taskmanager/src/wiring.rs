@@ -196,6 +196,7 @@ mod tests {
             attempt: 3,
             checkpoints: None,
             restore: None,
+            files: weir_types::access::FileAccess::Any,
         }
     }
 

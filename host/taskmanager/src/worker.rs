@@ -6,12 +6,13 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use crossbeam_channel::{Receiver, Sender};
 use weir_state::StateStore;
+use weir_types::access::FileAccess;
 use weir_types::deployment::{JobDeployment, SinkFiles, TaskEnd, TaskOutcome, TaskProgress};
 use weir_types::ids::RunId;
 use weir_types::keygroup::key_group_range;
@@ -44,6 +45,9 @@ struct Inner {
     cache_bytes: usize,
     data: Option<DataPlane>,
     jobs: Mutex<HashMap<RunId, RunningJob>>,
+    /// This process's own files (credentials, state): no job reaches them, whatever
+    /// its grant says.
+    own_files: OnceLock<Vec<PathBuf>>,
 }
 
 struct RunningJob {
@@ -79,7 +83,13 @@ pub struct PreparedJob {
 impl TaskManager {
     /// A TaskManager; `data` is needed only for jobs spanning several TaskManagers.
     pub fn new(runtime: Runtime, state: StateStore, cache_bytes: usize, data: Option<DataPlane>) -> Self {
-        Self { inner: Arc::new(Inner { runtime, state, cache_bytes, data, jobs: Mutex::new(HashMap::new()) }) }
+        Self { inner: Arc::new(Inner { runtime, state, cache_bytes, data, jobs: Mutex::new(HashMap::new()), own_files: OnceLock::new() }) }
+    }
+
+    /// Marks this process's own files (absolute) out of every job's reach; set once,
+    /// before the first job.
+    pub fn deny_own_files(&self, own: Vec<PathBuf>) {
+        let _ = self.inner.own_files.set(own);
     }
 
     /// The sandbox.
@@ -133,9 +143,12 @@ impl TaskManager {
         let (acks, ends) = (report.clone(), report.clone());
         let checkpoints =
             JobCheckpointing::new(d, Arc::new(move |ack| acks(Report::Snapshot(ack))), Arc::new(move |end| ends(Report::EndOfInput(end))))?;
-        let restore = Restore::open(d)?;
+        // The deployment's grant, checked again here with this process's own files
+        // added: a TaskManager never opens a path only the JobManager checked.
+        let files = d.files.deny(self.inner.own_files.get().into_iter().flatten().cloned());
+        let restore = Restore::open(d, &files)?;
         let mut commits = Vec::new();
-        let mut sinks = open_sinks(d, me, &mut commits, restore.as_ref())?;
+        let mut sinks = open_sinks(d, me, &files, &mut commits, restore.as_ref())?;
 
         let mut tasks = Vec::new();
         let mut counters = Vec::new();
@@ -177,7 +190,7 @@ impl TaskManager {
                         (Some(r), _) => r.source(uid, s, vertex.parallelism)?,
                         (None, _) => None,
                     };
-                    Head::Source(open_source(kind, s, vertex.parallelism, resumed)?)
+                    Head::Source(open_source(kind, uid, &files, s, vertex.parallelism, resumed)?)
                 }
                 _ => {
                     let (rxs, input_of) = receivers.remove(&w.subtask).ok_or_else(|| internal(DeploymentFault::InputsMissing))?;
@@ -392,7 +405,14 @@ impl PreparedJob {
     }
 }
 
-fn open_source(kind: &SourceKind, subtask: u32, parallelism: u32, resume: Option<Vec<Split>>) -> Result<Box<dyn Source>, SourceError> {
+fn open_source(
+    kind: &SourceKind,
+    uid: &str,
+    files: &FileAccess,
+    subtask: u32,
+    parallelism: u32,
+    resume: Option<Vec<Split>>,
+) -> Result<Box<dyn Source>, SourceError> {
     Ok(match (kind, resume) {
         (SourceKind::Generator { records_per_ms, .. }, Some(splits)) => Box::new(Generator::resume(&splits, *records_per_ms)?),
         (SourceKind::Generator { start, count, records_per_ms }, None) => {
@@ -400,9 +420,10 @@ fn open_source(kind: &SourceKind, subtask: u32, parallelism: u32, resume: Option
         }
         (SourceKind::FileLines(Some(path)) | SourceKind::TextLines(Some(path)), resume) => {
             let raw = matches!(kind, SourceKind::TextLines(_));
+            let path = files.resolve(&format!("file source {uid:?}"), path)?;
             let lines = match resume {
-                Some(splits) => FileLines::resume(path.into(), &splits)?,
-                None => FileLines::open(path.into(), subtask, parallelism)?,
+                Some(splits) => FileLines::resume(path, &splits)?,
+                None => FileLines::open(path, subtask, parallelism)?,
             };
             Box::new(lines.raw(raw))
         }
@@ -412,12 +433,15 @@ fn open_source(kind: &SourceKind, subtask: u32, parallelism: u32, resume: Option
     })
 }
 
-/// The sinks of the local subtasks, by (node, subtask). Files are created (truncated)
-/// here, before any subtask runs; a checkpointed job's part files are transactional,
-/// and what earlier attempts left in their directory is settled first.
+/// The sinks of the local subtasks, by (node, subtask). Files are created here, before
+/// any subtask runs; a checkpointed job's part files are transactional, and what
+/// earlier attempts left in their directory is settled first. Under a grant (a
+/// cluster) a sink creates its files exclusively: it never writes into a file this
+/// job did not create.
 fn open_sinks(
     d: &JobDeployment,
     me: u32,
+    files: &FileAccess,
     commits: &mut Vec<Arc<dyn Commit>>,
     restore: Option<&Restore>,
 ) -> Result<HashMap<(usize, u32), Sink>, TaskError> {
@@ -430,7 +454,9 @@ fn open_sinks(
         let Some(&last) = d.graph.vertices[v].nodes.last() else { continue };
         let path = match &d.plan.nodes[last].kind {
             NodeKind::Sink(SinkKind::Stdout | SinkKind::File(None)) => None,
-            NodeKind::Sink(SinkKind::File(Some(path))) => Some(path),
+            NodeKind::Sink(SinkKind::File(Some(path))) => {
+                Some(files.resolve(&format!("file sink {:?}", d.plan.nodes[last].uid), path).map_err(SinkError::from)?)
+            }
             NodeKind::Sink(SinkKind::Connector(c)) if c.kind == postgres::KIND => {
                 let sink = match pg.get(&last) {
                     Some(sink) => sink.clone(),
@@ -454,7 +480,7 @@ fn open_sinks(
         };
         let sink = match (path, d.sink_files) {
             (Some(dir), SinkFiles::PartPerSubtask) if d.checkpoints.is_some() => {
-                let dir = Path::new(dir);
+                let dir = dir.as_path();
                 if settled.insert(last) {
                     let past = recover_output(dir, d.job.as_str(), d.attempt, restored, restore.and_then(Restore::sink_owner))?;
                     if !past.is_empty() {
@@ -471,15 +497,16 @@ fn open_sinks(
                 Sink::Transactional(Box::new(Transactional::open(dir.into(), d.job.as_str(), d.attempt, s, restored, c)?))
             }
             (Some(dir), SinkFiles::PartPerSubtask) => {
-                let dir = Path::new(dir);
+                let dir = dir.as_path();
                 std::fs::create_dir_all(dir).map_err(|source| SinkError::CreateDir { path: dir.into(), source })?;
-                Sink::text(file_writer(&dir.join(format!("part-{s}")))?)
+                Sink::text(part_writer(dir, d, s)?)
             }
             (path, _) => Sink::text(match shared.get(&last) {
                 Some(w) => w.clone(),
                 None => {
                     let w = match path {
-                        Some(p) => file_writer(Path::new(p))?,
+                        Some(p) if files.confined() => new_file_writer(&p)?,
+                        Some(p) => file_writer(&p)?,
                         None => Arc::new(Mutex::new(Box::new(std::io::stdout()) as Box<dyn Write + Send>)),
                     };
                     shared.insert(last, w.clone());
@@ -518,5 +545,34 @@ fn open_postgres(d: &JobDeployment, uid: &str, c: &weir_types::plan::Connector, 
 
 fn file_writer(path: &Path) -> Result<SharedWriter, SinkError> {
     let f = std::fs::File::create(path).map_err(|source| SinkError::Open { path: path.into(), source })?;
-    Ok(Arc::new(Mutex::new(Box::new(std::io::BufWriter::with_capacity(256 * 1024, f)))))
+    Ok(writer(f))
+}
+
+fn writer(f: std::fs::File) -> SharedWriter {
+    Arc::new(Mutex::new(Box::new(std::io::BufWriter::with_capacity(256 * 1024, f))))
+}
+
+/// `path`, created by this call: an existing file (or symbolic link) is refused, never
+/// truncated.
+fn new_file_writer(path: &Path) -> Result<SharedWriter, SinkError> {
+    match std::fs::OpenOptions::new().write(true).create_new(true).open(path) {
+        Ok(f) => Ok(writer(f)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(SinkError::Foreign { path: path.into() }),
+        Err(source) => Err(SinkError::Open { path: path.into(), source }),
+    }
+}
+
+/// Subtask `s`'s `part-<s>` of a job without checkpoints, created exclusively. A
+/// restarted attempt writes it again from the start: it may truncate the file only
+/// when the marker `.part-<s>.<job>` says this job created it, and the marker is
+/// written only after an exclusive create, so a file the job found there is never
+/// taken for its own.
+fn part_writer(dir: &Path, d: &JobDeployment, s: u32) -> Result<SharedWriter, SinkError> {
+    let (part, marker) = (dir.join(format!("part-{s}")), dir.join(format!(".part-{s}.{}", d.job)));
+    if d.attempt > 0 && marker.exists() {
+        return file_writer(&part);
+    }
+    let w = new_file_writer(&part)?;
+    std::fs::write(&marker, b"").map_err(|source| SinkError::Io { path: marker, source })?;
+    Ok(w)
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::FileAccess;
 use crate::graph::ExecutionGraph;
 use crate::ids::{ComponentHash, JobId, RunId};
 use crate::plan::{JobPlan, NodeKind};
@@ -35,6 +36,8 @@ pub struct JobDeployment {
     pub checkpoints: Option<CheckpointConfig>,
     /// Where state and source positions come from, if not from scratch.
     pub restore: Option<RestoreFrom>,
+    /// Which files the job may open: checked again wherever one is opened.
+    pub files: FileAccess,
 }
 
 /// A job's code: its components, and which one runs each operator.
@@ -399,6 +402,7 @@ mod tests {
             attempt: 0,
             checkpoints: None,
             restore: None,
+            files: crate::access::FileAccess::Any,
         };
         assert_eq!(d.subtasks_on(1).collect::<Vec<_>>(), vec![(0, 1), (0, 3), (1, 0)]);
         assert_eq!(d.task_count(), 5);

@@ -22,6 +22,7 @@
 //!   descriptor for the embedded and the networked cluster), slot placement, and the
 //!   subtask outcomes reported back.
 
+pub mod access;
 pub mod batch;
 pub mod deployment;
 pub mod graph;

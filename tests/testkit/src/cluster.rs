@@ -111,7 +111,12 @@ impl TestCluster {
         let creds = dir.path().join("cluster");
         let o = weir.run(["cluster-init".as_ref(), creds.as_os_str(), "--taskmanagers".as_ref(), "3".as_ref()]);
         assert!(o.status.success(), "{}", stderr(&o));
-        let jobmanager_args: Vec<String> = jobmanager_args.iter().map(|a| a.replace("{dir}", &dir.path().display().to_string())).collect();
+        let mut jobmanager_args: Vec<String> = jobmanager_args.iter().map(|a| a.replace("{dir}", &dir.path().display().to_string())).collect();
+        // Jobs read and write under the cluster's temporary directory unless the test
+        // grants its own roots (the credentials and checkpoints in it stay refused).
+        if !jobmanager_args.iter().any(|a| a == "--data-root") {
+            jobmanager_args.extend(["--data-root".to_string(), dir.path().display().to_string()]);
+        }
         let (jm, addr, rest) = spawn_jobmanager_limited(weir, dir.path(), &creds, "127.0.0.1:0", "127.0.0.1:0", &jobmanager_args, nofile);
         let token = std::fs::read_to_string(creds.join("api-token")).expect("api token").trim().to_string();
         let mut cluster = Self {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::common::{HttpArgs, IdentityArgs, SandboxArgs, Signals, runtime, state_dir};
+use crate::common::{HttpArgs, IdentityArgs, SandboxArgs, Signals, resolved, runtime, state_dir};
 
 #[derive(Args)]
 pub struct JobManagerArgs {
@@ -56,6 +56,12 @@ pub struct JobManagerArgs {
     /// attempt counts as failed and the restart strategy decides.
     #[arg(long, default_value_t = 300_000)]
     slot_timeout_ms: u64,
+    /// A directory jobs may read and write files under (file sources and sinks,
+    /// savepoints); repeatable. Without one, jobs may use no file path at all. The
+    /// cluster's own files (credentials, api token, checkpoints, artifacts) stay out of
+    /// reach even under a root.
+    #[arg(long = "data-root", value_name = "DIR")]
+    data_roots: Vec<PathBuf>,
     #[command(flatten)]
     http: HttpArgs,
     #[command(flatten)]
@@ -78,6 +84,16 @@ pub fn run(a: JobManagerArgs) -> Result<()> {
         (None, Some(c)) => (c.join("_artifacts"), None),
         (None, None) => state_dir(&None)?,
     };
+    let mut roots = Vec::new();
+    for r in &a.data_roots {
+        let root = std::fs::canonicalize(r).with_context(|| format!("--data-root {}: cannot resolve it", r.display()))?;
+        anyhow::ensure!(root.is_dir(), "--data-root {} is not a directory", r.display());
+        roots.push(root.display().to_string());
+    }
+    let mut own = a.id.own_files();
+    own.extend([token_file.clone(), artifact_dir.clone()]);
+    own.extend(a.checkpoint_dir.clone());
+    let files = weir_types::access::FileAccess::granted(roots, resolved(own));
     rt.block_on(async {
         let endpoint = weir_net::Endpoint::bind(a.listen, &id, &ca)?;
         let addr = endpoint.local_addr().context("no local address")?;
@@ -98,6 +114,7 @@ pub fn run(a: JobManagerArgs) -> Result<()> {
             artifact_dir,
             artifact_cap: a.artifact_store_mib << 20,
             slot_timeout: Duration::from_millis(a.slot_timeout_ms),
+            files,
         };
         let jm = weir_jobmanager::JobManager::start(config, sandbox).await.context("cannot start the jobmanager")?;
         let rest = weir_api::router(jm.clone(), token);

@@ -18,11 +18,15 @@ use crate::common::{JobArgs, read_job};
 pub struct SubmitArgs {
     #[command(flatten)]
     job: JobArgs,
-    /// Input file for file sources that take theirs at submission (a path on the TaskManagers).
+    /// Input file for file sources that take theirs at submission (a path on the
+    /// TaskManagers, under one of the cluster's data roots; a relative one is taken
+    /// from this command's directory).
     #[arg(short, long)]
     input: Option<String>,
-    /// Output directory for file sinks (on the TaskManagers): one part-<subtask> file
-    /// each. (`--output` is the format of this command's answer.)
+    /// Output directory for file sinks (on the TaskManagers, under a data root; a
+    /// relative one is taken from this command's directory): one part-<subtask> file
+    /// each, never over a file already there. (`--output` is the format of this
+    /// command's answer.)
     #[arg(long, value_name = "DIR")]
     output_dir: Option<String>,
     /// Print the job id and return at once instead of waiting for the job's end.
@@ -56,8 +60,8 @@ pub fn run(a: SubmitArgs) -> Result<()> {
         components: Default::default(),
         parallelism: a.job.parallelism,
         args: a.job.args.iter().cloned().collect(),
-        input: a.input.clone(),
-        output: a.output_dir.clone(),
+        input: a.input.as_deref().map(|p| absolute(Path::new(p))).transpose()?,
+        output: a.output_dir.as_deref().map(|p| absolute(Path::new(p))).transpose()?,
         checkpoint_interval_ms: a.checkpoint_interval,
         restart_strategy: a.restart.clone(),
         from_savepoint: a.from_savepoint.as_deref().map(absolute).transpose()?,

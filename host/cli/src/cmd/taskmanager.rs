@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::common::{HttpArgs, IdentityArgs, SandboxArgs, Signals, runtime, state_dir};
+use crate::common::{HttpArgs, IdentityArgs, SandboxArgs, Signals, resolved, runtime, state_dir};
 
 #[derive(Args)]
 pub struct TaskManagerArgs {
@@ -62,6 +62,9 @@ pub fn run(a: TaskManagerArgs) -> Result<()> {
         let endpoint = weir_net::Endpoint::bind(a.listen, &id, &ca)?;
         let data = weir_taskmanager::dataplane::DataPlane::new(tokio::runtime::Handle::current(), endpoint);
         let tm = weir_taskmanager::TaskManager::new(sandbox, state, a.state_cache_mib << 20, Some(data.clone()));
+        let mut own = a.id.own_files();
+        own.push(state_dir.clone());
+        tm.deny_own_files(resolved(own).into_iter().map(PathBuf::from).collect());
         let addr = data.local_addr().context("no local address")?;
         println!("taskmanager {} offering {} slots, data plane on {addr}", id.name(), a.slots);
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
