@@ -69,6 +69,9 @@ impl Cluster {
             .arg("--identity")
             .arg(cluster.creds.join("jobmanager"))
             .args(jobmanager_args.iter().map(|a| a.replace("{dir}", &cluster.dir.path().display().to_string())))
+            // Jobs read and write under the cluster's directory.
+            .arg("--data-root")
+            .arg(cluster.dir.path())
             .stdout(Stdio::piped())
             .stderr(cluster.log_file("jobmanager"))
             .spawn()

@@ -119,6 +119,8 @@ impl Cluster {
         let (rest, heartbeat, checkpoints) = (self.rest.trim_start_matches("http://"), self.heartbeat_ms.to_string(), self.checkpoint_dir());
         cmd.args(["jobmanager", "--listen", &self.jm_listen, "--rest-listen", rest, "--heartbeat-timeout-ms", &heartbeat]);
         cmd.args(["--checkpoint-dir", &checkpoints.display().to_string()]);
+        // The jobs' inputs and outputs live in the run's directory.
+        cmd.args(["--data-root", &self.dir.display().to_string()]);
         let mut child = self.spawn(cmd, "jobmanager", stdout.into())?;
         let deadline = Instant::now() + Duration::from_secs(30);
         let said: Vec<String> = loop {
