@@ -191,3 +191,22 @@ fn kafka_consumer_lag_per_partition_is_in_the_taskmanagers_metrics() {
     let o = cluster.client(&[OsStr::new("cancel"), OsStr::new(&job)]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// The durable test broker (tansu on S3 in moto): records produced before a SIGKILL
+/// and restart of tansu are all there after it, and new ones follow them.
+#[test]
+fn a_durable_kafka_broker_keeps_its_records_across_a_restart() {
+    let mut k = Kafka::start_durable();
+    k.create_topic("events", PARTITIONS);
+    produce(&k, 0, 500);
+    k.restart();
+    produce(&k, 500, 1000);
+    let read = k.read_all("events", PARTITIONS);
+    let values: Vec<String> = read.iter().map(|r| String::from_utf8_lossy(&r.value).into_owned()).collect();
+    assert_eq!(read.len(), 1000, "every record, before and after the restart\n{}", k.log());
+    for p in 0..PARTITIONS {
+        let offsets: Vec<i64> = read.iter().filter(|r| r.partition == p).map(|r| r.offset).collect();
+        assert_eq!(offsets, (0..offsets.len() as i64).collect::<Vec<_>>(), "partition {p}: offsets continue after the restart");
+    }
+    assert_eq!(values.iter().filter(|v| *v == "key-0").count(), 25);
+}

@@ -2,10 +2,12 @@
 //! and killed when dropped, with a small client (krafka) to create topics, produce and
 //! read back.
 //!
-//! Storage is `memory://`: the installed tansu has only its object-store engine
-//! (`dynostore`: memory and S3), and its durable PostgreSQL engine needs the `postgres`
-//! feature and a PostgreSQL server. So [`Kafka::restart`] starts a new, empty broker on
-//! the same address: it stands for an outage, not for durability.
+//! [`Kafka::start`] stores in `memory://`, so its [`Kafka::restart`] is an empty broker
+//! on the same address: an outage, not durability. [`Kafka::start_durable`] stores in
+//! S3 (`s3://tansu/`) served by `moto_server` (PyPI `moto[server]`, an S3 emulator that
+//! keeps objects in its process): the broker's restart keeps every record, as long as
+//! the harness lives. The installed tansu has only its object-store engine
+//! (`dynostore`: memory and S3); its PostgreSQL engine needs another build.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -24,6 +26,55 @@ pub fn tansu() -> PathBuf {
     }
     let cached = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/weir-tools/tansu/bin/tansu"));
     cached.filter(|p| p.exists()).unwrap_or_else(|| "tansu".into())
+}
+
+/// Where `moto_server` is: `$WEIR_MOTO`, else where `.ci/run` installs it.
+pub fn moto() -> PathBuf {
+    if let Some(p) = std::env::var_os("WEIR_MOTO") {
+        return p.into();
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    home.join(".cache/weir-tools/moto/bin/moto_server")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
+/// The S3 emulator behind a durable broker, with bucket `tansu`.
+struct Moto {
+    child: Child,
+    port: u16,
+    log: tempfile::NamedTempFile,
+}
+
+impl Moto {
+    fn start() -> Self {
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        let port = free_port();
+        let bin = moto();
+        // Not a skip: a durable broker is what the test asked for.
+        assert!(bin.exists(), "moto_server not found at {} (set WEIR_MOTO, or run .ci/run, which installs it into ~/.cache/weir-tools/moto)", bin.display());
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(log.reopen().expect("log file"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let moto = Self { child, port, log };
+        let addr = format!("127.0.0.1:{port}");
+        wait_until("moto_server to listen", || TcpStream::connect(&addr).is_ok());
+        let (status, body) = crate::http::request("PUT", &format!("http://{addr}/tansu"), &[], b"");
+        assert!(status == 200, "create bucket tansu in moto: {status} {}", String::from_utf8_lossy(&body));
+        moto
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// One record as read back: partition, offset, timestamp, key, value.
@@ -47,23 +98,50 @@ pub struct Kafka {
     port: u16,
     log: tempfile::NamedTempFile,
     rt: tokio::runtime::Runtime,
+    // Declared after `child` so the broker is killed before its storage.
+    moto: Option<Moto>,
 }
 
 impl Kafka {
-    /// Starts a broker on a free port and waits until it accepts connections.
+    /// Starts a broker on a free port with `memory://` storage and waits until it
+    /// accepts connections.
     pub fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        Self::start_with(false)
+    }
+
+    /// Starts a broker storing in S3 (a `moto_server` started for it, killed on drop):
+    /// [`Kafka::restart`] keeps the records. Fails, naming the install step, when
+    /// moto is missing.
+    pub fn start_durable() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("tokio runtime");
         let log = tempfile::NamedTempFile::new().expect("log file");
-        let mut k = Self { child: None, port, log, rt };
+        let moto = durable.then(Moto::start);
+        let mut k = Self { child: None, port: free_port(), log, rt, moto };
         k.spawn();
         k
     }
 
     fn spawn(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new(tansu())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+        let mut cmd = Command::new(tansu());
+        let storage = match &self.moto {
+            None => "memory://tansu/",
+            Some(m) => {
+                // object_store's S3 client, pointed at moto over plain HTTP.
+                cmd.env("AWS_ACCESS_KEY_ID", "test")
+                    .env("AWS_SECRET_ACCESS_KEY", "test")
+                    .env("AWS_DEFAULT_REGION", "us-east-1")
+                    .env("AWS_ENDPOINT", format!("http://127.0.0.1:{}", m.port))
+                    .env("AWS_ALLOW_HTTP", "true");
+                "s3://tansu/"
+            }
+        };
+        let child = cmd
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", storage])
             .stdout(Stdio::null())
             .stderr(self.log.reopen().expect("log file"))
             .spawn()
@@ -78,9 +156,10 @@ impl Kafka {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// What the broker logged.
+    /// What the broker (and its S3 emulator, if durable) logged.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+        let moto = self.moto.as_ref().map(|m| std::fs::read_to_string(m.log.path()).unwrap_or_default()).unwrap_or_default();
+        std::fs::read_to_string(self.log.path()).unwrap_or_default() + &moto
     }
 
     /// Kills the broker (SIGKILL): clients see it unreachable.
@@ -91,7 +170,8 @@ impl Kafka {
         }
     }
 
-    /// Starts the broker again on the same address (empty: see the module's note).
+    /// Starts the broker again on the same address: empty from [`Kafka::start`], with
+    /// every record from [`Kafka::start_durable`].
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
