@@ -11,6 +11,7 @@ mod api;
 mod bad_jobs;
 mod broadcast;
 mod cache;
+mod clicks;
 mod cluster;
 mod dashboard;
 mod distributed;

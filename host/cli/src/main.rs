@@ -50,6 +50,9 @@ enum Command {
     /// Create an operator project (one component of world operator-component) that
     /// builds with its `build.sh`, in Rust, Python, JavaScript or C.
     New(cmd::new::NewArgs),
+    /// The seed job's clicks (examples-wasm/clicks): `weir clicks generate`.
+    #[command(subcommand)]
+    Clicks(cmd::clicks::ClicksCommand),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         Command::Savepoint(a) => cmd::savepoint::run(a),
         Command::Logs(a) => cmd::logs::run(a),
         Command::New(a) => cmd::new::run(a),
+        Command::Clicks(c) => cmd::clicks::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
