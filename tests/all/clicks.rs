@@ -162,9 +162,7 @@ fn wait_recovered(cluster: &TestCluster, pg: &Postgres, job: &str, what: &str, b
         assert!(!l.contains(" FAILED ") && !l.contains(" FINISHED ") && !l.contains(" CANCELED "), "{l}");
         l.contains(" RUNNING ") && field(&l, "checkpoint") >= checkpoint + 2
     });
-    wait_until(&format!("epochs applied after {what}"), || {
-        std::panic::catch_unwind(|| applied(pg, job)).is_ok_and(|n| n > epochs)
-    });
+    wait_until(&format!("epochs applied after {what}"), || std::panic::catch_unwind(|| applied(pg, job)).is_ok_and(|n| n > epochs));
     let l = job_line(cluster, job);
     eprintln!("after {what}: {l}");
 }
@@ -174,7 +172,9 @@ fn wait_recovered(cluster: &TestCluster, pg: &Postgres, job: &str, what: &str, b
 /// replayed record was applied twice; the attempts that applied them.
 fn audit(pg: &Postgres, jobs: &[&str], logged_in: u64) -> u64 {
     let list = jobs.iter().map(|j| format!("'{j}'")).collect::<Vec<_>>().join(",");
-    let a = pg.psql(&format!("SELECT sum(rows), count(*), count(DISTINCT (job, attempt)) FROM weir_sink_applied WHERE job IN ({list}) AND sink = 'user-clicks'"));
+    let a = pg.psql(&format!(
+        "SELECT sum(rows), count(*), count(DISTINCT (job, attempt)) FROM weir_sink_applied WHERE job IN ({list}) AND sink = 'user-clicks'"
+    ));
     let f: Vec<&str> = a.trim().split('|').collect();
     assert_eq!(f[0], logged_in.to_string(), "rows applied over every epoch = logged-in clicks ({a})");
     eprintln!("audit: {} epochs of {} rows by {} attempts", f[1], f[0], f[2]);

@@ -54,7 +54,11 @@ impl Moto {
         let port = free_port();
         let bin = moto();
         // Not a skip: a durable broker is what the test asked for.
-        assert!(bin.exists(), "moto_server not found at {} (set WEIR_MOTO, or run .ci/run, which installs it into ~/.cache/weir-tools/moto)", bin.display());
+        assert!(
+            bin.exists(),
+            "moto_server not found at {} (set WEIR_MOTO, or run .ci/run, which installs it into ~/.cache/weir-tools/moto)",
+            bin.display()
+        );
         let child = Command::new(&bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
