@@ -212,6 +212,8 @@ fn clicks_seed_job_is_exact_through_a_taskmanager_kill_broker_and_database_resta
     // 1. A TaskManager dies while clicks arrive; a replacement joins.
     let before = job_line(&cluster, &job);
     cluster.kill("taskmanager-2");
+    let at_kill = generator.produced();
+    wait_until("clicks produced while the TaskManager is gone", || generator.produced() >= at_kill + CHUNK);
     cluster.start_taskmanager("taskmanager-2", 2);
     cluster.wait_until("the job to restart", || field(&job_line(&cluster, &job), "restarts") > field(&before, "restarts"));
     wait_recovered(&cluster, &pg, &job, "the TaskManager's SIGKILL", &before);
@@ -273,4 +275,52 @@ fn clicks_seed_job_is_exact_through_a_taskmanager_kill_broker_and_database_resta
     eprintln!("{end} clicks in all: exact after the rescale; {}", job_line(&cluster, &resumed));
     let o = cluster.client(&[OsStr::new("cancel"), OsStr::new(&resumed)]);
     assert!(o.status.success(), "{}", stderr(&o));
+}
+
+fn generate(bootstrap: &str, from: u64, clicks: u64, expect: &std::path::Path) -> std::process::Output {
+    let (from, clicks) = (from.to_string(), clicks.to_string());
+    WEIR.run([
+        "clicks".as_ref(),
+        "generate".as_ref(),
+        "--bootstrap".as_ref(),
+        OsStr::new(bootstrap),
+        "--from".as_ref(),
+        OsStr::new(&from),
+        "--clicks".as_ref(),
+        OsStr::new(&clicks),
+        "--users".as_ref(),
+        "50".as_ref(),
+        "--expect".as_ref(),
+        expect.as_os_str(),
+    ])
+}
+
+/// The generator's counts are what it produced and add up over ranges; a missing
+/// topic or broker is an error naming it, not a wait.
+#[test]
+fn clicks_generator_counts_what_it_produces_and_names_a_missing_topic() {
+    let k = Kafka::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = generate(&k.bootstrap(), 0, 10, &dir.path().join("none"));
+    assert!(!o.status.success() && stderr(&o).contains("topic \"clicks\" does not exist"), "{}", stderr(&o));
+    k.create_topic("clicks", 4);
+    let (whole, first, second) = (dir.path().join("whole"), dir.path().join("first"), dir.path().join("second"));
+    for (from, n, file) in [(0, 3000, &whole), (0, 1000, &first), (1000, 2000, &second)] {
+        let o = generate(&k.bootstrap(), from, n, file);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let read = |p: &PathBuf| parse_counts(&std::fs::read_to_string(p).expect("expect file"));
+    let mut parts = read(&first);
+    add(&mut parts, &read(&second));
+    assert_eq!(parts, read(&whole), "ranges add up to the run over their union");
+    // The topic holds both runs over 0..3000: twice each user's count.
+    let (records, topic) = in_topic(&k);
+    assert_eq!(records, 6000);
+    let twice: BTreeMap<u64, u64> = read(&whole).into_iter().map(|(u, c)| (u, 2 * c)).collect();
+    assert_eq!(topic, twice);
+    let logged_in: u64 = read(&whole).values().sum();
+    assert!((1800..2400).contains(&logged_in), "about 7 in 10 clicks logged in: {logged_in} of 3000");
+    drop(k);
+    let o = generate("127.0.0.1:1", 0, 10, &dir.path().join("none"));
+    assert!(!o.status.success() && stderr(&o).contains("broker at 127.0.0.1:1"), "{}", stderr(&o));
 }

@@ -102,7 +102,16 @@ fn generate(a: GenerateArgs) -> Result<()> {
 /// whose sequence numbers an earlier one used.
 async fn produce(a: &GenerateArgs) -> Result<BTreeMap<u64, u64>> {
     let fail = || format!("broker at {}", a.bootstrap);
-    let client = Kafka::builder(a.bootstrap.clone()).client_id("weir-clicks").connect().await.with_context(fail)?;
+    let client = Kafka::builder(a.bootstrap.clone()).client_id("weir-clicks").allow_auto_create_topics(false).connect().await.with_context(fail)?;
+    // A producer waits forever for a topic that does not exist: look it up first.
+    let lookup = client.consumer_without_group().build().await.with_context(fail)?;
+    let meta = lookup.fetch_metadata(Some(&a.topic)).await;
+    // Nothing was joined: a failed close leaves nothing behind.
+    let _closed = lookup.close().await;
+    let meta = meta.with_context(|| format!("topic {:?} at {}", a.topic, a.bootstrap))?;
+    if !meta.topics.iter().any(|t| t.name == a.topic && !t.partitions.is_empty()) {
+        bail!("topic {:?} does not exist at {} (create it first, e.g. `tansu topic create {} --partitions 4`)", a.topic, a.bootstrap, a.topic);
+    }
     let producer = client.producer().idempotent(false).acks(Acks::All).build().await.with_context(fail)?;
     // Acknowledged in batches: bounded memory, and a pace check between them.
     let batch = a.rate.map_or(1000, |r| (r / 20).clamp(1, 1000));
