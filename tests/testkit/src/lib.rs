@@ -8,6 +8,7 @@
 //! - [`cluster`]: a JobManager and TaskManagers as real processes on loopback
 //!   ([`TestCluster`]), killed when dropped.
 //! - [`postgres`]: a real PostgreSQL server on a free port ([`Postgres`]).
+//! - [`kafka`]: a real Kafka broker (tansu), in memory or durable (S3 in moto).
 //! - [`http`] and [`browser`]: a tiny HTTP/1.1 client and a headless Chromium driven
 //!   over the DevTools protocol, for the dashboard.
 //!
