@@ -5,7 +5,6 @@
 //! each user's count of logged-in clicks is known exactly and written with `--expect`.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -56,7 +55,7 @@ fn splitmix64(x: u64) -> u64 {
 }
 
 /// Click `i`: its user, whether logged in (about 7 in 10), its page.
-pub fn click(i: u64, users: u64) -> (u64, bool, u64) {
+fn click(i: u64, users: u64) -> (u64, bool, u64) {
     let h = splitmix64(i);
     (h % users, splitmix64(i ^ 0xC11C_C11C) % 10 < 7, (h >> 32) % 100)
 }
@@ -93,7 +92,6 @@ fn generate(a: GenerateArgs) -> Result<()> {
         a.topic,
         a.bootstrap
     );
-    let _ = std::io::stderr().flush();
     Ok(())
 }
 
@@ -118,7 +116,7 @@ async fn produce(a: &GenerateArgs) -> Result<BTreeMap<u64, u64>> {
     let start = Instant::now();
     let mut expected = BTreeMap::new();
     let mut i = a.from;
-    let end = a.from + a.clicks;
+    let end = a.from.checked_add(a.clicks).context("--from + --clicks overflows")?;
     while i < end {
         let upto = (i + batch).min(end);
         let mut acks = Vec::with_capacity((upto - i) as usize);
