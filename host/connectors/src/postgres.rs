@@ -309,6 +309,20 @@ pub struct PgSink {
     dead_letters: Option<String>,
 }
 
+/// Runs `f` under a savepoint: its error is returned and undone, the transaction goes
+/// on. (Explicit statements: the client's nested transactions leave a savepoint behind
+/// at each rollback, and thousands of them exhaust the server's shared memory.)
+fn attempt<T>(
+    tx: &mut Transaction<'_>,
+    f: impl FnOnce(&mut Transaction<'_>) -> Result<T, postgres::Error>,
+) -> Result<Result<T, postgres::Error>, PgError> {
+    tx.batch_execute("SAVEPOINT weir_attempt").map_err(db("opening a savepoint"))?;
+    let result = f(tx);
+    let undo = if result.is_ok() { "RELEASE SAVEPOINT weir_attempt" } else { "ROLLBACK TO SAVEPOINT weir_attempt; RELEASE SAVEPOINT weir_attempt" };
+    tx.batch_execute(undo).map_err(db("closing a savepoint"))?;
+    Ok(result)
+}
+
 /// A record the table cannot hold: (n, key, value, the server's reason).
 type DeadLetter = (i64, String, String, String);
 
@@ -620,25 +634,25 @@ impl PgSink {
     /// records out of `weir_rows` and runs it again: they are returned, the rest is
     /// written. (A savepoint per record, only once a batch failed.) Otherwise, and
     /// for any other failure, the error names `what`.
-    fn screened(&self, tx: &mut Transaction<'_>, statement: &str, params: &[&(dyn postgres::types::ToSql + Sync)], what: &str) -> Result<Vec<DeadLetter>, PgError> {
+    fn screened(
+        &self,
+        tx: &mut Transaction<'_>,
+        statement: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+        what: &str,
+    ) -> Result<Vec<DeadLetter>, PgError> {
         if self.dead_letters.is_none() {
             tx.execute(statement, params).map_err(db(what))?;
             return Ok(Vec::new());
         }
-        let mut attempt = tx.transaction().map_err(db("opening a savepoint"))?;
-        if attempt.execute(statement, params).is_ok() {
-            attempt.commit().map_err(db("releasing a savepoint"))?;
+        if attempt(tx, |tx| tx.execute(statement, params))?.is_ok() {
             return Ok(Vec::new());
         }
-        attempt.rollback().map_err(db("rolling back to a savepoint"))?;
         let check = format!("SELECT CAST(CAST($1::text AS {}) AS text), CAST(CAST($2::text AS {}) AS text)", self.key_type, self.value_type);
         let mut dead = Vec::new();
         for row in tx.query("SELECT n, key, value FROM weir_rows ORDER BY n", &[]).map_err(db("reading rows back"))? {
             let (n, key, value): (i64, String, String) = (row.get(0), row.get(1), row.get(2));
-            let mut one = tx.transaction().map_err(db("opening a savepoint"))?;
-            let verdict = one.query_one(check.as_str(), &[&key, &value]);
-            one.rollback().map_err(db("rolling back to a savepoint"))?;
-            if let Err(e) = verdict {
+            if let Err(e) = attempt(tx, |tx| tx.query_one(check.as_str(), &[&key, &value]))? {
                 dead.push((n, key, value, cause(&e)));
             }
         }
