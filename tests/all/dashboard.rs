@@ -307,3 +307,114 @@ fn the_dashboard_shows_a_running_job_with_its_graph_and_moving_throughput() {
     drop(browser);
     assert!(Path::new(&screenshot_dir()).join("dashboard-job.png").exists());
 }
+
+/// Connectors on the dashboard: a Kafka source's consumer lag per vertex and per
+/// subtask (and in the JobManager's `/metrics` and REST metrics), and a PostgreSQL sink's
+/// password, read from a file on the TaskManager, nowhere: not in the page, not in any
+/// answer of the API the page calls.
+#[test]
+fn the_dashboard_shows_kafka_lag_and_never_a_connector_secret() {
+    let chromium = find_chromium();
+    let kafka = weir_testkit::kafka::Kafka::start();
+    kafka.create_topic("events", 4);
+    let records: Vec<_> = (0..4000u32).map(|i| ((i % 4) as i32, Vec::new(), format!("key-{}", i % 40).into_bytes(), i64::from(i))).collect();
+    kafka.produce("events", &records);
+    let pg = weir_testkit::Postgres::start();
+    pg.psql("CREATE TABLE sums (k bigint PRIMARY KEY, v bigint NOT NULL)");
+    let cluster = TestCluster::start_with(WEIR, &[("taskmanager-1", 4)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+
+    let submit = |example: &str, args: Value| -> String {
+        let wasm = std::fs::read(WEIR.example(example)).unwrap_or_else(|e| panic!("{example}.wasm: {e}"));
+        let artifact = api(&cluster, "POST", "/api/v1/artifacts", "application/wasm", &wasm, 201);
+        let artifact = artifact["id"].as_str().unwrap_or_else(|| panic!("artifact without an id: {artifact}")).to_string();
+        let spec = json!({"artifact": artifact, "parallelism": 2, "args": args, "checkpointIntervalMs": 300});
+        let job = api(&cluster, "POST", "/api/v1/jobs", "application/json", spec.to_string().as_bytes(), 201);
+        job["metadata"]["id"].as_str().unwrap_or_else(|| panic!("job without metadata.id: {job}")).to_string()
+    };
+    let kafka_job = submit("kafka_counts", json!({"bootstrap-servers": kafka.bootstrap(), "topic": "events", "group-id": "dash"}));
+    let pw_file = pg.dir().join("pw");
+    let pg_job = submit(
+        "keyed_sum",
+        json!({"n": "100000000", "work": "4000", "sink": "postgres", "pg-port": pg.port().to_string(), "pg-password-file": pw_file.display().to_string()}),
+    );
+
+    // The REST metrics: the source vertex sums its partitions' lag, each subtask lists
+    // the partitions it reads; all 4 read to the end.
+    let read_lag = || api(&cluster, "GET", &format!("/api/v1/jobs/{kafka_job}/metrics"), "application/json", b"", 200);
+    let mut last = Value::Null;
+    weir_testkit::wait_until("the kafka source's 4 partitions read to the end (lag 0)", || {
+        last = read_lag();
+        let Some(source) = last["vertices"].as_array().and_then(|vs| vs.iter().find(|v| v["sourceLag"].is_i64())) else { return false };
+        let partitions: Vec<i64> = source["subtasks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["sourceLag"].as_array().cloned().unwrap_or_default())
+            .filter_map(|l| l["partition"].as_i64().filter(|_| l["topic"] == "events" && l["records"] == 0))
+            .collect();
+        source["sourceLag"] == 0 && partitions.len() == 4
+    });
+    let others = last["vertices"].as_array().map_or(0, |vs| vs.iter().filter(|v| v["sourceLag"].is_null()).count());
+    assert!(others >= 1, "vertices that read no Kafka have no lag: {last}");
+    // More records: the lag is what is not read yet, and goes back to 0.
+    let more: Vec<_> = (4000..6000u32).map(|i| ((i % 4) as i32, Vec::new(), format!("key-{}", i % 40).into_bytes(), i64::from(i))).collect();
+    kafka.produce("events", &more);
+    let base = cluster.rest.trim_end_matches('/').to_string();
+    let (status, text) = http::request("GET", &format!("{base}/metrics"), &[], b"");
+    let text = String::from_utf8_lossy(&text);
+    assert_eq!(status, 200, "{text}");
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("weir_job_kafka_lag_records{") && l.contains(&kafka_job)).collect();
+    assert_eq!(lines.len(), 4, "a line per partition: {lines:?}");
+    for p in 0..4 {
+        assert!(lines.iter().any(|l| l.contains(&format!("partition=\"{p}\"")) && l.contains("topic=\"events\"")), "partition {p}: {lines:?}");
+    }
+
+    let mut browser = Browser::launch(&chromium, screenshot_dir());
+    browser.navigate(&format!("{base}/#token={}", percent_encode(&cluster.token)));
+    browser.wait_for("the dashboard to take the token", |b| {
+        let s = b.snapshot(&format!("{{{CHROME}}}"));
+        if s["conn"] == "live" { Ok(()) } else { Err(s.to_string()) }
+    });
+    browser.navigate(&format!("{base}/#/jobs/{kafka_job}"));
+    browser.wait_for("the source vertex with its lag, and a lag per subtask", |b| {
+        let s = b.snapshot(&format!(
+            "{{{CHROME}, vertices: [...document.querySelectorAll('#graph svg .vertex')].map(g => ({{lag: g.dataset.lag, totals: g.querySelector('.vtotals')?.textContent}})), \
+             cells: [...document.querySelectorAll('#subtasks td.lag')].map(td => ({{text: td.textContent, title: td.title}}))}}"
+        ));
+        let vs = s["vertices"].as_array().cloned().unwrap_or_default();
+        let source = vs.iter().filter(|v| v["lag"].as_str().is_some_and(|l| l.parse::<i64>().is_ok())).count();
+        let shown = vs.iter().any(|v| v["totals"].as_str().is_some_and(|t| t.contains(" · lag ")));
+        let cells = s["cells"].as_array().cloned().unwrap_or_default();
+        let partitions: usize = cells.iter().map(|c| c["title"].as_str().map_or(0, |t| t.lines().filter(|l| l.starts_with("events/")).count())).sum();
+        if source == 1 && shown && partitions == 4 { Ok(()) } else { Err(s.to_string()) }
+    });
+    browser.screenshot("dashboard-kafka-lag.png");
+
+    // The PostgreSQL job's pages and every API answer they are built from.
+    weir_testkit::wait_until("the postgres job to write rows", || pg.psql("SELECT count(*) FROM sums").trim().parse::<u64>().is_ok_and(|n| n > 0));
+    for view in [format!("#/jobs/{pg_job}"), "#/jobs".to_string(), "#/".to_string()] {
+        browser.navigate(&format!("{base}/{view}"));
+        let page = browser.wait_for("the view to render", |b| {
+            let s = b.snapshot(&format!("{{{CHROME}, html: document.documentElement.outerHTML}}"));
+            if s["view"].is_string() { Ok(s["html"].as_str().unwrap_or_default().to_string()) } else { Err(s.to_string()) }
+        });
+        assert!(!page.contains(weir_testkit::Postgres::PASSWORD), "the password is on the dashboard at {view}");
+    }
+    for path in [
+        format!("/api/v1/jobs/{pg_job}"),
+        format!("/api/v1/jobs/{pg_job}/metrics"),
+        format!("/api/v1/jobs/{pg_job}/checkpoints"),
+        "/api/v1/jobs".into(),
+    ] {
+        let doc = api(&cluster, "GET", &path, "application/json", b"", 200).to_string();
+        assert!(!doc.contains(weir_testkit::Postgres::PASSWORD), "GET {path} shows the password: {doc}");
+    }
+    let auth = format!("Bearer {}", cluster.token);
+    let (status, logs) = http::request("GET", &format!("{base}/api/v1/jobs/{pg_job}/logs"), &[("Authorization", &auth)], b"");
+    assert_eq!(status, 200);
+    assert!(!String::from_utf8_lossy(&logs).contains(weir_testkit::Postgres::PASSWORD), "the job's logs show the password");
+    assert!(!text.contains(weir_testkit::Postgres::PASSWORD), "/metrics shows the password");
+    for job in [&kafka_job, &pg_job] {
+        api(&cluster, "POST", &format!("/api/v1/jobs/{job}/cancel"), "application/json", b"{}", 202);
+    }
+}

@@ -153,6 +153,10 @@ fn a_kafka_job_is_refused_at_submission_when_the_broker_is_down_or_the_topic_mis
     k.create_topic("other", 1);
     let cluster = TestCluster::start(WEIR, &[("taskmanager-1", 2)]);
     let out = cluster.dir.path().join("out");
+    // A misspelt option is named, with the ones the connector knows.
+    let o = submit(&cluster, &k, "1", &out, &[OsStr::new("--arg"), OsStr::new("strat=earliest")]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("unknown option(s) strat (known: ") && stderr(&o).contains("start"), "{}", stderr(&o));
     let o = submit(&cluster, &k, "1", &out, &[]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("topic \"events\" does not exist"), "{}", stderr(&o));

@@ -156,10 +156,11 @@ fn postgres_sink_recovers_from_a_server_restart_exactly_once() {
 }
 
 /// `weir run` of keyed_sum into `pg` with checkpoints; its output.
-fn run(pg: &Postgres, table: &str, password_file: &Path) -> std::process::Output {
+fn run(pg: &Postgres, table: &str, password_file: &Path, extra: &[&str]) -> std::process::Output {
     let wasm = WEIR.example("keyed_sum");
     let mut args: Vec<String> = ["run", "--checkpoint-interval", "200", "--arg", "n=20000"].map(String::from).to_vec();
     args.extend(pg_args(pg, table, "upsert", password_file));
+    args.extend(extra.iter().map(|a| a.to_string()));
     let mut argv: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
     argv.push(wasm.as_os_str());
     WEIR.run(argv)
@@ -175,7 +176,7 @@ fn postgres_sink_refuses_bad_input_with_a_clear_cause() {
     let wrong = dir.path().join("wrong");
     std::fs::write(&wrong, "hunter2-not-it").expect("write");
 
-    let o = run(&pg, "sums", &wrong);
+    let o = run(&pg, "sums", &wrong, &[]);
     let err = stderr(&o);
     assert!(!o.status.success(), "{err}");
     assert!(
@@ -184,17 +185,58 @@ fn postgres_sink_refuses_bad_input_with_a_clear_cause() {
     );
     assert!(!err.contains("hunter2-not-it") && !String::from_utf8_lossy(&o.stdout).contains("hunter2-not-it"), "{err}");
 
-    let o = run(&pg, "nosuch", &pg.dir().join("pw"));
+    let o = run(&pg, "nosuch", &pg.dir().join("pw"), &[]);
     let err = stderr(&o);
     assert!(!o.status.success() && err.contains("table nosuch: does not exist"), "{err}");
 
     // Sums past 32 767 do not fit a smallint: the barrier staging them fails, naming
     // the value, and no epoch holding it is ever applied.
-    let o = run(&pg, "small", &pg.dir().join("pw"));
+    let o = run(&pg, "small", &pg.dir().join("pw"), &[]);
     let err = stderr(&o);
     assert!(!o.status.success(), "{err}");
     assert!(err.contains("a record \"public\".\"small\"") || err.contains("a record small cannot hold"), "{err}");
     assert!(err.contains("out of range for type smallint"), "{err}");
     let kept = pg.psql("SELECT count(*) FROM small WHERE v > 32767");
     assert_eq!(kept.trim(), "0");
+}
+
+/// The same records with `on-error = dead-letter`: the job finishes; each running sum
+/// past a smallint is in the dead-letter table once, with the server's reason, and
+/// every other one reached the table (each key holds its last sum that fits).
+#[test]
+fn postgres_sink_dead_letters_what_the_table_cannot_hold_when_asked() {
+    let pg = Postgres::start();
+    pg.psql("CREATE TABLE small (k bigint PRIMARY KEY, v smallint NOT NULL)");
+    let o = run(&pg, "small", &pg.dir().join("pw"), &["--arg", "pg-on-error=dead-letter"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (mut fits, mut parked): (HashMap<u64, u64>, Vec<(u64, u64)>) = (HashMap::new(), Vec::new());
+    for (k, numbers) in expected(20_000) {
+        let mut sum = 0;
+        for x in numbers {
+            sum += x;
+            if sum > i16::MAX as u64 {
+                parked.push((k, sum));
+            } else {
+                fits.insert(k, sum);
+            }
+        }
+    }
+    assert!(!parked.is_empty(), "the input must overflow a smallint somewhere");
+    let mut got: Vec<(u64, u64)> = pg
+        .psql("SELECT key || ' ' || value FROM weir_sink_dead_letters WHERE error LIKE '%out of range for type smallint%'")
+        .lines()
+        .map(|l| l.split_once(' ').map(|(k, v)| (k.parse().expect("key"), v.parse().expect("value"))).expect("key value"))
+        .collect();
+    got.sort_unstable();
+    parked.sort_unstable();
+    assert_eq!(got, parked, "each sum past a smallint dead-lettered once");
+    assert_eq!(pg.psql("SELECT count(*) FROM weir_sink_dead_letters").trim(), parked.len().to_string(), "and nothing else");
+    let table: HashMap<u64, u64> = pg
+        .psql("SELECT k || ' ' || v FROM small")
+        .lines()
+        .map(|l| l.split_once(' ').map(|(k, v)| (k.parse().expect("k"), v.parse().expect("v"))).expect("k v"))
+        .collect();
+    assert!(table == fits, "each key's last sum that fits ({} keys, {} expected)", table.len(), fits.len());
+    let audit = pg.psql("SELECT sum(rows) FROM weir_sink_applied");
+    assert_eq!(audit.trim(), "20000", "the audit counts every record once, parked or written");
 }

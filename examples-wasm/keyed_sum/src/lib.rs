@@ -3,7 +3,8 @@
 //! `(key, running sum)`. Argument `sink`: `discard` (default) drops the output,
 //! `postgres` writes table `pg-table` (columns `k`, `v`; default `sums`) of the server on
 //! 127.0.0.1:`pg-port` as user postgres with the password in file `pg-password-file`,
-//! `pg-mode` `upsert` (default) or `append`; anything else uses the default text sink.
+//! `pg-mode` `upsert` (default) or `append`, `pg-on-error` `fail` (default) or
+//! `dead-letter` (into `weir_sink_dead_letters`); anything else uses the default text sink.
 //!
 //! The key selector runs as its own small operator (the generator is a host source) and
 //! passes the value through untouched, which is exactly "map i to (key, i), key by key";
@@ -33,6 +34,7 @@ fn build(job: &mut Job) {
                 .option("key-column", "k")
                 .option("value-column", "v")
                 .option("mode", arg("pg-mode", "upsert"))
+                .option("on-error", arg("pg-on-error", "fail"))
                 .option("password-file", arg("pg-password-file", "/etc/weir/pg-password")),
         ),
         Some(_) => Sink::default(),

@@ -5,8 +5,8 @@
 use std::time::{Duration, SystemTime};
 
 use weir_documents::{
-    Artifact, Checkpoint, Cluster, EdgeDoc, Event, Failure, Job, JobCounts, JobMetadata, JobStatusDoc, Metrics, SideOutputDoc, Started, SubtaskDoc,
-    TaskManager, TaskManagerList, TransitionDoc, VertexMetrics, time,
+    Artifact, Checkpoint, Cluster, EdgeDoc, Event, Failure, Job, JobCounts, JobMetadata, JobStatusDoc, Metrics, PartitionLagDoc, SideOutputDoc,
+    Started, SubtaskDoc, TaskManager, TaskManagerList, TransitionDoc, VertexMetrics, time,
 };
 use weir_jobmanager::SubtaskMetrics;
 use weir_jobmanager::model::{ArtifactInfo, CheckpointRecord, ClusterOverview, JobEvent, JobInfo, JobMetrics};
@@ -95,6 +95,7 @@ pub fn metrics(id: &JobId, m: JobMetrics) -> Metrics {
         watermark: s.watermark,
         side_outputs: side_outputs(std::slice::from_ref(s)),
         fuel: s.fuel,
+        source_lag: s.source_lag.iter().map(|l| PartitionLagDoc { topic: l.topic.clone(), partition: l.partition, records: l.records }).collect(),
         status: s.status.name().to_string(),
         end_of_input: s.end_of_input,
     };
@@ -121,6 +122,7 @@ pub fn metrics(id: &JobId, m: JobMetrics) -> Metrics {
                 side_outputs: side_outputs(mine.iter().copied()),
                 fuel: mine.iter().map(|s| s.fuel).sum::<u64>() + failed,
                 fuel_failed_attempts: failed,
+                source_lag: mine.iter().any(|s| !s.source_lag.is_empty()).then(|| mine.iter().flat_map(|s| &s.source_lag).map(|l| l.records).sum()),
                 subtasks: mine.into_iter().map(subtask).collect(),
             }
         })

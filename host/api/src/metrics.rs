@@ -126,6 +126,27 @@ pub fn jobmanager(jm: &JobManager) -> String {
             f.sample(name, &[("job", job.as_str()), ("job_name", job_name), ("vertex", &index), ("vertex_name", &v.name), ("input", &input)], *n);
         }
     }
+    let name = "weir_job_kafka_lag_records";
+    let mut f = Family::new(&mut out, name, "gauge", "Records of a Kafka partition past what the job's source subtask read (consumer lag).");
+    for (job, job_name, v) in &vertices {
+        let index = v.id.to_string();
+        for s in &v.subtasks {
+            let subtask = s.subtask.to_string();
+            for l in &s.source_lag {
+                let partition = l.partition.to_string();
+                let labels = [
+                    ("job", job.as_str()),
+                    ("job_name", job_name),
+                    ("vertex", &index),
+                    ("vertex_name", &v.name),
+                    ("subtask", &subtask),
+                    ("topic", &l.topic),
+                    ("partition", &partition),
+                ];
+                f.sample(name, &labels, l.records);
+            }
+        }
+    }
     type SideField = fn(&weir_documents::SideOutputDoc) -> u64;
     let side: [(&str, &str, SideField); 2] = [
         ("weir_vertex_side_output_records_total", "Records operators emitted to a side output (late data, for one).", |s| s.records),

@@ -77,6 +77,11 @@ pub struct PgOptions {
     pub pool_size: usize,
     /// `connect-timeout-ms`, default 5000.
     pub connect_timeout_ms: u64,
+    /// Where records the table cannot hold go: `on-error = fail` (default: the job
+    /// fails, naming the record) or `dead-letter` (into the table `dead-letter-table`,
+    /// default `weir_sink_dead_letters`, created if missing, exactly once with the
+    /// epoch that held them).
+    pub dead_letters: Option<String>,
 }
 
 impl PgOptions {
@@ -84,6 +89,7 @@ impl PgOptions {
     /// password given as an option.
     pub fn parse(c: &Connector) -> Result<Self, ConnectorError> {
         let mut o = Options::new(c);
+        let dead_letter_table = o.optional("dead-letter-table").map(str::to_string);
         let opts = PgOptions {
             host: o.optional("host").unwrap_or("localhost").to_string(),
             port: o.parsed("port", 5432)?,
@@ -100,7 +106,14 @@ impl PgOptions {
             batch_bytes: o.parsed("batch-bytes", 1 << 20)?,
             pool_size: o.parsed("pool-size", 4)?,
             connect_timeout_ms: o.parsed("connect-timeout-ms", 5000)?,
+            dead_letters: match o.choice("on-error", &["fail", "dead-letter"], "fail")? {
+                "dead-letter" => Some(dead_letter_table.clone().unwrap_or_else(|| "weir_sink_dead_letters".into())),
+                _ => None,
+            },
         };
+        if opts.dead_letters.is_none() && dead_letter_table.is_some() {
+            return Err(ConnectorError::Option { kind: KIND.into(), problem: "`dead-letter-table` needs `on-error = dead-letter`".into() });
+        }
         o.finish()?;
         if opts.key_column == opts.value_column {
             return Err(ConnectorError::Option { kind: KIND.into(), problem: "`key-column` and `value-column` name the same column".into() });
@@ -292,7 +305,26 @@ pub struct PgSink {
     /// The columns' types, as `format_type` names them (casts in every statement).
     key_type: String,
     value_type: String,
+    /// The dead-letter table (quoted), with `on-error = dead-letter`.
+    dead_letters: Option<String>,
 }
+
+/// Runs `f` under a savepoint: its error is returned and undone, the transaction goes
+/// on. (Explicit statements: the client's nested transactions leave a savepoint behind
+/// at each rollback, and thousands of them exhaust the server's shared memory.)
+fn attempt<T>(
+    tx: &mut Transaction<'_>,
+    f: impl FnOnce(&mut Transaction<'_>) -> Result<T, postgres::Error>,
+) -> Result<Result<T, postgres::Error>, PgError> {
+    tx.batch_execute("SAVEPOINT weir_attempt").map_err(db("opening a savepoint"))?;
+    let result = f(tx);
+    let undo = if result.is_ok() { "RELEASE SAVEPOINT weir_attempt" } else { "ROLLBACK TO SAVEPOINT weir_attempt; RELEASE SAVEPOINT weir_attempt" };
+    tx.batch_execute(undo).map_err(db("closing a savepoint"))?;
+    Ok(result)
+}
+
+/// A record the table cannot hold: (n, key, value, the server's reason).
+type DeadLetter = (i64, String, String, String);
 
 /// What [`PgSink::recover`] did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -364,9 +396,19 @@ impl PgSink {
                  CREATE TABLE IF NOT EXISTS weir_sink_applied (
                      job text NOT NULL, sink text NOT NULL, epoch bigint NOT NULL, subtask integer NOT NULL,
                      attempt integer NOT NULL, rows bigint NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(),
-                     PRIMARY KEY (job, sink, epoch, subtask));",
+                     PRIMARY KEY (job, sink, epoch, subtask));
+                 ALTER TABLE weir_sink_staging ADD COLUMN IF NOT EXISTS error text;",
             )
             .map_err(db("creating the sink's tables weir_sink_fence, weir_sink_staging, weir_sink_applied"))?;
+            if let Some(dlt) = &opts.dead_letters {
+                tx.batch_execute(&format!(
+                    "CREATE TABLE IF NOT EXISTS {} (
+                         job text NOT NULL, sink text NOT NULL, epoch bigint, subtask integer, n bigint NOT NULL,
+                         key text NOT NULL, value text NOT NULL, error text NOT NULL, at timestamptz NOT NULL DEFAULT now())",
+                    ident(dlt)
+                ))
+                .map_err(db(format!("creating the dead-letter table {dlt}")))?;
+            }
             Ok((table, key_type, value_type))
         })?;
         Ok(PgSink {
@@ -381,6 +423,7 @@ impl PgSink {
             value_column: ident(&opts.value_column),
             key_type,
             value_type,
+            dead_letters: opts.dead_letters.as_deref().map(ident),
         })
     }
 
@@ -461,7 +504,10 @@ impl PgSink {
             )
             .map_err(db("listing staged epochs"))?;
         let from = "FROM weir_sink_staging WHERE job = $1 AND sink = $2 AND attempt = $3 AND subtask = $4 AND epoch = $5";
-        let apply = self.apply_statement(from);
+        let apply = self.apply_statement(&format!("{from} AND error IS NULL"));
+        let park = self.dead_letters.as_ref().map(|dlt| {
+            format!("INSERT INTO {dlt} (job, sink, epoch, subtask, n, key, value, error) SELECT job, sink, epoch, subtask, n, key, value, error {from} AND error IS NOT NULL")
+        });
         let mut applied = Vec::new();
         for row in epochs {
             let (s, epoch, rows): (i32, i64, i64) = (row.get(0), row.get(1), row.get(2));
@@ -474,6 +520,14 @@ impl PgSink {
             if fresh == 1 {
                 tx.execute(apply.as_str(), &[&self.job, &self.sink, &attempt, &s, &epoch])
                     .map_err(db(format!("applying epoch {epoch} of subtask {s} to {}", self.table)))?;
+                if let Some(park) = &park {
+                    let parked = tx
+                        .execute(park.as_str(), &[&self.job, &self.sink, &attempt, &s, &epoch])
+                        .map_err(db(format!("dead-lettering records of epoch {epoch} of subtask {s}")))?;
+                    if parked > 0 {
+                        tracing::warn!(job = %self.job, sink = %self.sink, epoch, subtask = s, records = parked, "records the table cannot hold were dead-lettered");
+                    }
+                }
                 applied.push((s as u32, epoch as u64, rows as u64));
             } else {
                 tracing::info!(job = %self.job, sink = %self.sink, epoch, subtask = s, "epoch already applied: skipped");
@@ -519,14 +573,22 @@ impl PgSink {
              SELECT $1, $2, $3, $4, $5, n, CAST(CAST(key AS {kt}) AS text), CAST(CAST(value AS {vt}) AS text) FROM weir_rows \
              ON CONFLICT DO NOTHING"
         );
+        let what = format!(
+            "staging epoch {epoch} of subtask {subtask}: a record {} cannot hold (key column {} {kt}, value column {} {vt})",
+            self.table, self.key_column, self.value_column
+        );
         self.pool.transaction(|tx| {
             self.check_fence(tx)?;
             if !rows.is_empty() {
                 self.copy_rows(tx, rows)?;
-                tx.execute(insert.as_str(), &[&self.job, &self.sink, &attempt, &s, &e]).map_err(db(format!(
-                    "staging epoch {epoch} of subtask {subtask}: a record {} cannot hold (key column {} {kt}, value column {} {vt})",
-                    self.table, self.key_column, self.value_column
-                )))?;
+                for (n, key, value, error) in self.screened(tx, &insert, &[&self.job, &self.sink, &attempt, &s, &e], &what)? {
+                    tx.execute(
+                        "INSERT INTO weir_sink_staging (job, sink, attempt, subtask, epoch, n, key, value, error) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+                        &[&self.job, &self.sink, &attempt, &s, &e, &n, &key, &value, &error],
+                    )
+                    .map_err(db(format!("staging a dead letter of epoch {epoch}")))?;
+                }
             }
             if let Some(closed) = close_as.filter(|c| *c != epoch) {
                 tx.execute(
@@ -553,9 +615,52 @@ impl PgSink {
         let apply = self.apply_statement("FROM weir_rows");
         self.pool.transaction(|tx| {
             self.copy_rows(tx, rows)?;
-            tx.execute(apply.as_str(), &[]).map_err(db(format!("writing to {}", self.table)))?;
+            let dead = self.screened(tx, &apply, &[], &format!("writing to {}", self.table))?;
+            if let Some(dlt) = &self.dead_letters {
+                for (n, key, value, error) in &dead {
+                    tx.execute(
+                        &format!("INSERT INTO {dlt} (job, sink, n, key, value, error) VALUES ($1, $2, $3, $4, $5, $6)"),
+                        &[&self.job, &self.sink, n, key, value, error],
+                    )
+                    .map_err(db("writing a dead letter"))?;
+                }
+            }
             Ok(())
         })
+    }
+
+    /// Runs `statement` over the rows in `weir_rows`. With dead letters, a failure
+    /// that comes from records the table's column types cannot hold takes those
+    /// records out of `weir_rows` and runs it again: they are returned, the rest is
+    /// written. (A savepoint per record, only once a batch failed.) Otherwise, and
+    /// for any other failure, the error names `what`.
+    fn screened(
+        &self,
+        tx: &mut Transaction<'_>,
+        statement: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+        what: &str,
+    ) -> Result<Vec<DeadLetter>, PgError> {
+        if self.dead_letters.is_none() {
+            tx.execute(statement, params).map_err(db(what))?;
+            return Ok(Vec::new());
+        }
+        if attempt(tx, |tx| tx.execute(statement, params))?.is_ok() {
+            return Ok(Vec::new());
+        }
+        let check = format!("SELECT CAST(CAST($1::text AS {}) AS text), CAST(CAST($2::text AS {}) AS text)", self.key_type, self.value_type);
+        let mut dead = Vec::new();
+        for row in tx.query("SELECT n, key, value FROM weir_rows ORDER BY n", &[]).map_err(db("reading rows back"))? {
+            let (n, key, value): (i64, String, String) = (row.get(0), row.get(1), row.get(2));
+            if let Err(e) = attempt(tx, |tx| tx.query_one(check.as_str(), &[&key, &value]))? {
+                dead.push((n, key, value, cause(&e)));
+            }
+        }
+        let ns: Vec<i64> = dead.iter().map(|d| d.0).collect();
+        tx.execute("DELETE FROM weir_rows WHERE n = ANY($1)", &[&ns]).map_err(db("setting dead letters aside"))?;
+        // With no record at fault this fails again, with the statement's own error.
+        tx.execute(statement, params).map_err(db(what))?;
+        Ok(dead)
     }
 
     /// A writer for one subtask, starting after checkpoint `restored`.
@@ -794,6 +899,42 @@ mod tests {
         assert!(text.contains("staging epoch 1 of subtask 0") && text.contains("invalid input syntax for type bigint: \"twelve\""), "{text}");
         assert!(w.write(b"c", &[0xff]).is_err_and(|e| e.to_string().contains("value is not UTF-8")));
         assert_eq!(table(&pg), "");
+        Ok(())
+    }
+
+    /// `on-error = dead-letter`: records the table's types cannot hold go to the
+    /// dead-letter table with the server's reason, the others to the table, both when
+    /// their checkpoint completes and once (a replayed commit parks nothing twice).
+    #[test]
+    fn records_the_table_cannot_hold_are_dead_lettered_exactly_once() -> Result<(), Box<dyn std::error::Error>> {
+        let pg = Postgres::start();
+        pg.psql("CREATE TABLE sums (k text PRIMARY KEY, v smallint)");
+        assert!(options(&pg, &[("dead-letter-table", "dl")]).is_err_and(|e| e.to_string().contains("needs `on-error = dead-letter`")));
+        let opts = options(&pg, &[("on-error", "dead-letter"), ("dead-letter-table", "dl")])?;
+        let sink = Arc::new(PgSink::open(&opts, "j", "out", 0)?);
+        sink.recover(0, None)?;
+        let mut w = sink.writer(0, 0, true);
+        for (k, v) in [("a", "1"), ("b", "twelve"), ("c", "40000"), ("d", "4")] {
+            w.write(k.as_bytes(), v.as_bytes())?;
+        }
+        w.barrier(1)?;
+        let parked = || pg.psql("SELECT epoch || ' ' || key || '=' || value || ': ' || error FROM dl ORDER BY n");
+        assert_eq!(parked(), "", "nothing before the checkpoint completes");
+        w.commit(1)?;
+        w.commit(1)?;
+        assert_eq!(table(&pg), "a=1\nd=4\n");
+        assert_eq!(
+            parked(),
+            "1 b=twelve: ERROR: invalid input syntax for type smallint: \"twelve\"\n1 c=40000: ERROR: value \"40000\" is out of range for type smallint\n"
+        );
+        assert_eq!(audit(&pg), "1/0/a0:4\n", "the audit counts every record of the epoch, parked or written");
+        // Without checkpoints, too.
+        let mut w = sink.writer(1, 0, false);
+        w.write(b"e", b"x")?;
+        w.write(b"f", b"6")?;
+        w.finish()?;
+        assert_eq!(table(&pg), "a=1\nd=4\nf=6\n");
+        assert_eq!(pg.psql("SELECT key FROM dl WHERE epoch IS NULL"), "e\n");
         Ok(())
     }
 

@@ -263,6 +263,10 @@ pub struct VertexMetrics {
     /// Of `fuel`, what failed attempts burned.
     #[serde(default)]
     pub fuel_failed_attempts: u64,
+    /// A Kafka source's consumer lag: records past what its subtasks read, summed over
+    /// the partitions (Flink's pendingRecords); null for other vertices.
+    #[serde(default)]
+    pub source_lag: Option<i64>,
     /// Every subtask.
     pub subtasks: Vec<SubtaskDoc>,
 }
@@ -290,11 +294,26 @@ pub struct SubtaskDoc {
     pub side_outputs: Vec<SideOutputDoc>,
     /// Fuel burned in the current attempt (live: from its last heartbeat).
     pub fuel: u64,
+    /// A Kafka source subtask's consumer lag per partition it reads, as last looked up.
+    #[serde(default)]
+    pub source_lag: Vec<PartitionLagDoc>,
     /// CREATED, RUNNING, FINISHED, FAILED or CANCELED.
     pub status: String,
     /// It processed the end of its input (with checkpoints it stays RUNNING until the
     /// final checkpoint captured it).
     pub end_of_input: bool,
+}
+
+/// Records of a Kafka partition past what its source subtask read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionLagDoc {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The log's end minus the offset of the next record to read.
+    pub records: i64,
 }
 
 /// Records an operator emitted to one of its side outputs, and how many no edge read.

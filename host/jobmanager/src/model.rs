@@ -183,6 +183,10 @@ pub struct SubtaskMetrics {
     pub watermark: Option<i64>,
     /// Records its operators emitted to side outputs, and dropped there.
     pub side_outputs: Vec<weir_types::deployment::SideOutputCount>,
+    /// A Kafka source subtask's consumer lag per partition it reads (empty for others
+    /// and once it ended).
+    #[serde(default)]
+    pub source_lag: Vec<weir_types::deployment::PartitionLag>,
     /// Fuel burned so far.
     pub fuel: u64,
     /// RUNNING until it ends, then FINISHED, FAILED or CANCELED (CREATED before the

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use weir_types::deployment::{JobReport, JobStatus, SideOutputCount, TaskOutcome, TaskProgress, VertexReport};
+use weir_types::deployment::{JobReport, JobStatus, PartitionLag, SideOutputCount, TaskOutcome, TaskProgress, VertexReport};
 use weir_types::graph::ExecutionGraph;
 use weir_types::ids::JobId;
 
@@ -20,6 +20,7 @@ struct Counts {
     backpressured_ns: u64,
     watermark: Option<i64>,
     side_outputs: Vec<SideOutputCount>,
+    source_lag: Vec<PartitionLag>,
     ended: bool,
     /// It processed the end of its input.
     end_of_input: bool,
@@ -137,6 +138,7 @@ impl JobTracker {
             c.backpressured_ns = p.backpressured_ns;
             c.watermark = p.watermark;
             c.side_outputs.clone_from(&p.side_outputs);
+            c.source_lag.clone_from(&p.source_lag);
         }
     }
 
@@ -157,6 +159,7 @@ impl JobTracker {
                 backpressure: if c.ended { 0.0 } else { c.backpressure },
                 watermark: c.watermark,
                 side_outputs: c.side_outputs.clone(),
+                source_lag: if c.ended { Vec::new() } else { c.source_lag.clone() },
                 fuel: c.fuel,
                 status: match c.outcome {
                     Some(s) => s,

@@ -138,9 +138,10 @@ impl JobDeployment {
             .flat_map(move |(v, subtasks)| subtasks.iter().enumerate().filter(move |&(_, &t)| t == tm).map(move |(s, _)| (v, s as u32)))
     }
 
-    /// Number of subtasks in the job.
+    /// Number of subtasks in the job (from the graph: a job waiting for slots has no
+    /// placement yet).
     pub fn task_count(&self) -> usize {
-        self.placement.iter().map(Vec::len).sum()
+        self.graph.vertices.iter().map(|v| v.parallelism as usize).sum()
     }
 }
 

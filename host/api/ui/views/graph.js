@@ -5,7 +5,7 @@ import { esc } from '../lib/format.js';
 /** The execution graph as SVG: vertices left to right by topological depth. */
 export function buildGraphSvg(vs, es) {
   const W = 240;
-  const H = 104;
+  const H = 118;
   const GX = 100;
   const GY = 34;
   const PAD = 16;
@@ -100,10 +100,10 @@ export function buildGraphSvg(vs, es) {
         <text class="wmtext unit" x="${W - 12}" y="40" text-anchor="end"></text>
         <text class="rate" x="18" y="54">–</text>
         <text class="unit" x="18" y="70">records/s</text>
-        <text class="vtotals unit" x="${W - 12}" y="70" text-anchor="end"></text>
-        <rect class="bptrack" x="18" y="82" width="90" height="6" rx="3"/>
-        <rect class="bpfill" x="18" y="82" width="0" height="6" rx="3"/>
-        <text class="bptext" x="${W - 12}" y="89" text-anchor="end">backpressure –</text>
+        <text class="vtotals unit" x="18" y="86"></text>
+        <rect class="bptrack" x="18" y="96" width="90" height="6" rx="3"/>
+        <rect class="bpfill" x="18" y="96" width="0" height="6" rx="3"/>
+        <text class="bptext" x="${W - 12}" y="103" text-anchor="end">backpressure –</text>
       </g>`;
     })
     .join('');

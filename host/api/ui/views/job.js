@@ -164,7 +164,10 @@ export function jobView(root, id) {
       // Side outputs that saw records (late data, for one), and how many were dropped.
       const side = (v.sideOutputs || []).filter((s) => s.records > 0);
       const sideText = side.map((s) => ` · ${s.name} ${fmtCompact(s.records)}${s.dropped ? ` (${fmtCompact(s.dropped)} dropped)` : ''}`).join('');
-      $('.vtotals', g).textContent = `in ${fmtCompact(v.recordsIn)} · out ${fmtCompact(v.recordsOut)} · fuel ${fmtCompact(v.fuel)}${sideText}`;
+      // A Kafka source's consumer lag: what is in its partitions and not yet read.
+      const lagText = v.sourceLag == null ? '' : ` · lag ${fmtCompact(v.sourceLag)}`;
+      g.dataset.lag = v.sourceLag == null ? '' : String(v.sourceLag);
+      $('.vtotals', g).textContent = `in ${fmtCompact(v.recordsIn)} · out ${fmtCompact(v.recordsOut)} · fuel ${fmtCompact(v.fuel)}${lagText}${sideText}`;
       // A connect counts its records in per input: under the label of each input's edges.
       const byInput = v.recordsInByInput || [];
       g.dataset.recordsInByInput = JSON.stringify(byInput);
@@ -199,11 +202,12 @@ export function jobView(root, id) {
         rows.push(`<tr data-vertex="${esc(v.id)}" data-subtask="${esc(s.subtask)}">
           <td><span class="name">${esc(v.name)}</span></td><td class="r">${esc(s.subtask)}</td><td>${esc(s.taskmanager)}</td>
           <td>${pill(s.status, 'sstate')}</td><td class="r" data-by-input="${esc((s.recordsInByInput || []).join(','))}">${fmtInt(s.recordsIn)}${(s.recordsInByInput || []).length > 1 ? ` <span class="unit">(${s.recordsInByInput.map(fmtInt).join(' + ')})</span>` : ''}</td><td class="r">${fmtInt(s.recordsOut)}</td>
-          <td>${bpBar(s.backpressure)}</td><td class="r wm">${fmtWatermark(s.watermark)}</td><td class="r">${fmtCompact(s.fuel)}</td></tr>`);
+          <td>${bpBar(s.backpressure)}</td><td class="r wm">${fmtWatermark(s.watermark)}</td><td class="r">${fmtCompact(s.fuel)}</td>
+          <td class="r lag" title="${esc((s.sourceLag || []).map((l) => `${l.topic}/${l.partition}: ${l.records}`).join('\n'))}">${(s.sourceLag || []).length ? fmtInt(s.sourceLag.reduce((a, l) => a + l.records, 0)) : '–'}</td></tr>`);
       }
     }
     $('#subtasks', root).innerHTML = rows.length
-      ? `<table><thead><tr><th>Vertex</th><th class="r">Subtask</th><th>TaskManager</th><th>Status</th><th class="r">Records in</th><th class="r">Records out</th><th>Backpressure</th><th class="r">Watermark</th><th class="r">Fuel</th></tr></thead><tbody>${rows.join('')}</tbody></table>`
+      ? `<table><thead><tr><th>Vertex</th><th class="r">Subtask</th><th>TaskManager</th><th>Status</th><th class="r">Records in</th><th class="r">Records out</th><th>Backpressure</th><th class="r">Watermark</th><th class="r">Fuel</th><th class="r">Kafka lag</th></tr></thead><tbody>${rows.join('')}</tbody></table>`
       : '<div class="empty">No subtasks reported.</div>';
   }
 
