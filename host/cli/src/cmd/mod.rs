@@ -1,7 +1,7 @@
 //! One module per command, each with its arguments and its `run`. The embedded
 //! cluster (`run`, `inspect`), the cluster's processes (`cluster_init`, `jobmanager`,
 //! `taskmanager`), the REST clients (`submit`, `list`, `status`, `cancel`,
-//! `savepoint`, `logs`) and the project scaffold (`new`).
+//! `savepoint`, `logs`), the admin's `tenant` and the project scaffold (`new`).
 
 pub mod cancel;
 pub mod cluster_init;
@@ -15,3 +15,4 @@ pub mod savepoint;
 pub mod status;
 pub mod submit;
 pub mod taskmanager;
+pub mod tenant;
