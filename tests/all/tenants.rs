@@ -90,7 +90,9 @@ fn another_tenants_resources_are_not_found_on_every_route_and_stay_untouched() {
     assert_eq!(status, 200);
     let mut walked = Vec::new();
     for (path, item) in spec["paths"].as_object().expect("paths") {
-        for (method, _) in item.as_object().expect("path item").iter().filter(|(m, _)| ["get", "post", "put", "delete", "patch"].contains(&m.as_str())) {
+        for (method, _) in
+            item.as_object().expect("path item").iter().filter(|(m, _)| ["get", "post", "put", "delete", "patch"].contains(&m.as_str()))
+        {
             let method = method.to_uppercase();
             let tenant_route = path.contains("/tenants") || path.contains("/tokens");
             let id_for = |param: &str| match param {
@@ -132,8 +134,13 @@ fn another_tenants_resources_are_not_found_on_every_route_and_stay_untouched() {
             walked.push(format!("{method} {path}"));
         }
     }
-    for must in ["GET /api/v1/jobs", "GET /api/v1/jobs/{id}", "POST /api/v1/jobs/{id}/cancel", "POST /api/v1/jobs/{id}/savepoints", "GET /api/v1/jobs/{id}/logs"]
-    {
+    for must in [
+        "GET /api/v1/jobs",
+        "GET /api/v1/jobs/{id}",
+        "POST /api/v1/jobs/{id}/cancel",
+        "POST /api/v1/jobs/{id}/savepoints",
+        "GET /api/v1/jobs/{id}/logs",
+    ] {
         assert!(walked.iter().any(|w| w == must), "the document has {must}: {walked:?}");
     }
     assert!(walked.len() >= 19, "every operation walked: {walked:?}");
@@ -221,7 +228,8 @@ fn tokens_missing_wrong_revoked_or_expired_are_refused_and_tenants_survive_a_res
     let (status, job) = submit(&cluster, &c, json!({"artifact": wordcount, "input": input, "output": cluster.dir.path().join("out")}));
     assert_eq!(status, 201, "{job}");
     let id = job["metadata"]["id"].as_str().expect("id").to_string();
-    cluster.wait_until("C's job to finish", || call(&cluster, Some(&c), "GET", &format!("/api/v1/jobs/{id}"), b"").1["status"]["state"] == "FINISHED");
+    cluster
+        .wait_until("C's job to finish", || call(&cluster, Some(&c), "GET", &format!("/api/v1/jobs/{id}"), b"").1["status"]["state"] == "FINISHED");
     let (d, _) = tenant(&cluster, "d");
 
     cluster.restart_jobmanager();

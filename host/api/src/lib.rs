@@ -20,16 +20,16 @@
 
 mod convert;
 pub mod metrics;
-mod tenancy;
 pub mod serve;
+mod tenancy;
 
 pub use serve::{ServeLimits, bind, connection_budget, serve};
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
-use axum::Extension;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -39,11 +39,11 @@ use weir_documents::{
     ArtifactList, CheckpointList, Cluster, ErrorBody, ErrorDetail, EventList, Job, JobList, Metrics, SavepointDone, SavepointSpec, SubmitSpec,
     TaskManagerList,
 };
+use weir_jobmanager::Caller;
 use weir_jobmanager::JobManager;
 use weir_jobmanager::api::{check_savepoint_dir, job_id};
 use weir_jobmanager::model::ApiError;
 use weir_jobmanager::tenants::Refused;
-use weir_jobmanager::Caller;
 
 /// The OpenAPI document of this API (kept in the repository, served as is).
 pub const OPENAPI: &str = include_str!("../openapi.json");
@@ -243,7 +243,12 @@ async fn artifacts(State(api): State<Api>, Extension(caller): Extension<Caller>)
     axum::Json(ArtifactList { artifacts: api.jm.artifacts_for(&caller).into_iter().map(convert::artifact).collect() })
 }
 
-async fn upload(State(api): State<Api>, Extension(caller): Extension<Caller>, headers: HeaderMap, read: Result<Bytes, BytesRejection>) -> Answer<Response> {
+async fn upload(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    read: Result<Bytes, BytesRejection>,
+) -> Answer<Response> {
     let kind = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/octet-stream");
     if !(kind.starts_with("application/wasm") || kind.starts_with("application/octet-stream")) {
         return Ok(error(
@@ -270,7 +275,8 @@ async fn jobs(State(api): State<Api>, Extension(caller): Extension<Caller>, RawQ
     {
         return Err(Failed(ApiError::BadRequest(format!("state must be one of {}, got {s:?}", STATES.join(", ")))));
     }
-    let jobs = api.jm.jobs_for(&caller).into_iter().filter(|j| state.as_deref().is_none_or(|s| j.resource.state.name() == s)).map(convert::job).collect();
+    let jobs =
+        api.jm.jobs_for(&caller).into_iter().filter(|j| state.as_deref().is_none_or(|s| j.resource.state.name() == s)).map(convert::job).collect();
     Ok(axum::Json(JobList { jobs }))
 }
 

@@ -72,8 +72,7 @@ pub fn jobmanager(jm: &JobManager, shown: &dyn Fn(Option<&str>) -> bool) -> Stri
     );
     counter(&mut out, "weir_jobmanager_job_restarts_total", "Job restarts after failures.", o.restarts);
 
-    let running: Vec<_> =
-        jm.jobs().into_iter().filter(|j| !j.resource.state.is_terminal() && shown(jm.job_owner(&j.id).as_deref())).collect();
+    let running: Vec<_> = jm.jobs().into_iter().filter(|j| !j.resource.state.is_terminal() && shown(jm.job_owner(&j.id).as_deref())).collect();
     let mut vertices = Vec::new();
     let mut jobs = Vec::new();
     for j in &running {

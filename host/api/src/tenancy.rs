@@ -14,7 +14,16 @@ use weir_jobmanager::Caller;
 use weir_jobmanager::model::ApiError;
 use weir_jobmanager::tenants::{self, TokenInfo};
 
-use crate::{Answer, Api, Failed, json, no_such_route, parse};
+use crate::{Answer, Api, Failed, json, no_such_route};
+
+/// A JSON object body (serde would also take a struct from an array).
+fn parse<T: serde::de::DeserializeOwned>(read: Result<Bytes, BytesRejection>, what: &str) -> Result<T, Failed> {
+    let value: serde_json::Value = crate::parse(read, what)?;
+    if !value.is_object() {
+        return Err(Failed(ApiError::BadRequest(format!("invalid {what}: expected a JSON object"))));
+    }
+    serde_json::from_value(value).map_err(|e| Failed(ApiError::BadRequest(format!("invalid {what}: {e}"))))
+}
 
 fn admin(caller: &Caller) -> Result<(), Failed> {
     match caller {
@@ -27,8 +36,13 @@ fn at(ms: u64) -> String {
     time(SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(ms)).unwrap_or(SystemTime::UNIX_EPOCH))
 }
 
-fn quota_in(q: Quota) -> tenants::Quota {
-    tenants::Quota { slots: q.slots, running_jobs: q.running_jobs, artifact_bytes: q.artifact_bytes }
+/// The JobManager's quota; a limit JSON clients cannot hold exactly (past int64) is
+/// refused.
+fn quota_in(q: Quota) -> Result<tenants::Quota, Failed> {
+    if let Some(b) = q.artifact_bytes.filter(|b| i64::try_from(*b).is_err()) {
+        return Err(Failed(ApiError::BadRequest(format!("artifactBytes must be at most {}, got {b}", i64::MAX))));
+    }
+    Ok(tenants::Quota { slots: q.slots, running_jobs: q.running_jobs, artifact_bytes: q.artifact_bytes })
 }
 
 fn tenant_doc(api: &Api, t: tenants::Tenant) -> Answer<Tenant> {
@@ -55,7 +69,7 @@ pub(crate) async fn tenants(State(api): State<Api>, Extension(caller): Extension
 pub(crate) async fn create(State(api): State<Api>, Extension(caller): Extension<Caller>, read: Result<Bytes, BytesRejection>) -> Answer<Response> {
     admin(&caller)?;
     let spec: TenantSpec = parse(read, "tenant")?;
-    let t = api.jm.create_tenant(&spec.name, quota_in(spec.quota))?;
+    let t = api.jm.create_tenant(&spec.name, quota_in(spec.quota)?)?;
     Ok(json(StatusCode::CREATED, tenant_doc(&api, t)?))
 }
 
@@ -73,7 +87,7 @@ pub(crate) async fn quota(
 ) -> Answer<axum::Json<Tenant>> {
     admin(&caller)?;
     let quota: Quota = parse(read, "quota")?;
-    let t = api.jm.set_quota(&name, quota_in(quota))?;
+    let t = api.jm.set_quota(&name, quota_in(quota)?)?;
     Ok(axum::Json(tenant_doc(&api, t)?))
 }
 
@@ -93,7 +107,9 @@ pub(crate) async fn issue(
     const TEN_YEARS: u64 = 10 * 366 * 86_400;
     let expires_in_ms = match spec.expires_in_seconds {
         Some(s) if s == 0 || s > TEN_YEARS => {
-            return Err(Failed(ApiError::BadRequest(format!("expiresInSeconds must be 1 to {TEN_YEARS} (ten years; leave it out for never), got {s}"))));
+            return Err(Failed(ApiError::BadRequest(format!(
+                "expiresInSeconds must be 1 to {TEN_YEARS} (ten years; leave it out for never), got {s}"
+            ))));
         }
         s => s.map(|s| s * 1000),
     };

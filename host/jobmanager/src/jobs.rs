@@ -179,16 +179,7 @@ impl Shared {
         let artifacts = Arc::new(Mutex::new(ArtifactStore::open(config.artifact_dir.clone(), cap)?));
         let dir = config.checkpoint_dir.clone();
         let tenants = Mutex::new(Tenants::open(dir.as_deref()).map_err(|e| StoreError::other(dir.as_deref().unwrap_or("-"), e))?);
-        Ok(Self {
-            registry,
-            state: Mutex::default(),
-            artifacts,
-            runtime,
-            config,
-            persistence,
-            checkpoints_skipped: AtomicU64::new(0),
-            tenants,
-        })
+        Ok(Self { registry, state: Mutex::default(), artifacts, runtime, config, persistence, checkpoints_skipped: AtomicU64::new(0), tenants })
     }
 
     /// Picks up the history and the jobs a previous JobManager left running: each
