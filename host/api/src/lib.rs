@@ -177,13 +177,14 @@ async fn authenticate(State(api): State<Api>, mut request: Request, next: Next) 
             "unauthorized",
             "missing `Authorization: Bearer <token>` (the token is in api-token next to the cluster's ca.pem, or a tenant's from `weir tenant token create`)".into(),
         ),
-        Err(refused) => refused,
+        Err(why) => error(StatusCode::UNAUTHORIZED, "unauthorized", why.into()),
     }
 }
 
 /// Who presents the request's bearer token: the admin (the cluster's api token) or a
-/// tenant; `None` without one. A token that is no one's, revoked or expired is a 401.
-fn caller(api: &Api, headers: &HeaderMap) -> Result<Option<Caller>, Response> {
+/// tenant; `None` without one. A token that is no one's, revoked or expired: why it
+/// is refused (a 401).
+fn caller(api: &Api, headers: &HeaderMap) -> Result<Option<Caller>, &'static str> {
     let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
     let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim).unwrap_or("");
     if same(token.as_bytes(), api.token.as_bytes()) {
@@ -195,7 +196,7 @@ fn caller(api: &Api, headers: &HeaderMap) -> Result<Option<Caller>, Response> {
         Err(Refused::Revoked) => "the bearer token was revoked",
         Err(Refused::Expired) => "the bearer token has expired",
     };
-    Err(error(StatusCode::UNAUTHORIZED, "unauthorized", why.into()))
+    Err(why)
 }
 
 /// What a route answers callers who may not know it exists: what an unknown route
@@ -336,7 +337,7 @@ async fn jobmanager_metrics(State(api): State<Api>, headers: HeaderMap) -> Respo
     match caller(&api, &headers) {
         Ok(Some(caller)) => prometheus(metrics::jobmanager(&api.jm, &|owner| caller.sees(owner))),
         Ok(None) => prometheus(metrics::jobmanager(&api.jm, &|owner| owner.is_none())),
-        Err(refused) => refused,
+        Err(why) => error(StatusCode::UNAUTHORIZED, "unauthorized", why.into()),
     }
 }
 
