@@ -31,4 +31,5 @@ mod servers;
 mod soak;
 mod state_ttl;
 mod streams;
+mod tenants;
 mod wordcount;

@@ -3,8 +3,11 @@
 //! the JobManager and the TaskManagers.
 //!
 //! - [`router`]: the JobManager's routes. Every `/api/v1` route but the OpenAPI
-//!   document needs `Authorization: Bearer <token>` (the token `weir cluster-init`
-//!   writes); the dashboard page, its assets and `/metrics` are public.
+//!   document needs `Authorization: Bearer <token>`: the token `weir cluster-init`
+//!   writes (the admin: everything, tenant management) or a tenant's (its own jobs,
+//!   artifacts and savepoints; anything else is "not found"). The dashboard page, its
+//!   assets and `/metrics` are public (anonymous `/metrics` shows no tenant's jobs).
+//! - `tenancy`: the admin's routes for tenants, their tokens and quotas.
 //! - `convert`: the JobManager's answers as the JSON documents (`weir-documents`,
 //!   shared with the `weir` CLI).
 //! - [`metrics`]: Prometheus text for the JobManager and for a TaskManager.
@@ -18,9 +21,11 @@
 mod convert;
 pub mod metrics;
 pub mod serve;
+mod tenancy;
 
 pub use serve::{ServeLimits, bind, connection_budget, serve};
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -28,15 +33,17 @@ use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use serde::de::DeserializeOwned;
 use weir_documents::{
     ArtifactList, CheckpointList, Cluster, ErrorBody, ErrorDetail, EventList, Job, JobList, Metrics, SavepointDone, SavepointSpec, SubmitSpec,
     TaskManagerList,
 };
+use weir_jobmanager::Caller;
 use weir_jobmanager::JobManager;
 use weir_jobmanager::api::{check_savepoint_dir, job_id};
 use weir_jobmanager::model::ApiError;
+use weir_jobmanager::tenants::Refused;
 
 /// The OpenAPI document of this API (kept in the repository, served as is).
 pub const OPENAPI: &str = include_str!("../openapi.json");
@@ -72,7 +79,7 @@ const UI_ASSETS: &[(&str, &str, &str)] = &[
 ];
 
 #[derive(Clone)]
-struct Api {
+pub(crate) struct Api {
     jm: JobManager,
     token: String,
 }
@@ -94,6 +101,11 @@ pub fn router(jm: JobManager, token: String) -> Router {
         .route("/jobs/{id}/checkpoints", get(checkpoints))
         .route("/jobs/{id}/metrics", get(job_metrics))
         .route("/jobs/{id}/logs", get(logs))
+        .route("/tenants", get(tenancy::tenants).post(tenancy::create))
+        .route("/tenants/{name}", get(tenancy::tenant))
+        .route("/tenants/{name}/quota", put(tenancy::quota))
+        .route("/tenants/{name}/tokens", get(tenancy::tokens).post(tenancy::issue))
+        .route("/tokens/{id}/revoke", post(tenancy::revoke))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }));
     let ui: Router<Api> = UI_ASSETS
@@ -104,7 +116,7 @@ pub fn router(jm: JobManager, token: String) -> Router {
         .route("/", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML) }))
         .merge(ui)
         .route("/metrics", get(jobmanager_metrics))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route".into()) })
+        .fallback(|| async { no_such_route().into_response() })
         .method_not_allowed_fallback(|| async {
             error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route".into())
         })
@@ -126,7 +138,7 @@ fn error(status: StatusCode, code: &str, message: String) -> Response {
 }
 
 /// An [`ApiError`] as an HTTP response.
-struct Failed(ApiError);
+pub(crate) struct Failed(ApiError);
 
 impl From<ApiError> for Failed {
     fn from(e: ApiError) -> Self {
@@ -152,19 +164,45 @@ impl IntoResponse for Failed {
     }
 }
 
-type Answer<T> = Result<T, Failed>;
+pub(crate) type Answer<T> = Result<T, Failed>;
 
-async fn authenticate(State(api): State<Api>, request: Request, next: Next) -> Response {
-    let presented = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(token) if same(token.trim().as_bytes(), api.token.as_bytes()) => next.run(request).await,
-        Some(_) => error(StatusCode::UNAUTHORIZED, "unauthorized", "the bearer token is not this cluster's api token".into()),
-        None => error(
+async fn authenticate(State(api): State<Api>, mut request: Request, next: Next) -> Response {
+    match caller(&api, request.headers()) {
+        Ok(Some(caller)) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Ok(None) => error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "missing `Authorization: Bearer <token>` (the token is in api-token next to the cluster's ca.pem)".into(),
+            "missing `Authorization: Bearer <token>` (the token is in api-token next to the cluster's ca.pem, or a tenant's from `weir tenant token create`)".into(),
         ),
+        Err(why) => error(StatusCode::UNAUTHORIZED, "unauthorized", why.into()),
     }
+}
+
+/// Who presents the request's bearer token: the admin (the cluster's api token) or a
+/// tenant; `None` without one. A token that is no one's, revoked or expired: why it
+/// is refused (a 401).
+fn caller(api: &Api, headers: &HeaderMap) -> Result<Option<Caller>, &'static str> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
+    let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim).unwrap_or("");
+    if same(token.as_bytes(), api.token.as_bytes()) {
+        return Ok(Some(Caller::Admin));
+    }
+    let why = match api.jm.authenticate(token) {
+        Ok(caller) => return Ok(Some(caller)),
+        Err(Refused::Unknown) => "the bearer token is not this cluster's api token nor a tenant's",
+        Err(Refused::Revoked) => "the bearer token was revoked",
+        Err(Refused::Expired) => "the bearer token has expired",
+    };
+    Err(why)
+}
+
+/// What a route answers callers who may not know it exists: what an unknown route
+/// answers.
+pub(crate) fn no_such_route() -> Failed {
+    Failed(ApiError::NotFound("no such route".into()))
 }
 
 /// Compares without stopping at the first difference, so timing tells nothing.
@@ -182,28 +220,36 @@ fn body(read: Result<Bytes, BytesRejection>) -> Result<Bytes, Failed> {
 }
 
 /// A JSON body, with a clear error instead of axum's plain-text rejection.
-fn parse<T: DeserializeOwned>(read: Result<Bytes, BytesRejection>, what: &str) -> Result<T, Failed> {
+pub(crate) fn parse<T: DeserializeOwned>(read: Result<Bytes, BytesRejection>, what: &str) -> Result<T, Failed> {
     let bytes = body(read)?;
     serde_json::from_slice(&bytes).map_err(|e| Failed(ApiError::BadRequest(format!("invalid {what}: {e}"))))
 }
 
-fn json<T: serde::Serialize>(status: StatusCode, value: T) -> Response {
+pub(crate) fn json<T: serde::Serialize>(status: StatusCode, value: T) -> Response {
     (status, axum::Json(value)).into_response()
 }
 
-async fn cluster(State(api): State<Api>) -> axum::Json<Cluster> {
-    axum::Json(convert::cluster(&api.jm.overview()))
+// Every handler serves its caller's view: a tenant's request about what it does not
+// own is answered as one about what does not exist.
+
+async fn cluster(State(api): State<Api>, Extension(caller): Extension<Caller>) -> axum::Json<Cluster> {
+    axum::Json(convert::cluster(&api.jm.overview_where(|owner| caller.sees(owner))))
 }
 
 async fn taskmanagers(State(api): State<Api>) -> axum::Json<TaskManagerList> {
     axum::Json(convert::taskmanagers(&api.jm.overview()))
 }
 
-async fn artifacts(State(api): State<Api>) -> axum::Json<ArtifactList> {
-    axum::Json(ArtifactList { artifacts: api.jm.artifacts().into_iter().map(convert::artifact).collect() })
+async fn artifacts(State(api): State<Api>, Extension(caller): Extension<Caller>) -> axum::Json<ArtifactList> {
+    axum::Json(ArtifactList { artifacts: api.jm.artifacts_for(&caller).into_iter().map(convert::artifact).collect() })
 }
 
-async fn upload(State(api): State<Api>, headers: HeaderMap, read: Result<Bytes, BytesRejection>) -> Answer<Response> {
+async fn upload(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    read: Result<Bytes, BytesRejection>,
+) -> Answer<Response> {
     let kind = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/octet-stream");
     if !(kind.starts_with("application/wasm") || kind.starts_with("application/octet-stream")) {
         return Ok(error(
@@ -212,11 +258,11 @@ async fn upload(State(api): State<Api>, headers: HeaderMap, read: Result<Bytes, 
             format!("send the .wasm bytes as application/wasm or application/octet-stream, not {kind}"),
         ));
     }
-    let artifact = api.jm.upload(body(read)?.to_vec()).await?;
+    let artifact = api.jm.upload_as(&caller, body(read)?.to_vec()).await?;
     Ok(json(StatusCode::CREATED, convert::artifact(artifact)))
 }
 
-async fn jobs(State(api): State<Api>, RawQuery(query): RawQuery) -> Answer<axum::Json<JobList>> {
+async fn jobs(State(api): State<Api>, Extension(caller): Extension<Caller>, RawQuery(query): RawQuery) -> Answer<axum::Json<JobList>> {
     let mut state = None;
     for pair in query.as_deref().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
@@ -230,50 +276,69 @@ async fn jobs(State(api): State<Api>, RawQuery(query): RawQuery) -> Answer<axum:
     {
         return Err(Failed(ApiError::BadRequest(format!("state must be one of {}, got {s:?}", STATES.join(", ")))));
     }
-    let jobs = api.jm.jobs().into_iter().filter(|j| state.as_deref().is_none_or(|s| j.resource.state.name() == s)).map(convert::job).collect();
+    let jobs =
+        api.jm.jobs_for(&caller).into_iter().filter(|j| state.as_deref().is_none_or(|s| j.resource.state.name() == s)).map(convert::job).collect();
     Ok(axum::Json(JobList { jobs }))
 }
 
-async fn create_job(State(api): State<Api>, read: Result<Bytes, BytesRejection>) -> Answer<Response> {
+async fn create_job(State(api): State<Api>, Extension(caller): Extension<Caller>, read: Result<Bytes, BytesRejection>) -> Answer<Response> {
     let spec: SubmitSpec = parse(read, "job spec")?;
-    let job = api.jm.create_job(spec).await?;
+    let job = api.jm.create_job_as(&caller, spec).await?;
     Ok(json(StatusCode::CREATED, convert::job(job)))
 }
 
 // A malformed job id in a path is refused as an unknown job (`api::job_id`).
 
-async fn job(State(api): State<Api>, Path(id): Path<String>) -> Answer<axum::Json<Job>> {
-    Ok(axum::Json(convert::job(api.jm.job(&job_id(&id)?)?)))
+/// The job named in a path, if `caller` may see it (else the unknown job's answer).
+fn visible(api: &Api, caller: &Caller, id: &str) -> Result<weir_types::ids::JobId, Failed> {
+    let id = job_id(id)?;
+    api.jm.check_job(caller, &id)?;
+    Ok(id)
 }
 
-async fn cancel(State(api): State<Api>, Path(id): Path<String>) -> Answer<Response> {
-    Ok(json(StatusCode::ACCEPTED, convert::job(api.jm.cancel(&job_id(&id)?)?)))
+async fn job(State(api): State<Api>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Answer<axum::Json<Job>> {
+    Ok(axum::Json(convert::job(api.jm.job(&visible(&api, &caller, &id)?)?)))
 }
 
-async fn savepoint(State(api): State<Api>, Path(id): Path<String>, read: Result<Bytes, BytesRejection>) -> Answer<axum::Json<SavepointDone>> {
+async fn cancel(State(api): State<Api>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Answer<Response> {
+    Ok(json(StatusCode::ACCEPTED, convert::job(api.jm.cancel(&visible(&api, &caller, &id)?)?)))
+}
+
+async fn savepoint(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    read: Result<Bytes, BytesRejection>,
+) -> Answer<axum::Json<SavepointDone>> {
     let spec: SavepointSpec = parse(read, "savepoint request")?;
     check_savepoint_dir(&spec.dir)?;
-    let checkpoint = api.jm.savepoint(&job_id(&id)?, &spec.dir, spec.stop).await?;
+    let checkpoint = api.jm.savepoint_as(&caller, &job_id(&id)?, &spec.dir, spec.stop).await?;
     Ok(axum::Json(SavepointDone { checkpoint, dir: spec.dir }))
 }
 
-async fn checkpoints(State(api): State<Api>, Path(id): Path<String>) -> Answer<axum::Json<CheckpointList>> {
-    let (list, last_completed) = api.jm.checkpoints(&job_id(&id)?)?;
+async fn checkpoints(State(api): State<Api>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Answer<axum::Json<CheckpointList>> {
+    let (list, last_completed) = api.jm.checkpoints(&visible(&api, &caller, &id)?)?;
     Ok(axum::Json(CheckpointList { checkpoints: list.into_iter().map(convert::checkpoint).collect(), last_completed }))
 }
 
-async fn job_metrics(State(api): State<Api>, Path(id): Path<String>) -> Answer<axum::Json<Metrics>> {
-    let id = job_id(&id)?;
+async fn job_metrics(State(api): State<Api>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Answer<axum::Json<Metrics>> {
+    let id = visible(&api, &caller, &id)?;
     let m = api.jm.metrics(&id)?;
     Ok(axum::Json(convert::metrics(&id, m)))
 }
 
-async fn logs(State(api): State<Api>, Path(id): Path<String>) -> Answer<axum::Json<EventList>> {
-    Ok(axum::Json(EventList { events: api.jm.events(&job_id(&id)?)?.into_iter().map(convert::event).collect() }))
+async fn logs(State(api): State<Api>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Answer<axum::Json<EventList>> {
+    Ok(axum::Json(EventList { events: api.jm.events(&visible(&api, &caller, &id)?)?.into_iter().map(convert::event).collect() }))
 }
 
-async fn jobmanager_metrics(State(api): State<Api>) -> Response {
-    prometheus(metrics::jobmanager(&api.jm))
+/// Public for the operator's scraper, which sees the cluster and the jobs of no
+/// tenant; with a token, the admin sees every job's series and a tenant its own.
+async fn jobmanager_metrics(State(api): State<Api>, headers: HeaderMap) -> Response {
+    match caller(&api, &headers) {
+        Ok(Some(caller)) => prometheus(metrics::jobmanager(&api.jm, &|owner| caller.sees(owner))),
+        Ok(None) => prometheus(metrics::jobmanager(&api.jm, &|owner| owner.is_none())),
+        Err(why) => error(StatusCode::UNAUTHORIZED, "unauthorized", why.into()),
+    }
 }
 
 fn prometheus(text: String) -> Response {

@@ -46,9 +46,10 @@ fn counter(out: &mut String, name: &str, help: &str, value: impl std::fmt::Displ
 }
 
 /// The JobManager's metrics: TaskManagers, slots, jobs by state, checkpoints,
-/// restarts, and per-vertex records, rates, backpressure and fuel of unfinished jobs.
-pub fn jobmanager(jm: &JobManager) -> String {
-    let o = jm.overview();
+/// restarts, and per-vertex records, rates, backpressure and fuel of unfinished jobs;
+/// only of the jobs whose owner (`None`: the admin) `shown` accepts.
+pub fn jobmanager(jm: &JobManager, shown: &dyn Fn(Option<&str>) -> bool) -> String {
+    let o = jm.overview_where(shown);
     let mut out = String::new();
     let alive = o.taskmanagers.iter().filter(|t| t.alive).count();
     let mut f = Family::new(&mut out, "weir_jobmanager_taskmanagers", "gauge", "Registered TaskManagers by liveness.");
@@ -71,7 +72,7 @@ pub fn jobmanager(jm: &JobManager) -> String {
     );
     counter(&mut out, "weir_jobmanager_job_restarts_total", "Job restarts after failures.", o.restarts);
 
-    let running: Vec<_> = jm.jobs().into_iter().filter(|j| !j.resource.state.is_terminal()).collect();
+    let running: Vec<_> = jm.jobs().into_iter().filter(|j| !j.resource.state.is_terminal() && shown(jm.job_owner(&j.id).as_deref())).collect();
     let mut vertices = Vec::new();
     let mut jobs = Vec::new();
     for j in &running {

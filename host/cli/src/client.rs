@@ -30,7 +30,8 @@ pub struct Remote {
     /// The JobManager's REST address (`http://HOST:PORT` or `HOST:PORT`).
     #[arg(long, env = "WEIR_JOBMANAGER", default_value = "http://127.0.0.1:8081")]
     pub jobmanager: String,
-    /// The API token (from `weir cluster-init`'s api-token file).
+    /// The API token: the cluster's (from `weir cluster-init`'s api-token file, the
+    /// admin) or a tenant's (`weir tenant token create`).
     #[arg(long, env = "WEIR_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
     pub token: Option<String>,
     /// A file holding the API token.
@@ -96,6 +97,10 @@ impl Client {
 
     pub fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize, what: &str) -> Result<T> {
         self.answer(what, self.agent.post(self.url(path)).header("Authorization", &self.auth).send_json(body))
+    }
+
+    pub fn put<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize, what: &str) -> Result<T> {
+        self.answer(what, self.agent.put(self.url(path)).header("Authorization", &self.auth).send_json(body))
     }
 
     /// Uploads a component, with a progress bar on a terminal.

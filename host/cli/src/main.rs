@@ -47,6 +47,8 @@ enum Command {
     Savepoint(cmd::savepoint::SavepointArgs),
     /// Print a job's events: submission, attempts, failures, checkpoints, its end.
     Logs(client::JobIdArgs),
+    /// Manage tenants, their API tokens and quotas (with the cluster's api token).
+    Tenant(cmd::tenant::TenantArgs),
     /// Create an operator project (one component of world operator-component) that
     /// builds with its `build.sh`, in Rust, Python, JavaScript or C.
     New(cmd::new::NewArgs),
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
         Command::Logs(a) => cmd::logs::run(a),
         Command::New(a) => cmd::new::run(a),
         Command::Clicks(c) => cmd::clicks::run(c),
+        Command::Tenant(a) => cmd::tenant::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

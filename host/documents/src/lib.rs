@@ -441,3 +441,106 @@ mod tests {
         Ok(())
     }
 }
+
+/// What a tenant may hold at once (issue 19); a missing field is unlimited. The body
+/// of `PUT /api/v1/tenants/{name}/quota`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Quota {
+    /// Slots its running jobs take together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slots: Option<u32>,
+    /// Jobs that have not ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_jobs: Option<u32>,
+    /// Bytes of its uploaded artifacts still stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_bytes: Option<u64>,
+}
+
+/// What a tenant holds against its quota now.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    /// Jobs that have not ended.
+    pub running_jobs: u32,
+    /// Slots they take.
+    pub slots: u32,
+    /// Bytes of its artifacts still stored.
+    pub artifact_bytes: u64,
+}
+
+/// `POST /api/v1/tenants`: a new tenant.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TenantSpec {
+    /// Lower-case letters, digits and `-`, starting with a letter, 1 to 40.
+    pub name: String,
+    /// Its limits; unlimited by default.
+    #[serde(default)]
+    pub quota: Quota,
+}
+
+/// A tenant (admin routes).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tenant {
+    /// Its name.
+    pub name: String,
+    /// When it was created.
+    pub created_at: String,
+    /// Its limits.
+    pub quota: Quota,
+    /// What it holds now.
+    pub usage: Usage,
+}
+
+/// `GET /api/v1/tenants`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TenantList {
+    /// By name.
+    pub tenants: Vec<Tenant>,
+}
+
+/// `POST /api/v1/tenants/{name}/tokens`: a new token.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TokenSpec {
+    /// It stops working this many seconds from now; never by default.
+    #[serde(default)]
+    pub expires_in_seconds: Option<u64>,
+}
+
+/// A tenant's API token as listed: never the token itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Token {
+    /// Public id, to revoke it.
+    pub id: String,
+    /// Whose it is.
+    pub tenant: String,
+    /// When it was issued.
+    pub created_at: String,
+    /// When it stops working, if ever.
+    pub expires_at: Option<String>,
+    /// Revoked tokens stay listed.
+    pub revoked: bool,
+}
+
+/// `GET /api/v1/tenants/{name}/tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenList {
+    /// By id.
+    pub tokens: Vec<Token>,
+}
+
+/// A token just issued: the only time the token itself is shown (only its hash is
+/// kept).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewToken {
+    /// The bearer token.
+    pub token: String,
+    /// Its details.
+    #[serde(flatten)]
+    pub details: Token,
+}

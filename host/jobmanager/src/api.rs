@@ -13,6 +13,7 @@ use crate::model::{ApiError, ArtifactInfo, CheckpointRecord, ClusterOverview, Jo
 use crate::planning::{JobSource, component_hash};
 use crate::restart::RestartStrategy;
 use crate::service::JobManager;
+use crate::tenants::Caller;
 
 /// Largest default parallelism a submission may ask for.
 pub const MAX_PARALLELISM: u32 = 1024;
@@ -100,6 +101,12 @@ impl JobManager {
 
     /// TaskManagers, slots and job counts.
     pub fn overview(&self) -> ClusterOverview {
+        self.overview_where(|_| true)
+    }
+
+    /// [`Self::overview`] counting only the jobs whose owner (`None`: the admin)
+    /// `counted` accepts; TaskManagers and slots are the cluster's.
+    pub fn overview_where(&self, counted: impl Fn(Option<&str>) -> bool) -> ClusterOverview {
         let view = lock(&self.0.registry).view(Instant::now());
         let slots_total = view.taskmanagers.iter().filter(|t| t.alive).map(|t| t.slots).sum();
         let mut by_state: Vec<(&'static str, usize)> = Vec::new();
@@ -111,13 +118,17 @@ impl JobManager {
                 Some((_, c)) => *c += 1,
                 None => by_state.push((name, 1)),
             };
-            for j in state.jobs.values_mut() {
+            let tenants = lock(&self.0.tenants);
+            for (id, j) in state.jobs.iter_mut() {
+                if !counted(tenants.job_owner(id)) {
+                    continue;
+                }
                 count(j.info(now).resource.state.name());
                 completed += j.checkpoints_completed;
                 failed += j.checkpoints_failed;
                 restarts += u64::from(j.driver.restarts());
             }
-            for e in &state.ended {
+            for e in state.ended.iter().filter(|e| counted(tenants.job_owner(&e.info.id))) {
                 count(e.info.resource.state.name());
                 completed += e.checkpoints_completed;
                 failed += e.checkpoints_failed;
@@ -172,7 +183,14 @@ impl JobManager {
     /// Creates a job from an uploaded artifact or a manifest of uploaded artifacts:
     /// plans, places and deploys it.
     pub async fn create_job(&self, spec: SubmitSpec) -> Result<JobInfo, ApiError> {
+        self.create_job_as(&Caller::Admin, spec).await
+    }
+
+    /// [`Self::create_job`] for `caller`: a tenant uses only its own artifacts and
+    /// savepoints (another's are unknown), the job is its own, within its quota.
+    pub async fn create_job_as(&self, caller: &Caller, spec: SubmitSpec) -> Result<JobInfo, ApiError> {
         let restart = check(&spec)?;
+        self.check_sources(caller, &spec)?;
         let store = self.0.artifacts.clone();
         let wanted = spec.clone();
         // Reads from disk: off the async workers.
@@ -196,7 +214,7 @@ impl JobManager {
         })
         .await;
         let source = read.unwrap_or_else(|e| Err(ApiError::Internal(format!("reading the artifacts panicked: {e}"))))?;
-        let id = self.0.submit(source, spec, restart).await?;
+        let id = self.0.submit(caller, source, spec, restart).await?;
         self.job(&id)
     }
 
@@ -241,7 +259,7 @@ pub fn job_id(id: &str) -> Result<JobId, ApiError> {
     id.parse().map_err(|_| unknown_job(id))
 }
 
-fn unknown_job(id: &str) -> ApiError {
+pub(crate) fn unknown_job(id: &str) -> ApiError {
     ApiError::NotFound(format!("no job {id:?}"))
 }
 

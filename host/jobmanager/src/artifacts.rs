@@ -35,6 +35,13 @@ pub struct StoreError {
     source: std::io::Error,
 }
 
+impl StoreError {
+    /// A failure to open another of the JobManager's files at start.
+    pub(crate) fn other(path: &str, message: String) -> Self {
+        Self { path: path.to_string(), source: std::io::Error::other(message) }
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError { path: path.display().to_string(), source }
 }

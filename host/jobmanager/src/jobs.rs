@@ -30,6 +30,7 @@ use crate::planning::{JobSource, PlannedCode, check_files, new_job_id, prepare};
 use crate::registry::Registry;
 use crate::restart::RestartStrategy;
 use crate::retention;
+use crate::tenants::{Caller, Tenants};
 
 /// How the JobManager watches its TaskManagers and keeps checkpoints.
 #[derive(Debug, Clone)]
@@ -90,9 +91,11 @@ pub(crate) struct Shared {
     persistence: Persistence,
     /// Completed checkpoints restarts passed over as unrestorable, since the start.
     pub(crate) checkpoints_skipped: AtomicU64,
+    /// Tenants, their tokens and what they own. Locked last (after state and registry).
+    pub(crate) tenants: Mutex<Tenants>,
 }
 
-/// Locks `m`. Lock order: state before registry.
+/// Locks `m`. Lock order: state, registry, tenants.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every update is completed under the lock before anything can panic.
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -174,7 +177,9 @@ impl Shared {
         // Never below one component of the largest size accepted.
         let cap = config.artifact_cap.max(runtime.limits().max_component_bytes);
         let artifacts = Arc::new(Mutex::new(ArtifactStore::open(config.artifact_dir.clone(), cap)?));
-        Ok(Self { registry, state: Mutex::default(), artifacts, runtime, config, persistence, checkpoints_skipped: AtomicU64::new(0) })
+        let dir = config.checkpoint_dir.clone();
+        let tenants = Mutex::new(Tenants::open(dir.as_deref()).map_err(|e| StoreError::other(dir.as_deref().unwrap_or("-"), e))?);
+        Ok(Self { registry, state: Mutex::default(), artifacts, runtime, config, persistence, checkpoints_skipped: AtomicU64::new(0), tenants })
     }
 
     /// Picks up the history and the jobs a previous JobManager left running: each
@@ -334,8 +339,16 @@ impl Shared {
         None
     }
 
-    /// Plans a job from `source`, places and deploys it; its id.
-    pub(crate) async fn submit(self: &Arc<Self>, source: JobSource, spec: SubmitSpec, restart: RestartStrategy) -> Result<JobId, ApiError> {
+    /// Plans a job from `source`, places and deploys it; its id. A tenant's job is
+    /// recorded as its own before it is acknowledged, and refused if it would exceed
+    /// the tenant's quota.
+    pub(crate) async fn submit(
+        self: &Arc<Self>,
+        caller: &Caller,
+        source: JobSource,
+        spec: SubmitSpec,
+        restart: RestartStrategy,
+    ) -> Result<JobId, ApiError> {
         let runtime = self.runtime.clone();
         let args: Vec<(String, String)> = spec.args.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let (parallelism, input, output) = (spec.parallelism, spec.input.clone(), spec.output.clone());
@@ -364,6 +377,9 @@ impl Shared {
         if let Some(c) = &checkpoints {
             checkpoint_store(c, &job)?;
         }
+        if let Some(tenant) = caller.owner() {
+            lock(&self.tenants).own_job(&job, tenant)?;
+        }
         let components: Vec<Arc<Vec<u8>>> = components.into_iter().map(|(_, bytes)| bytes).collect();
         let deployment = JobDeployment {
             job: job.clone(),
@@ -383,9 +399,20 @@ impl Shared {
         let driver = Driver::new(deployment, restart, first_checkpoint, Instant::now());
         // Before the job is acknowledged or runs: a JobManager restarted later finds it.
         let record = PersistedJob { driver: driver.record(), spec: spec.clone(), created };
-        self.persistence.write_new_job(&job, &components, record).await?;
+        if let Err(e) = self.persistence.write_new_job(&job, &components, record).await {
+            lock(&self.tenants).forget_job(&job);
+            return Err(e);
+        }
         let deployment = driver.deployment();
         let mut state = lock(&self.state);
+        // Under the state lock, so two submissions cannot both take the last of a quota.
+        if let Some(tenant) = caller.owner()
+            && let Err(e) = self.within_quota(&state, tenant, deployment.graph.slots_needed())
+        {
+            self.persistence.delete_job(&job);
+            lock(&self.tenants).forget_job(&job);
+            return Err(e);
+        }
         // Too few free slots is no refusal: the job waits for them (STARTING, the reason
         // in its status) up to the slot timeout, as Flink's scheduler does.
         let placed = try_place(&mut lock(&self.registry), &deployment.graph);
@@ -402,6 +429,31 @@ impl Shared {
         state.jobs.insert(job.clone(), j);
         self.drive_locked(&mut state, &job, placed);
         Ok(job)
+    }
+
+    /// Refuses a new job of `tenant` needing `slots` that its quota of running jobs or
+    /// slots cannot take, naming the quota.
+    fn within_quota(&self, state: &State, tenant: &str, slots: u32) -> Result<(), ApiError> {
+        let tenants = lock(&self.tenants);
+        let quota = tenants.get(tenant)?.quota;
+        let running: Vec<&crate::job::Job> = state.jobs.iter().filter(|(id, _)| tenants.job_owner(id) == Some(tenant)).map(|(_, j)| j).collect();
+        if let Some(max) = quota.running_jobs
+            && running.len() as u64 >= u64::from(max)
+        {
+            return Err(ApiError::Conflict(format!(
+                "over quota: tenant {tenant}'s quota of {max} running jobs is reached ({} running); cancel one or ask an admin for more",
+                running.len()
+            )));
+        }
+        let used: u64 = running.iter().map(|j| u64::from(j.driver.deployment().graph.slots_needed())).sum();
+        if let Some(max) = quota.slots
+            && used + u64::from(slots) > u64::from(max)
+        {
+            return Err(ApiError::Conflict(format!(
+                "over quota: the job needs {slots} slots and tenant {tenant}'s running jobs hold {used} of its quota of {max} slots"
+            )));
+        }
+        Ok(())
     }
 
     /// The checkpoint id of the savepoint in `dir`, checked against the job's key groups.
@@ -510,6 +562,7 @@ impl Shared {
             while state.ended.len() > HISTORY {
                 let Some(old) = state.ended.pop_front() else { break };
                 self.persistence.delete_history(&old.info.id);
+                lock(&self.tenants).forget_job(&old.info.id);
             }
         }
     }

@@ -27,7 +27,10 @@
 //! - `retention`: which ended jobs' checkpoints go, and deleting them.
 //! - `persist`: what a restarted JobManager needs (running jobs' records, history),
 //!   read and written as plain records.
-//! - [`api`]: what users can ask (the REST API's operations).
+//! - [`api`]: what users can ask (the REST API's operations); `scoped`: the same as a
+//!   caller may use them (a tenant sees only its own), and tenant management.
+//! - [`tenants`]: tenants, their hashed tokens and quotas, and who owns which job,
+//!   artifact and savepoint (a small persisted book).
 //! - [`model`]: what they get back: the domain types (jobs, events, checkpoints,
 //!   metrics, artifacts, [`model::ApiError`]).
 //!
@@ -61,7 +64,9 @@ pub mod planning;
 pub mod registry;
 pub mod restart;
 mod retention;
+mod scoped;
 pub mod service;
+pub mod tenants;
 pub mod tracker;
 
 pub use artifacts::StoreError;
@@ -69,7 +74,9 @@ pub use embedded::{ClusterConfig, EmbeddedCluster, JobHandle, JobSpec};
 pub use jobs::JobManagerConfig;
 pub use model::SubtaskMetrics;
 pub use planning::{JobError, JobSource, PlannedCode};
+pub use scoped::Usage;
 pub use service::JobManager;
+pub use tenants::Caller;
 pub use tracker::JobTracker;
 pub use weir_types::deployment::{JobReport, JobStatus, VertexReport};
 pub use weir_types::graph::{ExecutionGraph, Vertex};

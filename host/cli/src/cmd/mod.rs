@@ -1,8 +1,8 @@
 //! One module per command, each with its arguments and its `run`. The embedded
 //! cluster (`run`, `inspect`), the cluster's processes (`cluster_init`, `jobmanager`,
 //! `taskmanager`), the REST clients (`submit`, `list`, `status`, `cancel`,
-//! `savepoint`, `logs`), the project scaffold (`new`) and the seed job's input
-//! (`clicks`).
+//! `savepoint`, `logs`), the admin's `tenant`, the project scaffold (`new`) and the
+//! seed job's input (`clicks`).
 
 pub mod cancel;
 pub mod clicks;
@@ -17,3 +17,4 @@ pub mod savepoint;
 pub mod status;
 pub mod submit;
 pub mod taskmanager;
+pub mod tenant;

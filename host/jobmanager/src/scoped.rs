@@ -1,0 +1,174 @@
+//! The users' operations as a caller may use them (issue 19): a tenant sees and acts
+//! on its own jobs, artifacts and savepoints only, and what another tenant (or the
+//! admin) owns is answered exactly like what does not exist, so a tenant learns
+//! nothing of it. The admin (the cluster's api token) sees everything and manages
+//! tenants, their tokens and quotas. The rules themselves are in `tenants`; here they
+//! meet the jobs and the artifact store.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use weir_types::ids::JobId;
+
+use crate::api::unknown_job;
+use crate::jobs::lock;
+use crate::model::{ApiError, ArtifactInfo, JobInfo, SubmitSpec};
+use crate::service::JobManager;
+use crate::tenants::{Caller, Quota, Refused, Tenant, TokenInfo};
+
+/// What a tenant holds against its quota now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Jobs that have not ended.
+    pub running_jobs: u32,
+    /// Slots they take.
+    pub slots: u32,
+    /// Bytes of its artifacts still stored.
+    pub artifact_bytes: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl JobManager {
+    /// The tenant a presented token (not the admin's) belongs to.
+    pub fn authenticate(&self, token: &str) -> Result<Caller, Refused> {
+        lock(&self.0.tenants).authenticate(token, now_ms()).map(Caller::Tenant)
+    }
+
+    /// The tenant owning job `id` (`None`: the admin's, or no such job).
+    pub fn job_owner(&self, id: &JobId) -> Option<String> {
+        lock(&self.0.tenants).job_owner(id).map(str::to_string)
+    }
+
+    /// Refuses a job `caller` may not see as unknown, word for word.
+    pub fn check_job(&self, caller: &Caller, id: &JobId) -> Result<(), ApiError> {
+        match caller.sees(lock(&self.0.tenants).job_owner(id)) {
+            true => Ok(()),
+            false => Err(unknown_job(id.as_str())),
+        }
+    }
+
+    /// The jobs `caller` sees, newest first.
+    pub fn jobs_for(&self, caller: &Caller) -> Vec<JobInfo> {
+        let all = self.jobs();
+        let tenants = lock(&self.0.tenants);
+        all.into_iter().filter(|j| caller.sees(tenants.job_owner(&j.id))).collect()
+    }
+
+    /// The artifacts `caller` uploaded (all, for the admin), newest first.
+    pub fn artifacts_for(&self, caller: &Caller) -> Vec<ArtifactInfo> {
+        let all = self.artifacts();
+        let tenants = lock(&self.0.tenants);
+        all.into_iter().filter(|a| tenants.may_use_artifact(caller, a.id.as_str())).collect()
+    }
+
+    /// [`Self::upload`] for `caller`: the artifact becomes the tenant's too (the same
+    /// bytes are stored once), within its quota of artifact bytes.
+    pub async fn upload_as(&self, caller: &Caller, wasm: Vec<u8>) -> Result<ArtifactInfo, ApiError> {
+        let Some(tenant) = caller.owner() else { return self.upload(wasm).await };
+        let max = lock(&self.0.tenants).get(tenant)?.quota.artifact_bytes;
+        if let Some(max) = max {
+            let used = self.usage(tenant)?.artifact_bytes;
+            if used + wasm.len() as u64 > max {
+                return Err(ApiError::Conflict(format!(
+                    "over quota: the artifact has {} bytes and tenant {tenant}'s stored artifacts take {used} of its quota of {max} artifact bytes",
+                    wasm.len()
+                )));
+            }
+        }
+        let info = self.upload(wasm).await?;
+        lock(&self.0.tenants).own_artifact(info.id.as_str(), tenant)?;
+        Ok(info)
+    }
+
+    /// A tenant's submission names only its own artifacts and savepoints; others are
+    /// refused as missing.
+    pub(crate) fn check_sources(&self, caller: &Caller, spec: &SubmitSpec) -> Result<(), ApiError> {
+        let Some(tenant) = caller.owner() else { return Ok(()) };
+        let tenants = lock(&self.0.tenants);
+        for id in spec.artifact.iter().chain(spec.components.values()) {
+            if !tenants.may_use_artifact(caller, id) {
+                return Err(ApiError::NotFound(format!("no artifact {id:?} (upload it first)")));
+            }
+        }
+        if let Some(dir) = &spec.from_savepoint {
+            let resolved = self.0.config.files.resolve("fromSavepoint", dir).map(|p| p.display().to_string());
+            if resolved.ok().as_deref().and_then(|d| tenants.savepoint_owner(d)) != Some(tenant) {
+                return Err(ApiError::NotFound(format!("no savepoint {dir:?} of tenant {tenant}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Self::savepoint`] for `caller`; a tenant's savepoint is recorded as its own
+    /// (only its jobs restore from it). Nobody writes into another tenant's savepoint.
+    pub async fn savepoint_as(&self, caller: &Caller, id: &JobId, dir: &str, stop: bool) -> Result<u64, ApiError> {
+        crate::api::check_savepoint_dir(dir)?;
+        self.check_job(caller, id)?;
+        let resolved = || self.0.config.files.resolve("savepoint dir", dir).map(|p| p.display().to_string()).ok();
+        if let Some(d) = resolved()
+            && let Some(owner) = lock(&self.0.tenants).savepoint_owner(&d)
+            && Some(owner) != caller.owner()
+        {
+            return Err(ApiError::Conflict(format!("{dir} holds another tenant's savepoint: choose another directory")));
+        }
+        let checkpoint = self.savepoint(id, dir, stop).await?;
+        if let Some(tenant) = caller.owner() {
+            let d = resolved().ok_or_else(|| ApiError::Internal(format!("the savepoint in {dir} cannot be resolved after writing it")))?;
+            lock(&self.0.tenants).own_savepoint(&d, tenant)?;
+        }
+        Ok(checkpoint)
+    }
+
+    /// Creates a tenant (admin).
+    pub fn create_tenant(&self, name: &str, quota: Quota) -> Result<Tenant, ApiError> {
+        lock(&self.0.tenants).create(name, quota, now_ms())
+    }
+
+    /// Every tenant (admin).
+    pub fn tenants(&self) -> Vec<Tenant> {
+        lock(&self.0.tenants).list()
+    }
+
+    /// One tenant (admin).
+    pub fn tenant(&self, name: &str) -> Result<Tenant, ApiError> {
+        lock(&self.0.tenants).get(name)
+    }
+
+    /// Replaces a tenant's quota (admin); running jobs keep running.
+    pub fn set_quota(&self, name: &str, quota: Quota) -> Result<Tenant, ApiError> {
+        lock(&self.0.tenants).set_quota(name, quota)
+    }
+
+    /// Issues a token for `tenant` (admin): its info and the token, shown only now.
+    pub fn issue_token(&self, tenant: &str, expires_in_ms: Option<u64>) -> Result<(TokenInfo, String), ApiError> {
+        lock(&self.0.tenants).issue(tenant, expires_in_ms, now_ms())
+    }
+
+    /// Tokens of a tenant, or of all (admin).
+    pub fn tokens(&self, tenant: Option<&str>) -> Result<Vec<TokenInfo>, ApiError> {
+        lock(&self.0.tenants).tokens(tenant)
+    }
+
+    /// Revokes a token (admin): it is refused from the next request on.
+    pub fn revoke_token(&self, id: &str) -> Result<TokenInfo, ApiError> {
+        lock(&self.0.tenants).revoke(id)
+    }
+
+    /// What `tenant` holds against its quota.
+    pub fn usage(&self, tenant: &str) -> Result<Usage, ApiError> {
+        lock(&self.0.tenants).get(tenant)?;
+        let caller = Caller::Tenant(tenant.to_string());
+        let mut usage = Usage { artifact_bytes: self.artifacts_for(&caller).iter().map(|a| a.size).sum(), ..Usage::default() };
+        let state = lock(&self.0.state);
+        let tenants = lock(&self.0.tenants);
+        for (id, j) in &state.jobs {
+            if tenants.job_owner(id) == Some(tenant) {
+                usage.running_jobs += 1;
+                usage.slots += j.driver.deployment().graph.slots_needed();
+            }
+        }
+        Ok(usage)
+    }
+}

@@ -1,0 +1,376 @@
+//! Tenants, their API tokens and quotas, and who owns what (issue 19).
+//!
+//! The cluster's own api token (`weir cluster-init`) is the admin: it sees everything
+//! and manages tenants. A tenant's token is 32 random bytes, shown once; only its
+//! SHA-256 is kept, and a presented token is found by the hash of what was presented
+//! (a map lookup on a hash says nothing about how much of a token matched). Jobs,
+//! artifacts and savepoints a tenant makes are recorded as its own here; what has no
+//! owner is the admin's. The book is one small JSON file in the checkpoint storage
+//! (`_tenants/book.json`, written atomically), so tenants, tokens and ownership
+//! survive a JobManager restart; without a checkpoint directory it lives in memory.
+//!
+//! Pure but for that file: times are passed in (milliseconds since the epoch), so
+//! expiry is unit-tested without waiting.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Read;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use weir_checkpoint::{CheckpointStorage, DirStorage};
+use weir_types::ids::JobId;
+
+use crate::model::ApiError;
+
+/// Where the book lives in the checkpoint storage.
+const BOOK: &str = "_tenants/book.json";
+
+/// Who is asking: the cluster's admin (its own api token) or a tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// The cluster's api token: everything, and tenant management.
+    Admin,
+    /// A tenant's token: its own jobs, artifacts and savepoints only.
+    Tenant(String),
+}
+
+impl Caller {
+    /// The owner recorded for what this caller makes (`None`: the admin's).
+    pub fn owner(&self) -> Option<&str> {
+        match self {
+            Caller::Admin => None,
+            Caller::Tenant(t) => Some(t),
+        }
+    }
+
+    /// Whether the caller may see something owned by `owner`.
+    pub fn sees(&self, owner: Option<&str>) -> bool {
+        match self {
+            Caller::Admin => true,
+            Caller::Tenant(t) => owner == Some(t.as_str()),
+        }
+    }
+}
+
+/// What a tenant may hold at once; `None` is unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Quota {
+    /// Slots its running jobs take together.
+    pub slots: Option<u32>,
+    /// Jobs that have not ended.
+    pub running_jobs: Option<u32>,
+    /// Bytes of its artifacts still stored.
+    pub artifact_bytes: Option<u64>,
+}
+
+/// A tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    /// Its name, the id in every route.
+    pub name: String,
+    /// When it was created (ms since the epoch).
+    pub created_ms: u64,
+    /// Its limits.
+    pub quota: Quota,
+}
+
+/// A token as listed: never the token itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    /// Public id, for listing and revoking.
+    pub id: String,
+    /// Whose it is.
+    pub tenant: String,
+    /// When it was issued (ms since the epoch).
+    pub created_ms: u64,
+    /// When it stops working, if ever (ms since the epoch).
+    pub expires_ms: Option<u64>,
+    /// Revoked tokens stay listed.
+    pub revoked: bool,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct StoredToken {
+    info: TokenInfo,
+    /// SHA-256 of the token, hex.
+    sha256: String,
+}
+
+/// What is persisted.
+#[derive(Default, Clone, Serialize, Deserialize)]
+struct Book {
+    tenants: BTreeMap<String, Tenant>,
+    tokens: BTreeMap<String, StoredToken>,
+    /// Owner of each tenant's job (the admin's jobs are not listed).
+    jobs: BTreeMap<JobId, String>,
+    /// Tenants that uploaded each artifact (content-addressed: several may).
+    artifacts: BTreeMap<String, BTreeSet<String>>,
+    /// Owner of each savepoint a tenant took, by its resolved directory.
+    savepoints: BTreeMap<String, String>,
+}
+
+/// Why a presented token is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// No token has this hash.
+    Unknown,
+    /// Revoked by an admin.
+    Revoked,
+    /// Past its expiry.
+    Expired,
+}
+
+/// Tenants, tokens and ownership, with their file.
+pub(crate) struct Tenants {
+    book: Book,
+    /// Token id by hash.
+    by_hash: HashMap<String, String>,
+    storage: Option<DirStorage>,
+}
+
+fn sha256_hex(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// `n` random bytes from the kernel, hex.
+fn random_hex(n: usize) -> Result<String, ApiError> {
+    let mut bytes = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| ApiError::Internal(format!("cannot read random bytes for a token: {e}")))?;
+    Ok(hex::encode(bytes))
+}
+
+/// A tenant name: lower-case letters, digits and `-`, 1 to 40, starting with a letter
+/// (it goes into paths and label values as it is).
+pub fn check_name(name: &str) -> Result<(), ApiError> {
+    let ok = (1..=40).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    match ok {
+        true => Ok(()),
+        false => Err(ApiError::BadRequest(format!("tenant name must be 1 to 40 of a-z, 0-9 and -, starting with a letter; got {name:?}"))),
+    }
+}
+
+fn unknown_tenant(name: &str) -> ApiError {
+    ApiError::NotFound(format!("no tenant {name:?}"))
+}
+
+impl Tenants {
+    /// The book in `checkpoint_dir` (empty if there is none yet); in memory only
+    /// without a directory.
+    pub(crate) fn open(checkpoint_dir: Option<&str>) -> Result<Self, String> {
+        let storage = checkpoint_dir.map(DirStorage::new).transpose().map_err(|e| format!("cannot open the checkpoint storage for tenants: {e}"))?;
+        let book = match &storage {
+            None => Book::default(),
+            Some(s) => match s.read(BOOK) {
+                Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("unreadable tenant book {BOOK}: {e}"))?,
+                Err(weir_checkpoint::StorageError::NotFound { .. }) => Book::default(),
+                Err(e) => return Err(format!("cannot read the tenant book: {e}")),
+            },
+        };
+        let by_hash = book.tokens.values().map(|t| (t.sha256.clone(), t.info.id.clone())).collect();
+        Ok(Self { book, by_hash, storage })
+    }
+
+    /// Writes the book, or keeps the change out of memory: `change` is applied to a
+    /// copy, saved, then kept.
+    fn commit<T>(&mut self, change: impl FnOnce(&mut Book) -> Result<T, ApiError>) -> Result<T, ApiError> {
+        let mut book = self.book.clone();
+        let out = change(&mut book)?;
+        if let Some(s) = &self.storage {
+            let bytes = serde_json::to_vec_pretty(&book).map_err(|e| ApiError::Internal(format!("cannot encode the tenant book: {e}")))?;
+            s.write(BOOK, &bytes).map_err(|e| ApiError::Internal(format!("cannot write the tenant book: {e}")))?;
+        }
+        self.book = book;
+        self.by_hash = self.book.tokens.values().map(|t| (t.sha256.clone(), t.info.id.clone())).collect();
+        Ok(out)
+    }
+
+    /// The tenant a presented token belongs to.
+    pub(crate) fn authenticate(&self, token: &str, now_ms: u64) -> Result<String, Refused> {
+        let id = self.by_hash.get(&sha256_hex(token)).ok_or(Refused::Unknown)?;
+        let t = self.book.tokens.get(id).ok_or(Refused::Unknown)?;
+        if t.info.revoked {
+            return Err(Refused::Revoked);
+        }
+        if t.info.expires_ms.is_some_and(|e| now_ms >= e) {
+            return Err(Refused::Expired);
+        }
+        match self.book.tenants.contains_key(&t.info.tenant) {
+            true => Ok(t.info.tenant.clone()),
+            false => Err(Refused::Unknown),
+        }
+    }
+
+    pub(crate) fn create(&mut self, name: &str, quota: Quota, now_ms: u64) -> Result<Tenant, ApiError> {
+        check_name(name)?;
+        if self.book.tenants.contains_key(name) {
+            return Err(ApiError::Conflict(format!("tenant {name:?} exists")));
+        }
+        let tenant = Tenant { name: name.to_string(), created_ms: now_ms, quota };
+        self.commit(|b| {
+            b.tenants.insert(name.to_string(), tenant.clone());
+            Ok(tenant)
+        })
+    }
+
+    pub(crate) fn list(&self) -> Vec<Tenant> {
+        self.book.tenants.values().cloned().collect()
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Result<Tenant, ApiError> {
+        self.book.tenants.get(name).cloned().ok_or_else(|| unknown_tenant(name))
+    }
+
+    pub(crate) fn set_quota(&mut self, name: &str, quota: Quota) -> Result<Tenant, ApiError> {
+        self.get(name)?;
+        self.commit(|b| {
+            let t = b.tenants.get_mut(name).ok_or_else(|| unknown_tenant(name))?;
+            t.quota = quota;
+            Ok(t.clone())
+        })
+    }
+
+    /// Issues a token for `tenant`: its info and the token, which is never seen again.
+    pub(crate) fn issue(&mut self, tenant: &str, expires_in_ms: Option<u64>, now_ms: u64) -> Result<(TokenInfo, String), ApiError> {
+        self.get(tenant)?;
+        let token = format!("weir_{}", random_hex(32)?);
+        let info = TokenInfo {
+            id: random_hex(8)?,
+            tenant: tenant.to_string(),
+            created_ms: now_ms,
+            expires_ms: expires_in_ms.map(|ms| now_ms.saturating_add(ms)),
+            revoked: false,
+        };
+        let stored = StoredToken { info: info.clone(), sha256: sha256_hex(&token) };
+        self.commit(|b| {
+            b.tokens.insert(info.id.clone(), stored);
+            Ok((info, token))
+        })
+    }
+
+    /// Tokens, of one tenant or all.
+    pub(crate) fn tokens(&self, tenant: Option<&str>) -> Result<Vec<TokenInfo>, ApiError> {
+        if let Some(t) = tenant {
+            self.get(t)?;
+        }
+        Ok(self.book.tokens.values().filter(|t| tenant.is_none_or(|n| t.info.tenant == n)).map(|t| t.info.clone()).collect())
+    }
+
+    pub(crate) fn revoke(&mut self, id: &str) -> Result<TokenInfo, ApiError> {
+        if !self.book.tokens.contains_key(id) {
+            return Err(ApiError::NotFound(format!("no token {id:?}")));
+        }
+        self.commit(|b| {
+            let t = b.tokens.get_mut(id).ok_or_else(|| ApiError::NotFound(format!("no token {id:?}")))?;
+            t.info.revoked = true;
+            Ok(t.info.clone())
+        })
+    }
+
+    /// The tenant owning job `id`, `None` for the admin's.
+    pub(crate) fn job_owner(&self, id: &JobId) -> Option<&str> {
+        self.book.jobs.get(id).map(String::as_str)
+    }
+
+    /// Records a tenant's new job (before the job is acknowledged).
+    pub(crate) fn own_job(&mut self, id: &JobId, tenant: &str) -> Result<(), ApiError> {
+        self.commit(|b| {
+            b.jobs.insert(id.clone(), tenant.to_string());
+            Ok(())
+        })
+    }
+
+    /// A job left the history: its ownership goes too (saved with the next change).
+    pub(crate) fn forget_job(&mut self, id: &JobId) {
+        self.book.jobs.remove(id);
+    }
+
+    /// Whether `caller` may use artifact `id` (the admin may use any).
+    pub(crate) fn may_use_artifact(&self, caller: &Caller, id: &str) -> bool {
+        match caller {
+            Caller::Admin => true,
+            Caller::Tenant(t) => self.book.artifacts.get(id).is_some_and(|owners| owners.contains(t)),
+        }
+    }
+
+    pub(crate) fn own_artifact(&mut self, id: &str, tenant: &str) -> Result<(), ApiError> {
+        if self.book.artifacts.get(id).is_some_and(|o| o.contains(tenant)) {
+            return Ok(());
+        }
+        self.commit(|b| {
+            b.artifacts.entry(id.to_string()).or_default().insert(tenant.to_string());
+            Ok(())
+        })
+    }
+
+    /// The tenant that took the savepoint in `dir` (resolved), if a tenant did.
+    pub(crate) fn savepoint_owner(&self, dir: &str) -> Option<&str> {
+        self.book.savepoints.get(dir).map(String::as_str)
+    }
+
+    pub(crate) fn own_savepoint(&mut self, dir: &str, tenant: &str) -> Result<(), ApiError> {
+        self.commit(|b| {
+            b.savepoints.insert(dir.to_string(), tenant.to_string());
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: u64 = 86_400_000;
+
+    #[test]
+    fn a_token_works_until_it_expires_or_is_revoked_and_only_its_hash_is_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().display().to_string();
+        let mut t = Tenants::open(Some(&root)).expect("open");
+        t.create("acme", Quota::default(), 0).expect("create");
+        assert_eq!(t.create("acme", Quota::default(), 0).map(|_| ()), Err(ApiError::Conflict("tenant \"acme\" exists".into())));
+        assert!(t.create("Bad Name", Quota::default(), 0).is_err());
+        let (info, token) = t.issue("acme", Some(DAY), 1000).expect("issue");
+        let (forever, other) = t.issue("acme", None, 1000).expect("issue");
+        assert_eq!(t.authenticate(&token, 1000 + DAY - 1), Ok("acme".to_string()));
+        assert_eq!(t.authenticate(&token, 1000 + DAY), Err(Refused::Expired));
+        assert_eq!(t.authenticate(&other, u64::MAX), Ok("acme".to_string()));
+        assert_eq!(t.authenticate("weir_0000", 0), Err(Refused::Unknown));
+        assert_eq!(t.authenticate(&token[..token.len() - 1], 0), Err(Refused::Unknown));
+        t.revoke(&forever.id).expect("revoke");
+        assert_eq!(t.authenticate(&other, 0), Err(Refused::Revoked));
+        assert!(t.issue("nobody", None, 0).is_err());
+
+        // The file has hashes, never tokens; a new JobManager reads the same book.
+        let file = std::fs::read_to_string(dir.path().join(BOOK)).expect("book");
+        assert!(!file.contains(&token) && !file.contains(&other) && file.contains(&sha256_hex(&token)), "{file}");
+        let again = Tenants::open(Some(&root)).expect("reopen");
+        assert_eq!(again.authenticate(&token, 1000), Ok("acme".to_string()));
+        assert_eq!(again.authenticate(&other, 0), Err(Refused::Revoked));
+        let mut listed = vec![info, TokenInfo { revoked: true, ..forever }];
+        listed.sort_by(|a, b| a.id.cmp(&b.id));
+        assert_eq!(again.tokens(Some("acme")).expect("tokens"), listed, "listed by id");
+    }
+
+    #[test]
+    fn ownership_decides_what_a_caller_sees() {
+        let mut t = Tenants::open(None).expect("open");
+        t.create("a", Quota::default(), 0).expect("a");
+        t.create("b", Quota::default(), 0).expect("b");
+        let job: JobId = "0123456789abcdef".parse().expect("id");
+        t.own_job(&job, "a").expect("own");
+        let (a, b) = (Caller::Tenant("a".into()), Caller::Tenant("b".into()));
+        assert!(a.sees(t.job_owner(&job)) && !b.sees(t.job_owner(&job)) && Caller::Admin.sees(t.job_owner(&job)));
+        let admins: JobId = "fedcba9876543210".parse().expect("id");
+        assert!(!a.sees(t.job_owner(&admins)) && Caller::Admin.sees(t.job_owner(&admins)));
+        t.own_artifact("ff", "a").expect("own");
+        assert!(t.may_use_artifact(&a, "ff") && !t.may_use_artifact(&b, "ff") && t.may_use_artifact(&Caller::Admin, "ff"));
+        t.own_savepoint("/sp/a", "a").expect("own");
+        assert_eq!(t.savepoint_owner("/sp/a"), Some("a"));
+        assert_eq!(t.savepoint_owner("/sp/other"), None);
+    }
+}
