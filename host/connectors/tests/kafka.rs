@@ -263,3 +263,27 @@ fn the_sink_writes_acknowledged_records_and_exactly_once_is_refused_on_tansu() {
         assert_eq!(*partition_of.entry(r.key.clone()).or_insert(r.partition), r.partition);
     }
 }
+
+/// A long stream through one writer, flushed every 20 000 records as barriers would:
+/// every record arrives once.
+#[test]
+fn the_sink_keeps_every_record_of_a_long_stream() {
+    let k = Kafka::start();
+    k.create_topic("long", 4);
+    let o = weir_connectors::kafka::sink_options(&connector(&[("bootstrap-servers", k.bootstrap().as_str()), ("topic", "long")])).expect("valid");
+    let mut w = weir_connectors::kafka::KafkaWriter::open(&o).expect("producer");
+    let n = 200_000u32;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        let recs: Vec<(Vec<u8>, Vec<u8>)> = chunk.iter().map(|i| (format!("key-{}", i % 10_000).into_bytes(), i.to_string().into_bytes())).collect();
+        w.write(recs.iter().map(|(k, v)| (0, k.as_slice(), v.as_slice()))).expect("write");
+        if chunk[0] % 20_000 == 0 {
+            w.flush().expect("flush");
+        }
+    }
+    w.flush().expect("flush");
+    let read = k.read_all("long", 4);
+    let mut values: Vec<u32> = read.iter().map(|r| String::from_utf8_lossy(&r.value).parse().expect("number")).collect();
+    values.sort_unstable();
+    values.dedup();
+    assert_eq!((read.len(), values.len()), (n as usize, n as usize), "every record once");
+}
