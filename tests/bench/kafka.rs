@@ -335,8 +335,7 @@ pub fn bench() {
             (poller.join().expect("poller"), times)
         });
         stop(job, &log);
-        let ages: Vec<i64> =
-            times.iter().enumerate().filter_map(|(i, sent)| seen.range(before + i + 1..).next().map(|(_, at)| at - sent)).collect();
+        let ages: Vec<i64> = times.iter().enumerate().filter_map(|(i, sent)| seen.range(before + i + 1..).next().map(|(_, at)| at - sent)).collect();
         latency_line(&format!("Kafka -> count -> PostgreSQL (exactly-once), p={p}"), ages, expected);
     }
     let _ = std::fs::remove_file(&log);

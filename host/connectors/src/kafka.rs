@@ -674,9 +674,7 @@ fn api_keys(bootstrap: &str) -> Result<Vec<i16>, ConnectorError> {
     if error != 0 {
         return Err(external(format!("broker at {server}: ApiVersions answered error {error}")));
     }
-    (0..n.max(0) as usize)
-        .map(|i| r.get(10 + 6 * i..12 + 6 * i).map(|b| i16::from_be_bytes([b[0], b[1]])).ok_or_else(bad))
-        .collect()
+    (0..n.max(0) as usize).map(|i| r.get(10 + 6 * i..12 + 6 * i).map(|b| i16::from_be_bytes([b[0], b[1]])).ok_or_else(bad)).collect()
 }
 
 /// The API key of EndTxn, which commits or aborts a transaction.
@@ -816,7 +814,10 @@ mod tests {
     #[test]
     fn sink_options_are_checked_and_transactions_must_outlive_a_checkpoint_and_a_restart() {
         let ok = sink_options(&connector(&[("bootstrap-servers", "a:9092"), ("topic", "out")])).expect("valid");
-        assert_eq!((ok.delivery, ok.transaction_timeout, ok.transactional_id_prefix.as_deref()), (Delivery::AtLeastOnce, Duration::from_secs(900), None));
+        assert_eq!(
+            (ok.delivery, ok.transaction_timeout, ok.transactional_id_prefix.as_deref()),
+            (Delivery::AtLeastOnce, Duration::from_secs(900), None)
+        );
         let refused = |pairs: &[(&str, &str)], wanted: &str| {
             let e = sink_options(&connector(pairs)).expect_err("refused");
             assert!(e.to_string().contains(wanted), "{e}");
@@ -827,8 +828,13 @@ mod tests {
         refused(&[("bootstrap-servers", "a:1"), ("topic", "x"), ("group-id", "g")], "unknown option(s) group-id");
 
         let eo = |timeout: &str| {
-            sink_options(&connector(&[("bootstrap-servers", "a:1"), ("topic", "x"), ("delivery", "exactly-once"), ("transaction-timeout-ms", timeout)]))
-                .expect("valid")
+            sink_options(&connector(&[
+                ("bootstrap-servers", "a:1"),
+                ("topic", "x"),
+                ("delivery", "exactly-once"),
+                ("transaction-timeout-ms", timeout),
+            ]))
+            .expect("valid")
         };
         let (second, restart) = (Some(Duration::from_secs(1)), Duration::from_secs(4));
         assert!(check_transaction_timeout(&eo("60000"), second, restart).is_ok());

@@ -244,7 +244,8 @@ fn the_sink_writes_acknowledged_records_and_exactly_once_is_refused_on_tansu() {
     let o = weir_connectors::kafka::sink_options(&sink(&[])).expect("valid");
     for (from, to) in [(0u32, 500u32), (500, 1000)] {
         let mut w = weir_connectors::kafka::KafkaWriter::open(&o).expect("producer");
-        let recs: Vec<(i64, Vec<u8>, Vec<u8>)> = (from..to).map(|i| (1_000 + i64::from(i), format!("k{}", i % 7).into_bytes(), i.to_string().into_bytes())).collect();
+        let recs: Vec<(i64, Vec<u8>, Vec<u8>)> =
+            (from..to).map(|i| (1_000 + i64::from(i), format!("k{}", i % 7).into_bytes(), i.to_string().into_bytes())).collect();
         w.write(recs.iter().map(|(t, k, v)| (*t, k.as_slice(), v.as_slice()))).expect("write");
         w.flush().expect("all acknowledged");
     }

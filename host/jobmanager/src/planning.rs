@@ -183,7 +183,8 @@ fn check_connectors(plan: &JobPlan) -> Result<(), JobError> {
 pub fn check_checkpointing(plan: &JobPlan, interval: Option<std::time::Duration>, restart: std::time::Duration) -> Result<(), JobError> {
     for n in &plan.nodes {
         if let NodeKind::Sink(SinkKind::Connector(c)) = &n.kind {
-            weir_connectors::check_checkpointing(c, Role::Sink, interval, restart).map_err(|error| JobError::Connector { uid: n.uid.clone(), error })?;
+            weir_connectors::check_checkpointing(c, Role::Sink, interval, restart)
+                .map_err(|error| JobError::Connector { uid: n.uid.clone(), error })?;
         }
     }
     Ok(())
