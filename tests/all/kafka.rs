@@ -2,7 +2,9 @@
 //! `weir submit` of the `kafka_counts` example (running count per key) into the
 //! checkpointed file sink. The output is checked exactly: each key's counts are
 //! 1, 2, ..., n once each, through a TaskManager's SIGKILL while records are produced,
-//! and through a stop with a savepoint resumed at another parallelism.
+//! and through a stop with a savepoint resumed at another parallelism. The Kafka sink:
+//! at least once across a SIGKILL, and exactly-once refused by a broker without
+//! transactions.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -213,4 +215,91 @@ fn a_durable_kafka_broker_keeps_its_records_across_a_restart() {
         assert_eq!(offsets, (0..offsets.len() as i64).collect::<Vec<_>>(), "partition {p}: offsets continue after the restart");
     }
     assert_eq!(values.iter().filter(|v| *v == "key-0").count(), 25);
+}
+
+/// keyed counts read back from the sink's topic: per key, the counts in the order the
+/// topic holds them (a key's records all go to one partition, in order).
+fn counts_in_topic(k: &Kafka, topic: &str, partitions: i32) -> BTreeMap<String, Vec<u64>> {
+    let mut m: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for r in k.read_all(topic, partitions) {
+        let key = String::from_utf8(r.key).expect("UTF-8 key");
+        let count = String::from_utf8(r.value).expect("UTF-8 value").parse().expect("a count");
+        m.entry(key).or_default().push(count);
+    }
+    m
+}
+
+/// kafka_counts into topic `counts` with the Kafka sink; extra `--arg`s after the source's.
+fn submit_to_kafka(cluster: &TestCluster, k: &Kafka, delivery: &str, extra: &[&str]) -> std::process::Output {
+    let wasm = WEIR.example("kafka_counts");
+    let bootstrap = format!("bootstrap-servers={}", k.bootstrap());
+    let delivery = format!("delivery={delivery}");
+    let mut args = vec!["submit", "-p", "2", "--arg", &bootstrap, "--arg", "topic=events", "--arg", "sink=kafka", "--arg", "sink-topic=counts"];
+    args.extend(["--arg", &delivery, "--checkpoint-interval", "300", "--restart", "fixed-delay:10:500", "--detach"]);
+    args.extend_from_slice(extra);
+    let mut argv: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    argv.push(wasm.as_os_str());
+    cluster.client(&argv)
+}
+
+/// Kafka -> keyed count -> Kafka with the at-least-once sink (idempotent producer,
+/// every record acknowledged before a barrier is) on two TaskManagers, one SIGKILLed
+/// while records are produced: every key's counts 1..n are all in the output topic
+/// (nothing lost), and each key's sequence is runs of consecutive counts, so the only
+/// duplicates are a replay from a restored checkpoint, never a gap.
+#[test]
+fn kafka_sink_at_least_once_loses_nothing_across_a_sigkill() {
+    let k = Kafka::start();
+    k.create_topic("events", PARTITIONS);
+    k.create_topic("counts", 2);
+    let mut cluster = TestCluster::start_with(WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let job = job_id(&submit_to_kafka(&cluster, &k, "at-least-once", &[]));
+    let total = |m: &BTreeMap<String, Vec<u64>>| m.values().map(Vec::len).sum::<usize>();
+    produce(&k, 0, 3000);
+    wait_until("the first counts in the output topic", || total(&counts_in_topic(&k, "counts", 2)) >= 1000);
+    cluster.kill("taskmanager-2");
+    produce(&k, 3000, 6000);
+    cluster.start_taskmanager("taskmanager-2", 2);
+    produce(&k, 6000, 8000);
+    let want = expected(0, 8000);
+    wait_until("every key's last count in the output topic", || {
+        let l = job_line(&cluster, &job);
+        assert!(!l.contains(" FAILED "), "{l}\n{}", cluster.log("jobmanager"));
+        let got = counts_in_topic(&k, "counts", 2);
+        want.iter().all(|(key, counts)| got.get(key).is_some_and(|g| g.contains(counts.last().expect("a count"))))
+    });
+    let got = counts_in_topic(&k, "counts", 2);
+    let mut replayed = 0;
+    for (key, counts) in &want {
+        let seen = got.get(key).expect("the key's counts");
+        let mut distinct = seen.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(&distinct, counts, "key {key}: every count once at least, nothing else");
+        for w in seen.windows(2) {
+            assert!(w[1] == w[0] + 1 || w[1] <= w[0], "key {key}: a gap from {} to {} in {seen:?}", w[0], w[1]);
+        }
+        replayed += seen.len() - distinct.len();
+    }
+    assert!(cluster.log("jobmanager").contains("restoring checkpoint"), "the job restarted from a checkpoint");
+    eprintln!("{} output records, {replayed} of them replayed after the restore", total(&got));
+    let o = cluster.client(&[OsStr::new("cancel"), OsStr::new(&job)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// tansu 0.6 cannot commit a transaction (`tansu_cannot_commit_kafka_transactions`),
+/// so `delivery = exactly-once` is refused at submission, naming the cause; a job
+/// without checkpoints is refused too (there would be no transaction to commit).
+#[test]
+fn kafka_exactly_once_sink_is_refused_by_a_broker_without_transactions() {
+    let k = Kafka::start();
+    k.create_topic("events", PARTITIONS);
+    k.create_topic("counts", 2);
+    let cluster = TestCluster::start_with(WEIR, &[("taskmanager-1", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let o = submit_to_kafka(&cluster, &k, "exactly-once", &[]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("node \"out\"") && err.contains("cannot commit one (no EndTxn, API key 26"), "{err}");
+    let o = submit_to_kafka(&cluster, &k, "exactly-twice", &[]);
+    assert!(!o.status.success() && stderr(&o).contains("expected one of at-least-once, exactly-once"), "{}", stderr(&o));
 }

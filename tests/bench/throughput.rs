@@ -24,15 +24,19 @@
 //!   and 2 with exactly-once checkpoints; see `postgres.rs` (`WEIR_BENCH_PG_N`).
 //! - joins: a regular inner join and an interval join of two generated streams with
 //!   exactly-once checkpoints; see `joins.rs` (`WEIR_BENCH_JOIN_N` records per side).
+//! - kafka: Kafka -> count -> Kafka (at-least-once) and -> PostgreSQL at parallelism 1
+//!   and 2, records/s and latency p50/p99 at a fixed rate, beside the broker's own
+//!   ceiling; see `kafka.rs` (`WEIR_BENCH_KAFKA_N`, `WEIR_BENCH_KAFKA_RATE`).
 //!
 //! `WEIR_BENCH_ONLY` picks sections, comma-separated from `keyed-sum`, `wordcount`,
-//! `cluster`, `checkpoints`, `recovery`, `languages`, `windows`, `streams`, `joins`, `postgres` (default:
+//! `cluster`, `checkpoints`, `recovery`, `languages`, `windows`, `streams`, `joins`, `postgres`, `kafka` (default:
 //! all), e.g.
 //! `WEIR_BENCH_ONLY=cluster cargo bench --bench throughput`.
 
 mod checkpoint_overhead;
 mod cluster;
 mod joins;
+mod kafka;
 mod languages;
 mod postgres;
 mod recovery;
@@ -207,7 +211,8 @@ fn row(name: &str, wasm: &Measure, native: f64, native_rss: f64) {
 }
 
 /// The benchmark's sections, in the order they run.
-const SECTIONS: [&str; 10] = ["keyed-sum", "wordcount", "cluster", "checkpoints", "recovery", "languages", "windows", "streams", "joins", "postgres"];
+const SECTIONS: [&str; 11] =
+    ["keyed-sum", "wordcount", "cluster", "checkpoints", "recovery", "languages", "windows", "streams", "joins", "postgres", "kafka"];
 
 /// The sections `WEIR_BENCH_ONLY` asks for (all when unset or empty).
 fn sections() -> Vec<&'static str> {
@@ -279,5 +284,8 @@ fn main() {
     }
     if sections.contains(&"postgres") {
         postgres::bench(&keyed_sum);
+    }
+    if sections.contains(&"kafka") {
+        kafka::bench();
     }
 }

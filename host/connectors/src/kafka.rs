@@ -1,4 +1,4 @@
-//! The Kafka source, after Flink's KafkaSource: every partition of the topics is a
+//! The Kafka source and sink. The source, after Flink's KafkaSource: every partition of the topics is a
 //! split whose state is the offset of its next record, kept in checkpoints; offsets are
 //! never taken from the broker for recovery. A partition belongs to one subtask by a
 //! fixed rule ([`owner`]), so a restore at any parallelism hands every partition to
@@ -75,9 +75,7 @@ fn external(problem: impl Into<String>) -> ConnectorError {
 pub fn source_options(c: &Connector) -> Result<SourceOptions, ConnectorError> {
     let mut o = Options::new(c);
     let bootstrap = o.required("bootstrap-servers")?.to_string();
-    if bootstrap.split(',').any(|s| s.trim().rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())) {
-        return Err(problem(format!("option `bootstrap-servers` = {bootstrap:?}: expected host:port[,host:port...]")));
-    }
+    check_bootstrap(&bootstrap)?;
     let topics: Vec<String> = o.required("topic")?.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
     if topics.is_empty() {
         return Err(problem("option `topic` names no topic"));
@@ -555,6 +553,236 @@ fn push_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+// ---------------------------------------------------------------------------------
+// The Kafka sink.
+
+/// How a Kafka sink's records reach the topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Idempotent producer; every record acknowledged before the subtask acknowledges a
+    /// barrier, so a completed checkpoint's records are all in Kafka. A restore writes
+    /// the records after the restored checkpoint again: duplicates, never a loss.
+    AtLeastOnce,
+    /// One Kafka transaction per subtask per checkpoint, committed when the checkpoint
+    /// completes; `read_committed` consumers see every record once. Needs a broker with
+    /// transactions (EndTxn), and checkpoints.
+    ExactlyOnce,
+}
+
+/// A Kafka sink's options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkOptions {
+    /// `bootstrap-servers`: `host:port[,host:port...]`.
+    pub bootstrap: String,
+    /// `topic`: the one topic records go to (partitioned by key, Kafka's default rule).
+    pub topic: String,
+    /// `delivery`: `at-least-once` (default, as Flink's) or `exactly-once`.
+    pub delivery: Delivery,
+    /// `transaction-timeout-ms` (default 900 000, Kafka's usual broker maximum): how long
+    /// the broker keeps a transaction open. Checked at submission against the
+    /// checkpoint interval and the restart time ([`check_transaction_timeout`]).
+    pub transaction_timeout: Duration,
+    /// `transactional-id-prefix`: transactional ids are `<prefix>-<subtask>`; by default
+    /// `weir-<job>-<sink uid>` (set it to keep the ids across a resubmission, so the new
+    /// job aborts what the old one left open).
+    pub transactional_id_prefix: Option<String>,
+}
+
+fn check_bootstrap(bootstrap: &str) -> Result<(), ConnectorError> {
+    if bootstrap.split(',').any(|s| s.trim().rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())) {
+        return Err(problem(format!("option `bootstrap-servers` = {bootstrap:?}: expected host:port[,host:port...]")));
+    }
+    Ok(())
+}
+
+/// Reads and checks a Kafka sink's options (no broker is reached).
+pub fn sink_options(c: &Connector) -> Result<SinkOptions, ConnectorError> {
+    let mut o = Options::new(c);
+    let bootstrap = o.required("bootstrap-servers")?.to_string();
+    check_bootstrap(&bootstrap)?;
+    let topic = o.required("topic")?.trim().to_string();
+    if topic.is_empty() || topic.contains(',') {
+        return Err(problem(format!("option `topic` = {topic:?}: a sink writes one topic")));
+    }
+    let delivery = match o.choice("delivery", &["at-least-once", "exactly-once"], "at-least-once")? {
+        "exactly-once" => Delivery::ExactlyOnce,
+        _ => Delivery::AtLeastOnce,
+    };
+    let timeout = o.parsed::<u64>("transaction-timeout-ms", 900_000)?;
+    if timeout == 0 {
+        return Err(problem("option `transaction-timeout-ms` must be positive"));
+    }
+    let prefix = o.optional("transactional-id-prefix").map(str::to_string);
+    o.finish()?;
+    Ok(SinkOptions { bootstrap, topic, delivery, transaction_timeout: Duration::from_millis(timeout), transactional_id_prefix: prefix })
+}
+
+/// Flink's rule for a transactional sink: a transaction opened after one checkpoint is
+/// committed after the next completes, or, after a failure, by the restore; the broker
+/// must keep it open that long (the checkpoint interval plus the longest restart),
+/// else it aborts it and the checkpoint's records are lost. Without checkpoints there
+/// is no transaction to commit: `exactly-once` is refused.
+pub fn check_transaction_timeout(o: &SinkOptions, checkpoint_interval: Option<Duration>, restart: Duration) -> Result<(), ConnectorError> {
+    if o.delivery != Delivery::ExactlyOnce {
+        return Ok(());
+    }
+    let Some(interval) = checkpoint_interval else {
+        return Err(problem("`delivery = exactly-once` commits a transaction per checkpoint: the job needs checkpoints (--checkpoint-interval)"));
+    };
+    let needed = interval + restart;
+    if o.transaction_timeout <= needed {
+        return Err(problem(format!(
+            "option `transaction-timeout-ms` = {} must exceed the checkpoint interval ({} ms) plus the restart time ({} ms): the broker would abort transactions a restore still has to commit",
+            o.transaction_timeout.as_millis(),
+            interval.as_millis(),
+            restart.as_millis()
+        )));
+    }
+    Ok(())
+}
+
+/// The broker's supported API keys (an ApiVersions v0 request on a plain TCP
+/// connection to the first bootstrap server): krafka negotiates versions internally
+/// but does not expose them.
+fn api_keys(bootstrap: &str) -> Result<Vec<i16>, ConnectorError> {
+    use std::io::{Read as _, Write as _};
+    use std::net::ToSocketAddrs;
+    let server = bootstrap.split(',').next().unwrap_or_default().trim();
+    let fail = |e: std::io::Error| external(format!("broker unreachable at {server}: {e}"));
+    let addr = server.to_socket_addrs().map_err(fail)?.next().ok_or_else(|| external(format!("broker unreachable at {server}: no address")))?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(fail)?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(fail)?;
+    let client = b"weir";
+    // api key 18 (ApiVersions), version 0, correlation id 1, client id.
+    let mut body = vec![0, 18, 0, 0, 0, 0, 0, 1, 0, client.len() as u8];
+    body.extend_from_slice(client);
+    let mut req = (body.len() as u32).to_be_bytes().to_vec();
+    req.extend_from_slice(&body);
+    s.write_all(&req).map_err(fail)?;
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).map_err(fail)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > 1 << 20 {
+        return Err(external(format!("broker at {server}: an ApiVersions answer of {len} bytes")));
+    }
+    let mut r = vec![0u8; len];
+    s.read_exact(&mut r).map_err(fail)?;
+    let bad = || external(format!("broker at {server}: a malformed ApiVersions answer"));
+    // correlation id (4), error code (2), array count (4), then (key, min, max) i16s.
+    let n = r.get(6..10).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]])).ok_or_else(bad)?;
+    let error = i16::from_be_bytes([r[4], r[5]]);
+    if error != 0 {
+        return Err(external(format!("broker at {server}: ApiVersions answered error {error}")));
+    }
+    (0..n.max(0) as usize).map(|i| r.get(10 + 6 * i..12 + 6 * i).map(|b| i16::from_be_bytes([b[0], b[1]])).ok_or_else(bad)).collect()
+}
+
+/// The API key of EndTxn, which commits or aborts a transaction.
+const END_TXN: i16 = 26;
+
+/// Reaches the broker as a sink would: the topic must exist, and for `exactly-once`
+/// the broker must be able to commit transactions (EndTxn among its APIs).
+pub fn probe_sink(o: &SinkOptions) -> Result<(), ConnectorError> {
+    let o = o.clone();
+    let probe = std::thread::spawn(move || -> Result<(), ConnectorError> {
+        runtime()?.block_on(async {
+            let kafka = connect(&o.bootstrap).await?;
+            let consumer = kafka.consumer_without_group().build().await.map_err(|e| external(format!("cannot create a consumer: {e}")))?;
+            partitions_of(&consumer, &o.topic).await.map(drop)
+        })?;
+        if o.delivery == Delivery::ExactlyOnce && !api_keys(&o.bootstrap)?.contains(&END_TXN) {
+            return Err(external(format!(
+                "`delivery = exactly-once` needs Kafka transactions, but the broker at {} cannot commit one (no EndTxn, API key {END_TXN}, in its ApiVersions); use `delivery = at-least-once` or a broker with transactions",
+                o.bootstrap
+            )));
+        }
+        Ok(())
+    });
+    probe.join().map_err(|_| external("the broker probe panicked"))?
+}
+
+/// How many sends may wait for their acknowledgement before the writer waits for them
+/// (bounds memory between barriers; the producer's own buffer bounds the bytes).
+const MAX_IN_FLIGHT: usize = 100_000;
+
+/// A sink subtask's producer in `at-least-once` mode.
+pub struct KafkaWriter {
+    rt: tokio::runtime::Runtime,
+    _kafka: Kafka,
+    producer: krafka::producer::Producer,
+    topic: String,
+    /// Sends not known acknowledged yet.
+    in_flight: Vec<krafka::producer::DeliveryHandle>,
+}
+
+/// A runtime whose worker sends batches while the subtask's thread processes records
+/// (a single-threaded one would send only inside `block_on`).
+fn producer_runtime() -> Result<tokio::runtime::Runtime, ConnectorError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("weir-kafka-sink")
+        .enable_all()
+        .build()
+        .map_err(|e| external(format!("cannot start a runtime: {e}")))
+}
+
+impl KafkaWriter {
+    /// Connects an idempotent producer for `o.topic`.
+    pub fn open(o: &SinkOptions) -> Result<Self, ConnectorError> {
+        let rt = producer_runtime()?;
+        let (kafka, producer) = rt.block_on(async {
+            let kafka = connect(&o.bootstrap).await?;
+            let producer = kafka
+                .producer()
+                .idempotent(true)
+                .acks(krafka::producer::Acks::All)
+                .linger(Duration::from_millis(5))
+                .build()
+                .await
+                .map_err(|e| external(format!("cannot create a producer for topic {:?}: {e}", o.topic)))?;
+            Ok::<_, ConnectorError>((kafka, producer))
+        })?;
+        Ok(Self { rt, _kafka: kafka, producer, topic: o.topic.clone(), in_flight: Vec::new() })
+    }
+
+    /// Queues records `(timestamp, key, value)` (the timestamp becomes the Kafka
+    /// record's, so a Kafka-to-Kafka job keeps its input's times; the key picks the
+    /// partition).
+    pub fn write<'r>(&mut self, records: impl Iterator<Item = (i64, &'r [u8], &'r [u8])>) -> Result<(), ConnectorError> {
+        let (producer, topic, in_flight) = (&self.producer, &self.topic, &mut self.in_flight);
+        self.rt.block_on(async {
+            for (ts, key, value) in records {
+                let mut r = krafka::Record::new(topic.clone(), value.to_vec()).key(key.to_vec());
+                // 0: the record has no event time (a generator's); the producer stamps it.
+                if ts > 0 {
+                    r = r.timestamp(ts);
+                }
+                let h = producer.enqueue(r).await.map_err(|e| external(format!("cannot send to topic {topic:?}: {e}")))?;
+                in_flight.push(h);
+            }
+            Ok::<_, ConnectorError>(())
+        })?;
+        if self.in_flight.len() >= MAX_IN_FLIGHT {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Sends everything queued and waits until the broker acknowledged every record;
+    /// the first failure fails the subtask (its checkpoint never completes).
+    pub fn flush(&mut self) -> Result<(), ConnectorError> {
+        let (producer, topic) = (&self.producer, &self.topic);
+        let handles = std::mem::take(&mut self.in_flight);
+        self.rt.block_on(async {
+            producer.flush().await.map_err(|e| external(format!("cannot flush to topic {topic:?}: {e}")))?;
+            for h in handles {
+                let _ack = h.await.map_err(|e| external(format!("a record was not acknowledged by topic {topic:?}: {e}")))?;
+            }
+            Ok(())
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -581,6 +809,40 @@ mod tests {
         refused(&[("bootstrap-servers", "a:1"), ("topic", "x"), ("offset", "3")], "unknown option(s) offset");
         let t = source_options(&connector(&[("bootstrap-servers", "a:1"), ("topic", "x"), ("start", "timestamp"), ("start-timestamp-ms", "42")]));
         assert_eq!(t.expect("valid").start, Start::Timestamp(42));
+    }
+
+    #[test]
+    fn sink_options_are_checked_and_transactions_must_outlive_a_checkpoint_and_a_restart() {
+        let ok = sink_options(&connector(&[("bootstrap-servers", "a:9092"), ("topic", "out")])).expect("valid");
+        assert_eq!(
+            (ok.delivery, ok.transaction_timeout, ok.transactional_id_prefix.as_deref()),
+            (Delivery::AtLeastOnce, Duration::from_secs(900), None)
+        );
+        let refused = |pairs: &[(&str, &str)], wanted: &str| {
+            let e = sink_options(&connector(pairs)).expect_err("refused");
+            assert!(e.to_string().contains(wanted), "{e}");
+        };
+        refused(&[("bootstrap-servers", "a:1"), ("topic", "x,y")], "a sink writes one topic");
+        refused(&[("bootstrap-servers", "a:1"), ("topic", "x"), ("delivery", "exactly-twice")], "expected one of at-least-once, exactly-once");
+        refused(&[("bootstrap-servers", "a:1"), ("topic", "x"), ("transaction-timeout-ms", "0")], "must be positive");
+        refused(&[("bootstrap-servers", "a:1"), ("topic", "x"), ("group-id", "g")], "unknown option(s) group-id");
+
+        let eo = |timeout: &str| {
+            sink_options(&connector(&[
+                ("bootstrap-servers", "a:1"),
+                ("topic", "x"),
+                ("delivery", "exactly-once"),
+                ("transaction-timeout-ms", timeout),
+            ]))
+            .expect("valid")
+        };
+        let (second, restart) = (Some(Duration::from_secs(1)), Duration::from_secs(4));
+        assert!(check_transaction_timeout(&eo("60000"), second, restart).is_ok());
+        let e = check_transaction_timeout(&eo("5000"), second, restart).expect_err("5 s is not above 1 s + 4 s");
+        assert!(e.to_string().contains("must exceed the checkpoint interval (1000 ms) plus the restart time (4000 ms)"), "{e}");
+        let e = check_transaction_timeout(&eo("60000"), None, restart).expect_err("no checkpoints");
+        assert!(e.to_string().contains("needs checkpoints"), "{e}");
+        assert!(check_transaction_timeout(&ok, None, restart).is_ok(), "at least once needs neither");
     }
 
     /// Every partition has exactly one owner at every parallelism, and a topic's

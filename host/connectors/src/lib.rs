@@ -91,6 +91,7 @@ const KINDS: &[Kind] = &[
         check: |c| kafka::source_options(c).map(drop),
         probe: |c| kafka::probe_source(&kafka::source_options(c)?),
     },
+    Kind { name: "kafka", role: Role::Sink, check: |c| kafka::sink_options(c).map(drop), probe: |c| kafka::probe_sink(&kafka::sink_options(c)?) },
     // The password lives on the TaskManagers only: a wrong one or a missing table
     // fails the job's deployment there, naming the cause.
     Kind { name: postgres::KIND, role: Role::Sink, check: |c| postgres::PgOptions::parse(c).map(drop), probe: |_| Ok(()) },
@@ -120,6 +121,21 @@ pub fn probe(c: &Connector, role: Role) -> Result<(), ConnectorError> {
     let k = kind(c, role)?;
     (k.check)(c)?;
     (k.probe)(c)
+}
+
+/// Checks what a connector needs of the job's checkpoints: a transactional Kafka sink
+/// needs checkpoints, and a transaction timeout longer than the checkpoint interval
+/// plus `restart` (the longest a restart may take).
+pub fn check_checkpointing(
+    c: &Connector,
+    role: Role,
+    checkpoint_interval: Option<std::time::Duration>,
+    restart: std::time::Duration,
+) -> Result<(), ConnectorError> {
+    match (c.kind.as_str(), role) {
+        ("kafka", Role::Sink) => kafka::check_transaction_timeout(&kafka::sink_options(c)?, checkpoint_interval, restart),
+        _ => Ok(()),
+    }
 }
 
 /// A connector's options, read one by one; [`Options::finish`] refuses any left unread,

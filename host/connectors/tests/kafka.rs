@@ -220,3 +220,71 @@ fn tansu_cannot_commit_kafka_transactions() {
     let commit = steps.iter().find(|s| s.starts_with("commit") || s.starts_with("init")).expect("a step");
     assert!(commit.contains("Err") || commit.starts_with("init:") && !commit.ends_with("ok"), "tansu committed a transaction: {steps:?}");
 }
+
+/// The at-least-once sink: records written, flushed (every one acknowledged), and read
+/// back with their keys, values and timestamps; a second writer (a restarted subtask)
+/// appends. The probe refuses `exactly-once` on tansu, naming the missing EndTxn, and
+/// a missing topic.
+#[test]
+fn the_sink_writes_acknowledged_records_and_exactly_once_is_refused_on_tansu() {
+    let k = Kafka::start();
+    k.create_topic("out", 2);
+    let b = k.bootstrap();
+    let sink = |extra: &[(&str, &str)]| {
+        let mut pairs = vec![("bootstrap-servers", b.as_str()), ("topic", "out")];
+        pairs.extend_from_slice(extra);
+        connector(&pairs)
+    };
+    probe(&sink(&[]), Role::Sink).expect("at least once is fine");
+    let e = probe(&sink(&[("delivery", "exactly-once")]), Role::Sink).expect_err("tansu has no EndTxn");
+    assert!(e.to_string().contains("no EndTxn, API key 26"), "{e}");
+    let e = probe(&connector(&[("bootstrap-servers", b.as_str()), ("topic", "nosuch")]), Role::Sink).expect_err("missing topic");
+    assert!(e.to_string().contains("topic \"nosuch\" does not exist"), "{e}");
+
+    let o = weir_connectors::kafka::sink_options(&sink(&[])).expect("valid");
+    for (from, to) in [(0u32, 500u32), (500, 1000)] {
+        let mut w = weir_connectors::kafka::KafkaWriter::open(&o).expect("producer");
+        let recs: Vec<(i64, Vec<u8>, Vec<u8>)> =
+            (from..to).map(|i| (1_000 + i64::from(i), format!("k{}", i % 7).into_bytes(), i.to_string().into_bytes())).collect();
+        w.write(recs.iter().map(|(t, k, v)| (*t, k.as_slice(), v.as_slice()))).expect("write");
+        w.flush().expect("all acknowledged");
+    }
+    let read = k.read_all("out", 2);
+    assert_eq!(read.len(), 1000, "every record once");
+    let mut values: Vec<u32> = read.iter().map(|r| String::from_utf8_lossy(&r.value).parse().expect("number")).collect();
+    values.sort_unstable();
+    assert_eq!(values, (0..1000).collect::<Vec<_>>());
+    for r in &read {
+        let i: i64 = String::from_utf8_lossy(&r.value).parse().expect("number");
+        assert_eq!((r.timestamp, String::from_utf8_lossy(&r.key).to_string()), (1_000 + i, format!("k{}", i % 7)));
+    }
+    // A key's records share a partition.
+    let mut partition_of: BTreeMap<Vec<u8>, i32> = BTreeMap::new();
+    for r in &read {
+        assert_eq!(*partition_of.entry(r.key.clone()).or_insert(r.partition), r.partition);
+    }
+}
+
+/// A long stream through one writer, flushed every 20 000 records as barriers would:
+/// every record arrives once.
+#[test]
+fn the_sink_keeps_every_record_of_a_long_stream() {
+    let k = Kafka::start();
+    k.create_topic("long", 4);
+    let o = weir_connectors::kafka::sink_options(&connector(&[("bootstrap-servers", k.bootstrap().as_str()), ("topic", "long")])).expect("valid");
+    let mut w = weir_connectors::kafka::KafkaWriter::open(&o).expect("producer");
+    let n = 200_000u32;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        let recs: Vec<(Vec<u8>, Vec<u8>)> = chunk.iter().map(|i| (format!("key-{}", i % 10_000).into_bytes(), i.to_string().into_bytes())).collect();
+        w.write(recs.iter().map(|(k, v)| (0, k.as_slice(), v.as_slice()))).expect("write");
+        if chunk[0] % 20_000 == 0 {
+            w.flush().expect("flush");
+        }
+    }
+    w.flush().expect("flush");
+    let read = k.read_all("long", 4);
+    let mut values: Vec<u32> = read.iter().map(|r| String::from_utf8_lossy(&r.value).parse().expect("number")).collect();
+    values.sort_unstable();
+    values.dedup();
+    assert_eq!((read.len(), values.len()), (n as usize, n as usize), "every record once");
+}

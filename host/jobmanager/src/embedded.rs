@@ -91,6 +91,9 @@ impl EmbeddedCluster {
         let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
         let (code, graph) = prepare(&self.inner.runtime, &spec.source, &spec.args, spec.parallelism, path(&spec.input), path(&spec.output))?;
         let PlannedCode { plan, code, components } = code;
+        // Embedded, a failure ends the run: no restart to outlive.
+        let interval = spec.checkpoints.as_ref().map(|c| std::time::Duration::from_millis(c.interval_ms));
+        crate::planning::check_checkpointing(&plan, interval, std::time::Duration::ZERO)?;
         let needed = graph.slots_needed();
         let slots = SlotLease::acquire(&self.inner, needed)?;
         // The lease guarantees `needed` slots, which is all `place` asks for.

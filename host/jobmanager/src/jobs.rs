@@ -364,6 +364,9 @@ impl Shared {
             (Some(_), None) => return Err(ApiError::Conflict("checkpointing needs a jobmanager started with --checkpoint-dir".into())),
             (Some(ms), Some(dir)) => Some(CheckpointConfig { dir: dir.clone(), interval_ms: ms.max(10), retain: self.config.retain.max(1) }),
         };
+        let interval = checkpoints.as_ref().map(|c| Duration::from_millis(c.interval_ms));
+        crate::planning::check_checkpointing(&plan, interval, self.config.heartbeat_timeout + restart.longest_delay())
+            .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
         let files = self.config.files.clone();
         check_files(&plan, &files).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let (restore, first_checkpoint) = match &spec.from_savepoint {

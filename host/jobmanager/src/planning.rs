@@ -177,6 +177,19 @@ fn check_connectors(plan: &JobPlan) -> Result<(), JobError> {
     Ok(())
 }
 
+/// Checks what the plan's connectors need of its checkpoints (a transactional Kafka
+/// sink: checkpoints, and a transaction timeout above the interval plus `restart`, the
+/// longest a failure may take to be noticed and the job restarted).
+pub fn check_checkpointing(plan: &JobPlan, interval: Option<std::time::Duration>, restart: std::time::Duration) -> Result<(), JobError> {
+    for n in &plan.nodes {
+        if let NodeKind::Sink(SinkKind::Connector(c)) = &n.kind {
+            weir_connectors::check_checkpointing(c, Role::Sink, interval, restart)
+                .map_err(|error| JobError::Connector { uid: n.uid.clone(), error })?;
+        }
+    }
+    Ok(())
+}
+
 /// Checks every file path of the plan against what the job may open: the paths of
 /// file sources and sinks, each named by its node.
 pub fn check_files(plan: &JobPlan, files: &FileAccess) -> Result<(), AccessError> {

@@ -44,6 +44,16 @@ impl Default for RestartStrategy {
 }
 
 impl RestartStrategy {
+    /// The longest wait before a restart (what a transactional sink's transactions
+    /// must outlive).
+    pub fn longest_delay(&self) -> Duration {
+        match *self {
+            RestartStrategy::None => Duration::ZERO,
+            RestartStrategy::FixedDelay { delay, .. } | RestartStrategy::FailureRate { delay, .. } => delay,
+            RestartStrategy::ExponentialBackoff { max, .. } => max,
+        }
+    }
+
     /// Given every failure so far (oldest first, the latest included), how long to
     /// wait before restarting, or `None` to give up.
     pub fn next_delay(&self, failures: &[Instant], now: Instant) -> Option<Duration> {

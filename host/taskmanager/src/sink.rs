@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use weir_connectors::ConnectorError;
+use weir_connectors::kafka::KafkaWriter;
 use weir_connectors::postgres::{PgError, PgSink, PgWriter};
 use weir_types::batch::records;
 use weir_types::ids::RunId;
@@ -46,6 +47,8 @@ pub enum Sink {
     Transactional(Box<Transactional>),
     /// Rows of a PostgreSQL table (staged per epoch and applied with checkpoints).
     Postgres(Box<PgWriter>),
+    /// Records of a Kafka topic, at least once: all acknowledged at every barrier.
+    Kafka(Box<KafkaWriter>),
     /// Dropped.
     Discard,
 }
@@ -388,6 +391,15 @@ impl Sink {
                 }
                 Ok(())
             }
+            Sink::Kafka(w) => {
+                let mut bad = None;
+                let rs = records(batch).map_while(|r| r.map_err(|e| bad = Some(e)).ok()).map(|r| (r.ts, r.key, r.value));
+                w.write(rs).map_err(SinkError::from)?;
+                match bad {
+                    Some(source) => Err(Bug::InvalidBatch { at: "sink got an invalid batch", source }.into()),
+                    None => Ok(()),
+                }
+            }
             Sink::Discard => Ok(()),
         }
     }
@@ -402,6 +414,9 @@ impl Sink {
                 Ok(())
             }
             Sink::Postgres(w) => w.barrier(checkpoint).map_err(pg_error),
+            // At least once: everything before the barrier is in Kafka before the
+            // checkpoint can complete.
+            Sink::Kafka(w) => Ok(w.flush().map_err(SinkError::from)?),
             _ => self.finish(),
         }
     }
@@ -421,6 +436,7 @@ impl Sink {
                 t.file.flush().map_err(|e| io_error(&open, e))
             }
             Sink::Postgres(w) => w.finish().map_err(pg_error),
+            Sink::Kafka(w) => Ok(w.flush().map_err(SinkError::from)?),
             Sink::Discard => Ok(()),
         }
     }

@@ -473,6 +473,16 @@ fn open_sinks(
                 sinks.insert((last, s), Sink::Postgres(Box::new(sink.writer(s, restored, transactional))));
                 continue;
             }
+            NodeKind::Sink(SinkKind::Connector(c)) if c.kind == "kafka" => {
+                let o = weir_connectors::kafka::sink_options(c).map_err(SinkError::from)?;
+                if o.delivery != weir_connectors::kafka::Delivery::AtLeastOnce {
+                    // Refused at submission by the broker probe or the checkpoint check.
+                    return Err(SinkError::from(weir_connectors::ConnectorError::NotRunnable { kind: "kafka (exactly-once)".into() }).into());
+                }
+                let w = weir_connectors::kafka::KafkaWriter::open(&o).map_err(SinkError::from)?;
+                sinks.insert((last, s), Sink::Kafka(Box::new(w)));
+                continue;
+            }
             NodeKind::Sink(SinkKind::Connector(c)) => {
                 return Err(SinkError::from(weir_connectors::ConnectorError::NotRunnable { kind: c.kind.clone() }).into());
             }
