@@ -12,6 +12,7 @@ mod bad_jobs;
 mod broadcast;
 mod cache;
 mod cluster;
+mod deployments;
 mod dashboard;
 mod distributed;
 mod event_time;

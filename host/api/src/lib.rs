@@ -16,6 +16,7 @@
 //! JSON error document, never a bare status.
 
 mod convert;
+mod deployments;
 pub mod metrics;
 pub mod serve;
 
@@ -94,6 +95,7 @@ pub fn router(jm: JobManager, token: String) -> Router {
         .route("/jobs/{id}/checkpoints", get(checkpoints))
         .route("/jobs/{id}/metrics", get(job_metrics))
         .route("/jobs/{id}/logs", get(logs))
+        .merge(deployments::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }));
     let ui: Router<Api> = UI_ASSETS

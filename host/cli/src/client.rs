@@ -98,6 +98,10 @@ impl Client {
         self.answer(what, self.agent.post(self.url(path)).header("Authorization", &self.auth).send_json(body))
     }
 
+    pub fn delete<T: DeserializeOwned>(&self, path: &str, what: &str) -> Result<T> {
+        self.answer(what, self.agent.delete(self.url(path)).header("Authorization", &self.auth).call())
+    }
+
     /// Uploads a component, with a progress bar on a terminal.
     pub fn upload(&self, wasm: &[u8], name: &str) -> Result<Artifact> {
         let bar = progress(Some(wasm.len() as u64), &format!("uploading {name}"));

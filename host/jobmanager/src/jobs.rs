@@ -90,6 +90,8 @@ pub(crate) struct Shared {
     persistence: Persistence,
     /// Completed checkpoints restarts passed over as unrestorable, since the start.
     pub(crate) checkpoints_skipped: AtomicU64,
+    /// The Deployments' controllers (`deployments`); never locked with `state`.
+    pub(crate) deployments: Mutex<crate::deployment::Table>,
 }
 
 /// Locks `m`. Lock order: state before registry.
@@ -174,7 +176,7 @@ impl Shared {
         // Never below one component of the largest size accepted.
         let cap = config.artifact_cap.max(runtime.limits().max_component_bytes);
         let artifacts = Arc::new(Mutex::new(ArtifactStore::open(config.artifact_dir.clone(), cap)?));
-        Ok(Self { registry, state: Mutex::default(), artifacts, runtime, config, persistence, checkpoints_skipped: AtomicU64::new(0) })
+        Ok(Self { registry, state: Mutex::default(), artifacts, runtime, config, persistence, checkpoints_skipped: AtomicU64::new(0), deployments: Mutex::default() })
     }
 
     /// Picks up the history and the jobs a previous JobManager left running: each

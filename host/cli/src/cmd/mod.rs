@@ -1,10 +1,11 @@
 //! One module per command, each with its arguments and its `run`. The embedded
 //! cluster (`run`, `inspect`), the cluster's processes (`cluster_init`, `jobmanager`,
 //! `taskmanager`), the REST clients (`submit`, `list`, `status`, `cancel`,
-//! `savepoint`, `logs`) and the project scaffold (`new`).
+//! `savepoint`, `logs`, `deploy`) and the project scaffold (`new`).
 
 pub mod cancel;
 pub mod cluster_init;
+pub mod deploy;
 pub mod inspect;
 pub mod jobmanager;
 pub mod list;
