@@ -186,8 +186,11 @@ fn an_upgrade_whose_component_fails_at_start_is_rolled_back_with_its_state_intac
     let (status, d) = call(&cluster, "POST", "/deployments", &upgrade);
     assert_eq!(status, 200, "{d}");
     let mut d = Value::Null;
+    let mut polls = 0;
     wait_until("the failed upgrade to be rolled back", || {
         d = get(&cluster, "sums");
+        polls += 1;
+        assert!(polls < 2000, "not rolled back: {d:#}\n{}", cluster.log("jobmanager"));
         d["status"]["message"].as_str().is_some_and(|m| m.contains("rolled back to version 1"))
     });
     let message = d["status"]["message"].as_str().unwrap_or_default().to_string();

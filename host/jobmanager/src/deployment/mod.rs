@@ -299,11 +299,15 @@ impl Controller {
                 DesiredState::Suspended => self.settle(DeploymentState::Suspended),
                 DesiredState::Cancelled => self.settle(DeploymentState::Cancelled),
             },
-            Phase::Running { job, version, from, .. } => match self.desired() {
-                DesiredState::Suspended => self.stop(job, version, from),
+            // A stop waits until the Job runs and checkpointed (a savepoint needs it);
+            // the poll that sees it so reconciles again.
+            Phase::Running { job, version, from, good } => match self.desired() {
+                DesiredState::Suspended if good => self.stop(job, version, from),
+                DesiredState::Suspended => vec![],
                 DesiredState::Cancelled => self.cancel(job, Then::Settle(DeploymentState::Cancelled)),
                 DesiredState::Running if version != spec.version => match spec.spec.upgrade_strategy {
-                    UpgradeStrategy::Stateful => self.stop(job, version, from),
+                    UpgradeStrategy::Stateful if good => self.stop(job, version, from),
+                    UpgradeStrategy::Stateful => vec![],
                     UpgradeStrategy::Stateless => self.cancel(job, Then::Submit(None)),
                     UpgradeStrategy::None => vec![],
                 },
@@ -362,8 +366,9 @@ impl Controller {
                     if version == self.record.spec.version {
                         self.record.last_good = Some(self.record.spec.clone());
                     }
-                    vec![]
+                    self.reconcile()
                 }
+                Seen::Alive { ready: true, .. } => self.reconcile(),
                 Seen::Alive { failure: Some(e), .. } if !good => self.failed(Some(job), version, from, e),
                 Seen::Alive { .. } => vec![],
                 Seen::Ended { finished: true, .. } => {
@@ -393,9 +398,12 @@ impl Controller {
                 }
             },
             (Phase::Stopping { job, version, from, dir }, Event::StopInterrupted { job: j, seen, written }) if j == job => match seen {
-                // Resumed by the JobManager's job failover: its state moved on past the
-                // savepoint (if any was written), so ask again.
-                Seen::Alive { .. } => self.stop(job, version, from),
+                // Resumed by the JobManager's job failover: its state moves on past the
+                // savepoint (if any was written), so ask again once it runs.
+                Seen::Alive { ready, .. } => {
+                    self.record.phase = Phase::Running { job: job.clone(), version, from, good: true };
+                    if ready { self.reconcile() } else { vec![] }
+                }
                 Seen::Ended { .. } if written => self.stopped(dir),
                 seen => {
                     self.record.phase = Phase::Running { job: job.clone(), version, from, good: true };

@@ -158,6 +158,14 @@ fn restore_strategy_none_resumes_without_state() {
 }
 
 #[test]
+fn an_upgrade_of_a_job_not_yet_running_waits_for_it() {
+    let (mut c, _) = Controller::create(spec(2), "d1".into(), SystemTime::UNIX_EPOCH).expect("valid");
+    c.on(Event::Submitted { version: 1, result: Ok("j1".into()) });
+    assert_eq!(c.apply(spec(3)), Ok(vec![]), "no savepoint before the job runs");
+    assert_eq!(c.on(Event::Job { job: "j1".into(), seen: alive(true) }), vec![Command::Stop { job: "j1".into(), dir: SP1.into() }]);
+}
+
+#[test]
 fn cancel_cancels_and_settles() {
     let mut c = running();
     assert_eq!(c.set_state(DesiredState::Cancelled), Ok(vec![Command::Cancel { job: "j1".into() }]));
@@ -261,7 +269,9 @@ fn a_jobmanager_restart_while_stopping_asks_again_if_the_job_was_resumed() {
     c.apply(spec(3)).expect("apply");
     let mut after = Controller::from_record(c.record.clone());
     assert_eq!(after.recover(), vec![]);
-    let commands = after.on(Event::StopInterrupted { job: "j1".into(), seen: alive(true), written: true });
+    let commands = after.on(Event::StopInterrupted { job: "j1".into(), seen: alive(false), written: true });
+    assert_eq!(commands, vec![], "the resumed job is not running yet");
+    let commands = after.on(Event::Job { job: "j1".into(), seen: alive(true) });
     assert_eq!(commands, vec![Command::Stop { job: "j1".into(), dir: "/data/sp/sums-d1/sp-2".into() }], "a new directory");
     assert_eq!(after.on(Event::Stopped { job: "j1".into(), result: Ok(()) }), vec![submitted(2, Some("/data/sp/sums-d1/sp-2"), 3)]);
 }
