@@ -9,11 +9,11 @@
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
-use weir_types::ids::{ComponentHash, JobId, TaskManagerId};
 pub use weir_types::deploy::{
     Deployment, DeploymentJob, DeploymentList, DeploymentMetadata, DeploymentSpec, DeploymentState, DeploymentStatus, DesiredState, RestoreStrategy,
     UpgradeStrategy,
 };
+use weir_types::ids::{ComponentHash, JobId, TaskManagerId};
 pub use weir_types::submit::SubmitSpec;
 
 /// An RFC 3339 time with milliseconds, UTC.

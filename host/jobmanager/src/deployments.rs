@@ -217,7 +217,9 @@ impl JobManager {
     fn persist_deployment(&self, c: &Controller) {
         let Some(storage) = self.deployment_storage() else { return };
         let name = &c.record().spec.spec.name;
-        let written = postcard::to_allocvec(c.record()).map_err(|e| e.to_string()).and_then(|r| storage.write(&format!("{DIR}/{name}"), &r).map_err(|e| e.to_string()));
+        let written = postcard::to_allocvec(c.record())
+            .map_err(|e| e.to_string())
+            .and_then(|r| storage.write(&format!("{DIR}/{name}"), &r).map_err(|e| e.to_string()));
         if let Err(e) = written {
             tracing::error!(deployment = %name, "cannot persist the deployment (a restarted jobmanager would not know this state): {e}");
         }
@@ -228,7 +230,10 @@ impl JobManager {
         tokio::task::spawn_blocking(move || {
             let mut found = Vec::new();
             for name in storage.list(DIR).unwrap_or_default() {
-                let read = storage.read(&format!("{DIR}/{name}")).map_err(|e| e.to_string()).and_then(|r| postcard::from_bytes::<Record>(&r).map_err(|e| e.to_string()));
+                let read = storage
+                    .read(&format!("{DIR}/{name}"))
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| postcard::from_bytes::<Record>(&r).map_err(|e| e.to_string()));
                 match read {
                     Ok(r) => found.push(r),
                     Err(e) => tracing::error!(deployment = %name, "skipping an unreadable deployment record: {e}"),

@@ -176,7 +176,16 @@ impl Shared {
         // Never below one component of the largest size accepted.
         let cap = config.artifact_cap.max(runtime.limits().max_component_bytes);
         let artifacts = Arc::new(Mutex::new(ArtifactStore::open(config.artifact_dir.clone(), cap)?));
-        Ok(Self { registry, state: Mutex::default(), artifacts, runtime, config, persistence, checkpoints_skipped: AtomicU64::new(0), deployments: Mutex::default() })
+        Ok(Self {
+            registry,
+            state: Mutex::default(),
+            artifacts,
+            runtime,
+            config,
+            persistence,
+            checkpoints_skipped: AtomicU64::new(0),
+            deployments: Mutex::default(),
+        })
     }
 
     /// Picks up the history and the jobs a previous JobManager left running: each

@@ -187,7 +187,10 @@ mod tests {
     #[test]
     fn a_spec_reads_from_json_with_defaults() {
         let s: DeploymentSpec = serde_json::from_str(r#"{"name":"a","template":{"artifact":"x"}}"#).expect("spec");
-        assert_eq!((s.state, s.upgrade_strategy, s.restore_strategy), (DesiredState::Running, UpgradeStrategy::Stateful, RestoreStrategy::LatestState));
+        assert_eq!(
+            (s.state, s.upgrade_strategy, s.restore_strategy),
+            (DesiredState::Running, UpgradeStrategy::Stateful, RestoreStrategy::LatestState)
+        );
         let s: DeploymentSpec =
             serde_json::from_str(r#"{"name":"a","state":"SUSPENDED","upgradeStrategy":"STATELESS","template":{"artifact":"x"}}"#).expect("spec");
         assert_eq!((s.state, s.upgrade_strategy), (DesiredState::Suspended, UpgradeStrategy::Stateless));

@@ -90,7 +90,8 @@ pub fn run(command: DeployCommand) -> Result<()> {
 
 fn state(a: NameArgs, action: &str) -> Result<()> {
     let c = a.remote.connect()?;
-    let d: Deployment = c.post(&format!("/deployments/{}/{action}", a.name), &serde_json::json!({}), &format!("cannot {action} deployment {}", a.name))?;
+    let d: Deployment =
+        c.post(&format!("/deployments/{}/{action}", a.name), &serde_json::json!({}), &format!("cannot {action} deployment {}", a.name))?;
     print(&c, &d)
 }
 
