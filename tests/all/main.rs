@@ -14,6 +14,7 @@ mod cache;
 mod clicks;
 mod cluster;
 mod dashboard;
+mod deployments;
 mod distributed;
 mod event_time;
 mod fuel;

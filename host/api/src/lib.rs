@@ -19,6 +19,7 @@
 //! JSON error document, never a bare status.
 
 mod convert;
+mod deployments;
 pub mod metrics;
 pub mod serve;
 mod tenancy;
@@ -106,6 +107,7 @@ pub fn router(jm: JobManager, token: String) -> Router {
         .route("/tenants/{name}/quota", put(tenancy::quota))
         .route("/tenants/{name}/tokens", get(tenancy::tokens).post(tenancy::issue))
         .route("/tokens/{id}/revoke", post(tenancy::revoke))
+        .merge(deployments::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }));
     let ui: Router<Api> = UI_ASSETS

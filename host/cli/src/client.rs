@@ -99,8 +99,14 @@ impl Client {
         self.answer(what, self.agent.post(self.url(path)).header("Authorization", &self.auth).send_json(body))
     }
 
+    /// PUT `path` with a JSON body; the answer's JSON.
     pub fn put<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize, what: &str) -> Result<T> {
         self.answer(what, self.agent.put(self.url(path)).header("Authorization", &self.auth).send_json(body))
+    }
+
+    /// DELETE `path`; the answer's JSON.
+    pub fn delete<T: DeserializeOwned>(&self, path: &str, what: &str) -> Result<T> {
+        self.answer(what, self.agent.delete(self.url(path)).header("Authorization", &self.auth).call())
     }
 
     /// Uploads a component, with a progress bar on a terminal.

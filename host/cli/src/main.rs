@@ -45,6 +45,10 @@ enum Command {
     Cancel(client::JobIdArgs),
     /// Take a savepoint of a running job (and with --stop, stop it right after).
     Savepoint(cmd::savepoint::SavepointArgs),
+    /// Manage Deployments: a job's desired state, upgraded and resumed by the
+    /// JobManager (apply -f FILE, list, get, suspend, resume, delete).
+    #[command(subcommand)]
+    Deploy(cmd::deploy::DeployCommand),
     /// Print a job's events: submission, attempts, failures, checkpoints, its end.
     Logs(client::JobIdArgs),
     /// Manage tenants, their API tokens and quotas (with the cluster's api token).
@@ -76,6 +80,7 @@ fn main() -> ExitCode {
         Command::Cancel(a) => cmd::cancel::run(a),
         Command::Savepoint(a) => cmd::savepoint::run(a),
         Command::Logs(a) => cmd::logs::run(a),
+        Command::Deploy(a) => cmd::deploy::run(a),
         Command::New(a) => cmd::new::run(a),
         Command::Clicks(c) => cmd::clicks::run(c),
         Command::Tenant(a) => cmd::tenant::run(a),

@@ -9,6 +9,10 @@
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
+pub use weir_types::deploy::{
+    Deployment, DeploymentJob, DeploymentList, DeploymentMetadata, DeploymentSpec, DeploymentState, DeploymentStatus, DesiredState, RestoreStrategy,
+    UpgradeStrategy,
+};
 use weir_types::ids::{ComponentHash, JobId, TaskManagerId};
 pub use weir_types::submit::SubmitSpec;
 

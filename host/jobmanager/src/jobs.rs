@@ -93,6 +93,8 @@ pub(crate) struct Shared {
     pub(crate) checkpoints_skipped: AtomicU64,
     /// Tenants, their tokens and what they own. Locked last (after state and registry).
     pub(crate) tenants: Mutex<Tenants>,
+    /// The Deployments' controllers (`deployments`); never locked with `state`.
+    pub(crate) deployments: Mutex<crate::deployment::Table>,
 }
 
 /// Locks `m`. Lock order: state, registry, tenants.
@@ -179,7 +181,17 @@ impl Shared {
         let artifacts = Arc::new(Mutex::new(ArtifactStore::open(config.artifact_dir.clone(), cap)?));
         let dir = config.checkpoint_dir.clone();
         let tenants = Mutex::new(Tenants::open(dir.as_deref()).map_err(|e| StoreError::other(dir.as_deref().unwrap_or("-"), e))?);
-        Ok(Self { registry, state: Mutex::default(), artifacts, runtime, config, persistence, checkpoints_skipped: AtomicU64::new(0), tenants })
+        Ok(Self {
+            registry,
+            state: Mutex::default(),
+            artifacts,
+            runtime,
+            config,
+            persistence,
+            checkpoints_skipped: AtomicU64::new(0),
+            tenants,
+            deployments: Mutex::default(),
+        })
     }
 
     /// Picks up the history and the jobs a previous JobManager left running: each

@@ -10,6 +10,8 @@
 //!   cancel the rest and when the attempt is over).
 //! - [`coordinator`]: when to trigger a checkpoint and when it is complete.
 //! - [`restart`]: restart strategies: fixed delay, exponential backoff, failure rate.
+//! - [`deployment`]: a Deployment's controller (issue 17): desired state and spec in,
+//!   Jobs submitted, stopped with savepoints and cancelled out.
 //! - [`registry`]: the resource view: TaskManagers, their slots, heartbeats, and which
 //!   are lost after the heartbeat timeout.
 //!
@@ -27,6 +29,8 @@
 //! - `retention`: which ended jobs' checkpoints go, and deleting them.
 //! - `persist`: what a restarted JobManager needs (running jobs' records, history),
 //!   read and written as plain records.
+//! - `deployments`: the Deployments of the `weir jobmanager` (persisted under
+//!   `_deployments/`), their controllers fed and their commands carried out.
 //! - [`api`]: what users can ask (the REST API's operations); `scoped`: the same as a
 //!   caller may use them (a tenant sees only its own), and tenant management.
 //! - [`tenants`]: tenants, their hashed tokens and quotas, and who owns which job,
@@ -34,14 +38,15 @@
 //! - [`model`]: what they get back: the domain types (jobs, events, checkpoints,
 //!   metrics, artifacts, [`model::ApiError`]).
 //!
-//! Dependencies point one way (a test below keeps it so): `api` -> `service`, `jobs`,
+//! Dependencies point one way (a test below keeps it so): `deployments` -> `api`,
+//! `service`, `jobs`, `deployment`, `planning`, `model`; `api` -> `service`, `jobs`,
 //! `planning`, `restart`, `model`; `service` -> `jobs`, `driver`, `artifacts`; `jobs`
-//! -> `job`, `persist`, `driver`, `planning`, `registry`, `restart`, `artifacts`,
-//! `retention`, `model`; `job` -> `driver`, `registry`, `model`; `persist` ->
+//! -> `job`, `persist`, `driver`, `deployment`, `planning`, `registry`, `restart`,
+//! `artifacts`, `retention`, `model`; `job` -> `driver`, `registry`, `model`; `persist` ->
 //! `driver`, `model`; `embedded` -> `driver`, `planning`, `restart`, `model`; `driver`
 //! -> `coordinator`, `tracker`, `restart`, `model`; `tracker`, `artifacts` -> `model`;
-//! `model`, `coordinator`, `restart`, `registry`, `retention` and `planning` are
-//! leaves.
+//! `model`, `coordinator`, `restart`, `registry`, `retention`, `planning` and
+//! `deployment` are leaves.
 //!
 //! The execution graph itself (chaining) is pure planning and lives in
 //! `weir_types::graph`, since TaskManagers read it too.
@@ -52,6 +57,8 @@
 pub mod api;
 mod artifacts;
 pub mod coordinator;
+pub mod deployment;
+mod deployments;
 pub mod driver;
 pub mod embedded;
 mod job;

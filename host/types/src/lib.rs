@@ -13,6 +13,7 @@
 //! - [`resource`]: the Job resource of seed 002 (STARTING .. FINISHED) derived from
 //!   the engine's job status, with its transitions (pure).
 //! - [`submit`]: a job's spec as clients submit it (the Job resource's `spec`).
+//! - [`deploy`]: the Deployment resource (spec, desired state, status document).
 //! - [`ids`]: typed ids (job, run, component hash, TaskManager), serialized as the
 //!   bare strings and numbers they replace.
 //! - [`keygroup`]: how keys map to key groups and key groups to subtasks.
@@ -24,6 +25,7 @@
 
 pub mod access;
 pub mod batch;
+pub mod deploy;
 pub mod deployment;
 pub mod graph;
 pub mod ids;

@@ -117,6 +117,7 @@ pub fn run(a: JobManagerArgs) -> Result<()> {
             files,
         };
         let jm = weir_jobmanager::JobManager::start(config, sandbox).await.context("cannot start the jobmanager")?;
+        jm.start_deployments().await;
         let rest = weir_api::router(jm.clone(), token);
         let (stop_rest, rest_stopped) = tokio::sync::oneshot::channel::<()>();
         let limits = a.http.limits();

@@ -1,12 +1,13 @@
 //! One module per command, each with its arguments and its `run`. The embedded
 //! cluster (`run`, `inspect`), the cluster's processes (`cluster_init`, `jobmanager`,
 //! `taskmanager`), the REST clients (`submit`, `list`, `status`, `cancel`,
-//! `savepoint`, `logs`), the admin's `tenant`, the project scaffold (`new`) and the
-//! seed job's input (`clicks`).
+//! `savepoint`, `logs`, `deploy`), the admin's `tenant`, the project scaffold (`new`)
+//! and the seed job's input (`clicks`).
 
 pub mod cancel;
 pub mod clicks;
 pub mod cluster_init;
+pub mod deploy;
 pub mod inspect;
 pub mod jobmanager;
 pub mod list;

@@ -1,0 +1,304 @@
+//! Every transition of a Deployment without a JobManager: each test applies specs,
+//! feeds what the service would see, and checks the commands and the record.
+
+use std::time::SystemTime;
+
+use weir_types::deploy::{DeploymentSpec, DeploymentState, DesiredState, RestoreStrategy, UpgradeStrategy};
+use weir_types::submit::SubmitSpec;
+
+use super::*;
+
+fn spec(parallelism: u32) -> DeploymentSpec {
+    DeploymentSpec {
+        name: "sums".into(),
+        state: DesiredState::Running,
+        upgrade_strategy: UpgradeStrategy::Stateful,
+        restore_strategy: RestoreStrategy::LatestState,
+        savepoint_dir: Some("/data/sp".into()),
+        template: SubmitSpec {
+            artifact: Some("a1".into()),
+            manifest: None,
+            components: Default::default(),
+            parallelism,
+            args: Default::default(),
+            input: None,
+            output: Some("/data/out".into()),
+            checkpoint_interval_ms: Some(300),
+            restart_strategy: None,
+            from_savepoint: None,
+        },
+    }
+}
+
+const SP1: &str = "/data/sp/sums-d1/sp-1";
+
+fn submitted(version: u64, from: Option<&str>, parallelism: u32) -> Command {
+    let template = SubmitSpec { from_savepoint: from.map(String::from), ..spec(parallelism).template };
+    Command::Submit { version, template }
+}
+
+fn alive(ready: bool) -> Seen {
+    Seen::Alive { ready, failure: None }
+}
+
+/// A Deployment whose first Job `j1` runs and is good.
+fn running() -> Controller {
+    let (mut c, commands) = Controller::create(spec(2), "d1".into(), SystemTime::UNIX_EPOCH).expect("valid");
+    assert_eq!(commands, vec![submitted(1, None, 2)]);
+    assert_eq!(c.state(), DeploymentState::Transitioning);
+    assert_eq!(c.on(Event::Submitted { version: 1, result: Ok("j1".into()) }), vec![]);
+    assert_eq!(c.state(), DeploymentState::Transitioning, "not good before a checkpoint");
+    assert_eq!(c.on(Event::Job { job: "j1".into(), seen: alive(false) }), vec![]);
+    assert_eq!(c.on(Event::Job { job: "j1".into(), seen: alive(true) }), vec![]);
+    assert_eq!(c.state(), DeploymentState::Running);
+    assert_eq!(c.record.last_good.as_ref().map(|g| g.version), Some(1));
+    c
+}
+
+/// `running()` upgraded STATEFULly to parallelism 3: j1 stopped into sp-1, j2 submitted.
+fn upgrading() -> Controller {
+    let mut c = running();
+    assert_eq!(c.apply(spec(3)), Ok(vec![Command::Stop { job: "j1".into(), dir: SP1.into() }]));
+    assert_eq!(c.record.spec.version, 2);
+    assert_eq!(c.state(), DeploymentState::Transitioning);
+    assert_eq!(c.on(Event::Stopped { job: "j1".into(), result: Ok(()) }), vec![submitted(2, Some(SP1), 3)]);
+    assert_eq!(c.record.latest_savepoint.as_deref(), Some(SP1));
+    assert_eq!(c.on(Event::Submitted { version: 2, result: Ok("j2".into()) }), vec![]);
+    c
+}
+
+#[test]
+fn create_submits_and_is_running_once_its_job_checkpointed() {
+    let c = running();
+    assert_eq!(c.record.jobs.len(), 1);
+    assert_eq!(c.record.jobs[0].job_id, "j1");
+    assert_eq!(c.current_job(), Some("j1"));
+}
+
+#[test]
+fn a_spec_without_savepoints_cannot_be_stateful() {
+    let mut s = spec(1);
+    s.savepoint_dir = None;
+    assert!(Controller::create(s.clone(), "d".into(), SystemTime::UNIX_EPOCH).is_err());
+    s.upgrade_strategy = UpgradeStrategy::Stateless;
+    assert!(Controller::create(s.clone(), "d".into(), SystemTime::UNIX_EPOCH).is_ok());
+    s.name = "a/b".into();
+    assert!(Controller::create(s, "d".into(), SystemTime::UNIX_EPOCH).is_err());
+}
+
+#[test]
+fn applying_the_same_spec_changes_nothing() {
+    let mut c = running();
+    let before = c.record.clone();
+    assert_eq!(c.apply(spec(2)), Ok(vec![]));
+    assert_eq!(c.record, before, "no new version, no new resource version");
+    let mut other = spec(2);
+    other.name = "other".into();
+    assert!(c.apply(other).is_err());
+}
+
+#[test]
+fn a_stateful_upgrade_stops_with_a_savepoint_and_starts_the_new_spec_from_it() {
+    let mut c = upgrading();
+    assert_eq!(c.record.jobs.iter().map(|j| (j.job_id.as_str(), j.spec_version)).collect::<Vec<_>>(), vec![("j2", 2), ("j1", 1)]);
+    assert_eq!(c.record.jobs[0].from_savepoint.as_deref(), Some(SP1));
+    c.on(Event::Job { job: "j2".into(), seen: alive(true) });
+    assert_eq!(c.state(), DeploymentState::Running);
+    assert_eq!(c.record.last_good.as_ref().map(|g| g.version), Some(2));
+}
+
+#[test]
+fn a_stateless_upgrade_cancels_and_starts_fresh() {
+    let mut c = running();
+    let mut s = spec(3);
+    s.upgrade_strategy = UpgradeStrategy::Stateless;
+    assert_eq!(c.apply(s), Ok(vec![Command::Cancel { job: "j1".into() }]));
+    assert_eq!(c.on(Event::Job { job: "j1".into(), seen: alive(true) }), vec![], "still cancelling");
+    let commands = c.on(Event::Job { job: "j1".into(), seen: Seen::Ended { finished: false, error: None } });
+    assert!(matches!(&commands[..], [Command::Submit { version: 2, template }] if template.from_savepoint.is_none() && template.parallelism == 3));
+}
+
+#[test]
+fn upgrade_strategy_none_records_the_spec_for_the_next_start() {
+    let mut c = running();
+    let mut s = spec(3);
+    s.upgrade_strategy = UpgradeStrategy::None;
+    assert_eq!(c.apply(s.clone()), Ok(vec![]));
+    assert_eq!(c.state(), DeploymentState::Running, "the old job runs on");
+    s.state = DesiredState::Suspended;
+    assert_eq!(c.apply(s), Ok(vec![Command::Stop { job: "j1".into(), dir: SP1.into() }]));
+    assert_eq!(c.on(Event::Stopped { job: "j1".into(), result: Ok(()) }), vec![]);
+    let commands = c.set_state(DesiredState::Running).expect("resume");
+    assert!(matches!(&commands[..], [Command::Submit { version: 2, template }] if template.parallelism == 3));
+}
+
+#[test]
+fn suspend_stops_with_a_savepoint_and_resume_starts_from_it() {
+    let mut c = running();
+    assert_eq!(c.set_state(DesiredState::Suspended), Ok(vec![Command::Stop { job: "j1".into(), dir: SP1.into() }]));
+    assert_eq!(c.on(Event::Stopped { job: "j1".into(), result: Ok(()) }), vec![]);
+    assert_eq!(c.state(), DeploymentState::Suspended);
+    assert_eq!(c.deletable(), Ok(()));
+    assert_eq!(c.set_state(DesiredState::Running), Ok(vec![submitted(1, Some(SP1), 2)]));
+    assert!(c.deletable().is_err(), "a deployment with a job cannot be deleted");
+}
+
+#[test]
+fn restore_strategy_none_resumes_without_state() {
+    let mut c = running();
+    c.set_state(DesiredState::Suspended).expect("suspend");
+    c.on(Event::Stopped { job: "j1".into(), result: Ok(()) });
+    let mut s = spec(2);
+    s.restore_strategy = RestoreStrategy::None;
+    s.state = DesiredState::Suspended;
+    let commands = c.apply(s).expect("apply");
+    assert_eq!(commands, vec![], "a new version, still suspended");
+    let commands = c.set_state(DesiredState::Running).expect("resume");
+    assert!(matches!(&commands[..], [Command::Submit { template, .. }] if template.from_savepoint.is_none()));
+}
+
+#[test]
+fn an_upgrade_of_a_job_not_yet_running_waits_for_it() {
+    let (mut c, _) = Controller::create(spec(2), "d1".into(), SystemTime::UNIX_EPOCH).expect("valid");
+    c.on(Event::Submitted { version: 1, result: Ok("j1".into()) });
+    assert_eq!(c.apply(spec(3)), Ok(vec![]), "no savepoint before the job runs");
+    assert_eq!(c.on(Event::Job { job: "j1".into(), seen: alive(true) }), vec![Command::Stop { job: "j1".into(), dir: SP1.into() }]);
+}
+
+#[test]
+fn cancel_cancels_and_settles() {
+    let mut c = running();
+    assert_eq!(c.set_state(DesiredState::Cancelled), Ok(vec![Command::Cancel { job: "j1".into() }]));
+    assert_eq!(c.state(), DeploymentState::Transitioning);
+    c.on(Event::Job { job: "j1".into(), seen: Seen::Ended { finished: false, error: None } });
+    assert_eq!(c.state(), DeploymentState::Cancelled);
+    assert_eq!(c.deletable(), Ok(()));
+}
+
+#[test]
+fn a_new_spec_whose_job_fails_before_its_first_checkpoint_rolls_back_from_the_same_savepoint() {
+    let mut c = upgrading();
+    let failure = Seen::Alive { ready: false, failure: Some("poisoned record 3".into()) };
+    assert_eq!(c.on(Event::Job { job: "j2".into(), seen: failure }), vec![Command::Cancel { job: "j2".into() }]);
+    assert_eq!(c.record.spec.version, 1, "rolled back");
+    let message = c.record.message.clone().unwrap_or_default();
+    assert!(message.contains("rolled back to version 1") && message.contains("poisoned record 3"), "{message}");
+    let commands = c.on(Event::Job { job: "j2".into(), seen: Seen::Ended { finished: false, error: None } });
+    assert_eq!(commands, vec![submitted(1, Some(SP1), 2)], "the last good spec, from the savepoint the failed job started from");
+    c.on(Event::Submitted { version: 1, result: Ok("j3".into()) });
+    c.on(Event::Job { job: "j3".into(), seen: alive(true) });
+    assert_eq!(c.state(), DeploymentState::Running);
+    // The next apply of a changed spec is a new version number.
+    c.apply(spec(4)).expect("apply");
+    assert_eq!(c.record.spec.version, 3);
+}
+
+#[test]
+fn a_new_spec_refused_at_submission_rolls_back() {
+    let mut c = running();
+    c.apply(spec(3)).expect("apply");
+    c.on(Event::Stopped { job: "j1".into(), result: Ok(()) });
+    let commands = c.on(Event::Submitted { version: 2, result: Err("wrong world".into()) });
+    assert_eq!(commands, vec![submitted(1, Some(SP1), 2)]);
+    assert!(c.record.message.as_deref().is_some_and(|m| m.contains("wrong world")));
+}
+
+#[test]
+fn a_first_spec_that_fails_leaves_the_deployment_failed_until_a_user_acts() {
+    let (mut c, _) = Controller::create(spec(2), "d1".into(), SystemTime::UNIX_EPOCH).expect("valid");
+    c.on(Event::Submitted { version: 1, result: Ok("j1".into()) });
+    let commands = c.on(Event::Job { job: "j1".into(), seen: Seen::Ended { finished: false, error: Some("boom".into()) } });
+    assert_eq!(commands, vec![]);
+    assert_eq!(c.state(), DeploymentState::Failed);
+    assert_eq!(c.recover(), vec![], "a restarted JobManager does not retry a failed deployment");
+    assert_eq!(c.apply(spec(3)).map(|c| c.len()), Ok(1), "a new spec tries again");
+}
+
+#[test]
+fn a_stop_that_cannot_write_its_savepoint_leaves_the_old_spec_running() {
+    let mut c = running();
+    c.apply(spec(3)).expect("apply");
+    assert_eq!(c.on(Event::Stopped { job: "j1".into(), result: Err("disk full".into()) }), vec![]);
+    assert_eq!((c.record.spec.version, c.record.spec.spec.template.parallelism), (1, 2));
+    assert_eq!(c.state(), DeploymentState::Running);
+    assert!(c.record.message.as_deref().is_some_and(|m| m.contains("disk full")));
+}
+
+#[test]
+fn a_job_that_finishes_settles_the_deployment_finished() {
+    let mut c = running();
+    c.on(Event::Job { job: "j1".into(), seen: Seen::Ended { finished: true, error: None } });
+    assert_eq!(c.state(), DeploymentState::Finished);
+    assert_eq!(c.recover(), vec![]);
+}
+
+#[test]
+fn a_good_job_that_fails_for_good_fails_the_deployment() {
+    let mut c = running();
+    c.on(Event::Job { job: "j1".into(), seen: Seen::Alive { ready: true, failure: Some("restarted".into()) } });
+    assert_eq!(c.state(), DeploymentState::Running, "a good job's restarts are its restart strategy's");
+    c.on(Event::Job { job: "j1".into(), seen: Seen::Ended { finished: false, error: Some("too many".into()) } });
+    assert_eq!(c.state(), DeploymentState::Failed);
+}
+
+#[test]
+fn late_answers_are_ignored() {
+    let mut c = upgrading();
+    let before = c.record.clone();
+    assert_eq!(c.on(Event::Submitted { version: 1, result: Ok("jx".into()) }), vec![]);
+    assert_eq!(c.on(Event::Job { job: "j1".into(), seen: Seen::Unknown }), vec![]);
+    assert_eq!(c.on(Event::Stopped { job: "j1".into(), result: Ok(()) }), vec![]);
+    assert_eq!(c.record, before);
+}
+
+#[test]
+fn a_jobmanager_restart_while_submitting_retries_the_submit() {
+    let mut c = running();
+    c.apply(spec(3)).expect("apply");
+    c.on(Event::Stopped { job: "j1".into(), result: Ok(()) });
+    let mut after = Controller::from_record(c.record.clone());
+    assert_eq!(after.recover(), vec![submitted(2, Some(SP1), 3)]);
+    // Or the service found the job the first submit made.
+    assert_eq!(after.on(Event::Submitted { version: 2, result: Ok("j2".into()) }), vec![]);
+    assert_eq!(after.current_job(), Some("j2"));
+}
+
+#[test]
+fn a_jobmanager_restart_while_stopping_asks_again_if_the_job_was_resumed() {
+    let mut c = running();
+    c.apply(spec(3)).expect("apply");
+    let mut after = Controller::from_record(c.record.clone());
+    assert_eq!(after.recover(), vec![]);
+    let commands = after.on(Event::StopInterrupted { job: "j1".into(), seen: alive(false), written: true });
+    assert_eq!(commands, vec![], "the resumed job is not running yet");
+    let commands = after.on(Event::Job { job: "j1".into(), seen: alive(true) });
+    assert_eq!(commands, vec![Command::Stop { job: "j1".into(), dir: "/data/sp/sums-d1/sp-2".into() }], "a new directory");
+    assert_eq!(after.on(Event::Stopped { job: "j1".into(), result: Ok(()) }), vec![submitted(2, Some("/data/sp/sums-d1/sp-2"), 3)]);
+}
+
+#[test]
+fn a_jobmanager_restart_after_the_stop_went_through_goes_on_from_its_savepoint() {
+    let mut c = running();
+    c.apply(spec(3)).expect("apply");
+    let mut after = Controller::from_record(c.record.clone());
+    let ended = Seen::Ended { finished: false, error: None };
+    assert_eq!(after.on(Event::StopInterrupted { job: "j1".into(), seen: ended, written: true }), vec![submitted(2, Some(SP1), 3)]);
+}
+
+#[test]
+fn a_jobmanager_restart_while_cancelling_cancels_again() {
+    let mut c = running();
+    c.set_state(DesiredState::Cancelled).expect("cancel");
+    let mut after = Controller::from_record(c.record.clone());
+    assert_eq!(after.recover(), vec![Command::Cancel { job: "j1".into() }]);
+}
+
+#[test]
+fn every_change_bumps_the_resource_version() {
+    let mut c = running();
+    let v = c.record.resource_version;
+    c.on(Event::Job { job: "j1".into(), seen: alive(true) });
+    assert_eq!(c.record.resource_version, v, "nothing changed");
+    c.set_state(DesiredState::Suspended).expect("suspend");
+    assert_eq!(c.record.resource_version, v + 1);
+}

@@ -1,0 +1,233 @@
+//! Deployments (issue 17) on a real cluster, every transition through the REST API or
+//! `weir deploy`: create, a STATEFUL rescale, suspend, resume, a failed upgrade rolled
+//! back, a JobManager killed mid-upgrade, cancel and delete. The keyed-sum output of
+//! all of a Deployment's Jobs together is exactly once and its sums continue.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::path::Path;
+
+use serde_json::{Value, json};
+use weir_testkit::{TestCluster, splitmix64, stderr, wait_until};
+
+use crate::WEIR;
+
+/// Records of the keyed-sum jobs; with `WORK` rounds per record they run long enough
+/// to be upgraded, suspended and resumed.
+const N: u64 = 2_000_000;
+const WORK: &str = "6000";
+
+fn call(cluster: &TestCluster, method: &str, path: &str, body: &Value) -> (u16, Value) {
+    let auth = format!("Bearer {}", cluster.token);
+    let body = if body.is_null() { vec![] } else { body.to_string().into_bytes() };
+    let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    let (status, answer) = weir_testkit::http::request(method, &format!("{}/api/v1{path}", cluster.rest), &headers, &body);
+    (status, serde_json::from_slice(&answer).unwrap_or(Value::Null))
+}
+
+fn get(cluster: &TestCluster, name: &str) -> Value {
+    let (status, d) = call(cluster, "GET", &format!("/deployments/{name}"), &Value::Null);
+    assert_eq!(status, 200, "{d}");
+    d
+}
+
+fn upload(cluster: &TestCluster, example: &str) -> String {
+    let auth = format!("Bearer {}", cluster.token);
+    let wasm = std::fs::read(WEIR.example(example)).expect("example");
+    let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/wasm")];
+    let (status, body) = weir_testkit::http::request("POST", &format!("{}/api/v1/artifacts", cluster.rest), &headers, &wasm);
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    serde_json::from_slice::<Value>(&body).expect("json")["id"].as_str().expect("id").to_string()
+}
+
+/// A keyed-sum Deployment spec at `parallelism`, checkpointed, STATEFUL.
+fn spec(cluster: &TestCluster, artifact: &str, parallelism: u32) -> Value {
+    let dir = cluster.dir.path();
+    json!({
+        "name": "sums",
+        "savepointDir": dir.join("savepoints").display().to_string(),
+        "template": {
+            "artifact": artifact,
+            "parallelism": parallelism,
+            "args": {"n": N.to_string(), "work": WORK, "sink": "file"},
+            "output": dir.join("out").display().to_string(),
+            "checkpointIntervalMs": 300,
+            "restartStrategy": "none",
+        }
+    })
+}
+
+/// Waits until the Deployment is in `state` at spec version `version`; FAILED or
+/// FINISHED on the way fail the test.
+fn wait_state(cluster: &TestCluster, name: &str, state: &str, version: u64) -> Value {
+    let mut last = Value::Null;
+    wait_until(&format!("deployment {name} {state} at version {version}"), || {
+        last = get(cluster, name);
+        let now = last["status"]["state"].as_str().unwrap_or_default().to_string();
+        assert!(now == state || !["FAILED", "FINISHED"].contains(&now.as_str()), "{last:#}\n{}", cluster.log("jobmanager"));
+        now == state && last["status"]["specVersion"] == version
+    });
+    last
+}
+
+fn job_ids(d: &Value) -> Vec<String> {
+    d["status"]["jobs"].as_array().expect("jobs").iter().map(|j| j["jobId"].as_str().expect("id").to_string()).collect()
+}
+
+/// Committed output lines of a checkpointed file sink: every `part-*` file.
+fn committed_lines(dir: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("output dir").flatten() {
+        if entry.file_name().to_string_lossy().starts_with("part-") {
+            lines.extend(std::fs::read_to_string(entry.path()).expect("read part").lines().map(str::to_string));
+        }
+    }
+    lines
+}
+
+/// Exactly once across every Job of the Deployment: one committed line per record, and
+/// each key's last sum exact, so the sums continued from Job to Job.
+fn assert_exactly_once(output: &Path) {
+    let lines = committed_lines(output);
+    let mut expected: HashMap<u64, u64> = HashMap::new();
+    for i in 0..N {
+        *expected.entry(splitmix64(i) % 100_000).or_default() += i;
+    }
+    let mut last: HashMap<u64, u64> = HashMap::new();
+    for l in &lines {
+        let (k, v) = l.split_once('\t').expect("key<TAB>value");
+        let (k, v): (u64, u64) = (k.parse().expect("key"), v.parse().expect("sum"));
+        let e = last.entry(k).or_default();
+        *e = (*e).max(v);
+    }
+    assert_eq!(last, expected, "final per-key sums");
+    assert_eq!(lines.len() as u64, N, "nothing lost, nothing written twice");
+}
+
+fn start() -> TestCluster {
+    TestCluster::start_with(WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"])
+}
+
+/// Create (CLI), a STATEFUL rescale 2 -> 3 (REST), suspend, resume, the last Job's
+/// end, then delete; the Jobs' committed output together is exactly once.
+#[test]
+fn a_deployment_is_created_rescaled_suspended_resumed_and_deleted_exactly_once() {
+    let cluster = start();
+    let dir = cluster.dir.path();
+    let file = dir.join("sums.toml");
+    let toml = format!(
+        "name = \"sums\"\nsavepointDir = \"{sp}\"\n\n[template]\ncomponent = \"{wasm}\"\nparallelism = 2\ncheckpointIntervalMs = 300\nrestartStrategy = \"none\"\noutput = \"{out}\"\nargs = {{ n = \"{N}\", work = \"{WORK}\", sink = \"file\" }}\n",
+        sp = dir.join("savepoints").display(),
+        wasm = WEIR.example("keyed_sum").display(),
+        out = dir.join("out").display(),
+    );
+    std::fs::write(&file, toml).expect("write the spec");
+    let o = cluster.client(&[OsStr::new("deploy"), OsStr::new("apply"), OsStr::new("-f"), file.as_os_str()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let d = wait_state(&cluster, "sums", "RUNNING", 1);
+    assert_eq!(job_ids(&d).len(), 1);
+    let artifact = d["spec"]["template"]["artifact"].as_str().expect("uploaded").to_string();
+
+    // Rescale as an upgrade: a new spec version, stopped with a savepoint, resumed at 3.
+    let (status, d) = call(&cluster, "POST", "/deployments", &spec(&cluster, &artifact, 3));
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(d["status"]["specVersion"], 2);
+    let d = wait_state(&cluster, "sums", "RUNNING", 2);
+    let jobs = job_ids(&d);
+    assert_eq!(jobs.len(), 2, "{d:#}");
+    let savepoint = d["status"]["latestSavepoint"].as_str().expect("a savepoint").to_string();
+    assert_eq!(d["status"]["jobs"][0]["fromSavepoint"], savepoint.as_str());
+    let (_, old) = call(&cluster, "GET", &format!("/jobs/{}", jobs[1]), &Value::Null);
+    assert_eq!(old["status"]["state"], "TERMINATED", "the first job stopped: {old}");
+    let (_, new) = call(&cluster, "GET", &format!("/jobs/{}", jobs[0]), &Value::Null);
+    assert_eq!(new["spec"]["parallelism"], 3, "{new}");
+
+    // Suspend and resume, through the CLI with --output json.
+    let o = cluster.client(&[OsStr::new("deploy"), OsStr::new("suspend"), OsStr::new("sums")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let d = wait_state(&cluster, "sums", "SUSPENDED", 2);
+    let suspended_at = d["status"]["latestSavepoint"].as_str().expect("the suspend's savepoint").to_string();
+    assert_ne!(suspended_at, savepoint);
+    let o = cluster.client(&[OsStr::new("deploy"), OsStr::new("resume"), OsStr::new("sums"), OsStr::new("--output"), OsStr::new("json")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let answer: Value = serde_json::from_slice(&o.stdout).expect("--output json");
+    assert_eq!(answer["spec"]["state"], "RUNNING", "{answer}");
+    let d = wait_state(&cluster, "sums", "RUNNING", 2);
+    assert_eq!(d["status"]["jobs"][0]["fromSavepoint"], suspended_at.as_str(), "resumed from the suspend's savepoint");
+    let (status, refused) = call(&cluster, "DELETE", "/deployments/sums", &Value::Null);
+    assert_eq!(status, 409, "a deployment with a job is not deleted: {refused}");
+    let mut finished = Value::Null;
+    wait_until("the resumed deployment to finish its input", || {
+        finished = get(&cluster, "sums");
+        assert_ne!(finished["status"]["state"], "FAILED", "{finished:#}\n{}", cluster.log("jobmanager"));
+        finished["status"]["state"] == "FINISHED"
+    });
+    assert_exactly_once(&dir.join("out"));
+    let o = cluster.client(&[OsStr::new("deploy"), OsStr::new("delete"), OsStr::new("sums")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = cluster.client(&[OsStr::new("deploy"), OsStr::new("list"), OsStr::new("--output"), OsStr::new("json")]);
+    let list: Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(list["deployments"], json!([]));
+}
+
+/// An upgrade to a component that fails at its start (its plan is refused) is rolled back to the last
+/// good spec from the same savepoint: the Deployment says why, and the keyed sums go
+/// on exactly once.
+#[test]
+fn an_upgrade_whose_component_fails_at_start_is_rolled_back_with_its_state_intact() {
+    let cluster = start();
+    let keyed_sum = upload(&cluster, "keyed_sum");
+    let bad = upload(&cluster, "bad_connect");
+    let (status, d) = call(&cluster, "POST", "/deployments", &spec(&cluster, &keyed_sum, 2));
+    assert_eq!(status, 201, "{d}");
+    wait_state(&cluster, "sums", "RUNNING", 1);
+    let mut upgrade = spec(&cluster, &bad, 2);
+    upgrade["template"]["restartStrategy"] = json!("fixed-delay:3:100");
+    let (status, d) = call(&cluster, "POST", "/deployments", &upgrade);
+    assert_eq!(status, 200, "{d}");
+    let mut d = Value::Null;
+    let mut polls = 0;
+    wait_until("the failed upgrade to be rolled back", || {
+        d = get(&cluster, "sums");
+        polls += 1;
+        assert!(polls < 2000, "not rolled back: {d:#}\n{}", cluster.log("jobmanager"));
+        d["status"]["message"].as_str().is_some_and(|m| m.contains("rolled back to version 1"))
+    });
+    let message = d["status"]["message"].as_str().unwrap_or_default().to_string();
+    assert!(message.contains("spec version 2 failed"), "{message}");
+    assert_eq!(d["spec"]["template"]["artifact"], keyed_sum.as_str(), "the spec is the last good one again");
+    let d = wait_state(&cluster, "sums", "RUNNING", 1);
+    let jobs = d["status"]["jobs"].as_array().expect("jobs").clone();
+    // Version 2 never got a job (its plan was refused); version 1 runs again from the
+    // savepoint the upgrade took.
+    assert_eq!(jobs.len(), 2, "{d:#}");
+    assert_eq!(jobs[0]["specVersion"], 1);
+    assert_eq!(jobs[0]["fromSavepoint"], d["status"]["latestSavepoint"], "rolled back from the upgrade's savepoint");
+    assert!(message.contains("refused"), "{message}");
+    wait_until("the deployment to finish", || get(&cluster, "sums")["status"]["state"] == "FINISHED");
+    assert_exactly_once(&cluster.dir.path().join("out"));
+}
+
+/// A JobManager SIGKILLed right after a STATEFUL upgrade was asked for: the new one
+/// reads the Deployment back and completes the upgrade (or the job failover resumes the
+/// old job and the stop is asked again), exactly once.
+#[test]
+fn a_jobmanager_killed_during_a_stateful_upgrade_completes_it_exactly_once() {
+    let mut cluster = start();
+    let keyed_sum = upload(&cluster, "keyed_sum");
+    let (status, d) = call(&cluster, "POST", "/deployments", &spec(&cluster, &keyed_sum, 2));
+    assert_eq!(status, 201, "{d}");
+    wait_state(&cluster, "sums", "RUNNING", 1);
+    let (status, d) = call(&cluster, "POST", "/deployments", &spec(&cluster, &keyed_sum, 3));
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(d["status"]["state"], "TRANSITIONING");
+    cluster.restart_jobmanager();
+    let d = wait_state(&cluster, "sums", "RUNNING", 2);
+    assert!(job_ids(&d).len() >= 2, "{d:#}");
+    wait_until("the deployment to finish", || {
+        let d = get(&cluster, "sums");
+        assert_ne!(d["status"]["state"], "FAILED", "{d:#}");
+        d["status"]["state"] == "FINISHED"
+    });
+    assert_exactly_once(&cluster.dir.path().join("out"));
+}
