@@ -58,7 +58,7 @@ fn taskmanagers_register_heartbeat_and_are_detected_lost_and_strangers_are_refus
     foreign_status.extend(remote(&foreign, &rest));
     let o = WEIR.run(&foreign_status);
     assert!(!o.status.success(), "a stranger cannot even ask");
-    assert!(stderr(&o).contains("the bearer token is not this cluster's api token (401)"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("the bearer token is not this cluster's api token nor a tenant's (401)"), "{}", stderr(&o));
     let view = status(WEIR, &creds, &rest);
     assert_eq!(view.lines().filter(|l| l.starts_with("taskmanager")).count(), 2, "{view}");
     assert!(line_of(&view, "taskmanager-2").contains(" data=192.0.2.7:7000 "), "{view}");

@@ -81,7 +81,7 @@ fn garbage_truncated_frames_and_strangers_are_cut_off_and_the_cluster_keeps_work
         .output()
         .expect("weir starts");
     assert!(!o.status.success(), "a stranger's submission must fail");
-    assert!(stderr(&o).contains("was refused: the bearer token is not this cluster's api token (401)"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("was refused: the bearer token is not this cluster's api token nor a tenant's (401)"), "{}", stderr(&o));
 
     // Nothing else happened: both TaskManagers are alive and a job runs across them.
     let status = cluster.status();
