@@ -3,14 +3,13 @@
 //! back, a JobManager killed mid-upgrade, cancel and delete. The keyed-sum output of
 //! all of a Deployment's Jobs together is exactly once and its sums continue.
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::path::Path;
 
 use serde_json::{Value, json};
-use weir_testkit::{TestCluster, splitmix64, stderr, wait_until};
+use weir_testkit::{TestCluster, stderr, wait_until};
 
 use crate::WEIR;
+use crate::recovery::assert_exactly_once;
 
 /// Records of the keyed-sum jobs; with `WORK` rounds per record they run long enough
 /// to be upgraded, suspended and resumed.
@@ -74,36 +73,6 @@ fn job_ids(d: &Value) -> Vec<String> {
     d["status"]["jobs"].as_array().expect("jobs").iter().map(|j| j["jobId"].as_str().expect("id").to_string()).collect()
 }
 
-/// Committed output lines of a checkpointed file sink: every `part-*` file.
-fn committed_lines(dir: &Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("output dir").flatten() {
-        if entry.file_name().to_string_lossy().starts_with("part-") {
-            lines.extend(std::fs::read_to_string(entry.path()).expect("read part").lines().map(str::to_string));
-        }
-    }
-    lines
-}
-
-/// Exactly once across every Job of the Deployment: one committed line per record, and
-/// each key's last sum exact, so the sums continued from Job to Job.
-fn assert_exactly_once(output: &Path) {
-    let lines = committed_lines(output);
-    let mut expected: HashMap<u64, u64> = HashMap::new();
-    for i in 0..N {
-        *expected.entry(splitmix64(i) % 100_000).or_default() += i;
-    }
-    let mut last: HashMap<u64, u64> = HashMap::new();
-    for l in &lines {
-        let (k, v) = l.split_once('\t').expect("key<TAB>value");
-        let (k, v): (u64, u64) = (k.parse().expect("key"), v.parse().expect("sum"));
-        let e = last.entry(k).or_default();
-        *e = (*e).max(v);
-    }
-    assert_eq!(last, expected, "final per-key sums");
-    assert_eq!(lines.len() as u64, N, "nothing lost, nothing written twice");
-}
-
 fn start() -> TestCluster {
     TestCluster::start_with(WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"])
 }
@@ -162,7 +131,7 @@ fn a_deployment_is_created_rescaled_suspended_resumed_and_deleted_exactly_once()
         assert_ne!(finished["status"]["state"], "FAILED", "{finished:#}\n{}", cluster.log("jobmanager"));
         finished["status"]["state"] == "FINISHED"
     });
-    assert_exactly_once(&dir.join("out"));
+    assert_exactly_once(&dir.join("out"), N);
     let o = cluster.client(&[OsStr::new("deploy"), OsStr::new("delete"), OsStr::new("sums")]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = cluster.client(&[OsStr::new("deploy"), OsStr::new("list"), OsStr::new("--output"), OsStr::new("json")]);
@@ -205,7 +174,7 @@ fn an_upgrade_whose_component_fails_at_start_is_rolled_back_with_its_state_intac
     assert_eq!(jobs[0]["fromSavepoint"], d["status"]["latestSavepoint"], "rolled back from the upgrade's savepoint");
     assert!(message.contains("refused"), "{message}");
     wait_until("the deployment to finish", || get(&cluster, "sums")["status"]["state"] == "FINISHED");
-    assert_exactly_once(&cluster.dir.path().join("out"));
+    assert_exactly_once(&cluster.dir.path().join("out"), N);
 }
 
 /// A JobManager SIGKILLed right after a STATEFUL upgrade was asked for: the new one
@@ -229,5 +198,5 @@ fn a_jobmanager_killed_during_a_stateful_upgrade_completes_it_exactly_once() {
         assert_ne!(d["status"]["state"], "FAILED", "{d:#}");
         d["status"]["state"] == "FINISHED"
     });
-    assert_exactly_once(&cluster.dir.path().join("out"));
+    assert_exactly_once(&cluster.dir.path().join("out"), N);
 }

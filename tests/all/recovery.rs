@@ -19,7 +19,7 @@ fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// Committed output lines of a checkpointed file sink: every `part-*` file.
-fn committed_lines(dir: &Path) -> Vec<String> {
+pub(crate) fn committed_lines(dir: &Path) -> Vec<String> {
     let mut lines = Vec::new();
     for entry in std::fs::read_dir(dir).expect("output dir") {
         let entry = entry.expect("entry");
@@ -46,7 +46,7 @@ fn submit_keyed_sum(cluster: &TestCluster, n: u64, work: u32, output: &Path, res
 }
 
 /// Exactly once: one committed output line per input record, each key's last sum exact.
-fn assert_exactly_once(output: &Path, n: u64) {
+pub(crate) fn assert_exactly_once(output: &Path, n: u64) {
     let lines = committed_lines(output);
     let mut expected: HashMap<u64, u64> = HashMap::new();
     for i in 0..n {
