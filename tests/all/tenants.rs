@@ -263,3 +263,38 @@ fn tokens_missing_wrong_revoked_or_expired_are_refused_and_tenants_survive_a_res
     let first = first["metadata"]["id"].as_str().expect("id");
     assert_eq!(call(&cluster, Some(&c), "POST", &format!("/api/v1/jobs/{first}/cancel"), b"{}").0, 202);
 }
+
+/// Metered fuel per tenant: a tenant's usage is the sum of its jobs' fuel as their
+/// metrics report it, ended jobs included; the admin's jobs count for no tenant.
+#[test]
+fn a_tenants_fuel_is_the_sum_of_its_jobs_fuel() {
+    let cluster = TestCluster::start(WEIR, &[("taskmanager-1", 4)]);
+    let (a, _) = tenant(&cluster, "a");
+    let artifact = upload(&cluster, &a, "keyed_sum");
+    let mut ids = Vec::new();
+    for n in ["200000", "300000"] {
+        let (status, job) = submit(&cluster, &a, json!({"artifact": artifact, "parallelism": 2, "args": {"n": n}}));
+        assert_eq!(status, 201, "{job}");
+        ids.push(job["metadata"]["id"].as_str().expect("id").to_string());
+    }
+    let admin_artifact = upload(&cluster, &cluster.token, "keyed_sum");
+    let (status, job) = submit(&cluster, &cluster.token, json!({"artifact": admin_artifact, "args": {"n": "100000"}}));
+    assert_eq!(status, 201, "{job}");
+    let admin_job = job["metadata"]["id"].as_str().expect("id").to_string();
+    let all: Vec<&String> = ids.iter().chain([&admin_job]).collect();
+    cluster.wait_until("every job to finish", || {
+        all.iter().all(|id| call(&cluster, Some(&cluster.token), "GET", &format!("/api/v1/jobs/{id}"), b"").1["status"]["state"] == "FINISHED")
+    });
+    let fuel_of = |id: &String| {
+        let (_, m) = call(&cluster, Some(&cluster.token), "GET", &format!("/api/v1/jobs/{id}/metrics"), b"");
+        m["fuel"].as_u64().unwrap_or_else(|| panic!("no fuel in {m}"))
+    };
+    let of_a: u64 = ids.iter().map(fuel_of).sum();
+    assert!(of_a > 0 && fuel_of(&admin_job) > 0, "jobs burn fuel");
+    let (status, t) = call(&cluster, Some(&cluster.token), "GET", "/api/v1/tenants/a", b"");
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(t["usage"]["fuel"].as_u64(), Some(of_a), "A's fuel is its jobs' and only theirs: {t}");
+    assert_eq!(t["usage"]["fuelFailedAttempts"].as_u64(), Some(0), "{t}");
+    let listed = admin_cli(&cluster, &["tenant", "list"]);
+    assert!(listed.lines().any(|l| l.starts_with("a ") && l.trim_end().ends_with(&format!(" {of_a}"))), "{listed}");
+}

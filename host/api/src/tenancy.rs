@@ -52,7 +52,13 @@ fn tenant_doc(api: &Api, t: tenants::Tenant) -> Answer<Tenant> {
         name: t.name,
         created_at: at(t.created_ms),
         quota: Quota { slots: q.slots, running_jobs: q.running_jobs, artifact_bytes: q.artifact_bytes },
-        usage: weir_documents::Usage { running_jobs: u.running_jobs, slots: u.slots, artifact_bytes: u.artifact_bytes },
+        usage: weir_documents::Usage {
+            running_jobs: u.running_jobs,
+            slots: u.slots,
+            artifact_bytes: u.artifact_bytes,
+            fuel: u.fuel,
+            fuel_failed_attempts: u.fuel_failed_attempts,
+        },
     })
 }
 

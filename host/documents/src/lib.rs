@@ -472,6 +472,13 @@ pub struct Usage {
     pub slots: u32,
     /// Bytes of its artifacts still stored.
     pub artifact_bytes: u64,
+    /// Wasm fuel its jobs burned, running and ended, every attempt: the sum of its
+    /// jobs' `fuel`.
+    #[serde(default)]
+    pub fuel: u64,
+    /// Of `fuel`, what attempts that failed burned.
+    #[serde(default)]
+    pub fuel_failed_attempts: u64,
 }
 
 /// `POST /api/v1/tenants`: a new tenant.

@@ -576,8 +576,11 @@ impl Shared {
             }
             while state.ended.len() > HISTORY {
                 let Some(old) = state.ended.pop_front() else { break };
+                // Banked before the record goes: a crash in between counts it once.
+                if let Err(e) = lock(&self.tenants).bank_job(&old.info.id, old.metrics.fuel()) {
+                    tracing::warn!(job = %old.info.id, "cannot bank the fuel of a job leaving the history: {e}");
+                }
                 self.persistence.delete_history(&old.info.id);
-                lock(&self.tenants).forget_job(&old.info.id);
             }
         }
     }

@@ -214,6 +214,15 @@ pub struct JobMetrics {
     pub fuel_failed_attempts: Vec<u64>,
 }
 
+impl JobMetrics {
+    /// Fuel the job burned, every attempt (the current one's subtasks as of their last
+    /// heartbeat), and of that what failed attempts burned.
+    pub fn fuel(&self) -> (u64, u64) {
+        let failed: u64 = self.fuel_failed_attempts.iter().sum();
+        (self.subtasks.iter().map(|s| s.fuel).sum::<u64>() + failed, failed)
+    }
+}
+
 /// What is kept of an ended job (and persisted, so history survives a JobManager
 /// restart).
 #[derive(Clone, Serialize, Deserialize)]

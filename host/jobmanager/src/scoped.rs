@@ -24,6 +24,11 @@ pub struct Usage {
     pub slots: u32,
     /// Bytes of its artifacts still stored.
     pub artifact_bytes: u64,
+    /// Wasm fuel its jobs burned, running and ended, every attempt: the sum of their
+    /// jobs' fuel (what hosting bills).
+    pub fuel: u64,
+    /// Of `fuel`, what attempts that failed burned (work redone after a restart).
+    pub fuel_failed_attempts: u64,
 }
 
 fn now_ms() -> u64 {
@@ -162,12 +167,22 @@ impl JobManager {
         let caller = Caller::Tenant(tenant.to_string());
         let mut usage = Usage { artifact_bytes: self.artifacts_for(&caller).iter().map(|a| a.size).sum(), ..Usage::default() };
         let state = lock(&self.0.state);
+        let registry = lock(&self.0.registry);
         let tenants = lock(&self.0.tenants);
+        let bill = |usage: &mut Usage, (fuel, failed): (u64, u64)| {
+            usage.fuel += fuel;
+            usage.fuel_failed_attempts += failed;
+        };
+        bill(&mut usage, tenants.banked_fuel(tenant));
         for (id, j) in &state.jobs {
             if tenants.job_owner(id) == Some(tenant) {
                 usage.running_jobs += 1;
                 usage.slots += j.driver.deployment().graph.slots_needed();
+                bill(&mut usage, j.metrics(&registry).fuel());
             }
+        }
+        for e in state.ended.iter().filter(|e| tenants.job_owner(&e.info.id) == Some(tenant)) {
+            bill(&mut usage, e.metrics.fuel());
         }
         Ok(usage)
     }

@@ -108,6 +108,10 @@ struct Book {
     artifacts: BTreeMap<String, BTreeSet<String>>,
     /// Owner of each savepoint a tenant took, by its resolved directory.
     savepoints: BTreeMap<String, String>,
+    /// Fuel (all, of failed attempts) of each tenant's jobs that left the history:
+    /// billed work must not shrink when old jobs are forgotten.
+    #[serde(default)]
+    fuel: BTreeMap<String, (u64, u64)>,
 }
 
 /// Why a presented token is refused.
@@ -289,6 +293,25 @@ impl Tenants {
         self.book.jobs.remove(id);
     }
 
+    /// A job leaves the history: its fuel is added to its owner's banked total and its
+    /// ownership goes, in one write, so after a crash it is counted in exactly one place
+    /// (a history record without an owner is not counted).
+    pub(crate) fn bank_job(&mut self, id: &JobId, fuel: (u64, u64)) -> Result<(), ApiError> {
+        self.commit(|b| {
+            if let Some(owner) = b.jobs.remove(id) {
+                let banked = b.fuel.entry(owner).or_default();
+                banked.0 += fuel.0;
+                banked.1 += fuel.1;
+            }
+            Ok(())
+        })
+    }
+
+    /// Fuel of `tenant`'s jobs that left the history (all, of failed attempts).
+    pub(crate) fn banked_fuel(&self, tenant: &str) -> (u64, u64) {
+        self.book.fuel.get(tenant).copied().unwrap_or_default()
+    }
+
     /// Whether `caller` may use artifact `id` (the admin may use any).
     pub(crate) fn may_use_artifact(&self, caller: &Caller, id: &str) -> bool {
         match caller {
@@ -372,5 +395,23 @@ mod tests {
         t.own_savepoint("/sp/a", "a").expect("own");
         assert_eq!(t.savepoint_owner("/sp/a"), Some("a"));
         assert_eq!(t.savepoint_owner("/sp/other"), None);
+    }
+
+    /// A job leaving the history adds its fuel to its owner's bank once, persisted:
+    /// billed work never shrinks, and an admin's job banks nothing.
+    #[test]
+    fn fuel_of_forgotten_jobs_is_banked_once_per_owner() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().display().to_string();
+        let mut t = Tenants::open(Some(&root)).expect("open");
+        t.create("a", Quota::default(), 0).expect("a");
+        let (j1, j2): (JobId, JobId) = ("0000000000000001".parse().expect("id"), "0000000000000002".parse().expect("id"));
+        t.own_job(&j1, "a").expect("own");
+        t.bank_job(&j1, (100, 30)).expect("bank");
+        t.bank_job(&j1, (100, 30)).expect("a second time: no owner any more");
+        t.bank_job(&j2, (7, 0)).expect("the admin's job");
+        assert_eq!(t.banked_fuel("a"), (100, 30));
+        assert_eq!(t.job_owner(&j1), None);
+        assert_eq!(Tenants::open(Some(&root)).expect("reopen").banked_fuel("a"), (100, 30));
     }
 }

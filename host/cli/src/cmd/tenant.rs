@@ -123,7 +123,7 @@ pub fn run(a: TenantArgs) -> Result<()> {
             let c = remote.connect()?;
             let list: TenantList = c.get("/tenants", "cannot list tenants")?;
             if !c.json(&list)? {
-                println!("{:<24} {:>14} {:>14} {:>24}", "NAME", "RUNNING JOBS", "SLOTS", "ARTIFACT BYTES");
+                println!("{:<24} {:>14} {:>14} {:>24} {:>16}", "NAME", "RUNNING JOBS", "SLOTS", "ARTIFACT BYTES", "FUEL");
                 for t in &list.tenants {
                     print_tenant(t);
                 }
@@ -138,7 +138,7 @@ pub fn run(a: TenantArgs) -> Result<()> {
                 false => c.get(&format!("/tenants/{name}"), &format!("cannot read {what}"))?,
             };
             if !c.json(&t)? {
-                println!("{:<24} {:>14} {:>14} {:>24}", "NAME", "RUNNING JOBS", "SLOTS", "ARTIFACT BYTES");
+                println!("{:<24} {:>14} {:>14} {:>24} {:>16}", "NAME", "RUNNING JOBS", "SLOTS", "ARTIFACT BYTES", "FUEL");
                 print_tenant(&t);
             }
         }
@@ -154,11 +154,12 @@ fn print_tenant(t: &Tenant) {
     }
     let (u, q) = (&t.usage, &t.quota);
     println!(
-        "{:<24} {:>14} {:>14} {:>24}",
+        "{:<24} {:>14} {:>14} {:>24} {:>16}",
         t.name,
         of(u.running_jobs.into(), q.running_jobs.map(u64::from)),
         of(u.slots.into(), q.slots.map(u64::from)),
-        of(u.artifact_bytes, q.artifact_bytes)
+        of(u.artifact_bytes, q.artifact_bytes),
+        u.fuel
     );
 }
 
