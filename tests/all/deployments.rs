@@ -1,6 +1,7 @@
 //! Deployments (issue 17) on a real cluster, every transition through the REST API or
-//! `weir deploy`: create, a STATEFUL rescale, suspend, resume, a failed upgrade rolled
-//! back, a JobManager killed mid-upgrade, cancel and delete. The keyed-sum output of
+//! `weir deploy`: create, a STATEFUL rescale, suspend, resume, failed upgrades rolled
+//! back (refused at submission, and failing after its Job started), a JobManager
+//! killed mid-upgrade, cancel and delete. The keyed-sum output of
 //! all of a Deployment's Jobs together is exactly once and its sums continue.
 
 use std::ffi::OsStr;
@@ -174,6 +175,61 @@ fn an_upgrade_whose_component_fails_at_start_is_rolled_back_with_its_state_intac
     assert_eq!(jobs[0]["fromSavepoint"], d["status"]["latestSavepoint"], "rolled back from the upgrade's savepoint");
     assert!(message.contains("refused"), "{message}");
     wait_until("the deployment to finish", || get(&cluster, "sums")["status"]["state"] == "FINISHED");
+    assert_exactly_once(&cluster.dir.path().join("out"), N);
+}
+
+/// An upgrade whose Job starts and then fails (its PostgreSQL sink has no server to
+/// reach) is rolled back once the Job restarts: the failed Job is cancelled and the
+/// last good spec starts again from the savepoint the failed Job started from, so
+/// nothing is lost or doubled. Every Job links back to the Deployment and the spec
+/// version it ran.
+#[test]
+fn an_upgrade_that_fails_after_its_job_started_is_rolled_back_with_its_state_intact() {
+    let cluster = start();
+    let keyed_sum = upload(&cluster, "keyed_sum");
+    let (status, d) = call(&cluster, "POST", "/deployments", &spec(&cluster, &keyed_sum, 2));
+    assert_eq!(status, 201, "{d}");
+    wait_state(&cluster, "sums", "RUNNING", 1);
+    let password = cluster.dir.path().join("pg-password");
+    std::fs::write(&password, "unused").expect("password file");
+    // Nothing listens on this port: the sink fails where it opens, on the TaskManager.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a port").port();
+    let mut upgrade = spec(&cluster, &keyed_sum, 2);
+    upgrade["template"]["args"] = json!({"n": N.to_string(), "work": WORK, "sink": "postgres", "pg-port": closed.to_string(), "pg-password-file": password.display().to_string()});
+    upgrade["template"]["restartStrategy"] = json!("fixed-delay:100:200");
+    let (status, d) = call(&cluster, "POST", "/deployments", &upgrade);
+    assert_eq!(status, 200, "{d}");
+    let mut d = Value::Null;
+    wait_until("the failed upgrade to be rolled back", || {
+        d = get(&cluster, "sums");
+        d["status"]["message"].as_str().is_some_and(|m| m.contains("rolled back to version 1"))
+    });
+    let message = d["status"]["message"].as_str().unwrap_or_default().to_string();
+    assert!(message.contains("spec version 2 failed") && message.contains("PostgreSQL"), "{message}");
+    assert_eq!(d["spec"]["template"]["args"]["sink"], "file", "the spec is the last good one again: {d:#}");
+    let d = wait_state(&cluster, "sums", "RUNNING", 1);
+    let jobs = d["status"]["jobs"].as_array().expect("jobs").clone();
+    assert_eq!(jobs.iter().map(|j| j["specVersion"].as_u64().unwrap_or(0)).collect::<Vec<_>>(), [1, 2, 1], "{d:#}");
+    let upgrade_savepoint = d["status"]["latestSavepoint"].clone();
+    assert_eq!(jobs[1]["fromSavepoint"], upgrade_savepoint, "the failed job started from the upgrade's savepoint");
+    assert_eq!(jobs[0]["fromSavepoint"], upgrade_savepoint, "rolled back from that same savepoint");
+    // The failed Job started (it is no refused submission) and says why it failed.
+    let failed = jobs[1]["jobId"].as_str().expect("id");
+    let (_, doc) = call(&cluster, "GET", &format!("/jobs/{failed}"), &Value::Null);
+    assert!(doc["status"]["started"].is_object(), "{doc:#}");
+    let (_, events) = call(&cluster, "GET", &format!("/jobs/{failed}/logs"), &Value::Null);
+    assert!(events.to_string().contains("cannot connect to PostgreSQL"), "{events:#}");
+    for job in &jobs {
+        let (_, doc) = call(&cluster, "GET", &format!("/jobs/{}", job["jobId"].as_str().expect("id")), &Value::Null);
+        assert_eq!(doc["metadata"]["deployment"]["name"], "sums", "{doc:#}");
+        assert_eq!(doc["metadata"]["deployment"]["id"], d["metadata"]["id"]);
+        assert_eq!(doc["metadata"]["deployment"]["specVersion"], job["specVersion"]);
+    }
+    wait_until("the deployment to finish", || {
+        let d = get(&cluster, "sums");
+        assert_ne!(d["status"]["state"], "FAILED", "{d:#}");
+        d["status"]["state"] == "FINISHED"
+    });
     assert_exactly_once(&cluster.dir.path().join("out"), N);
 }
 

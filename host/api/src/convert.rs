@@ -30,7 +30,7 @@ pub fn job(j: JobInfo) -> Job {
     let failure = r.failure.as_ref().map(|m| Failure { reason: "JobFailed".into(), message: m.clone() });
     Job {
         kind: "Job".into(),
-        metadata: JobMetadata { id: j.id.clone(), name: j.name.clone(), created_at: time(j.created) },
+        metadata: JobMetadata { id: j.id.clone(), name: j.name.clone(), created_at: time(j.created), deployment: j.deployment },
         spec: j.spec,
         status: JobStatusDoc {
             state: r.state.name().to_string(),

@@ -10,8 +10,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 pub use weir_types::deploy::{
-    Deployment, DeploymentJob, DeploymentList, DeploymentMetadata, DeploymentSpec, DeploymentState, DeploymentStatus, DesiredState, RestoreStrategy,
-    UpgradeStrategy,
+    Deployment, DeploymentJob, DeploymentList, DeploymentMetadata, DeploymentSpec, DeploymentState, DeploymentStatus, DesiredState, JobDeployment,
+    RestoreStrategy, UpgradeStrategy,
 };
 use weir_types::ids::{ComponentHash, JobId, TaskManagerId};
 pub use weir_types::submit::SubmitSpec;
@@ -61,6 +61,9 @@ pub struct JobMetadata {
     pub name: String,
     /// Submission time.
     pub created_at: String,
+    /// The Deployment that created the job and the spec version it ran, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<JobDeployment>,
 }
 
 /// `status` of a Job resource.

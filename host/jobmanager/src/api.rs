@@ -54,21 +54,31 @@ impl JobManager {
     /// Every job, newest first, running ones and history.
     pub fn jobs(&self) -> Vec<JobInfo> {
         let now = Instant::now();
-        let mut state = lock(&self.0.state);
-        let mut all: Vec<JobInfo> = state.ended.iter().map(|e| e.info.clone()).collect();
-        all.extend(state.jobs.values_mut().map(|j| j.info(now)));
+        let mut all: Vec<JobInfo> = {
+            let mut state = lock(&self.0.state);
+            let mut all: Vec<JobInfo> = state.ended.iter().map(|e| e.info.clone()).collect();
+            all.extend(state.jobs.values_mut().map(|j| j.info(now)));
+            all
+        };
         all.sort_by_key(|j| std::cmp::Reverse(j.created));
+        self.link_deployments(&mut all);
         all
     }
 
     /// One job.
     pub fn job(&self, id: &JobId) -> Result<JobInfo, ApiError> {
         let now = Instant::now();
-        let mut state = lock(&self.0.state);
-        if let Some(j) = state.jobs.get_mut(id) {
-            return Ok(j.info(now));
-        }
-        state.ended.iter().find(|e| e.info.id == *id).map(|e| e.info.clone()).ok_or_else(|| unknown_job(id.as_str()))
+        let info = {
+            let mut state = lock(&self.0.state);
+            match state.jobs.get_mut(id) {
+                Some(j) => j.info(now),
+                None => state.ended.iter().find(|e| e.info.id == *id).map(|e| e.info.clone()).ok_or_else(|| unknown_job(id.as_str()))?,
+            }
+        };
+        let mut one = [info];
+        self.link_deployments(&mut one);
+        let [info] = one;
+        Ok(info)
     }
 
     /// A job's events, oldest first.

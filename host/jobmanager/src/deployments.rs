@@ -11,7 +11,7 @@
 use std::time::{Duration, SystemTime};
 
 use weir_checkpoint::{CheckpointStorage, DirStorage, load_savepoint, savepoint_location};
-use weir_types::deploy::{Deployment, DeploymentJob, DeploymentMetadata, DeploymentSpec, DeploymentStatus, DesiredState};
+use weir_types::deploy::{Deployment, DeploymentJob, DeploymentMetadata, DeploymentSpec, DeploymentStatus, DesiredState, JobDeployment};
 use weir_types::deployment::JobStatus;
 
 use crate::deployment::{Command, Controller, Event, Phase, Record, Seen};
@@ -141,6 +141,19 @@ impl JobManager {
         }
         table.remove(name);
         Ok(doc)
+    }
+
+    /// Sets each job's link to the Deployment that created it. Takes the deployments'
+    /// lock, so callers must not hold the jobs' state.
+    pub(crate) fn link_deployments(&self, jobs: &mut [crate::model::JobInfo]) {
+        let table = lock(&self.0.deployments);
+        for info in jobs.iter_mut() {
+            info.deployment = table.values().find_map(|c| {
+                let r = c.record();
+                let ran = r.jobs.iter().find(|j| j.job_id == info.id.as_str())?;
+                Some(JobDeployment { name: r.spec.spec.name.clone(), id: r.id.clone(), spec_version: ran.spec_version })
+            });
+        }
     }
 
     /// Feeds one event to a Deployment's controller and carries out its commands.

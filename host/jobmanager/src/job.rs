@@ -84,6 +84,7 @@ impl Job {
             spec: self.spec.clone(),
             resource: self.resource.clone(),
             report,
+            deployment: None,
         }
     }
 

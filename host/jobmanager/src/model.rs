@@ -156,6 +156,10 @@ pub struct JobInfo {
     pub resource: JobResource,
     /// The engine's view: status, error, per-vertex totals, restarts.
     pub report: JobReport,
+    /// The Deployment that created it, if one did and still exists: looked up when
+    /// asked (the Deployment's record lists its Jobs), so never stored twice.
+    #[serde(skip)]
+    pub deployment: Option<weir_types::deploy::JobDeployment>,
 }
 
 /// One subtask's live metrics.

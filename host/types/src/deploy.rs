@@ -115,6 +115,19 @@ pub struct DeploymentJob {
     pub from_savepoint: Option<String>,
 }
 
+/// The Deployment a Job was created by, and the spec version it ran: the link from a
+/// Job back to the history seed 002 keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobDeployment {
+    /// The Deployment's name.
+    pub name: String,
+    /// The Deployment's id.
+    pub id: String,
+    /// The spec version the Job ran.
+    pub spec_version: u64,
+}
+
 /// A Deployment's identity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
