@@ -418,3 +418,60 @@ fn the_dashboard_shows_kafka_lag_and_never_a_connector_secret() {
         api(&cluster, "POST", &format!("/api/v1/jobs/{job}/cancel"), "application/json", b"{}", 202);
     }
 }
+
+/// The Deployments view lists a Deployment with its state and running Job, its page
+/// shows the spec version and the Jobs it created, and the Job's page links back.
+#[test]
+fn the_dashboard_shows_a_deployment_its_jobs_and_the_link_back() {
+    let chromium = find_chromium();
+    let cluster = TestCluster::start_with(WEIR, &[("taskmanager-1", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let wasm = std::fs::read(WEIR.example("keyed_sum")).expect("keyed_sum.wasm");
+    let artifact = api(&cluster, "POST", "/api/v1/artifacts", "application/wasm", &wasm, 201);
+    let spec = json!({
+        "name": "sums",
+        "savepointDir": cluster.dir.path().join("savepoints").display().to_string(),
+        "template": {"artifact": artifact["id"], "parallelism": 2, "args": {"n": "100000000", "work": "4000"}, "checkpointIntervalMs": 300},
+    });
+    api(&cluster, "POST", "/api/v1/deployments", "application/json", spec.to_string().as_bytes(), 201);
+    let mut job = String::new();
+    weir_testkit::wait_until("the deployment's job", || {
+        let d = api(&cluster, "GET", "/api/v1/deployments/sums", "application/json", b"", 200);
+        job = d["status"]["running"]["jobId"].as_str().unwrap_or_default().to_string();
+        !job.is_empty()
+    });
+
+    let mut browser = Browser::launch(&chromium, screenshot_dir());
+    let base = cluster.rest.trim_end_matches('/').to_string();
+    browser.navigate(&format!("{base}/#token={}", percent_encode(&cluster.token)));
+    browser.wait_for("the dashboard to connect with the token", |b| {
+        let s = b.snapshot(&format!("{{{CHROME}}}"));
+        if s["conn"] == "live" { Ok(()) } else { Err(s.to_string()) }
+    });
+    browser.navigate(&format!("{base}/#/deployments"));
+    browser.wait_for("the deployments list to show sums RUNNING with its job", |b| {
+        let s = b.snapshot(&format!(
+            "{{{CHROME}, state: document.querySelector('[data-deployment=sums] .state')?.textContent, \
+             running: document.querySelector('[data-deployment=sums] a.mono')?.textContent}}"
+        ));
+        if s["state"] == "RUNNING" && s["running"] == job.as_str() { Ok(()) } else { Err(s.to_string()) }
+    });
+    browser.screenshot("dashboard-deployments.png");
+    browser.navigate(&format!("{base}/#/deployments/sums"));
+    browser.wait_for("the deployment's page: version 1 and its job", |b| {
+        let s = b.snapshot(&format!(
+            "{{{CHROME}, version: document.querySelector('#d-version')?.textContent, \
+             jobs: [...document.querySelectorAll('#d-jobs tr[data-job]')].map(r => r.dataset.job), \
+             resume: document.querySelector('#d-resume')?.disabled}}"
+        ));
+        if s["version"] == "v1" && s["jobs"] == json!([job]) && s["resume"] == true { Ok(()) } else { Err(s.to_string()) }
+    });
+    browser.navigate(&format!("{base}/#/jobs/{job}"));
+    browser.wait_for("the job's page to link to its deployment", |b| {
+        let s = b.snapshot(&format!(
+            "{{{CHROME}, text: document.querySelector('#f-deployment')?.textContent, \
+             href: document.querySelector('#f-deployment a')?.getAttribute('href')}}"
+        ));
+        if s["text"] == "sums v1" && s["href"] == "#/deployments/sums" { Ok(()) } else { Err(s.to_string()) }
+    });
+    browser.screenshot("dashboard-job-deployment.png");
+}

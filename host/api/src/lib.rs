@@ -71,6 +71,7 @@ const UI_ASSETS: &[(&str, &str, &str)] = &[
     ui_asset!("lib/state.js", JS),
     ui_asset!("lib/token.js", JS),
     ui_asset!("views/checkpoints.js", JS),
+    ui_asset!("views/deployments.js", JS),
     ui_asset!("views/graph.js", JS),
     ui_asset!("views/job.js", JS),
     ui_asset!("views/jobs.js", JS),

@@ -1,9 +1,10 @@
 // The router: the URL fragment picks the view (#/overview, #/jobs, #/jobs/ID,
-// #/taskmanagers, #/submit).
+// #/deployments, #/deployments/NAME, #/taskmanagers, #/submit).
 
 import { $, $$ } from './lib/dom.js';
 import { tick } from './lib/poll.js';
 import { app } from './lib/state.js';
+import { deploymentView, deploymentsView } from './views/deployments.js';
 import { jobView } from './views/job.js';
 import { jobsView } from './views/jobs.js';
 import { overviewView } from './views/overview.js';
@@ -20,6 +21,8 @@ export function route() {
   $$('#nav a').forEach((a) => a.classList.toggle('active', a.dataset.nav === name));
   if (name === 'jobs' && parts[1]) app.view = jobView(view, parts[1]);
   else if (name === 'jobs') app.view = jobsView(view);
+  else if (name === 'deployments' && parts[1]) app.view = deploymentView(view, parts[1]);
+  else if (name === 'deployments') app.view = deploymentsView(view);
   else if (name === 'taskmanagers') app.view = taskmanagersView(view);
   else if (name === 'submit') app.view = submitView(view);
   else app.view = overviewView(view);

@@ -33,6 +33,7 @@ export function jobView(root, id) {
         <div class="fact"><div class="k">Last checkpoint</div><div class="v" id="f-checkpoint">–</div></div>
         <div class="fact"><div class="k">Records in/s</div><div class="v" id="f-rate">–</div></div>
         <div class="fact"><div class="k">Fuel</div><div class="v" id="f-fuel">–</div></div>
+        <div class="fact hidden" id="f-deployment-fact"><div class="k">Deployment</div><div class="v" id="f-deployment">–</div></div>
         <div class="fact"><div class="k">Artifact</div><div class="v mono" id="f-artifact" style="font-size:12.5px;font-weight:500">–</div></div>
       </div>
       <div id="job-alerts" style="padding:0 18px"></div>
@@ -101,6 +102,10 @@ export function jobView(root, id) {
     $('#f-artifact', root).textContent = spec.artifact ? spec.artifact.slice(0, 16) + '…'
       : spec.manifest ? `manifest, ${parts.length} component${parts.length === 1 ? '' : 's'}` : '–';
     $('#f-artifact', root).title = spec.artifact || parts.map(([name, id]) => `${name}: ${id}`).join('\n');
+    // The Deployment that created the job, and the spec version it ran.
+    const dep = j.metadata.deployment;
+    $('#f-deployment-fact', root).classList.toggle('hidden', !dep);
+    if (dep) $('#f-deployment', root).innerHTML = `<a href="#/deployments/${encodeURIComponent(dep.name)}">${esc(dep.name)}</a> v${esc(dep.specVersion)}`;
     $('#cancel-job', root).disabled = TERMINAL.has(st.state) || st.state === 'TERMINATING';
     // Why the job cannot run yet (too few free slots): shown while it lasts.
     const wait = $('#job-waiting', root);
