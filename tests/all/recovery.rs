@@ -357,6 +357,8 @@ fn keyed_sum_is_exact_while_taskmanagers_are_killed_and_restarted() {
     assert!(field(&status, "restarts=").is_some_and(|r| r.parse::<u32>().is_ok_and(|r| r >= 3)), "{status}");
 }
 
+/// A savepoint taken at parallelism 2 resumes at 3 exactly once; another job's
+/// component is refused from it (it would drop the sums' state) unless asked to.
 #[test]
 fn a_savepoint_at_parallelism_2_resumes_at_3_exactly_once() {
     let cluster = TestCluster::start_with(WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
@@ -378,6 +380,22 @@ fn a_savepoint_at_parallelism_2_resumes_at_3_exactly_once() {
     });
     let done: u64 = committed_lines(&first).len() as u64;
     assert!(done > 0 && done < n, "the first run stopped midway: {done} of {n}");
+
+    // Another job's component from this savepoint: its "sum" state would be lost, so
+    // it is refused, unless the caller says to drop that state.
+    let other = WEIR.example("bad_panic");
+    let o = cluster.client(&[OsStr::new("submit"), OsStr::new("--detach"), other.as_os_str(), OsStr::new("--from-savepoint"), savepoint.as_os_str()]);
+    let refused = stderr(&o);
+    assert!(!o.status.success() && refused.contains("state of operator(s) sum that this job does not have"), "{refused}");
+    let o = cluster.client(&[
+        OsStr::new("submit"),
+        OsStr::new("--detach"),
+        other.as_os_str(),
+        OsStr::new("--from-savepoint"),
+        savepoint.as_os_str(),
+        OsStr::new("--allow-non-restored-state"),
+    ]);
+    assert!(o.status.success(), "dropping the state was asked for: {}", stderr(&o));
 
     let wasm = WEIR.example("keyed_sum");
     let args = ["submit", "-p", "3", "--arg", &format!("n={n}"), "--arg", "sink=file", "--checkpoint-interval", "300"];

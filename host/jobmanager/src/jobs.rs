@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
-use weir_checkpoint::{DirStorage, load_savepoint, savepoint_location};
+use weir_checkpoint::{DirStorage, VertexMeta, load_savepoint, savepoint_location};
 use weir_control::protocol::FromJobManager;
 use weir_types::access::FileAccess;
 use weir_types::deployment::{CheckpointConfig, JobDeployment, RestoreFrom, SinkFiles, place};
@@ -384,7 +384,9 @@ impl Shared {
         let (restore, first_checkpoint) = match &spec.from_savepoint {
             Some(dir) => {
                 files.check("fromSavepoint", dir).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-                (Some(RestoreFrom::Savepoint(dir.clone())), self.savepoint_id(dir, plan.max_parallelism()).await? + 1)
+                let uids = graph.vertices.iter().filter_map(|v| v.nodes.first().and_then(|&n| plan.nodes.get(n))).map(|n| n.uid.clone()).collect();
+                let id = self.check_savepoint(dir, plan.max_parallelism(), uids, spec.allow_non_restored_state).await?;
+                (Some(RestoreFrom::Savepoint(dir.clone())), id + 1)
             }
             None => (None, 1),
         };
@@ -472,7 +474,11 @@ impl Shared {
     }
 
     /// The checkpoint id of the savepoint in `dir`, checked against the job's key groups.
-    async fn savepoint_id(&self, dir: &str, max_parallelism: u32) -> Result<u64, ApiError> {
+    /// Reads the savepoint a job starts from and checks it fits the job: the same key
+    /// groups, and (unless `allow_non_restored`) no state of an operator the job lacks,
+    /// which would be silently lost (Flink's rule: it is most likely another job's
+    /// savepoint). Answers the savepoint's checkpoint id.
+    async fn check_savepoint(&self, dir: &str, max_parallelism: u32, uids: Vec<String>, allow_non_restored: bool) -> Result<u64, ApiError> {
         let resolved = self.config.files.resolve("fromSavepoint", dir).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let location = savepoint_location(&resolved.display().to_string()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let loaded = tokio::task::spawn_blocking(move || {
@@ -489,6 +495,15 @@ impl Shared {
             return Err(ApiError::Unprocessable(format!(
                 "savepoint {dir} has {} key groups but the job has {max_parallelism}; max parallelism cannot change",
                 meta.max_parallelism
+            )));
+        }
+        let stateful = |v: &&VertexMeta| v.tasks.iter().any(|t| !t.state.is_empty() || t.source.is_some() || t.sink.is_some());
+        let lost: Vec<&str> = meta.vertices.iter().filter(stateful).map(|v| v.uid.as_str()).filter(|uid| !uids.iter().any(|u| u == uid)).collect();
+        if !lost.is_empty() && !allow_non_restored {
+            return Err(ApiError::Unprocessable(format!(
+                "savepoint {dir} holds state of operator(s) {} that this job does not have (it may be another job's savepoint); \
+                 allow dropping it with allowNonRestoredState (--allow-non-restored-state)",
+                lost.join(", ")
             )));
         }
         Ok(meta.id)

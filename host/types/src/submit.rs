@@ -44,6 +44,11 @@ pub struct SubmitSpec {
     /// A savepoint directory (absolute) to start from, at any parallelism.
     #[serde(default)]
     pub from_savepoint: Option<String>,
+    /// Start from a savepoint that holds state of operators the job does not have,
+    /// dropping that state (Flink's `--allowNonRestoredState`); without it such a
+    /// savepoint is refused, since it is most likely another job's.
+    #[serde(default)]
+    pub allow_non_restored_state: bool,
 }
 
 fn one() -> u32 {

@@ -44,6 +44,10 @@ pub struct SubmitArgs {
     /// Start from this savepoint's state and source positions (any parallelism).
     #[arg(long, value_name = "DIR")]
     from_savepoint: Option<PathBuf>,
+    /// Start from a savepoint even though it holds state of operators (uids) this job
+    /// does not have: that state is dropped.
+    #[arg(long, requires = "from_savepoint")]
+    allow_non_restored_state: bool,
     /// Maximum component size accepted locally before sending.
     #[arg(long, default_value_t = Limits::default().max_component_bytes)]
     max_component_size: u64,
@@ -65,6 +69,7 @@ pub fn run(a: SubmitArgs) -> Result<()> {
         checkpoint_interval_ms: a.checkpoint_interval,
         restart_strategy: a.restart.clone(),
         from_savepoint: a.from_savepoint.as_deref().map(absolute).transpose()?,
+        allow_non_restored_state: a.allow_non_restored_state,
     };
     let c = a.remote.connect()?;
     let name = a.job.job.display().to_string();

@@ -26,6 +26,7 @@ fn spec(parallelism: u32) -> DeploymentSpec {
             checkpoint_interval_ms: Some(300),
             restart_strategy: None,
             from_savepoint: None,
+            allow_non_restored_state: false,
         },
     }
 }
