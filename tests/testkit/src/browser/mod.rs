@@ -83,6 +83,12 @@ pub struct Browser {
 impl Browser {
     /// Starts `exe` (see [`find_chromium`]); screenshots go to `screenshots`.
     pub fn launch(exe: &Path, screenshots: PathBuf) -> Self {
+        Self::launch_with(exe, screenshots, &[])
+    }
+
+    /// [`Self::launch`] with extra Chromium switches (e.g. the one certificate key it
+    /// should trust: `--ignore-certificate-errors-spki-list=PIN`).
+    pub fn launch_with(exe: &Path, screenshots: PathBuf, extra: &[String]) -> Self {
         let profile = tempfile::tempdir().expect("profile dir");
         let child = Command::new(exe)
             .args([
@@ -101,6 +107,7 @@ impl Browser {
                 "--hide-scrollbars",
                 "--mute-audio",
             ])
+            .args(extra)
             .arg(format!("--window-size={WIDTH},{HEIGHT}"))
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
