@@ -44,7 +44,8 @@ fn ok(o: Output, what: &str) -> String {
 /// The job ids `weir list --output json` shows, over https with the CA.
 fn job_ids(cluster: &TestCluster) -> Vec<String> {
     let ca = cluster.creds.join("ca.pem");
-    let list: Value = serde_json::from_str(&ok(cli(cluster, &["list", "--output", "json"], &[("WEIR_CA", ca.as_os_str())]), "weir list")).expect("json");
+    let list: Value =
+        serde_json::from_str(&ok(cli(cluster, &["list", "--output", "json"], &[("WEIR_CA", ca.as_os_str())]), "weir list")).expect("json");
     list["jobs"].as_array().expect("jobs").iter().map(|j| j["metadata"]["id"].as_str().expect("id").to_string()).collect()
 }
 
@@ -71,10 +72,9 @@ fn the_cli_speaks_https_off_loopback_with_the_cluster_ca_and_plain_http_never_re
     let o = WEIR.run(["cluster-init".as_ref(), other.path().join("c").as_os_str()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let other_ca = other.path().join("c/ca.pem");
-    for (what, o) in [
-        ("no CA", cli(&cluster, &["list"], &[])),
-        ("another cluster's CA", cli(&cluster, &["list"], &[("WEIR_CA", other_ca.as_os_str())])),
-    ] {
+    for (what, o) in
+        [("no CA", cli(&cluster, &["list"], &[])), ("another cluster's CA", cli(&cluster, &["list"], &[("WEIR_CA", other_ca.as_os_str())]))]
+    {
         assert!(!o.status.success(), "{what}: weir list over https succeeded: {}", String::from_utf8_lossy(&o.stdout));
         let err = stderr(&o);
         assert!(err.contains(&format!("the jobmanager at {} presented a certificate this client does not trust", cluster.rest)), "{what}: {err}");
@@ -86,7 +86,8 @@ fn the_cli_speaks_https_off_loopback_with_the_cluster_ca_and_plain_http_never_re
     let plain = cluster.rest.replacen("https://", "http://", 1);
     let auth = format!("Bearer {}", cluster.token);
     let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
-    for (path, body) in [("/api/v1/tenants", r#"{"name":"mallory"}"#.to_string()), ("/api/v1/jobs/{job}/cancel", String::new()), ("/", String::new())] {
+    for (path, body) in [("/api/v1/tenants", r#"{"name":"mallory"}"#.to_string()), ("/api/v1/jobs/{job}/cancel", String::new()), ("/", String::new())]
+    {
         let url = format!("{plain}{}", path.replace("{job}", &job));
         let (status, answer) = http::request("POST", &url, &headers, body.as_bytes());
         let answer = String::from_utf8_lossy(&answer);
@@ -153,8 +154,17 @@ fn chromium_renders_the_dashboard_over_https_trusting_only_the_served_key() {
         pin = log.split("public key sha256//").nth(1).and_then(|r| r.split_whitespace().next()).unwrap_or_default().to_string();
         !pin.is_empty()
     });
+    // Trusting another key, Chromium refuses the page: the switch is no blanket ignore.
+    let other_key = "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+    let mut wrong =
+        Browser::launch_with(&chromium, WEIR.tmp_dir().join("screenshots"), &[format!("--ignore-certificate-errors-spki-list={other_key}")]);
+    let refused = wrong.try_navigate(&format!("{}/", cluster.rest));
+    assert!(refused.as_ref().is_err_and(|e| e.contains("ERR_CERT")), "Chromium opened the dashboard trusting another key: {refused:?}");
+    drop(wrong);
+
     let mut browser = Browser::launch_with(&chromium, WEIR.tmp_dir().join("screenshots"), &[format!("--ignore-certificate-errors-spki-list={pin}")]);
-    let token: String = cluster.token.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
+    let token: String =
+        cluster.token.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
     browser.navigate(&format!("{}/#token={token}", cluster.rest));
     let row = format!("[data-job=\"{job}\"]");
     browser.wait_for("the overview over https to show the running job", |b| {
@@ -166,4 +176,64 @@ fn chromium_renders_the_dashboard_over_https_trusting_only_the_served_key() {
         if s["protocol"] == "https:" && s["taskmanagers"] == "1" && s["jobRowState"] == "STARTED" { Ok(()) } else { Err(s.to_string()) }
     });
     browser.screenshot("dashboard-https.png");
+}
+
+/// Runs `openssl ARGS` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let o = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl is installed");
+    assert!(o.status.success(), "openssl {args:?}: {}", stderr(&o));
+}
+
+#[test]
+fn a_given_certificate_is_served_instead_and_its_ca_is_the_one_to_trust() {
+    let ip = non_loopback_ip();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let creds = dir.path().join("c");
+    let o = WEIR.run(["cluster-init".as_ref(), creds.as_os_str()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The operator's own CA and a certificate for the address, as a company CA would
+    // issue them.
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let ca_args = ["req", "-x509", "-keyout", "own-ca.key", "-out", "own-ca.pem", "-subj", "/CN=own ca", "-days", "2"];
+    openssl(dir.path(), &[&ca_args[..], &ec, &["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"]].concat());
+    openssl(dir.path(), &[&["req", "-keyout", "rest.key", "-out", "rest.csr", "-subj", "/CN=rest"][..], &ec].concat());
+    std::fs::write(dir.path().join("ext.cnf"), format!("subjectAltName=IP:{ip}\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n"))
+        .expect("ext.cnf");
+    let sign = [
+        "x509",
+        "-req",
+        "-in",
+        "rest.csr",
+        "-CA",
+        "own-ca.pem",
+        "-CAkey",
+        "own-ca.key",
+        "-CAcreateserial",
+        "-out",
+        "rest.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ];
+    openssl(dir.path(), &sign);
+
+    let given = ["--rest-cert", "rest.pem", "--rest-key", "rest.key"]
+        .map(|a| if a.starts_with("--") { a.to_string() } else { dir.path().join(a).display().to_string() });
+    let (jm, _, rest) = spawn_jobmanager(WEIR, dir.path(), &creds, "127.0.0.1:0", &format!("{ip}:0"), &given);
+    let _jm = Processes(vec![jm]);
+    assert!(rest.starts_with(&format!("https://{ip}:")), "{rest}");
+    let list = |ca: &std::path::Path| {
+        WEIR.command()
+            .args(["list", "--jobmanager", &rest, "--token-file"])
+            .arg(creds.join("api-token"))
+            .arg("--ca")
+            .arg(ca)
+            .output()
+            .expect("weir starts")
+    };
+    let o = list(&dir.path().join("own-ca.pem"));
+    assert!(o.status.success(), "with the given certificate's CA: {}", stderr(&o));
+    let o = list(&creds.join("ca.pem"));
+    assert!(!o.status.success() && stderr(&o).contains("UnknownIssuer"), "the cluster CA trusted a certificate it did not issue: {}", stderr(&o));
 }

@@ -253,7 +253,8 @@ impl ServerIdentity {
     /// `--ignore-certificate-errors-spki-list` take it.
     pub fn spki_sha256(&self) -> Result<String, IdentityError> {
         let leaf = &self.chain[0];
-        let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| IdentityError::Pem { path: PathBuf::new(), reason: format!("unreadable certificate: {e}") })?;
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf)
+            .map_err(|e| IdentityError::Pem { path: PathBuf::new(), reason: format!("unreadable certificate: {e}") })?;
         use sha2::Digest;
         Ok(base64(&sha2::Sha256::digest(cert.public_key().raw)))
     }
@@ -345,6 +346,40 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             let mode = fs::metadata(dir.path().join(CA_KEY_FILE)).expect("meta").permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn a_server_certificate_names_its_addresses_and_loads_back_from_pem() {
+        let ca = ClusterCa::generate().expect("ca");
+        let server = ca.issue_server(&["192.0.2.7".into(), "weir.example".into()]).expect("issue");
+        let (_, cert) = x509_parser::parse_x509_certificate(&server.chain()[0]).expect("x509");
+        let sans = cert
+            .subject_alternative_name()
+            .expect("san")
+            .expect("a san extension")
+            .value
+            .general_names
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>();
+        assert_eq!(sans, ["IPAddress(c0:00:02:07)", "DNSName(weir.example)"], "192.0.2.7 as an IP address, the name as DNS");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert_path, key_path) = (dir.path().join("rest.pem"), dir.path().join("rest.key"));
+        write_file(&cert_path, &pem("CERTIFICATE", &server.chain()[0]), false).expect("cert");
+        write_file(&key_path, &pem("PRIVATE KEY", server.key().secret_der()), true).expect("key");
+        let back = ServerIdentity::load(&cert_path, &key_path).expect("load");
+        assert_eq!(back.chain(), server.chain());
+        assert_eq!(back.spki_sha256().expect("pin"), server.spki_sha256().expect("pin"));
+        // A key file in place of the certificate is named as such.
+        let err = ServerIdentity::load(&key_path, &key_path).expect_err("no certificate");
+        assert!(err.to_string().contains("rest.key"), "{err}");
+    }
+
+    #[test]
+    fn base64_pads_as_the_standard_says() {
+        for (raw, encoded) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("foobar", "Zm9vYmFy")] {
+            assert_eq!(base64(raw.as_bytes()), encoded);
         }
     }
 

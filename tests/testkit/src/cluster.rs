@@ -311,7 +311,11 @@ pub fn non_loopback_ip() -> std::net::IpAddr {
         return ip;
     }
     let ip = "198.18.0.1";
-    for args in [&["link", "add", "weir-test0", "type", "dummy"][..], &["addr", "add", &format!("{ip}/32"), "dev", "weir-test0"], &["link", "set", "weir-test0", "up"]] {
+    for args in [
+        &["link", "add", "weir-test0", "type", "dummy"][..],
+        &["addr", "add", &format!("{ip}/32"), "dev", "weir-test0"],
+        &["link", "set", "weir-test0", "up"],
+    ] {
         // "File exists" from an earlier test is fine; a real failure shows at bind.
         let _ = std::process::Command::new("ip").args(args).output();
     }

@@ -193,9 +193,17 @@ impl Browser {
 
     /// Opens `url` in the page.
     pub fn navigate(&mut self, url: &str) {
-        let r = self.call("Page.navigate", json!({"url": url}));
-        if let Some(e) = r.get("errorText") {
+        if let Err(e) = self.try_navigate(url) {
             panic!("the browser could not open {url}: {e}");
+        }
+    }
+
+    /// Opens `url` in the page; why not, as Chromium says it (`net::ERR_CERT_...`).
+    pub fn try_navigate(&mut self, url: &str) -> Result<(), String> {
+        let r = self.call("Page.navigate", json!({"url": url}));
+        match r.get("errorText") {
+            Some(e) => Err(e.as_str().map_or_else(|| e.to_string(), str::to_string)),
+            None => Ok(()),
         }
     }
 
