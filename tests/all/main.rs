@@ -33,4 +33,5 @@ mod soak;
 mod state_ttl;
 mod streams;
 mod tenants;
+mod tls;
 mod wordcount;

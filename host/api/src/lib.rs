@@ -13,6 +13,7 @@
 //! - [`metrics`]: Prometheus text for the JobManager and for a TaskManager.
 //! - [`serve`](mod@serve): the HTTP server both run, with header and idle timeouts and a
 //!   connection cap within the process's file-descriptor budget, stopped gracefully.
+//! - [`tls`]: HTTPS for it (rustls); a TLS port refuses plain HTTP before any handler.
 //!
 //! It is not: the JobManager's logic. Handlers call [`weir_jobmanager::JobManager`]'s
 //! operations and map [`ApiError`] to status codes; every failure answers with the
@@ -23,8 +24,9 @@ mod deployments;
 pub mod metrics;
 pub mod serve;
 mod tenancy;
+pub mod tls;
 
-pub use serve::{ServeLimits, bind, connection_budget, serve};
+pub use serve::{ServeLimits, bind, connection_budget, serve, serve_on};
 
 use axum::Extension;
 use axum::Router;

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, oneshot, watch};
 use tower_service::Service;
 
@@ -82,6 +82,19 @@ fn lock(w: &Mutex<Waiting>) -> std::sync::MutexGuard<'_, Waiting> {
 /// Serves `router` on `listener` within `limits` until `shutdown` resolves; then stops
 /// accepting, lets requests in progress finish (up to `header_timeout`), and returns.
 pub async fn serve(listener: TcpListener, router: Router, limits: ServeLimits, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+    serve_on(listener, router, limits, None, shutdown).await
+}
+
+/// [`serve`], over TLS when `tls` is given (HTTPS only: see [`crate::tls`]). The TLS
+/// handshake counts against `header_timeout` like the request's headers.
+pub async fn serve_on(
+    listener: TcpListener,
+    router: Router,
+    limits: ServeLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let waiting = Arc::new(Mutex::new(Waiting::default()));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -123,28 +136,14 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ServeLimits, s
             w.conns.insert(id, close_tx);
             id
         };
-        let (router, waiting, mut stop) = (router.clone(), waiting.clone(), stop_rx.clone());
+        let (router, waiting, stop, tls) = (router.clone(), waiting.clone(), stop_rx.clone(), tls.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            let w = waiting.clone();
-            let service = hyper::service::service_fn(move |request| {
-                // It sent a request: no longer closed to make room.
-                lock(&w).conns.remove(&id);
-                router.clone().call(request)
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
+            let conn = Conn { router, waiting: waiting.clone(), id, limits, stop };
             tokio::select! {
-                _ = conn.as_mut() => {}
+                () = conn.run(stream, tls) => {}
                 // Closed to make room; a dropped sender (it sent a request) is not that.
                 Ok(()) = close_rx => {}
-                () = async { drop(stop.wait_for(|s| *s).await) } => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(limits.header_timeout, conn).await;
-                }
             }
             lock(&waiting).conns.remove(&id);
         });
@@ -155,4 +154,55 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ServeLimits, s
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(limits.header_timeout + Duration::from_secs(1), slots.acquire_many(all)).await;
     Ok(())
+}
+
+/// One accepted connection.
+struct Conn {
+    router: Router,
+    waiting: Arc<Mutex<Waiting>>,
+    id: u64,
+    limits: ServeLimits,
+    stop: watch::Receiver<bool>,
+}
+
+impl Conn {
+    async fn run(mut self, stream: TcpStream, tls: Option<tokio_rustls::TlsAcceptor>) {
+        let Some(acceptor) = tls else { return self.http1(stream).await };
+        let mut stop = self.stop.clone();
+        let secured = tokio::select! {
+            s = tokio::time::timeout(self.limits.header_timeout, crate::tls::accept(&acceptor, stream)) => s,
+            () = async { drop(stop.wait_for(|s| *s).await) } => return,
+        };
+        match secured {
+            Ok(Ok(Some(stream))) => self.http1(stream).await,
+            // Refused (plain HTTP) or closed before a handshake: nothing to serve.
+            Ok(Ok(None)) => {}
+            // A client that does not trust the certificate ends here: it is its error
+            // to report, so ours stays at debug.
+            Ok(Err(e)) => tracing::debug!("tls handshake failed: {e}"),
+            Err(_) => tracing::debug!("tls handshake timed out"),
+        }
+    }
+
+    async fn http1<I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static>(&mut self, io: I) {
+        let (router, waiting, id) = (self.router.clone(), self.waiting.clone(), self.id);
+        let service = hyper::service::service_fn(move |request| {
+            // It sent a request: no longer closed to make room.
+            lock(&waiting).conns.remove(&id);
+            router.clone().call(request)
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.limits.header_timeout)
+            .serve_connection(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        let stop = &mut self.stop;
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            () = async { drop(stop.wait_for(|s| *s).await) } => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(self.limits.header_timeout, conn).await;
+            }
+        }
+    }
 }

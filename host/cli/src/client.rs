@@ -27,9 +27,15 @@ pub enum Output {
 /// Where the JobManager's REST API is and how to authenticate.
 #[derive(Args)]
 pub struct Remote {
-    /// The JobManager's REST address (`http://HOST:PORT` or `HOST:PORT`).
+    /// The JobManager's REST address (`https://HOST:PORT`, `http://HOST:PORT` or
+    /// `HOST:PORT`, which is http).
     #[arg(long, env = "WEIR_JOBMANAGER", default_value = "http://127.0.0.1:8081")]
     pub jobmanager: String,
+    /// The CA certificate (PEM) an https JobManager's certificate must chain to: the
+    /// cluster's ca.pem; then it is the only one trusted [default: ca.pem next to
+    /// --token-file if there is one, else the public web roots].
+    #[arg(long, env = "WEIR_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
     /// The API token: the cluster's (from `weir cluster-init`'s api-token file, the
     /// admin) or a tenant's (`weir tenant token create`).
     #[arg(long, env = "WEIR_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
@@ -67,9 +73,34 @@ impl Remote {
             (None, None) => bail!("no api token: pass --token-file (api-token from `weir cluster-init`), --token or WEIR_TOKEN"),
         };
         let base = if self.jobmanager.contains("://") { self.jobmanager.clone() } else { format!("http://{}", self.jobmanager) };
-        let agent: ureq::Agent =
-            ureq::Agent::config_builder().http_status_as_error(false).timeout_connect(Some(Duration::from_secs(10))).build().into();
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(ca) = self.trusted_ca() {
+            let pem = std::fs::read(&ca).with_context(|| format!("cannot read the CA certificate {}", ca.display()))?;
+            let mut roots = Vec::new();
+            for item in ureq::tls::parse_pem(&pem) {
+                if let ureq::tls::PemItem::Certificate(c) = item.with_context(|| format!("the CA certificate {} is not valid PEM", ca.display()))? {
+                    roots.push(c);
+                }
+            }
+            anyhow::ensure!(!roots.is_empty(), "{} holds no certificate", ca.display());
+            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&roots));
+        }
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .tls_config(tls.build())
+            .build()
+            .into();
         Ok(Client { agent, base: base.trim_end_matches('/').to_string(), auth: format!("Bearer {}", token.trim()), output: self.output })
+    }
+
+    /// `--ca`, else the cluster's ca.pem beside the token file (`weir cluster-init`
+    /// writes both into one directory).
+    fn trusted_ca(&self) -> Option<PathBuf> {
+        self.ca.clone().or_else(|| {
+            let beside = self.token_file.as_ref()?.parent()?.join("ca.pem");
+            beside.is_file().then_some(beside)
+        })
     }
 }
 
@@ -79,7 +110,17 @@ impl Client {
     }
 
     fn answer<T: DeserializeOwned>(&self, what: &str, sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<T> {
-        let mut response = sent.with_context(|| format!("cannot reach the jobmanager at {}", self.base))?;
+        let mut response = match sent {
+            Ok(r) => r,
+            // rustls's refusal reaches us as an I/O error saying which check failed
+            // (unknown issuer, name mismatch, expired): keep its words, add the remedy.
+            Err(e) if e.to_string().contains("invalid peer certificate") => bail!(
+                "the jobmanager at {} presented a certificate this client does not trust ({}): pass the cluster's CA certificate with --ca FILE or WEIR_CA",
+                self.base,
+                e.to_string().trim_start_matches("io: ")
+            ),
+            Err(e) => return Err(e).with_context(|| format!("cannot reach the jobmanager at {}", self.base)),
+        };
         let status = response.status();
         let body = response.body_mut().with_config().limit(64 << 20).read_to_string().with_context(|| format!("{what}: unreadable answer"))?;
         if status.is_success() {

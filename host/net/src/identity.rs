@@ -125,6 +125,19 @@ impl ClusterCa {
         Ok(NodeIdentity { name: name.to_owned(), chain: vec![cert.der().clone()], key: PrivatePkcs8KeyDer::from(key.serialize_der()) })
     }
 
+    /// Issues the REST API's certificate: valid for TLS servers only, for each of `names`
+    /// (DNS names or IP addresses, as clients write them in URLs). Unlike a node
+    /// certificate it names real addresses: browsers and HTTP clients check those.
+    pub fn issue_server(&self, names: &[String]) -> Result<ServerIdentity, IdentityError> {
+        let mut params = CertificateParams::new(names.to_vec())?;
+        params.distinguished_name = common_name("weir rest api");
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(ServerIdentity { chain: vec![cert.der().clone()], key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())) })
+    }
+
     /// Writes `ca.pem` and `ca.key` (owner-only permissions) into `dir`, creating it.
     pub fn save(&self, dir: &Path) -> Result<(), IdentityError> {
         create_dir(dir)?;
@@ -199,6 +212,71 @@ impl NodeIdentity {
     }
 }
 
+/// A TLS server's certificate chain (leaf first) and key: the REST API's, issued by
+/// [`ClusterCa::issue_server`] or given as PEM files.
+pub struct ServerIdentity {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl std::fmt::Debug for ServerIdentity {
+    // Never print key material.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerIdentity").finish_non_exhaustive()
+    }
+}
+
+impl ServerIdentity {
+    /// Loads a PEM certificate chain (leaf first) and its PEM private key (PKCS#8,
+    /// PKCS#1 or SEC1).
+    pub fn load(cert: &Path, key: &Path) -> Result<Self, IdentityError> {
+        let chain = CertificateDer::pem_file_iter(cert).and_then(|it| it.collect::<Result<Vec<_>, _>>()).map_err(|e| pem_error(cert, e))?;
+        if chain.is_empty() {
+            return Err(IdentityError::Pem { path: cert.to_owned(), reason: "no certificate".into() });
+        }
+        let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_error(key, e))?;
+        Ok(Self { chain, key: key_der })
+    }
+
+    /// The certificate chain, leaf first.
+    pub fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
+    }
+
+    /// A copy of the private key, as rustls wants it.
+    pub fn key(&self) -> PrivateKeyDer<'static> {
+        self.key.clone_key()
+    }
+
+    /// The leaf's public-key pin: base64 of the SHA-256 of its SubjectPublicKeyInfo, as
+    /// `curl --pinnedpubkey sha256//PIN` and Chromium's
+    /// `--ignore-certificate-errors-spki-list` take it.
+    pub fn spki_sha256(&self) -> Result<String, IdentityError> {
+        let leaf = &self.chain[0];
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf)
+            .map_err(|e| IdentityError::Pem { path: PathBuf::new(), reason: format!("unreadable certificate: {e}") })?;
+        use sha2::Digest;
+        Ok(base64(&sha2::Sha256::digest(cert.public_key().raw)))
+    }
+}
+
+/// Standard base64 with padding.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &b)| acc | (u32::from(b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// The subject common name of a DER certificate.
 pub(crate) fn cert_common_name(der: &CertificateDer<'_>) -> Result<String, IdentityError> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|_| IdentityError::NoCommonName)?;
@@ -268,6 +346,40 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             let mode = fs::metadata(dir.path().join(CA_KEY_FILE)).expect("meta").permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn a_server_certificate_names_its_addresses_and_loads_back_from_pem() {
+        let ca = ClusterCa::generate().expect("ca");
+        let server = ca.issue_server(&["192.0.2.7".into(), "weir.example".into()]).expect("issue");
+        let (_, cert) = x509_parser::parse_x509_certificate(&server.chain()[0]).expect("x509");
+        let sans = cert
+            .subject_alternative_name()
+            .expect("san")
+            .expect("a san extension")
+            .value
+            .general_names
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>();
+        assert_eq!(sans, ["IPAddress(c0:00:02:07)", "DNSName(weir.example)"], "192.0.2.7 as an IP address, the name as DNS");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert_path, key_path) = (dir.path().join("rest.pem"), dir.path().join("rest.key"));
+        write_file(&cert_path, &pem("CERTIFICATE", &server.chain()[0]), false).expect("cert");
+        write_file(&key_path, &pem("PRIVATE KEY", server.key().secret_der()), true).expect("key");
+        let back = ServerIdentity::load(&cert_path, &key_path).expect("load");
+        assert_eq!(back.chain(), server.chain());
+        assert_eq!(back.spki_sha256().expect("pin"), server.spki_sha256().expect("pin"));
+        // A key file in place of the certificate is named as such.
+        let err = ServerIdentity::load(&key_path, &key_path).expect_err("no certificate");
+        assert!(err.to_string().contains("rest.key"), "{err}");
+    }
+
+    #[test]
+    fn base64_pads_as_the_standard_says() {
+        for (raw, encoded) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("foobar", "Zm9vYmFy")] {
+            assert_eq!(base64(raw.as_bytes()), encoded);
         }
     }
 

@@ -31,7 +31,7 @@ mod tls;
 pub use data::{accept_data_stream, open_data_stream};
 pub use endpoint::{CLOSE_LOST, CLOSE_OK, CLOSE_PROTOCOL_ERROR, CLOSE_UNAUTHORIZED, Connection, Endpoint, NetError};
 pub use frame::{DEFAULT_MAX_FRAME, FrameDecoder, FrameError};
-pub use identity::{CLUSTER_SERVER_NAME, CaCert, ClusterCa, IdentityError, NodeIdentity};
+pub use identity::{CLUSTER_SERVER_NAME, CaCert, ClusterCa, IdentityError, NodeIdentity, ServerIdentity};
 pub use stream::{FramedRecv, FramedSend, RawRecv, RawSend};
 pub use tls::{ALPN, NetConfig, TlsError};
 

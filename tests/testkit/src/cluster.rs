@@ -63,7 +63,7 @@ pub struct TestCluster {
     pub creds: PathBuf,
     /// The JobManager's QUIC address (TaskManagers dial it).
     pub jm: String,
-    /// The JobManager's REST API, e.g. `http://127.0.0.1:PORT`.
+    /// The JobManager's REST API, e.g. `http://127.0.0.1:PORT` (`https://` off loopback).
     pub rest: String,
     /// The API's bearer token.
     pub token: String,
@@ -89,13 +89,20 @@ impl TestCluster {
     /// As [`Self::start`], with extra JobManager arguments; `{dir}` in them stands for
     /// the cluster's directory.
     pub fn start_with(weir: Weir, taskmanagers: &[(&str, u32)], jobmanager_args: &[&str]) -> Self {
-        Self::launch(weir, taskmanagers, jobmanager_args, None, None)
+        Self::launch(weir, taskmanagers, jobmanager_args, "127.0.0.1:0", None, None)
+    }
+
+    /// As [`Self::start_with`], with the REST API on `rest_listen` (off loopback it
+    /// serves HTTPS: `rest` is then an `https://` URL, and the client commands trust
+    /// the cluster CA beside the token file).
+    pub fn start_with_rest(weir: Weir, taskmanagers: &[(&str, u32)], jobmanager_args: &[&str], rest_listen: &str) -> Self {
+        Self::launch(weir, taskmanagers, jobmanager_args, rest_listen, None, None)
     }
 
     /// As [`Self::start_with`], with the JobManager's open-file limit (soft and hard)
     /// set to `nofile`, as a tightly configured host would.
     pub fn start_with_nofile(weir: Weir, taskmanagers: &[(&str, u32)], jobmanager_args: &[&str], nofile: u64) -> Self {
-        Self::launch(weir, taskmanagers, jobmanager_args, None, Some(nofile))
+        Self::launch(weir, taskmanagers, jobmanager_args, "127.0.0.1:0", None, Some(nofile))
     }
 
     /// Like [`Self::start_with`], but the TaskManagers share the tests' warm
@@ -103,10 +110,17 @@ impl TestCluster {
     /// compiling them (a cold Python component takes a minute to compile on a loaded CI
     /// machine).
     pub fn start_warm(weir: Weir, taskmanagers: &[(&str, u32)], jobmanager_args: &[&str]) -> Self {
-        Self::launch(weir, taskmanagers, jobmanager_args, Some(weir.target_dir().join("weir-test-cache")), None)
+        Self::launch(weir, taskmanagers, jobmanager_args, "127.0.0.1:0", Some(weir.target_dir().join("weir-test-cache")), None)
     }
 
-    fn launch(weir: Weir, taskmanagers: &[(&str, u32)], jobmanager_args: &[&str], shared_cache: Option<PathBuf>, nofile: Option<u64>) -> Self {
+    fn launch(
+        weir: Weir,
+        taskmanagers: &[(&str, u32)],
+        jobmanager_args: &[&str],
+        rest_listen: &str,
+        shared_cache: Option<PathBuf>,
+        nofile: Option<u64>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let creds = dir.path().join("cluster");
         let o = weir.run(["cluster-init".as_ref(), creds.as_os_str(), "--taskmanagers".as_ref(), "3".as_ref()]);
@@ -117,7 +131,7 @@ impl TestCluster {
         if !jobmanager_args.iter().any(|a| a == "--data-root") {
             jobmanager_args.extend(["--data-root".to_string(), dir.path().display().to_string()]);
         }
-        let (jm, addr, rest) = spawn_jobmanager_limited(weir, dir.path(), &creds, "127.0.0.1:0", "127.0.0.1:0", &jobmanager_args, nofile);
+        let (jm, addr, rest) = spawn_jobmanager_limited(weir, dir.path(), &creds, "127.0.0.1:0", rest_listen, &jobmanager_args, nofile);
         let token = std::fs::read_to_string(creds.join("api-token")).expect("api token").trim().to_string();
         let mut cluster = Self {
             weir,
@@ -173,7 +187,7 @@ impl TestCluster {
     /// SIGKILLs the JobManager and starts a new one on the same address.
     pub fn restart_jobmanager(&mut self) {
         self.kill("jobmanager");
-        let rest = self.rest.trim_start_matches("http://").to_string();
+        let rest = self.rest.split_once("://").map_or(self.rest.as_str(), |(_, a)| a).to_string();
         let (jm, addr, rest) =
             spawn_jobmanager_limited(self.weir, self.dir.path(), &self.creds, &self.jm, &rest, &self.jobmanager_args, self.jobmanager_nofile);
         assert_eq!(addr, self.jm, "the new jobmanager listens where the old one did");
@@ -282,4 +296,28 @@ pub fn spawn_jobmanager_limited(
 /// A process's log file; a restarted process appends to it.
 pub fn log_file(dir: &Path, name: &str) -> std::fs::File {
     std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{name}.log"))).expect("log file")
+}
+
+/// An IPv4 address of this machine that is not loopback: the source address of the
+/// default route (a UDP "connect" sends nothing). Without one (no route), a dummy
+/// interface `weir-test0` with 198.18.0.1 (a benchmarking range) is created, which
+/// needs root.
+pub fn non_loopback_ip() -> std::net::IpAddr {
+    let routed = std::net::UdpSocket::bind("0.0.0.0:0").and_then(|s| s.connect("10.255.255.255:1").and(s.local_addr())).map(|a| a.ip());
+    if let Ok(ip) = routed
+        && !ip.is_loopback()
+        && !ip.is_unspecified()
+    {
+        return ip;
+    }
+    let ip = "198.18.0.1";
+    for args in [
+        &["link", "add", "weir-test0", "type", "dummy"][..],
+        &["addr", "add", &format!("{ip}/32"), "dev", "weir-test0"],
+        &["link", "set", "weir-test0", "up"],
+    ] {
+        // "File exists" from an earlier test is fine; a real failure shows at bind.
+        let _ = std::process::Command::new("ip").args(args).output();
+    }
+    ip.parse().expect("an IPv4 address")
 }

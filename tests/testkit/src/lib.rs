@@ -28,7 +28,7 @@ pub mod kafka;
 pub mod postgres;
 pub mod weir;
 
-pub use cluster::{TestCluster, wait_until};
+pub use cluster::{TestCluster, non_loopback_ip, wait_until};
 pub use examples::splitmix64;
 pub use postgres::Postgres;
 pub use weir::{Weir, root, stderr};

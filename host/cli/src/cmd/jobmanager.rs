@@ -20,9 +20,28 @@ pub struct JobManagerArgs {
     /// Address to listen on (UDP, QUIC).
     #[arg(long, default_value = "127.0.0.1:6123")]
     listen: std::net::SocketAddr,
-    /// Address of the REST API, web dashboard and /metrics (HTTP).
+    /// Address of the REST API, web dashboard and /metrics. On loopback it speaks
+    /// plain HTTP (unless --rest-cert is given); anywhere else HTTPS, with a
+    /// certificate the cluster CA issues at start (the CA's key, ca.key, must be next
+    /// to ca.pem) or --rest-cert.
     #[arg(long, default_value = "127.0.0.1:8081")]
     rest_listen: std::net::SocketAddr,
+    /// The REST API's certificate chain (PEM, leaf first), instead of one issued by the
+    /// cluster CA; with --rest-key.
+    #[arg(long, requires = "rest_key", value_name = "FILE")]
+    rest_cert: Option<PathBuf>,
+    /// The private key (PEM) of --rest-cert.
+    #[arg(long, requires = "rest_cert", value_name = "FILE")]
+    rest_key: Option<PathBuf>,
+    /// A DNS name or IP address clients use for the REST API, added to the certificate
+    /// the cluster CA issues (repeatable; it already names the bind address, this
+    /// host's name, localhost, 127.0.0.1 and ::1).
+    #[arg(long = "rest-name", value_name = "NAME")]
+    rest_names: Vec<String>,
+    /// Serve plain HTTP on a non-loopback --rest-listen: bearer tokens then cross the
+    /// network in clear (for a TLS proxy in front, on a trusted network).
+    #[arg(long, conflicts_with = "rest_cert")]
+    rest_plain_http: bool,
     /// File with the API's bearer token [default: api-token next to the CA certificate].
     #[arg(long)]
     api_token_file: Option<PathBuf>,
@@ -90,8 +109,10 @@ pub fn run(a: JobManagerArgs) -> Result<()> {
         anyhow::ensure!(root.is_dir(), "--data-root {} is not a directory", r.display());
         roots.push(root.display().to_string());
     }
+    let rest_tls = rest_tls(&a)?;
     let mut own = a.id.own_files();
     own.extend([token_file.clone(), artifact_dir.clone()]);
+    own.extend(a.rest_cert.iter().chain(&a.rest_key).cloned());
     own.extend(a.checkpoint_dir.clone());
     let files = weir_types::access::FileAccess::granted(roots, resolved(own));
     rt.block_on(async {
@@ -101,7 +122,8 @@ pub fn run(a: JobManagerArgs) -> Result<()> {
         let http_addr = http.local_addr().context("no local address")?;
         // Tests and scripts wait for these lines, so they go out at once.
         println!("jobmanager listening on {addr}");
-        println!("rest api on http://{http_addr}");
+        let scheme = if rest_tls.is_some() { "https" } else { "http" };
+        println!("rest api on {scheme}://{http_addr}");
         std::io::Write::flush(&mut std::io::stdout())?;
         let timeout = Duration::from_millis(a.heartbeat_timeout_ms);
         let config = weir_jobmanager::JobManagerConfig {
@@ -122,7 +144,7 @@ pub fn run(a: JobManagerArgs) -> Result<()> {
         let (stop_rest, rest_stopped) = tokio::sync::oneshot::channel::<()>();
         let limits = a.http.limits();
         let api = tokio::spawn(async move {
-            if let Err(e) = weir_api::serve(http, rest, limits, async move { drop(rest_stopped.await) }).await {
+            if let Err(e) = weir_api::serve_on(http, rest, limits, rest_tls, async move { drop(rest_stopped.await) }).await {
                 tracing::error!("the rest api stopped: {e}");
             }
         });
@@ -137,4 +159,47 @@ pub fn run(a: JobManagerArgs) -> Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(5), endpoint.wait_idle()).await;
         Ok(())
     })
+}
+
+/// The REST API's TLS configuration, `None` for plain HTTP: only on loopback, or with
+/// --rest-plain-http. Never falls back to plain HTTP when a certificate is missing.
+fn rest_tls(a: &JobManagerArgs) -> Result<Option<std::sync::Arc<weir_api::tls::ServerConfig>>> {
+    let addr = a.rest_listen;
+    let identity = if let (Some(cert), Some(key)) = (&a.rest_cert, &a.rest_key) {
+        weir_net::ServerIdentity::load(cert, key).context("cannot load the REST API's certificate (--rest-cert, --rest-key)")?
+    } else if addr.ip().is_loopback() || a.rest_plain_http {
+        if a.rest_plain_http && !addr.ip().is_loopback() {
+            tracing::warn!("the rest api on {addr} speaks plain HTTP (--rest-plain-http): bearer tokens cross the network in clear");
+        }
+        return Ok(None);
+    } else {
+        let dir = a.id.cluster_dir();
+        let ca = weir_net::ClusterCa::load(&dir).with_context(|| {
+            format!(
+                "the REST API on {addr} is not on loopback, so it serves HTTPS, and its certificate cannot be issued: the cluster CA \
+                 (ca.pem and ca.key in {}) does not load; pass --rest-cert and --rest-key, or --rest-plain-http to serve plain HTTP \
+                 (bearer tokens then cross the network in clear)",
+                dir.display()
+            )
+        })?;
+        let mut names = Vec::new();
+        if !addr.ip().is_unspecified() {
+            names.push(addr.ip().to_string());
+        }
+        if let Some(host) = std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()).filter(|h| !h.is_empty()) {
+            names.push(host);
+        }
+        names.extend(["localhost", "127.0.0.1", "::1"].map(String::from));
+        for name in &a.rest_names {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        ca.issue_server(&names).with_context(|| format!("cannot issue the REST API's certificate for {}", names.join(", ")))?
+    };
+    // Operators pin it with `curl --pinnedpubkey sha256//PIN`.
+    let pin = identity.spki_sha256().context("cannot read the REST API's certificate")?;
+    tracing::info!("rest api certificate: public key sha256//{pin}");
+    let config = weir_api::tls::server_config(identity.chain().to_vec(), identity.key()).context("the REST API's certificate and key do not fit")?;
+    Ok(Some(config))
 }

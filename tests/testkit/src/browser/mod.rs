@@ -83,6 +83,12 @@ pub struct Browser {
 impl Browser {
     /// Starts `exe` (see [`find_chromium`]); screenshots go to `screenshots`.
     pub fn launch(exe: &Path, screenshots: PathBuf) -> Self {
+        Self::launch_with(exe, screenshots, &[])
+    }
+
+    /// [`Self::launch`] with extra Chromium switches (e.g. the one certificate key it
+    /// should trust: `--ignore-certificate-errors-spki-list=PIN`).
+    pub fn launch_with(exe: &Path, screenshots: PathBuf, extra: &[String]) -> Self {
         let profile = tempfile::tempdir().expect("profile dir");
         let child = Command::new(exe)
             .args([
@@ -101,6 +107,7 @@ impl Browser {
                 "--hide-scrollbars",
                 "--mute-audio",
             ])
+            .args(extra)
             .arg(format!("--window-size={WIDTH},{HEIGHT}"))
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
@@ -186,9 +193,17 @@ impl Browser {
 
     /// Opens `url` in the page.
     pub fn navigate(&mut self, url: &str) {
-        let r = self.call("Page.navigate", json!({"url": url}));
-        if let Some(e) = r.get("errorText") {
+        if let Err(e) = self.try_navigate(url) {
             panic!("the browser could not open {url}: {e}");
+        }
+    }
+
+    /// Opens `url` in the page; why not, as Chromium says it (`net::ERR_CERT_...`).
+    pub fn try_navigate(&mut self, url: &str) -> Result<(), String> {
+        let r = self.call("Page.navigate", json!({"url": url}));
+        match r.get("errorText") {
+            Some(e) => Err(e.as_str().map_or_else(|| e.to_string(), str::to_string)),
+            None => Ok(()),
         }
     }
 
