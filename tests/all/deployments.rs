@@ -140,6 +140,52 @@ fn a_deployment_is_created_rescaled_suspended_resumed_and_deleted_exactly_once()
     assert_eq!(list["deployments"], json!([]));
 }
 
+/// What keyed_sum_v2 adds to each sum it emits (examples-wasm/keyed_sum_v2).
+const V2_TAG: u64 = 1_000_000_000_000;
+
+/// A STATEFUL upgrade to a new component (keyed_sum_v2, whose sums are tagged) and a
+/// new parallelism at once: the first Job's committed sums are untagged, the second's
+/// tagged, and with the tag taken off, both together are exactly once and each key's
+/// sum continues where the first Job left it.
+#[test]
+fn a_stateful_upgrade_to_a_new_component_and_parallelism_continues_the_same_sums() {
+    let cluster = start();
+    let v1 = upload(&cluster, "keyed_sum");
+    let v2 = upload(&cluster, "keyed_sum_v2");
+    let (status, d) = call(&cluster, "POST", "/deployments", &spec(&cluster, &v1, 2));
+    assert_eq!(status, 201, "{d}");
+    wait_state(&cluster, "sums", "RUNNING", 1);
+    let (status, d) = call(&cluster, "POST", "/deployments", &spec(&cluster, &v2, 3));
+    assert_eq!(status, 200, "{d}");
+    let d = wait_state(&cluster, "sums", "RUNNING", 2);
+    let jobs = job_ids(&d);
+    assert_eq!(jobs.len(), 2, "{d:#}");
+    let (_, new) = call(&cluster, "GET", &format!("/jobs/{}", jobs[0]), &Value::Null);
+    assert_eq!((new["spec"]["artifact"].as_str(), new["spec"]["parallelism"].as_u64()), (Some(v2.as_str()), Some(3)), "{new:#}");
+    assert_eq!(new["spec"]["fromSavepoint"], d["status"]["latestSavepoint"]);
+    wait_until("the deployment to finish", || {
+        let d = get(&cluster, "sums");
+        assert_ne!(d["status"]["state"], "FAILED", "{d:#}");
+        d["status"]["state"] == "FINISHED"
+    });
+    let out = cluster.dir.path().join("out");
+    let lines = crate::recovery::committed_lines(&out);
+    let tagged = |l: &String| l.split_once('\t').and_then(|(_, v)| v.parse::<u64>().ok()).is_some_and(|v| v >= V2_TAG);
+    let v2_lines = lines.iter().filter(|l| tagged(l)).count();
+    assert!(v2_lines > 0 && v2_lines < lines.len(), "both versions committed output: {v2_lines} of {} tagged", lines.len());
+    let untagged: Vec<String> = lines
+        .iter()
+        .map(|l| match l.split_once('\t') {
+            Some((k, v)) => format!("{k}\t{}", v.parse::<u64>().map(|v| v % V2_TAG).unwrap_or(u64::MAX)),
+            None => l.clone(),
+        })
+        .collect();
+    let merged = cluster.dir.path().join("untagged");
+    std::fs::create_dir_all(&merged).expect("dir");
+    std::fs::write(merged.join("part-all"), untagged.join("\n") + "\n").expect("write");
+    assert_exactly_once(&merged, N);
+}
+
 /// An upgrade to a component that fails at its start (its plan is refused) is rolled back to the last
 /// good spec from the same savepoint: the Deployment says why, and the keyed sums go
 /// on exactly once.
