@@ -140,6 +140,62 @@ fn a_deployment_is_created_rescaled_suspended_resumed_and_deleted_exactly_once()
     assert_eq!(list["deployments"], json!([]));
 }
 
+/// The other transitions through REST: an upgrade with strategy NONE only records
+/// the spec (the Job runs on); STATELESS cancels the Job and starts the new spec
+/// without state; desired state CANCELLED cancels it; RUNNING again starts a Job.
+#[test]
+fn none_and_stateless_upgrades_and_a_cancel_go_through_rest() {
+    let cluster = start();
+    let keyed_sum = upload(&cluster, "keyed_sum");
+    let mut s = spec(&cluster, &keyed_sum, 2);
+    s["template"]["args"]["n"] = json!("100000000");
+    s["template"].as_object_mut().expect("template").remove("output");
+    s["template"]["args"]["sink"] = json!("discard");
+    let (status, d) = call(&cluster, "POST", "/deployments", &s);
+    assert_eq!(status, 201, "{d}");
+    let first = job_ids(&wait_state(&cluster, "sums", "RUNNING", 1));
+
+    s["upgradeStrategy"] = json!("NONE");
+    s["template"]["parallelism"] = json!(3);
+    let (status, d) = call(&cluster, "POST", "/deployments", &s);
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(d["status"]["specVersion"], 2);
+    let d = get(&cluster, "sums");
+    assert_eq!(job_ids(&d), first, "NONE records the spec and leaves the Job alone: {d:#}");
+    assert_eq!(d["status"]["running"]["specVersion"], 1);
+
+    s["upgradeStrategy"] = json!("STATELESS");
+    let (status, d) = call(&cluster, "POST", "/deployments", &s);
+    assert_eq!(status, 200, "{d}");
+    let d = wait_state(&cluster, "sums", "RUNNING", 3);
+    let jobs = job_ids(&d);
+    assert_eq!(jobs.len(), 2, "{d:#}");
+    assert_eq!(d["status"]["jobs"][0]["fromSavepoint"], Value::Null, "STATELESS starts without state: {d:#}");
+    assert!(d["status"]["latestSavepoint"].is_null(), "and takes no savepoint: {d:#}");
+    let (_, old) = call(&cluster, "GET", &format!("/jobs/{}", jobs[1]), &Value::Null);
+    assert_eq!(old["status"]["state"], "TERMINATED", "{old:#}");
+    let (_, new) = call(&cluster, "GET", &format!("/jobs/{}", jobs[0]), &Value::Null);
+    assert_eq!(new["spec"]["parallelism"], 3, "{new:#}");
+
+    // A desired state is no new spec version.
+    s["state"] = json!("CANCELLED");
+    let (status, d) = call(&cluster, "POST", "/deployments", &s);
+    assert_eq!(status, 200, "{d}");
+    let d = wait_state(&cluster, "sums", "CANCELLED", 3);
+    assert!(d["status"]["running"].is_null(), "{d:#}");
+    let (_, cancelled) = call(&cluster, "GET", &format!("/jobs/{}", jobs[0]), &Value::Null);
+    assert_eq!(cancelled["status"]["state"], "TERMINATED", "{cancelled:#}");
+
+    s["state"] = json!("RUNNING");
+    let (status, d) = call(&cluster, "POST", "/deployments", &s);
+    assert_eq!(status, 200, "{d}");
+    let d = wait_state(&cluster, "sums", "RUNNING", 3);
+    assert_eq!(job_ids(&d).len(), 3, "{d:#}");
+    let (status, d) = call(&cluster, "POST", "/deployments/sums/suspend", &Value::Null);
+    assert_eq!(status, 202, "{d}");
+    wait_state(&cluster, "sums", "SUSPENDED", 3);
+}
+
 /// What keyed_sum_v2 adds to each sum it emits (examples-wasm/keyed_sum_v2).
 const V2_TAG: u64 = 1_000_000_000_000;
 
