@@ -175,8 +175,9 @@ pub fn jobmanager(jm: &JobManager, shown: &dyn Fn(Option<&str>) -> bool) -> Stri
     out
 }
 
-/// A TaskManager's metrics: slots, running subtasks, and per-subtask records, fuel,
-/// time blocked by backpressure and watermark.
+/// A TaskManager's metrics: slots, running subtasks, per-subtask records, fuel,
+/// time blocked by backpressure and watermark, and per tenant with a fuel rate its
+/// share here and the time its subtasks were throttled.
 pub fn taskmanager(tm: &weir_taskmanager::TaskManager, slots: u32) -> String {
     let progress = tm.progress();
     let mut out = String::new();
@@ -212,6 +213,17 @@ pub fn taskmanager(tm: &weir_taskmanager::TaskManager, slots: u32) -> String {
             let labels = [("job", p.run.as_str()), ("vertex", &vertex), ("subtask", &subtask), ("topic", &l.topic), ("partition", &partition)];
             f.sample(name, &labels, l.records);
         }
+    }
+    let gates = tm.throttles().gates();
+    let name = "weir_tenant_fuel_rate";
+    let mut f = Family::new(&mut out, name, "gauge", "A tenant's share of its fuel rate quota on this TaskManager, fuel per second (0: unlimited).");
+    for (tenant, g) in &gates {
+        f.sample(name, &[("tenant", tenant)], g.rate());
+    }
+    let name = "weir_tenant_throttled_seconds_total";
+    let mut f = Family::new(&mut out, name, "counter", "Time a tenant's subtasks here waited for its fuel rate, summed over subtasks.");
+    for (tenant, g) in &gates {
+        f.sample(name, &[("tenant", tenant)], g.throttled_seconds());
     }
     out
 }

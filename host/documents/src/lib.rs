@@ -460,6 +460,10 @@ pub struct Quota {
     /// Bytes of its uploaded artifacts still stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_bytes: Option<u64>,
+    /// Wasm fuel per second its running subtasks burn together; past it they are
+    /// throttled (they wait), never failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel_per_second: Option<u64>,
 }
 
 /// What a tenant holds against its quota now.
