@@ -132,7 +132,7 @@ pub fn run(a: TenantArgs) -> Result<()> {
             let c = remote.connect()?;
             let list: TenantList = c.get("/tenants", "cannot list tenants")?;
             if !c.json(&list)? {
-                println!("{:<24} {:>14} {:>14} {:>24} {:>16} {:>16}", "NAME", "RUNNING JOBS", "SLOTS", "ARTIFACT BYTES", "FUEL", "FUEL/S");
+                println!("{:<24} {:>14} {:>14} {:>24} {:>16} {:>16}", "NAME", "RUNNING JOBS", "SLOTS", "ARTIFACT BYTES", "FUEL/S", "FUEL");
                 for t in &list.tenants {
                     print_tenant(t);
                 }
@@ -147,7 +147,7 @@ pub fn run(a: TenantArgs) -> Result<()> {
                 false => c.get(&format!("/tenants/{name}"), &format!("cannot read {what}"))?,
             };
             if !c.json(&t)? {
-                println!("{:<24} {:>14} {:>14} {:>24} {:>16} {:>16}", "NAME", "RUNNING JOBS", "SLOTS", "ARTIFACT BYTES", "FUEL", "FUEL/S");
+                println!("{:<24} {:>14} {:>14} {:>24} {:>16} {:>16}", "NAME", "RUNNING JOBS", "SLOTS", "ARTIFACT BYTES", "FUEL/S", "FUEL");
                 print_tenant(&t);
             }
         }
@@ -168,8 +168,8 @@ fn print_tenant(t: &Tenant) {
         of(u.running_jobs.into(), q.running_jobs.map(u64::from)),
         of(u.slots.into(), q.slots.map(u64::from)),
         of(u.artifact_bytes, q.artifact_bytes),
-        u.fuel,
-        q.fuel_per_second.map_or("-".to_string(), |f| f.to_string())
+        q.fuel_per_second.map_or("-".to_string(), |f| f.to_string()),
+        u.fuel
     );
 }
 
