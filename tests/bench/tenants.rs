@@ -5,14 +5,16 @@
 //! alone (the target: A keeps >= 90% beside the throttled B), B's throttled seconds,
 //! and A's fuel over all its runs (the same job on the same input: the spread in %).
 //!
-//! `WEIR_BENCH_TENANTS_N` records per run of A (default 2 000 000),
+//! `WEIR_BENCH_TENANTS_N` records per run of A (default 10 000 000),
+//! `WEIR_BENCH_TENANTS_RUNS` runs of each (default 7: on a shared machine single runs
+//! vary by a factor of two),
 //! `WEIR_BENCH_TENANTS_RATE` B's fuel per second (default 50 000 000, about a tenth
 //! of what one core burns running keyed-sum).
 
 use serde_json::{Value, json};
 use weir_testkit::{TestCluster, http};
 
-use crate::{RUNS, WEIR};
+use crate::WEIR;
 
 const TARGET: f64 = 0.9;
 
@@ -72,7 +74,8 @@ fn median(v: &[f64]) -> f64 {
 }
 
 pub fn bench() {
-    let n: u64 = std::env::var("WEIR_BENCH_TENANTS_N").ok().and_then(|s| s.parse().ok()).unwrap_or(2_000_000);
+    let n: u64 = std::env::var("WEIR_BENCH_TENANTS_N").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000_000);
+    let runs: usize = std::env::var("WEIR_BENCH_TENANTS_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(7);
     let rate: u64 = std::env::var("WEIR_BENCH_TENANTS_RATE").ok().and_then(|s| s.parse().ok()).unwrap_or(50_000_000);
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
     let listen = format!("127.0.0.1:{port}");
@@ -87,7 +90,7 @@ pub fn bench() {
     // Interleaved, so load from the machine's other users spreads over all three.
     let (mut alone, mut beside_b, mut beside_c, mut fuels) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut hungry_fuel = (0u64, 0u64);
-    for _ in 0..RUNS {
+    for _ in 0..runs {
         let (r, f) = run_a(&cluster, &a, n);
         alone.push(r);
         fuels.push(f);
@@ -111,19 +114,19 @@ pub fn bench() {
 
     let (x, yb, yc) = (median(&alone), median(&beside_b), median(&beside_c));
     println!();
-    println!("Noisy neighbour: tenant A's keyed-sum (n = {n}, p=1) on one TaskManager with 2 slots, median of {RUNS} interleaved runs");
+    println!("Noisy neighbour: tenant A's keyed-sum (n = {n}, p=1) on one TaskManager with 2 slots, median of {runs} interleaved runs");
     println!("{:<52} {:>12} {:>8}  runs", "A runs", "rec/s", "ratio");
-    let runs = |v: &[f64]| v.iter().map(|r| format!("{:.0}k", r / 1e3)).collect::<Vec<_>>().join(" ");
-    println!("{:<52} {x:>12.0} {:>8.2}  {}", "alone", 1.0, runs(&alone));
-    println!("{:<52} {yb:>12.0} {:>8.2}  {}", format!("beside B (work=2000) at fuelPerSecond {rate}"), yb / x, runs(&beside_b));
-    println!("{:<52} {yc:>12.0} {:>8.2}  {}", "beside C (the same job, no fuel rate)", yc / x, runs(&beside_c));
-    let secs = RUNS as f64; // B and C ran for about one run of A each time
+    let each = |v: &[f64]| v.iter().map(|r| format!("{:.0}k", r / 1e3)).collect::<Vec<_>>().join(" ");
+    println!("{:<52} {x:>12.0} {:>8.2}  {}", "alone", 1.0, each(&alone));
+    println!("{:<52} {yb:>12.0} {:>8.2}  {}", format!("beside B (work=2000) at fuelPerSecond {rate}"), yb / x, each(&beside_b));
+    println!("{:<52} {yc:>12.0} {:>8.2}  {}", "beside C (the same job, no fuel rate)", yc / x, each(&beside_c));
+    let per_run = runs as f64;
     println!(
-        "hungry fuel over its {RUNS} runs: B {:.3e} (throttled {throttled} subtask-seconds), C {:.3e}; per run of A: B {:.2e}, C {:.2e}",
+        "hungry fuel over its {runs} runs: B {:.3e} (throttled {throttled} subtask-seconds), C {:.3e}; per run of A: B {:.2e}, C {:.2e}",
         hungry_fuel.0 as f64,
         hungry_fuel.1 as f64,
-        hungry_fuel.0 as f64 / secs,
-        hungry_fuel.1 as f64 / secs
+        hungry_fuel.0 as f64 / per_run,
+        hungry_fuel.1 as f64 / per_run
     );
     let verdict = if yb / x >= TARGET { "holds" } else { "does NOT hold" };
     println!("target (A keeps >= {:.0}% beside the throttled B): {verdict}", TARGET * 100.0);

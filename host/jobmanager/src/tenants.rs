@@ -188,7 +188,11 @@ pub(crate) fn fuel_shares<'a>(
         let all: u64 = tms.values().map(|(n, _)| n).sum();
         for (tm, (n, jobs)) in tms {
             let share = (u128::from(rate) * u128::from(n) / u128::from(all.max(1))).max(1) as u64;
-            out.entry(tm).or_default().push(FuelRate { tenant: tenant.to_string(), fuel_per_second: share, jobs: jobs.into_iter().cloned().collect() });
+            out.entry(tm).or_default().push(FuelRate {
+                tenant: tenant.to_string(),
+                fuel_per_second: share,
+                jobs: jobs.into_iter().cloned().collect(),
+            });
         }
     }
     out
@@ -456,12 +460,17 @@ mod tests {
     /// are; tenants without a rate get none (unlimited).
     #[test]
     fn a_tenants_fuel_rate_is_shared_by_its_subtasks_per_taskmanager() {
-        let (j1, j2, j3): (JobId, JobId, JobId) = ("0000000000000001".parse().expect("id"), "0000000000000002".parse().expect("id"), "0000000000000003".parse().expect("id"));
+        let (j1, j2, j3): (JobId, JobId, JobId) =
+            ("0000000000000001".parse().expect("id"), "0000000000000002".parse().expect("id"), "0000000000000003".parse().expect("id"));
         let (tm1, tm2) = (TaskManagerId::new(1), TaskManagerId::new(2));
         let rates = HashMap::from([("a", 900), ("b", 10)]);
         let hosts = [("a", &j1, tm1), ("a", &j1, tm1), ("a", &j2, tm2), ("c", &j3, tm2), ("b", &j3, tm2)];
         let shares = fuel_shares(&rates, hosts);
-        let rate = |tenant: &str, fuel_per_second: u64, jobs: &[&JobId]| FuelRate { tenant: tenant.into(), fuel_per_second, jobs: jobs.iter().map(|j| (*j).clone()).collect() };
+        let rate = |tenant: &str, fuel_per_second: u64, jobs: &[&JobId]| FuelRate {
+            tenant: tenant.into(),
+            fuel_per_second,
+            jobs: jobs.iter().map(|j| (*j).clone()).collect(),
+        };
         assert_eq!(shares.get(&tm1), Some(&vec![rate("a", 600, &[&j1])]));
         assert_eq!(shares.get(&tm2), Some(&vec![rate("a", 300, &[&j2]), rate("b", 10, &[&j3])]));
     }
