@@ -61,7 +61,8 @@ fn tenant_sample(metrics: &str, family: &str, tenant: &str) -> Option<f64> {
 
 /// A tenant whose fuel-hungry job burns far more than its rate allows: its subtasks
 /// wait (throttled seconds grow on the TaskManager) while the job keeps RUNNING; the
-/// admin raises the rate with `weir tenant quota`, the new rate reaches the
+/// tenant sees the throttled time in its job's metrics; the admin raises the rate
+/// with `weir tenant quota`, the new rate reaches the
 /// TaskManager and the job runs to FINISHED without a restart. Nothing here measures
 /// wall time: the job would need about 15 minutes at the first rate, which only the
 /// counters and the quota change tell apart.
@@ -86,10 +87,17 @@ fn a_tenant_over_its_fuel_rate_is_throttled_not_killed_and_a_new_rate_applies() 
     assert_eq!(set["quota"]["fuelPerSecond"], 1_000_000, "{set}");
     let id = submit_keyed_sum(&cluster, &hungry, json!({"parallelism": 1, "args": {"n": "200000", "work": "100", "sink": "discard"}}));
 
+    // The tenant sees why its job is slow in the job's own metrics.
+    let throttled_seconds = || -> f64 {
+        let (_, m) = call(&cluster, &hungry, "GET", &format!("/api/v1/jobs/{id}/metrics"), b"");
+        let vertices = m["vertices"].as_array().cloned().unwrap_or_default();
+        vertices.iter().flat_map(|v| v["subtasks"].as_array().cloned().unwrap_or_default()).filter_map(|s| s["throttledSeconds"].as_f64()).sum()
+    };
     cluster.wait_until("the tenant's subtasks to be throttled at its rate", || {
         let m = metrics();
         tenant_sample(&m, "weir_tenant_fuel_rate", "hungry") == Some(1e6)
             && tenant_sample(&m, "weir_tenant_throttled_seconds_total", "hungry").is_some_and(|s| s > 0.5)
+            && throttled_seconds() > 0.5
     });
     let throttled = job(&cluster, &id);
     assert_eq!(throttled["status"]["state"], "STARTED", "throttled, not failed: {throttled}");

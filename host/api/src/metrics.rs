@@ -184,12 +184,15 @@ pub fn taskmanager(tm: &weir_taskmanager::TaskManager, slots: u32) -> String {
     gauge(&mut out, "weir_taskmanager_slots", "Slots this TaskManager offers.", slots);
     gauge(&mut out, "weir_taskmanager_subtasks_running", "Subtasks running here.", progress.len());
     type Field = fn(&weir_types::deployment::TaskProgress) -> Option<f64>;
-    let families: [(&str, &str, &str, Field); 5] = [
+    let families: [(&str, &str, &str, Field); 6] = [
         ("weir_subtask_records_in_total", "counter", "Records into the subtask.", |p| Some(p.records_in as f64)),
         ("weir_subtask_records_out_total", "counter", "Records out of the subtask.", |p| Some(p.records_out as f64)),
         ("weir_subtask_fuel_consumed_total", "counter", "Wasm fuel the subtask's operators burned.", |p| Some(p.fuel as f64)),
         ("weir_subtask_backpressured_seconds_total", "counter", "Time the subtask waited on full outputs.", |p| {
             Some(p.backpressured_ns as f64 / 1e9)
+        }),
+        ("weir_subtask_throttled_seconds_total", "counter", "Time the subtask waited for its tenant's fuel rate.", |p| {
+            Some(p.throttled_ns as f64 / 1e9)
         }),
         ("weir_subtask_watermark_milliseconds", "gauge", "The event time (watermark, ms) that left the subtask's operators.", |p| {
             p.watermark.map(|w| w as f64)

@@ -298,6 +298,9 @@ pub struct SubtaskDoc {
     pub side_outputs: Vec<SideOutputDoc>,
     /// Fuel burned in the current attempt (live: from its last heartbeat).
     pub fuel: u64,
+    /// Time it waited for its tenant's fuel rate in the current attempt.
+    #[serde(default)]
+    pub throttled_seconds: f64,
     /// A Kafka source subtask's consumer lag per partition it reads, as last looked up.
     #[serde(default)]
     pub source_lag: Vec<PartitionLagDoc>,

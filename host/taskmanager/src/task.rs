@@ -129,6 +129,8 @@ pub struct TaskCounters {
     pub fuel: AtomicU64,
     /// Nanoseconds it spent blocked on full downstream channels so far.
     pub backpressured_ns: AtomicU64,
+    /// Nanoseconds it waited for its tenant's fuel rate so far.
+    pub throttled_ns: AtomicU64,
     /// The event time it reached: the watermark that left its operators
     /// ([`BEFORE_TIME`] until the first).
     pub watermark: AtomicI64,
@@ -155,6 +157,7 @@ impl TaskCounters {
             records_out: AtomicU64::new(0),
             fuel: AtomicU64::new(0),
             backpressured_ns: AtomicU64::new(0),
+            throttled_ns: AtomicU64::new(0),
             watermark: AtomicI64::new(BEFORE_TIME),
             side,
             source_lag: Default::default(),
@@ -284,7 +287,8 @@ impl Pipeline<'_> {
         counters.fuel.store(fuel, Ordering::Relaxed);
         // Before the next batch is taken: a subtask of a tenant over its fuel rate
         // waits here, holding its input back.
-        self.throttle.pay(fuel, self.cancel);
+        let waited = self.throttle.pay(fuel, self.cancel);
+        counters.throttled_ns.fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
         match generated {
             Some(w) => self.forward_watermark(w),
             None => Ok(()),
@@ -348,7 +352,8 @@ impl Pipeline<'_> {
         let Some(c) = chain else { return Ok(()) };
         c.fire_processing(&mut |o| out.emit_chain(o))?;
         let fuel = c.fuel_used();
-        self.throttle.pay(fuel, self.cancel);
+        let waited = self.throttle.pay(fuel, self.cancel);
+        self.counters.throttled_ns.fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
         Ok(())
     }
 

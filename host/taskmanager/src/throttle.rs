@@ -103,15 +103,19 @@ impl FuelGate {
     }
 
     /// Sleeps while the bucket is in debt, in naps so a cancel or a raised rate is
-    /// seen soon; the time slept counts as throttled.
-    fn wait(&self, mut wait: Duration, cancel: &Cancel) {
+    /// seen soon; the time slept counts as throttled. Returns the time slept.
+    fn wait(&self, mut wait: Duration, cancel: &Cancel) -> Duration {
+        let mut slept = Duration::ZERO;
         while !wait.is_zero() && !cancel.is_cancelled() {
             let nap = wait.min(NAP);
             let started = Instant::now();
             std::thread::sleep(nap);
-            self.throttled_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            let napped = started.elapsed();
+            slept += napped;
+            self.throttled_ns.fetch_add(napped.as_nanos() as u64, Ordering::Relaxed);
             wait = self.charge(0, Instant::now());
         }
+        slept
     }
 }
 
@@ -203,13 +207,17 @@ impl Throttle {
     /// The subtask's operators burned `fuel` in all so far: charges what is new to its
     /// tenant's bucket and waits while the bucket is in debt. The job's gate is looked
     /// up on each charge (a map lookup per batch), so a share sent after the
-    /// deployment, or changed later, applies from the next batch on.
-    pub fn pay(&mut self, fuel: u64, cancel: &Cancel) {
+    /// deployment, or changed later, applies from the next batch on. Returns the time
+    /// it waited.
+    pub fn pay(&mut self, fuel: u64, cancel: &Cancel) -> Duration {
         let burned = fuel.saturating_sub(self.charged);
         self.charged = self.charged.max(fuel);
-        if let Some(gate) = self.of.as_ref().and_then(|(t, job)| t.gate(job)) {
-            let wait = gate.charge(burned, Instant::now());
-            gate.wait(wait, cancel);
+        match self.of.as_ref().and_then(|(t, job)| t.gate(job)) {
+            Some(gate) => {
+                let wait = gate.charge(burned, Instant::now());
+                gate.wait(wait, cancel)
+            }
+            None => Duration::ZERO,
         }
     }
 }
@@ -256,7 +264,7 @@ mod tests {
         let cancel = Cancel::default();
         cancel.cancel();
         // A debt of about 30 years: returns at once because the job is cancelled.
-        Throttle::new(t.clone(), job).pay(1_000_000_000, &cancel);
+        assert_eq!(Throttle::new(t.clone(), job).pay(1_000_000_000, &cancel), Duration::ZERO);
         assert_eq!(t.gates()[0].1.throttled_seconds(), 0.0);
     }
 }

@@ -331,6 +331,7 @@ impl TaskManager {
                     records_out: c.records_out.load(Ordering::Relaxed),
                     fuel: c.fuel.load(Ordering::Relaxed),
                     backpressured_ns: c.backpressured_ns.load(Ordering::Relaxed),
+                    throttled_ns: c.throttled_ns.load(Ordering::Relaxed),
                     watermark: c.watermark(),
                     side_outputs: c.side_outputs(),
                     source_lag: c.source_lag.lock().unwrap_or_else(PoisonError::into_inner).clone(),
