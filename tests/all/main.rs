@@ -18,6 +18,7 @@ mod deployments;
 mod distributed;
 mod event_time;
 mod fuel;
+mod fuel_rate;
 mod golden;
 mod hostile_peers;
 mod joins;

@@ -28,8 +28,11 @@
 //!   and 2, records/s and latency p50/p99 at a fixed rate, beside the broker's own
 //!   ceiling; see `kafka.rs` (`WEIR_BENCH_KAFKA_N`, `WEIR_BENCH_KAFKA_RATE`).
 //!
+//! - tenants: the noisy neighbour, a tenant's keyed-sum alone and beside another
+//!   tenant's fuel-hungry job with and without a fuel rate; see `tenants.rs`.
+//!
 //! `WEIR_BENCH_ONLY` picks sections, comma-separated from `keyed-sum`, `wordcount`,
-//! `cluster`, `checkpoints`, `recovery`, `languages`, `windows`, `streams`, `joins`, `postgres`, `kafka` (default:
+//! `cluster`, `checkpoints`, `recovery`, `languages`, `windows`, `streams`, `joins`, `postgres`, `kafka`, `tenants` (default:
 //! all), e.g.
 //! `WEIR_BENCH_ONLY=cluster cargo bench --bench throughput`.
 
@@ -41,6 +44,7 @@ mod languages;
 mod postgres;
 mod recovery;
 mod streams;
+mod tenants;
 mod windows;
 
 use std::collections::HashMap;
@@ -211,8 +215,8 @@ fn row(name: &str, wasm: &Measure, native: f64, native_rss: f64) {
 }
 
 /// The benchmark's sections, in the order they run.
-const SECTIONS: [&str; 11] =
-    ["keyed-sum", "wordcount", "cluster", "checkpoints", "recovery", "languages", "windows", "streams", "joins", "postgres", "kafka"];
+const SECTIONS: [&str; 12] =
+    ["keyed-sum", "wordcount", "cluster", "checkpoints", "recovery", "languages", "windows", "streams", "joins", "postgres", "kafka", "tenants"];
 
 /// The sections `WEIR_BENCH_ONLY` asks for (all when unset or empty).
 fn sections() -> Vec<&'static str> {
@@ -287,5 +291,8 @@ fn main() {
     }
     if sections.contains(&"kafka") {
         kafka::bench();
+    }
+    if sections.contains(&"tenants") {
+        tenants::bench();
     }
 }

@@ -95,6 +95,7 @@ pub fn metrics(id: &JobId, m: JobMetrics) -> Metrics {
         watermark: s.watermark,
         side_outputs: side_outputs(std::slice::from_ref(s)),
         fuel: s.fuel,
+        throttled_seconds: s.throttled_ns as f64 / 1e9,
         source_lag: s.source_lag.iter().map(|l| PartitionLagDoc { topic: l.topic.clone(), partition: l.partition, records: l.records }).collect(),
         status: s.status.name().to_string(),
         end_of_input: s.end_of_input,

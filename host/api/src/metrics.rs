@@ -175,20 +175,24 @@ pub fn jobmanager(jm: &JobManager, shown: &dyn Fn(Option<&str>) -> bool) -> Stri
     out
 }
 
-/// A TaskManager's metrics: slots, running subtasks, and per-subtask records, fuel,
-/// time blocked by backpressure and watermark.
+/// A TaskManager's metrics: slots, running subtasks, per-subtask records, fuel,
+/// time blocked by backpressure and watermark, and per tenant with a fuel rate its
+/// share here and the time its subtasks were throttled.
 pub fn taskmanager(tm: &weir_taskmanager::TaskManager, slots: u32) -> String {
     let progress = tm.progress();
     let mut out = String::new();
     gauge(&mut out, "weir_taskmanager_slots", "Slots this TaskManager offers.", slots);
     gauge(&mut out, "weir_taskmanager_subtasks_running", "Subtasks running here.", progress.len());
     type Field = fn(&weir_types::deployment::TaskProgress) -> Option<f64>;
-    let families: [(&str, &str, &str, Field); 5] = [
+    let families: [(&str, &str, &str, Field); 6] = [
         ("weir_subtask_records_in_total", "counter", "Records into the subtask.", |p| Some(p.records_in as f64)),
         ("weir_subtask_records_out_total", "counter", "Records out of the subtask.", |p| Some(p.records_out as f64)),
         ("weir_subtask_fuel_consumed_total", "counter", "Wasm fuel the subtask's operators burned.", |p| Some(p.fuel as f64)),
         ("weir_subtask_backpressured_seconds_total", "counter", "Time the subtask waited on full outputs.", |p| {
             Some(p.backpressured_ns as f64 / 1e9)
+        }),
+        ("weir_subtask_throttled_seconds_total", "counter", "Time the subtask waited for its tenant's fuel rate.", |p| {
+            Some(p.throttled_ns as f64 / 1e9)
         }),
         ("weir_subtask_watermark_milliseconds", "gauge", "The event time (watermark, ms) that left the subtask's operators.", |p| {
             p.watermark.map(|w| w as f64)
@@ -212,6 +216,17 @@ pub fn taskmanager(tm: &weir_taskmanager::TaskManager, slots: u32) -> String {
             let labels = [("job", p.run.as_str()), ("vertex", &vertex), ("subtask", &subtask), ("topic", &l.topic), ("partition", &partition)];
             f.sample(name, &labels, l.records);
         }
+    }
+    let gates = tm.throttles().gates();
+    let name = "weir_tenant_fuel_rate";
+    let mut f = Family::new(&mut out, name, "gauge", "A tenant's share of its fuel rate quota on this TaskManager, fuel per second (0: unlimited).");
+    for (tenant, g) in &gates {
+        f.sample(name, &[("tenant", tenant)], g.rate());
+    }
+    let name = "weir_tenant_throttled_seconds_total";
+    let mut f = Family::new(&mut out, name, "counter", "Time a tenant's subtasks here waited for its fuel rate, summed over subtasks.");
+    for (tenant, g) in &gates {
+        f.sample(name, &[("tenant", tenant)], g.throttled_seconds());
     }
     out
 }

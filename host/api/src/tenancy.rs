@@ -42,7 +42,10 @@ fn quota_in(q: Quota) -> Result<tenants::Quota, Failed> {
     if let Some(b) = q.artifact_bytes.filter(|b| i64::try_from(*b).is_err()) {
         return Err(Failed(ApiError::BadRequest(format!("artifactBytes must be at most {}, got {b}", i64::MAX))));
     }
-    Ok(tenants::Quota { slots: q.slots, running_jobs: q.running_jobs, artifact_bytes: q.artifact_bytes })
+    if let Some(f) = q.fuel_per_second.filter(|f| *f == 0 || i64::try_from(*f).is_err()) {
+        return Err(Failed(ApiError::BadRequest(format!("fuelPerSecond must be from 1 to {} (leave it out for unlimited), got {f}", i64::MAX))));
+    }
+    Ok(tenants::Quota { slots: q.slots, running_jobs: q.running_jobs, artifact_bytes: q.artifact_bytes, fuel_per_second: q.fuel_per_second })
 }
 
 fn tenant_doc(api: &Api, t: tenants::Tenant) -> Answer<Tenant> {
@@ -51,7 +54,7 @@ fn tenant_doc(api: &Api, t: tenants::Tenant) -> Answer<Tenant> {
     Ok(Tenant {
         name: t.name,
         created_at: at(t.created_ms),
-        quota: Quota { slots: q.slots, running_jobs: q.running_jobs, artifact_bytes: q.artifact_bytes },
+        quota: Quota { slots: q.slots, running_jobs: q.running_jobs, artifact_bytes: q.artifact_bytes, fuel_per_second: q.fuel_per_second },
         usage: weir_documents::Usage {
             running_jobs: u.running_jobs,
             slots: u.slots,

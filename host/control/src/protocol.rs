@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 use weir_checkpoint::TaskMeta;
 use weir_types::deployment::{JobDeployment, JobReport, TaskEnd, TaskProgress};
-use weir_types::ids::{ComponentHash, RunId, TaskManagerId};
+use weir_types::ids::{ComponentHash, JobId, RunId, TaskManagerId};
 
 /// The first message on a control stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -124,6 +124,21 @@ pub enum FromJobManager {
         /// The run.
         run: RunId,
     },
+    /// TaskManager: the fuel rates of the tenants with subtasks here, replacing the
+    /// last; a tenant not named is unlimited. Sent when placements or quotas change.
+    FuelRates(Vec<FuelRate>),
+}
+
+/// A tenant's share of its `fuelPerSecond` on one TaskManager: the rate times its
+/// subtasks there over all its running subtasks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FuelRate {
+    /// The tenant.
+    pub tenant: String,
+    /// Fuel per second for its subtasks on this TaskManager together.
+    pub fuel_per_second: u64,
+    /// Its jobs with subtasks on this TaskManager.
+    pub jobs: Vec<JobId>,
 }
 
 /// A subtask's snapshot for checkpoint `checkpoint`, persisted (or not).
@@ -189,8 +204,6 @@ pub struct TaskManagerInfo {
 
 #[cfg(test)]
 mod tests {
-    use weir_types::ids::JobId;
-
     use super::*;
 
     /// The typed ids and the fields renamed to `run` left the bytes alone: postcard

@@ -301,6 +301,9 @@ pub struct SubtaskDoc {
     pub side_outputs: Vec<SideOutputDoc>,
     /// Fuel burned in the current attempt (live: from its last heartbeat).
     pub fuel: u64,
+    /// Time it waited for its tenant's fuel rate in the current attempt.
+    #[serde(default)]
+    pub throttled_seconds: f64,
     /// A Kafka source subtask's consumer lag per partition it reads, as last looked up.
     #[serde(default)]
     pub source_lag: Vec<PartitionLagDoc>,
@@ -463,6 +466,10 @@ pub struct Quota {
     /// Bytes of its uploaded artifacts still stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_bytes: Option<u64>,
+    /// Wasm fuel per second its running subtasks burn together; past it they are
+    /// throttled (they wait), never failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel_per_second: Option<u64>,
 }
 
 /// What a tenant holds against its quota now.

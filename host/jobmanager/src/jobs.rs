@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 use weir_checkpoint::{DirStorage, VertexMeta, load_savepoint, savepoint_location};
-use weir_control::protocol::FromJobManager;
+use weir_control::protocol::{FromJobManager, FuelRate};
 use weir_types::access::FileAccess;
 use weir_types::deployment::{CheckpointConfig, JobDeployment, RestoreFrom, SinkFiles, place};
 use weir_types::graph::ExecutionGraph;
@@ -129,6 +129,8 @@ pub(crate) struct State {
     pub(crate) jobs: HashMap<JobId, Job>,
     /// Ended jobs, oldest first: the history users can still query.
     pub(crate) ended: VecDeque<EndedJob>,
+    /// The fuel rates each TaskManager was last sent.
+    fuel_sent: HashMap<TaskManagerId, Vec<FuelRate>>,
 }
 
 fn send(orders: &Orders, to: &[TaskManagerId], msg: impl Fn() -> FromJobManager) {
@@ -227,17 +229,51 @@ impl Shared {
     /// [`Self::drive`] with the state locked; moves a job that ended to the history.
     pub(crate) fn drive_locked(self: &Arc<Self>, state: &mut State, id: &JobId, event: Event) {
         let mut events = VecDeque::from([event]);
+        let mut moved = false;
         while let Some(event) = events.pop_front() {
             let now = Instant::now();
             let State { orders, jobs, .. } = &mut *state;
             let Some(j) = jobs.get_mut(id) else { return };
             for command in j.driver.on(event, now) {
+                moved |= matches!(command, Command::Deploy { .. } | Command::Release(_) | Command::Ended);
                 events.extend(self.execute(j, orders, command));
             }
             // Observed now, so the Job resource's transition times are the events' times.
             j.report(now);
         }
         self.retire(state);
+        if moved {
+            // Queued behind the deployment, so a TaskManager knows the job's rate
+            // before it is told to start it.
+            self.share_fuel(state);
+        }
+    }
+
+    /// Sends each TaskManager whose share of the tenants' fuel rates changed its new
+    /// shares: after placements change (deploy, release, end) and quota changes.
+    pub(crate) fn share_fuel(&self, state: &mut State) {
+        let tenants = lock(&self.tenants);
+        let rates: HashMap<&str, u64> = tenants.fuel_rates().collect();
+        let hosts: Vec<(&str, &JobId, TaskManagerId)> = match rates.is_empty() {
+            true => Vec::new(),
+            false => state
+                .jobs
+                .iter()
+                .filter_map(|(id, j)| Some((tenants.job_owner(id).filter(|o| rates.contains_key(o))?, id, j)))
+                .flat_map(|(owner, id, j)| j.driver.subtask_hosts().into_iter().map(move |tm| (owner, id, tm)))
+                .collect(),
+        };
+        let mut shares = crate::tenants::fuel_shares(&rates, hosts);
+        drop(tenants);
+        let State { orders, fuel_sent, .. } = state;
+        fuel_sent.retain(|tm, _| orders.contains_key(tm));
+        for (tm, o) in orders.iter() {
+            let share = shares.remove(tm).unwrap_or_default();
+            if fuel_sent.get(tm) != Some(&share) {
+                let _ = o.send(Order::Send(FromJobManager::FuelRates(share.clone())));
+                fuel_sent.insert(*tm, share);
+            }
+        }
     }
 
     /// Carries out one command of job `j`; an event to feed back at once, if any.

@@ -193,6 +193,9 @@ pub struct SubtaskMetrics {
     pub source_lag: Vec<weir_types::deployment::PartitionLag>,
     /// Fuel burned so far.
     pub fuel: u64,
+    /// Time it waited for its tenant's fuel rate so far, in nanoseconds.
+    #[serde(default)]
+    pub throttled_ns: u64,
     /// RUNNING until it ends, then FINISHED, FAILED or CANCELED (CREATED before the
     /// job runs).
     pub status: JobStatus,

@@ -141,9 +141,13 @@ impl JobManager {
         lock(&self.0.tenants).get(name)
     }
 
-    /// Replaces a tenant's quota (admin); running jobs keep running.
+    /// Replaces a tenant's quota (admin); running jobs keep running, under the new
+    /// fuel rate from their next batch on.
     pub fn set_quota(&self, name: &str, quota: Quota) -> Result<Tenant, ApiError> {
-        lock(&self.0.tenants).set_quota(name, quota)
+        let mut state = lock(&self.0.state);
+        let tenant = lock(&self.0.tenants).set_quota(name, quota)?;
+        self.0.share_fuel(&mut state);
+        Ok(tenant)
     }
 
     /// Issues a token for `tenant` (admin): its info and the token, shown only now.

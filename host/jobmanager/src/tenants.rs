@@ -18,7 +18,8 @@ use std::io::Read;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use weir_checkpoint::{CheckpointStorage, DirStorage};
-use weir_types::ids::JobId;
+use weir_control::protocol::FuelRate;
+use weir_types::ids::{JobId, TaskManagerId};
 
 use crate::model::ApiError;
 
@@ -62,6 +63,10 @@ pub struct Quota {
     pub running_jobs: Option<u32>,
     /// Bytes of its artifacts still stored.
     pub artifact_bytes: Option<u64>,
+    /// Fuel per second its subtasks burn together: past it they wait (throttled on
+    /// the TaskManagers), never fail.
+    #[serde(default)]
+    pub fuel_per_second: Option<u64>,
 }
 
 /// A tenant.
@@ -160,6 +165,37 @@ pub fn check_name(name: &str) -> Result<(), ApiError> {
 
 fn unknown_tenant(name: &str) -> ApiError {
     ApiError::NotFound(format!("no tenant {name:?}"))
+}
+
+/// Each TaskManager's share of the tenants' fuel rates: a tenant's rate times its
+/// subtasks on that TaskManager over all its running subtasks (at least 1 fuel per
+/// second: 0 would read as unlimited). `hosts` has one entry per running subtask of a
+/// tenant with a rate: its tenant, job and TaskManager.
+pub(crate) fn fuel_shares<'a>(
+    rates: &HashMap<&str, u64>,
+    hosts: impl IntoIterator<Item = (&'a str, &'a JobId, TaskManagerId)>,
+) -> BTreeMap<TaskManagerId, Vec<FuelRate>> {
+    // tenant -> TaskManager -> (subtasks, jobs)
+    let mut per: BTreeMap<&str, BTreeMap<TaskManagerId, (u64, BTreeSet<&JobId>)>> = BTreeMap::new();
+    for (tenant, job, tm) in hosts {
+        let here = per.entry(tenant).or_default().entry(tm).or_default();
+        here.0 += 1;
+        here.1.insert(job);
+    }
+    let mut out: BTreeMap<TaskManagerId, Vec<FuelRate>> = BTreeMap::new();
+    for (tenant, tms) in per {
+        let Some(&rate) = rates.get(tenant) else { continue };
+        let all: u64 = tms.values().map(|(n, _)| n).sum();
+        for (tm, (n, jobs)) in tms {
+            let share = (u128::from(rate) * u128::from(n) / u128::from(all.max(1))).max(1) as u64;
+            out.entry(tm).or_default().push(FuelRate {
+                tenant: tenant.to_string(),
+                fuel_per_second: share,
+                jobs: jobs.into_iter().cloned().collect(),
+            });
+        }
+    }
+    out
 }
 
 impl Tenants {
@@ -307,6 +343,11 @@ impl Tenants {
         })
     }
 
+    /// Tenants with a fuel rate, and the rate.
+    pub(crate) fn fuel_rates(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.book.tenants.values().filter_map(|t| Some((t.name.as_str(), t.quota.fuel_per_second?)))
+    }
+
     /// Fuel of `tenant`'s jobs that left the history (all, of failed attempts).
     pub(crate) fn banked_fuel(&self, tenant: &str) -> (u64, u64) {
         self.book.fuel.get(tenant).copied().unwrap_or_default()
@@ -413,5 +454,24 @@ mod tests {
         assert_eq!(t.banked_fuel("a"), (100, 30));
         assert_eq!(t.job_owner(&j1), None);
         assert_eq!(Tenants::open(Some(&root)).expect("reopen").banked_fuel("a"), (100, 30));
+    }
+
+    /// A tenant's rate is split over the TaskManagers by where its running subtasks
+    /// are; tenants without a rate get none (unlimited).
+    #[test]
+    fn a_tenants_fuel_rate_is_shared_by_its_subtasks_per_taskmanager() {
+        let (j1, j2, j3): (JobId, JobId, JobId) =
+            ("0000000000000001".parse().expect("id"), "0000000000000002".parse().expect("id"), "0000000000000003".parse().expect("id"));
+        let (tm1, tm2) = (TaskManagerId::new(1), TaskManagerId::new(2));
+        let rates = HashMap::from([("a", 900), ("b", 10)]);
+        let hosts = [("a", &j1, tm1), ("a", &j1, tm1), ("a", &j2, tm2), ("c", &j3, tm2), ("b", &j3, tm2)];
+        let shares = fuel_shares(&rates, hosts);
+        let rate = |tenant: &str, fuel_per_second: u64, jobs: &[&JobId]| FuelRate {
+            tenant: tenant.into(),
+            fuel_per_second,
+            jobs: jobs.iter().map(|j| (*j).clone()).collect(),
+        };
+        assert_eq!(shares.get(&tm1), Some(&vec![rate("a", 600, &[&j1])]));
+        assert_eq!(shares.get(&tm2), Some(&vec![rate("a", 300, &[&j2]), rate("b", 10, &[&j3])]));
     }
 }

@@ -18,6 +18,7 @@ struct Counts {
     records_out: u64,
     fuel: u64,
     backpressured_ns: u64,
+    throttled_ns: u64,
     watermark: Option<i64>,
     side_outputs: Vec<SideOutputCount>,
     source_lag: Vec<PartitionLag>,
@@ -136,6 +137,7 @@ impl JobTracker {
             c.records_out = p.records_out;
             c.fuel = p.fuel;
             c.backpressured_ns = p.backpressured_ns;
+            c.throttled_ns = p.throttled_ns;
             c.watermark = p.watermark;
             c.side_outputs.clone_from(&p.side_outputs);
             c.source_lag.clone_from(&p.source_lag);
@@ -161,6 +163,7 @@ impl JobTracker {
                 side_outputs: c.side_outputs.clone(),
                 source_lag: if c.ended { Vec::new() } else { c.source_lag.clone() },
                 fuel: c.fuel,
+                throttled_ns: c.throttled_ns,
                 status: match c.outcome {
                     Some(s) => s,
                     None if self.status == JobStatus::Created => JobStatus::Created,

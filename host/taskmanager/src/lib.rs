@@ -27,6 +27,8 @@
 //!   registration, heartbeats with progress, deployments, component transfer.
 //! - [`source`] and [`sink`]: the built-in connectors; a source's position in a
 //!   checkpoint is a list of [`source::Split`]s (from `weir-checkpoint`).
+//! - [`throttle`]: tenants' fuel rates here, one token bucket per tenant; a subtask
+//!   in debt sleeps before its next batch.
 //! - `chain`: the per-batch hot path through the chained operators of a subtask,
 //!   including the keyed-state fast path (each distinct key's value travels with the
 //!   batch into the guest and back).
@@ -51,6 +53,7 @@ pub mod service;
 pub mod sink;
 pub mod source;
 pub mod task;
+pub mod throttle;
 pub mod watermark;
 pub mod wiring;
 pub mod worker;

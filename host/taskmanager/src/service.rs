@@ -171,6 +171,9 @@ pub async fn serve(tm: TaskManager, data: DataPlane, jm: SocketAddr, slots: u32,
                     None => tm.cancel(&run),
                 }
             }
+            FromJobManager::FuelRates(rates) => tm.throttles().set(
+                rates.into_iter().map(|r| crate::throttle::Share { tenant: r.tenant, fuel_per_second: r.fuel_per_second, jobs: r.jobs }).collect(),
+            ),
             other => break Err(ControlError::Protocol(format!("unexpected message from the jobmanager: {other:?}"))),
         }
         if writer.is_finished() {

@@ -17,6 +17,7 @@ use crate::error::{Bug, TaskError};
 use crate::exchange::{self, Event, Inputs, Router};
 use crate::sink::Sink;
 use crate::source::Source;
+use crate::throttle::Throttle;
 use crate::watermark::{BEFORE_TIME, END_OF_TIME, Emit, SplitWatermarks};
 use weir_checkpoint::Split;
 use weir_types::plan::WatermarkStrategy;
@@ -108,6 +109,8 @@ pub struct TaskDeployment {
     pub checkpointing: Checkpointing,
     /// Its processing time ([`clock::system`](crate::clock::system) but in tests).
     pub clock: Arc<dyn Clock>,
+    /// Its tenant's fuel rate on this TaskManager.
+    pub throttle: Throttle,
 }
 
 /// Live record counts of a running subtask, read by metrics while it runs.
@@ -126,6 +129,8 @@ pub struct TaskCounters {
     pub fuel: AtomicU64,
     /// Nanoseconds it spent blocked on full downstream channels so far.
     pub backpressured_ns: AtomicU64,
+    /// Nanoseconds it waited for its tenant's fuel rate so far.
+    pub throttled_ns: AtomicU64,
     /// The event time it reached: the watermark that left its operators
     /// ([`BEFORE_TIME`] until the first).
     pub watermark: AtomicI64,
@@ -152,6 +157,7 @@ impl TaskCounters {
             records_out: AtomicU64::new(0),
             fuel: AtomicU64::new(0),
             backpressured_ns: AtomicU64::new(0),
+            throttled_ns: AtomicU64::new(0),
             watermark: AtomicI64::new(BEFORE_TIME),
             side,
             source_lag: Default::default(),
@@ -195,6 +201,7 @@ struct Pipeline<'a> {
     stats: TaskStats,
     /// The watermark last passed downstream.
     watermark: i64,
+    throttle: Throttle,
 }
 
 /// Where records leaving a subtask's operators go: its sink or its routers.
@@ -276,7 +283,12 @@ impl Pipeline<'_> {
         let downstream: &mut Downstream<'_> = &mut |o| out.emit_chain(o);
         let generated = c.generated(downstream)?;
         c.fire_processing(downstream)?;
-        counters.fuel.store(c.fuel_used(), Ordering::Relaxed);
+        let fuel = c.fuel_used();
+        counters.fuel.store(fuel, Ordering::Relaxed);
+        // Before the next batch is taken: a subtask of a tenant over its fuel rate
+        // waits here, holding its input back.
+        let waited = self.throttle.pay(fuel, self.cancel);
+        counters.throttled_ns.fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
         match generated {
             Some(w) => self.forward_watermark(w),
             None => Ok(()),
@@ -337,10 +349,12 @@ impl Pipeline<'_> {
     /// Processing time passed without input: fire what is due.
     fn tick(&mut self) -> Result<(), TaskError> {
         let (chain, mut out) = self.parts();
-        match chain {
-            Some(c) => c.fire_processing(&mut |o| out.emit_chain(o)),
-            None => Ok(()),
-        }
+        let Some(c) = chain else { return Ok(()) };
+        c.fire_processing(&mut |o| out.emit_chain(o))?;
+        let fuel = c.fuel_used();
+        let waited = self.throttle.pay(fuel, self.cancel);
+        self.counters.throttled_ns.fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     /// A checkpoint after the end of the input (no barrier reaches a subtask whose
@@ -426,6 +440,7 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
         counters,
         checkpointing,
         clock,
+        throttle,
     } = d;
     let chain = match (&wasm, operators.is_empty()) {
         (_, true) => None,
@@ -477,6 +492,7 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
         checkpointing: &checkpointing,
         stats: TaskStats::default(),
         watermark: BEFORE_TIME,
+        throttle,
     };
     let exhausted = match head {
         Head::Source(mut src) => {
@@ -629,6 +645,7 @@ mod tests {
             counters: Arc::default(),
             checkpointing,
             clock: crate::clock::system(),
+            throttle: Throttle::none(),
         }
     }
 
@@ -806,6 +823,7 @@ mod tests {
             counters: Arc::default(),
             checkpointing: Checkpointing::default(),
             clock,
+            throttle: Throttle::none(),
         })?;
         let mut out = Vec::new();
         for msg in rx.try_iter() {

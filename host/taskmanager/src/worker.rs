@@ -29,6 +29,7 @@ use crate::exchange::{Inputs, Router, Target};
 use crate::sink::{Commit, Commits, PgCommits, SharedWriter, Sink, Transactional, pg_error, recover_output};
 use crate::source::{FileLines, Generator, Kafka, Source};
 use crate::task::{Head, Tail, TaskCounters, TaskDeployment, run_task};
+use crate::throttle::{Throttle, Throttles};
 use crate::wiring::{self, Input, Link, Subtask};
 use weir_checkpoint::Split;
 use weir_connectors::postgres::{self, PgSink};
@@ -48,6 +49,8 @@ struct Inner {
     /// This process's own files (credentials, state): no job reaches them, whatever
     /// its grant says.
     own_files: OnceLock<Vec<PathBuf>>,
+    /// Tenants' fuel rates here, as the JobManager shares them out.
+    throttles: Arc<Throttles>,
 }
 
 struct RunningJob {
@@ -83,13 +86,29 @@ pub struct PreparedJob {
 impl TaskManager {
     /// A TaskManager; `data` is needed only for jobs spanning several TaskManagers.
     pub fn new(runtime: Runtime, state: StateStore, cache_bytes: usize, data: Option<DataPlane>) -> Self {
-        Self { inner: Arc::new(Inner { runtime, state, cache_bytes, data, jobs: Mutex::new(HashMap::new()), own_files: OnceLock::new() }) }
+        Self {
+            inner: Arc::new(Inner {
+                runtime,
+                state,
+                cache_bytes,
+                data,
+                jobs: Mutex::new(HashMap::new()),
+                own_files: OnceLock::new(),
+                throttles: Arc::default(),
+            }),
+        }
     }
 
     /// Marks this process's own files (absolute) out of every job's reach; set once,
     /// before the first job.
     pub fn deny_own_files(&self, own: Vec<PathBuf>) {
         let _ = self.inner.own_files.set(own);
+    }
+
+    /// Tenants' fuel rates on this TaskManager: the JobManager sets the shares, the
+    /// metrics read each tenant's throttled time.
+    pub fn throttles(&self) -> &Throttles {
+        &self.inner.throttles
     }
 
     /// The sandbox.
@@ -254,6 +273,7 @@ impl TaskManager {
                 counters: task_counters,
                 checkpointing: checkpoints.task(v as u32, s, key_groups, transactional),
                 clock: crate::clock::system(),
+                throttle: Throttle::new(self.inner.throttles.clone(), d.job.clone()),
             };
             tasks.push((v as u32, s, deployment));
         }
@@ -311,6 +331,7 @@ impl TaskManager {
                     records_out: c.records_out.load(Ordering::Relaxed),
                     fuel: c.fuel.load(Ordering::Relaxed),
                     backpressured_ns: c.backpressured_ns.load(Ordering::Relaxed),
+                    throttled_ns: c.throttled_ns.load(Ordering::Relaxed),
                     watermark: c.watermark(),
                     side_outputs: c.side_outputs(),
                     source_lag: c.source_lag.lock().unwrap_or_else(PoisonError::into_inner).clone(),

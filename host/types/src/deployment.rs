@@ -250,6 +250,9 @@ pub struct TaskProgress {
     /// nanoseconds so far: the share of wall time it grows by is the subtask's
     /// backpressure (Flink's backPressuredTimeMsPerSecond).
     pub backpressured_ns: u64,
+    /// Time it waited for its tenant's fuel rate, in nanoseconds so far.
+    #[serde(default)]
+    pub throttled_ns: u64,
     /// The event time it reached: the last watermark that left its operators (Flink's
     /// currentOutputWatermark), if any did.
     pub watermark: Option<i64>,

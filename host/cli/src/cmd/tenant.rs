@@ -85,11 +85,20 @@ struct QuotaArgs {
     /// Bytes its stored artifacts may take, in MiB.
     #[arg(long)]
     max_artifact_mib: Option<u64>,
+    /// Wasm fuel per second its running subtasks may burn together; past it they
+    /// wait (throttled), they are not failed.
+    #[arg(long)]
+    fuel_per_second: Option<u64>,
 }
 
 impl QuotaArgs {
     fn quota(&self) -> Quota {
-        Quota { slots: self.max_slots, running_jobs: self.max_running_jobs, artifact_bytes: self.max_artifact_mib.map(|m| m << 20) }
+        Quota {
+            slots: self.max_slots,
+            running_jobs: self.max_running_jobs,
+            artifact_bytes: self.max_artifact_mib.map(|m| m << 20),
+            fuel_per_second: self.fuel_per_second,
+        }
     }
 }
 
@@ -123,7 +132,7 @@ pub fn run(a: TenantArgs) -> Result<()> {
             let c = remote.connect()?;
             let list: TenantList = c.get("/tenants", "cannot list tenants")?;
             if !c.json(&list)? {
-                println!("{:<24} {:>14} {:>14} {:>24} {:>16}", "NAME", "RUNNING JOBS", "SLOTS", "ARTIFACT BYTES", "FUEL");
+                println!("{:<24} {:>14} {:>14} {:>24} {:>16} {:>16}", "NAME", "RUNNING JOBS", "SLOTS", "ARTIFACT BYTES", "FUEL/S", "FUEL");
                 for t in &list.tenants {
                     print_tenant(t);
                 }
@@ -138,7 +147,7 @@ pub fn run(a: TenantArgs) -> Result<()> {
                 false => c.get(&format!("/tenants/{name}"), &format!("cannot read {what}"))?,
             };
             if !c.json(&t)? {
-                println!("{:<24} {:>14} {:>14} {:>24} {:>16}", "NAME", "RUNNING JOBS", "SLOTS", "ARTIFACT BYTES", "FUEL");
+                println!("{:<24} {:>14} {:>14} {:>24} {:>16} {:>16}", "NAME", "RUNNING JOBS", "SLOTS", "ARTIFACT BYTES", "FUEL/S", "FUEL");
                 print_tenant(&t);
             }
         }
@@ -154,11 +163,12 @@ fn print_tenant(t: &Tenant) {
     }
     let (u, q) = (&t.usage, &t.quota);
     println!(
-        "{:<24} {:>14} {:>14} {:>24} {:>16}",
+        "{:<24} {:>14} {:>14} {:>24} {:>16} {:>16}",
         t.name,
         of(u.running_jobs.into(), q.running_jobs.map(u64::from)),
         of(u.slots.into(), q.slots.map(u64::from)),
         of(u.artifact_bytes, q.artifact_bytes),
+        q.fuel_per_second.map_or("-".to_string(), |f| f.to_string()),
         u.fuel
     );
 }

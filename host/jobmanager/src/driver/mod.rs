@@ -559,6 +559,14 @@ impl Driver {
         &self.tms
     }
 
+    /// The TaskManager of each subtask of the attempt, while one is deployed.
+    pub fn subtask_hosts(&self) -> Vec<TaskManagerId> {
+        match self.attempt_active() {
+            true => self.deployment.placement.iter().flatten().filter_map(|&i| self.tms.get(i as usize).copied()).collect(),
+            false => Vec::new(),
+        }
+    }
+
     /// Restarts so far.
     pub fn restarts(&self) -> u32 {
         self.restarts

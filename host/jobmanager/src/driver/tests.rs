@@ -626,6 +626,7 @@ fn fuel_of_failed_attempts_adds_up_across_restarts_and_a_resume() {
         records_out: 0,
         fuel,
         backpressured_ns: 0,
+        throttled_ns: 0,
         watermark: None,
         side_outputs: vec![],
         source_lag: vec![],
