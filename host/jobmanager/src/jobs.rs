@@ -565,12 +565,18 @@ impl Shared {
         }
         let runtime = self.runtime.clone();
         let (args, parallelism, input, output) = (running.args.clone(), spec.parallelism, spec.input.clone(), spec.output.clone());
-        let planned = tokio::task::spawn_blocking(move || prepare(&runtime, &JobSource::Component(wasm), &args, parallelism, input, output)).await;
-        let (PlannedCode { plan, code, components }, graph) = match planned {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => return Err(ApiError::Unprocessable(format!("the new component cannot run job {job}, which runs on untouched: {e}"))),
-            Err(e) => return Err(ApiError::Internal(format!("planning panicked: {e}"))),
-        };
+        let (id1, id2) = (job.clone(), job.clone());
+        let incompatible = move |e: String| ApiError::Conflict(format!("the new component is incompatible with job {id1}, which runs on untouched: {e}"));
+        let cannot = move |e: crate::planning::JobError| ApiError::Unprocessable(format!("the new component cannot run job {id2}, which runs on untouched: {e}"));
+        let running_plan = running.plan.clone();
+        // Compiles, runs `plan` and probes connectors: off the async workers.
+        let planned = tokio::task::spawn_blocking(move || {
+            let planned = crate::planning::load_plan(&runtime, &JobSource::Component(wasm), &args).map_err(&cannot)?;
+            crate::planning::check_swap_uids(&running_plan, &planned.plan).map_err(incompatible)?;
+            crate::planning::bind(planned, parallelism, input, output).map_err(&cannot)
+        })
+        .await;
+        let (PlannedCode { plan, code, components }, graph) = planned.map_err(|e| ApiError::Internal(format!("planning panicked: {e}")))??;
         crate::planning::check_swap((&running.plan, &running.graph, &running.code), (&plan, &graph, &code))
             .map_err(|e| ApiError::Conflict(format!("the new component is incompatible with job {job}, which runs on untouched: {e}")))?;
         if code.components == running.code.components {

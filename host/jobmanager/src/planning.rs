@@ -154,7 +154,11 @@ pub fn prepare(
     input: Option<String>,
     output: Option<String>,
 ) -> Result<(PlannedCode, ExecutionGraph), JobError> {
-    let mut planned = load_plan(runtime, source, args)?;
+    bind(load_plan(runtime, source, args)?, parallelism, input, output)
+}
+
+/// [`prepare`] after [`load_plan`]: binds, validates and builds the execution graph.
+pub fn bind(mut planned: PlannedCode, parallelism: u32, input: Option<String>, output: Option<String>) -> Result<(PlannedCode, ExecutionGraph), JobError> {
     planned.plan.bind_io(input.as_deref(), output.as_deref())?;
     planned.plan.validate(parallelism)?;
     check_connectors(&planned.plan)?;
@@ -223,6 +227,19 @@ impl From<TaskError> for JobError {
     fn from(e: TaskError) -> Self {
         // Boxed: a typed task error is large, and every planning result carries it.
         JobError::Deploy(Box::new(e))
+    }
+}
+
+/// A live swap's first check, on the new plan as the component declares it (before
+/// binding, which could fail for another job's sources first): the same nodes by uid,
+/// in order. The error names the first difference.
+pub fn check_swap_uids(running: &JobPlan, new: &JobPlan) -> Result<(), String> {
+    if new.nodes.len() != running.nodes.len() {
+        return Err(format!("the new plan has {} nodes, the running one {}", new.nodes.len(), running.nodes.len()));
+    }
+    match new.nodes.iter().zip(&running.nodes).enumerate().find(|(_, (n, o))| n.uid != o.uid) {
+        Some((i, (n, o))) => Err(format!("node {i} has uid {:?} in the new plan, {:?} in the running one", n.uid, o.uid)),
+        None => Ok(()),
     }
 }
 
