@@ -138,3 +138,60 @@ fn a_running_keyed_job_is_swapped_live_to_v2_exactly_once_and_an_incompatible_sw
     assert_swapped_at(&output, at);
     assert_sums_continue(&output);
 }
+
+fn call(cluster: &TestCluster, method: &str, path: &str, body: &Value) -> (u16, Value) {
+    let auth = format!("Bearer {}", cluster.token);
+    let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    let (status, answer) = weir_testkit::http::request(method, &format!("{}/api/v1{path}", cluster.rest), &headers, body.to_string().as_bytes());
+    (status, serde_json::from_slice(&answer).unwrap_or(Value::Null))
+}
+
+/// A Deployment with upgradeStrategy LIVE (created with `weir deploy apply`): a new
+/// component applied is swapped into the running Job, which stays the only one, and
+/// the output is v1 up to one checkpoint and v2 after it, exactly once.
+#[test]
+fn a_live_deployment_takes_a_new_component_as_a_live_swap() {
+    let cluster = start();
+    let dir = cluster.dir.path();
+    let output = dir.join("out");
+    let file = dir.join("sums.toml");
+    let toml = |wasm: &str| {
+        format!(
+            "name = \"sums\"\nupgradeStrategy = \"LIVE\"\nsavepointDir = \"{sp}\"\n\n[template]\ncomponent = \"{wasm}\"\nparallelism = 4\ncheckpointIntervalMs = 300\nrestartStrategy = \"none\"\noutput = \"{out}\"\nargs = {{ n = \"{N}\", work = \"{WORK}\", sink = \"file\" }}\n",
+            sp = dir.join("savepoints").display(),
+            out = output.display(),
+        )
+    };
+    let apply = |wasm: &Path| {
+        std::fs::write(&file, toml(&wasm.display().to_string())).expect("write the spec");
+        let o = cluster.client(&[OsStr::new("deploy"), OsStr::new("apply"), OsStr::new("-f"), file.as_os_str()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    let state = |want: &str, version: u64| {
+        let mut last = Value::Null;
+        wait_until(&format!("deployment {want} at version {version}"), || {
+            let (_, d) = call(&cluster, "GET", "/deployments/sums", &Value::Null);
+            last = d;
+            let now = last["status"]["state"].as_str().unwrap_or_default().to_string();
+            assert!(now == want || !["FAILED", "FINISHED"].contains(&now.as_str()) || want == "FINISHED", "{last:#}\n{}", cluster.log("jobmanager"));
+            now == want && last["status"]["specVersion"] == version
+        });
+        last
+    };
+    apply(&WEIR.example("keyed_sum"));
+    let d = state("RUNNING", 1);
+    let job = d["status"]["jobs"][0]["jobId"].as_str().expect("job").to_string();
+    apply(&WEIR.example("keyed_sum_v2"));
+    let d = state("RUNNING", 2);
+    assert_eq!(d["status"]["jobs"].as_array().map(Vec::len), Some(1), "the same job, swapped: {d:#}");
+    assert_eq!(d["status"]["jobs"][0]["jobId"], job.as_str());
+    assert_eq!(d["status"]["jobs"][0]["specVersion"], 2);
+    assert!(d["status"]["latestSavepoint"].is_null(), "no savepoint: {d:#}");
+    state("FINISHED", 2);
+    let j = get(&cluster, &format!("/jobs/{job}"));
+    assert_eq!(j["status"]["started"]["observedJobRestarts"], 0, "{j:#}");
+    // The switch point: the newest epoch holding a v1 sum; every later one is v2.
+    let at = epochs(&output).iter().filter(|(_, lines)| lines.iter().any(|(_, v)| *v < TAG)).map(|((_, c, _), _)| *c).max().expect("v1 output");
+    assert_swapped_at(&output, at);
+    assert_sums_continue(&output);
+}

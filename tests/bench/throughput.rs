@@ -28,8 +28,11 @@
 //!   and 2, records/s and latency p50/p99 at a fixed rate, beside the broker's own
 //!   ceiling; see `kafka.rs` (`WEIR_BENCH_KAFKA_N`, `WEIR_BENCH_KAFKA_RATE`).
 //!
+//! - swap: the pause in output of a live code swap against a STATEFUL upgrade's gap,
+//!   keyed_sum -> keyed_sum_v2 at parallelism 4 on two TaskManagers; see `swap.rs`.
+//!
 //! `WEIR_BENCH_ONLY` picks sections, comma-separated from `keyed-sum`, `wordcount`,
-//! `cluster`, `checkpoints`, `recovery`, `languages`, `windows`, `streams`, `joins`, `postgres`, `kafka` (default:
+//! `cluster`, `checkpoints`, `recovery`, `languages`, `windows`, `streams`, `joins`, `postgres`, `kafka`, `swap` (default:
 //! all), e.g.
 //! `WEIR_BENCH_ONLY=cluster cargo bench --bench throughput`.
 
@@ -41,6 +44,7 @@ mod languages;
 mod postgres;
 mod recovery;
 mod streams;
+mod swap;
 mod windows;
 
 use std::collections::HashMap;
@@ -212,7 +216,7 @@ fn row(name: &str, wasm: &Measure, native: f64, native_rss: f64) {
 
 /// The benchmark's sections, in the order they run.
 const SECTIONS: [&str; 11] =
-    ["keyed-sum", "wordcount", "cluster", "checkpoints", "recovery", "languages", "windows", "streams", "joins", "postgres", "kafka"];
+    ["keyed-sum", "wordcount", "cluster", "checkpoints", "recovery", "languages", "windows", "streams", "joins", "postgres", "kafka", "swap"];
 
 /// The sections `WEIR_BENCH_ONLY` asks for (all when unset or empty).
 fn sections() -> Vec<&'static str> {
@@ -287,5 +291,8 @@ fn main() {
     }
     if sections.contains(&"kafka") {
         kafka::bench();
+    }
+    if sections.contains(&"swap") {
+        swap::bench();
     }
 }

@@ -426,10 +426,14 @@ impl Pipeline<'_> {
         let (Some(chain), Some(code)) = (self.chain.as_mut(), self.code.as_mut()) else { return Ok(()) };
         let armed = self.checkpointing.swap.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let Some(to) = armed.filter(|to| to.at <= id && to.at > code.swapped) else { return Ok(()) };
+        let started = Instant::now();
         let (instances, _) = instantiate(&code.runtime, &to.components, &code.operators, &code.args, &code.label, code.info)?;
         chain.swap(instances);
         code.swapped = to.at;
-        tracing::info!(subtask = %code.label, checkpoint = id, "live swap: runs the new code from this barrier on");
+        // What the swap adds to the barrier's pause in this subtask's output (the
+        // swap benchmark reads it).
+        let pause_us = started.elapsed().as_micros();
+        tracing::info!(subtask = %code.label, checkpoint = id, pause_us, "live swap: runs the new code from this barrier on");
         Ok(())
     }
 }
