@@ -39,7 +39,8 @@ fn epochs(dir: &Path) -> HashMap<(u32, u64, u32), Vec<(u64, u64)>> {
         let Some(rest) = name.strip_prefix("part-") else { continue };
         let parts: Vec<&str> = rest.split('-').collect();
         let [subtask, checkpoint, attempt] = parts[..] else { panic!("unexpected part file {name}") };
-        let key = (subtask.parse().expect("subtask"), checkpoint.parse().expect("checkpoint"), attempt.trim_start_matches('a').parse().expect("attempt"));
+        let key =
+            (subtask.parse().expect("subtask"), checkpoint.parse().expect("checkpoint"), attempt.trim_start_matches('a').parse().expect("attempt"));
         let lines = std::fs::read_to_string(entry.path()).expect("read part");
         let lines = lines
             .lines()

@@ -36,14 +36,20 @@ fn get(cluster: &TestCluster, path: &str) -> Value {
 /// Records into the keyed vertex (`sum -> out`) so far, as the last heartbeats said.
 fn keyed_in(cluster: &TestCluster, job: &str) -> u64 {
     let m = get(cluster, &format!("/jobs/{job}/metrics"));
-    m["vertices"].as_array().into_iter().flatten().filter(|v| v["name"].as_str().is_some_and(|n| n.contains("sum"))).filter_map(|v| v["recordsIn"].as_u64()).sum()
+    m["vertices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["name"].as_str().is_some_and(|n| n.contains("sum")))
+        .filter_map(|v| v["recordsIn"].as_u64())
+        .sum()
 }
 
 fn submit(cluster: &TestCluster, example: &str, from: Option<&str>) -> String {
     let wasm = WEIR.example(example);
     let n = format!("n={N}");
-    let mut args: Vec<&OsStr> =
-        ["submit", "-p", "4", "--arg", &n, "--arg", "sink=discard", "--checkpoint-interval", "500", "--detach"].iter().map(OsStr::new).collect();
+    let base = ["submit", "-p", "4", "--arg", &n, "--arg", "sink=discard", "--checkpoint-interval", "500", "--detach"];
+    let mut args: Vec<&OsStr> = base.iter().map(OsStr::new).collect();
     if let Some(sp) = from {
         args.extend([OsStr::new("--from-savepoint"), OsStr::new(sp)]);
     }

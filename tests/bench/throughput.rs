@@ -215,7 +215,7 @@ fn row(name: &str, wasm: &Measure, native: f64, native_rss: f64) {
 }
 
 /// The benchmark's sections, in the order they run.
-const SECTIONS: [&str; 11] =
+const SECTIONS: [&str; 12] =
     ["keyed-sum", "wordcount", "cluster", "checkpoints", "recovery", "languages", "windows", "streams", "joins", "postgres", "kafka", "swap"];
 
 /// The sections `WEIR_BENCH_ONLY` asks for (all when unset or empty).

@@ -37,8 +37,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::de::DeserializeOwned;
 use weir_documents::{
-    ArtifactList, CheckpointList, Cluster, ErrorBody, ErrorDetail, EventList, Job, JobList, Metrics, SavepointDone, SavepointSpec, SubmitSpec, SwapDone, SwapSpec,
-    TaskManagerList,
+    ArtifactList, CheckpointList, Cluster, ErrorBody, ErrorDetail, EventList, Job, JobList, Metrics, SavepointDone, SavepointSpec, SubmitSpec,
+    SwapDone, SwapSpec, TaskManagerList,
 };
 use weir_jobmanager::Caller;
 use weir_jobmanager::JobManager;

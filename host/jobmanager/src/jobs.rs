@@ -357,7 +357,10 @@ impl Shared {
                 match bytes {
                     Some(bytes) => {
                         if let Err(e) = self.persistence.write_components(&job, &bytes) {
-                            j.event(EventLevel::Error, format!("cannot persist the swapped components (a new jobmanager would not resume the job): {e}"));
+                            j.event(
+                                EventLevel::Error,
+                                format!("cannot persist the swapped components (a new jobmanager would not resume the job): {e}"),
+                            );
                         }
                         j.components = bytes;
                         // The Job's spec names what it runs now (an artifact id is its hash).
@@ -566,8 +569,11 @@ impl Shared {
         let runtime = self.runtime.clone();
         let (args, parallelism, input, output) = (running.args.clone(), spec.parallelism, spec.input.clone(), spec.output.clone());
         let (id1, id2) = (job.clone(), job.clone());
-        let incompatible = move |e: String| ApiError::Conflict(format!("the new component is incompatible with job {id1}, which runs on untouched: {e}"));
-        let cannot = move |e: crate::planning::JobError| ApiError::Unprocessable(format!("the new component cannot run job {id2}, which runs on untouched: {e}"));
+        let incompatible =
+            move |e: String| ApiError::Conflict(format!("the new component is incompatible with job {id1}, which runs on untouched: {e}"));
+        let cannot = move |e: crate::planning::JobError| {
+            ApiError::Unprocessable(format!("the new component cannot run job {id2}, which runs on untouched: {e}"))
+        };
         let running_plan = running.plan.clone();
         // Compiles, runs `plan` and probes connectors: off the async workers.
         let planned = tokio::task::spawn_blocking(move || {

@@ -158,7 +158,12 @@ pub fn prepare(
 }
 
 /// [`prepare`] after [`load_plan`]: binds, validates and builds the execution graph.
-pub fn bind(mut planned: PlannedCode, parallelism: u32, input: Option<String>, output: Option<String>) -> Result<(PlannedCode, ExecutionGraph), JobError> {
+pub fn bind(
+    mut planned: PlannedCode,
+    parallelism: u32,
+    input: Option<String>,
+    output: Option<String>,
+) -> Result<(PlannedCode, ExecutionGraph), JobError> {
     planned.plan.bind_io(input.as_deref(), output.as_deref())?;
     planned.plan.validate(parallelism)?;
     check_connectors(&planned.plan)?;

@@ -115,7 +115,7 @@ impl JobManager {
         self.swap(id, artifact).await
     }
 
-        /// [`Self::savepoint`] for `caller`; a tenant's savepoint is recorded as its own
+    /// [`Self::savepoint`] for `caller`; a tenant's savepoint is recorded as its own
     /// (only its jobs restore from it). Nobody writes into another tenant's savepoint.
     pub async fn savepoint_as(&self, caller: &Caller, id: &JobId, dir: &str, stop: bool) -> Result<u64, ApiError> {
         crate::api::check_savepoint_dir(dir)?;

@@ -155,7 +155,8 @@ pub fn check(spec: &DeploymentSpec) -> Result<(), String> {
     {
         return Err(format!("savepointDir must be an absolute path, got {dir:?}"));
     }
-    let needs_savepoints = matches!(spec.upgrade_strategy, UpgradeStrategy::Stateful | UpgradeStrategy::Live) || spec.state == DesiredState::Suspended;
+    let needs_savepoints =
+        matches!(spec.upgrade_strategy, UpgradeStrategy::Stateful | UpgradeStrategy::Live) || spec.state == DesiredState::Suspended;
     if needs_savepoints && (spec.savepoint_dir.is_none() || spec.template.checkpoint_interval_ms.is_none()) {
         return Err("STATEFUL and LIVE upgrades and SUSPENDED take savepoints or checkpoints: give savepointDir and template.checkpointIntervalMs (or upgradeStrategy STATELESS or NONE)".into());
     }
@@ -450,13 +451,16 @@ impl Controller {
                 Err(e) => {
                     // Refused before anything changed: the Job runs on the old version.
                     self.record.phase = Phase::Running { job: job.clone(), version, from, good: true };
-                    self.record.message = Some(format!("spec version {to} could not be swapped into job {job}, which runs on version {version}: {e}"));
+                    self.record.message =
+                        Some(format!("spec version {to} could not be swapped into job {job}, which runs on version {version}: {e}"));
                     self.roll_back_spec(version);
                     vec![]
                 }
             },
             // A Job seen ending while it swaps: handled as when it runs.
-            (Phase::Swapping { job, version, from, .. }, Event::Job { job: j, seen }) if j == job && matches!(seen, Seen::Ended { .. } | Seen::Unknown) => {
+            (Phase::Swapping { job, version, from, .. }, Event::Job { job: j, seen })
+                if j == job && matches!(seen, Seen::Ended { .. } | Seen::Unknown) =>
+            {
                 self.record.phase = Phase::Running { job: job.clone(), version, from, good: true };
                 self.handle(Event::Job { job, seen })
             }

@@ -45,7 +45,10 @@ impl Driver {
         };
         let at = c.next_id();
         let to = self.holders();
-        out.push(Command::Log(EventLevel::Info, format!("live swap: shipping the new code to {} taskmanager(s), switch at checkpoint {at}", to.len())));
+        out.push(Command::Log(
+            EventLevel::Info,
+            format!("live swap: shipping the new code to {} taskmanager(s), switch at checkpoint {at}", to.len()),
+        ));
         out.push(Command::Swap { run: self.run(), components: components.clone(), at, to: to.clone() });
         self.swap = Some(Swap { request, components, at, waiting: to.into_iter().collect() });
     }
