@@ -809,6 +809,7 @@ mod tests {
                     on_end_seen.lock().unwrap_or_else(PoisonError::into_inner).push((0, false));
                     req.store(2, Ordering::SeqCst);
                 })),
+                swap: SwapSlot::default(),
             };
             let outcome = run_task(two_batches_into(sink, requested, cancel, checkpointing));
             let snapshots = snapshots.lock().unwrap_or_else(PoisonError::into_inner).clone();
