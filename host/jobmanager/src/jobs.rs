@@ -560,7 +560,7 @@ impl Shared {
     pub(crate) async fn swap(self: &Arc<Self>, job: &JobId, wasm: Arc<Vec<u8>>) -> Result<u64, ApiError> {
         let (running, spec) = {
             let state = lock(&self.state);
-            let j = state.jobs.get(job).ok_or_else(|| crate::api::unknown_job(job.as_str()))?;
+            let j = state.jobs.get(job).ok_or_else(|| ApiError::NotFound(format!("no job {:?}", job.as_str())))?;
             (j.driver.deployment().clone(), j.spec.clone())
         };
         if running.code.components.len() != 1 || spec.manifest.is_some() {
@@ -591,7 +591,7 @@ impl Shared {
         let (reply, answer) = oneshot::channel();
         {
             let mut state = lock(&self.state);
-            let Some(j) = state.jobs.get_mut(job) else { return Err(crate::api::unknown_job(job.as_str())) };
+            let Some(j) = state.jobs.get_mut(job) else { return Err(ApiError::NotFound(format!("no job {:?}", job.as_str()))) };
             for (hash, (_, bytes)) in code.components.iter().zip(components) {
                 if !j.swap_components.iter().any(|(h, _)| h == hash) {
                     j.swap_components.push((hash.clone(), bytes));
