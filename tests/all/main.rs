@@ -24,6 +24,7 @@ mod hostile_peers;
 mod joins;
 mod kafka;
 mod keyed_state;
+mod live_swap;
 mod paths;
 mod polyglot;
 mod polyglot_join;

@@ -30,9 +30,11 @@
 //!
 //! - tenants: the noisy neighbour, a tenant's keyed-sum alone and beside another
 //!   tenant's fuel-hungry job with and without a fuel rate; see `tenants.rs`.
+//! - swap: the pause in output of a live code swap against a STATEFUL upgrade's gap,
+//!   keyed_sum -> keyed_sum_v2 at parallelism 4 on two TaskManagers; see `swap.rs`.
 //!
 //! `WEIR_BENCH_ONLY` picks sections, comma-separated from `keyed-sum`, `wordcount`,
-//! `cluster`, `checkpoints`, `recovery`, `languages`, `windows`, `streams`, `joins`, `postgres`, `kafka`, `tenants` (default:
+//! `cluster`, `checkpoints`, `recovery`, `languages`, `windows`, `streams`, `joins`, `postgres`, `kafka`, `tenants`, `swap` (default:
 //! all), e.g.
 //! `WEIR_BENCH_ONLY=cluster cargo bench --bench throughput`.
 
@@ -44,6 +46,7 @@ mod languages;
 mod postgres;
 mod recovery;
 mod streams;
+mod swap;
 mod tenants;
 mod windows;
 
@@ -216,7 +219,7 @@ fn row(name: &str, wasm: &Measure, native: f64, native_rss: f64) {
 
 /// The benchmark's sections, in the order they run.
 const SECTIONS: [&str; 12] =
-    ["keyed-sum", "wordcount", "cluster", "checkpoints", "recovery", "languages", "windows", "streams", "joins", "postgres", "kafka", "tenants"];
+    ["keyed-sum", "wordcount", "cluster", "checkpoints", "recovery", "languages", "windows", "streams", "joins", "postgres", "kafka", "tenants", "swap"];
 
 /// The sections `WEIR_BENCH_ONLY` asks for (all when unset or empty).
 fn sections() -> Vec<&'static str> {
@@ -294,5 +297,8 @@ fn main() {
     }
     if sections.contains(&"tenants") {
         tenants::bench();
+    }
+    if sections.contains(&"swap") {
+        swap::bench();
     }
 }

@@ -40,7 +40,7 @@ use axum::routing::{get, post, put};
 use serde::de::DeserializeOwned;
 use weir_documents::{
     ArtifactList, CheckpointList, Cluster, ErrorBody, ErrorDetail, EventList, Job, JobList, Metrics, SavepointDone, SavepointSpec, SubmitSpec,
-    TaskManagerList,
+    SwapDone, SwapSpec, TaskManagerList,
 };
 use weir_jobmanager::Caller;
 use weir_jobmanager::JobManager;
@@ -102,6 +102,7 @@ pub fn router(jm: JobManager, token: String) -> Router {
         .route("/jobs/{id}", get(job))
         .route("/jobs/{id}/cancel", post(cancel))
         .route("/jobs/{id}/savepoints", post(savepoint))
+        .route("/jobs/{id}/swap", post(swap))
         .route("/jobs/{id}/checkpoints", get(checkpoints))
         .route("/jobs/{id}/metrics", get(job_metrics))
         .route("/jobs/{id}/logs", get(logs))
@@ -319,6 +320,17 @@ async fn savepoint(
     check_savepoint_dir(&spec.dir)?;
     let checkpoint = api.jm.savepoint_as(&caller, &job_id(&id)?, &spec.dir, spec.stop).await?;
     Ok(axum::Json(SavepointDone { checkpoint, dir: spec.dir }))
+}
+
+async fn swap(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    read: Result<Bytes, BytesRejection>,
+) -> Answer<axum::Json<SwapDone>> {
+    let spec: SwapSpec = parse(read, "swap request")?;
+    let checkpoint = api.jm.swap_as(&caller, &job_id(&id)?, &spec.artifact).await?;
+    Ok(axum::Json(SwapDone { checkpoint, artifact: spec.artifact }))
 }
 
 async fn checkpoints(State(api): State<Api>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Answer<axum::Json<CheckpointList>> {

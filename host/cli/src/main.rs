@@ -45,6 +45,9 @@ enum Command {
     Cancel(client::JobIdArgs),
     /// Take a savepoint of a running job (and with --stop, stop it right after).
     Savepoint(cmd::savepoint::SavepointArgs),
+    /// Swap a running job's code live: the new component takes over at the next
+    /// checkpoint with the same state, without a restart.
+    Swap(cmd::swap::SwapArgs),
     /// Manage Deployments: a job's desired state, upgraded and resumed by the
     /// JobManager (apply -f FILE, list, get, suspend, resume, delete).
     #[command(subcommand)]
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
         Command::Status(a) => cmd::status::run(a),
         Command::Cancel(a) => cmd::cancel::run(a),
         Command::Savepoint(a) => cmd::savepoint::run(a),
+        Command::Swap(a) => cmd::swap::run(a),
         Command::Logs(a) => cmd::logs::run(a),
         Command::Deploy(a) => cmd::deploy::run(a),
         Command::New(a) => cmd::new::run(a),

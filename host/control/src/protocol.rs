@@ -68,6 +68,14 @@ pub enum ToJobManager {
     /// TaskManager: a subtask processed the end of all its inputs and waits for a
     /// checkpoint to capture its final state before it finishes.
     EndOfInput(EndOfInput),
+    /// TaskManager: the new code of a live swap ([`FromJobManager::Swap`]) is compiled
+    /// and armed here, or why not.
+    SwapReady {
+        /// The run.
+        run: RunId,
+        /// Armed, or the error.
+        result: Result<(), String>,
+    },
 }
 
 /// Messages from the JobManager.
@@ -121,6 +129,25 @@ pub enum FromJobManager {
     },
     /// TaskManager: cancel a run's subtasks (prepared or running).
     Cancel {
+        /// The run.
+        run: RunId,
+    },
+    /// TaskManager: a live swap. Get and compile these components (ask for missing
+    /// ones with `NeedComponents`), then arm them: each subtask of the run switches to
+    /// them right after its snapshot for the first barrier at or past checkpoint `at`.
+    /// Answer with [`ToJobManager::SwapReady`]. Until every TaskManager did, the
+    /// JobManager triggers no checkpoint, so no barrier overtakes an arming.
+    Swap {
+        /// The run.
+        run: RunId,
+        /// The new components, by index in the job's code.
+        components: Vec<ComponentHash>,
+        /// The switch point.
+        at: u64,
+    },
+    /// TaskManager: forget the run's armed swap (another TaskManager could not load
+    /// the code); sent before the switch point's checkpoint is triggered.
+    SwapAbort {
         /// The run.
         run: RunId,
     },

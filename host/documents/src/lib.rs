@@ -160,6 +160,23 @@ pub struct SavepointSpec {
     pub stop: bool,
 }
 
+/// `POST /api/v1/jobs/{id}/swap`: a live code swap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SwapSpec {
+    /// Id of the uploaded job component to run from the switch point on.
+    pub artifact: String,
+}
+
+/// A completed live swap.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SwapDone {
+    /// The checkpoint whose barrier was the switch point.
+    pub checkpoint: u64,
+    /// The component the job runs now.
+    pub artifact: String,
+}
+
 /// A finished savepoint.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SavepointDone {

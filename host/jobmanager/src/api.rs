@@ -237,6 +237,28 @@ impl JobManager {
         self.job(id)
     }
 
+    /// Swaps a running job's code live to the uploaded job component `artifact`
+    /// (see `Shared::swap`): the id of the checkpoint it switched at.
+    pub async fn swap(&self, id: &JobId, artifact: &str) -> Result<u64, ApiError> {
+        let info = self.job(id)?;
+        if info.resource.state.is_terminal() {
+            return Err(ApiError::Conflict(format!("job {id} already ended ({})", info.resource.state.name())));
+        }
+        let store = self.0.artifacts.clone();
+        let wanted = artifact.to_string();
+        let read = tokio::task::spawn_blocking(move || {
+            let missing = || ApiError::NotFound(format!("no artifact {wanted:?} (upload it first)"));
+            match lock(&store).get(&wanted.parse::<ComponentHash>().map_err(|_| missing())?) {
+                Ok(Some(bytes)) => Ok(Arc::new(bytes)),
+                Ok(None) => Err(missing()),
+                Err(e) => Err(ApiError::Internal(e.to_string())),
+            }
+        })
+        .await;
+        let wasm = read.unwrap_or_else(|e| Err(ApiError::Internal(format!("reading the artifact panicked: {e}"))))?;
+        self.0.swap(id, wasm).await
+    }
+
     /// Takes a savepoint of a running job into `dir` (absolute), and with `stop`
     /// cancels the job right after; the id of the checkpoint it copies.
     pub async fn savepoint(&self, id: &JobId, dir: &str, stop: bool) -> Result<u64, ApiError> {

@@ -192,6 +192,18 @@ impl JobManager {
                         };
                         jm.feed(&name, Event::Stopped { job, result });
                     }
+                    Command::Swap { job, artifact } => {
+                        let result = match crate::api::job_id(&job) {
+                            // Taken up after a JobManager restart: the swap may be done.
+                            Ok(id) if jm.job(&id).is_ok_and(|j| j.spec.artifact.as_deref() == Some(artifact.as_str())) => Ok(()),
+                            Ok(id) => jm.swap(&id, &artifact).await.map(|_| ()).map_err(|e| e.to_string()),
+                            Err(e) => Err(e.to_string()),
+                        };
+                        if let Err(e) = &result {
+                            tracing::warn!(deployment = %name, %job, "live swap refused: {e}");
+                        }
+                        jm.feed(&name, Event::Swapped { job, result });
+                    }
                     Command::Cancel { job } => {
                         // An ended job is refused; its end is seen by polling either way.
                         if let Ok(id) = crate::api::job_id(&job) {

@@ -277,6 +277,10 @@ impl JobHandle {
                     | Command::Checkpoint { .. }
                     | Command::AbandonCheckpoints(_)
                     | Command::Skipped { .. }
+                    // Nothing asks an embedded job for a live swap.
+                    | Command::Swap { .. }
+                    | Command::SwapAbort { .. }
+                    | Command::SwapCommitted { .. }
                     | Command::Ended => {}
                 }
             }

@@ -24,6 +24,9 @@ pub(crate) struct Job {
     pub(crate) driver: Driver,
     /// The bytes of each component in the deployment's code, by index.
     pub(crate) components: Vec<Arc<Vec<u8>>>,
+    /// A live swap's components under way, by hash: shipped to TaskManagers that ask,
+    /// and the job's once the swap completes.
+    pub(crate) swap_components: Vec<(weir_types::ids::ComponentHash, Arc<Vec<u8>>)>,
     pub(crate) store: Option<Arc<JobCheckpoints>>,
     /// The Job resource (seed 002) tracking this job's lifecycle.
     resource: JobResource,
@@ -47,6 +50,7 @@ impl Job {
         Self {
             driver,
             components,
+            swap_components: Vec::new(),
             store,
             resource: JobResource::new(SystemTime::now()),
             spec,

@@ -382,6 +382,31 @@ impl Shared {
                 self.checkpoints_skipped.fetch_add(1, Ordering::Relaxed);
                 j.event(EventLevel::Error, format!("checkpoint {id} cannot be restored, skipped for an older one: {cause}"));
             }
+            Command::Swap { run, components, at, to } => {
+                send(orders, &to, || FromJobManager::Swap { run: run.clone(), components: components.clone(), at });
+            }
+            Command::SwapAbort { run, to } => send(orders, &to, || FromJobManager::SwapAbort { run: run.clone() }),
+            Command::SwapCommitted { components } => {
+                let pending = std::mem::take(&mut j.swap_components);
+                let bytes: Option<Vec<Arc<Vec<u8>>>> =
+                    components.iter().map(|h| pending.iter().find(|(p, _)| p == h).map(|(_, b)| b.clone())).collect();
+                match bytes {
+                    Some(bytes) => {
+                        if let Err(e) = self.persistence.write_components(&job, &bytes) {
+                            j.event(
+                                EventLevel::Error,
+                                format!("cannot persist the swapped components (a new jobmanager would not resume the job): {e}"),
+                            );
+                        }
+                        j.components = bytes;
+                        // The Job's spec names what it runs now (an artifact id is its hash).
+                        if let (Some(_), [hash]) = (&j.spec.artifact, components.as_slice()) {
+                            j.spec.artifact = Some(hash.to_string());
+                        }
+                    }
+                    None => j.event(EventLevel::Error, "the swapped components' bytes are gone".into()),
+                }
+            }
             Command::Ended => j.end(),
         }
         None
@@ -577,6 +602,60 @@ impl Shared {
         let request = j.await_reply(reply);
         self.drive_locked(&mut state, job, Event::Savepoint { request, dir, stop });
         answer
+    }
+
+    /// A live swap of a running job to the job component `wasm`: refused before
+    /// anything starts when it cannot plan this job or plans another graph (the job
+    /// runs on untouched); else answered once a checkpoint at its switch point
+    /// completed, with that checkpoint's id.
+    pub(crate) async fn swap(self: &Arc<Self>, job: &JobId, wasm: Arc<Vec<u8>>) -> Result<u64, ApiError> {
+        let (running, spec) = {
+            let state = lock(&self.state);
+            let j = state.jobs.get(job).ok_or_else(|| ApiError::NotFound(format!("no job {:?}", job.as_str())))?;
+            (j.driver.deployment().clone(), j.spec.clone())
+        };
+        if running.code.components.len() != 1 || spec.manifest.is_some() {
+            return Err(ApiError::Conflict(format!("job {job} runs from a manifest: a live swap replaces a job component only")));
+        }
+        let runtime = self.runtime.clone();
+        let (args, parallelism, input, output) = (running.args.clone(), spec.parallelism, spec.input.clone(), spec.output.clone());
+        let (id1, id2) = (job.clone(), job.clone());
+        let incompatible =
+            move |e: String| ApiError::Conflict(format!("the new component is incompatible with job {id1}, which runs on untouched: {e}"));
+        let cannot = move |e: crate::planning::JobError| {
+            ApiError::Unprocessable(format!("the new component cannot run job {id2}, which runs on untouched: {e}"))
+        };
+        let running_plan = running.plan.clone();
+        // Compiles, runs `plan` and probes connectors: off the async workers.
+        let planned = tokio::task::spawn_blocking(move || {
+            let planned = crate::planning::load_plan(&runtime, &JobSource::Component(wasm), &args).map_err(&cannot)?;
+            crate::planning::check_swap_uids(&running_plan, &planned.plan).map_err(incompatible)?;
+            crate::planning::bind(planned, parallelism, input, output).map_err(&cannot)
+        })
+        .await;
+        let (PlannedCode { plan, code, components }, graph) = planned.map_err(|e| ApiError::Internal(format!("planning panicked: {e}")))??;
+        crate::planning::check_swap((&running.plan, &running.graph, &running.code), (&plan, &graph, &code))
+            .map_err(|e| ApiError::Conflict(format!("the new component is incompatible with job {job}, which runs on untouched: {e}")))?;
+        if code.components == running.code.components {
+            return Err(ApiError::Conflict(format!("job {job} already runs this component")));
+        }
+        let (reply, answer) = oneshot::channel();
+        {
+            let mut state = lock(&self.state);
+            let Some(j) = state.jobs.get_mut(job) else { return Err(ApiError::NotFound(format!("no job {:?}", job.as_str()))) };
+            for (hash, (_, bytes)) in code.components.iter().zip(components) {
+                if !j.swap_components.iter().any(|(h, _)| h == hash) {
+                    j.swap_components.push((hash.clone(), bytes));
+                }
+            }
+            let request = j.await_reply(reply);
+            self.drive_locked(&mut state, job, Event::Swap { request, components: code.components });
+        }
+        match answer.await {
+            Ok(Ok(checkpoint)) => Ok(checkpoint),
+            Ok(Err(e)) => Err(ApiError::Conflict(e)),
+            Err(_) => Err(ApiError::Conflict(format!("job {job} ended before the swap completed"))),
+        }
     }
 
     /// A finished or cancelled job just ended: it keeps only its newest checkpoint

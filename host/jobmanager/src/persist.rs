@@ -85,6 +85,22 @@ impl Persistence {
         }
     }
 
+    /// Replaces a running job's components (a live swap completed); its record,
+    /// naming their hashes, is written right after. A JobManager that dies between the
+    /// two finds components that do not match the record and does not resume the job:
+    /// a narrow window, taken for one write of a small file.
+    pub(crate) fn write_components(&self, job: &JobId, components: &[Arc<Vec<u8>>]) -> Result<(), String> {
+        let storage = match self.open() {
+            Ok(Some(storage)) => storage,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        };
+        for (i, c) in components.iter().enumerate() {
+            storage.write(&format!("{JOBS_DIR}/{job}/component-{i}.wasm"), c).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
     /// Writes a job's record durably, in order (a small file): a JobManager that
     /// crashes later resumes it with a new attempt number.
     pub(crate) fn write_job(&self, driver: DriverRecord, spec: SubmitSpec, created: SystemTime) -> Result<(), String> {

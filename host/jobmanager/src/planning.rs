@@ -154,7 +154,16 @@ pub fn prepare(
     input: Option<String>,
     output: Option<String>,
 ) -> Result<(PlannedCode, ExecutionGraph), JobError> {
-    let mut planned = load_plan(runtime, source, args)?;
+    bind(load_plan(runtime, source, args)?, parallelism, input, output)
+}
+
+/// [`prepare`] after [`load_plan`]: binds, validates and builds the execution graph.
+pub fn bind(
+    mut planned: PlannedCode,
+    parallelism: u32,
+    input: Option<String>,
+    output: Option<String>,
+) -> Result<(PlannedCode, ExecutionGraph), JobError> {
     planned.plan.bind_io(input.as_deref(), output.as_deref())?;
     planned.plan.validate(parallelism)?;
     check_connectors(&planned.plan)?;
@@ -224,4 +233,59 @@ impl From<TaskError> for JobError {
         // Boxed: a typed task error is large, and every planning result carries it.
         JobError::Deploy(Box::new(e))
     }
+}
+
+/// A live swap's first check, on the new plan as the component declares it (before
+/// binding, which could fail for another job's sources first): the same nodes by uid,
+/// in order. The error names the first difference.
+pub fn check_swap_uids(running: &JobPlan, new: &JobPlan) -> Result<(), String> {
+    if new.nodes.len() != running.nodes.len() {
+        return Err(format!("the new plan has {} nodes, the running one {}", new.nodes.len(), running.nodes.len()));
+    }
+    match new.nodes.iter().zip(&running.nodes).enumerate().find(|(_, (n, o))| n.uid != o.uid) {
+        Some((i, (n, o))) => Err(format!("node {i} has uid {:?} in the new plan, {:?} in the running one", n.uid, o.uid)),
+        None => Ok(()),
+    }
+}
+
+/// Whether a running job (`running`: its plan, graph and code) may swap to new code
+/// live: the new plan must be the same graph (nodes with their uids, names, kinds and
+/// parallelism; edges with their partitioning and key-by types; key groups), so every
+/// subtask, its state, timers and source positions carry over one to one, and each
+/// operator must run from the same component index and guest operator id. Only the
+/// components' bytes differ. The error names the first difference.
+pub fn check_swap(running: (&JobPlan, &ExecutionGraph, &JobCode), new: (&JobPlan, &ExecutionGraph, &JobCode)) -> Result<(), String> {
+    let ((old_plan, old_graph, old_code), (plan, graph, code)) = (running, new);
+    if plan.nodes.len() != old_plan.nodes.len() {
+        return Err(format!("the new plan has {} nodes, the running one {}", plan.nodes.len(), old_plan.nodes.len()));
+    }
+    for (i, (n, o)) in plan.nodes.iter().zip(&old_plan.nodes).enumerate() {
+        if n.uid != o.uid {
+            return Err(format!("node {i} has uid {:?} in the new plan, {:?} in the running one", n.uid, o.uid));
+        }
+        if n != o {
+            return Err(format!("node {:?} differs (kind, name, parallelism or watermarks)", n.uid));
+        }
+    }
+    if plan.edges != old_plan.edges {
+        let uid = |e: &weir_types::plan::Edge| {
+            let name = |i: u32| plan.nodes.get(i as usize).map_or("?", |n| n.uid.as_str());
+            format!("{} -> {}", name(e.source), name(e.target))
+        };
+        let differing = plan.edges.iter().zip(&old_plan.edges).find(|(a, b)| a != b).map(|(a, _)| uid(a));
+        return Err(match differing {
+            Some(e) => format!("edge {e} differs (partitioning, key-by type, side output or input)"),
+            None => format!("the new plan has {} edges, the running one {}", plan.edges.len(), old_plan.edges.len()),
+        });
+    }
+    if plan.max_parallelism() != old_plan.max_parallelism() {
+        return Err(format!("max parallelism {} differs from the running {}", plan.max_parallelism(), old_plan.max_parallelism()));
+    }
+    if graph != old_graph {
+        return Err("the new plan chains into other vertices".into());
+    }
+    if code.operators != old_code.operators || code.components.len() != old_code.components.len() {
+        return Err("the operators run from other components or guest operator ids".into());
+    }
+    Ok(())
 }

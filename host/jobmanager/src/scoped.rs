@@ -106,6 +106,15 @@ impl JobManager {
         Ok(())
     }
 
+    /// [`Self::swap`] for `caller`: its own job, to its own artifact.
+    pub async fn swap_as(&self, caller: &Caller, id: &JobId, artifact: &str) -> Result<u64, ApiError> {
+        self.check_job(caller, id)?;
+        if caller.owner().is_some() && !lock(&self.0.tenants).may_use_artifact(caller, artifact) {
+            return Err(ApiError::NotFound(format!("no artifact {artifact:?} (upload it first)")));
+        }
+        self.swap(id, artifact).await
+    }
+
     /// [`Self::savepoint`] for `caller`; a tenant's savepoint is recorded as its own
     /// (only its jobs restore from it). Nobody writes into another tenant's savepoint.
     pub async fn savepoint_as(&self, caller: &Caller, id: &JobId, dir: &str, stop: bool) -> Result<u64, ApiError> {

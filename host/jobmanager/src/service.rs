@@ -200,9 +200,11 @@ fn from_taskmanager(shared: &Arc<Shared>, conn: &Connection, id: TaskManagerId, 
                 return true;
             };
             for hash in hashes {
-                // An ended job has dropped its components' bytes.
+                // An ended job has dropped its components' bytes; a live swap's are
+                // the job's only once it completed.
                 let position = j.driver.deployment().code.components.iter().position(|h| *h == hash);
-                let Some(bytes) = position.and_then(|i| j.components.get(i)).cloned() else {
+                let swapping = || j.swap_components.iter().find(|(h, _)| *h == hash).map(|(_, b)| b.clone());
+                let Some(bytes) = position.and_then(|i| j.components.get(i)).cloned().or_else(swapping) else {
                     tracing::warn!(%run, taskmanager = %id, %hash, "a taskmanager asked for a component the job does not have (any more)");
                     continue;
                 };
@@ -215,6 +217,7 @@ fn from_taskmanager(shared: &Arc<Shared>, conn: &Connection, id: TaskManagerId, 
         ToJobManager::TaskEnded(end) => shared.drive(&end.run.job(), Event::TaskEnded(end)),
         ToJobManager::CheckpointAck(ack) => shared.drive(&ack.run.job(), Event::Ack(ack)),
         ToJobManager::EndOfInput(end) => shared.drive(&end.run.job(), Event::EndOfInput(end)),
+        ToJobManager::SwapReady { run, result } => shared.drive(&run.job(), Event::SwapReady { tm: id, run, result }),
         other => {
             refuse(conn, &format!("unexpected {} from a taskmanager", kind(&other)));
             return false;
@@ -248,6 +251,7 @@ fn kind(m: &ToJobManager) -> &'static str {
         ToJobManager::TaskEnded(_) => "task end",
         ToJobManager::CheckpointAck(_) => "checkpoint acknowledgement",
         ToJobManager::EndOfInput(_) => "end of input",
+        ToJobManager::SwapReady { .. } => "swap ready",
     }
 }
 

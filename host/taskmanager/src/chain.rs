@@ -169,6 +169,8 @@ struct KeyedRecord {
 
 pub(crate) struct Chain {
     instances: Vec<Instance>,
+    /// Fuel of instances a live swap replaced.
+    retired_fuel: u64,
     steps: Vec<Step>,
     scratch: KeyedScratch,
     state: Option<TaskState>,
@@ -253,6 +255,7 @@ impl Chain {
         }
         Ok(Self {
             instances,
+            retired_fuel: 0,
             steps,
             scratch: KeyedScratch::default(),
             state,
@@ -504,7 +507,20 @@ impl Chain {
 
     /// Fuel the chain's instances burned so far, every call counted.
     pub(crate) fn fuel_used(&self) -> u64 {
-        self.instances.iter().map(Instance::fuel_burned).sum()
+        self.retired_fuel + self.instances.iter().map(Instance::fuel_burned).sum::<u64>()
+    }
+
+    /// A live swap: `instances` (opened, one per component as in [`Chain::new`]) run the
+    /// operators from now on. State, caches and timers stay: they are the host's.
+    pub(crate) fn swap(&mut self, mut instances: Vec<Instance>) {
+        if let Some(s) = &self.state {
+            let keyed_ops: Vec<u32> = self.steps.iter().filter(|st| st.op.keyed).map(|st| st.op.op.state).collect();
+            for instance in &mut instances {
+                instance.set_state_access(Box::new(MapStateAccess { state: s.clone(), keyed_ops: keyed_ops.clone() }));
+            }
+        }
+        self.retired_fuel += self.instances.iter().map(Instance::fuel_burned).sum::<u64>();
+        self.instances = instances;
     }
 
     /// Expired state entries the TTL sweeps dropped so far.

@@ -21,7 +21,7 @@ use weir_types::deployment::{JobDeployment, RestoreFrom};
 use weir_types::ids::RunId;
 
 use crate::error::{CheckpointingError, RestoreError, SnapshotError, SourceError};
-use crate::task::{Checkpointing, TaskSnapshot};
+use crate::task::{Checkpointing, SwapSlot, TaskSnapshot};
 use weir_checkpoint::{Split, decode_splits, encode_splits, savepoint_location};
 
 /// Deltas a chain may grow to before the next snapshot is full again: bounds restore
@@ -45,6 +45,8 @@ pub struct JobCheckpointing {
     pub stop_at: Arc<AtomicU64>,
     /// Newest checkpoint the JobManager declared complete.
     pub completed: Arc<AtomicU64>,
+    /// A live swap, once armed (see [`crate::task::SwapTo`]).
+    pub swap: SwapSlot,
     store: Option<Arc<JobCheckpoints>>,
     acks: AckSink,
     ends: EndSink,
@@ -67,6 +69,7 @@ impl JobCheckpointing {
             requested: Arc::default(),
             stop_at: Arc::default(),
             completed: Arc::default(),
+            swap: SwapSlot::default(),
             store,
             acks,
             ends,
@@ -83,6 +86,7 @@ impl JobCheckpointing {
                 on_snapshot: Arc::new(|_| {}),
                 completed: self.completed.clone(),
                 on_end: None,
+                swap: self.swap.clone(),
             };
         };
         let (ends, run) = (self.ends.clone(), self.run.clone());
@@ -115,6 +119,7 @@ impl JobCheckpointing {
             on_snapshot: Arc::new(on_snapshot),
             completed: self.completed.clone(),
             on_end: Some(Arc::new(on_end)),
+            swap: self.swap.clone(),
         }
     }
 }

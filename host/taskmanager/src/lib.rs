@@ -61,7 +61,7 @@ pub mod worker;
 pub use cancel::Cancel;
 pub use chain::OperatorStep;
 pub use error::TaskError;
-pub use task::{Head, Tail, TaskCounters, TaskDeployment, run_task};
+pub use task::{Head, SwapTo, Tail, TaskCounters, TaskDeployment, run_task};
 pub use weir_types::deployment::{TaskProgress, TaskStats};
 pub use worker::{PreparedJob, Report, Reporter, TaskManager};
 

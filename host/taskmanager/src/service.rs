@@ -17,6 +17,7 @@ use weir_types::ids::{ComponentHash, RunId};
 use weir_wasm::{JobComponent, World};
 
 use crate::dataplane::DataPlane;
+use crate::task::SwapTo;
 use crate::worker::{PreparedJob, Report, Reporter, TaskManager};
 
 /// Messages to the JobManager waiting to be written; task ends and heartbeats are
@@ -80,6 +81,9 @@ pub async fn serve(tm: TaskManager, data: DataPlane, jm: SocketAddr, slots: u32,
     // are, hashes still missing).
     let mut waiting: HashMap<RunId, (Box<JobDeployment>, u32, Vec<ComponentHash>)> = HashMap::new();
     let mut prepared: HashMap<RunId, PreparedJob> = HashMap::new();
+    // Live swaps waiting for components, by run: (the new components, the switch
+    // point, hashes still missing).
+    let mut swaps: HashMap<RunId, (Vec<ComponentHash>, u64, Vec<ComponentHash>)> = HashMap::new();
     // Components compile off this loop (Python's take seconds), so control messages of
     // other jobs are not held up; each reports back here when done.
     let (loaded_tx, mut loaded_rx) = mpsc::unbounded_channel::<Loaded>();
@@ -90,6 +94,19 @@ pub async fn serve(tm: TaskManager, data: DataPlane, jm: SocketAddr, slots: u32,
             r = rx.recv() => r,
             Some(loaded) = loaded_rx.recv() => {
                 let Loaded { run, hash, error } = loaded;
+                if let Some((components, at, missing)) = swaps.get_mut(&run) {
+                    missing.retain(|h| *h != hash);
+                    let reply = match error {
+                        Some(error) => Some(ToJobManager::SwapReady { run: run.clone(), result: Err(error) }),
+                        None if missing.is_empty() => Some(arm(&tm, &run, components, *at)),
+                        None => None,
+                    };
+                    if let Some(reply) = reply {
+                        swaps.remove(&run);
+                        let _ = out_tx.send(reply).await;
+                    }
+                    continue;
+                }
                 let Some((_, _, missing)) = waiting.get_mut(&run) else { continue };
                 missing.retain(|h| *h != hash);
                 if let Some(error) = error {
@@ -137,7 +154,8 @@ pub async fn serve(tm: TaskManager, data: DataPlane, jm: SocketAddr, slots: u32,
                     Ok(b) => b,
                     Err(e) => break Err(e),
                 };
-                if !waiting.get(&run).is_some_and(|(_, _, missing)| missing.contains(&hash)) {
+                let wanted = |missing: &Vec<ComponentHash>| missing.contains(&hash);
+                if !waiting.get(&run).is_some_and(|(_, _, m)| wanted(m)) && !swaps.get(&run).is_some_and(|(_, _, m)| wanted(m)) {
                     continue;
                 }
                 tracing::info!(job = %run, %hash, bytes = bytes.len(), "received a component of the job");
@@ -164,8 +182,22 @@ pub async fn serve(tm: TaskManager, data: DataPlane, jm: SocketAddr, slots: u32,
             }
             FromJobManager::TriggerCheckpoint { run, id, stop } => tm.trigger_checkpoint(&run, id, stop),
             FromJobManager::CheckpointComplete { run, id } => tm.checkpoint_completed(&run, id),
+            FromJobManager::Swap { run, components, at } => {
+                let missing: Vec<ComponentHash> = components.iter().filter(|h| tm.runtime().cached(h.as_str()).is_none()).cloned().collect();
+                if missing.is_empty() {
+                    let _ = out_tx.send(arm(&tm, &run, &components, at)).await;
+                } else {
+                    swaps.insert(run.clone(), (components, at, missing.clone()));
+                    let _ = out_tx.send(ToJobManager::NeedComponents { run, hashes: missing }).await;
+                }
+            }
+            FromJobManager::SwapAbort { run } => {
+                swaps.remove(&run);
+                tm.disarm_swap(&run);
+            }
             FromJobManager::Cancel { run } => {
                 waiting.remove(&run);
+                swaps.remove(&run);
                 match prepared.remove(&run) {
                     Some(p) => cancel_prepared(&tm, p, &out_tx).await,
                     None => tm.cancel(&run),
@@ -234,6 +266,20 @@ struct Loaded {
     run: RunId,
     hash: ComponentHash,
     error: Option<String>,
+}
+
+/// Arms a live swap of `run` to `components` (all compiled here) at checkpoint `at`;
+/// the answer for the JobManager.
+fn arm(tm: &TaskManager, run: &RunId, components: &[ComponentHash], at: u64) -> ToJobManager {
+    let loaded: Option<Vec<JobComponent>> = components.iter().map(|h| tm.runtime().cached(h.as_str())).collect();
+    let result = match loaded {
+        None => Err("a component of the swap vanished from the cache".to_string()),
+        Some(components) => match tm.arm_swap(run, SwapTo { at, components }) {
+            true => Ok(()),
+            false => Err(format!("run {run} is not running on this taskmanager")),
+        },
+    };
+    ToJobManager::SwapReady { run: run.clone(), result }
 }
 
 /// Prepares this TaskManager's share of `d`, whose components are all loaded here.

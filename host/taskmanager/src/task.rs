@@ -59,11 +59,20 @@ pub struct Checkpointing {
     /// whose barrier it passed; `None` without checkpoints: the subtask finishes at
     /// once (its sinks are plain files, nothing waits for a commit).
     pub on_end: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+    /// A live swap, once armed: new code from a checkpoint's barrier on.
+    pub swap: SwapSlot,
 }
 
 impl Default for Checkpointing {
     fn default() -> Self {
-        Self { requested: Arc::default(), stop_at: Arc::default(), on_snapshot: Arc::new(|_| {}), completed: Arc::default(), on_end: None }
+        Self {
+            requested: Arc::default(),
+            stop_at: Arc::default(),
+            on_snapshot: Arc::new(|_| {}),
+            completed: Arc::default(),
+            on_end: None,
+            swap: SwapSlot::default(),
+        }
     }
 }
 
@@ -194,6 +203,8 @@ impl TaskCounters {
 /// A running subtask's middle and end: its operators and where their output goes.
 struct Pipeline<'a> {
     chain: Option<Chain>,
+    /// What instantiates the chain's operators again, for a live swap.
+    code: Option<Code>,
     tail: Tail,
     cancel: &'a Cancel,
     counters: &'a TaskCounters,
@@ -414,10 +425,91 @@ impl Pipeline<'_> {
         (self.checkpointing.on_snapshot)(TaskSnapshot { checkpoint: id, state, source });
         self.stats.last_checkpoint = id;
         match &mut self.tail {
-            Tail::Sink(_) => Ok(()),
-            Tail::Routers(rs) => rs.iter_mut().try_for_each(|r| r.barrier(id, self.cancel)),
+            Tail::Sink(_) => {}
+            Tail::Routers(rs) => rs.iter_mut().try_for_each(|r| r.barrier(id, self.cancel))?,
         }
+        // After the barrier went on: downstream snapshots while this subtask swaps.
+        self.swap(id)
     }
+
+    /// A live swap armed for a checkpoint up to `id`: the barrier of `id` is the switch
+    /// point. Everything before it ran on the old code and is in the snapshot just
+    /// taken; the new instances carry on with the same state, timers and source
+    /// position, opened as after a restore.
+    fn swap(&mut self, id: u64) -> Result<(), TaskError> {
+        let (Some(chain), Some(code)) = (self.chain.as_mut(), self.code.as_mut()) else { return Ok(()) };
+        let armed = self.checkpointing.swap.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let Some(to) = armed.filter(|to| to.at <= id && to.at > code.swapped) else { return Ok(()) };
+        let started = Instant::now();
+        let (instances, _) = instantiate(&code.runtime, &to.components, &code.operators, &code.args, &code.label, code.info)?;
+        chain.swap(instances);
+        code.swapped = to.at;
+        // What the swap adds to the barrier's pause in this subtask's output (the
+        // swap benchmark reads it).
+        let pause_us = started.elapsed().as_micros();
+        tracing::info!(subtask = %code.label, checkpoint = id, pause_us, "live swap: runs the new code from this barrier on");
+        Ok(())
+    }
+}
+
+/// New code for a running job's subtasks: the components (by index, as the job's
+/// code names them) and the checkpoint whose barrier is the switch point.
+pub struct SwapTo {
+    /// Checkpoint id: subtasks switch after their snapshot for the first barrier at
+    /// or past it.
+    pub at: u64,
+    /// The new components, compiled.
+    pub components: Vec<JobComponent>,
+}
+
+/// A job's armed swap on one TaskManager, shared by its subtasks.
+pub type SwapSlot = Arc<std::sync::Mutex<Option<Arc<SwapTo>>>>;
+
+/// What a subtask needs to instantiate its operators again.
+struct Code {
+    runtime: Runtime,
+    operators: Vec<OperatorStep>,
+    args: Vec<(String, String)>,
+    label: String,
+    info: TaskInfo,
+    /// The switch point of the last swap done (0: none).
+    swapped: u64,
+}
+
+/// One instance per component the chain's `operators` use (shared by its operators
+/// there), each operator opened; with each operator's instance index.
+fn instantiate(
+    runtime: &Runtime,
+    components: &[JobComponent],
+    operators: &[OperatorStep],
+    args: &[(String, String)],
+    label: &str,
+    info: TaskInfo,
+) -> Result<(Vec<Instance>, Vec<usize>), TaskError> {
+    let fail = |name: &str| {
+        let name = name.to_string();
+        move |failure| TaskError::Operator { name, failure }
+    };
+    let mut instances: Vec<(u32, Instance)> = Vec::new();
+    let mut slots = Vec::with_capacity(operators.len());
+    for step in operators {
+        let slot = match instances.iter().position(|(c, _)| *c == step.component) {
+            Some(slot) => slot,
+            None => {
+                let component = components.get(step.component as usize).ok_or_else(|| Bug::MissingComponent { operator: step.name.clone() })?;
+                let mut instance = Instance::new(runtime, component, label)?;
+                if component.has_plan() {
+                    // Rebuild the guest's operator registry: `plan` is deterministic.
+                    instance.plan(args, runtime.limits().plan_fuel).map_err(fail("plan"))?;
+                }
+                instances.push((step.component, instance));
+                instances.len() - 1
+            }
+        };
+        instances[slot].1.open(step.op, info, &step.args).map_err(fail(&step.name))?;
+        slots.push(slot);
+    }
+    Ok((instances.into_iter().map(|(_, i)| i).collect(), slots))
 }
 
 /// Runs a subtask to its end on the calling thread.
@@ -442,36 +534,11 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
         clock,
         throttle,
     } = d;
+    let info = TaskInfo { subtask, parallelism, max_parallelism };
     let chain = match (&wasm, operators.is_empty()) {
         (_, true) => None,
         (Some((runtime, components)), false) => {
-            let fail = |name: &str| {
-                let name = name.to_string();
-                move |failure| TaskError::Operator { name, failure }
-            };
-            // One instance per component the chain uses, shared by its operators there.
-            let mut instances: Vec<(u32, Instance)> = Vec::new();
-            let mut slots = Vec::with_capacity(operators.len());
-            for step in &operators {
-                let slot = match instances.iter().position(|(c, _)| *c == step.component) {
-                    Some(slot) => slot,
-                    None => {
-                        let component =
-                            components.get(step.component as usize).ok_or_else(|| Bug::MissingComponent { operator: step.name.clone() })?;
-                        let mut instance = Instance::new(runtime, component, &label)?;
-                        if component.has_plan() {
-                            // Rebuild the guest's operator registry: `plan` is deterministic.
-                            instance.plan(&args, runtime.limits().plan_fuel).map_err(fail("plan"))?;
-                        }
-                        instances.push((step.component, instance));
-                        instances.len() - 1
-                    }
-                };
-                let info = TaskInfo { subtask, parallelism, max_parallelism };
-                instances[slot].1.open(step.op, info, &step.args).map_err(fail(&step.name))?;
-                slots.push(slot);
-            }
-            let instances = instances.into_iter().map(|(_, i)| i).collect();
+            let (instances, slots) = instantiate(runtime, components, &operators, &args, &label, info)?;
             let last_outputs = operators.last().map_or(0, |o| o.side_outputs.len()) as u32;
             let side_read = (0..last_outputs)
                 .map(|o| match &tail {
@@ -479,13 +546,15 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
                     Tail::Sink(_) => false,
                 })
                 .collect();
-            let ops = operators.into_iter().zip(slots).collect();
+            let ops = operators.iter().cloned().zip(slots).collect();
             Some(Chain::new(instances, ops, state, cache_bytes, counters.side.clone(), side_read, clock.clone())?)
         }
         (None, false) => return Err(Bug::NoComponents.into()),
     };
+    let code = wasm.filter(|_| !operators.is_empty()).map(|(runtime, _)| Code { runtime, operators, args, label: label.clone(), info, swapped: 0 });
     let mut p = Pipeline {
         chain,
+        code,
         tail,
         cancel: &cancel,
         counters: &counters,
@@ -757,6 +826,7 @@ mod tests {
                     on_end_seen.lock().unwrap_or_else(PoisonError::into_inner).push((0, false));
                     req.store(2, Ordering::SeqCst);
                 })),
+                swap: SwapSlot::default(),
             };
             let outcome = run_task(two_batches_into(sink, requested, cancel, checkpointing));
             let snapshots = snapshots.lock().unwrap_or_else(PoisonError::into_inner).clone();

@@ -28,7 +28,7 @@ use crate::error::{Bug, DeploymentFault, SinkError, SourceError, TaskError};
 use crate::exchange::{Inputs, Router, Target};
 use crate::sink::{Commit, Commits, PgCommits, SharedWriter, Sink, Transactional, pg_error, recover_output};
 use crate::source::{FileLines, Generator, Kafka, Source};
-use crate::task::{Head, Tail, TaskCounters, TaskDeployment, run_task};
+use crate::task::{Head, SwapTo, Tail, TaskCounters, TaskDeployment, run_task};
 use crate::throttle::{Throttle, Throttles};
 use crate::wiring::{self, Input, Link, Subtask};
 use weir_checkpoint::Split;
@@ -289,6 +289,24 @@ impl TaskManager {
                 j.checkpoints.stop_at.store(id, Ordering::Release);
             }
             j.checkpoints.requested.fetch_max(id, Ordering::AcqRel);
+        }
+    }
+
+    /// Arms a live swap of job run `run`: its subtasks switch to `to`'s components
+    /// after their snapshot for checkpoint `to.at`. False if the run is not here.
+    pub fn arm_swap(&self, run: &RunId, to: SwapTo) -> bool {
+        let jobs = self.lock_jobs();
+        let Some(j) = jobs.get(run) else { return false };
+        *j.checkpoints.swap.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(to));
+        true
+    }
+
+    /// Drops a live swap of `run` not yet reached (another TaskManager could not
+    /// load the new code). Subtasks that passed its barrier already keep the new code:
+    /// the JobManager aborts only before it triggers that checkpoint.
+    pub fn disarm_swap(&self, run: &RunId) {
+        if let Some(j) = self.lock_jobs().get(run) {
+            *j.checkpoints.swap.lock().unwrap_or_else(PoisonError::into_inner) = None;
         }
     }
 

@@ -33,6 +33,10 @@ pub enum UpgradeStrategy {
     Stateless,
     /// Record the spec only; the next start uses it.
     None,
+    /// A new component alone (`template.artifact`, the same job graph) is swapped into
+    /// the running Job live, at its next checkpoint, without a restart; any other
+    /// change is taken as STATEFUL.
+    Live,
 }
 
 /// What a Job started after a suspend (or JobManager restart with no Job) restores.

@@ -54,6 +54,8 @@ pub enum Phase {
     Stopping { job: String, version: u64, from: Option<String>, dir: String },
     /// Job `job` is being cancelled; then `then`.
     Cancelling { job: String, then: Then },
+    /// Job `job`, running `version`, is being swapped live to the component of `to`.
+    Swapping { job: String, version: u64, from: Option<String>, to: u64 },
 }
 
 /// What follows a cancellation.
@@ -119,6 +121,9 @@ pub enum Event {
     /// After a JobManager restart, of a stop that was in flight: its Job as seen now,
     /// and whether the savepoint is complete.
     StopInterrupted { job: String, seen: Seen, written: bool },
+    /// The answer to [`Command::Swap`]: the Job runs the new component, or why not (it
+    /// runs on the old one).
+    Swapped { job: String, result: Result<(), String> },
 }
 
 /// What the service is asked to do.
@@ -131,6 +136,9 @@ pub enum Command {
     Stop { job: String, dir: String },
     /// Cancel `job` (its end is seen by polling).
     Cancel { job: String },
+    /// Swap `job`'s code live to the uploaded component `artifact`; answer with
+    /// [`Event::Swapped`].
+    Swap { job: String, artifact: String },
 }
 
 /// One Deployment's controller.
@@ -147,9 +155,10 @@ pub fn check(spec: &DeploymentSpec) -> Result<(), String> {
     {
         return Err(format!("savepointDir must be an absolute path, got {dir:?}"));
     }
-    let needs_savepoints = spec.upgrade_strategy == UpgradeStrategy::Stateful || spec.state == DesiredState::Suspended;
+    let needs_savepoints =
+        matches!(spec.upgrade_strategy, UpgradeStrategy::Stateful | UpgradeStrategy::Live) || spec.state == DesiredState::Suspended;
     if needs_savepoints && (spec.savepoint_dir.is_none() || spec.template.checkpoint_interval_ms.is_none()) {
-        return Err("STATEFUL upgrades and SUSPENDED take savepoints: give savepointDir and template.checkpointIntervalMs (or upgradeStrategy STATELESS or NONE)".into());
+        return Err("STATEFUL and LIVE upgrades and SUSPENDED take savepoints or checkpoints: give savepointDir and template.checkpointIntervalMs (or upgradeStrategy STATELESS or NONE)".into());
     }
     Ok(())
 }
@@ -237,6 +246,8 @@ impl Controller {
         self.changed(|c| match c.record.phase.clone() {
             Phase::Submitting { from, .. } => vec![c.submit_command(from)],
             Phase::Cancelling { job, .. } => vec![Command::Cancel { job }],
+            // The service answers at once if the Job already runs the component.
+            Phase::Swapping { job, .. } => vec![c.swap_command(job)],
             Phase::Idle => c.reconcile(),
             Phase::Running { .. } | Phase::Stopping { .. } => vec![],
         })
@@ -245,7 +256,7 @@ impl Controller {
     /// The current Job, with the version it runs, if any.
     pub fn current_job(&self) -> Option<&str> {
         match &self.record.phase {
-            Phase::Running { job, .. } | Phase::Stopping { job, .. } | Phase::Cancelling { job, .. } => Some(job),
+            Phase::Running { job, .. } | Phase::Stopping { job, .. } | Phase::Cancelling { job, .. } | Phase::Swapping { job, .. } => Some(job),
             Phase::Idle | Phase::Submitting { .. } => None,
         }
     }
@@ -306,16 +317,32 @@ impl Controller {
                 DesiredState::Suspended => vec![],
                 DesiredState::Cancelled => self.cancel(job, Then::Settle(DeploymentState::Cancelled)),
                 DesiredState::Running if version != spec.version => match spec.spec.upgrade_strategy {
-                    UpgradeStrategy::Stateful if good => self.stop(job, version, from),
-                    UpgradeStrategy::Stateful => vec![],
+                    UpgradeStrategy::Live if good && self.swappable(version) => {
+                        self.record.phase = Phase::Swapping { job: job.clone(), version, from, to: spec.version };
+                        vec![self.swap_command(job)]
+                    }
+                    UpgradeStrategy::Stateful | UpgradeStrategy::Live if good => self.stop(job, version, from),
+                    UpgradeStrategy::Stateful | UpgradeStrategy::Live => vec![],
                     UpgradeStrategy::Stateless => self.cancel(job, Then::Submit(None)),
                     UpgradeStrategy::None => vec![],
                 },
                 DesiredState::Running => vec![],
             },
             // Transitions in flight end in a phase that reconciles again.
-            Phase::Submitting { .. } | Phase::Stopping { .. } | Phase::Cancelling { .. } => vec![],
+            Phase::Submitting { .. } | Phase::Stopping { .. } | Phase::Cancelling { .. } | Phase::Swapping { .. } => vec![],
         }
+    }
+
+    /// Whether the running Job's spec (`version`, the last good one) differs from the
+    /// current spec in the template's component alone: that a live swap can take.
+    fn swappable(&self, version: u64) -> bool {
+        let Some(good) = self.record.last_good.as_ref().filter(|g| g.version == version) else { return false };
+        let (old, new) = (&good.spec.template, &self.record.spec.spec.template);
+        new.artifact.is_some() && old.artifact.is_some() && SubmitSpec { artifact: new.artifact.clone(), ..old.clone() } == *new
+    }
+
+    fn swap_command(&self, job: String) -> Command {
+        Command::Swap { job, artifact: self.record.spec.spec.template.artifact.clone().unwrap_or_default() }
     }
 
     fn settle(&mut self, state: DeploymentState) -> Vec<Command> {
@@ -410,6 +437,33 @@ impl Controller {
                     self.handle(Event::Job { job, seen })
                 }
             },
+            (Phase::Swapping { job, version, from, to }, Event::Swapped { job: j, result }) if j == job => match result {
+                Ok(()) => {
+                    if let Some(j) = self.record.jobs.iter_mut().find(|d| d.job_id == job) {
+                        j.spec_version = to;
+                    }
+                    self.record.phase = Phase::Running { job, version: to, from, good: true };
+                    if to == self.record.spec.version {
+                        self.record.last_good = Some(self.record.spec.clone());
+                    }
+                    self.reconcile()
+                }
+                Err(e) => {
+                    // Refused before anything changed: the Job runs on the old version.
+                    self.record.phase = Phase::Running { job: job.clone(), version, from, good: true };
+                    self.record.message =
+                        Some(format!("spec version {to} could not be swapped into job {job}, which runs on version {version}: {e}"));
+                    self.roll_back_spec(version);
+                    vec![]
+                }
+            },
+            // A Job seen ending while it swaps: handled as when it runs.
+            (Phase::Swapping { job, version, from, .. }, Event::Job { job: j, seen })
+                if j == job && matches!(seen, Seen::Ended { .. } | Seen::Unknown) =>
+            {
+                self.record.phase = Phase::Running { job: job.clone(), version, from, good: true };
+                self.handle(Event::Job { job, seen })
+            }
             (Phase::Cancelling { job, then }, Event::Job { job: j, seen }) if j == job => match seen {
                 Seen::Alive { .. } => vec![],
                 Seen::Ended { .. } | Seen::Unknown => match then {

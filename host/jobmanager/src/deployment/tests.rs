@@ -303,3 +303,65 @@ fn every_change_bumps_the_resource_version() {
     c.set_state(DesiredState::Suspended).expect("suspend");
     assert_eq!(c.record.resource_version, v + 1);
 }
+
+fn live(artifact: &str, parallelism: u32) -> DeploymentSpec {
+    let mut s = spec(parallelism);
+    s.upgrade_strategy = UpgradeStrategy::Live;
+    s.template.artifact = Some(artifact.into());
+    s
+}
+
+/// A LIVE Deployment whose first Job `j1` runs `a1` and is good.
+fn running_live() -> Controller {
+    let (mut c, commands) = Controller::create(live("a1", 2), "d1".into(), SystemTime::UNIX_EPOCH).expect("valid");
+    assert_eq!(commands.len(), 1);
+    assert_eq!(c.on(Event::Submitted { version: 1, result: Ok("j1".into()) }), vec![]);
+    assert_eq!(c.on(Event::Job { job: "j1".into(), seen: alive(true) }), vec![]);
+    assert_eq!(c.state(), DeploymentState::Running);
+    c
+}
+
+#[test]
+fn a_live_upgrade_of_the_component_alone_swaps_it_into_the_running_job() {
+    let mut c = running_live();
+    assert_eq!(c.apply(live("a2", 2)), Ok(vec![Command::Swap { job: "j1".into(), artifact: "a2".into() }]));
+    assert_eq!(c.state(), DeploymentState::Transitioning);
+    assert_eq!(c.current_job(), Some("j1"), "the job is the same while it swaps");
+    // Polls while it swaps change nothing.
+    assert_eq!(c.on(Event::Job { job: "j1".into(), seen: alive(true) }), vec![]);
+    assert_eq!(c.on(Event::Swapped { job: "j1".into(), result: Ok(()) }), vec![]);
+    assert_eq!(c.state(), DeploymentState::Running);
+    assert_eq!(c.record.jobs.len(), 1, "no new job: {:?}", c.record.jobs);
+    assert_eq!(c.record.jobs[0].spec_version, 2);
+    assert_eq!(c.record.last_good.as_ref().map(|g| g.version), Some(2));
+    assert_eq!(c.record.latest_savepoint, None, "no savepoint taken");
+}
+
+#[test]
+fn a_refused_live_swap_leaves_the_job_on_its_version_and_says_why() {
+    let mut c = running_live();
+    assert_eq!(c.apply(live("bad", 2)), Ok(vec![Command::Swap { job: "j1".into(), artifact: "bad".into() }]));
+    assert_eq!(c.on(Event::Swapped { job: "j1".into(), result: Err("incompatible: node 0".into()) }), vec![]);
+    assert_eq!(c.state(), DeploymentState::Running);
+    assert_eq!(c.record.spec.version, 1, "rolled back to the version the job runs");
+    assert_eq!(c.record.spec.spec.template.artifact.as_deref(), Some("a1"));
+    assert!(c.record.message.as_deref().is_some_and(|m| m.contains("incompatible: node 0")), "{:?}", c.record.message);
+    assert_eq!(c.current_job(), Some("j1"));
+}
+
+#[test]
+fn a_live_upgrade_that_changes_more_than_the_component_is_stateful() {
+    let mut c = running_live();
+    assert_eq!(c.apply(live("a2", 3)), Ok(vec![Command::Stop { job: "j1".into(), dir: SP1.into() }]));
+}
+
+#[test]
+fn a_live_swap_in_flight_is_asked_again_after_a_jobmanager_restart() {
+    let mut c = running_live();
+    assert_eq!(c.apply(live("a2", 2)).map(|c| c.len()), Ok(1));
+    let mut again = Controller::from_record(c.record.clone());
+    assert_eq!(again.recover(), vec![Command::Swap { job: "j1".into(), artifact: "a2".into() }]);
+    // The job ended meanwhile: handled as when it runs (a good job's end fails it).
+    assert_eq!(again.on(Event::Job { job: "j1".into(), seen: Seen::Ended { finished: false, error: Some("lost".into()) } }), vec![]);
+    assert_eq!(again.state(), DeploymentState::Failed);
+}

@@ -28,6 +28,7 @@
 mod deploying;
 mod restarting;
 mod running;
+mod swapping;
 #[cfg(test)]
 mod tests;
 
@@ -38,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use weir_checkpoint::{CheckpointMeta, checkpoint_of_metadata_path};
 use weir_control::protocol::{CheckpointAck, EndOfInput};
 use weir_types::deployment::{JobDeployment, JobReport, JobStatus, RestoreFrom, TaskEnd, TaskProgress};
-use weir_types::ids::{RunId, TaskManagerId};
+use weir_types::ids::{ComponentHash, RunId, TaskManagerId};
 
 use crate::coordinator::Coordinator;
 use crate::model::{CheckpointStatus, EventLevel};
@@ -141,6 +142,23 @@ pub enum Event {
     },
     /// A savepoint was exported (or not); the answer to [`Command::Export`].
     SavepointWritten(Exported),
+    /// A user asks for a live swap to these components (checked compatible with the
+    /// running code); answered with [`Command::Reply`] (the switch point's checkpoint).
+    Swap {
+        /// The caller's handle for the answer.
+        request: u64,
+        /// The new components, by index in the job's code.
+        components: Vec<ComponentHash>,
+    },
+    /// A TaskManager armed a live swap of attempt `run` (or could not).
+    SwapReady {
+        /// The attempt.
+        run: RunId,
+        /// Registry id.
+        tm: TaskManagerId,
+        /// Armed, or why not.
+        result: Result<(), String>,
+    },
 }
 
 /// The answer to [`Command::FindRestore`].
@@ -249,6 +267,31 @@ pub enum Command {
         request: u64,
         /// The answer.
         result: Result<u64, String>,
+    },
+    /// Ship and arm a live swap on attempt `run`'s TaskManagers; each answers with
+    /// [`Event::SwapReady`].
+    Swap {
+        /// The attempt.
+        run: RunId,
+        /// The new components.
+        components: Vec<ComponentHash>,
+        /// The switch point.
+        at: u64,
+        /// Its TaskManagers.
+        to: Vec<TaskManagerId>,
+    },
+    /// Drop the armed swap of attempt `run` (before its checkpoint was triggered).
+    SwapAbort {
+        /// The attempt.
+        run: RunId,
+        /// Its TaskManagers.
+        to: Vec<TaskManagerId>,
+    },
+    /// A live swap completed: the job's code is now these components (keep their
+    /// bytes, persist them before the record that follows).
+    SwapCommitted {
+        /// The new components.
+        components: Vec<ComponentHash>,
     },
     /// Give back slots: (registry id, count).
     Release(Vec<(TaskManagerId, u32)>),
@@ -360,6 +403,8 @@ pub struct Driver {
     /// A stop with savepoint whose savepoint is written: answered once the job has
     /// ended and given back its slots, so a resume from it right after finds them.
     stopped: Option<(u64, u64)>,
+    /// A live swap under way.
+    swap: Option<swapping::Swap>,
 }
 
 /// Default of [`Driver::set_slot_timeout`] (Flink's `slot.request.timeout`).
@@ -395,6 +440,7 @@ impl Driver {
             waiting: None,
             stopped: None,
             failed_fuel: vec![],
+            swap: None,
         }
     }
 
@@ -433,6 +479,7 @@ impl Driver {
             waiting: None,
             stopped: None,
             failed_fuel: record.failed_fuel,
+            swap: None,
         }
     }
 
@@ -473,12 +520,15 @@ impl Driver {
             Event::Cancel => self.cancel(now, &mut out),
             Event::Savepoint { request, dir, stop } => self.savepoint(request, dir, stop, &mut out),
             Event::SavepointWritten(exported) => self.savepoint_written(exported, now, &mut out),
+            Event::Swap { request, components } => self.swap(request, components, &mut out),
+            Event::SwapReady { run, tm, result } if self.is_current(&run) => self.swap_ready(tm, result, &mut out),
             // A superseded attempt, or one that already ended: never counted.
             Event::Prepared { .. }
             | Event::PrepareFailed { .. }
             | Event::TaskEnded(_)
             | Event::Ack(_)
             | Event::EndOfInput(_)
+            | Event::SwapReady { .. }
             | Event::TaskManagerLost { .. } => {}
         }
         if self.attempt_active() && self.tracker.is_done() {
@@ -625,6 +675,10 @@ impl Driver {
         out.push(Command::Release(std::mem::take(&mut self.slots)));
         self.coordinator = None;
         out.push(Command::AbandonCheckpoints("the attempt ended".into()));
+        if self.completing == 0 {
+            // A completion in flight may still reach the switch point (`completed`).
+            self.drop_swap("the attempt ended before a checkpoint at the switch point completed", out);
+        }
         let attempt = self.deployment.attempt;
         if self.tracker.status() == JobStatus::Failed {
             let error = self.tracker.report(now).error.unwrap_or_default();
@@ -668,6 +722,7 @@ impl Driver {
         for s in self.savepoints.drain(..) {
             out.push(Command::Reply { request: s.request, result: Err("the job ended before the savepoint was taken".into()) });
         }
+        self.drop_swap("the job ended before a checkpoint at the switch point completed", out);
         // The host says how it ended: it knows the Job resource's state too.
         out.push(Command::Ended);
     }

@@ -20,9 +20,11 @@ impl Driver {
         if self.tracker.status() != weir_types::deployment::JobStatus::Running {
             return;
         }
+        // A swap not armed everywhere yet holds the next checkpoint back: it is the switch point.
+        let hold = self.swap.as_ref().is_some_and(|s| !s.armed());
         let Some(c) = self.coordinator.as_mut() else { return };
         let expired = c.expire(now);
-        let due = c.due(now);
+        let due = if hold { None } else { c.due(now) };
         let stop = c.stopping();
         if let Some(id) = expired {
             out.push(Command::Log(EventLevel::Warn, format!("checkpoint {id} abandoned: not all subtasks acknowledged in time")));
@@ -91,6 +93,9 @@ impl Driver {
                 }
                 out.push(Command::Log(EventLevel::Error, format!("checkpoint {id} cannot be completed: {e}")));
                 out.push(failed(id, e));
+                if !self.attempt_active() && self.completing == 0 {
+                    self.drop_swap("the attempt ended before a checkpoint at the switch point completed", out);
+                }
                 return;
             }
         };
@@ -98,6 +103,10 @@ impl Driver {
             c.completed(&meta);
         }
         self.last_checkpoint = Some(self.last_checkpoint.map_or(id, |l| l.max(id)));
+        self.swap_completed(id, out);
+        if !self.attempt_active() && self.completing == 0 {
+            self.drop_swap("the attempt ended before a checkpoint at the switch point completed", out);
+        }
         out.push(Command::Checkpoint { id, status: CheckpointStatus::Completed, size: Some(size), failure: None });
         if self.is_current(run) {
             out.push(Command::Announce { run: run.clone(), id, to: self.holders() });

@@ -650,3 +650,56 @@ fn fuel_of_failed_attempts_adds_up_across_restarts_and_a_resume() {
     let resumed = Driver::resume(j.d.record(), j.t0);
     assert_eq!(resumed.failed_fuel(), &[140], "persisted with the job's record");
 }
+
+fn hash(c: char) -> ComponentHash {
+    c.to_string().repeat(64).parse().expect("hash")
+}
+
+/// A live swap: shipped to both TaskManagers, no checkpoint while they arm it, then its
+/// switch point at once; the job's code changes only when that checkpoint completed.
+#[test]
+fn a_live_swap_holds_checkpoints_until_armed_and_commits_the_code_when_its_checkpoint_completes() {
+    let mut j = Job::new(FIXED);
+    j.start(0);
+    let run = j.run();
+    let out = j.on(10, Event::Swap { request: 3, components: vec![hash('b')] });
+    assert!(has(&out, |c| *c == Command::Swap { run: run.clone(), components: vec![hash('b')], at: 1, to: vec![tm(10), tm(20)] }), "{out:?}");
+    assert!(has(&j.on(11, Event::Swap { request: 4, components: vec![hash('c')] }), |c| matches!(c, Command::Reply { request: 4, result: Err(_) })));
+    j.on(12, Event::SwapReady { run: run.clone(), tm: tm(10), result: Ok(()) });
+    assert_eq!(triggered(&j.on(500, Event::Tick)), None, "not armed on every taskmanager yet");
+    j.on(501, Event::SwapReady { run: run.clone(), tm: tm(20), result: Ok(()) });
+    let before = j.d.deployment().code.components.clone();
+    let m = j.checkpoint(502, 1);
+    assert_eq!(j.d.deployment().code.components, before, "not before the switch point's checkpoint completed");
+    let out = j.completed(503, run.clone(), m);
+    assert!(has(&out, |c| *c == Command::SwapCommitted { components: vec![hash('b')] }), "{out:?}");
+    assert!(has(&out, |c| *c == Command::Persist));
+    assert!(has(&out, |c| *c == Command::Reply { request: 3, result: Ok(1) }));
+    assert_eq!(j.d.deployment().code.components, vec![hash('b')]);
+    assert_eq!(j.d.record().deployment.code.components, vec![hash('b')], "a restart runs the new code");
+    assert_eq!(j.d.deployment().attempt, 0, "no restart");
+}
+
+/// A TaskManager that cannot load the code aborts the swap everywhere; an attempt
+/// that fails before the switch point's checkpoint completed restarts on the old code.
+#[test]
+fn a_live_swap_that_cannot_be_armed_or_whose_attempt_fails_leaves_the_old_code() {
+    let mut j = Job::new(FIXED);
+    j.start(0);
+    let run = j.run();
+    let old = j.d.deployment().code.components.clone();
+    j.on(10, Event::Swap { request: 1, components: vec![hash('b')] });
+    let out = j.on(11, Event::SwapReady { run: run.clone(), tm: tm(20), result: Err("no space".into()) });
+    assert!(has(&out, |c| *c == Command::SwapAbort { run: run.clone(), to: vec![tm(10), tm(20)] }), "{out:?}");
+    assert!(has(&out, |c| matches!(c, Command::Reply { request: 1, result: Err(e) } if e.contains("no space"))));
+    assert_eq!(triggered(&j.on(500, Event::Tick)), Some(1), "checkpoints go on");
+
+    j.on(600, Event::Swap { request: 2, components: vec![hash('b')] });
+    j.on(601, Event::SwapReady { run: run.clone(), tm: tm(10), result: Ok(()) });
+    j.on(602, Event::SwapReady { run: run.clone(), tm: tm(20), result: Ok(()) });
+    let out = j.lose(603, 20);
+    assert!(has(&out, |c| matches!(c, Command::Cancel { .. })), "{out:?}");
+    let out = j.end(604, 0, TaskOutcome::Cancelled);
+    assert!(has(&out, |c| matches!(c, Command::Reply { request: 2, result: Err(_) })), "{out:?}");
+    assert_eq!(j.d.deployment().code.components, old);
+}

@@ -1,0 +1,198 @@
+//! Live code swap (issue 17) on a real cluster of two TaskManagers: keyed_sum at
+//! parallelism 4 swapped to keyed_sum_v2 (the same graph, sums tagged with 10^12)
+//! while it runs. The committed output is v1 up to the switch point's checkpoint and v2
+//! after it, every key's sums continue, exactly once, in the one attempt the job ever
+//! had. An incompatible component is refused and the job runs on untouched.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::path::Path;
+
+use serde_json::Value;
+use weir_testkit::{TestCluster, stderr, wait_until};
+
+use crate::WEIR;
+use crate::recovery::assert_exactly_once;
+
+/// keyed_sum_v2 adds this to every sum it emits.
+const TAG: u64 = 1_000_000_000_000;
+/// Records; with `WORK` rounds per record the job runs long enough to be swapped.
+const N: u64 = 2_000_000;
+const WORK: &str = "6000";
+
+pub(crate) fn start() -> TestCluster {
+    TestCluster::start_with(WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"])
+}
+
+pub(crate) fn get(cluster: &TestCluster, path: &str) -> Value {
+    let auth = format!("Bearer {}", cluster.token);
+    let (status, body) = weir_testkit::http::request("GET", &format!("{}/api/v1{path}", cluster.rest), &[("Authorization", auth.as_str())], &[]);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).expect("json")
+}
+
+/// Committed epoch files of a file sink: (subtask, checkpoint, attempt) -> lines.
+fn epochs(dir: &Path) -> HashMap<(u32, u64, u32), Vec<(u64, u64)>> {
+    let mut files = HashMap::new();
+    for entry in std::fs::read_dir(dir).expect("output dir").flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("part-") else { continue };
+        let parts: Vec<&str> = rest.split('-').collect();
+        let [subtask, checkpoint, attempt] = parts[..] else { panic!("unexpected part file {name}") };
+        let key =
+            (subtask.parse().expect("subtask"), checkpoint.parse().expect("checkpoint"), attempt.trim_start_matches('a').parse().expect("attempt"));
+        let lines = std::fs::read_to_string(entry.path()).expect("read part");
+        let lines = lines
+            .lines()
+            .map(|l| {
+                let (k, v) = l.split_once('\t').expect("key<TAB>value");
+                (k.parse().expect("key"), v.parse().expect("sum"))
+            })
+            .collect();
+        files.insert(key, lines);
+    }
+    files
+}
+
+/// Every epoch up to `at` holds only v1 sums, every later one only v2 sums; there
+/// are v2 sums at all; with the tag taken off, the output is exactly once with exact
+/// final sums; no attempt but the first wrote anything.
+pub(crate) fn assert_swapped_at(output: &Path, at: u64) {
+    let files = epochs(output);
+    let mut v2 = 0;
+    for ((subtask, checkpoint, attempt), lines) in &files {
+        assert_eq!(*attempt, 0, "part-{subtask}-{checkpoint}-a{attempt}: the job never restarted");
+        for (k, v) in lines {
+            let tagged = *v >= TAG;
+            assert_eq!(tagged, *checkpoint > at, "part-{subtask}-{checkpoint}: key {k} sum {v}, the switch point is checkpoint {at}");
+            v2 += usize::from(tagged);
+        }
+    }
+    assert!(v2 > 0, "no v2 output at all");
+    // The sums with the tag taken off, as v1 would have written them.
+    let untagged = output.with_extension("untagged");
+    std::fs::create_dir_all(&untagged).expect("mkdir");
+    for ((subtask, checkpoint, attempt), lines) in &files {
+        let text: String = lines.iter().map(|(k, v)| format!("{k}\t{}\n", v % TAG)).collect();
+        std::fs::write(untagged.join(format!("part-{subtask}-{checkpoint}-a{attempt}")), text).expect("write");
+    }
+    assert_exactly_once(&untagged, N);
+    std::fs::remove_dir_all(&untagged).expect("remove the copy");
+}
+
+/// Each key's sums, in epoch order, never go down: state continued across the swap.
+fn assert_sums_continue(output: &Path) {
+    let mut files: Vec<_> = epochs(output).into_iter().collect();
+    files.sort_by_key(|((s, c, _), _)| (*s, *c));
+    let mut last: HashMap<u64, u64> = HashMap::new();
+    for (_, lines) in files {
+        for (k, v) in lines {
+            let v = v % TAG;
+            let prev = last.insert(k, v).unwrap_or(0);
+            assert!(v >= prev, "key {k}: sum {v} after {prev}: state did not continue");
+        }
+    }
+}
+
+fn swap(cluster: &TestCluster, job: &str, example: &str) -> std::process::Output {
+    let wasm = WEIR.example(example);
+    cluster.client(&[OsStr::new("swap"), OsStr::new(job), wasm.as_os_str()])
+}
+
+#[test]
+fn a_running_keyed_job_is_swapped_live_to_v2_exactly_once_and_an_incompatible_swap_is_refused() {
+    let cluster = start();
+    let dir = cluster.dir.path();
+    let output = dir.join("out");
+    let wasm = WEIR.example("keyed_sum");
+    let (n, work) = (format!("n={N}"), format!("work={WORK}"));
+    let args = ["submit", "-p", "4", "--arg", &n, "--arg", &work, "--arg", "sink=file", "--checkpoint-interval", "300", "--detach"];
+    let mut argv: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    argv.extend([wasm.as_os_str(), OsStr::new("--output-dir"), output.as_os_str()]);
+    let o = cluster.client(&argv);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let job = String::from_utf8_lossy(&o.stdout).split_whitespace().nth(1).expect("job id").to_string();
+    wait_until("a checkpoint of the running job", || get(&cluster, &format!("/jobs/{job}"))["status"]["lastCheckpoint"].is_u64());
+
+    // Another graph: refused before anything starts, the job runs on v1.
+    let refused = swap(&cluster, &job, "wordcount");
+    assert!(!refused.status.success(), "a swap to wordcount must be refused");
+    assert!(stderr(&refused).contains("incompatible"), "{}", stderr(&refused));
+    let before = get(&cluster, &format!("/jobs/{job}"));
+    assert_eq!(before["status"]["state"], "STARTED", "{before:#}");
+    assert_eq!(before["spec"]["artifact"].as_str().map(str::len), Some(64), "{before:#}");
+
+    let o = swap(&cluster, &job, "keyed_sum_v2");
+    assert!(o.status.success(), "{}\n{}", stderr(&o), cluster.log("jobmanager"));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let at: u64 = out.split_whitespace().last().and_then(|w| w.parse().ok()).unwrap_or_else(|| panic!("a switch point in {out:?}"));
+
+    let mut last = Value::Null;
+    wait_until("the swapped job to finish", || {
+        last = get(&cluster, &format!("/jobs/{job}"));
+        assert_ne!(last["status"]["state"], "FAILED", "{last:#}\n{}", cluster.log("jobmanager"));
+        last["status"]["state"] == "FINISHED"
+    });
+    assert_eq!(last["status"]["started"]["observedJobRestarts"], 0, "no restart: {last:#}");
+    assert_ne!(last["spec"]["artifact"], before["spec"]["artifact"], "{last:#}");
+    assert!(last["spec"]["artifact"].as_str().is_some_and(|a| out.contains(a)), "the job's spec names v2: {last:#}\n{out}");
+    assert_swapped_at(&output, at);
+    assert_sums_continue(&output);
+}
+
+fn call(cluster: &TestCluster, method: &str, path: &str, body: &Value) -> (u16, Value) {
+    let auth = format!("Bearer {}", cluster.token);
+    let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    let (status, answer) = weir_testkit::http::request(method, &format!("{}/api/v1{path}", cluster.rest), &headers, body.to_string().as_bytes());
+    (status, serde_json::from_slice(&answer).unwrap_or(Value::Null))
+}
+
+/// A Deployment with upgradeStrategy LIVE (created with `weir deploy apply`): a new
+/// component applied is swapped into the running Job, which stays the only one, and
+/// the output is v1 up to one checkpoint and v2 after it, exactly once.
+#[test]
+fn a_live_deployment_takes_a_new_component_as_a_live_swap() {
+    let cluster = start();
+    let dir = cluster.dir.path();
+    let output = dir.join("out");
+    let file = dir.join("sums.toml");
+    let toml = |wasm: &str| {
+        format!(
+            "name = \"sums\"\nupgradeStrategy = \"LIVE\"\nsavepointDir = \"{sp}\"\n\n[template]\ncomponent = \"{wasm}\"\nparallelism = 4\ncheckpointIntervalMs = 300\nrestartStrategy = \"none\"\noutput = \"{out}\"\nargs = {{ n = \"{N}\", work = \"{WORK}\", sink = \"file\" }}\n",
+            sp = dir.join("savepoints").display(),
+            out = output.display(),
+        )
+    };
+    let apply = |wasm: &Path| {
+        std::fs::write(&file, toml(&wasm.display().to_string())).expect("write the spec");
+        let o = cluster.client(&[OsStr::new("deploy"), OsStr::new("apply"), OsStr::new("-f"), file.as_os_str()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    let state = |want: &str, version: u64| {
+        let mut last = Value::Null;
+        wait_until(&format!("deployment {want} at version {version}"), || {
+            let (_, d) = call(&cluster, "GET", "/deployments/sums", &Value::Null);
+            last = d;
+            let now = last["status"]["state"].as_str().unwrap_or_default().to_string();
+            assert!(now == want || !["FAILED", "FINISHED"].contains(&now.as_str()) || want == "FINISHED", "{last:#}\n{}", cluster.log("jobmanager"));
+            now == want && last["status"]["specVersion"] == version
+        });
+        last
+    };
+    apply(&WEIR.example("keyed_sum"));
+    let d = state("RUNNING", 1);
+    let job = d["status"]["jobs"][0]["jobId"].as_str().expect("job").to_string();
+    apply(&WEIR.example("keyed_sum_v2"));
+    let d = state("RUNNING", 2);
+    assert_eq!(d["status"]["jobs"].as_array().map(Vec::len), Some(1), "the same job, swapped: {d:#}");
+    assert_eq!(d["status"]["jobs"][0]["jobId"], job.as_str());
+    assert_eq!(d["status"]["jobs"][0]["specVersion"], 2);
+    assert!(d["status"]["latestSavepoint"].is_null(), "no savepoint: {d:#}");
+    state("FINISHED", 2);
+    let j = get(&cluster, &format!("/jobs/{job}"));
+    assert_eq!(j["status"]["started"]["observedJobRestarts"], 0, "{j:#}");
+    // The switch point: the newest epoch holding a v1 sum; every later one is v2.
+    let at = epochs(&output).iter().filter(|(_, lines)| lines.iter().any(|(_, v)| *v < TAG)).map(|((_, c, _), _)| *c).max().expect("v1 output");
+    assert_swapped_at(&output, at);
+    assert_sums_continue(&output);
+}
