@@ -9,7 +9,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use weir_documents::{NewToken, Quota, Tenant, TenantList, TenantSpec, Token, TokenList, TokenSpec, time};
+use weir_documents::{Grants, NewToken, Quota, Tenant, TenantList, TenantSpec, Token, TokenList, TokenSpec, time};
+use weir_types::access::Capabilities;
 use weir_jobmanager::Caller;
 use weir_jobmanager::model::ApiError;
 use weir_jobmanager::tenants::{self, TokenInfo};
@@ -45,6 +46,15 @@ fn quota_in(q: Quota) -> Result<tenants::Quota, Failed> {
     Ok(tenants::Quota { slots: q.slots, running_jobs: q.running_jobs, artifact_bytes: q.artifact_bytes })
 }
 
+/// Capability names, each known, none twice.
+fn grants_in(names: &[String]) -> Result<Capabilities, Failed> {
+    let bad = |m: String| Failed(ApiError::BadRequest(format!("invalid grants: {m}")));
+    if let Some(n) = names.iter().find(|n| n.contains(',') || n.trim().is_empty()) {
+        return Err(bad(format!("{n:?} is not one capability name (known: {})", Capabilities::NAMES.join(", "))));
+    }
+    Capabilities::parse(&names.join(",")).map_err(bad)
+}
+
 fn tenant_doc(api: &Api, t: tenants::Tenant) -> Answer<Tenant> {
     let u = api.jm.usage(&t.name)?;
     let q = t.quota;
@@ -52,6 +62,7 @@ fn tenant_doc(api: &Api, t: tenants::Tenant) -> Answer<Tenant> {
         name: t.name,
         created_at: at(t.created_ms),
         quota: Quota { slots: q.slots, running_jobs: q.running_jobs, artifact_bytes: q.artifact_bytes },
+        grants: t.grants.names().into_iter().map(String::from).collect(),
         usage: weir_documents::Usage {
             running_jobs: u.running_jobs,
             slots: u.slots,
@@ -75,7 +86,7 @@ pub(crate) async fn tenants(State(api): State<Api>, Extension(caller): Extension
 pub(crate) async fn create(State(api): State<Api>, Extension(caller): Extension<Caller>, read: Result<Bytes, BytesRejection>) -> Answer<Response> {
     admin(&caller)?;
     let spec: TenantSpec = parse(read, "tenant")?;
-    let t = api.jm.create_tenant(&spec.name, quota_in(spec.quota)?)?;
+    let t = api.jm.create_tenant(&spec.name, quota_in(spec.quota)?, grants_in(&spec.grants)?)?;
     Ok(json(StatusCode::CREATED, tenant_doc(&api, t)?))
 }
 
@@ -94,6 +105,18 @@ pub(crate) async fn quota(
     admin(&caller)?;
     let quota: Quota = parse(read, "quota")?;
     let t = api.jm.set_quota(&name, quota_in(quota)?)?;
+    Ok(axum::Json(tenant_doc(&api, t)?))
+}
+
+pub(crate) async fn grants(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    read: Result<Bytes, BytesRejection>,
+) -> Answer<axum::Json<Tenant>> {
+    admin(&caller)?;
+    let grants: Grants = parse(read, "grants")?;
+    let t = api.jm.set_grants(&name, grants_in(&grants.grants)?)?;
     Ok(axum::Json(tenant_doc(&api, t)?))
 }
 

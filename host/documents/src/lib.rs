@@ -490,6 +490,17 @@ pub struct TenantSpec {
     /// Its limits; unlimited by default.
     #[serde(default)]
     pub quota: Quota,
+    /// WASI capabilities its jobs get (`clock`, `random`); none by default.
+    #[serde(default)]
+    pub grants: Vec<String>,
+}
+
+/// `PUT /api/v1/tenants/{name}/grants`: the WASI capabilities a tenant's jobs get.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Grants {
+    /// `clock`, `random`; empty: neither.
+    pub grants: Vec<String>,
 }
 
 /// A tenant (admin routes).
@@ -502,6 +513,9 @@ pub struct Tenant {
     pub created_at: String,
     /// Its limits.
     pub quota: Quota,
+    /// WASI capabilities its jobs get, by name.
+    #[serde(default)]
+    pub grants: Vec<String>,
     /// What it holds now.
     pub usage: Usage,
 }

@@ -83,13 +83,13 @@ impl EmbeddedCluster {
     /// Loads a job's components and returns its plan, as submission does, without
     /// running it.
     pub fn plan(&self, source: &JobSource, args: &[(String, String)]) -> Result<PlannedCode, JobError> {
-        load_plan(&self.inner.runtime, source, args)
+        load_plan(&self.inner.runtime, source, args, weir_types::access::Capabilities::ALL)
     }
 
     /// Checks, plans and deploys a job; its subtasks run on their own threads.
     pub fn submit(&self, spec: JobSpec) -> Result<JobHandle, JobError> {
         let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-        let (code, graph) = prepare(&self.inner.runtime, &spec.source, &spec.args, spec.parallelism, path(&spec.input), path(&spec.output))?;
+        let (code, graph) = prepare(&self.inner.runtime, &spec.source, &spec.args, spec.parallelism, path(&spec.input), path(&spec.output), weir_types::access::Capabilities::ALL)?;
         let PlannedCode { plan, code, components } = code;
         // Embedded, a failure ends the run: no restart to outlive.
         let interval = spec.checkpoints.as_ref().map(|c| std::time::Duration::from_millis(c.interval_ms));
@@ -111,6 +111,8 @@ impl EmbeddedCluster {
             checkpoints: spec.checkpoints,
             restore: None,
             files: weir_types::access::FileAccess::Any,
+            // A local user's own job, run with their own rights.
+            capabilities: weir_types::access::Capabilities::ALL,
         };
         let store = match &deployment.checkpoints {
             Some(c) => {

@@ -365,7 +365,8 @@ impl Shared {
         let args: Vec<(String, String)> = spec.args.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let (parallelism, input, output) = (spec.parallelism, spec.input.clone(), spec.output.clone());
         let job_args = args.clone();
-        let planned = tokio::task::spawn_blocking(move || prepare(&runtime, &source, &job_args, parallelism, input, output)).await;
+        let capabilities = lock(&self.tenants).capabilities(caller);
+        let planned = tokio::task::spawn_blocking(move || prepare(&runtime, &source, &job_args, parallelism, input, output, capabilities)).await;
         let (PlannedCode { plan, code, components }, graph) = match planned {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => return Err(ApiError::Unprocessable(e.to_string())),
@@ -409,6 +410,7 @@ impl Shared {
             checkpoints,
             restore,
             files,
+            capabilities,
         };
         let created = SystemTime::now();
         let driver = Driver::new(deployment, restart, first_checkpoint, Instant::now());

@@ -12,13 +12,13 @@ use thiserror::Error;
 use weir_connectors::Role;
 use weir_state::StateError;
 use weir_taskmanager::TaskError;
-use weir_types::access::{AccessError, FileAccess};
+use weir_types::access::{AccessError, Capabilities, FileAccess};
 use weir_types::deployment::JobCode;
 use weir_types::graph::ExecutionGraph;
 use weir_types::ids::{ComponentHash, InvalidId, JobId};
 use weir_types::manifest::{Manifest, ManifestError};
 use weir_types::plan::{JobPlan, NodeKind, PlanError, SinkKind, SourceKind};
-use weir_wasm::{Instance, JobComponent, LoadError, OperatorFailure, Runtime, World};
+use weir_wasm::{Instance, JobComponent, LoadError, OperatorFailure, Runtime, Sandbox, World};
 
 /// What a job is built from.
 #[derive(Debug, Clone)]
@@ -116,11 +116,12 @@ pub struct PlannedCode {
 
 /// Loads a job's components and gets its plan: from the job component's `plan`, or
 /// from the manifest, whose components must each implement `operator-component`.
-pub fn load_plan(runtime: &Runtime, source: &JobSource, args: &[(String, String)]) -> Result<PlannedCode, JobError> {
+/// `plan` runs under the job's `capabilities`, as its operators will.
+pub fn load_plan(runtime: &Runtime, source: &JobSource, args: &[(String, String)], capabilities: Capabilities) -> Result<PlannedCode, JobError> {
     match source {
         JobSource::Component(wasm) => {
             let component = runtime.load(wasm, World::Job)?;
-            let mut instance = Instance::new(runtime, &component, "plan")?;
+            let mut instance = Instance::new(runtime, &component, "plan", Sandbox::new(capabilities, "plan"))?;
             let plan = instance.plan(args, runtime.limits().plan_fuel).map_err(JobError::PlanCall)?;
             plan.check_size()?;
             let code = JobCode::single(&component_hash(&component)?, &plan);
@@ -153,8 +154,9 @@ pub fn prepare(
     parallelism: u32,
     input: Option<String>,
     output: Option<String>,
+    capabilities: Capabilities,
 ) -> Result<(PlannedCode, ExecutionGraph), JobError> {
-    let mut planned = load_plan(runtime, source, args)?;
+    let mut planned = load_plan(runtime, source, args, capabilities)?;
     planned.plan.bind_io(input.as_deref(), output.as_deref())?;
     planned.plan.validate(parallelism)?;
     check_connectors(&planned.plan)?;

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use weir_state::{Capture, TaskState};
 use weir_types::deployment::{SideOutputCount, TaskStats};
-use weir_wasm::{Instance, JobComponent, Runtime, TaskInfo};
+use weir_wasm::{Instance, JobComponent, Runtime, Sandbox, TaskInfo};
 
 pub use crate::cancel::Cancel;
 pub use crate::chain::OperatorStep;
@@ -94,6 +94,9 @@ pub struct TaskDeployment {
     pub tail: Tail,
     /// The sandbox and the job's components (by index), if there are operators.
     pub wasm: Option<(Runtime, Vec<JobComponent>)>,
+    /// What the operators' WASI grants (the job's capabilities, the random substitute
+    /// seeded from the job's name, vertex and subtask).
+    pub sandbox: Sandbox,
     /// Arguments of the job, given to `plan`.
     pub args: Vec<(String, String)>,
     /// The subtask's keyed state, if an operator is keyed.
@@ -419,6 +422,7 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
         operators,
         tail,
         wasm,
+        sandbox,
         args,
         state,
         cache_bytes,
@@ -443,7 +447,7 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
                     None => {
                         let component =
                             components.get(step.component as usize).ok_or_else(|| Bug::MissingComponent { operator: step.name.clone() })?;
-                        let mut instance = Instance::new(runtime, component, &label)?;
+                        let mut instance = Instance::new(runtime, component, &label, sandbox.part(step.component))?;
                         if component.has_plan() {
                             // Rebuild the guest's operator registry: `plan` is deterministic.
                             instance.plan(&args, runtime.limits().plan_fuel).map_err(fail("plan"))?;
@@ -614,6 +618,7 @@ mod tests {
     fn two_batches_into(sink: Sink, requested: Arc<AtomicU64>, cancel: Cancel, checkpointing: Checkpointing) -> TaskDeployment {
         TaskDeployment {
             label: "source (1/1)".into(),
+            sandbox: weir_wasm::Sandbox::OPEN,
             subtask: 0,
             parallelism: 1,
             max_parallelism: 128,
@@ -791,6 +796,7 @@ mod tests {
         let router = Router::new(weir_types::plan::Partitioning::Forward, vec![crate::exchange::Target::Local(tx)], 128);
         run_task(TaskDeployment {
             label: "source (1/1)".into(),
+            sandbox: weir_wasm::Sandbox::OPEN,
             subtask: 0,
             parallelism: 1,
             max_parallelism: 128,

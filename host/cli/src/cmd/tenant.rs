@@ -1,10 +1,10 @@
-//! `weir tenant`: the admin's management of tenants, their API tokens and quotas
-//! (with the cluster's api token). A tenant's user passes its token with `--token`,
+//! `weir tenant`: the admin's management of tenants, their API tokens, quotas and
+//! WASI grants (with the cluster's api token). A tenant's user passes its token with `--token`,
 //! `WEIR_TOKEN` or `--token-file` to every client command, and sees only its own jobs.
 
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
-use weir_documents::{NewToken, Quota, Tenant, TenantList, TenantSpec, Token, TokenList, TokenSpec};
+use weir_documents::{Grants, NewToken, Quota, Tenant, TenantList, TenantSpec, Token, TokenList, TokenSpec};
 
 use crate::client::{Client, Remote};
 
@@ -22,6 +22,19 @@ enum TenantCommand {
         name: String,
         #[command(flatten)]
         quota: QuotaArgs,
+        /// WASI capabilities its jobs get, comma-separated: `clock`, `random`
+        /// (none by default: a clock call fails the job, randomness is deterministic).
+        #[arg(long, value_name = "CAPS")]
+        grant: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Replace the WASI capabilities a tenant's jobs get from now on: `clock`,
+    /// `random`, comma-separated, or `none`.
+    Grant {
+        name: String,
+        /// `clock,random`, `clock`, `random` or `none`.
+        caps: String,
         #[command(flatten)]
         remote: Remote,
     },
@@ -112,18 +125,27 @@ fn parse_duration(s: &str) -> Result<u64, String> {
 
 pub fn run(a: TenantArgs) -> Result<()> {
     match a.command {
-        TenantCommand::Create { name, quota, remote } => {
+        TenantCommand::Create { name, quota, grant, remote } => {
             let c = remote.connect()?;
-            let t: Tenant = c.post("/tenants", &TenantSpec { name: name.clone(), quota: quota.quota() }, &format!("cannot create tenant {name}"))?;
+            let spec = TenantSpec { name: name.clone(), quota: quota.quota(), grants: caps(grant.as_deref().unwrap_or("")) };
+            let t: Tenant = c.post("/tenants", &spec, &format!("cannot create tenant {name}"))?;
             if !c.json(&t)? {
                 println!("tenant {} created; issue it a token: weir tenant token create {}", t.name, t.name);
+            }
+        }
+        TenantCommand::Grant { name, caps: list, remote } => {
+            let c = remote.connect()?;
+            let t: Tenant = c.put(&format!("/tenants/{name}/grants"), &Grants { grants: caps(&list) }, &format!("cannot set tenant {name}'s grants"))?;
+            if !c.json(&t)? {
+                println!("{:<24} {:>14} {:>14} {:>24} {:>16}  GRANTS", "NAME", "RUNNING JOBS", "SLOTS", "ARTIFACT BYTES", "FUEL");
+                print_tenant(&t);
             }
         }
         TenantCommand::List { remote } => {
             let c = remote.connect()?;
             let list: TenantList = c.get("/tenants", "cannot list tenants")?;
             if !c.json(&list)? {
-                println!("{:<24} {:>14} {:>14} {:>24} {:>16}", "NAME", "RUNNING JOBS", "SLOTS", "ARTIFACT BYTES", "FUEL");
+                println!("{:<24} {:>14} {:>14} {:>24} {:>16}  GRANTS", "NAME", "RUNNING JOBS", "SLOTS", "ARTIFACT BYTES", "FUEL");
                 for t in &list.tenants {
                     print_tenant(t);
                 }
@@ -138,7 +160,7 @@ pub fn run(a: TenantArgs) -> Result<()> {
                 false => c.get(&format!("/tenants/{name}"), &format!("cannot read {what}"))?,
             };
             if !c.json(&t)? {
-                println!("{:<24} {:>14} {:>14} {:>24} {:>16}", "NAME", "RUNNING JOBS", "SLOTS", "ARTIFACT BYTES", "FUEL");
+                println!("{:<24} {:>14} {:>14} {:>24} {:>16}  GRANTS", "NAME", "RUNNING JOBS", "SLOTS", "ARTIFACT BYTES", "FUEL");
                 print_tenant(&t);
             }
         }
@@ -154,13 +176,19 @@ fn print_tenant(t: &Tenant) {
     }
     let (u, q) = (&t.usage, &t.quota);
     println!(
-        "{:<24} {:>14} {:>14} {:>24} {:>16}",
+        "{:<24} {:>14} {:>14} {:>24} {:>16}  {}",
         t.name,
         of(u.running_jobs.into(), q.running_jobs.map(u64::from)),
         of(u.slots.into(), q.slots.map(u64::from)),
         of(u.artifact_bytes, q.artifact_bytes),
-        u.fuel
+        u.fuel,
+        if t.grants.is_empty() { "none".to_string() } else { t.grants.join(",") }
     );
+}
+
+/// `clock,random` as names; `none` or nothing: none. The JobManager checks them.
+fn caps(list: &str) -> Vec<String> {
+    list.split(',').map(str::trim).filter(|n| !n.is_empty() && *n != "none").map(String::from).collect()
 }
 
 fn token(command: TokenCommand) -> Result<()> {
