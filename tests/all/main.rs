@@ -26,6 +26,7 @@ mod keyed_state;
 mod paths;
 mod polyglot;
 mod polyglot_join;
+mod sandbox;
 mod postgres;
 mod recovery;
 mod servers;

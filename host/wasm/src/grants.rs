@@ -97,13 +97,28 @@ pub(crate) struct Gated<'a> {
     clocks: WasiClocksCtxView<'a>,
 }
 
+/// The trap of a call to an interface not granted; `Instance` finds it in the error
+/// chain to report it as such.
+#[derive(Debug)]
+pub(crate) struct NotGranted {
+    interface: &'static str,
+    capability: &'static str,
+}
+
+impl std::fmt::Display for NotGranted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (interface, capability) = (self.interface, self.capability);
+        write!(f, "{interface} is not granted to this job's tenant (an admin grants it: weir tenant grant TENANT {capability})")
+    }
+}
+
+impl std::error::Error for NotGranted {}
+
 impl Gated<'_> {
-    fn check(&self, interface: &str) -> wasmtime::Result<()> {
+    fn check(&self, interface: &'static str) -> wasmtime::Result<()> {
         match self.granted {
             true => Ok(()),
-            false => Err(wasmtime::Error::msg(format!(
-                "{interface} is not granted to this job's tenant (an admin grants it: weir tenant grant NAME clock)"
-            ))),
+            false => Err(wasmtime::Error::new(NotGranted { interface, capability: "clock" })),
         }
     }
 }

@@ -364,6 +364,9 @@ impl Instance {
             Some(Trap::Interrupt) => return TrapKind::Deadline { timeout: self.call_timeout },
             _ => {}
         }
+        if let Some(refused) = e.chain().find_map(|c| c.downcast_ref::<crate::grants::NotGranted>()) {
+            return TrapKind::NotGranted(refused.to_string());
+        }
         if let Some(msg) = host.last_error_log.take() {
             return TrapKind::Panic(msg.lines().collect::<Vec<_>>().join(" "));
         }
