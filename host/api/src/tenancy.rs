@@ -52,6 +52,9 @@ fn grants_in(names: &[String]) -> Result<Capabilities, Failed> {
     if let Some(n) = names.iter().find(|n| n.contains(',') || n.trim().is_empty()) {
         return Err(bad(format!("{n:?} is not one capability name (known: {})", Capabilities::NAMES.join(", "))));
     }
+    if let Some((i, n)) = names.iter().enumerate().find(|(i, n)| names[..*i].contains(n)) {
+        return Err(bad(format!("{n:?} is named twice (at {i})")));
+    }
     Capabilities::parse(&names.join(",")).map_err(bad)
 }
 

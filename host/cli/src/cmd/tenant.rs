@@ -137,7 +137,7 @@ pub fn run(a: TenantArgs) -> Result<()> {
             let c = remote.connect()?;
             let t: Tenant = c.put(&format!("/tenants/{name}/grants"), &Grants { grants: caps(&list) }, &format!("cannot set tenant {name}'s grants"))?;
             if !c.json(&t)? {
-                println!("{:<24} {:>14} {:>14} {:>24} {:>16}  GRANTS", "NAME", "RUNNING JOBS", "SLOTS", "ARTIFACT BYTES", "FUEL");
+                println!("{:<24} {:>14} {:>14} {:>24} {:<13} {:>16}", "NAME", "RUNNING JOBS", "SLOTS", "ARTIFACT BYTES", " GRANTS", "FUEL");
                 print_tenant(&t);
             }
         }
@@ -145,7 +145,7 @@ pub fn run(a: TenantArgs) -> Result<()> {
             let c = remote.connect()?;
             let list: TenantList = c.get("/tenants", "cannot list tenants")?;
             if !c.json(&list)? {
-                println!("{:<24} {:>14} {:>14} {:>24} {:>16}  GRANTS", "NAME", "RUNNING JOBS", "SLOTS", "ARTIFACT BYTES", "FUEL");
+                println!("{:<24} {:>14} {:>14} {:>24} {:<13} {:>16}", "NAME", "RUNNING JOBS", "SLOTS", "ARTIFACT BYTES", " GRANTS", "FUEL");
                 for t in &list.tenants {
                     print_tenant(t);
                 }
@@ -160,7 +160,7 @@ pub fn run(a: TenantArgs) -> Result<()> {
                 false => c.get(&format!("/tenants/{name}"), &format!("cannot read {what}"))?,
             };
             if !c.json(&t)? {
-                println!("{:<24} {:>14} {:>14} {:>24} {:>16}  GRANTS", "NAME", "RUNNING JOBS", "SLOTS", "ARTIFACT BYTES", "FUEL");
+                println!("{:<24} {:>14} {:>14} {:>24} {:<13} {:>16}", "NAME", "RUNNING JOBS", "SLOTS", "ARTIFACT BYTES", " GRANTS", "FUEL");
                 print_tenant(&t);
             }
         }
@@ -176,13 +176,13 @@ fn print_tenant(t: &Tenant) {
     }
     let (u, q) = (&t.usage, &t.quota);
     println!(
-        "{:<24} {:>14} {:>14} {:>24} {:>16}  {}",
+        "{:<24} {:>14} {:>14} {:>24}  {:<12} {:>16}",
         t.name,
         of(u.running_jobs.into(), q.running_jobs.map(u64::from)),
         of(u.slots.into(), q.slots.map(u64::from)),
         of(u.artifact_bytes, q.artifact_bytes),
-        u.fuel,
-        if t.grants.is_empty() { "none".to_string() } else { t.grants.join(",") }
+        if t.grants.is_empty() { "none".to_string() } else { t.grants.join(",") },
+        u.fuel
     );
 }
 
