@@ -10,10 +10,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use weir_documents::{Grants, NewToken, Quota, Tenant, TenantList, TenantSpec, Token, TokenList, TokenSpec, time};
-use weir_types::access::Capabilities;
 use weir_jobmanager::Caller;
 use weir_jobmanager::model::ApiError;
 use weir_jobmanager::tenants::{self, TokenInfo};
+use weir_types::access::Capabilities;
 
 use crate::{Answer, Api, Failed, json, no_such_route};
 

@@ -89,7 +89,15 @@ impl EmbeddedCluster {
     /// Checks, plans and deploys a job; its subtasks run on their own threads.
     pub fn submit(&self, spec: JobSpec) -> Result<JobHandle, JobError> {
         let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-        let (code, graph) = prepare(&self.inner.runtime, &spec.source, &spec.args, spec.parallelism, path(&spec.input), path(&spec.output), weir_types::access::Capabilities::ALL)?;
+        let (code, graph) = prepare(
+            &self.inner.runtime,
+            &spec.source,
+            &spec.args,
+            spec.parallelism,
+            path(&spec.input),
+            path(&spec.output),
+            weir_types::access::Capabilities::ALL,
+        )?;
         let PlannedCode { plan, code, components } = code;
         // Embedded, a failure ends the run: no restart to outlive.
         let interval = spec.checkpoints.as_ref().map(|c| std::time::Duration::from_millis(c.interval_ms));

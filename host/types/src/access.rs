@@ -283,7 +283,7 @@ mod tests {
         assert_eq!(Capabilities::parse(""), Ok(Capabilities::NONE));
         assert_eq!(Capabilities::parse("none"), Ok(Capabilities::NONE));
         assert_eq!(Capabilities::parse("random").map(|c| c.names()), Ok(vec!["random"]));
-        let e = Capabilities::parse("clock,files").unwrap_err();
+        let e = Capabilities::parse("clock,files").expect_err("files is no capability");
         assert!(e.contains("\"files\"") && e.contains("clock, random"), "{e}");
     }
 

@@ -135,7 +135,8 @@ pub fn run(a: TenantArgs) -> Result<()> {
         }
         TenantCommand::Grant { name, caps: list, remote } => {
             let c = remote.connect()?;
-            let t: Tenant = c.put(&format!("/tenants/{name}/grants"), &Grants { grants: caps(&list) }, &format!("cannot set tenant {name}'s grants"))?;
+            let t: Tenant =
+                c.put(&format!("/tenants/{name}/grants"), &Grants { grants: caps(&list) }, &format!("cannot set tenant {name}'s grants"))?;
             if !c.json(&t)? {
                 println!("{:<24} {:>14} {:>14} {:>24} {:<13} {:>16}", "NAME", "RUNNING JOBS", "SLOTS", "ARTIFACT BYTES", " GRANTS", "FUEL");
                 print_tenant(&t);
