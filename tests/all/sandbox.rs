@@ -132,3 +132,42 @@ fn a_tenants_guest_is_refused_what_it_was_not_granted_and_the_taskmanager_carrie
     assert_eq!(status, 400, "{body}");
     assert!(body.to_string().contains("unknown capability \\\"files\\\""), "{body}");
 }
+
+/// A tenant's connectors reach only the hosts an admin allowed it: checked at
+/// submission, before the JobManager reaches anything on its behalf.
+#[test]
+fn a_tenants_connector_to_a_host_not_allowed_is_refused_at_submission_naming_it() {
+    let cluster = TestCluster::start(WEIR, &[("taskmanager-1", 1)]);
+    admin_cli(&cluster, &["tenant", "create", "t"]);
+    let token = admin_cli(&cluster, &["tenant", "token", "create", "t"]).trim().to_string();
+    let wasm = std::fs::read(WEIR.example("kafka_counts")).expect("example");
+    let submit = |token: &str| {
+        let (status, a) = call(&cluster, token, "POST", "/api/v1/artifacts", &wasm);
+        assert_eq!(status, 201, "{a}");
+        let spec = json!({"artifact": a["id"], "args": {"bootstrap-servers": "127.0.0.1:1", "topic": "clicks"}});
+        let (status, body) = call(&cluster, token, "POST", "/api/v1/jobs", spec.to_string().as_bytes());
+        (status, body.to_string())
+    };
+    let (status, body) = submit(&token);
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("reaches 127.0.0.1:1, which this job's tenant may not reach (allowed: none"), "{body}");
+
+    // Another port of the host, another host: still refused.
+    let shown = admin_cli(&cluster, &["tenant", "hosts", "t", "127.0.0.1:2,db.internal"]);
+    assert!(shown.contains("127.0.0.1:2, db.internal"), "{shown}");
+    let (status, body) = submit(&token);
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("reaches 127.0.0.1:1") && body.contains("allowed: 127.0.0.1:2, db.internal"), "{body}");
+
+    // Allowed (and for the admin, always): the submission goes on to reach the broker,
+    // which is not there.
+    admin_cli(&cluster, &["tenant", "hosts", "t", "127.0.0.1"]);
+    let admin = cluster.token.clone();
+    for who in [&token, &admin] {
+        let (status, body) = submit(who);
+        assert_ne!(status, 201, "{body}");
+        assert!(!body.contains("may not reach"), "{body}");
+    }
+    let listed: Value = serde_json::from_str(&admin_cli(&cluster, &["tenant", "list", "--output", "json"])).expect("json");
+    assert_eq!(listed["tenants"][0]["hosts"], json!(["127.0.0.1"]), "{listed}");
+}

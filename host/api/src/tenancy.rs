@@ -9,7 +9,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use weir_documents::{Grants, NewToken, Quota, Tenant, TenantList, TenantSpec, Token, TokenList, TokenSpec, time};
+use weir_documents::{Grants, Hosts, NewToken, Quota, Tenant, TenantList, TenantSpec, Token, TokenList, TokenSpec, time};
 use weir_jobmanager::Caller;
 use weir_jobmanager::model::ApiError;
 use weir_jobmanager::tenants::{self, TokenInfo};
@@ -58,6 +58,18 @@ fn grants_in(names: &[String]) -> Result<Capabilities, Failed> {
     Capabilities::parse(&names.join(",")).map_err(bad)
 }
 
+/// Hosts as `host` or `host:port`: no scheme, path, space or empty part.
+fn hosts_in(hosts: Vec<String>) -> Result<Vec<String>, Failed> {
+    for h in &hosts {
+        let (host, port) = h.rsplit_once(':').map_or((h.as_str(), None), |(h, p)| (h, Some(p)));
+        let host_ok = !host.is_empty() && host.len() <= 253 && host.chars().all(|c| c.is_ascii_alphanumeric() || "-._[]:".contains(c));
+        if !host_ok || port.is_some_and(|p| p.parse::<u16>().is_err()) {
+            return Err(Failed(ApiError::BadRequest(format!("invalid hosts: {h:?} is not host or host:port"))));
+        }
+    }
+    Ok(hosts)
+}
+
 fn tenant_doc(api: &Api, t: tenants::Tenant) -> Answer<Tenant> {
     let u = api.jm.usage(&t.name)?;
     let q = t.quota;
@@ -66,6 +78,7 @@ fn tenant_doc(api: &Api, t: tenants::Tenant) -> Answer<Tenant> {
         created_at: at(t.created_ms),
         quota: Quota { slots: q.slots, running_jobs: q.running_jobs, artifact_bytes: q.artifact_bytes },
         grants: t.grants.names().into_iter().map(String::from).collect(),
+        hosts: t.hosts,
         usage: weir_documents::Usage {
             running_jobs: u.running_jobs,
             slots: u.slots,
@@ -89,7 +102,11 @@ pub(crate) async fn tenants(State(api): State<Api>, Extension(caller): Extension
 pub(crate) async fn create(State(api): State<Api>, Extension(caller): Extension<Caller>, read: Result<Bytes, BytesRejection>) -> Answer<Response> {
     admin(&caller)?;
     let spec: TenantSpec = parse(read, "tenant")?;
-    let t = api.jm.create_tenant(&spec.name, quota_in(spec.quota)?, grants_in(&spec.grants)?)?;
+    let (grants, hosts) = (grants_in(&spec.grants)?, hosts_in(spec.hosts)?);
+    let mut t = api.jm.create_tenant(&spec.name, quota_in(spec.quota)?, grants)?;
+    if !hosts.is_empty() {
+        t = api.jm.set_hosts(&spec.name, hosts)?;
+    }
     Ok(json(StatusCode::CREATED, tenant_doc(&api, t)?))
 }
 
@@ -120,6 +137,18 @@ pub(crate) async fn grants(
     admin(&caller)?;
     let grants: Grants = parse(read, "grants")?;
     let t = api.jm.set_grants(&name, grants_in(&grants.grants)?)?;
+    Ok(axum::Json(tenant_doc(&api, t)?))
+}
+
+pub(crate) async fn hosts(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    read: Result<Bytes, BytesRejection>,
+) -> Answer<axum::Json<Tenant>> {
+    admin(&caller)?;
+    let hosts: Hosts = parse(read, "hosts")?;
+    let t = api.jm.set_hosts(&name, hosts_in(hosts.hosts)?)?;
     Ok(axum::Json(tenant_doc(&api, t)?))
 }
 

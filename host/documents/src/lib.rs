@@ -493,6 +493,17 @@ pub struct TenantSpec {
     /// WASI capabilities its jobs get (`clock`, `random`); none by default.
     #[serde(default)]
     pub grants: Vec<String>,
+    /// Hosts its connectors may reach (`host` or `host:port`); none by default.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+}
+
+/// `PUT /api/v1/tenants/{name}/hosts`: the hosts a tenant's connectors may reach.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Hosts {
+    /// `host` (any port) or `host:port`; empty: none.
+    pub hosts: Vec<String>,
 }
 
 /// `PUT /api/v1/tenants/{name}/grants`: the WASI capabilities a tenant's jobs get.
@@ -516,6 +527,9 @@ pub struct Tenant {
     /// WASI capabilities its jobs get, by name.
     #[serde(default)]
     pub grants: Vec<String>,
+    /// Hosts its connectors may reach.
+    #[serde(default)]
+    pub hosts: Vec<String>,
     /// What it holds now.
     pub usage: Usage,
 }

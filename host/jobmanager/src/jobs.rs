@@ -26,7 +26,7 @@ use crate::driver::{Command, Driver, Event, Exported, Found, Placement};
 use crate::job::{Job, checkpoint_store};
 use crate::model::{ApiError, EndedJob, EventLevel, SubmitSpec};
 use crate::persist::{PersistedJob, Persistence};
-use crate::planning::{JobSource, PlannedCode, check_files, new_job_id, prepare};
+use crate::planning::{JobSource, PlannedCode, Submitter, check_files, new_job_id, prepare};
 use crate::registry::Registry;
 use crate::restart::RestartStrategy;
 use crate::retention;
@@ -365,8 +365,14 @@ impl Shared {
         let args: Vec<(String, String)> = spec.args.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let (parallelism, input, output) = (spec.parallelism, spec.input.clone(), spec.output.clone());
         let job_args = args.clone();
-        let capabilities = lock(&self.tenants).capabilities(caller);
-        let planned = tokio::task::spawn_blocking(move || prepare(&runtime, &source, &job_args, parallelism, input, output, capabilities)).await;
+        let (capabilities, hosts) = {
+            let tenants = lock(&self.tenants);
+            (tenants.capabilities(caller), tenants.hosts(caller))
+        };
+        let planned = tokio::task::spawn_blocking(move || {
+            prepare(&runtime, &source, &job_args, parallelism, input, output, Submitter { capabilities, hosts: hosts.as_deref() })
+        })
+        .await;
         let (PlannedCode { plan, code, components }, graph) = match planned {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => return Err(ApiError::Unprocessable(e.to_string())),

@@ -145,6 +145,12 @@ impl JobManager {
         lock(&self.0.tenants).set_grants(name, grants)
     }
 
+    /// Replaces the hosts a tenant's connectors may reach (admin), checked at
+    /// submission.
+    pub fn set_hosts(&self, name: &str, hosts: Vec<String>) -> Result<Tenant, ApiError> {
+        lock(&self.0.tenants).set_hosts(name, hosts)
+    }
+
     /// Every tenant (admin).
     pub fn tenants(&self) -> Vec<Tenant> {
         lock(&self.0.tenants).list()

@@ -77,6 +77,10 @@ pub struct Tenant {
     /// The WASI capabilities its jobs' guests get (none unless an admin grants them).
     #[serde(default)]
     pub grants: Capabilities,
+    /// Hosts its jobs' connectors may reach: `host` (any port) or `host:port`; none
+    /// unless an admin allows them.
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 /// A token as listed: never the token itself.
@@ -218,7 +222,7 @@ impl Tenants {
         if self.book.tenants.contains_key(name) {
             return Err(ApiError::Conflict(format!("tenant {name:?} exists")));
         }
-        let tenant = Tenant { name: name.to_string(), created_ms: now_ms, quota, grants: Capabilities::NONE };
+        let tenant = Tenant { name: name.to_string(), created_ms: now_ms, quota, grants: Capabilities::NONE, hosts: vec![] };
         self.commit(|b| {
             b.tenants.insert(name.to_string(), tenant.clone());
             Ok(tenant)
@@ -249,6 +253,23 @@ impl Tenants {
             t.grants = grants;
             Ok(t.clone())
         })
+    }
+
+    pub(crate) fn set_hosts(&mut self, name: &str, hosts: Vec<String>) -> Result<Tenant, ApiError> {
+        self.get(name)?;
+        self.commit(|b| {
+            let t = b.tenants.get_mut(name).ok_or_else(|| unknown_tenant(name))?;
+            t.hosts = hosts;
+            Ok(t.clone())
+        })
+    }
+
+    /// The hosts `caller`'s connectors may reach: any for the admin (`None`).
+    pub(crate) fn hosts(&self, caller: &Caller) -> Option<Vec<String>> {
+        match caller {
+            Caller::Admin => None,
+            Caller::Tenant(t) => Some(self.book.tenants.get(t).map(|t| t.hosts.clone()).unwrap_or_default()),
+        }
     }
 
     /// The capabilities `caller`'s jobs get: everything for the admin, a tenant's

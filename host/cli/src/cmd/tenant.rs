@@ -4,7 +4,7 @@
 
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
-use weir_documents::{Grants, NewToken, Quota, Tenant, TenantList, TenantSpec, Token, TokenList, TokenSpec};
+use weir_documents::{Grants, Hosts, NewToken, Quota, Tenant, TenantList, TenantSpec, Token, TokenList, TokenSpec};
 
 use crate::client::{Client, Remote};
 
@@ -35,6 +35,15 @@ enum TenantCommand {
         name: String,
         /// `clock,random`, `clock`, `random` or `none`.
         caps: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Replace the hosts a tenant's connectors may reach: `host` (any port) or
+    /// `host:port`, comma-separated, or `none`.
+    Hosts {
+        name: String,
+        /// `db.internal:5432,kafka.internal` or `none`.
+        hosts: String,
         #[command(flatten)]
         remote: Remote,
     },
@@ -127,10 +136,17 @@ pub fn run(a: TenantArgs) -> Result<()> {
     match a.command {
         TenantCommand::Create { name, quota, grant, remote } => {
             let c = remote.connect()?;
-            let spec = TenantSpec { name: name.clone(), quota: quota.quota(), grants: caps(grant.as_deref().unwrap_or("")) };
+            let spec = TenantSpec { name: name.clone(), quota: quota.quota(), grants: caps(grant.as_deref().unwrap_or("")), hosts: vec![] };
             let t: Tenant = c.post("/tenants", &spec, &format!("cannot create tenant {name}"))?;
             if !c.json(&t)? {
                 println!("tenant {} created; issue it a token: weir tenant token create {}", t.name, t.name);
+            }
+        }
+        TenantCommand::Hosts { name, hosts, remote } => {
+            let c = remote.connect()?;
+            let t: Tenant = c.put(&format!("/tenants/{name}/hosts"), &Hosts { hosts: caps(&hosts) }, &format!("cannot set tenant {name}'s hosts"))?;
+            if !c.json(&t)? {
+                println!("tenant {}: connectors may reach {}", t.name, if t.hosts.is_empty() { "no host".to_string() } else { t.hosts.join(", ") });
             }
         }
         TenantCommand::Grant { name, caps: list, remote } => {
@@ -187,7 +203,8 @@ fn print_tenant(t: &Tenant) {
     );
 }
 
-/// `clock,random` as names; `none` or nothing: none. The JobManager checks them.
+/// `clock,random` (or hosts) as a list; `none` or nothing: none. The JobManager
+/// checks them.
 fn caps(list: &str) -> Vec<String> {
     list.split(',').map(str::trim).filter(|n| !n.is_empty() && *n != "none").map(String::from).collect()
 }
