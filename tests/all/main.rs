@@ -30,6 +30,7 @@ mod polyglot;
 mod polyglot_join;
 mod postgres;
 mod recovery;
+mod sandbox;
 mod servers;
 mod soak;
 mod state_ttl;

@@ -109,6 +109,8 @@ pub fn router(jm: JobManager, token: String) -> Router {
         .route("/tenants", get(tenancy::tenants).post(tenancy::create))
         .route("/tenants/{name}", get(tenancy::tenant))
         .route("/tenants/{name}/quota", put(tenancy::quota))
+        .route("/tenants/{name}/grants", put(tenancy::grants))
+        .route("/tenants/{name}/hosts", put(tenancy::hosts))
         .route("/tenants/{name}/tokens", get(tenancy::tokens).post(tenancy::issue))
         .route("/tokens/{id}/revoke", post(tenancy::revoke))
         .merge(deployments::routes())

@@ -9,10 +9,11 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use weir_documents::{NewToken, Quota, Tenant, TenantList, TenantSpec, Token, TokenList, TokenSpec, time};
+use weir_documents::{Grants, Hosts, NewToken, Quota, Tenant, TenantList, TenantSpec, Token, TokenList, TokenSpec, time};
 use weir_jobmanager::Caller;
 use weir_jobmanager::model::ApiError;
 use weir_jobmanager::tenants::{self, TokenInfo};
+use weir_types::access::Capabilities;
 
 use crate::{Answer, Api, Failed, json, no_such_route};
 
@@ -48,6 +49,30 @@ fn quota_in(q: Quota) -> Result<tenants::Quota, Failed> {
     Ok(tenants::Quota { slots: q.slots, running_jobs: q.running_jobs, artifact_bytes: q.artifact_bytes, fuel_per_second: q.fuel_per_second })
 }
 
+/// Capability names, each known, none twice.
+fn grants_in(names: &[String]) -> Result<Capabilities, Failed> {
+    let bad = |m: String| Failed(ApiError::BadRequest(format!("invalid grants: {m}")));
+    if let Some(n) = names.iter().find(|n| n.contains(',') || n.trim().is_empty()) {
+        return Err(bad(format!("{n:?} is not one capability name (known: {})", Capabilities::NAMES.join(", "))));
+    }
+    if let Some((i, n)) = names.iter().enumerate().find(|(i, n)| names[..*i].contains(n)) {
+        return Err(bad(format!("{n:?} is named twice (at {i})")));
+    }
+    Capabilities::parse(&names.join(",")).map_err(bad)
+}
+
+/// Hosts as `host` or `host:port`: no scheme, path, space or empty part.
+fn hosts_in(hosts: Vec<String>) -> Result<Vec<String>, Failed> {
+    for h in &hosts {
+        let (host, port) = h.rsplit_once(':').map_or((h.as_str(), None), |(h, p)| (h, Some(p)));
+        let host_ok = !host.is_empty() && host.len() <= 253 && host.chars().all(|c| c.is_ascii_alphanumeric() || "-._[]:".contains(c));
+        if !host_ok || port.is_some_and(|p| p.parse::<u16>().is_err()) {
+            return Err(Failed(ApiError::BadRequest(format!("invalid hosts: {h:?} is not host or host:port"))));
+        }
+    }
+    Ok(hosts)
+}
+
 fn tenant_doc(api: &Api, t: tenants::Tenant) -> Answer<Tenant> {
     let u = api.jm.usage(&t.name)?;
     let q = t.quota;
@@ -55,6 +80,8 @@ fn tenant_doc(api: &Api, t: tenants::Tenant) -> Answer<Tenant> {
         name: t.name,
         created_at: at(t.created_ms),
         quota: Quota { slots: q.slots, running_jobs: q.running_jobs, artifact_bytes: q.artifact_bytes, fuel_per_second: q.fuel_per_second },
+        grants: t.grants.names().into_iter().map(String::from).collect(),
+        hosts: t.hosts,
         usage: weir_documents::Usage {
             running_jobs: u.running_jobs,
             slots: u.slots,
@@ -78,7 +105,11 @@ pub(crate) async fn tenants(State(api): State<Api>, Extension(caller): Extension
 pub(crate) async fn create(State(api): State<Api>, Extension(caller): Extension<Caller>, read: Result<Bytes, BytesRejection>) -> Answer<Response> {
     admin(&caller)?;
     let spec: TenantSpec = parse(read, "tenant")?;
-    let t = api.jm.create_tenant(&spec.name, quota_in(spec.quota)?)?;
+    let (grants, hosts) = (grants_in(&spec.grants)?, hosts_in(spec.hosts)?);
+    let mut t = api.jm.create_tenant(&spec.name, quota_in(spec.quota)?, grants)?;
+    if !hosts.is_empty() {
+        t = api.jm.set_hosts(&spec.name, hosts)?;
+    }
     Ok(json(StatusCode::CREATED, tenant_doc(&api, t)?))
 }
 
@@ -97,6 +128,30 @@ pub(crate) async fn quota(
     admin(&caller)?;
     let quota: Quota = parse(read, "quota")?;
     let t = api.jm.set_quota(&name, quota_in(quota)?)?;
+    Ok(axum::Json(tenant_doc(&api, t)?))
+}
+
+pub(crate) async fn grants(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    read: Result<Bytes, BytesRejection>,
+) -> Answer<axum::Json<Tenant>> {
+    admin(&caller)?;
+    let grants: Grants = parse(read, "grants")?;
+    let t = api.jm.set_grants(&name, grants_in(&grants.grants)?)?;
+    Ok(axum::Json(tenant_doc(&api, t)?))
+}
+
+pub(crate) async fn hosts(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    read: Result<Bytes, BytesRejection>,
+) -> Answer<axum::Json<Tenant>> {
+    admin(&caller)?;
+    let hosts: Hosts = parse(read, "hosts")?;
+    let t = api.jm.set_hosts(&name, hosts_in(hosts.hosts)?)?;
     Ok(axum::Json(tenant_doc(&api, t)?))
 }
 

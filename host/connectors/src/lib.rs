@@ -123,6 +123,38 @@ pub fn probe(c: &Connector, role: Role) -> Result<(), ConnectorError> {
     (k.probe)(c)
 }
 
+/// The `host:port`s a connector reaches, from its options (a PostgreSQL `host` and
+/// `port`, each Kafka bootstrap server), for a tenant's allowed hosts to be checked
+/// before anything is reached. Malformed options give what they can; [`check`] refuses
+/// them anyway.
+pub fn endpoints(c: &Connector) -> Vec<(String, Option<u16>)> {
+    let opt = |name: &str| c.options.get(name).map(|v| v.trim());
+    match c.kind.as_str() {
+        "postgres" => vec![(opt("host").unwrap_or("localhost").to_string(), Some(opt("port").and_then(|p| p.parse().ok()).unwrap_or(5432)))],
+        "kafka" => opt("bootstrap-servers")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| match s.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), p.parse().ok()),
+                None => (s.to_string(), None),
+            })
+            .collect(),
+        _ => vec![],
+    }
+}
+
+/// Whether `allowed` (each `host` for any port, or `host:port`) lets a connector
+/// reach `host` on `port`. Host names compare without case; nothing is resolved, so
+/// an admin allows names and addresses as tenants will write them.
+pub fn host_allowed(allowed: &[String], host: &str, port: Option<u16>) -> bool {
+    allowed.iter().any(|a| match a.rsplit_once(':') {
+        Some((h, p)) => h.eq_ignore_ascii_case(host) && p.parse::<u16>().ok().is_some_and(|p| Some(p) == port),
+        None => a.eq_ignore_ascii_case(host),
+    })
+}
+
 /// Checks what a connector needs of the job's checkpoints: a transactional Kafka sink
 /// needs checkpoints, and a transaction timeout longer than the checkpoint interval
 /// plus `restart` (the longest a restart may take).
@@ -263,6 +295,17 @@ mod tests {
 
     fn connector(pairs: &[(&str, &str)]) -> Connector {
         Connector { kind: "test".into(), options: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() }
+    }
+
+    #[test]
+    fn endpoints_are_read_from_the_options_and_matched_against_allowed_hosts() {
+        let kafka = Connector { kind: "kafka".into(), ..connector(&[("bootstrap-servers", "a:9092, B:9093"), ("topic", "t")]) };
+        assert_eq!(endpoints(&kafka), vec![("a".into(), Some(9092)), ("B".into(), Some(9093))]);
+        let pg = Connector { kind: "postgres".into(), ..connector(&[("table", "t")]) };
+        assert_eq!(endpoints(&pg), vec![("localhost".into(), Some(5432))]);
+        let allowed = ["a".to_string(), "b:9093".to_string()];
+        assert!(host_allowed(&allowed, "a", Some(1)) && host_allowed(&allowed, "B", Some(9093)));
+        assert!(!host_allowed(&allowed, "b", Some(9092)) && !host_allowed(&allowed, "c", Some(9092)) && !host_allowed(&[], "a", None));
     }
 
     #[test]

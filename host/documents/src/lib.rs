@@ -517,6 +517,28 @@ pub struct TenantSpec {
     /// Its limits; unlimited by default.
     #[serde(default)]
     pub quota: Quota,
+    /// WASI capabilities its jobs get (`clock`, `random`); none by default.
+    #[serde(default)]
+    pub grants: Vec<String>,
+    /// Hosts its connectors may reach (`host` or `host:port`); none by default.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+}
+
+/// `PUT /api/v1/tenants/{name}/hosts`: the hosts a tenant's connectors may reach.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Hosts {
+    /// `host` (any port) or `host:port`; empty: none.
+    pub hosts: Vec<String>,
+}
+
+/// `PUT /api/v1/tenants/{name}/grants`: the WASI capabilities a tenant's jobs get.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Grants {
+    /// `clock`, `random`; empty: neither.
+    pub grants: Vec<String>,
 }
 
 /// A tenant (admin routes).
@@ -529,6 +551,12 @@ pub struct Tenant {
     pub created_at: String,
     /// Its limits.
     pub quota: Quota,
+    /// WASI capabilities its jobs get, by name.
+    #[serde(default)]
+    pub grants: Vec<String>,
+    /// Hosts its connectors may reach.
+    #[serde(default)]
+    pub hosts: Vec<String>,
     /// What it holds now.
     pub usage: Usage,
 }

@@ -253,6 +253,7 @@ pub(crate) mod tests {
             checkpoints: None,
             restore: None,
             files: weir_types::access::FileAccess::Any,
+            capabilities: weir_types::access::Capabilities::ALL,
         }
     }
 

@@ -17,7 +17,7 @@ use weir_wasm::{JobComponent, Limits, Runtime};
 
 use crate::driver::{Command, Driver, Event, Placement};
 use crate::model::EventLevel;
-use crate::planning::{JobError, JobSource, PlannedCode, load_plan, new_job_id, prepare};
+use crate::planning::{JobError, JobSource, PlannedCode, Submitter, load_plan, new_job_id, prepare};
 use crate::restart::RestartStrategy;
 
 /// How the embedded cluster is set up.
@@ -83,13 +83,14 @@ impl EmbeddedCluster {
     /// Loads a job's components and returns its plan, as submission does, without
     /// running it.
     pub fn plan(&self, source: &JobSource, args: &[(String, String)]) -> Result<PlannedCode, JobError> {
-        load_plan(&self.inner.runtime, source, args)
+        load_plan(&self.inner.runtime, source, args, weir_types::access::Capabilities::ALL)
     }
 
     /// Checks, plans and deploys a job; its subtasks run on their own threads.
     pub fn submit(&self, spec: JobSpec) -> Result<JobHandle, JobError> {
         let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-        let (code, graph) = prepare(&self.inner.runtime, &spec.source, &spec.args, spec.parallelism, path(&spec.input), path(&spec.output))?;
+        let (code, graph) =
+            prepare(&self.inner.runtime, &spec.source, &spec.args, spec.parallelism, path(&spec.input), path(&spec.output), Submitter::ADMIN)?;
         let PlannedCode { plan, code, components } = code;
         // Embedded, a failure ends the run: no restart to outlive.
         let interval = spec.checkpoints.as_ref().map(|c| std::time::Duration::from_millis(c.interval_ms));
@@ -111,6 +112,8 @@ impl EmbeddedCluster {
             checkpoints: spec.checkpoints,
             restore: None,
             files: weir_types::access::FileAccess::Any,
+            // A local user's own job, run with their own rights.
+            capabilities: weir_types::access::Capabilities::ALL,
         };
         let store = match &deployment.checkpoints {
             Some(c) => {

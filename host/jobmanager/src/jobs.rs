@@ -26,7 +26,7 @@ use crate::driver::{Command, Driver, Event, Exported, Found, Placement};
 use crate::job::{Job, checkpoint_store};
 use crate::model::{ApiError, EndedJob, EventLevel, SubmitSpec};
 use crate::persist::{PersistedJob, Persistence};
-use crate::planning::{JobSource, PlannedCode, check_files, new_job_id, prepare};
+use crate::planning::{JobSource, PlannedCode, Submitter, check_files, new_job_id, prepare};
 use crate::registry::Registry;
 use crate::restart::RestartStrategy;
 use crate::retention;
@@ -426,7 +426,14 @@ impl Shared {
         let args: Vec<(String, String)> = spec.args.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let (parallelism, input, output) = (spec.parallelism, spec.input.clone(), spec.output.clone());
         let job_args = args.clone();
-        let planned = tokio::task::spawn_blocking(move || prepare(&runtime, &source, &job_args, parallelism, input, output)).await;
+        let (capabilities, hosts) = {
+            let tenants = lock(&self.tenants);
+            (tenants.capabilities(caller), tenants.hosts(caller))
+        };
+        let planned = tokio::task::spawn_blocking(move || {
+            prepare(&runtime, &source, &job_args, parallelism, input, output, Submitter { capabilities, hosts: hosts.as_deref() })
+        })
+        .await;
         let (PlannedCode { plan, code, components }, graph) = match planned {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => return Err(ApiError::Unprocessable(e.to_string())),
@@ -472,6 +479,7 @@ impl Shared {
             checkpoints,
             restore,
             files,
+            capabilities,
         };
         let created = SystemTime::now();
         let driver = Driver::new(deployment, restart, first_checkpoint, Instant::now());
@@ -619,6 +627,13 @@ impl Shared {
         }
         let runtime = self.runtime.clone();
         let (args, parallelism, input, output) = (running.args.clone(), spec.parallelism, spec.input.clone(), spec.output.clone());
+        // The new code runs under the job's grants and reaches only its tenant's hosts.
+        let capabilities = running.capabilities;
+        let hosts = {
+            let tenants = lock(&self.tenants);
+            let owner = tenants.job_owner(job).map(|t| Caller::Tenant(t.to_string())).unwrap_or(Caller::Admin);
+            tenants.hosts(&owner)
+        };
         let (id1, id2) = (job.clone(), job.clone());
         let incompatible =
             move |e: String| ApiError::Conflict(format!("the new component is incompatible with job {id1}, which runs on untouched: {e}"));
@@ -628,9 +643,9 @@ impl Shared {
         let running_plan = running.plan.clone();
         // Compiles, runs `plan` and probes connectors: off the async workers.
         let planned = tokio::task::spawn_blocking(move || {
-            let planned = crate::planning::load_plan(&runtime, &JobSource::Component(wasm), &args).map_err(&cannot)?;
+            let planned = crate::planning::load_plan(&runtime, &JobSource::Component(wasm), &args, capabilities).map_err(&cannot)?;
             crate::planning::check_swap_uids(&running_plan, &planned.plan).map_err(incompatible)?;
-            crate::planning::bind(planned, parallelism, input, output).map_err(&cannot)
+            crate::planning::bind(planned, parallelism, input, output, hosts.as_deref()).map_err(&cannot)
         })
         .await;
         let (PlannedCode { plan, code, components }, graph) = planned.map_err(|e| ApiError::Internal(format!("planning panicked: {e}")))??;

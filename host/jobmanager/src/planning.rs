@@ -12,13 +12,13 @@ use thiserror::Error;
 use weir_connectors::Role;
 use weir_state::StateError;
 use weir_taskmanager::TaskError;
-use weir_types::access::{AccessError, FileAccess};
+use weir_types::access::{AccessError, Capabilities, FileAccess};
 use weir_types::deployment::JobCode;
 use weir_types::graph::ExecutionGraph;
 use weir_types::ids::{ComponentHash, InvalidId, JobId};
 use weir_types::manifest::{Manifest, ManifestError};
 use weir_types::plan::{JobPlan, NodeKind, PlanError, SinkKind, SourceKind};
-use weir_wasm::{Instance, JobComponent, LoadError, OperatorFailure, Runtime, World};
+use weir_wasm::{Instance, JobComponent, LoadError, OperatorFailure, Runtime, Sandbox, World};
 
 /// What a job is built from.
 #[derive(Debug, Clone)]
@@ -72,6 +72,20 @@ pub enum JobError {
         /// Why.
         error: weir_connectors::ConnectorError,
     },
+    /// A tenant's connector names a host it may not reach.
+    #[error(
+        "node {uid:?}: connector {kind:?} reaches {host}, which this job's tenant may not reach (allowed: {allowed}; an admin allows it: weir tenant hosts TENANT HOST[:PORT],...)"
+    )]
+    HostNotAllowed {
+        /// The node.
+        uid: String,
+        /// The connector's kind.
+        kind: String,
+        /// `host:port` as written.
+        host: String,
+        /// The tenant's allowed hosts.
+        allowed: String,
+    },
     /// Not enough free slots.
     #[error("the job needs {needed} slots but only {free} of {total} are free")]
     NoSlots {
@@ -116,11 +130,12 @@ pub struct PlannedCode {
 
 /// Loads a job's components and gets its plan: from the job component's `plan`, or
 /// from the manifest, whose components must each implement `operator-component`.
-pub fn load_plan(runtime: &Runtime, source: &JobSource, args: &[(String, String)]) -> Result<PlannedCode, JobError> {
+/// `plan` runs under the job's `capabilities`, as its operators will.
+pub fn load_plan(runtime: &Runtime, source: &JobSource, args: &[(String, String)], capabilities: Capabilities) -> Result<PlannedCode, JobError> {
     match source {
         JobSource::Component(wasm) => {
             let component = runtime.load(wasm, World::Job)?;
-            let mut instance = Instance::new(runtime, &component, "plan")?;
+            let mut instance = Instance::new(runtime, &component, "plan", Sandbox::new(capabilities, "plan"))?;
             let plan = instance.plan(args, runtime.limits().plan_fuel).map_err(JobError::PlanCall)?;
             plan.check_size()?;
             let code = JobCode::single(&component_hash(&component)?, &plan);
@@ -145,6 +160,20 @@ pub fn load_plan(runtime: &Runtime, source: &JobSource, args: &[(String, String)
     }
 }
 
+/// What a job's submitter lets its guests and connectors reach.
+#[derive(Debug, Clone, Copy)]
+pub struct Submitter<'a> {
+    /// WASI capabilities of its guests.
+    pub capabilities: Capabilities,
+    /// Hosts its connectors may reach; `None`: any.
+    pub hosts: Option<&'a [String]>,
+}
+
+impl Submitter<'_> {
+    /// The admin's jobs and `weir run`: everything.
+    pub const ADMIN: Submitter<'static> = Submitter { capabilities: Capabilities::ALL, hosts: None };
+}
+
 /// Loads, plans and checks a job: what every submission path does first.
 pub fn prepare(
     runtime: &Runtime,
@@ -153,22 +182,48 @@ pub fn prepare(
     parallelism: u32,
     input: Option<String>,
     output: Option<String>,
+    submitter: Submitter<'_>,
 ) -> Result<(PlannedCode, ExecutionGraph), JobError> {
-    bind(load_plan(runtime, source, args)?, parallelism, input, output)
+    bind(load_plan(runtime, source, args, submitter.capabilities)?, parallelism, input, output, submitter.hosts)
 }
 
-/// [`prepare`] after [`load_plan`]: binds, validates and builds the execution graph.
+/// [`prepare`] after [`load_plan`]: binds, validates and builds the execution graph;
+/// a tenant's connectors (`hosts`: `Some`) reach only the hosts it may reach.
 pub fn bind(
     mut planned: PlannedCode,
     parallelism: u32,
     input: Option<String>,
     output: Option<String>,
+    hosts: Option<&[String]>,
 ) -> Result<(PlannedCode, ExecutionGraph), JobError> {
     planned.plan.bind_io(input.as_deref(), output.as_deref())?;
     planned.plan.validate(parallelism)?;
+    if let Some(hosts) = hosts {
+        // Before the probe: the JobManager reaches no host on a tenant's behalf that
+        // the tenant may not reach itself.
+        check_hosts(&planned.plan, hosts)?;
+    }
     check_connectors(&planned.plan)?;
     let graph = ExecutionGraph::build(&planned.plan, parallelism);
     Ok((planned, graph))
+}
+
+/// Checks that every connector of a tenant's plan reaches only `allowed` hosts.
+fn check_hosts(plan: &JobPlan, allowed: &[String]) -> Result<(), JobError> {
+    for n in &plan.nodes {
+        let c = match &n.kind {
+            NodeKind::Source(SourceKind::Connector(c)) | NodeKind::Sink(SinkKind::Connector(c)) => c,
+            _ => continue,
+        };
+        for (host, port) in weir_connectors::endpoints(c) {
+            if !weir_connectors::host_allowed(allowed, &host, port) {
+                let host = port.map_or(host.clone(), |p| format!("{host}:{p}"));
+                let allowed = if allowed.is_empty() { "none".to_string() } else { allowed.join(", ") };
+                return Err(JobError::HostNotAllowed { uid: n.uid.clone(), kind: c.kind.clone(), host, allowed });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Checks every connector the plan names (kind and options) and reaches its system

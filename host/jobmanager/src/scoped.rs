@@ -7,6 +7,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use weir_types::access::Capabilities;
 use weir_types::ids::JobId;
 
 use crate::api::unknown_job;
@@ -135,9 +136,28 @@ impl JobManager {
         Ok(checkpoint)
     }
 
-    /// Creates a tenant (admin).
-    pub fn create_tenant(&self, name: &str, quota: Quota) -> Result<Tenant, ApiError> {
-        lock(&self.0.tenants).create(name, quota, now_ms())
+    /// Creates a tenant (admin) with `grants`.
+    pub fn create_tenant(&self, name: &str, quota: Quota, grants: Capabilities) -> Result<Tenant, ApiError> {
+        let mut tenants = lock(&self.0.tenants);
+        let created = tenants.create(name, quota, now_ms())?;
+        match grants == created.grants {
+            true => Ok(created),
+            // Two writes: lost in between, the tenant exists with fewer grants, never more.
+            false => tenants.set_grants(name, grants),
+        }
+    }
+
+    /// Replaces a tenant's WASI capabilities (admin): jobs submitted from now on get
+    /// them; a job already submitted keeps its own, restarts included (they redeploy
+    /// the same deployment).
+    pub fn set_grants(&self, name: &str, grants: Capabilities) -> Result<Tenant, ApiError> {
+        lock(&self.0.tenants).set_grants(name, grants)
+    }
+
+    /// Replaces the hosts a tenant's connectors may reach (admin), checked at
+    /// submission.
+    pub fn set_hosts(&self, name: &str, hosts: Vec<String>) -> Result<Tenant, ApiError> {
+        lock(&self.0.tenants).set_hosts(name, hosts)
     }
 
     /// Every tenant (admin).

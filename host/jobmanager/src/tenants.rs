@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use weir_checkpoint::{CheckpointStorage, DirStorage};
 use weir_control::protocol::FuelRate;
+use weir_types::access::Capabilities;
 use weir_types::ids::{JobId, TaskManagerId};
 
 use crate::model::ApiError;
@@ -78,6 +79,13 @@ pub struct Tenant {
     pub created_ms: u64,
     /// Its limits.
     pub quota: Quota,
+    /// The WASI capabilities its jobs' guests get (none unless an admin grants them).
+    #[serde(default)]
+    pub grants: Capabilities,
+    /// Hosts its jobs' connectors may reach: `host` (any port) or `host:port`; none
+    /// unless an admin allows them.
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 /// A token as listed: never the token itself.
@@ -250,7 +258,7 @@ impl Tenants {
         if self.book.tenants.contains_key(name) {
             return Err(ApiError::Conflict(format!("tenant {name:?} exists")));
         }
-        let tenant = Tenant { name: name.to_string(), created_ms: now_ms, quota };
+        let tenant = Tenant { name: name.to_string(), created_ms: now_ms, quota, grants: Capabilities::NONE, hosts: vec![] };
         self.commit(|b| {
             b.tenants.insert(name.to_string(), tenant.clone());
             Ok(tenant)
@@ -272,6 +280,41 @@ impl Tenants {
             t.quota = quota;
             Ok(t.clone())
         })
+    }
+
+    pub(crate) fn set_grants(&mut self, name: &str, grants: Capabilities) -> Result<Tenant, ApiError> {
+        self.get(name)?;
+        self.commit(|b| {
+            let t = b.tenants.get_mut(name).ok_or_else(|| unknown_tenant(name))?;
+            t.grants = grants;
+            Ok(t.clone())
+        })
+    }
+
+    pub(crate) fn set_hosts(&mut self, name: &str, hosts: Vec<String>) -> Result<Tenant, ApiError> {
+        self.get(name)?;
+        self.commit(|b| {
+            let t = b.tenants.get_mut(name).ok_or_else(|| unknown_tenant(name))?;
+            t.hosts = hosts;
+            Ok(t.clone())
+        })
+    }
+
+    /// The hosts `caller`'s connectors may reach: any for the admin (`None`).
+    pub(crate) fn hosts(&self, caller: &Caller) -> Option<Vec<String>> {
+        match caller {
+            Caller::Admin => None,
+            Caller::Tenant(t) => Some(self.book.tenants.get(t).map(|t| t.hosts.clone()).unwrap_or_default()),
+        }
+    }
+
+    /// The capabilities `caller`'s jobs get: everything for the admin, a tenant's
+    /// grant (nothing for a tenant that no longer exists).
+    pub(crate) fn capabilities(&self, caller: &Caller) -> Capabilities {
+        match caller {
+            Caller::Admin => Capabilities::ALL,
+            Caller::Tenant(t) => self.book.tenants.get(t).map_or(Capabilities::NONE, |t| t.grants),
+        }
     }
 
     /// Issues a token for `tenant`: its info and the token, which is never seen again.

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use weir_state::{Capture, TaskState};
 use weir_types::deployment::{SideOutputCount, TaskStats};
-use weir_wasm::{Instance, JobComponent, Runtime, TaskInfo};
+use weir_wasm::{Instance, JobComponent, Runtime, Sandbox, TaskInfo};
 
 pub use crate::cancel::Cancel;
 pub use crate::chain::OperatorStep;
@@ -104,6 +104,9 @@ pub struct TaskDeployment {
     pub tail: Tail,
     /// The sandbox and the job's components (by index), if there are operators.
     pub wasm: Option<(Runtime, Vec<JobComponent>)>,
+    /// What the operators' WASI grants (the job's capabilities, the random substitute
+    /// seeded from the job's name, vertex and subtask).
+    pub sandbox: Sandbox,
     /// Arguments of the job, given to `plan`.
     pub args: Vec<(String, String)>,
     /// The subtask's keyed state, if an operator is keyed.
@@ -441,7 +444,7 @@ impl Pipeline<'_> {
         let armed = self.checkpointing.swap.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let Some(to) = armed.filter(|to| to.at <= id && to.at > code.swapped) else { return Ok(()) };
         let started = Instant::now();
-        let (instances, _) = instantiate(&code.runtime, &to.components, &code.operators, &code.args, &code.label, code.info)?;
+        let (instances, _) = instantiate(&code.runtime, &to.components, &code.operators, &code.args, &code.label, code.info, code.sandbox)?;
         chain.swap(instances);
         code.swapped = to.at;
         // What the swap adds to the barrier's pause in this subtask's output (the
@@ -472,6 +475,7 @@ struct Code {
     args: Vec<(String, String)>,
     label: String,
     info: TaskInfo,
+    sandbox: Sandbox,
     /// The switch point of the last swap done (0: none).
     swapped: u64,
 }
@@ -485,6 +489,7 @@ fn instantiate(
     args: &[(String, String)],
     label: &str,
     info: TaskInfo,
+    sandbox: Sandbox,
 ) -> Result<(Vec<Instance>, Vec<usize>), TaskError> {
     let fail = |name: &str| {
         let name = name.to_string();
@@ -497,7 +502,7 @@ fn instantiate(
             Some(slot) => slot,
             None => {
                 let component = components.get(step.component as usize).ok_or_else(|| Bug::MissingComponent { operator: step.name.clone() })?;
-                let mut instance = Instance::new(runtime, component, label)?;
+                let mut instance = Instance::new(runtime, component, label, sandbox.part(step.component))?;
                 if component.has_plan() {
                     // Rebuild the guest's operator registry: `plan` is deterministic.
                     instance.plan(args, runtime.limits().plan_fuel).map_err(fail("plan"))?;
@@ -525,6 +530,7 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
         operators,
         tail,
         wasm,
+        sandbox,
         args,
         state,
         cache_bytes,
@@ -538,7 +544,7 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
     let chain = match (&wasm, operators.is_empty()) {
         (_, true) => None,
         (Some((runtime, components)), false) => {
-            let (instances, slots) = instantiate(runtime, components, &operators, &args, &label, info)?;
+            let (instances, slots) = instantiate(runtime, components, &operators, &args, &label, info, sandbox)?;
             let last_outputs = operators.last().map_or(0, |o| o.side_outputs.len()) as u32;
             let side_read = (0..last_outputs)
                 .map(|o| match &tail {
@@ -551,7 +557,7 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
         }
         (None, false) => return Err(Bug::NoComponents.into()),
     };
-    let code = wasm.filter(|_| !operators.is_empty()).map(|(runtime, _)| Code { runtime, operators, args, label: label.clone(), info, swapped: 0 });
+    let code = wasm.filter(|_| !operators.is_empty()).map(|(runtime, _)| Code { runtime, operators, args, label: label.clone(), info, sandbox, swapped: 0 });
     let mut p = Pipeline {
         chain,
         code,
@@ -699,6 +705,7 @@ mod tests {
     fn two_batches_into(sink: Sink, requested: Arc<AtomicU64>, cancel: Cancel, checkpointing: Checkpointing) -> TaskDeployment {
         TaskDeployment {
             label: "source (1/1)".into(),
+            sandbox: weir_wasm::Sandbox::OPEN,
             subtask: 0,
             parallelism: 1,
             max_parallelism: 128,
@@ -878,6 +885,7 @@ mod tests {
         let router = Router::new(weir_types::plan::Partitioning::Forward, vec![crate::exchange::Target::Local(tx)], 128);
         run_task(TaskDeployment {
             label: "source (1/1)".into(),
+            sandbox: weir_wasm::Sandbox::OPEN,
             subtask: 0,
             parallelism: 1,
             max_parallelism: 128,

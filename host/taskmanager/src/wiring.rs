@@ -197,6 +197,7 @@ mod tests {
             checkpoints: None,
             restore: None,
             files: weir_types::access::FileAccess::Any,
+            capabilities: weir_types::access::Capabilities::ALL,
         }
     }
 

@@ -17,7 +17,7 @@ use weir_types::deployment::{JobDeployment, SinkFiles, TaskEnd, TaskOutcome, Tas
 use weir_types::ids::RunId;
 use weir_types::keygroup::key_group_range;
 use weir_types::plan::{NodeKind, SinkKind, SourceKind};
-use weir_wasm::{JobComponent, OpRef, Runtime};
+use weir_wasm::{JobComponent, OpRef, Runtime, Sandbox};
 
 use crate::cancel::Cancel;
 use crate::chain::OperatorStep;
@@ -262,6 +262,7 @@ impl TaskManager {
                 parallelism: vertex.parallelism,
                 max_parallelism,
                 wasm: (!operators.is_empty()).then(|| (self.inner.runtime.clone(), components.to_vec())),
+                sandbox: Sandbox::new(d.capabilities, &format!("{}/{v}/{s}", plan.name)),
                 head,
                 watermarks: plan.nodes[vertex.nodes[0]].watermarks,
                 operators,

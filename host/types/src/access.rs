@@ -225,8 +225,68 @@ fn canonical(p: &str) -> String {
     std::fs::canonicalize(p).map_or_else(|_| p.to_string(), |r| r.display().to_string())
 }
 
+/// The WASI capabilities an admin grants a tenant beyond what every job gets. Files,
+/// sockets and environment variables are granted to no guest at all (files go through
+/// the host's sources and sinks, under [`FileAccess`]); clocks and randomness are
+/// harmless for the admin's own jobs but let a tenant's guest time its neighbours or
+/// make its output irreproducible, so a tenant's jobs get them only when granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// `wasi:clocks/wall-clock` and `wasi:clocks/monotonic-clock` (reading them,
+    /// sleeping on them). Refused: a call traps, naming the interface.
+    pub clock: bool,
+    /// `wasi:random/*` from the host's generator. Refused: a deterministic generator
+    /// seeded from the job, vertex and subtask (std seeds its `HashMap`s from it, so
+    /// trapping would break every Rust guest).
+    pub random: bool,
+}
+
+impl Capabilities {
+    /// Everything: the admin's jobs and `weir run`.
+    pub const ALL: Capabilities = Capabilities { clock: true, random: true };
+    /// Nothing beyond the deterministic substitutes: a tenant by default.
+    pub const NONE: Capabilities = Capabilities { clock: false, random: false };
+    /// The names `parse` takes, in order.
+    pub const NAMES: [&str; 2] = ["clock", "random"];
+
+    /// A comma-separated list of names (`clock,random`; empty or `none`: nothing).
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let mut c = Capabilities::NONE;
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty() && *n != "none") {
+            match name {
+                "clock" => c.clock = true,
+                "random" => c.random = true,
+                other => return Err(format!("unknown capability {other:?} (known: {})", Self::NAMES.join(", "))),
+            }
+        }
+        Ok(c)
+    }
+
+    /// The granted names, in order.
+    pub fn names(&self) -> Vec<&'static str> {
+        [(self.clock, "clock"), (self.random, "random")].into_iter().filter(|(on, _)| *on).map(|(_, n)| n).collect()
+    }
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Capabilities::NONE
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn capabilities_parse_and_name() {
+        use super::Capabilities;
+        assert_eq!(Capabilities::parse("clock, random"), Ok(Capabilities::ALL));
+        assert_eq!(Capabilities::parse(""), Ok(Capabilities::NONE));
+        assert_eq!(Capabilities::parse("none"), Ok(Capabilities::NONE));
+        assert_eq!(Capabilities::parse("random").map(|c| c.names()), Ok(vec!["random"]));
+        let e = Capabilities::parse("clock,files").expect_err("files is no capability");
+        assert!(e.contains("\"files\"") && e.contains("clock, random"), "{e}");
+    }
+
     use super::*;
 
     fn grant(root: &Path, denied: &[PathBuf]) -> FileAccess {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::access::FileAccess;
+use crate::access::{Capabilities, FileAccess};
 use crate::graph::ExecutionGraph;
 use crate::ids::{ComponentHash, JobId, RunId};
 use crate::plan::{JobPlan, NodeKind};
@@ -38,6 +38,8 @@ pub struct JobDeployment {
     pub restore: Option<RestoreFrom>,
     /// Which files the job may open: checked again wherever one is opened.
     pub files: FileAccess,
+    /// The WASI capabilities its guests get (its tenant's grant; all for the admin).
+    pub capabilities: Capabilities,
 }
 
 /// A job's code: its components, and which one runs each operator.
@@ -407,6 +409,7 @@ mod tests {
             checkpoints: None,
             restore: None,
             files: crate::access::FileAccess::Any,
+            capabilities: Capabilities::ALL,
         };
         assert_eq!(d.subtasks_on(1).collect::<Vec<_>>(), vec![(0, 1), (0, 3), (1, 0)]);
         assert_eq!(d.task_count(), 5);

@@ -77,6 +77,9 @@ pub enum TrapKind {
     },
     /// The guest panicked; the message is what the guest SDK reported.
     Panic(String),
+    /// The guest called a WASI interface its job was not granted (the message names
+    /// it).
+    NotGranted(String),
     /// Any other trap (unreachable, out-of-bounds access, ...).
     Other(String),
 }
@@ -96,6 +99,7 @@ impl std::fmt::Display for TrapKind {
             // Guest SDKs usually say "panicked at <location>: ..." themselves.
             TrapKind::Panic(msg) if msg.starts_with("panicked") => write!(f, "{msg}"),
             TrapKind::Panic(msg) => write!(f, "panicked: {msg}"),
+            TrapKind::NotGranted(msg) => write!(f, "refused: {msg}"),
             TrapKind::Other(msg) => write!(f, "trapped: {msg}"),
         }
     }

@@ -2,10 +2,11 @@
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, Trap};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::{self, Level, OperatorError, StateError, job_exports, operator_exports, timers_exports};
 use crate::error::{LoadError, OperatorFailure, TrapKind};
+use crate::grants::Sandbox;
 use crate::runtime::{JobComponent, Runtime, one_line};
 use weir_types::plan::JobPlan;
 
@@ -73,6 +74,8 @@ const MAX_LOG_BYTES: usize = 4096;
 
 pub(crate) struct HostState {
     wasi: WasiCtx,
+    /// What this instance's WASI grants (read by the gated clocks).
+    pub(crate) sandbox: Sandbox,
     table: ResourceTable,
     limiter: MemoryLimiter,
     label: String,
@@ -224,11 +227,13 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// Instantiates `component`. `label` names the instance in logs.
-    pub fn new(runtime: &Runtime, component: &JobComponent, label: &str) -> Result<Self, LoadError> {
+    /// Instantiates `component` with the WASI `sandbox` grants. `label` names the
+    /// instance in logs.
+    pub fn new(runtime: &Runtime, component: &JobComponent, label: &str, sandbox: Sandbox) -> Result<Self, LoadError> {
         let limits = runtime.limits();
         let host = HostState {
-            wasi: WasiCtxBuilder::new().build(),
+            wasi: sandbox.wasi(),
+            sandbox,
             table: ResourceTable::new(),
             limiter: MemoryLimiter { limit: limits.max_memory_bytes, hit: None },
             label: label.to_string(),
@@ -358,6 +363,9 @@ impl Instance {
             Some(Trap::OutOfFuel) => return TrapKind::FuelExhausted { budget },
             Some(Trap::Interrupt) => return TrapKind::Deadline { timeout: self.call_timeout },
             _ => {}
+        }
+        if let Some(refused) = e.chain().find_map(|c| c.downcast_ref::<crate::grants::NotGranted>()) {
+            return TrapKind::NotGranted(refused.to_string());
         }
         if let Some(msg) = host.last_error_log.take() {
             return TrapKind::Panic(msg.lines().collect::<Vec<_>>().join(" "));

@@ -1,7 +1,8 @@
 //! The Wasm sandbox: loads job components and runs their operators under limits.
 //!
 //! - [`Runtime`]: one wasmtime engine per process (fuel metering on, pooling allocator),
-//!   a linker with Weir's host interfaces and a WASI that grants nothing, and the
+//!   a linker with Weir's host interfaces and a WASI that grants no files, sockets or
+//!   environment, and clocks and randomness only as a [`Sandbox`] says, and the
 //!   compiled-component cache keyed by content hash, in memory and on disk, so a job is
 //!   compiled once, also across process restarts.
 //! - [`JobComponent`]: a checked, compiled component: at least the `operator-component`
@@ -18,9 +19,11 @@
 
 mod bindings;
 mod error;
+mod grants;
 mod instance;
 mod runtime;
 
 pub use error::{LoadError, OperatorFailure, TrapKind};
+pub use grants::Sandbox;
 pub use instance::{Instance, KeyedStateAccess, MapEntries, OpRef, StateAccessError, TaskInfo, Time};
 pub use runtime::{EPOCH_TICK, JobComponent, Limits, Runtime, WIT_VERSION, World, read_component};

@@ -1,10 +1,10 @@
-//! `weir tenant`: the admin's management of tenants, their API tokens and quotas
-//! (with the cluster's api token). A tenant's user passes its token with `--token`,
+//! `weir tenant`: the admin's management of tenants, their API tokens, quotas and
+//! WASI grants (with the cluster's api token). A tenant's user passes its token with `--token`,
 //! `WEIR_TOKEN` or `--token-file` to every client command, and sees only its own jobs.
 
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
-use weir_documents::{NewToken, Quota, Tenant, TenantList, TenantSpec, Token, TokenList, TokenSpec};
+use weir_documents::{Grants, Hosts, NewToken, Quota, Tenant, TenantList, TenantSpec, Token, TokenList, TokenSpec};
 
 use crate::client::{Client, Remote};
 
@@ -22,6 +22,28 @@ enum TenantCommand {
         name: String,
         #[command(flatten)]
         quota: QuotaArgs,
+        /// WASI capabilities its jobs get, comma-separated: `clock`, `random`
+        /// (none by default: a clock call fails the job, randomness is deterministic).
+        #[arg(long, value_name = "CAPS")]
+        grant: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Replace the WASI capabilities a tenant's jobs get from now on: `clock`,
+    /// `random`, comma-separated, or `none`.
+    Grant {
+        name: String,
+        /// `clock,random`, `clock`, `random` or `none`.
+        caps: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Replace the hosts a tenant's connectors may reach: `host` (any port) or
+    /// `host:port`, comma-separated, or `none`.
+    Hosts {
+        name: String,
+        /// `db.internal:5432,kafka.internal` or `none`.
+        hosts: String,
         #[command(flatten)]
         remote: Remote,
     },
@@ -121,18 +143,35 @@ fn parse_duration(s: &str) -> Result<u64, String> {
 
 pub fn run(a: TenantArgs) -> Result<()> {
     match a.command {
-        TenantCommand::Create { name, quota, remote } => {
+        TenantCommand::Create { name, quota, grant, remote } => {
             let c = remote.connect()?;
-            let t: Tenant = c.post("/tenants", &TenantSpec { name: name.clone(), quota: quota.quota() }, &format!("cannot create tenant {name}"))?;
+            let spec = TenantSpec { name: name.clone(), quota: quota.quota(), grants: caps(grant.as_deref().unwrap_or("")), hosts: vec![] };
+            let t: Tenant = c.post("/tenants", &spec, &format!("cannot create tenant {name}"))?;
             if !c.json(&t)? {
                 println!("tenant {} created; issue it a token: weir tenant token create {}", t.name, t.name);
+            }
+        }
+        TenantCommand::Hosts { name, hosts, remote } => {
+            let c = remote.connect()?;
+            let t: Tenant = c.put(&format!("/tenants/{name}/hosts"), &Hosts { hosts: caps(&hosts) }, &format!("cannot set tenant {name}'s hosts"))?;
+            if !c.json(&t)? {
+                println!("tenant {}: connectors may reach {}", t.name, if t.hosts.is_empty() { "no host".to_string() } else { t.hosts.join(", ") });
+            }
+        }
+        TenantCommand::Grant { name, caps: list, remote } => {
+            let c = remote.connect()?;
+            let t: Tenant =
+                c.put(&format!("/tenants/{name}/grants"), &Grants { grants: caps(&list) }, &format!("cannot set tenant {name}'s grants"))?;
+            if !c.json(&t)? {
+                print_header();
+                print_tenant(&t);
             }
         }
         TenantCommand::List { remote } => {
             let c = remote.connect()?;
             let list: TenantList = c.get("/tenants", "cannot list tenants")?;
             if !c.json(&list)? {
-                println!("{:<24} {:>14} {:>14} {:>24} {:>16} {:>16}", "NAME", "RUNNING JOBS", "SLOTS", "ARTIFACT BYTES", "FUEL/S", "FUEL");
+                print_header();
                 for t in &list.tenants {
                     print_tenant(t);
                 }
@@ -147,13 +186,18 @@ pub fn run(a: TenantArgs) -> Result<()> {
                 false => c.get(&format!("/tenants/{name}"), &format!("cannot read {what}"))?,
             };
             if !c.json(&t)? {
-                println!("{:<24} {:>14} {:>14} {:>24} {:>16} {:>16}", "NAME", "RUNNING JOBS", "SLOTS", "ARTIFACT BYTES", "FUEL/S", "FUEL");
+                print_header();
                 print_tenant(&t);
             }
         }
         TenantCommand::Token { command } => token(command)?,
     }
     Ok(())
+}
+
+/// The columns of [`print_tenant`].
+fn print_header() {
+    println!("{:<24} {:>14} {:>14} {:>24} {:>16}  {:<12} {:>16}", "NAME", "RUNNING JOBS", "SLOTS", "ARTIFACT BYTES", "FUEL/S", "GRANTS", "FUEL");
 }
 
 /// One line: each usage against its limit (`-`: unlimited).
@@ -163,14 +207,21 @@ fn print_tenant(t: &Tenant) {
     }
     let (u, q) = (&t.usage, &t.quota);
     println!(
-        "{:<24} {:>14} {:>14} {:>24} {:>16} {:>16}",
+        "{:<24} {:>14} {:>14} {:>24} {:>16}  {:<12} {:>16}",
         t.name,
         of(u.running_jobs.into(), q.running_jobs.map(u64::from)),
         of(u.slots.into(), q.slots.map(u64::from)),
         of(u.artifact_bytes, q.artifact_bytes),
         q.fuel_per_second.map_or("-".to_string(), |f| f.to_string()),
+        if t.grants.is_empty() { "none".to_string() } else { t.grants.join(",") },
         u.fuel
     );
+}
+
+/// `clock,random` (or hosts) as a list; `none` or nothing: none. The JobManager
+/// checks them.
+fn caps(list: &str) -> Vec<String> {
+    list.split(',').map(str::trim).filter(|n| !n.is_empty() && *n != "none").map(String::from).collect()
 }
 
 fn token(command: TokenCommand) -> Result<()> {
