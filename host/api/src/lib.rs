@@ -330,8 +330,10 @@ async fn swap(
     Path(id): Path<String>,
     read: Result<Bytes, BytesRejection>,
 ) -> Answer<axum::Json<SwapDone>> {
+    // Another tenant's job is unknown whatever the body says.
+    let id = visible(&api, &caller, &id)?;
     let spec: SwapSpec = parse(read, "swap request")?;
-    let checkpoint = api.jm.swap_as(&caller, &job_id(&id)?, &spec.artifact).await?;
+    let checkpoint = api.jm.swap_as(&caller, &id, &spec.artifact).await?;
     Ok(axum::Json(SwapDone { checkpoint, artifact: spec.artifact }))
 }
 
