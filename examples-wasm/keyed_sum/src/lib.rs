@@ -9,6 +9,12 @@
 //! The key selector runs as its own small operator (the generator is a host source) and
 //! passes the value through untouched, which is exactly "map i to (key, i), key by key";
 //! the sum then runs on value state that travels with each batch, without host calls.
+//!
+//! Built with feature `v2` (the crate `keyed_sum_v2`, which compiles this file) it is
+//! version 2 of the same job graph (nodes, uids, key-by, arguments, sinks): its sum
+//! keeps the same value state (the untagged running sum) but emits `sum + TAG`, so
+//! committed output shows which version wrote each record across a live swap or an
+//! upgrade while the sums continue.
 
 use weir_sdk::prelude::*;
 
@@ -19,6 +25,11 @@ fn splitmix64(x: u64) -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
+
+/// What v2 adds to every sum it emits: far above any sum of `0..n` per key for the
+/// inputs the tests and benchmarks use, so `v >= TAG` marks a v2 record.
+#[cfg(feature = "v2")]
+pub const TAG: u64 = 1_000_000_000_000;
 
 fn build(job: &mut Job) {
     let n = job.arg_u64("n", 1_000_000);
@@ -45,7 +56,16 @@ fn build(job: &mut Job) {
         std::hint::black_box((0..work).fold(*i, |x, _| splitmix64(x)));
         splitmix64(*i) % 100_000
     };
-    job.generator("numbers", 0, n).key_by("by-key", key).sum("sum").sink("out", sink);
+    let keyed = job.generator("numbers", 0, n).key_by("by-key", key);
+    #[cfg(not(feature = "v2"))]
+    let sums = keyed.sum("sum");
+    #[cfg(feature = "v2")]
+    let sums = keyed.process("sum", |ctx: &mut KeyedContext<u64, u64>, v: u64, out: &mut Emitter<u64>| {
+        let sum = ctx.state().copied().unwrap_or(0) + v;
+        ctx.set_state(sum);
+        out.emit(sum + TAG);
+    });
+    sums.sink("out", sink);
 }
 
 weir_sdk::export_job!(build);
