@@ -225,9 +225,12 @@ fn tokens_missing_wrong_revoked_or_expired_are_refused_and_tenants_survive_a_res
     // C's finished job, then a JobManager restart: tenants, tokens (revoked ones too)
     // and ownership are as they were.
     let wordcount = upload(&cluster, &c, "wordcount");
-    let input = cluster.dir.path().join("in.txt");
+    let c_root = cluster.dir.path().join("c");
+    std::fs::create_dir_all(&c_root).expect("c's root");
+    admin_cli(&cluster, &["tenant", "roots", "c", &c_root.display().to_string()]);
+    let input = c_root.join("in.txt");
     std::fs::write(&input, "a b a\n").expect("input");
-    let (status, job) = submit(&cluster, &c, json!({"artifact": wordcount, "input": input, "output": cluster.dir.path().join("out")}));
+    let (status, job) = submit(&cluster, &c, json!({"artifact": wordcount, "input": input, "output": c_root.join("out")}));
     assert_eq!(status, 201, "{job}");
     let id = job["metadata"]["id"].as_str().expect("id").to_string();
     cluster

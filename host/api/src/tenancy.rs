@@ -9,7 +9,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use weir_documents::{Grants, Hosts, NewToken, Roots, Quota, Tenant, TenantList, TenantSpec, Token, TokenList, TokenSpec, time};
+use weir_documents::{Grants, Hosts, NewToken, Quota, Roots, Tenant, TenantList, TenantSpec, Token, TokenList, TokenSpec, time};
 use weir_jobmanager::Caller;
 use weir_jobmanager::model::ApiError;
 use weir_jobmanager::tenants::{self, TokenInfo};

@@ -34,8 +34,9 @@ pub struct Grant {
     /// and so is any directory holding one of them.
     pub denied: Vec<String>,
     /// The tenant whose roots these are (`None`: the cluster's): only the error
-    /// differs, naming who grants roots.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// differs, naming who grants roots. Always serialized: the wire format between
+    /// JobManager and TaskManagers is not self-describing.
+    #[serde(default)]
     pub tenant: Option<String>,
 }
 
@@ -191,7 +192,8 @@ impl FileAccess {
         })?;
         // Compared with the roots and denied paths resolved too: a root reached
         // through a symbolic link (a mount point, /tmp on some systems) still counts.
-        let local = Grant { roots: g.roots.iter().map(|r| canonical(r)).collect(), denied: g.denied.iter().map(|d| canonical(d)).collect(), tenant: None };
+        let local =
+            Grant { roots: g.roots.iter().map(|r| canonical(r)).collect(), denied: g.denied.iter().map(|d| canonical(d)).collect(), tenant: None };
         local.rule(&resolved).map_err(|rule| AccessError::Symlink {
             what: what.to_string(),
             path: path.to_string(),

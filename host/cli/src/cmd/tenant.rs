@@ -4,7 +4,7 @@
 
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
-use weir_documents::{Grants, Hosts, NewToken, Roots, Quota, Tenant, TenantList, TenantSpec, Token, TokenList, TokenSpec};
+use weir_documents::{Grants, Hosts, NewToken, Quota, Roots, Tenant, TenantList, TenantSpec, Token, TokenList, TokenSpec};
 
 use crate::client::{Client, Remote};
 
