@@ -218,21 +218,8 @@ fn row(name: &str, wasm: &Measure, native: f64, native_rss: f64) {
 }
 
 /// The benchmark's sections, in the order they run.
-const SECTIONS: [&str; 12] = [
-    "keyed-sum",
-    "wordcount",
-    "cluster",
-    "checkpoints",
-    "recovery",
-    "languages",
-    "windows",
-    "streams",
-    "joins",
-    "postgres",
-    "kafka",
-    "tenants",
-    "swap",
-];
+const SECTIONS: [&str; 12] =
+    ["keyed-sum", "wordcount", "cluster", "checkpoints", "recovery", "languages", "windows", "streams", "joins", "postgres", "kafka", "tenants", "swap"];
 
 /// The sections `WEIR_BENCH_ONLY` asks for (all when unset or empty).
 fn sections() -> Vec<&'static str> {

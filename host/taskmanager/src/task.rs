@@ -557,8 +557,7 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
         }
         (None, false) => return Err(Bug::NoComponents.into()),
     };
-    let code =
-        wasm.filter(|_| !operators.is_empty()).map(|(runtime, _)| Code { runtime, operators, args, label: label.clone(), info, sandbox, swapped: 0 });
+    let code = wasm.filter(|_| !operators.is_empty()).map(|(runtime, _)| Code { runtime, operators, args, label: label.clone(), info, sandbox, swapped: 0 });
     let mut p = Pipeline {
         chain,
         code,
