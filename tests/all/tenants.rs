@@ -59,6 +59,8 @@ fn another_tenants_resources_are_not_found_on_every_route_and_stay_untouched() {
     let cluster = TestCluster::start_with(WEIR, &[("taskmanager-1", 4)], &["--checkpoint-dir", "{dir}/checkpoints"]);
     let (a, a_token_id) = tenant(&cluster, "a");
     let (b, _) = tenant(&cluster, "b");
+    let a_root = cluster.dir.path().join("a");
+    admin_cli(&cluster, &["tenant", "roots", "a", &a_root.display().to_string()]);
 
     // A runs a checkpointed job and takes a savepoint of it.
     let a_artifact = upload(&cluster, &a, "slow_map");
@@ -71,7 +73,7 @@ fn another_tenants_resources_are_not_found_on_every_route_and_stay_untouched() {
         let (_, c) = call(&cluster, Some(&a), "GET", &format!("/api/v1/jobs/{id}/checkpoints"), b"");
         job_of(&a).1["status"]["state"] == "STARTED" && c["lastCompleted"].is_u64()
     });
-    let sp_a = cluster.dir.path().join("sp-a");
+    let sp_a = a_root.join("sp-a");
     let (status, done) = call(&cluster, Some(&a), "POST", &format!("/api/v1/jobs/{id}/savepoints"), json!({"dir": sp_a}).to_string().as_bytes());
     assert_eq!(status, 200, "{done}");
     let before = job_of(&a).1;
@@ -223,9 +225,12 @@ fn tokens_missing_wrong_revoked_or_expired_are_refused_and_tenants_survive_a_res
     // C's finished job, then a JobManager restart: tenants, tokens (revoked ones too)
     // and ownership are as they were.
     let wordcount = upload(&cluster, &c, "wordcount");
-    let input = cluster.dir.path().join("in.txt");
+    let c_root = cluster.dir.path().join("c");
+    std::fs::create_dir_all(&c_root).expect("c's root");
+    admin_cli(&cluster, &["tenant", "roots", "c", &c_root.display().to_string()]);
+    let input = c_root.join("in.txt");
     std::fs::write(&input, "a b a\n").expect("input");
-    let (status, job) = submit(&cluster, &c, json!({"artifact": wordcount, "input": input, "output": cluster.dir.path().join("out")}));
+    let (status, job) = submit(&cluster, &c, json!({"artifact": wordcount, "input": input, "output": c_root.join("out")}));
     assert_eq!(status, 201, "{job}");
     let id = job["metadata"]["id"].as_str().expect("id").to_string();
     cluster
@@ -297,4 +302,79 @@ fn a_tenants_fuel_is_the_sum_of_its_jobs_fuel() {
     assert_eq!(t["usage"]["fuelFailedAttempts"].as_u64(), Some(0), "{t}");
     let listed = admin_cli(&cluster, &["tenant", "list"]);
     assert!(listed.lines().any(|l| l.starts_with("a ") && l.trim_end().ends_with(&format!(" {of_a}"))), "{listed}");
+}
+
+/// Per-tenant file roots (issue 19) on a cluster whose `--data-root` is DIR: tenants
+/// A and B with roots DIR/a and DIR/b. A's wordcount under DIR/a runs; its paths into
+/// B's root or elsewhere under DIR are refused naming the path and the rule, and so is
+/// a savepoint into B's root; a tenant without roots is told the command that grants
+/// them; a root outside the cluster's data roots is refused when set.
+#[test]
+fn a_tenants_files_lie_under_its_own_roots_only() {
+    let cluster = TestCluster::start(WEIR, &[("taskmanager-1", 2)]);
+    let dir = cluster.dir.path();
+    let (root_a, root_b) = (dir.join("a"), dir.join("b"));
+    for (d, text) in [(&root_a, "x y x\n"), (&root_b, "b's data\n"), (&dir.to_path_buf(), "shared\n")] {
+        std::fs::create_dir_all(d).expect("dir");
+        std::fs::write(d.join("input"), text).expect("input");
+    }
+    let (a, _) = tenant(&cluster, "a");
+    let (b, _) = tenant(&cluster, "b");
+    let (c, _) = tenant(&cluster, "c");
+    let show = |p: &std::path::Path| p.display().to_string();
+    admin_cli(&cluster, &["tenant", "roots", "a", &show(&root_a)]);
+    let set: Value = serde_json::from_str(&admin_cli(&cluster, &["tenant", "roots", "b", &show(&root_b), "--output", "json"])).expect("json");
+    assert_eq!(set["roots"], json!([show(&root_b)]), "{set}");
+    let (status, a_doc) = call(&cluster, Some(&cluster.token), "GET", "/api/v1/tenants/a", b"");
+    assert_eq!((status, &a_doc["roots"]), (200, &json!([show(&root_a)])), "{a_doc}");
+
+    // A root outside the cluster's data roots is refused when set, and nothing changes.
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let o = cluster.client(&[OsStr::new("tenant"), OsStr::new("roots"), OsStr::new("c"), elsewhere.path().as_os_str()]);
+    let err = stderr(&o);
+    assert!(!o.status.success() && err.contains(&show(elsewhere.path())) && err.contains("not under any of the cluster's data roots"), "{err}");
+    assert!(err.contains("400"), "{err}");
+
+    let wasm = WEIR.example("wordcount");
+    let wordcount = |token: &str, input: &std::path::Path, output: &std::path::Path| {
+        tenant_cli(&cluster, token, &["submit", &show(&wasm), "-i", &show(input), "--output-dir", &show(output)])
+    };
+    let refused = |o: &std::process::Output, path: &std::path::Path, rule: &str| {
+        let err = stderr(o);
+        assert!(!o.status.success(), "{} was accepted: {err}", path.display());
+        assert!(err.contains(&show(path)) && err.contains(rule), "the error names {} and {rule:?}: {err}", path.display());
+    };
+
+    // A's job under its root runs.
+    let out_a = root_a.join("out");
+    let o = wordcount(&a, &root_a.join("input"), &out_a);
+    assert!(o.status.success(), "A's job under its root runs: {}", stderr(&o));
+    let text = std::fs::read_to_string(out_a.join("part-0")).expect("A's output");
+    assert!(text.contains('x') && text.contains('y'), "{text}");
+
+    // Into B's root, or under DIR outside A's: refused at submission, nothing written.
+    refused(&wordcount(&a, &root_b.join("input"), &root_a.join("out-1")), &root_b.join("input"), "outside the data roots");
+    refused(&wordcount(&a, &root_a.join("input"), &root_b.join("out")), &root_b.join("out"), "outside the data roots");
+    refused(&wordcount(&a, &dir.join("input"), &root_a.join("out-2")), &dir.join("input"), "outside the data roots");
+    assert!(!root_b.join("out").exists() && !root_a.join("out-1").exists() && !root_a.join("out-2").exists(), "no output of a refused job");
+
+    // A savepoint of A's job into B's root.
+    let artifact = upload(&cluster, &a, "wordcount");
+    let spec = json!({"artifact": artifact, "input": root_a.join("input"), "output": root_a.join("out-3")});
+    let (status, job) = submit(&cluster, &a, spec);
+    assert_eq!(status, 201, "{job}");
+    let id = job["metadata"]["id"].as_str().expect("id");
+    let sp = root_b.join("sp");
+    let (status, answer) = call(&cluster, Some(&a), "POST", &format!("/api/v1/jobs/{id}/savepoints"), json!({"dir": sp}).to_string().as_bytes());
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert_eq!(status, 400, "{answer}");
+    assert!(message.contains(&show(&sp)) && message.contains("outside the data roots"), "{answer}");
+    assert!(!sp.exists(), "no savepoint written into B's root");
+
+    // A tenant without roots is told which command grants them.
+    let o = wordcount(&c, &root_a.join("input"), &root_a.join("out-c"));
+    refused(&o, &root_a.join("input"), "weir tenant roots c");
+    // B, with its own root, reads its own data.
+    let o = wordcount(&b, &root_b.join("input"), &root_b.join("out"));
+    assert!(o.status.success(), "B's job under its root runs: {}", stderr(&o));
 }

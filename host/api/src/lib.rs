@@ -111,6 +111,7 @@ pub fn router(jm: JobManager, token: String) -> Router {
         .route("/tenants/{name}/quota", put(tenancy::quota))
         .route("/tenants/{name}/grants", put(tenancy::grants))
         .route("/tenants/{name}/hosts", put(tenancy::hosts))
+        .route("/tenants/{name}/roots", put(tenancy::roots))
         .route("/tenants/{name}/tokens", get(tenancy::tokens).post(tenancy::issue))
         .route("/tokens/{id}/revoke", post(tenancy::revoke))
         .merge(deployments::routes())

@@ -9,7 +9,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use weir_documents::{Grants, Hosts, NewToken, Quota, Tenant, TenantList, TenantSpec, Token, TokenList, TokenSpec, time};
+use weir_documents::{Grants, Hosts, NewToken, Quota, Roots, Tenant, TenantList, TenantSpec, Token, TokenList, TokenSpec, time};
 use weir_jobmanager::Caller;
 use weir_jobmanager::model::ApiError;
 use weir_jobmanager::tenants::{self, TokenInfo};
@@ -82,6 +82,7 @@ fn tenant_doc(api: &Api, t: tenants::Tenant) -> Answer<Tenant> {
         quota: Quota { slots: q.slots, running_jobs: q.running_jobs, artifact_bytes: q.artifact_bytes, fuel_per_second: q.fuel_per_second },
         grants: t.grants.names().into_iter().map(String::from).collect(),
         hosts: t.hosts,
+        roots: t.roots,
         usage: weir_documents::Usage {
             running_jobs: u.running_jobs,
             slots: u.slots,
@@ -152,6 +153,18 @@ pub(crate) async fn hosts(
     admin(&caller)?;
     let hosts: Hosts = parse(read, "hosts")?;
     let t = api.jm.set_hosts(&name, hosts_in(hosts.hosts)?)?;
+    Ok(axum::Json(tenant_doc(&api, t)?))
+}
+
+pub(crate) async fn roots(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    read: Result<Bytes, BytesRejection>,
+) -> Answer<axum::Json<Tenant>> {
+    admin(&caller)?;
+    let roots: Roots = parse(read, "roots")?;
+    let t = api.jm.set_roots(&name, roots.roots)?;
     Ok(axum::Json(tenant_doc(&api, t)?))
 }
 

@@ -533,6 +533,14 @@ pub struct Hosts {
     pub hosts: Vec<String>,
 }
 
+/// `PUT /api/v1/tenants/{name}/roots`: the directories a tenant's job files lie under.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Roots {
+    /// Absolute directories, each under a cluster `--data-root`; empty: none.
+    pub roots: Vec<String>,
+}
+
 /// `PUT /api/v1/tenants/{name}/grants`: the WASI capabilities a tenant's jobs get.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -557,6 +565,9 @@ pub struct Tenant {
     /// Hosts its connectors may reach.
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// Directories its jobs' files lie under.
+    #[serde(default)]
+    pub roots: Vec<String>,
     /// What it holds now.
     pub usage: Usage,
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use weir_types::access::FileAccess;
 use weir_types::ids::{ComponentHash, JobId};
 use weir_wasm::World;
 
@@ -262,8 +263,13 @@ impl JobManager {
     /// Takes a savepoint of a running job into `dir` (absolute), and with `stop`
     /// cancels the job right after; the id of the checkpoint it copies.
     pub async fn savepoint(&self, id: &JobId, dir: &str, stop: bool) -> Result<u64, ApiError> {
+        self.savepoint_under(&self.0.config.files, id, dir, stop).await
+    }
+
+    /// [`Self::savepoint`] into a directory `files` allows (the caller's).
+    pub(crate) async fn savepoint_under(&self, files: &FileAccess, id: &JobId, dir: &str, stop: bool) -> Result<u64, ApiError> {
         check_savepoint_dir(dir)?;
-        self.0.config.files.check("savepoint dir", dir).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        files.check("savepoint dir", dir).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let info = self.job(id)?;
         if info.resource.state.is_terminal() {
             return Err(ApiError::Conflict(format!("job {id} already ended ({})", info.resource.state.name())));

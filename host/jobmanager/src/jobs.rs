@@ -412,6 +412,15 @@ impl Shared {
         None
     }
 
+    /// The files `caller`'s jobs may open: the cluster's roots for the admin, its own
+    /// roots for a tenant (the cluster's own files refused either way).
+    pub(crate) fn files(&self, caller: &Caller) -> FileAccess {
+        match (caller.owner(), lock(&self.tenants).roots(caller)) {
+            (Some(tenant), Some(roots)) => self.config.files.for_tenant(tenant, roots),
+            _ => self.config.files.clone(),
+        }
+    }
+
     /// Plans a job from `source`, places and deploys it; its id. A tenant's job is
     /// recorded as its own before it is acknowledged, and refused if it would exceed
     /// the tenant's quota.
@@ -447,13 +456,13 @@ impl Shared {
         let interval = checkpoints.as_ref().map(|c| Duration::from_millis(c.interval_ms));
         crate::planning::check_checkpointing(&plan, interval, self.config.heartbeat_timeout + restart.longest_delay())
             .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
-        let files = self.config.files.clone();
+        let files = self.files(caller);
         check_files(&plan, &files).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let (restore, first_checkpoint) = match &spec.from_savepoint {
             Some(dir) => {
                 files.check("fromSavepoint", dir).map_err(|e| ApiError::BadRequest(e.to_string()))?;
                 let uids = graph.vertices.iter().filter_map(|v| v.nodes.first().and_then(|&n| plan.nodes.get(n))).map(|n| n.uid.clone()).collect();
-                let id = self.check_savepoint(dir, plan.max_parallelism(), uids, spec.allow_non_restored_state).await?;
+                let id = self.check_savepoint(&files, dir, plan.max_parallelism(), uids, spec.allow_non_restored_state).await?;
                 (Some(RestoreFrom::Savepoint(dir.clone())), id + 1)
             }
             None => (None, 1),
@@ -547,8 +556,15 @@ impl Shared {
     /// groups, and (unless `allow_non_restored`) no state of an operator the job lacks,
     /// which would be silently lost (Flink's rule: it is most likely another job's
     /// savepoint). Answers the savepoint's checkpoint id.
-    async fn check_savepoint(&self, dir: &str, max_parallelism: u32, uids: Vec<String>, allow_non_restored: bool) -> Result<u64, ApiError> {
-        let resolved = self.config.files.resolve("fromSavepoint", dir).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    async fn check_savepoint(
+        &self,
+        files: &FileAccess,
+        dir: &str,
+        max_parallelism: u32,
+        uids: Vec<String>,
+        allow_non_restored: bool,
+    ) -> Result<u64, ApiError> {
+        let resolved = files.resolve("fromSavepoint", dir).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let location = savepoint_location(&resolved.display().to_string()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let loaded = tokio::task::spawn_blocking(move || {
             let storage = DirStorage::new(location.0).map_err(|e| e.to_string())?;

@@ -7,7 +7,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use weir_types::access::Capabilities;
+use weir_types::access::{AccessError, Capabilities};
 use weir_types::ids::JobId;
 
 use crate::api::unknown_job;
@@ -99,7 +99,7 @@ impl JobManager {
             }
         }
         if let Some(dir) = &spec.from_savepoint {
-            let resolved = self.0.config.files.resolve("fromSavepoint", dir).map(|p| p.display().to_string());
+            let resolved = self.0.files(caller).resolve("fromSavepoint", dir).map(|p| p.display().to_string());
             if resolved.ok().as_deref().and_then(|d| tenants.savepoint_owner(d)) != Some(tenant) {
                 return Err(ApiError::NotFound(format!("no savepoint {dir:?} of tenant {tenant}")));
             }
@@ -121,14 +121,15 @@ impl JobManager {
     pub async fn savepoint_as(&self, caller: &Caller, id: &JobId, dir: &str, stop: bool) -> Result<u64, ApiError> {
         crate::api::check_savepoint_dir(dir)?;
         self.check_job(caller, id)?;
-        let resolved = || self.0.config.files.resolve("savepoint dir", dir).map(|p| p.display().to_string()).ok();
+        let files = self.0.files(caller);
+        let resolved = || files.resolve("savepoint dir", dir).map(|p| p.display().to_string()).ok();
         if let Some(d) = resolved()
             && let Some(owner) = lock(&self.0.tenants).savepoint_owner(&d)
             && Some(owner) != caller.owner()
         {
             return Err(ApiError::Conflict(format!("{dir} holds another tenant's savepoint: choose another directory")));
         }
-        let checkpoint = self.savepoint(id, dir, stop).await?;
+        let checkpoint = self.savepoint_under(&files, id, dir, stop).await?;
         if let Some(tenant) = caller.owner() {
             let d = resolved().ok_or_else(|| ApiError::Internal(format!("the savepoint in {dir} cannot be resolved after writing it")))?;
             lock(&self.0.tenants).own_savepoint(&d, tenant)?;
@@ -158,6 +159,27 @@ impl JobManager {
     /// submission.
     pub fn set_hosts(&self, name: &str, hosts: Vec<String>) -> Result<Tenant, ApiError> {
         lock(&self.0.tenants).set_hosts(name, hosts)
+    }
+
+    /// Replaces the directories a tenant's job files lie under (admin), checked at
+    /// submission and savepoint. Each must be absolute and lie under a cluster
+    /// `--data-root`, clear of the cluster's own files, symbolic links followed.
+    pub fn set_roots(&self, name: &str, roots: Vec<String>) -> Result<Tenant, ApiError> {
+        lock(&self.0.tenants).get(name)?;
+        for r in &roots {
+            let resolved = self.0.config.files.resolve("root", r).map_err(|e| match e {
+                AccessError::Outside { path, roots, .. } => {
+                    format!("root {path:?} is not under any of the cluster's data roots ({roots}); a tenant's roots lie under a --data-root")
+                }
+                e => e.to_string(),
+            });
+            match resolved {
+                Ok(p) if p.exists() && !p.is_dir() => return Err(ApiError::BadRequest(format!("root {r:?} is not a directory"))),
+                Ok(_) => {}
+                Err(e) => return Err(ApiError::BadRequest(format!("invalid roots: {e}"))),
+            }
+        }
+        lock(&self.0.tenants).set_roots(name, roots)
     }
 
     /// Every tenant (admin).

@@ -86,6 +86,10 @@ pub struct Tenant {
     /// unless an admin allows them.
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// Directories its jobs' files (sources, sinks, savepoints) lie under, each
+    /// under a cluster `--data-root`; none unless an admin grants them.
+    #[serde(default)]
+    pub roots: Vec<String>,
 }
 
 /// A token as listed: never the token itself.
@@ -258,7 +262,7 @@ impl Tenants {
         if self.book.tenants.contains_key(name) {
             return Err(ApiError::Conflict(format!("tenant {name:?} exists")));
         }
-        let tenant = Tenant { name: name.to_string(), created_ms: now_ms, quota, grants: Capabilities::NONE, hosts: vec![] };
+        let tenant = Tenant { name: name.to_string(), created_ms: now_ms, quota, grants: Capabilities::NONE, hosts: vec![], roots: vec![] };
         self.commit(|b| {
             b.tenants.insert(name.to_string(), tenant.clone());
             Ok(tenant)
@@ -298,6 +302,24 @@ impl Tenants {
             t.hosts = hosts;
             Ok(t.clone())
         })
+    }
+
+    pub(crate) fn set_roots(&mut self, name: &str, roots: Vec<String>) -> Result<Tenant, ApiError> {
+        self.get(name)?;
+        self.commit(|b| {
+            let t = b.tenants.get_mut(name).ok_or_else(|| unknown_tenant(name))?;
+            t.roots = roots;
+            Ok(t.clone())
+        })
+    }
+
+    /// The roots of `caller`'s files: the cluster's for the admin (`None`), a
+    /// tenant's own (none for a tenant that no longer exists).
+    pub(crate) fn roots(&self, caller: &Caller) -> Option<Vec<String>> {
+        match caller {
+            Caller::Admin => None,
+            Caller::Tenant(t) => Some(self.book.tenants.get(t).map(|t| t.roots.clone()).unwrap_or_default()),
+        }
     }
 
     /// The hosts `caller`'s connectors may reach: any for the admin (`None`).

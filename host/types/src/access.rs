@@ -7,8 +7,8 @@
 //! again after resolving symbolic links ([`FileAccess::resolve`]) and opens the
 //! resolved path, so a TaskManager never trusts a path nobody checked.
 //!
-//! Tenants will each get their own grant: the JobManager then builds the job's
-//! [`FileAccess`] from its tenant's roots; nothing downstream changes.
+//! A tenant's job gets its tenant's roots (each under a cluster root) with the
+//! cluster's denied list ([`FileAccess::for_tenant`]); nothing downstream differs.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -33,6 +33,11 @@ pub struct Grant {
     /// The cluster's own directories and files, absolute: refused even under a root,
     /// and so is any directory holding one of them.
     pub denied: Vec<String>,
+    /// The tenant whose roots these are (`None`: the cluster's): only the error
+    /// differs, naming who grants roots. Always serialized: the wire format between
+    /// JobManager and TaskManagers is not self-describing.
+    #[serde(default)]
+    pub tenant: Option<String>,
 }
 
 /// A path refused; each variant names the path and the rule.
@@ -45,6 +50,16 @@ pub enum AccessError {
         what: String,
         /// The path.
         path: String,
+    },
+    /// The job's tenant has no roots.
+    #[error("{what} {path:?}: tenant {tenant} may use no file paths (an admin grants it roots: weir tenant roots {tenant} DIR[,DIR])")]
+    TenantNoRoots {
+        /// What the path is for.
+        what: String,
+        /// The path.
+        path: String,
+        /// The tenant.
+        tenant: String,
     },
     /// Relative paths would resolve against some process's working directory.
     #[error("{what} {path:?} must be an absolute path")]
@@ -109,7 +124,17 @@ pub enum AccessError {
 impl FileAccess {
     /// A grant of `roots`, refusing `denied`.
     pub fn granted(roots: Vec<String>, denied: Vec<String>) -> Self {
-        FileAccess::Granted(Grant { roots, denied })
+        FileAccess::Granted(Grant { roots, denied, tenant: None })
+    }
+
+    /// What a job of `tenant` may open: only under `roots` (the tenant's), still
+    /// never the cluster's own files.
+    pub fn for_tenant(&self, tenant: &str, roots: Vec<String>) -> Self {
+        let denied = match self {
+            FileAccess::Any => vec![],
+            FileAccess::Granted(g) => g.denied.clone(),
+        };
+        FileAccess::Granted(Grant { roots, denied, tenant: Some(tenant.to_string()) })
     }
 
     /// The same access, also refusing `more` (a TaskManager adds its own files).
@@ -135,7 +160,10 @@ impl FileAccess {
         let FileAccess::Granted(g) = self else { return Ok(()) };
         let err = |f: fn(String, String) -> AccessError| f(what.to_string(), path.to_string());
         if g.roots.is_empty() {
-            return Err(err(|what, path| AccessError::NoRoots { what, path }));
+            return Err(match &g.tenant {
+                Some(tenant) => AccessError::TenantNoRoots { what: what.to_string(), path: path.to_string(), tenant: tenant.clone() },
+                None => err(|what, path| AccessError::NoRoots { what, path }),
+            });
         }
         let p = Path::new(path);
         if !p.is_absolute() {
@@ -164,7 +192,8 @@ impl FileAccess {
         })?;
         // Compared with the roots and denied paths resolved too: a root reached
         // through a symbolic link (a mount point, /tmp on some systems) still counts.
-        let local = Grant { roots: g.roots.iter().map(|r| canonical(r)).collect(), denied: g.denied.iter().map(|d| canonical(d)).collect() };
+        let local =
+            Grant { roots: g.roots.iter().map(|r| canonical(r)).collect(), denied: g.denied.iter().map(|d| canonical(d)).collect(), tenant: None };
         local.rule(&resolved).map_err(|rule| AccessError::Symlink {
             what: what.to_string(),
             path: path.to_string(),
@@ -307,6 +336,19 @@ mod tests {
         let e = none.check("input", "/data/in.txt").map_err(|e| e.to_string());
         assert!(e.as_ref().is_err_and(|e| e.contains("--data-root")), "{e:?}");
         assert_eq!(FileAccess::Any.check("input", "../x"), Ok(()));
+    }
+
+    #[test]
+    fn a_tenants_grant_is_its_roots_and_the_clusters_denied_list() {
+        let cluster = FileAccess::granted(vec!["/data".into()], vec!["/data/cluster".into()]);
+        let a = cluster.for_tenant("a", vec!["/data/a".into()]);
+        assert_eq!(a.check("input", "/data/a/in.txt"), Ok(()));
+        assert!(matches!(a.check("input", "/data/b/in.txt"), Err(AccessError::Outside { .. })));
+        assert!(matches!(a.check("input", "/data/in.txt"), Err(AccessError::Outside { .. })));
+        let under = cluster.for_tenant("a", vec!["/data".into()]);
+        assert!(matches!(under.check("input", "/data/cluster/node.key"), Err(AccessError::Cluster { .. })));
+        let none = cluster.for_tenant("c", vec![]).check("input", "/data/in.txt").map_err(|e| e.to_string());
+        assert!(none.as_ref().is_err_and(|e| e.contains("weir tenant roots c")), "{none:?}");
     }
 
     #[test]

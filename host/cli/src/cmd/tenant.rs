@@ -4,7 +4,7 @@
 
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
-use weir_documents::{Grants, Hosts, NewToken, Quota, Tenant, TenantList, TenantSpec, Token, TokenList, TokenSpec};
+use weir_documents::{Grants, Hosts, NewToken, Quota, Roots, Tenant, TenantList, TenantSpec, Token, TokenList, TokenSpec};
 
 use crate::client::{Client, Remote};
 
@@ -44,6 +44,16 @@ enum TenantCommand {
         name: String,
         /// `db.internal:5432,kafka.internal` or `none`.
         hosts: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Replace the directories a tenant's job files (sources, sinks, savepoints) lie
+    /// under: absolute, each under a jobmanager `--data-root`, comma-separated, or
+    /// `none`.
+    Roots {
+        name: String,
+        /// `/data/acme,/data/shared/acme` or `none`.
+        roots: String,
         #[command(flatten)]
         remote: Remote,
     },
@@ -158,6 +168,13 @@ pub fn run(a: TenantArgs) -> Result<()> {
                 println!("tenant {}: connectors may reach {}", t.name, if t.hosts.is_empty() { "no host".to_string() } else { t.hosts.join(", ") });
             }
         }
+        TenantCommand::Roots { name, roots, remote } => {
+            let c = remote.connect()?;
+            let t: Tenant = c.put(&format!("/tenants/{name}/roots"), &Roots { roots: caps(&roots) }, &format!("cannot set tenant {name}'s roots"))?;
+            if !c.json(&t)? {
+                println!("tenant {}: job files under {}", t.name, if t.roots.is_empty() { "no directory".to_string() } else { t.roots.join(", ") });
+            }
+        }
         TenantCommand::Grant { name, caps: list, remote } => {
             let c = remote.connect()?;
             let t: Tenant =
@@ -218,7 +235,7 @@ fn print_tenant(t: &Tenant) {
     );
 }
 
-/// `clock,random` (or hosts) as a list; `none` or nothing: none. The JobManager
+/// `clock,random` (or hosts, roots) as a list; `none` or nothing: none. The JobManager
 /// checks them.
 fn caps(list: &str) -> Vec<String> {
     list.split(',').map(str::trim).filter(|n| !n.is_empty() && *n != "none").map(String::from).collect()
