@@ -60,8 +60,11 @@ fn alive(cluster: &mut TestCluster) {
 #[test]
 fn a_tenants_guest_is_refused_what_it_was_not_granted_and_the_taskmanager_carries_on() {
     let mut cluster = TestCluster::start(WEIR, &[("taskmanager-1", 2)]);
-    let dir = cluster.dir.path().to_path_buf();
+    // The tenant's outputs go under its own root.
+    let dir = cluster.dir.path().join("t");
+    std::fs::create_dir_all(&dir).expect("the tenant's root");
     admin_cli(&cluster, &["tenant", "create", "t"]);
+    admin_cli(&cluster, &["tenant", "roots", "t", dir.to_str().expect("UTF-8 path")]);
     let token = admin_cli(&cluster, &["tenant", "token", "create", "t"]).trim().to_string();
     let listed = admin_cli(&cluster, &["tenant", "list"]);
     assert!(listed.lines().any(|l| l.starts_with("t ") && l.contains(" none ")), "{listed}");

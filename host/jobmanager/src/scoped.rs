@@ -92,6 +92,8 @@ impl JobManager {
     /// refused as missing.
     pub(crate) fn check_sources(&self, caller: &Caller, spec: &SubmitSpec) -> Result<(), ApiError> {
         let Some(tenant) = caller.owner() else { return Ok(()) };
+        // Before the tenants' lock: `files` takes it too.
+        let files = self.0.files(caller);
         let tenants = lock(&self.0.tenants);
         for id in spec.artifact.iter().chain(spec.components.values()) {
             if !tenants.may_use_artifact(caller, id) {
@@ -99,7 +101,7 @@ impl JobManager {
             }
         }
         if let Some(dir) = &spec.from_savepoint {
-            let resolved = self.0.files(caller).resolve("fromSavepoint", dir).map(|p| p.display().to_string());
+            let resolved = files.resolve("fromSavepoint", dir).map(|p| p.display().to_string());
             if resolved.ok().as_deref().and_then(|d| tenants.savepoint_owner(d)) != Some(tenant) {
                 return Err(ApiError::NotFound(format!("no savepoint {dir:?} of tenant {tenant}")));
             }
