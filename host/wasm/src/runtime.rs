@@ -341,7 +341,11 @@ impl Runtime {
         let io = |source| LoadError::Cache { path: path.display().to_string(), source };
         // Write then rename, so a crash never leaves a half-written file under the
         // final name.
-        let tmp = dir.join(format!(".{hash}.{}.tmp", std::process::id()));
+        // Unique per compilation: two subtasks of one process may compile the same
+        // component at once, and one's rename must not take the other's file away.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(".{hash}.{}.{n}.tmp", std::process::id()));
         std::fs::write(&tmp, &serialized).map_err(io)?;
         std::fs::rename(&tmp, &path).map_err(io)?;
         evict_cache(dir, &path, self.inner.limits.max_cache_bytes);
