@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use weir_state::{Capture, TaskState};
 use weir_types::deployment::{SideOutputCount, TaskStats};
@@ -216,11 +216,55 @@ struct Pipeline<'a> {
     /// The watermark last passed downstream.
     watermark: i64,
     throttle: Throttle,
+    pauses: OutputPauses,
+}
+
+/// When a sink subtask's output starts, pauses and ends, logged at debug level (target
+/// `weir_taskmanager::task`): what a consumer of the sink sees of a live swap or an
+/// upgrade, which the swap benchmark measures. Only pauses over [`Self::NOTABLE`] are
+/// logged, so a steady stream logs nothing.
+struct OutputPauses {
+    label: String,
+    last: Option<(Instant, SystemTime)>,
+}
+
+impl OutputPauses {
+    const NOTABLE: Duration = Duration::from_millis(10);
+
+    fn new(label: String) -> Self {
+        Self { label, last: None }
+    }
+
+    fn wrote(&mut self) {
+        let now = (Instant::now(), SystemTime::now());
+        match self.last {
+            None => tracing::debug!(subtask = %self.label, at_unix_us = unix_us(now.1), "sink output begins"),
+            Some((then, _)) if now.0 - then > Self::NOTABLE => {
+                let gap_us = (now.0 - then).as_micros();
+                tracing::debug!(subtask = %self.label, at_unix_us = unix_us(now.1), gap_us, "sink output resumed after a pause");
+            }
+            Some(_) => {}
+        }
+        self.last = Some(now);
+    }
+}
+
+impl Drop for OutputPauses {
+    fn drop(&mut self) {
+        if let Some((_, at)) = self.last {
+            tracing::debug!(subtask = %self.label, at_unix_us = unix_us(at), "sink output ends (its last write)");
+        }
+    }
+}
+
+fn unix_us(t: SystemTime) -> u128 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_micros())
 }
 
 /// Where records leaving a subtask's operators go: its sink or its routers.
 struct Output<'p, 'a> {
     tail: &'p mut Tail,
+    pauses: &'p mut OutputPauses,
     cancel: &'a Cancel,
     counters: &'a TaskCounters,
     stats: &'p mut TaskStats,
@@ -246,6 +290,7 @@ impl Output<'_, '_> {
         let routed = match (&mut *self.tail, side) {
             (Tail::Sink(s), None) => {
                 s.write(records)?;
+                self.pauses.wrote();
                 true
             }
             (Tail::Sink(_), Some(_)) => false,
@@ -277,7 +322,7 @@ impl Output<'_, '_> {
 impl Pipeline<'_> {
     /// Splits the pipeline into its operators and where their output goes.
     fn parts(&mut self) -> (Option<&mut Chain>, Output<'_, '_>) {
-        let out = Output { tail: &mut self.tail, cancel: self.cancel, counters: self.counters, stats: &mut self.stats };
+        let out = Output { tail: &mut self.tail, pauses: &mut self.pauses, cancel: self.cancel, counters: self.counters, stats: &mut self.stats };
         (self.chain.as_mut(), out)
     }
 
@@ -569,6 +614,7 @@ pub fn run_task(d: TaskDeployment) -> Result<TaskStats, TaskError> {
         stats: TaskStats::default(),
         watermark: BEFORE_TIME,
         throttle,
+        pauses: OutputPauses::new(label.clone()),
     };
     let exhausted = match head {
         Head::Source(mut src) => {

@@ -77,6 +77,8 @@ pub struct TestCluster {
     shared_cache: Option<PathBuf>,
     /// The JobManager's open-file limit, if set (kept across restarts).
     jobmanager_nofile: Option<u64>,
+    /// The `WEIR_LOG` filter of TaskManagers started from now on (`info` unless set).
+    pub taskmanager_log: String,
 }
 
 impl TestCluster {
@@ -145,6 +147,7 @@ impl TestCluster {
             jobmanager_args,
             shared_cache,
             jobmanager_nofile: nofile,
+            taskmanager_log: "info".into(),
         };
         for (name, slots) in taskmanagers {
             cluster.start_taskmanager(name, *slots);
@@ -169,7 +172,7 @@ impl TestCluster {
             .arg("--state-dir")
             .arg(self.dir.path().join(format!("state-{name}")))
             .args(identity(&self.creds, name))
-            .env("WEIR_LOG", "info")
+            .env("WEIR_LOG", &self.taskmanager_log)
             .env("WEIR_CACHE_DIR", self.shared_cache.clone().unwrap_or_else(|| self.dir.path().join(format!("cache-{name}"))))
             .stdout(Stdio::null())
             .stderr(log_file(self.dir.path(), name))
