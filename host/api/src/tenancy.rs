@@ -120,52 +120,35 @@ pub(crate) async fn tenant(State(api): State<Api>, Extension(caller): Extension<
     Ok(axum::Json(tenant_doc(&api, t)?))
 }
 
-pub(crate) async fn quota(
-    State(api): State<Api>,
-    Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
+/// One of the admin's `PUT /tenants/{name}/...` settings: the body `what` parsed as
+/// `B`, applied by `apply`, answered with the tenant as it is now.
+fn set<B: serde::de::DeserializeOwned>(
+    (api, caller): (&Api, &Caller),
     read: Result<Bytes, BytesRejection>,
+    what: &str,
+    apply: impl FnOnce(B) -> Result<tenants::Tenant, Failed>,
 ) -> Answer<axum::Json<Tenant>> {
-    admin(&caller)?;
-    let quota: Quota = parse(read, "quota")?;
-    let t = api.jm.set_quota(&name, quota_in(quota)?)?;
-    Ok(axum::Json(tenant_doc(&api, t)?))
+    admin(caller)?;
+    let t = apply(parse(read, what)?)?;
+    Ok(axum::Json(tenant_doc(api, t)?))
 }
 
-pub(crate) async fn grants(
-    State(api): State<Api>,
-    Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
-    read: Result<Bytes, BytesRejection>,
-) -> Answer<axum::Json<Tenant>> {
-    admin(&caller)?;
-    let grants: Grants = parse(read, "grants")?;
-    let t = api.jm.set_grants(&name, grants_in(&grants.grants)?)?;
-    Ok(axum::Json(tenant_doc(&api, t)?))
+type Setting = (State<Api>, Extension<Caller>, Path<String>);
+
+pub(crate) async fn quota((State(api), Extension(caller), Path(name)): Setting, read: Result<Bytes, BytesRejection>) -> Answer<axum::Json<Tenant>> {
+    set((&api, &caller), read, "quota", |q: Quota| Ok(api.jm.set_quota(&name, quota_in(q)?)?))
 }
 
-pub(crate) async fn hosts(
-    State(api): State<Api>,
-    Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
-    read: Result<Bytes, BytesRejection>,
-) -> Answer<axum::Json<Tenant>> {
-    admin(&caller)?;
-    let hosts: Hosts = parse(read, "hosts")?;
-    let t = api.jm.set_hosts(&name, hosts_in(hosts.hosts)?)?;
-    Ok(axum::Json(tenant_doc(&api, t)?))
+pub(crate) async fn grants((State(api), Extension(caller), Path(name)): Setting, read: Result<Bytes, BytesRejection>) -> Answer<axum::Json<Tenant>> {
+    set((&api, &caller), read, "grants", |g: Grants| Ok(api.jm.set_grants(&name, grants_in(&g.grants)?)?))
 }
 
-pub(crate) async fn roots(
-    State(api): State<Api>,
-    Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
-    read: Result<Bytes, BytesRejection>,
-) -> Answer<axum::Json<Tenant>> {
-    admin(&caller)?;
-    let roots: Roots = parse(read, "roots")?;
-    let t = api.jm.set_roots(&name, roots.roots)?;
-    Ok(axum::Json(tenant_doc(&api, t)?))
+pub(crate) async fn hosts((State(api), Extension(caller), Path(name)): Setting, read: Result<Bytes, BytesRejection>) -> Answer<axum::Json<Tenant>> {
+    set((&api, &caller), read, "hosts", |h: Hosts| Ok(api.jm.set_hosts(&name, hosts_in(h.hosts)?)?))
+}
+
+pub(crate) async fn roots((State(api), Extension(caller), Path(name)): Setting, read: Result<Bytes, BytesRejection>) -> Answer<axum::Json<Tenant>> {
+    set((&api, &caller), read, "roots", |r: Roots| Ok(api.jm.set_roots(&name, r.roots)?))
 }
 
 pub(crate) async fn tokens(State(api): State<Api>, Extension(caller): Extension<Caller>, Path(name): Path<String>) -> Answer<axum::Json<TokenList>> {
