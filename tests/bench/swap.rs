@@ -163,6 +163,17 @@ pub fn bench() {
         calls.as_secs_f64() / SWAPS as f64
     );
 
+    let mut syncs: Vec<u64> = lines(&cluster, "snapshot captured").iter().filter_map(|l| field(l, "sync_us")).collect();
+    syncs.sort();
+    if let (Some(max), Some(mid)) = (syncs.last(), syncs.get(syncs.len() / 2)) {
+        println!(
+            "  snapshot capture (a subtask's sync part of each checkpoint): median {:.1} ms, at most {:.1} ms over {}",
+            *mid as f64 / 1e3,
+            *max as f64 / 1e3,
+            syncs.len()
+        );
+    }
+
     // The same change as a STATEFUL upgrade: savepoint and stop, then v2 from it.
     let sp = cluster.dir.path().join("sp");
     let (t0, w0) = (Instant::now(), unix_us(SystemTime::now()));

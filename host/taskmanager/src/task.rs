@@ -463,7 +463,10 @@ impl Pipeline<'_> {
     /// The capture is cheap (a cache flush and a fjall snapshot); writing it out
     /// happens elsewhere, so records keep flowing.
     fn barrier(&mut self, id: u64, source: Option<Vec<Split>>) -> Result<(), TaskError> {
+        let started = Instant::now();
         let state = self.chain.as_mut().map(Chain::capture).transpose()?.flatten();
+        // Flink's "sync duration": how long the barrier holds this subtask's records.
+        tracing::debug!(subtask = %self.pauses.label, checkpoint = id, sync_us = started.elapsed().as_micros(), "snapshot captured");
         // A sink closes its epoch before the snapshot is acknowledged: once the
         // checkpoint completes, its commit must find the epoch's file (a stop with
         // savepoint cancels right after, and nothing would commit it later).
