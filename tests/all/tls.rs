@@ -3,7 +3,8 @@
 //! trusts that CA (`--ca`, `WEIR_CA`, or ca.pem beside `--token-file`) and nothing
 //! else; plain HTTP there is refused before any handler; plain HTTP off loopback needs
 //! `--rest-plain-http`; Chromium renders the dashboard over HTTPS trusting only the
-//! served key.
+//! served key; a TaskManager's `/metrics` off loopback is HTTPS with its node
+//! certificate.
 
 use std::ffi::OsStr;
 use std::process::Output;
@@ -236,4 +237,86 @@ fn a_given_certificate_is_served_instead_and_its_ca_is_the_one_to_trust() {
     assert!(o.status.success(), "with the given certificate's CA: {}", stderr(&o));
     let o = list(&creds.join("ca.pem"));
     assert!(!o.status.success() && stderr(&o).contains("UnknownIssuer"), "the cluster CA trusted a certificate it did not issue: {}", stderr(&o));
+}
+
+/// A TaskManager process with `--metrics-listen LISTEN` and `extra`, and the URL its
+/// metrics line names.
+fn metrics_taskmanager(cluster: &TestCluster, name: &str, listen: &str, extra: &[&str]) -> (Processes, String) {
+    let mut tm = WEIR
+        .command()
+        .args(["taskmanager", "--jobmanager", &cluster.jm, "--slots", "1", "--metrics-listen", listen])
+        .args(extra)
+        .arg("--identity")
+        .arg(cluster.creds.join(name))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("taskmanager starts");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(tm.stdout.take().expect("stdout")));
+    let url = lines.find_map(|l| l.ok()?.strip_prefix("metrics on ").map(str::to_string)).expect("metrics line");
+    (Processes(vec![tm]), url)
+}
+
+/// `GET /metrics` over TLS to `addr` by `openssl s_client`, verifying the certificate
+/// against `ca` and the name `weir.cluster`: the answer, or the failure's output.
+fn openssl_get(addr: &str, ca: &std::path::Path) -> Result<String, String> {
+    use std::io::Write;
+    let mut c = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            addr,
+            "-servername",
+            "weir.cluster",
+            "-verify_hostname",
+            "weir.cluster",
+            "-verify_return_error",
+            "-quiet",
+            "-CAfile",
+        ])
+        .arg(ca)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl is installed");
+    let request = b"GET /metrics HTTP/1.1\r\nHost: weir.cluster\r\nConnection: close\r\n\r\n";
+    // A refused handshake may close stdin first.
+    let _ = c.stdin.take().expect("stdin").write_all(request);
+    let o = c.wait_with_output().expect("openssl runs");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    match o.status.success() && out.starts_with("HTTP/1.1 200") {
+        true => Ok(out),
+        false => Err(format!("{out}{}", stderr(&o))),
+    }
+}
+
+#[test]
+fn a_taskmanagers_metrics_off_loopback_are_https_with_its_node_certificate() {
+    let ip = non_loopback_ip();
+    let cluster = TestCluster::start(WEIR, &[]);
+    let (_tm, url) = metrics_taskmanager(&cluster, "taskmanager-1", &format!("{ip}:0"), &[]);
+    let addr =
+        url.strip_prefix("https://").and_then(|u| u.strip_suffix("/metrics")).unwrap_or_else(|| panic!("metrics off loopback are not https: {url}"));
+
+    let text = openssl_get(addr, &cluster.creds.join("ca.pem")).expect("the metrics over https, trusting the cluster CA");
+    assert!(text.contains("weir_taskmanager_slots 1"), "{text}");
+
+    // Another cluster's CA does not vouch for it.
+    let other = tempfile::tempdir().expect("tempdir");
+    let o = WEIR.run(["cluster-init".as_ref(), other.path().join("c").as_os_str()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let refused = openssl_get(addr, &other.path().join("c/ca.pem")).expect_err("another cluster's CA verified the taskmanager");
+    assert!(refused.contains("verify error") || refused.contains("certificate verify failed"), "{refused}");
+
+    // Plain HTTP there is answered with a pointer to https, never the metrics.
+    let (status, body) = http::request("GET", &format!("http://{addr}/metrics"), &[], b"");
+    let body = String::from_utf8_lossy(&body);
+    assert!(status == 400 && body.contains("this port speaks HTTPS only"), "{status} {body}");
+
+    // With --metrics-plain-http it serves plain HTTP off loopback.
+    let (_plain, url) = metrics_taskmanager(&cluster, "taskmanager-2", &format!("{ip}:0"), &["--metrics-plain-http"]);
+    assert!(url.starts_with(&format!("http://{ip}:")), "{url}");
+    let (status, body) = http::request("GET", &url, &[], b"");
+    assert!(status == 200 && String::from_utf8_lossy(&body).contains("weir_taskmanager_slots 1"), "{status}");
 }

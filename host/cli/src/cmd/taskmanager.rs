@@ -36,9 +36,17 @@ pub struct TaskManagerArgs {
     /// Memory budget of each keyed operator's state cache per subtask, in MiB.
     #[arg(long, default_value_t = 32)]
     state_cache_mib: usize,
-    /// Serve Prometheus metrics over HTTP on this address (`/metrics`).
+    /// Serve Prometheus metrics on this address (`/metrics`). On loopback it speaks
+    /// plain HTTP; anywhere else HTTPS with this node's certificate, which names
+    /// `weir.cluster` and is signed by the cluster CA (ca.pem): scrapers trust that CA
+    /// and verify that name (Prometheus: `tls_config { ca_file, server_name }`).
     #[arg(long)]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Serve plain HTTP on a non-loopback --metrics-listen (for a trusted network, or a
+    /// TLS proxy in front): what the TaskManager runs, for which tenants, is then
+    /// readable by anyone on the way.
+    #[arg(long, requires = "metrics_listen")]
+    metrics_plain_http: bool,
     #[command(flatten)]
     http: HttpArgs,
     #[command(flatten)]
@@ -70,12 +78,20 @@ pub fn run(a: TaskManagerArgs) -> Result<()> {
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
         let mut metrics = None;
         if let Some(listen) = a.metrics_listen {
+            let tls = match listen.ip().is_loopback() || a.metrics_plain_http {
+                true => None,
+                false => Some(weir_api::tls::server_config(id.chain().to_vec(), id.key()).context("this node's certificate and key do not fit")?),
+            };
+            if tls.is_none() && !listen.ip().is_loopback() {
+                tracing::warn!("metrics on {listen} are served as plain HTTP (--metrics-plain-http)");
+            }
             let http = weir_api::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
-            println!("metrics on http://{}/metrics", http.local_addr().context("no local address")?);
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            println!("metrics on {scheme}://{}/metrics", http.local_addr().context("no local address")?);
             let router = weir_api::taskmanager_router(tm.clone(), a.slots);
             let limits = a.http.limits();
             metrics = Some(tokio::spawn(async move {
-                if let Err(e) = weir_api::serve(http, router, limits, async move { drop(http_stopped.await) }).await {
+                if let Err(e) = weir_api::serve_on(http, router, limits, tls, async move { drop(http_stopped.await) }).await {
                     tracing::error!("the metrics endpoint stopped: {e}");
                 }
             }));
