@@ -54,8 +54,7 @@ pub(crate) fn build_job(build: BuildFn, args: Vec<(String, String)>) -> Result<(
 }
 
 fn install(plan: &JobPlan, registry: Registry) {
-    let slots =
-        registry.into_iter().map(|r| r.map(|r| Slot { op: r.op, state_version: r.state_version, out_hint: 0, timer_hint: 0 })).collect();
+    let slots = registry.into_iter().map(|r| r.map(|r| Slot { op: r.op, state_version: r.state_version, out_hint: 0, timer_hint: 0 })).collect();
     RUNTIME.with(|rt| *rt.borrow_mut() = Some(Runtime { slots }));
     let declared = plan
         .nodes
