@@ -269,8 +269,11 @@ bool exports_weir_dataflow_operator_open(uint32_t op, exports_weir_dataflow_oper
         arg_values[i] = dup_str(&args->ptr[i].f1);
     }
     WB(list_tuple2_string_string_free)(args);
+    weir_dataflow_state_version_declare(weir_the_operator.state_version);
+    uint32_t restored;
+    bool has_restored = weir_dataflow_state_version_restored(&restored);
     weir_context ctx = {info->subtask, info->parallelism, info->max_parallelism, arg_count,
-                        (const char *const *)arg_names, (const char *const *)arg_values};
+                        (const char *const *)arg_names, (const char *const *)arg_values, has_restored ? &restored : NULL};
     set_err(EXPORTS_WEIR_DATAFLOW_OPERATOR_OPERATOR_ERROR_FAILED, "open failed");
     if (weir_the_operator.open && weir_the_operator.open(&ctx) != 0) return error_out(err);
     is_open = true;

@@ -24,6 +24,12 @@
  * the input each record came through, 0 (`inputs`) or 1 (`inputs2`); both inputs share
  * the key's state and timers. Without timers it also builds for `operator-component`.
  *
+ * State versions: `.state_version = N` declares the format of the state the operator
+ * writes (recorded with every snapshot of it; default 0), and open's context carries
+ * `restored_state_version`: the version declared by the code whose state the operator
+ * starts from (a restore from a checkpoint or savepoint, or the code a live swap
+ * replaced), NULL when it starts without restored state.
+ *
  * The bindings (operator_component.h/.c) are generated from wit/ by `wit-bindgen c` at
  * build time; weir.c implements the batch layouts of wit/dataflow.wit on top of them.
  */
@@ -55,6 +61,8 @@ typedef struct weir_context {
     size_t arg_count;
     const char *const *arg_names;
     const char *const *arg_values;
+    /* The state version the restored state was written with; NULL: nothing restored. */
+    const uint32_t *restored_state_version;
 } weir_context;
 
 /* The timers of the current key during a process_timed or on_timer callback. */
@@ -89,6 +97,7 @@ typedef struct weir_operator {
     /* Optional. */
     int (*open)(const weir_context *ctx);
     int (*close)(void);
+    uint32_t state_version; /* the format of the state it writes, declared at open */
 } weir_operator;
 
 /* Defines the component's operator (operator id 0). Use once. */

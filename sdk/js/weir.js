@@ -29,6 +29,11 @@
 //                 with `inputs2`): process(input, key, state, value, ts, ctx), input 0
 //                 (`inputs`) or 1 (`inputs2`); onTimer, state and ctx as for
 //                 keyedProcess. Both inputs share the key's state and timers.
+// State versions: `component(o, { stateVersion: 2 })` declares the format of the state
+// the operator writes (recorded with every snapshot of it; default 0); open sets
+// `weir.restoredStateVersion` (also `ctx.restoredStateVersion` in hooks.open): the
+// version declared by the code whose state it starts from (a restore from a checkpoint
+// or savepoint, or the code a live swap replaced), null without restored state.
 // `weir.args` (an object) and `weir.task` are set by open. Throw weir.badInput(msg) or
 // weir.failed(msg) (or any Error) to fail the operator with a message.
 //
@@ -36,9 +41,11 @@
 
 import { log as hostLog } from "weir:dataflow/log@0.2.0";
 import { currentWatermark as hostWatermark, currentProcessingTime as hostProcessingTime } from "weir:dataflow/clock@0.2.0";
+import { declare as hostDeclareStateVersion, restored as hostRestoredStateVersion } from "weir:dataflow/state-version@0.2.0";
 
 export let args = {};
 export let task = null;
+export let restoredStateVersion = null;
 
 const enc = new TextEncoder();
 const dec = new TextDecoder("utf-8");
@@ -519,7 +526,8 @@ export const keyedCoProcess = (process, onTimer) => ({ batch: (o, b) => keyedCoP
 
 /**
  * The `operator` export for `o` (from mapValues/map/filter/flatMap/keyed), operator id
- * 0. `hooks.open(ctx)` / `hooks.close()` are optional.
+ * 0. `hooks.open(ctx)` / `hooks.close()` are optional; `hooks.stateVersion` (default 0) is
+ * the state format version it declares at open.
  */
 function errorOf(e) {
   if (e && typeof e === "object" && typeof e.tag === "string") return e;
@@ -542,8 +550,11 @@ function makeOperator(o, hooks) {
       if (id !== 0) throw { tag: "unknown-operator", val: id };
       args = Object.fromEntries(argList);
       task = info;
+      hostDeclareStateVersion(hooks.stateVersion ?? 0);
+      // An absent option arrives as undefined.
+      restoredStateVersion = hostRestoredStateVersion() ?? null;
       try {
-        if (hooks.open) hooks.open({ args, task: info });
+        if (hooks.open) hooks.open({ args, task: info, restoredStateVersion });
       } catch (e) {
         throw wrap(e);
       }

@@ -408,5 +408,53 @@ class Vectors(unittest.TestCase):
         self.assertEqual(codec.decode_output(j.on_timer_batch(fired), 1), ([(b"o2", b"pen unpaid", 120)], [("clear",)]))
 
 
+class StateVersions(unittest.TestCase):
+    """`weir.component`'s open over stand-ins for the bindings componentize-py generates."""
+
+    def test_open_declares_the_version_and_hands_over_the_restored_one(self):
+        import sys
+        from unittest import mock
+
+        host = SimpleNamespace(declared=[], restored=4)
+
+        class Err(Exception):
+            pass
+
+        state_version = SimpleNamespace(declare=host.declared.append, restored=lambda: host.restored)
+        imports = SimpleNamespace(clock=SimpleNamespace(), log=SimpleNamespace(), state_version=state_version)
+        operator = SimpleNamespace(OperatorError_UnknownOperator=Err, OperatorError_BadInput=Err, OperatorError_Failed=Err)
+        exports = SimpleNamespace(Operator=object, operator=operator)
+        stubs = {
+            "componentize_py_types": SimpleNamespace(Err=Err),
+            "wit_world": SimpleNamespace(exports=exports, imports=imports),
+            "wit_world.exports": exports,
+            "wit_world.imports": imports,
+        }
+        seen = []
+
+        class Versioned(weir.Operator):
+            state_version = 2
+
+            def open(self, ctx):
+                seen.append(ctx.restored_state_version)
+
+        @weir.map_values
+        def plain(v):
+            return v
+
+        info = SimpleNamespace(subtask=0, parallelism=1, max_parallelism=128)
+        # patch.dict restores sys.modules, dropping the weir.component imported here;
+        # importing that submodule also shadows the function of its name in weir.
+        component = weir.component
+        with mock.patch.dict(sys.modules, stubs), mock.patch.object(weir, "component", component), mock.patch.object(weir.log, "_host"):
+            sys.modules.pop("weir.component", None)
+            component(Versioned)().open(0, info, [])
+            self.assertEqual((host.declared, seen, weir.restored_state_version), ([2], [4], 4))
+            host.restored = None
+            plain.state_version = 5
+            component(plain)().open(0, info, [])
+            self.assertEqual((host.declared, weir.restored_state_version), ([2, 5], None))
+
+
 if __name__ == "__main__":
     unittest.main()

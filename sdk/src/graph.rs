@@ -31,6 +31,8 @@ pub(crate) struct Node {
     pub(crate) side_outputs: Vec<String>,
     /// A keyed operator's state TTL (ms), which the host sweeps.
     pub(crate) state_ttl_ms: Option<u64>,
+    /// The format version of the state the operator writes (declared in `open`).
+    pub(crate) state_version: u32,
 }
 
 pub(crate) struct Edge {
@@ -58,7 +60,14 @@ pub(crate) struct Graph {
 
 /// The operator registry: `ops[id]` is the operator of node `id`, `None` for sources
 /// and sinks.
-pub(crate) type Registry = Vec<Option<Box<dyn Operator>>>;
+pub(crate) type Registry = Vec<Option<Registered>>;
+
+/// An operator of the registry.
+pub(crate) struct Registered {
+    pub(crate) op: Box<dyn Operator>,
+    /// The state format version it declares when it opens.
+    pub(crate) state_version: u32,
+}
 
 impl Graph {
     /// Adds a node, recording an error (and still adding it, so the builder chain goes
@@ -77,6 +86,7 @@ impl Graph {
             watermarks: None,
             side_outputs: Vec::new(),
             state_ttl_ms: None,
+            state_version: 0,
         });
         self.nodes.len() - 1
     }
@@ -125,6 +135,18 @@ impl Graph {
         }
     }
 
+    /// Declares the format version of the state the operator of node `index` writes.
+    pub(crate) fn set_state_version(&mut self, index: usize, version: u32) {
+        let Some(node) = self.nodes.get_mut(index) else { return };
+        match node.kind {
+            NodeKind::Operator { .. } => node.state_version = version,
+            _ => {
+                let msg = format!("node {:?}: only operators have a state version", node.uid);
+                self.errors.push(msg);
+            }
+        }
+    }
+
     pub(crate) fn node_mut(&mut self, index: usize) -> Option<&mut Node> {
         self.nodes.get_mut(index)
     }
@@ -163,6 +185,7 @@ impl Graph {
                 NodeKind::Source(s) => (wit::NodeKind::Source(s), None),
                 NodeKind::Sink(s) => (wit::NodeKind::Sink(s), None),
                 NodeKind::Operator { keyed, op } => {
+                    let op = Registered { op, state_version: node.state_version };
                     (wit::NodeKind::Operator(wit::OperatorSpec { keyed, side_outputs: node.side_outputs, state_ttl_ms: node.state_ttl_ms }), Some(op))
                 }
                 NodeKind::KeySelector(_) => return Err(format!("internal: key selector {:?} not placed", node.uid)),

@@ -341,6 +341,18 @@ impl<K: Data, V: Data> Stream<K, V> {
         self
     }
 
+    /// Declares the format version of the state the operator producing this stream
+    /// writes (default 0). The host records it with every snapshot of that state; code
+    /// that restores the snapshot later (after a failure, an upgrade from a savepoint,
+    /// a live swap) reads it with [`restored_state_version`](crate::restored_state_version)
+    /// and can convert what older code wrote.
+    pub fn state_version(self, version: u32) -> Self {
+        if !self.refuse_on_union("state_version") {
+            self.graph.borrow_mut().set_state_version(self.node, version);
+        }
+        self
+    }
+
     /// Sets the display name of the node that produces this stream (default: its uid).
     pub fn name(self, name: &str) -> Self {
         if self.refuse_on_union("name") {

@@ -362,6 +362,13 @@ impl<'a, K, S> KeyedContext<'a, K, S> {
         KeyedContext { key, key_bytes, state, changed, ts, ttl }
     }
 
+    /// The state format version declared by the code whose state this operator
+    /// started from (see [`Stream::state_version`](crate::Stream::state_version)):
+    /// `None` when it started without restored state.
+    pub fn restored_state_version(&self) -> Option<u32> {
+        crate::runtime::restored_state_version()
+    }
+
     /// The key of the current record.
     pub fn key(&self) -> &K {
         self.key

@@ -153,6 +153,16 @@ pub use job::{Connector, Job, KeyedStream, Sink, SinkHandle, Stream, WindowedStr
 pub use join::{IntervalBounds, IntervalContext, IntervalJoin, JoinedStreams, WindowJoin};
 pub use keyed::{KeyedContext, ListState, MapState};
 pub use runtime::BuildFn;
+
+/// The state format version declared by the code whose state the running operator
+/// started from: the code that took the snapshot it was restored from (after a
+/// failure, from a savepoint, at a new parallelism), or the code a live swap replaced.
+/// `None` when it started without restored state, or from a snapshot taken before
+/// Weir recorded state versions. An operator declares its own with
+/// [`Stream::state_version`]. Call it while the operator runs (in its closures).
+pub fn restored_state_version() -> Option<u32> {
+    runtime::restored_state_version()
+}
 pub use side::OutputTag;
 pub use text::TextField;
 pub use time::{TimeDomain, Timer, WatermarkStrategy};

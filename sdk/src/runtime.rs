@@ -28,6 +28,8 @@ pub trait JobMain {
 
 struct Slot {
     op: Box<dyn Operator>,
+    /// The state format version it declares to the host when it opens.
+    state_version: u32,
     /// Size of the last output, used to size the next output buffer in one allocation:
     /// the canonical ABI takes ownership of the returned buffer, so capacity cannot be
     /// kept across calls, but the next allocation can be right the first time.
@@ -52,7 +54,7 @@ pub(crate) fn build_job(build: BuildFn, args: Vec<(String, String)>) -> Result<(
 }
 
 fn install(plan: &JobPlan, registry: Registry) {
-    let slots = registry.into_iter().map(|op| op.map(|op| Slot { op, out_hint: 0, timer_hint: 0 })).collect();
+    let slots = registry.into_iter().map(|r| r.map(|r| Slot { op: r.op, state_version: r.state_version, out_hint: 0, timer_hint: 0 })).collect();
     RUNTIME.with(|rt| *rt.borrow_mut() = Some(Runtime { slots }));
     let declared = plan
         .nodes
@@ -89,7 +91,29 @@ pub(crate) fn open(build: BuildFn, op: u32, args: Vec<(String, String)>) -> Resu
         let (plan, registry) = build_job(build, args).map_err(|e| OpError::Failed(format!("building the job failed: {e}")))?;
         install(&plan, registry);
     }
-    with_slot(op, |slot| slot.op.open())
+    with_slot(op, |slot| {
+        declare_state_version(slot.state_version);
+        slot.op.open()
+    })
+}
+
+/// Tells the host the format version of the state the operator being opened writes.
+fn declare_state_version(version: u32) {
+    #[cfg(not(test))]
+    crate::wit::weir::dataflow::state_version::declare(version);
+    // Native tests run no host to tell.
+    #[cfg(test)]
+    let _ = version;
+}
+
+/// The state format version declared by the code whose state the running operator
+/// starts from (see [`restored_state_version`](crate::restored_state_version)).
+pub(crate) fn restored_state_version() -> Option<u32> {
+    #[cfg(not(test))]
+    return crate::wit::weir::dataflow::state_version::restored();
+    // Native tests run no host: nothing is ever restored.
+    #[cfg(test)]
+    None
 }
 
 /// `operator.process`.

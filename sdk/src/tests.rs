@@ -183,6 +183,24 @@ fn duplicate_uids_and_bad_parallelism_fail_the_plan() {
 }
 
 #[test]
+fn an_operator_declares_its_state_version_and_only_operators_have_one() {
+    fn job(job: &mut Job) {
+        job.generator("numbers", 0, 10).key_by("by-number", |x: &u64| x % 5).sum("sum").state_version(3).discard("out");
+    }
+    let (plan, registry) = runtime::build_job(job, vec![]).unwrap();
+    let versions: Vec<_> = plan.nodes.iter().zip(&registry).map(|(n, r)| (n.uid.as_str(), r.as_ref().map(|r| r.state_version))).collect();
+    assert_eq!(versions, [("numbers", None), ("by-number", Some(0)), ("sum", Some(3)), ("out", None)]);
+
+    fn on_a_source(job: &mut Job) {
+        job.generator("numbers", 0, 10).state_version(1).discard("out");
+    }
+    let err = runtime::build_job(on_a_source, vec![]).err().unwrap();
+    assert!(err.contains("\"numbers\": only operators have a state version"), "{err}");
+    // Nothing restored in a native test: no host ran it.
+    assert_eq!(weir_sdk::restored_state_version(), None);
+}
+
+#[test]
 fn dispatch_runs_registered_operators() {
     runtime::plan(wordcount, vec![]).unwrap();
     runtime::open(wordcount, 1, vec![]).unwrap();

@@ -138,6 +138,9 @@ fn a_running_keyed_job_is_swapped_live_to_v2_exactly_once_and_an_incompatible_sw
     assert!(last["spec"]["artifact"].as_str().is_some_and(|a| out.contains(a)), "the job's spec names v2: {last:#}\n{out}");
     assert_swapped_at(&output, at);
     assert_sums_continue(&output);
+    // v2 opened after the switch, on the state v1 wrote: it was handed v1's version.
+    let handed = crate::state_version::v2_restored(&cluster, &["taskmanager-1", "taskmanager-2"]);
+    assert!(handed.keys().eq(["Some(1)"]), "v2 instances were handed {handed:?}");
 }
 
 fn call(cluster: &TestCluster, method: &str, path: &str, body: &Value) -> (u16, Value) {

@@ -34,6 +34,7 @@ mod sandbox;
 mod servers;
 mod soak;
 mod state_ttl;
+mod state_version;
 mod streams;
 mod tenants;
 mod tls;

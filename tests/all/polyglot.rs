@@ -173,6 +173,17 @@ fn the_polyglot_job_is_exact_after_a_taskmanager_is_killed() {
     });
     assert!(line(&cluster).contains("restarts=1"), "{}", line(&cluster));
     assert_eq!(part_lines(&out), expected(&input), "exactly once across the crash");
+    // The Python stage declares state version 1 and logs what its open is handed:
+    // none in the first attempt, 1 in the one restored from the checkpoint.
+    let mut handed = BTreeMap::new();
+    for tm in ["taskmanager-1", "taskmanager-2"] {
+        for l in cluster.log(tm).lines() {
+            if let Some((_, version)) = l.split_once("enrich: restored state version ") {
+                *handed.entry(version.trim().to_string()).or_insert(0) += 1;
+            }
+        }
+    }
+    assert!(handed.keys().eq(["1", "None"]), "enrich was handed {handed:?}");
 }
 
 #[test]

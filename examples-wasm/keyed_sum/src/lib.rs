@@ -14,7 +14,8 @@
 //! version 2 of the same job graph (nodes, uids, key-by, arguments, sinks): its sum
 //! keeps the same value state (the untagged running sum) but emits `sum + TAG`, so
 //! committed output shows which version wrote each record across a live swap or an
-//! upgrade while the sums continue.
+//! upgrade while the sums continue. v1 declares state version 1, v2 version 2; v2 logs
+//! the version it restored from (`keyed_sum v2 sum: restored state version Some(1)`).
 
 use weir_sdk::prelude::*;
 
@@ -58,14 +59,34 @@ fn build(job: &mut Job) {
     };
     let keyed = job.generator("numbers", 0, n).key_by("by-key", key);
     #[cfg(not(feature = "v2"))]
-    let sums = keyed.sum("sum");
+    let sums = keyed.sum("sum").state_version(1);
     #[cfg(feature = "v2")]
-    let sums = keyed.process("sum", |ctx: &mut KeyedContext<u64, u64>, v: u64, out: &mut Emitter<u64>| {
-        let sum = ctx.state().copied().unwrap_or(0) + v;
-        ctx.set_state(sum);
-        out.emit(sum + TAG);
-    });
+    let sums = {
+        let mut checked = false;
+        keyed
+            .process("sum", move |ctx: &mut KeyedContext<u64, u64>, v: u64, out: &mut Emitter<u64>| {
+                if !checked {
+                    checked = true;
+                    check_restored(ctx.restored_state_version());
+                }
+                let sum = ctx.state().copied().unwrap_or(0) + v;
+                ctx.set_state(sum);
+                out.emit(sum + TAG);
+            })
+            .state_version(2)
+    };
     sums.sink("out", sink);
+}
+
+/// Both versions keep the untagged running sum, so v2 reads state of version 1 (or
+/// its own) as it is; anything else it cannot read. What it restored from is logged
+/// (once per instance), which the tests read in the TaskManagers' logs.
+#[cfg(feature = "v2")]
+fn check_restored(restored: Option<u32>) {
+    if let Some(version) = restored.filter(|v| !matches!(v, 1 | 2)) {
+        panic!("sum: cannot read state of format version {version}");
+    }
+    weir_sdk::log::info(&format!("keyed_sum v2 sum: restored state version {restored:?}"));
 }
 
 weir_sdk::export_job!(build);

@@ -32,7 +32,7 @@ pub enum FormatError {
         what: &'static str,
         /// The version in the file.
         found: u16,
-        /// The version this build reads.
+        /// The newest version this build reads.
         supported: u16,
     },
     /// The content does not match its checksum: a torn write or corruption.
@@ -107,6 +107,18 @@ pub(crate) fn seal(out: &mut Vec<u8>) {
 /// Magic and version come before the checksum so that a file of another kind or version
 /// is named as such rather than reported as corrupted.
 pub(crate) fn open<'a>(bytes: &'a [u8], what: &'static str, magic: &[u8; 4], version: u16, min: usize) -> Result<&'a [u8], FormatError> {
+    open_any(bytes, what, magic, version..=version, min).map(|(_, inner)| inner)
+}
+
+/// [`open`] for a format whose decoder still reads older versions (`versions`): also
+/// returns the version found.
+pub(crate) fn open_any<'a>(
+    bytes: &'a [u8],
+    what: &'static str,
+    magic: &[u8; 4],
+    versions: std::ops::RangeInclusive<u16>,
+    min: usize,
+) -> Result<(u16, &'a [u8]), FormatError> {
     let too_short = || FormatError::TooShort { what, len: bytes.len(), min: min.max(PREFIX_LEN + CHECKSUM_LEN) };
     if bytes.len() < min {
         return Err(too_short());
@@ -117,15 +129,15 @@ pub(crate) fn open<'a>(bytes: &'a [u8], what: &'static str, magic: &[u8; 4], ver
         return Err(FormatError::BadMagic { what, found: [*m0, *m1, *m2, *m3] });
     }
     let found = u16::from_le_bytes([*v0, *v1]);
-    if found != version {
-        return Err(FormatError::UnsupportedVersion { what, found, supported: version });
+    if !versions.contains(&found) {
+        return Err(FormatError::UnsupportedVersion { what, found, supported: *versions.end() });
     }
     let stored = u64::from_le_bytes(*trailer);
     let computed = checksum(content);
     if stored != computed {
         return Err(FormatError::ChecksumMismatch { stored, computed });
     }
-    Ok(inner)
+    Ok((found, inner))
 }
 
 /// The process's peak virtual memory in KiB, where the platform reports it. A buffer

@@ -5,12 +5,14 @@
 //! ```
 //!
 //! Postcard is not self-describing: any change to these structs is a new format
-//! version, and this build refuses every version but its own.
+//! version. This build writes version 2 and reads 1 and 2; version 1 lacks
+//! [`TaskMeta::state_versions`] (read as empty: no operator declared a state version).
 //!
 //! State-file paths in a [`CheckpointMeta`] are relative to the root of the storage the
 //! metadata was read from (a savepoint stores them relative to its own directory on disk
 //! and [`crate::load_savepoint`] rebases them; see there).
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
@@ -19,7 +21,9 @@ use weir_types::ids::JobId;
 use crate::format::{self, CHECKSUM_LEN, FormatError, PREFIX_LEN};
 
 const MAGIC: &[u8; 4] = b"WRCM";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
+/// The first version this build still reads.
+const OLDEST: u16 = 1;
 const WHAT: &str = "Weir checkpoint metadata file";
 
 /// A completed checkpoint of one job.
@@ -62,6 +66,10 @@ pub struct TaskMeta {
     pub source: Option<Vec<u8>>,
     /// The sink's transaction information (opaque to the checkpoint layer).
     pub sink: Option<Vec<u8>>,
+    /// The state format version each of the subtask's operators declared (by operator
+    /// uid; 0 for code that never declared one), handed back to the code that restores
+    /// it. Empty in metadata of format version 1.
+    pub state_versions: BTreeMap<String, u32>,
 }
 
 impl TaskMeta {
@@ -118,15 +126,64 @@ pub fn encode_meta(meta: &CheckpointMeta) -> Vec<u8> {
 
 /// Decodes and validates checkpoint metadata.
 pub fn decode_meta(bytes: &[u8]) -> Result<CheckpointMeta, FormatError> {
-    let payload = format::open(bytes, WHAT, MAGIC, VERSION, PREFIX_LEN + CHECKSUM_LEN)?;
+    let (version, payload) = format::open_any(bytes, WHAT, MAGIC, OLDEST..=VERSION, PREFIX_LEN + CHECKSUM_LEN)?;
     // Postcard allocates no more than the input holds (serde caps size hints), so a
     // hostile sequence length fails on the missing bytes.
-    let (meta, rest): (CheckpointMeta, _) = postcard::take_from_bytes(payload).map_err(|e| FormatError::Payload(e.to_string()))?;
+    let payload_error = |e: postcard::Error| FormatError::Payload(e.to_string());
+    let (meta, rest): (CheckpointMeta, _) = match version {
+        OLDEST => postcard::take_from_bytes::<v1::CheckpointMeta>(payload).map(|(m, rest)| (m.into(), rest)).map_err(payload_error)?,
+        _ => postcard::take_from_bytes(payload).map_err(payload_error)?,
+    };
     if !rest.is_empty() {
         return Err(FormatError::Invalid(format!("{} bytes after the metadata payload", rest.len())));
     }
     meta.validate()?;
     Ok(meta)
+}
+
+/// Format version 1: as now, without [`TaskMeta::state_versions`].
+mod v1 {
+    use serde::{Deserialize, Serialize};
+    use weir_types::ids::JobId;
+
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct CheckpointMeta {
+        pub job: JobId,
+        pub id: u64,
+        pub max_parallelism: u32,
+        pub vertices: Vec<VertexMeta>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct VertexMeta {
+        pub uid: String,
+        pub parallelism: u32,
+        pub tasks: Vec<TaskMeta>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct TaskMeta {
+        pub subtask: u32,
+        pub key_groups: (u32, u32),
+        pub state: Vec<String>,
+        pub source: Option<Vec<u8>>,
+        pub sink: Option<Vec<u8>>,
+    }
+
+    impl From<CheckpointMeta> for super::CheckpointMeta {
+        fn from(m: CheckpointMeta) -> Self {
+            let task = |t: TaskMeta| super::TaskMeta {
+                subtask: t.subtask,
+                key_groups: t.key_groups,
+                state: t.state,
+                source: t.source,
+                sink: t.sink,
+                state_versions: Default::default(),
+            };
+            let vertex = |v: VertexMeta| super::VertexMeta { uid: v.uid, parallelism: v.parallelism, tasks: v.tasks.into_iter().map(task).collect() };
+            Self { job: m.job, id: m.id, max_parallelism: m.max_parallelism, vertices: m.vertices.into_iter().map(vertex).collect() }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -142,7 +199,14 @@ mod tests {
                 VertexMeta {
                     uid: "source".into(),
                     parallelism: 1,
-                    tasks: vec![TaskMeta { subtask: 0, key_groups: (0, 128), state: vec![], source: Some(vec![1, 2, 3]), sink: None }],
+                    tasks: vec![TaskMeta {
+                        subtask: 0,
+                        key_groups: (0, 128),
+                        state: vec![],
+                        source: Some(vec![1, 2, 3]),
+                        sink: None,
+                        state_versions: BTreeMap::new(),
+                    }],
                 },
                 VertexMeta {
                     uid: "sum".into(),
@@ -154,8 +218,16 @@ mod tests {
                             state: vec!["job/chk-5/1-0.state".into(), "job/chk-7/1-0.state".into()],
                             source: None,
                             sink: Some(b"txn".to_vec()),
+                            state_versions: BTreeMap::from([("sum".into(), 2), ("format".into(), 0)]),
                         },
-                        TaskMeta { subtask: 1, key_groups: (64, 128), state: vec!["job/chk-5/1-1.state".into()], source: None, sink: None },
+                        TaskMeta {
+                            subtask: 1,
+                            key_groups: (64, 128),
+                            state: vec!["job/chk-5/1-1.state".into()],
+                            source: None,
+                            sink: None,
+                            state_versions: BTreeMap::from([("sum".into(), 2), ("format".into(), 0)]),
+                        },
                     ],
                 },
             ],
@@ -169,6 +241,50 @@ mod tests {
         assert_eq!(meta.state_files(), ["job/chk-5/1-0.state", "job/chk-7/1-0.state", "job/chk-5/1-1.state"]);
         let empty = CheckpointMeta { job: JobId::from_u64(0), id: 0, max_parallelism: 0, vertices: vec![] };
         assert_eq!(decode_meta(&encode_meta(&empty)).expect("decode empty"), empty);
+    }
+
+    /// Metadata written before operators declared state versions (format 1, as a
+    /// savepoint taken by an older Weir holds it) still restores: every operator's
+    /// version is unknown, which the restored code reads as `none`.
+    #[test]
+    fn format_1_metadata_reads_without_state_versions() {
+        let old = v1::CheckpointMeta {
+            job: JobId::from_u64(1),
+            id: 7,
+            max_parallelism: 128,
+            vertices: vec![v1::VertexMeta {
+                uid: "sum".into(),
+                parallelism: 1,
+                tasks: vec![v1::TaskMeta {
+                    subtask: 0,
+                    key_groups: (0, 128),
+                    state: vec!["job/chk-7/1-0.state".into()],
+                    source: None,
+                    sink: Some(b"txn".to_vec()),
+                }],
+            }],
+        };
+        let mut bytes = Vec::new();
+        format::write_prefix(&mut bytes, MAGIC, 1);
+        bytes.extend_from_slice(&postcard::to_stdvec(&old).expect("encode"));
+        format::seal(&mut bytes);
+        // The bytes of a format-1 file, pinned: the v1 types above must not drift.
+        assert_eq!(
+            bytes[..bytes.len() - CHECKSUM_LEN],
+            *b"WRCM\x01\x00\x100000000000000001\x07\x80\x01\x01\x03sum\x01\x01\x00\x00\x80\x01\x01\x13job/chk-7/1-0.state\x00\x01\x03txn"
+        );
+        let meta = decode_meta(&bytes).expect("a format-1 file decodes");
+        let task = &meta.vertices[0].tasks[0];
+        assert!(task.state_versions.is_empty());
+        assert_eq!((task.state.as_slice(), task.sink.as_deref()), (["job/chk-7/1-0.state".to_string()].as_slice(), Some(b"txn".as_slice())));
+        // What this build writes is format 2, with the versions.
+        let now = encode_meta(&sample());
+        assert_eq!(now[4..6], [2, 0]);
+        assert_eq!(decode_meta(&now).expect("decode").vertices[1].tasks[0].state_versions["sum"], 2);
+        // A newer format is named as such.
+        let mut newer = now.clone();
+        newer[4] = 3;
+        assert!(matches!(decode_meta(&newer), Err(FormatError::UnsupportedVersion { found: 3, supported: 2, .. })));
     }
 
     #[test]

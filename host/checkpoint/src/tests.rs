@@ -47,7 +47,14 @@ fn job() -> JobId {
 /// groups [0, 2), subtask 1 [2, 4).
 fn meta(id: u64, chains: [Vec<String>; 2]) -> CheckpointMeta {
     let [c0, c1] = chains;
-    let task = |subtask: u32, key_groups, state| TaskMeta { subtask, key_groups, state, source: Some(id.to_le_bytes().to_vec()), sink: None };
+    let task = |subtask: u32, key_groups, state| TaskMeta {
+        subtask,
+        key_groups,
+        state,
+        source: Some(id.to_le_bytes().to_vec()),
+        sink: None,
+        state_versions: Default::default(),
+    };
     CheckpointMeta {
         job: job(),
         id,

@@ -258,7 +258,7 @@ pub(crate) mod tests {
     }
 
     fn meta(subtask: u32) -> TaskMeta {
-        TaskMeta { subtask, key_groups: (0, 0), state: vec![], source: Some(vec![subtask as u8]), sink: None }
+        TaskMeta { subtask, key_groups: (0, 0), state: vec![], source: Some(vec![subtask as u8]), sink: None, state_versions: Default::default() }
     }
 
     #[test]

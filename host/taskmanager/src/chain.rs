@@ -4,6 +4,7 @@
 //! operator with a watermark strategy (a timestamp assigner) generates the watermark
 //! the operators after it see.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -42,6 +43,11 @@ pub struct OperatorStep {
     pub component: u32,
     /// Display name.
     pub name: String,
+    /// Its node's uid: its state and its state version are recorded under it.
+    pub uid: String,
+    /// The state format version declared by the code whose state it starts from
+    /// (`state-version.restored`): `None` without restored state.
+    pub restored_version: Option<u32>,
     /// Gets its value state with every batch.
     pub keyed: bool,
     /// Arguments for its `open`.
@@ -491,6 +497,12 @@ impl Chain {
             }
         }
         Ok(Some(state.capture(overlay)))
+    }
+
+    /// The state format version each operator's code declared, by uid: recorded with
+    /// each snapshot.
+    pub(crate) fn state_versions(&self) -> BTreeMap<String, u32> {
+        self.steps.iter().map(|s| (s.op.uid.clone(), self.instances[s.instance].declared_version(s.op.op))).collect()
     }
 
     /// Writes back keyed state and closes the operators.

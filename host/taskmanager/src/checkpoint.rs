@@ -186,6 +186,7 @@ fn persist(
         state: files,
         source: snap.source.as_deref().map(encode_splits),
         sink,
+        state_versions: snap.state_versions,
     })
 }
 
@@ -275,6 +276,13 @@ impl Restore {
             return None;
         }
         self.meta.vertices.iter().flat_map(|v| &v.tasks).find_map(|t| t.sink.as_deref().and_then(decode_sink_owner))
+    }
+
+    /// The state format version the code of operator `uid` declared when it took this
+    /// snapshot (whichever vertex held it then: chaining may have changed); `None` if
+    /// the snapshot has no such operator or predates state versions.
+    pub fn state_version(&self, uid: &str) -> Option<u32> {
+        self.meta.vertices.iter().flat_map(|v| &v.tasks).find_map(|t| t.state_versions.get(uid).copied())
     }
 
     fn vertex(&self, uid: &str) -> Option<&weir_checkpoint::VertexMeta> {

@@ -1,5 +1,6 @@
 //! A subtask: what it is told to run, and the thread loop that runs it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -38,6 +39,8 @@ pub struct TaskSnapshot {
     pub state: Option<Capture>,
     /// The unread rest of its source, if it is a source.
     pub source: Option<Vec<Split>>,
+    /// The state format version each of its operators' code declared, by uid.
+    pub state_versions: BTreeMap<String, u32>,
 }
 
 /// A subtask's link to the job's checkpoints.
@@ -424,7 +427,8 @@ impl Pipeline<'_> {
         if let Tail::Sink(s) = &mut self.tail {
             s.close_last(id)?;
         }
-        (self.checkpointing.on_snapshot)(TaskSnapshot { checkpoint: id, state, source });
+        let state_versions = self.chain.as_ref().map(Chain::state_versions).unwrap_or_default();
+        (self.checkpointing.on_snapshot)(TaskSnapshot { checkpoint: id, state, source, state_versions });
         self.stats.last_checkpoint = id;
         Ok(())
     }
@@ -473,7 +477,8 @@ impl Pipeline<'_> {
         if let Tail::Sink(s) = &mut self.tail {
             s.barrier(id)?;
         }
-        (self.checkpointing.on_snapshot)(TaskSnapshot { checkpoint: id, state, source });
+        let state_versions = self.chain.as_ref().map(Chain::state_versions).unwrap_or_default();
+        (self.checkpointing.on_snapshot)(TaskSnapshot { checkpoint: id, state, source, state_versions });
         self.stats.last_checkpoint = id;
         match &mut self.tail {
             Tail::Sink(_) => {}
@@ -492,6 +497,11 @@ impl Pipeline<'_> {
         let armed = self.checkpointing.swap.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let Some(to) = armed.filter(|to| to.at <= id && to.at > code.swapped) else { return Ok(()) };
         let started = Instant::now();
+        // The new code starts from the state the old code wrote, in its format.
+        let declared = chain.state_versions();
+        for step in &mut code.operators {
+            step.restored_version = declared.get(&step.uid).copied();
+        }
         let (instances, _) = instantiate(&code.runtime, &to.components, &code.operators, &code.args, &code.label, code.info, code.sandbox)?;
         chain.swap(instances);
         code.swapped = to.at;
@@ -559,6 +569,7 @@ fn instantiate(
                 instances.len() - 1
             }
         };
+        instances[slot].1.set_restored_version(step.op, step.restored_version);
         instances[slot].1.open(step.op, info, &step.args).map_err(fail(&step.name))?;
         slots.push(slot);
     }

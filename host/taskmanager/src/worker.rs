@@ -193,6 +193,8 @@ impl TaskManager {
                     op,
                     component: code.component,
                     name: plan.nodes[n].name.clone(),
+                    uid: plan.nodes[n].uid.clone(),
+                    restored_version: restore.as_ref().and_then(|r| r.state_version(&plan.nodes[n].uid)),
                     keyed,
                     args,
                     watermarks,

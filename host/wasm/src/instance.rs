@@ -86,6 +86,17 @@ pub(crate) struct HostState {
     /// guest sees the watermark of the batch it processes and the subtask's clock
     /// (which tests can drive).
     time: Time,
+    /// Each operator's state versions (`state-version`), by its state id.
+    versions: std::collections::HashMap<u32, StateVersions>,
+}
+
+/// One operator's state format versions.
+#[derive(Debug, Clone, Copy, Default)]
+struct StateVersions {
+    /// What its code declared (0 until it does).
+    declared: u32,
+    /// What the code that wrote its restored state declared.
+    restored: Option<u32>,
 }
 
 /// The times an operator call sees.
@@ -176,6 +187,17 @@ impl bindings::weir::dataflow::clock::Host for HostState {
     }
 }
 
+impl bindings::weir::dataflow::state_version::Host for HostState {
+    fn declare(&mut self, version: u32) {
+        if let Some(op) = self.current_op {
+            self.versions.entry(op).or_default().declared = version;
+        }
+    }
+    fn restored(&mut self) -> Option<u32> {
+        self.versions.get(&self.current_op?)?.restored
+    }
+}
+
 impl bindings::weir::dataflow::keyed_state::Host for HostState {
     fn map_get(&mut self, name: String, key: Vec<u8>, field: Vec<u8>) -> Result<Option<Vec<u8>>, StateError> {
         self.with_state(|s, op| s.map_get(op, &name, &key, &field))
@@ -241,6 +263,7 @@ impl Instance {
             last_error_log: None,
             state: None,
             time: Time::default(),
+            versions: Default::default(),
         };
         let mut store = Store::new(runtime.engine(), host);
         store.limiter(|s| &mut s.limiter);
@@ -269,6 +292,18 @@ impl Instance {
     /// Gives the instance access to the task's keyed state.
     pub fn set_state_access(&mut self, state: Box<dyn KeyedStateAccess>) {
         self.store.data_mut().state = Some(state);
+    }
+
+    /// What `state-version.restored` answers operator `op`: the state format version
+    /// declared by the code whose state it starts from. Set before its `open`.
+    pub fn set_restored_version(&mut self, op: OpRef, version: Option<u32>) {
+        self.store.data_mut().versions.entry(op.state).or_default().restored = version;
+    }
+
+    /// The state format version operator `op`'s code declared (`state-version.declare`),
+    /// 0 if it declared none: recorded with each snapshot of its state.
+    pub fn declared_version(&self, op: OpRef) -> u32 {
+        self.store.data().versions.get(&op.state).map_or(0, |v| v.declared)
     }
 
     /// Calls the component's `plan` with the small plan fuel budget.

@@ -49,6 +49,10 @@ void weir_dataflow_log_log(weir_dataflow_log_level_t level, OC(string_t) *messag
 int64_t weir_dataflow_clock_current_watermark(void);
 int64_t weir_dataflow_clock_current_processing_time(void);
 
+/* Import weir:dataflow/state-version. */
+void weir_dataflow_state_version_declare(uint32_t version);
+bool weir_dataflow_state_version_restored(uint32_t *ret);
+
 /* Export weir:dataflow/operator. */
 typedef struct exports_weir_dataflow_operator_task_info_t {
     uint32_t subtask;

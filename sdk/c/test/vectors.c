@@ -277,6 +277,17 @@ static int clock_reads;
 int64_t weir_dataflow_clock_current_watermark(void) { return clock_reads++, TEST_WATERMARK; }
 int64_t weir_dataflow_clock_current_processing_time(void) { return clock_reads++, (int64_t)TEST_PROCESSING_TIME; }
 
+/* State versions: what the operator declares, and what the stand-in host restored. */
+enum { TEST_STATE_VERSION = 7, TEST_RESTORED_STATE_VERSION = 6 };
+static long declared = -1;
+void weir_dataflow_state_version_declare(uint32_t version) { declared = version; }
+bool weir_dataflow_state_version_restored(uint32_t *ret) { return *ret = TEST_RESTORED_STATE_VERSION, true; }
+static int restored_seen = -1;
+static int on_open(const weir_context *ctx) {
+    restored_seen = ctx->restored_state_version ? (int)*ctx->restored_state_version : -2;
+    return 0;
+}
+
 /* Calls `process` (or, timers, `on-timer`) with a copy of exactly n bytes (so a sanitizer sees any read past the
  * batch). Returns 0 with the output in *out, or the error's tag. */
 static int call(const uint8_t *p, size_t n, buf *out, int fired) {
@@ -387,12 +398,12 @@ static int on_co(uint32_t input, const weir_record *r, weir_state *state, weir_t
     weir_emit(out, r->ts, r->key, r->key_len, r->value, r->value_len);
     return 0;
 }
-WEIR_OPERATOR(.process_co = on_co, .on_timer = on_fired);
+WEIR_OPERATOR(.process_co = on_co, .on_timer = on_fired, .open = on_open, .state_version = TEST_STATE_VERSION);
 #else
 static int on_record(const weir_record *r, weir_state *state, weir_timers *timers, weir_out *out) {
     return script_timed(r, state, timers, out);
 }
-WEIR_OPERATOR(.process_timed = on_record, .on_timer = on_fired);
+WEIR_OPERATOR(.process_timed = on_record, .on_timer = on_fired, .open = on_open, .state_version = TEST_STATE_VERSION);
 #endif
 #elif WEIR_TEST_KEYED
 static int on_record(const weir_record *r, weir_state *state, weir_out *out) {
@@ -421,7 +432,7 @@ static int on_record(const weir_record *r, weir_state *state, weir_out *out) {
     weir_emit(out, r->ts, r->key, r->key_len, r->value, r->value_len);
     return 0;
 }
-WEIR_OPERATOR(.process_keyed = on_record);
+WEIR_OPERATOR(.process_keyed = on_record, .open = on_open, .state_version = TEST_STATE_VERSION);
 #else
 static int on_record(const weir_record *r, weir_out *out) {
     if (mode == SCRIPT) {
@@ -439,7 +450,7 @@ static int on_record(const weir_record *r, weir_out *out) {
     weir_emit(out, r->ts, r->key, r->key_len, r->value, r->value_len);
     return 0;
 }
-WEIR_OPERATOR(.process = on_record);
+WEIR_OPERATOR(.process = on_record, .open = on_open, .state_version = TEST_STATE_VERSION);
 #endif
 
 /* Decoding an input vector: the records (and states) handed over, the echoed output, and
@@ -600,6 +611,11 @@ int main(int argc, char **argv) {
     if (!exports_weir_dataflow_operator_open(0, &info, &args, &err)) {
         fprintf(stderr, "open failed\n");
         return 1;
+    }
+    if (declared != TEST_STATE_VERSION || restored_seen != TEST_RESTORED_STATE_VERSION) {
+        fprintf(stderr, "FAIL: open declared state version %ld (want %d) and saw restored %d (want %d)\n", declared,
+                TEST_STATE_VERSION, restored_seen, TEST_RESTORED_STATE_VERSION);
+        failures++;
     }
     int inputs = 0, outputs = 0;
     static vector v; /* large: not on the stack */

@@ -18,7 +18,9 @@ const stubLog =
   "data:text/javascript," +
   encodeURIComponent(`export function log() {}
 export function currentWatermark() { return BigInt.asUintN(64, globalThis.weirTestClock?.watermark ?? -(2n ** 63n)); }
-export function currentProcessingTime() { return globalThis.weirTestClock?.processingTime ?? 0n; }`);
+export function currentProcessingTime() { return globalThis.weirTestClock?.processingTime ?? 0n; }
+export function declare(v) { globalThis.weirTestDeclared = v; }
+export function restored() { return globalThis.weirTestRestored; }`);
 const hooks = `export async function resolve(specifier, context, next) {
   if (specifier.startsWith("weir:dataflow/")) return { url: ${JSON.stringify(stubLog)}, shortCircuit: true };
   return next(specifier, context);
@@ -403,4 +405,20 @@ test("keyedCoProcess: an order waits for its payment in the key's state; a timer
   assert.equal(hex(runTimed(join, new Uint8Array(Buffer.concat([payments, u32(1)])))), hex(wantPayments));
   const fired = runTimed(join, firedBatch([{ key: "o2", state: "pen" }], [{ index: 0, ts: 120, domain: 0 }]), "timers");
   assert.equal(hex(fired), hex(output([{ ts: 120, key: Buffer.from("o2"), value: Buffer.from("pen unpaid") }], Buffer.from([2]))));
+});
+
+test("open declares the state version and hands over the restored one", () => {
+  const seen = [];
+  const operator = weir.component(weir.mapValues((v) => v), { stateVersion: 3, open: (ctx) => seen.push(ctx.restoredStateVersion) });
+  const info = { subtask: 0, parallelism: 1, maxParallelism: 128 };
+  globalThis.weirTestRestored = 2;
+  operator.open(0, info, []);
+  assert.equal(globalThis.weirTestDeclared, 3);
+  assert.equal(weir.restoredStateVersion, 2);
+  operator.close(0);
+  // No restored state: the host's `none` arrives as undefined and reads as null.
+  globalThis.weirTestRestored = undefined;
+  weir.component(weir.mapValues((v) => v)).open(0, info, []);
+  assert.equal(globalThis.weirTestDeclared, 0);
+  assert.deepEqual([...seen, weir.restoredStateVersion], [2, null]);
 });

@@ -156,6 +156,23 @@ pub mod log {
     weir_batch::log_functions!(log, Level);
 }
 
+/// The format version of the operator's state (`state-version`): `declare` the version
+/// the operator writes in `open` (recorded with every snapshot of its state; 0 if never
+/// declared); `restored` is the version declared by the code whose state it starts
+/// from (a restore from a checkpoint or savepoint, or the code a live swap replaced),
+/// `None` without restored state. Both only during a call of the operator.
+pub mod state_version {
+    /// Declares the format version of the state the operator writes.
+    pub fn declare(version: u32) {
+        crate::wit::weir::dataflow::state_version::declare(version);
+    }
+
+    /// The version the state the operator starts from was written with.
+    pub fn restored() -> Option<u32> {
+        crate::wit::weir::dataflow::state_version::restored()
+    }
+}
+
 /// Map state through host calls (`keyed-state`), for keyed operators, during `process`.
 pub mod map_state {
     pub use crate::wit::weir::dataflow::keyed_state::{StateError, map_clear, map_entries, map_get, map_put, map_remove};

@@ -37,7 +37,15 @@ sinks print them as UTF-8). Kinds of operators:
   class X(weir.Operator): override `process_batch(self, batch) -> bytes` (or `process`)
 
 `weir.args` (dict) and `weir.task` (subtask, parallelism, max_parallelism) are set by
-`open`; an operator object's `open(ctx)` hook is called too. Raise `weir.BadInput` or
+`open`; an operator object's `open(ctx)` hook is called too.
+
+State versions: an operator's `state_version` (class attribute of an Operator subclass,
+or set on a decorated operator: `tag.state_version = 2`; default 0) is the format of the
+state it writes, declared at open and recorded with every snapshot of it.
+`weir.restored_state_version` (also `ctx.restored_state_version`) is set by open: the
+version declared by the code whose state the operator starts from (a restore from a
+checkpoint or savepoint, or the code a live swap replaced), None without restored
+state. Raise `weir.BadInput` or
 any exception to fail the operator with a message.
 
 Build: componentize-py -d WIT -w operator-component componentize app -p . -p SDK -o x.wasm
@@ -74,6 +82,7 @@ from . import codec as _codec
 
 args: dict = {}
 task = None
+restored_state_version = None
 
 
 def text(b: bytes) -> str:
@@ -89,11 +98,12 @@ def utf8(s: str) -> bytes:
 class Context:
     """What `open` is told."""
 
-    def __init__(self, subtask, parallelism, max_parallelism, args):
+    def __init__(self, subtask, parallelism, max_parallelism, args, restored_state_version=None):
         self.subtask = subtask
         self.parallelism = parallelism
         self.max_parallelism = max_parallelism
         self.args = args
+        self.restored_state_version = restored_state_version
 
     def arg(self, name, default=None):
         return self.args.get(name, default)
@@ -106,6 +116,8 @@ class Operator:
     operator (returns (state, records))."""
 
     keyed = False
+    # The format version of the state it writes (see the module docs).
+    state_version = 0
 
     def open(self, ctx: Context) -> None:
         pass
@@ -276,10 +288,14 @@ def keyed_co_process(f=None, *, on_timer=None):
 class log:
     """Messages to the host's log."""
 
+    # The host's log import, bound by `component()` at build time (see component.py).
+    _host = None
+
     @staticmethod
     def _log(level, msg):
-        from wit_world.imports import log as _l
-
+        _l = log._host
+        if _l is None:
+            from wit_world.imports import log as _l
         _l.log(getattr(_l.Level, level), str(msg))
 
     @staticmethod

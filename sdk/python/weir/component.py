@@ -7,6 +7,8 @@ from wit_world.exports import operator as wit_op
 # Imported here, while componentize-py snapshots the app at build time: a bindings module
 # first imported inside a call is not found at run time.
 from wit_world.imports import clock as _host_clock
+from wit_world.imports import log as _host_log
+from wit_world.imports import state_version as _host_state_version
 
 from . import codec
 
@@ -25,6 +27,7 @@ def make(op):
     import weir
 
     weir.clock = _host_clock
+    weir.log._host = _host_log
 
     class Component(exports.Operator):
         def open(self, op_id, info, args):
@@ -34,7 +37,10 @@ def make(op):
                 inst = op() if isinstance(op, type) else op
                 weir.args = dict(args)
                 weir.task = info
-                inst.open(weir.Context(info.subtask, info.parallelism, info.max_parallelism, weir.args))
+                _host_state_version.declare(getattr(inst, "state_version", 0))
+                weir.restored_state_version = _host_state_version.restored()
+                ctx = weir.Context(info.subtask, info.parallelism, info.max_parallelism, weir.args, weir.restored_state_version)
+                inst.open(ctx)
                 _slot[0] = inst
             except Exception as e:  # noqa: BLE001
                 raise _err(e) from None

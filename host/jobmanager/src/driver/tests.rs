@@ -70,7 +70,7 @@ impl Job {
     }
 
     fn ack(&mut self, ms: u64, id: u64, subtask: u32) -> Vec<Command> {
-        let task = Ok(TaskMeta { subtask, key_groups: (0, 0), state: vec![], source: Some(vec![]), sink: None });
+        let task = Ok(TaskMeta { subtask, key_groups: (0, 0), state: vec![], source: Some(vec![]), sink: None, state_versions: Default::default() });
         self.on(ms, Event::Ack(CheckpointAck { run: self.run(), checkpoint: id, vertex: 0, task }))
     }
 
@@ -196,7 +196,7 @@ fn a_superseded_attempts_reports_never_count() {
     j.start(702);
     assert_ne!(j.run(), old);
     let stale = |id, subtask| {
-        let task = Ok(TaskMeta { subtask, key_groups: (0, 0), state: vec![], source: Some(vec![]), sink: None });
+        let task = Ok(TaskMeta { subtask, key_groups: (0, 0), state: vec![], source: Some(vec![]), sink: None, state_versions: Default::default() });
         Event::Ack(CheckpointAck { run: old.clone(), checkpoint: id, vertex: 0, task })
     };
     assert!(has(&j.on(802, Event::Tick), |c| matches!(c, Command::Trigger { id: 1, .. })), "checkpoint 1 again, for the new attempt");
