@@ -9,12 +9,32 @@ use weir_types::access::FileAccess;
 use weir_types::ids::{ComponentHash, JobId};
 use weir_wasm::World;
 
-use crate::jobs::lock;
+use crate::jobs::{SwapCode, lock};
 use crate::model::{ApiError, ArtifactInfo, CheckpointRecord, ClusterOverview, JobEvent, JobInfo, JobMetrics, SubmitSpec};
 use crate::planning::{JobSource, component_hash};
 use crate::restart::RestartStrategy;
 use crate::service::JobManager;
 use crate::tenants::Caller;
+
+/// What a live swap replaces a running job's code with: uploaded artifacts by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwapTarget {
+    /// A job component in place of the job's one.
+    Artifact(String),
+    /// A manifest job's components by the names its manifest gives them; the others
+    /// stay.
+    Components(std::collections::BTreeMap<String, String>),
+}
+
+impl SwapTarget {
+    /// The artifact ids it names.
+    pub fn artifacts(&self) -> Vec<&str> {
+        match self {
+            SwapTarget::Artifact(a) => vec![a.as_str()],
+            SwapTarget::Components(c) => c.values().map(String::as_str).collect(),
+        }
+    }
+}
 
 /// Largest default parallelism a submission may ask for.
 pub const MAX_PARALLELISM: u32 = 1024;
@@ -241,23 +261,37 @@ impl JobManager {
     /// Swaps a running job's code live to the uploaded job component `artifact`
     /// (see `Shared::swap`): the id of the checkpoint it switched at.
     pub async fn swap(&self, id: &JobId, artifact: &str) -> Result<u64, ApiError> {
+        self.swap_to(id, &SwapTarget::Artifact(artifact.to_string())).await
+    }
+
+    /// Swaps a running job's code live to `to` (see `Shared::swap`): the id of the
+    /// checkpoint it switched at.
+    pub async fn swap_to(&self, id: &JobId, to: &SwapTarget) -> Result<u64, ApiError> {
         let info = self.job(id)?;
         if info.resource.state.is_terminal() {
             return Err(ApiError::Conflict(format!("job {id} already ended ({})", info.resource.state.name())));
         }
         let store = self.0.artifacts.clone();
-        let wanted = artifact.to_string();
+        let wanted = to.clone();
         let read = tokio::task::spawn_blocking(move || {
-            let missing = || ApiError::NotFound(format!("no artifact {wanted:?} (upload it first)"));
-            match lock(&store).get(&wanted.parse::<ComponentHash>().map_err(|_| missing())?) {
-                Ok(Some(bytes)) => Ok(Arc::new(bytes)),
-                Ok(None) => Err(missing()),
-                Err(e) => Err(ApiError::Internal(e.to_string())),
+            let read = |wanted: &str| {
+                let missing = || ApiError::NotFound(format!("no artifact {wanted:?} (upload it first)"));
+                match lock(&store).get(&wanted.parse::<ComponentHash>().map_err(|_| missing())?) {
+                    Ok(Some(bytes)) => Ok(Arc::new(bytes)),
+                    Ok(None) => Err(missing()),
+                    Err(e) => Err(ApiError::Internal(e.to_string())),
+                }
+            };
+            match &wanted {
+                SwapTarget::Artifact(a) => read(a).map(SwapCode::Component),
+                SwapTarget::Components(named) => {
+                    named.iter().map(|(name, a)| Ok((name.clone(), read(a)?))).collect::<Result<_, ApiError>>().map(SwapCode::Manifest)
+                }
             }
         })
         .await;
-        let wasm = read.unwrap_or_else(|e| Err(ApiError::Internal(format!("reading the artifact panicked: {e}"))))?;
-        self.0.swap(id, wasm).await
+        let code = read.unwrap_or_else(|e| Err(ApiError::Internal(format!("reading the artifact panicked: {e}"))))?;
+        self.0.swap(id, code).await
     }
 
     /// Takes a savepoint of a running job into `dir` (absolute), and with `stop`
