@@ -196,7 +196,7 @@ fn component_file(hash: &ComponentHash) -> String {
 }
 
 /// Writes the components `record` names that are not stored yet, then the record.
-fn write_job_with(storage: &DirStorage, components: &[Arc<Vec<u8>>], record: &PersistedJob) -> Result<(), String> {
+fn write_job_with(storage: &dyn CheckpointStorage, components: &[Arc<Vec<u8>>], record: &PersistedJob) -> Result<(), String> {
     let code = &record.driver.deployment.code;
     if components.len() != code.components.len() {
         return Err(format!("{} components for a job of {}", components.len(), code.components.len()));
@@ -217,7 +217,7 @@ fn write_job_with(storage: &DirStorage, components: &[Arc<Vec<u8>>], record: &Pe
 /// A running job's record and the bytes of each component it names, each checked
 /// against its hash. Records written before components were stored by hash find
 /// them by index (`component-<i>.wasm`).
-fn read_job(storage: &DirStorage, job: &str) -> Result<(PersistedJob, Vec<Arc<Vec<u8>>>), String> {
+fn read_job(storage: &dyn CheckpointStorage, job: &str) -> Result<(PersistedJob, Vec<Arc<Vec<u8>>>), String> {
     let read = |name: &str| storage.read(&format!("{JOBS_DIR}/{job}/{name}"));
     let record: PersistedJob = read("job").map_err(|e| e.to_string()).and_then(|r| postcard::from_bytes(&r).map_err(|e| e.to_string()))?;
     let mut components = Vec::new();
@@ -233,4 +233,101 @@ fn read_job(storage: &DirStorage, job: &str) -> Result<(PersistedJob, Vec<Arc<Ve
         components.push(Arc::new(wasm));
     }
     Ok((record, components))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::restart::RestartStrategy;
+    use weir_checkpoint::StorageError;
+
+    fn hash(bytes: &[u8]) -> ComponentHash {
+        hex::encode(Sha256::digest(bytes)).parse().expect("a hash")
+    }
+
+    fn record(components: &[&[u8]]) -> PersistedJob {
+        let mut deployment = crate::coordinator::tests::deployment();
+        deployment.code.components = components.iter().map(|c| hash(c)).collect();
+        let driver =
+            DriverRecord { deployment, restart: RestartStrategy::None, initial_restore: None, first_checkpoint: 1, restarts: 0, failed_fuel: vec![] };
+        PersistedJob { driver, spec: serde_json::from_str("{}").expect("a spec"), created: SystemTime::UNIX_EPOCH }
+    }
+
+    fn bytes(components: &[&[u8]]) -> Vec<Arc<Vec<u8>>> {
+        components.iter().map(|c| Arc::new(c.to_vec())).collect()
+    }
+
+    /// A storage that dies right before writing a job's record: what a JobManager
+    /// killed between a swap's components and its record leaves behind.
+    struct DiesBeforeTheRecord(DirStorage);
+
+    impl CheckpointStorage for DiesBeforeTheRecord {
+        fn write(&self, path: &str, bytes: &[u8]) -> Result<(), StorageError> {
+            if path.ends_with("/job") {
+                return Err(StorageError::InvalidPath { path: path.into(), reason: "killed" });
+            }
+            self.0.write(path, bytes)
+        }
+        fn read(&self, path: &str) -> Result<Vec<u8>, StorageError> {
+            self.0.read(path)
+        }
+        fn list(&self, dir: &str) -> Result<Vec<String>, StorageError> {
+            self.0.list(dir)
+        }
+        fn delete(&self, path: &str) -> Result<(), StorageError> {
+            self.0.delete(path)
+        }
+        fn size(&self, path: &str) -> Result<u64, StorageError> {
+            self.0.size(path)
+        }
+    }
+
+    fn resumed(storage: &DirStorage) -> Vec<Vec<u8>> {
+        let (record, components) = read_job(storage, "j").expect("the job resumes");
+        assert_eq!(record.driver.deployment.code.components, components.iter().map(|c| hash(c)).collect::<Vec<_>>());
+        components.iter().map(|c| c.to_vec()).collect()
+    }
+
+    #[test]
+    fn a_jobmanager_killed_mid_swap_resumes_the_job_on_the_old_code_and_after_it_on_the_new() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = DirStorage::new(dir.path()).expect("storage");
+        let persistence = Persistence::new(Some(dir.path().display().to_string()));
+        let (parse, count, count_v2): (&[u8], &[u8], &[u8]) = (b"parse", b"count", b"count v2");
+        persistence.write_job(record(&[parse, count]), &bytes(&[parse, count])).expect("written");
+        assert_eq!(resumed(&storage), [parse, count]);
+
+        // Killed after the new component, before the record: the old code, whole.
+        let killed = DiesBeforeTheRecord(DirStorage::new(dir.path()).expect("storage"));
+        assert!(write_job_with(&killed, &bytes(&[parse, count_v2]), &record(&[parse, count_v2])).is_err());
+        assert!(storage.list(&format!("{JOBS_DIR}/j")).expect("list").contains(&format!("{}.wasm", hash(count_v2))));
+        assert_eq!(resumed(&storage), [parse, count]);
+
+        // The swap's record written: the new code; the swapped-out component is gone.
+        persistence.write_job(record(&[parse, count_v2]), &bytes(&[parse, count_v2])).expect("written");
+        assert_eq!(resumed(&storage), [parse, count_v2]);
+        let files = storage.list(&format!("{JOBS_DIR}/j")).expect("list");
+        let mut want = vec![format!("{}.wasm", hash(parse)), format!("{}.wasm", hash(count_v2)), "job".to_string()];
+        want.sort();
+        assert_eq!(files, want);
+
+        // A component whose bytes do not match the record's hash is refused.
+        storage.write(&format!("{JOBS_DIR}/j/{}.wasm", hash(parse)), b"tampered").expect("write");
+        assert!(read_job(&storage, "j").is_err_and(|e| e.contains("component 0")));
+    }
+
+    #[test]
+    fn a_record_of_an_earlier_version_finds_its_components_by_index() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = DirStorage::new(dir.path()).expect("storage");
+        let (a, b): (&[u8], &[u8]) = (b"a", b"b");
+        storage.write(&format!("{JOBS_DIR}/j/component-0.wasm"), a).expect("write");
+        storage.write(&format!("{JOBS_DIR}/j/component-1.wasm"), b).expect("write");
+        storage.write(&format!("{JOBS_DIR}/j/job"), &postcard::to_allocvec(&record(&[a, b])).expect("encode")).expect("write");
+        assert_eq!(resumed(&storage), [a, b]);
+        // Its next record stores them by hash and drops the old files.
+        Persistence::new(Some(dir.path().display().to_string())).write_job(record(&[a, b]), &bytes(&[a, b])).expect("written");
+        assert!(!storage.list(&format!("{JOBS_DIR}/j")).expect("list").iter().any(|f| f.starts_with("component-")));
+        assert_eq!(resumed(&storage), [a, b]);
+    }
 }
