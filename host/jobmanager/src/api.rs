@@ -10,31 +10,12 @@ use weir_types::ids::{ComponentHash, JobId};
 use weir_wasm::World;
 
 use crate::jobs::{SwapCode, lock};
+pub use crate::model::SwapTarget;
 use crate::model::{ApiError, ArtifactInfo, CheckpointRecord, ClusterOverview, JobEvent, JobInfo, JobMetrics, SubmitSpec};
 use crate::planning::{JobSource, component_hash};
 use crate::restart::RestartStrategy;
 use crate::service::JobManager;
 use crate::tenants::Caller;
-
-/// What a live swap replaces a running job's code with: uploaded artifacts by id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SwapTarget {
-    /// A job component in place of the job's one.
-    Artifact(String),
-    /// A manifest job's components by the names its manifest gives them; the others
-    /// stay.
-    Components(std::collections::BTreeMap<String, String>),
-}
-
-impl SwapTarget {
-    /// The artifact ids it names.
-    pub fn artifacts(&self) -> Vec<&str> {
-        match self {
-            SwapTarget::Artifact(a) => vec![a.as_str()],
-            SwapTarget::Components(c) => c.values().map(String::as_str).collect(),
-        }
-    }
-}
 
 /// Largest default parallelism a submission may ask for.
 pub const MAX_PARALLELISM: u32 = 1024;
