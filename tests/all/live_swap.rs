@@ -210,8 +210,7 @@ fn a_live_deployment_takes_a_new_component_as_a_live_swap() {
 /// sink. Starts it; the cluster, the job's id and the manifest's directory (with
 /// keyed_sum_v2, tag-rust and slow_map beside it).
 fn start_manifest_job() -> (TestCluster, String) {
-    let cluster =
-        TestCluster::start_warm(WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let cluster = TestCluster::start_warm(WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
     let dir = cluster.dir.path();
     for (name, from) in [
         ("keyed_sum.wasm", WEIR.example("keyed_sum")),
@@ -349,5 +348,6 @@ fn a_jobmanager_killed_right_after_a_manifest_swap_resumes_the_job_on_the_new_co
     });
     assert!(cluster.log("jobmanager").contains("resuming a job of the previous jobmanager"), "{}", cluster.log("jobmanager"));
     let untagged = untag_c(&output);
+    assert!(epochs(&untagged).keys().any(|(_, _, attempt)| *attempt > 0), "the resumed attempt committed output");
     assert_swapped_at_any_attempt(&untagged, at);
 }

@@ -766,16 +766,18 @@ pub(crate) enum SwapCode {
     Manifest(BTreeMap<String, Arc<Vec<u8>>>),
 }
 
+/// Components a swap replaces: index, the manifest's name, the running bytes.
+type Replaced = Vec<(usize, String, Arc<Vec<u8>>)>;
+
 /// A manifest job's code with the components `named` replaced: the job source of all
 /// its components (`running`: the running ones' bytes, by index) and the replaced ones
 /// (index, name, running bytes). A name the manifest does not use is refused.
-#[allow(clippy::type_complexity)]
 fn manifest_swap(
     job: &JobId,
     text: &str,
     running: &[Arc<Vec<u8>>],
     mut named: BTreeMap<String, Arc<Vec<u8>>>,
-) -> Result<(JobSource, Vec<(usize, String, Arc<Vec<u8>>)>), ApiError> {
+) -> Result<(JobSource, Replaced), ApiError> {
     let names = weir_types::manifest::Manifest::parse(text)
         .and_then(|m| m.lower())
         .map_err(|e| ApiError::Internal(format!("the manifest of job {job} no longer lowers: {e}")))?

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
-use weir_checkpoint::{CheckpointStorage, DirStorage};
 use sha2::{Digest, Sha256};
+use weir_checkpoint::{CheckpointStorage, DirStorage};
 use weir_types::ids::{ComponentHash, JobId};
 use weir_wasm::{Runtime, World};
 
@@ -167,7 +167,7 @@ impl Persistence {
     /// The running jobs' records with their components, each loaded (checked and
     /// compiled) by `runtime` and matched against the hashes the record names; a job
     /// that cannot be resumed is skipped (logged).
-    pub(crate) async fn load_jobs(&self, runtime: Runtime) -> Vec<(PersistedJob, Vec<Arc<Vec<u8>>>)> {
+    pub(crate) async fn load_jobs(&self, runtime: Runtime) -> Vec<Resumable> {
         let Some(storage) = self.storage() else { return Vec::new() };
         tokio::task::spawn_blocking(move || {
             let mut jobs = Vec::new();
@@ -189,6 +189,9 @@ impl Persistence {
         .unwrap_or_default()
     }
 }
+
+/// A running job's record with its components' bytes, by index.
+pub(crate) type Resumable = (PersistedJob, Vec<Arc<Vec<u8>>>);
 
 /// The file of a job's component, by its hash.
 fn component_file(hash: &ComponentHash) -> String {
@@ -217,7 +220,7 @@ fn write_job_with(storage: &dyn CheckpointStorage, components: &[Arc<Vec<u8>>], 
 /// A running job's record and the bytes of each component it names, each checked
 /// against its hash. Records written before components were stored by hash find
 /// them by index (`component-<i>.wasm`).
-fn read_job(storage: &dyn CheckpointStorage, job: &str) -> Result<(PersistedJob, Vec<Arc<Vec<u8>>>), String> {
+fn read_job(storage: &dyn CheckpointStorage, job: &str) -> Result<Resumable, String> {
     let read = |name: &str| storage.read(&format!("{JOBS_DIR}/{job}/{name}"));
     let record: PersistedJob = read("job").map_err(|e| e.to_string()).and_then(|r| postcard::from_bytes(&r).map_err(|e| e.to_string()))?;
     let mut components = Vec::new();

@@ -371,7 +371,8 @@ pub fn check_swap_components(
         if world(component) != world(old) {
             return Err(fail(format!("the new one implements world {}, the running one {}", world(component), world(old))));
         }
-        let mut instance = Instance::new(runtime, component, "swap check", Sandbox::new(capabilities, "swap check")).map_err(|e| fail(e.to_string()))?;
+        let mut instance =
+            Instance::new(runtime, component, "swap check", Sandbox::new(capabilities, "swap check")).map_err(|e| fail(e.to_string()))?;
         if component.has_plan() {
             instance.plan(args, runtime.limits().plan_fuel).map_err(|e| fail(format!("its plan failed: {e}")))?;
         }

@@ -105,8 +105,7 @@ fn by_component(manifest: &str, operators: &[String]) -> Result<BTreeMap<String,
         };
     }
     for component in by_uid.into_iter().filter(|c| !by_name.contains(c)) {
-        let others: Vec<&str> =
-            uses.iter().filter(|(uid, c)| *c == component && !named_uids.contains(uid)).map(|(uid, _)| *uid).collect();
+        let others: Vec<&str> = uses.iter().filter(|(uid, c)| *c == component && !named_uids.contains(uid)).map(|(uid, _)| *uid).collect();
         if !others.is_empty() {
             bail!(
                 "component {component:?} also runs operator(s) {} (they would run the new code too): name them as well, or the component (--operator {component}=FILE)",
