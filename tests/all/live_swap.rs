@@ -210,25 +210,10 @@ fn a_live_deployment_takes_a_new_component_as_a_live_swap() {
 /// sink. Starts it; the cluster, the job's id and the manifest's directory (with
 /// keyed_sum_v2, tag-rust and slow_map beside it).
 fn start_manifest_job() -> (TestCluster, String) {
-    let cluster = TestCluster::start_warm(WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    let cluster = start_warm();
     let dir = cluster.dir.path();
-    for (name, from) in [
-        ("keyed_sum.wasm", WEIR.example("keyed_sum")),
-        ("keyed_sum_v2.wasm", WEIR.example("keyed_sum_v2")),
-        ("slow_map.wasm", WEIR.example("slow_map")),
-        ("tag-c.wasm", WEIR.polyglot().join("tag-c.wasm")),
-        ("tag-rust.wasm", WEIR.polyglot().join("tag-rust.wasm")),
-    ] {
-        std::fs::copy(&from, dir.join(name)).expect("copy a component");
-    }
-    let ops = [("by-key", 1, ""), ("sum", 2, "keyed = true\npartitioning = \"key-by\"\n"), ("format", 3, "")];
-    let mut manifest = format!("name = \"poly-sums\"\n\n[[node]]\nuid = \"numbers\"\nsource = \"generator\"\nstart = 0\ncount = {N}\n");
-    for (uid, op, extra) in ops {
-        manifest.push_str(&format!("\n[[node]]\nuid = \"{uid}\"\ncomponent = \"keyed_sum.wasm\"\noperator = {op}\n{extra}"));
-    }
-    manifest.push_str("\n[[node]]\nuid = \"tag\"\ncomponent = \"tag-c.wasm\"\n\n[[node]]\nuid = \"out\"\nsink = \"file\"\n");
     let m = dir.join("sums.toml");
-    std::fs::write(&m, manifest).expect("write the manifest");
+    std::fs::write(&m, manifest()).expect("write the manifest");
     let work = format!("work={WORK}");
     // keyed_sum's `plan` (run in every instance) reads `work` and `sink` from the job's args.
     let args = ["submit", "-p", "4", "--arg", &work, "--arg", "sink=file", "--checkpoint-interval", "300", "--detach"];
@@ -240,6 +225,34 @@ fn start_manifest_job() -> (TestCluster, String) {
     let job = String::from_utf8_lossy(&o.stdout).split_whitespace().nth(1).expect("job id").to_string();
     wait_until("a checkpoint of the running job", || get(&cluster, &format!("/jobs/{job}"))["status"]["lastCheckpoint"].is_u64());
     (cluster, job)
+}
+
+/// Two TaskManagers sharing the warm compiled-component cache, checkpoints, and the
+/// components of [`manifest`] (and the swaps' ones) in the cluster's directory.
+fn start_warm() -> TestCluster {
+    let cluster = TestCluster::start_warm(WEIR, &[("taskmanager-1", 2), ("taskmanager-2", 2)], &["--checkpoint-dir", "{dir}/checkpoints"]);
+    for (name, from) in [
+        ("keyed_sum.wasm", WEIR.example("keyed_sum")),
+        ("keyed_sum_v2.wasm", WEIR.example("keyed_sum_v2")),
+        ("slow_map.wasm", WEIR.example("slow_map")),
+        ("tag-c.wasm", WEIR.polyglot().join("tag-c.wasm")),
+        ("tag-rust.wasm", WEIR.polyglot().join("tag-rust.wasm")),
+    ] {
+        std::fs::copy(&from, cluster.dir.path().join(name)).expect("copy a component");
+    }
+    cluster
+}
+
+/// The polyglot manifest of these tests: `N` numbers through keyed_sum.wasm's
+/// operators and tag-c.wasm into the file sink.
+fn manifest() -> String {
+    let ops = [("by-key", 1, ""), ("sum", 2, "keyed = true\npartitioning = \"key-by\"\n"), ("format", 3, "")];
+    let mut manifest = format!("name = \"poly-sums\"\n\n[[node]]\nuid = \"numbers\"\nsource = \"generator\"\nstart = 0\ncount = {N}\n");
+    for (uid, op, extra) in ops {
+        manifest.push_str(&format!("\n[[node]]\nuid = \"{uid}\"\ncomponent = \"keyed_sum.wasm\"\noperator = {op}\n{extra}"));
+    }
+    manifest.push_str("\n[[node]]\nuid = \"tag\"\ncomponent = \"tag-c.wasm\"\n\n[[node]]\nuid = \"out\"\nsink = \"file\"\n");
+    manifest
 }
 
 /// `weir swap JOB --operator A=FILE ...` with files of the cluster's directory.
@@ -350,4 +363,69 @@ fn a_jobmanager_killed_right_after_a_manifest_swap_resumes_the_job_on_the_new_co
     let untagged = untag_c(&output);
     assert!(epochs(&untagged).keys().any(|(_, _, attempt)| *attempt > 0), "the resumed attempt committed output");
     assert_swapped_at_any_attempt(&untagged, at);
+}
+
+/// Issue 17: a LIVE Deployment of the manifest job (through REST: its template's
+/// manifest and uploaded components) takes a change of one component as a live swap
+/// into its running Job: one Job, no savepoint, no restart, v1 up to one checkpoint
+/// and v2 after it, exactly once.
+#[test]
+fn a_live_manifest_deployment_takes_a_new_component_as_a_live_swap() {
+    let cluster = start_warm();
+    let dir = cluster.dir.path();
+    let output = dir.join("out");
+    let upload = |file: &str| {
+        let auth = format!("Bearer {}", cluster.token);
+        let wasm = std::fs::read(dir.join(file)).expect("component");
+        let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/wasm")];
+        let (status, body) = weir_testkit::http::request("POST", &format!("{}/api/v1/artifacts", cluster.rest), &headers, &wasm);
+        assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+        serde_json::from_slice::<Value>(&body).expect("json")["id"].as_str().expect("id").to_string()
+    };
+    let (v1, v2, tag) = (upload("keyed_sum.wasm"), upload("keyed_sum_v2.wasm"), upload("tag-c.wasm"));
+    let spec = |sums: &str| {
+        serde_json::json!({
+            "name": "poly",
+            "upgradeStrategy": "LIVE",
+            "savepointDir": dir.join("savepoints").display().to_string(),
+            "template": {
+                "manifest": manifest(),
+                "components": {"keyed_sum.wasm": sums, "tag-c.wasm": tag},
+                "parallelism": 4,
+                "args": {"work": WORK, "sink": "file"},
+                "output": output.display().to_string(),
+                "checkpointIntervalMs": 300,
+                "restartStrategy": "none",
+            }
+        })
+    };
+    let state = |want: &str, version: u64| {
+        let mut last = Value::Null;
+        wait_until(&format!("deployment {want} at version {version}"), || {
+            let (_, d) = call(&cluster, "GET", "/deployments/poly", &Value::Null);
+            last = d;
+            let now = last["status"]["state"].as_str().unwrap_or_default().to_string();
+            assert!(now == want || !["FAILED", "FINISHED"].contains(&now.as_str()), "{last:#}\n{}", cluster.log("jobmanager"));
+            now == want && last["status"]["specVersion"] == version
+        });
+        last
+    };
+    let (status, d) = call(&cluster, "POST", "/deployments", &spec(&v1));
+    assert_eq!(status, 201, "{d:#}");
+    let d = state("RUNNING", 1);
+    let job = d["status"]["jobs"][0]["jobId"].as_str().expect("job").to_string();
+    let (status, d) = call(&cluster, "POST", "/deployments", &spec(&v2));
+    assert_eq!(status, 200, "{d:#}");
+    let d = state("RUNNING", 2);
+    assert_eq!(d["status"]["jobs"].as_array().map(Vec::len), Some(1), "the same job, swapped: {d:#}");
+    assert_eq!(d["status"]["jobs"][0]["jobId"], job.as_str());
+    assert!(d["status"]["latestSavepoint"].is_null(), "no savepoint: {d:#}");
+    state("FINISHED", 2);
+    let j = get(&cluster, &format!("/jobs/{job}"));
+    assert_eq!(j["status"]["started"]["observedJobRestarts"], 0, "{j:#}");
+    assert_eq!(j["spec"]["components"]["keyed_sum.wasm"], v2.as_str(), "{j:#}");
+    let untagged = untag_c(&output);
+    let at = epochs(&untagged).iter().filter(|(_, lines)| lines.iter().any(|(_, v)| *v < TAG)).map(|((_, c, _), _)| *c).max().expect("v1 output");
+    assert_swapped_at(&untagged, at);
+    assert_sums_continue(&untagged);
 }
