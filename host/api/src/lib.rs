@@ -44,7 +44,7 @@ use weir_documents::{
 };
 use weir_jobmanager::Caller;
 use weir_jobmanager::JobManager;
-use weir_jobmanager::api::{check_savepoint_dir, job_id};
+use weir_jobmanager::api::{SwapTarget, check_savepoint_dir, job_id};
 use weir_jobmanager::model::ApiError;
 use weir_jobmanager::tenants::Refused;
 
@@ -334,8 +334,16 @@ async fn swap(
     // Another tenant's job is unknown whatever the body says.
     let id = visible(&api, &caller, &id)?;
     let spec: SwapSpec = parse(read, "swap request")?;
-    let checkpoint = api.jm.swap_as(&caller, &id, &spec.artifact).await?;
-    Ok(axum::Json(SwapDone { checkpoint, artifact: spec.artifact }))
+    let to = match (spec.artifact, spec.components) {
+        (Some(artifact), components) if components.is_empty() => SwapTarget::Artifact(artifact),
+        (None, components) if !components.is_empty() => SwapTarget::Components(components),
+        _ => return Err(ApiError::BadRequest("give either an artifact (a job component) or components (of a manifest job)".into()).into()),
+    };
+    let checkpoint = api.jm.swap_as(&caller, &id, &to).await?;
+    Ok(axum::Json(match to {
+        SwapTarget::Artifact(artifact) => SwapDone { checkpoint, artifact: Some(artifact), components: Default::default() },
+        SwapTarget::Components(components) => SwapDone { checkpoint, artifact: None, components },
+    }))
 }
 
 async fn checkpoints(State(api): State<Api>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Answer<axum::Json<CheckpointList>> {

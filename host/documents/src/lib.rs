@@ -6,6 +6,7 @@
 //! so a client needs neither the JobManager nor the HTTP server. A job's spec is
 //! [`SubmitSpec`] from `weir-types` (the JobManager keeps it as submitted).
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -160,12 +161,19 @@ pub struct SavepointSpec {
     pub stop: bool,
 }
 
-/// `POST /api/v1/jobs/{id}/swap`: a live code swap.
+/// `POST /api/v1/jobs/{id}/swap`: a live code swap, to one job component
+/// (`artifact`) or, for a job from a manifest, to new components for some of the
+/// names the manifest uses (`components`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SwapSpec {
     /// Id of the uploaded job component to run from the switch point on.
-    pub artifact: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<String>,
+    /// A manifest job's components to replace: the uploaded artifact id of each, by
+    /// the name the manifest uses for it; the others stay.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub components: BTreeMap<String, String>,
 }
 
 /// A completed live swap.
@@ -173,8 +181,12 @@ pub struct SwapSpec {
 pub struct SwapDone {
     /// The checkpoint whose barrier was the switch point.
     pub checkpoint: u64,
-    /// The component the job runs now.
-    pub artifact: String,
+    /// The component the job runs now (a swap of a job component).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<String>,
+    /// The components replaced, by the manifest's names (a swap of manifest components).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub components: BTreeMap<String, String>,
 }
 
 /// A finished savepoint.

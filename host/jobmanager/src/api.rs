@@ -9,7 +9,8 @@ use weir_types::access::FileAccess;
 use weir_types::ids::{ComponentHash, JobId};
 use weir_wasm::World;
 
-use crate::jobs::lock;
+use crate::jobs::{SwapCode, lock};
+pub use crate::model::SwapTarget;
 use crate::model::{ApiError, ArtifactInfo, CheckpointRecord, ClusterOverview, JobEvent, JobInfo, JobMetrics, SubmitSpec};
 use crate::planning::{JobSource, component_hash};
 use crate::restart::RestartStrategy;
@@ -241,23 +242,37 @@ impl JobManager {
     /// Swaps a running job's code live to the uploaded job component `artifact`
     /// (see `Shared::swap`): the id of the checkpoint it switched at.
     pub async fn swap(&self, id: &JobId, artifact: &str) -> Result<u64, ApiError> {
+        self.swap_to(id, &SwapTarget::Artifact(artifact.to_string())).await
+    }
+
+    /// Swaps a running job's code live to `to` (see `Shared::swap`): the id of the
+    /// checkpoint it switched at.
+    pub async fn swap_to(&self, id: &JobId, to: &SwapTarget) -> Result<u64, ApiError> {
         let info = self.job(id)?;
         if info.resource.state.is_terminal() {
             return Err(ApiError::Conflict(format!("job {id} already ended ({})", info.resource.state.name())));
         }
         let store = self.0.artifacts.clone();
-        let wanted = artifact.to_string();
+        let wanted = to.clone();
         let read = tokio::task::spawn_blocking(move || {
-            let missing = || ApiError::NotFound(format!("no artifact {wanted:?} (upload it first)"));
-            match lock(&store).get(&wanted.parse::<ComponentHash>().map_err(|_| missing())?) {
-                Ok(Some(bytes)) => Ok(Arc::new(bytes)),
-                Ok(None) => Err(missing()),
-                Err(e) => Err(ApiError::Internal(e.to_string())),
+            let read = |wanted: &str| {
+                let missing = || ApiError::NotFound(format!("no artifact {wanted:?} (upload it first)"));
+                match lock(&store).get(&wanted.parse::<ComponentHash>().map_err(|_| missing())?) {
+                    Ok(Some(bytes)) => Ok(Arc::new(bytes)),
+                    Ok(None) => Err(missing()),
+                    Err(e) => Err(ApiError::Internal(e.to_string())),
+                }
+            };
+            match &wanted {
+                SwapTarget::Artifact(a) => read(a).map(SwapCode::Component),
+                SwapTarget::Components(named) => {
+                    named.iter().map(|(name, a)| Ok((name.clone(), read(a)?))).collect::<Result<_, ApiError>>().map(SwapCode::Manifest)
+                }
             }
         })
         .await;
-        let wasm = read.unwrap_or_else(|e| Err(ApiError::Internal(format!("reading the artifact panicked: {e}"))))?;
-        self.0.swap(id, wasm).await
+        let code = read.unwrap_or_else(|e| Err(ApiError::Internal(format!("reading the artifact panicked: {e}"))))?;
+        self.0.swap(id, code).await
     }
 
     /// Takes a savepoint of a running job into `dir` (absolute), and with `stop`

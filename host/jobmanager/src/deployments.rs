@@ -16,7 +16,7 @@ use weir_types::deployment::JobStatus;
 
 use crate::deployment::{Command, Controller, Event, Phase, Record, Seen};
 use crate::jobs::lock;
-use crate::model::{ApiError, CheckpointStatus};
+use crate::model::{ApiError, CheckpointStatus, SubmitSpec, SwapTarget};
 use crate::planning::new_job_id;
 use crate::service::JobManager;
 
@@ -192,11 +192,15 @@ impl JobManager {
                         };
                         jm.feed(&name, Event::Stopped { job, result });
                     }
-                    Command::Swap { job, artifact } => {
+                    Command::Swap { job, to } => {
+                        let runs = |spec: &SubmitSpec| match &to {
+                            SwapTarget::Artifact(a) => spec.artifact.as_ref() == Some(a),
+                            SwapTarget::Components(c) => c.iter().all(|(name, a)| spec.components.get(name) == Some(a)),
+                        };
                         let result = match crate::api::job_id(&job) {
                             // Taken up after a JobManager restart: the swap may be done.
-                            Ok(id) if jm.job(&id).is_ok_and(|j| j.spec.artifact.as_deref() == Some(artifact.as_str())) => Ok(()),
-                            Ok(id) => jm.swap(&id, &artifact).await.map(|_| ()).map_err(|e| e.to_string()),
+                            Ok(id) if jm.job(&id).is_ok_and(|j| runs(&j.spec)) => Ok(()),
+                            Ok(id) => jm.swap_to(&id, &to).await.map(|_| ()).map_err(|e| e.to_string()),
                             Err(e) => Err(e.to_string()),
                         };
                         if let Err(e) = &result {

@@ -7,7 +7,7 @@
 //! metadata, exporting a savepoint) runs on blocking threads whose answers come back
 //! as events. What must survive a JobManager restart goes through `persist`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -19,7 +19,7 @@ use weir_types::access::FileAccess;
 use weir_types::deployment::{CheckpointConfig, JobDeployment, RestoreFrom, SinkFiles, place};
 use weir_types::graph::ExecutionGraph;
 use weir_types::ids::{ComponentHash, JobId, RunId, TaskManagerId};
-use weir_wasm::Runtime;
+use weir_wasm::{Runtime, World};
 
 use crate::artifacts::{ArtifactStore, StoreError};
 use crate::driver::{Command, Driver, Event, Exported, Found, Placement};
@@ -371,7 +371,8 @@ impl Shared {
                 }
             }
             Command::Persist => {
-                if let Err(e) = self.persistence.write_job(j.driver.record(), j.spec.clone(), j.created) {
+                let record = PersistedJob { driver: j.driver.record(), spec: j.spec.clone(), created: j.created };
+                if let Err(e) = self.persistence.write_job(record, &j.components) {
                     j.event(EventLevel::Error, format!("cannot persist the job (a new jobmanager would not resume this attempt): {e}"));
                 }
             }
@@ -391,21 +392,11 @@ impl Shared {
                 let bytes: Option<Vec<Arc<Vec<u8>>>> =
                     components.iter().map(|h| pending.iter().find(|(p, _)| p == h).map(|(_, b)| b.clone())).collect();
                 match bytes {
-                    Some(bytes) => {
-                        if let Err(e) = self.persistence.write_components(&job, &bytes) {
-                            j.event(
-                                EventLevel::Error,
-                                format!("cannot persist the swapped components (a new jobmanager would not resume the job): {e}"),
-                            );
-                        }
-                        j.components = bytes;
-                        // The Job's spec names what it runs now (an artifact id is its hash).
-                        if let (Some(_), [hash]) = (&j.spec.artifact, components.as_slice()) {
-                            j.spec.artifact = Some(hash.to_string());
-                        }
-                    }
+                    // The `Persist` that follows stores them with the record naming them.
+                    Some(bytes) => j.components = bytes,
                     None => j.event(EventLevel::Error, "the swapped components' bytes are gone".into()),
                 }
+                j.spec = swapped_spec(&j.spec, &components);
             }
             Command::Ended => j.end(),
         }
@@ -628,19 +619,30 @@ impl Shared {
         answer
     }
 
-    /// A live swap of a running job to the job component `wasm`: refused before
-    /// anything starts when it cannot plan this job or plans another graph (the job
-    /// runs on untouched); else answered once a checkpoint at its switch point
-    /// completed, with that checkpoint's id.
-    pub(crate) async fn swap(self: &Arc<Self>, job: &JobId, wasm: Arc<Vec<u8>>) -> Result<u64, ApiError> {
-        let (running, spec) = {
+    /// A live swap of a running job to new code (`new`): refused before anything
+    /// starts when it cannot plan this job or plans another graph, or (a manifest
+    /// job) a new component implements another world or cannot open an operator it
+    /// is to run (the job runs on untouched); else answered once a checkpoint at its
+    /// switch point completed, with that checkpoint's id.
+    pub(crate) async fn swap(self: &Arc<Self>, job: &JobId, new: SwapCode) -> Result<u64, ApiError> {
+        let (running, spec, running_bytes) = {
             let state = lock(&self.state);
             let j = state.jobs.get(job).ok_or_else(|| ApiError::NotFound(format!("no job {:?}", job.as_str())))?;
-            (j.driver.deployment().clone(), j.spec.clone())
+            (j.driver.deployment().clone(), j.spec.clone(), j.components.clone())
         };
-        if running.code.components.len() != 1 || spec.manifest.is_some() {
-            return Err(ApiError::Conflict(format!("job {job} runs from a manifest: a live swap replaces a job component only")));
-        }
+        // The new code as a whole, and the names of the components it replaces.
+        let (source, replaced) = match (new, &spec.manifest) {
+            (SwapCode::Component(wasm), None) if running.code.components.len() == 1 => (JobSource::Component(wasm), vec![]),
+            (SwapCode::Manifest(named), Some(text)) => manifest_swap(job, text, &running_bytes, named)?,
+            (SwapCode::Component(_), _) => {
+                return Err(ApiError::Conflict(format!(
+                    "job {job} runs from a manifest: name the components to replace (weir swap {job} --operator NAME=FILE)"
+                )));
+            }
+            (SwapCode::Manifest(_), None) => {
+                return Err(ApiError::Conflict(format!("job {job} runs from one job component: swap it whole (weir swap {job} FILE)")));
+            }
+        };
         let runtime = self.runtime.clone();
         let (args, parallelism, input, output) = (running.args.clone(), spec.parallelism, spec.input.clone(), spec.output.clone());
         // The new code runs under the job's grants and reaches only its tenant's hosts.
@@ -650,25 +652,33 @@ impl Shared {
             let owner = tenants.job_owner(job).map(|t| Caller::Tenant(t.to_string())).unwrap_or(Caller::Admin);
             tenants.hosts(&owner)
         };
-        let (id1, id2) = (job.clone(), job.clone());
+        let (id1, id2, id3) = (job.clone(), job.clone(), job.clone());
         let incompatible =
             move |e: String| ApiError::Conflict(format!("the new component is incompatible with job {id1}, which runs on untouched: {e}"));
         let cannot = move |e: crate::planning::JobError| {
             ApiError::Unprocessable(format!("the new component cannot run job {id2}, which runs on untouched: {e}"))
         };
+        let unfit = move |e: String| ApiError::Unprocessable(format!("the new component cannot run job {id3}, which runs on untouched: {e}"));
         let running_plan = running.plan.clone();
-        // Compiles, runs `plan` and probes connectors: off the async workers.
+        // Compiles, runs `plan`, probes operators and connectors: off the async workers.
         let planned = tokio::task::spawn_blocking(move || {
-            let planned = crate::planning::load_plan(&runtime, &JobSource::Component(wasm), &args, capabilities).map_err(&cannot)?;
+            let planned = crate::planning::load_plan(&runtime, &source, &args, capabilities).map_err(&cannot)?;
             crate::planning::check_swap_uids(&running_plan, &planned.plan).map_err(incompatible)?;
-            crate::planning::bind(planned, parallelism, input, output, hosts.as_deref()).map_err(&cannot)
+            let (planned, graph) = crate::planning::bind(planned, parallelism, input, output, hosts.as_deref()).map_err(&cannot)?;
+            let replaced: Vec<_> = replaced
+                .into_iter()
+                .map(|(i, name, bytes)| runtime.load(&bytes, World::Operator).map(|c| (i, name, c)))
+                .collect::<Result<_, _>>()
+                .map_err(|e| unfit(format!("the running component does not load: {e}")))?;
+            crate::planning::check_swap_components(&runtime, &replaced, &planned, &graph, &args, capabilities).map_err(&unfit)?;
+            Ok::<_, ApiError>((planned, graph))
         })
         .await;
         let (PlannedCode { plan, code, components }, graph) = planned.map_err(|e| ApiError::Internal(format!("planning panicked: {e}")))??;
         crate::planning::check_swap((&running.plan, &running.graph, &running.code), (&plan, &graph, &code))
             .map_err(|e| ApiError::Conflict(format!("the new component is incompatible with job {job}, which runs on untouched: {e}")))?;
         if code.components == running.code.components {
-            return Err(ApiError::Conflict(format!("job {job} already runs this component")));
+            return Err(ApiError::Conflict(format!("job {job} already runs this code")));
         }
         let (reply, answer) = oneshot::channel();
         {
@@ -745,4 +755,72 @@ impl Shared {
             }
         }
     }
+}
+
+/// New code for a running job (`Shared::swap`).
+pub(crate) enum SwapCode {
+    /// A job component in place of the job's one.
+    Component(Arc<Vec<u8>>),
+    /// Components of a manifest job, by the names its manifest gives them; the others
+    /// stay.
+    Manifest(BTreeMap<String, Arc<Vec<u8>>>),
+}
+
+/// Components a swap replaces: index, the manifest's name, the running bytes.
+type Replaced = Vec<(usize, String, Arc<Vec<u8>>)>;
+
+/// A manifest job's code with the components `named` replaced: the job source of all
+/// its components (`running`: the running ones' bytes, by index) and the replaced ones
+/// (index, name, running bytes). A name the manifest does not use is refused.
+fn manifest_swap(
+    job: &JobId,
+    text: &str,
+    running: &[Arc<Vec<u8>>],
+    mut named: BTreeMap<String, Arc<Vec<u8>>>,
+) -> Result<(JobSource, Replaced), ApiError> {
+    let names = weir_types::manifest::Manifest::parse(text)
+        .and_then(|m| m.lower())
+        .map_err(|e| ApiError::Internal(format!("the manifest of job {job} no longer lowers: {e}")))?
+        .components;
+    if let Some(unknown) = named.keys().find(|n| !names.contains(n)) {
+        return Err(ApiError::Unprocessable(format!(
+            "the manifest of job {job} names no component {unknown:?} (it names {}); the job runs on untouched",
+            names.join(", ")
+        )));
+    }
+    if named.is_empty() {
+        return Err(ApiError::Unprocessable("no component to replace".into()));
+    }
+    let mut components = HashMap::new();
+    let mut replaced = Vec::new();
+    for (i, name) in names.into_iter().enumerate() {
+        let old = running.get(i).cloned().ok_or_else(|| ApiError::Internal(format!("job {job} lacks the bytes of component {name:?}")))?;
+        let bytes = match named.remove(&name) {
+            Some(new) => {
+                replaced.push((i, name.clone(), old));
+                new
+            }
+            None => old,
+        };
+        components.insert(name, bytes);
+    }
+    Ok((JobSource::Manifest { text: text.to_string(), components }, replaced))
+}
+
+/// The Job spec of a job running `components` after a live swap: a job component's
+/// artifact id, or each manifest component's, is its hash.
+fn swapped_spec(spec: &SubmitSpec, components: &[ComponentHash]) -> SubmitSpec {
+    let mut spec = spec.clone();
+    if spec.artifact.is_some()
+        && let [hash] = components
+    {
+        spec.artifact = Some(hash.to_string());
+    }
+    if let Some(text) = &spec.manifest {
+        let names = weir_types::manifest::Manifest::parse(text).and_then(|m| m.lower()).map(|l| l.components).unwrap_or_default();
+        for (name, hash) in names.iter().zip(components) {
+            spec.components.insert(name.clone(), hash.to_string());
+        }
+    }
+    spec
 }

@@ -262,3 +262,23 @@ pub struct ClusterOverview {
     /// Restarts of all jobs.
     pub restarts: u64,
 }
+
+/// What a live swap replaces a running job's code with: uploaded artifacts by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwapTarget {
+    /// A job component in place of the job's one.
+    Artifact(String),
+    /// A manifest job's components by the names its manifest gives them; the others
+    /// stay.
+    Components(std::collections::BTreeMap<String, String>),
+}
+
+impl SwapTarget {
+    /// The artifact ids it names.
+    pub fn artifacts(&self) -> Vec<&str> {
+        match self {
+            SwapTarget::Artifact(a) => vec![a.as_str()],
+            SwapTarget::Components(c) => c.values().map(String::as_str).collect(),
+        }
+    }
+}

@@ -18,7 +18,7 @@ use weir_types::graph::ExecutionGraph;
 use weir_types::ids::{ComponentHash, InvalidId, JobId};
 use weir_types::manifest::{Manifest, ManifestError};
 use weir_types::plan::{JobPlan, NodeKind, PlanError, SinkKind, SourceKind};
-use weir_wasm::{Instance, JobComponent, LoadError, OperatorFailure, Runtime, Sandbox, World};
+use weir_wasm::{Instance, JobComponent, LoadError, OpRef, OperatorFailure, Runtime, Sandbox, TaskInfo, World};
 
 /// What a job is built from.
 #[derive(Debug, Clone)]
@@ -341,6 +341,55 @@ pub fn check_swap(running: (&JobPlan, &ExecutionGraph, &JobCode), new: (&JobPlan
     }
     if code.operators != old_code.operators || code.components.len() != old_code.components.len() {
         return Err("the operators run from other components or guest operator ids".into());
+    }
+    Ok(())
+}
+
+/// A live swap's check of the components it replaces in a manifest job (`replaced`:
+/// index, the manifest's name, the running component), on the new code (`new`,
+/// `graph`): each new component exports what the one it replaces did (`job`,
+/// `timers`), and opens every operator the job runs from it (an `open` probe with the
+/// operator's arguments over `args`, then `close`, in a sandbox of the job's
+/// `capabilities`), so a component lacking one of them is refused before anything
+/// starts rather than failing the job at the switch. The error names the component.
+pub fn check_swap_components(
+    runtime: &Runtime,
+    replaced: &[(usize, String, JobComponent)],
+    new: &PlannedCode,
+    graph: &ExecutionGraph,
+    args: &[(String, String)],
+    capabilities: Capabilities,
+) -> Result<(), String> {
+    let world = |c: &JobComponent| match (c.has_plan(), c.has_timers()) {
+        (true, _) => "job-component",
+        (false, true) => "timed-operator-component",
+        (false, false) => "operator-component",
+    };
+    for (index, name, old) in replaced {
+        let fail = |e: String| format!("component {name:?}: {e}");
+        let (component, _) = new.components.get(*index).ok_or_else(|| fail("not in the new code".into()))?;
+        if world(component) != world(old) {
+            return Err(fail(format!("the new one implements world {}, the running one {}", world(component), world(old))));
+        }
+        let mut instance =
+            Instance::new(runtime, component, "swap check", Sandbox::new(capabilities, "swap check")).map_err(|e| fail(e.to_string()))?;
+        if component.has_plan() {
+            instance.plan(args, runtime.limits().plan_fuel).map_err(|e| fail(format!("its plan failed: {e}")))?;
+        }
+        for (n, code) in new.code.operators.iter().enumerate() {
+            let Some(code) = code.as_ref().filter(|c| c.component as usize == *index) else { continue };
+            let uid = new.plan.nodes.get(n).map_or("?", |node| node.uid.as_str());
+            let mut op_args = args.to_vec();
+            for (k, v) in &code.args {
+                op_args.retain(|(key, _)| key != k);
+                op_args.push((k.clone(), v.clone()));
+            }
+            let parallelism = graph.vertices.iter().find(|v| v.nodes.contains(&n)).map_or(1, |v| v.parallelism);
+            let info = TaskInfo { subtask: 0, parallelism, max_parallelism: new.plan.max_parallelism() };
+            let op = OpRef { guest: code.op, state: n as u32 };
+            let opened = instance.open(op, info, &op_args).and_then(|()| instance.close(op));
+            opened.map_err(|e| fail(format!("cannot run operator {uid:?} (operator id {} in it): {e}", code.op)))?;
+        }
     }
     Ok(())
 }

@@ -109,13 +109,16 @@ impl JobManager {
         Ok(())
     }
 
-    /// [`Self::swap`] for `caller`: its own job, to its own artifact.
-    pub async fn swap_as(&self, caller: &Caller, id: &JobId, artifact: &str) -> Result<u64, ApiError> {
+    /// [`Self::swap_to`] for `caller`: its own job, to its own artifacts.
+    pub async fn swap_as(&self, caller: &Caller, id: &JobId, to: &crate::api::SwapTarget) -> Result<u64, ApiError> {
         self.check_job(caller, id)?;
-        if caller.owner().is_some() && !lock(&self.0.tenants).may_use_artifact(caller, artifact) {
-            return Err(ApiError::NotFound(format!("no artifact {artifact:?} (upload it first)")));
+        if caller.owner().is_some() {
+            let tenants = lock(&self.0.tenants);
+            if let Some(artifact) = to.artifacts().into_iter().find(|a| !tenants.may_use_artifact(caller, a)) {
+                return Err(ApiError::NotFound(format!("no artifact {artifact:?} (upload it first)")));
+            }
         }
-        self.swap(id, artifact).await
+        self.swap_to(id, to).await
     }
 
     /// [`Self::savepoint`] for `caller`; a tenant's savepoint is recorded as its own

@@ -29,6 +29,8 @@ use serde::{Deserialize, Serialize};
 use weir_types::deploy::{DeploymentJob, DeploymentSpec, DeploymentState, DesiredState, RestoreStrategy, UpgradeStrategy, check_name};
 use weir_types::submit::SubmitSpec;
 
+use crate::model::SwapTarget;
+
 /// The controllers of a JobManager, by Deployment name.
 pub(crate) type Table = BTreeMap<String, Controller>;
 
@@ -136,9 +138,9 @@ pub enum Command {
     Stop { job: String, dir: String },
     /// Cancel `job` (its end is seen by polling).
     Cancel { job: String },
-    /// Swap `job`'s code live to the uploaded component `artifact`; answer with
-    /// [`Event::Swapped`].
-    Swap { job: String, artifact: String },
+    /// Swap `job`'s code live to `to` (the uploaded component, or a manifest's
+    /// changed components); answer with [`Event::Swapped`].
+    Swap { job: String, to: SwapTarget },
 }
 
 /// One Deployment's controller.
@@ -334,15 +336,29 @@ impl Controller {
     }
 
     /// Whether the running Job's spec (`version`, the last good one) differs from the
-    /// current spec in the template's component alone: that a live swap can take.
+    /// current spec in the template's component alone, or in its manifest's components
+    /// alone (the same manifest): that a live swap can take.
     fn swappable(&self, version: u64) -> bool {
         let Some(good) = self.record.last_good.as_ref().filter(|g| g.version == version) else { return false };
         let (old, new) = (&good.spec.template, &self.record.spec.spec.template);
-        new.artifact.is_some() && old.artifact.is_some() && SubmitSpec { artifact: new.artifact.clone(), ..old.clone() } == *new
+        let component = new.artifact.is_some() && old.artifact.is_some() && SubmitSpec { artifact: new.artifact.clone(), ..old.clone() } == *new;
+        let manifest = new.manifest.is_some() && SubmitSpec { components: new.components.clone(), ..old.clone() } == *new;
+        component || manifest
     }
 
+    /// A swap to the current spec: its component, or the manifest components that
+    /// differ from the last good version's (all of them if that is unknown).
     fn swap_command(&self, job: String) -> Command {
-        Command::Swap { job, artifact: self.record.spec.spec.template.artifact.clone().unwrap_or_default() }
+        let new = &self.record.spec.spec.template;
+        let to = match &new.artifact {
+            Some(artifact) => SwapTarget::Artifact(artifact.clone()),
+            None => {
+                let old = self.record.last_good.as_ref().map(|g| &g.spec.template.components);
+                let changed = new.components.iter().filter(|(name, id)| old.is_none_or(|o| o.get(*name) != Some(*id)));
+                SwapTarget::Components(changed.map(|(name, id)| (name.clone(), id.clone())).collect())
+            }
+        };
+        Command::Swap { job, to }
     }
 
     fn settle(&mut self, state: DeploymentState) -> Vec<Command> {

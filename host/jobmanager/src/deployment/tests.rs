@@ -324,7 +324,7 @@ fn running_live() -> Controller {
 #[test]
 fn a_live_upgrade_of_the_component_alone_swaps_it_into_the_running_job() {
     let mut c = running_live();
-    assert_eq!(c.apply(live("a2", 2)), Ok(vec![Command::Swap { job: "j1".into(), artifact: "a2".into() }]));
+    assert_eq!(c.apply(live("a2", 2)), Ok(vec![Command::Swap { job: "j1".into(), to: SwapTarget::Artifact("a2".into()) }]));
     assert_eq!(c.state(), DeploymentState::Transitioning);
     assert_eq!(c.current_job(), Some("j1"), "the job is the same while it swaps");
     // Polls while it swaps change nothing.
@@ -340,7 +340,7 @@ fn a_live_upgrade_of_the_component_alone_swaps_it_into_the_running_job() {
 #[test]
 fn a_refused_live_swap_leaves_the_job_on_its_version_and_says_why() {
     let mut c = running_live();
-    assert_eq!(c.apply(live("bad", 2)), Ok(vec![Command::Swap { job: "j1".into(), artifact: "bad".into() }]));
+    assert_eq!(c.apply(live("bad", 2)), Ok(vec![Command::Swap { job: "j1".into(), to: SwapTarget::Artifact("bad".into()) }]));
     assert_eq!(c.on(Event::Swapped { job: "j1".into(), result: Err("incompatible: node 0".into()) }), vec![]);
     assert_eq!(c.state(), DeploymentState::Running);
     assert_eq!(c.record.spec.version, 1, "rolled back to the version the job runs");
@@ -360,8 +360,32 @@ fn a_live_swap_in_flight_is_asked_again_after_a_jobmanager_restart() {
     let mut c = running_live();
     assert_eq!(c.apply(live("a2", 2)).map(|c| c.len()), Ok(1));
     let mut again = Controller::from_record(c.record.clone());
-    assert_eq!(again.recover(), vec![Command::Swap { job: "j1".into(), artifact: "a2".into() }]);
+    assert_eq!(again.recover(), vec![Command::Swap { job: "j1".into(), to: SwapTarget::Artifact("a2".into()) }]);
     // The job ended meanwhile: handled as when it runs (a good job's end fails it).
     assert_eq!(again.on(Event::Job { job: "j1".into(), seen: Seen::Ended { finished: false, error: Some("lost".into()) } }), vec![]);
     assert_eq!(again.state(), DeploymentState::Failed);
+}
+
+/// A LIVE Deployment of a manifest job: `count.wasm` is artifact `count`.
+fn live_manifest(manifest: &str, count: &str) -> DeploymentSpec {
+    let mut s = spec(2);
+    s.upgrade_strategy = UpgradeStrategy::Live;
+    s.template.artifact = None;
+    s.template.manifest = Some(manifest.into());
+    s.template.components = [("parse.wasm", "parse"), ("count.wasm", count)].into_iter().map(|(n, a)| (n.into(), a.into())).collect();
+    s
+}
+
+#[test]
+fn a_live_upgrade_of_a_manifests_components_alone_swaps_the_changed_ones_and_any_other_change_is_stateful() {
+    let (mut c, _) = Controller::create(live_manifest("m1", "count"), "d1".into(), SystemTime::UNIX_EPOCH).expect("valid");
+    assert_eq!(c.on(Event::Submitted { version: 1, result: Ok("j1".into()) }), vec![]);
+    assert_eq!(c.on(Event::Job { job: "j1".into(), seen: alive(true) }), vec![]);
+    let changed = [("count.wasm".to_string(), "count2".to_string())].into_iter().collect();
+    assert_eq!(c.apply(live_manifest("m1", "count2")), Ok(vec![Command::Swap { job: "j1".into(), to: SwapTarget::Components(changed) }]));
+    assert_eq!(c.on(Event::Swapped { job: "j1".into(), result: Ok(()) }), vec![]);
+    assert_eq!(c.record.jobs.len(), 1, "the same job: {:?}", c.record.jobs);
+    assert_eq!(c.record.last_good.as_ref().map(|g| g.version), Some(2));
+    // Another manifest (its graph may differ): stopped with a savepoint, as STATEFUL.
+    assert_eq!(c.apply(live_manifest("m2", "count2")), Ok(vec![Command::Stop { job: "j1".into(), dir: SP1.into() }]));
 }
