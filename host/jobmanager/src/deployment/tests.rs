@@ -27,6 +27,7 @@ fn spec(parallelism: u32) -> DeploymentSpec {
             restart_strategy: None,
             from_savepoint: None,
             allow_non_restored_state: false,
+            from_checkpoint_of: None,
         },
     }
 }
