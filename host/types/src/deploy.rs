@@ -117,6 +117,9 @@ pub struct DeploymentJob {
     pub spec_version: u64,
     /// The savepoint it started from, if any.
     pub from_savepoint: Option<String>,
+    /// The ended Job whose retained checkpoint it started from, if any.
+    #[serde(default)]
+    pub from_checkpoint_of: Option<String>,
 }
 
 /// The Deployment a Job was created by, and the spec version it ran: the link from a
@@ -161,6 +164,10 @@ pub struct DeploymentStatus {
     pub last_good_spec_version: Option<u64>,
     /// The newest savepoint the Deployment took.
     pub latest_savepoint: Option<String>,
+    /// The ended Job whose retained checkpoint is newer than `latestSavepoint` (it
+    /// failed or was cancelled outside the Deployment): LATEST_STATE restores it.
+    #[serde(default)]
+    pub latest_checkpoint_of: Option<String>,
     /// Why it is where it is (a rollback, a failure), if anything needs saying.
     pub message: Option<String>,
     /// Its Jobs, newest first.
