@@ -582,10 +582,13 @@ impl Shared {
     /// checkpoint storage as its own.
     async fn retained_checkpoint(&self, of: &str, checkpointed: bool) -> Result<(JobId, String, CheckpointMeta), ApiError> {
         let (job, id) = parse_checkpoint_of(of)?;
-        let running = match lock(&self.state).jobs.get(&job) {
-            Some(j) => !j.driver.is_ended(),
-            None if lock(&self.state).ended.iter().any(|e| e.info.id == job) => false,
-            None => return Err(crate::api::unknown_job(job.as_str())),
+        let running = {
+            let state = lock(&self.state);
+            match state.jobs.get(&job) {
+                Some(j) => !j.driver.is_ended(),
+                None if state.ended.iter().any(|e| e.info.id == job) => false,
+                None => return Err(crate::api::unknown_job(job.as_str())),
+            }
         };
         if running {
             return Err(ApiError::Conflict(format!(
