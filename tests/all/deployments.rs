@@ -382,7 +382,9 @@ fn a_failed_deployment_resumes_from_its_failed_jobs_retained_checkpoint_exactly_
     let mut failed = job_ids(&wait_state(&cluster, "sums", "RUNNING", 1))[0].clone();
     for round in 1..=2 {
         // Some output committed, then every TaskManager dies: the Job fails for good.
-        wait_until("committed output", || std::fs::read_dir(&out).into_iter().flatten().flatten().any(|e| e.file_name().to_string_lossy().starts_with("part-")));
+        wait_until("committed output", || {
+            std::fs::read_dir(&out).into_iter().flatten().flatten().any(|e| e.file_name().to_string_lossy().starts_with("part-"))
+        });
         cluster.kill("taskmanager-1");
         cluster.kill("taskmanager-2");
         let mut d = Value::Null;

@@ -722,7 +722,18 @@ impl Shared {
             status: e.info.report.status,
             checkpointed: e.info.spec.checkpoint_interval_ms.is_some(),
         });
-        let expired = retention::expired(ended, self.config.retain_ended as usize);
+        // Until a job started from another's checkpoint completed one of its own, a
+        // restart restores that other job's.
+        let held: Vec<&str> = state
+            .jobs
+            .values()
+            .filter(|j| j.driver.last_checkpoint().is_none())
+            .filter_map(|j| match j.driver.initial_restore() {
+                Some(RestoreFrom::CheckpointOf { job, .. }) => Some(job.as_str()),
+                _ => None,
+            })
+            .collect();
+        let expired = retention::expired(ended, self.config.retain_ended as usize, &held);
         tokio::task::spawn_blocking(move || {
             if let Some(store) = store {
                 // Writes still in flight (a checkpoint completing as the job ended)

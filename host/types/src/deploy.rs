@@ -43,7 +43,9 @@ pub enum UpgradeStrategy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RestoreStrategy {
-    /// The newest state the Deployment knows of (today: its latest savepoint).
+    /// The newest state the Deployment knows of: its latest savepoint, or the retained
+    /// checkpoint of a Job that ended later without one (failed, or cancelled outside
+    /// the Deployment).
     #[default]
     LatestState,
     /// The Deployment's latest savepoint.
@@ -71,7 +73,8 @@ pub struct DeploymentSpec {
     /// `sp-<n>` each; needed by STATEFUL upgrades and SUSPENDED.
     #[serde(default)]
     pub savepoint_dir: Option<String>,
-    /// The Job each spec version runs (`fromSavepoint` is the controller's to set).
+    /// The Job each spec version runs (`fromSavepoint` and `fromCheckpointOf` are the
+    /// controller's to set).
     pub template: SubmitSpec,
 }
 
