@@ -303,9 +303,7 @@ pub fn job_id(id: &str) -> Result<JobId, ApiError> {
     id.parse().map_err(|_| unknown_job(id))
 }
 
-pub(crate) fn unknown_job(id: &str) -> ApiError {
-    ApiError::NotFound(format!("no job {id:?}"))
-}
+pub(crate) use crate::model::unknown_job;
 
 #[cfg(test)]
 mod tests {

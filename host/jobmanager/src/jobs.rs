@@ -587,7 +587,7 @@ impl Shared {
             match state.jobs.get(&job) {
                 Some(j) => !j.driver.is_ended(),
                 None if state.ended.iter().any(|e| e.info.id == job) => false,
-                None => return Err(crate::api::unknown_job(job.as_str())),
+                None => return Err(crate::model::unknown_job(job.as_str())),
             }
         };
         if running {
