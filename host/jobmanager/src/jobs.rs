@@ -467,10 +467,12 @@ impl Shared {
                 (Some(RestoreFrom::Savepoint(dir.clone())), id + 1)
             }
             (None, Some(of)) => {
-                let (job, path, meta) = self.retained_checkpoint(of, checkpoints.is_some()).await?;
+                let (job, path, meta, newest) = self.retained_checkpoint(of, checkpoints.is_some()).await?;
                 let what = format!("checkpoint {} of job {job}", meta.id);
                 let id = check_restored(&what, &meta, plan.max_parallelism(), uids(), spec.allow_non_restored_state)?;
-                (Some(RestoreFrom::CheckpointOf { job: job.to_string(), path }), id + 1)
+                // Epochs go on above all the old job may have committed (an older `ID`
+                // restored): its part files' names are never taken again.
+                (Some(RestoreFrom::CheckpointOf { job: job.to_string(), path }), id.max(newest) + 1)
             }
             (None, None) => (None, 1),
         };
@@ -576,11 +578,12 @@ impl Shared {
 
     /// The retained checkpoint `of` (`JOB`: its newest intact completed one, or
     /// `JOB/ID`) a new job starts from: the job, the metadata's path in the checkpoint
-    /// storage and the metadata. The job must have ended (a running job's checkpoints
+    /// storage, the metadata, and the newest checkpoint id the job took (completed or
+    /// not). The job must have ended (a running job's checkpoints
     /// are its own to restore and to delete); whether the caller may see it is checked
     /// before (`check_sources`). The new job must checkpoint: it reads the cluster's
     /// checkpoint storage as its own.
-    async fn retained_checkpoint(&self, of: &str, checkpointed: bool) -> Result<(JobId, String, CheckpointMeta), ApiError> {
+    async fn retained_checkpoint(&self, of: &str, checkpointed: bool) -> Result<(JobId, String, CheckpointMeta, u64), ApiError> {
         let (job, id) = parse_checkpoint_of(of)?;
         let running = {
             let state = lock(&self.state);
@@ -601,21 +604,25 @@ impl Shared {
         };
         let store = checkpoint_store(&CheckpointConfig { dir: root, interval_ms: 0, retain: 0 }, &job)?;
         let what = job.clone();
-        let found = tokio::task::spawn_blocking(move || match id {
-            Some(id) => store.intact(id),
-            None => store.find_restore().map(|r| r.found),
+        let found = tokio::task::spawn_blocking(move || {
+            let newest = store.checkpoint_ids()?.last().copied().unwrap_or(0);
+            let found = match id {
+                Some(id) => store.intact(id)?,
+                None => store.find_restore()?.found,
+            };
+            Ok::<_, weir_checkpoint::StorageError>((found, newest))
         })
         .await
         .map_err(|e| ApiError::Internal(format!("reading the checkpoints of job {what}: {e}")))?
         .map_err(|e| ApiError::Internal(format!("reading the checkpoints of job {what}: {e}")))?;
-        let Some(meta) = found else {
+        let (Some(meta), newest) = found else {
             let which = id.map_or_else(|| "no completed checkpoint".to_string(), |id| format!("no intact completed checkpoint {id}"));
             return Err(ApiError::Conflict(format!(
                 "job {job} has {which} retained (it took none, or retention deleted them): start it from a savepoint or afresh"
             )));
         };
         let path = format!("{job}/chk-{}/{}", meta.id, weir_checkpoint::METADATA_FILE);
-        Ok((job, path, meta))
+        Ok((job, path, meta, newest))
     }
 
     /// Where each vertex's subtasks run, for the job's events.
