@@ -358,3 +358,161 @@ fn a_jobmanager_killed_during_a_stateful_upgrade_completes_it_exactly_once() {
     });
     assert_exactly_once(&cluster.dir.path().join("out"), N);
 }
+
+/// Whether job `job` has a completed checkpoint in the cluster's storage.
+fn has_checkpoint(cluster: &TestCluster, job: &str) -> bool {
+    let dir = cluster.dir.path().join("checkpoints").join(job);
+    std::fs::read_dir(dir).into_iter().flatten().flatten().any(|e| e.path().join("_metadata").exists())
+}
+
+/// LATEST_STATE after a Job failed for good (restart strategy `none`, its
+/// TaskManagers SIGKILLed): the Deployment shows FAILED and names the Job; resumed,
+/// the new Job starts from the failed Job's newest retained checkpoint (not from
+/// nothing: the Deployment took no savepoint). The failed Job's checkpoints are then
+/// deleted (as retention would) and the new Job fails for good too: the third Job
+/// starts from the second's checkpoint, which needs none of the first's files. The
+/// committed output of the three Jobs together is exactly once, the sums continued.
+#[test]
+fn a_failed_deployment_resumes_from_its_failed_jobs_retained_checkpoint_exactly_once() {
+    let mut cluster = start();
+    let keyed_sum = upload(&cluster, "keyed_sum");
+    let out = cluster.dir.path().join("out");
+    let (status, d) = call(&cluster, "POST", "/deployments", &spec(&cluster, &keyed_sum, 2));
+    assert_eq!(status, 201, "{d}");
+    let mut failed = job_ids(&wait_state(&cluster, "sums", "RUNNING", 1))[0].clone();
+    for round in 1..=2 {
+        // Some output committed, then every TaskManager dies: the Job fails for good.
+        wait_until("committed output", || {
+            std::fs::read_dir(&out).into_iter().flatten().flatten().any(|e| e.file_name().to_string_lossy().starts_with("part-"))
+        });
+        cluster.kill("taskmanager-1");
+        cluster.kill("taskmanager-2");
+        let mut d = Value::Null;
+        wait_until("the deployment to fail", || {
+            d = get(&cluster, "sums");
+            assert_ne!(d["status"]["state"], "FINISHED", "the job must fail before its end: {d:#}");
+            d["status"]["state"] == "FAILED"
+        });
+        assert_eq!(d["status"]["latestCheckpointOf"], failed.as_str(), "{d:#}");
+        assert!(d["status"]["latestSavepoint"].is_null(), "no savepoint was taken: {d:#}");
+        assert!(has_checkpoint(&cluster, &failed), "the failed job retained its checkpoints");
+        cluster.start_taskmanager("taskmanager-1", 2);
+        cluster.start_taskmanager("taskmanager-2", 2);
+        let (status, d) = call(&cluster, "POST", "/deployments/sums/resume", &Value::Null);
+        assert_eq!(status, 202, "{d}");
+        let d = wait_state(&cluster, "sums", "RUNNING", 1);
+        let jobs = job_ids(&d);
+        assert_eq!(jobs.len(), round + 1, "{d:#}");
+        assert_eq!(d["status"]["jobs"][0]["fromCheckpointOf"], failed.as_str(), "{d:#}");
+        let (_, job) = call(&cluster, "GET", &format!("/jobs/{}", jobs[0]), &Value::Null);
+        assert_eq!(job["spec"]["fromCheckpointOf"], failed.as_str(), "{job:#}");
+        let (_, events) = call(&cluster, "GET", &format!("/jobs/{}/logs", jobs[0]), &Value::Null);
+        assert!(events.to_string().contains(&format!("of job {failed}")), "restored from the failed job's checkpoint: {events:#}");
+        // Running means the new Job completed a checkpoint of its own (a full one):
+        // the failed Job's files may go, as retention deletes an expired job's.
+        assert!(has_checkpoint(&cluster, &jobs[0]));
+        std::fs::remove_dir_all(cluster.dir.path().join("checkpoints").join(&failed)).expect("delete the failed job's checkpoints");
+        failed = jobs[0].clone();
+    }
+    wait_until("the deployment to finish", || {
+        let d = get(&cluster, "sums");
+        assert_ne!(d["status"]["state"], "FAILED", "{d:#}\n{}", cluster.log("jobmanager"));
+        d["status"]["state"] == "FINISHED"
+    });
+    assert_exactly_once(&out, N);
+}
+
+fn cli(cluster: &TestCluster, args: &[&str]) -> std::process::Output {
+    let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    cluster.client(&args)
+}
+
+/// `weir submit --from-checkpoint JOB` and its refusals: a running job (409), another
+/// tenant's job (404, as if unknown), a checkpoint id that is not retained; then a
+/// cancelled job continued by a new one, whose source job's checkpoints retention then
+/// deletes (`--retain-ended-jobs 1`, another job ending), and which fails over from
+/// its own checkpoint: the two jobs' output together is exactly once.
+#[test]
+fn weir_submit_from_checkpoint_continues_a_cancelled_job_and_refuses_what_it_must() {
+    let mut cluster = TestCluster::start_with(
+        WEIR,
+        &[("taskmanager-1", 2), ("taskmanager-2", 2)],
+        &["--checkpoint-dir", "{dir}/checkpoints", "--retain-ended-jobs", "1"],
+    );
+    let dir = cluster.dir.path().to_path_buf();
+    let out = dir.join("out");
+    let wasm = WEIR.example("keyed_sum").display().to_string();
+    let (n, work) = (format!("n={N}"), format!("work={WORK}"));
+    let out_arg = out.display().to_string();
+    let keyed_sum = |from: Option<&str>| -> Vec<String> {
+        let mut a = vec!["submit", "-p", "2", "--arg", &n, "--arg", &work, "--arg", "sink=file", "--checkpoint-interval", "300", "--detach"];
+        a.extend(["--restart", "fixed-delay:20:500", "--output-dir", &out_arg]);
+        if let Some(from) = from {
+            a.extend(["--from-checkpoint", from]);
+        }
+        a.push(&wasm);
+        a.into_iter().map(String::from).collect()
+    };
+    let submit = |args: &[String]| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli(&cluster, &args)
+    };
+    let o = submit(&keyed_sum(None));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first = String::from_utf8_lossy(&o.stdout).split_whitespace().nth(1).expect("job id").to_string();
+    wait_until("a completed checkpoint", || has_checkpoint(&cluster, &first));
+
+    let o = submit(&keyed_sum(Some(&first)));
+    assert!(!o.status.success() && stderr(&o).contains("still running"), "{}", stderr(&o));
+
+    // Tenant b does not see the admin's job.
+    cli(&cluster, &["tenant", "create", "b"]);
+    let o = cli(&cluster, &["tenant", "token", "create", "b", "--output", "json"]);
+    let token = serde_json::from_slice::<Value>(&o.stdout).expect("json")["token"].as_str().expect("token").to_string();
+    let o = WEIR
+        .command()
+        .args(["submit", "--checkpoint-interval", "300", "--detach", "--from-checkpoint", &first, &wasm, "--jobmanager", &cluster.rest])
+        .env("WEIR_TOKEN", &token)
+        .output()
+        .expect("weir starts");
+    assert!(!o.status.success() && stderr(&o).contains(&format!("no job \"{first}\"")), "{}", stderr(&o));
+    assert!(stderr(&o).contains("404"), "{}", stderr(&o));
+
+    let o = cli(&cluster, &["cancel", &first]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    wait_until("the first job to end", || {
+        let (_, j) = call(&cluster, "GET", &format!("/jobs/{first}"), &Value::Null);
+        j["status"]["state"] == "TERMINATED"
+    });
+    let o = submit(&keyed_sum(Some(&format!("{first}/999999"))));
+    assert!(!o.status.success() && stderr(&o).contains("no intact completed checkpoint 999999"), "{}", stderr(&o));
+
+    let o = submit(&keyed_sum(Some(&first)));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let second = String::from_utf8_lossy(&o.stdout).split_whitespace().nth(1).expect("job id").to_string();
+    wait_until("the second job's own checkpoint", || has_checkpoint(&cluster, &second));
+
+    // Another checkpointed job ends: the cancelled first job is past the newest one
+    // kept and loses its checkpoints.
+    let small = dir.join("small");
+    let small_arg = small.display().to_string();
+    let o = cli(&cluster, &["submit", "--arg", "n=1000", "--arg", "sink=file", "--checkpoint-interval", "300", "--output-dir", &small_arg, &wasm]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    wait_until("retention to delete the first job's checkpoints", || !dir.join("checkpoints").join(&first).exists());
+
+    // The second job fails over from its own checkpoints.
+    cluster.kill("taskmanager-1");
+    cluster.kill("taskmanager-2");
+    cluster.start_taskmanager("taskmanager-1", 2);
+    cluster.start_taskmanager("taskmanager-2", 2);
+    wait_until("the second job to finish", || {
+        let (_, j) = call(&cluster, "GET", &format!("/jobs/{second}"), &Value::Null);
+        assert_ne!(j["status"]["state"], "FAILED", "{j:#}\n{}", cluster.log("jobmanager"));
+        j["status"]["state"] == "FINISHED"
+    });
+    let (_, events) = call(&cluster, "GET", &format!("/jobs/{second}/logs"), &Value::Null);
+    let events = events.to_string();
+    assert!(events.contains(&format!("of job {first}")), "{events}");
+    assert!(events.contains(&format!("restoring checkpoint {second}/chk-")), "failed over from its own checkpoint: {events}");
+    assert_exactly_once(&out, N);
+}

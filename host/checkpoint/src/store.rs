@@ -196,6 +196,23 @@ impl JobCheckpoints {
         Ok(Restorable { found: None, skipped })
     }
 
+    /// Completed checkpoint `id` if it is intact (as [`Self::find_restore`] checks
+    /// it); `Ok(None)` if it is not completed or cannot be restored.
+    pub fn intact(&self, id: u64) -> Result<Option<CheckpointMeta>, StorageError> {
+        let checked = self.read_meta(id).and_then(|meta| match meta {
+            Some(meta) => verify_with(&*self.storage, &meta, &mut HashMap::new(), |_, _| Ok(())).map(|()| Some(meta)),
+            None => Ok(None),
+        });
+        match checked {
+            Ok(found) => Ok(found),
+            Err(CheckpointError::Storage(e @ StorageError::Io { .. })) => Err(e),
+            Err(e) => {
+                tracing::warn!(job = %self.job, checkpoint = id, "checkpoint {id} cannot be restored: {e}");
+                Ok(None)
+            }
+        }
+    }
+
     /// Loads the state of a chain from this job's storage (see [`load_state`]).
     pub fn load_state(&self, chain: &[String], groups: Range<u32>) -> Result<RestoredState, CheckpointError> {
         load_state(&*self.storage, chain, groups)

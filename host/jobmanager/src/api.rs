@@ -40,6 +40,12 @@ pub fn check(spec: &SubmitSpec) -> Result<RestartStrategy, ApiError> {
     {
         return Err(ApiError::BadRequest(format!("fromSavepoint must be an absolute path, got {dir:?}")));
     }
+    if let Some(of) = &spec.from_checkpoint_of {
+        if spec.from_savepoint.is_some() {
+            return Err(ApiError::BadRequest("give fromSavepoint or fromCheckpointOf, not both".into()));
+        }
+        crate::jobs::parse_checkpoint_of(of)?;
+    }
     match &spec.restart_strategy {
         Some(r) => r.parse::<RestartStrategy>().map_err(|e| ApiError::BadRequest(format!("restartStrategy: {e}"))),
         None if spec.checkpoint_interval_ms.is_some() => Ok(RestartStrategy::default()),
@@ -312,9 +318,7 @@ pub fn job_id(id: &str) -> Result<JobId, ApiError> {
     id.parse().map_err(|_| unknown_job(id))
 }
 
-pub(crate) fn unknown_job(id: &str) -> ApiError {
-    ApiError::NotFound(format!("no job {id:?}"))
-}
+pub(crate) use crate::model::unknown_job;
 
 #[cfg(test)]
 mod tests {

@@ -11,10 +11,10 @@
 use std::time::{Duration, SystemTime};
 
 use weir_checkpoint::{CheckpointStorage, DirStorage, load_savepoint, savepoint_location};
-use weir_types::deploy::{Deployment, DeploymentJob, DeploymentMetadata, DeploymentSpec, DeploymentStatus, DesiredState, JobDeployment};
+use weir_types::deploy::{Deployment, DeploymentMetadata, DeploymentSpec, DeploymentStatus, DesiredState, JobDeployment};
 use weir_types::deployment::JobStatus;
 
-use crate::deployment::{Command, Controller, Event, Phase, Record, Seen};
+use crate::deployment::{Command, Controller, Event, Phase, Record, Seen, job_entry};
 use crate::jobs::lock;
 use crate::model::{ApiError, CheckpointStatus, SubmitSpec, SwapTarget};
 use crate::planning::new_job_id;
@@ -34,7 +34,7 @@ impl JobManager {
             let mut c = Controller::from_record(record);
             let commands = match c.record().phase.clone() {
                 Phase::Submitting { version, from } => {
-                    let template = weir_types::submit::SubmitSpec { from_savepoint: from, ..c.record().spec.spec.template.clone() };
+                    let template = c.template(&from);
                     let known: Vec<&str> = c.record().jobs.iter().map(|j| j.job_id.as_str()).collect();
                     // The job the interrupted submit may have created (a job is
                     // persisted before it is acknowledged).
@@ -289,7 +289,7 @@ fn unknown(name: &str) -> ApiError {
 fn document(c: &Controller) -> Deployment {
     let r = c.record();
     let running = c.current_job().and_then(|job| r.jobs.iter().find(|j| j.job_id == job)).cloned().or_else(|| match &r.phase {
-        Phase::Submitting { version, from } => Some(DeploymentJob { job_id: String::new(), spec_version: *version, from_savepoint: from.clone() }),
+        Phase::Submitting { version, from } => Some(job_entry(String::new(), *version, from)),
         _ => None,
     });
     Deployment {
@@ -307,6 +307,7 @@ fn document(c: &Controller) -> Deployment {
             running,
             last_good_spec_version: r.last_good.as_ref().map(|g| g.version),
             latest_savepoint: r.latest_savepoint.clone(),
+            latest_checkpoint_of: r.latest_checkpoint_of.clone(),
             message: r.message.clone(),
             jobs: r.jobs.clone(),
         },

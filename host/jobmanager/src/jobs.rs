@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
-use weir_checkpoint::{DirStorage, VertexMeta, load_savepoint, savepoint_location};
+use weir_checkpoint::{CheckpointMeta, DirStorage, VertexMeta, load_savepoint, savepoint_location};
 use weir_control::protocol::{FromJobManager, FuelRate};
 use weir_types::access::FileAccess;
 use weir_types::deployment::{CheckpointConfig, JobDeployment, RestoreFrom, SinkFiles, place};
@@ -449,14 +449,23 @@ impl Shared {
             .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
         let files = self.files(caller);
         check_files(&plan, &files).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let (restore, first_checkpoint) = match &spec.from_savepoint {
-            Some(dir) => {
+        let uids = || graph.vertices.iter().filter_map(|v| v.nodes.first().and_then(|&n| plan.nodes.get(n))).map(|n| n.uid.clone()).collect();
+        let (restore, first_checkpoint) = match (&spec.from_savepoint, &spec.from_checkpoint_of) {
+            (Some(dir), _) => {
                 files.check("fromSavepoint", dir).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-                let uids = graph.vertices.iter().filter_map(|v| v.nodes.first().and_then(|&n| plan.nodes.get(n))).map(|n| n.uid.clone()).collect();
-                let id = self.check_savepoint(&files, dir, plan.max_parallelism(), uids, spec.allow_non_restored_state).await?;
+                let meta = self.load_savepoint(&files, dir).await?;
+                let id = check_restored(&format!("savepoint {dir}"), &meta, plan.max_parallelism(), uids(), spec.allow_non_restored_state)?;
                 (Some(RestoreFrom::Savepoint(dir.clone())), id + 1)
             }
-            None => (None, 1),
+            (None, Some(of)) => {
+                let (job, path, meta, newest) = self.retained_checkpoint(of, checkpoints.is_some()).await?;
+                let what = format!("checkpoint {} of job {job}", meta.id);
+                let id = check_restored(&what, &meta, plan.max_parallelism(), uids(), spec.allow_non_restored_state)?;
+                // Epochs go on above all the old job may have committed (an older `ID`
+                // restored): its part files' names are never taken again.
+                (Some(RestoreFrom::CheckpointOf { job: job.to_string(), path }), id.max(newest) + 1)
+            }
+            (None, None) => (None, 1),
         };
         let job = new_job_id();
         if let Some(c) = &checkpoints {
@@ -542,19 +551,8 @@ impl Shared {
         Ok(())
     }
 
-    /// The checkpoint id of the savepoint in `dir`, checked against the job's key groups.
-    /// Reads the savepoint a job starts from and checks it fits the job: the same key
-    /// groups, and (unless `allow_non_restored`) no state of an operator the job lacks,
-    /// which would be silently lost (Flink's rule: it is most likely another job's
-    /// savepoint). Answers the savepoint's checkpoint id.
-    async fn check_savepoint(
-        &self,
-        files: &FileAccess,
-        dir: &str,
-        max_parallelism: u32,
-        uids: Vec<String>,
-        allow_non_restored: bool,
-    ) -> Result<u64, ApiError> {
+    /// Reads the savepoint in `dir` a job starts from.
+    async fn load_savepoint(&self, files: &FileAccess, dir: &str) -> Result<CheckpointMeta, ApiError> {
         let resolved = files.resolve("fromSavepoint", dir).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let location = savepoint_location(&resolved.display().to_string()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let loaded = tokio::task::spawn_blocking(move || {
@@ -562,27 +560,60 @@ impl Shared {
             load_savepoint(&storage, &location.1).map_err(|e| e.to_string())
         })
         .await;
-        let meta = match loaded {
-            Ok(Ok(m)) => m,
-            Ok(Err(e)) => return Err(ApiError::BadRequest(format!("savepoint {dir:?}: {e}"))),
-            Err(e) => return Err(ApiError::Internal(format!("savepoint {dir:?}: {e}"))),
+        match loaded {
+            Ok(Ok(m)) => Ok(m),
+            Ok(Err(e)) => Err(ApiError::BadRequest(format!("savepoint {dir:?}: {e}"))),
+            Err(e) => Err(ApiError::Internal(format!("savepoint {dir:?}: {e}"))),
+        }
+    }
+
+    /// The retained checkpoint `of` (`JOB`: its newest intact completed one, or
+    /// `JOB/ID`) a new job starts from: the job, the metadata's path in the checkpoint
+    /// storage, the metadata, and the newest checkpoint id the job took (completed or
+    /// not). The job must have ended (a running job's checkpoints
+    /// are its own to restore and to delete); whether the caller may see it is checked
+    /// before (`check_sources`). The new job must checkpoint: it reads the cluster's
+    /// checkpoint storage as its own.
+    async fn retained_checkpoint(&self, of: &str, checkpointed: bool) -> Result<(JobId, String, CheckpointMeta, u64), ApiError> {
+        let (job, id) = parse_checkpoint_of(of)?;
+        let running = {
+            let state = lock(&self.state);
+            match state.jobs.get(&job) {
+                Some(j) => !j.driver.is_ended(),
+                None if state.ended.iter().any(|e| e.info.id == job) => false,
+                None => return Err(crate::model::unknown_job(job.as_str())),
+            }
         };
-        if meta.max_parallelism != max_parallelism {
-            return Err(ApiError::Unprocessable(format!(
-                "savepoint {dir} has {} key groups but the job has {max_parallelism}; max parallelism cannot change",
-                meta.max_parallelism
+        if running {
+            return Err(ApiError::Conflict(format!(
+                "job {job} is still running: a new job starts from a retained checkpoint of an ended job only \
+                 (stop it with a savepoint and start from that, or cancel it first)"
             )));
         }
-        let stateful = |v: &&VertexMeta| v.tasks.iter().any(|t| !t.state.is_empty() || t.source.is_some() || t.sink.is_some());
-        let lost: Vec<&str> = meta.vertices.iter().filter(stateful).map(|v| v.uid.as_str()).filter(|uid| !uids.iter().any(|u| u == uid)).collect();
-        if !lost.is_empty() && !allow_non_restored {
-            return Err(ApiError::Unprocessable(format!(
-                "savepoint {dir} holds state of operator(s) {} that this job does not have (it may be another job's savepoint); \
-                 allow dropping it with allowNonRestoredState (--allow-non-restored-state)",
-                lost.join(", ")
+        let Some(root) = self.config.checkpoint_dir.clone().filter(|_| checkpointed) else {
+            return Err(ApiError::Conflict("fromCheckpointOf needs checkpointIntervalMs (and a jobmanager with --checkpoint-dir)".into()));
+        };
+        let store = checkpoint_store(&CheckpointConfig { dir: root, interval_ms: 0, retain: 0 }, &job)?;
+        let what = job.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            let newest = store.checkpoint_ids()?.last().copied().unwrap_or(0);
+            let found = match id {
+                Some(id) => store.intact(id)?,
+                None => store.find_restore()?.found,
+            };
+            Ok::<_, weir_checkpoint::StorageError>((found, newest))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("reading the checkpoints of job {what}: {e}")))?
+        .map_err(|e| ApiError::Internal(format!("reading the checkpoints of job {what}: {e}")))?;
+        let (Some(meta), newest) = found else {
+            let which = id.map_or_else(|| "no completed checkpoint".to_string(), |id| format!("no intact completed checkpoint {id}"));
+            return Err(ApiError::Conflict(format!(
+                "job {job} has {which} retained (it took none, or retention deleted them): start it from a savepoint or afresh"
             )));
-        }
-        Ok(meta.id)
+        };
+        let path = format!("{job}/chk-{}/{}", meta.id, weir_checkpoint::METADATA_FILE);
+        Ok((job, path, meta, newest))
     }
 
     /// Where each vertex's subtasks run, for the job's events.
@@ -708,7 +739,18 @@ impl Shared {
             status: e.info.report.status,
             checkpointed: e.info.spec.checkpoint_interval_ms.is_some(),
         });
-        let expired = retention::expired(ended, self.config.retain_ended as usize);
+        // Until a job started from another's checkpoint completed one of its own, a
+        // restart restores that other job's.
+        let held: Vec<&str> = state
+            .jobs
+            .values()
+            .filter(|j| j.driver.last_checkpoint().is_none())
+            .filter_map(|j| match j.driver.initial_restore() {
+                Some(RestoreFrom::CheckpointOf { job, .. }) => Some(job.as_str()),
+                _ => None,
+            })
+            .collect();
+        let expired = retention::expired(ended, self.config.retain_ended as usize, &held);
         tokio::task::spawn_blocking(move || {
             if let Some(store) = store {
                 // Writes still in flight (a checkpoint completing as the job ended)
@@ -823,4 +865,37 @@ fn swapped_spec(spec: &SubmitSpec, components: &[ComponentHash]) -> SubmitSpec {
         }
     }
     spec
+}
+
+/// `JOB` or `JOB/ID` of `fromCheckpointOf`.
+pub(crate) fn parse_checkpoint_of(of: &str) -> Result<(JobId, Option<u64>), ApiError> {
+    let bad = || ApiError::BadRequest(format!("fromCheckpointOf must be JOB or JOB/CHECKPOINT_ID, got {of:?}"));
+    let (job, id) = match of.split_once('/') {
+        Some((job, id)) => (job, Some(id.parse::<u64>().map_err(|_| bad())?)),
+        None => (of, None),
+    };
+    Ok((job.parse().map_err(|_| bad())?, id))
+}
+
+/// Checks that the checkpoint or savepoint (`what`) a job starts from fits it: the same
+/// key groups, and (unless `allow_non_restored`) no state of an operator the job lacks,
+/// which would be silently lost (Flink's rule: it is most likely another job's).
+/// Answers its checkpoint id.
+fn check_restored(what: &str, meta: &CheckpointMeta, max_parallelism: u32, uids: Vec<String>, allow_non_restored: bool) -> Result<u64, ApiError> {
+    if meta.max_parallelism != max_parallelism {
+        return Err(ApiError::Unprocessable(format!(
+            "{what} has {} key groups but the job has {max_parallelism}; max parallelism cannot change",
+            meta.max_parallelism
+        )));
+    }
+    let stateful = |v: &&VertexMeta| v.tasks.iter().any(|t| !t.state.is_empty() || t.source.is_some() || t.sink.is_some());
+    let lost: Vec<&str> = meta.vertices.iter().filter(stateful).map(|v| v.uid.as_str()).filter(|uid| !uids.iter().any(|u| u == uid)).collect();
+    if !lost.is_empty() && !allow_non_restored {
+        return Err(ApiError::Unprocessable(format!(
+            "{what} holds state of operator(s) {} that this job does not have (it may be another job's savepoint); \
+             allow dropping it with allowNonRestoredState (--allow-non-restored-state)",
+            lost.join(", ")
+        )));
+    }
+    Ok(meta.id)
 }

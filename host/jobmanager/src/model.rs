@@ -282,3 +282,9 @@ impl SwapTarget {
         }
     }
 }
+
+/// The answer for a job that does not exist or that the caller may not see, word for
+/// word the same.
+pub(crate) fn unknown_job(id: &str) -> ApiError {
+    ApiError::NotFound(format!("no job {id:?}"))
+}

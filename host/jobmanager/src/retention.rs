@@ -2,7 +2,9 @@
 //! completed checkpoint, and only the newest `keep` such jobs keep even that; older
 //! ones lose their checkpoint directories. Failed jobs keep what they retained (it is
 //! what a user resumes them from), and savepoints live in their own directories and
-//! are never touched. Which jobs go is decided here without I/O; [`delete`] and
+//! are never touched. A job a running one started from (`fromCheckpointOf`) keeps its
+//! checkpoints until that one completed a checkpoint of its own (a full one,
+//! referencing none of the old job's files): before, a restart restores the old job's. Which jobs go is decided here without I/O; [`delete`] and
 //! [`drop_incomplete`] do it.
 
 use weir_checkpoint::{CheckpointStorage, DirStorage};
@@ -22,9 +24,10 @@ pub(crate) fn prunable(status: JobStatus, checkpointed: bool) -> bool {
 }
 
 /// The jobs, of `ended` (oldest first), whose checkpoints go: every prunable one but
-/// the newest `keep`.
-pub(crate) fn expired<'a>(ended: impl DoubleEndedIterator<Item = Ended<'a>>, keep: usize) -> Vec<JobId> {
-    ended.rev().filter(|e| prunable(e.status, e.checkpointed)).skip(keep).map(|e| e.id.clone()).collect()
+/// the newest `keep`, and but those that running jobs without a checkpoint of their
+/// own started from (`held`).
+pub(crate) fn expired<'a>(ended: impl DoubleEndedIterator<Item = Ended<'a>>, keep: usize, held: &[&str]) -> Vec<JobId> {
+    ended.rev().filter(|e| prunable(e.status, e.checkpointed)).skip(keep).filter(|e| !held.contains(&e.id.as_str())).map(|e| e.id.clone()).collect()
 }
 
 /// Deletes job `job`'s checkpoints (`chk-*`) under the storage `root`, then its
@@ -75,9 +78,11 @@ mod tests {
         let checkpointed = [true, true, true, false, true, true];
         let ended = || ids.iter().zip(statuses).zip(checkpointed).map(|((id, status), checkpointed)| Ended { id, status, checkpointed });
         // Newest first: f, e (kept), then c and a; b failed, d had no checkpoints.
-        assert_eq!(expired(ended(), 2), vec![id("c"), id("a")]);
-        assert_eq!(expired(ended(), 0), vec![id("f"), id("e"), id("c"), id("a")]);
-        assert!(expired(ended(), 4).is_empty());
+        assert_eq!(expired(ended(), 2, &[]), vec![id("c"), id("a")]);
+        assert_eq!(expired(ended(), 0, &[]), vec![id("f"), id("e"), id("c"), id("a")]);
+        assert!(expired(ended(), 4, &[]).is_empty());
+        // A running job started from c's checkpoint: c keeps it.
+        assert_eq!(expired(ended(), 2, &["c"]), vec![id("a")]);
     }
 
     #[test]

@@ -106,6 +106,13 @@ impl JobManager {
                 return Err(ApiError::NotFound(format!("no savepoint {dir:?} of tenant {tenant}")));
             }
         }
+        // Another tenant's job is unknown, word for word.
+        if let Some(of) = &spec.from_checkpoint_of {
+            let (job, _) = crate::jobs::parse_checkpoint_of(of)?;
+            if tenants.job_owner(&job) != Some(tenant) {
+                return Err(unknown_job(job.as_str()));
+            }
+        }
         Ok(())
     }
 

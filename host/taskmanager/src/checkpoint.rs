@@ -228,8 +228,9 @@ pub fn write_state(store: &JobCheckpoints, capture: &Capture, kind: FileKind, id
 pub struct Restore {
     meta: CheckpointMeta,
     storage: Arc<dyn CheckpointStorage>,
-    /// A checkpoint of this job (not a savepoint).
-    own: bool,
+    /// A checkpoint (this job's or an ended job's), not a savepoint: its sinks'
+    /// pending epochs are settled by the restore.
+    checkpoint: bool,
 }
 
 impl Restore {
@@ -242,14 +243,14 @@ impl Restore {
         if meta.max_parallelism != d.plan.max_parallelism() {
             return Err(fail(RestoreError::KeyGroups { checkpoint: meta.max_parallelism, job: d.plan.max_parallelism() }));
         }
-        let own = matches!(from, RestoreFrom::Checkpoint(_));
-        Ok(Some(Self { meta, storage, own }))
+        let checkpoint = !matches!(from, RestoreFrom::Savepoint(_));
+        Ok(Some(Self { meta, storage, checkpoint }))
     }
 
     /// The metadata of what `from` names, and the storage its files are in.
     fn read(d: &JobDeployment, from: &RestoreFrom, files: &FileAccess) -> Result<(CheckpointMeta, Arc<dyn CheckpointStorage>), RestoreError> {
         Ok(match from {
-            RestoreFrom::Checkpoint(path) => {
+            RestoreFrom::Checkpoint(path) | RestoreFrom::CheckpointOf { path, .. } => {
                 let dir = &d.checkpoints.as_ref().ok_or(RestoreError::NoStorage)?.dir;
                 let storage = DirStorage::new(dir)?;
                 (decode_meta(&storage.read(path)?)?, Arc::new(storage))
@@ -268,14 +269,16 @@ impl Restore {
         self.meta.id
     }
 
-    /// The attempt of this job that completed the checkpoint, as its transactional
-    /// sinks recorded it: the only attempt whose pending epochs the restore commits.
-    /// `None` for a savepoint (another job's files are never touched).
-    pub fn sink_owner(&self) -> Option<u32> {
-        if !self.own {
+    /// The job and attempt that completed the checkpoint, as its transactional sinks
+    /// recorded it: the only attempt whose pending epochs the restore commits (this
+    /// job's, or an ended job's whose checkpoint a new job continues from). `None`
+    /// for a savepoint (its job was stopped and committed its own output).
+    pub fn sink_owner(&self) -> Option<(&str, u32)> {
+        if !self.checkpoint {
             return None;
         }
-        self.meta.vertices.iter().flat_map(|v| &v.tasks).find_map(|t| t.sink.as_deref().and_then(decode_sink_owner))
+        let attempt = self.meta.vertices.iter().flat_map(|v| &v.tasks).find_map(|t| t.sink.as_deref().and_then(decode_sink_owner))?;
+        Some((self.meta.job.as_str(), attempt))
     }
 
     /// The state format version the code of operator `uid` declared when it took this

@@ -223,18 +223,20 @@ fn settled(path: &Path, r: std::io::Result<()>) -> Result<(), TaskError> {
 }
 
 /// Settles a sink directory before attempt `attempt` of `job`, restored from
-/// checkpoint `restored` (0: none) that attempt `owner` of the same job completed
+/// checkpoint `restored` (0: none) that attempt `owner.1` of job `owner.0` completed
 /// (`None`: a savepoint or nothing), writes to it; then creates the attempt's pending
 /// directory. Every earlier attempt's pending directory is sealed (see the module
-/// docs); of their files only the owner's epochs up to `restored` are committed, the
-/// rest (never committed) deleted.
+/// docs), and so is every pending directory of `owner.0` when that is another job (an
+/// ended job whose retained checkpoint this one continues from); of their files only
+/// the owner's epochs up to `restored` are committed, the rest (never committed)
+/// deleted.
 ///
 /// Committed files are never deleted or rewritten: a reader may have consumed them.
 /// Those of earlier attempts past `restored` (the restore fell back past a checkpoint
 /// that cannot be read: its epochs were committed) are returned: the records after `restored` will be written again, so the
 /// output is at-least-once for that gap. Idempotent and safe to run concurrently, so
 /// every TaskManager with a subtask of the sink runs it.
-pub fn recover_output(dir: &Path, job: &str, attempt: u32, restored: u64, owner: Option<u32>) -> Result<Vec<String>, TaskError> {
+pub fn recover_output(dir: &Path, job: &str, attempt: u32, restored: u64, owner: Option<(&str, u32)>) -> Result<Vec<String>, TaskError> {
     std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
     let mut past = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| io_error(dir, e))? {
@@ -242,15 +244,18 @@ pub fn recover_output(dir: &Path, job: &str, attempt: u32, restored: u64, owner:
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
         if let Some((run, earlier, is_sealed)) = parse_pending_dir(&name) {
-            if run.job() != job || earlier >= attempt {
+            let of = run.job();
+            let of = of.as_str();
+            let (this, predecessor) = (of == job, owner.is_some_and(|(o, _)| o != job && of == o));
+            if !(this && earlier < attempt || predecessor) {
                 continue;
             }
-            let sealed_path = dir.join(format!(".sealed-{job}.{earlier}"));
+            let sealed_path = dir.join(format!(".sealed-{of}.{earlier}"));
             if !is_sealed {
                 // The fence: from here on the earlier attempt's paths do not exist.
                 settled(&path, std::fs::rename(&path, &sealed_path))?;
             }
-            let keep = (owner == Some(earlier)).then_some(restored);
+            let keep = (owner == Some((of, earlier))).then_some(restored);
             settle_sealed(dir, &sealed_path, earlier, keep)?;
         } else if let Some((_, epoch, earlier)) = parse_final(&name)
             && earlier < attempt
@@ -498,7 +503,7 @@ mod tests {
 
     /// Attempt `attempt` of job "j", restored from `restored` owned by `owner`.
     fn attempt(dir: &Path, attempt: u32, restored: u64, owner: Option<u32>) -> Result<(Sink, Arc<Commits>), TaskError> {
-        recover_output(dir, "j", attempt, restored, owner)?;
+        recover_output(dir, "j", attempt, restored, owner.map(|o| ("j", o)))?;
         let commits = Arc::new(Commits::default());
         let t = Transactional::open(dir.into(), "j", attempt, 0, restored, commits.clone())?;
         Ok((Sink::Transactional(Box::new(t)), commits))
@@ -607,6 +612,29 @@ mod tests {
         Ok(())
     }
 
+    /// A new job continuing from an ended job's retained checkpoint settles that job's
+    /// pending directories as its own earlier attempts': the epochs up to the
+    /// checkpoint of the attempt that completed it are committed (its TaskManager died
+    /// before it heard), the rest deleted; other jobs' directories are left alone.
+    #[test]
+    fn a_job_restored_from_another_jobs_checkpoint_commits_that_jobs_epochs_up_to_it() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        for (job, attempt) in [("old", 0), ("old", 1), ("other", 0)] {
+            let commits = Arc::new(Commits::default());
+            recover_output(dir.path(), job, attempt, 0, None)?;
+            let mut s = Sink::Transactional(Box::new(Transactional::open(dir.path().into(), job, attempt, 0, 0, commits)?));
+            for epoch in 1..=3 {
+                s.write(&batch(&format!("{job}{attempt}-{epoch}")))?;
+                s.barrier(epoch)?;
+            }
+        }
+        // Attempt 1 of "old" completed checkpoint 2 and the job failed.
+        recover_output(dir.path(), "new", 0, 2, Some(("old", 1)))?;
+        assert_eq!(names(dir.path()), vec![".pending-new.0", ".pending-other.0", "part-0-1-a1", "part-0-2-a1"]);
+        assert_eq!(std::fs::read_to_string(dir.path().join("part-0-2-a1"))?, "k\told1-2\n");
+        Ok(())
+    }
+
     /// A restore older than the newest committed epoch (a fallback past checkpoints
     /// that cannot be read, the last one the final checkpoint) keeps
     /// every committed file and names them; the new attempt's first file takes the id
@@ -628,7 +656,7 @@ mod tests {
         let before = names(dir.path());
         assert_eq!(before, vec![".pending-j.0", "part-0-1-a0", "part-0-2-a0", "part-0-3-a0", "part-0-4-a0"]);
         // Checkpoints 2 and 3 cannot be read: attempt 1 restores checkpoint 1.
-        let past = recover_output(dir.path(), "j", 1, 1, Some(0))?;
+        let past = recover_output(dir.path(), "j", 1, 1, Some(("j", 0)))?;
         assert_eq!(past, vec!["part-0-2-a0", "part-0-3-a0", "part-0-4-a0"]);
         let commits = Arc::new(Commits::default());
         let mut a1 = Sink::Transactional(Box::new(Transactional::open(dir.path().into(), "j", 1, 0, 1, commits.clone())?));

@@ -578,7 +578,10 @@ fn open_postgres(d: &JobDeployment, uid: &str, c: &weir_types::plan::Connector, 
     let sink = PgSink::open(&opts, d.job.as_str(), uid, d.attempt).map_err(pg_error)?;
     if d.checkpoints.is_some() {
         let restored = restore.map_or(0, Restore::id);
-        let recovered = sink.recover(restored, restore.and_then(Restore::sink_owner)).map_err(pg_error)?;
+        // Only this job's staged epochs: another job's (a retained checkpoint continued
+        // from) are keyed by that job and not taken over yet.
+        let owner = restore.and_then(Restore::sink_owner).filter(|(job, _)| *job == d.job.as_str()).map(|(_, attempt)| attempt);
+        let recovered = sink.recover(restored, owner).map_err(pg_error)?;
         if !recovered.applied.is_empty() {
             tracing::info!(job = %d.run_id(), sink = uid, "the restore of checkpoint {restored} applied staged epochs (subtask, epoch, rows) {:?}", recovered.applied);
         }

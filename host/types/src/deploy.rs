@@ -43,7 +43,9 @@ pub enum UpgradeStrategy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RestoreStrategy {
-    /// The newest state the Deployment knows of (today: its latest savepoint).
+    /// The newest state the Deployment knows of: its latest savepoint, or the retained
+    /// checkpoint of a Job that ended later without one (failed, or cancelled outside
+    /// the Deployment).
     #[default]
     LatestState,
     /// The Deployment's latest savepoint.
@@ -71,7 +73,8 @@ pub struct DeploymentSpec {
     /// `sp-<n>` each; needed by STATEFUL upgrades and SUSPENDED.
     #[serde(default)]
     pub savepoint_dir: Option<String>,
-    /// The Job each spec version runs (`fromSavepoint` is the controller's to set).
+    /// The Job each spec version runs (`fromSavepoint` and `fromCheckpointOf` are the
+    /// controller's to set).
     pub template: SubmitSpec,
 }
 
@@ -117,6 +120,9 @@ pub struct DeploymentJob {
     pub spec_version: u64,
     /// The savepoint it started from, if any.
     pub from_savepoint: Option<String>,
+    /// The ended Job whose retained checkpoint it started from, if any.
+    #[serde(default)]
+    pub from_checkpoint_of: Option<String>,
 }
 
 /// The Deployment a Job was created by, and the spec version it ran: the link from a
@@ -161,6 +167,10 @@ pub struct DeploymentStatus {
     pub last_good_spec_version: Option<u64>,
     /// The newest savepoint the Deployment took.
     pub latest_savepoint: Option<String>,
+    /// The ended Job whose retained checkpoint is newer than `latestSavepoint` (it
+    /// failed or was cancelled outside the Deployment): LATEST_STATE restores it.
+    #[serde(default)]
+    pub latest_checkpoint_of: Option<String>,
     /// Why it is where it is (a rollback, a failure), if anything needs saying.
     pub message: Option<String>,
     /// Its Jobs, newest first.

@@ -93,6 +93,10 @@ pub enum RestoreFrom {
     Checkpoint(String),
     /// A savepoint: its directory (absolute, reachable by every TaskManager).
     Savepoint(String),
+    /// A retained checkpoint of another (ended) job `job`: the path of its metadata in
+    /// the checkpoint storage. Restored like a savepoint: its files stay that job's
+    /// (never this job's to delete), and this job's first checkpoint is full.
+    CheckpointOf { job: String, path: String },
 }
 
 impl std::fmt::Display for RestoreFrom {
@@ -100,6 +104,7 @@ impl std::fmt::Display for RestoreFrom {
         match self {
             RestoreFrom::Checkpoint(p) => write!(f, "checkpoint {p}"),
             RestoreFrom::Savepoint(p) => write!(f, "savepoint {p}"),
+            RestoreFrom::CheckpointOf { job, path } => write!(f, "checkpoint {path} of job {job}"),
         }
     }
 }

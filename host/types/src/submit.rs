@@ -49,6 +49,11 @@ pub struct SubmitSpec {
     /// savepoint is refused, since it is most likely another job's.
     #[serde(default)]
     pub allow_non_restored_state: bool,
+    /// Start from a retained checkpoint of another, ended job (`JOB`: its newest
+    /// completed one, or `JOB/ID`), restored like a savepoint: the job is named, not
+    /// a path, so a tenant names only its own jobs. Not with `fromSavepoint`.
+    #[serde(default)]
+    pub from_checkpoint_of: Option<String>,
 }
 
 fn one() -> u32 {

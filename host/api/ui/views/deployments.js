@@ -71,7 +71,7 @@ export function deploymentView(root, name) {
         <div class="fact"><div class="k">Upgrade</div><div class="v" id="d-upgrade">–</div></div>
         <div class="fact"><div class="k">Restore</div><div class="v" id="d-restore">–</div></div>
         <div class="fact"><div class="k">Parallelism</div><div class="v" id="d-parallelism">–</div></div>
-        <div class="fact"><div class="k">Latest savepoint</div><div class="v mono" id="d-savepoint" style="font-size:12.5px;font-weight:500">–</div></div>
+        <div class="fact"><div class="k">Latest state</div><div class="v mono" id="d-savepoint" style="font-size:12.5px;font-weight:500">–</div></div>
       </div>
       <div id="d-alerts" style="padding:0 18px"></div>
     </div>
@@ -106,16 +106,17 @@ export function deploymentView(root, name) {
       $('#d-upgrade', root).textContent = d.spec.upgradeStrategy || 'STATEFUL';
       $('#d-restore', root).textContent = d.spec.restoreStrategy || 'LATEST_STATE';
       $('#d-parallelism', root).textContent = String(d.spec.template?.parallelism ?? 1);
-      $('#d-savepoint', root).textContent = st.latestSavepoint || '–';
+      // A failed Job's retained checkpoint is newer than the savepoint (LATEST_STATE).
+      $('#d-savepoint', root).textContent = st.latestCheckpointOf ? 'checkpoint of job ' + st.latestCheckpointOf : st.latestSavepoint || '–';
       $('#d-suspend', root).disabled = d.spec.state === 'SUSPENDED';
       $('#d-resume', root).disabled = d.spec.state === 'RUNNING';
       $('#d-alerts', root).innerHTML = st.message ? `<div class="alert warn" id="d-message">${esc(st.message)}</div>` : '';
       const jobs = st.jobs || [];
       $('#d-jobs', root).innerHTML = jobs.length
-        ? `<table><thead><tr><th>Job</th><th class="r">Spec version</th><th>From savepoint</th></tr></thead><tbody>${jobs
+        ? `<table><thead><tr><th>Job</th><th class="r">Spec version</th><th>Started from</th></tr></thead><tbody>${jobs
             .map((j) => `<tr class="link" data-job="${esc(j.jobId)}" onclick="location.hash='#/jobs/${esc(j.jobId)}'">
               <td><a class="mono" href="#/jobs/${esc(j.jobId)}">${esc(j.jobId)}</a></td><td class="r">v${esc(j.specVersion)}</td>
-              <td class="mono">${j.fromSavepoint ? esc(j.fromSavepoint) : '<span class="muted">–</span>'}</td></tr>`)
+              <td class="mono">${j.fromSavepoint ? esc(j.fromSavepoint) : j.fromCheckpointOf ? 'checkpoint of job ' + esc(j.fromCheckpointOf) : '<span class="muted">–</span>'}</td></tr>`)
             .join('')}</tbody></table>`
         : '<div class="empty">No job yet.</div>';
     },

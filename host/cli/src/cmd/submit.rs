@@ -44,9 +44,14 @@ pub struct SubmitArgs {
     /// Start from this savepoint's state and source positions (any parallelism).
     #[arg(long, value_name = "DIR")]
     from_savepoint: Option<PathBuf>,
-    /// Start from a savepoint even though it holds state of operators (uids) this job
-    /// does not have: that state is dropped.
-    #[arg(long, requires = "from_savepoint")]
+    /// Start from a retained checkpoint of another job that ended (failed or was
+    /// cancelled): JOB for its newest completed checkpoint, or JOB/ID. Restored like a
+    /// savepoint (any parallelism), the job named rather than a path.
+    #[arg(long, value_name = "JOB[/ID]", conflicts_with = "from_savepoint")]
+    from_checkpoint: Option<String>,
+    /// Start from a savepoint (or checkpoint) even though it holds state of operators
+    /// (uids) this job does not have: that state is dropped.
+    #[arg(long)]
     allow_non_restored_state: bool,
     /// Maximum component size accepted locally before sending.
     #[arg(long, default_value_t = Limits::default().max_component_bytes)]
@@ -70,6 +75,7 @@ pub fn run(a: SubmitArgs) -> Result<()> {
         restart_strategy: a.restart.clone(),
         from_savepoint: a.from_savepoint.as_deref().map(absolute).transpose()?,
         allow_non_restored_state: a.allow_non_restored_state,
+        from_checkpoint_of: a.from_checkpoint.clone(),
     };
     let c = a.remote.connect()?;
     let name = a.job.job.display().to_string();

@@ -49,15 +49,50 @@ pub enum Phase {
     /// No Job.
     Idle,
     /// A Job of `version` is being submitted, from savepoint `from`.
-    Submitting { version: u64, from: Option<String> },
+    Submitting { version: u64, from: Option<Restore> },
     /// Job `job` runs `version`; `good` once it completed a checkpoint.
-    Running { job: String, version: u64, from: Option<String>, good: bool },
+    Running { job: String, version: u64, from: Option<Restore>, good: bool },
     /// Job `job` is stopping with a savepoint into `dir`.
-    Stopping { job: String, version: u64, from: Option<String>, dir: String },
+    Stopping { job: String, version: u64, from: Option<Restore>, dir: String },
     /// Job `job` is being cancelled; then `then`.
     Cancelling { job: String, then: Then },
     /// Job `job`, running `version`, is being swapped live to the component of `to`.
-    Swapping { job: String, version: u64, from: Option<String>, to: u64 },
+    Swapping { job: String, version: u64, from: Option<Restore>, to: u64 },
+}
+
+/// What a Job of the Deployment starts from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Restore {
+    /// A savepoint directory.
+    Savepoint(String),
+    /// The newest retained checkpoint of an ended Job (its id).
+    CheckpointOf(String),
+}
+
+impl Restore {
+    /// What a Job template names itself (`fromSavepoint`, `fromCheckpointOf`).
+    fn of_template(t: &SubmitSpec) -> Option<Self> {
+        t.from_savepoint.clone().map(Restore::Savepoint).or_else(|| t.from_checkpoint_of.clone().map(Restore::CheckpointOf))
+    }
+
+    fn savepoint(from: &Option<Self>) -> Option<String> {
+        match from {
+            Some(Restore::Savepoint(dir)) => Some(dir.clone()),
+            _ => None,
+        }
+    }
+
+    fn checkpoint_of(from: &Option<Self>) -> Option<String> {
+        match from {
+            Some(Restore::CheckpointOf(job)) => Some(job.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// A Job of the Deployment as users see it in its list.
+pub(crate) fn job_entry(job_id: String, spec_version: u64, from: &Option<Restore>) -> DeploymentJob {
+    DeploymentJob { job_id, spec_version, from_savepoint: Restore::savepoint(from), from_checkpoint_of: Restore::checkpoint_of(from) }
 }
 
 /// What follows a cancellation.
@@ -66,7 +101,7 @@ pub enum Then {
     /// No Job; the Deployment shows this state.
     Settle(DeploymentState),
     /// Submit the current spec from this savepoint (or fresh).
-    Submit(Option<String>),
+    Submit(Option<Restore>),
 }
 
 /// Everything a Deployment is, as persisted.
@@ -96,6 +131,12 @@ pub struct Record {
     pub message: Option<String>,
     /// Its Jobs, newest first.
     pub jobs: Vec<DeploymentJob>,
+    /// The Job whose retained checkpoint is the newest state, if newer than
+    /// `latest_savepoint`: a good Job that ended without a savepoint (failed, or
+    /// cancelled outside the Deployment). The order of events decides what is newer: a
+    /// savepoint taken later clears it.
+    #[serde(default)]
+    pub latest_checkpoint_of: Option<String>,
 }
 
 /// What became of a Job, as the service sees it.
@@ -182,6 +223,7 @@ impl Controller {
             savepoints: 0,
             message: None,
             jobs: vec![],
+            latest_checkpoint_of: None,
         };
         let mut c = Self { record };
         let commands = c.reconcile();
@@ -246,7 +288,7 @@ impl Controller {
     /// in flight is the service's to look at ([`Event::StopInterrupted`]).
     pub fn recover(&mut self) -> Vec<Command> {
         self.changed(|c| match c.record.phase.clone() {
-            Phase::Submitting { from, .. } => vec![c.submit_command(from)],
+            Phase::Submitting { from, .. } => vec![c.submit_command(&from)],
             Phase::Cancelling { job, .. } => vec![Command::Cancel { job }],
             // The service answers at once if the Job already runs the component.
             Phase::Swapping { job, .. } => vec![c.swap_command(job)],
@@ -301,13 +343,13 @@ impl Controller {
             Phase::Idle => match self.desired() {
                 DesiredState::Running if matches!(self.record.settled, DeploymentState::Failed | DeploymentState::Finished) => vec![],
                 DesiredState::Running => {
+                    let savepoint = || self.record.latest_savepoint.clone().map(Restore::Savepoint);
                     let from = match spec.spec.restore_strategy {
-                        RestoreStrategy::None => spec.spec.template.from_savepoint.clone(),
-                        RestoreStrategy::LatestState | RestoreStrategy::LatestSavepoint => {
-                            self.record.latest_savepoint.clone().or_else(|| spec.spec.template.from_savepoint.clone())
-                        }
+                        RestoreStrategy::None => None,
+                        RestoreStrategy::LatestSavepoint => savepoint(),
+                        RestoreStrategy::LatestState => self.record.latest_checkpoint_of.clone().map(Restore::CheckpointOf).or_else(savepoint),
                     };
-                    self.submit(from)
+                    self.submit(from.or_else(|| Restore::of_template(&spec.spec.template)))
                 }
                 DesiredState::Suspended => self.settle(DeploymentState::Suspended),
                 DesiredState::Cancelled => self.settle(DeploymentState::Cancelled),
@@ -367,17 +409,26 @@ impl Controller {
         vec![]
     }
 
-    fn submit_command(&self, from: Option<String>) -> Command {
-        let template = SubmitSpec { from_savepoint: from, ..self.record.spec.spec.template.clone() };
-        Command::Submit { version: self.record.spec.version, template }
+    /// The current spec's Job template, starting from `from`.
+    pub fn template(&self, from: &Option<Restore>) -> SubmitSpec {
+        SubmitSpec {
+            from_savepoint: Restore::savepoint(from),
+            from_checkpoint_of: Restore::checkpoint_of(from),
+            ..self.record.spec.spec.template.clone()
+        }
     }
 
-    fn submit(&mut self, from: Option<String>) -> Vec<Command> {
-        self.record.phase = Phase::Submitting { version: self.record.spec.version, from: from.clone() };
-        vec![self.submit_command(from)]
+    fn submit_command(&self, from: &Option<Restore>) -> Command {
+        Command::Submit { version: self.record.spec.version, template: self.template(from) }
     }
 
-    fn stop(&mut self, job: String, version: u64, from: Option<String>) -> Vec<Command> {
+    fn submit(&mut self, from: Option<Restore>) -> Vec<Command> {
+        let command = self.submit_command(&from);
+        self.record.phase = Phase::Submitting { version: self.record.spec.version, from };
+        vec![command]
+    }
+
+    fn stop(&mut self, job: String, version: u64, from: Option<Restore>) -> Vec<Command> {
         let Some(root) = self.record.spec.spec.savepoint_dir.clone() else {
             // `check` refuses such specs; one from an older record just cancels.
             return self.cancel(job, Then::Settle(DeploymentState::Cancelled));
@@ -397,7 +448,7 @@ impl Controller {
         match (self.record.phase.clone(), event) {
             (Phase::Submitting { version, from }, Event::Submitted { version: v, result }) if v == version => match result {
                 Ok(job) => {
-                    self.record.jobs.insert(0, DeploymentJob { job_id: job.clone(), spec_version: version, from_savepoint: from.clone() });
+                    self.record.jobs.insert(0, job_entry(job.clone(), version, &from));
                     self.record.phase = Phase::Running { job, version, from, good: false };
                     self.reconcile()
                 }
@@ -422,6 +473,9 @@ impl Controller {
                 Seen::Ended { error, .. } => {
                     let why = error.unwrap_or_else(|| "cancelled outside the deployment".into());
                     self.record.message = Some(format!("job {job} ended: {why}"));
+                    // It completed a checkpoint since it started: its retained ones are
+                    // newer than any savepoint the Deployment took.
+                    self.record.latest_checkpoint_of = Some(job);
                     self.settle(DeploymentState::Failed)
                 }
                 Seen::Unknown => {
@@ -495,8 +549,9 @@ impl Controller {
     /// The stop's savepoint is written and its Job ended.
     fn stopped(&mut self, dir: String) -> Vec<Command> {
         self.record.latest_savepoint = Some(dir.clone());
+        self.record.latest_checkpoint_of = None;
         match self.desired() {
-            DesiredState::Running => self.submit(Some(dir)),
+            DesiredState::Running => self.submit(Some(Restore::Savepoint(dir))),
             DesiredState::Suspended => self.settle(DeploymentState::Suspended),
             DesiredState::Cancelled => self.settle(DeploymentState::Cancelled),
         }
@@ -504,7 +559,7 @@ impl Controller {
 
     /// A Job of `version` failed before it was good (`job` if it still runs): roll
     /// back to the last good version from the same savepoint, or fail.
-    fn failed(&mut self, job: Option<String>, version: u64, from: Option<String>, error: String) -> Vec<Command> {
+    fn failed(&mut self, job: Option<String>, version: u64, from: Option<Restore>, error: String) -> Vec<Command> {
         let then = match self.record.last_good.clone().filter(|g| g.version != version) {
             Some(good) => {
                 self.record.message = Some(format!("spec version {version} failed, rolled back to version {}: {error}", good.version));

@@ -27,6 +27,7 @@ fn spec(parallelism: u32) -> DeploymentSpec {
             restart_strategy: None,
             from_savepoint: None,
             allow_non_restored_state: false,
+            from_checkpoint_of: None,
         },
     }
 }
@@ -388,4 +389,102 @@ fn a_live_upgrade_of_a_manifests_components_alone_swaps_the_changed_ones_and_any
     assert_eq!(c.record.last_good.as_ref().map(|g| g.version), Some(2));
     // Another manifest (its graph may differ): stopped with a savepoint, as STATEFUL.
     assert_eq!(c.apply(live_manifest("m2", "count2")), Ok(vec![Command::Stop { job: "j1".into(), dir: SP1.into() }]));
+}
+
+/// A Submit of spec version `version` from Job `job`'s retained checkpoint.
+fn submitted_from_checkpoint(version: u64, job: &str, parallelism: u32) -> Command {
+    let template = SubmitSpec { from_checkpoint_of: Some(job.into()), ..spec(parallelism).template };
+    Command::Submit { version, template }
+}
+
+/// `c`'s Job `job`, good, fails for good (its restart strategy gave up).
+fn fails_for_good(c: &mut Controller, job: &str) {
+    let failed = Seen::Ended { finished: false, error: Some("TaskManager lost".into()) };
+    assert_eq!(c.on(Event::Job { job: job.into(), seen: failed }), vec![]);
+    assert_eq!(c.state(), DeploymentState::Failed);
+    assert_eq!(c.record.latest_checkpoint_of.as_deref(), Some(job));
+}
+
+#[test]
+fn latest_state_resumes_a_failed_job_from_its_retained_checkpoint_not_the_older_savepoint() {
+    // j1 stopped into sp-1 (a suspend), resumed as j2, which failed later: j2's
+    // checkpoints are newer than sp-1.
+    let mut c = running();
+    c.set_state(DesiredState::Suspended).expect("suspend");
+    c.on(Event::Stopped { job: "j1".into(), result: Ok(()) });
+    assert_eq!(c.set_state(DesiredState::Running), Ok(vec![submitted(1, Some(SP1), 2)]));
+    c.on(Event::Submitted { version: 1, result: Ok("j2".into()) });
+    c.on(Event::Job { job: "j2".into(), seen: alive(true) });
+    fails_for_good(&mut c, "j2");
+    assert_eq!(c.record.latest_savepoint.as_deref(), Some(SP1), "the savepoint stays known");
+    assert_eq!(c.set_state(DesiredState::Running), Ok(vec![submitted_from_checkpoint(1, "j2", 2)]));
+    c.on(Event::Submitted { version: 1, result: Ok("j3".into()) });
+    assert_eq!(c.record.jobs[0].from_checkpoint_of.as_deref(), Some("j2"));
+    assert_eq!(c.record.jobs[0].from_savepoint, None);
+    c.on(Event::Job { job: "j3".into(), seen: alive(true) });
+    assert_eq!(c.state(), DeploymentState::Running);
+
+    // A savepoint taken after it is newer: it wins from then on.
+    assert_eq!(c.set_state(DesiredState::Suspended), Ok(vec![Command::Stop { job: "j3".into(), dir: "/data/sp/sums-d1/sp-2".into() }]));
+    c.on(Event::Stopped { job: "j3".into(), result: Ok(()) });
+    assert_eq!(c.record.latest_checkpoint_of, None);
+    assert_eq!(c.set_state(DesiredState::Running), Ok(vec![submitted(1, Some("/data/sp/sums-d1/sp-2"), 2)]));
+}
+
+#[test]
+fn a_new_spec_version_after_a_failure_starts_from_the_failed_jobs_checkpoint() {
+    let mut c = running();
+    fails_for_good(&mut c, "j1");
+    assert_eq!(c.apply(spec(3)), Ok(vec![submitted_from_checkpoint(2, "j1", 3)]));
+    // Version 2 fails before its first checkpoint: version 1 again, from the same
+    // checkpoint (version 2 committed nothing).
+    c.on(Event::Submitted { version: 2, result: Ok("j2".into()) });
+    let failure = Seen::Alive { ready: false, failure: Some("bad record".into()) };
+    assert_eq!(c.on(Event::Job { job: "j2".into(), seen: failure }), vec![Command::Cancel { job: "j2".into() }]);
+    let ended = Seen::Ended { finished: false, error: None };
+    assert_eq!(c.on(Event::Job { job: "j2".into(), seen: ended }), vec![submitted_from_checkpoint(1, "j1", 2)]);
+    assert_eq!(c.record.latest_checkpoint_of.as_deref(), Some("j1"), "j2 never completed a checkpoint");
+}
+
+#[test]
+fn a_job_cancelled_outside_the_deployment_is_resumed_from_its_checkpoint() {
+    let mut c = running();
+    let cancelled = Seen::Ended { finished: false, error: None };
+    c.on(Event::Job { job: "j1".into(), seen: cancelled });
+    assert_eq!(c.state(), DeploymentState::Failed);
+    assert_eq!(c.record.latest_checkpoint_of.as_deref(), Some("j1"));
+    assert_eq!(c.set_state(DesiredState::Running), Ok(vec![submitted_from_checkpoint(1, "j1", 2)]));
+}
+
+#[test]
+fn latest_savepoint_and_none_ignore_retained_checkpoints() {
+    for (strategy, expected) in [(RestoreStrategy::LatestSavepoint, Some(SP1)), (RestoreStrategy::None, None)] {
+        let mut c = running();
+        c.set_state(DesiredState::Suspended).expect("suspend");
+        c.on(Event::Stopped { job: "j1".into(), result: Ok(()) });
+        let mut s = spec(2);
+        s.restore_strategy = strategy;
+        s.state = DesiredState::Suspended;
+        c.apply(s).expect("apply");
+        assert_eq!(c.set_state(DesiredState::Running).map(|c| c.len()), Ok(1));
+        c.on(Event::Submitted { version: 2, result: Ok("j2".into()) });
+        c.on(Event::Job { job: "j2".into(), seen: alive(true) });
+        fails_for_good(&mut c, "j2");
+        let commands = c.set_state(DesiredState::Running).expect("resume");
+        let template = SubmitSpec { from_savepoint: expected.map(String::from), ..spec(2).template };
+        assert_eq!(commands, vec![Command::Submit { version: 2, template }], "{strategy:?}");
+    }
+}
+
+#[test]
+fn the_latest_state_survives_a_jobmanager_restart() {
+    let mut c = running();
+    fails_for_good(&mut c, "j1");
+    c.set_state(DesiredState::Running).expect("resume");
+    // The record as persisted, read back by a restarted JobManager mid-submit.
+    let bytes = postcard::to_allocvec(&c.record).expect("encode");
+    let mut after = Controller::from_record(postcard::from_bytes(&bytes).expect("decode"));
+    assert_eq!(after.record.latest_checkpoint_of.as_deref(), Some("j1"));
+    assert_eq!(after.recover(), vec![submitted_from_checkpoint(1, "j1", 2)]);
+    assert_eq!(after.template(&Some(Restore::CheckpointOf("j1".into()))).from_checkpoint_of.as_deref(), Some("j1"));
 }

@@ -573,6 +573,12 @@ impl Driver {
         &self.phase
     }
 
+    /// What the job started from (a restart without a checkpoint of its own goes
+    /// back to it).
+    pub fn initial_restore(&self) -> Option<&RestoreFrom> {
+        self.initial_restore.as_ref()
+    }
+
     /// Over for good.
     pub fn is_ended(&self) -> bool {
         matches!(self.phase, Phase::Ended)

@@ -136,6 +136,7 @@ impl Driver {
                 (None, _) => ("nothing".to_string(), "all records".to_string()),
                 (Some(RestoreFrom::Savepoint(dir)), id) => (format!("checkpoint {id} (savepoint {dir})"), "the records after it".to_string()),
                 (Some(RestoreFrom::Checkpoint(_)), id) => (format!("checkpoint {id}"), format!("the records after checkpoint {id}")),
+                (Some(RestoreFrom::CheckpointOf { job, .. }), id) => (format!("checkpoint {id} of job {job}"), "the records after it".to_string()),
             };
             // The attempt `placed` deploys next: readers of the output (the chaos
             // checker) tell the gap's files by it.
