@@ -131,15 +131,9 @@ fn a_running_keyed_job_is_swapped_live_to_v2_exactly_once_and_an_incompatible_sw
     let o = swap(&cluster, &job, "keyed_sum_v2");
     assert!(o.status.success(), "{}\n{}", stderr(&o), cluster.log("jobmanager"));
     let out = String::from_utf8_lossy(&o.stdout).to_string();
-    let at: u64 = out.split_whitespace().last().and_then(|w| w.parse().ok()).unwrap_or_else(|| panic!("a switch point in {out:?}"));
+    let at = switch_point(&o);
 
-    let mut last = Value::Null;
-    wait_until("the swapped job to finish", || {
-        last = get(&cluster, &format!("/jobs/{job}"));
-        assert_ne!(last["status"]["state"], "FAILED", "{last:#}\n{}", cluster.log("jobmanager"));
-        last["status"]["state"] == "FINISHED"
-    });
-    assert_eq!(last["status"]["started"]["observedJobRestarts"], 0, "no restart: {last:#}");
+    let last = finished_without_restart(&cluster, &job);
     assert_ne!(last["spec"]["artifact"], before["spec"]["artifact"], "{last:#}");
     assert!(last["spec"]["artifact"].as_str().is_some_and(|a| out.contains(a)), "the job's spec names v2: {last:#}\n{out}");
     assert_swapped_at(&output, at);
@@ -271,6 +265,18 @@ fn swap_operators(cluster: &TestCluster, job: &str, operators: &[(&str, &str)]) 
 }
 
 /// The switch point `weir swap` printed.
+/// The job's document once it finished, having never failed nor restarted.
+fn finished_without_restart(cluster: &TestCluster, job: &str) -> Value {
+    let mut last = Value::Null;
+    wait_until("the swapped job to finish", || {
+        last = get(cluster, &format!("/jobs/{job}"));
+        assert_ne!(last["status"]["state"], "FAILED", "{last:#}\n{}", cluster.log("jobmanager"));
+        last["status"]["state"] == "FINISHED"
+    });
+    assert_eq!(last["status"]["started"]["observedJobRestarts"], 0, "no restart: {last:#}");
+    last
+}
+
 fn switch_point(o: &std::process::Output) -> u64 {
     let out = String::from_utf8_lossy(&o.stdout).to_string();
     out.split_whitespace().last().and_then(|w| w.parse().ok()).unwrap_or_else(|| panic!("a switch point in {out:?}"))
@@ -329,13 +335,7 @@ fn a_manifest_jobs_rust_component_is_swapped_live_while_its_c_one_stays_and_unfi
     let o = swap_operators(&cluster, &job, &[("by-key", "keyed_sum_v2.wasm"), ("sum", "keyed_sum_v2.wasm"), ("format", "keyed_sum_v2.wasm")]);
     assert!(o.status.success(), "{}\n{}", stderr(&o), cluster.log("jobmanager"));
     let at = switch_point(&o);
-    let mut last = Value::Null;
-    wait_until("the swapped job to finish", || {
-        last = get(&cluster, &format!("/jobs/{job}"));
-        assert_ne!(last["status"]["state"], "FAILED", "{last:#}\n{}", cluster.log("jobmanager"));
-        last["status"]["state"] == "FINISHED"
-    });
-    assert_eq!(last["status"]["started"]["observedJobRestarts"], 0, "no restart: {last:#}");
+    let last = finished_without_restart(&cluster, &job);
     let (old, new) = (&before["spec"]["components"], &last["spec"]["components"]);
     assert_ne!(new["keyed_sum.wasm"], old["keyed_sum.wasm"], "the spec names v2: {last:#}");
     assert!(new["keyed_sum.wasm"].as_str().is_some_and(|a| String::from_utf8_lossy(&o.stdout).contains(a)), "{last:#}");
