@@ -2,13 +2,14 @@
 //! (`weir-api`), answered with the domain types of `model`. Transport-free: the HTTP
 //! layer only maps these to JSON and status codes.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use weir_types::access::FileAccess;
 use weir_types::ids::{ComponentHash, JobId};
 use weir_wasm::World;
 
+use crate::artifacts::ArtifactStore;
 use crate::jobs::{SwapCode, lock};
 pub use crate::model::SwapTarget;
 use crate::model::{ApiError, ArtifactInfo, CheckpointRecord, ClusterOverview, JobEvent, JobInfo, JobMetrics, SubmitSpec};
@@ -213,14 +214,7 @@ impl JobManager {
         let wanted = spec.clone();
         // Reads from disk: off the async workers.
         let read = tokio::task::spawn_blocking(move || {
-            let artifact = |id: &str| {
-                let missing = || ApiError::NotFound(format!("no artifact {id:?} (upload it first)"));
-                match lock(&store).get(&id.parse::<ComponentHash>().map_err(|_| missing())?) {
-                    Ok(Some(bytes)) => Ok(Arc::new(bytes)),
-                    Ok(None) => Err(missing()),
-                    Err(e) => Err(ApiError::Internal(e.to_string())),
-                }
-            };
+            let artifact = |id: &str| read_artifact(&store, id);
             match (&wanted.artifact, &wanted.manifest) {
                 (Some(id), _) => Ok(JobSource::Component(artifact(id)?)),
                 (None, Some(text)) => {
@@ -261,14 +255,7 @@ impl JobManager {
         let store = self.0.artifacts.clone();
         let wanted = to.clone();
         let read = tokio::task::spawn_blocking(move || {
-            let read = |wanted: &str| {
-                let missing = || ApiError::NotFound(format!("no artifact {wanted:?} (upload it first)"));
-                match lock(&store).get(&wanted.parse::<ComponentHash>().map_err(|_| missing())?) {
-                    Ok(Some(bytes)) => Ok(Arc::new(bytes)),
-                    Ok(None) => Err(missing()),
-                    Err(e) => Err(ApiError::Internal(e.to_string())),
-                }
-            };
+            let read = |id: &str| read_artifact(&store, id);
             match &wanted {
                 SwapTarget::Artifact(a) => read(a).map(SwapCode::Component),
                 SwapTarget::Components(named) => {
@@ -319,6 +306,16 @@ pub fn job_id(id: &str) -> Result<JobId, ApiError> {
 }
 
 pub(crate) use crate::model::unknown_job;
+
+/// The bytes of uploaded artifact `id`. Blocking (reads from disk).
+fn read_artifact(store: &Mutex<ArtifactStore>, id: &str) -> Result<Arc<Vec<u8>>, ApiError> {
+    let missing = || ApiError::NotFound(format!("no artifact {id:?} (upload it first)"));
+    match lock(store).get(&id.parse::<ComponentHash>().map_err(|_| missing())?) {
+        Ok(Some(bytes)) => Ok(Arc::new(bytes)),
+        Ok(None) => Err(missing()),
+        Err(e) => Err(ApiError::Internal(e.to_string())),
+    }
+}
 
 #[cfg(test)]
 mod tests {
